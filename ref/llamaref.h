@@ -1,0 +1,355 @@
+/* llamaref.h: the public API of libllamaref, a reference and verification suite for
+ * Llama-family models. One prefix (lr_), opaque handles for everything with state,
+ * plain structs for configuration and options. Every fallible call returns an int
+ * status (LR_OK or a negative LR_E* code) and leaves a message for lr_last_error(). */
+#ifndef LLAMAREF_H
+#define LLAMAREF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- Status ---------------------------------------------------------------------- */
+
+/* X(name, code, message): the one table of status codes. */
+#define LR_STATUS_MAP(X)                                                                   \
+    X(OK, 0, "success")                                                                    \
+    X(E_NOMEM, -1, "out of memory")                                                        \
+    X(E_IO, -2, "I/O error")                                                               \
+    X(E_INVAL, -3, "invalid argument")                                                     \
+    X(E_TRUNCATED, -4, "file truncated")                                                   \
+    X(E_HEADER, -5, "malformed safetensors header")                                        \
+    X(E_JSON, -6, "malformed JSON")                                                        \
+    X(E_DTYPE, -7, "unsupported dtype")                                                    \
+    X(E_SPAN, -8, "tensor byte span does not match its shape")                             \
+    X(E_OFFSET, -9, "tensor data outside the file's data section")                         \
+    X(E_OVERLAP, -10, "tensors overlap")                                                   \
+    X(E_MISSING, -11, "tensor missing")                                                    \
+    X(E_SHAPE, -12, "tensor shape inconsistent with the config")                           \
+    X(E_CONFIG, -13, "invalid or unsupported config")                                      \
+    X(E_TP, -14, "tensor-parallel size does not divide the model")                         \
+    X(E_FIXTURE, -15, "invalid fixture")                                                   \
+    X(E_UNEXPECTED, -16, "unexpected tensor")                                              \
+    X(E_BACKEND, -17, "backend not available")                                             \
+    X(E_DEVICE, -18, "device error")                                                       \
+    X(E_CAPACITY, -19, "capacity exceeded")
+
+typedef enum {
+#define LR_STATUS_ENUM(name, code, msg) LR_##name = code,
+    LR_STATUS_MAP(LR_STATUS_ENUM)
+#undef LR_STATUS_ENUM
+} lr_status;
+
+const char *lr_status_name(int status); /* "LR_E_SPAN" */
+const char *lr_strerror(int status);    /* "tensor byte span does not match its shape" */
+/* The message of the last failing call on this thread: "FILE: FIELD: detail". */
+const char *lr_last_error(void);
+
+/* ---- Tensors --------------------------------------------------------------------- */
+
+#define LR_DTYPE_MAP(X)                                                                    \
+    X(F64, "F64", 8)                                                                       \
+    X(F32, "F32", 4)                                                                       \
+    X(F16, "F16", 2)                                                                       \
+    X(BF16, "BF16", 2)                                                                     \
+    X(I64, "I64", 8)                                                                       \
+    X(I32, "I32", 4)
+
+typedef enum {
+#define LR_DTYPE_ENUM(name, str, size) LR_##name,
+    LR_DTYPE_MAP(LR_DTYPE_ENUM)
+#undef LR_DTYPE_ENUM
+        LR_DTYPE_COUNT
+} lr_dtype;
+
+const char *lr_dtype_name(lr_dtype dt); /* safetensors spelling: "BF16" */
+size_t lr_dtype_size(lr_dtype dt);
+/* Parses "F32" etc.; returns LR_E_DTYPE for anything else. */
+int lr_dtype_parse(const char *s, lr_dtype *out);
+
+#define LR_MAX_DIMS 4
+
+/* A view of a dense row-major tensor; it owns nothing. data may be unaligned when it
+ * points into a mapped file: read elements through lr_tensor_get(). */
+typedef struct {
+    lr_dtype dtype;
+    int ndim;
+    int64_t shape[LR_MAX_DIMS];
+    const void *data;
+} lr_tensor;
+
+int64_t lr_tensor_numel(const lr_tensor *t);
+/* Element i (flat index) converted to double; any dtype. */
+double lr_tensor_get(const lr_tensor *t, int64_t i);
+/* Converts n elements of src (dtype sdt) to dst (dtype F64 or F32). */
+void lr_convert(void *dst, lr_dtype ddt, const void *src, lr_dtype sdt, size_t n);
+
+/* ---- Model config (config.json) -------------------------------------------------- */
+
+typedef enum { LR_ROPE_DEFAULT, LR_ROPE_LINEAR, LR_ROPE_LLAMA3 } lr_rope_type;
+
+typedef struct {
+    int64_t vocab_size;
+    int64_t hidden_size;
+    int64_t intermediate_size;
+    int64_t num_hidden_layers;
+    int64_t num_attention_heads;
+    int64_t num_key_value_heads; /* default: num_attention_heads */
+    int64_t head_dim;            /* default: hidden_size / num_attention_heads */
+    int64_t max_position_embeddings;
+    double rms_norm_eps;
+    bool attention_bias;
+    bool mlp_bias;
+    bool tie_word_embeddings;
+    /* RoPE */
+    lr_rope_type rope_type;
+    double rope_theta;
+    double rope_factor;           /* linear, llama3 */
+    double rope_low_freq_factor;  /* llama3 */
+    double rope_high_freq_factor; /* llama3 */
+    int64_t rope_original_max_position_embeddings; /* llama3 */
+    int config_style; /* 4: rope_theta/rope_scaling (transformers 4.x); 5: rope_parameters */
+} lr_config;
+
+/* Reads and validates config.json. */
+int lr_config_load(const char *path, lr_config *cfg);
+/* The same from memory; name labels error messages. */
+int lr_config_parse(const char *json, size_t len, const char *name, lr_config *cfg);
+const char *lr_rope_type_name(lr_rope_type t);
+
+/* ---- safetensors ----------------------------------------------------------------- */
+
+typedef struct lr_st_file lr_st_file;
+
+typedef struct {
+    const char *name;
+    lr_tensor t;       /* points into the mapped file */
+    uint64_t offset;   /* byte offset within the data section */
+    uint64_t nbytes;
+} lr_st_entry;
+
+/* Maps and validates a safetensors file (header length, JSON, dtypes, spans, offsets,
+ * overlaps). */
+int lr_st_open(const char *path, lr_st_file **out);
+/* The same over a caller-owned buffer that must outlive the handle; name labels errors. */
+int lr_st_parse(const void *buf, size_t len, const char *name, lr_st_file **out);
+void lr_st_close(lr_st_file *f);
+const char *lr_st_path(const lr_st_file *f);
+size_t lr_st_count(const lr_st_file *f);
+const lr_st_entry *lr_st_at(const lr_st_file *f, size_t i); /* in file order */
+const lr_st_entry *lr_st_find(const lr_st_file *f, const char *name);
+const char *lr_st_metadata(const lr_st_file *f, const char *key); /* NULL if absent */
+
+/* Collects tensors and metadata, then writes one safetensors file atomically
+ * (a temporary name in the same folder, renamed into place). */
+typedef struct lr_st_writer lr_st_writer;
+int lr_st_writer_create(lr_st_writer **out);
+/* Copies the data. */
+int lr_st_writer_add(lr_st_writer *w, const char *name, const lr_tensor *t);
+int lr_st_writer_set_metadata(lr_st_writer *w, const char *key, const char *value);
+/* Refuses to replace an existing file unless overwrite is set. */
+int lr_st_writer_write(lr_st_writer *w, const char *path, bool overwrite);
+void lr_st_writer_free(lr_st_writer *w);
+
+/* ---- Checkpoint (a Hugging Face model directory) --------------------------------- */
+
+typedef struct lr_checkpoint lr_checkpoint;
+
+/* Opens config.json and model.safetensors (or the shards of
+ * model.safetensors.index.json), and checks that every tensor the config implies is
+ * there with the right shape, and that nothing unexpected is. */
+int lr_checkpoint_open(const char *dir, lr_checkpoint **out);
+void lr_checkpoint_close(lr_checkpoint *ck);
+const lr_config *lr_checkpoint_config(const lr_checkpoint *ck);
+const char *lr_checkpoint_dir(const lr_checkpoint *ck);
+/* The HF tensor by name, or NULL. */
+const lr_st_entry *lr_checkpoint_find(const lr_checkpoint *ck, const char *name);
+/* The file holding a tensor (for messages). */
+const char *lr_checkpoint_file_of(const lr_checkpoint *ck, const char *name);
+
+/* ---- Tensor-parallel layout, packing and sharding (vLLM's rules) ----------------- */
+
+#define LR_VOCAB_PADDING 64
+
+/* What one rank holds. */
+typedef struct {
+    int tp_size, tp_rank;
+    int64_t num_heads;      /* q heads on this rank */
+    int64_t num_kv_heads;   /* kv heads on this rank (1 when replicated) */
+    int64_t kv_replicas;    /* ranks sharing one kv head (1 when not replicated) */
+    int64_t kv_head_start;  /* first global kv head held */
+    int64_t q_size;         /* num_heads * head_dim */
+    int64_t kv_size;        /* num_kv_heads * head_dim */
+    int64_t intermediate;   /* intermediate_size / tp */
+    int64_t vocab_padded;   /* vocab rounded up to LR_VOCAB_PADDING */
+    int64_t vocab_shard;    /* vocab_padded / tp rows per rank */
+    int64_t vocab_start;    /* first padded-vocab row held */
+} lr_tp_layout;
+
+/* Fails with LR_E_TP naming what tp does not divide. */
+int lr_tp_layout_make(const lr_config *cfg, int tp_size, int tp_rank, lr_tp_layout *out);
+
+/* One rectangular copy from an HF tensor into a packed tensor. 1-D tensors use
+ * col0 = 0, cols = 1. */
+typedef struct {
+    char src[128];
+    int64_t src_row0, src_col0;
+    int64_t dst_row0;
+    int64_t rows, cols;
+} lr_slice;
+
+/* A packed, sharded tensor as vLLM holds it on one rank. Rows not covered by any
+ * slice (vocabulary padding) are zero. */
+typedef struct {
+    char name[128];       /* vLLM name: model.layers.0.self_attn.qkv_proj.weight */
+    int ndim;
+    int64_t shape[2];
+    int nslices;
+    lr_slice slices[3];
+    int tied_to;          /* index of the packed tensor this one reuses, or -1 */
+} lr_packed_desc;
+
+typedef struct lr_plan lr_plan;
+
+/* The packing and sharding plan of one rank: every packed tensor and its sources. */
+int lr_plan_create(const lr_config *cfg, int tp_size, int tp_rank, lr_plan **out);
+void lr_plan_free(lr_plan *p);
+const lr_tp_layout *lr_plan_layout(const lr_plan *p);
+size_t lr_plan_count(const lr_plan *p);
+const lr_packed_desc *lr_plan_at(const lr_plan *p, size_t i);
+/* Index of the packed tensor with that name, or -1. */
+int lr_plan_index(const lr_plan *p, const char *name);
+
+/* Materialises a plan: each packed tensor in the compute dtype (F64 or F32),
+ * converted once, in plan order. */
+typedef struct lr_weights lr_weights;
+int lr_weights_build(const lr_checkpoint *ck, const lr_plan *p, lr_dtype dtype,
+                     lr_weights **out);
+void lr_weights_free(lr_weights *w);
+const lr_plan *lr_weights_plan(const lr_weights *w);
+lr_dtype lr_weights_dtype(const lr_weights *w);
+/* The packed tensor at plan index i (tied tensors share data). */
+const lr_tensor *lr_weights_at(const lr_weights *w, size_t i);
+const lr_tensor *lr_weights_get(const lr_weights *w, const char *name);
+
+/* ---- Running a model --------------------------------------------------------------- */
+
+/* Tokens of all sequences, concatenated. positions are per token, within its sequence.
+ * seq_lens (num_seqs entries) splits the tokens; NULL means one sequence. seq_ids
+ * names each sequence's KV-cache slot; NULL means 0..num_seqs-1. */
+typedef struct {
+    const int64_t *input_ids; /* (T) */
+    const int64_t *positions; /* (T) */
+    const int64_t *seq_lens;  /* (B) or NULL */
+    const int64_t *seq_ids;   /* (B) or NULL */
+    int64_t num_tokens;
+    int64_t num_seqs;
+} lr_batch;
+
+/* Called once per stage per forward, stage names as in the fixture spec, the tensor
+ * whole (gathered over tp ranks), valid only during the call. */
+typedef void (*lr_stage_fn)(void *user, const char *stage, const lr_tensor *t);
+typedef struct {
+    lr_stage_fn on_stage;
+    void *user;
+} lr_observer;
+
+typedef struct {
+    const char *backend;  /* "cpu" (default) */
+    lr_dtype precision;   /* F64 or F32 on cpu */
+    int tp_size;          /* default 1 */
+    int num_threads;      /* BLAS threads; 0: 1 thread, for bitwise determinism */
+} lr_options;
+
+void lr_options_init(lr_options *o);
+
+typedef struct lr_model lr_model;
+typedef struct lr_kv_cache lr_kv_cache;
+
+/* Builds the backend over the packed, sharded weights of every rank. */
+int lr_model_create(const lr_checkpoint *ck, const lr_options *opt, lr_model **out);
+void lr_model_free(lr_model *m);
+const lr_config *lr_model_config(const lr_model *m);
+lr_dtype lr_model_precision(const lr_model *m);
+
+/* A cache for max_seqs sequences of at most max_len tokens each. */
+int lr_kv_cache_create(lr_model *m, int64_t max_seqs, int64_t max_len, lr_kv_cache **out);
+void lr_kv_cache_free(lr_kv_cache *c);
+/* Forgets the tokens of every sequence. */
+void lr_kv_cache_reset(lr_kv_cache *c);
+
+/* LlamaForCausalLM.forward: appends the batch's tokens to each sequence's cache (a
+ * temporary cache when cache is NULL) and returns the final hidden states (T, hidden)
+ * in the model's precision, valid until the next call. */
+int lr_model_forward(lr_model *m, const lr_batch *b, lr_kv_cache *cache,
+                     const lr_observer *obs, lr_tensor *hidden);
+/* LlamaForCausalLM.compute_logits: (T, vocab) logits of the unpadded vocabulary, valid
+ * until the next call. Reports the lm_head stage. */
+int lr_model_compute_logits(lr_model *m, const lr_tensor *hidden, const lr_observer *obs,
+                            lr_tensor *logits);
+
+/* ---- Fixtures (llama-golden/1) --------------------------------------------------- */
+
+#define LR_FIXTURE_FORMAT "llama-golden/1"
+
+typedef struct lr_fixture lr_fixture;
+
+/* Opens a fixture and validates its format tag, inputs and stage tensor shapes. */
+int lr_fixture_open(const char *path, lr_fixture **out);
+void lr_fixture_free(lr_fixture *f);
+const lr_batch *lr_fixture_batch(const lr_fixture *f);
+const char *lr_fixture_metadata(const lr_fixture *f, const char *key);
+/* Stage tensors in file order (inputs excluded). */
+size_t lr_fixture_stage_count(const lr_fixture *f);
+const lr_st_entry *lr_fixture_stage_at(const lr_fixture *f, size_t i);
+const lr_st_entry *lr_fixture_stage(const lr_fixture *f, const char *name);
+/* Checks stage names and shapes against a model config. */
+int lr_fixture_check_config(const lr_fixture *f, const lr_config *cfg);
+
+/* ---- Comparison and tolerances --------------------------------------------------- */
+
+typedef struct {
+    int64_t n;
+    double rel_l2;        /* ||a-b|| / ||b|| */
+    double max_abs;       /* max |a-b| */
+    int64_t max_abs_index;
+    double cosine;
+    int64_t nan_a, inf_a, nan_b, inf_b;
+} lr_metrics;
+
+/* Compares a (under test) against b (reference); same numel required. */
+int lr_compare(const lr_tensor *a, const lr_tensor *b, lr_metrics *m);
+
+/* Stage kinds of the tolerance table. */
+typedef enum {
+    LR_STAGE_EMBEDDING,
+    LR_STAGE_NORM,
+    LR_STAGE_PROJECTION,
+    LR_STAGE_ATTENTION,
+    LR_STAGE_ACTIVATION,
+    LR_STAGE_BLOCK,
+    LR_STAGE_LAYER,
+    LR_STAGE_LOGITS,
+    LR_STAGE_UNKNOWN
+} lr_stage_kind;
+
+lr_stage_kind lr_stage_kind_of(const char *stage);
+const char *lr_stage_kind_name(lr_stage_kind k);
+/* Relative-L2 budget of a stage computed in precision against float64 golden. */
+double lr_tolerance(lr_stage_kind kind, lr_dtype precision);
+/* A metrics result passes when finite and rel_l2 <= tolerance. */
+bool lr_metrics_pass(const lr_metrics *m, double tolerance);
+
+/* Every stage name a forward reports, in order, for a config (required and optional);
+ * the caller frees the array and its strings with lr_stage_names_free. */
+int lr_stage_names(const lr_config *cfg, char ***names, size_t *count);
+void lr_stage_names_free(char **names, size_t count);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LLAMAREF_H */

@@ -1,0 +1,291 @@
+/* plan.c: vLLM's packing (qkv_proj, gate_up_proj) and tensor-parallel sharding rules,
+ * as a plan of slices per rank, and the materialised weights of a plan.
+ *
+ * Column-parallel (qkv_proj, gate_up_proj): each rank holds a block of output rows.
+ * Row-parallel (o_proj, down_proj): each rank holds a block of input columns; the bias
+ * is held whole and added once (rank 0). Embedding and LM head: the vocabulary is
+ * padded to a multiple of LR_VOCAB_PADDING and split into equal contiguous shards. */
+#include "internal.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct lr_plan {
+    lr_tp_layout layout;
+    lr_packed_desc *d;
+    size_t n, cap;
+};
+
+int lr_tp_layout_make(const lr_config *c, int tp, int rank, lr_tp_layout *out) {
+    if (tp < 1 || tp > 4096) return lr_fail(LR_E_TP, "tp_size: %d is outside 1..4096", tp);
+    if (rank < 0 || rank >= tp) return lr_fail(LR_E_TP, "tp_rank: %d is outside 0..%d", rank, tp - 1);
+    lr_tp_layout L = {.tp_size = tp, .tp_rank = rank};
+    int64_t nh = c->num_attention_heads, nkv = c->num_key_value_heads;
+    if (nh % tp)
+        return lr_fail(LR_E_TP, "config.json: num_attention_heads: %lld is not divisible by tp %d",
+                       (long long)nh, tp);
+    L.num_heads = nh / tp;
+    if (tp >= nkv) {
+        /* Fewer KV heads than ranks: each KV head is replicated over tp / nkv ranks. */
+        if (tp % nkv)
+            return lr_fail(LR_E_TP,
+                           "config.json: num_key_value_heads: tp %d is not a multiple of %lld KV heads",
+                           tp, (long long)nkv);
+        L.num_kv_heads = 1;
+        L.kv_replicas = tp / nkv;
+        L.kv_head_start = rank / L.kv_replicas;
+    } else {
+        if (nkv % tp)
+            return lr_fail(LR_E_TP, "config.json: num_key_value_heads: %lld is not divisible by tp %d",
+                           (long long)nkv, tp);
+        L.num_kv_heads = nkv / tp;
+        L.kv_replicas = 1;
+        L.kv_head_start = rank * L.num_kv_heads;
+    }
+    L.q_size = L.num_heads * c->head_dim;
+    L.kv_size = L.num_kv_heads * c->head_dim;
+    if (c->intermediate_size % tp)
+        return lr_fail(LR_E_TP, "config.json: intermediate_size: %lld is not divisible by tp %d",
+                       (long long)c->intermediate_size, tp);
+    L.intermediate = c->intermediate_size / tp;
+    L.vocab_padded = (c->vocab_size + LR_VOCAB_PADDING - 1) / LR_VOCAB_PADDING * LR_VOCAB_PADDING;
+    if (L.vocab_padded % tp)
+        return lr_fail(LR_E_TP, "config.json: vocab_size: padded vocabulary %lld is not divisible by tp %d",
+                       (long long)L.vocab_padded, tp);
+    L.vocab_shard = L.vocab_padded / tp;
+    L.vocab_start = rank * L.vocab_shard;
+    *out = L;
+    return LR_OK;
+}
+
+static lr_packed_desc *add(lr_plan *p, int ndim, int64_t d0, int64_t d1, const char *fmt, ...)
+    LR_PRINTF(5, 6);
+static lr_packed_desc *add(lr_plan *p, int ndim, int64_t d0, int64_t d1, const char *fmt, ...) {
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? 2 * p->cap : 64;
+        lr_packed_desc *d = realloc(p->d, cap * sizeof *d);
+        if (!d) return NULL;
+        p->d = d;
+        p->cap = cap;
+    }
+    lr_packed_desc *d = &p->d[p->n++];
+    memset(d, 0, sizeof *d);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(d->name, sizeof d->name, fmt, ap);
+    va_end(ap);
+    d->ndim = ndim;
+    d->shape[0] = d0;
+    d->shape[1] = ndim == 2 ? d1 : 1;
+    d->tied_to = -1;
+    return d;
+}
+
+/* A copy of rows [row0, row0+rows) x cols [col0, col0+cols) of src to dst_row0. */
+static void slice(lr_packed_desc *d, const char *src, int64_t row0, int64_t col0,
+                  int64_t dst_row0, int64_t rows, int64_t cols) {
+    lr_slice *s = &d->slices[d->nslices++];
+    snprintf(s->src, sizeof s->src, "%s", src);
+    s->src_row0 = row0;
+    s->src_col0 = col0;
+    s->dst_row0 = dst_row0;
+    s->rows = rows;
+    s->cols = cols;
+}
+
+/* Whole-tensor copy (norm weights, row-parallel biases). */
+static int whole(lr_plan *p, int64_t n, const char *name) {
+    lr_packed_desc *d = add(p, 1, n, 0, "%s", name);
+    if (!d) return LR_E_NOMEM;
+    slice(d, name, 0, 0, 0, n, 1);
+    return LR_OK;
+}
+
+/* A vocabulary shard of an [V, H] tensor; padding rows stay zero. */
+static int vocab_shard(lr_plan *p, const lr_config *c, const char *name, const char *src) {
+    const lr_tp_layout *L = &p->layout;
+    lr_packed_desc *d = add(p, 2, L->vocab_shard, c->hidden_size, "%s", name);
+    if (!d) return LR_E_NOMEM;
+    int64_t end = L->vocab_start + L->vocab_shard;
+    if (end > c->vocab_size) end = c->vocab_size;
+    if (end > L->vocab_start) slice(d, src, L->vocab_start, 0, 0, end - L->vocab_start, c->hidden_size);
+    return LR_OK;
+}
+
+static int build(lr_plan *p, const lr_config *c) {
+    const lr_tp_layout *L = &p->layout;
+    int64_t H = c->hidden_size, hd = c->head_dim, r = L->tp_rank, Ir = L->intermediate;
+    int64_t qkv = L->q_size + 2 * L->kv_size, q0 = r * L->q_size, kv0 = L->kv_head_start * hd;
+    char src[3][128], base[96];
+    lr_packed_desc *d;
+    int rc;
+    if ((rc = vocab_shard(p, c, "model.embed_tokens.weight", "model.embed_tokens.weight"))) return rc;
+    for (int64_t l = 0; l < c->num_hidden_layers; l++) {
+        snprintf(base, sizeof base, "model.layers.%lld", (long long)l);
+        snprintf(src[0], sizeof src[0], "%s.input_layernorm.weight", base);
+        if ((rc = whole(p, H, src[0]))) return rc;
+
+        /* qkv_proj: this rank's q heads, then its k and v heads, stacked as rows. */
+        static const char *qkv_names[] = {"q_proj", "k_proj", "v_proj"};
+        for (int bias = 0; bias <= (c->attention_bias ? 1 : 0); bias++) {
+            const char *kind = bias ? "bias" : "weight";
+            if (!(d = add(p, bias ? 1 : 2, qkv, H, "%s.self_attn.qkv_proj.%s", base, kind)))
+                return LR_E_NOMEM;
+            for (int k = 0; k < 3; k++)
+                snprintf(src[k], sizeof src[k], "%s.self_attn.%s.%s", base, qkv_names[k], kind);
+            int64_t cols = bias ? 1 : H;
+            slice(d, src[0], q0, 0, 0, L->q_size, cols);
+            slice(d, src[1], kv0, 0, L->q_size, L->kv_size, cols);
+            slice(d, src[2], kv0, 0, L->q_size + L->kv_size, L->kv_size, cols);
+        }
+        /* o_proj: row-parallel, this rank's input columns. */
+        if (!(d = add(p, 2, H, L->q_size, "%s.self_attn.o_proj.weight", base))) return LR_E_NOMEM;
+        snprintf(src[0], sizeof src[0], "%s.self_attn.o_proj.weight", base);
+        slice(d, src[0], 0, q0, 0, H, L->q_size);
+        if (c->attention_bias) {
+            snprintf(src[0], sizeof src[0], "%s.self_attn.o_proj.bias", base);
+            if ((rc = whole(p, H, src[0]))) return rc;
+        }
+        snprintf(src[0], sizeof src[0], "%s.post_attention_layernorm.weight", base);
+        if ((rc = whole(p, H, src[0]))) return rc;
+
+        /* gate_up_proj: this rank's gate rows, then its up rows. */
+        for (int bias = 0; bias <= (c->mlp_bias ? 1 : 0); bias++) {
+            const char *kind = bias ? "bias" : "weight";
+            if (!(d = add(p, bias ? 1 : 2, 2 * Ir, H, "%s.mlp.gate_up_proj.%s", base, kind)))
+                return LR_E_NOMEM;
+            snprintf(src[0], sizeof src[0], "%s.mlp.gate_proj.%s", base, kind);
+            snprintf(src[1], sizeof src[1], "%s.mlp.up_proj.%s", base, kind);
+            int64_t cols = bias ? 1 : H;
+            slice(d, src[0], r * Ir, 0, 0, Ir, cols);
+            slice(d, src[1], r * Ir, 0, Ir, Ir, cols);
+        }
+        if (!(d = add(p, 2, H, Ir, "%s.mlp.down_proj.weight", base))) return LR_E_NOMEM;
+        snprintf(src[0], sizeof src[0], "%s.mlp.down_proj.weight", base);
+        slice(d, src[0], 0, r * Ir, 0, H, Ir);
+        if (c->mlp_bias) {
+            snprintf(src[0], sizeof src[0], "%s.mlp.down_proj.bias", base);
+            if ((rc = whole(p, H, src[0]))) return rc;
+        }
+    }
+    if ((rc = whole(p, H, "model.norm.weight"))) return rc;
+    if (c->tie_word_embeddings) {
+        if ((rc = vocab_shard(p, c, "lm_head.weight", "model.embed_tokens.weight"))) return rc;
+        p->d[p->n - 1].tied_to = 0;
+    } else if ((rc = vocab_shard(p, c, "lm_head.weight", "lm_head.weight"))) {
+        return rc;
+    }
+    return LR_OK;
+}
+
+int lr_plan_create(const lr_config *cfg, int tp_size, int tp_rank, lr_plan **out) {
+    lr_plan *p = calloc(1, sizeof *p);
+    if (!p) return lr_fail(LR_E_NOMEM, "plan: out of memory");
+    int rc = lr_tp_layout_make(cfg, tp_size, tp_rank, &p->layout);
+    if (rc == LR_OK && (rc = build(p, cfg)) == LR_E_NOMEM) lr_fail(rc, "plan: out of memory");
+    if (rc) {
+        lr_plan_free(p);
+        return rc;
+    }
+    *out = p;
+    return LR_OK;
+}
+
+void lr_plan_free(lr_plan *p) {
+    if (!p) return;
+    free(p->d);
+    free(p);
+}
+
+const lr_tp_layout *lr_plan_layout(const lr_plan *p) { return &p->layout; }
+size_t lr_plan_count(const lr_plan *p) { return p->n; }
+const lr_packed_desc *lr_plan_at(const lr_plan *p, size_t i) { return i < p->n ? &p->d[i] : NULL; }
+
+int lr_plan_index(const lr_plan *p, const char *name) {
+    for (size_t i = 0; i < p->n; i++)
+        if (strcmp(p->d[i].name, name) == 0) return (int)i;
+    return -1;
+}
+
+/* ---- Materialised weights ---------------------------------------------------------- */
+
+struct lr_weights {
+    const lr_plan *plan;
+    lr_dtype dtype;
+    lr_tensor *t; /* plan order */
+};
+
+int lr_weights_build(const lr_checkpoint *ck, const lr_plan *p, lr_dtype dt, lr_weights **out) {
+    if (dt != LR_F64 && dt != LR_F32)
+        return lr_fail(LR_E_INVAL, "weights: compute dtype %s is not F64 or F32", lr_dtype_name(dt));
+    lr_weights *w = calloc(1, sizeof *w);
+    if (!w || !(w->t = calloc(p->n ? p->n : 1, sizeof *w->t))) {
+        free(w);
+        return lr_fail(LR_E_NOMEM, "weights: out of memory");
+    }
+    w->plan = p;
+    w->dtype = dt;
+    size_t es = lr_dtype_size(dt);
+    for (size_t i = 0; i < p->n; i++) {
+        const lr_packed_desc *d = &p->d[i];
+        lr_tensor *t = &w->t[i];
+        t->dtype = dt;
+        t->ndim = d->ndim;
+        t->shape[0] = d->shape[0];
+        t->shape[1] = d->ndim == 2 ? d->shape[1] : 0;
+        if (d->tied_to >= 0) {
+            t->data = w->t[d->tied_to].data;
+            continue;
+        }
+        size_t cols = (size_t)d->shape[1], n = (size_t)d->shape[0] * cols;
+        unsigned char *buf = calloc(n ? n : 1, es);
+        if (!buf) {
+            lr_weights_free(w);
+            return lr_fail(LR_E_NOMEM, "weights: %s: cannot allocate %zu elements", d->name, n);
+        }
+        t->data = buf;
+        for (int k = 0; k < d->nslices; k++) {
+            const lr_slice *s = &d->slices[k];
+            const lr_st_entry *e = lr_checkpoint_find(ck, s->src);
+            if (!e) {
+                lr_weights_free(w);
+                return lr_fail(LR_E_MISSING, "%s: tensor \"%s\": missing", lr_checkpoint_dir(ck), s->src);
+            }
+            int64_t src_cols = e->t.ndim == 2 ? e->t.shape[1] : 1;
+            if (e->t.ndim != d->ndim || s->src_row0 + s->rows > e->t.shape[0] ||
+                s->src_col0 + s->cols > src_cols) {
+                lr_weights_free(w);
+                return lr_fail(LR_E_SHAPE, "%s: tensor \"%s\": too small for %s of %s",
+                               lr_checkpoint_file_of(ck, s->src), s->src, "a slice", d->name);
+            }
+            size_t sz = lr_dtype_size(e->t.dtype);
+            for (int64_t r = 0; r < s->rows; r++) {
+                const unsigned char *from = (const unsigned char *)e->t.data +
+                                            ((size_t)(s->src_row0 + r) * (size_t)src_cols + (size_t)s->src_col0) * sz;
+                lr_convert(buf + ((size_t)(s->dst_row0 + r) * cols) * es, dt, from, e->t.dtype,
+                           (size_t)s->cols);
+            }
+        }
+    }
+    *out = w;
+    return LR_OK;
+}
+
+void lr_weights_free(lr_weights *w) {
+    if (!w) return;
+    for (size_t i = 0; w->t && i < w->plan->n; i++)
+        if (w->plan->d[i].tied_to < 0) free((void *)w->t[i].data);
+    free(w->t);
+    free(w);
+}
+
+const lr_plan *lr_weights_plan(const lr_weights *w) { return w->plan; }
+lr_dtype lr_weights_dtype(const lr_weights *w) { return w->dtype; }
+const lr_tensor *lr_weights_at(const lr_weights *w, size_t i) { return i < w->plan->n ? &w->t[i] : NULL; }
+
+const lr_tensor *lr_weights_get(const lr_weights *w, const char *name) {
+    int i = lr_plan_index(w->plan, name);
+    return i < 0 ? NULL : &w->t[i];
+}
