@@ -2,6 +2,10 @@
 #ifndef LLAMAREF_INTERNAL_H
 #define LLAMAREF_INTERNAL_H
 
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
 #include "llamaref.h"
 
 #include <stdarg.h>

@@ -344,10 +344,24 @@ double lr_tolerance(lr_stage_kind kind, lr_dtype precision);
 /* A metrics result passes when finite and rel_l2 <= tolerance. */
 bool lr_metrics_pass(const lr_metrics *m, double tolerance);
 
-/* Every stage name a forward reports, in order, for a config (required and optional);
- * the caller frees the array and its strings with lr_stage_names_free. */
-int lr_stage_names(const lr_config *cfg, char ***names, size_t *count);
-void lr_stage_names_free(char **names, size_t count);
+/* Width (features per token) of a stage of a model with this config, or -1 when the
+ * name is not a stage of it. required is set for the stages every fixture must hold. */
+int64_t lr_stage_width(const lr_config *cfg, const char *stage, bool *required);
+
+/* Records every stage a forward reports (an observer), as float64 copies. */
+typedef struct lr_recorder lr_recorder;
+int lr_recorder_create(lr_recorder **out);
+void lr_recorder_free(lr_recorder *r);
+/* The observer to pass to lr_model_forward / lr_model_compute_logits. */
+lr_observer lr_recorder_observer(lr_recorder *r);
+/* LR_OK, or the first problem seen (a stage reported twice, out of memory). */
+int lr_recorder_status(const lr_recorder *r);
+void lr_recorder_clear(lr_recorder *r);
+size_t lr_recorder_count(const lr_recorder *r);
+/* Stage i in the order reported; its tensor is F64 (T, N). */
+const char *lr_recorder_name(const lr_recorder *r, size_t i);
+const lr_tensor *lr_recorder_at(const lr_recorder *r, size_t i);
+const lr_tensor *lr_recorder_find(const lr_recorder *r, const char *stage);
 
 #ifdef __cplusplus
 }

@@ -561,18 +561,23 @@ def version_tag(v):
     return v.split("+")[0]
 
 
-def gen_case(case_name, out_dir):
+def gen_case(case_name, stage_dir):
+    """Build, run and cross-check one case inside stage_dir (a staging copy of --out).
+
+    Writes stage_dir/models/<model>/ and stage_dir/golden/<case>.safetensors only after
+    every check passed; main() moves them into place once all requested cases passed.
+    """
     case = CASES[case_name]
     model_name = case["model"]
     spec = MODELS[model_name]
     cfg = spec["config"]
     print(f"== {case_name} (model {model_name}, {spec['dtype']}, config {spec['style']})")
 
-    models_dir = out_dir / "models"
-    golden_dir = out_dir / "golden"
+    models_dir = stage_dir / "models"
+    golden_dir = stage_dir / "golden"
     models_dir.mkdir(parents=True, exist_ok=True)
     golden_dir.mkdir(parents=True, exist_ok=True)
-    tmp_root = Path(tempfile.mkdtemp(prefix=".gen-", dir=models_dir))
+    tmp_root = Path(tempfile.mkdtemp(prefix=".build-", dir=stage_dir))
     try:
         tmp_model = tmp_root / model_name
         make_checkpoint(model_name, str(tmp_model))
@@ -643,11 +648,8 @@ def gen_case(case_name, out_dir):
                 raise RuntimeError(f"layer {i} moves the residual stream by only {d:.3f}")
             prev = cur
 
-        # write: model dir, then fixture
-        final_model = models_dir / model_name
-        if final_model.exists():
-            shutil.rmtree(final_model)
-        os.replace(tmp_model, final_model)
+        # all checks passed: stage the model dir and the fixture
+        os.replace(tmp_model, models_dir / model_name)
 
         T = sum(len(ids) for ids, _ in seqs)
         tensors = {
@@ -722,7 +724,25 @@ def main():
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
 
-    results = [gen_case(name, args.out) for name in (args.case or list(CASES))]
+    names = args.case or list(CASES)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".gen-fixtures-", dir=out))
+    try:
+        results = [gen_case(name, stage) for name in names]
+        # every case passed: move into place (nothing is written if any case fails)
+        for sub in ("models", "golden"):
+            (out / sub).mkdir(exist_ok=True)
+        for name in names:
+            model_name = CASES[name]["model"]
+            dest = out / "models" / model_name
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(stage / "models" / model_name, dest)
+            os.replace(stage / "golden" / f"{name}.safetensors",
+                       out / "golden" / f"{name}.safetensors")
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
     print()
     print(f"{'case':18s} {'model':14s} {'T':>4s} {'seqs':>4s} {'stages':>6s} "

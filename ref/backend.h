@@ -1,0 +1,34 @@
+/* backend.h: the interface every backend (CPU reference, CUDA) implements. The front
+ * (model.c) validates batches and options once; backends see only checked input. */
+#ifndef LLAMAREF_BACKEND_H
+#define LLAMAREF_BACKEND_H
+
+#include "internal.h"
+
+/* A batch after validation: per sequence, its tokens, cache slot and cached length. */
+typedef struct {
+    int64_t start, len, slot, past;
+} lr_seq_span;
+
+typedef struct lr_backend_ops {
+    const char *name;
+    /* required */
+    int (*create)(const lr_checkpoint *ck, const lr_options *opt, void **impl);
+    void (*destroy)(void *impl);
+    int (*kv_create)(void *impl, int64_t max_seqs, int64_t max_len, void **kv);
+    void (*kv_free)(void *kv);
+    /* spans: num_seqs entries; the cache holds span.past tokens of each slot and gets
+     * span.len more. hidden: (T, H) in the backend's precision, backend-owned. */
+    int (*forward)(void *impl, const lr_batch *b, const lr_seq_span *spans, void *kv,
+                   const lr_observer *obs, lr_tensor *hidden);
+    /* logits: (T, vocab), backend-owned. */
+    int (*compute_logits)(void *impl, const lr_tensor *hidden, const lr_observer *obs,
+                          lr_tensor *logits);
+} lr_backend_ops;
+
+extern const lr_backend_ops lr_cpu_backend;
+#ifdef LR_CUDA_BACKEND
+extern const lr_backend_ops lr_cuda_backend;
+#endif
+
+#endif

@@ -1,0 +1,212 @@
+/* cpu_backend.c: the CPU reference backend: builds every rank's packed, sharded weights
+ * in the compute precision (F64 or F32), the RoPE frequencies in float64, and the KV
+ * cache, then runs the forward pass of cpu_f64.c or cpu_f32.c. */
+#include "cpu.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Inverse frequencies of RoPE, float64, with the config's scaling. */
+static void rope_inv_freq(const lr_config *c, double *inv) {
+    int64_t half = c->head_dim / 2;
+    for (int64_t i = 0; i < half; i++) {
+        double f = 1.0 / pow(c->rope_theta, (double)(2 * i) / (double)c->head_dim);
+        if (c->rope_type == LR_ROPE_LINEAR) {
+            f /= c->rope_factor;
+        } else if (c->rope_type == LR_ROPE_LLAMA3) {
+            /* Llama 3.1: long wavelengths slowed by factor, short ones kept, a smooth
+             * blend between the two bands. */
+            double old = (double)c->rope_original_max_position_embeddings;
+            double low_wavelen = old / c->rope_low_freq_factor;
+            double high_wavelen = old / c->rope_high_freq_factor;
+            double wavelen = 2 * M_PI / f;
+            if (wavelen > low_wavelen) {
+                f /= c->rope_factor;
+            } else if (wavelen >= high_wavelen) {
+                double smooth = (old / wavelen - c->rope_low_freq_factor) /
+                                (c->rope_high_freq_factor - c->rope_low_freq_factor);
+                f = (1 - smooth) * f / c->rope_factor + smooth * f;
+            }
+        }
+        inv[i] = f;
+    }
+}
+
+static void cpu_destroy(void *impl) {
+    cpu_model *m = impl;
+    if (!m) return;
+    for (int r = 0; m->ranks && r < m->tp; r++) {
+        lr_weights_free(m->ranks[r].w);
+        lr_plan_free(m->ranks[r].plan);
+        free(m->ranks[r].layers);
+    }
+    free(m->ranks);
+    free(m->inv_freq);
+    free(m->col_q);
+    free(m->col_kv);
+    free(m->col_i);
+    free(m->hidden);
+    free(m->logits);
+    free(m);
+}
+
+/* The data of a packed tensor, or NULL when the model has none (biases). */
+static const void *weight(const lr_weights *w, const char *name) {
+    const lr_tensor *t = lr_weights_get(w, name);
+    return t ? t->data : NULL;
+}
+
+static const void *layer_weight(const lr_weights *w, int64_t l, const char *suffix) {
+    char name[160];
+    snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, suffix);
+    return weight(w, name);
+}
+
+static int bind_rank(cpu_model *m, cpu_rank *rk) {
+    const lr_config *c = &m->cfg;
+    rk->layers = calloc((size_t)c->num_hidden_layers, sizeof *rk->layers);
+    if (!rk->layers) return lr_fail(LR_E_NOMEM, "cpu backend: out of memory");
+    rk->embed = weight(rk->w, "model.embed_tokens.weight");
+    rk->norm = weight(rk->w, "model.norm.weight");
+    rk->lm_head = weight(rk->w, "lm_head.weight");
+    for (int64_t l = 0; l < c->num_hidden_layers; l++) {
+        cpu_layer *ly = &rk->layers[l];
+        ly->input_layernorm = layer_weight(rk->w, l, "input_layernorm.weight");
+        ly->qkv_w = layer_weight(rk->w, l, "self_attn.qkv_proj.weight");
+        ly->qkv_b = layer_weight(rk->w, l, "self_attn.qkv_proj.bias");
+        ly->o_w = layer_weight(rk->w, l, "self_attn.o_proj.weight");
+        ly->o_b = layer_weight(rk->w, l, "self_attn.o_proj.bias");
+        ly->post_attention_layernorm = layer_weight(rk->w, l, "post_attention_layernorm.weight");
+        ly->gate_up_w = layer_weight(rk->w, l, "mlp.gate_up_proj.weight");
+        ly->gate_up_b = layer_weight(rk->w, l, "mlp.gate_up_proj.bias");
+        ly->down_w = layer_weight(rk->w, l, "mlp.down_proj.weight");
+        ly->down_b = layer_weight(rk->w, l, "mlp.down_proj.bias");
+    }
+    return LR_OK;
+}
+
+static int cpu_create(const lr_checkpoint *ck, const lr_options *opt, void **impl) {
+    if (opt->precision != LR_F64 && opt->precision != LR_F32)
+        return lr_fail(LR_E_INVAL, "cpu backend: precision %s is not supported (f64 or f32)",
+                       lr_dtype_name(opt->precision));
+    openblas_set_num_threads(opt->num_threads > 0 ? opt->num_threads : 1);
+    cpu_model *m = calloc(1, sizeof *m);
+    if (!m) return lr_fail(LR_E_NOMEM, "cpu backend: out of memory");
+    m->cfg = *lr_checkpoint_config(ck);
+    m->dt = opt->precision;
+    m->tp = opt->tp_size;
+    int rc = LR_OK;
+    size_t tp = (size_t)m->tp;
+    m->ranks = calloc(tp, sizeof *m->ranks);
+    m->inv_freq = calloc((size_t)m->cfg.head_dim / 2, sizeof *m->inv_freq);
+    m->col_q = calloc(tp, sizeof *m->col_q);
+    m->col_kv = calloc(tp, sizeof *m->col_kv);
+    m->col_i = calloc(tp, sizeof *m->col_i);
+    if (!m->ranks || !m->inv_freq || !m->col_q || !m->col_kv || !m->col_i) {
+        cpu_destroy(m);
+        return lr_fail(LR_E_NOMEM, "cpu backend: out of memory");
+    }
+    rope_inv_freq(&m->cfg, m->inv_freq);
+    for (int r = 0; r < m->tp && rc == LR_OK; r++) {
+        cpu_rank *rk = &m->ranks[r];
+        if ((rc = lr_plan_create(&m->cfg, m->tp, r, &rk->plan))) break;
+        rk->L = *lr_plan_layout(rk->plan);
+        if ((rc = lr_weights_build(ck, rk->plan, m->dt, &rk->w))) break;
+        rc = bind_rank(m, rk);
+        m->col_q[r] = r * rk->L.q_size;
+        m->col_kv[r] = rk->L.kv_head_start * m->cfg.head_dim;
+        m->col_i[r] = r * rk->L.intermediate;
+    }
+    if (rc) {
+        cpu_destroy(m);
+        return rc;
+    }
+    *impl = m;
+    return LR_OK;
+}
+
+static void cpu_kv_free(void *p) {
+    cpu_kv *c = p;
+    if (!c) return;
+    free(c->k);
+    free(c->v);
+    free(c);
+}
+
+static int cpu_kv_create(void *impl, int64_t max_seqs, int64_t max_len, void **out) {
+    cpu_model *m = impl;
+    cpu_kv *c = calloc(1, sizeof *c);
+    if (!c) return lr_fail(LR_E_NOMEM, "kv cache: out of memory");
+    c->max_seqs = max_seqs;
+    c->max_len = max_len;
+    c->layers = m->cfg.num_hidden_layers;
+    c->tp = m->tp;
+    c->kv_size = m->ranks[0].L.kv_size;
+    uint64_t n = 1;
+    uint64_t dims[] = {(uint64_t)max_seqs, (uint64_t)c->layers, (uint64_t)c->tp, (uint64_t)max_len,
+                       (uint64_t)c->kv_size, lr_dtype_size(m->dt)};
+    for (size_t k = 0; k < sizeof dims / sizeof dims[0]; k++) {
+        if (lr_mul_overflows(n, dims[k], &n) || n > ((uint64_t)1 << 40)) {
+            free(c);
+            return lr_fail(LR_E_CAPACITY, "kv cache: %lld slots x %lld tokens is too large",
+                           (long long)max_seqs, (long long)max_len);
+        }
+    }
+    c->k = malloc((size_t)n);
+    c->v = malloc((size_t)n);
+    if (!c->k || !c->v) {
+        cpu_kv_free(c);
+        return lr_fail(LR_E_NOMEM, "kv cache: cannot allocate 2 x %llu bytes", (unsigned long long)n);
+    }
+    *out = c;
+    return LR_OK;
+}
+
+/* Grows a result buffer to rows x cols elements of the model's precision. */
+static int ensure(void **buf, int64_t *cap, int64_t n, size_t es) {
+    if (n <= *cap) return LR_OK;
+    void *p = realloc(*buf, (size_t)n * es);
+    if (!p) return lr_fail(LR_E_NOMEM, "cpu backend: cannot allocate %lld results", (long long)n);
+    *buf = p;
+    *cap = n;
+    return LR_OK;
+}
+
+static int cpu_forward(void *impl, const lr_batch *b, const lr_seq_span *spans, void *kv,
+                       const lr_observer *obs, lr_tensor *hidden) {
+    cpu_model *m = impl;
+    int64_t T = b->num_tokens, H = m->cfg.hidden_size;
+    int rc = ensure(&m->hidden, &m->cap_hidden, T * H, lr_dtype_size(m->dt));
+    if (rc) return rc;
+    rc = m->dt == LR_F64 ? cpu_forward_f64(m, b, spans, kv, obs, m->hidden)
+                         : cpu_forward_f32(m, b, spans, kv, obs, m->hidden);
+    if (rc) return rc;
+    *hidden = (lr_tensor){.dtype = m->dt, .ndim = 2, .shape = {T, H}, .data = m->hidden};
+    return LR_OK;
+}
+
+static int cpu_compute_logits(void *impl, const lr_tensor *hidden, const lr_observer *obs,
+                              lr_tensor *logits) {
+    cpu_model *m = impl;
+    int64_t T = hidden->shape[0], V = m->cfg.vocab_size;
+    int rc = ensure(&m->logits, &m->cap_logits, T * V, lr_dtype_size(m->dt));
+    if (rc) return rc;
+    rc = m->dt == LR_F64 ? cpu_logits_f64(m, hidden->data, T, obs, m->logits)
+                         : cpu_logits_f32(m, hidden->data, T, obs, m->logits);
+    if (rc) return rc;
+    *logits = (lr_tensor){.dtype = m->dt, .ndim = 2, .shape = {T, V}, .data = m->logits};
+    return LR_OK;
+}
+
+const lr_backend_ops lr_cpu_backend = {
+    .name = "cpu",
+    .create = cpu_create,
+    .destroy = cpu_destroy,
+    .kv_create = cpu_kv_create,
+    .kv_free = cpu_kv_free,
+    .forward = cpu_forward,
+    .compute_logits = cpu_compute_logits,
+};

@@ -1,0 +1,195 @@
+/* model.c: the backend-independent front of a model: option and batch validation, the
+ * KV cache's bookkeeping, and dispatch through the backend vtable. */
+#include "backend.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+
+struct lr_model {
+    const lr_backend_ops *ops;
+    void *impl;
+    lr_config cfg;
+    lr_options opt;
+};
+
+struct lr_kv_cache {
+    lr_model *m;
+    void *impl;
+    int64_t max_seqs, max_len;
+    int64_t *len; /* (max_seqs) tokens held per slot */
+};
+
+void lr_options_init(lr_options *o) {
+    memset(o, 0, sizeof *o);
+    o->backend = "cpu";
+    o->precision = LR_F64;
+    o->tp_size = 1;
+}
+
+static const lr_backend_ops *find_backend(const char *name) {
+    if (!name || strcmp(name, "cpu") == 0) return &lr_cpu_backend;
+#ifdef LR_CUDA_BACKEND
+    if (strcmp(name, "cuda") == 0) return &lr_cuda_backend;
+#endif
+    return NULL;
+}
+
+int lr_model_create(const lr_checkpoint *ck, const lr_options *opt, lr_model **out) {
+    lr_options o;
+    if (opt)
+        o = *opt;
+    else
+        lr_options_init(&o);
+    const lr_backend_ops *ops = find_backend(o.backend);
+    if (!ops)
+        return lr_fail(LR_E_BACKEND, "backend: \"%s\" is not built in (available: cpu%s)", o.backend,
+#ifdef LR_CUDA_BACKEND
+                       ", cuda"
+#else
+                       ""
+#endif
+        );
+    if (o.tp_size < 1) return lr_fail(LR_E_TP, "tp_size: %d must be at least 1", o.tp_size);
+    lr_model *m = calloc(1, sizeof *m);
+    if (!m) return lr_fail(LR_E_NOMEM, "model: out of memory");
+    m->ops = ops;
+    m->cfg = *lr_checkpoint_config(ck);
+    m->opt = o;
+    int rc = ops->create(ck, &o, &m->impl);
+    if (rc) {
+        free(m);
+        return rc;
+    }
+    *out = m;
+    return LR_OK;
+}
+
+void lr_model_free(lr_model *m) {
+    if (!m) return;
+    m->ops->destroy(m->impl);
+    free(m);
+}
+
+const lr_config *lr_model_config(const lr_model *m) { return &m->cfg; }
+lr_dtype lr_model_precision(const lr_model *m) { return m->opt.precision; }
+
+int lr_kv_cache_create(lr_model *m, int64_t max_seqs, int64_t max_len, lr_kv_cache **out) {
+    if (max_seqs < 1 || max_len < 1 || max_seqs > LR_MAX_DIM || max_len > LR_MAX_DIM)
+        return lr_fail(LR_E_INVAL, "kv cache: max_seqs %lld and max_len %lld must be positive",
+                       (long long)max_seqs, (long long)max_len);
+    lr_kv_cache *c = calloc(1, sizeof *c);
+    if (!c || !(c->len = calloc((size_t)max_seqs, sizeof *c->len))) {
+        free(c);
+        return lr_fail(LR_E_NOMEM, "kv cache: out of memory");
+    }
+    c->m = m;
+    c->max_seqs = max_seqs;
+    c->max_len = max_len;
+    int rc = m->ops->kv_create(m->impl, max_seqs, max_len, &c->impl);
+    if (rc) {
+        free(c->len);
+        free(c);
+        return rc;
+    }
+    *out = c;
+    return LR_OK;
+}
+
+void lr_kv_cache_free(lr_kv_cache *c) {
+    if (!c) return;
+    c->m->ops->kv_free(c->impl);
+    free(c->len);
+    free(c);
+}
+
+void lr_kv_cache_reset(lr_kv_cache *c) { memset(c->len, 0, (size_t)c->max_seqs * sizeof *c->len); }
+
+/* Checks a batch against the model and lays out its sequences (past left 0). */
+static int layout_batch(const lr_model *m, const lr_batch *b, lr_seq_span *spans) {
+    if (!b->input_ids || !b->positions)
+        return lr_fail(LR_E_INVAL, "batch: input_ids and positions are required");
+    for (int64_t t = 0; t < b->num_tokens; t++) {
+        if (b->input_ids[t] < 0 || b->input_ids[t] >= m->cfg.vocab_size)
+            return lr_fail(LR_E_INVAL, "batch: input_ids[%lld] = %lld is outside the vocabulary (0..%lld)",
+                           (long long)t, (long long)b->input_ids[t], (long long)m->cfg.vocab_size - 1);
+        if (b->positions[t] < 0 || b->positions[t] > LR_MAX_DIM)
+            return lr_fail(LR_E_INVAL, "batch: positions[%lld] = %lld is out of range", (long long)t,
+                           (long long)b->positions[t]);
+    }
+    int64_t start = 0, nseq = b->seq_lens ? b->num_seqs : 1;
+    for (int64_t s = 0; s < nseq; s++) {
+        int64_t len = b->seq_lens ? b->seq_lens[s] : b->num_tokens;
+        int64_t slot = b->seq_ids ? b->seq_ids[s] : s;
+        if (len < 1 || len > b->num_tokens - start)
+            return lr_fail(LR_E_INVAL, "batch: seq_lens[%lld] = %lld does not fit the %lld tokens",
+                           (long long)s, (long long)len, (long long)b->num_tokens);
+        if (slot < 0 || slot >= LR_MAX_DIM)
+            return lr_fail(LR_E_INVAL, "batch: seq_ids[%lld] = %lld is not a cache slot", (long long)s,
+                           (long long)slot);
+        for (int64_t k = 0; k < s; k++)
+            if (spans[k].slot == slot)
+                return lr_fail(LR_E_INVAL, "batch: seq_ids[%lld] = %lld appears twice", (long long)s,
+                               (long long)slot);
+        spans[s] = (lr_seq_span){.start = start, .len = len, .slot = slot, .past = 0};
+        start += len;
+    }
+    if (start != b->num_tokens)
+        return lr_fail(LR_E_INVAL, "batch: seq_lens add up to %lld, not num_tokens %lld", (long long)start,
+                       (long long)b->num_tokens);
+    return LR_OK;
+}
+
+/* Fills in what each slot already holds and checks the cache has room. */
+static int place_in_cache(const lr_kv_cache *c, lr_seq_span *spans, int64_t nseq) {
+    for (int64_t s = 0; s < nseq; s++) {
+        if (spans[s].slot >= c->max_seqs)
+            return lr_fail(LR_E_CAPACITY, "batch: sequence slot %lld but the KV cache has %lld slots",
+                           (long long)spans[s].slot, (long long)c->max_seqs);
+        spans[s].past = c->len[spans[s].slot];
+        if (spans[s].past + spans[s].len > c->max_len)
+            return lr_fail(LR_E_CAPACITY, "batch: sequence %lld needs %lld cached tokens; the cache holds %lld",
+                           (long long)s, (long long)(spans[s].past + spans[s].len), (long long)c->max_len);
+    }
+    return LR_OK;
+}
+
+int lr_model_forward(lr_model *m, const lr_batch *b, lr_kv_cache *cache, const lr_observer *obs,
+                     lr_tensor *hidden) {
+    if (!b || b->num_tokens < 1 || b->num_tokens > LR_MAX_DIM)
+        return lr_fail(LR_E_INVAL, "batch: num_tokens must be in 1..%lld", (long long)LR_MAX_DIM);
+    if (b->seq_lens && (b->num_seqs < 1 || b->num_seqs > b->num_tokens))
+        return lr_fail(LR_E_INVAL, "batch: num_seqs %lld is outside 1..num_tokens", (long long)b->num_seqs);
+    if (cache && cache->m != m) return lr_fail(LR_E_INVAL, "forward: the KV cache belongs to another model");
+    lr_batch one = *b;
+    if (!b->seq_lens) one.num_seqs = 1;
+    lr_seq_span *spans = calloc((size_t)one.num_seqs, sizeof *spans);
+    if (!spans) return lr_fail(LR_E_NOMEM, "forward: out of memory");
+    lr_kv_cache *tmp = NULL;
+    int rc = layout_batch(m, &one, spans);
+    if (rc == LR_OK && !cache) {
+        /* A fresh cache just large enough for this batch. */
+        int64_t slots = 0, longest = 0;
+        for (int64_t s = 0; s < one.num_seqs; s++) {
+            slots = spans[s].slot + 1 > slots ? spans[s].slot + 1 : slots;
+            longest = spans[s].len > longest ? spans[s].len : longest;
+        }
+        if ((rc = lr_kv_cache_create(m, slots, longest, &tmp)) == LR_OK) cache = tmp;
+    }
+    if (rc == LR_OK) rc = place_in_cache(cache, spans, one.num_seqs);
+    if (rc == LR_OK) rc = m->ops->forward(m->impl, &one, spans, cache->impl, obs, hidden);
+    if (rc == LR_OK)
+        for (int64_t s = 0; s < one.num_seqs; s++) cache->len[spans[s].slot] += spans[s].len;
+    free(spans);
+    lr_kv_cache_free(tmp);
+    return rc;
+}
+
+int lr_model_compute_logits(lr_model *m, const lr_tensor *hidden, const lr_observer *obs,
+                            lr_tensor *logits) {
+    if (!hidden || hidden->ndim != 2 || hidden->shape[1] != m->cfg.hidden_size ||
+        hidden->dtype != m->opt.precision || hidden->shape[0] < 1)
+        return lr_fail(LR_E_INVAL, "compute_logits: hidden must be (T, %lld) in %s",
+                       (long long)m->cfg.hidden_size, lr_dtype_name(m->opt.precision));
+    return m->ops->compute_logits(m->impl, hidden, obs, logits);
+}

@@ -1,0 +1,13 @@
+/* linear.c (template, see ops/real.h): the matrix product every parallel linear layer
+ * (QKVParallelLinear, MergedColumnParallelLinear, RowParallelLinear, the LM head) does
+ * on one rank: y = x W^T + b, through BLAS. */
+
+/* x (T, K) @ W (N, K)^T + b (N) -> y (T, N); b may be NULL. */
+static void R(linear)(real *y, const real *x, const real *w, const real *b, int64_t T, int64_t N,
+                      int64_t K) {
+    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)N, (int)K, 1, x, (int)K, w, (int)K,
+         0, y, (int)N);
+    if (b)
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t n = 0; n < N; n++) y[t * N + n] += b[n];
+}
