@@ -40,7 +40,7 @@ static const char *const BASE5 =
 
 static json_t *parse_json(const char *text) {
     json_error_t err;
-    json_t *j = json_loads(text, 0, &err);
+    json_t *j = json_loads(text, JSON_DECODE_ANY, &err);
     ck_assert_msg(j != NULL, "test JSON does not parse: %s: %s", err.text, text);
     return j;
 }
@@ -331,8 +331,8 @@ START_TEST(rope_types) {
     TU_ASSERT_OK(lr_config_parse(s, strlen(s), "rope.json", &c));
     ck_assert_int_eq(c.config_style, style);
     ck_assert_int_eq(c.rope_type, rope_cases[_i].type);
-    ck_assert_str_eq(lr_rope_type_name(c.rope_type),
-                     (const char *[]){"default", "linear", "llama3"}[rope_cases[_i].type]);
+    static const char *const rope_names[] = {"default", "linear", "llama3"};
+    ck_assert_str_eq(lr_rope_type_name(c.rope_type), rope_names[rope_cases[_i].type]);
     ck_assert(c.rope_theta == rope_cases[_i].theta);
     ck_assert(c.rope_factor == rope_cases[_i].factor);
     if (c.rope_type == LR_ROPE_LLAMA3) {

@@ -1,0 +1,340 @@
+/* test_forward.c: the CPU reference against the committed golden fixtures: every
+ * fixture, every stage, f64 and f32, tp 1, 2 and 4; decode steps through the KV cache
+ * against the full-prompt rows; the observer contract; bad fixtures and batches. */
+#include "llamaref.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    const char *model, *fixture;
+} fixture_case;
+
+static const fixture_case cases[] = {
+    {"gqa-f32", "gqa-f32-batch"},
+    {"mha-bias-bf16", "mha-bias-bf16"},
+    {"mqa-hd-f16", "mqa-hd-f16"},
+    {"long-gqa-f32", "long-gqa-f32-300"},
+};
+#define N_CASES (int)(sizeof cases / sizeof cases[0])
+
+static const lr_dtype precisions[] = {LR_F64, LR_F32};
+static const int tps[] = {1, 2, 4};
+
+static char *fixture_path(const char *rel) {
+    const char *root = getenv("LR_FIXTURES");
+    ck_assert_msg(root != NULL, "LR_FIXTURES is not set (run through make check)");
+    char *p = malloc(strlen(root) + strlen(rel) + 2);
+    sprintf(p, "%s/%s", root, rel);
+    return p;
+}
+
+typedef struct {
+    lr_checkpoint *ck;
+    lr_fixture *fx;
+} loaded;
+
+static loaded load_case(const fixture_case *c) {
+    char rel[256];
+    loaded L;
+    snprintf(rel, sizeof rel, "models/%s", c->model);
+    char *dir = fixture_path(rel);
+    snprintf(rel, sizeof rel, "golden/%s.safetensors", c->fixture);
+    char *fx = fixture_path(rel);
+    int rc = lr_checkpoint_open(dir, &L.ck);
+    ck_assert_msg(rc == LR_OK, "%s", lr_last_error());
+    rc = lr_fixture_open(fx, &L.fx);
+    ck_assert_msg(rc == LR_OK, "%s", lr_last_error());
+    rc = lr_fixture_check_config(L.fx, lr_checkpoint_config(L.ck));
+    ck_assert_msg(rc == LR_OK, "%s", lr_last_error());
+    free(dir);
+    free(fx);
+    return L;
+}
+
+static void unload(loaded *L) {
+    lr_fixture_free(L->fx);
+    lr_checkpoint_close(L->ck);
+}
+
+static lr_model *make_model(const lr_checkpoint *ck, lr_dtype precision, int tp) {
+    lr_options o;
+    lr_options_init(&o);
+    o.precision = precision;
+    o.tp_size = tp;
+    lr_model *m;
+    int rc = lr_model_create(ck, &o, &m);
+    ck_assert_msg(rc == LR_OK, "%s", lr_last_error());
+    return m;
+}
+
+/* Runs a batch through forward and compute_logits with a recorder attached. */
+static void run_recorded(lr_model *m, const lr_batch *b, lr_kv_cache *kv, lr_recorder *rec) {
+    lr_observer obs = lr_recorder_observer(rec);
+    lr_tensor hidden, logits;
+    int rc = lr_model_forward(m, b, kv, &obs, &hidden);
+    ck_assert_msg(rc == LR_OK, "%s", lr_last_error());
+    rc = lr_model_compute_logits(m, &hidden, &obs, &logits);
+    ck_assert_msg(rc == LR_OK, "%s", lr_last_error());
+    ck_assert_msg(lr_recorder_status(rec) == LR_OK, "%s", lr_last_error());
+}
+
+/* Every fixture stage against the tolerance table: loop index = case x precision x tp. */
+START_TEST(every_stage_matches_golden) {
+    int ci = _i / 6, pi = (_i / 3) % 2, ti = _i % 3;
+    loaded L = load_case(&cases[ci]);
+    lr_model *m = make_model(L.ck, precisions[pi], tps[ti]);
+    lr_recorder *rec;
+    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
+    run_recorded(m, lr_fixture_batch(L.fx), NULL, rec);
+    for (size_t i = 0; i < lr_fixture_stage_count(L.fx); i++) {
+        const lr_st_entry *gold = lr_fixture_stage_at(L.fx, i);
+        const lr_tensor *got = lr_recorder_find(rec, gold->name);
+        ck_assert_msg(got != NULL, "%s: stage %s not reported", cases[ci].fixture, gold->name);
+        lr_metrics met;
+        ck_assert_int_eq(lr_compare(got, &gold->t, &met), LR_OK);
+        double tol = lr_tolerance(lr_stage_kind_of(gold->name), precisions[pi]);
+        ck_assert_msg(lr_metrics_pass(&met, tol), "%s %s tp %d: %s rel_l2 %.3e > %.1e", cases[ci].fixture,
+                      lr_dtype_name(precisions[pi]), tps[ti], gold->name, met.rel_l2, tol);
+    }
+    lr_recorder_free(rec);
+    lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
+/* The observer sees each stage of the spec exactly once, with the spec's shape. */
+START_TEST(observer_sees_every_stage_once) {
+    loaded L = load_case(&cases[_i]);
+    const lr_config *c = lr_checkpoint_config(L.ck);
+    lr_model *m = make_model(L.ck, LR_F64, 2);
+    lr_recorder *rec;
+    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
+    run_recorded(m, lr_fixture_batch(L.fx), NULL, rec);
+    /* embed + 15 per layer (14 sub-stages + the layer) + norm + lm_head */
+    ck_assert_int_eq((int)lr_recorder_count(rec), (int)(3 + 15 * c->num_hidden_layers));
+    for (size_t i = 0; i < lr_recorder_count(rec); i++) {
+        const char *name = lr_recorder_name(rec, i);
+        int64_t w = lr_stage_width(c, name, NULL);
+        ck_assert_msg(w > 0, "unknown stage %s", name);
+        const lr_tensor *t = lr_recorder_at(rec, i);
+        ck_assert_int_eq(t->ndim, 2);
+        ck_assert_int_eq(t->shape[0], lr_fixture_batch(L.fx)->num_tokens);
+        ck_assert_int_eq(t->shape[1], w);
+        for (size_t j = 0; j < i; j++) ck_assert_str_ne(name, lr_recorder_name(rec, j));
+    }
+    lr_recorder_free(rec);
+    lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
+/* No observer: the same result bit for bit, and the same again on a second run. */
+START_TEST(observer_changes_nothing_and_runs_repeat) {
+    loaded L = load_case(&cases[0]);
+    const lr_batch *b = lr_fixture_batch(L.fx);
+    lr_model *m = make_model(L.ck, LR_F32, 2);
+    int64_t n = b->num_tokens * lr_checkpoint_config(L.ck)->hidden_size;
+    float *first = malloc((size_t)n * sizeof *first);
+    lr_tensor h;
+    ck_assert_int_eq(lr_model_forward(m, b, NULL, NULL, &h), LR_OK);
+    memcpy(first, h.data, (size_t)n * sizeof *first);
+    lr_recorder *rec;
+    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
+    lr_observer obs = lr_recorder_observer(rec);
+    ck_assert_int_eq(lr_model_forward(m, b, NULL, &obs, &h), LR_OK);
+    ck_assert_int_eq(memcmp(first, h.data, (size_t)n * sizeof *first), 0);
+    ck_assert_int_eq(lr_model_forward(m, b, NULL, NULL, &h), LR_OK);
+    ck_assert_int_eq(memcmp(first, h.data, (size_t)n * sizeof *first), 0);
+    free(first);
+    lr_recorder_free(rec);
+    lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
+/* Rows [r0, r0 + n) of stage tensors a (n rows) and golden g, within tolerance. */
+static void expect_rows(const lr_tensor *a, const lr_st_entry *g, int64_t r0, lr_dtype precision,
+                        const char *what) {
+    int64_t w = g->t.shape[1];
+    size_t es = lr_dtype_size(g->t.dtype);
+    lr_tensor rows = g->t;
+    rows.shape[0] = a->shape[0];
+    rows.data = (const char *)g->t.data + (size_t)(r0 * w) * es;
+    lr_metrics met;
+    ck_assert_int_eq(lr_compare(a, &rows, &met), LR_OK);
+    double tol = lr_tolerance(lr_stage_kind_of(g->name), precision);
+    ck_assert_msg(lr_metrics_pass(&met, tol), "%s: %s rows %lld..: rel_l2 %.3e > %.1e", what, g->name,
+                  (long long)r0, met.rel_l2, tol);
+}
+
+/* Prefill the first tokens of every sequence together, then decode the rest one token
+ * per sequence per step, all sequences in one batch: each step's stages equal the
+ * fixture's rows at those tokens. Loop index = case x precision. */
+START_TEST(decode_after_prefill_matches_full_prompt) {
+    const fixture_case *fc = &cases[_i / 2];
+    lr_dtype precision = precisions[_i % 2];
+    loaded L = load_case(fc);
+    const lr_batch *full = lr_fixture_batch(L.fx);
+    int64_t B = full->num_seqs, lens[16], starts[16], done[16];
+    ck_assert_int_le(B, 16);
+    for (int64_t s = 0, at = 0; s < B; s++) {
+        lens[s] = full->seq_lens ? full->seq_lens[s] : full->num_tokens;
+        starts[s] = at;
+        at += lens[s];
+        done[s] = lens[s] > 3 ? 3 : 1; /* the prefill */
+    }
+    lr_model *m = make_model(L.ck, precision, 2);
+    lr_kv_cache *kv;
+    int64_t longest = 0;
+    for (int64_t s = 0; s < B; s++) longest = lens[s] > longest ? lens[s] : longest;
+    ck_assert_int_eq(lr_kv_cache_create(m, B, longest, &kv), LR_OK);
+    lr_recorder *rec;
+    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
+    int64_t *ids = malloc((size_t)full->num_tokens * sizeof *ids), *pos = malloc((size_t)full->num_tokens * sizeof *pos);
+    int64_t bl[16], bid[16], brow[16], step[16];
+    for (int round = 0;; round++) {
+        /* Round 0 is the prefill of each sequence's first done[s] tokens; later rounds
+         * take one more token of every sequence that has one. */
+        int64_t nb = 0, T = 0;
+        for (int64_t s = 0; s < B; s++) {
+            int64_t from = round == 0 ? 0 : done[s], n = round == 0 ? done[s] : (done[s] < lens[s]);
+            if (n == 0) continue;
+            for (int64_t j = 0; j < n; j++) {
+                ids[T + j] = full->input_ids[starts[s] + from + j];
+                pos[T + j] = full->positions[starts[s] + from + j];
+            }
+            bl[nb] = n;
+            bid[nb] = s;
+            brow[nb] = starts[s] + from;
+            step[nb] = T;
+            nb++;
+            T += n;
+            if (round > 0) done[s]++;
+        }
+        if (nb == 0) break;
+        lr_batch b = {.input_ids = ids, .positions = pos, .seq_lens = bl, .seq_ids = bid, .num_tokens = T, .num_seqs = nb};
+        lr_recorder_clear(rec);
+        run_recorded(m, &b, kv, rec);
+        for (size_t i = 0; i < lr_fixture_stage_count(L.fx); i++) {
+            const lr_st_entry *g = lr_fixture_stage_at(L.fx, i);
+            const lr_tensor *got = lr_recorder_find(rec, g->name);
+            ck_assert_ptr_nonnull(got);
+            for (int64_t k = 0; k < nb; k++) {
+                lr_tensor part = *got;
+                part.shape[0] = bl[k];
+                part.data = (const double *)got->data + step[k] * got->shape[1];
+                expect_rows(&part, g, brow[k], precision, fc->fixture);
+            }
+        }
+    }
+    free(ids);
+    free(pos);
+    lr_recorder_free(rec);
+    lr_kv_cache_free(kv);
+    lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
+/* Bad batches are refused with a status, before any work. */
+START_TEST(bad_batches_are_refused) {
+    loaded L = load_case(&cases[0]);
+    lr_model *m = make_model(L.ck, LR_F64, 1);
+    int64_t ids[4] = {1, 2, 3, 4}, pos[4] = {0, 1, 2, 3}, lens[2] = {3, 3}, big[1] = {200};
+    lr_tensor h;
+    lr_batch b = {.input_ids = ids, .positions = pos, .seq_lens = lens, .num_tokens = 4, .num_seqs = 2};
+    ck_assert_int_eq(lr_model_forward(m, &b, NULL, NULL, &h), LR_E_INVAL); /* lens sum to 6 */
+    ck_assert_msg(strstr(lr_last_error(), "seq_lens") != NULL, "%s", lr_last_error());
+    lr_batch oov = {.input_ids = big, .positions = pos, .num_tokens = 1};
+    ck_assert_int_eq(lr_model_forward(m, &oov, NULL, NULL, &h), LR_E_INVAL);
+    ck_assert_msg(strstr(lr_last_error(), "input_ids[0]") != NULL, "%s", lr_last_error());
+    lr_kv_cache *kv;
+    ck_assert_int_eq(lr_kv_cache_create(m, 1, 3, &kv), LR_OK);
+    lr_batch four = {.input_ids = ids, .positions = pos, .num_tokens = 4};
+    ck_assert_int_eq(lr_model_forward(m, &four, kv, NULL, &h), LR_E_CAPACITY);
+    lr_kv_cache_free(kv);
+    lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
+/* Writes a copy of the default fixture with one change, and expects open or the config
+ * check to refuse it with LR_E_FIXTURE and a message naming the tensor or field. */
+enum { DROP_INPUT_IDS, WRONG_FORMAT, NO_FORMAT, WRONG_WIDTH, DROP_REQUIRED, WRONG_INPUT_DTYPE, N_BAD };
+
+START_TEST(bad_fixtures_are_refused) {
+    static const char *expect[N_BAD] = {"input_ids", "format", "format", "model.layers.1.mlp.up_proj",
+                                        "model.norm", "positions"};
+    loaded L = load_case(&cases[0]);
+    lr_st_writer *w;
+    ck_assert_int_eq(lr_st_writer_create(&w), LR_OK);
+    ck_assert_int_eq(lr_st_writer_set_metadata(w, "format", _i == WRONG_FORMAT ? "llama-golden/0" : LR_FIXTURE_FORMAT), LR_OK);
+    if (_i == NO_FORMAT) {
+        lr_st_writer_free(w);
+        ck_assert_int_eq(lr_st_writer_create(&w), LR_OK);
+    }
+    const lr_batch *b = lr_fixture_batch(L.fx);
+    lr_tensor ids = {.dtype = LR_I64, .ndim = 1, .shape = {b->num_tokens}, .data = b->input_ids};
+    lr_tensor pos = {.dtype = LR_I64, .ndim = 1, .shape = {b->num_tokens}, .data = b->positions};
+    float posf[64];
+    for (int64_t t = 0; t < b->num_tokens; t++) posf[t] = (float)b->positions[t];
+    if (_i == WRONG_INPUT_DTYPE) pos = (lr_tensor){.dtype = LR_F32, .ndim = 1, .shape = {b->num_tokens}, .data = posf};
+    if (_i != DROP_INPUT_IDS) ck_assert_int_eq(lr_st_writer_add(w, "input_ids", &ids), LR_OK);
+    ck_assert_int_eq(lr_st_writer_add(w, "positions", &pos), LR_OK);
+    double *junk = calloc(64 * 1024, sizeof *junk);
+    for (size_t i = 0; i < lr_fixture_stage_count(L.fx); i++) {
+        const lr_st_entry *e = lr_fixture_stage_at(L.fx, i);
+        if (_i == DROP_REQUIRED && strcmp(e->name, "model.norm") == 0) continue;
+        lr_tensor t = e->t;
+        if (_i == WRONG_WIDTH && strcmp(e->name, "model.layers.1.mlp.up_proj") == 0) {
+            t.shape[1] -= 1;
+            t.data = junk;
+        }
+        ck_assert_int_eq(lr_st_writer_add(w, e->name, &t), LR_OK);
+    }
+    char name[64];
+    snprintf(name, sizeof name, "bad-fixture-%d.safetensors", _i);
+    const char *tmp = getenv("LR_TMPDIR");
+    char *path = malloc(strlen(tmp ? tmp : ".") + strlen(name) + 2);
+    sprintf(path, "%s/%s", tmp ? tmp : ".", name);
+    ck_assert_int_eq(lr_st_writer_write(w, path, true), LR_OK);
+    lr_fixture *fx = NULL;
+    int rc = lr_fixture_open(path, &fx);
+    if (rc == LR_OK) rc = lr_fixture_check_config(fx, lr_checkpoint_config(L.ck));
+    ck_assert_int_eq(rc, LR_E_FIXTURE);
+    ck_assert_msg(strstr(lr_last_error(), expect[_i]) && strstr(lr_last_error(), name), "%s", lr_last_error());
+    lr_fixture_free(fx);
+    free(path);
+    free(junk);
+    lr_st_writer_free(w);
+    unload(&L);
+}
+END_TEST
+
+static Suite *forward_suite(void) {
+    Suite *s = suite_create("forward");
+    TCase *tc = tcase_create("golden");
+    tcase_set_timeout(tc, 60);
+    tcase_add_loop_test(tc, every_stage_matches_golden, 0, N_CASES * 6);
+    tcase_add_loop_test(tc, observer_sees_every_stage_once, 0, N_CASES);
+    tcase_add_test(tc, observer_changes_nothing_and_runs_repeat);
+    tcase_add_loop_test(tc, decode_after_prefill_matches_full_prompt, 0, N_CASES * 2);
+    suite_add_tcase(s, tc);
+    TCase *bad = tcase_create("bad input");
+    tcase_add_test(bad, bad_batches_are_refused);
+    tcase_add_loop_test(bad, bad_fixtures_are_refused, 0, N_BAD);
+    suite_add_tcase(s, bad);
+    return s;
+}
+
+int main(void) {
+    SRunner *sr = srunner_create(forward_suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
