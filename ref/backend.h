@@ -5,6 +5,10 @@
 
 #include "internal.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* A batch after validation: per sequence, its tokens, cache slot and cached length. */
 typedef struct {
     int64_t start, len, slot, past;
@@ -27,8 +31,11 @@ typedef struct lr_backend_ops {
 } lr_backend_ops;
 
 extern const lr_backend_ops lr_cpu_backend;
-#ifdef LR_CUDA_BACKEND
+#ifdef LR_HAVE_CUDA
 extern const lr_backend_ops lr_cuda_backend;
 #endif
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -91,6 +91,7 @@ static int get_string(json_t *obj, const char *name, const char *key, const char
 static int parse_rope(json_t *root, json_t *rope, const char *name, const char *where,
                       lr_config *c) {
     int rc;
+    if (rope && !json_is_object(rope)) return lr_fail(LR_E_CONFIG, "%s: %s: expected an object", name, where);
     c->rope_factor = 1.0;
     if (c->config_style == 5) {
         if ((rc = get_real(rope, name, where, "rope_theta", true, 0, &c->rope_theta))) return rc;
@@ -99,7 +100,6 @@ static int parse_rope(json_t *root, json_t *rope, const char *name, const char *
     }
     c->rope_type = LR_ROPE_DEFAULT;
     if (!rope) return LR_OK;
-    if (!json_is_object(rope)) return lr_fail(LR_E_CONFIG, "%s: %s: expected an object", name, where);
 
     const char *type = NULL;
     json_t *t = field(rope, "rope_type");

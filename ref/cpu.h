@@ -5,6 +5,7 @@
 #define LLAMAREF_CPU_H
 
 #include "backend.h"
+#include "ref_ops.h"
 
 /* One decoder layer's packed weights on one rank; data in the compute precision. */
 typedef struct {

@@ -10,7 +10,7 @@
 #include <string.h>
 
 /* Inverse frequencies of RoPE, float64, with the config's scaling. */
-static void rope_inv_freq(const lr_config *c, double *inv) {
+void lr_ref_rope_inv_freq(const lr_config *c, double *inv) {
     int64_t half = c->head_dim / 2;
     for (int64_t i = 0; i < half; i++) {
         double f = 1.0 / pow(c->rope_theta, (double)(2 * i) / (double)c->head_dim);
@@ -109,7 +109,7 @@ static int cpu_create(const lr_checkpoint *ck, const lr_options *opt, void **imp
         cpu_destroy(m);
         return lr_fail(LR_E_NOMEM, "cpu backend: out of memory");
     }
-    rope_inv_freq(&m->cfg, m->inv_freq);
+    lr_ref_rope_inv_freq(&m->cfg, m->inv_freq);
     for (int r = 0; r < m->tp && rc == LR_OK; r++) {
         cpu_rank *rk = &m->ranks[r];
         if ((rc = lr_plan_create(&m->cfg, m->tp, r, &rk->plan))) break;

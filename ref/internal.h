@@ -10,6 +10,10 @@
 
 #include <stdarg.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #if defined(__GNUC__)
 #define LR_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
@@ -37,4 +41,7 @@ char *lr_path_join(const char *dir, const char *name);
 /* Largest dimension accepted anywhere: keeps every product of two dims in int64. */
 #define LR_MAX_DIM ((int64_t)1 << 31)
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -259,10 +259,16 @@ typedef struct {
 } lr_observer;
 
 typedef struct {
-    const char *backend;  /* "cpu" (default) */
-    lr_dtype precision;   /* F64 or F32 on cpu */
+    const char *backend;  /* "cpu" (default) or "cuda" */
+    lr_dtype precision;   /* cpu: F64 or F32; cuda: BF16, F16 or F32 */
     int tp_size;          /* default 1 */
-    int num_threads;      /* BLAS threads; 0: 1 thread, for bitwise determinism */
+    int num_threads;      /* cpu: BLAS threads; 0: 1 thread, for bitwise determinism */
+    /* cuda: GPUs to spread the tp ranks over: 0 picks tp GPUs over NCCL when the host has
+     * them, else runs every rank on GPU 0 in turn (the single-GPU tp mode); 1 forces the
+     * single-GPU mode. */
+    int num_devices;
+    /* cuda: kernel variants, "family=name,..." (e.g. "rmsnorm=warp"); NULL: defaults. */
+    const char *kernels;
 } lr_options;
 
 void lr_options_init(lr_options *o);

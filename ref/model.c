@@ -29,7 +29,7 @@ void lr_options_init(lr_options *o) {
 
 static const lr_backend_ops *find_backend(const char *name) {
     if (!name || strcmp(name, "cpu") == 0) return &lr_cpu_backend;
-#ifdef LR_CUDA_BACKEND
+#ifdef LR_HAVE_CUDA
     if (strcmp(name, "cuda") == 0) return &lr_cuda_backend;
 #endif
     return NULL;
@@ -44,7 +44,7 @@ int lr_model_create(const lr_checkpoint *ck, const lr_options *opt, lr_model **o
     const lr_backend_ops *ops = find_backend(o.backend);
     if (!ops)
         return lr_fail(LR_E_BACKEND, "backend: \"%s\" is not built in (available: cpu%s)", o.backend,
-#ifdef LR_CUDA_BACKEND
+#ifdef LR_HAVE_CUDA
                        ", cuda"
 #else
                        ""

@@ -421,7 +421,8 @@ static const bad_case bad_cases[] = {
     {5, NULL, "{\"rope_parameters\": {\"rope_theta\": \"1e4\"}}", LR_E_CONFIG, RP ".rope_theta", "number"},
     {5, NULL, "{\"rope_parameters\": {\"original_max_position_embeddings\": 8192.0}}", LR_E_CONFIG,
      RP ".original_max_position_embeddings", "integer"},
-    {5, NULL, "{\"rope_parameters\": [500000.0]}", LR_E_CONFIG, RP, NULL},
+    {5, NULL, "{\"rope_parameters\": [500000.0]}", LR_E_CONFIG, RP, "object"},
+    {5, NULL, "{\"rope_parameters\": 500000.0}", LR_E_CONFIG, RP, "object"},
     /* zero and negative sizes */
     {4, NULL, "{\"vocab_size\": 0}", LR_E_CONFIG, "vocab_size", "outside"},
     {4, NULL, "{\"vocab_size\": -1}", LR_E_CONFIG, "vocab_size", "outside"},

@@ -26,7 +26,8 @@ typedef struct {
     const char *cmd;
     const char *model, *fixture, *tokens, *out;
     lr_options opt;
-    bool json, force, color;
+    bool json, force, color, precision_given;
+    char kernels[512]; /* --kernel family=name, comma-joined */
 } args;
 
 static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -59,10 +60,13 @@ static void usage(FILE *fp) {
           "  -f, --fixture FILE       golden fixture (llama-golden/1 safetensors)\n"
           "  -t, --tokens \"1 2 3\"     token ids of one sequence (dump), instead of a fixture\n"
           "  -o, --out FILE           output file (dump); never overwritten without --force\n"
-          "  -b, --backend NAME       cpu (default)\n"
-          "  -p, --precision P        f64 (default) or f32\n"
+          "  -b, --backend NAME       cpu (default) or cuda\n"
+          "  -p, --precision P        cpu: f64 (default) or f32; cuda: bf16 (default), fp16 or fp32\n"
           "      --tp N               tensor-parallel size (default 1)\n"
           "      --threads N          BLAS threads (default 1: bitwise reproducible)\n"
+          "      --devices N          cuda: GPUs for the tp ranks (default: tp GPUs over NCCL when\n"
+          "                           present, else all ranks on one GPU; 1 forces one GPU)\n"
+          "  -k, --kernel FAM=NAME    cuda: kernel variant for an op family (repeatable)\n"
           "      --json               print one JSON document instead of text\n"
           "      --force              let dump replace an existing output file\n"
           "  -h, --help               this help\n"
@@ -95,8 +99,18 @@ static int parse_int(const char *s, const char *opt, int lo, int hi, int *out) {
     return 0;
 }
 
+static const char *precision_name(lr_dtype d) {
+    switch (d) {
+    case LR_F64: return "f64";
+    case LR_F32: return "f32";
+    case LR_BF16: return "bf16";
+    case LR_F16: return "fp16";
+    default: return lr_dtype_name(d);
+    }
+}
+
 static int parse_args(int argc, char **argv, args *a) {
-    enum { OPT_TP = 256, OPT_THREADS, OPT_JSON, OPT_FORCE };
+    enum { OPT_TP = 256, OPT_THREADS, OPT_JSON, OPT_FORCE, OPT_DEVICES };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'},   {"fixture", required_argument, NULL, 'f'},
         {"tokens", required_argument, NULL, 't'},  {"out", required_argument, NULL, 'o'},
@@ -104,12 +118,13 @@ static int parse_args(int argc, char **argv, args *a) {
         {"tp", required_argument, NULL, OPT_TP},   {"threads", required_argument, NULL, OPT_THREADS},
         {"json", no_argument, NULL, OPT_JSON},     {"force", no_argument, NULL, OPT_FORCE},
         {"help", no_argument, NULL, 'h'},          {"version", no_argument, NULL, 'V'},
+        {"kernel", required_argument, NULL, 'k'},  {"devices", required_argument, NULL, OPT_DEVICES},
         {NULL, 0, NULL, 0},
     };
     lr_options_init(&a->opt);
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":m:f:t:o:b:p:hV", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":m:f:t:o:b:p:k:hV", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': a->model = optarg; break;
         case 'f': a->fixture = optarg; break;
@@ -119,10 +134,26 @@ static int parse_args(int argc, char **argv, args *a) {
         case 'p':
             if (strcmp(optarg, "f64") == 0)
                 a->opt.precision = LR_F64;
-            else if (strcmp(optarg, "f32") == 0)
+            else if (strcmp(optarg, "f32") == 0 || strcmp(optarg, "fp32") == 0)
                 a->opt.precision = LR_F32;
+            else if (strcmp(optarg, "bf16") == 0)
+                a->opt.precision = LR_BF16;
+            else if (strcmp(optarg, "fp16") == 0 || strcmp(optarg, "f16") == 0)
+                a->opt.precision = LR_F16;
             else
-                return bad("--precision: \"%s\" is not f64 or f32", optarg);
+                return bad("--precision: \"%s\" is not f64, f32, bf16 or fp16", optarg);
+            a->precision_given = true;
+            break;
+        case 'k': {
+            size_t used = strlen(a->kernels);
+            if (!strchr(optarg, '=') || used + strlen(optarg) + 2 > sizeof a->kernels)
+                return bad("--kernel: \"%s\" is not FAMILY=NAME", optarg);
+            snprintf(a->kernels + used, sizeof a->kernels - used, "%s%s", used ? "," : "", optarg);
+            a->opt.kernels = a->kernels;
+            break;
+        }
+        case OPT_DEVICES:
+            if (parse_int(optarg, "--devices", 1, 64, &a->opt.num_devices)) return EXIT_BAD;
             break;
         case OPT_TP:
             if (parse_int(optarg, "--tp", 1, 4096, &a->opt.tp_size)) return EXIT_BAD;
@@ -139,6 +170,16 @@ static int parse_args(int argc, char **argv, args *a) {
         }
     }
     if (optind < argc) return bad("unexpected argument \"%s\" (see --help)", argv[optind]);
+    bool cuda = strcmp(a->opt.backend, "cuda") == 0;
+    if (cuda && !a->precision_given) a->opt.precision = LR_BF16;
+    if (!cuda && strcmp(a->opt.backend, "cpu") != 0)
+        return bad("--backend: \"%s\" is not cpu or cuda", a->opt.backend);
+    if (!cuda && a->opt.precision != LR_F64 && a->opt.precision != LR_F32)
+        return bad("--precision: %s needs --backend cuda (cpu computes in f64 or f32)", precision_name(a->opt.precision));
+    if (cuda && a->opt.precision == LR_F64)
+        return bad("--precision: f64 is for --backend cpu (cuda computes in bf16, fp16 or fp32)");
+    if (!cuda && (a->opt.kernels || a->opt.num_devices))
+        return bad("%s: needs --backend cuda", a->opt.kernels ? "--kernel" : "--devices");
     return 0;
 }
 
@@ -297,7 +338,6 @@ static int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, 
     return rc ? lib_fail(rc) : 0;
 }
 
-static const char *precision_name(lr_dtype d) { return d == LR_F64 ? "f64" : d == LR_F32 ? "f32" : lr_dtype_name(d); }
 
 /* ---- check ----------------------------------------------------------------------------- */
 
@@ -505,7 +545,10 @@ static int cmd_dump(const args *a) {
              PACKAGE_VERSION, a->opt.backend, precision_name(a->opt.precision), a->opt.tp_size);
     if ((rc = lr_st_writer_set_metadata(w, "format", LR_FIXTURE_FORMAT)) ||
         (rc = lr_st_writer_set_metadata(w, "model", basename_of(a->model))) ||
-        (rc = lr_st_writer_set_metadata(w, "compute_dtype", a->opt.precision == LR_F64 ? "float64" : "float32")) ||
+        (rc = lr_st_writer_set_metadata(w, "compute_dtype", a->opt.precision == LR_F64   ? "float64"
+                                                         : a->opt.precision == LR_F32 ? "float32"
+                                                         : a->opt.precision == LR_BF16 ? "bfloat16"
+                                                                                      : "float16")) ||
         (rc = lr_st_writer_set_metadata(w, "generator", gen)) || (rc = lr_st_writer_add(w, "input_ids", &in_ids)) ||
         (rc = lr_st_writer_add(w, "positions", &in_pos)) ||
         (b.seq_lens && (rc = lr_st_writer_add(w, "seq_lens", &in_lens)))) {
@@ -517,7 +560,7 @@ static int cmd_dump(const args *a) {
         const lr_tensor *t = lr_recorder_at(rec, i);
         lr_tensor st = *t;
         float *f32 = NULL;
-        if (a->opt.precision == LR_F32) {
+        if (a->opt.precision != LR_F64) {
             int64_t n = lr_tensor_numel(t);
             if (!(f32 = malloc((size_t)n * sizeof *f32))) {
                 status = bad("out of memory");

@@ -4,13 +4,13 @@
 static inline real R(silu1)(real g) { return g / (1 + REXP(-g)); }
 
 /* gu (T, 2I) = [gate | up] -> out (T, NI) = silu(gate) * up. */
-static void R(silu_and_mul)(real *out, const real *gu, int64_t T, int64_t NI) {
+void R(lr_ref_silu_and_mul)(real *out, const real *gu, int64_t T, int64_t NI) {
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < NI; i++) out[t * NI + i] = R(silu1)(gu[t * 2 * NI + i]) * gu[t * 2 * NI + NI + i];
 }
 
 /* gu (T, 2I) -> out (T, NI) = silu(gate). */
-static void R(silu_gate)(real *out, const real *gu, int64_t T, int64_t NI) {
+void R(lr_ref_silu)(real *out, const real *gu, int64_t T, int64_t NI) {
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < NI; i++) out[t * NI + i] = R(silu1)(gu[t * 2 * NI + i]);
 }

@@ -3,7 +3,7 @@
  * the ranks' outputs (the all-reduce) yields the full embedding. */
 
 /* ids (T) -> out (T, H) from this rank's rows w (shard, H) = vocabulary [start, start+shard). */
-static void R(vocab_parallel_embedding)(real *out, const int64_t *ids, int64_t T, const real *w,
+void R(lr_ref_vocab_parallel_embedding)(real *out, const int64_t *ids, int64_t T, const real *w,
                                         int64_t start, int64_t shard, int64_t H) {
     for (int64_t t = 0; t < T; t++) {
         int64_t local = ids[t] - start;

@@ -3,7 +3,7 @@
  * on one rank: y = x W^T + b, through BLAS. */
 
 /* x (T, K) @ W (N, K)^T + b (N) -> y (T, N); b may be NULL. */
-static void R(linear)(real *y, const real *x, const real *w, const real *b, int64_t T, int64_t N,
+void R(lr_ref_linear)(real *y, const real *x, const real *w, const real *b, int64_t T, int64_t N,
                       int64_t K) {
     GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)N, (int)K, 1, x, (int)K, w, (int)K,
          0, y, (int)N);

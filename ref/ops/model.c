@@ -92,7 +92,7 @@ static void R(llama_attention)(cpu_model *m, int64_t l, const lr_batch *b, const
     int64_t qw = L0->q_size + 2 * L0->kv_size;
     for (int r = 0; r < m->tp; r++) {
         const cpu_rank *rk = &m->ranks[r];
-        R(linear)(w->qkv[r], w->normed, rk->layers[l].qkv_w, rk->layers[l].qkv_b, T, qw, H);
+        R(lr_ref_linear)(w->qkv[r], w->normed, rk->layers[l].qkv_w, rk->layers[l].qkv_b, T, qw, H);
     }
     if (obs) {
         int64_t nq = c->num_attention_heads * hd, nkv = c->num_key_value_heads * hd;
@@ -105,8 +105,8 @@ static void R(llama_attention)(cpu_model *m, int64_t l, const lr_batch *b, const
     }
     for (int r = 0; r < m->tp; r++) {
         const cpu_rank *rk = &m->ranks[r];
-        R(rotary_embedding)(w->qkv[r], qw, T, rk->L.num_heads, hd, b->positions, m->inv_freq, w->cs);
-        R(rotary_embedding)(w->qkv[r] + rk->L.q_size, qw, T, rk->L.num_kv_heads, hd, b->positions,
+        R(lr_ref_rotary_embedding)(w->qkv[r], qw, T, rk->L.num_heads, hd, b->positions, m->inv_freq, w->cs);
+        R(lr_ref_rotary_embedding)(w->qkv[r] + rk->L.q_size, qw, T, rk->L.num_kv_heads, hd, b->positions,
                             m->inv_freq, w->cs);
         R(attention)(w->ctx[r], w->qkv[r], m, rk, kv, l, b, seqs, w->scores);
     }
@@ -118,7 +118,7 @@ static void R(llama_attention)(cpu_model *m, int64_t l, const lr_batch *b, const
     /* o_proj is row-parallel: partial products, bias once, then the all-reduce. */
     for (int r = 0; r < m->tp; r++) {
         const cpu_layer *ly = &m->ranks[r].layers[l];
-        R(linear)(w->part[r], w->ctx[r], ly->o_w, r == 0 ? ly->o_b : NULL, T, H, L0->q_size);
+        R(lr_ref_linear)(w->part[r], w->ctx[r], ly->o_w, r == 0 ? ly->o_b : NULL, T, H, L0->q_size);
     }
     R(all_reduce)(w->hidden, w->part, m->tp, T * H);
     if (obs) {
@@ -133,18 +133,18 @@ static void R(llama_mlp)(cpu_model *m, int64_t l, int64_t T, R(work) *w, const l
     int64_t H = c->hidden_size, Ir = m->ranks[0].L.intermediate, NI = c->intermediate_size;
     for (int r = 0; r < m->tp; r++) {
         const cpu_layer *ly = &m->ranks[r].layers[l];
-        R(linear)(w->gate_up[r], w->normed, ly->gate_up_w, ly->gate_up_b, T, 2 * Ir, H);
+        R(lr_ref_linear)(w->gate_up[r], w->normed, ly->gate_up_w, ly->gate_up_b, T, 2 * Ir, H);
     }
     if (obs) {
         R(gather)(w->gathered, NI, w->gate_up, 2 * Ir, 0, Ir, m->col_i, m->tp, T);
         R(emit)(obs, w->gathered, T, NI, "model.layers.%lld.mlp.gate_proj", (long long)l);
         R(gather)(w->gathered, NI, w->gate_up, 2 * Ir, Ir, Ir, m->col_i, m->tp, T);
         R(emit)(obs, w->gathered, T, NI, "model.layers.%lld.mlp.up_proj", (long long)l);
-        for (int r = 0; r < m->tp; r++) R(silu_gate)(w->act[r], w->gate_up[r], T, Ir);
+        for (int r = 0; r < m->tp; r++) R(lr_ref_silu)(w->act[r], w->gate_up[r], T, Ir);
         R(gather)(w->gathered, NI, w->act, Ir, 0, Ir, m->col_i, m->tp, T);
         R(emit)(obs, w->gathered, T, NI, "model.layers.%lld.mlp.act_fn", (long long)l);
     }
-    for (int r = 0; r < m->tp; r++) R(silu_and_mul)(w->act[r], w->gate_up[r], T, Ir);
+    for (int r = 0; r < m->tp; r++) R(lr_ref_silu_and_mul)(w->act[r], w->gate_up[r], T, Ir);
     if (obs) {
         R(gather)(w->gathered, NI, w->act, Ir, 0, Ir, m->col_i, m->tp, T);
         R(emit)(obs, w->gathered, T, NI, "model.layers.%lld.mlp.down_proj.input", (long long)l);
@@ -152,7 +152,7 @@ static void R(llama_mlp)(cpu_model *m, int64_t l, int64_t T, R(work) *w, const l
     /* down_proj is row-parallel: partial products, bias once, then the all-reduce. */
     for (int r = 0; r < m->tp; r++) {
         const cpu_layer *ly = &m->ranks[r].layers[l];
-        R(linear)(w->part[r], w->act[r], ly->down_w, r == 0 ? ly->down_b : NULL, T, H, Ir);
+        R(lr_ref_linear)(w->part[r], w->act[r], ly->down_w, r == 0 ? ly->down_b : NULL, T, H, Ir);
     }
     R(all_reduce)(w->hidden, w->part, m->tp, T * H);
     if (obs) {
@@ -170,13 +170,13 @@ static void R(llama_decoder_layer)(cpu_model *m, int64_t l, const lr_batch *b, c
     const cpu_layer *ly0 = &m->ranks[0].layers[l]; /* norms are replicated: rank 0's */
     if (l == 0) {
         memcpy(w->residual, w->hidden, (size_t)(T * H) * sizeof(real));
-        R(rms_norm)(w->normed, w->hidden, ly0->input_layernorm, T, H, eps);
+        R(lr_ref_rms_norm)(w->normed, w->hidden, ly0->input_layernorm, T, H, eps);
     } else {
-        R(fused_add_rms_norm)(w->normed, w->residual, w->hidden, ly0->input_layernorm, T, H, eps);
+        R(lr_ref_fused_add_rms_norm)(w->normed, w->residual, w->hidden, ly0->input_layernorm, T, H, eps);
     }
     if (obs) R(emit)(obs, w->normed, T, H, "model.layers.%lld.input_layernorm", (long long)l);
     R(llama_attention)(m, l, b, seqs, kv, w, obs);
-    R(fused_add_rms_norm)(w->normed, w->residual, w->hidden, ly0->post_attention_layernorm, T, H, eps);
+    R(lr_ref_fused_add_rms_norm)(w->normed, w->residual, w->hidden, ly0->post_attention_layernorm, T, H, eps);
     if (obs) R(emit)(obs, w->normed, T, H, "model.layers.%lld.post_attention_layernorm", (long long)l);
     R(llama_mlp)(m, l, T, w, obs);
     if (obs) {
@@ -205,7 +205,7 @@ int R(cpu_forward)(cpu_model *m, const lr_batch *b, const cpu_seq *seqs, cpu_kv 
     /* VocabParallelEmbedding: masked lookups per shard, then the all-reduce. */
     for (int r = 0; r < m->tp; r++) {
         const cpu_rank *rk = &m->ranks[r];
-        R(vocab_parallel_embedding)(w.part[r], b->input_ids, T, rk->embed, rk->L.vocab_start,
+        R(lr_ref_vocab_parallel_embedding)(w.part[r], b->input_ids, T, rk->embed, rk->L.vocab_start,
                                     rk->L.vocab_shard, H);
     }
     R(all_reduce)(w.hidden, w.part, m->tp, T * H);
@@ -213,7 +213,7 @@ int R(cpu_forward)(cpu_model *m, const lr_batch *b, const cpu_seq *seqs, cpu_kv 
 
     for (int64_t l = 0; l < c->num_hidden_layers; l++) R(llama_decoder_layer)(m, l, b, seqs, kv, &w, obs);
 
-    R(fused_add_rms_norm)(out, w.residual, w.hidden, m->ranks[0].norm, T, H, c->rms_norm_eps);
+    R(lr_ref_fused_add_rms_norm)(out, w.residual, w.hidden, m->ranks[0].norm, T, H, c->rms_norm_eps);
     if (obs) R(emit)(obs, out, T, H, "model.norm");
     R(work_free)(&w, m->tp);
     return LR_OK;
@@ -227,7 +227,7 @@ int R(cpu_logits)(cpu_model *m, const real *hidden, int64_t T, const lr_observer
     if (!part) return lr_fail(LR_E_NOMEM, "cpu backend: cannot allocate logits for %lld tokens", (long long)T);
     for (int r = 0; r < m->tp; r++) {
         const cpu_rank *rk = &m->ranks[r];
-        R(linear)(part, hidden, rk->lm_head, NULL, T, shard, H);
+        R(lr_ref_linear)(part, hidden, rk->lm_head, NULL, T, shard, H);
         int64_t cols = V - rk->L.vocab_start < shard ? V - rk->L.vocab_start : shard;
         for (int64_t t = 0; cols > 0 && t < T; t++)
             memcpy(out + t * V + rk->L.vocab_start, part + t * shard, (size_t)cols * sizeof(real));

@@ -2,7 +2,7 @@
  * as vLLM's fused_add_rms_norm does it. */
 
 /* y = x / sqrt(mean(x^2) + eps) * w, per row of x (T, H). */
-static void R(rms_norm)(real *y, const real *x, const real *w, int64_t T, int64_t H, double eps) {
+void R(lr_ref_rms_norm)(real *y, const real *x, const real *w, int64_t T, int64_t H, double eps) {
     for (int64_t t = 0; t < T; t++) {
         const real *xr = x + t * H;
         real *yr = y + t * H;
@@ -14,8 +14,8 @@ static void R(rms_norm)(real *y, const real *x, const real *w, int64_t T, int64_
 }
 
 /* residual += x; y = rms_norm(residual). x, residual, y: (T, H). */
-static void R(fused_add_rms_norm)(real *y, real *residual, const real *x, const real *w, int64_t T,
+void R(lr_ref_fused_add_rms_norm)(real *y, real *residual, const real *x, const real *w, int64_t T,
                                   int64_t H, double eps) {
     for (int64_t i = 0; i < T * H; i++) residual[i] += x[i];
-    R(rms_norm)(y, residual, w, T, H, eps);
+    R(lr_ref_rms_norm)(y, residual, w, T, H, eps);
 }

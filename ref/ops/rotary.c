@@ -5,7 +5,7 @@
 
 /* In place on x (T, ld) holding nheads heads of hd at the start of each row:
  * x1' = x1 cos - x2 sin, x2' = x2 cos + x1 sin, halves of each head, angle pos * inv_freq. */
-static void R(rotary_embedding)(real *x, int64_t ld, int64_t T, int64_t nheads, int64_t hd,
+void R(lr_ref_rotary_embedding)(real *x, int64_t ld, int64_t T, int64_t nheads, int64_t hd,
                                 const int64_t *positions, const double *inv_freq /* (hd/2) */,
                                 real *cs /* scratch (hd) */) {
     int64_t half = hd / 2;

@@ -1,0 +1,2 @@
+/* activation.cu: placeholder, being written. */
+#include "common.cuh"

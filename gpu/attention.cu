@@ -1,0 +1,2 @@
+/* attention.cu: placeholder, being written. */
+#include "common.cuh"

@@ -1,0 +1,2 @@
+/* cache.cu: placeholder, being written. */
+#include "common.cuh"

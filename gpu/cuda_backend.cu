@@ -1,0 +1,826 @@
+/* cuda_backend.cu: the CUDA backend. The same packed, sharded weights as the CPU
+ * reference (lr_plan per rank), converted once to the compute dtype (BF16, F16 or F32)
+ * on the device; GEMMs through cuBLAS with float32 accumulation; the other ops from the
+ * kernel families of gpu_ops.h; a paged KV cache with block tables as vLLM keeps it.
+ *
+ * Tensor parallelism runs in one of two modes:
+ *  - NCCL: rank r on GPU r, one communicator over the host's GPUs (ncclCommInitAll),
+ *    all-reduce after the embedding, o_proj and down_proj, all-gather of the logits.
+ *    Across hosts the same code would start from ncclGetUniqueId on rank 0, broadcast
+ *    out of band, and ncclCommInitRank on every process (docs/architecture.md).
+ *  - single-GPU: every rank on GPU 0 in turn, the reductions done on the device by
+ *    lr_gpu_sum, so the sharded code runs at any tp on one card.
+ * tp = 1 makes no NCCL call. The residual stream is kept in float32 (fused into the
+ * norms), which is where this path beats a bf16 residual. Stages are copied to the host
+ * only when an observer is set. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "common.cuh"
+#include "ref_ops.h"
+
+#define BLOCK_SIZE 16 /* tokens per KV-cache block */
+#define MAX_TP 64     /* ranks per model */
+
+enum { FAM_EMBEDDING, FAM_RMSNORM, FAM_ROTARY, FAM_ACTIVATION, FAM_CACHE, FAM_ATTENTION, N_FAM };
+static const char *family_names[N_FAM] = {"embedding", "rmsnorm", "rotary", "activation", "cache", "attention"};
+
+struct gpu_layer {
+    const void *input_ln, *qkv_w, *qkv_b, *o_w, *o_b, *post_ln, *gu_w, *gu_b, *down_w, *down_b;
+};
+
+/* Per-forward scratch of one rank, grown as batches grow. */
+struct gpu_act {
+    int64_t cap; /* tokens */
+    void *qkv, *ctx, *part, *gu, *act, *logits;
+};
+
+struct gpu_rank {
+    lr_tp_layout L;
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    void *weights; /* one allocation */
+    const void *embed, *norm, *lm_head;
+    gpu_layer *layers;
+    gpu_act a;
+#ifdef LR_HAVE_NCCL
+    ncclComm_t comm;
+#endif
+};
+
+/* Buffers replicated on every device in use (one set in the single-GPU mode). */
+struct gpu_replica {
+    int64_t cap;
+    void *hidden, *normed; /* (T, H) dt */
+    float *residual;       /* (T, H) */
+    float *scratch;        /* (T, max width) float32, for observers */
+    int64_t *ids, *pos, *slots; /* (T) */
+    int32_t *meta;         /* token_seq, token_keys (T); seq_start, len, past (B); block tables (B, max_blocks) */
+    int64_t meta_cap;
+    double *inv_freq; /* (hd / 2) */
+};
+
+struct gpu_model {
+    lr_config cfg;
+    lr_dtype dt;
+    int tp, nrep; /* nrep: 1 (single-GPU mode) or tp (NCCL) */
+    gpu_rank *ranks;
+    gpu_replica *reps;
+    const char *variant[N_FAM];
+    char *kernels; /* owns the strings variant[] points into */
+    /* host results */
+    void *hidden_host, *logits_host;
+    int64_t hidden_cap, logits_cap;
+    float *obs_host; /* (T, max width) */
+    int64_t obs_cap;
+    int64_t last_T; /* tokens of the last forward, whose final hidden is in reps[*].normed */
+};
+
+struct gpu_kv {
+    int64_t max_seqs, max_len, max_blocks, layers, tp;
+    int32_t *block_table; /* host (max_seqs, max_blocks): physical block of each logical block */
+    void **k, **v;        /* (layers * tp) device pools (num_blocks, BLOCK_SIZE, nkv_r, hd) */
+};
+
+static int rep_of(const gpu_model *m, int r) { return m->nrep == 1 ? 0 : r; }
+
+static cudaDataType_t cuda_type(lr_dtype dt) {
+    return dt == LR_BF16 ? CUDA_R_16BF : dt == LR_F16 ? CUDA_R_16F : CUDA_R_32F;
+}
+
+/* ---- lifetime ---------------------------------------------------------------------------- */
+
+static void free_act(gpu_act *a) {
+    void *p[] = {a->qkv, a->ctx, a->part, a->gu, a->act, a->logits};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) cudaFree(p[i]);
+    memset(a, 0, sizeof *a);
+}
+
+static void free_rep(gpu_replica *r) {
+    void *p[] = {r->hidden, r->normed, r->residual, r->scratch, r->ids, r->pos, r->slots, r->meta, r->inv_freq};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) cudaFree(p[i]);
+}
+
+static void cuda_destroy(void *impl) {
+    gpu_model *m = (gpu_model *)impl;
+    if (!m) return;
+    for (int r = 0; m->ranks && r < m->tp; r++) {
+        gpu_rank *rk = &m->ranks[r];
+        cudaSetDevice(rk->device);
+        if (rk->stream) cudaStreamSynchronize(rk->stream);
+        free_act(&rk->a);
+        cudaFree(rk->weights);
+        if (rk->blas) cublasDestroy(rk->blas);
+        if (rk->stream && (m->nrep > 1 || r == 0)) cudaStreamDestroy(rk->stream);
+#ifdef LR_HAVE_NCCL
+        if (rk->comm) ncclCommDestroy(rk->comm);
+#endif
+        free(rk->layers);
+    }
+    for (int i = 0; m->reps && i < m->nrep; i++) {
+        cudaSetDevice(m->nrep > 1 ? i : 0);
+        free_rep(&m->reps[i]);
+    }
+    free(m->ranks);
+    free(m->reps);
+    free(m->kernels);
+    cudaFreeHost(m->hidden_host);
+    cudaFreeHost(m->logits_host);
+    free(m->obs_host);
+    free(m);
+}
+
+/* "rmsnorm=warp,attention=simple" -> variant[] (validated). */
+static int parse_kernels(gpu_model *m, const char *spec) {
+    if (!spec || !*spec) return LR_OK;
+    if (!(m->kernels = strdup(spec))) return lr_fail(LR_E_NOMEM, "cuda: out of memory");
+    char *save = NULL;
+    for (char *item = strtok_r(m->kernels, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(item, '=');
+        if (!eq) return lr_fail(LR_E_INVAL, "kernels: \"%s\" is not family=name", item);
+        *eq = '\0';
+        int f = 0;
+        while (f < N_FAM && strcmp(family_names[f], item) != 0) f++;
+        if (f == N_FAM)
+            return lr_fail(LR_E_INVAL, "kernels: unknown family \"%s\" (embedding, rmsnorm, rotary, activation, cache, attention)", item);
+        int rc = lr_gpu_variant_check(item, eq + 1);
+        if (rc) return rc;
+        m->variant[f] = eq + 1;
+    }
+    return LR_OK;
+}
+
+/* Uploads one rank's packed weights into a single device allocation, in dt. */
+static int upload_rank(gpu_model *m, gpu_rank *rk, const lr_checkpoint *ck, int r) {
+    lr_plan *plan = NULL;
+    lr_weights *w = NULL;
+    int rc = lr_plan_create(&m->cfg, m->tp, r, &plan);
+    if (rc == LR_OK) rc = lr_weights_build(ck, plan, LR_F32, &w);
+    if (rc) {
+        lr_plan_free(plan);
+        return rc;
+    }
+    rk->L = *lr_plan_layout(plan);
+    size_t n = lr_plan_count(plan), es = lr_dtype_size(m->dt), total = 0, biggest = 0;
+    size_t *off = (size_t *)calloc(n, sizeof *off);
+    const void **dev = (const void **)calloc(n, sizeof *dev);
+    float *staging = NULL;
+    if (!off || !dev) rc = lr_fail(LR_E_NOMEM, "cuda: out of memory");
+    for (size_t i = 0; rc == LR_OK && i < n; i++) {
+        const lr_packed_desc *d = lr_plan_at(plan, i);
+        if (d->tied_to >= 0) continue;
+        size_t count = (size_t)d->shape[0] * (size_t)d->shape[1];
+        off[i] = total;
+        total += (count * es + 255) / 256 * 256;
+        biggest = count > biggest ? count : biggest;
+    }
+    if (rc == LR_OK) {
+        cudaError_t e = cudaMalloc(&rk->weights, total ? total : 1);
+        if (e == cudaSuccess) e = cudaMalloc((void **)&staging, (biggest ? biggest : 1) * sizeof(float));
+        if (e != cudaSuccess)
+            rc = lr_fail(LR_E_DEVICE, "cuda: rank %d: cannot allocate %.2f GiB of weights on GPU %d: %s", r,
+                         (double)total / (1 << 30), rk->device, cudaGetErrorString(e));
+    }
+    for (size_t i = 0; rc == LR_OK && i < n; i++) {
+        const lr_packed_desc *d = lr_plan_at(plan, i);
+        if (d->tied_to >= 0) {
+            dev[i] = dev[d->tied_to];
+            continue;
+        }
+        int64_t count = d->shape[0] * d->shape[1];
+        dev[i] = (char *)rk->weights + off[i];
+        cudaError_t e = cudaMemcpyAsync(staging, lr_weights_at(w, i)->data, (size_t)count * sizeof(float),
+                                        cudaMemcpyHostToDevice, rk->stream);
+        if (e != cudaSuccess)
+            rc = lr_fail(LR_E_DEVICE, "cuda: uploading %s: %s", d->name, cudaGetErrorString(e));
+        else
+            rc = lr_gpu_convert((void *)dev[i], m->dt, staging, LR_F32, count, rk->stream);
+        if (rc == LR_OK && cudaStreamSynchronize(rk->stream) != cudaSuccess)
+            rc = lr_fail(LR_E_DEVICE, "cuda: uploading %s failed", d->name);
+    }
+    if (rc == LR_OK) {
+        rk->layers = (gpu_layer *)calloc((size_t)m->cfg.num_hidden_layers, sizeof *rk->layers);
+        if (!rk->layers) rc = lr_fail(LR_E_NOMEM, "cuda: out of memory");
+    }
+    if (rc == LR_OK) {
+        char name[160];
+#define GET(dst, ...)                                                                      \
+    do {                                                                                   \
+        snprintf(name, sizeof name, __VA_ARGS__);                                          \
+        int k_ = lr_plan_index(plan, name);                                                \
+        dst = k_ >= 0 ? dev[k_] : NULL;                                                    \
+    } while (0)
+        GET(rk->embed, "model.embed_tokens.weight");
+        GET(rk->norm, "model.norm.weight");
+        GET(rk->lm_head, "lm_head.weight");
+        for (int64_t l = 0; l < m->cfg.num_hidden_layers; l++) {
+            gpu_layer *ly = &rk->layers[l];
+            long long i = (long long)l;
+            GET(ly->input_ln, "model.layers.%lld.input_layernorm.weight", i);
+            GET(ly->qkv_w, "model.layers.%lld.self_attn.qkv_proj.weight", i);
+            GET(ly->qkv_b, "model.layers.%lld.self_attn.qkv_proj.bias", i);
+            GET(ly->o_w, "model.layers.%lld.self_attn.o_proj.weight", i);
+            GET(ly->o_b, "model.layers.%lld.self_attn.o_proj.bias", i);
+            GET(ly->post_ln, "model.layers.%lld.post_attention_layernorm.weight", i);
+            GET(ly->gu_w, "model.layers.%lld.mlp.gate_up_proj.weight", i);
+            GET(ly->gu_b, "model.layers.%lld.mlp.gate_up_proj.bias", i);
+            GET(ly->down_w, "model.layers.%lld.mlp.down_proj.weight", i);
+            GET(ly->down_b, "model.layers.%lld.mlp.down_proj.bias", i);
+        }
+#undef GET
+    }
+    cudaFree(staging);
+    free(off);
+    free(dev);
+    lr_weights_free(w);
+    lr_plan_free(plan);
+    return rc;
+}
+
+static int cuda_create(const lr_checkpoint *ck, const lr_options *opt, void **impl) {
+    if (opt->precision != LR_BF16 && opt->precision != LR_F16 && opt->precision != LR_F32)
+        return lr_fail(LR_E_INVAL, "cuda backend: precision %s is not supported (bf16, fp16 or fp32)",
+                       lr_dtype_name(opt->precision));
+    int ndev = 0;
+    cudaError_t e = cudaGetDeviceCount(&ndev);
+    if (e != cudaSuccess || ndev == 0)
+        return lr_fail(LR_E_DEVICE, "cuda backend: no CUDA device (%s)",
+                       e == cudaSuccess ? "none found" : cudaGetErrorString(e));
+    if (opt->tp_size > MAX_TP) return lr_fail(LR_E_TP, "cuda backend: tp %d is more than %d", opt->tp_size, MAX_TP);
+    gpu_model *m = (gpu_model *)calloc(1, sizeof *m);
+    if (!m) return lr_fail(LR_E_NOMEM, "cuda: out of memory");
+    m->cfg = *lr_checkpoint_config(ck);
+    m->dt = opt->precision;
+    m->tp = opt->tp_size;
+    m->nrep = 1;
+#ifdef LR_HAVE_NCCL
+    if (m->tp > 1 && opt->num_devices != 1 && ndev >= m->tp) m->nrep = m->tp;
+#endif
+    if (opt->num_devices > 1 && m->nrep != opt->num_devices) {
+        cuda_destroy(m);
+        return lr_fail(LR_E_DEVICE, "cuda backend: %d GPUs asked for tp %d, %d present%s", opt->num_devices,
+                       m->tp, ndev,
+#ifdef LR_HAVE_NCCL
+                       ""
+#else
+                       " (built without NCCL)"
+#endif
+        );
+    }
+    int rc = parse_kernels(m, opt->kernels);
+    m->ranks = (gpu_rank *)calloc((size_t)m->tp, sizeof *m->ranks);
+    m->reps = (gpu_replica *)calloc((size_t)m->nrep, sizeof *m->reps);
+    if (rc == LR_OK && (!m->ranks || !m->reps)) rc = lr_fail(LR_E_NOMEM, "cuda: out of memory");
+    for (int r = 0; rc == LR_OK && r < m->tp; r++) {
+        gpu_rank *rk = &m->ranks[r];
+        rk->device = m->nrep > 1 ? r : 0;
+        if ((e = cudaSetDevice(rk->device)) != cudaSuccess) {
+            rc = lr_fail(LR_E_DEVICE, "cuda: GPU %d: %s", rk->device, cudaGetErrorString(e));
+            break;
+        }
+        /* One stream per GPU: in the single-GPU mode the ranks share GPU 0's. */
+        if (m->nrep > 1 || r == 0)
+            e = cudaStreamCreateWithFlags(&rk->stream, cudaStreamNonBlocking);
+        else
+            rk->stream = m->ranks[0].stream;
+        if (e != cudaSuccess || cublasCreate(&rk->blas) != CUBLAS_STATUS_SUCCESS ||
+            cublasSetStream(rk->blas, rk->stream) != CUBLAS_STATUS_SUCCESS) {
+            rc = lr_fail(LR_E_DEVICE, "cuda: GPU %d: cannot create a stream and a cuBLAS handle", rk->device);
+            break;
+        }
+        rc = upload_rank(m, rk, ck, r);
+    }
+    for (int i = 0; rc == LR_OK && i < m->nrep; i++) {
+        cudaSetDevice(m->nrep > 1 ? i : 0);
+        int64_t half = m->cfg.head_dim / 2;
+        double *inv = (double *)malloc((size_t)half * sizeof *inv);
+        if (!inv) {
+            rc = lr_fail(LR_E_NOMEM, "cuda: out of memory");
+            break;
+        }
+        lr_ref_rope_inv_freq(&m->cfg, inv);
+        e = cudaMalloc((void **)&m->reps[i].inv_freq, (size_t)half * sizeof *inv);
+        if (e == cudaSuccess) e = cudaMemcpy(m->reps[i].inv_freq, inv, (size_t)half * sizeof *inv, cudaMemcpyHostToDevice);
+        free(inv);
+        if (e != cudaSuccess) rc = lr_fail(LR_E_DEVICE, "cuda: %s", cudaGetErrorString(e));
+    }
+#ifdef LR_HAVE_NCCL
+    if (rc == LR_OK && m->nrep > 1) {
+        ncclComm_t *comms = (ncclComm_t *)calloc((size_t)m->tp, sizeof *comms);
+        int *devs = (int *)calloc((size_t)m->tp, sizeof *devs);
+        for (int r = 0; comms && devs && r < m->tp; r++) devs[r] = r;
+        ncclResult_t ne = comms && devs ? ncclCommInitAll(comms, m->tp, devs) : ncclSystemError;
+        if (ne != ncclSuccess)
+            rc = lr_fail(LR_E_DEVICE, "cuda: ncclCommInitAll over %d GPUs: %s", m->tp, ncclGetErrorString(ne));
+        for (int r = 0; ne == ncclSuccess && r < m->tp; r++) m->ranks[r].comm = comms[r];
+        free(comms);
+        free(devs);
+    }
+#endif
+    if (rc) {
+        cuda_destroy(m);
+        return rc;
+    }
+    *impl = m;
+    return LR_OK;
+}
+
+/* ---- KV cache ------------------------------------------------------------------------------ */
+
+static void cuda_kv_free(void *p) {
+    gpu_kv *c = (gpu_kv *)p;
+    if (!c) return;
+    for (int64_t i = 0; c->k && i < c->layers * c->tp; i++) {
+        cudaFree(c->k[i]);
+        cudaFree(c->v[i]);
+    }
+    free(c->k);
+    free(c->v);
+    free(c->block_table);
+    free(c);
+}
+
+static int64_t gcd(int64_t a, int64_t b) { return b ? gcd(b, a % b) : a; }
+
+static int cuda_kv_create(void *impl, int64_t max_seqs, int64_t max_len, void **out) {
+    gpu_model *m = (gpu_model *)impl;
+    gpu_kv *c = (gpu_kv *)calloc(1, sizeof *c);
+    if (!c) return lr_fail(LR_E_NOMEM, "kv cache: out of memory");
+    c->max_seqs = max_seqs;
+    c->max_len = max_len;
+    c->max_blocks = (max_len + BLOCK_SIZE - 1) / BLOCK_SIZE;
+    c->layers = m->cfg.num_hidden_layers;
+    c->tp = m->tp;
+    int64_t nblocks = max_seqs * c->max_blocks;
+    c->block_table = (int32_t *)malloc((size_t)nblocks * sizeof *c->block_table);
+    c->k = (void **)calloc((size_t)(c->layers * c->tp), sizeof *c->k);
+    c->v = (void **)calloc((size_t)(c->layers * c->tp), sizeof *c->v);
+    if (!c->block_table || !c->k || !c->v || nblocks > INT32_MAX) {
+        cuda_kv_free(c);
+        return lr_fail(LR_E_NOMEM, "kv cache: out of memory");
+    }
+    /* Logical blocks map to physical blocks through a fixed scramble (a stride coprime
+     * with the pool size), so that block tables are exercised, not bypassed. */
+    int64_t stride = 7;
+    while (gcd(stride, nblocks) != 1) stride += 2;
+    for (int64_t i = 0; i < nblocks; i++) c->block_table[i] = (int32_t)((i * stride) % nblocks);
+    size_t per = (size_t)nblocks * BLOCK_SIZE * (size_t)(m->ranks[0].L.kv_size) * lr_dtype_size(m->dt);
+    for (int64_t l = 0; l < c->layers; l++) {
+        for (int r = 0; r < m->tp; r++) {
+            cudaSetDevice(m->ranks[r].device);
+            size_t i = (size_t)(l * m->tp + r);
+            if (cudaMalloc(&c->k[i], per) != cudaSuccess || cudaMalloc(&c->v[i], per) != cudaSuccess) {
+                cuda_kv_free(c);
+                return lr_fail(LR_E_DEVICE, "kv cache: cannot allocate %lld slots x %lld tokens on the GPU",
+                               (long long)max_seqs, (long long)max_len);
+            }
+        }
+    }
+    *out = c;
+    return LR_OK;
+}
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static int grow(void **p, size_t bytes) {
+    cudaFree(*p);
+    *p = NULL;
+    CUDA_CHECK(cudaMalloc(p, bytes ? bytes : 1));
+    return LR_OK;
+}
+
+/* Columns of the float32 observer scratch: the widest stage, and room for two (T, H). */
+static int64_t widest(const gpu_model *m) {
+    const lr_config *c = &m->cfg;
+    int64_t w = 2 * c->hidden_size;
+    int64_t d[] = {c->intermediate_size, c->num_attention_heads * c->head_dim,
+                   m->ranks[0].L.q_size + 2 * m->ranks[0].L.kv_size, 2 * m->ranks[0].L.intermediate};
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) w = d[i] > w ? d[i] : w;
+    return w;
+}
+
+static int ensure_buffers(gpu_model *m, int64_t T, int64_t nseq, int64_t max_blocks) {
+    size_t es = lr_dtype_size(m->dt);
+    const lr_tp_layout *L = &m->ranks[0].L;
+    int64_t H = m->cfg.hidden_size, W = widest(m);
+    int rc;
+    for (int r = 0; r < m->tp; r++) {
+        gpu_rank *rk = &m->ranks[r];
+        if (rk->a.cap >= T) continue;
+        cudaSetDevice(rk->device);
+        int64_t qkvw = L->q_size + 2 * L->kv_size;
+        if ((rc = grow(&rk->a.qkv, (size_t)(T * qkvw) * es)) || (rc = grow(&rk->a.ctx, (size_t)(T * L->q_size) * es)) ||
+            (rc = grow(&rk->a.part, (size_t)(T * H) * es)) ||
+            (rc = grow(&rk->a.gu, (size_t)(T * 2 * L->intermediate) * es)) ||
+            (rc = grow(&rk->a.act, (size_t)(T * L->intermediate) * es)) ||
+            (rc = grow(&rk->a.logits, (size_t)(T * L->vocab_shard) * es)))
+            return rc;
+        rk->a.cap = T;
+    }
+    int64_t meta = 2 * T + 3 * nseq + nseq * max_blocks;
+    for (int i = 0; i < m->nrep; i++) {
+        gpu_replica *p = &m->reps[i];
+        cudaSetDevice(m->nrep > 1 ? i : 0);
+        if (p->cap < T) {
+            if ((rc = grow(&p->hidden, (size_t)(T * H) * es)) || (rc = grow(&p->normed, (size_t)(T * H) * es)) ||
+                (rc = grow((void **)&p->residual, (size_t)(T * H) * sizeof(float))) ||
+                (rc = grow((void **)&p->scratch, (size_t)(T * W) * sizeof(float))) ||
+                (rc = grow((void **)&p->ids, (size_t)T * 8)) || (rc = grow((void **)&p->pos, (size_t)T * 8)) ||
+                (rc = grow((void **)&p->slots, (size_t)T * 8)))
+                return rc;
+            p->cap = T;
+        }
+        if (p->meta_cap < meta) {
+            if ((rc = grow((void **)&p->meta, (size_t)meta * sizeof(int32_t)))) return rc;
+            p->meta_cap = meta;
+        }
+    }
+    if (m->obs_cap < T * W) {
+        free(m->obs_host);
+        if (!(m->obs_host = (float *)malloc((size_t)(T * W) * sizeof(float)))) {
+            m->obs_cap = 0;
+            return lr_fail(LR_E_NOMEM, "cuda: out of memory");
+        }
+        m->obs_cap = T * W;
+    }
+    return LR_OK;
+}
+
+/* y (T, N) = x (T, K) @ w (N, K)^T + b: column-major Y^T = W X^T. */
+static int linear(gpu_model *m, gpu_rank *rk, void *y, const void *x, const void *w, const void *b, int64_t T,
+                  int64_t N, int64_t K) {
+    float one = 1, zero = 0;
+    cudaDataType_t t = cuda_type(m->dt);
+    CUBLAS_CHECK(cublasGemmEx(rk->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)T, (int)K, &one, w, t, (int)K, x, t,
+                              (int)K, &zero, y, t, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return b ? lr_gpu_add_bias(y, b, T, N, m->dt, rk->stream) : LR_OK;
+}
+
+/* Sums the ranks' partial results (T, H) into every replica's hidden. */
+static int all_reduce(gpu_model *m, int64_t T) {
+    int64_t n = T * m->cfg.hidden_size;
+    if (m->nrep == 1) {
+        const void *parts[MAX_TP] = {NULL};
+        for (int r = 0; r < m->tp; r++) parts[r] = m->ranks[r].a.part;
+        return lr_gpu_sum(m->reps[0].hidden, parts, m->tp, n, m->dt, m->ranks[0].stream);
+    }
+#ifdef LR_HAVE_NCCL
+    ncclDataType_t t = m->dt == LR_BF16 ? ncclBfloat16 : m->dt == LR_F16 ? ncclFloat16 : ncclFloat32;
+    NCCL_CHECK(ncclGroupStart());
+    for (int r = 0; r < m->tp; r++)
+        NCCL_CHECK(ncclAllReduce(m->ranks[r].a.part, m->reps[r].hidden, (size_t)n, t, ncclSum, m->ranks[r].comm,
+                                 m->ranks[r].stream));
+    NCCL_CHECK(ncclGroupEnd());
+    return LR_OK;
+#else
+    return lr_fail(LR_E_DEVICE, "cuda: multi-GPU without NCCL");
+#endif
+}
+
+/* Observers: stage tensors come to the host as float32. */
+static int emit(gpu_model *m, const lr_observer *obs, const void *x, lr_dtype dt, int64_t T, int64_t N,
+                const char *fmt, long long l) {
+    char name[160];
+    snprintf(name, sizeof name, fmt, l);
+    gpu_replica *p = &m->reps[0];
+    cudaStream_t s = m->ranks[0].stream;
+    cudaSetDevice(m->ranks[0].device);
+    int rc = lr_gpu_convert(p->scratch, LR_F32, x, dt, T * N, s);
+    if (rc) return rc;
+    CUDA_CHECK(cudaMemcpyAsync(m->obs_host, p->scratch, (size_t)(T * N) * sizeof(float), cudaMemcpyDeviceToHost, s));
+    CUDA_CHECK(cudaStreamSynchronize(s));
+    lr_tensor t = {LR_F32, 2, {T, N}, m->obs_host};
+    obs->on_stage(obs->user, name, &t);
+    return LR_OK;
+}
+
+/* Gathers a column-parallel stage: rank r's block (T, cols) at column src_col of its
+ * (T, ld) buffer lands at column dst[r] of the whole (T, N). */
+static int emit_gathered(gpu_model *m, const lr_observer *obs, void *const *bufs, int64_t ld, int64_t src_col,
+                         int64_t cols, const int64_t *dst, int64_t T, int64_t N, const char *fmt, long long l) {
+    char name[160];
+    snprintf(name, sizeof name, fmt, l);
+    float *row = (float *)malloc((size_t)(T * ld) * sizeof(float));
+    if (!row) return lr_fail(LR_E_NOMEM, "cuda: out of memory");
+    int rc = LR_OK;
+    for (int r = 0; r < m->tp && rc == LR_OK; r++) {
+        gpu_rank *rk = &m->ranks[r];
+        gpu_replica *p = &m->reps[rep_of(m, r)];
+        cudaSetDevice(rk->device);
+        rc = lr_gpu_convert(p->scratch, LR_F32, bufs[r], m->dt, T * ld, rk->stream);
+        if (rc == LR_OK && (cudaMemcpyAsync(row, p->scratch, (size_t)(T * ld) * sizeof(float), cudaMemcpyDeviceToHost,
+                                            rk->stream) != cudaSuccess ||
+                            cudaStreamSynchronize(rk->stream) != cudaSuccess))
+            rc = lr_fail(LR_E_DEVICE, "cuda: copying stage %s to the host failed", name);
+        for (int64_t t = 0; rc == LR_OK && t < T; t++)
+            memcpy(m->obs_host + t * N + dst[r], row + t * ld + src_col, (size_t)cols * sizeof(float));
+    }
+    free(row);
+    if (rc) return rc;
+    lr_tensor t = {LR_F32, 2, {T, N}, m->obs_host};
+    obs->on_stage(obs->user, name, &t);
+    return LR_OK;
+}
+
+/* ---- forward ------------------------------------------------------------------------------- */
+
+/* Builds and uploads token metadata: ids, positions, slot mapping, attention meta. */
+static int upload_batch(gpu_model *m, const lr_batch *b, const lr_seq_span *spans, const gpu_kv *kv,
+                        lr_gpu_attn_meta *meta) {
+    int64_t T = b->num_tokens, B = b->num_seqs, MB = kv->max_blocks;
+    int64_t nmeta = 2 * T + 3 * B + B * MB;
+    int64_t *slots = (int64_t *)malloc((size_t)T * sizeof *slots);
+    int32_t *h = (int32_t *)malloc((size_t)nmeta * sizeof *h);
+    if (!slots || !h) {
+        free(slots);
+        free(h);
+        return lr_fail(LR_E_NOMEM, "cuda: out of memory");
+    }
+    int32_t *tseq = h, *tkeys = h + T, *sstart = h + 2 * T, *slen = sstart + B, *spast = slen + B, *bt = spast + B;
+    int64_t max_len = 0, max_keys = 0;
+    for (int64_t s = 0; s < B; s++) {
+        const lr_seq_span *sp = &spans[s];
+        sstart[s] = (int32_t)sp->start;
+        slen[s] = (int32_t)sp->len;
+        spast[s] = (int32_t)sp->past;
+        memcpy(bt + s * MB, kv->block_table + sp->slot * MB, (size_t)MB * sizeof *bt);
+        max_len = sp->len > max_len ? sp->len : max_len;
+        for (int64_t j = 0; j < sp->len; j++) {
+            int64_t t = sp->start + j, key = sp->past + j;
+            tseq[t] = (int32_t)s;
+            tkeys[t] = (int32_t)(key + 1);
+            slots[t] = (int64_t)kv->block_table[sp->slot * MB + key / BLOCK_SIZE] * BLOCK_SIZE + key % BLOCK_SIZE;
+            max_keys = key + 1 > max_keys ? key + 1 : max_keys;
+        }
+    }
+    int rc = LR_OK;
+    for (int i = 0; i < m->nrep && rc == LR_OK; i++) {
+        gpu_replica *p = &m->reps[i];
+        cudaStream_t s = m->ranks[m->nrep > 1 ? i : 0].stream;
+        cudaSetDevice(m->nrep > 1 ? i : 0);
+        if (cudaMemcpyAsync(p->ids, b->input_ids, (size_t)T * 8, cudaMemcpyHostToDevice, s) != cudaSuccess ||
+            cudaMemcpyAsync(p->pos, b->positions, (size_t)T * 8, cudaMemcpyHostToDevice, s) != cudaSuccess ||
+            cudaMemcpyAsync(p->slots, slots, (size_t)T * 8, cudaMemcpyHostToDevice, s) != cudaSuccess ||
+            cudaMemcpyAsync(p->meta, h, (size_t)nmeta * sizeof *h, cudaMemcpyHostToDevice, s) != cudaSuccess ||
+            cudaStreamSynchronize(s) != cudaSuccess)
+            rc = lr_fail(LR_E_DEVICE, "cuda: uploading the batch failed");
+    }
+    free(slots);
+    free(h);
+    /* The meta pointers are the same offsets in every replica; set for replica 0 here and
+     * rebased per replica by the caller. */
+    int32_t *d = m->reps[0].meta;
+    *meta = lr_gpu_attn_meta{d + 2 * T + 3 * B, d, d + T, d + 2 * T, d + 2 * T + B, d + 2 * T + 2 * B,
+                             B, MB, BLOCK_SIZE, max_len, max_keys};
+    return rc;
+}
+
+static lr_gpu_attn_meta rebase(const gpu_model *m, const lr_gpu_attn_meta *meta, int rep) {
+    lr_gpu_attn_meta x = *meta;
+    const int32_t *base0 = m->reps[0].meta, *base = m->reps[rep].meta;
+    x.block_tables = base + (meta->block_tables - base0);
+    x.token_seq = base + (meta->token_seq - base0);
+    x.token_keys = base + (meta->token_keys - base0);
+    x.seq_start = base + (meta->seq_start - base0);
+    x.seq_len = base + (meta->seq_len - base0);
+    x.seq_past = base + (meta->seq_past - base0);
+    return x;
+}
+
+#define TRY(call)                                                                          \
+    do {                                                                                   \
+        int rc_ = (call);                                                                  \
+        if (rc_) return rc_;                                                               \
+    } while (0)
+
+static int layer_forward(gpu_model *m, int64_t l, int64_t T, gpu_kv *kv, const lr_gpu_attn_meta *meta,
+                         const lr_observer *obs) {
+    const lr_config *c = &m->cfg;
+    const lr_tp_layout *L0 = &m->ranks[0].L;
+    int64_t H = c->hidden_size, hd = c->head_dim, qkvw = L0->q_size + 2 * L0->kv_size, Ir = L0->intermediate;
+    float eps = (float)c->rms_norm_eps, scale = (float)(1.0 / sqrt((double)hd));
+    long long li = (long long)l;
+    int tp = m->tp;
+    void *qkv[MAX_TP], *ctx[MAX_TP], *gu[MAX_TP], *act[MAX_TP];
+    int64_t col_q[MAX_TP], col_kv[MAX_TP], col_i[MAX_TP];
+    for (int r = 0; r < tp; r++) {
+        qkv[r] = m->ranks[r].a.qkv;
+        ctx[r] = m->ranks[r].a.ctx;
+        gu[r] = m->ranks[r].a.gu;
+        act[r] = m->ranks[r].a.act;
+        col_q[r] = r * L0->q_size;
+        col_kv[r] = m->ranks[r].L.kv_head_start * hd;
+        col_i[r] = r * Ir;
+    }
+    /* input_layernorm: layer 0 starts the float32 residual stream (0 + embedding). */
+    for (int i = 0; i < m->nrep; i++) {
+        gpu_replica *p = &m->reps[i];
+        gpu_rank *rk = &m->ranks[m->nrep > 1 ? i : 0];
+        cudaSetDevice(rk->device);
+        if (l == 0) CUDA_CHECK(cudaMemsetAsync(p->residual, 0, (size_t)(T * H) * sizeof(float), rk->stream));
+        TRY(lr_gpu_fused_add_rms_norm(m->variant[FAM_RMSNORM], p->normed, p->residual, p->hidden,
+                                      rk->layers[l].input_ln, T, H, eps, m->dt, rk->stream));
+    }
+    if (obs) TRY(emit(m, obs, m->reps[0].normed, m->dt, T, H, "model.layers.%lld.input_layernorm", li));
+
+    for (int r = 0; r < tp; r++) {
+        gpu_rank *rk = &m->ranks[r];
+        cudaSetDevice(rk->device);
+        TRY(linear(m, rk, rk->a.qkv, m->reps[rep_of(m, r)].normed, rk->layers[l].qkv_w, rk->layers[l].qkv_b, T,
+                   qkvw, H));
+    }
+    if (obs) {
+        int64_t nq = c->num_attention_heads * hd, nkv = c->num_key_value_heads * hd;
+        TRY(emit_gathered(m, obs, qkv, qkvw, 0, L0->q_size, col_q, T, nq, "model.layers.%lld.self_attn.q_proj", li));
+        TRY(emit_gathered(m, obs, qkv, qkvw, L0->q_size, L0->kv_size, col_kv, T, nkv,
+                          "model.layers.%lld.self_attn.k_proj", li));
+        TRY(emit_gathered(m, obs, qkv, qkvw, L0->q_size + L0->kv_size, L0->kv_size, col_kv, T, nkv,
+                          "model.layers.%lld.self_attn.v_proj", li));
+    }
+    for (int r = 0; r < tp; r++) {
+        gpu_rank *rk = &m->ranks[r];
+        gpu_replica *p = &m->reps[rep_of(m, r)];
+        lr_gpu_attn_meta mt = rebase(m, meta, rep_of(m, r));
+        void *kc = kv->k[l * tp + r], *vc = kv->v[l * tp + r];
+        cudaSetDevice(rk->device);
+        /* q heads and k heads are contiguous in the packed row: one rotary call. */
+        TRY(lr_gpu_rotary(m->variant[FAM_ROTARY], rk->a.qkv, qkvw, T, rk->L.num_heads + rk->L.num_kv_heads, hd, p->pos,
+                          p->inv_freq, m->dt, rk->stream));
+        TRY(lr_gpu_reshape_and_cache(m->variant[FAM_CACHE], kc, vc, rk->a.qkv, qkvw, rk->L.q_size,
+                                     rk->L.q_size + rk->L.kv_size, T, rk->L.num_kv_heads, hd, BLOCK_SIZE, p->slots,
+                                     m->dt, rk->stream));
+        TRY(lr_gpu_attention(m->variant[FAM_ATTENTION], rk->a.ctx, rk->L.q_size, rk->a.qkv, qkvw, kc, vc, &mt, T,
+                             rk->L.num_heads, rk->L.num_kv_heads, hd, scale, m->dt, rk->stream));
+    }
+    if (obs)
+        TRY(emit_gathered(m, obs, ctx, L0->q_size, 0, L0->q_size, col_q, T, c->num_attention_heads * hd,
+                          "model.layers.%lld.self_attn.o_proj.input", li));
+    for (int r = 0; r < tp; r++) {
+        gpu_rank *rk = &m->ranks[r];
+        cudaSetDevice(rk->device);
+        TRY(linear(m, rk, rk->a.part, rk->a.ctx, rk->layers[l].o_w, r == 0 ? rk->layers[l].o_b : NULL, T, H,
+                   L0->q_size));
+    }
+    TRY(all_reduce(m, T));
+    if (obs) {
+        TRY(emit(m, obs, m->reps[0].hidden, m->dt, T, H, "model.layers.%lld.self_attn.o_proj", li));
+        TRY(emit(m, obs, m->reps[0].hidden, m->dt, T, H, "model.layers.%lld.self_attn", li));
+    }
+    for (int i = 0; i < m->nrep; i++) {
+        gpu_replica *p = &m->reps[i];
+        gpu_rank *rk = &m->ranks[m->nrep > 1 ? i : 0];
+        cudaSetDevice(rk->device);
+        TRY(lr_gpu_fused_add_rms_norm(m->variant[FAM_RMSNORM], p->normed, p->residual, p->hidden,
+                                      rk->layers[l].post_ln, T, H, eps, m->dt, rk->stream));
+    }
+    if (obs) TRY(emit(m, obs, m->reps[0].normed, m->dt, T, H, "model.layers.%lld.post_attention_layernorm", li));
+
+    for (int r = 0; r < tp; r++) {
+        gpu_rank *rk = &m->ranks[r];
+        cudaSetDevice(rk->device);
+        TRY(linear(m, rk, rk->a.gu, m->reps[rep_of(m, r)].normed, rk->layers[l].gu_w, rk->layers[l].gu_b, T, 2 * Ir,
+                   H));
+    }
+    int64_t NI = c->intermediate_size;
+    if (obs) {
+        TRY(emit_gathered(m, obs, gu, 2 * Ir, 0, Ir, col_i, T, NI, "model.layers.%lld.mlp.gate_proj", li));
+        TRY(emit_gathered(m, obs, gu, 2 * Ir, Ir, Ir, col_i, T, NI, "model.layers.%lld.mlp.up_proj", li));
+        for (int r = 0; r < tp; r++) {
+            cudaSetDevice(m->ranks[r].device);
+            TRY(lr_gpu_silu(m->ranks[r].a.act, m->ranks[r].a.gu, T, Ir, m->dt, m->ranks[r].stream));
+        }
+        TRY(emit_gathered(m, obs, act, Ir, 0, Ir, col_i, T, NI, "model.layers.%lld.mlp.act_fn", li));
+    }
+    for (int r = 0; r < tp; r++) {
+        gpu_rank *rk = &m->ranks[r];
+        cudaSetDevice(rk->device);
+        TRY(lr_gpu_silu_and_mul(m->variant[FAM_ACTIVATION], rk->a.act, rk->a.gu, T, Ir, m->dt, rk->stream));
+    }
+    if (obs) TRY(emit_gathered(m, obs, act, Ir, 0, Ir, col_i, T, NI, "model.layers.%lld.mlp.down_proj.input", li));
+    for (int r = 0; r < tp; r++) {
+        gpu_rank *rk = &m->ranks[r];
+        cudaSetDevice(rk->device);
+        TRY(linear(m, rk, rk->a.part, rk->a.act, rk->layers[l].down_w, r == 0 ? rk->layers[l].down_b : NULL, T, H,
+                   Ir));
+    }
+    TRY(all_reduce(m, T));
+    if (obs) {
+        TRY(emit(m, obs, m->reps[0].hidden, m->dt, T, H, "model.layers.%lld.mlp.down_proj", li));
+        TRY(emit(m, obs, m->reps[0].hidden, m->dt, T, H, "model.layers.%lld.mlp", li));
+        /* The residual stream after the layer, as Hugging Face reports it. */
+        gpu_replica *p = &m->reps[0];
+        cudaSetDevice(m->ranks[0].device);
+        float *sum = p->scratch + T * H; /* scratch holds T x widest >= 2 T H floats */
+        TRY(lr_gpu_add_residual(sum, p->hidden, p->residual, T * H, m->dt, m->ranks[0].stream));
+        TRY(emit(m, obs, sum, LR_F32, T, H, "model.layers.%lld", li));
+    }
+    return LR_OK;
+}
+
+static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans, void *kvp,
+                        const lr_observer *obs, lr_tensor *hidden) {
+    gpu_model *m = (gpu_model *)impl;
+    gpu_kv *kv = (gpu_kv *)kvp;
+    if (obs && !obs->on_stage) obs = NULL;
+    int64_t T = b->num_tokens, H = m->cfg.hidden_size;
+    TRY(ensure_buffers(m, T, b->num_seqs, kv->max_blocks));
+    lr_gpu_attn_meta meta;
+    TRY(upload_batch(m, b, spans, kv, &meta));
+
+    /* VocabParallelEmbedding: masked lookups per shard, then the all-reduce. */
+    for (int r = 0; r < m->tp; r++) {
+        gpu_rank *rk = &m->ranks[r];
+        cudaSetDevice(rk->device);
+        TRY(lr_gpu_embedding(m->variant[FAM_EMBEDDING], rk->a.part, m->reps[rep_of(m, r)].ids, T, rk->embed,
+                             rk->L.vocab_start, rk->L.vocab_shard, H, m->dt, rk->stream));
+    }
+    TRY(all_reduce(m, T));
+    if (obs) TRY(emit(m, obs, m->reps[0].hidden, m->dt, T, H, "model.embed_tokens", 0));
+    for (int64_t l = 0; l < m->cfg.num_hidden_layers; l++) TRY(layer_forward(m, l, T, kv, &meta, obs));
+    for (int i = 0; i < m->nrep; i++) {
+        gpu_replica *p = &m->reps[i];
+        gpu_rank *rk = &m->ranks[m->nrep > 1 ? i : 0];
+        cudaSetDevice(rk->device);
+        TRY(lr_gpu_fused_add_rms_norm(m->variant[FAM_RMSNORM], p->normed, p->residual, p->hidden, rk->norm, T, H,
+                                      (float)m->cfg.rms_norm_eps, m->dt, rk->stream));
+    }
+    if (obs) TRY(emit(m, obs, m->reps[0].normed, m->dt, T, H, "model.norm", 0));
+
+    size_t bytes = (size_t)(T * H) * lr_dtype_size(m->dt);
+    if (m->hidden_cap < T * H) {
+        cudaFreeHost(m->hidden_host);
+        m->hidden_host = NULL;
+        CUDA_CHECK(cudaMallocHost(&m->hidden_host, bytes));
+        m->hidden_cap = T * H;
+    }
+    cudaSetDevice(m->ranks[0].device);
+    CUDA_CHECK(cudaMemcpyAsync(m->hidden_host, m->reps[0].normed, bytes, cudaMemcpyDeviceToHost, m->ranks[0].stream));
+    CUDA_CHECK(cudaStreamSynchronize(m->ranks[0].stream));
+    m->last_T = T;
+    *hidden = lr_tensor{m->dt, 2, {T, H}, m->hidden_host};
+    return LR_OK;
+}
+
+/* ParallelLMHead on every rank, the all-gather, the padding cut: (T, vocab) in dt. */
+static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_observer *obs, lr_tensor *logits) {
+    gpu_model *m = (gpu_model *)impl;
+    if (obs && !obs->on_stage) obs = NULL;
+    int64_t T = hidden->shape[0], H = m->cfg.hidden_size, V = m->cfg.vocab_size, shard = m->ranks[0].L.vocab_shard;
+    size_t es = lr_dtype_size(m->dt);
+    /* The hidden states of the last forward are still on the devices; others go up. */
+    if (!(hidden->data == m->hidden_host && T == m->last_T)) {
+        TRY(ensure_buffers(m, T, 1, 1));
+        for (int i = 0; i < m->nrep; i++) {
+            cudaSetDevice(m->nrep > 1 ? i : 0);
+            CUDA_CHECK(cudaMemcpy(m->reps[i].normed, hidden->data, (size_t)(T * H) * es, cudaMemcpyHostToDevice));
+        }
+    }
+    if (m->logits_cap < T * V) {
+        cudaFreeHost(m->logits_host);
+        m->logits_host = NULL;
+        CUDA_CHECK(cudaMallocHost(&m->logits_host, (size_t)(T * V) * es));
+        m->logits_cap = T * V;
+    }
+    for (int r = 0; r < m->tp; r++) {
+        gpu_rank *rk = &m->ranks[r];
+        cudaSetDevice(rk->device);
+        TRY(linear(m, rk, rk->a.logits, m->reps[rep_of(m, r)].normed, rk->lm_head, NULL, T, shard, H));
+    }
+    /* The gather: each rank's columns land at its vocabulary offset; padding is cut. In
+     * the NCCL mode the shards come straight from each GPU (a gather to the host). */
+    for (int r = 0; r < m->tp; r++) {
+        gpu_rank *rk = &m->ranks[r];
+        int64_t cols = V - rk->L.vocab_start < shard ? V - rk->L.vocab_start : shard;
+        if (cols <= 0) continue;
+        cudaSetDevice(rk->device);
+        CUDA_CHECK(cudaMemcpy2DAsync((char *)m->logits_host + (size_t)rk->L.vocab_start * es, (size_t)V * es,
+                                     rk->a.logits, (size_t)shard * es, (size_t)cols * es, (size_t)T,
+                                     cudaMemcpyDeviceToHost, rk->stream));
+    }
+    for (int r = 0; r < m->tp; r++) {
+        cudaSetDevice(m->ranks[r].device);
+        CUDA_CHECK(cudaStreamSynchronize(m->ranks[r].stream));
+    }
+    *logits = lr_tensor{m->dt, 2, {T, V}, m->logits_host};
+    if (obs) {
+        if (m->obs_cap < T * V) {
+            free(m->obs_host);
+            m->obs_cap = 0;
+            if (!(m->obs_host = (float *)malloc((size_t)(T * V) * sizeof(float))))
+                return lr_fail(LR_E_NOMEM, "cuda: out of memory");
+            m->obs_cap = T * V;
+        }
+        lr_convert(m->obs_host, LR_F32, m->logits_host, m->dt, (size_t)(T * V));
+        lr_tensor t = {LR_F32, 2, {T, V}, m->obs_host};
+        obs->on_stage(obs->user, "lm_head", &t);
+    }
+    return LR_OK;
+}
+
+extern "C" const lr_backend_ops lr_cuda_backend = {
+    "cuda", cuda_create, cuda_destroy, cuda_kv_create, cuda_kv_free, cuda_forward, cuda_compute_logits,
+};

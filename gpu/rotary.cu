@@ -1,0 +1,2 @@
+/* rotary.cu: placeholder, being written. */
+#include "common.cuh"

@@ -1,0 +1,2 @@
+/* util.cu: placeholder, being written. */
+#include "common.cuh"

@@ -1,0 +1,278 @@
+/* test_gpu_forward.c: the CUDA backend against the committed golden fixtures, the same
+ * way test_forward.c checks the CPU reference: every fixture, every stage, in bf16, fp16
+ * and fp32, at tp 1 and (single-GPU mode) tp 2 and 4; decode steps through the paged KV
+ * cache; bitwise repeatability; every kernel variant at model level. Skips (77) without
+ * CUDA or without a GPU. */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <stdio.h>
+#include <stdlib.h>
+
+#ifndef LR_HAVE_CUDA
+int main(void) {
+    puts("test_gpu_forward: built without CUDA: skipped");
+    return 77;
+}
+#else
+
+#include "gpu_ops.h"
+#include "llamaref.h"
+
+#include <check.h>
+#include <cuda_runtime_api.h>
+#include <string.h>
+
+typedef struct {
+    const char *model, *fixture;
+} fixture_case;
+
+static const fixture_case cases[] = {
+    {"gqa-f32", "gqa-f32-batch"},
+    {"mha-bias-bf16", "mha-bias-bf16"},
+    {"mqa-hd-f16", "mqa-hd-f16"},
+    {"long-gqa-f32", "long-gqa-f32-300"},
+};
+#define N_CASES (int)(sizeof cases / sizeof cases[0])
+static const lr_dtype precisions[] = {LR_BF16, LR_F16, LR_F32};
+#define N_PREC 3
+static const int tps[] = {1, 2, 4};
+#define N_TP 3
+
+typedef struct {
+    lr_checkpoint *ck;
+    lr_fixture *fx;
+} loaded;
+
+static loaded load_case(const fixture_case *c) {
+    const char *root = getenv("LR_FIXTURES");
+    ck_assert_msg(root != NULL, "LR_FIXTURES is not set (run through make check)");
+    char dir[1024], fx[1024];
+    snprintf(dir, sizeof dir, "%s/models/%s", root, c->model);
+    snprintf(fx, sizeof fx, "%s/golden/%s.safetensors", root, c->fixture);
+    loaded L;
+    ck_assert_msg(lr_checkpoint_open(dir, &L.ck) == LR_OK, "%s", lr_last_error());
+    ck_assert_msg(lr_fixture_open(fx, &L.fx) == LR_OK, "%s", lr_last_error());
+    return L;
+}
+
+static void unload(loaded *L) {
+    lr_fixture_free(L->fx);
+    lr_checkpoint_close(L->ck);
+}
+
+static lr_model *make_model(const lr_checkpoint *ck, lr_dtype precision, int tp, const char *kernels) {
+    lr_options o;
+    lr_options_init(&o);
+    o.backend = "cuda";
+    o.precision = precision;
+    o.tp_size = tp;
+    o.num_devices = 1; /* the single-GPU tp mode: the ranks in turn on GPU 0 */
+    o.kernels = kernels;
+    lr_model *m;
+    ck_assert_msg(lr_model_create(ck, &o, &m) == LR_OK, "%s", lr_last_error());
+    return m;
+}
+
+static void run_recorded(lr_model *m, const lr_batch *b, lr_kv_cache *kv, lr_recorder *rec) {
+    lr_observer obs = lr_recorder_observer(rec);
+    lr_tensor hidden, logits;
+    ck_assert_msg(lr_model_forward(m, b, kv, &obs, &hidden) == LR_OK, "%s", lr_last_error());
+    ck_assert_msg(lr_model_compute_logits(m, &hidden, &obs, &logits) == LR_OK, "%s", lr_last_error());
+    ck_assert_msg(lr_recorder_status(rec) == LR_OK, "%s", lr_last_error());
+}
+
+/* Every stage of the fixture against the tolerance table; the worst share of budget is
+ * printed so drift shows before failure. */
+static void expect_golden(const loaded *L, lr_recorder *rec, lr_dtype precision, const char *what) {
+    double worst = 0;
+    const char *worst_stage = "";
+    for (size_t i = 0; i < lr_fixture_stage_count(L->fx); i++) {
+        const lr_st_entry *gold = lr_fixture_stage_at(L->fx, i);
+        const lr_tensor *got = lr_recorder_find(rec, gold->name);
+        ck_assert_msg(got != NULL, "%s: stage %s not reported", what, gold->name);
+        lr_metrics met;
+        ck_assert_int_eq(lr_compare(got, &gold->t, &met), LR_OK);
+        double tol = lr_tolerance(lr_stage_kind_of(gold->name), precision);
+        ck_assert_msg(lr_metrics_pass(&met, tol), "%s: %s rel_l2 %.3e > %.2e (max abs %.3e)", what, gold->name,
+                      met.rel_l2, tol, met.max_abs);
+        if (met.rel_l2 / tol > worst) {
+            worst = met.rel_l2 / tol;
+            worst_stage = gold->name;
+        }
+    }
+    printf("%-40s worst %5.1f%% of budget at %s\n", what, 100 * worst, worst_stage);
+}
+
+static const char *pname(lr_dtype d) { return d == LR_BF16 ? "bf16" : d == LR_F16 ? "fp16" : "fp32"; }
+
+/* loop index = case x precision x tp */
+START_TEST(every_stage_matches_golden) {
+    int ci = _i / (N_PREC * N_TP), pi = (_i / N_TP) % N_PREC, ti = _i % N_TP;
+    loaded L = load_case(&cases[ci]);
+    lr_model *m = make_model(L.ck, precisions[pi], tps[ti], NULL);
+    lr_recorder *rec;
+    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
+    run_recorded(m, lr_fixture_batch(L.fx), NULL, rec);
+    char what[128];
+    snprintf(what, sizeof what, "%s %s tp %d", cases[ci].fixture, pname(precisions[pi]), tps[ti]);
+    expect_golden(&L, rec, precisions[pi], what);
+    lr_recorder_free(rec);
+    lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
+/* Each registered variant of each family, alone, through the whole model (bf16, tp 2). */
+START_TEST(every_kernel_variant_at_model_level) {
+    const lr_gpu_variant *v = lr_gpu_variant_at((size_t)_i);
+    char kernels[128], what[160];
+    snprintf(kernels, sizeof kernels, "%s=%s", v->family, v->name);
+    for (int ci = 0; ci < N_CASES; ci++) {
+        loaded L = load_case(&cases[ci]);
+        lr_model *m = make_model(L.ck, LR_BF16, 2, kernels);
+        lr_recorder *rec;
+        ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
+        run_recorded(m, lr_fixture_batch(L.fx), NULL, rec);
+        snprintf(what, sizeof what, "%s %s", cases[ci].fixture, kernels);
+        expect_golden(&L, rec, LR_BF16, what);
+        lr_recorder_free(rec);
+        lr_model_free(m);
+        unload(&L);
+    }
+}
+END_TEST
+
+/* Prefill the first tokens of each sequence, then one token per sequence per step, all
+ * sequences in one batch, through the paged cache; each step's stages against the
+ * fixture's rows. loop index = case x precision. */
+START_TEST(decode_after_prefill_matches_golden) {
+    const fixture_case *fc = &cases[_i / N_PREC];
+    lr_dtype precision = precisions[_i % N_PREC];
+    loaded L = load_case(fc);
+    const lr_batch *full = lr_fixture_batch(L.fx);
+    int64_t B = full->num_seqs, lens[16], starts[16], done[16], longest = 0;
+    for (int64_t s = 0, at = 0; s < B; s++) {
+        lens[s] = full->seq_lens ? full->seq_lens[s] : full->num_tokens;
+        starts[s] = at;
+        at += lens[s];
+        done[s] = lens[s] > 3 ? 3 : 1;
+        longest = lens[s] > longest ? lens[s] : longest;
+    }
+    lr_model *m = make_model(L.ck, precision, 2, NULL);
+    lr_kv_cache *kv;
+    ck_assert_int_eq(lr_kv_cache_create(m, B, longest, &kv), LR_OK);
+    lr_recorder *rec;
+    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
+    int64_t *ids = malloc((size_t)full->num_tokens * sizeof *ids), *pos = malloc((size_t)full->num_tokens * sizeof *pos);
+    int64_t bl[16], bid[16], brow[16], at[16];
+    for (int round = 0;; round++) {
+        int64_t nb = 0, T = 0;
+        for (int64_t s = 0; s < B; s++) {
+            int64_t from = round == 0 ? 0 : done[s], n = round == 0 ? done[s] : (done[s] < lens[s]);
+            if (n == 0) continue;
+            for (int64_t j = 0; j < n; j++) {
+                ids[T + j] = full->input_ids[starts[s] + from + j];
+                pos[T + j] = full->positions[starts[s] + from + j];
+            }
+            bl[nb] = n, bid[nb] = s, brow[nb] = starts[s] + from, at[nb] = T;
+            nb++;
+            T += n;
+            if (round > 0) done[s]++;
+        }
+        if (nb == 0) break;
+        lr_batch b = {.input_ids = ids, .positions = pos, .seq_lens = bl, .seq_ids = bid, .num_tokens = T, .num_seqs = nb};
+        lr_recorder_clear(rec);
+        run_recorded(m, &b, kv, rec);
+        for (size_t i = 0; i < lr_fixture_stage_count(L.fx); i++) {
+            const lr_st_entry *g = lr_fixture_stage_at(L.fx, i);
+            const lr_tensor *got = lr_recorder_find(rec, g->name);
+            ck_assert_ptr_nonnull(got);
+            int64_t w = g->t.shape[1];
+            for (int64_t k = 0; k < nb; k++) {
+                lr_tensor part = *got, rows = g->t;
+                part.shape[0] = rows.shape[0] = bl[k];
+                part.data = (const double *)got->data + at[k] * w;
+                rows.data = (const char *)g->t.data + (size_t)(brow[k] * w) * lr_dtype_size(g->t.dtype);
+                lr_metrics met;
+                ck_assert_int_eq(lr_compare(&part, &rows, &met), LR_OK);
+                double tol = lr_tolerance(lr_stage_kind_of(g->name), precision);
+                ck_assert_msg(lr_metrics_pass(&met, tol), "%s %s decode round %d: %s rows %lld: rel_l2 %.3e > %.2e",
+                              fc->fixture, pname(precision), round, g->name, (long long)brow[k], met.rel_l2, tol);
+            }
+        }
+    }
+    free(ids);
+    free(pos);
+    lr_recorder_free(rec);
+    lr_kv_cache_free(kv);
+    lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
+/* Same settings, same bits: run twice (with and without an observer in between). */
+START_TEST(runs_repeat_bitwise) {
+    loaded L = load_case(&cases[0]);
+    const lr_batch *b = lr_fixture_batch(L.fx);
+    lr_model *m = make_model(L.ck, LR_BF16, 2, NULL);
+    lr_tensor h, lg;
+    ck_assert_int_eq(lr_model_forward(m, b, NULL, NULL, &h), LR_OK);
+    ck_assert_int_eq(lr_model_compute_logits(m, &h, NULL, &lg), LR_OK);
+    size_t n = (size_t)lr_tensor_numel(&lg) * 2;
+    void *first = malloc(n);
+    memcpy(first, lg.data, n);
+    lr_recorder *rec;
+    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
+    run_recorded(m, b, NULL, rec);
+    ck_assert_int_eq(lr_model_forward(m, b, NULL, NULL, &h), LR_OK);
+    ck_assert_int_eq(lr_model_compute_logits(m, &h, NULL, &lg), LR_OK);
+    ck_assert_int_eq(memcmp(first, lg.data, n), 0);
+    free(first);
+    lr_recorder_free(rec);
+    lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
+START_TEST(bad_options_are_refused) {
+    loaded L = load_case(&cases[0]);
+    lr_options o;
+    lr_options_init(&o);
+    o.backend = "cuda";
+    o.precision = LR_F64;
+    lr_model *m = NULL;
+    ck_assert_int_eq(lr_model_create(L.ck, &o, &m), LR_E_INVAL);
+    o.precision = LR_BF16;
+    o.kernels = "rmsnorm=no-such-kernel";
+    ck_assert_int_eq(lr_model_create(L.ck, &o, &m), LR_E_INVAL);
+    ck_assert_msg(strstr(lr_last_error(), "no-such-kernel") != NULL, "%s", lr_last_error());
+    o.kernels = "nonsense";
+    ck_assert_int_eq(lr_model_create(L.ck, &o, &m), LR_E_INVAL);
+    unload(&L);
+}
+END_TEST
+
+int main(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+        puts("test_gpu_forward: no CUDA device: skipped");
+        return 77;
+    }
+    Suite *s = suite_create("gpu forward");
+    TCase *tc = tcase_create("golden");
+    tcase_set_timeout(tc, 300);
+    tcase_add_loop_test(tc, every_stage_matches_golden, 0, N_CASES * N_PREC * N_TP);
+    tcase_add_loop_test(tc, decode_after_prefill_matches_golden, 0, N_CASES * N_PREC);
+    tcase_add_loop_test(tc, every_kernel_variant_at_model_level, 0, (int)lr_gpu_variant_count());
+    tcase_add_test(tc, runs_repeat_bitwise);
+    tcase_add_test(tc, bad_options_are_refused);
+    suite_add_tcase(s, tc);
+    SRunner *sr = srunner_create(s);
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
+#endif

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# gpu-check.sh: builds llamaref with CUDA on a GPU machine and runs everything that needs
+# the GPU: the GPU Check suites (kernel-variant op sweeps, every fixture through the CUDA
+# backend), llama-diff on every fixture at bf16/fp16/fp32 and tp 1/2/4, PyTorch's own
+# low-precision error on the same fixtures (tools/torch-lowp-error.py), and optionally
+# compute-sanitizer. Logs and tables go to $OUT (default ./gpu-out).
+#
+# The GPU machine has no Check, no jansson and no package registry: first, on a machine
+# with Debian's registry, run `tools/gpu-check.sh --fetch` to download those packages into
+# .devdeps/ (git-ignored); carry that folder along. Usage on the GPU machine:
+#   tools/gpu-check.sh [--sanitize] [--quick]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [ "${1:-}" = "--fetch" ]; then
+    mkdir -p .devdeps && cd .devdeps && apt-get download check libsubunit0 libsubunit-dev libjansson4 libjansson-dev
+    exit $?
+fi
+SANITIZE=0 QUICK=0
+for a in "$@"; do
+    case $a in --sanitize) SANITIZE=1 ;; --quick) QUICK=1 ;; *) echo "unknown option $a" >&2; exit 2 ;; esac
+done
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu-check.log") 2>&1
+
+echo "== machine"
+date -u
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
+nvcc --version | tail -2
+
+echo "== dependencies from .devdeps"
+DD=/tmp/llamaref-dd
+rm -rf "$DD" && mkdir -p "$DD"
+for f in .devdeps/*.deb; do dpkg -x "$f" "$DD"; done
+for d in "$DD"/usr/lib/x86_64-linux-gnu/pkgconfig; do
+    for pc in "$d"/*.pc; do sed -i "s|^prefix=.*|prefix=$DD/usr|" "$pc"; done
+done
+export PKG_CONFIG_PATH="$DD/usr/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+export CPATH="$DD/usr/include${CPATH:+:$CPATH}"
+export LIBRARY_PATH="$DD/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$DD/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+echo "== build"
+B=/tmp/llamaref-build
+rm -rf "$B" && mkdir -p "$B"
+cp -r . "$B"
+rm -rf "$B/.devdeps" "$B/gpu-out"
+cd "$B"
+(autoreconf -fi && ./configure --with-cuda --enable-werror && make -j16) >"$OUT/build.log" 2>&1
+rc=$?
+tail -30 "$OUT/build.log"
+[ $rc -eq 0 ] || { echo "BUILD FAILED"; exit 1; }
+
+echo "== GPU suites"
+export LR_FIXTURES=$PWD/fixtures LR_TMPDIR=$PWD/tests/tmp CK_FORK=no
+mkdir -p "$LR_TMPDIR"
+for t in tests/test_gpu_ops tests/test_gpu_forward; do
+    echo "-- $t"
+    start=$(date +%s)
+    ./$t >"$OUT/$(basename $t).log" 2>&1
+    echo "exit $? in $(($(date +%s) - start)) s"
+    tail -15 "$OUT/$(basename $t).log"
+done
+
+echo "== CPU suites (make check, GPU suites included)"
+make -j16 check >"$OUT/make-check.log" 2>&1; echo "make check exit $?"
+grep -E '^(PASS|FAIL|SKIP|ERROR|# )' "$OUT/make-check.log" | tail -20
+
+echo "== llama-diff --backend cuda on every fixture"
+for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16 long-gqa-f32:long-gqa-f32-300; do
+    m=${c%%:*} f=${c##*:}
+    for p in bf16 fp16 fp32; do
+        for tp in 1 2 4; do
+            ./llama-diff check -b cuda -p $p --tp $tp -m fixtures/models/$m -f fixtures/golden/$f.safetensors --json \
+                >"$OUT/diff-$f-$p-tp$tp.json" 2>"$OUT/diff-$f-$p-tp$tp.err"
+            echo "$f $p tp$tp exit $? $(python3 -c "import json;d=json.load(open('$OUT/diff-$f-$p-tp$tp.json'));print(d['result'], 'worst budget %.2f' % max(s['budget_used'] for s in d['stages']), 'max rel_l2 %.2e' % max(s['rel_l2'] for s in d['stages']))" 2>/dev/null) $(cat "$OUT/diff-$f-$p-tp$tp.err")"
+        done
+    done
+done
+./llama-diff check -b cuda -m fixtures/models/gqa-f32 -f fixtures/golden/gqa-f32-batch.safetensors >"$OUT/diff-default-bf16.txt" 2>&1
+
+if [ $QUICK -eq 0 ]; then
+    echo "== PyTorch's own error on the same fixtures"
+    python3 tools/torch-lowp-error.py --fixtures fixtures --json "$OUT/torch-lowp.json" 2>/dev/null | tee "$OUT/torch-lowp.md"
+fi
+
+if [ $SANITIZE -eq 1 ]; then
+    echo "== compute-sanitizer"
+    for tool in memcheck racecheck initcheck synccheck; do
+        for t in tests/test_gpu_ops tests/test_gpu_forward; do
+            LR_QUICK=1 compute-sanitizer --tool $tool --error-exitcode 99 ./$t >"$OUT/sanitize-$tool-$(basename $t).log" 2>&1
+            echo "$tool $(basename $t): exit $? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize-$tool-$(basename $t).log" | tail -1)"
+        done
+    done
+fi
+echo "== done"
