@@ -1,2 +1,155 @@
-/* rmsnorm.cu: placeholder, being written. */
+/* rmsnorm.cu: RMSNorm, alone and fused with the residual add (vLLM's fused_add_rms_norm,
+ * with a float32 residual stream), the twin of ref/ops/rmsnorm.c. Two variants that
+ * differ only in how a row's sum of squares is reduced, so the registry has a real
+ * choice and each checks the other. */
 #include "common.cuh"
+
+/* The registry's lookup (registry.cu). */
+typedef int (*lr_gpu_launch)(const void *args, cudaStream_t s);
+int lr_gpu_variant_find(const char *family, const char *name, lr_gpu_launch *out);
+
+/* What every rmsnorm launcher receives; residual NULL means plain rms_norm. */
+typedef struct {
+    void *y;         /* (T, H) */
+    float *residual; /* (T, H), in/out, or NULL */
+    const void *x;   /* (T, H) */
+    const void *w;   /* (H) */
+    int64_t T, H;
+    float eps;
+    lr_dtype dt;
+} rmsnorm_args;
+
+#define MAX_ROW_BLOCKS 65535
+#define BLOCK_THREADS 256
+#define WARP_ROWS 8 /* rows (warps) per block of the warp variant */
+
+static __device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* Sum over the block; every thread gets the same value (all add the warp sums in the
+ * same order). part: 32 floats of shared memory. */
+static __device__ float block_sum(float v, float *part) {
+    v = warp_sum(v);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
+    __syncthreads(); /* part may still be read from the previous row */
+    if (lane == 0) part[warp] = v;
+    __syncthreads();
+    float total = 0;
+    for (int i = 0; i < nwarps; i++) total += part[i];
+    return total;
+}
+
+/* One row: pass 1 forms v = residual + x (stored back) or x, and its sum of squares;
+ * pass 2 writes y. Each thread rereads in pass 2 exactly the elements it wrote in pass 1,
+ * so y may alias x. lane/nlanes: this thread's place among the row's threads. */
+template <typename E>
+static __device__ __forceinline__ float row_sumsq(float *rr, const E *xr, int64_t H, int lane,
+                                                  int nlanes) {
+    float ss = 0;
+    for (int64_t i = lane; i < H; i += nlanes) {
+        float v = ld(xr + i);
+        if (rr) {
+            v += rr[i];
+            rr[i] = v;
+        }
+        ss += v * v;
+    }
+    return ss;
+}
+
+template <typename E>
+static __device__ __forceinline__ void row_scale(E *yr, const float *rr, const E *xr, const E *w,
+                                                 int64_t H, float ss, float eps, int lane,
+                                                 int nlanes) {
+    float inv = 1.0f / sqrtf(ss / (float)H + eps);
+    for (int64_t i = lane; i < H; i += nlanes) {
+        float v = rr ? rr[i] : ld(xr + i);
+        st(yr + i, v * inv * ld(w + i));
+    }
+}
+
+/* "block": one block per row. */
+template <typename E>
+static __global__ void rmsnorm_block_kernel(E *y, float *residual, const E *x, const E *w,
+                                            int64_t T, int64_t H, float eps) {
+    __shared__ float part[32];
+    for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
+        float *rr = residual ? residual + t * H : NULL;
+        float ss = row_sumsq(rr, x + t * H, H, threadIdx.x, blockDim.x);
+        ss = block_sum(ss, part);
+        row_scale(y + t * H, rr, x + t * H, w, H, ss, eps, threadIdx.x, blockDim.x);
+    }
+}
+
+/* "warp": one warp per row, WARP_ROWS rows per block; no shared memory, no barrier. */
+template <typename E>
+static __global__ void rmsnorm_warp_kernel(E *y, float *residual, const E *x, const E *w,
+                                           int64_t T, int64_t H, float eps) {
+    int lane = threadIdx.x & 31;
+    int64_t stride = (int64_t)gridDim.x * WARP_ROWS;
+    for (int64_t t = (int64_t)blockIdx.x * WARP_ROWS + (threadIdx.x >> 5); t < T; t += stride) {
+        float *rr = residual ? residual + t * H : NULL;
+        float ss = warp_sum(row_sumsq(rr, x + t * H, H, lane, 32));
+        row_scale(y + t * H, rr, x + t * H, w, H, ss, eps, lane, 32);
+    }
+}
+
+template <typename E> static int rmsnorm_block(const rmsnorm_args *a, cudaStream_t s) {
+    unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
+    rmsnorm_block_kernel<E><<<grid, BLOCK_THREADS, 0, s>>>(
+        (E *)a->y, a->residual, (const E *)a->x, (const E *)a->w, a->T, a->H, a->eps);
+    LAUNCH_CHECK();
+    return LR_OK;
+}
+
+template <typename E> static int rmsnorm_warp(const rmsnorm_args *a, cudaStream_t s) {
+    int64_t blocks = (a->T + WARP_ROWS - 1) / WARP_ROWS;
+    unsigned int grid = (unsigned int)(blocks < MAX_ROW_BLOCKS ? blocks : MAX_ROW_BLOCKS);
+    rmsnorm_warp_kernel<E><<<grid, WARP_ROWS * 32, 0, s>>>(
+        (E *)a->y, a->residual, (const E *)a->x, (const E *)a->w, a->T, a->H, a->eps);
+    LAUNCH_CHECK();
+    return LR_OK;
+}
+
+int lr_gpu_rmsnorm_block(const void *args, cudaStream_t s) {
+    const rmsnorm_args *a = (const rmsnorm_args *)args;
+    return LR_DISPATCH_DTYPE(a->dt, rmsnorm_block, a, s);
+}
+
+int lr_gpu_rmsnorm_warp(const void *args, cudaStream_t s) {
+    const rmsnorm_args *a = (const rmsnorm_args *)args;
+    return LR_DISPATCH_DTYPE(a->dt, rmsnorm_warp, a, s);
+}
+
+static int rmsnorm_run(const char *op, bool fused, const char *variant, void *y, float *residual,
+                       const void *x, const void *w, int64_t T, int64_t H, float eps,
+                       lr_dtype dt, cudaStream_t s) {
+    lr_gpu_launch launch;
+    int rc = lr_gpu_variant_find("rmsnorm", variant, &launch);
+    if (rc) return rc;
+    if (T < 0 || H < 0)
+        return lr_fail(LR_E_INVAL, "gpu %s: negative size (T %lld, H %lld)", op, (long long)T,
+                       (long long)H);
+    if (dt != LR_F32 && dt != LR_F16 && dt != LR_BF16)
+        return lr_fail(LR_E_INVAL, "gpu %s: dtype %s is not F32, F16 or BF16", op,
+                       lr_dtype_name(dt));
+    if (!(eps >= 0))
+        return lr_fail(LR_E_INVAL, "gpu %s: eps %g is negative or NaN", op, (double)eps);
+    if (T == 0 || H == 0) return LR_OK;
+    if (fused && !residual) return lr_fail(LR_E_INVAL, "gpu %s: residual is NULL", op);
+    rmsnorm_args a = {y, residual, x, w, T, H, eps, dt};
+    return launch(&a, s);
+}
+
+extern "C" int lr_gpu_rms_norm(const char *variant, void *y, const void *x, const void *w,
+                               int64_t T, int64_t H, float eps, lr_dtype dt, cudaStream_t s) {
+    return rmsnorm_run("rms_norm", false, variant, y, NULL, x, w, T, H, eps, dt, s);
+}
+
+extern "C" int lr_gpu_fused_add_rms_norm(const char *variant, void *y, float *residual,
+                                         const void *x, const void *w, int64_t T, int64_t H,
+                                         float eps, lr_dtype dt, cudaStream_t s) {
+    return rmsnorm_run("fused_add_rms_norm", true, variant, y, residual, x, w, T, H, eps, dt, s);
+}

@@ -1,2 +1,190 @@
-/* util.cu: placeholder, being written. */
+/* util.cu: the small elementwise helpers of the CUDA backend: the ordered sum that stands
+ * in for the all-reduce on one GPU, bias and residual adds, and dtype conversion. No
+ * variants: each has one obvious kernel. All are grid-stride loops over n elements. */
 #include "common.cuh"
+
+#define UTIL_THREADS 256
+#define MAX_BLOCKS 65535
+
+static unsigned int util_grid(int64_t n) {
+    int64_t blocks = (n + UTIL_THREADS - 1) / UTIL_THREADS;
+    return (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
+}
+
+static bool is_activation_dtype(lr_dtype dt) {
+    return dt == LR_F32 || dt == LR_F16 || dt == LR_BF16;
+}
+
+/* ---- lr_gpu_sum -----------------------------------------------------------------------
+ * The part pointers travel by value as a kernel argument, SUM_PARTS at a time. More parts
+ * take several passes through a float32 accumulator, so the result is still the float32
+ * sum in part order, rounded to the dtype once. */
+#define SUM_PARTS 8
+
+typedef struct {
+    const void *p[SUM_PARTS];
+} sum_parts;
+
+template <typename E>
+static __global__ void sum_kernel(E *out, float *acc, sum_parts parts, int count, bool first,
+                                  bool last, int64_t n) {
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        float v = first ? ld((const E *)parts.p[0] + i) : acc[i];
+        for (int k = first ? 1 : 0; k < count; k++) v += ld((const E *)parts.p[k] + i);
+        if (last)
+            st(out + i, v);
+        else
+            acc[i] = v;
+    }
+}
+
+template <typename E>
+static int sum_passes(void *out, float *acc, const void *const *parts, int nparts, int64_t n,
+                      cudaStream_t s) {
+    for (int k0 = 0; k0 < nparts; k0 += SUM_PARTS) {
+        int count = nparts - k0 < SUM_PARTS ? nparts - k0 : SUM_PARTS;
+        sum_parts p = {};
+        for (int k = 0; k < count; k++) p.p[k] = parts[k0 + k];
+        sum_kernel<E><<<util_grid(n), UTIL_THREADS, 0, s>>>((E *)out, acc, p, count, k0 == 0,
+                                                            k0 + count == nparts, n);
+        LAUNCH_CHECK();
+    }
+    return LR_OK;
+}
+
+template <typename E>
+static int sum_launch(void *out, const void *const *parts, int nparts, int64_t n,
+                      cudaStream_t s) {
+    if (nparts <= SUM_PARTS) return sum_passes<E>(out, NULL, parts, nparts, n, s);
+    float *acc = NULL;
+    CUDA_CHECK(cudaMallocAsync((void **)&acc, (size_t)n * sizeof(float), s));
+    int rc = sum_passes<E>(out, acc, parts, nparts, n, s);
+    cudaError_t e = cudaFreeAsync(acc, s);
+    if (rc) return rc;
+    CUDA_CHECK(e);
+    return LR_OK;
+}
+
+extern "C" int lr_gpu_sum(void *out, const void *const *parts, int nparts, int64_t n,
+                          lr_dtype dt, cudaStream_t s) {
+    if (n < 0 || nparts < 1 || !parts)
+        return lr_fail(LR_E_INVAL, "gpu sum: %d parts of %lld elements", nparts, (long long)n);
+    if (!is_activation_dtype(dt))
+        return lr_fail(LR_E_INVAL, "gpu sum: dtype %s is not F32, F16 or BF16",
+                       lr_dtype_name(dt));
+    if (n == 0) return LR_OK;
+    return LR_DISPATCH_DTYPE(dt, sum_launch, out, parts, nparts, n, s);
+}
+
+/* ---- lr_gpu_add_bias ------------------------------------------------------------------ */
+
+template <typename E>
+static __global__ void add_bias_kernel(E *y, const E *b, int64_t T, int64_t N) {
+    int64_t n = T * N, stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        st(y + i, ld(y + i) + ld(b + i % N));
+}
+
+template <typename E>
+static int add_bias_launch(void *y, const void *b, int64_t T, int64_t N, cudaStream_t s) {
+    add_bias_kernel<E><<<util_grid(T * N), UTIL_THREADS, 0, s>>>((E *)y, (const E *)b, T, N);
+    LAUNCH_CHECK();
+    return LR_OK;
+}
+
+extern "C" int lr_gpu_add_bias(void *y, const void *b, int64_t T, int64_t N, lr_dtype dt,
+                               cudaStream_t s) {
+    if (T < 0 || N < 0)
+        return lr_fail(LR_E_INVAL, "gpu add_bias: negative size (T %lld, N %lld)", (long long)T,
+                       (long long)N);
+    if (!is_activation_dtype(dt))
+        return lr_fail(LR_E_INVAL, "gpu add_bias: dtype %s is not F32, F16 or BF16",
+                       lr_dtype_name(dt));
+    if (T == 0 || N == 0) return LR_OK;
+    return LR_DISPATCH_DTYPE(dt, add_bias_launch, y, b, T, N, s);
+}
+
+/* ---- lr_gpu_convert -------------------------------------------------------------------
+ * One rounding from source to destination: 16-bit and float32 sources are exact in
+ * float32 and go through it; a float64 source is rounded straight to the destination
+ * (through float32 it could round twice). */
+template <typename D, typename S> struct cvt {
+    static __device__ __forceinline__ D go(S v) { return elem<D>::store(elem<S>::load(v)); }
+};
+template <> struct cvt<float, double> {
+    static __device__ __forceinline__ float go(double v) { return __double2float_rn(v); }
+};
+template <> struct cvt<__half, double> {
+    static __device__ __forceinline__ __half go(double v) { return __double2half(v); }
+};
+template <> struct cvt<__nv_bfloat16, double> {
+    static __device__ __forceinline__ __nv_bfloat16 go(double v) { return __double2bfloat16(v); }
+};
+
+template <typename D, typename S>
+static __global__ void convert_kernel(D *dst, const S *src, int64_t n) {
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        dst[i] = cvt<D, S>::go(src[i]);
+}
+
+template <typename D, typename S>
+static int convert_launch(void *dst, const void *src, int64_t n, cudaStream_t s) {
+    convert_kernel<D, S><<<util_grid(n), UTIL_THREADS, 0, s>>>((D *)dst, (const S *)src, n);
+    LAUNCH_CHECK();
+    return LR_OK;
+}
+
+template <typename S>
+static int convert_from(void *dst, lr_dtype ddt, const void *src, int64_t n, cudaStream_t s) {
+    switch (ddt) {
+    case LR_F32: return convert_launch<float, S>(dst, src, n, s);
+    case LR_F16: return convert_launch<__half, S>(dst, src, n, s);
+    case LR_BF16: return convert_launch<__nv_bfloat16, S>(dst, src, n, s);
+    default: return lr_fail(LR_E_INVAL, "gpu convert: no conversion to %s", lr_dtype_name(ddt));
+    }
+}
+
+extern "C" int lr_gpu_convert(void *dst, lr_dtype ddt, const void *src, lr_dtype sdt, int64_t n,
+                              cudaStream_t s) {
+    if (n < 0) return lr_fail(LR_E_INVAL, "gpu convert: %lld elements", (long long)n);
+    if (!is_activation_dtype(ddt) || !(is_activation_dtype(sdt) || sdt == LR_F64))
+        return lr_fail(LR_E_INVAL, "gpu convert: no conversion from %s to %s (sources F64, "
+                                   "F32, F16, BF16; destinations F32, F16, BF16)",
+                       lr_dtype_name(sdt), lr_dtype_name(ddt));
+    if (n == 0) return LR_OK;
+    switch (sdt) {
+    case LR_F64: return convert_from<double>(dst, ddt, src, n, s);
+    case LR_F32: return convert_from<float>(dst, ddt, src, n, s);
+    case LR_F16: return convert_from<__half>(dst, ddt, src, n, s);
+    default: return convert_from<__nv_bfloat16>(dst, ddt, src, n, s);
+    }
+}
+
+/* ---- lr_gpu_add_residual -------------------------------------------------------------- */
+
+template <typename E>
+static __global__ void add_residual_kernel(float *out, const E *a, const float *r, int64_t n) {
+    int64_t stride = (int64_t)gridDim.x * blockDim.x;
+    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        out[i] = ld(a + i) + r[i];
+}
+
+template <typename E>
+static int add_residual_launch(float *out, const void *a, const float *r, int64_t n,
+                               cudaStream_t s) {
+    add_residual_kernel<E><<<util_grid(n), UTIL_THREADS, 0, s>>>(out, (const E *)a, r, n);
+    LAUNCH_CHECK();
+    return LR_OK;
+}
+
+extern "C" int lr_gpu_add_residual(float *out, const void *a, const float *r, int64_t n,
+                                   lr_dtype dt, cudaStream_t s) {
+    if (n < 0) return lr_fail(LR_E_INVAL, "gpu add_residual: %lld elements", (long long)n);
+    if (!is_activation_dtype(dt))
+        return lr_fail(LR_E_INVAL, "gpu add_residual: dtype %s is not F32, F16 or BF16",
+                       lr_dtype_name(dt));
+    if (n == 0) return LR_OK;
+    return LR_DISPATCH_DTYPE(dt, add_residual_launch, out, a, r, n, s);
+}

@@ -288,6 +288,8 @@ int lr_st_writer_create(lr_st_writer **out) {
 }
 
 int lr_st_writer_add(lr_st_writer *w, const char *name, const lr_tensor *t) {
+    if (strcmp(name, "__metadata__") == 0)
+        return lr_fail(LR_E_INVAL, "safetensors writer: tensor name \"__metadata__\" is reserved");
     for (size_t i = 0; i < w->n; i++)
         if (strcmp(w->e[i].name, name) == 0)
             return lr_fail(LR_E_INVAL, "safetensors writer: tensor \"%s\" added twice", name);
@@ -371,6 +373,7 @@ int lr_st_writer_write(lr_st_writer *w, const char *path, bool overwrite) {
         free(tmp);
         return rc;
     }
+    fchmod(fd, 0644); /* mkstemp creates 0600: give the output a data file's usual mode */
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
     int bad = write_all(fd, len8, 8) || write_all(fd, js, jlen) ||

@@ -1,2 +1,991 @@
+/* test_gpu_ops.c: every registered CUDA kernel variant against the CPU reference op it
+ * mirrors (ref/ref_ops.h, float64), op by op, in the spirit of llama.cpp's
+ * test-backend-ops: for each variant of each family, each dtype (F32, F16, BF16) and a
+ * sweep of shapes, fresh random inputs (rounded to the dtype on the host, so the
+ * reference sees exactly what the GPU reads), outputs poisoned beforehand (unwritten
+ * elements read as NaN), guard bytes around every device buffer (out-of-bounds writes),
+ * NaN/Inf checks, and relative L2 error within a budget derived from the dtype's unit
+ * roundoff (the table below). Also: the registry's shape, unknown variants and bad
+ * arguments (LR_E_INVAL). Skips (77) without CUDA or without a device; the registry and
+ * argument checks need no device and run first either way. */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
 #include <stdio.h>
-int main(void) { puts("not written yet"); return 77; }
+
+#ifndef LR_HAVE_CUDA
+int main(void) {
+    puts("test_gpu_ops: built without CUDA; skipping");
+    return 77;
+}
+#else
+
+#include "gpu_ops.h"
+#include "ref_ops.h"
+
+#include <check.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- Budgets ---------------------------------------------------------------------------
+ * The one place this suite's tolerances live: relative L2 error of an op's output against
+ * the float64 reference, by the dtype the kernel reads and writes, as unit roundoff u
+ * (2^-p for p significand bits) times a factor. Inputs are exactly representable in the
+ * dtype and the kernels compute in float32, so the error is the final rounding to the
+ * dtype (relative at most u per element, about u/sqrt(3) in RMS) plus float32
+ * arithmetic (u32 = 2^-24 per operation, growing like sqrt(K) over a reduction of K terms).
+ *   F16, BF16: the final rounding dominates; 8 u leaves a margin of about 14x over the
+ *              expected u/sqrt(3) (F16 3.9e-3, BF16 3.1e-2).
+ *   F32:       the output rounding is u32 itself, so the reductions dominate: 128 u
+ *              (7.6e-6) covers sqrt(K) u32 for K up to 16384 terms (the widest row
+ *              or key range here) with room for expf and the 1-ulp sincos.
+ * Copies (embedding, the cache write, conversions) must be exact and are checked so.
+ * See docs/adding-a-kernel.md. */
+static const struct {
+    lr_dtype dt;
+    double unit_roundoff, factor;
+} budgets[] = {
+    {LR_F32, 0x1p-24, 128},
+    {LR_F16, 0x1p-11, 8},
+    {LR_BF16, 0x1p-8, 8},
+};
+
+static double budget(lr_dtype dt) {
+    for (size_t i = 0; i < sizeof budgets / sizeof budgets[0]; i++)
+        if (budgets[i].dt == dt) return budgets[i].unit_roundoff * budgets[i].factor;
+    ck_abort_msg("no budget for dtype %s", lr_dtype_name(dt));
+    return 0;
+}
+
+static const lr_dtype dtypes[] = {LR_F32, LR_F16, LR_BF16};
+#define N_DTYPES (int)(sizeof dtypes / sizeof dtypes[0])
+
+/* ---- Seed, case label, assertions ----------------------------------------------------- */
+
+static uint64_t g_seed;       /* LR_TEST_SEED, or from the clock */
+static uint64_t g_rng;        /* per test, from g_seed and the test's name and index */
+static char g_case[256];      /* what is being checked, for every failure message */
+static cudaStream_t g_stream; /* ops run on a stream of their own, not the default one */
+
+/* Check records every passing assertion, so loops look for the first bad element and
+ * assert once. The format string must be followed by FAIL_PREFIX. */
+#define CHECK(cond, ...) ck_assert_msg(cond, "[%s, seed %llu] " __VA_ARGS__)
+#define FAIL_PREFIX g_case, (unsigned long long)g_seed
+#define CK_CUDA(call)                                                                      \
+    do {                                                                                   \
+        cudaError_t e_ = (call);                                                           \
+        CHECK(e_ == cudaSuccess, "%s: %s", FAIL_PREFIX, #call, cudaGetErrorString(e_));    \
+    } while (0)
+/* An op: LR_OK, then the stream drains without error (an illegal address shows here). */
+#define RUN(call)                                                                          \
+    do {                                                                                   \
+        int rc_ = (call);                                                                  \
+        CHECK(rc_ == LR_OK, "%s returned %s: %s", FAIL_PREFIX, #call, lr_status_name(rc_),  \
+              lr_last_error());                                                            \
+        CK_CUDA(cudaStreamSynchronize(g_stream));                                          \
+    } while (0)
+#define EXPECT_STATUS(call, want)                                                          \
+    do {                                                                                   \
+        int rc_ = (call);                                                                  \
+        ck_assert_msg(rc_ == (want), "%s returned %s, expected %s (%s)", #call,            \
+                      lr_status_name(rc_), lr_status_name(want), lr_last_error());         \
+    } while (0)
+
+static void set_case(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void set_case(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(g_case, sizeof g_case, fmt, ap);
+    va_end(ap);
+}
+
+static uint64_t splitmix64(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* A test's stream of numbers depends only on the seed, its name and its loop index, so
+ * LR_TEST_SEED replays any one test alone (CK_RUN_CASE) or within the suite. */
+static void rng_start(const char *test, int i) {
+    uint64_t h = g_seed ^ (uint64_t)i * 0x2545f4914f6cdd1dull;
+    for (const char *p = test; *p; p++) h = (h ^ (uint64_t)(unsigned char)*p) * 0x100000001b3ull;
+    g_rng = h;
+}
+
+static double uniform(double lo, double hi) {
+    return lo + (hi - lo) * (double)(splitmix64(&g_rng) >> 11) * 0x1p-53;
+}
+
+static int64_t irand(int64_t lo, int64_t hi) { /* [lo, hi) */
+    return lo + (int64_t)(splitmix64(&g_rng) % (uint64_t)(hi - lo));
+}
+
+/* ---- Host values in a dtype ------------------------------------------------------------
+ * Rounding and encoding here are the suite's own (round to nearest even through frexp
+ * and nearbyint), independent of both the library and CUDA's conversions. Values stay
+ * far from overflow. */
+
+static double round_to(lr_dtype dt, double x) {
+    int p, emin;
+    switch (dt) {
+    case LR_F64: return x;
+    case LR_F32: p = 24, emin = -126; break;
+    case LR_F16: p = 11, emin = -14; break;
+    case LR_BF16: p = 8, emin = -126; break;
+    default: ck_abort_msg("round_to: dtype %s", lr_dtype_name(dt)); return 0;
+    }
+    if (x == 0 || !isfinite(x)) return x;
+    int e;
+    frexp(x, &e); /* |x| in [2^(e-1), 2^e) */
+    int E = e - 1 < emin ? emin : e - 1;
+    return ldexp(nearbyint(ldexp(x, p - 1 - E)), E - (p - 1));
+}
+
+/* x must be representable in dt (round_to first). */
+static void encode(lr_dtype dt, void *raw, int64_t i, double x) {
+    switch (dt) {
+    case LR_F64: ((double *)raw)[i] = x; break;
+    case LR_F32: ((float *)raw)[i] = (float)x; break;
+    case LR_BF16: {
+        float f = (float)x;
+        uint32_t u;
+        memcpy(&u, &f, sizeof u);
+        ((uint16_t *)raw)[i] = (uint16_t)(u >> 16);
+        break;
+    }
+    case LR_F16: {
+        uint16_t sign = signbit(x) ? 0x8000u : 0, bits;
+        double a = fabs(x);
+        int e;
+        frexp(a, &e);
+        if (a == 0)
+            bits = 0;
+        else if (e - 1 < -14)
+            bits = (uint16_t)(a * 0x1p24); /* subnormal: a multiple of 2^-24 */
+        else
+            bits = (uint16_t)(((e - 1 + 15) << 10) | (int)((ldexp(a, 1 - e) - 1) * 1024));
+        ((uint16_t *)raw)[i] = sign | bits;
+        break;
+    }
+    default: ck_abort_msg("encode: dtype %s", lr_dtype_name(dt));
+    }
+}
+
+/* A host tensor: exact values (what the reference reads) and the same in dt (uploaded). */
+typedef struct {
+    lr_dtype dt;
+    int64_t n;
+    double *v;
+    void *raw;
+} htensor;
+
+static htensor h_new(lr_dtype dt, int64_t n) {
+    htensor t = {dt, n, calloc((size_t)(n > 0 ? n : 1), sizeof(double)),
+                 calloc((size_t)(n > 0 ? n : 1), lr_dtype_size(dt))};
+    ck_assert(t.v && t.raw);
+    return t;
+}
+
+static void h_set(htensor *t, int64_t i, double x) {
+    t->v[i] = round_to(t->dt, x);
+    encode(t->dt, t->raw, i, t->v[i]);
+}
+
+static htensor h_random(lr_dtype dt, int64_t n, double lo, double hi) {
+    htensor t = h_new(dt, n);
+    for (int64_t i = 0; i < n; i++) h_set(&t, i, uniform(lo, hi));
+    return t;
+}
+
+static size_t h_bytes(const htensor *t) { return (size_t)t->n * lr_dtype_size(t->dt); }
+
+static void h_free(htensor *t) {
+    free(t->v);
+    free(t->raw);
+}
+
+static double *dcopy(const double *v, int64_t n) {
+    double *c = malloc((size_t)(n > 0 ? n : 1) * sizeof *c);
+    ck_assert_ptr_nonnull(c);
+    memcpy(c, v, (size_t)n * sizeof *c);
+    return c;
+}
+
+/* ---- Device buffers with guards --------------------------------------------------------
+ * guard | data | guard. Guards hold SENTINEL; data starts as a copy of the input or, for
+ * outputs, POISON (0xff bytes are NaN in F32, F16 and BF16, so an element the kernel
+ * never writes fails the NaN check). */
+#define GUARD 4096
+#define SENTINEL 0xa5
+#define POISON 0xff
+
+typedef struct {
+    unsigned char *base;
+    size_t bytes;
+} dbuf;
+
+static void *dp(const dbuf *b) { return b->base + GUARD; }
+
+static dbuf d_new(size_t bytes, const void *init) {
+    dbuf b = {NULL, bytes};
+    CK_CUDA(cudaMalloc((void **)&b.base, bytes + 2 * GUARD));
+    CK_CUDA(cudaMemset(b.base, SENTINEL, GUARD));
+    CK_CUDA(cudaMemset(b.base + GUARD + bytes, SENTINEL, GUARD));
+    if (init)
+        CK_CUDA(cudaMemcpy(b.base + GUARD, init, bytes, cudaMemcpyHostToDevice));
+    else
+        CK_CUDA(cudaMemset(b.base + GUARD, POISON, bytes));
+    return b;
+}
+
+static dbuf d_upload(const htensor *t) { return d_new(h_bytes(t), t->raw); }
+
+/* The data, after checking that both guards are intact; the caller frees it. */
+static void *d_fetch(const dbuf *b, const char *what) {
+    unsigned char *h = malloc(b->bytes + 2 * GUARD);
+    ck_assert_ptr_nonnull(h);
+    CK_CUDA(cudaMemcpy(h, b->base, b->bytes + 2 * GUARD, cudaMemcpyDeviceToHost));
+    size_t before = 0, after = 0; /* distance of the farthest bad byte */
+    for (size_t i = 0; i < GUARD; i++) {
+        if (h[i] != SENTINEL && !before) before = GUARD - i;
+        if (h[GUARD + b->bytes + i] != SENTINEL) after = i + 1;
+    }
+    CHECK(!before, "%s: written up to %zu bytes before its start", FAIL_PREFIX, what, before);
+    CHECK(!after, "%s: written up to %zu bytes past its end", FAIL_PREFIX, what, after);
+    memmove(h, h + GUARD, b->bytes);
+    return h;
+}
+
+/* Frees b after checking its guards and, for an input (orig not NULL), that it is
+ * unchanged. */
+static void d_free(dbuf *b, const char *what, const void *orig) {
+    void *h = d_fetch(b, what);
+    if (orig) CHECK(memcmp(h, orig, b->bytes) == 0, "%s: an input was modified", FAIL_PREFIX, what);
+    free(h);
+    CK_CUDA(cudaFree(b->base));
+    b->base = NULL;
+}
+
+/* ---- Comparison ------------------------------------------------------------------------ */
+
+static int64_t first_nonfinite(const lr_tensor *t) {
+    for (int64_t i = 0; i < t->shape[0]; i++)
+        if (!isfinite(lr_tensor_get(t, i))) return i;
+    return -1;
+}
+
+/* raw (n, dt) from the GPU against ref (n, float64): finite, and relative L2 within tol. */
+static void expect_close(const char *what, const void *raw, lr_dtype dt, const double *ref,
+                         int64_t n, double tol) {
+    lr_tensor a = {.dtype = dt, .ndim = 1, .shape = {n}, .data = raw};
+    lr_tensor b = {.dtype = LR_F64, .ndim = 1, .shape = {n}, .data = ref};
+    lr_metrics m;
+    ck_assert_int_eq(lr_compare(&a, &b, &m), LR_OK);
+    CHECK(m.nan_b == 0 && m.inf_b == 0, "%s: the reference has NaN/Inf", FAIL_PREFIX, what);
+    CHECK(m.nan_a == 0 && m.inf_a == 0,
+          "%s: %lld NaN and %lld Inf among %lld outputs, the first at %lld (NaN: never written?)",
+          FAIL_PREFIX, what, (long long)m.nan_a, (long long)m.inf_a, (long long)n,
+          (long long)first_nonfinite(&a));
+    CHECK(m.rel_l2 <= tol,
+          "%s: relative L2 error %.3g exceeds the %s budget %.3g (max abs %.3g at %lld: %.9g "
+          "against %.9g)",
+          FAIL_PREFIX, what, m.rel_l2, lr_dtype_name(dt), tol, m.max_abs,
+          (long long)m.max_abs_index, lr_tensor_get(&a, m.max_abs_index),
+          ref[m.max_abs_index]);
+}
+
+/* The same, for outputs that must equal the reference exactly (copies, conversions). */
+static void expect_exact(const char *what, const void *raw, lr_dtype dt, const double *ref,
+                         int64_t n) {
+    lr_tensor a = {.dtype = dt, .ndim = 1, .shape = {n}, .data = raw};
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < n; i++) {
+        double x = lr_tensor_get(&a, i);
+        if (x == ref[i] && signbit(x) == signbit(ref[i])) continue;
+        if (first < 0) first = i;
+        bad++;
+    }
+    CHECK(bad == 0, "%s: %lld of %lld elements differ, the first at %lld: %.9g, expected exactly %.9g",
+          FAIL_PREFIX, what, (long long)bad, (long long)n, (long long)first,
+          first >= 0 ? lr_tensor_get(&a, first) : 0.0, first >= 0 ? ref[first] : 0.0);
+}
+
+/* Columns [c0, c0 + w) of rows (T, ld) of elements of size es, packed. */
+static void *take_cols(const void *src, size_t es, int64_t T, int64_t ld, int64_t c0, int64_t w) {
+    unsigned char *out = malloc((size_t)(T * w > 0 ? T * w : 1) * es);
+    ck_assert_ptr_nonnull(out);
+    for (int64_t t = 0; t < T; t++)
+        memcpy(out + (size_t)(t * w) * es, (const unsigned char *)src + (size_t)(t * ld + c0) * es,
+               (size_t)w * es);
+    return out;
+}
+
+static double *take_cols_d(const double *src, int64_t T, int64_t ld, int64_t c0, int64_t w) {
+    return take_cols(src, sizeof(double), T, ld, c0, w);
+}
+
+/* ---- embedding ------------------------------------------------------------------------- */
+
+static void sweep_embedding(const char *variant, lr_dtype dt) {
+    static const struct {
+        int64_t T, H, start, shard;
+    } shapes[] = {{1, 48, 0, 100}, {7, 576, 64, 64}, {33, 130, 1000, 50}, {64, 4096, 128, 256}};
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        int64_t T = shapes[c].T, H = shapes[c].H, start = shapes[c].start, shard = shapes[c].shard;
+        set_case("embedding/%s %s T %lld H %lld shard [%lld, +%lld)", variant, lr_dtype_name(dt),
+                 (long long)T, (long long)H, (long long)start, (long long)shard);
+        htensor w = h_random(dt, shard * H, -1, 1);
+        int64_t *ids = malloc((size_t)T * sizeof *ids);
+        /* About a third of the tokens fall outside the shard, on either side. */
+        for (int64_t t = 0; t < T; t++) ids[t] = irand(start - shard / 2 - 1, start + shard + shard / 2);
+        ids[0] = start + shard - 1; /* the shard's last row */
+        double *ref = malloc((size_t)(T * H) * sizeof *ref);
+        lr_ref_vocab_parallel_embedding_f64(ref, ids, T, w.v, start, shard, H);
+
+        dbuf d_ids = d_new((size_t)T * sizeof *ids, ids), d_w = d_upload(&w);
+        dbuf d_out = d_new((size_t)(T * H) * lr_dtype_size(dt), NULL);
+        RUN(lr_gpu_embedding(variant, dp(&d_out), dp(&d_ids), T, dp(&d_w), start, shard, H, dt,
+                             g_stream));
+        void *out = d_fetch(&d_out, "out");
+        expect_exact("out", out, dt, ref, T * H);
+        free(out);
+        d_free(&d_out, "out", NULL);
+        d_free(&d_ids, "ids", ids);
+        d_free(&d_w, "w", w.raw);
+        h_free(&w);
+        free(ids);
+        free(ref);
+    }
+}
+
+/* ---- rmsnorm --------------------------------------------------------------------------- */
+
+static void sweep_rmsnorm(const char *variant, lr_dtype dt) {
+    /* 70000 rows pass the kernels' grid cap (65535), so the row loop comes around. */
+    static const struct {
+        int64_t T, H;
+    } shapes[] = {{1, 48}, {5, 576}, {3, 1000}, {64, 4096}, {9, 8192}, {70000, 48}};
+    static const double eps[] = {1e-5, 1e-6};
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        int64_t T = shapes[c].T, H = shapes[c].H, n = T * H;
+        double e = eps[c % 2];
+        htensor x = h_random(dt, n, -2, 2), w = h_random(dt, H, 0.75, 1.25);
+        htensor r = h_random(LR_F32, n, -4, 4); /* the float32 residual stream */
+        dbuf d_x = d_upload(&x), d_w = d_upload(&w);
+
+        set_case("rms_norm/%s %s T %lld H %lld", variant, lr_dtype_name(dt), (long long)T,
+                 (long long)H);
+        double *ref = malloc((size_t)n * sizeof *ref);
+        lr_ref_rms_norm_f64(ref, x.v, w.v, T, H, e);
+        dbuf d_y = d_new((size_t)n * lr_dtype_size(dt), NULL);
+        RUN(lr_gpu_rms_norm(variant, dp(&d_y), dp(&d_x), dp(&d_w), T, H, (float)e, dt, g_stream));
+        void *y = d_fetch(&d_y, "y");
+        expect_close("y", y, dt, ref, n, budget(dt));
+        free(y);
+        d_free(&d_y, "y", NULL);
+
+        set_case("fused_add_rms_norm/%s %s T %lld H %lld", variant, lr_dtype_name(dt),
+                 (long long)T, (long long)H);
+        double *res = dcopy(r.v, n);
+        lr_ref_fused_add_rms_norm_f64(ref, res, x.v, w.v, T, H, e);
+        dbuf d_r = d_upload(&r);
+        d_y = d_new((size_t)n * lr_dtype_size(dt), NULL);
+        RUN(lr_gpu_fused_add_rms_norm(variant, dp(&d_y), dp(&d_r), dp(&d_x), dp(&d_w), T, H,
+                                      (float)e, dt, g_stream));
+        y = d_fetch(&d_y, "y");
+        void *rout = d_fetch(&d_r, "residual");
+        expect_close("y", y, dt, ref, n, budget(dt));
+        expect_close("residual", rout, LR_F32, res, n, budget(LR_F32));
+        free(y);
+        free(rout);
+        d_free(&d_y, "y", NULL);
+        d_free(&d_r, "residual", NULL);
+
+        d_free(&d_x, "x", x.raw);
+        d_free(&d_w, "w", w.raw);
+        h_free(&x), h_free(&w), h_free(&r);
+        free(ref), free(res);
+    }
+}
+
+/* ---- rotary ---------------------------------------------------------------------------- */
+
+static void sweep_rotary(const char *variant, lr_dtype dt) {
+    /* Rows as the backend has them: q heads (rotated), then k and v heads; q and k are
+     * rotated in one call when they are adjacent, so nheads spans both. */
+    static const struct {
+        int64_t T, nheads, hd, extra; /* extra: unrotated columns after the heads */
+    } shapes[] = {{1, 4, 8, 16}, {7, 6, 16, 32}, {40, 12, 64, 128}, {3, 5, 128, 128}, {2, 3, 256, 256}};
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        int64_t T = shapes[c].T, nheads = shapes[c].nheads, hd = shapes[c].hd;
+        int64_t w = nheads * hd, ldx = w + shapes[c].extra, half = hd / 2;
+        set_case("rotary/%s %s T %lld nheads %lld hd %lld ld %lld", variant, lr_dtype_name(dt),
+                 (long long)T, (long long)nheads, (long long)hd, (long long)ldx);
+        htensor x = h_random(dt, T * ldx, -2, 2);
+        int64_t *pos = malloc((size_t)T * sizeof *pos);
+        double *inv_freq = malloc((size_t)half * sizeof *inv_freq);
+        double *cs = malloc((size_t)hd * sizeof *cs);
+        /* Positions up to 2^20, where a float32 angle would be off by whole radians. */
+        for (int64_t t = 0; t < T; t++) pos[t] = t == 0 ? 0 : t == 1 ? (1 << 20) - 1 : irand(0, 8192);
+        for (int64_t i = 0; i < half; i++) inv_freq[i] = pow(500000.0, -2.0 * (double)i / (double)hd);
+        double *ref = dcopy(x.v, T * ldx);
+        lr_ref_rotary_embedding_f64(ref, ldx, T, nheads, hd, pos, inv_freq, cs);
+
+        dbuf d_x = d_upload(&x), d_pos = d_new((size_t)T * sizeof *pos, pos);
+        dbuf d_f = d_new((size_t)half * sizeof *inv_freq, inv_freq);
+        RUN(lr_gpu_rotary(variant, dp(&d_x), ldx, T, nheads, hd, dp(&d_pos), dp(&d_f), dt, g_stream));
+        void *out = d_fetch(&d_x, "x");
+        size_t es = lr_dtype_size(dt);
+        void *rot = take_cols(out, es, T, ldx, 0, w);
+        double *rot_ref = take_cols_d(ref, T, ldx, 0, w);
+        expect_close("rotated heads", rot, dt, rot_ref, T * w, budget(dt));
+        void *rest = take_cols(out, es, T, ldx, w, ldx - w), *rest0 = take_cols(x.raw, es, T, ldx, w, ldx - w);
+        CHECK(memcmp(rest, rest0, (size_t)(T * (ldx - w)) * es) == 0,
+              "columns after the rotated heads changed", FAIL_PREFIX);
+        free(out), free(rot), free(rot_ref), free(rest), free(rest0);
+        d_free(&d_x, "x", NULL);
+        d_free(&d_pos, "positions", pos);
+        d_free(&d_f, "inv_freq", inv_freq);
+        h_free(&x);
+        free(pos), free(inv_freq), free(cs), free(ref);
+    }
+}
+
+/* ---- activation ------------------------------------------------------------------------ */
+
+static void sweep_activation(const char *variant, lr_dtype dt) {
+    static const struct {
+        int64_t T, NI;
+    } shapes[] = {{1, 48}, {3, 576}, {37, 1000}, {8, 14336}};
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        int64_t T = shapes[c].T, NI = shapes[c].NI, n = T * NI;
+        htensor gu = h_new(dt, T * 2 * NI);
+        /* Gates far into both tails of silu; up around 1. */
+        for (int64_t t = 0; t < T; t++)
+            for (int64_t i = 0; i < 2 * NI; i++) h_set(&gu, t * 2 * NI + i, i < NI ? uniform(-12, 12) : uniform(-2, 2));
+        dbuf d_gu = d_upload(&gu);
+        double *ref = malloc((size_t)n * sizeof *ref);
+        for (int mul = 1; mul >= 0; mul--) {
+            set_case("%s/%s %s T %lld NI %lld", mul ? "silu_and_mul" : "silu", variant,
+                     lr_dtype_name(dt), (long long)T, (long long)NI);
+            dbuf d_out = d_new((size_t)n * lr_dtype_size(dt), NULL);
+            if (mul) {
+                lr_ref_silu_and_mul_f64(ref, gu.v, T, NI);
+                RUN(lr_gpu_silu_and_mul(variant, dp(&d_out), dp(&d_gu), T, NI, dt, g_stream));
+            } else { /* silu has no variants: the family default */
+                lr_ref_silu_f64(ref, gu.v, T, NI);
+                RUN(lr_gpu_silu(dp(&d_out), dp(&d_gu), T, NI, dt, g_stream));
+            }
+            void *out = d_fetch(&d_out, "out");
+            expect_close("out", out, dt, ref, n, budget(dt));
+            free(out);
+            d_free(&d_out, "out", NULL);
+        }
+        d_free(&d_gu, "gate_up", gu.raw);
+        h_free(&gu);
+        free(ref);
+    }
+}
+
+/* ---- cache ----------------------------------------------------------------------------- */
+
+static void sweep_cache(const char *variant, lr_dtype dt) {
+    static const struct {
+        int64_t T, nkv, hd, block_size, num_blocks;
+    } shapes[] = {{1, 1, 8, 16, 4}, {20, 2, 64, 16, 8}, {37, 4, 128, 16, 6}, {12, 8, 16, 5, 3}, {3, 1, 256, 16, 2}};
+    size_t es = lr_dtype_size(dt);
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        int64_t T = shapes[c].T, nkv = shapes[c].nkv, hd = shapes[c].hd, bs = shapes[c].block_size;
+        int64_t nslots = shapes[c].num_blocks * bs, width = nkv * hd;
+        int64_t nh = 2 * nkv, ldx = (nh + 2 * nkv) * hd, k_col = nh * hd, v_col = k_col + width;
+        set_case("reshape_and_cache/%s %s T %lld nkv %lld hd %lld block_size %lld", variant,
+                 lr_dtype_name(dt), (long long)T, (long long)nkv, (long long)hd, (long long)bs);
+        htensor qkv = h_random(dt, T * ldx, -1, 1);
+        /* Distinct random slots; with more than one token, the last is padding (-1). */
+        int64_t *slots = malloc((size_t)nslots * sizeof *slots);
+        for (int64_t i = 0; i < nslots; i++) slots[i] = i;
+        for (int64_t i = nslots - 1; i > 0; i--) {
+            int64_t j = irand(0, i + 1), tmp = slots[i];
+            slots[i] = slots[j], slots[j] = tmp;
+        }
+        if (T > 1) slots[T - 1] = -1;
+        /* Expected caches: poison everywhere but the written slots. */
+        size_t cache_bytes = (size_t)(nslots * width) * es;
+        unsigned char *k_want = malloc(cache_bytes), *v_want = malloc(cache_bytes);
+        memset(k_want, POISON, cache_bytes), memset(v_want, POISON, cache_bytes);
+        for (int64_t t = 0; t < T; t++) {
+            if (slots[t] < 0) continue;
+            const unsigned char *row = (const unsigned char *)qkv.raw + (size_t)(t * ldx) * es;
+            memcpy(k_want + (size_t)(slots[t] * width) * es, row + (size_t)k_col * es, (size_t)width * es);
+            memcpy(v_want + (size_t)(slots[t] * width) * es, row + (size_t)v_col * es, (size_t)width * es);
+        }
+        dbuf d_qkv = d_upload(&qkv), d_slots = d_new((size_t)T * sizeof *slots, slots);
+        dbuf d_k = d_new(cache_bytes, NULL), d_v = d_new(cache_bytes, NULL);
+        RUN(lr_gpu_reshape_and_cache(variant, dp(&d_k), dp(&d_v), dp(&d_qkv), ldx, k_col, v_col, T,
+                                     nkv, hd, bs, dp(&d_slots), dt, g_stream));
+        void *k = d_fetch(&d_k, "k_cache"), *v = d_fetch(&d_v, "v_cache");
+        CHECK(memcmp(k, k_want, cache_bytes) == 0, "k_cache differs from the expected slots",
+              FAIL_PREFIX);
+        CHECK(memcmp(v, v_want, cache_bytes) == 0, "v_cache differs from the expected slots",
+              FAIL_PREFIX);
+        free(k), free(v), free(k_want), free(v_want);
+        d_free(&d_k, "k_cache", NULL);
+        d_free(&d_v, "v_cache", NULL);
+        d_free(&d_qkv, "qkv", qkv.raw);
+        d_free(&d_slots, "slot_mapping", slots);
+        h_free(&qkv);
+        free(slots);
+    }
+}
+
+/* ---- attention ------------------------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    int64_t block_size;
+    int nseqs;
+    int64_t past[8], len[8];
+} attn_batch;
+
+/* Prefill with and without a past, decode, block boundaries crossed inside a sequence
+ * and at its start, sequences longer than one 16-row query tile, and an odd block size. */
+static const attn_batch attn_batches[] = {
+    {"mixed", 16, 6, {0, 5, 20, 33, 0, 15}, {37, 1, 16, 3, 1, 17}},
+    {"decode", 16, 4, {100, 0, 31, 64}, {1, 1, 1, 1}},
+    {"long", 16, 2, {300, 0}, {40, 70}},
+    {"odd-blocks", 7, 3, {6, 0, 13}, {9, 15, 1}},
+};
+
+static const struct {
+    int64_t nh, nkv;
+} attn_heads[] = {{4, 4}, {8, 2}, {4, 1}}; /* MHA, GQA, MQA */
+
+static const int64_t attn_hds[] = {8, 16, 64, 128, 256};
+
+static void attention_case(const char *variant, lr_dtype dt, const attn_batch *B, int64_t nh,
+                           int64_t nkv, int64_t hd) {
+    set_case("attention/%s %s batch %s nh %lld nkv %lld hd %lld", variant, lr_dtype_name(dt),
+             B->name, (long long)nh, (long long)nkv, (long long)hd);
+    int S = B->nseqs;
+    int64_t bs = B->block_size, T = 0, max_len = 0, max_keys = 0, max_blocks = 0, nblocks = 3;
+    int64_t start[8], nb[8];
+    for (int s = 0; s < S; s++) {
+        start[s] = T;
+        T += B->len[s];
+        int64_t keys = B->past[s] + B->len[s];
+        nb[s] = (keys + bs - 1) / bs;
+        nblocks += nb[s];
+        max_len = B->len[s] > max_len ? B->len[s] : max_len;
+        max_keys = keys > max_keys ? keys : max_keys;
+        max_blocks = nb[s] > max_blocks ? nb[s] : max_blocks;
+    }
+    max_blocks += 1; /* a spare column of -1: reading it would be an illegal address */
+    int64_t kvw = nkv * hd, ldq = (nh + 2 * nkv) * hd, qw = nh * hd, ldc = qw + 4;
+    size_t es = lr_dtype_size(dt);
+
+    /* Queries in packed qkv rows; each sequence's keys and values, contiguous. */
+    htensor q = h_random(dt, T * ldq, -2, 2);
+    htensor k[8], v[8];
+    for (int s = 0; s < S; s++) {
+        k[s] = h_random(dt, (B->past[s] + B->len[s]) * kvw, -2, 2);
+        v[s] = h_random(dt, (B->past[s] + B->len[s]) * kvw, -1, 1);
+    }
+
+    /* The paged cache: physical blocks handed out in a random order, the rest of the cache
+     * random (stale) values that a wrong block lookup would pick up. */
+    int64_t *perm = malloc((size_t)nblocks * sizeof *perm);
+    for (int64_t i = 0; i < nblocks; i++) perm[i] = i;
+    for (int64_t i = nblocks - 1; i > 0; i--) {
+        int64_t j = irand(0, i + 1), tmp = perm[i];
+        perm[i] = perm[j], perm[j] = tmp;
+    }
+    int32_t *tables = malloc((size_t)(S * max_blocks) * sizeof *tables);
+    htensor kc = h_random(dt, nblocks * bs * kvw, -2, 2), vc = h_random(dt, nblocks * bs * kvw, -1, 1);
+    int64_t next = 0;
+    for (int s = 0; s < S; s++) {
+        for (int64_t b = 0; b < max_blocks; b++) tables[s * max_blocks + b] = b < nb[s] ? (int32_t)perm[next++] : -1;
+        for (int64_t j = 0; j < B->past[s] + B->len[s]; j++) {
+            int64_t slot = (int64_t)tables[s * max_blocks + j / bs] * bs + j % bs;
+            memcpy((char *)kc.raw + (size_t)(slot * kvw) * es, (char *)k[s].raw + (size_t)(j * kvw) * es, (size_t)kvw * es);
+            memcpy((char *)vc.raw + (size_t)(slot * kvw) * es, (char *)v[s].raw + (size_t)(j * kvw) * es, (size_t)kvw * es);
+        }
+    }
+    int32_t *token_seq = malloc((size_t)T * sizeof(int32_t)), *token_keys = malloc((size_t)T * sizeof(int32_t));
+    int32_t seq_start[8], seq_len[8], seq_past[8];
+    for (int s = 0; s < S; s++) {
+        seq_start[s] = (int32_t)start[s], seq_len[s] = (int32_t)B->len[s], seq_past[s] = (int32_t)B->past[s];
+        for (int64_t j = 0; j < B->len[s]; j++) {
+            token_seq[start[s] + j] = s;
+            token_keys[start[s] + j] = (int32_t)(B->past[s] + j + 1);
+        }
+    }
+
+    /* The reference, one sequence at a time on contiguous K/V. */
+    double *ref = calloc((size_t)(T * qw), sizeof *ref);
+    double *scores = malloc((size_t)(max_len * max_keys) * sizeof *scores);
+    for (int s = 0; s < S; s++)
+        lr_ref_attention_f64(ref + start[s] * qw, qw, q.v + start[s] * ldq, ldq, k[s].v, v[s].v, kvw,
+                             B->len[s], B->past[s], nh, nkv, hd, scores);
+
+    dbuf d_q = d_upload(&q), d_kc = d_upload(&kc), d_vc = d_upload(&vc);
+    dbuf d_tab = d_new((size_t)(S * max_blocks) * sizeof(int32_t), tables);
+    dbuf d_tseq = d_new((size_t)T * sizeof(int32_t), token_seq), d_tkeys = d_new((size_t)T * sizeof(int32_t), token_keys);
+    dbuf d_start = d_new((size_t)S * sizeof(int32_t), seq_start), d_len = d_new((size_t)S * sizeof(int32_t), seq_len);
+    dbuf d_past = d_new((size_t)S * sizeof(int32_t), seq_past);
+    dbuf d_ctx = d_new((size_t)(T * ldc) * es, NULL);
+    lr_gpu_attn_meta meta = {
+        .block_tables = dp(&d_tab), .token_seq = dp(&d_tseq), .token_keys = dp(&d_tkeys),
+        .seq_start = dp(&d_start), .seq_len = dp(&d_len), .seq_past = dp(&d_past),
+        .num_seqs = S, .max_blocks = max_blocks, .block_size = bs,
+        .max_seq_len = max_len, .max_keys = max_keys,
+    };
+    RUN(lr_gpu_attention(variant, dp(&d_ctx), ldc, dp(&d_q), ldq, dp(&d_kc), dp(&d_vc), &meta, T,
+                         nh, nkv, hd, (float)(1.0 / sqrt((double)hd)), dt, g_stream));
+    void *ctx = d_fetch(&d_ctx, "ctx");
+    void *heads = take_cols(ctx, es, T, ldc, 0, qw), *pad = take_cols(ctx, es, T, ldc, qw, ldc - qw);
+    expect_close("ctx", heads, dt, ref, T * qw, budget(dt));
+    size_t pad_bytes = (size_t)(T * (ldc - qw)) * es, pad_ok = 0;
+    while (pad_ok < pad_bytes && ((unsigned char *)pad)[pad_ok] == POISON) pad_ok++;
+    CHECK(pad_ok == pad_bytes, "ctx: padding columns after the heads written", FAIL_PREFIX);
+    free(ctx), free(heads), free(pad);
+
+    d_free(&d_ctx, "ctx", NULL);
+    d_free(&d_q, "q", q.raw);
+    d_free(&d_kc, "k_cache", kc.raw);
+    d_free(&d_vc, "v_cache", vc.raw);
+    d_free(&d_tab, "block_tables", tables);
+    d_free(&d_tseq, "token_seq", token_seq);
+    d_free(&d_tkeys, "token_keys", token_keys);
+    d_free(&d_start, "seq_start", seq_start);
+    d_free(&d_len, "seq_len", seq_len);
+    d_free(&d_past, "seq_past", seq_past);
+    h_free(&q), h_free(&kc), h_free(&vc);
+    for (int s = 0; s < S; s++) h_free(&k[s]), h_free(&v[s]);
+    free(perm), free(tables), free(token_seq), free(token_keys), free(ref), free(scores);
+}
+
+static void sweep_attention(const char *variant, lr_dtype dt) {
+    for (size_t b = 0; b < sizeof attn_batches / sizeof attn_batches[0]; b++)
+        for (size_t h = 0; h < sizeof attn_heads / sizeof attn_heads[0]; h++)
+            for (size_t d = 0; d < sizeof attn_hds / sizeof attn_hds[0]; d++)
+                attention_case(variant, dt, &attn_batches[b], attn_heads[h].nh, attn_heads[h].nkv,
+                               attn_hds[d]);
+}
+
+/* ---- Every variant of every family ------------------------------------------------------ */
+
+static const struct {
+    const char *family;
+    void (*sweep)(const char *variant, lr_dtype dt);
+} sweeps[] = {
+    {"embedding", sweep_embedding}, {"rmsnorm", sweep_rmsnorm},     {"rotary", sweep_rotary},
+    {"activation", sweep_activation}, {"cache", sweep_cache},       {"attention", sweep_attention},
+};
+#define N_SWEEPS (sizeof sweeps / sizeof sweeps[0])
+
+/* Loop index: registry entry * N_DTYPES + dtype. A variant of a family without a sweep
+ * fails, so a new family cannot go untested. */
+START_TEST(test_variant) {
+    const lr_gpu_variant *v = lr_gpu_variant_at((size_t)(_i / N_DTYPES));
+    lr_dtype dt = dtypes[_i % N_DTYPES];
+    ck_assert_ptr_nonnull(v);
+    rng_start(v->family, _i);
+    for (size_t k = 0; k < N_SWEEPS; k++) {
+        if (strcmp(sweeps[k].family, v->family) == 0) {
+            sweeps[k].sweep(v->name, dt);
+            return;
+        }
+    }
+    ck_abort_msg("family %s (variant %s) has no sweep in tests/test_gpu_ops.c", v->family, v->name);
+}
+END_TEST
+
+/* ---- Helpers without variants ---------------------------------------------------------- */
+
+START_TEST(test_sum) {
+    lr_dtype dt = dtypes[_i];
+    rng_start("sum", _i);
+    static const int nparts[] = {1, 2, 3, 8, 11, 17}; /* > 8: several passes */
+    static const int64_t ns[] = {1, 1000, 4099};
+    for (size_t a = 0; a < sizeof nparts / sizeof nparts[0]; a++) {
+        for (size_t b = 0; b < sizeof ns / sizeof ns[0]; b++) {
+            int np = nparts[a];
+            int64_t n = ns[b];
+            for (int inplace = 0; inplace <= 1; inplace++) {
+                set_case("sum %s parts %d n %lld%s", lr_dtype_name(dt), np, (long long)n,
+                         inplace ? " in place" : "");
+                htensor parts[17];
+                dbuf d_parts[17];
+                const void *ptrs[17];
+                double *ref = calloc((size_t)n, sizeof *ref);
+                for (int p = 0; p < np; p++) {
+                    parts[p] = h_random(dt, n, -1, 1);
+                    d_parts[p] = d_upload(&parts[p]);
+                    ptrs[p] = dp(&d_parts[p]);
+                    for (int64_t i = 0; i < n; i++) ref[i] += parts[p].v[i];
+                }
+                dbuf d_out = inplace ? d_parts[0] : d_new((size_t)n * lr_dtype_size(dt), NULL);
+                RUN(lr_gpu_sum(dp(&d_out), ptrs, np, n, dt, g_stream));
+                void *out = d_fetch(&d_out, "out");
+                expect_close("out", out, dt, ref, n, budget(dt));
+                free(out);
+                if (!inplace) d_free(&d_out, "out", NULL);
+                for (int p = 0; p < np; p++) {
+                    d_free(&d_parts[p], "part", inplace && p == 0 ? NULL : parts[p].raw);
+                    h_free(&parts[p]);
+                }
+                free(ref);
+            }
+        }
+    }
+}
+END_TEST
+
+START_TEST(test_add_bias) {
+    lr_dtype dt = dtypes[_i];
+    rng_start("add_bias", _i);
+    int64_t T = 5, N = 333;
+    set_case("add_bias %s T %lld N %lld", lr_dtype_name(dt), (long long)T, (long long)N);
+    htensor y = h_random(dt, T * N, -2, 2), b = h_random(dt, N, -0.5, 0.5);
+    double *ref = malloc((size_t)(T * N) * sizeof *ref);
+    for (int64_t i = 0; i < T * N; i++) ref[i] = y.v[i] + b.v[i % N];
+    dbuf d_y = d_upload(&y), d_b = d_upload(&b);
+    RUN(lr_gpu_add_bias(dp(&d_y), dp(&d_b), T, N, dt, g_stream));
+    void *out = d_fetch(&d_y, "y");
+    expect_close("y", out, dt, ref, T * N, budget(dt));
+    free(out), free(ref);
+    d_free(&d_y, "y", NULL);
+    d_free(&d_b, "b", b.raw);
+    h_free(&y), h_free(&b);
+}
+END_TEST
+
+START_TEST(test_add_residual) {
+    lr_dtype dt = dtypes[_i];
+    rng_start("add_residual", _i);
+    int64_t n = 2000;
+    set_case("add_residual %s n %lld", lr_dtype_name(dt), (long long)n);
+    htensor a = h_random(dt, n, -2, 2), r = h_random(LR_F32, n, -4, 4);
+    double *ref = malloc((size_t)n * sizeof *ref);
+    for (int64_t i = 0; i < n; i++) ref[i] = a.v[i] + r.v[i];
+    dbuf d_a = d_upload(&a), d_r = d_upload(&r), d_out = d_new((size_t)n * sizeof(float), NULL);
+    RUN(lr_gpu_add_residual(dp(&d_out), dp(&d_a), dp(&d_r), n, dt, g_stream));
+    void *out = d_fetch(&d_out, "out");
+    expect_close("out", out, LR_F32, ref, n, budget(LR_F32));
+    free(out), free(ref);
+    d_free(&d_out, "out", NULL);
+    d_free(&d_a, "a", a.raw);
+    d_free(&d_r, "r", r.raw);
+    h_free(&a), h_free(&r);
+}
+END_TEST
+
+/* Loop index: source (F64, F32, F16, BF16) * 3 + destination (F32, F16, BF16). Each value
+ * must come out as the source value rounded once, to nearest even, to the destination. */
+START_TEST(test_convert) {
+    static const lr_dtype srcs[] = {LR_F64, LR_F32, LR_F16, LR_BF16};
+    lr_dtype sdt = srcs[_i / N_DTYPES], ddt = dtypes[_i % N_DTYPES];
+    rng_start("convert", _i);
+    int64_t n = 3001;
+    set_case("convert %s -> %s n %lld", lr_dtype_name(sdt), lr_dtype_name(ddt), (long long)n);
+    htensor src = h_new(sdt, n);
+    /* Every seventh value tiny, to reach F16's subnormals; one exact tie. */
+    for (int64_t i = 0; i < n; i++) h_set(&src, i, uniform(-3, 3) * (i % 7 == 3 ? 1e-6 : 1));
+    if (sdt == LR_F64 || sdt == LR_F32) h_set(&src, 0, 1.0 + 0x1p-11); /* halfway between F16s */
+    double *ref = malloc((size_t)n * sizeof *ref);
+    for (int64_t i = 0; i < n; i++) ref[i] = round_to(ddt, src.v[i]);
+    dbuf d_src = d_upload(&src), d_dst = d_new((size_t)n * lr_dtype_size(ddt), NULL);
+    RUN(lr_gpu_convert(dp(&d_dst), ddt, dp(&d_src), sdt, n, g_stream));
+    void *out = d_fetch(&d_dst, "dst");
+    expect_exact("dst", out, ddt, ref, n);
+    free(out), free(ref);
+    d_free(&d_dst, "dst", NULL);
+    d_free(&d_src, "src", src.raw);
+    h_free(&src);
+}
+END_TEST
+
+/* ---- Registry and arguments (no device needed) ----------------------------------------- */
+
+static const char *const families[] = {"embedding", "rmsnorm",  "rotary",
+                                       "activation", "cache", "attention"};
+#define N_FAMILIES (sizeof families / sizeof families[0])
+
+START_TEST(test_registry) {
+    size_t n = lr_gpu_variant_count();
+    ck_assert_uint_gt(n, 0);
+    ck_assert_ptr_null(lr_gpu_variant_at(n));
+    for (size_t i = 0; i < n; i++) {
+        const lr_gpu_variant *v = lr_gpu_variant_at(i);
+        ck_assert_ptr_nonnull(v);
+        ck_assert_msg(v->family && v->name && v->description && v->description[0],
+                      "registry entry %zu is incomplete", i);
+        EXPECT_STATUS(lr_gpu_variant_check(v->family, v->name), LR_OK);
+        for (size_t j = 0; j < i; j++) {
+            const lr_gpu_variant *u = lr_gpu_variant_at(j);
+            ck_assert_msg(strcmp(u->family, v->family) != 0 || strcmp(u->name, v->name) != 0,
+                          "%s/%s is registered twice", v->family, v->name);
+        }
+    }
+    for (size_t f = 0; f < N_FAMILIES; f++) {
+        int defaults = 0;
+        for (size_t i = 0; i < n; i++) {
+            const lr_gpu_variant *v = lr_gpu_variant_at(i);
+            defaults += strcmp(v->family, families[f]) == 0 && v->is_default;
+        }
+        ck_assert_msg(defaults == 1, "family %s has %d defaults", families[f], defaults);
+        EXPECT_STATUS(lr_gpu_variant_check(families[f], NULL), LR_OK);
+    }
+    EXPECT_STATUS(lr_gpu_variant_check("rmsnorm", "nope"), LR_E_INVAL);
+    const char *msg = lr_last_error();
+    ck_assert_msg(strstr(msg, "rmsnorm") && strstr(msg, "nope") && strstr(msg, "block") &&
+                      strstr(msg, "warp"),
+                  "unhelpful message: %s", msg);
+    EXPECT_STATUS(lr_gpu_variant_check("nope", NULL), LR_E_INVAL);
+    msg = lr_last_error();
+    ck_assert_msg(strstr(msg, "nope") && strstr(msg, "attention"), "unhelpful message: %s", msg);
+    EXPECT_STATUS(lr_gpu_variant_check(NULL, NULL), LR_E_INVAL);
+}
+END_TEST
+
+/* Every entry point rejects an unknown variant and bad sizes before touching the device
+ * (the pointers here are NULL). */
+START_TEST(test_bad_arguments) {
+    lr_gpu_attn_meta meta = {.num_seqs = 1, .max_blocks = 1, .block_size = 16, .max_seq_len = 1,
+                             .max_keys = 1};
+    cudaStream_t s = 0;
+    /* unknown variants */
+    EXPECT_STATUS(lr_gpu_embedding("nope", NULL, NULL, 1, NULL, 0, 1, 8, LR_F32, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_rms_norm("nope", NULL, NULL, NULL, 1, 8, 1e-5f, LR_F32, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_fused_add_rms_norm("nope", NULL, NULL, NULL, NULL, 1, 8, 1e-5f, LR_F32, s),
+                  LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_rotary("nope", NULL, 8, 1, 1, 8, NULL, NULL, LR_F32, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_silu_and_mul("nope", NULL, NULL, 1, 8, LR_F32, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_reshape_and_cache("nope", NULL, NULL, NULL, 24, 8, 16, 1, 1, 8, 16, NULL,
+                                           LR_F32, s),
+                  LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_attention("nope", NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f,
+                                   LR_F32, s),
+                  LR_E_INVAL);
+    ck_assert_msg(strstr(lr_last_error(), "flash") && strstr(lr_last_error(), "simple"),
+                  "unhelpful message: %s", lr_last_error());
+    /* sizes and dtypes */
+    EXPECT_STATUS(lr_gpu_embedding(NULL, NULL, NULL, -1, NULL, 0, 1, 8, LR_F32, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_embedding(NULL, NULL, NULL, 1, NULL, 0, 1, 8, LR_I64, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_rms_norm(NULL, NULL, NULL, NULL, -1, 8, 1e-5f, LR_F32, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_rms_norm(NULL, NULL, NULL, NULL, 1, 8, 1e-5f, LR_F64, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_fused_add_rms_norm(NULL, NULL, NULL, NULL, NULL, 1, 8, 1e-5f, LR_F32, s),
+                  LR_E_INVAL); /* NULL residual */
+    EXPECT_STATUS(lr_gpu_rotary(NULL, NULL, 8, 1, 1, 7, NULL, NULL, LR_F32, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_rotary(NULL, NULL, 8, 1, 2, 8, NULL, NULL, LR_F32, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_silu_and_mul(NULL, NULL, NULL, 1, -8, LR_F32, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_silu(NULL, NULL, 1, 8, LR_I32, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_reshape_and_cache(NULL, NULL, NULL, NULL, 24, 8, 20, 1, 1, 8, 16, NULL,
+                                           LR_F32, s),
+                  LR_E_INVAL); /* values pass the row */
+    EXPECT_STATUS(lr_gpu_reshape_and_cache(NULL, NULL, NULL, NULL, 24, 8, 16, 1, 1, 8, 0, NULL,
+                                           LR_F32, s),
+                  LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 48, NULL, 80, NULL, NULL, &meta, 1, 6, 4, 8, 1.0f,
+                                   LR_F32, s),
+                  LR_E_INVAL); /* 6 heads over 4 kv heads */
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 7, 1.0f,
+                                   LR_F32, s),
+                  LR_E_INVAL); /* odd head_dim */
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 258, NULL, 774, NULL, NULL, &meta, 1, 1, 1, 258,
+                                   1.0f, LR_F32, s),
+                  LR_E_INVAL); /* head_dim above 256 */
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 4, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f,
+                                   LR_F32, s),
+                  LR_E_INVAL); /* ctx row too short */
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, NULL, 1, 1, 1, 8, 1.0f,
+                                   LR_F32, s),
+                  LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f,
+                                   LR_F64, s),
+                  LR_E_INVAL);
+    meta.block_size = 0;
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f,
+                                   LR_F32, s),
+                  LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_sum(NULL, NULL, 0, 8, LR_F32, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_add_bias(NULL, NULL, 1, 8, LR_F64, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_convert(NULL, LR_F64, NULL, LR_F32, 8, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_convert(NULL, LR_F32, NULL, LR_I32, 8, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_add_residual(NULL, NULL, NULL, -1, LR_F32, s), LR_E_INVAL);
+    /* empty ops do nothing, successfully, without a device */
+    EXPECT_STATUS(lr_gpu_rms_norm(NULL, NULL, NULL, NULL, 0, 8, 1e-5f, LR_F32, s), LR_OK);
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 0, 1, 1, 8, 1.0f,
+                                   LR_F32, s),
+                  LR_E_INVAL); /* still block_size 0 */
+    meta.block_size = 16;
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 0, 1, 1, 8, 1.0f,
+                                   LR_F32, s),
+                  LR_OK);
+    EXPECT_STATUS(lr_gpu_convert(NULL, LR_F16, NULL, LR_F64, 0, s), LR_OK);
+}
+END_TEST
+
+/* ---- Main ------------------------------------------------------------------------------- */
+
+static int run(Suite *s) {
+    SRunner *sr = srunner_create(s);
+    /* No fork: CUDA does not survive a fork after the parent has initialised it. */
+    srunner_set_fork_status(sr, CK_NOFORK);
+    srunner_run_all(sr, CK_ENV);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed;
+}
+
+int main(void) {
+    const char *env = getenv("LR_TEST_SEED");
+    g_seed = env ? strtoull(env, NULL, 0)
+                 : (uint64_t)time(NULL) * 1000003u ^ (uint64_t)getpid();
+    printf("test_gpu_ops: seed %llu (LR_TEST_SEED=%llu repeats this run)\n",
+           (unsigned long long)g_seed, (unsigned long long)g_seed);
+
+    Suite *contract = suite_create("gpu_ops_contract");
+    TCase *tc = tcase_create("registry_and_arguments");
+    tcase_add_test(tc, test_registry);
+    tcase_add_test(tc, test_bad_arguments);
+    suite_add_tcase(contract, tc);
+    if (run(contract)) return 1;
+
+    int ndev = 0;
+    cudaError_t e = cudaGetDeviceCount(&ndev);
+    if (e != cudaSuccess || ndev == 0) {
+        printf("test_gpu_ops: no CUDA device (%s); skipping the kernel sweep\n",
+               e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+        return 77;
+    }
+    if (cudaStreamCreate(&g_stream) != cudaSuccess) {
+        printf("test_gpu_ops: cannot create a stream; skipping\n");
+        return 77;
+    }
+
+    Suite *ops = suite_create("gpu_ops");
+    tc = tcase_create("variants");
+    tcase_add_loop_test(tc, test_variant, 0, (int)lr_gpu_variant_count() * N_DTYPES);
+    suite_add_tcase(ops, tc);
+    tc = tcase_create("helpers");
+    tcase_add_loop_test(tc, test_sum, 0, N_DTYPES);
+    tcase_add_loop_test(tc, test_add_bias, 0, N_DTYPES);
+    tcase_add_loop_test(tc, test_add_residual, 0, N_DTYPES);
+    tcase_add_loop_test(tc, test_convert, 0, 4 * N_DTYPES);
+    suite_add_tcase(ops, tc);
+    int failed = run(ops);
+    cudaStreamDestroy(g_stream);
+    if (failed) printf("test_gpu_ops: %d failed; seed %llu\n", failed, (unsigned long long)g_seed);
+    return failed ? 1 : 0;
+}
+
+#endif /* LR_HAVE_CUDA */

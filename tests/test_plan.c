@@ -84,8 +84,8 @@ static void assert_checkpoint_matches(const lr_checkpoint *ck, const tu_model *m
         int64_t n = t->shape[0] * t->shape[1];
         ck_assert_int_eq(lr_tensor_numel(&e->t), n);
         for (int64_t i = 0; i < n; i++)
-            ck_assert_msg(lr_tensor_get(&e->t, i) == t->data[i], "%s[%lld]: %a != %a", t->name,
-                          (long long)i, lr_tensor_get(&e->t, i), t->data[i]);
+            TU_CHECK(lr_tensor_get(&e->t, i) == t->data[i], "%s[%lld]: %a != %a", t->name,
+                     (long long)i, lr_tensor_get(&e->t, i), t->data[i]);
         const char *want = layout == TU_SINGLE ? single : k < half ? shard1 : shard2;
         ck_assert_str_eq(lr_checkpoint_file_of(ck, t->name), want);
     }
@@ -336,7 +336,8 @@ START_TEST(tensor_in_two_shards) {
     TU_ASSERT_OK(lr_st_open(p2, &f2));
     lr_st_writer *w;
     TU_ASSERT_OK(lr_st_writer_create(&w));
-    for (size_t i = 0; i < lr_st_count(f1); i++) TU_ASSERT_OK(lr_st_writer_add(w, lr_st_at(f1, i)->name, &lr_st_at(f1, i)->t));
+    for (size_t i = 0; i < lr_st_count(f1); i++)
+        TU_ASSERT_OK(lr_st_writer_add(w, lr_st_at(f1, i)->name, &lr_st_at(f1, i)->t));
     TU_ASSERT_OK(lr_st_writer_add(w, "model.norm.weight", &lr_st_find(f2, "model.norm.weight")->t));
     lr_st_close(f1);
     lr_st_close(f2);
@@ -643,10 +644,10 @@ static void check_rank(const tu_model *m, const lr_plan *plan, const lr_weights 
                 bool pad;
                 double want = expected_at(p, L, hd, i, j, &pad);
                 double got = pget(t, i, j);
-                ck_assert_msg(got == want && (!pad || !signbit(got)),
-                              "tp %d rank %d %s %s[%lld, %lld]: %a, expected %a%s", L->tp, L->rank,
-                              lr_dtype_name(dt), p->name, (long long)i, (long long)j, got, want,
-                              pad ? " (padding)" : "");
+                TU_CHECK(got == want && (!pad || !signbit(got)),
+                         "tp %d rank %d %s %s[%lld, %lld]: %a, expected %a%s", L->tp, L->rank,
+                         lr_dtype_name(dt), p->name, (long long)i, (long long)j, got, want,
+                         pad ? " (padding)" : "");
             }
         }
     }
@@ -692,16 +693,15 @@ static void assert_same_rows(const lr_tensor *a, const lr_tensor *b, int64_t row
                              int64_t cols, const char *what) {
     for (int64_t i = row0; i < row0 + rows; i++)
         for (int64_t j = 0; j < cols; j++)
-            ck_assert_msg(pget(a, i, j) == pget(b, i, j), "replicas of %s differ at [%lld, %lld]", what,
-                          (long long)i, (long long)j);
+            TU_CHECK(pget(a, i, j) == pget(b, i, j), "replicas of %s differ at [%lld, %lld]", what,
+                     (long long)i, (long long)j);
 }
 
 /* One HF tensor rebuilt from the packed shards of all ranks (w[r]): q/k/v and
  * gate/up row blocks concatenated over ranks (one rank per replicated KV head),
  * o_proj/down_proj column blocks side by side, vocabulary shards stacked and their
  * padding dropped, whole tensors taken from rank 0 (and equal on every rank). */
-static double *reassemble(const tu_model *m, const tu_tensor *hf, lr_weights *const *w,
-                          const expect_layout *L) {
+static double *reassemble(const tu_tensor *hf, lr_weights *const *w, const expect_layout *L) {
     int tp = L[0].tp;
     int64_t rows = hf->shape[0], cols = hf->shape[1], cursor = 0;
     double *out = calloc((size_t)(rows * cols), sizeof *out);
@@ -717,7 +717,7 @@ static double *reassemble(const tu_model *m, const tu_tensor *hf, lr_weights *co
                     if (g < rows)
                         out[g * cols + j] = pget(t, i, j);
                     else
-                        ck_assert_msg(pget(t, i, j) == 0.0, "%s padding row %lld not zero", name, (long long)g);
+                        TU_CHECK(pget(t, i, j) == 0.0, "%s padding row %lld not zero", name, (long long)g);
                 }
             }
         }
@@ -754,9 +754,9 @@ static double *reassemble(const tu_model *m, const tu_tensor *hf, lr_weights *co
         return out;
     } else {
         take_rows(out, &cursor, packed(w[0], name), 0, rows, cols);
-        for (int r = 1; r < tp; r++) assert_same_rows(packed(w[r], name), packed(w[0], name), 0, rows, cols, name);
+        for (int r = 1; r < tp; r++)
+            assert_same_rows(packed(w[r], name), packed(w[0], name), 0, rows, cols, name);
     }
-    (void)m;
     ck_assert_msg(cursor == rows, "%s: rebuilt %lld of %lld rows", name, (long long)cursor, (long long)rows);
     return out;
 }
@@ -765,11 +765,11 @@ static void check_reassembly(const tu_model *m, lr_weights *const *w, const expe
                              lr_dtype dt) {
     for (size_t k = 0; k < m->n; k++) {
         const tu_tensor *hf = &m->t[k];
-        double *got = reassemble(m, hf, w, L);
+        double *got = reassemble(hf, w, L);
         int64_t n = hf->shape[0] * hf->shape[1];
         for (int64_t i = 0; i < n; i++)
-            ck_assert_msg(got[i] == hf->data[i], "tp %d %s: rebuilt %s[%lld] = %a, HF has %a", L[0].tp,
-                          lr_dtype_name(dt), hf->name, (long long)i, got[i], hf->data[i]);
+            TU_CHECK(got[i] == hf->data[i], "tp %d %s: rebuilt %s[%lld] = %a, HF has %a", L[0].tp,
+                     lr_dtype_name(dt), hf->name, (long long)i, got[i], hf->data[i]);
         free(got);
     }
 }

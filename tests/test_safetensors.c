@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define N_ELEMS(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -122,6 +123,10 @@ START_TEST(round_trip) {
     free(buf);
 
     ck_assert_uint_eq(tu_dir_count(dir, ""), 1);
+    /* Readable by others, like any data file (mkstemp alone would leave it 0600). */
+    struct stat st;
+    ck_assert_int_eq(stat(path, &st), 0);
+    ck_assert_msg((st.st_mode & 0044) == 0044, "mode %o", (unsigned)(st.st_mode & 0777));
     free(path);
     tu_tmpdir_free(dir);
 }
@@ -204,6 +209,8 @@ START_TEST(writer_errors) {
     TU_ASSERT_OK(lr_st_writer_add(w, "w", &t));
     TU_ASSERT_STATUS(lr_st_writer_add(w, "w", &t), LR_E_INVAL);
     TU_ASSERT_ERROR_HAS("\"w\"");
+    TU_ASSERT_STATUS(lr_st_writer_add(w, "__metadata__", &t), LR_E_INVAL);
+    TU_ASSERT_ERROR_HAS("__metadata__");
     TU_ASSERT_STATUS(lr_st_writer_set_metadata(w, "bad", "\xff\xfe"), LR_E_INVAL);
     TU_ASSERT_ERROR_HAS("bad");
 
@@ -489,23 +496,23 @@ START_TEST(half_decoding_all_patterns) {
         double a = lr_tensor_get(&f16, 0), e = tu_f16_to_double(h);
         double ab = lr_tensor_get(&bf16, 0), eb = tu_bf16_to_double(h);
         if (isnan(e)) {
-            ck_assert_msg(isnan(a), "F16 %04x", h);
+            TU_CHECK(isnan(a), "F16 %04x", h);
         } else {
-            ck_assert_msg(a == e && signbit(a) == signbit(e), "F16 %04x: %a != %a", h, a, e);
-            ck_assert_msg(tu_f16_from_float((float)e) == h, "F16 %04x does not round-trip", h);
+            TU_CHECK(a == e && signbit(a) == signbit(e), "F16 %04x: %a != %a", h, a, e);
+            TU_CHECK(tu_f16_from_float((float)e) == h, "F16 %04x does not round-trip", h);
         }
         if (isnan(eb)) {
-            ck_assert_msg(isnan(ab), "BF16 %04x", h);
+            TU_CHECK(isnan(ab), "BF16 %04x", h);
         } else {
-            ck_assert_msg(ab == eb && signbit(ab) == signbit(eb), "BF16 %04x: %a != %a", h, ab, eb);
-            ck_assert_msg(tu_bf16_from_float((float)eb) == h, "BF16 %04x does not round-trip", h);
+            TU_CHECK(ab == eb && signbit(ab) == signbit(eb), "BF16 %04x: %a != %a", h, ab, eb);
+            TU_CHECK(tu_bf16_from_float((float)eb) == h, "BF16 %04x does not round-trip", h);
         }
         float f32;
         double f64;
         lr_convert(&f32, LR_F32, &h, LR_F16, 1);
         lr_convert(&f64, LR_F64, &h, LR_BF16, 1);
-        if (!isnan(e)) ck_assert(f32 == e);
-        if (!isnan(eb)) ck_assert(f64 == eb);
+        if (!isnan(e)) TU_CHECK(f32 == e, "F16 %04x to F32", h);
+        if (!isnan(eb)) TU_CHECK(f64 == eb, "BF16 %04x to F64", h);
     }
 }
 END_TEST
