@@ -108,7 +108,8 @@ static void free_rep(gpu_replica *r) {
 static void cuda_destroy(void *impl) {
     gpu_model *m = (gpu_model *)impl;
     if (!m) return;
-    for (int r = 0; m->ranks && r < m->tp; r++) {
+    /* In reverse: in the single-GPU mode rank 0 owns the stream the others borrow. */
+    for (int r = m->ranks ? m->tp - 1 : -1; r >= 0; r--) {
         gpu_rank *rk = &m->ranks[r];
         cudaSetDevice(rk->device);
         if (rk->stream) cudaStreamSynchronize(rk->stream);

@@ -113,81 +113,148 @@ static bool ignorable(const lr_config *c, const char *name) {
     return c->tie_word_embeddings && strcmp(name, "lm_head.weight") == 0;
 }
 
+/* ---- The shard index (model.safetensors.index.json) ------------------------------ */
+
+struct lr_index {
+    json_t *root;
+    json_t *map;          /* weight_map: tensor name -> file name */
+    const char **tensors; /* map keys in file order (point into root) */
+    size_t *file_of;      /* tensors[i] is assigned to files[file_of[i]] */
+    size_t n;
+    const char **files;   /* distinct file names in order of first use (point into root) */
+    size_t nfiles;
+};
+
+int lr_index_parse(const char *json, size_t len, const char *name, lr_index **out) {
+    lr_index *ix = calloc(1, sizeof *ix);
+    if (!ix) return lr_fail(LR_E_NOMEM, "%s: out of memory", name);
+    json_error_t err;
+    int rc = LR_OK;
+    ix->root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &err);
+    if (!ix->root) {
+        rc = lr_fail(LR_E_JSON, "%s: line %d column %d: %s", name, err.line, err.column, err.text);
+        goto out;
+    }
+    ix->map = json_object_get(ix->root, "weight_map");
+    if (!json_is_object(ix->map)) {
+        rc = lr_fail(LR_E_JSON, "%s: weight_map: missing or not an object", name);
+        goto out;
+    }
+    size_t cap = json_object_size(ix->map) ? json_object_size(ix->map) : 1;
+    ix->tensors = calloc(cap, sizeof *ix->tensors);
+    ix->file_of = calloc(cap, sizeof *ix->file_of);
+    ix->files = calloc(cap < MAX_SHARDS ? cap : MAX_SHARDS, sizeof *ix->files);
+    if (!ix->tensors || !ix->file_of || !ix->files) {
+        rc = lr_fail(LR_E_NOMEM, "%s: out of memory", name);
+        goto out;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(ix->map, key, v) {
+        if (!json_is_string(v)) {
+            rc = lr_fail(LR_E_JSON, "%s: weight_map.%s: expected a file name", name, key);
+            goto out;
+        }
+        const char *fn = json_string_value(v);
+        if (strchr(fn, '/') || strcmp(fn, "..") == 0 || strcmp(fn, ".") == 0 || !*fn) {
+            rc = lr_fail(LR_E_JSON, "%s: weight_map.%s: \"%s\" is not a file in the directory",
+                         name, key, fn);
+            goto out;
+        }
+        size_t k = 0;
+        while (k < ix->nfiles && strcmp(ix->files[k], fn) != 0) k++;
+        if (k == ix->nfiles) {
+            if (ix->nfiles == MAX_SHARDS) {
+                rc = lr_fail(LR_E_JSON, "%s: weight_map: more than %d shard files", name, MAX_SHARDS);
+                goto out;
+            }
+            ix->files[ix->nfiles++] = fn;
+        }
+        ix->tensors[ix->n] = key;
+        ix->file_of[ix->n] = k;
+        ix->n++;
+    }
+out:
+    if (rc) {
+        lr_index_free(ix);
+        return rc;
+    }
+    *out = ix;
+    return LR_OK;
+}
+
+void lr_index_free(lr_index *ix) {
+    if (!ix) return;
+    free(ix->tensors);
+    free(ix->file_of);
+    free(ix->files);
+    json_decref(ix->root);
+    free(ix);
+}
+
+size_t lr_index_count(const lr_index *ix) { return ix->n; }
+
+const char *lr_index_at(const lr_index *ix, size_t i, size_t *file) {
+    if (i >= ix->n) return NULL;
+    if (file) *file = ix->file_of[i];
+    return ix->tensors[i];
+}
+
+size_t lr_index_file_count(const lr_index *ix) { return ix->nfiles; }
+const char *lr_index_file(const lr_index *ix, size_t k) { return k < ix->nfiles ? ix->files[k] : NULL; }
+
+const char *lr_index_file_of(const lr_index *ix, const char *tensor) {
+    return json_string_value(json_object_get(ix->map, tensor));
+}
+
 static int open_sharded(lr_checkpoint *ck, const char *index_path) {
     char *buf;
     size_t len;
     int rc = lr_read_file(index_path, INDEX_MAX_BYTES, &buf, &len);
     if (rc) return rc;
-    json_error_t err;
-    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &err);
+    lr_index *ix;
+    rc = lr_index_parse(buf, len, index_path, &ix);
     free(buf);
-    if (!root)
-        return lr_fail(LR_E_JSON, "%s: line %d column %d: %s", index_path, err.line, err.column,
-                       err.text);
-    json_t *map = json_object_get(root, "weight_map");
-    const char *key;
-    json_t *v;
-    if (!json_is_object(map)) {
-        rc = lr_fail(LR_E_JSON, "%s: weight_map: missing or not an object", index_path);
-        goto out;
-    }
-    ck->files = calloc(MAX_SHARDS, sizeof *ck->files);
-    char **names = calloc(MAX_SHARDS, sizeof *names);
-    if (!ck->files || !names) {
-        free(names);
+    if (rc) return rc;
+    ck->files = calloc(ix->nfiles ? ix->nfiles : 1, sizeof *ck->files);
+    if (!ck->files) {
         rc = lr_fail(LR_E_NOMEM, "%s: out of memory", index_path);
         goto out;
     }
-    /* Open each distinct shard once, then check both directions of the map. */
-    json_object_foreach(map, key, v) {
-        if (!json_is_string(v)) {
-            rc = lr_fail(LR_E_JSON, "%s: weight_map.%s: expected a file name", index_path, key);
-            break;
-        }
-        const char *fn = json_string_value(v);
-        if (strchr(fn, '/') || strcmp(fn, "..") == 0 || strcmp(fn, ".") == 0 || !*fn) {
-            rc = lr_fail(LR_E_JSON, "%s: weight_map.%s: \"%s\" is not a file in the directory",
-                         index_path, key, fn);
-            break;
-        }
-        size_t k = 0;
-        while (k < ck->nfiles && strcmp(names[k], fn) != 0) k++;
+    /* Open each distinct shard once (in order of first use), then check both
+     * directions of the map. */
+    for (size_t i = 0; i < ix->n; i++) {
+        size_t k = ix->file_of[i];
         if (k == ck->nfiles) {
-            if (ck->nfiles == MAX_SHARDS) {
-                rc = lr_fail(LR_E_JSON, "%s: weight_map: more than %d shard files", index_path, MAX_SHARDS);
-                break;
-            }
-            char *path = lr_path_join(ck->dir, fn);
+            char *path = lr_path_join(ck->dir, ix->files[k]);
             if (!path) {
                 rc = lr_fail(LR_E_NOMEM, "%s: out of memory", index_path);
-                break;
+                goto out;
             }
             rc = lr_st_open(path, &ck->files[k]);
             free(path);
-            if (rc) break;
-            names[k] = (char *)fn;
+            if (rc) goto out;
             ck->nfiles++;
         }
-        if (!lr_st_find(ck->files[k], key)) {
-            rc = lr_fail(LR_E_MISSING, "%s: weight_map.%s: tensor not found in %s", index_path, key,
-                         lr_st_path(ck->files[k]));
-            break;
+        if (!lr_st_find(ck->files[k], ix->tensors[i])) {
+            rc = lr_fail(LR_E_MISSING, "%s: weight_map.%s: tensor not found in %s", index_path,
+                         ix->tensors[i], lr_st_path(ck->files[k]));
+            goto out;
         }
     }
-    for (size_t k = 0; rc == LR_OK && k < ck->nfiles; k++) {
+    for (size_t k = 0; k < ck->nfiles; k++) {
         for (size_t i = 0; i < lr_st_count(ck->files[k]); i++) {
             const char *tn = lr_st_at(ck->files[k], i)->name;
-            const char *mapped = json_string_value(json_object_get(map, tn));
-            if (!mapped || strcmp(mapped, names[k]) != 0) {
+            const char *mapped = lr_index_file_of(ix, tn);
+            if (!mapped || strcmp(mapped, ix->files[k]) != 0) {
                 rc = lr_fail(LR_E_UNEXPECTED, "%s: tensor \"%s\": not assigned to this file by %s",
                              lr_st_path(ck->files[k]), tn, index_path);
-                break;
+                goto out;
             }
         }
     }
-    free(names);
 out:
-    json_decref(root);
+    lr_index_free(ix);
     return rc;
 }
 

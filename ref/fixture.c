@@ -88,10 +88,9 @@ static int validate(lr_fixture *fx) {
     return LR_OK;
 }
 
-int lr_fixture_open(const char *path, lr_fixture **out) {
-    lr_fixture *fx = calloc(1, sizeof *fx);
-    if (!fx) return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
-    int rc = lr_st_open(path, &fx->f);
+/* Validates the fixture over fx->f once rc (opening or parsing it) is LR_OK; frees fx
+ * on any failure. */
+static int finish(lr_fixture *fx, int rc, lr_fixture **out) {
     if (rc == LR_OK) rc = validate(fx);
     if (rc) {
         lr_fixture_free(fx);
@@ -99,6 +98,18 @@ int lr_fixture_open(const char *path, lr_fixture **out) {
     }
     *out = fx;
     return LR_OK;
+}
+
+int lr_fixture_open(const char *path, lr_fixture **out) {
+    lr_fixture *fx = calloc(1, sizeof *fx);
+    if (!fx) return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
+    return finish(fx, lr_st_open(path, &fx->f), out);
+}
+
+int lr_fixture_parse(const void *buf, size_t len, const char *name, lr_fixture **out) {
+    lr_fixture *fx = calloc(1, sizeof *fx);
+    if (!fx) return lr_fail(LR_E_NOMEM, "%s: out of memory", name);
+    return finish(fx, lr_st_parse(buf, len, name, &fx->f), out);
 }
 
 void lr_fixture_free(lr_fixture *fx) {

@@ -41,6 +41,23 @@ char *lr_path_join(const char *dir, const char *name);
 /* Largest dimension accepted anywhere: keeps every product of two dims in int64. */
 #define LR_MAX_DIM ((int64_t)1 << 31)
 
+/* The shard index of a sharded checkpoint (model.safetensors.index.json): its
+ * weight_map validated (every value a plain file name in the directory, at most 4096
+ * distinct files), without touching the file system. checkpoint.c opens the shards. */
+typedef struct lr_index lr_index;
+/* Parses json (len bytes, need not be NUL-terminated); name labels errors. */
+int lr_index_parse(const char *json, size_t len, const char *name, lr_index **out);
+void lr_index_free(lr_index *ix);
+/* Tensors in file order: the name of tensor i, and in *file (may be NULL) the index of
+ * its file in lr_index_file(); NULL when i is out of range. */
+size_t lr_index_count(const lr_index *ix);
+const char *lr_index_at(const lr_index *ix, size_t i, size_t *file);
+/* The distinct file names, in order of first use. */
+size_t lr_index_file_count(const lr_index *ix);
+const char *lr_index_file(const lr_index *ix, size_t k);
+/* The file the index assigns a tensor to, or NULL. */
+const char *lr_index_file_of(const lr_index *ix, const char *tensor);
+
 #ifdef __cplusplus
 }
 #endif

@@ -306,6 +306,8 @@ typedef struct lr_fixture lr_fixture;
 
 /* Opens a fixture and validates its format tag, inputs and stage tensor shapes. */
 int lr_fixture_open(const char *path, lr_fixture **out);
+/* The same over a caller-owned buffer that must outlive the handle; name labels errors. */
+int lr_fixture_parse(const void *buf, size_t len, const char *name, lr_fixture **out);
 void lr_fixture_free(lr_fixture *f);
 const lr_batch *lr_fixture_batch(const lr_fixture *f);
 const char *lr_fixture_metadata(const lr_fixture *f, const char *key);

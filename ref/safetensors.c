@@ -62,7 +62,9 @@ static int parse_entry(lr_st_file *f, const char *key, json_t *v, lr_st_entry *e
             return lr_fail(LR_E_HEADER, "%s: tensor \"%s\": shape[%zu]: not a non-negative integer",
                            name, key, i);
         e->t.shape[i] = (int64_t)json_integer_value(d);
-        if (lr_mul_overflows(numel, (uint64_t)e->t.shape[i], &numel))
+        /* Every partial product must fit int64, as lr_tensor_numel() forms them: a zero
+         * dimension after [2^32, 2^31] would otherwise hide the overflow. */
+        if (lr_mul_overflows(numel, (uint64_t)e->t.shape[i], &numel) || numel > (uint64_t)INT64_MAX)
             return lr_fail(LR_E_SPAN, "%s: tensor \"%s\": shape: element count overflows", name, key);
     }
     uint64_t nbytes;

@@ -270,6 +270,8 @@ int main(void) {
     tcase_add_test(tc, bad_options_are_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
+    /* CUDA does not survive fork() once initialised (main already asked for devices). */
+    srunner_set_fork_status(sr, CK_NOFORK);
     srunner_run_all(sr, CK_NORMAL);
     int failed = srunner_ntests_failed(sr);
     srunner_free(sr);

@@ -46,7 +46,7 @@ rm -rf "$B" && mkdir -p "$B"
 cp -r . "$B"
 rm -rf "$B/.devdeps" "$B/gpu-out"
 cd "$B"
-(autoreconf -fi && ./configure --with-cuda --enable-werror && make -j16) >"$OUT/build.log" 2>&1
+(autoreconf -fi && ./configure --with-cuda --enable-werror && make -j16 && make -j16 tests/test_gpu_ops tests/test_gpu_forward) >"$OUT/build.log" 2>&1
 rc=$?
 tail -30 "$OUT/build.log"
 [ $rc -eq 0 ] || { echo "BUILD FAILED"; exit 1; }
@@ -67,13 +67,17 @@ make -j16 check >"$OUT/make-check.log" 2>&1; echo "make check exit $?"
 grep -E '^(PASS|FAIL|SKIP|ERROR|# )' "$OUT/make-check.log" | tail -20
 
 echo "== llama-diff --backend cuda on every fixture"
+rm -f "$OUT/diff-all.jsonl"
 for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16 long-gqa-f32:long-gqa-f32-300; do
     m=${c%%:*} f=${c##*:}
     for p in bf16 fp16 fp32; do
         for tp in 1 2 4; do
+            rm -f /tmp/diff.json
             ./llama-diff check -b cuda -p $p --tp $tp -m fixtures/models/$m -f fixtures/golden/$f.safetensors --json \
-                >"$OUT/diff-$f-$p-tp$tp.json" 2>"$OUT/diff-$f-$p-tp$tp.err"
-            echo "$f $p tp$tp exit $? $(python3 -c "import json;d=json.load(open('$OUT/diff-$f-$p-tp$tp.json'));print(d['result'], 'worst budget %.2f' % max(s['budget_used'] for s in d['stages']), 'max rel_l2 %.2e' % max(s['rel_l2'] for s in d['stages']))" 2>/dev/null) $(cat "$OUT/diff-$f-$p-tp$tp.err")"
+                >/tmp/diff.json 2>/tmp/diff.err
+            rc=$?
+            echo "{\"fixture\": \"$f\", \"precision\": \"$p\", \"tp\": $tp, \"exit\": $rc, \"report\": $([ -s /tmp/diff.json ] && cat /tmp/diff.json || echo null)}" >>"$OUT/diff-all.jsonl"
+            echo "$f $p tp$tp exit $rc $(python3 -c "import json;d=json.load(open('/tmp/diff.json'));print(d['result'], 'worst budget %.2f at %s' % max((s['budget_used'], s['name']) for s in d['stages']), 'max rel_l2 %.2e' % max(s['rel_l2'] for s in d['stages']))" 2>/dev/null) $(cat /tmp/diff.err)"
         done
     done
 done
