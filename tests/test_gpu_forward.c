@@ -145,28 +145,36 @@ START_TEST(every_kernel_variant_at_model_level) {
 END_TEST
 
 /* Prefill the first tokens of each sequence, then one token per sequence per step, all
- * sequences in one batch, through the paged cache; each step's stages against the
- * fixture's rows. loop index = case x precision. */
+ * sequences in one batch, through the paged cache. Each step's rows of every stage are put
+ * back at their places in the prompt, and the assembled tensors are checked against the
+ * golden with the same whole-tensor metric and budget as a full run (the budgets come
+ * from PyTorch's whole-tensor error; a single bf16 row is noisier than its tensor).
+ * loop index = case x precision. */
 START_TEST(decode_after_prefill_matches_golden) {
     const fixture_case *fc = &cases[_i / N_PREC];
     lr_dtype precision = precisions[_i % N_PREC];
     loaded L = load_case(fc);
     const lr_batch *full = lr_fixture_batch(L.fx);
-    int64_t B = full->num_seqs, lens[16], starts[16], done[16], longest = 0;
+    int64_t B = full->num_seqs, lens[16], starts[16], done[16], longest = 0, T_all = full->num_tokens;
     for (int64_t s = 0, at = 0; s < B; s++) {
-        lens[s] = full->seq_lens ? full->seq_lens[s] : full->num_tokens;
+        lens[s] = full->seq_lens ? full->seq_lens[s] : T_all;
         starts[s] = at;
         at += lens[s];
         done[s] = lens[s] > 3 ? 3 : 1;
         longest = lens[s] > longest ? lens[s] : longest;
     }
+    size_t nst = lr_fixture_stage_count(L.fx);
+    double **assembled = calloc(nst, sizeof *assembled);
+    for (size_t i = 0; i < nst; i++)
+        assembled[i] = calloc((size_t)(T_all * lr_fixture_stage_at(L.fx, i)->t.shape[1]), sizeof(double));
     lr_model *m = make_model(L.ck, precision, 2, NULL);
     lr_kv_cache *kv;
     ck_assert_int_eq(lr_kv_cache_create(m, B, longest, &kv), LR_OK);
     lr_recorder *rec;
     ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
-    int64_t *ids = malloc((size_t)full->num_tokens * sizeof *ids), *pos = malloc((size_t)full->num_tokens * sizeof *pos);
+    int64_t *ids = malloc((size_t)T_all * sizeof *ids), *pos = malloc((size_t)T_all * sizeof *pos);
     int64_t bl[16], bid[16], brow[16], at[16];
+    int rounds = 0;
     for (int round = 0;; round++) {
         int64_t nb = 0, T = 0;
         for (int64_t s = 0; s < B; s++) {
@@ -182,27 +190,37 @@ START_TEST(decode_after_prefill_matches_golden) {
             if (round > 0) done[s]++;
         }
         if (nb == 0) break;
+        rounds++;
         lr_batch b = {.input_ids = ids, .positions = pos, .seq_lens = bl, .seq_ids = bid, .num_tokens = T, .num_seqs = nb};
         lr_recorder_clear(rec);
         run_recorded(m, &b, kv, rec);
-        for (size_t i = 0; i < lr_fixture_stage_count(L.fx); i++) {
+        for (size_t i = 0; i < nst; i++) {
             const lr_st_entry *g = lr_fixture_stage_at(L.fx, i);
             const lr_tensor *got = lr_recorder_find(rec, g->name);
             ck_assert_ptr_nonnull(got);
             int64_t w = g->t.shape[1];
-            for (int64_t k = 0; k < nb; k++) {
-                lr_tensor part = *got, rows = g->t;
-                part.shape[0] = rows.shape[0] = bl[k];
-                part.data = (const double *)got->data + at[k] * w;
-                rows.data = (const char *)g->t.data + (size_t)(brow[k] * w) * lr_dtype_size(g->t.dtype);
-                lr_metrics met;
-                ck_assert_int_eq(lr_compare(&part, &rows, &met), LR_OK);
-                double tol = lr_tolerance(lr_stage_kind_of(g->name), precision);
-                ck_assert_msg(lr_metrics_pass(&met, tol), "%s %s decode round %d: %s rows %lld: rel_l2 %.3e > %.2e",
-                              fc->fixture, pname(precision), round, g->name, (long long)brow[k], met.rel_l2, tol);
-            }
+            for (int64_t k = 0; k < nb; k++)
+                memcpy(assembled[i] + brow[k] * w, (const double *)got->data + at[k] * w,
+                       (size_t)(bl[k] * w) * sizeof(double));
         }
     }
+    ck_assert_int_gt(rounds, 1);
+    double worst = 0;
+    for (size_t i = 0; i < nst; i++) {
+        const lr_st_entry *g = lr_fixture_stage_at(L.fx, i);
+        lr_tensor a = g->t;
+        a.dtype = LR_F64;
+        a.data = assembled[i];
+        lr_metrics met;
+        ck_assert_int_eq(lr_compare(&a, &g->t, &met), LR_OK);
+        double tol = lr_tolerance(lr_stage_kind_of(g->name), precision);
+        ck_assert_msg(lr_metrics_pass(&met, tol), "%s %s decode (%d rounds): %s rel_l2 %.3e > %.2e", fc->fixture,
+                      pname(precision), rounds, g->name, met.rel_l2, tol);
+        worst = met.rel_l2 / tol > worst ? met.rel_l2 / tol : worst;
+        free(assembled[i]);
+    }
+    printf("%s %s decode, %d rounds: worst %.1f%% of budget\n", fc->fixture, pname(precision), rounds, 100 * worst);
+    free(assembled);
     free(ids);
     free(pos);
     lr_recorder_free(rec);

@@ -1,0 +1,111 @@
+#!/bin/sh
+# test_llama_diff.sh: llama-diff as a user meets it: exit codes, one-line errors naming
+# the file and field, JSON that parses, dump -> check round trip, no overwritten files.
+set -u
+LD=${LLAMA_DIFF:-./llama-diff}
+FX=${LR_FIXTURES:?}
+TMP=${LR_TMPDIR:?}/llama-diff-sh
+rm -rf "$TMP" && mkdir -p "$TMP"
+pass=0 fail=0
+
+expect() { # expect STATUS DESCRIPTION -- command...
+    want=$1 what=$2
+    shift 3
+    "$@" >"$TMP/out" 2>"$TMP/err"
+    got=$?
+    if [ "$got" = "$want" ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: $what: exit $got, expected $want"
+        sed 's/^/  | /' "$TMP/out" "$TMP/err" | head -20
+    fi
+}
+expect_err() { # the last command's stderr mentions each argument
+    for s in "$@"; do
+        if grep -qF -- "$s" "$TMP/err"; then pass=$((pass + 1)); else
+            fail=$((fail + 1)); echo "FAIL: stderr lacks \"$s\":"; sed 's/^/  | /' "$TMP/err"
+        fi
+    done
+    if [ "$(wc -l <"$TMP/err")" -ne 1 ]; then fail=$((fail + 1)); echo "FAIL: error is not one line"; fi
+}
+json_ok() { # stdout parses as JSON and the python expression holds for it (d)
+    if python3 -c "import json,sys; d=json.load(open('$TMP/out')); sys.exit(0 if ($1) else 1)"; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1)); echo "FAIL: JSON check: $1"; head -c 600 "$TMP/out"
+    fi
+}
+
+M=$FX/models/gqa-f32
+F=$FX/golden/gqa-f32-batch.safetensors
+
+expect 0 "default check" -- env LR_FIXTURES="$FX" "$LD"
+grep -q "48 stages: 48 agree, 0 diverge" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: default summary"; }
+expect 0 "check --json" -- "$LD" check -m "$M" -f "$F" --json
+json_ok 'd["result"] == "agree" and d["failed"] == 0 and len(d["stages"]) == 48 and d["first_divergence"] is None'
+expect 0 "check f32 tp 4" -- "$LD" check -m "$M" -f "$F" -p f32 --tp 4 --json
+json_ok 'all(s["pass"] and s["tolerance"] == 1e-06 for s in d["stages"])'
+expect 0 "info --json tp 2" -- "$LD" info -m "$M" --tp 2 --json
+json_ok 'len(d["ranks"]) == 2 and d["ranks"][1]["tensors"][0]["slices"][0]["src_rows"] == [128, 200]'
+expect 0 "info text" -- "$LD" info -m "$FX/models/mha-bias-bf16" --tp 4
+grep -q "lm_head.weight.*tied to model.embed_tokens.weight" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: info shows tying"; }
+expect 0 "--help" -- "$LD" --help
+expect 0 "--version" -- "$LD" --version
+
+# A diverging run: an f64 budget applied to... a dump computed in f32, checked as golden
+# by an f64 run, differs by ~1e-7, which the f64 budget (1e-10) must flag.
+expect 0 "dump f32" -- "$LD" dump -m "$M" -f "$F" -p f32 -o "$TMP/f32.safetensors"
+expect 1 "f64 run against an f32 dump diverges" -- "$LD" check -m "$M" -f "$TMP/f32.safetensors"
+grep -q "first divergence" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: first divergence not marked"; }
+expect 1 "diverge --json" -- "$LD" check -m "$M" -f "$TMP/f32.safetensors" --json
+json_ok 'd["result"] == "diverge" and d["first_divergence"] == "model.layers.0.input_layernorm"'
+
+# Round trip: an f64 dump checked by an f64 run agrees exactly.
+expect 0 "dump --tokens" -- "$LD" dump -m "$M" -t "5 17 3 199 0" -o "$TMP/tok.safetensors"
+expect 0 "check own dump" -- "$LD" check -m "$M" -f "$TMP/tok.safetensors" --json
+json_ok 'max(s["rel_l2"] for s in d["stages"]) == 0.0'
+
+# Nothing overwritten.
+cp "$TMP/tok.safetensors" "$TMP/keep"
+expect 2 "dump refuses to overwrite" -- "$LD" dump -m "$M" -t "1 2" -o "$TMP/tok.safetensors"
+expect_err "tok.safetensors" "already exists"
+cmp -s "$TMP/keep" "$TMP/tok.safetensors" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: file changed"; }
+expect 0 "dump --force replaces" -- "$LD" dump -m "$M" -t "1 2" -o "$TMP/tok.safetensors" --force
+ls "$TMP" | grep -q '\.tmp\.' && { fail=$((fail + 1)); echo "FAIL: temp file left"; } || pass=$((pass + 1))
+
+# Usage and bad input: exit 2, one line naming the thing.
+expect 2 "unknown command" -- "$LD" frobnicate
+expect_err "frobnicate"
+expect 2 "unknown option" -- "$LD" check --bogus
+expect_err "--bogus"
+expect 2 "bad precision" -- "$LD" check -m "$M" -f "$F" -p f8
+expect_err "--precision" "f8"
+expect 2 "bf16 is not a cpu precision" -- "$LD" check -m "$M" -f "$F" -p bf16
+expect_err "--precision" "bf16" "--backend cuda"
+expect 2 "unknown backend" -- "$LD" check -m "$M" -f "$F" -b tpu
+expect_err "--backend" "tpu"
+expect 2 "--kernel needs cuda" -- "$LD" check -m "$M" -f "$F" -k rmsnorm=warp
+expect_err "--kernel"
+expect 2 "bad tp value" -- "$LD" check -m "$M" -f "$F" --tp zero
+expect_err "--tp"
+expect 2 "indivisible tp" -- "$LD" check -m "$FX/models/mha-bias-bf16" -f "$FX/golden/mha-bias-bf16.safetensors" --tp 8
+expect_err "num_attention_heads" "tp 8"
+expect 2 "missing model dir" -- "$LD" check -m "$TMP/nope" -f "$F"
+expect_err "$TMP/nope/config.json"
+expect 2 "fixture of another model" -- "$LD" check -m "$FX/models/mha-bias-bf16" -f "$F"
+expect_err "gqa-f32-batch.safetensors" "lm_head" "config implies 130"
+printf 'garbage' >"$TMP/garbage.safetensors"
+expect 2 "garbage fixture" -- "$LD" check -m "$M" -f "$TMP/garbage.safetensors"
+expect_err "garbage.safetensors" "header length"
+expect 2 "bad tokens" -- "$LD" dump -m "$M" -t "1 x" -o "$TMP/x.safetensors"
+expect_err "--tokens"
+expect 2 "token outside vocabulary" -- "$LD" dump -m "$M" -t "1 200" -o "$TMP/x.safetensors"
+expect_err "input_ids[1]"
+mkdir -p "$TMP/badcfg" && cp "$M/model.safetensors" "$TMP/badcfg/" &&
+    sed 's/"silu"/"gelu"/' "$M/config.json" >"$TMP/badcfg/config.json"
+expect 2 "unsupported activation" -- "$LD" info -m "$TMP/badcfg"
+expect_err "config.json" "hidden_act" "gelu"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
