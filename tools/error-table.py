@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """error-table.py: runs `llama-diff check --json` on every committed fixture at every
 CPU precision and tp size, and prints the worst relative L2 error per stage kind as a
-Markdown table (the measured column of docs/tolerances.md)."""
+Markdown table (the measured column of docs/tolerances.md). With --from-jsonl it
+tabulates the runs tools/gpu-check.sh recorded on a GPU machine (diff-all.jsonl)."""
 import argparse
 import json
 import os
@@ -17,12 +18,45 @@ CASES = [
 KINDS = ["embedding", "norm", "projection", "attention", "activation", "block", "layer", "logits"]
 
 
+def row(prec, fixture, tp, d):
+    worst = {}
+    for s in d["stages"]:
+        worst[s["kind"]] = max(worst.get(s["kind"], 0.0), s["rel_l2"])
+    share = max(s["budget_used"] for s in d["stages"])
+    cells = [f"{worst[k]:.1e}" if k in worst else "-" for k in KINDS]
+    return f"| {prec} | {fixture} | {tp} | " + " | ".join(cells) + f" | {100 * share:.0f}% | {d['result']} |"
+
+
+def tabulate_jsonl(path):
+    print("| precision | fixture | tp | " + " | ".join(KINDS) + " | worst share of budget | result |")
+    print("|---|---|---|" + "---|" * len(KINDS) + "---|---|")
+    bad = False
+    text, dec, at = open(path).read(), json.JSONDecoder(), 0
+    while True:
+        while at < len(text) and text[at].isspace():
+            at += 1
+        if at == len(text):
+            break
+        r, at = dec.raw_decode(text, at)  # one record per run; records may span lines
+        if True:
+            if r["report"] is None:
+                bad = True
+                print(f"| {r['precision']} | {r['fixture']} | {r['tp']} | exit {r['exit']} |")
+                continue
+            bad |= r["report"]["result"] != "agree"
+            print(row(r["precision"], r["fixture"], r["tp"], r["report"]))
+    return 1 if bad else 0
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--llama-diff", default="./llama-diff")
     ap.add_argument("--fixtures", default="fixtures")
     ap.add_argument("--tp", default="1,2,4")
+    ap.add_argument("--from-jsonl", help="tabulate llama-diff reports recorded by tools/gpu-check.sh")
     args = ap.parse_args()
+    if args.from_jsonl:
+        return tabulate_jsonl(args.from_jsonl)
     print("| precision | fixture | tp | " + " | ".join(KINDS) + " | result |")
     print("|---|---|---|" + "---|" * len(KINDS) + "---|")
     bad = False

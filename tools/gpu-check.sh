@@ -89,12 +89,18 @@ if [ $QUICK -eq 0 ]; then
 fi
 
 if [ $SANITIZE -eq 1 ]; then
-    echo "== compute-sanitizer"
+    echo "== compute-sanitizer (whole model through every op family; op sweep under memcheck)"
+    runs=("check -b cuda -p bf16 --tp 2 -m fixtures/models/gqa-f32 -f fixtures/golden/gqa-f32-batch.safetensors"
+          "check -b cuda -p fp16 --tp 4 -m fixtures/models/mqa-hd-f16 -f fixtures/golden/mqa-hd-f16.safetensors"
+          "check -b cuda -p bf16 -k attention=simple -k rmsnorm=warp -m fixtures/models/mha-bias-bf16 -f fixtures/golden/mha-bias-bf16.safetensors")
     for tool in memcheck racecheck initcheck synccheck; do
-        for t in tests/test_gpu_ops tests/test_gpu_forward; do
-            LR_QUICK=1 compute-sanitizer --tool $tool --error-exitcode 99 ./$t >"$OUT/sanitize-$tool-$(basename $t).log" 2>&1
-            echo "$tool $(basename $t): exit $? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$OUT/sanitize-$tool-$(basename $t).log" | tail -1)"
+        for i in "${!runs[@]}"; do
+            log="$OUT/sanitize-$tool-$i.log"
+            compute-sanitizer --tool $tool --error-exitcode 99 ./llama-diff ${runs[$i]} >"$log" 2>&1
+            echo "$tool run $i: exit $? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$log" | tail -1)"
         done
     done
+    timeout 300 compute-sanitizer --tool memcheck --error-exitcode 99 ./tests/test_gpu_ops >"$OUT/sanitize-memcheck-ops.log" 2>&1
+    echo "memcheck test_gpu_ops: exit $? $(grep -E 'ERROR SUMMARY' "$OUT/sanitize-memcheck-ops.log" | tail -1)"
 fi
 echo "== done"
