@@ -107,5 +107,46 @@ mkdir -p "$TMP/badcfg" && cp "$M/model.safetensors" "$TMP/badcfg/" &&
 expect 2 "unsupported activation" -- "$LD" info -m "$TMP/badcfg"
 expect_err "config.json" "hidden_act" "gelu"
 
+# compare and backends.
+expect 0 "compare a dump with itself" -- "$LD" compare "$TMP/f32.safetensors" "$TMP/f32.safetensors" --json
+json_ok 'd["result"] == "agree" and d["precision"] == "f32" and len(d["stages"]) == 48'
+expect 0 "compare f32 dump to golden at its own budget" -- "$LD" compare "$TMP/f32.safetensors" "$F"
+expect 1 "compare at the f64 budget" -- "$LD" compare "$TMP/f32.safetensors" "$F" --precision f64
+expect 2 "compare dumps of different inputs" -- "$LD" compare "$TMP/tok.safetensors" "$F"
+expect_err "different inputs"
+expect 2 "compare needs two files" -- "$LD" compare "$F"
+expect 0 "backends cpu:f64 vs cpu:f32 tp 2" -- "$LD" backends -m "$M" -f "$F" --a cpu:f64 --b cpu:f32 --tp 2 --json
+json_ok 'd["result"] == "agree" and len(d["stages"]) == 48 and d["precision"] == "f32"'
+expect 2 "backends bad spec" -- "$LD" backends -m "$M" -f "$F" --a cpu:bf16 --b cpu:f32
+expect_err "--a" "bf16"
+
+# Planted bugs: a weight of one layer scaled in a copy of the model; the first divergence
+# and the drill-down must name that layer and that operation, and nothing diverges before.
+plant() { # plant LAYER_TENSOR SCALE -> $TMP/planted
+    rm -rf "$TMP/planted" && cp -r "$M" "$TMP/planted"
+    python3 - "$TMP/planted/model.safetensors" "$1" "$2" <<'PY'
+import json, struct, sys
+path, name, scale = sys.argv[1], sys.argv[2], float(sys.argv[3])
+data = bytearray(open(path, "rb").read())
+n = struct.unpack("<Q", data[:8])[0]
+info = json.loads(data[8:8 + n])[name]
+a, b = info["data_offsets"]
+base = 8 + n + a
+vals = struct.unpack("<%df" % ((b - a) // 4), data[base:base + b - a])
+data[base:base + b - a] = struct.pack("<%df" % len(vals), *[v * scale for v in vals])
+open(path, "wb").write(data)
+PY
+}
+for spec in "model.layers.1.mlp.up_proj.weight:1.01:model.layers.1.mlp.up_proj" \
+            "model.layers.2.self_attn.k_proj.weight:1.0001:model.layers.2.self_attn.k_proj" \
+            "model.layers.0.post_attention_layernorm.weight:1.001:model.layers.0.post_attention_layernorm"; do
+    IFS=: read -r tensor scale stage <<EOF2
+$spec
+EOF2
+    plant "$tensor" "$scale"
+    expect 1 "planted x$scale in $tensor" -- "$LD" check -m "$TMP/planted" -f "$F" --json
+    json_ok "d['first_divergence'] == '$stage' and d['drill_down']['stage'] == '$stage'"
+done
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

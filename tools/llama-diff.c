@@ -9,6 +9,7 @@
 
 #include <getopt.h>
 #include <jansson.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,6 +29,9 @@ typedef struct {
     lr_options opt;
     bool json, force, color, precision_given;
     char kernels[512]; /* --kernel family=name, comma-joined */
+    const char *spec_a, *spec_b; /* backends --a, --b */
+    const char *pos[2];          /* compare A B */
+    int npos;
 } args;
 
 static int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -52,6 +56,10 @@ static void usage(FILE *fp) {
           "Commands:\n"
           "  check   run a backend on a golden fixture's inputs and compare every stage\n"
           "  dump    run a backend and write every stage as a llama-golden/1 file\n"
+          "  compare A.safetensors B.safetensors\n"
+          "          two dumps (llama-golden/1) of the same inputs, A under test, B the reference\n"
+          "  backends --a BACKEND[:P] --b BACKEND[:P]\n"
+          "          run two backends on one input (--fixture or --tokens), B against A\n"
           "  info    print the parsed config and each rank's packed, sharded tensors\n"
           "  (none)  check the bundled default model and fixture\n"
           "\n"
@@ -67,6 +75,7 @@ static void usage(FILE *fp) {
           "      --devices N          cuda: GPUs for the tp ranks (default: tp GPUs over NCCL when\n"
           "                           present, else all ranks on one GPU; 1 forces one GPU)\n"
           "  -k, --kernel FAM=NAME    cuda: kernel variant for an op family (repeatable)\n"
+          "      --a, --b SPEC        backends: cpu:f64, cpu:f32, cuda:bf16, cuda:fp16, cuda:fp32\n"
           "      --json               print one JSON document instead of text\n"
           "      --force              let dump replace an existing output file\n"
           "  -h, --help               this help\n"
@@ -110,7 +119,7 @@ static const char *precision_name(lr_dtype d) {
 }
 
 static int parse_args(int argc, char **argv, args *a) {
-    enum { OPT_TP = 256, OPT_THREADS, OPT_JSON, OPT_FORCE, OPT_DEVICES };
+    enum { OPT_TP = 256, OPT_THREADS, OPT_JSON, OPT_FORCE, OPT_DEVICES, OPT_A, OPT_B };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'},   {"fixture", required_argument, NULL, 'f'},
         {"tokens", required_argument, NULL, 't'},  {"out", required_argument, NULL, 'o'},
@@ -119,6 +128,7 @@ static int parse_args(int argc, char **argv, args *a) {
         {"json", no_argument, NULL, OPT_JSON},     {"force", no_argument, NULL, OPT_FORCE},
         {"help", no_argument, NULL, 'h'},          {"version", no_argument, NULL, 'V'},
         {"kernel", required_argument, NULL, 'k'},  {"devices", required_argument, NULL, OPT_DEVICES},
+        {"a", required_argument, NULL, OPT_A},     {"b", required_argument, NULL, OPT_B},
         {NULL, 0, NULL, 0},
     };
     lr_options_init(&a->opt);
@@ -152,6 +162,8 @@ static int parse_args(int argc, char **argv, args *a) {
             a->opt.kernels = a->kernels;
             break;
         }
+        case OPT_A: a->spec_a = optarg; break;
+        case OPT_B: a->spec_b = optarg; break;
         case OPT_DEVICES:
             if (parse_int(optarg, "--devices", 1, 64, &a->opt.num_devices)) return EXIT_BAD;
             break;
@@ -169,7 +181,12 @@ static int parse_args(int argc, char **argv, args *a) {
         default: return bad("unknown option %s (see --help)", argv[optind - 1]);
         }
     }
-    if (optind < argc) return bad("unexpected argument \"%s\" (see --help)", argv[optind]);
+    for (; optind < argc; optind++) {
+        if (a->npos == 2) return bad("unexpected argument \"%s\" (see --help)", argv[optind]);
+        a->pos[a->npos++] = argv[optind];
+    }
+    if (a->npos && (!a->cmd || strcmp(a->cmd, "compare") != 0))
+        return bad("unexpected argument \"%s\" (see --help)", a->pos[0]);
     bool cuda = strcmp(a->opt.backend, "cuda") == 0;
     if (cuda && !a->precision_given) a->opt.precision = LR_BF16;
     if (!cuda && strcmp(a->opt.backend, "cpu") != 0)
@@ -339,10 +356,10 @@ static int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, 
 }
 
 
-/* ---- check ----------------------------------------------------------------------------- */
+/* ---- comparison report (check, compare, backends) ------------------------------------- */
 
 typedef struct {
-    const char *name;
+    char *name;
     lr_stage_kind kind;
     lr_metrics m;
     double tol;
@@ -350,109 +367,341 @@ typedef struct {
     int64_t width;
 } stage_result;
 
-static void print_check_text(const args *a, const lr_fixture *fx, const stage_result *res, size_t n,
-                             size_t failed, const stage_result *first) {
+/* One comparison of a run under test against a reference, stage by stage. */
+typedef struct {
+    const char *command;
+    const char *test_label, *ref_label; /* what each side is, for the header */
+    lr_dtype precision;                 /* the budget column used */
+    stage_result *res;
+    size_t n, cap, failed;
+    const stage_result *first;
+} report;
+
+static int report_add(report *r, const char *name, const lr_tensor *test, const lr_tensor *ref) {
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 64;
+        stage_result *res = realloc(r->res, cap * sizeof *res);
+        if (!res) return bad("out of memory");
+        r->res = res;
+        r->cap = cap;
+    }
+    stage_result *x = &r->res[r->n];
+    memset(x, 0, sizeof *x);
+    int rc = lr_compare(test, ref, &x->m);
+    if (rc) return lib_fail(rc);
+    if (!(x->name = strdup(name))) return bad("out of memory");
+    r->n++;
+    x->kind = lr_stage_kind_of(name);
+    x->width = ref->ndim == 2 && ref->shape[1] > 0 ? ref->shape[1] : 1;
+    x->tol = lr_tolerance(x->kind, r->precision);
+    x->pass = lr_metrics_pass(&x->m, x->tol);
+    r->failed += !x->pass;
+    return 0;
+}
+
+static void report_free(report *r) {
+    for (size_t i = 0; i < r->n; i++) free(r->res[i].name);
+    free(r->res);
+}
+
+/* The layer index of a stage, or -1. */
+static long long layer_of(const char *name) {
+    long long l;
+    return sscanf(name, "model.layers.%lld", &l) == 1 ? l : -1;
+}
+
+/* Drill-down: inside the first failing stage's layer, the sub-stage where the error
+ * grows most relative to the stage before it (the operation that introduced it). */
+static const stage_result *drill_down(const report *r, double *jump) {
+    if (!r->first) return NULL;
+    long long layer = layer_of(r->first->name);
+    const stage_result *best = NULL, *prev = NULL;
+    *jump = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        const stage_result *x = &r->res[i];
+        if (layer >= 0 && layer_of(x->name) != layer) {
+            prev = x;
+            continue;
+        }
+        /* Growth over the stage before, with a floor of a thousandth of the budget so
+         * that an exact predecessor (the embedding) does not make rounding look like a
+         * jump. */
+        double floor = 1e-3 * x->tol;
+        double before = prev && isfinite(prev->m.rel_l2) ? fmax(prev->m.rel_l2, floor) : floor;
+        double g = !isfinite(x->m.rel_l2) ? INFINITY : x->m.rel_l2 / before;
+        if (x->kind != LR_STAGE_LAYER && (!best || g > *jump)) {
+            best = x;
+            *jump = g;
+        }
+        prev = x;
+        if (layer < 0 && x == r->first) break;
+    }
+    return best;
+}
+
+static int report_finish(const args *a, report *r, json_t *extra) {
+    for (size_t i = 0; i < r->n && !r->first; i++)
+        if (!r->res[i].pass) r->first = &r->res[i];
+    double jump = 0;
+    const stage_result *cause = drill_down(r, &jump);
+    int status = r->failed ? EXIT_DIVERGE : EXIT_AGREE;
+    if (a->json) {
+        json_t *stages = json_array();
+        for (size_t i = 0; i < r->n; i++) {
+            const stage_result *x = &r->res[i];
+            json_array_append_new(
+                stages, json_pack("{s:s, s:s, s:I, s:f, s:f, s:[I,I], s:f, s:I, s:I, s:f, s:f, s:b}", "name", x->name,
+                                  "kind", lr_stage_kind_name(x->kind), "numel", (json_int_t)x->m.n, "rel_l2",
+                                  isfinite(x->m.rel_l2) ? x->m.rel_l2 : -1.0, "max_abs", x->m.max_abs, "max_abs_at",
+                                  (json_int_t)(x->m.max_abs_index / x->width), (json_int_t)(x->m.max_abs_index % x->width),
+                                  "cosine", x->m.cosine, "nan", (json_int_t)x->m.nan_a, "inf", (json_int_t)x->m.inf_a,
+                                  "tolerance", x->tol, "budget_used",
+                                  isfinite(x->m.rel_l2) ? x->m.rel_l2 / x->tol : -1.0, "pass", x->pass));
+        }
+        json_t *root = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:o, s:o, s:s}", "command", r->command, "test",
+                                 r->test_label, "reference", r->ref_label, "precision", precision_name(r->precision),
+                                 "stages", stages, "passed", (json_int_t)(r->n - r->failed), "failed",
+                                 (json_int_t)r->failed, "first_divergence",
+                                 r->first ? json_string(r->first->name) : json_null(), "drill_down",
+                                 cause ? json_pack("{s:s, s:f}", "stage", cause->name, "growth",
+                                                   isfinite(jump) ? jump : -1.0)
+                                       : json_null(),
+                                 "result", r->failed ? "diverge" : "agree");
+        if (extra) json_object_update(root, extra);
+        json_dumpf(root, stdout, JSON_INDENT(2));
+        fputc('\n', stdout);
+        json_decref(root);
+        return status;
+    }
     const char *green = a->color ? "\033[32m" : "", *red = a->color ? "\033[31;1m" : "",
                *off = a->color ? "\033[0m" : "";
-    printf("llama-diff check\n  model     %s\n  fixture   %s (%s, %s)\n  backend   %s, precision %s, tp %d\n\n",
-           a->model, a->fixture, lr_fixture_metadata(fx, "compute_dtype") ? lr_fixture_metadata(fx, "compute_dtype") : "?",
-           lr_fixture_metadata(fx, "generator") ? lr_fixture_metadata(fx, "generator") : "unknown generator",
-           a->opt.backend, precision_name(a->opt.precision), a->opt.tp_size);
-    printf("%-42s %-10s %9s %9s %12s %18s %9s %7s  %s\n", "stage", "kind", "rel_l2", "max_abs", "at [t, i]",
-           "cosine", "tol", "used", "result");
-    for (size_t i = 0; i < n; i++) {
-        const stage_result *r = &res[i];
+    printf("llama-diff %s\n  test       %s\n  reference  %s\n  budgets    %s (docs/tolerances.md)\n\n", r->command,
+           r->test_label, r->ref_label, precision_name(r->precision));
+    printf("%-42s %-10s %9s %9s %12s %18s %9s %7s  %s\n", "stage", "kind", "rel_l2", "max_abs", "at [t, i]", "cosine",
+           "tol", "used", "result");
+    for (size_t i = 0; i < r->n; i++) {
+        const stage_result *x = &r->res[i];
         char at[32];
-        snprintf(at, sizeof at, "[%lld, %lld]", (long long)(r->m.max_abs_index / r->width),
-                 (long long)(r->m.max_abs_index % r->width));
-        printf("%-42s %-10s %9.2e %9.2e %12s %18.15f %9.1e %6.1f%%  %s%s%s", r->name, lr_stage_kind_name(r->kind),
-               r->m.rel_l2, r->m.max_abs, at, r->m.cosine, r->tol, 100 * r->m.rel_l2 / r->tol,
-               r->pass ? green : red, r->pass ? "PASS" : "FAIL", off);
-        if (r->m.nan_a || r->m.inf_a)
-            printf(" (%lld NaN, %lld Inf)", (long long)r->m.nan_a, (long long)r->m.inf_a);
-        if (r == first) printf("  <-- first divergence");
+        snprintf(at, sizeof at, "[%lld, %lld]", (long long)(x->m.max_abs_index / x->width),
+                 (long long)(x->m.max_abs_index % x->width));
+        printf("%-42s %-10s %9.2e %9.2e %12s %18.15f %9.1e %6.1f%%  %s%s%s", x->name, lr_stage_kind_name(x->kind),
+               x->m.rel_l2, x->m.max_abs, at, x->m.cosine, x->tol, 100 * x->m.rel_l2 / x->tol, x->pass ? green : red,
+               x->pass ? "PASS" : "FAIL", off);
+        if (x->m.nan_a || x->m.inf_a) printf(" (%lld NaN, %lld Inf)", (long long)x->m.nan_a, (long long)x->m.inf_a);
+        if (x == r->first) printf("  <-- first divergence");
         printf("\n");
     }
-    printf("\n%zu stages: %zu agree, %zu diverge", n, n - failed, failed);
-    if (first) printf("; first divergence at %s", first->name);
+    printf("\n%zu stages: %zu agree, %zu diverge", r->n, r->n - r->failed, r->failed);
+    if (r->first) printf("; first divergence at %s", r->first->name);
     printf("\n");
+    if (cause && isfinite(jump))
+        printf("drill-down: within %s the error jumps most at %s (x%.3g over the stage before)\n",
+               layer_of(r->first->name) >= 0 ? "that layer" : "the model", cause->name, jump);
+    else if (cause)
+        printf("drill-down: within %s the first NaN or Inf appears at %s\n",
+               layer_of(r->first->name) >= 0 ? "that layer" : "the model", cause->name);
+    return status;
 }
+
+/* ---- check ----------------------------------------------------------------------------- */
 
 static int cmd_check(const args *a) {
     if (!a->model || !a->fixture) return bad("check: --model DIR and --fixture FILE are required");
     lr_checkpoint *ck = NULL;
     lr_fixture *fx = NULL;
     lr_recorder *rec = NULL;
-    stage_result *res = NULL;
+    char test_label[512], ref_label[1024];
+    report r = {.command = "check", .test_label = test_label, .ref_label = ref_label, .precision = a->opt.precision};
     int rc, status;
     if ((rc = lr_checkpoint_open(a->model, &ck)) || (rc = lr_fixture_open(a->fixture, &fx)) ||
         (rc = lr_fixture_check_config(fx, lr_checkpoint_config(ck))) || (rc = lr_recorder_create(&rec))) {
         status = lib_fail(rc);
         goto out;
     }
+    snprintf(test_label, sizeof test_label, "%s on %s, backend %s, precision %s, tp %d", a->model,
+             a->fixture, a->opt.backend, precision_name(a->opt.precision), a->opt.tp_size);
+    const char *cd = lr_fixture_metadata(fx, "compute_dtype"), *gen = lr_fixture_metadata(fx, "generator");
+    snprintf(ref_label, sizeof ref_label, "%s (%s, %s)", a->fixture, cd ? cd : "?", gen ? gen : "unknown generator");
     if ((status = run_model(a, ck, lr_fixture_batch(fx), rec))) goto out;
+    /* In the order the backend reported, which is the order of the forward. */
+    for (size_t i = 0; i < lr_recorder_count(rec); i++) {
+        const lr_st_entry *gold = lr_fixture_stage(fx, lr_recorder_name(rec, i));
+        if (!gold) continue; /* an optional stage the fixture does not hold */
+        if ((status = report_add(&r, gold->name, lr_recorder_at(rec, i), &gold->t))) goto out;
+    }
+    if (r.n != lr_fixture_stage_count(fx)) {
+        status = bad("%s: %zu stages in the fixture but only %zu reported by the backend", a->fixture,
+                     lr_fixture_stage_count(fx), r.n);
+        goto out;
+    }
+    json_t *extra = json_pack("{s:s, s:s, s:s, s:i}", "model", a->model, "fixture", a->fixture, "backend",
+                              a->opt.backend, "tp", a->opt.tp_size);
+    status = report_finish(a, &r, extra);
+    json_decref(extra);
+out:
+    report_free(&r);
+    lr_recorder_free(rec);
+    lr_fixture_free(fx);
+    lr_checkpoint_close(ck);
+    return status;
+}
 
-    /* Compare in the order the backend reported, which is the order of the forward. */
-    size_t n = 0, failed = 0;
-    res = calloc(lr_recorder_count(rec) + 1, sizeof *res);
-    if (!res) {
+/* ---- compare ---------------------------------------------------------------------------- */
+
+/* Position of a stage in the forward pass, for ordering stages of a file. */
+static long long stage_rank(const char *name) {
+    if (strcmp(name, "model.embed_tokens") == 0) return 0;
+    if (strcmp(name, "model.norm") == 0) return LLONG_MAX - 1;
+    if (strcmp(name, "lm_head") == 0) return LLONG_MAX;
+    static const char *order[] = {"input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                  "self_attn.o_proj.input", "self_attn.o_proj", "self_attn", "post_attention_layernorm",
+                                  "mlp.gate_proj", "mlp.up_proj", "mlp.act_fn", "mlp.down_proj.input", "mlp.down_proj",
+                                  "mlp"};
+    long long l = layer_of(name);
+    if (l < 0) return LLONG_MAX - 2;
+    const char *rest = strchr(name + strlen("model.layers."), '.');
+    int k = 14; /* the layer's own output comes after its sub-stages */
+    for (int i = 0; rest && i < 14; i++)
+        if (strcmp(rest + 1, order[i]) == 0) k = i;
+    return 1 + l * 16 + k;
+}
+
+static const lr_fixture *sort_fx;
+static int by_rank(const void *x, const void *y) {
+    long long a = stage_rank(lr_fixture_stage_at(sort_fx, *(const size_t *)x)->name);
+    long long b = stage_rank(lr_fixture_stage_at(sort_fx, *(const size_t *)y)->name);
+    return a < b ? -1 : a > b;
+}
+
+static bool same_inputs(const lr_batch *x, const lr_batch *y) {
+    if (x->num_tokens != y->num_tokens || x->num_seqs != y->num_seqs) return false;
+    size_t n = (size_t)x->num_tokens * sizeof(int64_t);
+    if (memcmp(x->input_ids, y->input_ids, n) || memcmp(x->positions, y->positions, n)) return false;
+    if (!x->seq_lens != !y->seq_lens) return x->num_seqs == 1;
+    return !x->seq_lens || !memcmp(x->seq_lens, y->seq_lens, (size_t)x->num_seqs * sizeof(int64_t));
+}
+
+static lr_dtype dtype_of_dump(const lr_fixture *fx) {
+    const char *cd = lr_fixture_metadata(fx, "compute_dtype");
+    if (!cd || strcmp(cd, "float64") == 0) return LR_F64;
+    if (strcmp(cd, "float32") == 0) return LR_F32;
+    if (strcmp(cd, "bfloat16") == 0) return LR_BF16;
+    if (strcmp(cd, "float16") == 0) return LR_F16;
+    return LR_BF16; /* unknown: the loosest budget row */
+}
+
+static int cmd_compare(const args *a, const char *test_path, const char *ref_path) {
+    lr_fixture *t = NULL, *ref = NULL;
+    size_t *idx = NULL;
+    report r = {.command = "compare", .test_label = test_path, .ref_label = ref_path};
+    int rc, status = 0;
+    if ((rc = lr_fixture_open(test_path, &t)) || (rc = lr_fixture_open(ref_path, &ref))) {
+        status = lib_fail(rc);
+        goto out;
+    }
+    if (!same_inputs(lr_fixture_batch(t), lr_fixture_batch(ref))) {
+        status = bad("%s: input_ids, positions or seq_lens differ from %s: the dumps are of different inputs", test_path,
+                     ref_path);
+        goto out;
+    }
+    r.precision = a->precision_given ? a->opt.precision : dtype_of_dump(t);
+    size_t n = lr_fixture_stage_count(t);
+    if (!(idx = malloc((n ? n : 1) * sizeof *idx))) {
         status = bad("out of memory");
         goto out;
     }
-    const stage_result *first = NULL;
-    for (size_t i = 0; i < lr_recorder_count(rec); i++) {
-        const char *name = lr_recorder_name(rec, i);
-        const lr_st_entry *gold = lr_fixture_stage(fx, name);
-        if (!gold) continue; /* an optional stage the fixture does not hold */
-        stage_result *r = &res[n++];
-        r->name = name;
-        r->kind = lr_stage_kind_of(name);
-        r->width = gold->t.shape[1];
-        if ((rc = lr_compare(lr_recorder_at(rec, i), &gold->t, &r->m))) {
-            status = lib_fail(rc);
+    for (size_t i = 0; i < n; i++) idx[i] = i;
+    sort_fx = t;
+    qsort(idx, n, sizeof *idx, by_rank);
+    size_t common = 0;
+    for (size_t i = 0; i < n; i++) {
+        const lr_st_entry *x = lr_fixture_stage_at(t, idx[i]), *y = lr_fixture_stage(ref, x->name);
+        if (!y) continue;
+        if (x->t.shape[1] != y->t.shape[1]) {
+            status = bad("%s: tensor \"%s\": %lld features, %lld in %s", test_path, x->name, (long long)x->t.shape[1],
+                         (long long)y->t.shape[1], ref_path);
             goto out;
         }
-        r->tol = lr_tolerance(r->kind, a->opt.precision);
-        r->pass = lr_metrics_pass(&r->m, r->tol);
-        if (!r->pass && !first) first = r;
-        failed += !r->pass;
+        common++;
+        if ((status = report_add(&r, x->name, &x->t, &y->t))) goto out;
     }
-    if (n != lr_fixture_stage_count(fx)) {
-        status = bad("%s: %zu stages in the fixture but only %zu reported by the backend", a->fixture,
-                     lr_fixture_stage_count(fx), n);
+    if (common == 0) {
+        status = bad("%s: no stage in common with %s", test_path, ref_path);
         goto out;
     }
-    status = failed ? EXIT_DIVERGE : EXIT_AGREE;
-    if (!a->json) {
-        print_check_text(a, fx, res, n, failed, first);
-        goto out;
-    }
-    json_t *stages = json_array();
-    for (size_t i = 0; i < n; i++) {
-        const stage_result *r = &res[i];
-        json_t *s = json_pack("{s:s, s:s, s:I, s:f, s:f, s:[I,I], s:f, s:I, s:I, s:f, s:f, s:b}", "name", r->name,
-                              "kind", lr_stage_kind_name(r->kind), "numel", (json_int_t)r->m.n, "rel_l2",
-                              isfinite(r->m.rel_l2) ? r->m.rel_l2 : -1.0, "max_abs", r->m.max_abs,
-                              "max_abs_at", (json_int_t)(r->m.max_abs_index / r->width),
-                              (json_int_t)(r->m.max_abs_index % r->width), "cosine", r->m.cosine, "nan",
-                              (json_int_t)r->m.nan_a, "inf", (json_int_t)r->m.inf_a, "tolerance", r->tol,
-                              "budget_used", isfinite(r->m.rel_l2) ? r->m.rel_l2 / r->tol : -1.0, "pass",
-                              r->pass);
-        json_array_append_new(stages, s);
-    }
-    json_t *root = json_pack("{s:s, s:s, s:s, s:s, s:s, s:i, s:o, s:I, s:I, s:o, s:s}", "command", "check",
-                             "model", a->model, "fixture", a->fixture, "backend", a->opt.backend, "precision",
-                             precision_name(a->opt.precision), "tp", a->opt.tp_size, "stages", stages,
-                             "passed", (json_int_t)(n - failed), "failed", (json_int_t)failed,
-                             "first_divergence", first ? json_string(first->name) : json_null(), "result",
-                             failed ? "diverge" : "agree");
-    json_dumpf(root, stdout, JSON_INDENT(2));
-    fputc('\n', stdout);
-    json_decref(root);
+    status = report_finish(a, &r, NULL);
 out:
-    free(res);
-    lr_recorder_free(rec);
-    lr_fixture_free(fx);
+    free(idx);
+    report_free(&r);
+    lr_fixture_free(t);
+    lr_fixture_free(ref);
+    return status;
+}
+
+/* ---- backends ---------------------------------------------------------------------------- */
+
+/* "cpu:f64", "cuda:bf16", "cpu" -> options. */
+static int parse_backend_spec(const char *spec, const char *opt, const args *a, lr_options *o) {
+    *o = a->opt;
+    static char names[2][16];
+    static int which;
+    char *name = names[which++ % 2];
+    const char *colon = strchr(spec, ':');
+    size_t len = colon ? (size_t)(colon - spec) : strlen(spec);
+    if (len == 0 || len >= 16) return bad("%s: \"%s\" is not BACKEND[:PRECISION]", opt, spec);
+    memcpy(name, spec, len);
+    name[len] = '\0';
+    if (strcmp(name, "cpu") != 0 && strcmp(name, "cuda") != 0)
+        return bad("%s: backend \"%s\" is not cpu or cuda", opt, name);
+    o->backend = name;
+    bool cuda = strcmp(name, "cuda") == 0;
+    const char *p = colon ? colon + 1 : (cuda ? "bf16" : "f64");
+    if (strcmp(p, "f64") == 0 && !cuda)
+        o->precision = LR_F64;
+    else if (strcmp(p, "f32") == 0 || strcmp(p, "fp32") == 0)
+        o->precision = LR_F32;
+    else if ((strcmp(p, "bf16") == 0) && cuda)
+        o->precision = LR_BF16;
+    else if ((strcmp(p, "fp16") == 0 || strcmp(p, "f16") == 0) && cuda)
+        o->precision = LR_F16;
+    else
+        return bad("%s: precision \"%s\" is not one %s computes in (cpu: f64, f32; cuda: bf16, fp16, fp32)", opt, p,
+                   name);
+    if (!cuda) o->kernels = NULL, o->num_devices = 0;
+    return 0;
+}
+
+static int cmd_backends(const args *a, const char *spec_a, const char *spec_b, const lr_batch *b, const char *input) {
+    lr_options oa, ob;
+    int status;
+    if ((status = parse_backend_spec(spec_a, "--a", a, &oa)) || (status = parse_backend_spec(spec_b, "--b", a, &ob)))
+        return status;
+    lr_checkpoint *ck = NULL;
+    lr_recorder *ra = NULL, *rb = NULL;
+    char la[256], lb[256];
+    report r = {.command = "backends", .test_label = lb, .ref_label = la, .precision = ob.precision};
+    int rc = lr_checkpoint_open(a->model, &ck);
+    if (rc == LR_OK) rc = lr_recorder_create(&ra);
+    if (rc == LR_OK) rc = lr_recorder_create(&rb);
+    if (rc) {
+        status = lib_fail(rc);
+        goto out;
+    }
+    snprintf(la, sizeof la, "%s %s tp %d on %s", oa.backend, precision_name(oa.precision), oa.tp_size, input);
+    snprintf(lb, sizeof lb, "%s %s tp %d on %s", ob.backend, precision_name(ob.precision), ob.tp_size, input);
+    args aa = *a, ab = *a;
+    aa.opt = oa;
+    ab.opt = ob;
+    if ((status = run_model(&aa, ck, b, ra)) || (status = run_model(&ab, ck, b, rb))) goto out;
+    for (size_t i = 0; i < lr_recorder_count(rb); i++) {
+        const lr_tensor *x = lr_recorder_at(rb, i), *y = lr_recorder_find(ra, lr_recorder_name(rb, i));
+        if (y && (status = report_add(&r, lr_recorder_name(rb, i), x, y))) goto out;
+    }
+    status = report_finish(a, &r, NULL);
+out:
+    report_free(&r);
+    lr_recorder_free(ra);
+    lr_recorder_free(rb);
     lr_checkpoint_close(ck);
     return status;
 }
@@ -503,37 +752,55 @@ static const char *basename_of(const char *path) {
     return slash ? slash + 1 : buf;
 }
 
+/* The input of dump and backends: a fixture's, or --tokens as one sequence at 0..n-1. */
+typedef struct {
+    lr_fixture *fx;
+    int64_t *ids, *pos;
+    lr_batch b;
+} input;
+
+static int input_open(const args *a, input *in) {
+    memset(in, 0, sizeof *in);
+    if (!!a->fixture == !!a->tokens) return bad("%s: give exactly one of --fixture FILE or --tokens \"...\"", a->cmd);
+    if (a->fixture) {
+        int rc = lr_fixture_open(a->fixture, &in->fx);
+        if (rc) return lib_fail(rc);
+        in->b = *lr_fixture_batch(in->fx);
+        return 0;
+    }
+    int64_t T = 0;
+    int status = parse_tokens(a->tokens, &in->ids, &T);
+    if (status) return status;
+    if (!(in->pos = malloc((size_t)T * sizeof *in->pos))) return bad("out of memory");
+    for (int64_t t = 0; t < T; t++) in->pos[t] = t;
+    in->b = (lr_batch){.input_ids = in->ids, .positions = in->pos, .num_tokens = T, .num_seqs = 1};
+    return 0;
+}
+
+static void input_close(input *in) {
+    lr_fixture_free(in->fx);
+    free(in->ids);
+    free(in->pos);
+}
+
 static int cmd_dump(const args *a) {
     if (!a->model || !a->out) return bad("dump: --model DIR and --out FILE are required");
-    if (!!a->fixture == !!a->tokens) return bad("dump: give exactly one of --fixture FILE or --tokens \"...\"");
     if (!a->force && access(a->out, F_OK) == 0)
         return bad("%s: already exists (use --force to replace it)", a->out);
     lr_checkpoint *ck = NULL;
-    lr_fixture *fx = NULL;
     lr_recorder *rec = NULL;
     lr_st_writer *w = NULL;
-    int64_t *ids = NULL, *pos = NULL, T = 0;
-    lr_batch b;
-    int rc, status;
+    input in;
+    int rc, status = input_open(a, &in);
+    if (status) {
+        input_close(&in);
+        return status;
+    }
+    const lr_batch b = in.b;
     if ((rc = lr_checkpoint_open(a->model, &ck)) || (rc = lr_recorder_create(&rec)) ||
         (rc = lr_st_writer_create(&w))) {
         status = lib_fail(rc);
         goto out;
-    }
-    if (a->fixture) {
-        if ((rc = lr_fixture_open(a->fixture, &fx))) {
-            status = lib_fail(rc);
-            goto out;
-        }
-        b = *lr_fixture_batch(fx);
-    } else {
-        if ((status = parse_tokens(a->tokens, &ids, &T))) goto out;
-        if (!(pos = malloc((size_t)T * sizeof *pos))) {
-            status = bad("out of memory");
-            goto out;
-        }
-        for (int64_t t = 0; t < T; t++) pos[t] = t;
-        b = (lr_batch){.input_ids = ids, .positions = pos, .num_tokens = T, .num_seqs = 1};
     }
     if ((status = run_model(a, ck, &b, rec))) goto out;
 
@@ -588,11 +855,9 @@ static int cmd_dump(const args *a) {
         printf("wrote %zu stages of %lld tokens to %s\n", lr_recorder_count(rec), (long long)b.num_tokens, a->out);
     status = EXIT_AGREE;
 out:
-    free(ids);
-    free(pos);
+    input_close(&in);
     lr_st_writer_free(w);
     lr_recorder_free(rec);
-    lr_fixture_free(fx);
     lr_checkpoint_close(ck);
     return status;
 }
@@ -624,6 +889,17 @@ int main(int argc, char **argv) {
         status = cmd_dump(&a);
     else if (strcmp(a.cmd, "info") == 0)
         status = cmd_info(&a);
+    else if (strcmp(a.cmd, "compare") == 0)
+        status = a.npos == 2 ? cmd_compare(&a, a.pos[0], a.pos[1])
+                             : bad("compare: give two dumps: compare A.safetensors B.safetensors");
+    else if (strcmp(a.cmd, "backends") == 0) {
+        input in;
+        if (!a.model || !a.spec_a || !a.spec_b)
+            status = bad("backends: --model DIR, --a BACKEND[:P] and --b BACKEND[:P] are required");
+        else if (!(status = input_open(&a, &in)))
+            status = cmd_backends(&a, a.spec_a, a.spec_b, &in.b, a.fixture ? a.fixture : "--tokens");
+        if (a.model && a.spec_a && a.spec_b) input_close(&in);
+    }
     else if (strcmp(a.cmd, "help") == 0)
         usage(stdout), status = EXIT_AGREE;
     else
