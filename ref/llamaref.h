@@ -36,7 +36,8 @@ extern "C" {
     X(E_UNEXPECTED, -16, "unexpected tensor")                                              \
     X(E_BACKEND, -17, "backend not available")                                             \
     X(E_DEVICE, -18, "device error")                                                       \
-    X(E_CAPACITY, -19, "capacity exceeded")
+    X(E_CAPACITY, -19, "capacity exceeded")                                               \
+    X(E_NONFINITE, -20, "non-finite weight")
 
 typedef enum {
 #define LR_STATUS_ENUM(name, code, msg) LR_##name = code,

@@ -7,6 +7,7 @@
  * padded to a multiple of LR_VOCAB_PADDING and split into equal contiguous shards. */
 #include "internal.h"
 
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -264,8 +265,20 @@ int lr_weights_build(const lr_checkpoint *ck, const lr_plan *p, lr_dtype dt, lr_
             for (int64_t r = 0; r < s->rows; r++) {
                 const unsigned char *from = (const unsigned char *)e->t.data +
                                             ((size_t)(s->src_row0 + r) * (size_t)src_cols + (size_t)s->src_col0) * sz;
-                lr_convert(buf + ((size_t)(s->dst_row0 + r) * cols) * es, dt, from, e->t.dtype,
-                           (size_t)s->cols);
+                unsigned char *to = buf + ((size_t)(s->dst_row0 + r) * cols) * es;
+                lr_convert(to, dt, from, e->t.dtype, (size_t)s->cols);
+                /* A NaN or Inf weight poisons every stage after it: refuse it here, where
+                 * the file and the element can still be named. */
+                for (int64_t c = 0; c < s->cols; c++) {
+                    double v = dt == LR_F64 ? ((const double *)to)[c] : ((const float *)to)[c];
+                    if (!isfinite(v)) {
+                        int rc = lr_fail(LR_E_NONFINITE, "%s: tensor \"%s\": element [%lld, %lld] is %s",
+                                         lr_checkpoint_file_of(ck, s->src), s->src, (long long)(s->src_row0 + r),
+                                         (long long)(s->src_col0 + c), isnan(v) ? "NaN" : "infinite");
+                        lr_weights_free(w);
+                        return rc;
+                    }
+                }
             }
         }
     }

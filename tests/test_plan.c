@@ -932,6 +932,34 @@ START_TEST(bad_tp_arguments) {
 }
 END_TEST
 
+/* A NaN or an Inf anywhere in a weight is refused when the weights are built, naming the
+ * file, the tensor and the element; loop index: 0 NaN (F32), 1 +Inf (F32), 2 NaN (BF16). */
+START_TEST(nonfinite_weight_refused) {
+    static const lr_dtype dts[] = {LR_F32, LR_F32, LR_BF16};
+    lr_config cfg;
+    tu_config_small(&cfg);
+    char *dir = tu_tmpdir("nonfinite");
+    tu_model *m = tu_model_create(&cfg, dts[_i], 11);
+    tu_tensor *t = (tu_tensor *)tu_model_find(m, "model.layers.1.mlp.down_proj.weight");
+    ck_assert_ptr_nonnull(t);
+    t->data[3 * t->shape[1] + 5] = _i == 1 ? INFINITY : NAN;
+    tu_model_write(m, dir, TU_SINGLE);
+    lr_checkpoint *ck;
+    TU_ASSERT_OK(lr_checkpoint_open(dir, &ck));
+    lr_plan *p;
+    TU_ASSERT_OK(lr_plan_create(lr_checkpoint_config(ck), 1, 0, &p));
+    lr_weights *w = NULL;
+    TU_ASSERT_STATUS(lr_weights_build(ck, p, LR_F64, &w), LR_E_NONFINITE);
+    TU_ASSERT_ERROR_HAS("model.safetensors", "model.layers.1.mlp.down_proj.weight", "[3, 5]",
+                        _i == 1 ? "infinite" : "NaN");
+    ck_assert_ptr_null(w);
+    lr_plan_free(p);
+    lr_checkpoint_close(ck);
+    tu_model_free(m);
+    tu_tmpdir_free(dir);
+}
+END_TEST
+
 static Suite *plan_suite(void) {
     Suite *s = suite_create("plan");
     TCase *tc = tcase_create("checkpoint");
@@ -939,6 +967,7 @@ static Suite *plan_suite(void) {
     tcase_add_test(tc, load_tolerated_extras);
     tcase_add_loop_test(tc, bad_checkpoint, 0, (int)N_ELEMS(bad_ckpts));
     tcase_add_test(tc, bad_dtype_tensor);
+    tcase_add_loop_test(tc, nonfinite_weight_refused, 0, 3);
     tcase_add_test(tc, index_points_to_missing_tensor);
     tcase_add_test(tc, index_omits_tensor);
     tcase_add_test(tc, tensor_in_two_shards);
