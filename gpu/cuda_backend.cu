@@ -722,10 +722,44 @@ static int layer_forward(gpu_model *m, int64_t l, int64_t T, gpu_kv *kv, const l
     return LR_OK;
 }
 
+/* Layer isolation (see lr_inject_fn): layer 0 takes the supplied stream as its embedding;
+ * later layers and the final norm as the float32 residual, with a zero hidden. */
+static int inject_stream(gpu_model *m, const lr_observer *inj, int64_t l, int64_t T) {
+    char name[64];
+    if (l == 0)
+        snprintf(name, sizeof name, "model.embed_tokens");
+    else
+        snprintf(name, sizeof name, "model.layers.%lld", (long long)(l - 1));
+    const lr_tensor *t = inj->inject(inj->user, name);
+    int64_t n = T * m->cfg.hidden_size;
+    if (!t || lr_tensor_numel(t) != n) return LR_OK;
+    float *host = (float *)malloc((size_t)n * sizeof(float));
+    if (!host) return lr_fail(LR_E_NOMEM, "cuda: out of memory");
+    lr_convert(host, LR_F32, t->data, t->dtype, (size_t)n);
+    int rc = LR_OK;
+    for (int i = 0; i < m->nrep && rc == LR_OK; i++) {
+        gpu_replica *p = &m->reps[i];
+        gpu_rank *rk = &m->ranks[m->nrep > 1 ? i : 0];
+        cudaSetDevice(rk->device);
+        float *dst = l == 0 ? p->scratch : p->residual;
+        if (cudaMemcpyAsync(dst, host, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, rk->stream) != cudaSuccess)
+            rc = lr_fail(LR_E_DEVICE, "cuda: uploading the injected %s failed", name);
+        else if (l == 0)
+            rc = lr_gpu_convert(p->hidden, m->dt, p->scratch, LR_F32, n, rk->stream);
+        else if (cudaMemsetAsync(p->hidden, 0, (size_t)n * lr_dtype_size(m->dt), rk->stream) != cudaSuccess)
+            rc = lr_fail(LR_E_DEVICE, "cuda: clearing the hidden states failed");
+        if (rc == LR_OK && cudaStreamSynchronize(rk->stream) != cudaSuccess)
+            rc = lr_fail(LR_E_DEVICE, "cuda: injecting %s failed", name);
+    }
+    free(host);
+    return rc;
+}
+
 static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans, void *kvp,
                         const lr_observer *obs, lr_tensor *hidden) {
     gpu_model *m = (gpu_model *)impl;
     gpu_kv *kv = (gpu_kv *)kvp;
+    const lr_observer *inject = obs && obs->inject ? obs : NULL;
     if (obs && !obs->on_stage) obs = NULL;
     int64_t T = b->num_tokens, H = m->cfg.hidden_size;
     TRY(ensure_buffers(m, T, b->num_seqs, kv->max_blocks));
@@ -741,7 +775,10 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
     }
     TRY(all_reduce(m, T));
     if (obs) TRY(emit(m, obs, m->reps[0].hidden, m->dt, T, H, "model.embed_tokens", 0));
-    for (int64_t l = 0; l < m->cfg.num_hidden_layers; l++) TRY(layer_forward(m, l, T, kv, &meta, obs));
+    for (int64_t l = 0; l <= m->cfg.num_hidden_layers; l++) {
+        if (inject) TRY(inject_stream(m, inject, l, T));
+        if (l < m->cfg.num_hidden_layers) TRY(layer_forward(m, l, T, kv, &meta, obs));
+    }
     for (int i = 0; i < m->nrep; i++) {
         gpu_replica *p = &m->reps[i];
         gpu_rank *rk = &m->ranks[m->nrep > 1 ? i : 0];

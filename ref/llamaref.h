@@ -254,9 +254,15 @@ typedef struct {
 /* Called once per stage per forward, stage names as in the fixture spec, the tensor
  * whole (gathered over tp ranks), valid only during the call. */
 typedef void (*lr_stage_fn)(void *user, const char *stage, const lr_tensor *t);
+/* Layer isolation: asked before each decoder layer for the residual stream entering it
+ * (stage "model.embed_tokens" for layer 0, "model.layers.{i-1}" for layer i, and
+ * "model.layers.{L-1}" before the final norm); a (T, hidden) tensor of any float dtype
+ * replaces the computed one, NULL keeps it. */
+typedef const lr_tensor *(*lr_inject_fn)(void *user, const char *stage);
 typedef struct {
-    lr_stage_fn on_stage;
+    lr_stage_fn on_stage; /* optional */
     void *user;
+    lr_inject_fn inject;  /* optional */
 } lr_observer;
 
 typedef struct {

@@ -254,6 +254,37 @@ START_TEST(runs_repeat_bitwise) {
 }
 END_TEST
 
+/* Layer isolation on the GPU: every layer fed the golden residual stream still passes
+ * every stage (its own error only). */
+static const lr_tensor *inject_golden(void *user, const char *stage) {
+    const lr_st_entry *e = lr_fixture_stage((const lr_fixture *)((void **)user)[1], stage);
+    return e ? &e->t : NULL;
+}
+static void record_fwd(void *user, const char *stage, const lr_tensor *t) {
+    lr_observer *rec = ((void **)user)[0];
+    rec->on_stage(rec->user, stage, t);
+}
+
+START_TEST(isolated_layers_match_golden) {
+    loaded L = load_case(&cases[_i]);
+    lr_model *m = make_model(L.ck, LR_BF16, 2, NULL);
+    lr_recorder *rec;
+    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
+    lr_observer inner = lr_recorder_observer(rec);
+    void *ctx[2] = {&inner, L.fx};
+    lr_observer obs = {.on_stage = record_fwd, .user = ctx, .inject = inject_golden};
+    lr_tensor h, lg;
+    ck_assert_msg(lr_model_forward(m, lr_fixture_batch(L.fx), NULL, &obs, &h) == LR_OK, "%s", lr_last_error());
+    ck_assert_msg(lr_model_compute_logits(m, &h, &obs, &lg) == LR_OK, "%s", lr_last_error());
+    char what[128];
+    snprintf(what, sizeof what, "%s bf16 tp 2 isolated", cases[_i].fixture);
+    expect_golden(&L, rec, LR_BF16, what);
+    lr_recorder_free(rec);
+    lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
 START_TEST(bad_options_are_refused) {
     loaded L = load_case(&cases[0]);
     lr_options o;
@@ -285,6 +316,7 @@ int main(void) {
     tcase_add_loop_test(tc, decode_after_prefill_matches_golden, 0, N_CASES * N_PREC);
     tcase_add_loop_test(tc, every_kernel_variant_at_model_level, 0, (int)lr_gpu_variant_count());
     tcase_add_test(tc, runs_repeat_bitwise);
+    tcase_add_loop_test(tc, isolated_layers_match_golden, 0, N_CASES);
     tcase_add_test(tc, bad_options_are_refused);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);

@@ -146,7 +146,12 @@ EOF2
     plant "$tensor" "$scale"
     expect 1 "planted x$scale in $tensor" -- "$LD" check -m "$TMP/planted" -f "$F" --json
     json_ok "d['first_divergence'] == '$stage' and d['drill_down']['stage'] == '$stage'"
+    # Isolated, only the planted layer diverges: the layers after it get golden inputs.
+    expect 1 "planted x$scale in $tensor, --isolate" -- "$LD" check -m "$TMP/planted" -f "$F" --isolate --json
+    layer=$(echo "$stage" | cut -d. -f1-3)
+    json_ok "d['isolate'] and d['first_divergence'] == '$stage' and all(s['name'].startswith('$layer.') or s['name'] == '$layer' for s in d['stages'] if not s['pass'])"
 done
+expect 0 "--isolate on the unperturbed model agrees" -- "$LD" check -m "$M" -f "$F" --isolate -p f32
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

@@ -27,7 +27,7 @@ typedef struct {
     const char *cmd;
     const char *model, *fixture, *tokens, *out;
     lr_options opt;
-    bool json, force, color, precision_given;
+    bool json, force, color, precision_given, isolate;
     char kernels[512]; /* --kernel family=name, comma-joined */
     const char *spec_a, *spec_b; /* backends --a, --b */
     const char *pos[2];          /* compare A B */
@@ -76,6 +76,8 @@ static void usage(FILE *fp) {
           "                           present, else all ranks on one GPU; 1 forces one GPU)\n"
           "  -k, --kernel FAM=NAME    cuda: kernel variant for an op family (repeatable)\n"
           "      --a, --b SPEC        backends: cpu:f64, cpu:f32, cuda:bf16, cuda:fp16, cuda:fp32\n"
+          "      --isolate            check: feed every layer the fixture's input to it, so each\n"
+          "                           layer's own error shows, not the error it inherits\n"
           "      --json               print one JSON document instead of text\n"
           "      --force              let dump replace an existing output file\n"
           "  -h, --help               this help\n"
@@ -119,7 +121,7 @@ static const char *precision_name(lr_dtype d) {
 }
 
 static int parse_args(int argc, char **argv, args *a) {
-    enum { OPT_TP = 256, OPT_THREADS, OPT_JSON, OPT_FORCE, OPT_DEVICES, OPT_A, OPT_B };
+    enum { OPT_TP = 256, OPT_THREADS, OPT_JSON, OPT_FORCE, OPT_DEVICES, OPT_A, OPT_B, OPT_ISOLATE };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'},   {"fixture", required_argument, NULL, 'f'},
         {"tokens", required_argument, NULL, 't'},  {"out", required_argument, NULL, 'o'},
@@ -129,6 +131,7 @@ static int parse_args(int argc, char **argv, args *a) {
         {"help", no_argument, NULL, 'h'},          {"version", no_argument, NULL, 'V'},
         {"kernel", required_argument, NULL, 'k'},  {"devices", required_argument, NULL, OPT_DEVICES},
         {"a", required_argument, NULL, OPT_A},     {"b", required_argument, NULL, OPT_B},
+        {"isolate", no_argument, NULL, OPT_ISOLATE},
         {NULL, 0, NULL, 0},
     };
     lr_options_init(&a->opt);
@@ -163,6 +166,7 @@ static int parse_args(int argc, char **argv, args *a) {
             break;
         }
         case OPT_A: a->spec_a = optarg; break;
+        case OPT_ISOLATE: a->isolate = true; break;
         case OPT_B: a->spec_b = optarg; break;
         case OPT_DEVICES:
             if (parse_int(optarg, "--devices", 1, 64, &a->opt.num_devices)) return EXIT_BAD;
@@ -341,12 +345,31 @@ static int cmd_info(const args *a) {
 
 /* ---- running a model ------------------------------------------------------------------ */
 
+/* Observer of a run: records every stage; with isolate, feeds each layer the
+ * reference's residual stream from a fixture. */
+typedef struct {
+    lr_observer rec;
+    const lr_fixture *isolate;
+} run_ctx;
+
+static void run_on_stage(void *user, const char *stage, const lr_tensor *t) {
+    run_ctx *c = user;
+    c->rec.on_stage(c->rec.user, stage, t);
+}
+
+static const lr_tensor *run_inject(void *user, const char *stage) {
+    const lr_st_entry *e = lr_fixture_stage(((run_ctx *)user)->isolate, stage);
+    return e ? &e->t : NULL;
+}
+
 /* Runs the backend on a batch and records every stage, logits included. */
-static int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec) {
+static int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,
+                     const lr_fixture *isolate) {
     lr_model *m;
     int rc = lr_model_create(ck, &a->opt, &m);
     if (rc) return lib_fail(rc);
-    lr_observer obs = lr_recorder_observer(rec);
+    run_ctx ctx = {lr_recorder_observer(rec), isolate};
+    lr_observer obs = {.on_stage = run_on_stage, .user = &ctx, .inject = isolate ? run_inject : NULL};
     lr_tensor hidden, logits;
     rc = lr_model_forward(m, b, NULL, &obs, &hidden);
     if (rc == LR_OK) rc = lr_model_compute_logits(m, &hidden, &obs, &logits);
@@ -354,7 +377,6 @@ static int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, 
     lr_model_free(m);
     return rc ? lib_fail(rc) : 0;
 }
-
 
 /* ---- comparison report (check, compare, backends) ------------------------------------- */
 
@@ -518,11 +540,12 @@ static int cmd_check(const args *a) {
         status = lib_fail(rc);
         goto out;
     }
-    snprintf(test_label, sizeof test_label, "%s on %s, backend %s, precision %s, tp %d", a->model,
-             a->fixture, a->opt.backend, precision_name(a->opt.precision), a->opt.tp_size);
+    snprintf(test_label, sizeof test_label, "%s on %s, backend %s, precision %s, tp %d%s", a->model,
+             a->fixture, a->opt.backend, precision_name(a->opt.precision), a->opt.tp_size,
+             a->isolate ? ", layers isolated" : "");
     const char *cd = lr_fixture_metadata(fx, "compute_dtype"), *gen = lr_fixture_metadata(fx, "generator");
     snprintf(ref_label, sizeof ref_label, "%s (%s, %s)", a->fixture, cd ? cd : "?", gen ? gen : "unknown generator");
-    if ((status = run_model(a, ck, lr_fixture_batch(fx), rec))) goto out;
+    if ((status = run_model(a, ck, lr_fixture_batch(fx), rec, a->isolate ? fx : NULL))) goto out;
     /* In the order the backend reported, which is the order of the forward. */
     for (size_t i = 0; i < lr_recorder_count(rec); i++) {
         const lr_st_entry *gold = lr_fixture_stage(fx, lr_recorder_name(rec, i));
@@ -534,8 +557,8 @@ static int cmd_check(const args *a) {
                      lr_fixture_stage_count(fx), r.n);
         goto out;
     }
-    json_t *extra = json_pack("{s:s, s:s, s:s, s:i}", "model", a->model, "fixture", a->fixture, "backend",
-                              a->opt.backend, "tp", a->opt.tp_size);
+    json_t *extra = json_pack("{s:s, s:s, s:s, s:i, s:b}", "model", a->model, "fixture", a->fixture, "backend",
+                              a->opt.backend, "tp", a->opt.tp_size, "isolate", a->isolate);
     status = report_finish(a, &r, extra);
     json_decref(extra);
 out:
@@ -692,7 +715,7 @@ static int cmd_backends(const args *a, const char *spec_a, const char *spec_b, c
     args aa = *a, ab = *a;
     aa.opt = oa;
     ab.opt = ob;
-    if ((status = run_model(&aa, ck, b, ra)) || (status = run_model(&ab, ck, b, rb))) goto out;
+    if ((status = run_model(&aa, ck, b, ra, NULL)) || (status = run_model(&ab, ck, b, rb, NULL))) goto out;
     for (size_t i = 0; i < lr_recorder_count(rb); i++) {
         const lr_tensor *x = lr_recorder_at(rb, i), *y = lr_recorder_find(ra, lr_recorder_name(rb, i));
         if (y && (status = report_add(&r, lr_recorder_name(rb, i), x, y))) goto out;
@@ -802,7 +825,7 @@ static int cmd_dump(const args *a) {
         status = lib_fail(rc);
         goto out;
     }
-    if ((status = run_model(a, ck, &b, rec))) goto out;
+    if ((status = run_model(a, ck, &b, rec, NULL))) goto out;
 
     lr_tensor in_ids = {.dtype = LR_I64, .ndim = 1, .shape = {b.num_tokens}, .data = b.input_ids};
     lr_tensor in_pos = {.dtype = LR_I64, .ndim = 1, .shape = {b.num_tokens}, .data = b.positions};

@@ -188,8 +188,25 @@ static void R(llama_decoder_layer)(cpu_model *m, int64_t l, const lr_batch *b, c
 }
 
 /* LlamaModel.forward: input_ids -> final hidden states out (T, H). */
+/* Layer isolation: the residual stream entering layer l (or the final norm) replaced by
+ * the one the caller supplies. Layer 0 takes it as the embedding; later layers as the
+ * residual, with a zero hidden, so that the fused add reproduces it exactly. */
+static void R(inject_stream)(const lr_observer *inj, int64_t l, int64_t T, int64_t H, R(work) *w) {
+    char name[64];
+    if (l == 0)
+        snprintf(name, sizeof name, "model.embed_tokens");
+    else
+        snprintf(name, sizeof name, "model.layers.%lld", (long long)(l - 1));
+    const lr_tensor *t = inj->inject(inj->user, name);
+    if (!t || lr_tensor_numel(t) != T * H) return;
+    real *dst = l == 0 ? w->hidden : w->residual;
+    lr_convert(dst, LR_REAL_DTYPE, t->data, t->dtype, (size_t)(T * H));
+    if (l > 0) memset(w->hidden, 0, (size_t)(T * H) * sizeof(real));
+}
+
 int R(cpu_forward)(cpu_model *m, const lr_batch *b, const cpu_seq *seqs, cpu_kv *kv,
                    const lr_observer *obs, real *out) {
+    const lr_observer *inject = obs && obs->inject ? obs : NULL;
     if (obs && !obs->on_stage) obs = NULL;
     const lr_config *c = &m->cfg;
     int64_t T = b->num_tokens, H = c->hidden_size, max_len = 0, max_keys = 0;
@@ -211,7 +228,10 @@ int R(cpu_forward)(cpu_model *m, const lr_batch *b, const cpu_seq *seqs, cpu_kv 
     R(all_reduce)(w.hidden, w.part, m->tp, T * H);
     if (obs) R(emit)(obs, w.hidden, T, H, "model.embed_tokens");
 
-    for (int64_t l = 0; l < c->num_hidden_layers; l++) R(llama_decoder_layer)(m, l, b, seqs, kv, &w, obs);
+    for (int64_t l = 0; l <= c->num_hidden_layers; l++) {
+        if (inject) R(inject_stream)(inject, l, T, H, &w);
+        if (l < c->num_hidden_layers) R(llama_decoder_layer)(m, l, b, seqs, kv, &w, obs);
+    }
 
     R(lr_ref_fused_add_rms_norm)(out, w.residual, w.hidden, m->ranks[0].norm, T, H, c->rms_norm_eps);
     if (obs) R(emit)(obs, out, T, H, "model.norm");
