@@ -44,6 +44,7 @@ expect 0 "default check" -- env LR_FIXTURES="$FX" "$LD"
 grep -q "48 stages: 48 agree, 0 diverge" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: default summary"; }
 expect 0 "check --json" -- "$LD" check -m "$M" -f "$F" --json
 json_ok 'd["result"] == "agree" and d["failed"] == 0 and len(d["stages"]) == 48 and d["first_divergence"] is None'
+json_ok 'd["logits"]["tokens"] == 24 and d["logits"]["top1_agreement"] == 1.0 and d["logits"]["topk_overlap"] == 1.0 and abs(d["logits"]["kl_mean"]) < 1e-12'
 expect 0 "check f32 tp 4" -- "$LD" check -m "$M" -f "$F" -p f32 --tp 4 --json
 json_ok 'all(s["pass"] and s["tolerance"] == 1e-06 for s in d["stages"])'
 expect 0 "info --json tp 2" -- "$LD" info -m "$M" --tp 2 --json

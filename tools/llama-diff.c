@@ -397,7 +397,80 @@ typedef struct {
     stage_result *res;
     size_t n, cap, failed;
     const stage_result *first;
+    bool have_logits; /* the logits as users see them, when lm_head was compared */
+    int64_t tokens, top1_agree, topk;
+    double topk_overlap, kl_mean, kl_max, max_dlogp;
+    int64_t kl_max_token;
 } report;
+
+/* log-softmax of row x (V) into out, in double. */
+static void log_softmax(const lr_tensor *t, int64_t row, int64_t V, double *out) {
+    double mx = -INFINITY, sum = 0;
+    for (int64_t v = 0; v < V; v++) {
+        out[v] = lr_tensor_get(t, row * V + v);
+        mx = out[v] > mx ? out[v] : mx;
+    }
+    for (int64_t v = 0; v < V; v++) sum += exp(out[v] - mx);
+    double lse = mx + log(sum);
+    for (int64_t v = 0; v < V; v++) out[v] -= lse;
+}
+
+/* Indices of the k largest entries of x (V), by insertion; k is small. */
+static void top_k(const double *x, int64_t V, int64_t k, int64_t *idx) {
+    for (int64_t i = 0; i < k; i++) idx[i] = -1;
+    for (int64_t v = 0; v < V; v++) {
+        int64_t j = k;
+        while (j > 0 && (idx[j - 1] < 0 || x[v] > x[idx[j - 1]])) j--;
+        if (j == k) continue;
+        for (int64_t m = k - 1; m > j; m--) idx[m] = idx[m - 1];
+        idx[j] = v;
+    }
+}
+
+/* Per token: top-1 agreement, top-k overlap, KL(reference || test) of the softmaxes,
+ * and the largest |difference of log-probabilities|; summarised over tokens. */
+static int logits_metrics(report *r, const lr_tensor *test, const lr_tensor *ref) {
+    if (test->ndim != 2 || ref->ndim != 2 || test->shape[0] != ref->shape[0] || test->shape[1] != ref->shape[1])
+        return 0;
+    int64_t T = ref->shape[0], V = ref->shape[1], k = V < 5 ? V : 5;
+    double *lp = malloc((size_t)V * sizeof *lp), *lq = malloc((size_t)V * sizeof *lq);
+    if (!lp || !lq) {
+        free(lp);
+        free(lq);
+        return bad("out of memory");
+    }
+    r->have_logits = true;
+    r->tokens = T;
+    r->topk = k;
+    r->top1_agree = 0;
+    r->topk_overlap = r->kl_mean = r->kl_max = r->max_dlogp = 0;
+    for (int64_t t = 0; t < T; t++) {
+        log_softmax(test, t, V, lp);
+        log_softmax(ref, t, V, lq);
+        int64_t ip[5], iq[5], common = 0;
+        top_k(lp, V, k, ip);
+        top_k(lq, V, k, iq);
+        r->top1_agree += ip[0] == iq[0];
+        for (int64_t i = 0; i < k; i++)
+            for (int64_t j = 0; j < k; j++) common += ip[i] == iq[j];
+        r->topk_overlap += (double)common / (double)k;
+        double kl = 0;
+        for (int64_t v = 0; v < V; v++) {
+            kl += exp(lq[v]) * (lq[v] - lp[v]);
+            double d = fabs(lp[v] - lq[v]);
+            r->max_dlogp = d > r->max_dlogp || !isfinite(d) ? d : r->max_dlogp;
+        }
+        r->kl_mean += kl / (double)T;
+        if (kl > r->kl_max || t == 0) {
+            r->kl_max = kl;
+            r->kl_max_token = t;
+        }
+    }
+    r->topk_overlap /= (double)T;
+    free(lp);
+    free(lq);
+    return 0;
+}
 
 static int report_add(report *r, const char *name, const lr_tensor *test, const lr_tensor *ref) {
     if (r->n == r->cap) {
@@ -418,7 +491,7 @@ static int report_add(report *r, const char *name, const lr_tensor *test, const 
     x->tol = lr_tolerance(x->kind, r->precision);
     x->pass = lr_metrics_pass(&x->m, x->tol);
     r->failed += !x->pass;
-    return 0;
+    return strcmp(name, "lm_head") == 0 ? logits_metrics(r, test, ref) : 0;
 }
 
 static void report_free(report *r) {
@@ -489,6 +562,13 @@ static int report_finish(const args *a, report *r, json_t *extra) {
                                                    isfinite(jump) ? jump : -1.0)
                                        : json_null(),
                                  "result", r->failed ? "diverge" : "agree");
+        if (r->have_logits)
+            json_object_set_new(root, "logits",
+                                json_pack("{s:I, s:f, s:I, s:f, s:f, s:f, s:I, s:f}", "tokens", (json_int_t)r->tokens,
+                                          "top1_agreement", (double)r->top1_agree / (double)r->tokens, "k",
+                                          (json_int_t)r->topk, "topk_overlap", r->topk_overlap, "kl_mean", r->kl_mean,
+                                          "kl_max", r->kl_max, "kl_max_token", (json_int_t)r->kl_max_token,
+                                          "max_abs_delta_logprob", r->max_dlogp));
         if (extra) json_object_update(root, extra);
         json_dumpf(root, stdout, JSON_INDENT(2));
         fputc('\n', stdout);
@@ -516,6 +596,11 @@ static int report_finish(const args *a, report *r, json_t *extra) {
     printf("\n%zu stages: %zu agree, %zu diverge", r->n, r->n - r->failed, r->failed);
     if (r->first) printf("; first divergence at %s", r->first->name);
     printf("\n");
+    if (r->have_logits)
+        printf("logits as users see them: top-1 agrees on %lld/%lld tokens, top-%lld overlap %.3f, "
+               "KL(ref||test) mean %.3g max %.3g (token %lld), max |d log-prob| %.3g\n",
+               (long long)r->top1_agree, (long long)r->tokens, (long long)r->topk, r->topk_overlap, r->kl_mean,
+               r->kl_max, (long long)r->kl_max_token, r->max_dlogp);
     if (cause && isfinite(jump))
         printf("drill-down: within %s the error jumps most at %s (x%.3g over the stage before)\n",
                layer_of(r->first->name) >= 0 ? "that layer" : "the model", cause->name, jump);
