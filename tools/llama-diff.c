@@ -28,6 +28,7 @@ typedef struct {
     const char *model, *fixture, *tokens, *out;
     lr_options opt;
     bool json, force, color, precision_given, isolate;
+    int decode; /* check --decode K */
     char kernels[512]; /* --kernel family=name, comma-joined */
     const char *spec_a, *spec_b; /* backends --a, --b */
     const char *pos[2];          /* compare A B */
@@ -76,6 +77,8 @@ static void usage(FILE *fp) {
           "                           present, else all ranks on one GPU; 1 forces one GPU)\n"
           "  -k, --kernel FAM=NAME    cuda: kernel variant for an op family (repeatable)\n"
           "      --a, --b SPEC        backends: cpu:f64, cpu:f32, cuda:bf16, cuda:fp16, cuda:fp32\n"
+          "      --decode K           check: prefill all but K tokens of each sequence, then K\n"
+          "                           single-token steps through the KV cache, each compared\n"
           "      --isolate            check: feed every layer the fixture's input to it, so each\n"
           "                           layer's own error shows, not the error it inherits\n"
           "      --json               print one JSON document instead of text\n"
@@ -121,7 +124,7 @@ static const char *precision_name(lr_dtype d) {
 }
 
 static int parse_args(int argc, char **argv, args *a) {
-    enum { OPT_TP = 256, OPT_THREADS, OPT_JSON, OPT_FORCE, OPT_DEVICES, OPT_A, OPT_B, OPT_ISOLATE };
+    enum { OPT_TP = 256, OPT_THREADS, OPT_JSON, OPT_FORCE, OPT_DEVICES, OPT_A, OPT_B, OPT_ISOLATE, OPT_DECODE };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'},   {"fixture", required_argument, NULL, 'f'},
         {"tokens", required_argument, NULL, 't'},  {"out", required_argument, NULL, 'o'},
@@ -131,7 +134,7 @@ static int parse_args(int argc, char **argv, args *a) {
         {"help", no_argument, NULL, 'h'},          {"version", no_argument, NULL, 'V'},
         {"kernel", required_argument, NULL, 'k'},  {"devices", required_argument, NULL, OPT_DEVICES},
         {"a", required_argument, NULL, OPT_A},     {"b", required_argument, NULL, OPT_B},
-        {"isolate", no_argument, NULL, OPT_ISOLATE},
+        {"isolate", no_argument, NULL, OPT_ISOLATE}, {"decode", required_argument, NULL, OPT_DECODE},
         {NULL, 0, NULL, 0},
     };
     lr_options_init(&a->opt);
@@ -167,6 +170,9 @@ static int parse_args(int argc, char **argv, args *a) {
         }
         case OPT_A: a->spec_a = optarg; break;
         case OPT_ISOLATE: a->isolate = true; break;
+        case OPT_DECODE:
+            if (parse_int(optarg, "--decode", 1, 1 << 20, &a->decode)) return EXIT_BAD;
+            break;
         case OPT_B: a->spec_b = optarg; break;
         case OPT_DEVICES:
             if (parse_int(optarg, "--devices", 1, 64, &a->opt.num_devices)) return EXIT_BAD;
@@ -199,6 +205,7 @@ static int parse_args(int argc, char **argv, args *a) {
         return bad("--precision: %s needs --backend cuda (cpu computes in f64 or f32)", precision_name(a->opt.precision));
     if (cuda && a->opt.precision == LR_F64)
         return bad("--precision: f64 is for --backend cpu (cuda computes in bf16, fp16 or fp32)");
+    if (a->decode && a->isolate) return bad("--decode and --isolate: choose one");
     if (!cuda && (a->opt.kernels || a->opt.num_devices))
         return bad("%s: needs --backend cuda", a->opt.kernels ? "--kernel" : "--devices");
     return 0;
@@ -376,6 +383,138 @@ static int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, 
     if (rc == LR_OK) rc = lr_recorder_status(rec);
     lr_model_free(m);
     return rc ? lib_fail(rc) : 0;
+}
+
+/* Decode: prefill all but the last K tokens of every sequence (at least one), then K
+ * single-token steps through the KV cache with every sequence in one batch. Each step's
+ * rows are compared with the fixture's (a line per step); the rows are also put back in
+ * the prompt's layout and handed to rec, so the stage table covers the decoded run. */
+typedef struct {
+    char *name;
+    int64_t width;
+    double *rows; /* (T, width) */
+} assembled;
+
+static int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, lr_recorder *rec,
+                      json_t **steps_out) {
+    const lr_batch *full = lr_fixture_batch(fx);
+    int64_t B = full->num_seqs, T = full->num_tokens;
+    int64_t *lens = calloc((size_t)B, sizeof *lens), *starts = calloc((size_t)B, sizeof *starts),
+            *done = calloc((size_t)B, sizeof *done), *bl = calloc((size_t)B, sizeof *bl),
+            *bid = calloc((size_t)B, sizeof *bid), *brow = calloc((size_t)B, sizeof *brow),
+            *at = calloc((size_t)B, sizeof *at), *ids = calloc((size_t)T, sizeof *ids),
+            *pos = calloc((size_t)T, sizeof *pos);
+    size_t nst = lr_fixture_stage_count(fx);
+    assembled *as = calloc(nst + 1, sizeof *as);
+    lr_model *m = NULL;
+    lr_kv_cache *kv = NULL;
+    lr_recorder *step = NULL;
+    json_t *steps = json_array();
+    int status = 0, rc;
+    size_t nas = 0;
+    if (!lens || !starts || !done || !bl || !bid || !brow || !at || !ids || !pos || !as || !steps) {
+        status = bad("out of memory");
+        goto out;
+    }
+    int64_t longest = 0;
+    for (int64_t s = 0, off = 0; s < B; s++) {
+        lens[s] = full->seq_lens ? full->seq_lens[s] : T;
+        starts[s] = off;
+        off += lens[s];
+        done[s] = lens[s] - a->decode > 1 ? lens[s] - a->decode : 1;
+        longest = lens[s] > longest ? lens[s] : longest;
+    }
+    if ((rc = lr_model_create(ck, &a->opt, &m)) || (rc = lr_kv_cache_create(m, B, longest, &kv)) ||
+        (rc = lr_recorder_create(&step))) {
+        status = lib_fail(rc);
+        goto out;
+    }
+    for (int round = 0;; round++) {
+        int64_t nb = 0, n_tok = 0;
+        for (int64_t s = 0; s < B; s++) {
+            int64_t from = round == 0 ? 0 : done[s], n = round == 0 ? done[s] : (done[s] < lens[s]);
+            if (n == 0) continue;
+            for (int64_t j = 0; j < n; j++) {
+                ids[n_tok + j] = full->input_ids[starts[s] + from + j];
+                pos[n_tok + j] = full->positions[starts[s] + from + j];
+            }
+            bl[nb] = n, bid[nb] = s, brow[nb] = starts[s] + from, at[nb] = n_tok;
+            nb++;
+            n_tok += n;
+            if (round > 0) done[s]++;
+        }
+        if (nb == 0) break;
+        lr_batch b = {.input_ids = ids, .positions = pos, .seq_lens = bl, .seq_ids = bid, .num_tokens = n_tok,
+                      .num_seqs = nb};
+        lr_recorder_clear(step);
+        lr_observer obs = lr_recorder_observer(step);
+        lr_tensor h, lg;
+        if ((rc = lr_model_forward(m, &b, kv, &obs, &h)) || (rc = lr_model_compute_logits(m, &h, &obs, &lg)) ||
+            (rc = lr_recorder_status(step))) {
+            status = lib_fail(rc);
+            goto out;
+        }
+        double worst = 0, logits_err = 0;
+        const char *worst_name = "";
+        for (size_t i = 0; i < lr_recorder_count(step); i++) {
+            const char *name = lr_recorder_name(step, i);
+            const lr_st_entry *g = lr_fixture_stage(fx, name);
+            if (!g) continue;
+            const lr_tensor *got = lr_recorder_at(step, i);
+            int64_t w = g->t.shape[1];
+            size_t k = 0;
+            while (k < nas && strcmp(as[k].name, name) != 0) k++;
+            if (k == nas) {
+                if (!(as[k].name = strdup(name)) || !(as[k].rows = calloc((size_t)(T * w), sizeof(double)))) {
+                    status = bad("out of memory");
+                    goto out;
+                }
+                as[k].width = w;
+                nas++;
+            }
+            /* The step's rows against the fixture's rows, sequence by sequence. */
+            double dd = 0, bb = 0;
+            for (int64_t q = 0; q < nb; q++) {
+                memcpy(as[k].rows + brow[q] * w, (const double *)got->data + at[q] * w, (size_t)(bl[q] * w) * sizeof(double));
+                for (int64_t e = 0; e < bl[q] * w; e++) {
+                    double x = ((const double *)got->data)[at[q] * w + e], y = lr_tensor_get(&g->t, brow[q] * w + e);
+                    dd += (x - y) * (x - y);
+                    bb += y * y;
+                }
+            }
+            double rel = bb > 0 ? sqrt(dd / bb) : sqrt(dd);
+            double share = rel / lr_tolerance(lr_stage_kind_of(name), a->opt.precision);
+            if (!(share <= worst)) worst = share, worst_name = g->name;
+            if (strcmp(name, "lm_head") == 0) logits_err = rel;
+        }
+        json_array_append_new(steps, json_pack("{s:i, s:s, s:I, s:f, s:s, s:f}", "step", round, "kind",
+                                               round == 0 ? "prefill" : "decode", "tokens", (json_int_t)n_tok,
+                                               "lm_head_rel_l2", logits_err, "worst_stage", worst_name,
+                                               "worst_budget_used", isfinite(worst) ? worst : -1.0));
+        if (!a->json)
+            fprintf(stdout, "%s %3d: %3lld tokens, logits rel_l2 %.2e, worst stage %s at %.1f%% of its budget\n",
+                    round == 0 ? "prefill" : "decode ", round, (long long)n_tok, logits_err, worst_name, 100 * worst);
+    }
+    if (!a->json) fputc('\n', stdout);
+    lr_observer obs = lr_recorder_observer(rec);
+    for (size_t k = 0; k < nas; k++) {
+        lr_tensor t = {.dtype = LR_F64, .ndim = 2, .shape = {T, as[k].width}, .data = as[k].rows};
+        obs.on_stage(obs.user, as[k].name, &t);
+    }
+    *steps_out = steps;
+    steps = NULL;
+out:
+    for (size_t k = 0; as && k < nas; k++) {
+        free(as[k].name);
+        free(as[k].rows);
+    }
+    free(as);
+    json_decref(steps);
+    lr_recorder_free(step);
+    lr_kv_cache_free(kv);
+    lr_model_free(m);
+    free(lens), free(starts), free(done), free(bl), free(bid), free(brow), free(at), free(ids), free(pos);
+    return status;
 }
 
 /* ---- comparison report (check, compare, backends) ------------------------------------- */
@@ -625,12 +764,19 @@ static int cmd_check(const args *a) {
         status = lib_fail(rc);
         goto out;
     }
-    snprintf(test_label, sizeof test_label, "%s on %s, backend %s, precision %s, tp %d%s", a->model,
+    char decode_note[48] = "";
+    if (a->decode) snprintf(decode_note, sizeof decode_note, ", last %d tokens decoded one by one", a->decode);
+    snprintf(test_label, sizeof test_label, "%s on %s, backend %s, precision %s, tp %d%s%s", a->model,
              a->fixture, a->opt.backend, precision_name(a->opt.precision), a->opt.tp_size,
-             a->isolate ? ", layers isolated" : "");
+             a->isolate ? ", layers isolated" : "", decode_note);
     const char *cd = lr_fixture_metadata(fx, "compute_dtype"), *gen = lr_fixture_metadata(fx, "generator");
     snprintf(ref_label, sizeof ref_label, "%s (%s, %s)", a->fixture, cd ? cd : "?", gen ? gen : "unknown generator");
-    if ((status = run_model(a, ck, lr_fixture_batch(fx), rec, a->isolate ? fx : NULL))) goto out;
+    json_t *decode_steps = NULL;
+    if (a->decode > 0)
+        status = run_decode(a, ck, fx, rec, &decode_steps);
+    else
+        status = run_model(a, ck, lr_fixture_batch(fx), rec, a->isolate ? fx : NULL);
+    if (status) goto out;
     /* In the order the backend reported, which is the order of the forward. */
     for (size_t i = 0; i < lr_recorder_count(rec); i++) {
         const lr_st_entry *gold = lr_fixture_stage(fx, lr_recorder_name(rec, i));
@@ -644,6 +790,7 @@ static int cmd_check(const args *a) {
     }
     json_t *extra = json_pack("{s:s, s:s, s:s, s:i, s:b}", "model", a->model, "fixture", a->fixture, "backend",
                               a->opt.backend, "tp", a->opt.tp_size, "isolate", a->isolate);
+    if (decode_steps) json_object_set_new(extra, "decode", decode_steps);
     status = report_finish(a, &r, extra);
     json_decref(extra);
 out:
