@@ -360,7 +360,12 @@ static int cuda_kv_create(void *impl, int64_t max_seqs, int64_t max_len, void **
     c->block_table = (int32_t *)malloc((size_t)nblocks * sizeof *c->block_table);
     c->k = (void **)calloc((size_t)(c->layers * c->tp), sizeof *c->k);
     c->v = (void **)calloc((size_t)(c->layers * c->tp), sizeof *c->v);
-    if (!c->block_table || !c->k || !c->v || nblocks > INT32_MAX) {
+    if (nblocks > INT32_MAX) {
+        cuda_kv_free(c);
+        return lr_fail(LR_E_CAPACITY, "kv cache: %lld slots x %lld tokens need more than 2^31 blocks",
+                       (long long)max_seqs, (long long)max_len);
+    }
+    if (!c->block_table || !c->k || !c->v) {
         cuda_kv_free(c);
         return lr_fail(LR_E_NOMEM, "kv cache: out of memory");
     }
@@ -374,10 +379,14 @@ static int cuda_kv_create(void *impl, int64_t max_seqs, int64_t max_len, void **
         for (int r = 0; r < m->tp; r++) {
             cudaSetDevice(m->ranks[r].device);
             size_t i = (size_t)(l * m->tp + r);
-            if (cudaMalloc(&c->k[i], per) != cudaSuccess || cudaMalloc(&c->v[i], per) != cudaSuccess) {
+            cudaError_t e = cudaMalloc(&c->k[i], per);
+            if (e == cudaSuccess) e = cudaMalloc(&c->v[i], per);
+            if (e != cudaSuccess) {
+                cudaGetLastError(); /* clear the sticky-free allocation error */
                 cuda_kv_free(c);
-                return lr_fail(LR_E_DEVICE, "kv cache: cannot allocate %lld slots x %lld tokens on the GPU",
-                               (long long)max_seqs, (long long)max_len);
+                return lr_fail(LR_E_DEVICE, "kv cache: cannot allocate 2 x %.1f GiB for %lld slots x %lld tokens on GPU %d: %s",
+                               (double)per / (1 << 30), (long long)max_seqs, (long long)max_len, m->ranks[r].device,
+                               cudaGetErrorString(e));
             }
         }
     }

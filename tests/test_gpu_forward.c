@@ -285,6 +285,25 @@ START_TEST(isolated_layers_match_golden) {
 }
 END_TEST
 
+/* More than the card holds is a clear error, and the model still works afterwards. */
+START_TEST(out_of_gpu_memory_is_a_clear_error) {
+    loaded L = load_case(&cases[0]);
+    lr_model *m = make_model(L.ck, LR_BF16, 1, NULL);
+    lr_kv_cache *kv = NULL;
+    /* 2^16 slots x 2^16 tokens: 2^28 blocks of 16 tokens x 2 kv heads x 8 x 2 bytes = 128 GiB per pool */
+    ck_assert_int_eq(lr_kv_cache_create(m, (int64_t)1 << 16, (int64_t)1 << 16, &kv), LR_E_DEVICE);
+    ck_assert_msg(strstr(lr_last_error(), "GiB") != NULL, "%s", lr_last_error());
+    ck_assert_ptr_null(kv);
+    lr_recorder *rec;
+    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
+    run_recorded(m, lr_fixture_batch(L.fx), NULL, rec);
+    expect_golden(&L, rec, LR_BF16, "gqa-f32-batch bf16 after an out-of-memory");
+    lr_recorder_free(rec);
+    lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
 START_TEST(bad_options_are_refused) {
     loaded L = load_case(&cases[0]);
     lr_options o;
@@ -318,6 +337,7 @@ int main(void) {
     tcase_add_test(tc, runs_repeat_bitwise);
     tcase_add_loop_test(tc, isolated_layers_match_golden, 0, N_CASES);
     tcase_add_test(tc, bad_options_are_refused);
+    tcase_add_test(tc, out_of_gpu_memory_is_a_clear_error);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     /* CUDA does not survive fork() once initialised (main already asked for devices). */
