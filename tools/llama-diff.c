@@ -6,6 +6,7 @@
 #endif
 
 #include "llamaref.h"
+#include "report.h"
 
 #include <getopt.h>
 #include <jansson.h>
@@ -25,7 +26,7 @@ enum { EXIT_AGREE = 0, EXIT_DIVERGE = 1, EXIT_BAD = 2 };
 
 typedef struct {
     const char *cmd;
-    const char *model, *fixture, *tokens, *out;
+    const char *model, *fixture, *tokens, *out, *report;
     lr_options opt;
     bool json, force, color, precision_given, isolate;
     int decode; /* check --decode K */
@@ -82,7 +83,9 @@ static void usage(FILE *fp) {
           "      --isolate            check: feed every layer the fixture's input to it, so each\n"
           "                           layer's own error shows, not the error it inherits\n"
           "      --json               print one JSON document instead of text\n"
-          "      --force              let dump replace an existing output file\n"
+          "      --report FILE        check, compare, backends: also write a self-contained HTML\n"
+          "                           report (charts per stage and per layer, table, drill-down)\n"
+          "      --force              let dump or --report replace an existing output file\n"
           "  -h, --help               this help\n"
           "  -V, --version            version\n"
           "\n"
@@ -124,7 +127,7 @@ static const char *precision_name(lr_dtype d) {
 }
 
 static int parse_args(int argc, char **argv, args *a) {
-    enum { OPT_TP = 256, OPT_THREADS, OPT_JSON, OPT_FORCE, OPT_DEVICES, OPT_A, OPT_B, OPT_ISOLATE, OPT_DECODE };
+    enum { OPT_TP = 256, OPT_THREADS, OPT_JSON, OPT_FORCE, OPT_DEVICES, OPT_A, OPT_B, OPT_ISOLATE, OPT_DECODE, OPT_REPORT };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'},   {"fixture", required_argument, NULL, 'f'},
         {"tokens", required_argument, NULL, 't'},  {"out", required_argument, NULL, 'o'},
@@ -135,6 +138,7 @@ static int parse_args(int argc, char **argv, args *a) {
         {"kernel", required_argument, NULL, 'k'},  {"devices", required_argument, NULL, OPT_DEVICES},
         {"a", required_argument, NULL, OPT_A},     {"b", required_argument, NULL, OPT_B},
         {"isolate", no_argument, NULL, OPT_ISOLATE}, {"decode", required_argument, NULL, OPT_DECODE},
+        {"report", required_argument, NULL, OPT_REPORT},
         {NULL, 0, NULL, 0},
     };
     lr_options_init(&a->opt);
@@ -170,6 +174,7 @@ static int parse_args(int argc, char **argv, args *a) {
         }
         case OPT_A: a->spec_a = optarg; break;
         case OPT_ISOLATE: a->isolate = true; break;
+        case OPT_REPORT: a->report = optarg; break;
         case OPT_DECODE:
             if (parse_int(optarg, "--decode", 1, 1 << 20, &a->decode)) return EXIT_BAD;
             break;
@@ -206,6 +211,9 @@ static int parse_args(int argc, char **argv, args *a) {
     if (cuda && a->opt.precision == LR_F64)
         return bad("--precision: f64 is for --backend cpu (cuda computes in bf16, fp16 or fp32)");
     if (a->decode && a->isolate) return bad("--decode and --isolate: choose one");
+    if (a->report && a->cmd && strcmp(a->cmd, "check") != 0 && strcmp(a->cmd, "compare") != 0 &&
+        strcmp(a->cmd, "backends") != 0)
+        return bad("--report: for check, compare and backends");
     if (!cuda && (a->opt.kernels || a->opt.num_devices))
         return bad("%s: needs --backend cuda", a->opt.kernels ? "--kernel" : "--devices");
     return 0;
@@ -679,7 +687,9 @@ static int report_finish(const args *a, report *r, json_t *extra) {
     double jump = 0;
     const stage_result *cause = drill_down(r, &jump);
     int status = r->failed ? EXIT_DIVERGE : EXIT_AGREE;
-    if (a->json) {
+    if (a->report && !a->force && access(a->report, F_OK) == 0)
+        return bad("%s: already exists (use --force to replace it)", a->report);
+    if (a->json || a->report) {
         json_t *stages = json_array();
         for (size_t i = 0; i < r->n; i++) {
             const stage_result *x = &r->res[i];
@@ -709,10 +719,13 @@ static int report_finish(const args *a, report *r, json_t *extra) {
                                           "kl_max", r->kl_max, "kl_max_token", (json_int_t)r->kl_max_token,
                                           "max_abs_delta_logprob", r->max_dlogp));
         if (extra) json_object_update(root, extra);
-        json_dumpf(root, stdout, JSON_INDENT(2));
-        fputc('\n', stdout);
+        if (a->report && lr_write_html_report(a->report, root, a->force) != 0) status = EXIT_BAD;
+        if (a->json) {
+            json_dumpf(root, stdout, JSON_INDENT(2));
+            fputc('\n', stdout);
+        }
         json_decref(root);
-        return status;
+        if (a->json || status == EXIT_BAD) return status;
     }
     const char *green = a->color ? "\033[32m" : "", *red = a->color ? "\033[31;1m" : "",
                *off = a->color ? "\033[0m" : "";
