@@ -5,9 +5,9 @@ set -eu
 
 # build: autotools and a C compiler; libraries: OpenBLAS (cblas), jansson (JSON),
 # Check (tests); tools the checks use: valgrind (make check-valgrind), python3 (tests
-# of the JSON output); clang, its libFuzzer runtime and llvm-symbolizer (make fuzz).
+# of the JSON output, with jsonschema for the schema test); clang, its libFuzzer runtime and llvm-symbolizer (make fuzz).
 PACKAGES="build-essential autoconf automake pkg-config libopenblas-dev libjansson-dev check
-libsubunit-dev valgrind python3 clang libclang-rt-dev llvm"
+libsubunit-dev valgrind python3 python3-jsonschema clang libclang-rt-dev llvm"
 
 missing=""
 for p in $PACKAGES; do
