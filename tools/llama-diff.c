@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { EXIT_AGREE = 0, EXIT_DIVERGE = 1, EXIT_BAD = 2 };
@@ -365,11 +366,28 @@ static int cmd_info(const args *a) {
 typedef struct {
     lr_observer rec;
     const lr_fixture *isolate;
+    double start;
+    long long layers;
+    bool progress, shown;
 } run_ctx;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
 
 static void run_on_stage(void *user, const char *stage, const lr_tensor *t) {
     run_ctx *c = user;
     c->rec.on_stage(c->rec.user, stage, t);
+    /* Progress on a terminal once a run has taken more than a second and a half. */
+    long long l;
+    char tail;
+    if (c->layers > 0 && c->progress && sscanf(stage, "model.layers.%lld%c", &l, &tail) == 1 &&
+        now_s() - c->start > 1.5) {
+        fprintf(stderr, "\rllama-diff: layer %lld/%lld", l + 1, c->layers);
+        c->shown = true;
+    }
 }
 
 static const lr_tensor *run_inject(void *user, const char *stage) {
@@ -383,12 +401,14 @@ static int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, 
     lr_model *m;
     int rc = lr_model_create(ck, &a->opt, &m);
     if (rc) return lib_fail(rc);
-    run_ctx ctx = {lr_recorder_observer(rec), isolate};
+    run_ctx ctx = {lr_recorder_observer(rec), isolate, now_s(), (long long)lr_checkpoint_config(ck)->num_hidden_layers,
+                   isatty(STDERR_FILENO) != 0, false};
     lr_observer obs = {.on_stage = run_on_stage, .user = &ctx, .inject = isolate ? run_inject : NULL};
     lr_tensor hidden, logits;
     rc = lr_model_forward(m, b, NULL, &obs, &hidden);
     if (rc == LR_OK) rc = lr_model_compute_logits(m, &hidden, &obs, &logits);
     if (rc == LR_OK) rc = lr_recorder_status(rec);
+    if (ctx.shown) fputs("\r\033[K", stderr);
     lr_model_free(m);
     return rc ? lib_fail(rc) : 0;
 }
