@@ -314,6 +314,9 @@ static int cuda_create(const lr_checkpoint *ck, const lr_options *opt, void **im
         ncclComm_t *comms = (ncclComm_t *)calloc((size_t)m->tp, sizeof *comms);
         int *devs = (int *)calloc((size_t)m->tp, sizeof *devs);
         for (int r = 0; comms && devs && r < m->tp; r++) devs[r] = r;
+        /* NVLink SHARP multicast stays off unless the user says otherwise (the lent
+         * multi-GPU machines require it). */
+        setenv("NCCL_NVLS_ENABLE", "0", 0);
         ncclResult_t ne = comms && devs ? ncclCommInitAll(comms, m->tp, devs) : ncclSystemError;
         if (ne != ncclSuccess)
             rc = lr_fail(LR_E_DEVICE, "cuda: ncclCommInitAll over %d GPUs: %s", m->tp, ncclGetErrorString(ne));
