@@ -22,8 +22,7 @@ typedef struct {
 
 /* One thread per output element, grid-stride over the flattened (T, NI). */
 template <typename E>
-static __global__ void activation_elementwise_kernel(E *out, const E *gu, int64_t T, int64_t NI,
-                                                     bool mul) {
+static __global__ void activation_elementwise_kernel(E *out, const E *gu, int64_t T, int64_t NI, bool mul) {
     int64_t n = T * NI, stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += stride) {
         int64_t t = k / NI, i = k - t * NI;
@@ -38,8 +37,8 @@ static __global__ void activation_elementwise_kernel(E *out, const E *gu, int64_
 template <typename E> static int activation_elementwise(const activation_args *a, cudaStream_t s) {
     int64_t blocks = (a->T * a->NI + ACT_THREADS - 1) / ACT_THREADS;
     unsigned int grid = (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
-    activation_elementwise_kernel<E><<<grid, ACT_THREADS, 0, s>>>((E *)a->out, (const E *)a->gu,
-                                                                   a->T, a->NI, a->mul);
+    activation_elementwise_kernel<E>
+        <<<grid, ACT_THREADS, 0, s>>>((E *)a->out, (const E *)a->gu, a->T, a->NI, a->mul);
     LAUNCH_CHECK();
     return LR_OK;
 }
@@ -49,8 +48,8 @@ int lr_gpu_activation_elementwise(const void *args, cudaStream_t s) {
     return LR_DISPATCH_DTYPE(a->dt, activation_elementwise, a, s);
 }
 
-static int activation_run(const char *op, const char *variant, void *out, const void *gu,
-                          int64_t T, int64_t NI, bool mul, lr_dtype dt, cudaStream_t s) {
+static int activation_run(const char *op, const char *variant, void *out, const void *gu, int64_t T,
+                          int64_t NI, bool mul, lr_dtype dt, cudaStream_t s) {
     lr_gpu_launch launch;
     int rc = lr_gpu_variant_find("activation", variant, &launch);
     if (rc) return rc;
@@ -58,20 +57,18 @@ static int activation_run(const char *op, const char *variant, void *out, const 
         return lr_fail(LR_E_INVAL, "gpu %s: negative size (T %lld, NI %lld)", op, (long long)T,
                        (long long)NI);
     if (dt != LR_F32 && dt != LR_F16 && dt != LR_BF16)
-        return lr_fail(LR_E_INVAL, "gpu %s: dtype %s is not F32, F16 or BF16", op,
-                       lr_dtype_name(dt));
+        return lr_fail(LR_E_INVAL, "gpu %s: dtype %s is not F32, F16 or BF16", op, lr_dtype_name(dt));
     if (T == 0 || NI == 0) return LR_OK;
     activation_args a = {out, gu, T, NI, mul, dt};
     return launch(&a, s);
 }
 
-extern "C" int lr_gpu_silu_and_mul(const char *variant, void *out, const void *gu, int64_t T,
-                                   int64_t NI, lr_dtype dt, cudaStream_t s) {
+extern "C" int lr_gpu_silu_and_mul(const char *variant, void *out, const void *gu, int64_t T, int64_t NI,
+                                   lr_dtype dt, cudaStream_t s) {
     return activation_run("silu_and_mul", variant, out, gu, T, NI, true, dt, s);
 }
 
 /* silu alone is only observed, never on the hot path: the default variant serves it. */
-extern "C" int lr_gpu_silu(void *out, const void *gu, int64_t T, int64_t NI, lr_dtype dt,
-                           cudaStream_t s) {
+extern "C" int lr_gpu_silu(void *out, const void *gu, int64_t T, int64_t NI, lr_dtype dt, cudaStream_t s) {
     return activation_run("silu", NULL, out, gu, T, NI, false, dt, s);
 }

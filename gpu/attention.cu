@@ -31,19 +31,20 @@ typedef struct {
 #define MAX_BLOCKS 65535
 
 static __device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
 
 static __device__ __forceinline__ float warp_max(float v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    for (int o = 16; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 
 /* Element offset of key j of a sequence in a cache, at kv head g. */
-static __device__ __forceinline__ int64_t key_offset(const int32_t *table, int64_t block_size,
-                                                     int64_t j, int64_t nkv, int64_t hd,
-                                                     int64_t g) {
+static __device__ __forceinline__ int64_t key_offset(const int32_t *table, int64_t block_size, int64_t j,
+                                                     int64_t nkv, int64_t hd, int64_t g) {
     int64_t slot = (int64_t)table[j / block_size] * block_size + j % block_size;
     return (slot * nkv + g) * hd;
 }
@@ -68,9 +69,9 @@ static size_t flash_smem_bytes(int64_t hd) {
 
 template <typename E, int DPL>
 static __global__ void __launch_bounds__(FL_WARPS * 32)
-    attention_flash_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache,
-                           const E *v_cache, lr_gpu_attn_meta m, int64_t nh, int64_t nkv,
-                           int64_t hd, float scale, int64_t qtiles) {
+    attention_flash_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
+                           lr_gpu_attn_meta m, int64_t nh, int64_t nkv, int64_t hd, float scale,
+                           int64_t qtiles) {
     static_assert(FL_BK == 32, "one key per lane");
     extern __shared__ float smem[];
     float *qs = smem;
@@ -94,7 +95,8 @@ static __global__ void __launch_bounds__(FL_WARPS * 32)
             qs[r * hd + d] = r < nrows ? ld(q + (tok0 + r) * ldq + h * hd + d) : 0.0f;
     if (threadIdx.x == 0) {
         int km = 0;
-        for (int r = 0; r < nrows; r++) km = max(km, m.token_keys[tok0 + r]);
+        for (int r = 0; r < nrows; r++)
+            km = max(km, m.token_keys[tok0 + r]);
         kmax_s = km;
     }
     __syncthreads();
@@ -109,7 +111,8 @@ static __global__ void __launch_bounds__(FL_WARPS * 32)
         mrow[i] = -INFINITY;
         lrow[i] = 0.0f; /* this lane's share of the row's softmax denominator */
 #pragma unroll
-        for (int dd = 0; dd < DPL; dd++) o[i][dd] = 0.0f;
+        for (int dd = 0; dd < DPL; dd++)
+            o[i][dd] = 0.0f;
     }
 
     for (int k0 = 0; k0 < kmax; k0 += FL_BK) {
@@ -124,7 +127,8 @@ static __global__ void __launch_bounds__(FL_WARPS * 32)
                     vd[d] = ld(v_cache + off + d);
                 }
             } else {
-                for (int64_t d = lane; d < hd; d += 32) kd[d] = vd[d] = 0.0f;
+                for (int64_t d = lane; d < hd; d += 32)
+                    kd[d] = vd[d] = 0.0f;
             }
         }
         __syncthreads();
@@ -138,7 +142,8 @@ static __global__ void __launch_bounds__(FL_WARPS * 32)
             if (k0 + lane < nk[i]) {
                 const float *qr = qs + r * hd, *kr = ks + lane * (hd + 1);
                 float acc = 0.0f;
-                for (int64_t d = 0; d < hd; d++) acc += qr[d] * kr[d];
+                for (int64_t d = 0; d < hd; d++)
+                    acc += qr[d] * kr[d];
                 sc = acc * scale;
             }
             /* Key k0 is visible (k0 < nk[i]), so mnew is finite; on the row's first tile
@@ -151,7 +156,8 @@ static __global__ void __launch_bounds__(FL_WARPS * 32)
             ps[r * FL_BK + lane] = p;
             __syncwarp();
 #pragma unroll
-            for (int dd = 0; dd < DPL; dd++) o[i][dd] *= corr;
+            for (int dd = 0; dd < DPL; dd++)
+                o[i][dd] *= corr;
             for (int j = 0; j < nt; j++) {
                 float pj = ps[r * FL_BK + j];
                 const float *vr = vs + j * hd;
@@ -197,8 +203,8 @@ template <typename E, int DPL> static int flash_launch(const attention_args *a, 
                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     dim3 grid((unsigned int)(m->num_seqs * qtiles), (unsigned int)a->nh);
     attention_flash_kernel<E, DPL><<<grid, FL_WARPS * 32, smem, s>>>(
-        (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache,
-        (const E *)a->v_cache, *m, a->nh, a->nkv, a->hd, a->scale, qtiles);
+        (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh,
+        a->nkv, a->hd, a->scale, qtiles);
     LAUNCH_CHECK();
     return LR_OK;
 }
@@ -223,13 +229,11 @@ int lr_gpu_attention_flash(const void *args, cudaStream_t s) {
 
 template <typename E, int DPL>
 static __global__ void __launch_bounds__(SIMPLE_WARPS * 32)
-    attention_simple_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache,
-                            const E *v_cache, lr_gpu_attn_meta m, int64_t T, int64_t nh,
-                            int64_t nkv, int64_t hd, float scale) {
+    attention_simple_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
+                            lr_gpu_attn_meta m, int64_t T, int64_t nh, int64_t nkv, int64_t hd, float scale) {
     int lane = threadIdx.x & 31;
     int64_t stride = (int64_t)gridDim.x * SIMPLE_WARPS;
-    for (int64_t w = (int64_t)blockIdx.x * SIMPLE_WARPS + (threadIdx.x >> 5); w < T * nh;
-         w += stride) {
+    for (int64_t w = (int64_t)blockIdx.x * SIMPLE_WARPS + (threadIdx.x >> 5); w < T * nh; w += stride) {
         int64_t t = w / nh, h = w - t * nh, g = h / (nh / nkv);
         const int32_t *table = m.block_tables + (int64_t)m.token_seq[t] * m.max_blocks;
         int64_t nk = m.token_keys[t];
@@ -273,8 +277,8 @@ template <typename E, int DPL> static int simple_launch(const attention_args *a,
     int64_t blocks = (a->T * a->nh + SIMPLE_WARPS - 1) / SIMPLE_WARPS;
     unsigned int grid = (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
     attention_simple_kernel<E, DPL><<<grid, SIMPLE_WARPS * 32, 0, s>>>(
-        (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache,
-        (const E *)a->v_cache, a->meta, a->T, a->nh, a->nkv, a->hd, a->scale);
+        (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache, (const E *)a->v_cache, a->meta,
+        a->T, a->nh, a->nkv, a->hd, a->scale);
     LAUNCH_CHECK();
     return LR_OK;
 }
@@ -293,43 +297,44 @@ int lr_gpu_attention_simple(const void *args, cudaStream_t s) {
 
 /* ---- Entry point --------------------------------------------------------------------- */
 
-extern "C" int lr_gpu_attention(const char *variant, void *ctx, int64_t ldc, const void *q,
-                                int64_t ldq, const void *k_cache, const void *v_cache,
-                                const lr_gpu_attn_meta *meta, int64_t T, int64_t nh,
-                                int64_t nkv, int64_t hd, float scale, lr_dtype dt,
+extern "C" int lr_gpu_attention(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
+                                const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta,
+                                int64_t T, int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt,
                                 cudaStream_t s) {
     lr_gpu_launch launch;
     int rc = lr_gpu_variant_find("attention", variant, &launch);
     if (rc) return rc;
     if (!meta) return lr_fail(LR_E_INVAL, "gpu attention: meta is NULL");
     if (T < 0 || nh < 0 || nkv < 0 || hd < 0)
-        return lr_fail(LR_E_INVAL, "gpu attention: negative size (T %lld, nh %lld, nkv %lld, "
-                                   "hd %lld)",
+        return lr_fail(LR_E_INVAL,
+                       "gpu attention: negative size (T %lld, nh %lld, nkv %lld, "
+                       "hd %lld)",
                        (long long)T, (long long)nh, (long long)nkv, (long long)hd);
     if (hd % 2 != 0 || hd > ATTN_MAX_HD)
-        return lr_fail(LR_E_INVAL, "gpu attention: head_dim %lld is odd or above %d",
-                       (long long)hd, ATTN_MAX_HD);
+        return lr_fail(LR_E_INVAL, "gpu attention: head_dim %lld is odd or above %d", (long long)hd,
+                       ATTN_MAX_HD);
     if (nh > 0 && (nkv == 0 || nh % nkv != 0))
-        return lr_fail(LR_E_INVAL, "gpu attention: %lld query heads are not a multiple of %lld "
-                                   "kv heads",
+        return lr_fail(LR_E_INVAL,
+                       "gpu attention: %lld query heads are not a multiple of %lld "
+                       "kv heads",
                        (long long)nh, (long long)nkv);
     if (ldq < nh * hd || ldc < nh * hd)
-        return lr_fail(LR_E_INVAL, "gpu attention: row strides (q %lld, ctx %lld) are below "
-                                   "nh * hd = %lld",
+        return lr_fail(LR_E_INVAL,
+                       "gpu attention: row strides (q %lld, ctx %lld) are below "
+                       "nh * hd = %lld",
                        (long long)ldq, (long long)ldc, (long long)(nh * hd));
-    if (meta->block_size < 1 || meta->num_seqs < 0 || meta->max_blocks < 0 ||
-        meta->max_seq_len < 0 || meta->max_keys < 0)
-        return lr_fail(LR_E_INVAL, "gpu attention: bad meta (block_size %lld, num_seqs %lld, "
-                                   "max_blocks %lld, max_seq_len %lld, max_keys %lld)",
-                       (long long)meta->block_size, (long long)meta->num_seqs,
-                       (long long)meta->max_blocks, (long long)meta->max_seq_len,
-                       (long long)meta->max_keys);
+    if (meta->block_size < 1 || meta->num_seqs < 0 || meta->max_blocks < 0 || meta->max_seq_len < 0 ||
+        meta->max_keys < 0)
+        return lr_fail(LR_E_INVAL,
+                       "gpu attention: bad meta (block_size %lld, num_seqs %lld, "
+                       "max_blocks %lld, max_seq_len %lld, max_keys %lld)",
+                       (long long)meta->block_size, (long long)meta->num_seqs, (long long)meta->max_blocks,
+                       (long long)meta->max_seq_len, (long long)meta->max_keys);
     if (meta->max_keys > INT32_MAX)
         return lr_fail(LR_E_INVAL, "gpu attention: %lld keys exceed the int32 key counts",
                        (long long)meta->max_keys);
     if (dt != LR_F32 && dt != LR_F16 && dt != LR_BF16)
-        return lr_fail(LR_E_INVAL, "gpu attention: dtype %s is not F32, F16 or BF16",
-                       lr_dtype_name(dt));
+        return lr_fail(LR_E_INVAL, "gpu attention: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
     if (T == 0 || nh == 0 || hd == 0) return LR_OK;
     attention_args a = {ctx, ldc, q, ldq, k_cache, v_cache, *meta, T, nh, nkv, hd, scale, dt};
     return launch(&a, s);

@@ -25,8 +25,8 @@ typedef struct {
  * slot (vLLM's padding token) writes nothing. */
 template <typename E>
 static __global__ void cache_scatter_kernel(E *k_cache, E *v_cache, const E *qkv, int64_t ldqkv,
-                                            int64_t k_col, int64_t v_col, int64_t T,
-                                            int64_t width, const int64_t *slot_mapping) {
+                                            int64_t k_col, int64_t v_col, int64_t T, int64_t width,
+                                            const int64_t *slot_mapping) {
     for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
         int64_t slot = slot_mapping[t];
         if (slot < 0) continue;
@@ -41,9 +41,9 @@ static __global__ void cache_scatter_kernel(E *k_cache, E *v_cache, const E *qkv
 
 template <typename E> static int cache_scatter(const cache_args *a, cudaStream_t s) {
     unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
-    cache_scatter_kernel<E><<<grid, CACHE_THREADS, 0, s>>>(
-        (E *)a->k_cache, (E *)a->v_cache, (const E *)a->qkv, a->ld, a->k_col, a->v_col, a->T,
-        a->nkv * a->hd, a->slot_mapping);
+    cache_scatter_kernel<E><<<grid, CACHE_THREADS, 0, s>>>((E *)a->k_cache, (E *)a->v_cache,
+                                                           (const E *)a->qkv, a->ld, a->k_col, a->v_col, a->T,
+                                                           a->nkv * a->hd, a->slot_mapping);
     LAUNCH_CHECK();
     return LR_OK;
 }
@@ -53,10 +53,9 @@ int lr_gpu_cache_scatter(const void *args, cudaStream_t s) {
     return LR_DISPATCH_DTYPE(a->dt, cache_scatter, a, s);
 }
 
-extern "C" int lr_gpu_reshape_and_cache(const char *variant, void *k_cache, void *v_cache,
-                                        const void *qkv, int64_t ld, int64_t k_col,
-                                        int64_t v_col, int64_t T, int64_t nkv, int64_t hd,
-                                        int64_t block_size, const int64_t *slot_mapping,
+extern "C" int lr_gpu_reshape_and_cache(const char *variant, void *k_cache, void *v_cache, const void *qkv,
+                                        int64_t ld, int64_t k_col, int64_t v_col, int64_t T, int64_t nkv,
+                                        int64_t hd, int64_t block_size, const int64_t *slot_mapping,
                                         lr_dtype dt, cudaStream_t s) {
     lr_gpu_launch launch;
     int rc = lr_gpu_variant_find("cache", variant, &launch);
@@ -65,8 +64,7 @@ extern "C" int lr_gpu_reshape_and_cache(const char *variant, void *k_cache, void
         return lr_fail(LR_E_INVAL,
                        "gpu reshape_and_cache: negative size or column (T %lld, nkv %lld, "
                        "hd %lld, k_col %lld, v_col %lld)",
-                       (long long)T, (long long)nkv, (long long)hd, (long long)k_col,
-                       (long long)v_col);
+                       (long long)T, (long long)nkv, (long long)hd, (long long)k_col, (long long)v_col);
     if (block_size < 1)
         return lr_fail(LR_E_INVAL, "gpu reshape_and_cache: block_size %lld is not positive",
                        (long long)block_size);
@@ -80,7 +78,6 @@ extern "C" int lr_gpu_reshape_and_cache(const char *variant, void *k_cache, void
         return lr_fail(LR_E_INVAL, "gpu reshape_and_cache: dtype %s is not F32, F16 or BF16",
                        lr_dtype_name(dt));
     if (T == 0 || width == 0) return LR_OK;
-    cache_args a = {k_cache, v_cache, qkv, ld, k_col, v_col, T, nkv, hd, block_size,
-                    slot_mapping, dt};
+    cache_args a = {k_cache, v_cache, qkv, ld, k_col, v_col, T, nkv, hd, block_size, slot_mapping, dt};
     return launch(&a, s);
 }

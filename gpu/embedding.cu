@@ -29,17 +29,19 @@ static __global__ void embedding_gather_kernel(E *out, const int64_t *ids, int64
         E *o = out + t * H;
         if (local >= 0 && local < shard) {
             const E *src = w + local * H;
-            for (int64_t i = threadIdx.x; i < H; i += blockDim.x) o[i] = src[i];
+            for (int64_t i = threadIdx.x; i < H; i += blockDim.x)
+                o[i] = src[i];
         } else {
-            for (int64_t i = threadIdx.x; i < H; i += blockDim.x) st(o + i, 0.0f);
+            for (int64_t i = threadIdx.x; i < H; i += blockDim.x)
+                st(o + i, 0.0f);
         }
     }
 }
 
 template <typename E> static int embedding_gather(const embedding_args *a, cudaStream_t s) {
     unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
-    embedding_gather_kernel<E><<<grid, 256, 0, s>>>((E *)a->out, a->ids, a->T, (const E *)a->w,
-                                                    a->start, a->shard, a->H);
+    embedding_gather_kernel<E>
+        <<<grid, 256, 0, s>>>((E *)a->out, a->ids, a->T, (const E *)a->w, a->start, a->shard, a->H);
     LAUNCH_CHECK();
     return LR_OK;
 }
@@ -49,18 +51,16 @@ int lr_gpu_embedding_gather(const void *args, cudaStream_t s) {
     return LR_DISPATCH_DTYPE(a->dt, embedding_gather, a, s);
 }
 
-extern "C" int lr_gpu_embedding(const char *variant, void *out, const int64_t *ids, int64_t T,
-                                const void *w, int64_t start, int64_t shard, int64_t H,
-                                lr_dtype dt, cudaStream_t s) {
+extern "C" int lr_gpu_embedding(const char *variant, void *out, const int64_t *ids, int64_t T, const void *w,
+                                int64_t start, int64_t shard, int64_t H, lr_dtype dt, cudaStream_t s) {
     lr_gpu_launch launch;
     int rc = lr_gpu_variant_find("embedding", variant, &launch);
     if (rc) return rc;
     if (T < 0 || H < 0 || shard < 0)
-        return lr_fail(LR_E_INVAL, "gpu embedding: negative size (T %lld, H %lld, shard %lld)",
-                       (long long)T, (long long)H, (long long)shard);
+        return lr_fail(LR_E_INVAL, "gpu embedding: negative size (T %lld, H %lld, shard %lld)", (long long)T,
+                       (long long)H, (long long)shard);
     if (dt != LR_F32 && dt != LR_F16 && dt != LR_BF16)
-        return lr_fail(LR_E_INVAL, "gpu embedding: dtype %s is not F32, F16 or BF16",
-                       lr_dtype_name(dt));
+        return lr_fail(LR_E_INVAL, "gpu embedding: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
     if (T == 0 || H == 0) return LR_OK;
     embedding_args a = {out, ids, T, w, start, shard, H, dt};
     return launch(&a, s);

@@ -19,7 +19,7 @@ extern "C" {
 /* ---- Registry of kernel variants ------------------------------------------------------ */
 
 typedef struct {
-    const char *family; /* "embedding", "rmsnorm", "rotary", "activation", "cache", "attention", "reduce" */
+    const char *family; /* "embedding", "rmsnorm", "rotary", "activation", "cache", "attention" */
     const char *name;
     const char *description;
     bool is_default;

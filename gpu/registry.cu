@@ -31,31 +31,29 @@ typedef struct {
 static const kernel_entry kernels[] = {
     {{"embedding", "gather", "one block per token row: the shard's row, or zeros", true},
      lr_gpu_embedding_gather},
-    {{"rmsnorm", "block", "one block per row, block-wide sum of squares", true},
-     lr_gpu_rmsnorm_block},
-    {{"rmsnorm", "warp", "one warp per row, warp-shuffle sum of squares", false},
-     lr_gpu_rmsnorm_warp},
-    {{"rotary", "neox", "one block per token: float64 sincos per frequency in shared memory, "
-                        "then every head's rotate-half pairs", true},
+    {{"rmsnorm", "block", "one block per row, block-wide sum of squares", true}, lr_gpu_rmsnorm_block},
+    {{"rmsnorm", "warp", "one warp per row, warp-shuffle sum of squares", false}, lr_gpu_rmsnorm_warp},
+    {{"rotary", "neox",
+      "one block per token: float64 sincos per frequency in shared memory, "
+      "then every head's rotate-half pairs",
+      true},
      lr_gpu_rotary_neox},
-    {{"activation", "elementwise", "one thread per output element", true},
-     lr_gpu_activation_elementwise},
+    {{"activation", "elementwise", "one thread per output element", true}, lr_gpu_activation_elementwise},
     {{"cache", "scatter", "one block per token: its key and value rows to their slot", true},
      lr_gpu_cache_scatter},
-    {{"attention", "flash", "16 query rows of one (sequence, head) per block; 32-key K/V "
-                            "tiles from the paged cache in shared memory; online softmax", true},
+    {{"attention", "flash",
+      "16 query rows of one (sequence, head) per block; 32-key K/V "
+      "tiles from the paged cache in shared memory; online softmax",
+      true},
      lr_gpu_attention_flash},
-    {{"attention", "simple", "one warp per (token, head), one key at a time, online softmax",
-      false},
+    {{"attention", "simple", "one warp per (token, head), one key at a time, online softmax", false},
      lr_gpu_attention_simple},
 };
 #define N_KERNELS (sizeof kernels / sizeof kernels[0])
 
 extern "C" size_t lr_gpu_variant_count(void) { return N_KERNELS; }
 
-extern "C" const lr_gpu_variant *lr_gpu_variant_at(size_t i) {
-    return i < N_KERNELS ? &kernels[i].v : NULL;
-}
+extern "C" const lr_gpu_variant *lr_gpu_variant_at(size_t i) { return i < N_KERNELS ? &kernels[i].v : NULL; }
 
 /* The message for an unknown family or name lists what there is, so that a mistyped
  * --kernel option tells the user the spelling. */
@@ -84,10 +82,9 @@ static int unknown(const char *family, const char *name) {
         used += (size_t)n;
     }
     if (!family_known)
-        return lr_fail(LR_E_INVAL, "gpu kernels: no family \"%s\"; families: %s",
-                       family ? family : "(null)", list);
-    return lr_fail(LR_E_INVAL, "gpu kernels: %s has no variant \"%s\"; variants: %s", family,
-                   name, list);
+        return lr_fail(LR_E_INVAL, "gpu kernels: no family \"%s\"; families: %s", family ? family : "(null)",
+                       list);
+    return lr_fail(LR_E_INVAL, "gpu kernels: %s has no variant \"%s\"; variants: %s", family, name, list);
 }
 
 /* The launcher of family's variant name (NULL: the default), for the entry points. */

@@ -24,7 +24,8 @@ typedef struct {
 #define WARP_ROWS 8 /* rows (warps) per block of the warp variant */
 
 static __device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    for (int o = 16; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
 
@@ -37,7 +38,8 @@ static __device__ float block_sum(float v, float *part) {
     if (lane == 0) part[warp] = v;
     __syncthreads();
     float total = 0;
-    for (int i = 0; i < nwarps; i++) total += part[i];
+    for (int i = 0; i < nwarps; i++)
+        total += part[i];
     return total;
 }
 
@@ -45,8 +47,7 @@ static __device__ float block_sum(float v, float *part) {
  * pass 2 writes y. Each thread rereads in pass 2 exactly the elements it wrote in pass 1,
  * so y may alias x. lane/nlanes: this thread's place among the row's threads. */
 template <typename E>
-static __device__ __forceinline__ float row_sumsq(float *rr, const E *xr, int64_t H, int lane,
-                                                  int nlanes) {
+static __device__ __forceinline__ float row_sumsq(float *rr, const E *xr, int64_t H, int lane, int nlanes) {
     float ss = 0;
     for (int64_t i = lane; i < H; i += nlanes) {
         float v = ld(xr + i);
@@ -60,9 +61,8 @@ static __device__ __forceinline__ float row_sumsq(float *rr, const E *xr, int64_
 }
 
 template <typename E>
-static __device__ __forceinline__ void row_scale(E *yr, const float *rr, const E *xr, const E *w,
-                                                 int64_t H, float ss, float eps, int lane,
-                                                 int nlanes) {
+static __device__ __forceinline__ void row_scale(E *yr, const float *rr, const E *xr, const E *w, int64_t H,
+                                                 float ss, float eps, int lane, int nlanes) {
     float inv = 1.0f / sqrtf(ss / (float)H + eps);
     for (int64_t i = lane; i < H; i += nlanes) {
         float v = rr ? rr[i] : ld(xr + i);
@@ -72,8 +72,8 @@ static __device__ __forceinline__ void row_scale(E *yr, const float *rr, const E
 
 /* "block": one block per row. */
 template <typename E>
-static __global__ void rmsnorm_block_kernel(E *y, float *residual, const E *x, const E *w,
-                                            int64_t T, int64_t H, float eps) {
+static __global__ void rmsnorm_block_kernel(E *y, float *residual, const E *x, const E *w, int64_t T,
+                                            int64_t H, float eps) {
     __shared__ float part[32];
     for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
         float *rr = residual ? residual + t * H : NULL;
@@ -85,8 +85,8 @@ static __global__ void rmsnorm_block_kernel(E *y, float *residual, const E *x, c
 
 /* "warp": one warp per row, WARP_ROWS rows per block; no shared memory, no barrier. */
 template <typename E>
-static __global__ void rmsnorm_warp_kernel(E *y, float *residual, const E *x, const E *w,
-                                           int64_t T, int64_t H, float eps) {
+static __global__ void rmsnorm_warp_kernel(E *y, float *residual, const E *x, const E *w, int64_t T,
+                                           int64_t H, float eps) {
     int lane = threadIdx.x & 31;
     int64_t stride = (int64_t)gridDim.x * WARP_ROWS;
     for (int64_t t = (int64_t)blockIdx.x * WARP_ROWS + (threadIdx.x >> 5); t < T; t += stride) {
@@ -98,8 +98,8 @@ static __global__ void rmsnorm_warp_kernel(E *y, float *residual, const E *x, co
 
 template <typename E> static int rmsnorm_block(const rmsnorm_args *a, cudaStream_t s) {
     unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
-    rmsnorm_block_kernel<E><<<grid, BLOCK_THREADS, 0, s>>>(
-        (E *)a->y, a->residual, (const E *)a->x, (const E *)a->w, a->T, a->H, a->eps);
+    rmsnorm_block_kernel<E><<<grid, BLOCK_THREADS, 0, s>>>((E *)a->y, a->residual, (const E *)a->x,
+                                                           (const E *)a->w, a->T, a->H, a->eps);
     LAUNCH_CHECK();
     return LR_OK;
 }
@@ -107,8 +107,8 @@ template <typename E> static int rmsnorm_block(const rmsnorm_args *a, cudaStream
 template <typename E> static int rmsnorm_warp(const rmsnorm_args *a, cudaStream_t s) {
     int64_t blocks = (a->T + WARP_ROWS - 1) / WARP_ROWS;
     unsigned int grid = (unsigned int)(blocks < MAX_ROW_BLOCKS ? blocks : MAX_ROW_BLOCKS);
-    rmsnorm_warp_kernel<E><<<grid, WARP_ROWS * 32, 0, s>>>(
-        (E *)a->y, a->residual, (const E *)a->x, (const E *)a->w, a->T, a->H, a->eps);
+    rmsnorm_warp_kernel<E><<<grid, WARP_ROWS * 32, 0, s>>>((E *)a->y, a->residual, (const E *)a->x,
+                                                           (const E *)a->w, a->T, a->H, a->eps);
     LAUNCH_CHECK();
     return LR_OK;
 }
@@ -124,32 +124,29 @@ int lr_gpu_rmsnorm_warp(const void *args, cudaStream_t s) {
 }
 
 static int rmsnorm_run(const char *op, bool fused, const char *variant, void *y, float *residual,
-                       const void *x, const void *w, int64_t T, int64_t H, float eps,
-                       lr_dtype dt, cudaStream_t s) {
+                       const void *x, const void *w, int64_t T, int64_t H, float eps, lr_dtype dt,
+                       cudaStream_t s) {
     lr_gpu_launch launch;
     int rc = lr_gpu_variant_find("rmsnorm", variant, &launch);
     if (rc) return rc;
     if (T < 0 || H < 0)
-        return lr_fail(LR_E_INVAL, "gpu %s: negative size (T %lld, H %lld)", op, (long long)T,
-                       (long long)H);
+        return lr_fail(LR_E_INVAL, "gpu %s: negative size (T %lld, H %lld)", op, (long long)T, (long long)H);
     if (dt != LR_F32 && dt != LR_F16 && dt != LR_BF16)
-        return lr_fail(LR_E_INVAL, "gpu %s: dtype %s is not F32, F16 or BF16", op,
-                       lr_dtype_name(dt));
-    if (!(eps >= 0))
-        return lr_fail(LR_E_INVAL, "gpu %s: eps %g is negative or NaN", op, (double)eps);
+        return lr_fail(LR_E_INVAL, "gpu %s: dtype %s is not F32, F16 or BF16", op, lr_dtype_name(dt));
+    if (!(eps >= 0)) return lr_fail(LR_E_INVAL, "gpu %s: eps %g is negative or NaN", op, (double)eps);
     if (T == 0 || H == 0) return LR_OK;
     if (fused && !residual) return lr_fail(LR_E_INVAL, "gpu %s: residual is NULL", op);
     rmsnorm_args a = {y, residual, x, w, T, H, eps, dt};
     return launch(&a, s);
 }
 
-extern "C" int lr_gpu_rms_norm(const char *variant, void *y, const void *x, const void *w,
-                               int64_t T, int64_t H, float eps, lr_dtype dt, cudaStream_t s) {
+extern "C" int lr_gpu_rms_norm(const char *variant, void *y, const void *x, const void *w, int64_t T,
+                               int64_t H, float eps, lr_dtype dt, cudaStream_t s) {
     return rmsnorm_run("rms_norm", false, variant, y, NULL, x, w, T, H, eps, dt, s);
 }
 
-extern "C" int lr_gpu_fused_add_rms_norm(const char *variant, void *y, float *residual,
-                                         const void *x, const void *w, int64_t T, int64_t H,
-                                         float eps, lr_dtype dt, cudaStream_t s) {
+extern "C" int lr_gpu_fused_add_rms_norm(const char *variant, void *y, float *residual, const void *x,
+                                         const void *w, int64_t T, int64_t H, float eps, lr_dtype dt,
+                                         cudaStream_t s) {
     return rmsnorm_run("fused_add_rms_norm", true, variant, y, residual, x, w, T, H, eps, dt, s);
 }

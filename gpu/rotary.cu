@@ -25,9 +25,8 @@ typedef struct {
 /* One block per token: the half-dimension's cos and sin once, then every (head, i) pair
  * of the row. The row loop is block-uniform, so the barriers are reached by all. */
 template <typename E>
-static __global__ void rotary_neox_kernel(E *x, int64_t ldx, int64_t T, int64_t nheads,
-                                          int64_t hd, const int64_t *positions,
-                                          const double *inv_freq) {
+static __global__ void rotary_neox_kernel(E *x, int64_t ldx, int64_t T, int64_t nheads, int64_t hd,
+                                          const int64_t *positions, const double *inv_freq) {
     extern __shared__ float cs[]; /* cos (half), then sin (half) */
     int64_t half = hd / 2;
     for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
@@ -54,8 +53,8 @@ static __global__ void rotary_neox_kernel(E *x, int64_t ldx, int64_t T, int64_t 
 template <typename E> static int rotary_neox(const rotary_args *a, cudaStream_t s) {
     unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
     size_t smem = (size_t)a->hd * sizeof(float);
-    rotary_neox_kernel<E><<<grid, ROTARY_THREADS, smem, s>>>(
-        (E *)a->x, a->ld, a->T, a->nheads, a->hd, a->positions, a->inv_freq);
+    rotary_neox_kernel<E><<<grid, ROTARY_THREADS, smem, s>>>((E *)a->x, a->ld, a->T, a->nheads, a->hd,
+                                                             a->positions, a->inv_freq);
     LAUNCH_CHECK();
     return LR_OK;
 }
@@ -65,24 +64,22 @@ int lr_gpu_rotary_neox(const void *args, cudaStream_t s) {
     return LR_DISPATCH_DTYPE(a->dt, rotary_neox, a, s);
 }
 
-extern "C" int lr_gpu_rotary(const char *variant, void *x, int64_t ld, int64_t T,
-                             int64_t nheads, int64_t hd, const int64_t *positions,
-                             const double *inv_freq, lr_dtype dt, cudaStream_t s) {
+extern "C" int lr_gpu_rotary(const char *variant, void *x, int64_t ld, int64_t T, int64_t nheads, int64_t hd,
+                             const int64_t *positions, const double *inv_freq, lr_dtype dt, cudaStream_t s) {
     lr_gpu_launch launch;
     int rc = lr_gpu_variant_find("rotary", variant, &launch);
     if (rc) return rc;
     if (T < 0 || nheads < 0 || hd < 0)
-        return lr_fail(LR_E_INVAL, "gpu rotary: negative size (T %lld, nheads %lld, hd %lld)",
-                       (long long)T, (long long)nheads, (long long)hd);
+        return lr_fail(LR_E_INVAL, "gpu rotary: negative size (T %lld, nheads %lld, hd %lld)", (long long)T,
+                       (long long)nheads, (long long)hd);
     if (hd % 2 != 0 || hd > ROTARY_MAX_HD)
-        return lr_fail(LR_E_INVAL, "gpu rotary: head_dim %lld is odd or above %lld",
-                       (long long)hd, (long long)ROTARY_MAX_HD);
+        return lr_fail(LR_E_INVAL, "gpu rotary: head_dim %lld is odd or above %lld", (long long)hd,
+                       (long long)ROTARY_MAX_HD);
     if (ld < nheads * hd)
-        return lr_fail(LR_E_INVAL, "gpu rotary: row stride %lld is below nheads * hd = %lld",
-                       (long long)ld, (long long)(nheads * hd));
+        return lr_fail(LR_E_INVAL, "gpu rotary: row stride %lld is below nheads * hd = %lld", (long long)ld,
+                       (long long)(nheads * hd));
     if (dt != LR_F32 && dt != LR_F16 && dt != LR_BF16)
-        return lr_fail(LR_E_INVAL, "gpu rotary: dtype %s is not F32, F16 or BF16",
-                       lr_dtype_name(dt));
+        return lr_fail(LR_E_INVAL, "gpu rotary: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
     if (T == 0 || nheads == 0 || hd == 0) return LR_OK;
     rotary_args a = {x, ld, T, nheads, hd, positions, inv_freq, dt};
     return launch(&a, s);

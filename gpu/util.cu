@@ -11,9 +11,7 @@ static unsigned int util_grid(int64_t n) {
     return (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
 }
 
-static bool is_activation_dtype(lr_dtype dt) {
-    return dt == LR_F32 || dt == LR_F16 || dt == LR_BF16;
-}
+static bool is_activation_dtype(lr_dtype dt) { return dt == LR_F32 || dt == LR_F16 || dt == LR_BF16; }
 
 /* ---- lr_gpu_sum -----------------------------------------------------------------------
  * The part pointers travel by value as a kernel argument, SUM_PARTS at a time. More parts
@@ -26,12 +24,13 @@ typedef struct {
 } sum_parts;
 
 template <typename E>
-static __global__ void sum_kernel(E *out, float *acc, sum_parts parts, int count, bool first,
-                                  bool last, int64_t n) {
+static __global__ void sum_kernel(E *out, float *acc, sum_parts parts, int count, bool first, bool last,
+                                  int64_t n) {
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         float v = first ? ld((const E *)parts.p[0] + i) : acc[i];
-        for (int k = first ? 1 : 0; k < count; k++) v += ld((const E *)parts.p[k] + i);
+        for (int k = first ? 1 : 0; k < count; k++)
+            v += ld((const E *)parts.p[k] + i);
         if (last)
             st(out + i, v);
         else
@@ -45,17 +44,17 @@ static int sum_passes(void *out, float *acc, const void *const *parts, int npart
     for (int k0 = 0; k0 < nparts; k0 += SUM_PARTS) {
         int count = nparts - k0 < SUM_PARTS ? nparts - k0 : SUM_PARTS;
         sum_parts p = {};
-        for (int k = 0; k < count; k++) p.p[k] = parts[k0 + k];
-        sum_kernel<E><<<util_grid(n), UTIL_THREADS, 0, s>>>((E *)out, acc, p, count, k0 == 0,
-                                                            k0 + count == nparts, n);
+        for (int k = 0; k < count; k++)
+            p.p[k] = parts[k0 + k];
+        sum_kernel<E>
+            <<<util_grid(n), UTIL_THREADS, 0, s>>>((E *)out, acc, p, count, k0 == 0, k0 + count == nparts, n);
         LAUNCH_CHECK();
     }
     return LR_OK;
 }
 
 template <typename E>
-static int sum_launch(void *out, const void *const *parts, int nparts, int64_t n,
-                      cudaStream_t s) {
+static int sum_launch(void *out, const void *const *parts, int nparts, int64_t n, cudaStream_t s) {
     if (nparts <= SUM_PARTS) return sum_passes<E>(out, NULL, parts, nparts, n, s);
     float *acc = NULL;
     CUDA_CHECK(cudaMallocAsync((void **)&acc, (size_t)n * sizeof(float), s));
@@ -66,21 +65,19 @@ static int sum_launch(void *out, const void *const *parts, int nparts, int64_t n
     return LR_OK;
 }
 
-extern "C" int lr_gpu_sum(void *out, const void *const *parts, int nparts, int64_t n,
-                          lr_dtype dt, cudaStream_t s) {
+extern "C" int lr_gpu_sum(void *out, const void *const *parts, int nparts, int64_t n, lr_dtype dt,
+                          cudaStream_t s) {
     if (n < 0 || nparts < 1 || !parts)
         return lr_fail(LR_E_INVAL, "gpu sum: %d parts of %lld elements", nparts, (long long)n);
     if (!is_activation_dtype(dt))
-        return lr_fail(LR_E_INVAL, "gpu sum: dtype %s is not F32, F16 or BF16",
-                       lr_dtype_name(dt));
+        return lr_fail(LR_E_INVAL, "gpu sum: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
     if (n == 0) return LR_OK;
     return LR_DISPATCH_DTYPE(dt, sum_launch, out, parts, nparts, n, s);
 }
 
 /* ---- lr_gpu_add_bias ------------------------------------------------------------------ */
 
-template <typename E>
-static __global__ void add_bias_kernel(E *y, const E *b, int64_t T, int64_t N) {
+template <typename E> static __global__ void add_bias_kernel(E *y, const E *b, int64_t T, int64_t N) {
     int64_t n = T * N, stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
         st(y + i, ld(y + i) + ld(b + i % N));
@@ -93,14 +90,12 @@ static int add_bias_launch(void *y, const void *b, int64_t T, int64_t N, cudaStr
     return LR_OK;
 }
 
-extern "C" int lr_gpu_add_bias(void *y, const void *b, int64_t T, int64_t N, lr_dtype dt,
-                               cudaStream_t s) {
+extern "C" int lr_gpu_add_bias(void *y, const void *b, int64_t T, int64_t N, lr_dtype dt, cudaStream_t s) {
     if (T < 0 || N < 0)
         return lr_fail(LR_E_INVAL, "gpu add_bias: negative size (T %lld, N %lld)", (long long)T,
                        (long long)N);
     if (!is_activation_dtype(dt))
-        return lr_fail(LR_E_INVAL, "gpu add_bias: dtype %s is not F32, F16 or BF16",
-                       lr_dtype_name(dt));
+        return lr_fail(LR_E_INVAL, "gpu add_bias: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
     if (T == 0 || N == 0) return LR_OK;
     return LR_DISPATCH_DTYPE(dt, add_bias_launch, y, b, T, N, s);
 }
@@ -122,8 +117,7 @@ template <> struct cvt<__nv_bfloat16, double> {
     static __device__ __forceinline__ __nv_bfloat16 go(double v) { return __double2bfloat16(v); }
 };
 
-template <typename D, typename S>
-static __global__ void convert_kernel(D *dst, const S *src, int64_t n) {
+template <typename D, typename S> static __global__ void convert_kernel(D *dst, const S *src, int64_t n) {
     int64_t stride = (int64_t)gridDim.x * blockDim.x;
     for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
         dst[i] = cvt<D, S>::go(src[i]);
@@ -139,10 +133,14 @@ static int convert_launch(void *dst, const void *src, int64_t n, cudaStream_t s)
 template <typename S>
 static int convert_from(void *dst, lr_dtype ddt, const void *src, int64_t n, cudaStream_t s) {
     switch (ddt) {
-    case LR_F32: return convert_launch<float, S>(dst, src, n, s);
-    case LR_F16: return convert_launch<__half, S>(dst, src, n, s);
-    case LR_BF16: return convert_launch<__nv_bfloat16, S>(dst, src, n, s);
-    default: return lr_fail(LR_E_INVAL, "gpu convert: no conversion to %s", lr_dtype_name(ddt));
+    case LR_F32:
+        return convert_launch<float, S>(dst, src, n, s);
+    case LR_F16:
+        return convert_launch<__half, S>(dst, src, n, s);
+    case LR_BF16:
+        return convert_launch<__nv_bfloat16, S>(dst, src, n, s);
+    default:
+        return lr_fail(LR_E_INVAL, "gpu convert: no conversion to %s", lr_dtype_name(ddt));
     }
 }
 
@@ -150,15 +148,20 @@ extern "C" int lr_gpu_convert(void *dst, lr_dtype ddt, const void *src, lr_dtype
                               cudaStream_t s) {
     if (n < 0) return lr_fail(LR_E_INVAL, "gpu convert: %lld elements", (long long)n);
     if (!is_activation_dtype(ddt) || !(is_activation_dtype(sdt) || sdt == LR_F64))
-        return lr_fail(LR_E_INVAL, "gpu convert: no conversion from %s to %s (sources F64, "
-                                   "F32, F16, BF16; destinations F32, F16, BF16)",
+        return lr_fail(LR_E_INVAL,
+                       "gpu convert: no conversion from %s to %s (sources F64, "
+                       "F32, F16, BF16; destinations F32, F16, BF16)",
                        lr_dtype_name(sdt), lr_dtype_name(ddt));
     if (n == 0) return LR_OK;
     switch (sdt) {
-    case LR_F64: return convert_from<double>(dst, ddt, src, n, s);
-    case LR_F32: return convert_from<float>(dst, ddt, src, n, s);
-    case LR_F16: return convert_from<__half>(dst, ddt, src, n, s);
-    default: return convert_from<__nv_bfloat16>(dst, ddt, src, n, s);
+    case LR_F64:
+        return convert_from<double>(dst, ddt, src, n, s);
+    case LR_F32:
+        return convert_from<float>(dst, ddt, src, n, s);
+    case LR_F16:
+        return convert_from<__half>(dst, ddt, src, n, s);
+    default:
+        return convert_from<__nv_bfloat16>(dst, ddt, src, n, s);
     }
 }
 
@@ -172,19 +175,17 @@ static __global__ void add_residual_kernel(float *out, const E *a, const float *
 }
 
 template <typename E>
-static int add_residual_launch(float *out, const void *a, const float *r, int64_t n,
-                               cudaStream_t s) {
+static int add_residual_launch(float *out, const void *a, const float *r, int64_t n, cudaStream_t s) {
     add_residual_kernel<E><<<util_grid(n), UTIL_THREADS, 0, s>>>(out, (const E *)a, r, n);
     LAUNCH_CHECK();
     return LR_OK;
 }
 
-extern "C" int lr_gpu_add_residual(float *out, const void *a, const float *r, int64_t n,
-                                   lr_dtype dt, cudaStream_t s) {
+extern "C" int lr_gpu_add_residual(float *out, const void *a, const float *r, int64_t n, lr_dtype dt,
+                                   cudaStream_t s) {
     if (n < 0) return lr_fail(LR_E_INVAL, "gpu add_residual: %lld elements", (long long)n);
     if (!is_activation_dtype(dt))
-        return lr_fail(LR_E_INVAL, "gpu add_residual: dtype %s is not F32, F16 or BF16",
-                       lr_dtype_name(dt));
+        return lr_fail(LR_E_INVAL, "gpu add_residual: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
     if (n == 0) return LR_OK;
     return LR_DISPATCH_DTYPE(dt, add_residual_launch, out, a, r, n, s);
 }

@@ -77,24 +77,23 @@ static cudaStream_t g_stream; /* ops run on a stream of their own, not the defau
  * assert once. The format string must be followed by FAIL_PREFIX. */
 #define CHECK(cond, ...) ck_assert_msg(cond, "[%s, seed %llu] " __VA_ARGS__)
 #define FAIL_PREFIX g_case, (unsigned long long)g_seed
-#define CK_CUDA(call)                                                                      \
-    do {                                                                                   \
-        cudaError_t e_ = (call);                                                           \
-        CHECK(e_ == cudaSuccess, "%s: %s", FAIL_PREFIX, #call, cudaGetErrorString(e_));    \
+#define CK_CUDA(call)                                                                                        \
+    do {                                                                                                     \
+        cudaError_t e_ = (call);                                                                             \
+        CHECK(e_ == cudaSuccess, "%s: %s", FAIL_PREFIX, #call, cudaGetErrorString(e_));                      \
     } while (0)
 /* An op: LR_OK, then the stream drains without error (an illegal address shows here). */
-#define RUN(call)                                                                          \
-    do {                                                                                   \
-        int rc_ = (call);                                                                  \
-        CHECK(rc_ == LR_OK, "%s returned %s: %s", FAIL_PREFIX, #call, lr_status_name(rc_),  \
-              lr_last_error());                                                            \
-        CK_CUDA(cudaStreamSynchronize(g_stream));                                          \
+#define RUN(call)                                                                                            \
+    do {                                                                                                     \
+        int rc_ = (call);                                                                                    \
+        CHECK(rc_ == LR_OK, "%s returned %s: %s", FAIL_PREFIX, #call, lr_status_name(rc_), lr_last_error()); \
+        CK_CUDA(cudaStreamSynchronize(g_stream));                                                            \
     } while (0)
-#define EXPECT_STATUS(call, want)                                                          \
-    do {                                                                                   \
-        int rc_ = (call);                                                                  \
-        ck_assert_msg(rc_ == (want), "%s returned %s, expected %s (%s)", #call,            \
-                      lr_status_name(rc_), lr_status_name(want), lr_last_error());         \
+#define EXPECT_STATUS(call, want)                                                                            \
+    do {                                                                                                     \
+        int rc_ = (call);                                                                                    \
+        ck_assert_msg(rc_ == (want), "%s returned %s, expected %s (%s)", #call, lr_status_name(rc_),         \
+                      lr_status_name(want), lr_last_error());                                                \
     } while (0)
 
 static void set_case(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -116,7 +115,8 @@ static uint64_t splitmix64(uint64_t *s) {
  * LR_TEST_SEED replays any one test alone (CK_RUN_CASE) or within the suite. */
 static void rng_start(const char *test, int i) {
     uint64_t h = g_seed ^ (uint64_t)i * 0x2545f4914f6cdd1dull;
-    for (const char *p = test; *p; p++) h = (h ^ (uint64_t)(unsigned char)*p) * 0x100000001b3ull;
+    for (const char *p = test; *p; p++)
+        h = (h ^ (uint64_t)(unsigned char)*p) * 0x100000001b3ull;
     g_rng = h;
 }
 
@@ -136,11 +136,20 @@ static int64_t irand(int64_t lo, int64_t hi) { /* [lo, hi) */
 static double round_to(lr_dtype dt, double x) {
     int p, emin;
     switch (dt) {
-    case LR_F64: return x;
-    case LR_F32: p = 24, emin = -126; break;
-    case LR_F16: p = 11, emin = -14; break;
-    case LR_BF16: p = 8, emin = -126; break;
-    default: ck_abort_msg("round_to: dtype %s", lr_dtype_name(dt)); return 0;
+    case LR_F64:
+        return x;
+    case LR_F32:
+        p = 24, emin = -126;
+        break;
+    case LR_F16:
+        p = 11, emin = -14;
+        break;
+    case LR_BF16:
+        p = 8, emin = -126;
+        break;
+    default:
+        ck_abort_msg("round_to: dtype %s", lr_dtype_name(dt));
+        return 0;
     }
     if (x == 0 || !isfinite(x)) return x;
     int e;
@@ -152,8 +161,12 @@ static double round_to(lr_dtype dt, double x) {
 /* x must be representable in dt (round_to first). */
 static void encode(lr_dtype dt, void *raw, int64_t i, double x) {
     switch (dt) {
-    case LR_F64: ((double *)raw)[i] = x; break;
-    case LR_F32: ((float *)raw)[i] = (float)x; break;
+    case LR_F64:
+        ((double *)raw)[i] = x;
+        break;
+    case LR_F32:
+        ((float *)raw)[i] = (float)x;
+        break;
     case LR_BF16: {
         float f = (float)x;
         uint32_t u;
@@ -175,7 +188,8 @@ static void encode(lr_dtype dt, void *raw, int64_t i, double x) {
         ((uint16_t *)raw)[i] = sign | bits;
         break;
     }
-    default: ck_abort_msg("encode: dtype %s", lr_dtype_name(dt));
+    default:
+        ck_abort_msg("encode: dtype %s", lr_dtype_name(dt));
     }
 }
 
@@ -201,7 +215,8 @@ static void h_set(htensor *t, int64_t i, double x) {
 
 static htensor h_random(lr_dtype dt, int64_t n, double lo, double hi) {
     htensor t = h_new(dt, n);
-    for (int64_t i = 0; i < n; i++) h_set(&t, i, uniform(lo, hi));
+    for (int64_t i = 0; i < n; i++)
+        h_set(&t, i, uniform(lo, hi));
     return t;
 }
 
@@ -283,8 +298,8 @@ static int64_t first_nonfinite(const lr_tensor *t) {
 }
 
 /* raw (n, dt) from the GPU against ref (n, float64): finite, and relative L2 within tol. */
-static void expect_close(const char *what, const void *raw, lr_dtype dt, const double *ref,
-                         int64_t n, double tol) {
+static void expect_close(const char *what, const void *raw, lr_dtype dt, const double *ref, int64_t n,
+                         double tol) {
     lr_tensor a = {.dtype = dt, .ndim = 1, .shape = {n}, .data = raw};
     lr_tensor b = {.dtype = LR_F64, .ndim = 1, .shape = {n}, .data = ref};
     lr_metrics m;
@@ -297,14 +312,12 @@ static void expect_close(const char *what, const void *raw, lr_dtype dt, const d
     CHECK(m.rel_l2 <= tol,
           "%s: relative L2 error %.3g exceeds the %s budget %.3g (max abs %.3g at %lld: %.9g "
           "against %.9g)",
-          FAIL_PREFIX, what, m.rel_l2, lr_dtype_name(dt), tol, m.max_abs,
-          (long long)m.max_abs_index, lr_tensor_get(&a, m.max_abs_index),
-          ref[m.max_abs_index]);
+          FAIL_PREFIX, what, m.rel_l2, lr_dtype_name(dt), tol, m.max_abs, (long long)m.max_abs_index,
+          lr_tensor_get(&a, m.max_abs_index), ref[m.max_abs_index]);
 }
 
 /* The same, for outputs that must equal the reference exactly (copies, conversions). */
-static void expect_exact(const char *what, const void *raw, lr_dtype dt, const double *ref,
-                         int64_t n) {
+static void expect_exact(const char *what, const void *raw, lr_dtype dt, const double *ref, int64_t n) {
     lr_tensor a = {.dtype = dt, .ndim = 1, .shape = {n}, .data = raw};
     int64_t bad = 0, first = -1;
     for (int64_t i = 0; i < n; i++) {
@@ -345,15 +358,15 @@ static void sweep_embedding(const char *variant, lr_dtype dt) {
         htensor w = h_random(dt, shard * H, -1, 1);
         int64_t *ids = malloc((size_t)T * sizeof *ids);
         /* About a third of the tokens fall outside the shard, on either side. */
-        for (int64_t t = 0; t < T; t++) ids[t] = irand(start - shard / 2 - 1, start + shard + shard / 2);
+        for (int64_t t = 0; t < T; t++)
+            ids[t] = irand(start - shard / 2 - 1, start + shard + shard / 2);
         ids[0] = start + shard - 1; /* the shard's last row */
         double *ref = malloc((size_t)(T * H) * sizeof *ref);
         lr_ref_vocab_parallel_embedding_f64(ref, ids, T, w.v, start, shard, H);
 
         dbuf d_ids = d_new((size_t)T * sizeof *ids, ids), d_w = d_upload(&w);
         dbuf d_out = d_new((size_t)(T * H) * lr_dtype_size(dt), NULL);
-        RUN(lr_gpu_embedding(variant, dp(&d_out), dp(&d_ids), T, dp(&d_w), start, shard, H, dt,
-                             g_stream));
+        RUN(lr_gpu_embedding(variant, dp(&d_out), dp(&d_ids), T, dp(&d_w), start, shard, H, dt, g_stream));
         void *out = d_fetch(&d_out, "out");
         expect_exact("out", out, dt, ref, T * H);
         free(out);
@@ -381,8 +394,7 @@ static void sweep_rmsnorm(const char *variant, lr_dtype dt) {
         htensor r = h_random(LR_F32, n, -4, 4); /* the float32 residual stream */
         dbuf d_x = d_upload(&x), d_w = d_upload(&w);
 
-        set_case("rms_norm/%s %s T %lld H %lld", variant, lr_dtype_name(dt), (long long)T,
-                 (long long)H);
+        set_case("rms_norm/%s %s T %lld H %lld", variant, lr_dtype_name(dt), (long long)T, (long long)H);
         double *ref = malloc((size_t)n * sizeof *ref);
         lr_ref_rms_norm_f64(ref, x.v, w.v, T, H, e);
         dbuf d_y = d_new((size_t)n * lr_dtype_size(dt), NULL);
@@ -392,14 +404,14 @@ static void sweep_rmsnorm(const char *variant, lr_dtype dt) {
         free(y);
         d_free(&d_y, "y", NULL);
 
-        set_case("fused_add_rms_norm/%s %s T %lld H %lld", variant, lr_dtype_name(dt),
-                 (long long)T, (long long)H);
+        set_case("fused_add_rms_norm/%s %s T %lld H %lld", variant, lr_dtype_name(dt), (long long)T,
+                 (long long)H);
         double *res = dcopy(r.v, n);
         lr_ref_fused_add_rms_norm_f64(ref, res, x.v, w.v, T, H, e);
         dbuf d_r = d_upload(&r);
         d_y = d_new((size_t)n * lr_dtype_size(dt), NULL);
-        RUN(lr_gpu_fused_add_rms_norm(variant, dp(&d_y), dp(&d_r), dp(&d_x), dp(&d_w), T, H,
-                                      (float)e, dt, g_stream));
+        RUN(lr_gpu_fused_add_rms_norm(variant, dp(&d_y), dp(&d_r), dp(&d_x), dp(&d_w), T, H, (float)e, dt,
+                                      g_stream));
         y = d_fetch(&d_y, "y");
         void *rout = d_fetch(&d_r, "residual");
         expect_close("y", y, dt, ref, n, budget(dt));
@@ -427,15 +439,17 @@ static void sweep_rotary(const char *variant, lr_dtype dt) {
     for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
         int64_t T = shapes[c].T, nheads = shapes[c].nheads, hd = shapes[c].hd;
         int64_t w = nheads * hd, ldx = w + shapes[c].extra, half = hd / 2;
-        set_case("rotary/%s %s T %lld nheads %lld hd %lld ld %lld", variant, lr_dtype_name(dt),
-                 (long long)T, (long long)nheads, (long long)hd, (long long)ldx);
+        set_case("rotary/%s %s T %lld nheads %lld hd %lld ld %lld", variant, lr_dtype_name(dt), (long long)T,
+                 (long long)nheads, (long long)hd, (long long)ldx);
         htensor x = h_random(dt, T * ldx, -2, 2);
         int64_t *pos = malloc((size_t)T * sizeof *pos);
         double *inv_freq = malloc((size_t)half * sizeof *inv_freq);
         double *cs = malloc((size_t)hd * sizeof *cs);
-        /* Positions up to 2^20, where a float32 angle would be off by whole radians. */
-        for (int64_t t = 0; t < T; t++) pos[t] = t == 0 ? 0 : t == 1 ? (1 << 20) - 1 : irand(0, 8192);
-        for (int64_t i = 0; i < half; i++) inv_freq[i] = pow(500000.0, -2.0 * (double)i / (double)hd);
+        /* Positions up to 2^20, where a float32 angle is off by hundredths of a radian. */
+        for (int64_t t = 0; t < T; t++)
+            pos[t] = t == 0 ? 0 : t == 1 ? (1 << 20) - 1 : irand(0, 8192);
+        for (int64_t i = 0; i < half; i++)
+            inv_freq[i] = pow(500000.0, -2.0 * (double)i / (double)hd);
         double *ref = dcopy(x.v, T * ldx);
         lr_ref_rotary_embedding_f64(ref, ldx, T, nheads, hd, pos, inv_freq, cs);
 
@@ -447,7 +461,8 @@ static void sweep_rotary(const char *variant, lr_dtype dt) {
         void *rot = take_cols(out, es, T, ldx, 0, w);
         double *rot_ref = take_cols_d(ref, T, ldx, 0, w);
         expect_close("rotated heads", rot, dt, rot_ref, T * w, budget(dt));
-        void *rest = take_cols(out, es, T, ldx, w, ldx - w), *rest0 = take_cols(x.raw, es, T, ldx, w, ldx - w);
+        void *rest = take_cols(out, es, T, ldx, w, ldx - w),
+             *rest0 = take_cols(x.raw, es, T, ldx, w, ldx - w);
         CHECK(memcmp(rest, rest0, (size_t)(T * (ldx - w)) * es) == 0,
               "columns after the rotated heads changed", FAIL_PREFIX);
         free(out), free(rot), free(rot_ref), free(rest), free(rest0);
@@ -462,20 +477,19 @@ static void sweep_rotary(const char *variant, lr_dtype dt) {
 /* ---- activation ------------------------------------------------------------------------ */
 
 static void sweep_activation(const char *variant, lr_dtype dt) {
-    static const struct {
-        int64_t T, NI;
-    } shapes[] = {{1, 48}, {3, 576}, {37, 1000}, {8, 14336}};
+    static const struct { int64_t T, NI; } shapes[] = {{1, 48}, {3, 576}, {37, 1000}, {8, 14336}};
     for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
         int64_t T = shapes[c].T, NI = shapes[c].NI, n = T * NI;
         htensor gu = h_new(dt, T * 2 * NI);
         /* Gates far into both tails of silu; up around 1. */
         for (int64_t t = 0; t < T; t++)
-            for (int64_t i = 0; i < 2 * NI; i++) h_set(&gu, t * 2 * NI + i, i < NI ? uniform(-12, 12) : uniform(-2, 2));
+            for (int64_t i = 0; i < 2 * NI; i++)
+                h_set(&gu, t * 2 * NI + i, i < NI ? uniform(-12, 12) : uniform(-2, 2));
         dbuf d_gu = d_upload(&gu);
         double *ref = malloc((size_t)n * sizeof *ref);
         for (int mul = 1; mul >= 0; mul--) {
-            set_case("%s/%s %s T %lld NI %lld", mul ? "silu_and_mul" : "silu", variant,
-                     lr_dtype_name(dt), (long long)T, (long long)NI);
+            set_case("%s/%s %s T %lld NI %lld", mul ? "silu_and_mul" : "silu", variant, lr_dtype_name(dt),
+                     (long long)T, (long long)NI);
             dbuf d_out = d_new((size_t)n * lr_dtype_size(dt), NULL);
             if (mul) {
                 lr_ref_silu_and_mul_f64(ref, gu.v, T, NI);
@@ -500,7 +514,8 @@ static void sweep_activation(const char *variant, lr_dtype dt) {
 static void sweep_cache(const char *variant, lr_dtype dt) {
     static const struct {
         int64_t T, nkv, hd, block_size, num_blocks;
-    } shapes[] = {{1, 1, 8, 16, 4}, {20, 2, 64, 16, 8}, {37, 4, 128, 16, 6}, {12, 8, 16, 5, 3}, {3, 1, 256, 16, 2}};
+    } shapes[] = {
+        {1, 1, 8, 16, 4}, {20, 2, 64, 16, 8}, {37, 4, 128, 16, 6}, {12, 8, 16, 5, 3}, {3, 1, 256, 16, 2}};
     size_t es = lr_dtype_size(dt);
     for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
         int64_t T = shapes[c].T, nkv = shapes[c].nkv, hd = shapes[c].hd, bs = shapes[c].block_size;
@@ -511,7 +526,8 @@ static void sweep_cache(const char *variant, lr_dtype dt) {
         htensor qkv = h_random(dt, T * ldx, -1, 1);
         /* Distinct random slots; with more than one token, the last is padding (-1). */
         int64_t *slots = malloc((size_t)nslots * sizeof *slots);
-        for (int64_t i = 0; i < nslots; i++) slots[i] = i;
+        for (int64_t i = 0; i < nslots; i++)
+            slots[i] = i;
         for (int64_t i = nslots - 1; i > 0; i--) {
             int64_t j = irand(0, i + 1), tmp = slots[i];
             slots[i] = slots[j], slots[j] = tmp;
@@ -529,13 +545,11 @@ static void sweep_cache(const char *variant, lr_dtype dt) {
         }
         dbuf d_qkv = d_upload(&qkv), d_slots = d_new((size_t)T * sizeof *slots, slots);
         dbuf d_k = d_new(cache_bytes, NULL), d_v = d_new(cache_bytes, NULL);
-        RUN(lr_gpu_reshape_and_cache(variant, dp(&d_k), dp(&d_v), dp(&d_qkv), ldx, k_col, v_col, T,
-                                     nkv, hd, bs, dp(&d_slots), dt, g_stream));
+        RUN(lr_gpu_reshape_and_cache(variant, dp(&d_k), dp(&d_v), dp(&d_qkv), ldx, k_col, v_col, T, nkv, hd,
+                                     bs, dp(&d_slots), dt, g_stream));
         void *k = d_fetch(&d_k, "k_cache"), *v = d_fetch(&d_v, "v_cache");
-        CHECK(memcmp(k, k_want, cache_bytes) == 0, "k_cache differs from the expected slots",
-              FAIL_PREFIX);
-        CHECK(memcmp(v, v_want, cache_bytes) == 0, "v_cache differs from the expected slots",
-              FAIL_PREFIX);
+        CHECK(memcmp(k, k_want, cache_bytes) == 0, "k_cache differs from the expected slots", FAIL_PREFIX);
+        CHECK(memcmp(v, v_want, cache_bytes) == 0, "v_cache differs from the expected slots", FAIL_PREFIX);
         free(k), free(v), free(k_want), free(v_want);
         d_free(&d_k, "k_cache", NULL);
         d_free(&d_v, "v_cache", NULL);
@@ -564,16 +578,14 @@ static const attn_batch attn_batches[] = {
     {"odd-blocks", 7, 3, {6, 0, 13}, {9, 15, 1}},
 };
 
-static const struct {
-    int64_t nh, nkv;
-} attn_heads[] = {{4, 4}, {8, 2}, {4, 1}}; /* MHA, GQA, MQA */
+static const struct { int64_t nh, nkv; } attn_heads[] = {{4, 4}, {8, 2}, {4, 1}}; /* MHA, GQA, MQA */
 
 static const int64_t attn_hds[] = {8, 16, 64, 128, 256};
 
-static void attention_case(const char *variant, lr_dtype dt, const attn_batch *B, int64_t nh,
-                           int64_t nkv, int64_t hd) {
-    set_case("attention/%s %s batch %s nh %lld nkv %lld hd %lld", variant, lr_dtype_name(dt),
-             B->name, (long long)nh, (long long)nkv, (long long)hd);
+static void attention_case(const char *variant, lr_dtype dt, const attn_batch *B, int64_t nh, int64_t nkv,
+                           int64_t hd) {
+    set_case("attention/%s %s batch %s nh %lld nkv %lld hd %lld", variant, lr_dtype_name(dt), B->name,
+             (long long)nh, (long long)nkv, (long long)hd);
     int S = B->nseqs;
     int64_t bs = B->block_size, T = 0, max_len = 0, max_keys = 0, max_blocks = 0, nblocks = 3;
     int64_t start[8], nb[8];
@@ -602,7 +614,8 @@ static void attention_case(const char *variant, lr_dtype dt, const attn_batch *B
     /* The paged cache: physical blocks handed out in a random order, the rest of the cache
      * random (stale) values that a wrong block lookup would pick up. */
     int64_t *perm = malloc((size_t)nblocks * sizeof *perm);
-    for (int64_t i = 0; i < nblocks; i++) perm[i] = i;
+    for (int64_t i = 0; i < nblocks; i++)
+        perm[i] = i;
     for (int64_t i = nblocks - 1; i > 0; i--) {
         int64_t j = irand(0, i + 1), tmp = perm[i];
         perm[i] = perm[j], perm[j] = tmp;
@@ -611,14 +624,18 @@ static void attention_case(const char *variant, lr_dtype dt, const attn_batch *B
     htensor kc = h_random(dt, nblocks * bs * kvw, -2, 2), vc = h_random(dt, nblocks * bs * kvw, -1, 1);
     int64_t next = 0;
     for (int s = 0; s < S; s++) {
-        for (int64_t b = 0; b < max_blocks; b++) tables[s * max_blocks + b] = b < nb[s] ? (int32_t)perm[next++] : -1;
+        for (int64_t b = 0; b < max_blocks; b++)
+            tables[s * max_blocks + b] = b < nb[s] ? (int32_t)perm[next++] : -1;
         for (int64_t j = 0; j < B->past[s] + B->len[s]; j++) {
             int64_t slot = (int64_t)tables[s * max_blocks + j / bs] * bs + j % bs;
-            memcpy((char *)kc.raw + (size_t)(slot * kvw) * es, (char *)k[s].raw + (size_t)(j * kvw) * es, (size_t)kvw * es);
-            memcpy((char *)vc.raw + (size_t)(slot * kvw) * es, (char *)v[s].raw + (size_t)(j * kvw) * es, (size_t)kvw * es);
+            memcpy((char *)kc.raw + (size_t)(slot * kvw) * es, (char *)k[s].raw + (size_t)(j * kvw) * es,
+                   (size_t)kvw * es);
+            memcpy((char *)vc.raw + (size_t)(slot * kvw) * es, (char *)v[s].raw + (size_t)(j * kvw) * es,
+                   (size_t)kvw * es);
         }
     }
-    int32_t *token_seq = malloc((size_t)T * sizeof(int32_t)), *token_keys = malloc((size_t)T * sizeof(int32_t));
+    int32_t *token_seq = malloc((size_t)T * sizeof(int32_t)),
+            *token_keys = malloc((size_t)T * sizeof(int32_t));
     int32_t seq_start[8], seq_len[8], seq_past[8];
     for (int s = 0; s < S; s++) {
         seq_start[s] = (int32_t)start[s], seq_len[s] = (int32_t)B->len[s], seq_past[s] = (int32_t)B->past[s];
@@ -637,23 +654,33 @@ static void attention_case(const char *variant, lr_dtype dt, const attn_batch *B
 
     dbuf d_q = d_upload(&q), d_kc = d_upload(&kc), d_vc = d_upload(&vc);
     dbuf d_tab = d_new((size_t)(S * max_blocks) * sizeof(int32_t), tables);
-    dbuf d_tseq = d_new((size_t)T * sizeof(int32_t), token_seq), d_tkeys = d_new((size_t)T * sizeof(int32_t), token_keys);
-    dbuf d_start = d_new((size_t)S * sizeof(int32_t), seq_start), d_len = d_new((size_t)S * sizeof(int32_t), seq_len);
+    dbuf d_tseq = d_new((size_t)T * sizeof(int32_t), token_seq),
+         d_tkeys = d_new((size_t)T * sizeof(int32_t), token_keys);
+    dbuf d_start = d_new((size_t)S * sizeof(int32_t), seq_start),
+         d_len = d_new((size_t)S * sizeof(int32_t), seq_len);
     dbuf d_past = d_new((size_t)S * sizeof(int32_t), seq_past);
     dbuf d_ctx = d_new((size_t)(T * ldc) * es, NULL);
     lr_gpu_attn_meta meta = {
-        .block_tables = dp(&d_tab), .token_seq = dp(&d_tseq), .token_keys = dp(&d_tkeys),
-        .seq_start = dp(&d_start), .seq_len = dp(&d_len), .seq_past = dp(&d_past),
-        .num_seqs = S, .max_blocks = max_blocks, .block_size = bs,
-        .max_seq_len = max_len, .max_keys = max_keys,
+        .block_tables = dp(&d_tab),
+        .token_seq = dp(&d_tseq),
+        .token_keys = dp(&d_tkeys),
+        .seq_start = dp(&d_start),
+        .seq_len = dp(&d_len),
+        .seq_past = dp(&d_past),
+        .num_seqs = S,
+        .max_blocks = max_blocks,
+        .block_size = bs,
+        .max_seq_len = max_len,
+        .max_keys = max_keys,
     };
-    RUN(lr_gpu_attention(variant, dp(&d_ctx), ldc, dp(&d_q), ldq, dp(&d_kc), dp(&d_vc), &meta, T,
-                         nh, nkv, hd, (float)(1.0 / sqrt((double)hd)), dt, g_stream));
+    RUN(lr_gpu_attention(variant, dp(&d_ctx), ldc, dp(&d_q), ldq, dp(&d_kc), dp(&d_vc), &meta, T, nh, nkv, hd,
+                         (float)(1.0 / sqrt((double)hd)), dt, g_stream));
     void *ctx = d_fetch(&d_ctx, "ctx");
     void *heads = take_cols(ctx, es, T, ldc, 0, qw), *pad = take_cols(ctx, es, T, ldc, qw, ldc - qw);
     expect_close("ctx", heads, dt, ref, T * qw, budget(dt));
     size_t pad_bytes = (size_t)(T * (ldc - qw)) * es, pad_ok = 0;
-    while (pad_ok < pad_bytes && ((unsigned char *)pad)[pad_ok] == POISON) pad_ok++;
+    while (pad_ok < pad_bytes && ((unsigned char *)pad)[pad_ok] == POISON)
+        pad_ok++;
     CHECK(pad_ok == pad_bytes, "ctx: padding columns after the heads written", FAIL_PREFIX);
     free(ctx), free(heads), free(pad);
 
@@ -668,7 +695,8 @@ static void attention_case(const char *variant, lr_dtype dt, const attn_batch *B
     d_free(&d_len, "seq_len", seq_len);
     d_free(&d_past, "seq_past", seq_past);
     h_free(&q), h_free(&kc), h_free(&vc);
-    for (int s = 0; s < S; s++) h_free(&k[s]), h_free(&v[s]);
+    for (int s = 0; s < S; s++)
+        h_free(&k[s]), h_free(&v[s]);
     free(perm), free(tables), free(token_seq), free(token_keys), free(ref), free(scores);
 }
 
@@ -686,8 +714,8 @@ static const struct {
     const char *family;
     void (*sweep)(const char *variant, lr_dtype dt);
 } sweeps[] = {
-    {"embedding", sweep_embedding}, {"rmsnorm", sweep_rmsnorm},     {"rotary", sweep_rotary},
-    {"activation", sweep_activation}, {"cache", sweep_cache},       {"attention", sweep_attention},
+    {"embedding", sweep_embedding},   {"rmsnorm", sweep_rmsnorm}, {"rotary", sweep_rotary},
+    {"activation", sweep_activation}, {"cache", sweep_cache},     {"attention", sweep_attention},
 };
 #define N_SWEEPS (sizeof sweeps / sizeof sweeps[0])
 
@@ -732,7 +760,8 @@ START_TEST(test_sum) {
                     parts[p] = h_random(dt, n, 0.25, 1);
                     d_parts[p] = d_upload(&parts[p]);
                     ptrs[p] = dp(&d_parts[p]);
-                    for (int64_t i = 0; i < n; i++) ref[i] += parts[p].v[i];
+                    for (int64_t i = 0; i < n; i++)
+                        ref[i] += parts[p].v[i];
                 }
                 dbuf d_out = inplace ? d_parts[0] : d_new((size_t)n * lr_dtype_size(dt), NULL);
                 RUN(lr_gpu_sum(dp(&d_out), ptrs, np, n, dt, g_stream));
@@ -758,7 +787,8 @@ START_TEST(test_add_bias) {
     set_case("add_bias %s T %lld N %lld", lr_dtype_name(dt), (long long)T, (long long)N);
     htensor y = h_random(dt, T * N, -2, 2), b = h_random(dt, N, -0.5, 0.5);
     double *ref = malloc((size_t)(T * N) * sizeof *ref);
-    for (int64_t i = 0; i < T * N; i++) ref[i] = y.v[i] + b.v[i % N];
+    for (int64_t i = 0; i < T * N; i++)
+        ref[i] = y.v[i] + b.v[i % N];
     dbuf d_y = d_upload(&y), d_b = d_upload(&b);
     RUN(lr_gpu_add_bias(dp(&d_y), dp(&d_b), T, N, dt, g_stream));
     void *out = d_fetch(&d_y, "y");
@@ -777,7 +807,8 @@ START_TEST(test_add_residual) {
     set_case("add_residual %s n %lld", lr_dtype_name(dt), (long long)n);
     htensor a = h_random(dt, n, -2, 2), r = h_random(LR_F32, n, -4, 4);
     double *ref = malloc((size_t)n * sizeof *ref);
-    for (int64_t i = 0; i < n; i++) ref[i] = a.v[i] + r.v[i];
+    for (int64_t i = 0; i < n; i++)
+        ref[i] = a.v[i] + r.v[i];
     dbuf d_a = d_upload(&a), d_r = d_upload(&r), d_out = d_new((size_t)n * sizeof(float), NULL);
     RUN(lr_gpu_add_residual(dp(&d_out), dp(&d_a), dp(&d_r), n, dt, g_stream));
     void *out = d_fetch(&d_out, "out");
@@ -800,10 +831,12 @@ START_TEST(test_convert) {
     set_case("convert %s -> %s n %lld", lr_dtype_name(sdt), lr_dtype_name(ddt), (long long)n);
     htensor src = h_new(sdt, n);
     /* Every seventh value tiny, to reach F16's subnormals; one exact tie. */
-    for (int64_t i = 0; i < n; i++) h_set(&src, i, uniform(-3, 3) * (i % 7 == 3 ? 1e-6 : 1));
+    for (int64_t i = 0; i < n; i++)
+        h_set(&src, i, uniform(-3, 3) * (i % 7 == 3 ? 1e-6 : 1));
     if (sdt == LR_F64 || sdt == LR_F32) h_set(&src, 0, 1.0 + 0x1p-11); /* halfway between F16s */
     double *ref = malloc((size_t)n * sizeof *ref);
-    for (int64_t i = 0; i < n; i++) ref[i] = round_to(ddt, src.v[i]);
+    for (int64_t i = 0; i < n; i++)
+        ref[i] = round_to(ddt, src.v[i]);
     dbuf d_src = d_upload(&src), d_dst = d_new((size_t)n * lr_dtype_size(ddt), NULL);
     RUN(lr_gpu_convert(dp(&d_dst), ddt, dp(&d_src), sdt, n, g_stream));
     void *out = d_fetch(&d_dst, "dst");
@@ -817,8 +850,7 @@ END_TEST
 
 /* ---- Registry and arguments (no device needed) ----------------------------------------- */
 
-static const char *const families[] = {"embedding", "rmsnorm",  "rotary",
-                                       "activation", "cache", "attention"};
+static const char *const families[] = {"embedding", "rmsnorm", "rotary", "activation", "cache", "attention"};
 #define N_FAMILIES (sizeof families / sizeof families[0])
 
 START_TEST(test_registry) {
@@ -861,8 +893,8 @@ END_TEST
 /* Every entry point rejects an unknown variant and bad sizes before touching the device
  * (the pointers here are NULL). */
 START_TEST(test_bad_arguments) {
-    lr_gpu_attn_meta meta = {.num_seqs = 1, .max_blocks = 1, .block_size = 16, .max_seq_len = 1,
-                             .max_keys = 1};
+    lr_gpu_attn_meta meta = {
+        .num_seqs = 1, .max_blocks = 1, .block_size = 16, .max_seq_len = 1, .max_keys = 1};
     cudaStream_t s = 0;
     /* unknown variants */
     EXPECT_STATUS(lr_gpu_embedding("nope", NULL, NULL, 1, NULL, 0, 1, 8, LR_F32, s), LR_E_INVAL);
@@ -871,11 +903,9 @@ START_TEST(test_bad_arguments) {
                   LR_E_INVAL);
     EXPECT_STATUS(lr_gpu_rotary("nope", NULL, 8, 1, 1, 8, NULL, NULL, LR_F32, s), LR_E_INVAL);
     EXPECT_STATUS(lr_gpu_silu_and_mul("nope", NULL, NULL, 1, 8, LR_F32, s), LR_E_INVAL);
-    EXPECT_STATUS(lr_gpu_reshape_and_cache("nope", NULL, NULL, NULL, 24, 8, 16, 1, 1, 8, 16, NULL,
-                                           LR_F32, s),
+    EXPECT_STATUS(lr_gpu_reshape_and_cache("nope", NULL, NULL, NULL, 24, 8, 16, 1, 1, 8, 16, NULL, LR_F32, s),
                   LR_E_INVAL);
-    EXPECT_STATUS(lr_gpu_attention("nope", NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f,
-                                   LR_F32, s),
+    EXPECT_STATUS(lr_gpu_attention("nope", NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f, LR_F32, s),
                   LR_E_INVAL);
     ck_assert_msg(strstr(lr_last_error(), "flash") && strstr(lr_last_error(), "simple"),
                   "unhelpful message: %s", lr_last_error());
@@ -890,33 +920,25 @@ START_TEST(test_bad_arguments) {
     EXPECT_STATUS(lr_gpu_rotary(NULL, NULL, 8, 1, 2, 8, NULL, NULL, LR_F32, s), LR_E_INVAL);
     EXPECT_STATUS(lr_gpu_silu_and_mul(NULL, NULL, NULL, 1, -8, LR_F32, s), LR_E_INVAL);
     EXPECT_STATUS(lr_gpu_silu(NULL, NULL, 1, 8, LR_I32, s), LR_E_INVAL);
-    EXPECT_STATUS(lr_gpu_reshape_and_cache(NULL, NULL, NULL, NULL, 24, 8, 20, 1, 1, 8, 16, NULL,
-                                           LR_F32, s),
+    EXPECT_STATUS(lr_gpu_reshape_and_cache(NULL, NULL, NULL, NULL, 24, 8, 20, 1, 1, 8, 16, NULL, LR_F32, s),
                   LR_E_INVAL); /* values pass the row */
-    EXPECT_STATUS(lr_gpu_reshape_and_cache(NULL, NULL, NULL, NULL, 24, 8, 16, 1, 1, 8, 0, NULL,
-                                           LR_F32, s),
+    EXPECT_STATUS(lr_gpu_reshape_and_cache(NULL, NULL, NULL, NULL, 24, 8, 16, 1, 1, 8, 0, NULL, LR_F32, s),
                   LR_E_INVAL);
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 48, NULL, 80, NULL, NULL, &meta, 1, 6, 4, 8, 1.0f,
-                                   LR_F32, s),
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 48, NULL, 80, NULL, NULL, &meta, 1, 6, 4, 8, 1.0f, LR_F32, s),
                   LR_E_INVAL); /* 6 heads over 4 kv heads */
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 7, 1.0f,
-                                   LR_F32, s),
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 7, 1.0f, LR_F32, s),
                   LR_E_INVAL); /* odd head_dim */
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 258, NULL, 774, NULL, NULL, &meta, 1, 1, 1, 258,
-                                   1.0f, LR_F32, s),
-                  LR_E_INVAL); /* head_dim above 256 */
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 4, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f,
-                                   LR_F32, s),
+    EXPECT_STATUS(
+        lr_gpu_attention(NULL, NULL, 258, NULL, 774, NULL, NULL, &meta, 1, 1, 1, 258, 1.0f, LR_F32, s),
+        LR_E_INVAL); /* head_dim above 256 */
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 4, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f, LR_F32, s),
                   LR_E_INVAL); /* ctx row too short */
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, NULL, 1, 1, 1, 8, 1.0f,
-                                   LR_F32, s),
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, NULL, 1, 1, 1, 8, 1.0f, LR_F32, s),
                   LR_E_INVAL);
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f,
-                                   LR_F64, s),
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f, LR_F64, s),
                   LR_E_INVAL);
     meta.block_size = 0;
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f,
-                                   LR_F32, s),
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f, LR_F32, s),
                   LR_E_INVAL);
     EXPECT_STATUS(lr_gpu_sum(NULL, NULL, 0, 8, LR_F32, s), LR_E_INVAL);
     EXPECT_STATUS(lr_gpu_add_bias(NULL, NULL, 1, 8, LR_F64, s), LR_E_INVAL);
@@ -925,12 +947,10 @@ START_TEST(test_bad_arguments) {
     EXPECT_STATUS(lr_gpu_add_residual(NULL, NULL, NULL, -1, LR_F32, s), LR_E_INVAL);
     /* empty ops do nothing, successfully, without a device */
     EXPECT_STATUS(lr_gpu_rms_norm(NULL, NULL, NULL, NULL, 0, 8, 1e-5f, LR_F32, s), LR_OK);
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 0, 1, 1, 8, 1.0f,
-                                   LR_F32, s),
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 0, 1, 1, 8, 1.0f, LR_F32, s),
                   LR_E_INVAL); /* still block_size 0 */
     meta.block_size = 16;
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 0, 1, 1, 8, 1.0f,
-                                   LR_F32, s),
+    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 0, 1, 1, 8, 1.0f, LR_F32, s),
                   LR_OK);
     EXPECT_STATUS(lr_gpu_convert(NULL, LR_F16, NULL, LR_F64, 0, s), LR_OK);
 }
@@ -950,10 +970,9 @@ static int run(Suite *s) {
 
 int main(void) {
     const char *env = getenv("LR_TEST_SEED");
-    g_seed = env ? strtoull(env, NULL, 0)
-                 : (uint64_t)time(NULL) * 1000003u ^ (uint64_t)getpid();
-    printf("test_gpu_ops: seed %llu (LR_TEST_SEED=%llu repeats this run)\n",
-           (unsigned long long)g_seed, (unsigned long long)g_seed);
+    g_seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) * 1000003u ^ (uint64_t)getpid();
+    printf("test_gpu_ops: seed %llu (LR_TEST_SEED=%llu repeats this run)\n", (unsigned long long)g_seed,
+           (unsigned long long)g_seed);
 
     Suite *contract = suite_create("gpu_ops_contract");
     TCase *tc = tcase_create("registry_and_arguments");
