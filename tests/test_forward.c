@@ -9,56 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    const char *model, *fixture;
-} fixture_case;
-
-static const fixture_case cases[] = {
-    {"gqa-f32", "gqa-f32-batch"},
-    {"mha-bias-bf16", "mha-bias-bf16"},
-    {"mqa-hd-f16", "mqa-hd-f16"},
-    {"long-gqa-f32", "long-gqa-f32-300"},
-};
-#define N_CASES (int)(sizeof cases / sizeof cases[0])
+#include "fixture_cases.h"
 
 static const lr_dtype precisions[] = {LR_F64, LR_F32};
 static const int tps[] = {1, 2, 4};
-
-static char *fixture_path(const char *rel) {
-    const char *root = getenv("LR_FIXTURES");
-    ck_assert_msg(root != NULL, "LR_FIXTURES is not set (run through make check)");
-    char *p = malloc(strlen(root) + strlen(rel) + 2);
-    sprintf(p, "%s/%s", root, rel);
-    return p;
-}
-
-typedef struct {
-    lr_checkpoint *ck;
-    lr_fixture *fx;
-} loaded;
-
-static loaded load_case(const fixture_case *c) {
-    char rel[256];
-    loaded L;
-    snprintf(rel, sizeof rel, "models/%s", c->model);
-    char *dir = fixture_path(rel);
-    snprintf(rel, sizeof rel, "golden/%s.safetensors", c->fixture);
-    char *fx = fixture_path(rel);
-    int rc = lr_checkpoint_open(dir, &L.ck);
-    ck_assert_msg(rc == LR_OK, "%s", lr_last_error());
-    rc = lr_fixture_open(fx, &L.fx);
-    ck_assert_msg(rc == LR_OK, "%s", lr_last_error());
-    rc = lr_fixture_check_config(L.fx, lr_checkpoint_config(L.ck));
-    ck_assert_msg(rc == LR_OK, "%s", lr_last_error());
-    free(dir);
-    free(fx);
-    return L;
-}
-
-static void unload(loaded *L) {
-    lr_fixture_free(L->fx);
-    lr_checkpoint_close(L->ck);
-}
 
 static lr_model *make_model(const lr_checkpoint *ck, lr_dtype precision, int tp) {
     lr_options o;

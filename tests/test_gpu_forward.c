@@ -24,43 +24,12 @@ int main(void) {
 #include <cuda_runtime_api.h>
 #include <string.h>
 
-typedef struct {
-    const char *model, *fixture;
-} fixture_case;
+#include "fixture_cases.h"
 
-static const fixture_case cases[] = {
-    {"gqa-f32", "gqa-f32-batch"},
-    {"mha-bias-bf16", "mha-bias-bf16"},
-    {"mqa-hd-f16", "mqa-hd-f16"},
-    {"long-gqa-f32", "long-gqa-f32-300"},
-};
-#define N_CASES (int)(sizeof cases / sizeof cases[0])
 static const lr_dtype precisions[] = {LR_BF16, LR_F16, LR_F32};
 #define N_PREC 3
 static const int tps[] = {1, 2, 4};
 #define N_TP 3
-
-typedef struct {
-    lr_checkpoint *ck;
-    lr_fixture *fx;
-} loaded;
-
-static loaded load_case(const fixture_case *c) {
-    const char *root = getenv("LR_FIXTURES");
-    ck_assert_msg(root != NULL, "LR_FIXTURES is not set (run through make check)");
-    char dir[1024], fx[1024];
-    snprintf(dir, sizeof dir, "%s/models/%s", root, c->model);
-    snprintf(fx, sizeof fx, "%s/golden/%s.safetensors", root, c->fixture);
-    loaded L;
-    ck_assert_msg(lr_checkpoint_open(dir, &L.ck) == LR_OK, "%s", lr_last_error());
-    ck_assert_msg(lr_fixture_open(fx, &L.fx) == LR_OK, "%s", lr_last_error());
-    return L;
-}
-
-static void unload(loaded *L) {
-    lr_fixture_free(L->fx);
-    lr_checkpoint_close(L->ck);
-}
 
 static lr_model *make_model(const lr_checkpoint *ck, lr_dtype precision, int tp, const char *kernels) {
     lr_options o;
