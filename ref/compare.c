@@ -68,9 +68,8 @@ static const struct {
 };
 #define N_LAYER_STAGES (sizeof layer_stages / sizeof layer_stages[0])
 
-/* Splits "model.layers.{i}[.suffix]": returns the layer and points suffix at "" or the
- * part after the dot; -1 when the name is not a layer stage. */
-static int64_t split_layer(const char *stage, const char **suffix) {
+/* See internal.h. */
+int64_t lr_stage_split(const char *stage, const char **suffix) {
     static const char prefix[] = "model.layers.";
     if (strncmp(stage, prefix, sizeof prefix - 1) != 0) return -1;
     const char *p = stage + sizeof prefix - 1;
@@ -94,7 +93,7 @@ lr_stage_kind lr_stage_kind_of(const char *stage) {
     if (strcmp(stage, "model.norm") == 0) return LR_STAGE_NORM;
     if (strcmp(stage, "lm_head") == 0) return LR_STAGE_LOGITS;
     const char *suffix;
-    if (split_layer(stage, &suffix) < 0) return LR_STAGE_UNKNOWN;
+    if (lr_stage_split(stage, &suffix) < 0) return LR_STAGE_UNKNOWN;
     if (*suffix == '\0') return LR_STAGE_LAYER;
     for (size_t k = 0; k < N_LAYER_STAGES; k++)
         if (strcmp(suffix, layer_stages[k].suffix) == 0) return layer_stages[k].kind;
@@ -116,7 +115,7 @@ int64_t lr_stage_width(const lr_config *c, const char *stage, bool *required) {
         w = c->hidden_size;
     } else if (strcmp(stage, "lm_head") == 0) {
         w = c->vocab_size;
-    } else if ((l = split_layer(stage, &suffix)) >= 0 && l < c->num_hidden_layers) {
+    } else if ((l = lr_stage_split(stage, &suffix)) >= 0 && l < c->num_hidden_layers) {
         if (*suffix == '\0') {
             w = c->hidden_size;
         } else {

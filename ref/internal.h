@@ -38,6 +38,10 @@ int lr_read_file(const char *path, size_t limit, char **out, size_t *len);
 /* Joins dir and name into a fresh string. */
 char *lr_path_join(const char *dir, const char *name);
 
+/* Splits "model.layers.{i}[.suffix]": returns the layer and points suffix at "" or the
+ * part after the dot; -1 when the name is not a layer stage. */
+int64_t lr_stage_split(const char *stage, const char **suffix);
+
 /* Largest dimension accepted anywhere: keeps every product of two dims in int64. */
 #define LR_MAX_DIM ((int64_t)1 << 31)
 

@@ -363,6 +363,29 @@ bool lr_metrics_pass(const lr_metrics *m, double tolerance);
  * name is not a stage of it. required is set for the stages every fixture must hold. */
 int64_t lr_stage_width(const lr_config *cfg, const char *stage, bool *required);
 
+/* ---- Error model (docs/error-model.md) ------------------------------------------- */
+
+/* How large each stage's relative L2 error against a float64 golden should be when a
+ * model is computed in `precision` from weights stored as `weights`: every rounding of
+ * a stored tensor adds an independent relative error of 0.425 u (u the unit roundoff),
+ * every reduction of length K accumulated in precision p adds 0.425 u_p sqrt(K/2), and
+ * errors add in quadrature, carried through the residual stream in proportion to the
+ * norms of its terms. The norms come from reference stage tensors (the golden's, or a
+ * reference run's) through src; layer sub-stages it lacks are estimated from the
+ * layer outputs. */
+typedef const lr_tensor *(*lr_stage_source)(void *user, const char *stage);
+typedef struct lr_error_model lr_error_model;
+/* mean_context: mean number of positions a token attends to (the PV reduction). */
+int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype precision, double mean_context,
+                          lr_stage_source src, void *user, lr_error_model **out);
+void lr_error_model_free(lr_error_model *m);
+/* The predicted relative L2 error of a stage, or -1 when the model has none for it. */
+double lr_error_model_predict(const lr_error_model *m, const char *stage);
+/* The band a measurement must fall in for the model to hold: measured <= hi x predicted
+ * at every stage, and the median of measured / predicted over a run >= lo. */
+#define LR_ERROR_MODEL_HI 3.0
+#define LR_ERROR_MODEL_LO (1.0 / 3.0)
+
 /* Records every stage a forward reports (an observer), as float64 copies. */
 typedef struct lr_recorder lr_recorder;
 int lr_recorder_create(lr_recorder **out);

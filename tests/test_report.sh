@@ -64,6 +64,7 @@ expect 0 "check --report" -- "$LD" check -m "$M" -f "$F" --report "$R"
 report_ok "$R" "$TMP/agree.json"
 ok "agree: result shown" -- grep -q "agree" "$R"
 ok "agree: no first divergence" -- grep -qi "first divergence.*none" "$R"
+ok "agree: the error model drawn beside the measurement" -- grep -q "error model (expected" "$R"
 
 # Nothing overwritten: a second run without --force refuses (2), one line naming the file.
 cp "$R" "$TMP/keep"

@@ -29,7 +29,7 @@ typedef struct {
     const char *cmd;
     const char *model, *fixture, *tokens, *out, *report;
     lr_options opt;
-    bool json, force, color, precision_given, isolate;
+    bool json, force, color, precision_given, isolate, quiet;
     int decode; /* check --decode K */
     char kernels[512]; /* --kernel family=name, comma-joined */
     const char *spec_a, *spec_b; /* backends --a, --b */
@@ -87,6 +87,7 @@ static void usage(FILE *fp) {
           "      --report FILE        check, compare, backends: also write a self-contained HTML\n"
           "                           report (charts per stage and per layer, table, drill-down)\n"
           "      --force              let dump or --report replace an existing output file\n"
+          "  -q, --quiet              no progress lines on stderr (shown once a run takes over 1.5 s)\n"
           "  -h, --help               this help\n"
           "  -V, --version            version\n"
           "\n"
@@ -139,13 +140,13 @@ static int parse_args(int argc, char **argv, args *a) {
         {"kernel", required_argument, NULL, 'k'},  {"devices", required_argument, NULL, OPT_DEVICES},
         {"a", required_argument, NULL, OPT_A},     {"b", required_argument, NULL, OPT_B},
         {"isolate", no_argument, NULL, OPT_ISOLATE}, {"decode", required_argument, NULL, OPT_DECODE},
-        {"report", required_argument, NULL, OPT_REPORT},
+        {"report", required_argument, NULL, OPT_REPORT}, {"quiet", no_argument, NULL, 'q'},
         {NULL, 0, NULL, 0},
     };
     lr_options_init(&a->opt);
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":m:f:t:o:b:p:k:hV", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":m:f:t:o:b:p:k:qhV", longopts, NULL)) != -1) {
         switch (c) {
         case 'm': a->model = optarg; break;
         case 'f': a->fixture = optarg; break;
@@ -191,6 +192,7 @@ static int parse_args(int argc, char **argv, args *a) {
             break;
         case OPT_JSON: a->json = true; break;
         case OPT_FORCE: a->force = true; break;
+        case 'q': a->quiet = true; break;
         case 'h': usage(stdout); exit(EXIT_AGREE);
         case 'V': printf("llama-diff (%s) %s\n", PACKAGE_NAME, PACKAGE_VERSION); exit(EXIT_AGREE);
         case ':': return bad("option %s needs a value (see --help)", argv[optind - 1]);
@@ -366,9 +368,9 @@ static int cmd_info(const args *a) {
 typedef struct {
     lr_observer rec;
     const lr_fixture *isolate;
-    double start;
+    double start, last;
     long long layers;
-    bool progress, shown;
+    bool progress, tty, shown;
 } run_ctx;
 
 static double now_s(void) {
@@ -380,14 +382,20 @@ static double now_s(void) {
 static void run_on_stage(void *user, const char *stage, const lr_tensor *t) {
     run_ctx *c = user;
     c->rec.on_stage(c->rec.user, stage, t);
-    /* Progress on a terminal once a run has taken more than a second and a half. */
+    /* Progress once a run has taken more than a second and a half: on a terminal one
+     * line rewritten at every layer, elsewhere (a CI log) a line every five seconds. */
     long long l;
     char tail;
-    if (c->layers > 0 && c->progress && sscanf(stage, "model.layers.%lld%c", &l, &tail) == 1 &&
-        now_s() - c->start > 1.5) {
+    if (c->layers <= 0 || !c->progress || sscanf(stage, "model.layers.%lld%c", &l, &tail) != 1) return;
+    double now = now_s();
+    if (now - c->start < 1.5 || (!c->tty && now - c->last < 5)) return;
+    if (c->tty) {
         fprintf(stderr, "\rllama-diff: layer %lld/%lld", l + 1, c->layers);
         c->shown = true;
+    } else {
+        fprintf(stderr, "llama-diff: layer %lld/%lld, %.0f s\n", l + 1, c->layers, now - c->start);
     }
+    c->last = now;
 }
 
 static const lr_tensor *run_inject(void *user, const char *stage) {
@@ -401,8 +409,12 @@ static int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, 
     lr_model *m;
     int rc = lr_model_create(ck, &a->opt, &m);
     if (rc) return lib_fail(rc);
-    run_ctx ctx = {lr_recorder_observer(rec), isolate, now_s(), (long long)lr_checkpoint_config(ck)->num_hidden_layers,
-                   isatty(STDERR_FILENO) != 0, false};
+    run_ctx ctx = {.rec = lr_recorder_observer(rec),
+                   .isolate = isolate,
+                   .start = now_s(),
+                   .layers = (long long)lr_checkpoint_config(ck)->num_hidden_layers,
+                   .progress = !a->quiet,
+                   .tty = isatty(STDERR_FILENO) != 0};
     lr_observer obs = {.on_stage = run_on_stage, .user = &ctx, .inject = isolate ? run_inject : NULL};
     lr_tensor hidden, logits;
     rc = lr_model_forward(m, b, NULL, &obs, &hidden);
@@ -552,6 +564,7 @@ typedef struct {
     lr_stage_kind kind;
     lr_metrics m;
     double tol;
+    double predicted; /* the error model's figure for this stage, or -1 */
     bool pass;
     int64_t width;
 } stage_result;
@@ -561,6 +574,7 @@ typedef struct {
     const char *command;
     const char *test_label, *ref_label; /* what each side is, for the header */
     lr_dtype precision;                 /* the budget column used */
+    lr_error_model *model[2];           /* what each side should show (docs/error-model.md) */
     stage_result *res;
     size_t n, cap, failed;
     const stage_result *first;
@@ -656,6 +670,14 @@ static int report_add(report *r, const char *name, const lr_tensor *test, const 
     x->kind = lr_stage_kind_of(name);
     x->width = ref->ndim == 2 && ref->shape[1] > 0 ? ref->shape[1] : 1;
     x->tol = lr_tolerance(x->kind, r->precision);
+    x->predicted = -1;
+    for (int k = 0; k < 2 && r->model[0]; k++) {
+        double p = lr_error_model_predict(r->model[k] ? r->model[k] : r->model[0], name);
+        if (k == 0)
+            x->predicted = p;
+        else if (r->model[1] && p >= 0 && x->predicted >= 0)
+            x->predicted = hypot(x->predicted, p); /* two approximations: errors add in quadrature */
+    }
     x->pass = lr_metrics_pass(&x->m, x->tol);
     r->failed += !x->pass;
     return strcmp(name, "lm_head") == 0 ? logits_metrics(r, test, ref) : 0;
@@ -664,7 +686,28 @@ static int report_add(report *r, const char *name, const lr_tensor *test, const 
 static void report_free(report *r) {
     for (size_t i = 0; i < r->n; i++) free(r->res[i].name);
     free(r->res);
+    lr_error_model_free(r->model[0]);
+    lr_error_model_free(r->model[1]);
 }
+
+/* The error model of a run in precision p of this checkpoint on batch b, with norms
+ * from src (the golden or a reference run). Without one the report shows no figure. */
+static int attach_model(lr_error_model **out, const lr_checkpoint *ck, lr_dtype p, const lr_batch *b,
+                        lr_stage_source src, void *user) {
+    const lr_st_entry *emb = lr_checkpoint_find(ck, "model.embed_tokens.weight");
+    double ctx = 0;
+    for (int64_t t = 0; t < b->num_tokens; t++) ctx += (double)b->positions[t] + 1;
+    ctx = b->num_tokens > 0 ? ctx / (double)b->num_tokens : 1;
+    int rc = lr_error_model_create(lr_checkpoint_config(ck), emb ? emb->t.dtype : LR_F32, p, ctx, src, user, out);
+    return rc ? lib_fail(rc) : 0;
+}
+
+static const lr_tensor *fixture_source(void *user, const char *stage) {
+    const lr_st_entry *e = lr_fixture_stage(user, stage);
+    return e ? &e->t : NULL;
+}
+
+static const lr_tensor *recorder_source(void *user, const char *stage) { return lr_recorder_find(user, stage); }
 
 /* The layer index of a stage, or -1. */
 static long long layer_of(const char *name) {
@@ -713,14 +756,15 @@ static int report_finish(const args *a, report *r, json_t *extra) {
         json_t *stages = json_array();
         for (size_t i = 0; i < r->n; i++) {
             const stage_result *x = &r->res[i];
-            json_array_append_new(
-                stages, json_pack("{s:s, s:s, s:I, s:f, s:f, s:[I,I], s:f, s:I, s:I, s:f, s:f, s:b}", "name", x->name,
+            json_t *o = json_pack("{s:s, s:s, s:I, s:f, s:f, s:[I,I], s:f, s:I, s:I, s:f, s:f, s:b}", "name", x->name,
                                   "kind", lr_stage_kind_name(x->kind), "numel", (json_int_t)x->m.n, "rel_l2",
                                   isfinite(x->m.rel_l2) ? x->m.rel_l2 : -1.0, "max_abs", x->m.max_abs, "max_abs_at",
                                   (json_int_t)(x->m.max_abs_index / x->width), (json_int_t)(x->m.max_abs_index % x->width),
                                   "cosine", x->m.cosine, "nan", (json_int_t)x->m.nan_a, "inf", (json_int_t)x->m.inf_a,
                                   "tolerance", x->tol, "budget_used",
-                                  isfinite(x->m.rel_l2) ? x->m.rel_l2 / x->tol : -1.0, "pass", x->pass));
+                                  isfinite(x->m.rel_l2) ? x->m.rel_l2 / x->tol : -1.0, "pass", x->pass);
+            json_object_set_new(o, "predicted", x->predicted >= 0 ? json_real(x->predicted) : json_null());
+            json_array_append_new(stages, o);
         }
         json_t *root = json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:o, s:o, s:s}", "command", r->command, "test",
                                  r->test_label, "reference", r->ref_label, "precision", precision_name(r->precision),
@@ -751,16 +795,18 @@ static int report_finish(const args *a, report *r, json_t *extra) {
                *off = a->color ? "\033[0m" : "";
     printf("llama-diff %s\n  test       %s\n  reference  %s\n  budgets    %s (docs/tolerances.md)\n\n", r->command,
            r->test_label, r->ref_label, precision_name(r->precision));
-    printf("%-42s %-10s %9s %9s %12s %18s %9s %7s  %s\n", "stage", "kind", "rel_l2", "max_abs", "at [t, i]", "cosine",
-           "tol", "used", "result");
+    printf("%-42s %-10s %9s %9s %12s %18s %9s %7s %8s  %s\n", "stage", "kind", "rel_l2", "max_abs", "at [t, i]",
+           "cosine", "tol", "used", "x model", "result");
     for (size_t i = 0; i < r->n; i++) {
         const stage_result *x = &r->res[i];
         char at[32];
         snprintf(at, sizeof at, "[%lld, %lld]", (long long)(x->m.max_abs_index / x->width),
                  (long long)(x->m.max_abs_index % x->width));
-        printf("%-42s %-10s %9.2e %9.2e %12s %18.15f %9.1e %6.1f%%  %s%s%s", x->name, lr_stage_kind_name(x->kind),
-               x->m.rel_l2, x->m.max_abs, at, x->m.cosine, x->tol, 100 * x->m.rel_l2 / x->tol, x->pass ? green : red,
-               x->pass ? "PASS" : "FAIL", off);
+        char vs[16] = "-"; /* measured over the error model's prediction */
+        if (x->predicted > 0 && isfinite(x->m.rel_l2)) snprintf(vs, sizeof vs, "%.2f", x->m.rel_l2 / x->predicted);
+        printf("%-42s %-10s %9.2e %9.2e %12s %18.15f %9.1e %6.1f%% %8s  %s%s%s", x->name, lr_stage_kind_name(x->kind),
+               x->m.rel_l2, x->m.max_abs, at, x->m.cosine, x->tol, 100 * x->m.rel_l2 / x->tol, vs,
+               x->pass ? green : red, x->pass ? "PASS" : "FAIL", off);
         if (x->m.nan_a || x->m.inf_a) printf(" (%lld NaN, %lld Inf)", (long long)x->m.nan_a, (long long)x->m.inf_a);
         if (x == r->first) printf("  <-- first divergence");
         printf("\n");
@@ -810,6 +856,8 @@ static int cmd_check(const args *a) {
     else
         status = run_model(a, ck, lr_fixture_batch(fx), rec, a->isolate ? fx : NULL);
     if (status) goto out;
+    if ((status = attach_model(&r.model[0], ck, a->opt.precision, lr_fixture_batch(fx), fixture_source, fx)))
+        goto out;
     /* In the order the backend reported, which is the order of the forward. */
     for (size_t i = 0; i < lr_recorder_count(rec); i++) {
         const lr_st_entry *gold = lr_fixture_stage(fx, lr_recorder_name(rec, i));
@@ -981,6 +1029,9 @@ static int cmd_backends(const args *a, const char *spec_a, const char *spec_b, c
     aa.opt = oa;
     ab.opt = ob;
     if ((status = run_model(&aa, ck, b, ra, NULL)) || (status = run_model(&ab, ck, b, rb, NULL))) goto out;
+    if ((status = attach_model(&r.model[0], ck, ob.precision, b, recorder_source, ra)) ||
+        (oa.precision != LR_F64 && (status = attach_model(&r.model[1], ck, oa.precision, b, recorder_source, ra))))
+        goto out;
     for (size_t i = 0; i < lr_recorder_count(rb); i++) {
         const lr_tensor *x = lr_recorder_at(rb, i), *y = lr_recorder_find(ra, lr_recorder_name(rb, i));
         if (y && (status = report_add(&r, lr_recorder_name(rb, i), x, y))) goto out;

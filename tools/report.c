@@ -24,6 +24,7 @@ typedef struct {
     long long numel, at_row, at_col, nan, inf;
     bool has_at, pass;
     double rel, max_abs, cosine, tol, used; /* rel = NAN where NaN/Inf were present */
+    double pred;                            /* the error model's figure, NAN when none */
     int layer;                              /* model.layers.{i}[...]: i, else -1 */
     bool is_layer_out;                      /* exactly model.layers.{i} */
 } stage;
@@ -393,7 +394,9 @@ static void write_page(FILE *f, const json_t *doc, stage *st, int n) {
     }
 
     /* Per-stage series. */
-    double *rel = malloc(sizeof(double) * (size_t)n * 4), *tol = rel + n, *cosd = rel + 2 * n, *mabs = rel + 3 * n;
+    double *rel = malloc(sizeof(double) * (size_t)n * 5), *tol = rel + n, *cosd = rel + 2 * n, *mabs = rel + 3 * n,
+           *pred = rel + 4 * n;
+    bool have_pred = false;
     bool *fail = malloc(sizeof(bool) * (size_t)n);
     int *band = malloc(sizeof(int) * (size_t)n);
     char **xl = malloc(sizeof(char *) * (size_t)n);
@@ -415,6 +418,8 @@ static void write_page(FILE *f, const json_t *doc, stage *st, int n) {
         tol[i] = st[i].tol;
         cosd[i] = bad || !isfinite(st[i].cosine) ? NAN : fmax(0.0, 1.0 - st[i].cosine);
         mabs[i] = bad ? NAN : st[i].max_abs;
+        pred[i] = isfinite(st[i].pred) ? st[i].pred : ZERO_FLOOR;
+        have_pred |= isfinite(st[i].pred);
         fail[i] = !st[i].pass;
         band[i] = st[i].layer;
         tips[i] = st[i].name;
@@ -460,9 +465,10 @@ static void write_page(FILE *f, const json_t *doc, stage *st, int n) {
     series s1[] = {
         {"relative L2 error", "#1f5fbf", rel, false, false, true},
         {"tolerance", "#e07b00", tol, true, true, false},
+        {"error model (expected for the precision)", "#2a9d2a", pred, false, true, false},
     };
-    chart c1 = {"Relative L2 error per stage", "relative L2 error", NULL, n, 1260, xl, true, s1, 2, fail, first_i,
-                band, tips};
+    chart c1 = {"Relative L2 error per stage", "relative L2 error", NULL, n, 1260, xl, true, s1, have_pred ? 3 : 2,
+                fail, first_i, band, tips};
     chart_svg(f, &c1);
 
     series s3a[] = {{"1 \xe2\x88\x92 cosine similarity", "#7b3fbf", cosd, false, false, true}};
@@ -613,6 +619,7 @@ int lr_write_html_report(const char *path, const json_t *doc, bool overwrite) {
         x->inf = integer(o, "inf");
         x->tol = num(o, "tolerance");
         x->used = num(o, "budget_used");
+        x->pred = num(o, "predicted");
         const json_t *p = json_object_get(o, "pass");
         x->pass = json_is_true(p);
         if (x->rel < 0 || x->nan || x->inf) x->rel = NAN; /* -1: NaN/Inf present */

@@ -1,0 +1,179 @@
+/* errmodel.c: the error model of docs/error-model.md. Predicts each stage's relative L2
+ * error against a float64 golden from the precision's unit roundoff, the reduction
+ * lengths of the model, and the norms of the reference's stages: what a correct
+ * implementation in that precision should show, so a measurement far above it is a bug
+ * and one near it is rounding. */
+#include "internal.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* The root-mean-square relative error of rounding to nearest, per unit roundoff u:
+ * a value m * 2^e (m in [1, 2), log-uniform) is off by at most u 2^e, uniformly, so the
+ * relative error has variance u^2 E[1/m^2] / 3 with E[1/m^2] = 3 / (8 ln 2). */
+#define RHO_PER_U 0.4247
+
+/* Per-layer slots, one per predicted sub-stage. */
+enum {
+    S_INPUT_NORM,
+    S_QKV,
+    S_CONTEXT,
+    S_ATTN_OUT,
+    S_POST_NORM,
+    S_GATE_UP,
+    S_ACT_FN,
+    S_ACT_MUL,
+    S_MLP_OUT,
+    S_LAYER,
+    N_SLOTS
+};
+
+static const struct {
+    const char *suffix;
+    int slot;
+} slot_of_suffix[] = {
+    {"input_layernorm", S_INPUT_NORM},   {"self_attn.q_proj", S_QKV},         {"self_attn.k_proj", S_QKV},
+    {"self_attn.v_proj", S_QKV},         {"self_attn.o_proj.input", S_CONTEXT}, {"self_attn.o_proj", S_ATTN_OUT},
+    {"self_attn", S_ATTN_OUT},           {"post_attention_layernorm", S_POST_NORM}, {"mlp.gate_proj", S_GATE_UP},
+    {"mlp.up_proj", S_GATE_UP},          {"mlp.act_fn", S_ACT_FN},            {"mlp.down_proj.input", S_ACT_MUL},
+    {"mlp.down_proj", S_MLP_OUT},        {"mlp", S_MLP_OUT},                  {"", S_LAYER},
+};
+
+struct lr_error_model {
+    int64_t layers;
+    double embedding, final_norm, logits;
+    double *slot; /* (layers, N_SLOTS) */
+};
+
+static double unit_roundoff(lr_dtype d) {
+    switch (d) {
+    case LR_F64: return 0x1p-53;
+    case LR_F32: return 0x1p-24;
+    case LR_F16: return 0x1p-11;
+    case LR_BF16: return 0x1p-8;
+    default: return NAN;
+    }
+}
+
+/* Whether every value of dtype `from` is a value of `to` (for weights of ordinary
+ * magnitude; bf16 into fp16 holds for |w| in fp16's normal range). */
+static bool exact_in(lr_dtype from, lr_dtype to) {
+    if (from == to || to == LR_F64) return true;
+    if (to == LR_F32) return from == LR_F16 || from == LR_BF16;
+    if (to == LR_F16) return from == LR_BF16;
+    return false;
+}
+
+static double hypot3(double a, double b, double c) { return sqrt(a * a + b * b + c * c); }
+
+/* ||t|| and ||t + u|| (u may be NULL), over every element. */
+static double norm2(const lr_tensor *t, const lr_tensor *u, double su) {
+    int64_t n = lr_tensor_numel(t);
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double x = lr_tensor_get(t, i) + (u ? su * lr_tensor_get(u, i) : 0);
+        s += x * x;
+    }
+    return sqrt(s);
+}
+
+int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype precision, double mean_context,
+                          lr_stage_source src, void *user, lr_error_model **out) {
+    *out = NULL;
+    double u = unit_roundoff(precision);
+    if (isnan(u)) return lr_fail(LR_E_INVAL, "error model: no unit roundoff for precision %d", (int)precision);
+    if (!(mean_context >= 1)) mean_context = 1;
+    const int64_t L = cfg->num_hidden_layers, H = cfg->hidden_size, I = cfg->intermediate_size;
+    const int64_t QH = cfg->num_attention_heads * cfg->head_dim;
+    /* Storage rounding of every stored tensor, of the weights (when the checkpoint's
+     * values are not values of the compute precision), and accumulation: fp32 for the
+     * 16-bit precisions (cuBLAS and the kernels accumulate in fp32), else the precision. */
+    const double rho = RHO_PER_U * u;
+    const double rw = exact_in(weights, precision) ? 0 : rho;
+    const double ra = RHO_PER_U * (precision == LR_BF16 || precision == LR_F16 ? 0x1p-24 : u);
+#define ACC(K) (ra * sqrt((double)(K) / 2.0))
+
+    lr_error_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->slot = calloc((size_t)(L > 0 ? L : 1) * N_SLOTS, sizeof *m->slot))) {
+        free(m);
+        return lr_fail(LR_E_NOMEM, "error model: out of memory");
+    }
+    m->layers = L;
+    const lr_tensor *h = src(user, "model.embed_tokens");
+    double eh = rw; /* the embedding is a lookup of (rounded) weights */
+    m->embedding = eh;
+    char name[96];
+    for (int64_t l = 0; l < L; l++) {
+        double *s = &m->slot[l * N_SLOTS];
+        /* RMSNorm: the input's error, the weight's and the output's rounding; the sum of
+         * squares (length H) moves only the scale, half its relative error. */
+        s[S_INPUT_NORM] = sqrt(eh * eh + rw * rw + rho * rho + ACC(H) * ACC(H) / 4);
+        /* A projection passes its input's relative error through (a generic matrix
+         * neither grows nor shrinks a random error vector relative to the signal). */
+        s[S_QKV] = hypot3(s[S_INPUT_NORM], hypot(rw, rho), ACC(H));
+        /* Attention: q.k over head_dim, p.v over the context; the context inherits v's. */
+        s[S_CONTEXT] = hypot3(s[S_QKV], rho, hypot(ACC(cfg->head_dim), ACC(mean_context)));
+        s[S_ATTN_OUT] = hypot3(s[S_CONTEXT], hypot(rw, rho), ACC(QH));
+
+        /* Residual adds carry absolute errors: ||e|| adds in quadrature over the terms. */
+        snprintf(name, sizeof name, "model.layers.%lld", (long long)l);
+        const lr_tensor *hout = src(user, name);
+        snprintf(name, sizeof name, "model.layers.%lld.self_attn", (long long)l);
+        const lr_tensor *a = src(user, name);
+        double nh = h ? norm2(h, NULL, 0) : 0, nout = hout ? norm2(hout, NULL, 0) : 0, na, nr1, nm;
+        if (h && hout && a && lr_tensor_numel(a) == lr_tensor_numel(h)) {
+            na = norm2(a, NULL, 0);
+            nr1 = norm2(h, a, 1);
+            /* m = out - r1 = out - h - a */
+            double s2 = 0;
+            for (int64_t i = 0, n = lr_tensor_numel(h); i < n; i++) {
+                double x = lr_tensor_get(hout, i) - lr_tensor_get(h, i) - lr_tensor_get(a, i);
+                s2 += x * x;
+            }
+            nm = sqrt(s2);
+        } else {
+            /* No attention output in the source: split the layer's update evenly. */
+            double nd = h && hout ? norm2(hout, h, -1) : nh;
+            na = nm = nd / sqrt(2.0);
+            nr1 = sqrt(nh * nh + na * na);
+        }
+        if (!(nr1 > 0)) nr1 = 1;
+        if (!(nout > 0)) nout = 1;
+        double er1 = hypot3(eh * nh, s[S_ATTN_OUT] * na, rho * nr1) / nr1;
+
+        s[S_POST_NORM] = sqrt(er1 * er1 + rw * rw + rho * rho + ACC(H) * ACC(H) / 4);
+        s[S_GATE_UP] = hypot3(s[S_POST_NORM], hypot(rw, rho), ACC(H));
+        s[S_ACT_FN] = hypot(s[S_GATE_UP], rho);
+        s[S_ACT_MUL] = hypot3(s[S_GATE_UP], rho, rho); /* silu, then the product */
+        s[S_MLP_OUT] = hypot3(s[S_ACT_MUL], hypot(rw, rho), ACC(I));
+        eh = hypot3(er1 * nr1, s[S_MLP_OUT] * nm, rho * nout) / nout;
+        s[S_LAYER] = eh;
+        h = hout;
+    }
+    m->final_norm = sqrt(eh * eh + rw * rw + rho * rho + ACC(H) * ACC(H) / 4);
+    m->logits = hypot3(m->final_norm, hypot(rw, rho), ACC(H));
+#undef ACC
+    *out = m;
+    return LR_OK;
+}
+
+void lr_error_model_free(lr_error_model *m) {
+    if (!m) return;
+    free(m->slot);
+    free(m);
+}
+
+double lr_error_model_predict(const lr_error_model *m, const char *stage) {
+    if (!m || !stage) return -1;
+    if (strcmp(stage, "model.embed_tokens") == 0) return m->embedding;
+    if (strcmp(stage, "model.norm") == 0) return m->final_norm;
+    if (strcmp(stage, "lm_head") == 0) return m->logits;
+    const char *suffix;
+    int64_t l = lr_stage_split(stage, &suffix);
+    if (l < 0 || l >= m->layers) return -1;
+    for (size_t k = 0; k < sizeof slot_of_suffix / sizeof slot_of_suffix[0]; k++)
+        if (strcmp(suffix, slot_of_suffix[k].suffix) == 0) return m->slot[l * N_SLOTS + slot_of_suffix[k].slot];
+    return -1;
+}

@@ -1,0 +1,227 @@
+/* test_error_model.c: the error model (docs/error-model.md) against measurement. The
+ * model predicts each stage's relative L2 error from unit roundoff, reduction lengths
+ * and the golden's norms; here it must hold (measured <= LR_ERROR_MODEL_HI x predicted
+ * at every stage, median ratio >= LR_ERROR_MODEL_LO) for the CPU reference measured
+ * live (f64, f32, tp 1 and 2) and for the CUDA path's runs recorded on an H100
+ * (docs/measurements/cuda-h100-2026-11-25.jsonl); and no budget of the tolerance table
+ * may be tighter than what the model says the precision must show. */
+#include "llamaref.h"
+
+#include <check.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fixture_cases.h"
+
+static const lr_tensor *golden(void *user, const char *stage) {
+    const lr_st_entry *e = lr_fixture_stage(user, stage);
+    return e ? &e->t : NULL;
+}
+
+static lr_error_model *model_for(const loaded *L, lr_dtype precision) {
+    const lr_batch *b = lr_fixture_batch(L->fx);
+    double ctx = 0;
+    for (int64_t t = 0; t < b->num_tokens; t++) ctx += (double)b->positions[t] + 1;
+    const lr_st_entry *emb = lr_checkpoint_find(L->ck, "model.embed_tokens.weight");
+    ck_assert_ptr_nonnull(emb);
+    lr_error_model *em;
+    ck_assert_msg(lr_error_model_create(lr_checkpoint_config(L->ck), emb->t.dtype, precision,
+                                        ctx / (double)b->num_tokens, golden, L->fx, &em) == LR_OK,
+                  "%s", lr_last_error());
+    return em;
+}
+
+static int by_value(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Accumulates measured / predicted over one run and checks the band. */
+typedef struct {
+    double r[4096];
+    int n;
+} ratios;
+
+static void check_stage(ratios *rs, const char *what, const char *stage, double measured, double predicted) {
+    if (predicted <= 0) {
+        ck_assert_msg(measured == 0, "%s: %s has error %.3e where the model predicts exactly none", what, stage,
+                      measured);
+        return;
+    }
+    ck_assert_msg(measured <= LR_ERROR_MODEL_HI * predicted, "%s: %s measured %.3e > %.1f x the model's %.3e", what,
+                  stage, measured, LR_ERROR_MODEL_HI, predicted);
+    if (rs->n < (int)(sizeof rs->r / sizeof rs->r[0])) rs->r[rs->n++] = measured / predicted;
+}
+
+static void check_median(ratios *rs, const char *what) {
+    ck_assert_msg(rs->n > 0, "%s: nothing compared", what);
+    qsort(rs->r, (size_t)rs->n, sizeof rs->r[0], by_value);
+    double med = rs->r[rs->n / 2];
+    ck_assert_msg(med >= LR_ERROR_MODEL_LO, "%s: median measured / predicted %.3f < %.3f: the model is too pessimistic",
+                  what, med, LR_ERROR_MODEL_LO);
+}
+
+/* The CPU reference, measured now: loop index = case x {f64, f32} x tp {1, 2}. */
+START_TEST(model_holds_for_the_cpu_reference) {
+    static const lr_dtype precisions[] = {LR_F64, LR_F32};
+    int ci = _i / 4, pi = (_i / 2) % 2, tp = 1 + _i % 2;
+    loaded L = load_case(&cases[ci]);
+    lr_options o;
+    lr_options_init(&o);
+    o.precision = precisions[pi];
+    o.tp_size = tp;
+    lr_model *m;
+    ck_assert_msg(lr_model_create(L.ck, &o, &m) == LR_OK, "%s", lr_last_error());
+    lr_recorder *rec;
+    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
+    lr_observer obs = lr_recorder_observer(rec);
+    lr_tensor hidden, logits;
+    ck_assert_msg(lr_model_forward(m, lr_fixture_batch(L.fx), NULL, &obs, &hidden) == LR_OK, "%s", lr_last_error());
+    ck_assert_msg(lr_model_compute_logits(m, &hidden, &obs, &logits) == LR_OK, "%s", lr_last_error());
+    lr_error_model *em = model_for(&L, precisions[pi]);
+    char what[128];
+    snprintf(what, sizeof what, "%s cpu %s tp %d", cases[ci].fixture, lr_dtype_name(precisions[pi]), tp);
+    static ratios rs;
+    rs.n = 0;
+    for (size_t i = 0; i < lr_fixture_stage_count(L.fx); i++) {
+        const lr_st_entry *g = lr_fixture_stage_at(L.fx, i);
+        const lr_tensor *got = lr_recorder_find(rec, g->name);
+        ck_assert_ptr_nonnull(got);
+        lr_metrics met;
+        ck_assert_int_eq(lr_compare(got, &g->t, &met), LR_OK);
+        check_stage(&rs, what, g->name, met.rel_l2, lr_error_model_predict(em, g->name));
+    }
+    check_median(&rs, what);
+    lr_error_model_free(em);
+    lr_recorder_free(rec);
+    lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
+/* The budgets leave room for the precision's own rounding at every stage of every
+ * committed fixture: loop index = case. */
+START_TEST(budgets_cover_the_model) {
+    static const lr_dtype precisions[] = {LR_F64, LR_F32, LR_BF16, LR_F16};
+    loaded L = load_case(&cases[_i]);
+    for (size_t p = 0; p < 4; p++) {
+        lr_error_model *em = model_for(&L, precisions[p]);
+        for (size_t i = 0; i < lr_fixture_stage_count(L.fx); i++) {
+            const char *name = lr_fixture_stage_at(L.fx, i)->name;
+            double pred = lr_error_model_predict(em, name), tol = lr_tolerance(lr_stage_kind_of(name), precisions[p]);
+            ck_assert_msg(pred >= 0, "%s: no prediction for %s", cases[_i].fixture, name);
+            ck_assert_msg(pred <= tol, "%s %s: %s: the model predicts %.3e, over the budget %.2e", cases[_i].fixture,
+                          lr_dtype_name(precisions[p]), name, pred, tol);
+        }
+        lr_error_model_free(em);
+    }
+    unload(&L);
+}
+END_TEST
+
+static lr_dtype precision_named(const char *s) {
+    if (strcmp(s, "bf16") == 0) return LR_BF16;
+    if (strcmp(s, "fp16") == 0) return LR_F16;
+    if (strcmp(s, "fp32") == 0 || strcmp(s, "f32") == 0) return LR_F32;
+    ck_abort_msg("unknown precision %s in the measurement file", s);
+    return LR_F64;
+}
+
+/* The CUDA path's runs recorded on an H100: every record of the file (concatenated JSON
+ * documents: fixture, precision, tp, and llama-diff's report). */
+START_TEST(model_holds_for_the_recorded_cuda_runs) {
+    const char *root = getenv("LR_FIXTURES");
+    ck_assert_ptr_nonnull(root);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/../docs/measurements/cuda-h100-2026-11-25.jsonl", root);
+    FILE *f = fopen(path, "rb");
+    ck_assert_msg(f != NULL, "%s: cannot open", path);
+    int records = 0;
+    for (;;) {
+        json_error_t err;
+        json_t *rec = json_loadf(f, JSON_DISABLE_EOF_CHECK, &err);
+        if (!rec) {
+            ck_assert_msg(feof(f) || err.position == 0 || strstr(err.text, "end of file") != NULL,
+                          "%s: record %d: %s", path, records + 1, err.text);
+            break;
+        }
+        const char *fixture, *prec;
+        int tp;
+        json_t *stages;
+        ck_assert_msg(json_unpack(rec, "{s:s, s:s, s:i, s:{s:o}}", "fixture", &fixture, "precision", &prec, "tp", &tp,
+                                  "report", "stages", &stages) == 0,
+                      "%s: record %d lacks fixture, precision, tp or report.stages", path, records + 1);
+        const fixture_case *c = NULL;
+        for (int k = 0; k < N_CASES; k++)
+            if (strcmp(cases[k].fixture, fixture) == 0) c = &cases[k];
+        ck_assert_msg(c != NULL, "%s: unknown fixture %s", path, fixture);
+        loaded L = load_case(c);
+        lr_error_model *em = model_for(&L, precision_named(prec));
+        char what[128];
+        snprintf(what, sizeof what, "%s cuda %s tp %d (recorded)", fixture, prec, tp);
+        static ratios rs;
+        rs.n = 0;
+        size_t i;
+        json_t *st;
+        json_array_foreach(stages, i, st) {
+            const char *name;
+            double rel;
+            ck_assert_int_eq(json_unpack(st, "{s:s, s:F}", "name", &name, "rel_l2", &rel), 0);
+            check_stage(&rs, what, name, rel, lr_error_model_predict(em, name));
+        }
+        check_median(&rs, what);
+        lr_error_model_free(em);
+        unload(&L);
+        json_decref(rec);
+        records++;
+    }
+    fclose(f);
+    ck_assert_int_eq(records, 36); /* 4 fixtures x 3 precisions x tp 1, 2, 4 */
+}
+END_TEST
+
+/* The model's own arithmetic on a case worked by hand: the embedding of F32 weights in
+ * bf16 is one rounding (0.4247 u), and in f32 none; stages it does not know give -1. */
+START_TEST(model_basics) {
+    loaded L = load_case(&cases[0]);
+    lr_error_model *em = model_for(&L, LR_BF16);
+    ck_assert_double_eq_tol(lr_error_model_predict(em, "model.embed_tokens"), 0.4247 * 0x1p-8, 1e-12);
+    ck_assert_double_eq(lr_error_model_predict(em, "nonsense"), -1);
+    ck_assert_double_eq(lr_error_model_predict(em, "model.layers.99"), -1);
+    /* Errors only grow along the residual stream. */
+    ck_assert(lr_error_model_predict(em, "model.layers.1") > lr_error_model_predict(em, "model.layers.0"));
+    ck_assert(lr_error_model_predict(em, "lm_head") > lr_error_model_predict(em, "model.norm") * 0.99);
+    lr_error_model_free(em);
+    em = model_for(&L, LR_F32);
+    ck_assert_double_eq(lr_error_model_predict(em, "model.embed_tokens"), 0);
+    lr_error_model_free(em);
+    lr_error_model *bad = NULL;
+    ck_assert_int_eq(lr_error_model_create(lr_checkpoint_config(L.ck), LR_F32, LR_I64, 1, golden, L.fx, &bad),
+                     LR_E_INVAL);
+    ck_assert_ptr_null(bad);
+    unload(&L);
+}
+END_TEST
+
+static Suite *suite(void) {
+    Suite *s = suite_create("error_model");
+    TCase *tc = tcase_create("model");
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, model_basics);
+    tcase_add_loop_test(tc, model_holds_for_the_cpu_reference, 0, N_CASES * 4);
+    tcase_add_loop_test(tc, budgets_cover_the_model, 0, N_CASES);
+    tcase_add_test(tc, model_holds_for_the_recorded_cuda_runs);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) {
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
