@@ -8,6 +8,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -155,6 +156,16 @@ int lr_st_writer_set_metadata(lr_st_writer *w, const char *key, const char *valu
 /* Refuses to replace an existing file unless overwrite is set. */
 int lr_st_writer_write(lr_st_writer *w, const char *path, bool overwrite);
 void lr_st_writer_free(lr_st_writer *w);
+
+/* ---- Writing files ---------------------------------------------------------------- */
+
+/* Writes path through a temporary file beside it: fill(f, user) writes the content and
+ * returns 0 (nonzero abandons the write), then the file is flushed, synced and moved
+ * into place: renamed over an existing file when overwrite is set, else linked, so an
+ * existing file is never replaced ("already exists"). No temporary file survives, and a
+ * failed write leaves whatever was at path untouched. */
+typedef int (*lr_write_fn)(FILE *f, void *user);
+int lr_write_file_atomic(const char *path, bool overwrite, lr_write_fn fill, void *user);
 
 /* ---- Checkpoint (a Hugging Face model directory) --------------------------------- */
 

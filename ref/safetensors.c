@@ -325,17 +325,22 @@ int lr_st_writer_set_metadata(lr_st_writer *w, const char *key, const char *valu
     return LR_OK;
 }
 
-static int write_all(int fd, const void *p, size_t n) {
-    const char *c = p;
-    while (n > 0) {
-        ssize_t k = write(fd, c, n);
-        if (k < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        c += k;
-        n -= (size_t)k;
-    }
+/* The file's bytes: length, header padded to 8 with spaces, then every tensor. */
+typedef struct {
+    const lr_st_writer *w;
+    const char *header;
+} st_image;
+
+static int write_image(FILE *f, void *user) {
+    const st_image *im = user;
+    size_t jlen = strlen(im->header), padded = (jlen + 7) / 8 * 8;
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    if (fwrite(len8, 1, 8, f) != 8 || fwrite(im->header, 1, jlen, f) != jlen ||
+        fwrite("        ", 1, padded - jlen, f) != padded - jlen)
+        return -1;
+    for (size_t i = 0; i < im->w->n; i++)
+        if (fwrite(im->w->e[i].t.data, 1, im->w->e[i].nbytes, f) != im->w->e[i].nbytes) return -1;
     return 0;
 }
 
@@ -359,43 +364,9 @@ int lr_st_writer_write(lr_st_writer *w, const char *path, bool overwrite) {
     char *js = json_dumps(hdr, JSON_COMPACT);
     json_decref(hdr);
     if (!js) return lr_fail(LR_E_NOMEM, "%s: cannot encode header", path);
-    size_t jlen = strlen(js), padded = (jlen + 7) / 8 * 8;
-
-    char *tmp = malloc(strlen(path) + 16);
-    if (!tmp) {
-        free(js);
-        return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
-    }
-    sprintf(tmp, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int rc = lr_fail(LR_E_IO, "%s: cannot create a temporary file beside it: %s", path,
-                         strerror(errno));
-        free(js);
-        free(tmp);
-        return rc;
-    }
-    fchmod(fd, 0644); /* mkstemp creates 0600: give the output a data file's usual mode */
-    unsigned char len8[8];
-    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    int bad = write_all(fd, len8, 8) || write_all(fd, js, jlen) ||
-              write_all(fd, "        ", padded - jlen);
-    for (size_t i = 0; !bad && i < w->n; i++) bad = write_all(fd, w->e[i].t.data, w->e[i].nbytes);
+    st_image im = {w, js};
+    int rc = lr_write_file_atomic(path, overwrite, write_image, &im);
     free(js);
-    if (!bad) bad = fsync(fd) != 0;
-    if (close(fd) != 0) bad = 1;
-    int rc = LR_OK;
-    if (bad) {
-        rc = lr_fail(LR_E_IO, "%s: write failed: %s", path, strerror(errno));
-    } else if (overwrite) {
-        if (rename(tmp, path) != 0) rc = lr_fail(LR_E_IO, "%s: cannot rename into place: %s", path, strerror(errno));
-    } else if (link(tmp, path) != 0) {
-        /* link() never replaces: an existing output is left untouched. */
-        rc = lr_fail(LR_E_IO, "%s: %s", path,
-                     errno == EEXIST ? "already exists (refusing to overwrite)" : strerror(errno));
-    }
-    unlink(tmp);
-    free(tmp);
     return rc;
 }
 

@@ -1,10 +1,13 @@
-/* status.c: names and messages of status codes, and the per-thread last error. */
+/* status.c: names and messages of status codes, the per-thread last error, and the
+ * small file helpers every reader and writer shares. */
 #include "internal.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static _Thread_local char last_error[1024];
 
@@ -79,4 +82,43 @@ char *lr_path_join(const char *dir, const char *name) {
     if (k > 0 && p[k - 1] != '/') p[k++] = '/';
     memcpy(p + k, name, b + 1);
     return p;
+}
+
+int lr_write_file_atomic(const char *path, bool overwrite, lr_write_fn fill, void *user) {
+    size_t n = strlen(path) + 16;
+    char *tmp = malloc(n);
+    if (!tmp) return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
+    snprintf(tmp, n, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int rc = lr_fail(LR_E_IO, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
+        free(tmp);
+        return rc;
+    }
+    fchmod(fd, 0644); /* mkstemp creates 0600: give the output a data file's usual mode */
+    FILE *f = fdopen(fd, "wb");
+    if (!f) {
+        int rc = lr_fail(LR_E_IO, "%s: %s", path, strerror(errno));
+        close(fd);
+        unlink(tmp);
+        free(tmp);
+        return rc;
+    }
+    errno = 0;
+    int bad = fill(f, user) != 0, err = errno;
+    if (!bad && (fflush(f) != 0 || ferror(f))) bad = 1, err = errno;
+    if (!bad && fsync(fd) != 0) bad = 1, err = errno;
+    if (fclose(f) != 0 && !bad) bad = 1, err = errno;
+    int rc = LR_OK;
+    if (bad) {
+        rc = lr_fail(LR_E_IO, "%s: write failed: %s", path, strerror(err ? err : EIO));
+    } else if (overwrite) {
+        if (rename(tmp, path) != 0) rc = lr_fail(LR_E_IO, "%s: cannot rename into place: %s", path, strerror(errno));
+    } else if (link(tmp, path) != 0) {
+        /* link() never replaces: an existing file is left untouched. */
+        rc = lr_fail(LR_E_IO, "%s: %s", path, errno == EEXIST ? "already exists" : strerror(errno));
+    }
+    unlink(tmp); /* after rename it is gone already; after link the name at path remains */
+    free(tmp);
+    return rc;
 }

@@ -15,27 +15,9 @@ if ! python3 -c "import torch, transformers, safetensors" >/dev/null 2>&1; then
     exit 77
 fi
 rm -rf "$TMP" && mkdir -p "$TMP"
-pass=0 fail=0
+. "$(dirname "$0")/lib.sh"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 
-expect() { # expect STATUS DESCRIPTION -- command...
-    want=$1 what=$2
-    shift 3
-    "$@" >"$TMP/out" 2>"$TMP/err"
-    got=$?
-    if [ "$got" = "$want" ]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $what: exit $got, expected $want"
-        sed 's/^/  | /' "$TMP/out" "$TMP/err" | tail -20
-    fi
-}
-ok() { # ok DESCRIPTION -- shell condition
-    what=$1
-    shift 2
-    if "$@"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $what"; fi
-}
 
 M=$FX/models/gqa-f32
 F=$FX/golden/gqa-f32-batch.safetensors
@@ -217,5 +199,4 @@ except hd.DumpError as e:
 sys.exit(1)
 PY
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -6,36 +6,8 @@ LD=${LLAMA_DIFF:-./llama-diff}
 FX=${LR_FIXTURES:?}
 TMP=${LR_TMPDIR:?}/llama-diff-sh
 rm -rf "$TMP" && mkdir -p "$TMP"
-pass=0 fail=0
+. "$(dirname "$0")/lib.sh"
 
-expect() { # expect STATUS DESCRIPTION -- command...
-    want=$1 what=$2
-    shift 3
-    "$@" >"$TMP/out" 2>"$TMP/err"
-    got=$?
-    if [ "$got" = "$want" ]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $what: exit $got, expected $want"
-        sed 's/^/  | /' "$TMP/out" "$TMP/err" | head -20
-    fi
-}
-expect_err() { # the last command's stderr mentions each argument
-    for s in "$@"; do
-        if grep -qF -- "$s" "$TMP/err"; then pass=$((pass + 1)); else
-            fail=$((fail + 1)); echo "FAIL: stderr lacks \"$s\":"; sed 's/^/  | /' "$TMP/err"
-        fi
-    done
-    if [ "$(wc -l <"$TMP/err")" -ne 1 ]; then fail=$((fail + 1)); echo "FAIL: error is not one line"; fi
-}
-json_ok() { # stdout parses as JSON and the python expression holds for it (d)
-    if python3 -c "import json,sys; d=json.load(open('$TMP/out')); sys.exit(0 if ($1) else 1)"; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1)); echo "FAIL: JSON check: $1"; head -c 600 "$TMP/out"
-    fi
-}
 
 M=$FX/models/gqa-f32
 F=$FX/golden/gqa-f32-batch.safetensors
@@ -162,5 +134,4 @@ EOF2
 done
 expect 0 "--isolate on the unperturbed model agrees" -- "$LD" check -m "$M" -f "$F" --isolate -p f32
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

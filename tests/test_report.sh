@@ -7,26 +7,8 @@ LD=${LLAMA_DIFF:-./llama-diff}
 FX=${LR_FIXTURES:?}
 TMP=${LR_TMPDIR:?}/report-sh
 rm -rf "$TMP" && mkdir -p "$TMP/x"
-pass=0 fail=0
+. "$(dirname "$0")/lib.sh"
 
-expect() { # expect STATUS DESCRIPTION -- command...
-    want=$1 what=$2
-    shift 3
-    "$@" >"$TMP/out" 2>"$TMP/err"
-    got=$?
-    if [ "$got" = "$want" ]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $what: exit $got, expected $want"
-        sed 's/^/  | /' "$TMP/out" "$TMP/err" | head -20
-    fi
-}
-ok() { # ok DESCRIPTION -- command...: the command succeeds
-    what=$1
-    shift 2
-    if "$@"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $what"; fi
-}
 # The stage names the JSON document lists, one a line.
 stage_names() {
     python3 -c "import json,sys; [print(s['name']) for s in json.load(open(sys.argv[1]))['stages']]" "$1"
@@ -90,5 +72,4 @@ ok "diverge: report names the first divergence" -- grep -qi "first divergence.*<
 ok "diverge: failing rows highlighted" -- grep -q "<tr class=\"fail" "$D"
 ok "diverge: drill-down section" -- grep -qi "drill-down" "$D"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -5,6 +5,7 @@
 #include "config.h"
 #endif
 
+#include "llamaref.h"
 #include "report.h"
 
 #include <errno.h>
@@ -591,6 +592,18 @@ done:
 
 /* ---- the file ------------------------------------------------------------------------- */
 
+typedef struct {
+    const json_t *doc;
+    stage *st;
+    int n;
+} page;
+
+static int write_page_to(FILE *f, void *user) {
+    const page *p = user;
+    write_page(f, p->doc, p->st, p->n);
+    return ferror(f) ? -1 : 0;
+}
+
 int lr_write_html_report(const char *path, const json_t *doc, bool overwrite) {
     const json_t *arr = json_is_object(doc) ? json_object_get(doc, "stages") : NULL;
     if (!json_is_array(arr)) {
@@ -599,11 +612,8 @@ int lr_write_html_report(const char *path, const json_t *doc, bool overwrite) {
     }
     int n = (int)json_array_size(arr);
     stage *st = calloc((size_t)(n ? n : 1), sizeof *st);
-    char *tmp = malloc(strlen(path) + 16);
-    if (!st || !tmp) {
+    if (!st) {
         fprintf(stderr, "llama-diff: %s: out of memory\n", path);
-        free(st);
-        free(tmp);
         return 1;
     }
     for (int i = 0; i < n; i++) {
@@ -632,46 +642,11 @@ int lr_write_html_report(const char *path, const json_t *doc, bool overwrite) {
         x->layer = layer_of(x->name, &x->is_layer_out);
     }
 
-    sprintf(tmp, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        fprintf(stderr, "llama-diff: %s: cannot create a temporary file beside it: %s\n", path, strerror(errno));
-        free(st);
-        free(tmp);
-        return 1;
-    }
-    fchmod(fd, 0644); /* mkstemp creates 0600: give the report a document's usual mode */
-    FILE *f = fdopen(fd, "w");
-    if (!f) {
-        fprintf(stderr, "llama-diff: %s: %s\n", path, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        free(st);
-        free(tmp);
-        return 1;
-    }
-    write_page(f, doc, st, n);
-    int err = 0, bad = fflush(f) != 0 || ferror(f);
-    if (bad) err = errno;
-    if (!bad && fsync(fd) != 0) bad = 1, err = errno;
-    if (fclose(f) != 0 && !bad) bad = 1, err = errno;
-    int rc = 0;
-    if (bad) {
-        fprintf(stderr, "llama-diff: %s: write failed: %s\n", path, strerror(err ? err : EIO));
-        rc = 1;
-    } else if (overwrite) {
-        if (rename(tmp, path) != 0) {
-            fprintf(stderr, "llama-diff: %s: cannot rename into place: %s\n", path, strerror(errno));
-            rc = 1;
-        }
-    } else if (link(tmp, path) != 0) {
-        /* link() never replaces: an existing report is left untouched. */
-        fprintf(stderr, "llama-diff: %s: %s\n", path,
-                errno == EEXIST ? "already exists (use --force to replace it)" : strerror(errno));
-        rc = 1;
-    }
-    unlink(tmp); /* after rename it is gone already; after link the name at path remains */
+    page pg = {doc, st, n};
+    int rc = lr_write_file_atomic(path, overwrite, write_page_to, &pg);
+    if (rc != LR_OK)
+        fprintf(stderr, "llama-diff: %s%s\n", lr_last_error(),
+                rc == LR_E_IO && !overwrite && access(path, F_OK) == 0 ? " (use --force to replace it)" : "");
     free(st);
-    free(tmp);
-    return rc;
+    return rc != LR_OK;
 }
