@@ -165,6 +165,31 @@ double lr_tolerance(lr_stage_kind kind, lr_dtype precision) {
     return NAN; /* no budget: nothing passes */
 }
 
+/* The error model's largest prediction per stage kind over the committed fixtures, the
+ * models the budgets above were measured on (tests/test_error_model.c checks that
+ * no fixture stage exceeds them, so the fixtures' budgets are exactly the table). Same
+ * columns; 0 where the model predicts no error (no scaling). */
+static const struct {
+    lr_dtype precision;
+    double ref[LR_STAGE_UNKNOWN + 1];
+} model_refs[] = {
+    {LR_F64, {0, 5.2e-16, 6.9e-16, 5.6e-16, 5.8e-16, 6.9e-16, 5.0e-16, 5.9e-16, 0}},
+    {LR_F32, {0, 2.8e-7, 3.7e-7, 3.01e-7, 3.1e-7, 3.7e-7, 2.7e-7, 3.2e-7, 0}},
+    {LR_BF16, {1.67e-3, 6.9e-3, 7.8e-3, 6.9e-3, 7.4e-3, 7.8e-3, 6.5e-3, 7.3e-3, 0}},
+    {LR_F16, {2.08e-4, 8.7e-4, 9.7e-4, 8.6e-4, 9.3e-4, 9.7e-4, 8.1e-4, 9.2e-4, 0}},
+};
+
+double lr_stage_budget(lr_stage_kind kind, lr_dtype precision, double predicted) {
+    double tol = lr_tolerance(kind, precision);
+    if ((unsigned)kind > LR_STAGE_UNKNOWN) kind = LR_STAGE_UNKNOWN;
+    for (size_t i = 0; i < sizeof model_refs / sizeof model_refs[0]; i++) {
+        if (model_refs[i].precision != precision) continue;
+        double ref = model_refs[i].ref[kind];
+        if (ref > 0 && predicted > ref) tol *= predicted / ref;
+    }
+    return tol;
+}
+
 /* ---- Recorder ------------------------------------------------------------------------ */
 
 typedef struct {

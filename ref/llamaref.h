@@ -367,6 +367,12 @@ lr_stage_kind lr_stage_kind_of(const char *stage);
 const char *lr_stage_kind_name(lr_stage_kind k);
 /* Relative-L2 budget of a stage computed in precision against float64 golden. */
 double lr_tolerance(lr_stage_kind kind, lr_dtype precision);
+/* The budget of one stage of a particular model: the table's, scaled up by how much
+ * more error the error model predicts for this stage (predicted, from
+ * lr_error_model_predict) than for the same kind of stage of the committed fixtures the
+ * table was measured on. Equal to lr_tolerance for those fixtures and for any model no
+ * deeper or wider; predicted < 0 (no model) gives lr_tolerance. See docs/tolerances.md. */
+double lr_stage_budget(lr_stage_kind kind, lr_dtype precision, double predicted);
 /* A metrics result passes when finite and rel_l2 <= tolerance. */
 bool lr_metrics_pass(const lr_metrics *m, double tolerance);
 

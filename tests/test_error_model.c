@@ -3,8 +3,9 @@
  * and the golden's norms; here it must hold (measured <= LR_ERROR_MODEL_HI x predicted
  * at every stage, median ratio >= LR_ERROR_MODEL_LO) for the CPU reference measured
  * live (f64, f32, tp 1 and 2) and for the CUDA path's runs recorded on an H100
- * (docs/measurements/cuda-h100-2026-11-25.jsonl); and no budget of the tolerance table
- * may be tighter than what the model says the precision must show. */
+ * (docs/measurements/cuda-h100-2026-11-25.jsonl); no budget of the tolerance table may
+ * be tighter than what the model says the precision must show; and the budgets scale
+ * with the model only beyond the committed fixtures (lr_stage_budget). */
 #include "llamaref.h"
 
 #include <check.h>
@@ -115,6 +116,11 @@ START_TEST(budgets_cover_the_model) {
             ck_assert_msg(pred >= 0, "%s: no prediction for %s", cases[_i].fixture, name);
             ck_assert_msg(pred <= tol, "%s %s: %s: the model predicts %.3e, over the budget %.2e", cases[_i].fixture,
                           lr_dtype_name(precisions[p]), name, pred, tol);
+            /* The fixtures are what the table was measured on: their budgets are unscaled. */
+            ck_assert_msg(lr_stage_budget(lr_stage_kind_of(name), precisions[p], pred) == tol,
+                          "%s %s: %s: the model's %.4e exceeds the kind's reference, so the table is scaled on the "
+                          "fixtures it was measured on",
+                          cases[_i].fixture, lr_dtype_name(precisions[p]), name, pred);
         }
         lr_error_model_free(em);
     }
@@ -194,6 +200,12 @@ START_TEST(model_basics) {
     /* Errors only grow along the residual stream. */
     ck_assert(lr_error_model_predict(em, "model.layers.1") > lr_error_model_predict(em, "model.layers.0"));
     ck_assert(lr_error_model_predict(em, "lm_head") > lr_error_model_predict(em, "model.norm") * 0.99);
+    /* A stage the model expects twice the fixtures' error of gets twice the budget. */
+    double t = lr_tolerance(LR_STAGE_LAYER, LR_BF16), r = lr_stage_budget(LR_STAGE_LAYER, LR_BF16, 1.0);
+    ck_assert(r > t);
+    ck_assert_double_eq_tol(lr_stage_budget(LR_STAGE_LAYER, LR_BF16, 2.0) / r, 2.0, 1e-12);
+    ck_assert_double_eq(lr_stage_budget(LR_STAGE_LAYER, LR_BF16, -1), t);
+    ck_assert_double_eq(lr_stage_budget(LR_STAGE_EMBEDDING, LR_F32, 1.0), lr_tolerance(LR_STAGE_EMBEDDING, LR_F32));
     lr_error_model_free(em);
     em = model_for(&L, LR_F32);
     ck_assert_double_eq(lr_error_model_predict(em, "model.embed_tokens"), 0);

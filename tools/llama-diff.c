@@ -669,7 +669,6 @@ static int report_add(report *r, const char *name, const lr_tensor *test, const 
     r->n++;
     x->kind = lr_stage_kind_of(name);
     x->width = ref->ndim == 2 && ref->shape[1] > 0 ? ref->shape[1] : 1;
-    x->tol = lr_tolerance(x->kind, r->precision);
     x->predicted = -1;
     for (int k = 0; k < 2 && r->model[0]; k++) {
         double p = lr_error_model_predict(r->model[k] ? r->model[k] : r->model[0], name);
@@ -678,6 +677,7 @@ static int report_add(report *r, const char *name, const lr_tensor *test, const 
         else if (r->model[1] && p >= 0 && x->predicted >= 0)
             x->predicted = hypot(x->predicted, p); /* two approximations: errors add in quadrature */
     }
+    x->tol = lr_stage_budget(x->kind, r->precision, x->predicted);
     x->pass = lr_metrics_pass(&x->m, x->tol);
     r->failed += !x->pass;
     return strcmp(name, "lm_head") == 0 ? logits_metrics(r, test, ref) : 0;
