@@ -285,6 +285,12 @@ def main():
     for n, p in model.named_parameters():
         if p.dtype != torch.float32:
             raise RuntimeError(f"{n} loaded as {p.dtype}")
+    # transformers can also keep GGUF weights packed behind its own linear modules (with
+    # the `kernels` package, for architectures its new loader supports); the golden needs
+    # plain dequantized nn.Linear weights.
+    for n, m in model.named_modules():
+        if n.endswith("_proj") and type(m) is not torch.nn.Linear:
+            raise RuntimeError(f"{n} is {type(m).__name__}, not a dequantized nn.Linear")
     if not (cfg.tie_word_embeddings and
             model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()):
         raise RuntimeError("expected tied embeddings")

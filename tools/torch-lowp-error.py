@@ -79,7 +79,14 @@ def load_gguf_model(gguf_path, dtype):
     else:
         model = LlamaForCausalLM.from_pretrained(os.path.dirname(gguf_path), gguf_file=os.path.basename(gguf_path),
                                                  dtype=DTYPES[dtype])
-        return model, "transformers gguf_file (gguf %s)" % version_of("gguf")
+        # Newer transformers can keep GGUF weights packed (GgufLinear, float32 kernels):
+        # that is not a plain bf16/fp16 run, so only a fully dequantized model is used.
+        packed = [n for n, m in model.named_modules()
+                  if n.endswith("_proj") and (type(m) is not torch.nn.Linear or m.weight.dtype != DTYPES[dtype])]
+        if not packed:
+            return model, "transformers gguf_file (gguf %s)" % version_of("gguf")
+        missing = f"transformers kept {packed[0]} packed ({type(model.get_submodule(packed[0])).__name__})"
+        del model
     g = smol_gen()
     config, weights, _, _ = g.numpy_model_from_gguf(gguf_path)
     cfg = LlamaConfig(vocab_size=weights["model.embed_tokens.weight"].shape[0], max_position_embeddings=8192,
@@ -92,7 +99,7 @@ def load_gguf_model(gguf_path, dtype):
         raise RuntimeError(f"numpy GGUF reader: missing {miss}, unexpected {unexpected}")
     model.tie_weights()
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
-    return model.to(DTYPES[dtype]), "numpy GGUF reader (%s)" % missing
+    return model.to(DTYPES[dtype]), "numpy GGUF reader (transformers' loader not used: %s)" % missing
 
 
 def version_of(pkg):
