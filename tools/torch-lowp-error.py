@@ -99,7 +99,11 @@ def load_gguf_model(gguf_path, dtype):
         raise RuntimeError(f"numpy GGUF reader: missing {miss}, unexpected {unexpected}")
     model.tie_weights()
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
-    return model.to(DTYPES[dtype]), "numpy GGUF reader (transformers' loader not used: %s)" % missing
+    # Parameters only, as from_pretrained(dtype=...) leaves them: model.to(dtype) would
+    # also round the rotary inv_freq buffer, which from_pretrained keeps in float32.
+    for p in model.parameters():
+        p.data = p.data.to(DTYPES[dtype])
+    return model, "numpy GGUF reader (transformers' loader not used: %s)" % missing
 
 
 def version_of(pkg):
