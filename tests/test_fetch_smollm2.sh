@@ -9,26 +9,8 @@ FETCH="$SRC/tools/fetch-smollm2.sh"
 TMP=${LR_TMPDIR:?}/fetch-smollm2-sh
 NAME=SmolLM2-135M-Instruct.Q4_1.gguf
 rm -rf "$TMP" && mkdir -p "$TMP"
-pass=0 fail=0
+. "$(dirname "$0")/lib.sh"
 
-expect() { # expect STATUS DESCRIPTION -- command...
-    want=$1 what=$2
-    shift 3
-    "$@" >"$TMP/out" 2>"$TMP/err"
-    got=$?
-    if [ "$got" = "$want" ]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $what: exit $got, expected $want"
-        sed 's/^/  | /' "$TMP/out" "$TMP/err" | head -10
-    fi
-}
-ok() { # ok DESCRIPTION -- command...
-    what=$1
-    shift 2
-    if "$@"; then pass=$((pass + 1)); else fail=$((fail + 1)); echo "FAIL: $what"; fi
-}
 
 expect 0 "--help" -- sh "$FETCH" --help
 ok "--help names the cache variable" -- grep -q LLAMAREF_CACHE "$TMP/out"
@@ -64,5 +46,4 @@ else
     echo "(the model is not cached: its fast path is not tested here)"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish
