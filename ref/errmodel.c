@@ -117,7 +117,6 @@ int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype preci
         s[S_CONTEXT] = hypot3(s[S_QKV], rho, hypot(ACC(cfg->head_dim), ACC(mean_context)));
         s[S_ATTN_OUT] = hypot3(s[S_CONTEXT], hypot(rw, rho), ACC(QH));
 
-        /* Residual adds carry absolute errors: ||e|| adds in quadrature over the terms. */
         snprintf(name, sizeof name, "model.layers.%lld", (long long)l);
         const lr_tensor *hout = src(user, name);
         snprintf(name, sizeof name, "model.layers.%lld.self_attn", (long long)l);
@@ -141,14 +140,21 @@ int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype preci
         }
         if (!(nr1 > 0)) nr1 = 1;
         if (!(nout > 0)) nout = 1;
-        double er1 = hypot3(eh * nh, s[S_ATTN_OUT] * na, rho * nr1) / nr1;
+        /* The residual adds: the stream keeps its relative error through the layer (a
+         * layer is a well-conditioned map of the stream; where a block cancels part of
+         * the stream, the error it inherited cancels with it), and each block adds its
+         * own new error (its prediction less what it inherited) in proportion to its
+         * share of the stream, plus the sum's rounding. */
+        double na_new = sqrt(fmax(0, s[S_ATTN_OUT] * s[S_ATTN_OUT] - eh * eh)) * na / nr1;
+        double er1 = hypot3(eh, na_new, rho);
 
         s[S_POST_NORM] = sqrt(er1 * er1 + rw * rw + rho * rho + ACC(H) * ACC(H) / 4);
         s[S_GATE_UP] = hypot3(s[S_POST_NORM], hypot(rw, rho), ACC(H));
         s[S_ACT_FN] = hypot(s[S_GATE_UP], rho);
         s[S_ACT_MUL] = hypot3(s[S_GATE_UP], rho, rho); /* silu, then the product */
         s[S_MLP_OUT] = hypot3(s[S_ACT_MUL], hypot(rw, rho), ACC(I));
-        eh = hypot3(er1 * nr1, s[S_MLP_OUT] * nm, rho * nout) / nout;
+        double nm_new = sqrt(fmax(0, s[S_MLP_OUT] * s[S_MLP_OUT] - er1 * er1)) * nm / nout;
+        eh = hypot3(er1, nm_new, rho);
         s[S_LAYER] = eh;
         h = hout;
     }
