@@ -35,6 +35,15 @@ static inline bool lr_add_overflows(uint64_t a, uint64_t b, uint64_t *out) {
  * refusing files larger than limit. */
 int lr_read_file(const char *path, size_t limit, char **out, size_t *len);
 
+/* Writes len bytes to path through a temporary file beside it (fsynced), then links it
+ * into place (refusing an existing file) or, with overwrite, renames it over. */
+int lr_write_file_atomic(const char *path, const void *data, size_t len, bool overwrite);
+
+/* The llama.* metadata of a GGUF file as a config.json object (a new reference),
+ * unvalidated; lr_gguf_config() validates it. */
+struct json_t;
+int lr_gguf_config_json(const lr_gguf_file *f, struct json_t **out);
+
 /* Joins dir and name into a fresh string. */
 char *lr_path_join(const char *dir, const char *name);
 

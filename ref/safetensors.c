@@ -269,8 +269,9 @@ const char *lr_st_metadata(const lr_st_file *f, const char *key) {
 
 typedef struct {
     char *name;
-    lr_tensor t; /* data owned */
+    lr_tensor t; /* data owned unless borrowed */
     size_t nbytes;
+    bool borrowed;
 } wentry;
 
 struct lr_st_writer {
@@ -289,7 +290,7 @@ int lr_st_writer_create(lr_st_writer **out) {
     return LR_OK;
 }
 
-int lr_st_writer_add(lr_st_writer *w, const char *name, const lr_tensor *t) {
+static int writer_add(lr_st_writer *w, const char *name, const lr_tensor *t, bool copy_data) {
     if (strcmp(name, "__metadata__") == 0)
         return lr_fail(LR_E_INVAL, "safetensors writer: tensor name \"__metadata__\" is reserved");
     for (size_t i = 0; i < w->n; i++)
@@ -303,20 +304,26 @@ int lr_st_writer_add(lr_st_writer *w, const char *name, const lr_tensor *t) {
         w->cap = cap;
     }
     size_t nbytes = (size_t)lr_tensor_numel(t) * lr_dtype_size(t->dtype);
-    void *copy = malloc(nbytes ? nbytes : 1);
+    void *copy = copy_data ? malloc(nbytes ? nbytes : 1) : (void *)t->data;
     char *nm = strdup(name);
     if (!copy || !nm) {
-        free(copy);
+        if (copy_data) free(copy);
         free(nm);
         return lr_fail(LR_E_NOMEM, "safetensors writer: out of memory for \"%s\"", name);
     }
-    memcpy(copy, t->data, nbytes);
+    if (copy_data) memcpy(copy, t->data, nbytes);
     wentry *e = &w->e[w->n++];
     e->name = nm;
     e->t = *t;
     e->t.data = copy;
     e->nbytes = nbytes;
+    e->borrowed = !copy_data;
     return LR_OK;
+}
+
+int lr_st_writer_add(lr_st_writer *w, const char *name, const lr_tensor *t) { return writer_add(w, name, t, true); }
+int lr_st_writer_add_ref(lr_st_writer *w, const char *name, const lr_tensor *t) {
+    return writer_add(w, name, t, false);
 }
 
 int lr_st_writer_set_metadata(lr_st_writer *w, const char *key, const char *value) {
@@ -337,6 +344,67 @@ static int write_all(int fd, const void *p, size_t n) {
         n -= (size_t)k;
     }
     return 0;
+}
+
+/* The pieces of a safetensors file, written in order by write_st. */
+struct st_parts {
+    const lr_st_writer *w;
+    const unsigned char *len8;
+    const char *js;
+    size_t jlen, padded;
+};
+
+static int write_st(int fd, void *user) {
+    const struct st_parts *p = user;
+    int bad = write_all(fd, p->len8, 8) || write_all(fd, p->js, p->jlen) ||
+              write_all(fd, "        ", p->padded - p->jlen);
+    for (size_t i = 0; !bad && i < p->w->n; i++) bad = write_all(fd, p->w->e[i].t.data, p->w->e[i].nbytes);
+    return bad;
+}
+
+struct blob {
+    const void *data;
+    size_t len;
+};
+static int write_blob(int fd, void *user) {
+    const struct blob *b = user;
+    return write_all(fd, b->data, b->len);
+}
+
+/* A temporary file beside path, filled by fill, fsynced, then linked into place
+ * (refusing an existing file) or, with overwrite, renamed over it. */
+static int write_atomic(const char *path, bool overwrite, int (*fill)(int fd, void *user), void *user) {
+    char *tmp = malloc(strlen(path) + 16);
+    if (!tmp) return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
+    sprintf(tmp, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int rc = lr_fail(LR_E_IO, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
+        free(tmp);
+        return rc;
+    }
+    fchmod(fd, 0644); /* mkstemp creates 0600: give the output a data file's usual mode */
+    int bad = fill(fd, user);
+    if (!bad) bad = fsync(fd) != 0;
+    if (close(fd) != 0) bad = 1;
+    int rc = LR_OK;
+    if (bad) {
+        rc = lr_fail(LR_E_IO, "%s: write failed: %s", path, strerror(errno));
+    } else if (overwrite) {
+        if (rename(tmp, path) != 0) rc = lr_fail(LR_E_IO, "%s: cannot rename into place: %s", path, strerror(errno));
+    } else if (link(tmp, path) != 0) {
+        /* link() never replaces: an existing output is left untouched. */
+        rc = lr_fail(LR_E_IO, "%s: %s", path,
+                     errno == EEXIST ? "already exists (refusing to overwrite)" : strerror(errno));
+    }
+    unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+int lr_write_file_atomic(const char *path, const void *data, size_t len, bool overwrite) {
+    struct blob b = {data, len};
+    return write_atomic(path, overwrite, write_blob, &b);
 }
 
 int lr_st_writer_write(lr_st_writer *w, const char *path, bool overwrite) {
@@ -361,41 +429,11 @@ int lr_st_writer_write(lr_st_writer *w, const char *path, bool overwrite) {
     if (!js) return lr_fail(LR_E_NOMEM, "%s: cannot encode header", path);
     size_t jlen = strlen(js), padded = (jlen + 7) / 8 * 8;
 
-    char *tmp = malloc(strlen(path) + 16);
-    if (!tmp) {
-        free(js);
-        return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
-    }
-    sprintf(tmp, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int rc = lr_fail(LR_E_IO, "%s: cannot create a temporary file beside it: %s", path,
-                         strerror(errno));
-        free(js);
-        free(tmp);
-        return rc;
-    }
-    fchmod(fd, 0644); /* mkstemp creates 0600: give the output a data file's usual mode */
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    int bad = write_all(fd, len8, 8) || write_all(fd, js, jlen) ||
-              write_all(fd, "        ", padded - jlen);
-    for (size_t i = 0; !bad && i < w->n; i++) bad = write_all(fd, w->e[i].t.data, w->e[i].nbytes);
+    struct st_parts parts = {w, len8, js, jlen, padded};
+    int rc = write_atomic(path, overwrite, write_st, &parts);
     free(js);
-    if (!bad) bad = fsync(fd) != 0;
-    if (close(fd) != 0) bad = 1;
-    int rc = LR_OK;
-    if (bad) {
-        rc = lr_fail(LR_E_IO, "%s: write failed: %s", path, strerror(errno));
-    } else if (overwrite) {
-        if (rename(tmp, path) != 0) rc = lr_fail(LR_E_IO, "%s: cannot rename into place: %s", path, strerror(errno));
-    } else if (link(tmp, path) != 0) {
-        /* link() never replaces: an existing output is left untouched. */
-        rc = lr_fail(LR_E_IO, "%s: %s", path,
-                     errno == EEXIST ? "already exists (refusing to overwrite)" : strerror(errno));
-    }
-    unlink(tmp);
-    free(tmp);
     return rc;
 }
 
@@ -403,7 +441,7 @@ void lr_st_writer_free(lr_st_writer *w) {
     if (!w) return;
     for (size_t i = 0; i < w->n; i++) {
         free(w->e[i].name);
-        free((void *)w->e[i].t.data);
+        if (!w->e[i].borrowed) free((void *)w->e[i].t.data);
     }
     free(w->e);
     json_decref(w->metadata);
