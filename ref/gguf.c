@@ -578,18 +578,6 @@ static int meta_real(const lr_gguf_file *f, const char *key, double *out, bool *
     return LR_OK;
 }
 
-/* float32 metadata values are written to config.json as the shortest decimal that
- * reads back as the same float32 (1e-5, not 9.999999747378752e-06), as transformers'
- * own GGUF loader does. */
-static json_t *json_f32(double x) {
-    char buf[32];
-    for (int prec = 6; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, x);
-        if ((float)strtod(buf, NULL) == (float)x) return json_real(strtod(buf, NULL));
-    }
-    return json_real(x);
-}
-
 int lr_gguf_config_json(const lr_gguf_file *f, json_t **out) {
     const char *path = f->path;
     char arch[64];
@@ -635,6 +623,8 @@ int lr_gguf_config_json(const lr_gguf_file *f, json_t **out) {
                        "embedding is not supported)",
                        path, (long long)rot, (long long)head_dim);
     double eps = 1e-6, theta = 10000.0, factor = 1.0;
+    /* float32 values are kept exactly (1e-5 is 9.999999747378752e-06), as transformers'
+     * GGUF loader keeps them. */
     bool has_eps, has_theta, has_factor = false;
     if ((rc = meta_real(f, "llama.attention.layer_norm_rms_epsilon", &eps, &has_eps)) ||
         (rc = meta_real(f, "llama.rope.freq_base", &theta, &has_theta)))
@@ -680,10 +670,10 @@ int lr_gguf_config_json(const lr_gguf_file *f, json_t **out) {
     json_object_set_new(j, "num_key_value_heads", json_integer(has_kv ? kv_heads : heads));
     if (head_dim) json_object_set_new(j, "head_dim", json_integer(head_dim));
     json_object_set_new(j, "max_position_embeddings", json_integer(ctx));
-    json_object_set_new(j, "rms_norm_eps", has_eps ? json_f32(eps) : json_real(eps));
-    json_object_set_new(j, "rope_theta", has_theta ? json_f32(theta) : json_real(theta));
+    json_object_set_new(j, "rms_norm_eps", json_real(eps));
+    json_object_set_new(j, "rope_theta", json_real(theta));
     if (rope_type)
-        json_object_set_new(j, "rope_scaling", json_pack("{s:s, s:o}", "rope_type", rope_type, "factor", json_f32(factor)));
+        json_object_set_new(j, "rope_scaling", json_pack("{s:s, s:o}", "rope_type", rope_type, "factor", json_real(factor)));
     json_object_set_new(j, "attention_bias", json_boolean(attn_bias));
     json_object_set_new(j, "mlp_bias", json_boolean(mlp_bias));
     json_object_set_new(j, "tie_word_embeddings", json_boolean(tied));
