@@ -150,11 +150,11 @@ static int rd_string(cursor *c, const unsigned char **s, uint64_t *n, const char
     return LR_OK;
 }
 
-/* Skips one value of type t (already read), checking its bytes are in the file. */
+/* Skips one value of type t (already read), checking its bytes are in the file; key
+ * labels messages ("metadata \"name\""). */
 static int skip_value(cursor *c, uint32_t t, int depth, const char *key) {
     const char *path = c->f->path;
-    if (t >= V_COUNT)
-        return lr_fail(LR_E_GGUF, "%s: metadata \"%s\": value type %u is not a GGUF type", path, key, t);
+    if (t >= V_COUNT) return lr_fail(LR_E_GGUF, "%s: %s: value type %u is not a GGUF type", path, key, t);
     if (t == V_STRING) {
         const unsigned char *s;
         uint64_t n;
@@ -162,19 +162,17 @@ static int skip_value(cursor *c, uint32_t t, int depth, const char *key) {
     }
     if (t == V_ARRAY) {
         if (depth >= GGUF_MAX_DEPTH)
-            return lr_fail(LR_E_GGUF, "%s: metadata \"%s\": arrays nested deeper than %d", path, key,
-                           GGUF_MAX_DEPTH);
+            return lr_fail(LR_E_GGUF, "%s: %s: arrays nested deeper than %d", path, key, GGUF_MAX_DEPTH);
         uint32_t et;
         uint64_t n;
         int rc;
         if ((rc = rd_u32(c, &et, key)) || (rc = rd_u64(c, &n, key))) return rc;
         if (et >= V_COUNT)
-            return lr_fail(LR_E_GGUF, "%s: metadata \"%s\": array element type %u is not a GGUF type", path,
-                           key, et);
+            return lr_fail(LR_E_GGUF, "%s: %s: array element type %u is not a GGUF type", path, key, et);
         /* Every element takes at least this many bytes: bounds n before the walk. */
         uint64_t least = et == V_STRING ? 8 : et == V_ARRAY ? 12 : vtype_size[et];
         if (n > left(c) / least)
-            return lr_fail(LR_E_TRUNCATED, "%s: metadata \"%s\": %llu elements of %s cannot fit in the %zu bytes left",
+            return lr_fail(LR_E_TRUNCATED, "%s: %s: %llu elements of %s cannot fit in the %zu bytes left",
                            path, key, (unsigned long long)n, vtype_name[et], left(c));
         if (et != V_STRING && et != V_ARRAY && et != V_BOOL) {
             c->pos += (size_t)(n * least);
@@ -187,8 +185,7 @@ static int skip_value(cursor *c, uint32_t t, int depth, const char *key) {
     int rc = need(c, vtype_size[t], key);
     if (rc) return rc;
     if (t == V_BOOL && c->f->buf[c->pos] > 1)
-        return lr_fail(LR_E_GGUF, "%s: metadata \"%s\": bool value %u is not 0 or 1", path, key,
-                       c->f->buf[c->pos]);
+        return lr_fail(LR_E_GGUF, "%s: %s: bool value %u is not 0 or 1", path, key, c->f->buf[c->pos]);
     c->pos += vtype_size[t];
     return LR_OK;
 }
@@ -234,24 +231,25 @@ static int read_metadata(lr_gguf_file *f, cursor *c, uint64_t nkv) {
             return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
         }
         f->nkv++;
-        if ((rc = rd_u32(c, &kv->type, kv->key))) return rc;
+        char label[128];
+        snprintf(label, sizeof label, "metadata \"%.100s\"", kv->key);
+        if ((rc = rd_u32(c, &kv->type, label))) return rc;
         if (kv->type >= V_COUNT)
-            return lr_fail(LR_E_GGUF, "%s: metadata \"%s\": value type %u is not a GGUF type", path, kv->key,
-                           kv->type);
+            return lr_fail(LR_E_GGUF, "%s: %s: value type %u is not a GGUF type", path, label, kv->type);
         size_t start = c->pos;
         if (kv->type == V_STRING) {
             const unsigned char *s;
-            if ((rc = rd_string(c, &s, &kv->count, kv->key))) return rc;
+            if ((rc = rd_string(c, &s, &kv->count, label))) return rc;
             kv->val = s;
         } else if (kv->type == V_ARRAY) {
-            if ((rc = need(c, 12, kv->key))) return rc;
+            if ((rc = need(c, 12, label))) return rc;
             kv->elem_type = (uint32_t)le(f->buf + c->pos, 4);
             kv->count = le(f->buf + c->pos + 4, 8);
             kv->val = f->buf + c->pos + 12;
-            if ((rc = skip_value(c, V_ARRAY, 0, kv->key))) return rc;
+            if ((rc = skip_value(c, V_ARRAY, 0, label))) return rc;
         } else {
             kv->val = f->buf + start;
-            if ((rc = skip_value(c, kv->type, 0, kv->key))) return rc;
+            if ((rc = skip_value(c, kv->type, 0, label))) return rc;
         }
     }
     /* Duplicate keys: sort a copy of the order and compare neighbours. */
@@ -329,22 +327,24 @@ static int read_tensor_infos(lr_gguf_file *f, cursor *c, uint64_t nt) {
         }
         f->nt++;
         const char *tn = t->name;
+        char label[96];
+        snprintf(label, sizeof label, "tensor \"%s\"", tn);
         uint32_t nd;
-        if ((rc = rd_u32(c, &nd, tn))) return rc;
+        if ((rc = rd_u32(c, &nd, label))) return rc;
         if (nd < 1 || nd > LR_MAX_DIMS)
             return lr_fail(LR_E_GGUF, "%s: tensor \"%s\": n_dims %u is outside 1..%d", path, tn, nd, LR_MAX_DIMS);
         t->ndim = (int)nd;
         uint64_t numel = 1;
         for (uint32_t d = 0; d < nd; d++) {
             uint64_t ne;
-            if ((rc = rd_u64(c, &ne, tn))) return rc;
+            if ((rc = rd_u64(c, &ne, label))) return rc;
             if (ne == 0)
                 return lr_fail(LR_E_SPAN, "%s: tensor \"%s\": ne[%u] is 0", path, tn, d);
             if (lr_mul_overflows(numel, ne, &numel) || numel > (uint64_t)INT64_MAX)
                 return lr_fail(LR_E_SPAN, "%s: tensor \"%s\": element count overflows", path, tn);
             t->ne[d] = (int64_t)ne;
         }
-        if ((rc = rd_u32(c, &t->type, tn)) || (rc = rd_u64(c, &t->offset, tn))) return rc;
+        if ((rc = rd_u32(c, &t->type, label)) || (rc = rd_u64(c, &t->offset, label))) return rc;
         const char *tyname = lr_ggml_type_name(t->type);
         if (!tyname)
             return lr_fail(LR_E_DTYPE, "%s: tensor \"%s\": type %u is not a ggml type", path, tn, t->type);
