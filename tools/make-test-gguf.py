@@ -16,7 +16,10 @@ Files written:
 The q/k permutation is written here from the description of llama.cpp's converter
 (reshape to (heads, 2, rows / heads / 2, cols), swap axes 1 and 2), independently of
 the C code in ref/gguf.c; its inverse is checked to restore the original exactly.
-The output is deterministic (quantization is round-to-nearest, no randomness)."""
+It also writes the seed corpus of the GGUF fuzz target, tests/fuzz/corpus/gguf/seed-*.gguf:
+a one-layer model (F32; mixed types; tied with biases and linear RoPE scaling), each a
+few KB. The output is deterministic (quantization is round-to-nearest; the seeds'
+weights come from a fixed numpy seed)."""
 import importlib.metadata
 import json
 import os
@@ -159,6 +162,51 @@ def write(path, cfg, weights, type_of):
     return expected
 
 
+def write_seed(path, kind):
+    """A one-layer model for the fuzzer: vocab 8, hidden 32, 2 heads, 1 KV head of 16."""
+    rng = np.random.RandomState(1234)
+    V, H, I, heads, kv, hd = 8, 32, 32, 2, 1, 16
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(1)
+    w.add_context_length(64)
+    w.add_embedding_length(H)
+    w.add_feed_forward_length(I)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(10000.0)
+    w.add_rope_dimension_count(hd)
+    w.add_vocab_size(V)
+    if kind == "tied":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(2.0)
+        w.add_key_length(hd)
+        w.add_value_length(hd)
+    shapes = [("token_embd.weight", (V, H)), ("blk.0.attn_norm.weight", (H,)), ("blk.0.attn_q.weight", (heads * hd, H)),
+              ("blk.0.attn_k.weight", (kv * hd, H)), ("blk.0.attn_v.weight", (kv * hd, H)),
+              ("blk.0.attn_output.weight", (H, heads * hd)), ("blk.0.ffn_norm.weight", (H,)),
+              ("blk.0.ffn_gate.weight", (I, H)), ("blk.0.ffn_up.weight", (I, H)), ("blk.0.ffn_down.weight", (H, I)),
+              ("output_norm.weight", (H,))]
+    if kind == "tied":
+        shapes += [("blk.0.attn_q.bias", (heads * hd,)), ("blk.0.attn_k.bias", (kv * hd,)),
+                   ("blk.0.attn_v.bias", (kv * hd,)), ("blk.0.attn_output.bias", (H,))]
+    else:
+        shapes += [("output.weight", (V, H))]
+    types = [Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.F16, Q.BF16]
+    for i, (name, shape) in enumerate(shapes):
+        x = rng.uniform(-1, 1, size=shape).astype(np.float32)
+        qt = types[i % len(types)] if kind == "mixed" and len(shape) == 2 else Q.F32
+        if qt == Q.F32:
+            w.add_tensor(name, x)
+        else:
+            raw = gguf.quants.quantize(x, qt)
+            w.add_tensor(name, raw, raw_shape=raw.shape, raw_dtype=qt)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def main():
     with open(os.path.join(MODEL, "config.json")) as f:
         cfg = json.load(f)
@@ -182,6 +230,11 @@ def main():
         json.dump(doc, f, indent=1)
         f.write("\n")
     print("wrote", ", ".join(sorted(expected)), "and expected.json to", OUT)
+    seeds = os.path.join(ROOT, "tests", "fuzz", "corpus", "gguf")
+    os.makedirs(seeds, exist_ok=True)
+    for kind in ("f32", "mixed", "tied"):
+        write_seed(os.path.join(seeds, "seed-%s.gguf" % kind), kind)
+    print("wrote the fuzz seeds to", seeds)
 
 
 if __name__ == "__main__":
