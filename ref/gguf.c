@@ -32,12 +32,24 @@
 
 /* Metadata value types. */
 enum {
-    V_U8, V_I8, V_U16, V_I16, V_U32, V_I32, V_F32, V_BOOL, V_STRING, V_ARRAY, V_U64, V_I64, V_F64,
+    V_U8,
+    V_I8,
+    V_U16,
+    V_I16,
+    V_U32,
+    V_I32,
+    V_F32,
+    V_BOOL,
+    V_STRING,
+    V_ARRAY,
+    V_U64,
+    V_I64,
+    V_F64,
     V_COUNT
 };
-static const char *const vtype_name[V_COUNT] = {"uint8", "int8",  "uint16", "int16",  "uint32",
-                                                "int32", "float32", "bool", "string", "array",
-                                                "uint64", "int64", "float64"};
+static const char *const vtype_name[V_COUNT] = {"uint8",  "int8",    "uint16", "int16",  "uint32",
+                                                "int32",  "float32", "bool",   "string", "array",
+                                                "uint64", "int64",   "float64"};
 static const size_t vtype_size[V_COUNT] = {1, 1, 2, 2, 4, 4, 4, 1, 0, 0, 8, 8, 8};
 
 /* ggml tensor types: block size (elements) and bytes per block. Every type the gguf
@@ -47,22 +59,38 @@ static const struct {
     const char *name;
     uint32_t block, size;
 } types[] = {
-    [LR_GGML_F32] = {"F32", 1, 4},          [LR_GGML_F16] = {"F16", 1, 2},
-    [LR_GGML_Q4_0] = {"Q4_0", 32, 18},      [LR_GGML_Q4_1] = {"Q4_1", 32, 20},
-    [6] = {"Q5_0", 32, 22},                 [7] = {"Q5_1", 32, 24},
-    [LR_GGML_Q8_0] = {"Q8_0", 32, 34},      [9] = {"Q8_1", 32, 40},
-    [10] = {"Q2_K", 256, 84},               [11] = {"Q3_K", 256, 110},
-    [12] = {"Q4_K", 256, 144},              [13] = {"Q5_K", 256, 176},
-    [14] = {"Q6_K", 256, 210},              [15] = {"Q8_K", 256, 292},
-    [16] = {"IQ2_XXS", 256, 66},            [17] = {"IQ2_XS", 256, 74},
-    [18] = {"IQ3_XXS", 256, 98},            [19] = {"IQ1_S", 256, 50},
-    [20] = {"IQ4_NL", 32, 18},              [21] = {"IQ3_S", 256, 110},
-    [22] = {"IQ2_S", 256, 82},              [23] = {"IQ4_XS", 256, 136},
-    [24] = {"I8", 1, 1},                    [25] = {"I16", 1, 2},
-    [26] = {"I32", 1, 4},                   [27] = {"I64", 1, 8},
-    [28] = {"F64", 1, 8},                   [29] = {"IQ1_M", 256, 56},
-    [LR_GGML_BF16] = {"BF16", 1, 2},        [34] = {"TQ1_0", 256, 54},
-    [35] = {"TQ2_0", 256, 66},              [39] = {"MXFP4", 32, 17},
+    [LR_GGML_F32] = {"F32", 1, 4},
+    [LR_GGML_F16] = {"F16", 1, 2},
+    [LR_GGML_Q4_0] = {"Q4_0", 32, 18},
+    [LR_GGML_Q4_1] = {"Q4_1", 32, 20},
+    [6] = {"Q5_0", 32, 22},
+    [7] = {"Q5_1", 32, 24},
+    [LR_GGML_Q8_0] = {"Q8_0", 32, 34},
+    [9] = {"Q8_1", 32, 40},
+    [10] = {"Q2_K", 256, 84},
+    [11] = {"Q3_K", 256, 110},
+    [12] = {"Q4_K", 256, 144},
+    [13] = {"Q5_K", 256, 176},
+    [14] = {"Q6_K", 256, 210},
+    [15] = {"Q8_K", 256, 292},
+    [16] = {"IQ2_XXS", 256, 66},
+    [17] = {"IQ2_XS", 256, 74},
+    [18] = {"IQ3_XXS", 256, 98},
+    [19] = {"IQ1_S", 256, 50},
+    [20] = {"IQ4_NL", 32, 18},
+    [21] = {"IQ3_S", 256, 110},
+    [22] = {"IQ2_S", 256, 82},
+    [23] = {"IQ4_XS", 256, 136},
+    [24] = {"I8", 1, 1},
+    [25] = {"I16", 1, 2},
+    [26] = {"I32", 1, 4},
+    [27] = {"I64", 1, 8},
+    [28] = {"F64", 1, 8},
+    [29] = {"IQ1_M", 256, 56},
+    [LR_GGML_BF16] = {"BF16", 1, 2},
+    [34] = {"TQ1_0", 256, 54},
+    [35] = {"TQ2_0", 256, 66},
+    [39] = {"MXFP4", 32, 17},
 };
 #define N_TYPES (sizeof types / sizeof types[0])
 
@@ -71,8 +99,8 @@ const char *lr_ggml_type_name(uint32_t type) {
 }
 
 bool lr_ggml_type_supported(uint32_t type) {
-    return type == LR_GGML_F32 || type == LR_GGML_F16 || type == LR_GGML_BF16 ||
-           type == LR_GGML_Q8_0 || type == LR_GGML_Q4_0 || type == LR_GGML_Q4_1;
+    return type == LR_GGML_F32 || type == LR_GGML_F16 || type == LR_GGML_BF16 || type == LR_GGML_Q8_0 ||
+           type == LR_GGML_Q4_0 || type == LR_GGML_Q4_1;
 }
 
 /* One metadata entry; strings and arrays stay in the mapped file. */
@@ -118,7 +146,8 @@ static int need(cursor *c, uint64_t n, const char *what) {
 
 static uint64_t le(const unsigned char *p, int n) {
     uint64_t v = 0;
-    for (int i = n - 1; i >= 0; i--) v = (v << 8) | p[i];
+    for (int i = n - 1; i >= 0; i--)
+        v = (v << 8) | p[i];
     return v;
 }
 
@@ -227,7 +256,8 @@ static int read_metadata(lr_gguf_file *f, cursor *c, uint64_t nkv) {
         gguf_kv *kv = &f->kv[f->nkv];
         memset(kv, 0, sizeof *kv);
         if (!(kv->key = dup_name(ks, kn))) {
-            if (memchr(ks, 0, (size_t)kn)) return lr_fail(LR_E_GGUF, "%s: %s: contains a NUL byte", path, what);
+            if (memchr(ks, 0, (size_t)kn))
+                return lr_fail(LR_E_GGUF, "%s: %s: contains a NUL byte", path, what);
             return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
         }
         f->nkv++;
@@ -275,20 +305,35 @@ static const gguf_kv *find_kv(const lr_gguf_file *f, const char *key) {
 static bool kv_int(const gguf_kv *kv, int64_t *out) {
     const unsigned char *p = kv->val;
     switch (kv->type) {
-    case V_U8: *out = p[0]; return true;
-    case V_I8: *out = (int8_t)p[0]; return true;
-    case V_U16: *out = (int64_t)le(p, 2); return true;
-    case V_I16: *out = (int16_t)le(p, 2); return true;
-    case V_U32: *out = (int64_t)le(p, 4); return true;
-    case V_I32: *out = (int32_t)le(p, 4); return true;
+    case V_U8:
+        *out = p[0];
+        return true;
+    case V_I8:
+        *out = (int8_t)p[0];
+        return true;
+    case V_U16:
+        *out = (int64_t)le(p, 2);
+        return true;
+    case V_I16:
+        *out = (int16_t)le(p, 2);
+        return true;
+    case V_U32:
+        *out = (int64_t)le(p, 4);
+        return true;
+    case V_I32:
+        *out = (int32_t)le(p, 4);
+        return true;
     case V_U64: {
         uint64_t v = le(p, 8);
         if (v > (uint64_t)INT64_MAX) return false;
         *out = (int64_t)v;
         return true;
     }
-    case V_I64: *out = (int64_t)le(p, 8); return true;
-    default: return false;
+    case V_I64:
+        *out = (int64_t)le(p, 8);
+        return true;
+    default:
+        return false;
     }
 }
 
@@ -322,7 +367,8 @@ static int read_tensor_infos(lr_gguf_file *f, cursor *c, uint64_t nt) {
         lr_gguf_tensor *t = &f->tensors[f->nt];
         memset(t, 0, sizeof *t);
         if (!(t->name = dup_name(ns, nn))) {
-            if (memchr(ns, 0, (size_t)nn)) return lr_fail(LR_E_GGUF, "%s: %s: name contains a NUL byte", path, what);
+            if (memchr(ns, 0, (size_t)nn))
+                return lr_fail(LR_E_GGUF, "%s: %s: name contains a NUL byte", path, what);
             return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
         }
         f->nt++;
@@ -332,14 +378,14 @@ static int read_tensor_infos(lr_gguf_file *f, cursor *c, uint64_t nt) {
         uint32_t nd;
         if ((rc = rd_u32(c, &nd, label))) return rc;
         if (nd < 1 || nd > LR_MAX_DIMS)
-            return lr_fail(LR_E_GGUF, "%s: tensor \"%s\": n_dims %u is outside 1..%d", path, tn, nd, LR_MAX_DIMS);
+            return lr_fail(LR_E_GGUF, "%s: tensor \"%s\": n_dims %u is outside 1..%d", path, tn, nd,
+                           LR_MAX_DIMS);
         t->ndim = (int)nd;
         uint64_t numel = 1;
         for (uint32_t d = 0; d < nd; d++) {
             uint64_t ne;
             if ((rc = rd_u64(c, &ne, label))) return rc;
-            if (ne == 0)
-                return lr_fail(LR_E_SPAN, "%s: tensor \"%s\": ne[%u] is 0", path, tn, d);
+            if (ne == 0) return lr_fail(LR_E_SPAN, "%s: tensor \"%s\": ne[%u] is 0", path, tn, d);
             if (lr_mul_overflows(numel, ne, &numel) || numel > (uint64_t)INT64_MAX)
                 return lr_fail(LR_E_SPAN, "%s: tensor \"%s\": element count overflows", path, tn);
             t->ne[d] = (int64_t)ne;
@@ -350,13 +396,15 @@ static int read_tensor_infos(lr_gguf_file *f, cursor *c, uint64_t nt) {
             return lr_fail(LR_E_DTYPE, "%s: tensor \"%s\": type %u is not a ggml type", path, tn, t->type);
         uint64_t block = types[t->type].block;
         if ((uint64_t)t->ne[0] % block != 0)
-            return lr_fail(LR_E_SPAN, "%s: tensor \"%s\": ne[0] %lld is not a multiple of the %s block size %llu",
-                           path, tn, (long long)t->ne[0], tyname, (unsigned long long)block);
+            return lr_fail(LR_E_SPAN,
+                           "%s: tensor \"%s\": ne[0] %lld is not a multiple of the %s block size %llu", path,
+                           tn, (long long)t->ne[0], tyname, (unsigned long long)block);
         if (lr_mul_overflows(numel / block, types[t->type].size, &t->nbytes))
             return lr_fail(LR_E_SPAN, "%s: tensor \"%s\": byte size overflows", path, tn);
         if (t->offset % f->alignment != 0)
-            return lr_fail(LR_E_OFFSET, "%s: tensor \"%s\": offset %llu is not a multiple of the alignment %llu",
-                           path, tn, (unsigned long long)t->offset, (unsigned long long)f->alignment);
+            return lr_fail(LR_E_OFFSET,
+                           "%s: tensor \"%s\": offset %llu is not a multiple of the alignment %llu", path, tn,
+                           (unsigned long long)t->offset, (unsigned long long)f->alignment);
     }
     return LR_OK;
 }
@@ -369,10 +417,11 @@ static int place_tensors(lr_gguf_file *f) {
         lr_gguf_tensor *t = &f->tensors[i];
         uint64_t end;
         if (lr_add_overflows(t->offset, t->nbytes, &end) || end > data_len)
-            return lr_fail(LR_E_OFFSET,
-                           "%s: tensor \"%s\": bytes [%llu, +%llu) of the data section run past its end (%llu bytes)",
-                           path, t->name, (unsigned long long)t->offset, (unsigned long long)t->nbytes,
-                           (unsigned long long)data_len);
+            return lr_fail(
+                LR_E_OFFSET,
+                "%s: tensor \"%s\": bytes [%llu, +%llu) of the data section run past its end (%llu bytes)",
+                path, t->name, (unsigned long long)t->offset, (unsigned long long)t->nbytes,
+                (unsigned long long)data_len);
         t->data = f->buf + f->data_start + t->offset;
         f->by_name[i] = t;
     }
@@ -385,7 +434,8 @@ static int place_tensors(lr_gguf_file *f) {
     qsort(f->by_name, f->nt, sizeof *f->by_name, cmp_tname);
     for (size_t i = 1; i < f->nt; i++)
         if (strcmp(f->by_name[i]->name, f->by_name[i - 1]->name) == 0)
-            return lr_fail(LR_E_GGUF, "%s: tensor \"%s\": name appears more than once", path, f->by_name[i]->name);
+            return lr_fail(LR_E_GGUF, "%s: tensor \"%s\": name appears more than once", path,
+                           f->by_name[i]->name);
     return LR_OK;
 }
 
@@ -394,13 +444,14 @@ static int parse(lr_gguf_file *f) {
     cursor c = {f, 0};
     int rc;
     if (f->len < 4 || memcmp(f->buf, "GGUF", 4) != 0)
-        return lr_fail(f->len < 4 ? LR_E_TRUNCATED : LR_E_GGUF, "%s: magic: not a GGUF file (no \"GGUF\" at the start)",
-                       path);
+        return lr_fail(f->len < 4 ? LR_E_TRUNCATED : LR_E_GGUF,
+                       "%s: magic: not a GGUF file (no \"GGUF\" at the start)", path);
     c.pos = 4;
     if ((rc = rd_u32(&c, &f->version, "version"))) return rc;
     if (f->version != 2 && f->version != 3) {
-        const char *why = f->version == 1 ? " (GGUF v1, 32-bit counts, is not supported)"
-                          : (f->version & 0xffff) == 0 ? " (a big-endian file?)" : "";
+        const char *why = f->version == 1              ? " (GGUF v1, 32-bit counts, is not supported)"
+                          : (f->version & 0xffff) == 0 ? " (a big-endian file?)"
+                                                       : "";
         return lr_fail(LR_E_GGUF, "%s: version: %u is not 2 or 3%s", path, f->version, why);
     }
     uint64_t nt, nkv;
@@ -409,8 +460,8 @@ static int parse(lr_gguf_file *f) {
      * value), a tensor info at least 33: counts beyond what the file can hold are refused
      * before anything is allocated for them. */
     if (nkv > left(&c) / 13)
-        return lr_fail(LR_E_TRUNCATED, "%s: metadata_kv_count: %llu entries cannot fit in a %zu-byte file", path,
-                       (unsigned long long)nkv, f->len);
+        return lr_fail(LR_E_TRUNCATED, "%s: metadata_kv_count: %llu entries cannot fit in a %zu-byte file",
+                       path, (unsigned long long)nkv, f->len);
     if (nt > left(&c) / 33)
         return lr_fail(LR_E_TRUNCATED, "%s: tensor_count: %llu tensors cannot fit in a %zu-byte file", path,
                        (unsigned long long)nt, f->len);
@@ -423,7 +474,8 @@ static int parse(lr_gguf_file *f) {
     uint64_t pad = (f->alignment - c.pos % f->alignment) % f->alignment;
     f->data_start = c.pos + pad;
     if (f->nt > 0 && f->data_start > f->len)
-        return lr_fail(LR_E_TRUNCATED, "%s: data section: starts at %llu, past the end of the file (%zu bytes)", path,
+        return lr_fail(LR_E_TRUNCATED,
+                       "%s: data section: starts at %llu, past the end of the file (%zu bytes)", path,
                        (unsigned long long)f->data_start, f->len);
     if (f->data_start > f->len) f->data_start = f->len;
     return place_tensors(f);
@@ -490,8 +542,10 @@ int lr_gguf_open(const char *path, lr_gguf_file **out) {
 
 void lr_gguf_close(lr_gguf_file *f) {
     if (!f) return;
-    for (size_t i = 0; i < f->nkv; i++) free(f->kv[i].key);
-    for (size_t i = 0; i < f->nt; i++) free((char *)f->tensors[i].name);
+    for (size_t i = 0; i < f->nkv; i++)
+        free(f->kv[i].key);
+    for (size_t i = 0; i < f->nt; i++)
+        free((char *)f->tensors[i].name);
     free(f->kv);
     free(f->tensors);
     free(f->by_name);
@@ -529,7 +583,8 @@ static int get_string(const lr_gguf_file *f, const char *key, char *out, size_t 
     const gguf_kv *kv = find_kv(f, key);
     if (!kv) return lr_fail(LR_E_MISSING, "%s: metadata \"%s\": missing", f->path, key);
     if (kv->type != V_STRING)
-        return lr_fail(status_bad, "%s: metadata \"%s\": %s, expected a string", f->path, key, vtype_name[kv->type]);
+        return lr_fail(status_bad, "%s: metadata \"%s\": %s, expected a string", f->path, key,
+                       vtype_name[kv->type]);
     if (kv->count >= cap || memchr(kv->val, 0, (size_t)kv->count))
         return lr_fail(status_bad, "%s: metadata \"%s\": not a string of at most %zu bytes without NUL bytes",
                        f->path, key, cap - 1);
@@ -548,13 +603,15 @@ int lr_gguf_string(const lr_gguf_file *f, const char *key, char *out, size_t cap
 static int meta_int(const lr_gguf_file *f, const char *key, bool required, int64_t *out, bool *present) {
     const gguf_kv *kv = find_kv(f, key);
     if (present) *present = kv != NULL;
-    if (!kv) return required ? lr_fail(LR_E_CONFIG, "%s: metadata \"%s\": required key missing", f->path, key) : LR_OK;
+    if (!kv)
+        return required ? lr_fail(LR_E_CONFIG, "%s: metadata \"%s\": required key missing", f->path, key)
+                        : LR_OK;
     if (!kv_int(kv, out))
         return lr_fail(LR_E_CONFIG, "%s: metadata \"%s\": %s, expected an integer", f->path, key,
                        vtype_name[kv->type]);
     if (*out <= 0 || *out > LR_MAX_DIM)
-        return lr_fail(LR_E_CONFIG, "%s: metadata \"%s\": %lld is outside 1..%lld", f->path, key, (long long)*out,
-                       (long long)LR_MAX_DIM);
+        return lr_fail(LR_E_CONFIG, "%s: metadata \"%s\": %lld is outside 1..%lld", f->path, key,
+                       (long long)*out, (long long)LR_MAX_DIM);
     return LR_OK;
 }
 
@@ -571,10 +628,12 @@ static int meta_real(const lr_gguf_file *f, const char *key, double *out, bool *
         uint64_t u = le(kv->val, 8);
         memcpy(out, &u, 8);
     } else {
-        return lr_fail(LR_E_CONFIG, "%s: metadata \"%s\": %s, expected a float", f->path, key, vtype_name[kv->type]);
+        return lr_fail(LR_E_CONFIG, "%s: metadata \"%s\": %s, expected a float", f->path, key,
+                       vtype_name[kv->type]);
     }
     if (!isfinite(*out) || *out <= 0)
-        return lr_fail(LR_E_CONFIG, "%s: metadata \"%s\": %g must be finite and positive", f->path, key, *out);
+        return lr_fail(LR_E_CONFIG, "%s: metadata \"%s\": %g must be finite and positive", f->path, key,
+                       *out);
     return LR_OK;
 }
 
@@ -587,9 +646,11 @@ int lr_gguf_config_json(const lr_gguf_file *f, json_t **out) {
                    ? lr_fail(LR_E_CONFIG, "%s: metadata \"general.architecture\": required key missing", path)
                    : rc;
     if (strcmp(arch, "llama") != 0)
-        return lr_fail(LR_E_CONFIG, "%s: metadata \"general.architecture\": \"%s\" is not supported (expected \"llama\")",
+        return lr_fail(LR_E_CONFIG,
+                       "%s: metadata \"general.architecture\": \"%s\" is not supported (expected \"llama\")",
                        path, arch);
-    int64_t hidden, inter, layers, heads, kv_heads = 0, ctx = 2048, key_len = 0, val_len = 0, rot = 0, vocab = 0;
+    int64_t hidden, inter, layers, heads, kv_heads = 0, ctx = 2048, key_len = 0, val_len = 0, rot = 0,
+                                          vocab = 0;
     bool has_kv, has_ctx, has_key, has_val, has_rot, has_vocab;
     if ((rc = meta_int(f, "llama.embedding_length", true, &hidden, NULL)) ||
         (rc = meta_int(f, "llama.feed_forward_length", true, &inter, NULL)) ||
@@ -605,23 +666,28 @@ int lr_gguf_config_json(const lr_gguf_file *f, json_t **out) {
     if (!has_vocab) {
         const gguf_kv *tok = find_kv(f, "tokenizer.ggml.tokens");
         if (!tok)
-            return lr_fail(LR_E_CONFIG, "%s: metadata \"llama.vocab_size\": missing, and no tokenizer.ggml.tokens to count",
-                           path);
+            return lr_fail(
+                LR_E_CONFIG,
+                "%s: metadata \"llama.vocab_size\": missing, and no tokenizer.ggml.tokens to count", path);
         if (tok->type != V_ARRAY || tok->count == 0 || tok->count > (uint64_t)LR_MAX_DIM)
-            return lr_fail(LR_E_CONFIG, "%s: metadata \"tokenizer.ggml.tokens\": not a non-empty array of at most 2^31 entries",
-                           path);
+            return lr_fail(
+                LR_E_CONFIG,
+                "%s: metadata \"tokenizer.ggml.tokens\": not a non-empty array of at most 2^31 entries",
+                path);
         vocab = (int64_t)tok->count;
     }
     /* head_dim: key_length, else the rotary dimension, else hidden / heads. */
     int64_t head_dim = has_key ? key_len : has_rot ? rot : 0;
     if (has_key && has_val && val_len != key_len)
-        return lr_fail(LR_E_CONFIG, "%s: metadata \"llama.attention.value_length\": %lld differs from key_length %lld",
+        return lr_fail(LR_E_CONFIG,
+                       "%s: metadata \"llama.attention.value_length\": %lld differs from key_length %lld",
                        path, (long long)val_len, (long long)key_len);
     if (has_rot && head_dim && rot != head_dim)
-        return lr_fail(LR_E_CONFIG,
-                       "%s: metadata \"llama.rope.dimension_count\": %lld is not the head size %lld (partial rotary "
-                       "embedding is not supported)",
-                       path, (long long)rot, (long long)head_dim);
+        return lr_fail(
+            LR_E_CONFIG,
+            "%s: metadata \"llama.rope.dimension_count\": %lld is not the head size %lld (partial rotary "
+            "embedding is not supported)",
+            path, (long long)rot, (long long)head_dim);
     double eps = 1e-6, theta = 10000.0, factor = 1.0;
     /* float32 values are kept exactly (1e-5 is 9.999999747378752e-06), as transformers'
      * GGUF loader keeps them. */
@@ -637,12 +703,14 @@ int lr_gguf_config_json(const lr_gguf_file *f, json_t **out) {
             rope_type = "linear";
             if ((rc = meta_real(f, "llama.rope.scaling.factor", &factor, &has_factor))) return rc;
             if (!has_factor)
-                return lr_fail(LR_E_CONFIG, "%s: metadata \"llama.rope.scaling.factor\": required for linear scaling",
+                return lr_fail(LR_E_CONFIG,
+                               "%s: metadata \"llama.rope.scaling.factor\": required for linear scaling",
                                path);
         } else if (strcmp(scaling, "none") != 0) {
-            return lr_fail(LR_E_CONFIG,
-                           "%s: metadata \"llama.rope.scaling.type\": \"%s\" is not supported (supported: none, linear)",
-                           path, scaling);
+            return lr_fail(
+                LR_E_CONFIG,
+                "%s: metadata \"llama.rope.scaling.type\": \"%s\" is not supported (supported: none, linear)",
+                path, scaling);
         }
     } else {
         /* The older spelling: a bare linear factor. */
@@ -650,9 +718,10 @@ int lr_gguf_config_json(const lr_gguf_file *f, json_t **out) {
         if (has_factor && factor != 1.0) rope_type = "linear";
     }
     if (lr_gguf_find_tensor(f, "rope_freqs.weight"))
-        return lr_fail(LR_E_CONFIG,
-                       "%s: tensor \"rope_freqs.weight\": per-frequency RoPE factors (llama3 scaling) are not supported",
-                       path);
+        return lr_fail(
+            LR_E_CONFIG,
+            "%s: tensor \"rope_freqs.weight\": per-frequency RoPE factors (llama3 scaling) are not supported",
+            path);
     bool attn_bias = lr_gguf_find_tensor(f, "blk.0.attn_q.bias") != NULL;
     bool mlp_bias = lr_gguf_find_tensor(f, "blk.0.ffn_gate.bias") != NULL;
     bool tied = lr_gguf_find_tensor(f, "output.weight") == NULL;
@@ -673,7 +742,8 @@ int lr_gguf_config_json(const lr_gguf_file *f, json_t **out) {
     json_object_set_new(j, "rms_norm_eps", json_real(eps));
     json_object_set_new(j, "rope_theta", json_real(theta));
     if (rope_type)
-        json_object_set_new(j, "rope_scaling", json_pack("{s:s, s:o}", "rope_type", rope_type, "factor", json_real(factor)));
+        json_object_set_new(j, "rope_scaling",
+                            json_pack("{s:s, s:o}", "rope_type", rope_type, "factor", json_real(factor)));
     json_object_set_new(j, "attention_bias", json_boolean(attn_bias));
     json_object_set_new(j, "mlp_bias", json_boolean(mlp_bias));
     json_object_set_new(j, "tie_word_embeddings", json_boolean(tied));
@@ -707,11 +777,12 @@ int lr_gguf_config(const lr_gguf_file *f, lr_config *cfg) {
 int lr_gguf_hf_name(const char *gguf, char *out, size_t cap) {
     static const struct {
         const char *gguf, *hf;
-    } global[] = {
-        {"token_embd.weight", "model.embed_tokens.weight"},
-        {"output_norm.weight", "model.norm.weight"},
-        {"output.weight", "lm_head.weight"},
-    },
+    } global[] =
+        {
+            {"token_embd.weight", "model.embed_tokens.weight"},
+            {"output_norm.weight", "model.norm.weight"},
+            {"output.weight", "lm_head.weight"},
+        },
       layer[] = {
           {"attn_norm.weight", "input_layernorm.weight"},
           {"ffn_norm.weight", "post_attention_layernorm.weight"},
@@ -736,12 +807,14 @@ int lr_gguf_hf_name(const char *gguf, char *out, size_t cap) {
     /* blk.N.rest with N a plain decimal (no sign, no leading zero). */
     if (strncmp(gguf, "blk.", 4) != 0) return LR_E_UNEXPECTED;
     const char *p = gguf + 4, *q = p;
-    while (*q >= '0' && *q <= '9') q++;
+    while (*q >= '0' && *q <= '9')
+        q++;
     if (q == p || q - p > 9 || *q != '.' || (*p == '0' && q - p > 1)) return LR_E_UNEXPECTED;
     for (size_t i = 0; i < sizeof layer / sizeof layer[0]; i++)
         if (strcmp(q + 1, layer[i].gguf) == 0)
-            return (size_t)snprintf(out, cap, "model.layers.%.*s.%s", (int)(q - p), p, layer[i].hf) < cap ? LR_OK
-                                                                                                         : LR_E_INVAL;
+            return (size_t)snprintf(out, cap, "model.layers.%.*s.%s", (int)(q - p), p, layer[i].hf) < cap
+                       ? LR_OK
+                       : LR_E_INVAL;
     return LR_E_UNEXPECTED;
 }
 
@@ -774,7 +847,8 @@ static float bf16_to_f32(const unsigned char *p) {
 static void deq_q8_0(float *y, const unsigned char *b, int64_t nblocks) {
     for (int64_t i = 0; i < nblocks; i++, b += 34, y += 32) {
         float d = f16_to_f32(b);
-        for (int j = 0; j < 32; j++) y[j] = (float)(int8_t)b[2 + j] * d;
+        for (int j = 0; j < 32; j++)
+            y[j] = (float)(int8_t)b[2 + j] * d;
     }
 }
 
@@ -806,7 +880,8 @@ static void deq_q4_1(float *y, const unsigned char *b, int64_t nblocks) {
 
 int64_t lr_gguf_numel(const lr_gguf_tensor *t) {
     int64_t n = 1;
-    for (int d = 0; d < t->ndim; d++) n *= t->ne[d];
+    for (int d = 0; d < t->ndim; d++)
+        n *= t->ne[d];
     return n;
 }
 
@@ -814,19 +889,30 @@ int lr_gguf_dequantize(const lr_gguf_tensor *t, float *y) {
     int64_t n = lr_gguf_numel(t);
     const unsigned char *b = t->data;
     switch (t->type) {
-    case LR_GGML_F32: memcpy(y, b, (size_t)n * 4); break;
+    case LR_GGML_F32:
+        memcpy(y, b, (size_t)n * 4);
+        break;
     case LR_GGML_F16:
-        for (int64_t i = 0; i < n; i++) y[i] = f16_to_f32(b + 2 * i);
+        for (int64_t i = 0; i < n; i++)
+            y[i] = f16_to_f32(b + 2 * i);
         break;
     case LR_GGML_BF16:
-        for (int64_t i = 0; i < n; i++) y[i] = bf16_to_f32(b + 2 * i);
+        for (int64_t i = 0; i < n; i++)
+            y[i] = bf16_to_f32(b + 2 * i);
         break;
-    case LR_GGML_Q8_0: deq_q8_0(y, b, n / 32); break;
-    case LR_GGML_Q4_0: deq_q4_0(y, b, n / 32); break;
-    case LR_GGML_Q4_1: deq_q4_1(y, b, n / 32); break;
+    case LR_GGML_Q8_0:
+        deq_q8_0(y, b, n / 32);
+        break;
+    case LR_GGML_Q4_0:
+        deq_q4_0(y, b, n / 32);
+        break;
+    case LR_GGML_Q4_1:
+        deq_q4_1(y, b, n / 32);
+        break;
     default:
-        return lr_fail(LR_E_DTYPE, "tensor \"%s\": type %s cannot be dequantized (supported: F32, F16, BF16, Q8_0, "
-                                   "Q4_0, Q4_1)",
+        return lr_fail(LR_E_DTYPE,
+                       "tensor \"%s\": type %s cannot be dequantized (supported: F32, F16, BF16, Q8_0, "
+                       "Q4_0, Q4_1)",
                        t->name, lr_ggml_type_name(t->type) ? lr_ggml_type_name(t->type) : "?");
     }
     return LR_OK;

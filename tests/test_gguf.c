@@ -37,12 +37,14 @@ static void put(buf *o, const void *p, size_t n) {
 }
 static void put_u32(buf *o, uint32_t v) {
     unsigned char x[4];
-    for (int i = 0; i < 4; i++) x[i] = (unsigned char)(v >> (8 * i));
+    for (int i = 0; i < 4; i++)
+        x[i] = (unsigned char)(v >> (8 * i));
     put(o, x, 4);
 }
 static void put_u64(buf *o, uint64_t v) {
     unsigned char x[8];
-    for (int i = 0; i < 8; i++) x[i] = (unsigned char)(v >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        x[i] = (unsigned char)(v >> (8 * i));
     put(o, x, 8);
 }
 static void put_str(buf *o, const char *s) {
@@ -127,7 +129,8 @@ static tinfo *t_add(gfile *g, const char *name, uint32_t ndim, uint64_t ne0, uin
     t->ne[1] = ne1;
     t->offset = -1;
     uint64_t n = ndim == 1 ? ne0 : ne0 * ne1;
-    for (uint64_t i = 0; i < n; i++) put_f32(&t->data, (float)tu_uniform(7, name, i));
+    for (uint64_t i = 0; i < n; i++)
+        put_f32(&t->data, (float)tu_uniform(7, name, i));
     return t;
 }
 
@@ -160,8 +163,8 @@ static void g_init(gfile *g) {
     t_add(g, "token_embd.weight", 2, M_HIDDEN, M_VOCAB);
     for (int l = 0; l < 2; l++) {
         char n[64];
-#define T(suffix, nd, a, b)                                                                \
-    snprintf(n, sizeof n, "blk.%d.%s", l, suffix);                                         \
+#define T(suffix, nd, a, b)                                                                                  \
+    snprintf(n, sizeof n, "blk.%d.%s", l, suffix);                                                           \
     t_add(g, n, nd, a, b)
         T("attn_norm.weight", 1, M_HIDDEN, 0);
         T("attn_q.weight", 2, M_HIDDEN, M_HEADS * M_HD);
@@ -179,8 +182,10 @@ static void g_init(gfile *g) {
 }
 
 static void g_free(gfile *g) {
-    for (int i = 0; i < g->nkv; i++) free(g->kv[i].val.b);
-    for (int i = 0; i < g->nt; i++) free(g->t[i].data.b);
+    for (int i = 0; i < g->nkv; i++)
+        free(g->kv[i].val.b);
+    for (int i = 0; i < g->nt; i++)
+        free(g->t[i].data.b);
 }
 
 /* Offsets of the data of each tensor (explicit, or placed in order, aligned). */
@@ -203,11 +208,13 @@ static buf serialize(const gfile *g) {
         next = (next + g->align - 1) / g->align * g->align;
         put_str(&o, t->name);
         put_u32(&o, t->ndim);
-        for (uint32_t d = 0; d < t->ndim && d < 4; d++) put_u64(&o, t->ne[d]);
+        for (uint32_t d = 0; d < t->ndim && d < 4; d++)
+            put_u64(&o, t->ne[d]);
         put_u32(&o, t->type);
         put_u64(&o, offs[i]);
     }
-    while (o.n % g->align) put(&o, "", 1);
+    while (o.n % g->align)
+        put(&o, "", 1);
     size_t base = o.n;
     for (int i = 0; i < g->nt; i++) {
         if (g->t[i].data.n == 0) continue;
@@ -242,7 +249,8 @@ static size_t find(const buf *o, const void *pattern, size_t n) {
 }
 
 static void set_u64_at(buf *o, size_t at, uint64_t v) {
-    for (int i = 0; i < 8; i++) o->b[at + (size_t)i] = (unsigned char)(v >> (8 * i));
+    for (int i = 0; i < 8; i++)
+        o->b[at + (size_t)i] = (unsigned char)(v >> (8 * i));
 }
 
 /* ---- hostile files: the parser ---------------------------------------------------------- */
@@ -467,7 +475,8 @@ static const bad_case bad_cases[] = {
     {"offset past the end", offset_past_end, LR_E_OFFSET, "\"output.weight\""},
     {"offset + size wraps", offset_wraps, LR_E_OFFSET, "\"output.weight\""},
     {"tensors overlap", overlap, LR_E_OVERLAP, "overlaps"},
-    {"duplicate tensor name", duplicate_tensor, LR_E_GGUF, "\"token_embd.weight\": name appears more than once"},
+    {"duplicate tensor name", duplicate_tensor, LR_E_GGUF,
+     "\"token_embd.weight\": name appears more than once"},
     {"data cut short", data_cut, LR_E_OFFSET, "\"output.weight\""},
 };
 
@@ -518,7 +527,8 @@ START_TEST(every_truncation) {
     kv_t *arr = kv_add(&g, "tokenizer.ggml.scores", T_ARRAY);
     put_u32(&arr->val, T_F32);
     put_u64(&arr->val, 3);
-    for (int i = 0; i < 3; i++) put_f32(&arr->val, (float)i);
+    for (int i = 0; i < 3; i++)
+        put_f32(&arr->val, (float)i);
     buf o = serialize(&g);
     lr_gguf_file *f;
     TU_ASSERT_OK(lr_gguf_parse(o.b, o.n, "full.gguf", &f));
@@ -538,7 +548,8 @@ START_TEST(every_truncation) {
                       lr_last_error());
         ck_assert_msg(strncmp(lr_last_error(), "cut.gguf: ", 10) == 0, "%s", lr_last_error());
         ck_assert_ptr_null(f);
-        if (n < data) TU_CHECK(rc == LR_E_TRUNCATED || n >= data, "cut at %zu in the header: %s", n, lr_last_error());
+        if (n < data)
+            TU_CHECK(rc == LR_E_TRUNCATED || n >= data, "cut at %zu in the header: %s", n, lr_last_error());
         free(exact);
     }
     free(o.b);
@@ -690,7 +701,8 @@ static const ck_case ck_cases[] = {
     {"no vocab_size, no token list", no_vocab, LR_E_CONFIG, "llama.vocab_size"},
     {"block_count 2^64-1", block_count_huge, LR_E_CONFIG, "\"llama.block_count\""},
     {"q weight of 24 rows", q_wrong_shape, LR_E_SHAPE,
-     "\"blk.1.attn_q.weight\" (model.layers.1.self_attn.q_proj.weight): shape [24, 32] but the llama.* metadata implies [32, 32]"},
+     "\"blk.1.attn_q.weight\" (model.layers.1.self_attn.q_proj.weight): shape [24, 32] but the llama.* "
+     "metadata implies [32, 32]"},
     {"embedding transposed", embd_transposed, LR_E_SHAPE, "\"token_embd.weight\""},
     {"a third layer", extra_layer, LR_E_UNEXPECTED, "\"blk.2.attn_norm.weight\""},
     {"a tensor missing", missing_tensor, LR_E_MISSING, "model.layers.1.mlp.up_proj.weight"},
@@ -765,7 +777,8 @@ START_TEST(config_and_tensors) {
     ck_assert_int_eq(e->t.shape[1], M_INTER);
     const float *w = e->t.data;
     for (int64_t i = 0; i < M_HIDDEN * M_INTER; i++)
-        TU_CHECK(w[i] == (float)tu_uniform(7, "blk.1.ffn_down.weight", (uint64_t)i), "down_proj[%lld]", (long long)i);
+        TU_CHECK(w[i] == (float)tu_uniform(7, "blk.1.ffn_down.weight", (uint64_t)i), "down_proj[%lld]",
+                 (long long)i);
     e = lr_checkpoint_find(ck, "lm_head.weight");
     ck_assert_ptr_nonnull(e);
     ck_assert_int_eq(e->t.shape[0], M_VOCAB);
@@ -790,7 +803,8 @@ START_TEST(config_variants) {
     kv_t *tok = kv_add(&g, "tokenizer.ggml.tokens", T_ARRAY);
     put_u32(&tok->val, T_STRING);
     put_u64(&tok->val, M_VOCAB);
-    for (int i = 0; i < M_VOCAB; i++) put_str(&tok->val, "t");
+    for (int i = 0; i < M_VOCAB; i++)
+        put_str(&tok->val, "t");
     kv_del(&g, "llama.rope.dimension_count");
     kv_str(&g, "llama.rope.scaling.type", "linear");
     kv_f32(&g, "llama.rope.scaling.factor", 4.0f);
@@ -866,9 +880,16 @@ START_TEST(names_and_paths) {
         TU_ASSERT_OK(lr_gguf_hf_name(pairs[i][0], hf, sizeof hf));
         ck_assert_str_eq(hf, pairs[i][1]);
     }
-    static const char *const bad[] = {"blk.x.attn_q.weight", "blk..attn_q.weight", "blk.01.attn_q.weight",
-                                      "blk.-1.attn_q.weight", "blk.1.attn_qq.weight", "blk.1", "token_embd",
-                                      "rope_freqs.weight", "blk.1234567890.attn_q.weight", ""};
+    static const char *const bad[] = {"blk.x.attn_q.weight",
+                                      "blk..attn_q.weight",
+                                      "blk.01.attn_q.weight",
+                                      "blk.-1.attn_q.weight",
+                                      "blk.1.attn_qq.weight",
+                                      "blk.1",
+                                      "token_embd",
+                                      "rope_freqs.weight",
+                                      "blk.1234567890.attn_q.weight",
+                                      ""};
     for (size_t i = 0; i < N_ELEMS(bad); i++)
         ck_assert_msg(lr_gguf_hf_name(bad[i], hf, sizeof hf) == LR_E_UNEXPECTED, "%s", bad[i]);
     free(junk);
@@ -920,7 +941,8 @@ START_TEST(dequantize_like_gguf_package) {
         json_object_foreach(tensors, name, want) {
             const lr_st_entry *e = lr_checkpoint_find(ck, name);
             ck_assert_msg(e != NULL, "%s: %s missing", file, name);
-            const lr_gguf_tensor *gt = lr_gguf_find_tensor(g, json_string_value(json_object_get(want, "gguf")));
+            const lr_gguf_tensor *gt =
+                lr_gguf_find_tensor(g, json_string_value(json_object_get(want, "gguf")));
             ck_assert_ptr_nonnull(gt);
             ck_assert_str_eq(lr_ggml_type_name(gt->type), json_string_value(json_object_get(want, "type")));
             types_seen[gt->type] = 1;
@@ -931,8 +953,8 @@ START_TEST(dequantize_like_gguf_package) {
             char hash[17];
             snprintf(hash, sizeof hash, "%016llx", (unsigned long long)fnv1a64(e->t.data, e->nbytes));
             ck_assert_msg(strcmp(hash, json_string_value(json_object_get(want, "fnv1a64"))) == 0,
-                          "%s: %s (%s): hash %s, the gguf package's is %s; first value %.9g, expected %.9g", file,
-                          name, lr_ggml_type_name(gt->type), hash,
+                          "%s: %s (%s): hash %s, the gguf package's is %s; first value %.9g, expected %.9g",
+                          file, name, lr_ggml_type_name(gt->type), hash,
                           json_string_value(json_object_get(want, "fnv1a64")), ((const float *)e->t.data)[0],
                           json_real_value(json_array_get(json_object_get(want, "first"), 0)));
             n++;
@@ -942,7 +964,8 @@ START_TEST(dequantize_like_gguf_package) {
         lr_checkpoint_close(ck);
         free(path);
     }
-    static const uint32_t all[] = {LR_GGML_F32, LR_GGML_F16, LR_GGML_BF16, LR_GGML_Q8_0, LR_GGML_Q4_0, LR_GGML_Q4_1};
+    static const uint32_t all[] = {LR_GGML_F32,  LR_GGML_F16,  LR_GGML_BF16,
+                                   LR_GGML_Q8_0, LR_GGML_Q4_0, LR_GGML_Q4_1};
     for (size_t i = 0; i < N_ELEMS(all); i++)
         ck_assert_msg(types_seen[all[i]], "type %s not covered", lr_ggml_type_name(all[i]));
     json_decref(doc);
@@ -961,20 +984,24 @@ START_TEST(dequantize_blocks) {
     for (uint32_t v = 0; v < 65536; v++) {
         double d = tu_f16_to_double((uint16_t)v);
         if (!isfinite(d)) continue;
-        for (int q = -128; q < 128; q++) TU_CHECK((double)(float)(q * d) == q * d, "q %d * d %04x inexact", q, v);
+        for (int q = -128; q < 128; q++)
+            TU_CHECK((double)(float)(q * d) == q * d, "q %d * d %04x inexact", q, v);
     }
 
     /* Q8_0: d = 0.5, q = -128..127 spread. */
     unsigned char q8[34] = {0x00, 0x38};
-    for (int j = 0; j < 32; j++) q8[2 + j] = (unsigned char)(int8_t)(j * 8 - 128);
+    for (int j = 0; j < 32; j++)
+        q8[2 + j] = (unsigned char)(int8_t)(j * 8 - 128);
     t.type = LR_GGML_Q8_0;
     t.data = q8;
     TU_ASSERT_OK(lr_gguf_dequantize(&t, y));
-    for (int j = 0; j < 32; j++) ck_assert(y[j] == (float)(j * 8 - 128) * 0.5f);
+    for (int j = 0; j < 32; j++)
+        ck_assert(y[j] == (float)(j * 8 - 128) * 0.5f);
 
     /* Q4_0: d = -1.5 (0xbe00); low nibbles first, then high; minus 8. */
     unsigned char q40[18] = {0x00, 0xbe};
-    for (int j = 0; j < 16; j++) q40[2 + j] = (unsigned char)(j | ((15 - j) << 4));
+    for (int j = 0; j < 16; j++)
+        q40[2 + j] = (unsigned char)(j | ((15 - j) << 4));
     t.type = LR_GGML_Q4_0;
     t.data = q40;
     TU_ASSERT_OK(lr_gguf_dequantize(&t, y));
@@ -985,13 +1012,15 @@ START_TEST(dequantize_blocks) {
 
     /* Q4_1: d = 0x3555 (a full mantissa), m = -0.0999 (0xae66); x = q * d + m. */
     blk[0] = 0x55, blk[1] = 0x35, blk[2] = 0x66, blk[3] = 0xae;
-    for (int j = 0; j < 16; j++) blk[4 + j] = (unsigned char)(j | ((15 - j) << 4));
+    for (int j = 0; j < 16; j++)
+        blk[4 + j] = (unsigned char)(j | ((15 - j) << 4));
     t.type = LR_GGML_Q4_1;
     t.data = blk;
     TU_ASSERT_OK(lr_gguf_dequantize(&t, y));
     double d = tu_f16_to_double(0x3555), m = tu_f16_to_double(0xae66);
     for (int j = 0; j < 16; j++) {
-        ck_assert_msg(y[j] == (float)(j * d + m), "Q4_1 %d: %.9g, expected %.9g", j, y[j], (float)(j * d + m));
+        ck_assert_msg(y[j] == (float)(j * d + m), "Q4_1 %d: %.9g, expected %.9g", j, y[j],
+                      (float)(j * d + m));
         ck_assert(y[j + 16] == (float)((15 - j) * d + m));
     }
 
@@ -1004,11 +1033,13 @@ START_TEST(dequantize_blocks) {
         t.type = LR_GGML_F16;
         TU_ASSERT_OK(lr_gguf_dequantize(&t, y));
         double want = tu_f16_to_double(h[0]);
-        TU_CHECK(isnan(want) ? isnan(y[0]) : y[0] == (float)want && !signbit(y[0]) == !signbit(want), "F16 %04x", v);
+        TU_CHECK(isnan(want) ? isnan(y[0]) : y[0] == (float)want && !signbit(y[0]) == !signbit(want),
+                 "F16 %04x", v);
         t.type = LR_GGML_BF16;
         TU_ASSERT_OK(lr_gguf_dequantize(&t, y));
         want = tu_bf16_to_double(h[0]);
-        TU_CHECK(isnan(want) ? isnan(y[0]) : y[0] == (float)want && !signbit(y[0]) == !signbit(want), "BF16 %04x", v);
+        TU_CHECK(isnan(want) ? isnan(y[0]) : y[0] == (float)want && !signbit(y[0]) == !signbit(want),
+                 "BF16 %04x", v);
     }
     t.type = 14; /* Q6_K */
     TU_ASSERT_STATUS(lr_gguf_dequantize(&t, y), LR_E_DTYPE);
@@ -1024,13 +1055,15 @@ START_TEST(unpermute_by_index) {
     const int64_t heads = 3, D = 6, cols = 2, rows = heads * D;
     float w[36];
     for (int64_t r = 0; r < rows; r++)
-        for (int64_t c = 0; c < cols; c++) w[r * cols + c] = (float)(r * 10 + c); /* GGUF row r */
+        for (int64_t c = 0; c < cols; c++)
+            w[r * cols + c] = (float)(r * 10 + c); /* GGUF row r */
     TU_ASSERT_OK(lr_gguf_unpermute(w, rows, cols, heads));
     for (int64_t h = 0; h < heads; h++)
         for (int64_t s = 0; s < 2; s++)
             for (int64_t i = 0; i < D / 2; i++)
                 for (int64_t c = 0; c < cols; c++)
-                    ck_assert(w[(h * D + s * (D / 2) + i) * cols + c] == (float)((h * D + 2 * i + s) * 10 + c));
+                    ck_assert(w[(h * D + s * (D / 2) + i) * cols + c] ==
+                              (float)((h * D + 2 * i + s) * 10 + c));
     TU_ASSERT_STATUS(lr_gguf_unpermute(w, 18, 2, 4), LR_E_SHAPE);
     TU_ASSERT_STATUS(lr_gguf_unpermute(w, 18, 2, 6), LR_E_SHAPE); /* heads of 3 rows: odd */
 }
@@ -1088,9 +1121,11 @@ START_TEST(unpermute_proof) {
         ck_assert_ptr_nonnull(x);
         ck_assert_ptr_nonnull(y);
         ck_assert_int_eq(x->t.ndim, y->t.ndim);
-        for (int d = 0; d < x->t.ndim; d++) ck_assert_int_eq(x->t.shape[d], y->t.shape[d]);
+        for (int d = 0; d < x->t.ndim; d++)
+            ck_assert_int_eq(x->t.shape[d], y->t.shape[d]);
         ck_assert_uint_eq(x->nbytes, y->nbytes);
-        ck_assert_msg(memcmp(x->t.data, y->t.data, x->nbytes) == 0, "%s: GGUF differs from safetensors", hfname);
+        ck_assert_msg(memcmp(x->t.data, y->t.data, x->nbytes) == 0, "%s: GGUF differs from safetensors",
+                      hfname);
         bool qk = strstr(hfname, "q_proj") || strstr(hfname, "k_proj");
         bool same = memcmp(x->t.data, z->t.data, x->nbytes) == 0;
         ck_assert_msg(same != qk, "%s: planted file %s", hfname, same ? "agrees" : "differs");

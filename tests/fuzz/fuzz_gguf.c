@@ -22,7 +22,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (size_t i = 0; i < lr_gguf_kv_count(f); i++) {
         const char *k = lr_gguf_kv_key(f, i);
         FUZZ_CHECK(k && *k);
-        for (size_t j = 0; j < i; j++) FUZZ_CHECK(strcmp(lr_gguf_kv_key(f, j), k) != 0);
+        for (size_t j = 0; j < i; j++)
+            FUZZ_CHECK(strcmp(lr_gguf_kv_key(f, j), k) != 0);
     }
     FUZZ_CHECK(lr_gguf_kv_key(f, lr_gguf_kv_count(f)) == NULL);
     size_t n = lr_gguf_tensor_count(f);
@@ -36,7 +37,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         uint64_t numel = 1;
         for (int d = 0; d < t->ndim; d++) {
             FUZZ_CHECK(t->ne[d] > 0);
-            FUZZ_CHECK(!__builtin_mul_overflow(numel, (uint64_t)t->ne[d], &numel) && numel <= (uint64_t)INT64_MAX);
+            FUZZ_CHECK(!__builtin_mul_overflow(numel, (uint64_t)t->ne[d], &numel) &&
+                       numel <= (uint64_t)INT64_MAX);
         }
         FUZZ_CHECK((int64_t)numel == lr_gguf_numel(t));
         FUZZ_CHECK(t->offset % align == 0);
