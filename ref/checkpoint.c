@@ -522,6 +522,42 @@ const char *lr_checkpoint_file_of(const lr_checkpoint *ck, const char *name) {
 
 /* ---- Writing a checkpoint out ------------------------------------------------------- */
 
+/* config.json through a temporary file beside it, fsynced, then linked into place
+ * (refusing an existing file) or, with overwrite, renamed over it: the safetensors
+ * writer's discipline. (main's lr_write_file_atomic does the same once merged.) */
+static int write_text_atomic(const char *path, const char *text, size_t len, bool overwrite) {
+    char *tmp = malloc(strlen(path) + 16);
+    if (!tmp) return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
+    sprintf(tmp, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int rc = lr_fail(LR_E_IO, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
+        free(tmp);
+        return rc;
+    }
+    fchmod(fd, 0644); /* mkstemp creates 0600 */
+    int bad = 0;
+    for (size_t done = 0; !bad && done < len;) {
+        ssize_t k = write(fd, text + done, len - done);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0)
+            bad = 1;
+        else
+            done += (size_t)k;
+    }
+    if (!bad) bad = fsync(fd) != 0;
+    if (close(fd) != 0) bad = 1;
+    int rc = LR_OK;
+    if (bad)
+        rc = lr_fail(LR_E_IO, "%s: write failed: %s", path, strerror(errno));
+    else if (overwrite ? rename(tmp, path) != 0 : link(tmp, path) != 0)
+        rc = lr_fail(LR_E_IO, "%s: %s", path,
+                     !overwrite && errno == EEXIST ? "already exists (refusing to overwrite)" : strerror(errno));
+    unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
 struct save_ctx {
     const lr_checkpoint *ck;
     lr_st_writer *w;
@@ -608,7 +644,7 @@ int lr_checkpoint_save(const lr_checkpoint *ck, const char *dir, bool overwrite)
         text[text_len++] = '\n';
         text[text_len] = '\0';
     }
-    rc = lr_write_file_atomic(cfg_path, text, text_len, overwrite);
+    rc = write_text_atomic(cfg_path, text, text_len, overwrite);
 out:
     lr_st_writer_free(x.w);
     for (size_t i = 0; i < x.nconv; i++) free(x.conv[i]);

@@ -35,10 +35,6 @@ static inline bool lr_add_overflows(uint64_t a, uint64_t b, uint64_t *out) {
  * refusing files larger than limit. */
 int lr_read_file(const char *path, size_t limit, char **out, size_t *len);
 
-/* Writes len bytes to path through a temporary file beside it (fsynced), then links it
- * into place (refusing an existing file) or, with overwrite, renames it over. */
-int lr_write_file_atomic(const char *path, const void *data, size_t len, bool overwrite);
-
 /* The llama.* metadata of a GGUF file as a config.json object (a new reference),
  * unvalidated; lr_gguf_config() validates it. */
 struct json_t;

@@ -346,67 +346,6 @@ static int write_all(int fd, const void *p, size_t n) {
     return 0;
 }
 
-/* The pieces of a safetensors file, written in order by write_st. */
-struct st_parts {
-    const lr_st_writer *w;
-    const unsigned char *len8;
-    const char *js;
-    size_t jlen, padded;
-};
-
-static int write_st(int fd, void *user) {
-    const struct st_parts *p = user;
-    int bad = write_all(fd, p->len8, 8) || write_all(fd, p->js, p->jlen) ||
-              write_all(fd, "        ", p->padded - p->jlen);
-    for (size_t i = 0; !bad && i < p->w->n; i++) bad = write_all(fd, p->w->e[i].t.data, p->w->e[i].nbytes);
-    return bad;
-}
-
-struct blob {
-    const void *data;
-    size_t len;
-};
-static int write_blob(int fd, void *user) {
-    const struct blob *b = user;
-    return write_all(fd, b->data, b->len);
-}
-
-/* A temporary file beside path, filled by fill, fsynced, then linked into place
- * (refusing an existing file) or, with overwrite, renamed over it. */
-static int write_atomic(const char *path, bool overwrite, int (*fill)(int fd, void *user), void *user) {
-    char *tmp = malloc(strlen(path) + 16);
-    if (!tmp) return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
-    sprintf(tmp, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int rc = lr_fail(LR_E_IO, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
-        free(tmp);
-        return rc;
-    }
-    fchmod(fd, 0644); /* mkstemp creates 0600: give the output a data file's usual mode */
-    int bad = fill(fd, user);
-    if (!bad) bad = fsync(fd) != 0;
-    if (close(fd) != 0) bad = 1;
-    int rc = LR_OK;
-    if (bad) {
-        rc = lr_fail(LR_E_IO, "%s: write failed: %s", path, strerror(errno));
-    } else if (overwrite) {
-        if (rename(tmp, path) != 0) rc = lr_fail(LR_E_IO, "%s: cannot rename into place: %s", path, strerror(errno));
-    } else if (link(tmp, path) != 0) {
-        /* link() never replaces: an existing output is left untouched. */
-        rc = lr_fail(LR_E_IO, "%s: %s", path,
-                     errno == EEXIST ? "already exists (refusing to overwrite)" : strerror(errno));
-    }
-    unlink(tmp);
-    free(tmp);
-    return rc;
-}
-
-int lr_write_file_atomic(const char *path, const void *data, size_t len, bool overwrite) {
-    struct blob b = {data, len};
-    return write_atomic(path, overwrite, write_blob, &b);
-}
-
 int lr_st_writer_write(lr_st_writer *w, const char *path, bool overwrite) {
     json_t *hdr = json_object();
     if (!hdr) return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
@@ -429,11 +368,41 @@ int lr_st_writer_write(lr_st_writer *w, const char *path, bool overwrite) {
     if (!js) return lr_fail(LR_E_NOMEM, "%s: cannot encode header", path);
     size_t jlen = strlen(js), padded = (jlen + 7) / 8 * 8;
 
+    char *tmp = malloc(strlen(path) + 16);
+    if (!tmp) {
+        free(js);
+        return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
+    }
+    sprintf(tmp, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int rc = lr_fail(LR_E_IO, "%s: cannot create a temporary file beside it: %s", path,
+                         strerror(errno));
+        free(js);
+        free(tmp);
+        return rc;
+    }
+    fchmod(fd, 0644); /* mkstemp creates 0600: give the output a data file's usual mode */
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
-    struct st_parts parts = {w, len8, js, jlen, padded};
-    int rc = write_atomic(path, overwrite, write_st, &parts);
+    int bad = write_all(fd, len8, 8) || write_all(fd, js, jlen) ||
+              write_all(fd, "        ", padded - jlen);
+    for (size_t i = 0; !bad && i < w->n; i++) bad = write_all(fd, w->e[i].t.data, w->e[i].nbytes);
     free(js);
+    if (!bad) bad = fsync(fd) != 0;
+    if (close(fd) != 0) bad = 1;
+    int rc = LR_OK;
+    if (bad) {
+        rc = lr_fail(LR_E_IO, "%s: write failed: %s", path, strerror(errno));
+    } else if (overwrite) {
+        if (rename(tmp, path) != 0) rc = lr_fail(LR_E_IO, "%s: cannot rename into place: %s", path, strerror(errno));
+    } else if (link(tmp, path) != 0) {
+        /* link() never replaces: an existing output is left untouched. */
+        rc = lr_fail(LR_E_IO, "%s: %s", path,
+                     errno == EEXIST ? "already exists (refusing to overwrite)" : strerror(errno));
+    }
+    unlink(tmp);
+    free(tmp);
     return rc;
 }
 
