@@ -4,11 +4,51 @@
  * by element inside the input, so ASan sees any stray offset) and the q/k unpermute.
  * A parsed file keeps the reader's promises: every tensor's bytes lie inside the input
  * at an aligned offset, bytes = elements / block x block size, no two tensors share a
- * byte, names are unique and found by lookup. */
+ * byte, names are unique and found by lookup. A file whose metadata makes a valid config
+ * also goes through lr_checkpoint_open (from a temporary file): the checks against the
+ * config, dequantization into owned F32 tensors and the unpermute; a checkpoint that
+ * opens holds exactly the config's tensors, F32, with the shapes it implies. */
 #include "fuzz.h"
 #include "llamaref.h"
 
 #include <math.h>
+#include <unistd.h>
+
+/* Writes the input to one temporary file per process and opens it as a checkpoint. */
+static void fuzz_checkpoint(const uint8_t *data, size_t size, const lr_config *cfg) {
+    static char path[64];
+    if (!path[0]) {
+        snprintf(path, sizeof path, "/tmp/fuzz-gguf-%ld.gguf", (long)getpid());
+    }
+    FILE *fp = fopen(path, "wb");
+    FUZZ_CHECK(fp);
+    FUZZ_CHECK(fwrite(data, 1, size, fp) == size);
+    FUZZ_CHECK(fclose(fp) == 0);
+    lr_checkpoint *ck;
+    int rc = lr_checkpoint_open(path, &ck);
+    if (rc != LR_OK) {
+        FUZZ_CHECK(strncmp(lr_last_error(), path, strlen(path)) == 0);
+        unlink(path);
+        return;
+    }
+    const lr_config *c = lr_checkpoint_config(ck);
+    FUZZ_CHECK(c->vocab_size == cfg->vocab_size && c->hidden_size == cfg->hidden_size &&
+               c->num_hidden_layers == cfg->num_hidden_layers && c->head_dim == cfg->head_dim &&
+               c->num_key_value_heads == cfg->num_key_value_heads &&
+               c->tie_word_embeddings == cfg->tie_word_embeddings);
+    const char *names[] = {"model.embed_tokens.weight", "model.norm.weight",
+                           "model.layers.0.self_attn.q_proj.weight",
+                           "model.layers.0.self_attn.k_proj.weight"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        const lr_st_entry *e = lr_checkpoint_find(ck, names[i]);
+        FUZZ_CHECK(e && e->t.dtype == LR_F32 && e->nbytes == (uint64_t)lr_tensor_numel(&e->t) * 4);
+    }
+    const lr_st_entry *q = lr_checkpoint_find(ck, "model.layers.0.self_attn.q_proj.weight");
+    FUZZ_CHECK(q->t.shape[0] == c->num_attention_heads * c->head_dim && q->t.shape[1] == c->hidden_size);
+    FUZZ_CHECK((lr_checkpoint_find(ck, "lm_head.weight") == NULL) == c->tie_word_embeddings);
+    lr_checkpoint_close(ck);
+    unlink(path);
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lr_gguf_file *f;
@@ -77,6 +117,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         FUZZ_CHECK(cfg.head_dim > 0 && cfg.head_dim % 2 == 0);
         FUZZ_CHECK(cfg.tie_word_embeddings == (lr_gguf_find_tensor(f, "output.weight") == NULL));
         FUZZ_CHECK(isfinite(cfg.rms_norm_eps) && cfg.rms_norm_eps > 0 && isfinite(cfg.rope_theta));
+        fuzz_checkpoint(data, size, &cfg);
     } else {
         FUZZ_CHECK_MESSAGE("fuzz.gguf");
     }
