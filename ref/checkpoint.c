@@ -1,23 +1,62 @@
-/* checkpoint.c: a Hugging Face Llama checkpoint directory: config.json plus
- * model.safetensors or the shards of model.safetensors.index.json, checked against
- * the config tensor by tensor. */
+/* checkpoint.c: a Hugging Face Llama checkpoint directory (config.json plus
+ * model.safetensors or the shards of model.safetensors.index.json) or a GGUF file (its
+ * metadata as the config, its tensors renamed, dequantized to F32 and unpermuted),
+ * checked against the config tensor by tensor; and writing one back out as a Hugging
+ * Face directory. */
 #include "internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define INDEX_MAX_BYTES (64u << 20)
 #define MAX_SHARDS 4096
 
 struct lr_checkpoint {
-    char *dir;
+    char *dir; /* the directory, or the GGUF file */
     lr_config cfg;
     lr_st_file **files;
     size_t nfiles;
+    /* A GGUF checkpoint holds its tensors itself, as F32 in HF layout. */
+    bool is_gguf;
+    json_t *gguf_config;    /* the config.json the metadata implies */
+    lr_st_entry *owned;     /* GGUF file order */
+    lr_st_entry **by_name;  /* sorted by HF name */
+    char **gguf_names;      /* parallel to owned */
+    size_t nowned;
 };
+
+/* Every tensor of the checkpoint, in file order, with the file holding it. */
+static size_t n_entries(const lr_checkpoint *ck) {
+    size_t n = ck->nowned;
+    for (size_t k = 0; k < ck->nfiles; k++) n += lr_st_count(ck->files[k]);
+    return n;
+}
+
+static const lr_st_entry *entry_at(const lr_checkpoint *ck, size_t i, const char **file) {
+    if (ck->is_gguf) {
+        *file = ck->dir;
+        return &ck->owned[i];
+    }
+    for (size_t k = 0; k < ck->nfiles; k++) {
+        if (i < lr_st_count(ck->files[k])) {
+            *file = lr_st_path(ck->files[k]);
+            return lr_st_at(ck->files[k], i);
+        }
+        i -= lr_st_count(ck->files[k]);
+    }
+    return NULL;
+}
+
+/* The GGUF name of a tensor, for messages ("" for a directory checkpoint). */
+static const char *source_name(const lr_checkpoint *ck, const lr_st_entry *e) {
+    return ck->is_gguf ? ck->gguf_names[e - ck->owned] : "";
+}
 
 /* Calls fn for every tensor the config implies, with its HF name and shape. */
 typedef int (*expect_fn)(void *user, const char *name, int ndim, int64_t d0, int64_t d1);
@@ -71,7 +110,7 @@ struct check_ctx {
 static int check_one(void *user, const char *name, int ndim, int64_t d0, int64_t d1) {
     struct check_ctx *x = user;
     const lr_st_entry *e = lr_checkpoint_find(x->ck, name);
-    const char *cfgpath = "config.json";
+    const char *cfgpath = x->ck->is_gguf ? "the llama.* metadata" : "config.json";
     if (!e)
         return lr_fail(LR_E_MISSING, "%s: tensor \"%s\": missing (the config implies it)",
                        x->ck->dir, name);
@@ -90,6 +129,9 @@ static int check_one(void *user, const char *name, int ndim, int64_t d0, int64_t
             snprintf(want, sizeof want, "%lld", (long long)d0);
         else
             snprintf(want, sizeof want, "%lld, %lld", (long long)d0, (long long)d1);
+        if (x->ck->is_gguf)
+            return lr_fail(LR_E_SHAPE, "%s: tensor \"%s\" (%s): shape [%s] but %s implies [%s]", file,
+                           source_name(x->ck, e), name, got, cfgpath, want);
         return lr_fail(LR_E_SHAPE, "%s: tensor \"%s\": shape [%s] but %s implies [%s]", file, name,
                        got, cfgpath, want);
     }
@@ -258,12 +300,8 @@ out:
     return rc;
 }
 
-int lr_checkpoint_open(const char *dir, lr_checkpoint **out) {
-    lr_checkpoint *ck = calloc(1, sizeof *ck);
-    if (!ck || !(ck->dir = strdup(dir))) {
-        free(ck);
-        return lr_fail(LR_E_NOMEM, "%s: out of memory", dir);
-    }
+static int open_dir(lr_checkpoint *ck) {
+    const char *dir = ck->dir;
     int rc;
     char *cfg = lr_path_join(dir, "config.json");
     char *single = lr_path_join(dir, "model.safetensors");
@@ -282,49 +320,151 @@ int lr_checkpoint_open(const char *dir, lr_checkpoint **out) {
         if ((rc = lr_st_open(single, &ck->files[0]))) goto out;
         ck->nfiles = 1;
     } else if (access(index, F_OK) == 0) {
-        if ((rc = open_sharded(ck, index))) goto out;
+        rc = open_sharded(ck, index);
     } else {
-        rc = lr_fail(LR_E_MISSING, "%s: neither model.safetensors nor model.safetensors.index.json",
-                     dir);
-        goto out;
-    }
-
-    /* Every tensor the config implies, with its shape; then nothing else. */
-    struct check_ctx x = {ck, 0};
-    if ((rc = for_each_expected(&ck->cfg, check_one, &x))) goto out;
-    size_t total = 0;
-    for (size_t k = 0; k < ck->nfiles; k++) {
-        for (size_t i = 0; i < lr_st_count(ck->files[k]); i++) {
-            const char *tn = lr_st_at(ck->files[k], i)->name;
-            if (ignorable(&ck->cfg, tn)) continue;
-            total++;
-            if (lr_checkpoint_find(ck, tn) != lr_st_at(ck->files[k], i)) {
-                rc = lr_fail(LR_E_UNEXPECTED, "%s: tensor \"%s\": appears in more than one shard",
-                             lr_st_path(ck->files[k]), tn);
-                goto out;
-            }
-        }
-    }
-    if (total != x.found) {
-        /* Name the first tensor the config does not account for. */
-        for (size_t k = 0; k < ck->nfiles; k++) {
-            for (size_t i = 0; i < lr_st_count(ck->files[k]); i++) {
-                const char *tn = lr_st_at(ck->files[k], i)->name;
-                if (ignorable(&ck->cfg, tn)) continue;
-                if (!is_expected(&ck->cfg, tn)) {
-                    rc = lr_fail(LR_E_UNEXPECTED,
-                                 "%s: tensor \"%s\": not part of a model with this config.json "
-                                 "(num_hidden_layers %lld)",
-                                 lr_st_path(ck->files[k]), tn, (long long)ck->cfg.num_hidden_layers);
-                    goto out;
-                }
-            }
-        }
+        rc = lr_fail(LR_E_MISSING, "%s: neither model.safetensors nor model.safetensors.index.json", dir);
     }
 out:
     free(cfg);
     free(single);
     free(index);
+    return rc;
+}
+
+/* ---- GGUF ----------------------------------------------------------------------------- */
+
+static int cmp_entry_name(const void *a, const void *b) {
+    return strcmp((*(lr_st_entry *const *)a)->name, (*(lr_st_entry *const *)b)->name);
+}
+
+/* A regular file starting with the GGUF magic. */
+static bool is_gguf_file(const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return false;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    char magic[4];
+    bool yes = read(fd, magic, 4) == 4 && memcmp(magic, "GGUF", 4) == 0;
+    close(fd);
+    return yes;
+}
+
+/* The metadata as the config; every tensor given its HF name and shape (dims
+ * reversed), not yet read: the checks against the config come before any dequantizing. */
+static int open_gguf(lr_checkpoint *ck, const lr_gguf_file *g) {
+    const char *path = ck->dir;
+    int rc;
+    if ((rc = lr_gguf_config_json(g, &ck->gguf_config)) || (rc = lr_gguf_config(g, &ck->cfg))) return rc;
+    size_t n = lr_gguf_tensor_count(g);
+    ck->owned = calloc(n ? n : 1, sizeof *ck->owned);
+    ck->by_name = calloc(n ? n : 1, sizeof *ck->by_name);
+    ck->gguf_names = calloc(n ? n : 1, sizeof *ck->gguf_names);
+    if (!ck->owned || !ck->by_name || !ck->gguf_names) return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
+    for (size_t i = 0; i < n; i++) {
+        const lr_gguf_tensor *t = lr_gguf_tensor_at(g, i);
+        char hf[160];
+        if (lr_gguf_hf_name(t->name, hf, sizeof hf) != LR_OK)
+            return lr_fail(LR_E_UNEXPECTED, "%s: tensor \"%s\": not a tensor of a llama model", path, t->name);
+        if (!lr_ggml_type_supported(t->type))
+            return lr_fail(LR_E_DTYPE,
+                           "%s: tensor \"%s\": type %s cannot be dequantized (supported: F32, F16, BF16, Q8_0, "
+                           "Q4_0, Q4_1)",
+                           path, t->name, lr_ggml_type_name(t->type));
+        lr_st_entry *e = &ck->owned[i];
+        if (!(ck->gguf_names[i] = strdup(t->name)) || !(e->name = strdup(hf)))
+            return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
+        ck->nowned = i + 1;
+        e->t.dtype = LR_F32;
+        e->t.ndim = t->ndim;
+        for (int d = 0; d < t->ndim; d++) e->t.shape[d] = t->ne[t->ndim - 1 - d];
+        e->nbytes = (uint64_t)lr_gguf_numel(t) * 4;
+        ck->by_name[i] = e;
+    }
+    qsort(ck->by_name, n, sizeof *ck->by_name, cmp_entry_name);
+    return LR_OK;
+}
+
+/* Dequantizes every tensor to F32 and undoes the q/k permutation. The environment
+ * variable LLAMAREF_GGUF_NO_UNPERMUTE=1 skips the undo: a test hook that shows the undo
+ * is what makes a GGUF model agree with its fixture (tests/test_gguf_cli.sh). */
+static int load_gguf(lr_checkpoint *ck, const lr_gguf_file *g) {
+    const char *skip = getenv("LLAMAREF_GGUF_NO_UNPERMUTE");
+    bool unpermute = !(skip && *skip && strcmp(skip, "0") != 0);
+    for (size_t i = 0; i < ck->nowned; i++) {
+        const lr_gguf_tensor *t = lr_gguf_tensor_at(g, i);
+        lr_st_entry *e = &ck->owned[i];
+        int64_t numel = lr_gguf_numel(t);
+        float *w = malloc(numel ? (size_t)numel * sizeof *w : 1);
+        if (!w)
+            return lr_fail(LR_E_NOMEM, "%s: tensor \"%s\": cannot allocate %lld floats", ck->dir, t->name,
+                           (long long)numel);
+        e->t.data = w;
+        int rc = lr_gguf_dequantize(t, w); /* types were checked by open_gguf */
+        if (rc) return rc;
+        bool q = strstr(e->name, ".self_attn.q_proj.") != NULL, k = strstr(e->name, ".self_attn.k_proj.") != NULL;
+        if (unpermute && (q || k)) {
+            int64_t rows = e->t.shape[0], cols = e->t.ndim == 2 ? e->t.shape[1] : 1;
+            rc = lr_gguf_unpermute(w, rows, cols, q ? ck->cfg.num_attention_heads : ck->cfg.num_key_value_heads);
+            if (rc) return lr_fail(rc, "%s: tensor \"%s\": cannot undo the q/k permutation", ck->dir, t->name);
+        }
+    }
+    return LR_OK;
+}
+
+/* Every tensor the config implies, with its shape; then nothing else. */
+static int check_tensors(lr_checkpoint *ck) {
+    struct check_ctx x = {ck, 0};
+    int rc;
+    if ((rc = for_each_expected(&ck->cfg, check_one, &x))) return rc;
+    size_t total = 0, n = n_entries(ck);
+    for (size_t i = 0; i < n; i++) {
+        const char *file;
+        const lr_st_entry *e = entry_at(ck, i, &file);
+        if (ignorable(&ck->cfg, e->name)) continue;
+        total++;
+        if (lr_checkpoint_find(ck, e->name) != e)
+            return lr_fail(LR_E_UNEXPECTED, "%s: tensor \"%s\": appears in more than one shard", file, e->name);
+    }
+    if (total == x.found) return LR_OK;
+    /* Name the first tensor the config does not account for. */
+    for (size_t i = 0; i < n; i++) {
+        const char *file;
+        const lr_st_entry *e = entry_at(ck, i, &file);
+        if (ignorable(&ck->cfg, e->name) || is_expected(&ck->cfg, e->name)) continue;
+        if (ck->is_gguf)
+            return lr_fail(LR_E_UNEXPECTED,
+                           "%s: tensor \"%s\" (%s): not part of a model with this metadata (block_count %lld)", file,
+                           source_name(ck, e), e->name, (long long)ck->cfg.num_hidden_layers);
+        return lr_fail(LR_E_UNEXPECTED,
+                       "%s: tensor \"%s\": not part of a model with this config.json (num_hidden_layers %lld)", file,
+                       e->name, (long long)ck->cfg.num_hidden_layers);
+    }
+    return LR_OK;
+}
+
+int lr_checkpoint_open(const char *path, lr_checkpoint **out) {
+    lr_checkpoint *ck = calloc(1, sizeof *ck);
+    if (!ck || !(ck->dir = strdup(path))) {
+        free(ck);
+        return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
+    }
+    int rc;
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+        if (!is_gguf_file(path)) {
+            rc = lr_fail(LR_E_IO, "%s: a file, but not a GGUF file (expected a checkpoint directory or a .gguf file)",
+                         path);
+        } else {
+            lr_gguf_file *g = NULL;
+            ck->is_gguf = true;
+            if ((rc = lr_gguf_open(path, &g)) == LR_OK && (rc = open_gguf(ck, g)) == LR_OK &&
+                (rc = check_tensors(ck)) == LR_OK)
+                rc = load_gguf(ck, g);
+            lr_gguf_close(g);
+        }
+    } else if ((rc = open_dir(ck)) == LR_OK) {
+        rc = check_tensors(ck);
+    }
     if (rc) {
         lr_checkpoint_close(ck);
         return rc;
@@ -336,6 +476,15 @@ out:
 void lr_checkpoint_close(lr_checkpoint *ck) {
     if (!ck) return;
     for (size_t k = 0; k < ck->nfiles; k++) lr_st_close(ck->files[k]);
+    for (size_t i = 0; i < ck->nowned; i++) {
+        free((char *)ck->owned[i].name);
+        free((void *)ck->owned[i].t.data);
+        free(ck->gguf_names[i]);
+    }
+    free(ck->owned);
+    free(ck->by_name);
+    free(ck->gguf_names);
+    json_decref(ck->gguf_config);
     free(ck->files);
     free(ck->dir);
     free(ck);
@@ -345,6 +494,19 @@ const lr_config *lr_checkpoint_config(const lr_checkpoint *ck) { return &ck->cfg
 const char *lr_checkpoint_dir(const lr_checkpoint *ck) { return ck->dir; }
 
 const lr_st_entry *lr_checkpoint_find(const lr_checkpoint *ck, const char *name) {
+    if (ck->is_gguf) {
+        size_t lo = 0, hi = ck->nowned;
+        while (lo < hi) {
+            size_t mid = lo + (hi - lo) / 2;
+            int c = strcmp(name, ck->by_name[mid]->name);
+            if (c == 0) return ck->by_name[mid];
+            if (c < 0)
+                hi = mid;
+            else
+                lo = mid + 1;
+        }
+        return NULL;
+    }
     for (size_t k = 0; k < ck->nfiles; k++) {
         const lr_st_entry *e = lr_st_find(ck->files[k], name);
         if (e) return e;
@@ -356,4 +518,139 @@ const char *lr_checkpoint_file_of(const lr_checkpoint *ck, const char *name) {
     for (size_t k = 0; k < ck->nfiles; k++)
         if (lr_st_find(ck->files[k], name)) return lr_st_path(ck->files[k]);
     return ck->dir;
+}
+
+/* ---- Writing a checkpoint out ------------------------------------------------------- */
+
+/* config.json through a temporary file beside it, fsynced, then linked into place
+ * (refusing an existing file) or, with overwrite, renamed over it: the safetensors
+ * writer's discipline. (main's lr_write_file_atomic does the same once merged.) */
+static int write_text_atomic(const char *path, const char *text, size_t len, bool overwrite) {
+    char *tmp = malloc(strlen(path) + 16);
+    if (!tmp) return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
+    sprintf(tmp, "%s.tmp.XXXXXX", path);
+    int fd = mkstemp(tmp);
+    if (fd < 0) {
+        int rc = lr_fail(LR_E_IO, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
+        free(tmp);
+        return rc;
+    }
+    fchmod(fd, 0644); /* mkstemp creates 0600 */
+    int bad = 0;
+    for (size_t done = 0; !bad && done < len;) {
+        ssize_t k = write(fd, text + done, len - done);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0)
+            bad = 1;
+        else
+            done += (size_t)k;
+    }
+    if (!bad) bad = fsync(fd) != 0;
+    if (close(fd) != 0) bad = 1;
+    int rc = LR_OK;
+    if (bad)
+        rc = lr_fail(LR_E_IO, "%s: write failed: %s", path, strerror(errno));
+    else if (overwrite ? rename(tmp, path) != 0 : link(tmp, path) != 0)
+        rc = lr_fail(LR_E_IO, "%s: %s", path,
+                     !overwrite && errno == EEXIST ? "already exists (refusing to overwrite)" : strerror(errno));
+    unlink(tmp);
+    free(tmp);
+    return rc;
+}
+
+struct save_ctx {
+    const lr_checkpoint *ck;
+    lr_st_writer *w;
+    float **conv; /* F32 copies of non-F32 tensors, freed after the write */
+    size_t nconv;
+};
+
+static int save_one(void *user, const char *name, int ndim, int64_t d0, int64_t d1) {
+    (void)ndim, (void)d0, (void)d1;
+    struct save_ctx *x = user;
+    const lr_st_entry *e = lr_checkpoint_find(x->ck, name);
+    lr_tensor t = e->t;
+    if (t.dtype != LR_F32) {
+        int64_t n = lr_tensor_numel(&t);
+        float *f = malloc(n ? (size_t)n * sizeof *f : 1);
+        if (!f) return lr_fail(LR_E_NOMEM, "%s: out of memory", name);
+        lr_convert(f, LR_F32, t.data, t.dtype, (size_t)n);
+        x->conv[x->nconv++] = f;
+        t.dtype = LR_F32;
+        t.data = f;
+    }
+    return lr_st_writer_add_ref(x->w, name, &t);
+}
+
+/* Refuses an output that is one of the checkpoint's own files, whatever overwrite says. */
+static int not_an_input(const lr_checkpoint *ck, const char *out) {
+    struct stat so, si;
+    if (stat(out, &so) != 0) return LR_OK;
+    char *cfg = ck->is_gguf ? NULL : lr_path_join(ck->dir, "config.json");
+    const char *inputs[2] = {ck->is_gguf ? ck->dir : cfg, NULL};
+    int rc = LR_OK;
+    for (size_t k = 0; k <= ck->nfiles && !rc; k++) {
+        const char *in = k == 0 ? inputs[0] : lr_st_path(ck->files[k - 1]);
+        if (in && stat(in, &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
+            rc = lr_fail(LR_E_INVAL, "%s: is the input %s (refusing to overwrite it)", out, in);
+    }
+    free(cfg);
+    return rc;
+}
+
+int lr_checkpoint_save(const lr_checkpoint *ck, const char *dir, bool overwrite) {
+    struct stat st;
+    if (mkdir(dir, 0755) != 0 && errno != EEXIST) return lr_fail(LR_E_IO, "%s: cannot create: %s", dir, strerror(errno));
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) return lr_fail(LR_E_IO, "%s: not a directory", dir);
+    char *cfg_path = lr_path_join(dir, "config.json"), *st_path = lr_path_join(dir, "model.safetensors");
+    char *text = NULL;
+    size_t text_len = 0;
+    struct save_ctx x = {ck, NULL, NULL, 0};
+    int rc = LR_OK;
+    if (!cfg_path || !st_path || !(x.conv = calloc(n_entries(ck) + 1, sizeof *x.conv))) {
+        rc = lr_fail(LR_E_NOMEM, "%s: out of memory", dir);
+        goto out;
+    }
+    const char *outs[2] = {st_path, cfg_path};
+    for (int i = 0; i < 2 && !rc; i++) {
+        if ((rc = not_an_input(ck, outs[i]))) break;
+        if (!overwrite && access(outs[i], F_OK) == 0)
+            rc = lr_fail(LR_E_IO, "%s: already exists (refusing to overwrite)", outs[i]);
+    }
+    if (rc) goto out;
+    if (ck->is_gguf) {
+        if (!(text = json_dumps(ck->gguf_config, JSON_INDENT(2)))) {
+            rc = lr_fail(LR_E_NOMEM, "%s: out of memory", dir);
+            goto out;
+        }
+        text_len = strlen(text);
+    } else {
+        char *in = lr_path_join(ck->dir, "config.json");
+        rc = in ? lr_read_file(in, 16u << 20, &text, &text_len) : lr_fail(LR_E_NOMEM, "%s: out of memory", dir);
+        free(in);
+        if (rc) goto out;
+    }
+    if ((rc = lr_st_writer_create(&x.w)) || (rc = lr_st_writer_set_metadata(x.w, "format", "pt")) ||
+        (rc = for_each_expected(&ck->cfg, save_one, &x)) || (rc = lr_st_writer_write(x.w, st_path, overwrite)))
+        goto out;
+    if (ck->is_gguf) {
+        /* A trailing newline, as save_pretrained writes. */
+        char *nl = realloc(text, text_len + 2);
+        if (!nl) {
+            rc = lr_fail(LR_E_NOMEM, "%s: out of memory", dir);
+            goto out;
+        }
+        text = nl;
+        text[text_len++] = '\n';
+        text[text_len] = '\0';
+    }
+    rc = write_text_atomic(cfg_path, text, text_len, overwrite);
+out:
+    lr_st_writer_free(x.w);
+    for (size_t i = 0; i < x.nconv; i++) free(x.conv[i]);
+    free(x.conv);
+    free(text);
+    free(cfg_path);
+    free(st_path);
+    return rc;
 }

@@ -35,6 +35,11 @@ static inline bool lr_add_overflows(uint64_t a, uint64_t b, uint64_t *out) {
  * refusing files larger than limit. */
 int lr_read_file(const char *path, size_t limit, char **out, size_t *len);
 
+/* The llama.* metadata of a GGUF file as a config.json object (a new reference),
+ * unvalidated; lr_gguf_config() validates it. */
+struct json_t;
+int lr_gguf_config_json(const lr_gguf_file *f, struct json_t **out);
+
 /* Joins dir and name into a fresh string. */
 char *lr_path_join(const char *dir, const char *name);
 

@@ -38,7 +38,8 @@ extern "C" {
     X(E_BACKEND, -17, "backend not available")                                             \
     X(E_DEVICE, -18, "device error")                                                       \
     X(E_CAPACITY, -19, "capacity exceeded")                                               \
-    X(E_NONFINITE, -20, "non-finite weight")
+    X(E_NONFINITE, -20, "non-finite weight")                                               \
+    X(E_GGUF, -21, "malformed GGUF file")
 
 typedef enum {
 #define LR_STATUS_ENUM(name, code, msg) LR_##name = code,
@@ -152,10 +153,74 @@ typedef struct lr_st_writer lr_st_writer;
 int lr_st_writer_create(lr_st_writer **out);
 /* Copies the data. */
 int lr_st_writer_add(lr_st_writer *w, const char *name, const lr_tensor *t);
+/* Does not copy: t->data must stay valid until the writer is freed. */
+int lr_st_writer_add_ref(lr_st_writer *w, const char *name, const lr_tensor *t);
 int lr_st_writer_set_metadata(lr_st_writer *w, const char *key, const char *value);
 /* Refuses to replace an existing file unless overwrite is set. */
 int lr_st_writer_write(lr_st_writer *w, const char *path, bool overwrite);
 void lr_st_writer_free(lr_st_writer *w);
+
+/* ---- GGUF (llama.cpp's single-file format, v2 and v3) ----------------------------- */
+
+typedef struct lr_gguf_file lr_gguf_file;
+
+/* ggml tensor types this library dequantizes (every other type the specification lists
+ * is recognised, so its spans are checked, and refused when loaded). */
+enum {
+    LR_GGML_F32 = 0,
+    LR_GGML_F16 = 1,
+    LR_GGML_Q4_0 = 2,
+    LR_GGML_Q4_1 = 3,
+    LR_GGML_Q8_0 = 8,
+    LR_GGML_BF16 = 30,
+};
+
+/* A tensor as the file stores it: ggml order, ne[0] the contiguous dimension (a
+ * Hugging Face [out, in] weight is ne = {in, out}). */
+typedef struct {
+    const char *name; /* blk.0.attn_q.weight */
+    uint32_t type;    /* ggml type */
+    int ndim;
+    int64_t ne[LR_MAX_DIMS];
+    uint64_t offset; /* within the data section */
+    uint64_t nbytes;
+    const void *data; /* points into the file */
+} lr_gguf_tensor;
+
+/* Maps and validates a GGUF file: magic, version, counts and string lengths against the
+ * file size, metadata value types (nested arrays too), duplicate keys, general.alignment,
+ * and every tensor info (name, n_dims, dims, element count, type, block divisibility,
+ * aligned offset inside the file, no duplicates, no overlaps). */
+int lr_gguf_open(const char *path, lr_gguf_file **out);
+/* The same over a caller-owned buffer that must outlive the handle; name labels errors. */
+int lr_gguf_parse(const void *buf, size_t len, const char *name, lr_gguf_file **out);
+void lr_gguf_close(lr_gguf_file *f);
+const char *lr_gguf_path(const lr_gguf_file *f);
+uint32_t lr_gguf_version(const lr_gguf_file *f);
+uint64_t lr_gguf_alignment(const lr_gguf_file *f);
+size_t lr_gguf_kv_count(const lr_gguf_file *f);
+const char *lr_gguf_kv_key(const lr_gguf_file *f, size_t i); /* in file order */
+/* A string value, copied into out (cap bytes, NUL-terminated). */
+int lr_gguf_string(const lr_gguf_file *f, const char *key, char *out, size_t cap);
+size_t lr_gguf_tensor_count(const lr_gguf_file *f);
+const lr_gguf_tensor *lr_gguf_tensor_at(const lr_gguf_file *f, size_t i); /* file order */
+const lr_gguf_tensor *lr_gguf_find_tensor(const lr_gguf_file *f, const char *name);
+int64_t lr_gguf_numel(const lr_gguf_tensor *t);
+/* "Q4_1", or NULL for a number that is not a ggml type. */
+const char *lr_ggml_type_name(uint32_t type);
+bool lr_ggml_type_supported(uint32_t type);
+
+/* The llama.* metadata as a model config, validated by the rules config.json gets. */
+int lr_gguf_config(const lr_gguf_file *f, lr_config *cfg);
+/* The Hugging Face name of a llama GGUF tensor (blk.3.attn_q.weight ->
+ * model.layers.3.self_attn.q_proj.weight); LR_E_UNEXPECTED for other names. */
+int lr_gguf_hf_name(const char *gguf_name, char *out, size_t cap);
+/* The tensor's lr_gguf_numel() values as float32, exactly as ggml and the gguf package
+ * dequantize them; LR_E_DTYPE for a type not supported. */
+int lr_gguf_dequantize(const lr_gguf_tensor *t, float *out);
+/* Undoes llama.cpp's q/k row permutation in place: w is (rows, cols), rows = n_head *
+ * head size (n_head: attention heads for q, KV heads for k; cols 1 for a bias). */
+int lr_gguf_unpermute(float *w, int64_t rows, int64_t cols, int64_t n_head);
 
 /* ---- Writing files ---------------------------------------------------------------- */
 
@@ -167,14 +232,16 @@ void lr_st_writer_free(lr_st_writer *w);
 typedef int (*lr_write_fn)(FILE *f, void *user);
 int lr_write_file_atomic(const char *path, bool overwrite, lr_write_fn fill, void *user);
 
-/* ---- Checkpoint (a Hugging Face model directory) --------------------------------- */
+/* ---- Checkpoint (a Hugging Face model directory, or a GGUF file) ----------------- */
 
 typedef struct lr_checkpoint lr_checkpoint;
 
 /* Opens config.json and model.safetensors (or the shards of
  * model.safetensors.index.json), and checks that every tensor the config implies is
- * there with the right shape, and that nothing unexpected is. */
-int lr_checkpoint_open(const char *dir, lr_checkpoint **out);
+ * there with the right shape, and that nothing unexpected is. path may also be a GGUF
+ * file: its metadata gives the config, and its tensors, renamed, dequantized to F32 and
+ * with q/k unpermuted, are held by the checkpoint and checked the same way. */
+int lr_checkpoint_open(const char *path, lr_checkpoint **out);
 void lr_checkpoint_close(lr_checkpoint *ck);
 const lr_config *lr_checkpoint_config(const lr_checkpoint *ck);
 const char *lr_checkpoint_dir(const lr_checkpoint *ck);
@@ -182,6 +249,11 @@ const char *lr_checkpoint_dir(const lr_checkpoint *ck);
 const lr_st_entry *lr_checkpoint_find(const lr_checkpoint *ck, const char *name);
 /* The file holding a tensor (for messages). */
 const char *lr_checkpoint_file_of(const lr_checkpoint *ck, const char *name);
+/* Writes the checkpoint as a Hugging Face directory: dir/config.json and
+ * dir/model.safetensors (every tensor as F32, lm_head omitted when tied), each through a
+ * temporary file renamed into place. dir is created if missing; existing files are
+ * refused unless overwrite is set. */
+int lr_checkpoint_save(const lr_checkpoint *ck, const char *dir, bool overwrite);
 
 /* ---- Tensor-parallel layout, packing and sharding (vLLM's rules) ----------------- */
 

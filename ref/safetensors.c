@@ -269,8 +269,9 @@ const char *lr_st_metadata(const lr_st_file *f, const char *key) {
 
 typedef struct {
     char *name;
-    lr_tensor t; /* data owned */
+    lr_tensor t; /* data owned unless borrowed */
     size_t nbytes;
+    bool borrowed;
 } wentry;
 
 struct lr_st_writer {
@@ -289,7 +290,7 @@ int lr_st_writer_create(lr_st_writer **out) {
     return LR_OK;
 }
 
-int lr_st_writer_add(lr_st_writer *w, const char *name, const lr_tensor *t) {
+static int writer_add(lr_st_writer *w, const char *name, const lr_tensor *t, bool copy_data) {
     if (strcmp(name, "__metadata__") == 0)
         return lr_fail(LR_E_INVAL, "safetensors writer: tensor name \"__metadata__\" is reserved");
     for (size_t i = 0; i < w->n; i++)
@@ -303,20 +304,26 @@ int lr_st_writer_add(lr_st_writer *w, const char *name, const lr_tensor *t) {
         w->cap = cap;
     }
     size_t nbytes = (size_t)lr_tensor_numel(t) * lr_dtype_size(t->dtype);
-    void *copy = malloc(nbytes ? nbytes : 1);
+    void *copy = copy_data ? malloc(nbytes ? nbytes : 1) : (void *)t->data;
     char *nm = strdup(name);
     if (!copy || !nm) {
-        free(copy);
+        if (copy_data) free(copy);
         free(nm);
         return lr_fail(LR_E_NOMEM, "safetensors writer: out of memory for \"%s\"", name);
     }
-    memcpy(copy, t->data, nbytes);
+    if (copy_data) memcpy(copy, t->data, nbytes);
     wentry *e = &w->e[w->n++];
     e->name = nm;
     e->t = *t;
     e->t.data = copy;
     e->nbytes = nbytes;
+    e->borrowed = !copy_data;
     return LR_OK;
+}
+
+int lr_st_writer_add(lr_st_writer *w, const char *name, const lr_tensor *t) { return writer_add(w, name, t, true); }
+int lr_st_writer_add_ref(lr_st_writer *w, const char *name, const lr_tensor *t) {
+    return writer_add(w, name, t, false);
 }
 
 int lr_st_writer_set_metadata(lr_st_writer *w, const char *key, const char *value) {
@@ -374,7 +381,7 @@ void lr_st_writer_free(lr_st_writer *w) {
     if (!w) return;
     for (size_t i = 0; i < w->n; i++) {
         free(w->e[i].name);
-        free((void *)w->e[i].t.data);
+        if (!w->e[i].borrowed) free((void *)w->e[i].t.data);
     }
     free(w->e);
     json_decref(w->metadata);

@@ -12,7 +12,8 @@ rm -rf "$TMP" && mkdir -p "$TMP"
 M=$FX/models/gqa-f32
 F=$FX/golden/gqa-f32-batch.safetensors
 
-expect 0 "default check" -- env LR_FIXTURES="$FX" "$LD"
+# (The bundled default: an empty cache keeps the default job off the cached SmolLM2.)
+expect 0 "default check" -- env LR_FIXTURES="$FX" LLAMAREF_CACHE="$TMP/no-cache" "$LD"
 grep -q "48 stages: 48 agree, 0 diverge" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: default summary"; }
 expect 0 "check --json" -- "$LD" check -m "$M" -f "$F" --json
 json_ok 'd["result"] == "agree" and d["failed"] == 0 and len(d["stages"]) == 48 and d["first_divergence"] is None'

@@ -69,6 +69,8 @@ for model in gqa-f32 mha-bias-bf16 mqa-hd-f16 long-gqa-f32; do
     run_json 0 "info $model tp 2" -- info -m "$FX/models/$model" --tp 2 --json
 done
 INFO=$TMP/doc$n.json
+run_json 0 "convert a GGUF" -- convert --gguf "$FX/gguf/gqa-mixed.gguf" --out "$TMP/converted" --json
+CONVERT=$TMP/doc$n.json
 
 # The diverging documents say so.
 if python3 -c "import json,sys; d=json.load(open('$DIVERGE')); sys.exit(0 if d['result'] == 'diverge' and d['failed'] > 0 and isinstance(d['first_divergence'], str) else 1)"; then
@@ -76,10 +78,10 @@ if python3 -c "import json,sys; d=json.load(open('$DIVERGE')); sys.exit(0 if d['
 
 # Broken documents must be rejected: a wrong type, a bad enum, a missing key, a report
 # that contradicts itself, a mistyped info and dump.
-python3 - "$SCHEMA" "$TMP/doc1.json" "$DIVERGE" "$INFO" "$TMP/doc6.json" >"$TMP/neg" 2>&1 <<'PY'
+python3 - "$SCHEMA" "$TMP/doc1.json" "$DIVERGE" "$INFO" "$TMP/doc6.json" "$CONVERT" >"$TMP/neg" 2>&1 <<'PY'
 import copy, json, sys, jsonschema
 v = getattr(jsonschema, "Draft202012Validator", jsonschema.Draft7Validator)(json.load(open(sys.argv[1])))
-check, diverge, info, dump = (json.load(open(p)) for p in sys.argv[2:6])
+check, diverge, info, dump, convert = (json.load(open(p)) for p in sys.argv[2:7])
 def mut(doc, f):
     d = copy.deepcopy(doc); f(d); return d
 bad = {
@@ -102,6 +104,9 @@ bad = {
     "info without ranks": mut(info, lambda d: d.pop("ranks")),
     "dump stages as a list": mut(dump, lambda d: d.__setitem__("stages", [])),
     "dump tokens as a string": mut(dump, lambda d: d.__setitem__("tokens", "24")),
+    "convert without config": mut(convert, lambda d: d.pop("config")),
+    "convert config.head_dim as a string": mut(convert, lambda d: d["config"].__setitem__("head_dim", "8")),
+    "convert tensors 0": mut(convert, lambda d: d.__setitem__("tensors", 0)),
     "not an object": [check],
 }
 ok = 0

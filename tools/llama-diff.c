@@ -1,5 +1,6 @@
 /* llama-diff: a thin command-line front over libllamaref that tells where a Llama
- * implementation diverges from ground truth. Commands: info, check, dump.
+ * implementation diverges from ground truth. Commands: check, dump, compare, backends,
+ * info, convert (a GGUF file to a Hugging Face checkpoint).
  * Exit status: 0 agree (or success), 1 diverge, 2 bad input or usage. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -27,7 +28,7 @@ enum { EXIT_AGREE = 0, EXIT_DIVERGE = 1, EXIT_BAD = 2 };
 
 typedef struct {
     const char *cmd;
-    const char *model, *fixture, *tokens, *out, *report;
+    const char *model, *fixture, *tokens, *out, *report, *gguf;
     lr_options opt;
     bool json, force, color, precision_given, isolate, quiet;
     int decode; /* check --decode K */
@@ -64,13 +65,18 @@ static void usage(FILE *fp) {
           "  backends --a BACKEND[:P] --b BACKEND[:P]\n"
           "          run two backends on one input (--fixture or --tokens), B against A\n"
           "  info    print the parsed config and each rank's packed, sharded tensors\n"
+          "  convert --gguf FILE --out DIR\n"
+          "          write a GGUF model (F32, F16, BF16, Q8_0, Q4_0, Q4_1) as a Hugging Face\n"
+          "          checkpoint: DIR/config.json and DIR/model.safetensors, dequantized to F32\n"
           "  (none)  check the bundled default model and fixture\n"
           "\n"
           "Options:\n"
-          "  -m, --model DIR          Hugging Face checkpoint directory\n"
+          "  -m, --model PATH         Hugging Face checkpoint directory, or a .gguf file\n"
+          "      --gguf FILE          convert: the GGUF file to read\n"
           "  -f, --fixture FILE       golden fixture (llama-golden/1 safetensors)\n"
           "  -t, --tokens \"1 2 3\"     token ids of one sequence (dump), instead of a fixture\n"
-          "  -o, --out FILE           output file (dump); never overwritten without --force\n"
+          "  -o, --out PATH           output file (dump) or directory (convert); existing files\n"
+          "                           are never overwritten without --force\n"
           "  -b, --backend NAME       cpu (default) or cuda\n"
           "  -p, --precision P        cpu: f64 (default) or f32; cuda: bf16 (default), fp16 or fp32\n"
           "      --tp N               tensor-parallel size (default 1)\n"
@@ -86,10 +92,16 @@ static void usage(FILE *fp) {
           "      --json               print one JSON document instead of text\n"
           "      --report FILE        check, compare, backends: also write a self-contained HTML\n"
           "                           report (charts per stage and per layer, table, drill-down)\n"
-          "      --force              let dump or --report replace an existing output file\n"
+          "      --force              let dump, convert or --report replace an existing output file\n"
           "  -q, --quiet              no progress lines on stderr (shown once a run takes over 1.5 s)\n"
           "  -h, --help               this help\n"
           "  -V, --version            version\n"
+          "\n"
+          "\n"
+          "With no command and no --model, the default job checks SmolLM2-135M-Instruct (Q4_1 GGUF)\n"
+          "when $LLAMAREF_CACHE (default $XDG_CACHE_HOME/llamaref or ~/.cache/llamaref) holds\n"
+          "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf and the fixtures hold\n"
+          "golden/smollm2-135m.safetensors; otherwise the bundled gqa-f32 model and fixture.\n"
           "\n"
           "Exit status: 0 all stages agree, 1 a stage diverges, 2 bad input or usage.\n",
           fp);
@@ -129,7 +141,8 @@ static const char *precision_name(lr_dtype d) {
 }
 
 static int parse_args(int argc, char **argv, args *a) {
-    enum { OPT_TP = 256, OPT_THREADS, OPT_JSON, OPT_FORCE, OPT_DEVICES, OPT_A, OPT_B, OPT_ISOLATE, OPT_DECODE, OPT_REPORT };
+    enum { OPT_TP = 256, OPT_THREADS, OPT_JSON, OPT_FORCE, OPT_DEVICES, OPT_A, OPT_B, OPT_ISOLATE, OPT_DECODE, OPT_REPORT,
+           OPT_GGUF };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'},   {"fixture", required_argument, NULL, 'f'},
         {"tokens", required_argument, NULL, 't'},  {"out", required_argument, NULL, 'o'},
@@ -141,6 +154,7 @@ static int parse_args(int argc, char **argv, args *a) {
         {"a", required_argument, NULL, OPT_A},     {"b", required_argument, NULL, OPT_B},
         {"isolate", no_argument, NULL, OPT_ISOLATE}, {"decode", required_argument, NULL, OPT_DECODE},
         {"report", required_argument, NULL, OPT_REPORT}, {"quiet", no_argument, NULL, 'q'},
+        {"gguf", required_argument, NULL, OPT_GGUF},
         {NULL, 0, NULL, 0},
     };
     lr_options_init(&a->opt);
@@ -177,6 +191,7 @@ static int parse_args(int argc, char **argv, args *a) {
         case OPT_A: a->spec_a = optarg; break;
         case OPT_ISOLATE: a->isolate = true; break;
         case OPT_REPORT: a->report = optarg; break;
+        case OPT_GGUF: a->gguf = optarg; break;
         case OPT_DECODE:
             if (parse_int(optarg, "--decode", 1, 1 << 20, &a->decode)) return EXIT_BAD;
             break;
@@ -217,6 +232,11 @@ static int parse_args(int argc, char **argv, args *a) {
     if (a->report && a->cmd && strcmp(a->cmd, "check") != 0 && strcmp(a->cmd, "compare") != 0 &&
         strcmp(a->cmd, "backends") != 0)
         return bad("--report: for check, compare and backends");
+    bool convert = a->cmd && strcmp(a->cmd, "convert") == 0;
+    if (a->gguf && !convert) return bad("--gguf: for convert (other commands take a .gguf file as --model)");
+    if (convert && (a->model || a->fixture || a->tokens))
+        return bad("convert: takes --gguf FILE and --out DIR (not %s)",
+                   a->model ? "--model" : a->fixture ? "--fixture" : "--tokens");
     if (!cuda && (a->opt.kernels || a->opt.num_devices))
         return bad("%s: needs --backend cuda", a->opt.kernels ? "--kernel" : "--devices");
     return 0;
@@ -1200,6 +1220,84 @@ out:
     return status;
 }
 
+/* ---- convert -------------------------------------------------------------------------- */
+
+static int cmd_convert(const args *a) {
+    if (!a->gguf || !a->out) return bad("convert: --gguf FILE and --out DIR are required");
+    struct stat st;
+    if (stat(a->gguf, &st) != 0) return bad("%s: cannot open: no such file", a->gguf);
+    if (!S_ISREG(st.st_mode)) return bad("%s: --gguf wants a GGUF file, not a directory", a->gguf);
+    lr_checkpoint *ck;
+    int rc = lr_checkpoint_open(a->gguf, &ck);
+    if (rc) return lib_fail(rc);
+    if ((rc = lr_checkpoint_save(ck, a->out, a->force))) {
+        lr_checkpoint_close(ck);
+        return lib_fail(rc);
+    }
+    const lr_config *c = lr_checkpoint_config(ck);
+    int64_t q = c->num_attention_heads * c->head_dim, kv = c->num_key_value_heads * c->head_dim;
+    int64_t H = c->hidden_size, I = c->intermediate_size, L = c->num_hidden_layers;
+    int64_t per_layer = 2 * H + 2 * q * H + 2 * kv * H + 3 * H * I + (c->attention_bias ? q + 2 * kv + H : 0) +
+                        (c->mlp_bias ? 2 * I + H : 0);
+    int64_t tensors = 2 + L * (9 + (c->attention_bias ? 4 : 0) + (c->mlp_bias ? 3 : 0)) + !c->tie_word_embeddings;
+    int64_t params = c->vocab_size * H * (c->tie_word_embeddings ? 1 : 2) + L * per_layer + H;
+    if (a->json) {
+        json_t *j = json_pack("{s:s, s:s, s:s, s:[s,s], s:I, s:I, s:o}", "command", "convert", "gguf", a->gguf,
+                              "out", a->out, "files", "config.json", "model.safetensors", "tensors",
+                              (json_int_t)tensors, "parameters", (json_int_t)params, "config", config_json(c));
+        json_dumpf(j, stdout, JSON_INDENT(2));
+        fputc('\n', stdout);
+        json_decref(j);
+    } else {
+        printf("wrote %s/config.json and %s/model.safetensors: %lld tensors, %lld parameters as F32%s\n", a->out,
+               a->out, (long long)tensors, (long long)params,
+               c->tie_word_embeddings ? " (lm_head tied to the embedding, not stored)" : "");
+    }
+    lr_checkpoint_close(ck);
+    return EXIT_AGREE;
+}
+
+/* The default job's model and fixture: the cached SmolLM2 GGUF with its golden fixture
+ * when both are there, else the bundled model and fixture. Fills *model and *fixture
+ * with fresh strings and says which on stderr when it is SmolLM2. */
+#define SMOLLM2_GGUF "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+#define SMOLLM2_FIXTURE "golden/smollm2-135m.safetensors"
+
+static char *smollm2_path(void) {
+    const char *cache = getenv("LLAMAREF_CACHE"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    char *root = NULL, *path = NULL;
+    if (cache && *cache)
+        root = strdup(cache);
+    else if (xdg && *xdg)
+        root = join(xdg, "llamaref");
+    else if (home && *home)
+        root = join(home, ".cache/llamaref");
+    if (root) path = join(root, SMOLLM2_GGUF);
+    free(root);
+    return path;
+}
+
+static bool is_file(const char *path) {
+    struct stat st;
+    return path && stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+static int default_job(char **model, char **fixture) {
+    const char *root = fixtures_root();
+    char *gguf = smollm2_path(), *fx = join(root, SMOLLM2_FIXTURE);
+    if (is_file(gguf) && is_file(fx)) {
+        *model = gguf;
+        *fixture = fx;
+        fprintf(stderr, "llama-diff: default job: SmolLM2-135M-Instruct from the cache (%s) against %s\n", gguf, fx);
+    } else {
+        free(gguf);
+        free(fx);
+        *model = join(root, DEFAULT_MODEL);
+        *fixture = join(root, DEFAULT_FIXTURE);
+    }
+    return *model && *fixture ? 0 : bad("out of memory");
+}
+
 int main(int argc, char **argv) {
     args a = {0};
     int first = 1;
@@ -1216,6 +1314,11 @@ int main(int argc, char **argv) {
     char *model = NULL, *fixture = NULL;
     if (!a.cmd) {
         /* The bundled default: check the default model against its fixture. */
+        if (!a.model && !a.fixture) {
+            if ((status = default_job(&model, &fixture))) return status;
+            a.model = model;
+            a.fixture = fixture;
+        }
         const char *root = fixtures_root();
         if (!a.model) a.model = model = join(root, DEFAULT_MODEL);
         if (!a.fixture) a.fixture = fixture = join(root, DEFAULT_FIXTURE);
@@ -1227,6 +1330,8 @@ int main(int argc, char **argv) {
         status = cmd_dump(&a);
     else if (strcmp(a.cmd, "info") == 0)
         status = cmd_info(&a);
+    else if (strcmp(a.cmd, "convert") == 0)
+        status = cmd_convert(&a);
     else if (strcmp(a.cmd, "compare") == 0)
         status = a.npos == 2 ? cmd_compare(&a, a.pos[0], a.pos[1])
                              : bad("compare: give two dumps: compare A.safetensors B.safetensors");
@@ -1241,7 +1346,7 @@ int main(int argc, char **argv) {
     else if (strcmp(a.cmd, "help") == 0)
         usage(stdout), status = EXIT_AGREE;
     else
-        status = bad("unknown command \"%s\" (commands: check, dump, info; see --help)", a.cmd);
+        status = bad("unknown command \"%s\" (commands: check, dump, compare, backends, info, convert; see --help)", a.cmd);
     free(model);
     free(fixture);
     return status;

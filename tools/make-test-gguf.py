@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""make-test-gguf.py: writes the GGUF test files under fixtures/gguf/ from the bundled
+fixtures/models/gqa-f32 checkpoint, with the PyPI gguf package (GGUFWriter,
+gguf.quants), and the values the C loader must reproduce.
+
+    python3 tools/make-test-gguf.py            # from the source tree root
+
+Files written:
+  gqa-f32.gguf    every tensor F32: must load bit for bit equal to model.safetensors
+  gqa-mixed.gguf  the same weights in Q4_0, Q4_1, Q8_0, F16, BF16 and F32 (a mix that puts
+                  every type on q and k, whose rows are permuted)
+  expected.json   per file and Hugging Face tensor: shape, an FNV-1a 64 hash of the
+                  float32 little-endian bytes of gguf.quants.dequantize's output after
+                  this script's own undo of the permutation, and the first values
+
+The q/k permutation is written here from the description of llama.cpp's converter
+(reshape to (heads, 2, rows / heads / 2, cols), swap axes 1 and 2), independently of
+the C code in ref/gguf.c; its inverse is checked to restore the original exactly.
+It also writes the seed corpus of the GGUF fuzz target, tests/fuzz/corpus/gguf/seed-*.gguf:
+a one-layer model (F32; mixed types; tied with biases and linear RoPE scaling), each a
+few KB. The output is deterministic (quantization is round-to-nearest; the seeds'
+weights come from a fixed numpy seed)."""
+import importlib.metadata
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+
+import gguf
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+MODEL = os.path.join(ROOT, "fixtures", "models", "gqa-f32")
+OUT = os.path.join(ROOT, "fixtures", "gguf")
+Q = gguf.GGMLQuantizationType
+
+
+def read_safetensors(path):
+    with open(path, "rb") as f:
+        b = f.read()
+    n = struct.unpack("<Q", b[:8])[0]
+    header = json.loads(b[8:8 + n])
+    header.pop("__metadata__", None)
+    data = b[8 + n:]
+    out = {}
+    for name, e in header.items():
+        assert e["dtype"] == "F32", (name, e["dtype"])
+        lo, hi = e["data_offsets"]
+        out[name] = np.frombuffer(data[lo:hi], dtype="<f4").reshape(e["shape"]).copy()
+    return out
+
+
+def permute(w, n_head):
+    """llama.cpp's converter: each head's two rotary halves interleaved row by row."""
+    shape = w.shape
+    return w.reshape(n_head, 2, shape[0] // n_head // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+
+
+def unpermute(w, n_head):
+    shape = w.shape
+    return w.reshape(n_head, shape[0] // n_head // 2, 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+
+
+def fnv1a64(b):
+    h = 0xCBF29CE484222325
+    for x in b:
+        h ^= x
+        h = (h * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return "%016x" % h
+
+
+def gguf_names(layers):
+    """(gguf name, HF name) in the order the files hold them."""
+    names = [("token_embd.weight", "model.embed_tokens.weight")]
+    for l in range(layers):
+        p, h = "blk.%d." % l, "model.layers.%d." % l
+        names += [
+            (p + "attn_norm.weight", h + "input_layernorm.weight"),
+            (p + "attn_q.weight", h + "self_attn.q_proj.weight"),
+            (p + "attn_k.weight", h + "self_attn.k_proj.weight"),
+            (p + "attn_v.weight", h + "self_attn.v_proj.weight"),
+            (p + "attn_output.weight", h + "self_attn.o_proj.weight"),
+            (p + "ffn_norm.weight", h + "post_attention_layernorm.weight"),
+            (p + "ffn_gate.weight", h + "mlp.gate_proj.weight"),
+            (p + "ffn_up.weight", h + "mlp.up_proj.weight"),
+            (p + "ffn_down.weight", h + "mlp.down_proj.weight"),
+        ]
+    names += [("output_norm.weight", "model.norm.weight"), ("output.weight", "lm_head.weight")]
+    return names
+
+
+def mixed_type(gname):
+    """The type of each tensor in gqa-mixed.gguf."""
+    special = {
+        "token_embd.weight": Q.Q8_0,
+        "output.weight": Q.Q4_1,
+        "blk.0.attn_norm.weight": Q.BF16,
+        "blk.0.ffn_norm.weight": Q.F16,
+    }
+    if gname in special:
+        return special[gname]
+    if gname.endswith("norm.weight"):
+        return Q.F32
+    order = ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"]
+    layer = int(gname.split(".")[1])
+    j = order.index(gname.split(".")[2])
+    return [Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.F16, Q.BF16][(layer * 7 + j) % 5]
+
+
+def write(path, cfg, weights, type_of):
+    L, heads, kv = cfg["num_hidden_layers"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
+    head_dim = cfg.get("head_dim") or cfg["hidden_size"] // heads
+    theta = cfg.get("rope_theta") or cfg["rope_parameters"]["rope_theta"]
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_name("gqa-f32 (llamaref test fixture)")
+    w.add_block_count(L)
+    w.add_context_length(cfg["max_position_embeddings"])
+    w.add_embedding_length(cfg["hidden_size"])
+    w.add_feed_forward_length(cfg["intermediate_size"])
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv)
+    w.add_layer_norm_rms_eps(cfg["rms_norm_eps"])
+    w.add_rope_freq_base(theta)
+    w.add_rope_dimension_count(head_dim)
+    w.add_vocab_size(cfg["vocab_size"])
+    w.add_file_type(1 if all(type_of(g) == Q.F32 for g, _ in gguf_names(L)) else 7)
+    expected = {}
+    for gname, hname in gguf_names(L):
+        x = weights[hname]
+        if ".attn_q." in gname:
+            x = permute(x, heads)
+        elif ".attn_k." in gname:
+            x = permute(x, kv)
+        qt = type_of(gname)
+        if qt == Q.F32:
+            w.add_tensor(gname, np.ascontiguousarray(x, dtype=np.float32))
+            raw = x.astype(np.float32).view(np.uint8)
+        else:
+            raw = gguf.quants.quantize(x.astype(np.float32), qt)
+            w.add_tensor(gname, raw, raw_shape=raw.shape, raw_dtype=qt)
+        # What a loader must give: gguf's dequantization, the rows put back.
+        d = gguf.quants.dequantize(raw, qt).reshape(weights[hname].shape).astype(np.float32)
+        if ".attn_q." in gname:
+            d = unpermute(d, heads)
+        elif ".attn_k." in gname:
+            d = unpermute(d, kv)
+        if qt == Q.F32:
+            assert np.array_equal(d.view(np.uint32), weights[hname].view(np.uint32)), gname
+        b = np.ascontiguousarray(d, dtype="<f4").tobytes()
+        expected[hname] = {
+            "gguf": gname,
+            "type": qt.name,
+            "shape": list(d.shape),
+            "fnv1a64": fnv1a64(b),
+            "first": [float(v) for v in d.reshape(-1)[:4]],
+        }
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return expected
+
+
+def write_seed(path, kind):
+    """A one-layer model for the fuzzer: vocab 8, hidden 32, 2 heads, 1 KV head of 16."""
+    rng = np.random.RandomState(1234)
+    V, H, I, heads, kv, hd = 8, 32, 32, 2, 1, 16
+    w = gguf.GGUFWriter(path, "llama")
+    w.add_block_count(1)
+    w.add_context_length(64)
+    w.add_embedding_length(H)
+    w.add_feed_forward_length(I)
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_freq_base(10000.0)
+    w.add_rope_dimension_count(hd)
+    w.add_vocab_size(V)
+    if kind == "tied":
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(2.0)
+        w.add_key_length(hd)
+        w.add_value_length(hd)
+    shapes = [("token_embd.weight", (V, H)), ("blk.0.attn_norm.weight", (H,)), ("blk.0.attn_q.weight", (heads * hd, H)),
+              ("blk.0.attn_k.weight", (kv * hd, H)), ("blk.0.attn_v.weight", (kv * hd, H)),
+              ("blk.0.attn_output.weight", (H, heads * hd)), ("blk.0.ffn_norm.weight", (H,)),
+              ("blk.0.ffn_gate.weight", (I, H)), ("blk.0.ffn_up.weight", (I, H)), ("blk.0.ffn_down.weight", (H, I)),
+              ("output_norm.weight", (H,))]
+    if kind == "tied":
+        shapes += [("blk.0.attn_q.bias", (heads * hd,)), ("blk.0.attn_k.bias", (kv * hd,)),
+                   ("blk.0.attn_v.bias", (kv * hd,)), ("blk.0.attn_output.bias", (H,))]
+    else:
+        shapes += [("output.weight", (V, H))]
+    types = [Q.Q4_0, Q.Q4_1, Q.Q8_0, Q.F16, Q.BF16]
+    for i, (name, shape) in enumerate(shapes):
+        x = rng.uniform(-1, 1, size=shape).astype(np.float32)
+        qt = types[i % len(types)] if kind == "mixed" and len(shape) == 2 else Q.F32
+        if qt == Q.F32:
+            w.add_tensor(name, x)
+        else:
+            raw = gguf.quants.quantize(x, qt)
+            w.add_tensor(name, raw, raw_shape=raw.shape, raw_dtype=qt)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def main():
+    with open(os.path.join(MODEL, "config.json")) as f:
+        cfg = json.load(f)
+    weights = read_safetensors(os.path.join(MODEL, "model.safetensors"))
+    for name, x in weights.items():
+        for n_head in (cfg["num_attention_heads"], cfg["num_key_value_heads"]):
+            if x.ndim == 2 and x.shape[0] % (2 * n_head) == 0:
+                assert np.array_equal(unpermute(permute(x, n_head), n_head), x), name
+    os.makedirs(OUT, exist_ok=True)
+    expected = {
+        "gqa-f32.gguf": write(os.path.join(OUT, "gqa-f32.gguf"), cfg, weights, lambda g: Q.F32),
+        "gqa-mixed.gguf": write(os.path.join(OUT, "gqa-mixed.gguf"), cfg, weights, mixed_type),
+    }
+    doc = {
+        "generator": "tools/make-test-gguf.py with gguf %s, numpy %s"
+        % (importlib.metadata.version("gguf"), np.__version__),
+        "hash": "FNV-1a 64 of the float32 little-endian bytes, Hugging Face layout",
+        "files": expected,
+    }
+    with open(os.path.join(OUT, "expected.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    print("wrote", ", ".join(sorted(expected)), "and expected.json to", OUT)
+    seeds = os.path.join(ROOT, "tests", "fuzz", "corpus", "gguf")
+    os.makedirs(seeds, exist_ok=True)
+    for kind in ("f32", "mixed", "tied"):
+        write_seed(os.path.join(seeds, "seed-%s.gguf" % kind), kind)
+    print("wrote the fuzz seeds to", seeds)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
