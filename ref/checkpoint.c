@@ -522,40 +522,20 @@ const char *lr_checkpoint_file_of(const lr_checkpoint *ck, const char *name) {
 
 /* ---- Writing a checkpoint out ------------------------------------------------------- */
 
-/* config.json through a temporary file beside it, fsynced, then linked into place
- * (refusing an existing file) or, with overwrite, renamed over it: the safetensors
- * writer's discipline. (main's lr_write_file_atomic does the same once merged.) */
+/* config.json's text, for lr_write_file_atomic. */
+typedef struct {
+    const char *text;
+    size_t len;
+} text_image;
+
+static int write_text(FILE *f, void *user) {
+    const text_image *t = user;
+    return fwrite(t->text, 1, t->len, f) == t->len ? 0 : -1;
+}
+
 static int write_text_atomic(const char *path, const char *text, size_t len, bool overwrite) {
-    char *tmp = malloc(strlen(path) + 16);
-    if (!tmp) return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
-    sprintf(tmp, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int rc = lr_fail(LR_E_IO, "%s: cannot create a temporary file beside it: %s", path, strerror(errno));
-        free(tmp);
-        return rc;
-    }
-    fchmod(fd, 0644); /* mkstemp creates 0600 */
-    int bad = 0;
-    for (size_t done = 0; !bad && done < len;) {
-        ssize_t k = write(fd, text + done, len - done);
-        if (k < 0 && errno == EINTR) continue;
-        if (k < 0)
-            bad = 1;
-        else
-            done += (size_t)k;
-    }
-    if (!bad) bad = fsync(fd) != 0;
-    if (close(fd) != 0) bad = 1;
-    int rc = LR_OK;
-    if (bad)
-        rc = lr_fail(LR_E_IO, "%s: write failed: %s", path, strerror(errno));
-    else if (overwrite ? rename(tmp, path) != 0 : link(tmp, path) != 0)
-        rc = lr_fail(LR_E_IO, "%s: %s", path,
-                     !overwrite && errno == EEXIST ? "already exists (refusing to overwrite)" : strerror(errno));
-    unlink(tmp);
-    free(tmp);
-    return rc;
+    text_image t = {text, len};
+    return lr_write_file_atomic(path, overwrite, write_text, &t);
 }
 
 struct save_ctx {
