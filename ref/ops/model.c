@@ -274,6 +274,13 @@ int R(cpu_logits)(cpu_model *m, const real *hidden, int64_t T, const lr_observer
     if (obs && !obs->on_stage) obs = NULL;
     int64_t H = m->cfg.hidden_size, V = m->cfg.vocab_size, shard = m->ranks[0].L.vocab_shard;
     uint64_t t0 = cpu_prof_begin(m);
+    if (m->tp == 1 && shard == V) {
+        /* One rank and no padding: its shard is the whole output. */
+        R(lr_ref_linear)(out, hidden, m->ranks[0].lm_head, NULL, T, V, H);
+        cpu_prof_end(m, LR_PROF_LM_HEAD, t0);
+        if (obs) R(emit)(obs, out, T, V, "lm_head");
+        return LR_OK;
+    }
     real *part = R(alloc)(T * shard);
     if (!part) return lr_fail(LR_E_NOMEM, "cpu backend: cannot allocate logits for %lld tokens", (long long)T);
     for (int r = 0; r < m->tp; r++) {
