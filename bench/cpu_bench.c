@@ -206,6 +206,7 @@ static int in_child(int (*fn)(void *arg, void *res), void *arg, void *res, size_
             if (k <= 0) _exit(3);
             done += (size_t)k;
         }
+        fflush(NULL);
         _exit(rc ? 1 : 0);
     }
     close(fd[1]);
@@ -355,6 +356,7 @@ typedef struct {
     double mix_all[2];         /* the five shapes, the LM head at M rows */
     double copy_gbs;           /* bytes read + written per second, --threads threads */
     double copy_gbs_1;         /* the same with one thread */
+    double copy_best;          /* the better of the two: the decode step's ceiling */
 } ceilings;
 
 static void shapes_of(const lr_config *c, gemm_shape *s) {
@@ -443,6 +445,49 @@ static double copy_bandwidth(int threads) {
     }
     free(src), free(dst);
     return 2.0 * (double)n / median(t, 7);
+}
+
+typedef struct {
+    const options *o;
+    const gemm_shape *sh;
+    int64_t M;
+} ceilings_job;
+
+/* Every ceiling once (in a child: see main). */
+static int measure_ceilings(void *arg, void *res) {
+    const ceilings_job *j = arg;
+    ceilings *ce = res;
+    memset(ce, 0, sizeof *ce);
+    openblas_set_num_threads(j->o->threads);
+    for (int p = 0; p < 2; p++) {
+        if (!j->o->prec[p]) continue;
+        double fl_l = 0, t_l = 0, fl_a = 0, t_a = 0;
+        for (int k = 0; k < NSHAPES; k++) {
+            double s = time_gemm(p, j->M, j->sh[k].N, j->sh[k].K);
+            if (s <= 0) return 1;
+            double fl = 2.0 * (double)j->M * (double)j->sh[k].N * (double)j->sh[k].K, n = (double)j->sh[k].per_forward;
+            ce->gflops[p][k] = fl / s * 1e-9;
+            fl_a += fl * n, t_a += s * n;
+            if (k < 4) fl_l += fl * n, t_l += s * n;
+        }
+        ce->mix_layers[p] = fl_l / t_l * 1e-9;
+        ce->mix_all[p] = fl_a / t_a * 1e-9;
+    }
+    ce->copy_gbs_1 = copy_bandwidth(1) * 1e-9;
+    ce->copy_gbs = copy_bandwidth(j->o->threads) * 1e-9;
+    return ce->copy_gbs_1 > 0 && ce->copy_gbs > 0 ? 0 : 1;
+}
+
+static json_t *ceilings_json(const ceilings *c) {
+    json_t *g = json_object();
+    const char *names[NSHAPES] = {"qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head"};
+    for (int k = 0; k < NSHAPES; k++)
+        json_object_set_new(g, names[k], json_pack("{s:f, s:f}", "sgemm_gflops", c->gflops[0][k], "dgemm_gflops",
+                                                   c->gflops[1][k]));
+    return json_pack("{s:o, s:f, s:f, s:f, s:f, s:f, s:f}", "gemm", g, "sgemm_mix_layers_gflops", c->mix_layers[0],
+                     "sgemm_mix_all_gflops", c->mix_all[0], "dgemm_mix_layers_gflops", c->mix_layers[1],
+                     "dgemm_mix_all_gflops", c->mix_all[1], "copy_gbs", c->copy_gbs, "copy_gbs_1_thread",
+                     c->copy_gbs_1);
 }
 
 /* ---- The model's figures (one precision, in a child) ---------------------------------- */
@@ -788,8 +833,17 @@ int main(int argc, char **argv) {
     printf("run        %lld tokens, %d prefills, %d decode steps per precision\n\n", (long long)o.tokens,
            o.repeat, o.steps);
 
-    /* The model, one child per precision, before this process has touched BLAS or the
-     * copy buffers, so that a child's peak RSS holds only what the model needs. */
+    /* The model, one child per precision, between two measurements of the ceilings. */
+    gemm_shape sh0[NSHAPES];
+    shapes_of(&cfg, sh0);
+    ceilings_job cj0 = {.o = &o, .sh = sh0, .M = o.tokens};
+    ceilings cb;
+    printf("measuring the ceilings ...\n");
+    if (in_child(measure_ceilings, &cj0, &cb, sizeof cb)) {
+        fprintf(stderr, "cpu_bench: measuring the ceilings failed\n");
+        if (tmp[0]) remove_checkpoint(tmp);
+        return 1;
+    }
     model_result res[2];
     for (int p = 0; p < 2; p++) {
         if (!o.prec[p]) continue;
@@ -804,38 +858,43 @@ int main(int argc, char **argv) {
     }
     printf("\n");
 
-    /* Ceilings. */
-    ceilings ce = {0};
+    /* Ceilings, each measured before and after the model (in children, like the model,
+     * so that this process never holds BLAS buffers); figures use the mean of the two,
+     * and the spread shows how much the machine's load moved in between. */
     gemm_shape sh[NSHAPES];
     shapes_of(&cfg, sh);
     int64_t M = o.tokens;
-    printf("Ceilings (OpenBLAS, x (%lld, K) @ W (N, K)^T, %d threads)\n", (long long)M, o.threads);
-    for (int p = 0; p < 2; p++) {
-        double fl_l = 0, t_l = 0, fl_a = 0, t_a = 0;
-        for (int k = 0; k < NSHAPES; k++) {
-            if (!o.prec[p]) continue;
-            double s = time_gemm(p, M, sh[k].N, sh[k].K);
-            if (s <= 0) {
-                fprintf(stderr, "cpu_bench: out of memory timing a GEMM\n");
-                return 1;
-            }
-            double fl = 2.0 * (double)M * (double)sh[k].N * (double)sh[k].K;
-            ce.gflops[p][k] = fl / s * 1e-9;
-            fl_a += fl * (double)sh[k].per_forward, t_a += s * (double)sh[k].per_forward;
-            if (k < 4) fl_l += fl * (double)sh[k].per_forward, t_l += s * (double)sh[k].per_forward;
-            printf("  %sgemm %-13s N %6lld K %5lld  %7.1f GFLOP/s\n", p ? "d" : "s", sh[k].name,
-                   (long long)sh[k].N, (long long)sh[k].K, ce.gflops[p][k]);
-        }
-        if (!o.prec[p]) continue;
-        ce.mix_layers[p] = fl_l / t_l * 1e-9;
-        ce.mix_all[p] = fl_a / t_a * 1e-9;
-        printf("  %sgemm, weighted by FLOPs: layers %.1f GFLOP/s; layers + lm_head at %lld rows %.1f GFLOP/s\n",
-               p ? "d" : "s", ce.mix_layers[p], (long long)M, ce.mix_all[p]);
+    ceilings_job cj = {.o = &o, .sh = sh, .M = M};
+    ceilings ca, ce;
+    printf("measuring the ceilings again ...\n");
+    if (in_child(measure_ceilings, &cj, &ca, sizeof ca)) {
+        fprintf(stderr, "cpu_bench: measuring the ceilings failed\n");
+        if (tmp[0]) remove_checkpoint(tmp);
+        return 1;
     }
-    ce.copy_gbs_1 = copy_bandwidth(1) * 1e-9;
-    ce.copy_gbs = copy_bandwidth(o.threads) * 1e-9;
-    printf("  memcpy 256 MiB, read + written: %.2f GB/s with 1 thread, %.2f GB/s with %d\n\n", ce.copy_gbs_1,
-           ce.copy_gbs, o.threads);
+    ce = ca;
+    for (int p = 0; p < 2; p++) {
+        for (int k = 0; k < NSHAPES; k++) ce.gflops[p][k] = 0.5 * (cb.gflops[p][k] + ca.gflops[p][k]);
+        ce.mix_layers[p] = 0.5 * (cb.mix_layers[p] + ca.mix_layers[p]);
+        ce.mix_all[p] = 0.5 * (cb.mix_all[p] + ca.mix_all[p]);
+    }
+    ce.copy_gbs = 0.5 * (cb.copy_gbs + ca.copy_gbs);
+    ce.copy_gbs_1 = 0.5 * (cb.copy_gbs_1 + ca.copy_gbs_1);
+    ce.copy_best = ce.copy_gbs > ce.copy_gbs_1 ? ce.copy_gbs : ce.copy_gbs_1;
+    printf("Ceilings: OpenBLAS x (%lld, K) @ W (N, K)^T, %d threads, GFLOP/s before / after the model\n",
+           (long long)M, o.threads);
+    for (int p = 0; p < 2; p++) {
+        if (!o.prec[p]) continue;
+        for (int k = 0; k < NSHAPES; k++)
+            printf("  %sgemm %-13s N %6lld K %5lld  %7.1f / %7.1f\n", p ? "d" : "s", sh[k].name,
+                   (long long)sh[k].N, (long long)sh[k].K, cb.gflops[p][k], ca.gflops[p][k]);
+        printf("  %sgemm weighted by FLOPs, layers           %7.1f / %7.1f  (mean %.1f)\n", p ? "d" : "s",
+               cb.mix_layers[p], ca.mix_layers[p], ce.mix_layers[p]);
+        printf("  %sgemm weighted by FLOPs, layers + lm_head %7.1f / %7.1f  (mean %.1f)\n", p ? "d" : "s",
+               cb.mix_all[p], ca.mix_all[p], ce.mix_all[p]);
+    }
+    printf("  memcpy 256 MiB, GB/s read + written: 1 thread %.2f / %.2f, %d threads %.2f / %.2f; best mean %.2f\n\n",
+           cb.copy_gbs_1, ca.copy_gbs_1, o.threads, cb.copy_gbs, ca.copy_gbs, ce.copy_best);
 
     /* Figures: each against a ceiling of this run. */
     budget bud[2];
@@ -855,7 +914,7 @@ int main(int argc, char **argv) {
         snprintf(name, sizeof name, "prefill %lld %s, all logits", (long long)o.tokens, pn);
         add_figure(name, rate_all, "GFLOP/s", ce.mix_all[p], gemm, rate_all / ce.mix_all[p], ">= 0.60",
                    rate_all / ce.mix_all[p] >= 0.60);
-        double floor_s = b->read_decode / (ce.copy_gbs * 1e9);
+        double floor_s = b->read_decode / (ce.copy_best * 1e9);
         snprintf(name, sizeof name, "decode step ctx %lld %s (ms)", (long long)o.tokens, pn);
         add_figure(name, 1e3 * r->decode_s, "ms", 1e3 * floor_s, "weights/copy", r->decode_s / floor_s, "<= 1.5",
                    r->decode_s / floor_s <= 1.5);
@@ -929,7 +988,7 @@ int main(int argc, char **argv) {
         json_error_t jerr;
         json_t *j = json_pack_ex(&jerr, 0,
             "{s:s, s:{s:s, s:I, s:s, s:s, s:s, s:I, s:s, s:s}, s:{s:I, s:I, s:I, s:s}, s:{s:o, s:f, s:f, s:f, "
-            "s:f, s:f, s:f}, s:o, s:o}",
+            "s:f, s:f, s:f, s:f, s:o, s:o}, s:o, s:o}",
             "date", date, "machine", "cpu", cpu, "cores_online", (json_int_t)cores, "kernel", un.release,
             "openblas_config", openblas_get_config(), "openblas_core", openblas_get_corename(), "threads",
             (json_int_t)o.threads, "loadavg_start", load0, "loadavg_end", load1, "run", "tokens",
@@ -937,7 +996,8 @@ int main(int argc, char **argv) {
             "model", o.model ? o.model : "SmolLM2-135M shapes, random BF16 weights", "ceilings", "gemm", jg,
             "sgemm_mix_layers_gflops", ce.mix_layers[0], "sgemm_mix_all_gflops", ce.mix_all[0],
             "dgemm_mix_layers_gflops", ce.mix_layers[1], "dgemm_mix_all_gflops", ce.mix_all[1], "copy_gbs",
-            ce.copy_gbs, "copy_gbs_1_thread", ce.copy_gbs_1, "results", jmodel, "figures", jf);
+            ce.copy_gbs, "copy_gbs_1_thread", ce.copy_gbs_1, "copy_gbs_best", ce.copy_best, "before", ceilings_json(&cb),
+            "after", ceilings_json(&ca), "results", jmodel, "figures", jf);
         if (!j || json_dump_file(j, o.json, JSON_INDENT(2))) {
             fprintf(stderr, "cpu_bench: cannot write %s: %s\n", o.json, j ? strerror(errno) : jerr.text);
             json_decref(j);

@@ -5,29 +5,11 @@
 
 /* Queries are taken in blocks of this many rows: block [j0, j1) sees at most past + j1
  * keys, so keys that no row of the block can see are never multiplied. A prefill does
- * about 5/8 of the full (n, n) products at 64 and stays in efficient GEMM shapes. */
+ * about 5/8 of the full (n, n) products at 64 and stays in efficient GEMM shapes. A
+ * decode step's products stay GEMMs too: at this size OpenBLAS runs a GEMM on one thread
+ * but splits a GEMV over two, and the hand-off costs more than the product
+ * (docs/performance.md). */
 #define LR_ATTENTION_BLOCK 64
-
-/* scores (m, nk) = alpha * q (m, hd; ldq) @ k (nk, hd; ldk)^T. One query row (a decode
- * step) is a GEMV over the keys, for OpenBLAS's GEMM is slow at M = 1 (see linear.c). */
-static void R(qk)(real *scores, const real *q, int64_t ldq, const real *k, int64_t ldk, int64_t m,
-                  int64_t nk, int64_t hd, real alpha) {
-    if (m == 1)
-        GEMV(CblasRowMajor, CblasNoTrans, (int)nk, (int)hd, alpha, k, (int)ldk, q, 1, 0, scores, 1);
-    else
-        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nk, (int)hd, alpha, q, (int)ldq, k,
-             (int)ldk, 0, scores, (int)nk);
-}
-
-/* ctx (m, hd; ldc) = p (m, nk) @ v (nk, hd; ldv); one row as a GEMV over V^T. */
-static void R(pv)(real *ctx, int64_t ldc, const real *p, const real *v, int64_t ldv, int64_t m, int64_t nk,
-                  int64_t hd) {
-    if (m == 1)
-        GEMV(CblasRowMajor, CblasTrans, (int)nk, (int)hd, 1, v, (int)ldv, p, 1, 0, ctx, 1);
-    else
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)nk, 1, p, (int)nk, v, (int)ldv,
-             0, ctx, (int)ldc);
-}
 
 /* One sequence: queries q (n, ldq) of nh heads, keys and values k, v (past + n, ldkv) of
  * nkv heads, head size hd; query j sees keys 0 .. past + j; -> ctx (n, ldc).
@@ -43,7 +25,8 @@ void R(lr_ref_attention)(real *ctx, int64_t ldc, const real *q, int64_t ldq, con
             int64_t m = n - j0 < LR_ATTENTION_BLOCK ? n - j0 : LR_ATTENTION_BLOCK;
             int64_t nk = past + j0 + m; /* keys the block's last query sees */
             /* scores (m, nk) = scale * Q_h[j0 .. j0+m) (m, hd) @ K_g[0 .. nk) (nk, hd)^T */
-            R(qk)(scores, q + j0 * ldq + h * hd, ldq, k + g * hd, ldkv, m, nk, hd, scale);
+            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nk, (int)hd, scale, q + j0 * ldq + h * hd,
+                 (int)ldq, k + g * hd, (int)ldkv, 0, scores, (int)nk);
             /* causal softmax: query j0 + i sees keys 0 .. past + j0 + i */
             for (int64_t i = 0; i < m; i++) {
                 real *row = scores + i * nk;
@@ -56,7 +39,8 @@ void R(lr_ref_attention)(real *ctx, int64_t ldc, const real *q, int64_t ldq, con
                 for (int64_t c = visible; c < nk; c++) row[c] = 0;
             }
             /* ctx_h[j0 .. j0+m) (m, hd) = P (m, nk) @ V_g[0 .. nk) (nk, hd) */
-            R(pv)(ctx + j0 * ldc + h * hd, ldc, scores, v + g * hd, ldkv, m, nk, hd);
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)nk, 1, scores, (int)nk,
+                 v + g * hd, (int)ldkv, 0, ctx + j0 * ldc + h * hd, (int)ldc);
         }
     }
 }
