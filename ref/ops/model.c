@@ -11,7 +11,7 @@ typedef struct {
     real **part;                      /* (T, H): a rank's partial sum */
     real **gate_up;                   /* (T, 2 I_r) */
     real **act;                       /* (T, I_r) */
-    real *scores;                     /* (max len, max past + len) */
+    real *scores;                     /* (max(max len, heads per kv head), max past + len) */
     real *cs;                         /* (head_dim) */
     real *gathered;                   /* (T, max(vocab, H, I, q, kv)) for observers */
 } R(work);
@@ -32,12 +32,12 @@ static int R(work_alloc)(R(work) *w, const cpu_model *m, int64_t T, int64_t max_
                          int64_t max_keys, bool observed) {
     const lr_config *c = &m->cfg;
     const lr_tp_layout *L = &m->ranks[0].L;
-    int64_t H = c->hidden_size, widest = H;
+    int64_t H = c->hidden_size, widest = H, group = L->num_heads / L->num_kv_heads;
     int64_t dims[] = {c->vocab_size, c->intermediate_size, c->num_attention_heads * c->head_dim};
     for (size_t k = 0; k < 3; k++) widest = dims[k] > widest ? dims[k] : widest;
     memset(w, 0, sizeof *w);
     bool ok = (w->hidden = R(alloc)(T * H)) && (w->residual = R(alloc)(T * H)) &&
-              (w->normed = R(alloc)(T * H)) && (w->scores = R(alloc)(max_len * max_keys)) &&
+              (w->normed = R(alloc)(T * H)) && (w->scores = R(alloc)((max_len > group ? max_len : group) * max_keys)) &&
               (w->cs = R(alloc)(c->head_dim)) && (!observed || (w->gathered = R(alloc)(T * widest)));
     real ***per_rank[] = {&w->qkv, &w->ctx, &w->part, &w->gate_up, &w->act};
     int64_t sizes[] = {L->q_size + 2 * L->kv_size, L->q_size, H, 2 * L->intermediate, L->intermediate};
