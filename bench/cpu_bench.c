@@ -893,8 +893,8 @@ int main(int argc, char **argv) {
         printf("  %sgemm weighted by FLOPs, layers + lm_head %7.1f / %7.1f  (mean %.1f)\n", p ? "d" : "s",
                cb.mix_all[p], ca.mix_all[p], ce.mix_all[p]);
     }
-    printf("  memcpy 256 MiB, GB/s read + written: 1 thread %.2f / %.2f, %d threads %.2f / %.2f; best mean %.2f\n\n",
-           cb.copy_gbs_1, ca.copy_gbs_1, o.threads, cb.copy_gbs, ca.copy_gbs, ce.copy_best);
+    printf("  memcpy 256 MiB, GB/s read + written: 1 thread %.2f / %.2f, %d thread%s %.2f / %.2f; best mean %.2f\n\n",
+           cb.copy_gbs_1, ca.copy_gbs_1, o.threads, o.threads == 1 ? "" : "s", cb.copy_gbs, ca.copy_gbs, ce.copy_best);
 
     /* Figures: each against a ceiling of this run. */
     budget bud[2];
