@@ -38,21 +38,20 @@ typedef struct {
 } options;
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: cpu_bench [options]\n"
-            "The CPU reference's benchmark: ceilings (OpenBLAS GEMM at the model's shapes, memory\n"
-            "copy bandwidth) and the model (prefill, decode, peak memory, time split), each figure\n"
-            "as a ratio against a ceiling measured in the same run.\n\n"
-            "  --model DIR        benchmark this checkpoint (default: generate SmolLM2-135M shapes\n"
-            "                     with random BF16 weights in a temporary directory, removed after)\n"
-            "  --keep-model DIR   generate the checkpoint into DIR (created) and keep it\n"
-            "  --threads N        OpenBLAS threads and copy threads (default 2)\n"
-            "  --tokens N         prefill length and decode context (default 256)\n"
-            "  --repeat N         timed prefills per precision; the median is reported (default 5)\n"
-            "  --steps N          timed decode steps; the median is reported (default 16)\n"
-            "  --precision P      f32, f64 or f32,f64 (default f32,f64)\n"
-            "  --json PATH        also write every figure as JSON to PATH\n"
-            "  --help             this text\n");
+    fprintf(f, "usage: cpu_bench [options]\n"
+               "The CPU reference's benchmark: ceilings (OpenBLAS GEMM at the model's shapes, memory\n"
+               "copy bandwidth) and the model (prefill, decode, peak memory, time split), each figure\n"
+               "as a ratio against a ceiling measured in the same run.\n\n"
+               "  --model DIR        benchmark this checkpoint (default: generate SmolLM2-135M shapes\n"
+               "                     with random BF16 weights in a temporary directory, removed after)\n"
+               "  --keep-model DIR   generate the checkpoint into DIR (created) and keep it\n"
+               "  --threads N        OpenBLAS threads and copy threads (default 2)\n"
+               "  --tokens N         prefill length and decode context (default 256)\n"
+               "  --repeat N         timed prefills per precision; the median is reported (default 5)\n"
+               "  --steps N          timed decode steps; the median is reported (default 16)\n"
+               "  --precision P      f32, f64 or f32,f64 (default f32,f64)\n"
+               "  --json PATH        also write every figure as JSON to PATH\n"
+               "  --help             this text\n");
 }
 
 static int bad_option(const char *fmt, ...) {
@@ -254,26 +253,26 @@ static int add_random(lr_st_writer *w, const char *name, int64_t rows, int64_t c
     size_t n = (size_t)(rows * cols);
     uint16_t *buf = malloc(n * sizeof *buf);
     if (!buf) return LR_E_NOMEM;
-    for (size_t i = 0; i < n; i++) buf[i] = bf16_of((float)(offset + scale * uniform(&seed)));
-    lr_tensor t = {.dtype = LR_BF16, .ndim = cols == 1 ? 1 : 2, .shape = {rows, cols == 1 ? 0 : cols},
-                   .data = buf};
+    for (size_t i = 0; i < n; i++)
+        buf[i] = bf16_of((float)(offset + scale * uniform(&seed)));
+    lr_tensor t = {
+        .dtype = LR_BF16, .ndim = cols == 1 ? 1 : 2, .shape = {rows, cols == 1 ? 0 : cols}, .data = buf};
     int rc = lr_st_writer_add(w, name, &t);
     free(buf);
     return rc;
 }
 
 static int write_config(const lr_config *c, const char *dir) {
-    json_t *j = json_pack("{s:[s], s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:b, s:b, "
-                          "s:b, s:s}",
-                          "architectures", "LlamaForCausalLM", "model_type", "llama", "hidden_act", "silu",
-                          "vocab_size", (json_int_t)c->vocab_size, "hidden_size", (json_int_t)c->hidden_size,
-                          "intermediate_size", (json_int_t)c->intermediate_size, "num_hidden_layers",
-                          (json_int_t)c->num_hidden_layers, "num_attention_heads",
-                          (json_int_t)c->num_attention_heads, "num_key_value_heads",
-                          (json_int_t)c->num_key_value_heads, "head_dim", (json_int_t)c->head_dim,
-                          "max_position_embeddings", (json_int_t)c->max_position_embeddings,
-                          "rms_norm_eps", c->rms_norm_eps, "rope_theta", c->rope_theta, "attention_bias", 0,
-                          "mlp_bias", 0, "tie_word_embeddings", 1, "torch_dtype", "bfloat16");
+    json_t *j = json_pack(
+        "{s:[s], s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:b, s:b, "
+        "s:b, s:s}",
+        "architectures", "LlamaForCausalLM", "model_type", "llama", "hidden_act", "silu", "vocab_size",
+        (json_int_t)c->vocab_size, "hidden_size", (json_int_t)c->hidden_size, "intermediate_size",
+        (json_int_t)c->intermediate_size, "num_hidden_layers", (json_int_t)c->num_hidden_layers,
+        "num_attention_heads", (json_int_t)c->num_attention_heads, "num_key_value_heads",
+        (json_int_t)c->num_key_value_heads, "head_dim", (json_int_t)c->head_dim, "max_position_embeddings",
+        (json_int_t)c->max_position_embeddings, "rms_norm_eps", c->rms_norm_eps, "rope_theta", c->rope_theta,
+        "attention_bias", 0, "mlp_bias", 0, "tie_word_embeddings", 1, "torch_dtype", "bfloat16");
     if (!j) return LR_E_NOMEM;
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/config.json", dir);
@@ -307,10 +306,10 @@ static int generate_checkpoint(void *arg, void *res) {
             int64_t rows, cols;
             double scale, offset;
         } t[] = {
-            {"input_layernorm.weight", H, 1, 0.25, 1},   {"self_attn.q_proj.weight", q, H, sh, 0},
-            {"self_attn.k_proj.weight", kv, H, sh, 0},   {"self_attn.v_proj.weight", kv, H, sh, 0},
-            {"self_attn.o_proj.weight", H, q, sq, 0},    {"post_attention_layernorm.weight", H, 1, 0.25, 1},
-            {"mlp.gate_proj.weight", Im, H, sh, 0},       {"mlp.up_proj.weight", Im, H, sh, 0},
+            {"input_layernorm.weight", H, 1, 0.25, 1}, {"self_attn.q_proj.weight", q, H, sh, 0},
+            {"self_attn.k_proj.weight", kv, H, sh, 0}, {"self_attn.v_proj.weight", kv, H, sh, 0},
+            {"self_attn.o_proj.weight", H, q, sq, 0},  {"post_attention_layernorm.weight", H, 1, 0.25, 1},
+            {"mlp.gate_proj.weight", Im, H, sh, 0},    {"mlp.up_proj.weight", Im, H, sh, 0},
             {"mlp.down_proj.weight", H, Im, si, 0},
         };
         for (size_t k = 0; rc == LR_OK && k < sizeof t / sizeof t[0]; k++) {
@@ -374,19 +373,24 @@ static void shapes_of(const lr_config *c, gemm_shape *s) {
  * 0.3 s after a warm-up run. */
 static double time_gemm(int p, int64_t M, int64_t N, int64_t K) {
     size_t es = p ? sizeof(double) : sizeof(float);
-    void *a = malloc((size_t)(M * K) * es), *b = malloc((size_t)(N * K) * es), *c = malloc((size_t)(M * N) * es);
+    void *a = malloc((size_t)(M * K) * es), *b = malloc((size_t)(N * K) * es),
+         *c = malloc((size_t)(M * N) * es);
     if (!a || !b || !c) {
         free(a), free(b), free(c);
         return -1;
     }
     uint64_t seed = 7;
     for (int64_t i = 0; i < M * K; i++) {
-        if (p) ((double *)a)[i] = uniform(&seed);
-        else ((float *)a)[i] = (float)uniform(&seed);
+        if (p)
+            ((double *)a)[i] = uniform(&seed);
+        else
+            ((float *)a)[i] = (float)uniform(&seed);
     }
     for (int64_t i = 0; i < N * K; i++) {
-        if (p) ((double *)b)[i] = uniform(&seed);
-        else ((float *)b)[i] = (float)uniform(&seed);
+        if (p)
+            ((double *)b)[i] = uniform(&seed);
+        else
+            ((float *)b)[i] = (float)uniform(&seed);
     }
     double t[64];
     int n = 0;
@@ -394,11 +398,11 @@ static double time_gemm(int p, int64_t M, int64_t N, int64_t K) {
     for (int run = -1; run < 64; run++) {
         double t0 = now_s();
         if (p)
-            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1, a, (int)K, b, (int)K, 0,
-                        c, (int)N);
+            cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1, a, (int)K, b,
+                        (int)K, 0, c, (int)N);
         else
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1, a, (int)K, b, (int)K, 0,
-                        c, (int)N);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1, a, (int)K, b,
+                        (int)K, 0, c, (int)N);
         if (run >= 0) t[n++] = now_s() - t0;
         if (n >= 3 && now_s() - start > 0.3) break;
     }
@@ -435,12 +439,14 @@ static double copy_bandwidth(int threads) {
     for (int run = -1; run < 7; run++) {
         double t0 = now_s();
         for (int k = 0; k < threads; k++) {
-            size_t lo = n / (size_t)threads * (size_t)k, hi = k + 1 == threads ? n : n / (size_t)threads * (size_t)(k + 1);
+            size_t lo = n / (size_t)threads * (size_t)k,
+                   hi = k + 1 == threads ? n : n / (size_t)threads * (size_t)(k + 1);
             jobs[k] = (copy_job){dst + lo, src + lo, hi - lo};
             if (k > 0) pthread_create(&tid[k], NULL, copy_worker, &jobs[k]);
         }
         copy_worker(&jobs[0]);
-        for (int k = 1; k < threads; k++) pthread_join(tid[k], NULL);
+        for (int k = 1; k < threads; k++)
+            pthread_join(tid[k], NULL);
         if (run >= 0) t[run] = now_s() - t0;
     }
     free(src), free(dst);
@@ -465,7 +471,8 @@ static int measure_ceilings(void *arg, void *res) {
         for (int k = 0; k < NSHAPES; k++) {
             double s = time_gemm(p, j->M, j->sh[k].N, j->sh[k].K);
             if (s <= 0) return 1;
-            double fl = 2.0 * (double)j->M * (double)j->sh[k].N * (double)j->sh[k].K, n = (double)j->sh[k].per_forward;
+            double fl = 2.0 * (double)j->M * (double)j->sh[k].N * (double)j->sh[k].K,
+                   n = (double)j->sh[k].per_forward;
             ce->gflops[p][k] = fl / s * 1e-9;
             fl_a += fl * n, t_a += s * n;
             if (k < 4) fl_l += fl * n, t_l += s * n;
@@ -482,12 +489,13 @@ static json_t *ceilings_json(const ceilings *c) {
     json_t *g = json_object();
     const char *names[NSHAPES] = {"qkv_proj", "o_proj", "gate_up_proj", "down_proj", "lm_head"};
     for (int k = 0; k < NSHAPES; k++)
-        json_object_set_new(g, names[k], json_pack("{s:f, s:f}", "sgemm_gflops", c->gflops[0][k], "dgemm_gflops",
-                                                   c->gflops[1][k]));
-    return json_pack("{s:o, s:f, s:f, s:f, s:f, s:f, s:f}", "gemm", g, "sgemm_mix_layers_gflops", c->mix_layers[0],
-                     "sgemm_mix_all_gflops", c->mix_all[0], "dgemm_mix_layers_gflops", c->mix_layers[1],
-                     "dgemm_mix_all_gflops", c->mix_all[1], "copy_gbs", c->copy_gbs, "copy_gbs_1_thread",
-                     c->copy_gbs_1);
+        json_object_set_new(
+            g, names[k],
+            json_pack("{s:f, s:f}", "sgemm_gflops", c->gflops[0][k], "dgemm_gflops", c->gflops[1][k]));
+    return json_pack("{s:o, s:f, s:f, s:f, s:f, s:f, s:f}", "gemm", g, "sgemm_mix_layers_gflops",
+                     c->mix_layers[0], "sgemm_mix_all_gflops", c->mix_all[0], "dgemm_mix_layers_gflops",
+                     c->mix_layers[1], "dgemm_mix_all_gflops", c->mix_all[1], "copy_gbs", c->copy_gbs,
+                     "copy_gbs_1_thread", c->copy_gbs_1);
 }
 
 /* ---- The model's figures (one precision, in a child) ---------------------------------- */
@@ -504,10 +512,10 @@ typedef struct {
 typedef struct {
     char err[512];
     double load_s;
-    double prefill_s;       /* median, logits at the last position only (as vLLM) */
+    double prefill_s; /* median, logits at the last position only (as vLLM) */
     double prefill_min_s;
-    double prefill_all_s;   /* median of up to 3, logits at every position */
-    double decode_s;        /* median step */
+    double prefill_all_s; /* median of up to 3, logits at every position */
+    double decode_s;      /* median step */
     double decode_min_s;
     lr_profile prof_prefill; /* one profiled prefill (last-position logits) */
     double prof_prefill_wall;
@@ -545,7 +553,8 @@ static int run_model(void *arg, void *res) {
     lr_checkpoint *ck = NULL;
     lr_model *m = NULL;
     lr_kv_cache *kv = NULL;
-    int64_t *ids = malloc((size_t)(T + o->steps) * sizeof *ids), *pos = malloc((size_t)(T + o->steps) * sizeof *pos);
+    int64_t *ids = malloc((size_t)(T + o->steps) * sizeof *ids),
+            *pos = malloc((size_t)(T + o->steps) * sizeof *pos);
     double *t = malloc((size_t)(o->repeat > o->steps ? o->repeat : o->steps) * sizeof *t);
     if (!ids || !pos || !t) return snprintf(r->err, sizeof r->err, "out of memory"), 1;
     int rc = 1;
@@ -621,7 +630,8 @@ static int run_model(void *arg, void *res) {
         if (pass == 1) lr_model_set_profiling(m, true);
         double w0 = now_s();
         for (int k = 0; k < o->steps; k++) {
-            lr_batch one = {.input_ids = ids + T + k, .positions = pos + T + k, .num_tokens = 1, .num_seqs = 1};
+            lr_batch one = {
+                .input_ids = ids + T + k, .positions = pos + T + k, .num_tokens = 1, .num_seqs = 1};
             s = now_s();
             if (step(m, &one, kv, 0)) {
                 fail_job(r, "decode step");
@@ -656,11 +666,11 @@ done:
 
 /* Bytes the model must hold, in its precision. */
 typedef struct {
-    double weights;     /* every packed weight once (a tied LM head is the embedding) */
-    double read_decode; /* what one decode step reads: every weight but the embedding
-                           table, unless the LM head is that table */
-    double kv;          /* keys and values, T + steps tokens, every layer */
-    double act;         /* a forward of T tokens: see docs/performance.md */
+    double weights;           /* every packed weight once (a tied LM head is the embedding) */
+    double read_decode;       /* what one decode step reads: every weight but the embedding
+                                 table, unless the LM head is that table */
+    double kv;                /* keys and values, T + steps tokens, every layer */
+    double act;               /* a forward of T tokens: see docs/performance.md */
     double flops_prefill;     /* linear layers + causal attention + LM head for one row */
     double flops_prefill_all; /* the same, LM head for every row */
 } budget;
@@ -709,8 +719,13 @@ static void add_figure(const char *name, double value, const char *unit, double 
     if (nfigs == MAX_FIGURES) return;
     figure *f = &figs[nfigs++];
     snprintf(f->name, sizeof f->name, "%s", name);
-    *f = (figure){.value = value, .unit = unit, .ceiling = ceiling, .ceiling_unit = cunit,
-                  .ratio = ratio, .target = target, .pass = pass};
+    *f = (figure){.value = value,
+                  .unit = unit,
+                  .ceiling = ceiling,
+                  .ceiling_unit = cunit,
+                  .ratio = ratio,
+                  .target = target,
+                  .pass = pass};
     snprintf(f->name, sizeof f->name, "%s", name);
 }
 
@@ -793,7 +808,8 @@ int main(int argc, char **argv) {
     if (!dir) {
         if (o.keep_model) {
             if (mkdir(o.keep_model, 0777) && errno != EEXIST) {
-                fprintf(stderr, "cpu_bench: --keep-model: cannot create %s: %s\n", o.keep_model, strerror(errno));
+                fprintf(stderr, "cpu_bench: --keep-model: cannot create %s: %s\n", o.keep_model,
+                        strerror(errno));
                 return 1;
             }
             dir = o.keep_model;
@@ -874,7 +890,8 @@ int main(int argc, char **argv) {
     }
     ce = ca;
     for (int p = 0; p < 2; p++) {
-        for (int k = 0; k < NSHAPES; k++) ce.gflops[p][k] = 0.5 * (cb.gflops[p][k] + ca.gflops[p][k]);
+        for (int k = 0; k < NSHAPES; k++)
+            ce.gflops[p][k] = 0.5 * (cb.gflops[p][k] + ca.gflops[p][k]);
         ce.mix_layers[p] = 0.5 * (cb.mix_layers[p] + ca.mix_layers[p]);
         ce.mix_all[p] = 0.5 * (cb.mix_all[p] + ca.mix_all[p]);
     }
@@ -893,8 +910,10 @@ int main(int argc, char **argv) {
         printf("  %sgemm weighted by FLOPs, layers + lm_head %7.1f / %7.1f  (mean %.1f)\n", p ? "d" : "s",
                cb.mix_all[p], ca.mix_all[p], ce.mix_all[p]);
     }
-    printf("  memcpy 256 MiB, GB/s read + written: 1 thread %.2f / %.2f, %d thread%s %.2f / %.2f; best mean %.2f\n\n",
-           cb.copy_gbs_1, ca.copy_gbs_1, o.threads, o.threads == 1 ? "" : "s", cb.copy_gbs, ca.copy_gbs, ce.copy_best);
+    printf("  memcpy 256 MiB, GB/s read + written: 1 thread %.2f / %.2f, %d thread%s %.2f / %.2f; best mean "
+           "%.2f\n\n",
+           cb.copy_gbs_1, ca.copy_gbs_1, o.threads, o.threads == 1 ? "" : "s", cb.copy_gbs, ca.copy_gbs,
+           ce.copy_best);
 
     /* Figures: each against a ceiling of this run. */
     budget bud[2];
@@ -903,11 +922,12 @@ int main(int argc, char **argv) {
         if (!o.prec[p]) continue;
         const char *pn = p ? "f64" : "f32";
         model_result *r = &res[p];
-        budget *b = &bud[p] ;
+        budget *b = &bud[p];
         *b = budget_of(&cfg, &o, p ? 8 : 4);
         const char *gemm = p ? "dgemm" : "sgemm";
         char name[96];
-        double rate = b->flops_prefill / r->prefill_s * 1e-9, rate_all = b->flops_prefill_all / r->prefill_all_s * 1e-9;
+        double rate = b->flops_prefill / r->prefill_s * 1e-9,
+               rate_all = b->flops_prefill_all / r->prefill_all_s * 1e-9;
         snprintf(name, sizeof name, "prefill %lld %s (GFLOP/s)", (long long)o.tokens, pn);
         add_figure(name, rate, "GFLOP/s", ce.mix_layers[p], gemm, rate / ce.mix_layers[p], ">= 0.60",
                    rate / ce.mix_layers[p] >= 0.60);
@@ -916,8 +936,8 @@ int main(int argc, char **argv) {
                    rate_all / ce.mix_all[p] >= 0.60);
         double floor_s = b->read_decode / (ce.copy_best * 1e9);
         snprintf(name, sizeof name, "decode step ctx %lld %s (ms)", (long long)o.tokens, pn);
-        add_figure(name, 1e3 * r->decode_s, "ms", 1e3 * floor_s, "weights/copy", r->decode_s / floor_s, "<= 1.5",
-                   r->decode_s / floor_s <= 1.5);
+        add_figure(name, 1e3 * r->decode_s, "ms", 1e3 * floor_s, "weights/copy", r->decode_s / floor_s,
+                   "<= 1.5", r->decode_s / floor_s <= 1.5);
         /* The model's own peak: the process's peak less what it held before opening the
          * checkpoint (code and shared libraries; cuBLAS alone maps ~90 MiB when the
          * library is built with CUDA). */
@@ -928,24 +948,26 @@ int main(int argc, char **argv) {
 
         json_object_set_new(
             jmodel, pn,
-            json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:I, "
-                      "s:I, s:o, s:o}",
-                      "load_s", r->load_s, "prefill_ms", 1e3 * r->prefill_s, "prefill_min_ms",
-                      1e3 * r->prefill_min_s, "prefill_all_logits_ms", 1e3 * r->prefill_all_s, "prefill_gflops",
-                      rate, "prefill_all_logits_gflops", rate_all, "decode_ms", 1e3 * r->decode_s,
-                      "decode_min_ms", 1e3 * r->decode_min_s, "decode_floor_ms", 1e3 * floor_s,
-                      "weights_bytes", b->weights, "decode_read_bytes", b->read_decode, "kv_bytes", b->kv,
-                      "activation_bytes", b->act, "flops_prefill", b->flops_prefill, "flops_prefill_all_logits",
-                      b->flops_prefill_all, "rss_start_kib", (json_int_t)r->rss_start_kib,
-                      "rss_after_load_kib", (json_int_t)r->rss_after_load_kib, "maxrss_kib",
-                      (json_int_t)r->maxrss_kib, "vmhwm_kib", (json_int_t)r->hwm_kib, "profile_prefill",
-                      profile_json(&r->prof_prefill, r->prof_prefill_wall, 1), "profile_decode_step",
-                      profile_json(&r->prof_decode, r->prof_decode_wall, r->prof_decode_steps)));
+            json_pack(
+                "{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:I, s:I, s:I, "
+                "s:I, s:o, s:o}",
+                "load_s", r->load_s, "prefill_ms", 1e3 * r->prefill_s, "prefill_min_ms",
+                1e3 * r->prefill_min_s, "prefill_all_logits_ms", 1e3 * r->prefill_all_s, "prefill_gflops",
+                rate, "prefill_all_logits_gflops", rate_all, "decode_ms", 1e3 * r->decode_s, "decode_min_ms",
+                1e3 * r->decode_min_s, "decode_floor_ms", 1e3 * floor_s, "weights_bytes", b->weights,
+                "decode_read_bytes", b->read_decode, "kv_bytes", b->kv, "activation_bytes", b->act,
+                "flops_prefill", b->flops_prefill, "flops_prefill_all_logits", b->flops_prefill_all,
+                "rss_start_kib", (json_int_t)r->rss_start_kib, "rss_after_load_kib",
+                (json_int_t)r->rss_after_load_kib, "maxrss_kib", (json_int_t)r->maxrss_kib, "vmhwm_kib",
+                (json_int_t)r->hwm_kib, "profile_prefill",
+                profile_json(&r->prof_prefill, r->prof_prefill_wall, 1), "profile_decode_step",
+                profile_json(&r->prof_decode, r->prof_decode_wall, r->prof_decode_steps)));
     }
     loadavg(load1, sizeof load1);
 
     /* The table. */
-    printf("%-34s %12s %12s %-12s %7s %8s  %s\n", "figure", "value", "ceiling", "(of)", "ratio", "target", "");
+    printf("%-34s %12s %12s %-12s %7s %8s  %s\n", "figure", "value", "ceiling", "(of)", "ratio", "target",
+           "");
     for (int i = 0; i < nfigs; i++) {
         const figure *f = &figs[i];
         printf("%-34s %12.2f %12.2f %-12s %7.3f %8s  %s\n", f->name, f->value, f->ceiling, f->ceiling_unit,
@@ -981,23 +1003,26 @@ int main(int argc, char **argv) {
                                                 f->target, "pass", f->pass == 1));
         }
         for (int k = 0; k < NSHAPES; k++)
-            json_array_append_new(jg, json_pack("{s:s, s:I, s:I, s:I, s:I, s:f, s:f}", "name", sh[k].name, "M",
-                                                (json_int_t)M, "N", (json_int_t)sh[k].N, "K", (json_int_t)sh[k].K,
-                                                "per_forward", (json_int_t)sh[k].per_forward, "sgemm_gflops",
-                                                ce.gflops[0][k], "dgemm_gflops", ce.gflops[1][k]));
+            json_array_append_new(jg,
+                                  json_pack("{s:s, s:I, s:I, s:I, s:I, s:f, s:f}", "name", sh[k].name, "M",
+                                            (json_int_t)M, "N", (json_int_t)sh[k].N, "K", (json_int_t)sh[k].K,
+                                            "per_forward", (json_int_t)sh[k].per_forward, "sgemm_gflops",
+                                            ce.gflops[0][k], "dgemm_gflops", ce.gflops[1][k]));
         json_error_t jerr;
-        json_t *j = json_pack_ex(&jerr, 0,
-            "{s:s, s:{s:s, s:I, s:s, s:s, s:s, s:I, s:s, s:s}, s:{s:I, s:I, s:I, s:s}, s:{s:o, s:f, s:f, s:f, "
+        json_t *j = json_pack_ex(
+            &jerr, 0,
+            "{s:s, s:{s:s, s:I, s:s, s:s, s:s, s:I, s:s, s:s}, s:{s:I, s:I, s:I, s:s}, s:{s:o, s:f, s:f, "
+            "s:f, "
             "s:f, s:f, s:f, s:f, s:o, s:o}, s:o, s:o}",
             "date", date, "machine", "cpu", cpu, "cores_online", (json_int_t)cores, "kernel", un.release,
             "openblas_config", openblas_get_config(), "openblas_core", openblas_get_corename(), "threads",
             (json_int_t)o.threads, "loadavg_start", load0, "loadavg_end", load1, "run", "tokens",
-            (json_int_t)o.tokens, "prefill_repeats", (json_int_t)o.repeat, "decode_steps", (json_int_t)o.steps,
-            "model", o.model ? o.model : "SmolLM2-135M shapes, random BF16 weights", "ceilings", "gemm", jg,
-            "sgemm_mix_layers_gflops", ce.mix_layers[0], "sgemm_mix_all_gflops", ce.mix_all[0],
-            "dgemm_mix_layers_gflops", ce.mix_layers[1], "dgemm_mix_all_gflops", ce.mix_all[1], "copy_gbs",
-            ce.copy_gbs, "copy_gbs_1_thread", ce.copy_gbs_1, "copy_gbs_best", ce.copy_best, "before", ceilings_json(&cb),
-            "after", ceilings_json(&ca), "results", jmodel, "figures", jf);
+            (json_int_t)o.tokens, "prefill_repeats", (json_int_t)o.repeat, "decode_steps",
+            (json_int_t)o.steps, "model", o.model ? o.model : "SmolLM2-135M shapes, random BF16 weights",
+            "ceilings", "gemm", jg, "sgemm_mix_layers_gflops", ce.mix_layers[0], "sgemm_mix_all_gflops",
+            ce.mix_all[0], "dgemm_mix_layers_gflops", ce.mix_layers[1], "dgemm_mix_all_gflops", ce.mix_all[1],
+            "copy_gbs", ce.copy_gbs, "copy_gbs_1_thread", ce.copy_gbs_1, "copy_gbs_best", ce.copy_best,
+            "before", ceilings_json(&cb), "after", ceilings_json(&ca), "results", jmodel, "figures", jf);
         if (!j || json_dump_file(j, o.json, JSON_INDENT(2))) {
             fprintf(stderr, "cpu_bench: cannot write %s: %s\n", o.json, j ? strerror(errno) : jerr.text);
             json_decref(j);
