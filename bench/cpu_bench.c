@@ -849,17 +849,21 @@ int main(int argc, char **argv) {
     printf("run        %lld tokens, %d prefills, %d decode steps per precision\n\n", (long long)o.tokens,
            o.repeat, o.steps);
 
-    /* The model, one child per precision, between two measurements of the ceilings. */
-    gemm_shape sh0[NSHAPES];
-    shapes_of(&cfg, sh0);
-    ceilings_job cj0 = {.o = &o, .sh = sh0, .M = o.tokens};
-    ceilings cb;
+    /* The ceilings, each measured before and after the model (in children, like the
+     * model, so that this process never holds BLAS buffers); the figures use the mean of
+     * the two, and the spread shows how much the machine's load moved in between. */
+    gemm_shape sh[NSHAPES];
+    shapes_of(&cfg, sh);
+    int64_t M = o.tokens;
+    ceilings_job cj = {.o = &o, .sh = sh, .M = M};
+    ceilings cb, ca, ce;
     printf("measuring the ceilings ...\n");
-    if (in_child(measure_ceilings, &cj0, &cb, sizeof cb)) {
+    if (in_child(measure_ceilings, &cj, &cb, sizeof cb)) {
         fprintf(stderr, "cpu_bench: measuring the ceilings failed\n");
         if (tmp[0]) remove_checkpoint(tmp);
         return 1;
     }
+    /* The model, one child per precision. */
     model_result res[2];
     for (int p = 0; p < 2; p++) {
         if (!o.prec[p]) continue;
@@ -874,14 +878,6 @@ int main(int argc, char **argv) {
     }
     printf("\n");
 
-    /* Ceilings, each measured before and after the model (in children, like the model,
-     * so that this process never holds BLAS buffers); figures use the mean of the two,
-     * and the spread shows how much the machine's load moved in between. */
-    gemm_shape sh[NSHAPES];
-    shapes_of(&cfg, sh);
-    int64_t M = o.tokens;
-    ceilings_job cj = {.o = &o, .sh = sh, .M = M};
-    ceilings ca, ce;
     printf("measuring the ceilings again ...\n");
     if (in_child(measure_ceilings, &cj, &ca, sizeof ca)) {
         fprintf(stderr, "cpu_bench: measuring the ceilings failed\n");
