@@ -28,6 +28,9 @@ typedef struct lr_backend_ops {
     /* logits: (T, vocab), backend-owned. */
     int (*compute_logits)(void *impl, const lr_tensor *hidden, const lr_observer *obs,
                           lr_tensor *logits);
+    /* optional: per-op timing (lr_model_set_profiling, lr_model_get_profile) */
+    void (*set_profiling)(void *impl, bool on);
+    void (*get_profile)(const void *impl, lr_profile *out);
 } lr_backend_ops;
 
 extern const lr_backend_ops lr_cpu_backend;

@@ -514,6 +514,16 @@ const lr_st_entry *lr_checkpoint_find(const lr_checkpoint *ck, const char *name)
     return NULL;
 }
 
+void lr_checkpoint_release(const lr_checkpoint *ck, const char *name) {
+    for (size_t k = 0; k < ck->nfiles; k++) {
+        const lr_st_entry *e = lr_st_find(ck->files[k], name);
+        if (e) {
+            lr_st_release(ck->files[k], e);
+            return;
+        }
+    }
+}
+
 const char *lr_checkpoint_file_of(const lr_checkpoint *ck, const char *name) {
     for (size_t k = 0; k < ck->nfiles; k++)
         if (lr_st_find(ck->files[k], name)) return lr_st_path(ck->files[k]);

@@ -7,6 +7,8 @@
 #include "backend.h"
 #include "ref_ops.h"
 
+#include <time.h>
+
 /* One decoder layer's packed weights on one rank; data in the compute precision. */
 typedef struct {
     const void *input_layernorm;          /* (H) */
@@ -37,6 +39,8 @@ typedef struct {
     /* Where each rank's column block lands when a stage is gathered for an observer:
      * q heads, kv heads (replicas land on the same block), intermediate. (tp) each */
     int64_t *col_q, *col_kv, *col_i;
+    bool profiling;   /* lr_model_set_profiling */
+    lr_profile prof;
     void *hidden;     /* (cap_tokens, H): forward's result */
     void *logits;     /* (cap_tokens, V): compute_logits' result */
     int64_t cap_hidden, cap_logits;
@@ -51,6 +55,19 @@ typedef struct {
 
 static inline size_t cpu_kv_offset(const cpu_kv *c, int64_t slot, int64_t layer, int64_t rank) {
     return (size_t)(((slot * c->layers + layer) * c->tp + rank) * c->max_len * c->kv_size);
+}
+
+/* Profiling: a span of one op kind. Reads the clock only when profiling is on. */
+static inline uint64_t cpu_prof_begin(const cpu_model *m) {
+    if (!m->profiling) return 0;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+static inline void cpu_prof_end(cpu_model *m, lr_prof_op op, uint64_t t0) {
+    if (!m->profiling) return;
+    m->prof.ns[op] += cpu_prof_begin(m) - t0;
+    m->prof.calls[op]++;
 }
 
 typedef lr_seq_span cpu_seq;

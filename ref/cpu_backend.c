@@ -201,6 +201,17 @@ static int cpu_compute_logits(void *impl, const lr_tensor *hidden, const lr_obse
     return LR_OK;
 }
 
+static void cpu_set_profiling(void *impl, bool on) {
+    cpu_model *m = impl;
+    m->profiling = on;
+    if (on) memset(&m->prof, 0, sizeof m->prof);
+}
+
+static void cpu_get_profile(const void *impl, lr_profile *out) {
+    const cpu_model *m = impl;
+    *out = m->prof;
+}
+
 const lr_backend_ops lr_cpu_backend = {
     .name = "cpu",
     .create = cpu_create,
@@ -209,4 +220,6 @@ const lr_backend_ops lr_cpu_backend = {
     .kv_free = cpu_kv_free,
     .forward = cpu_forward,
     .compute_logits = cpu_compute_logits,
+    .set_profiling = cpu_set_profiling,
+    .get_profile = cpu_get_profile,
 };

@@ -47,6 +47,15 @@ char *lr_path_join(const char *dir, const char *name);
  * part after the dot; -1 when the name is not a layer stage. */
 int64_t lr_stage_split(const char *stage, const char **suffix);
 
+/* Drops the pages of a tensor of a file that lr_st_open mapped from the process's
+ * resident set (madvise MADV_DONTNEED on the whole pages it covers); the data stays
+ * readable and is read again from the page cache if touched. A no-op for files parsed
+ * from a caller's buffer. lr_weights_build calls it once a tensor is converted, so that
+ * loading holds the converted weights, not the converted weights and the file too. */
+void lr_st_release(const lr_st_file *f, const lr_st_entry *e);
+/* The same for a checkpoint's tensor by HF name (no-op when absent). */
+void lr_checkpoint_release(const lr_checkpoint *ck, const char *name);
+
 /* Largest dimension accepted anywhere: keeps every product of two dims in int64. */
 #define LR_MAX_DIM ((int64_t)1 << 31)
 

@@ -388,6 +388,47 @@ int lr_model_forward(lr_model *m, const lr_batch *b, lr_kv_cache *cache,
 int lr_model_compute_logits(lr_model *m, const lr_tensor *hidden, const lr_observer *obs,
                             lr_tensor *logits);
 
+/* ---- Profiling ---------------------------------------------------------------------- */
+
+/* X(name, label): the op kinds a backend times when profiling is on, in forward order.
+ * The five projections and the LM head are the GEMMs; attention includes the cache
+ * writes, both per-head GEMMs and the softmax; setup is scratch allocation. */
+#define LR_PROF_MAP(X)                                                                     \
+    X(SETUP, "setup")                                                                      \
+    X(EMBEDDING, "embedding")                                                              \
+    X(RMS_NORM, "rms_norm")                                                                \
+    X(QKV_PROJ, "qkv_proj")                                                                \
+    X(ROTARY, "rotary")                                                                    \
+    X(ATTENTION, "attention")                                                              \
+    X(O_PROJ, "o_proj")                                                                    \
+    X(GATE_UP_PROJ, "gate_up_proj")                                                        \
+    X(SILU_AND_MUL, "silu_and_mul")                                                        \
+    X(DOWN_PROJ, "down_proj")                                                              \
+    X(ALL_REDUCE, "all_reduce")                                                            \
+    X(LM_HEAD, "lm_head")
+
+typedef enum {
+#define LR_PROF_ENUM(name, label) LR_PROF_##name,
+    LR_PROF_MAP(LR_PROF_ENUM)
+#undef LR_PROF_ENUM
+        LR_PROF_COUNT
+} lr_prof_op;
+
+const char *lr_prof_op_name(lr_prof_op op); /* "qkv_proj" */
+
+/* Time accumulated per op kind (monotonic clock, wall time) and how often it ran. */
+typedef struct {
+    uint64_t ns[LR_PROF_COUNT];
+    uint64_t calls[LR_PROF_COUNT];
+} lr_profile;
+
+/* Per-op timing in the backend, off by default; when off the forward pass reads no
+ * clock. Turning it on zeroes the counters. LR_E_BACKEND when the backend has none
+ * (the CPU reference has it). */
+int lr_model_set_profiling(lr_model *m, bool on);
+/* The counters accumulated since profiling was last turned on. */
+int lr_model_get_profile(const lr_model *m, lr_profile *out);
+
 /* ---- Fixtures (llama-golden/1) --------------------------------------------------- */
 
 #define LR_FIXTURE_FORMAT "llama-golden/1"

@@ -193,3 +193,26 @@ int lr_model_compute_logits(lr_model *m, const lr_tensor *hidden, const lr_obser
                        (long long)m->cfg.hidden_size, lr_dtype_name(m->opt.precision));
     return m->ops->compute_logits(m->impl, hidden, obs, logits);
 }
+
+const char *lr_prof_op_name(lr_prof_op op) {
+    static const char *const names[] = {
+#define LR_PROF_NAME(name, label) label,
+        LR_PROF_MAP(LR_PROF_NAME)
+#undef LR_PROF_NAME
+    };
+    return (unsigned)op < LR_PROF_COUNT ? names[op] : "unknown";
+}
+
+int lr_model_set_profiling(lr_model *m, bool on) {
+    if (!m->ops->set_profiling)
+        return lr_fail(LR_E_BACKEND, "profiling: the %s backend has no profiler", m->ops->name);
+    m->ops->set_profiling(m->impl, on);
+    return LR_OK;
+}
+
+int lr_model_get_profile(const lr_model *m, lr_profile *out) {
+    if (!m->ops->get_profile)
+        return lr_fail(LR_E_BACKEND, "profiling: the %s backend has no profiler", m->ops->name);
+    m->ops->get_profile(m->impl, out);
+    return LR_OK;
+}

@@ -281,6 +281,8 @@ int lr_weights_build(const lr_checkpoint *ck, const lr_plan *p, lr_dtype dt, lr_
                 }
             }
         }
+        /* Converted: the file's pages of these tensors need not stay resident. */
+        for (int k = 0; k < d->nslices; k++) lr_checkpoint_release(ck, d->slices[k].src);
     }
     *out = w;
     return LR_OK;

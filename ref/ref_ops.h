@@ -33,7 +33,7 @@ extern "C" {
     /* gu (T, 2 NI) -> out (T, NI) = silu(gate) */                                          \
     void lr_ref_silu_##sfx(real *out, const real *gu, int64_t T, int64_t NI);               \
     /* one sequence, causal from past: q (n, ldq) nh heads, k v (past+n, ldkv) nkv heads    \
-     * -> ctx (n, ldc); scores: scratch n * (past + n) */                                   \
+     * -> ctx (n, ldc); scores: scratch max(n, nh / nkv) * (past + n) */                    \
     void lr_ref_attention_##sfx(real *ctx, int64_t ldc, const real *q, int64_t ldq,         \
                                 const real *k, const real *v, int64_t ldkv, int64_t n,      \
                                 int64_t past, int64_t nh, int64_t nkv, int64_t hd,          \

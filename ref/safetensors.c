@@ -232,6 +232,14 @@ int lr_st_open(const char *path, lr_st_file **out) {
     return LR_OK;
 }
 
+void lr_st_release(const lr_st_file *f, const lr_st_entry *e) {
+    if (!f->map || !e) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)e->t.data + page - 1) & ~(page - 1);
+    uintptr_t hi = ((uintptr_t)e->t.data + (uintptr_t)e->nbytes) & ~(page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 void lr_st_close(lr_st_file *f) {
     if (!f) return;
     for (size_t i = 0; i < f->n; i++) free((char *)f->entries[i].name);

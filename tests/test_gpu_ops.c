@@ -647,7 +647,8 @@ static void attention_case(const char *variant, lr_dtype dt, const attn_batch *B
 
     /* The reference, one sequence at a time on contiguous K/V. */
     double *ref = calloc((size_t)(T * qw), sizeof *ref);
-    double *scores = malloc((size_t)(max_len * max_keys) * sizeof *scores);
+    int64_t score_rows = max_len > nh / nkv ? max_len : nh / nkv;
+    double *scores = malloc((size_t)(score_rows * max_keys) * sizeof *scores);
     for (int s = 0; s < S; s++)
         lr_ref_attention_f64(ref + start[s] * qw, qw, q.v + start[s] * ldq, ldq, k[s].v, v[s].v, kvw,
                              B->len[s], B->past[s], nh, nkv, hd, scores);

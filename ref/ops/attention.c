@@ -1,40 +1,66 @@
 /* attention.c (template, see ops/real.h): LlamaAttention's attention on one rank: the
  * new keys and values go into the cache, then each sequence's queries attend causally
  * to its own cached tokens (never another sequence's), with GQA/MQA head sharing.
- * Both products go through BLAS. */
+ * Both products go through BLAS, skipping the blocks of keys the causal mask hides. */
+
+/* Queries are taken in blocks of this many rows: block [j0, j1) sees at most past + j1
+ * keys, so keys that no row of the block can see are never multiplied. A prefill does
+ * about 5/8 of the full (n, n) products at 64 and stays in efficient GEMM shapes. */
+#define LR_ATTENTION_BLOCK 64
+
+/* Softmax in place over row[0 .. visible); row[visible .. nk) = 0 (masked). */
+static void R(masked_softmax)(real *row, int64_t visible, int64_t nk) {
+    real mx = row[0];
+    for (int64_t c = 1; c < visible; c++) mx = row[c] > mx ? row[c] : mx;
+    real sum = 0;
+    for (int64_t c = 0; c < visible; c++) sum += row[c] = REXP(row[c] - mx);
+    for (int64_t c = 0; c < visible; c++) row[c] /= sum;
+    for (int64_t c = visible; c < nk; c++) row[c] = 0;
+}
 
 /* One sequence: queries q (n, ldq) of nh heads, keys and values k, v (past + n, ldkv) of
  * nkv heads, head size hd; query j sees keys 0 .. past + j; -> ctx (n, ldc).
- * scores: scratch of n * (past + n). */
+ * scores: scratch of max(n, nh / nkv) * (past + n). */
 void R(lr_ref_attention)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
                          const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
                          int64_t nkv, int64_t hd, real *scores) {
-    int64_t nk = past + n, group = nh / nkv; /* query heads per kv head */
+    int64_t group = nh / nkv; /* query heads per kv head */
     real scale = (real)(1.0 / sqrt((double)hd));
+    if (n == 1) {
+        /* One query (a decode step): the group query heads that share KV head g are a
+         * contiguous (group, hd) matrix, so one GEMM per KV head serves them all; a GEMM
+         * call per query head costs more in call overhead than in arithmetic here. */
+        int64_t nk = past + 1;
+        for (int64_t g = 0; g < nkv; g++) {
+            /* scores (group, nk) = scale * Q_g (group, hd) @ K_g (nk, hd)^T */
+            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)group, (int)nk, (int)hd, scale, q + g * group * hd,
+                 (int)hd, k + g * hd, (int)ldkv, 0, scores, (int)nk);
+            for (int64_t i = 0; i < group; i++) R(masked_softmax)(scores + i * nk, nk, nk);
+            /* ctx_g (group, hd) = P (group, nk) @ V_g (nk, hd) */
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)group, (int)hd, (int)nk, 1, scores, (int)nk,
+                 v + g * hd, (int)ldkv, 0, ctx + g * group * hd, (int)hd);
+        }
+        return;
+    }
     for (int64_t h = 0; h < nh; h++) {
         int64_t g = h / group;
-        /* scores (n, nk) = scale * Q_h (n, hd) @ K_g (nk, hd)^T */
-        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)nk, (int)hd, scale, q + h * hd,
-             (int)ldq, k + g * hd, (int)ldkv, 0, scores, (int)nk);
-        /* causal softmax: query j sees keys 0 .. past + j */
-        for (int64_t j = 0; j < n; j++) {
-            real *row = scores + j * nk;
-            int64_t visible = past + j + 1;
-            real mx = row[0];
-            for (int64_t c = 1; c < visible; c++) mx = row[c] > mx ? row[c] : mx;
-            real sum = 0;
-            for (int64_t c = 0; c < visible; c++) sum += row[c] = REXP(row[c] - mx);
-            for (int64_t c = 0; c < visible; c++) row[c] /= sum;
-            for (int64_t c = visible; c < nk; c++) row[c] = 0;
+        for (int64_t j0 = 0; j0 < n; j0 += LR_ATTENTION_BLOCK) {
+            int64_t m = n - j0 < LR_ATTENTION_BLOCK ? n - j0 : LR_ATTENTION_BLOCK;
+            int64_t nk = past + j0 + m; /* keys the block's last query sees */
+            /* scores (m, nk) = scale * Q_h[j0 .. j0+m) (m, hd) @ K_g[0 .. nk) (nk, hd)^T */
+            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nk, (int)hd, scale, q + j0 * ldq + h * hd,
+                 (int)ldq, k + g * hd, (int)ldkv, 0, scores, (int)nk);
+            /* causal: query j0 + i sees keys 0 .. past + j0 + i */
+            for (int64_t i = 0; i < m; i++) R(masked_softmax)(scores + i * nk, past + j0 + i + 1, nk);
+            /* ctx_h[j0 .. j0+m) (m, hd) = P (m, nk) @ V_g[0 .. nk) (nk, hd) */
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)nk, 1, scores, (int)nk,
+                 v + g * hd, (int)ldkv, 0, ctx + j0 * ldc + h * hd, (int)ldc);
         }
-        /* ctx_h (n, hd) = P (n, nk) @ V_g (nk, hd) */
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)hd, (int)nk, 1, scores, (int)nk,
-             v + g * hd, (int)ldkv, 0, ctx + h * hd, (int)ldc);
     }
 }
 
 /* qkv (T, q_r + 2 kv_r) after RoPE -> ctx (T, q_r), through the cache. scores: scratch
- * of at least max(len) * max(past + len) elements. */
+ * of at least max(max(len), heads / kv heads) * max(past + len) elements. */
 static void R(attention)(real *ctx, const real *qkv, const cpu_model *m, const cpu_rank *rk,
                          cpu_kv *kv, int64_t layer, const lr_batch *b, const cpu_seq *seqs,
                          real *scores) {

@@ -11,7 +11,7 @@ typedef struct {
     real **part;                      /* (T, H): a rank's partial sum */
     real **gate_up;                   /* (T, 2 I_r) */
     real **act;                       /* (T, I_r) */
-    real *scores;                     /* (max len, max past + len) */
+    real *scores;                     /* (max(max len, heads per kv head), max past + len) */
     real *cs;                         /* (head_dim) */
     real *gathered;                   /* (T, max(vocab, H, I, q, kv)) for observers */
 } R(work);
@@ -32,12 +32,12 @@ static int R(work_alloc)(R(work) *w, const cpu_model *m, int64_t T, int64_t max_
                          int64_t max_keys, bool observed) {
     const lr_config *c = &m->cfg;
     const lr_tp_layout *L = &m->ranks[0].L;
-    int64_t H = c->hidden_size, widest = H;
+    int64_t H = c->hidden_size, widest = H, group = L->num_heads / L->num_kv_heads;
     int64_t dims[] = {c->vocab_size, c->intermediate_size, c->num_attention_heads * c->head_dim};
     for (size_t k = 0; k < 3; k++) widest = dims[k] > widest ? dims[k] : widest;
     memset(w, 0, sizeof *w);
     bool ok = (w->hidden = R(alloc)(T * H)) && (w->residual = R(alloc)(T * H)) &&
-              (w->normed = R(alloc)(T * H)) && (w->scores = R(alloc)(max_len * max_keys)) &&
+              (w->normed = R(alloc)(T * H)) && (w->scores = R(alloc)((max_len > group ? max_len : group) * max_keys)) &&
               (w->cs = R(alloc)(c->head_dim)) && (!observed || (w->gathered = R(alloc)(T * widest)));
     real ***per_rank[] = {&w->qkv, &w->ctx, &w->part, &w->gate_up, &w->act};
     int64_t sizes[] = {L->q_size + 2 * L->kv_size, L->q_size, H, 2 * L->intermediate, L->intermediate};
@@ -90,10 +90,12 @@ static void R(llama_attention)(cpu_model *m, int64_t l, const lr_batch *b, const
     const lr_tp_layout *L0 = &m->ranks[0].L;
     int64_t T = b->num_tokens, H = c->hidden_size, hd = c->head_dim;
     int64_t qw = L0->q_size + 2 * L0->kv_size;
+    uint64_t t0 = cpu_prof_begin(m);
     for (int r = 0; r < m->tp; r++) {
         const cpu_rank *rk = &m->ranks[r];
         R(lr_ref_linear)(w->qkv[r], w->normed, rk->layers[l].qkv_w, rk->layers[l].qkv_b, T, qw, H);
     }
+    cpu_prof_end(m, LR_PROF_QKV_PROJ, t0);
     if (obs) {
         int64_t nq = c->num_attention_heads * hd, nkv = c->num_key_value_heads * hd;
         R(gather)(w->gathered, nq, w->qkv, qw, 0, L0->q_size, m->col_q, m->tp, T);
@@ -105,10 +107,14 @@ static void R(llama_attention)(cpu_model *m, int64_t l, const lr_batch *b, const
     }
     for (int r = 0; r < m->tp; r++) {
         const cpu_rank *rk = &m->ranks[r];
+        t0 = cpu_prof_begin(m);
         R(lr_ref_rotary_embedding)(w->qkv[r], qw, T, rk->L.num_heads, hd, b->positions, m->inv_freq, w->cs);
         R(lr_ref_rotary_embedding)(w->qkv[r] + rk->L.q_size, qw, T, rk->L.num_kv_heads, hd, b->positions,
                             m->inv_freq, w->cs);
+        cpu_prof_end(m, LR_PROF_ROTARY, t0);
+        t0 = cpu_prof_begin(m);
         R(attention)(w->ctx[r], w->qkv[r], m, rk, kv, l, b, seqs, w->scores);
+        cpu_prof_end(m, LR_PROF_ATTENTION, t0);
     }
     if (obs) {
         int64_t nq = c->num_attention_heads * hd;
@@ -116,11 +122,15 @@ static void R(llama_attention)(cpu_model *m, int64_t l, const lr_batch *b, const
         R(emit)(obs, w->gathered, T, nq, "model.layers.%lld.self_attn.o_proj.input", (long long)l);
     }
     /* o_proj is row-parallel: partial products, bias once, then the all-reduce. */
+    t0 = cpu_prof_begin(m);
     for (int r = 0; r < m->tp; r++) {
         const cpu_layer *ly = &m->ranks[r].layers[l];
         R(lr_ref_linear)(w->part[r], w->ctx[r], ly->o_w, r == 0 ? ly->o_b : NULL, T, H, L0->q_size);
     }
+    cpu_prof_end(m, LR_PROF_O_PROJ, t0);
+    t0 = cpu_prof_begin(m);
     R(all_reduce)(w->hidden, w->part, m->tp, T * H);
+    cpu_prof_end(m, LR_PROF_ALL_REDUCE, t0);
     if (obs) {
         R(emit)(obs, w->hidden, T, H, "model.layers.%lld.self_attn.o_proj", (long long)l);
         R(emit)(obs, w->hidden, T, H, "model.layers.%lld.self_attn", (long long)l);
@@ -131,10 +141,12 @@ static void R(llama_attention)(cpu_model *m, int64_t l, const lr_batch *b, const
 static void R(llama_mlp)(cpu_model *m, int64_t l, int64_t T, R(work) *w, const lr_observer *obs) {
     const lr_config *c = &m->cfg;
     int64_t H = c->hidden_size, Ir = m->ranks[0].L.intermediate, NI = c->intermediate_size;
+    uint64_t t0 = cpu_prof_begin(m);
     for (int r = 0; r < m->tp; r++) {
         const cpu_layer *ly = &m->ranks[r].layers[l];
         R(lr_ref_linear)(w->gate_up[r], w->normed, ly->gate_up_w, ly->gate_up_b, T, 2 * Ir, H);
     }
+    cpu_prof_end(m, LR_PROF_GATE_UP_PROJ, t0);
     if (obs) {
         R(gather)(w->gathered, NI, w->gate_up, 2 * Ir, 0, Ir, m->col_i, m->tp, T);
         R(emit)(obs, w->gathered, T, NI, "model.layers.%lld.mlp.gate_proj", (long long)l);
@@ -144,17 +156,23 @@ static void R(llama_mlp)(cpu_model *m, int64_t l, int64_t T, R(work) *w, const l
         R(gather)(w->gathered, NI, w->act, Ir, 0, Ir, m->col_i, m->tp, T);
         R(emit)(obs, w->gathered, T, NI, "model.layers.%lld.mlp.act_fn", (long long)l);
     }
+    t0 = cpu_prof_begin(m);
     for (int r = 0; r < m->tp; r++) R(lr_ref_silu_and_mul)(w->act[r], w->gate_up[r], T, Ir);
+    cpu_prof_end(m, LR_PROF_SILU_AND_MUL, t0);
     if (obs) {
         R(gather)(w->gathered, NI, w->act, Ir, 0, Ir, m->col_i, m->tp, T);
         R(emit)(obs, w->gathered, T, NI, "model.layers.%lld.mlp.down_proj.input", (long long)l);
     }
     /* down_proj is row-parallel: partial products, bias once, then the all-reduce. */
+    t0 = cpu_prof_begin(m);
     for (int r = 0; r < m->tp; r++) {
         const cpu_layer *ly = &m->ranks[r].layers[l];
         R(lr_ref_linear)(w->part[r], w->act[r], ly->down_w, r == 0 ? ly->down_b : NULL, T, H, Ir);
     }
+    cpu_prof_end(m, LR_PROF_DOWN_PROJ, t0);
+    t0 = cpu_prof_begin(m);
     R(all_reduce)(w->hidden, w->part, m->tp, T * H);
+    cpu_prof_end(m, LR_PROF_ALL_REDUCE, t0);
     if (obs) {
         R(emit)(obs, w->hidden, T, H, "model.layers.%lld.mlp.down_proj", (long long)l);
         R(emit)(obs, w->hidden, T, H, "model.layers.%lld.mlp", (long long)l);
@@ -168,15 +186,19 @@ static void R(llama_decoder_layer)(cpu_model *m, int64_t l, const lr_batch *b, c
     int64_t T = b->num_tokens, H = m->cfg.hidden_size;
     double eps = m->cfg.rms_norm_eps;
     const cpu_layer *ly0 = &m->ranks[0].layers[l]; /* norms are replicated: rank 0's */
+    uint64_t t0 = cpu_prof_begin(m);
     if (l == 0) {
         memcpy(w->residual, w->hidden, (size_t)(T * H) * sizeof(real));
         R(lr_ref_rms_norm)(w->normed, w->hidden, ly0->input_layernorm, T, H, eps);
     } else {
         R(lr_ref_fused_add_rms_norm)(w->normed, w->residual, w->hidden, ly0->input_layernorm, T, H, eps);
     }
+    cpu_prof_end(m, LR_PROF_RMS_NORM, t0);
     if (obs) R(emit)(obs, w->normed, T, H, "model.layers.%lld.input_layernorm", (long long)l);
     R(llama_attention)(m, l, b, seqs, kv, w, obs);
+    t0 = cpu_prof_begin(m);
     R(lr_ref_fused_add_rms_norm)(w->normed, w->residual, w->hidden, ly0->post_attention_layernorm, T, H, eps);
+    cpu_prof_end(m, LR_PROF_RMS_NORM, t0);
     if (obs) R(emit)(obs, w->normed, T, H, "model.layers.%lld.post_attention_layernorm", (long long)l);
     R(llama_mlp)(m, l, T, w, obs);
     if (obs) {
@@ -216,16 +238,20 @@ int R(cpu_forward)(cpu_model *m, const lr_batch *b, const cpu_seq *seqs, cpu_kv 
         max_keys = keys > max_keys ? keys : max_keys;
     }
     R(work) w;
+    uint64_t t0 = cpu_prof_begin(m);
     int rc = R(work_alloc)(&w, m, T, max_len, max_keys, obs != NULL);
+    cpu_prof_end(m, LR_PROF_SETUP, t0);
     if (rc) return rc;
 
     /* VocabParallelEmbedding: masked lookups per shard, then the all-reduce. */
+    t0 = cpu_prof_begin(m);
     for (int r = 0; r < m->tp; r++) {
         const cpu_rank *rk = &m->ranks[r];
         R(lr_ref_vocab_parallel_embedding)(w.part[r], b->input_ids, T, rk->embed, rk->L.vocab_start,
                                     rk->L.vocab_shard, H);
     }
     R(all_reduce)(w.hidden, w.part, m->tp, T * H);
+    cpu_prof_end(m, LR_PROF_EMBEDDING, t0);
     if (obs) R(emit)(obs, w.hidden, T, H, "model.embed_tokens");
 
     for (int64_t l = 0; l <= c->num_hidden_layers; l++) {
@@ -233,9 +259,13 @@ int R(cpu_forward)(cpu_model *m, const lr_batch *b, const cpu_seq *seqs, cpu_kv 
         if (l < c->num_hidden_layers) R(llama_decoder_layer)(m, l, b, seqs, kv, &w, obs);
     }
 
+    t0 = cpu_prof_begin(m);
     R(lr_ref_fused_add_rms_norm)(out, w.residual, w.hidden, m->ranks[0].norm, T, H, c->rms_norm_eps);
+    cpu_prof_end(m, LR_PROF_RMS_NORM, t0);
     if (obs) R(emit)(obs, out, T, H, "model.norm");
+    t0 = cpu_prof_begin(m);
     R(work_free)(&w, m->tp);
+    cpu_prof_end(m, LR_PROF_SETUP, t0);
     return LR_OK;
 }
 
@@ -243,6 +273,14 @@ int R(cpu_forward)(cpu_model *m, const lr_batch *b, const cpu_seq *seqs, cpu_kv 
 int R(cpu_logits)(cpu_model *m, const real *hidden, int64_t T, const lr_observer *obs, real *out) {
     if (obs && !obs->on_stage) obs = NULL;
     int64_t H = m->cfg.hidden_size, V = m->cfg.vocab_size, shard = m->ranks[0].L.vocab_shard;
+    uint64_t t0 = cpu_prof_begin(m);
+    if (m->tp == 1 && shard == V) {
+        /* One rank and no padding: its shard is the whole output. */
+        R(lr_ref_linear)(out, hidden, m->ranks[0].lm_head, NULL, T, V, H);
+        cpu_prof_end(m, LR_PROF_LM_HEAD, t0);
+        if (obs) R(emit)(obs, out, T, V, "lm_head");
+        return LR_OK;
+    }
     real *part = R(alloc)(T * shard);
     if (!part) return lr_fail(LR_E_NOMEM, "cpu backend: cannot allocate logits for %lld tokens", (long long)T);
     for (int r = 0; r < m->tp; r++) {
@@ -253,6 +291,7 @@ int R(cpu_logits)(cpu_model *m, const real *hidden, int64_t T, const lr_observer
             memcpy(out + t * V + rk->L.vocab_start, part + t * shard, (size_t)cols * sizeof(real));
     }
     free(part);
+    cpu_prof_end(m, LR_PROF_LM_HEAD, t0);
     if (obs) R(emit)(obs, out, T, V, "lm_head");
     return LR_OK;
 }

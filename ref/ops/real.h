@@ -7,12 +7,14 @@
 #undef real
 #undef R
 #undef GEMM
+#undef GEMV
 #undef LR_REAL_DTYPE
 
 #if LR_REAL == 64
 typedef double real;
 #define R(name) name##_f64
 #define GEMM cblas_dgemm
+#define GEMV cblas_dgemv
 #define LR_REAL_DTYPE LR_F64
 #define RSQRT(x) sqrt(x)
 #define REXP(x) exp(x)
@@ -20,6 +22,7 @@ typedef double real;
 typedef float real;
 #define R(name) name##_f32
 #define GEMM cblas_sgemm
+#define GEMV cblas_sgemv
 #define LR_REAL_DTYPE LR_F32
 #define RSQRT(x) sqrtf(x)
 #define REXP(x) expf(x)
