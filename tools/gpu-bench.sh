@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# gpu-bench.sh: the whole GPU performance record in one call on a GPU machine (within the
+# lent machine's 10 minutes): builds llamaref with CUDA (the recipe of tools/gpu-check.sh,
+# Check and jansson from .devdeps/), writes the Llama-3-8B-shaped random bf16 checkpoint
+# (tools/make-bench-model.py), runs bench/gpu_ops_bench (every kernel variant), then
+# bench/gpu_bench (ceilings and the four workloads) and tools/bench-peer.py
+# (transformers, same checkpoint and inputs) one after the other on the same card.
+# Logs and JSON go to $OUT (default ./gpu-out); the tables are printed last.
+#   tools/gpu-bench.sh [--check] [--compile] [--model DIR] [--skip-peer] [--baseline DIR]
+#     --check      also run the GPU suites (tools/gpu-check.sh --quick) first
+#     --compile    also time the peer with a StaticCache and torch.compile
+#     --baseline   also bench another source tree (e.g. main) on the same card, first
+set -uo pipefail
+cd "$(dirname "$0")/.."
+SRC=$PWD
+CHECK=0 COMPILE=0 PEER=1 MODEL=/tmp/llama3-8b-random BASE=""
+while [ $# -gt 0 ]; do
+    case $1 in
+    --check) CHECK=1 ;;
+    --compile) COMPILE=1 ;;
+    --skip-peer) PEER=0 ;;
+    --model) MODEL=$2; shift ;;
+    --baseline) BASE=$(cd "$2" && pwd); shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+exec > >(tee "$OUT/gpu-bench.log") 2>&1
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+echo "== machine"
+date -u
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv,noheader || true
+
+echo "== checkpoint (background)"
+python3 tools/make-bench-model.py "$MODEL" >"$OUT/make-model.log" 2>&1 &
+MKPID=$!
+
+DD=/tmp/llamaref-dd
+rm -rf "$DD" && mkdir -p "$DD"
+for f in .devdeps/*.deb; do dpkg -x "$f" "$DD"; done
+for pc in "$DD"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc; do sed -i "s|^prefix=.*|prefix=$DD/usr|" "$pc"; done
+export PKG_CONFIG_PATH="$DD/usr/lib/x86_64-linux-gnu/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+export CPATH="$DD/usr/include${CPATH:+:$CPATH}"
+export LIBRARY_PATH="$DD/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}"
+export LD_LIBRARY_PATH="$DD/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+build() { # build SRC DIR
+    rm -rf "$2" && mkdir -p "$2" && cp -r "$1"/. "$2" && rm -rf "$2/.devdeps" "$2/gpu-out"
+    (cd "$2" && autoreconf -fi && ./configure --with-cuda --enable-werror && make -j16 && make -j16 bench-gpu)
+}
+echo "== build"
+B=/tmp/llamaref-bench
+build "$SRC" "$B" >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; echo "BUILD FAILED"; exit 1; }
+if [ -n "$BASE" ]; then
+    cp "$SRC/bench/gpu_bench.c" "$SRC/bench/gpu_ops_bench.c" "$SRC/bench/gpu.am" "$BASE/bench/" 2>/dev/null ||
+        { mkdir -p "$BASE/bench" && cp "$SRC"/bench/* "$BASE/bench/"; }
+    grep -q 'bench/gpu.am' "$BASE/Makefile.am" || echo 'include $(srcdir)/bench/gpu.am' >>"$BASE/Makefile.am"
+    build "$BASE" /tmp/llamaref-base >"$OUT/build-base.log" 2>&1 || { tail -30 "$OUT/build-base.log"; echo "BASELINE BUILD FAILED"; }
+fi
+
+if [ $CHECK -eq 1 ]; then
+    echo "== GPU suites"
+    export LR_FIXTURES=$B/fixtures LR_TMPDIR=$B/tests/tmp CK_FORK=no
+    mkdir -p "$LR_TMPDIR"
+    (cd "$B" && make -j16 tests/test_gpu_ops tests/test_gpu_forward >/dev/null 2>&1)
+    for t in test_gpu_ops test_gpu_forward; do
+        s=$(date +%s)
+        (cd "$B" && ./tests/$t >"$OUT/$t.log" 2>&1)
+        echo "$t: exit $? in $(($(date +%s) - s)) s; $(grep -E '^[0-9]+%' "$OUT/$t.log" | tail -1)"
+    done
+fi
+
+echo "== per-op bench"
+"$B/bench/gpu_ops_bench" --json "$OUT/gpu-ops.json" >"$OUT/gpu-ops.txt" 2>&1 || echo "gpu_ops_bench failed"
+
+wait $MKPID; cat "$OUT/make-model.log"
+if [ -n "$BASE" ] && [ -x /tmp/llamaref-base/bench/gpu_bench ]; then
+    echo "== baseline bench ($BASE)"
+    /tmp/llamaref-base/bench/gpu_bench --model "$MODEL" --reps 5 --steps 16 --json "$OUT/gpu-bench-base.json" \
+        >"$OUT/gpu-bench-base.txt" 2>&1 || echo "baseline gpu_bench failed"
+    tail -8 "$OUT/gpu-bench-base.txt"
+fi
+echo "== gpu_bench"
+"$B/bench/gpu_bench" --model "$MODEL" --json "$OUT/gpu-bench.json" --dump-logits /tmp/ours-logits.f32 \
+    >"$OUT/gpu-bench.txt" 2>&1 || echo "gpu_bench failed"
+if [ $PEER -eq 1 ]; then
+    echo "== peer (transformers)"
+    timeout 300 python3 tools/bench-peer.py --model "$MODEL" --json "$OUT/peer.json" \
+        --compare-logits /tmp/ours-logits.f32 2>&1 | grep -v Warning | tee "$OUT/peer.txt" | tail -25
+    if [ $COMPILE -eq 1 ]; then
+        echo "== peer, StaticCache + torch.compile (decode)"
+        timeout ${COMPILE_TIMEOUT:-240} python3 tools/bench-peer.py --model "$MODEL" --only none --compile \
+            --json "$OUT/peer-compile.json" 2>&1 | grep -v Warning | tee "$OUT/peer-compile.txt" | tail -25
+    fi
+fi
+echo "== results"
+cat "$OUT/gpu-ops.txt"
+cat "$OUT/gpu-bench.txt"
+date -u
