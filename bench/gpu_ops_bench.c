@@ -250,7 +250,7 @@ int main(int argc, char **argv) {
 
     const int64_t TMAX = 4096, POOL = 32 * 1088 / BS + 64; /* blocks: 32 sequences of 1088 tokens */
     x_bf = rand_dev((size_t)(TMAX * NI));
-    y_bf = rand_dev((size_t)(TMAX * NI));
+    y_bf = rand_dev((size_t)2048 * V); /* the widest output: lm_head at T 2048 */
     w_bf = rand_dev((size_t)V * H);
     qkv = rand_dev((size_t)(TMAX * QKVW));
     gu = rand_dev((size_t)(TMAX * 2 * NI));

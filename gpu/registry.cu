@@ -19,6 +19,7 @@ int lr_gpu_rmsnorm_warp(const void *args, cudaStream_t s);
 int lr_gpu_rotary_neox(const void *args, cudaStream_t s);
 int lr_gpu_activation_elementwise(const void *args, cudaStream_t s);
 int lr_gpu_cache_scatter(const void *args, cudaStream_t s);
+int lr_gpu_attention_tc(const void *args, cudaStream_t s);
 int lr_gpu_attention_flash(const void *args, cudaStream_t s);
 int lr_gpu_attention_simple(const void *args, cudaStream_t s);
 
@@ -41,10 +42,16 @@ static const kernel_entry kernels[] = {
     {{"activation", "elementwise", "one thread per output element", true}, lr_gpu_activation_elementwise},
     {{"cache", "scatter", "one block per token: its key and value rows to their slot", true},
      lr_gpu_cache_scatter},
+    {{"attention", "tc",
+      "decode: one block per (sequence, kv head, key chunk), the group's query heads "
+      "together, chunks merged; prefill (bf16/f16, head_dim 64/128): wmma tensor-core "
+      "tiles of 64 queries x 64 keys; else flash",
+      true},
+     lr_gpu_attention_tc},
     {{"attention", "flash",
       "16 query rows of one (sequence, head) per block; 32-key K/V "
       "tiles from the paged cache in shared memory; online softmax",
-      true},
+      false},
      lr_gpu_attention_flash},
     {{"attention", "simple", "one warp per (token, head), one key at a time, online softmax", false},
      lr_gpu_attention_simple},

@@ -52,7 +52,9 @@ build() { # build SRC DIR
 }
 echo "== build"
 B=/tmp/llamaref-bench
-build "$SRC" "$B" >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; echo "BUILD FAILED"; exit 1; }
+if [ $CHECK -eq 0 ]; then
+    build "$SRC" "$B" >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; echo "BUILD FAILED"; exit 1; }
+fi
 if [ -n "$BASE" ]; then
     cp "$SRC/bench/gpu_bench.c" "$SRC/bench/gpu_ops_bench.c" "$SRC/bench/gpu.am" "$BASE/bench/" 2>/dev/null ||
         { mkdir -p "$BASE/bench" && cp "$SRC"/bench/* "$BASE/bench/"; }
@@ -61,15 +63,16 @@ if [ -n "$BASE" ]; then
 fi
 
 if [ $CHECK -eq 1 ]; then
-    echo "== GPU suites"
-    export LR_FIXTURES=$B/fixtures LR_TMPDIR=$B/tests/tmp CK_FORK=no
-    mkdir -p "$LR_TMPDIR"
-    (cd "$B" && make -j16 tests/test_gpu_ops tests/test_gpu_forward >/dev/null 2>&1)
-    for t in test_gpu_ops test_gpu_forward; do
-        s=$(date +%s)
-        (cd "$B" && ./tests/$t >"$OUT/$t.log" 2>&1)
-        echo "$t: exit $? in $(($(date +%s) - s)) s; $(grep -E '^[0-9]+%' "$OUT/$t.log" | tail -1)"
-    done
+    echo "== GPU suites (tools/gpu-check.sh --quick; its logs in logs.tgz, check/)"
+    s=$(date +%s)
+    OUT="$OUT/check" timeout 300 bash tools/gpu-check.sh --quick >/dev/null 2>&1
+    echo "gpu-check: exit $? in $(($(date +%s) - s)) s"
+    grep -E "^(exit|make check exit|--)|FAIL|BUILD" "$OUT/check/gpu-check.log" | head -20
+    grep -E "^[0-9]+%" "$OUT"/check/test_gpu_*.log
+    grep -c "exit 0" "$OUT/check/gpu-check.log" | sed 's/^/llama-diff runs with exit 0: /'
+    # Its build (/tmp/llamaref-build, this tree) serves the bench too.
+    B=/tmp/llamaref-build
+    (cd "$B" && make -j16 bench-gpu) >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; echo "BUILD FAILED"; exit 1; }
 fi
 
 echo "== per-op bench"
@@ -88,13 +91,16 @@ echo "== gpu_bench"
 if [ $PEER -eq 1 ]; then
     echo "== peer (transformers)"
     timeout 300 python3 tools/bench-peer.py --model "$MODEL" --json "$OUT/peer.json" \
-        --compare-logits /tmp/ours-logits.f32 2>&1 | grep -v Warning | tee "$OUT/peer.txt" | tail -25
+        --compare-logits /tmp/ours-logits.f32 2>&1 | grep -v -e Warning -e 'Loading weights' | tee "$OUT/peer.txt" | tail -25
     if [ $COMPILE -eq 1 ]; then
         echo "== peer, StaticCache + torch.compile (decode)"
         timeout ${COMPILE_TIMEOUT:-240} python3 tools/bench-peer.py --model "$MODEL" --only none --compile \
-            --json "$OUT/peer-compile.json" 2>&1 | grep -v Warning | tee "$OUT/peer-compile.txt" | tail -25
+            --json "$OUT/peer-compile.json" 2>&1 | grep -v -e Warning -e 'Loading weights' | tee "$OUT/peer-compile.txt" | tail -25
     fi
 fi
+# At most 8 files come back from the lent machine: the small logs travel as one archive.
+(cd "$OUT" && tar czf logs.tgz --ignore-failed-read build.log build-base.log make-model.log peer.txt peer-compile.txt \
+    gpu-bench-base.txt check 2>/dev/null; rm -rf build.log build-base.log make-model.log peer.txt peer-compile.txt check)
 echo "== results"
 cat "$OUT/gpu-ops.txt"
 cat "$OUT/gpu-bench.txt"

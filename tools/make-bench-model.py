@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """make-bench-model.py: writes a Llama-3-8B-shaped Hugging Face checkpoint of random bf16
 weights (hidden 4096, 32 layers, 32 heads, 8 KV heads, intermediate 14336, vocabulary
-128256, llama3 RoPE) for the GPU bench (bench/gpu_bench.c, tools/bench-peer.py): sharded
+128256, RoPE theta 500000, as Meta-Llama-3-8B's config.json) for the GPU bench
+(bench/gpu_bench.c, tools/bench-peer.py): sharded
 safetensors with an index, drawn on the GPU (normal, std 0.02; norms 1) so that 16 GB
 take seconds. Reuses DIR when its config.json is there.
 Usage: make-bench-model.py DIR [--layers N] [--seed S]"""
@@ -32,8 +33,6 @@ def main():
         "intermediate_size": I, "num_hidden_layers": L, "num_attention_heads": NH,
         "num_key_value_heads": NKV, "head_dim": hd, "vocab_size": V, "max_position_embeddings": 8192,
         "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "hidden_act": "silu",
-        "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
         "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": False,
         "torch_dtype": "bfloat16", "bos_token_id": 128000, "eos_token_id": 128001,
     }
