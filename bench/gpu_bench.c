@@ -13,7 +13,9 @@
  * (allocations, CUDA context excluded) against weights + KV cache + 10%. Token ids come
  * from one formula that tools/bench-peer.py repeats, so the peer sees the same inputs.
  * Usage: gpu_bench --model DIR [--json FILE] [--reps N] [--steps N] [--kernels SPEC]
- *                  [--dump-logits FILE] */
+ *                  [--dump-logits FILE] [--only ROWS]
+ * --only takes row numbers (0: prefill 1 x 2048, 1: 8 x 512, 2: decode batch 1, 3: batch
+ * 32), e.g. --only 2 for a profiler run. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
@@ -310,7 +312,7 @@ static void run_decode(row *r) {
 }
 
 int main(int argc, char **argv) {
-    const char *model = NULL, *json = NULL, *kernels = NULL;
+    const char *model = NULL, *json = NULL, *kernels = NULL, *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
@@ -318,8 +320,9 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--kernels") && i + 1 < argc) kernels = argv[++i];
         else if (!strcmp(argv[i], "--dump-logits") && i + 1 < argc) dump_logits = argv[++i];
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else {
-            fprintf(stderr, "usage: gpu_bench --model DIR [--json FILE] [--reps N] [--steps N] [--kernels SPEC] [--dump-logits FILE]\n");
+            fprintf(stderr, "usage: gpu_bench --model DIR [--json FILE] [--reps N] [--steps N] [--kernels SPEC] [--dump-logits FILE] [--only 0-3]\n");
             return 2;
         }
     }
@@ -365,6 +368,12 @@ int main(int argc, char **argv) {
         {"decode batch 32, ctx 1024", "decode", 32, 1024, 0, 0, 0, 0, 0, 0, 0, 0, 0},
     };
     int nrows = (int)(sizeof rows / sizeof rows[0]);
+    if (only) { /* keep the rows named, in order */
+        int k = 0;
+        for (int i = 0; i < nrows; i++)
+            if (strchr(only, '0' + i)) rows[k++] = rows[i];
+        nrows = k;
+    }
     for (int i = 0; i < nrows; i++) {
         row *r = &rows[i];
         if (!strcmp(r->kind, "prefill")) {

@@ -337,6 +337,11 @@ static int split_workspace(size_t bytes, void **out) {
     return LR_OK;
 }
 
+template <int N> struct sp_vec;
+template <> struct sp_vec<4> { typedef unsigned int T; };
+template <> struct sp_vec<8> { typedef uint2 T; };
+template <> struct sp_vec<16> { typedef uint4 T; };
+
 /* Grid (num_seqs * nsplit, nkv). Lane l owns dims l*DPL .. l*DPL + DPL - 1 (those < hd).
  * part_o (num_seqs * nh * nsplit, hd), part_ml (num_seqs * nh * nsplit, 2): the chunk's
  * unnormalised output, max and sum; with nsplit 1 the block writes ctx itself. */
@@ -344,7 +349,7 @@ template <typename E, int DPL, int G>
 static __global__ void __launch_bounds__(SP_WARPS * 32)
     attention_split_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
                            lr_gpu_attn_meta m, int64_t nh, int64_t nkv, int64_t hd, float scale, int nsplit,
-                           int64_t chunk, float *part_o, float *part_ml) {
+                           int64_t chunk, float *part_o, float *part_ml, bool vec) {
     __shared__ float so[SP_WARPS][G][DPL * 32];
     __shared__ float sm[SP_WARPS][G], sl[SP_WARPS][G];
     int64_t seq = blockIdx.x / nsplit, c = blockIdx.x % nsplit, g = blockIdx.y;
@@ -367,17 +372,34 @@ static __global__ void __launch_bounds__(SP_WARPS * 32)
             o[gi][dd] = 0.0f;
         }
     }
+    constexpr int VB = DPL * (int)sizeof(E);
+    typedef typename sp_vec<(VB == 4 || VB == 8 || VB == 16) ? VB : 4>::T VT;
+    const int bsz = (int)m.block_size;
     for (int64_t k0 = kbeg + warp * SP_UNROLL; k0 < kend; k0 += SP_WARPS * SP_UNROLL) {
         float kr[SP_UNROLL][DPL], vr[SP_UNROLL][DPL];
 #pragma unroll
         for (int u = 0; u < SP_UNROLL; u++) {
-            int64_t j = k0 + u;
-            int64_t off = j < kend ? key_offset(table, m.block_size, j, nkv, hd, g) : 0;
+            int j = (int)(k0 + u), b = j / bsz; /* keys < 2^31 (checked at the entry) */
+            int64_t off = j < kend ? (((int64_t)table[b] * bsz + (j - b * bsz)) * nkv + g) * hd : 0;
+            if (vec) { /* one load of DPL elements per lane; every lane's dims are live */
+                VT kw = {}, vw = {};
+                if (j < kend) {
+                    kw = *(const VT *)(k_cache + off + d0);
+                    vw = *(const VT *)(v_cache + off + d0);
+                }
+                const E *ke = (const E *)&kw, *ve = (const E *)&vw;
 #pragma unroll
-            for (int dd = 0; dd < DPL; dd++) {
-                bool live = j < kend && d0 + dd < hd;
-                kr[u][dd] = live ? ld(k_cache + off + d0 + dd) : 0.0f;
-                vr[u][dd] = live ? ld(v_cache + off + d0 + dd) : 0.0f;
+                for (int dd = 0; dd < DPL; dd++) {
+                    kr[u][dd] = elem<E>::load(ke[dd]);
+                    vr[u][dd] = elem<E>::load(ve[dd]);
+                }
+            } else {
+#pragma unroll
+                for (int dd = 0; dd < DPL; dd++) {
+                    bool live = j < kend && d0 + dd < hd;
+                    kr[u][dd] = live ? ld(k_cache + off + d0 + dd) : 0.0f;
+                    vr[u][dd] = live ? ld(v_cache + off + d0 + dd) : 0.0f;
+                }
             }
         }
 #pragma unroll
@@ -467,11 +489,15 @@ template <typename E, int DPL, int G> static int split_launch(const attention_ar
     const lr_gpu_attn_meta *m = &a->meta;
     int64_t B = m->num_seqs, maxk = m->max_keys;
     if (B == 0 || maxk == 0) return LR_OK;
-    /* Enough blocks for two per SM at batch 1, no chunk under SP_MIN_CHUNK keys. */
-    int64_t want = (264 + B * a->nkv - 1) / (B * a->nkv), most = (maxk + SP_MIN_CHUNK - 1) / SP_MIN_CHUNK;
+    /* About eight blocks per SM (132 SMs on an H100), no chunk under SP_MIN_CHUNK keys. */
+    int64_t want = (1056 + B * a->nkv - 1) / (B * a->nkv), most = (maxk + SP_MIN_CHUNK - 1) / SP_MIN_CHUNK;
     int nsplit = (int)(want < most ? want : most);
     if (nsplit < 1) nsplit = 1;
     int64_t chunk = (maxk + nsplit - 1) / nsplit;
+    /* Vector loads when each lane's DPL elements are 4, 8 or 16 aligned bytes. */
+    int vb = DPL * (int)sizeof(E);
+    bool vec = (vb == 4 || vb == 8 || vb == 16) && a->hd == 32 * DPL && ((uintptr_t)a->k_cache % 16) == 0 &&
+               ((uintptr_t)a->v_cache % 16) == 0;
     if (B * nsplit > INT32_MAX || a->nkv > 65535)
         return lr_fail(LR_E_INVAL, "gpu attention (tc): %lld sequences or %lld kv heads exceed the grid",
                        (long long)B, (long long)a->nkv);
@@ -487,7 +513,7 @@ template <typename E, int DPL, int G> static int split_launch(const attention_ar
     dim3 grid((unsigned int)(B * nsplit), (unsigned int)a->nkv);
     attention_split_kernel<E, DPL, G><<<grid, SP_WARPS * 32, 0, s>>>(
         (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh,
-        a->nkv, a->hd, a->scale, nsplit, chunk, po, pml);
+        a->nkv, a->hd, a->scale, nsplit, chunk, po, pml, vec);
     LAUNCH_CHECK();
     if (nsplit > 1) {
         if (B * a->nh > INT32_MAX) return lr_fail(LR_E_INVAL, "gpu attention (tc): grid too large");
@@ -513,27 +539,38 @@ template <typename E, int DPL> static int split_group(const attention_args *a, c
 #define TC_BK 64 /* keys per tile */
 #define TC_WARPS 4
 
+/* Shared memory: K and V tiles, then a region that holds Q until every warp has its
+ * fragments, and the scores S (float32) and probabilities P (dtype) after; at the end K
+ * and V's room takes each warp's output rows for the final scaling. 60 KiB at hd 128:
+ * three blocks per SM. */
 template <int HD> struct tc_layout {
     static constexpr int QLD = HD + 8, KLD = HD + 8, SLD = TC_BK + 4, PLD = TC_BK + 8, OLD = HD + 4;
-    static constexpr size_t q = 0, k = q + (size_t)TC_BQ * QLD * 2, v = k + (size_t)TC_BK * KLD * 2,
-                            s = v + (size_t)TC_BK * KLD * 2, p = s + (size_t)TC_BQ * SLD * 4,
-                            o = p + (size_t)TC_BQ * PLD * 2, bytes = o + (size_t)TC_BQ * OLD * 4;
+    static constexpr size_t k = 0, v = k + (size_t)TC_BK * KLD * 2, u = v + (size_t)TC_BK * KLD * 2, q = u, s = u,
+                            p = s + (size_t)TC_BQ * SLD * 4, o = 0;
+    static constexpr size_t qb = (size_t)TC_BQ * QLD * 2, spb = (size_t)TC_BQ * SLD * 4 + (size_t)TC_BQ * PLD * 2;
+    static constexpr size_t bytes = u + (qb > spb ? qb : spb);
+    static_assert((size_t)TC_BQ * OLD * 4 <= u, "output rows fit where K and V were");
 };
 
+/* Grid (nh, num_seqs * qtiles): heads vary fastest and the last (heaviest, causal) query
+ * tiles of every sequence come first, so light tiles fill the tail. */
 template <typename E, int HD>
-static __global__ void __launch_bounds__(TC_WARPS * 32)
+static __global__ void __launch_bounds__(TC_WARPS * 32, 3)
     attention_wmma_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
                           lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int64_t qtiles) {
     using namespace nvcuda;
     typedef tc_layout<HD> Ly;
+    typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc_t;
     extern __shared__ __align__(128) unsigned char tc_smem[];
     E *qs = (E *)(tc_smem + Ly::q), *ks = (E *)(tc_smem + Ly::k), *vs = (E *)(tc_smem + Ly::v);
     float *ss = (float *)(tc_smem + Ly::s), *os = (float *)(tc_smem + Ly::o);
     E *ps = (E *)(tc_smem + Ly::p);
     __shared__ int kmax_s;
+    __shared__ float corr_s[TC_WARPS][16];
 
-    int64_t seq = blockIdx.x / qtiles, row0 = (blockIdx.x % qtiles) * TC_BQ;
-    int64_t h = blockIdx.y, g = h / (nh / nkv);
+    int64_t tile = blockIdx.y % qtiles, seq = blockIdx.y / qtiles;
+    int64_t row0 = (qtiles - 1 - tile) * TC_BQ;
+    int64_t h = blockIdx.x, g = h / (nh / nkv);
     int64_t len = m.seq_len[seq];
     if (row0 >= len) return; /* block-uniform, before any barrier */
     int64_t tok0 = m.seq_start[seq] + row0;
@@ -541,10 +578,25 @@ static __global__ void __launch_bounds__(TC_WARPS * 32)
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int32_t *table = m.block_tables + seq * m.max_blocks;
 
+    /* Which row of the 16 each accumulator element of this lane holds: the fragment's
+     * layout is the compiler's, so read it off a matrix whose entries are their rows. */
+    int rowi[acc_t{}.num_elements];
+    {
+        float *sw = ss + warp * 16 * Ly::SLD;
+        for (int i = lane; i < 256; i += 32)
+            sw[(i / 16) * Ly::SLD + i % 16] = (float)(i / 16);
+        __syncwarp();
+        acc_t probe;
+        wmma::load_matrix_sync(probe, sw, Ly::SLD, wmma::mem_row_major);
+#pragma unroll
+        for (int i = 0; i < probe.num_elements; i++)
+            rowi[i] = (int)probe.x[i];
+    }
+    __syncthreads(); /* the probe's room becomes Q's */
+
     for (int i = threadIdx.x; i < TC_BQ * HD; i += TC_WARPS * 32) {
         int r = i / HD, d = i % HD;
         qs[r * Ly::QLD + d] = r < nrows ? q[(tok0 + r) * ldq + h * HD + d] : elem<E>::store(0.0f);
-        os[r * Ly::OLD + d] = 0.0f;
     }
     if (threadIdx.x == 0) {
         int km = 0;
@@ -568,9 +620,14 @@ static __global__ void __launch_bounds__(TC_WARPS * 32)
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++)
         wmma::load_matrix_sync(qf[kk], qs + warp * 16 * Ly::QLD + kk * 16, Ly::QLD);
+    acc_t of[HD / 16];
+#pragma unroll
+    for (int nb = 0; nb < HD / 16; nb++)
+        wmma::fill_fragment(of[nb], 0.0f);
 
     for (int k0 = 0; k0 < kmax; k0 += TC_BK) {
-        /* Stage the tile's keys and values, 16 bytes at a time; zeros past kmax. */
+        /* Stage the tile's keys and values, 16 bytes at a time; zeros past kmax. (The
+         * barrier after it also tells every warp that all Q fragments are loaded.) */
         constexpr int CH = HD / 8;
         for (int i = threadIdx.x; i < TC_BK * CH; i += TC_WARPS * 32) {
             int j = i / CH, c = i % CH;
@@ -588,7 +645,7 @@ static __global__ void __launch_bounds__(TC_WARPS * 32)
             float *srow0 = ss + warp * 16 * Ly::SLD;
 #pragma unroll
             for (int n = 0; n < TC_BK / 16; n++) {
-                wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
+                acc_t acc;
                 wmma::fill_fragment(acc, 0.0f);
 #pragma unroll
                 for (int kk = 0; kk < HD / 16; kk++) {
@@ -599,38 +656,41 @@ static __global__ void __launch_bounds__(TC_WARPS * 32)
                 wmma::store_matrix_sync(srow0 + n * 16, acc, Ly::SLD, wmma::mem_row_major);
             }
             __syncwarp();
-            /* Online softmax over this lane's 32 columns; the pair of lanes shares a row. */
+            /* Online softmax over this lane's 32 columns (two passes over S); the pair of
+             * lanes shares a row. */
             const float *sr = ss + r * Ly::SLD + half * 32;
             E *pr = ps + r * Ly::PLD + half * 32;
-            float sv[32], tmax = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < 32; j++) {
-                sv[j] = k0 + half * 32 + j < nk ? sr[j] * scale : -INFINITY;
-                tmax = fmaxf(tmax, sv[j]);
-            }
+            const int vis = nk - (k0 + half * 32); /* visible columns of this half */
+            float tmax = -INFINITY;
+#pragma unroll 8
+            for (int j = 0; j < 32; j++)
+                if (j < vis) tmax = fmaxf(tmax, sr[j] * scale);
             tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
             float mnew = fmaxf(mrow, tmax);
             float corr = 1.0f, psum = 0.0f;
             if (mnew != -INFINITY) {
                 corr = expf(mrow - mnew);
-#pragma unroll
+#pragma unroll 8
                 for (int j = 0; j < 32; j++) {
-                    E pe = elem<E>::store(expf(sv[j] - mnew));
+                    E pe = elem<E>::store(j < vis ? expf(sr[j] * scale - mnew) : 0.0f);
                     pr[j] = pe;
                     psum += elem<E>::load(pe);
                 }
             } else {
-#pragma unroll
+#pragma unroll 8
                 for (int j = 0; j < 32; j++)
                     pr[j] = elem<E>::store(0.0f);
             }
             mrow = mnew;
             lhalf = lhalf * corr + psum;
-            if (corr != 1.0f) {
-                float *orow = os + r * Ly::OLD + half * (HD / 2);
-#pragma unroll 8
-                for (int d = 0; d < HD / 2; d++)
-                    orow[d] *= corr;
+            if (__any_sync(0xffffffffu, corr != 1.0f)) {
+                if (half == 0) corr_s[warp][rl] = corr;
+                __syncwarp();
+#pragma unroll
+                for (int nb = 0; nb < HD / 16; nb++)
+#pragma unroll
+                    for (int i = 0; i < of[nb].num_elements; i++)
+                        of[nb].x[i] *= corr_s[warp][rowi[i]];
             }
             __syncwarp();
             wmma::fragment<wmma::matrix_a, 16, 16, 16, E, wmma::row_major> pf[TC_BK / 16];
@@ -638,26 +698,25 @@ static __global__ void __launch_bounds__(TC_WARPS * 32)
             for (int kk = 0; kk < TC_BK / 16; kk++)
                 wmma::load_matrix_sync(pf[kk], ps + warp * 16 * Ly::PLD + kk * 16, Ly::PLD);
 #pragma unroll
-            for (int nb = 0; nb < HD / 16; nb++) {
-                wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-                float *ot = os + warp * 16 * Ly::OLD + nb * 16;
-                wmma::load_matrix_sync(acc, ot, Ly::OLD, wmma::mem_row_major);
+            for (int nb = 0; nb < HD / 16; nb++)
 #pragma unroll
                 for (int kk = 0; kk < TC_BK / 16; kk++) {
                     wmma::fragment<wmma::matrix_b, 16, 16, 16, E, wmma::row_major> vf;
                     wmma::load_matrix_sync(vf, vs + kk * 16 * Ly::KLD + nb * 16, Ly::KLD);
-                    wmma::mma_sync(acc, pf[kk], vf, acc);
+                    wmma::mma_sync(of[nb], pf[kk], vf, of[nb]);
                 }
-                wmma::store_matrix_sync(ot, acc, Ly::OLD, wmma::mem_row_major);
-            }
-            __syncwarp();
         }
-        __syncthreads(); /* ks, vs are restaged for the next tile */
+        __syncthreads(); /* ks, vs are restaged for the next tile (or hold the output) */
     }
     float l = lhalf + __shfl_xor_sync(0xffffffffu, lhalf, 1);
+    float *ow = os + warp * 16 * Ly::OLD;
+#pragma unroll
+    for (int nb = 0; nb < HD / 16; nb++)
+        wmma::store_matrix_sync(ow + nb * 16, of[nb], Ly::OLD, wmma::mem_row_major);
+    __syncwarp();
     if (r < nrows) {
         float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        const float *orow = os + r * Ly::OLD + half * (HD / 2);
+        const float *orow = ow + rl * Ly::OLD + half * (HD / 2);
         E *out = ctx + (tok0 + r) * ldc + h * HD + half * (HD / 2);
         for (int d = 0; d < HD / 2; d++)
             st(out + d, orow[d] * inv);
@@ -668,13 +727,11 @@ template <typename E, int HD> static int wmma_launch(const attention_args *a, cu
     const lr_gpu_attn_meta *m = &a->meta;
     int64_t qtiles = (m->max_seq_len + TC_BQ - 1) / TC_BQ;
     if (qtiles == 0 || m->num_seqs == 0) return LR_OK;
-    if (m->num_seqs * qtiles > INT32_MAX || a->nh > 65535)
-        return lr_fail(LR_E_INVAL, "gpu attention (tc): %lld sequences x %lld query tiles or %lld heads exceed the grid",
-                       (long long)m->num_seqs, (long long)qtiles, (long long)a->nh);
+    if (m->num_seqs * qtiles > 65535 || a->nh > INT32_MAX) return attention_flash<E>(a, s);
     size_t smem = tc_layout<HD>::bytes;
     CUDA_CHECK(cudaFuncSetAttribute(attention_wmma_kernel<E, HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     (int)smem));
-    dim3 grid((unsigned int)(m->num_seqs * qtiles), (unsigned int)a->nh);
+    dim3 grid((unsigned int)a->nh, (unsigned int)(m->num_seqs * qtiles));
     attention_wmma_kernel<E, HD><<<grid, TC_WARPS * 32, smem, s>>>((E *)a->ctx, a->ldc, (const E *)a->q, a->ldq,
                                                                   (const E *)a->k_cache, (const E *)a->v_cache, *m,
                                                                   a->nh, a->nkv, a->scale, qtiles);

@@ -17,6 +17,7 @@ int lr_gpu_embedding_gather(const void *args, cudaStream_t s);
 int lr_gpu_rmsnorm_block(const void *args, cudaStream_t s);
 int lr_gpu_rmsnorm_warp(const void *args, cudaStream_t s);
 int lr_gpu_rotary_neox(const void *args, cudaStream_t s);
+int lr_gpu_activation_vec(const void *args, cudaStream_t s);
 int lr_gpu_activation_elementwise(const void *args, cudaStream_t s);
 int lr_gpu_cache_scatter(const void *args, cudaStream_t s);
 int lr_gpu_attention_tc(const void *args, cudaStream_t s);
@@ -39,7 +40,9 @@ static const kernel_entry kernels[] = {
       "then every head's rotate-half pairs",
       true},
      lr_gpu_rotary_neox},
-    {{"activation", "elementwise", "one thread per output element", true}, lr_gpu_activation_elementwise},
+    {{"activation", "vec", "16-byte loads and stores, a grid row per token (elementwise when unaligned)", true},
+     lr_gpu_activation_vec},
+    {{"activation", "elementwise", "one thread per output element", false}, lr_gpu_activation_elementwise},
     {{"cache", "scatter", "one block per token: its key and value rows to their slot", true},
      lr_gpu_cache_scatter},
     {{"attention", "tc",

@@ -6,18 +6,22 @@
 # bench/gpu_bench (ceilings and the four workloads) and tools/bench-peer.py
 # (transformers, same checkpoint and inputs) one after the other on the same card.
 # Logs and JSON go to $OUT (default ./gpu-out); the tables are printed last.
-#   tools/gpu-bench.sh [--check] [--compile] [--model DIR] [--skip-peer] [--baseline DIR]
+#   tools/gpu-bench.sh [--check] [--compile] [--profile] [--model DIR] [--skip-peer] [--baseline DIR]
 #     --check      also run the GPU suites (tools/gpu-check.sh --quick) first
-#     --compile    also time the peer with a StaticCache and torch.compile
+#     --compile    also time the peer with a StaticCache and torch.compile (in what is left
+#                  of 570 s from the start)
+#     --profile    also profile decode at batch 1 (8 steps) with nsys (or ncu), kernel table
 #     --baseline   also bench another source tree (e.g. main) on the same card, first
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SRC=$PWD
-CHECK=0 COMPILE=0 PEER=1 MODEL=/tmp/llama3-8b-random BASE=""
+CHECK=0 COMPILE=0 PROFILE=0 PEER=1 MODEL=/tmp/llama3-8b-random BASE=""
+START=$(date +%s)
 while [ $# -gt 0 ]; do
     case $1 in
     --check) CHECK=1 ;;
     --compile) COMPILE=1 ;;
+    --profile) PROFILE=1 ;;
     --skip-peer) PEER=0 ;;
     --model) MODEL=$2; shift ;;
     --baseline) BASE=$(cd "$2" && pwd); shift ;;
@@ -92,15 +96,34 @@ if [ $PEER -eq 1 ]; then
     echo "== peer (transformers)"
     timeout 300 python3 tools/bench-peer.py --model "$MODEL" --json "$OUT/peer.json" \
         --compare-logits /tmp/ours-logits.f32 2>&1 | grep -v -e Warning -e 'Loading weights' | tee "$OUT/peer.txt" | tail -25
+fi
+if [ $PROFILE -eq 1 ]; then
+    echo "== profile: decode batch 1, 8 steps ($(command -v nsys || command -v ncu || echo 'no profiler'))"
+    if command -v nsys >/dev/null; then
+        timeout 150 nsys profile -o /tmp/decode1 --force-overwrite true -t cuda "$B/bench/gpu_bench" --model "$MODEL" \
+            --only 2 --steps 8 >/dev/null 2>&1
+        nsys stats -r cuda_gpu_kern_sum,cuda_api_sum -f csv -o "$OUT/profile-decode1" /tmp/decode1.nsys-rep >/dev/null 2>&1
+        ls "$OUT"/profile-decode1* 2>/dev/null
+        head -25 "$OUT"/profile-decode1*kern_sum*.csv 2>/dev/null | cut -c1-220
+    elif command -v ncu >/dev/null; then
+        # Past the context's prefill and the warm-up steps: about two layers of a step.
+        timeout 200 ncu --section SpeedOfLight --launch-skip 2000 --launch-count 24 "$B/bench/gpu_bench" \
+            --model "$MODEL" --only 2 --steps 8 >"$OUT/profile-decode1-ncu.txt" 2>&1
+        grep -E "^  [a-zA-Z_].*\(|Duration|DRAM Throughput|Memory Throughput" "$OUT/profile-decode1-ncu.txt" | head -80
+    fi
+fi
+if [ $PEER -eq 1 ]; then
     if [ $COMPILE -eq 1 ]; then
-        echo "== peer, StaticCache + torch.compile (decode)"
-        timeout ${COMPILE_TIMEOUT:-240} python3 tools/bench-peer.py --model "$MODEL" --only none --compile \
+        left=$((START + 570 - $(date +%s)))
+        echo "== peer, StaticCache + torch.compile (decode; $left s left)"
+        [ $left -gt 60 ] && timeout $left python3 tools/bench-peer.py --model "$MODEL" --only none --compile \
             --json "$OUT/peer-compile.json" 2>&1 | grep -v -e Warning -e 'Loading weights' | tee "$OUT/peer-compile.txt" | tail -25
     fi
 fi
 # At most 8 files come back from the lent machine: the small logs travel as one archive.
 (cd "$OUT" && tar czf logs.tgz --ignore-failed-read build.log build-base.log make-model.log peer.txt peer-compile.txt \
-    gpu-bench-base.txt check 2>/dev/null; rm -rf build.log build-base.log make-model.log peer.txt peer-compile.txt check)
+    gpu-bench-base.txt check profile-decode1* 2>/dev/null
+    rm -rf build.log build-base.log make-model.log peer.txt peer-compile.txt check profile-decode1*)
 echo "== results"
 cat "$OUT/gpu-ops.txt"
 cat "$OUT/gpu-bench.txt"
