@@ -539,6 +539,9 @@ template <typename E, int DPL> static int split_group(const attention_args *a, c
 #define TC_BK 64 /* keys per tile */
 #define TC_WARPS 4
 
+/* Two elements stored at once (P's rows start 4-byte aligned). */
+template <typename E> struct __align__(4) E2 { E a, b; };
+
 /* Shared memory: K and V tiles, then a region that holds Q until every warp has its
  * fragments, and the scores S (float32) and probabilities P (dtype) after; at the end K
  * and V's room takes each warp's output rows for the final scaling. 60 KiB at hd 128:
@@ -657,29 +660,41 @@ static __global__ void __launch_bounds__(TC_WARPS * 32, 3)
             }
             __syncwarp();
             /* Online softmax over this lane's 32 columns (two passes over S); the pair of
-             * lanes shares a row. */
+             * lanes shares a row. In base 2: the scores times scale * log2(e), so that each
+             * weight is one FMA and one exp2 (mrow is kept in the same units). */
             const float *sr = ss + r * Ly::SLD + half * 32;
-            E *pr = ps + r * Ly::PLD + half * 32;
+            E2<E> *pr2 = (E2<E> *)(ps + r * Ly::PLD + half * 32);
             const int vis = nk - (k0 + half * 32); /* visible columns of this half */
+            const float sl2 = scale * 1.4426950408889634f;
             float tmax = -INFINITY;
+            if (vis >= 32) {
 #pragma unroll 8
-            for (int j = 0; j < 32; j++)
-                if (j < vis) tmax = fmaxf(tmax, sr[j] * scale);
+                for (int j = 0; j < 32; j++)
+                    tmax = fmaxf(tmax, sr[j] * sl2);
+            } else {
+#pragma unroll 8
+                for (int j = 0; j < 32; j++)
+                    if (j < vis) tmax = fmaxf(tmax, sr[j] * sl2);
+            }
             tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
             float mnew = fmaxf(mrow, tmax);
             float corr = 1.0f, psum = 0.0f;
             if (mnew != -INFINITY) {
-                corr = expf(mrow - mnew);
+                corr = exp2f(mrow - mnew);
 #pragma unroll 8
-                for (int j = 0; j < 32; j++) {
-                    E pe = elem<E>::store(j < vis ? expf(sr[j] * scale - mnew) : 0.0f);
-                    pr[j] = pe;
-                    psum += elem<E>::load(pe);
+                for (int j = 0; j < 32; j += 2) {
+                    E2<E> pe;
+                    pe.a = elem<E>::store(j < vis ? exp2f(fmaf(sr[j], sl2, -mnew)) : 0.0f);
+                    pe.b = elem<E>::store(j + 1 < vis ? exp2f(fmaf(sr[j + 1], sl2, -mnew)) : 0.0f);
+                    pr2[j / 2] = pe;
+                    psum += elem<E>::load(pe.a) + elem<E>::load(pe.b);
                 }
             } else {
+                E2<E> z;
+                z.a = z.b = elem<E>::store(0.0f);
 #pragma unroll 8
-                for (int j = 0; j < 32; j++)
-                    pr[j] = elem<E>::store(0.0f);
+                for (int j = 0; j < 32; j += 2)
+                    pr2[j / 2] = z;
             }
             mrow = mnew;
             lhalf = lhalf * corr + psum;
