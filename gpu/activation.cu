@@ -48,6 +48,49 @@ int lr_gpu_activation_elementwise(const void *args, cudaStream_t s) {
     return LR_DISPATCH_DTYPE(a->dt, activation_elementwise, a, s);
 }
 
+/* "vec": 16-byte loads and stores, VEC elements per thread, one 2-D grid row per token
+ * (blockIdx.y, grid-stride) so no division per element. Rows must start 16-byte aligned
+ * (NI a multiple of VEC and aligned pointers); otherwise the elementwise kernel runs. */
+template <typename E>
+static __global__ void activation_vec_kernel(E *out, const E *gu, int64_t T, int64_t NI, bool mul) {
+    constexpr int VEC = 16 / sizeof(E);
+    int64_t nv = NI / VEC;
+    for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
+        const uint4 *g4 = (const uint4 *)(gu + t * 2 * NI), *u4 = (const uint4 *)(gu + t * 2 * NI + NI);
+        uint4 *o4 = (uint4 *)(out + t * NI);
+        for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < nv; k += (int64_t)gridDim.x * blockDim.x) {
+            uint4 gv = g4[k], uv = mul ? u4[k] : make_uint4(0, 0, 0, 0), ov;
+            const E *ge = (const E *)&gv, *ue = (const E *)&uv;
+            E *oe = (E *)&ov;
+#pragma unroll
+            for (int j = 0; j < VEC; j++) {
+                float g = elem<E>::load(ge[j]);
+                float a = g / (1.0f + expf(-g));
+                if (mul) a *= elem<E>::load(ue[j]);
+                oe[j] = elem<E>::store(a);
+            }
+            o4[k] = ov;
+        }
+    }
+}
+
+template <typename E> static int activation_vec(const activation_args *a, cudaStream_t s) {
+    constexpr int VEC = 16 / sizeof(E);
+    if (a->NI % VEC != 0 || ((uintptr_t)a->out & 15) != 0 || ((uintptr_t)a->gu & 15) != 0)
+        return activation_elementwise<E>(a, s);
+    int64_t per_row = (a->NI / VEC + ACT_THREADS - 1) / ACT_THREADS;
+    unsigned int gx = (unsigned int)(per_row < MAX_BLOCKS ? per_row : MAX_BLOCKS);
+    unsigned int gy = (unsigned int)(a->T < MAX_BLOCKS ? a->T : MAX_BLOCKS);
+    activation_vec_kernel<E><<<dim3(gx, gy), ACT_THREADS, 0, s>>>((E *)a->out, (const E *)a->gu, a->T, a->NI, a->mul);
+    LAUNCH_CHECK();
+    return LR_OK;
+}
+
+int lr_gpu_activation_vec(const void *args, cudaStream_t s) {
+    const activation_args *a = (const activation_args *)args;
+    return LR_DISPATCH_DTYPE(a->dt, activation_vec, a, s);
+}
+
 static int activation_run(const char *op, const char *variant, void *out, const void *gu, int64_t T,
                           int64_t NI, bool mul, lr_dtype dt, cudaStream_t s) {
     lr_gpu_launch launch;

@@ -34,7 +34,8 @@ struct gpu_layer {
 
 /* Per-forward scratch of one rank, grown as batches grow. */
 struct gpu_act {
-    int64_t cap; /* tokens */
+    int64_t cap;        /* tokens */
+    int64_t logits_cap; /* rows of logits (sized by compute_logits, not by the forward) */
     void *qkv, *ctx, *part, *gu, *act, *logits;
 };
 
@@ -57,7 +58,8 @@ struct gpu_replica {
     int64_t cap;
     void *hidden, *normed; /* (T, H) dt */
     float *residual;       /* (T, H) */
-    float *scratch;        /* (T, max width) float32, for observers */
+    float *scratch;        /* (T, max width) float32, for observers; allocated only for them */
+    int64_t scratch_cap;
     int64_t *ids, *pos, *slots; /* (T) */
     int32_t *meta;         /* token_seq, token_keys (T); seq_start, len, past (B); block tables (B, max_blocks) */
     int64_t meta_cap;
@@ -416,7 +418,8 @@ static int64_t widest(const gpu_model *m) {
     return w;
 }
 
-static int ensure_buffers(gpu_model *m, int64_t T, int64_t nseq, int64_t max_blocks) {
+/* observe: the forward has an observer or an injector (the float32 scratch, host rows). */
+static int ensure_buffers(gpu_model *m, int64_t T, int64_t nseq, int64_t max_blocks, bool observe) {
     size_t es = lr_dtype_size(m->dt);
     const lr_tp_layout *L = &m->ranks[0].L;
     int64_t H = m->cfg.hidden_size, W = widest(m);
@@ -427,10 +430,9 @@ static int ensure_buffers(gpu_model *m, int64_t T, int64_t nseq, int64_t max_blo
         cudaSetDevice(rk->device);
         int64_t qkvw = L->q_size + 2 * L->kv_size;
         if ((rc = grow(&rk->a.qkv, (size_t)(T * qkvw) * es)) || (rc = grow(&rk->a.ctx, (size_t)(T * L->q_size) * es)) ||
-            (rc = grow(&rk->a.part, (size_t)(T * H) * es)) ||
+            (rc = grow(&rk->a.part, (size_t)(m->tp > 1 ? T * H : 1) * es)) ||
             (rc = grow(&rk->a.gu, (size_t)(T * 2 * L->intermediate) * es)) ||
-            (rc = grow(&rk->a.act, (size_t)(T * L->intermediate) * es)) ||
-            (rc = grow(&rk->a.logits, (size_t)(T * L->vocab_shard) * es)))
+            (rc = grow(&rk->a.act, (size_t)(T * L->intermediate) * es)))
             return rc;
         rk->a.cap = T;
     }
@@ -441,18 +443,21 @@ static int ensure_buffers(gpu_model *m, int64_t T, int64_t nseq, int64_t max_blo
         if (p->cap < T) {
             if ((rc = grow(&p->hidden, (size_t)(T * H) * es)) || (rc = grow(&p->normed, (size_t)(T * H) * es)) ||
                 (rc = grow((void **)&p->residual, (size_t)(T * H) * sizeof(float))) ||
-                (rc = grow((void **)&p->scratch, (size_t)(T * W) * sizeof(float))) ||
                 (rc = grow((void **)&p->ids, (size_t)T * 8)) || (rc = grow((void **)&p->pos, (size_t)T * 8)) ||
                 (rc = grow((void **)&p->slots, (size_t)T * 8)))
                 return rc;
             p->cap = T;
+        }
+        if (observe && p->scratch_cap < T) {
+            if ((rc = grow((void **)&p->scratch, (size_t)(T * W) * sizeof(float)))) return rc;
+            p->scratch_cap = T;
         }
         if (p->meta_cap < meta) {
             if ((rc = grow((void **)&p->meta, (size_t)meta * sizeof(int32_t)))) return rc;
             p->meta_cap = meta;
         }
     }
-    if (m->obs_cap < T * W) {
+    if (observe && m->obs_cap < T * W) {
         free(m->obs_host);
         if (!(m->obs_host = (float *)malloc((size_t)(T * W) * sizeof(float)))) {
             m->obs_cap = 0;
@@ -473,9 +478,13 @@ static int linear(gpu_model *m, gpu_rank *rk, void *y, const void *x, const void
     return b ? lr_gpu_add_bias(y, b, T, N, m->dt, rk->stream) : LR_OK;
 }
 
-/* Sums the ranks' partial results (T, H) into every replica's hidden. */
+/* Where rank r writes its partial result (T, H): at tp 1 the result itself. */
+static void *part_of(gpu_model *m, int r) { return m->tp == 1 ? m->reps[0].hidden : m->ranks[r].a.part; }
+
+/* Sums the ranks' partial results (T, H) into every replica's hidden (nothing at tp 1). */
 static int all_reduce(gpu_model *m, int64_t T) {
     int64_t n = T * m->cfg.hidden_size;
+    if (m->tp == 1) return LR_OK;
     if (m->nrep == 1) {
         const void *parts[MAX_TP] = {NULL};
         for (int r = 0; r < m->tp; r++) parts[r] = m->ranks[r].a.part;
@@ -675,7 +684,7 @@ static int layer_forward(gpu_model *m, int64_t l, int64_t T, gpu_kv *kv, const l
     for (int r = 0; r < tp; r++) {
         gpu_rank *rk = &m->ranks[r];
         cudaSetDevice(rk->device);
-        TRY(linear(m, rk, rk->a.part, rk->a.ctx, rk->layers[l].o_w, r == 0 ? rk->layers[l].o_b : NULL, T, H,
+        TRY(linear(m, rk, part_of(m, r), rk->a.ctx, rk->layers[l].o_w, r == 0 ? rk->layers[l].o_b : NULL, T, H,
                    L0->q_size));
     }
     TRY(all_reduce(m, T));
@@ -717,7 +726,7 @@ static int layer_forward(gpu_model *m, int64_t l, int64_t T, gpu_kv *kv, const l
     for (int r = 0; r < tp; r++) {
         gpu_rank *rk = &m->ranks[r];
         cudaSetDevice(rk->device);
-        TRY(linear(m, rk, rk->a.part, rk->a.act, rk->layers[l].down_w, r == 0 ? rk->layers[l].down_b : NULL, T, H,
+        TRY(linear(m, rk, part_of(m, r), rk->a.act, rk->layers[l].down_w, r == 0 ? rk->layers[l].down_b : NULL, T, H,
                    Ir));
     }
     TRY(all_reduce(m, T));
@@ -774,7 +783,7 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
     const lr_observer *inject = obs && obs->inject ? obs : NULL;
     if (obs && !obs->on_stage) obs = NULL;
     int64_t T = b->num_tokens, H = m->cfg.hidden_size;
-    TRY(ensure_buffers(m, T, b->num_seqs, kv->max_blocks));
+    TRY(ensure_buffers(m, T, b->num_seqs, kv->max_blocks, obs != NULL || inject != NULL));
     lr_gpu_attn_meta meta;
     TRY(upload_batch(m, b, spans, kv, &meta));
 
@@ -782,7 +791,7 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
     for (int r = 0; r < m->tp; r++) {
         gpu_rank *rk = &m->ranks[r];
         cudaSetDevice(rk->device);
-        TRY(lr_gpu_embedding(m->variant[FAM_EMBEDDING], rk->a.part, m->reps[rep_of(m, r)].ids, T, rk->embed,
+        TRY(lr_gpu_embedding(m->variant[FAM_EMBEDDING], part_of(m, r), m->reps[rep_of(m, r)].ids, T, rk->embed,
                              rk->L.vocab_start, rk->L.vocab_shard, H, m->dt, rk->stream));
     }
     TRY(all_reduce(m, T));
@@ -823,7 +832,7 @@ static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_obs
     size_t es = lr_dtype_size(m->dt);
     /* The hidden states of the last forward are still on the devices; others go up. */
     if (!(hidden->data == m->hidden_host && T == m->last_T)) {
-        TRY(ensure_buffers(m, T, 1, 1));
+        TRY(ensure_buffers(m, T, 1, 1, false));
         for (int i = 0; i < m->nrep; i++) {
             cudaSetDevice(m->nrep > 1 ? i : 0);
             CUDA_CHECK(cudaMemcpy(m->reps[i].normed, hidden->data, (size_t)(T * H) * es, cudaMemcpyHostToDevice));
@@ -838,6 +847,10 @@ static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_obs
     for (int r = 0; r < m->tp; r++) {
         gpu_rank *rk = &m->ranks[r];
         cudaSetDevice(rk->device);
+        if (rk->a.logits_cap < T) {
+            TRY(grow(&rk->a.logits, (size_t)(T * shard) * es));
+            rk->a.logits_cap = T;
+        }
         TRY(linear(m, rk, rk->a.logits, m->reps[rep_of(m, r)].normed, rk->lm_head, NULL, T, shard, H));
     }
     /* The gather: each rank's columns land at its vocabulary offset; padding is cut. In

@@ -14,11 +14,15 @@ typedef int (*lr_gpu_launch)(const void *args, cudaStream_t s);
 /* The launchers, defined beside their kernels (C++ linkage: a prototype that does not
  * match its definition fails to link rather than misbehave). */
 int lr_gpu_embedding_gather(const void *args, cudaStream_t s);
+int lr_gpu_rmsnorm_vec(const void *args, cudaStream_t s);
 int lr_gpu_rmsnorm_block(const void *args, cudaStream_t s);
 int lr_gpu_rmsnorm_warp(const void *args, cudaStream_t s);
+int lr_gpu_rotary_heads(const void *args, cudaStream_t s);
 int lr_gpu_rotary_neox(const void *args, cudaStream_t s);
+int lr_gpu_activation_vec(const void *args, cudaStream_t s);
 int lr_gpu_activation_elementwise(const void *args, cudaStream_t s);
 int lr_gpu_cache_scatter(const void *args, cudaStream_t s);
+int lr_gpu_attention_tc(const void *args, cudaStream_t s);
 int lr_gpu_attention_flash(const void *args, cudaStream_t s);
 int lr_gpu_attention_simple(const void *args, cudaStream_t s);
 
@@ -31,20 +35,38 @@ typedef struct {
 static const kernel_entry kernels[] = {
     {{"embedding", "gather", "one block per token row: the shard's row, or zeros", true},
      lr_gpu_embedding_gather},
-    {{"rmsnorm", "block", "one block per row, block-wide sum of squares", true}, lr_gpu_rmsnorm_block},
+    {{"rmsnorm", "vec",
+      "one block of 512 per row, the row in registers from 8/16-byte loads (one round trip); "
+      "block for rows over 8192 or unaligned",
+      true},
+     lr_gpu_rmsnorm_vec},
+    {{"rmsnorm", "block", "one block per row, block-wide sum of squares", false}, lr_gpu_rmsnorm_block},
     {{"rmsnorm", "warp", "one warp per row, warp-shuffle sum of squares", false}, lr_gpu_rmsnorm_warp},
+    {{"rotary", "heads",
+      "blocks of (token, 8 heads): each thread one frequency's float64 sincos, all 8 heads' "
+      "pairs loaded before any store",
+      true},
+     lr_gpu_rotary_heads},
     {{"rotary", "neox",
       "one block per token: float64 sincos per frequency in shared memory, "
       "then every head's rotate-half pairs",
-      true},
+      false},
      lr_gpu_rotary_neox},
-    {{"activation", "elementwise", "one thread per output element", true}, lr_gpu_activation_elementwise},
+    {{"activation", "vec", "16-byte loads and stores, a grid row per token (elementwise when unaligned)", true},
+     lr_gpu_activation_vec},
+    {{"activation", "elementwise", "one thread per output element", false}, lr_gpu_activation_elementwise},
     {{"cache", "scatter", "one block per token: its key and value rows to their slot", true},
      lr_gpu_cache_scatter},
+    {{"attention", "tc",
+      "decode: one block per (sequence, kv head, key chunk), the group's query heads "
+      "together, chunks merged; prefill (bf16/f16, head_dim 64/128): wmma tensor-core "
+      "tiles of 64 queries x 64 keys; else flash",
+      true},
+     lr_gpu_attention_tc},
     {{"attention", "flash",
       "16 query rows of one (sequence, head) per block; 32-key K/V "
       "tiles from the paged cache in shared memory; online softmax",
-      true},
+      false},
      lr_gpu_attention_flash},
     {{"attention", "simple", "one warp per (token, head), one key at a time, online softmax", false},
      lr_gpu_attention_simple},

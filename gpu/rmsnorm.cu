@@ -1,7 +1,7 @@
 /* rmsnorm.cu: RMSNorm, alone and fused with the residual add (vLLM's fused_add_rms_norm,
- * with a float32 residual stream), the twin of ref/ops/rmsnorm.c. Two variants that
- * differ only in how a row's sum of squares is reduced, so the registry has a real
- * choice and each checks the other. */
+ * with a float32 residual stream), the twin of ref/ops/rmsnorm.c. Variants that differ
+ * in how a row is read and its sum of squares reduced, so the registry has a real choice
+ * and each checks the others. */
 #include "common.cuh"
 
 /* The registry's lookup (registry.cu). */
@@ -96,6 +96,87 @@ static __global__ void rmsnorm_warp_kernel(E *y, float *residual, const E *x, co
     }
 }
 
+/* "vec": one block of VEC_THREADS per row; each thread holds up to VEC_CHUNKS chunks of
+ * 4 consecutive elements in registers, loaded together (8- or 16-byte loads), so a row
+ * costs one round trip to memory for x, the residual and w, not one per element: the
+ * decode case (T of 1 to 32), where the block variant waits on every load in turn. Rows
+ * wider than 4 * VEC_THREADS * VEC_CHUNKS, H not a multiple of 4 or unaligned pointers
+ * take the block kernel. */
+#define VEC_THREADS 512
+#define VEC_CHUNKS 4
+
+template <typename E> struct vec4_of;
+template <> struct vec4_of<float> { typedef float4 T; };
+template <> struct vec4_of<__half> { typedef uint2 T; };
+template <> struct vec4_of<__nv_bfloat16> { typedef uint2 T; };
+
+template <typename E>
+static __global__ void __launch_bounds__(VEC_THREADS)
+    rmsnorm_vec_kernel(E *y, float *residual, const E *x, const E *w, int64_t T, int64_t H, float eps) {
+    typedef typename vec4_of<E>::T V;
+    __shared__ float part[32];
+    const int64_t nc = H / 4;
+    for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
+        float v[VEC_CHUNKS][4], wv[VEC_CHUNKS][4];
+        float ss = 0.0f;
+#pragma unroll
+        for (int c = 0; c < VEC_CHUNKS; c++) {
+            int64_t k = threadIdx.x + (int64_t)c * VEC_THREADS;
+            if (k < nc) {
+                V xv = ((const V *)(x + t * H))[k], ww = ((const V *)w)[k];
+                const E *xe = (const E *)&xv, *we = (const E *)&ww;
+                float4 r = residual ? ((const float4 *)(residual + t * H))[k] : make_float4(0, 0, 0, 0);
+                const float rr[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    v[c][j] = elem<E>::load(xe[j]) + (residual ? rr[j] : 0.0f);
+                    wv[c][j] = elem<E>::load(we[j]);
+                }
+            }
+        }
+#pragma unroll
+        for (int c = 0; c < VEC_CHUNKS; c++) {
+            int64_t k = threadIdx.x + (int64_t)c * VEC_THREADS;
+            if (k < nc) {
+                if (residual) ((float4 *)(residual + t * H))[k] = make_float4(v[c][0], v[c][1], v[c][2], v[c][3]);
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    ss += v[c][j] * v[c][j];
+            }
+        }
+        ss = block_sum(ss, part);
+        float inv = 1.0f / sqrtf(ss / (float)H + eps);
+#pragma unroll
+        for (int c = 0; c < VEC_CHUNKS; c++) {
+            int64_t k = threadIdx.x + (int64_t)c * VEC_THREADS;
+            if (k < nc) {
+                V out;
+                E *oe = (E *)&out;
+#pragma unroll
+                for (int j = 0; j < 4; j++)
+                    oe[j] = elem<E>::store(v[c][j] * inv * wv[c][j]);
+                ((V *)(y + t * H))[k] = out;
+            }
+        }
+    }
+}
+
+template <typename E> static int rmsnorm_block(const rmsnorm_args *a, cudaStream_t s);
+
+template <typename E> static int rmsnorm_vec(const rmsnorm_args *a, cudaStream_t s) {
+    size_t align = sizeof(typename vec4_of<E>::T);
+    if (a->H % 4 != 0 || a->H > 4 * VEC_THREADS * VEC_CHUNKS || (uintptr_t)a->y % align || (uintptr_t)a->x % align ||
+        (uintptr_t)a->w % align || (uintptr_t)a->residual % 16)
+        return rmsnorm_block<E>(a, s);
+    unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
+    rmsnorm_vec_kernel<E><<<grid, VEC_THREADS, 0, s>>>((E *)a->y, a->residual, (const E *)a->x, (const E *)a->w,
+                                                       a->T, a->H, a->eps);
+    LAUNCH_CHECK();
+    return LR_OK;
+}
+
+int lr_gpu_rmsnorm_vec(const void *args, cudaStream_t s);
+
 template <typename E> static int rmsnorm_block(const rmsnorm_args *a, cudaStream_t s) {
     unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
     rmsnorm_block_kernel<E><<<grid, BLOCK_THREADS, 0, s>>>((E *)a->y, a->residual, (const E *)a->x,
@@ -116,6 +197,11 @@ template <typename E> static int rmsnorm_warp(const rmsnorm_args *a, cudaStream_
 int lr_gpu_rmsnorm_block(const void *args, cudaStream_t s) {
     const rmsnorm_args *a = (const rmsnorm_args *)args;
     return LR_DISPATCH_DTYPE(a->dt, rmsnorm_block, a, s);
+}
+
+int lr_gpu_rmsnorm_vec(const void *args, cudaStream_t s) {
+    const rmsnorm_args *a = (const rmsnorm_args *)args;
+    return LR_DISPATCH_DTYPE(a->dt, rmsnorm_vec, a, s);
 }
 
 int lr_gpu_rmsnorm_warp(const void *args, cudaStream_t s) {

@@ -59,6 +59,55 @@ template <typename E> static int rotary_neox(const rotary_args *a, cudaStream_t 
     return LR_OK;
 }
 
+/* "heads": grid (tokens, groups of ROT_HPB heads); thread i takes frequency i, forms its
+ * float64 sine and cosine once, loads the pair (i, i + hd/2) of all the group's heads
+ * before storing any, so a token costs one round trip to memory rather than one per
+ * pair (the decode case); no shared memory, no barrier. */
+#define ROT_HPB 8
+#define ROT_THREADS 64
+
+template <typename E>
+static __global__ void __launch_bounds__(ROT_THREADS)
+    rotary_heads_kernel(E *x, int64_t ldx, int64_t T, int64_t nheads, int64_t hd, const int64_t *positions,
+                        const double *inv_freq) {
+    int64_t half = hd / 2;
+    for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
+        double pos = (double)positions[t];
+        for (int64_t h0 = (int64_t)blockIdx.y * ROT_HPB; h0 < nheads; h0 += (int64_t)gridDim.y * ROT_HPB) {
+            E *row = x + t * ldx + h0 * hd;
+            for (int64_t i = threadIdx.x; i < half; i += ROT_THREADS) {
+                double sn, cd;
+                sincos(pos * inv_freq[i], &sn, &cd);
+                float c = (float)cd, sf = (float)sn, x1[ROT_HPB], x2[ROT_HPB];
+#pragma unroll
+                for (int k = 0; k < ROT_HPB; k++)
+                    if (h0 + k < nheads) x1[k] = ld(row + k * hd + i), x2[k] = ld(row + k * hd + half + i);
+#pragma unroll
+                for (int k = 0; k < ROT_HPB; k++)
+                    if (h0 + k < nheads) {
+                        st(row + k * hd + i, x1[k] * c - x2[k] * sf);
+                        st(row + k * hd + half + i, x2[k] * c + x1[k] * sf);
+                    }
+            }
+        }
+    }
+}
+
+template <typename E> static int rotary_heads(const rotary_args *a, cudaStream_t s) {
+    int64_t groups = (a->nheads + ROT_HPB - 1) / ROT_HPB;
+    dim3 grid((unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS),
+              (unsigned int)(groups < MAX_ROW_BLOCKS ? groups : MAX_ROW_BLOCKS));
+    rotary_heads_kernel<E><<<grid, ROT_THREADS, 0, s>>>((E *)a->x, a->ld, a->T, a->nheads, a->hd, a->positions,
+                                                        a->inv_freq);
+    LAUNCH_CHECK();
+    return LR_OK;
+}
+
+int lr_gpu_rotary_heads(const void *args, cudaStream_t s) {
+    const rotary_args *a = (const rotary_args *)args;
+    return LR_DISPATCH_DTYPE(a->dt, rotary_heads, a, s);
+}
+
 int lr_gpu_rotary_neox(const void *args, cudaStream_t s) {
     const rotary_args *a = (const rotary_args *)args;
     return LR_DISPATCH_DTYPE(a->dt, rotary_neox, a, s);

@@ -1,0 +1,440 @@
+/* gpu_bench.c: the GPU half of the performance record (docs/performance.md, issue 8).
+ * Loads a Hugging Face checkpoint (tools/make-bench-model.py writes the Llama-3-8B-shaped
+ * random one) through the public API with the CUDA backend in bf16, measures the card's
+ * two ceilings in the same process (device-to-device copy bandwidth counting bytes read
+ * plus written; the cuBLAS bf16 GEMM rate on a large square product), then times four
+ * workloads through lr_model_forward and lr_model_compute_logits:
+ *   prefill of one 2048-token prompt, prefill of 8 prompts of 512 (forward into an empty
+ *   cache, then the logits of each sequence's last token);
+ *   decode at batch 1 and batch 32 over 1024 tokens of context (one step: forward of one
+ *   token per sequence, then its logits on the host).
+ * Each row: median time, its floor (prefill: FLOPs / GEMM rate; decode: (weight bytes +
+ * KV bytes read) / copy bandwidth), the ratio, the target, and the GPU memory in use
+ * (allocations, CUDA context excluded) against weights + KV cache + 10%. Token ids come
+ * from one formula that tools/bench-peer.py repeats, so the peer sees the same inputs.
+ * Usage: gpu_bench --model DIR [--json FILE] [--reps N] [--steps N] [--kernels SPEC]
+ *                  [--dump-logits FILE] [--only ROWS]
+ * --only takes row numbers (0: prefill 1 x 2048, 1: 8 x 512, 2: decode batch 1, 3: batch
+ * 32), e.g. --only 2 for a profiler run. */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include <stdio.h>
+
+#ifndef LR_HAVE_CUDA
+int main(void) {
+    puts("gpu_bench: built without CUDA");
+    return 77;
+}
+#else
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "llamaref.h"
+
+#define CK(call)                                                                           \
+    do {                                                                                   \
+        cudaError_t e_ = (call);                                                           \
+        if (e_ != cudaSuccess) {                                                           \
+            fprintf(stderr, "gpu_bench: %s: %s\n", #call, cudaGetErrorString(e_));         \
+            exit(1);                                                                       \
+        }                                                                                  \
+    } while (0)
+#define LR(call)                                                                           \
+    do {                                                                                   \
+        int rc_ = (call);                                                                  \
+        if (rc_) {                                                                         \
+            fprintf(stderr, "gpu_bench: %s: %s: %s\n", #call, lr_status_name(rc_), lr_last_error()); \
+            exit(1);                                                                       \
+        }                                                                                  \
+    } while (0)
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* The shared token formula (tools/bench-peer.py has its twin): prompt token t of
+ * sequence s, and decode step k's token of sequence s. */
+static int64_t prompt_token(int64_t s, int64_t t, int64_t V) { return (int64_t)(((uint64_t)s * 1000003u + (uint64_t)t * 7919u + 17u) % (uint64_t)V); }
+static int64_t step_token(int64_t s, int64_t k, int64_t V) { return (int64_t)(((uint64_t)k * 104729u + (uint64_t)s * 15485863u + 5u) % (uint64_t)V); }
+
+/* ---- ceilings ------------------------------------------------------------------------ */
+
+/* Device-to-device copy of 2 GiB buffers; bytes read plus bytes written per second. */
+static double copy_bandwidth(void) {
+    size_t n = (size_t)2 << 30;
+    void *a, *b;
+    CK(cudaMalloc(&a, n));
+    CK(cudaMalloc(&b, n));
+    CK(cudaMemset(a, 1, n));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    double t[20];
+    for (int i = 0; i < 23; i++) {
+        CK(cudaEventRecord(e0, 0));
+        CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0));
+        CK(cudaEventRecord(e1, 0));
+        CK(cudaEventSynchronize(e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        if (i >= 3) t[i - 3] = ms * 1e-3;
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(a);
+    cudaFree(b);
+    return 2.0 * (double)n / median(t, 20);
+}
+
+static uint16_t bf16_of(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* cublasGemmEx, bf16 operands and output, float32 compute (the backend's setting), on
+ * an 8192^3 product of random data. */
+static double gemm_rate(void) {
+    int n = 8192;
+    size_t cnt = (size_t)n * n;
+    uint16_t *h = malloc(cnt * 2);
+    uint64_t x = 88172645463325252ull;
+    for (size_t i = 0; i < cnt; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        h[i] = bf16_of((float)((double)(x >> 11) / 9007199254740992.0 - 0.5));
+    }
+    void *a, *b, *c;
+    CK(cudaMalloc(&a, cnt * 2));
+    CK(cudaMalloc(&b, cnt * 2));
+    CK(cudaMalloc(&c, cnt * 2));
+    CK(cudaMemcpy(a, h, cnt * 2, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(b, h, cnt * 2, cudaMemcpyHostToDevice));
+    free(h);
+    cublasHandle_t hb;
+    if (cublasCreate(&hb) != CUBLAS_STATUS_SUCCESS) exit(1);
+    float one = 1, zero = 0;
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    double t[20];
+    for (int i = 0; i < 23; i++) {
+        CK(cudaEventRecord(e0, 0));
+        if (cublasGemmEx(hb, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &one, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n, &zero, c,
+                         CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
+            fprintf(stderr, "gpu_bench: cublasGemmEx failed\n");
+            exit(1);
+        }
+        CK(cudaEventRecord(e1, 0));
+        CK(cudaEventSynchronize(e1));
+        float ms;
+        CK(cudaEventElapsedTime(&ms, e0, e1));
+        if (i >= 3) t[i - 3] = ms * 1e-3;
+    }
+    cublasDestroy(hb);
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(a);
+    cudaFree(b);
+    cudaFree(c);
+    return 2.0 * (double)n * n * n / median(t, 20);
+}
+
+/* ---- model arithmetic ------------------------------------------------------------------ */
+
+static const lr_config *C;
+
+/* Parameters of the linear layers of all decoder layers (what every token multiplies). */
+static double layer_linear_params(void) {
+    double H = (double)C->hidden_size, hd = (double)C->head_dim, I = (double)C->intermediate_size;
+    double q = (double)C->num_attention_heads * hd, kv = (double)C->num_key_value_heads * hd;
+    return (double)C->num_hidden_layers * (H * (q + 2 * kv) + q * H + H * 2 * I + I * H);
+}
+
+/* Bytes of the weights as the backend holds them (bf16): layers, norms, embedding, head. */
+static double weight_bytes(void) {
+    double H = (double)C->hidden_size, V = (double)C->vocab_size;
+    double vp = ceil(V / 64) * 64;
+    double p = layer_linear_params() + (double)C->num_hidden_layers * 2 * H + H + vp * H;
+    if (!C->tie_word_embeddings) p += vp * H;
+    return 2 * p;
+}
+
+/* Bytes a decode step must read: every layer weight, the final norm, the LM head, one
+ * embedding row per token, and the KV of every sequence's context. */
+static double decode_bytes(int64_t B, double ctx) {
+    double H = (double)C->hidden_size, V = (double)C->vocab_size;
+    double w = 2 * (layer_linear_params() + (double)C->num_hidden_layers * 2 * H + H + V * H + (double)B * H);
+    double kv = (double)B * ctx * (double)C->num_hidden_layers * 2 * (double)C->num_key_value_heads *
+                (double)C->head_dim * 2;
+    return w + kv;
+}
+
+/* FLOPs of a prefill of B sequences of T tokens: the linear layers for every token,
+ * causal attention (QK^T and PV over the visible keys), the LM head for one token each. */
+static double prefill_flops(int64_t B, int64_t T) {
+    double nh = (double)C->num_attention_heads, hd = (double)C->head_dim;
+    double lin = 2 * layer_linear_params() * (double)(B * T);
+    double attn = (double)B * (double)C->num_hidden_layers * 4 * nh * hd * (double)T * (double)(T + 1) / 2;
+    double head = (double)B * 2 * (double)C->hidden_size * (double)C->vocab_size;
+    return lin + attn + head;
+}
+
+static double kv_bytes(int64_t seqs, int64_t len) {
+    double toks = (double)seqs * ceil((double)len / 16) * 16;
+    return toks * (double)C->num_hidden_layers * 2 * (double)C->num_key_value_heads * (double)C->head_dim * 2;
+}
+
+static double used_bytes(void) {
+    size_t fr, tot;
+    CK(cudaMemGetInfo(&fr, &tot));
+    return (double)(tot - fr);
+}
+
+/* ---- workloads ------------------------------------------------------------------------ */
+
+typedef struct {
+    const char *name, *kind; /* kind: "prefill" or "decode" */
+    int64_t B, T;            /* sequences; prompt tokens (prefill) or context (decode) */
+    double seconds, floor_s, target, flops, bytes, mem, mem_budget;
+    double kv;
+    int n;
+} row;
+
+static lr_model *M;
+static double base_used;
+static int reps = 10, steps = 32, warm = 4;
+static const char *dump_logits;
+
+/* Gathers rows (host, model precision) into a contiguous (n, H) buffer for the logits. */
+static void gather_rows(void *dst, const lr_tensor *h, const int64_t *rows, int64_t n) {
+    size_t es = lr_dtype_size(h->dtype), w = (size_t)h->shape[1] * es;
+    for (int64_t i = 0; i < n; i++) memcpy((char *)dst + (size_t)i * w, (const char *)h->data + (size_t)rows[i] * w, w);
+}
+
+static void run_prefill(row *r) {
+    int64_t B = r->B, T = r->T, N = B * T, V = C->vocab_size, H = C->hidden_size;
+    int64_t *ids = malloc((size_t)N * 8), *pos = malloc((size_t)N * 8), *lens = malloc((size_t)B * 8),
+            *last = malloc((size_t)B * 8);
+    for (int64_t s = 0; s < B; s++) {
+        lens[s] = T;
+        last[s] = s * T + T - 1;
+        for (int64_t t = 0; t < T; t++) {
+            ids[s * T + t] = prompt_token(s, t, V);
+            pos[s * T + t] = t;
+        }
+    }
+    lr_batch b = {ids, pos, B > 1 ? lens : NULL, NULL, N, B};
+    lr_kv_cache *kv;
+    LR(lr_kv_cache_create(M, B, T, &kv));
+    void *rowsbuf = malloc((size_t)(B * H) * 2);
+    double *t = malloc((size_t)(reps + 2) * sizeof *t);
+    for (int i = 0; i < reps + 2; i++) {
+        lr_kv_cache_reset(kv);
+        double t0 = now();
+        lr_tensor hid, lg;
+        LR(lr_model_forward(M, &b, kv, NULL, &hid));
+        gather_rows(rowsbuf, &hid, last, B);
+        lr_tensor sel = {hid.dtype, 2, {B, H}, rowsbuf};
+        LR(lr_model_compute_logits(M, &sel, NULL, &lg));
+        double dt = now() - t0;
+        if (i >= 2) t[i - 2] = dt;
+        if (i == 0 && dump_logits && B == 1) {
+            FILE *f = fopen(dump_logits, "wb");
+            float *x = malloc((size_t)V * sizeof *x);
+            lr_convert(x, LR_F32, lg.data, lg.dtype, (size_t)V);
+            if (f) fwrite(x, sizeof *x, (size_t)V, f), fclose(f);
+            free(x);
+        }
+    }
+    r->mem = used_bytes() - base_used;
+    r->kv = kv_bytes(B, T);
+    r->seconds = median(t, reps);
+    r->n = reps;
+    lr_kv_cache_free(kv);
+    free(ids), free(pos), free(lens), free(last), free(rowsbuf), free(t);
+}
+
+static void run_decode(row *r) {
+    int64_t B = r->B, ctx = r->T, V = C->vocab_size;
+    int64_t cap = ctx + warm + steps;
+    lr_kv_cache *kv;
+    LR(lr_kv_cache_create(M, B, cap, &kv));
+    /* The context: one sequence at a time, so the prefill buffers stay (ctx, .) in size. */
+    int64_t *ids = malloc((size_t)ctx * 8), *pos = malloc((size_t)ctx * 8);
+    for (int64_t s = 0; s < B; s++) {
+        for (int64_t t = 0; t < ctx; t++) ids[t] = prompt_token(s, t, V), pos[t] = t;
+        int64_t len = ctx, sid = s;
+        lr_batch b = {ids, pos, &len, &sid, ctx, 1};
+        lr_tensor hid;
+        LR(lr_model_forward(M, &b, kv, NULL, &hid));
+    }
+    free(ids), free(pos);
+    int64_t *sid = malloc((size_t)B * 8), *one = malloc((size_t)B * 8), *tok = malloc((size_t)B * 8),
+            *ps = malloc((size_t)B * 8);
+    for (int64_t s = 0; s < B; s++) sid[s] = s, one[s] = 1;
+    double *t = malloc((size_t)steps * sizeof *t);
+    for (int k = 0; k < warm + steps; k++) {
+        for (int64_t s = 0; s < B; s++) tok[s] = step_token(s, k, V), ps[s] = ctx + k;
+        lr_batch b = {tok, ps, one, sid, B, B};
+        double t0 = now();
+        lr_tensor hid, lg;
+        LR(lr_model_forward(M, &b, kv, NULL, &hid));
+        LR(lr_model_compute_logits(M, &hid, NULL, &lg));
+        double dt = now() - t0;
+        if (k >= warm) t[k - warm] = dt;
+    }
+    r->mem = used_bytes() - base_used;
+    r->kv = kv_bytes(B, cap);
+    r->seconds = median(t, steps);
+    r->n = steps;
+    lr_kv_cache_free(kv);
+    free(sid), free(one), free(tok), free(ps), free(t);
+}
+
+int main(int argc, char **argv) {
+    const char *model = NULL, *json = NULL, *kernels = NULL, *only = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
+        else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--kernels") && i + 1 < argc) kernels = argv[++i];
+        else if (!strcmp(argv[i], "--dump-logits") && i + 1 < argc) dump_logits = argv[++i];
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+        else {
+            fprintf(stderr, "usage: gpu_bench --model DIR [--json FILE] [--reps N] [--steps N] [--kernels SPEC] [--dump-logits FILE] [--only 0-3]\n");
+            return 2;
+        }
+    }
+    if (!model || reps < 1 || steps < 1) {
+        fprintf(stderr, "gpu_bench: --model DIR is required (tools/make-bench-model.py writes one)\n");
+        return 2;
+    }
+    struct cudaDeviceProp prop;
+    CK(cudaGetDeviceProperties(&prop, 0));
+    CK(cudaFree(0));
+    time_t wall = time(NULL);
+    char date[32];
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&wall));
+    printf("card: %s (%d SMs, %.1f GiB), %s\n", prop.name, prop.multiProcessorCount,
+           (double)prop.totalGlobalMem / (1 << 30), date);
+
+    double bw = copy_bandwidth(), rate = gemm_rate();
+    printf("ceilings: copy %.0f GB/s (read + write), cuBLAS bf16 GEMM 8192^3 %.0f TFLOP/s\n", bw * 1e-9,
+           rate * 1e-12);
+
+    base_used = used_bytes();
+    lr_checkpoint *ck;
+    double t0 = now();
+    LR(lr_checkpoint_open(model, &ck));
+    lr_options opt;
+    lr_options_init(&opt);
+    opt.backend = "cuda";
+    opt.precision = LR_BF16;
+    opt.kernels = kernels;
+    LR(lr_model_create(ck, &opt, &M));
+    C = lr_model_config(M);
+    double load_s = now() - t0, wmem = used_bytes() - base_used;
+    printf("model: %s, hidden %lld, %lld layers, %lld/%lld heads, intermediate %lld, vocab %lld; load %.1f s; "
+           "weights %.2f GiB (%.2f GiB on the device after load)\n",
+           model, (long long)C->hidden_size, (long long)C->num_hidden_layers, (long long)C->num_attention_heads,
+           (long long)C->num_key_value_heads, (long long)C->intermediate_size, (long long)C->vocab_size, load_s,
+           weight_bytes() / (1 << 30), wmem / (1 << 30));
+
+    row rows[] = {
+        {"prefill 1 x 2048", "prefill", 1, 2048, 0, 0, 1.5, 0, 0, 0, 0, 0, 0},
+        {"prefill 8 x 512", "prefill", 8, 512, 0, 0, 1.5, 0, 0, 0, 0, 0, 0},
+        {"decode batch 1, ctx 1024", "decode", 1, 1024, 0, 0, 1.15, 0, 0, 0, 0, 0, 0},
+        {"decode batch 32, ctx 1024", "decode", 32, 1024, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    };
+    int nrows = (int)(sizeof rows / sizeof rows[0]);
+    if (only) { /* keep the rows named, in order */
+        int k = 0;
+        for (int i = 0; i < nrows; i++)
+            if (strchr(only, '0' + i)) rows[k++] = rows[i];
+        nrows = k;
+    }
+    for (int i = 0; i < nrows; i++) {
+        row *r = &rows[i];
+        if (!strcmp(r->kind, "prefill")) {
+            run_prefill(r);
+            r->flops = prefill_flops(r->B, r->T);
+            r->floor_s = r->flops / rate;
+        } else {
+            run_decode(r);
+            r->bytes = decode_bytes(r->B, (double)r->T + warm + 0.5 * steps);
+            r->floor_s = r->bytes / bw;
+        }
+        r->mem_budget = 1.1 * (weight_bytes() + r->kv);
+        printf("  %-26s %9.3f ms  floor %8.3f ms  ratio %5.2f%s  mem %.2f GiB / budget %.2f GiB\n", r->name,
+               r->seconds * 1e3, r->floor_s * 1e3, r->seconds / r->floor_s,
+               r->target > 0 ? (r->seconds / r->floor_s <= r->target ? " (met)" : " (missed)") : "",
+               r->mem / (1 << 30), r->mem_budget / (1 << 30));
+        fflush(stdout);
+    }
+
+    printf("\n| workload | time | floor | ratio | target | tokens/s | GPU memory / budget |\n|---|---|---|---|---|---|---|\n");
+    for (int i = 0; i < nrows; i++) {
+        row *r = &rows[i];
+        double toks = !strcmp(r->kind, "prefill") ? (double)(r->B * r->T) : (double)r->B;
+        char tgt[32];
+        if (r->target > 0) snprintf(tgt, sizeof tgt, "%.2fx", r->target);
+        else snprintf(tgt, sizeof tgt, "-");
+        printf("| %s | %.2f ms | %.2f ms | %.2f | %s | %.0f | %.2f / %.2f GiB |\n", r->name, r->seconds * 1e3,
+               r->floor_s * 1e3, r->seconds / r->floor_s, tgt, toks / r->seconds, r->mem / (1 << 30),
+               r->mem_budget / (1 << 30));
+    }
+
+    if (json) {
+        FILE *f = fopen(json, "w");
+        if (!f) {
+            perror(json);
+            return 1;
+        }
+        fprintf(f, "{\n  \"tool\": \"gpu_bench\",\n  \"date\": \"%s\",\n  \"card\": \"%s\",\n  \"sms\": %d,\n", date,
+                prop.name, prop.multiProcessorCount);
+        fprintf(f, "  \"model\": \"%s\",\n  \"precision\": \"bf16\",\n  \"kernels\": \"%s\",\n", model,
+                kernels ? kernels : "");
+        fprintf(f, "  \"copy_bandwidth_Bps\": %.6e,\n  \"gemm_rate_flops\": %.6e,\n  \"load_s\": %.3f,\n", bw, rate,
+                load_s);
+        fprintf(f, "  \"weight_bytes\": %.6e,\n  \"weights_on_device_bytes\": %.6e,\n  \"rows\": [\n", weight_bytes(),
+                wmem);
+        for (int i = 0; i < nrows; i++) {
+            row *r = &rows[i];
+            fprintf(f,
+                    "    {\"name\": \"%s\", \"kind\": \"%s\", \"batch\": %lld, \"tokens\": %lld, \"seconds\": %.6e, "
+                    "\"repeats\": %d, \"floor_s\": %.6e, \"ratio\": %.4f, \"target\": %.2f, \"flops\": %.6e, "
+                    "\"bytes\": %.6e, \"kv_cache_bytes\": %.6e, \"gpu_mem_bytes\": %.6e, \"gpu_mem_budget_bytes\": "
+                    "%.6e}%s\n",
+                    r->name, r->kind, (long long)r->B, (long long)r->T, r->seconds, r->n, r->floor_s,
+                    r->seconds / r->floor_s, r->target, r->flops, r->bytes, r->kv, r->mem, r->mem_budget,
+                    i + 1 < nrows ? "," : "");
+        }
+        fprintf(f, "  ]\n}\n");
+        fclose(f);
+    }
+    lr_model_free(M);
+    lr_checkpoint_close(ck);
+    return 0;
+}
+#endif
