@@ -8,17 +8,29 @@
 # The GPU machine has no Check, no jansson and no package registry: first, on a machine
 # with Debian's registry, run `tools/gpu-check.sh --fetch` to download those packages into
 # .devdeps/ (git-ignored); carry that folder along. Usage on the GPU machine:
-#   tools/gpu-check.sh [--sanitize] [--quick]
+#   tools/gpu-check.sh [--sanitize] [--quick] [--smollm2 FILE.gguf]
+# --smollm2 also runs the real model (its GGUF; tools/fetch-smollm2.sh) through the CUDA
+# path at bf16, fp16 and fp32 and PyTorch's own bf16/fp16 on it, against its golden.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = "--fetch" ]; then
     mkdir -p .devdeps && cd .devdeps && apt-get download check libsubunit0 libsubunit-dev libjansson4 libjansson-dev
     exit $?
 fi
-SANITIZE=0 QUICK=0
-for a in "$@"; do
-    case $a in --sanitize) SANITIZE=1 ;; --quick) QUICK=1 ;; *) echo "unknown option $a" >&2; exit 2 ;; esac
+SANITIZE=0 QUICK=0 SMOL=
+while [ $# -gt 0 ]; do
+    case $1 in
+    --sanitize) SANITIZE=1 ;;
+    --quick) QUICK=1 ;;
+    --smollm2) SMOL=${2:?--smollm2 needs a GGUF file}; shift ;;
+    *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+    shift
 done
+if [ -n "$SMOL" ]; then
+    [ -f "$SMOL" ] || { echo "--smollm2: $SMOL: not a file" >&2; exit 2; }
+    SMOL=$(cd "$(dirname "$SMOL")" && pwd)/$(basename "$SMOL")
+fi
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu-check.log") 2>&1
@@ -44,7 +56,7 @@ echo "== build"
 B=/tmp/llamaref-build
 rm -rf "$B" && mkdir -p "$B"
 cp -r . "$B"
-rm -rf "$B/.devdeps" "$B/gpu-out"
+rm -rf "$B/.devdeps" "$B/gpu-out" "$B"/.smol* "$B/.whl" "$B/.gpuwt"
 cd "$B"
 (autoreconf -fi && ./configure --with-cuda --enable-werror && make -j16 && make -j16 tests/test_gpu_ops tests/test_gpu_forward) >"$OUT/build.log" 2>&1
 rc=$?
@@ -82,6 +94,19 @@ for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16
     done
 done
 ./llama-diff check -b cuda -m fixtures/models/gqa-f32 -f fixtures/golden/gqa-f32-batch.safetensors >"$OUT/diff-default-bf16.txt" 2>&1
+
+if [ -n "$SMOL" ]; then
+    echo "== the real model, SmolLM2-135M-Instruct ($SMOL)"
+    sha256sum "$SMOL"
+    for p in bf16 fp16 fp32; do
+        ./llama-diff check -b cuda -p $p -m "$SMOL" -f fixtures/golden/smollm2-135m.safetensors --json -q \
+            >"$OUT/smollm2-cuda-$p.json" 2>"$OUT/smollm2-cuda-$p.err"
+        echo "smollm2 cuda $p exit $? $(python3 -c "import json;d=json.load(open('$OUT/smollm2-cuda-$p.json'));print(d['result'], 'worst budget %.2f at %s' % max((s['budget_used'], s['name']) for s in d['stages']), 'logits rel_l2 %.2e' % [s['rel_l2'] for s in d['stages'] if s['name']=='lm_head'][0], 'top1 %.3f' % d['logits']['top1_agreement'])" 2>/dev/null) $(head -c 300 "$OUT/smollm2-cuda-$p.err")"
+    done
+    python3 tools/torch-lowp-error.py --fixtures fixtures --cases smollm2 --gguf "$SMOL" --dtypes bf16,fp16 \
+        --json "$OUT/torch-smollm2.json" 2>"$OUT/torch-smollm2.err" | tee "$OUT/torch-smollm2.md"
+    tail -3 "$OUT/torch-smollm2.err"
+fi
 
 if [ $QUICK -eq 0 ]; then
     echo "== PyTorch's own error on the same fixtures"
