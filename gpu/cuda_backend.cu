@@ -162,11 +162,7 @@ static int upload_rank(gpu_model *m, gpu_rank *rk, const lr_checkpoint *ck, int 
     lr_plan *plan = NULL;
     lr_weights *w = NULL;
     int rc = lr_plan_create(&m->cfg, m->tp, r, &plan);
-    if (rc == LR_OK) rc = lr_weights_build(ck, plan, LR_F32, &w);
-    if (rc) {
-        lr_plan_free(plan);
-        return rc;
-    }
+    if (rc) return rc;
     rk->L = *lr_plan_layout(plan);
     size_t n = lr_plan_count(plan), es = lr_dtype_size(m->dt), total = 0, biggest = 0;
     size_t *off = (size_t *)calloc(n, sizeof *off);
@@ -181,13 +177,23 @@ static int upload_rank(gpu_model *m, gpu_rank *rk, const lr_checkpoint *ck, int 
         total += (count * es + 255) / 256 * 256;
         biggest = count > biggest ? count : biggest;
     }
+    /* The device memory first, from the plan's shapes alone: a model larger than the card
+     * fails here, with the sizes, before the host reads or converts any weight. */
     if (rc == LR_OK) {
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
         cudaError_t e = cudaMalloc(&rk->weights, total ? total : 1);
         if (e == cudaSuccess) e = cudaMalloc((void **)&staging, (biggest ? biggest : 1) * sizeof(float));
-        if (e != cudaSuccess)
-            rc = lr_fail(LR_E_DEVICE, "cuda: rank %d: cannot allocate %.2f GiB of weights on GPU %d: %s", r,
-                         (double)total / (1 << 30), rk->device, cudaGetErrorString(e));
+        if (e != cudaSuccess) {
+            cudaGetLastError(); /* an allocation failure is not sticky: clear it */
+            rc = lr_fail(LR_E_DEVICE,
+                         "cuda: rank %d: the model's weights need %.2f GiB in %s on GPU %d, which has %.2f GiB "
+                         "free of %.2f GiB (%s): use a lower precision or a larger tp",
+                         r, (double)total / (1 << 30), lr_dtype_name(m->dt), rk->device,
+                         (double)free_b / (1 << 30), (double)total_b / (1 << 30), cudaGetErrorString(e));
+        }
     }
+    if (rc == LR_OK) rc = lr_weights_build(ck, plan, LR_F32, &w);
     for (size_t i = 0; rc == LR_OK && i < n; i++) {
         const lr_packed_desc *d = lr_plan_at(plan, i);
         if (d->tied_to >= 0) {

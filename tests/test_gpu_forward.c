@@ -22,7 +22,10 @@ int main(void) {
 
 #include <check.h>
 #include <cuda_runtime_api.h>
+#include <jansson.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "fixture_cases.h"
 
@@ -273,6 +276,105 @@ START_TEST(out_of_gpu_memory_is_a_clear_error) {
 }
 END_TEST
 
+/* A checkpoint of Llama-2-70B's shapes (69 billion parameters, 138 GB in bf16): a sparse
+ * file, header and size only, so nothing is read. The model does not fit the card; the
+ * backend says so, with the sizes, before the host converts a single weight. */
+START_TEST(a_model_larger_than_the_card_is_a_clear_error) {
+    const char *tmp = getenv("LR_TMPDIR");
+    ck_assert_ptr_nonnull(tmp);
+    char dir[1024], path[1100];
+    snprintf(dir, sizeof dir, "%s/gpu-oversize", tmp);
+    mkdir(dir, 0755);
+    const long long H = 8192, I = 28672, L = 80, NH = 64, KV = 8, HD = 128, V = 32000;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    FILE *f = fopen(path, "w");
+    ck_assert_ptr_nonnull(f);
+    fprintf(f,
+            "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_act\": \"silu\", "
+            "\"hidden_size\": %lld, \"intermediate_size\": %lld, \"num_hidden_layers\": %lld, "
+            "\"num_attention_heads\": %lld, \"num_key_value_heads\": %lld, \"head_dim\": %lld, \"vocab_size\": %lld, "
+            "\"max_position_embeddings\": 4096, \"rms_norm_eps\": 1e-05, \"rope_theta\": 10000.0, "
+            "\"tie_word_embeddings\": false, \"torch_dtype\": \"bfloat16\"}\n",
+            H, I, L, NH, KV, HD, V);
+    fclose(f);
+    json_t *hdr = json_object();
+    long long off = 0;
+#define ADD(name, r, c)                                                                                    \
+    do {                                                                                                   \
+        long long n_ = (long long)(r) * (c) * 2;                                                           \
+        json_object_set_new(hdr, name,                                                                     \
+                            (c) > 1 ? json_pack("{s:s, s:[I,I], s:[I,I]}", "dtype", "BF16", "shape",       \
+                                                (json_int_t)(r), (json_int_t)(c), "data_offsets",           \
+                                                (json_int_t)off, (json_int_t)(off + n_))                    \
+                                    : json_pack("{s:s, s:[I], s:[I,I]}", "dtype", "BF16", "shape",         \
+                                                (json_int_t)(r), "data_offsets", (json_int_t)off,           \
+                                                (json_int_t)(off + n_)));                                   \
+        off += n_;                                                                                         \
+    } while (0)
+    ADD("model.embed_tokens.weight", V, H);
+    char name[128];
+    for (long long l = 0; l < L; l++) {
+        static const struct {
+            const char *suffix;
+            char rows, cols; /* H, I, Q (heads x head_dim), K (kv heads x head_dim), 1 */
+        } t[] = {{"input_layernorm.weight", 'H', '1'},  {"post_attention_layernorm.weight", 'H', '1'},
+                 {"self_attn.q_proj.weight", 'Q', 'H'}, {"self_attn.k_proj.weight", 'K', 'H'},
+                 {"self_attn.v_proj.weight", 'K', 'H'}, {"self_attn.o_proj.weight", 'H', 'Q'},
+                 {"mlp.gate_proj.weight", 'I', 'H'},    {"mlp.up_proj.weight", 'I', 'H'},
+                 {"mlp.down_proj.weight", 'H', 'I'}};
+        for (size_t k = 0; k < sizeof t / sizeof t[0]; k++) {
+            long long d[2];
+            for (int j = 0; j < 2; j++) {
+                char c = j ? t[k].cols : t[k].rows;
+                d[j] = c == 'H' ? H : c == 'I' ? I : c == 'Q' ? NH * HD : c == 'K' ? KV * HD : 1;
+            }
+            snprintf(name, sizeof name, "model.layers.%lld.%s", l, t[k].suffix);
+            ADD(name, d[0], d[1]);
+        }
+    }
+    ADD("model.norm.weight", H, 1);
+    ADD("lm_head.weight", V, H);
+#undef ADD
+    char *js = json_dumps(hdr, JSON_COMPACT);
+    json_decref(hdr);
+    size_t jl = strlen(js), padded = (jl + 7) / 8 * 8;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    f = fopen(path, "wb");
+    ck_assert_ptr_nonnull(f);
+    unsigned char len8[8];
+    for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)padded >> (8 * i));
+    ck_assert(fwrite(len8, 1, 8, f) == 8 && fwrite(js, 1, jl, f) == jl && fwrite("        ", 1, padded - jl, f) == padded - jl);
+    free(js);
+    ck_assert_int_eq(ftruncate(fileno(f), (off_t)(8 + padded + off)), 0); /* sparse: no data written */
+    fclose(f);
+
+    lr_checkpoint *ck;
+    ck_assert_msg(lr_checkpoint_open(dir, &ck) == LR_OK, "%s", lr_last_error());
+    lr_options o;
+    lr_options_init(&o);
+    o.backend = "cuda";
+    o.precision = LR_BF16;
+    lr_model *m = NULL;
+    ck_assert_int_eq(lr_model_create(ck, &o, &m), LR_E_DEVICE);
+    ck_assert_ptr_null(m);
+    ck_assert_msg(strstr(lr_last_error(), "GiB") != NULL && strstr(lr_last_error(), "free") != NULL, "%s",
+                  lr_last_error());
+    printf("test_gpu_forward: oversize model: %s\n", lr_last_error());
+    lr_checkpoint_close(ck);
+    unlink(path);
+    /* The card is usable afterwards. */
+    loaded Lc = load_case(&cases[0]);
+    m = make_model(Lc.ck, LR_BF16, 1, NULL);
+    lr_recorder *rec;
+    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
+    run_recorded(m, lr_fixture_batch(Lc.fx), NULL, rec);
+    expect_golden(&Lc, rec, LR_BF16, "gqa-f32-batch bf16 after an oversize model");
+    lr_recorder_free(rec);
+    lr_model_free(m);
+    unload(&Lc);
+}
+END_TEST
+
 START_TEST(bad_options_are_refused) {
     loaded L = load_case(&cases[0]);
     lr_options o;
@@ -307,6 +409,7 @@ int main(void) {
     tcase_add_loop_test(tc, isolated_layers_match_golden, 0, N_CASES);
     tcase_add_test(tc, bad_options_are_refused);
     tcase_add_test(tc, out_of_gpu_memory_is_a_clear_error);
+    tcase_add_test(tc, a_model_larger_than_the_card_is_a_clear_error);
     suite_add_tcase(s, tc);
     SRunner *sr = srunner_create(s);
     /* CUDA does not survive fork() once initialised (main already asked for devices). */

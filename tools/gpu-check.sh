@@ -114,8 +114,8 @@ if [ $QUICK -eq 0 ]; then
 fi
 
 if [ $SANITIZE -eq 1 ]; then
-    echo "== compute-sanitizer (whole model through every op family; op sweep under memcheck)"
-    runs=("check -b cuda -p bf16 --tp 2 -m fixtures/models/gqa-f32 -f fixtures/golden/gqa-f32-batch.safetensors"
+    echo "== compute-sanitizer (whole model through every op family, prefill and decode; op sweep under memcheck)"
+    runs=("check -b cuda -p bf16 --tp 2 --decode 3 -m fixtures/models/gqa-f32 -f fixtures/golden/gqa-f32-batch.safetensors"
           "check -b cuda -p fp16 --tp 4 -m fixtures/models/mqa-hd-f16 -f fixtures/golden/mqa-hd-f16.safetensors"
           "check -b cuda -p bf16 -k attention=simple -k rmsnorm=warp -m fixtures/models/mha-bias-bf16 -f fixtures/golden/mha-bias-bf16.safetensors")
     for tool in memcheck racecheck initcheck synccheck; do
