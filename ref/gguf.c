@@ -506,32 +506,19 @@ int lr_gguf_parse(const void *buf, size_t len, const char *name, lr_gguf_file **
 }
 
 int lr_gguf_open(const char *path, lr_gguf_file **out) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return lr_fail(LR_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return lr_fail(LR_E_IO, "%s: not a regular file", path);
-    }
+    void *map;
+    size_t len;
+    int rc = lr_map_file(path, 1, &map, &len);
+    if (rc) return rc;
     lr_gguf_file *f;
-    int rc = gguf_new(path, &f);
-    if (rc) {
-        close(fd);
+    if ((rc = gguf_new(path, &f))) {
+        if (map) munmap(map, len);
         return rc;
     }
-    f->len = (size_t)st.st_size;
-    if (f->len > 0) {
-        void *map = mmap(NULL, f->len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            close(fd);
-            lr_gguf_close(f);
-            return lr_fail(LR_E_IO, "%s: cannot map: %s", path, strerror(errno));
-        }
-        f->map = map;
-        f->map_len = f->len;
-        f->buf = map;
-    }
-    close(fd);
+    f->len = len;
+    f->map = map;
+    f->map_len = map ? len : 0;
+    f->buf = map;
     if ((rc = parse(f))) {
         lr_gguf_close(f);
         return rc;

@@ -40,6 +40,10 @@ int lr_read_file(const char *path, size_t limit, char **out, size_t *len);
 struct json_t;
 int lr_gguf_config_json(const lr_gguf_file *f, struct json_t **out);
 
+/* Opens a regular file and maps it read-only (private) when it holds at least min_len
+ * bytes (else *map is NULL); *len is its size either way. The caller munmaps. */
+int lr_map_file(const char *path, size_t min_len, void **map, size_t *len);
+
 /* Joins dir and name into a fresh string. */
 char *lr_path_join(const char *dir, const char *name);
 

@@ -199,31 +199,17 @@ int lr_st_parse(const void *buf, size_t len, const char *name, lr_st_file **out)
 }
 
 int lr_st_open(const char *path, lr_st_file **out) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return lr_fail(LR_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return lr_fail(LR_E_IO, "%s: not a regular file", path);
-    }
+    void *map;
+    size_t len;
+    int rc = lr_map_file(path, 8, &map, &len);
+    if (rc) return rc;
     lr_st_file *f;
-    int rc = st_new(path, &f);
-    if (rc) {
-        close(fd);
+    if ((rc = st_new(path, &f))) {
+        if (map) munmap(map, len);
         return rc;
     }
-    size_t len = (size_t)st.st_size;
-    if (len >= 8) {
-        void *map = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (map == MAP_FAILED) {
-            close(fd);
-            lr_st_close(f);
-            return lr_fail(LR_E_IO, "%s: cannot map: %s", path, strerror(errno));
-        }
-        f->map = map;
-        f->map_len = len;
-    }
-    close(fd);
+    f->map = map;
+    f->map_len = map ? len : 0;
     if ((rc = parse_header(f, f->map, len))) {
         lr_st_close(f);
         return rc;

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -121,4 +123,29 @@ int lr_write_file_atomic(const char *path, bool overwrite, lr_write_fn fill, voi
     unlink(tmp); /* after rename it is gone already; after link the name at path remains */
     free(tmp);
     return rc;
+}
+
+int lr_map_file(const char *path, size_t min_len, void **map, size_t *len) {
+    *map = NULL;
+    *len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return lr_fail(LR_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return lr_fail(LR_E_IO, "%s: not a regular file", path);
+    }
+    size_t n = (size_t)st.st_size;
+    if (n >= min_len && n > 0) {
+        void *m = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED) {
+            int rc = lr_fail(LR_E_IO, "%s: cannot map: %s", path, strerror(errno));
+            close(fd);
+            return rc;
+        }
+        *map = m;
+    }
+    close(fd);
+    *len = n;
+    return LR_OK;
 }

@@ -13,8 +13,12 @@ expect() { # expect STATUS DESCRIPTION -- command...: the command exits with STA
     else
         fail=$((fail + 1))
         echo "FAIL: $what: exit $got, expected $want"
-        sed 's/^/  | /' "$TMP/out" "$TMP/err" | tail -20
+        show_failure
     fi
+}
+
+show_failure() { # what expect prints of a failed command; a script may redefine it
+    sed 's/^/  | /' "$TMP/out" "$TMP/err" | tail -20
 }
 
 expect_err() { # expect_err TEXT...: the last command's stderr is one line holding each TEXT
@@ -23,7 +27,9 @@ expect_err() { # expect_err TEXT...: the last command's stderr is one line holdi
             fail=$((fail + 1)); echo "FAIL: stderr lacks \"$s\":"; sed 's/^/  | /' "$TMP/err"
         fi
     done
-    if [ "$(wc -l <"$TMP/err")" -ne 1 ]; then fail=$((fail + 1)); echo "FAIL: error is not one line"; fi
+    if [ "$(wc -l <"$TMP/err")" -ne 1 ]; then
+        fail=$((fail + 1)); echo "FAIL: error is not one line"; sed 's/^/  | /' "$TMP/err"
+    fi
 }
 
 json_ok() { # json_ok EXPR: the last stdout parses as JSON and the python EXPR holds for it (d)

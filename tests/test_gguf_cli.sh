@@ -11,29 +11,8 @@ LD=${LLAMA_DIFF:-./llama-diff}
 FX=${LR_FIXTURES:?}
 TMP=${LR_TMPDIR:?}/gguf-cli-sh
 rm -rf "$TMP" && mkdir -p "$TMP"
-pass=0 fail=0
+. "$(dirname "$0")/lib.sh"
 
-expect() { # expect STATUS DESCRIPTION -- command...
-    want=$1 what=$2
-    shift 3
-    "$@" >"$TMP/out" 2>"$TMP/err"
-    got=$?
-    if [ "$got" = "$want" ]; then
-        pass=$((pass + 1))
-    else
-        fail=$((fail + 1))
-        echo "FAIL: $what: exit $got, expected $want"
-        sed 's/^/  | /' "$TMP/out" "$TMP/err" | head -20
-    fi
-}
-expect_err() { # the last command's stderr is one line mentioning each argument
-    for s in "$@"; do
-        if grep -qF -- "$s" "$TMP/err"; then pass=$((pass + 1)); else
-            fail=$((fail + 1)); echo "FAIL: stderr lacks \"$s\":"; sed 's/^/  | /' "$TMP/err"
-        fi
-    done
-    if [ "$(wc -l <"$TMP/err")" -ne 1 ]; then fail=$((fail + 1)); echo "FAIL: error is not one line"; sed 's/^/  | /' "$TMP/err"; fi
-}
 has() { # has FILE TEXT DESCRIPTION
     if grep -qF -- "$2" "$1"; then pass=$((pass + 1)); else
         fail=$((fail + 1)); echo "FAIL: $3: \"$2\" not in $1"; sed 's/^/  | /' "$1" | head -10
@@ -136,5 +115,4 @@ json_ok 'd["result"] == "agree" and d["model"].endswith("SmolLM2-135M-Instruct.Q
 expect 0 "an explicit --model still wins" -- env LR_FIXTURES="$ROOT" LLAMAREF_CACHE="$TMP/cache" "$LD" -m "$M" -f "$F"
 has "$TMP/out" "models/gqa-f32 on" "explicit model"
 
-echo "test_gguf_cli: $pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish
