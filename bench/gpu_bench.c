@@ -39,14 +39,9 @@ int main(void) {
 
 #include "llamaref.h"
 
-#define CK(call)                                                                           \
-    do {                                                                                   \
-        cudaError_t e_ = (call);                                                           \
-        if (e_ != cudaSuccess) {                                                           \
-            fprintf(stderr, "gpu_bench: %s: %s\n", #call, cudaGetErrorString(e_));         \
-            exit(1);                                                                       \
-        }                                                                                  \
-    } while (0)
+#define BENCH_NAME "gpu_bench"
+#include "ceilings.h"
+
 #define LR(call)                                                                           \
     do {                                                                                   \
         int rc_ = (call);                                                                  \
@@ -62,16 +57,6 @@ static double now(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /* The shared token formula (tools/bench-peer.py has its twin): prompt token t of
  * sequence s, and decode step k's token of sequence s. */
 static int64_t prompt_token(int64_t s, int64_t t, int64_t V) { return (int64_t)(((uint64_t)s * 1000003u + (uint64_t)t * 7919u + 17u) % (uint64_t)V); }
@@ -79,85 +64,7 @@ static int64_t step_token(int64_t s, int64_t k, int64_t V) { return (int64_t)(((
 
 /* ---- ceilings ------------------------------------------------------------------------ */
 
-/* Device-to-device copy of 2 GiB buffers; bytes read plus bytes written per second. */
-static double copy_bandwidth(void) {
-    size_t n = (size_t)2 << 30;
-    void *a, *b;
-    CK(cudaMalloc(&a, n));
-    CK(cudaMalloc(&b, n));
-    CK(cudaMemset(a, 1, n));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    double t[20];
-    for (int i = 0; i < 23; i++) {
-        CK(cudaEventRecord(e0, 0));
-        CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0));
-        CK(cudaEventRecord(e1, 0));
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        if (i >= 3) t[i - 3] = ms * 1e-3;
-    }
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    cudaFree(a);
-    cudaFree(b);
-    return 2.0 * (double)n / median(t, 20);
-}
-
-static uint16_t bf16_of(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-
-/* cublasGemmEx, bf16 operands and output, float32 compute (the backend's setting), on
- * an 8192^3 product of random data. */
-static double gemm_rate(void) {
-    int n = 8192;
-    size_t cnt = (size_t)n * n;
-    uint16_t *h = malloc(cnt * 2);
-    uint64_t x = 88172645463325252ull;
-    for (size_t i = 0; i < cnt; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        h[i] = bf16_of((float)((double)(x >> 11) / 9007199254740992.0 - 0.5));
-    }
-    void *a, *b, *c;
-    CK(cudaMalloc(&a, cnt * 2));
-    CK(cudaMalloc(&b, cnt * 2));
-    CK(cudaMalloc(&c, cnt * 2));
-    CK(cudaMemcpy(a, h, cnt * 2, cudaMemcpyHostToDevice));
-    CK(cudaMemcpy(b, h, cnt * 2, cudaMemcpyHostToDevice));
-    free(h);
-    cublasHandle_t hb;
-    if (cublasCreate(&hb) != CUBLAS_STATUS_SUCCESS) exit(1);
-    float one = 1, zero = 0;
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    double t[20];
-    for (int i = 0; i < 23; i++) {
-        CK(cudaEventRecord(e0, 0));
-        if (cublasGemmEx(hb, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &one, a, CUDA_R_16BF, n, b, CUDA_R_16BF, n, &zero, c,
-                         CUDA_R_16BF, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT) != CUBLAS_STATUS_SUCCESS) {
-            fprintf(stderr, "gpu_bench: cublasGemmEx failed\n");
-            exit(1);
-        }
-        CK(cudaEventRecord(e1, 0));
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        if (i >= 3) t[i - 3] = ms * 1e-3;
-    }
-    cublasDestroy(hb);
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    cudaFree(a);
-    cudaFree(b);
-    cudaFree(c);
-    return 2.0 * (double)n * n * n / median(t, 20);
-}
+/* bench_copy_bandwidth and bench_gemm_rate: bench/ceilings.h. */
 
 /* ---- model arithmetic ------------------------------------------------------------------ */
 
@@ -268,7 +175,7 @@ static void run_prefill(row *r) {
     }
     r->mem = used_bytes() - base_used;
     r->kv = kv_bytes(B, T);
-    r->seconds = median(t, reps);
+    r->seconds = bench_median(t, reps);
     r->n = reps;
     lr_kv_cache_free(kv);
     free(ids), free(pos), free(lens), free(last), free(rowsbuf), free(t);
@@ -305,7 +212,7 @@ static void run_decode(row *r) {
     }
     r->mem = used_bytes() - base_used;
     r->kv = kv_bytes(B, cap);
-    r->seconds = median(t, steps);
+    r->seconds = bench_median(t, steps);
     r->n = steps;
     lr_kv_cache_free(kv);
     free(sid), free(one), free(tok), free(ps), free(t);
@@ -339,7 +246,7 @@ int main(int argc, char **argv) {
     printf("card: %s (%d SMs, %.1f GiB), %s\n", prop.name, prop.multiProcessorCount,
            (double)prop.totalGlobalMem / (1 << 30), date);
 
-    double bw = copy_bandwidth(), rate = gemm_rate();
+    double bw = bench_copy_bandwidth(), rate = bench_gemm_rate();
     printf("ceilings: copy %.0f GB/s (read + write), cuBLAS bf16 GEMM 8192^3 %.0f TFLOP/s\n", bw * 1e-9,
            rate * 1e-12);
 

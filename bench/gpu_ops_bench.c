@@ -28,14 +28,8 @@ int main(void) {
 
 #include "gpu_ops.h"
 
-#define CK(call)                                                                           \
-    do {                                                                                   \
-        cudaError_t e_ = (call);                                                           \
-        if (e_ != cudaSuccess) {                                                           \
-            fprintf(stderr, "gpu_ops_bench: %s: %s\n", #call, cudaGetErrorString(e_));     \
-            exit(1);                                                                       \
-        }                                                                                  \
-    } while (0)
+#define BENCH_NAME "gpu_ops_bench"
+#include "ceilings.h"
 
 /* Llama-3-8B on one rank. */
 enum { H = 4096, NH = 32, NKV = 8, HD = 128, NI = 14336, V = 128256, BS = 16 };
@@ -44,11 +38,6 @@ enum { H = 4096, NH = 32, NKV = 8, HD = 128, NI = 14336, V = 128256, BS = 16 };
 static double copy_bw, gemm_flops;
 static FILE *js;
 static int js_first = 1;
-
-static int cmp_float(const void *a, const void *b) {
-    float x = *(const float *)a, y = *(const float *)b;
-    return x < y ? -1 : x > y;
-}
 
 /* Random bf16 in [-1, 1) (xorshift), written from the host. */
 static void *rand_dev(size_t n) {
@@ -77,29 +66,25 @@ static void *dev_copy(const void *h, size_t bytes) {
 
 typedef int (*op_fn)(void *ctx, const char *variant);
 
-/* Median seconds of one call of fn. */
-static double time_op(op_fn fn, void *ctx, const char *variant) {
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    float t[20];
-    for (int i = 0; i < 23; i++) {
-        CK(cudaEventRecord(e0, 0));
-        int rc = fn(ctx, variant);
-        CK(cudaEventRecord(e1, 0));
-        CK(cudaEventSynchronize(e1));
-        if (rc) {
-            fprintf(stderr, "gpu_ops_bench: %s: %s\n", lr_status_name(rc), lr_last_error());
-            exit(1);
-        }
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        if (i >= 3) t[i - 3] = ms;
+typedef struct {
+    op_fn fn;
+    void *ctx;
+    const char *variant;
+} op_call;
+
+static void run_op(void *user) {
+    op_call *c = (op_call *)user;
+    int rc = c->fn(c->ctx, c->variant);
+    if (rc) {
+        fprintf(stderr, "gpu_ops_bench: %s: %s\n", lr_status_name(rc), lr_last_error());
+        exit(1);
     }
-    cudaEventDestroy(e0);
-    cudaEventDestroy(e1);
-    qsort(t, 20, sizeof *t, cmp_float);
-    return 0.5e-3 * (t[9] + t[10]);
+}
+
+/* Median seconds of one call of fn (bench/ceilings.h times it). */
+static double time_op(op_fn fn, void *ctx, const char *variant) {
+    op_call c = {fn, ctx, variant};
+    return bench_time_events(run_op, &c);
 }
 
 static void report(const char *family, const char *variant, const char *shape, double s, double bytes,
@@ -207,38 +192,10 @@ int main(int argc, char **argv) {
     }
     struct cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
-    /* The ceilings, as gpu_bench measures them. */
-    {
-        size_t n = (size_t)1 << 30;
-        void *a, *b;
-        CK(cudaMalloc(&a, n));
-        CK(cudaMalloc(&b, n));
-        CK(cudaMemset(a, 1, n));
-        cudaEvent_t e0, e1;
-        CK(cudaEventCreate(&e0));
-        CK(cudaEventCreate(&e1));
-        float t[10];
-        for (int i = 0; i < 12; i++) {
-            CK(cudaEventRecord(e0, 0));
-            CK(cudaMemcpyAsync(b, a, n, cudaMemcpyDeviceToDevice, 0));
-            CK(cudaEventRecord(e1, 0));
-            CK(cudaEventSynchronize(e1));
-            if (i >= 2) CK(cudaEventElapsedTime(&t[i - 2], e0, e1));
-        }
-        qsort(t, 10, sizeof *t, cmp_float);
-        copy_bw = 2.0 * (double)n / (0.5e-3 * (t[4] + t[5]));
-        cudaFree(a), cudaFree(b);
-    }
+    /* The ceilings, measured as gpu_bench measures them (bench/ceilings.h). */
+    copy_bw = bench_copy_bandwidth();
+    gemm_flops = bench_gemm_rate();
     if (cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS) return 1;
-    {
-        int64_t n = 8192;
-        x_bf = rand_dev((size_t)(n * n));
-        g_w = rand_dev((size_t)(n * n));
-        CK(cudaMalloc(&y_bf, (size_t)(n * n) * 2));
-        T_cur = n, g_n = n, g_k = n;
-        gemm_flops = 2.0 * (double)(n * n * n) / time_op(op_gemm, NULL, NULL);
-        cudaFree(x_bf), cudaFree(g_w), cudaFree(y_bf);
-    }
     printf("card: %s; copy %.0f GB/s (read + write), cuBLAS bf16 GEMM %.0f TFLOP/s\n", prop.name, copy_bw * 1e-9,
            gemm_flops * 1e-12);
     if (json) {
