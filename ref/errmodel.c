@@ -102,6 +102,7 @@ int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype preci
     }
     m->layers = L;
     const lr_tensor *h = src(user, "model.embed_tokens");
+    double nh = h ? norm2(h, NULL, 0) : 0;
     double eh = rw; /* the embedding is a lookup of (rounded) weights */
     m->embedding = eh;
     char name[96];
@@ -121,7 +122,9 @@ int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype preci
         const lr_tensor *hout = src(user, name);
         snprintf(name, sizeof name, "model.layers.%lld.self_attn", (long long)l);
         const lr_tensor *a = src(user, name);
-        double nh = h ? norm2(h, NULL, 0) : 0, nout = hout ? norm2(hout, NULL, 0) : 0, na, nr1, nm;
+        /* nh: carried from the layer before */
+        const double nhout = hout ? norm2(hout, NULL, 0) : 0;
+        double nout = nhout, na, nr1, nm;
         if (h && hout && a && lr_tensor_numel(a) == lr_tensor_numel(h)) {
             na = norm2(a, NULL, 0);
             nr1 = norm2(h, a, 1);
@@ -157,6 +160,7 @@ int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype preci
         eh = hypot3(er1, nm_new, rho);
         s[S_LAYER] = eh;
         h = hout;
+        nh = nhout;
     }
     m->final_norm = sqrt(eh * eh + rw * rw + rho * rho + ACC(H) * ACC(H) / 4);
     m->logits = hypot3(m->final_norm, hypot(rw, rho), ACC(H));

@@ -241,25 +241,35 @@ static char *dup_name(const unsigned char *s, uint64_t n) {
     return p;
 }
 
+/* A string field that names something (a key, a tensor): length 1..limit, no NUL byte;
+ * a fresh copy in *out. kind prefixes the messages ("" or "name "). */
+static int rd_name(const lr_gguf_file *f, cursor *c, uint64_t limit, const char *what, const char *kind,
+                   char **out) {
+    const unsigned char *s;
+    uint64_t n;
+    int rc = rd_string(c, &s, &n, what);
+    if (rc) return rc;
+    if (n == 0 || n > limit)
+        return lr_fail(LR_E_GGUF, "%s: %s: %slength %llu is outside 1..%llu", f->path, what, kind,
+                       (unsigned long long)n, (unsigned long long)limit);
+    if (!(*out = dup_name(s, n))) {
+        if (memchr(s, 0, (size_t)n)) return lr_fail(LR_E_GGUF, "%s: %s: %scontains a NUL byte", f->path, what, kind);
+        return lr_fail(LR_E_NOMEM, "%s: out of memory", f->path);
+    }
+    return LR_OK;
+}
+
 static int read_metadata(lr_gguf_file *f, cursor *c, uint64_t nkv) {
     const char *path = f->path;
     int rc;
     for (uint64_t i = 0; i < nkv; i++) {
-        const unsigned char *ks;
-        uint64_t kn;
         char what[48];
         snprintf(what, sizeof what, "metadata key %llu", (unsigned long long)i);
-        if ((rc = rd_string(c, &ks, &kn, what))) return rc;
-        if (kn == 0 || kn > GGUF_MAX_KEY)
-            return lr_fail(LR_E_GGUF, "%s: %s: length %llu is outside 1..%d", path, what,
-                           (unsigned long long)kn, GGUF_MAX_KEY);
         gguf_kv *kv = &f->kv[f->nkv];
         memset(kv, 0, sizeof *kv);
-        if (!(kv->key = dup_name(ks, kn))) {
-            if (memchr(ks, 0, (size_t)kn))
-                return lr_fail(LR_E_GGUF, "%s: %s: contains a NUL byte", path, what);
-            return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
-        }
+        char *key;
+        if ((rc = rd_name(f, c, GGUF_MAX_KEY, what, "", &key))) return rc;
+        kv->key = key;
         f->nkv++;
         char label[128];
         snprintf(label, sizeof label, "metadata \"%.100s\"", kv->key);
@@ -356,21 +366,13 @@ static int read_tensor_infos(lr_gguf_file *f, cursor *c, uint64_t nt) {
     const char *path = f->path;
     int rc;
     for (uint64_t i = 0; i < nt; i++) {
-        const unsigned char *ns;
-        uint64_t nn;
         char what[48];
         snprintf(what, sizeof what, "tensor info %llu", (unsigned long long)i);
-        if ((rc = rd_string(c, &ns, &nn, what))) return rc;
-        if (nn == 0 || nn > GGUF_MAX_NAME)
-            return lr_fail(LR_E_GGUF, "%s: %s: name length %llu is outside 1..%d", path, what,
-                           (unsigned long long)nn, GGUF_MAX_NAME);
         lr_gguf_tensor *t = &f->tensors[f->nt];
         memset(t, 0, sizeof *t);
-        if (!(t->name = dup_name(ns, nn))) {
-            if (memchr(ns, 0, (size_t)nn))
-                return lr_fail(LR_E_GGUF, "%s: %s: name contains a NUL byte", path, what);
-            return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
-        }
+        char *name;
+        if ((rc = rd_name(f, c, GGUF_MAX_NAME, what, "name ", &name))) return rc;
+        t->name = name;
         f->nt++;
         const char *tn = t->name;
         char label[96];
