@@ -104,28 +104,13 @@ expect_err "--a" "bf16"
 
 # Planted bugs: a weight of one layer scaled in a copy of the model; the first divergence
 # and the drill-down must name that layer and that operation, and nothing diverges before.
-plant() { # plant LAYER_TENSOR SCALE -> $TMP/planted
-    rm -rf "$TMP/planted" && cp -r "$M" "$TMP/planted"
-    python3 - "$TMP/planted/model.safetensors" "$1" "$2" <<'PY'
-import json, struct, sys
-path, name, scale = sys.argv[1], sys.argv[2], float(sys.argv[3])
-data = bytearray(open(path, "rb").read())
-n = struct.unpack("<Q", data[:8])[0]
-info = json.loads(data[8:8 + n])[name]
-a, b = info["data_offsets"]
-base = 8 + n + a
-vals = struct.unpack("<%df" % ((b - a) // 4), data[base:base + b - a])
-data[base:base + b - a] = struct.pack("<%df" % len(vals), *[v * scale for v in vals])
-open(path, "wb").write(data)
-PY
-}
 for spec in "model.layers.1.mlp.up_proj.weight:1.01:model.layers.1.mlp.up_proj" \
             "model.layers.2.self_attn.k_proj.weight:1.0001:model.layers.2.self_attn.k_proj" \
             "model.layers.0.post_attention_layernorm.weight:1.001:model.layers.0.post_attention_layernorm"; do
     IFS=: read -r tensor scale stage <<EOF2
 $spec
 EOF2
-    plant "$tensor" "$scale"
+    plant "$M" "$tensor" "$scale" "$TMP/planted"
     expect 1 "planted x$scale in $tensor" -- "$LD" check -m "$TMP/planted" -f "$F" --json
     json_ok "d['first_divergence'] == '$stage' and d['drill_down']['stage'] == '$stage'"
     # Isolated, only the planted layer diverges: the layers after it get golden inputs.

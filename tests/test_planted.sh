@@ -9,39 +9,10 @@ LD=${LLAMA_DIFF:-./llama-diff}
 FX=${LR_FIXTURES:?}
 TMP=${LR_TMPDIR:?}/planted-sh
 rm -rf "$TMP" && mkdir -p "$TMP"
-pass=0 fail=0
+. "$(dirname "$0")/lib.sh"
+# Counters of their own shape here: ok counts a pass, no a failure with its reason.
 ok() { pass=$((pass + 1)); }
 no() { fail=$((fail + 1)); echo "FAIL: $*"; }
-
-# plant SRC_DIR TENSOR SCALE: a copy of the model in $TMP/m with TENSOR scaled (F32, F16, BF16).
-plant() {
-    rm -rf "$TMP/m" && cp -r "$1" "$TMP/m"
-    python3 - "$TMP/m/model.safetensors" "$2" "$3" <<'PY'
-import json, struct, sys
-path, name, scale = sys.argv[1], sys.argv[2], float(sys.argv[3])
-data = bytearray(open(path, "rb").read())
-n = struct.unpack("<Q", data[:8])[0]
-info = json.loads(data[8:8 + n])[name]
-a, b = info["data_offsets"]
-base, size = 8 + n + a, b - a
-dt = info["dtype"]
-if dt == "F32":
-    v = struct.unpack("<%df" % (size // 4), data[base:base + size])
-    data[base:base + size] = struct.pack("<%df" % len(v), *[x * scale for x in v])
-elif dt == "F16":
-    v = struct.unpack("<%de" % (size // 2), data[base:base + size])
-    data[base:base + size] = struct.pack("<%de" % len(v), *[x * scale for x in v])
-else:  # BF16: the top half of a float32, rounded to nearest even
-    u = struct.unpack("<%dH" % (size // 2), data[base:base + size])
-    out = []
-    for h in u:
-        f = struct.unpack("<f", struct.pack("<I", h << 16))[0] * scale
-        w = struct.unpack("<I", struct.pack("<f", f))[0]
-        out.append(((w + 0x7FFF + ((w >> 16) & 1)) >> 16) & 0xFFFF)
-    data[base:base + size] = struct.pack("<%dH" % len(out), *out)
-open(path, "wb").write(data)
-PY
-}
 
 # json_holds FILE EXPR: the python expression holds for the JSON document d in FILE.
 json_holds() {
@@ -64,7 +35,7 @@ model.layers.0.mlp.down_proj.bias:model.layers.0.mlp.down_proj"
         tensor=${t%%:*} stage=${t##*:}
         layer=$(echo "$stage" | cut -d. -f1-3)
         for scale in 1.05 2.0; do
-            plant "$FX/models/$model" "$tensor" "$scale"
+            plant "$FX/models/$model" "$tensor" "$scale" "$TMP/m"
             for iso in "" --isolate; do
                 "$LD" check -m "$TMP/m" -f "$fixture" $iso --json >"$TMP/out" 2>"$TMP/err"
                 rc=$?
@@ -80,5 +51,4 @@ model.layers.0.mlp.down_proj.bias:model.layers.0.mlp.down_proj"
         done
     done
 done
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish
