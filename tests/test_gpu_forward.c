@@ -257,7 +257,16 @@ START_TEST(isolated_layers_match_golden) {
 }
 END_TEST
 
-/* More than the card holds is a clear error, and the model still works afterwards. */
+/* After a failure: m (bf16) still runs L's fixture and matches its golden. */
+static void still_matches_golden(const loaded *L, lr_model *m, const char *what) {
+    lr_recorder *rec;
+    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
+    run_recorded(m, lr_fixture_batch(L->fx), NULL, rec);
+    expect_golden(L, rec, LR_BF16, what);
+    lr_recorder_free(rec);
+}
+
+/* More than the card holds is a clear error, and the card still works afterwards. */
 START_TEST(out_of_gpu_memory_is_a_clear_error) {
     loaded L = load_case(&cases[0]);
     lr_model *m = make_model(L.ck, LR_BF16, 1, NULL);
@@ -266,11 +275,7 @@ START_TEST(out_of_gpu_memory_is_a_clear_error) {
     ck_assert_int_eq(lr_kv_cache_create(m, (int64_t)1 << 16, (int64_t)1 << 16, &kv), LR_E_DEVICE);
     ck_assert_msg(strstr(lr_last_error(), "GiB") != NULL, "%s", lr_last_error());
     ck_assert_ptr_null(kv);
-    lr_recorder *rec;
-    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
-    run_recorded(m, lr_fixture_batch(L.fx), NULL, rec);
-    expect_golden(&L, rec, LR_BF16, "gqa-f32-batch bf16 after an out-of-memory");
-    lr_recorder_free(rec);
+    still_matches_golden(&L, m, "gqa-f32-batch bf16 after an out-of-memory");
     lr_model_free(m);
     unload(&L);
 }
@@ -362,14 +367,9 @@ START_TEST(a_model_larger_than_the_card_is_a_clear_error) {
     printf("test_gpu_forward: oversize model: %s\n", lr_last_error());
     lr_checkpoint_close(ck);
     unlink(path);
-    /* The card is usable afterwards. */
-    loaded Lc = load_case(&cases[0]);
+    loaded Lc = load_case(&cases[0]); /* the card works afterwards */
     m = make_model(Lc.ck, LR_BF16, 1, NULL);
-    lr_recorder *rec;
-    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
-    run_recorded(m, lr_fixture_batch(Lc.fx), NULL, rec);
-    expect_golden(&Lc, rec, LR_BF16, "gqa-f32-batch bf16 after an oversize model");
-    lr_recorder_free(rec);
+    still_matches_golden(&Lc, m, "gqa-f32-batch bf16 after an oversize model");
     lr_model_free(m);
     unload(&Lc);
 }
