@@ -455,8 +455,8 @@ typedef struct {
     double *rows; /* (T, width) */
 } assembled;
 
-static int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, lr_recorder *rec,
-                      json_t **steps_out) {
+static int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, const lr_error_model *em,
+                      lr_recorder *rec, json_t **steps_out) {
     const lr_batch *full = lr_fixture_batch(fx);
     int64_t B = full->num_seqs, T = full->num_tokens;
     int64_t *lens = calloc((size_t)B, sizeof *lens), *starts = calloc((size_t)B, sizeof *starts),
@@ -543,7 +543,9 @@ static int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *
                 }
             }
             double rel = bb > 0 ? sqrt(dd / bb) : sqrt(dd);
-            double share = rel / lr_tolerance(lr_stage_kind_of(name), a->opt.precision);
+            /* The same budget the stage table uses (scaled by the error model, em). */
+            double share =
+                rel / lr_stage_budget(lr_stage_kind_of(name), a->opt.precision, lr_error_model_predict(em, name));
             if (!(share <= worst)) worst = share, worst_name = g->name;
             if (strcmp(name, "lm_head") == 0) logits_err = rel;
         }
@@ -868,15 +870,15 @@ static int cmd_check(const args *a) {
     const char *cd = lr_fixture_metadata(fx, "compute_dtype"), *gen = lr_fixture_metadata(fx, "generator");
     snprintf(ref_label, sizeof ref_label, "%s (%s, %s)", a->fixture, cd ? cd : "?", gen ? gen : "unknown generator");
     json_t *decode_steps = NULL;
-    if (a->decode > 0)
-        status = run_decode(a, ck, fx, rec, &decode_steps);
-    else
-        status = run_model(a, ck, lr_fixture_batch(fx), rec, a->isolate ? fx : NULL);
-    if (status) goto out;
     /* The golden is float64 arithmetic too: its own rounding counts at f64. */
     if ((status = attach_model(&r.model[0], ck, a->opt.precision, lr_fixture_batch(fx), fixture_source, fx)) ||
         (status = attach_model(&r.model[1], ck, LR_F64, lr_fixture_batch(fx), fixture_source, fx)))
         goto out;
+    if (a->decode > 0)
+        status = run_decode(a, ck, fx, r.model[0], rec, &decode_steps);
+    else
+        status = run_model(a, ck, lr_fixture_batch(fx), rec, a->isolate ? fx : NULL);
+    if (status) goto out;
     /* In the order the backend reported, which is the order of the forward. */
     for (size_t i = 0; i < lr_recorder_count(rec); i++) {
         const lr_st_entry *gold = lr_fixture_stage(fx, lr_recorder_name(rec, i));
