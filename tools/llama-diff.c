@@ -84,7 +84,9 @@ static void usage(FILE *fp) {
           "      --devices N          cuda: GPUs for the tp ranks (default: tp GPUs over NCCL when\n"
           "                           present, else all ranks on one GPU; 1 forces one GPU)\n"
           "  -k, --kernel FAM=NAME    cuda: kernel variant for an op family (repeatable)\n"
-          "      --a, --b SPEC        backends: cpu:f64, cpu:f32, cuda:bf16, cuda:fp16, cuda:fp32\n"
+          "      --a, --b SPEC        backends: cpu:f64, cpu:f32, cuda:bf16, cuda:fp16, cuda:fp32,\n"
+          "                           then optionally ,tp=N and ,devices=N for that side alone\n"
+          "                           (e.g. --a cuda:bf16,tp=1 --b cuda:bf16 --tp 2)\n"
           "      --decode K           check: prefill all but K tokens of each sequence, then K\n"
           "                           single-token steps through the KV cache, each compared\n"
           "      --isolate            check: feed every layer the fixture's input to it, so each\n"
@@ -997,16 +999,23 @@ out:
 
 /* ---- backends ---------------------------------------------------------------------------- */
 
-/* "cpu:f64", "cuda:bf16", "cpu" -> options. */
+/* "cpu:f64", "cuda:bf16", "cpu", "cuda:bf16,tp=1,devices=1" -> options. tp= and
+ * devices= override --tp and --devices for this side alone (tp N against tp 1, or NCCL
+ * against the single-GPU tp mode). */
 static int parse_backend_spec(const char *spec, const char *opt, const args *a, lr_options *o) {
     *o = a->opt;
     static char names[2][16];
     static int which;
     char *name = names[which++ % 2];
-    const char *colon = strchr(spec, ':');
-    size_t len = colon ? (size_t)(colon - spec) : strlen(spec);
-    if (len == 0 || len >= 16) return bad("%s: \"%s\" is not BACKEND[:PRECISION]", opt, spec);
-    memcpy(name, spec, len);
+    char head[64];
+    size_t hlen = strcspn(spec, ",");
+    if (hlen >= sizeof head) return bad("%s: \"%s\" is not BACKEND[:PRECISION][,tp=N][,devices=N]", opt, spec);
+    memcpy(head, spec, hlen);
+    head[hlen] = '\0';
+    const char *colon = strchr(head, ':');
+    size_t len = colon ? (size_t)(colon - head) : strlen(head);
+    if (len == 0 || len >= 16) return bad("%s: \"%s\" is not BACKEND[:PRECISION][,tp=N][,devices=N]", opt, spec);
+    memcpy(name, head, len);
     name[len] = '\0';
     if (strcmp(name, "cpu") != 0 && strcmp(name, "cuda") != 0)
         return bad("%s: backend \"%s\" is not cpu or cuda", opt, name);
@@ -1025,6 +1034,27 @@ static int parse_backend_spec(const char *spec, const char *opt, const args *a, 
         return bad("%s: precision \"%s\" is not one %s computes in (cpu: f64, f32; cuda: bf16, fp16, fp32)", opt, p,
                    name);
     if (!cuda) o->kernels = NULL, o->num_devices = 0;
+    /* ,key=value settings after the precision */
+    for (const char *q = spec + hlen; *q == ',';) {
+        q++;
+        size_t n = strcspn(q, ",");
+        char item[64], what[96];
+        if (n == 0 || n >= sizeof item) return bad("%s: \"%s\": empty or overlong setting after ','", opt, spec);
+        memcpy(item, q, n);
+        item[n] = '\0';
+        q += n;
+        char *eq = strchr(item, '=');
+        if (!eq) return bad("%s: \"%s\": setting \"%s\" is not KEY=VALUE (tp=N, devices=N)", opt, spec, item);
+        *eq = '\0';
+        snprintf(what, sizeof what, "%s %s=", opt, item);
+        if (strcmp(item, "tp") == 0) {
+            if (parse_int(eq + 1, what, 1, 4096, &o->tp_size)) return EXIT_BAD;
+        } else if (strcmp(item, "devices") == 0) {
+            if (!cuda) return bad("%s: devices= is for the cuda backend", opt);
+            if (parse_int(eq + 1, what, 1, 64, &o->num_devices)) return EXIT_BAD;
+        } else
+            return bad("%s: \"%s\": unknown setting \"%s\" (tp=N, devices=N)", opt, spec, item);
+    }
     return 0;
 }
 
