@@ -12,8 +12,13 @@
  * KV bytes read) / copy bandwidth), the ratio, the target, and the GPU memory in use
  * (allocations, CUDA context excluded) against weights + KV cache + 10%. Token ids come
  * from one formula that tools/bench-peer.py repeats, so the peer sees the same inputs.
- * Usage: gpu_bench --model DIR [--json FILE] [--reps N] [--steps N] [--kernels SPEC]
- *                  [--dump-logits FILE] [--only ROWS]
+ * With --tp 1,2 (a list) the rows run once per tp size, each model built in turn from
+ * the one checkpoint; speed-up is against the first. Floors divide by the GPUs in use.
+ * After the timed runs each row has one profiled pass (lr_model_set_profiling: GPU 0's
+ * stream timed between ops), which gives its GEMM, attention and all-reduce shares.
+ * Usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N]
+ *                  [--steps N] [--kernels SPEC] [--dump-logits FILE] [--only ROWS]
+ *                  [--no-profile]
  * --only takes row numbers (0: prefill 1 x 2048, 1: 8 x 512, 2: decode batch 1, 3: batch
  * 32), e.g. --only 2 for a profiler run. */
 #ifdef HAVE_CONFIG_H
@@ -111,10 +116,20 @@ static double kv_bytes(int64_t seqs, int64_t len) {
     return toks * (double)C->num_hidden_layers * 2 * (double)C->num_key_value_heads * (double)C->head_dim * 2;
 }
 
+/* GPU memory in use on devices 0..ndev-1 together (allocations and contexts). */
+static int ndev_used = 1;
 static double used_bytes(void) {
-    size_t fr, tot;
-    CK(cudaMemGetInfo(&fr, &tot));
-    return (double)(tot - fr);
+    double sum = 0;
+    int cur;
+    CK(cudaGetDevice(&cur));
+    for (int d = 0; d < ndev_used; d++) {
+        size_t fr, tot;
+        CK(cudaSetDevice(d));
+        CK(cudaMemGetInfo(&fr, &tot));
+        sum += (double)(tot - fr);
+    }
+    CK(cudaSetDevice(cur));
+    return sum;
 }
 
 /* ---- workloads ------------------------------------------------------------------------ */
@@ -125,10 +140,12 @@ typedef struct {
     double seconds, floor_s, target, flops, bytes, mem, mem_budget;
     double kv;
     int n;
+    lr_profile prof; /* one profiled pass (prefill) or the profiled steps (decode) */
 } row;
 
 static lr_model *M;
 static double base_used;
+static int profile = 1; /* a profiled pass after the timed ones: all-reduce, GEMM, attention shares */
 static int reps = 10, steps = 32, warm = 4;
 static const char *dump_logits;
 
@@ -174,6 +191,17 @@ static void run_prefill(row *r) {
         }
     }
     r->mem = used_bytes() - base_used;
+    if (profile) {
+        lr_kv_cache_reset(kv);
+        LR(lr_model_set_profiling(M, true));
+        lr_tensor hid, lg;
+        LR(lr_model_forward(M, &b, kv, NULL, &hid));
+        gather_rows(rowsbuf, &hid, last, B);
+        lr_tensor sel = {hid.dtype, 2, {B, H}, rowsbuf};
+        LR(lr_model_compute_logits(M, &sel, NULL, &lg));
+        LR(lr_model_get_profile(M, &r->prof));
+        LR(lr_model_set_profiling(M, false));
+    }
     r->kv = kv_bytes(B, T);
     r->seconds = bench_median(t, reps);
     r->n = reps;
@@ -183,7 +211,7 @@ static void run_prefill(row *r) {
 
 static void run_decode(row *r) {
     int64_t B = r->B, ctx = r->T, V = C->vocab_size;
-    int64_t cap = ctx + warm + steps;
+    int64_t cap = ctx + warm + steps + (profile ? 8 : 0);
     lr_kv_cache *kv;
     LR(lr_kv_cache_create(M, B, cap, &kv));
     /* The context: one sequence at a time, so the prefill buffers stay (ctx, .) in size. */
@@ -200,15 +228,21 @@ static void run_decode(row *r) {
             *ps = malloc((size_t)B * 8);
     for (int64_t s = 0; s < B; s++) sid[s] = s, one[s] = 1;
     double *t = malloc((size_t)steps * sizeof *t);
-    for (int k = 0; k < warm + steps; k++) {
+    int pst = profile ? (steps < 8 ? steps : 8) : 0; /* profiled steps after the timed ones */
+    for (int k = 0; k < warm + steps + pst; k++) {
         for (int64_t s = 0; s < B; s++) tok[s] = step_token(s, k, V), ps[s] = ctx + k;
         lr_batch b = {tok, ps, one, sid, B, B};
+        if (k == warm + steps) LR(lr_model_set_profiling(M, true));
         double t0 = now();
         lr_tensor hid, lg;
         LR(lr_model_forward(M, &b, kv, NULL, &hid));
         LR(lr_model_compute_logits(M, &hid, NULL, &lg));
         double dt = now() - t0;
-        if (k >= warm) t[k - warm] = dt;
+        if (k >= warm && k < warm + steps) t[k - warm] = dt;
+    }
+    if (pst) {
+        LR(lr_model_get_profile(M, &r->prof));
+        LR(lr_model_set_profiling(M, false));
     }
     r->mem = used_bytes() - base_used;
     r->kv = kv_bytes(B, cap);
@@ -218,8 +252,27 @@ static void run_decode(row *r) {
     free(sid), free(one), free(tok), free(ps), free(t);
 }
 
+/* Share of the profiled time spent in the op kinds of mask (bits of lr_prof_op). */
+static double prof_share(const lr_profile *p, unsigned mask) {
+    double all = 0, part = 0;
+    for (int i = 0; i < LR_PROF_COUNT; i++) {
+        all += (double)p->ns[i];
+        if (mask & (1u << i)) part += (double)p->ns[i];
+    }
+    return all > 0 ? part / all : 0;
+}
+#define GEMM_OPS                                                                           \
+    ((1u << LR_PROF_QKV_PROJ) | (1u << LR_PROF_O_PROJ) | (1u << LR_PROF_GATE_UP_PROJ) |      \
+     (1u << LR_PROF_DOWN_PROJ) | (1u << LR_PROF_LM_HEAD))
+
+static void usage(void) {
+    fprintf(stderr, "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
+                    "                 [--kernels SPEC] [--dump-logits FILE] [--only ROWS] [--no-profile]\n");
+}
+
 int main(int argc, char **argv) {
-    const char *model = NULL, *json = NULL, *kernels = NULL, *only = NULL;
+    const char *model = NULL, *json = NULL, *kernels = NULL, *only = NULL, *tplist = "1";
+    int devices = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
@@ -228,89 +281,133 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--kernels") && i + 1 < argc) kernels = argv[++i];
         else if (!strcmp(argv[i], "--dump-logits") && i + 1 < argc) dump_logits = argv[++i];
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
+        else if (!strcmp(argv[i], "--tp") && i + 1 < argc) tplist = argv[++i];
+        else if (!strcmp(argv[i], "--devices") && i + 1 < argc) devices = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--no-profile")) profile = 0;
         else {
-            fprintf(stderr, "usage: gpu_bench --model DIR [--json FILE] [--reps N] [--steps N] [--kernels SPEC] [--dump-logits FILE] [--only 0-3]\n");
+            usage();
             return 2;
         }
     }
-    if (!model || reps < 1 || steps < 1) {
-        fprintf(stderr, "gpu_bench: --model DIR is required (tools/make-bench-model.py writes one)\n");
+    int tps[8], ntp = 0;
+    for (const char *q = tplist; *q && ntp < 8;) {
+        char *end;
+        long v = strtol(q, &end, 10);
+        if (end == q || v < 1 || v > 64 || (*end && *end != ',')) {
+            fprintf(stderr, "gpu_bench: --tp: \"%s\" is not a list of tp sizes like 1,2\n", tplist);
+            return 2;
+        }
+        tps[ntp++] = (int)v;
+        q = *end ? end + 1 : end;
+    }
+    if (!model || reps < 1 || steps < 1 || ntp == 0 || devices < 0) {
+        if (!model) fprintf(stderr, "gpu_bench: --model DIR is required (tools/make-bench-model.py writes one)\n");
+        usage();
         return 2;
     }
     struct cudaDeviceProp prop;
     CK(cudaGetDeviceProperties(&prop, 0));
-    CK(cudaFree(0));
+    int ndev = 0;
+    CK(cudaGetDeviceCount(&ndev));
+    for (int d = ndev - 1; d >= 0; d--) { /* every context up before the baseline; GPU 0 current */
+        CK(cudaSetDevice(d));
+        CK(cudaFree(0));
+    }
+    ndev_used = ndev;
     time_t wall = time(NULL);
     char date[32];
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&wall));
-    printf("card: %s (%d SMs, %.1f GiB), %s\n", prop.name, prop.multiProcessorCount,
-           (double)prop.totalGlobalMem / (1 << 30), date);
+    printf("card: %s (%d SMs, %.1f GiB) x %d, %s\n", prop.name, prop.multiProcessorCount,
+           (double)prop.totalGlobalMem / (1 << 30), ndev, date);
 
     double bw = bench_copy_bandwidth(), rate = bench_gemm_rate();
-    printf("ceilings: copy %.0f GB/s (read + write), cuBLAS bf16 GEMM 8192^3 %.0f TFLOP/s\n", bw * 1e-9,
+    printf("ceilings (GPU 0): copy %.0f GB/s (read + write), cuBLAS bf16 GEMM 8192^3 %.0f TFLOP/s\n", bw * 1e-9,
            rate * 1e-12);
 
-    base_used = used_bytes();
     lr_checkpoint *ck;
-    double t0 = now();
     LR(lr_checkpoint_open(model, &ck));
-    lr_options opt;
-    lr_options_init(&opt);
-    opt.backend = "cuda";
-    opt.precision = LR_BF16;
-    opt.kernels = kernels;
-    LR(lr_model_create(ck, &opt, &M));
-    C = lr_model_config(M);
-    double load_s = now() - t0, wmem = used_bytes() - base_used;
-    printf("model: %s, hidden %lld, %lld layers, %lld/%lld heads, intermediate %lld, vocab %lld; load %.1f s; "
-           "weights %.2f GiB (%.2f GiB on the device after load)\n",
-           model, (long long)C->hidden_size, (long long)C->num_hidden_layers, (long long)C->num_attention_heads,
-           (long long)C->num_key_value_heads, (long long)C->intermediate_size, (long long)C->vocab_size, load_s,
-           weight_bytes() / (1 << 30), wmem / (1 << 30));
-
-    row rows[] = {
-        {"prefill 1 x 2048", "prefill", 1, 2048, 0, 0, 1.5, 0, 0, 0, 0, 0, 0},
-        {"prefill 8 x 512", "prefill", 8, 512, 0, 0, 1.5, 0, 0, 0, 0, 0, 0},
-        {"decode batch 1, ctx 1024", "decode", 1, 1024, 0, 0, 1.15, 0, 0, 0, 0, 0, 0},
-        {"decode batch 32, ctx 1024", "decode", 32, 1024, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+    const row proto[] = {
+        {.name = "prefill 1 x 2048", .kind = "prefill", .B = 1, .T = 2048, .target = 1.5},
+        {.name = "prefill 8 x 512", .kind = "prefill", .B = 8, .T = 512, .target = 1.5},
+        {.name = "decode batch 1, ctx 1024", .kind = "decode", .B = 1, .T = 1024, .target = 1.15},
+        {.name = "decode batch 32, ctx 1024", .kind = "decode", .B = 32, .T = 1024},
     };
-    int nrows = (int)(sizeof rows / sizeof rows[0]);
-    if (only) { /* keep the rows named, in order */
-        int k = 0;
-        for (int i = 0; i < nrows; i++)
-            if (strchr(only, '0' + i)) rows[k++] = rows[i];
-        nrows = k;
-    }
-    for (int i = 0; i < nrows; i++) {
-        row *r = &rows[i];
-        if (!strcmp(r->kind, "prefill")) {
-            run_prefill(r);
-            r->flops = prefill_flops(r->B, r->T);
-            r->floor_s = r->flops / rate;
-        } else {
-            run_decode(r);
-            r->bytes = decode_bytes(r->B, (double)r->T + warm + 0.5 * steps);
-            r->floor_s = r->bytes / bw;
+    int nrows = 0;
+    row rows[8][4];
+    int ndevs[8];
+    double load_s[8], wmem[8];
+    for (int i = 0; i < 4; i++)
+        if (!only || strchr(only, '0' + i)) rows[0][nrows++] = proto[i];
+    for (int k = 1; k < ntp; k++) memcpy(rows[k], rows[0], sizeof rows[0]);
+
+    for (int k = 0; k < ntp; k++) {
+        CK(cudaSetDevice(0));
+        base_used = used_bytes();
+        double t0 = now();
+        lr_options opt;
+        lr_options_init(&opt);
+        opt.backend = "cuda";
+        opt.precision = LR_BF16;
+        opt.kernels = kernels;
+        opt.tp_size = tps[k];
+        opt.num_devices = devices;
+        LR(lr_model_create(ck, &opt, &M));
+        C = lr_model_config(M);
+        ndevs[k] = lr_model_num_devices(M);
+        load_s[k] = now() - t0;
+        wmem[k] = used_bytes() - base_used;
+        printf("\nmodel: %s, hidden %lld, %lld layers, %lld/%lld heads, intermediate %lld, vocab %lld; tp %d on %d "
+               "GPU%s%s; load %.1f s; weights %.2f GiB (%.2f GiB on the devices after load)\n",
+               model, (long long)C->hidden_size, (long long)C->num_hidden_layers, (long long)C->num_attention_heads,
+               (long long)C->num_key_value_heads, (long long)C->intermediate_size, (long long)C->vocab_size, tps[k],
+               ndevs[k], ndevs[k] > 1 ? "s (NCCL)" : "", ndevs[k] == 1 && tps[k] > 1 ? " (ranks in turn)" : "",
+               load_s[k], weight_bytes() / (1 << 30), wmem[k] / (1 << 30));
+        if (k > 0) dump_logits = NULL;
+        for (int i = 0; i < nrows; i++) {
+            row *r = &rows[k][i];
+            /* Floors over the GPUs in use; the issue-8 targets are for one GPU. */
+            if (!strcmp(r->kind, "prefill")) {
+                run_prefill(r);
+                r->flops = prefill_flops(r->B, r->T);
+                r->floor_s = r->flops / (rate * ndevs[k]);
+            } else {
+                run_decode(r);
+                r->bytes = decode_bytes(r->B, (double)r->T + warm + 0.5 * steps);
+                r->floor_s = r->bytes / (bw * ndevs[k]);
+            }
+            if (tps[k] > 1) r->target = 0;
+            r->mem_budget = 1.1 * (weight_bytes() + r->kv);
+            printf("  %-26s %9.3f ms  floor %8.3f ms  ratio %5.2f%s  mem %.2f GiB / budget %.2f GiB", r->name,
+                   r->seconds * 1e3, r->floor_s * 1e3, r->seconds / r->floor_s,
+                   r->target > 0 ? (r->seconds / r->floor_s <= r->target ? " (met)" : " (missed)") : "",
+                   r->mem / (1 << 30), r->mem_budget / (1 << 30));
+            if (profile)
+                printf("  profiled: GEMM %.0f%%, attention %.0f%%, all-reduce %.1f%%", 100 * prof_share(&r->prof, GEMM_OPS),
+                       100 * prof_share(&r->prof, 1u << LR_PROF_ATTENTION),
+                       100 * prof_share(&r->prof, 1u << LR_PROF_ALL_REDUCE));
+            printf("\n");
+            fflush(stdout);
         }
-        r->mem_budget = 1.1 * (weight_bytes() + r->kv);
-        printf("  %-26s %9.3f ms  floor %8.3f ms  ratio %5.2f%s  mem %.2f GiB / budget %.2f GiB\n", r->name,
-               r->seconds * 1e3, r->floor_s * 1e3, r->seconds / r->floor_s,
-               r->target > 0 ? (r->seconds / r->floor_s <= r->target ? " (met)" : " (missed)") : "",
-               r->mem / (1 << 30), r->mem_budget / (1 << 30));
-        fflush(stdout);
+        lr_model_free(M);
+        M = NULL;
     }
 
-    printf("\n| workload | time | floor | ratio | target | tokens/s | GPU memory / budget |\n|---|---|---|---|---|---|---|\n");
-    for (int i = 0; i < nrows; i++) {
-        row *r = &rows[i];
-        double toks = !strcmp(r->kind, "prefill") ? (double)(r->B * r->T) : (double)r->B;
-        char tgt[32];
-        if (r->target > 0) snprintf(tgt, sizeof tgt, "%.2fx", r->target);
-        else snprintf(tgt, sizeof tgt, "-");
-        printf("| %s | %.2f ms | %.2f ms | %.2f | %s | %.0f | %.2f / %.2f GiB |\n", r->name, r->seconds * 1e3,
-               r->floor_s * 1e3, r->seconds / r->floor_s, tgt, toks / r->seconds, r->mem / (1 << 30),
-               r->mem_budget / (1 << 30));
-    }
+    printf("\n| tp | GPUs | workload | time | floor | ratio | target | tokens/s | speed-up over tp %d | all-reduce share | GPU memory / budget |\n"
+           "|---|---|---|---|---|---|---|---|---|---|---|\n", tps[0]);
+    for (int k = 0; k < ntp; k++)
+        for (int i = 0; i < nrows; i++) {
+            row *r = &rows[k][i];
+            double toks = !strcmp(r->kind, "prefill") ? (double)(r->B * r->T) : (double)r->B;
+            char tgt[32], shr[32];
+            if (r->target > 0) snprintf(tgt, sizeof tgt, "%.2fx", r->target);
+            else snprintf(tgt, sizeof tgt, "-");
+            if (profile) snprintf(shr, sizeof shr, "%.1f%%", 100 * prof_share(&r->prof, 1u << LR_PROF_ALL_REDUCE));
+            else snprintf(shr, sizeof shr, "-");
+            printf("| %d | %d | %s | %.2f ms | %.2f ms | %.2f | %s | %.0f | %.2fx | %s | %.2f / %.2f GiB |\n", tps[k],
+                   ndevs[k], r->name, r->seconds * 1e3, r->floor_s * 1e3, r->seconds / r->floor_s, tgt,
+                   toks / r->seconds, rows[0][i].seconds / r->seconds, shr, r->mem / (1 << 30),
+                   r->mem_budget / (1 << 30));
+        }
 
     if (json) {
         FILE *f = fopen(json, "w");
@@ -318,29 +415,37 @@ int main(int argc, char **argv) {
             perror(json);
             return 1;
         }
-        fprintf(f, "{\n  \"tool\": \"gpu_bench\",\n  \"date\": \"%s\",\n  \"card\": \"%s\",\n  \"sms\": %d,\n", date,
-                prop.name, prop.multiProcessorCount);
+        fprintf(f, "{\n  \"tool\": \"gpu_bench\",\n  \"date\": \"%s\",\n  \"card\": \"%s\",\n  \"sms\": %d,\n  \"gpus\": %d,\n",
+                date, prop.name, prop.multiProcessorCount, ndev);
         fprintf(f, "  \"model\": \"%s\",\n  \"precision\": \"bf16\",\n  \"kernels\": \"%s\",\n", model,
                 kernels ? kernels : "");
         fprintf(f, "  \"copy_bandwidth_Bps\": %.6e,\n  \"gemm_rate_flops\": %.6e,\n  \"load_s\": %.3f,\n", bw, rate,
-                load_s);
+                load_s[0]);
         fprintf(f, "  \"weight_bytes\": %.6e,\n  \"weights_on_device_bytes\": %.6e,\n  \"rows\": [\n", weight_bytes(),
-                wmem);
-        for (int i = 0; i < nrows; i++) {
-            row *r = &rows[i];
-            fprintf(f,
-                    "    {\"name\": \"%s\", \"kind\": \"%s\", \"batch\": %lld, \"tokens\": %lld, \"seconds\": %.6e, "
-                    "\"repeats\": %d, \"floor_s\": %.6e, \"ratio\": %.4f, \"target\": %.2f, \"flops\": %.6e, "
-                    "\"bytes\": %.6e, \"kv_cache_bytes\": %.6e, \"gpu_mem_bytes\": %.6e, \"gpu_mem_budget_bytes\": "
-                    "%.6e}%s\n",
-                    r->name, r->kind, (long long)r->B, (long long)r->T, r->seconds, r->n, r->floor_s,
-                    r->seconds / r->floor_s, r->target, r->flops, r->bytes, r->kv, r->mem, r->mem_budget,
-                    i + 1 < nrows ? "," : "");
-        }
+                wmem[0]);
+        for (int k = 0; k < ntp; k++)
+            for (int i = 0; i < nrows; i++) {
+                row *r = &rows[k][i];
+                fprintf(f,
+                        "    {\"name\": \"%s\", \"kind\": \"%s\", \"tp\": %d, \"devices\": %d, \"batch\": %lld, "
+                        "\"tokens\": %lld, \"seconds\": %.6e, \"repeats\": %d, \"floor_s\": %.6e, \"ratio\": %.4f, "
+                        "\"target\": %.2f, \"speedup\": %.4f, \"flops\": %.6e, \"bytes\": %.6e, \"kv_cache_bytes\": "
+                        "%.6e, \"gpu_mem_bytes\": %.6e, \"gpu_mem_budget_bytes\": %.6e, \"load_s\": %.3f",
+                        r->name, r->kind, tps[k], ndevs[k], (long long)r->B, (long long)r->T, r->seconds, r->n,
+                        r->floor_s, r->seconds / r->floor_s, r->target, rows[0][i].seconds / r->seconds, r->flops,
+                        r->bytes, r->kv, r->mem, r->mem_budget, load_s[k]);
+                if (profile) {
+                    fprintf(f, ", \"profile_ns\": {");
+                    for (int op = 0; op < LR_PROF_COUNT; op++)
+                        fprintf(f, "%s\"%s\": %llu", op ? ", " : "", lr_prof_op_name((lr_prof_op)op),
+                                (unsigned long long)r->prof.ns[op]);
+                    fprintf(f, "}");
+                }
+                fprintf(f, "}%s\n", k + 1 < ntp || i + 1 < nrows ? "," : "");
+            }
         fprintf(f, "  ]\n}\n");
         fclose(f);
     }
-    lr_model_free(M);
     lr_checkpoint_close(ck);
     return 0;
 }

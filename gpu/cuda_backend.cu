@@ -66,6 +66,21 @@ struct gpu_replica {
     double *inv_freq; /* (hd / 2) */
 };
 
+/* Profiling (lr_model_set_profiling): a timeline of events on GPU 0's stream. Each mark
+ * records an event that closes the interval since the previous one and charges it to an
+ * op kind (PROF_UNTIMED: observer copies, charged to nothing). The forward and
+ * compute_logits end synchronised, so prof_flush adds the intervals up then. In the NCCL
+ * mode GPU 0's timeline is what is measured: its all-reduce includes waiting for the
+ * other GPUs to reach it. */
+#define PROF_UNTIMED (-1)
+struct gpu_prof {
+    bool on;
+    cudaEvent_t *ev;
+    int *op;
+    int n, cap, created;
+    lr_profile acc;
+};
+
 struct gpu_model {
     lr_config cfg;
     lr_dtype dt;
@@ -80,6 +95,7 @@ struct gpu_model {
     float *obs_host; /* (T, max width) */
     int64_t obs_cap;
     int64_t last_T; /* tokens of the last forward, whose final hidden is in reps[*].normed */
+    gpu_prof prof;
 };
 
 struct gpu_kv {
@@ -89,6 +105,64 @@ struct gpu_kv {
 };
 
 static int rep_of(const gpu_model *m, int r) { return m->nrep == 1 ? 0 : r; }
+
+/* ---- profiling --------------------------------------------------------------------------- */
+
+/* Marks the end of an op that rank rk just enqueued (nothing unless profiling, and only
+ * on GPU 0's stream; it then makes GPU 0 current). */
+static void prof_mark(gpu_model *m, const gpu_rank *rk, int op) {
+    gpu_prof *p = &m->prof;
+    if (!p->on || rk->stream != m->ranks[0].stream) return;
+    cudaSetDevice(m->ranks[0].device);
+    if (p->n == p->cap) {
+        int cap = p->cap ? 2 * p->cap : 512;
+        cudaEvent_t *ev = (cudaEvent_t *)realloc(p->ev, (size_t)cap * sizeof *ev);
+        if (ev) p->ev = ev;
+        int *ops = ev ? (int *)realloc(p->op, (size_t)cap * sizeof *ops) : NULL;
+        if (ops) p->op = ops;
+        if (!ev || !ops) return; /* out of memory: the rest of this pass goes untimed */
+        p->cap = cap;
+    }
+    if (p->n == p->created) {
+        if (cudaEventCreate(&p->ev[p->n]) != cudaSuccess) return;
+        p->created++;
+    }
+    p->op[p->n] = op;
+    if (cudaEventRecord(p->ev[p->n], rk->stream) == cudaSuccess) p->n++;
+}
+
+/* Starts a timeline (the first mark closes no interval). */
+static void prof_begin(gpu_model *m) {
+    if (!m->prof.on) return;
+    m->prof.n = 0;
+    cudaSetDevice(m->ranks[0].device);
+    prof_mark(m, &m->ranks[0], PROF_UNTIMED);
+}
+
+/* After GPU 0's stream is synchronised: adds the timeline's intervals to the counters. */
+static void prof_flush(gpu_model *m) {
+    gpu_prof *p = &m->prof;
+    if (!p->on) return;
+    cudaSetDevice(m->ranks[0].device);
+    for (int i = 1; i < p->n; i++) {
+        float ms = 0;
+        if (p->op[i] == PROF_UNTIMED || cudaEventElapsedTime(&ms, p->ev[i - 1], p->ev[i]) != cudaSuccess) continue;
+        p->acc.ns[p->op[i]] += (uint64_t)((double)ms * 1e6);
+        p->acc.calls[p->op[i]]++;
+    }
+    p->n = 0;
+}
+
+static void cuda_set_profiling(void *impl, bool on) {
+    gpu_model *m = (gpu_model *)impl;
+    m->prof.on = on;
+    m->prof.n = 0;
+    if (on) memset(&m->prof.acc, 0, sizeof m->prof.acc);
+}
+
+static void cuda_get_profile(const void *impl, lr_profile *out) { *out = ((const gpu_model *)impl)->prof.acc; }
+
+static int cuda_num_devices(const void *impl) { return ((const gpu_model *)impl)->nrep; }
 
 static cudaDataType_t cuda_type(lr_dtype dt) {
     return dt == LR_BF16 ? CUDA_R_16BF : dt == LR_F16 ? CUDA_R_16F : CUDA_R_32F;
@@ -128,6 +202,12 @@ static void cuda_destroy(void *impl) {
         cudaSetDevice(m->nrep > 1 ? i : 0);
         free_rep(&m->reps[i]);
     }
+    if (m->ranks && m->prof.created) {
+        cudaSetDevice(m->ranks[0].device);
+        for (int i = 0; i < m->prof.created; i++) cudaEventDestroy(m->prof.ev[i]);
+    }
+    free(m->prof.ev);
+    free(m->prof.op);
     free(m->ranks);
     free(m->reps);
     free(m->kernels);
@@ -494,7 +574,9 @@ static int all_reduce(gpu_model *m, int64_t T) {
     if (m->nrep == 1) {
         const void *parts[MAX_TP] = {NULL};
         for (int r = 0; r < m->tp; r++) parts[r] = m->ranks[r].a.part;
-        return lr_gpu_sum(m->reps[0].hidden, parts, m->tp, n, m->dt, m->ranks[0].stream);
+        int rc = lr_gpu_sum(m->reps[0].hidden, parts, m->tp, n, m->dt, m->ranks[0].stream);
+        prof_mark(m, &m->ranks[0], LR_PROF_ALL_REDUCE);
+        return rc;
     }
 #ifdef LR_HAVE_NCCL
     ncclDataType_t t = m->dt == LR_BF16 ? ncclBfloat16 : m->dt == LR_F16 ? ncclFloat16 : ncclFloat32;
@@ -503,6 +585,7 @@ static int all_reduce(gpu_model *m, int64_t T) {
         NCCL_CHECK(ncclAllReduce(m->ranks[r].a.part, m->reps[r].hidden, (size_t)n, t, ncclSum, m->ranks[r].comm,
                                  m->ranks[r].stream));
     NCCL_CHECK(ncclGroupEnd());
+    prof_mark(m, &m->ranks[0], LR_PROF_ALL_REDUCE);
     return LR_OK;
 #else
     return lr_fail(LR_E_DEVICE, "cuda: multi-GPU without NCCL");
@@ -523,6 +606,7 @@ static int emit(gpu_model *m, const lr_observer *obs, const void *x, lr_dtype dt
     CUDA_CHECK(cudaStreamSynchronize(s));
     lr_tensor t = {LR_F32, 2, {T, N}, m->obs_host};
     obs->on_stage(obs->user, name, &t);
+    prof_mark(m, &m->ranks[0], PROF_UNTIMED);
     return LR_OK;
 }
 
@@ -551,6 +635,7 @@ static int emit_gathered(gpu_model *m, const lr_observer *obs, void *const *bufs
     if (rc) return rc;
     lr_tensor t = {LR_F32, 2, {T, N}, m->obs_host};
     obs->on_stage(obs->user, name, &t);
+    prof_mark(m, &m->ranks[0], PROF_UNTIMED);
     return LR_OK;
 }
 
@@ -652,6 +737,7 @@ static int layer_forward(gpu_model *m, int64_t l, int64_t T, gpu_kv *kv, const l
         if (l == 0) CUDA_CHECK(cudaMemsetAsync(p->residual, 0, (size_t)(T * H) * sizeof(float), rk->stream));
         TRY(lr_gpu_fused_add_rms_norm(m->variant[FAM_RMSNORM], p->normed, p->residual, p->hidden,
                                       rk->layers[l].input_ln, T, H, eps, m->dt, rk->stream));
+        prof_mark(m, rk, LR_PROF_RMS_NORM);
     }
     if (obs) TRY(emit(m, obs, m->reps[0].normed, m->dt, T, H, "model.layers.%lld.input_layernorm", li));
 
@@ -660,6 +746,7 @@ static int layer_forward(gpu_model *m, int64_t l, int64_t T, gpu_kv *kv, const l
         cudaSetDevice(rk->device);
         TRY(linear(m, rk, rk->a.qkv, m->reps[rep_of(m, r)].normed, rk->layers[l].qkv_w, rk->layers[l].qkv_b, T,
                    qkvw, H));
+        prof_mark(m, rk, LR_PROF_QKV_PROJ);
     }
     if (obs) {
         int64_t nq = c->num_attention_heads * hd, nkv = c->num_key_value_heads * hd;
@@ -678,11 +765,14 @@ static int layer_forward(gpu_model *m, int64_t l, int64_t T, gpu_kv *kv, const l
         /* q heads and k heads are contiguous in the packed row: one rotary call. */
         TRY(lr_gpu_rotary(m->variant[FAM_ROTARY], rk->a.qkv, qkvw, T, rk->L.num_heads + rk->L.num_kv_heads, hd, p->pos,
                           p->inv_freq, m->dt, rk->stream));
+        prof_mark(m, rk, LR_PROF_ROTARY);
+        cudaSetDevice(rk->device);
         TRY(lr_gpu_reshape_and_cache(m->variant[FAM_CACHE], kc, vc, rk->a.qkv, qkvw, rk->L.q_size,
                                      rk->L.q_size + rk->L.kv_size, T, rk->L.num_kv_heads, hd, BLOCK_SIZE, p->slots,
                                      m->dt, rk->stream));
         TRY(lr_gpu_attention(m->variant[FAM_ATTENTION], rk->a.ctx, rk->L.q_size, rk->a.qkv, qkvw, kc, vc, &mt, T,
                              rk->L.num_heads, rk->L.num_kv_heads, hd, scale, m->dt, rk->stream));
+        prof_mark(m, rk, LR_PROF_ATTENTION);
     }
     if (obs)
         TRY(emit_gathered(m, obs, ctx, L0->q_size, 0, L0->q_size, col_q, T, c->num_attention_heads * hd,
@@ -692,6 +782,7 @@ static int layer_forward(gpu_model *m, int64_t l, int64_t T, gpu_kv *kv, const l
         cudaSetDevice(rk->device);
         TRY(linear(m, rk, part_of(m, r), rk->a.ctx, rk->layers[l].o_w, r == 0 ? rk->layers[l].o_b : NULL, T, H,
                    L0->q_size));
+        prof_mark(m, rk, LR_PROF_O_PROJ);
     }
     TRY(all_reduce(m, T));
     if (obs) {
@@ -704,6 +795,7 @@ static int layer_forward(gpu_model *m, int64_t l, int64_t T, gpu_kv *kv, const l
         cudaSetDevice(rk->device);
         TRY(lr_gpu_fused_add_rms_norm(m->variant[FAM_RMSNORM], p->normed, p->residual, p->hidden,
                                       rk->layers[l].post_ln, T, H, eps, m->dt, rk->stream));
+        prof_mark(m, rk, LR_PROF_RMS_NORM);
     }
     if (obs) TRY(emit(m, obs, m->reps[0].normed, m->dt, T, H, "model.layers.%lld.post_attention_layernorm", li));
 
@@ -712,6 +804,7 @@ static int layer_forward(gpu_model *m, int64_t l, int64_t T, gpu_kv *kv, const l
         cudaSetDevice(rk->device);
         TRY(linear(m, rk, rk->a.gu, m->reps[rep_of(m, r)].normed, rk->layers[l].gu_w, rk->layers[l].gu_b, T, 2 * Ir,
                    H));
+        prof_mark(m, rk, LR_PROF_GATE_UP_PROJ);
     }
     int64_t NI = c->intermediate_size;
     if (obs) {
@@ -727,6 +820,7 @@ static int layer_forward(gpu_model *m, int64_t l, int64_t T, gpu_kv *kv, const l
         gpu_rank *rk = &m->ranks[r];
         cudaSetDevice(rk->device);
         TRY(lr_gpu_silu_and_mul(m->variant[FAM_ACTIVATION], rk->a.act, rk->a.gu, T, Ir, m->dt, rk->stream));
+        prof_mark(m, rk, LR_PROF_SILU_AND_MUL);
     }
     if (obs) TRY(emit_gathered(m, obs, act, Ir, 0, Ir, col_i, T, NI, "model.layers.%lld.mlp.down_proj.input", li));
     for (int r = 0; r < tp; r++) {
@@ -734,6 +828,7 @@ static int layer_forward(gpu_model *m, int64_t l, int64_t T, gpu_kv *kv, const l
         cudaSetDevice(rk->device);
         TRY(linear(m, rk, part_of(m, r), rk->a.act, rk->layers[l].down_w, r == 0 ? rk->layers[l].down_b : NULL, T, H,
                    Ir));
+        prof_mark(m, rk, LR_PROF_DOWN_PROJ);
     }
     TRY(all_reduce(m, T));
     if (obs) {
@@ -789,9 +884,11 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
     const lr_observer *inject = obs && obs->inject ? obs : NULL;
     if (obs && !obs->on_stage) obs = NULL;
     int64_t T = b->num_tokens, H = m->cfg.hidden_size;
+    prof_begin(m);
     TRY(ensure_buffers(m, T, b->num_seqs, kv->max_blocks, obs != NULL || inject != NULL));
     lr_gpu_attn_meta meta;
     TRY(upload_batch(m, b, spans, kv, &meta));
+    prof_mark(m, &m->ranks[0], LR_PROF_SETUP);
 
     /* VocabParallelEmbedding: masked lookups per shard, then the all-reduce. */
     for (int r = 0; r < m->tp; r++) {
@@ -799,11 +896,15 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
         cudaSetDevice(rk->device);
         TRY(lr_gpu_embedding(m->variant[FAM_EMBEDDING], part_of(m, r), m->reps[rep_of(m, r)].ids, T, rk->embed,
                              rk->L.vocab_start, rk->L.vocab_shard, H, m->dt, rk->stream));
+        prof_mark(m, rk, LR_PROF_EMBEDDING);
     }
     TRY(all_reduce(m, T));
     if (obs) TRY(emit(m, obs, m->reps[0].hidden, m->dt, T, H, "model.embed_tokens", 0));
     for (int64_t l = 0; l <= m->cfg.num_hidden_layers; l++) {
-        if (inject) TRY(inject_stream(m, inject, l, T));
+        if (inject) {
+            TRY(inject_stream(m, inject, l, T));
+            prof_mark(m, &m->ranks[0], PROF_UNTIMED);
+        }
         if (l < m->cfg.num_hidden_layers) TRY(layer_forward(m, l, T, kv, &meta, obs));
     }
     for (int i = 0; i < m->nrep; i++) {
@@ -812,6 +913,7 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
         cudaSetDevice(rk->device);
         TRY(lr_gpu_fused_add_rms_norm(m->variant[FAM_RMSNORM], p->normed, p->residual, p->hidden, rk->norm, T, H,
                                       (float)m->cfg.rms_norm_eps, m->dt, rk->stream));
+        prof_mark(m, rk, LR_PROF_RMS_NORM);
     }
     if (obs) TRY(emit(m, obs, m->reps[0].normed, m->dt, T, H, "model.norm", 0));
 
@@ -825,6 +927,7 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
     cudaSetDevice(m->ranks[0].device);
     CUDA_CHECK(cudaMemcpyAsync(m->hidden_host, m->reps[0].normed, bytes, cudaMemcpyDeviceToHost, m->ranks[0].stream));
     CUDA_CHECK(cudaStreamSynchronize(m->ranks[0].stream));
+    prof_flush(m);
     m->last_T = T;
     *hidden = lr_tensor{m->dt, 2, {T, H}, m->hidden_host};
     return LR_OK;
@@ -836,6 +939,7 @@ static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_obs
     if (obs && !obs->on_stage) obs = NULL;
     int64_t T = hidden->shape[0], H = m->cfg.hidden_size, V = m->cfg.vocab_size, shard = m->ranks[0].L.vocab_shard;
     size_t es = lr_dtype_size(m->dt);
+    prof_begin(m);
     /* The hidden states of the last forward are still on the devices; others go up. */
     if (!(hidden->data == m->hidden_host && T == m->last_T)) {
         TRY(ensure_buffers(m, T, 1, 1, false));
@@ -844,6 +948,7 @@ static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_obs
             CUDA_CHECK(cudaMemcpy(m->reps[i].normed, hidden->data, (size_t)(T * H) * es, cudaMemcpyHostToDevice));
         }
     }
+    prof_mark(m, &m->ranks[0], LR_PROF_SETUP);
     if (m->logits_cap < T * V) {
         cudaFreeHost(m->logits_host);
         m->logits_host = NULL;
@@ -858,6 +963,7 @@ static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_obs
             rk->a.logits_cap = T;
         }
         TRY(linear(m, rk, rk->a.logits, m->reps[rep_of(m, r)].normed, rk->lm_head, NULL, T, shard, H));
+        prof_mark(m, rk, LR_PROF_LM_HEAD);
     }
     /* The gather: each rank's columns land at its vocabulary offset; padding is cut. In
      * the NCCL mode the shards come straight from each GPU (a gather to the host). */
@@ -874,6 +980,7 @@ static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_obs
         cudaSetDevice(m->ranks[r].device);
         CUDA_CHECK(cudaStreamSynchronize(m->ranks[r].stream));
     }
+    prof_flush(m);
     *logits = lr_tensor{m->dt, 2, {T, V}, m->logits_host};
     if (obs) {
         if (m->obs_cap < T * V) {
@@ -892,4 +999,5 @@ static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_obs
 
 extern "C" const lr_backend_ops lr_cuda_backend = {
     "cuda", cuda_create, cuda_destroy, cuda_kv_create, cuda_kv_free, cuda_forward, cuda_compute_logits,
+    cuda_set_profiling, cuda_get_profile, cuda_num_devices,
 };

@@ -31,6 +31,8 @@ typedef struct lr_backend_ops {
     /* optional: per-op timing (lr_model_set_profiling, lr_model_get_profile) */
     void (*set_profiling)(void *impl, bool on);
     void (*get_profile)(const void *impl, lr_profile *out);
+    /* optional: GPUs in use (lr_model_num_devices); absent: 0, the host */
+    int (*num_devices)(const void *impl);
 } lr_backend_ops;
 
 extern const lr_backend_ops lr_cpu_backend;

@@ -371,6 +371,9 @@ int lr_model_create(const lr_checkpoint *ck, const lr_options *opt, lr_model **o
 void lr_model_free(lr_model *m);
 const lr_config *lr_model_config(const lr_model *m);
 lr_dtype lr_model_precision(const lr_model *m);
+/* GPUs the model runs on: 0 for the CPU reference; for cuda 1 in the single-GPU tp mode,
+ * tp when the ranks are spread over tp GPUs through NCCL. */
+int lr_model_num_devices(const lr_model *m);
 
 /* A cache for max_seqs sequences of at most max_len tokens each. */
 int lr_kv_cache_create(lr_model *m, int64_t max_seqs, int64_t max_len, lr_kv_cache **out);
@@ -416,15 +419,18 @@ typedef enum {
 
 const char *lr_prof_op_name(lr_prof_op op); /* "qkv_proj" */
 
-/* Time accumulated per op kind (monotonic clock, wall time) and how often it ran. */
+/* Time accumulated per op kind and how often it ran. CPU: the monotonic clock around
+ * each op (wall time). CUDA: GPU 0's stream, timed with events between consecutive ops
+ * (so an op's time includes the launch gap before it); with several GPUs an all-reduce
+ * includes the wait for the slowest GPU. Copies for observers are charged to nothing. */
 typedef struct {
     uint64_t ns[LR_PROF_COUNT];
     uint64_t calls[LR_PROF_COUNT];
 } lr_profile;
 
 /* Per-op timing in the backend, off by default; when off the forward pass reads no
- * clock. Turning it on zeroes the counters. LR_E_BACKEND when the backend has none
- * (the CPU reference has it). */
+ * clock. Turning it on zeroes the counters. Both backends have it (LR_E_BACKEND for one
+ * that has none). */
 int lr_model_set_profiling(lr_model *m, bool on);
 /* The counters accumulated since profiling was last turned on. */
 int lr_model_get_profile(const lr_model *m, lr_profile *out);

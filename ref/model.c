@@ -203,6 +203,8 @@ const char *lr_prof_op_name(lr_prof_op op) {
     return (unsigned)op < LR_PROF_COUNT ? names[op] : "unknown";
 }
 
+int lr_model_num_devices(const lr_model *m) { return m->ops->num_devices ? m->ops->num_devices(m->impl) : 0; }
+
 int lr_model_set_profiling(lr_model *m, bool on) {
     if (!m->ops->set_profiling)
         return lr_fail(LR_E_BACKEND, "profiling: the %s backend has no profiler", m->ops->name);

@@ -1,8 +1,15 @@
 /* test_gpu_forward.c: the CUDA backend against the committed golden fixtures, the same
  * way test_forward.c checks the CPU reference: every fixture, every stage, in bf16, fp16
  * and fp32, at tp 1 and (single-GPU mode) tp 2 and 4; decode steps through the paged KV
- * cache; bitwise repeatability; every kernel variant at model level. Skips (77) without
- * CUDA or without a GPU. */
+ * cache; bitwise repeatability; every kernel variant at model level; the profiler.
+ * Skips (77) without CUDA or without a GPU.
+ *
+ * With --nccl (tests/test_gpu_nccl.sh) it runs the tensor-parallel ranks on separate GPUs
+ * through NCCL instead: every fixture at every precision and every tp in 2, 4, 8 that the
+ * host has GPUs for, against the golden at the same budgets as tp 1 and stage by stage
+ * against the single-GPU tp mode run of the same shards; decode, repeatability, layer
+ * isolation and the profiler over NCCL. Skips (77) with fewer than 2 GPUs or without
+ * NCCL. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
@@ -25,6 +32,7 @@ int main(void) {
 #include <jansson.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fixture_cases.h"
@@ -33,18 +41,32 @@ static const lr_dtype precisions[] = {LR_BF16, LR_F16, LR_F32};
 #define N_PREC 3
 static const int tps[] = {1, 2, 4};
 #define N_TP 3
+static const int nccl_tps[] = {2, 4, 8};
+#define N_NCCL_TP 3
 
-static lr_model *make_model(const lr_checkpoint *ck, lr_dtype precision, int tp, const char *kernels) {
+/* 1: the single-GPU tp mode (the ranks in turn on GPU 0); 0 (--nccl): tp GPUs over NCCL. */
+static int devices_mode = 1;
+static int gpu_count;
+
+static lr_model *make_model_on(const lr_checkpoint *ck, lr_dtype precision, int tp, const char *kernels,
+                               int devices) {
     lr_options o;
     lr_options_init(&o);
     o.backend = "cuda";
     o.precision = precision;
     o.tp_size = tp;
-    o.num_devices = 1; /* the single-GPU tp mode: the ranks in turn on GPU 0 */
+    o.num_devices = devices;
     o.kernels = kernels;
     lr_model *m;
     ck_assert_msg(lr_model_create(ck, &o, &m) == LR_OK, "%s", lr_last_error());
+    int want = devices == 0 && tp > 1 && tp <= gpu_count ? tp : 1;
+    ck_assert_msg(lr_model_num_devices(m) == want, "tp %d, devices %d: the model runs on %d GPUs, not %d", tp,
+                  devices, lr_model_num_devices(m), want);
     return m;
+}
+
+static lr_model *make_model(const lr_checkpoint *ck, lr_dtype precision, int tp, const char *kernels) {
+    return make_model_on(ck, precision, tp, kernels, devices_mode);
 }
 
 static void run_recorded(lr_model *m, const lr_batch *b, lr_kv_cache *kv, lr_recorder *rec) {
@@ -91,6 +113,93 @@ START_TEST(every_stage_matches_golden) {
     snprintf(what, sizeof what, "%s %s tp %d", cases[ci].fixture, pname(precisions[pi]), tps[ti]);
     expect_golden(&L, rec, precisions[pi], what);
     lr_recorder_free(rec);
+    lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
+/* --nccl: tp N over N GPUs against the golden (the budgets of tp 1) and, stage by stage,
+ * against the single-GPU tp mode run of the same shards, within the same budgets; how
+ * many stages are bitwise identical is printed. loop index = case x precision x tp. */
+START_TEST(nccl_matches_golden_and_one_gpu) {
+    int ci = _i / (N_PREC * N_NCCL_TP), pi = (_i / N_NCCL_TP) % N_PREC, tp = nccl_tps[_i % N_NCCL_TP];
+    if (tp > gpu_count) return; /* only the tp sizes the host has GPUs for are added */
+    loaded L = load_case(&cases[ci]);
+    lr_model *multi = make_model_on(L.ck, precisions[pi], tp, NULL, 0);
+    lr_model *one = make_model_on(L.ck, precisions[pi], tp, NULL, 1);
+    lr_recorder *rm, *r1;
+    ck_assert_int_eq(lr_recorder_create(&rm), LR_OK);
+    ck_assert_int_eq(lr_recorder_create(&r1), LR_OK);
+    run_recorded(multi, lr_fixture_batch(L.fx), NULL, rm);
+    run_recorded(one, lr_fixture_batch(L.fx), NULL, r1);
+    char what[128];
+    snprintf(what, sizeof what, "%s %s tp %d over %d GPUs", cases[ci].fixture, pname(precisions[pi]), tp, tp);
+    expect_golden(&L, rm, precisions[pi], what);
+    size_t same = 0, n = lr_recorder_count(rm);
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *name = lr_recorder_name(rm, i);
+        const lr_tensor *x = lr_recorder_at(rm, i), *y = lr_recorder_find(r1, name);
+        ck_assert_msg(y != NULL, "%s: stage %s missing from the single-GPU run", what, name);
+        lr_metrics met;
+        ck_assert_int_eq(lr_compare(x, y, &met), LR_OK);
+        double tol = lr_tolerance(lr_stage_kind_of(name), precisions[pi]);
+        ck_assert_msg(lr_metrics_pass(&met, tol), "%s: %s against the single-GPU run: rel_l2 %.3e > %.2e", what, name,
+                      met.rel_l2, tol);
+        same += met.max_abs == 0;
+        worst = met.rel_l2 > worst ? met.rel_l2 : worst;
+    }
+    printf("%-40s against one GPU: %zu/%zu stages bitwise identical, max rel_l2 %.2e\n", what, same, n, worst);
+    lr_recorder_free(rm);
+    lr_recorder_free(r1);
+    lr_model_free(multi);
+    lr_model_free(one);
+    unload(&L);
+}
+END_TEST
+
+/* The profiler (lr_model_set_profiling on the CUDA backend): every op kind of a forward
+ * and its logits is timed, all-reduce once per reduction at tp 2 and never at tp 1, and
+ * the total stays within the wall time of the pass. loop index = tp 1, 2. */
+START_TEST(profiler_times_every_op) {
+    int tp = _i + 1;
+    loaded L = load_case(&cases[0]);
+    lr_model *m = make_model(L.ck, LR_BF16, tp, NULL);
+    const lr_batch *b = lr_fixture_batch(L.fx);
+    lr_tensor h, lg;
+    ck_assert_int_eq(lr_model_forward(m, b, NULL, NULL, &h), LR_OK); /* warm: buffers grown */
+    ck_assert_int_eq(lr_model_set_profiling(m, true), LR_OK);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    ck_assert_int_eq(lr_model_forward(m, b, NULL, NULL, &h), LR_OK);
+    ck_assert_int_eq(lr_model_compute_logits(m, &h, NULL, &lg), LR_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    lr_profile p;
+    ck_assert_int_eq(lr_model_get_profile(m, &p), LR_OK);
+    int64_t layers = lr_model_config(m)->num_hidden_layers;
+    uint64_t total = 0;
+    for (int op = 0; op < LR_PROF_COUNT; op++) {
+        total += p.ns[op];
+        if (op == LR_PROF_ALL_REDUCE) {
+            /* after the embedding, o_proj and down_proj of every layer */
+            ck_assert_uint_eq(p.calls[op], tp > 1 ? (uint64_t)(2 * layers + 1) : 0);
+        } else {
+            ck_assert_msg(p.calls[op] > 0 && p.ns[op] > 0, "tp %d: %s not timed (%llu calls, %llu ns)", tp,
+                          lr_prof_op_name((lr_prof_op)op), (unsigned long long)p.calls[op],
+                          (unsigned long long)p.ns[op]);
+        }
+    }
+    double wall = (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
+    ck_assert_msg((double)total <= wall, "tp %d: %llu ns profiled in %.0f ns of wall time", tp,
+                  (unsigned long long)total, wall);
+    printf("profiler tp %d on %d GPU(s): %.0f%% of the pass's wall time attributed, all-reduce %.1f%%\n", tp,
+           lr_model_num_devices(m), 100 * (double)total / wall, 100 * (double)p.ns[LR_PROF_ALL_REDUCE] / (double)total);
+    /* Off: the counters stay as they were. */
+    ck_assert_int_eq(lr_model_set_profiling(m, false), LR_OK);
+    ck_assert_int_eq(lr_model_forward(m, b, NULL, NULL, &h), LR_OK);
+    lr_profile q;
+    ck_assert_int_eq(lr_model_get_profile(m, &q), LR_OK);
+    ck_assert_int_eq(memcmp(&p, &q, sizeof p), 0);
     lr_model_free(m);
     unload(&L);
 }
@@ -375,6 +484,31 @@ START_TEST(a_model_larger_than_the_card_is_a_clear_error) {
 }
 END_TEST
 
+/* --nccl: more GPUs than the host has, or a GPU count that is not the tp size, is refused
+ * with the counts; the host's GPUs still work afterwards. */
+START_TEST(bad_device_counts_are_refused) {
+    loaded L = load_case(&cases[0]);
+    lr_options o;
+    lr_options_init(&o);
+    o.backend = "cuda";
+    o.precision = LR_BF16;
+    o.tp_size = 2;
+    o.num_devices = 3; /* not the tp size */
+    lr_model *m = NULL;
+    ck_assert_int_eq(lr_model_create(L.ck, &o, &m), LR_E_DEVICE);
+    ck_assert_ptr_null(m);
+    ck_assert_msg(strstr(lr_last_error(), "tp 2") != NULL, "%s", lr_last_error());
+    o.tp_size = gpu_count * 2; /* more GPUs than there are */
+    o.num_devices = gpu_count * 2;
+    ck_assert_int_eq(lr_model_create(L.ck, &o, &m), LR_E_DEVICE);
+    ck_assert_msg(strstr(lr_last_error(), "present") != NULL, "%s", lr_last_error());
+    m = make_model(L.ck, LR_BF16, 2, NULL);
+    still_matches_golden(&L, m, "gqa-f32-batch bf16 tp 2 over NCCL after refusals");
+    lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
 START_TEST(bad_options_are_refused) {
     loaded L = load_case(&cases[0]);
     lr_options o;
@@ -393,12 +527,8 @@ START_TEST(bad_options_are_refused) {
 }
 END_TEST
 
-int main(void) {
-    int n = 0;
-    if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
-        puts("test_gpu_forward: no CUDA device: skipped");
-        return 77;
-    }
+/* The single-GPU suite. */
+static Suite *one_gpu_suite(void) {
     Suite *s = suite_create("gpu forward");
     TCase *tc = tcase_create("golden");
     tcase_set_timeout(tc, 300);
@@ -410,8 +540,52 @@ int main(void) {
     tcase_add_test(tc, bad_options_are_refused);
     tcase_add_test(tc, out_of_gpu_memory_is_a_clear_error);
     tcase_add_test(tc, a_model_larger_than_the_card_is_a_clear_error);
+    tcase_add_loop_test(tc, profiler_times_every_op, 0, 2);
     suite_add_tcase(s, tc);
-    SRunner *sr = srunner_create(s);
+    return s;
+}
+
+/* --nccl: the same checks wherever a tp 2 model runs, now over 2 GPUs, and every tp the
+ * host has GPUs for against the golden and against one GPU. */
+static Suite *nccl_suite(void) {
+    devices_mode = 0;
+    Suite *s = suite_create("gpu forward over NCCL");
+    TCase *tc = tcase_create("nccl");
+    tcase_set_timeout(tc, 300);
+    for (int i = 0; i < N_CASES * N_PREC * N_NCCL_TP; i++)
+        if (nccl_tps[i % N_NCCL_TP] <= gpu_count) tcase_add_loop_test(tc, nccl_matches_golden_and_one_gpu, i, i + 1);
+    tcase_add_loop_test(tc, decode_after_prefill_matches_golden, 0, N_CASES * N_PREC);
+    tcase_add_test(tc, runs_repeat_bitwise);
+    tcase_add_loop_test(tc, isolated_layers_match_golden, 0, N_CASES);
+    tcase_add_test(tc, bad_device_counts_are_refused);
+    tcase_add_loop_test(tc, profiler_times_every_op, 1, 2);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(int argc, char **argv) {
+    bool nccl = argc > 1 && strcmp(argv[1], "--nccl") == 0;
+    if (argc > 1 && !nccl) {
+        fprintf(stderr, "usage: test_gpu_forward [--nccl]\n");
+        return 2;
+    }
+    if (cudaGetDeviceCount(&gpu_count) != cudaSuccess || gpu_count == 0) {
+        puts("test_gpu_forward: no CUDA device: skipped");
+        return 77;
+    }
+    if (nccl) {
+#ifndef LR_HAVE_NCCL
+        puts("test_gpu_forward --nccl: built without NCCL: skipped");
+        return 77;
+#endif
+        if (gpu_count < 2) {
+            printf("test_gpu_forward --nccl: %d GPU; tensor parallelism over NCCL needs 2 or more: skipped\n",
+                   gpu_count);
+            return 77;
+        }
+        printf("test_gpu_forward --nccl: %d GPUs\n", gpu_count);
+    }
+    SRunner *sr = srunner_create(nccl ? nccl_suite() : one_gpu_suite());
     /* CUDA does not survive fork() once initialised (main already asked for devices). */
     srunner_set_fork_status(sr, CK_NOFORK);
     srunner_run_all(sr, CK_NORMAL);

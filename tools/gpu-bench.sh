@@ -7,15 +7,19 @@
 # (transformers, same checkpoint and inputs) one after the other on the same card.
 # Logs and JSON go to $OUT (default ./gpu-out); the tables are printed last.
 #   tools/gpu-bench.sh [--check] [--compile] [--profile] [--model DIR] [--skip-peer] [--baseline DIR]
+#                      [--tp LIST] [--reps N] [--steps N]
 #     --check      also run the GPU suites (tools/gpu-check.sh --quick) first
 #     --compile    also time the peer with a StaticCache and torch.compile (in what is left
 #                  of 570 s from the start)
 #     --profile    also profile decode at batch 1 (8 steps) with nsys (or ncu), kernel table
 #     --baseline   also bench another source tree (e.g. main) on the same card, first
+#     --tp LIST    tp sizes for gpu_bench, e.g. 1,2 (over NCCL where the host has the GPUs;
+#                  speed-up against the first; default 1)
+#     --reps N, --steps N   gpu_bench's prefill repeats and decode steps (default 10, 32)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SRC=$PWD
-CHECK=0 COMPILE=0 PROFILE=0 PEER=1 MODEL=/tmp/llama3-8b-random BASE=""
+CHECK=0 COMPILE=0 PROFILE=0 PEER=1 MODEL=/tmp/llama3-8b-random BASE="" TP=1 REPS=10 STEPS=32
 START=$(date +%s)
 while [ $# -gt 0 ]; do
     case $1 in
@@ -25,6 +29,9 @@ while [ $# -gt 0 ]; do
     --skip-peer) PEER=0 ;;
     --model) MODEL=$2; shift ;;
     --baseline) BASE=$(cd "$2" && pwd); shift ;;
+    --tp) TP=$2; shift ;;
+    --reps) REPS=$2; shift ;;
+    --steps) STEPS=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -32,7 +39,7 @@ done
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu-bench.log") 2>&1
-export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0
+export PYTHONUNBUFFERED=1 NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 echo "== machine"
 date -u
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm,power.limit --format=csv,noheader || true
@@ -90,7 +97,8 @@ if [ -n "$BASE" ] && [ -x /tmp/llamaref-base/bench/gpu_bench ]; then
     tail -8 "$OUT/gpu-bench-base.txt"
 fi
 echo "== gpu_bench"
-"$B/bench/gpu_bench" --model "$MODEL" --json "$OUT/gpu-bench.json" --dump-logits /tmp/ours-logits.f32 \
+"$B/bench/gpu_bench" --model "$MODEL" --tp "$TP" --reps "$REPS" --steps "$STEPS" --json "$OUT/gpu-bench.json" \
+    --dump-logits /tmp/ours-logits.f32 \
     >"$OUT/gpu-bench.txt" 2>&1 || echo "gpu_bench failed"
 if [ $PEER -eq 1 ]; then
     echo "== peer (transformers)"

@@ -425,12 +425,23 @@ static const lr_tensor *run_inject(void *user, const char *stage) {
     return e ? &e->t : NULL;
 }
 
-/* Runs the backend on a batch and records every stage, logits included. */
+/* " over 2 GPUs (NCCL)", " on one GPU" or "" (the host): where a model ran. */
+static const char *devices_note(int devices, int tp) {
+    static char buf[48];
+    if (devices == 0) return "";
+    if (devices == 1) return tp > 1 ? ", ranks in turn on one GPU" : ", one GPU";
+    snprintf(buf, sizeof buf, ", over %d GPUs (NCCL)", devices);
+    return buf;
+}
+
+/* Runs the backend on a batch and records every stage, logits included; *devices (may
+ * be NULL) gets the model's GPU count (lr_model_num_devices). */
 static int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,
-                     const lr_fixture *isolate) {
+                     const lr_fixture *isolate, int *devices) {
     lr_model *m;
     int rc = lr_model_create(ck, &a->opt, &m);
     if (rc) return lib_fail(rc);
+    if (devices) *devices = lr_model_num_devices(m);
     run_ctx ctx = {.rec = lr_recorder_observer(rec),
                    .isolate = isolate,
                    .start = now_s(),
@@ -458,7 +469,7 @@ typedef struct {
 } assembled;
 
 static int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, const lr_error_model *em,
-                      lr_recorder *rec, json_t **steps_out) {
+                      lr_recorder *rec, json_t **steps_out, int *devices) {
     const lr_batch *full = lr_fixture_batch(fx);
     int64_t B = full->num_seqs, T = full->num_tokens;
     int64_t *lens = calloc((size_t)B, sizeof *lens), *starts = calloc((size_t)B, sizeof *starts),
@@ -491,6 +502,7 @@ static int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *
         status = lib_fail(rc);
         goto out;
     }
+    *devices = lr_model_num_devices(m);
     for (int round = 0;; round++) {
         int64_t nb = 0, n_tok = 0;
         for (int64_t s = 0; s < B; s++) {
@@ -872,15 +884,18 @@ static int cmd_check(const args *a) {
     const char *cd = lr_fixture_metadata(fx, "compute_dtype"), *gen = lr_fixture_metadata(fx, "generator");
     snprintf(ref_label, sizeof ref_label, "%s (%s, %s)", a->fixture, cd ? cd : "?", gen ? gen : "unknown generator");
     json_t *decode_steps = NULL;
+    int devices = 0;
     /* The golden is float64 arithmetic too: its own rounding counts at f64. */
     if ((status = attach_model(&r.model[0], ck, a->opt.precision, lr_fixture_batch(fx), fixture_source, fx)) ||
         (status = attach_model(&r.model[1], ck, LR_F64, lr_fixture_batch(fx), fixture_source, fx)))
         goto out;
     if (a->decode > 0)
-        status = run_decode(a, ck, fx, r.model[0], rec, &decode_steps);
+        status = run_decode(a, ck, fx, r.model[0], rec, &decode_steps, &devices);
     else
-        status = run_model(a, ck, lr_fixture_batch(fx), rec, a->isolate ? fx : NULL);
+        status = run_model(a, ck, lr_fixture_batch(fx), rec, a->isolate ? fx : NULL, &devices);
     if (status) goto out;
+    snprintf(test_label + strlen(test_label), sizeof test_label - strlen(test_label), "%s",
+             devices_note(devices, a->opt.tp_size));
     /* In the order the backend reported, which is the order of the forward. */
     for (size_t i = 0; i < lr_recorder_count(rec); i++) {
         const lr_st_entry *gold = lr_fixture_stage(fx, lr_recorder_name(rec, i));
@@ -892,8 +907,8 @@ static int cmd_check(const args *a) {
                      lr_fixture_stage_count(fx), r.n);
         goto out;
     }
-    json_t *extra = json_pack("{s:s, s:s, s:s, s:i, s:b}", "model", a->model, "fixture", a->fixture, "backend",
-                              a->opt.backend, "tp", a->opt.tp_size, "isolate", a->isolate);
+    json_t *extra = json_pack("{s:s, s:s, s:s, s:i, s:i, s:b}", "model", a->model, "fixture", a->fixture, "backend",
+                              a->opt.backend, "tp", a->opt.tp_size, "devices", devices, "isolate", a->isolate);
     if (decode_steps) json_object_set_new(extra, "decode", decode_steps);
     status = report_finish(a, &r, extra);
     json_decref(extra);
@@ -1079,7 +1094,10 @@ static int cmd_backends(const args *a, const char *spec_a, const char *spec_b, c
     args aa = *a, ab = *a;
     aa.opt = oa;
     ab.opt = ob;
-    if ((status = run_model(&aa, ck, b, ra, NULL)) || (status = run_model(&ab, ck, b, rb, NULL))) goto out;
+    int da = 0, db = 0;
+    if ((status = run_model(&aa, ck, b, ra, NULL, &da)) || (status = run_model(&ab, ck, b, rb, NULL, &db))) goto out;
+    snprintf(la + strlen(la), sizeof la - strlen(la), "%s", devices_note(da, oa.tp_size));
+    snprintf(lb + strlen(lb), sizeof lb - strlen(lb), "%s", devices_note(db, ob.tp_size));
     if ((status = attach_model(&r.model[0], ck, ob.precision, b, recorder_source, ra)) ||
         (status = attach_model(&r.model[1], ck, oa.precision, b, recorder_source, ra)))
         goto out;
@@ -1192,7 +1210,7 @@ static int cmd_dump(const args *a) {
         status = lib_fail(rc);
         goto out;
     }
-    if ((status = run_model(a, ck, &b, rec, NULL))) goto out;
+    if ((status = run_model(a, ck, &b, rec, NULL, NULL))) goto out;
 
     lr_tensor in_ids = {.dtype = LR_I64, .ndim = 1, .shape = {b.num_tokens}, .data = b.input_ids};
     lr_tensor in_pos = {.dtype = LR_I64, .ndim = 1, .shape = {b.num_tokens}, .data = b.positions};
