@@ -25,6 +25,7 @@ int lr_gpu_cache_scatter(const void *args, cudaStream_t s);
 int lr_gpu_attention_tc(const void *args, cudaStream_t s);
 int lr_gpu_attention_flash(const void *args, cudaStream_t s);
 int lr_gpu_attention_simple(const void *args, cudaStream_t s);
+int lr_gpu_attention_fa2(const void *args, cudaStream_t s);
 
 typedef struct {
     lr_gpu_variant v;
@@ -70,6 +71,12 @@ static const kernel_entry kernels[] = {
      lr_gpu_attention_flash},
     {{"attention", "simple", "one warp per (token, head), one key at a time, online softmax", false},
      lr_gpu_attention_simple},
+    {{"attention", "fa2",
+      "prefill (bf16/f16, head_dim 64/128): FlashAttention-2, 64 queries of one (sequence, "
+      "head) per block, mma.sync m16n8k16 with S and P in registers, 64-key K/V tiles "
+      "cp.async double-buffered from the paged cache; else tc",
+      false},
+     lr_gpu_attention_fa2},
 };
 #define N_KERNELS (sizeof kernels / sizeof kernels[0])
 
