@@ -58,11 +58,17 @@ static const kernel_entry kernels[] = {
     {{"activation", "elementwise", "one thread per output element", false}, lr_gpu_activation_elementwise},
     {{"cache", "scatter", "one block per token: its key and value rows to their slot", true},
      lr_gpu_cache_scatter},
+    {{"attention", "fa2",
+      "prefill (bf16/f16, head_dim 64/128): FlashAttention-2, 64 queries of one (sequence, "
+      "head) per block, mma.sync m16n8k16 with S and P in registers, 64-key K/V tiles "
+      "cp.async double-buffered from the paged cache; else tc",
+      true},
+     lr_gpu_attention_fa2},
     {{"attention", "tc",
       "decode: one block per (sequence, kv head, key chunk), the group's query heads "
       "together, chunks merged; prefill (bf16/f16, head_dim 64/128): wmma tensor-core "
       "tiles of 64 queries x 64 keys; else flash",
-      true},
+      false},
      lr_gpu_attention_tc},
     {{"attention", "flash",
       "16 query rows of one (sequence, head) per block; 32-key K/V "
@@ -71,12 +77,6 @@ static const kernel_entry kernels[] = {
      lr_gpu_attention_flash},
     {{"attention", "simple", "one warp per (token, head), one key at a time, online softmax", false},
      lr_gpu_attention_simple},
-    {{"attention", "fa2",
-      "prefill (bf16/f16, head_dim 64/128): FlashAttention-2, 64 queries of one (sequence, "
-      "head) per block, mma.sync m16n8k16 with S and P in registers, 64-key K/V tiles "
-      "cp.async double-buffered from the paged cache; else tc",
-      false},
-     lr_gpu_attention_fa2},
 };
 #define N_KERNELS (sizeof kernels / sizeof kernels[0])
 
