@@ -101,6 +101,23 @@ expect 0 "backends cpu:f64 vs cpu:f32 tp 2" -- "$LD" backends -m "$M" -f "$F" --
 json_ok 'd["result"] == "agree" and len(d["stages"]) == 48 and d["precision"] == "f32"'
 expect 2 "backends bad spec" -- "$LD" backends -m "$M" -f "$F" --a cpu:bf16 --b cpu:f32
 expect_err "--a" "bf16"
+# Per-side settings: tp N against tp 1 (the reduction order moves f64 by rounding only).
+expect 0 "backends tp 2 against tp 1" -- "$LD" backends -m "$M" -f "$F" --a cpu:f64,tp=1 --b cpu:f64 --tp 2 --json
+json_ok 'd["result"] == "agree" and "tp 1" in d["reference"] and "tp 2" in d["test"] and max(s["rel_l2"] for s in d["stages"]) > 0'
+expect 0 "backends tp= on both sides" -- "$LD" backends -m "$M" -f "$F" --a cpu:f64,tp=4 --b cpu:f64,tp=2 --json
+json_ok '"tp 4" in d["reference"] and "tp 2" in d["test"]'
+expect 2 "backends tp=0" -- "$LD" backends -m "$M" -f "$F" --a cpu:f64,tp=0 --b cpu:f64
+expect_err "--a tp=" "0"
+expect 2 "backends unknown setting" -- "$LD" backends -m "$M" -f "$F" --a cpu:f64,threads=2 --b cpu:f64
+expect_err "unknown setting" "threads"
+expect 2 "backends setting without a value" -- "$LD" backends -m "$M" -f "$F" --a cpu:f64 --b cpu:f64,tp
+expect_err "--b" "KEY=VALUE"
+expect 2 "backends devices= on the cpu" -- "$LD" backends -m "$M" -f "$F" --a cpu:f64,devices=1 --b cpu:f64
+expect_err "devices=" "cuda"
+expect 2 "backends --kernel with no cuda side" -- "$LD" backends -m "$M" -f "$F" --a cpu:f64 --b cpu:f32 -k attention=fa2
+expect_err "--kernel" "cuda side"
+expect 0 "check reports the devices (0: the host)" -- "$LD" check -m "$M" -f "$F" --json
+json_ok 'd["devices"] == 0 and d["tp"] == 1'
 
 # Planted bugs: a weight of one layer scaled in a copy of the model; the first divergence
 # and the drill-down must name that layer and that operation, and nothing diverges before.

@@ -223,6 +223,10 @@ static int parse_args(int argc, char **argv, args *a) {
     if (a->npos && (!a->cmd || strcmp(a->cmd, "compare") != 0))
         return bad("unexpected argument \"%s\" (see --help)", a->pos[0]);
     bool cuda = strcmp(a->opt.backend, "cuda") == 0;
+    /* backends: --kernel and --devices serve whichever side is cuda */
+    bool backends = a->cmd && strcmp(a->cmd, "backends") == 0;
+    if (backends)
+        cuda = (a->spec_a && strncmp(a->spec_a, "cuda", 4) == 0) || (a->spec_b && strncmp(a->spec_b, "cuda", 4) == 0);
     if (cuda && !a->precision_given) a->opt.precision = LR_BF16;
     if (!cuda && strcmp(a->opt.backend, "cpu") != 0)
         return bad("--backend: \"%s\" is not cpu or cuda", a->opt.backend);
@@ -240,7 +244,8 @@ static int parse_args(int argc, char **argv, args *a) {
         return bad("convert: takes --gguf FILE and --out DIR (not %s)",
                    a->model ? "--model" : a->fixture ? "--fixture" : "--tokens");
     if (!cuda && (a->opt.kernels || a->opt.num_devices))
-        return bad("%s: needs --backend cuda", a->opt.kernels ? "--kernel" : "--devices");
+        return bad("%s: needs %s", a->opt.kernels ? "--kernel" : "--devices",
+                   backends ? "a cuda side (--a or --b cuda:...)" : "--backend cuda");
     return 0;
 }
 
