@@ -172,8 +172,10 @@ static void run_prefill(row *r) {
     LR(lr_kv_cache_create(M, B, T, &kv));
     void *rowsbuf = malloc((size_t)(B * H) * 2);
     double *t = malloc((size_t)(reps + 2) * sizeof *t);
-    for (int i = 0; i < reps + 2; i++) {
+    /* 2 warm-ups, reps timed, then one profiled pass */
+    for (int i = 0; i < reps + 2 + profile; i++) {
         lr_kv_cache_reset(kv);
+        if (i == reps + 2) LR(lr_model_set_profiling(M, true));
         double t0 = now();
         lr_tensor hid, lg;
         LR(lr_model_forward(M, &b, kv, NULL, &hid));
@@ -181,7 +183,7 @@ static void run_prefill(row *r) {
         lr_tensor sel = {hid.dtype, 2, {B, H}, rowsbuf};
         LR(lr_model_compute_logits(M, &sel, NULL, &lg));
         double dt = now() - t0;
-        if (i >= 2) t[i - 2] = dt;
+        if (i >= 2 && i < reps + 2) t[i - 2] = dt;
         if (i == 0 && dump_logits && B == 1) {
             FILE *f = fopen(dump_logits, "wb");
             float *x = malloc((size_t)V * sizeof *x);
@@ -192,13 +194,6 @@ static void run_prefill(row *r) {
     }
     r->mem = used_bytes() - base_used;
     if (profile) {
-        lr_kv_cache_reset(kv);
-        LR(lr_model_set_profiling(M, true));
-        lr_tensor hid, lg;
-        LR(lr_model_forward(M, &b, kv, NULL, &hid));
-        gather_rows(rowsbuf, &hid, last, B);
-        lr_tensor sel = {hid.dtype, 2, {B, H}, rowsbuf};
-        LR(lr_model_compute_logits(M, &sel, NULL, &lg));
         LR(lr_model_get_profile(M, &r->prof));
         LR(lr_model_set_profiling(M, false));
     }
@@ -211,7 +206,8 @@ static void run_prefill(row *r) {
 
 static void run_decode(row *r) {
     int64_t B = r->B, ctx = r->T, V = C->vocab_size;
-    int64_t cap = ctx + warm + steps + (profile ? 8 : 0);
+    int pst = profile ? (steps < 8 ? steps : 8) : 0; /* profiled steps after the timed ones */
+    int64_t cap = ctx + warm + steps + pst;
     lr_kv_cache *kv;
     LR(lr_kv_cache_create(M, B, cap, &kv));
     /* The context: one sequence at a time, so the prefill buffers stay (ctx, .) in size. */
@@ -228,7 +224,6 @@ static void run_decode(row *r) {
             *ps = malloc((size_t)B * 8);
     for (int64_t s = 0; s < B; s++) sid[s] = s, one[s] = 1;
     double *t = malloc((size_t)steps * sizeof *t);
-    int pst = profile ? (steps < 8 ? steps : 8) : 0; /* profiled steps after the timed ones */
     for (int k = 0; k < warm + steps + pst; k++) {
         for (int64_t s = 0; s < B; s++) tok[s] = step_token(s, k, V), ps[s] = ctx + k;
         lr_batch b = {tok, ps, one, sid, B, B};
@@ -265,6 +260,13 @@ static double prof_share(const lr_profile *p, unsigned mask) {
     ((1u << LR_PROF_QKV_PROJ) | (1u << LR_PROF_O_PROJ) | (1u << LR_PROF_GATE_UP_PROJ) |      \
      (1u << LR_PROF_DOWN_PROJ) | (1u << LR_PROF_LM_HEAD))
 
+/* A non-negative integer argument; -1 (refused by the caller's checks) if it is not one. */
+static int count_arg(const char *s) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    return *s && !*end && v >= 0 && v <= 1 << 20 ? (int)v : -1;
+}
+
 static void usage(void) {
     fprintf(stderr, "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
                     "                 [--kernels SPEC] [--dump-logits FILE] [--only ROWS] [--no-profile]\n");
@@ -276,13 +278,13 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = count_arg(argv[++i]);
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = count_arg(argv[++i]);
         else if (!strcmp(argv[i], "--kernels") && i + 1 < argc) kernels = argv[++i];
         else if (!strcmp(argv[i], "--dump-logits") && i + 1 < argc) dump_logits = argv[++i];
         else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = argv[++i];
         else if (!strcmp(argv[i], "--tp") && i + 1 < argc) tplist = argv[++i];
-        else if (!strcmp(argv[i], "--devices") && i + 1 < argc) devices = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--devices") && i + 1 < argc) devices = count_arg(argv[++i]);
         else if (!strcmp(argv[i], "--no-profile")) profile = 0;
         else {
             usage();
@@ -290,11 +292,11 @@ int main(int argc, char **argv) {
         }
     }
     int tps[8], ntp = 0;
-    for (const char *q = tplist; *q && ntp < 8;) {
+    for (const char *q = tplist; *q;) {
         char *end;
         long v = strtol(q, &end, 10);
-        if (end == q || v < 1 || v > 64 || (*end && *end != ',')) {
-            fprintf(stderr, "gpu_bench: --tp: \"%s\" is not a list of tp sizes like 1,2\n", tplist);
+        if (end == q || v < 1 || v > 64 || (*end && *end != ',') || ntp == 8) {
+            fprintf(stderr, "gpu_bench: --tp: \"%s\" is not a list of up to 8 tp sizes like 1,2\n", tplist);
             return 2;
         }
         tps[ntp++] = (int)v;

@@ -135,7 +135,6 @@ static void prof_mark(gpu_model *m, const gpu_rank *rk, int op) {
 static void prof_begin(gpu_model *m) {
     if (!m->prof.on) return;
     m->prof.n = 0;
-    cudaSetDevice(m->ranks[0].device);
     prof_mark(m, &m->ranks[0], PROF_UNTIMED);
 }
 

@@ -48,12 +48,18 @@ static const int nccl_tps[] = {2, 4, 8};
 static int devices_mode = 1;
 static int gpu_count;
 
-static lr_model *make_model_on(const lr_checkpoint *ck, lr_dtype precision, int tp, const char *kernels,
-                               int devices) {
+/* The CUDA backend's options at a precision, everything else at its default. */
+static lr_options cuda_options(lr_dtype precision) {
     lr_options o;
     lr_options_init(&o);
     o.backend = "cuda";
     o.precision = precision;
+    return o;
+}
+
+static lr_model *make_model_on(const lr_checkpoint *ck, lr_dtype precision, int tp, const char *kernels,
+                               int devices) {
+    lr_options o = cuda_options(precision);
     o.tp_size = tp;
     o.num_devices = devices;
     o.kernels = kernels;
@@ -464,10 +470,7 @@ START_TEST(a_model_larger_than_the_card_is_a_clear_error) {
 
     lr_checkpoint *ck;
     ck_assert_msg(lr_checkpoint_open(dir, &ck) == LR_OK, "%s", lr_last_error());
-    lr_options o;
-    lr_options_init(&o);
-    o.backend = "cuda";
-    o.precision = LR_BF16;
+    lr_options o = cuda_options(LR_BF16);
     lr_model *m = NULL;
     ck_assert_int_eq(lr_model_create(ck, &o, &m), LR_E_DEVICE);
     ck_assert_ptr_null(m);
@@ -488,10 +491,7 @@ END_TEST
  * with the counts; the host's GPUs still work afterwards. */
 START_TEST(bad_device_counts_are_refused) {
     loaded L = load_case(&cases[0]);
-    lr_options o;
-    lr_options_init(&o);
-    o.backend = "cuda";
-    o.precision = LR_BF16;
+    lr_options o = cuda_options(LR_BF16);
     o.tp_size = 2;
     o.num_devices = 3; /* not the tp size */
     lr_model *m = NULL;
@@ -511,10 +511,7 @@ END_TEST
 
 START_TEST(bad_options_are_refused) {
     loaded L = load_case(&cases[0]);
-    lr_options o;
-    lr_options_init(&o);
-    o.backend = "cuda";
-    o.precision = LR_F64;
+    lr_options o = cuda_options(LR_F64);
     lr_model *m = NULL;
     ck_assert_int_eq(lr_model_create(L.ck, &o, &m), LR_E_INVAL);
     o.precision = LR_BF16;

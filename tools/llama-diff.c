@@ -430,7 +430,8 @@ static const lr_tensor *run_inject(void *user, const char *stage) {
     return e ? &e->t : NULL;
 }
 
-/* " over 2 GPUs (NCCL)", " on one GPU" or "" (the host): where a model ran. */
+/* Where a model ran, for the labels: ", over 2 GPUs (NCCL)", ", ranks in turn on one GPU"
+ * (tp > 1), ", one GPU", or "" (the host). */
 static const char *devices_note(int devices, int tp) {
     static char buf[48];
     if (devices == 0) return "";
