@@ -308,6 +308,51 @@ const lr_packed_desc *lr_plan_at(const lr_plan *p, size_t i);
 /* Index of the packed tensor with that name, or -1. */
 int lr_plan_index(const lr_plan *p, const char *name);
 
+/* The packed weights, once. X(ID, suffix): a decoder layer's packed tensors, named
+ * "model.layers.{i}." suffix; biases exist only when the config has them. */
+#define LR_LAYER_WEIGHT_MAP(X)                                                             \
+    X(INPUT_LAYERNORM, "input_layernorm.weight")                                           \
+    X(QKV_W, "self_attn.qkv_proj.weight")                                                  \
+    X(QKV_B, "self_attn.qkv_proj.bias")                                                    \
+    X(O_W, "self_attn.o_proj.weight")                                                      \
+    X(O_B, "self_attn.o_proj.bias")                                                        \
+    X(POST_ATTENTION_LAYERNORM, "post_attention_layernorm.weight")                         \
+    X(GATE_UP_W, "mlp.gate_up_proj.weight")                                                \
+    X(GATE_UP_B, "mlp.gate_up_proj.bias")                                                  \
+    X(DOWN_W, "mlp.down_proj.weight")                                                      \
+    X(DOWN_B, "mlp.down_proj.bias")
+/* X(ID, name): the model's packed tensors outside the layers. */
+#define LR_MODEL_WEIGHT_MAP(X)                                                             \
+    X(EMBED, "model.embed_tokens.weight")                                                  \
+    X(NORM, "model.norm.weight")                                                           \
+    X(LM_HEAD, "lm_head.weight")
+
+typedef enum {
+#define LR_LW_ENUM(id, suffix) LR_LW_##id,
+    LR_LAYER_WEIGHT_MAP(LR_LW_ENUM)
+#undef LR_LW_ENUM
+        LR_LAYER_WEIGHT_COUNT
+} lr_layer_weight;
+
+typedef enum {
+#define LR_MW_ENUM(id, name) LR_MW_##id,
+    LR_MODEL_WEIGHT_MAP(LR_MW_ENUM)
+#undef LR_MW_ENUM
+        LR_MODEL_WEIGHT_COUNT
+} lr_model_weight;
+
+/* Plan indices of one layer's packed tensors (-1: absent), the same on every rank. */
+typedef struct {
+    int at[LR_LAYER_WEIGHT_COUNT];
+} lr_layer_index;
+
+const char *lr_layer_weight_suffix(lr_layer_weight w); /* "self_attn.qkv_proj.weight" */
+const char *lr_model_weight_name(lr_model_weight w);   /* "model.embed_tokens.weight" */
+/* The plan indices of layer l's packed tensors (NULL when l is out of range). */
+const lr_layer_index *lr_plan_layer(const lr_plan *p, int64_t l);
+/* The plan index of a model-level packed tensor. */
+int lr_plan_model(const lr_plan *p, lr_model_weight w);
+
 /* Materialises a plan: each packed tensor in the compute dtype (F64 or F32),
  * converted once, in plan order. */
 typedef struct lr_weights lr_weights;
@@ -481,6 +526,72 @@ typedef enum {
     LR_STAGE_LOGITS,
     LR_STAGE_UNKNOWN
 } lr_stage_kind;
+
+/* The stages, once. X(ID, suffix, kind, width): the stages of decoder layer i, named
+ * "model.layers.{i}." suffix, in the order a forward reports them (the fixture spec's
+ * order); LAYER is the layer's own output, "model.layers.{i}" (the residual stream after
+ * it, as Hugging Face reports it). kind: an lr_stage_kind without its prefix; width: an
+ * lr_stage_width_unit without its prefix. Only LAYER is required in a fixture. */
+#define LR_LAYER_STAGE_MAP(X)                                                              \
+    X(INPUT_LAYERNORM, "input_layernorm", NORM, HIDDEN)                                    \
+    X(Q_PROJ, "self_attn.q_proj", PROJECTION, Q)                                           \
+    X(K_PROJ, "self_attn.k_proj", PROJECTION, KV)                                          \
+    X(V_PROJ, "self_attn.v_proj", PROJECTION, KV)                                          \
+    X(O_PROJ_INPUT, "self_attn.o_proj.input", ATTENTION, Q)                                \
+    X(O_PROJ, "self_attn.o_proj", PROJECTION, HIDDEN)                                      \
+    X(SELF_ATTN, "self_attn", BLOCK, HIDDEN)                                               \
+    X(POST_ATTENTION_LAYERNORM, "post_attention_layernorm", NORM, HIDDEN)                  \
+    X(GATE_PROJ, "mlp.gate_proj", PROJECTION, INTERMEDIATE)                                \
+    X(UP_PROJ, "mlp.up_proj", PROJECTION, INTERMEDIATE)                                    \
+    X(ACT_FN, "mlp.act_fn", ACTIVATION, INTERMEDIATE)                                      \
+    X(DOWN_PROJ_INPUT, "mlp.down_proj.input", ACTIVATION, INTERMEDIATE)                    \
+    X(DOWN_PROJ, "mlp.down_proj", PROJECTION, HIDDEN)                                      \
+    X(MLP, "mlp", BLOCK, HIDDEN)                                                           \
+    X(LAYER, "", LAYER, HIDDEN)
+
+/* X(ID, name, kind, width): the model's stages around the layers, all required. The
+ * forward order is EMBED_TOKENS, every layer's stages, NORM, LM_HEAD. */
+#define LR_MODEL_STAGE_MAP(X)                                                              \
+    X(EMBED_TOKENS, "model.embed_tokens", EMBEDDING, HIDDEN)                               \
+    X(NORM, "model.norm", NORM, HIDDEN)                                                    \
+    X(LM_HEAD, "lm_head", LOGITS, VOCAB)
+
+/* Widths of stages in features per token. */
+typedef enum {
+    LR_WIDTH_HIDDEN,       /* hidden_size */
+    LR_WIDTH_Q,            /* num_attention_heads * head_dim */
+    LR_WIDTH_KV,           /* num_key_value_heads * head_dim */
+    LR_WIDTH_INTERMEDIATE, /* intermediate_size */
+    LR_WIDTH_VOCAB         /* vocab_size */
+} lr_stage_width_unit;
+
+typedef enum {
+#define LR_LS_ENUM(id, suffix, kind, width) LR_LS_##id,
+    LR_LAYER_STAGE_MAP(LR_LS_ENUM)
+#undef LR_LS_ENUM
+        LR_LAYER_STAGE_COUNT
+} lr_layer_stage;
+
+typedef enum {
+#define LR_MS_ENUM(id, name, kind, width) LR_MS_##id,
+    LR_MODEL_STAGE_MAP(LR_MS_ENUM)
+#undef LR_MS_ENUM
+        LR_MODEL_STAGE_COUNT
+} lr_model_stage;
+
+const char *lr_layer_stage_suffix(lr_layer_stage s); /* "self_attn.q_proj"; "" for LAYER */
+lr_stage_kind lr_layer_stage_kind(lr_layer_stage s);
+lr_stage_width_unit lr_layer_stage_width(lr_layer_stage s);
+const char *lr_model_stage_name(lr_model_stage s); /* "model.embed_tokens" */
+/* Writes "model.layers.{layer}.{suffix}" (or "model.layers.{layer}" for LAYER) into buf
+ * of n bytes; returns buf. */
+char *lr_layer_stage_name(char *buf, size_t n, int64_t layer, lr_layer_stage s);
+/* Features per token of a width unit for a config. */
+int64_t lr_width_of(const lr_config *cfg, lr_stage_width_unit u);
+/* Where a stage comes in a forward: model.embed_tokens 0, stage s of layer l
+ * 1 + l * LR_LAYER_STAGE_COUNT + s, then model.norm and lm_head after every layer
+ * (INT64_MAX - 1, INT64_MAX); -1 when the name is no stage. */
+int64_t lr_stage_order(const char *stage);
 
 lr_stage_kind lr_stage_kind_of(const char *stage);
 const char *lr_stage_kind_name(lr_stage_kind k);

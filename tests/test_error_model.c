@@ -3,7 +3,7 @@
  * and the golden's norms; here it must hold (measured <= LR_ERROR_MODEL_HI x predicted
  * at every stage, median ratio >= LR_ERROR_MODEL_LO) for the CPU reference measured
  * live (f64, f32, tp 1 and 2) and for the CUDA path's runs recorded on an H100
- * (docs/measurements/cuda-h100-2026-11-25.jsonl); no budget of the tolerance table may
+ * (tests/data/cuda-h100-2026-11-25.jsonl); no budget of the tolerance table may
  * be tighter than what the model says the precision must show; and the budgets scale
  * with the model only beyond the committed fixtures (lr_stage_budget). */
 #include "llamaref.h"
@@ -145,7 +145,7 @@ START_TEST(model_holds_for_the_recorded_cuda_runs) {
     const char *root = getenv("LR_FIXTURES");
     ck_assert_ptr_nonnull(root);
     char path[1024];
-    snprintf(path, sizeof path, "%s/../docs/measurements/cuda-h100-2026-11-25.jsonl", root);
+    snprintf(path, sizeof path, "%s/../tests/data/cuda-h100-2026-11-25.jsonl", root);
     FILE *f = fopen(path, "rb");
     ck_assert_msg(f != NULL, "%s: cannot open", path);
     int records = 0;

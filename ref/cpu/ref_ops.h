@@ -43,9 +43,6 @@ LR_REF_OPS(double, f64)
 LR_REF_OPS(float, f32)
 #undef LR_REF_OPS
 
-/* RoPE inverse frequencies (head_dim / 2), float64, with the config's scaling. */
-void lr_ref_rope_inv_freq(const lr_config *cfg, double *inv_freq);
-
 #ifdef __cplusplus
 }
 #endif

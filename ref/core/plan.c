@@ -17,7 +17,28 @@ struct lr_plan {
     lr_tp_layout layout;
     lr_packed_desc *d;
     size_t n, cap;
+    lr_layer_index *layers; /* (nlayers) */
+    int64_t nlayers;
+    int model[LR_MODEL_WEIGHT_COUNT];
 };
+
+static const char *const layer_weight_suffix[] = {
+#define LR_LW_NAME(id, suffix) suffix,
+    LR_LAYER_WEIGHT_MAP(LR_LW_NAME)
+#undef LR_LW_NAME
+};
+static const char *const model_weight_name[] = {
+#define LR_MW_NAME(id, name) name,
+    LR_MODEL_WEIGHT_MAP(LR_MW_NAME)
+#undef LR_MW_NAME
+};
+
+const char *lr_layer_weight_suffix(lr_layer_weight w) {
+    return (unsigned)w < LR_LAYER_WEIGHT_COUNT ? layer_weight_suffix[w] : "";
+}
+const char *lr_model_weight_name(lr_model_weight w) {
+    return (unsigned)w < LR_MODEL_WEIGHT_COUNT ? model_weight_name[w] : "";
+}
 
 int lr_tp_layout_make(const lr_config *c, int tp, int rank, lr_tp_layout *out) {
     if (tp < 1 || tp > 4096) return lr_fail(LR_E_TP, "tp_size: %d is outside 1..4096", tp);
@@ -88,7 +109,9 @@ static lr_packed_desc *add(lr_plan *p, int ndim, int64_t d0, int64_t d1, const c
 static void slice(lr_packed_desc *d, const char *src, int64_t row0, int64_t col0,
                   int64_t dst_row0, int64_t rows, int64_t cols) {
     lr_slice *s = &d->slices[d->nslices++];
-    snprintf(s->src, sizeof s->src, "%s", src);
+    size_t n = strnlen(src, sizeof s->src - 1); /* names are shorter: the plan makes them */
+    memcpy(s->src, src, n);
+    s->src[n] = '\0';
     s->src_row0 = row0;
     s->src_col0 = col0;
     s->dst_row0 = dst_row0;
@@ -96,22 +119,40 @@ static void slice(lr_packed_desc *d, const char *src, int64_t row0, int64_t col0
     s->cols = cols;
 }
 
-/* Whole-tensor copy (norm weights, row-parallel biases). */
-static int whole(lr_plan *p, int64_t n, const char *name) {
-    lr_packed_desc *d = add(p, 1, n, 0, "%s", name);
+/* A packed tensor of layer l, named from the weight table and recorded in its index. */
+static lr_packed_desc *add_layer(lr_plan *p, int64_t l, lr_layer_weight w, int ndim, int64_t d0,
+                                 int64_t d1) {
+    lr_packed_desc *d = add(p, ndim, d0, d1, "model.layers.%lld.%s", (long long)l, layer_weight_suffix[w]);
+    if (d) p->layers[l].at[w] = (int)(p->n - 1);
+    return d;
+}
+
+/* Whole-tensor copy of layer l's tensor w (norm weights, row-parallel biases), from the
+ * HF tensor of the same name. */
+static int whole(lr_plan *p, int64_t l, lr_layer_weight w, int64_t n) {
+    lr_packed_desc *d = add_layer(p, l, w, 1, n, 0);
     if (!d) return LR_E_NOMEM;
-    slice(d, name, 0, 0, 0, n, 1);
+    char src[sizeof d->name];
+    memcpy(src, d->name, sizeof src);
+    slice(d, src, 0, 0, 0, n, 1);
     return LR_OK;
 }
 
-/* A vocabulary shard of an [V, H] tensor; padding rows stay zero. */
-static int vocab_shard(lr_plan *p, const lr_config *c, const char *name, const char *src) {
+/* A model-level tensor w: a vocabulary shard of an [V, H] tensor (padding rows stay
+ * zero), or the whole final norm. */
+static int model_tensor(lr_plan *p, const lr_config *c, lr_model_weight w, const char *src) {
     const lr_tp_layout *L = &p->layout;
-    lr_packed_desc *d = add(p, 2, L->vocab_shard, c->hidden_size, "%s", name);
+    bool norm = w == LR_MW_NORM;
+    lr_packed_desc *d = norm ? add(p, 1, c->hidden_size, 0, "%s", model_weight_name[w])
+                             : add(p, 2, L->vocab_shard, c->hidden_size, "%s", model_weight_name[w]);
     if (!d) return LR_E_NOMEM;
+    p->model[w] = (int)(p->n - 1);
     int64_t end = L->vocab_start + L->vocab_shard;
     if (end > c->vocab_size) end = c->vocab_size;
-    if (end > L->vocab_start) slice(d, src, L->vocab_start, 0, 0, end - L->vocab_start, c->hidden_size);
+    if (norm)
+        slice(d, src, 0, 0, 0, c->hidden_size, 1);
+    else if (end > L->vocab_start)
+        slice(d, src, L->vocab_start, 0, 0, end - L->vocab_start, c->hidden_size);
     return LR_OK;
 }
 
@@ -122,18 +163,20 @@ static int build(lr_plan *p, const lr_config *c) {
     char src[3][128], base[96];
     lr_packed_desc *d;
     int rc;
-    if ((rc = vocab_shard(p, c, "model.embed_tokens.weight", "model.embed_tokens.weight"))) return rc;
+    if (!(p->layers = malloc((size_t)(c->num_hidden_layers > 0 ? c->num_hidden_layers : 1) * sizeof *p->layers)))
+        return LR_E_NOMEM;
+    p->nlayers = c->num_hidden_layers;
+    memset(p->layers, 0xff, (size_t)c->num_hidden_layers * sizeof *p->layers); /* every index -1 */
+    if ((rc = model_tensor(p, c, LR_MW_EMBED, "model.embed_tokens.weight"))) return rc;
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
         snprintf(base, sizeof base, "model.layers.%lld", (long long)l);
-        snprintf(src[0], sizeof src[0], "%s.input_layernorm.weight", base);
-        if ((rc = whole(p, H, src[0]))) return rc;
+        if ((rc = whole(p, l, LR_LW_INPUT_LAYERNORM, H))) return rc;
 
         /* qkv_proj: this rank's q heads, then its k and v heads, stacked as rows. */
         static const char *qkv_names[] = {"q_proj", "k_proj", "v_proj"};
         for (int bias = 0; bias <= (c->attention_bias ? 1 : 0); bias++) {
             const char *kind = bias ? "bias" : "weight";
-            if (!(d = add(p, bias ? 1 : 2, qkv, H, "%s.self_attn.qkv_proj.%s", base, kind)))
-                return LR_E_NOMEM;
+            if (!(d = add_layer(p, l, bias ? LR_LW_QKV_B : LR_LW_QKV_W, bias ? 1 : 2, qkv, H))) return LR_E_NOMEM;
             for (int k = 0; k < 3; k++)
                 snprintf(src[k], sizeof src[k], "%s.self_attn.%s.%s", base, qkv_names[k], kind);
             int64_t cols = bias ? 1 : H;
@@ -142,20 +185,16 @@ static int build(lr_plan *p, const lr_config *c) {
             slice(d, src[2], kv0, 0, L->q_size + L->kv_size, L->kv_size, cols);
         }
         /* o_proj: row-parallel, this rank's input columns. */
-        if (!(d = add(p, 2, H, L->q_size, "%s.self_attn.o_proj.weight", base))) return LR_E_NOMEM;
-        snprintf(src[0], sizeof src[0], "%s.self_attn.o_proj.weight", base);
+        if (!(d = add_layer(p, l, LR_LW_O_W, 2, H, L->q_size))) return LR_E_NOMEM;
+        memcpy(src[0], d->name, sizeof src[0]);
         slice(d, src[0], 0, q0, 0, H, L->q_size);
-        if (c->attention_bias) {
-            snprintf(src[0], sizeof src[0], "%s.self_attn.o_proj.bias", base);
-            if ((rc = whole(p, H, src[0]))) return rc;
-        }
-        snprintf(src[0], sizeof src[0], "%s.post_attention_layernorm.weight", base);
-        if ((rc = whole(p, H, src[0]))) return rc;
+        if (c->attention_bias && (rc = whole(p, l, LR_LW_O_B, H))) return rc;
+        if ((rc = whole(p, l, LR_LW_POST_ATTENTION_LAYERNORM, H))) return rc;
 
         /* gate_up_proj: this rank's gate rows, then its up rows. */
         for (int bias = 0; bias <= (c->mlp_bias ? 1 : 0); bias++) {
             const char *kind = bias ? "bias" : "weight";
-            if (!(d = add(p, bias ? 1 : 2, 2 * Ir, H, "%s.mlp.gate_up_proj.%s", base, kind)))
+            if (!(d = add_layer(p, l, bias ? LR_LW_GATE_UP_B : LR_LW_GATE_UP_W, bias ? 1 : 2, 2 * Ir, H)))
                 return LR_E_NOMEM;
             snprintf(src[0], sizeof src[0], "%s.mlp.gate_proj.%s", base, kind);
             snprintf(src[1], sizeof src[1], "%s.mlp.up_proj.%s", base, kind);
@@ -163,21 +202,15 @@ static int build(lr_plan *p, const lr_config *c) {
             slice(d, src[0], r * Ir, 0, 0, Ir, cols);
             slice(d, src[1], r * Ir, 0, Ir, Ir, cols);
         }
-        if (!(d = add(p, 2, H, Ir, "%s.mlp.down_proj.weight", base))) return LR_E_NOMEM;
-        snprintf(src[0], sizeof src[0], "%s.mlp.down_proj.weight", base);
+        if (!(d = add_layer(p, l, LR_LW_DOWN_W, 2, H, Ir))) return LR_E_NOMEM;
+        memcpy(src[0], d->name, sizeof src[0]);
         slice(d, src[0], 0, r * Ir, 0, H, Ir);
-        if (c->mlp_bias) {
-            snprintf(src[0], sizeof src[0], "%s.mlp.down_proj.bias", base);
-            if ((rc = whole(p, H, src[0]))) return rc;
-        }
+        if (c->mlp_bias && (rc = whole(p, l, LR_LW_DOWN_B, H))) return rc;
     }
-    if ((rc = whole(p, H, "model.norm.weight"))) return rc;
-    if (c->tie_word_embeddings) {
-        if ((rc = vocab_shard(p, c, "lm_head.weight", "model.embed_tokens.weight"))) return rc;
-        p->d[p->n - 1].tied_to = 0;
-    } else if ((rc = vocab_shard(p, c, "lm_head.weight", "lm_head.weight"))) {
-        return rc;
-    }
+    if ((rc = model_tensor(p, c, LR_MW_NORM, "model.norm.weight"))) return rc;
+    bool tied = c->tie_word_embeddings;
+    if ((rc = model_tensor(p, c, LR_MW_LM_HEAD, tied ? "model.embed_tokens.weight" : "lm_head.weight"))) return rc;
+    if (tied) p->d[p->n - 1].tied_to = p->model[LR_MW_EMBED];
     return LR_OK;
 }
 
@@ -197,12 +230,21 @@ int lr_plan_create(const lr_config *cfg, int tp_size, int tp_rank, lr_plan **out
 void lr_plan_free(lr_plan *p) {
     if (!p) return;
     free(p->d);
+    free(p->layers);
     free(p);
 }
 
 const lr_tp_layout *lr_plan_layout(const lr_plan *p) { return &p->layout; }
 size_t lr_plan_count(const lr_plan *p) { return p->n; }
 const lr_packed_desc *lr_plan_at(const lr_plan *p, size_t i) { return i < p->n ? &p->d[i] : NULL; }
+
+const lr_layer_index *lr_plan_layer(const lr_plan *p, int64_t l) {
+    return p->layers && l >= 0 && l < p->nlayers ? &p->layers[l] : NULL;
+}
+
+int lr_plan_model(const lr_plan *p, lr_model_weight w) {
+    return (unsigned)w < LR_MODEL_WEIGHT_COUNT ? p->model[w] : -1;
+}
 
 int lr_plan_index(const lr_plan *p, const char *name) {
     for (size_t i = 0; i < p->n; i++)

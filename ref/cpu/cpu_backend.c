@@ -9,32 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Inverse frequencies of RoPE, float64, with the config's scaling. */
-void lr_ref_rope_inv_freq(const lr_config *c, double *inv) {
-    int64_t half = c->head_dim / 2;
-    for (int64_t i = 0; i < half; i++) {
-        double f = 1.0 / pow(c->rope_theta, (double)(2 * i) / (double)c->head_dim);
-        if (c->rope_type == LR_ROPE_LINEAR) {
-            f /= c->rope_factor;
-        } else if (c->rope_type == LR_ROPE_LLAMA3) {
-            /* Llama 3.1: long wavelengths slowed by factor, short ones kept, a smooth
-             * blend between the two bands. */
-            double old = (double)c->rope_original_max_position_embeddings;
-            double low_wavelen = old / c->rope_low_freq_factor;
-            double high_wavelen = old / c->rope_high_freq_factor;
-            double wavelen = 2 * M_PI / f;
-            if (wavelen > low_wavelen) {
-                f /= c->rope_factor;
-            } else if (wavelen >= high_wavelen) {
-                double smooth = (old / wavelen - c->rope_low_freq_factor) /
-                                (c->rope_high_freq_factor - c->rope_low_freq_factor);
-                f = (1 - smooth) * f / c->rope_factor + smooth * f;
-            }
-        }
-        inv[i] = f;
-    }
-}
-
 static void cpu_destroy(void *impl) {
     cpu_model *m = impl;
     if (!m) return;
@@ -109,7 +83,7 @@ static int cpu_create(const lr_checkpoint *ck, const lr_options *opt, void **imp
         cpu_destroy(m);
         return lr_fail(LR_E_NOMEM, "cpu backend: out of memory");
     }
-    lr_ref_rope_inv_freq(&m->cfg, m->inv_freq);
+    lr_rope_inv_freq(&m->cfg, m->inv_freq);
     for (int r = 0; r < m->tp && rc == LR_OK; r++) {
         cpu_rank *rk = &m->ranks[r];
         if ((rc = lr_plan_create(&m->cfg, m->tp, r, &rk->plan))) break;

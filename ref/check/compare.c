@@ -49,24 +49,65 @@ bool lr_metrics_pass(const lr_metrics *m, double tolerance) {
 static const struct {
     const char *suffix; /* after "model.layers.{i}." ("" for the layer itself) */
     lr_stage_kind kind;
-    char width; /* H: hidden, Q: heads * head_dim, K: kv heads * head_dim, I: intermediate */
+    lr_stage_width_unit width;
 } layer_stages[] = {
-    {"input_layernorm", LR_STAGE_NORM, 'H'},
-    {"self_attn.q_proj", LR_STAGE_PROJECTION, 'Q'},
-    {"self_attn.k_proj", LR_STAGE_PROJECTION, 'K'},
-    {"self_attn.v_proj", LR_STAGE_PROJECTION, 'K'},
-    {"self_attn.o_proj.input", LR_STAGE_ATTENTION, 'Q'},
-    {"self_attn.o_proj", LR_STAGE_PROJECTION, 'H'},
-    {"self_attn", LR_STAGE_BLOCK, 'H'},
-    {"post_attention_layernorm", LR_STAGE_NORM, 'H'},
-    {"mlp.gate_proj", LR_STAGE_PROJECTION, 'I'},
-    {"mlp.up_proj", LR_STAGE_PROJECTION, 'I'},
-    {"mlp.act_fn", LR_STAGE_ACTIVATION, 'I'},
-    {"mlp.down_proj.input", LR_STAGE_ACTIVATION, 'I'},
-    {"mlp.down_proj", LR_STAGE_PROJECTION, 'H'},
-    {"mlp", LR_STAGE_BLOCK, 'H'},
+#define LR_LS_ROW(id, suffix, kind, width) {suffix, LR_STAGE_##kind, LR_WIDTH_##width},
+    LR_LAYER_STAGE_MAP(LR_LS_ROW)
+#undef LR_LS_ROW
 };
-#define N_LAYER_STAGES (sizeof layer_stages / sizeof layer_stages[0])
+
+static const struct {
+    const char *name;
+    lr_stage_kind kind;
+    lr_stage_width_unit width;
+} model_stages[] = {
+#define LR_MS_ROW(id, name, kind, width) {name, LR_STAGE_##kind, LR_WIDTH_##width},
+    LR_MODEL_STAGE_MAP(LR_MS_ROW)
+#undef LR_MS_ROW
+};
+
+const char *lr_layer_stage_suffix(lr_layer_stage s) {
+    return (unsigned)s < LR_LAYER_STAGE_COUNT ? layer_stages[s].suffix : "";
+}
+lr_stage_kind lr_layer_stage_kind(lr_layer_stage s) {
+    return (unsigned)s < LR_LAYER_STAGE_COUNT ? layer_stages[s].kind : LR_STAGE_UNKNOWN;
+}
+lr_stage_width_unit lr_layer_stage_width(lr_layer_stage s) {
+    return (unsigned)s < LR_LAYER_STAGE_COUNT ? layer_stages[s].width : LR_WIDTH_HIDDEN;
+}
+const char *lr_model_stage_name(lr_model_stage s) {
+    return (unsigned)s < LR_MODEL_STAGE_COUNT ? model_stages[s].name : "";
+}
+
+char *lr_layer_stage_name(char *buf, size_t n, int64_t layer, lr_layer_stage s) {
+    const char *suffix = lr_layer_stage_suffix(s);
+    snprintf(buf, n, "model.layers.%lld%s%s", (long long)layer, *suffix ? "." : "", suffix);
+    return buf;
+}
+
+int64_t lr_width_of(const lr_config *c, lr_stage_width_unit u) {
+    switch (u) {
+    case LR_WIDTH_HIDDEN: return c->hidden_size;
+    case LR_WIDTH_Q: return c->num_attention_heads * c->head_dim;
+    case LR_WIDTH_KV: return c->num_key_value_heads * c->head_dim;
+    case LR_WIDTH_INTERMEDIATE: return c->intermediate_size;
+    case LR_WIDTH_VOCAB: return c->vocab_size;
+    }
+    return -1;
+}
+
+/* The layer stage a suffix names, or -1. */
+static int layer_stage_of(const char *suffix) {
+    for (int k = 0; k < LR_LAYER_STAGE_COUNT; k++)
+        if (strcmp(suffix, layer_stages[k].suffix) == 0) return k;
+    return -1;
+}
+
+static int model_stage_of(const char *stage) {
+    for (int k = 0; k < LR_MODEL_STAGE_COUNT; k++)
+        if (strcmp(stage, model_stages[k].name) == 0) return k;
+    return -1;
+}
 
 /* See internal.h. */
 int64_t lr_stage_split(const char *stage, const char **suffix) {
@@ -89,15 +130,24 @@ int64_t lr_stage_split(const char *stage, const char **suffix) {
 }
 
 lr_stage_kind lr_stage_kind_of(const char *stage) {
-    if (strcmp(stage, "model.embed_tokens") == 0) return LR_STAGE_EMBEDDING;
-    if (strcmp(stage, "model.norm") == 0) return LR_STAGE_NORM;
-    if (strcmp(stage, "lm_head") == 0) return LR_STAGE_LOGITS;
+    int k = model_stage_of(stage);
+    if (k >= 0) return model_stages[k].kind;
     const char *suffix;
-    if (lr_stage_split(stage, &suffix) < 0) return LR_STAGE_UNKNOWN;
-    if (*suffix == '\0') return LR_STAGE_LAYER;
-    for (size_t k = 0; k < N_LAYER_STAGES; k++)
-        if (strcmp(suffix, layer_stages[k].suffix) == 0) return layer_stages[k].kind;
-    return LR_STAGE_UNKNOWN;
+    if (lr_stage_split(stage, &suffix) < 0 || (k = layer_stage_of(suffix)) < 0) return LR_STAGE_UNKNOWN;
+    return layer_stages[k].kind;
+}
+
+int64_t lr_stage_order(const char *stage) {
+    switch (model_stage_of(stage)) {
+    case LR_MS_EMBED_TOKENS: return 0;
+    case LR_MS_NORM: return INT64_MAX - 1;
+    case LR_MS_LM_HEAD: return INT64_MAX;
+    default: break;
+    }
+    const char *suffix;
+    int64_t l = lr_stage_split(stage, &suffix);
+    int k = l < 0 ? -1 : layer_stage_of(suffix);
+    return k < 0 ? -1 : 1 + l * LR_LAYER_STAGE_COUNT + k;
 }
 
 const char *lr_stage_kind_name(lr_stage_kind k) {
@@ -107,29 +157,16 @@ const char *lr_stage_kind_name(lr_stage_kind k) {
 }
 
 int64_t lr_stage_width(const lr_config *c, const char *stage, bool *required) {
+    int64_t w = -1, l;
     bool req = true;
-    int64_t w = -1;
+    int k = model_stage_of(stage);
     const char *suffix;
-    int64_t l;
-    if (strcmp(stage, "model.embed_tokens") == 0 || strcmp(stage, "model.norm") == 0) {
-        w = c->hidden_size;
-    } else if (strcmp(stage, "lm_head") == 0) {
-        w = c->vocab_size;
-    } else if ((l = lr_stage_split(stage, &suffix)) >= 0 && l < c->num_hidden_layers) {
-        if (*suffix == '\0') {
-            w = c->hidden_size;
-        } else {
-            req = false;
-            for (size_t k = 0; k < N_LAYER_STAGES; k++) {
-                if (strcmp(suffix, layer_stages[k].suffix) != 0) continue;
-                switch (layer_stages[k].width) {
-                case 'H': w = c->hidden_size; break;
-                case 'Q': w = c->num_attention_heads * c->head_dim; break;
-                case 'K': w = c->num_key_value_heads * c->head_dim; break;
-                default: w = c->intermediate_size; break;
-                }
-            }
-        }
+    if (k >= 0) {
+        w = lr_width_of(c, model_stages[k].width);
+    } else if ((l = lr_stage_split(stage, &suffix)) >= 0 && l < c->num_hidden_layers &&
+               (k = layer_stage_of(suffix)) >= 0) {
+        w = lr_width_of(c, layer_stages[k].width);
+        req = k == LR_LS_LAYER;
     }
     if (required) *required = w >= 0 && req;
     return w;
