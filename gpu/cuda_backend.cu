@@ -390,7 +390,7 @@ static int cuda_create(const lr_checkpoint *ck, const lr_options *opt, void **im
             rc = lr_fail(LR_E_NOMEM, "cuda: out of memory");
             break;
         }
-        lr_ref_rope_inv_freq(&m->cfg, inv);
+        lr_rope_inv_freq(&m->cfg, inv);
         e = cudaMalloc((void **)&m->reps[i].inv_freq, (size_t)half * sizeof *inv);
         if (e == cudaSuccess) e = cudaMemcpy(m->reps[i].inv_freq, inv, (size_t)half * sizeof *inv, cudaMemcpyHostToDevice);
         free(inv);
