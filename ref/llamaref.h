@@ -408,6 +408,25 @@ typedef struct {
 
 void lr_options_init(lr_options *o);
 
+/* What a backend built into this library supports, so that tools need not know. */
+typedef struct {
+    const char *name;         /* "cpu", "cuda": lr_options.backend */
+    const char *description;
+    lr_dtype precisions[4];   /* supported compute precisions, the default first */
+    int num_precisions;
+    bool kernel_variants;     /* takes lr_options.kernels */
+    bool multi_device;        /* spreads tp ranks over devices (lr_options.num_devices) */
+    bool profiling;           /* lr_model_set_profiling works */
+} lr_backend_info;
+
+/* The backends built in, in a fixed order (the CPU reference first). */
+size_t lr_backend_count(void);
+const lr_backend_info *lr_backend_at(size_t i);
+/* The backend of that name, or NULL (not built in: lr_last_error() lists those that are). */
+const lr_backend_info *lr_backend_find(const char *name);
+/* Whether the backend computes in precision p. */
+bool lr_backend_supports(const lr_backend_info *b, lr_dtype p);
+
 typedef struct lr_model lr_model;
 typedef struct lr_kv_cache lr_kv_cache;
 

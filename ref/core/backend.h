@@ -15,7 +15,7 @@ typedef struct {
 } lr_seq_span;
 
 typedef struct lr_backend_ops {
-    const char *name;
+    lr_backend_info info;
     /* required */
     int (*create)(const lr_checkpoint *ck, const lr_options *opt, void **impl);
     void (*destroy)(void *impl);
@@ -35,10 +35,9 @@ typedef struct lr_backend_ops {
     int (*num_devices)(const void *impl);
 } lr_backend_ops;
 
-extern const lr_backend_ops lr_cpu_backend;
-#ifdef LR_HAVE_CUDA
-extern const lr_backend_ops lr_cuda_backend;
-#endif
+/* The backends built in (backends.c), the CPU reference first. */
+extern const lr_backend_ops *const lr_backends[];
+extern const size_t lr_num_backends;
 
 #ifdef __cplusplus
 }

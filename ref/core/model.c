@@ -28,10 +28,9 @@ void lr_options_init(lr_options *o) {
 }
 
 static const lr_backend_ops *find_backend(const char *name) {
-    if (!name || strcmp(name, "cpu") == 0) return &lr_cpu_backend;
-#ifdef LR_HAVE_CUDA
-    if (strcmp(name, "cuda") == 0) return &lr_cuda_backend;
-#endif
+    const lr_backend_info *b = lr_backend_find(name ? name : "cpu");
+    for (size_t i = 0; b && i < lr_num_backends; i++)
+        if (&lr_backends[i]->info == b) return lr_backends[i];
     return NULL;
 }
 
@@ -42,14 +41,7 @@ int lr_model_create(const lr_checkpoint *ck, const lr_options *opt, lr_model **o
     else
         lr_options_init(&o);
     const lr_backend_ops *ops = find_backend(o.backend);
-    if (!ops)
-        return lr_fail(LR_E_BACKEND, "backend: \"%s\" is not built in (available: cpu%s)", o.backend,
-#ifdef LR_HAVE_CUDA
-                       ", cuda"
-#else
-                       ""
-#endif
-        );
+    if (!ops) return LR_E_BACKEND; /* the message says which are built in */
     if (o.tp_size < 1) return lr_fail(LR_E_TP, "tp_size: %d must be at least 1", o.tp_size);
     lr_model *m = calloc(1, sizeof *m);
     if (!m) return lr_fail(LR_E_NOMEM, "model: out of memory");
@@ -207,14 +199,14 @@ int lr_model_num_devices(const lr_model *m) { return m->ops->num_devices ? m->op
 
 int lr_model_set_profiling(lr_model *m, bool on) {
     if (!m->ops->set_profiling)
-        return lr_fail(LR_E_BACKEND, "profiling: the %s backend has no profiler", m->ops->name);
+        return lr_fail(LR_E_BACKEND, "profiling: the %s backend has no profiler", m->ops->info.name);
     m->ops->set_profiling(m->impl, on);
     return LR_OK;
 }
 
 int lr_model_get_profile(const lr_model *m, lr_profile *out) {
     if (!m->ops->get_profile)
-        return lr_fail(LR_E_BACKEND, "profiling: the %s backend has no profiler", m->ops->name);
+        return lr_fail(LR_E_BACKEND, "profiling: the %s backend has no profiler", m->ops->info.name);
     m->ops->get_profile(m->impl, out);
     return LR_OK;
 }
