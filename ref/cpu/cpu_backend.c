@@ -15,51 +15,13 @@ static void cpu_destroy(void *impl) {
     for (int r = 0; m->ranks && r < m->tp; r++) {
         lr_weights_free(m->ranks[r].w);
         lr_plan_free(m->ranks[r].plan);
-        free(m->ranks[r].layers);
     }
     free(m->ranks);
+    free(m->layouts);
     free(m->inv_freq);
-    free(m->col_q);
-    free(m->col_kv);
-    free(m->col_i);
     free(m->hidden);
     free(m->logits);
     free(m);
-}
-
-/* The data of a packed tensor, or NULL when the model has none (biases). */
-static const void *weight(const lr_weights *w, const char *name) {
-    const lr_tensor *t = lr_weights_get(w, name);
-    return t ? t->data : NULL;
-}
-
-static const void *layer_weight(const lr_weights *w, int64_t l, const char *suffix) {
-    char name[160];
-    snprintf(name, sizeof name, "model.layers.%lld.%s", (long long)l, suffix);
-    return weight(w, name);
-}
-
-static int bind_rank(cpu_model *m, cpu_rank *rk) {
-    const lr_config *c = &m->cfg;
-    rk->layers = calloc((size_t)c->num_hidden_layers, sizeof *rk->layers);
-    if (!rk->layers) return lr_fail(LR_E_NOMEM, "cpu backend: out of memory");
-    rk->embed = weight(rk->w, "model.embed_tokens.weight");
-    rk->norm = weight(rk->w, "model.norm.weight");
-    rk->lm_head = weight(rk->w, "lm_head.weight");
-    for (int64_t l = 0; l < c->num_hidden_layers; l++) {
-        cpu_layer *ly = &rk->layers[l];
-        ly->input_layernorm = layer_weight(rk->w, l, "input_layernorm.weight");
-        ly->qkv_w = layer_weight(rk->w, l, "self_attn.qkv_proj.weight");
-        ly->qkv_b = layer_weight(rk->w, l, "self_attn.qkv_proj.bias");
-        ly->o_w = layer_weight(rk->w, l, "self_attn.o_proj.weight");
-        ly->o_b = layer_weight(rk->w, l, "self_attn.o_proj.bias");
-        ly->post_attention_layernorm = layer_weight(rk->w, l, "post_attention_layernorm.weight");
-        ly->gate_up_w = layer_weight(rk->w, l, "mlp.gate_up_proj.weight");
-        ly->gate_up_b = layer_weight(rk->w, l, "mlp.gate_up_proj.bias");
-        ly->down_w = layer_weight(rk->w, l, "mlp.down_proj.weight");
-        ly->down_b = layer_weight(rk->w, l, "mlp.down_proj.bias");
-    }
-    return LR_OK;
 }
 
 static int cpu_create(const lr_checkpoint *ck, const lr_options *opt, void **impl) {
@@ -76,10 +38,8 @@ static int cpu_create(const lr_checkpoint *ck, const lr_options *opt, void **imp
     size_t tp = (size_t)m->tp;
     m->ranks = calloc(tp, sizeof *m->ranks);
     m->inv_freq = calloc((size_t)m->cfg.head_dim / 2, sizeof *m->inv_freq);
-    m->col_q = calloc(tp, sizeof *m->col_q);
-    m->col_kv = calloc(tp, sizeof *m->col_kv);
-    m->col_i = calloc(tp, sizeof *m->col_i);
-    if (!m->ranks || !m->inv_freq || !m->col_q || !m->col_kv || !m->col_i) {
+    m->layouts = calloc(tp, sizeof *m->layouts);
+    if (!m->ranks || !m->inv_freq || !m->layouts) {
         cpu_destroy(m);
         return lr_fail(LR_E_NOMEM, "cpu backend: out of memory");
     }
@@ -87,13 +47,10 @@ static int cpu_create(const lr_checkpoint *ck, const lr_options *opt, void **imp
     for (int r = 0; r < m->tp && rc == LR_OK; r++) {
         cpu_rank *rk = &m->ranks[r];
         if ((rc = lr_plan_create(&m->cfg, m->tp, r, &rk->plan))) break;
-        rk->L = *lr_plan_layout(rk->plan);
-        if ((rc = lr_weights_build(ck, rk->plan, m->dt, &rk->w))) break;
-        rc = bind_rank(m, rk);
-        m->col_q[r] = r * rk->L.q_size;
-        m->col_kv[r] = rk->L.kv_head_start * m->cfg.head_dim;
-        m->col_i[r] = r * rk->L.intermediate;
+        rk->L = m->layouts[r] = *lr_plan_layout(rk->plan);
+        rc = lr_weights_build(ck, rk->plan, m->dt, &rk->w);
     }
+    if (rc == LR_OK) m->lm_head = lr_plan_model(m->ranks[0].plan, LR_MW_LM_HEAD);
     if (rc) {
         cpu_destroy(m);
         return rc;

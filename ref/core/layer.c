@@ -1,0 +1,233 @@
+/* layer.c: LlamaDecoderLayer as one table of steps, and the composer that runs the
+ * model over a backend's ops (layer.h). Both backends, CPU reference and CUDA, run
+ * exactly this sequence; what differs is only how each op is computed. */
+#include "layer.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define EMIT(s, b, g) {LR_LS_##s, LR_BUF_##b, LR_GATHER_##g}
+#define NONE LR_NO_WEIGHT
+
+/* vLLM's LlamaDecoderLayer with the (hidden_states, residual) convention: each norm
+ * folds the block output into the residual stream first (the first one starts it). */
+const lr_layer_step lr_layer_steps[] = {
+    {"input_layernorm", LR_OP_NORM, LR_BUF_HIDDEN, LR_BUF_NORMED, LR_LW_INPUT_LAYERNORM, NONE,
+     LR_BIAS_EVERY_RANK, LR_PROF_RMS_NORM, {EMIT(INPUT_LAYERNORM, NORMED, REPLICATED)}, 1},
+    /* LlamaAttention */
+    {"qkv_proj", LR_OP_LINEAR, LR_BUF_NORMED, LR_BUF_QKV, LR_LW_QKV_W, LR_LW_QKV_B, LR_BIAS_EVERY_RANK,
+     LR_PROF_QKV_PROJ, {EMIT(Q_PROJ, QKV, Q), EMIT(K_PROJ, QKV, K), EMIT(V_PROJ, QKV, V)}, 3},
+    {"rotary_emb", LR_OP_ROTARY, LR_BUF_QKV, LR_BUF_QKV, NONE, NONE, LR_BIAS_EVERY_RANK, LR_PROF_ROTARY, {{0}}, 0},
+    {"attn", LR_OP_ATTENTION, LR_BUF_QKV, LR_BUF_CTX, NONE, NONE, LR_BIAS_EVERY_RANK, LR_PROF_ATTENTION,
+     {EMIT(O_PROJ_INPUT, CTX, Q)}, 1},
+    {"o_proj", LR_OP_LINEAR, LR_BUF_CTX, LR_BUF_PART, LR_LW_O_W, LR_LW_O_B, LR_BIAS_RANK0, LR_PROF_O_PROJ, {{0}}, 0},
+    {"o_proj all-reduce", LR_OP_ALL_REDUCE, LR_BUF_PART, LR_BUF_HIDDEN, NONE, NONE, LR_BIAS_EVERY_RANK,
+     LR_PROF_ALL_REDUCE, {EMIT(O_PROJ, HIDDEN, REPLICATED), EMIT(SELF_ATTN, HIDDEN, REPLICATED)}, 2},
+    {"post_attention_layernorm", LR_OP_NORM, LR_BUF_HIDDEN, LR_BUF_NORMED, LR_LW_POST_ATTENTION_LAYERNORM, NONE,
+     LR_BIAS_EVERY_RANK, LR_PROF_RMS_NORM, {EMIT(POST_ATTENTION_LAYERNORM, NORMED, REPLICATED)}, 1},
+    /* LlamaMLP */
+    {"gate_up_proj", LR_OP_LINEAR, LR_BUF_NORMED, LR_BUF_GATE_UP, LR_LW_GATE_UP_W, LR_LW_GATE_UP_B,
+     LR_BIAS_EVERY_RANK, LR_PROF_GATE_UP_PROJ, {EMIT(GATE_PROJ, GATE_UP, GATE), EMIT(UP_PROJ, GATE_UP, UP)}, 2},
+    {"act_fn", LR_OP_ACT_FN, LR_BUF_GATE_UP, LR_BUF_ACT, NONE, NONE, LR_BIAS_EVERY_RANK, LR_PROF_NONE,
+     {EMIT(ACT_FN, ACT, INTERMEDIATE)}, 1},
+    {"silu_and_mul", LR_OP_ACTIVATION, LR_BUF_GATE_UP, LR_BUF_ACT, NONE, NONE, LR_BIAS_EVERY_RANK,
+     LR_PROF_SILU_AND_MUL, {EMIT(DOWN_PROJ_INPUT, ACT, INTERMEDIATE)}, 1},
+    {"down_proj", LR_OP_LINEAR, LR_BUF_ACT, LR_BUF_PART, LR_LW_DOWN_W, LR_LW_DOWN_B, LR_BIAS_RANK0,
+     LR_PROF_DOWN_PROJ, {{0}}, 0},
+    {"down_proj all-reduce", LR_OP_ALL_REDUCE, LR_BUF_PART, LR_BUF_HIDDEN, NONE, NONE, LR_BIAS_EVERY_RANK,
+     LR_PROF_ALL_REDUCE, {EMIT(DOWN_PROJ, HIDDEN, REPLICATED), EMIT(MLP, HIDDEN, REPLICATED)}, 2},
+    /* The residual stream after the layer, as Hugging Face reports it. */
+    {"residual", LR_OP_RESIDUAL_SUM, LR_BUF_HIDDEN, LR_BUF_SUM, NONE, NONE, LR_BIAS_EVERY_RANK, LR_PROF_NONE,
+     {EMIT(LAYER, SUM, REPLICATED)}, 1},
+};
+const size_t lr_num_layer_steps = sizeof lr_layer_steps / sizeof lr_layer_steps[0];
+
+#undef EMIT
+#undef NONE
+
+int64_t lr_compose_widest(const lr_config *c) {
+    int64_t w = c->hidden_size;
+    int64_t d[] = {c->intermediate_size, c->num_attention_heads * c->head_dim, c->num_key_value_heads * c->head_dim};
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) w = d[i] > w ? d[i] : w;
+    return w;
+}
+
+/* One forward's state: what the composer tracks between steps. */
+typedef struct {
+    const lr_composer *c;
+    const lr_layer_ops *ops;
+    void *be;
+    int64_t T;
+    const lr_observer *obs; /* NULL unless on_stage is set */
+    const lr_observer *inject;
+    bool residual_live; /* the residual stream has started: norms add into it */
+    char *host;         /* (T, widest) in obs_dtype, observers only */
+} pass;
+
+static void mark(const pass *p, int prof) {
+    if (p->ops->prof_mark) p->ops->prof_mark(p->be, prof);
+}
+
+/* Row stride of a buffer, and where rank r's block of a gathered stage is: source
+ * column, width, destination column in the whole tensor. */
+static int64_t buf_ld(const lr_composer *c, lr_buf b) {
+    const lr_tp_layout *L = &c->layouts[0];
+    switch (b) {
+    case LR_BUF_QKV: return L->q_size + 2 * L->kv_size;
+    case LR_BUF_CTX: return L->q_size;
+    case LR_BUF_GATE_UP: return 2 * L->intermediate;
+    case LR_BUF_ACT: return L->intermediate;
+    default: return c->cfg->hidden_size;
+    }
+}
+
+static void block_of(const lr_composer *c, lr_gather g, int r, int64_t *src, int64_t *cols, int64_t *dst) {
+    const lr_tp_layout *L = &c->layouts[r];
+    int64_t hd = c->cfg->head_dim;
+    *src = 0;
+    switch (g) {
+    case LR_GATHER_Q: *cols = L->q_size, *dst = r * L->q_size; break;
+    case LR_GATHER_K: *src = L->q_size, *cols = L->kv_size, *dst = L->kv_head_start * hd; break;
+    case LR_GATHER_V: *src = L->q_size + L->kv_size, *cols = L->kv_size, *dst = L->kv_head_start * hd; break;
+    case LR_GATHER_UP: *src = L->intermediate; /* fall through */
+    case LR_GATHER_GATE:
+    case LR_GATHER_INTERMEDIATE: *cols = L->intermediate, *dst = r * L->intermediate; break;
+    default: *cols = c->cfg->hidden_size, *dst = 0; break;
+    }
+}
+
+/* Reports a stage: a replicated buffer as it is, a column-parallel one gathered. */
+static int emit(const pass *p, const char *name, lr_stage_width_unit width, lr_buf b, lr_gather g) {
+    const lr_composer *c = p->c;
+    int64_t N = lr_width_of(c->cfg, width), ld = buf_ld(c, b), src, cols, dst;
+    size_t es = lr_dtype_size(p->ops->obs_dtype);
+    int rc = LR_OK;
+    for (int r = 0; rc == LR_OK && r < (g == LR_GATHER_REPLICATED ? 1 : c->tp); r++) {
+        block_of(c, g, r, &src, &cols, &dst);
+        rc = p->ops->read(p->be, b, r, ld, src, cols, p->host + (size_t)dst * es, N);
+    }
+    if (rc) return rc;
+    lr_tensor t = {.dtype = p->ops->obs_dtype, .ndim = 2, .shape = {p->T, N}, .data = p->host};
+    p->obs->on_stage(p->obs->user, name, &t);
+    mark(p, LR_PROF_NONE);
+    return LR_OK;
+}
+
+static int emit_layer_stage(const pass *p, int64_t l, const lr_layer_emit *e) {
+    char name[96];
+    return emit(p, lr_layer_stage_name(name, sizeof name, l, e->stage), lr_layer_stage_width(e->stage), e->buf,
+                e->gather);
+}
+
+/* Layer isolation: the residual stream entering layer l (l = L: the final norm) as the
+ * caller supplies it, if it does. */
+static int inject_stream(pass *p, int64_t l) {
+    char name[96];
+    if (l == 0)
+        snprintf(name, sizeof name, "%s", lr_model_stage_name(LR_MS_EMBED_TOKENS));
+    else
+        lr_layer_stage_name(name, sizeof name, l - 1, LR_LS_LAYER);
+    const lr_tensor *t = p->inject->inject(p->inject->user, name);
+    if (!t || lr_tensor_numel(t) != p->T * p->c->cfg->hidden_size) return LR_OK;
+    int rc = p->ops->load_stream(p->be, l == 0, t);
+    p->residual_live = l > 0;
+    mark(p, LR_PROF_NONE);
+    return rc;
+}
+
+#define TRY(call)                                                                          \
+    do {                                                                                   \
+        int rc_ = (call);                                                                  \
+        if (rc_) return rc_;                                                               \
+    } while (0)
+
+static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_index *ix) {
+    const lr_composer *c = p->c;
+    const lr_layer_ops *ops = p->ops;
+    int w = s->weight == LR_NO_WEIGHT ? LR_NO_WEIGHT : ix->at[s->weight];
+    int b = s->bias == LR_NO_WEIGHT ? LR_NO_WEIGHT : ix->at[s->bias];
+    switch (s->op) {
+    case LR_OP_NORM:
+        TRY(ops->rms_norm(p->be, w, p->residual_live));
+        p->residual_live = true;
+        break;
+    case LR_OP_LINEAR: {
+        /* A row-parallel output at tp 1 is the result itself: no all-reduce to wait for. */
+        lr_buf out = s->out == LR_BUF_PART && c->tp == 1 ? LR_BUF_HIDDEN : s->out;
+        for (int r = 0; r < c->tp; r++)
+            TRY(ops->linear(p->be, r, out, s->in, w, s->bias_rule == LR_BIAS_RANK0 && r > 0 ? LR_NO_WEIGHT : b));
+        break;
+    }
+    case LR_OP_ROTARY:
+        /* Fused with the attention that follows when the backend has the slot. */
+        if (ops->rotary_attention) return LR_OK;
+        for (int r = 0; r < c->tp; r++) TRY(ops->rotary(p->be, r));
+        break;
+    case LR_OP_ATTENTION:
+        for (int r = 0; r < c->tp; r++)
+            TRY(ops->rotary_attention ? ops->rotary_attention(p->be, r, l) : ops->attention(p->be, r, l));
+        break;
+    case LR_OP_ACTIVATION:
+    case LR_OP_ACT_FN:
+        if (s->op == LR_OP_ACT_FN && !p->obs) return LR_OK;
+        for (int r = 0; r < c->tp; r++) TRY(ops->activation(p->be, r, s->op == LR_OP_ACTIVATION));
+        break;
+    case LR_OP_ALL_REDUCE:
+        if (c->tp > 1) TRY(ops->all_reduce(p->be));
+        break;
+    case LR_OP_RESIDUAL_SUM:
+        if (!p->obs) return LR_OK;
+        TRY(ops->residual_sum(p->be));
+        break;
+    }
+    mark(p, s->prof);
+    for (int k = 0; p->obs && k < s->num_emits; k++) TRY(emit_layer_stage(p, l, &s->emits[k]));
+    return LR_OK;
+}
+
+static int forward(pass *p) {
+    const lr_composer *c = p->c;
+    const lr_config *cfg = c->cfg;
+    const lr_layer_ops *ops = p->ops;
+    int embed = lr_plan_model(c->plan, LR_MW_EMBED), norm = lr_plan_model(c->plan, LR_MW_NORM);
+
+    /* VocabParallelEmbedding: masked lookups per shard, then the all-reduce. */
+    lr_buf out = c->tp == 1 ? LR_BUF_HIDDEN : LR_BUF_PART;
+    for (int r = 0; r < c->tp; r++) TRY(ops->embedding(p->be, r, out, embed));
+    mark(p, LR_PROF_EMBEDDING);
+    if (c->tp > 1) {
+        TRY(ops->all_reduce(p->be));
+        mark(p, LR_PROF_ALL_REDUCE);
+    }
+    if (p->obs)
+        TRY(emit(p, lr_model_stage_name(LR_MS_EMBED_TOKENS), LR_WIDTH_HIDDEN, LR_BUF_HIDDEN, LR_GATHER_REPLICATED));
+
+    for (int64_t l = 0; l <= cfg->num_hidden_layers; l++) {
+        if (p->inject) TRY(inject_stream(p, l));
+        if (l == cfg->num_hidden_layers) break;
+        const lr_layer_index *ix = lr_plan_layer(c->plan, l);
+        for (size_t k = 0; k < lr_num_layer_steps; k++) TRY(run_step(p, &lr_layer_steps[k], l, ix));
+    }
+
+    TRY(ops->rms_norm(p->be, norm, p->residual_live));
+    mark(p, LR_PROF_RMS_NORM);
+    if (p->obs) TRY(emit(p, lr_model_stage_name(LR_MS_NORM), LR_WIDTH_HIDDEN, LR_BUF_NORMED, LR_GATHER_REPLICATED));
+    return LR_OK;
+}
+
+#undef TRY
+
+int lr_compose_forward(const lr_composer *c, void *be, int64_t T, const lr_observer *obs) {
+    pass p = {.c = c, .ops = c->ops, .be = be, .T = T};
+    p.obs = obs && obs->on_stage ? obs : NULL;
+    p.inject = obs && obs->inject ? obs : NULL;
+    if (p.obs) {
+        size_t n = (size_t)(T * lr_compose_widest(c->cfg)) * lr_dtype_size(c->ops->obs_dtype);
+        if (!(p.host = malloc(n ? n : 1)))
+            return lr_fail(LR_E_NOMEM, "forward: cannot allocate %zu bytes for observed stages", n);
+    }
+    int rc = forward(&p);
+    free(p.host);
+    return rc;
+}
