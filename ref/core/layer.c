@@ -147,6 +147,7 @@ static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_i
     const lr_layer_ops *ops = p->ops;
     int w = s->weight == LR_NO_WEIGHT ? LR_NO_WEIGHT : ix->at[s->weight];
     int b = s->bias == LR_NO_WEIGHT ? LR_NO_WEIGHT : ix->at[s->bias];
+    int prof = s->prof;
     switch (s->op) {
     case LR_OP_NORM:
         TRY(ops->rms_norm(p->be, w, p->residual_live));
@@ -175,13 +176,14 @@ static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_i
         break;
     case LR_OP_ALL_REDUCE:
         if (c->tp > 1) TRY(ops->all_reduce(p->be));
+        else prof = LR_PROF_NONE; /* at tp 1 the partial sum is the result: nothing ran */
         break;
     case LR_OP_RESIDUAL_SUM:
         if (!p->obs) return LR_OK;
         TRY(ops->residual_sum(p->be));
         break;
     }
-    mark(p, s->prof);
+    mark(p, prof);
     for (int k = 0; p->obs && k < s->num_emits; k++) TRY(emit_layer_stage(p, l, &s->emits[k]));
     return LR_OK;
 }

@@ -1,0 +1,281 @@
+/* test_layer.c: the layer table and the composer (ref/core/layer.c) over a recording
+ * backend: every stage in the table's order exactly once, rank loops and all-reduce
+ * points, the bias rule, the residual stream's start, isolation, the optional fused
+ * slot and the profiling marks. The real backends are checked against the goldens by
+ * test_forward and test_gpu_forward; this checks the sequence they both run. */
+#include <check.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "layer.h"
+
+#define MAX_CALLS 4096
+
+/* One op call as the recording backend saw it. */
+typedef struct {
+    char op[16];
+    int rank;
+    lr_buf out, in;
+    int weight, bias;
+    bool flag;
+} call;
+
+typedef struct {
+    call calls[MAX_CALLS];
+    int n;
+    char stages[512][96];
+    int nstages;
+    int prof_calls[LR_PROF_COUNT];
+    bool fused;
+    double stream[64]; /* what load_stream got */
+} recorder;
+
+static recorder *rec;
+
+static int record(const char *op, int rank, lr_buf out, lr_buf in, int weight, int bias, bool flag) {
+    ck_assert_int_lt(rec->n, MAX_CALLS);
+    call *c = &rec->calls[rec->n++];
+    snprintf(c->op, sizeof c->op, "%s", op);
+    c->rank = rank, c->out = out, c->in = in, c->weight = weight, c->bias = bias, c->flag = flag;
+    return LR_OK;
+}
+
+static int f_embedding(void *be, int r, lr_buf out, int w) { return (void)be, record("embedding", r, out, out, w, -1, 0); }
+static int f_rms_norm(void *be, int w, bool add) { return (void)be, record("rms_norm", -1, 0, 0, w, -1, add); }
+static int f_linear(void *be, int r, lr_buf out, lr_buf in, int w, int b) { return (void)be, record("linear", r, out, in, w, b, 0); }
+static int f_rotary(void *be, int r) { return (void)be, record("rotary", r, 0, 0, -1, -1, 0); }
+static int f_attention(void *be, int r, int64_t l) { return (void)be, record("attention", r, 0, 0, (int)l, -1, 0); }
+static int f_activation(void *be, int r, bool gated) { return (void)be, record("activation", r, 0, 0, -1, -1, gated); }
+static int f_all_reduce(void *be) { return (void)be, record("all_reduce", -1, 0, 0, -1, -1, 0); }
+static int f_residual_sum(void *be) { return (void)be, record("residual_sum", -1, 0, 0, -1, -1, 0); }
+static int f_fused(void *be, int r, int64_t l) { return (void)be, record("rotary_attn", r, 0, 0, (int)l, -1, 0); }
+static int f_read(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, void *dst, int64_t dst_ld) {
+    (void)be, (void)ld;
+    /* Each element says where it came from: buffer, rank, source column. */
+    for (int64_t c = 0; c < cols; c++) ((double *)dst)[c] = b * 1000 + r * 100 + (double)(col + c);
+    (void)dst_ld;
+    return LR_OK;
+}
+static int f_load_stream(void *be, bool embedding, const lr_tensor *t) {
+    (void)be;
+    memcpy(rec->stream, t->data, sizeof rec->stream);
+    return record("load_stream", -1, 0, 0, -1, -1, embedding);
+}
+static void f_prof(void *be, int prof) {
+    (void)be;
+    if (prof >= 0) rec->prof_calls[prof]++;
+}
+
+static void on_stage(void *user, const char *stage, const lr_tensor *t) {
+    (void)user;
+    ck_assert_int_lt(rec->nstages, 512);
+    snprintf(rec->stages[rec->nstages++], 96, "%s", stage);
+    ck_assert_int_eq(t->dtype, LR_F64);
+}
+
+static lr_layer_ops mock_ops(bool fused) {
+    lr_layer_ops o = {LR_F64,      f_embedding,  f_rms_norm,     f_linear, f_rotary,      f_attention, f_activation,
+                      f_all_reduce, f_residual_sum, f_read, f_load_stream, f_prof,    fused ? f_fused : NULL};
+    return o;
+}
+
+/* A small config: 2 layers, 4 heads, 2 kv heads, hidden 8, biases on. */
+static lr_config config(void) {
+    lr_config c;
+    memset(&c, 0, sizeof c);
+    c.vocab_size = 64, c.hidden_size = 8, c.intermediate_size = 16, c.num_hidden_layers = 2;
+    c.num_attention_heads = 4, c.num_key_value_heads = 2, c.head_dim = 2, c.rms_norm_eps = 1e-6;
+    c.rope_theta = 10000, c.attention_bias = true, c.mlp_bias = true;
+    return c;
+}
+
+typedef struct {
+    lr_config cfg;
+    lr_plan *plan;
+    lr_tp_layout L[4];
+    lr_composer c;
+    lr_layer_ops ops;
+} setup;
+
+static void make(setup *s, int tp, bool fused) {
+    s->cfg = config();
+    ck_assert_int_eq(lr_plan_create(&s->cfg, tp, 0, &s->plan), LR_OK);
+    for (int r = 0; r < tp; r++) ck_assert_int_eq(lr_tp_layout_make(&s->cfg, tp, r, &s->L[r]), LR_OK);
+    s->ops = mock_ops(fused);
+    s->c = (lr_composer){&s->ops, &s->cfg, s->L, tp, s->plan};
+    rec = calloc(1, sizeof *rec);
+}
+
+static void unmake(setup *s) {
+    lr_plan_free(s->plan);
+    free(rec);
+    rec = NULL;
+}
+
+static int count(const char *op) {
+    int n = 0;
+    for (int i = 0; i < rec->n; i++) n += strcmp(rec->calls[i].op, op) == 0;
+    return n;
+}
+
+/* The table reports every layer stage exactly once, in LR_LAYER_STAGE_MAP's order. */
+START_TEST(table_covers_every_stage_in_order) {
+    int next = 0;
+    for (size_t k = 0; k < lr_num_layer_steps; k++)
+        for (int e = 0; e < lr_layer_steps[k].num_emits; e++) {
+            ck_assert_int_eq(lr_layer_steps[k].emits[e].stage, next);
+            next++;
+        }
+    ck_assert_int_eq(next, LR_LAYER_STAGE_COUNT);
+}
+END_TEST
+
+/* A forward reports the fixture spec's stages in order, gathered from every rank. */
+START_TEST(stages_in_forward_order) {
+    int tp = _i;
+    setup s;
+    make(&s, tp, false);
+    lr_observer obs = {on_stage, NULL, NULL};
+    ck_assert_int_eq(lr_compose_forward(&s.c, NULL, 3, &obs), LR_OK);
+    int L = (int)s.cfg.num_hidden_layers;
+    ck_assert_int_eq(rec->nstages, 2 + L * LR_LAYER_STAGE_COUNT);
+    int64_t prev = -1;
+    for (int i = 0; i < rec->nstages; i++) {
+        int64_t o = lr_stage_order(rec->stages[i]);
+        ck_assert_msg(o > prev, "%s out of order", rec->stages[i]);
+        prev = o;
+    }
+    ck_assert_str_eq(rec->stages[0], "model.embed_tokens");
+    ck_assert_str_eq(rec->stages[rec->nstages - 1], "model.norm");
+    unmake(&s);
+}
+END_TEST
+
+/* Rank loops, all-reduce points and the bias rule. */
+START_TEST(ranks_reductions_and_biases) {
+    int tp = _i;
+    setup s;
+    make(&s, tp, false);
+    ck_assert_int_eq(lr_compose_forward(&s.c, NULL, 3, NULL), LR_OK);
+    int L = (int)s.cfg.num_hidden_layers;
+    ck_assert_int_eq(count("embedding"), tp);
+    ck_assert_int_eq(count("linear"), 4 * tp * L);
+    ck_assert_int_eq(count("rotary"), tp * L);
+    ck_assert_int_eq(count("attention"), tp * L);
+    ck_assert_int_eq(count("activation"), tp * L); /* act_fn runs only for observers */
+    ck_assert_int_eq(count("all_reduce"), tp > 1 ? 2 * L + 1 : 0);
+    ck_assert_int_eq(count("rms_norm"), 2 * L + 1);
+    ck_assert_int_eq(count("residual_sum"), 0);
+    for (int i = 0; i < rec->n; i++) {
+        const call *c = &rec->calls[i];
+        if (strcmp(c->op, "linear") != 0) continue;
+        const lr_packed_desc *w = lr_plan_at(s.plan, (size_t)c->weight);
+        bool row_parallel = strstr(w->name, "o_proj") || strstr(w->name, "down_proj");
+        if (row_parallel) {
+            /* partial sums: bias once, on rank 0; at tp 1 straight into the result */
+            ck_assert_int_eq(c->out, tp == 1 ? LR_BUF_HIDDEN : LR_BUF_PART);
+            ck_assert_int_eq(c->bias >= 0, c->rank == 0);
+        } else {
+            ck_assert_int_ge(c->bias, 0);
+        }
+        if (c->bias >= 0) {
+            const lr_packed_desc *b = lr_plan_at(s.plan, (size_t)c->bias);
+            ck_assert_int_eq(b->shape[0], w->shape[0]); /* the bias of that weight */
+        }
+    }
+    /* The first norm starts the residual stream, every later one adds into it. */
+    int norms = 0;
+    for (int i = 0; i < rec->n; i++)
+        if (strcmp(rec->calls[i].op, "rms_norm") == 0) ck_assert_int_eq(rec->calls[i].flag, norms++ > 0);
+    ck_assert_int_eq(rec->prof_calls[LR_PROF_QKV_PROJ], L);
+    ck_assert_int_eq(rec->prof_calls[LR_PROF_ALL_REDUCE], tp > 1 ? 2 * L + 1 : 0);
+    unmake(&s);
+}
+END_TEST
+
+/* Column-parallel stages are gathered: rank r's block lands at its columns. */
+static double kept[64];
+static void keep_k_proj(void *user, const char *stage, const lr_tensor *t) {
+    (void)user;
+    if (strcmp(stage, "model.layers.0.self_attn.k_proj") == 0)
+        memcpy(kept, t->data, (size_t)lr_tensor_numel(t) * sizeof(double));
+}
+
+START_TEST(gathers_put_each_rank_at_its_columns) {
+    setup s;
+    make(&s, 2, false);
+    lr_observer obs = {keep_k_proj, NULL, NULL};
+    ck_assert_int_eq(lr_compose_forward(&s.c, NULL, 1, &obs), LR_OK);
+    /* f_read marks each element buffer * 1000 + rank * 100 + source column. Rank r's k
+     * block starts at its QKV column q_r and lands at column kv_head_start * head_dim. */
+    for (int r = 0; r < 2; r++) {
+        const lr_tp_layout *L = &s.L[r];
+        for (int64_t c = 0; c < L->kv_size; c++)
+            ck_assert(kept[L->kv_head_start * s.cfg.head_dim + c] == LR_BUF_QKV * 1000 + r * 100 + (double)(L->q_size + c));
+    }
+    unmake(&s);
+}
+END_TEST
+
+/* Isolation: the stream entering layer 0 is the embedding; later ones are the residual. */
+static const lr_tensor *inject(void *user, const char *stage) {
+    static double stream[64];
+    (void)user;
+    if (strcmp(stage, "model.layers.0") != 0) return NULL;
+    for (int i = 0; i < 64; i++) stream[i] = i;
+    static lr_tensor t;
+    t = (lr_tensor){.dtype = LR_F64, .ndim = 2, .shape = {3, 8}, .data = stream};
+    return &t;
+}
+
+START_TEST(isolation_replaces_the_residual_stream) {
+    setup s;
+    make(&s, 1, false);
+    lr_observer obs = {NULL, NULL, inject};
+    ck_assert_int_eq(lr_compose_forward(&s.c, NULL, 3, &obs), LR_OK);
+    ck_assert_int_eq(count("load_stream"), 1);
+    /* After the injection before layer 1, that layer's first norm adds to the stream. */
+    int i = 0;
+    while (strcmp(rec->calls[i].op, "load_stream") != 0) i++;
+    ck_assert(!rec->calls[i].flag); /* not the embedding */
+    while (strcmp(rec->calls[i].op, "rms_norm") != 0) i++;
+    ck_assert(rec->calls[i].flag);
+    ck_assert(rec->stream[5] == 5.0);
+    unmake(&s);
+}
+END_TEST
+
+/* A backend with the fused rotary + attention slot gets it instead of the two ops. */
+START_TEST(fused_slot_replaces_two_ops) {
+    setup s;
+    make(&s, 2, true);
+    ck_assert_int_eq(lr_compose_forward(&s.c, NULL, 3, NULL), LR_OK);
+    ck_assert_int_eq(count("rotary"), 0);
+    ck_assert_int_eq(count("attention"), 0);
+    ck_assert_int_eq(count("rotary_attn"), 2 * 2);
+    ck_assert_int_eq(rec->prof_calls[LR_PROF_ROTARY], 0);
+    ck_assert_int_eq(rec->prof_calls[LR_PROF_ATTENTION], 2);
+    unmake(&s);
+}
+END_TEST
+
+static Suite *suite(void) {
+    Suite *s = suite_create("layer");
+    TCase *tc = tcase_create("composer");
+    tcase_add_test(tc, table_covers_every_stage_in_order);
+    tcase_add_loop_test(tc, stages_in_forward_order, 1, 3);
+    tcase_add_loop_test(tc, ranks_reductions_and_biases, 1, 3);
+    tcase_add_test(tc, gathers_put_each_rank_at_its_columns);
+    tcase_add_test(tc, isolation_replaces_the_residual_stream);
+    tcase_add_test(tc, fused_slot_replaces_two_ops);
+    suite_add_tcase(s, tc);
+    return s;
+}
+
+int main(void) {
+    SRunner *sr = srunner_create(suite());
+    srunner_run_all(sr, CK_NORMAL);
+    int failed = srunner_ntests_failed(sr);
+    srunner_free(sr);
+    return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
