@@ -12,13 +12,16 @@ import os
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+# KINDS: the stage kinds, in the order of the tolerance table's columns.
+from llamaref_stages import KINDS  # noqa: E402  (tools/llamaref_stages.py)
+
 CASES = [
     ("gqa-f32", "gqa-f32-batch"),
     ("mha-bias-bf16", "mha-bias-bf16"),
     ("mqa-hd-f16", "mqa-hd-f16"),
     ("long-gqa-f32", "long-gqa-f32-300"),
 ]
-KINDS = ["embedding", "norm", "projection", "attention", "activation", "block", "layer", "logits"]
 
 
 def row(prec, fixture, tp, d):

