@@ -308,6 +308,38 @@ const lr_packed_desc *lr_plan_at(const lr_plan *p, size_t i);
 /* Index of the packed tensor with that name, or -1. */
 int lr_plan_index(const lr_plan *p, const char *name);
 
+/* The Hugging Face tensors of a decoder layer, once: X(ID, suffix, rows, cols, when),
+ * named "model.layers.{i}." suffix, in checkpoint-walk order; rows and cols are
+ * lr_stage_width_unit names (cols NONE: a 1-D tensor); when: ALWAYS, or only with the
+ * config's ATTENTION_BIAS or MLP_BIAS. */
+#define LR_HF_LAYER_WEIGHT_MAP(X)                                                          \
+    X(INPUT_LAYERNORM, "input_layernorm.weight", HIDDEN, NONE, ALWAYS)                     \
+    X(Q_PROJ_W, "self_attn.q_proj.weight", Q, HIDDEN, ALWAYS)                              \
+    X(K_PROJ_W, "self_attn.k_proj.weight", KV, HIDDEN, ALWAYS)                             \
+    X(V_PROJ_W, "self_attn.v_proj.weight", KV, HIDDEN, ALWAYS)                             \
+    X(O_PROJ_W, "self_attn.o_proj.weight", HIDDEN, Q, ALWAYS)                              \
+    X(Q_PROJ_B, "self_attn.q_proj.bias", Q, NONE, ATTENTION_BIAS)                          \
+    X(K_PROJ_B, "self_attn.k_proj.bias", KV, NONE, ATTENTION_BIAS)                         \
+    X(V_PROJ_B, "self_attn.v_proj.bias", KV, NONE, ATTENTION_BIAS)                         \
+    X(O_PROJ_B, "self_attn.o_proj.bias", HIDDEN, NONE, ATTENTION_BIAS)                     \
+    X(POST_ATTENTION_LAYERNORM, "post_attention_layernorm.weight", HIDDEN, NONE, ALWAYS)   \
+    X(GATE_PROJ_W, "mlp.gate_proj.weight", INTERMEDIATE, HIDDEN, ALWAYS)                   \
+    X(UP_PROJ_W, "mlp.up_proj.weight", INTERMEDIATE, HIDDEN, ALWAYS)                       \
+    X(DOWN_PROJ_W, "mlp.down_proj.weight", HIDDEN, INTERMEDIATE, ALWAYS)                   \
+    X(GATE_PROJ_B, "mlp.gate_proj.bias", INTERMEDIATE, NONE, MLP_BIAS)                     \
+    X(UP_PROJ_B, "mlp.up_proj.bias", INTERMEDIATE, NONE, MLP_BIAS)                         \
+    X(DOWN_PROJ_B, "mlp.down_proj.bias", HIDDEN, NONE, MLP_BIAS)
+
+typedef enum {
+#define LR_HW_ENUM(id, suffix, rows, cols, when) LR_HW_##id,
+    LR_HF_LAYER_WEIGHT_MAP(LR_HW_ENUM)
+#undef LR_HW_ENUM
+        LR_HF_LAYER_WEIGHT_COUNT
+} lr_hf_layer_weight;
+
+/* "model.layers.{layer}." suffix of a Hugging Face tensor into buf of n bytes; buf. */
+char *lr_hf_layer_weight_name(char *buf, size_t n, int64_t layer, lr_hf_layer_weight w);
+
 /* The packed weights, once. X(ID, suffix): a decoder layer's packed tensors, named
  * "model.layers.{i}." suffix; biases exist only when the config has them. */
 #define LR_LAYER_WEIGHT_MAP(X)                                                             \

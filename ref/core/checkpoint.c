@@ -62,43 +62,34 @@ static const char *source_name(const lr_checkpoint *ck, const lr_st_entry *e) {
 typedef int (*expect_fn)(void *user, const char *name, int ndim, int64_t d0, int64_t d1);
 
 static int for_each_expected(const lr_config *c, expect_fn fn, void *user) {
-    int64_t H = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
-    int64_t q = c->num_attention_heads * c->head_dim, kv = c->num_key_value_heads * c->head_dim;
+    enum { COLS_NONE = -1, COLS_HIDDEN = LR_WIDTH_HIDDEN, COLS_Q = LR_WIDTH_Q, COLS_KV = LR_WIDTH_KV,
+           COLS_INTERMEDIATE = LR_WIDTH_INTERMEDIATE };
+    enum { WHEN_ALWAYS, WHEN_ATTENTION_BIAS, WHEN_MLP_BIAS };
+    static const struct {
+        lr_stage_width_unit rows;
+        int cols; /* an lr_stage_width_unit, or COLS_NONE: 1-D */
+        int when;
+    } layer[] = {
+#define LR_HW_ROW(id, suffix, r, k, w) {LR_WIDTH_##r, COLS_##k, WHEN_##w},
+        LR_HF_LAYER_WEIGHT_MAP(LR_HW_ROW)
+#undef LR_HW_ROW
+    };
+    int64_t H = c->hidden_size, V = c->vocab_size;
     char n[160];
     int rc;
-#define EXPECT(nd, a, b, ...)                                                              \
-    do {                                                                                   \
-        snprintf(n, sizeof n, __VA_ARGS__);                                                \
-        if ((rc = fn(user, n, nd, a, b))) return rc;                                       \
-    } while (0)
-    EXPECT(2, V, H, "model.embed_tokens.weight");
+    if ((rc = fn(user, "model.embed_tokens.weight", 2, V, H))) return rc;
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
-        const char *p = "model.layers";
-        long long i = (long long)l;
-        EXPECT(1, H, 0, "%s.%lld.input_layernorm.weight", p, i);
-        EXPECT(2, q, H, "%s.%lld.self_attn.q_proj.weight", p, i);
-        EXPECT(2, kv, H, "%s.%lld.self_attn.k_proj.weight", p, i);
-        EXPECT(2, kv, H, "%s.%lld.self_attn.v_proj.weight", p, i);
-        EXPECT(2, H, q, "%s.%lld.self_attn.o_proj.weight", p, i);
-        if (c->attention_bias) {
-            EXPECT(1, q, 0, "%s.%lld.self_attn.q_proj.bias", p, i);
-            EXPECT(1, kv, 0, "%s.%lld.self_attn.k_proj.bias", p, i);
-            EXPECT(1, kv, 0, "%s.%lld.self_attn.v_proj.bias", p, i);
-            EXPECT(1, H, 0, "%s.%lld.self_attn.o_proj.bias", p, i);
-        }
-        EXPECT(1, H, 0, "%s.%lld.post_attention_layernorm.weight", p, i);
-        EXPECT(2, I, H, "%s.%lld.mlp.gate_proj.weight", p, i);
-        EXPECT(2, I, H, "%s.%lld.mlp.up_proj.weight", p, i);
-        EXPECT(2, H, I, "%s.%lld.mlp.down_proj.weight", p, i);
-        if (c->mlp_bias) {
-            EXPECT(1, I, 0, "%s.%lld.mlp.gate_proj.bias", p, i);
-            EXPECT(1, I, 0, "%s.%lld.mlp.up_proj.bias", p, i);
-            EXPECT(1, H, 0, "%s.%lld.mlp.down_proj.bias", p, i);
+        for (int k = 0; k < LR_HF_LAYER_WEIGHT_COUNT; k++) {
+            if ((layer[k].when == WHEN_ATTENTION_BIAS && !c->attention_bias) || (layer[k].when == WHEN_MLP_BIAS && !c->mlp_bias))
+                continue;
+            bool matrix = layer[k].cols >= 0;
+            int64_t d0 = lr_width_of(c, layer[k].rows), d1 = matrix ? lr_width_of(c, (lr_stage_width_unit)layer[k].cols) : 0;
+            if ((rc = fn(user, lr_hf_layer_weight_name(n, sizeof n, l, (lr_hf_layer_weight)k), matrix ? 2 : 1, d0, d1)))
+                return rc;
         }
     }
-    EXPECT(1, H, 0, "model.norm.weight");
-    if (!c->tie_word_embeddings) EXPECT(2, V, H, "lm_head.weight");
-#undef EXPECT
+    if ((rc = fn(user, "model.norm.weight", 1, H, 0))) return rc;
+    if (!c->tie_word_embeddings && (rc = fn(user, "lm_head.weight", 2, V, H))) return rc;
     return LR_OK;
 }
 

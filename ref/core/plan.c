@@ -33,6 +33,18 @@ static const char *const model_weight_name[] = {
 #undef LR_MW_NAME
 };
 
+static const char *const hf_layer_weight_suffix[] = {
+#define LR_HW_NAME(id, suffix, rows, cols, when) suffix,
+    LR_HF_LAYER_WEIGHT_MAP(LR_HW_NAME)
+#undef LR_HW_NAME
+};
+
+char *lr_hf_layer_weight_name(char *buf, size_t n, int64_t layer, lr_hf_layer_weight w) {
+    snprintf(buf, n, "model.layers.%lld.%s", (long long)layer,
+             (unsigned)w < LR_HF_LAYER_WEIGHT_COUNT ? hf_layer_weight_suffix[w] : "");
+    return buf;
+}
+
 const char *lr_layer_weight_suffix(lr_layer_weight w) {
     return (unsigned)w < LR_LAYER_WEIGHT_COUNT ? layer_weight_suffix[w] : "";
 }
@@ -160,7 +172,7 @@ static int build(lr_plan *p, const lr_config *c) {
     const lr_tp_layout *L = &p->layout;
     int64_t H = c->hidden_size, hd = c->head_dim, r = L->tp_rank, Ir = L->intermediate;
     int64_t qkv = L->q_size + 2 * L->kv_size, q0 = r * L->q_size, kv0 = L->kv_head_start * hd;
-    char src[3][128], base[96];
+    char src[3][128];
     lr_packed_desc *d;
     int rc;
     if (!(p->layers = malloc((size_t)(c->num_hidden_layers > 0 ? c->num_hidden_layers : 1) * sizeof *p->layers)))
@@ -169,16 +181,14 @@ static int build(lr_plan *p, const lr_config *c) {
     memset(p->layers, 0xff, (size_t)c->num_hidden_layers * sizeof *p->layers); /* every index -1 */
     if ((rc = model_tensor(p, c, LR_MW_EMBED, "model.embed_tokens.weight"))) return rc;
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
-        snprintf(base, sizeof base, "model.layers.%lld", (long long)l);
         if ((rc = whole(p, l, LR_LW_INPUT_LAYERNORM, H))) return rc;
 
         /* qkv_proj: this rank's q heads, then its k and v heads, stacked as rows. */
-        static const char *qkv_names[] = {"q_proj", "k_proj", "v_proj"};
+        static const lr_hf_layer_weight qkv_src[2][3] = {{LR_HW_Q_PROJ_W, LR_HW_K_PROJ_W, LR_HW_V_PROJ_W},
+                                                         {LR_HW_Q_PROJ_B, LR_HW_K_PROJ_B, LR_HW_V_PROJ_B}};
         for (int bias = 0; bias <= (c->attention_bias ? 1 : 0); bias++) {
-            const char *kind = bias ? "bias" : "weight";
             if (!(d = add_layer(p, l, bias ? LR_LW_QKV_B : LR_LW_QKV_W, bias ? 1 : 2, qkv, H))) return LR_E_NOMEM;
-            for (int k = 0; k < 3; k++)
-                snprintf(src[k], sizeof src[k], "%s.self_attn.%s.%s", base, qkv_names[k], kind);
+            for (int k = 0; k < 3; k++) lr_hf_layer_weight_name(src[k], sizeof src[k], l, qkv_src[bias][k]);
             int64_t cols = bias ? 1 : H;
             slice(d, src[0], q0, 0, 0, L->q_size, cols);
             slice(d, src[1], kv0, 0, L->q_size, L->kv_size, cols);
@@ -193,11 +203,10 @@ static int build(lr_plan *p, const lr_config *c) {
 
         /* gate_up_proj: this rank's gate rows, then its up rows. */
         for (int bias = 0; bias <= (c->mlp_bias ? 1 : 0); bias++) {
-            const char *kind = bias ? "bias" : "weight";
             if (!(d = add_layer(p, l, bias ? LR_LW_GATE_UP_B : LR_LW_GATE_UP_W, bias ? 1 : 2, 2 * Ir, H)))
                 return LR_E_NOMEM;
-            snprintf(src[0], sizeof src[0], "%s.mlp.gate_proj.%s", base, kind);
-            snprintf(src[1], sizeof src[1], "%s.mlp.up_proj.%s", base, kind);
+            lr_hf_layer_weight_name(src[0], sizeof src[0], l, bias ? LR_HW_GATE_PROJ_B : LR_HW_GATE_PROJ_W);
+            lr_hf_layer_weight_name(src[1], sizeof src[1], l, bias ? LR_HW_UP_PROJ_B : LR_HW_UP_PROJ_W);
             int64_t cols = bias ? 1 : H;
             slice(d, src[0], r * Ir, 0, 0, Ir, cols);
             slice(d, src[1], r * Ir, 0, Ir, Ir, cols);
