@@ -110,6 +110,7 @@ static int64_t *ids, *pos, *slots;
 static double *inv_freq;
 static int64_t T_cur;
 static lr_gpu_attn_meta meta_cur;
+static lr_gpu_attn_ws *attn_ws;
 
 static int op_embedding(void *c, const char *v) {
     (void)c;
@@ -139,7 +140,7 @@ static int op_cache(void *c, const char *v) {
 static int op_attn(void *c, const char *v) {
     (void)c;
     return lr_gpu_attention(v, ctxo, NH * HD, qkv, QKVW, kc, vc, &meta_cur, T_cur, NH, NKV, HD, 0.08838834764f,
-                            LR_BF16, 0);
+                            LR_BF16, attn_ws, 0);
 }
 
 /* Attention metadata for B sequences with `past` cached tokens and `len` new ones each,
@@ -196,6 +197,7 @@ int main(int argc, char **argv) {
     copy_bw = bench_copy_bandwidth();
     gemm_flops = bench_gemm_rate();
     if (cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS) return 1;
+    if (lr_gpu_attn_ws_create(&attn_ws) != LR_OK) return 1;
     printf("card: %s; copy %.0f GB/s (read + write), cuBLAS bf16 GEMM %.0f TFLOP/s\n", prop.name, copy_bw * 1e-9,
            gemm_flops * 1e-12);
     if (json) {
@@ -238,24 +240,30 @@ int main(int argc, char **argv) {
         for (size_t ti = 0; ti < 3; ti++) {
             T_cur = Ts[ti];
             double t = (double)T_cur;
-            if (!strcmp(v->family, "embedding")) {
+            switch ((lr_gpu_family)lr_gpu_family_find(v->family)) {
+            case LR_GPU_FAM_EMBEDDING:
                 snprintf(shape, sizeof shape, "T %lld, H %d", (long long)T_cur, H);
                 report(v->family, v->name, shape, time_op(op_embedding, NULL, v->name), t * H * 4 + t * 8, 0);
-            } else if (!strcmp(v->family, "rmsnorm")) {
+                break;
+            case LR_GPU_FAM_RMSNORM:
                 snprintf(shape, sizeof shape, "T %lld, H %d", (long long)T_cur, H);
                 report(v->family, v->name, shape, time_op(op_rmsnorm, NULL, v->name), t * H * 4 + H * 2, 0);
                 snprintf(shape, sizeof shape, "fused +res, T %lld, H %d", (long long)T_cur, H);
                 report(v->family, v->name, shape, time_op(op_fused, NULL, v->name), t * H * 12 + H * 2, 0);
-            } else if (!strcmp(v->family, "rotary")) {
+                break;
+            case LR_GPU_FAM_ROTARY:
                 snprintf(shape, sizeof shape, "T %lld, %d heads of %d", (long long)T_cur, NH + NKV, HD);
                 report(v->family, v->name, shape, time_op(op_rotary, NULL, v->name), t * (NH + NKV) * HD * 4 + t * 8, 0);
-            } else if (!strcmp(v->family, "activation")) {
+                break;
+            case LR_GPU_FAM_ACTIVATION:
                 snprintf(shape, sizeof shape, "T %lld, NI %d", (long long)T_cur, NI);
                 report(v->family, v->name, shape, time_op(op_act, NULL, v->name), t * NI * 6, 0);
-            } else if (!strcmp(v->family, "cache")) {
+                break;
+            case LR_GPU_FAM_CACHE:
                 snprintf(shape, sizeof shape, "T %lld, %d kv heads of %d", (long long)T_cur, NKV, HD);
                 report(v->family, v->name, shape, time_op(op_cache, NULL, v->name), t * NKV * HD * 8 + t * 8, 0);
-            } else if (!strcmp(v->family, "attention")) {
+                break;
+            case LR_GPU_FAM_ATTENTION:
                 if (T_cur == 2048) {
                     /* Prefill: one sequence of 2048 with no past; TFLOP/s. */
                     meta_cur = make_meta(1, 0, 2048, POOL);
@@ -277,6 +285,9 @@ int main(int argc, char **argv) {
                     report(v->family, v->name, shape, time_op(op_attn, NULL, v->name), by, 0);
                     free_meta(&meta_cur);
                 }
+                break;
+            case LR_GPU_NUM_FAMILIES: /* no case for a family: -Wswitch says so */
+                break;
             }
         }
     }

@@ -20,17 +20,10 @@
 
 #include "backend.h"
 #include "common.cuh"
-#include "ref_ops.h"
+#include "layer.h"
 
 #define BLOCK_SIZE 16 /* tokens per KV-cache block */
 #define MAX_TP 64     /* ranks per model */
-
-enum { FAM_EMBEDDING, FAM_RMSNORM, FAM_ROTARY, FAM_ACTIVATION, FAM_CACHE, FAM_ATTENTION, N_FAM };
-static const char *family_names[N_FAM] = {"embedding", "rmsnorm", "rotary", "activation", "cache", "attention"};
-
-struct gpu_layer {
-    const void *input_ln, *qkv_w, *qkv_b, *o_w, *o_b, *post_ln, *gu_w, *gu_b, *down_w, *down_b;
-};
 
 /* Per-forward scratch of one rank, grown as batches grow. */
 struct gpu_act {
@@ -44,9 +37,10 @@ struct gpu_rank {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
-    void *weights; /* one allocation */
-    const void *embed, *norm, *lm_head;
-    gpu_layer *layers;
+    lr_gpu_attn_ws *ws; /* attention's scratch: one per rank (the single-GPU mode's share a stream) */
+    void *weights;   /* one allocation */
+    lr_plan *plan;   /* this rank's packing plan: the shapes of its tensors */
+    const void **w;  /* (plan count): the device tensor at each plan index */
     gpu_act a;
 #ifdef LR_HAVE_NCCL
     ncclComm_t comm;
@@ -59,6 +53,7 @@ struct gpu_replica {
     void *hidden, *normed; /* (T, H) dt */
     float *residual;       /* (T, H) */
     float *scratch;        /* (T, max width) float32, for observers; allocated only for them */
+    float *sum;            /* (T, H) float32, hidden + residual for observers; with scratch */
     int64_t scratch_cap;
     int64_t *ids, *pos, *slots; /* (T) */
     int32_t *meta;         /* token_seq, token_keys (T); seq_start, len, past (B); block tables (B, max_blocks) */
@@ -86,8 +81,9 @@ struct gpu_model {
     lr_dtype dt;
     int tp, nrep; /* nrep: 1 (single-GPU mode) or tp (NCCL) */
     gpu_rank *ranks;
+    lr_tp_layout *layouts; /* (tp): each rank's, for the composer */
     gpu_replica *reps;
-    const char *variant[N_FAM];
+    const char *variant[LR_GPU_NUM_FAMILIES]; /* by lr_gpu_family; NULL: the default */
     char *kernels; /* owns the strings variant[] points into */
     /* host results */
     void *hidden_host, *logits_host;
@@ -176,7 +172,7 @@ static void free_act(gpu_act *a) {
 }
 
 static void free_rep(gpu_replica *r) {
-    void *p[] = {r->hidden, r->normed, r->residual, r->scratch, r->ids, r->pos, r->slots, r->meta, r->inv_freq};
+    void *p[] = {r->hidden, r->normed, r->residual, r->scratch, r->sum, r->ids, r->pos, r->slots, r->meta, r->inv_freq};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) cudaFree(p[i]);
 }
 
@@ -191,11 +187,13 @@ static void cuda_destroy(void *impl) {
         free_act(&rk->a);
         cudaFree(rk->weights);
         if (rk->blas) cublasDestroy(rk->blas);
+        lr_gpu_attn_ws_free(rk->ws);
         if (rk->stream && (m->nrep > 1 || r == 0)) cudaStreamDestroy(rk->stream);
 #ifdef LR_HAVE_NCCL
         if (rk->comm) ncclCommDestroy(rk->comm);
 #endif
-        free(rk->layers);
+        free(rk->w);
+        lr_plan_free(rk->plan);
     }
     for (int i = 0; m->reps && i < m->nrep; i++) {
         cudaSetDevice(m->nrep > 1 ? i : 0);
@@ -208,6 +206,7 @@ static void cuda_destroy(void *impl) {
     free(m->prof.ev);
     free(m->prof.op);
     free(m->ranks);
+    free(m->layouts);
     free(m->reps);
     free(m->kernels);
     cudaFreeHost(m->hidden_host);
@@ -225,27 +224,25 @@ static int parse_kernels(gpu_model *m, const char *spec) {
         char *eq = strchr(item, '=');
         if (!eq) return lr_fail(LR_E_INVAL, "kernels: \"%s\" is not family=name", item);
         *eq = '\0';
-        int f = 0;
-        while (f < N_FAM && strcmp(family_names[f], item) != 0) f++;
-        if (f == N_FAM)
-            return lr_fail(LR_E_INVAL, "kernels: unknown family \"%s\" (embedding, rmsnorm, rotary, activation, cache, attention)", item);
+        /* An unknown family or variant: LR_E_INVAL listing the families (from gpu_ops.h's
+         * table) or the family's variants. Past it, the family is in the table. */
         int rc = lr_gpu_variant_check(item, eq + 1);
         if (rc) return rc;
-        m->variant[f] = eq + 1;
+        m->variant[lr_gpu_family_find(item)] = eq + 1;
     }
     return LR_OK;
 }
 
 /* Uploads one rank's packed weights into a single device allocation, in dt. */
 static int upload_rank(gpu_model *m, gpu_rank *rk, const lr_checkpoint *ck, int r) {
-    lr_plan *plan = NULL;
     lr_weights *w = NULL;
-    int rc = lr_plan_create(&m->cfg, m->tp, r, &plan);
+    int rc = lr_plan_create(&m->cfg, m->tp, r, &rk->plan);
     if (rc) return rc;
+    const lr_plan *plan = rk->plan;
     rk->L = *lr_plan_layout(plan);
     size_t n = lr_plan_count(plan), es = lr_dtype_size(m->dt), total = 0, biggest = 0;
     size_t *off = (size_t *)calloc(n, sizeof *off);
-    const void **dev = (const void **)calloc(n, sizeof *dev);
+    const void **dev = rk->w = (const void **)calloc(n, sizeof *dev);
     float *staging = NULL;
     if (!off || !dev) rc = lr_fail(LR_E_NOMEM, "cuda: out of memory");
     for (size_t i = 0; rc == LR_OK && i < n; i++) {
@@ -290,42 +287,9 @@ static int upload_rank(gpu_model *m, gpu_rank *rk, const lr_checkpoint *ck, int 
         if (rc == LR_OK && cudaStreamSynchronize(rk->stream) != cudaSuccess)
             rc = lr_fail(LR_E_DEVICE, "cuda: uploading %s failed", d->name);
     }
-    if (rc == LR_OK) {
-        rk->layers = (gpu_layer *)calloc((size_t)m->cfg.num_hidden_layers, sizeof *rk->layers);
-        if (!rk->layers) rc = lr_fail(LR_E_NOMEM, "cuda: out of memory");
-    }
-    if (rc == LR_OK) {
-        char name[160];
-#define GET(dst, ...)                                                                      \
-    do {                                                                                   \
-        snprintf(name, sizeof name, __VA_ARGS__);                                          \
-        int k_ = lr_plan_index(plan, name);                                                \
-        dst = k_ >= 0 ? dev[k_] : NULL;                                                    \
-    } while (0)
-        GET(rk->embed, "model.embed_tokens.weight");
-        GET(rk->norm, "model.norm.weight");
-        GET(rk->lm_head, "lm_head.weight");
-        for (int64_t l = 0; l < m->cfg.num_hidden_layers; l++) {
-            gpu_layer *ly = &rk->layers[l];
-            long long i = (long long)l;
-            GET(ly->input_ln, "model.layers.%lld.input_layernorm.weight", i);
-            GET(ly->qkv_w, "model.layers.%lld.self_attn.qkv_proj.weight", i);
-            GET(ly->qkv_b, "model.layers.%lld.self_attn.qkv_proj.bias", i);
-            GET(ly->o_w, "model.layers.%lld.self_attn.o_proj.weight", i);
-            GET(ly->o_b, "model.layers.%lld.self_attn.o_proj.bias", i);
-            GET(ly->post_ln, "model.layers.%lld.post_attention_layernorm.weight", i);
-            GET(ly->gu_w, "model.layers.%lld.mlp.gate_up_proj.weight", i);
-            GET(ly->gu_b, "model.layers.%lld.mlp.gate_up_proj.bias", i);
-            GET(ly->down_w, "model.layers.%lld.mlp.down_proj.weight", i);
-            GET(ly->down_b, "model.layers.%lld.mlp.down_proj.bias", i);
-        }
-#undef GET
-    }
     cudaFree(staging);
     free(off);
-    free(dev);
     lr_weights_free(w);
-    lr_plan_free(plan);
     return rc;
 }
 
@@ -362,7 +326,8 @@ static int cuda_create(const lr_checkpoint *ck, const lr_options *opt, void **im
     int rc = parse_kernels(m, opt->kernels);
     m->ranks = (gpu_rank *)calloc((size_t)m->tp, sizeof *m->ranks);
     m->reps = (gpu_replica *)calloc((size_t)m->nrep, sizeof *m->reps);
-    if (rc == LR_OK && (!m->ranks || !m->reps)) rc = lr_fail(LR_E_NOMEM, "cuda: out of memory");
+    m->layouts = (lr_tp_layout *)calloc((size_t)m->tp, sizeof *m->layouts);
+    if (rc == LR_OK && (!m->ranks || !m->reps || !m->layouts)) rc = lr_fail(LR_E_NOMEM, "cuda: out of memory");
     for (int r = 0; rc == LR_OK && r < m->tp; r++) {
         gpu_rank *rk = &m->ranks[r];
         rk->device = m->nrep > 1 ? r : 0;
@@ -380,7 +345,9 @@ static int cuda_create(const lr_checkpoint *ck, const lr_options *opt, void **im
             rc = lr_fail(LR_E_DEVICE, "cuda: GPU %d: cannot create a stream and a cuBLAS handle", rk->device);
             break;
         }
+        if ((rc = lr_gpu_attn_ws_create(&rk->ws)) != LR_OK) break;
         rc = upload_rank(m, rk, ck, r);
+        m->layouts[r] = rk->L;
     }
     for (int i = 0; rc == LR_OK && i < m->nrep; i++) {
         cudaSetDevice(m->nrep > 1 ? i : 0);
@@ -401,9 +368,8 @@ static int cuda_create(const lr_checkpoint *ck, const lr_options *opt, void **im
         ncclComm_t *comms = (ncclComm_t *)calloc((size_t)m->tp, sizeof *comms);
         int *devs = (int *)calloc((size_t)m->tp, sizeof *devs);
         for (int r = 0; comms && devs && r < m->tp; r++) devs[r] = r;
-        /* NVLink SHARP multicast stays off unless the user says otherwise (the lent
-         * multi-GPU machines require it). */
-        setenv("NCCL_NVLS_ENABLE", "0", 0);
+        /* NCCL's environment (NCCL_NVLS_ENABLE=0 where NVLink SHARP multicast must stay
+         * off) is the caller's: the library sets none of it (docs/architecture.md). */
         ncclResult_t ne = comms && devs ? ncclCommInitAll(comms, m->tp, devs) : ncclSystemError;
         if (ne != ncclSuccess)
             rc = lr_fail(LR_E_DEVICE, "cuda: ncclCommInitAll over %d GPUs: %s", m->tp, ncclGetErrorString(ne));
@@ -534,7 +500,9 @@ static int ensure_buffers(gpu_model *m, int64_t T, int64_t nseq, int64_t max_blo
             p->cap = T;
         }
         if (observe && p->scratch_cap < T) {
-            if ((rc = grow((void **)&p->scratch, (size_t)(T * W) * sizeof(float)))) return rc;
+            if ((rc = grow((void **)&p->scratch, (size_t)(T * W) * sizeof(float))) ||
+                (rc = grow((void **)&p->sum, (size_t)(T * H) * sizeof(float))))
+                return rc;
             p->scratch_cap = T;
         }
         if (p->meta_cap < meta) {
@@ -563,19 +531,13 @@ static int linear(gpu_model *m, gpu_rank *rk, void *y, const void *x, const void
     return b ? lr_gpu_add_bias(y, b, T, N, m->dt, rk->stream) : LR_OK;
 }
 
-/* Where rank r writes its partial result (T, H): at tp 1 the result itself. */
-static void *part_of(gpu_model *m, int r) { return m->tp == 1 ? m->reps[0].hidden : m->ranks[r].a.part; }
-
-/* Sums the ranks' partial results (T, H) into every replica's hidden (nothing at tp 1). */
+/* Sums the ranks' partial results (T, H) into every replica's hidden (tp > 1). */
 static int all_reduce(gpu_model *m, int64_t T) {
     int64_t n = T * m->cfg.hidden_size;
-    if (m->tp == 1) return LR_OK;
     if (m->nrep == 1) {
         const void *parts[MAX_TP] = {NULL};
         for (int r = 0; r < m->tp; r++) parts[r] = m->ranks[r].a.part;
-        int rc = lr_gpu_sum(m->reps[0].hidden, parts, m->tp, n, m->dt, m->ranks[0].stream);
-        prof_mark(m, &m->ranks[0], LR_PROF_ALL_REDUCE);
-        return rc;
+        return lr_gpu_sum(m->reps[0].hidden, parts, m->tp, n, m->dt, m->ranks[0].stream);
     }
 #ifdef LR_HAVE_NCCL
     ncclDataType_t t = m->dt == LR_BF16 ? ncclBfloat16 : m->dt == LR_F16 ? ncclFloat16 : ncclFloat32;
@@ -584,58 +546,10 @@ static int all_reduce(gpu_model *m, int64_t T) {
         NCCL_CHECK(ncclAllReduce(m->ranks[r].a.part, m->reps[r].hidden, (size_t)n, t, ncclSum, m->ranks[r].comm,
                                  m->ranks[r].stream));
     NCCL_CHECK(ncclGroupEnd());
-    prof_mark(m, &m->ranks[0], LR_PROF_ALL_REDUCE);
     return LR_OK;
 #else
     return lr_fail(LR_E_DEVICE, "cuda: multi-GPU without NCCL");
 #endif
-}
-
-/* Observers: stage tensors come to the host as float32. */
-static int emit(gpu_model *m, const lr_observer *obs, const void *x, lr_dtype dt, int64_t T, int64_t N,
-                const char *fmt, long long l) {
-    char name[160];
-    snprintf(name, sizeof name, fmt, l);
-    gpu_replica *p = &m->reps[0];
-    cudaStream_t s = m->ranks[0].stream;
-    cudaSetDevice(m->ranks[0].device);
-    int rc = lr_gpu_convert(p->scratch, LR_F32, x, dt, T * N, s);
-    if (rc) return rc;
-    CUDA_CHECK(cudaMemcpyAsync(m->obs_host, p->scratch, (size_t)(T * N) * sizeof(float), cudaMemcpyDeviceToHost, s));
-    CUDA_CHECK(cudaStreamSynchronize(s));
-    lr_tensor t = {LR_F32, 2, {T, N}, m->obs_host};
-    obs->on_stage(obs->user, name, &t);
-    prof_mark(m, &m->ranks[0], PROF_UNTIMED);
-    return LR_OK;
-}
-
-/* Gathers a column-parallel stage: rank r's block (T, cols) at column src_col of its
- * (T, ld) buffer lands at column dst[r] of the whole (T, N). */
-static int emit_gathered(gpu_model *m, const lr_observer *obs, void *const *bufs, int64_t ld, int64_t src_col,
-                         int64_t cols, const int64_t *dst, int64_t T, int64_t N, const char *fmt, long long l) {
-    char name[160];
-    snprintf(name, sizeof name, fmt, l);
-    float *row = (float *)malloc((size_t)(T * ld) * sizeof(float));
-    if (!row) return lr_fail(LR_E_NOMEM, "cuda: out of memory");
-    int rc = LR_OK;
-    for (int r = 0; r < m->tp && rc == LR_OK; r++) {
-        gpu_rank *rk = &m->ranks[r];
-        gpu_replica *p = &m->reps[rep_of(m, r)];
-        cudaSetDevice(rk->device);
-        rc = lr_gpu_convert(p->scratch, LR_F32, bufs[r], m->dt, T * ld, rk->stream);
-        if (rc == LR_OK && (cudaMemcpyAsync(row, p->scratch, (size_t)(T * ld) * sizeof(float), cudaMemcpyDeviceToHost,
-                                            rk->stream) != cudaSuccess ||
-                            cudaStreamSynchronize(rk->stream) != cudaSuccess))
-            rc = lr_fail(LR_E_DEVICE, "cuda: copying stage %s to the host failed", name);
-        for (int64_t t = 0; rc == LR_OK && t < T; t++)
-            memcpy(m->obs_host + t * N + dst[r], row + t * ld + src_col, (size_t)cols * sizeof(float));
-    }
-    free(row);
-    if (rc) return rc;
-    lr_tensor t = {LR_F32, 2, {T, N}, m->obs_host};
-    obs->on_stage(obs->user, name, &t);
-    prof_mark(m, &m->ranks[0], PROF_UNTIMED);
-    return LR_OK;
 }
 
 /* ---- forward ------------------------------------------------------------------------------- */
@@ -709,212 +623,201 @@ static lr_gpu_attn_meta rebase(const gpu_model *m, const lr_gpu_attn_meta *meta,
         if (rc_) return rc_;                                                               \
     } while (0)
 
-static int layer_forward(gpu_model *m, int64_t l, int64_t T, gpu_kv *kv, const lr_gpu_attn_meta *meta,
-                         const lr_observer *obs) {
-    const lr_config *c = &m->cfg;
-    const lr_tp_layout *L0 = &m->ranks[0].L;
-    int64_t H = c->hidden_size, hd = c->head_dim, qkvw = L0->q_size + 2 * L0->kv_size, Ir = L0->intermediate;
-    float eps = (float)c->rms_norm_eps, scale = (float)(1.0 / sqrt((double)hd));
-    long long li = (long long)l;
-    int tp = m->tp;
-    void *qkv[MAX_TP], *ctx[MAX_TP], *gu[MAX_TP], *act[MAX_TP];
-    int64_t col_q[MAX_TP], col_kv[MAX_TP], col_i[MAX_TP];
-    for (int r = 0; r < tp; r++) {
-        qkv[r] = m->ranks[r].a.qkv;
-        ctx[r] = m->ranks[r].a.ctx;
-        gu[r] = m->ranks[r].a.gu;
-        act[r] = m->ranks[r].a.act;
-        col_q[r] = r * L0->q_size;
-        col_kv[r] = m->ranks[r].L.kv_head_start * hd;
-        col_i[r] = r * Ir;
-    }
-    /* input_layernorm: layer 0 starts the float32 residual stream (0 + embedding). */
-    for (int i = 0; i < m->nrep; i++) {
-        gpu_replica *p = &m->reps[i];
-        gpu_rank *rk = &m->ranks[m->nrep > 1 ? i : 0];
-        cudaSetDevice(rk->device);
-        if (l == 0) CUDA_CHECK(cudaMemsetAsync(p->residual, 0, (size_t)(T * H) * sizeof(float), rk->stream));
-        TRY(lr_gpu_fused_add_rms_norm(m->variant[FAM_RMSNORM], p->normed, p->residual, p->hidden,
-                                      rk->layers[l].input_ln, T, H, eps, m->dt, rk->stream));
-        prof_mark(m, rk, LR_PROF_RMS_NORM);
-    }
-    if (obs) TRY(emit(m, obs, m->reps[0].normed, m->dt, T, H, "model.layers.%lld.input_layernorm", li));
+/* ---- the ops of the layer composer (ref/core/layer.h) ------------------------------------ */
 
-    for (int r = 0; r < tp; r++) {
-        gpu_rank *rk = &m->ranks[r];
-        cudaSetDevice(rk->device);
-        TRY(linear(m, rk, rk->a.qkv, m->reps[rep_of(m, r)].normed, rk->layers[l].qkv_w, rk->layers[l].qkv_b, T,
-                   qkvw, H));
-        prof_mark(m, rk, LR_PROF_QKV_PROJ);
-    }
-    if (obs) {
-        int64_t nq = c->num_attention_heads * hd, nkv = c->num_key_value_heads * hd;
-        TRY(emit_gathered(m, obs, qkv, qkvw, 0, L0->q_size, col_q, T, nq, "model.layers.%lld.self_attn.q_proj", li));
-        TRY(emit_gathered(m, obs, qkv, qkvw, L0->q_size, L0->kv_size, col_kv, T, nkv,
-                          "model.layers.%lld.self_attn.k_proj", li));
-        TRY(emit_gathered(m, obs, qkv, qkvw, L0->q_size + L0->kv_size, L0->kv_size, col_kv, T, nkv,
-                          "model.layers.%lld.self_attn.v_proj", li));
-    }
-    for (int r = 0; r < tp; r++) {
-        gpu_rank *rk = &m->ranks[r];
-        gpu_replica *p = &m->reps[rep_of(m, r)];
-        lr_gpu_attn_meta mt = rebase(m, meta, rep_of(m, r));
-        void *kc = kv->k[l * tp + r], *vc = kv->v[l * tp + r];
-        cudaSetDevice(rk->device);
-        /* q heads and k heads are contiguous in the packed row: one rotary call. */
-        TRY(lr_gpu_rotary(m->variant[FAM_ROTARY], rk->a.qkv, qkvw, T, rk->L.num_heads + rk->L.num_kv_heads, hd, p->pos,
-                          p->inv_freq, m->dt, rk->stream));
-        prof_mark(m, rk, LR_PROF_ROTARY);
-        cudaSetDevice(rk->device);
-        TRY(lr_gpu_reshape_and_cache(m->variant[FAM_CACHE], kc, vc, rk->a.qkv, qkvw, rk->L.q_size,
-                                     rk->L.q_size + rk->L.kv_size, T, rk->L.num_kv_heads, hd, BLOCK_SIZE, p->slots,
-                                     m->dt, rk->stream));
-        TRY(lr_gpu_attention(m->variant[FAM_ATTENTION], rk->a.ctx, rk->L.q_size, rk->a.qkv, qkvw, kc, vc, &mt, T,
-                             rk->L.num_heads, rk->L.num_kv_heads, hd, scale, m->dt, rk->stream));
-        prof_mark(m, rk, LR_PROF_ATTENTION);
-    }
-    if (obs)
-        TRY(emit_gathered(m, obs, ctx, L0->q_size, 0, L0->q_size, col_q, T, c->num_attention_heads * hd,
-                          "model.layers.%lld.self_attn.o_proj.input", li));
-    for (int r = 0; r < tp; r++) {
-        gpu_rank *rk = &m->ranks[r];
-        cudaSetDevice(rk->device);
-        TRY(linear(m, rk, part_of(m, r), rk->a.ctx, rk->layers[l].o_w, r == 0 ? rk->layers[l].o_b : NULL, T, H,
-                   L0->q_size));
-        prof_mark(m, rk, LR_PROF_O_PROJ);
-    }
-    TRY(all_reduce(m, T));
-    if (obs) {
-        TRY(emit(m, obs, m->reps[0].hidden, m->dt, T, H, "model.layers.%lld.self_attn.o_proj", li));
-        TRY(emit(m, obs, m->reps[0].hidden, m->dt, T, H, "model.layers.%lld.self_attn", li));
-    }
-    for (int i = 0; i < m->nrep; i++) {
-        gpu_replica *p = &m->reps[i];
-        gpu_rank *rk = &m->ranks[m->nrep > 1 ? i : 0];
-        cudaSetDevice(rk->device);
-        TRY(lr_gpu_fused_add_rms_norm(m->variant[FAM_RMSNORM], p->normed, p->residual, p->hidden,
-                                      rk->layers[l].post_ln, T, H, eps, m->dt, rk->stream));
-        prof_mark(m, rk, LR_PROF_RMS_NORM);
-    }
-    if (obs) TRY(emit(m, obs, m->reps[0].normed, m->dt, T, H, "model.layers.%lld.post_attention_layernorm", li));
+/* One forward in progress: what the ops see through the composer's void *be. */
+struct gpu_pass {
+    gpu_model *m;
+    gpu_kv *kv;
+    const lr_gpu_attn_meta *meta; /* replica 0's; rebase() for the others */
+    int64_t T;
+};
 
-    for (int r = 0; r < tp; r++) {
-        gpu_rank *rk = &m->ranks[r];
+/* The device that holds replica i, and the rank whose stream and weights serve it. */
+static gpu_rank *rank_of_replica(gpu_model *m, int i) { return &m->ranks[m->nrep > 1 ? i : 0]; }
+
+/* A composer buffer as rank r sees it (replicated buffers: r's replica). */
+static void *buf(gpu_pass *p, lr_buf b, int r) {
+    gpu_model *m = p->m;
+    gpu_replica *rep = &m->reps[rep_of(m, r)];
+    gpu_act *a = &m->ranks[r].a;
+    switch (b) {
+    case LR_BUF_HIDDEN: return rep->hidden;
+    case LR_BUF_RESIDUAL: return rep->residual;
+    case LR_BUF_NORMED: return rep->normed;
+    case LR_BUF_SUM: return rep->sum;
+    case LR_BUF_QKV: return a->qkv;
+    case LR_BUF_CTX: return a->ctx;
+    case LR_BUF_PART: return a->part;
+    case LR_BUF_GATE_UP: return a->gu;
+    case LR_BUF_ACT: return a->act;
+    default: return NULL;
+    }
+}
+
+/* The buffers the backend keeps in float32 whatever the compute dtype. */
+static lr_dtype buf_dtype(const gpu_model *m, lr_buf b) {
+    return b == LR_BUF_RESIDUAL || b == LR_BUF_SUM ? LR_F32 : m->dt;
+}
+
+static const void *weight(const gpu_rank *rk, int index) { return index < 0 ? NULL : rk->w[index]; }
+
+static int op_embedding(void *be, int r, lr_buf out, int w) {
+    gpu_pass *p = (gpu_pass *)be;
+    gpu_model *m = p->m;
+    gpu_rank *rk = &m->ranks[r];
+    cudaSetDevice(rk->device);
+    return lr_gpu_embedding(m->variant[LR_GPU_FAM_EMBEDDING], buf(p, out, r), m->reps[rep_of(m, r)].ids, p->T, weight(rk, w),
+                            rk->L.vocab_start, rk->L.vocab_shard, m->cfg.hidden_size, m->dt, rk->stream);
+}
+
+/* On every replica; the float32 residual stream starts as 0 + hidden. */
+static int op_rms_norm(void *be, int w, bool add) {
+    gpu_pass *p = (gpu_pass *)be;
+    gpu_model *m = p->m;
+    int64_t T = p->T, H = m->cfg.hidden_size;
+    for (int i = 0; i < m->nrep; i++) {
+        gpu_replica *rep = &m->reps[i];
+        gpu_rank *rk = rank_of_replica(m, i);
         cudaSetDevice(rk->device);
-        TRY(linear(m, rk, rk->a.gu, m->reps[rep_of(m, r)].normed, rk->layers[l].gu_w, rk->layers[l].gu_b, T, 2 * Ir,
-                   H));
-        prof_mark(m, rk, LR_PROF_GATE_UP_PROJ);
-    }
-    int64_t NI = c->intermediate_size;
-    if (obs) {
-        TRY(emit_gathered(m, obs, gu, 2 * Ir, 0, Ir, col_i, T, NI, "model.layers.%lld.mlp.gate_proj", li));
-        TRY(emit_gathered(m, obs, gu, 2 * Ir, Ir, Ir, col_i, T, NI, "model.layers.%lld.mlp.up_proj", li));
-        for (int r = 0; r < tp; r++) {
-            cudaSetDevice(m->ranks[r].device);
-            TRY(lr_gpu_silu(m->ranks[r].a.act, m->ranks[r].a.gu, T, Ir, m->dt, m->ranks[r].stream));
-        }
-        TRY(emit_gathered(m, obs, act, Ir, 0, Ir, col_i, T, NI, "model.layers.%lld.mlp.act_fn", li));
-    }
-    for (int r = 0; r < tp; r++) {
-        gpu_rank *rk = &m->ranks[r];
-        cudaSetDevice(rk->device);
-        TRY(lr_gpu_silu_and_mul(m->variant[FAM_ACTIVATION], rk->a.act, rk->a.gu, T, Ir, m->dt, rk->stream));
-        prof_mark(m, rk, LR_PROF_SILU_AND_MUL);
-    }
-    if (obs) TRY(emit_gathered(m, obs, act, Ir, 0, Ir, col_i, T, NI, "model.layers.%lld.mlp.down_proj.input", li));
-    for (int r = 0; r < tp; r++) {
-        gpu_rank *rk = &m->ranks[r];
-        cudaSetDevice(rk->device);
-        TRY(linear(m, rk, part_of(m, r), rk->a.act, rk->layers[l].down_w, r == 0 ? rk->layers[l].down_b : NULL, T, H,
-                   Ir));
-        prof_mark(m, rk, LR_PROF_DOWN_PROJ);
-    }
-    TRY(all_reduce(m, T));
-    if (obs) {
-        TRY(emit(m, obs, m->reps[0].hidden, m->dt, T, H, "model.layers.%lld.mlp.down_proj", li));
-        TRY(emit(m, obs, m->reps[0].hidden, m->dt, T, H, "model.layers.%lld.mlp", li));
-        /* The residual stream after the layer, as Hugging Face reports it. */
-        gpu_replica *p = &m->reps[0];
-        cudaSetDevice(m->ranks[0].device);
-        float *sum = p->scratch + T * H; /* scratch holds T x widest >= 2 T H floats */
-        TRY(lr_gpu_add_residual(sum, p->hidden, p->residual, T * H, m->dt, m->ranks[0].stream));
-        TRY(emit(m, obs, sum, LR_F32, T, H, "model.layers.%lld", li));
+        if (!add) CUDA_CHECK(cudaMemsetAsync(rep->residual, 0, (size_t)(T * H) * sizeof(float), rk->stream));
+        TRY(lr_gpu_fused_add_rms_norm(m->variant[LR_GPU_FAM_RMSNORM], rep->normed, rep->residual, rep->hidden, weight(rk, w),
+                                      T, H, (float)m->cfg.rms_norm_eps, m->dt, rk->stream));
     }
     return LR_OK;
 }
 
-/* Layer isolation (see lr_inject_fn): layer 0 takes the supplied stream as its embedding;
- * later layers and the final norm as the float32 residual, with a zero hidden. */
-static int inject_stream(gpu_model *m, const lr_observer *inj, int64_t l, int64_t T) {
-    char name[64];
-    if (l == 0)
-        snprintf(name, sizeof name, "model.embed_tokens");
-    else
-        snprintf(name, sizeof name, "model.layers.%lld", (long long)(l - 1));
-    const lr_tensor *t = inj->inject(inj->user, name);
-    int64_t n = T * m->cfg.hidden_size;
-    if (!t || lr_tensor_numel(t) != n) return LR_OK;
+static int op_linear(void *be, int r, lr_buf out, lr_buf in, int w, int b) {
+    gpu_pass *p = (gpu_pass *)be;
+    gpu_rank *rk = &p->m->ranks[r];
+    const lr_packed_desc *d = lr_plan_at(rk->plan, (size_t)w); /* (N, K) */
+    cudaSetDevice(rk->device);
+    return linear(p->m, rk, buf(p, out, r), buf(p, in, r), weight(rk, w), weight(rk, b), p->T, d->shape[0],
+                  d->shape[1]);
+}
+
+/* q heads and k heads are contiguous in the packed row: one rotary call. */
+static int op_rotary(void *be, int r) {
+    gpu_pass *p = (gpu_pass *)be;
+    gpu_model *m = p->m;
+    gpu_rank *rk = &m->ranks[r];
+    gpu_replica *rep = &m->reps[rep_of(m, r)];
+    cudaSetDevice(rk->device);
+    return lr_gpu_rotary(m->variant[LR_GPU_FAM_ROTARY], rk->a.qkv, rk->L.q_size + 2 * rk->L.kv_size, p->T,
+                         rk->L.num_heads + rk->L.num_kv_heads, m->cfg.head_dim, rep->pos, rep->inv_freq, m->dt,
+                         rk->stream);
+}
+
+/* The batch's keys and values into the paged cache, then attention through it. */
+static int op_attention(void *be, int r, int64_t l) {
+    gpu_pass *p = (gpu_pass *)be;
+    gpu_model *m = p->m;
+    gpu_rank *rk = &m->ranks[r];
+    gpu_replica *rep = &m->reps[rep_of(m, r)];
+    lr_gpu_attn_meta mt = rebase(m, p->meta, rep_of(m, r));
+    int64_t hd = m->cfg.head_dim, qkvw = rk->L.q_size + 2 * rk->L.kv_size;
+    void *kc = p->kv->k[l * m->tp + r], *vc = p->kv->v[l * m->tp + r];
+    cudaSetDevice(rk->device);
+    TRY(lr_gpu_reshape_and_cache(m->variant[LR_GPU_FAM_CACHE], kc, vc, rk->a.qkv, qkvw, rk->L.q_size,
+                                 rk->L.q_size + rk->L.kv_size, p->T, rk->L.num_kv_heads, hd, BLOCK_SIZE, rep->slots,
+                                 m->dt, rk->stream));
+    return lr_gpu_attention(m->variant[LR_GPU_FAM_ATTENTION], rk->a.ctx, rk->L.q_size, rk->a.qkv, qkvw, kc, vc, &mt, p->T,
+                            rk->L.num_heads, rk->L.num_kv_heads, hd, (float)(1.0 / sqrt((double)hd)), m->dt,
+                            rk->ws, rk->stream);
+}
+
+static int op_activation(void *be, int r, bool gated) {
+    gpu_pass *p = (gpu_pass *)be;
+    gpu_model *m = p->m;
+    gpu_rank *rk = &m->ranks[r];
+    cudaSetDevice(rk->device);
+    if (gated)
+        return lr_gpu_silu_and_mul(m->variant[LR_GPU_FAM_ACTIVATION], rk->a.act, rk->a.gu, p->T, rk->L.intermediate, m->dt,
+                                   rk->stream);
+    return lr_gpu_silu(rk->a.act, rk->a.gu, p->T, rk->L.intermediate, m->dt, rk->stream);
+}
+
+static int op_all_reduce(void *be) {
+    gpu_pass *p = (gpu_pass *)be;
+    return all_reduce(p->m, p->T);
+}
+
+static int op_residual_sum(void *be) {
+    gpu_pass *p = (gpu_pass *)be;
+    gpu_replica *rep = &p->m->reps[0];
+    cudaSetDevice(p->m->ranks[0].device);
+    return lr_gpu_add_residual(rep->sum, rep->hidden, rep->residual, p->T * p->m->cfg.hidden_size, p->m->dt,
+                               p->m->ranks[0].stream);
+}
+
+/* Observers: the buffer goes to float32 on its device, and its block of columns to the
+ * host rows. */
+static int op_read(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, void *dst, int64_t dst_ld) {
+    gpu_pass *p = (gpu_pass *)be;
+    gpu_model *m = p->m;
+    gpu_rank *rk = &m->ranks[r];
+    gpu_replica *rep = &m->reps[rep_of(m, r)];
+    int64_t T = p->T;
+    cudaSetDevice(rk->device);
+    TRY(lr_gpu_convert(rep->scratch, LR_F32, buf(p, b, r), buf_dtype(m, b), T * ld, rk->stream));
+    CUDA_CHECK(cudaMemcpy2DAsync(dst, (size_t)dst_ld * sizeof(float), rep->scratch + col, (size_t)ld * sizeof(float),
+                                 (size_t)cols * sizeof(float), (size_t)T, cudaMemcpyDeviceToHost, rk->stream));
+    CUDA_CHECK(cudaStreamSynchronize(rk->stream));
+    return LR_OK;
+}
+
+/* Layer isolation: the supplied stream as the embedding (into hidden, in dt), or as the
+ * float32 residual with a zero hidden, on every replica. */
+static int op_load_stream(void *be, bool embedding, const lr_tensor *t) {
+    gpu_pass *p = (gpu_pass *)be;
+    gpu_model *m = p->m;
+    int64_t n = p->T * m->cfg.hidden_size;
     float *host = (float *)malloc((size_t)n * sizeof(float));
     if (!host) return lr_fail(LR_E_NOMEM, "cuda: out of memory");
     lr_convert(host, LR_F32, t->data, t->dtype, (size_t)n);
     int rc = LR_OK;
     for (int i = 0; i < m->nrep && rc == LR_OK; i++) {
-        gpu_replica *p = &m->reps[i];
-        gpu_rank *rk = &m->ranks[m->nrep > 1 ? i : 0];
+        gpu_replica *rep = &m->reps[i];
+        gpu_rank *rk = rank_of_replica(m, i);
         cudaSetDevice(rk->device);
-        float *dst = l == 0 ? p->scratch : p->residual;
+        float *dst = embedding ? rep->scratch : rep->residual;
         if (cudaMemcpyAsync(dst, host, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, rk->stream) != cudaSuccess)
-            rc = lr_fail(LR_E_DEVICE, "cuda: uploading the injected %s failed", name);
-        else if (l == 0)
-            rc = lr_gpu_convert(p->hidden, m->dt, p->scratch, LR_F32, n, rk->stream);
-        else if (cudaMemsetAsync(p->hidden, 0, (size_t)n * lr_dtype_size(m->dt), rk->stream) != cudaSuccess)
+            rc = lr_fail(LR_E_DEVICE, "cuda: uploading the injected residual stream failed");
+        else if (embedding)
+            rc = lr_gpu_convert(rep->hidden, m->dt, rep->scratch, LR_F32, n, rk->stream);
+        else if (cudaMemsetAsync(rep->hidden, 0, (size_t)n * lr_dtype_size(m->dt), rk->stream) != cudaSuccess)
             rc = lr_fail(LR_E_DEVICE, "cuda: clearing the hidden states failed");
         if (rc == LR_OK && cudaStreamSynchronize(rk->stream) != cudaSuccess)
-            rc = lr_fail(LR_E_DEVICE, "cuda: injecting %s failed", name);
+            rc = lr_fail(LR_E_DEVICE, "cuda: injecting the residual stream failed");
     }
     free(host);
     return rc;
 }
 
+static void op_prof_mark(void *be, int prof) {
+    gpu_pass *p = (gpu_pass *)be;
+    prof_mark(p->m, &p->m->ranks[0], prof);
+}
+
+static const lr_layer_ops cuda_layer_ops = {
+    LR_F32,         op_embedding, op_rms_norm,     op_linear, op_rotary,      op_attention,  op_activation,
+    op_all_reduce, op_residual_sum, op_read, op_load_stream, op_prof_mark, NULL,
+};
+
 static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans, void *kvp,
                         const lr_observer *obs, lr_tensor *hidden) {
     gpu_model *m = (gpu_model *)impl;
     gpu_kv *kv = (gpu_kv *)kvp;
-    const lr_observer *inject = obs && obs->inject ? obs : NULL;
-    if (obs && !obs->on_stage) obs = NULL;
     int64_t T = b->num_tokens, H = m->cfg.hidden_size;
     prof_begin(m);
-    TRY(ensure_buffers(m, T, b->num_seqs, kv->max_blocks, obs != NULL || inject != NULL));
+    TRY(ensure_buffers(m, T, b->num_seqs, kv->max_blocks, obs && (obs->on_stage || obs->inject)));
     lr_gpu_attn_meta meta;
     TRY(upload_batch(m, b, spans, kv, &meta));
     prof_mark(m, &m->ranks[0], LR_PROF_SETUP);
 
-    /* VocabParallelEmbedding: masked lookups per shard, then the all-reduce. */
-    for (int r = 0; r < m->tp; r++) {
-        gpu_rank *rk = &m->ranks[r];
-        cudaSetDevice(rk->device);
-        TRY(lr_gpu_embedding(m->variant[FAM_EMBEDDING], part_of(m, r), m->reps[rep_of(m, r)].ids, T, rk->embed,
-                             rk->L.vocab_start, rk->L.vocab_shard, H, m->dt, rk->stream));
-        prof_mark(m, rk, LR_PROF_EMBEDDING);
-    }
-    TRY(all_reduce(m, T));
-    if (obs) TRY(emit(m, obs, m->reps[0].hidden, m->dt, T, H, "model.embed_tokens", 0));
-    for (int64_t l = 0; l <= m->cfg.num_hidden_layers; l++) {
-        if (inject) {
-            TRY(inject_stream(m, inject, l, T));
-            prof_mark(m, &m->ranks[0], PROF_UNTIMED);
-        }
-        if (l < m->cfg.num_hidden_layers) TRY(layer_forward(m, l, T, kv, &meta, obs));
-    }
-    for (int i = 0; i < m->nrep; i++) {
-        gpu_replica *p = &m->reps[i];
-        gpu_rank *rk = &m->ranks[m->nrep > 1 ? i : 0];
-        cudaSetDevice(rk->device);
-        TRY(lr_gpu_fused_add_rms_norm(m->variant[FAM_RMSNORM], p->normed, p->residual, p->hidden, rk->norm, T, H,
-                                      (float)m->cfg.rms_norm_eps, m->dt, rk->stream));
-        prof_mark(m, rk, LR_PROF_RMS_NORM);
-    }
-    if (obs) TRY(emit(m, obs, m->reps[0].normed, m->dt, T, H, "model.norm", 0));
+    gpu_pass p = {m, kv, &meta, T};
+    lr_composer c = {&cuda_layer_ops, &m->cfg, m->layouts, m->tp, m->ranks[0].plan};
+    TRY(lr_compose_forward(&c, &p, T, obs));
 
     size_t bytes = (size_t)(T * H) * lr_dtype_size(m->dt);
     if (m->hidden_cap < T * H) {
@@ -961,7 +864,8 @@ static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_obs
             TRY(grow(&rk->a.logits, (size_t)(T * shard) * es));
             rk->a.logits_cap = T;
         }
-        TRY(linear(m, rk, rk->a.logits, m->reps[rep_of(m, r)].normed, rk->lm_head, NULL, T, shard, H));
+        TRY(linear(m, rk, rk->a.logits, m->reps[rep_of(m, r)].normed, weight(rk, lr_plan_model(rk->plan, LR_MW_LM_HEAD)),
+                   NULL, T, shard, H));
         prof_mark(m, rk, LR_PROF_LM_HEAD);
     }
     /* The gather: each rank's columns land at its vocabulary offset; padding is cut. In
@@ -991,7 +895,7 @@ static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_obs
         }
         lr_convert(m->obs_host, LR_F32, m->logits_host, m->dt, (size_t)(T * V));
         lr_tensor t = {LR_F32, 2, {T, V}, m->obs_host};
-        obs->on_stage(obs->user, "lm_head", &t);
+        obs->on_stage(obs->user, lr_model_stage_name(LR_MS_LM_HEAD), &t);
     }
     return LR_OK;
 }

@@ -1,9 +1,10 @@
 /* gpu_ops.h: entry points of the CUDA backend's op families, callable from C and CUDA.
  * Every pointer is a device pointer unless noted; shapes are row-major with ld a row
  * stride in elements; dt is the activation and weight dtype (F32, F16 or BF16); all
- * arithmetic inside kernels is float32. Each family has named variants (registry.cu);
- * variant NULL selects the family's default. Functions return LR_OK or a status with a
- * message (lr_last_error()). Mirrors ref/ref_ops.h, argument for argument. */
+ * arithmetic inside kernels is float32. Each family (LR_GPU_FAMILY_MAP) has named
+ * variants (registry.cu); variant NULL selects the family's default. Functions return
+ * LR_OK or a status with a message (lr_last_error()). Mirrors ref/cpu/ref_ops.h, argument
+ * for argument. */
 #ifndef LLAMAREF_GPU_OPS_H
 #define LLAMAREF_GPU_OPS_H
 
@@ -16,10 +17,30 @@
 extern "C" {
 #endif
 
-/* ---- Registry of kernel variants ------------------------------------------------------ */
+/* ---- Kernel families and the registry of their variants -------------------------------- */
+
+/* The families, in the order of their entry points below: X(ID, name). The one list:
+ * the enum, the names, the backend's --kernel parsing and the test's sweeps follow it. */
+#define LR_GPU_FAMILY_MAP(X)                                                               \
+    X(EMBEDDING, "embedding")                                                              \
+    X(RMSNORM, "rmsnorm")                                                                  \
+    X(ROTARY, "rotary")                                                                    \
+    X(ACTIVATION, "activation")                                                            \
+    X(CACHE, "cache")                                                                      \
+    X(ATTENTION, "attention")
+
+typedef enum {
+#define LR_GPU_FAMILY_ENUM(id, name) LR_GPU_FAM_##id,
+    LR_GPU_FAMILY_MAP(LR_GPU_FAMILY_ENUM)
+#undef LR_GPU_FAMILY_ENUM
+    LR_GPU_NUM_FAMILIES
+} lr_gpu_family;
+
+const char *lr_gpu_family_name(lr_gpu_family f); /* "rmsnorm"; NULL out of range */
+int lr_gpu_family_find(const char *name);         /* the family so named, or -1 */
 
 typedef struct {
-    const char *family; /* "embedding", "rmsnorm", "rotary", "activation", "cache", "attention" */
+    const char *family; /* a name of LR_GPU_FAMILY_MAP */
     const char *name;
     const char *description;
     bool is_default;
@@ -31,7 +52,7 @@ const lr_gpu_variant *lr_gpu_variant_at(size_t i);
  * naming the choices. */
 int lr_gpu_variant_check(const char *family, const char *name);
 
-/* ---- Ops (mirroring ref/ref_ops.h) ----------------------------------------------------- */
+/* ---- Ops (mirroring ref/cpu/ref_ops.h) ------------------------------------------------- */
 
 /* ids (T, host-written device I64) -> out (T, H): rows of w (shard, H) for tokens in
  * [start, start + shard), zero rows for the others. */
@@ -80,13 +101,24 @@ typedef struct {
     int64_t max_keys;    /* max of token_keys (host value) */
 } lr_gpu_attn_meta;
 
+/* Scratch of the attention kernels (tc's split-key decode keeps its partial results there),
+ * owned by the caller: one per stream that runs attention (the CUDA backend keeps one per
+ * rank), not used by two threads at once. Created empty, without touching a device; the
+ * first call that needs it allocates on the current device (a later call on another
+ * device fails with LR_E_INVAL), calls that need more grow it. Free it once the work that
+ * used it is done; free accepts NULL. */
+typedef struct lr_gpu_attn_ws lr_gpu_attn_ws;
+int lr_gpu_attn_ws_create(lr_gpu_attn_ws **out);
+void lr_gpu_attn_ws_free(lr_gpu_attn_ws *ws);
+
 /* Causal attention through the paged cache (which already holds this batch's keys):
  * q (T, ldq) nh heads of hd -> ctx (T, ldc); query head h reads kv head h / (nh / nkv);
- * scores scaled by scale; softmax in float32. */
+ * scores scaled by scale; softmax in float32. ws: the stream's workspace (not NULL; the
+ * one argument lr_ref_attention has no twin for). */
 int lr_gpu_attention(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
                      const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta,
                      int64_t T, int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt,
-                     cudaStream_t s);
+                     lr_gpu_attn_ws *ws, cudaStream_t s);
 
 /* ---- Small helpers ---------------------------------------------------------------------- */
 

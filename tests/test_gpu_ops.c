@@ -72,6 +72,7 @@ static uint64_t g_seed;       /* LR_TEST_SEED, or from the clock */
 static uint64_t g_rng;        /* per test, from g_seed and the test's name and index */
 static char g_case[256];      /* what is being checked, for every failure message */
 static cudaStream_t g_stream; /* ops run on a stream of their own, not the default one */
+static lr_gpu_attn_ws *g_ws;  /* attention's workspace for g_stream */
 
 /* Check records every passing assertion, so loops look for the first bad element and
  * assert once. The format string must be followed by FAIL_PREFIX. */
@@ -675,7 +676,7 @@ static void attention_case(const char *variant, lr_dtype dt, const attn_batch *B
         .max_keys = max_keys,
     };
     RUN(lr_gpu_attention(variant, dp(&d_ctx), ldc, dp(&d_q), ldq, dp(&d_kc), dp(&d_vc), &meta, T, nh, nkv, hd,
-                         (float)(1.0 / sqrt((double)hd)), dt, g_stream));
+                         (float)(1.0 / sqrt((double)hd)), dt, g_ws, g_stream));
     void *ctx = d_fetch(&d_ctx, "ctx");
     void *heads = take_cols(ctx, es, T, ldc, 0, qw), *pad = take_cols(ctx, es, T, ldc, qw, ldc - qw);
     expect_close("ctx", heads, dt, ref, T * qw, budget(dt));
@@ -711,14 +712,12 @@ static void sweep_attention(const char *variant, lr_dtype dt) {
 
 /* ---- Every variant of every family ------------------------------------------------------ */
 
-static const struct {
-    const char *family;
-    void (*sweep)(const char *variant, lr_dtype dt);
-} sweeps[] = {
-    {"embedding", sweep_embedding},   {"rmsnorm", sweep_rmsnorm}, {"rotary", sweep_rotary},
-    {"activation", sweep_activation}, {"cache", sweep_cache},     {"attention", sweep_attention},
+/* By family (gpu_ops.h's LR_GPU_FAMILY_MAP); a family left out here has a NULL sweep. */
+static void (*const sweeps[LR_GPU_NUM_FAMILIES])(const char *variant, lr_dtype dt) = {
+    [LR_GPU_FAM_EMBEDDING] = sweep_embedding, [LR_GPU_FAM_RMSNORM] = sweep_rmsnorm,
+    [LR_GPU_FAM_ROTARY] = sweep_rotary,       [LR_GPU_FAM_ACTIVATION] = sweep_activation,
+    [LR_GPU_FAM_CACHE] = sweep_cache,         [LR_GPU_FAM_ATTENTION] = sweep_attention,
 };
-#define N_SWEEPS (sizeof sweeps / sizeof sweeps[0])
 
 /* Loop index: registry entry * N_DTYPES + dtype. A variant of a family without a sweep
  * fails, so a new family cannot go untested. */
@@ -727,13 +726,10 @@ START_TEST(test_variant) {
     lr_dtype dt = dtypes[_i % N_DTYPES];
     ck_assert_ptr_nonnull(v);
     rng_start(v->family, _i);
-    for (size_t k = 0; k < N_SWEEPS; k++) {
-        if (strcmp(sweeps[k].family, v->family) == 0) {
-            sweeps[k].sweep(v->name, dt);
-            return;
-        }
-    }
-    ck_abort_msg("family %s (variant %s) has no sweep in tests/test_gpu_ops.c", v->family, v->name);
+    int f = lr_gpu_family_find(v->family);
+    ck_assert_msg(f >= 0 && sweeps[f], "family %s (variant %s) has no sweep in tests/test_gpu_ops.c",
+                  v->family, v->name);
+    sweeps[f](v->name, dt);
 }
 END_TEST
 
@@ -851,10 +847,16 @@ END_TEST
 
 /* ---- Registry and arguments (no device needed) ----------------------------------------- */
 
-static const char *const families[] = {"embedding", "rmsnorm", "rotary", "activation", "cache", "attention"};
-#define N_FAMILIES (sizeof families / sizeof families[0])
-
 START_TEST(test_registry) {
+    for (int f = 0; f < LR_GPU_NUM_FAMILIES; f++) {
+        const char *name = lr_gpu_family_name((lr_gpu_family)f);
+        ck_assert_msg(name && lr_gpu_family_find(name) == f, "family %d: name %s does not find it", f,
+                      name ? name : "(null)");
+    }
+    ck_assert_ptr_null(lr_gpu_family_name(LR_GPU_NUM_FAMILIES));
+    ck_assert_ptr_null(lr_gpu_family_name((lr_gpu_family)-1));
+    ck_assert_int_eq(lr_gpu_family_find("nope"), -1);
+    ck_assert_int_eq(lr_gpu_family_find(NULL), -1);
     size_t n = lr_gpu_variant_count();
     ck_assert_uint_gt(n, 0);
     ck_assert_ptr_null(lr_gpu_variant_at(n));
@@ -863,6 +865,8 @@ START_TEST(test_registry) {
         ck_assert_ptr_nonnull(v);
         ck_assert_msg(v->family && v->name && v->description && v->description[0],
                       "registry entry %zu is incomplete", i);
+        ck_assert_msg(lr_gpu_family_find(v->family) >= 0, "registry entry %zu: family %s is not in the table", i,
+                      v->family);
         EXPECT_STATUS(lr_gpu_variant_check(v->family, v->name), LR_OK);
         for (size_t j = 0; j < i; j++) {
             const lr_gpu_variant *u = lr_gpu_variant_at(j);
@@ -870,14 +874,15 @@ START_TEST(test_registry) {
                           "%s/%s is registered twice", v->family, v->name);
         }
     }
-    for (size_t f = 0; f < N_FAMILIES; f++) {
+    for (int f = 0; f < LR_GPU_NUM_FAMILIES; f++) {
+        const char *family = lr_gpu_family_name((lr_gpu_family)f);
         int defaults = 0;
         for (size_t i = 0; i < n; i++) {
             const lr_gpu_variant *v = lr_gpu_variant_at(i);
-            defaults += strcmp(v->family, families[f]) == 0 && v->is_default;
+            defaults += strcmp(v->family, family) == 0 && v->is_default;
         }
-        ck_assert_msg(defaults == 1, "family %s has %d defaults", families[f], defaults);
-        EXPECT_STATUS(lr_gpu_variant_check(families[f], NULL), LR_OK);
+        ck_assert_msg(defaults == 1, "family %s has %d defaults", family, defaults);
+        EXPECT_STATUS(lr_gpu_variant_check(family, NULL), LR_OK);
     }
     EXPECT_STATUS(lr_gpu_variant_check("rmsnorm", "nope"), LR_E_INVAL);
     const char *msg = lr_last_error();
@@ -886,7 +891,9 @@ START_TEST(test_registry) {
                   "unhelpful message: %s", msg);
     EXPECT_STATUS(lr_gpu_variant_check("nope", NULL), LR_E_INVAL);
     msg = lr_last_error();
-    ck_assert_msg(strstr(msg, "nope") && strstr(msg, "attention"), "unhelpful message: %s", msg);
+    ck_assert_msg(strstr(msg, "nope"), "unhelpful message: %s", msg);
+    for (int f = 0; f < LR_GPU_NUM_FAMILIES; f++) /* every family named */
+        ck_assert_msg(strstr(msg, lr_gpu_family_name((lr_gpu_family)f)), "unhelpful message: %s", msg);
     EXPECT_STATUS(lr_gpu_variant_check(NULL, NULL), LR_E_INVAL);
 }
 END_TEST
@@ -897,6 +904,9 @@ START_TEST(test_bad_arguments) {
     lr_gpu_attn_meta meta = {
         .num_seqs = 1, .max_blocks = 1, .block_size = 16, .max_seq_len = 1, .max_keys = 1};
     cudaStream_t s = 0;
+    lr_gpu_attn_ws *ws = NULL; /* no device memory until a kernel needs it */
+    EXPECT_STATUS(lr_gpu_attn_ws_create(&ws), LR_OK);
+    EXPECT_STATUS(lr_gpu_attn_ws_create(NULL), LR_E_INVAL);
     /* unknown variants */
     EXPECT_STATUS(lr_gpu_embedding("nope", NULL, NULL, 1, NULL, 0, 1, 8, LR_F32, s), LR_E_INVAL);
     EXPECT_STATUS(lr_gpu_rms_norm("nope", NULL, NULL, NULL, 1, 8, 1e-5f, LR_F32, s), LR_E_INVAL);
@@ -906,8 +916,9 @@ START_TEST(test_bad_arguments) {
     EXPECT_STATUS(lr_gpu_silu_and_mul("nope", NULL, NULL, 1, 8, LR_F32, s), LR_E_INVAL);
     EXPECT_STATUS(lr_gpu_reshape_and_cache("nope", NULL, NULL, NULL, 24, 8, 16, 1, 1, 8, 16, NULL, LR_F32, s),
                   LR_E_INVAL);
-    EXPECT_STATUS(lr_gpu_attention("nope", NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f, LR_F32, s),
-                  LR_E_INVAL);
+    EXPECT_STATUS(
+        lr_gpu_attention("nope", NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f, LR_F32, ws, s),
+        LR_E_INVAL);
     ck_assert_msg(strstr(lr_last_error(), "flash") && strstr(lr_last_error(), "simple"),
                   "unhelpful message: %s", lr_last_error());
     /* sizes and dtypes */
@@ -925,22 +936,31 @@ START_TEST(test_bad_arguments) {
                   LR_E_INVAL); /* values pass the row */
     EXPECT_STATUS(lr_gpu_reshape_and_cache(NULL, NULL, NULL, NULL, 24, 8, 16, 1, 1, 8, 0, NULL, LR_F32, s),
                   LR_E_INVAL);
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 48, NULL, 80, NULL, NULL, &meta, 1, 6, 4, 8, 1.0f, LR_F32, s),
-                  LR_E_INVAL); /* 6 heads over 4 kv heads */
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 7, 1.0f, LR_F32, s),
-                  LR_E_INVAL); /* odd head_dim */
     EXPECT_STATUS(
-        lr_gpu_attention(NULL, NULL, 258, NULL, 774, NULL, NULL, &meta, 1, 1, 1, 258, 1.0f, LR_F32, s),
+        lr_gpu_attention(NULL, NULL, 48, NULL, 80, NULL, NULL, &meta, 1, 6, 4, 8, 1.0f, LR_F32, ws, s),
+        LR_E_INVAL); /* 6 heads over 4 kv heads */
+    EXPECT_STATUS(
+        lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 7, 1.0f, LR_F32, ws, s),
+        LR_E_INVAL); /* odd head_dim */
+    EXPECT_STATUS(
+        lr_gpu_attention(NULL, NULL, 258, NULL, 774, NULL, NULL, &meta, 1, 1, 1, 258, 1.0f, LR_F32, ws, s),
         LR_E_INVAL); /* head_dim above 256 */
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 4, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f, LR_F32, s),
-                  LR_E_INVAL); /* ctx row too short */
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, NULL, 1, 1, 1, 8, 1.0f, LR_F32, s),
-                  LR_E_INVAL);
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f, LR_F64, s),
-                  LR_E_INVAL);
+    EXPECT_STATUS(
+        lr_gpu_attention(NULL, NULL, 4, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f, LR_F32, ws, s),
+        LR_E_INVAL); /* ctx row too short */
+    EXPECT_STATUS(
+        lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, NULL, 1, 1, 1, 8, 1.0f, LR_F32, ws, s),
+        LR_E_INVAL);
+    EXPECT_STATUS(
+        lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f, LR_F64, ws, s),
+        LR_E_INVAL);
+    EXPECT_STATUS(
+        lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f, LR_F32, NULL, s),
+        LR_E_INVAL); /* no workspace */
     meta.block_size = 0;
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f, LR_F32, s),
-                  LR_E_INVAL);
+    EXPECT_STATUS(
+        lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 1, 1, 1, 8, 1.0f, LR_F32, ws, s),
+        LR_E_INVAL);
     EXPECT_STATUS(lr_gpu_sum(NULL, NULL, 0, 8, LR_F32, s), LR_E_INVAL);
     EXPECT_STATUS(lr_gpu_add_bias(NULL, NULL, 1, 8, LR_F64, s), LR_E_INVAL);
     EXPECT_STATUS(lr_gpu_convert(NULL, LR_F64, NULL, LR_F32, 8, s), LR_E_INVAL);
@@ -948,12 +968,15 @@ START_TEST(test_bad_arguments) {
     EXPECT_STATUS(lr_gpu_add_residual(NULL, NULL, NULL, -1, LR_F32, s), LR_E_INVAL);
     /* empty ops do nothing, successfully, without a device */
     EXPECT_STATUS(lr_gpu_rms_norm(NULL, NULL, NULL, NULL, 0, 8, 1e-5f, LR_F32, s), LR_OK);
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 0, 1, 1, 8, 1.0f, LR_F32, s),
-                  LR_E_INVAL); /* still block_size 0 */
+    EXPECT_STATUS(
+        lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 0, 1, 1, 8, 1.0f, LR_F32, ws, s),
+        LR_E_INVAL); /* still block_size 0 */
     meta.block_size = 16;
-    EXPECT_STATUS(lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 0, 1, 1, 8, 1.0f, LR_F32, s),
-                  LR_OK);
+    EXPECT_STATUS(
+        lr_gpu_attention(NULL, NULL, 8, NULL, 24, NULL, NULL, &meta, 0, 1, 1, 8, 1.0f, LR_F32, ws, s), LR_OK);
     EXPECT_STATUS(lr_gpu_convert(NULL, LR_F16, NULL, LR_F64, 0, s), LR_OK);
+    lr_gpu_attn_ws_free(ws);
+    lr_gpu_attn_ws_free(NULL);
 }
 END_TEST
 
@@ -993,6 +1016,10 @@ int main(void) {
         printf("test_gpu_ops: cannot create a stream; skipping\n");
         return 77;
     }
+    if (lr_gpu_attn_ws_create(&g_ws) != LR_OK) {
+        printf("test_gpu_ops: %s\n", lr_last_error());
+        return 1;
+    }
 
     Suite *ops = suite_create("gpu_ops");
     tc = tcase_create("variants");
@@ -1005,6 +1032,8 @@ int main(void) {
     tcase_add_loop_test(tc, test_convert, 0, 4 * N_DTYPES);
     suite_add_tcase(ops, tc);
     int failed = run(ops);
+    cudaStreamSynchronize(g_stream);
+    lr_gpu_attn_ws_free(g_ws);
     cudaStreamDestroy(g_stream);
     if (failed) printf("test_gpu_ops: %d failed; seed %llu\n", failed, (unsigned long long)g_seed);
     return failed ? 1 : 0;

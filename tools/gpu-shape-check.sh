@@ -25,6 +25,9 @@ done
 B=${BUILD:-/tmp/llamaref-build}
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
+# NVLink multicast stays off (the lent multi-GPU machines require it; the library leaves
+# NCCL's environment to its caller).
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 [ -x "$B/llama-diff" ] || { echo "no llama-diff in $B (run tools/gpu-check.sh first)" >&2; exit 2; }
 python3 tools/make-bench-model.py "$MODEL" --layers 2 || exit 1
 TOK=$(python3 -c "print(' '.join(str((i * 7919 + 17) % 128256) for i in range($N)))")
