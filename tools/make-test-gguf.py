@@ -15,7 +15,7 @@ Files written:
 
 The q/k permutation is written here from the description of llama.cpp's converter
 (reshape to (heads, 2, rows / heads / 2, cols), swap axes 1 and 2), independently of
-the C code in ref/gguf.c; its inverse is checked to restore the original exactly.
+the C code in ref/core/gguf.c; its inverse is checked to restore the original exactly.
 It also writes the seed corpus of the GGUF fuzz target, tests/fuzz/corpus/gguf/seed-*.gguf:
 a one-layer model (F32; mixed types; tied with biases and linear RoPE scaling), each a
 few KB. The output is deterministic (quantization is round-to-nearest; the seeds'

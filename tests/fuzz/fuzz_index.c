@@ -1,5 +1,5 @@
 /* fuzz_index.c: libFuzzer target for the shard index of a sharded checkpoint
- * (model.safetensors.index.json, lr_index_parse in ref/checkpoint.c). An index that
+ * (model.safetensors.index.json, lr_index_parse in ref/core/checkpoint.c). An index that
  * parses maps every tensor to exactly one distinct file name that stays inside the
  * checkpoint directory, and the lookups agree with the walk. */
 #include "fuzz.h"

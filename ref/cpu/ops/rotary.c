@@ -1,6 +1,6 @@
 /* rotary.c (template, see ops/real.h): rotary position embedding in the neox
  * (rotate-half) layout that Hugging Face Llama checkpoints use. Angles are computed in
- * float64 from inverse frequencies made in float64 (ref/cpu_backend.c), whatever the
+ * float64 from inverse frequencies made in float64 (lr_rope_inv_freq, ref/core/config.c), whatever the
  * compute precision. */
 
 /* In place on x (T, ld) holding nheads heads of hd at the start of each row:
