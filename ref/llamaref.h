@@ -699,6 +699,88 @@ const char *lr_recorder_name(const lr_recorder *r, size_t i);
 const lr_tensor *lr_recorder_at(const lr_recorder *r, size_t i);
 const lr_tensor *lr_recorder_find(const lr_recorder *r, const char *stage);
 
+/* ---- Checking a run: stage results, drill-down, logits, decode steps ---------------- */
+
+/* One stage of a run under test held against its reference. */
+typedef struct {
+    const char *name;
+    lr_stage_kind kind;
+    lr_metrics m;       /* lr_compare(test, reference) */
+    double tolerance;   /* the relative-L2 budget it was held to */
+    double predicted;   /* the error model's relative L2 for it, or -1 */
+    int64_t width;      /* features per token: m.max_abs_index / width is the token */
+    bool pass;          /* lr_metrics_pass(&m, tolerance) */
+} lr_stage_result;
+
+/* The decoder layer of a stage, i of "model.layers.{i}" or "model.layers.{i}.*"; -1
+ * when the name is in no layer. */
+int64_t lr_stage_layer(const char *stage);
+
+/* Where an error came in (lr_drill_down). Indices are into the results given. */
+typedef struct {
+    int64_t first;  /* the first failing stage, -1 when every stage passes */
+    int64_t layer;  /* first's decoder layer, -1 when it is in none (or nothing failed) */
+    int64_t cause;  /* the stage the error jumps most at, -1 when nothing failed */
+    double growth;  /* cause's relative L2 over the stage before it; INFINITY when cause
+                     * holds NaN or Inf */
+} lr_drill;
+
+/* The drill-down over res (n stages in forward order): inside the first failing stage's
+ * layer (or, for a stage in no layer, from the start up to it), the stage whose relative
+ * L2 error grows most over the stage before it, which names the operation that
+ * introduced the error. Growth is measured against a floor of a thousandth of each
+ * stage's tolerance, so that an exact predecessor does not make rounding look like a
+ * jump; a layer's own output is never the cause. */
+int lr_drill_down(const lr_stage_result *res, size_t n, lr_drill *out);
+
+/* The logits as users see them: per token the softmaxes of test and reference compared,
+ * then summarised over the tokens. */
+typedef struct {
+    int64_t tokens;
+    int64_t k;                    /* the k of topk_overlap: the one asked, at most vocab */
+    int64_t top1_agree;           /* tokens whose most likely next token is the same */
+    double topk_overlap;          /* mean over tokens of |top-k(test) & top-k(ref)| / k */
+    double kl_mean, kl_max;       /* KL(reference || test) of the softmaxes, in nats */
+    int64_t kl_max_token;
+    double max_abs_delta_logprob; /* max |log p_test - log p_ref| over tokens and vocab */
+} lr_logits_metrics;
+
+/* The k that llama-diff reports the top-k overlap for. */
+#define LR_LOGITS_TOP_K 5
+/* test, ref: (T, vocab) logits of the same tokens; LR_E_SHAPE when the shapes differ. */
+int lr_logits_compare(const lr_tensor *test, const lr_tensor *ref, int64_t k, lr_logits_metrics *out);
+
+/* How lr_decode_run splits a batch: each sequence's first tokens are prefilled, all
+ * sequences in one batch, then its other tokens are decoded one per step. The prefill
+ * of a sequence of n tokens is n - decode tokens, at most prefill when that is set, and
+ * at least one. All zero: the whole batch in one prefill. */
+typedef struct {
+    int64_t decode;  /* decode the last this many tokens of each sequence */
+    int64_t prefill; /* prefill at most this many tokens of each sequence; 0: no limit */
+} lr_decode_plan;
+
+/* One step of lr_decode_run. Sequence q of the step is sequence batch->seq_ids[q] of the
+ * whole batch; its batch->seq_lens[q] tokens are rows step_row[q].. of the step's stages
+ * and rows full_row[q].. of the whole batch. */
+typedef struct {
+    int index;                 /* 0: the prefill; 1, 2, ...: the decode steps */
+    const lr_batch *batch;     /* what ran */
+    const int64_t *step_row;   /* (batch->num_seqs) */
+    const int64_t *full_row;   /* (batch->num_seqs) */
+    const lr_recorder *stages; /* every stage the step reported: F64 (batch->num_tokens, width) */
+} lr_decode_step;
+
+/* Called after each step; a nonzero return ends the run, and lr_decode_run returns it. */
+typedef int (*lr_decode_fn)(void *user, const lr_decode_step *step);
+
+/* Runs batch through m as plan says (NULL: one prefill) through a KV cache of its own,
+ * one slot per sequence (batch->seq_ids is not read), and calls on_step (optional) after
+ * each step. When the last step is done, whole (optional; its inject is not asked) gets
+ * every stage with the steps' rows put back in the batch's order, as a forward of the
+ * whole batch reports it: F64 (T, width), in the order the prefill reported them. */
+int lr_decode_run(lr_model *m, const lr_batch *batch, const lr_decode_plan *plan, lr_decode_fn on_step,
+                  void *user, const lr_observer *whole);
+
 #ifdef __cplusplus
 }
 #endif

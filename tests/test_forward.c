@@ -26,10 +26,10 @@ static lr_model *make_model(const lr_checkpoint *ck, lr_dtype precision, int tp)
 }
 
 /* Runs a batch through forward and compute_logits with a recorder attached. */
-static void run_recorded(lr_model *m, const lr_batch *b, lr_kv_cache *kv, lr_recorder *rec) {
+static void run_recorded(lr_model *m, const lr_batch *b, lr_recorder *rec) {
     lr_observer obs = lr_recorder_observer(rec);
     lr_tensor hidden, logits;
-    int rc = lr_model_forward(m, b, kv, &obs, &hidden);
+    int rc = lr_model_forward(m, b, NULL, &obs, &hidden);
     ck_assert_msg(rc == LR_OK, "%s", lr_last_error());
     rc = lr_model_compute_logits(m, &hidden, &obs, &logits);
     ck_assert_msg(rc == LR_OK, "%s", lr_last_error());
@@ -43,7 +43,7 @@ START_TEST(every_stage_matches_golden) {
     lr_model *m = make_model(L.ck, precisions[pi], tps[ti]);
     lr_recorder *rec;
     ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
-    run_recorded(m, lr_fixture_batch(L.fx), NULL, rec);
+    run_recorded(m, lr_fixture_batch(L.fx), rec);
     for (size_t i = 0; i < lr_fixture_stage_count(L.fx); i++) {
         const lr_st_entry *gold = lr_fixture_stage_at(L.fx, i);
         const lr_tensor *got = lr_recorder_find(rec, gold->name);
@@ -67,7 +67,7 @@ START_TEST(observer_sees_every_stage_once) {
     lr_model *m = make_model(L.ck, LR_F64, 2);
     lr_recorder *rec;
     ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
-    run_recorded(m, lr_fixture_batch(L.fx), NULL, rec);
+    run_recorded(m, lr_fixture_batch(L.fx), rec);
     /* embed + 15 per layer (14 sub-stages + the layer) + norm + lm_head */
     ck_assert_int_eq((int)lr_recorder_count(rec), (int)(3 + 15 * c->num_hidden_layers));
     for (size_t i = 0; i < lr_recorder_count(rec); i++) {
@@ -125,70 +125,44 @@ static void expect_rows(const lr_tensor *a, const lr_st_entry *g, int64_t r0, lr
                   (long long)r0, met.rel_l2, tol);
 }
 
-/* Prefill the first tokens of every sequence together, then decode the rest one token
- * per sequence per step, all sequences in one batch: each step's stages equal the
- * fixture's rows at those tokens. Loop index = case x precision. */
+/* A decode step's rows of every stage against the fixture's rows at those tokens. */
+typedef struct {
+    const fixture_case *fc;
+    const lr_fixture *fx;
+    lr_dtype precision;
+    int steps;
+} step_check;
+
+static int expect_step_rows(void *user, const lr_decode_step *st) {
+    step_check *c = user;
+    for (size_t i = 0; i < lr_fixture_stage_count(c->fx); i++) {
+        const lr_st_entry *g = lr_fixture_stage_at(c->fx, i);
+        const lr_tensor *got = lr_recorder_find(st->stages, g->name);
+        ck_assert_ptr_nonnull(got);
+        for (int64_t q = 0; q < st->batch->num_seqs; q++) {
+            lr_tensor part = *got;
+            part.shape[0] = st->batch->seq_lens[q];
+            part.data = (const double *)got->data + st->step_row[q] * got->shape[1];
+            expect_rows(&part, g, st->full_row[q], c->precision, c->fc->fixture);
+        }
+    }
+    c->steps++;
+    return 0;
+}
+
+/* Prefill the first 3 tokens of every sequence together, then decode the rest one token
+ * per sequence per step, all sequences in one batch (lr_decode_run): each step's stages
+ * equal the fixture's rows at those tokens. Loop index = case x precision. */
 START_TEST(decode_after_prefill_matches_full_prompt) {
     const fixture_case *fc = &cases[_i / 2];
     lr_dtype precision = precisions[_i % 2];
     loaded L = load_case(fc);
-    const lr_batch *full = lr_fixture_batch(L.fx);
-    int64_t B = full->num_seqs, lens[16], starts[16], done[16];
-    ck_assert_int_le(B, 16);
-    for (int64_t s = 0, at = 0; s < B; s++) {
-        lens[s] = full->seq_lens ? full->seq_lens[s] : full->num_tokens;
-        starts[s] = at;
-        at += lens[s];
-        done[s] = lens[s] > 3 ? 3 : 1; /* the prefill */
-    }
     lr_model *m = make_model(L.ck, precision, 2);
-    lr_kv_cache *kv;
-    int64_t longest = 0;
-    for (int64_t s = 0; s < B; s++) longest = lens[s] > longest ? lens[s] : longest;
-    ck_assert_int_eq(lr_kv_cache_create(m, B, longest, &kv), LR_OK);
-    lr_recorder *rec;
-    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
-    int64_t *ids = malloc((size_t)full->num_tokens * sizeof *ids), *pos = malloc((size_t)full->num_tokens * sizeof *pos);
-    int64_t bl[16], bid[16], brow[16], step[16];
-    for (int round = 0;; round++) {
-        /* Round 0 is the prefill of each sequence's first done[s] tokens; later rounds
-         * take one more token of every sequence that has one. */
-        int64_t nb = 0, T = 0;
-        for (int64_t s = 0; s < B; s++) {
-            int64_t from = round == 0 ? 0 : done[s], n = round == 0 ? done[s] : (done[s] < lens[s]);
-            if (n == 0) continue;
-            for (int64_t j = 0; j < n; j++) {
-                ids[T + j] = full->input_ids[starts[s] + from + j];
-                pos[T + j] = full->positions[starts[s] + from + j];
-            }
-            bl[nb] = n;
-            bid[nb] = s;
-            brow[nb] = starts[s] + from;
-            step[nb] = T;
-            nb++;
-            T += n;
-            if (round > 0) done[s]++;
-        }
-        if (nb == 0) break;
-        lr_batch b = {.input_ids = ids, .positions = pos, .seq_lens = bl, .seq_ids = bid, .num_tokens = T, .num_seqs = nb};
-        lr_recorder_clear(rec);
-        run_recorded(m, &b, kv, rec);
-        for (size_t i = 0; i < lr_fixture_stage_count(L.fx); i++) {
-            const lr_st_entry *g = lr_fixture_stage_at(L.fx, i);
-            const lr_tensor *got = lr_recorder_find(rec, g->name);
-            ck_assert_ptr_nonnull(got);
-            for (int64_t k = 0; k < nb; k++) {
-                lr_tensor part = *got;
-                part.shape[0] = bl[k];
-                part.data = (const double *)got->data + step[k] * got->shape[1];
-                expect_rows(&part, g, brow[k], precision, fc->fixture);
-            }
-        }
-    }
-    free(ids);
-    free(pos);
-    lr_recorder_free(rec);
-    lr_kv_cache_free(kv);
+    step_check c = {.fc = fc, .fx = L.fx, .precision = precision};
+    lr_decode_plan plan = {.prefill = 3};
+    ck_assert_msg(lr_decode_run(m, lr_fixture_batch(L.fx), &plan, expect_step_rows, &c, NULL) == LR_OK, "%s",
+                  lr_last_error());
+    ck_assert_int_gt(c.steps, 1);
     lr_model_free(m);
     unload(&L);
 }

@@ -129,7 +129,8 @@ END_TEST
  * many stages are bitwise identical is printed. loop index = case x precision x tp. */
 START_TEST(nccl_matches_golden_and_one_gpu) {
     int ci = _i / (N_PREC * N_NCCL_TP), pi = (_i / N_NCCL_TP) % N_PREC, tp = nccl_tps[_i % N_NCCL_TP];
-    if (tp > gpu_count) return; /* only the tp sizes the host has GPUs for are added */
+    /* nccl_suite adds only the tp sizes the host has GPUs for, and says which it skips */
+    ck_assert_msg(tp <= gpu_count, "tp %d over NCCL needs %d GPUs; the host has %d", tp, tp, gpu_count);
     loaded L = load_case(&cases[ci]);
     lr_model *multi = make_model_on(L.ck, precisions[pi], tp, NULL, 0);
     lr_model *one = make_model_on(L.ck, precisions[pi], tp, NULL, 1);
@@ -231,87 +232,46 @@ START_TEST(every_kernel_variant_at_model_level) {
 }
 END_TEST
 
-/* Prefill the first tokens of each sequence, then one token per sequence per step, all
- * sequences in one batch, through the paged cache. Each step's rows of every stage are put
- * back at their places in the prompt, and the assembled tensors are checked against the
- * golden with the same whole-tensor metric and budget as a full run (the budgets come
- * from PyTorch's whole-tensor error; a single bf16 row is noisier than its tensor).
- * loop index = case x precision. */
+static int count_step(void *user, const lr_decode_step *st) {
+    (void)st;
+    ++*(int *)user;
+    return 0;
+}
+
+/* Prefill the first 3 tokens of each sequence, then one token per sequence per step, all
+ * sequences in one batch, through the paged cache (lr_decode_run). Each step's rows of
+ * every stage are put back at their places in the prompt, and the assembled tensors are
+ * checked against the golden with the same whole-tensor metric and budget as a full run
+ * (the budgets come from PyTorch's whole-tensor error; a single bf16 row is noisier than
+ * its tensor). loop index = case x precision. */
 START_TEST(decode_after_prefill_matches_golden) {
     const fixture_case *fc = &cases[_i / N_PREC];
     lr_dtype precision = precisions[_i % N_PREC];
     loaded L = load_case(fc);
-    const lr_batch *full = lr_fixture_batch(L.fx);
-    int64_t B = full->num_seqs, lens[16], starts[16], done[16], longest = 0, T_all = full->num_tokens;
-    for (int64_t s = 0, at = 0; s < B; s++) {
-        lens[s] = full->seq_lens ? full->seq_lens[s] : T_all;
-        starts[s] = at;
-        at += lens[s];
-        done[s] = lens[s] > 3 ? 3 : 1;
-        longest = lens[s] > longest ? lens[s] : longest;
-    }
-    size_t nst = lr_fixture_stage_count(L.fx);
-    double **assembled = calloc(nst, sizeof *assembled);
-    for (size_t i = 0; i < nst; i++)
-        assembled[i] = calloc((size_t)(T_all * lr_fixture_stage_at(L.fx, i)->t.shape[1]), sizeof(double));
     lr_model *m = make_model(L.ck, precision, 2, NULL);
-    lr_kv_cache *kv;
-    ck_assert_int_eq(lr_kv_cache_create(m, B, longest, &kv), LR_OK);
-    lr_recorder *rec;
-    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
-    int64_t *ids = malloc((size_t)T_all * sizeof *ids), *pos = malloc((size_t)T_all * sizeof *pos);
-    int64_t bl[16], bid[16], brow[16], at[16];
+    lr_recorder *whole;
+    ck_assert_int_eq(lr_recorder_create(&whole), LR_OK);
+    lr_observer out = lr_recorder_observer(whole);
+    lr_decode_plan plan = {.prefill = 3};
     int rounds = 0;
-    for (int round = 0;; round++) {
-        int64_t nb = 0, T = 0;
-        for (int64_t s = 0; s < B; s++) {
-            int64_t from = round == 0 ? 0 : done[s], n = round == 0 ? done[s] : (done[s] < lens[s]);
-            if (n == 0) continue;
-            for (int64_t j = 0; j < n; j++) {
-                ids[T + j] = full->input_ids[starts[s] + from + j];
-                pos[T + j] = full->positions[starts[s] + from + j];
-            }
-            bl[nb] = n, bid[nb] = s, brow[nb] = starts[s] + from, at[nb] = T;
-            nb++;
-            T += n;
-            if (round > 0) done[s]++;
-        }
-        if (nb == 0) break;
-        rounds++;
-        lr_batch b = {.input_ids = ids, .positions = pos, .seq_lens = bl, .seq_ids = bid, .num_tokens = T, .num_seqs = nb};
-        lr_recorder_clear(rec);
-        run_recorded(m, &b, kv, rec);
-        for (size_t i = 0; i < nst; i++) {
-            const lr_st_entry *g = lr_fixture_stage_at(L.fx, i);
-            const lr_tensor *got = lr_recorder_find(rec, g->name);
-            ck_assert_ptr_nonnull(got);
-            int64_t w = g->t.shape[1];
-            for (int64_t k = 0; k < nb; k++)
-                memcpy(assembled[i] + brow[k] * w, (const double *)got->data + at[k] * w,
-                       (size_t)(bl[k] * w) * sizeof(double));
-        }
-    }
+    ck_assert_msg(lr_decode_run(m, lr_fixture_batch(L.fx), &plan, count_step, &rounds, &out) == LR_OK, "%s",
+                  lr_last_error());
+    ck_assert_msg(lr_recorder_status(whole) == LR_OK, "%s", lr_last_error());
     ck_assert_int_gt(rounds, 1);
     double worst = 0;
-    for (size_t i = 0; i < nst; i++) {
+    for (size_t i = 0; i < lr_fixture_stage_count(L.fx); i++) {
         const lr_st_entry *g = lr_fixture_stage_at(L.fx, i);
-        lr_tensor a = g->t;
-        a.dtype = LR_F64;
-        a.data = assembled[i];
+        const lr_tensor *a = lr_recorder_find(whole, g->name);
+        ck_assert_msg(a != NULL, "%s %s decode: stage %s not reported", fc->fixture, pname(precision), g->name);
         lr_metrics met;
-        ck_assert_int_eq(lr_compare(&a, &g->t, &met), LR_OK);
+        ck_assert_int_eq(lr_compare(a, &g->t, &met), LR_OK);
         double tol = lr_tolerance(lr_stage_kind_of(g->name), precision);
         ck_assert_msg(lr_metrics_pass(&met, tol), "%s %s decode (%d rounds): %s rel_l2 %.3e > %.2e", fc->fixture,
                       pname(precision), rounds, g->name, met.rel_l2, tol);
         worst = met.rel_l2 / tol > worst ? met.rel_l2 / tol : worst;
-        free(assembled[i]);
     }
     printf("%s %s decode, %d rounds: worst %.1f%% of budget\n", fc->fixture, pname(precision), rounds, 100 * worst);
-    free(assembled);
-    free(ids);
-    free(pos);
-    lr_recorder_free(rec);
-    lr_kv_cache_free(kv);
+    lr_recorder_free(whole);
     lr_model_free(m);
     unload(&L);
 }
@@ -386,8 +346,14 @@ START_TEST(out_of_gpu_memory_is_a_clear_error) {
     loaded L = load_case(&cases[0]);
     lr_model *m = make_model(L.ck, LR_BF16, 1, NULL);
     lr_kv_cache *kv = NULL;
-    /* 2^16 slots x 2^16 tokens: 2^28 blocks of 16 tokens x 2 kv heads x 8 x 2 bytes = 128 GiB per pool */
-    ck_assert_int_eq(lr_kv_cache_create(m, (int64_t)1 << 16, (int64_t)1 << 16, &kv), LR_E_DEVICE);
+    /* One pool (keys of one layer) a quarter larger than the card's whole memory,
+     * whatever the card: 2^16 slots of as many bf16 tokens as that takes. */
+    size_t free_b = 0, total_b = 0;
+    ck_assert_int_eq(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
+    const lr_config *c = lr_model_config(m);
+    int64_t slots = (int64_t)1 << 16, per_token = 2 * c->num_key_value_heads * c->head_dim;
+    int64_t len = (int64_t)(1.25 * (double)total_b / (double)per_token / (double)slots) + 16;
+    ck_assert_int_eq(lr_kv_cache_create(m, slots, len, &kv), LR_E_DEVICE);
     ck_assert_msg(strstr(lr_last_error(), "GiB") != NULL, "%s", lr_last_error());
     ck_assert_ptr_null(kv);
     still_matches_golden(&L, m, "gqa-f32-batch bf16 after an out-of-memory");
@@ -396,16 +362,31 @@ START_TEST(out_of_gpu_memory_is_a_clear_error) {
 }
 END_TEST
 
-/* A checkpoint of Llama-2-70B's shapes (69 billion parameters, 138 GB in bf16): a sparse
- * file, header and size only, so nothing is read. The model does not fit the card; the
- * backend says so, with the sizes, before the host converts a single weight. */
+/* A checkpoint of Llama-2-70B's layer shapes with as many layers as it takes for its
+ * bf16 weights to be a quarter larger than the card's whole memory, whatever the card
+ * (62 layers, 100 GiB, on an 80 GB H100; 110 layers, 176 GiB, on an H200): a sparse
+ * file, header and size only, so nothing is read and the host's disk and memory hold
+ * next to nothing.
+ * The model does not fit the card; the backend says so, with the sizes, before the host
+ * converts a single weight. */
 START_TEST(a_model_larger_than_the_card_is_a_clear_error) {
     const char *tmp = getenv("LR_TMPDIR");
     ck_assert_ptr_nonnull(tmp);
     char dir[1024], path[1100];
     snprintf(dir, sizeof dir, "%s/gpu-oversize", tmp);
     mkdir(dir, 0755);
-    const long long H = 8192, I = 28672, L = 80, NH = 64, KV = 8, HD = 128, V = 32000;
+    size_t free_b = 0, total_b = 0; /* GPU 0's, where a tp 1 model goes */
+    ck_assert_int_eq(cudaSetDevice(0), cudaSuccess);
+    ck_assert_int_eq(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
+    const long long H = 8192, I = 28672, NH = 64, KV = 8, HD = 128, V = 32000;
+    const long long per_layer = 2 * H + 2 * NH * HD * H + 2 * KV * HD * H + 3 * H * I; /* parameters */
+    const long long outside = 2 * V * H + H; /* embedding, lm_head, final norm */
+    const long long want = (long long)(total_b / 2) / 4 * 5; /* parameters: 2 bytes each in bf16 */
+    const long long L = want > outside ? (want - outside) / per_layer + 1 : 1;
+    const long long bytes = 2 * (outside + L * per_layer);
+    ck_assert_msg((unsigned long long)bytes > total_b, "%lld layers: %lld bytes, the card has %zu", L, bytes, total_b);
+    printf("test_gpu_forward: oversize model: %lld layers, %.1f GiB in bf16 for a card of %.1f GiB (%.1f GiB free)\n",
+           L, (double)bytes / (1 << 30), (double)total_b / (1 << 30), (double)free_b / (1 << 30));
     snprintf(path, sizeof path, "%s/config.json", dir);
     FILE *f = fopen(path, "w");
     ck_assert_ptr_nonnull(f);
@@ -551,6 +532,11 @@ static Suite *nccl_suite(void) {
     tcase_set_timeout(tc, 300);
     for (int i = 0; i < N_CASES * N_PREC * N_NCCL_TP; i++)
         if (nccl_tps[i % N_NCCL_TP] <= gpu_count) tcase_add_loop_test(tc, nccl_matches_golden_and_one_gpu, i, i + 1);
+    for (int t = 0; t < N_NCCL_TP; t++)
+        if (nccl_tps[t] > gpu_count)
+            printf("test_gpu_forward --nccl: SKIPPED: tp %d over NCCL against the golden and one GPU (%d runs): "
+                   "needs %d GPUs, the host has %d\n",
+                   nccl_tps[t], N_CASES * N_PREC, nccl_tps[t], gpu_count);
     tcase_add_loop_test(tc, decode_after_prefill_matches_golden, 0, N_CASES * N_PREC);
     tcase_add_test(tc, runs_repeat_bitwise);
     tcase_add_loop_test(tc, isolated_layers_match_golden, 0, N_CASES);

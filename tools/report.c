@@ -9,6 +9,7 @@
 #include "report.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,12 +44,11 @@ static const char *str(const json_t *o, const char *key) {
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
+/* The layer of a stage (-1: none); *exact when it is the layer's own output. */
 static int layer_of(const char *name, bool *exact) {
-    int l, len = 0;
-    *exact = false;
-    if (sscanf(name, "model.layers.%d%n", &l, &len) != 1 || l < 0) return -1;
-    *exact = name[len] == '\0';
-    return name[len] == '\0' || name[len] == '.' ? l : -1;
+    int64_t l = lr_stage_layer(name);
+    *exact = l >= 0 && lr_stage_kind_of(name) == LR_STAGE_LAYER;
+    return l >= 0 && l <= INT_MAX ? (int)l : -1;
 }
 
 /* ---- output helpers ------------------------------------------------------------------- */
@@ -76,9 +76,11 @@ static const char *fmt(char *buf, double v) {
 
 /* A stage name shortened for an axis: model.layers.3.mlp.up_proj -> L3.mlp.up_proj. */
 static void short_name(char *buf, size_t cap, const char *name) {
-    int l, len = 0;
-    if (sscanf(name, "model.layers.%d%n", &l, &len) == 1)
-        snprintf(buf, cap, "L%d%s", l, name + len);
+    int64_t l = lr_stage_layer(name);
+    char prefix[64]; /* model.layers.{l} */
+    if (l >= 0)
+        snprintf(buf, cap, "L%lld%s", (long long)l,
+                 name + strlen(lr_layer_stage_name(prefix, sizeof prefix, l, LR_LS_LAYER)));
     else if (strncmp(name, "model.", 6) == 0)
         snprintf(buf, cap, "%s", name + 6);
     else

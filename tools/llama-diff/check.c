@@ -1,0 +1,69 @@
+/* check.c: llama-diff check (and the default job): runs a backend on a golden fixture's
+ * inputs, whole, layer by layer isolated (--isolate) or as a prefill and decode steps
+ * (--decode K), and compares every stage the fixture holds. */
+#include "diff.h"
+
+#include <stdio.h>
+#include <string.h>
+
+int cmd_check(const args *a) {
+    if (!a->model || !a->fixture) return bad("check: --model DIR and --fixture FILE are required");
+    lr_checkpoint *ck = NULL;
+    lr_fixture *fx = NULL;
+    lr_recorder *rec = NULL;
+    char test_label[512], ref_label[1024];
+    report r = {
+        .command = "check", .test_label = test_label, .ref_label = ref_label, .precision = a->opt.precision};
+    int rc, status;
+    if ((rc = lr_checkpoint_open(a->model, &ck)) || (rc = lr_fixture_open(a->fixture, &fx)) ||
+        (rc = lr_fixture_check_config(fx, lr_checkpoint_config(ck))) || (rc = lr_recorder_create(&rec))) {
+        status = lib_fail(rc);
+        goto out;
+    }
+    char decode_note[48] = "";
+    if (a->decode)
+        snprintf(decode_note, sizeof decode_note, ", last %d tokens decoded one by one", a->decode);
+    snprintf(test_label, sizeof test_label, "%s on %s, backend %s, precision %s, tp %d%s%s", a->model,
+             a->fixture, a->opt.backend, precision_name(a->opt.precision), a->opt.tp_size,
+             a->isolate ? ", layers isolated" : "", decode_note);
+    const char *cd = lr_fixture_metadata(fx, "compute_dtype"), *gen = lr_fixture_metadata(fx, "generator");
+    snprintf(ref_label, sizeof ref_label, "%s (%s, %s)", a->fixture, cd ? cd : "?",
+             gen ? gen : "unknown generator");
+    json_t *decode_steps = NULL;
+    int devices = 0;
+    /* The golden is float64 arithmetic too: its own rounding counts at f64. */
+    if ((status =
+             attach_model(&r.model[0], ck, a->opt.precision, lr_fixture_batch(fx), fixture_source, fx)) ||
+        (status = attach_model(&r.model[1], ck, LR_F64, lr_fixture_batch(fx), fixture_source, fx)))
+        goto out;
+    if (a->decode > 0)
+        status = run_decode(a, ck, fx, r.model[0], rec, &decode_steps, &devices);
+    else
+        status = run_model(a, ck, lr_fixture_batch(fx), rec, a->isolate ? fx : NULL, &devices);
+    if (status) goto out;
+    snprintf(test_label + strlen(test_label), sizeof test_label - strlen(test_label), "%s",
+             devices_note(devices, a->opt.tp_size));
+    /* In the order the backend reported, which is the order of the forward. */
+    for (size_t i = 0; i < lr_recorder_count(rec); i++) {
+        const lr_st_entry *gold = lr_fixture_stage(fx, lr_recorder_name(rec, i));
+        if (!gold) continue; /* an optional stage the fixture does not hold */
+        if ((status = report_add(&r, gold->name, lr_recorder_at(rec, i), &gold->t))) goto out;
+    }
+    if (r.n != lr_fixture_stage_count(fx)) {
+        status = bad("%s: %zu stages in the fixture but only %zu reported by the backend", a->fixture,
+                     lr_fixture_stage_count(fx), r.n);
+        goto out;
+    }
+    json_t *extra =
+        json_pack("{s:s, s:s, s:s, s:i, s:i, s:b}", "model", a->model, "fixture", a->fixture, "backend",
+                  a->opt.backend, "tp", a->opt.tp_size, "devices", devices, "isolate", a->isolate);
+    if (decode_steps) json_object_set_new(extra, "decode", decode_steps);
+    status = report_finish(a, &r, extra);
+    json_decref(extra);
+out:
+    report_free(&r);
+    lr_recorder_free(rec);
+    lr_fixture_free(fx);
+    lr_checkpoint_close(ck);
+    return status;
+}

@@ -1,0 +1,124 @@
+/* diff.h: what the llama-diff commands share, private to tools/llama-diff/: the parsed
+ * command line, exit codes and error lines, precision names, backend checks, running a
+ * model, and the stage-by-stage comparison that check, compare and backends report. */
+#ifndef LLAMA_DIFF_DIFF_H
+#define LLAMA_DIFF_DIFF_H
+
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+
+#include "llamaref.h"
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+enum { EXIT_AGREE = 0, EXIT_DIVERGE = 1, EXIT_BAD = 2 };
+
+/* The command line, parsed (main.c). */
+typedef struct {
+    const char *cmd;
+    const char *model, *fixture, *tokens, *out, *report, *gguf;
+    lr_options opt;
+    bool json, force, color, backend_given, precision_given, isolate, quiet;
+    int decode;                  /* check --decode K */
+    char kernels[512];           /* --kernel family=name, comma-joined */
+    const char *spec_a, *spec_b; /* backends --a, --b */
+    const char *pos[2];          /* compare A B */
+    int npos;
+} args;
+
+bool is_cmd(const args *a, const char *cmd);
+
+/* ---- util.c: errors, numbers, precisions, paths ---------------------------------------- */
+
+/* Prints "llama-diff: " and the message as one line on stderr; returns EXIT_BAD. */
+int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A library failure: one line naming the file and field. */
+int lib_fail(int rc);
+int parse_int(const char *s, const char *opt, int lo, int hi, int *out);
+
+/* "f64", "f32" or "fp32", "bf16", "fp16" or "f16"; -1 for anything else. */
+int parse_precision(const char *s, lr_dtype *out);
+const char *precision_name(lr_dtype d);  /* "f64", "f32", "bf16", "fp16" */
+const char *precision_torch(lr_dtype d); /* a dump's compute_dtype: "float64", ... */
+/* The precision of a compute_dtype; -1 when it names none. */
+int parse_precision_torch(const char *s, lr_dtype *out);
+
+char *join(const char *a, const char *b); /* "a/b", fresh */
+bool is_file(const char *path);
+/* $LR_FIXTURES, else the source tree's fixtures/, else the installed ones. */
+const char *fixtures_root(void);
+
+/* ---- backends.c: what the library's backend table allows ------------------------------- */
+
+/* --backend and --precision against the backend's entry (the default precision is its
+ * first); run once the command is known. */
+int check_backend(args *a);
+/* --kernel and --devices: only for a backend that takes them (backends: either side). */
+int check_backend_settings(const args *a);
+int cmd_backends(const args *a);
+
+/* ---- running a model (run.c) ------------------------------------------------------------ */
+
+/* The input of dump and backends: a fixture's, or --tokens as one sequence at 0..n-1. */
+typedef struct {
+    lr_fixture *fx;
+    int64_t *ids, *pos; /* (T) --tokens */
+    lr_batch b;
+} input;
+
+int input_open(const args *a, input *in);
+void input_close(input *in);
+
+/* Where a model ran, for the labels: ", over 2 GPUs (NCCL)", ", ranks in turn on one GPU"
+ * (tp > 1), ", one GPU", or "" (the host). */
+const char *devices_note(int devices, int tp);
+/* Runs the backend on a batch and records every stage, logits included; isolate (may be
+ * NULL) feeds each layer the fixture's residual stream; *devices (may be NULL) gets the
+ * model's GPU count (lr_model_num_devices). */
+int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,
+              const lr_fixture *isolate, int *devices);
+/* check --decode: the fixture's batch as a prefill and a->decode single-token steps; a
+ * line per step (JSON: *steps_out), and the whole decoded run into rec. */
+int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, const lr_error_model *em,
+               lr_recorder *rec, json_t **steps_out, int *devices);
+
+/* ---- the comparison report (results.c) -------------------------------------------------- */
+
+/* One comparison of a run under test against a reference, stage by stage. */
+typedef struct {
+    const char *command;
+    const char *test_label, *ref_label; /* what each side is, for the header */
+    lr_dtype precision;                 /* the budget column used */
+    lr_error_model *model[2];           /* what the test side and the reference should show
+                                         * (docs/error-model.md); their errors add */
+    lr_stage_result *res;               /* (n) in forward order; names owned */
+    size_t n, cap, failed;
+    bool have_logits; /* the logits as users see them, when lm_head was compared */
+    lr_logits_metrics logits;
+} report;
+
+int report_add(report *r, const char *name, const lr_tensor *test, const lr_tensor *ref);
+/* Prints the report (text or JSON, with extra's keys added), writes --report; returns the
+ * exit status. */
+int report_finish(const args *a, report *r, json_t *extra);
+void report_free(report *r);
+/* The error model of a run in precision p of this checkpoint on batch b, with norms
+ * from src (the golden or a reference run). */
+int attach_model(lr_error_model **out, const lr_checkpoint *ck, lr_dtype p, const lr_batch *b,
+                 lr_stage_source src, void *user);
+const lr_tensor *fixture_source(void *user, const char *stage);
+const lr_tensor *recorder_source(void *user, const char *stage);
+
+/* ---- the other commands ----------------------------------------------------------------- */
+
+json_t *config_json(const lr_config *c); /* info.c; convert prints it too */
+int cmd_info(const args *a);
+int cmd_convert(const args *a);
+int cmd_check(const args *a);
+int cmd_dump(const args *a);
+int cmd_compare(const args *a);
+
+#endif

@@ -1,0 +1,300 @@
+/* main.c: llama-diff, a thin command-line front over libllamaref that tells where a
+ * Llama implementation diverges from ground truth. This file parses the command line,
+ * picks the default job and dispatches to one file per command (check.c, dump.c,
+ * compare.c, backends.c, info.c, convert.c).
+ * Exit status: 0 agree (or success), 1 diverge, 2 bad input or usage. */
+#include "diff.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DEFAULT_MODEL "models/gqa-f32"
+#define DEFAULT_FIXTURE "golden/gqa-f32-batch.safetensors"
+
+static void usage(FILE *fp) {
+    fputs("usage: llama-diff [COMMAND] [OPTIONS]\n"
+          "\n"
+          "Tells where a Llama-family forward pass diverges from ground truth.\n"
+          "\n"
+          "Commands:\n"
+          "  check   run a backend on a golden fixture's inputs and compare every stage\n"
+          "  dump    run a backend and write every stage as a llama-golden/1 file\n"
+          "  compare A.safetensors B.safetensors\n"
+          "          two dumps (llama-golden/1) of the same inputs, A under test, B the reference\n"
+          "  backends --a BACKEND[:P] --b BACKEND[:P]\n"
+          "          run two backends on one input (--fixture or --tokens), B against A\n"
+          "  info    print the parsed config and each rank's packed, sharded tensors\n"
+          "  convert --gguf FILE --out DIR\n"
+          "          write a GGUF model (F32, F16, BF16, Q8_0, Q4_0, Q4_1) as a Hugging Face\n"
+          "          checkpoint: DIR/config.json and DIR/model.safetensors, dequantized to F32\n"
+          "  (none)  check the bundled default model and fixture\n"
+          "\n"
+          "Options:\n"
+          "  -m, --model PATH         Hugging Face checkpoint directory, or a .gguf file\n"
+          "      --gguf FILE          convert: the GGUF file to read\n"
+          "  -f, --fixture FILE       golden fixture (llama-golden/1 safetensors)\n"
+          "  -t, --tokens \"1 2 3\"     token ids of one sequence (dump), instead of a fixture\n"
+          "  -o, --out PATH           output file (dump) or directory (convert); existing files\n"
+          "                           are never overwritten without --force\n"
+          "  -b, --backend NAME       cpu (default) or cuda\n"
+          "  -p, --precision P        cpu: f64 (default) or f32; cuda: bf16 (default), fp16 or fp32\n"
+          "      --tp N               tensor-parallel size (default 1)\n"
+          "      --threads N          BLAS threads (default 1: bitwise reproducible)\n"
+          "      --devices N          cuda: GPUs for the tp ranks (default: tp GPUs over NCCL when\n"
+          "                           present, else all ranks on one GPU; 1 forces one GPU)\n"
+          "  -k, --kernel FAM=NAME    cuda: kernel variant for an op family (repeatable)\n"
+          "      --a, --b SPEC        backends: cpu:f64, cpu:f32, cuda:bf16, cuda:fp16, cuda:fp32,\n"
+          "                           then optionally ,tp=N and ,devices=N for that side alone\n"
+          "                           (e.g. --a cuda:bf16,tp=1 --b cuda:bf16 --tp 2)\n"
+          "      --decode K           check: prefill all but K tokens of each sequence, then K\n"
+          "                           single-token steps through the KV cache, each compared\n"
+          "      --isolate            check: feed every layer the fixture's input to it, so each\n"
+          "                           layer's own error shows, not the error it inherits\n"
+          "      --json               print one JSON document instead of text\n"
+          "      --report FILE        check, compare, backends: also write a self-contained HTML\n"
+          "                           report (charts per stage and per layer, table, drill-down)\n"
+          "      --force              let dump, convert or --report replace an existing output file\n"
+          "  -q, --quiet              no progress lines on stderr (shown once a run takes over 1.5 s)\n"
+          "  -h, --help               this help\n"
+          "  -V, --version            version\n"
+          "\n"
+          "\n"
+          "With no command and no --model, the default job checks SmolLM2-135M-Instruct (Q4_1 GGUF)\n"
+          "when $LLAMAREF_CACHE (default $XDG_CACHE_HOME/llamaref or ~/.cache/llamaref) holds\n"
+          "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf and the fixtures hold\n"
+          "golden/smollm2-135m.safetensors; otherwise the bundled gqa-f32 model and fixture.\n"
+          "\n"
+          "Exit status: 0 all stages agree, 1 a stage diverges, 2 bad input or usage.\n",
+          fp);
+}
+
+static int parse_args(int argc, char **argv, args *a) {
+    enum {
+        OPT_TP = 256,
+        OPT_THREADS,
+        OPT_JSON,
+        OPT_FORCE,
+        OPT_DEVICES,
+        OPT_A,
+        OPT_B,
+        OPT_ISOLATE,
+        OPT_DECODE,
+        OPT_REPORT,
+        OPT_GGUF
+    };
+    static const struct option longopts[] = {
+        {"model", required_argument, NULL, 'm'},
+        {"fixture", required_argument, NULL, 'f'},
+        {"tokens", required_argument, NULL, 't'},
+        {"out", required_argument, NULL, 'o'},
+        {"backend", required_argument, NULL, 'b'},
+        {"precision", required_argument, NULL, 'p'},
+        {"tp", required_argument, NULL, OPT_TP},
+        {"threads", required_argument, NULL, OPT_THREADS},
+        {"json", no_argument, NULL, OPT_JSON},
+        {"force", no_argument, NULL, OPT_FORCE},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, 'V'},
+        {"kernel", required_argument, NULL, 'k'},
+        {"devices", required_argument, NULL, OPT_DEVICES},
+        {"a", required_argument, NULL, OPT_A},
+        {"b", required_argument, NULL, OPT_B},
+        {"isolate", no_argument, NULL, OPT_ISOLATE},
+        {"decode", required_argument, NULL, OPT_DECODE},
+        {"report", required_argument, NULL, OPT_REPORT},
+        {"quiet", no_argument, NULL, 'q'},
+        {"gguf", required_argument, NULL, OPT_GGUF},
+        {NULL, 0, NULL, 0},
+    };
+    lr_options_init(&a->opt);
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":m:f:t:o:b:p:k:qhV", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'm':
+            a->model = optarg;
+            break;
+        case 'f':
+            a->fixture = optarg;
+            break;
+        case 't':
+            a->tokens = optarg;
+            break;
+        case 'o':
+            a->out = optarg;
+            break;
+        case 'b':
+            a->opt.backend = optarg;
+            a->backend_given = true;
+            break;
+        case 'p':
+            if (parse_precision(optarg, &a->opt.precision))
+                return bad("--precision: \"%s\" is not f64, f32, bf16 or fp16", optarg);
+            a->precision_given = true;
+            break;
+        case 'k': {
+            size_t used = strlen(a->kernels);
+            if (!strchr(optarg, '=') || used + strlen(optarg) + 2 > sizeof a->kernels)
+                return bad("--kernel: \"%s\" is not FAMILY=NAME", optarg);
+            snprintf(a->kernels + used, sizeof a->kernels - used, "%s%s", used ? "," : "", optarg);
+            a->opt.kernels = a->kernels;
+            break;
+        }
+        case OPT_A:
+            a->spec_a = optarg;
+            break;
+        case OPT_ISOLATE:
+            a->isolate = true;
+            break;
+        case OPT_REPORT:
+            a->report = optarg;
+            break;
+        case OPT_GGUF:
+            a->gguf = optarg;
+            break;
+        case OPT_DECODE:
+            if (parse_int(optarg, "--decode", 1, 1 << 20, &a->decode)) return EXIT_BAD;
+            break;
+        case OPT_B:
+            a->spec_b = optarg;
+            break;
+        case OPT_DEVICES:
+            if (parse_int(optarg, "--devices", 1, 64, &a->opt.num_devices)) return EXIT_BAD;
+            break;
+        case OPT_TP:
+            if (parse_int(optarg, "--tp", 1, 4096, &a->opt.tp_size)) return EXIT_BAD;
+            break;
+        case OPT_THREADS:
+            if (parse_int(optarg, "--threads", 1, 1024, &a->opt.num_threads)) return EXIT_BAD;
+            break;
+        case OPT_JSON:
+            a->json = true;
+            break;
+        case OPT_FORCE:
+            a->force = true;
+            break;
+        case 'q':
+            a->quiet = true;
+            break;
+        case 'h':
+            usage(stdout);
+            exit(EXIT_AGREE);
+        case 'V':
+            printf("llama-diff (%s) %s\n", PACKAGE_NAME, PACKAGE_VERSION);
+            exit(EXIT_AGREE);
+        case ':':
+            return bad("option %s needs a value (see --help)", argv[optind - 1]);
+        default:
+            return bad("unknown option %s (see --help)", argv[optind - 1]);
+        }
+    }
+    for (; optind < argc; optind++) {
+        if (a->npos == 2) return bad("unexpected argument \"%s\" (see --help)", argv[optind]);
+        a->pos[a->npos++] = argv[optind];
+    }
+    if (a->npos && !is_cmd(a, "compare")) return bad("unexpected argument \"%s\" (see --help)", a->pos[0]);
+    int status = check_backend(a);
+    if (status) return status;
+    if (a->decode && a->isolate) return bad("--decode and --isolate: choose one");
+    if (a->report && a->cmd && !is_cmd(a, "check") && !is_cmd(a, "compare") && !is_cmd(a, "backends"))
+        return bad("--report: for check, compare and backends");
+    bool convert = is_cmd(a, "convert");
+    if (a->gguf && !convert) return bad("--gguf: for convert (other commands take a .gguf file as --model)");
+    if (convert && (a->model || a->fixture || a->tokens))
+        return bad("convert: takes --gguf FILE and --out DIR (not %s)", a->model     ? "--model"
+                                                                        : a->fixture ? "--fixture"
+                                                                                     : "--tokens");
+    return check_backend_settings(a);
+}
+
+/* The default job's model and fixture: the cached SmolLM2 GGUF with its golden fixture
+ * when both are there, else the bundled model and fixture. Fills *model and *fixture
+ * with fresh strings and says which on stderr when it is SmolLM2. */
+#define SMOLLM2_GGUF "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+#define SMOLLM2_FIXTURE "golden/smollm2-135m.safetensors"
+
+static char *smollm2_path(void) {
+    const char *cache = getenv("LLAMAREF_CACHE"), *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+    char *root = NULL, *path = NULL;
+    if (cache && *cache)
+        root = strdup(cache);
+    else if (xdg && *xdg)
+        root = join(xdg, "llamaref");
+    else if (home && *home)
+        root = join(home, ".cache/llamaref");
+    if (root) path = join(root, SMOLLM2_GGUF);
+    free(root);
+    return path;
+}
+
+static int default_job(char **model, char **fixture) {
+    const char *root = fixtures_root();
+    char *gguf = smollm2_path(), *fx = join(root, SMOLLM2_FIXTURE);
+    if (is_file(gguf) && is_file(fx)) {
+        *model = gguf;
+        *fixture = fx;
+        fprintf(stderr, "llama-diff: default job: SmolLM2-135M-Instruct from the cache (%s) against %s\n",
+                gguf, fx);
+    } else {
+        free(gguf);
+        free(fx);
+        *model = join(root, DEFAULT_MODEL);
+        *fixture = join(root, DEFAULT_FIXTURE);
+    }
+    return *model && *fixture ? 0 : bad("out of memory");
+}
+
+int main(int argc, char **argv) {
+    args a = {0};
+    int first = 1;
+    if (argc > 1 && argv[1][0] != '-') {
+        a.cmd = argv[1];
+        first = 2;
+    }
+    /* getopt sees the options after the command. */
+    argv[first - 1] = argv[0];
+    int status = parse_args(argc - first + 1, argv + first - 1, &a);
+    if (status) return status;
+    a.color = !a.json && isatty(STDOUT_FILENO) && !getenv("NO_COLOR");
+    /* NVLink SHARP multicast stays off unless the user says otherwise: the library leaves
+     * NCCL's environment alone, and the lent multi-GPU machines require it off. */
+    setenv("NCCL_NVLS_ENABLE", "0", 0);
+
+    char *model = NULL, *fixture = NULL;
+    if (!a.cmd) {
+        /* The bundled default: check the default model against its fixture. */
+        if (!a.model && !a.fixture) {
+            if ((status = default_job(&model, &fixture))) return status;
+            a.model = model;
+            a.fixture = fixture;
+        }
+        const char *root = fixtures_root();
+        if (!a.model) a.model = model = join(root, DEFAULT_MODEL);
+        if (!a.fixture) a.fixture = fixture = join(root, DEFAULT_FIXTURE);
+        a.cmd = "check";
+    }
+    static const struct {
+        const char *name;
+        int (*run)(const args *a);
+    } commands[] = {
+        {"check", cmd_check},     {"dump", cmd_dump},       {"info", cmd_info},
+        {"convert", cmd_convert}, {"compare", cmd_compare}, {"backends", cmd_backends},
+    };
+    size_t i = 0;
+    while (i < sizeof commands / sizeof commands[0] && !is_cmd(&a, commands[i].name))
+        i++;
+    if (i < sizeof commands / sizeof commands[0])
+        status = commands[i].run(&a);
+    else if (is_cmd(&a, "help"))
+        usage(stdout), status = EXIT_AGREE;
+    else
+        status = bad(
+            "unknown command \"%s\" (commands: check, dump, compare, backends, info, convert; see --help)",
+            a.cmd);
+    free(model);
+    free(fixture);
+    return status;
+}

@@ -1,0 +1,172 @@
+/* results.c: the comparison that check, compare and backends report: every stage of a
+ * run under test against its reference (metrics, budget, the error model's figure), the
+ * first divergence and the drill-down (lr_drill_down), the logits as users see them
+ * (lr_logits_compare); printed as a table or one JSON document, and written as the HTML
+ * report (../report.c). */
+#include "../report.h"
+#include "diff.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+int report_add(report *r, const char *name, const lr_tensor *test, const lr_tensor *ref) {
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? 2 * r->cap : 64;
+        lr_stage_result *res = realloc(r->res, cap * sizeof *res);
+        if (!res) return bad("out of memory");
+        r->res = res;
+        r->cap = cap;
+    }
+    lr_stage_result *x = &r->res[r->n];
+    memset(x, 0, sizeof *x);
+    int rc = lr_compare(test, ref, &x->m);
+    if (rc) return lib_fail(rc);
+    if (!(x->name = strdup(name))) return bad("out of memory");
+    r->n++;
+    x->kind = lr_stage_kind_of(name);
+    x->width = ref->ndim == 2 && ref->shape[1] > 0 ? ref->shape[1] : 1;
+    double own = r->model[0] ? lr_error_model_predict(r->model[0], name) : -1;
+    double other = r->model[1] ? lr_error_model_predict(r->model[1], name) : -1;
+    x->predicted =
+        own >= 0 && other >= 0 ? hypot(own, other) : own;       /* independent errors add in quadrature */
+    x->tolerance = lr_stage_budget(x->kind, r->precision, own); /* the budget scales with the run's own */
+    x->pass = lr_metrics_pass(&x->m, x->tolerance);
+    r->failed += !x->pass;
+    if (strcmp(name, lr_model_stage_name(LR_MS_LM_HEAD)) != 0) return 0;
+    rc = lr_logits_compare(test, ref, LR_LOGITS_TOP_K, &r->logits);
+    if (rc == LR_E_SHAPE) return 0; /* not (tokens, vocab) on both sides: no summary */
+    if (rc) return lib_fail(rc);
+    r->have_logits = true;
+    return 0;
+}
+
+void report_free(report *r) {
+    for (size_t i = 0; i < r->n; i++)
+        free((char *)r->res[i].name);
+    free(r->res);
+    lr_error_model_free(r->model[0]);
+    lr_error_model_free(r->model[1]);
+}
+
+int attach_model(lr_error_model **out, const lr_checkpoint *ck, lr_dtype p, const lr_batch *b,
+                 lr_stage_source src, void *user) {
+    const lr_st_entry *emb = lr_checkpoint_find(ck, lr_model_weight_name(LR_MW_EMBED));
+    double ctx = 0;
+    for (int64_t t = 0; t < b->num_tokens; t++)
+        ctx += (double)b->positions[t] + 1;
+    ctx = b->num_tokens > 0 ? ctx / (double)b->num_tokens : 1;
+    int rc =
+        lr_error_model_create(lr_checkpoint_config(ck), emb ? emb->t.dtype : LR_F32, p, ctx, src, user, out);
+    return rc ? lib_fail(rc) : 0;
+}
+
+const lr_tensor *fixture_source(void *user, const char *stage) {
+    const lr_st_entry *e = lr_fixture_stage(user, stage);
+    return e ? &e->t : NULL;
+}
+
+const lr_tensor *recorder_source(void *user, const char *stage) { return lr_recorder_find(user, stage); }
+
+/* The report as one JSON document (--json, --report). */
+static json_t *report_json(const report *r, const lr_drill *d) {
+    json_t *stages = json_array();
+    for (size_t i = 0; i < r->n; i++) {
+        const lr_stage_result *x = &r->res[i];
+        json_t *o = json_pack("{s:s, s:s, s:I, s:f, s:f, s:[I,I], s:f, s:I, s:I, s:f, s:f, s:b}", "name",
+                              x->name, "kind", lr_stage_kind_name(x->kind), "numel", (json_int_t)x->m.n,
+                              "rel_l2", isfinite(x->m.rel_l2) ? x->m.rel_l2 : -1.0, "max_abs", x->m.max_abs,
+                              "max_abs_at", (json_int_t)(x->m.max_abs_index / x->width),
+                              (json_int_t)(x->m.max_abs_index % x->width), "cosine", x->m.cosine, "nan",
+                              (json_int_t)x->m.nan_a, "inf", (json_int_t)x->m.inf_a, "tolerance",
+                              x->tolerance, "budget_used",
+                              isfinite(x->m.rel_l2) ? x->m.rel_l2 / x->tolerance : -1.0, "pass", x->pass);
+        json_object_set_new(o, "predicted", x->predicted >= 0 ? json_real(x->predicted) : json_null());
+        json_array_append_new(stages, o);
+    }
+    const lr_stage_result *first = d->first >= 0 ? &r->res[d->first] : NULL;
+    const lr_stage_result *cause = d->cause >= 0 ? &r->res[d->cause] : NULL;
+    json_t *root =
+        json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:o, s:o, s:s}", "command", r->command, "test",
+                  r->test_label, "reference", r->ref_label, "precision", precision_name(r->precision),
+                  "stages", stages, "passed", (json_int_t)(r->n - r->failed), "failed", (json_int_t)r->failed,
+                  "first_divergence", first ? json_string(first->name) : json_null(), "drill_down",
+                  cause ? json_pack("{s:s, s:f}", "stage", cause->name, "growth",
+                                    isfinite(d->growth) ? d->growth : -1.0)
+                        : json_null(),
+                  "result", r->failed ? "diverge" : "agree");
+    if (r->have_logits) {
+        const lr_logits_metrics *g = &r->logits;
+        json_object_set_new(root, "logits",
+                            json_pack("{s:I, s:f, s:I, s:f, s:f, s:f, s:I, s:f}", "tokens",
+                                      (json_int_t)g->tokens, "top1_agreement",
+                                      (double)g->top1_agree / (double)g->tokens, "k", (json_int_t)g->k,
+                                      "topk_overlap", g->topk_overlap, "kl_mean", g->kl_mean, "kl_max",
+                                      g->kl_max, "kl_max_token", (json_int_t)g->kl_max_token,
+                                      "max_abs_delta_logprob", g->max_abs_delta_logprob));
+    }
+    return root;
+}
+
+int report_finish(const args *a, report *r, json_t *extra) {
+    lr_drill d;
+    int rc = lr_drill_down(r->res, r->n, &d);
+    if (rc) return lib_fail(rc);
+    const lr_stage_result *first = d.first >= 0 ? &r->res[d.first] : NULL;
+    const lr_stage_result *cause = d.cause >= 0 ? &r->res[d.cause] : NULL;
+    int status = r->failed ? EXIT_DIVERGE : EXIT_AGREE;
+    if (a->report && !a->force && access(a->report, F_OK) == 0)
+        return bad("%s: already exists (use --force to replace it)", a->report);
+    if (a->json || a->report) {
+        json_t *root = report_json(r, &d);
+        if (extra) json_object_update(root, extra);
+        if (a->report && lr_write_html_report(a->report, root, a->force) != 0) status = EXIT_BAD;
+        if (a->json) {
+            json_dumpf(root, stdout, JSON_INDENT(2));
+            fputc('\n', stdout);
+        }
+        json_decref(root);
+        if (a->json || status == EXIT_BAD) return status;
+    }
+    const char *green = a->color ? "\033[32m" : "", *red = a->color ? "\033[31;1m" : "",
+               *off = a->color ? "\033[0m" : "";
+    printf("llama-diff %s\n  test       %s\n  reference  %s\n  budgets    %s (docs/tolerances.md)\n\n",
+           r->command, r->test_label, r->ref_label, precision_name(r->precision));
+    printf("%-42s %-10s %9s %9s %12s %18s %9s %7s %8s  %s\n", "stage", "kind", "rel_l2", "max_abs",
+           "at [t, i]", "cosine", "tol", "used", "x model", "result");
+    for (size_t i = 0; i < r->n; i++) {
+        const lr_stage_result *x = &r->res[i];
+        char at[32];
+        snprintf(at, sizeof at, "[%lld, %lld]", (long long)(x->m.max_abs_index / x->width),
+                 (long long)(x->m.max_abs_index % x->width));
+        char vs[16] = "-"; /* measured over the error model's prediction */
+        if (x->predicted > 0 && isfinite(x->m.rel_l2))
+            snprintf(vs, sizeof vs, "%.2f", x->m.rel_l2 / x->predicted);
+        printf("%-42s %-10s %9.2e %9.2e %12s %18.15f %9.1e %6.1f%% %8s  %s%s%s", x->name,
+               lr_stage_kind_name(x->kind), x->m.rel_l2, x->m.max_abs, at, x->m.cosine, x->tolerance,
+               100 * x->m.rel_l2 / x->tolerance, vs, x->pass ? green : red, x->pass ? "PASS" : "FAIL", off);
+        if (x->m.nan_a || x->m.inf_a)
+            printf(" (%lld NaN, %lld Inf)", (long long)x->m.nan_a, (long long)x->m.inf_a);
+        if (x == first) printf("  <-- first divergence");
+        printf("\n");
+    }
+    printf("\n%zu stages: %zu agree, %zu diverge", r->n, r->n - r->failed, r->failed);
+    if (first) printf("; first divergence at %s", first->name);
+    printf("\n");
+    if (r->have_logits) {
+        const lr_logits_metrics *g = &r->logits;
+        printf("logits as users see them: top-1 agrees on %lld/%lld tokens, top-%lld overlap %.3f, "
+               "KL(ref||test) mean %.3g max %.3g (token %lld), max |d log-prob| %.3g\n",
+               (long long)g->top1_agree, (long long)g->tokens, (long long)g->k, g->topk_overlap, g->kl_mean,
+               g->kl_max, (long long)g->kl_max_token, g->max_abs_delta_logprob);
+    }
+    const char *within = d.layer >= 0 ? "that layer" : "the model";
+    if (cause && isfinite(d.growth))
+        printf("drill-down: within %s the error jumps most at %s (x%.3g over the stage before)\n", within,
+               cause->name, d.growth);
+    else if (cause)
+        printf("drill-down: within %s the first NaN or Inf appears at %s\n", within, cause->name);
+    return status;
+}

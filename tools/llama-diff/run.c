@@ -1,0 +1,222 @@
+/* run.c: running a model for llama-diff: the input (a fixture's batch or --tokens), one
+ * forward with every stage recorded (progress on stderr, layer isolation), and check
+ * --decode, which runs the fixture as a prefill and single-token steps through the KV
+ * cache (lr_decode_run) and compares each step with the fixture's rows. */
+#include "diff.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- input ------------------------------------------------------------------------------ */
+
+static int parse_tokens(const char *s, int64_t **ids, int64_t *n) {
+    size_t cap = 16, k = 0;
+    int64_t *v = malloc(cap * sizeof *v);
+    if (!v) return bad("out of memory");
+    const char *p = s;
+    while (*p) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        if (!*p) break;
+        char *end;
+        long long x = strtoll(p, &end, 10);
+        if (end == p || x < 0) {
+            free(v);
+            return bad("--tokens: \"%s\" is not a list of non-negative token ids", s);
+        }
+        if (k == cap) {
+            int64_t *nv = realloc(v, 2 * cap * sizeof *v);
+            if (!nv) {
+                free(v);
+                return bad("out of memory");
+            }
+            v = nv;
+            cap *= 2;
+        }
+        v[k++] = x;
+        p = end;
+    }
+    if (k == 0) {
+        free(v);
+        return bad("--tokens: no token ids given");
+    }
+    *ids = v;
+    *n = (int64_t)k;
+    return 0;
+}
+
+int input_open(const args *a, input *in) {
+    memset(in, 0, sizeof *in);
+    if (!!a->fixture == !!a->tokens)
+        return bad("%s: give exactly one of --fixture FILE or --tokens \"...\"", a->cmd);
+    if (a->fixture) {
+        int rc = lr_fixture_open(a->fixture, &in->fx);
+        if (rc) return lib_fail(rc);
+        in->b = *lr_fixture_batch(in->fx);
+        return 0;
+    }
+    int64_t T = 0;
+    int status = parse_tokens(a->tokens, &in->ids, &T);
+    if (status) return status;
+    if (!(in->pos = malloc((size_t)T * sizeof *in->pos))) return bad("out of memory");
+    for (int64_t t = 0; t < T; t++)
+        in->pos[t] = t;
+    in->b = (lr_batch){.input_ids = in->ids, .positions = in->pos, .num_tokens = T, .num_seqs = 1};
+    return 0;
+}
+
+void input_close(input *in) {
+    lr_fixture_free(in->fx);
+    free(in->ids);
+    free(in->pos);
+}
+
+/* ---- one forward -------------------------------------------------------------------------- */
+
+/* Observer of a run: records every stage; with isolate, feeds each layer the
+ * reference's residual stream from a fixture. */
+typedef struct {
+    lr_observer rec;
+    const lr_fixture *isolate;
+    double start, last;
+    long long layers;
+    bool progress, tty, shown;
+} run_ctx;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void run_on_stage(void *user, const char *stage, const lr_tensor *t) {
+    run_ctx *c = user;
+    c->rec.on_stage(c->rec.user, stage, t);
+    /* Progress once a run has taken more than a second and a half: on a terminal one
+     * line rewritten at every layer's output, elsewhere (a CI log) a line every five
+     * seconds. */
+    if (c->layers <= 0 || !c->progress || lr_stage_kind_of(stage) != LR_STAGE_LAYER) return;
+    long long l = (long long)lr_stage_layer(stage);
+    double now = now_s();
+    if (now - c->start < 1.5 || (!c->tty && now - c->last < 5)) return;
+    if (c->tty) {
+        fprintf(stderr, "\rllama-diff: layer %lld/%lld", l + 1, c->layers);
+        c->shown = true;
+    } else {
+        fprintf(stderr, "llama-diff: layer %lld/%lld, %.0f s\n", l + 1, c->layers, now - c->start);
+    }
+    c->last = now;
+}
+
+static const lr_tensor *run_inject(void *user, const char *stage) {
+    const lr_st_entry *e = lr_fixture_stage(((run_ctx *)user)->isolate, stage);
+    return e ? &e->t : NULL;
+}
+
+const char *devices_note(int devices, int tp) {
+    static char buf[48];
+    if (devices == 0) return "";
+    if (devices == 1) return tp > 1 ? ", ranks in turn on one GPU" : ", one GPU";
+    snprintf(buf, sizeof buf, ", over %d GPUs (NCCL)", devices);
+    return buf;
+}
+
+int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,
+              const lr_fixture *isolate, int *devices) {
+    lr_model *m;
+    int rc = lr_model_create(ck, &a->opt, &m);
+    if (rc) return lib_fail(rc);
+    if (devices) *devices = lr_model_num_devices(m);
+    run_ctx ctx = {.rec = lr_recorder_observer(rec),
+                   .isolate = isolate,
+                   .start = now_s(),
+                   .layers = (long long)lr_checkpoint_config(ck)->num_hidden_layers,
+                   .progress = !a->quiet,
+                   .tty = isatty(STDERR_FILENO) != 0};
+    lr_observer obs = {.on_stage = run_on_stage, .user = &ctx, .inject = isolate ? run_inject : NULL};
+    lr_tensor hidden, logits;
+    rc = lr_model_forward(m, b, NULL, &obs, &hidden);
+    if (rc == LR_OK) rc = lr_model_compute_logits(m, &hidden, &obs, &logits);
+    if (rc == LR_OK) rc = lr_recorder_status(rec);
+    if (ctx.shown) fputs("\r\033[K", stderr);
+    lr_model_free(m);
+    return rc ? lib_fail(rc) : 0;
+}
+
+/* ---- check --decode ------------------------------------------------------------------------ */
+
+typedef struct {
+    const args *a;
+    const lr_fixture *fx;
+    const lr_error_model *em; /* the budgets scale as the stage table's do */
+    json_t *steps;            /* one object per step */
+} decode_ctx;
+
+/* A step's rows of every stage against the fixture's rows, sequence by sequence: its
+ * logits error and its worst stage (share of budget), as a line and a JSON object. */
+static int on_decode_step(void *user, const lr_decode_step *st) {
+    decode_ctx *c = user;
+    const lr_batch *b = st->batch;
+    double worst = 0, logits_err = 0;
+    const char *worst_name = "";
+    for (size_t i = 0; i < lr_recorder_count(st->stages); i++) {
+        const char *name = lr_recorder_name(st->stages, i);
+        const lr_st_entry *g = lr_fixture_stage(c->fx, name);
+        if (!g) continue;
+        const double *got = lr_recorder_at(st->stages, i)->data; /* (step tokens, w) */
+        int64_t w = g->t.shape[1];
+        double dd = 0, bb = 0;
+        for (int64_t q = 0; q < b->num_seqs; q++) {
+            for (int64_t e = 0; e < b->seq_lens[q] * w; e++) {
+                double x = got[st->step_row[q] * w + e], y = lr_tensor_get(&g->t, st->full_row[q] * w + e);
+                dd += (x - y) * (x - y);
+                bb += y * y;
+            }
+        }
+        double rel = bb > 0 ? sqrt(dd / bb) : sqrt(dd);
+        double share = rel / lr_stage_budget(lr_stage_kind_of(name), c->a->opt.precision,
+                                             lr_error_model_predict(c->em, name));
+        if (!(share <= worst)) worst = share, worst_name = g->name;
+        if (strcmp(name, lr_model_stage_name(LR_MS_LM_HEAD)) == 0) logits_err = rel;
+    }
+    const char *kind = st->index == 0 ? "prefill" : "decode";
+    json_array_append_new(c->steps, json_pack("{s:i, s:s, s:I, s:f, s:s, s:f}", "step", st->index, "kind",
+                                              kind, "tokens", (json_int_t)b->num_tokens, "lm_head_rel_l2",
+                                              logits_err, "worst_stage", worst_name, "worst_budget_used",
+                                              isfinite(worst) ? worst : -1.0));
+    if (!c->a->json)
+        fprintf(stdout, "%s %3d: %3lld tokens, logits rel_l2 %.2e, worst stage %s at %.1f%% of its budget\n",
+                st->index == 0 ? "prefill" : "decode ", st->index, (long long)b->num_tokens, logits_err,
+                worst_name, 100 * worst);
+    return 0;
+}
+
+int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, const lr_error_model *em,
+               lr_recorder *rec, json_t **steps_out, int *devices) {
+    decode_ctx c = {.a = a, .fx = fx, .em = em, .steps = json_array()};
+    if (!c.steps) return bad("out of memory");
+    lr_model *m;
+    int rc = lr_model_create(ck, &a->opt, &m);
+    if (rc) {
+        json_decref(c.steps);
+        return lib_fail(rc);
+    }
+    *devices = lr_model_num_devices(m);
+    /* Every sequence prefilled but its last a->decode tokens (at least one). */
+    lr_decode_plan plan = {.decode = a->decode};
+    lr_observer whole = lr_recorder_observer(rec);
+    rc = lr_decode_run(m, lr_fixture_batch(fx), &plan, on_decode_step, &c, &whole);
+    if (rc == LR_OK) rc = lr_recorder_status(rec);
+    lr_model_free(m);
+    if (rc) {
+        json_decref(c.steps);
+        return lib_fail(rc);
+    }
+    if (!a->json) fputc('\n', stdout);
+    *steps_out = c.steps;
+    return 0;
+}

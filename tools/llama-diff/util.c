@@ -1,0 +1,93 @@
+/* util.c: the small things every llama-diff command uses: one-line errors, integer
+ * options, precision names, paths. */
+#include "diff.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+bool is_cmd(const args *a, const char *cmd) { return a->cmd && strcmp(a->cmd, cmd) == 0; }
+
+int bad(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("llama-diff: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    return EXIT_BAD;
+}
+
+int lib_fail(int rc) { return bad("%s (%s)", lr_last_error(), lr_status_name(rc)); }
+
+int parse_int(const char *s, const char *opt, int lo, int hi, int *out) {
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (*s == '\0' || *end != '\0' || v < lo || v > hi)
+        return bad("%s: \"%s\" is not an integer in %d..%d", opt, s, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+/* The names a precision goes by: the first row of a dtype is how llama-diff writes it,
+ * torch how a llama-golden/1 file's compute_dtype does. */
+static const struct {
+    const char *name;
+    lr_dtype dtype;
+    const char *torch;
+} precisions[] = {
+    {"f64", LR_F64, "float64"},  {"f32", LR_F32, "float32"}, {"bf16", LR_BF16, "bfloat16"},
+    {"fp16", LR_F16, "float16"}, {"fp32", LR_F32, NULL},     {"f16", LR_F16, NULL},
+};
+#define N_PRECISIONS (sizeof precisions / sizeof precisions[0])
+
+int parse_precision(const char *s, lr_dtype *out) {
+    for (size_t i = 0; i < N_PRECISIONS; i++)
+        if (strcmp(s, precisions[i].name) == 0) {
+            *out = precisions[i].dtype;
+            return 0;
+        }
+    return -1;
+}
+
+const char *precision_name(lr_dtype d) {
+    for (size_t i = 0; i < N_PRECISIONS; i++)
+        if (precisions[i].dtype == d) return precisions[i].name;
+    return lr_dtype_name(d);
+}
+
+const char *precision_torch(lr_dtype d) {
+    for (size_t i = 0; i < N_PRECISIONS; i++)
+        if (precisions[i].dtype == d && precisions[i].torch) return precisions[i].torch;
+    return lr_dtype_name(d);
+}
+
+int parse_precision_torch(const char *s, lr_dtype *out) {
+    for (size_t i = 0; i < N_PRECISIONS; i++)
+        if (precisions[i].torch && strcmp(s, precisions[i].torch) == 0) {
+            *out = precisions[i].dtype;
+            return 0;
+        }
+    return -1;
+}
+
+char *join(const char *a, const char *b) {
+    char *p = malloc(strlen(a) + strlen(b) + 2);
+    if (p) sprintf(p, "%s/%s", a, b);
+    return p;
+}
+
+bool is_file(const char *path) {
+    struct stat st;
+    return path && stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+const char *fixtures_root(void) {
+    const char *env = getenv("LR_FIXTURES");
+    if (env && *env) return env;
+    struct stat st;
+    if (stat(LR_SRC_FIXTURES, &st) == 0 && S_ISDIR(st.st_mode)) return LR_SRC_FIXTURES;
+    return LR_DATA_FIXTURES;
+}
