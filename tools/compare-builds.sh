@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# compare-builds.sh: two llama-diff builds (e.g. before and after a refactor) on every
+# committed fixture: each stage dump byte for byte, and the --isolate and --decode checks'
+# JSON (timings left out). Exit 1 on any difference; prints what differed.
+#   tools/compare-builds.sh [--backend cpu|cuda] [--tp "1 2 4"] LLAMA_DIFF_A LLAMA_DIFF_B
+# cpu runs f64 and f32; cuda runs bf16, fp16 and fp32.
+set -uo pipefail
+BACKEND=cpu TPS="1 2 4"
+while [ $# -gt 2 ]; do
+    case $1 in
+    --backend) BACKEND=$2; shift 2 ;;
+    --tp) TPS=$2; shift 2 ;;
+    *) echo "compare-builds: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+[ $# -eq 2 ] && [ -x "$1" ] && [ -x "$2" ] || { echo "usage: $0 [--backend B] [--tp LIST] LLAMA_DIFF_A LLAMA_DIFF_B" >&2; exit 2; }
+A=$1 B=$2
+F=$(cd "$(dirname "$0")/../fixtures" && pwd)
+D=$(mktemp -d)
+trap 'rm -rf "$D"' EXIT
+case $BACKEND in cpu) PRECS="f64 f32" ;; cuda) PRECS="bf16 fp16 fp32" ;; *) echo "compare-builds: backend $BACKEND" >&2; exit 2 ;; esac
+fail=0 n=0
+for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16 long-gqa-f32:long-gqa-f32-300; do
+    m=$F/models/${c%%:*} fx=$F/golden/${c#*:}.safetensors
+    for p in $PRECS; do
+        for tp in $TPS; do
+            run="-b $BACKEND -m $m -f $fx -p $p --tp $tp -q"
+            "$A" dump $run -o "$D/a.st" --force >"$D/a.err" 2>&1; ea=$?
+            "$B" dump $run -o "$D/b.st" --force >"$D/b.err" 2>&1; eb=$?
+            n=$((n + 1))
+            if [ $ea -ne 0 ] || [ $eb -ne 0 ] || ! cmp -s "$D/a.st" "$D/b.st"; then
+                echo "DIFFER: dump ${c#*:} $p tp $tp (exit $ea / $eb) $(head -c 200 "$D/a.err") $(head -c 200 "$D/b.err")"
+                fail=1
+            fi
+            for x in --isolate "--decode 2"; do
+                "$A" check $run $x --json 2>/dev/null | grep -v -e seconds -e time >"$D/a.json"
+                "$B" check $run $x --json 2>/dev/null | grep -v -e seconds -e time >"$D/b.json"
+                n=$((n + 1))
+                if [ ! -s "$D/a.json" ] || ! cmp -s "$D/a.json" "$D/b.json"; then
+                    echo "DIFFER: check $x ${c#*:} $p tp $tp"
+                    fail=1
+                fi
+            done
+        done
+    done
+done
+echo "compare-builds: $n runs of $BACKEND, $([ $fail -eq 0 ] && echo 'all identical' || echo 'some differ')"
+exit $fail
