@@ -30,15 +30,23 @@ enum {
     N_SLOTS
 };
 
-static const struct {
-    const char *suffix;
-    int slot;
-} slot_of_suffix[] = {
-    {"input_layernorm", S_INPUT_NORM},   {"self_attn.q_proj", S_QKV},         {"self_attn.k_proj", S_QKV},
-    {"self_attn.v_proj", S_QKV},         {"self_attn.o_proj.input", S_CONTEXT}, {"self_attn.o_proj", S_ATTN_OUT},
-    {"self_attn", S_ATTN_OUT},           {"post_attention_layernorm", S_POST_NORM}, {"mlp.gate_proj", S_GATE_UP},
-    {"mlp.up_proj", S_GATE_UP},          {"mlp.act_fn", S_ACT_FN},            {"mlp.down_proj.input", S_ACT_MUL},
-    {"mlp.down_proj", S_MLP_OUT},        {"mlp", S_MLP_OUT},                  {"", S_LAYER},
+/* The slot that predicts each layer stage (lr_layer_stage order). */
+static const int slot_of_stage[LR_LAYER_STAGE_COUNT] = {
+    [LR_LS_INPUT_LAYERNORM] = S_INPUT_NORM,
+    [LR_LS_Q_PROJ] = S_QKV,
+    [LR_LS_K_PROJ] = S_QKV,
+    [LR_LS_V_PROJ] = S_QKV,
+    [LR_LS_O_PROJ_INPUT] = S_CONTEXT,
+    [LR_LS_O_PROJ] = S_ATTN_OUT,
+    [LR_LS_SELF_ATTN] = S_ATTN_OUT,
+    [LR_LS_POST_ATTENTION_LAYERNORM] = S_POST_NORM,
+    [LR_LS_GATE_PROJ] = S_GATE_UP,
+    [LR_LS_UP_PROJ] = S_GATE_UP,
+    [LR_LS_ACT_FN] = S_ACT_FN,
+    [LR_LS_DOWN_PROJ_INPUT] = S_ACT_MUL,
+    [LR_LS_DOWN_PROJ] = S_MLP_OUT,
+    [LR_LS_MLP] = S_MLP_OUT,
+    [LR_LS_LAYER] = S_LAYER,
 };
 
 struct lr_error_model {
@@ -101,7 +109,7 @@ int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype preci
         return lr_fail(LR_E_NOMEM, "error model: out of memory");
     }
     m->layers = L;
-    const lr_tensor *h = src(user, "model.embed_tokens");
+    const lr_tensor *h = src(user, lr_model_stage_name(LR_MS_EMBED_TOKENS));
     double nh = h ? norm2(h, NULL, 0) : 0;
     double eh = rw; /* the embedding is a lookup of (rounded) weights */
     m->embedding = eh;
@@ -118,10 +126,8 @@ int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype preci
         s[S_CONTEXT] = hypot3(s[S_QKV], rho, hypot(ACC(cfg->head_dim), ACC(mean_context)));
         s[S_ATTN_OUT] = hypot3(s[S_CONTEXT], hypot(rw, rho), ACC(QH));
 
-        snprintf(name, sizeof name, "model.layers.%lld", (long long)l);
-        const lr_tensor *hout = src(user, name);
-        snprintf(name, sizeof name, "model.layers.%lld.self_attn", (long long)l);
-        const lr_tensor *a = src(user, name);
+        const lr_tensor *hout = src(user, lr_layer_stage_name(name, sizeof name, l, LR_LS_LAYER));
+        const lr_tensor *a = src(user, lr_layer_stage_name(name, sizeof name, l, LR_LS_SELF_ATTN));
         /* nh: carried from the layer before */
         const double nhout = hout ? norm2(hout, NULL, 0) : 0;
         double nout = nhout, na, nr1, nm;
@@ -177,13 +183,16 @@ void lr_error_model_free(lr_error_model *m) {
 
 double lr_error_model_predict(const lr_error_model *m, const char *stage) {
     if (!m || !stage) return -1;
-    if (strcmp(stage, "model.embed_tokens") == 0) return m->embedding;
-    if (strcmp(stage, "model.norm") == 0) return m->final_norm;
-    if (strcmp(stage, "lm_head") == 0) return m->logits;
-    const char *suffix;
-    int64_t l = lr_stage_split(stage, &suffix);
-    if (l < 0 || l >= m->layers) return -1;
-    for (size_t k = 0; k < sizeof slot_of_suffix / sizeof slot_of_suffix[0]; k++)
-        if (strcmp(suffix, slot_of_suffix[k].suffix) == 0) return m->slot[l * N_SLOTS + slot_of_suffix[k].slot];
+    switch (lr_stage_kind_of(stage)) {
+    case LR_STAGE_UNKNOWN: return -1;
+    case LR_STAGE_EMBEDDING: return m->embedding;
+    case LR_STAGE_LOGITS: return m->logits;
+    default: break;
+    }
+    int64_t order = lr_stage_order(stage);
+    if (order == lr_stage_order(lr_model_stage_name(LR_MS_NORM))) return m->final_norm;
+    int64_t l = (order - 1) / LR_LAYER_STAGE_COUNT;
+    if (order < 1 || l >= m->layers) return -1;
+    return m->slot[l * N_SLOTS + slot_of_stage[(order - 1) % LR_LAYER_STAGE_COUNT]];
     return -1;
 }

@@ -146,13 +146,13 @@ int lr_fixture_check_config(const lr_fixture *fx, const lr_config *c) {
     char name[64];
     for (int64_t l = -1; l <= c->num_hidden_layers + 1; l++) {
         if (l == -1)
-            snprintf(name, sizeof name, "model.embed_tokens");
+            snprintf(name, sizeof name, "%s", lr_model_stage_name(LR_MS_EMBED_TOKENS));
         else if (l == c->num_hidden_layers)
-            snprintf(name, sizeof name, "model.norm");
+            snprintf(name, sizeof name, "%s", lr_model_stage_name(LR_MS_NORM));
         else if (l == c->num_hidden_layers + 1)
-            snprintf(name, sizeof name, "lm_head");
+            snprintf(name, sizeof name, "%s", lr_model_stage_name(LR_MS_LM_HEAD));
         else
-            snprintf(name, sizeof name, "model.layers.%lld", (long long)l);
+            lr_layer_stage_name(name, sizeof name, l, LR_LS_LAYER);
         if (!lr_fixture_stage(fx, name))
             return lr_fail(LR_E_FIXTURE, "%s: tensor \"%s\": required stage missing", path, name);
     }
