@@ -91,6 +91,8 @@ struct gpu_model {
     float *obs_host; /* (T, max width) */
     int64_t obs_cap;
     int64_t last_T; /* tokens of the last forward, whose final hidden is in reps[*].normed */
+    const lr_fault *faults; /* (num_faults): lr_model_set_faults, owned by the front */
+    size_t num_faults;
     gpu_prof prof;
 };
 
@@ -158,6 +160,12 @@ static void cuda_set_profiling(void *impl, bool on) {
 static void cuda_get_profile(const void *impl, lr_profile *out) { *out = ((const gpu_model *)impl)->prof.acc; }
 
 static int cuda_num_devices(const void *impl) { return ((const gpu_model *)impl)->nrep; }
+
+static void cuda_set_faults(void *impl, const lr_fault *faults, size_t n) {
+    gpu_model *m = (gpu_model *)impl;
+    m->faults = faults;
+    m->num_faults = n;
+}
 
 static cudaDataType_t cuda_type(lr_dtype dt) {
     return dt == LR_BF16 ? CUDA_R_16BF : dt == LR_F16 ? CUDA_R_16F : CUDA_R_32F;
@@ -794,14 +802,51 @@ static int op_load_stream(void *be, bool embedding, const lr_tensor *t) {
     return rc;
 }
 
+/* Fault injection: through float32 on the host, with the factors every backend uses
+ * (lr_fault_factor), stored back in the buffer's dtype; replicated buffers on every
+ * device. Slow, and only for tests that measure detection. */
+static int op_perturb(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, int64_t dst_col,
+                      int64_t width, const lr_fault *f) {
+    gpu_pass *p = (gpu_pass *)be;
+    gpu_model *m = p->m;
+    int64_t T = p->T, n = T * ld;
+    bool replicated = b == LR_BUF_HIDDEN || b == LR_BUF_RESIDUAL || b == LR_BUF_NORMED || b == LR_BUF_SUM;
+    float *host = (float *)malloc((size_t)n * sizeof(float));
+    if (!host) return lr_fail(LR_E_NOMEM, "cuda: out of memory");
+    int rc = LR_OK;
+    for (int i = 0; rc == LR_OK && i < (replicated ? m->nrep : 1); i++) {
+        int rank = replicated ? (m->nrep > 1 ? i : 0) : r;
+        gpu_rank *rk = &m->ranks[rank];
+        gpu_replica *rep = &m->reps[rep_of(m, rank)];
+        void *x = buf(p, b, rank);
+        cudaSetDevice(rk->device);
+        rc = lr_gpu_convert(rep->scratch, LR_F32, x, buf_dtype(m, b), n, rk->stream);
+        if (rc == LR_OK && (cudaMemcpyAsync(host, rep->scratch, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost,
+                                            rk->stream) != cudaSuccess ||
+                            cudaStreamSynchronize(rk->stream) != cudaSuccess))
+            rc = lr_fail(LR_E_DEVICE, "cuda: reading a stage for a fault failed");
+        for (int64_t t = 0; rc == LR_OK && t < T; t++)
+            for (int64_t c = 0; c < cols; c++)
+                host[t * ld + col + c] = (float)(host[t * ld + col + c] * lr_fault_factor(f, t, dst_col + c, width));
+        if (rc == LR_OK && cudaMemcpyAsync(rep->scratch, host, (size_t)n * sizeof(float), cudaMemcpyHostToDevice,
+                                           rk->stream) != cudaSuccess)
+            rc = lr_fail(LR_E_DEVICE, "cuda: writing a fault back failed");
+        if (rc == LR_OK) rc = lr_gpu_convert(x, buf_dtype(m, b), rep->scratch, LR_F32, n, rk->stream);
+        if (rc == LR_OK && cudaStreamSynchronize(rk->stream) != cudaSuccess)
+            rc = lr_fail(LR_E_DEVICE, "cuda: writing a fault back failed");
+    }
+    free(host);
+    return rc;
+}
+
 static void op_prof_mark(void *be, int prof) {
     gpu_pass *p = (gpu_pass *)be;
     prof_mark(p->m, &p->m->ranks[0], prof);
 }
 
 static const lr_layer_ops cuda_layer_ops = {
-    LR_F32,         op_embedding, op_rms_norm,     op_linear, op_rotary,      op_attention,  op_activation,
-    op_all_reduce, op_residual_sum, op_read, op_load_stream, op_prof_mark, NULL,
+    LR_F32,          op_embedding, op_rms_norm,    op_linear,  op_rotary,    op_attention, op_activation,
+    op_all_reduce,   op_residual_sum, op_read,     op_load_stream, op_perturb, op_prof_mark, NULL,
 };
 
 static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans, void *kvp,
@@ -810,13 +855,13 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
     gpu_kv *kv = (gpu_kv *)kvp;
     int64_t T = b->num_tokens, H = m->cfg.hidden_size;
     prof_begin(m);
-    TRY(ensure_buffers(m, T, b->num_seqs, kv->max_blocks, obs && (obs->on_stage || obs->inject)));
+    TRY(ensure_buffers(m, T, b->num_seqs, kv->max_blocks, (obs && (obs->on_stage || obs->inject)) || m->num_faults));
     lr_gpu_attn_meta meta;
     TRY(upload_batch(m, b, spans, kv, &meta));
     prof_mark(m, &m->ranks[0], LR_PROF_SETUP);
 
     gpu_pass p = {m, kv, &meta, T};
-    lr_composer c = {&cuda_layer_ops, &m->cfg, m->layouts, m->tp, m->ranks[0].plan};
+    lr_composer c = {&cuda_layer_ops, &m->cfg, m->layouts, m->tp, m->ranks[0].plan, m->faults, m->num_faults};
     TRY(lr_compose_forward(&c, &p, T, obs));
 
     size_t bytes = (size_t)(T * H) * lr_dtype_size(m->dt);
@@ -904,5 +949,5 @@ extern "C" const lr_backend_ops lr_cuda_backend = {
     {"cuda", "the CUDA path (cuBLAS, NCCL or the single-GPU tp mode)", {LR_BF16, LR_F16, LR_F32}, 3, true, true,
      true},
     cuda_create, cuda_destroy, cuda_kv_create, cuda_kv_free, cuda_forward, cuda_compute_logits,
-    cuda_set_profiling, cuda_get_profile, cuda_num_devices,
+    cuda_set_profiling, cuda_get_profile, cuda_num_devices, cuda_set_faults,
 };

@@ -531,6 +531,31 @@ int lr_model_set_profiling(lr_model *m, bool on);
 /* The counters accumulated since profiling was last turned on. */
 int lr_model_get_profile(const lr_model *m, lr_profile *out);
 
+/* ---- Fault injection (what the suite catches; docs/detection.md) --------------------- */
+
+/* How a fault perturbs the output of the op that computes its stage, in place (so every
+ * later op sees it): scale: every element x (1 + eps); element: the last feature of every
+ * token x (1 + eps); noise: every element x (1 + eps u), u uniform with mean 0 and RMS 1,
+ * drawn from (seed, token, feature). */
+typedef enum { LR_FAULT_SCALE, LR_FAULT_ELEMENT, LR_FAULT_NOISE } lr_fault_kind;
+
+typedef struct {
+    char stage[96]; /* a forward stage: model.embed_tokens, model.layers.N.<sub-stage>, model.norm */
+    lr_fault_kind kind;
+    double eps;
+    uint64_t seed;  /* noise only */
+} lr_fault;
+
+/* "STAGE=KIND:EPS[:SEED]", e.g. "model.layers.1.self_attn.o_proj=scale:1e-3". */
+int lr_fault_parse(const char *spec, lr_fault *out);
+const char *lr_fault_kind_name(lr_fault_kind k);
+/* The factor a fault multiplies element (token, feature) of its stage (width features) by. */
+double lr_fault_factor(const lr_fault *f, int64_t token, int64_t feature, int64_t width);
+/* Faults for every later forward of m (n 0: none). Each must name a stage of m's forward
+ * that is an op's output (not the observed residual sum model.layers.N, not mlp.act_fn,
+ * not lm_head); several may name one stage. The array is copied. */
+int lr_model_set_faults(lr_model *m, const lr_fault *faults, size_t n);
+
 /* ---- Fixtures (llama-golden/1) --------------------------------------------------- */
 
 #define LR_FIXTURE_FORMAT "llama-golden/1"

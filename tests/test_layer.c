@@ -4,6 +4,7 @@
  * slot and the profiling marks. The real backends are checked against the goldens by
  * test_forward and test_gpu_forward; this checks the sequence they both run. */
 #include <check.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,9 +74,28 @@ static void on_stage(void *user, const char *stage, const lr_tensor *t) {
     ck_assert_int_eq(t->dtype, LR_F64);
 }
 
+static int f_perturb(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, int64_t dst_col, int64_t width,
+                     const lr_fault *f) {
+    (void)be, (void)ld, (void)f;
+    ck_assert_int_eq(dst_col + cols <= width, 1);
+    return record("perturb", r, b, b, (int)col, (int)dst_col, 0);
+}
+
 static lr_layer_ops mock_ops(bool fused) {
-    lr_layer_ops o = {LR_F64,      f_embedding,  f_rms_norm,     f_linear, f_rotary,      f_attention, f_activation,
-                      f_all_reduce, f_residual_sum, f_read, f_load_stream, f_prof,    fused ? f_fused : NULL};
+    lr_layer_ops o = {.obs_dtype = LR_F64,
+                      .embedding = f_embedding,
+                      .rms_norm = f_rms_norm,
+                      .linear = f_linear,
+                      .rotary = f_rotary,
+                      .attention = f_attention,
+                      .activation = f_activation,
+                      .all_reduce = f_all_reduce,
+                      .residual_sum = f_residual_sum,
+                      .read = f_read,
+                      .load_stream = f_load_stream,
+                      .perturb = f_perturb,
+                      .prof_mark = f_prof,
+                      .rotary_attention = fused ? f_fused : NULL};
     return o;
 }
 
@@ -102,7 +122,7 @@ static void make(setup *s, int tp, bool fused) {
     ck_assert_int_eq(lr_plan_create(&s->cfg, tp, 0, &s->plan), LR_OK);
     for (int r = 0; r < tp; r++) ck_assert_int_eq(lr_tp_layout_make(&s->cfg, tp, r, &s->L[r]), LR_OK);
     s->ops = mock_ops(fused);
-    s->c = (lr_composer){&s->ops, &s->cfg, s->L, tp, s->plan};
+    s->c = (lr_composer){&s->ops, &s->cfg, s->L, tp, s->plan, NULL, 0};
     rec = calloc(1, sizeof *rec);
 }
 
@@ -259,6 +279,79 @@ START_TEST(fused_slot_replaces_two_ops) {
 }
 END_TEST
 
+/* A fault perturbs its stage's buffer right after the op that computes it, on every
+ * rank's block of a column-parallel stage, before anything reads it. */
+START_TEST(faults_perturb_the_right_buffer_after_their_op) {
+    setup s;
+    make(&s, 2, false);
+    lr_fault f[3];
+    ck_assert_int_eq(lr_fault_parse("model.layers.1.self_attn.k_proj=scale:1e-3", &f[0]), LR_OK);
+    ck_assert_int_eq(lr_fault_parse("model.layers.0.mlp.down_proj=element:1e-2", &f[1]), LR_OK);
+    ck_assert_int_eq(lr_fault_parse("model.norm=noise:1e-3:7", &f[2]), LR_OK);
+    for (int k = 0; k < 3; k++) ck_assert_int_eq(lr_fault_check(&f[k], &s.cfg), LR_OK);
+    s.c.faults = f;
+    s.c.num_faults = 3;
+    ck_assert_int_eq(lr_compose_forward(&s.c, NULL, 3, NULL), LR_OK);
+    ck_assert_int_eq(count("perturb"), 2 + 1 + 1);
+    int linears = 0, i;
+    for (i = 0; i < rec->n; i++) {
+        const call *c = &rec->calls[i];
+        if (strcmp(c->op, "linear") == 0) linears++;
+        if (strcmp(c->op, "perturb") != 0) continue;
+        if (c->out == LR_BUF_QKV) {
+            /* after layer 1's qkv_proj (linears 9 and 10: two ranks), before its rotary; each
+             * rank's k block */
+            ck_assert_int_eq(linears, 10);
+            ck_assert_int_eq(strcmp(rec->calls[i + (c->rank == 0)].op, "perturb"), 0);
+            ck_assert_int_eq(c->weight, (int)s.L[c->rank].q_size);
+            ck_assert_int_eq(c->bias, (int)(s.L[c->rank].kv_head_start * s.cfg.head_dim));
+        } else if (c->out == LR_BUF_HIDDEN) {
+            /* after layer 0's down_proj all-reduce, before the next norm */
+            ck_assert_int_eq(linears, 8);
+            ck_assert_int_eq(strcmp(rec->calls[i - 1].op, "all_reduce"), 0);
+        } else {
+            ck_assert_int_eq(c->out, LR_BUF_NORMED); /* the final norm's output */
+            ck_assert_int_eq(i, rec->n - 1);
+        }
+    }
+    /* Stages no op computes are refused, with the reason. */
+    lr_fault bad;
+    ck_assert_int_eq(lr_fault_parse("model.layers.0=scale:1e-3", &bad), LR_OK);
+    ck_assert_int_eq(lr_fault_check(&bad, &s.cfg), LR_E_INVAL);
+    ck_assert_int_eq(lr_fault_parse("lm_head=scale:1e-3", &bad), LR_OK);
+    ck_assert_int_eq(lr_fault_check(&bad, &s.cfg), LR_E_INVAL);
+    ck_assert_int_eq(lr_fault_parse("model.layers.2.mlp=scale:1e-3", &bad), LR_OK);
+    ck_assert_int_eq(lr_fault_check(&bad, &s.cfg), LR_E_INVAL);
+    ck_assert_int_ne(lr_fault_parse("model.norm=scale", &bad), LR_OK);
+    ck_assert_int_ne(lr_fault_parse("model.norm=shift:1", &bad), LR_OK);
+    ck_assert_int_ne(lr_fault_parse("model.norm=noise:-1", &bad), LR_OK);
+    ck_assert_int_ne(lr_fault_parse("model.norm=noise:1e-3:x", &bad), LR_OK);
+    unmake(&s);
+}
+END_TEST
+
+/* The factors: scale everywhere, element on the last feature only, noise of RMS eps,
+ * mean 0, the same for the same (seed, token, feature) and different for another seed. */
+START_TEST(fault_factors) {
+    lr_fault f;
+    ck_assert_int_eq(lr_fault_parse("model.norm=element:0.5", &f), LR_OK);
+    ck_assert(lr_fault_factor(&f, 3, 9, 10) == 1.5 && lr_fault_factor(&f, 3, 8, 10) == 1.0);
+    ck_assert_int_eq(lr_fault_parse("model.norm=noise:0.01:42", &f), LR_OK);
+    double sum = 0, sq = 0;
+    int n = 100000;
+    for (int i = 0; i < n; i++) {
+        double d = lr_fault_factor(&f, i / 100, i % 100, 100) - 1;
+        sum += d, sq += d * d;
+    }
+    ck_assert_double_eq_tol(sqrt(sq / n), 0.01, 2e-4);
+    ck_assert_double_eq_tol(sum / n, 0, 1e-4);
+    ck_assert(lr_fault_factor(&f, 5, 7, 100) == lr_fault_factor(&f, 5, 7, 100));
+    lr_fault g = f;
+    g.seed = 43;
+    ck_assert(lr_fault_factor(&f, 5, 7, 100) != lr_fault_factor(&g, 5, 7, 100));
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("layer");
     TCase *tc = tcase_create("composer");
@@ -268,6 +361,8 @@ static Suite *suite(void) {
     tcase_add_test(tc, gathers_put_each_rank_at_its_columns);
     tcase_add_test(tc, isolation_replaces_the_residual_stream);
     tcase_add_test(tc, fused_slot_replaces_two_ops);
+    tcase_add_test(tc, faults_perturb_the_right_buffer_after_their_op);
+    tcase_add_test(tc, fault_factors);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -33,6 +33,9 @@ typedef struct lr_backend_ops {
     void (*get_profile)(const void *impl, lr_profile *out);
     /* optional: GPUs in use (lr_model_num_devices); absent: 0, the host */
     int (*num_devices)(const void *impl);
+    /* optional: faults for later forwards (checked; the array stays valid until the next
+     * call); absent: the backend takes no faults */
+    void (*set_faults)(void *impl, const lr_fault *faults, size_t n);
 } lr_backend_ops;
 
 /* The backends built in (backends.c), the CPU reference first. */

@@ -33,6 +33,9 @@ static inline bool lr_add_overflows(uint64_t a, uint64_t b, uint64_t *out) {
 
 /* Reads a whole small file (config.json, index.json) into a NUL-terminated buffer,
  * refusing files larger than limit. */
+/* LR_OK when the fault names a stage of a model with this config that an op computes. */
+int lr_fault_check(const lr_fault *f, const lr_config *cfg);
+
 /* RoPE inverse frequencies (head_dim / 2), float64, with the config's scaling (config.c). */
 void lr_rope_inv_freq(const lr_config *cfg, double *inv_freq);
 

@@ -63,6 +63,7 @@ typedef struct {
     const lr_observer *inject;
     bool residual_live; /* the residual stream has started: norms add into it */
     char *host;         /* (T, widest) in obs_dtype, observers only */
+    int64_t *fault_at;  /* (num_faults): lr_stage_order of each fault's stage */
 } pass;
 
 static void mark(const pass *p, int prof) {
@@ -118,6 +119,24 @@ static int emit_layer_stage(const pass *p, int64_t l, const lr_layer_emit *e) {
     char name[96];
     return emit(p, lr_layer_stage_name(name, sizeof name, l, e->stage), lr_layer_stage_width(e->stage), e->buf,
                 e->gather);
+}
+
+/* Applies the faults at stage order `at` (the stage's buffer, gathered as it is
+ * reported) before anything reads it. */
+static int inject_faults(const pass *p, int64_t at, lr_stage_width_unit width, lr_buf b, lr_gather g) {
+    const lr_composer *c = p->c;
+    int64_t N = lr_width_of(c->cfg, width), ld = buf_ld(c, b), src, cols, dst;
+    for (size_t k = 0; k < c->num_faults; k++) {
+        if (p->fault_at[k] != at) continue;
+        /* Replicated kv heads: every replica's copy gets the same factors (the factor
+         * depends on the stage's feature, not on the rank). */
+        for (int r = 0; r < (g == LR_GATHER_REPLICATED ? 1 : c->tp); r++) {
+            block_of(c, g, r, &src, &cols, &dst);
+            int rc = p->ops->perturb(p->be, b, r, ld, src, cols, dst, N, &c->faults[k]);
+            if (rc) return rc;
+        }
+    }
+    return LR_OK;
 }
 
 /* Layer isolation: the residual stream entering layer l (l = L: the final norm) as the
@@ -184,6 +203,11 @@ static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_i
         break;
     }
     mark(p, prof);
+    for (int k = 0; p->fault_at && k < s->num_emits; k++) {
+        const lr_layer_emit *e = &s->emits[k];
+        TRY(inject_faults(p, 1 + l * LR_LAYER_STAGE_COUNT + e->stage, lr_layer_stage_width(e->stage), e->buf,
+                          e->gather));
+    }
     for (int k = 0; p->obs && k < s->num_emits; k++) TRY(emit_layer_stage(p, l, &s->emits[k]));
     return LR_OK;
 }
@@ -202,6 +226,7 @@ static int forward(pass *p) {
         TRY(ops->all_reduce(p->be));
         mark(p, LR_PROF_ALL_REDUCE);
     }
+    if (p->fault_at) TRY(inject_faults(p, 0, LR_WIDTH_HIDDEN, LR_BUF_HIDDEN, LR_GATHER_REPLICATED));
     if (p->obs)
         TRY(emit(p, lr_model_stage_name(LR_MS_EMBED_TOKENS), LR_WIDTH_HIDDEN, LR_BUF_HIDDEN, LR_GATHER_REPLICATED));
 
@@ -214,6 +239,9 @@ static int forward(pass *p) {
 
     TRY(ops->rms_norm(p->be, norm, p->residual_live));
     mark(p, LR_PROF_RMS_NORM);
+    if (p->fault_at)
+        TRY(inject_faults(p, lr_stage_order(lr_model_stage_name(LR_MS_NORM)), LR_WIDTH_HIDDEN, LR_BUF_NORMED,
+                          LR_GATHER_REPLICATED));
     if (p->obs) TRY(emit(p, lr_model_stage_name(LR_MS_NORM), LR_WIDTH_HIDDEN, LR_BUF_NORMED, LR_GATHER_REPLICATED));
     return LR_OK;
 }
@@ -229,7 +257,15 @@ int lr_compose_forward(const lr_composer *c, void *be, int64_t T, const lr_obser
         if (!(p.host = malloc(n ? n : 1)))
             return lr_fail(LR_E_NOMEM, "forward: cannot allocate %zu bytes for observed stages", n);
     }
+    if (c->num_faults) {
+        if (!(p.fault_at = malloc(c->num_faults * sizeof *p.fault_at))) {
+            free(p.host);
+            return lr_fail(LR_E_NOMEM, "forward: out of memory");
+        }
+        for (size_t k = 0; k < c->num_faults; k++) p.fault_at[k] = lr_stage_order(c->faults[k].stage);
+    }
     int rc = forward(&p);
     free(p.host);
+    free(p.fault_at);
     return rc;
 }

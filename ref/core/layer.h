@@ -110,6 +110,12 @@ typedef struct {
     /* Isolation: t (T, H), any float dtype, becomes HIDDEN (embedding true: the layer-0
      * input) or RESIDUAL with HIDDEN zeroed (the stream entering a later layer). */
     int (*load_stream)(void *be, bool embedding, const lr_tensor *t);
+    /* Fault injection: the (T, cols) block at column col of rank's buffer b (T, ld)
+     * (replicated buffers: on every device) holds features dst_col.. of a stage of width
+     * features; multiply each element by lr_fault_factor(f, token, feature, width), in
+     * place, in the buffer's own dtype. */
+    int (*perturb)(void *be, lr_buf b, int rank, int64_t ld, int64_t col, int64_t cols, int64_t dst_col,
+                   int64_t width, const lr_fault *f);
     /* optional: the op just enqueued (or LR_PROF_NONE) ends here; NULL: no profiler */
     void (*prof_mark)(void *be, int prof);
     /* optional fused slot: rotary then attention in one call (NULL: the composer calls
@@ -124,6 +130,8 @@ typedef struct {
     const lr_tp_layout *layouts; /* (tp) */
     int tp;
     const lr_plan *plan;         /* rank 0's; indices are the same on every rank */
+    const lr_fault *faults;      /* (num_faults), checked (lr_fault_check); may be NULL */
+    size_t num_faults;
 } lr_composer;
 
 /* LlamaModel.forward over T tokens: the embedding, every layer, the final norm (result

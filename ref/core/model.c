@@ -11,6 +11,8 @@ struct lr_model {
     void *impl;
     lr_config cfg;
     lr_options opt;
+    lr_fault *faults; /* (num_faults), handed to the backend */
+    size_t num_faults;
 };
 
 struct lr_kv_cache {
@@ -60,6 +62,7 @@ int lr_model_create(const lr_checkpoint *ck, const lr_options *opt, lr_model **o
 void lr_model_free(lr_model *m) {
     if (!m) return;
     m->ops->destroy(m->impl);
+    free(m->faults);
     free(m);
 }
 
@@ -208,5 +211,22 @@ int lr_model_get_profile(const lr_model *m, lr_profile *out) {
     if (!m->ops->get_profile)
         return lr_fail(LR_E_BACKEND, "profiling: the %s backend has no profiler", m->ops->info.name);
     m->ops->get_profile(m->impl, out);
+    return LR_OK;
+}
+
+int lr_model_set_faults(lr_model *m, const lr_fault *faults, size_t n) {
+    if (!m->ops->set_faults)
+        return lr_fail(LR_E_BACKEND, "faults: the %s backend takes no faults", m->ops->info.name);
+    for (size_t k = 0; k < n; k++) {
+        int rc = lr_fault_check(&faults[k], &m->cfg);
+        if (rc) return rc;
+    }
+    lr_fault *copy = NULL;
+    if (n && !(copy = malloc(n * sizeof *copy))) return lr_fail(LR_E_NOMEM, "faults: out of memory");
+    if (n) memcpy(copy, faults, n * sizeof *copy);
+    m->ops->set_faults(m->impl, copy, n);
+    free(m->faults);
+    m->faults = copy;
+    m->num_faults = n;
     return LR_OK;
 }

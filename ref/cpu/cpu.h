@@ -27,6 +27,8 @@ typedef struct {
     double *inv_freq;       /* (head_dim / 2), float64 whatever dt is */
     bool profiling;         /* lr_model_set_profiling */
     uint64_t prof_t;        /* the clock at the last profiling mark */
+    const lr_fault *faults; /* (num_faults): lr_model_set_faults, owned by the front */
+    size_t num_faults;
     lr_profile prof;
     void *hidden;     /* (cap_tokens, H): forward's result */
     void *logits;     /* (cap_tokens, V): compute_logits' result */

@@ -138,6 +138,12 @@ static void cpu_set_profiling(void *impl, bool on) {
     if (on) memset(&m->prof, 0, sizeof m->prof);
 }
 
+static void cpu_set_faults(void *impl, const lr_fault *faults, size_t n) {
+    cpu_model *m = impl;
+    m->faults = faults;
+    m->num_faults = n;
+}
+
 static void cpu_get_profile(const void *impl, lr_profile *out) {
     const cpu_model *m = impl;
     *out = m->prof;
@@ -157,4 +163,5 @@ const lr_backend_ops lr_cpu_backend = {
     .compute_logits = cpu_compute_logits,
     .set_profiling = cpu_set_profiling,
     .get_profile = cpu_get_profile,
+    .set_faults = cpu_set_faults,
 };

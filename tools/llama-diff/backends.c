@@ -207,6 +207,7 @@ static int run_backends(const args *a, const lr_batch *b, const char *source) {
     snprintf(lb, sizeof lb, "%s %s tp %d on %s", ob.backend, precision_name(ob.precision), ob.tp_size,
              source);
     args aa = *a, ab = *a;
+    aa.nfaults = 0; /* --inject: the side under test only */
     aa.opt = oa;
     ab.opt = ob;
     int da = 0, db = 0;

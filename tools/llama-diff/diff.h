@@ -24,6 +24,8 @@ typedef struct {
     bool json, force, color, backend_given, precision_given, isolate, quiet;
     int decode;                  /* check --decode K */
     char kernels[512];           /* --kernel family=name, comma-joined */
+    lr_fault faults[16];         /* --inject STAGE=KIND:EPS (check, dump; backends: side b) */
+    int nfaults;
     const char *spec_a, *spec_b; /* backends --a, --b */
     const char *pos[2];          /* compare A B */
     int npos;

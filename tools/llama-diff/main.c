@@ -53,6 +53,11 @@ static void usage(FILE *fp) {
           "                           single-token steps through the KV cache, each compared\n"
           "      --isolate            check: feed every layer the fixture's input to it, so each\n"
           "                           layer's own error shows, not the error it inherits\n"
+          "      --inject STAGE=KIND:EPS[:SEED]\n"
+          "                           check, dump, backends (side b): perturb the output of the op\n"
+          "                           that computes STAGE, in place (repeatable); KIND scale (x 1+EPS),\n"
+          "                           element (last feature of each token x 1+EPS) or noise (x 1+EPS u,\n"
+          "                           u seeded, RMS 1): what the checks catch (docs/detection.md)\n"
           "      --json               print one JSON document instead of text\n"
           "      --report FILE        check, compare, backends: also write a self-contained HTML\n"
           "                           report (charts per stage and per layer, table, drill-down)\n"
@@ -83,7 +88,8 @@ static int parse_args(int argc, char **argv, args *a) {
         OPT_ISOLATE,
         OPT_DECODE,
         OPT_REPORT,
-        OPT_GGUF
+        OPT_GGUF,
+        OPT_INJECT
     };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'},
@@ -107,6 +113,7 @@ static int parse_args(int argc, char **argv, args *a) {
         {"report", required_argument, NULL, OPT_REPORT},
         {"quiet", no_argument, NULL, 'q'},
         {"gguf", required_argument, NULL, OPT_GGUF},
+        {"inject", required_argument, NULL, OPT_INJECT},
         {NULL, 0, NULL, 0},
     };
     lr_options_init(&a->opt);
@@ -148,6 +155,12 @@ static int parse_args(int argc, char **argv, args *a) {
             break;
         case OPT_ISOLATE:
             a->isolate = true;
+            break;
+        case OPT_INJECT:
+            if (a->nfaults == (int)(sizeof a->faults / sizeof a->faults[0]))
+                return bad("--inject: at most %d faults", a->nfaults);
+            if (lr_fault_parse(optarg, &a->faults[a->nfaults]) != LR_OK) return bad("--inject: %s", lr_last_error());
+            a->nfaults++;
             break;
         case OPT_REPORT:
             a->report = optarg;
@@ -199,6 +212,8 @@ static int parse_args(int argc, char **argv, args *a) {
     int status = check_backend(a);
     if (status) return status;
     if (a->decode && a->isolate) return bad("--decode and --isolate: choose one");
+    if (a->nfaults && a->cmd && !is_cmd(a, "check") && !is_cmd(a, "dump") && !is_cmd(a, "backends"))
+        return bad("--inject: for check, dump and backends");
     if (a->report && a->cmd && !is_cmd(a, "check") && !is_cmd(a, "compare") && !is_cmd(a, "backends"))
         return bad("--report: for check, compare and backends");
     bool convert = is_cmd(a, "convert");

@@ -125,11 +125,28 @@ const char *devices_note(int devices, int tp) {
     return buf;
 }
 
-int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,
-              const lr_fixture *isolate, int *devices) {
+/* The model of a run, with the faults --inject asks for (said on stderr: a run with a
+ * fault is not a measurement of the backend). Returns an exit status. */
+static int make_model(const args *a, const lr_checkpoint *ck, lr_model **out) {
     lr_model *m;
     int rc = lr_model_create(ck, &a->opt, &m);
     if (rc) return lib_fail(rc);
+    if (a->nfaults && (rc = lr_model_set_faults(m, a->faults, (size_t)a->nfaults))) {
+        lr_model_free(m);
+        return lib_fail(rc);
+    }
+    for (int k = 0; k < a->nfaults; k++)
+        fprintf(stderr, "llama-diff: injecting a fault (%s backend): %s=%s:%g\n", a->opt.backend ? a->opt.backend : "cpu",
+                a->faults[k].stage, lr_fault_kind_name(a->faults[k].kind), a->faults[k].eps);
+    *out = m;
+    return 0;
+}
+
+int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,
+              const lr_fixture *isolate, int *devices) {
+    lr_model *m;
+    int rc = make_model(a, ck, &m);
+    if (rc) return rc;
     if (devices) *devices = lr_model_num_devices(m);
     run_ctx ctx = {.rec = lr_recorder_observer(rec),
                    .isolate = isolate,
@@ -200,10 +217,10 @@ int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, con
     decode_ctx c = {.a = a, .fx = fx, .em = em, .steps = json_array()};
     if (!c.steps) return bad("out of memory");
     lr_model *m;
-    int rc = lr_model_create(ck, &a->opt, &m);
+    int rc = make_model(a, ck, &m);
     if (rc) {
         json_decref(c.steps);
-        return lib_fail(rc);
+        return rc;
     }
     *devices = lr_model_num_devices(m);
     /* Every sequence prefilled but its last a->decode tokens (at least one). */

@@ -175,6 +175,15 @@ static int R(op_load_stream)(void *be, bool embedding, const lr_tensor *t) {
     return LR_OK;
 }
 
+static int R(op_perturb)(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, int64_t dst_col,
+                         int64_t width, const lr_fault *f) {
+    R(pass) *p = be;
+    real *x = R(buf)(p, b, r);
+    for (int64_t t = 0; t < p->T; t++)
+        for (int64_t c = 0; c < cols; c++) x[t * ld + col + c] *= (real)lr_fault_factor(f, t, dst_col + c, width);
+    return LR_OK;
+}
+
 static void R(op_prof_mark)(void *be, int prof) { cpu_prof_mark(((R(pass) *)be)->m, prof); }
 
 static const lr_layer_ops R(layer_ops) = {
@@ -189,6 +198,7 @@ static const lr_layer_ops R(layer_ops) = {
     .residual_sum = R(op_residual_sum),
     .read = R(op_read),
     .load_stream = R(op_load_stream),
+    .perturb = R(op_perturb),
     .prof_mark = R(op_prof_mark),
 };
 
@@ -206,7 +216,7 @@ int R(cpu_forward)(cpu_model *m, const lr_batch *b, const cpu_seq *seqs, cpu_kv 
     int rc = R(work_alloc)(&p.w, m, T, max_len, max_keys, obs && obs->on_stage);
     cpu_prof_mark(m, LR_PROF_SETUP);
     if (rc) return rc;
-    lr_composer c = {&R(layer_ops), &m->cfg, m->layouts, m->tp, m->ranks[0].plan};
+    lr_composer c = {&R(layer_ops), &m->cfg, m->layouts, m->tp, m->ranks[0].plan, m->faults, m->num_faults};
     rc = lr_compose_forward(&c, &p, T, obs);
     if (rc == LR_OK) memcpy(out, p.w.normed, (size_t)(T * H) * sizeof(real));
     R(work_free)(&p.w, m->tp);
