@@ -946,8 +946,6 @@ static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_obs
 }
 
 extern "C" const lr_backend_ops lr_cuda_backend = {
-    {"cuda", "the CUDA path (cuBLAS, NCCL or the single-GPU tp mode)", {LR_BF16, LR_F16, LR_F32}, 3, true, true,
-     true},
-    cuda_create, cuda_destroy, cuda_kv_create, cuda_kv_free, cuda_forward, cuda_compute_logits,
+    "cuda", cuda_create, cuda_destroy, cuda_kv_create, cuda_kv_free, cuda_forward, cuda_compute_logits,
     cuda_set_profiling, cuda_get_profile, cuda_num_devices, cuda_set_faults,
 };

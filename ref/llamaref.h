@@ -443,6 +443,7 @@ void lr_options_init(lr_options *o);
 /* What a backend built into this library supports, so that tools need not know. */
 typedef struct {
     const char *name;         /* "cpu", "cuda": lr_options.backend */
+    bool built;               /* compiled into this library (others are known, not runnable) */
     const char *description;
     lr_dtype precisions[4];   /* supported compute precisions, the default first */
     int num_precisions;
@@ -451,10 +452,11 @@ typedef struct {
     bool profiling;           /* lr_model_set_profiling works */
 } lr_backend_info;
 
-/* The backends built in, in a fixed order (the CPU reference first). */
+/* The backends this library knows, built in or not, in a fixed order (the CPU reference
+ * first). */
 size_t lr_backend_count(void);
 const lr_backend_info *lr_backend_at(size_t i);
-/* The backend of that name, or NULL (not built in: lr_last_error() lists those that are). */
+/* The backend of that name, built in or not, or NULL (lr_last_error() lists them). */
 const lr_backend_info *lr_backend_find(const char *name);
 /* Whether the backend computes in precision p. */
 bool lr_backend_supports(const lr_backend_info *b, lr_dtype p);

@@ -15,7 +15,7 @@ typedef struct {
 } lr_seq_span;
 
 typedef struct lr_backend_ops {
-    lr_backend_info info;
+    const char *name;
     /* required */
     int (*create)(const lr_checkpoint *ck, const lr_options *opt, void **impl);
     void (*destroy)(void *impl);
@@ -38,9 +38,8 @@ typedef struct lr_backend_ops {
     void (*set_faults)(void *impl, const lr_fault *faults, size_t n);
 } lr_backend_ops;
 
-/* The backends built in (backends.c), the CPU reference first. */
-extern const lr_backend_ops *const lr_backends[];
-extern const size_t lr_num_backends;
+/* The vtable of a backend built in, or NULL with a message (backends.c). */
+const lr_backend_ops *lr_backend_ops_of(const lr_backend_info *b);
 
 #ifdef __cplusplus
 }

@@ -30,10 +30,7 @@ void lr_options_init(lr_options *o) {
 }
 
 static const lr_backend_ops *find_backend(const char *name) {
-    const lr_backend_info *b = lr_backend_find(name ? name : "cpu");
-    for (size_t i = 0; b && i < lr_num_backends; i++)
-        if (&lr_backends[i]->info == b) return lr_backends[i];
-    return NULL;
+    return lr_backend_ops_of(lr_backend_find(name ? name : "cpu"));
 }
 
 int lr_model_create(const lr_checkpoint *ck, const lr_options *opt, lr_model **out) {
@@ -202,21 +199,21 @@ int lr_model_num_devices(const lr_model *m) { return m->ops->num_devices ? m->op
 
 int lr_model_set_profiling(lr_model *m, bool on) {
     if (!m->ops->set_profiling)
-        return lr_fail(LR_E_BACKEND, "profiling: the %s backend has no profiler", m->ops->info.name);
+        return lr_fail(LR_E_BACKEND, "profiling: the %s backend has no profiler", m->ops->name);
     m->ops->set_profiling(m->impl, on);
     return LR_OK;
 }
 
 int lr_model_get_profile(const lr_model *m, lr_profile *out) {
     if (!m->ops->get_profile)
-        return lr_fail(LR_E_BACKEND, "profiling: the %s backend has no profiler", m->ops->info.name);
+        return lr_fail(LR_E_BACKEND, "profiling: the %s backend has no profiler", m->ops->name);
     m->ops->get_profile(m->impl, out);
     return LR_OK;
 }
 
 int lr_model_set_faults(lr_model *m, const lr_fault *faults, size_t n) {
     if (!m->ops->set_faults)
-        return lr_fail(LR_E_BACKEND, "faults: the %s backend takes no faults", m->ops->info.name);
+        return lr_fail(LR_E_BACKEND, "faults: the %s backend takes no faults", m->ops->name);
     for (size_t k = 0; k < n; k++) {
         int rc = lr_fault_check(&faults[k], &m->cfg);
         if (rc) return rc;

@@ -150,11 +150,7 @@ static void cpu_get_profile(const void *impl, lr_profile *out) {
 }
 
 const lr_backend_ops lr_cpu_backend = {
-    .info = {.name = "cpu",
-             .description = "the CPU reference (OpenBLAS), tp ranks in turn",
-             .precisions = {LR_F64, LR_F32},
-             .num_precisions = 2,
-             .profiling = true},
+    .name = "cpu",
     .create = cpu_create,
     .destroy = cpu_destroy,
     .kv_create = cpu_kv_create,

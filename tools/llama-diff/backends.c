@@ -86,7 +86,7 @@ int check_backend(args *a) {
     if (is_cmd(a, "compare") || lr_backend_supports(b, a->opt.precision)) return 0;
     const char *p = precision_name(a->opt.precision);
     if (!*backend_names(list, sizeof list, takes_precision, a->opt.precision))
-        return bad("--precision: no backend built in computes in %s", p);
+        return bad("--precision: no backend computes in %s", p);
     return bad("--precision: %s needs --backend %s (%s computes in %s)", p, list, b->name,
                precision_list(own, sizeof own, b, " or "));
 }
@@ -96,7 +96,7 @@ int check_backend(args *a) {
 static int needs(const args *a, const char *opt, takes_fn takes, const char *what) {
     char list[128];
     if (!*backend_names(list, sizeof list, takes, 0))
-        return bad("%s: no backend built in takes %s", opt, what);
+        return bad("%s: no backend takes %s", opt, what);
     if (!is_cmd(a, "backends")) return bad("%s: needs --backend %s", opt, list);
     const char *first = "";
     for (size_t i = 0; i < lr_backend_count() && !*first; i++)
