@@ -802,12 +802,14 @@ static int op_load_stream(void *be, bool embedding, const lr_tensor *t) {
     return rc;
 }
 
-/* Fault injection: through float32 on the host, with the factors every backend uses
- * (lr_fault_factor), stored back in the buffer's dtype; replicated buffers on every
- * device. Slow, and only for tests that measure detection. */
-static int op_perturb(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, int64_t dst_col,
-                      int64_t width, const lr_fault *f) {
-    gpu_pass *p = (gpu_pass *)be;
+/* Rewrites the (T, cols) block at column col of rank r's buffer b (T, ld) through float32
+ * on the host: edit(ctx, rows (T, ld), ...) changes the block in place, and the buffer
+ * is stored back in its dtype; replicated buffers on every device. Slow, and only for
+ * isolation and faults, which tests use. */
+typedef void (*host_edit)(const void *ctx, float *rows, int64_t T, int64_t ld, int64_t col, int64_t cols);
+
+static int edit_block(gpu_pass *p, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, host_edit edit,
+                      const void *ctx) {
     gpu_model *m = p->m;
     int64_t T = p->T, n = T * ld;
     bool replicated = b == LR_BUF_HIDDEN || b == LR_BUF_RESIDUAL || b == LR_BUF_NORMED || b == LR_BUF_SUM;
@@ -824,19 +826,54 @@ static int op_perturb(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_
         if (rc == LR_OK && (cudaMemcpyAsync(host, rep->scratch, (size_t)n * sizeof(float), cudaMemcpyDeviceToHost,
                                             rk->stream) != cudaSuccess ||
                             cudaStreamSynchronize(rk->stream) != cudaSuccess))
-            rc = lr_fail(LR_E_DEVICE, "cuda: reading a stage for a fault failed");
-        for (int64_t t = 0; rc == LR_OK && t < T; t++)
-            for (int64_t c = 0; c < cols; c++)
-                host[t * ld + col + c] = (float)(host[t * ld + col + c] * lr_fault_factor(f, t, dst_col + c, width));
+            rc = lr_fail(LR_E_DEVICE, "cuda: reading a stage back failed");
+        if (rc == LR_OK) edit(ctx, host, T, ld, col, cols);
         if (rc == LR_OK && cudaMemcpyAsync(rep->scratch, host, (size_t)n * sizeof(float), cudaMemcpyHostToDevice,
                                            rk->stream) != cudaSuccess)
-            rc = lr_fail(LR_E_DEVICE, "cuda: writing a fault back failed");
+            rc = lr_fail(LR_E_DEVICE, "cuda: writing a stage back failed");
         if (rc == LR_OK) rc = lr_gpu_convert(x, buf_dtype(m, b), rep->scratch, LR_F32, n, rk->stream);
         if (rc == LR_OK && cudaStreamSynchronize(rk->stream) != cudaSuccess)
-            rc = lr_fail(LR_E_DEVICE, "cuda: writing a fault back failed");
+            rc = lr_fail(LR_E_DEVICE, "cuda: writing a stage back failed");
     }
     free(host);
     return rc;
+}
+
+struct fault_edit {
+    const lr_fault *f;
+    int64_t dst_col, width;
+};
+
+static void apply_fault(const void *ctx, float *rows, int64_t T, int64_t ld, int64_t col, int64_t cols) {
+    const fault_edit *e = (const fault_edit *)ctx;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t c = 0; c < cols; c++)
+            rows[t * ld + col + c] = (float)(rows[t * ld + col + c] * lr_fault_factor(e->f, t, e->dst_col + c, e->width));
+}
+
+static int op_perturb(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, int64_t dst_col,
+                      int64_t width, const lr_fault *f) {
+    fault_edit e = {f, dst_col, width};
+    return edit_block((gpu_pass *)be, b, r, ld, col, cols, apply_fault, &e);
+}
+
+struct write_edit {
+    const lr_tensor *t;
+    int64_t src_col;
+};
+
+static void copy_block(const void *ctx, float *rows, int64_t T, int64_t ld, int64_t col, int64_t cols) {
+    const write_edit *e = (const write_edit *)ctx;
+    size_t es = lr_dtype_size(e->t->dtype);
+    for (int64_t t = 0; t < T; t++)
+        lr_convert(rows + t * ld + col, LR_F32, (const char *)e->t->data + (size_t)(t * e->t->shape[1] + e->src_col) * es,
+                   e->t->dtype, (size_t)cols);
+}
+
+static int op_write(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, const lr_tensor *t,
+                    int64_t src_col) {
+    write_edit e = {t, src_col};
+    return edit_block((gpu_pass *)be, b, r, ld, col, cols, copy_block, &e);
 }
 
 static void op_prof_mark(void *be, int prof) {
@@ -845,8 +882,9 @@ static void op_prof_mark(void *be, int prof) {
 }
 
 static const lr_layer_ops cuda_layer_ops = {
-    LR_F32,          op_embedding, op_rms_norm,    op_linear,  op_rotary,    op_attention, op_activation,
-    op_all_reduce,   op_residual_sum, op_read,     op_load_stream, op_perturb, op_prof_mark, NULL,
+    LR_F32,        op_embedding,    op_rms_norm, op_linear,      op_rotary, op_attention, op_activation,
+    op_all_reduce, op_residual_sum, op_read,     op_load_stream, op_write,  op_perturb,   op_prof_mark,
+    NULL,
 };
 
 static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans, void *kvp,

@@ -419,10 +419,20 @@ typedef void (*lr_stage_fn)(void *user, const char *stage, const lr_tensor *t);
  * "model.layers.{L-1}" before the final norm); a (T, hidden) tensor of any float dtype
  * replaces the computed one, NULL keeps it. */
 typedef const lr_tensor *(*lr_inject_fn)(void *user, const char *stage);
+/* How far isolation goes when inject is set. LAYER: the residual stream before each layer
+ * and the final norm. OP: also every op's input (the stage that feeds it: qkv_proj gets
+ * input_layernorm, RoPE gets q_proj/k_proj/v_proj, o_proj gets o_proj.input, the
+ * post-attention norm gets the layer's input stream and self_attn, gate_up_proj gets
+ * post_attention_layernorm, SiluAndMul gets gate_proj/up_proj, down_proj gets
+ * down_proj.input), rounded to the backend's dtype for that buffer, so each op's error is
+ * its own. RoPE and attention are isolated together (no stage holds q and k after RoPE);
+ * an op whose input stage inject does not have runs on its own input. */
+typedef enum { LR_ISOLATE_LAYER, LR_ISOLATE_OP } lr_isolation;
 typedef struct {
     lr_stage_fn on_stage; /* optional */
     void *user;
     lr_inject_fn inject;  /* optional */
+    lr_isolation isolation;
 } lr_observer;
 
 typedef struct {

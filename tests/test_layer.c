@@ -81,6 +81,13 @@ static int f_perturb(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t
     return record("perturb", r, b, b, (int)col, (int)dst_col, 0);
 }
 
+static int f_write(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, const lr_tensor *t,
+                   int64_t src_col) {
+    (void)be, (void)ld;
+    ck_assert_int_le(src_col + cols, t->shape[1]);
+    return record("write", r, b, b, (int)col, (int)src_col, 0);
+}
+
 static lr_layer_ops mock_ops(bool fused) {
     lr_layer_ops o = {.obs_dtype = LR_F64,
                       .embedding = f_embedding,
@@ -93,6 +100,7 @@ static lr_layer_ops mock_ops(bool fused) {
                       .residual_sum = f_residual_sum,
                       .read = f_read,
                       .load_stream = f_load_stream,
+                      .write = f_write,
                       .perturb = f_perturb,
                       .prof_mark = f_prof,
                       .rotary_attention = fused ? f_fused : NULL};
@@ -155,7 +163,7 @@ START_TEST(stages_in_forward_order) {
     int tp = _i;
     setup s;
     make(&s, tp, false);
-    lr_observer obs = {on_stage, NULL, NULL};
+    lr_observer obs = {.on_stage = on_stage};
     ck_assert_int_eq(lr_compose_forward(&s.c, NULL, 3, &obs), LR_OK);
     int L = (int)s.cfg.num_hidden_layers;
     ck_assert_int_eq(rec->nstages, 2 + L * LR_LAYER_STAGE_COUNT);
@@ -224,7 +232,7 @@ static void keep_k_proj(void *user, const char *stage, const lr_tensor *t) {
 START_TEST(gathers_put_each_rank_at_its_columns) {
     setup s;
     make(&s, 2, false);
-    lr_observer obs = {keep_k_proj, NULL, NULL};
+    lr_observer obs = {.on_stage = keep_k_proj};
     ck_assert_int_eq(lr_compose_forward(&s.c, NULL, 1, &obs), LR_OK);
     /* f_read marks each element buffer * 1000 + rank * 100 + source column. Rank r's k
      * block starts at its QKV column q_r and lands at column kv_head_start * head_dim. */
@@ -251,7 +259,7 @@ static const lr_tensor *inject(void *user, const char *stage) {
 START_TEST(isolation_replaces_the_residual_stream) {
     setup s;
     make(&s, 1, false);
-    lr_observer obs = {NULL, NULL, inject};
+    lr_observer obs = {.inject = inject};
     ck_assert_int_eq(lr_compose_forward(&s.c, NULL, 3, &obs), LR_OK);
     ck_assert_int_eq(count("load_stream"), 1);
     /* After the injection before layer 1, that layer's first norm adds to the stream. */
@@ -261,6 +269,46 @@ START_TEST(isolation_replaces_the_residual_stream) {
     while (strcmp(rec->calls[i].op, "rms_norm") != 0) i++;
     ck_assert(rec->calls[i].flag);
     ck_assert(rec->stream[5] == 5.0);
+    unmake(&s);
+}
+END_TEST
+
+/* Op-level isolation: every op that has an input stage gets it written into its buffer
+ * right before it runs (each rank's block of a column-parallel one); the post-attention
+ * norm also gets the stream entering the layer. */
+static const lr_tensor *every_stage(void *user, const char *stage) {
+    static double data[3 * 64];
+    static lr_tensor t;
+    const lr_config *c = user;
+    bool req;
+    int64_t w = lr_stage_width(c, stage, &req);
+    if (w < 0) return NULL;
+    t = (lr_tensor){.dtype = LR_F64, .ndim = 2, .shape = {3, w}, .data = data};
+    return &t;
+}
+
+START_TEST(op_isolation_loads_each_ops_input) {
+    setup s;
+    make(&s, 2, false);
+    lr_observer obs = {NULL, &s.cfg, every_stage, LR_ISOLATE_OP};
+    ck_assert_int_eq(lr_compose_forward(&s.c, NULL, 3, &obs), LR_OK);
+    int L = (int)s.cfg.num_hidden_layers, tp = 2;
+    /* per layer: qkv_proj 1 (replicated), rope 3 x tp, o_proj tp, post-norm 1, gate_up 1,
+     * act_fn and silu_and_mul 2 x tp each (only silu_and_mul runs unobserved), down tp */
+    ck_assert_int_eq(count("write"), L * (1 + 3 * tp + tp + 1 + 1 + 2 * tp + tp));
+    /* layer-0 stream, then per layer: its stream, and the post-attention norm's, final */
+    ck_assert_int_eq(count("load_stream"), 1 + (L - 1) + L + 1);
+    for (int i = 1; i < rec->n; i++) {
+        const call *c = &rec->calls[i];
+        if (strcmp(c->op, "linear") == 0) {
+            /* the linear's input was just written (o_proj and down_proj: per rank) */
+            const call *w = &rec->calls[i - 1];
+            bool ok = strcmp(w->op, "write") == 0 && w->out == c->in;
+            for (int j = i - 1; !ok && j > 0 && strcmp(rec->calls[j].op, "linear") == 0; j--)
+                ok = strcmp(rec->calls[j - 1].op, "write") == 0 && rec->calls[j - 1].out == c->in;
+            ck_assert_msg(ok, "call %d: linear into %d without its input written", i, c->out);
+        }
+    }
     unmake(&s);
 }
 END_TEST
@@ -363,6 +411,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, fused_slot_replaces_two_ops);
     tcase_add_test(tc, faults_perturb_the_right_buffer_after_their_op);
     tcase_add_test(tc, fault_factors);
+    tcase_add_test(tc, op_isolation_loads_each_ops_input);
     suite_add_tcase(s, tc);
     return s;
 }

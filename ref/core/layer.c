@@ -14,32 +14,38 @@
  * folds the block output into the residual stream first (the first one starts it). */
 const lr_layer_step lr_layer_steps[] = {
     {"input_layernorm", LR_OP_NORM, LR_BUF_HIDDEN, LR_BUF_NORMED, LR_LW_INPUT_LAYERNORM, NONE,
-     LR_BIAS_EVERY_RANK, LR_PROF_RMS_NORM, {EMIT(INPUT_LAYERNORM, NORMED, REPLICATED)}, 1},
+     LR_BIAS_EVERY_RANK, LR_PROF_RMS_NORM, {EMIT(INPUT_LAYERNORM, NORMED, REPLICATED)}, 1, {{0}}, 0},
     /* LlamaAttention */
     {"qkv_proj", LR_OP_LINEAR, LR_BUF_NORMED, LR_BUF_QKV, LR_LW_QKV_W, LR_LW_QKV_B, LR_BIAS_EVERY_RANK,
-     LR_PROF_QKV_PROJ, {EMIT(Q_PROJ, QKV, Q), EMIT(K_PROJ, QKV, K), EMIT(V_PROJ, QKV, V)}, 3},
-    {"rotary_emb", LR_OP_ROTARY, LR_BUF_QKV, LR_BUF_QKV, NONE, NONE, LR_BIAS_EVERY_RANK, LR_PROF_ROTARY, {{0}}, 0},
+     LR_PROF_QKV_PROJ, {EMIT(Q_PROJ, QKV, Q), EMIT(K_PROJ, QKV, K), EMIT(V_PROJ, QKV, V)}, 3,
+     {EMIT(INPUT_LAYERNORM, NORMED, REPLICATED)}, 1},
+    {"rotary_emb", LR_OP_ROTARY, LR_BUF_QKV, LR_BUF_QKV, NONE, NONE, LR_BIAS_EVERY_RANK, LR_PROF_ROTARY, {{0}}, 0,
+     {EMIT(Q_PROJ, QKV, Q), EMIT(K_PROJ, QKV, K), EMIT(V_PROJ, QKV, V)}, 3},
     {"attn", LR_OP_ATTENTION, LR_BUF_QKV, LR_BUF_CTX, NONE, NONE, LR_BIAS_EVERY_RANK, LR_PROF_ATTENTION,
+     {EMIT(O_PROJ_INPUT, CTX, Q)}, 1, {{0}}, 0},
+    {"o_proj", LR_OP_LINEAR, LR_BUF_CTX, LR_BUF_PART, LR_LW_O_W, LR_LW_O_B, LR_BIAS_RANK0, LR_PROF_O_PROJ, {{0}}, 0,
      {EMIT(O_PROJ_INPUT, CTX, Q)}, 1},
-    {"o_proj", LR_OP_LINEAR, LR_BUF_CTX, LR_BUF_PART, LR_LW_O_W, LR_LW_O_B, LR_BIAS_RANK0, LR_PROF_O_PROJ, {{0}}, 0},
     {"o_proj all-reduce", LR_OP_ALL_REDUCE, LR_BUF_PART, LR_BUF_HIDDEN, NONE, NONE, LR_BIAS_EVERY_RANK,
-     LR_PROF_ALL_REDUCE, {EMIT(O_PROJ, HIDDEN, REPLICATED), EMIT(SELF_ATTN, HIDDEN, REPLICATED)}, 2},
+     LR_PROF_ALL_REDUCE, {EMIT(O_PROJ, HIDDEN, REPLICATED), EMIT(SELF_ATTN, HIDDEN, REPLICATED)}, 2, {{0}}, 0},
     {"post_attention_layernorm", LR_OP_NORM, LR_BUF_HIDDEN, LR_BUF_NORMED, LR_LW_POST_ATTENTION_LAYERNORM, NONE,
-     LR_BIAS_EVERY_RANK, LR_PROF_RMS_NORM, {EMIT(POST_ATTENTION_LAYERNORM, NORMED, REPLICATED)}, 1},
+     LR_BIAS_EVERY_RANK, LR_PROF_RMS_NORM, {EMIT(POST_ATTENTION_LAYERNORM, NORMED, REPLICATED)}, 1,
+     {EMIT(SELF_ATTN, HIDDEN, REPLICATED)}, 1},
     /* LlamaMLP */
     {"gate_up_proj", LR_OP_LINEAR, LR_BUF_NORMED, LR_BUF_GATE_UP, LR_LW_GATE_UP_W, LR_LW_GATE_UP_B,
-     LR_BIAS_EVERY_RANK, LR_PROF_GATE_UP_PROJ, {EMIT(GATE_PROJ, GATE_UP, GATE), EMIT(UP_PROJ, GATE_UP, UP)}, 2},
+     LR_BIAS_EVERY_RANK, LR_PROF_GATE_UP_PROJ, {EMIT(GATE_PROJ, GATE_UP, GATE), EMIT(UP_PROJ, GATE_UP, UP)}, 2,
+     {EMIT(POST_ATTENTION_LAYERNORM, NORMED, REPLICATED)}, 1},
     {"act_fn", LR_OP_ACT_FN, LR_BUF_GATE_UP, LR_BUF_ACT, NONE, NONE, LR_BIAS_EVERY_RANK, LR_PROF_NONE,
-     {EMIT(ACT_FN, ACT, INTERMEDIATE)}, 1},
+     {EMIT(ACT_FN, ACT, INTERMEDIATE)}, 1, {EMIT(GATE_PROJ, GATE_UP, GATE), EMIT(UP_PROJ, GATE_UP, UP)}, 2},
     {"silu_and_mul", LR_OP_ACTIVATION, LR_BUF_GATE_UP, LR_BUF_ACT, NONE, NONE, LR_BIAS_EVERY_RANK,
-     LR_PROF_SILU_AND_MUL, {EMIT(DOWN_PROJ_INPUT, ACT, INTERMEDIATE)}, 1},
+     LR_PROF_SILU_AND_MUL, {EMIT(DOWN_PROJ_INPUT, ACT, INTERMEDIATE)}, 1,
+     {EMIT(GATE_PROJ, GATE_UP, GATE), EMIT(UP_PROJ, GATE_UP, UP)}, 2},
     {"down_proj", LR_OP_LINEAR, LR_BUF_ACT, LR_BUF_PART, LR_LW_DOWN_W, LR_LW_DOWN_B, LR_BIAS_RANK0,
-     LR_PROF_DOWN_PROJ, {{0}}, 0},
+     LR_PROF_DOWN_PROJ, {{0}}, 0, {EMIT(DOWN_PROJ_INPUT, ACT, INTERMEDIATE)}, 1},
     {"down_proj all-reduce", LR_OP_ALL_REDUCE, LR_BUF_PART, LR_BUF_HIDDEN, NONE, NONE, LR_BIAS_EVERY_RANK,
-     LR_PROF_ALL_REDUCE, {EMIT(DOWN_PROJ, HIDDEN, REPLICATED), EMIT(MLP, HIDDEN, REPLICATED)}, 2},
+     LR_PROF_ALL_REDUCE, {EMIT(DOWN_PROJ, HIDDEN, REPLICATED), EMIT(MLP, HIDDEN, REPLICATED)}, 2, {{0}}, 0},
     /* The residual stream after the layer, as Hugging Face reports it. */
     {"residual", LR_OP_RESIDUAL_SUM, LR_BUF_HIDDEN, LR_BUF_SUM, NONE, NONE, LR_BIAS_EVERY_RANK, LR_PROF_NONE,
-     {EMIT(LAYER, SUM, REPLICATED)}, 1},
+     {EMIT(LAYER, SUM, REPLICATED)}, 1, {{0}}, 0},
 };
 const size_t lr_num_layer_steps = sizeof lr_layer_steps / sizeof lr_layer_steps[0];
 
@@ -61,6 +67,7 @@ typedef struct {
     int64_t T;
     const lr_observer *obs; /* NULL unless on_stage is set */
     const lr_observer *inject;
+    bool isolate_ops;   /* op-level isolation: every op's input from inject */
     bool residual_live; /* the residual stream has started: norms add into it */
     char *host;         /* (T, widest) in obs_dtype, observers only */
     int64_t *fault_at;  /* (num_faults): lr_stage_order of each fault's stage */
@@ -139,20 +146,62 @@ static int inject_faults(const pass *p, int64_t at, lr_stage_width_unit width, l
     return LR_OK;
 }
 
+/* The name of the stream entering layer l: the embedding, or the layer before's output. */
+static char *stream_name(char *name, size_t n, int64_t l) {
+    if (l == 0)
+        snprintf(name, n, "%s", lr_model_stage_name(LR_MS_EMBED_TOKENS));
+    else
+        lr_layer_stage_name(name, n, l - 1, LR_LS_LAYER);
+    return name;
+}
+
 /* Layer isolation: the residual stream entering layer l (l = L: the final norm) as the
  * caller supplies it, if it does. */
 static int inject_stream(pass *p, int64_t l) {
     char name[96];
-    if (l == 0)
-        snprintf(name, sizeof name, "%s", lr_model_stage_name(LR_MS_EMBED_TOKENS));
-    else
-        lr_layer_stage_name(name, sizeof name, l - 1, LR_LS_LAYER);
-    const lr_tensor *t = p->inject->inject(p->inject->user, name);
+    const lr_tensor *t = p->inject->inject(p->inject->user, stream_name(name, sizeof name, l));
     if (!t || lr_tensor_numel(t) != p->T * p->c->cfg->hidden_size) return LR_OK;
     int rc = p->ops->load_stream(p->be, l == 0, t);
     p->residual_live = l > 0;
     mark(p, LR_PROF_NONE);
     return rc;
+}
+
+/* Op-level isolation: a step's input stage s of layer l, scattered to each rank's block
+ * of its buffer as it is gathered when reported. Absent: the op runs on its own input. */
+static int load_input(const pass *p, int64_t l, const lr_layer_emit *in) {
+    const lr_composer *c = p->c;
+    char name[96];
+    const lr_tensor *t = p->inject->inject(p->inject->user, lr_layer_stage_name(name, sizeof name, l, in->stage));
+    int64_t N = lr_width_of(c->cfg, lr_layer_stage_width(in->stage)), ld = buf_ld(c, in->buf), src, cols, dst;
+    if (!t || t->ndim != 2 || t->shape[0] != p->T || t->shape[1] != N) return LR_OK;
+    for (int r = 0; r < (in->gather == LR_GATHER_REPLICATED ? 1 : c->tp); r++) {
+        block_of(c, in->gather, r, &src, &cols, &dst);
+        int rc = p->ops->write(p->be, in->buf, r, ld, src, cols, t, dst);
+        if (rc) return rc;
+    }
+    return LR_OK;
+}
+
+/* Op-level isolation before step s of layer l: its input stages; the post-attention
+ * norm also gets the stream entering the layer as its residual (self_attn, its hidden,
+ * is one of its inputs). */
+static int isolate_step(pass *p, const lr_layer_step *s, int64_t l) {
+    if (s->op == LR_OP_NORM && l >= 0 && s->num_inputs) {
+        char name[96];
+        const lr_tensor *t = p->inject->inject(p->inject->user, stream_name(name, sizeof name, l));
+        if (t && lr_tensor_numel(t) == p->T * p->c->cfg->hidden_size) {
+            int rc = p->ops->load_stream(p->be, false, t);
+            if (rc) return rc;
+            p->residual_live = true;
+        }
+    }
+    for (int k = 0; k < s->num_inputs; k++) {
+        int rc = load_input(p, l, &s->inputs[k]);
+        if (rc) return rc;
+    }
+    mark(p, LR_PROF_NONE);
+    return LR_OK;
 }
 
 #define TRY(call)                                                                          \
@@ -167,6 +216,9 @@ static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_i
     int w = s->weight == LR_NO_WEIGHT ? LR_NO_WEIGHT : ix->at[s->weight];
     int b = s->bias == LR_NO_WEIGHT ? LR_NO_WEIGHT : ix->at[s->bias];
     int prof = s->prof;
+    bool observer_only = s->op == LR_OP_ACT_FN || s->op == LR_OP_RESIDUAL_SUM;
+    if (observer_only && !p->obs) return LR_OK;
+    if (p->isolate_ops) TRY(isolate_step(p, s, l));
     switch (s->op) {
     case LR_OP_NORM:
         TRY(ops->rms_norm(p->be, w, p->residual_live));
@@ -190,7 +242,6 @@ static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_i
         break;
     case LR_OP_ACTIVATION:
     case LR_OP_ACT_FN:
-        if (s->op == LR_OP_ACT_FN && !p->obs) return LR_OK;
         for (int r = 0; r < c->tp; r++) TRY(ops->activation(p->be, r, s->op == LR_OP_ACTIVATION));
         break;
     case LR_OP_ALL_REDUCE:
@@ -198,7 +249,6 @@ static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_i
         else prof = LR_PROF_NONE; /* at tp 1 the partial sum is the result: nothing ran */
         break;
     case LR_OP_RESIDUAL_SUM:
-        if (!p->obs) return LR_OK;
         TRY(ops->residual_sum(p->be));
         break;
     }
@@ -252,6 +302,7 @@ int lr_compose_forward(const lr_composer *c, void *be, int64_t T, const lr_obser
     pass p = {.c = c, .ops = c->ops, .be = be, .T = T};
     p.obs = obs && obs->on_stage ? obs : NULL;
     p.inject = obs && obs->inject ? obs : NULL;
+    p.isolate_ops = p.inject && obs->isolation == LR_ISOLATE_OP;
     if (p.obs) {
         size_t n = (size_t)(T * lr_compose_widest(c->cfg)) * lr_dtype_size(c->ops->obs_dtype);
         if (!(p.host = malloc(n ? n : 1)))

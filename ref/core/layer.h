@@ -76,6 +76,10 @@ typedef struct {
     int prof;         /* lr_prof_op charged, or LR_PROF_NONE */
     lr_layer_emit emits[LR_STEP_MAX_EMITS]; /* reported after the step, in order */
     int num_emits;
+    /* Op-level isolation: the stages that feed the step, loaded into their buffers before
+     * it (the norms' residual stream is the composer's, not listed here). */
+    lr_layer_emit inputs[LR_STEP_MAX_EMITS];
+    int num_inputs;
 } lr_layer_step;
 
 #define LR_PROF_NONE (-1)
@@ -110,6 +114,11 @@ typedef struct {
     /* Isolation: t (T, H), any float dtype, becomes HIDDEN (embedding true: the layer-0
      * input) or RESIDUAL with HIDDEN zeroed (the stream entering a later layer). */
     int (*load_stream)(void *be, bool embedding, const lr_tensor *t);
+    /* Op-level isolation: columns src_col.. of t (T, N), any float dtype, into the (T, cols)
+     * block at column col of rank's buffer b (T, ld), rounded to the buffer's dtype
+     * (replicated buffers: on every device). */
+    int (*write)(void *be, lr_buf b, int rank, int64_t ld, int64_t col, int64_t cols, const lr_tensor *t,
+                 int64_t src_col);
     /* Fault injection: the (T, cols) block at column col of rank's buffer b (T, ld)
      * (replicated buffers: on every device) holds features dst_col.. of a stage of width
      * features; multiply each element by lr_fault_factor(f, token, feature, width), in

@@ -26,6 +26,7 @@ typedef struct {
     char kernels[512];           /* --kernel family=name, comma-joined */
     lr_fault faults[16];         /* --inject STAGE=KIND:EPS (check, dump; backends: side b) */
     int nfaults;
+    bool isolate_ops;            /* --isolate op: every op's input from the fixture */
     const char *spec_a, *spec_b; /* backends --a, --b */
     const char *pos[2];          /* compare A B */
     int npos;

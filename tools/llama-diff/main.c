@@ -51,8 +51,9 @@ static void usage(FILE *fp) {
           "                           (e.g. --a cuda:bf16,tp=1 --b cuda:bf16 --tp 2)\n"
           "      --decode K           check: prefill all but K tokens of each sequence, then K\n"
           "                           single-token steps through the KV cache, each compared\n"
-          "      --isolate            check: feed every layer the fixture's input to it, so each\n"
-          "                           layer's own error shows, not the error it inherits\n"
+          "      --isolate [layer|op] check: feed every layer (layer, the default) or every op (op)\n"
+          "                           the fixture's input to it, rounded to the backend's dtype, so\n"
+          "                           each one's own error shows, not the error it inherits\n"
           "      --inject STAGE=KIND:EPS[:SEED]\n"
           "                           check, dump, backends (side b): perturb the output of the op\n"
           "                           that computes STAGE, in place (repeatable); KIND scale (x 1+EPS),\n"
@@ -108,7 +109,7 @@ static int parse_args(int argc, char **argv, args *a) {
         {"devices", required_argument, NULL, OPT_DEVICES},
         {"a", required_argument, NULL, OPT_A},
         {"b", required_argument, NULL, OPT_B},
-        {"isolate", no_argument, NULL, OPT_ISOLATE},
+        {"isolate", optional_argument, NULL, OPT_ISOLATE},
         {"decode", required_argument, NULL, OPT_DECODE},
         {"report", required_argument, NULL, OPT_REPORT},
         {"quiet", no_argument, NULL, 'q'},
@@ -153,9 +154,17 @@ static int parse_args(int argc, char **argv, args *a) {
         case OPT_A:
             a->spec_a = optarg;
             break;
-        case OPT_ISOLATE:
+        case OPT_ISOLATE: {
+            /* --isolate, --isolate=op, or --isolate op / --isolate layer */
+            const char *level = optarg;
+            if (!level && optind < argc && (strcmp(argv[optind], "op") == 0 || strcmp(argv[optind], "layer") == 0))
+                level = argv[optind++];
+            if (level && strcmp(level, "op") != 0 && strcmp(level, "layer") != 0)
+                return bad("--isolate: \"%s\" is not layer or op", level);
             a->isolate = true;
+            a->isolate_ops = level && strcmp(level, "op") == 0;
             break;
+        }
         case OPT_INJECT:
             if (a->nfaults == (int)(sizeof a->faults / sizeof a->faults[0]))
                 return bad("--inject: at most %d faults", a->nfaults);

@@ -154,7 +154,10 @@ int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_reco
                    .layers = (long long)lr_checkpoint_config(ck)->num_hidden_layers,
                    .progress = !a->quiet,
                    .tty = isatty(STDERR_FILENO) != 0};
-    lr_observer obs = {.on_stage = run_on_stage, .user = &ctx, .inject = isolate ? run_inject : NULL};
+    lr_observer obs = {.on_stage = run_on_stage,
+                       .user = &ctx,
+                       .inject = isolate ? run_inject : NULL,
+                       .isolation = a->isolate_ops ? LR_ISOLATE_OP : LR_ISOLATE_LAYER};
     lr_tensor hidden, logits;
     rc = lr_model_forward(m, b, NULL, &obs, &hidden);
     if (rc == LR_OK) rc = lr_model_compute_logits(m, &hidden, &obs, &logits);

@@ -175,6 +175,17 @@ static int R(op_load_stream)(void *be, bool embedding, const lr_tensor *t) {
     return LR_OK;
 }
 
+static int R(op_write)(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, const lr_tensor *t,
+                       int64_t src_col) {
+    R(pass) *p = be;
+    real *x = R(buf)(p, b, r);
+    size_t es = lr_dtype_size(t->dtype);
+    for (int64_t k = 0; k < p->T; k++)
+        lr_convert(x + k * ld + col, LR_REAL_DTYPE, (const char *)t->data + (size_t)(k * t->shape[1] + src_col) * es,
+                   t->dtype, (size_t)cols);
+    return LR_OK;
+}
+
 static int R(op_perturb)(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, int64_t dst_col,
                          int64_t width, const lr_fault *f) {
     R(pass) *p = be;
@@ -198,6 +209,7 @@ static const lr_layer_ops R(layer_ops) = {
     .residual_sum = R(op_residual_sum),
     .read = R(op_read),
     .load_stream = R(op_load_stream),
+    .write = R(op_write),
     .perturb = R(op_perturb),
     .prof_mark = R(op_prof_mark),
 };
