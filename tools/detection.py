@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""detection.py: what llama-diff catches, measured by injecting faults (issue 15).
+
+Two modes, both driving the built llama-diff on the committed fixtures:
+
+  --check   the detection suite (tests/test_detection.sh, make check-detection): no false
+            positive on any fixture at any precision, tp 1, 2 and 4, free-running and with
+            --isolate op; a scale fault of 1e-3 and an element fault of 1e-2 at every op
+            output of a layer (and the embedding and the final norm) caught (exit 1) and named
+            as the first divergence, free-running and isolated; structural bugs (rope_theta
+            x 1.001, rms_norm_eps x 10, two q heads swapped) caught. Asserted at the
+            precisions given by --assert (default f64 f32); others are only reported.
+  --table   for each precision, stage and fault kind, the smallest fault of a ladder
+            (1e-1 ... 1e-7) that is caught and named, free-running and isolated; markdown on
+            stdout, JSON with --json FILE (docs/detection.md).
+
+Options: --llama-diff PATH (default $LLAMA_DIFF or ./llama-diff), --fixtures DIR (default
+$LR_FIXTURES or ./fixtures), --backend cpu|cuda, --precisions "f64 f32 ...", --assert
+"f64 f32", --tmp DIR (default $LR_TMPDIR or /tmp).
+"""
+import argparse
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.realpath(__file__)))
+from llamaref_stages import LAYER_STAGES  # noqa: E402
+
+CASES = [("gqa-f32", "gqa-f32-batch"), ("mha-bias-bf16", "mha-bias-bf16"),
+         ("mqa-hd-f16", "mqa-hd-f16"), ("long-gqa-f32", "long-gqa-f32-300")]
+# The op outputs a fault can be injected at, in forward order (self_attn and mlp are
+# the same tensors as o_proj and down_proj; act_fn is computed for observers only).
+OP_STAGES = [s for s in LAYER_STAGES if s not in ("self_attn", "mlp", "mlp.act_fn")]
+LADDER = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 1e-6, 1e-7]
+
+
+class Runner:
+    def __init__(self, args):
+        self.ld = args.llama_diff
+        self.fx = args.fixtures
+        self.backend = args.backend
+        self.tmp = args.tmp
+        self.runs = 0
+
+    def check(self, case, precision, tp=1, isolate=False, faults=(), model=None):
+        """(exit status, report dict or None) of llama-diff check on a case."""
+        m, f = case
+        cmd = [self.ld, "check", "-b", self.backend, "-p", precision, "--tp", str(tp), "-q", "--json",
+               "-m", model or os.path.join(self.fx, "models", m),
+               "-f", os.path.join(self.fx, "golden", f + ".safetensors")]
+        if isolate:
+            cmd += ["--isolate", "op"]
+        for x in faults:
+            cmd += ["--inject", x]
+        self.runs += 1
+        p = subprocess.run(cmd, capture_output=True, text=True)
+        try:
+            return p.returncode, json.loads(p.stdout)
+        except ValueError:
+            return p.returncode, {"error": p.stderr.strip()}
+
+
+def caught_at(rc, rep, stage):
+    return rc == 1 and rep.get("first_divergence") == stage
+
+
+def planted_model(src, dst, edit_config=None, swap_heads=None):
+    """A copy of a model dir with its config edited or two q heads of a layer swapped."""
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    cfg_path = os.path.join(dst, "config.json")
+    cfg = json.load(open(cfg_path))
+    if edit_config:
+        edit_config(cfg)
+        json.dump(cfg, open(cfg_path, "w"))
+    if swap_heads is not None:
+        layer, h0, h1 = swap_heads
+        hd = cfg.get("head_dim") or cfg["hidden_size"] // cfg["num_attention_heads"]
+        path = os.path.join(dst, "model.safetensors")
+        data = bytearray(open(path, "rb").read())
+        n = struct.unpack("<Q", data[:8])[0]
+        info = json.loads(data[8:8 + n])[f"model.layers.{layer}.self_attn.q_proj.weight"]
+        es = {"F32": 4, "F16": 2, "BF16": 2, "F64": 8}[info["dtype"]]
+        row = info["shape"][1] * es
+        base = 8 + n + info["data_offsets"][0]
+        a, b = base + h0 * hd * row, base + h1 * hd * row
+        blk = hd * row
+        data[a:a + blk], data[b:b + blk] = data[b:b + blk], data[a:a + blk]
+        open(path, "wb").write(data)
+    return dst
+
+
+def scale_rope_theta(cfg):
+    """rope_theta x 1.001, in either config.json style (5.x rope_parameters or 4.x)."""
+    holder = cfg["rope_parameters"] if "rope_parameters" in cfg else cfg
+    holder["rope_theta"] *= 1.001
+
+
+def run_check(r, args):
+    failures, notes = [], []
+    asserted = set(args.assert_precisions.split())
+
+    def need(ok, what, precision):
+        if ok:
+            return
+        (failures if precision in asserted else notes).append(what)
+
+    # 1. No false positive: every fixture, precision, tp, free and isolated.
+    fp = 0
+    for case in CASES:
+        for p in args.precisions.split():
+            for tp in (1, 2, 4):
+                for iso in (False, True):
+                    rc, rep = r.check(case, p, tp, iso)
+                    if rc != 0:
+                        fp += 1
+                        need(False, f"false positive: {case[1]} {p} tp {tp}{' --isolate op' if iso else ''}: exit {rc} "
+                             f"(first divergence {rep.get('first_divergence')}) {rep.get('error', '')}", p)
+    # 2. Injected faults caught and named, at every op output of layer 1, the embedding
+    #    and the final norm (two fixtures: GQA without biases, MHA with them).
+    stages = ["model.embed_tokens"] + [f"model.layers.1.{s}" for s in OP_STAGES] + ["model.norm"]
+    caught = total = 0
+    for case in CASES[:2]:
+        for p in args.precisions.split():
+            for fault in ("scale:1e-3", "element:1e-2"):
+                for iso in (False, True):
+                    for s in stages:
+                        rc, rep = r.check(case, p, 2 if iso else 1, iso, [f"{s}={fault}"])
+                        total += 1
+                        ok = caught_at(rc, rep, s)
+                        caught += ok
+                        need(ok, f"missed: {s}={fault} on {case[1]} at {p}{' --isolate op' if iso else ''}: exit {rc}, "
+                             f"first divergence {rep.get('first_divergence')}", p)
+    # 3. Structural bugs, named where they first show.
+    src = os.path.join(args.fixtures, "models", "gqa-f32")
+    plants = [
+        ("rope_theta x 1.001", dict(edit_config=scale_rope_theta),
+         "model.layers.0.self_attn.o_proj.input"),
+        ("rms_norm_eps x 10", dict(edit_config=lambda c: c.update(rms_norm_eps=c["rms_norm_eps"] * 10)),
+         "model.layers.0.input_layernorm"),
+        ("q heads 0 and 1 of layer 1 swapped", dict(swap_heads=(1, 0, 1)), "model.layers.1.self_attn.q_proj"),
+    ]
+    for what, how, where in plants:
+        model = planted_model(src, os.path.join(r.tmp, "detection-plant"), **how)
+        for p in args.precisions.split():
+            rc, rep = r.check(CASES[0], p, 1, False, model=model)
+            need(caught_at(rc, rep, where), f"structural bug missed: {what} at {p}: exit {rc}, first divergence "
+                 f"{rep.get('first_divergence')} (expected {where})", p)
+    print(f"detection: {r.runs} runs; {fp} false positives; {caught}/{total} injected faults caught and named")
+    for n in notes:
+        print("not asserted (" + n.split(' ')[0] + "): " + n)
+    for f in failures:
+        print("FAIL: " + f)
+    return 1 if failures else 0
+
+
+def smallest_caught(r, case, p, stage, kind, iso):
+    """The smallest fault of the ladder caught and named (detection is monotone in the size)."""
+    lo, hi, best = 0, len(LADDER) - 1, None  # LADDER descends
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        rc, rep = r.check(case, p, 1, iso, [f"{stage}={kind}:{LADDER[mid]:g}"])
+        if caught_at(rc, rep, stage):
+            best, lo = LADDER[mid], mid + 1
+        else:
+            hi = mid - 1
+    return best
+
+
+def run_table(r, args):
+    rows = []
+    case = CASES[0]
+    stages = ["model.embed_tokens"] + [f"model.layers.1.{s}" for s in OP_STAGES] + ["model.norm"]
+    for p in args.precisions.split():
+        for s in stages:
+            for kind in ("scale", "element"):
+                row = {"precision": p, "stage": s, "kind": kind, "fixture": case[1], "backend": args.backend}
+                for iso in (False, True):
+                    row["isolated" if iso else "free"] = smallest_caught(r, case, p, s, kind, iso)
+                rows.append(row)
+    fmt = lambda v: "not caught" if v is None else f"{v:g}"  # noqa: E731
+    print(f"| precision | stage | fault | smallest caught, free-running | smallest caught, --isolate op |")
+    print("|---|---|---|---|---|")
+    for x in rows:
+        print(f"| {x['precision']} | {x['stage']} | {x['kind']} | {fmt(x['free'])} | {fmt(x['isolated'])} |")
+    if args.json:
+        json.dump({"backend": args.backend, "fixture": case[1], "ladder": LADDER, "rows": rows},
+                  open(args.json, "w"), indent=1)
+    print(f"({r.runs} runs)", file=sys.stderr)
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    mode = ap.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--check", action="store_true")
+    mode.add_argument("--table", action="store_true")
+    ap.add_argument("--llama-diff", default=os.environ.get("LLAMA_DIFF", "./llama-diff"))
+    ap.add_argument("--fixtures", default=os.environ.get("LR_FIXTURES", "fixtures"))
+    ap.add_argument("--backend", default="cpu")
+    ap.add_argument("--precisions", default=None)
+    ap.add_argument("--assert", dest="assert_precisions", default="f64 f32")
+    ap.add_argument("--tmp", default=os.environ.get("LR_TMPDIR", "/tmp"))
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    if args.precisions is None:
+        args.precisions = "f64 f32" if args.backend == "cpu" else "bf16 fp16 fp32"
+    if not os.access(args.llama_diff, os.X_OK):
+        ap.error(f"--llama-diff: {args.llama_diff} is not an executable")
+    r = Runner(args)
+    return run_check(r, args) if args.check else run_table(r, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
