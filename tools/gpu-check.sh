@@ -8,7 +8,7 @@
 # The GPU machine has no Check, no jansson and no package registry: first, on a machine
 # with Debian's registry, run `tools/gpu-check.sh --fetch` to download those packages into
 # .devdeps/ (git-ignored); carry that folder along. Usage on the GPU machine:
-#   tools/gpu-check.sh [--sanitize] [--quick] [--smollm2 FILE.gguf]
+#   tools/gpu-check.sh [--sanitize] [--quick] [--smollm2 FILE.gguf] [--detection]
 # --smollm2 also runs the real model (its GGUF; tools/fetch-smollm2.sh) through the CUDA
 # path at bf16, fp16 and fp32 and PyTorch's own bf16/fp16 on it, against its golden.
 set -uo pipefail
@@ -17,10 +17,11 @@ if [ "${1:-}" = "--fetch" ]; then
     mkdir -p .devdeps && cd .devdeps && apt-get download check libsubunit0 libsubunit-dev libjansson4 libjansson-dev
     exit $?
 fi
-SANITIZE=0 QUICK=0 SMOL=
+SANITIZE=0 QUICK=0 SMOL= DETECT=0
 while [ $# -gt 0 ]; do
     case $1 in
     --sanitize) SANITIZE=1 ;;
+    --detection) DETECT=1 ;;
     --quick) QUICK=1 ;;
     --smollm2) SMOL=${2:?--smollm2 needs a GGUF file}; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
@@ -109,6 +110,29 @@ if [ -n "$SMOL" ]; then
     python3 tools/torch-lowp-error.py --fixtures fixtures --cases smollm2 --gguf "$SMOL" --dtypes bf16,fp16 \
         --json "$OUT/torch-smollm2.json" 2>"$OUT/torch-smollm2.err" | tee "$OUT/torch-smollm2.md"
     tail -3 "$OUT/torch-smollm2.err"
+fi
+
+if [ $DETECT -eq 1 ]; then
+    echo "== detection on the CUDA path (tools/detection.py; docs/detection.md)"
+    python3 tools/detection.py --check --backend cuda --precisions "bf16 fp16 fp32" --assert fp32 \
+        --tmp "$LR_TMPDIR" >"$OUT/detection-cuda-check.txt" 2>&1
+    echo "detection --check exit $?"; grep -v "^not asserted" "$OUT/detection-cuda-check.txt" | tail -15
+    grep -c "^not asserted" "$OUT/detection-cuda-check.txt" | sed 's/^/not asserted (bf16, fp16) misses: /'
+    python3 tools/detection.py --table --backend cuda --precisions "bf16 fp16 fp32" --json "$OUT/detection-cuda.json" \
+        >"$OUT/detection-cuda.md" 2>/dev/null
+    echo "detection --table exit $?"
+    if ./llama-diff check -b cpu -p bf16 -m fixtures/models/gqa-f32 -f fixtures/golden/gqa-f32-batch.safetensors -q \
+        >/dev/null 2>&1; then
+        echo "== the emulated CPU reference against the CUDA path, stage by stage (backends --a cpu:P --b cuda:P)"
+        for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16 long-gqa-f32:long-gqa-f32-300; do
+            m=${c%%:*} f=${c##*:}
+            for p in bf16 fp16; do
+                ./llama-diff backends --a cpu:$p --b cuda:$p -m fixtures/models/$m -f fixtures/golden/$f.safetensors \
+                    --json -q >"$OUT/emulated-$f-$p.json" 2>"$OUT/emulated-$f-$p.err"
+                echo "$f $p exit $? $(python3 -c "import json;d=json.load(open('$OUT/emulated-$f-$p.json'));s=d['stages'];print('max rel_l2 %.2e at %s' % max((x['rel_l2'], x['name']) for x in s), 'median %.2e' % sorted(x['rel_l2'] for x in s)[len(s)//2])" 2>/dev/null) $(head -c 200 "$OUT/emulated-$f-$p.err")"
+            done
+        done
+    fi
 fi
 
 if [ $QUICK -eq 0 ]; then
