@@ -98,6 +98,9 @@ for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16
     done
 done
 ./llama-diff check -b cuda -m fixtures/models/gqa-f32 -f fixtures/golden/gqa-f32-batch.safetensors >"$OUT/diff-default-bf16.txt" 2>&1
+echo "== the error model against the records just measured (tests/test_error_model, LR_CUDA_RECORDS)"
+LR_CUDA_RECORDS="$OUT/diff-all.jsonl" ./tests/test_error_model >"$OUT/error-model-live.log" 2>&1
+echo "exit $?"; tail -3 "$OUT/error-model-live.log"
 
 if [ -n "$SMOL" ]; then
     echo "== the real model, SmolLM2-135M-Instruct ($SMOL)"
