@@ -21,6 +21,7 @@
 #include "backend.h"
 #include "common.cuh"
 #include "layer.h"
+#include "rounding.h"
 
 #define BLOCK_SIZE 16 /* tokens per KV-cache block */
 #define MAX_TP 64     /* ranks per model */
@@ -663,10 +664,9 @@ static void *buf(gpu_pass *p, lr_buf b, int r) {
     }
 }
 
-/* The buffers the backend keeps in float32 whatever the compute dtype. */
-static lr_dtype buf_dtype(const gpu_model *m, lr_buf b) {
-    return b == LR_BUF_RESIDUAL || b == LR_BUF_SUM ? LR_F32 : m->dt;
-}
+/* The dtype each buffer is kept in: the rounding map's (ref/core/rounding.h), which the
+ * CPU reference's emulated bf16/fp16 path follows too. */
+static lr_dtype buf_dtype(const gpu_model *m, lr_buf b) { return lr_buf_dtype(b, m->dt); }
 
 static const void *weight(const gpu_rank *rk, int index) { return index < 0 ? NULL : rk->w[index]; }
 

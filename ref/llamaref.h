@@ -88,7 +88,8 @@ typedef struct {
 int64_t lr_tensor_numel(const lr_tensor *t);
 /* Element i (flat index) converted to double; any dtype. */
 double lr_tensor_get(const lr_tensor *t, int64_t i);
-/* Converts n elements of src (dtype sdt) to dst (dtype F64 or F32). */
+/* Converts n elements of src (dtype sdt) to dst (F64, F32, or BF16/F16 with one
+ * round-to-nearest-even from the source's exact value). */
 void lr_convert(void *dst, lr_dtype ddt, const void *src, lr_dtype sdt, size_t n);
 
 /* ---- Model config (config.json) -------------------------------------------------- */
@@ -437,7 +438,8 @@ typedef struct {
 
 typedef struct {
     const char *backend;  /* "cpu" (default) or "cuda" */
-    lr_dtype precision;   /* cpu: F64 or F32; cuda: BF16, F16 or F32 */
+    lr_dtype precision;   /* cpu: F64 or F32, or BF16/F16 emulated (docs/architecture.md,
+                           * "The rounding map"); cuda: BF16, F16 or F32 */
     int tp_size;          /* default 1 */
     int num_threads;      /* cpu: BLAS threads; 0: 1 thread, for bitwise determinism */
     /* cuda: GPUs to spread the tp ranks over: 0 picks tp GPUs over NCCL when the host has

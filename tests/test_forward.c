@@ -1,6 +1,8 @@
 /* test_forward.c: the CPU reference against the committed golden fixtures: every
- * fixture, every stage, f64 and f32, tp 1, 2 and 4; decode steps through the KV cache
- * against the full-prompt rows; the observer contract; bad fixtures and batches. */
+ * fixture, every stage, f64 and f32, tp 1, 2 and 4, and the emulated bf16 and fp16 (the
+ * float32 path rounded where the CUDA path rounds, ref/core/rounding.h) at tp 1 and 2
+ * within their budgets; decode steps through the KV cache against the full-prompt rows;
+ * the observer contract and bitwise repeatability; bad fixtures and batches. */
 #include "llamaref.h"
 
 #include <check.h>
@@ -13,6 +15,7 @@
 
 static const lr_dtype precisions[] = {LR_F64, LR_F32};
 static const int tps[] = {1, 2, 4};
+static const lr_dtype emulated[] = {LR_BF16, LR_F16};
 
 static lr_model *make_model(const lr_checkpoint *ck, lr_dtype precision, int tp) {
     lr_options o;
@@ -36,11 +39,10 @@ static void run_recorded(lr_model *m, const lr_batch *b, lr_recorder *rec) {
     ck_assert_msg(lr_recorder_status(rec) == LR_OK, "%s", lr_last_error());
 }
 
-/* Every fixture stage against the tolerance table: loop index = case x precision x tp. */
-START_TEST(every_stage_matches_golden) {
-    int ci = _i / 6, pi = (_i / 3) % 2, ti = _i % 3;
+/* Every fixture stage against the tolerance table's budget for the precision. */
+static void expect_golden(int ci, lr_dtype precision, int tp) {
     loaded L = load_case(&cases[ci]);
-    lr_model *m = make_model(L.ck, precisions[pi], tps[ti]);
+    lr_model *m = make_model(L.ck, precision, tp);
     lr_recorder *rec;
     ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
     run_recorded(m, lr_fixture_batch(L.fx), rec);
@@ -50,13 +52,25 @@ START_TEST(every_stage_matches_golden) {
         ck_assert_msg(got != NULL, "%s: stage %s not reported", cases[ci].fixture, gold->name);
         lr_metrics met;
         ck_assert_int_eq(lr_compare(got, &gold->t, &met), LR_OK);
-        double tol = lr_tolerance(lr_stage_kind_of(gold->name), precisions[pi]);
+        double tol = lr_tolerance(lr_stage_kind_of(gold->name), precision);
         ck_assert_msg(lr_metrics_pass(&met, tol), "%s %s tp %d: %s rel_l2 %.3e > %.1e", cases[ci].fixture,
-                      lr_dtype_name(precisions[pi]), tps[ti], gold->name, met.rel_l2, tol);
+                      lr_dtype_name(precision), tp, gold->name, met.rel_l2, tol);
     }
     lr_recorder_free(rec);
     lr_model_free(m);
     unload(&L);
+}
+
+/* Loop index = case x precision (f64, f32) x tp (1, 2, 4). */
+START_TEST(every_stage_matches_golden) {
+    expect_golden(_i / 6, precisions[(_i / 3) % 2], tps[_i % 3]);
+}
+END_TEST
+
+/* The emulated precisions at their own budgets: loop index = case x (bf16, fp16) x tp
+ * (1, 2). */
+START_TEST(emulated_stages_match_golden) {
+    expect_golden(_i / 4, emulated[(_i / 2) % 2], tps[_i % 2]);
 }
 END_TEST
 
@@ -110,6 +124,41 @@ START_TEST(observer_changes_nothing_and_runs_repeat) {
 }
 END_TEST
 
+/* The emulated precisions: hidden states and logits (in the dtype) bit for bit the same
+ * with and without an observer and run after run, at tp 2. Loop index: bf16, fp16. */
+START_TEST(emulated_runs_repeat) {
+    loaded L = load_case(&cases[0]);
+    const lr_batch *b = lr_fixture_batch(L.fx);
+    lr_model *m = make_model(L.ck, emulated[_i], 2);
+    const lr_config *c = lr_checkpoint_config(L.ck);
+    size_t nh = (size_t)(b->num_tokens * c->hidden_size) * 2, nl = (size_t)(b->num_tokens * c->vocab_size) * 2;
+    unsigned char *hidden = malloc(nh), *logits = malloc(nl);
+    lr_recorder *rec;
+    ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
+    lr_observer obs = lr_recorder_observer(rec);
+    for (int run = 0; run < 3; run++) {
+        lr_tensor h, lg;
+        const lr_observer *o = run == 1 ? &obs : NULL;
+        ck_assert_int_eq(lr_model_forward(m, b, NULL, o, &h), LR_OK);
+        ck_assert_int_eq(h.dtype, emulated[_i]);
+        ck_assert_int_eq(lr_model_compute_logits(m, &h, o, &lg), LR_OK);
+        ck_assert_int_eq(lg.dtype, emulated[_i]);
+        if (run == 0) {
+            memcpy(hidden, h.data, nh);
+            memcpy(logits, lg.data, nl);
+        } else {
+            ck_assert_msg(memcmp(hidden, h.data, nh) == 0, "run %d: hidden states differ", run);
+            ck_assert_msg(memcmp(logits, lg.data, nl) == 0, "run %d: logits differ", run);
+        }
+    }
+    free(hidden);
+    free(logits);
+    lr_recorder_free(rec);
+    lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
 /* Rows [r0, r0 + n) of stage tensors a (n rows) and golden g, within tolerance. */
 static void expect_rows(const lr_tensor *a, const lr_st_entry *g, int64_t r0, lr_dtype precision,
                         const char *what) {
@@ -152,10 +201,8 @@ static int expect_step_rows(void *user, const lr_decode_step *st) {
 
 /* Prefill the first 3 tokens of every sequence together, then decode the rest one token
  * per sequence per step, all sequences in one batch (lr_decode_run): each step's stages
- * equal the fixture's rows at those tokens. Loop index = case x precision. */
-START_TEST(decode_after_prefill_matches_full_prompt) {
-    const fixture_case *fc = &cases[_i / 2];
-    lr_dtype precision = precisions[_i % 2];
+ * equal the fixture's rows at those tokens. */
+static void expect_decode(const fixture_case *fc, lr_dtype precision) {
     loaded L = load_case(fc);
     lr_model *m = make_model(L.ck, precision, 2);
     step_check c = {.fc = fc, .fx = L.fx, .precision = precision};
@@ -163,6 +210,47 @@ START_TEST(decode_after_prefill_matches_full_prompt) {
     ck_assert_msg(lr_decode_run(m, lr_fixture_batch(L.fx), &plan, expect_step_rows, &c, NULL) == LR_OK, "%s",
                   lr_last_error());
     ck_assert_int_gt(c.steps, 1);
+    lr_model_free(m);
+    unload(&L);
+}
+
+/* Loop index = case x precision (f64, f32). */
+START_TEST(decode_after_prefill_matches_full_prompt) {
+    expect_decode(&cases[_i / 2], precisions[_i % 2]);
+}
+END_TEST
+
+static int count_step(void *user, const lr_decode_step *st) {
+    (void)st;
+    ++*(int *)user;
+    return 0;
+}
+
+/* The same at the emulated precisions, with the steps' rows put back at their places in
+ * the prompt and checked as whole tensors (the budgets are whole-tensor errors; a single
+ * bf16 row is noisier than its tensor), as test_gpu_forward checks the CUDA path's decode.
+ * Loop index = case x (bf16, fp16). */
+START_TEST(emulated_decode_matches_full_prompt) {
+    const fixture_case *fc = &cases[_i / 2];
+    lr_dtype precision = emulated[_i % 2];
+    loaded L = load_case(fc);
+    lr_model *m = make_model(L.ck, precision, 2);
+    lr_recorder *whole;
+    ck_assert_int_eq(lr_recorder_create(&whole), LR_OK);
+    lr_observer out = lr_recorder_observer(whole);
+    lr_decode_plan plan = {.prefill = 3};
+    int steps = 0;
+    ck_assert_msg(lr_decode_run(m, lr_fixture_batch(L.fx), &plan, count_step, &steps, &out) == LR_OK, "%s",
+                  lr_last_error());
+    ck_assert_msg(lr_recorder_status(whole) == LR_OK, "%s", lr_last_error());
+    ck_assert_int_gt(steps, 1);
+    for (size_t i = 0; i < lr_fixture_stage_count(L.fx); i++) {
+        const lr_st_entry *g = lr_fixture_stage_at(L.fx, i);
+        const lr_tensor *a = lr_recorder_find(whole, g->name);
+        ck_assert_msg(a != NULL, "%s: stage %s not reported", fc->fixture, g->name);
+        expect_rows(a, g, 0, precision, fc->fixture);
+    }
+    lr_recorder_free(whole);
     lr_model_free(m);
     unload(&L);
 }
@@ -252,6 +340,12 @@ static Suite *forward_suite(void) {
     tcase_add_test(tc, observer_changes_nothing_and_runs_repeat);
     tcase_add_loop_test(tc, decode_after_prefill_matches_full_prompt, 0, N_CASES * 2);
     suite_add_tcase(s, tc);
+    TCase *em = tcase_create("emulated bf16 and fp16");
+    tcase_set_timeout(em, 60);
+    tcase_add_loop_test(em, emulated_stages_match_golden, 0, N_CASES * 4);
+    tcase_add_loop_test(em, emulated_decode_matches_full_prompt, 0, N_CASES * 2);
+    tcase_add_loop_test(em, emulated_runs_repeat, 0, 2);
+    suite_add_tcase(s, em);
     TCase *bad = tcase_create("bad input");
     tcase_add_test(bad, bad_batches_are_refused);
     tcase_add_loop_test(bad, bad_fixtures_are_refused, 0, N_BAD);

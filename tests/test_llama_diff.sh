@@ -55,8 +55,10 @@ expect 2 "unknown option" -- "$LD" check --bogus
 expect_err "--bogus"
 expect 2 "bad precision" -- "$LD" check -m "$M" -f "$F" -p f8
 expect_err "--precision" "f8"
-expect 2 "bf16 is not a cpu precision" -- "$LD" check -m "$M" -f "$F" -p bf16
-expect_err "--precision" "bf16" "--backend cuda"
+expect 2 "f64 is not a cuda precision" -- "$LD" check -m "$M" -f "$F" -b cuda -p f64
+expect_err "--precision" "f64" "--backend cpu"
+expect 0 "cpu emulates bf16" -- "$LD" check -m "$M" -f "$F" -p bf16 --json
+json_ok 'd["result"] == "agree" and d["precision"] == "bf16" and len(d["stages"]) == 48'
 expect 2 "unknown backend" -- "$LD" check -m "$M" -f "$F" -b tpu
 expect_err "--backend" "tpu"
 expect 2 "--kernel needs cuda" -- "$LD" check -m "$M" -f "$F" -k rmsnorm=warp
@@ -99,8 +101,8 @@ expect_err "different inputs"
 expect 2 "compare needs two files" -- "$LD" compare "$F"
 expect 0 "backends cpu:f64 vs cpu:f32 tp 2" -- "$LD" backends -m "$M" -f "$F" --a cpu:f64 --b cpu:f32 --tp 2 --json
 json_ok 'd["result"] == "agree" and len(d["stages"]) == 48 and d["precision"] == "f32"'
-expect 2 "backends bad spec" -- "$LD" backends -m "$M" -f "$F" --a cpu:bf16 --b cpu:f32
-expect_err "--a" "bf16"
+expect 2 "backends bad spec" -- "$LD" backends -m "$M" -f "$F" --a cuda:f64 --b cpu:f32
+expect_err "--a" "f64"
 # Per-side settings: tp N against tp 1 (the reduction order moves f64 by rounding only).
 expect 0 "backends tp 2 against tp 1" -- "$LD" backends -m "$M" -f "$F" --a cpu:f64,tp=1 --b cpu:f64 --tp 2 --json
 json_ok 'd["result"] == "agree" and "tp 1" in d["reference"] and "tp 2" in d["test"] and max(s["rel_l2"] for s in d["stages"]) > 0'

@@ -21,7 +21,9 @@ static const struct {
     lr_backend_info info;
     const lr_backend_ops *ops; /* NULL: not built in */
 } table[] = {
-    {{"cpu", true, "the CPU reference (OpenBLAS), tp ranks in turn", {LR_F64, LR_F32}, 2, false, false, true},
+    /* bf16 and fp16 are emulated: float32 rounded where the CUDA path rounds (rounding.h) */
+    {{"cpu", true, "the CPU reference (OpenBLAS), tp ranks in turn; bf16 and fp16 emulated",
+      {LR_F64, LR_F32, LR_BF16, LR_F16}, 4, false, false, true},
      &lr_cpu_backend},
     {{"cuda", CUDA_BUILT, "the CUDA path (cuBLAS; NCCL or the single-GPU tp mode)", {LR_BF16, LR_F16, LR_F32}, 3,
       true, true, true},

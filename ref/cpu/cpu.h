@@ -1,12 +1,14 @@
 /* cpu.h: the CPU reference backend's private state, shared by cpu_backend.c and the
  * precision-templated forward pass (the templates in ops/, compiled by cpu_f64.c and
- * cpu_f32.c). */
+ * cpu_f32.c). bf16 and fp16 are emulated: the float32 pass, rounded to the dtype where
+ * the CUDA path rounds (the rounding map, ref/core/rounding.h). */
 #ifndef LLAMAREF_CPU_H
 #define LLAMAREF_CPU_H
 
 #include "backend.h"
 #include "layer.h"
 #include "ref_ops.h"
+#include "rounding.h"
 
 #include <time.h>
 
@@ -14,12 +16,14 @@
 typedef struct {
     lr_tp_layout L;
     lr_plan *plan;
-    lr_weights *w; /* the packed tensors in plan order, in the compute precision */
+    lr_weights *w; /* the packed tensors in plan order, in the arithmetic's precision
+                    * (bf16/fp16: float32 holding values rounded to the dtype) */
 } cpu_rank;
 
 typedef struct {
     lr_config cfg;
-    lr_dtype dt; /* F64 or F32 */
+    lr_dtype dt;    /* the model's precision: F64, F32, or BF16/F16 (emulated) */
+    lr_dtype arith; /* the arithmetic, which ops/ instantiation runs: F64, or F32 (also BF16, F16) */
     int tp;
     cpu_rank *ranks;        /* (tp) */
     lr_tp_layout *layouts;  /* (tp): each rank's, for the composer */
@@ -30,9 +34,10 @@ typedef struct {
     const lr_fault *faults; /* (num_faults): lr_model_set_faults, owned by the front */
     size_t num_faults;
     lr_profile prof;
-    void *hidden;     /* (cap_tokens, H): forward's result */
-    void *logits;     /* (cap_tokens, V): compute_logits' result */
-    int64_t cap_hidden, cap_logits;
+    void *hidden;     /* (cap_tokens, H): forward's result, in dt */
+    void *logits;     /* (cap_tokens, V): compute_logits' result, in dt */
+    void *wide_in, *wide_out; /* BF16/F16: float32 staging of compute_logits' input, of results */
+    int64_t cap_hidden, cap_logits, cap_wide_in, cap_wide_out;
 } cpu_model;
 
 /* Keys and values after RoPE, per (sequence slot, layer, rank): (max_len, kv_r). */

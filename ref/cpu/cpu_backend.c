@@ -1,6 +1,8 @@
 /* cpu_backend.c: the CPU reference backend: builds every rank's packed, sharded weights
  * in the compute precision (F64 or F32), the RoPE frequencies in float64, and the KV
- * cache, then runs the forward pass of cpu_f64.c or cpu_f32.c. */
+ * cache, then runs the forward pass of cpu_f64.c or cpu_f32.c. BF16 and F16 are emulated
+ * by the float32 pass (cpu.h): weights rounded to the dtype once, here, and every buffer
+ * the rounding map keeps in the dtype rounded by the op that writes it (ops/model.c). */
 #include "cpu.h"
 
 #include <cblas.h>
@@ -21,18 +23,34 @@ static void cpu_destroy(void *impl) {
     free(m->inv_freq);
     free(m->hidden);
     free(m->logits);
+    free(m->wide_in);
+    free(m->wide_out);
     free(m);
 }
 
+/* The emulated bf16/fp16 path's weights: the float32 weights rounded to the dtype once,
+ * as the CUDA path converts its float32 upload (a tied tensor shares its target's data). */
+static void round_weights(cpu_rank *rk, lr_dtype dt) {
+    if (dt != LR_BF16 && dt != LR_F16) return;
+    for (size_t i = 0; i < lr_plan_count(rk->plan); i++) {
+        if (lr_plan_at(rk->plan, i)->tied_to >= 0) continue;
+        const lr_tensor *t = lr_weights_at(rk->w, i);
+        /* lr_weights_build's own buffers (never the mapped file): writable. */
+        lr_round_f32_n((float *)(uintptr_t)t->data, (size_t)lr_tensor_numel(t), dt);
+    }
+}
+
 static int cpu_create(const lr_checkpoint *ck, const lr_options *opt, void **impl) {
-    if (opt->precision != LR_F64 && opt->precision != LR_F32)
-        return lr_fail(LR_E_INVAL, "cpu backend: precision %s is not supported (f64 or f32)",
-                       lr_dtype_name(opt->precision));
+    lr_dtype dt = opt->precision;
+    if (dt != LR_F64 && dt != LR_F32 && dt != LR_BF16 && dt != LR_F16)
+        return lr_fail(LR_E_INVAL, "cpu backend: precision %s is not supported (f64, f32, bf16 or fp16)",
+                       lr_dtype_name(dt));
     openblas_set_num_threads(opt->num_threads > 0 ? opt->num_threads : 1);
     cpu_model *m = calloc(1, sizeof *m);
     if (!m) return lr_fail(LR_E_NOMEM, "cpu backend: out of memory");
     m->cfg = *lr_checkpoint_config(ck);
-    m->dt = opt->precision;
+    m->dt = dt;
+    m->arith = dt == LR_F64 ? LR_F64 : LR_F32;
     m->tp = opt->tp_size;
     int rc = LR_OK;
     size_t tp = (size_t)m->tp;
@@ -48,7 +66,8 @@ static int cpu_create(const lr_checkpoint *ck, const lr_options *opt, void **imp
         cpu_rank *rk = &m->ranks[r];
         if ((rc = lr_plan_create(&m->cfg, m->tp, r, &rk->plan))) break;
         rk->L = m->layouts[r] = *lr_plan_layout(rk->plan);
-        rc = lr_weights_build(ck, rk->plan, m->dt, &rk->w);
+        if ((rc = lr_weights_build(ck, rk->plan, m->arith, &rk->w))) break;
+        round_weights(rk, m->dt);
     }
     if (rc == LR_OK) m->lm_head = lr_plan_model(m->ranks[0].plan, LR_MW_LM_HEAD);
     if (rc) {
@@ -78,7 +97,7 @@ static int cpu_kv_create(void *impl, int64_t max_seqs, int64_t max_len, void **o
     c->kv_size = m->ranks[0].L.kv_size;
     uint64_t n = 1;
     uint64_t dims[] = {(uint64_t)max_seqs, (uint64_t)c->layers, (uint64_t)c->tp, (uint64_t)max_len,
-                       (uint64_t)c->kv_size, lr_dtype_size(m->dt)};
+                       (uint64_t)c->kv_size, lr_dtype_size(m->arith)};
     for (size_t k = 0; k < sizeof dims / sizeof dims[0]; k++) {
         if (lr_mul_overflows(n, dims[k], &n) || n > ((uint64_t)1 << 40)) {
             free(c);
@@ -112,8 +131,16 @@ static int cpu_forward(void *impl, const lr_batch *b, const lr_seq_span *spans, 
     int64_t T = b->num_tokens, H = m->cfg.hidden_size;
     int rc = ensure(&m->hidden, &m->cap_hidden, T * H, lr_dtype_size(m->dt));
     if (rc) return rc;
-    rc = m->dt == LR_F64 ? cpu_forward_f64(m, b, spans, kv, obs, m->hidden)
-                         : cpu_forward_f32(m, b, spans, kv, obs, m->hidden);
+    if (m->dt == LR_F64) {
+        rc = cpu_forward_f64(m, b, spans, kv, obs, m->hidden);
+    } else if (m->dt == LR_F32) {
+        rc = cpu_forward_f32(m, b, spans, kv, obs, m->hidden);
+    } else {
+        /* float32 values already rounded to the dtype: the narrowing is exact */
+        rc = ensure(&m->wide_out, &m->cap_wide_out, T * H, sizeof(float));
+        if (rc == LR_OK) rc = cpu_forward_f32(m, b, spans, kv, obs, m->wide_out);
+        if (rc == LR_OK) lr_convert(m->hidden, m->dt, m->wide_out, LR_F32, (size_t)(T * H));
+    }
     if (rc) return rc;
     *hidden = (lr_tensor){.dtype = m->dt, .ndim = 2, .shape = {T, H}, .data = m->hidden};
     return LR_OK;
@@ -123,10 +150,22 @@ static int cpu_compute_logits(void *impl, const lr_tensor *hidden, const lr_obse
                               lr_tensor *logits) {
     cpu_model *m = impl;
     int64_t T = hidden->shape[0], V = m->cfg.vocab_size;
+    int64_t H = m->cfg.hidden_size;
     int rc = ensure(&m->logits, &m->cap_logits, T * V, lr_dtype_size(m->dt));
     if (rc) return rc;
-    rc = m->dt == LR_F64 ? cpu_logits_f64(m, hidden->data, T, obs, m->logits)
-                         : cpu_logits_f32(m, hidden->data, T, obs, m->logits);
+    if (m->dt == LR_F64) {
+        rc = cpu_logits_f64(m, hidden->data, T, obs, m->logits);
+    } else if (m->dt == LR_F32) {
+        rc = cpu_logits_f32(m, hidden->data, T, obs, m->logits);
+    } else {
+        /* widened exactly to float32, the product rounded to the dtype by cpu_logits_f32 */
+        if ((rc = ensure(&m->wide_in, &m->cap_wide_in, T * H, sizeof(float))) ||
+            (rc = ensure(&m->wide_out, &m->cap_wide_out, T * V, sizeof(float))))
+            return rc;
+        lr_convert(m->wide_in, LR_F32, hidden->data, m->dt, (size_t)(T * H));
+        rc = cpu_logits_f32(m, m->wide_in, T, obs, m->wide_out);
+        if (rc == LR_OK) lr_convert(m->logits, m->dt, m->wide_out, LR_F32, (size_t)(T * V));
+    }
     if (rc) return rc;
     *logits = (lr_tensor){.dtype = m->dt, .ndim = 2, .shape = {T, V}, .data = m->logits};
     return LR_OK;

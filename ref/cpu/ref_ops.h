@@ -37,7 +37,13 @@ extern "C" {
     void lr_ref_attention_##sfx(real *ctx, int64_t ldc, const real *q, int64_t ldq,         \
                                 const real *k, const real *v, int64_t ldkv, int64_t n,      \
                                 int64_t past, int64_t nh, int64_t nkv, int64_t hd,          \
-                                real *scores);
+                                real *scores);                                              \
+    /* the same with P rounded to p_dtype per tile of `tile` keys, as the CUDA path's       \
+     * 16-bit prefill kernels (fa2, tc's wmma) round it (ref/core/rounding.h) */           \
+    void lr_ref_attention_tiled_##sfx(real *ctx, int64_t ldc, const real *q, int64_t ldq,   \
+                                      const real *k, const real *v, int64_t ldkv, int64_t n, \
+                                      int64_t past, int64_t nh, int64_t nkv, int64_t hd,    \
+                                      int64_t tile, lr_dtype p_dtype, real *scores);
 
 LR_REF_OPS(double, f64)
 LR_REF_OPS(float, f32)

@@ -1,7 +1,9 @@
 /* attention.c (template, see ops/real.h): LlamaAttention's attention on one rank: the
  * new keys and values go into the cache, then each sequence's queries attend causally
  * to its own cached tokens (never another sequence's), with GQA/MQA head sharing.
- * Both products go through BLAS, skipping the blocks of keys the causal mask hides. */
+ * Both products go through BLAS, skipping the blocks of keys the causal mask hides. The
+ * emulated bf16/fp16 path rounds the probabilities where the CUDA path's kernel does
+ * (lr_ref_attention_tiled, ref/core/rounding.h). */
 
 /* Queries are taken in blocks of this many rows: block [j0, j1) sees at most past + j1
  * keys, so keys that no row of the block can see are never multiplied. A prefill does
@@ -59,13 +61,76 @@ void R(lr_ref_attention)(real *ctx, int64_t ldc, const real *q, int64_t ldq, con
     }
 }
 
+/* One sequence as lr_ref_attention, with the probabilities rounded where the CUDA path's
+ * 16-bit prefill kernels round them (fa2, tc's wmma; ref/core/rounding.h): FlashAttention's
+ * online softmax over tiles of `tile` keys (from key 0), scores in log2 units
+ * (scale * log2 e, both float32), each tile's weights exp2(s - running max) rounded to
+ * p_dtype before P V, the row sum taken over the rounded weights, the row's output and
+ * sum rescaled by exp2(old max - new max) as the max grows; ctx = O / l, which the
+ * caller rounds. scores: scratch as for lr_ref_attention. */
+void R(lr_ref_attention_tiled)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
+                               const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
+                               int64_t nkv, int64_t hd, int64_t tile, lr_dtype p_dtype, real *scores) {
+    int64_t group = nh / nkv;
+    real sl2 = (real)(1.0 / sqrt((double)hd)) * (real)1.4426950408889634;
+    for (int64_t h = 0; h < nh; h++) {
+        int64_t g = h / group;
+        for (int64_t j0 = 0; j0 < n; j0 += LR_ATTENTION_BLOCK) {
+            int64_t m = n - j0 < LR_ATTENTION_BLOCK ? n - j0 : LR_ATTENTION_BLOCK;
+            int64_t nk = past + j0 + m; /* keys the block's last query sees */
+            real mx[LR_ATTENTION_BLOCK], l[LR_ATTENTION_BLOCK]; /* each row's running max and sum */
+            real *o = ctx + j0 * ldc + h * hd; /* (m, hd), stride ldc: the rows' running output */
+            for (int64_t i = 0; i < m; i++) {
+                mx[i] = -INFINITY, l[i] = 0;
+                memset(o + i * ldc, 0, (size_t)hd * sizeof(real));
+            }
+            for (int64_t k0 = 0; k0 < nk; k0 += tile) {
+                int64_t kt = nk - k0 < tile ? nk - k0 : tile;
+                /* S (m, kt) = Q_h[j0 .. j0+m) (m, hd) @ K_g[k0 .. k0+kt) (kt, hd)^T, unscaled */
+                GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)kt, (int)hd, 1, q + j0 * ldq + h * hd,
+                     (int)ldq, k + k0 * ldkv + g * hd, (int)ldkv, 0, scores, (int)kt);
+                for (int64_t i = 0; i < m; i++) {
+                    real *s = scores + i * kt;
+                    int64_t vis = past + j0 + i + 1 - k0; /* keys of the tile row i sees */
+                    vis = vis < 0 ? 0 : vis > kt ? kt : vis;
+                    real tmax = -INFINITY;
+                    for (int64_t c = 0; c < vis; c++) {
+                        s[c] *= sl2;
+                        tmax = s[c] > tmax ? s[c] : tmax;
+                    }
+                    real mnew = tmax > mx[i] ? tmax : mx[i];
+                    /* A row that has seen no key yet: weights 0 against base 0, nothing rescaled. */
+                    real corr = mnew == -INFINITY ? 1 : REXP2(mx[i] - mnew), base = mnew == -INFINITY ? 0 : mnew;
+                    for (int64_t c = 0; c < kt; c++) s[c] = c < vis ? REXP2(s[c] - base) : 0;
+                    R(round_to)(s, (size_t)kt, p_dtype);
+                    real sum = 0;
+                    for (int64_t c = 0; c < kt; c++) sum += s[c];
+                    l[i] = l[i] * corr + sum;
+                    mx[i] = mnew;
+                    for (int64_t d = 0; d < hd; d++) o[i * ldc + d] *= corr;
+                }
+                /* O (m, hd) += P (m, kt) @ V_g[k0 .. k0+kt) (kt, hd) */
+                GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)kt, 1, scores, (int)kt,
+                     v + k0 * ldkv + g * hd, (int)ldkv, 1, o, (int)ldc);
+            }
+            for (int64_t i = 0; i < m; i++) {
+                real inv = l[i] > 0 ? 1 / l[i] : 0;
+                for (int64_t d = 0; d < hd; d++) o[i * ldc + d] *= inv;
+            }
+        }
+    }
+}
+
 /* qkv (T, q_r + 2 kv_r) after RoPE -> ctx (T, q_r), through the cache. scores: scratch
- * of at least max(max(len), heads / kv heads) * max(past + len) elements. */
+ * of at least max(max(len), heads / kv heads) * max(past + len) elements. P is rounded
+ * where the CUDA path's kernel for this batch rounds it (only ever at bf16 and fp16). */
 static void R(attention)(real *ctx, const real *qkv, const cpu_model *m, const cpu_rank *rk,
                          cpu_kv *kv, int64_t layer, const lr_batch *b, const cpu_seq *seqs,
                          real *scores) {
     const lr_tp_layout *L = &rk->L;
-    int64_t hd = m->cfg.head_dim, qw = L->q_size + 2 * L->kv_size, kvw = L->kv_size;
+    int64_t hd = m->cfg.head_dim, qw = L->q_size + 2 * L->kv_size, kvw = L->kv_size, max_new = 0;
+    for (int64_t s = 0; s < b->num_seqs; s++) max_new = seqs[s].len > max_new ? seqs[s].len : max_new;
+    bool tiled = lr_attention_rounds_p(NULL, m->dt, hd, max_new);
     for (int64_t s = 0; s < b->num_seqs; s++) {
         const cpu_seq *sq = &seqs[s];
         size_t off = cpu_kv_offset(kv, sq->slot, layer, L->tp_rank);
@@ -75,7 +140,12 @@ static void R(attention)(real *ctx, const real *qkv, const cpu_model *m, const c
             memcpy(kc + (sq->past + j) * kvw, row + L->q_size, (size_t)kvw * sizeof(real));
             memcpy(vc + (sq->past + j) * kvw, row + L->q_size + kvw, (size_t)kvw * sizeof(real));
         }
-        R(lr_ref_attention)(ctx + sq->start * L->q_size, L->q_size, qkv + sq->start * qw, qw, kc, vc,
-                            kvw, sq->len, sq->past, L->num_heads, L->num_kv_heads, hd, scores);
+        if (tiled)
+            R(lr_ref_attention_tiled)(ctx + sq->start * L->q_size, L->q_size, qkv + sq->start * qw, qw, kc, vc, kvw,
+                                      sq->len, sq->past, L->num_heads, L->num_kv_heads, hd, LR_ATTN_P_TILE, m->dt,
+                                      scores);
+        else
+            R(lr_ref_attention)(ctx + sq->start * L->q_size, L->q_size, qkv + sq->start * qw, qw, kc, vc,
+                                kvw, sq->len, sq->past, L->num_heads, L->num_kv_heads, hd, scores);
     }
 }

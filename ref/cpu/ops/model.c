@@ -2,7 +2,9 @@
  * (ref/core/layer.c, which runs LlamaModel and each LlamaDecoderLayer), and
  * LlamaForCausalLM.compute_logits. Every tensor-parallel rank runs in turn; where NCCL
  * would all-reduce (embedding, o_proj, down_proj) or all-gather (logits), the reference
- * does the same sums and concatenations here. */
+ * does the same sums and concatenations here. Each op ends by storing what it wrote
+ * (R(store)): as it is on the f32 and f64 paths, rounded to the dtype where the rounding
+ * map says on the emulated bf16/fp16 path (ref/core/rounding.h). */
 
 /* Scratch of one forward. Per-rank buffers are arrays of tp pointers. */
 typedef struct {
@@ -78,6 +80,26 @@ static real *R(buf)(R(pass) *p, lr_buf b, int r) {
     }
 }
 
+/* Elements of buffer b on one rank: (T, its width). */
+static size_t R(buf_numel)(const R(pass) *p, lr_buf b) {
+    const lr_tp_layout *L = &p->m->ranks[0].L;
+    int64_t w = p->m->cfg.hidden_size;
+    switch (b) {
+    case LR_BUF_QKV: w = L->q_size + 2 * L->kv_size; break;
+    case LR_BUF_CTX: w = L->q_size; break;
+    case LR_BUF_GATE_UP: w = 2 * L->intermediate; break;
+    case LR_BUF_ACT: w = L->intermediate; break;
+    default: break;
+    }
+    return (size_t)(p->T * w);
+}
+
+/* Buffer b of rank r once an op has written it: rounded to the dtype the rounding map
+ * stores it in (lr_buf_dtype), which is nothing on the f32 and f64 paths. */
+static void R(store)(R(pass) *p, lr_buf b, int r) {
+    R(round_to)(R(buf)(p, b, r), R(buf_numel)(p, b), lr_buf_dtype(b, p->m->dt));
+}
+
 /* A packed tensor of rank r by plan index, or NULL (no bias). */
 static const real *R(weight)(const R(pass) *p, int r, int index) {
     return index < 0 ? NULL : lr_weights_at(p->m->ranks[r].w, (size_t)index)->data;
@@ -88,6 +110,7 @@ static int R(op_embedding)(void *be, int r, lr_buf out, int weight) {
     const lr_tp_layout *L = &p->m->ranks[r].L;
     R(lr_ref_vocab_parallel_embedding)(R(buf)(p, out, r), p->b->input_ids, p->T, R(weight)(p, r, weight),
                                        L->vocab_start, L->vocab_shard, p->m->cfg.hidden_size);
+    R(store)(p, out, r);
     return LR_OK;
 }
 
@@ -103,14 +126,26 @@ static int R(op_rms_norm)(void *be, int weight, bool add) {
         memcpy(w->residual, w->hidden, (size_t)(T * H) * sizeof(real));
         R(lr_ref_rms_norm)(w->normed, w->hidden, R(weight)(p, 0, weight), T, H, eps);
     }
+    R(store)(p, LR_BUF_RESIDUAL, 0);
+    R(store)(p, LR_BUF_NORMED, 0);
     return LR_OK;
 }
 
+/* The product is stored before the bias is added, and the sum again, as the CUDA path
+ * rounds the GEMM's output and then the bias add's (the same arithmetic as
+ * lr_ref_linear's with the bias on the f32 and f64 paths). */
 static int R(op_linear)(void *be, int r, lr_buf out, lr_buf in, int weight, int bias) {
     R(pass) *p = be;
     const lr_packed_desc *d = lr_plan_at(p->m->ranks[r].plan, (size_t)weight); /* (N, K) */
-    R(lr_ref_linear)(R(buf)(p, out, r), R(buf)(p, in, r), R(weight)(p, r, weight), R(weight)(p, r, bias), p->T,
-                     d->shape[0], d->shape[1]);
+    int64_t T = p->T, N = d->shape[0];
+    real *y = R(buf)(p, out, r);
+    const real *b = R(weight)(p, r, bias); /* (N) or NULL */
+    R(lr_ref_linear)(y, R(buf)(p, in, r), R(weight)(p, r, weight), NULL, T, N, d->shape[1]);
+    R(store)(p, out, r);
+    if (!b) return LR_OK;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++) y[t * N + n] += b[n];
+    R(store)(p, out, r);
     return LR_OK;
 }
 
@@ -123,12 +158,14 @@ static int R(op_rotary)(void *be, int r) {
     R(lr_ref_rotary_embedding)(qkv, qw, p->T, L->num_heads, hd, p->b->positions, p->m->inv_freq, p->w.cs);
     R(lr_ref_rotary_embedding)(qkv + L->q_size, qw, p->T, L->num_kv_heads, hd, p->b->positions, p->m->inv_freq,
                                p->w.cs);
+    R(store)(p, LR_BUF_QKV, r);
     return LR_OK;
 }
 
 static int R(op_attention)(void *be, int r, int64_t layer) {
     R(pass) *p = be;
     R(attention)(p->w.ctx[r], p->w.qkv[r], p->m, &p->m->ranks[r], p->kv, layer, p->b, p->seqs, p->w.scores);
+    R(store)(p, LR_BUF_CTX, r);
     return LR_OK;
 }
 
@@ -139,6 +176,7 @@ static int R(op_activation)(void *be, int r, bool gated) {
         R(lr_ref_silu_and_mul)(p->w.act[r], p->w.gate_up[r], p->T, Ir);
     else
         R(lr_ref_silu)(p->w.act[r], p->w.gate_up[r], p->T, Ir);
+    R(store)(p, LR_BUF_ACT, r);
     return LR_OK;
 }
 
@@ -150,12 +188,14 @@ static int R(op_all_reduce)(void *be) {
     memcpy(out, p->w.part[0], (size_t)n * sizeof(real));
     for (int r = 1; r < p->m->tp; r++)
         for (int64_t i = 0; i < n; i++) out[i] += p->w.part[r][i];
+    R(store)(p, LR_BUF_HIDDEN, 0);
     return LR_OK;
 }
 
 static int R(op_residual_sum)(void *be) {
     R(pass) *p = be;
     for (int64_t i = 0; i < p->T * p->m->cfg.hidden_size; i++) p->w.sum[i] = p->w.hidden[i] + p->w.residual[i];
+    R(store)(p, LR_BUF_SUM, 0);
     return LR_OK;
 }
 
@@ -172,6 +212,7 @@ static int R(op_load_stream)(void *be, bool embedding, const lr_tensor *t) {
     size_t n = (size_t)(p->T * p->m->cfg.hidden_size);
     lr_convert(embedding ? p->w.hidden : p->w.residual, LR_REAL_DTYPE, t->data, t->dtype, n);
     if (!embedding) memset(p->w.hidden, 0, n * sizeof(real));
+    R(store)(p, embedding ? LR_BUF_HIDDEN : LR_BUF_RESIDUAL, 0);
     return LR_OK;
 }
 
@@ -183,6 +224,7 @@ static int R(op_write)(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64
     for (int64_t k = 0; k < p->T; k++)
         lr_convert(x + k * ld + col, LR_REAL_DTYPE, (const char *)t->data + (size_t)(k * t->shape[1] + src_col) * es,
                    t->dtype, (size_t)cols);
+    R(store)(p, b, r);
     return LR_OK;
 }
 
@@ -192,6 +234,7 @@ static int R(op_perturb)(void *be, lr_buf b, int r, int64_t ld, int64_t col, int
     real *x = R(buf)(p, b, r);
     for (int64_t t = 0; t < p->T; t++)
         for (int64_t c = 0; c < cols; c++) x[t * ld + col + c] *= (real)lr_fault_factor(f, t, dst_col + c, width);
+    R(store)(p, b, r);
     return LR_OK;
 }
 
@@ -236,7 +279,8 @@ int R(cpu_forward)(cpu_model *m, const lr_batch *b, const cpu_seq *seqs, cpu_kv 
     return rc;
 }
 
-/* ParallelLMHead + all-gather + unpadding: hidden (T, H) -> out (T, vocab). */
+/* ParallelLMHead + all-gather + unpadding: hidden (T, H) -> out (T, vocab), rounded to
+ * the model's dtype on the emulated bf16/fp16 path (the CUDA path's logits are in it). */
 int R(cpu_logits)(cpu_model *m, const real *hidden, int64_t T, const lr_observer *obs, real *out) {
     if (obs && !obs->on_stage) obs = NULL;
     int64_t H = m->cfg.hidden_size, V = m->cfg.vocab_size, shard = m->ranks[0].L.vocab_shard;
@@ -245,6 +289,7 @@ int R(cpu_logits)(cpu_model *m, const real *hidden, int64_t T, const lr_observer
     if (m->tp == 1 && shard == V) {
         /* One rank and no padding: its shard is the whole output. */
         R(lr_ref_linear)(out, hidden, lr_weights_at(m->ranks[0].w, (size_t)m->lm_head)->data, NULL, T, V, H);
+        R(round_to)(out, (size_t)(T * V), m->dt);
         cpu_prof_mark(m, LR_PROF_LM_HEAD);
         if (obs) obs->on_stage(obs->user, lr_model_stage_name(LR_MS_LM_HEAD), &t);
         return LR_OK;
@@ -259,6 +304,7 @@ int R(cpu_logits)(cpu_model *m, const real *hidden, int64_t T, const lr_observer
             memcpy(out + k * V + rk->L.vocab_start, part + k * shard, (size_t)cols * sizeof(real));
     }
     free(part);
+    R(round_to)(out, (size_t)(T * V), m->dt);
     cpu_prof_mark(m, LR_PROF_LM_HEAD);
     if (obs) obs->on_stage(obs->user, lr_model_stage_name(LR_MS_LM_HEAD), &t);
     return LR_OK;
