@@ -842,18 +842,21 @@ static int edit_block(gpu_pass *p, lr_buf b, int r, int64_t ld, int64_t col, int
 struct fault_edit {
     const lr_fault *f;
     int64_t dst_col, width;
+    lr_dtype storage;
 };
 
 static void apply_fault(const void *ctx, float *rows, int64_t T, int64_t ld, int64_t col, int64_t cols) {
     const fault_edit *e = (const fault_edit *)ctx;
     for (int64_t t = 0; t < T; t++)
-        for (int64_t c = 0; c < cols; c++)
-            rows[t * ld + col + c] = (float)(rows[t * ld + col + c] * lr_fault_factor(e->f, t, e->dst_col + c, e->width));
+        for (int64_t c = 0; c < cols; c++) {
+            float *v = &rows[t * ld + col + c];
+            *v = (float)lr_fault_apply(e->f, *v, t, e->dst_col + c, e->width, e->storage);
+        }
 }
 
 static int op_perturb(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, int64_t dst_col,
                       int64_t width, const lr_fault *f) {
-    fault_edit e = {f, dst_col, width};
+    fault_edit e = {f, dst_col, width, buf_dtype(((gpu_pass *)be)->m, b)};
     return edit_block((gpu_pass *)be, b, r, ld, col, cols, apply_fault, &e);
 }
 

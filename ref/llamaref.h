@@ -91,6 +91,8 @@ double lr_tensor_get(const lr_tensor *t, int64_t i);
 /* Converts n elements of src (dtype sdt) to dst (F64, F32, or BF16/F16 with one
  * round-to-nearest-even from the source's exact value). */
 void lr_convert(void *dst, lr_dtype ddt, const void *src, lr_dtype sdt, size_t n);
+/* One unit in the last place of v stored in precision p (subnormals: the smallest). */
+double lr_ulp(lr_dtype p, double v);
 
 /* ---- Model config (config.json) -------------------------------------------------- */
 
@@ -545,6 +547,32 @@ int lr_model_set_profiling(lr_model *m, bool on);
 /* The counters accumulated since profiling was last turned on. */
 int lr_model_get_profile(const lr_model *m, lr_profile *out);
 
+/* ---- The same-precision yardstick (docs/detection.md) -------------------------------- */
+
+/* How far a correct bf16/fp16 kernel may be from the emulated reference when both get
+ * the same (op-isolated) inputs: a relative L2, and per element a number of ulps of the
+ * precision at the reference value (values under floor x the row's RMS count at that
+ * size, so that cancellation in a sum does not count against its ulp). */
+typedef struct {
+    double rel_l2, ulps, floor;
+} lr_same_budget;
+
+typedef struct {
+    double rel_l2;
+    double max_ulps;                 /* the largest element difference, in ulps */
+    int64_t worst_token, worst_feature;
+    int64_t over;                    /* elements over the ulp bound */
+    int64_t nonfinite;               /* NaN or Inf on one side only */
+    bool pass;
+} lr_same_metrics;
+
+/* The longest float32 reduction a stage of this model sums (hidden, intermediate, q
+ * width, tokens of context). */
+int64_t lr_same_reduction(const lr_config *cfg, int64_t tokens);
+/* The budget at precision p for reductions of that length (docs/detection.md says why). */
+lr_same_budget lr_same_precision_budget(lr_dtype p, int64_t reduction);
+int lr_same_compare(const lr_tensor *test, const lr_tensor *ref, lr_dtype p, lr_same_budget b, lr_same_metrics *m);
+
 /* ---- Fault injection (what the suite catches; docs/detection.md) --------------------- */
 
 /* How a fault perturbs the output of the op that computes its stage, in place (so every
@@ -565,6 +593,12 @@ int lr_fault_parse(const char *spec, lr_fault *out);
 const char *lr_fault_kind_name(lr_fault_kind k);
 /* The factor a fault multiplies element (token, feature) of its stage (width features) by. */
 double lr_fault_factor(const lr_fault *f, int64_t token, int64_t feature, int64_t width);
+/* What a faulty op would have stored instead of x (stored in `storage`): the fault acts
+ * on the op's result before its last rounding, which is lost; x plus a seeded dither of
+ * half an ulp stands for it, so that a fault smaller than half an ulp moves a share of
+ * the elements by one ulp, as the same bug inside a kernel would (and is not rounded
+ * away). Elements the fault does not touch come back unchanged. The caller rounds. */
+double lr_fault_apply(const lr_fault *f, double x, int64_t token, int64_t feature, int64_t width, lr_dtype storage);
 /* Faults for every later forward of m (n 0: none). Each must name a stage of m's forward
  * that is an op's output (not the observed residual sum model.layers.N, not mlp.act_fn,
  * not lm_head); several may name one stage. The array is copied. */

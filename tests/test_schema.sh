@@ -71,6 +71,10 @@ done
 INFO=$TMP/doc$n.json
 run_json 0 "convert a GGUF" -- convert --gguf "$FX/gguf/gqa-mixed.gguf" --out "$TMP/converted" --json
 CONVERT=$TMP/doc$n.json
+# bf16/fp16: the same-precision section (agreeing, and diverging under a fault).
+run_json 0 "check bf16 (same precision)" -- check -m "$M" -f "$F" -p bf16 --json
+run_json 1 "check bf16 with a fault" -- check -m "$M" -f "$F" -p fp16 --isolate op --json \
+    --inject model.layers.1.mlp.down_proj=element:1e-2
 
 # The diverging documents say so.
 if python3 -c "import json,sys; d=json.load(open('$DIVERGE')); sys.exit(0 if d['result'] == 'diverge' and d['failed'] > 0 and isinstance(d['first_divergence'], str) else 1)"; then

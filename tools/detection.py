@@ -7,9 +7,10 @@ Two modes, both driving the built llama-diff on the committed fixtures:
             positive on any fixture at any precision, tp 1, 2 and 4, free-running and with
             --isolate op; a scale fault of 1e-3 and an element fault of 1e-2 at every op
             output of a layer (and the embedding and the final norm) caught (exit 1) and named
-            as the first divergence, free-running and isolated; structural bugs (rope_theta
+            as the first divergence (at bf16/fp16: by the same-precision verdict against the
+            emulated reference), free-running and isolated; structural bugs (rope_theta
             x 1.001, rms_norm_eps x 10, two q heads swapped) caught. Asserted at the
-            precisions given by --assert (default f64 f32); others are only reported.
+            precisions given by --assert (default all four CPU ones); others are reported.
   --table   for each precision, stage and fault kind, the smallest fault of a ladder
             (1e-1 ... 1e-7) that is caught and named, free-running and isolated; markdown on
             stdout, JSON with --json FILE (docs/detection.md).
@@ -64,7 +65,10 @@ class Runner:
 
 
 def caught_at(rc, rep, stage):
-    return rc == 1 and rep.get("first_divergence") == stage
+    """Exit 1 and the stage named first: against the golden, or (bf16, fp16) against the
+    emulated reference with every op isolated (the same-precision verdict)."""
+    same = (rep.get("same_precision") or {}).get("first_divergence")
+    return rc == 1 and stage in (rep.get("first_divergence"), same)
 
 
 def planted_model(src, dst, edit_config=None, swap_heads=None):
@@ -143,15 +147,18 @@ def run_check(r, args):
          "model.layers.0.input_layernorm"),
         ("q heads 0 and 1 of layer 1 swapped", dict(swap_heads=(1, 0, 1)), "model.layers.1.self_attn.q_proj"),
     ]
+    # A planted checkpoint changes the emulated reference too, so at bf16/fp16 only the
+    # float64 golden can see it, through bf16's noise: those rows are reported, not
+    # asserted (a kernel that gets theta or eps wrong on its own is a test-side fault).
     for what, how, where in plants:
         model = planted_model(src, os.path.join(r.tmp, "detection-plant"), **how)
         for p in args.precisions.split():
             rc, rep = r.check(CASES[0], p, 1, False, model=model)
             need(caught_at(rc, rep, where), f"structural bug missed: {what} at {p}: exit {rc}, first divergence "
-                 f"{rep.get('first_divergence')} (expected {where})", p)
+                 f"{rep.get('first_divergence')} (expected {where})", p if p in ("f64", "f32", "fp32") else "-")
     print(f"detection: {r.runs} runs; {fp} false positives; {caught}/{total} injected faults caught and named")
     for n in notes:
-        print("not asserted (" + n.split(' ')[0] + "): " + n)
+        print("not asserted: " + n)
     for f in failures:
         print("FAIL: " + f)
     return 1 if failures else 0
@@ -202,12 +209,12 @@ def main():
     ap.add_argument("--fixtures", default=os.environ.get("LR_FIXTURES", "fixtures"))
     ap.add_argument("--backend", default="cpu")
     ap.add_argument("--precisions", default=None)
-    ap.add_argument("--assert", dest="assert_precisions", default="f64 f32")
+    ap.add_argument("--assert", dest="assert_precisions", default="f64 f32 bf16 fp16")
     ap.add_argument("--tmp", default=os.environ.get("LR_TMPDIR", "/tmp"))
     ap.add_argument("--json")
     args = ap.parse_args()
     if args.precisions is None:
-        args.precisions = "f64 f32" if args.backend == "cpu" else "bf16 fp16 fp32"
+        args.precisions = "f64 f32 bf16 fp16" if args.backend == "cpu" else "bf16 fp16 fp32"
     if not os.access(args.llama_diff, os.X_OK):
         ap.error(f"--llama-diff: {args.llama_diff} is not an executable")
     r = Runner(args)

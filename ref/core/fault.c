@@ -102,3 +102,11 @@ double lr_fault_factor(const lr_fault *f, int64_t token, int64_t feature, int64_
     }
     return 1;
 }
+
+double lr_fault_apply(const lr_fault *f, double x, int64_t token, int64_t feature, int64_t width, lr_dtype storage) {
+    double k = lr_fault_factor(f, token, feature, width);
+    if (k == 1) return x;
+    uint64_t h = mix(mix(mix(f->seed ^ 0x5bd1e9955bd1e995ull) ^ (uint64_t)token) ^ (uint64_t)feature);
+    double dither = (double)(h >> 11) * 0x1p-53 - 0.5; /* in (-1/2, 1/2) */
+    return (x + dither * lr_ulp(storage, x)) * k;
+}

@@ -177,3 +177,16 @@ void lr_convert(void *dst, lr_dtype ddt, const void *src, lr_dtype sdt, size_t n
         for (size_t i = 0; i < n; i++) d[i] = (float)lr_tensor_get(&view, (int64_t)i);
     }
 }
+
+/* Significand bits after the point of a precision's storage (bf16 7, fp16 10), and the
+ * smallest normal exponent. */
+static int mantissa_bits(lr_dtype p) { return p == LR_BF16 ? 7 : p == LR_F16 ? 10 : p == LR_F32 ? 23 : 52; }
+static int min_exponent(lr_dtype p) { return p == LR_F16 ? -14 : p == LR_BF16 || p == LR_F32 ? -126 : -1022; }
+
+double lr_ulp(lr_dtype p, double v) {
+    int e;
+    frexp(fabs(v), &e); /* |v| in [2^(e-1), 2^e) */
+    e -= 1;
+    if (v == 0 || e < min_exponent(p)) e = min_exponent(p);
+    return ldexp(1.0, e - mantissa_bits(p));
+}

@@ -121,6 +121,10 @@ json_t *config_json(const lr_config *c); /* info.c; convert prints it too */
 int cmd_info(const args *a);
 int cmd_convert(const args *a);
 int cmd_check(const args *a);
+/* check at bf16/fp16: the test backend against the emulated CPU reference, ops isolated
+ * (same.c); *out the JSON section, *pass the verdict; an exit status. */
+int same_precision(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, json_t **out, bool *pass);
+void same_precision_print(const json_t *same);
 int cmd_dump(const args *a);
 int cmd_compare(const args *a);
 

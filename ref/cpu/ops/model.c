@@ -232,8 +232,12 @@ static int R(op_perturb)(void *be, lr_buf b, int r, int64_t ld, int64_t col, int
                          int64_t width, const lr_fault *f) {
     R(pass) *p = be;
     real *x = R(buf)(p, b, r);
+    lr_dtype storage = lr_buf_dtype(b, p->m->dt);
     for (int64_t t = 0; t < p->T; t++)
-        for (int64_t c = 0; c < cols; c++) x[t * ld + col + c] *= (real)lr_fault_factor(f, t, dst_col + c, width);
+        for (int64_t c = 0; c < cols; c++) {
+            real *v = &x[t * ld + col + c];
+            *v = (real)lr_fault_apply(f, *v, t, dst_col + c, width, storage);
+        }
     R(store)(p, b, r);
     return LR_OK;
 }

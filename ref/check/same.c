@@ -1,0 +1,64 @@
+/* same.c: the same-precision yardstick (issue 15). At bf16 and fp16 a kernel is held
+ * against the emulated CPU reference (--backend cpu at the same precision, rounding
+ * where the CUDA path rounds; docs/architecture.md, "The rounding map"), both fed the
+ * golden's input to every op (op-level isolation), so that what is left between them is
+ * the order of float32 accumulations, not bf16's rounding noise. A correct kernel then
+ * differs from the reference by at most one unit in the last place of an element, in a
+ * small share of elements; a bug far below bf16's noise does not. */
+#include "internal.h"
+
+#include <math.h>
+
+/* Accumulation order: two float32 sums of K terms differ by about sqrt(K) 2^-24 of the
+ * terms' scale, so a share f = sqrt(K) 2^-24 / 2^-m of roundings to m-bit storage land
+ * on the other side and move one ulp; the relative L2 of the difference is then about
+ * sqrt(f) ulps. The budget is twice that, and never under a tenth of an ulp. */
+lr_same_budget lr_same_precision_budget(lr_dtype p, int64_t reduction) {
+    double ulp = ldexp(lr_ulp(p, 1.0), -1); /* relative spacing at mid-binade */
+    double f = sqrt((double)(reduction > 1 ? reduction : 1)) * ldexp(1.0, -24) / lr_ulp(p, 1.0);
+    double share = 2 * sqrt(f) > 0.1 ? 2 * sqrt(f) : 0.1;
+    lr_same_budget b = {.rel_l2 = share * ulp, .ulps = 1, .floor = 0.125};
+    return b;
+}
+
+int64_t lr_same_reduction(const lr_config *c, int64_t tokens) {
+    int64_t k = c->hidden_size;
+    int64_t d[] = {c->intermediate_size, c->num_attention_heads * c->head_dim, tokens};
+    for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) k = d[i] > k ? d[i] : k;
+    return k;
+}
+
+int lr_same_compare(const lr_tensor *test, const lr_tensor *ref, lr_dtype p, lr_same_budget b, lr_same_metrics *m) {
+    if (test->ndim != 2 || ref->ndim != 2 || test->shape[0] != ref->shape[0] || test->shape[1] != ref->shape[1])
+        return lr_fail(LR_E_SHAPE, "same precision: shapes differ");
+    int64_t T = ref->shape[0], N = ref->shape[1];
+    double dd = 0, rr = 0;
+    *m = (lr_same_metrics){.worst_token = -1, .worst_feature = -1};
+    for (int64_t t = 0; t < T; t++) {
+        double ss = 0;
+        for (int64_t j = 0; j < N; j++) {
+            double y = lr_tensor_get(ref, t * N + j);
+            ss += y * y;
+        }
+        double floor_mag = b.floor * sqrt(ss / (double)N); /* small elements: the ulp at this size */
+        for (int64_t j = 0; j < N; j++) {
+            double x = lr_tensor_get(test, t * N + j), y = lr_tensor_get(ref, t * N + j), d = fabs(x - y);
+            if (!isfinite(x) || !isfinite(y)) {
+                if (!(isnan(x) && isnan(y)) && x != y) m->nonfinite++;
+                continue;
+            }
+            dd += d * d;
+            rr += y * y;
+            double ulps = d / lr_ulp(p, fabs(y) > floor_mag ? y : floor_mag);
+            if (ulps > b.ulps) m->over++;
+            if (ulps > m->max_ulps) {
+                m->max_ulps = ulps;
+                m->worst_token = t;
+                m->worst_feature = j;
+            }
+        }
+    }
+    m->rel_l2 = rr > 0 ? sqrt(dd / rr) : sqrt(dd);
+    m->pass = m->nonfinite == 0 && m->over == 0 && m->rel_l2 <= b.rel_l2;
+    return LR_OK;
+}
