@@ -559,6 +559,7 @@ typedef struct {
 
 typedef struct {
     double rel_l2;
+    double budget;                   /* the relative L2 allowed this stage (its size counts) */
     double max_ulps;                 /* the largest element difference, in ulps */
     int64_t worst_token, worst_feature;
     int64_t over;                    /* elements over the ulp bound */
@@ -626,6 +627,17 @@ int lr_fixture_check_config(const lr_fixture *f, const lr_config *cfg);
 
 /* ---- Comparison and tolerances --------------------------------------------------- */
 
+/* What a stage is held to (lr_stage_criteria; docs/tolerances.md): its relative L2 over
+ * the whole tensor, the relative L2 of every token (row) on its own, and every element:
+ * |a - b| <= atol * rms(b_t) + rtol * |b|, with b the reference and rms(b_t) the RMS of
+ * the reference's row holding the element. */
+typedef struct {
+    double rel_l2; /* budget of ||a-b|| / ||b|| (lr_stage_budget) */
+    double token;  /* budget of the largest per-token ||a_t-b_t|| / ||b_t|| */
+    double atol;   /* element criterion, in units of the row's RMS */
+    double rtol;   /* element criterion, relative to |b| */
+} lr_criteria;
+
 typedef struct {
     int64_t n;
     double rel_l2;        /* ||a-b|| / ||b|| */
@@ -633,10 +645,26 @@ typedef struct {
     int64_t max_abs_index;
     double cosine;
     int64_t nan_a, inf_a, nan_b, inf_b;
+    /* Per token: the reference's rows (its first dimension; a 1-D tensor is one row) of
+     * width features each. Indices below are flat: token = index / width. */
+    int64_t width;
+    double token_rel_l2;      /* the largest ||a_t-b_t|| / ||b_t|| over the rows t */
+    int64_t token_rel_l2_row; /* its row; -1 when no row has an error */
+    /* The element criterion of the criteria lr_compare_stage was given (elem_checked;
+     * lr_compare gives none: elem_fail 0, elem_ratio 0, elem_index -1). */
+    bool elem_checked;
+    int64_t elem_fail;  /* elements outside atol * rms(b_t) + rtol * |b| */
+    double elem_ratio;  /* the largest |a-b| / (atol * rms(b_t) + rtol * |b|); <= 1 passes */
+    int64_t elem_index; /* its element; -1 when no element has an error */
+    lr_criteria crit;   /* what lr_compare_stage was given; zeros from lr_compare */
 } lr_metrics;
 
-/* Compares a (under test) against b (reference); same numel required. */
+/* Compares a (under test) against b (reference); same numel required. Every metric but
+ * the element criterion, which needs lr_compare_stage. */
 int lr_compare(const lr_tensor *a, const lr_tensor *b, lr_metrics *m);
+/* The same, and in the same pass the element criterion of c (NULL: none, as lr_compare);
+ * m->crit keeps c for lr_metrics_pass. */
+int lr_compare_stage(const lr_tensor *a, const lr_tensor *b, const lr_criteria *c, lr_metrics *m);
 
 /* Stage kinds of the tolerance table. */
 typedef enum {
@@ -727,7 +755,22 @@ double lr_tolerance(lr_stage_kind kind, lr_dtype precision);
  * table was measured on. Equal to lr_tolerance for those fixtures and for any model no
  * deeper or wider; predicted < 0 (no model) gives lr_tolerance. See docs/tolerances.md. */
 double lr_stage_budget(lr_stage_kind kind, lr_dtype precision, double predicted);
-/* A metrics result passes when finite and rel_l2 <= tolerance. */
+/* The criteria of one stage: rel_l2 is lr_stage_budget's; the per-token budget and the
+ * element criterion's atol and rtol are that budget times the factors of the tolerance
+ * table's companion for the kind and precision (docs/tolerances.md). */
+lr_criteria lr_stage_criteria(lr_stage_kind kind, lr_dtype precision, double predicted);
+/* The criteria a metrics result fails, as bits (0: none). */
+typedef enum {
+    LR_FAILS_NAN = 1,    /* a NaN or an Inf on either side */
+    LR_FAILS_REL_L2 = 2, /* rel_l2 over tolerance */
+    LR_FAILS_TOKEN = 4,  /* token_rel_l2 over m->crit.token */
+    LR_FAILS_ELEMENT = 8 /* an element outside the element criterion */
+} lr_fails;
+/* The verdict, decided here alone: with no NaN or Inf, rel_l2 <= tolerance, and when the
+ * metrics were measured against criteria (lr_compare_stage: m->elem_checked) also
+ * token_rel_l2 <= m->crit.token and no element outside the element criterion. */
+unsigned lr_metrics_failures(const lr_metrics *m, double tolerance);
+/* lr_metrics_failures(m, tolerance) == 0. */
 bool lr_metrics_pass(const lr_metrics *m, double tolerance);
 
 /* Width (features per token) of a stage of a model with this config, or -1 when the
@@ -794,17 +837,25 @@ typedef struct {
     int64_t first;  /* the first failing stage, -1 when every stage passes */
     int64_t layer;  /* first's decoder layer, -1 when it is in none (or nothing failed) */
     int64_t cause;  /* the stage the error jumps most at, -1 when nothing failed */
-    double growth;  /* cause's relative L2 over the stage before it; INFINITY when cause
-                     * holds NaN or Inf */
+    double growth;  /* cause's error over the stage before it; INFINITY when cause holds
+                     * NaN or Inf */
+    bool by_token;  /* growth is of the worst token's relative L2, not the tensor's */
 } lr_drill;
 
 /* The drill-down over res (n stages in forward order): inside the first failing stage's
- * layer (or, for a stage in no layer, from the start up to it), the stage whose relative
- * L2 error grows most over the stage before it, which names the operation that
- * introduced the error. Growth is measured against a floor of a thousandth of each
- * stage's tolerance, so that an exact predecessor does not make rounding look like a
- * jump; a layer's own output is never the cause. */
+ * layer (or, for a stage in no layer, from the start up to it), the stage whose error
+ * grows most over the stage before it, which names the operation that introduced the
+ * error. The error is the relative L2, or the worst token's relative L2 where that grows
+ * more (results measured against criteria, m.elem_checked), so that a bug on a few
+ * tokens shows. A predecessor's error counts as at least the rounding expected at the
+ * stage (its prediction, and a tenth of its budget; for the worst token, scaled as its
+ * budget is), so that an exact predecessor does not make rounding look like a jump; a
+ * layer's own output is never the cause. */
 int lr_drill_down(const lr_stage_result *res, size_t n, lr_drill *out);
+/* The growth lr_drill_down measures: x's error over prev's (prev NULL: nothing before it),
+ * INFINITY when x holds NaN or Inf; *by_token (may be NULL) is set when the worst
+ * token's relative L2 grows more than the tensor's. */
+double lr_drill_growth(const lr_stage_result *x, const lr_stage_result *prev, bool *by_token);
 
 /* The logits as users see them: per token the softmaxes of test and reference compared,
  * then summarised over the tokens. */

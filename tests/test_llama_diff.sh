@@ -32,8 +32,20 @@ expect 0 "--version" -- "$LD" --version
 expect 0 "dump f32" -- "$LD" dump -m "$M" -f "$F" -p f32 -o "$TMP/f32.safetensors"
 expect 1 "f64 run against an f32 dump diverges" -- "$LD" check -m "$M" -f "$TMP/f32.safetensors"
 grep -q "first divergence" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: first divergence not marked"; }
+grep -q "FAIL (rel_l2, token, elements)" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: failing criteria not listed"; }
+grep -q "^  model.layers.0.input_layernorm: rel_l2 .* worst token .* elements over" "$TMP/out" && pass=$((pass + 1)) ||
+    { fail=$((fail + 1)); echo "FAIL: the first divergence's criteria not spelt out"; }
 expect 1 "diverge --json" -- "$LD" check -m "$M" -f "$TMP/f32.safetensors" --json
 json_ok 'd["result"] == "diverge" and d["first_divergence"] == "model.layers.0.input_layernorm"'
+json_ok 'all(set(s["fails"]) == {"rel_l2", "token", "elements"} for s in d["stages"] if s["kind"] != "embedding")'
+
+# Every stage is held to the whole tensor, its worst token and its elements: an agreeing
+# run shows all three inside their budgets, the table shows the two new shares.
+expect 0 "check f32 text" -- "$LD" check -m "$M" -f "$F" -p f32
+grep -qE "used +token +element +x model +result" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: token and element columns"; }
+expect 0 "check f32 --json" -- "$LD" check -m "$M" -f "$F" -p f32 --json
+json_ok 'all(s["fails"] == [] and s["elements"]["over"] == 0 and 0 <= s["elements"]["worst"] <= 1 and 0 <= s["token"]["budget_used"] <= 1 and s["token"]["rel_l2"] >= s["rel_l2"] for s in d["stages"])'
+json_ok 'all(s["token"]["tolerance"] > s["tolerance"] and s["elements"]["atol"] > 0 and s["elements"]["rtol"] > 0 for s in d["stages"])'
 
 # Round trip: an f64 dump checked by an f64 run agrees exactly.
 expect 0 "dump --tokens" -- "$LD" dump -m "$M" -t "5 17 3 199 0" -o "$TMP/tok.safetensors"

@@ -47,6 +47,8 @@ report_ok "$R" "$TMP/agree.json"
 ok "agree: result shown" -- grep -q "agree" "$R"
 ok "agree: no first divergence" -- grep -qi "first divergence.*none" "$R"
 ok "agree: the error model drawn beside the measurement" -- grep -q "error model (expected" "$R"
+ok "agree: every criterion's share drawn" -- grep -q "Share of each criterion" "$R"
+ok "agree: worst token and elements in the table" -- grep -q "<th>worst token (share of its budget)</th><th>elements over" "$R"
 
 # Nothing overwritten: a second run without --force refuses (2), one line naming the file.
 cp "$R" "$TMP/keep"
@@ -71,5 +73,18 @@ ok "diverge: first divergence is model.layers.0.input_layernorm" -- test "$first
 ok "diverge: report names the first divergence" -- grep -qi "first divergence.*<code>$first</code>" "$D"
 ok "diverge: failing rows highlighted" -- grep -q "<tr class=\"fail" "$D"
 ok "diverge: drill-down section" -- grep -qi "drill-down" "$D"
+ok "diverge: the first divergence's failed criteria" -- grep -q "First divergence</th><td><code>$first</code>.*fails: rel_l2, token, elements; worst token" "$D"
+
+# A planted o_proj error of ten f32 budgets (1e-5) right after the exact embedding: the
+# report's drill-down names o_proj, and its table's growth is the tool's (one definition).
+plant "$M" model.layers.0.self_attn.o_proj.weight 1.00001 "$TMP/planted"
+expect 1 "planted --json" -- "$LD" check -m "$TMP/planted" -f "$F" -p f32 --json
+cp "$TMP/out" "$TMP/planted.json"
+P=$TMP/x/planted.html
+expect 1 "planted --report" -- "$LD" check -m "$TMP/planted" -f "$F" -p f32 --report "$P"
+report_ok "$P" "$TMP/planted.json"
+growth=$(python3 -c "import json; d=json.load(open('$TMP/planted.json'))['drill_down']; assert d['stage'] == 'model.layers.0.self_attn.o_proj'; print('x%.3g' % d['growth'])")
+ok "planted: the report's drill-down names o_proj" -- grep -q "grows most at <code>model.layers.0.self_attn.o_proj</code> ($growth over" "$P"
+ok "planted: the drill table's growth is the tool's" -- grep -q "<tr class=\"fail cause\"><td><code>model.layers.0.self_attn.o_proj</code>.*$growth" "$P"
 
 finish

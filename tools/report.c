@@ -1,6 +1,8 @@
 /* report.c: llama-diff's HTML report. One file, inline CSS and SVG drawn here (log-scale
- * charts of every stage's and every layer's error), the full stage table and the
- * drill-down into the first failing layer. No scripts, fonts or images are fetched. */
+ * charts of every stage's and every layer's error, and of the share of each criterion's
+ * budget every stage uses: whole tensor, worst token, worst element), the full stage
+ * table and the drill-down into the first failing layer. No scripts, fonts or images
+ * are fetched. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
@@ -27,6 +29,11 @@ typedef struct {
     bool has_at, pass;
     double rel, max_abs, cosine, tol, used; /* rel = NAN where NaN/Inf were present */
     double pred;                            /* the error model's figure, NAN when none */
+    /* the worst token (tok_at -1: none) and the element criterion (el_at_row -1: none) */
+    double tok, tok_tol, tok_used, atol, rtol, el_worst;
+    long long tok_at, el_over, el_at_row, el_at_col;
+    bool has_criteria;
+    char fails[48];                         /* "rel_l2, token", the criteria failed */
     int layer;                              /* model.layers.{i}[...]: i, else -1 */
     bool is_layer_out;                      /* exactly model.layers.{i} */
 } stage;
@@ -49,6 +56,55 @@ static int layer_of(const char *name, bool *exact) {
     int64_t l = lr_stage_layer(name);
     *exact = l >= 0 && lr_stage_kind_of(name) == LR_STAGE_LAYER;
     return l >= 0 && l <= INT_MAX ? (int)l : -1;
+}
+
+/* The per-token and per-element figures of a stage object, and the criteria it fails. */
+static void read_criteria(stage *x, const json_t *o) {
+    const json_t *tok = json_object_get(o, "token"), *el = json_object_get(o, "elements");
+    x->has_criteria = json_is_object(tok) && json_is_object(el);
+    x->tok = num(tok, "rel_l2");
+    if (x->tok < 0) x->tok = NAN;
+    x->tok_tol = num(tok, "tolerance");
+    x->tok_used = num(tok, "budget_used");
+    x->tok_at = json_is_integer(json_object_get(tok, "at")) ? integer(tok, "at") : -1;
+    x->atol = num(el, "atol");
+    x->rtol = num(el, "rtol");
+    x->el_over = integer(el, "over");
+    x->el_worst = num(el, "worst");
+    if (x->el_worst < 0) x->el_worst = INFINITY; /* -1: an error where nothing is allowed */
+    const json_t *at = json_object_get(el, "worst_at");
+    x->el_at_row = x->el_at_col = -1;
+    if (json_is_array(at) && json_array_size(at) == 2) {
+        x->el_at_row = (long long)json_integer_value(json_array_get(at, 0));
+        x->el_at_col = (long long)json_integer_value(json_array_get(at, 1));
+    }
+    size_t used = 0;
+    const json_t *fails = json_object_get(o, "fails"), *v;
+    size_t i;
+    json_array_foreach(fails, i, v) {
+        if (!json_is_string(v)) continue;
+        int m =
+            snprintf(x->fails + used, sizeof x->fails - used, "%s%s", used ? ", " : "", json_string_value(v));
+        if (m < 0 || (size_t)m >= sizeof x->fails - used) break;
+        used += (size_t)m;
+    }
+}
+
+/* The stage as lr_drill_growth reads it (the drill-down's own measure of growth). */
+static lr_stage_result as_result(const stage *x) {
+    lr_stage_result r = {.name = x->name,
+                         .kind = lr_stage_kind_of(x->name),
+                         .tolerance = x->tol,
+                         .predicted = isfinite(x->pred) ? x->pred : -1,
+                         .pass = x->pass};
+    r.m.rel_l2 = x->rel;
+    r.m.nan_a = !isfinite(x->rel);
+    if (x->has_criteria) {
+        r.m.elem_checked = true;
+        r.m.token_rel_l2 = x->tok;
+        r.m.crit = (lr_criteria){.rel_l2 = x->tol, .token = x->tok_tol, .atol = x->atol, .rtol = x->rtol};
+    }
+    return r;
 }
 
 /* ---- output helpers ------------------------------------------------------------------- */
@@ -366,10 +422,30 @@ static void write_page(FILE *f, const json_t *doc, stage *st, int n) {
         fprintf(f, "<tr><th>First divergence</th><td><code>");
         esc(f, first);
         fprintf(f, "</code>");
-        if (first_i >= 0)
-            fprintf(f, " (rel L2 %s, %s of its tolerance %s)", fmt(b, st[first_i].rel),
-                    st[first_i].used >= 0 ? (snprintf(b2, sizeof b2, "%.3gx", st[first_i].used), b2) : "NaN/Inf",
-                    fmt(b3, st[first_i].tol));
+        if (first_i >= 0) {
+            const stage *x = &st[first_i];
+            fprintf(f, " (rel L2 %s, %s of its tolerance %s)", fmt(b, x->rel),
+                    x->used >= 0 ? (snprintf(b2, sizeof b2, "%.3gx", x->used), b2) : "NaN/Inf",
+                    fmt(b3, x->tol));
+            if (x->fails[0]) {
+                fprintf(f, "; fails: ");
+                esc(f, x->fails);
+            }
+            if (x->has_criteria && x->tok_at >= 0)
+                fprintf(f, "; worst token %lld at rel L2 %s (%s of its budget %s)", x->tok_at, fmt(b, x->tok),
+                        isfinite(x->tok_used) && x->tok_used >= 0
+                            ? (snprintf(b2, sizeof b2, "%.3gx", x->tok_used), b2)
+                            : "NaN/Inf",
+                        fmt(b3, x->tok_tol));
+            if (x->has_criteria && x->el_at_row >= 0)
+                fprintf(
+                    f,
+                    "; %lld elements outside |a&minus;b| &le; %s&middot;rms(token) + %s&middot;|ref|, the "
+                    "worst at [%lld, %lld] (%s of its allowance)",
+                    x->el_over, fmt(b, x->atol), fmt(b2, x->rtol), x->el_at_row, x->el_at_col,
+                    isfinite(x->el_worst) ? (snprintf(b3, sizeof b3, "%.3gx", x->el_worst), b3)
+                                          : "none allowed");
+        }
         fprintf(f, "</td></tr>\n");
     } else {
         fprintf(f, "<tr><th>First divergence</th><td>none: every stage is within its tolerance</td></tr>\n");
@@ -378,8 +454,10 @@ static void write_page(FILE *f, const json_t *doc, stage *st, int n) {
         double g = num(dd, "growth");
         fprintf(f, "<tr><th>Drill-down</th><td>the error grows most at <code>");
         esc(f, cause);
-        fprintf(f, "</code> (%s over the stage before)</td></tr>\n",
-                isfinite(g) ? (snprintf(b, sizeof b, "x%.3g", g), b) : "first NaN or Inf");
+        const char *by = str(dd, "by");
+        fprintf(f, "</code> (%s over the stage before%s)</td></tr>\n",
+                isfinite(g) ? (snprintf(b, sizeof b, "x%.3g", g), b) : "first NaN or Inf",
+                by && strcmp(by, "token") == 0 ? ", the worst token's error" : "");
     }
     const json_t *lg = json_object_get(doc, "logits");
     if (json_is_object(lg)) {
@@ -397,8 +475,10 @@ static void write_page(FILE *f, const json_t *doc, stage *st, int n) {
     }
 
     /* Per-stage series. */
-    double *rel = malloc(sizeof(double) * (size_t)n * 5), *tol = rel + n, *cosd = rel + 2 * n, *mabs = rel + 3 * n,
-           *pred = rel + 4 * n;
+    double *rel = malloc(sizeof(double) * (size_t)n * 9), *tol = rel + n, *cosd = rel + 2 * n,
+           *mabs = rel + 3 * n, *pred = rel + 4 * n, *share_l2 = rel + 5 * n, *share_tok = rel + 6 * n,
+           *share_el = rel + 7 * n, *one = rel + 8 * n;
+    bool have_criteria = false;
     bool have_pred = false;
     bool *fail = malloc(sizeof(bool) * (size_t)n);
     int *band = malloc(sizeof(int) * (size_t)n);
@@ -422,6 +502,11 @@ static void write_page(FILE *f, const json_t *doc, stage *st, int n) {
         cosd[i] = bad || !isfinite(st[i].cosine) ? NAN : fmax(0.0, 1.0 - st[i].cosine);
         mabs[i] = bad ? NAN : st[i].max_abs;
         pred[i] = isfinite(st[i].pred) ? st[i].pred : ZERO_FLOOR;
+        share_l2[i] = bad ? NAN : st[i].rel / st[i].tol;
+        share_tok[i] = bad ? NAN : st[i].tok / st[i].tok_tol;
+        share_el[i] = bad ? NAN : st[i].el_worst;
+        one[i] = 1;
+        have_criteria |= st[i].has_criteria;
         have_pred |= isfinite(st[i].pred);
         fail[i] = !st[i].pass;
         band[i] = st[i].layer;
@@ -474,6 +559,38 @@ static void write_page(FILE *f, const json_t *doc, stage *st, int n) {
                 fail, first_i, band, tips};
     chart_svg(f, &c1);
 
+    if (have_criteria) {
+        fprintf(
+            f,
+            "<p class=\"note\">Each stage is held to three criteria (docs/tolerances.md): the whole tensor's "
+            "relative L2 within its tolerance, the worst token's relative L2 within the per-token budget, "
+            "and "
+            "every element within |a&minus;b| &le; atol&middot;rms(its token) + rtol&middot;|ref|. The chart "
+            "shows the share of each that the stage uses; above 1 it fails.</p>\n");
+        series s2[] = {
+            {"whole tensor: rel L2 / tolerance", "#1f5fbf", share_l2, false, false, true},
+            {"worst token: rel L2 / per-token budget", "#c2571a", share_tok, false, false, true},
+            {"worst element: |a\xe2\x88\x92"
+             "b| / allowance",
+             "#6a8f00", share_el, false, false, true},
+            {"1 (the budget)", "#e07b00", one, true, true, false},
+        };
+        chart c2 = {"Share of each criterion's budget per stage",
+                    "share of budget",
+                    NULL,
+                    n,
+                    1260,
+                    xl,
+                    true,
+                    s2,
+                    4,
+                    fail,
+                    first_i,
+                    band,
+                    tips};
+        chart_svg(f, &c2);
+    }
+
     series s3a[] = {{"1 \xe2\x88\x92 cosine similarity", "#7b3fbf", cosd, false, false, true}};
     chart c3a = {"Cosine distance (1 \xe2\x88\x92 cosine) per stage", "1 \xe2\x88\x92 cosine", NULL, n, 1260, xl, true,
                  s3a, 1, fail, first_i, band, tips};
@@ -514,8 +631,8 @@ static void write_page(FILE *f, const json_t *doc, stage *st, int n) {
     }
 
     /* Drill-down: the first failing stage's layer, sub-stage by sub-stage, with the growth
-     * of the error over the stage before (floored at a thousandth of the tolerance, as the
-     * tool's drill-down does). */
+     * of the error over the stage before, as the tool's drill-down measures it
+     * (lr_drill_growth). */
     fprintf(f, "<h2>Drill-down</h2>\n");
     if (first_i < 0) {
         fprintf(f, "<p>No stage diverges: nothing to drill into.</p>\n");
@@ -529,20 +646,25 @@ static void write_page(FILE *f, const json_t *doc, stage *st, int n) {
         } else
             fprintf(f, "<p>The first failing stage is outside the decoder layers. The stages up to it, with each one's "
                        "error and how much it grew over the stage before:</p>\n");
-        fprintf(f, "<table class=\"drill\"><tr><th>stage</th><th>kind</th><th>rel L2</th><th>growth</th>"
-                   "<th>max abs</th><th>1 &minus; cosine</th><th>tolerance</th><th></th></tr>\n");
+        fprintf(f,
+                "<table class=\"drill\"><tr><th>stage</th><th>kind</th><th>rel L2</th><th>worst token's rel "
+                "L2</th>"
+                "<th>growth</th><th>max abs</th><th>1 &minus; cosine</th><th>tolerance</th><th></th></tr>\n");
         for (int i = 0; i < n; i++) {
             if (layer >= 0 ? st[i].layer != layer : i > first_i) continue;
-            double fl = 1e-3 * st[i].tol;
-            double before = i > 0 && isfinite(st[i - 1].rel) ? fmax(st[i - 1].rel, fl) : fl;
-            double g = !isfinite(st[i].rel) ? INFINITY : st[i].rel / before;
+            lr_stage_result x = as_result(&st[i]), before;
+            if (i > 0) before = as_result(&st[i - 1]);
+            bool by_token;
+            double g = lr_drill_growth(&x, i > 0 ? &before : NULL, &by_token);
             bool is_cause = cause && strcmp(cause, st[i].name) == 0;
             fprintf(f, "<tr class=\"%s%s\"><td><code>", st[i].pass ? "" : "fail", is_cause ? " cause" : "");
             esc(f, st[i].name);
             fprintf(f, "</code></td><td>");
             esc(f, st[i].kind);
-            fprintf(f, "</td><td class=\"n\">%s</td><td class=\"n\">", fmt(b, st[i].rel));
-            if (isfinite(g)) fprintf(f, "x%.3g", g);
+            fprintf(f, "</td><td class=\"n\">%s</td><td class=\"n\">%s</td><td class=\"n\">",
+                    fmt(b, st[i].rel), st[i].has_criteria ? fmt(b2, st[i].tok) : "-");
+            if (isfinite(g))
+                fprintf(f, "x%.3g%s", g, by_token ? " (token)" : "");
             else fprintf(f, "NaN/Inf");
             fprintf(f, "</td><td class=\"n\">%s</td><td class=\"n\">%s</td><td class=\"n\">%s</td><td>%s%s</td></tr>\n",
                     fmt(b2, mabs[i]), fmt(b3, cosd[i]), fmt(b, st[i].tol), is_cause ? "&larr; grows most here" : "",
@@ -552,9 +674,11 @@ static void write_page(FILE *f, const json_t *doc, stage *st, int n) {
     }
 
     /* The full table. */
-    fprintf(f, "<h2>All stages</h2>\n<table class=\"stages\"><tr><th>#</th><th>stage</th><th>kind</th><th>elements</th>"
+    fprintf(f, "<h2>All stages</h2>\n<table "
+               "class=\"stages\"><tr><th>#</th><th>stage</th><th>kind</th><th>elements</th>"
                "<th>rel L2</th><th>max abs</th><th>at [row, col]</th><th>cosine</th><th>NaN</th><th>Inf</th>"
-               "<th>tolerance</th><th>share used</th><th>result</th></tr>\n");
+               "<th>tolerance</th><th>share used</th><th>worst token (share of its budget)</th>"
+               "<th>elements over (worst share, at)</th><th>result</th></tr>\n");
     for (int i = 0; i < n; i++) {
         const stage *x = &st[i];
         fprintf(f, "<tr class=\"%s%s\"><td class=\"n\">%d</td><td><code>", x->pass ? "" : "fail",
@@ -572,8 +696,28 @@ static void write_page(FILE *f, const json_t *doc, stage *st, int n) {
                 x->nan, x->inf, fmt(b, x->tol));
         if (x->used >= 0 && isfinite(x->used)) fprintf(f, "%.3g%%", 100 * x->used);
         else fprintf(f, "NaN/Inf");
-        fprintf(f, "</td><td class=\"%s\">%s%s</td></tr>\n", x->pass ? "PASS" : "FAIL", x->pass ? "PASS" : "FAIL",
+        fprintf(f, "</td><td class=\"n\">");
+        if (x->has_criteria && x->tok_at >= 0 && isfinite(x->tok_used) && x->tok_used >= 0)
+            fprintf(f, "%lld (%.3g%%)", x->tok_at, 100 * x->tok_used);
+        else if (x->has_criteria && x->tok_at >= 0)
+            fprintf(f, "%lld (NaN/Inf)", x->tok_at);
+        fprintf(f, "</td><td class=\"n\">");
+        if (x->has_criteria && x->el_at_row >= 0) {
+            fprintf(f, "%lld (", x->el_over);
+            if (isfinite(x->el_worst))
+                fprintf(f, "%.3g%%", 100 * x->el_worst);
+            else
+                fprintf(f, "none allowed");
+            fprintf(f, ", [%lld, %lld])", x->el_at_row, x->el_at_col);
+        }
+        fprintf(f, "</td><td class=\"%s\">%s%s", x->pass ? "PASS" : "FAIL", x->pass ? "PASS" : "FAIL",
                 i == first_i ? " (first divergence)" : "");
+        if (x->fails[0]) {
+            fprintf(f, " (");
+            esc(f, x->fails);
+            fprintf(f, ")");
+        }
+        fprintf(f, "</td></tr>\n");
     }
     fprintf(f, "</table>\n<p class=\"note\">Written by llama-diff. Self-contained: no scripts, fonts or images are "
                "loaded.</p>\n</body></html>\n");
@@ -642,6 +786,7 @@ int lr_write_html_report(const char *path, const json_t *doc, bool overwrite) {
             x->at_col = (long long)json_integer_value(json_array_get(at, 1));
         }
         x->layer = layer_of(x->name, &x->is_layer_out);
+        read_criteria(x, o);
     }
 
     page pg = {doc, st, n};

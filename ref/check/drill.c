@@ -5,13 +5,39 @@
 
 #include <math.h>
 
-/* Growth is measured against a floor of this share of a stage's tolerance, so that an
- * exact predecessor (the embedding, in f64) does not make rounding look like a jump. */
-#define DRILL_FLOOR 1e-3
+/* A stage's error is compared with its predecessor's, or, where that is smaller, with
+ * the error rounding alone should leave at the stage: the error model's prediction, and
+ * at least this share of the stage's budget (rounding uses 10% to 70% of an f32 or bf16
+ * budget on the fixtures; the f64 budget is far looser than f64 rounding). So an exact
+ * predecessor (the embedding, at f64 and f32) does not make rounding look like a jump. */
+#define DRILL_FLOOR 0.1
 
 int64_t lr_stage_layer(const char *stage) {
     const char *suffix;
     return stage ? lr_stage_split(stage, &suffix) : -1;
+}
+
+/* The relative L2's growth, or the worst token's where that grows more (a bug on a few
+ * tokens barely moves the whole tensor's error). */
+double lr_drill_growth(const lr_stage_result *x, const lr_stage_result *prev, bool *by_token) {
+    bool unused;
+    if (!by_token) by_token = &unused;
+    *by_token = false;
+    if (!isfinite(x->m.rel_l2)) return INFINITY;
+    double floor = fmax(x->predicted, DRILL_FLOOR * x->tolerance);
+    double before = prev && isfinite(prev->m.rel_l2) ? prev->m.rel_l2 : 0;
+    double g = x->m.rel_l2 / fmax(before, floor);
+    if (!x->m.elem_checked || !(x->tolerance > 0)) return g; /* no per-token figures */
+    /* The worst token's error against the same floor, scaled as its budget is. */
+    double tok_floor = floor * x->m.crit.token / x->tolerance;
+    double tok_before =
+        prev && prev->m.elem_checked && isfinite(prev->m.token_rel_l2) ? prev->m.token_rel_l2 : 0;
+    double gt = x->m.token_rel_l2 / fmax(tok_before, tok_floor);
+    if (gt > g) {
+        *by_token = true;
+        return gt;
+    }
+    return g;
 }
 
 int lr_drill_down(const lr_stage_result *res, size_t n, lr_drill *out) {
@@ -32,13 +58,13 @@ int lr_drill_down(const lr_stage_result *res, size_t n, lr_drill *out) {
             prev = x;
             continue;
         }
-        double floor = DRILL_FLOOR * x->tolerance;
-        double before = prev && isfinite(prev->m.rel_l2) ? fmax(prev->m.rel_l2, floor) : floor;
-        double growth = !isfinite(x->m.rel_l2) ? INFINITY : x->m.rel_l2 / before;
+        bool by_token;
+        double growth = lr_drill_growth(x, prev, &by_token);
         /* A layer's output only sums what its sub-stages already show. */
         if (x->kind != LR_STAGE_LAYER && (out->cause < 0 || growth > out->growth)) {
             out->cause = (int64_t)i;
             out->growth = growth;
+            out->by_token = by_token;
         }
         prev = x;
         if (out->layer < 0 && i == first) break;

@@ -12,12 +12,18 @@
 /* Accumulation order: two float32 sums of K terms differ by about sqrt(K) 2^-24 of the
  * terms' scale, so a share f = sqrt(K) 2^-24 / 2^-m of roundings to m-bit storage land
  * on the other side and move one ulp; the relative L2 of the difference is then about
- * sqrt(f) ulps. The budget is twice that, and never under a tenth of an ulp. */
+ * sqrt(f) ulps. The budget is twice that, and never under a tenth of an ulp, nor under
+ * what one two-ulp element alone makes of a small stage's relative L2 (lr_same_compare
+ * adds 4 / sqrt(elements) ulps). Per
+ * element: two ulps, since an op may round twice (a GEMM's output, then with its bias;
+ * silu(gate) then times up) and each rounding can land on either side; elements under
+ * half their row's RMS count at that size (a sum that cancels has an ulp far below the
+ * error of its terms). Measured on an H200 against the CUDA path (docs/detection.md). */
 lr_same_budget lr_same_precision_budget(lr_dtype p, int64_t reduction) {
     double ulp = ldexp(lr_ulp(p, 1.0), -1); /* relative spacing at mid-binade */
     double f = sqrt((double)(reduction > 1 ? reduction : 1)) * ldexp(1.0, -24) / lr_ulp(p, 1.0);
     double share = 2 * sqrt(f) > 0.1 ? 2 * sqrt(f) : 0.1;
-    lr_same_budget b = {.rel_l2 = share * ulp, .ulps = 1, .floor = 0.125};
+    lr_same_budget b = {.rel_l2 = share * ulp, .ulps = 2, .floor = 0.5};
     return b;
 }
 
@@ -59,6 +65,10 @@ int lr_same_compare(const lr_tensor *test, const lr_tensor *ref, lr_dtype p, lr_
         }
     }
     m->rel_l2 = rr > 0 ? sqrt(dd / rr) : sqrt(dd);
-    m->pass = m->nonfinite == 0 && m->over == 0 && m->rel_l2 <= b.rel_l2;
+    /* one element two ulps (of up to twice the mid-binade spacing) off, in a stage of n
+     * elements of equal size: 4 / sqrt(n) ulps */
+    double small = 4 / sqrt((double)(T * N > 0 ? T * N : 1)) * ldexp(lr_ulp(p, 1.0), -1);
+    m->budget = b.rel_l2 > small ? b.rel_l2 : small;
+    m->pass = m->nonfinite == 0 && m->over == 0 && m->rel_l2 <= m->budget;
     return LR_OK;
 }

@@ -22,17 +22,19 @@ int report_add(report *r, const char *name, const lr_tensor *test, const lr_tens
     }
     lr_stage_result *x = &r->res[r->n];
     memset(x, 0, sizeof *x);
-    int rc = lr_compare(test, ref, &x->m);
-    if (rc) return lib_fail(rc);
-    if (!(x->name = strdup(name))) return bad("out of memory");
-    r->n++;
     x->kind = lr_stage_kind_of(name);
-    x->width = ref->ndim == 2 && ref->shape[1] > 0 ? ref->shape[1] : 1;
     double own = r->model[0] ? lr_error_model_predict(r->model[0], name) : -1;
     double other = r->model[1] ? lr_error_model_predict(r->model[1], name) : -1;
     x->predicted =
-        own >= 0 && other >= 0 ? hypot(own, other) : own;       /* independent errors add in quadrature */
-    x->tolerance = lr_stage_budget(x->kind, r->precision, own); /* the budget scales with the run's own */
+        own >= 0 && other >= 0 ? hypot(own, other) : own; /* independent errors add in quadrature */
+    /* The budgets scale with the run's own prediction. */
+    lr_criteria crit = lr_stage_criteria(x->kind, r->precision, own);
+    int rc = lr_compare_stage(test, ref, &crit, &x->m);
+    if (rc) return lib_fail(rc);
+    if (!(x->name = strdup(name))) return bad("out of memory");
+    r->n++;
+    x->width = x->m.width;
+    x->tolerance = crit.rel_l2;
     x->pass = lr_metrics_pass(&x->m, x->tolerance);
     r->failed += !x->pass;
     if (strcmp(name, lr_model_stage_name(LR_MS_LM_HEAD)) != 0) return 0;
@@ -70,33 +72,69 @@ const lr_tensor *fixture_source(void *user, const char *stage) {
 
 const lr_tensor *recorder_source(void *user, const char *stage) { return lr_recorder_find(user, stage); }
 
+/* A share of a budget, or -1 when it is not a number (NaN or Inf in the stage). */
+static double share(double x, double budget) { return isfinite(x) ? x / budget : -1.0; }
+
+/* [token, feature] of a flat index. */
+static json_t *at_json(int64_t index, int64_t width) {
+    return index < 0 ? json_null()
+                     : json_pack("[I,I]", (json_int_t)(index / width), (json_int_t)(index % width));
+}
+
+/* The names of the criteria a stage fails (lr_metrics_failures), in the JSON's words. */
+static const struct {
+    unsigned bit;
+    const char *name;
+} fail_names[] = {{LR_FAILS_NAN, "nan_inf"},
+                  {LR_FAILS_REL_L2, "rel_l2"},
+                  {LR_FAILS_TOKEN, "token"},
+                  {LR_FAILS_ELEMENT, "elements"}};
+
+/* The per-token and per-element figures of a stage and what failed it. */
+static void criteria_json(json_t *o, const lr_stage_result *x) {
+    const lr_metrics *m = &x->m;
+    json_t *tok = json_pack("{s:f, s:f, s:f}", "rel_l2", isfinite(m->token_rel_l2) ? m->token_rel_l2 : -1.0,
+                            "tolerance", m->crit.token, "budget_used", share(m->token_rel_l2, m->crit.token));
+    json_object_set_new(tok, "at",
+                        m->token_rel_l2_row >= 0 ? json_integer(m->token_rel_l2_row) : json_null());
+    json_object_set_new(o, "token", tok);
+    json_t *el = json_pack("{s:f, s:f, s:I, s:f}", "atol", m->crit.atol, "rtol", m->crit.rtol, "over",
+                           (json_int_t)m->elem_fail, "worst", isfinite(m->elem_ratio) ? m->elem_ratio : -1.0);
+    json_object_set_new(el, "worst_at", at_json(m->elem_index, m->width));
+    json_object_set_new(o, "elements", el);
+    json_t *fails = json_array();
+    unsigned f = lr_metrics_failures(m, x->tolerance);
+    for (size_t k = 0; k < sizeof fail_names / sizeof fail_names[0]; k++)
+        if (f & fail_names[k].bit) json_array_append_new(fails, json_string(fail_names[k].name));
+    json_object_set_new(o, "fails", fails);
+}
+
 /* The report as one JSON document (--json, --report). */
 static json_t *report_json(const report *r, const lr_drill *d) {
     json_t *stages = json_array();
     for (size_t i = 0; i < r->n; i++) {
         const lr_stage_result *x = &r->res[i];
-        json_t *o = json_pack("{s:s, s:s, s:I, s:f, s:f, s:[I,I], s:f, s:I, s:I, s:f, s:f, s:b}", "name",
-                              x->name, "kind", lr_stage_kind_name(x->kind), "numel", (json_int_t)x->m.n,
-                              "rel_l2", isfinite(x->m.rel_l2) ? x->m.rel_l2 : -1.0, "max_abs", x->m.max_abs,
-                              "max_abs_at", (json_int_t)(x->m.max_abs_index / x->width),
-                              (json_int_t)(x->m.max_abs_index % x->width), "cosine", x->m.cosine, "nan",
-                              (json_int_t)x->m.nan_a, "inf", (json_int_t)x->m.inf_a, "tolerance",
-                              x->tolerance, "budget_used",
-                              isfinite(x->m.rel_l2) ? x->m.rel_l2 / x->tolerance : -1.0, "pass", x->pass);
+        json_t *o = json_pack("{s:s, s:s, s:I, s:f, s:f, s:o, s:f, s:I, s:I, s:f, s:f, s:b}", "name", x->name,
+                              "kind", lr_stage_kind_name(x->kind), "numel", (json_int_t)x->m.n, "rel_l2",
+                              isfinite(x->m.rel_l2) ? x->m.rel_l2 : -1.0, "max_abs", x->m.max_abs,
+                              "max_abs_at", at_json(x->m.max_abs_index, x->m.width), "cosine", x->m.cosine,
+                              "nan", (json_int_t)x->m.nan_a, "inf", (json_int_t)x->m.inf_a, "tolerance",
+                              x->tolerance, "budget_used", share(x->m.rel_l2, x->tolerance), "pass", x->pass);
         json_object_set_new(o, "predicted", x->predicted >= 0 ? json_real(x->predicted) : json_null());
+        criteria_json(o, x);
         json_array_append_new(stages, o);
     }
     const lr_stage_result *first = d->first >= 0 ? &r->res[d->first] : NULL;
     const lr_stage_result *cause = d->cause >= 0 ? &r->res[d->cause] : NULL;
-    json_t *root =
-        json_pack("{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:o, s:o, s:s}", "command", r->command, "test",
-                  r->test_label, "reference", r->ref_label, "precision", precision_name(r->precision),
-                  "stages", stages, "passed", (json_int_t)(r->n - r->failed), "failed", (json_int_t)r->failed,
-                  "first_divergence", first ? json_string(first->name) : json_null(), "drill_down",
-                  cause ? json_pack("{s:s, s:f}", "stage", cause->name, "growth",
-                                    isfinite(d->growth) ? d->growth : -1.0)
-                        : json_null(),
-                  "result", r->failed ? "diverge" : "agree");
+    json_t *root = json_pack(
+        "{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:o, s:o, s:s}", "command", r->command, "test", r->test_label,
+        "reference", r->ref_label, "precision", precision_name(r->precision), "stages", stages, "passed",
+        (json_int_t)(r->n - r->failed), "failed", (json_int_t)r->failed, "first_divergence",
+        first ? json_string(first->name) : json_null(), "drill_down",
+        cause ? json_pack("{s:s, s:f, s:s}", "stage", cause->name, "growth",
+                          isfinite(d->growth) ? d->growth : -1.0, "by", d->by_token ? "token" : "rel_l2")
+              : json_null(),
+        "result", r->failed ? "diverge" : "agree");
     if (r->have_logits) {
         const lr_logits_metrics *g = &r->logits;
         json_object_set_new(root, "logits",
@@ -108,6 +146,23 @@ static json_t *report_json(const report *r, const lr_drill *d) {
                                       "max_abs_delta_logprob", g->max_abs_delta_logprob));
     }
     return root;
+}
+
+/* A failing stage's three criteria in numbers, on one line. */
+static void print_why(const lr_stage_result *x) {
+    const lr_metrics *m = &x->m;
+    if (m->nan_a || m->inf_a || m->nan_b || m->inf_b) return; /* the table says NaN / Inf */
+    long long w = (long long)m->width;
+    printf("  %s: rel_l2 %.2e (budget %.1e); worst token %lld: rel_l2 %.2e (budget %.1e); ", x->name,
+           m->rel_l2, x->tolerance, (long long)m->token_rel_l2_row, m->token_rel_l2, m->crit.token);
+    if (m->elem_index < 0) {
+        printf("no element differs\n");
+        return;
+    }
+    printf("%lld of %lld elements over |a-b| <= %.1e rms(token) + %.1e |ref|, "
+           "worst [%lld, %lld] at %.3g x that\n",
+           (long long)m->elem_fail, (long long)m->n, m->crit.atol, m->crit.rtol, (long long)m->elem_index / w,
+           (long long)m->elem_index % w, m->elem_ratio);
 }
 
 int report_finish(const args *a, report *r, json_t *extra) {
@@ -134,8 +189,8 @@ int report_finish(const args *a, report *r, json_t *extra) {
                *off = a->color ? "\033[0m" : "";
     printf("llama-diff %s\n  test       %s\n  reference  %s\n  budgets    %s (docs/tolerances.md)\n\n",
            r->command, r->test_label, r->ref_label, precision_name(r->precision));
-    printf("%-42s %-10s %9s %9s %12s %18s %9s %7s %8s  %s\n", "stage", "kind", "rel_l2", "max_abs",
-           "at [t, i]", "cosine", "tol", "used", "x model", "result");
+    printf("%-42s %-10s %9s %9s %12s %18s %9s %7s %7s %7s %8s  %s\n", "stage", "kind", "rel_l2", "max_abs",
+           "at [t, i]", "cosine", "tol", "used", "token", "element", "x model", "result");
     for (size_t i = 0; i < r->n; i++) {
         const lr_stage_result *x = &r->res[i];
         char at[32];
@@ -144,9 +199,19 @@ int report_finish(const args *a, report *r, json_t *extra) {
         char vs[16] = "-"; /* measured over the error model's prediction */
         if (x->predicted > 0 && isfinite(x->m.rel_l2))
             snprintf(vs, sizeof vs, "%.2f", x->m.rel_l2 / x->predicted);
-        printf("%-42s %-10s %9.2e %9.2e %12s %18.15f %9.1e %6.1f%% %8s  %s%s%s", x->name,
+        /* token: the worst token's share of the per-token budget; element: the worst
+         * element's share of what the element criterion allows it */
+        printf("%-42s %-10s %9.2e %9.2e %12s %18.15f %9.1e %6.1f%% %6.1f%% %6.1f%% %8s  %s%s%s", x->name,
                lr_stage_kind_name(x->kind), x->m.rel_l2, x->m.max_abs, at, x->m.cosine, x->tolerance,
-               100 * x->m.rel_l2 / x->tolerance, vs, x->pass ? green : red, x->pass ? "PASS" : "FAIL", off);
+               100 * x->m.rel_l2 / x->tolerance, 100 * x->m.token_rel_l2 / x->m.crit.token,
+               100 * x->m.elem_ratio, vs, x->pass ? green : red, x->pass ? "PASS" : "FAIL", off);
+        unsigned f = lr_metrics_failures(&x->m, x->tolerance);
+        if (f && f != LR_FAILS_NAN) { /* which criteria (NaN and Inf have their own note) */
+            const char *sep = " (";
+            for (size_t k = 0; k < sizeof fail_names / sizeof fail_names[0]; k++)
+                if (f & fail_names[k].bit) printf("%s%s", sep, fail_names[k].name), sep = ", ";
+            printf(")");
+        }
         if (x->m.nan_a || x->m.inf_a)
             printf(" (%lld NaN, %lld Inf)", (long long)x->m.nan_a, (long long)x->m.inf_a);
         if (x == first) printf("  <-- first divergence");
@@ -155,6 +220,7 @@ int report_finish(const args *a, report *r, json_t *extra) {
     printf("\n%zu stages: %zu agree, %zu diverge", r->n, r->n - r->failed, r->failed);
     if (first) printf("; first divergence at %s", first->name);
     printf("\n");
+    if (first) print_why(first);
     if (r->have_logits) {
         const lr_logits_metrics *g = &r->logits;
         printf("logits as users see them: top-1 agrees on %lld/%lld tokens, top-%lld overlap %.3f, "
@@ -164,8 +230,8 @@ int report_finish(const args *a, report *r, json_t *extra) {
     }
     const char *within = d.layer >= 0 ? "that layer" : "the model";
     if (cause && isfinite(d.growth))
-        printf("drill-down: within %s the error jumps most at %s (x%.3g over the stage before)\n", within,
-               cause->name, d.growth);
+        printf("drill-down: within %s the error jumps most at %s (x%.3g over the stage before%s)\n", within,
+               cause->name, d.growth, d.by_token ? ", worst token" : "");
     else if (cause)
         printf("drill-down: within %s the first NaN or Inf appears at %s\n", within, cause->name);
     return status;

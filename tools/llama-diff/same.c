@@ -48,7 +48,8 @@ int same_precision(const args *a, const lr_checkpoint *ck, const lr_fixture *fx,
             if (!first) first = lr_recorder_name(test, i);
             *pass = false;
         }
-        json_array_append_new(stages, json_pack("{s:s, s:f, s:f, s:I, s:[I,I], s:b}", "name", name, "rel_l2", m.rel_l2,
+        json_array_append_new(stages, json_pack("{s:s, s:f, s:f, s:f, s:I, s:[I,I], s:b}", "name", name, "rel_l2",
+                                                m.rel_l2, "budget", m.budget,
                                                 "max_ulps", m.max_ulps, "over", (json_int_t)m.over, "worst",
                                                 (json_int_t)m.worst_token, (json_int_t)m.worst_feature, "pass",
                                                 m.pass));
@@ -72,7 +73,8 @@ void same_precision_print(const json_t *same) {
     json_int_t failed = json_integer_value(json_object_get(same, "failed"));
     const char *first = json_string_value(json_object_get(same, "first_divergence"));
     double ulps = json_real_value(json_object_get(b, "ulps"));
-    printf("\nsame precision, against %s: %lld of %lld stages within %.0f ulp per element and relative L2 %.2e%s%s\n",
+    printf("\nsame precision, against %s: %lld of %lld stages within %.0f ulp per element and relative L2 %.2e "
+           "(more for small stages)%s%s\n",
            json_string_value(json_object_get(same, "reference")), (long long)(compared - failed), (long long)compared,
            ulps, json_real_value(json_object_get(b, "rel_l2")), first ? "; first divergence at " : "",
            first ? first : "");
@@ -81,8 +83,9 @@ void same_precision_print(const json_t *same) {
     json_array_foreach(stages, k, s) {
         if (json_is_true(json_object_get(s, "pass"))) continue;
         const json_t *w = json_object_get(s, "worst");
-        printf("  %-42s rel_l2 %.2e, %lld elements over %.0f ulp, worst %.1f ulp at [%lld, %lld]\n",
+        printf("  %-42s rel_l2 %.2e (budget %.2e), %lld elements over %.0f ulp, worst %.1f ulp at [%lld, %lld]\n",
                json_string_value(json_object_get(s, "name")), json_real_value(json_object_get(s, "rel_l2")),
+               json_real_value(json_object_get(s, "budget")),
                (long long)json_integer_value(json_object_get(s, "over")), ulps,
                json_real_value(json_object_get(s, "max_ulps")), (long long)json_integer_value(json_array_get(w, 0)),
                (long long)json_integer_value(json_array_get(w, 1)));
