@@ -555,6 +555,7 @@ int lr_model_get_profile(const lr_model *m, lr_profile *out);
  * size, so that cancellation in a sum does not count against its ulp). */
 typedef struct {
     double rel_l2, ulps, floor;
+    double small; /* a stage of n elements may also reach small / sqrt(n) ulps of relative L2 */
 } lr_same_budget;
 
 typedef struct {
