@@ -555,7 +555,9 @@ int lr_model_get_profile(const lr_model *m, lr_profile *out);
  * size, so that cancellation in a sum does not count against its ulp). */
 typedef struct {
     double rel_l2, ulps, floor;
-    double small; /* a stage of n elements may also reach small / sqrt(n) ulps of relative L2 */
+    double small;   /* a stage of n elements may also reach small / sqrt(n) ulps of relative L2 */
+    int64_t spare;  /* elements a stage may have over ulps ... */
+    double cap;     /* ... as long as none is over cap ulps */
 } lr_same_budget;
 
 typedef struct {

@@ -188,9 +188,15 @@ static int load_input(const pass *p, int64_t l, const lr_layer_emit *in) {
  * is one of its inputs). */
 static int isolate_step(pass *p, const lr_layer_step *s, int64_t l) {
     if (s->op == LR_OP_NORM && l >= 0 && s->num_inputs) {
+        /* The stream and the block output go together: loading the stream clears HIDDEN,
+         * so without the block output (a fixture without sub-stages) neither is loaded. */
         char name[96];
         const lr_tensor *t = p->inject->inject(p->inject->user, stream_name(name, sizeof name, l));
-        if (t && lr_tensor_numel(t) == p->T * p->c->cfg->hidden_size) {
+        const lr_tensor *h =
+            p->inject->inject(p->inject->user, lr_layer_stage_name(name, sizeof name, l, s->inputs[0].stage));
+        int64_t n = p->T * p->c->cfg->hidden_size;
+        if (!h || lr_tensor_numel(h) != n) return LR_OK;
+        if (t && lr_tensor_numel(t) == n) {
             int rc = p->ops->load_stream(p->be, false, t);
             if (rc) return rc;
             p->residual_live = true;
