@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "layer.h"
+#include "internal.h"
 
 #define MAX_CALLS 4096
 
@@ -313,6 +314,27 @@ START_TEST(op_isolation_loads_each_ops_input) {
 }
 END_TEST
 
+/* A fixture with only the streams (no sub-stages): op isolation falls back to layer
+ * isolation; the post-attention norm must not take the stream without self_attn, which
+ * would leave its hidden input zero. */
+static const lr_tensor *streams_only(void *user, const char *stage) {
+    const char *suffix;
+    if (lr_stage_split(stage, &suffix) >= 0 && *suffix) return NULL;
+    return every_stage(user, stage);
+}
+
+START_TEST(op_isolation_without_sub_stages_is_layer_isolation) {
+    setup s;
+    make(&s, 1, false);
+    lr_observer obs = {NULL, &s.cfg, streams_only, LR_ISOLATE_OP};
+    ck_assert_int_eq(lr_compose_forward(&s.c, NULL, 3, &obs), LR_OK);
+    int L = (int)s.cfg.num_hidden_layers;
+    ck_assert_int_eq(count("write"), 0);
+    ck_assert_int_eq(count("load_stream"), 1 + (L - 1) + 1); /* as --isolate layer */
+    unmake(&s);
+}
+END_TEST
+
 /* A backend with the fused rotary + attention slot gets it instead of the two ops. */
 START_TEST(fused_slot_replaces_two_ops) {
     setup s;
@@ -412,6 +434,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, faults_perturb_the_right_buffer_after_their_op);
     tcase_add_test(tc, fault_factors);
     tcase_add_test(tc, op_isolation_loads_each_ops_input);
+    tcase_add_test(tc, op_isolation_without_sub_stages_is_layer_isolation);
     suite_add_tcase(s, tc);
     return s;
 }
