@@ -50,11 +50,14 @@ static void expect_golden(int ci, lr_dtype precision, int tp) {
         const lr_st_entry *gold = lr_fixture_stage_at(L.fx, i);
         const lr_tensor *got = lr_recorder_find(rec, gold->name);
         ck_assert_msg(got != NULL, "%s: stage %s not reported", cases[ci].fixture, gold->name);
+        /* Every criterion of the stage: whole tensor, worst token, every element. */
         lr_metrics met;
-        ck_assert_int_eq(lr_compare(got, &gold->t, &met), LR_OK);
-        double tol = lr_tolerance(lr_stage_kind_of(gold->name), precision);
-        ck_assert_msg(lr_metrics_pass(&met, tol), "%s %s tp %d: %s rel_l2 %.3e > %.1e", cases[ci].fixture,
-                      lr_dtype_name(precision), tp, gold->name, met.rel_l2, tol);
+        lr_criteria crit = lr_stage_criteria(lr_stage_kind_of(gold->name), precision, -1);
+        ck_assert_int_eq(lr_compare_stage(got, &gold->t, &crit, &met), LR_OK);
+        ck_assert_msg(lr_metrics_pass(&met, crit.rel_l2),
+                      "%s %s tp %d: %s fails (bits %u): rel_l2 %.3e (%.1e), token %.3e (%.1e), %lld elements over",
+                      cases[ci].fixture, lr_dtype_name(precision), tp, gold->name, lr_metrics_failures(&met, crit.rel_l2),
+                      met.rel_l2, crit.rel_l2, met.token_rel_l2, crit.token, (long long)met.elem_fail);
     }
     lr_recorder_free(rec);
     lr_model_free(m);
