@@ -111,6 +111,34 @@ expect 1 "compare at the f64 budget" -- "$LD" compare "$TMP/f32.safetensors" "$F
 expect 2 "compare dumps of different inputs" -- "$LD" compare "$TMP/tok.safetensors" "$F"
 expect_err "different inputs"
 expect 2 "compare needs two files" -- "$LD" compare "$F"
+# Coverage is part of the verdict: a dump that lacks golden stages, or names one wrongly,
+# fails, and says which; --stages narrows the set, and says so.
+python3 - "$TMP/f32.safetensors" "$TMP" <<'PY'
+import json, struct, sys
+src, tmp = sys.argv[1], sys.argv[2]
+d = open(src, "rb").read(); n = struct.unpack("<Q", d[:8])[0]; h = json.loads(d[8:8 + n]); body = d[8 + n:]
+def write(path, keep, rename={}):
+    nh, parts, off = {}, [], 0
+    for k, v in h.items():
+        if k == "__metadata__": nh[k] = v; continue
+        if not keep(k): continue
+        a, b = v["data_offsets"]; blob = body[a:b]
+        nh[rename.get(k, k)] = dict(v, data_offsets=[off, off + len(blob)]); off += len(blob); parts.append(blob)
+    hb = json.dumps(nh).encode(); hb += b" " * ((8 - len(hb) % 8) % 8)
+    open(path, "wb").write(struct.pack("<Q", len(hb)) + hb + b"".join(parts))
+write(tmp + "/only-logits.safetensors", lambda k: k in ("lm_head", "input_ids", "positions", "seq_lens"))
+write(tmp + "/typo.safetensors", lambda k: True, {"model.layers.1.self_attn.q_proj": "model.layers.1.self_atn.q_proj"})
+PY
+expect 1 "compare a dump of the logits alone" -- "$LD" compare "$TMP/only-logits.safetensors" "$F" --precision f32
+grep -q "coverage: 1 of 48 golden stages compared" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: coverage line"; }
+expect 1 "compare a dump of the logits alone (json)" -- "$LD" compare "$TMP/only-logits.safetensors" "$F" --precision f32 --json
+json_ok 'd["result"] == "diverge" and d["coverage"]["compared"] == 1 and d["coverage"]["golden"] == 48 and len(d["coverage"]["missing"]) == 47 and d["first_divergence"] == "model.embed_tokens"'
+expect 1 "compare a dump with a misspelt stage" -- "$LD" compare "$TMP/typo.safetensors" "$F" --precision f32
+grep -q "did you mean model.layers.1.self_attn.q_proj" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: nearest name"; }
+expect 0 "compare narrowed by --stages" -- "$LD" compare "$TMP/only-logits.safetensors" "$F" --precision f32 --stages lm_head
+grep -q "narrowed by --stages lm_head" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: narrowed"; }
+expect 2 "--stages is for compare" -- "$LD" check -m "$M" -f "$F" --stages lm_head
+expect_err "--stages"
 expect 0 "backends cpu:f64 vs cpu:f32 tp 2" -- "$LD" backends -m "$M" -f "$F" --a cpu:f64 --b cpu:f32 --tp 2 --json
 json_ok 'd["result"] == "agree" and len(d["stages"]) == 48 and d["precision"] == "f32"'
 expect 2 "backends bad spec" -- "$LD" backends -m "$M" -f "$F" --a cuda:f64 --b cpu:f32

@@ -418,6 +418,21 @@ static void write_page(FILE *f, const json_t *doc, stage *st, int n) {
                  false);
     fprintf(f, "<tr><th>Stages</th><td>%d: %lld agree, %lld diverge</td></tr>\n", n, integer(doc, "passed"),
             integer(doc, "failed"));
+    const json_t *cov = json_object_get(doc, "coverage");
+    if (cov) {
+        /* compare: coverage is part of the verdict */
+        const json_t *miss = json_object_get(cov, "missing");
+        const char *pattern = str(cov, "stages");
+        fprintf(f, "<tr><th>Coverage</th><td>%lld of %lld golden stages compared", integer(cov, "compared"),
+                integer(cov, "golden"));
+        if (pattern) {
+            fprintf(f, " (narrowed by --stages <code>");
+            esc(f, pattern);
+            fprintf(f, "</code>)");
+        }
+        if (json_array_size(miss)) fprintf(f, "; %zu missing from the run under test: it fails", json_array_size(miss));
+        fprintf(f, "</td></tr>\n");
+    }
     if (first) {
         fprintf(f, "<tr><th>First divergence</th><td><code>");
         esc(f, first);

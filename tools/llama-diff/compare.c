@@ -3,6 +3,8 @@
  * unless --precision says otherwise. */
 #include "diff.h"
 
+#include <fnmatch.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -39,6 +41,90 @@ static lr_dtype dtype_of_dump(const lr_fixture *fx) {
     return d;
 }
 
+/* Edit distance of two names (the nearest golden name for a stage that matches none). */
+static size_t distance(const char *x, const char *y) {
+    size_t n = strlen(y), row[128], best = (size_t)-1;
+    if (n >= sizeof row / sizeof row[0]) return best;
+    for (size_t j = 0; j <= n; j++) row[j] = j;
+    for (size_t i = 1; x[i - 1]; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= n; j++) {
+            size_t up = row[j], v = diag + (x[i - 1] != y[j - 1]);
+            if (row[j] + 1 < v) v = row[j] + 1;
+            if (row[j - 1] + 1 < v) v = row[j - 1] + 1;
+            row[j] = v;
+            diag = up;
+        }
+    }
+    return row[n];
+}
+
+static const char *nearest(const lr_fixture *ref, const char *name) {
+    const char *best = NULL;
+    size_t bd = (size_t)-1;
+    for (size_t i = 0; i < lr_fixture_stage_count(ref); i++) {
+        const char *g = lr_fixture_stage_at(ref, i)->name;
+        size_t d = distance(name, g);
+        if (d < bd) bd = d, best = g;
+    }
+    return best;
+}
+
+static bool selected(const args *a, const char *name) { return !a->stages || fnmatch(a->stages, name, 0) == 0; }
+
+/* Coverage is part of the verdict: every golden stage (of --stages, when given) must be in
+ * the dump under test; what the dump holds beyond the golden is listed with the nearest
+ * golden name. */
+static json_t *coverage(const args *a, const lr_fixture *t, const lr_fixture *ref, size_t compared, size_t *missing) {
+    json_t *miss = json_array(), *extra = json_array();
+    size_t golden = 0, n = lr_fixture_stage_count(ref);
+    size_t *order = malloc((n ? n : 1) * sizeof *order);
+    if (!order) return NULL;
+    for (size_t i = 0; i < n; i++) order[i] = i;
+    sort_fx = ref;
+    qsort(order, n, sizeof *order, by_rank); /* missing stages in forward order */
+    for (size_t i = 0; i < n; i++) {
+        const char *g = lr_fixture_stage_at(ref, order[i])->name;
+        if (!selected(a, g)) continue;
+        golden++;
+        if (!lr_fixture_stage(t, g)) json_array_append_new(miss, json_string(g));
+    }
+    for (size_t i = 0; i < lr_fixture_stage_count(t); i++) {
+        const char *x = lr_fixture_stage_at(t, i)->name;
+        if (lr_fixture_stage(ref, x) || !selected(a, x)) continue;
+        const char *near = nearest(ref, x);
+        json_array_append_new(extra, json_pack("{s:s, s:s?}", "name", x, "nearest", near));
+    }
+    free(order);
+    *missing = json_array_size(miss);
+    return json_pack("{s:I, s:I, s:s?, s:o, s:o}", "compared", (json_int_t)compared, "golden", (json_int_t)golden,
+                     "stages", a->stages, "missing", miss, "unmatched", extra);
+}
+
+static void print_coverage(const json_t *cov) {
+    json_int_t compared = json_integer_value(json_object_get(cov, "compared"));
+    json_int_t golden = json_integer_value(json_object_get(cov, "golden"));
+    const char *pattern = json_string_value(json_object_get(cov, "stages"));
+    const json_t *miss = json_object_get(cov, "missing"), *extra = json_object_get(cov, "unmatched");
+    printf("coverage: %lld of %lld golden stages compared%s%s%s\n", (long long)compared, (long long)golden,
+           pattern ? " (narrowed by --stages " : "", pattern ? pattern : "", pattern ? ")" : "");
+    size_t k;
+    json_t *v;
+    if (json_array_size(miss)) {
+        printf("missing from the dump under test (%zu): the run fails\n", json_array_size(miss));
+        json_array_foreach(miss, k, v) printf("  %s\n", json_string_value(v));
+    }
+    if (json_array_size(extra)) {
+        printf("in the dump but in no golden stage (%zu):\n", json_array_size(extra));
+        json_array_foreach(extra, k, v) {
+            const char *near = json_string_value(json_object_get(v, "nearest"));
+            printf("  %s%s%s%s\n", json_string_value(json_object_get(v, "name")), near ? " (did you mean " : "",
+                   near ? near : "", near ? "?)" : "");
+        }
+    }
+}
+
 int cmd_compare(const args *a) {
     if (a->npos != 2) return bad("compare: give two dumps: compare A.safetensors B.safetensors");
     const char *test_path = a->pos[0], *ref_path = a->pos[1];
@@ -68,7 +154,7 @@ int cmd_compare(const args *a) {
     size_t common = 0;
     for (size_t i = 0; i < n; i++) {
         const lr_st_entry *x = lr_fixture_stage_at(t, idx[i]), *y = lr_fixture_stage(ref, x->name);
-        if (!y) continue;
+        if (!y || !selected(a, x->name)) continue;
         if (x->t.shape[1] != y->t.shape[1]) {
             status = bad("%s: tensor \"%s\": %lld features, %lld in %s", test_path, x->name,
                          (long long)x->t.shape[1], (long long)y->t.shape[1], ref_path);
@@ -78,10 +164,19 @@ int cmd_compare(const args *a) {
         if ((status = report_add(&r, x->name, &x->t, &y->t))) goto out;
     }
     if (common == 0) {
-        status = bad("%s: no stage in common with %s", test_path, ref_path);
+        status = bad("%s: no stage in common with %s%s%s", test_path, ref_path, a->stages ? " matching " : "",
+                     a->stages ? a->stages : "");
         goto out;
     }
-    status = report_finish(a, &r, NULL);
+    json_t *cov = coverage(a, t, ref, common, &r.missing), *extra;
+    if (!cov || !(extra = json_pack("{s:o}", "coverage", cov))) {
+        status = bad("out of memory");
+        goto out;
+    }
+    r.missing_first = json_string_value(json_array_get(json_object_get(cov, "missing"), 0));
+    status = report_finish(a, &r, extra);
+    if (!a->json && status != EXIT_BAD) print_coverage(cov);
+    json_decref(extra);
 out:
     free(idx);
     report_free(&r);

@@ -29,6 +29,7 @@ typedef struct {
     bool isolate_ops;            /* --isolate op: every op's input from the fixture */
     const char *spec_a, *spec_b; /* backends --a, --b */
     const char *pos[2];          /* compare A B */
+    const char *stages;          /* compare --stages PATTERN: the golden stages to compare */
     int npos;
 } args;
 
@@ -99,6 +100,8 @@ typedef struct {
                                          * (docs/error-model.md); their errors add */
     lr_stage_result *res;               /* (n) in forward order; names owned */
     size_t n, cap, failed;
+    size_t missing;   /* reference stages the run under test lacks: the run diverges */
+    const char *missing_first; /* the first of them (first_divergence when none failed) */
     bool have_logits; /* the logits as users see them, when lm_head was compared */
     lr_logits_metrics logits;
 } report;

@@ -61,6 +61,9 @@ static void usage(FILE *fp) {
           "                           that computes STAGE, in place (repeatable); KIND scale (x 1+EPS),\n"
           "                           element (last feature of each token x 1+EPS) or noise (x 1+EPS u,\n"
           "                           u seeded, RMS 1): what the checks catch (docs/detection.md)\n"
+          "      --stages PATTERN     compare: only the golden stages matching PATTERN (a shell\n"
+          "                           pattern, e.g. 'model.layers.1.*'); without it every golden\n"
+          "                           stage must be in the dump under test\n"
           "      --json               print one JSON document instead of text\n"
           "      --report FILE        check, compare, backends: also write a self-contained HTML\n"
           "                           report (charts per stage and per layer, table, drill-down)\n"
@@ -92,7 +95,8 @@ static int parse_args(int argc, char **argv, args *a) {
         OPT_DECODE,
         OPT_REPORT,
         OPT_GGUF,
-        OPT_INJECT
+        OPT_INJECT,
+        OPT_STAGES
     };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'},
@@ -117,6 +121,7 @@ static int parse_args(int argc, char **argv, args *a) {
         {"quiet", no_argument, NULL, 'q'},
         {"gguf", required_argument, NULL, OPT_GGUF},
         {"inject", required_argument, NULL, OPT_INJECT},
+        {"stages", required_argument, NULL, OPT_STAGES},
         {NULL, 0, NULL, 0},
     };
     lr_options_init(&a->opt);
@@ -167,6 +172,9 @@ static int parse_args(int argc, char **argv, args *a) {
             a->isolate_ops = level && strcmp(level, "op") == 0;
             break;
         }
+        case OPT_STAGES:
+            a->stages = optarg;
+            break;
         case OPT_INJECT:
             if (a->nfaults == (int)(sizeof a->faults / sizeof a->faults[0]))
                 return bad("--inject: at most %d faults", a->nfaults);
@@ -223,6 +231,7 @@ static int parse_args(int argc, char **argv, args *a) {
     int status = check_backend(a);
     if (status) return status;
     if (a->decode && a->isolate) return bad("--decode and --isolate: choose one");
+    if (a->stages && !is_cmd(a, "compare")) return bad("--stages: for compare");
     if (a->nfaults && a->cmd && !is_cmd(a, "check") && !is_cmd(a, "dump") && !is_cmd(a, "backends"))
         return bad("--inject: for check, dump and backends");
     if (a->report && a->cmd && !is_cmd(a, "check") && !is_cmd(a, "compare") && !is_cmd(a, "backends"))
