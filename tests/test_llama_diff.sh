@@ -139,6 +139,29 @@ expect 0 "compare narrowed by --stages" -- "$LD" compare "$TMP/only-logits.safet
 grep -q "narrowed by --stages lm_head" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: narrowed"; }
 expect 2 "--stages is for compare" -- "$LD" check -m "$M" -f "$F" --stages lm_head
 expect_err "--stages"
+# An engine's own dump: BF16 stages of shape [1, T, F], no compute_dtype: compared, at
+# the bf16 budgets its dtype sets (and failing the f64 ones: it was compared).
+python3 - "$TMP/f32.safetensors" "$TMP/bf16.safetensors" <<'PY'
+import json, struct, sys
+d = open(sys.argv[1], "rb").read(); n = struct.unpack("<Q", d[:8])[0]; h = json.loads(d[8:8 + n]); body = d[8 + n:]
+nh, parts, off = {}, [], 0
+for k, v in h.items():
+    if k == "__metadata__":
+        nh[k] = {a: b for a, b in v.items() if a != "compute_dtype"}; continue
+    a, b = v["data_offsets"]; blob = body[a:b]; nv = dict(v)
+    if k not in ("input_ids", "positions", "seq_lens"):
+        out = bytearray()
+        for i in range(0, len(blob), 4):
+            u = struct.unpack("<I", blob[i:i + 4])[0]
+            out += struct.pack("<H", ((u + 0x7fff + ((u >> 16) & 1)) >> 16) & 0xffff)
+        blob, nv["dtype"], nv["shape"] = bytes(out), "BF16", [1] + v["shape"]
+    nv["data_offsets"] = [off, off + len(blob)]; off += len(blob); parts.append(blob); nh[k] = nv
+hb = json.dumps(nh).encode(); hb += b" " * ((8 - len(hb) % 8) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hb)) + hb + b"".join(parts))
+PY
+expect 0 "compare a BF16 [1, T, F] dump" -- "$LD" compare "$TMP/bf16.safetensors" "$F" --json
+json_ok 'd["result"] == "agree" and d["precision"] == "bf16" and d["coverage"]["compared"] == 48'
+expect 1 "compare a BF16 dump at the f64 budgets" -- "$LD" compare "$TMP/bf16.safetensors" "$F" --precision f64
 expect 0 "backends cpu:f64 vs cpu:f32 tp 2" -- "$LD" backends -m "$M" -f "$F" --a cpu:f64 --b cpu:f32 --tp 2 --json
 json_ok 'd["result"] == "agree" and len(d["stages"]) == 48 and d["precision"] == "f32"'
 expect 2 "backends bad spec" -- "$LD" backends -m "$M" -f "$F" --a cuda:f64 --b cpu:f32

@@ -10,7 +10,7 @@ struct lr_fixture {
     lr_st_file *f;
     lr_batch batch;
     int64_t *inputs; /* aligned copies: input_ids (T), positions (T), seq_lens (B) */
-    const lr_st_entry **stages;
+    lr_st_entry *stages; /* (nstages) copies of the file's entries, [1, T, F] seen as [T, F] */
     size_t nstages;
 };
 
@@ -77,13 +77,22 @@ static int validate(lr_fixture *fx) {
     for (size_t i = 0; i < n; i++) {
         const lr_st_entry *e = lr_st_at(fx->f, i);
         if (is_input(e->name)) continue;
-        if (e->t.dtype != LR_F64 && e->t.dtype != LR_F32)
-            return lr_fail(LR_E_FIXTURE, "%s: tensor \"%s\": stage dtype %s (F64 or F32 expected)", path,
-                           e->name, lr_dtype_name(e->t.dtype));
-        if (e->t.ndim != 2 || e->t.shape[0] != T)
-            return lr_fail(LR_E_FIXTURE, "%s: tensor \"%s\": stage shape must be [%lld, features]", path,
-                           e->name, (long long)T);
-        fx->stages[fx->nstages++] = e;
+        /* Engines dump in the dtype they compute in, and often with a batch dimension. */
+        lr_dtype d = e->t.dtype;
+        if (d != LR_F64 && d != LR_F32 && d != LR_BF16 && d != LR_F16)
+            return lr_fail(LR_E_FIXTURE, "%s: tensor \"%s\": stage dtype %s (F64, F32, BF16 or F16 expected)", path,
+                           e->name, lr_dtype_name(d));
+        lr_st_entry s = *e;
+        if (s.t.ndim == 3 && s.t.shape[0] == 1) {
+            s.t.ndim = 2;
+            s.t.shape[0] = s.t.shape[1];
+            s.t.shape[1] = s.t.shape[2];
+            s.t.shape[2] = 0;
+        }
+        if (s.t.ndim != 2 || s.t.shape[0] != T)
+            return lr_fail(LR_E_FIXTURE, "%s: tensor \"%s\": stage shape must be [%lld, features] or [1, %lld, features]",
+                           path, e->name, (long long)T, (long long)T);
+        fx->stages[fx->nstages++] = s;
     }
     return LR_OK;
 }
@@ -123,17 +132,18 @@ void lr_fixture_free(lr_fixture *fx) {
 const lr_batch *lr_fixture_batch(const lr_fixture *fx) { return &fx->batch; }
 const char *lr_fixture_metadata(const lr_fixture *fx, const char *key) { return lr_st_metadata(fx->f, key); }
 size_t lr_fixture_stage_count(const lr_fixture *fx) { return fx->nstages; }
-const lr_st_entry *lr_fixture_stage_at(const lr_fixture *fx, size_t i) { return i < fx->nstages ? fx->stages[i] : NULL; }
+const lr_st_entry *lr_fixture_stage_at(const lr_fixture *fx, size_t i) { return i < fx->nstages ? &fx->stages[i] : NULL; }
 
 const lr_st_entry *lr_fixture_stage(const lr_fixture *fx, const char *name) {
-    const lr_st_entry *e = lr_st_find(fx->f, name);
-    return e && !is_input(name) ? e : NULL;
+    for (size_t i = 0; i < fx->nstages; i++)
+        if (strcmp(fx->stages[i].name, name) == 0) return &fx->stages[i];
+    return NULL;
 }
 
 int lr_fixture_check_config(const lr_fixture *fx, const lr_config *c) {
     const char *path = lr_st_path(fx->f);
     for (size_t i = 0; i < fx->nstages; i++) {
-        const lr_st_entry *e = fx->stages[i];
+        const lr_st_entry *e = &fx->stages[i];
         int64_t w = lr_stage_width(c, e->name, NULL);
         if (w < 0)
             return lr_fail(LR_E_FIXTURE, "%s: tensor \"%s\": not a stage of this model (%lld layers)", path,

@@ -32,12 +32,16 @@ static bool same_inputs(const lr_batch *x, const lr_batch *y) {
     return !x->seq_lens || !memcmp(x->seq_lens, y->seq_lens, (size_t)x->num_seqs * sizeof(int64_t));
 }
 
-/* The budget row of a dump: its compute_dtype (none: float64, the golden's; one this
- * tool does not know: the loosest row, bf16). */
+/* The budget row of a dump: its compute_dtype (one this tool does not know: the loosest
+ * row, bf16); without one, the dtype its stages are stored in (an engine's own dump). */
 static lr_dtype dtype_of_dump(const lr_fixture *fx) {
     const char *cd = lr_fixture_metadata(fx, "compute_dtype");
     lr_dtype d = LR_F64;
-    if (cd && parse_precision_torch(cd, &d)) d = LR_BF16;
+    if (cd) {
+        if (parse_precision_torch(cd, &d)) d = LR_BF16;
+    } else if (lr_fixture_stage_count(fx)) {
+        d = lr_fixture_stage_at(fx, 0)->t.dtype;
+    }
     return d;
 }
 
