@@ -89,7 +89,7 @@ struct gpu_model {
     /* host results */
     void *hidden_host, *logits_host;
     int64_t hidden_cap, logits_cap;
-    float *obs_host; /* (T, max width) */
+    float *obs_host; /* (T, vocab): the logits in float32 for an observer */
     int64_t obs_cap;
     int64_t last_T; /* tokens of the last forward, whose final hidden is in reps[*].normed */
     const lr_fault *faults; /* (num_faults): lr_model_set_faults, owned by the front */
@@ -468,10 +468,11 @@ static int grow(void **p, size_t bytes) {
     return LR_OK;
 }
 
-/* Columns of the float32 observer scratch: the widest stage, and room for two (T, H). */
+/* Columns of the float32 scratch that observers, isolation and faults go through: the
+ * widest buffer a stage is read from or written to. */
 static int64_t widest(const gpu_model *m) {
     const lr_config *c = &m->cfg;
-    int64_t w = 2 * c->hidden_size;
+    int64_t w = c->hidden_size;
     int64_t d[] = {c->intermediate_size, c->num_attention_heads * c->head_dim,
                    m->ranks[0].L.q_size + 2 * m->ranks[0].L.kv_size, 2 * m->ranks[0].L.intermediate};
     for (size_t i = 0; i < sizeof d / sizeof d[0]; i++) w = d[i] > w ? d[i] : w;
@@ -518,14 +519,6 @@ static int ensure_buffers(gpu_model *m, int64_t T, int64_t nseq, int64_t max_blo
             if ((rc = grow((void **)&p->meta, (size_t)meta * sizeof(int32_t)))) return rc;
             p->meta_cap = meta;
         }
-    }
-    if (observe && m->obs_cap < T * W) {
-        free(m->obs_host);
-        if (!(m->obs_host = (float *)malloc((size_t)(T * W) * sizeof(float)))) {
-            m->obs_cap = 0;
-            return lr_fail(LR_E_NOMEM, "cuda: out of memory");
-        }
-        m->obs_cap = T * W;
     }
     return LR_OK;
 }

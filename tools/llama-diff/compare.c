@@ -84,7 +84,11 @@ static json_t *coverage(const args *a, const lr_fixture *t, const lr_fixture *re
     json_t *miss = json_array(), *extra = json_array();
     size_t golden = 0, n = lr_fixture_stage_count(ref);
     size_t *order = malloc((n ? n : 1) * sizeof *order);
-    if (!order) return NULL;
+    if (!order) {
+        json_decref(miss);
+        json_decref(extra);
+        return NULL;
+    }
     for (size_t i = 0; i < n; i++) order[i] = i;
     sort_fx = ref;
     qsort(order, n, sizeof *order, by_rank); /* missing stages in forward order */
