@@ -561,8 +561,9 @@ typedef struct {
 } lr_same_budget;
 
 typedef struct {
-    double rel_l2;
-    double budget;                   /* the relative L2 allowed this stage (its size counts) */
+    double rel_l2;                   /* ||a-b|| / ||b|| */
+    double clipped;                  /* the same, the worst element counted one ulp at most: judged */
+    double budget;                   /* what clipped may reach in this stage (its size counts) */
     double max_ulps;                 /* the largest element difference, in ulps */
     int64_t worst_token, worst_feature;
     int64_t over;                    /* elements over the ulp bound */
@@ -902,9 +903,12 @@ typedef int (*lr_decode_fn)(void *user, const lr_decode_step *step);
 
 /* Runs batch through m as plan says (NULL: one prefill) through a KV cache of its own,
  * one slot per sequence (batch->seq_ids is not read), and calls on_step (optional) after
- * each step. When the last step is done, whole (optional; its inject is not asked) gets
- * every stage with the steps' rows put back in the batch's order, as a forward of the
- * whole batch reports it: F64 (T, width), in the order the prefill reported them. */
+ * each step. When the last step is done, whole (optional) gets every stage with the steps'
+ * rows put back in the batch's order, as a forward of the whole batch reports it: F64
+ * (T, width), in the order the prefill reported them. With whole->inject set, every step
+ * is isolated as whole->isolation says, fed the step's rows of the whole-batch (T, width)
+ * tensors inject returns; the KV cache then holds the keys and values the isolated steps
+ * computed. */
 int lr_decode_run(lr_model *m, const lr_batch *batch, const lr_decode_plan *plan, lr_decode_fn on_step,
                   void *user, const lr_observer *whole);
 

@@ -215,6 +215,63 @@ START_TEST(metrics_edges) {
 }
 END_TEST
 
+/* ---- lr_same_compare: the same-precision yardstick --------------------------------------- */
+
+/* ref: values rounded to p; test: ref moved by k ulps at the elements move() picks. */
+static void same_pair(double *ref, double *test, int64_t n, lr_dtype p, double (*move)(int64_t i)) {
+    for (int64_t i = 0; i < n; i++) {
+        double v = value_at(i);
+        lr_convert(&ref[i], LR_F64, &v, LR_F64, 1);
+        float f = (float)v;
+        uint16_t h;
+        lr_convert(&h, p, &f, LR_F32, 1);
+        lr_convert(&ref[i], LR_F64, &h, p, 1);
+        test[i] = ref[i] + move(i) * lr_ulp(p, ref[i]);
+    }
+}
+static double move_none(int64_t i) { return (void)i, 0; }
+static double move_one_far(int64_t i) { return i == 77 ? 4 : 0; }            /* one element 4 ulps */
+static double move_many(int64_t i) { return i % 3 == 0 ? 1 : 0; }            /* a third by one ulp */
+static double move_every_row_last(int64_t i) { return i % 256 == 255 ? 3 : 0; } /* each row's last */
+
+START_TEST(same_precision_judges_shifts_and_elements) {
+    enum { T = 64, W = 256, N = T * W };
+    static double ref[N], test[N];
+    const lr_dtype ps[] = {LR_BF16, LR_F16};
+    for (size_t k = 0; k < 2; k++) {
+        lr_dtype p = ps[k];
+        lr_same_budget b = lr_same_precision_budget(p, 256);
+        lr_tensor tr = tensor2(ref, T, W), tt = tensor2(test, T, W);
+        lr_same_metrics m;
+        same_pair(ref, test, N, p, move_none);
+        ck_assert_int_eq(lr_same_compare(&tt, &tr, p, b, &m), LR_OK);
+        ck_assert(m.pass && m.rel_l2 == 0 && m.clipped == 0 && m.over == 0);
+        /* One element 4 ulps off: within fp16's element bound, over bf16's cap of 2; the
+         * relative L2 judged counts one ulp of it, so it cannot fail the stage on its own. */
+        same_pair(ref, test, N, p, move_one_far);
+        ck_assert_int_eq(lr_same_compare(&tt, &tr, p, b, &m), LR_OK);
+        ck_assert_int_eq(m.worst_token, 0);
+        ck_assert_int_eq(m.worst_feature, 77);
+        ck_assert(fabs(m.max_ulps - 4) < 1e-9);
+        ck_assert(m.clipped < m.rel_l2 / 3.9 && m.clipped <= m.budget);
+        ck_assert(p == LR_F16 ? m.pass : !m.pass);
+        /* A third of the elements one ulp off (what a scale fault under an ulp does): every
+         * element is within its bound, the relative L2 is far over. */
+        same_pair(ref, test, N, p, move_many);
+        ck_assert_int_eq(lr_same_compare(&tt, &tr, p, b, &m), LR_OK);
+        ck_assert(m.max_ulps <= 1 + 1e-9 && m.over == 0);
+        ck_assert(m.clipped > 2 * m.budget && !m.pass);
+        /* Every row's last element 3 ulps off (a kernel that skips one element per row):
+         * the element bound fails on every row at bf16; at fp16 (4 ulps allowed) the
+         * relative L2 sees them (only the worst one is cut to an ulp). */
+        same_pair(ref, test, N, p, move_every_row_last);
+        ck_assert_int_eq(lr_same_compare(&tt, &tr, p, b, &m), LR_OK);
+        ck_assert(!m.pass);
+        if (p == LR_BF16) ck_assert_int_eq(m.over, T);
+    }
+}
+END_TEST
+
 /* ---- lr_stage_layer ---------------------------------------------------------------------- */
 
 START_TEST(stage_layer_reads_the_layer) {
@@ -667,6 +724,7 @@ static Suite *check_suite(void) {
     tcase_add_test(metrics, metrics_rounding_noise_passes);
     tcase_add_test(metrics, metrics_criteria_come_from_the_table);
     tcase_add_test(metrics, metrics_edges);
+    tcase_add_test(metrics, same_precision_judges_shifts_and_elements);
     suite_add_tcase(s, metrics);
     TCase *names = tcase_create("stage names");
     tcase_add_test(names, stage_layer_reads_the_layer);

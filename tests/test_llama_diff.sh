@@ -98,8 +98,8 @@ expect_err "config.json" "hidden_act" "gelu"
 # Decode through the KV cache: prefill, then 4 single-token steps, each compared.
 expect 0 "check --decode 4" -- "$LD" check -m "$M" -f "$F" --decode 4 -p f32 --tp 2 --json
 json_ok 'd["result"] == "agree" and len(d["decode"]) == 5 and d["decode"][0]["kind"] == "prefill" and all(s["worst_budget_used"] < 1 for s in d["decode"])'
-expect 2 "--decode with --isolate" -- "$LD" check -m "$M" -f "$F" --decode 2 --isolate
-expect_err "--decode"
+expect 0 "--decode with --isolate (every step isolated)" -- "$LD" check -m "$M" -f "$F" --decode 2 --isolate -p f32 --json
+json_ok 'd["result"] == "agree" and d["isolate"] and len(d["decode"]) == 3'
 expect 2 "--decode 0" -- "$LD" check -m "$M" -f "$F" --decode 0
 expect_err "--decode"
 

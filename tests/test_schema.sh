@@ -75,6 +75,10 @@ CONVERT=$TMP/doc$n.json
 run_json 0 "check bf16 (same precision)" -- check -m "$M" -f "$F" -p bf16 --json
 run_json 1 "check bf16 with a fault" -- check -m "$M" -f "$F" -p fp16 --isolate op --json \
     --inject model.layers.1.mlp.down_proj=element:1e-2
+run_json 1 "check bf16 --decode, a fault only the same-precision verdict sees" -- check -m "$M" -f "$F" -p bf16 \
+    --decode 2 --json --inject model.layers.1.mlp.down_proj=scale:1e-3
+run_json 1 "backends cpu:f64 vs cpu:bf16 with a fault" -- backends -m "$M" -f "$F" --a cpu:f64 --b cpu:bf16 --json \
+    --inject model.layers.1.mlp.down_proj=scale:1e-3
 
 # The diverging documents say so.
 if python3 -c "import json,sys; d=json.load(open('$DIVERGE')); sys.exit(0 if d['result'] == 'diverge' and d['failed'] > 0 and isinstance(d['first_divergence'], str) else 1)"; then
@@ -100,6 +104,7 @@ bad = {
     "check without backend": mut(check, lambda d: d.pop("backend")),
     "agree with failures": mut(check, lambda d: d.__setitem__("failed", 2)),
     "diverge without first_divergence": mut(diverge, lambda d: d.__setitem__("first_divergence", None)),
+    "diverge with nothing failed": mut(diverge, lambda d: [d.__setitem__("failed", 0), d.pop("same_precision", None)]),
     "max_abs_at of 3": mut(check, lambda d: d["stages"][0].__setitem__("max_abs_at", [0, 0, 0])),
     "negative nan count": mut(check, lambda d: d["stages"][0].__setitem__("nan", -1)),
     "logits.top1_agreement 1.5": mut(check, lambda d: d["logits"].__setitem__("top1_agreement", 1.5)),

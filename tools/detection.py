@@ -68,9 +68,10 @@ class Runner:
 
 def caught_at(rc, rep, stage):
     """Exit 1 and the stage named first: against the golden, or (bf16, fp16) against the
-    emulated reference with every op isolated (the same-precision verdict)."""
-    same = (rep.get("same_precision") or {}).get("first_divergence")
-    return rc == 1 and stage in (rep.get("first_divergence"), same)
+    emulated reference (the same-precision verdict: ops isolated, or the factor criterion)."""
+    sp = rep.get("same_precision") or {}
+    named = (rep.get("first_divergence"), sp.get("first_divergence"), (sp.get("factor") or {}).get("first_divergence"))
+    return rc == 1 and stage in named
 
 
 def planted_model(src, dst, edit_config=None, swap_heads=None):

@@ -135,6 +135,54 @@ static int schedule_gather(schedule *s, const lr_recorder *rec, const lr_batch *
     return LR_OK;
 }
 
+/* A step's view of the whole batch's isolation source: the step's rows of what it returns,
+ * as F64 (step tokens, width), kept until the step ends (an op may ask for two inputs
+ * before it reads either). */
+typedef struct {
+    lr_observer rec;          /* the step's recorder */
+    const lr_observer *whole; /* its inject gives whole-batch tensors */
+    const schedule *s;
+    const lr_batch *step;
+    double *bufs[64];
+    lr_tensor views[64];
+    size_t n;
+    int rc;
+} step_source;
+
+static void step_on_stage(void *user, const char *stage, const lr_tensor *t) {
+    step_source *c = user;
+    c->rec.on_stage(c->rec.user, stage, t);
+}
+
+static const lr_tensor *step_inject(void *user, const char *stage) {
+    step_source *c = user;
+    const lr_tensor *t = c->whole->inject(c->whole->user, stage);
+    if (!t) return NULL;
+    int64_t n = lr_tensor_numel(t), w = c->s->T > 0 ? n / c->s->T : 0;
+    if (w < 1 || w * c->s->T != n || c->n == sizeof c->bufs / sizeof c->bufs[0]) {
+        c->rc = lr_fail(LR_E_SHAPE, "decode: isolation input %s: %lld elements are not %lld rows", stage,
+                        (long long)n, (long long)c->s->T);
+        return NULL;
+    }
+    double *rows = malloc((size_t)(c->step->num_tokens * w) * sizeof *rows);
+    if (!rows) {
+        c->rc = lr_fail(LR_E_NOMEM, "decode: out of memory for isolation input %s", stage);
+        return NULL;
+    }
+    for (int64_t q = 0; q < c->step->num_seqs; q++)
+        for (int64_t e = 0; e < c->step->seq_lens[q] * w; e++)
+            rows[c->s->step_row[q] * w + e] = lr_tensor_get(t, c->s->full_row[q] * w + e);
+    c->bufs[c->n] = rows;
+    c->views[c->n] = (lr_tensor){.dtype = LR_F64, .ndim = 2, .shape = {c->step->num_tokens, w}, .data = rows};
+    return &c->views[c->n++];
+}
+
+static void step_source_clear(step_source *c) {
+    for (size_t k = 0; k < c->n; k++)
+        free(c->bufs[k]);
+    c->n = 0;
+}
+
 int lr_decode_run(lr_model *m, const lr_batch *batch, const lr_decode_plan *plan, lr_decode_fn on_step,
                   void *user, const lr_observer *whole) {
     static const lr_decode_plan one_prefill = {0};
@@ -152,10 +200,19 @@ int lr_decode_run(lr_model *m, const lr_batch *batch, const lr_decode_plan *plan
     for (int index = 0; rc == LR_OK && schedule_step(&s, index, batch, &step) > 0; index++) {
         lr_recorder_clear(rec);
         lr_observer obs = lr_recorder_observer(rec);
+        step_source src = {.rec = obs, .whole = whole, .s = &s, .step = &step};
+        if (whole && whole->inject)
+            obs = (lr_observer){.on_stage = step_on_stage,
+                                .user = &src,
+                                .inject = step_inject,
+                                .isolation = whole->isolation};
         lr_tensor hidden, logits;
-        if ((rc = lr_model_forward(m, &step, kv, &obs, &hidden)) ||
-            (rc = lr_model_compute_logits(m, &hidden, &obs, &logits)) || (rc = lr_recorder_status(rec)))
-            break;
+        rc = lr_model_forward(m, &step, kv, &obs, &hidden);
+        if (rc == LR_OK) rc = src.rc;
+        if (rc == LR_OK) rc = lr_model_compute_logits(m, &hidden, &obs, &logits);
+        if (rc == LR_OK) rc = lr_recorder_status(rec);
+        step_source_clear(&src);
+        if (rc) break;
         if (whole && whole->on_stage && (rc = schedule_gather(&s, rec, &step, index))) break;
         if (on_step) {
             lr_decode_step st = {.index = index,

@@ -211,7 +211,7 @@ static int run_backends(const args *a, const lr_batch *b, const char *source) {
     aa.opt = oa;
     ab.opt = ob;
     int da = 0, db = 0;
-    if ((status = run_model(&aa, ck, b, ra, NULL, &da)) || (status = run_model(&ab, ck, b, rb, NULL, &db)))
+    if ((status = run_model(&aa, ck, b, ra, NULL, NULL, &da)) || (status = run_model(&ab, ck, b, rb, NULL, NULL, &db)))
         goto out;
     snprintf(la + strlen(la), sizeof la - strlen(la), "%s", devices_note(da, oa.tp_size));
     snprintf(lb + strlen(lb), sizeof lb - strlen(lb), "%s", devices_note(db, ob.tp_size));
@@ -222,7 +222,19 @@ static int run_backends(const args *a, const lr_batch *b, const char *source) {
         const lr_tensor *x = lr_recorder_at(rb, i), *y = lr_recorder_find(ra, lr_recorder_name(rb, i));
         if (y && (status = report_add(&r, lr_recorder_name(rb, i), x, y))) goto out;
     }
-    status = report_finish(a, &r, NULL);
+    /* Side b at bf16/fp16: also the
+     * same-precision verdict, with side a's stages as the reference. */
+    json_t *same = NULL, *extra = NULL;
+    bool same_pass = true;
+    if (ob.precision == LR_BF16 || ob.precision == LR_F16) {
+        if ((status = same_precision(&ab, ck, b, recorder_source, ra, rb, &same, &same_pass))) goto out;
+        extra = json_pack("{s:O}", "same_precision", same);
+        same_verdict(&r, same, same_pass);
+    }
+    status = report_finish(a, &r, extra);
+    json_decref(extra);
+    if (same && !a->json && status != EXIT_BAD) same_precision_print(same);
+    json_decref(same);
 out:
     report_free(&r);
     lr_recorder_free(ra);

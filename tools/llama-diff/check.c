@@ -39,7 +39,7 @@ int cmd_check(const args *a) {
     if (a->decode > 0)
         status = run_decode(a, ck, fx, r.model[0], rec, &decode_steps, &devices);
     else
-        status = run_model(a, ck, lr_fixture_batch(fx), rec, a->isolate ? fx : NULL, &devices);
+        status = run_model(a, ck, lr_fixture_batch(fx), rec, a->isolate ? fixture_source : NULL, fx, &devices);
     if (status) goto out;
     snprintf(test_label + strlen(test_label), sizeof test_label - strlen(test_label), "%s",
              devices_note(devices, a->opt.tp_size));
@@ -58,21 +58,22 @@ int cmd_check(const args *a) {
         json_pack("{s:s, s:s, s:s, s:i, s:i, s:b}", "model", a->model, "fixture", a->fixture, "backend",
                   a->opt.backend, "tp", a->opt.tp_size, "devices", devices, "isolate", a->isolate);
     if (decode_steps) json_object_set_new(extra, "decode", decode_steps);
-    /* bf16 and fp16: also the same-precision verdict, against the emulated reference
-     * (not with --decode: isolation is for a whole batch). */
+    /* bf16 and fp16: also the same-precision verdict, against the emulated reference. */
     json_t *same = NULL;
     bool same_pass = true;
     bool lowp = a->opt.precision == LR_BF16 || a->opt.precision == LR_F16;
-    if (lowp && !a->decode && (status = same_precision(a, ck, fx, &same, &same_pass))) {
+    if (lowp && (status = same_precision(a, ck, lr_fixture_batch(fx), fixture_source, fx, rec, &same, &same_pass))) {
         json_decref(extra);
         goto out;
     }
-    if (same) json_object_set(extra, "same_precision", same);
+    if (same) {
+        json_object_set(extra, "same_precision", same);
+        same_verdict(&r, same, same_pass);
+    }
     status = report_finish(a, &r, extra);
     json_decref(extra);
     if (same && !a->json && status != EXIT_BAD) same_precision_print(same); /* after the table */
     json_decref(same);
-    if (status == EXIT_AGREE && !same_pass) status = EXIT_DIVERGE;
 out:
     report_free(&r);
     lr_recorder_free(rec);

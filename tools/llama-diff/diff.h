@@ -80,12 +80,18 @@ void input_close(input *in);
  * (tp > 1), ", one GPU", or "" (the host). */
 const char *devices_note(int devices, int tp);
 /* Runs the backend on a batch and records every stage, logits included; isolate (may be
- * NULL) feeds each layer the fixture's residual stream; *devices (may be NULL) gets the
- * model's GPU count (lr_model_num_devices). */
-int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,
-              const lr_fixture *isolate, int *devices);
-/* check --decode: the fixture's batch as a prefill and a->decode single-token steps; a
- * line per step (JSON: *steps_out), and the whole decoded run into rec. */
+ * NULL) feeds each layer (a->isolate_ops: each op) its input from the reference's stages
+ * (fixture_source, recorder_source); *devices (may be NULL) gets the model's GPU count
+ * (lr_model_num_devices). */
+int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec, lr_stage_source isolate,
+              void *isolate_user, int *devices);
+/* The batch as a prefill and a->decode single-token steps, quietly, each step isolated as
+ * run_model's isolate says; the whole decoded run into rec. */
+int run_decoded(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec, lr_stage_source isolate,
+                void *isolate_user);
+/* check --decode: the fixture's batch as a prefill and a->decode single-token steps (each
+ * isolated when a->isolate); a line per step (JSON: *steps_out), and the whole decoded
+ * run into rec. */
 int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, const lr_error_model *em,
                lr_recorder *rec, json_t **steps_out, int *devices);
 
@@ -102,6 +108,8 @@ typedef struct {
     size_t n, cap, failed;
     size_t missing;   /* reference stages the run under test lacks: the run diverges */
     const char *missing_first; /* the first of them (first_divergence when none failed) */
+    bool same_failed;          /* the same-precision verdict failed: the run diverges */
+    const char *same_first;    /* its first divergence (first_divergence when no other) */
     bool have_logits; /* the logits as users see them, when lm_head was compared */
     lr_logits_metrics logits;
 } report;
@@ -124,10 +132,17 @@ json_t *config_json(const lr_config *c); /* info.c; convert prints it too */
 int cmd_info(const args *a);
 int cmd_convert(const args *a);
 int cmd_check(const args *a);
-/* check at bf16/fp16: the test backend against the emulated CPU reference, ops isolated
- * (same.c); *out the JSON section, *pass the verdict; an exit status. */
-int same_precision(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, json_t **out, bool *pass);
+/* The same-precision verdict at bf16/fp16 (same.c): a runs the backend under test (its
+ * options, isolation, --decode and faults); ref holds the reference's stages (the golden,
+ * or backends' side a) on batch b, and test_run what a's run recorded against them. The
+ * test backend and the emulated CPU reference, ops isolated, within ulps of each other;
+ * and the test's error against ref within a factor of the emulated reference's own, run as
+ * a's was. *out the JSON section, *pass the verdict; an exit status. */
+int same_precision(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_stage_source ref, void *ref_user,
+                   const lr_recorder *test_run, json_t **out, bool *pass);
 void same_precision_print(const json_t *same);
+/* The run diverges when the same-precision verdict failed (report_finish says so). */
+void same_verdict(report *r, const json_t *same, bool pass);
 int cmd_dump(const args *a);
 int cmd_compare(const args *a);
 

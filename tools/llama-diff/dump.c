@@ -38,7 +38,7 @@ int cmd_dump(const args *a) {
         status = lib_fail(rc);
         goto out;
     }
-    if ((status = run_model(a, ck, &b, rec, NULL, NULL))) goto out;
+    if ((status = run_model(a, ck, &b, rec, NULL, NULL, NULL))) goto out;
 
     lr_tensor in_ids = {.dtype = LR_I64, .ndim = 1, .shape = {b.num_tokens}, .data = b.input_ids};
     lr_tensor in_pos = {.dtype = LR_I64, .ndim = 1, .shape = {b.num_tokens}, .data = b.positions};

@@ -230,7 +230,6 @@ static int parse_args(int argc, char **argv, args *a) {
     if (a->npos && !is_cmd(a, "compare")) return bad("unexpected argument \"%s\" (see --help)", a->pos[0]);
     int status = check_backend(a);
     if (status) return status;
-    if (a->decode && a->isolate) return bad("--decode and --isolate: choose one");
     if (a->stages && !is_cmd(a, "compare")) return bad("--stages: for compare");
     if (a->nfaults && a->cmd && !is_cmd(a, "check") && !is_cmd(a, "dump") && !is_cmd(a, "backends"))
         return bad("--inject: for check, dump and backends");

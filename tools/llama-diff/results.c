@@ -130,11 +130,15 @@ static json_t *report_json(const report *r, const lr_drill *d) {
         "{s:s, s:s, s:s, s:s, s:o, s:I, s:I, s:o, s:o, s:s}", "command", r->command, "test", r->test_label,
         "reference", r->ref_label, "precision", precision_name(r->precision), "stages", stages, "passed",
         (json_int_t)(r->n - r->failed), "failed", (json_int_t)r->failed, "first_divergence",
-        first ? json_string(first->name) : r->missing_first ? json_string(r->missing_first) : json_null(), "drill_down",
+        first              ? json_string(first->name)
+        : r->missing_first ? json_string(r->missing_first)
+        : r->same_first    ? json_string(r->same_first)
+                           : json_null(),
+        "drill_down",
         cause ? json_pack("{s:s, s:f, s:s}", "stage", cause->name, "growth",
                           isfinite(d->growth) ? d->growth : -1.0, "by", d->by_token ? "token" : "rel_l2")
               : json_null(),
-        "result", r->failed || r->missing ? "diverge" : "agree");
+        "result", r->failed || r->missing || r->same_failed ? "diverge" : "agree");
     if (r->have_logits) {
         const lr_logits_metrics *g = &r->logits;
         json_object_set_new(root, "logits",
@@ -171,7 +175,7 @@ int report_finish(const args *a, report *r, json_t *extra) {
     if (rc) return lib_fail(rc);
     const lr_stage_result *first = d.first >= 0 ? &r->res[d.first] : NULL;
     const lr_stage_result *cause = d.cause >= 0 ? &r->res[d.cause] : NULL;
-    int status = r->failed || r->missing ? EXIT_DIVERGE : EXIT_AGREE;
+    int status = r->failed || r->missing || r->same_failed ? EXIT_DIVERGE : EXIT_AGREE;
     if (a->report && !a->force && access(a->report, F_OK) == 0)
         return bad("%s: already exists (use --force to replace it)", a->report);
     if (a->json || a->report) {

@@ -77,11 +77,12 @@ void input_close(input *in) {
 
 /* ---- one forward -------------------------------------------------------------------------- */
 
-/* Observer of a run: records every stage; with isolate, feeds each layer the
- * reference's residual stream from a fixture. */
+/* Observer of a run: records every stage; with isolate, feeds each layer (or op) its
+ * input from the reference's stages. */
 typedef struct {
     lr_observer rec;
-    const lr_fixture *isolate;
+    lr_stage_source isolate;
+    void *isolate_user;
     double start, last;
     long long layers;
     bool progress, tty, shown;
@@ -113,8 +114,8 @@ static void run_on_stage(void *user, const char *stage, const lr_tensor *t) {
 }
 
 static const lr_tensor *run_inject(void *user, const char *stage) {
-    const lr_st_entry *e = lr_fixture_stage(((run_ctx *)user)->isolate, stage);
-    return e ? &e->t : NULL;
+    run_ctx *c = user;
+    return c->isolate(c->isolate_user, stage);
 }
 
 const char *devices_note(int devices, int tp) {
@@ -136,20 +137,22 @@ static int make_model(const args *a, const lr_checkpoint *ck, lr_model **out) {
         return lib_fail(rc);
     }
     for (int k = 0; k < a->nfaults; k++)
-        fprintf(stderr, "llama-diff: injecting a fault (%s backend): %s=%s:%g\n", a->opt.backend ? a->opt.backend : "cpu",
-                a->faults[k].stage, lr_fault_kind_name(a->faults[k].kind), a->faults[k].eps);
+        fprintf(stderr, "llama-diff: injecting a fault (%s backend): %s=%s:%g\n",
+                a->opt.backend ? a->opt.backend : "cpu", a->faults[k].stage,
+                lr_fault_kind_name(a->faults[k].kind), a->faults[k].eps);
     *out = m;
     return 0;
 }
 
 int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,
-              const lr_fixture *isolate, int *devices) {
+              lr_stage_source isolate, void *isolate_user, int *devices) {
     lr_model *m;
     int rc = make_model(a, ck, &m);
     if (rc) return rc;
     if (devices) *devices = lr_model_num_devices(m);
     run_ctx ctx = {.rec = lr_recorder_observer(rec),
                    .isolate = isolate,
+                   .isolate_user = isolate_user,
                    .start = now_s(),
                    .layers = (long long)lr_checkpoint_config(ck)->num_hidden_layers,
                    .progress = !a->quiet,
@@ -215,6 +218,47 @@ static int on_decode_step(void *user, const lr_decode_step *st) {
     return 0;
 }
 
+/* The whole-run observer of a decoded run: records every stage and, isolated, gives the
+ * steps their inputs from the reference's stages. */
+typedef struct {
+    lr_observer rec;
+    lr_stage_source src;
+    void *src_user;
+} whole_ctx;
+
+static void whole_on_stage(void *user, const char *stage, const lr_tensor *t) {
+    whole_ctx *c = user;
+    c->rec.on_stage(c->rec.user, stage, t);
+}
+
+static const lr_tensor *whole_inject(void *user, const char *stage) {
+    whole_ctx *c = user;
+    return c->src(c->src_user, stage);
+}
+
+static lr_observer whole_observer(whole_ctx *c, const args *a, lr_recorder *rec, lr_stage_source isolate,
+                                  void *isolate_user) {
+    *c = (whole_ctx){.rec = lr_recorder_observer(rec), .src = isolate, .src_user = isolate_user};
+    return (lr_observer){.on_stage = whole_on_stage,
+                         .user = c,
+                         .inject = isolate ? whole_inject : NULL,
+                         .isolation = a->isolate_ops ? LR_ISOLATE_OP : LR_ISOLATE_LAYER};
+}
+
+int run_decoded(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,
+                lr_stage_source isolate, void *isolate_user) {
+    lr_model *m;
+    int rc = make_model(a, ck, &m);
+    if (rc) return rc;
+    lr_decode_plan plan = {.decode = a->decode};
+    whole_ctx wc;
+    lr_observer whole = whole_observer(&wc, a, rec, isolate, isolate_user);
+    rc = lr_decode_run(m, b, &plan, NULL, NULL, &whole);
+    if (rc == LR_OK) rc = lr_recorder_status(rec);
+    lr_model_free(m);
+    return rc ? lib_fail(rc) : 0;
+}
+
 int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, const lr_error_model *em,
                lr_recorder *rec, json_t **steps_out, int *devices) {
     decode_ctx c = {.a = a, .fx = fx, .em = em, .steps = json_array()};
@@ -228,7 +272,8 @@ int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, con
     *devices = lr_model_num_devices(m);
     /* Every sequence prefilled but its last a->decode tokens (at least one). */
     lr_decode_plan plan = {.decode = a->decode};
-    lr_observer whole = lr_recorder_observer(rec);
+    whole_ctx wc;
+    lr_observer whole = whole_observer(&wc, a, rec, a->isolate ? fixture_source : NULL, (void *)fx);
     rc = lr_decode_run(m, lr_fixture_batch(fx), &plan, on_decode_step, &c, &whole);
     if (rc == LR_OK) rc = lr_recorder_status(rec);
     lr_model_free(m);

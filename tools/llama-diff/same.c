@@ -1,40 +1,53 @@
-/* same.c: check's same-precision verdict at bf16 and fp16 (docs/detection.md). The
- * backend under test and the emulated CPU reference at the same precision and tp are
- * both run with every op isolated (each op fed the golden's input to it), and held
- * together stage by stage within a budget for float32 accumulation order only
- * (lr_same_precision_budget). The verdict against the float64 golden stays as it is. */
+/* same.c: the same-precision verdict at bf16 and fp16 (docs/detection.md), for check
+ * (against the golden) and backends (against side a's run). Two criteria:
+ * - ulps: the backend under test and the emulated CPU reference at the same precision and
+ *   tp, both with every op isolated (each op fed the reference's input to it), held
+ *   together stage by stage within a budget for float32 accumulation order only
+ *   (lr_same_precision_budget); with --decode, every step isolated.
+ * - factor: the run under test, as it ran, must be within FACTOR times the emulated
+ *   reference's own error against the reference (run the same way: free, isolated, or
+ *   decoded), as FlashAttention's tests hold a kernel to twice the error of a naive
+ *   implementation in the same dtype.
+ * The verdict against the float64 golden (or side a) stays as it is. */
 #include "diff.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
-int same_precision(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, json_t **out, bool *pass) {
-    lr_recorder *test = NULL, *ref = NULL;
-    args at = *a, ar = *a;
-    at.isolate = ar.isolate = true;
-    at.isolate_ops = ar.isolate_ops = true;
-    ar.opt.backend = "cpu";
-    ar.opt.kernels = NULL;
-    ar.opt.num_devices = 0;
-    ar.nfaults = 0; /* faults are the test side's */
+/* FlashAttention's criterion: at most twice the error of the same-dtype reference. The
+ * emulated reference rounds where the CUDA path does, so a correct kernel sits near 1x
+ * (0.97-1.03x per stage on the H100 records, docs/detection.md). */
+#define FACTOR 2.0
+
+static int isolated_ulps(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_stage_source ref,
+                         void *ref_user, lr_same_budget budget, json_t *out) {
+    lr_recorder *test = NULL, *emu = NULL;
+    args at = *a, ae = *a;
+    at.isolate = ae.isolate = true;
+    at.isolate_ops = ae.isolate_ops = true;
+    ae.opt.backend = "cpu";
+    ae.opt.kernels = NULL;
+    ae.opt.num_devices = 0;
+    ae.nfaults = 0; /* faults are the test side's */
     int rc, status;
-    if ((rc = lr_recorder_create(&test)) || (rc = lr_recorder_create(&ref))) {
+    if ((rc = lr_recorder_create(&test)) || (rc = lr_recorder_create(&emu))) {
         status = lib_fail(rc);
         goto out;
     }
-    if ((status = run_model(&at, ck, lr_fixture_batch(fx), test, fx, NULL)) ||
-        (status = run_model(&ar, ck, lr_fixture_batch(fx), ref, fx, NULL)))
+    if (a->decode)
+        status = run_decoded(&at, ck, b, test, ref, ref_user);
+    else
+        status = run_model(&at, ck, b, test, ref, ref_user, NULL);
+    if (status || (status = a->decode ? run_decoded(&ae, ck, b, emu, ref, ref_user)
+                                      : run_model(&ae, ck, b, emu, ref, ref_user, NULL)))
         goto out;
-    const lr_batch *b = lr_fixture_batch(fx);
-    lr_same_budget budget =
-        lr_same_precision_budget(a->opt.precision, lr_same_reduction(lr_checkpoint_config(ck), b->num_tokens));
     json_t *stages = json_array();
     const char *first = NULL;
     size_t compared = 0, failed = 0;
-    *pass = true;
     for (size_t i = 0; i < lr_recorder_count(test); i++) {
         const char *name = lr_recorder_name(test, i);
-        const lr_tensor *r = lr_recorder_find(ref, name);
+        const lr_tensor *r = lr_recorder_find(emu, name);
         if (!r) continue;
         lr_same_metrics m;
         if ((rc = lr_same_compare(lr_recorder_at(test, i), r, a->opt.precision, budget, &m))) {
@@ -43,51 +56,155 @@ int same_precision(const args *a, const lr_checkpoint *ck, const lr_fixture *fx,
             goto out;
         }
         compared++;
-        if (!m.pass) {
-            failed++;
-            if (!first) first = lr_recorder_name(test, i);
-            *pass = false;
-        }
-        json_array_append_new(stages, json_pack("{s:s, s:f, s:f, s:f, s:I, s:[I,I], s:b}", "name", name, "rel_l2",
-                                                m.rel_l2, "budget", m.budget,
-                                                "max_ulps", m.max_ulps, "over", (json_int_t)m.over, "worst",
-                                                (json_int_t)m.worst_token, (json_int_t)m.worst_feature, "pass",
-                                                m.pass));
+        if (!m.pass && !failed++) first = name;
+        json_array_append_new(stages, json_pack("{s:s, s:f, s:f, s:f, s:f, s:I, s:[I,I], s:b}", "name", name,
+                                                "rel_l2", m.rel_l2, "rel_l2_judged", m.clipped, "budget",
+                                                m.budget, "max_ulps", m.max_ulps, "over", (json_int_t)m.over,
+                                                "worst", (json_int_t)m.worst_token,
+                                                (json_int_t)m.worst_feature, "pass", m.pass));
     }
-    char label[96];
-    snprintf(label, sizeof label, "cpu:%s (emulated), tp %d, ops isolated", precision_name(a->opt.precision),
-             a->opt.tp_size);
-    *out = json_pack("{s:s, s:{s:f, s:f, s:f}, s:I, s:I, s:s?, s:o}", "reference", label, "budget", "rel_l2",
-                     budget.rel_l2, "ulps", budget.ulps, "floor", budget.floor, "compared", (json_int_t)compared,
-                     "failed", (json_int_t)failed, "first_divergence", first, "stages", stages);
+    json_object_set_new(out, "compared", json_integer((json_int_t)compared));
+    json_object_set_new(out, "failed", json_integer((json_int_t)failed));
+    json_object_set_new(out, "first_divergence", first ? json_string(first) : json_null());
+    json_object_set_new(out, "stages", stages);
     status = 0;
 out:
     lr_recorder_free(test);
-    lr_recorder_free(ref);
+    lr_recorder_free(emu);
     return status;
+}
+
+/* The emulated reference run as a's run was, and every stage of test_run held to FACTOR
+ * times its error (plus floor) against ref. */
+static int factor_verdict(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_stage_source ref,
+                          void *ref_user, const lr_recorder *test_run, double floor, json_t **out) {
+    lr_recorder *emu = NULL;
+    args ae = *a;
+    ae.opt.backend = "cpu";
+    ae.opt.kernels = NULL;
+    ae.opt.num_devices = 0;
+    ae.nfaults = 0;
+    int rc = lr_recorder_create(&emu), status;
+    if (rc) return lib_fail(rc);
+    if (a->decode)
+        status = run_decoded(&ae, ck, b, emu, a->isolate ? ref : NULL, ref_user);
+    else
+        status = run_model(&ae, ck, b, emu, a->isolate ? ref : NULL, ref_user, NULL);
+    if (status) goto out;
+    json_t *stages = json_array();
+    const char *first = NULL, *worst = NULL;
+    size_t compared = 0, failed = 0;
+    double worst_ratio = 0;
+    for (size_t i = 0; i < lr_recorder_count(test_run); i++) {
+        const char *name = lr_recorder_name(test_run, i);
+        const lr_tensor *g = ref(ref_user, name), *e = lr_recorder_find(emu, name);
+        if (!g || !e) continue;
+        lr_metrics mt, me;
+        if ((rc = lr_compare(lr_recorder_at(test_run, i), g, &mt)) || (rc = lr_compare(e, g, &me))) {
+            json_decref(stages);
+            status = lib_fail(rc);
+            goto out;
+        }
+        compared++;
+        double allowed = FACTOR * me.rel_l2 + floor;
+        bool pass = mt.rel_l2 <= allowed; /* NaN fails */
+        double ratio = me.rel_l2 > 0 ? mt.rel_l2 / me.rel_l2 : mt.rel_l2 > 0 ? INFINITY : 1;
+        if (!pass && !failed++) first = name;
+        if (!(ratio <= worst_ratio)) worst_ratio = ratio, worst = name;
+        json_array_append_new(stages,
+                              json_pack("{s:s, s:f, s:f, s:f, s:b}", "name", name, "rel_l2",
+                                        isfinite(mt.rel_l2) ? mt.rel_l2 : -1.0, "emulated_rel_l2", me.rel_l2,
+                                        "ratio", isfinite(ratio) ? ratio : -1.0, "pass", pass));
+    }
+    *out = json_pack("{s:f, s:f, s:I, s:I, s:s?, s:s?, s:f, s:o}", "factor", FACTOR, "floor", floor,
+                     "compared", (json_int_t)compared, "failed", (json_int_t)failed, "first_divergence",
+                     first, "worst_stage", worst, "worst_ratio", isfinite(worst_ratio) ? worst_ratio : -1.0,
+                     "stages", stages);
+    status = 0;
+out:
+    lr_recorder_free(emu);
+    return status;
+}
+
+int same_precision(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_stage_source ref,
+                   void *ref_user, const lr_recorder *test_run, json_t **out, bool *pass) {
+    lr_same_budget budget = lr_same_precision_budget(
+        a->opt.precision, lr_same_reduction(lr_checkpoint_config(ck), b->num_tokens));
+    char label[96];
+    snprintf(label, sizeof label, "cpu:%s (emulated), tp %d", precision_name(a->opt.precision),
+             a->opt.tp_size);
+    json_t *s = json_pack("{s:s, s:{s:f, s:f, s:f}}", "reference", label, "budget", "rel_l2", budget.rel_l2,
+                          "ulps", budget.ulps, "floor", budget.floor);
+    int status;
+    if ((status = isolated_ulps(a, ck, b, ref, ref_user, budget, s))) {
+        json_decref(s);
+        return status;
+    }
+    json_t *f = NULL;
+    if ((status = factor_verdict(a, ck, b, ref, ref_user, test_run, budget.rel_l2, &f))) {
+        json_decref(s);
+        return status;
+    }
+    json_object_set_new(s, "factor", f);
+    *pass = json_integer_value(json_object_get(s, "failed")) == 0 &&
+            json_integer_value(json_object_get(f, "failed")) == 0;
+    *out = s;
+    return 0;
 }
 
 void same_precision_print(const json_t *same) {
     const json_t *b = json_object_get(same, "budget"), *stages = json_object_get(same, "stages");
+    const json_t *f = json_object_get(same, "factor");
     json_int_t compared = json_integer_value(json_object_get(same, "compared"));
     json_int_t failed = json_integer_value(json_object_get(same, "failed"));
     const char *first = json_string_value(json_object_get(same, "first_divergence"));
+    const char *ref = json_string_value(json_object_get(same, "reference"));
     double ulps = json_real_value(json_object_get(b, "ulps"));
-    printf("\nsame precision, against %s: %lld of %lld stages within %.0f ulp per element and relative L2 %.2e "
-           "(more for small stages)%s%s\n",
-           json_string_value(json_object_get(same, "reference")), (long long)(compared - failed), (long long)compared,
-           ulps, json_real_value(json_object_get(b, "rel_l2")), first ? "; first divergence at " : "",
+    printf("\nsame precision, against %s, ops isolated: %lld of %lld stages within %.0f ulp per element and "
+           "relative L2 %.2e (more for small stages)%s%s\n",
+           ref, (long long)(compared - failed), (long long)compared, ulps,
+           json_real_value(json_object_get(b, "rel_l2")), first ? "; first divergence at " : "",
            first ? first : "");
     size_t k;
     json_t *s;
     json_array_foreach(stages, k, s) {
         if (json_is_true(json_object_get(s, "pass"))) continue;
         const json_t *w = json_object_get(s, "worst");
-        printf("  %-42s rel_l2 %.2e (budget %.2e), %lld elements over %.0f ulp, worst %.1f ulp at [%lld, %lld]\n",
-               json_string_value(json_object_get(s, "name")), json_real_value(json_object_get(s, "rel_l2")),
-               json_real_value(json_object_get(s, "budget")),
-               (long long)json_integer_value(json_object_get(s, "over")), ulps,
-               json_real_value(json_object_get(s, "max_ulps")), (long long)json_integer_value(json_array_get(w, 0)),
-               (long long)json_integer_value(json_array_get(w, 1)));
+        printf(
+            "  %-42s rel_l2 %.2e (judged %.2e, budget %.2e), %lld elements over %.0f ulp, worst %.1f ulp at "
+            "[%lld, %lld]\n",
+            json_string_value(json_object_get(s, "name")), json_real_value(json_object_get(s, "rel_l2")),
+            json_real_value(json_object_get(s, "rel_l2_judged")),
+            json_real_value(json_object_get(s, "budget")),
+            (long long)json_integer_value(json_object_get(s, "over")), ulps,
+            json_real_value(json_object_get(s, "max_ulps")),
+            (long long)json_integer_value(json_array_get(w, 0)),
+            (long long)json_integer_value(json_array_get(w, 1)));
     }
+    if (!f) return;
+    json_int_t fc = json_integer_value(json_object_get(f, "compared"));
+    json_int_t ff = json_integer_value(json_object_get(f, "failed"));
+    const char *ffirst = json_string_value(json_object_get(f, "first_divergence"));
+    const char *worst = json_string_value(json_object_get(f, "worst_stage"));
+    printf("same precision, error against the reference within %.0fx the emulated reference's own (run as "
+           "this run "
+           "was): %lld of %lld stages%s%s; worst %.2fx at %s\n",
+           json_real_value(json_object_get(f, "factor")), (long long)(fc - ff), (long long)fc,
+           ffirst ? "; first divergence at " : "", ffirst ? ffirst : "",
+           json_real_value(json_object_get(f, "worst_ratio")), worst ? worst : "-");
+    json_array_foreach(json_object_get(f, "stages"), k, s) {
+        if (json_is_true(json_object_get(s, "pass"))) continue;
+        printf("  %-42s rel_l2 %.2e, %.2fx the emulated reference's %.2e\n",
+               json_string_value(json_object_get(s, "name")), json_real_value(json_object_get(s, "rel_l2")),
+               json_real_value(json_object_get(s, "ratio")),
+               json_real_value(json_object_get(s, "emulated_rel_l2")));
+    }
+}
+
+void same_verdict(report *r, const json_t *same, bool pass) {
+    r->same_failed = !pass;
+    const char *first = json_string_value(json_object_get(same, "first_divergence"));
+    if (!first)
+        first = json_string_value(json_object_get(json_object_get(same, "factor"), "first_divergence"));
+    r->same_first = first; /* owned by same, which outlives report_finish */
 }
