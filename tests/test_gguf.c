@@ -4,8 +4,8 @@
  * out-of-file tensors, zero and overflowing dims, missing or wrong llama metadata,
  * shapes the config contradicts), each with its exact status and a message naming the
  * file and the key or tensor. Dequantization against the committed files of
- * tools/make-test-gguf.py (the gguf package's own dequantization, hashed) and hand-made
- * blocks; and the proof of the q/k unpermute: the F32 GGUF of gqa-f32 loads bit for bit
+ * tools/make-test-gguf.py (the gguf package's own dequantization, hashed; crafted blocks
+ * of every K-quant with the package's values, bit for bit) and hand-made blocks; and the proof of the q/k unpermute: the F32 GGUF of gqa-f32 loads bit for bit
  * equal to its safetensors, and a planted GGUF that skips the permutation does not. */
 #include "testutil.h"
 
