@@ -175,6 +175,12 @@ enum {
     LR_GGML_Q4_0 = 2,
     LR_GGML_Q4_1 = 3,
     LR_GGML_Q8_0 = 8,
+    LR_GGML_Q2_K = 10, /* the K-quants: super-blocks of 256 */
+    LR_GGML_Q3_K = 11,
+    LR_GGML_Q4_K = 12,
+    LR_GGML_Q5_K = 13,
+    LR_GGML_Q6_K = 14,
+    LR_GGML_Q8_K = 15,
     LR_GGML_BF16 = 30,
 };
 

@@ -4,8 +4,8 @@
  * out-of-file tensors, zero and overflowing dims, missing or wrong llama metadata,
  * shapes the config contradicts), each with its exact status and a message naming the
  * file and the key or tensor. Dequantization against the committed files of
- * tools/make-test-gguf.py (the gguf package's own dequantization, hashed) and hand-made
- * blocks; and the proof of the q/k unpermute: the F32 GGUF of gqa-f32 loads bit for bit
+ * tools/make-test-gguf.py (the gguf package's own dequantization, hashed; crafted blocks
+ * of every K-quant with the package's values, bit for bit) and hand-made blocks; and the proof of the q/k unpermute: the F32 GGUF of gqa-f32 loads bit for bit
  * equal to its safetensors, and a planted GGUF that skips the permutation does not. */
 #include "testutil.h"
 
@@ -673,13 +673,28 @@ MKG(extra_layer) { t_add(g, "blk.2.attn_norm.weight", 1, M_HIDDEN, 0); }
 MKG(missing_tensor) { t_del(g, "blk.1.ffn_up.weight"); }
 MKG(unknown_tensor) { t_add(g, "foo.weight", 1, M_HIDDEN, 0); }
 MKG(leading_zero_layer) { snprintf(g->t[1].name, sizeof g->t[1].name, "%s", "blk.00.attn_norm.weight"); }
-MKG(q6_k) {
-    /* a valid Q6_K span (256 per 210-byte block) that the loader cannot dequantize */
+MKG(iq4_xs) {
+    /* a valid IQ4_XS span (256 per 136-byte block) that the loader cannot dequantize */
     tinfo *t = t_find(g, "blk.0.ffn_down.weight");
-    t->type = 14;
+    t->type = 23;
+    t->ne[0] = 256;
+    t->ne[1] = 8;
+    t->data.n = 8 * 136;
+}
+MKG(q6_k_wrong_shape) {
+    /* a valid Q6_K span (256 per 210-byte block), loadable, but not the shape the
+     * metadata implies */
+    tinfo *t = t_find(g, "blk.0.ffn_down.weight");
+    t->type = LR_GGML_Q6_K;
     t->ne[0] = 256;
     t->ne[1] = 8;
     t->data.n = 8 * 210;
+}
+MKG(q4_k_short_rows) {
+    /* Q4_K rows must hold whole super-blocks of 256: ffn_down's 64 do not */
+    tinfo *t = t_find(g, "blk.0.ffn_down.weight");
+    t->type = LR_GGML_Q4_K;
+    t->data.n = 144;
 }
 MKG(bias_only_layer_1) { t_add(g, "blk.1.attn_q.bias", 1, M_HEADS * M_HD, 0); }
 
@@ -708,7 +723,14 @@ static const ck_case ck_cases[] = {
     {"a tensor missing", missing_tensor, LR_E_MISSING, "model.layers.1.mlp.up_proj.weight"},
     {"an unknown tensor", unknown_tensor, LR_E_UNEXPECTED, "\"foo.weight\": not a tensor of a llama model"},
     {"layer number 00", leading_zero_layer, LR_E_UNEXPECTED, "\"blk.00.attn_norm.weight\""},
-    {"a Q6_K tensor", q6_k, LR_E_DTYPE, "\"blk.0.ffn_down.weight\": type Q6_K cannot be dequantized"},
+    {"an IQ4_XS tensor", iq4_xs, LR_E_DTYPE,
+     "\"blk.0.ffn_down.weight\": type IQ4_XS cannot be dequantized (supported: F32, F16, BF16, Q8_0, Q4_0, "
+     "Q4_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K)"},
+    {"a Q6_K tensor of the wrong shape", q6_k_wrong_shape, LR_E_SHAPE,
+     "\"blk.0.ffn_down.weight\" (model.layers.0.mlp.down_proj.weight): shape [8, 256] but the llama.* "
+     "metadata implies [32, 64]"},
+    {"a Q4_K tensor of 64 columns", q4_k_short_rows, LR_E_SPAN,
+     "\"blk.0.ffn_down.weight\": ne[0] 64 is not a multiple of the Q4_K block size 256"},
     {"a q bias in layer 1 only", bias_only_layer_1, LR_E_UNEXPECTED, "\"blk.1.attn_q.bias\""},
 };
 
@@ -923,7 +945,7 @@ START_TEST(dequantize_like_gguf_package) {
     json_t *doc = json_load_file(ej, 0, &err);
     ck_assert_msg(doc != NULL, "%s: %s", ej, err.text);
     json_t *files = json_object_get(doc, "files");
-    ck_assert_int_eq(json_object_size(files), 2);
+    ck_assert_int_eq(json_object_size(files), 3);
     const char *file;
     json_t *tensors;
     int types_seen[64] = {0};
@@ -959,13 +981,15 @@ START_TEST(dequantize_like_gguf_package) {
                           json_real_value(json_array_get(json_object_get(want, "first"), 0)));
             n++;
         }
-        ck_assert_uint_eq(n, 3 + 9 * 3 - 1 + 1); /* embedding, 3 layers of 9, norm, lm_head */
+        ck_assert_uint_eq(n, lr_gguf_tensor_count(g)); /* every tensor of the file */
+        ck_assert_uint_eq(n, strcmp(file, "kquant-mixed.gguf") == 0 ? 1 + 9 + 2 : 1 + 9 * 3 + 2);
         lr_gguf_close(g);
         lr_checkpoint_close(ck);
         free(path);
     }
-    static const uint32_t all[] = {LR_GGML_F32,  LR_GGML_F16,  LR_GGML_BF16,
-                                   LR_GGML_Q8_0, LR_GGML_Q4_0, LR_GGML_Q4_1};
+    static const uint32_t all[] = {LR_GGML_F32,  LR_GGML_F16,  LR_GGML_BF16, LR_GGML_Q8_0,
+                                   LR_GGML_Q4_0, LR_GGML_Q4_1, LR_GGML_Q2_K, LR_GGML_Q3_K,
+                                   LR_GGML_Q4_K, LR_GGML_Q5_K, LR_GGML_Q6_K, LR_GGML_Q8_K};
     for (size_t i = 0; i < N_ELEMS(all); i++)
         ck_assert_msg(types_seen[all[i]], "type %s not covered", lr_ggml_type_name(all[i]));
     json_decref(doc);
@@ -1041,9 +1065,105 @@ START_TEST(dequantize_blocks) {
         TU_CHECK(isnan(want) ? isnan(y[0]) : y[0] == (float)want && !signbit(y[0]) == !signbit(want),
                  "BF16 %04x", v);
     }
-    t.type = 14; /* Q6_K */
+    t.type = 6; /* Q5_0 */
     TU_ASSERT_STATUS(lr_gguf_dequantize(&t, y), LR_E_DTYPE);
-    TU_ASSERT_ERROR_HAS("Q6_K");
+    TU_ASSERT_ERROR_HAS("Q5_0", "Q6_K");
+}
+END_TEST
+
+/* The K-quants' products are exact in float32, so the order of (d * scale) * q and any
+ * contraction are immaterial (see gguf.c): an 11-bit float16 significand times an
+ * integer of magnitude below 2^12 (Q6_K's |scale * (q - 32)| <= 128 * 32) has at most 23
+ * significant bits. Checked for every significand and every such integer, and for every
+ * finite float16 (subnormals and the largest included) at the extreme integers. */
+START_TEST(kquant_products_exact) {
+    for (uint32_t m = 0; m < 1024; m++) {
+        double d = tu_f16_to_double((uint16_t)(0x3c00 | m));
+        for (int k = -4096; k <= 4096; k++)
+            TU_CHECK((double)(float)(k * d) == k * d, "k %d * d %04x inexact", k, 0x3c00 | m);
+    }
+    static const int extreme[] = {4095, -4095, 128 * 32, -128 * 31, 63 * 31, 15 * 3};
+    for (uint32_t v = 0; v < 65536; v++) {
+        double d = tu_f16_to_double((uint16_t)v);
+        if (!isfinite(d)) continue;
+        for (size_t i = 0; i < N_ELEMS(extreme); i++)
+            TU_CHECK((double)(float)(extreme[i] * d) == extreme[i] * d, "k %d * d %04x inexact", extreme[i],
+                     v);
+    }
+}
+END_TEST
+
+static uint32_t rd32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* Crafted blocks of every K-quant (random bytes; d and dmin over the float16 edge cases
+ * and random finite values) against the gguf package's own dequantization, bit for bit:
+ * tests/data/kquant-blocks.bin, written by tools/make-test-gguf.py (its format is there;
+ * tests/test_gguf_kquant.sh regenerates it live when the package is installed). The
+ * output buffer is fenced by sentinels, so a write past the last block shows. */
+START_TEST(dequantize_kquant_blocks) {
+    static const struct {
+        uint32_t type, size;
+    } kq[] = {{LR_GGML_Q2_K, 84},  {LR_GGML_Q3_K, 110}, {LR_GGML_Q4_K, 144},
+              {LR_GGML_Q5_K, 176}, {LR_GGML_Q6_K, 210}, {LR_GGML_Q8_K, 292}};
+    char *path = fixture_path("../tests/data/kquant-blocks.bin");
+    size_t len;
+    unsigned char *b = tu_read_file(path, &len);
+    ck_assert_msg(b != NULL, "%s: cannot read", path);
+    ck_assert_msg(len >= 12 && memcmp(b, "LRKQ", 4) == 0 && rd32(b + 4) == 1, "%s: not an LRKQ v1 file",
+                  path);
+    uint32_t entries = rd32(b + 8);
+    ck_assert_uint_eq(entries, N_ELEMS(kq));
+    size_t pos = 12;
+    int seen[N_ELEMS(kq)] = {0};
+    for (uint32_t e = 0; e < entries; e++) {
+        ck_assert_msg(pos + 12 <= len, "%s: entry %u truncated", path, e);
+        uint32_t type = rd32(b + pos), nb = rd32(b + pos + 4), size = rd32(b + pos + 8);
+        pos += 12;
+        size_t k = 0;
+        while (k < N_ELEMS(kq) && kq[k].type != type)
+            k++;
+        ck_assert_msg(k < N_ELEMS(kq), "%s: entry %u: type %u is not a K-quant", path, e, type);
+        ck_assert_uint_eq(size, kq[k].size);
+        ck_assert_uint_ge(nb, 2);
+        seen[k]++;
+        ck_assert_msg(pos + (size_t)nb * (size + 256 * 4) <= len, "%s: entry %u truncated", path, e);
+        const unsigned char *blocks = b + pos, *want = b + pos + (size_t)nb * size;
+        pos += (size_t)nb * (size + 256 * 4);
+        size_t n = (size_t)nb * 256;
+        float *y = malloc((n + 8) * sizeof *y);
+        ck_assert_ptr_nonnull(y);
+        const uint32_t sentinel = 0x7fc0dead;
+        for (size_t i = n; i < n + 8; i++)
+            memcpy(&y[i], &sentinel, 4);
+        /* As a 2-D tensor of two rows, as a file holds it. */
+        lr_gguf_tensor t = {.name = "kq", .type = type, .ndim = 2, .ne = {(int64_t)n / 2, 2}, .data = blocks};
+        if (nb % 2) t.ndim = 1, t.ne[0] = (int64_t)n, t.ne[1] = 0;
+        TU_ASSERT_OK(lr_gguf_dequantize(&t, y));
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t got, exp = rd32(want + 4 * i);
+            memcpy(&got, &y[i], 4);
+            if (got != exp && bad++ < 5) {
+                float fe;
+                memcpy(&fe, &exp, 4);
+                printf("%s block %zu element %zu: %.9g (%08x), the gguf package's %.9g (%08x)\n",
+                       lr_ggml_type_name(type), i / 256, i % 256, y[i], got, fe, exp);
+            }
+        }
+        ck_assert_msg(bad == 0, "%s: %zu of %zu values differ from the gguf package's",
+                      lr_ggml_type_name(type), bad, n);
+        for (size_t i = n; i < n + 8; i++)
+            ck_assert_msg(memcmp(&y[i], &sentinel, 4) == 0, "%s: wrote past the end",
+                          lr_ggml_type_name(type));
+        free(y);
+    }
+    ck_assert_uint_eq(pos, len);
+    for (size_t k = 0; k < N_ELEMS(kq); k++)
+        ck_assert_msg(seen[k] == 1, "%s appears %d times", lr_ggml_type_name(kq[k].type), seen[k]);
+    free(b);
+    free(path);
 }
 END_TEST
 
@@ -1217,6 +1337,8 @@ static Suite *gguf_suite(void) {
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, dequantize_like_gguf_package);
     tcase_add_test(tc, dequantize_blocks);
+    tcase_add_test(tc, kquant_products_exact);
+    tcase_add_test(tc, dequantize_kquant_blocks);
     tcase_add_test(tc, unpermute_by_index);
     tcase_add_test(tc, unpermute_proof);
     suite_add_tcase(s, tc);

@@ -5,7 +5,11 @@
 # writes a checkpoint that computes exactly what the original does, refuses to
 # overwrite, never touches its input and leaves no temporary files; bad input is one
 # line and exit 2; the default job picks the cached SmolLM2 GGUF only when its fixture
-# is there too (a stand-in GGUF and fixture play SmolLM2 here).
+# is there too (a stand-in GGUF and fixture play SmolLM2 here). The K-quant model
+# (Q2_K..Q8_K mixed as Q4_K_M mixes them) runs through info, dump, check and convert; its
+# conversion holds the gguf package's values and computes exactly what the GGUF does; a
+# truncated K-quant tensor, rows that are no whole super-block, or a type whose blocks do
+# not fit the bytes are one line naming the file and tensor, exit 2.
 set -u
 LD=${LLAMA_DIFF:-./llama-diff}
 FX=${LR_FIXTURES:?}
@@ -30,6 +34,7 @@ M=$FX/models/gqa-f32
 F=$FX/golden/gqa-f32-batch.safetensors
 G=$FX/gguf/gqa-f32.gguf
 GM=$FX/gguf/gqa-mixed.gguf
+KQ=$FX/gguf/kquant-mixed.gguf
 
 # The undo, proved end to end: f64 agrees with the golden fixture; without it, no.
 expect 0 "check the F32 GGUF, f64" -- "$LD" check --model "$G" --fixture "$F" --precision f64
@@ -58,6 +63,69 @@ expect 0 "mixed GGUF and its conversion agree exactly" -- "$LD" dump -m "$GM" -f
 expect 0 "check converted mixed" -- "$LD" check -m "$TMP/mixed" -f "$TMP/mixed-gguf.safetensors" --json
 json_ok 'max(s["rel_l2"] for s in d["stages"]) == 0.0'
 ls "$TMP/conv" "$TMP/mixed" | grep -q '\.tmp\.' && { fail=$((fail + 1)); echo "FAIL: temp file left"; } || pass=$((pass + 1))
+
+# The K-quant model. No golden of unquantized weights exists for it (its blocks are
+# random), so its own runs judge it: a dump of the GGUF (float64), its conversion checked
+# against that dump (exactly equal: the same dequantized weights), the GGUF at f32 and tp 2
+# against it, and the q/k unpermute shown needed for K-quant rows too.
+expect 0 "info on the K-quant GGUF" -- "$LD" info -m "$KQ" --json
+json_ok 'd["config"]["hidden_size"] == 256 and d["config"]["head_dim"] == 32 and d["config"]["num_key_value_heads"] == 2 and d["config"]["vocab_size"] == 64'
+expect 0 "dump the K-quant GGUF" -- "$LD" dump -m "$KQ" -t "1 5 9 63 0 17 33 2" -o "$TMP/kq.safetensors"
+expect 0 "convert the K-quant GGUF" -- "$LD" convert --gguf "$KQ" --out "$TMP/kq" --json
+json_ok 'd["tensors"] == 12 and d["parameters"] == 328448 and d["config"]["intermediate_size"] == 256'
+# Every converted tensor is the gguf package's dequantization (expected.json's hashes).
+ok "converted K-quant tensors hash as the gguf package's values" -- python3 - "$TMP/kq/model.safetensors" "$FX/gguf/expected.json" <<'PY'
+import json, struct, sys
+b = open(sys.argv[1], "rb").read()
+n = struct.unpack("<Q", b[:8])[0]
+h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
+want = json.load(open(sys.argv[2]))["files"]["kquant-mixed.gguf"]
+assert sorted(h) == sorted(want), (sorted(h), sorted(want))
+bad = 0
+for name, e in want.items():
+    lo, hi = h[name]["data_offsets"]
+    x = 0xCBF29CE484222325
+    for c in b[8 + n + lo:8 + n + hi]:
+        x = ((x ^ c) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    if "%016x" % x != e["fnv1a64"] or h[name]["shape"] != e["shape"] or h[name]["dtype"] != "F32":
+        print("FAIL: %s (%s): hash %016x, expected %s" % (name, e["type"], x, e["fnv1a64"]))
+        bad += 1
+sys.exit(1 if bad else 0)
+PY
+expect 0 "converted K-quant model checked against the GGUF's dump" -- "$LD" check -m "$TMP/kq" -f "$TMP/kq.safetensors" --json
+json_ok 'd["result"] == "agree" and max(s["rel_l2"] for s in d["stages"]) == 0.0 and len(d["stages"]) == 18'
+expect 0 "the K-quant GGUF at f32, tp 2" -- "$LD" check -m "$KQ" -f "$TMP/kq.safetensors" -p f32 --tp 2 --json
+json_ok 'd["result"] == "agree" and d["logits"]["top1_agreement"] == 1.0'
+expect 1 "the K-quant GGUF with the unpermute off" -- env LLAMAREF_GGUF_NO_UNPERMUTE=1 "$LD" check -m "$KQ" -f "$TMP/kq.safetensors" --json
+json_ok 'd["result"] == "diverge" and d["first_divergence"] == "model.layers.0.self_attn.q_proj"'
+
+# Bad K-quant input. patch FILE OUT TENSOR FIELD VALUE: a copy with one field of a tensor
+# info rewritten (ne0 and ne1 as u64, type as u32; a 2-D tensor).
+patch() {
+    python3 - "$@" <<'PY'
+import struct, sys
+src, out, name, field, value = sys.argv[1:6]
+b = bytearray(open(src, "rb").read())
+at = b.index(struct.pack("<Q", len(name)) + name.encode()) + 8 + len(name)
+assert struct.unpack_from("<I", b, at)[0] == 2
+pos, fmt = {"ne0": (at + 4, "<Q"), "ne1": (at + 12, "<Q"), "type": (at + 20, "<I")}[field]
+struct.pack_into(fmt, b, pos, int(value))
+open(out, "wb").write(b)
+PY
+}
+KQSIZE=$(wc -c <"$KQ")
+head -c $((KQSIZE - 1000)) "$KQ" >"$TMP/kq-short.gguf"
+expect 2 "a truncated K-quant tensor" -- "$LD" check -m "$TMP/kq-short.gguf" -f "$TMP/kq.safetensors"
+expect_err "kq-short.gguf" "tensor \"output.weight\"" "run past its end"
+expect 2 "convert a truncated K-quant tensor" -- "$LD" convert --gguf "$TMP/kq-short.gguf" --out "$TMP/x"
+expect_err "kq-short.gguf" "tensor \"output.weight\"" "LR_E_OFFSET"
+patch "$KQ" "$TMP/kq-rows.gguf" blk.0.attn_q.weight ne0 128
+patch "$TMP/kq-rows.gguf" "$TMP/kq-rows.gguf" blk.0.attn_q.weight ne1 256
+expect 2 "K-quant rows of 128" -- "$LD" info -m "$TMP/kq-rows.gguf"
+expect_err "kq-rows.gguf" "tensor \"blk.0.attn_q.weight\"" "ne[0] 128 is not a multiple of the Q4_K block size 256"
+patch "$KQ" "$TMP/kq-type.gguf" blk.0.attn_q.weight type 13
+expect 2 "Q4_K bytes declared Q5_K" -- "$LD" convert --gguf "$TMP/kq-type.gguf" --out "$TMP/x"
+expect_err "kq-type.gguf" "tensor \"blk.0.attn_k.weight\" overlaps tensor \"blk.0.attn_q.weight\""
 
 # Nothing overwritten without --force, and never the input.
 cp "$TMP/conv/model.safetensors" "$TMP/keep"

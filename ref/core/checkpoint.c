@@ -357,10 +357,8 @@ static int open_gguf(lr_checkpoint *ck, const lr_gguf_file *g) {
         if (lr_gguf_hf_name(t->name, hf, sizeof hf) != LR_OK)
             return lr_fail(LR_E_UNEXPECTED, "%s: tensor \"%s\": not a tensor of a llama model", path, t->name);
         if (!lr_ggml_type_supported(t->type))
-            return lr_fail(LR_E_DTYPE,
-                           "%s: tensor \"%s\": type %s cannot be dequantized (supported: F32, F16, BF16, Q8_0, "
-                           "Q4_0, Q4_1)",
-                           path, t->name, lr_ggml_type_name(t->type));
+            return lr_fail(LR_E_DTYPE, "%s: tensor \"%s\": type %s cannot be dequantized (supported: %s)",
+                           path, t->name, lr_ggml_type_name(t->type), LR_GGML_SUPPORTED);
         lr_st_entry *e = &ck->owned[i];
         if (!(ck->gguf_names[i] = strdup(t->name)) || !(e->name = strdup(hf)))
             return lr_fail(LR_E_NOMEM, "%s: out of memory", path);

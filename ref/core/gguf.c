@@ -1,9 +1,10 @@
 /* gguf.c: a strict reader of GGUF v2/v3 files (llama.cpp's single-file format) over a
  * mapped file; the llama.* metadata as an lr_config; tensor names to Hugging Face names;
- * dequantization of F32, F16, BF16, Q8_0, Q4_0 and Q4_1 to float32 exactly as ggml
- * defines the blocks; and the undo of the q/k row permutation llama.cpp's converter
- * applies. Every count, length and offset is checked against the file's size before
- * anything is allocated from it. See docs/gguf.md. */
+ * dequantization of F32, F16, BF16, Q8_0, Q4_0, Q4_1 and the K-quants (Q2_K, Q3_K, Q4_K,
+ * Q5_K, Q6_K, Q8_K) to float32 exactly as ggml defines the blocks; and the undo of the
+ * q/k row permutation llama.cpp's converter applies. Every count, length and offset is
+ * checked against the file's size before anything is allocated from it. See
+ * docs/gguf.md. */
 #include "internal.h"
 
 #include <errno.h>
@@ -67,12 +68,12 @@ static const struct {
     [7] = {"Q5_1", 32, 24},
     [LR_GGML_Q8_0] = {"Q8_0", 32, 34},
     [9] = {"Q8_1", 32, 40},
-    [10] = {"Q2_K", 256, 84},
-    [11] = {"Q3_K", 256, 110},
-    [12] = {"Q4_K", 256, 144},
-    [13] = {"Q5_K", 256, 176},
-    [14] = {"Q6_K", 256, 210},
-    [15] = {"Q8_K", 256, 292},
+    [LR_GGML_Q2_K] = {"Q2_K", 256, 84},
+    [LR_GGML_Q3_K] = {"Q3_K", 256, 110},
+    [LR_GGML_Q4_K] = {"Q4_K", 256, 144},
+    [LR_GGML_Q5_K] = {"Q5_K", 256, 176},
+    [LR_GGML_Q6_K] = {"Q6_K", 256, 210},
+    [LR_GGML_Q8_K] = {"Q8_K", 256, 292},
     [16] = {"IQ2_XXS", 256, 66},
     [17] = {"IQ2_XS", 256, 74},
     [18] = {"IQ3_XXS", 256, 98},
@@ -100,7 +101,7 @@ const char *lr_ggml_type_name(uint32_t type) {
 
 bool lr_ggml_type_supported(uint32_t type) {
     return type == LR_GGML_F32 || type == LR_GGML_F16 || type == LR_GGML_BF16 || type == LR_GGML_Q8_0 ||
-           type == LR_GGML_Q4_0 || type == LR_GGML_Q4_1;
+           type == LR_GGML_Q4_0 || type == LR_GGML_Q4_1 || (type >= LR_GGML_Q2_K && type <= LR_GGML_Q8_K);
 }
 
 /* One metadata entry; strings and arrays stay in the mapped file. */
@@ -867,6 +868,139 @@ static void deq_q4_1(float *y, const unsigned char *b, int64_t nblocks) {
     }
 }
 
+/* ---- K-quants: super-blocks of 256 elements (QK_K), the scales of their 16 or 8
+ * sub-blocks themselves quantized against a float16 d (and dmin). Written from the
+ * block layouts of ggml-quants.c, element by element; the arithmetic is the gguf
+ * package's (gguf-py quants.py, numpy float32): (d * scale) * q, then minus dmin * min
+ * where there is a min, each a separate statement. Every product here is exact in
+ * float32: an 11-bit float16 significand times at most 12 more bits (Q6_K: a scale of
+ * magnitude <= 128 times q - 32 of magnitude <= 32; Q2_K to Q5_K fewer), well inside
+ * float32's range, so neither the order of the two multiplies nor a fused multiply-add
+ * can change a value: only the subtraction rounds, once. Q8_K's d is a float32, and its
+ * x = d * q is one rounding. tests/test_gguf.c checks the exactness and every type
+ * against the package's output bit for bit. ---- */
+
+#define QK_K 256
+
+/* Q2_K (84 bytes): scales[16] (low nibble: scale, high nibble: min, per 16 elements),
+ * qs[64] (2-bit q), float16 d, float16 dmin. Element i's q is bits 2*((i%128)/32) of
+ * byte (i/128)*32 + i%32; x = (d * scale) * q - dmin * min. */
+static void deq_q2_k(float *y, const unsigned char *b, int64_t nblocks) {
+    for (int64_t n = 0; n < nblocks; n++, b += 84, y += QK_K) {
+        const unsigned char *sc = b, *qs = b + 16;
+        float d = f16_to_f32(b + 80), dmin = f16_to_f32(b + 82);
+        for (int i = 0; i < QK_K; i++) {
+            int j = i / 16;
+            float dl = d * (float)(sc[j] & 0x0f), ml = dmin * (float)(sc[j] >> 4);
+            int q = (qs[(i / 128) * 32 + i % 32] >> (2 * ((i % 128) / 32))) & 3;
+            float p = dl * (float)q;
+            y[i] = p - ml;
+        }
+    }
+}
+
+/* Q3_K (110 bytes): hmask[32] (the third bit: bit i/32 of byte i%32), qs[64] (the low
+ * two bits, laid out as in Q2_K), scales[12] (sixteen 6-bit scales: the low nibbles in
+ * bytes 0..7, scale j in byte j%8, the high pairs in bytes 8..11, scale j at bits
+ * 2*(j/4) of byte 8 + j%4), float16 d. q = low - 4 when the high bit is clear, else
+ * low; x = (d * (scale - 32)) * q. */
+static void deq_q3_k(float *y, const unsigned char *b, int64_t nblocks) {
+    for (int64_t n = 0; n < nblocks; n++, b += 110, y += QK_K) {
+        const unsigned char *hm = b, *qs = b + 32, *sc = b + 96;
+        float d = f16_to_f32(b + 108);
+        for (int i = 0; i < QK_K; i++) {
+            int j = i / 16;
+            int lo = j < 8 ? sc[j] & 0x0f : sc[j - 8] >> 4, hi = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+            float dl = d * (float)((lo | hi << 4) - 32);
+            int low = (qs[(i / 128) * 32 + i % 32] >> (2 * ((i % 128) / 32))) & 3;
+            int q = low - (((hm[i % 32] >> (i / 32)) & 1) ? 0 : 4);
+            y[i] = dl * (float)q;
+        }
+    }
+}
+
+/* The 6-bit scale and min of sub-block j (0..7) of Q4_K and Q5_K, packed in 12 bytes:
+ * j < 4: the low 6 bits of bytes j (scale) and j+4 (min); j >= 4: the low nibble
+ * (scale) and high nibble (min) of byte j+4, topped by the two high bits of bytes j-4
+ * (scale) and j (min). */
+static void scale_min_k4(const unsigned char *sc, int j, int *s, int *m) {
+    if (j < 4) {
+        *s = sc[j] & 63;
+        *m = sc[j + 4] & 63;
+    } else {
+        *s = (sc[j + 4] & 0x0f) | (sc[j - 4] >> 6) << 4;
+        *m = (sc[j + 4] >> 4) | (sc[j] >> 6) << 4;
+    }
+}
+
+/* Q4_K (144 bytes): float16 d, float16 dmin, scales[12], qs[128]. Sub-block j (32
+ * elements) takes the low nibbles of bytes 32*(j/2) .. +31 when j is even, the high
+ * nibbles when odd; x = (d * scale) * q - dmin * min. */
+static void deq_q4_k(float *y, const unsigned char *b, int64_t nblocks) {
+    for (int64_t n = 0; n < nblocks; n++, b += 144, y += QK_K) {
+        const unsigned char *sc = b + 4, *qs = b + 16;
+        float d = f16_to_f32(b), dmin = f16_to_f32(b + 2);
+        for (int j = 0; j < 8; j++) {
+            int s, m;
+            scale_min_k4(sc, j, &s, &m);
+            float dl = d * (float)s, ml = dmin * (float)m;
+            for (int l = 0; l < 32; l++) {
+                float p = dl * (float)((qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0f);
+                y[32 * j + l] = p - ml;
+            }
+        }
+    }
+}
+
+/* Q5_K (176 bytes): float16 d, float16 dmin, scales[12], qh[32], qs[128]. The low four
+ * bits as in Q4_K; the fifth bit of element l of sub-block j is bit j of qh[l]. */
+static void deq_q5_k(float *y, const unsigned char *b, int64_t nblocks) {
+    for (int64_t n = 0; n < nblocks; n++, b += 176, y += QK_K) {
+        const unsigned char *sc = b + 4, *qh = b + 16, *qs = b + 48;
+        float d = f16_to_f32(b), dmin = f16_to_f32(b + 2);
+        for (int j = 0; j < 8; j++) {
+            int s, m;
+            scale_min_k4(sc, j, &s, &m);
+            float dl = d * (float)s, ml = dmin * (float)m;
+            for (int l = 0; l < 32; l++) {
+                int q = ((qs[32 * (j / 2) + l] >> (4 * (j % 2))) & 0x0f) | ((qh[l] >> j) & 1) << 4;
+                float p = dl * (float)q;
+                y[32 * j + l] = p - ml;
+            }
+        }
+    }
+}
+
+/* Q6_K (210 bytes): ql[128] (low nibbles), qh[64] (high pairs), scales[16] (int8, per
+ * 16 elements), float16 d. In each half c of 128 elements, element r's low nibble is
+ * nibble r/64 of ql[64c + r%64], its high pair bits 2*(r/32) of qh[32c + r%32];
+ * x = (d * scale) * (q - 32). */
+static void deq_q6_k(float *y, const unsigned char *b, int64_t nblocks) {
+    for (int64_t n = 0; n < nblocks; n++, b += 210, y += QK_K) {
+        const unsigned char *ql = b, *qh = b + 128, *sc = b + 192;
+        float d = f16_to_f32(b + 208);
+        for (int i = 0; i < QK_K; i++) {
+            int c = i / 128, r = i % 128;
+            int lo = (ql[64 * c + r % 64] >> (4 * (r / 64))) & 0x0f,
+                hi = (qh[32 * c + r % 32] >> (2 * (r / 32))) & 3;
+            float dl = d * (float)(int8_t)sc[i / 16];
+            y[i] = dl * (float)((lo | hi << 4) - 32);
+        }
+    }
+}
+
+/* Q8_K (292 bytes): float32 d, 256 x int8 q, then 16 int16 sums of q that only ggml's
+ * dot products read; x = d * q. */
+static void deq_q8_k(float *y, const unsigned char *b, int64_t nblocks) {
+    for (int64_t n = 0; n < nblocks; n++, b += 292, y += QK_K) {
+        uint32_t u = (uint32_t)le(b, 4);
+        float d;
+        memcpy(&d, &u, 4);
+        for (int i = 0; i < QK_K; i++)
+            y[i] = d * (float)(int8_t)b[4 + i];
+    }
+}
+
 int64_t lr_gguf_numel(const lr_gguf_tensor *t) {
     int64_t n = 1;
     for (int d = 0; d < t->ndim; d++)
@@ -898,10 +1032,27 @@ int lr_gguf_dequantize(const lr_gguf_tensor *t, float *y) {
     case LR_GGML_Q4_1:
         deq_q4_1(y, b, n / 32);
         break;
+    case LR_GGML_Q2_K:
+        deq_q2_k(y, b, n / QK_K);
+        break;
+    case LR_GGML_Q3_K:
+        deq_q3_k(y, b, n / QK_K);
+        break;
+    case LR_GGML_Q4_K:
+        deq_q4_k(y, b, n / QK_K);
+        break;
+    case LR_GGML_Q5_K:
+        deq_q5_k(y, b, n / QK_K);
+        break;
+    case LR_GGML_Q6_K:
+        deq_q6_k(y, b, n / QK_K);
+        break;
+    case LR_GGML_Q8_K:
+        deq_q8_k(y, b, n / QK_K);
+        break;
     default:
         return lr_fail(LR_E_DTYPE,
-                       "tensor \"%s\": type %s cannot be dequantized (supported: F32, F16, BF16, Q8_0, "
-                       "Q4_0, Q4_1)",
+                       "tensor \"%s\": type %s cannot be dequantized (supported: " LR_GGML_SUPPORTED ")",
                        t->name, lr_ggml_type_name(t->type) ? lr_ggml_type_name(t->type) : "?");
     }
     return LR_OK;

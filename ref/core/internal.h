@@ -45,6 +45,8 @@ int lr_read_file(const char *path, size_t limit, char **out, size_t *len);
  * unvalidated; lr_gguf_config() validates it. */
 struct json_t;
 int lr_gguf_config_json(const lr_gguf_file *f, struct json_t **out);
+/* The ggml types lr_gguf_dequantize() takes, for messages. */
+#define LR_GGML_SUPPORTED "F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K"
 
 /* Opens a regular file and maps it read-only (private) when it holds at least min_len
  * bytes (else *map is NULL); *len is its size either way. The caller munmaps. */
