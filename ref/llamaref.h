@@ -805,6 +805,9 @@ int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype preci
 void lr_error_model_free(lr_error_model *m);
 /* The predicted relative L2 error of a stage, or -1 when the model has none for it. */
 double lr_error_model_predict(const lr_error_model *m, const char *stage);
+/* The same for a run isolated as iso says (each layer, or each op, fed the golden's input,
+ * rounded to its buffer's storage): only the layer's, or the op's, own error. */
+double lr_error_model_predict_isolated(const lr_error_model *m, const char *stage, lr_isolation iso);
 /* The band a measurement must fall in for the model to hold: measured <= hi x predicted
  * at every stage, and the median of measured / predicted over a run >= lo. */
 #define LR_ERROR_MODEL_HI 3.0

@@ -108,6 +108,66 @@ START_TEST(model_holds_for_the_cpu_reference) {
 }
 END_TEST
 
+/* Isolated runs: each layer (or each op) fed the golden's input, so the error is the
+ * layer's (or the op's) own; the isolated prediction must hold for it as the free one does
+ * for a free run (llama-diff check --isolate scales budgets by it), and it is never over
+ * the free run's. Loop index = case x {f64, f32} x {layer, op}. */
+typedef struct {
+    lr_recorder *rec;
+    const lr_fixture *fx;
+} isolating;
+
+static void isolating_stage(void *user, const char *stage, const lr_tensor *t) {
+    isolating *c = user;
+    lr_recorder_observer(c->rec).on_stage(c->rec, stage, t);
+}
+
+static const lr_tensor *isolating_inject(void *user, const char *stage) {
+    return golden((void *)((isolating *)user)->fx, stage);
+}
+
+START_TEST(isolated_model_holds_for_the_cpu_reference) {
+    static const lr_dtype precisions[] = {LR_F64, LR_F32};
+    int ci = _i / 4, pi = (_i / 2) % 2;
+    lr_isolation iso = _i % 2 ? LR_ISOLATE_OP : LR_ISOLATE_LAYER;
+    loaded L = load_case(&cases[ci]);
+    lr_options o;
+    lr_options_init(&o);
+    o.precision = precisions[pi];
+    lr_model *m;
+    ck_assert_msg(lr_model_create(L.ck, &o, &m) == LR_OK, "%s", lr_last_error());
+    isolating c = {.fx = L.fx};
+    ck_assert_int_eq(lr_recorder_create(&c.rec), LR_OK);
+    lr_observer obs = {.on_stage = isolating_stage, .user = &c, .inject = isolating_inject, .isolation = iso};
+    lr_tensor hidden, logits;
+    ck_assert_msg(lr_model_forward(m, lr_fixture_batch(L.fx), NULL, &obs, &hidden) == LR_OK, "%s", lr_last_error());
+    ck_assert_msg(lr_model_compute_logits(m, &hidden, &obs, &logits) == LR_OK, "%s", lr_last_error());
+    lr_error_model *em = model_for(&L, precisions[pi]), *eg = model_for(&L, LR_F64);
+    char what[160];
+    snprintf(what, sizeof what, "%s cpu %s isolated (%s)", cases[ci].fixture, lr_dtype_name(precisions[pi]),
+             iso == LR_ISOLATE_OP ? "op" : "layer");
+    static ratios rs;
+    rs.n = 0;
+    for (size_t i = 0; i < lr_fixture_stage_count(L.fx); i++) {
+        const lr_st_entry *g = lr_fixture_stage_at(L.fx, i);
+        const lr_tensor *got = lr_recorder_find(c.rec, g->name);
+        ck_assert_ptr_nonnull(got);
+        double pi_ = lr_error_model_predict_isolated(em, g->name, iso), pf = lr_error_model_predict(em, g->name);
+        ck_assert_msg(pi_ <= pf, "%s: %s: isolated prediction %.3e over the free run's %.3e", what, g->name, pi_, pf);
+        lr_metrics met;
+        ck_assert_int_eq(lr_compare(got, &g->t, &met), LR_OK);
+        /* the golden's own rounding in that layer or op counts too, not what it carried in */
+        check_stage(&rs, what, g->name, met.rel_l2, hypot(pi_, lr_error_model_predict_isolated(eg, g->name, iso)));
+    }
+    check_median(&rs, what);
+    lr_error_model_free(em);
+    lr_error_model_free(eg);
+    lr_recorder_free(c.rec);
+    lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
 /* The budgets leave room for the precision's own rounding at every stage of every
  * committed fixture: loop index = case. */
 START_TEST(budgets_cover_the_model) {
@@ -235,6 +295,7 @@ static Suite *suite(void) {
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, model_basics);
     tcase_add_loop_test(tc, model_holds_for_the_cpu_reference, 0, N_CASES * 4);
+    tcase_add_loop_test(tc, isolated_model_holds_for_the_cpu_reference, 0, N_CASES * 4);
     tcase_add_loop_test(tc, budgets_cover_the_model, 0, N_CASES);
     tcase_add_test(tc, model_holds_for_the_cuda_records);
     suite_add_tcase(s, tc);

@@ -49,10 +49,17 @@ static const int slot_of_stage[LR_LAYER_STAGE_COUNT] = {
     [LR_LS_LAYER] = S_LAYER,
 };
 
+/* What a mode of running leaves at each stage (docs/error-model.md): free-running, every
+ * error carried from the embedding on; layer isolation, each layer fed the golden's
+ * stream (rounded to the stream's storage), so only the layer's own error accumulates;
+ * op isolation, each op fed the golden's input to it (rounded to the buffer's dtype), so
+ * each op's error is its own rounding and arithmetic. */
+enum { MODE_FREE, MODE_LAYER, MODE_OP, N_MODES };
+
 struct lr_error_model {
     int64_t layers;
-    double embedding, final_norm, logits;
-    double *slot; /* (layers, N_SLOTS) */
+    double embedding, final_norm[N_MODES], logits[N_MODES];
+    double *slot; /* (modes, layers, N_SLOTS) */
 };
 
 static double unit_roundoff(lr_dtype d) {
@@ -87,47 +94,47 @@ static double norm2(const lr_tensor *t, const lr_tensor *u, double su) {
     return sqrt(s);
 }
 
-int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype precision, double mean_context,
-                          lr_stage_source src, void *user, lr_error_model **out) {
-    *out = NULL;
-    double u = unit_roundoff(precision);
-    if (isnan(u)) return lr_fail(LR_E_INVAL, "error model: no unit roundoff for precision %d", (int)precision);
-    if (!(mean_context >= 1)) mean_context = 1;
+
+typedef struct {
+    const lr_config *cfg;
+    double rho, rw, ra, r_in, r_stream, mean_context;
+    lr_stage_source src;
+    void *user;
+} model_params;
+
+/* Fills slot (layers, N_SLOTS) and the final norm and logits for one mode. */
+static void predict_mode(const model_params *p, int mode, double embedding, const double *free_slot, double *slot,
+                         double *final_norm, double *logits) {
+    const lr_config *cfg = p->cfg;
     const int64_t L = cfg->num_hidden_layers, H = cfg->hidden_size, I = cfg->intermediate_size;
     const int64_t QH = cfg->num_attention_heads * cfg->head_dim;
-    /* Storage rounding of every stored tensor, of the weights (when the checkpoint's
-     * values are not values of the compute precision), and accumulation: fp32 for the
-     * 16-bit precisions (cuBLAS and the kernels accumulate in fp32), else the precision. */
-    const double rho = RHO_PER_U * u;
-    const double rw = exact_in(weights, precision) ? 0 : rho;
-    const double ra = RHO_PER_U * (precision == LR_BF16 || precision == LR_F16 ? 0x1p-24 : u);
+    const double rho = p->rho, rw = p->rw, ra = p->ra;
+    const bool op = mode == MODE_OP;
+    /* An isolated input is the golden's, stored: never further off than the free run's
+     * (the embedding of float32 weights is exact either way). */
+#define IN(free_err) (fmin(p->r_in, (free_err)))
 #define ACC(K) (ra * sqrt((double)(K) / 2.0))
-
-    lr_error_model *m = calloc(1, sizeof *m);
-    if (!m || !(m->slot = calloc((size_t)(L > 0 ? L : 1) * N_SLOTS, sizeof *m->slot))) {
-        free(m);
-        return lr_fail(LR_E_NOMEM, "error model: out of memory");
-    }
-    m->layers = L;
-    const lr_tensor *h = src(user, lr_model_stage_name(LR_MS_EMBED_TOKENS));
+    const lr_tensor *h = p->src(p->user, lr_model_stage_name(LR_MS_EMBED_TOKENS));
     double nh = h ? norm2(h, NULL, 0) : 0;
-    double eh = rw; /* the embedding is a lookup of (rounded) weights */
-    m->embedding = eh;
+    double eh = embedding;
     char name[96];
     for (int64_t l = 0; l < L; l++) {
-        double *s = &m->slot[l * N_SLOTS];
+        double *s = &slot[l * N_SLOTS];
+        const double *fs = free_slot ? &free_slot[l * N_SLOTS] : s;
+        if (mode != MODE_FREE) eh = fmin(p->r_stream, l ? free_slot[(l - 1) * N_SLOTS + S_LAYER] : embedding);
         /* RMSNorm: the input's error, the weight's and the output's rounding; the sum of
          * squares (length H) moves only the scale, half its relative error. */
         s[S_INPUT_NORM] = sqrt(eh * eh + rw * rw + rho * rho + ACC(H) * ACC(H) / 4);
         /* A projection passes its input's relative error through (a generic matrix
-         * neither grows nor shrinks a random error vector relative to the signal). */
-        s[S_QKV] = hypot3(s[S_INPUT_NORM], hypot(rw, rho), ACC(H));
+         * neither grows nor shrinks a random error vector relative to the signal). Under
+         * op isolation every op's input is the golden's, rounded to its buffer. */
+        s[S_QKV] = hypot3(op ? IN(fs[S_INPUT_NORM]) : s[S_INPUT_NORM], hypot(rw, rho), ACC(H));
         /* Attention: q.k over head_dim, p.v over the context; the context inherits v's. */
-        s[S_CONTEXT] = hypot3(s[S_QKV], rho, hypot(ACC(cfg->head_dim), ACC(mean_context)));
-        s[S_ATTN_OUT] = hypot3(s[S_CONTEXT], hypot(rw, rho), ACC(QH));
+        s[S_CONTEXT] = hypot3(op ? IN(fs[S_QKV]) : s[S_QKV], rho, hypot(ACC(cfg->head_dim), ACC(p->mean_context)));
+        s[S_ATTN_OUT] = hypot3(op ? IN(fs[S_CONTEXT]) : s[S_CONTEXT], hypot(rw, rho), ACC(QH));
 
-        const lr_tensor *hout = src(user, lr_layer_stage_name(name, sizeof name, l, LR_LS_LAYER));
-        const lr_tensor *a = src(user, lr_layer_stage_name(name, sizeof name, l, LR_LS_SELF_ATTN));
+        const lr_tensor *hout = p->src(p->user, lr_layer_stage_name(name, sizeof name, l, LR_LS_LAYER));
+        const lr_tensor *a = p->src(p->user, lr_layer_stage_name(name, sizeof name, l, LR_LS_SELF_ATTN));
         /* nh: carried from the layer before */
         const double nhout = hout ? norm2(hout, NULL, 0) : 0;
         double nout = nhout, na, nr1, nm;
@@ -153,24 +160,67 @@ int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype preci
          * layer is a well-conditioned map of the stream; where a block cancels part of
          * the stream, the error it inherited cancels with it), and each block adds its
          * own new error (its prediction less what it inherited) in proportion to its
-         * share of the stream, plus the sum's rounding. */
-        double na_new = sqrt(fmax(0, s[S_ATTN_OUT] * s[S_ATTN_OUT] - eh * eh)) * na / nr1;
+         * share of the stream, plus the sum's rounding. Under op isolation the
+         * post-attention norm sums the golden's stream and attention output, stored. */
+        double na_new = op ? p->r_in * na / nr1 : sqrt(fmax(0, s[S_ATTN_OUT] * s[S_ATTN_OUT] - eh * eh)) * na / nr1;
         double er1 = hypot3(eh, na_new, rho);
 
         s[S_POST_NORM] = sqrt(er1 * er1 + rw * rw + rho * rho + ACC(H) * ACC(H) / 4);
-        s[S_GATE_UP] = hypot3(s[S_POST_NORM], hypot(rw, rho), ACC(H));
-        s[S_ACT_FN] = hypot(s[S_GATE_UP], rho);
-        s[S_ACT_MUL] = hypot3(s[S_GATE_UP], rho, rho); /* silu, then the product */
-        s[S_MLP_OUT] = hypot3(s[S_ACT_MUL], hypot(rw, rho), ACC(I));
-        double nm_new = sqrt(fmax(0, s[S_MLP_OUT] * s[S_MLP_OUT] - er1 * er1)) * nm / nout;
+        s[S_GATE_UP] = hypot3(op ? IN(fs[S_POST_NORM]) : s[S_POST_NORM], hypot(rw, rho), ACC(H));
+        s[S_ACT_FN] = hypot(op ? IN(fs[S_GATE_UP]) : s[S_GATE_UP], rho);
+        s[S_ACT_MUL] = hypot3(op ? IN(fs[S_GATE_UP]) : s[S_GATE_UP], rho, rho); /* silu, then the product */
+        s[S_MLP_OUT] = hypot3(op ? IN(fs[S_ACT_MUL]) : s[S_ACT_MUL], hypot(rw, rho), ACC(I));
+        /* The layer's output: the attention's residual sum plus the MLP's output (under op
+         * isolation, the MLP's error is all its own). */
+        if (op) er1 = hypot3(eh, s[S_ATTN_OUT] * na / nr1, rho);
+        double nm_new = op ? s[S_MLP_OUT] * nm / nout : sqrt(fmax(0, s[S_MLP_OUT] * s[S_MLP_OUT] - er1 * er1)) * nm / nout;
         eh = hypot3(er1, nm_new, rho);
         s[S_LAYER] = eh;
         h = hout;
         nh = nhout;
     }
-    m->final_norm = sqrt(eh * eh + rw * rw + rho * rho + ACC(H) * ACC(H) / 4);
-    m->logits = hypot3(m->final_norm, hypot(rw, rho), ACC(H));
+    if (mode != MODE_FREE) /* the final norm is fed the golden's last stream too */
+        eh = fmin(p->r_stream, L ? free_slot[(L - 1) * N_SLOTS + S_LAYER] : embedding);
+    *final_norm = sqrt(eh * eh + rw * rw + rho * rho + ACC(H) * ACC(H) / 4);
+    *logits = hypot3(*final_norm, hypot(rw, rho), ACC(H));
+#undef IN
 #undef ACC
+}
+
+int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype precision, double mean_context,
+                          lr_stage_source src, void *user, lr_error_model **out) {
+    *out = NULL;
+    double u = unit_roundoff(precision);
+    if (isnan(u)) return lr_fail(LR_E_INVAL, "error model: no unit roundoff for precision %d", (int)precision);
+    if (!(mean_context >= 1)) mean_context = 1;
+    const int64_t L = cfg->num_hidden_layers;
+    /* Storage rounding of every stored tensor, of the weights (when the checkpoint's
+     * values are not values of the compute precision), and accumulation: fp32 for the
+     * 16-bit precisions (cuBLAS and the kernels accumulate in fp32), else the precision.
+     * The residual stream is stored in fp32 at the 16-bit precisions. */
+    const bool lowp = precision == LR_BF16 || precision == LR_F16;
+    const double rho = RHO_PER_U * u;
+    model_params p = {.cfg = cfg,
+                      .rho = rho,
+                      .rw = exact_in(weights, precision) ? 0 : rho,
+                      .ra = RHO_PER_U * (lowp ? 0x1p-24 : u),
+                      /* isolated inputs: the float64 golden, stored (exact at f64) */
+                      .r_in = precision == LR_F64 ? 0 : rho,
+                      .r_stream = precision == LR_F64 ? 0 : lowp ? RHO_PER_U * 0x1p-24 : rho,
+                      .mean_context = mean_context,
+                      .src = src,
+                      .user = user};
+    lr_error_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->slot = calloc((size_t)(L > 0 ? L : 1) * N_SLOTS * N_MODES, sizeof *m->slot))) {
+        free(m);
+        return lr_fail(LR_E_NOMEM, "error model: out of memory");
+    }
+    m->layers = L;
+    m->embedding = p.rw; /* the embedding is a lookup of (rounded) weights */
+    size_t per_mode = (size_t)(L > 0 ? L : 1) * N_SLOTS;
+    for (int mode = 0; mode < N_MODES; mode++) /* the free run first: the isolated inputs use it */
+        predict_mode(&p, mode, m->embedding, mode == MODE_FREE ? NULL : m->slot, m->slot + (size_t)mode * per_mode,
+                     &m->final_norm[mode], &m->logits[mode]);
     *out = m;
     return LR_OK;
 }
@@ -181,18 +231,24 @@ void lr_error_model_free(lr_error_model *m) {
     free(m);
 }
 
-double lr_error_model_predict(const lr_error_model *m, const char *stage) {
+static double predict(const lr_error_model *m, const char *stage, int mode) {
     if (!m || !stage) return -1;
     switch (lr_stage_kind_of(stage)) {
     case LR_STAGE_UNKNOWN: return -1;
     case LR_STAGE_EMBEDDING: return m->embedding;
-    case LR_STAGE_LOGITS: return m->logits;
+    case LR_STAGE_LOGITS: return m->logits[mode];
     default: break;
     }
     int64_t order = lr_stage_order(stage);
-    if (order == lr_stage_order(lr_model_stage_name(LR_MS_NORM))) return m->final_norm;
+    if (order == lr_stage_order(lr_model_stage_name(LR_MS_NORM))) return m->final_norm[mode];
     int64_t l = (order - 1) / LR_LAYER_STAGE_COUNT;
     if (order < 1 || l >= m->layers) return -1;
-    return m->slot[l * N_SLOTS + slot_of_stage[(order - 1) % LR_LAYER_STAGE_COUNT]];
-    return -1;
+    const double *slot = m->slot + (size_t)mode * (size_t)(m->layers > 0 ? m->layers : 1) * N_SLOTS;
+    return slot[l * N_SLOTS + slot_of_stage[(order - 1) % LR_LAYER_STAGE_COUNT]];
+}
+
+double lr_error_model_predict(const lr_error_model *m, const char *stage) { return predict(m, stage, MODE_FREE); }
+
+double lr_error_model_predict_isolated(const lr_error_model *m, const char *stage, lr_isolation iso) {
+    return predict(m, stage, iso == LR_ISOLATE_OP ? MODE_OP : MODE_LAYER);
 }

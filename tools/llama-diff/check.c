@@ -12,8 +12,12 @@ int cmd_check(const args *a) {
     lr_fixture *fx = NULL;
     lr_recorder *rec = NULL;
     char test_label[512], ref_label[1024];
-    report r = {
-        .command = "check", .test_label = test_label, .ref_label = ref_label, .precision = a->opt.precision};
+    report r = {.command = "check",
+                .test_label = test_label,
+                .ref_label = ref_label,
+                .precision = a->opt.precision,
+                .isolated = a->isolate,
+                .isolation = a->isolate_ops ? LR_ISOLATE_OP : LR_ISOLATE_LAYER};
     int rc, status;
     if ((rc = lr_checkpoint_open(a->model, &ck)) || (rc = lr_fixture_open(a->fixture, &fx)) ||
         (rc = lr_fixture_check_config(fx, lr_checkpoint_config(ck))) || (rc = lr_recorder_create(&rec))) {

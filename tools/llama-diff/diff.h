@@ -104,6 +104,8 @@ typedef struct {
     lr_dtype precision;                 /* the budget column used */
     lr_error_model *model[2];           /* what the test side and the reference should show
                                          * (docs/error-model.md); their errors add */
+    bool isolated;                      /* the test side ran isolated as isolation says: */
+    lr_isolation isolation;             /* its budgets hold only its layers' or ops' own error */
     lr_stage_result *res;               /* (n) in forward order; names owned */
     size_t n, cap, failed;
     size_t missing;   /* reference stages the run under test lacks: the run diverges */

@@ -25,10 +25,20 @@ int report_add(report *r, const char *name, const lr_tensor *test, const lr_tens
     x->kind = lr_stage_kind_of(name);
     double own = r->model[0] ? lr_error_model_predict(r->model[0], name) : -1;
     double other = r->model[1] ? lr_error_model_predict(r->model[1], name) : -1;
+    /* The budgets scale with the run's own prediction. An isolated run carries only its
+     * layers' or ops' own error: its budgets are the free run's, times the share of the
+     * free run's predicted error it keeps (docs/error-model.md). */
+    lr_criteria crit = lr_stage_criteria(x->kind, r->precision, own);
+    if (r->isolated && own > 0) {
+        double iso = lr_error_model_predict_isolated(r->model[0], name, r->isolation);
+        double f = iso > 0 && iso < own ? iso / own : 1;
+        crit.rel_l2 *= f, crit.token *= f, crit.atol *= f, crit.rtol *= f;
+        own = iso;
+        /* the reference's own rounding in that layer or op, not what it carried in */
+        if (r->model[1]) other = lr_error_model_predict_isolated(r->model[1], name, r->isolation);
+    }
     x->predicted =
         own >= 0 && other >= 0 ? hypot(own, other) : own; /* independent errors add in quadrature */
-    /* The budgets scale with the run's own prediction. */
-    lr_criteria crit = lr_stage_criteria(x->kind, r->precision, own);
     int rc = lr_compare_stage(test, ref, &crit, &x->m);
     if (rc) return lib_fail(rc);
     if (!(x->name = strdup(name))) return bad("out of memory");
