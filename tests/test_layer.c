@@ -30,6 +30,8 @@ typedef struct {
     int prof_calls[LR_PROF_COUNT];
     bool fused;
     double stream[64]; /* what load_stream got */
+    lr_op_mods mods[MAX_CALLS];              /* what each norm, rotary and attention call got */
+    double inv_freq0[MAX_CALLS], inv_freq1[MAX_CALLS]; /* its frequencies 0 and 1, when given */
 } recorder;
 
 static recorder *rec;
@@ -43,14 +45,27 @@ static int record(const char *op, int rank, lr_buf out, lr_buf in, int weight, i
 }
 
 static int f_embedding(void *be, int r, lr_buf out, int w) { return (void)be, record("embedding", r, out, out, w, -1, 0); }
-static int f_rms_norm(void *be, int w, bool add) { return (void)be, record("rms_norm", -1, 0, 0, w, -1, add); }
+static int f_rms_norm(void *be, int w, bool add, const lr_op_mods *m) {
+    rec->mods[rec->n] = *m;
+    return (void)be, record("rms_norm", -1, 0, 0, w, -1, add);
+}
 static int f_linear(void *be, int r, lr_buf out, lr_buf in, int w, int b) { return (void)be, record("linear", r, out, in, w, b, 0); }
-static int f_rotary(void *be, int r) { return (void)be, record("rotary", r, 0, 0, -1, -1, 0); }
-static int f_attention(void *be, int r, int64_t l) { return (void)be, record("attention", r, 0, 0, (int)l, -1, 0); }
+static int f_rotary(void *be, int r, const lr_op_mods *m) {
+    rec->mods[rec->n] = *m;
+    if (m->inv_freq) rec->inv_freq0[rec->n] = m->inv_freq[0], rec->inv_freq1[rec->n] = m->inv_freq[1];
+    return (void)be, record("rotary", r, 0, 0, -1, -1, 0);
+}
+static int f_attention(void *be, int r, int64_t l, const lr_op_mods *m) {
+    rec->mods[rec->n] = *m;
+    return (void)be, record("attention", r, 0, 0, (int)l, -1, 0);
+}
 static int f_activation(void *be, int r, bool gated) { return (void)be, record("activation", r, 0, 0, -1, -1, gated); }
 static int f_all_reduce(void *be) { return (void)be, record("all_reduce", -1, 0, 0, -1, -1, 0); }
 static int f_residual_sum(void *be) { return (void)be, record("residual_sum", -1, 0, 0, -1, -1, 0); }
-static int f_fused(void *be, int r, int64_t l) { return (void)be, record("rotary_attn", r, 0, 0, (int)l, -1, 0); }
+static int f_fused(void *be, int r, int64_t l, const lr_op_mods *m) {
+    rec->mods[rec->n] = *m;
+    return (void)be, record("rotary_attn", r, 0, 0, (int)l, -1, 0);
+}
 static int f_read(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, void *dst, int64_t dst_ld) {
     (void)be, (void)ld;
     /* Each element says where it came from: buffer, rank, source column. */
