@@ -429,6 +429,17 @@ START_TEST(structural_faults_equal_a_planted_config) {
     }
     ck_assert_int_eq(lr_fault_parse("model.norm=rms_eps:9", &f[n++]), LR_OK);
     lr_model *faulted = make_model(L.ck, p, tp), *plain = make_model(L.ck, p, tp), *want = make_model(planted, p, tp);
+    /* Refused, leaving the model's faults as they were (none): two of one structural kind
+     * at one stage, a kind on a stage whose op cannot have it, a head the model lacks. */
+    lr_fault twice[2] = {f[0], f[0]}, wrong;
+    ck_assert_int_eq(lr_model_set_faults(faulted, twice, 2), LR_E_INVAL);
+    ck_assert_ptr_nonnull(strstr(lr_last_error(), "two theta faults"));
+    ck_assert_int_eq(lr_fault_parse("model.layers.0.mlp.up_proj=rms_eps:9", &wrong), LR_OK);
+    ck_assert_int_eq(lr_model_set_faults(faulted, &wrong, 1), LR_E_INVAL);
+    snprintf(spec, sizeof spec, "model.layers.0.self_attn.o_proj.input=swap_heads:%lld",
+             (long long)(c->num_attention_heads - 1));
+    ck_assert_int_eq(lr_fault_parse(spec, &wrong), LR_OK);
+    ck_assert_int_eq(lr_model_set_faults(faulted, &wrong, 1), LR_E_INVAL);
     ck_assert_msg(lr_model_set_faults(faulted, f, n) == LR_OK, "%s", lr_last_error());
     const lr_batch *b = lr_fixture_batch(L.fx);
     size_t nf, np, nw;
