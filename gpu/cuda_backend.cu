@@ -60,6 +60,11 @@ struct gpu_replica {
     int32_t *meta;         /* token_seq, token_keys (T); seq_start, len, past (B); block tables (B, max_blocks) */
     int64_t meta_cap;
     double *inv_freq; /* (hd / 2) */
+    /* Structural faults only (lr_op_mods), allocated on first use: a theta fault's
+     * frequencies (hd / 2), a mask fault's keys per token (fault_keys_cap). */
+    double *fault_inv_freq;
+    int32_t *fault_keys;
+    int64_t fault_keys_cap;
 };
 
 /* Profiling (lr_model_set_profiling): a timeline of events on GPU 0's stream. Each mark
@@ -181,7 +186,8 @@ static void free_act(gpu_act *a) {
 }
 
 static void free_rep(gpu_replica *r) {
-    void *p[] = {r->hidden, r->normed, r->residual, r->scratch, r->sum, r->ids, r->pos, r->slots, r->meta, r->inv_freq};
+    void *p[] = {r->hidden,   r->normed, r->residual, r->scratch,  r->sum,           r->ids,
+                 r->pos,      r->slots,  r->meta,     r->inv_freq, r->fault_inv_freq, r->fault_keys};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) cudaFree(p[i]);
 }
 
@@ -633,6 +639,8 @@ struct gpu_pass {
     gpu_kv *kv;
     const lr_gpu_attn_meta *meta; /* replica 0's; rebase() for the others */
     int64_t T;
+    const lr_batch *b;
+    const lr_seq_span *spans; /* (b->num_seqs) */
 };
 
 /* The device that holds replica i, and the rank whose stream and weights serve it. */
@@ -673,7 +681,7 @@ static int op_embedding(void *be, int r, lr_buf out, int w) {
 }
 
 /* On every replica; the float32 residual stream starts as 0 + hidden. */
-static int op_rms_norm(void *be, int w, bool add) {
+static int op_rms_norm(void *be, int w, bool add, const lr_op_mods *mods) {
     gpu_pass *p = (gpu_pass *)be;
     gpu_model *m = p->m;
     int64_t T = p->T, H = m->cfg.hidden_size;
@@ -683,7 +691,7 @@ static int op_rms_norm(void *be, int w, bool add) {
         cudaSetDevice(rk->device);
         if (!add) CUDA_CHECK(cudaMemsetAsync(rep->residual, 0, (size_t)(T * H) * sizeof(float), rk->stream));
         TRY(lr_gpu_fused_add_rms_norm(m->variant[LR_GPU_FAM_RMSNORM], rep->normed, rep->residual, rep->hidden, weight(rk, w),
-                                      T, H, (float)m->cfg.rms_norm_eps, m->dt, rk->stream));
+                                      T, H, (float)mods->rms_eps, m->dt, rk->stream));
     }
     return LR_OK;
 }
@@ -697,20 +705,75 @@ static int op_linear(void *be, int r, lr_buf out, lr_buf in, int w, int b) {
                   d->shape[1]);
 }
 
-/* q heads and k heads are contiguous in the packed row: one rotary call. */
-static int op_rotary(void *be, int r) {
+/* Host data a structural fault needs on rank rk's device: into *dev (grown to bytes when
+ * *cap is smaller; cap NULL: a fixed size already allocated once), on the rank's stream,
+ * done before the host buffer can go. */
+static int fault_upload(gpu_rank *rk, void **dev, int64_t *cap, const void *src, size_t bytes) {
+    if (!*dev || (cap && *cap < (int64_t)bytes)) {
+        TRY(grow(dev, bytes));
+        if (cap) *cap = (int64_t)bytes;
+    }
+    CUDA_CHECK(cudaMemcpyAsync(*dev, src, bytes, cudaMemcpyHostToDevice, rk->stream));
+    CUDA_CHECK(cudaStreamSynchronize(rk->stream));
+    return LR_OK;
+}
+
+/* q heads and k heads are contiguous in the packed row: one rotary call (at a theta
+ * fault's frequencies, uploaded for it). */
+static int op_rotary(void *be, int r, const lr_op_mods *mods) {
     gpu_pass *p = (gpu_pass *)be;
     gpu_model *m = p->m;
     gpu_rank *rk = &m->ranks[r];
     gpu_replica *rep = &m->reps[rep_of(m, r)];
     cudaSetDevice(rk->device);
+    const double *inv = rep->inv_freq;
+    if (mods->inv_freq) {
+        TRY(fault_upload(rk, (void **)&rep->fault_inv_freq, NULL, mods->inv_freq,
+                         (size_t)(m->cfg.head_dim / 2) * sizeof(double)));
+        inv = rep->fault_inv_freq;
+    }
     return lr_gpu_rotary(m->variant[LR_GPU_FAM_ROTARY], rk->a.qkv, rk->L.q_size + 2 * rk->L.kv_size, p->T,
-                         rk->L.num_heads + rk->L.num_kv_heads, m->cfg.head_dim, rep->pos, rep->inv_freq, m->dt,
-                         rk->stream);
+                         rk->L.num_heads + rk->L.num_kv_heads, m->cfg.head_dim, rep->pos, inv, m->dt, rk->stream);
+}
+
+/* stale_kv: each new token's cache entry (keys and values of the rank's kv heads, one
+ * contiguous row per slot) overwritten, in token order, by the entry lr_stale_kv_source
+ * names. */
+static int stale_entries(gpu_pass *p, gpu_rank *rk, void *kc, void *vc, int64_t back) {
+    const gpu_kv *kv = p->kv;
+    size_t row = (size_t)rk->L.kv_size * lr_dtype_size(p->m->dt);
+    for (int64_t s = 0; s < p->b->num_seqs; s++) {
+        const lr_seq_span *sp = &p->spans[s];
+        const int32_t *table = kv->block_table + sp->slot * kv->max_blocks;
+        for (int64_t j = 0; j < sp->len; j++) {
+            int64_t from = lr_stale_kv_source(sp->past, j, back), to = sp->past + j;
+            if (from < 0) continue;
+            size_t d = (size_t)((int64_t)table[to / BLOCK_SIZE] * BLOCK_SIZE + to % BLOCK_SIZE) * row;
+            size_t f = (size_t)((int64_t)table[from / BLOCK_SIZE] * BLOCK_SIZE + from % BLOCK_SIZE) * row;
+            CUDA_CHECK(cudaMemcpyAsync((char *)kc + d, (char *)kc + f, row, cudaMemcpyDeviceToDevice, rk->stream));
+            CUDA_CHECK(cudaMemcpyAsync((char *)vc + d, (char *)vc + f, row, cudaMemcpyDeviceToDevice, rk->stream));
+        }
+    }
+    return LR_OK;
+}
+
+/* A mask fault: the keys each token sees (lr_causal_keys), uploaded in place of the
+ * batch's token_keys. */
+static int shifted_keys(gpu_pass *p, gpu_rank *rk, gpu_replica *rep, int shift, lr_gpu_attn_meta *mt) {
+    int32_t *keys = (int32_t *)malloc((size_t)p->T * sizeof *keys);
+    if (!keys) return lr_fail(LR_E_NOMEM, "cuda: out of memory");
+    for (int64_t s = 0; s < p->b->num_seqs; s++) {
+        const lr_seq_span *sp = &p->spans[s];
+        for (int64_t j = 0; j < sp->len; j++) keys[sp->start + j] = (int32_t)lr_causal_keys(sp->past, j, sp->len, shift);
+    }
+    int rc = fault_upload(rk, (void **)&rep->fault_keys, &rep->fault_keys_cap, keys, (size_t)p->T * sizeof *keys);
+    free(keys);
+    mt->token_keys = rep->fault_keys;
+    return rc;
 }
 
 /* The batch's keys and values into the paged cache, then attention through it. */
-static int op_attention(void *be, int r, int64_t l) {
+static int op_attention(void *be, int r, int64_t l, const lr_op_mods *mods) {
     gpu_pass *p = (gpu_pass *)be;
     gpu_model *m = p->m;
     gpu_rank *rk = &m->ranks[r];
@@ -722,6 +785,8 @@ static int op_attention(void *be, int r, int64_t l) {
     TRY(lr_gpu_reshape_and_cache(m->variant[LR_GPU_FAM_CACHE], kc, vc, rk->a.qkv, qkvw, rk->L.q_size,
                                  rk->L.q_size + rk->L.kv_size, p->T, rk->L.num_kv_heads, hd, BLOCK_SIZE, rep->slots,
                                  m->dt, rk->stream));
+    if (mods->stale_back) TRY(stale_entries(p, rk, kc, vc, mods->stale_back));
+    if (mods->mask_shift) TRY(shifted_keys(p, rk, rep, mods->mask_shift, &mt));
     return lr_gpu_attention(m->variant[LR_GPU_FAM_ATTENTION], rk->a.ctx, rk->L.q_size, rk->a.qkv, qkvw, kc, vc, &mt, p->T,
                             rk->L.num_heads, rk->L.num_kv_heads, hd, (float)(1.0 / sqrt((double)hd)), m->dt,
                             rk->ws, rk->stream);
@@ -894,7 +959,7 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
     TRY(upload_batch(m, b, spans, kv, &meta));
     prof_mark(m, &m->ranks[0], LR_PROF_SETUP);
 
-    gpu_pass p = {m, kv, &meta, T};
+    gpu_pass p = {m, kv, &meta, T, b, spans};
     lr_composer c = {&cuda_layer_ops, &m->cfg, m->layouts, m->tp, m->ranks[0].plan, m->faults, m->num_faults};
     TRY(lr_compose_forward(&c, &p, T, obs));
 

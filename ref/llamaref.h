@@ -589,8 +589,28 @@ int lr_same_compare(const lr_tensor *test, const lr_tensor *ref, lr_dtype p, lr_
 /* How a fault perturbs the output of the op that computes its stage, in place (so every
  * later op sees it): scale: every element x (1 + eps); element: the last feature of every
  * token x (1 + eps); noise: every element x (1 + eps u), u uniform with mean 0 and RMS 1,
- * drawn from (seed, token, feature). */
-typedef enum { LR_FAULT_SCALE, LR_FAULT_ELEMENT, LR_FAULT_NOISE } lr_fault_kind;
+ * drawn from (seed, token, feature).
+ * Structural faults change how the op computes instead, as a wrong kernel would:
+ *   theta (at self_attn.o_proj.input: RoPE and attention): rope_theta x (1 + eps);
+ *   rms_eps (at a norm: input_layernorm, post_attention_layernorm, model.norm):
+ *     rms_norm_eps x (1 + eps);
+ *   mask (at self_attn.o_proj.input): the causal mask off by eps (+1 or -1): query j sees
+ *     keys 0 .. past + j + eps, within the keys present and never none (lr_causal_keys);
+ *   stale_kv (at self_attn.o_proj.input): in a batch that continues a sequence (decode),
+ *     each new token's cache entry holds the entry eps (an integer >= 1) positions before
+ *     it instead of its own key and value (lr_stale_kv_source);
+ *   swap_heads (at self_attn.o_proj.input): attention's outputs of query heads eps and
+ *     eps + 1 (an integer) swapped. */
+typedef enum {
+    LR_FAULT_SCALE,
+    LR_FAULT_ELEMENT,
+    LR_FAULT_NOISE,
+    LR_FAULT_THETA,
+    LR_FAULT_RMS_EPS,
+    LR_FAULT_MASK,
+    LR_FAULT_STALE_KV,
+    LR_FAULT_SWAP_HEADS
+} lr_fault_kind;
 
 typedef struct {
     char stage[96]; /* a forward stage: model.embed_tokens, model.layers.N.<sub-stage>, model.norm */
@@ -602,6 +622,8 @@ typedef struct {
 /* "STAGE=KIND:EPS[:SEED]", e.g. "model.layers.1.self_attn.o_proj=scale:1e-3". */
 int lr_fault_parse(const char *spec, lr_fault *out);
 const char *lr_fault_kind_name(lr_fault_kind k);
+/* True for the kinds that change how an op computes (theta ... swap_heads), not its output. */
+bool lr_fault_is_structural(lr_fault_kind k);
 /* The factor a fault multiplies element (token, feature) of its stage (width features) by. */
 double lr_fault_factor(const lr_fault *f, int64_t token, int64_t feature, int64_t width);
 /* What a faulty op would have stored instead of x (stored in `storage`): the fault acts

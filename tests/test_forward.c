@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fixture_cases.h"
 
@@ -334,6 +335,212 @@ START_TEST(bad_fixtures_are_refused) {
 }
 END_TEST
 
+
+/* ---- Structural faults (docs/detection.md) -------------------------------------------- */
+
+/* text with the number after "key": multiplied by factor (%.17g: read back exactly). */
+static char *times(char *text, const char *key, double factor) {
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    char *at = strstr(text, pat), *end;
+    ck_assert_msg(at != NULL, "config.json has no %s", key);
+    at += strlen(pat);
+    double v = strtod(at, &end);
+    ck_assert(end > at);
+    char num[64];
+    snprintf(num, sizeof num, " %.17g", v * factor);
+    char *out = malloc(strlen(text) + sizeof num);
+    sprintf(out, "%.*s%s%s", (int)(at - text), text, num, end);
+    free(text);
+    return out;
+}
+
+/* A copy of fixture model `name` with rms_norm_eps x eps_k and rope_theta x theta_k in its
+ * config (the weights linked): the planted bug a structural fault stands for. */
+static char *planted_model(const char *name, double eps_k, double theta_k) {
+    const char *root = getenv("LR_FIXTURES"), *tmp = getenv("LR_TMPDIR");
+    char src[1024], path[1200];
+    snprintf(src, sizeof src, "%s/models/%s/config.json", root, name);
+    FILE *f = fopen(src, "rb");
+    ck_assert_msg(f != NULL, "%s", src);
+    char *text = calloc(1, 1 << 16);
+    size_t n = fread(text, 1, (1 << 16) - 1, f);
+    fclose(f);
+    ck_assert(n > 0);
+    text = times(times(text, "rms_norm_eps", eps_k), "rope_theta", theta_k);
+    char *dir = malloc(1024);
+    snprintf(dir, 1024, "%s/planted-%s-XXXXXX", tmp ? tmp : "/tmp", name);
+    ck_assert(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    f = fopen(path, "wb");
+    ck_assert(f && fputs(text, f) >= 0 && fclose(f) == 0);
+    free(text);
+    char weights[1200], *abs;
+    snprintf(weights, sizeof weights, "%s/models/%s/model.safetensors", root, name);
+    ck_assert_msg((abs = realpath(weights, NULL)) != NULL, "%s", weights);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    ck_assert_msg(symlink(abs, path) == 0, "symlink %s", abs);
+    free(abs);
+    return dir;
+}
+
+static void remove_planted(char *dir) {
+    char path[1200];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    unlink(path);
+    rmdir(dir);
+    free(dir);
+}
+
+/* The final hidden states of a forward (copied: the backend owns them). */
+static void *hidden_of(lr_model *m, const lr_batch *b, size_t *bytes) {
+    lr_tensor h;
+    ck_assert_msg(lr_model_forward(m, b, NULL, NULL, &h) == LR_OK, "%s", lr_last_error());
+    *bytes = (size_t)lr_tensor_numel(&h) * lr_dtype_size(h.dtype);
+    void *copy = malloc(*bytes);
+    memcpy(copy, h.data, *bytes);
+    return copy;
+}
+
+/* A theta fault at every layer and an rms_eps fault at every norm compute exactly what a
+ * checkpoint with that theta and eps computes: the faults mean the config change, bit for
+ * bit. Loop index: f64 and the emulated bf16, tp 1 and 2. */
+START_TEST(structural_faults_equal_a_planted_config) {
+    lr_dtype p = _i / 2 ? LR_BF16 : LR_F64;
+    int tp = 1 + _i % 2;
+    loaded L = load_case(&cases[0]);
+    const lr_config *c = lr_checkpoint_config(L.ck);
+    char *dir = planted_model(cases[0].model, 1 + 9.0, 1 + 1e-3);
+    lr_checkpoint *planted;
+    ck_assert_msg(lr_checkpoint_open(dir, &planted) == LR_OK, "%s", lr_last_error());
+    ck_assert(lr_checkpoint_config(planted)->rms_norm_eps == c->rms_norm_eps * (1 + 9.0));
+    lr_fault f[32];
+    size_t n = 0;
+    char spec[160];
+    for (int64_t l = 0; l < c->num_hidden_layers; l++) {
+        snprintf(spec, sizeof spec, "model.layers.%lld.self_attn.o_proj.input=theta:1e-3", (long long)l);
+        ck_assert_int_eq(lr_fault_parse(spec, &f[n++]), LR_OK);
+        snprintf(spec, sizeof spec, "model.layers.%lld.input_layernorm=rms_eps:9", (long long)l);
+        ck_assert_int_eq(lr_fault_parse(spec, &f[n++]), LR_OK);
+        snprintf(spec, sizeof spec, "model.layers.%lld.post_attention_layernorm=rms_eps:9", (long long)l);
+        ck_assert_int_eq(lr_fault_parse(spec, &f[n++]), LR_OK);
+    }
+    ck_assert_int_eq(lr_fault_parse("model.norm=rms_eps:9", &f[n++]), LR_OK);
+    lr_model *faulted = make_model(L.ck, p, tp), *plain = make_model(L.ck, p, tp), *want = make_model(planted, p, tp);
+    /* Refused, leaving the model's faults as they were (none): two of one structural kind
+     * at one stage, a kind on a stage whose op cannot have it, a head the model lacks. */
+    lr_fault twice[2] = {f[0], f[0]}, wrong;
+    ck_assert_int_eq(lr_model_set_faults(faulted, twice, 2), LR_E_INVAL);
+    ck_assert_ptr_nonnull(strstr(lr_last_error(), "two theta faults"));
+    ck_assert_int_eq(lr_fault_parse("model.layers.0.mlp.up_proj=rms_eps:9", &wrong), LR_OK);
+    ck_assert_int_eq(lr_model_set_faults(faulted, &wrong, 1), LR_E_INVAL);
+    snprintf(spec, sizeof spec, "model.layers.0.self_attn.o_proj.input=swap_heads:%lld",
+             (long long)(c->num_attention_heads - 1));
+    ck_assert_int_eq(lr_fault_parse(spec, &wrong), LR_OK);
+    ck_assert_int_eq(lr_model_set_faults(faulted, &wrong, 1), LR_E_INVAL);
+    ck_assert_msg(lr_model_set_faults(faulted, f, n) == LR_OK, "%s", lr_last_error());
+    const lr_batch *b = lr_fixture_batch(L.fx);
+    size_t nf, np, nw;
+    void *hf = hidden_of(faulted, b, &nf), *hp = hidden_of(plain, b, &np), *hw = hidden_of(want, b, &nw);
+    ck_assert(nf == nw && nf == np);
+    ck_assert_msg(memcmp(hf, hw, nf) == 0, "the faults differ from the planted config");
+    ck_assert_msg(memcmp(hf, hp, nf) != 0, "the faults changed nothing");
+    free(hf), free(hp), free(hw);
+    lr_model_free(faulted), lr_model_free(plain), lr_model_free(want);
+    lr_checkpoint_close(planted);
+    remove_planted(dir);
+    unload(&L);
+}
+END_TEST
+
+/* The off-by-one mask at the last layer: in a prefill, the last token of each sequence
+ * (which has no next key: +1) or its first (whose own key is all it sees: -1) comes out
+ * bit for bit as without the fault, every other token differs. The same at tp 2 and in
+ * the emulated bf16. Loop index: shift (+1, -1) x (f64 tp 1, bf16 tp 2). */
+START_TEST(mask_fault_is_off_by_one) {
+    int shift = _i / 2 ? -1 : 1;
+    lr_dtype p = _i % 2 ? LR_BF16 : LR_F64;
+    loaded L = load_case(&cases[0]);
+    const lr_config *c = lr_checkpoint_config(L.ck);
+    char spec[160];
+    snprintf(spec, sizeof spec, "model.layers.%lld.self_attn.o_proj.input=mask:%d", (long long)(c->num_hidden_layers - 1),
+             shift);
+    lr_fault f;
+    ck_assert_int_eq(lr_fault_parse(spec, &f), LR_OK);
+    lr_model *faulted = make_model(L.ck, p, 1 + _i % 2), *plain = make_model(L.ck, p, 1 + _i % 2);
+    ck_assert_msg(lr_model_set_faults(faulted, &f, 1) == LR_OK, "%s", lr_last_error());
+    const lr_batch *b = lr_fixture_batch(L.fx);
+    size_t n, row = (size_t)c->hidden_size * lr_dtype_size(p);
+    char *hf = hidden_of(faulted, b, &n), *hp = hidden_of(plain, b, &n);
+    int64_t t = 0, same = 0;
+    for (int64_t s = 0; s < (b->seq_lens ? b->num_seqs : 1); s++) {
+        int64_t len = b->seq_lens ? b->seq_lens[s] : b->num_tokens;
+        ck_assert_int_gt(len, 1);
+        for (int64_t j = 0; j < len; j++, t++) {
+            bool untouched = shift > 0 ? j == len - 1 : j == 0;
+            bool eq = memcmp(hf + (size_t)t * row, hp + (size_t)t * row, row) == 0;
+            ck_assert_msg(eq == untouched, "shift %d: sequence %lld token %lld %s", shift, (long long)s, (long long)j,
+                          eq ? "unchanged" : "changed");
+            same += eq;
+        }
+    }
+    ck_assert_int_eq(same, b->seq_lens ? b->num_seqs : 1);
+    free(hf), free(hp);
+    lr_model_free(faulted), lr_model_free(plain);
+    unload(&L);
+}
+END_TEST
+
+static int no_step(void *user, const lr_decode_step *st) {
+    (void)user, (void)st;
+    return 0;
+}
+
+/* stale_kv at the last layer changes nothing in a prefill and every decoded token's
+ * output: the decode steps read the stale entry (f64 tp 1; the emulated bf16 at tp 2). */
+START_TEST(stale_kv_fault_acts_in_decode_only) {
+    lr_dtype p = _i ? LR_BF16 : LR_F64;
+    loaded L = load_case(&cases[0]);
+    const lr_config *c = lr_checkpoint_config(L.ck);
+    char spec[160];
+    snprintf(spec, sizeof spec, "model.layers.%lld.self_attn.o_proj.input=stale_kv:1",
+             (long long)(c->num_hidden_layers - 1));
+    lr_fault f;
+    ck_assert_int_eq(lr_fault_parse(spec, &f), LR_OK);
+    lr_model *faulted = make_model(L.ck, p, 1 + _i), *plain = make_model(L.ck, p, 1 + _i);
+    ck_assert_msg(lr_model_set_faults(faulted, &f, 1) == LR_OK, "%s", lr_last_error());
+    const lr_batch *b = lr_fixture_batch(L.fx);
+    size_t n;
+    void *hf = hidden_of(faulted, b, &n), *hp = hidden_of(plain, b, &n);
+    ck_assert_msg(memcmp(hf, hp, n) == 0, "stale_kv changed a prefill");
+    free(hf), free(hp);
+    lr_recorder *rf, *rp;
+    ck_assert_int_eq(lr_recorder_create(&rf), LR_OK);
+    ck_assert_int_eq(lr_recorder_create(&rp), LR_OK);
+    lr_observer of = lr_recorder_observer(rf), op = lr_recorder_observer(rp);
+    lr_decode_plan plan = {.decode = 2};
+    ck_assert_msg(lr_decode_run(faulted, b, &plan, no_step, NULL, &of) == LR_OK, "%s", lr_last_error());
+    ck_assert_msg(lr_decode_run(plain, b, &plan, no_step, NULL, &op) == LR_OK, "%s", lr_last_error());
+    const lr_tensor *a = lr_recorder_find(rf, "model.norm"), *z = lr_recorder_find(rp, "model.norm");
+    ck_assert(a && z && a->dtype == LR_F64);
+    int64_t H = c->hidden_size, t = 0;
+    for (int64_t s = 0; s < (b->seq_lens ? b->num_seqs : 1); s++) {
+        int64_t len = b->seq_lens ? b->seq_lens[s] : b->num_tokens;
+        for (int64_t j = 0; j < len; j++, t++) {
+            bool decoded = j >= len - 2 && j > 0;
+            bool eq = memcmp((const double *)a->data + t * H, (const double *)z->data + t * H, (size_t)H * 8) == 0;
+            ck_assert_msg(eq != decoded, "sequence %lld token %lld (%s) %s", (long long)s, (long long)j,
+                          decoded ? "decoded" : "prefilled", eq ? "unchanged" : "changed");
+        }
+    }
+    lr_recorder_free(rf), lr_recorder_free(rp);
+    lr_model_free(faulted), lr_model_free(plain);
+    unload(&L);
+}
+END_TEST
+
 static Suite *forward_suite(void) {
     Suite *s = suite_create("forward");
     TCase *tc = tcase_create("golden");
@@ -349,6 +556,12 @@ static Suite *forward_suite(void) {
     tcase_add_loop_test(em, emulated_decode_matches_full_prompt, 0, N_CASES * 2);
     tcase_add_loop_test(em, emulated_runs_repeat, 0, 2);
     suite_add_tcase(s, em);
+    TCase *sf = tcase_create("structural faults");
+    tcase_set_timeout(sf, 60);
+    tcase_add_loop_test(sf, structural_faults_equal_a_planted_config, 0, 4);
+    tcase_add_loop_test(sf, mask_fault_is_off_by_one, 0, 4);
+    tcase_add_loop_test(sf, stale_kv_fault_acts_in_decode_only, 0, 2);
+    suite_add_tcase(s, sf);
     TCase *bad = tcase_create("bad input");
     tcase_add_test(bad, bad_batches_are_refused);
     tcase_add_loop_test(bad, bad_fixtures_are_refused, 0, N_BAD);

@@ -30,6 +30,9 @@ typedef struct {
     int prof_calls[LR_PROF_COUNT];
     bool fused;
     double stream[64]; /* what load_stream got */
+    lr_op_mods mods[MAX_CALLS];              /* what each norm, rotary and attention call got */
+    bool faulted_freq[MAX_CALLS];            /* a rotary call given frequencies of its own */
+    double ctx_row0[64];                     /* row 0 of what write() put into CTX, by stage column */
 } recorder;
 
 static recorder *rec;
@@ -43,14 +46,27 @@ static int record(const char *op, int rank, lr_buf out, lr_buf in, int weight, i
 }
 
 static int f_embedding(void *be, int r, lr_buf out, int w) { return (void)be, record("embedding", r, out, out, w, -1, 0); }
-static int f_rms_norm(void *be, int w, bool add) { return (void)be, record("rms_norm", -1, 0, 0, w, -1, add); }
+static int f_rms_norm(void *be, int w, bool add, const lr_op_mods *m) {
+    rec->mods[rec->n] = *m;
+    return (void)be, record("rms_norm", -1, 0, 0, w, -1, add);
+}
 static int f_linear(void *be, int r, lr_buf out, lr_buf in, int w, int b) { return (void)be, record("linear", r, out, in, w, b, 0); }
-static int f_rotary(void *be, int r) { return (void)be, record("rotary", r, 0, 0, -1, -1, 0); }
-static int f_attention(void *be, int r, int64_t l) { return (void)be, record("attention", r, 0, 0, (int)l, -1, 0); }
+static int f_rotary(void *be, int r, const lr_op_mods *m) {
+    rec->mods[rec->n] = *m;
+    rec->faulted_freq[rec->n] = m->inv_freq != NULL;
+    return (void)be, record("rotary", r, 0, 0, -1, -1, 0);
+}
+static int f_attention(void *be, int r, int64_t l, const lr_op_mods *m) {
+    rec->mods[rec->n] = *m;
+    return (void)be, record("attention", r, 0, 0, (int)l, -1, 0);
+}
 static int f_activation(void *be, int r, bool gated) { return (void)be, record("activation", r, 0, 0, -1, -1, gated); }
 static int f_all_reduce(void *be) { return (void)be, record("all_reduce", -1, 0, 0, -1, -1, 0); }
 static int f_residual_sum(void *be) { return (void)be, record("residual_sum", -1, 0, 0, -1, -1, 0); }
-static int f_fused(void *be, int r, int64_t l) { return (void)be, record("rotary_attn", r, 0, 0, (int)l, -1, 0); }
+static int f_fused(void *be, int r, int64_t l, const lr_op_mods *m) {
+    rec->mods[rec->n] = *m;
+    return (void)be, record("rotary_attn", r, 0, 0, (int)l, -1, 0);
+}
 static int f_read(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, void *dst, int64_t dst_ld) {
     (void)be, (void)ld;
     /* Each element says where it came from: buffer, rank, source column. */
@@ -86,6 +102,8 @@ static int f_write(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t c
                    int64_t src_col) {
     (void)be, (void)ld;
     ck_assert_int_le(src_col + cols, t->shape[1]);
+    for (int64_t c = 0; b == LR_BUF_CTX && t->dtype == LR_F64 && c < cols; c++)
+        rec->ctx_row0[src_col + c] = ((const double *)t->data)[src_col + c];
     return record("write", r, b, b, (int)col, (int)src_col, 0);
 }
 
@@ -422,6 +440,158 @@ START_TEST(fault_factors) {
 }
 END_TEST
 
+
+/* Structural faults: parsed with their own EPS rules, refused on stages whose op cannot
+ * have them (with the reason), and handed to the op they change as lr_op_mods. */
+START_TEST(structural_faults_parse_and_are_refused_where_no_op_has_them) {
+    lr_config cfg = config();
+    lr_fault f;
+    const char *good[] = {"model.layers.1.self_attn.o_proj.input=theta:1e-3",
+                          "model.layers.0.input_layernorm=rms_eps:9",
+                          "model.layers.1.post_attention_layernorm=rms_eps:9",
+                          "model.norm=rms_eps:9",
+                          "model.layers.0.self_attn.o_proj.input=mask:1",
+                          "model.layers.0.self_attn.o_proj.input=mask:-1",
+                          "model.layers.1.self_attn.o_proj.input=stale_kv:1",
+                          "model.layers.1.self_attn.o_proj.input=swap_heads:2"};
+    for (size_t k = 0; k < sizeof good / sizeof good[0]; k++) {
+        ck_assert_msg(lr_fault_parse(good[k], &f) == LR_OK, "%s: %s", good[k], lr_last_error());
+        ck_assert(lr_fault_is_structural(f.kind));
+        ck_assert_msg(lr_fault_check(&f, &cfg) == LR_OK, "%s: %s", good[k], lr_last_error());
+    }
+    ck_assert(!lr_fault_is_structural(LR_FAULT_SCALE) && !lr_fault_is_structural(LR_FAULT_NOISE));
+    ck_assert_str_eq(lr_fault_kind_name(LR_FAULT_STALE_KV), "stale_kv");
+    /* EPS out of the kind's range */
+    const char *bad_eps[] = {"model.norm=rms_eps:-1", "model.layers.0.self_attn.o_proj.input=theta:-2",
+                             "model.layers.0.self_attn.o_proj.input=mask:2",
+                             "model.layers.0.self_attn.o_proj.input=mask:0",
+                             "model.layers.0.self_attn.o_proj.input=stale_kv:0",
+                             "model.layers.0.self_attn.o_proj.input=stale_kv:1.5",
+                             "model.layers.0.self_attn.o_proj.input=swap_heads:-1",
+                             "model.layers.0.self_attn.o_proj.input=swap_heads:0.5",
+                             "model.layers.0.self_attn.o_proj.input=thetas:1e-3"};
+    for (size_t k = 0; k < sizeof bad_eps / sizeof bad_eps[0]; k++)
+        ck_assert_msg(lr_fault_parse(bad_eps[k], &f) == LR_E_INVAL, "%s parsed", bad_eps[k]);
+    /* stages whose op cannot have the kind: the message says where to inject instead */
+    const char *bad_stage[] = {"model.layers.0.self_attn.q_proj=theta:1e-3",
+                               "model.layers.0.self_attn.o_proj=mask:1",
+                               "model.embed_tokens=stale_kv:1",
+                               "model.norm=swap_heads:0",
+                               "model.layers.0.self_attn.o_proj.input=rms_eps:9",
+                               "model.layers.0.mlp.down_proj=rms_eps:9",
+                               "model.layers.1.self_attn.o_proj.input=swap_heads:3" /* 4 heads */};
+    for (size_t k = 0; k < sizeof bad_stage / sizeof bad_stage[0]; k++) {
+        ck_assert_int_eq(lr_fault_parse(bad_stage[k], &f), LR_OK);
+        ck_assert_msg(lr_fault_check(&f, &cfg) == LR_E_INVAL, "%s accepted", bad_stage[k]);
+    }
+    ck_assert_int_eq(lr_fault_parse("model.layers.0.self_attn.k_proj=theta:1e-3", &f), LR_OK);
+    ck_assert_int_eq(lr_fault_check(&f, &cfg), LR_E_INVAL);
+    ck_assert_ptr_nonnull(strstr(lr_last_error(), "self_attn.o_proj.input"));
+    ck_assert_int_eq(lr_fault_parse("model.layers.0.self_attn=rms_eps:9", &f), LR_OK);
+    ck_assert_int_eq(lr_fault_check(&f, &cfg), LR_E_INVAL);
+    ck_assert_ptr_nonnull(strstr(lr_last_error(), "input_layernorm"));
+}
+END_TEST
+
+/* The one definition of each structural fault's semantics (fault.c). */
+START_TEST(structural_fault_semantics) {
+    lr_fault f;
+    ck_assert_int_eq(lr_fault_parse("model.norm=rms_eps:9", &f), LR_OK);
+    ck_assert_double_eq_tol(lr_fault_rms_eps(&f, 1e-5), 1e-4, 1e-18);
+    ck_assert(lr_fault_rms_eps(NULL, 1e-5) == 1e-5);
+    lr_config cfg = config();
+    cfg.head_dim = 8;
+    double inv[4], ref[4];
+    ck_assert_int_eq(lr_fault_parse("model.layers.0.self_attn.o_proj.input=theta:1e-3", &f), LR_OK);
+    lr_fault_inv_freq(&f, &cfg, inv);
+    lr_fault_inv_freq(NULL, &cfg, ref);
+    for (int i = 0; i < 4; i++) {
+        ck_assert_double_eq_tol(ref[i], pow(10000, -2.0 * i / 8), 1e-15);
+        ck_assert_double_eq_tol(inv[i], pow(10000 * 1.001, -2.0 * i / 8), 1e-15);
+    }
+    ck_assert(inv[1] < ref[1]);
+    /* the mask: query j sees past + j + 1 keys, one more or one fewer, within 1 .. past + len */
+    ck_assert_int_eq(lr_causal_keys(0, 2, 5, 0), 3);
+    ck_assert_int_eq(lr_causal_keys(0, 2, 5, 1), 4);
+    ck_assert_int_eq(lr_causal_keys(0, 4, 5, 1), 5); /* the last token: no next key */
+    ck_assert_int_eq(lr_causal_keys(7, 0, 1, 1), 8); /* a decode step: nothing to add */
+    ck_assert_int_eq(lr_causal_keys(0, 2, 5, -1), 2);
+    ck_assert_int_eq(lr_causal_keys(0, 0, 5, -1), 1); /* never no key */
+    ck_assert_int_eq(lr_causal_keys(7, 0, 1, -1), 7);
+    /* stale_kv: only a sequence with cached tokens; the entry back positions before */
+    ck_assert_int_eq(lr_stale_kv_source(0, 3, 1), -1);
+    ck_assert_int_eq(lr_stale_kv_source(7, 0, 1), 6);
+    ck_assert_int_eq(lr_stale_kv_source(7, 1, 3), 5);
+    ck_assert_int_eq(lr_stale_kv_source(2, 0, 3), -1);
+    ck_assert_int_eq(lr_stale_kv_source(7, 0, 0), -1);
+}
+END_TEST
+
+/* The composer hands each op the mods of its stage's faults: the faulted norm its eps,
+ * the faulted layer's rotary its own frequencies and attention (or the fused slot) the
+ * mask shift and stale entries; no other call sees anything but the model's. */
+START_TEST(structural_faults_reach_their_op) {
+    for (int fused = 0; fused < 2; fused++) {
+        setup s;
+        make(&s, 2, fused);
+        lr_fault f[4];
+        ck_assert_int_eq(lr_fault_parse("model.layers.1.post_attention_layernorm=rms_eps:9", &f[0]), LR_OK);
+        ck_assert_int_eq(lr_fault_parse("model.layers.0.self_attn.o_proj.input=theta:1e-3", &f[1]), LR_OK);
+        ck_assert_int_eq(lr_fault_parse("model.layers.1.self_attn.o_proj.input=mask:-1", &f[2]), LR_OK);
+        ck_assert_int_eq(lr_fault_parse("model.layers.1.self_attn.o_proj.input=stale_kv:2", &f[3]), LR_OK);
+        s.c.faults = f;
+        s.c.num_faults = 4;
+        ck_assert_int_eq(lr_compose_forward(&s.c, NULL, 3, NULL), LR_OK);
+        ck_assert_int_eq(count("perturb"), 0); /* nothing multiplies an output */
+        int norms = 0, rotaries = 0, attns = 0;
+        for (int i = 0; i < rec->n; i++) {
+            const call *c = &rec->calls[i];
+            const lr_op_mods *m = &rec->mods[i];
+            if (strcmp(c->op, "rms_norm") == 0) {
+                /* norms 0-3: layers 0 and 1, input and post-attention; 4: model.norm */
+                double want = norms == 3 ? 1e-5 : 1e-6;
+                ck_assert_double_eq_tol(m->rms_eps, want, 1e-18);
+                norms++;
+            } else if (strcmp(c->op, "rotary") == 0) {
+                ck_assert_int_eq(rec->faulted_freq[i], rotaries < 2); /* layer 0's two ranks */
+                rotaries++;
+            }
+            if (strcmp(c->op, "attention") == 0 || strcmp(c->op, "rotary_attn") == 0) {
+                bool l1 = c->weight == 1;
+                ck_assert_int_eq(m->mask_shift, l1 ? -1 : 0);
+                ck_assert_int_eq(m->stale_back, l1 ? 2 : 0);
+                if (fused) ck_assert_int_eq(m->inv_freq != NULL, !l1);
+                attns++;
+            }
+        }
+        ck_assert_int_eq(norms, 5);
+        ck_assert_int_eq(rotaries, fused ? 0 : 4);
+        ck_assert_int_eq(attns, 4);
+        unmake(&s);
+    }
+}
+END_TEST
+
+/* swap_heads: attention's output read from every rank, heads h and h + 1 exchanged
+ * (here across the ranks: heads 1 and 2 of 4 at tp 2), and written back. */
+START_TEST(swap_heads_exchanges_two_heads_across_ranks) {
+    setup s;
+    make(&s, 2, false);
+    lr_fault f;
+    ck_assert_int_eq(lr_fault_parse("model.layers.0.self_attn.o_proj.input=swap_heads:1", &f), LR_OK);
+    ck_assert_int_eq(lr_fault_check(&f, &s.cfg), LR_OK);
+    s.c.faults = &f;
+    s.c.num_faults = 1;
+    ck_assert_int_eq(lr_compose_forward(&s.c, NULL, 3, NULL), LR_OK);
+    ck_assert_int_eq(count("write"), 2); /* one block per rank, layer 0 only */
+    /* f_read: buffer * 1000 + rank * 100 + column; head_dim 2, two heads per rank */
+    double ctx = LR_BUF_CTX * 1000;
+    double want[8] = {ctx + 0, ctx + 1, ctx + 100, ctx + 101, ctx + 2, ctx + 3, ctx + 102, ctx + 103};
+    for (int c = 0; c < 8; c++) ck_assert_double_eq(rec->ctx_row0[c], want[c]);
+    unmake(&s);
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("layer");
     TCase *tc = tcase_create("composer");
@@ -433,6 +603,10 @@ static Suite *suite(void) {
     tcase_add_test(tc, fused_slot_replaces_two_ops);
     tcase_add_test(tc, faults_perturb_the_right_buffer_after_their_op);
     tcase_add_test(tc, fault_factors);
+    tcase_add_test(tc, structural_faults_parse_and_are_refused_where_no_op_has_them);
+    tcase_add_test(tc, structural_fault_semantics);
+    tcase_add_test(tc, structural_faults_reach_their_op);
+    tcase_add_test(tc, swap_heads_exchanges_two_heads_across_ranks);
     tcase_add_test(tc, op_isolation_loads_each_ops_input);
     tcase_add_test(tc, op_isolation_without_sub_stages_is_layer_isolation);
     suite_add_tcase(s, tc);

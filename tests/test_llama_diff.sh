@@ -95,6 +95,15 @@ mkdir -p "$TMP/badcfg" && cp "$M/model.safetensors" "$TMP/badcfg/" &&
 expect 2 "unsupported activation" -- "$LD" info -m "$TMP/badcfg"
 expect_err "config.json" "hidden_act" "gelu"
 
+expect 2 "structural fault on a stage whose op cannot have it" -- "$LD" check -m "$M" -f "$F" \
+    --inject model.layers.1.self_attn.q_proj=theta:1e-3
+expect_err "model.layers.1.self_attn.q_proj" "theta" "self_attn.o_proj.input"
+expect 2 "mask shift of 2" -- "$LD" check -m "$M" -f "$F" --inject model.layers.1.self_attn.o_proj.input=mask:2
+expect_err "--inject" "mask" "-1"
+expect 1 "a stale KV entry, caught in decode" -- "$LD" check -m "$M" -f "$F" --decode 2 --json \
+    --inject model.layers.1.self_attn.o_proj.input=stale_kv:1
+json_ok 'd["first_divergence"] == "model.layers.1.self_attn.o_proj.input"'
+
 # Decode through the KV cache: prefill, then 4 single-token steps, each compared.
 expect 0 "check --decode 4" -- "$LD" check -m "$M" -f "$F" --decode 4 -p f32 --tp 2 --json
 json_ok 'd["result"] == "agree" and len(d["decode"]) == 5 and d["decode"][0]["kind"] == "prefill" and all(s["worst_budget_used"] < 1 for s in d["decode"])'

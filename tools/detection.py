@@ -8,11 +8,16 @@ Two modes, both driving the built llama-diff on the committed fixtures:
             --isolate op; a scale fault of 1e-3 and an element fault of 1e-2 at every op
             output of a layer (and the embedding and the final norm) caught (exit 1) and named
             as the first divergence (at bf16/fp16: by the same-precision verdict against the
-            emulated reference), free-running and isolated; structural bugs (rope_theta
-            x 1.001, rms_norm_eps x 10, two q heads swapped) caught. Asserted at the
-            precisions given by --assert (default all four CPU ones); others are reported.
+            emulated reference), free-running and isolated; structural faults of the
+            backend under test (--inject theta:1e-3, rms_eps:9, mask:+-1, stale_kv:1 with
+            --decode, swap_heads) caught and named at their stage, free-running and (but
+            stale_kv: decode is not isolated) isolated; planted structural bugs
+            (rope_theta x 1.001, rms_norm_eps x 10, two q heads swapped in the checkpoint,
+            so on both sides) caught. Asserted at the precisions given by --assert (default
+            all four CPU ones); others are reported.
   --table   for each precision, stage and fault kind, the smallest fault of a ladder
-            (1e-1 ... 1e-7) that is caught and named, free-running and isolated; markdown on
+            (1e-1 ... 1e-7) that is caught and named, free-running and isolated, and the
+            smallest theta (same ladder) and rms_eps (99 ... 0.01) fault; markdown on
             stdout, JSON with --json FILE (docs/detection.md).
 
 Options: --llama-diff PATH (default $LLAMA_DIFF or ./llama-diff), --fixtures DIR (default
@@ -38,6 +43,24 @@ OP_STAGES = [s for s in LAYER_STAGES if s not in ("self_attn", "mlp", "mlp.act_f
 QUICK_STAGES = ["input_layernorm", "self_attn.k_proj", "self_attn.o_proj.input", "self_attn.o_proj",
                 "mlp.gate_proj", "mlp.down_proj.input", "mlp.down_proj"]
 LADDER = [1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 1e-6, 1e-7]
+# rms_eps:E makes the norm's eps x (1 + E): x 100 down to x 1.01.
+EPS_LADDER = [99, 9, 3, 1, 0.3, 0.1, 0.03, 0.01]
+ATTN = "self_attn.o_proj.input"
+# Structural faults of the backend under test (--inject; the golden and the emulated
+# reference stay correct), each at the size a real bug has: (fault, case, decode steps,
+# isolated too). theta x 1.001 needs positions where the angle error passes bf16's
+# rounding: the 300-token fixture (on the 10-token ones it is missed at bf16 and fp16:
+# docs/detection.md). eps x 10 where eps is not negligible against mean(x^2): layer 0's
+# input norm (the embedding's small values). stale_kv is a decode fault (isolation is for
+# whole batches): one stale entry per step, 2 steps.
+STRUCTURAL = [
+    (f"model.layers.1.{ATTN}=theta:1e-3", CASES[3], 0, True),
+    ("model.layers.0.input_layernorm=rms_eps:9", CASES[0], 0, True),
+    (f"model.layers.1.{ATTN}=mask:1", CASES[0], 0, True),
+    (f"model.layers.1.{ATTN}=mask:-1", CASES[0], 0, False),
+    (f"model.layers.1.{ATTN}=stale_kv:1", CASES[0], 2, False),
+    (f"model.layers.1.{ATTN}=swap_heads:3", CASES[0], 0, True),  # heads 3 and 4 of 8: across tp 2's ranks
+]
 
 
 class Runner:
@@ -48,7 +71,7 @@ class Runner:
         self.tmp = args.tmp
         self.runs = 0
 
-    def check(self, case, precision, tp=1, isolate=False, faults=(), model=None):
+    def check(self, case, precision, tp=1, isolate=False, faults=(), model=None, decode=0):
         """(exit status, report dict or None) of llama-diff check on a case."""
         m, f = case
         cmd = [self.ld, "check", "-b", self.backend, "-p", precision, "--tp", str(tp), "-q", "--json",
@@ -56,6 +79,8 @@ class Runner:
                "-f", os.path.join(self.fx, "golden", f + ".safetensors")]
         if isolate:
             cmd += ["--isolate", "op"]
+        if decode:
+            cmd += ["--decode", str(decode)]
         for x in faults:
             cmd += ["--inject", x]
         self.runs += 1
@@ -143,7 +168,21 @@ def run_check(r, args):
                         caught += ok
                         need(ok, f"missed: {s}={fault} on {case[1]} at {p}{' --isolate op' if iso else ''}: exit {rc}, "
                              f"first divergence {rep.get('first_divergence')}", p)
-    # 3. Structural bugs, named where they first show.
+    # 3. Structural faults of the backend under test, named at the stage of the op they
+    #    change: free-running at tp 1, isolated at tp 2 (as the injected faults above).
+    scaught = stotal = 0
+    for fault, case, decode, isolated in STRUCTURAL:
+        stage = fault.split("=")[0]
+        for p in args.precisions.split():
+            for iso in (False, True) if isolated else (False,):
+                rc, rep = r.check(case, p, 2 if iso else 1, iso, [fault], decode=decode)
+                stotal += 1
+                ok = caught_at(rc, rep, stage)
+                scaught += ok
+                need(ok, f"structural fault missed: {fault} on {case[1]} at {p}"
+                     f"{' --isolate op' if iso else ''}{f' --decode {decode}' if decode else ''}: exit {rc}, "
+                     f"first divergence {rep.get('first_divergence')} {rep.get('error', '')}", p)
+    # 4. Structural bugs planted in the checkpoint, named where they first show.
     src = os.path.join(args.fixtures, "models", "gqa-f32")
     plants = [
         ("rope_theta x 1.001", dict(edit_config=scale_rope_theta),
@@ -154,14 +193,16 @@ def run_check(r, args):
     ]
     # A planted checkpoint changes the emulated reference too, so at bf16/fp16 only the
     # float64 golden can see it, through bf16's noise: those rows are reported, not
-    # asserted (a kernel that gets theta or eps wrong on its own is a test-side fault).
+    # asserted (a kernel that gets theta or eps wrong on its own is a test-side fault,
+    # asserted in 3).
     for what, how, where in [] if args.quick else plants:
         model = planted_model(src, os.path.join(r.tmp, "detection-plant"), **how)
         for p in args.precisions.split():
             rc, rep = r.check(CASES[0], p, 1, False, model=model)
             need(caught_at(rc, rep, where), f"structural bug missed: {what} at {p}: exit {rc}, first divergence "
                  f"{rep.get('first_divergence')} (expected {where})", p if p in ("f64", "f32", "fp32") else "-")
-    print(f"detection: {r.runs} runs; {fp} false positives; {caught}/{total} injected faults caught and named")
+    print(f"detection: {r.runs} runs; {fp} false positives; {caught}/{total} injected faults caught and named; "
+          f"{scaught}/{stotal} structural faults caught and named")
     for n in notes:
         print("not asserted: " + n)
     for f in failures:
@@ -169,21 +210,21 @@ def run_check(r, args):
     return 1 if failures else 0
 
 
-def smallest_caught(r, case, p, stage, kind, iso):
+def smallest_caught(r, case, p, stage, kind, iso, ladder=LADDER):
     """The smallest fault of the ladder caught and named (detection is monotone in the size)."""
-    lo, hi, best = 0, len(LADDER) - 1, None  # LADDER descends
+    lo, hi, best = 0, len(ladder) - 1, None  # the ladder descends
     while lo <= hi:
         mid = (lo + hi) // 2
-        rc, rep = r.check(case, p, 1, iso, [f"{stage}={kind}:{LADDER[mid]:g}"])
+        rc, rep = r.check(case, p, 1, iso, [f"{stage}={kind}:{ladder[mid]:g}"])
         if caught_at(rc, rep, stage):
-            best, lo = LADDER[mid], mid + 1
+            best, lo = ladder[mid], mid + 1
         else:
             hi = mid - 1
     return best
 
 
 def run_table(r, args):
-    rows = []
+    rows, srows = [], []
     case = CASES[0]
     stages = ["model.embed_tokens"] + [f"model.layers.1.{s}" for s in OP_STAGES] + ["model.norm"]
     for p in args.precisions.split():
@@ -193,14 +234,31 @@ def run_table(r, args):
                 for iso in (False, True):
                     row["isolated" if iso else "free"] = smallest_caught(r, case, p, s, kind, iso)
                 rows.append(row)
+        # Structural: theta on a 10-token fixture and the 300-token one (the angle error
+        # grows with the position), eps at the first norm and at one deeper in the stream.
+        for kind, s, c, ladder in (("theta", f"model.layers.1.{ATTN}", case, LADDER),
+                                   ("theta", f"model.layers.1.{ATTN}", CASES[3], LADDER),
+                                   ("rms_eps", "model.layers.0.input_layernorm", case, EPS_LADDER),
+                                   ("rms_eps", "model.layers.1.input_layernorm", case, EPS_LADDER)):
+            row = {"precision": p, "stage": s, "kind": kind, "fixture": c[1], "backend": args.backend}
+            for iso in (False, True):
+                row["isolated" if iso else "free"] = smallest_caught(r, c, p, s, kind, iso, ladder)
+            srows.append(row)
     fmt = lambda v: "not caught" if v is None else f"{v:g}"  # noqa: E731
-    print(f"| precision | stage | fault | smallest caught, free-running | smallest caught, --isolate op |")
+    print("| precision | stage | fault | smallest caught, free-running | smallest caught, --isolate op |")
     print("|---|---|---|---|---|")
     for x in rows:
         print(f"| {x['precision']} | {x['stage']} | {x['kind']} | {fmt(x['free'])} | {fmt(x['isolated'])} |")
+    print()
+    print("| precision | fixture | stage | structural fault | smallest caught, free-running | "
+          "smallest caught, --isolate op |")
+    print("|---|---|---|---|---|---|")
+    for x in srows:
+        print(f"| {x['precision']} | {x['fixture']} | {x['stage']} | {x['kind']} | {fmt(x['free'])} | "
+              f"{fmt(x['isolated'])} |")
     if args.json:
-        json.dump({"backend": args.backend, "fixture": case[1], "ladder": LADDER, "rows": rows},
-                  open(args.json, "w"), indent=1)
+        json.dump({"backend": args.backend, "fixture": case[1], "ladder": LADDER, "eps_ladder": EPS_LADDER,
+                   "rows": rows, "structural": srows}, open(args.json, "w"), indent=1)
     print(f"({r.runs} runs)", file=sys.stderr)
     return 0
 

@@ -39,6 +39,23 @@ int lr_fault_check(const lr_fault *f, const lr_config *cfg);
 /* RoPE inverse frequencies (head_dim / 2), float64, with the config's scaling (config.c). */
 void lr_rope_inv_freq(const lr_config *cfg, double *inv_freq);
 
+/* What structural faults change, defined once for every backend (fault.c). f may be NULL
+ * or a fault of another kind: the op as specified. */
+/* The epsilon a norm uses: eps, or eps x (1 + EPS) under an rms_eps fault. */
+double lr_fault_rms_eps(const lr_fault *f, double eps);
+/* The RoPE frequencies (head_dim / 2) a rotary op uses: cfg's, with rope_theta x (1 + EPS)
+ * under a theta fault. */
+void lr_fault_inv_freq(const lr_fault *f, const lr_config *cfg, double *inv_freq);
+/* Keys visible to new token j (0-based) of a sequence with past cached tokens and len new
+ * ones: past + j + 1 under the causal mask (shift 0); a mask fault shifts it by +1 or -1,
+ * within 1 .. past + len. */
+int64_t lr_causal_keys(int64_t past, int64_t j, int64_t len, int shift);
+/* stale_kv: the cache position whose entry new token j of a sequence with past cached
+ * tokens holds instead of its own (back positions before it), or -1 where it keeps its
+ * own: a sequence with nothing cached (a prefill), or no position that far back. Applied
+ * in token order, after the batch's keys and values are written. */
+int64_t lr_stale_kv_source(int64_t past, int64_t j, int64_t back);
+
 int lr_read_file(const char *path, size_t limit, char **out, size_t *len);
 
 /* The llama.* metadata of a GGUF file as a config.json object (a new reference),

@@ -71,6 +71,7 @@ typedef struct {
     bool residual_live; /* the residual stream has started: norms add into it */
     char *host;         /* (T, widest) in obs_dtype, observers only */
     int64_t *fault_at;  /* (num_faults): lr_stage_order of each fault's stage */
+    double *inv_freq;   /* (head_dim / 2): a theta fault's RoPE frequencies, with one */
 } pass;
 
 static void mark(const pass *p, int prof) {
@@ -134,7 +135,7 @@ static int inject_faults(const pass *p, int64_t at, lr_stage_width_unit width, l
     const lr_composer *c = p->c;
     int64_t N = lr_width_of(c->cfg, width), ld = buf_ld(c, b), src, cols, dst;
     for (size_t k = 0; k < c->num_faults; k++) {
-        if (p->fault_at[k] != at) continue;
+        if (p->fault_at[k] != at || lr_fault_is_structural(c->faults[k].kind)) continue;
         /* Replicated kv heads: every replica's copy gets the same factors (the factor
          * depends on the stage's feature, not on the rank). */
         for (int r = 0; r < (g == LR_GATHER_REPLICATED ? 1 : c->tp); r++) {
@@ -142,6 +143,65 @@ static int inject_faults(const pass *p, int64_t at, lr_stage_width_unit width, l
             int rc = p->ops->perturb(p->be, b, r, ld, src, cols, dst, N, &c->faults[k]);
             if (rc) return rc;
         }
+    }
+    return LR_OK;
+}
+
+/* What the structural faults at stage order `at` change in the op that computes it
+ * (fault.c defines each; the op only obeys). */
+static void mods_at(const pass *p, int64_t at, lr_op_mods *m) {
+    const lr_composer *c = p->c;
+    *m = (lr_op_mods){.rms_eps = c->cfg->rms_norm_eps};
+    for (size_t k = 0; p->fault_at && k < c->num_faults; k++) {
+        const lr_fault *f = &c->faults[k];
+        if (p->fault_at[k] != at) continue;
+        switch (f->kind) {
+        case LR_FAULT_RMS_EPS: m->rms_eps = lr_fault_rms_eps(f, c->cfg->rms_norm_eps); break;
+        case LR_FAULT_THETA:
+            lr_fault_inv_freq(f, c->cfg, p->inv_freq);
+            m->inv_freq = p->inv_freq;
+            break;
+        case LR_FAULT_MASK: m->mask_shift = (int)f->eps; break;
+        case LR_FAULT_STALE_KV: m->stale_back = (int64_t)f->eps; break;
+        default: break;
+        }
+    }
+}
+
+/* swap_heads at stage order `at` (attention's output, CTX gathered as o_proj.input): the
+ * columns of query heads h and h + 1 exchanged, through the backend's read and write,
+ * which are exact (obs_dtype holds every buffer's dtype), on whichever ranks hold them. */
+static int swap_heads(const pass *p, int64_t at) {
+    const lr_composer *c = p->c;
+    int64_t N = lr_width_of(c->cfg, LR_WIDTH_Q), hd = c->cfg->head_dim, ld = buf_ld(c, LR_BUF_CTX), src, cols, dst;
+    size_t es = lr_dtype_size(p->ops->obs_dtype);
+    for (size_t k = 0; k < c->num_faults; k++) {
+        if (p->fault_at[k] != at || c->faults[k].kind != LR_FAULT_SWAP_HEADS) continue;
+        char *rows = malloc((size_t)(p->T * N) * es);
+        if (!rows) return lr_fail(LR_E_NOMEM, "forward: out of memory");
+        int rc = LR_OK;
+        for (int r = 0; rc == LR_OK && r < c->tp; r++) {
+            block_of(c, LR_GATHER_Q, r, &src, &cols, &dst);
+            rc = p->ops->read(p->be, LR_BUF_CTX, r, ld, src, cols, rows + (size_t)dst * es, N);
+        }
+        size_t a = (size_t)((int64_t)c->faults[k].eps * hd) * es, n = (size_t)hd * es;
+        char tmp[4096];
+        for (int64_t t = 0; rc == LR_OK && t < p->T; t++) {
+            char *row = rows + (size_t)(t * N) * es;
+            for (size_t o = 0; o < n; o += sizeof tmp) {
+                size_t m = n - o < sizeof tmp ? n - o : sizeof tmp;
+                memcpy(tmp, row + a + o, m);
+                memcpy(row + a + o, row + a + n + o, m);
+                memcpy(row + a + n + o, tmp, m);
+            }
+        }
+        lr_tensor t = {.dtype = p->ops->obs_dtype, .ndim = 2, .shape = {p->T, N}, .data = rows};
+        for (int r = 0; rc == LR_OK && r < c->tp; r++) {
+            block_of(c, LR_GATHER_Q, r, &src, &cols, &dst);
+            rc = p->ops->write(p->be, LR_BUF_CTX, r, ld, src, cols, &t, dst);
+        }
+        free(rows);
+        if (rc) return rc;
     }
     return LR_OK;
 }
@@ -225,9 +285,15 @@ static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_i
     bool observer_only = s->op == LR_OP_ACT_FN || s->op == LR_OP_RESIDUAL_SUM;
     if (observer_only && !p->obs) return LR_OK;
     if (p->isolate_ops) TRY(isolate_step(p, s, l));
+    /* Structural faults name the stage the op computes: a norm's own; RoPE's and
+     * attention's, observed together, is attention's output. */
+    int64_t at = 1 + l * LR_LAYER_STAGE_COUNT +
+                 (s->op == LR_OP_NORM ? (int64_t)s->emits[0].stage : (int64_t)LR_LS_O_PROJ_INPUT);
+    lr_op_mods mods;
+    mods_at(p, at, &mods);
     switch (s->op) {
     case LR_OP_NORM:
-        TRY(ops->rms_norm(p->be, w, p->residual_live));
+        TRY(ops->rms_norm(p->be, w, p->residual_live, &mods));
         p->residual_live = true;
         break;
     case LR_OP_LINEAR: {
@@ -240,11 +306,12 @@ static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_i
     case LR_OP_ROTARY:
         /* Fused with the attention that follows when the backend has the slot. */
         if (ops->rotary_attention) return LR_OK;
-        for (int r = 0; r < c->tp; r++) TRY(ops->rotary(p->be, r));
+        for (int r = 0; r < c->tp; r++) TRY(ops->rotary(p->be, r, &mods));
         break;
     case LR_OP_ATTENTION:
         for (int r = 0; r < c->tp; r++)
-            TRY(ops->rotary_attention ? ops->rotary_attention(p->be, r, l) : ops->attention(p->be, r, l));
+            TRY(ops->rotary_attention ? ops->rotary_attention(p->be, r, l, &mods) : ops->attention(p->be, r, l, &mods));
+        if (p->fault_at) TRY(swap_heads(p, at));
         break;
     case LR_OP_ACTIVATION:
     case LR_OP_ACT_FN:
@@ -293,7 +360,9 @@ static int forward(pass *p) {
         for (size_t k = 0; k < lr_num_layer_steps; k++) TRY(run_step(p, &lr_layer_steps[k], l, ix));
     }
 
-    TRY(ops->rms_norm(p->be, norm, p->residual_live));
+    lr_op_mods mods;
+    mods_at(p, lr_stage_order(lr_model_stage_name(LR_MS_NORM)), &mods);
+    TRY(ops->rms_norm(p->be, norm, p->residual_live, &mods));
     mark(p, LR_PROF_RMS_NORM);
     if (p->fault_at)
         TRY(inject_faults(p, lr_stage_order(lr_model_stage_name(LR_MS_NORM)), LR_WIDTH_HIDDEN, LR_BUF_NORMED,
@@ -315,8 +384,11 @@ int lr_compose_forward(const lr_composer *c, void *be, int64_t T, const lr_obser
             return lr_fail(LR_E_NOMEM, "forward: cannot allocate %zu bytes for observed stages", n);
     }
     if (c->num_faults) {
-        if (!(p.fault_at = malloc(c->num_faults * sizeof *p.fault_at))) {
+        int64_t half = c->cfg->head_dim / 2;
+        if (!(p.fault_at = malloc(c->num_faults * sizeof *p.fault_at)) ||
+            !(p.inv_freq = malloc((size_t)(half > 0 ? half : 1) * sizeof *p.inv_freq))) {
             free(p.host);
+            free(p.fault_at);
             return lr_fail(LR_E_NOMEM, "forward: out of memory");
         }
         for (size_t k = 0; k < c->num_faults; k++) p.fault_at[k] = lr_stage_order(c->faults[k].stage);
@@ -324,5 +396,6 @@ int lr_compose_forward(const lr_composer *c, void *be, int64_t T, const lr_obser
     int rc = forward(&p);
     free(p.host);
     free(p.fault_at);
+    free(p.inv_freq);
     return rc;
 }

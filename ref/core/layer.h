@@ -88,6 +88,22 @@ typedef struct {
 extern const lr_layer_step lr_layer_steps[];
 extern const size_t lr_num_layer_steps;
 
+/* What structural faults (docs/detection.md) change in how an op computes: the composer
+ * fills it from the faults at the stage the op computes, through fault.c's one
+ * definition of each (lr_fault_rms_eps, lr_fault_inv_freq, lr_causal_keys,
+ * lr_stale_kv_source); a backend only obeys it. Without a fault: the model's eps, NULL,
+ * 0 and 0. */
+typedef struct {
+    double rms_eps;         /* norm: the epsilon to use */
+    const double *inv_freq; /* rotary: (head_dim / 2) RoPE frequencies, host memory, in place
+                             * of the model's; NULL: the model's */
+    int mask_shift;         /* attention: new token j of a sequence sees
+                             * lr_causal_keys(past, j, len, mask_shift) keys */
+    int64_t stale_back;     /* attention: 0, or once the batch's keys and values are cached,
+                             * each new token's entry copied, in token order, from position
+                             * lr_stale_kv_source(past, j, stale_back) where that is >= 0 */
+} lr_op_mods;
+
 /* The ops a backend supplies. be is the backend's state for the forward in progress
  * (it knows T, the batch, its buffers). Weights are plan indices (lr_plan_layer,
  * lr_plan_model), identical on every rank. Every op returns LR_OK or a status set with
@@ -97,12 +113,13 @@ typedef struct {
     /* rank r's shard of the vocabulary -> out (T, H) (zeros for other tokens) */
     int (*embedding)(void *be, int rank, lr_buf out, int weight);
     /* replicated, on every device: RESIDUAL = HIDDEN (add false: the stream starts) or
-     * RESIDUAL += HIDDEN (add true); NORMED = rms_norm(RESIDUAL) * weight */
-    int (*rms_norm)(void *be, int weight, bool add);
+     * RESIDUAL += HIDDEN (add true); NORMED = rms_norm(RESIDUAL) * weight, with mods->rms_eps */
+    int (*rms_norm)(void *be, int weight, bool add, const lr_op_mods *mods);
     /* out (T, N) = in (T, K) @ weight (N, K)^T (+ bias (N) unless LR_NO_WEIGHT) */
     int (*linear)(void *be, int rank, lr_buf out, lr_buf in, int weight, int bias);
-    int (*rotary)(void *be, int rank);
-    int (*attention)(void *be, int rank, int64_t layer);
+    /* mods: inv_freq (rotary); mask_shift and stale_back (attention) */
+    int (*rotary)(void *be, int rank, const lr_op_mods *mods);
+    int (*attention)(void *be, int rank, int64_t layer, const lr_op_mods *mods);
     /* gated: ACT = silu(gate) * up; else ACT = silu(gate) (observers) */
     int (*activation)(void *be, int rank, bool gated);
     int (*all_reduce)(void *be);
@@ -129,7 +146,7 @@ typedef struct {
     void (*prof_mark)(void *be, int prof);
     /* optional fused slot: rotary then attention in one call (NULL: the composer calls
      * the two ops in turn) */
-    int (*rotary_attention)(void *be, int rank, int64_t layer);
+    int (*rotary_attention)(void *be, int rank, int64_t layer, const lr_op_mods *mods);
 } lr_layer_ops;
 
 /* What the composer needs of a model: its shape and sharding, and the plan's indices. */

@@ -217,6 +217,11 @@ int lr_model_set_faults(lr_model *m, const lr_fault *faults, size_t n) {
     for (size_t k = 0; k < n; k++) {
         int rc = lr_fault_check(&faults[k], &m->cfg);
         if (rc) return rc;
+        /* Two structural faults of one kind at one stage would each redefine the op. */
+        for (size_t j = 0; j < k && lr_fault_is_structural(faults[k].kind); j++)
+            if (faults[j].kind == faults[k].kind && strcmp(faults[j].stage, faults[k].stage) == 0)
+                return lr_fail(LR_E_INVAL, "fault at \"%s\": two %s faults at one stage", faults[k].stage,
+                               lr_fault_kind_name(faults[k].kind));
     }
     lr_fault *copy = NULL;
     if (n && !(copy = malloc(n * sizeof *copy))) return lr_fail(LR_E_NOMEM, "faults: out of memory");

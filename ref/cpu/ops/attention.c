@@ -21,23 +21,24 @@ static void R(masked_softmax)(real *row, int64_t visible, int64_t nk) {
 }
 
 /* One sequence: queries q (n, ldq) of nh heads, keys and values k, v (past + n, ldkv) of
- * nkv heads, head size hd; query j sees keys 0 .. past + j; -> ctx (n, ldc).
- * scores: scratch of max(n, nh / nkv) * (past + n). */
-void R(lr_ref_attention)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
-                         const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
-                         int64_t nkv, int64_t hd, real *scores) {
+ * nkv heads, head size hd; query j sees keys 0 .. lr_causal_keys(past, j, n, shift) - 1
+ * (shift 0: the causal mask, 0 .. past + j; a mask fault's +1 or -1 otherwise);
+ * -> ctx (n, ldc). scores: scratch of max(n, nh / nkv) * (past + n). */
+static void R(attention_masked)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k, const real *v,
+                                int64_t ldkv, int64_t n, int64_t past, int64_t nh, int64_t nkv, int64_t hd,
+                                int shift, real *scores) {
     int64_t group = nh / nkv; /* query heads per kv head */
     real scale = (real)(1.0 / sqrt((double)hd));
     if (n == 1) {
         /* One query (a decode step): the group query heads that share KV head g are a
          * contiguous (group, hd) matrix, so one GEMM per KV head serves them all; a GEMM
          * call per query head costs more in call overhead than in arithmetic here. */
-        int64_t nk = past + 1;
+        int64_t nk = past + 1, vis = lr_causal_keys(past, 0, 1, shift);
         for (int64_t g = 0; g < nkv; g++) {
             /* scores (group, nk) = scale * Q_g (group, hd) @ K_g (nk, hd)^T */
             GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)group, (int)nk, (int)hd, scale, q + g * group * hd,
                  (int)hd, k + g * hd, (int)ldkv, 0, scores, (int)nk);
-            for (int64_t i = 0; i < group; i++) R(masked_softmax)(scores + i * nk, nk, nk);
+            for (int64_t i = 0; i < group; i++) R(masked_softmax)(scores + i * nk, vis, nk);
             /* ctx_g (group, hd) = P (group, nk) @ V_g (nk, hd) */
             GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)group, (int)hd, (int)nk, 1, scores, (int)nk,
                  v + g * hd, (int)ldkv, 0, ctx + g * group * hd, (int)hd);
@@ -48,17 +49,24 @@ void R(lr_ref_attention)(real *ctx, int64_t ldc, const real *q, int64_t ldq, con
         int64_t g = h / group;
         for (int64_t j0 = 0; j0 < n; j0 += LR_ATTENTION_BLOCK) {
             int64_t m = n - j0 < LR_ATTENTION_BLOCK ? n - j0 : LR_ATTENTION_BLOCK;
-            int64_t nk = past + j0 + m; /* keys the block's last query sees */
+            int64_t nk = lr_causal_keys(past, j0 + m - 1, n, shift); /* keys the block's last query sees */
             /* scores (m, nk) = scale * Q_h[j0 .. j0+m) (m, hd) @ K_g[0 .. nk) (nk, hd)^T */
             GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nk, (int)hd, scale, q + j0 * ldq + h * hd,
                  (int)ldq, k + g * hd, (int)ldkv, 0, scores, (int)nk);
-            /* causal: query j0 + i sees keys 0 .. past + j0 + i */
-            for (int64_t i = 0; i < m; i++) R(masked_softmax)(scores + i * nk, past + j0 + i + 1, nk);
+            /* causal: query j0 + i sees keys 0 .. past + j0 + i (shift 0) */
+            for (int64_t i = 0; i < m; i++)
+                R(masked_softmax)(scores + i * nk, lr_causal_keys(past, j0 + i, n, shift), nk);
             /* ctx_h[j0 .. j0+m) (m, hd) = P (m, nk) @ V_g[0 .. nk) (nk, hd) */
             GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)nk, 1, scores, (int)nk,
                  v + g * hd, (int)ldkv, 0, ctx + j0 * ldc + h * hd, (int)ldc);
         }
     }
+}
+
+void R(lr_ref_attention)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
+                         const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
+                         int64_t nkv, int64_t hd, real *scores) {
+    R(attention_masked)(ctx, ldc, q, ldq, k, v, ldkv, n, past, nh, nkv, hd, 0, scores);
 }
 
 /* One sequence as lr_ref_attention, with the probabilities rounded where the CUDA path's
@@ -68,16 +76,17 @@ void R(lr_ref_attention)(real *ctx, int64_t ldc, const real *q, int64_t ldq, con
  * p_dtype before P V, the row sum taken over the rounded weights, the row's output and
  * sum rescaled by exp2(old max - new max) as the max grows; ctx = O / l, which the
  * caller rounds. scores: scratch as for lr_ref_attention. */
-void R(lr_ref_attention_tiled)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
-                               const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
-                               int64_t nkv, int64_t hd, int64_t tile, lr_dtype p_dtype, real *scores) {
+static void R(attention_tiled_masked)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
+                                      const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
+                                      int64_t nkv, int64_t hd, int64_t tile, lr_dtype p_dtype, int shift,
+                                      real *scores) {
     int64_t group = nh / nkv;
     real sl2 = (real)(1.0 / sqrt((double)hd)) * (real)1.4426950408889634;
     for (int64_t h = 0; h < nh; h++) {
         int64_t g = h / group;
         for (int64_t j0 = 0; j0 < n; j0 += LR_ATTENTION_BLOCK) {
             int64_t m = n - j0 < LR_ATTENTION_BLOCK ? n - j0 : LR_ATTENTION_BLOCK;
-            int64_t nk = past + j0 + m; /* keys the block's last query sees */
+            int64_t nk = lr_causal_keys(past, j0 + m - 1, n, shift); /* keys the block's last query sees */
             real mx[LR_ATTENTION_BLOCK], l[LR_ATTENTION_BLOCK]; /* each row's running max and sum */
             real *o = ctx + j0 * ldc + h * hd; /* (m, hd), stride ldc: the rows' running output */
             for (int64_t i = 0; i < m; i++) {
@@ -91,7 +100,7 @@ void R(lr_ref_attention_tiled)(real *ctx, int64_t ldc, const real *q, int64_t ld
                      (int)ldq, k + k0 * ldkv + g * hd, (int)ldkv, 0, scores, (int)kt);
                 for (int64_t i = 0; i < m; i++) {
                     real *s = scores + i * kt;
-                    int64_t vis = past + j0 + i + 1 - k0; /* keys of the tile row i sees */
+                    int64_t vis = lr_causal_keys(past, j0 + i, n, shift) - k0; /* keys of the tile row i sees */
                     vis = vis < 0 ? 0 : vis > kt ? kt : vis;
                     real tmax = -INFINITY;
                     for (int64_t c = 0; c < vis; c++) {
@@ -121,12 +130,18 @@ void R(lr_ref_attention_tiled)(real *ctx, int64_t ldc, const real *q, int64_t ld
     }
 }
 
+void R(lr_ref_attention_tiled)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
+                               const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
+                               int64_t nkv, int64_t hd, int64_t tile, lr_dtype p_dtype, real *scores) {
+    R(attention_tiled_masked)(ctx, ldc, q, ldq, k, v, ldkv, n, past, nh, nkv, hd, tile, p_dtype, 0, scores);
+}
+
 /* qkv (T, q_r + 2 kv_r) after RoPE -> ctx (T, q_r), through the cache. scores: scratch
  * of at least max(max(len), heads / kv heads) * max(past + len) elements. P is rounded
  * where the CUDA path's kernel for this batch rounds it (only ever at bf16 and fp16). */
 static void R(attention)(real *ctx, const real *qkv, const cpu_model *m, const cpu_rank *rk,
                          cpu_kv *kv, int64_t layer, const lr_batch *b, const cpu_seq *seqs,
-                         real *scores) {
+                         const lr_op_mods *mods, real *scores) {
     const lr_tp_layout *L = &rk->L;
     int64_t hd = m->cfg.head_dim, qw = L->q_size + 2 * L->kv_size, kvw = L->kv_size, max_new = 0;
     for (int64_t s = 0; s < b->num_seqs; s++) max_new = seqs[s].len > max_new ? seqs[s].len : max_new;
@@ -140,12 +155,19 @@ static void R(attention)(real *ctx, const real *qkv, const cpu_model *m, const c
             memcpy(kc + (sq->past + j) * kvw, row + L->q_size, (size_t)kvw * sizeof(real));
             memcpy(vc + (sq->past + j) * kvw, row + L->q_size + kvw, (size_t)kvw * sizeof(real));
         }
+        /* stale_kv: new entries that hold an earlier position's instead (in token order) */
+        for (int64_t j = 0; mods->stale_back && j < sq->len; j++) {
+            int64_t from = lr_stale_kv_source(sq->past, j, mods->stale_back);
+            if (from < 0) continue;
+            memcpy(kc + (sq->past + j) * kvw, kc + from * kvw, (size_t)kvw * sizeof(real));
+            memcpy(vc + (sq->past + j) * kvw, vc + from * kvw, (size_t)kvw * sizeof(real));
+        }
         if (tiled)
-            R(lr_ref_attention_tiled)(ctx + sq->start * L->q_size, L->q_size, qkv + sq->start * qw, qw, kc, vc, kvw,
+            R(attention_tiled_masked)(ctx + sq->start * L->q_size, L->q_size, qkv + sq->start * qw, qw, kc, vc, kvw,
                                       sq->len, sq->past, L->num_heads, L->num_kv_heads, hd, LR_ATTN_P_TILE, m->dt,
-                                      scores);
+                                      mods->mask_shift, scores);
         else
-            R(lr_ref_attention)(ctx + sq->start * L->q_size, L->q_size, qkv + sq->start * qw, qw, kc, vc,
-                                kvw, sq->len, sq->past, L->num_heads, L->num_kv_heads, hd, scores);
+            R(attention_masked)(ctx + sq->start * L->q_size, L->q_size, qkv + sq->start * qw, qw, kc, vc, kvw,
+                                sq->len, sq->past, L->num_heads, L->num_kv_heads, hd, mods->mask_shift, scores);
     }
 }

@@ -115,11 +115,11 @@ static int R(op_embedding)(void *be, int r, lr_buf out, int weight) {
 }
 
 /* Norm weights are replicated: rank 0's. */
-static int R(op_rms_norm)(void *be, int weight, bool add) {
+static int R(op_rms_norm)(void *be, int weight, bool add, const lr_op_mods *mods) {
     R(pass) *p = be;
     R(work) *w = &p->w;
     int64_t T = p->T, H = p->m->cfg.hidden_size;
-    double eps = p->m->cfg.rms_norm_eps;
+    double eps = mods->rms_eps;
     if (add) {
         R(lr_ref_fused_add_rms_norm)(w->normed, w->residual, w->hidden, R(weight)(p, 0, weight), T, H, eps);
     } else {
@@ -149,22 +149,22 @@ static int R(op_linear)(void *be, int r, lr_buf out, lr_buf in, int weight, int 
     return LR_OK;
 }
 
-/* neox RoPE on the rank's q heads, then its k heads. */
-static int R(op_rotary)(void *be, int r) {
+/* neox RoPE on the rank's q heads, then its k heads (at a theta fault's frequencies). */
+static int R(op_rotary)(void *be, int r, const lr_op_mods *mods) {
     R(pass) *p = be;
     const lr_tp_layout *L = &p->m->ranks[r].L;
     int64_t hd = p->m->cfg.head_dim, qw = L->q_size + 2 * L->kv_size;
     real *qkv = p->w.qkv[r];
-    R(lr_ref_rotary_embedding)(qkv, qw, p->T, L->num_heads, hd, p->b->positions, p->m->inv_freq, p->w.cs);
-    R(lr_ref_rotary_embedding)(qkv + L->q_size, qw, p->T, L->num_kv_heads, hd, p->b->positions, p->m->inv_freq,
-                               p->w.cs);
+    const double *inv = mods->inv_freq ? mods->inv_freq : p->m->inv_freq;
+    R(lr_ref_rotary_embedding)(qkv, qw, p->T, L->num_heads, hd, p->b->positions, inv, p->w.cs);
+    R(lr_ref_rotary_embedding)(qkv + L->q_size, qw, p->T, L->num_kv_heads, hd, p->b->positions, inv, p->w.cs);
     R(store)(p, LR_BUF_QKV, r);
     return LR_OK;
 }
 
-static int R(op_attention)(void *be, int r, int64_t layer) {
+static int R(op_attention)(void *be, int r, int64_t layer, const lr_op_mods *mods) {
     R(pass) *p = be;
-    R(attention)(p->w.ctx[r], p->w.qkv[r], p->m, &p->m->ranks[r], p->kv, layer, p->b, p->seqs, p->w.scores);
+    R(attention)(p->w.ctx[r], p->w.qkv[r], p->m, &p->m->ranks[r], p->kv, layer, p->b, p->seqs, mods, p->w.scores);
     R(store)(p, LR_BUF_CTX, r);
     return LR_OK;
 }
