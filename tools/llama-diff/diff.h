@@ -56,6 +56,8 @@ int parse_precision_torch(const char *s, lr_dtype *out);
 
 char *join(const char *a, const char *b); /* "a/b", fresh */
 bool is_file(const char *path);
+/* The folder PATH would be written in exists (else an error naming opt and the folder). */
+int check_out_parent(const char *opt, const char *path);
 /* $LR_FIXTURES, else the source tree's fixtures/, else the installed ones. */
 const char *fixtures_root(void);
 

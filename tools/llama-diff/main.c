@@ -323,6 +323,9 @@ static int parse_args(int argc, char **argv, args *a) {
     if (a->force && !a->report && (command_bit(a) & (U_CHECK | U_COMPARE | U_BACKENDS)))
         return bad("--force: %s uses it only with --report (to replace the report file)", a->cmd ? a->cmd : "check");
     if ((status = check_backend(a))) return status;
+    if ((a->out && (status = check_out_parent("--out", a->out))) ||
+        (a->report && (status = check_out_parent("--report", a->report))))
+        return status;
     if (a->decode && a->isolate) return bad("--decode and --isolate: choose one");
     return check_backend_settings(a);
 }
