@@ -311,7 +311,9 @@ static int parse_args(int argc, char **argv, args *a) {
     }
     if (a->npos && !is_cmd(a, "compare")) return bad("unexpected argument \"%s\" (see --help)", a->pos[0]);
     bool convert = is_cmd(a, "convert");
-    if (a->gguf && !convert) return bad("--gguf: for convert (other commands take a .gguf file as --model)");
+    if (a->gguf && !convert && command_bit(a))
+        return bad("--gguf: %s does not use it (an option of convert; other commands take a .gguf file as --model)",
+                   a->cmd ? a->cmd : "check");
     if (convert && (a->model || a->fixture || a->tokens))
         return bad("convert: takes --gguf FILE and --out DIR (not %s)", a->model     ? "--model"
                                                                         : a->fixture ? "--fixture"
