@@ -170,6 +170,11 @@ expect 0 "compare without --model (json)" -- "$LD" compare "$TMP/f32.safetensors
 json_ok 'd["budgets_scaled"] is False and d["model"] is None and all(s["predicted"] is None for s in d["stages"])'
 expect 0 "compare --model" -- "$LD" compare "$TMP/f32.safetensors" "$F" --model "$M" --json
 json_ok 'd["budgets_scaled"] is True and d["model"] == "'"$M"'" and all(s["predicted"] is not None for s in d["stages"] if s["kind"] != "embedding")'
+expect 0 "compare --model --report" -- "$LD" compare "$TMP/f32.safetensors" "$F" --model "$M" --report "$TMP/scaled.html"
+grep -q "Budgets</th><td>scaled by the error model" "$TMP/scaled.html" && grep -q "error model (expected for the precision)" "$TMP/scaled.html" &&
+    pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: the report does not show scaled budgets and the prediction"; }
+expect 0 "compare --report without --model" -- "$LD" compare "$TMP/f32.safetensors" "$F" --report "$TMP/unscaled.html"
+grep -q "Budgets</th><td>unscaled: no --model" "$TMP/unscaled.html" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: the report does not say unscaled"; }
 expect 2 "compare --model of another model" -- "$LD" compare "$TMP/f32.safetensors" "$F" --model "$FX/models/mha-bias-bf16"
 expect_err "gqa-f32-batch.safetensors" "config implies"
 # SmolLM2 at f32: the reference's own dump fails 12 of 61 stages at the unscaled budgets
