@@ -239,6 +239,12 @@ def vllm(tp, r):
         t[p] = whole(p)
     return t
 write(tmp + "/vllm.safetensors", vllm(1, 0))
+mods = vllm(1, 0)  # a dumper that hooks every module: the attention and MLP modules' own outputs too
+for l in range(L):
+    p = "model.layers.%d" % l
+    mods[p + ".self_attn"], mods[p + ".mlp"] = whole(p + ".self_attn"), whole(p + ".mlp")
+    mods[p + ".self_attn.rotary_emb"] = whole(p + ".self_attn.q_proj")
+write(tmp + "/vllm-modules.safetensors", mods)
 for r in range(2):
     write(tmp + "/vllm-tp2-%d.safetensors" % r, vllm(2, r), {"tp_rank": str(r), "tp_size": "2"})
 for r in range(4):
@@ -274,6 +280,8 @@ S=$TMP/f32.safetensors
 exact='all(s["rel_l2"] == 0 and s["max_abs"] == 0 for s in d["stages"])'
 expect 0 "vllm names, tp 1" -- "$LD" compare --names vllm -m "$M" "$TMP/vllm.safetensors" "$S" --json
 json_ok 'd["result"] == "agree" and d["coverage"]["compared"] == 45 and d["coverage"]["golden"] == 45 and d["coverage"]["names"] == "vllm" and [x["name"] for x in d["coverage"]["not_in_names"]] == ["model.layers.%d.mlp.act_fn" % l for l in range(3)] and '"$exact"
+expect 0 "vllm names, every module hooked" -- "$LD" compare --names vllm -m "$M" "$TMP/vllm-modules.safetensors" "$S" --json
+json_ok 'd["result"] == "agree" and d["coverage"]["compared"] == 45 and [x["name"] for x in d["coverage"]["skipped"]] == ["model.layers.%d.self_attn.rotary_emb" % l for l in range(3)] and d["coverage"]["unmatched"] == [] and '"$exact"
 expect 0 "vllm names, tp 1 (text)" -- "$LD" compare --names vllm -m "$M" "$TMP/vllm.safetensors" "$S"
 grep -q "golden stages vllm names cannot hold (3, not required)" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: vllm's unheld stages not listed"; }
 expect 0 "vllm names, tp 2 ranks from metadata, given in reverse" -- "$LD" compare --names vllm -m "$M" "$TMP/vllm-tp2-1.safetensors" "$TMP/vllm-tp2-0.safetensors" "$S" --json

@@ -23,12 +23,15 @@ typedef struct {
     int n;
 } layer_map;
 
-#define ONE(e, s, g) {e, {LR_LS_##s}, {g}, 1}
-#define TWO(e, s1, g1, s2, g2) {e, {LR_LS_##s1, LR_LS_##s2}, {g1, g2}, 2}
+#define ONE(e, s, g)                                                                                         \
+    { e, {LR_LS_##s}, {g}, 1 }
+#define TWO(e, s1, g1, s2, g2)                                                                               \
+    { e, {LR_LS_##s1, LR_LS_##s2}, {g1, g2}, 2 }
 
 /* vLLM's LlamaDecoderLayer modules (vllm/model_executor/models/llama.py). mlp.act_fn is
  * SiluAndMul: silu(gate) * up, HF's down_proj input. o_proj and down_proj are the
- * attention's and the MLP's whole output, as HF's self_attn and mlp are. */
+ * attention's and the MLP's whole output, as HF's self_attn and mlp are: they stand for
+ * those too unless the dump holds the self_attn and mlp modules' own outputs. */
 static const layer_map vllm_layer[] = {
     ONE("input_layernorm", INPUT_LAYERNORM, G_AS_IS),
     {"self_attn.qkv_proj", {LR_LS_Q_PROJ, LR_LS_K_PROJ, LR_LS_V_PROJ}, {G_Q, G_K, G_V}, 3},
@@ -38,6 +41,8 @@ static const layer_map vllm_layer[] = {
     TWO("mlp.gate_up_proj", GATE_PROJ, G_GATE, UP_PROJ, G_UP),
     ONE("mlp.act_fn", DOWN_PROJ_INPUT, G_INTER),
     TWO("mlp.down_proj", DOWN_PROJ, G_AS_IS, MLP, G_AS_IS),
+    ONE("self_attn", SELF_ATTN, G_AS_IS),
+    ONE("mlp", MLP, G_AS_IS),
 };
 
 /* llama.cpp's llama graph (src/models/llama.cpp, src/llama-graph.cpp): the first tensor
@@ -71,7 +76,8 @@ static const struct {
     {"ffn_inp", "the residual stream after attention: Hugging Face reports no stage there"},
     {"norm", "rms_norm before its weight multiplies: the HF norm stages include the weight"},
     {"kq", "attention scores per head: Hugging Face reports attention's merged output (kqv_out)"},
-    {"kq_soft_max", "attention probabilities per head: Hugging Face reports attention's merged output (kqv_out)"},
+    {"kq_soft_max",
+     "attention probabilities per head: Hugging Face reports attention's merged output (kqv_out)"},
     {"kqv", "attention output per head, before the heads are merged (kqv_out)"},
     {"v_cont", "V transposed for the attention product"},
     {"ffn_down", "down_proj before its bias (printed only for a model with one); ffn_out is after it"},
@@ -82,9 +88,11 @@ static const struct {
 static const char *not_produced(const char *names, lr_layer_stage s) {
     if (s != LR_LS_ACT_FN) return NULL;
     if (strcmp(names, "vllm") == 0)
-        return "vLLM's mlp.act_fn (SiluAndMul) computes silu(gate) * up in one op: no module outputs silu(gate) alone";
+        return "vLLM's mlp.act_fn (SiluAndMul) computes silu(gate) * up in one op: no module outputs "
+               "silu(gate) alone";
     if (strcmp(names, "llama.cpp") == 0)
-        return "llama.cpp fuses silu(gate) * up (ffn_swiglu); only builds that print ffn_silu hold silu(gate) alone";
+        return "llama.cpp fuses silu(gate) * up (ffn_swiglu); only builds that print ffn_silu hold "
+               "silu(gate) alone";
     return NULL;
 }
 
@@ -111,8 +119,8 @@ static int add(mapped_dump *d, const char *name, const char *from, const lr_tens
     const ld_stage *dup = dump_find(d, name);
     if (dup) {
         if (owns) free((void *)t->data);
-        return bad("%s: tensors \"%s\" and \"%s\" both map to %s (--names %s)", d->path[0], dup->from, from, name,
-                   d->names);
+        return bad("%s: tensors \"%s\" and \"%s\" both map to %s (--names %s)", d->path[0], dup->from, from,
+                   name, d->names);
     }
     if (d->n == d->cap) {
         size_t cap = d->cap ? 2 * d->cap : 64;
@@ -147,26 +155,42 @@ static void block_of(const lr_config *c, const lr_tp_layout *L, int r, gather g,
     int64_t hd = c->head_dim;
     *src = 0;
     switch (g) {
-    case G_Q: *ld = L->q_size + 2 * L->kv_size, *cols = L->q_size, *dst = r * L->q_size; break;
-    case G_K: *ld = L->q_size + 2 * L->kv_size, *src = L->q_size, *cols = L->kv_size, *dst = L->kv_head_start * hd; break;
+    case G_Q:
+        *ld = L->q_size + 2 * L->kv_size, *cols = L->q_size, *dst = r * L->q_size;
+        break;
+    case G_K:
+        *ld = L->q_size + 2 * L->kv_size, *src = L->q_size, *cols = L->kv_size, *dst = L->kv_head_start * hd;
+        break;
     case G_V:
         *ld = L->q_size + 2 * L->kv_size, *src = L->q_size + L->kv_size, *cols = L->kv_size;
         *dst = L->kv_head_start * hd;
         break;
-    case G_CTX: *ld = L->q_size, *cols = L->q_size, *dst = r * L->q_size; break;
-    case G_GATE: *ld = 2 * L->intermediate, *cols = L->intermediate, *dst = r * L->intermediate; break;
-    case G_UP: *ld = 2 * L->intermediate, *src = L->intermediate, *cols = L->intermediate, *dst = r * L->intermediate; break;
-    default: *ld = L->intermediate, *cols = L->intermediate, *dst = r * L->intermediate; break;
+    case G_CTX:
+        *ld = L->q_size, *cols = L->q_size, *dst = r * L->q_size;
+        break;
+    case G_GATE:
+        *ld = 2 * L->intermediate, *cols = L->intermediate, *dst = r * L->intermediate;
+        break;
+    case G_UP:
+        *ld = 2 * L->intermediate, *src = L->intermediate, *cols = L->intermediate,
+        *dst = r * L->intermediate;
+        break;
+    default:
+        *ld = L->intermediate, *cols = L->intermediate, *dst = r * L->intermediate;
+        break;
     }
 }
 
 static int64_t gathered_width(const lr_config *c, gather g) {
     switch (g) {
     case G_Q:
-    case G_CTX: return c->num_attention_heads * c->head_dim;
+    case G_CTX:
+        return c->num_attention_heads * c->head_dim;
     case G_K:
-    case G_V: return c->num_key_value_heads * c->head_dim;
-    default: return c->intermediate_size;
+    case G_V:
+        return c->num_key_value_heads * c->head_dim;
+    default:
+        return c->intermediate_size;
     }
 }
 
@@ -187,18 +211,19 @@ static int gather_ranks(mapped_dump *d, const lr_config *c, const char *name, co
         }
         int64_t src, cols, dst, ld;
         block_of(c, &L, r, g, &src, &cols, &dst, &ld);
-        const char *why = !e                           ? "missing"
+        const char *why = !e                          ? "missing"
                           : e->t.dtype != e0->t.dtype ? "dtype differs from rank 0's"
                           : e->t.shape[1] != ld       ? "width"
                                                       : NULL;
         if (why) {
             free(out);
             if (strcmp(why, "width") == 0)
-                return bad("%s: tensor \"%s\": %lld features; rank %d of %d holds %lld (its packed block, by the "
-                           "plan of --model)",
-                           d->path[r], from, (long long)e->t.shape[1], r, d->nfx, (long long)ld);
-            return bad("%s: tensor \"%s\": %s (rank %d of %d: every rank's dump holds its block)", d->path[r], from,
-                       why, r, d->nfx);
+                return bad(
+                    "%s: tensor \"%s\": %lld features; rank %d of %d holds %lld (its packed block, by the "
+                    "plan of --model)",
+                    d->path[r], from, (long long)e->t.shape[1], r, d->nfx, (long long)ld);
+            return bad("%s: tensor \"%s\": %s (rank %d of %d: every rank's dump holds its block)", d->path[r],
+                       from, why, r, d->nfx);
         }
         const char *in = e->t.data;
         for (int64_t t = 0; t < T; t++)
@@ -214,8 +239,8 @@ static int gather_ranks(mapped_dump *d, const lr_config *c, const char *name, co
 static int unpermute(mapped_dump *d, const lr_config *c, const char *name, const lr_st_entry *e) {
     int64_t T = e->t.shape[0], W = e->t.shape[1], hd = c->head_dim;
     if (hd % 2 || W % hd)
-        return bad("%s: tensor \"%s\": %lld features are not whole heads of head_dim %lld", d->path[0], e->name,
-                   (long long)W, (long long)hd);
+        return bad("%s: tensor \"%s\": %lld features are not whole heads of head_dim %lld", d->path[0],
+                   e->name, (long long)W, (long long)hd);
     size_t es = lr_dtype_size(e->t.dtype);
     char *out = malloc((size_t)(T * W) * es);
     if (!out) return bad("out of memory");
@@ -245,7 +270,9 @@ static int map_one(mapped_dump *d, const lr_config *c, const lr_st_entry *e, con
         lr_layer_stage s = m->stage[k];
         gather g = m->how[k];
         lr_layer_stage_name(name, sizeof name, l, s);
-        int status = g == G_AS_IS        ? add(d, name, e->name, &e->t, false)
+        /* A vLLM module named as the HF stage (self_attn, mlp) speaks for itself. */
+        if (k > 0 && strcmp(d->names, "vllm") == 0 && lr_fixture_stage(d->fx[0], name)) continue;
+        int status = g == G_AS_IS       ? add(d, name, e->name, &e->t, false)
                      : g == G_ROPE_ROWS ? unpermute(d, c, name, e)
                                         : gather_ranks(d, c, name, e->name, g);
         if (status) return status;
@@ -257,9 +284,13 @@ static int map_vllm(mapped_dump *d, const lr_config *c, const lr_st_entry *e) {
     static const struct {
         const char *engine;
         lr_model_stage stage;
-    } top[] = {{"model.embed_tokens", LR_MS_EMBED_TOKENS}, {"model.norm", LR_MS_NORM}, {"logits", LR_MS_LM_HEAD}};
+    } top[] = {{"model.embed_tokens", LR_MS_EMBED_TOKENS},
+               {"model.norm", LR_MS_NORM},
+               {"logits", LR_MS_LM_HEAD},
+               {"logits_processor", LR_MS_LM_HEAD}};
     for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
-        if (strcmp(e->name, top[i].engine) == 0) return add(d, lr_model_stage_name(top[i].stage), e->name, &e->t, false);
+        if (strcmp(e->name, top[i].engine) == 0)
+            return add(d, lr_model_stage_name(top[i].stage), e->name, &e->t, false);
     static const char prefix[] = "model.layers.";
     if (strncmp(e->name, prefix, sizeof prefix - 1) == 0) {
         const char *p = e->name + sizeof prefix - 1;
@@ -267,9 +298,12 @@ static int map_vllm(mapped_dump *d, const lr_config *c, const lr_st_entry *e) {
         long long l = strtoll(p, &end, 10);
         if (end != p && l >= 0 && l < c->num_hidden_layers) {
             char name[96];
-            if (*end == '\0') return add(d, lr_layer_stage_name(name, sizeof name, l, LR_LS_LAYER), e->name, &e->t, false);
+            if (*end == '\0')
+                return add(d, lr_layer_stage_name(name, sizeof name, l, LR_LS_LAYER), e->name, &e->t, false);
             for (size_t i = 0; *end == '.' && i < sizeof vllm_layer / sizeof vllm_layer[0]; i++)
                 if (strcmp(end + 1, vllm_layer[i].engine) == 0) return map_one(d, c, e, &vllm_layer[i], l);
+            if (strcmp(end, ".self_attn.rotary_emb") == 0)
+                return skip(d, e->name, "q and k after RoPE: Hugging Face reports no stage there");
         }
     }
     json_array_append_new(d->unmapped, json_string(e->name));
@@ -285,9 +319,11 @@ static int map_llamacpp(mapped_dump *d, const lr_config *c, const lr_st_entry *e
                {"result_norm", LR_MS_NORM},
                {"result_output", LR_MS_LM_HEAD}};
     for (size_t i = 0; i < sizeof top / sizeof top[0]; i++)
-        if (strcmp(e->name, top[i].engine) == 0) return add(d, lr_model_stage_name(top[i].stage), e->name, &e->t, false);
+        if (strcmp(e->name, top[i].engine) == 0)
+            return add(d, lr_model_stage_name(top[i].stage), e->name, &e->t, false);
     if (strstr(e->name, " ("))
-        return skip(d, e->name, "a view of another tensor (reshaped, permuted, ...): the tensor itself is mapped");
+        return skip(d, e->name,
+                    "a view of another tensor (reshaped, permuted, ...): the tensor itself is mapped");
     const char *dash = strrchr(e->name, '-');
     int64_t l = dash ? layer_after(dash + 1, c->num_hidden_layers) : -1;
     size_t n = dash ? (size_t)(dash - e->name) : 0;
@@ -298,7 +334,8 @@ static int map_llamacpp(mapped_dump *d, const lr_config *c, const lr_st_entry *e
             const char *en = llamacpp_layer[i].engine;
             if (strlen(en) != n || strncmp(e->name, en, n) != 0) continue;
             if (bias && (strcmp(en, "ffn_gate") == 0 || strcmp(en, "ffn_up") == 0))
-                return skip(d, e->name, "the projection before its bias (the model has MLP biases): _b is after it");
+                return skip(d, e->name,
+                            "the projection before its bias (the model has MLP biases): _b is after it");
             return map_one(d, c, e, &llamacpp_layer[i], l);
         }
         for (size_t i = 0; i < sizeof llamacpp_skip / sizeof llamacpp_skip[0]; i++)
@@ -322,8 +359,8 @@ static int rank_of(const lr_fixture *fx, const char *path, int n) {
     }
     long size = s ? strtol(s, &end, 10) : -1;
     if (!s || *end || size != n) {
-        bad("%s: __metadata__.tp_size: %s%s%s, but %d dumps under test were given", path, s ? "\"" : "missing",
-            s ? s : "", s ? "\"" : "", n);
+        bad("%s: __metadata__.tp_size: %s%s%s, but %d dumps under test were given", path,
+            s ? "\"" : "missing", s ? s : "", s ? "\"" : "", n);
         return -2;
     }
     return (int)rank;
@@ -337,9 +374,10 @@ int dump_open(const args *a, const char *const *paths, int n, const lr_config *c
     if (!d->skipped || !d->unmapped) return bad("out of memory");
     bool hf = strcmp(d->names, "hf") == 0, vllm = strcmp(d->names, "vllm") == 0;
     if (n > 1 && !vllm)
-        return bad("compare: %d dumps under test: several are the ranks of a tensor-parallel run (--names vllm); "
-                   "--names %s takes one",
-                   n, d->names);
+        return bad(
+            "compare: %d dumps under test: several are the ranks of a tensor-parallel run (--names vllm); "
+            "--names %s takes one",
+            n, d->names);
     if (!hf && !cfg)
         return bad("compare --names %s: needs --model DIR|FILE.gguf (the model's sizes split and place the "
                    "engine's tensors)",
@@ -351,19 +389,22 @@ int dump_open(const args *a, const char *const *paths, int n, const lr_config *c
         int rc = lr_fixture_open(paths[i], &fx[i]);
         if (rc) status = lib_fail(rc);
     }
-    for (int i = 0; i < n; i++) order[i] = -1;
+    for (int i = 0; i < n; i++)
+        order[i] = -1;
     for (int i = 0; i < n && !status; i++) {
         int r = n > 1 ? rank_of(fx[i], paths[i], n) : -1;
         if (r == -2)
             status = EXIT_BAD;
         else if ((r >= 0 && order[r] >= 0) || (i > 0 && (r >= 0) != (said > 0)))
-            status = bad("%s: __metadata__.tp_rank: %s (every rank's dump says its own rank, or none does)", paths[i],
-                         r >= 0 && order[r] >= 0 ? "a rank given twice" : "given by some dumps and not others");
+            status = bad(
+                "%s: __metadata__.tp_rank: %s (every rank's dump says its own rank, or none does)", paths[i],
+                r >= 0 && order[r] >= 0 ? "a rank given twice" : "given by some dumps and not others");
         else
             order[r >= 0 ? r : i] = i, said += r >= 0;
     }
     if (status) {
-        for (int i = 0; i < n; i++) lr_fixture_free(fx[i]);
+        for (int i = 0; i < n; i++)
+            lr_fixture_free(fx[i]);
         return status;
     }
     for (int r = 0; r < n; r++) {
@@ -376,11 +417,14 @@ int dump_open(const args *a, const char *const *paths, int n, const lr_config *c
         const lr_batch *x = lr_fixture_batch(d->fx[r]), *y = lr_fixture_batch(f0);
         if (x->num_tokens != y->num_tokens ||
             memcmp(x->input_ids, y->input_ids, (size_t)x->num_tokens * sizeof(int64_t)))
-            return bad("%s: input_ids differ from %s's: the ranks are of different inputs", d->path[r], d->path[0]);
+            return bad("%s: input_ids differ from %s's: the ranks are of different inputs", d->path[r],
+                       d->path[0]);
     }
     for (size_t i = 0; i < lr_fixture_stage_count(f0) && !status; i++) {
         const lr_st_entry *e = lr_fixture_stage_at(f0, i);
-        status = hf ? add(d, e->name, e->name, &e->t, false) : vllm ? map_vllm(d, cfg, e) : map_llamacpp(d, cfg, e);
+        status = hf     ? add(d, e->name, e->name, &e->t, false)
+                 : vllm ? map_vllm(d, cfg, e)
+                        : map_llamacpp(d, cfg, e);
     }
     return status;
 }
@@ -392,7 +436,8 @@ void dump_close(mapped_dump *d) {
         if (d->s[i].owns_data) free((void *)d->s[i].t.data);
     }
     free(d->s);
-    for (int r = 0; r < d->nfx; r++) lr_fixture_free(d->fx[r]);
+    for (int r = 0; r < d->nfx; r++)
+        lr_fixture_free(d->fx[r]);
     json_decref(d->skipped);
     json_decref(d->unmapped);
 }
