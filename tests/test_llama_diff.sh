@@ -338,6 +338,14 @@ for row in "-m $M|check dump compare backends info" "-f $F|check dump backends" 
         esac
     done
 done
+# --threads sets the host's BLAS threads: a run with nothing on the CPU refuses it (check
+# at bf16/fp16 keeps it: its same-precision verdict runs the emulated CPU reference).
+expect 2 "check --threads on cuda at fp32" -- "$LD" check -b cuda -p fp32 --threads 2 -m "$M" -f "$F"
+expect_err "--threads" "--backend cpu"
+expect 2 "dump --threads on cuda" -- "$LD" dump -b cuda --threads 2 -m "$M" -t 1 -o "$TMP/unused-out"
+expect_err "--threads" "--backend cpu"
+expect 2 "backends --threads with no cpu side" -- "$LD" backends --a cuda:bf16 --b cuda:fp16 --threads 2 -m "$M" -t 1
+expect_err "--threads" "cpu side"
 for cmd in check compare backends; do
     expect 2 "$cmd --force without --report" -- "$LD" $cmd --force
     expect_err "--force" "$cmd uses it only with --report"

@@ -24,7 +24,7 @@ typedef struct {
     const char *cmd;
     const char *model, *fixture, *tokens, *out, *report, *gguf;
     lr_options opt;
-    bool json, force, color, backend_given, precision_given, isolate, quiet;
+    bool json, force, color, backend_given, precision_given, isolate, quiet, threads_given;
     int decode;                  /* check --decode K */
     char kernels[512];           /* --kernel family=name, comma-joined */
     lr_fault faults[16];         /* --inject STAGE=KIND:EPS (check, dump; backends: side b) */

@@ -46,7 +46,7 @@ static void usage(FILE *fp) {
           "  -p, --precision P        cpu: f64 (default), f32, bf16 or fp16 (bf16, fp16: float32\n"
           "                           rounded as cuda rounds); cuda: bf16 (default), fp16 or fp32\n"
           "      --tp N               tensor-parallel size (default 1)\n"
-          "      --threads N          BLAS threads (default 1: bitwise reproducible)\n"
+          "      --threads N          BLAS threads of a run on the CPU (default 1: bitwise reproducible)\n"
           "      --devices N          cuda: GPUs for the tp ranks (default: tp GPUs over NCCL when\n"
           "                           present, else all ranks on one GPU; 1 forces one GPU)\n"
           "  -k, --kernel FAM=NAME    cuda: kernel variant for an op family (repeatable)\n"
@@ -283,6 +283,7 @@ static int parse_args(int argc, char **argv, args *a) {
             break;
         case OPT_THREADS:
             if (parse_int(optarg, "--threads", 1, 1024, &a->opt.num_threads)) return EXIT_BAD;
+            a->threads_given = true;
             break;
         case OPT_JSON:
             a->json = true;
