@@ -308,9 +308,10 @@ expect 2 "--names of no engine" -- "$LD" compare --names sglang "$S" "$S"
 expect_err "--names" "sglang"
 expect 0 "llama.cpp names" -- "$LD" compare --names llama.cpp -m "$M" "$TMP/llamacpp.safetensors" "$S" --json
 json_ok 'd["result"] == "agree" and d["coverage"]["compared"] == 45 and len(d["coverage"]["not_in_names"]) == 3 and '"$exact"
-json_ok 'sorted(x["name"] for x in d["coverage"]["skipped"]) == ["Qcur-0 (reshaped)", "ffn_inp-0", "ffn_inp-1", "ffn_inp-2"] and [x["name"] for x in d["coverage"]["unmatched"]] == ["atn_out-2"] and d["coverage"]["unmatched"][0]["nearest"] in ("lm_head", "model.norm")'
+json_ok 'sorted(x["name"] for x in d["coverage"]["skipped"]) == ["Qcur-0 (reshaped)", "ffn_inp-0", "ffn_inp-1", "ffn_inp-2"] and [(x["name"], x["nearest_in_names"]) for x in d["coverage"]["unmatched"]] == [("atn_out-2", "attn_out-2")] and d["coverage"]["unmatched"][0]["nearest"] in ("lm_head", "model.norm")'
 expect 0 "llama.cpp names (text)" -- "$LD" compare --names llama.cpp -m "$M" "$TMP/llamacpp.safetensors" "$S"
 grep -q "ffn_inp-0: the residual stream after attention" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: skipped names not said"; }
+grep -q "atn_out-2 (did you mean attn_out-2? nearest golden stage: " "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: an unmapped name without its nearest llama.cpp name"; }
 expect 1 "llama.cpp Qcur in HF row order diverges (the GGUF order is undone)" -- "$LD" compare --names llama.cpp -m "$M" "$TMP/llamacpp-hf-rows.safetensors" "$S" --json
 json_ok 'd["first_divergence"] == "model.layers.0.self_attn.q_proj"'
 expect 2 "llama.cpp names without --model" -- "$LD" compare --names llama.cpp "$TMP/llamacpp.safetensors" "$S"

@@ -53,31 +53,12 @@ static lr_dtype dtype_of_dump(const lr_fixture *fx, const lr_tensor *first) {
     return d;
 }
 
-/* Edit distance of two names (the nearest golden name for a stage that matches none). */
-static size_t distance(const char *x, const char *y) {
-    size_t n = strlen(y), row[128], best = (size_t)-1;
-    if (n >= sizeof row / sizeof row[0]) return best;
-    for (size_t j = 0; j <= n; j++) row[j] = j;
-    for (size_t i = 1; x[i - 1]; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= n; j++) {
-            size_t up = row[j], v = diag + (x[i - 1] != y[j - 1]);
-            if (row[j] + 1 < v) v = row[j] + 1;
-            if (row[j - 1] + 1 < v) v = row[j - 1] + 1;
-            row[j] = v;
-            diag = up;
-        }
-    }
-    return row[n];
-}
-
 static const char *nearest(const lr_fixture *ref, const char *name) {
     const char *best = NULL;
     size_t bd = (size_t)-1;
     for (size_t i = 0; i < lr_fixture_stage_count(ref); i++) {
         const char *g = lr_fixture_stage_at(ref, i)->name;
-        size_t d = distance(name, g);
+        size_t d = edit_distance(name, g);
         if (d < bd) bd = d, best = g;
     }
     return best;
@@ -124,9 +105,11 @@ static json_t *coverage(const args *a, const mapped_dump *t, const lr_fixture *r
     size_t k;
     json_t *v;
     json_array_foreach(t->unmapped, k, v) {
-        const char *x = json_string_value(v);
-        if (selected(a, x))
-            json_array_append_new(extra, json_pack("{s:s, s:s?}", "name", x, "nearest", nearest(ref, x)));
+        const char *x = json_string_value(json_object_get(v, "name"));
+        if (!selected(a, x)) continue;
+        json_t *o = json_pack("{s:s, s:s?}", "name", x, "nearest", nearest(ref, x));
+        json_object_set(o, "nearest_in_names", json_object_get(v, "nearest_in_names"));
+        json_array_append_new(extra, o);
     }
     free(order);
     *missing = json_array_size(miss);
@@ -168,8 +151,13 @@ static void print_coverage(const json_t *cov) {
         printf("in the dump but in no golden stage (%zu):\n", json_array_size(extra));
         json_array_foreach(extra, k, v) {
             const char *near = json_string_value(json_object_get(v, "nearest"));
-            printf("  %s%s%s%s\n", json_string_value(json_object_get(v, "name")), near ? " (did you mean " : "",
-                   near ? near : "", near ? "?)" : "");
+            const char *own = json_string_value(json_object_get(v, "nearest_in_names"));
+            if (own) /* a name under an engine's map: its nearest name there, then the golden's */
+                printf("  %s (did you mean %s? nearest golden stage: %s)\n",
+                       json_string_value(json_object_get(v, "name")), own, near ? near : "none");
+            else
+                printf("  %s%s%s%s\n", json_string_value(json_object_get(v, "name")), near ? " (did you mean " : "",
+                       near ? near : "", near ? "?)" : "");
         }
     }
 }

@@ -56,6 +56,8 @@ int parse_precision_torch(const char *s, lr_dtype *out);
 
 char *join(const char *a, const char *b); /* "a/b", fresh */
 bool is_file(const char *path);
+/* Edit distance of two names ((size_t)-1 when y is too long to measure). */
+size_t edit_distance(const char *x, const char *y);
 /* The folder PATH would be written in exists (else an error naming opt and the folder). */
 int check_out_parent(const char *opt, const char *path);
 /* $LR_FIXTURES, else the source tree's fixtures/, else the installed ones. */
@@ -154,7 +156,7 @@ typedef struct {
     ld_stage *s;                   /* in rank 0's file order */
     size_t n, cap;
     json_t *skipped;               /* [{name, reason}]: engine names that equal no HF stage */
-    json_t *unmapped;              /* [name]: in no map */
+    json_t *unmapped;              /* [{name, nearest_in_names}]: in no map, with the map's nearest name */
 } mapped_dump;
 
 /* Opens the n dumps under test (one per tensor-parallel rank: vllm) and maps their

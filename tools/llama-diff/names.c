@@ -280,6 +280,41 @@ static int map_one(mapped_dump *d, const lr_config *c, const lr_st_entry *e, con
     return 0;
 }
 
+/* The name under this map nearest to an unmapped one (a typo's likely intent), or NULL. */
+static json_t *nearest_engine(const mapped_dump *d, const lr_config *c, const char *name) {
+    bool vllm = strcmp(d->names, "vllm") == 0;
+    static const char *const vllm_top[] = {"model.embed_tokens", "model.norm", "logits"};
+    static const char *const cpp_top[] = {"inp_embd", "result_norm", "result_output"};
+    const layer_map *table = vllm ? vllm_layer : llamacpp_layer;
+    size_t ntable =
+        vllm ? sizeof vllm_layer / sizeof vllm_layer[0] : sizeof llamacpp_layer / sizeof llamacpp_layer[0];
+    char best[160] = "", cand[160];
+    size_t bd = (size_t)-1;
+    for (size_t i = 0; i < 3; i++) {
+        size_t dd = edit_distance(name, vllm ? vllm_top[i] : cpp_top[i]);
+        if (dd < bd) bd = dd, snprintf(best, sizeof best, "%s", vllm ? vllm_top[i] : cpp_top[i]);
+    }
+    for (int64_t l = 0; l < c->num_hidden_layers; l++)
+        for (size_t i = 0; i <= ntable; i++) {
+            if (i == ntable && !vllm) break;
+            if (i == ntable) /* the layer's own output */
+                snprintf(cand, sizeof cand, "model.layers.%lld", (long long)l);
+            else if (vllm)
+                snprintf(cand, sizeof cand, "model.layers.%lld.%s", (long long)l, table[i].engine);
+            else
+                snprintf(cand, sizeof cand, "%s-%lld", table[i].engine, (long long)l);
+            size_t dd = edit_distance(name, cand);
+            if (dd < bd) bd = dd, memcpy(best, cand, sizeof best);
+        }
+    return *best ? json_string(best) : json_null();
+}
+
+static int unmapped(mapped_dump *d, const lr_config *c, const char *name) {
+    json_array_append_new(
+        d->unmapped, json_pack("{s:s, s:o}", "name", name, "nearest_in_names", nearest_engine(d, c, name)));
+    return 0;
+}
+
 static int map_vllm(mapped_dump *d, const lr_config *c, const lr_st_entry *e) {
     static const struct {
         const char *engine;
@@ -306,8 +341,7 @@ static int map_vllm(mapped_dump *d, const lr_config *c, const lr_st_entry *e) {
                 return skip(d, e->name, "q and k after RoPE: Hugging Face reports no stage there");
         }
     }
-    json_array_append_new(d->unmapped, json_string(e->name));
-    return 0;
+    return unmapped(d, c, e->name);
 }
 
 static int map_llamacpp(mapped_dump *d, const lr_config *c, const lr_st_entry *e) {
@@ -342,8 +376,7 @@ static int map_llamacpp(mapped_dump *d, const lr_config *c, const lr_st_entry *e
             if (strlen(llamacpp_skip[i].engine) == n && strncmp(e->name, llamacpp_skip[i].engine, n) == 0)
                 return skip(d, e->name, llamacpp_skip[i].reason);
     }
-    json_array_append_new(d->unmapped, json_string(e->name));
-    return 0;
+    return unmapped(d, c, e->name);
 }
 
 /* tp_rank of a rank's dump from its metadata: -1 absent; -2 (after an error) bad. */

@@ -113,3 +113,23 @@ int check_out_parent(const char *opt, const char *path) {
     free(dir);
     return status;
 }
+
+/* Edit distance of two names (the nearest golden name for a stage that matches none). */
+size_t edit_distance(const char *x, const char *y) {
+    size_t n = strlen(y), row[128], best = (size_t)-1;
+    if (n >= sizeof row / sizeof row[0]) return best;
+    for (size_t j = 0; j <= n; j++) row[j] = j;
+    for (size_t i = 1; x[i - 1]; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= n; j++) {
+            size_t up = row[j], v = diag + (x[i - 1] != y[j - 1]);
+            if (row[j] + 1 < v) v = row[j] + 1;
+            if (row[j - 1] + 1 < v) v = row[j - 1] + 1;
+            row[j] = v;
+            diag = up;
+        }
+    }
+    return row[n];
+}
+
