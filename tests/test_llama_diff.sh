@@ -161,6 +161,8 @@ open(sys.argv[2], "wb").write(struct.pack("<Q", len(hb)) + hb + b"".join(parts))
 PY
 expect 0 "compare a BF16 [1, T, F] dump" -- "$LD" compare "$TMP/bf16.safetensors" "$F" --json
 json_ok 'd["result"] == "agree" and d["precision"] == "bf16" and d["coverage"]["compared"] == 48'
+expect 0 "compare a BF16 dump with --model (bf16 budgets scaled)" -- "$LD" compare "$TMP/bf16.safetensors" "$F" --model "$M" --json
+json_ok 'd["result"] == "agree" and d["precision"] == "bf16" and d["budgets_scaled"] and all(s["predicted"] > 0 for s in d["stages"] if s["kind"] not in ("embedding",))'
 expect 1 "compare a BF16 dump at the f64 budgets" -- "$LD" compare "$TMP/bf16.safetensors" "$F" --precision f64
 # Real-model budgets: without --model compare says its budgets are unscaled; with it they
 # scale as check's do and the error model's prediction shows.
