@@ -470,6 +470,7 @@ typedef struct {
     bool kernel_variants;     /* takes lr_options.kernels */
     bool multi_device;        /* spreads tp ranks over devices (lr_options.num_devices) */
     bool profiling;           /* lr_model_set_profiling works */
+    bool blas_threads;        /* takes lr_options.num_threads (host BLAS threads) */
 } lr_backend_info;
 
 /* The backends this library knows, built in or not, in a fixed order (the CPU reference

@@ -274,6 +274,17 @@ END_TEST
 
 /* ---- lr_stage_layer ---------------------------------------------------------------------- */
 
+/* The backend table says which backends take host BLAS threads (llama-diff refuses
+ * --threads for a run with nothing on the CPU): the CPU reference does, CUDA does not. */
+START_TEST(backend_table_says_who_takes_threads) {
+    const lr_backend_info *cpu = lr_backend_find("cpu"), *cuda = lr_backend_find("cuda");
+    ck_assert_ptr_nonnull(cpu);
+    ck_assert_ptr_nonnull(cuda);
+    ck_assert(cpu->blas_threads);
+    ck_assert(!cuda->blas_threads);
+}
+END_TEST
+
 START_TEST(stage_layer_reads_the_layer) {
     char name[64];
     ck_assert_int_eq(lr_stage_layer(lr_layer_stage_name(name, sizeof name, 3, LR_LS_LAYER)), 3);
@@ -728,6 +739,7 @@ static Suite *check_suite(void) {
     suite_add_tcase(s, metrics);
     TCase *names = tcase_create("stage names");
     tcase_add_test(names, stage_layer_reads_the_layer);
+    tcase_add_test(names, backend_table_says_who_takes_threads);
     suite_add_tcase(s, names);
     TCase *drill = tcase_create("drill-down");
     tcase_add_test(drill, drill_down_of_a_passing_run_is_empty);

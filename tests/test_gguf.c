@@ -756,6 +756,25 @@ START_TEST(bad_checkpoint) {
 }
 END_TEST
 
+/* A path that does not exist is reported as missing, not as a config.json missing
+ * inside it (a .gguf name or a directory name alike). */
+START_TEST(missing_path) {
+    char *dir = tu_tmpdir("gguf-missing");
+    const char *names[] = {"model.gguf", "checkpoint"};
+    for (size_t i = 0; i < N_ELEMS(names); i++) {
+        char *path = tu_path(dir, names[i]);
+        lr_checkpoint *ck = NULL;
+        int rc = lr_checkpoint_open(path, &ck);
+        ck_assert_int_eq(rc, LR_E_IO);
+        ck_assert_ptr_null(ck);
+        TU_ASSERT_ERROR_HAS(path, "No such file or directory");
+        ck_assert_msg(!strstr(lr_last_error(), "config.json"), "%s", lr_last_error());
+        free(path);
+    }
+    tu_tmpdir_free(dir);
+}
+END_TEST
+
 /* Writes g to a fresh file and opens it as a checkpoint. */
 static lr_checkpoint *open_built(gfile *g, char **dir_out) {
     buf o = serialize(g);
@@ -1327,6 +1346,7 @@ static Suite *gguf_suite(void) {
     tc = tcase_create("checkpoint");
     tcase_set_timeout(tc, 60);
     tcase_add_loop_test(tc, bad_checkpoint, 0, (int)N_ELEMS(ck_cases));
+    tcase_add_test(tc, missing_path);
     tcase_add_test(tc, config_and_tensors);
     tcase_add_test(tc, config_variants);
     tcase_add_test(tc, names_and_paths);

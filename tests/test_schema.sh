@@ -62,6 +62,25 @@ run_json 1 "diverging check (f64 run against an f32 dump)" -- check -m "$M" -f "
 DIVERGE=$TMP/doc$n.json
 run_json 0 "compare, agreeing" -- compare "$TMP/f32.safetensors" "$F" --json
 run_json 1 "compare, diverging (f64 budgets on an f32 dump)" -- compare "$TMP/f32.safetensors" "$F" -p f64 --json
+run_json 0 "compare --model (budgets scaled)" -- compare "$TMP/f32.safetensors" "$F" --model "$M" --json
+# A few stages under llama.cpp's names, one it skips and one in no map: a diverging
+# (incomplete) document with every coverage list filled.
+python3 - "$TMP/f32.safetensors" "$TMP/llamacpp.safetensors" <<'PY'
+import json, struct, sys
+d = open(sys.argv[1], "rb").read(); n = struct.unpack("<Q", d[:8])[0]; h = json.loads(d[8:8 + n]); body = d[8 + n:]
+ren = {"model.embed_tokens": "inp_embd", "model.norm": "result_norm", "lm_head": "result_output", "model.layers.0": "l_out-0",
+       "model.layers.1": "ffn_inp-1", "model.layers.2": "l_0ut-2", "input_ids": "input_ids", "positions": "positions", "seq_lens": "seq_lens"}
+nh, parts, off = {"__metadata__": h["__metadata__"]}, [], 0
+for k, v in h.items():
+    if k not in ren: continue
+    a, b = v["data_offsets"]; blob = body[a:b]
+    nh[ren[k]] = dict(v, data_offsets=[off, off + len(blob)]); off += len(blob); parts.append(blob)
+hb = json.dumps(nh).encode(); hb += b" " * ((8 - len(hb) % 8) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hb)) + hb + b"".join(parts))
+PY
+run_json 1 "compare --names llama.cpp, incomplete" -- compare --names llama.cpp --model "$M" "$TMP/llamacpp.safetensors" "$TMP/f32.safetensors" --json
+python3 -c "import json,sys; c=json.load(open('$TMP/doc$n.json'))['coverage']; sys.exit(0 if c['skipped'] and c['not_in_names'] and c['unmatched'] and c['missing'] else 1)" &&
+    pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: the llama.cpp document does not fill every coverage list"; }
 run_json 0 "backends cpu:f64 vs cpu:f32" -- backends -m "$M" -f "$F" --a cpu:f64 --b cpu:f32 --json
 run_json 0 "backends --tokens" -- backends -m "$M" -t "1 2 3 4" --a cpu:f64 --b cpu:f32 --json
 for model in gqa-f32 mha-bias-bf16 mqa-hd-f16 long-gqa-f32; do

@@ -413,6 +413,12 @@ static void write_page(FILE *f, const json_t *doc, stage *st, int n) {
         snprintf(b, sizeof b, "%lld", integer(doc, "tp"));
         meta_row(f, "Tensor parallel", b, false);
     }
+    const json_t *scaled = json_object_get(doc, "budgets_scaled");
+    if (json_is_boolean(scaled)) /* compare: whether a model scaled the budgets */
+        meta_row(f, "Budgets",
+                 json_is_true(scaled) ? "scaled by the error model of the model, as check's are"
+                                      : "unscaled: no --model, the tolerance table's rows as they are",
+                 false);
     if (json_is_boolean(json_object_get(doc, "isolate")))
         meta_row(f, "Isolate", json_is_true(json_object_get(doc, "isolate")) ? "yes: each layer fed the reference input" : "no",
                  false);
@@ -431,6 +437,14 @@ static void write_page(FILE *f, const json_t *doc, stage *st, int n) {
             fprintf(f, "</code>)");
         }
         if (json_array_size(miss)) fprintf(f, "; %zu missing from the run under test: it fails", json_array_size(miss));
+        const char *names = str(cov, "names");
+        if (names && strcmp(names, "hf") != 0) {
+            fprintf(f, "; ");
+            esc(f, names);
+            fprintf(f, " names: %zu golden stages they cannot hold, %zu names skipped",
+                    json_array_size(json_object_get(cov, "not_in_names")),
+                    json_array_size(json_object_get(cov, "skipped")));
+        }
         fprintf(f, "</td></tr>\n");
     }
     if (first) {

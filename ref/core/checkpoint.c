@@ -439,7 +439,10 @@ int lr_checkpoint_open(const char *path, lr_checkpoint **out) {
     }
     int rc;
     struct stat st;
-    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) {
+    if (stat(path, &st) != 0) {
+        /* Said as it is: a missing path, not a config.json missing inside it. */
+        rc = lr_fail(LR_E_IO, "%s: %s (expected a checkpoint directory or a .gguf file)", path, strerror(errno));
+    } else if (S_ISREG(st.st_mode)) {
         if (!is_gguf_file(path)) {
             rc = lr_fail(LR_E_IO, "%s: a file, but not a GGUF file (expected a checkpoint directory or a .gguf file)",
                          path);

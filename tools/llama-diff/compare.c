@@ -1,6 +1,8 @@
-/* compare.c: llama-diff compare A B: two llama-golden/1 dumps of the same inputs, A under
- * test against B, stage by stage in forward order, at the budgets of A's compute_dtype
- * unless --precision says otherwise. */
+/* compare.c: llama-diff compare DUMP... GOLDEN: a dump under test (llama-golden/1; its
+ * stages under HF, vLLM or llama.cpp names, names.c; one file per tensor-parallel rank for
+ * vLLM) against a golden of the same inputs, stage by stage in forward order, at the
+ * budgets of the dump's compute_dtype unless --precision says otherwise; with --model,
+ * budgets scaled by that model's error model as check's are. */
 #include "diff.h"
 
 #include <fnmatch.h>
@@ -23,6 +25,12 @@ static int by_rank(const void *x, const void *y) {
     int64_t b = stage_rank(lr_fixture_stage_at(sort_fx, *(const size_t *)y)->name);
     return a < b ? -1 : a > b;
 }
+static const mapped_dump *sort_dump;
+static int by_rank_mapped(const void *x, const void *y) {
+    int64_t a = stage_rank(sort_dump->s[*(const size_t *)x].name);
+    int64_t b = stage_rank(sort_dump->s[*(const size_t *)y].name);
+    return a < b ? -1 : a > b;
+}
 
 static bool same_inputs(const lr_batch *x, const lr_batch *y) {
     if (x->num_tokens != y->num_tokens || x->num_seqs != y->num_seqs) return false;
@@ -34,34 +42,15 @@ static bool same_inputs(const lr_batch *x, const lr_batch *y) {
 
 /* The budget row of a dump: its compute_dtype (one this tool does not know: the loosest
  * row, bf16); without one, the dtype its stages are stored in (an engine's own dump). */
-static lr_dtype dtype_of_dump(const lr_fixture *fx) {
+static lr_dtype dtype_of_dump(const lr_fixture *fx, const lr_tensor *first) {
     const char *cd = lr_fixture_metadata(fx, "compute_dtype");
     lr_dtype d = LR_F64;
     if (cd) {
         if (parse_precision_torch(cd, &d)) d = LR_BF16;
-    } else if (lr_fixture_stage_count(fx)) {
-        d = lr_fixture_stage_at(fx, 0)->t.dtype;
+    } else if (first) {
+        d = first->dtype;
     }
     return d;
-}
-
-/* Edit distance of two names (the nearest golden name for a stage that matches none). */
-static size_t distance(const char *x, const char *y) {
-    size_t n = strlen(y), row[128], best = (size_t)-1;
-    if (n >= sizeof row / sizeof row[0]) return best;
-    for (size_t j = 0; j <= n; j++) row[j] = j;
-    for (size_t i = 1; x[i - 1]; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= n; j++) {
-            size_t up = row[j], v = diag + (x[i - 1] != y[j - 1]);
-            if (row[j] + 1 < v) v = row[j] + 1;
-            if (row[j - 1] + 1 < v) v = row[j - 1] + 1;
-            row[j] = v;
-            diag = up;
-        }
-    }
-    return row[n];
 }
 
 static const char *nearest(const lr_fixture *ref, const char *name) {
@@ -69,7 +58,7 @@ static const char *nearest(const lr_fixture *ref, const char *name) {
     size_t bd = (size_t)-1;
     for (size_t i = 0; i < lr_fixture_stage_count(ref); i++) {
         const char *g = lr_fixture_stage_at(ref, i)->name;
-        size_t d = distance(name, g);
+        size_t d = edit_distance(name, g);
         if (d < bd) bd = d, best = g;
     }
     return best;
@@ -78,36 +67,55 @@ static const char *nearest(const lr_fixture *ref, const char *name) {
 static bool selected(const args *a, const char *name) { return !a->stages || fnmatch(a->stages, name, 0) == 0; }
 
 /* Coverage is part of the verdict: every golden stage (of --stages, when given) must be in
- * the dump under test; what the dump holds beyond the golden is listed with the nearest
- * golden name. */
-static json_t *coverage(const args *a, const lr_fixture *t, const lr_fixture *ref, size_t compared, size_t *missing) {
-    json_t *miss = json_array(), *extra = json_array();
+ * the dump under test, unless the engine's names cannot hold it (listed, with why). What
+ * the dump holds beyond the golden: stages the golden lacks (listed in JSON), names in no
+ * stage table with the nearest golden name, and engine names skipped by the map. */
+static json_t *coverage(const args *a, const mapped_dump *t, const lr_fixture *ref, size_t compared,
+                        size_t *missing) {
+    json_t *miss = json_array(), *extra = json_array(), *beyond = json_array(), *absent = json_array();
     size_t golden = 0, n = lr_fixture_stage_count(ref);
     size_t *order = malloc((n ? n : 1) * sizeof *order);
-    if (!order) {
-        json_decref(miss);
-        json_decref(extra);
+    if (!order || !miss || !extra || !beyond || !absent) {
+        json_decref(miss), json_decref(extra), json_decref(beyond), json_decref(absent);
+        free(order);
         return NULL;
     }
     for (size_t i = 0; i < n; i++) order[i] = i;
     sort_fx = ref;
     qsort(order, n, sizeof *order, by_rank); /* missing stages in forward order */
     for (size_t i = 0; i < n; i++) {
-        const char *g = lr_fixture_stage_at(ref, order[i])->name;
-        if (!selected(a, g)) continue;
-        golden++;
-        if (!lr_fixture_stage(t, g)) json_array_append_new(miss, json_string(g));
+        const char *g = lr_fixture_stage_at(ref, order[i])->name, *why;
+        if (!selected(a, g) || dump_find(t, g)) {
+            golden += selected(a, g);
+            continue;
+        }
+        if ((why = dump_not_produced(t, g)))
+            json_array_append_new(absent, json_pack("{s:s, s:s}", "name", g, "reason", why));
+        else
+            golden++, json_array_append_new(miss, json_string(g));
     }
-    for (size_t i = 0; i < lr_fixture_stage_count(t); i++) {
-        const char *x = lr_fixture_stage_at(t, i)->name;
+    for (size_t i = 0; i < t->n; i++) {
+        const char *x = t->s[i].name;
         if (lr_fixture_stage(ref, x) || !selected(a, x)) continue;
-        const char *near = nearest(ref, x);
-        json_array_append_new(extra, json_pack("{s:s, s:s?}", "name", x, "nearest", near));
+        if (lr_stage_order(x) >= 0)
+            json_array_append_new(beyond, json_string(x));
+        else
+            json_array_append_new(extra, json_pack("{s:s, s:s?}", "name", x, "nearest", nearest(ref, x)));
+    }
+    size_t k;
+    json_t *v;
+    json_array_foreach(t->unmapped, k, v) {
+        const char *x = json_string_value(json_object_get(v, "name"));
+        if (!selected(a, x)) continue;
+        json_t *o = json_pack("{s:s, s:s?}", "name", x, "nearest", nearest(ref, x));
+        json_object_set(o, "nearest_in_names", json_object_get(v, "nearest_in_names"));
+        json_array_append_new(extra, o);
     }
     free(order);
     *missing = json_array_size(miss);
-    return json_pack("{s:I, s:I, s:s?, s:o, s:o}", "compared", (json_int_t)compared, "golden", (json_int_t)golden,
-                     "stages", a->stages, "missing", miss, "unmatched", extra);
+    return json_pack("{s:I, s:I, s:s?, s:s, s:o, s:o, s:o, s:O, s:o}", "compared", (json_int_t)compared, "golden",
+                     (json_int_t)golden, "stages", a->stages, "names", t->names, "missing", miss, "unmatched", extra,
+                     "not_in_names", absent, "skipped", t->skipped, "not_in_golden", beyond);
 }
 
 static void print_coverage(const json_t *cov) {
@@ -115,10 +123,26 @@ static void print_coverage(const json_t *cov) {
     json_int_t golden = json_integer_value(json_object_get(cov, "golden"));
     const char *pattern = json_string_value(json_object_get(cov, "stages"));
     const json_t *miss = json_object_get(cov, "missing"), *extra = json_object_get(cov, "unmatched");
+    const json_t *absent = json_object_get(cov, "not_in_names"), *skipped = json_object_get(cov, "skipped");
+    const json_t *beyond = json_object_get(cov, "not_in_golden");
+    const char *names = json_string_value(json_object_get(cov, "names"));
     printf("coverage: %lld of %lld golden stages compared%s%s%s\n", (long long)compared, (long long)golden,
            pattern ? " (narrowed by --stages " : "", pattern ? pattern : "", pattern ? ")" : "");
     size_t k;
     json_t *v;
+    if (json_array_size(absent)) {
+        printf("golden stages %s names cannot hold (%zu, not required):\n", names, json_array_size(absent));
+        json_array_foreach(absent, k, v) printf("  %s: %s\n", json_string_value(json_object_get(v, "name")),
+                                                json_string_value(json_object_get(v, "reason")));
+    }
+    if (json_array_size(skipped)) {
+        printf("skipped: %s names that equal no golden stage (%zu):\n", names, json_array_size(skipped));
+        json_array_foreach(skipped, k, v) printf("  %s: %s\n", json_string_value(json_object_get(v, "name")),
+                                                 json_string_value(json_object_get(v, "reason")));
+    }
+    if (json_array_size(beyond))
+        printf("not compared: %zu stages the golden does not hold (it holds the sub-stages of some layers only)\n",
+               json_array_size(beyond));
     if (json_array_size(miss)) {
         printf("missing from the dump under test (%zu): the run fails\n", json_array_size(miss));
         json_array_foreach(miss, k, v) printf("  %s\n", json_string_value(v));
@@ -127,57 +151,88 @@ static void print_coverage(const json_t *cov) {
         printf("in the dump but in no golden stage (%zu):\n", json_array_size(extra));
         json_array_foreach(extra, k, v) {
             const char *near = json_string_value(json_object_get(v, "nearest"));
-            printf("  %s%s%s%s\n", json_string_value(json_object_get(v, "name")), near ? " (did you mean " : "",
-                   near ? near : "", near ? "?)" : "");
+            const char *own = json_string_value(json_object_get(v, "nearest_in_names"));
+            if (own) /* a name under an engine's map: its nearest name there, then the golden's */
+                printf("  %s (did you mean %s? nearest golden stage: %s)\n",
+                       json_string_value(json_object_get(v, "name")), own, near ? near : "none");
+            else
+                printf("  %s%s%s%s\n", json_string_value(json_object_get(v, "name")), near ? " (did you mean " : "",
+                       near ? near : "", near ? "?)" : "");
         }
     }
 }
 
 int cmd_compare(const args *a) {
-    if (a->npos != 2) return bad("compare: give two dumps: compare A.safetensors B.safetensors");
-    const char *test_path = a->pos[0], *ref_path = a->pos[1];
-    lr_fixture *t = NULL, *ref = NULL;
+    if (a->npos < 2)
+        return bad("compare: give the dump under test and the golden: compare DUMP.safetensors GOLDEN.safetensors "
+                   "(a tensor-parallel vLLM run: one dump per rank, then the golden)");
+    int ntest = a->npos - 1;
+    const char *ref_path = a->pos[ntest];
+    lr_checkpoint *ck = NULL;
+    lr_fixture *ref = NULL;
+    mapped_dump t = {0};
     size_t *idx = NULL;
-    report r = {.command = "compare", .test_label = test_path, .ref_label = ref_path};
+    char test_label[1024];
+    report r = {.command = "compare", .test_label = test_label, .ref_label = ref_path};
     int rc, status = 0;
-    if ((rc = lr_fixture_open(test_path, &t)) || (rc = lr_fixture_open(ref_path, &ref))) {
+    size_t used = 0;
+    for (int i = 0; i < ntest && used < sizeof test_label; i++)
+        used += (size_t)snprintf(test_label + used, sizeof test_label - used, "%s%s", i ? ", " : "", a->pos[i]);
+    if (a->names && strcmp(a->names, "hf") != 0 && used < sizeof test_label)
+        snprintf(test_label + used, sizeof test_label - used, " (%s names)", a->names);
+    if ((a->model && (rc = lr_checkpoint_open(a->model, &ck))) || (rc = lr_fixture_open(ref_path, &ref)) ||
+        (ck && (rc = lr_fixture_check_config(ref, lr_checkpoint_config(ck))))) {
         status = lib_fail(rc);
         goto out;
     }
-    if (!same_inputs(lr_fixture_batch(t), lr_fixture_batch(ref))) {
+    if ((status = dump_open(a, a->pos, ntest, ck ? lr_checkpoint_config(ck) : NULL, &t))) goto out;
+    if (!same_inputs(lr_fixture_batch(t.fx[0]), lr_fixture_batch(ref))) {
         status = bad("%s: input_ids, positions or seq_lens differ from %s: the dumps are of different inputs",
-                     test_path, ref_path);
+                     t.path[0], ref_path);
         goto out;
     }
-    r.precision = a->precision_given ? a->opt.precision : dtype_of_dump(t);
-    size_t n = lr_fixture_stage_count(t);
+    r.precision = a->precision_given ? a->opt.precision : dtype_of_dump(t.fx[0], t.n ? &t.s[0].t : NULL);
+    /* With the model, budgets scale with the error model's prediction for this model and
+     * these inputs, as check's do; the golden's own rounding counts at its precision. */
+    if (ck && ((status = attach_model(&r.model[0], ck, r.precision, lr_fixture_batch(ref), fixture_source, ref)) ||
+               (status = attach_model(&r.model[1], ck, dtype_of_dump(ref, NULL), lr_fixture_batch(ref),
+                                      fixture_source, ref))))
+        goto out;
+    r.budget_note = ck ? "scaled by the error model of --model (docs/error-model.md)"
+                       : "unscaled: no --model, so the table's rows as they are (give --model to scale them to the "
+                         "model, as check does)";
+    size_t n = t.n;
     if (!(idx = malloc((n ? n : 1) * sizeof *idx))) {
         status = bad("out of memory");
         goto out;
     }
     for (size_t i = 0; i < n; i++)
         idx[i] = i;
-    sort_fx = t;
-    qsort(idx, n, sizeof *idx, by_rank);
+    sort_dump = &t;
+    qsort(idx, n, sizeof *idx, by_rank_mapped);
     size_t common = 0;
     for (size_t i = 0; i < n; i++) {
-        const lr_st_entry *x = lr_fixture_stage_at(t, idx[i]), *y = lr_fixture_stage(ref, x->name);
+        const ld_stage *x = &t.s[idx[i]];
+        const lr_st_entry *y = lr_fixture_stage(ref, x->name);
         if (!y || !selected(a, x->name)) continue;
         if (x->t.shape[1] != y->t.shape[1]) {
-            status = bad("%s: tensor \"%s\": %lld features, %lld in %s", test_path, x->name,
-                         (long long)x->t.shape[1], (long long)y->t.shape[1], ref_path);
+            status = bad("%s: tensor \"%s\"%s%s%s: %lld features, %lld in %s", t.path[0], x->from,
+                         strcmp(x->from, x->name) ? " (" : "", strcmp(x->from, x->name) ? x->name : "",
+                         strcmp(x->from, x->name) ? ")" : "", (long long)x->t.shape[1], (long long)y->t.shape[1],
+                         ref_path);
             goto out;
         }
         common++;
         if ((status = report_add(&r, x->name, &x->t, &y->t))) goto out;
     }
     if (common == 0) {
-        status = bad("%s: no stage in common with %s%s%s", test_path, ref_path, a->stages ? " matching " : "",
-                     a->stages ? a->stages : "");
+        status = bad("%s: no stage in common with %s%s%s%s%s", t.path[0], ref_path, a->stages ? " matching " : "",
+                     a->stages ? a->stages : "", a->names ? " under --names " : "", a->names ? a->names : "");
         goto out;
     }
-    json_t *cov = coverage(a, t, ref, common, &r.missing), *extra;
-    if (!cov || !(extra = json_pack("{s:o}", "coverage", cov))) {
+    json_t *cov = coverage(a, &t, ref, common, &r.missing), *extra;
+    if (!cov || !(extra = json_pack("{s:o, s:s?, s:b}", "coverage", cov, "model", a->model, "budgets_scaled",
+                                    ck != NULL))) {
         status = bad("out of memory");
         goto out;
     }
@@ -188,7 +243,8 @@ int cmd_compare(const args *a) {
 out:
     free(idx);
     report_free(&r);
-    lr_fixture_free(t);
+    dump_close(&t);
     lr_fixture_free(ref);
+    lr_checkpoint_close(ck);
     return status;
 }

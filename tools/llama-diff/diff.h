@@ -16,20 +16,24 @@
 
 enum { EXIT_AGREE = 0, EXIT_DIVERGE = 1, EXIT_BAD = 2 };
 
+/* compare's files: up to 64 dumps under test (a tensor-parallel run's ranks) and the golden. */
+#define LD_MAX_POS 65
+
 /* The command line, parsed (main.c). */
 typedef struct {
     const char *cmd;
     const char *model, *fixture, *tokens, *out, *report, *gguf;
     lr_options opt;
-    bool json, force, color, backend_given, precision_given, isolate, quiet;
+    bool json, force, color, backend_given, precision_given, isolate, quiet, threads_given;
     int decode;                  /* check --decode K */
     char kernels[512];           /* --kernel family=name, comma-joined */
     lr_fault faults[16];         /* --inject STAGE=KIND:EPS (check, dump; backends: side b) */
     int nfaults;
     bool isolate_ops;            /* --isolate op: every op's input from the fixture */
     const char *spec_a, *spec_b; /* backends --a, --b */
-    const char *pos[2];          /* compare A B */
+    const char *pos[LD_MAX_POS]; /* compare DUMP... GOLDEN */
     const char *stages;          /* compare --stages PATTERN: the golden stages to compare */
+    const char *names;           /* compare --names hf|vllm|llama.cpp: how the dump names stages */
     int npos;
 } args;
 
@@ -52,6 +56,10 @@ int parse_precision_torch(const char *s, lr_dtype *out);
 
 char *join(const char *a, const char *b); /* "a/b", fresh */
 bool is_file(const char *path);
+/* Edit distance of two names ((size_t)-1 when y is too long to measure). */
+size_t edit_distance(const char *x, const char *y);
+/* The folder PATH would be written in exists (else an error naming opt and the folder). */
+int check_out_parent(const char *opt, const char *path);
 /* $LR_FIXTURES, else the source tree's fixtures/, else the installed ones. */
 const char *fixtures_root(void);
 
@@ -102,6 +110,7 @@ typedef struct {
     const char *command;
     const char *test_label, *ref_label; /* what each side is, for the header */
     lr_dtype precision;                 /* the budget column used */
+    const char *budget_note;            /* how the budgets were set (compare), or NULL */
     lr_error_model *model[2];           /* what the test side and the reference should show
                                          * (docs/error-model.md); their errors add */
     bool isolated;                      /* the test side ran isolated as isolation says: */
@@ -147,5 +156,33 @@ void same_precision_print(const json_t *same);
 void same_verdict(report *r, const json_t *same, bool pass);
 int cmd_dump(const args *a);
 int cmd_compare(const args *a);
+
+/* ---- names.c: compare's dump under test under Hugging Face stage names ------------------ */
+
+typedef struct {
+    const char *name, *from; /* the HF stage; the engine tensor it comes from */
+    lr_tensor t;             /* (T, F) */
+    bool owns_data;          /* split, gathered or reordered here */
+} ld_stage;
+
+typedef struct {
+    const char *names;             /* "hf", "vllm" or "llama.cpp" (--names) */
+    lr_fixture *fx[LD_MAX_POS];    /* the dumps in rank order (one unless tensor-parallel) */
+    const char *path[LD_MAX_POS];
+    int nfx;
+    ld_stage *s;                   /* in rank 0's file order */
+    size_t n, cap;
+    json_t *skipped;               /* [{name, reason}]: engine names that equal no HF stage */
+    json_t *unmapped;              /* [{name, nearest_in_names}]: in no map, with the map's nearest name */
+} mapped_dump;
+
+/* Opens the n dumps under test (one per tensor-parallel rank: vllm) and maps their
+ * tensors to HF stages by a->names; cfg (from --model; may be NULL for hf) gives the
+ * sizes. Returns an exit status; dump_close in any case. */
+int dump_open(const args *a, const char *const *paths, int n, const lr_config *cfg, mapped_dump *d);
+void dump_close(mapped_dump *d);
+const ld_stage *dump_find(const mapped_dump *d, const char *hf_name);
+/* Why the engine's names cannot hold this golden stage, or NULL when they can. */
+const char *dump_not_produced(const mapped_dump *d, const char *hf_stage);
 
 #endif

@@ -22,8 +22,9 @@ static void usage(FILE *fp) {
           "Commands:\n"
           "  check   run a backend on a golden fixture's inputs and compare every stage\n"
           "  dump    run a backend and write every stage as a llama-golden/1 file\n"
-          "  compare A.safetensors B.safetensors\n"
-          "          two dumps (llama-golden/1) of the same inputs, A under test, B the reference\n"
+          "  compare DUMP... GOLDEN\n"
+          "          dumps (llama-golden/1) of the same inputs: DUMP under test (several: one per\n"
+          "          tensor-parallel rank, --names vllm), the last file the reference\n"
           "  backends --a BACKEND[:P] --b BACKEND[:P]\n"
           "          run two backends on one input (--fixture or --tokens), B against A\n"
           "  info    print the parsed config and each rank's packed, sharded tensors\n"
@@ -34,7 +35,9 @@ static void usage(FILE *fp) {
           "  (none)  check the bundled default model and fixture\n"
           "\n"
           "Options:\n"
-          "  -m, --model PATH         Hugging Face checkpoint directory, or a .gguf file\n"
+          "  -m, --model PATH         Hugging Face checkpoint directory, or a .gguf file; compare:\n"
+          "                           the model the dumps are of, whose error model scales the\n"
+          "                           budgets as check does (without it they are unscaled)\n"
           "      --gguf FILE          convert: the GGUF file to read\n"
           "  -f, --fixture FILE       golden fixture (llama-golden/1 safetensors)\n"
           "  -t, --tokens \"1 2 3\"     token ids of one sequence (dump), instead of a fixture\n"
@@ -44,7 +47,7 @@ static void usage(FILE *fp) {
           "  -p, --precision P        cpu: f64 (default), f32, bf16 or fp16 (bf16, fp16: float32\n"
           "                           rounded as cuda rounds); cuda: bf16 (default), fp16 or fp32\n"
           "      --tp N               tensor-parallel size (default 1)\n"
-          "      --threads N          BLAS threads (default 1: bitwise reproducible)\n"
+          "      --threads N          BLAS threads of a run on the CPU (default 1: bitwise reproducible)\n"
           "      --devices N          cuda: GPUs for the tp ranks (default: tp GPUs over NCCL when\n"
           "                           present, else all ranks on one GPU; 1 forces one GPU)\n"
           "  -k, --kernel FAM=NAME    cuda: kernel variant for an op family (repeatable)\n"
@@ -68,6 +71,9 @@ static void usage(FILE *fp) {
           "      --stages PATTERN     compare: only the golden stages matching PATTERN (a shell\n"
           "                           pattern, e.g. 'model.layers.1.*'); without it every golden\n"
           "                           stage must be in the dump under test\n"
+          "      --names hf|vllm|llama.cpp\n"
+          "                           compare: how the dump under test names its stages (default\n"
+          "                           hf); vllm and llama.cpp need --model (docs/llama-diff.md)\n"
           "      --json               print one JSON document instead of text\n"
           "      --report FILE        check, compare, backends: also write a self-contained HTML\n"
           "                           report (charts per stage and per layer, table, drill-down)\n"
@@ -82,26 +88,93 @@ static void usage(FILE *fp) {
           "smollm2/SmolLM2-135M-Instruct.Q4_1.gguf and the fixtures hold\n"
           "golden/smollm2-135m.safetensors; otherwise the bundled gqa-f32 model and fixture.\n"
           "\n"
+          "An option a command does not use is an error, not ignored.\n"
           "Exit status: 0 all stages agree, 1 a stage diverges, 2 bad input or usage.\n",
           fp);
 }
 
+/* The commands that use each option. Any other command refuses it, naming the option and
+ * the command: nothing given on a command line is silently ignored. */
+enum { U_CHECK = 1, U_DUMP = 2, U_COMPARE = 4, U_BACKENDS = 8, U_INFO = 16, U_CONVERT = 32 };
+static const char *const use_names[] = {"check", "dump", "compare", "backends", "info", "convert"};
+
+enum {
+    OPT_TP = 256,
+    OPT_THREADS,
+    OPT_JSON,
+    OPT_FORCE,
+    OPT_DEVICES,
+    OPT_A,
+    OPT_B,
+    OPT_ISOLATE,
+    OPT_DECODE,
+    OPT_REPORT,
+    OPT_GGUF,
+    OPT_INJECT,
+    OPT_STAGES,
+    OPT_NAMES
+};
+
+static const struct {
+    int code; /* getopt's value */
+    const char *name;
+    unsigned used_by;
+} option_use[] = {
+    {'m', "--model", U_CHECK | U_DUMP | U_COMPARE | U_BACKENDS | U_INFO},
+    {'f', "--fixture", U_CHECK | U_DUMP | U_BACKENDS},
+    {'t', "--tokens", U_DUMP | U_BACKENDS},
+    {'o', "--out", U_DUMP | U_CONVERT},
+    {'b', "--backend", U_CHECK | U_DUMP},
+    {'p', "--precision", U_CHECK | U_DUMP | U_COMPARE},
+    {OPT_TP, "--tp", U_CHECK | U_DUMP | U_BACKENDS | U_INFO},
+    {OPT_THREADS, "--threads", U_CHECK | U_DUMP | U_BACKENDS},
+    {OPT_JSON, "--json", U_CHECK | U_DUMP | U_COMPARE | U_BACKENDS | U_INFO | U_CONVERT},
+    {OPT_FORCE, "--force", U_CHECK | U_DUMP | U_COMPARE | U_BACKENDS | U_CONVERT},
+    {'k', "--kernel", U_CHECK | U_DUMP | U_BACKENDS},
+    {OPT_DEVICES, "--devices", U_CHECK | U_DUMP | U_BACKENDS},
+    {OPT_A, "--a", U_BACKENDS},
+    {OPT_B, "--b", U_BACKENDS},
+    {OPT_ISOLATE, "--isolate", U_CHECK},
+    {OPT_DECODE, "--decode", U_CHECK},
+    {OPT_REPORT, "--report", U_CHECK | U_COMPARE | U_BACKENDS},
+    {'q', "--quiet", U_CHECK | U_DUMP | U_BACKENDS},
+    {OPT_GGUF, "--gguf", U_CONVERT},
+    {OPT_INJECT, "--inject", U_CHECK | U_DUMP | U_BACKENDS},
+    {OPT_STAGES, "--stages", U_COMPARE},
+    {OPT_NAMES, "--names", U_COMPARE},
+};
+#define N_OPTION_USE (sizeof option_use / sizeof option_use[0])
+
+/* The command's bit (the default job is check); 0 for a command that does not exist
+ * (main reports it). */
+static unsigned command_bit(const args *a) {
+    if (!a->cmd) return U_CHECK;
+    for (size_t i = 0; i < sizeof use_names / sizeof use_names[0]; i++)
+        if (is_cmd(a, use_names[i])) return 1u << i;
+    return 0;
+}
+
+/* "--tp: compare does not use it (an option of check, dump, backends and info)". */
+static int refuse_unused(const args *a, const bool *given) {
+    unsigned cmd = command_bit(a);
+    if (!cmd) return 0;
+    for (size_t i = 0; i < N_OPTION_USE; i++) {
+        if (!given[i] || (option_use[i].used_by & cmd)) continue;
+        char list[96] = "";
+        size_t used = 0, k = 0, n = 0;
+        for (size_t j = 0; j < sizeof use_names / sizeof use_names[0]; j++) n += !!(option_use[i].used_by & (1u << j));
+        for (size_t j = 0; j < sizeof use_names / sizeof use_names[0]; j++) {
+            if (!(option_use[i].used_by & (1u << j))) continue;
+            k++;
+            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", k == 1 ? "" : k == n ? " and " : ", ",
+                                     use_names[j]);
+        }
+        return bad("%s: %s does not use it (an option of %s)", option_use[i].name, a->cmd ? a->cmd : "check", list);
+    }
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, args *a) {
-    enum {
-        OPT_TP = 256,
-        OPT_THREADS,
-        OPT_JSON,
-        OPT_FORCE,
-        OPT_DEVICES,
-        OPT_A,
-        OPT_B,
-        OPT_ISOLATE,
-        OPT_DECODE,
-        OPT_REPORT,
-        OPT_GGUF,
-        OPT_INJECT,
-        OPT_STAGES
-    };
     static const struct option longopts[] = {
         {"model", required_argument, NULL, 'm'},
         {"fixture", required_argument, NULL, 'f'},
@@ -126,12 +199,16 @@ static int parse_args(int argc, char **argv, args *a) {
         {"gguf", required_argument, NULL, OPT_GGUF},
         {"inject", required_argument, NULL, OPT_INJECT},
         {"stages", required_argument, NULL, OPT_STAGES},
+        {"names", required_argument, NULL, OPT_NAMES},
         {NULL, 0, NULL, 0},
     };
+    bool given[N_OPTION_USE] = {0};
     lr_options_init(&a->opt);
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:f:t:o:b:p:k:qhV", longopts, NULL)) != -1) {
+        for (size_t i = 0; i < N_OPTION_USE; i++)
+            if (option_use[i].code == c) given[i] = true;
         switch (c) {
         case 'm':
             a->model = optarg;
@@ -179,6 +256,11 @@ static int parse_args(int argc, char **argv, args *a) {
         case OPT_STAGES:
             a->stages = optarg;
             break;
+        case OPT_NAMES:
+            if (strcmp(optarg, "hf") != 0 && strcmp(optarg, "vllm") != 0 && strcmp(optarg, "llama.cpp") != 0)
+                return bad("--names: \"%s\" is not hf, vllm or llama.cpp", optarg);
+            a->names = optarg;
+            break;
         case OPT_INJECT:
             if (a->nfaults == (int)(sizeof a->faults / sizeof a->faults[0]))
                 return bad("--inject: at most %d faults", a->nfaults);
@@ -205,6 +287,7 @@ static int parse_args(int argc, char **argv, args *a) {
             break;
         case OPT_THREADS:
             if (parse_int(optarg, "--threads", 1, 1024, &a->opt.num_threads)) return EXIT_BAD;
+            a->threads_given = true;
             break;
         case OPT_JSON:
             a->json = true;
@@ -228,23 +311,28 @@ static int parse_args(int argc, char **argv, args *a) {
         }
     }
     for (; optind < argc; optind++) {
-        if (a->npos == 2) return bad("unexpected argument \"%s\" (see --help)", argv[optind]);
+        if (a->npos == LD_MAX_POS) return bad("compare: at most %d files (see --help)", LD_MAX_POS);
         a->pos[a->npos++] = argv[optind];
     }
     if (a->npos && !is_cmd(a, "compare")) return bad("unexpected argument \"%s\" (see --help)", a->pos[0]);
-    int status = check_backend(a);
-    if (status) return status;
-    if (a->stages && !is_cmd(a, "compare")) return bad("--stages: for compare");
-    if (a->nfaults && a->cmd && !is_cmd(a, "check") && !is_cmd(a, "dump") && !is_cmd(a, "backends"))
-        return bad("--inject: for check, dump and backends");
-    if (a->report && a->cmd && !is_cmd(a, "check") && !is_cmd(a, "compare") && !is_cmd(a, "backends"))
-        return bad("--report: for check, compare and backends");
     bool convert = is_cmd(a, "convert");
-    if (a->gguf && !convert) return bad("--gguf: for convert (other commands take a .gguf file as --model)");
+    if (a->gguf && !convert && command_bit(a))
+        return bad("--gguf: %s does not use it (an option of convert; other commands take a .gguf file as --model)",
+                   a->cmd ? a->cmd : "check");
     if (convert && (a->model || a->fixture || a->tokens))
         return bad("convert: takes --gguf FILE and --out DIR (not %s)", a->model     ? "--model"
                                                                         : a->fixture ? "--fixture"
                                                                                      : "--tokens");
+    /* backends' own message says where each side's backend and precision go. */
+    if (is_cmd(a, "backends") && (a->backend_given || a->precision_given)) return check_backend(a);
+    int status = refuse_unused(a, given);
+    if (status) return status;
+    if (a->force && !a->report && (command_bit(a) & (U_CHECK | U_COMPARE | U_BACKENDS)))
+        return bad("--force: %s uses it only with --report (to replace the report file)", a->cmd ? a->cmd : "check");
+    if ((status = check_backend(a))) return status;
+    if ((a->out && (status = check_out_parent("--out", a->out))) ||
+        (a->report && (status = check_out_parent("--report", a->report))))
+        return status;
     return check_backend_settings(a);
 }
 

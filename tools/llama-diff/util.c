@@ -91,3 +91,45 @@ const char *fixtures_root(void) {
     if (stat(LR_SRC_FIXTURES, &st) == 0 && S_ISDIR(st.st_mode)) return LR_SRC_FIXTURES;
     return LR_DATA_FIXTURES;
 }
+
+int check_out_parent(const char *opt, const char *path) {
+    /* The folder an output goes in must exist before any work is done for it. */
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/')
+        n--;
+    while (n > 0 && path[n - 1] != '/')
+        n--;
+    while (n > 1 && path[n - 1] == '/')
+        n--;
+    if (n == 0) return 0; /* the current folder */
+    char *dir = strndup(path, n);
+    if (!dir) return bad("out of memory");
+    struct stat st;
+    int status = 0;
+    if (stat(dir, &st) != 0)
+        status = bad("%s %s: folder %s does not exist", opt, path, dir);
+    else if (!S_ISDIR(st.st_mode))
+        status = bad("%s %s: %s is not a folder", opt, path, dir);
+    free(dir);
+    return status;
+}
+
+/* Edit distance of two names (the nearest golden name for a stage that matches none). */
+size_t edit_distance(const char *x, const char *y) {
+    size_t n = strlen(y), row[128], best = (size_t)-1;
+    if (n >= sizeof row / sizeof row[0]) return best;
+    for (size_t j = 0; j <= n; j++) row[j] = j;
+    for (size_t i = 1; x[i - 1]; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= n; j++) {
+            size_t up = row[j], v = diag + (x[i - 1] != y[j - 1]);
+            if (row[j] + 1 < v) v = row[j] + 1;
+            if (row[j - 1] + 1 < v) v = row[j - 1] + 1;
+            row[j] = v;
+            diag = up;
+        }
+    }
+    return row[n];
+}
+
