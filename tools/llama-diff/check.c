@@ -24,6 +24,7 @@ int cmd_check(const args *a) {
         status = lib_fail(rc);
         goto out;
     }
+    r.isolated_from = fx;
     char decode_note[48] = "";
     if (a->decode)
         snprintf(decode_note, sizeof decode_note, ", last %d tokens decoded one by one", a->decode);

@@ -115,6 +115,8 @@ typedef struct {
                                          * (docs/error-model.md); their errors add */
     bool isolated;                      /* the test side ran isolated as isolation says: */
     lr_isolation isolation;             /* its budgets hold only its layers' or ops' own error */
+    const lr_fixture *isolated_from;    /* what fed it (op isolation reaches only the ops whose
+                                         * inputs it holds) */
     lr_stage_result *res;               /* (n) in forward order; names owned */
     size_t n, cap, failed;
     size_t missing;   /* reference stages the run under test lacks: the run diverges */

@@ -12,6 +12,23 @@
 #include <string.h>
 #include <unistd.h>
 
+/* How far isolation went at a stage: an op is fed the source's input only where the source
+ * holds it (lr_observer), so a layer whose op inputs the source lacks (a fixture with some
+ * layers' outputs only) was isolated as a whole layer. */
+static lr_isolation isolation_at(const report *r, const char *name) {
+    int64_t layer = lr_stage_layer(name);
+    if (r->isolation != LR_ISOLATE_OP || layer < 0 || !r->isolated_from) return r->isolation;
+    static const lr_layer_stage inputs[] = {LR_LS_INPUT_LAYERNORM,          LR_LS_Q_PROJ,    LR_LS_K_PROJ,
+                                            LR_LS_V_PROJ,                   LR_LS_O_PROJ_INPUT, LR_LS_SELF_ATTN,
+                                            LR_LS_POST_ATTENTION_LAYERNORM, LR_LS_GATE_PROJ, LR_LS_UP_PROJ,
+                                            LR_LS_DOWN_PROJ_INPUT};
+    char stage[96];
+    for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++)
+        if (!lr_fixture_stage(r->isolated_from, lr_layer_stage_name(stage, sizeof stage, layer, inputs[i])))
+            return LR_ISOLATE_LAYER;
+    return LR_ISOLATE_OP;
+}
+
 int report_add(report *r, const char *name, const lr_tensor *test, const lr_tensor *ref) {
     if (r->n == r->cap) {
         size_t cap = r->cap ? 2 * r->cap : 64;
@@ -30,12 +47,13 @@ int report_add(report *r, const char *name, const lr_tensor *test, const lr_tens
      * free run's predicted error it keeps (docs/error-model.md). */
     lr_criteria crit = lr_stage_criteria(x->kind, r->precision, own);
     if (r->isolated && own > 0) {
-        double iso = lr_error_model_predict_isolated(r->model[0], name, r->isolation);
+        lr_isolation how = isolation_at(r, name);
+        double iso = lr_error_model_predict_isolated(r->model[0], name, how);
         double f = iso > 0 && iso < own ? iso / own : 1;
         crit.rel_l2 *= f, crit.token *= f, crit.atol *= f, crit.rtol *= f;
         own = iso;
         /* the reference's own rounding in that layer or op, not what it carried in */
-        if (r->model[1]) other = lr_error_model_predict_isolated(r->model[1], name, r->isolation);
+        if (r->model[1]) other = lr_error_model_predict_isolated(r->model[1], name, how);
     }
     x->predicted =
         own >= 0 && other >= 0 ? hypot(own, other) : own; /* independent errors add in quadrature */
