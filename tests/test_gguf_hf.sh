@@ -16,13 +16,15 @@ if [ ! -f "$GGUF" ]; then
     echo "test_gguf_hf: $GGUF not found; skipped (tools/fetch-smollm2.sh fills the cache)"
     exit 77
 fi
-if ! python3 -c "import torch, transformers, gguf, numpy" >/dev/null 2>&1; then
-    echo "test_gguf_hf: python3 modules torch, transformers, gguf and numpy are needed; skipped"
+PY=${LR_PYTHON:-python3}     # Makefile.am: the venv tools/install-deps.sh makes (gguf, numpy)
+if ! "$PY" -c "import torch, transformers, gguf, numpy" >/dev/null 2>&1; then
+    echo "test_gguf_hf: $PY lacks torch, transformers, gguf or numpy; skipped" \
+        "(tools/install-deps.sh installs gguf and numpy, not torch)"
     exit 77
 fi
 rm -rf "$TMP" && mkdir -p "$TMP"
 "$LD" convert --gguf "$GGUF" --out "$TMP/hf" || { echo "FAIL: convert"; exit 1; }
-python3 - "$GGUF" "$TMP/hf" <<'PY'
+"$PY" - "$GGUF" "$TMP/hf" <<'PY'
 import json, os, struct, sys
 import numpy as np, torch, transformers
 from transformers import AutoModelForCausalLM

@@ -53,7 +53,10 @@ def find_llama_diff(llama_diff=None):
 
 
 def _pct(x):
-    return "-" if x is None or x < 0 else f"{100 * x:.0f}%"
+    # The share of the budget used: a percentage up to 10 budgets, then a multiple.
+    if x is None or x < 0:
+        return "-"
+    return f"{100 * x:.0f}%" if x < 10 else f"{x:.2g}x"
 
 
 def _num(x):
@@ -64,15 +67,15 @@ def stage_table(result, only_failing=False):
     """llama-diff's JSON stages as a text table, one line per stage."""
     rows = [s for s in result.get("stages", []) if not (only_failing and s.get("pass"))]
     w = max([len(s["name"]) for s in rows] + [5])
-    out = [f"{'stage':<{w}}  {'kind':<10}  {'rel_l2':>9}  {'budget':>9}  {'used':>5}  "
-           f"{'token':>5}  {'over':>6}  verdict"]
+    out = [f"{'stage':<{w}}  {'kind':<10}  {'rel_l2':>9}  {'budget':>9}  {'used':>7}  "
+           f"{'token':>7}  {'over':>6}  verdict"]
     for s in rows:
         tok = s.get("token") or {}
         el = s.get("elements") or {}
         verdict = "PASS" if s.get("pass") else "FAIL " + ",".join(s.get("fails", []))
         out.append(f"{s['name']:<{w}}  {s.get('kind', ''):<10}  {_num(s.get('rel_l2')):>9}  "
-                   f"{_num(s.get('tolerance')):>9}  {_pct(s.get('budget_used')):>5}  "
-                   f"{_pct(tok.get('budget_used')):>5}  {el.get('over', 0):>6}  {verdict}")
+                   f"{_num(s.get('tolerance')):>9}  {_pct(s.get('budget_used')):>7}  "
+                   f"{_pct(tok.get('budget_used')):>7}  {el.get('over', 0):>6}  {verdict}")
     return "\n".join(out)
 
 

@@ -114,6 +114,17 @@ class Recorder:
         t = tensor.detach()
         self.parts.setdefault(name, []).append(t.reshape(-1, t.shape[-1]).to("cpu", copy=True))
 
+    def discard(self, name):
+        """Drops what was captured under a dump name (to record it by hand instead)."""
+        self.parts.pop(name, None)
+
+    def stage(self, name):
+        """What was captured under a dump name so far, all calls concatenated: [rows, F]."""
+        torch = _torch()
+        if name not in self.parts:
+            raise DumpError(f"nothing captured under {name}")
+        return torch.cat(self.parts[name], 0)
+
     def reset(self):
         """Forget what was captured (the hooks stay)."""
         self.parts = {}
