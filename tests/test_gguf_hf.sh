@@ -6,7 +6,7 @@
 # itself); the converted directory must also load in transformers as a plain checkpoint
 # and give the same logits. Not in the default make check (a minute or more on 2
 # cores): `make check-gguf-hf`. Skips (77) without the cached file or torch,
-# transformers and gguf.
+# transformers, accelerate and gguf in $LR_PYTHON.
 set -u
 LD=${LLAMA_DIFF:-./llama-diff}
 TMP=${LR_TMPDIR:-/tmp}/gguf-hf
@@ -17,8 +17,9 @@ if [ ! -f "$GGUF" ]; then
     exit 77
 fi
 PY=${LR_PYTHON:-python3}     # Makefile.am: the venv tools/install-deps.sh makes (gguf, numpy)
-if ! "$PY" -c "import torch, transformers, gguf, numpy" >/dev/null 2>&1; then
-    echo "test_gguf_hf: $PY lacks torch, transformers, gguf or numpy; skipped" \
+# transformers 5 loads GGUF files only with accelerate installed.
+if ! "$PY" -c "import torch, transformers, accelerate, gguf, numpy" >/dev/null 2>&1; then
+    echo "test_gguf_hf: $PY lacks torch, transformers, accelerate, gguf or numpy; skipped" \
         "(tools/install-deps.sh installs gguf and numpy, not torch)"
     exit 77
 fi

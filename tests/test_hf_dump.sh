@@ -250,6 +250,97 @@ except hd.DumpError as e:
 sys.exit(1)
 PY
 
+# A user's own module tree and name map (docs/outside-engines.md, "Your own engine"):
+# float64, gqa-f32's weights, its own module names; the stages the map names agree with
+# the golden, and compare fails on coverage, listing the ones it does not name.
+expect 0 "a user's own tree through a user's name map" -- "$PY" - "$SRC/tools/python" "$M" "$F" "$TMP" <<'PY'
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import torch, llamaref
+from safetensors.torch import load_file
+mdir, fx, tmp = sys.argv[2:5]
+cfg = json.load(open(mdir + "/config.json"))
+W = {k: v.to(torch.float64) for k, v in load_file(mdir + "/model.safetensors").items()}
+NH, KV, HD, EPS = cfg["num_attention_heads"], cfg["num_key_value_heads"], cfg["head_dim"], cfg["rms_norm_eps"]
+nn = torch.nn
+class Lin(nn.Module):
+    def __init__(self, *names): super().__init__(); self.w = torch.cat([W[n] for n in names])
+    def forward(self, x): return x @ self.w.T
+class Norm(nn.Module):
+    def __init__(self, name): super().__init__(); self.w = W[name]
+    def forward(self, x): return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + EPS) * self.w
+def rope(x, pos):
+    inv = 1.0 / (cfg["rope_parameters"]["rope_theta"] ** (torch.arange(0, HD, 2, dtype=torch.float64) / HD))
+    a = pos.to(torch.float64)[:, None] * inv
+    c, s = torch.cat((a, a), -1).cos()[:, None], torch.cat((a, a), -1).sin()[:, None]
+    return x * c + torch.cat((-x[..., HD // 2:], x[..., :HD // 2]), -1) * s
+class Attn(nn.Module):
+    def __init__(self, p):
+        super().__init__()
+        self.wqkv = Lin(p + "q_proj.weight", p + "k_proj.weight", p + "v_proj.weight"); self.out = Lin(p + "o_proj.weight")
+    def forward(self, x, pos):
+        T = x.shape[0]
+        q, k, v = self.wqkv(x).split([NH * HD, KV * HD, KV * HD], -1)
+        q, k, v = rope(q.view(T, NH, HD), pos), rope(k.view(T, KV, HD), pos), v.view(T, KV, HD)
+        k, v = k.repeat_interleave(NH // KV, 1), v.repeat_interleave(NH // KV, 1)
+        sc = (torch.einsum("thd,shd->hts", q, k) / HD ** 0.5).masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf"))
+        return self.out(torch.einsum("hts,shd->thd", sc.softmax(-1), v).reshape(T, NH * HD))
+class FFN(nn.Module):
+    def __init__(self, p):
+        super().__init__(); self.w13 = Lin(p + "gate_proj.weight", p + "up_proj.weight"); self.w2 = Lin(p + "down_proj.weight")
+    def forward(self, x):
+        g, u = self.w13(x).chunk(2, -1); return self.w2(torch.nn.functional.silu(g) * u)
+class Block(nn.Module):
+    def __init__(self, i):
+        super().__init__(); p = f"model.layers.{i}."
+        self.n1, self.n2 = Norm(p + "input_layernorm.weight"), Norm(p + "post_attention_layernorm.weight")
+        self.attn, self.ffn = Attn(p + "self_attn."), FFN(p + "mlp.")
+    def forward(self, h, pos):
+        h = h + self.attn(self.n1(h), pos); return h + self.ffn(self.n2(h))
+class Engine(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding.from_pretrained(W["model.embed_tokens.weight"])
+        self.blocks = nn.ModuleList(Block(i) for i in range(cfg["num_hidden_layers"]))
+        self.final_norm = Norm("model.norm.weight"); self.head = Lin("lm_head.weight")
+    def forward(self, ids, pos):
+        h = self.embed(ids)
+        for b in self.blocks: h = b(h, pos)
+        return self.head(self.final_norm(h))
+my_map = {
+    "embed": "model.embed_tokens",
+    "blocks.{i}": "model.layers.{i}",
+    "blocks.{i}.attn.wqkv": {"split": "qkv", "into": ["model.layers.{i}.self_attn.q_proj",
+                                                      "model.layers.{i}.self_attn.k_proj",
+                                                      "model.layers.{i}.self_attn.v_proj"]},
+    "blocks.{i}.attn.out.input": "model.layers.{i}.self_attn.o_proj.input",
+    "blocks.{i}.ffn.w13": {"split": "halves", "into": ["model.layers.{i}.mlp.gate_proj",
+                                                       "model.layers.{i}.mlp.up_proj"]},
+    "final_norm": "model.norm",
+    "head": "lm_head",
+}
+m = Engine()
+rec = llamaref.attach(m, name_map=my_map, config=cfg)
+g = llamaref.read_dump(fx)
+ids, pos = torch.from_numpy(g.input_ids), torch.from_numpy(g.positions)
+s = 0
+with torch.no_grad():
+    for n in g.seq_lens.tolist():
+        m(ids[s:s + n], pos[s:s + n]); s += n
+rec.save(tmp + "/own.safetensors", ids, pos, g.seq_lens, model_name="gqa-f32")
+d = llamaref.read_dump(tmp + "/own.safetensors")
+assert d.metadata["compute_dtype"] == "float64" and len(d.stages) == 3 + 3 * 7, sorted(d.stages)
+try:
+    llamaref.compare(tmp + "/own.safetensors", fx)
+    sys.exit("a dump missing stages passed")
+except llamaref.CoverageError as e:
+    cov = e.result["coverage"]
+    want = sorted(f"model.layers.{i}.{x}" for i in range(3) for x in (
+        "input_layernorm", "self_attn.o_proj", "self_attn", "post_attention_layernorm", "mlp.act_fn",
+        "mlp.down_proj.input", "mlp.down_proj", "mlp"))
+    assert sorted(cov["missing"]) == want and cov["compared"] == 24 and e.result["failed"] == 0, (cov, e.result["failed"])
+PY
+
 # The package as a pytest would use it: attach to a Hugging Face bfloat16 model, save (BF16
 # stages), llamaref.compare with the model; a bug planted by a forward hook (10% on every
 # 7th feature of layer 1's o_proj) raises Divergence naming that stage.

@@ -118,6 +118,11 @@ ints = dict(st); ints["lm_head"] = np.zeros((24, 200), np.int64)
 refused("integer stage", "stage lm_head: dtype I64", stages=ints)
 refused("positions short", "input_ids has 24 tokens but positions 3", positions=pos[:3])
 refused("seq_lens", "do not split 24 tokens", seq_lens=[7, 7])
+# A big-endian array is written little-endian, values unchanged.
+be = dict(st); be["model.norm"] = st["model.norm"].astype(">f4")
+llamaref.write_dump(tmp + "/be.safetensors", be, ids, pos, **kw)
+back = llamaref.read_dump(tmp + "/be.safetensors").tensors["model.norm"]
+assert back.dtype == np.dtype("<f4") and (back == st["model.norm"]).all()
 # [1, T, F] is accepted and written [T, F].
 three = dict(st); three["model.norm"] = st["model.norm"][None]
 llamaref.write_dump(tmp + "/three.safetensors", three, ids, pos, **kw)
@@ -258,6 +263,9 @@ except llamaref.LlamaDiffError:
     pass                      # a llama-diff without --names refuses it; the argv still tells
 argv = open(tmp + "/argv").read().split("\n")[:-1]
 assert argv[-2:] == ["--names", "vllm"], argv
+llamaref.compare(tmp + "/named.safetensors", golden, names="hf")   # the spec's names: no --names
+argv = open(tmp + "/argv").read().split("\n")[:-1]
+assert "--names" not in argv, argv
 PY
 expect 0 "compare takes \$LLAMA_DIFF before PATH" -- env LLAMA_DIFF="$TMP/bin/llama-diff" PATH=/usr/bin:/bin "$PY" -c "
 import llamaref, sys; sys.exit(0 if llamaref.find_llama_diff() == '$TMP/bin/llama-diff' else 1)"

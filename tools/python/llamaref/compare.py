@@ -114,8 +114,9 @@ def compare(dump, golden, model=None, *, precision=None, stages=None, names=None
     dump: the file under test; golden: the reference (both llama-golden/1). model: the
     checkpoint directory or GGUF file (`--model`: real-model budgets). precision,
     stages, report: `--precision`, `--stages PATTERN`, `--report FILE`. names: the name
-    flavour of the dump (`--names`); None takes the dump's own `names` metadata, which
-    :func:`llamaref.write_dump` and the hooks write for engine names. args: more
+    flavour of the dump (`--names`; "hf", the spec's names, passes none); None takes the
+    dump's own `names` metadata, which :func:`llamaref.write_dump` and the hooks write for
+    an engine's own names. args: more
     arguments. llama_diff: the executable (else $LLAMA_DIFF, else PATH).
 
     Raises Divergence or CoverageError (AssertionErrors carrying .result and .table) when
@@ -128,6 +129,8 @@ def compare(dump, golden, model=None, *, precision=None, stages=None, names=None
             names = read_metadata(dump).get("names")
         except ValueError:
             names = None          # llama-diff itself names what is wrong with the file
+    if names == "hf":
+        names = None              # the spec's own names: nothing to translate
     cmd = [exe, "compare", dump, golden, "--json"]
     for opt, val in (("--model", model), ("--precision", precision), ("--stages", stages),
                      ("--names", names), ("--report", report)):

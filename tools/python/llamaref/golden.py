@@ -26,6 +26,7 @@ COMPUTE_DTYPES = ("float64", "float32", "bfloat16", "float16")
 # safetensors dtype name -> numpy dtype of its bytes (BF16: the raw bits).
 _NP = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4"}
 _FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
+_BY_KIND = {("f", 8): "F64", ("f", 4): "F32", ("f", 2): "F16", ("i", 8): "I64", ("i", 4): "I32"}
 INPUT_TENSORS = ("input_ids", "positions", "seq_lens")
 
 
@@ -74,9 +75,9 @@ def dtype_name(t):
     if isinstance(t, BF16):
         return "BF16"
     t = np.asarray(t)
-    for name, npd in _NP.items():
-        if name != "BF16" and t.dtype == np.dtype(npd).newbyteorder("="):
-            return name
+    name = _BY_KIND.get((t.dtype.kind, t.dtype.itemsize))   # either byte order: written little-endian
+    if name is not None:
+        return name
     raise DumpError(f"dtype {t.dtype} cannot be written (float64, float32, float16, BF16, int64, int32)")
 
 
