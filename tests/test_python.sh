@@ -1,7 +1,7 @@
 #!/bin/sh
 # test_python.sh: the llamaref Python package (tools/python/llamaref), its torch-free parts:
 # the llama-golden/1 writer (a llama-diff dump of the CPU reference, re-written through
-# it, compares bit-exact at f64 and f32; BF16 as llama-diff reads it), the reader's and
+# it, compares bit-exact at f64 and f32; BF16 and F16 as llama-diff reads them), the reader's and
 # writer's refusals, the name maps resolved on vLLM's and Hugging Face's module paths,
 # llamaref.compare (returns the verdict; raises with a stage table on a perturbed dump and
 # on one missing stages), pip install, and tools/hf-dump.py's argument handling without
@@ -75,7 +75,7 @@ v = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, -2.0, 0.0, -0.0, np.inf, 3.4e38, np
 b = BF16.from_float(v).bits.tolist()
 want = [0x3F80, 0x3F80, 0x3F82, 0xC000, 0x0000, 0x8000, 0x7F80, 0x7F80, None]
 sys.exit(0 if b[:8] == want[:8] and (b[8] & 0x7FC0) == 0x7FC0 and np.isnan(BF16(np.array(b, dtype=np.uint16)).to_float32()[8]) else 1)"
-expect 0 "BF16 and its float32 widening written" -- "$PY" - "$TMP/ref-f64.safetensors" "$TMP" <<'PY'
+expect 0 "BF16, F16 and their float32 widenings written" -- "$PY" - "$TMP/ref-f64.safetensors" "$TMP" <<'PY'
 import sys, llamaref
 d = llamaref.read_dump(sys.argv[1])
 bf = {n: llamaref.BF16.from_float(t) for n, t in d.stages.items()}
@@ -86,7 +86,14 @@ llamaref.write_dump(sys.argv[2] + "/bf16w.safetensors", {n: b.to_float32() for n
                     d.input_ids, d.positions, d.seq_lens, **kw)
 r = llamaref.read_dump(sys.argv[2] + "/bf16.safetensors")
 assert all(r.dtype(n) == "BF16" and (r.tensors[n].bits == bf[n].bits).all() for n in bf)
+f16 = {n: t.astype("float16") for n, t in d.stages.items()}
+llamaref.write_dump(sys.argv[2] + "/f16.safetensors", f16, d.input_ids, d.positions, d.seq_lens,
+                    compute_dtype="float16", **kw)
+llamaref.write_dump(sys.argv[2] + "/f16w.safetensors", {n: t.astype("float32") for n, t in f16.items()},
+                    d.input_ids, d.positions, d.seq_lens, **kw)
 PY
+expect 0 "F16 dump equals its float32 widening in llama-diff" -- "$LD" compare "$TMP/f16.safetensors" "$TMP/f16w.safetensors" --precision f64 --json
+json_ok "d['result'] == 'agree' and len(d['stages']) == 48 and all(s['rel_l2'] == 0 for s in d['stages'])"
 expect 0 "BF16 dump equals its float32 widening in llama-diff" -- "$LD" compare "$TMP/bf16.safetensors" "$TMP/bf16w.safetensors" --precision f64 --json
 json_ok "d['result'] == 'agree' and len(d['stages']) == 48 and all(s['rel_l2'] == 0 for s in d['stages'])"
 expect 0 "the f64 reference rounded to BF16 agrees with the golden at its own (bf16) budgets" -- "$LD" compare "$TMP/bf16.safetensors" "$F" --json
