@@ -12,7 +12,7 @@ LD=${LLAMA_DIFF:-./llama-diff}
 FX=${LR_FIXTURES:?}
 TMP=${LR_TMPDIR:?}/python-sh
 SRC=$(cd "$(dirname "$0")/.." && pwd)
-PY=${LR_PYTHON:-python3}
+PY=$(command -v "${LR_PYTHON:-python3}") || PY=${LR_PYTHON:-python3}   # absolute: some checks change PATH
 if ! "$PY" -c "import numpy, safetensors" >/dev/null 2>&1; then
     echo "test_python: $PY cannot import numpy and safetensors; skipped" \
         "(tools/install-deps.sh installs them; LR_PYTHON picks the interpreter)"
