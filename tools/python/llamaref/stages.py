@@ -1,0 +1,1 @@
+../../llamaref_stages.py
