@@ -4,8 +4,10 @@ weights (hidden 4096, 32 layers, 32 heads, 8 KV heads, intermediate 14336, vocab
 128256, RoPE theta 500000, as Meta-Llama-3-8B's config.json) for the GPU bench
 (bench/gpu_bench.c, tools/bench-peer.py): sharded
 safetensors with an index, drawn on the GPU (normal, std 0.02; norms 1) so that 16 GB
-take seconds. Reuses DIR when its config.json is there.
-Usage: make-bench-model.py DIR [--layers N] [--seed S]"""
+take seconds. Reuses DIR when its config.json is there. --norm-spread S draws the norm
+weights uniformly in 1 +- S instead (a checkpoint whose norms can show a norm-weight bug;
+tools/gpu-shape-check.sh).
+Usage: make-bench-model.py DIR [--layers N] [--seed S] [--norm-spread S]"""
 import argparse
 import json
 import os
@@ -21,6 +23,7 @@ def main():
     ap.add_argument("dir")
     ap.add_argument("--layers", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--norm-spread", type=float, default=0.0)
     a = ap.parse_args()
     if os.path.exists(os.path.join(a.dir, "config.json")):
         print(f"{a.dir}: reusing")
@@ -43,7 +46,10 @@ def main():
         return (torch.randn(*shape, generator=g, device=dev, dtype=torch.float32) * 0.02).to(torch.bfloat16).cpu()
 
     def ones(n):
-        return torch.ones(n, dtype=torch.bfloat16)
+        if a.norm_spread == 0:
+            return torch.ones(n, dtype=torch.bfloat16)
+        u = torch.rand(n, generator=g, device=dev, dtype=torch.float32) * 2 - 1
+        return (1 + a.norm_spread * u).to(torch.bfloat16).cpu()
 
     shards, cur, t0 = [], {}, time.time()
     cur["model.embed_tokens.weight"] = rnd(V, H)
