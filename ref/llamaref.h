@@ -563,8 +563,9 @@ int lr_model_get_profile(const lr_model *m, lr_profile *out);
 typedef struct {
     double rel_l2, ulps, floor;
     double small;   /* a stage of n elements may also reach small / sqrt(n) ulps of relative L2 */
-    int64_t spare;  /* elements a stage may have over ulps ... */
+    int64_t spare;  /* elements a stage may have over ulps (and spare_share of its elements) ... */
     double cap;     /* ... as long as none is over cap ulps */
+    double spare_share;
 } lr_same_budget;
 
 typedef struct {
@@ -584,6 +585,15 @@ int64_t lr_same_reduction(const lr_config *cfg, int64_t tokens);
 /* The budget at precision p for reductions of that length (docs/detection.md says why). */
 lr_same_budget lr_same_precision_budget(lr_dtype p, int64_t reduction);
 int lr_same_compare(const lr_tensor *test, const lr_tensor *ref, lr_dtype p, lr_same_budget b, lr_same_metrics *m);
+/* Attention's budget (the o_proj.input stage): its reductions are the head (Q K^T) and the
+ * keys (P V); a kernel that rounds P to the dtype before P V (lr_attention_rounds_p)
+ * rounds twice, which one rounding's budget does not hold (docs/detection.md). */
+lr_same_budget lr_same_attention_budget(lr_dtype p, int64_t head_dim, int64_t keys, bool rounds_p);
+/* A sum of terms each rounded to p (a decoder layer's output: the stream plus the
+ * attention's and the MLP's outputs, in float32): each element may differ by the terms'
+ * flips, so its ulps are counted in ulp(ref) + the sum of the terms' ulps there. */
+int lr_same_compare_sum(const lr_tensor *test, const lr_tensor *ref, const lr_tensor *const *terms, int nterms,
+                        lr_dtype p, lr_same_budget b, lr_same_metrics *m);
 
 /* ---- Fault injection (what the suite catches; docs/detection.md) --------------------- */
 

@@ -272,6 +272,57 @@ START_TEST(same_precision_judges_shifts_and_elements) {
 }
 END_TEST
 
+/* A layer's output is the stream plus two rounded outputs: where they cancel, one flip of
+ * a term is many ulps of the sum, and lr_same_compare_sum counts it in the terms' ulps. */
+START_TEST(same_precision_sum_counts_the_terms) {
+    enum { T = 4, W = 64, N = T * W };
+    static double a[N], m[N], ref[N], test[N];
+    for (int64_t i = 0; i < N; i++) {
+        float x = (float)(8 * value_at(i)), y = (float)(-8 * value_at(i) + 0.05 * value_at(i + 7));
+        uint16_t h;
+        lr_convert(&h, LR_BF16, &x, LR_F32, 1);
+        lr_convert(&a[i], LR_F64, &h, LR_BF16, 1);
+        lr_convert(&h, LR_BF16, &y, LR_F32, 1);
+        lr_convert(&m[i], LR_F64, &h, LR_BF16, 1);
+        ref[i] = (double)(float)(a[i] + m[i]);
+        test[i] = (double)(float)(a[i] + (i % 5 == 0 ? lr_ulp(LR_BF16, a[i]) : 0) + m[i]); /* a flips */
+    }
+    lr_tensor tr = tensor2(ref, T, W), tt = tensor2(test, T, W), ta = tensor2(a, T, W), tm = tensor2(m, T, W);
+    const lr_tensor *terms[] = {&ta, &tm};
+    lr_same_budget b = lr_same_precision_budget(LR_BF16, 64);
+    b.rel_l2 = 1; /* the element bound alone */
+    lr_same_metrics plain, sum;
+    ck_assert_int_eq(lr_same_compare(&tt, &tr, LR_BF16, b, &plain), LR_OK);
+    ck_assert_int_eq(lr_same_compare_sum(&tt, &tr, terms, 2, LR_BF16, b, &sum), LR_OK);
+    ck_assert_msg(!plain.pass && plain.max_ulps > 4, "one term's flip is %.1f ulps of the sum", plain.max_ulps);
+    ck_assert_msg(sum.pass && sum.max_ulps <= 1, "in the terms' ulps: %.2f", sum.max_ulps);
+    /* three flips of a term is a bug */
+    for (int64_t i = 0; i < N; i++)
+        test[i] = (double)(float)(a[i] + (i % 5 == 0 ? 3 * lr_ulp(LR_BF16, a[i]) : 0) + m[i]);
+    ck_assert_int_eq(lr_same_compare_sum(&tt, &tr, terms, 2, LR_BF16, b, &sum), LR_OK);
+    ck_assert(!sum.pass && sum.over > 1);
+    lr_tensor short_term = tensor2(m, T - 1, W);
+    const lr_tensor *bad[] = {&ta, &short_term};
+    ck_assert_int_eq(lr_same_compare_sum(&tt, &tr, bad, 2, LR_BF16, b, &sum), LR_E_SHAPE);
+}
+END_TEST
+
+/* Attention that rounds P gets one ulp more, a share of elements over, and P's flips in
+ * its relative L2; attention that does not has the plain budget of its longest reduction. */
+START_TEST(same_precision_attention_budget) {
+    const lr_dtype ps[] = {LR_BF16, LR_F16};
+    for (size_t k = 0; k < 2; k++) {
+        lr_same_budget plain = lr_same_precision_budget(ps[k], 512);
+        lr_same_budget no_p = lr_same_attention_budget(ps[k], 128, 512, false);
+        lr_same_budget with_p = lr_same_attention_budget(ps[k], 128, 512, true);
+        ck_assert(no_p.rel_l2 == plain.rel_l2 && no_p.ulps == plain.ulps && no_p.spare_share == 0);
+        ck_assert(with_p.ulps == plain.ulps + 1 && with_p.cap == plain.cap + 1 && with_p.spare_share > 0);
+        ck_assert(with_p.rel_l2 >= plain.rel_l2);
+        ck_assert(lr_same_attention_budget(ps[k], 128, 16, false).rel_l2 == lr_same_precision_budget(ps[k], 128).rel_l2);
+    }
+}
+END_TEST
+
 /* ---- lr_stage_layer ---------------------------------------------------------------------- */
 
 /* The backend table says which backends take host BLAS threads (llama-diff refuses
@@ -736,6 +787,8 @@ static Suite *check_suite(void) {
     tcase_add_test(metrics, metrics_criteria_come_from_the_table);
     tcase_add_test(metrics, metrics_edges);
     tcase_add_test(metrics, same_precision_judges_shifts_and_elements);
+    tcase_add_test(metrics, same_precision_sum_counts_the_terms);
+    tcase_add_test(metrics, same_precision_attention_budget);
     suite_add_tcase(s, metrics);
     TCase *names = tcase_create("stage names");
     tcase_add_test(names, stage_layer_reads_the_layer);

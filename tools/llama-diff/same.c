@@ -10,6 +10,7 @@
  *   implementation in the same dtype.
  * The verdict against the float64 golden (or side a) stays as it is. */
 #include "diff.h"
+#include "rounding.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +20,45 @@
  * emulated reference rounds where the CUDA path does, so a correct kernel sits near 1x
  * (0.97-1.03x per stage on the H100 records, docs/detection.md). */
 #define FACTOR 2.0
+
+/* The attention variant a run uses ("attention=NAME" in its kernels), NULL: the default. */
+static const char *attention_variant(const args *a, char *buf, size_t n) {
+    const char *k = a->opt.kernels, *at = k ? strstr(k, "attention=") : NULL;
+    if (!at || (at != k && at[-1] != ',')) return NULL;
+    at += strlen("attention=");
+    size_t len = strcspn(at, ",");
+    if (len == 0 || len >= n) return NULL;
+    memcpy(buf, at, len);
+    buf[len] = '\0';
+    return buf;
+}
+
+/* Each stage held to its budget: attention's counts P's rounding where the variant rounds
+ * it; a layer's output (the stream plus two rounded outputs, in float32) counts the terms'
+ * flips. */
+static int judge(const args *a, const lr_checkpoint *ck, const lr_batch *b, const lr_recorder *emu, const char *name,
+                 const lr_tensor *test, const lr_tensor *ref, lr_same_budget budget, lr_same_metrics *m) {
+    const lr_config *c = lr_checkpoint_config(ck);
+    lr_stage_kind kind = lr_stage_kind_of(name);
+    if (kind == LR_STAGE_ATTENTION) {
+        int64_t longest = b->num_seqs > 1 && b->seq_lens ? 0 : b->num_tokens;
+        for (int64_t q = 0; q < b->num_seqs && b->seq_lens && b->num_seqs > 1; q++)
+            longest = b->seq_lens[q] > longest ? b->seq_lens[q] : longest;
+        char v[64];
+        bool rounds = lr_attention_rounds_p(attention_variant(a, v, sizeof v), a->opt.precision, c->head_dim,
+                                            a->decode ? longest - a->decode : longest);
+        return lr_same_compare(test, ref, a->opt.precision,
+                               lr_same_attention_budget(a->opt.precision, c->head_dim, longest, rounds), m);
+    }
+    if (kind == LR_STAGE_LAYER) {
+        char s1[96], s2[96];
+        int64_t l = lr_stage_layer(name);
+        const lr_tensor *terms[2] = {lr_recorder_find(emu, lr_layer_stage_name(s1, sizeof s1, l, LR_LS_SELF_ATTN)),
+                                     lr_recorder_find(emu, lr_layer_stage_name(s2, sizeof s2, l, LR_LS_MLP))};
+        if (terms[0] && terms[1]) return lr_same_compare_sum(test, ref, terms, 2, a->opt.precision, budget, m);
+    }
+    return lr_same_compare(test, ref, a->opt.precision, budget, m);
+}
 
 static int isolated_ulps(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_stage_source ref,
                          void *ref_user, lr_same_budget budget, json_t *out) {
@@ -50,7 +90,7 @@ static int isolated_ulps(const args *a, const lr_checkpoint *ck, const lr_batch 
         const lr_tensor *r = lr_recorder_find(emu, name);
         if (!r) continue;
         lr_same_metrics m;
-        if ((rc = lr_same_compare(lr_recorder_at(test, i), r, a->opt.precision, budget, &m))) {
+        if ((rc = judge(a, ck, b, emu, name, lr_recorder_at(test, i), r, budget, &m))) {
             json_decref(stages);
             status = lib_fail(rc);
             goto out;
