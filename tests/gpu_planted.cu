@@ -29,8 +29,8 @@ static __device__ float planted_block_sum(float v, float *part) {
 /* ---- rmsnorm "last-unweighted" ---------------------------------------------------------- */
 
 template <typename E>
-static __global__ void planted_rmsnorm_kernel(E *y, float *residual, const E *x, const E *w, int64_t T, int64_t H,
-                                              float eps) {
+static __global__ void planted_rmsnorm_kernel(E *y, float *residual, const E *x, const E *w, int64_t T,
+                                              int64_t H, float eps) {
     __shared__ float part[32];
     for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
         const E *xr = x + t * H;
@@ -55,11 +55,11 @@ static __global__ void planted_rmsnorm_kernel(E *y, float *residual, const E *x,
 }
 
 template <typename E>
-static int planted_rmsnorm(void *y, float *residual, const void *x, const void *w, int64_t T, int64_t H, float eps,
-                           cudaStream_t s) {
+static int planted_rmsnorm(void *y, float *residual, const void *x, const void *w, int64_t T, int64_t H,
+                           float eps, cudaStream_t s) {
     if (T == 0) return LR_OK;
-    planted_rmsnorm_kernel<E><<<planted_grid(T), PLANTED_THREADS, 0, s>>>((E *)y, residual, (const E *)x,
-                                                                           (const E *)w, T, H, eps);
+    planted_rmsnorm_kernel<E>
+        <<<planted_grid(T), PLANTED_THREADS, 0, s>>>((E *)y, residual, (const E *)x, (const E *)w, T, H, eps);
     LAUNCH_CHECK();
     return LR_OK;
 }
@@ -67,13 +67,14 @@ static int planted_rmsnorm(void *y, float *residual, const void *x, const void *
 extern "C" int lr_test_planted_rms_norm(const char *variant, void *y, const void *x, const void *w, int64_t T,
                                         int64_t H, float eps, lr_dtype dt, cudaStream_t s) {
     (void)variant;
-    if (T < 0 || H < 1) return lr_fail(LR_E_INVAL, "planted rms_norm: T %lld, H %lld", (long long)T, (long long)H);
+    if (T < 0 || H < 1)
+        return lr_fail(LR_E_INVAL, "planted rms_norm: T %lld, H %lld", (long long)T, (long long)H);
     return LR_DISPATCH_DTYPE(dt, planted_rmsnorm, y, (float *)NULL, x, w, T, H, eps, s);
 }
 
-extern "C" int lr_test_planted_fused_add_rms_norm(const char *variant, void *y, float *residual, const void *x,
-                                                  const void *w, int64_t T, int64_t H, float eps, lr_dtype dt,
-                                                  cudaStream_t s) {
+extern "C" int lr_test_planted_fused_add_rms_norm(const char *variant, void *y, float *residual,
+                                                  const void *x, const void *w, int64_t T, int64_t H,
+                                                  float eps, lr_dtype dt, cudaStream_t s) {
     (void)variant;
     if (T < 0 || H < 1 || !residual)
         return lr_fail(LR_E_INVAL, "planted fused_add_rms_norm: T %lld, H %lld, residual %p", (long long)T,
@@ -102,18 +103,18 @@ static __global__ void planted_rotary_kernel(E *x, int64_t ldx, int64_t T, int64
 }
 
 template <typename E>
-static int planted_rotary(void *x, int64_t ldx, int64_t T, int64_t nheads, int64_t hd, const int64_t *positions,
-                          const double *inv_freq, cudaStream_t s) {
+static int planted_rotary(void *x, int64_t ldx, int64_t T, int64_t nheads, int64_t hd,
+                          const int64_t *positions, const double *inv_freq, cudaStream_t s) {
     if (T == 0 || nheads == 0) return LR_OK;
-    planted_rotary_kernel<E><<<planted_grid(T), PLANTED_THREADS, 0, s>>>((E *)x, ldx, T, nheads, hd, positions,
-                                                                          inv_freq);
+    planted_rotary_kernel<E>
+        <<<planted_grid(T), PLANTED_THREADS, 0, s>>>((E *)x, ldx, T, nheads, hd, positions, inv_freq);
     LAUNCH_CHECK();
     return LR_OK;
 }
 
 extern "C" int lr_test_planted_rotary(const char *variant, void *x, int64_t ld, int64_t T, int64_t nheads,
-                                      int64_t hd, const int64_t *positions, const double *inv_freq, lr_dtype dt,
-                                      cudaStream_t s) {
+                                      int64_t hd, const int64_t *positions, const double *inv_freq,
+                                      lr_dtype dt, cudaStream_t s) {
     (void)variant;
     if (T < 0 || nheads < 0 || hd < 2 || hd % 2 || nheads * hd > ld)
         return lr_fail(LR_E_INVAL, "planted rotary: T %lld, nheads %lld, hd %lld, ld %lld", (long long)T,
