@@ -880,35 +880,113 @@ static const struct { int64_t nh, nkv; } attn_heads[] = {{4, 4}, {8, 2}, {4, 1}}
 
 static const int64_t attn_hds[] = {8, 16, 64, 128, 256};
 
+/* One case: the batch's sizes, its queries (packed qkv rows) and each sequence's keys and
+ * values (contiguous), and the context (T, qw) of the float64 and (F16, BF16) the
+ * emulated reference for `variant`. */
+typedef struct {
+    const attn_batch *B;
+    int S;
+    int64_t nh, nkv, hd, T, max_len, max_keys, kvw, ldq, qw, start[8];
+    htensor q, k[8], v[8];
+    double *ref;
+    float *emul; /* NULL at F32 */
+    bool tiled;  /* the variant's kernel rounds P for this batch (lr_attention_rounds_p) */
+    double X;    /* where tiled, the largest |score * scale * log2 e| a query sees */
+} attn_case;
+
+static attn_case attn_case_new(const char *variant, lr_dtype dt, const attn_batch *B, int64_t nh, int64_t nkv,
+                               int64_t hd) {
+    attn_case c = {.B = B, .S = B->nseqs, .nh = nh, .nkv = nkv, .hd = hd};
+    for (int s = 0; s < c.S; s++) {
+        c.start[s] = c.T;
+        c.T += B->len[s];
+        int64_t keys = B->past[s] + B->len[s];
+        c.max_len = B->len[s] > c.max_len ? B->len[s] : c.max_len;
+        c.max_keys = keys > c.max_keys ? keys : c.max_keys;
+    }
+    int64_t T = c.T, kvw = c.kvw = nkv * hd, ldq = c.ldq = (nh + 2 * nkv) * hd, qw = c.qw = nh * hd;
+    c.q = h_random(dt, T * ldq, -2, 2);
+    for (int s = 0; s < c.S; s++) {
+        c.k[s] = h_random(dt, (B->past[s] + B->len[s]) * kvw, -2, 2);
+        c.v[s] = h_random(dt, (B->past[s] + B->len[s]) * kvw, -1, 1);
+    }
+
+    /* The reference, one sequence at a time on contiguous K/V. */
+    c.ref = calloc((size_t)(T * qw), sizeof *c.ref);
+    int64_t score_rows = c.max_len > nh / nkv ? c.max_len : nh / nkv;
+    double *scores = malloc((size_t)(score_rows * c.max_keys) * sizeof *scores);
+    ck_assert(c.ref && scores);
+    for (int s = 0; s < c.S; s++)
+        lr_ref_attention_f64(c.ref + c.start[s] * qw, qw, c.q.v + c.start[s] * ldq, ldq, c.k[s].v, c.v[s].v, kvw,
+                             B->len[s], B->past[s], nh, nkv, hd, scores);
+    free(scores);
+    if (!lowp(dt)) return c;
+
+    /* The emulated reference (ref/cpu/ops/attention.c): float32 arithmetic, P rounded to
+     * the dtype before P V where this variant's kernel rounds it for this batch
+     * (lr_attention_rounds_p: a variant that rounds elsewhere must say so there), the
+     * context rounded once. */
+    c.tiled = lr_attention_rounds_p(variant, dt, hd, c.max_len);
+    for (int s = 0; c.tiled && s < c.S; s++)
+        for (int64_t j = 0; j < B->len[s]; j++)
+            for (int64_t h = 0; h < nh; h++)
+                for (int64_t key = 0; key <= B->past[s] + j; key++) {
+                    const double *qr = c.q.v + (c.start[s] + j) * ldq + h * hd,
+                                 *kr = c.k[s].v + key * kvw + h / (nh / nkv) * hd;
+                    double dot = 0;
+                    for (int64_t d = 0; d < hd; d++)
+                        dot += qr[d] * kr[d];
+                    dot = fabs(dot) / sqrt((double)hd) * 1.4426950408889634;
+                    c.X = dot > c.X ? dot : c.X;
+                }
+    float *qf = fcopy(c.q.v, T * ldq), *scores_f = malloc((size_t)(score_rows * c.max_keys) * sizeof *scores_f);
+    c.emul = calloc((size_t)(T * qw), sizeof *c.emul);
+    ck_assert(scores_f && c.emul);
+    for (int s = 0; s < c.S; s++) {
+        int64_t keys = B->past[s] + B->len[s];
+        float *kf = fcopy(c.k[s].v, keys * kvw), *vf = fcopy(c.v[s].v, keys * kvw);
+        if (c.tiled)
+            lr_ref_attention_tiled_f32(c.emul + c.start[s] * qw, qw, qf + c.start[s] * ldq, ldq, kf, vf, kvw,
+                                       B->len[s], B->past[s], nh, nkv, hd, LR_ATTN_P_TILE, dt, scores_f);
+        else
+            lr_ref_attention_f32(c.emul + c.start[s] * qw, qw, qf + c.start[s] * ldq, ldq, kf, vf, kvw, B->len[s],
+                                 B->past[s], nh, nkv, hd, scores_f);
+        free(kf), free(vf);
+    }
+    emulate_store(c.emul, T * qw, dt);
+    free(qf), free(scores_f);
+    return c;
+}
+
+static void attn_case_free(attn_case *c) {
+    h_free(&c->q);
+    for (int s = 0; s < c->S; s++)
+        h_free(&c->k[s]), h_free(&c->v[s]);
+    free(c->ref), free(c->emul);
+}
+
+/* Judges the context's heads (T, qw; dt). */
+static void attn_case_judge(const attn_case *c, lr_dtype dt, const void *heads) {
+    judge("ctx", heads, dt, c->T, c->qw, c->ref, LR_STAGE_ATTENTION, c->emul,
+          attention_same_budget(dt, c->hd, c->max_keys, c->tiled, c->X));
+}
+
 static void attention_case(const target *tgt, lr_dtype dt, const attn_batch *B, int64_t nh, int64_t nkv,
                            int64_t hd) {
     const char *variant = tgt->name;
     set_case("attention/%s %s batch %s nh %lld nkv %lld hd %lld", variant, lr_dtype_name(dt), B->name,
              (long long)nh, (long long)nkv, (long long)hd);
-    int S = B->nseqs;
-    int64_t bs = B->block_size, T = 0, max_len = 0, max_keys = 0, max_blocks = 0, nblocks = 3;
-    int64_t start[8], nb[8];
+    attn_case c = attn_case_new(variant, dt, B, nh, nkv, hd);
+    int S = c.S;
+    int64_t bs = B->block_size, T = c.T, max_blocks = 0, nblocks = 3, nb[8];
     for (int s = 0; s < S; s++) {
-        start[s] = T;
-        T += B->len[s];
-        int64_t keys = B->past[s] + B->len[s];
-        nb[s] = (keys + bs - 1) / bs;
+        nb[s] = (B->past[s] + B->len[s] + bs - 1) / bs;
         nblocks += nb[s];
-        max_len = B->len[s] > max_len ? B->len[s] : max_len;
-        max_keys = keys > max_keys ? keys : max_keys;
         max_blocks = nb[s] > max_blocks ? nb[s] : max_blocks;
     }
     max_blocks += 1; /* a spare column of -1: reading it would be an illegal address */
-    int64_t kvw = nkv * hd, ldq = (nh + 2 * nkv) * hd, qw = nh * hd, ldc = qw + 4;
+    int64_t kvw = c.kvw, ldq = c.ldq, qw = c.qw, ldc = qw + 4;
     size_t es = lr_dtype_size(dt);
-
-    /* Queries in packed qkv rows; each sequence's keys and values, contiguous. */
-    htensor q = h_random(dt, T * ldq, -2, 2);
-    htensor k[8], v[8];
-    for (int s = 0; s < S; s++) {
-        k[s] = h_random(dt, (B->past[s] + B->len[s]) * kvw, -2, 2);
-        v[s] = h_random(dt, (B->past[s] + B->len[s]) * kvw, -1, 1);
-    }
 
     /* The paged cache: physical blocks handed out in a random order, the rest of the cache
      * random (stale) values that a wrong block lookup would pick up. */
@@ -927,70 +1005,23 @@ static void attention_case(const target *tgt, lr_dtype dt, const attn_batch *B, 
             tables[s * max_blocks + b] = b < nb[s] ? (int32_t)perm[next++] : -1;
         for (int64_t j = 0; j < B->past[s] + B->len[s]; j++) {
             int64_t slot = (int64_t)tables[s * max_blocks + j / bs] * bs + j % bs;
-            memcpy((char *)kc.raw + (size_t)(slot * kvw) * es, (char *)k[s].raw + (size_t)(j * kvw) * es,
+            memcpy((char *)kc.raw + (size_t)(slot * kvw) * es, (char *)c.k[s].raw + (size_t)(j * kvw) * es,
                    (size_t)kvw * es);
-            memcpy((char *)vc.raw + (size_t)(slot * kvw) * es, (char *)v[s].raw + (size_t)(j * kvw) * es,
+            memcpy((char *)vc.raw + (size_t)(slot * kvw) * es, (char *)c.v[s].raw + (size_t)(j * kvw) * es,
                    (size_t)kvw * es);
         }
     }
-    int32_t *token_seq = malloc((size_t)T * sizeof(int32_t)),
-            *token_keys = malloc((size_t)T * sizeof(int32_t));
+    int32_t *token_seq = malloc((size_t)T * sizeof(int32_t)), *token_keys = malloc((size_t)T * sizeof(int32_t));
     int32_t seq_start[8], seq_len[8], seq_past[8];
     for (int s = 0; s < S; s++) {
-        seq_start[s] = (int32_t)start[s], seq_len[s] = (int32_t)B->len[s], seq_past[s] = (int32_t)B->past[s];
+        seq_start[s] = (int32_t)c.start[s], seq_len[s] = (int32_t)B->len[s], seq_past[s] = (int32_t)B->past[s];
         for (int64_t j = 0; j < B->len[s]; j++) {
-            token_seq[start[s] + j] = s;
-            token_keys[start[s] + j] = (int32_t)(B->past[s] + j + 1);
+            token_seq[c.start[s] + j] = s;
+            token_keys[c.start[s] + j] = (int32_t)(B->past[s] + j + 1);
         }
     }
 
-    /* The reference, one sequence at a time on contiguous K/V. */
-    double *ref = calloc((size_t)(T * qw), sizeof *ref);
-    int64_t score_rows = max_len > nh / nkv ? max_len : nh / nkv;
-    double *scores = malloc((size_t)(score_rows * max_keys) * sizeof *scores);
-    for (int s = 0; s < S; s++)
-        lr_ref_attention_f64(ref + start[s] * qw, qw, q.v + start[s] * ldq, ldq, k[s].v, v[s].v, kvw,
-                             B->len[s], B->past[s], nh, nkv, hd, scores);
-    /* The emulated reference (ref/cpu/ops/attention.c): float32 arithmetic, P rounded to
-     * the dtype before P V where this variant's kernel rounds it for this batch
-     * (lr_attention_rounds_p: a variant that rounds elsewhere must say so there), the
-     * context rounded once. */
-    float *emul = NULL;
-    bool tiled = lowp(dt) && lr_attention_rounds_p(variant, dt, hd, max_len);
-    double X = 0; /* the largest |score * scale * log2 e| a query sees, where P is rounded */
-    for (int s = 0; tiled && s < S; s++)
-        for (int64_t j = 0; j < B->len[s]; j++)
-            for (int64_t h = 0; h < nh; h++)
-                for (int64_t key = 0; key <= B->past[s] + j; key++) {
-                    const double *qr = q.v + (start[s] + j) * ldq + h * hd,
-                                 *kr = k[s].v + key * kvw + h / (nh / nkv) * hd;
-                    double dot = 0;
-                    for (int64_t d = 0; d < hd; d++)
-                        dot += qr[d] * kr[d];
-                    dot = fabs(dot) / sqrt((double)hd) * 1.4426950408889634;
-                    X = dot > X ? dot : X;
-                }
-    if (lowp(dt)) {
-        float *qf = fcopy(q.v, T * ldq),
-              *scores_f = malloc((size_t)(score_rows * max_keys) * sizeof *scores_f);
-        emul = calloc((size_t)(T * qw), sizeof *emul);
-        ck_assert(scores_f && emul);
-        for (int s = 0; s < S; s++) {
-            int64_t keys = B->past[s] + B->len[s];
-            float *kf = fcopy(k[s].v, keys * kvw), *vf = fcopy(v[s].v, keys * kvw);
-            if (tiled)
-                lr_ref_attention_tiled_f32(emul + start[s] * qw, qw, qf + start[s] * ldq, ldq, kf, vf, kvw,
-                                           B->len[s], B->past[s], nh, nkv, hd, LR_ATTN_P_TILE, dt, scores_f);
-            else
-                lr_ref_attention_f32(emul + start[s] * qw, qw, qf + start[s] * ldq, ldq, kf, vf, kvw,
-                                     B->len[s], B->past[s], nh, nkv, hd, scores_f);
-            free(kf), free(vf);
-        }
-        emulate_store(emul, T * qw, dt);
-        free(qf), free(scores_f);
-    }
-
-    dbuf d_q = d_upload(&q), d_kc = d_upload(&kc), d_vc = d_upload(&vc);
+    dbuf d_q = d_upload(&c.q), d_kc = d_upload(&kc), d_vc = d_upload(&vc);
     dbuf d_tab = d_new((size_t)(S * max_blocks) * sizeof(int32_t), tables);
     dbuf d_tseq = d_new((size_t)T * sizeof(int32_t), token_seq),
          d_tkeys = d_new((size_t)T * sizeof(int32_t), token_keys);
@@ -1008,24 +1039,23 @@ static void attention_case(const target *tgt, lr_dtype dt, const attn_batch *B, 
         .num_seqs = S,
         .max_blocks = max_blocks,
         .block_size = bs,
-        .max_seq_len = max_len,
-        .max_keys = max_keys,
+        .max_seq_len = c.max_len,
+        .max_keys = c.max_keys,
     };
     RUN(lr_gpu_attention(variant, dp(&d_ctx), ldc, dp(&d_q), ldq, dp(&d_kc), dp(&d_vc), &meta, T, nh, nkv, hd,
                          (float)(1.0 / sqrt((double)hd)), dt, g_ws, g_stream));
     void *ctx = d_fetch(&d_ctx, "ctx");
     void *heads = take_cols(ctx, es, T, ldc, 0, qw), *pad = take_cols(ctx, es, T, ldc, qw, ldc - qw);
-    judge("ctx", heads, dt, T, qw, ref, LR_STAGE_ATTENTION, emul,
-          attention_same_budget(dt, hd, max_keys, tiled, X));
+    attn_case_judge(&c, dt, heads);
     size_t pad_bytes = (size_t)(T * (ldc - qw)) * es, pad_ok = 0;
     while (pad_ok < pad_bytes && ((unsigned char *)pad)[pad_ok] == POISON)
         pad_ok++;
     CHECK(pad_ok == pad_bytes, "ctx: padding columns after the heads written", FAIL_PREFIX);
     case_end();
-    free(ctx), free(heads), free(pad), free(emul);
+    free(ctx), free(heads), free(pad);
 
     d_free(&d_ctx, "ctx", NULL);
-    d_free(&d_q, "q", q.raw);
+    d_free(&d_q, "q", c.q.raw);
     d_free(&d_kc, "k_cache", kc.raw);
     d_free(&d_vc, "v_cache", vc.raw);
     d_free(&d_tab, "block_tables", tables);
@@ -1034,10 +1064,9 @@ static void attention_case(const target *tgt, lr_dtype dt, const attn_batch *B, 
     d_free(&d_start, "seq_start", seq_start);
     d_free(&d_len, "seq_len", seq_len);
     d_free(&d_past, "seq_past", seq_past);
-    h_free(&q), h_free(&kc), h_free(&vc);
-    for (int s = 0; s < S; s++)
-        h_free(&k[s]), h_free(&v[s]);
-    free(perm), free(tables), free(token_seq), free(token_keys), free(ref), free(scores);
+    h_free(&kc), h_free(&vc);
+    attn_case_free(&c);
+    free(perm), free(tables), free(token_seq), free(token_keys);
 }
 
 static void sweep_attention(const target *v, lr_dtype dt) {
@@ -1189,6 +1218,60 @@ static void sim_rotary(float *x, const rot_case *k, lr_dtype dt, bool planted) {
     lr_round_f32_n(x, (size_t)(k->T * k->ldx), dt);
 }
 
+/* Attention as a flash kernel computes it, per query row and (sequence, head): keys in
+ * tiles (of 64, P rounded to the dtype, where the case's variant rounds P; else of 32,
+ * P in float32), the scores' dot products by fused multiply-adds from the last dimension
+ * down (an order unlike the reference's BLAS), an online softmax in log2 units with
+ * exp2f, O rescaled as the maximum grows, O / l rounded once. ctx: (T, qw). */
+static void sim_attention(float *ctx, const attn_case *c, lr_dtype dt) {
+    int64_t hd = c->hd, group = c->nh / c->nkv, tile = c->tiled ? LR_ATTN_P_TILE : 32;
+    float sl2 = (float)(1.0 / sqrt((double)hd)) * 1.4426950408889634f;
+    float *s = malloc((size_t)tile * sizeof *s), *o = malloc((size_t)hd * sizeof *o);
+    ck_assert(s && o);
+    for (int sq = 0; sq < c->S; sq++) {
+        int64_t keys = c->B->past[sq] + c->B->len[sq];
+        float *kf = fcopy(c->k[sq].v, keys * c->kvw), *vf = fcopy(c->v[sq].v, keys * c->kvw);
+        for (int64_t j = 0; j < c->B->len[sq]; j++)
+            for (int64_t h = 0; h < c->nh; h++) {
+                const double *qd = c->q.v + (c->start[sq] + j) * c->ldq + h * hd;
+                int64_t g = h / group, vis = c->B->past[sq] + j + 1;
+                float m = -INFINITY, l = 0;
+                memset(o, 0, (size_t)hd * sizeof *o);
+                for (int64_t k0 = 0; k0 < vis; k0 += tile) {
+                    int64_t kt = vis - k0 < tile ? vis - k0 : tile;
+                    float tmax = -INFINITY;
+                    for (int64_t i = 0; i < kt; i++) {
+                        const float *kr = kf + (k0 + i) * c->kvw + g * hd;
+                        float a = 0;
+                        for (int64_t d = hd - 1; d >= 0; d--)
+                            a = fmaf((float)qd[d], kr[d], a);
+                        s[i] = a * sl2;
+                        tmax = s[i] > tmax ? s[i] : tmax;
+                    }
+                    float mn = tmax > m ? tmax : m, corr = m == -INFINITY ? 1 : exp2f(m - mn), sum = 0;
+                    for (int64_t i = 0; i < kt; i++) {
+                        s[i] = exp2f(s[i] - mn);
+                        if (c->tiled) s[i] = lr_round_f32(s[i], dt);
+                        sum += s[i];
+                    }
+                    l = l * corr + sum;
+                    m = mn;
+                    for (int64_t d = 0; d < hd; d++) {
+                        float a = o[d] * corr;
+                        for (int64_t i = 0; i < kt; i++)
+                            a = fmaf(s[i], vf[(k0 + i) * c->kvw + g * hd + d], a);
+                        o[d] = a;
+                    }
+                }
+                for (int64_t d = 0; d < hd; d++)
+                    ctx[(c->start[sq] + j) * c->qw + h * hd + d] = o[d] / l;
+            }
+        free(kf), free(vf);
+    }
+    lr_round_f32_n(ctx, (size_t)(c->T * c->qw), dt);
+    free(s), free(o);
+}
+
 /* Loop index: dtype. */
 START_TEST(test_verdicts_cpu) {
     lr_dtype dt = dtypes[_i];
@@ -1252,6 +1335,28 @@ START_TEST(test_verdicts_cpu) {
     }
     ck_assert_msg(g_caught > 0, "simulated rotary/f32-angle at %s passed all %d cases", lr_dtype_name(dt),
                   g_cases);
+
+    /* attention: a simulated kernel that rounds P (as fa2 and tc do, where they do) and
+     * one that does not (flash) pass every case, against their own emulated twins */
+    static const char *const attn_variants[] = {"fa2", "flash"};
+    for (size_t b = 0; b < sizeof attn_batches / sizeof attn_batches[0]; b++)
+        for (size_t h = 0; h < sizeof attn_heads / sizeof attn_heads[0]; h++)
+            for (size_t d = 0; d < sizeof attn_hds / sizeof attn_hds[0]; d++)
+                for (size_t a = 0; a < 2; a++) {
+                    attn_case c = attn_case_new(attn_variants[a], dt, &attn_batches[b], attn_heads[h].nh,
+                                                attn_heads[h].nkv, attn_hds[d]);
+                    set_case("simulated attention/%s %s batch %s nh %lld nkv %lld hd %lld%s", attn_variants[a],
+                             lr_dtype_name(dt), attn_batches[b].name, (long long)c.nh, (long long)c.nkv,
+                             (long long)c.hd, c.tiled ? " (P rounded)" : "");
+                    float *ctx = malloc((size_t)(c.T * c.qw) * sizeof *ctx);
+                    void *raw = malloc((size_t)(c.T * c.qw) * es);
+                    ck_assert(ctx && raw);
+                    sim_attention(ctx, &c, dt);
+                    lr_convert(raw, dt, ctx, LR_F32, (size_t)(c.T * c.qw));
+                    attn_case_judge(&c, dt, raw);
+                    free(ctx), free(raw);
+                    attn_case_free(&c);
+                }
 }
 END_TEST
 
