@@ -127,12 +127,14 @@ static lr_same_budget same_budget(lr_dtype dt, int64_t reduction) {
  * weight of one key changes by one ulp), as the output's own flips do. So such a kernel
  * gets one ulp more per element and 2 sqrt(f + f_P) ulps of relative L2 (f the output's
  * share, as lr_same_precision_budget counts it) where that is larger. Measured on the CPU
- * with a simulated kernel (online softmax, tiles of 64 keys, dot products in another
- * order) against the emulated reference over the shapes here and 10 seeds: with the
- * statistical sqrt(hd) 2^-24 X in f_P, fp16 cases reached 0.98 of the relative L2 and
- * bf16 cases had 18 elements 2 ulps off; as here, at most 0.64 and none over. The
- * model-level verdict (lr_same_precision_budget, ref/check/same.c) has no such term yet:
- * docs/detection.md. */
+ * with a simulated kernel (sim_attention: online softmax, tiles of 64 keys, dot products
+ * in another order) against the emulated reference, over single sequences of 1 to 70 new
+ * tokens after 0 to 300 cached, the head counts and sizes here, and 10 seeds: with the
+ * budget above alone, fp16 cases reached 1.11 of the relative L2 and a bf16 case had 18
+ * elements 2 ulps off; with the statistical sqrt(hd) 2^-24 X in f_P, 0.98; as here, at
+ * most 0.64 and no element over. test_verdicts_cpu checks it on this sweep's own cases.
+ * The model-level verdict (lr_same_precision_budget, ref/check/same.c) has no such term
+ * yet: docs/detection.md. */
 static lr_same_budget attention_same_budget(lr_dtype dt, int64_t hd, int64_t max_keys, bool rounds_p,
                                             double X) {
     lr_same_budget b = same_budget(dt, hd > max_keys ? hd : max_keys);
