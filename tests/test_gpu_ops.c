@@ -13,9 +13,11 @@
  * Kernels with planted bugs (tests/gpu_planted.cu, compiled into this test only) run
  * through the same sweeps, and the test asserts that the sweep fails them: the RMSNorm
  * that leaves the weight out on each row's last element on every case at every dtype.
+ * The verdicts themselves are checked on the CPU, device or not (test_verdicts_cpu):
+ * kernels simulated in their own float32 order pass, their planted versions fail.
  * Also: the registry's shape, unknown variants and bad arguments (LR_E_INVAL). Skips (77)
- * without CUDA or without a device; the registry and argument checks need no device and
- * run first either way. */
+ * without CUDA or without a device; the registry, argument and verdict checks need no
+ * device and run first either way. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
