@@ -587,8 +587,10 @@ lr_same_budget lr_same_precision_budget(lr_dtype p, int64_t reduction);
 int lr_same_compare(const lr_tensor *test, const lr_tensor *ref, lr_dtype p, lr_same_budget b, lr_same_metrics *m);
 /* Attention's budget (the o_proj.input stage): its reductions are the head (Q K^T) and the
  * keys (P V); a kernel that rounds P to the dtype before P V (lr_attention_rounds_p)
- * rounds twice, which one rounding's budget does not hold (docs/detection.md). */
-lr_same_budget lr_same_attention_budget(lr_dtype p, int64_t head_dim, int64_t keys, bool rounds_p);
+ * rounds twice, which one rounding's budget does not hold (docs/detection.md). x_range:
+ * the largest |x| of P = 2^x that matters (LR_SAME_P_RANGE when unknown). */
+#define LR_SAME_P_RANGE 16.0
+lr_same_budget lr_same_attention_budget(lr_dtype p, int64_t head_dim, int64_t keys, bool rounds_p, double x_range);
 /* A sum of terms each rounded to p (a decoder layer's output: the stream plus the
  * attention's and the MLP's outputs, in float32): each element may differ by the terms'
  * flips, so its ulps are counted in ulp(ref) + the sum of the terms' ulps there. */

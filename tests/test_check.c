@@ -313,12 +313,12 @@ START_TEST(same_precision_attention_budget) {
     const lr_dtype ps[] = {LR_BF16, LR_F16};
     for (size_t k = 0; k < 2; k++) {
         lr_same_budget plain = lr_same_precision_budget(ps[k], 512);
-        lr_same_budget no_p = lr_same_attention_budget(ps[k], 128, 512, false);
-        lr_same_budget with_p = lr_same_attention_budget(ps[k], 128, 512, true);
+        lr_same_budget no_p = lr_same_attention_budget(ps[k], 128, 512, false, LR_SAME_P_RANGE);
+        lr_same_budget with_p = lr_same_attention_budget(ps[k], 128, 512, true, LR_SAME_P_RANGE);
         ck_assert(no_p.rel_l2 == plain.rel_l2 && no_p.ulps == plain.ulps && no_p.spare_share == 0);
         ck_assert(with_p.ulps == plain.ulps + 1 && with_p.cap == plain.cap + 1 && with_p.spare_share > 0);
         ck_assert(with_p.rel_l2 >= plain.rel_l2);
-        ck_assert(lr_same_attention_budget(ps[k], 128, 16, false).rel_l2 == lr_same_precision_budget(ps[k], 128).rel_l2);
+        ck_assert(lr_same_attention_budget(ps[k], 128, 16, false, LR_SAME_P_RANGE).rel_l2 == lr_same_precision_budget(ps[k], 128).rel_l2);
     }
 }
 END_TEST

@@ -118,36 +118,18 @@ static lr_same_budget same_budget(lr_dtype dt, int64_t reduction) {
     return lr_same_precision_budget(lowp(dt) ? dt : LR_BF16, reduction);
 }
 
-/* The same for attention, whose longest reductions are the head (Q K^T) and the keys
- * (P V). A kernel that rounds P to the dtype before P V (lr_attention_rounds_p) rounds
- * twice, and the budget above, made for one rounding at the op's output, does not hold
- * it: P = 2^x, with x the score times scale log2 e less the running maximum, formed in
- * float32 from a dot product of hd terms, so two orders of that sum move x by up to
- * hd 2^-24 X (the float32 bound on a sum of hd terms, X the case's largest |x|) and P
- * by ln 2 times that, relatively; a share f_P = hd 2^-24 X ln 2 / ulp of P's roundings
- * then flip, and each flip moves the outputs by up to an ulp of P relative to them (the
- * weight of one key changes by one ulp), as the output's own flips do. So such a kernel
- * gets one ulp more per element and 2 sqrt(f + f_P) ulps of relative L2 (f the output's
- * share, as lr_same_precision_budget counts it) where that is larger. Measured on the CPU
- * with a simulated kernel (sim_attention: online softmax, tiles of 64 keys, dot products
- * in another order) against the emulated reference, over single sequences of 1 to 70 new
- * tokens after 0 to 300 cached, the head counts and sizes here, and 10 seeds: with the
- * budget above alone, fp16 cases reached 1.11 of the relative L2 and a bf16 case had 18
- * elements 2 ulps off; with the statistical sqrt(hd) 2^-24 X in f_P, 0.98; as here, at
- * most 0.64 and no element over. test_verdicts_cpu checks it on this sweep's own cases.
- * The model-level verdict (lr_same_precision_budget, ref/check/same.c) has no such term
- * yet: docs/detection.md. */
-static lr_same_budget attention_same_budget(lr_dtype dt, int64_t hd, int64_t max_keys, bool rounds_p,
-                                            double X) {
-    lr_same_budget b = same_budget(dt, hd > max_keys ? hd : max_keys);
-    if (!rounds_p) return b;
-    double ulp = lr_ulp(dt, 1.0), K = (double)(hd > max_keys ? hd : max_keys);
-    double f = sqrt(K) * 0x1p-24 / ulp, f_p = (double)hd * 0x1p-24 * X * log(2.0) / ulp;
-    double rel = 2 * sqrt(f + f_p) * ulp / 2;
-    b.rel_l2 = rel > b.rel_l2 ? rel : b.rel_l2;
-    b.ulps += 1;
-    b.cap += 1;
-    return b;
+/* The same for attention (lr_same_attention_budget): its reductions are the head (Q K^T)
+ * and the keys (P V), and a kernel that rounds P to the dtype before P V
+ * (lr_attention_rounds_p) rounds twice, so it gets P's flips too, with X the case's
+ * largest |x| of P = 2^x. Measured on the CPU with a simulated kernel (sim_attention:
+ * online softmax, tiles of 64 keys, dot products in another order) against the emulated
+ * reference, over single sequences of 1 to 70 new tokens after 0 to 300 cached, the head
+ * counts and sizes here, and 10 seeds: with one rounding's budget alone, fp16 cases
+ * reached 1.11 of the relative L2 and a bf16 case had 18 elements 2 ulps off; with P's
+ * term, at most 0.64 and no element over. test_verdicts_cpu checks it on this sweep's
+ * own cases. */
+static lr_same_budget attention_same_budget(lr_dtype dt, int64_t hd, int64_t max_keys, bool rounds_p, double X) {
+    return lr_same_attention_budget(lowp(dt) ? dt : LR_BF16, hd, max_keys, rounds_p, X);
 }
 
 static const lr_dtype dtypes[] = {LR_F32, LR_F16, LR_BF16};

@@ -69,8 +69,7 @@ for p in ${PRECS//,/ }; do
 done
 if [ $FAULTS -eq 1 ]; then
     for p in ${PRECS//,/ }; do
-        for f in model.layers.0.post_attention_layernorm=element:1e-2 model.layers.1.input_layernorm=element:1e-2 \
-            model.layers.1.self_attn.o_proj=scale:1e-3 model.layers.0.mlp.down_proj=scale:1e-3; do
+        for f in model.layers.0.post_attention_layernorm=element:1e-2 model.layers.1.self_attn.o_proj=scale:1e-3; do
             stage=${f%%=*}
             j="$OUT/shape-fault-$stage-$p.json"
             "$B/llama-diff" backends -q --a cpu:f64 --b cuda:$p --threads "$(nproc)" -m "$MODEL" --tokens "$TOK" \

@@ -61,22 +61,21 @@ int64_t lr_same_reduction(const lr_config *c, int64_t tokens) {
 
 /* P rounded before P V: P = 2^x, x the score times scale log2 e less the running maximum,
  * from a float32 dot product of head_dim terms, so two orders move x by up to
- * head_dim u X (X the largest |x| that matters: 16, under which P is below 2^-16 of the
- * row's largest and a flip of it moves no output) and P by ln 2 times that, relatively: a
+ * head_dim u X (X the largest |x| that matters; LR_SAME_P_RANGE = 16 where it is not
+ * known: under it P is below 2^-16 of the row's largest and a flip of it moves no output)
+ * and P by ln 2 times that, relatively: a
  * share f_P = head_dim u X ln 2 / ulp of P's roundings flip, each moving the outputs by up
  * to an ulp of P relative to them, as the output's own flips do. So such a kernel gets one
  * ulp more per element, 2 sqrt(f + f_P) ulps of relative L2 where that is larger, and
  * elements over the bound in a share of 2^-16 (the H200 at Llama-3-8B's shapes, bf16,
  * 512 tokens: 34 of 2.1M elements over one ulp, none over three). The op sweep derives and
  * measures the same term against a simulated kernel (tests/test_gpu_ops.c). */
-#define P_EXPONENT_RANGE 16.0
-
-lr_same_budget lr_same_attention_budget(lr_dtype p, int64_t head_dim, int64_t keys, bool rounds_p) {
+lr_same_budget lr_same_attention_budget(lr_dtype p, int64_t head_dim, int64_t keys, bool rounds_p, double x_range) {
     int64_t k = head_dim > keys ? head_dim : keys;
     lr_same_budget b = lr_same_precision_budget(p, k);
     if (!rounds_p) return b;
     double ulp = lr_ulp(p, 1.0);
-    double f = flip_share(p, k), f_p = (double)head_dim * ACC_UNIT * P_EXPONENT_RANGE * log(2.0) / ulp;
+    double f = flip_share(p, k), f_p = (double)head_dim * ACC_UNIT * x_range * log(2.0) / ulp;
     double rel = 2 * sqrt(f + f_p) * ulp / 2;
     if (rel > b.rel_l2) b.rel_l2 = rel;
     b.ulps += 1;

@@ -48,7 +48,7 @@ static int judge(const args *a, const lr_checkpoint *ck, const lr_batch *b, cons
         bool rounds = lr_attention_rounds_p(attention_variant(a, v, sizeof v), a->opt.precision, c->head_dim,
                                             a->decode ? longest - a->decode : longest);
         return lr_same_compare(test, ref, a->opt.precision,
-                               lr_same_attention_budget(a->opt.precision, c->head_dim, longest, rounds), m);
+                               lr_same_attention_budget(a->opt.precision, c->head_dim, longest, rounds, LR_SAME_P_RANGE), m);
     }
     if (kind == LR_STAGE_LAYER) {
         char s1[96], s2[96];
