@@ -60,6 +60,7 @@ static void usage(FILE *fp) {
           "      --isolate [layer|op] check: feed every layer (layer, the default) or every op (op)\n"
           "                           the fixture's input to it, rounded to the backend's dtype, so\n"
           "                           each one's own error shows, not the error it inherits\n"
+          "                           (single-layer or single-op budgets; with --decode, every step)\n"
           "      --inject STAGE=KIND:EPS[:SEED]\n"
           "                           check, dump, backends (side b): perturb the output of the op\n"
           "                           that computes STAGE, in place (repeatable); KIND scale (x 1+EPS),\n"
