@@ -4,7 +4,8 @@
 # and the factor criterion on the decoded run), check --isolate op --decode, and backends
 # with side b at bf16/fp16 (side a's stages as the reference). Correct runs agree; an
 # injected fault under bf16's noise is caught by the same-precision verdict alone and named,
-# and the JSON result says what the exit status says.
+# and the JSON result says what the exit status says. compare --model of an outside
+# engine's bf16 dump: every op recomputed from the dump's own inputs.
 set -u
 LD=${LLAMA_DIFF:-./llama-diff}
 FX=${LR_FIXTURES:?}
@@ -45,5 +46,58 @@ done
 expect 1 "check fp16 --decode 2 with a 1e-2 fault" -- "$LD" check -m "$M" -f "$F" -p fp16 --decode 2 \
     --inject model.layers.1.mlp.down_proj=scale:1e-2 --json -q
 json_ok "d['same_precision']['factor']['first_divergence'] == 'model.layers.1.mlp.down_proj' and d['same_precision']['factor']['worst_ratio'] > 2"
+
+# An outside engine's bf16 dump (here the emulated reference's own, through dump) with a
+# bug of 1% on every 7th element of layer 1's o_proj (issue 16): inside bf16's noise, so
+# the budgets against the golden pass it, with or without --model; with --model, compare
+# recomputes every op of the emulated reference from the dump's own input to it and holds
+# the dump's output to it in ulps, and names the op.
+expect 0 "dump bf16" -- "$LD" dump -m "$M" -f "$F" -p bf16 -o "$TMP/bf16.safetensors" -q
+python3 - "$TMP/bf16.safetensors" "$TMP/bf16-bug.safetensors" model.layers.1.self_attn.o_proj 1.01 <<'PY'
+import json, struct, sys
+src, dst, stage, fac = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+d = open(src, "rb").read(); n = struct.unpack("<Q", d[:8])[0]; h = json.loads(d[8:8 + n]); body = bytearray(d[8 + n:])
+v = h[stage]; a, b = v["data_offsets"]
+assert v["dtype"] == "F32", v["dtype"]
+for i in range(a, b, 4 * 7):  # every 7th element x fac, rounded to bf16 as the engine stores it
+    w = struct.unpack("<I", struct.pack("<f", struct.unpack("<f", body[i:i + 4])[0] * fac))[0]
+    w = ((w + 0x7fff + ((w >> 16) & 1)) >> 16) << 16
+    body[i:i + 4] = struct.pack("<I", w)
+open(dst, "wb").write(d[:8 + n] + bytes(body))
+PY
+expect 0 "compare the correct bf16 dump with --model" -- "$LD" compare --model "$M" "$TMP/bf16.safetensors" "$F" --json
+json_ok "d['result'] == 'agree' and d['same_precision']['compared'] == 48 and d['same_precision']['failed'] == 0 and d['same_precision']['factor']['failed'] == 0"
+expect 0 "compare the buggy bf16 dump without --model (the golden's budgets cannot see it)" -- "$LD" compare \
+    "$TMP/bf16-bug.safetensors" "$F" --json
+json_ok "d['result'] == 'agree' and 'same_precision' not in d"
+expect 1 "compare the buggy bf16 dump with --model" -- "$LD" compare --model "$M" "$TMP/bf16-bug.safetensors" "$F" --json
+json_ok "d['result'] == 'diverge' and d['failed'] == 0 and d['first_divergence'] == 'model.layers.1.self_attn.o_proj' and d['same_precision']['first_divergence'] == 'model.layers.1.self_attn.o_proj' and d['same_precision']['failed'] == 1"
+expect 1 "compare the buggy bf16 dump with --model (text)" -- "$LD" compare --model "$M" "$TMP/bf16-bug.safetensors" "$F"
+grep -q "each op fed the dump's own input to it: 47 of 48 stages .*first divergence at model.layers.1.self_attn.o_proj" \
+    "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: the text names no same-precision divergence of the dump"; }
+# A dump that does not say it computed in bf16 (no compute_dtype: it may be a float32
+# computation stored in BF16) is not held to a bf16 computation, and the output says so.
+python3 - "$TMP/bf16-bug.safetensors" "$TMP/bf16-bug-nodtype.safetensors" <<'PY'
+import json, struct, sys  # stages stored in BF16 (their values are), no compute_dtype
+d = open(sys.argv[1], "rb").read(); n = struct.unpack("<Q", d[:8])[0]; h = json.loads(d[8:8 + n]); body = d[8 + n:]
+h["__metadata__"].pop("compute_dtype")
+out, parts, off = {}, [], 0
+for k, v in h.items():
+    if k == "__metadata__":
+        out[k] = v; continue
+    a, b = v["data_offsets"]; blob = body[a:b]; nv = dict(v)
+    if v["dtype"] == "F32" and k not in ("input_ids", "positions", "seq_lens"):
+        blob = b"".join(blob[i + 2:i + 4] for i in range(0, len(blob), 4)); nv["dtype"] = "BF16"
+    nv["data_offsets"] = [off, off + len(blob)]; off += len(blob); parts.append(blob); out[k] = nv
+hb = json.dumps(out).encode(); hb += b" " * ((8 - len(hb) % 8) % 8)
+open(sys.argv[2], "wb").write(struct.pack("<Q", len(hb)) + hb + b"".join(parts))
+PY
+expect 0 "compare --model a BF16 dump without compute_dtype" -- "$LD" compare --model "$M" \
+    "$TMP/bf16-bug-nodtype.safetensors" "$F"
+grep -q "same precision: not run: .* does not say it computed in bf16" "$TMP/out" && pass=$((pass + 1)) ||
+    { fail=$((fail + 1)); echo "FAIL: compare does not say why it ran no same-precision verdict"; }
+expect 1 "compare --model a dump without compute_dtype, --precision bf16" -- "$LD" compare --model "$M" \
+    "$TMP/bf16-bug-nodtype.safetensors" "$F" --precision bf16 --json
+json_ok "d['same_precision']['first_divergence'] == 'model.layers.1.self_attn.o_proj'"
 
 finish

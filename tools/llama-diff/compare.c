@@ -162,6 +162,29 @@ static void print_coverage(const json_t *cov) {
     }
 }
 
+/* The mapped dump as a stage source (its HF names). */
+static const lr_tensor *dump_source(void *user, const char *stage) {
+    const ld_stage *x = dump_find(user, stage);
+    return x ? &x->t : NULL;
+}
+
+/* At bf16/fp16 with a model: the same-precision verdict of the dump (same.c), every op of
+ * the emulated reference fed the dump's own input to it. */
+static int dump_same_precision(const args *a, const lr_checkpoint *ck, mapped_dump *t, lr_fixture *ref, lr_dtype p,
+                               json_t **same, bool *pass) {
+    lr_recorder *rec;
+    int rc = lr_recorder_create(&rec);
+    if (rc) return lib_fail(rc);
+    lr_observer o = lr_recorder_observer(rec);
+    for (size_t i = 0; i < t->n; i++)
+        o.on_stage(o.user, t->s[i].name, &t->s[i].t);
+    int status = (rc = lr_recorder_status(rec)) ? lib_fail(rc)
+                                                : same_precision_of_dump(a, ck, lr_fixture_batch(ref), p, dump_source,
+                                                                         t, rec, fixture_source, ref, same, pass);
+    lr_recorder_free(rec);
+    return status;
+}
+
 int cmd_compare(const args *a) {
     if (a->npos < 2)
         return bad("compare: give the dump under test and the golden: compare DUMP.safetensors GOLDEN.safetensors "
@@ -230,15 +253,37 @@ int cmd_compare(const args *a) {
                      a->stages ? a->stages : "", a->names ? " under --names " : "", a->names ? a->names : "");
         goto out;
     }
+    /* The same-precision verdict holds the dump to what an engine computing in bf16/fp16
+     * computes, so only a dump that says so (its compute_dtype, or --precision) gets it: a
+     * BF16 dump of a float32 computation differs from one by its inputs' rounding. */
+    json_t *same = NULL;
+    bool same_pass = true, lowp = r.precision == LR_BF16 || r.precision == LR_F16;
+    lr_dtype said;
+    const char *cd = lr_fixture_metadata(t.fx[0], "compute_dtype");
+    bool computed_in = a->precision_given || (cd && !parse_precision_torch(cd, &said) && said == r.precision);
+    if (ck && lowp && computed_in && (status = dump_same_precision(a, ck, &t, ref, r.precision, &same, &same_pass)))
+        goto out;
     json_t *cov = coverage(a, &t, ref, common, &r.missing), *extra;
     if (!cov || !(extra = json_pack("{s:o, s:s?, s:b}", "coverage", cov, "model", a->model, "budgets_scaled",
                                     ck != NULL))) {
+        json_decref(same);
         status = bad("out of memory");
         goto out;
     }
+    if (same) {
+        json_object_set(extra, "same_precision", same);
+        same_verdict(&r, same, same_pass);
+    }
     r.missing_first = json_string_value(json_array_get(json_object_get(cov, "missing"), 0));
     status = report_finish(a, &r, extra);
-    if (!a->json && status != EXIT_BAD) print_coverage(cov);
+    if (!a->json && status != EXIT_BAD) {
+        print_coverage(cov);
+        if (same) same_precision_print(same);
+        else if (ck && lowp)
+            printf("\nsame precision: not run: %s does not say it computed in %s (compute_dtype, or --precision)\n",
+                   t.path[0], precision_name(r.precision));
+    }
+    json_decref(same);
     json_decref(extra);
 out:
     free(idx);

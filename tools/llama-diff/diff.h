@@ -153,6 +153,14 @@ int cmd_check(const args *a);
  * a's was. *out the JSON section, *pass the verdict; an exit status. */
 int same_precision(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_stage_source ref, void *ref_user,
                    const lr_recorder *test_run, json_t **out, bool *pass);
+/* The same for an outside engine's dump at precision p (compare --model): each op of the
+ * emulated reference fed the dump's own input to it (dump, dump_user) and held to the
+ * dump's output in ulps, as llama.cpp's test-backend-ops holds a backend's op to the CPU
+ * op on the same inputs; and the dump's error against ref (the golden) within a factor of
+ * the emulated reference's own, free-running. dump_run: the dump's stages, recorded. */
+int same_precision_of_dump(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_dtype p,
+                           lr_stage_source dump, void *dump_user, const lr_recorder *dump_run, lr_stage_source ref,
+                           void *ref_user, json_t **out, bool *pass);
 void same_precision_print(const json_t *same);
 /* The run diverges when the same-precision verdict failed (report_finish says so). */
 void same_verdict(report *r, const json_t *same, bool pass);
