@@ -23,6 +23,7 @@ for p in bf16 fp16; do
     json_ok "d['result'] == 'agree' and d['isolate'] and d['same_precision']['compared'] == len(d['stages']) and d['same_precision']['failed'] == 0"
     expect 0 "backends cpu:f64 vs cpu:$p" -- "$LD" backends -m "$M" -f "$F" --a cpu:f64 --b cpu:$p --json -q
     json_ok "d['result'] == 'agree' and d['same_precision']['compared'] == len(d['stages']) and d['same_precision']['failed'] == 0 and d['same_precision']['factor']['failed'] == 0"
+    json_ok "d['coverage']['compared'] == d['coverage']['reference'] == len(d['stages']) == 48 and d['coverage']['missing'] == []"
 
     # A scale fault of 1e-3 (a quarter of a bf16 ulp) in the decoded run: the float64
     # golden cannot see it, the same-precision verdict catches it and names the op.

@@ -204,6 +204,7 @@ static int run_backends(const args *a, const lr_batch *b, const char *source) {
         return status;
     lr_checkpoint *ck = NULL;
     lr_recorder *ra = NULL, *rb = NULL;
+    json_t *missing = NULL; /* side a's stages side b lacks */
     char la[256], lb[256];
     report r = {.command = "backends", .test_label = lb, .ref_label = la, .precision = ob.precision};
     int rc = lr_checkpoint_open(a->model, &ck);
@@ -233,6 +234,20 @@ static int run_backends(const args *a, const lr_batch *b, const char *source) {
         const lr_tensor *x = lr_recorder_at(rb, i), *y = lr_recorder_find(ra, lr_recorder_name(rb, i));
         if (y && (status = report_add(&r, lr_recorder_name(rb, i), x, y))) goto out;
     }
+    /* Coverage: a stage side a reported that side b did not is a divergence, listed. */
+    missing = json_array();
+    for (size_t i = 0; i < lr_recorder_count(ra); i++)
+        if (!lr_recorder_find(rb, lr_recorder_name(ra, i)))
+            json_array_append_new(missing, json_string(lr_recorder_name(ra, i)));
+    r.missing = json_array_size(missing);
+    r.missing_first = r.missing ? json_string_value(json_array_get(missing, 0)) : NULL;
+    if (r.missing && !a->json) {
+        fprintf(stderr, "llama-diff: side b did not report %zu of side a's %zu stages:", r.missing,
+                lr_recorder_count(ra));
+        for (size_t i = 0; i < r.missing && i < 8; i++)
+            fprintf(stderr, " %s", json_string_value(json_array_get(missing, i)));
+        fputs(r.missing > 8 ? " ...\n" : "\n", stderr);
+    }
     /* Side b at bf16/fp16 against a float64 or float32 side a: also the same-precision
      * verdict, with side a's stages as the reference (against a side a in bf16 or fp16 the
      * comparison is one of two low-precision runs already). */
@@ -243,11 +258,16 @@ static int run_backends(const args *a, const lr_batch *b, const char *source) {
         extra = json_pack("{s:O}", "same_precision", same);
         same_verdict(&r, same, same_pass);
     }
+    if (!extra) extra = json_object();
+    json_object_set_new(extra, "coverage",
+                        json_pack("{s:I, s:I, s:O}", "compared", (json_int_t)(lr_recorder_count(ra) - r.missing),
+                                  "reference", (json_int_t)lr_recorder_count(ra), "missing", missing));
     status = report_finish(a, &r, extra);
     json_decref(extra);
     if (same && !a->json && status != EXIT_BAD) same_precision_print(same);
     json_decref(same);
 out:
+    json_decref(missing);
     report_free(&r);
     lr_recorder_free(ra);
     lr_recorder_free(rb);
