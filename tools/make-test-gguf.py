@@ -251,14 +251,20 @@ def write(path, cfg, weights, type_of):
             d = unpermute(d, kv)
         if qt == Q.F32:
             assert np.array_equal(d.view(np.uint32), weights[hname].view(np.uint32)), gname
-        b = np.ascontiguousarray(d, dtype="<f4").tobytes()
-        expected[hname] = {
-            "gguf": gname,
-            "type": qt.name,
-            "shape": list(d.shape),
-            "fnv1a64": fnv1a64(b),
-            "first": [float(v) for v in d.reshape(-1)[:4]],
-        }
+        expected[hname] = expected_entry(gname, qt, d)
+    return finish(w, expected)
+
+
+def expected_entry(gname, qt, d):
+    """What the C loader must reproduce of one tensor: its dequantized float32 values'
+    shape, FNV-1a 64 hash and first values."""
+    b = np.ascontiguousarray(d, dtype="<f4").tobytes()
+    return {"gguf": gname, "type": qt.name, "shape": list(d.shape), "fnv1a64": fnv1a64(b),
+            "first": [float(v) for v in d.reshape(-1)[:4]]}
+
+
+def finish(w, expected):
+    """Writes a GGUFWriter's file out; returns its expectations."""
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -328,19 +334,8 @@ def write_kquant_model(path):
                 d = unpermute(d, heads)
             elif ".attn_k." in gname:
                 d = unpermute(d, kv)
-        b = np.ascontiguousarray(d, dtype="<f4").tobytes()
-        expected[hname] = {
-            "gguf": gname,
-            "type": qt.name,
-            "shape": list(d.shape),
-            "fnv1a64": fnv1a64(b),
-            "first": [float(v) for v in d.reshape(-1)[:4]],
-        }
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return expected
+        expected[hname] = expected_entry(gname, qt, d)
+    return finish(w, expected)
 
 
 def write_seed(path, kind):

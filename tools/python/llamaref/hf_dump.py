@@ -19,7 +19,7 @@ import sys
 import numpy as np
 
 from .golden import COMPUTE_DTYPES, DumpError, read_safetensors, write_safetensors
-from .hooks import Recorder, attach
+from .hooks import Recorder, _versions, attach
 from .namemaps import HF_NAME_MAP, VLLM_SPLIT_NAME_MAP
 
 VLLM_NAME_MAP = VLLM_SPLIT_NAME_MAP
@@ -27,16 +27,6 @@ EXIT_OK, EXIT_BAD = 0, 2
 
 __all__ = ["attach", "Recorder", "DumpError", "HF_NAME_MAP", "VLLM_NAME_MAP", "COMPUTE_DTYPES",
            "write_safetensors", "read_inputs", "load_model", "main"]
-
-
-def _versions():
-    import torch
-    try:
-        import transformers
-        tv = transformers.__version__
-    except ImportError:
-        tv = "none"
-    return f"transformers {tv} / torch {torch.__version__.split('+')[0]}"
 
 
 def read_inputs(args, vocab):
