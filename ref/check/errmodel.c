@@ -4,7 +4,6 @@
  * implementation in that precision should show, so a measurement far above it is a bug
  * and one near it is rounding. */
 #include "internal.h"
-#include "rounding.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -99,8 +98,6 @@ static double norm2(const lr_tensor *t, const lr_tensor *u, double su) {
 typedef struct {
     const lr_config *cfg;
     double rho, rw, ra, r_in, r_stream, mean_context;
-    double rho_p;        /* P's rounding before P V, where the standard kernel rounds it */
-    const double *score; /* (layers) RMS of the scaled scores q.k / sqrt(head_dim); 0: unknown */
     lr_stage_source src;
     void *user;
 } model_params;
@@ -133,19 +130,7 @@ static void predict_mode(const model_params *p, int mode, double embedding, cons
          * op isolation every op's input is the golden's, rounded to its buffer. */
         s[S_QKV] = hypot3(op ? IN(fs[S_INPUT_NORM]) : s[S_INPUT_NORM], hypot(rw, rho), ACC(H));
         /* Attention: q.k over head_dim, p.v over the context; the context inherits v's. */
-        /* The scores carry q's and k's error as an absolute error of about eps s_rms (s_rms
-         * the RMS of the scaled scores; two independent errors would make it sqrt(2) eps
-         * s_rms, but q's error is shared by every key of a query and partly cancels in
-         * the softmax: eps s_rms fits the fixtures, 0.64 to 1.07 of what is measured), and
-         * a softmax-weighted sum moves by that much relative to itself (each weight moves
-         * by its score's error, against values of the output's own size). So attention
-         * adds s_rms times q's and k's relative error: half the attention's error at
-         * Llama-3-8B's shapes (docs/error-model.md). P itself may be rounded before P V
-         * (fa2, tc: rho_p). */
-        double in_qkv = op ? IN(fs[S_QKV]) : s[S_QKV];
-        s[S_CONTEXT] = sqrt(in_qkv * in_qkv * (1 + p->score[l] * p->score[l]) + rho * rho +
-                            p->rho_p * p->rho_p + ACC(cfg->head_dim) * ACC(cfg->head_dim) +
-                            ACC(p->mean_context) * ACC(p->mean_context));
+        s[S_CONTEXT] = hypot3(op ? IN(fs[S_QKV]) : s[S_QKV], rho, hypot(ACC(cfg->head_dim), ACC(p->mean_context)));
         s[S_ATTN_OUT] = hypot3(op ? IN(fs[S_CONTEXT]) : s[S_CONTEXT], hypot(rw, rho), ACC(QH));
 
         const lr_tensor *hout = p->src(p->user, lr_layer_stage_name(name, sizeof name, l, LR_LS_LAYER));
@@ -183,11 +168,7 @@ static void predict_mode(const model_params *p, int mode, double embedding, cons
         s[S_POST_NORM] = sqrt(er1 * er1 + rw * rw + rho * rho + ACC(H) * ACC(H) / 4);
         s[S_GATE_UP] = hypot3(op ? IN(fs[S_POST_NORM]) : s[S_POST_NORM], hypot(rw, rho), ACC(H));
         s[S_ACT_FN] = hypot(op ? IN(fs[S_GATE_UP]) : s[S_GATE_UP], rho);
-        /* silu(gate) times up: a product carries both factors' errors, which are two
-         * projections of the input's error, about independent (at Llama-3-8B's shapes the
-         * product's error is 1.4x its factors'), and rounds once */
-        s[S_ACT_MUL] = op ? hypot3(IN(fs[S_GATE_UP]), IN(fs[S_GATE_UP]), hypot(rho, rho))
-                          : hypot3(s[S_ACT_FN], s[S_GATE_UP], rho);
+        s[S_ACT_MUL] = hypot3(op ? IN(fs[S_GATE_UP]) : s[S_GATE_UP], rho, rho); /* silu, then the product */
         s[S_MLP_OUT] = hypot3(op ? IN(fs[S_ACT_MUL]) : s[S_ACT_MUL], hypot(rw, rho), ACC(I));
         /* The layer's output: the attention's residual sum plus the MLP's output (under op
          * isolation, the MLP's error is all its own). */
@@ -204,37 +185,6 @@ static void predict_mode(const model_params *p, int mode, double embedding, cons
     *logits = hypot3(*final_norm, hypot(rw, rho), ACC(H));
 #undef IN
 #undef ACC
-}
-
-/* The RMS of the scaled attention scores q.k / sqrt(head_dim) of layer l, from the
- * reference's q_proj and k_proj (before RoPE, which turns pairs of dimensions and keeps the
- * scores' size), over causal pairs of up to 64 queries and 64 keys each, every head on
- * its KV head; 0 when the source lacks them. */
-static double score_rms(const lr_config *cfg, lr_stage_source src, void *user, int64_t l) {
-    char name[96];
-    const lr_tensor *q = src(user, lr_layer_stage_name(name, sizeof name, l, LR_LS_Q_PROJ));
-    const lr_tensor *k = src(user, lr_layer_stage_name(name, sizeof name, l, LR_LS_K_PROJ));
-    const int64_t nh = cfg->num_attention_heads, nkv = cfg->num_key_value_heads, hd = cfg->head_dim;
-    if (!q || !k || nh < 1 || nkv < 1 || hd < 1) return 0;
-    int64_t qw = nh * hd, kw = nkv * hd, T = lr_tensor_numel(q) / qw;
-    if (T < 1 || lr_tensor_numel(q) != T * qw || lr_tensor_numel(k) != T * kw) return 0;
-    int64_t step = T > 64 ? T / 64 : 1;
-    double sum = 0;
-    int64_t n = 0;
-    for (int64_t t = 0; t < T; t += step) {
-        int64_t kstep = t + 1 > 64 ? (t + 1) / 64 : 1;
-        for (int64_t j = 0; j <= t; j += kstep)
-            for (int64_t h = 0; h < nh; h++) {
-                int64_t g = h / (nh / nkv > 0 ? nh / nkv : 1);
-                double d = 0;
-                for (int64_t i = 0; i < hd; i++)
-                    d += lr_tensor_get(q, t * qw + h * hd + i) * lr_tensor_get(k, j * kw + g * hd + i);
-                d /= sqrt((double)hd);
-                sum += d * d;
-                n++;
-            }
-    }
-    return n ? sqrt(sum / (double)n) : 0;
 }
 
 int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype precision, double mean_context,
@@ -258,27 +208,19 @@ int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype preci
                       .r_in = precision == LR_F64 ? 0 : rho,
                       .r_stream = precision == LR_F64 ? 0 : lowp ? RHO_PER_U * 0x1p-24 : rho,
                       .mean_context = mean_context,
-                      /* the standard kernel at this precision and head size, in a prefill */
-                      .rho_p = lr_attention_rounds_p(NULL, precision, cfg->head_dim, 2) ? rho : 0,
                       .src = src,
                       .user = user};
     lr_error_model *m = calloc(1, sizeof *m);
-    double *score = calloc((size_t)(L > 0 ? L : 1), sizeof *score);
-    if (!m || !score || !(m->slot = calloc((size_t)(L > 0 ? L : 1) * N_SLOTS * N_MODES, sizeof *m->slot))) {
+    if (!m || !(m->slot = calloc((size_t)(L > 0 ? L : 1) * N_SLOTS * N_MODES, sizeof *m->slot))) {
         free(m);
-        free(score);
         return lr_fail(LR_E_NOMEM, "error model: out of memory");
     }
-    for (int64_t l = 0; l < L; l++)
-        score[l] = score_rms(cfg, src, user, l);
-    p.score = score;
     m->layers = L;
     m->embedding = p.rw; /* the embedding is a lookup of (rounded) weights */
     size_t per_mode = (size_t)(L > 0 ? L : 1) * N_SLOTS;
     for (int mode = 0; mode < N_MODES; mode++) /* the free run first: the isolated inputs use it */
         predict_mode(&p, mode, m->embedding, mode == MODE_FREE ? NULL : m->slot, m->slot + (size_t)mode * per_mode,
                      &m->final_norm[mode], &m->logits[mode]);
-    free(score);
     *out = m;
     return LR_OK;
 }
