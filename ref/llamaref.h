@@ -874,6 +874,7 @@ typedef struct {
     double predicted;   /* the error model's relative L2 for it, or -1 */
     int64_t width;      /* features per token: m.max_abs_index / width is the token */
     bool pass;          /* lr_metrics_pass(&m, tolerance) */
+    bool from_emulated; /* tolerance came from a measured same-precision run, not the table */
 } lr_stage_result;
 
 /* The decoder layer of a stage, i of "model.layers.{i}" or "model.layers.{i}.*"; -1

@@ -76,6 +76,33 @@ json_ok "d['result'] == 'diverge' and d['failed'] == 0 and d['first_divergence']
 expect 1 "compare the buggy bf16 dump with --model (text)" -- "$LD" compare --model "$M" "$TMP/bf16-bug.safetensors" "$F"
 grep -q "each op fed the dump's own input to it: 47 of 48 stages .*first divergence at model.layers.1.self_attn.o_proj" \
     "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: the text names no same-precision divergence of the dump"; }
+# A model whose attention is ill-conditioned (q_proj and k_proj x 6: scores 36 times
+# larger): correct bf16 code shows far more error than the error model predicts (0.4 at
+# layer 2), so the table's budget would fail it. The budget is never under 1.5 times the
+# emulated reference's own measured error (budget_source "emulated"), so the emulated
+# reference itself uses 1/1.5 of it, the stages the model does predict keep the table's,
+# and a fault under bf16's noise is still caught by the same-precision verdict.
+rm -rf "$TMP/bigq" && cp -r "$M" "$TMP/bigq"
+python3 - "$TMP/bigq/model.safetensors" <<'PY'
+import json, struct, sys
+path = sys.argv[1]
+data = open(path, "rb").read(); n = struct.unpack("<Q", data[:8])[0]
+header, body = json.loads(data[8:8 + n]), bytearray(data[8 + n:])
+for k, info in header.items():
+    if k.endswith(("q_proj.weight", "k_proj.weight")):
+        a, b = info["data_offsets"]
+        v = struct.unpack("<%df" % ((b - a) // 4), body[a:b])
+        body[a:b] = struct.pack("<%df" % len(v), *[x * 6 for x in v])
+open(path, "wb").write(data[:8 + n] + bytes(body))
+PY
+TOK=$(python3 -c "print(' '.join(str((i * 37 + 5) % 200) for i in range(200)))")
+expect 0 "backends cpu:f64 vs cpu:bf16, ill-conditioned attention" -- "$LD" backends -m "$TMP/bigq" --tokens "$TOK" \
+    --a cpu:f64 --b cpu:bf16 --json -q
+json_ok "d['result'] == 'agree' and any(s['budget_source'] == 'emulated' and s['rel_l2'] > 0.1 for s in d['stages']) and all(abs(s['budget_used'] - 1 / 1.5) < 1e-6 for s in d['stages'] if s['budget_source'] == 'emulated') and d['stages'][1]['budget_source'] == 'table'"
+expect 1 "the same with a fault under bf16's noise" -- "$LD" backends -m "$TMP/bigq" --tokens "$TOK" \
+    --a cpu:f64 --b cpu:bf16 --json -q --inject model.layers.1.mlp.down_proj=scale:1e-3
+json_ok "d['result'] == 'diverge' and d['failed'] == 0 and d['same_precision']['first_divergence'] == 'model.layers.1.mlp.down_proj'"
+
 # A dump that does not say it computed in bf16 (no compute_dtype: it may be a float32
 # computation stored in BF16) is not held to a bf16 computation, and the output says so.
 python3 - "$TMP/bf16-bug.safetensors" "$TMP/bf16-bug-nodtype.safetensors" <<'PY'

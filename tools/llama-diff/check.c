@@ -48,29 +48,33 @@ int cmd_check(const args *a) {
     if (status) goto out;
     snprintf(test_label + strlen(test_label), sizeof test_label - strlen(test_label), "%s",
              devices_note(devices, a->opt.tp_size));
+    /* bf16 and fp16: also the same-precision verdict, against the emulated reference; run
+     * first, since its emulated run's own error is a floor of the budgets. */
+    json_t *same = NULL;
+    bool same_pass = true;
+    bool lowp = a->opt.precision == LR_BF16 || a->opt.precision == LR_F16;
+    if (lowp && (status = same_precision(a, ck, lr_fixture_batch(fx), fixture_source, fx, rec, &same, &same_pass)))
+        goto out;
+    if (same) r.emulated = json_object_get(json_object_get(same, "factor"), "stages");
     /* In the order the backend reported, which is the order of the forward. */
     for (size_t i = 0; i < lr_recorder_count(rec); i++) {
         const lr_st_entry *gold = lr_fixture_stage(fx, lr_recorder_name(rec, i));
         if (!gold) continue; /* an optional stage the fixture does not hold */
-        if ((status = report_add(&r, gold->name, lr_recorder_at(rec, i), &gold->t))) goto out;
+        if ((status = report_add(&r, gold->name, lr_recorder_at(rec, i), &gold->t))) {
+            json_decref(same);
+            goto out;
+        }
     }
     if (r.n != lr_fixture_stage_count(fx)) {
         status = bad("%s: %zu stages in the fixture but only %zu reported by the backend", a->fixture,
                      lr_fixture_stage_count(fx), r.n);
+        json_decref(same);
         goto out;
     }
     json_t *extra =
         json_pack("{s:s, s:s, s:s, s:i, s:i, s:b}", "model", a->model, "fixture", a->fixture, "backend",
                   a->opt.backend, "tp", a->opt.tp_size, "devices", devices, "isolate", a->isolate);
     if (decode_steps) json_object_set_new(extra, "decode", decode_steps);
-    /* bf16 and fp16: also the same-precision verdict, against the emulated reference. */
-    json_t *same = NULL;
-    bool same_pass = true;
-    bool lowp = a->opt.precision == LR_BF16 || a->opt.precision == LR_F16;
-    if (lowp && (status = same_precision(a, ck, lr_fixture_batch(fx), fixture_source, fx, rec, &same, &same_pass))) {
-        json_decref(extra);
-        goto out;
-    }
     if (same) {
         json_object_set(extra, "same_precision", same);
         same_verdict(&r, same, same_pass);

@@ -197,6 +197,8 @@ int cmd_compare(const args *a) {
     size_t *idx = NULL;
     char test_label[1024];
     report r = {.command = "compare", .test_label = test_label, .ref_label = ref_path};
+    json_t *same = NULL; /* the same-precision verdict (bf16/fp16 with --model) */
+    bool same_pass = true;
     int rc, status = 0;
     size_t used = 0;
     for (int i = 0; i < ntest && used < sizeof test_label; i++)
@@ -224,6 +226,17 @@ int cmd_compare(const args *a) {
     r.budget_note = ck ? "scaled by the error model of --model (docs/error-model.md)"
                        : "unscaled: no --model, so the table's rows as they are (give --model to scale them to the "
                          "model, as check does)";
+    /* The same-precision verdict holds the dump to what an engine computing in bf16/fp16
+     * computes, so only a dump that says so (its compute_dtype, or --precision) gets it: a
+     * BF16 dump of a float32 computation differs from one by its inputs' rounding. First,
+     * since its emulated run's own error is a floor of the budgets. */
+    bool lowp = r.precision == LR_BF16 || r.precision == LR_F16;
+    lr_dtype said;
+    const char *cd = lr_fixture_metadata(t.fx[0], "compute_dtype");
+    bool computed_in = a->precision_given || (cd && !parse_precision_torch(cd, &said) && said == r.precision);
+    if (ck && lowp && computed_in && (status = dump_same_precision(a, ck, &t, ref, r.precision, &same, &same_pass)))
+        goto out;
+    if (same) r.emulated = json_object_get(json_object_get(same, "factor"), "stages");
     size_t n = t.n;
     if (!(idx = malloc((n ? n : 1) * sizeof *idx))) {
         status = bad("out of memory");
@@ -253,20 +266,9 @@ int cmd_compare(const args *a) {
                      a->stages ? a->stages : "", a->names ? " under --names " : "", a->names ? a->names : "");
         goto out;
     }
-    /* The same-precision verdict holds the dump to what an engine computing in bf16/fp16
-     * computes, so only a dump that says so (its compute_dtype, or --precision) gets it: a
-     * BF16 dump of a float32 computation differs from one by its inputs' rounding. */
-    json_t *same = NULL;
-    bool same_pass = true, lowp = r.precision == LR_BF16 || r.precision == LR_F16;
-    lr_dtype said;
-    const char *cd = lr_fixture_metadata(t.fx[0], "compute_dtype");
-    bool computed_in = a->precision_given || (cd && !parse_precision_torch(cd, &said) && said == r.precision);
-    if (ck && lowp && computed_in && (status = dump_same_precision(a, ck, &t, ref, r.precision, &same, &same_pass)))
-        goto out;
     json_t *cov = coverage(a, &t, ref, common, &r.missing), *extra;
     if (!cov || !(extra = json_pack("{s:o, s:s?, s:b}", "coverage", cov, "model", a->model, "budgets_scaled",
                                     ck != NULL))) {
-        json_decref(same);
         status = bad("out of memory");
         goto out;
     }
@@ -283,9 +285,9 @@ int cmd_compare(const args *a) {
             printf("\nsame precision: not run: %s does not say it computed in %s (compute_dtype, or --precision)\n",
                    t.path[0], precision_name(r.precision));
     }
-    json_decref(same);
     json_decref(extra);
 out:
+    json_decref(same);
     free(idx);
     report_free(&r);
     dump_close(&t);

@@ -121,6 +121,8 @@ typedef struct {
     size_t n, cap, failed;
     size_t missing;   /* reference stages the run under test lacks: the run diverges */
     const char *missing_first; /* the first of them (first_divergence when none failed) */
+    const json_t *emulated;    /* same_precision's factor stages: each stage's budget is at
+                                * least EMULATED_MARGIN x the emulated reference's own error */
     bool same_failed;          /* the same-precision verdict failed: the run diverges */
     const char *same_first;    /* its first divergence (first_divergence when no other) */
     bool have_logits; /* the logits as users see them, when lm_head was compared */

@@ -29,6 +29,25 @@ static lr_isolation isolation_at(const report *r, const char *name) {
     return LR_ISOLATE_OP;
 }
 
+/* At bf16/fp16 the emulated reference's own error against the reference, run as the test
+ * was, is a measurement of what correct code rounding where the CUDA path rounds shows on
+ * this model and these inputs. Where the error model under-predicts it (attention and the
+ * MLP's product at Llama-3-8B's random shapes, by 2 to 2.6x), the model's budget would fail
+ * correct code; so a stage's budget is never under 1.5 times that error, the table's own
+ * margin over PyTorch's measured error (docs/tolerances.md). The factor criterion of the
+ * same-precision verdict still holds the run to twice it. */
+#define EMULATED_MARGIN 1.5
+
+static double emulated_error(const report *r, const char *name) {
+    size_t k;
+    const json_t *s;
+    json_array_foreach(r->emulated, k, s) {
+        if (strcmp(json_string_value(json_object_get(s, "name")), name) == 0)
+            return json_real_value(json_object_get(s, "emulated_rel_l2"));
+    }
+    return -1;
+}
+
 int report_add(report *r, const char *name, const lr_tensor *test, const lr_tensor *ref) {
     if (r->n == r->cap) {
         size_t cap = r->cap ? 2 * r->cap : 64;
@@ -57,6 +76,12 @@ int report_add(report *r, const char *name, const lr_tensor *test, const lr_tens
     }
     x->predicted =
         own >= 0 && other >= 0 ? hypot(own, other) : own; /* independent errors add in quadrature */
+    double e = r->emulated ? emulated_error(r, name) : -1;
+    if (e > 0 && EMULATED_MARGIN * e > crit.rel_l2) {
+        double f = EMULATED_MARGIN * e / crit.rel_l2;
+        crit.rel_l2 *= f, crit.token *= f, crit.atol *= f, crit.rtol *= f;
+        x->from_emulated = true;
+    }
     int rc = lr_compare_stage(test, ref, &crit, &x->m);
     if (rc) return lib_fail(rc);
     if (!(x->name = strdup(name))) return bad("out of memory");
@@ -149,6 +174,7 @@ static json_t *report_json(const report *r, const lr_drill *d) {
                               "nan", (json_int_t)x->m.nan_a, "inf", (json_int_t)x->m.inf_a, "tolerance",
                               x->tolerance, "budget_used", share(x->m.rel_l2, x->tolerance), "pass", x->pass);
         json_object_set_new(o, "predicted", x->predicted >= 0 ? json_real(x->predicted) : json_null());
+        json_object_set_new(o, "budget_source", json_string(x->from_emulated ? "emulated" : "table"));
         criteria_json(o, x);
         json_array_append_new(stages, o);
     }
