@@ -323,6 +323,29 @@ START_TEST(same_precision_attention_budget) {
 }
 END_TEST
 
+/* A fault far under an ulp moves nothing by its dither alone: the dither stands for the
+ * op's lost unrounded value, so x plus it must round back to x, also at a power of two,
+ * where the spacing below is half the one above (the first version flipped those, and
+ * "caught" a 1e-12 fault at model.norm). */
+START_TEST(fault_dither_alone_never_flips) {
+    lr_fault f;
+    ck_assert_int_eq(lr_fault_parse("model.norm=scale:1e-12", &f), LR_OK);
+    const double xs[] = {1.0, 0.5, -2.0, 0.75, 0x1.8p-10, 4096, -0x1p-6};
+    const lr_dtype ps[] = {LR_BF16, LR_F16};
+    for (size_t k = 0; k < 2; k++)
+        for (size_t i = 0; i < sizeof xs / sizeof xs[0]; i++)
+            for (int64_t t = 0; t < 2000; t++) {
+                float y = (float)lr_fault_apply(&f, xs[i], t, 3, 8, ps[k]);
+                uint16_t h;
+                double back;
+                lr_convert(&h, ps[k], &y, LR_F32, 1);
+                lr_convert(&back, LR_F64, &h, ps[k], 1);
+                ck_assert_msg(back == xs[i], "%s: %g + dither rounds to %g (token %lld)", lr_dtype_name(ps[k]), xs[i],
+                              back, (long long)t);
+            }
+}
+END_TEST
+
 /* ---- lr_stage_layer ---------------------------------------------------------------------- */
 
 /* The backend table says which backends take host BLAS threads (llama-diff refuses
@@ -789,6 +812,7 @@ static Suite *check_suite(void) {
     tcase_add_test(metrics, same_precision_judges_shifts_and_elements);
     tcase_add_test(metrics, same_precision_sum_counts_the_terms);
     tcase_add_test(metrics, same_precision_attention_budget);
+    tcase_add_test(metrics, fault_dither_alone_never_flips);
     suite_add_tcase(s, metrics);
     TCase *names = tcase_create("stage names");
     tcase_add_test(names, stage_layer_reads_the_layer);

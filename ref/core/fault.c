@@ -178,5 +178,9 @@ double lr_fault_apply(const lr_fault *f, double x, int64_t token, int64_t featur
     if (k == 1) return x;
     uint64_t h = mix(mix(mix(f->seed ^ 0x5bd1e9955bd1e995ull) ^ (uint64_t)token) ^ (uint64_t)feature);
     double dither = (double)(h >> 11) * 0x1p-53 - 0.5; /* in (-1/2, 1/2) */
-    return (x + dither * lr_ulp(storage, x)) * k;
+    /* in the finer of the spacings on either side of x: at a power of two the spacing
+     * below is half the one above, and half an ulp above would round down to the next
+     * value, a flip no fault made */
+    double u = fmin(lr_ulp(storage, x), lr_ulp(storage, x * (1 - 0x1p-30)));
+    return (x + dither * u) * k;
 }
