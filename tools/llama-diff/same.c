@@ -21,6 +21,17 @@
  * (0.97-1.03x per stage on the H100 records, docs/detection.md). */
 #define FACTOR 2.0
 
+/* The emulated CPU reference run as a's run would be: the same precision, tp, isolation
+ * and decode, none of a's kernels, devices or faults (faults are the test side's). */
+static args emulated_side(const args *a) {
+    args ae = *a;
+    ae.opt.backend = "cpu";
+    ae.opt.kernels = NULL;
+    ae.opt.num_devices = 0;
+    ae.nfaults = 0;
+    return ae;
+}
+
 /* The attention variant a run uses ("attention=NAME" in its kernels), NULL: the default. */
 static const char *attention_variant(const args *a, char *buf, size_t n) {
     const char *k = a->opt.kernels, *at = k ? strstr(k, "attention=") : NULL;
@@ -51,27 +62,32 @@ static lr_same_budget outside_engine(lr_same_budget b, lr_dtype p) {
 /* Each stage held to its budget: attention's counts P's rounding where the variant rounds
  * it; a layer's output (the stream plus two rounded outputs, in float32) counts the terms'
  * flips; an outside engine's (outside) may round once more. */
-static int judge(const args *a, const lr_checkpoint *ck, const lr_batch *b, const lr_recorder *emu, const char *name,
-                 const lr_tensor *test, const lr_tensor *ref, lr_same_budget budget, bool outside, lr_same_metrics *m) {
+static int judge(const args *a, const lr_checkpoint *ck, const lr_batch *b, const lr_recorder *emu,
+                 const char *name, const lr_tensor *test, const lr_tensor *ref, lr_same_budget budget,
+                 bool outside, lr_same_metrics *m) {
     const lr_config *c = lr_checkpoint_config(ck);
     if (outside) budget = outside_engine(budget, a->opt.precision);
     lr_stage_kind kind = lr_stage_kind_of(name);
     if (kind == LR_STAGE_ATTENTION) {
-        int64_t longest = b->num_seqs > 1 && b->seq_lens ? 0 : b->num_tokens;
-        for (int64_t q = 0; q < b->num_seqs && b->seq_lens && b->num_seqs > 1; q++)
+        int64_t longest = b->seq_lens ? 0 : b->num_tokens; /* the longest sequence's keys */
+        for (int64_t q = 0; b->seq_lens && q < b->num_seqs; q++)
             longest = b->seq_lens[q] > longest ? b->seq_lens[q] : longest;
         char v[64];
         bool rounds = lr_attention_rounds_p(attention_variant(a, v, sizeof v), a->opt.precision, c->head_dim,
                                             a->decode ? longest - a->decode : longest);
-        lr_same_budget ab = lr_same_attention_budget(a->opt.precision, c->head_dim, longest, rounds, LR_SAME_P_RANGE);
-        return lr_same_compare(test, ref, a->opt.precision, outside ? outside_engine(ab, a->opt.precision) : ab, m);
+        lr_same_budget ab =
+            lr_same_attention_budget(a->opt.precision, c->head_dim, longest, rounds, LR_SAME_P_RANGE);
+        return lr_same_compare(test, ref, a->opt.precision,
+                               outside ? outside_engine(ab, a->opt.precision) : ab, m);
     }
     if (kind == LR_STAGE_LAYER) {
         char s1[96], s2[96];
         int64_t l = lr_stage_layer(name);
-        const lr_tensor *terms[2] = {lr_recorder_find(emu, lr_layer_stage_name(s1, sizeof s1, l, LR_LS_SELF_ATTN)),
-                                     lr_recorder_find(emu, lr_layer_stage_name(s2, sizeof s2, l, LR_LS_MLP))};
-        if (terms[0] && terms[1]) return lr_same_compare_sum(test, ref, terms, 2, a->opt.precision, budget, m);
+        const lr_tensor *terms[2] = {
+            lr_recorder_find(emu, lr_layer_stage_name(s1, sizeof s1, l, LR_LS_SELF_ATTN)),
+            lr_recorder_find(emu, lr_layer_stage_name(s2, sizeof s2, l, LR_LS_MLP))};
+        if (terms[0] && terms[1])
+            return lr_same_compare_sum(test, ref, terms, 2, a->opt.precision, budget, m);
     }
     return lr_same_compare(test, ref, a->opt.precision, budget, m);
 }
@@ -81,13 +97,9 @@ static int judge(const args *a, const lr_checkpoint *ck, const lr_batch *b, cons
 static int isolated_ulps(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_stage_source ref,
                          void *ref_user, lr_same_budget budget, const lr_recorder *given, json_t *out) {
     lr_recorder *test = NULL, *emu = NULL;
-    args at = *a, ae = *a;
+    args at = *a, ae = emulated_side(a);
     at.isolate = ae.isolate = true;
     at.isolate_ops = ae.isolate_ops = true;
-    ae.opt.backend = "cpu";
-    ae.opt.kernels = NULL;
-    ae.opt.num_devices = 0;
-    ae.nfaults = 0; /* faults are the test side's */
     int rc, status;
     if ((!given && (rc = lr_recorder_create(&test))) || (rc = lr_recorder_create(&emu))) {
         status = lib_fail(rc);
@@ -140,11 +152,7 @@ out:
 static int factor_verdict(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_stage_source ref,
                           void *ref_user, const lr_recorder *test_run, double floor, json_t **out) {
     lr_recorder *emu = NULL;
-    args ae = *a;
-    ae.opt.backend = "cpu";
-    ae.opt.kernels = NULL;
-    ae.opt.num_devices = 0;
-    ae.nfaults = 0;
+    args ae = emulated_side(a);
     int rc = lr_recorder_create(&emu), status;
     if (rc) return lib_fail(rc);
     if (a->decode)
@@ -192,7 +200,7 @@ int same_precision(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr
     lr_same_budget budget = lr_same_precision_budget(
         a->opt.precision, lr_same_reduction(lr_checkpoint_config(ck), b->num_tokens));
     char label[96];
-    snprintf(label, sizeof label, "cpu:%s (emulated), tp %d", precision_name(a->opt.precision),
+    snprintf(label, sizeof label, "cpu:%s (emulated), tp %d, ops isolated", precision_name(a->opt.precision),
              a->opt.tp_size);
     json_t *s = json_pack("{s:s, s:{s:f, s:f, s:f}}", "reference", label, "budget", "rel_l2", budget.rel_l2,
                           "ulps", budget.ulps, "floor", budget.floor);
@@ -214,22 +222,20 @@ int same_precision(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr
 }
 
 int same_precision_of_dump(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_dtype p,
-                           lr_stage_source dump, void *dump_user, const lr_recorder *dump_run, lr_stage_source ref,
-                           void *ref_user, json_t **out, bool *pass) {
-    args ae = *a;
-    ae.opt.backend = "cpu";
+                           lr_stage_source dump, void *dump_user, const lr_recorder *dump_run,
+                           lr_stage_source ref, void *ref_user, json_t **out, bool *pass) {
+    args ae = emulated_side(a);
     ae.opt.precision = p;
-    ae.opt.kernels = NULL;
-    ae.opt.num_devices = 0;
-    ae.nfaults = 0;
     ae.decode = 0;
     ae.isolate = ae.isolate_ops = false; /* the engine ran free: the factor's emulated run too */
-    lr_same_budget budget = lr_same_precision_budget(p, lr_same_reduction(lr_checkpoint_config(ck), b->num_tokens));
+    lr_same_budget budget =
+        lr_same_precision_budget(p, lr_same_reduction(lr_checkpoint_config(ck), b->num_tokens));
     char label[128];
-    snprintf(label, sizeof label, "cpu:%s (emulated), each op fed the dump's own input to it", precision_name(p));
+    snprintf(label, sizeof label, "cpu:%s (emulated), each op fed the dump's own input to it",
+             precision_name(p));
     lr_same_budget shown = outside_engine(budget, p); /* what judge holds the dump's ops to */
-    json_t *s = json_pack("{s:s, s:{s:f, s:f, s:f}}", "reference", label, "budget", "rel_l2", shown.rel_l2, "ulps",
-                          shown.ulps, "floor", shown.floor);
+    json_t *s = json_pack("{s:s, s:{s:f, s:f, s:f}}", "reference", label, "budget", "rel_l2", shown.rel_l2,
+                          "ulps", shown.ulps, "floor", shown.floor);
     int status;
     if ((status = isolated_ulps(&ae, ck, b, dump, dump_user, budget, dump_run, s))) {
         json_decref(s);
@@ -255,10 +261,9 @@ void same_precision_print(const json_t *same) {
     const char *first = json_string_value(json_object_get(same, "first_divergence"));
     const char *ref = json_string_value(json_object_get(same, "reference"));
     double ulps = json_real_value(json_object_get(b, "ulps"));
-    printf("\nsame precision, against %s%s: %lld of %lld stages within %.0f ulp per element and "
+    printf("\nsame precision, against %s: %lld of %lld stages within %.0f ulp per element and "
            "relative L2 %.2e (more for small stages)%s%s\n",
-           ref, strstr(ref, "own input") ? "" : ", ops isolated", (long long)(compared - failed), (long long)compared,
-           ulps,
+           ref, (long long)(compared - failed), (long long)compared, ulps,
            json_real_value(json_object_get(b, "rel_l2")), first ? "; first divergence at " : "",
            first ? first : "");
     size_t k;
