@@ -64,4 +64,11 @@ for p in $PRECISIONS; do
     python3 -c "import json; d=json.load(open('$TMP/out')); s=max(d['stages'], key=lambda s: s['budget_used']); print('$p: worst stage %s rel_l2 %.2e (%.0f%% of %g)' % (s['name'], s['rel_l2'], 100 * s['budget_used'], s['tolerance']))" 2>/dev/null || true
 done
 
+# Decode with every step isolated, emulated bf16 (ops of the emulated side fed the
+# golden's inputs step by step): 30 layers ask a step for more isolation inputs than the
+# 64 its source once held, which failed with LR_E_SHAPE ("7488 elements are not 13 rows").
+expect 0 "check --precision bf16 --isolate op --decode 2" -- "$LD" check --model "$M" --fixture "$F" \
+    --precision bf16 --isolate op --decode 2 --json
+json_ok "d['result'] == 'agree' and d['same_precision']['compared'] > 400 and d['same_precision']['failed'] == 0"
+
 finish

@@ -8,7 +8,9 @@
 # The GPU machine has no Check, no jansson and no package registry: first, on a machine
 # with Debian's registry, run `tools/gpu-check.sh --fetch` to download those packages into
 # .devdeps/ (git-ignored); carry that folder along. Usage on the GPU machine:
-#   tools/gpu-check.sh [--sanitize] [--quick] [--smollm2 FILE.gguf] [--detection]
+#   tools/gpu-check.sh [--sanitize] [--quick] [--smollm2 FILE.gguf] [--detection] [--build-only]
+# --build-only stops after the build (in /tmp/llamaref-build, where tools/gpu-shape-check.sh
+# and later steps of a session find it).
 # --smollm2 also runs the real model (its GGUF; tools/fetch-smollm2.sh) through the CUDA
 # path at bf16, fp16 and fp32 and PyTorch's own bf16/fp16 on it, against its golden.
 set -uo pipefail
@@ -17,12 +19,13 @@ if [ "${1:-}" = "--fetch" ]; then
     mkdir -p .devdeps && cd .devdeps && apt-get download check libsubunit0 libsubunit-dev libjansson4 libjansson-dev
     exit $?
 fi
-SANITIZE=0 QUICK=0 SMOL= DETECT=0
+SANITIZE=0 QUICK=0 SMOL= DETECT=0 BUILD_ONLY=0
 while [ $# -gt 0 ]; do
     case $1 in
     --sanitize) SANITIZE=1 ;;
     --detection) DETECT=1 ;;
     --quick) QUICK=1 ;;
+    --build-only) BUILD_ONLY=1 ;;
     --smollm2) SMOL=${2:?--smollm2 needs a GGUF file}; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -65,6 +68,7 @@ cd "$B"
 rc=$?
 tail -30 "$OUT/build.log"
 [ $rc -eq 0 ] || { echo "BUILD FAILED"; exit 1; }
+[ $BUILD_ONLY -eq 1 ] && exit 0
 
 echo "== GPU suites"
 export LR_FIXTURES=$PWD/fixtures LR_TMPDIR=$PWD/tests/tmp CK_FORK=no

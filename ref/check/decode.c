@@ -135,17 +135,23 @@ static int schedule_gather(schedule *s, const lr_recorder *rec, const lr_batch *
     return LR_OK;
 }
 
+/* One isolation input of a step: its rows as F64 (step tokens, width). A list, not an
+ * array, so that a view handed out stays where it is while later ones are added (a deep
+ * model asks for hundreds in a step: SmolLM2's 30 layers). */
+typedef struct held_input {
+    double *rows;
+    lr_tensor view;
+    struct held_input *next;
+} held_input;
+
 /* A step's view of the whole batch's isolation source: the step's rows of what it returns,
- * as F64 (step tokens, width), kept until the step ends (an op may ask for two inputs
- * before it reads either). */
+ * kept until the step ends (an op may ask for two inputs before it reads either). */
 typedef struct {
     lr_observer rec;          /* the step's recorder */
     const lr_observer *whole; /* its inject gives whole-batch tensors */
     const schedule *s;
     const lr_batch *step;
-    double *bufs[64];
-    lr_tensor views[64];
-    size_t n;
+    held_input *held;
     int rc;
 } step_source;
 
@@ -159,28 +165,35 @@ static const lr_tensor *step_inject(void *user, const char *stage) {
     const lr_tensor *t = c->whole->inject(c->whole->user, stage);
     if (!t) return NULL;
     int64_t n = lr_tensor_numel(t), w = c->s->T > 0 ? n / c->s->T : 0;
-    if (w < 1 || w * c->s->T != n || c->n == sizeof c->bufs / sizeof c->bufs[0]) {
+    if (w < 1 || w * c->s->T != n) {
         c->rc = lr_fail(LR_E_SHAPE, "decode: isolation input %s: %lld elements are not %lld rows", stage,
                         (long long)n, (long long)c->s->T);
         return NULL;
     }
-    double *rows = malloc((size_t)(c->step->num_tokens * w) * sizeof *rows);
+    held_input *h = malloc(sizeof *h);
+    double *rows = h ? malloc((size_t)(c->step->num_tokens * w) * sizeof *rows) : NULL;
     if (!rows) {
+        free(h);
         c->rc = lr_fail(LR_E_NOMEM, "decode: out of memory for isolation input %s", stage);
         return NULL;
     }
     for (int64_t q = 0; q < c->step->num_seqs; q++)
         for (int64_t e = 0; e < c->step->seq_lens[q] * w; e++)
             rows[c->s->step_row[q] * w + e] = lr_tensor_get(t, c->s->full_row[q] * w + e);
-    c->bufs[c->n] = rows;
-    c->views[c->n] = (lr_tensor){.dtype = LR_F64, .ndim = 2, .shape = {c->step->num_tokens, w}, .data = rows};
-    return &c->views[c->n++];
+    *h = (held_input){.rows = rows,
+                      .view = {.dtype = LR_F64, .ndim = 2, .shape = {c->step->num_tokens, w}, .data = rows},
+                      .next = c->held};
+    c->held = h;
+    return &h->view;
 }
 
 static void step_source_clear(step_source *c) {
-    for (size_t k = 0; k < c->n; k++)
-        free(c->bufs[k]);
-    c->n = 0;
+    while (c->held) {
+        held_input *next = c->held->next;
+        free(c->held->rows);
+        free(c->held);
+        c->held = next;
+    }
 }
 
 int lr_decode_run(lr_model *m, const lr_batch *batch, const lr_decode_plan *plan, lr_decode_fn on_step,
