@@ -516,6 +516,19 @@ lr_dtype lr_model_precision(const lr_model *m);
  * tp when the ranks are spread over tp GPUs through NCCL. */
 int lr_model_num_devices(const lr_model *m);
 
+/* What a model holds on its devices (lr_model_memory); all 0 for the CPU reference,
+ * whose weights are host memory. The host's own peak is the process's (lr_host_peak_rss). */
+typedef struct {
+    uint64_t device_weights;   /* bytes allocated for the weights on every GPU, summed */
+    uint64_t device_used;      /* the GPUs' memory in use right after loading (cudaMemGetInfo's
+                                * total - free, summed over the GPUs the model runs on: the
+                                * CUDA context, cuBLAS and other processes count too) */
+    uint64_t load_staging;     /* host bytes the loader staged through (pinned, freed after) */
+} lr_memory;
+int lr_model_memory(const lr_model *m, lr_memory *out);
+/* The process's peak resident set so far, in bytes (getrusage's ru_maxrss), 0 if unknown. */
+uint64_t lr_host_peak_rss(void);
+
 /* A cache for max_seqs sequences of at most max_len tokens each. */
 int lr_kv_cache_create(lr_model *m, int64_t max_seqs, int64_t max_len, lr_kv_cache **out);
 void lr_kv_cache_free(lr_kv_cache *c);
