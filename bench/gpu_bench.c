@@ -156,15 +156,14 @@ static bool reset_peak_rss(void) {
     return fclose(f) == 0 && ok;
 }
 
-/* The streaming loader's host budget (docs/performance.md, "Memory"): its pinned staging,
- * the mapped pages of the largest source tensor (released after each), and 512 MiB for
- * the rest (cuBLAS handles, plans, NCCL); over the resident set before loading. */
+/* The streaming loader's host budget (docs/performance.md, "Host memory while loading"):
+ * its pinned staging, twice one chunk's mapped source pages (a chunk is staging / 2 of
+ * float32, read from the checkpoint's dtype; its pages straddle rows, readahead), and
+ * 512 MiB for the rest (cuBLAS handles, plans, NCCL); over the resident set before loading. */
 static double load_host_budget(const lr_checkpoint *ck, double staging) {
     const lr_st_entry *e = lr_checkpoint_find(ck, "model.embed_tokens.weight");
-    double es = e ? (double)lr_dtype_size(e->t.dtype) : 4, H = (double)C->hidden_size;
-    double big = fmax((double)C->vocab_size * H,
-                      fmax((double)C->intermediate_size * H, (double)C->num_attention_heads * (double)C->head_dim * H));
-    return staging + es * big + 512.0 * (1 << 20);
+    double es = e ? (double)lr_dtype_size(e->t.dtype) : 8;
+    return staging + 2 * (staging / 2 / 4 * es) + 512.0 * (1 << 20);
 }
 
 /* ---- workloads ------------------------------------------------------------------------ */

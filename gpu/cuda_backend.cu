@@ -268,7 +268,7 @@ static int parse_kernels(gpu_model *m, const char *spec) {
  * the host, then once more to the compute dtype on the device, as before) to one of two
  * float32 buffers on the rank's GPU, and is converted into its place in the rank's one
  * allocation. While the GPU copies and converts one buffer, the host fills the other.
- * The host holds the two staging buffers and the mapped pages of the tensor being read
+ * The host holds the two staging buffers and the mapped pages of the chunk being read
  * (released after it), never a converted rank (docs/architecture.md, "Loading"). */
 
 /* Each untied packed tensor's offset in the rank's one allocation (256-byte aligned, when
@@ -365,6 +365,10 @@ static int upload_rank(gpu_model *m, gpu_rank *rk, const lr_checkpoint *ck, int 
             if (e == cudaSuccess) {
                 rc = lr_packed_read_chunk(ck, d, &c, LR_F32, host[b]);
                 if (rc) break;
+                /* Read: its source's mapped pages need not stay resident (the file stays
+                 * mapped; what a later chunk reads faults in again), so the host holds
+                 * one chunk's pages at a time, not a tensor's. */
+                lr_checkpoint_release(ck, d->slices[c.slice].src);
                 e = cudaMemcpyAsync(stage[b], host[b], (size_t)c.count * sizeof(float), cudaMemcpyHostToDevice,
                                     rk->stream);
             }
@@ -377,8 +381,6 @@ static int upload_rank(gpu_model *m, gpu_rank *rk, const lr_checkpoint *ck, int 
             if (rc == LR_OK && cudaEventRecord(done[b], rk->stream) != cudaSuccess)
                 rc = lr_fail(LR_E_DEVICE, "cuda: uploading %s: cannot record an event", d->name);
         }
-        /* Read: the file's pages of its sources need not stay resident. */
-        for (int sl = 0; sl < d->nslices; sl++) lr_checkpoint_release(ck, d->slices[sl].src);
     }
     /* Whatever happened, nothing may still read the host buffers when this returns. */
     cudaError_t e = rk->stream ? cudaStreamSynchronize(rk->stream) : cudaSuccess;
