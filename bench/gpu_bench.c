@@ -405,8 +405,8 @@ int main(int argc, char **argv) {
                (long long)C->num_key_value_heads, (long long)C->intermediate_size, (long long)C->vocab_size, tps[k],
                ndevs[k], ndevs[k] > 1 ? "s (NCCL)" : "", ndevs[k] == 1 && tps[k] > 1 ? " (ranks in turn)" : "",
                load_s[k], weight_bytes() / (1 << 30), wmem[k] / (1 << 30));
-        printf("  memory: host peak RSS %.2f GiB while loading (%.2f GiB before; budget %.2f GiB%s)%s; device weights "
-               "%.2f GiB, GPUs in use after load %.2f GiB\n",
+        printf("  memory: host peak RSS %.2f GiB while loading (%.2f GiB before; budget %.2f GiB%s)%s; "
+               "device weights %.2f GiB, GPUs in use after load %.2f GiB\n",
                host_peak[k] / (1 << 30), host_before[k] / (1 << 30), host_budget[k] / (1 << 30),
                host_peak[k] <= host_budget[k] ? ", met" : ", MISSED",
                host_reset[k] ? "" : " (peak not resettable: the process's since it started)",
@@ -470,13 +470,16 @@ int main(int argc, char **argv) {
                 kernels ? kernels : "");
         fprintf(f, "  \"copy_bandwidth_Bps\": %.6e,\n  \"gemm_rate_flops\": %.6e,\n  \"load_s\": %.3f,\n", bw, rate,
                 load_s[0]);
-        fprintf(f, "  \"weight_bytes\": %.6e,\n  \"weights_on_device_bytes\": %.6e,\n", weight_bytes(), wmem[0]);
+        fprintf(f, "  \"weight_bytes\": %.6e,\n  \"weights_on_device_bytes\": %.6e,\n", weight_bytes(),
+                wmem[0]);
         fprintf(f, "  \"memory\": [");
         for (int k = 0; k < ntp; k++)
             fprintf(f,
-                    "%s\n    {\"tp\": %d, \"host_rss_before_load_bytes\": %.6e, \"host_peak_rss_load_bytes\": %.6e, "
+                    "%s\n    {\"tp\": %d, \"host_rss_before_load_bytes\": %.6e, "
+                    "\"host_peak_rss_load_bytes\": %.6e, "
                     "\"host_peak_rss_budget_bytes\": %.6e, \"host_peak_reset\": %s}",
-                    k ? "," : "", tps[k], host_before[k], host_peak[k], host_budget[k], host_reset[k] ? "true" : "false");
+                    k ? "," : "", tps[k], host_before[k], host_peak[k], host_budget[k],
+                    host_reset[k] ? "true" : "false");
         fprintf(f, "\n  ],\n  \"host_peak_rss_bytes\": %.6e,\n  \"rows\": [\n", (double)lr_host_peak_rss());
         for (int k = 0; k < ntp; k++)
             for (int i = 0; i < nrows; i++) {

@@ -100,8 +100,8 @@ struct gpu_model {
     float *obs_host; /* (T, vocab): the logits in float32 for an observer */
     int64_t obs_cap;
     int64_t last_T; /* tokens of the last forward, whose final hidden is in reps[*].normed */
-    size_t weight_bytes;      /* every rank's weights allocation, summed */
-    size_t used_after_load;   /* the GPUs' total - free at the end of create, summed */
+    size_t weight_bytes;    /* every rank's weights allocation, summed */
+    size_t used_after_load; /* the GPUs' total - free at the end of create, summed */
     const lr_fault *faults; /* (num_faults): lr_model_set_faults, owned by the front */
     size_t num_faults;
     gpu_prof prof;
@@ -305,13 +305,14 @@ static int preflight(gpu_model *m) {
         if (e != cudaSuccess) return lr_fail(LR_E_DEVICE, "cuda: GPU %d: %s", d, cudaGetErrorString(e));
         int ranks = m->nrep > 1 ? 1 : m->tp;
         if (want > free_b)
-            return lr_fail(LR_E_DEVICE,
-                           "cuda: the model's weights need %.2f GiB in %s on GPU %d (%d rank%s of tp %d) and %.0f MiB "
-                           "to load them, %.2f GiB in all; the GPU has %.2f GiB free of %.2f GiB: use a lower "
-                           "precision or a larger tp (nothing was read)",
-                           (double)need[d] / (1 << 30), lr_dtype_name(m->dt), d, ranks, ranks == 1 ? "" : "s", m->tp,
-                           (double)(2 * LOAD_STAGE_BYTES) / (1 << 20), (double)want / (1 << 30),
-                           (double)free_b / (1 << 30), (double)total_b / (1 << 30));
+            return lr_fail(
+                LR_E_DEVICE,
+                "cuda: the model's weights need %.2f GiB in %s on GPU %d (%d rank%s of tp %d) and %.0f MiB "
+                "to load them, %.2f GiB in all; the GPU has %.2f GiB free of %.2f GiB: use a lower "
+                "precision or a larger tp (nothing was read)",
+                (double)need[d] / (1 << 30), lr_dtype_name(m->dt), d, ranks, ranks == 1 ? "" : "s", m->tp,
+                (double)(2 * LOAD_STAGE_BYTES) / (1 << 20), (double)want / (1 << 30),
+                (double)free_b / (1 << 30), (double)total_b / (1 << 30));
     }
     return LR_OK;
 }
@@ -332,7 +333,8 @@ static int upload_rank(gpu_model *m, gpu_rank *rk, const lr_checkpoint *ck, int 
         size_t free_b = 0, total_b = 0;
         cudaMemGetInfo(&free_b, &total_b);
         cudaError_t e = cudaMalloc(&rk->weights, total ? total : 1);
-        for (int b = 0; e == cudaSuccess && b < 2; b++) e = cudaMalloc((void **)&stage[b], LOAD_STAGE_BYTES);
+        for (int b = 0; e == cudaSuccess && b < 2; b++)
+            e = cudaMalloc((void **)&stage[b], LOAD_STAGE_BYTES);
         if (e != cudaSuccess) {
             cudaGetLastError(); /* an allocation failure is not sticky: clear it */
             rc = lr_fail(LR_E_DEVICE,
@@ -369,8 +371,8 @@ static int upload_rank(gpu_model *m, gpu_rank *rk, const lr_checkpoint *ck, int 
                  * mapped; what a later chunk reads faults in again), so the host holds
                  * one chunk's pages at a time, not a tensor's. */
                 lr_checkpoint_release(ck, d->slices[c.slice].src);
-                e = cudaMemcpyAsync(stage[b], host[b], (size_t)c.count * sizeof(float), cudaMemcpyHostToDevice,
-                                    rk->stream);
+                e = cudaMemcpyAsync(stage[b], host[b], (size_t)c.count * sizeof(float),
+                                    cudaMemcpyHostToDevice, rk->stream);
             }
             if (e != cudaSuccess) {
                 rc = lr_fail(LR_E_DEVICE, "cuda: uploading %s: %s", d->name, cudaGetErrorString(e));
@@ -385,7 +387,8 @@ static int upload_rank(gpu_model *m, gpu_rank *rk, const lr_checkpoint *ck, int 
     /* Whatever happened, nothing may still read the host buffers when this returns. */
     cudaError_t e = rk->stream ? cudaStreamSynchronize(rk->stream) : cudaSuccess;
     if (e != cudaSuccess && rc == LR_OK)
-        rc = lr_fail(LR_E_DEVICE, "cuda: rank %d: uploading the weights failed: %s", r, cudaGetErrorString(e));
+        rc = lr_fail(LR_E_DEVICE, "cuda: rank %d: uploading the weights failed: %s", r,
+                     cudaGetErrorString(e));
     for (int b = 0; b < 2; b++) {
         if (done[b]) cudaEventDestroy(done[b]);
         cudaFree(stage[b]);
@@ -458,7 +461,8 @@ static int cuda_create(const lr_checkpoint *ck, const lr_options *opt, void **im
         if ((rc = lr_gpu_attn_ws_create(&rk->ws)) != LR_OK) break;
         rc = upload_rank(m, rk, ck, r, host);
     }
-    for (int b = 0; b < 2; b++) cudaFreeHost(host[b]);
+    for (int b = 0; b < 2; b++)
+        cudaFreeHost(host[b]);
     for (int i = 0; rc == LR_OK && i < m->nrep; i++) {
         cudaSetDevice(m->nrep > 1 ? i : 0);
         int64_t half = m->cfg.head_dim / 2;

@@ -425,8 +425,8 @@ bool lr_packed_next_chunk(const lr_packed_desc *d, int64_t capacity, lr_chunk *c
 /* Reads chunk c of d from the checkpoint into dst (c->count elements), converted to dt
  * (F64 or F32) exactly as lr_weights_build converts it, NaN and Inf refused with the
  * same message (file, tensor, element). */
-int lr_packed_read_chunk(const lr_checkpoint *ck, const lr_packed_desc *d, const lr_chunk *c,
-                         lr_dtype dt, void *dst);
+int lr_packed_read_chunk(const lr_checkpoint *ck, const lr_packed_desc *d, const lr_chunk *c, lr_dtype dt,
+                         void *dst);
 
 /* ---- Running a model --------------------------------------------------------------- */
 
@@ -519,11 +519,11 @@ int lr_model_num_devices(const lr_model *m);
 /* What a model holds on its devices (lr_model_memory); all 0 for the CPU reference,
  * whose weights are host memory. The host's own peak is the process's (lr_host_peak_rss). */
 typedef struct {
-    uint64_t device_weights;   /* bytes allocated for the weights on every GPU, summed */
-    uint64_t device_used;      /* the GPUs' memory in use right after loading (cudaMemGetInfo's
-                                * total - free, summed over the GPUs the model runs on: the
-                                * CUDA context, cuBLAS and other processes count too) */
-    uint64_t load_staging;     /* host bytes the loader staged through (pinned, freed after) */
+    uint64_t device_weights; /* bytes allocated for the weights on every GPU, summed */
+    uint64_t device_used;    /* the GPUs' memory in use right after loading (cudaMemGetInfo's
+                              * total - free, summed over the GPUs the model runs on: the
+                              * CUDA context, cuBLAS and other processes count too) */
+    uint64_t load_staging;   /* host bytes the loader staged through (pinned, freed after) */
 } lr_memory;
 int lr_model_memory(const lr_model *m, lr_memory *out);
 /* The process's peak resident set so far, in bytes (getrusage's ru_maxrss), 0 if unknown. */

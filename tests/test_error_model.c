@@ -208,7 +208,8 @@ static lr_dtype precision_named(const char *s) {
  * measures nothing now. The live check is model_holds_for_live_cuda_records, run by
  * tools/gpu-check.sh with LR_CUDA_RECORDS set to the records it has just measured. */
 #define FROZEN_RECORDS "tests/data/cuda-h100-2026-11-25.jsonl"
-#define FROZEN_WHAT "frozen H100 records of 2026-11-25 (gpu-check run of commit 78024e2), not a live measurement"
+/* what the frozen records are, for the output */
+#define FROZEN_WHAT "frozen H100 records of 2026-11-25 (gpu-check of 78024e2), not a live measurement"
 
 /* Every record of a file of concatenated JSON documents (fixture, precision, tp, and
  * llama-diff's report) against the model; returns how many there were. */
@@ -227,8 +228,8 @@ static int check_cuda_records(const char *path, const char *label) {
         const char *fixture, *prec;
         int tp;
         json_t *stages;
-        ck_assert_msg(json_unpack(rec, "{s:s, s:s, s:i, s:{s:o}}", "fixture", &fixture, "precision", &prec, "tp", &tp,
-                                  "report", "stages", &stages) == 0,
+        ck_assert_msg(json_unpack(rec, "{s:s, s:s, s:i, s:{s:o}}", "fixture", &fixture, "precision", &prec,
+                                  "tp", &tp, "report", "stages", &stages) == 0,
                       "%s: record %d lacks fixture, precision, tp or report.stages (a failed run?)", path,
                       records + 1);
         const fixture_case *c = NULL;
@@ -324,7 +325,8 @@ static Suite *suite(void) {
     if (getenv("LR_CUDA_RECORDS"))
         tcase_add_test(tc, model_holds_for_live_cuda_records);
     else
-        puts("test_error_model: no live CUDA records (LR_CUDA_RECORDS unset; tools/gpu-check.sh sets it on a GPU "
+        puts("test_error_model: no live CUDA records (LR_CUDA_RECORDS unset; tools/gpu-check.sh sets it on a "
+             "GPU "
              "machine): the CUDA path is checked against frozen H100 records only");
     suite_add_tcase(s, tc);
     return s;

@@ -372,7 +372,7 @@ END_TEST
 /* Llama-2-70B's shapes (H 8192, I 28672, 64 heads, 8 KV heads of 128, vocab 32000). */
 static const long long S70_H = 8192, S70_I = 28672, S70_NH = 64, S70_KV = 8, S70_HD = 128, S70_V = 32000;
 static const long long S70_PER_LAYER = 2 * S70_H + 2 * S70_NH * S70_HD * S70_H + 2 * S70_KV * S70_HD * S70_H +
-                                       3 * S70_H * S70_I; /* parameters */
+                                       3 * S70_H * S70_I;       /* parameters */
 static const long long S70_OUTSIDE = 2 * S70_V * S70_H + S70_H; /* embedding, lm_head, final norm */
 static const long long S70_LARGEST = S70_V * S70_H;             /* the embedding's parameters */
 
@@ -476,8 +476,10 @@ START_TEST(a_model_larger_than_the_card_is_a_clear_error) {
     const long long L = want > S70_OUTSIDE ? (want - S70_OUTSIDE) / S70_PER_LAYER + 1 : 1;
     char dir[1024];
     const long long bytes = write_sparse_70b_shaped("gpu-oversize", L, dir, sizeof dir);
-    ck_assert_msg((unsigned long long)bytes > total_b, "%lld layers: %lld bytes, the card has %zu", L, bytes, total_b);
-    printf("test_gpu_forward: oversize model: %lld layers, %.1f GiB in bf16 for a card of %.1f GiB (%.1f GiB free)\n",
+    ck_assert_msg((unsigned long long)bytes > total_b, "%lld layers: %lld bytes, the card has %zu", L, bytes,
+                  total_b);
+    printf("test_gpu_forward: oversize model: %lld layers, %.1f GiB in bf16 "
+           "for a card of %.1f GiB (%.1f GiB free)\n",
            L, (double)bytes / (1 << 30), (double)total_b / (1 << 30), (double)free_b / (1 << 30));
 
     lr_checkpoint *ck;
@@ -494,7 +496,8 @@ START_TEST(a_model_larger_than_the_card_is_a_clear_error) {
     printf("test_gpu_forward: oversize model: %s\n", lr_last_error());
     /* not one embedding's worth (500 MiB of bf16) read into the host */
     ck_assert_msg(peak_after - peak_before < (uint64_t)S70_LARGEST * 2,
-                  "refusing the oversize model raised the host's peak RSS by %.1f MiB", (peak_after - peak_before) / 1048576.0);
+                  "refusing the oversize model raised the host's peak RSS by %.1f MiB",
+                  (peak_after - peak_before) / 1048576.0);
     lr_checkpoint_close(ck);
     remove_sparse(dir);
     loaded Lc = load_case(&cases[0]); /* the card works afterwards */
@@ -533,8 +536,8 @@ START_TEST(loading_streams_in_bounded_host_memory) {
     ck_assert_int_eq(cudaMemGetInfo(&free_b, &total_b), cudaSuccess);
     const long long bytes = 2 * (S70_OUTSIDE + L * S70_PER_LAYER);
     if ((double)bytes > 0.8 * (double)free_b) {
-        printf("test_gpu_forward: SKIPPED: loading_streams_in_bounded_host_memory: the %.1f GiB model needs a card "
-               "with %.1f GiB free, GPU 0 has %.1f GiB\n",
+        printf("test_gpu_forward: SKIPPED: loading_streams_in_bounded_host_memory: the %.1f GiB model "
+               "needs a card with %.1f GiB free, GPU 0 has %.1f GiB\n",
                (double)bytes / (1 << 30), (double)bytes / 0.8 / (1 << 30), (double)free_b / (1 << 30));
         skipped_tests++;
         return;
@@ -568,15 +571,19 @@ START_TEST(loading_streams_in_bounded_host_memory) {
     double bound = (double)mem.load_staging + 2 * chunk_src + 512.0 * (1 << 20);
     double grew = 1024.0 * (double)(hwm1 - (reset ? rss0 : hwm0 > rss0 ? hwm0 : rss0));
     double secs = (double)(t1.tv_sec - t0.tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0.tv_nsec);
-    printf("test_gpu_forward: streamed %.1f GiB of bf16 weights in %.1f s (%.1f GiB/s): host peak RSS %.0f MiB, %.0f MiB "
-           "over the %.0f MiB before (bound %.0f MiB; peak %s); device weights %.2f GiB, GPU in use after load %.2f GiB\n",
+    printf("test_gpu_forward: streamed %.1f GiB of bf16 weights in %.1f s (%.1f GiB/s): "
+           "host peak RSS %.0f MiB, %.0f MiB over the %.0f MiB before (bound %.0f MiB; peak %s); "
+           "device weights %.2f GiB, GPU in use after load %.2f GiB\n",
            (double)bytes / (1 << 30), secs, (double)bytes / (1 << 30) / secs, hwm1 / 1024.0, grew / 1048576.0,
-           rss0 / 1024.0, bound / 1048576.0, reset ? "reset by clear_refs" : "not resettable, from the prior peak",
+           rss0 / 1024.0, bound / 1048576.0,
+           reset ? "reset by clear_refs" : "not resettable, from the prior peak",
            (double)mem.device_weights / (1 << 30), (double)mem.device_used / (1 << 30));
-    ck_assert_msg(grew <= bound, "loading %.1f GiB raised the host's peak RSS by %.0f MiB, over the loader's %.0f MiB",
+    ck_assert_msg(grew <= bound,
+                  "loading %.1f GiB raised the host's peak RSS by %.0f MiB, over the loader's %.0f MiB",
                   (double)bytes / (1 << 30), grew / 1048576.0, bound / 1048576.0);
     ck_assert_msg(mem.device_weights >= (uint64_t)bytes && mem.device_weights < (uint64_t)bytes + (1u << 20),
-                  "device weights %llu bytes for %lld bytes of bf16", (unsigned long long)mem.device_weights, bytes);
+                  "device weights %llu bytes for %lld bytes of bf16", (unsigned long long)mem.device_weights,
+                  bytes);
     ck_assert_msg(mem.device_used >= mem.device_weights, "GPU in use %llu < weights %llu",
                   (unsigned long long)mem.device_used, (unsigned long long)mem.device_weights);
     /* every weight read as 0: a forward gives finite (zero) logits */

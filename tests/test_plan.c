@@ -851,14 +851,15 @@ static void check_chunks(const lr_packed_desc *d, int64_t cap) {
         if (c.slice != slice) { /* the previous slice is finished */
             ck_assert_int_gt(c.slice, slice);
             ck_assert_int_eq(next, d->slices[slice].rows * d->slices[slice].cols);
-            for (int k = slice + 1; k < c.slice; k++) ck_assert_int_eq(d->slices[k].rows * d->slices[k].cols, 0);
+            for (int k = slice + 1; k < c.slice; k++)
+                ck_assert_int_eq(d->slices[k].rows * d->slices[k].cols, 0);
             slice = c.slice;
             next = 0;
         }
         ck_assert_msg(c.elem0 == next, "%s cap %lld: chunk at %lld, expected %lld", d->name, (long long)cap,
                       (long long)c.elem0, (long long)next);
         const lr_slice *sl = &d->slices[c.slice];
-        for (int64_t j = 0; j < c.count; j += c.count > 8 ? c.count / 8 : 1) {
+        for (int64_t j = 0; j<c.count; j += c.count> 8 ? c.count / 8 : 1) {
             int64_t e = c.elem0 + j;
             ck_assert_int_eq((sl->dst_row0 + e / sl->cols) * d->shape[1] + e % sl->cols, c.dst0 + j);
         }
@@ -867,7 +868,8 @@ static void check_chunks(const lr_packed_desc *d, int64_t cap) {
         next += c.count;
     }
     if (d->nslices) ck_assert_int_eq(next, d->slices[slice].rows * d->slices[slice].cols);
-    for (int k = slice + 1; k < d->nslices; k++) ck_assert_int_eq(d->slices[k].rows * d->slices[k].cols, 0);
+    for (int k = slice + 1; k < d->nslices; k++)
+        ck_assert_int_eq(d->slices[k].rows * d->slices[k].cols, 0);
     ck_assert_int_ge(chunks, 0);
 }
 
@@ -906,8 +908,8 @@ START_TEST(chunked_reads_match_whole) {
                         memcpy(got + c.dst0, stage, (size_t)c.count * sizeof *got);
                     }
                     ck_assert_msg(memcmp(got, lr_weights_at(w, i)->data, n * sizeof *got) == 0,
-                                  "%s tp %d rank %d: %s read in chunks of %lld differs", s->what, tps[ti], r, d->name,
-                                  (long long)capacities[k]);
+                                  "%s tp %d rank %d: %s read in chunks of %lld differs", s->what, tps[ti], r,
+                                  d->name, (long long)capacities[k]);
                 }
                 free(got);
                 free(stage);
@@ -958,7 +960,8 @@ START_TEST(chunks_of_narrow_and_empty_slices) {
         ck_assert_int_eq(in_a, 20);
         ck_assert_int_eq(in_c, 33);
         int64_t cap = caps[k] < 1 ? 1 : caps[k];
-        ck_assert_int_eq(n, 4 * (1 + 4 / cap) + 1 + 32 / cap); /* ceil(5 / cap) per row of a, ceil(33 / cap) */
+        ck_assert_int_eq(n,
+                         4 * (1 + 4 / cap) + 1 + 32 / cap); /* ceil(5 / cap) per row of a, ceil(33 / cap) */
     }
     /* A chunk outside its slice: refused before anything is read. */
     lr_config cfg;
@@ -969,7 +972,8 @@ START_TEST(chunks_of_narrow_and_empty_slices) {
     TU_ASSERT_OK(lr_checkpoint_open(dir, &ck));
     lr_plan *p;
     TU_ASSERT_OK(lr_plan_create(lr_checkpoint_config(ck), 1, 0, &p));
-    const lr_packed_desc *q = lr_plan_at(p, (size_t)lr_plan_index(p, "model.layers.0.self_attn.qkv_proj.weight"));
+    const lr_packed_desc *q =
+        lr_plan_at(p, (size_t)lr_plan_index(p, "model.layers.0.self_attn.qkv_proj.weight"));
     float buf[4];
     lr_chunk bad = {.slice = 0, .elem0 = q->slices[0].rows * q->slices[0].cols - 2, .count = 4};
     TU_ASSERT_STATUS(lr_packed_read_chunk(ck, q, &bad, LR_F32, buf), LR_E_INVAL);
@@ -1109,7 +1113,8 @@ START_TEST(nonfinite_weight_refused) {
     float stage[7];
     lr_chunk c = {0};
     int rc = LR_OK;
-    while (rc == LR_OK && lr_packed_next_chunk(d, 7, &c)) rc = lr_packed_read_chunk(ck, d, &c, LR_F32, stage);
+    while (rc == LR_OK && lr_packed_next_chunk(d, 7, &c))
+        rc = lr_packed_read_chunk(ck, d, &c, LR_F32, stage);
     ck_assert_int_eq(rc, LR_E_NONFINITE);
     TU_ASSERT_ERROR_HAS("model.safetensors", "model.layers.1.mlp.down_proj.weight", "[3, 5]",
                         _i == 1 ? "infinite" : "NaN");

@@ -6,7 +6,6 @@
 #include <string.h>
 #include <sys/resource.h>
 
-
 struct lr_model {
     const lr_backend_ops *ops;
     void *impl;

@@ -296,22 +296,24 @@ int lr_packed_read_chunk(const lr_checkpoint *ck, const lr_packed_desc *d, const
         return lr_fail(LR_E_INVAL, "weights: compute dtype %s is not F64 or F32", lr_dtype_name(dt));
     if (c->slice < 0 || c->slice >= d->nslices || c->elem0 < 0 || c->count < 0 ||
         c->elem0 + c->count > d->slices[c->slice].rows * d->slices[c->slice].cols)
-        return lr_fail(LR_E_INVAL, "weights: %s: chunk of %lld elements at %lld of slice %d is outside it", d->name,
-                       (long long)c->count, (long long)c->elem0, c->slice);
+        return lr_fail(LR_E_INVAL, "weights: %s: chunk of %lld elements at %lld of slice %d is outside it",
+                       d->name, (long long)c->count, (long long)c->elem0, c->slice);
     const lr_slice *s = &d->slices[c->slice];
     const lr_st_entry *e = lr_checkpoint_find(ck, s->src);
     if (!e) return lr_fail(LR_E_MISSING, "%s: tensor \"%s\": missing", lr_checkpoint_dir(ck), s->src);
     int64_t src_cols = e->t.ndim == 2 ? e->t.shape[1] : 1;
     if (e->t.ndim != d->ndim || s->src_row0 + s->rows > e->t.shape[0] || s->src_col0 + s->cols > src_cols)
-        return lr_fail(LR_E_SHAPE, "%s: tensor \"%s\": too small for %s of %s", lr_checkpoint_file_of(ck, s->src),
-                       s->src, "a slice", d->name);
+        return lr_fail(LR_E_SHAPE, "%s: tensor \"%s\": too small for %s of %s",
+                       lr_checkpoint_file_of(ck, s->src), s->src, "a slice", d->name);
     size_t sz = lr_dtype_size(e->t.dtype), es = lr_dtype_size(dt);
     unsigned char *to = dst;
     /* row by row of the slice: the source rows are src_cols apart */
     for (int64_t pos = c->elem0, end = c->elem0 + c->count; pos < end;) {
-        int64_t r = pos / s->cols, c0 = pos % s->cols, n = s->cols - c0 < end - pos ? s->cols - c0 : end - pos;
-        const unsigned char *from = (const unsigned char *)e->t.data +
-                                    ((size_t)(s->src_row0 + r) * (size_t)src_cols + (size_t)(s->src_col0 + c0)) * sz;
+        int64_t r = pos / s->cols, c0 = pos % s->cols,
+                n = s->cols - c0 < end - pos ? s->cols - c0 : end - pos;
+        const unsigned char *from =
+            (const unsigned char *)e->t.data +
+            ((size_t)(s->src_row0 + r) * (size_t)src_cols + (size_t)(s->src_col0 + c0)) * sz;
         lr_convert(to, dt, from, e->t.dtype, (size_t)n);
         /* A NaN or Inf weight poisons every stage after it: refuse it here, where the file
          * and the element can still be named. */

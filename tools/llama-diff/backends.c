@@ -224,7 +224,8 @@ static int run_backends(const args *a, const lr_batch *b, const char *source) {
     aa.opt = oa;
     ab.opt = ob;
     run_stats sa = {0}, sb = {0};
-    if ((status = run_model(&aa, ck, b, ra, NULL, NULL, &sa)) || (status = run_model(&ab, ck, b, rb, NULL, NULL, &sb)))
+    if ((status = run_model(&aa, ck, b, ra, NULL, NULL, &sa)) ||
+        (status = run_model(&ab, ck, b, rb, NULL, NULL, &sb)))
         goto out;
     snprintf(la + strlen(la), sizeof la - strlen(la), "%s", devices_note(sa.devices, oa.tp_size));
     snprintf(lb + strlen(lb), sizeof lb - strlen(lb), "%s", devices_note(sb.devices, ob.tp_size));
@@ -267,7 +268,8 @@ static int run_backends(const args *a, const lr_batch *b, const char *source) {
      * memory is its own. */
     sa.host_peak_after_run = sb.host_peak_after_run = lr_host_peak_rss();
     r.memory_note = memory_note(&sb, ob.backend, mem_note, sizeof mem_note);
-    json_object_set_new(extra, "memory", json_pack("{s:o, s:o}", "a", memory_json(&sa), "b", memory_json(&sb)));
+    json_object_set_new(extra, "memory",
+                        json_pack("{s:o, s:o}", "a", memory_json(&sa), "b", memory_json(&sb)));
     json_object_set_new(extra, "coverage",
                         json_pack("{s:I, s:I, s:O}", "compared", (json_int_t)(lr_recorder_count(ra) - r.missing),
                                   "reference", (json_int_t)lr_recorder_count(ra), "missing", missing));

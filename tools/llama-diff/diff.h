@@ -98,8 +98,8 @@ typedef struct {
 /* Runs the backend on a batch and records every stage, logits included; isolate (may be
  * NULL) feeds each layer (a->isolate_ops: each op) its input from the reference's stages
  * (fixture_source, recorder_source); *stats (may be NULL) gets what the model held. */
-int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec, lr_stage_source isolate,
-              void *isolate_user, run_stats *stats);
+int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,
+              lr_stage_source isolate, void *isolate_user, run_stats *stats);
 /* A run's memory for the report: a line for the header ("host peak RSS ..., cuda weights
  * ... on the GPU") into buf, and a JSON object (new reference). */
 const char *memory_note(const run_stats *st, const char *backend, char *buf, size_t size);

@@ -155,11 +155,12 @@ static void loaded_stats(const lr_model *m, run_stats *st) {
 
 const char *memory_note(const run_stats *st, const char *backend, char *buf, size_t size) {
     const double G = 1024.0 * 1024 * 1024;
-    int n = snprintf(buf, size, "host peak RSS %.2f GiB (%.2f GiB after loading)", st->host_peak_after_run / G,
-                     st->host_peak_after_load / G);
+    int n = snprintf(buf, size, "host peak RSS %.2f GiB (%.2f GiB after loading)",
+                     st->host_peak_after_run / G, st->host_peak_after_load / G);
     if (st->devices > 0 && n >= 0 && (size_t)n < size)
-        snprintf(buf + n, size - (size_t)n, "; %s weights %.2f GiB on %d GPU%s, %.2f GiB in use there after loading",
-                 backend, st->mem.device_weights / G, st->devices, st->devices == 1 ? "" : "s",
+        snprintf(buf + n, size - (size_t)n,
+                 "; %s weights %.2f GiB on %d GPU%s, %.2f GiB in use there after loading", backend,
+                 st->mem.device_weights / G, st->devices, st->devices == 1 ? "" : "s",
                  st->mem.device_used / G);
     return buf;
 }
@@ -167,8 +168,8 @@ const char *memory_note(const run_stats *st, const char *backend, char *buf, siz
 json_t *memory_json(const run_stats *st) {
     return json_pack("{s:I, s:I, s:I, s:I, s:I}", "host_peak_rss", (json_int_t)st->host_peak_after_run,
                      "host_peak_rss_after_load", (json_int_t)st->host_peak_after_load, "device_weights",
-                     (json_int_t)st->mem.device_weights, "device_used_after_load", (json_int_t)st->mem.device_used,
-                     "load_staging", (json_int_t)st->mem.load_staging);
+                     (json_int_t)st->mem.device_weights, "device_used_after_load",
+                     (json_int_t)st->mem.device_used, "load_staging", (json_int_t)st->mem.load_staging);
 }
 
 int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,
