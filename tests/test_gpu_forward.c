@@ -467,7 +467,8 @@ static void remove_sparse(const char *dir) {
  * The model does not fit the card; the backend says so, with the sizes needed and free,
  * before the host reads a single weight (the pre-flight against cudaMemGetInfo), so the
  * host's memory stays where it was: the process's peak resident set does not grow by
- * even one tensor. */
+ * even one tensor. At tp 1, and at tp 2 on this one GPU, where each rank alone would fit
+ * a card of 1.25 / 2 of its memory but not both. */
 START_TEST(a_model_larger_than_the_card_is_a_clear_error) {
     size_t free_b = 0, total_b = 0; /* GPU 0's, where a tp 1 model goes */
     ck_assert_int_eq(cudaSetDevice(0), cudaSuccess);
@@ -484,20 +485,27 @@ START_TEST(a_model_larger_than_the_card_is_a_clear_error) {
 
     lr_checkpoint *ck;
     ck_assert_msg(lr_checkpoint_open(dir, &ck) == LR_OK, "%s", lr_last_error());
-    lr_options o = cuda_options(LR_BF16);
     lr_model *m = NULL;
-    uint64_t peak_before = lr_host_peak_rss();
-    ck_assert_int_eq(lr_model_create(ck, &o, &m), LR_E_DEVICE);
-    uint64_t peak_after = lr_host_peak_rss();
-    ck_assert_ptr_null(m);
-    ck_assert_msg(strstr(lr_last_error(), "GiB") != NULL && strstr(lr_last_error(), "free") != NULL &&
-                      strstr(lr_last_error(), "nothing was read") != NULL,
-                  "%s", lr_last_error());
-    printf("test_gpu_forward: oversize model: %s\n", lr_last_error());
-    /* not one embedding's worth (500 MiB of bf16) read into the host */
-    ck_assert_msg(peak_after - peak_before < (uint64_t)S70_LARGEST * 2,
-                  "refusing the oversize model raised the host's peak RSS by %.1f MiB",
-                  (peak_after - peak_before) / 1048576.0);
+    /* tp 1, and tp 2 with both ranks on GPU 0 (the single-GPU mode): the GPU's need is
+     * every rank it holds, so rank 0 (which alone fits) is not loaded before rank 1 fails */
+    for (int tp = 1; tp <= 2; tp++) {
+        lr_options o = cuda_options(LR_BF16);
+        o.tp_size = tp;
+        o.num_devices = 1;
+        uint64_t peak_before = lr_host_peak_rss();
+        ck_assert_int_eq(lr_model_create(ck, &o, &m), LR_E_DEVICE);
+        uint64_t peak_after = lr_host_peak_rss();
+        ck_assert_ptr_null(m);
+        ck_assert_msg(strstr(lr_last_error(), "GiB") != NULL && strstr(lr_last_error(), "free") != NULL &&
+                          strstr(lr_last_error(), "nothing was read") != NULL,
+                      "tp %d: %s", tp, lr_last_error());
+        ck_assert_msg(tp == 1 || strstr(lr_last_error(), "2 ranks of tp 2") != NULL, "%s", lr_last_error());
+        printf("test_gpu_forward: oversize model, tp %d: %s\n", tp, lr_last_error());
+        /* not one embedding's worth (500 MiB of bf16) read into the host */
+        ck_assert_msg(peak_after - peak_before < (uint64_t)S70_LARGEST * 2,
+                      "tp %d: refusing the oversize model raised the host's peak RSS by %.1f MiB", tp,
+                      (peak_after - peak_before) / 1048576.0);
+    }
     lr_checkpoint_close(ck);
     remove_sparse(dir);
     loaded Lc = load_case(&cases[0]); /* the card works afterwards */
