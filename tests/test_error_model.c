@@ -25,18 +25,7 @@ static const lr_tensor *golden(void *user, const char *stage) {
     return e ? &e->t : NULL;
 }
 
-static lr_error_model *model_for(const loaded *L, lr_dtype precision) {
-    const lr_batch *b = lr_fixture_batch(L->fx);
-    double ctx = 0;
-    for (int64_t t = 0; t < b->num_tokens; t++) ctx += (double)b->positions[t] + 1;
-    const lr_st_entry *emb = lr_checkpoint_find(L->ck, "model.embed_tokens.weight");
-    ck_assert_ptr_nonnull(emb);
-    lr_error_model *em;
-    ck_assert_msg(lr_error_model_create(lr_checkpoint_config(L->ck), emb->t.dtype, precision,
-                                        ctx / (double)b->num_tokens, golden, L->fx, &em) == LR_OK,
-                  "%s", lr_last_error());
-    return em;
-}
+static lr_error_model *model_for(const loaded *L, lr_dtype precision) { return case_error_model(L, precision); }
 
 static int by_value(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;

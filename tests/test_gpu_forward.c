@@ -1,8 +1,10 @@
 /* test_gpu_forward.c: the CUDA backend against the committed golden fixtures, the same
  * way test_forward.c checks the CPU reference: every fixture, every stage, in bf16, fp16
  * and fp32, at tp 1 and (single-GPU mode) tp 2 and 4; decode steps through the paged KV
- * cache; bitwise repeatability; every kernel variant at model level; the profiler.
- * Skips (77) without CUDA or without a GPU.
+ * cache; bitwise repeatability; every kernel variant at model level; the profiler; the
+ * error model against every run of the sweep, live (the check tests/test_error_model
+ * makes of frozen H100 records); a model larger than the card refused before anything is
+ * read, and the streaming loader's host memory. Skips (77) without CUDA or without a GPU.
  *
  * With --nccl (tests/test_gpu_nccl.sh) it runs the tensor-parallel ranks on separate GPUs
  * through NCCL instead: every fixture at every precision and every tp in 2, 4, 8 that the
@@ -114,6 +116,46 @@ static void expect_golden(const loaded *L, lr_recorder *rec, lr_dtype precision,
 
 static const char *pname(lr_dtype d) { return d == LR_BF16 ? "bf16" : d == LR_F16 ? "fp16" : "fp32"; }
 
+static int by_value(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The error model against this run, measured live on this GPU, as tests/test_error_model
+ * holds the frozen H100 records to it (model_holds_for_frozen_h100_records_2026_11_25): no
+ * stage over LR_ERROR_MODEL_HI x its prediction (a stage predicted exact must be exact),
+ * and the median of measured / predicted at least LR_ERROR_MODEL_LO. */
+static void expect_error_model(const loaded *L, lr_recorder *rec, lr_dtype precision, const char *what) {
+    lr_error_model *em = case_error_model(L, precision);
+    static double r[4096];
+    int n = 0;
+    double worst = 0;
+    for (size_t i = 0; i < lr_fixture_stage_count(L->fx); i++) {
+        const lr_st_entry *g = lr_fixture_stage_at(L->fx, i);
+        const lr_tensor *got = lr_recorder_find(rec, g->name);
+        ck_assert_msg(got != NULL, "%s: stage %s not reported", what, g->name);
+        lr_metrics met;
+        ck_assert_int_eq(lr_compare(got, &g->t, &met), LR_OK);
+        double pred = lr_error_model_predict(em, g->name);
+        if (pred <= 0) {
+            ck_assert_msg(met.rel_l2 == 0, "%s: %s has error %.3e where the error model predicts exactly none",
+                          what, g->name, met.rel_l2);
+            continue;
+        }
+        ck_assert_msg(met.rel_l2 <= LR_ERROR_MODEL_HI * pred, "%s: %s measured %.3e > %.1f x the error model's %.3e",
+                      what, g->name, met.rel_l2, LR_ERROR_MODEL_HI, pred);
+        if (n < (int)(sizeof r / sizeof r[0])) r[n++] = met.rel_l2 / pred;
+        worst = met.rel_l2 / pred > worst ? met.rel_l2 / pred : worst;
+    }
+    ck_assert_msg(n > 0, "%s: no stage the error model predicts", what);
+    qsort(r, (size_t)n, sizeof r[0], by_value);
+    ck_assert_msg(r[n / 2] >= LR_ERROR_MODEL_LO,
+                  "%s: median measured / predicted %.3f < %.3f: the error model is too pessimistic", what, r[n / 2],
+                  LR_ERROR_MODEL_LO);
+    printf("%-40s error model (live): measured / predicted median %.2f, max %.2f\n", what, r[n / 2], worst);
+    lr_error_model_free(em);
+}
+
 /* loop index = case x precision x tp */
 START_TEST(every_stage_matches_golden) {
     int ci = _i / (N_PREC * N_TP), pi = (_i / N_TP) % N_PREC, ti = _i % N_TP;
@@ -125,6 +167,7 @@ START_TEST(every_stage_matches_golden) {
     char what[128];
     snprintf(what, sizeof what, "%s %s tp %d", cases[ci].fixture, pname(precisions[pi]), tps[ti]);
     expect_golden(&L, rec, precisions[pi], what);
+    expect_error_model(&L, rec, precisions[pi], what);
     lr_recorder_free(rec);
     lr_model_free(m);
     unload(&L);
