@@ -132,6 +132,40 @@ static double used_bytes(void) {
     return sum;
 }
 
+/* ---- host memory ---------------------------------------------------------------------- */
+
+/* A /proc/self/status value in KiB ("VmHWM", "VmRSS"), or -1. */
+static long proc_status_kib(const char *key) {
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return -1;
+    char line[256];
+    long v = -1;
+    size_t n = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, n) == 0 && line[n] == ':') v = strtol(line + n + 1, NULL, 10);
+    fclose(f);
+    return v;
+}
+
+/* Resets the process's peak RSS (VmHWM) to its current RSS; false where the kernel
+ * does not allow it (then the peak is the process's since it started). */
+static bool reset_peak_rss(void) {
+    FILE *f = fopen("/proc/self/clear_refs", "w");
+    if (!f) return false;
+    bool ok = fputs("5", f) >= 0;
+    return fclose(f) == 0 && ok;
+}
+
+/* The streaming loader's host budget (docs/performance.md, "Host memory while loading"):
+ * its pinned staging, twice one chunk's mapped source pages (a chunk is staging / 2 of
+ * float32, read from the checkpoint's dtype; its pages straddle rows, readahead), and
+ * 512 MiB for the rest (cuBLAS handles, plans, NCCL); over the resident set before loading. */
+static double load_host_budget(const lr_checkpoint *ck, double staging) {
+    const lr_st_entry *e = lr_checkpoint_find(ck, "model.embed_tokens.weight");
+    double es = e ? (double)lr_dtype_size(e->t.dtype) : 8;
+    return staging + 2 * (staging / 2 / 4 * es) + 512.0 * (1 << 20);
+}
+
 /* ---- workloads ------------------------------------------------------------------------ */
 
 typedef struct {
@@ -337,7 +371,8 @@ int main(int argc, char **argv) {
     int nrows = 0;
     row rows[8][4];
     int ndevs[8];
-    double load_s[8], wmem[8];
+    double load_s[8], wmem[8], host_before[8], host_peak[8], host_budget[8];
+    bool host_reset[8];
     for (int i = 0; i < 4; i++)
         if (!only || strchr(only, '0' + i)) rows[0][nrows++] = proto[i];
     for (int k = 1; k < ntp; k++) memcpy(rows[k], rows[0], sizeof rows[0]);
@@ -345,6 +380,8 @@ int main(int argc, char **argv) {
     for (int k = 0; k < ntp; k++) {
         CK(cudaSetDevice(0));
         base_used = used_bytes();
+        host_reset[k] = reset_peak_rss();
+        host_before[k] = 1024.0 * (double)proc_status_kib("VmRSS");
         double t0 = now();
         lr_options opt;
         lr_options_init(&opt);
@@ -358,12 +395,22 @@ int main(int argc, char **argv) {
         ndevs[k] = lr_model_num_devices(M);
         load_s[k] = now() - t0;
         wmem[k] = used_bytes() - base_used;
+        host_peak[k] = 1024.0 * (double)proc_status_kib("VmHWM");
+        lr_memory lm;
+        LR(lr_model_memory(M, &lm));
+        host_budget[k] = host_before[k] + load_host_budget(ck, (double)lm.load_staging);
         printf("\nmodel: %s, hidden %lld, %lld layers, %lld/%lld heads, intermediate %lld, vocab %lld; tp %d on %d "
                "GPU%s%s; load %.1f s; weights %.2f GiB (%.2f GiB on the devices after load)\n",
                model, (long long)C->hidden_size, (long long)C->num_hidden_layers, (long long)C->num_attention_heads,
                (long long)C->num_key_value_heads, (long long)C->intermediate_size, (long long)C->vocab_size, tps[k],
                ndevs[k], ndevs[k] > 1 ? "s (NCCL)" : "", ndevs[k] == 1 && tps[k] > 1 ? " (ranks in turn)" : "",
                load_s[k], weight_bytes() / (1 << 30), wmem[k] / (1 << 30));
+        printf("  memory: host peak RSS %.2f GiB while loading (%.2f GiB before; budget %.2f GiB%s)%s; "
+               "device weights %.2f GiB, GPUs in use after load %.2f GiB\n",
+               host_peak[k] / (1 << 30), host_before[k] / (1 << 30), host_budget[k] / (1 << 30),
+               host_peak[k] <= host_budget[k] ? ", met" : ", MISSED",
+               host_reset[k] ? "" : " (peak not resettable: the process's since it started)",
+               (double)lm.device_weights / (1 << 30), (double)lm.device_used / (1 << 30));
         if (k > 0) dump_logits = NULL;
         for (int i = 0; i < nrows; i++) {
             row *r = &rows[k][i];
@@ -423,8 +470,17 @@ int main(int argc, char **argv) {
                 kernels ? kernels : "");
         fprintf(f, "  \"copy_bandwidth_Bps\": %.6e,\n  \"gemm_rate_flops\": %.6e,\n  \"load_s\": %.3f,\n", bw, rate,
                 load_s[0]);
-        fprintf(f, "  \"weight_bytes\": %.6e,\n  \"weights_on_device_bytes\": %.6e,\n  \"rows\": [\n", weight_bytes(),
+        fprintf(f, "  \"weight_bytes\": %.6e,\n  \"weights_on_device_bytes\": %.6e,\n", weight_bytes(),
                 wmem[0]);
+        fprintf(f, "  \"memory\": [");
+        for (int k = 0; k < ntp; k++)
+            fprintf(f,
+                    "%s\n    {\"tp\": %d, \"host_rss_before_load_bytes\": %.6e, "
+                    "\"host_peak_rss_load_bytes\": %.6e, "
+                    "\"host_peak_rss_budget_bytes\": %.6e, \"host_peak_reset\": %s}",
+                    k ? "," : "", tps[k], host_before[k], host_peak[k], host_budget[k],
+                    host_reset[k] ? "true" : "false");
+        fprintf(f, "\n  ],\n  \"host_peak_rss_bytes\": %.6e,\n  \"rows\": [\n", (double)lr_host_peak_rss());
         for (int k = 0; k < ntp; k++)
             for (int i = 0; i < nrows; i++) {
                 row *r = &rows[k][i];

@@ -25,6 +25,9 @@
 
 #define BLOCK_SIZE 16 /* tokens per KV-cache block */
 #define MAX_TP 64     /* ranks per model */
+/* The loader's staging buffers, two on the host (pinned) and two on each GPU (float32). */
+#define LOAD_STAGE_BYTES ((size_t)64 << 20)
+#define LOAD_STAGE_ELEMS ((int64_t)(LOAD_STAGE_BYTES / sizeof(float)))
 
 /* Per-forward scratch of one rank, grown as batches grow. */
 struct gpu_act {
@@ -97,6 +100,8 @@ struct gpu_model {
     float *obs_host; /* (T, vocab): the logits in float32 for an observer */
     int64_t obs_cap;
     int64_t last_T; /* tokens of the last forward, whose final hidden is in reps[*].normed */
+    size_t weight_bytes;    /* every rank's weights allocation, summed */
+    size_t used_after_load; /* the GPUs' total - free at the end of create, summed */
     const lr_fault *faults; /* (num_faults): lr_model_set_faults, owned by the front */
     size_t num_faults;
     gpu_prof prof;
@@ -166,6 +171,13 @@ static void cuda_set_profiling(void *impl, bool on) {
 static void cuda_get_profile(const void *impl, lr_profile *out) { *out = ((const gpu_model *)impl)->prof.acc; }
 
 static int cuda_num_devices(const void *impl) { return ((const gpu_model *)impl)->nrep; }
+
+static void cuda_memory(const void *impl, lr_memory *out) {
+    const gpu_model *m = (const gpu_model *)impl;
+    out->device_weights = m->weight_bytes;
+    out->device_used = m->used_after_load;
+    out->load_staging = 2 * LOAD_STAGE_BYTES;
+}
 
 static void cuda_set_faults(void *impl, const lr_fault *faults, size_t n) {
     gpu_model *m = (gpu_model *)impl;
@@ -248,33 +260,81 @@ static int parse_kernels(gpu_model *m, const char *spec) {
     return LR_OK;
 }
 
-/* Uploads one rank's packed weights into a single device allocation, in dt. */
-static int upload_rank(gpu_model *m, gpu_rank *rk, const lr_checkpoint *ck, int r) {
-    lr_weights *w = NULL;
-    int rc = lr_plan_create(&m->cfg, m->tp, r, &rk->plan);
-    if (rc) return rc;
-    const lr_plan *plan = rk->plan;
-    rk->L = *lr_plan_layout(plan);
-    size_t n = lr_plan_count(plan), es = lr_dtype_size(m->dt), total = 0, biggest = 0;
-    size_t *off = (size_t *)calloc(n, sizeof *off);
-    const void **dev = rk->w = (const void **)calloc(n, sizeof *dev);
-    float *staging = NULL;
-    if (!off || !dev) rc = lr_fail(LR_E_NOMEM, "cuda: out of memory");
-    for (size_t i = 0; rc == LR_OK && i < n; i++) {
+/* ---- loading ----------------------------------------------------------------------------- */
+
+/* The loader streams: each packed tensor goes from the mapped checkpoint, in chunks of at
+ * most LOAD_STAGE_BYTES of float32, through one of two pinned host buffers (converted
+ * there to float32 exactly as lr_weights_build converts: a float64 file rounds once on
+ * the host, then once more to the compute dtype on the device, as before) to one of two
+ * float32 buffers on the rank's GPU, and is converted into its place in the rank's one
+ * allocation. While the GPU copies and converts one buffer, the host fills the other.
+ * The host holds the two staging buffers and the mapped pages of the chunk being read
+ * (released after it), never a converted rank (docs/architecture.md, "Loading"). */
+
+/* Each untied packed tensor's offset in the rank's one allocation (256-byte aligned, when
+ * off is not NULL) and the allocation's size. */
+static size_t rank_layout(const lr_plan *plan, size_t es, size_t *off) {
+    size_t total = 0;
+    for (size_t i = 0; i < lr_plan_count(plan); i++) {
         const lr_packed_desc *d = lr_plan_at(plan, i);
         if (d->tied_to >= 0) continue;
-        size_t count = (size_t)d->shape[0] * (size_t)d->shape[1];
-        off[i] = total;
-        total += (count * es + 255) / 256 * 256;
-        biggest = count > biggest ? count : biggest;
+        if (off) off[i] = total;
+        total += ((size_t)d->shape[0] * (size_t)d->shape[1] * es + 255) / 256 * 256;
     }
-    /* The device memory first, from the plan's shapes alone: a model larger than the card
-     * fails here, with the sizes, before the host reads or converts any weight. */
+    return total;
+}
+
+/* Before any tensor is read: every rank's plan, and the device memory each GPU in use
+ * needs for its ranks' weights and the load's staging against what it has free. A model
+ * larger than the card fails here, naming the sizes, before the host reads a byte of it. */
+static int preflight(gpu_model *m) {
+    size_t need[MAX_TP] = {0}, es = lr_dtype_size(m->dt);
+    for (int r = 0; r < m->tp; r++) {
+        gpu_rank *rk = &m->ranks[r];
+        rk->device = m->nrep > 1 ? r : 0;
+        int rc = lr_plan_create(&m->cfg, m->tp, r, &rk->plan);
+        if (rc) return rc;
+        rk->L = *lr_plan_layout(rk->plan);
+        m->layouts[r] = rk->L;
+        need[rk->device] += rank_layout(rk->plan, es, NULL);
+    }
+    for (int d = 0; d < m->nrep; d++) {
+        size_t free_b = 0, total_b = 0, want = need[d] + 2 * LOAD_STAGE_BYTES;
+        cudaError_t e = cudaSetDevice(d);
+        if (e == cudaSuccess) e = cudaMemGetInfo(&free_b, &total_b);
+        if (e != cudaSuccess) return lr_fail(LR_E_DEVICE, "cuda: GPU %d: %s", d, cudaGetErrorString(e));
+        int ranks = m->nrep > 1 ? 1 : m->tp;
+        if (want > free_b)
+            return lr_fail(
+                LR_E_DEVICE,
+                "cuda: the model's weights need %.2f GiB in %s on GPU %d (%d rank%s of tp %d) and %.0f MiB "
+                "to load them, %.2f GiB in all; the GPU has %.2f GiB free of %.2f GiB: use a lower "
+                "precision or a larger tp (nothing was read)",
+                (double)need[d] / (1 << 30), lr_dtype_name(m->dt), d, ranks, ranks == 1 ? "" : "s", m->tp,
+                (double)(2 * LOAD_STAGE_BYTES) / (1 << 20), (double)want / (1 << 30),
+                (double)free_b / (1 << 30), (double)total_b / (1 << 30));
+    }
+    return LR_OK;
+}
+
+/* Streams one rank's packed weights into a single device allocation, in dt, through the
+ * pinned host buffers host[0], host[1] (LOAD_STAGE_BYTES each). */
+static int upload_rank(gpu_model *m, gpu_rank *rk, const lr_checkpoint *ck, int r, float *const host[2]) {
+    const lr_plan *plan = rk->plan;
+    size_t n = lr_plan_count(plan), es = lr_dtype_size(m->dt), total = 0;
+    size_t *off = (size_t *)calloc(n ? n : 1, sizeof *off);
+    const void **dev = rk->w = (const void **)calloc(n ? n : 1, sizeof *dev);
+    float *stage[2] = {NULL, NULL};
+    cudaEvent_t done[2] = {NULL, NULL};
+    int rc = LR_OK;
+    if (!off || !dev) rc = lr_fail(LR_E_NOMEM, "cuda: out of memory");
     if (rc == LR_OK) {
+        total = rank_layout(plan, es, off);
         size_t free_b = 0, total_b = 0;
         cudaMemGetInfo(&free_b, &total_b);
         cudaError_t e = cudaMalloc(&rk->weights, total ? total : 1);
-        if (e == cudaSuccess) e = cudaMalloc((void **)&staging, (biggest ? biggest : 1) * sizeof(float));
+        for (int b = 0; e == cudaSuccess && b < 2; b++)
+            e = cudaMalloc((void **)&stage[b], LOAD_STAGE_BYTES);
         if (e != cudaSuccess) {
             cudaGetLastError(); /* an allocation failure is not sticky: clear it */
             rc = lr_fail(LR_E_DEVICE,
@@ -284,27 +344,57 @@ static int upload_rank(gpu_model *m, gpu_rank *rk, const lr_checkpoint *ck, int 
                          (double)free_b / (1 << 30), (double)total_b / (1 << 30), cudaGetErrorString(e));
         }
     }
-    if (rc == LR_OK) rc = lr_weights_build(ck, plan, LR_F32, &w);
+    /* The vocabulary's padding rows are in no slice: zero, as lr_weights_build leaves them. */
+    if (rc == LR_OK && cudaMemsetAsync(rk->weights, 0, total ? total : 1, rk->stream) != cudaSuccess)
+        rc = lr_fail(LR_E_DEVICE, "cuda: rank %d: clearing the weights failed", r);
+    for (int b = 0; rc == LR_OK && b < 2; b++)
+        if (cudaEventCreateWithFlags(&done[b], cudaEventDisableTiming) != cudaSuccess)
+            rc = lr_fail(LR_E_DEVICE, "cuda: rank %d: cannot create the loader's events", r);
+    int64_t k = 0; /* chunks so far: chunk k goes through buffer k % 2 */
     for (size_t i = 0; rc == LR_OK && i < n; i++) {
         const lr_packed_desc *d = lr_plan_at(plan, i);
         if (d->tied_to >= 0) {
             dev[i] = dev[d->tied_to];
             continue;
         }
-        int64_t count = d->shape[0] * d->shape[1];
         dev[i] = (char *)rk->weights + off[i];
-        cudaError_t e = cudaMemcpyAsync(staging, lr_weights_at(w, i)->data, (size_t)count * sizeof(float),
-                                        cudaMemcpyHostToDevice, rk->stream);
-        if (e != cudaSuccess)
-            rc = lr_fail(LR_E_DEVICE, "cuda: uploading %s: %s", d->name, cudaGetErrorString(e));
-        else
-            rc = lr_gpu_convert((void *)dev[i], m->dt, staging, LR_F32, count, rk->stream);
-        if (rc == LR_OK && cudaStreamSynchronize(rk->stream) != cudaSuccess)
-            rc = lr_fail(LR_E_DEVICE, "cuda: uploading %s failed", d->name);
+        lr_chunk c = {0};
+        while (rc == LR_OK && lr_packed_next_chunk(d, LOAD_STAGE_ELEMS, &c)) {
+            int b = (int)(k++ % 2);
+            /* buffer b's previous chunk has been copied and converted (an event never
+             * recorded is complete) */
+            cudaError_t e = cudaEventSynchronize(done[b]);
+            if (e == cudaSuccess) {
+                rc = lr_packed_read_chunk(ck, d, &c, LR_F32, host[b]);
+                if (rc) break;
+                /* Read: its source's mapped pages need not stay resident (the file stays
+                 * mapped; what a later chunk reads faults in again), so the host holds
+                 * one chunk's pages at a time, not a tensor's. */
+                lr_checkpoint_release(ck, d->slices[c.slice].src);
+                e = cudaMemcpyAsync(stage[b], host[b], (size_t)c.count * sizeof(float),
+                                    cudaMemcpyHostToDevice, rk->stream);
+            }
+            if (e != cudaSuccess) {
+                rc = lr_fail(LR_E_DEVICE, "cuda: uploading %s: %s", d->name, cudaGetErrorString(e));
+                break;
+            }
+            rc = lr_gpu_convert((char *)rk->weights + off[i] + (size_t)c.dst0 * es, m->dt, stage[b], LR_F32,
+                                c.count, rk->stream);
+            if (rc == LR_OK && cudaEventRecord(done[b], rk->stream) != cudaSuccess)
+                rc = lr_fail(LR_E_DEVICE, "cuda: uploading %s: cannot record an event", d->name);
+        }
     }
-    cudaFree(staging);
+    /* Whatever happened, nothing may still read the host buffers when this returns. */
+    cudaError_t e = rk->stream ? cudaStreamSynchronize(rk->stream) : cudaSuccess;
+    if (e != cudaSuccess && rc == LR_OK)
+        rc = lr_fail(LR_E_DEVICE, "cuda: rank %d: uploading the weights failed: %s", r,
+                     cudaGetErrorString(e));
+    for (int b = 0; b < 2; b++) {
+        if (done[b]) cudaEventDestroy(done[b]);
+        cudaFree(stage[b]);
+    }
+    if (rc == LR_OK) m->weight_bytes += total;
     free(off);
-    lr_weights_free(w);
     return rc;
 }
 
@@ -343,9 +433,17 @@ static int cuda_create(const lr_checkpoint *ck, const lr_options *opt, void **im
     m->reps = (gpu_replica *)calloc((size_t)m->nrep, sizeof *m->reps);
     m->layouts = (lr_tp_layout *)calloc((size_t)m->tp, sizeof *m->layouts);
     if (rc == LR_OK && (!m->ranks || !m->reps || !m->layouts)) rc = lr_fail(LR_E_NOMEM, "cuda: out of memory");
+    if (rc == LR_OK) rc = preflight(m);
+    /* The loader's pinned host buffers, shared by every rank (portable: any GPU's). */
+    float *host[2] = {NULL, NULL};
+    for (int b = 0; rc == LR_OK && b < 2; b++)
+        if ((e = cudaHostAlloc((void **)&host[b], LOAD_STAGE_BYTES, cudaHostAllocPortable)) != cudaSuccess) {
+            cudaGetLastError();
+            rc = lr_fail(LR_E_NOMEM, "cuda: cannot pin %.0f MiB of host memory to load the weights: %s",
+                         (double)LOAD_STAGE_BYTES / (1 << 20), cudaGetErrorString(e));
+        }
     for (int r = 0; rc == LR_OK && r < m->tp; r++) {
         gpu_rank *rk = &m->ranks[r];
-        rk->device = m->nrep > 1 ? r : 0;
         if ((e = cudaSetDevice(rk->device)) != cudaSuccess) {
             rc = lr_fail(LR_E_DEVICE, "cuda: GPU %d: %s", rk->device, cudaGetErrorString(e));
             break;
@@ -361,9 +459,10 @@ static int cuda_create(const lr_checkpoint *ck, const lr_options *opt, void **im
             break;
         }
         if ((rc = lr_gpu_attn_ws_create(&rk->ws)) != LR_OK) break;
-        rc = upload_rank(m, rk, ck, r);
-        m->layouts[r] = rk->L;
+        rc = upload_rank(m, rk, ck, r, host);
     }
+    for (int b = 0; b < 2; b++)
+        cudaFreeHost(host[b]);
     for (int i = 0; rc == LR_OK && i < m->nrep; i++) {
         cudaSetDevice(m->nrep > 1 ? i : 0);
         int64_t half = m->cfg.head_dim / 2;
@@ -393,6 +492,11 @@ static int cuda_create(const lr_checkpoint *ck, const lr_options *opt, void **im
         free(devs);
     }
 #endif
+    for (int d = 0; rc == LR_OK && d < m->nrep; d++) {
+        size_t free_b = 0, total_b = 0;
+        if (cudaSetDevice(d) == cudaSuccess && cudaMemGetInfo(&free_b, &total_b) == cudaSuccess)
+            m->used_after_load += total_b - free_b;
+    }
     if (rc) {
         cuda_destroy(m);
         return rc;
@@ -1046,5 +1150,5 @@ static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_obs
 
 extern "C" const lr_backend_ops lr_cuda_backend = {
     "cuda", cuda_create, cuda_destroy, cuda_kv_create, cuda_kv_free, cuda_forward, cuda_compute_logits,
-    cuda_set_profiling, cuda_get_profile, cuda_num_devices, cuda_set_faults,
+    cuda_set_profiling, cuda_get_profile, cuda_num_devices, cuda_set_faults, cuda_memory,
 };

@@ -406,6 +406,28 @@ lr_dtype lr_weights_dtype(const lr_weights *w);
 const lr_tensor *lr_weights_at(const lr_weights *w, size_t i);
 const lr_tensor *lr_weights_get(const lr_weights *w, const char *name);
 
+/* A packed tensor read in pieces, so that a loader needs a bounded buffer, not the
+ * tensor (the CUDA loader's pinned staging; lr_weights_build reads through the same
+ * functions with no bound). A chunk is `count` consecutive elements of slice `slice`,
+ * row-major over the slice's rows x cols from element `elem0`, landing at element `dst0`
+ * of the packed tensor (row-major over its shape). A chunk holds at most the capacity it
+ * was planned with; where a slice is narrower than its packed tensor a chunk stays
+ * within one row, so its destination is always contiguous. */
+typedef struct {
+    int slice;
+    int64_t elem0, count;
+    int64_t dst0;
+} lr_chunk;
+
+/* The chunk after *c (start from a zeroed lr_chunk), of at most `capacity` elements (at
+ * least 1); false past the last one. Empty slices are skipped. */
+bool lr_packed_next_chunk(const lr_packed_desc *d, int64_t capacity, lr_chunk *c);
+/* Reads chunk c of d from the checkpoint into dst (c->count elements), converted to dt
+ * (F64 or F32) exactly as lr_weights_build converts it, NaN and Inf refused with the
+ * same message (file, tensor, element). */
+int lr_packed_read_chunk(const lr_checkpoint *ck, const lr_packed_desc *d, const lr_chunk *c, lr_dtype dt,
+                         void *dst);
+
 /* ---- Running a model --------------------------------------------------------------- */
 
 /* Tokens of all sequences, concatenated. positions are per token, within its sequence.
@@ -493,6 +515,19 @@ lr_dtype lr_model_precision(const lr_model *m);
 /* GPUs the model runs on: 0 for the CPU reference; for cuda 1 in the single-GPU tp mode,
  * tp when the ranks are spread over tp GPUs through NCCL. */
 int lr_model_num_devices(const lr_model *m);
+
+/* What a model holds on its devices (lr_model_memory); all 0 for the CPU reference,
+ * whose weights are host memory. The host's own peak is the process's (lr_host_peak_rss). */
+typedef struct {
+    uint64_t device_weights; /* bytes allocated for the weights on every GPU, summed */
+    uint64_t device_used;    /* the GPUs' memory in use right after loading (cudaMemGetInfo's
+                              * total - free, summed over the GPUs the model runs on: the
+                              * CUDA context, cuBLAS and other processes count too) */
+    uint64_t load_staging;   /* host bytes the loader staged through (pinned, freed after) */
+} lr_memory;
+int lr_model_memory(const lr_model *m, lr_memory *out);
+/* The process's peak resident set so far, in bytes (getrusage's ru_maxrss), 0 if unknown. */
+uint64_t lr_host_peak_rss(void);
 
 /* A cache for max_seqs sequences of at most max_len tokens each. */
 int lr_kv_cache_create(lr_model *m, int64_t max_seqs, int64_t max_len, lr_kv_cache **out);

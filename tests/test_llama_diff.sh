@@ -406,6 +406,13 @@ expect 2 "backends --kernel with no cuda side" -- "$LD" backends -m "$M" -f "$F"
 expect_err "--kernel" "cuda side"
 expect 0 "check reports the devices (0: the host)" -- "$LD" check -m "$M" -f "$F" --json
 json_ok 'd["devices"] == 0 and d["tp"] == 1'
+# What the run held: the process's peak RSS (after loading, then at the end, never less),
+# no device memory on the host.
+json_ok 'd["memory"]["host_peak_rss"] >= d["memory"]["host_peak_rss_after_load"] > 0 and d["memory"]["device_weights"] == 0 and d["memory"]["device_used_after_load"] == 0 and d["memory"]["load_staging"] == 0'
+expect 0 "check prints the memory it held" -- "$LD" check -m "$M" -f "$F"
+ok "check's header has a memory line" -- grep -qE "^  memory     host peak RSS [0-9.]+ GiB \([0-9.]+ GiB after loading\)$" "$TMP/out"
+expect 0 "backends reports each side's memory" -- "$LD" backends -m "$M" -f "$F" --a cpu:f64 --b cpu:f32 --json
+json_ok 'all(d["memory"][k]["host_peak_rss"] > 0 and d["memory"][k]["device_weights"] == 0 for k in "ab")'
 
 # Planted bugs: a weight of one layer scaled in a copy of the model; the first divergence
 # and the drill-down must name that layer and that operation, and nothing diverges before.

@@ -834,6 +834,161 @@ START_TEST(sharding_bit_exact) {
 }
 END_TEST
 
+/* Capacities of a staging buffer, in elements: 1, sizes prime to every width here, a
+ * row and a bit, and none at all (lr_weights_build's). */
+static const int64_t capacities[] = {1, 2, 3, 7, 31, 97, 1000, 4099, INT64_MAX};
+
+/* The chunks of d at capacity cap: each within the cap, each slice covered once in order,
+ * and every chunk's destination contiguous (element j of it at dst0 + j). */
+static void check_chunks(const lr_packed_desc *d, int64_t cap) {
+    lr_chunk c = {0};
+    int slice = 0;
+    int64_t next = 0, chunks = 0;
+    while (lr_packed_next_chunk(d, cap, &c)) {
+        chunks++;
+        ck_assert_msg(c.count >= 1 && c.count <= (cap < 1 ? 1 : cap), "%s cap %lld: chunk of %lld", d->name,
+                      (long long)cap, (long long)c.count);
+        if (c.slice != slice) { /* the previous slice is finished */
+            ck_assert_int_gt(c.slice, slice);
+            ck_assert_int_eq(next, d->slices[slice].rows * d->slices[slice].cols);
+            for (int k = slice + 1; k < c.slice; k++)
+                ck_assert_int_eq(d->slices[k].rows * d->slices[k].cols, 0);
+            slice = c.slice;
+            next = 0;
+        }
+        ck_assert_msg(c.elem0 == next, "%s cap %lld: chunk at %lld, expected %lld", d->name, (long long)cap,
+                      (long long)c.elem0, (long long)next);
+        const lr_slice *sl = &d->slices[c.slice];
+        for (int64_t j = 0; j<c.count; j += c.count> 8 ? c.count / 8 : 1) {
+            int64_t e = c.elem0 + j;
+            ck_assert_int_eq((sl->dst_row0 + e / sl->cols) * d->shape[1] + e % sl->cols, c.dst0 + j);
+        }
+        int64_t e = c.elem0 + c.count - 1;
+        ck_assert_int_eq((sl->dst_row0 + e / sl->cols) * d->shape[1] + e % sl->cols, c.dst0 + c.count - 1);
+        next += c.count;
+    }
+    if (d->nslices) ck_assert_int_eq(next, d->slices[slice].rows * d->slices[slice].cols);
+    for (int k = slice + 1; k < d->nslices; k++)
+        ck_assert_int_eq(d->slices[k].rows * d->slices[k].cols, 0);
+    ck_assert_int_ge(chunks, 0);
+}
+
+/* Read in chunks (what the CUDA loader stages), every packed tensor of every rank is the
+ * one lr_weights_build makes (checked against vLLM's rules above), bit for bit, padding
+ * rows zero, at every capacity. _i: model x storage dtype. */
+START_TEST(chunked_reads_match_whole) {
+    const model_spec *s = &models[_i / 3];
+    lr_config cfg;
+    spec_config(s, &cfg);
+    char *dir = tu_tmpdir("plan-chunks");
+    tu_model *m = tu_write_checkpoint(dir, &cfg, storage_dtypes[_i % 3], TU_SINGLE, 91 + (uint64_t)_i);
+    lr_checkpoint *ck;
+    TU_ASSERT_OK(lr_checkpoint_open(dir, &ck));
+    static const int tps[] = {1, 2, 4};
+    for (size_t ti = 0; ti < N_ELEMS(tps); ti++) {
+        if (tp_error_field(&cfg, tps[ti])) continue;
+        for (int r = 0; r < tps[ti]; r++) {
+            lr_plan *p;
+            lr_weights *w;
+            TU_ASSERT_OK(lr_plan_create(lr_checkpoint_config(ck), tps[ti], r, &p));
+            TU_ASSERT_OK(lr_weights_build(ck, p, LR_F32, &w));
+            for (size_t i = 0; i < lr_plan_count(p); i++) {
+                const lr_packed_desc *d = lr_plan_at(p, i);
+                if (d->tied_to >= 0) continue;
+                size_t n = (size_t)d->shape[0] * (size_t)d->shape[1];
+                float *got = calloc(n, sizeof *got), *stage = malloc(n * sizeof *stage);
+                ck_assert(got && stage);
+                for (size_t k = 0; k < N_ELEMS(capacities); k++) {
+                    check_chunks(d, capacities[k]);
+                    memset(got, 0, n * sizeof *got);
+                    lr_chunk c = {0};
+                    while (lr_packed_next_chunk(d, capacities[k], &c)) {
+                        /* through a staging buffer of the capacity, as a loader would */
+                        TU_ASSERT_OK(lr_packed_read_chunk(ck, d, &c, LR_F32, stage));
+                        memcpy(got + c.dst0, stage, (size_t)c.count * sizeof *got);
+                    }
+                    ck_assert_msg(memcmp(got, lr_weights_at(w, i)->data, n * sizeof *got) == 0,
+                                  "%s tp %d rank %d: %s read in chunks of %lld differs", s->what, tps[ti], r,
+                                  d->name, (long long)capacities[k]);
+                }
+                free(got);
+                free(stage);
+            }
+            lr_weights_free(w);
+            lr_plan_free(p);
+        }
+    }
+    lr_checkpoint_close(ck);
+    tu_model_free(m);
+    tu_tmpdir_free(dir);
+}
+END_TEST
+
+/* A slice narrower than its packed tensor (no plan makes one today; the chunker must not
+ * assume it away): chunks stop at each row's end and land at the row's start; a slice of
+ * no rows is skipped; a capacity under 1 counts as 1; a chunk outside its slice is refused. */
+START_TEST(chunks_of_narrow_and_empty_slices) {
+    lr_packed_desc d;
+    memset(&d, 0, sizeof d);
+    snprintf(d.name, sizeof d.name, "synthetic");
+    d.ndim = 2;
+    d.shape[0] = 9;
+    d.shape[1] = 11;
+    d.tied_to = -1;
+    d.nslices = 3;
+    d.slices[0] = (lr_slice){.src = "a", .src_row0 = 1, .src_col0 = 2, .dst_row0 = 0, .rows = 4, .cols = 5};
+    d.slices[1] = (lr_slice){.src = "b", .dst_row0 = 4, .rows = 0, .cols = 11};
+    d.slices[2] = (lr_slice){.src = "c", .dst_row0 = 5, .rows = 3, .cols = 11};
+    static const int64_t caps[] = {-3, 0, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 20, 33, 34, 100, INT64_MAX};
+    for (size_t k = 0; k < N_ELEMS(caps); k++) {
+        check_chunks(&d, caps[k]);
+        lr_chunk c = {0};
+        int64_t in_a = 0, in_c = 0, n = 0;
+        while (lr_packed_next_chunk(&d, caps[k], &c)) {
+            ck_assert_int_ne(c.slice, 1);
+            if (c.slice == 0) {
+                /* within one row of the narrow slice */
+                ck_assert_int_le(c.elem0 % 5 + c.count, 5);
+                ck_assert_int_eq(c.dst0, (c.elem0 / 5) * 11 + c.elem0 % 5);
+                in_a += c.count;
+            } else {
+                ck_assert_int_eq(c.dst0, 5 * 11 + c.elem0);
+                in_c += c.count;
+            }
+            n++;
+        }
+        ck_assert_int_eq(in_a, 20);
+        ck_assert_int_eq(in_c, 33);
+        int64_t cap = caps[k] < 1 ? 1 : caps[k];
+        ck_assert_int_eq(n,
+                         4 * (1 + 4 / cap) + 1 + 32 / cap); /* ceil(5 / cap) per row of a, ceil(33 / cap) */
+    }
+    /* A chunk outside its slice: refused before anything is read. */
+    lr_config cfg;
+    tu_config_small(&cfg);
+    char *dir = tu_tmpdir("plan-chunk-bad");
+    tu_model *m = tu_write_checkpoint(dir, &cfg, LR_F32, TU_SINGLE, 5);
+    lr_checkpoint *ck;
+    TU_ASSERT_OK(lr_checkpoint_open(dir, &ck));
+    lr_plan *p;
+    TU_ASSERT_OK(lr_plan_create(lr_checkpoint_config(ck), 1, 0, &p));
+    const lr_packed_desc *q =
+        lr_plan_at(p, (size_t)lr_plan_index(p, "model.layers.0.self_attn.qkv_proj.weight"));
+    float buf[4];
+    lr_chunk bad = {.slice = 0, .elem0 = q->slices[0].rows * q->slices[0].cols - 2, .count = 4};
+    TU_ASSERT_STATUS(lr_packed_read_chunk(ck, q, &bad, LR_F32, buf), LR_E_INVAL);
+    TU_ASSERT_ERROR_HAS("qkv_proj", "outside");
+    bad = (lr_chunk){.slice = 3, .count = 1};
+    TU_ASSERT_STATUS(lr_packed_read_chunk(ck, q, &bad, LR_F32, buf), LR_E_INVAL);
+    bad = (lr_chunk){.slice = 0, .count = 1};
+    TU_ASSERT_STATUS(lr_packed_read_chunk(ck, q, &bad, LR_BF16, buf), LR_E_INVAL);
+    lr_plan_free(p);
+    lr_checkpoint_close(ck);
+    tu_model_free(m);
+    tu_tmpdir_free(dir);
+}
+END_TEST
+
 /* Which tp sizes these models take: the sweep above must exercise replication. */
 START_TEST(sweep_covers_replication) {
     int replicated = 0, exact = 0, padding_only_rank = 0;
@@ -953,6 +1108,16 @@ START_TEST(nonfinite_weight_refused) {
     TU_ASSERT_ERROR_HAS("model.safetensors", "model.layers.1.mlp.down_proj.weight", "[3, 5]",
                         _i == 1 ? "infinite" : "NaN");
     ck_assert_ptr_null(w);
+    /* Read in chunks of 7 (one starts mid-row), the same refusal with the same element. */
+    const lr_packed_desc *d = lr_plan_at(p, (size_t)lr_plan_index(p, "model.layers.1.mlp.down_proj.weight"));
+    float stage[7];
+    lr_chunk c = {0};
+    int rc = LR_OK;
+    while (rc == LR_OK && lr_packed_next_chunk(d, 7, &c))
+        rc = lr_packed_read_chunk(ck, d, &c, LR_F32, stage);
+    ck_assert_int_eq(rc, LR_E_NONFINITE);
+    TU_ASSERT_ERROR_HAS("model.safetensors", "model.layers.1.mlp.down_proj.weight", "[3, 5]",
+                        _i == 1 ? "infinite" : "NaN");
     lr_plan_free(p);
     lr_checkpoint_close(ck);
     tu_model_free(m);
@@ -982,6 +1147,8 @@ static Suite *plan_suite(void) {
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, sharding_bit_exact, 0, (int)(N_ELEMS(models) * N_ELEMS(storage_dtypes)));
     tcase_add_test(tc, sweep_covers_replication);
+    tcase_add_loop_test(tc, chunked_reads_match_whole, 0, (int)(N_ELEMS(models) * N_ELEMS(storage_dtypes)));
+    tcase_add_test(tc, chunks_of_narrow_and_empty_slices);
     tcase_add_loop_test(tc, indivisible_tp, 0, (int)N_ELEMS(indivisible));
     tcase_add_test(tc, bad_tp_arguments);
     suite_add_tcase(s, tc);

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # compare-builds.sh: two llama-diff builds (e.g. before and after a refactor) on every
 # committed fixture: each stage dump byte for byte, and the --isolate and --decode checks'
-# JSON (timings left out). Exit 1 on any difference; prints what differed.
+# JSON (timings and the memory a run held left out: the host's peak RSS differs run to
+# run, and a build before the memory report has none). Exit 1 on any difference; prints
+# what differed.
 #   tools/compare-builds.sh [--backend cpu|cuda] [--tp "1 2 4"] LLAMA_DIFF_A LLAMA_DIFF_B
 # cpu runs f64 and f32; cuda runs bf16, fp16 and fp32.
 set -uo pipefail
@@ -19,6 +21,15 @@ F=$(cd "$(dirname "$0")/../fixtures" && pwd)
 D=$(mktemp -d)
 trap 'rm -rf "$D"' EXIT
 case $BACKEND in cpu) PRECS="f64 f32" ;; cuda) PRECS="bf16 fp16 fp32" ;; *) echo "compare-builds: backend $BACKEND" >&2; exit 2 ;; esac
+strip() { # a check's JSON without its timings and memory, one key per line
+    python3 -c 'import json, sys
+try:
+    d = json.load(sys.stdin)
+except ValueError:
+    sys.exit(0)
+d.pop("memory", None)
+print(json.dumps(d, indent=1, sort_keys=True))' | grep -v -e seconds -e time
+}
 fail=0 n=0
 for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16 long-gqa-f32:long-gqa-f32-300; do
     m=$F/models/${c%%:*} fx=$F/golden/${c#*:}.safetensors
@@ -33,8 +44,8 @@ for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16
                 fail=1
             fi
             for x in --isolate "--decode 2"; do
-                "$A" check $run $x --json 2>/dev/null | grep -v -e seconds -e time >"$D/a.json"
-                "$B" check $run $x --json 2>/dev/null | grep -v -e seconds -e time >"$D/b.json"
+                "$A" check $run $x --json 2>/dev/null | strip >"$D/a.json"
+                "$B" check $run $x --json 2>/dev/null | strip >"$D/b.json"
                 n=$((n + 1))
                 if [ ! -s "$D/a.json" ] || ! cmp -s "$D/a.json" "$D/b.json"; then
                     echo "DIFFER: check $x ${c#*:} $p tp $tp"

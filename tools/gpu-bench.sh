@@ -102,6 +102,26 @@ echo "== gpu_bench"
 "$B/bench/gpu_bench" --model "$MODEL" --tp "$TP" --reps "$REPS" --steps "$STEPS" --json "$OUT/gpu-bench.json" \
     --dump-logits /tmp/ours-logits.f32 \
     >"$OUT/gpu-bench.txt" 2>&1 || echo "gpu_bench failed"
+# ---- memory (issue 18): the host's peak RSS loading and checking the bench model ----------
+# gpu_bench prints its load's host peak against the budget (docs/performance.md, Memory);
+# here the same for a whole llama-diff run on the GPU (two models loaded in turn, every
+# stage observed and compared), from its JSON report's memory object.
+echo "== memory: llama-diff backends --a cuda:bf16 --b cuda:fp16 on the bench model, 32 tokens"
+"$B/llama-diff" backends --a cuda:bf16 --b cuda:fp16 -m "$MODEL" --tokens "$(seq -s ' ' 1 32)" --json -q \
+    >"$OUT/memory-backends.json" 2>"$OUT/memory-backends.err"
+echo "exit $? $(head -c 300 "$OUT/memory-backends.err")"
+python3 - "$OUT/memory-backends.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+G = 2.0 ** 30
+for k in "ab":
+    m = d["memory"][k]
+    print("memory row (%s): host peak RSS %.2f GiB after loading, %.2f GiB for the command; device weights %.2f GiB, "
+          "GPUs in use after load %.2f GiB; load staging %.0f MiB"
+          % (k, m["host_peak_rss_after_load"] / G, m["host_peak_rss"] / G, m["device_weights"] / G,
+             m["device_used_after_load"] / G, m["load_staging"] / 2.0 ** 20))
+PY
+# ---- end memory -------------------------------------------------------------------------------
 if [ $PEER -eq 1 ]; then
     echo "== peer (transformers)"
     timeout 300 python3 tools/bench-peer.py --model "$MODEL" --json "$OUT/peer.json" \
@@ -132,8 +152,9 @@ if [ $PEER -eq 1 ]; then
 fi
 # At most 8 files come back from the lent machine: the small logs travel as one archive.
 (cd "$OUT" && tar czf logs.tgz --ignore-failed-read build.log build-base.log make-model.log peer.txt peer-compile.txt \
-    gpu-bench-base.txt check profile-decode1* 2>/dev/null
-    rm -rf build.log build-base.log make-model.log peer.txt peer-compile.txt check profile-decode1*)
+    gpu-bench-base.txt check profile-decode1* memory-backends.json memory-backends.err 2>/dev/null
+    rm -rf build.log build-base.log make-model.log peer.txt peer-compile.txt check profile-decode1* \
+        memory-backends.json memory-backends.err)
 echo "== results"
 cat "$OUT/gpu-ops.txt"
 cat "$OUT/gpu-bench.txt"

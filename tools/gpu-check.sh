@@ -159,4 +159,15 @@ if [ $SANITIZE -eq 1 ]; then
     timeout 300 compute-sanitizer --tool memcheck --error-exitcode 99 ./tests/test_gpu_ops >"$OUT/sanitize-memcheck-ops.log" 2>&1
     echo "memcheck test_gpu_ops: exit $? $(grep -E 'ERROR SUMMARY' "$OUT/sanitize-memcheck-ops.log" | tail -1)"
 fi
+# ---- memory (issue 18; branch memory) ------------------------------------------------------
+# The streaming loader on this card: test_gpu_forward's oversize refusal (sized from this
+# card's memory; nothing read, host peak unchanged) and its streamed load of a 13.8 GiB
+# sparse checkpoint (host peak RSS against the loader's budget, device bytes), from the
+# suite's log above; then llama-diff's memory line for a fixture at tp 2.
+echo "== memory: the streaming loader (test_gpu_forward; docs/performance.md, Host memory while loading)"
+grep -E "oversize model|streamed .* of bf16 weights|SKIPPED|loading_streams|larger_than_the_card" \
+    "$OUT/test_gpu_forward.log" | head -8
+./llama-diff check -b cuda -p bf16 --tp 2 -m fixtures/models/gqa-f32 -f fixtures/golden/gqa-f32-batch.safetensors -q \
+    2>&1 | grep -E "^  memory" || echo "llama-diff check printed no memory line"
+# ---- end memory ------------------------------------------------------------------------------
 echo "== done"

@@ -36,6 +36,8 @@ typedef struct lr_backend_ops {
     /* optional: faults for later forwards (checked; the array stays valid until the next
      * call); absent: the backend takes no faults */
     void (*set_faults)(void *impl, const lr_fault *faults, size_t n);
+    /* optional: device memory after loading (lr_model_memory); absent: all 0 */
+    void (*memory)(const void *impl, lr_memory *out);
 } lr_backend_ops;
 
 /* The vtable of a backend built in, or NULL with a message (backends.c). */

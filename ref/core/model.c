@@ -4,7 +4,7 @@
 
 #include <stdlib.h>
 #include <string.h>
-
+#include <sys/resource.h>
 
 struct lr_model {
     const lr_backend_ops *ops;
@@ -196,6 +196,19 @@ const char *lr_prof_op_name(lr_prof_op op) {
 }
 
 int lr_model_num_devices(const lr_model *m) { return m->ops->num_devices ? m->ops->num_devices(m->impl) : 0; }
+
+int lr_model_memory(const lr_model *m, lr_memory *out) {
+    if (!m || !out) return lr_fail(LR_E_INVAL, "model memory: NULL argument");
+    memset(out, 0, sizeof *out);
+    if (m->ops->memory) m->ops->memory(m->impl, out);
+    return LR_OK;
+}
+
+uint64_t lr_host_peak_rss(void) {
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0 || ru.ru_maxrss < 0) return 0;
+    return (uint64_t)ru.ru_maxrss * 1024; /* KiB on Linux */
+}
 
 int lr_model_set_profiling(lr_model *m, bool on) {
     if (!m->ops->set_profiling)

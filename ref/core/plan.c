@@ -269,6 +269,67 @@ struct lr_weights {
     lr_tensor *t; /* plan order */
 };
 
+bool lr_packed_next_chunk(const lr_packed_desc *d, int64_t capacity, lr_chunk *c) {
+    if (capacity < 1) capacity = 1;
+    int k = c->slice;
+    int64_t pos = c->elem0 + c->count;
+    while (k < d->nslices && pos >= d->slices[k].rows * d->slices[k].cols) {
+        k++;
+        pos = 0;
+    }
+    if (k >= d->nslices) return false;
+    const lr_slice *s = &d->slices[k];
+    int64_t left = s->rows * s->cols - pos, n = left < capacity ? left : capacity;
+    int64_t dcols = d->shape[1];
+    /* narrower than the tensor: its rows are not contiguous there, so stop at the row's end */
+    if (s->cols < dcols && n > s->cols - pos % s->cols) n = s->cols - pos % s->cols;
+    c->slice = k;
+    c->elem0 = pos;
+    c->count = n;
+    c->dst0 = (s->dst_row0 + pos / s->cols) * dcols + pos % s->cols;
+    return true;
+}
+
+int lr_packed_read_chunk(const lr_checkpoint *ck, const lr_packed_desc *d, const lr_chunk *c, lr_dtype dt,
+                         void *dst) {
+    if (dt != LR_F64 && dt != LR_F32)
+        return lr_fail(LR_E_INVAL, "weights: compute dtype %s is not F64 or F32", lr_dtype_name(dt));
+    if (c->slice < 0 || c->slice >= d->nslices || c->elem0 < 0 || c->count < 0 ||
+        c->elem0 + c->count > d->slices[c->slice].rows * d->slices[c->slice].cols)
+        return lr_fail(LR_E_INVAL, "weights: %s: chunk of %lld elements at %lld of slice %d is outside it",
+                       d->name, (long long)c->count, (long long)c->elem0, c->slice);
+    const lr_slice *s = &d->slices[c->slice];
+    const lr_st_entry *e = lr_checkpoint_find(ck, s->src);
+    if (!e) return lr_fail(LR_E_MISSING, "%s: tensor \"%s\": missing", lr_checkpoint_dir(ck), s->src);
+    int64_t src_cols = e->t.ndim == 2 ? e->t.shape[1] : 1;
+    if (e->t.ndim != d->ndim || s->src_row0 + s->rows > e->t.shape[0] || s->src_col0 + s->cols > src_cols)
+        return lr_fail(LR_E_SHAPE, "%s: tensor \"%s\": too small for %s of %s",
+                       lr_checkpoint_file_of(ck, s->src), s->src, "a slice", d->name);
+    size_t sz = lr_dtype_size(e->t.dtype), es = lr_dtype_size(dt);
+    unsigned char *to = dst;
+    /* row by row of the slice: the source rows are src_cols apart */
+    for (int64_t pos = c->elem0, end = c->elem0 + c->count; pos < end;) {
+        int64_t r = pos / s->cols, c0 = pos % s->cols,
+                n = s->cols - c0 < end - pos ? s->cols - c0 : end - pos;
+        const unsigned char *from =
+            (const unsigned char *)e->t.data +
+            ((size_t)(s->src_row0 + r) * (size_t)src_cols + (size_t)(s->src_col0 + c0)) * sz;
+        lr_convert(to, dt, from, e->t.dtype, (size_t)n);
+        /* A NaN or Inf weight poisons every stage after it: refuse it here, where the file
+         * and the element can still be named. */
+        for (int64_t j = 0; j < n; j++) {
+            double v = dt == LR_F64 ? ((const double *)to)[j] : ((const float *)to)[j];
+            if (!isfinite(v))
+                return lr_fail(LR_E_NONFINITE, "%s: tensor \"%s\": element [%lld, %lld] is %s",
+                               lr_checkpoint_file_of(ck, s->src), s->src, (long long)(s->src_row0 + r),
+                               (long long)(s->src_col0 + c0 + j), isnan(v) ? "NaN" : "infinite");
+        }
+        to += (size_t)n * es;
+        pos += n;
+    }
+    return LR_OK;
+}
+
 int lr_weights_build(const lr_checkpoint *ck, const lr_plan *p, lr_dtype dt, lr_weights **out) {
     if (dt != LR_F64 && dt != LR_F32)
         return lr_fail(LR_E_INVAL, "weights: compute dtype %s is not F64 or F32", lr_dtype_name(dt));
@@ -291,45 +352,20 @@ int lr_weights_build(const lr_checkpoint *ck, const lr_plan *p, lr_dtype dt, lr_
             t->data = w->t[d->tied_to].data;
             continue;
         }
-        size_t cols = (size_t)d->shape[1], n = (size_t)d->shape[0] * cols;
+        size_t n = (size_t)d->shape[0] * (size_t)d->shape[1];
         unsigned char *buf = calloc(n ? n : 1, es);
         if (!buf) {
             lr_weights_free(w);
             return lr_fail(LR_E_NOMEM, "weights: %s: cannot allocate %zu elements", d->name, n);
         }
         t->data = buf;
-        for (int k = 0; k < d->nslices; k++) {
-            const lr_slice *s = &d->slices[k];
-            const lr_st_entry *e = lr_checkpoint_find(ck, s->src);
-            if (!e) {
+        /* one chunk per slice (per row where the slice is narrower than the tensor) */
+        lr_chunk c = {0};
+        while (lr_packed_next_chunk(d, INT64_MAX, &c)) {
+            int rc = lr_packed_read_chunk(ck, d, &c, dt, buf + (size_t)c.dst0 * es);
+            if (rc) {
                 lr_weights_free(w);
-                return lr_fail(LR_E_MISSING, "%s: tensor \"%s\": missing", lr_checkpoint_dir(ck), s->src);
-            }
-            int64_t src_cols = e->t.ndim == 2 ? e->t.shape[1] : 1;
-            if (e->t.ndim != d->ndim || s->src_row0 + s->rows > e->t.shape[0] ||
-                s->src_col0 + s->cols > src_cols) {
-                lr_weights_free(w);
-                return lr_fail(LR_E_SHAPE, "%s: tensor \"%s\": too small for %s of %s",
-                               lr_checkpoint_file_of(ck, s->src), s->src, "a slice", d->name);
-            }
-            size_t sz = lr_dtype_size(e->t.dtype);
-            for (int64_t r = 0; r < s->rows; r++) {
-                const unsigned char *from = (const unsigned char *)e->t.data +
-                                            ((size_t)(s->src_row0 + r) * (size_t)src_cols + (size_t)s->src_col0) * sz;
-                unsigned char *to = buf + ((size_t)(s->dst_row0 + r) * cols) * es;
-                lr_convert(to, dt, from, e->t.dtype, (size_t)s->cols);
-                /* A NaN or Inf weight poisons every stage after it: refuse it here, where
-                 * the file and the element can still be named. */
-                for (int64_t c = 0; c < s->cols; c++) {
-                    double v = dt == LR_F64 ? ((const double *)to)[c] : ((const float *)to)[c];
-                    if (!isfinite(v)) {
-                        int rc = lr_fail(LR_E_NONFINITE, "%s: tensor \"%s\": element [%lld, %lld] is %s",
-                                         lr_checkpoint_file_of(ck, s->src), s->src, (long long)(s->src_row0 + r),
-                                         (long long)(s->src_col0 + c), isnan(v) ? "NaN" : "infinite");
-                        lr_weights_free(w);
-                        return rc;
-                    }
-                }
+                return rc;
             }
         }
         /* Converted: the file's pages of these tensors need not stay resident. */

@@ -223,11 +223,13 @@ static int run_backends(const args *a, const lr_batch *b, const char *source) {
     aa.nfaults = 0; /* --inject: the side under test only */
     aa.opt = oa;
     ab.opt = ob;
-    int da = 0, db = 0;
-    if ((status = run_model(&aa, ck, b, ra, NULL, NULL, &da)) || (status = run_model(&ab, ck, b, rb, NULL, NULL, &db)))
+    run_stats sa = {0}, sb = {0};
+    if ((status = run_model(&aa, ck, b, ra, NULL, NULL, &sa)) ||
+        (status = run_model(&ab, ck, b, rb, NULL, NULL, &sb)))
         goto out;
-    snprintf(la + strlen(la), sizeof la - strlen(la), "%s", devices_note(da, oa.tp_size));
-    snprintf(lb + strlen(lb), sizeof lb - strlen(lb), "%s", devices_note(db, ob.tp_size));
+    snprintf(la + strlen(la), sizeof la - strlen(la), "%s", devices_note(sa.devices, oa.tp_size));
+    snprintf(lb + strlen(lb), sizeof lb - strlen(lb), "%s", devices_note(sb.devices, ob.tp_size));
+    char mem_note[256];
     if ((status = attach_model(&r.model[0], ck, ob.precision, b, recorder_source, ra)) ||
         (status = attach_model(&r.model[1], ck, oa.precision, b, recorder_source, ra)))
         goto out;
@@ -262,6 +264,12 @@ static int run_backends(const args *a, const lr_batch *b, const char *source) {
         same_verdict(&r, same, same_pass);
     }
     if (!extra) extra = json_object();
+    /* The process's peak covers both sides and the emulated reference; each side's device
+     * memory is its own. */
+    sa.host_peak_after_run = sb.host_peak_after_run = lr_host_peak_rss();
+    r.memory_note = memory_note(&sb, ob.backend, mem_note, sizeof mem_note);
+    json_object_set_new(extra, "memory",
+                        json_pack("{s:o, s:o}", "a", memory_json(&sa), "b", memory_json(&sb)));
     json_object_set_new(extra, "coverage",
                         json_pack("{s:I, s:I, s:O}", "compared", (json_int_t)(lr_recorder_count(ra) - r.missing),
                                   "reference", (json_int_t)lr_recorder_count(ra), "missing", missing));

@@ -35,19 +35,20 @@ int cmd_check(const args *a) {
     snprintf(ref_label, sizeof ref_label, "%s (%s, %s)", a->fixture, cd ? cd : "?",
              gen ? gen : "unknown generator");
     json_t *decode_steps = NULL;
-    int devices = 0;
+    run_stats st = {0};
+    char mem_note[256];
     /* The golden is float64 arithmetic too: its own rounding counts at f64. */
     if ((status =
              attach_model(&r.model[0], ck, a->opt.precision, lr_fixture_batch(fx), fixture_source, fx)) ||
         (status = attach_model(&r.model[1], ck, LR_F64, lr_fixture_batch(fx), fixture_source, fx)))
         goto out;
     if (a->decode > 0)
-        status = run_decode(a, ck, fx, r.model[0], rec, &decode_steps, &devices);
+        status = run_decode(a, ck, fx, r.model[0], rec, &decode_steps, &st);
     else
-        status = run_model(a, ck, lr_fixture_batch(fx), rec, a->isolate ? fixture_source : NULL, fx, &devices);
+        status = run_model(a, ck, lr_fixture_batch(fx), rec, a->isolate ? fixture_source : NULL, fx, &st);
     if (status) goto out;
     snprintf(test_label + strlen(test_label), sizeof test_label - strlen(test_label), "%s",
-             devices_note(devices, a->opt.tp_size));
+             devices_note(st.devices, a->opt.tp_size));
     /* bf16 and fp16: also the same-precision verdict, against the emulated reference; run
      * first, since its emulated run's own error is a floor of the budgets. */
     json_t *same = NULL;
@@ -71,9 +72,13 @@ int cmd_check(const args *a) {
         json_decref(same);
         goto out;
     }
+    /* the whole command's peak: the emulated reference's run included */
+    st.host_peak_after_run = lr_host_peak_rss();
+    r.memory_note = memory_note(&st, a->opt.backend, mem_note, sizeof mem_note);
     json_t *extra =
         json_pack("{s:s, s:s, s:s, s:i, s:i, s:b}", "model", a->model, "fixture", a->fixture, "backend",
-                  a->opt.backend, "tp", a->opt.tp_size, "devices", devices, "isolate", a->isolate);
+                  a->opt.backend, "tp", a->opt.tp_size, "devices", st.devices, "isolate", a->isolate);
+    json_object_set_new(extra, "memory", memory_json(&st));
     if (decode_steps) json_object_set_new(extra, "decode", decode_steps);
     if (same) {
         json_object_set(extra, "same_precision", same);

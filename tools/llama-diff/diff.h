@@ -87,12 +87,23 @@ void input_close(input *in);
 /* Where a model ran, for the labels: ", over 2 GPUs (NCCL)", ", ranks in turn on one GPU"
  * (tp > 1), ", one GPU", or "" (the host). */
 const char *devices_note(int devices, int tp);
+/* What a run's model held: its GPUs (lr_model_num_devices), its device memory after
+ * loading (lr_model_memory), and the process's peak RSS right after loading and at the
+ * end of the run (lr_host_peak_rss). */
+typedef struct {
+    int devices;
+    lr_memory mem;
+    uint64_t host_peak_after_load, host_peak_after_run;
+} run_stats;
 /* Runs the backend on a batch and records every stage, logits included; isolate (may be
  * NULL) feeds each layer (a->isolate_ops: each op) its input from the reference's stages
- * (fixture_source, recorder_source); *devices (may be NULL) gets the model's GPU count
- * (lr_model_num_devices). */
-int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec, lr_stage_source isolate,
-              void *isolate_user, int *devices);
+ * (fixture_source, recorder_source); *stats (may be NULL) gets what the model held. */
+int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,
+              lr_stage_source isolate, void *isolate_user, run_stats *stats);
+/* A run's memory for the report: a line for the header ("host peak RSS ..., cuda weights
+ * ... on the GPU") into buf, and a JSON object (new reference). */
+const char *memory_note(const run_stats *st, const char *backend, char *buf, size_t size);
+json_t *memory_json(const run_stats *st);
 /* The batch as a prefill and a->decode single-token steps, quietly, each step isolated as
  * run_model's isolate says; the whole decoded run into rec. */
 int run_decoded(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec, lr_stage_source isolate,
@@ -101,7 +112,7 @@ int run_decoded(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_re
  * isolated when a->isolate); a line per step (JSON: *steps_out), and the whole decoded
  * run into rec. */
 int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, const lr_error_model *em,
-               lr_recorder *rec, json_t **steps_out, int *devices);
+               lr_recorder *rec, json_t **steps_out, run_stats *stats);
 
 /* ---- the comparison report (results.c) -------------------------------------------------- */
 
@@ -111,6 +122,7 @@ typedef struct {
     const char *test_label, *ref_label; /* what each side is, for the header */
     lr_dtype precision;                 /* the budget column used */
     const char *budget_note;            /* how the budgets were set (compare), or NULL */
+    const char *memory_note;            /* what the run held (check, backends), or NULL */
     lr_error_model *model[2];           /* what the test side and the reference should show
                                          * (docs/error-model.md); their errors add */
     bool isolated;                      /* the test side ran isolated as isolation says: */

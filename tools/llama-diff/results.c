@@ -245,9 +245,11 @@ int report_finish(const args *a, report *r, json_t *extra) {
     }
     const char *green = a->color ? "\033[32m" : "", *red = a->color ? "\033[31;1m" : "",
                *off = a->color ? "\033[0m" : "";
-    printf("llama-diff %s\n  test       %s\n  reference  %s\n  budgets    %s (docs/tolerances.md)%s%s\n\n",
+    printf("llama-diff %s\n  test       %s\n  reference  %s\n  budgets    %s (docs/tolerances.md)%s%s\n",
            r->command, r->test_label, r->ref_label, precision_name(r->precision), r->budget_note ? ", " : "",
            r->budget_note ? r->budget_note : "");
+    if (r->memory_note) printf("  memory     %s\n", r->memory_note);
+    putchar('\n');
     printf("%-42s %-10s %9s %9s %12s %18s %9s %7s %7s %7s %8s  %s\n", "stage", "kind", "rel_l2", "max_abs",
            "at [t, i]", "cosine", "tol", "used", "token", "element", "x model", "result");
     for (size_t i = 0; i < r->n; i++) {

@@ -144,12 +144,40 @@ static int make_model(const args *a, const lr_checkpoint *ck, lr_model **out) {
     return 0;
 }
 
+/* Right after loading: the model's GPUs and device memory, the host's peak so far. */
+static void loaded_stats(const lr_model *m, run_stats *st) {
+    if (!st) return;
+    memset(st, 0, sizeof *st);
+    st->devices = lr_model_num_devices(m);
+    lr_model_memory(m, &st->mem);
+    st->host_peak_after_load = lr_host_peak_rss();
+}
+
+const char *memory_note(const run_stats *st, const char *backend, char *buf, size_t size) {
+    const double G = 1024.0 * 1024 * 1024;
+    int n = snprintf(buf, size, "host peak RSS %.2f GiB (%.2f GiB after loading)",
+                     st->host_peak_after_run / G, st->host_peak_after_load / G);
+    if (st->devices > 0 && n >= 0 && (size_t)n < size)
+        snprintf(buf + n, size - (size_t)n,
+                 "; %s weights %.2f GiB on %d GPU%s, %.2f GiB in use there after loading", backend,
+                 st->mem.device_weights / G, st->devices, st->devices == 1 ? "" : "s",
+                 st->mem.device_used / G);
+    return buf;
+}
+
+json_t *memory_json(const run_stats *st) {
+    return json_pack("{s:I, s:I, s:I, s:I, s:I}", "host_peak_rss", (json_int_t)st->host_peak_after_run,
+                     "host_peak_rss_after_load", (json_int_t)st->host_peak_after_load, "device_weights",
+                     (json_int_t)st->mem.device_weights, "device_used_after_load",
+                     (json_int_t)st->mem.device_used, "load_staging", (json_int_t)st->mem.load_staging);
+}
+
 int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,
-              lr_stage_source isolate, void *isolate_user, int *devices) {
+              lr_stage_source isolate, void *isolate_user, run_stats *stats) {
     lr_model *m;
     int rc = make_model(a, ck, &m);
     if (rc) return rc;
-    if (devices) *devices = lr_model_num_devices(m);
+    loaded_stats(m, stats);
     run_ctx ctx = {.rec = lr_recorder_observer(rec),
                    .isolate = isolate,
                    .isolate_user = isolate_user,
@@ -167,6 +195,7 @@ int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_reco
     if (rc == LR_OK) rc = lr_recorder_status(rec);
     if (ctx.shown) fputs("\r\033[K", stderr);
     lr_model_free(m);
+    if (stats) stats->host_peak_after_run = lr_host_peak_rss();
     return rc ? lib_fail(rc) : 0;
 }
 
@@ -260,7 +289,7 @@ int run_decoded(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_re
 }
 
 int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, const lr_error_model *em,
-               lr_recorder *rec, json_t **steps_out, int *devices) {
+               lr_recorder *rec, json_t **steps_out, run_stats *stats) {
     decode_ctx c = {.a = a, .fx = fx, .em = em, .steps = json_array()};
     if (!c.steps) return bad("out of memory");
     lr_model *m;
@@ -269,7 +298,7 @@ int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, con
         json_decref(c.steps);
         return rc;
     }
-    *devices = lr_model_num_devices(m);
+    loaded_stats(m, stats);
     /* Every sequence prefilled but its last a->decode tokens (at least one). */
     lr_decode_plan plan = {.decode = a->decode};
     whole_ctx wc;
@@ -277,6 +306,7 @@ int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, con
     rc = lr_decode_run(m, lr_fixture_batch(fx), &plan, on_decode_step, &c, &whole);
     if (rc == LR_OK) rc = lr_recorder_status(rec);
     lr_model_free(m);
+    if (stats) stats->host_peak_after_run = lr_host_peak_rss();
     if (rc) {
         json_decref(c.steps);
         return lib_fail(rc);
