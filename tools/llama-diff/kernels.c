@@ -66,7 +66,7 @@ int kernels_prepare(const args *a) {
         if (lr_gpu_variant_check(item, eq + 1) != LR_OK) return bad("--kernel: %s", lr_last_error());
         for (int i = 0; i < np; i++)
             if (lr_gpu_variant_check_dtype(item, eq + 1, prec[i]) != LR_OK)
-                return bad("--kernel: %s (--precision %s)", lr_last_error(), precision_name(prec[i]));
+                return bad("--kernel: %s (the run computes in %s)", lr_last_error(), precision_name(prec[i]));
     }
     return 0;
 }
