@@ -96,7 +96,7 @@ int cmd_kernels(const args *a) {
         const lr_gpu_variant *v = lr_gpu_variant_at(i);
         char dt[32], pick[64], from[600];
         const char *sel = picked(a, v->family, pick, sizeof pick);
-        bool chosen = sel ? strcmp(sel, v->name) == 0 : v->is_default && !a->kernels[0];
+        bool chosen = sel ? strcmp(sel, v->name) == 0 : v->is_default;
         bool rounds = v->rounding & LR_KERNEL_ROUNDS_P;
         lr_gpu_dtypes_name(v->dtypes, dt, sizeof dt);
         if (root) {
