@@ -44,6 +44,9 @@ expect 0 "kernels --plugin" -- "$LD" kernels --plugin "$TMP/good.so" --json
 json_ok '[(v["family"], v["name"], v["plugin"], v["dtypes"], v["rounds_p"]) for v in d["variants"] if v["plugin"]] == [("rmsnorm", "tiny-norm", "tiny", ["F32", "F16", "BF16"], False), ("rmsnorm", "tiny-bf16", "tiny", ["BF16"], False), ("attention", "tiny-attn", "tiny", ["F32", "F16", "BF16"], True)]'
 json_ok 'all(v["source"].endswith("good.so") for v in d["variants"] if v["plugin"]) and d["plugins"][0].endswith("good.so")'
 json_ok '[v["name"] for v in d["variants"] if v["rounds_p"] and not v["plugin"]] == ["fa2", "tc"]'
+# The rounding map follows each declaration (in-tree: LR_ATTN_ROUNDING_MAP; the plugin's:
+# entered when it loads), so the emulated reference rounds P where the kernel does.
+json_ok 'all(v["emulated_rounds_p"] == v["rounds_p"] for v in d["variants"]) and [v["name"] for v in d["variants"] if v["emulated_rounds_p"]] == ["fa2", "tc", "tiny-attn"]'
 expect 0 "kernels --plugin (text)" -- "$LD" kernels --plugin "$TMP/good.so"
 grep -q "^rmsnorm *tiny-norm .*plugin tiny (.*good.so)" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: the listing lacks tiny-norm"; }
 grep -q "^attention *tiny-attn .*P rounded" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: tiny-attn not listed as rounding P"; }

@@ -10,6 +10,7 @@
 
 #ifdef LR_HAVE_CUDA
 #include "gpu_ops.h"
+#include "rounding.h"
 
 /* The precision each side that takes --kernel runs at, into p (at most 2); the number. */
 static int kernel_precisions(const args *a, lr_dtype *p) {
@@ -98,6 +99,9 @@ int cmd_kernels(const args *a) {
         const char *sel = picked(a, v->family, pick, sizeof pick);
         bool chosen = sel ? strcmp(sel, v->name) == 0 : v->is_default;
         bool rounds = v->rounding & LR_KERNEL_ROUNDS_P;
+        /* What the emulated reference does for it (the rounding map, which a plugin's
+         * declaration joins when it loads): the same, or the verdict would misjudge it. */
+        bool emulated = strcmp(v->family, "attention") == 0 && lr_attention_rounds_p(v->name, LR_BF16, 64, 2);
         lr_gpu_dtypes_name(v->dtypes, dt, sizeof dt);
         if (root) {
             json_t *d = json_array();
@@ -106,9 +110,10 @@ int cmd_kernels(const args *a) {
             if (v->dtypes & LR_KERNEL_BF16) json_array_append_new(d, json_string("BF16"));
             json_array_append_new(
                 json_object_get(root, "variants"),
-                json_pack("{s:s, s:s, s:s, s:b, s:o, s:b, s:o, s:o, s:b}", "family", v->family, "name", v->name,
-                          "description", v->description, "default", v->is_default, "dtypes", d, "rounds_p",
-                          rounds, "plugin", v->plugin ? json_string(v->plugin) : json_null(), "source",
+                json_pack("{s:s, s:s, s:s, s:b, s:o, s:b, s:b, s:o, s:o, s:b}", "family", v->family, "name",
+                          v->name, "description", v->description, "default", v->is_default, "dtypes", d, "rounds_p",
+                          rounds, "emulated_rounds_p", emulated, "plugin",
+                          v->plugin ? json_string(v->plugin) : json_null(), "source",
                           v->source ? json_string(v->source) : json_null(), "selected", chosen));
             continue;
         }
