@@ -138,15 +138,15 @@ int cmd_kernels(const args *a) {
 
 int kernels_prepare(const args *a) {
     if (a->nplugins)
-        return bad("--plugin: %s: this llama-diff is built without the CUDA backend (configure found no nvcc), "
-                   "which kernel plugins run on",
+        return bad("--plugin: %s: this llama-diff is built without the CUDA backend, "
+                   "which kernel plugins run on (configure with nvcc on the PATH, or --with-cuda=DIR)",
                    a->plugins[0]);
     return 0;
 }
 
 int cmd_kernels(const args *a) {
     (void)a;
-    return bad("kernels: this llama-diff is built without the CUDA backend (configure found no nvcc): no kernel "
+    return bad("kernels: this llama-diff is built without the CUDA backend: no kernel "
                "variants");
 }
 
