@@ -41,7 +41,7 @@ cp "$TMP/good.so" "$TMP/twin.so"
 
 # Loads; its variants are listed after the in-tree ones, with dtypes, rounding and source.
 expect 0 "kernels --plugin" -- "$LD" kernels --plugin "$TMP/good.so" --json
-json_ok '[(v["family"], v["name"], v["plugin"], v["dtypes"], v["rounds_p"]) for v in d["variants"] if v["plugin"]] == [("rmsnorm", "tiny-norm", "tiny", ["F32", "F16", "BF16"], False), ("rmsnorm", "tiny-bf16", "tiny", ["BF16"], False), ("attention", "tiny-attn", "tiny", ["F32", "F16", "BF16"], True)]'
+json_ok '[(v["family"], v["name"], v["plugin"], v["dtypes"], v["rounds_p"]) for v in d["variants"] if v["plugin"]] == [("rmsnorm", "tiny-norm", "tiny", ["F32", "F16", "BF16"], False), ("rmsnorm", "tiny-bf16", "tiny", ["BF16"], False), ("attention", "tiny-attn", "tiny", ["F32", "F16", "BF16"], True), ("rmsnorm", "tiny-mark", "tiny", ["F32"], False), ("rmsnorm", "tiny-fail", "tiny", ["F32"], False)]'
 json_ok 'all(v["source"].endswith("good.so") for v in d["variants"] if v["plugin"]) and d["plugins"][0].endswith("good.so")'
 json_ok '[v["name"] for v in d["variants"] if v["rounds_p"] and not v["plugin"]] == ["fa2", "tc"]'
 # The rounding map follows each declaration (in-tree: LR_ATTN_ROUNDING_MAP; the plugin's:
@@ -50,6 +50,17 @@ json_ok 'all(v["emulated_rounds_p"] == v["rounds_p"] for v in d["variants"]) and
 expect 0 "kernels --plugin (text)" -- "$LD" kernels --plugin "$TMP/good.so"
 grep -q "^rmsnorm *tiny-norm .*plugin tiny (.*good.so)" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: the listing lacks tiny-norm"; }
 grep -q "^attention *tiny-attn .*P rounded" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: tiny-attn not listed as rounding P"; }
+
+# Inside the library: enumerated, in the rounding map, reached through the entry points.
+# shellcheck disable=SC2086
+if ${LR_CC:-cc} -std=c11 -Wall -Werror -I"$SRC/ref" -I"$SRC/ref/core" -I"$SRC/gpu" -I"${LR_BUILDDIR:-.}" \
+    ${LR_CUDA_CFLAGS:-} -o "$TMP/driver" "$SRC/tests/data/plugin/plugin_driver.c" ${LR_LINK:?} 2>"$TMP/cc.err"; then
+    pass=$((pass + 1))
+    "$TMP/driver" "$TMP/good.so" >"$TMP/driver.out" 2>&1 && pass=$((pass + 1)) || {
+        fail=$((fail + 1)); echo "FAIL: plugin_driver:"; sed 's/^/  | /' "$TMP/driver.out"; }
+else
+    fail=$((fail + 1)); echo "FAIL: plugin_driver does not build:"; sed 's/^/  | /' "$TMP/cc.err" | head -20
+fi
 
 # --kernel checked against the plugins, before any device: family, name, dtype.
 expect 0 "--kernel a plugin variant" -- "$LD" kernels --plugin "$TMP/good.so" -k rmsnorm=tiny-norm -k attention=tiny-attn -p bf16 --json
@@ -85,7 +96,7 @@ bad_plugin() { # bad_plugin NAME "TEXT..." -DMACRO...: builds NAME.so, expects i
 }
 bad_plugin abi '"abi_version: 99" "rebuild the plugin"' -DABI=99
 bad_plugin nosym '"no symbol llamaref_kernel_plugin"' -DNO_SYMBOL
-bad_plugin dup '"variants[3].name" "tiny-norm" "is also variants[0]"' -DDUP
+bad_plugin dup '"variants[5].name" "tiny-norm" "is also variants[0]"' -DDUP
 bad_plugin intree '"variants[0].name" "rmsnorm" "vec" "is an in-tree variant"' '-DVNAME="vec"'
 bad_plugin nolaunch '"variants[0].launch: NULL"' -DLAUNCH=0
 bad_plugin family '"variants[0].family: 42 is no family" "rmsnorm 1"' -DFAMILY=42
