@@ -89,7 +89,8 @@ static const char *picked(const args *a, const char *family, char *buf, size_t n
 
 int cmd_kernels(const args *a) {
     size_t n = lr_gpu_variant_count();
-    json_t *root = a->json ? json_pack("{s:s, s:[], s:[]}", "command", "kernels", "plugins", "variants") : NULL;
+    json_t *root =
+        a->json ? json_pack("{s:s, s:[], s:[]}", "command", "kernels", "plugins", "variants") : NULL;
     for (int i = 0; root && i < a->nplugins; i++)
         json_array_append_new(json_object_get(root, "plugins"), json_string(a->plugins[i]));
     if (!a->json) printf("%-11s %-20s %-15s %-10s %s\n", "family", "variant", "dtypes", "rounding", "from");
@@ -111,8 +112,8 @@ int cmd_kernels(const args *a) {
             json_array_append_new(
                 json_object_get(root, "variants"),
                 json_pack("{s:s, s:s, s:s, s:b, s:o, s:b, s:b, s:o, s:o, s:b}", "family", v->family, "name",
-                          v->name, "description", v->description, "default", v->is_default, "dtypes", d, "rounds_p",
-                          rounds, "emulated_rounds_p", emulated, "plugin",
+                          v->name, "description", v->description, "default", v->is_default, "dtypes", d,
+                          "rounds_p", rounds, "emulated_rounds_p", emulated, "plugin",
                           v->plugin ? json_string(v->plugin) : json_null(), "source",
                           v->source ? json_string(v->source) : json_null(), "selected", chosen));
             continue;
@@ -122,8 +123,10 @@ int cmd_kernels(const args *a) {
         else
             snprintf(from, sizeof from, "in-tree");
         printf("%-11s %-20s %-15s %-10s %s%s\n", v->family, v->name, dt,
-               rounds ? "P rounded" : strcmp(v->family, "attention") == 0 ? "P float32" : "default", from,
-               v->is_default ? ", default" : "");
+               rounds                                ? "P rounded"
+               : strcmp(v->family, "attention") == 0 ? "P float32"
+                                                     : "default",
+               from, v->is_default ? ", default" : "");
         printf("%-11s   %s%s\n", "", v->description, sel && chosen ? "  <- --kernel" : "");
     }
     if (root) {

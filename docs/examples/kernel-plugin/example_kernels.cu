@@ -83,10 +83,14 @@ template <typename E, bool PLANTED> static int rmsnorm_typed(const lr_gpu_rmsnor
 template <bool PLANTED> static int rmsnorm_launch(const void *args, cudaStream_t s) {
     const lr_gpu_rmsnorm_args *a = (const lr_gpu_rmsnorm_args *)args;
     switch (a->dt) {
-    case LR_F32: return rmsnorm_typed<float, PLANTED>(a, s);
-    case LR_F16: return rmsnorm_typed<__half, PLANTED>(a, s);
-    case LR_BF16: return rmsnorm_typed<__nv_bfloat16, PLANTED>(a, s);
-    default: return LR_E_INVAL;
+    case LR_F32:
+        return rmsnorm_typed<float, PLANTED>(a, s);
+    case LR_F16:
+        return rmsnorm_typed<__half, PLANTED>(a, s);
+    case LR_BF16:
+        return rmsnorm_typed<__nv_bfloat16, PLANTED>(a, s);
+    default:
+        return LR_E_INVAL;
     }
 }
 
@@ -112,9 +116,12 @@ template <typename E> static int silu_typed(const lr_gpu_activation_args *a, cud
 static int silu_launch(const void *args, cudaStream_t s) {
     const lr_gpu_activation_args *a = (const lr_gpu_activation_args *)args;
     switch (a->dt) { /* F32 never arrives: the table says F16 and BF16 */
-    case LR_F16: return silu_typed<__half>(a, s);
-    case LR_BF16: return silu_typed<__nv_bfloat16>(a, s);
-    default: return LR_E_INVAL;
+    case LR_F16:
+        return silu_typed<__half>(a, s);
+    case LR_BF16:
+        return silu_typed<__nv_bfloat16>(a, s);
+    default:
+        return LR_E_INVAL;
     }
 }
 

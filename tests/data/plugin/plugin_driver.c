@@ -27,15 +27,18 @@ int main(int argc, char **argv) {
     check(n == before + 5, "the plugin's five variants follow the in-tree ones");
     const lr_gpu_variant *v = lr_gpu_variant_at(before);
     check(v && strcmp(v->family, "rmsnorm") == 0 && strcmp(v->name, "tiny-norm") == 0 && v->plugin &&
-              strcmp(v->plugin, "tiny") == 0 && v->source && strcmp(v->source, argv[1]) == 0 && !v->is_default,
+              strcmp(v->plugin, "tiny") == 0 && v->source && strcmp(v->source, argv[1]) == 0 &&
+              !v->is_default,
           "variant_at: family, name, plugin, source, not a default");
     check(lr_gpu_variant_at(n) == NULL, "variant_at past the end is NULL");
     check(lr_gpu_variant_check("rmsnorm", "tiny-norm") == LR_OK, "variant_check finds it");
     check(lr_gpu_variant_check("rmsnorm", NULL) == LR_OK, "the family's default is still in-tree's");
 
-    check(lr_attention_rounds_p("tiny-attn", LR_BF16, 64, 13) && lr_attention_rounds_p("tiny-attn", LR_F16, 128, 2),
+    check(lr_attention_rounds_p("tiny-attn", LR_BF16, 64, 13) &&
+              lr_attention_rounds_p("tiny-attn", LR_F16, 128, 2),
           "rounding map: tiny-attn rounds P at 16-bit prefill");
-    check(!lr_attention_rounds_p("tiny-attn", LR_F32, 64, 13) && !lr_attention_rounds_p("tiny-attn", LR_BF16, 64, 1),
+    check(!lr_attention_rounds_p("tiny-attn", LR_F32, 64, 13) &&
+              !lr_attention_rounds_p("tiny-attn", LR_BF16, 64, 1),
           "rounding map: not at F32, not in decode");
     check(lr_attention_rounding_declare("tiny-attn", false) == LR_E_INVAL, "a second declaration is refused");
 
@@ -57,6 +60,7 @@ int main(int argc, char **argv) {
           "a failing plugin launcher is named with its status");
     printf("   (%s)\n", lr_last_error());
     rc = lr_gpu_rms_norm("tiny-nope", &mark, NULL, NULL, 3, 8, 1e-5f, LR_F32, 0);
-    check(rc == LR_E_INVAL && strstr(lr_last_error(), "tiny-norm (plugin)"), "an unknown name lists the plugin's");
+    check(rc == LR_E_INVAL && strstr(lr_last_error(), "tiny-norm (plugin)"),
+          "an unknown name lists the plugin's");
     return failed ? 1 : 0;
 }

@@ -52,8 +52,8 @@ static int fail(const void *args, cudaStream_t s) {
 static const lr_kernel_variant variants[] = {
     {FAMILY, VNAME, DESCRIPTION, DTYPES, ROUNDING, LAUNCH},
     {LR_GPU_FAM_RMSNORM, "tiny-bf16", "tiny test plugin: BF16 only", LR_KERNEL_BF16, 0, launch},
-    {LR_GPU_FAM_ATTENTION, "tiny-attn", "tiny test plugin: rounds P", LR_KERNEL_ALL_DTYPES, LR_KERNEL_ROUNDS_P,
-     launch},
+    {LR_GPU_FAM_ATTENTION, "tiny-attn", "tiny test plugin: rounds P", LR_KERNEL_ALL_DTYPES,
+     LR_KERNEL_ROUNDS_P, launch},
     {LR_GPU_FAM_RMSNORM, "tiny-mark", "tiny test plugin: marks its call", LR_KERNEL_F32, 0, mark},
     {LR_GPU_FAM_RMSNORM, "tiny-fail", "tiny test plugin: fails", LR_KERNEL_F32, 0, fail},
 #ifdef DUP
