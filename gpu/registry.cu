@@ -72,8 +72,10 @@ static const lr_gpu_kernel builtin[] = {
       "block for rows over 8192 or unaligned",
       true, ALL, 0},
      lr_gpu_rmsnorm_vec},
-    {{FAM(RMSNORM), "block", "one block per row, block-wide sum of squares", false, ALL, 0}, lr_gpu_rmsnorm_block},
-    {{FAM(RMSNORM), "warp", "one warp per row, warp-shuffle sum of squares", false, ALL, 0}, lr_gpu_rmsnorm_warp},
+    {{FAM(RMSNORM), "block", "one block per row, block-wide sum of squares", false, ALL, 0},
+     lr_gpu_rmsnorm_block},
+    {{FAM(RMSNORM), "warp", "one warp per row, warp-shuffle sum of squares", false, ALL, 0},
+     lr_gpu_rmsnorm_warp},
     {{FAM(ROTARY), "heads",
       "blocks of (token, 8 heads): each thread one frequency's float64 sincos, all 8 heads' "
       "pairs loaded before any store",
@@ -87,7 +89,8 @@ static const lr_gpu_kernel builtin[] = {
     {{FAM(ACTIVATION), "vec", "16-byte loads and stores, a grid row per token (elementwise when unaligned)",
       true, ALL, 0},
      lr_gpu_activation_vec},
-    {{FAM(ACTIVATION), "elementwise", "one thread per output element", false, ALL, 0}, lr_gpu_activation_elementwise},
+    {{FAM(ACTIVATION), "elementwise", "one thread per output element", false, ALL, 0},
+     lr_gpu_activation_elementwise},
     {{FAM(CACHE), "scatter", "one block per token: its key and value rows to their slot", true, ALL, 0},
      lr_gpu_cache_scatter},
     {{FAM(ATTENTION), "fa2",
@@ -107,7 +110,8 @@ static const lr_gpu_kernel builtin[] = {
       "tiles from the paged cache in shared memory; online softmax",
       false, ALL, 0},
      lr_gpu_attention_flash},
-    {{FAM(ATTENTION), "simple", "one warp per (token, head), one key at a time, online softmax", false, ALL, 0},
+    {{FAM(ATTENTION), "simple", "one warp per (token, head), one key at a time, online softmax", false, ALL,
+      0},
      lr_gpu_attention_simple},
 };
 #define N_BUILTIN (sizeof builtin / sizeof builtin[0])
@@ -115,8 +119,8 @@ static const lr_gpu_kernel builtin[] = {
 /* The plugins loaded, in order; each one's variants in an array of its own that never
  * moves, so that lr_gpu_variant_at's pointers stay valid as more load. */
 typedef struct {
-    char *path;     /* as given */
-    void *handle;   /* dlopen's; never closed once registered */
+    char *path;       /* as given */
+    void *handle;     /* dlopen's; never closed once registered */
     lr_gpu_kernel *k; /* (n) */
     size_t n;
 } plugin_rec;
@@ -166,7 +170,10 @@ static int unknown(const char *family, const char *name) {
     for (size_t i = 0; i < n; i++) {
         const lr_gpu_variant *v = lr_gpu_variant_at(i);
         if (strcmp(v->family, family) == 0)
-            list_add(list, sizeof list, &used, v->name, v->is_default ? " (default)" : v->plugin ? " (plugin)" : "");
+            list_add(list, sizeof list, &used, v->name,
+                     v->is_default ? " (default)"
+                     : v->plugin   ? " (plugin)"
+                                   : "");
     }
     return lr_fail(LR_E_INVAL, "gpu kernels: %s has no variant \"%s\"; variants: %s", family,
                    name ? name : "(default)", list);
@@ -262,14 +269,15 @@ static bool good_name(const char *s, bool printable) {
 static int check_table(const char *path, const lr_kernel_plugin *t) {
     if (t->abi_version != LR_KERNEL_ABI_VERSION)
         return lr_fail(LR_E_INVAL,
-                       "%s: abi_version: %u, this llamaref takes %d (rebuild the plugin against its "
-                       "llamaref_kernels.h)",
+                       "%s: abi_version: %u, this llamaref takes %d (rebuild the plugin against this "
+                       "llamaref's llamaref_kernels.h)",
                        path, t->abi_version, LR_KERNEL_ABI_VERSION);
     if (!t->name) return lr_fail(LR_E_INVAL, "%s: name: NULL", path);
     if (!good_name(t->name, true))
         return lr_fail(LR_E_INVAL, "%s: name: not 1 to %d printable characters", path, LR_KERNEL_NAME_MAX);
     if (t->count < 1 || t->count > LR_KERNEL_PLUGIN_MAX_VARIANTS)
-        return lr_fail(LR_E_INVAL, "%s: count: %u, not 1 to %d", path, t->count, LR_KERNEL_PLUGIN_MAX_VARIANTS);
+        return lr_fail(LR_E_INVAL, "%s: count: %u, not 1 to %d", path, t->count,
+                       LR_KERNEL_PLUGIN_MAX_VARIANTS);
     if (!t->variants) return lr_fail(LR_E_INVAL, "%s: variants: NULL (count %u)", path, t->count);
     for (uint32_t i = 0; i < t->count; i++) {
         const lr_kernel_variant *v = &t->variants[i];
@@ -282,37 +290,42 @@ static int check_table(const char *path, const lr_kernel_plugin *t) {
                 snprintf(num, sizeof num, " %d", f);
                 list_add(list, sizeof list, &used, family_names[f], num);
             }
-            return lr_fail(LR_E_INVAL, "%s: variants[%u].family: %d is no family (%s)", path, i, (int)v->family,
-                           list);
+            return lr_fail(LR_E_INVAL, "%s: variants[%u].family: %d is no family (%s)", path, i,
+                           (int)v->family, list);
         }
         const char *fam = family_names[v->family];
         if (!v->name) return lr_fail(LR_E_INVAL, "%s: variants[%u].name: NULL", path, i);
         if (!good_name(v->name, false))
-            return lr_fail(LR_E_INVAL, "%s: variants[%u].name: \"%.80s\" is not 1 to %d of A-Z a-z 0-9 _ . -", path,
-                           i, v->name, LR_KERNEL_NAME_MAX);
+            return lr_fail(LR_E_INVAL, "%s: variants[%u].name: \"%.80s\" is not 1 to %d of A-Z a-z 0-9 _ . -",
+                           path, i, v->name, LR_KERNEL_NAME_MAX);
         if (!v->description) return lr_fail(LR_E_INVAL, "%s: variants[%u].description: NULL", path, i);
-        if (!v->launch) return lr_fail(LR_E_INVAL, "%s: variants[%u].launch: NULL (%s \"%s\")", path, i, fam, v->name);
+        if (!v->launch)
+            return lr_fail(LR_E_INVAL, "%s: variants[%u].launch: NULL (%s \"%s\")", path, i, fam, v->name);
         if (!v->dtypes || (v->dtypes & ~(uint32_t)LR_KERNEL_ALL_DTYPES))
-            return lr_fail(LR_E_INVAL, "%s: variants[%u].dtypes: 0x%x is not a non-empty set of LR_KERNEL_F32, "
+            return lr_fail(LR_E_INVAL,
+                           "%s: variants[%u].dtypes: 0x%x is not a non-empty set of LR_KERNEL_F32, "
                            "LR_KERNEL_F16, LR_KERNEL_BF16 (%s \"%s\")",
                            path, i, v->dtypes, fam, v->name);
         if (v->rounding & ~(uint32_t)LR_KERNEL_ROUNDING_KNOWN)
-            return lr_fail(LR_E_INVAL, "%s: variants[%u].rounding: 0x%x has unknown bits (%s \"%s\")", path, i,
-                           v->rounding, fam, v->name);
+            return lr_fail(LR_E_INVAL, "%s: variants[%u].rounding: 0x%x has unknown bits (%s \"%s\")", path,
+                           i, v->rounding, fam, v->name);
         if ((v->rounding & LR_KERNEL_ROUNDS_P) && v->family != LR_GPU_FAM_ATTENTION)
-            return lr_fail(LR_E_INVAL, "%s: variants[%u].rounding: LR_KERNEL_ROUNDS_P is attention's, not %s's (\"%s\")",
+            return lr_fail(LR_E_INVAL,
+                           "%s: variants[%u].rounding: LR_KERNEL_ROUNDS_P is attention's, not %s's (\"%s\")",
                            path, i, fam, v->name);
         for (uint32_t j = 0; j < i; j++)
             if (t->variants[j].family == v->family && strcmp(t->variants[j].name, v->name) == 0)
-                return lr_fail(LR_E_INVAL, "%s: variants[%u].name: %s \"%s\" is also variants[%u]", path, i, fam,
-                               v->name, j);
+                return lr_fail(LR_E_INVAL, "%s: variants[%u].name: %s \"%s\" is also variants[%u]", path, i,
+                               fam, v->name, j);
         const lr_gpu_kernel *k;
         if (lr_gpu_kernel_find(fam, v->name, &k) == LR_OK) {
             if (!k->v.plugin)
-                return lr_fail(LR_E_INVAL, "%s: variants[%u].name: %s \"%s\" is an in-tree variant (gpu/registry.cu)",
+                return lr_fail(LR_E_INVAL,
+                               "%s: variants[%u].name: %s \"%s\" is an in-tree variant (gpu/registry.cu)",
                                path, i, fam, v->name);
-            return lr_fail(LR_E_INVAL, "%s: variants[%u].name: %s \"%s\" is registered already by plugin %s (%s)",
-                           path, i, fam, v->name, k->v.plugin, k->v.source);
+            return lr_fail(LR_E_INVAL,
+                           "%s: variants[%u].name: %s \"%s\" is registered already by plugin %s (%s)", path,
+                           i, fam, v->name, k->v.plugin, k->v.source);
         }
     }
     return LR_OK;
@@ -322,7 +335,8 @@ extern "C" int lr_gpu_plugin_load(const char *path) {
     if (!path || !*path) return lr_fail(LR_E_INVAL, "kernel plugin: no file named");
     struct stat st;
     if (stat(path, &st) != 0) return lr_fail(LR_E_IO, "%s: %s", path, strerror(errno));
-    if (!S_ISREG(st.st_mode)) return lr_fail(LR_E_IO, "%s: not a file (a kernel plugin is a shared object)", path);
+    if (!S_ISREG(st.st_mode))
+        return lr_fail(LR_E_IO, "%s: not a file (a kernel plugin is a shared object)", path);
     /* dlopen searches the library path for a name without a slash: load this file. */
     size_t len = strlen(path);
     char *local = (char *)malloc(len + 3);
@@ -336,7 +350,9 @@ extern "C" int lr_gpu_plugin_load(const char *path) {
         /* dlerror starts with the path it was given: say it once. */
         const char *colon = why ? strstr(why, ": ") : NULL;
         return lr_fail(LR_E_IO, "%s: cannot load as a shared object: %s", path,
-                       colon ? colon + 2 : why ? why : "unknown error");
+                       colon ? colon + 2
+                       : why ? why
+                             : "unknown error");
     }
     for (size_t p = 0; p < n_plugins; p++)
         if (plugins[p].handle == h) {
@@ -378,8 +394,14 @@ extern "C" int lr_gpu_plugin_load(const char *path) {
             dlclose(h);
             return lr_fail(rc, "%s: variants[%u]: %s", path, i, why);
         }
-        rec.k[i].v = {family_names[v->family], v->name, v->description, false, v->dtypes,
-                      v->rounding, t->name, rec.path};
+        rec.k[i].v = {family_names[v->family],
+                      v->name,
+                      v->description,
+                      false,
+                      v->dtypes,
+                      v->rounding,
+                      t->name,
+                      rec.path};
         rec.k[i].launch = v->launch;
     }
     plugins[n_plugins++] = rec;
