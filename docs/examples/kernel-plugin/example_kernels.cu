@@ -1,7 +1,7 @@
 /* example_kernels.cu: an example kernel plugin for llamaref, built out of tree against an
  * installed llamaref (see README.md): two RMSNorm variants and a SiluAndMul variant that
  * `llama-diff --plugin ./libexample_kernels.so --kernel rmsnorm=example-row` runs in a
- * whole model, and that the op sweep checks op by op.
+ * whole model.
  *
  *   rmsnorm    example-row      one block per row, block-wide sum of squares (correct)
  *   rmsnorm    example-planted  the same with a planted bug: the last element of each row
