@@ -70,6 +70,8 @@ expect_err "--kernel" "rmsnorm has no variant \"tiny-norm\"" "vec (default), blo
 expect 2 "--kernel a misspelt variant lists the plugin's" -- "$LD" check -b cuda --plugin "$TMP/good.so" -k rmsnorm=tiny-nrom -m "$M" -f "$F"
 expect_err "--kernel" "no variant \"tiny-nrom\"" "tiny-norm (plugin)"
 grep -q "CUDA" "$TMP/err" && { fail=$((fail + 1)); echo "FAIL: a misspelt --kernel reached the device"; } || pass=$((pass + 1))
+expect 2 "--kernel with a part that is not FAMILY=NAME" -- "$LD" kernels -k "rmsnorm=warp,junk"
+expect_err "--kernel" "\"junk\" is not FAMILY=NAME"
 expect 2 "--kernel an unknown family" -- "$LD" check -b cuda -k rmsnrom=vec -m "$M" -f "$F"
 expect_err "--kernel" "no family \"rmsnrom\"" "embedding, rmsnorm, rotary, activation, cache, attention"
 expect 2 "--kernel a dtype the variant does not take (check)" -- "$LD" check -b cuda -p fp16 --plugin "$TMP/good.so" -k rmsnorm=tiny-bf16 -m "$M" -f "$F"

@@ -63,6 +63,7 @@ int kernels_prepare(const args *a) {
     char *save = NULL;
     for (char *item = strtok_r(spec, ",", &save); item; item = strtok_r(NULL, ",", &save)) {
         char *eq = strchr(item, '=');
+        if (!eq) return bad("--kernel: \"%s\" is not FAMILY=NAME", item);
         *eq = '\0';
         if (lr_gpu_variant_check(item, eq + 1) != LR_OK) return bad("--kernel: %s", lr_last_error());
         for (int i = 0; i < np; i++)
@@ -72,19 +73,20 @@ int kernels_prepare(const args *a) {
     return 0;
 }
 
-/* The variant --kernel picked for family, or NULL. */
+/* The variant --kernel picked for family (the last one named, as the backend takes it),
+ * or NULL. */
 static const char *picked(const args *a, const char *family, char *buf, size_t n) {
     size_t fl = strlen(family);
-    const char *k = a->kernels;
+    const char *k = a->kernels, *found = NULL;
     while (*k) {
         size_t len = strcspn(k, ",");
         if (len > fl && strncmp(k, family, fl) == 0 && k[fl] == '=') {
             snprintf(buf, n, "%.*s", (int)(len - fl - 1), k + fl + 1);
-            return buf;
+            found = buf;
         }
         k += len + (k[len] == ',');
     }
-    return NULL;
+    return found;
 }
 
 int cmd_kernels(const args *a) {
