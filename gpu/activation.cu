@@ -4,18 +4,7 @@
  * fast-math form. */
 #include "common.cuh"
 
-/* The registry's lookup (registry.cu). */
-typedef int (*lr_gpu_launch)(const void *args, cudaStream_t s);
-int lr_gpu_variant_find(const char *family, const char *name, lr_gpu_launch *out);
-
-/* What every activation launcher receives; mul false means silu alone. */
-typedef struct {
-    void *out;      /* (T, NI) */
-    const void *gu; /* (T, 2 NI) = [gate | up] */
-    int64_t T, NI;
-    bool mul;
-    lr_dtype dt;
-} activation_args;
+/* Every activation launcher receives an lr_gpu_activation_args (llamaref_kernels.h). */
 
 #define ACT_THREADS 256
 #define MAX_BLOCKS 65535
@@ -34,7 +23,7 @@ static __global__ void activation_elementwise_kernel(E *out, const E *gu, int64_
     }
 }
 
-template <typename E> static int activation_elementwise(const activation_args *a, cudaStream_t s) {
+template <typename E> static int activation_elementwise(const lr_gpu_activation_args *a, cudaStream_t s) {
     int64_t blocks = (a->T * a->NI + ACT_THREADS - 1) / ACT_THREADS;
     unsigned int grid = (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
     activation_elementwise_kernel<E>
@@ -44,7 +33,7 @@ template <typename E> static int activation_elementwise(const activation_args *a
 }
 
 int lr_gpu_activation_elementwise(const void *args, cudaStream_t s) {
-    const activation_args *a = (const activation_args *)args;
+    const lr_gpu_activation_args *a = (const lr_gpu_activation_args *)args;
     return LR_DISPATCH_DTYPE(a->dt, activation_elementwise, a, s);
 }
 
@@ -74,7 +63,7 @@ static __global__ void activation_vec_kernel(E *out, const E *gu, int64_t T, int
     }
 }
 
-template <typename E> static int activation_vec(const activation_args *a, cudaStream_t s) {
+template <typename E> static int activation_vec(const lr_gpu_activation_args *a, cudaStream_t s) {
     constexpr int VEC = 16 / sizeof(E);
     if (a->NI % VEC != 0 || ((uintptr_t)a->out & 15) != 0 || ((uintptr_t)a->gu & 15) != 0)
         return activation_elementwise<E>(a, s);
@@ -87,14 +76,14 @@ template <typename E> static int activation_vec(const activation_args *a, cudaSt
 }
 
 int lr_gpu_activation_vec(const void *args, cudaStream_t s) {
-    const activation_args *a = (const activation_args *)args;
+    const lr_gpu_activation_args *a = (const lr_gpu_activation_args *)args;
     return LR_DISPATCH_DTYPE(a->dt, activation_vec, a, s);
 }
 
 static int activation_run(const char *op, const char *variant, void *out, const void *gu, int64_t T,
                           int64_t NI, bool mul, lr_dtype dt, cudaStream_t s) {
-    lr_gpu_launch launch;
-    int rc = lr_gpu_variant_find("activation", variant, &launch);
+    const lr_gpu_kernel *k;
+    int rc = lr_gpu_kernel_find("activation", variant, &k);
     if (rc) return rc;
     if (T < 0 || NI < 0)
         return lr_fail(LR_E_INVAL, "gpu %s: negative size (T %lld, NI %lld)", op, (long long)T,
@@ -102,8 +91,8 @@ static int activation_run(const char *op, const char *variant, void *out, const 
     if (dt != LR_F32 && dt != LR_F16 && dt != LR_BF16)
         return lr_fail(LR_E_INVAL, "gpu %s: dtype %s is not F32, F16 or BF16", op, lr_dtype_name(dt));
     if (T == 0 || NI == 0) return LR_OK;
-    activation_args a = {out, gu, T, NI, mul, dt};
-    return launch(&a, s);
+    lr_gpu_activation_args a = {out, gu, T, NI, mul, dt};
+    return lr_gpu_kernel_run(k, &a, dt, s);
 }
 
 extern "C" int lr_gpu_silu_and_mul(const char *variant, void *out, const void *gu, int64_t T, int64_t NI,

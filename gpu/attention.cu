@@ -11,9 +11,6 @@
 
 #include <stdlib.h>
 
-/* The registry's lookup (registry.cu). */
-typedef int (*lr_gpu_launch)(const void *args, cudaStream_t s);
-int lr_gpu_variant_find(const char *family, const char *name, lr_gpu_launch *out);
 
 /* ---- Workspace --------------------------------------------------------------------------
  * One device buffer, on the device of the first call that needs it; it only grows (the
@@ -72,8 +69,8 @@ extern "C" int lr_gpu_attention(const char *variant, void *ctx, int64_t ldc, con
                                 const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta,
                                 int64_t T, int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt,
                                 lr_gpu_attn_ws *ws, cudaStream_t s) {
-    lr_gpu_launch launch;
-    int rc = lr_gpu_variant_find("attention", variant, &launch);
+    const lr_gpu_kernel *k;
+    int rc = lr_gpu_kernel_find("attention", variant, &k);
     if (rc) return rc;
     if (!meta) return lr_fail(LR_E_INVAL, "gpu attention: meta is NULL");
     if (!ws) return lr_fail(LR_E_INVAL, "gpu attention: ws is NULL (lr_gpu_attn_ws_create)");
@@ -108,6 +105,7 @@ extern "C" int lr_gpu_attention(const char *variant, void *ctx, int64_t ldc, con
     if (dt != LR_F32 && dt != LR_F16 && dt != LR_BF16)
         return lr_fail(LR_E_INVAL, "gpu attention: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
     if (T == 0 || nh == 0 || hd == 0) return LR_OK;
-    attention_args a = {ctx, ldc, q, ldq, k_cache, v_cache, *meta, T, nh, nkv, hd, scale, dt, ws};
-    return launch(&a, s);
+    lr_gpu_attention_args a = {ctx, ldc, q, ldq, k_cache, v_cache, *meta, T, nh, nkv, hd, scale, dt, ws,
+                               lr_gpu_attn_ws_reserve};
+    return lr_gpu_kernel_run(k, &a, dt, s);
 }

@@ -1,8 +1,7 @@
 /* attention.cuh: what the attention variants share (private to gpu/attention*.cu): the
- * argument struct the entry point fills, the device helpers (warp reductions, the paged
- * cache's key offset, a tile's key count), the head_dim ladder, the launchers (so that one
- * variant can hand a call it has no kernel for to another: fa2 -> tc -> flash) and the
- * workspace.
+ * device helpers (warp reductions, the paged cache's key offset, a tile's key count), the
+ * head_dim ladder, the launchers (so that one variant can hand a call it has no kernel
+ * for to another: fa2 -> tc -> flash) and the workspace.
  *
  *   attention.cu         lr_gpu_attention (argument checks), the workspace
  *   attention_simple.cu  "simple": one warp per (token, head), one key at a time
@@ -18,19 +17,7 @@
 
 #include "common.cuh"
 
-/* What every attention launcher receives. */
-typedef struct {
-    void *ctx; /* (T, ldc) */
-    int64_t ldc;
-    const void *q; /* (T, ldq) */
-    int64_t ldq;
-    const void *k_cache, *v_cache; /* (num_blocks, block_size, nkv, hd) */
-    lr_gpu_attn_meta meta;
-    int64_t T, nh, nkv, hd;
-    float scale;
-    lr_dtype dt;
-    lr_gpu_attn_ws *ws; /* the caller's scratch (tc's split decode) */
-} attention_args;
+/* Every attention launcher receives an lr_gpu_attention_args (llamaref_kernels.h). */
 
 #define ATTN_MAX_HD 256 /* 32 lanes x DPL 8 */
 
@@ -46,11 +33,11 @@ typedef struct {
  * type of a->dt. */
 #define ATTN_LAUNCHER(NAME, F)                                                                               \
     int NAME(const void *args, cudaStream_t s) {                                                             \
-        const attention_args *a = (const attention_args *)args;                                              \
+        const lr_gpu_attention_args *a = (const lr_gpu_attention_args *)args;                                              \
         return LR_DISPATCH_DTYPE(a->dt, F, a, s);                                                            \
     }
 
-/* The variants' launchers (args: an attention_args; the registry names them). A variant
+/* The variants' launchers (args: an lr_gpu_attention_args; the registry names them). A variant
  * without a kernel for a call passes it on through these with the same args, so the
  * dtype dispatch picks the same element type again. */
 int lr_gpu_attention_simple(const void *args, cudaStream_t s);

@@ -336,7 +336,7 @@ static __global__ void __launch_bounds__(FA_WARPS * 32, 2)
     }
 }
 
-template <typename E, int HD> static int fa2_launch(const attention_args *a, cudaStream_t s) {
+template <typename E, int HD> static int fa2_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;
     int64_t qtiles = (m->max_seq_len + FA_BQ - 1) / FA_BQ;
     if (qtiles == 0 || m->num_seqs == 0) return LR_OK;
@@ -352,7 +352,7 @@ template <typename E, int HD> static int fa2_launch(const attention_args *a, cud
     return LR_OK;
 }
 
-template <typename E> static int attention_fa2(const attention_args *a, cudaStream_t s) {
+template <typename E> static int attention_fa2(const lr_gpu_attention_args *a, cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;
     /* 16-byte copies of K, V and Q rows, 4-byte stores of ctx pairs. */
     bool aligned = ((uintptr_t)a->k_cache & 15) == 0 && ((uintptr_t)a->v_cache & 15) == 0 &&
@@ -364,7 +364,7 @@ template <typename E> static int attention_fa2(const attention_args *a, cudaStre
 }
 
 /* mma has no float32 operands: F32 takes tc's paths. */
-template <> int attention_fa2<float>(const attention_args *a, cudaStream_t s) {
+template <> int attention_fa2<float>(const lr_gpu_attention_args *a, cudaStream_t s) {
     return lr_gpu_attention_tc(a, s);
 }
 

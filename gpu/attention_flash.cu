@@ -134,7 +134,7 @@ static __global__ void __launch_bounds__(FL_WARPS * 32)
     }
 }
 
-template <typename E, int DPL> static int flash_launch(const attention_args *a, cudaStream_t s) {
+template <typename E, int DPL> static int flash_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;
     int64_t qtiles = (m->max_seq_len + FL_BQ - 1) / FL_BQ;
     if (qtiles == 0 || m->num_seqs == 0) return LR_OK;
@@ -157,7 +157,7 @@ template <typename E, int DPL> static int flash_launch(const attention_args *a, 
     return LR_OK;
 }
 
-template <typename E> static int attention_flash(const attention_args *a, cudaStream_t s) {
+template <typename E> static int attention_flash(const lr_gpu_attention_args *a, cudaStream_t s) {
     return ATTN_DPL_LADDER(flash_launch, E, a, s);
 }
 

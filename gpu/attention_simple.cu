@@ -56,7 +56,7 @@ static __global__ void __launch_bounds__(SIMPLE_WARPS * 32)
     }
 }
 
-template <typename E, int DPL> static int simple_launch(const attention_args *a, cudaStream_t s) {
+template <typename E, int DPL> static int simple_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
     int64_t blocks = (a->T * a->nh + SIMPLE_WARPS - 1) / SIMPLE_WARPS;
     unsigned int grid = (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
     attention_simple_kernel<E, DPL><<<grid, SIMPLE_WARPS * 32, 0, s>>>(
@@ -66,7 +66,7 @@ template <typename E, int DPL> static int simple_launch(const attention_args *a,
     return LR_OK;
 }
 
-template <typename E> static int attention_simple(const attention_args *a, cudaStream_t s) {
+template <typename E> static int attention_simple(const lr_gpu_attention_args *a, cudaStream_t s) {
     return ATTN_DPL_LADDER(simple_launch, E, a, s);
 }
 

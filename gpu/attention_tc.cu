@@ -171,7 +171,7 @@ static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_m
     }
 }
 
-template <typename E, int DPL, int G> static int split_launch(const attention_args *a, cudaStream_t s) {
+template <typename E, int DPL, int G> static int split_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;
     int64_t B = m->num_seqs, maxk = m->max_keys;
     if (B == 0 || maxk == 0) return LR_OK;
@@ -210,7 +210,7 @@ template <typename E, int DPL, int G> static int split_launch(const attention_ar
     return LR_OK;
 }
 
-template <typename E, int DPL> static int split_group(const attention_args *a, cudaStream_t s) {
+template <typename E, int DPL> static int split_group(const lr_gpu_attention_args *a, cudaStream_t s) {
     switch (a->nh / a->nkv) {
     case 1: return split_launch<E, DPL, 1>(a, s);
     case 2: return split_launch<E, DPL, 2>(a, s);
@@ -414,7 +414,7 @@ static __global__ void __launch_bounds__(TC_WARPS * 32, 3)
     }
 }
 
-template <typename E, int HD> static int wmma_launch(const attention_args *a, cudaStream_t s) {
+template <typename E, int HD> static int wmma_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;
     int64_t qtiles = (m->max_seq_len + TC_BQ - 1) / TC_BQ;
     if (qtiles == 0 || m->num_seqs == 0) return LR_OK;
@@ -430,7 +430,7 @@ template <typename E, int HD> static int wmma_launch(const attention_args *a, cu
     return LR_OK;
 }
 
-template <typename E> static int attention_tc(const attention_args *a, cudaStream_t s) {
+template <typename E> static int attention_tc(const lr_gpu_attention_args *a, cudaStream_t s) {
     if (a->meta.max_seq_len == 1) {
         int rc = ATTN_DPL_LADDER(split_group, E, a, s);
         if (rc != SPLIT_UNHANDLED) return rc;
@@ -442,7 +442,7 @@ template <typename E> static int attention_tc(const attention_args *a, cudaStrea
 }
 
 /* wmma has no float32 operands (only tf32): F32 goes to flash. */
-template <> int attention_tc<float>(const attention_args *a, cudaStream_t s) {
+template <> int attention_tc<float>(const lr_gpu_attention_args *a, cudaStream_t s) {
     if (a->meta.max_seq_len == 1) {
         int rc = ATTN_DPL_LADDER(split_group, float, a, s);
         if (rc != SPLIT_UNHANDLED) return rc;

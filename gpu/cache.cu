@@ -4,18 +4,7 @@
  * test reads the paged layout back through block tables. */
 #include "common.cuh"
 
-/* The registry's lookup (registry.cu). */
-typedef int (*lr_gpu_launch)(const void *args, cudaStream_t s);
-int lr_gpu_variant_find(const char *family, const char *name, lr_gpu_launch *out);
-
-/* What every cache launcher receives. */
-typedef struct {
-    void *k_cache, *v_cache; /* (num_blocks, block_size, nkv, hd) */
-    const void *qkv;         /* (T, ld) */
-    int64_t ld, k_col, v_col, T, nkv, hd, block_size;
-    const int64_t *slot_mapping; /* (T): block * block_size + offset */
-    lr_dtype dt;
-} cache_args;
+/* Every cache launcher receives an lr_gpu_cache_args (llamaref_kernels.h). */
 
 #define MAX_ROW_BLOCKS 65535
 #define CACHE_THREADS 256
@@ -39,7 +28,7 @@ static __global__ void cache_scatter_kernel(E *k_cache, E *v_cache, const E *qkv
     }
 }
 
-template <typename E> static int cache_scatter(const cache_args *a, cudaStream_t s) {
+template <typename E> static int cache_scatter(const lr_gpu_cache_args *a, cudaStream_t s) {
     unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
     cache_scatter_kernel<E><<<grid, CACHE_THREADS, 0, s>>>((E *)a->k_cache, (E *)a->v_cache,
                                                            (const E *)a->qkv, a->ld, a->k_col, a->v_col, a->T,
@@ -49,7 +38,7 @@ template <typename E> static int cache_scatter(const cache_args *a, cudaStream_t
 }
 
 int lr_gpu_cache_scatter(const void *args, cudaStream_t s) {
-    const cache_args *a = (const cache_args *)args;
+    const lr_gpu_cache_args *a = (const lr_gpu_cache_args *)args;
     return LR_DISPATCH_DTYPE(a->dt, cache_scatter, a, s);
 }
 
@@ -57,8 +46,8 @@ extern "C" int lr_gpu_reshape_and_cache(const char *variant, void *k_cache, void
                                         int64_t ld, int64_t k_col, int64_t v_col, int64_t T, int64_t nkv,
                                         int64_t hd, int64_t block_size, const int64_t *slot_mapping,
                                         lr_dtype dt, cudaStream_t s) {
-    lr_gpu_launch launch;
-    int rc = lr_gpu_variant_find("cache", variant, &launch);
+    const lr_gpu_kernel *k;
+    int rc = lr_gpu_kernel_find("cache", variant, &k);
     if (rc) return rc;
     if (T < 0 || nkv < 0 || hd < 0 || k_col < 0 || v_col < 0)
         return lr_fail(LR_E_INVAL,
@@ -78,6 +67,6 @@ extern "C" int lr_gpu_reshape_and_cache(const char *variant, void *k_cache, void
         return lr_fail(LR_E_INVAL, "gpu reshape_and_cache: dtype %s is not F32, F16 or BF16",
                        lr_dtype_name(dt));
     if (T == 0 || width == 0) return LR_OK;
-    cache_args a = {k_cache, v_cache, qkv, ld, k_col, v_col, T, nkv, hd, block_size, slot_mapping, dt};
-    return launch(&a, s);
+    lr_gpu_cache_args a = {k_cache, v_cache, qkv, ld, k_col, v_col, T, nkv, hd, block_size, slot_mapping, dt};
+    return lr_gpu_kernel_run(k, &a, dt, s);
 }

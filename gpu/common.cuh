@@ -13,6 +13,14 @@
 
 extern "C" int lr_fail(int status, const char *fmt, ...);
 
+/* The registry (registry.cu), for the family entry points: the variant of family named
+ * name (NULL: the default), found before any argument check (an unknown name is
+ * LR_E_INVAL naming the choices); then run with the family's argument struct, which
+ * refuses a dtype the variant does not take and names a plugin variant that fails. */
+typedef struct lr_gpu_kernel lr_gpu_kernel;
+int lr_gpu_kernel_find(const char *family, const char *name, const lr_gpu_kernel **out);
+int lr_gpu_kernel_run(const lr_gpu_kernel *k, const void *args, lr_dtype dt, cudaStream_t s);
+
 /* One generic form: evaluate, and on failure record where and why, then return the
  * status from the enclosing function. */
 #define LR_GPU_CHECK_(ok_expr, err_str, what)                                              \

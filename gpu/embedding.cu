@@ -3,19 +3,7 @@
  * summing the ranks' outputs (the all-reduce) yields the full embedding. */
 #include "common.cuh"
 
-/* The registry's lookup (registry.cu). */
-typedef int (*lr_gpu_launch)(const void *args, cudaStream_t s);
-int lr_gpu_variant_find(const char *family, const char *name, lr_gpu_launch *out);
-
-/* What every embedding launcher receives. */
-typedef struct {
-    void *out;          /* (T, H) */
-    const int64_t *ids; /* (T) */
-    int64_t T;
-    const void *w; /* (shard, H): vocabulary rows [start, start + shard) */
-    int64_t start, shard, H;
-    lr_dtype dt;
-} embedding_args;
+/* Every embedding launcher receives an lr_gpu_embedding_args (llamaref_kernels.h). */
 
 /* Rows are visited grid-stride, so any T fits a grid of at most this many blocks. */
 #define MAX_ROW_BLOCKS 65535
@@ -38,7 +26,7 @@ static __global__ void embedding_gather_kernel(E *out, const int64_t *ids, int64
     }
 }
 
-template <typename E> static int embedding_gather(const embedding_args *a, cudaStream_t s) {
+template <typename E> static int embedding_gather(const lr_gpu_embedding_args *a, cudaStream_t s) {
     unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
     embedding_gather_kernel<E>
         <<<grid, 256, 0, s>>>((E *)a->out, a->ids, a->T, (const E *)a->w, a->start, a->shard, a->H);
@@ -47,14 +35,14 @@ template <typename E> static int embedding_gather(const embedding_args *a, cudaS
 }
 
 int lr_gpu_embedding_gather(const void *args, cudaStream_t s) {
-    const embedding_args *a = (const embedding_args *)args;
+    const lr_gpu_embedding_args *a = (const lr_gpu_embedding_args *)args;
     return LR_DISPATCH_DTYPE(a->dt, embedding_gather, a, s);
 }
 
 extern "C" int lr_gpu_embedding(const char *variant, void *out, const int64_t *ids, int64_t T, const void *w,
                                 int64_t start, int64_t shard, int64_t H, lr_dtype dt, cudaStream_t s) {
-    lr_gpu_launch launch;
-    int rc = lr_gpu_variant_find("embedding", variant, &launch);
+    const lr_gpu_kernel *k;
+    int rc = lr_gpu_kernel_find("embedding", variant, &k);
     if (rc) return rc;
     if (T < 0 || H < 0 || shard < 0)
         return lr_fail(LR_E_INVAL, "gpu embedding: negative size (T %lld, H %lld, shard %lld)", (long long)T,
@@ -62,6 +50,6 @@ extern "C" int lr_gpu_embedding(const char *variant, void *out, const int64_t *i
     if (dt != LR_F32 && dt != LR_F16 && dt != LR_BF16)
         return lr_fail(LR_E_INVAL, "gpu embedding: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
     if (T == 0 || H == 0) return LR_OK;
-    embedding_args a = {out, ids, T, w, start, shard, H, dt};
-    return launch(&a, s);
+    lr_gpu_embedding_args a = {out, ids, T, w, start, shard, H, dt};
+    return lr_gpu_kernel_run(k, &a, dt, s);
 }

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "llamaref.h"
+#include "llamaref_kernels.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -19,38 +20,45 @@ extern "C" {
 
 /* ---- Kernel families and the registry of their variants -------------------------------- */
 
-/* The families, in the order of their entry points below: X(ID, name). The one list:
- * the enum, the names, the backend's --kernel parsing and the test's sweeps follow it. */
-#define LR_GPU_FAMILY_MAP(X)                                                               \
-    X(EMBEDDING, "embedding")                                                              \
-    X(RMSNORM, "rmsnorm")                                                                  \
-    X(ROTARY, "rotary")                                                                    \
-    X(ACTIVATION, "activation")                                                            \
-    X(CACHE, "cache")                                                                      \
-    X(ATTENTION, "attention")
-
-typedef enum {
-#define LR_GPU_FAMILY_ENUM(id, name) LR_GPU_FAM_##id,
-    LR_GPU_FAMILY_MAP(LR_GPU_FAMILY_ENUM)
-#undef LR_GPU_FAMILY_ENUM
-    LR_GPU_NUM_FAMILIES
-} lr_gpu_family;
+/* The families (LR_GPU_FAMILY_MAP, lr_gpu_family) and the argument structs of their
+ * launchers are in llamaref_kernels.h, the ABI kernel plugins build against. */
 
 const char *lr_gpu_family_name(lr_gpu_family f); /* "rmsnorm"; NULL out of range */
 int lr_gpu_family_find(const char *name);         /* the family so named, or -1 */
 
+/* A registered variant: in-tree (registry.cu) or from a plugin (lr_gpu_plugin_load). */
 typedef struct {
     const char *family; /* a name of LR_GPU_FAMILY_MAP */
     const char *name;
     const char *description;
-    bool is_default;
+    bool is_default;    /* in-tree only: exactly one per family */
+    uint32_t dtypes;    /* LR_KERNEL_<dtype> bits it takes */
+    uint32_t rounding;  /* LR_KERNEL_ROUNDS_P, or 0: the default rounding */
+    const char *plugin; /* the plugin's name; NULL in-tree */
+    const char *source; /* the plugin's file as given to lr_gpu_plugin_load; NULL in-tree */
 } lr_gpu_variant;
 
+/* Every variant, the in-tree ones first (in the table's order), then each plugin's in the
+ * order loaded. */
 size_t lr_gpu_variant_count(void);
 const lr_gpu_variant *lr_gpu_variant_at(size_t i);
 /* LR_OK when family has a variant of that name (NULL: the default), else LR_E_INVAL
  * naming the choices. */
 int lr_gpu_variant_check(const char *family, const char *name);
+/* LR_OK when that variant (as lr_gpu_variant_check finds it) takes dtype dt, else
+ * LR_E_INVAL naming the dtypes it takes. */
+int lr_gpu_variant_check_dtype(const char *family, const char *name, lr_dtype dt);
+/* "F32, F16, BF16": the dtypes of a LR_KERNEL_<dtype> mask, into buf. */
+const char *lr_gpu_dtypes_name(uint32_t dtypes, char *buf, size_t n);
+
+/* Loads a kernel plugin (llamaref_kernels.h): dlopen(path), its LR_KERNEL_PLUGIN_SYMBOL,
+ * the ABI version and every field of its table checked, names unique per family among
+ * the variants registered so far. On success its variants join the registry (and the
+ * rounding map: lr_attention_rounds_p); the object stays loaded for the life of the
+ * process. On failure nothing is registered and the message names the file and the field
+ * (LR_E_IO: no such file or not loadable; LR_E_INVAL: a bad table). Not thread-safe: load
+ * plugins before any kernel runs. */
+int lr_gpu_plugin_load(const char *path);
 
 /* ---- Ops (mirroring ref/cpu/ref_ops.h) ------------------------------------------------- */
 
@@ -88,18 +96,7 @@ int lr_gpu_reshape_and_cache(const char *variant, void *k_cache, void *v_cache, 
                              int64_t hd, int64_t block_size, const int64_t *slot_mapping,
                              lr_dtype dt, cudaStream_t s);
 
-/* Where each query token's keys are (all device arrays but the sizes). */
-typedef struct {
-    const int32_t *block_tables; /* (num_seqs, max_blocks): physical block of each logical block */
-    const int32_t *token_seq;    /* (T): batch sequence of each token */
-    const int32_t *token_keys;   /* (T): keys visible to the token (past + j + 1) */
-    const int32_t *seq_start;    /* (num_seqs): first token of the sequence in the batch */
-    const int32_t *seq_len;      /* (num_seqs): its new tokens */
-    const int32_t *seq_past;     /* (num_seqs): tokens cached before this batch */
-    int64_t num_seqs, max_blocks, block_size;
-    int64_t max_seq_len; /* max of seq_len (host value) */
-    int64_t max_keys;    /* max of token_keys (host value) */
-} lr_gpu_attn_meta;
+/* lr_gpu_attn_meta, where each query token's keys are: llamaref_kernels.h. */
 
 /* Scratch of the attention kernels (tc's split-key decode keeps its partial results there),
  * owned by the caller: one per stream that runs attention (the CUDA backend keeps one per
@@ -107,7 +104,6 @@ typedef struct {
  * first call that needs it allocates on the current device (a later call on another
  * device fails with LR_E_INVAL), calls that need more grow it. Free it once the work that
  * used it is done; free accepts NULL. */
-typedef struct lr_gpu_attn_ws lr_gpu_attn_ws;
 int lr_gpu_attn_ws_create(lr_gpu_attn_ws **out);
 void lr_gpu_attn_ws_free(lr_gpu_attn_ws *ws);
 

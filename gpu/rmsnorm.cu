@@ -4,20 +4,7 @@
  * and each checks the others. */
 #include "common.cuh"
 
-/* The registry's lookup (registry.cu). */
-typedef int (*lr_gpu_launch)(const void *args, cudaStream_t s);
-int lr_gpu_variant_find(const char *family, const char *name, lr_gpu_launch *out);
-
-/* What every rmsnorm launcher receives; residual NULL means plain rms_norm. */
-typedef struct {
-    void *y;         /* (T, H) */
-    float *residual; /* (T, H), in/out, or NULL */
-    const void *x;   /* (T, H) */
-    const void *w;   /* (H) */
-    int64_t T, H;
-    float eps;
-    lr_dtype dt;
-} rmsnorm_args;
+/* Every rmsnorm launcher receives an lr_gpu_rmsnorm_args (llamaref_kernels.h). */
 
 #define MAX_ROW_BLOCKS 65535
 #define BLOCK_THREADS 256
@@ -161,9 +148,9 @@ static __global__ void __launch_bounds__(VEC_THREADS)
     }
 }
 
-template <typename E> static int rmsnorm_block(const rmsnorm_args *a, cudaStream_t s);
+template <typename E> static int rmsnorm_block(const lr_gpu_rmsnorm_args *a, cudaStream_t s);
 
-template <typename E> static int rmsnorm_vec(const rmsnorm_args *a, cudaStream_t s) {
+template <typename E> static int rmsnorm_vec(const lr_gpu_rmsnorm_args *a, cudaStream_t s) {
     size_t align = sizeof(typename vec4_of<E>::T);
     if (a->H % 4 != 0 || a->H > 4 * VEC_THREADS * VEC_CHUNKS || (uintptr_t)a->y % align || (uintptr_t)a->x % align ||
         (uintptr_t)a->w % align || (uintptr_t)a->residual % 16)
@@ -177,7 +164,7 @@ template <typename E> static int rmsnorm_vec(const rmsnorm_args *a, cudaStream_t
 
 int lr_gpu_rmsnorm_vec(const void *args, cudaStream_t s);
 
-template <typename E> static int rmsnorm_block(const rmsnorm_args *a, cudaStream_t s) {
+template <typename E> static int rmsnorm_block(const lr_gpu_rmsnorm_args *a, cudaStream_t s) {
     unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
     rmsnorm_block_kernel<E><<<grid, BLOCK_THREADS, 0, s>>>((E *)a->y, a->residual, (const E *)a->x,
                                                            (const E *)a->w, a->T, a->H, a->eps);
@@ -185,7 +172,7 @@ template <typename E> static int rmsnorm_block(const rmsnorm_args *a, cudaStream
     return LR_OK;
 }
 
-template <typename E> static int rmsnorm_warp(const rmsnorm_args *a, cudaStream_t s) {
+template <typename E> static int rmsnorm_warp(const lr_gpu_rmsnorm_args *a, cudaStream_t s) {
     int64_t blocks = (a->T + WARP_ROWS - 1) / WARP_ROWS;
     unsigned int grid = (unsigned int)(blocks < MAX_ROW_BLOCKS ? blocks : MAX_ROW_BLOCKS);
     rmsnorm_warp_kernel<E><<<grid, WARP_ROWS * 32, 0, s>>>((E *)a->y, a->residual, (const E *)a->x,
@@ -195,25 +182,25 @@ template <typename E> static int rmsnorm_warp(const rmsnorm_args *a, cudaStream_
 }
 
 int lr_gpu_rmsnorm_block(const void *args, cudaStream_t s) {
-    const rmsnorm_args *a = (const rmsnorm_args *)args;
+    const lr_gpu_rmsnorm_args *a = (const lr_gpu_rmsnorm_args *)args;
     return LR_DISPATCH_DTYPE(a->dt, rmsnorm_block, a, s);
 }
 
 int lr_gpu_rmsnorm_vec(const void *args, cudaStream_t s) {
-    const rmsnorm_args *a = (const rmsnorm_args *)args;
+    const lr_gpu_rmsnorm_args *a = (const lr_gpu_rmsnorm_args *)args;
     return LR_DISPATCH_DTYPE(a->dt, rmsnorm_vec, a, s);
 }
 
 int lr_gpu_rmsnorm_warp(const void *args, cudaStream_t s) {
-    const rmsnorm_args *a = (const rmsnorm_args *)args;
+    const lr_gpu_rmsnorm_args *a = (const lr_gpu_rmsnorm_args *)args;
     return LR_DISPATCH_DTYPE(a->dt, rmsnorm_warp, a, s);
 }
 
 static int rmsnorm_run(const char *op, bool fused, const char *variant, void *y, float *residual,
                        const void *x, const void *w, int64_t T, int64_t H, float eps, lr_dtype dt,
                        cudaStream_t s) {
-    lr_gpu_launch launch;
-    int rc = lr_gpu_variant_find("rmsnorm", variant, &launch);
+    const lr_gpu_kernel *k;
+    int rc = lr_gpu_kernel_find("rmsnorm", variant, &k);
     if (rc) return rc;
     if (T < 0 || H < 0)
         return lr_fail(LR_E_INVAL, "gpu %s: negative size (T %lld, H %lld)", op, (long long)T, (long long)H);
@@ -222,8 +209,8 @@ static int rmsnorm_run(const char *op, bool fused, const char *variant, void *y,
     if (!(eps >= 0)) return lr_fail(LR_E_INVAL, "gpu %s: eps %g is negative or NaN", op, (double)eps);
     if (T == 0 || H == 0) return LR_OK;
     if (fused && !residual) return lr_fail(LR_E_INVAL, "gpu %s: residual is NULL", op);
-    rmsnorm_args a = {y, residual, x, w, T, H, eps, dt};
-    return launch(&a, s);
+    lr_gpu_rmsnorm_args a = {y, residual, x, w, T, H, eps, dt};
+    return lr_gpu_kernel_run(k, &a, dt, s);
 }
 
 extern "C" int lr_gpu_rms_norm(const char *variant, void *y, const void *x, const void *w, int64_t T,

@@ -4,18 +4,7 @@
  * rounded to float32 for the rotation. */
 #include "common.cuh"
 
-/* The registry's lookup (registry.cu). */
-typedef int (*lr_gpu_launch)(const void *args, cudaStream_t s);
-int lr_gpu_variant_find(const char *family, const char *name, lr_gpu_launch *out);
-
-/* What every rotary launcher receives. */
-typedef struct {
-    void *x; /* (T, ld): nheads heads of hd from column 0 */
-    int64_t ld, T, nheads, hd;
-    const int64_t *positions; /* (T) */
-    const double *inv_freq;   /* (hd / 2) */
-    lr_dtype dt;
-} rotary_args;
+/* Every rotary launcher receives an lr_gpu_rotary_args (llamaref_kernels.h). */
 
 #define MAX_ROW_BLOCKS 65535
 #define ROTARY_THREADS 128
@@ -50,7 +39,7 @@ static __global__ void rotary_neox_kernel(E *x, int64_t ldx, int64_t T, int64_t 
     }
 }
 
-template <typename E> static int rotary_neox(const rotary_args *a, cudaStream_t s) {
+template <typename E> static int rotary_neox(const lr_gpu_rotary_args *a, cudaStream_t s) {
     unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
     size_t smem = (size_t)a->hd * sizeof(float);
     rotary_neox_kernel<E><<<grid, ROTARY_THREADS, smem, s>>>((E *)a->x, a->ld, a->T, a->nheads, a->hd,
@@ -93,7 +82,7 @@ static __global__ void __launch_bounds__(ROT_THREADS)
     }
 }
 
-template <typename E> static int rotary_heads(const rotary_args *a, cudaStream_t s) {
+template <typename E> static int rotary_heads(const lr_gpu_rotary_args *a, cudaStream_t s) {
     int64_t groups = (a->nheads + ROT_HPB - 1) / ROT_HPB;
     dim3 grid((unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS),
               (unsigned int)(groups < MAX_ROW_BLOCKS ? groups : MAX_ROW_BLOCKS));
@@ -104,19 +93,19 @@ template <typename E> static int rotary_heads(const rotary_args *a, cudaStream_t
 }
 
 int lr_gpu_rotary_heads(const void *args, cudaStream_t s) {
-    const rotary_args *a = (const rotary_args *)args;
+    const lr_gpu_rotary_args *a = (const lr_gpu_rotary_args *)args;
     return LR_DISPATCH_DTYPE(a->dt, rotary_heads, a, s);
 }
 
 int lr_gpu_rotary_neox(const void *args, cudaStream_t s) {
-    const rotary_args *a = (const rotary_args *)args;
+    const lr_gpu_rotary_args *a = (const lr_gpu_rotary_args *)args;
     return LR_DISPATCH_DTYPE(a->dt, rotary_neox, a, s);
 }
 
 extern "C" int lr_gpu_rotary(const char *variant, void *x, int64_t ld, int64_t T, int64_t nheads, int64_t hd,
                              const int64_t *positions, const double *inv_freq, lr_dtype dt, cudaStream_t s) {
-    lr_gpu_launch launch;
-    int rc = lr_gpu_variant_find("rotary", variant, &launch);
+    const lr_gpu_kernel *k;
+    int rc = lr_gpu_kernel_find("rotary", variant, &k);
     if (rc) return rc;
     if (T < 0 || nheads < 0 || hd < 0)
         return lr_fail(LR_E_INVAL, "gpu rotary: negative size (T %lld, nheads %lld, hd %lld)", (long long)T,
@@ -130,6 +119,6 @@ extern "C" int lr_gpu_rotary(const char *variant, void *x, int64_t ld, int64_t T
     if (dt != LR_F32 && dt != LR_F16 && dt != LR_BF16)
         return lr_fail(LR_E_INVAL, "gpu rotary: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
     if (T == 0 || nheads == 0 || hd == 0) return LR_OK;
-    rotary_args a = {x, ld, T, nheads, hd, positions, inv_freq, dt};
-    return launch(&a, s);
+    lr_gpu_rotary_args a = {x, ld, T, nheads, hd, positions, inv_freq, dt};
+    return lr_gpu_kernel_run(k, &a, dt, s);
 }

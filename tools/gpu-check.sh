@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # gpu-check.sh: builds llamaref with CUDA on a GPU machine and runs everything that needs
 # the GPU: the GPU Check suites (kernel-variant op sweeps, every fixture through the CUDA
-# backend), llama-diff on every fixture at bf16/fp16/fp32 and tp 1/2/4, PyTorch's own
+# backend), llama-diff on every fixture at bf16/fp16/fp32 and tp 1/2/4, the example kernel
+# plugin built against an install of the build and run at model level, PyTorch's own
 # low-precision error on the same fixtures (tools/torch-lowp-error.py), and optionally
 # compute-sanitizer. Logs and tables go to $OUT (default ./gpu-out).
 #
@@ -105,6 +106,32 @@ done
 echo "== the error model against the records just measured (tests/test_error_model, LR_CUDA_RECORDS)"
 LR_CUDA_RECORDS="$OUT/diff-all.jsonl" ./tests/test_error_model >"$OUT/error-model-live.log" 2>&1
 echo "exit $?"; tail -3 "$OUT/error-model-live.log"
+
+echo "== a kernel plugin built out of tree (docs/examples/kernel-plugin) against an install of this build, at model level"
+# The example's correct RMSNorm (example-row) and its SiluAndMul (example-silu) must agree
+# on every fixture at bf16 and fp16 (exit 0); its planted RMSNorm (the last element of each
+# row without its weight) must diverge (exit 1).
+PI=/tmp/llamaref-plugin-install
+rm -rf "$PI" && make install DESTDIR="$PI" >"$OUT/plugin-build.log" 2>&1
+prefix=$(pkg-config --variable=prefix ./llamaref.pc)
+cp -R docs/examples/kernel-plugin "$PI/kernel-plugin"
+PKG_CONFIG_PATH="$PI$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}" \
+    make -C "$PI/kernel-plugin" PKG_CONFIG="pkg-config --define-variable=prefix=$PI$prefix" >>"$OUT/plugin-build.log" 2>&1
+echo "plugin build exit $?"; tail -3 "$OUT/plugin-build.log"
+PL=$PI/kernel-plugin/libexample_kernels.so LDI=$PI$prefix/bin/llama-diff
+"$LDI" kernels --plugin "$PL" | tail -6
+for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16 long-gqa-f32:long-gqa-f32-300; do
+    m=${c%%:*} f=${c##*:}
+    for p in bf16 fp16; do
+        for run in "rmsnorm=example-row:0" "activation=example-silu:0" "rmsnorm=example-planted:1"; do
+            k=${run%:*} want=${run##*:}
+            "$LDI" check -b cuda -p $p --plugin "$PL" -k "$k" -m fixtures/models/$m -f fixtures/golden/$f.safetensors \
+                --json -q >"$OUT/plugin-$f-$p-${k#*=}.json" 2>"$OUT/plugin-$f-$p-${k#*=}.err"
+            rc=$?
+            echo "plugin $f $p $k exit $rc (expected $want): $([ $rc -eq "$want" ] && echo ok || echo UNEXPECTED) $(python3 -c "import json;d=json.load(open('$OUT/plugin-$f-$p-${k#*=}.json'));print(d['result'], 'first divergence', d['first_divergence'])" 2>/dev/null) $(head -c 300 "$OUT/plugin-$f-$p-${k#*=}.err")"
+        done
+    done
+done
 
 if [ -n "$SMOL" ]; then
     echo "== the real model, SmolLM2-135M-Instruct ($SMOL)"

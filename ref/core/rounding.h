@@ -82,8 +82,15 @@ lr_dtype lr_buf_dtype(lr_buf b, lr_dtype compute);
 #define LR_ATTN_P_TILE 64 /* keys per tile where P is rounded (FA_BK, TC_BK) */
 
 /* Whether attention variant `variant` (NULL: the default) rounds P in a call at compute
- * dtype dt, head_dim hd, with max_new tokens in the batch's longest new sequence. */
+ * dtype dt, head_dim hd, with max_new tokens in the batch's longest new sequence. Reads
+ * this map, then the declarations of variants registered at run time. */
 bool lr_attention_rounds_p(const char *variant, lr_dtype dt, int64_t hd, int64_t max_new);
+
+/* A variant registered at run time (a kernel plugin's: llamaref_kernels.h,
+ * LR_KERNEL_ROUNDS_P) declares whether it rounds P, under the same conditions as the map's
+ * (16-bit prefill at head_dim 64 or 128). The name is copied; a name of the map above or
+ * one declared before is LR_E_INVAL. Not thread-safe: declare before any run. */
+int lr_attention_rounding_declare(const char *variant, bool rounds_p);
 
 /* ---- Exact conversions to and from the 16-bit dtypes (tensor.c) --------------------------
  * Round to nearest, ties to even, as __float2bfloat16_rn and __float2half_rn do: half

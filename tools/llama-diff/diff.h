@@ -35,6 +35,8 @@ typedef struct {
     const char *stages;          /* compare --stages PATTERN: the golden stages to compare */
     const char *names;           /* compare --names hf|vllm|llama.cpp: how the dump names stages */
     int npos;
+    const char *plugins[16];     /* --plugin LIB.so, in order */
+    int nplugins;
 } args;
 
 bool is_cmd(const args *a, const char *cmd);
@@ -180,6 +182,15 @@ void same_precision_print(const json_t *same);
 void same_verdict(report *r, const json_t *same, bool pass);
 int cmd_dump(const args *a);
 int cmd_compare(const args *a);
+
+/* ---- kernels.c: kernel plugins and variants --------------------------------------------- */
+
+/* Loads the --plugin files, then checks every --kernel FAMILY=NAME (the family, the variant
+ * after the plugins, the dtype of each side that takes it), before any device is opened.
+ * Without the CUDA backend, --plugin is refused. An exit status. */
+int kernels_prepare(const args *a);
+/* llama-diff kernels: every variant, in-tree and plugins'. */
+int cmd_kernels(const args *a);
 
 /* ---- names.c: compare's dump under test under Hugging Face stage names ------------------ */
 

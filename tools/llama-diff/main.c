@@ -28,6 +28,9 @@ static void usage(FILE *fp) {
           "  backends --a BACKEND[:P] --b BACKEND[:P]\n"
           "          run two backends on one input (--fixture or --tokens), B against A\n"
           "  info    print the parsed config and each rank's packed, sharded tensors\n"
+          "  kernels [--plugin LIB.so]... [--kernel FAM=NAME]... [--precision P]\n"
+          "          list the CUDA kernel variants (in-tree and plugins'): dtypes, rounding, source;\n"
+          "          with --kernel, check the choice as a run would\n"
           "  convert --gguf FILE --out DIR\n"
           "          write a GGUF model (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q2_K..Q6_K, Q8_K) as a\n"
           "          Hugging Face checkpoint: DIR/config.json and DIR/model.safetensors,\n"
@@ -50,7 +53,10 @@ static void usage(FILE *fp) {
           "      --threads N          BLAS threads of a run on the CPU (default 1: bitwise reproducible)\n"
           "      --devices N          cuda: GPUs for the tp ranks (default: tp GPUs over NCCL when\n"
           "                           present, else all ranks on one GPU; 1 forces one GPU)\n"
-          "  -k, --kernel FAM=NAME    cuda: kernel variant for an op family (repeatable)\n"
+          "  -k, --kernel FAM=NAME    cuda: kernel variant for an op family (repeatable); checked\n"
+          "                           (family, variant, dtype) before any GPU is opened\n"
+          "      --plugin LIB.so      cuda: load a kernel plugin, whose variants --kernel can then\n"
+          "                           name (repeatable; docs/adding-a-kernel.md)\n"
           "      --a, --b SPEC        backends: cpu:f64, cpu:f32, cpu:bf16, cpu:fp16, cuda:bf16,\n"
           "                           cuda:fp16, cuda:fp32,\n"
           "                           then optionally ,tp=N and ,devices=N for that side alone\n"
@@ -96,8 +102,8 @@ static void usage(FILE *fp) {
 
 /* The commands that use each option. Any other command refuses it, naming the option and
  * the command: nothing given on a command line is silently ignored. */
-enum { U_CHECK = 1, U_DUMP = 2, U_COMPARE = 4, U_BACKENDS = 8, U_INFO = 16, U_CONVERT = 32 };
-static const char *const use_names[] = {"check", "dump", "compare", "backends", "info", "convert"};
+enum { U_CHECK = 1, U_DUMP = 2, U_COMPARE = 4, U_BACKENDS = 8, U_INFO = 16, U_CONVERT = 32, U_KERNELS = 64 };
+static const char *const use_names[] = {"check", "dump", "compare", "backends", "info", "convert", "kernels"};
 
 enum {
     OPT_TP = 256,
@@ -113,7 +119,8 @@ enum {
     OPT_GGUF,
     OPT_INJECT,
     OPT_STAGES,
-    OPT_NAMES
+    OPT_NAMES,
+    OPT_PLUGIN
 };
 
 static const struct {
@@ -126,12 +133,13 @@ static const struct {
     {'t', "--tokens", U_DUMP | U_BACKENDS},
     {'o', "--out", U_DUMP | U_CONVERT},
     {'b', "--backend", U_CHECK | U_DUMP},
-    {'p', "--precision", U_CHECK | U_DUMP | U_COMPARE},
+    {'p', "--precision", U_CHECK | U_DUMP | U_COMPARE | U_KERNELS},
     {OPT_TP, "--tp", U_CHECK | U_DUMP | U_BACKENDS | U_INFO},
     {OPT_THREADS, "--threads", U_CHECK | U_DUMP | U_BACKENDS},
-    {OPT_JSON, "--json", U_CHECK | U_DUMP | U_COMPARE | U_BACKENDS | U_INFO | U_CONVERT},
+    {OPT_JSON, "--json", U_CHECK | U_DUMP | U_COMPARE | U_BACKENDS | U_INFO | U_CONVERT | U_KERNELS},
     {OPT_FORCE, "--force", U_CHECK | U_DUMP | U_COMPARE | U_BACKENDS | U_CONVERT},
-    {'k', "--kernel", U_CHECK | U_DUMP | U_BACKENDS},
+    {'k', "--kernel", U_CHECK | U_DUMP | U_BACKENDS | U_KERNELS},
+    {OPT_PLUGIN, "--plugin", U_CHECK | U_DUMP | U_BACKENDS | U_KERNELS},
     {OPT_DEVICES, "--devices", U_CHECK | U_DUMP | U_BACKENDS},
     {OPT_A, "--a", U_BACKENDS},
     {OPT_B, "--b", U_BACKENDS},
@@ -201,6 +209,7 @@ static int parse_args(int argc, char **argv, args *a) {
         {"inject", required_argument, NULL, OPT_INJECT},
         {"stages", required_argument, NULL, OPT_STAGES},
         {"names", required_argument, NULL, OPT_NAMES},
+        {"plugin", required_argument, NULL, OPT_PLUGIN},
         {NULL, 0, NULL, 0},
     };
     bool given[N_OPTION_USE] = {0};
@@ -271,6 +280,11 @@ static int parse_args(int argc, char **argv, args *a) {
         case OPT_REPORT:
             a->report = optarg;
             break;
+        case OPT_PLUGIN:
+            if (a->nplugins == (int)(sizeof a->plugins / sizeof a->plugins[0]))
+                return bad("--plugin: at most %d plugins", a->nplugins);
+            a->plugins[a->nplugins++] = optarg;
+            break;
         case OPT_GGUF:
             a->gguf = optarg;
             break;
@@ -324,6 +338,8 @@ static int parse_args(int argc, char **argv, args *a) {
         return bad("convert: takes --gguf FILE and --out DIR (not %s)", a->model     ? "--model"
                                                                         : a->fixture ? "--fixture"
                                                                                      : "--tokens");
+    /* kernels lists the CUDA backend's variants: its --precision is a CUDA one. */
+    if (is_cmd(a, "kernels")) a->opt.backend = "cuda";
     /* backends' own message says where each side's backend and precision go. */
     if (is_cmd(a, "backends") && (a->backend_given || a->precision_given)) return check_backend(a);
     int status = refuse_unused(a, given);
@@ -334,7 +350,8 @@ static int parse_args(int argc, char **argv, args *a) {
     if ((a->out && (status = check_out_parent("--out", a->out))) ||
         (a->report && (status = check_out_parent("--report", a->report))))
         return status;
-    return check_backend_settings(a);
+    if ((status = check_backend_settings(a))) return status;
+    return kernels_prepare(a);
 }
 
 /* The default job's model and fixture: the cached SmolLM2 GGUF with its golden fixture
@@ -409,6 +426,7 @@ int main(int argc, char **argv) {
     } commands[] = {
         {"check", cmd_check},     {"dump", cmd_dump},       {"info", cmd_info},
         {"convert", cmd_convert}, {"compare", cmd_compare}, {"backends", cmd_backends},
+        {"kernels", cmd_kernels},
     };
     size_t i = 0;
     while (i < sizeof commands / sizeof commands[0] && !is_cmd(&a, commands[i].name))
@@ -419,7 +437,7 @@ int main(int argc, char **argv) {
         usage(stdout), status = EXIT_AGREE;
     else
         status = bad(
-            "unknown command \"%s\" (commands: check, dump, compare, backends, info, convert; see --help)",
+            "unknown command \"%s\" (commands: check, dump, compare, backends, info, convert, kernels; see --help)",
             a.cmd);
     free(model);
     free(fixture);
