@@ -48,8 +48,8 @@ int lr_gpu_linear_cublas(const void *args, cudaStream_t s) {
     if (rc) return rc;
     float one = 1, zero = 0;
     cudaDataType_t t = cuda_type(a->dt);
-    CUBLAS_CHECK(cublasGemmEx(a->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)a->N, (int)a->T, (int)a->K, &one, a->w, t,
-                              (int)a->K, a->x, t, (int)a->K, &zero, a->y, t, (int)a->N, CUBLAS_COMPUTE_32F,
+    CUBLAS_CHECK(cublasGemmEx(a->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)a->N, (int)a->T, (int)a->K, &one, a->w,
+                              t, (int)a->K, a->x, t, (int)a->K, &zero, a->y, t, (int)a->N, CUBLAS_COMPUTE_32F,
                               CUBLAS_GEMM_DEFAULT));
     return LR_OK;
 }
@@ -82,7 +82,8 @@ template <> struct vec16<__nv_bfloat16> {
     static __device__ __forceinline__ void unpack(uint4 v, float *f) {
         const unsigned int u[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-        for (int i = 0; i < 4; i++) f[2 * i] = __uint_as_float(u[i] << 16), f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+        for (int i = 0; i < 4; i++)
+            f[2 * i] = __uint_as_float(u[i] << 16), f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
     }
 };
 template <> struct vec16<__half> {
@@ -98,7 +99,8 @@ template <> struct vec16<__half> {
 
 template <typename E, int MT, bool VEC>
 static __global__ void __launch_bounds__(GEMV_WARPS * 32)
-    linear_gemv_kernel(E *__restrict__ y, const E *__restrict__ x, const E *__restrict__ w, int64_t N, int64_t K) {
+    linear_gemv_kernel(E *__restrict__ y, const E *__restrict__ x, const E *__restrict__ w, int64_t N,
+                       int64_t K) {
     constexpr int V = 16 / sizeof(E);
     const int lane = threadIdx.x & 31;
     const int64_t step = (int64_t)gridDim.x * GEMV_WARPS;
@@ -107,7 +109,8 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32)
         const E *wr = w + n * K;
         float acc[MT];
 #pragma unroll
-        for (int t = 0; t < MT; t++) acc[t] = 0.0f;
+        for (int t = 0; t < MT; t++)
+            acc[t] = 0.0f;
         if (VEC) {
             const int64_t nv = K / V;
             const uint4 *w4 = (const uint4 *)wr;
@@ -118,19 +121,22 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32)
                 for (int t = 0; t < MT; t++) {
                     vec16<E>::unpack(((const uint4 *)(x + t * K))[i], xf);
 #pragma unroll
-                    for (int j = 0; j < V; j++) acc[t] = fmaf(wf[j], xf[j], acc[t]);
+                    for (int j = 0; j < V; j++)
+                        acc[t] = fmaf(wf[j], xf[j], acc[t]);
                 }
             }
         } else {
             for (int64_t k = lane; k < K; k += 32) {
                 float wk = ld(wr + k);
 #pragma unroll
-                for (int t = 0; t < MT; t++) acc[t] = fmaf(wk, ld(x + t * K + k), acc[t]);
+                for (int t = 0; t < MT; t++)
+                    acc[t] = fmaf(wk, ld(x + t * K + k), acc[t]);
             }
         }
 #pragma unroll
         for (int t = 0; t < MT; t++)
-            for (int o = 16; o > 0; o >>= 1) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
+            for (int o = 16; o > 0; o >>= 1)
+                acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
 #pragma unroll
         for (int t = 0; t < MT; t++)
             if (lane == t) st(y + t * N + n, acc[t]);
@@ -155,15 +161,24 @@ template <typename E, int MT> static int linear_gemv_t(const linear_args *a, cud
 /* The token count as a template argument, so that the accumulators are registers. */
 template <typename E> static int linear_gemv(const linear_args *a, cudaStream_t s) {
     switch (a->T) {
-    case 1: return linear_gemv_t<E, 1>(a, s);
-    case 2: return linear_gemv_t<E, 2>(a, s);
-    case 3: return linear_gemv_t<E, 3>(a, s);
-    case 4: return linear_gemv_t<E, 4>(a, s);
-    case 5: return linear_gemv_t<E, 5>(a, s);
-    case 6: return linear_gemv_t<E, 6>(a, s);
-    case 7: return linear_gemv_t<E, 7>(a, s);
-    case 8: return linear_gemv_t<E, 8>(a, s);
-    default: return lr_gpu_linear_cublas(a, s);
+    case 1:
+        return linear_gemv_t<E, 1>(a, s);
+    case 2:
+        return linear_gemv_t<E, 2>(a, s);
+    case 3:
+        return linear_gemv_t<E, 3>(a, s);
+    case 4:
+        return linear_gemv_t<E, 4>(a, s);
+    case 5:
+        return linear_gemv_t<E, 5>(a, s);
+    case 6:
+        return linear_gemv_t<E, 6>(a, s);
+    case 7:
+        return linear_gemv_t<E, 7>(a, s);
+    case 8:
+        return linear_gemv_t<E, 8>(a, s);
+    default:
+        return lr_gpu_linear_cublas(a, s);
     }
 }
 
@@ -184,12 +199,13 @@ extern "C" int lr_gpu_linear(const char *variant, void *y, const void *x, const 
         return lr_fail(LR_E_INVAL, "gpu linear: negative size (T %lld, N %lld, K %lld)", (long long)T,
                        (long long)N, (long long)K);
     if (T > INT_MAX || N > INT_MAX || K > INT_MAX)
-        return lr_fail(LR_E_INVAL, "gpu linear: a size over %d, cuBLAS's limit (T %lld, N %lld, K %lld)", INT_MAX,
-                       (long long)T, (long long)N, (long long)K);
+        return lr_fail(LR_E_INVAL, "gpu linear: a size over %d, cuBLAS's limit (T %lld, N %lld, K %lld)",
+                       INT_MAX, (long long)T, (long long)N, (long long)K);
     if (dt != LR_F32 && dt != LR_F16 && dt != LR_BF16)
         return lr_fail(LR_E_INVAL, "gpu linear: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
     if (T == 0 || N == 0) return LR_OK;
-    if (K == 0) return lr_fail(LR_E_INVAL, "gpu linear: K 0 (no input features) for %lld outputs", (long long)N);
+    if (K == 0)
+        return lr_fail(LR_E_INVAL, "gpu linear: K 0 (no input features) for %lld outputs", (long long)N);
     if (!blas) return lr_fail(LR_E_INVAL, "gpu linear: no cuBLAS handle");
     linear_args a = {y, x, w, T, N, K, dt, blas};
     return launch(&a, s);

@@ -17,14 +17,16 @@ static __global__ void planted_gemv_kernel(E *y, const E *x, const E *w, int64_t
             float acc = 0.0f;
             for (int64_t k = lane; k < K - 1; k += 32) /* the bug: K - 1 */
                 acc = fmaf(ld(w + n * K + k), ld(x + t * K + k), acc);
-            for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+            for (int o = 16; o > 0; o >>= 1)
+                acc += __shfl_xor_sync(0xffffffffu, acc, o);
             if (lane == 0) st(y + t * N + n, acc);
         }
     }
 }
 
-template <typename E> static int planted_gemv(void *y, const void *x, const void *w, int64_t T, int64_t N, int64_t K,
-                                              cudaStream_t s) {
+template <typename E>
+static int planted_gemv(void *y, const void *x, const void *w, int64_t T, int64_t N, int64_t K,
+                        cudaStream_t s) {
     int64_t blocks = (N + PLANTED_WARPS - 1) / PLANTED_WARPS;
     unsigned int grid = (unsigned int)(blocks < PLANTED_MAX_BLOCKS ? blocks : PLANTED_MAX_BLOCKS);
     planted_gemv_kernel<E><<<grid, PLANTED_WARPS * 32, 0, s>>>((E *)y, (const E *)x, (const E *)w, T, N, K);
@@ -33,7 +35,8 @@ template <typename E> static int planted_gemv(void *y, const void *x, const void
 }
 
 extern "C" int lr_test_planted_linear(const char *variant, void *y, const void *x, const void *w, int64_t T,
-                                      int64_t N, int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s) {
+                                      int64_t N, int64_t K, lr_dtype dt, cublasHandle_t blas,
+                                      cudaStream_t s) {
     (void)variant, (void)blas;
     if (T < 0 || N < 0 || K < 1) return lr_fail(LR_E_INVAL, "planted linear: bad sizes");
     if (T == 0 || N == 0) return LR_OK;

@@ -214,10 +214,12 @@ static htensor h_grid(lr_dtype dt, int64_t n) {
             break;
         }
         case LR_BF16:
-            ((uint16_t *)t.raw)[i] = (uint16_t)((unsigned)sign << 15 | (unsigned)(e + 127) << 7 | (unsigned)m);
+            ((uint16_t *)t.raw)[i] =
+                (uint16_t)((unsigned)sign << 15 | (unsigned)(e + 127) << 7 | (unsigned)m);
             break;
         default: /* F16 */
-            ((uint16_t *)t.raw)[i] = (uint16_t)((unsigned)sign << 15 | (unsigned)(e + 15) << 10 | (unsigned)m);
+            ((uint16_t *)t.raw)[i] =
+                (uint16_t)((unsigned)sign << 15 | (unsigned)(e + 15) << 10 | (unsigned)m);
             break;
         }
     }
@@ -255,7 +257,7 @@ static void refs_free(refs *r) { free(r->ref), free(r->twin); }
 typedef struct {
     bool pass;
     bool finite;
-    double rel_l2, rel_l2_budget; /* against float64 */
+    double rel_l2, rel_l2_budget;              /* against float64 */
     double same_rel_l2, same_budget, max_ulps; /* against the emulated reference (lowp) */
     int64_t over;
     char why[768]; /* the failing verdicts, or "" */
@@ -303,13 +305,15 @@ static verdict judge(const void *y, lr_dtype ydt, lr_dtype dt, const refs *r) {
         ck_assert_int_eq(lr_same_compare(&a, &t, dt, sb, &sm), LR_OK);
         v.same_rel_l2 = sm.clipped, v.same_budget = sm.budget, v.max_ulps = sm.max_ulps, v.over = sm.over;
         if (!sm.pass) {
-            int64_t wt = sm.worst_token >= 0 ? sm.worst_token : 0, wf = sm.worst_feature >= 0 ? sm.worst_feature : 0;
+            int64_t wt = sm.worst_token >= 0 ? sm.worst_token : 0,
+                    wf = sm.worst_feature >= 0 ? sm.worst_feature : 0;
             v.pass = false;
-            WHY("against the emulated %s reference: relative L2 %.3g (budget %.3g); %lld elements over %g ulps "
+            WHY("against the emulated %s reference: relative L2 %.3g (budget %.3g); %lld elements over %g "
+                "ulps "
                 "(%lld allowed, none over %g), the worst [%lld, %lld] %.2f ulps: %.9g against %.9g; %lld "
                 "non-finite",
-                lr_dtype_name(dt), sm.clipped, sm.budget, (long long)sm.over, sb.ulps, (long long)sb.spare, sb.cap,
-                (long long)wt, (long long)wf, sm.max_ulps, lr_tensor_get(&a, wt * N + wf),
+                lr_dtype_name(dt), sm.clipped, sm.budget, (long long)sm.over, sb.ulps, (long long)sb.spare,
+                sb.cap, (long long)wt, (long long)wf, sm.max_ulps, lr_tensor_get(&a, wt * N + wf),
                 (double)r->twin[wt * N + wf], (long long)sm.nonfinite);
         }
     }
@@ -319,8 +323,9 @@ static verdict judge(const void *y, lr_dtype ydt, lr_dtype dt, const refs *r) {
 
 static void print_verdict(const char *what, lr_dtype dt, const char *shape, int64_t T, int64_t N, int64_t K,
                           const verdict *v) {
-    printf("%-24s %-5s %-44s T %2lld (%lld x %lld): float64 rel L2 %.2e (%.2f of budget)", what, lr_dtype_name(dt),
-           shape, (long long)T, (long long)N, (long long)K, v->rel_l2, v->rel_l2 / v->rel_l2_budget);
+    printf("%-24s %-5s %-44s T %2lld (%lld x %lld): float64 rel L2 %.2e (%.2f of budget)", what,
+           lr_dtype_name(dt), shape, (long long)T, (long long)N, (long long)K, v->rel_l2,
+           v->rel_l2 / v->rel_l2_budget);
     if (lowp(dt))
         printf("; emulated rel L2 %.2e (%.2f of budget), max %.2f ulps, %lld over", v->same_rel_l2,
                v->same_rel_l2 / v->same_budget, v->max_ulps, (long long)v->over);
@@ -333,8 +338,8 @@ static void print_verdict(const char *what, lr_dtype dt, const char *shape, int6
  * element at a time (k = l, l + 32, ...); then the xor butterfly (offsets 16 to 1) that
  * leaves lane 0 with the sum; rounded once to dt. terms < K: the planted twin (the last
  * input feature left out, one element at a time as tests/gpu_linear_planted.cu). */
-static void sim_gemv(float *y, const float *x, const float *w, int64_t T, int64_t N, int64_t K, int V, bool vec,
-                     int64_t terms, lr_dtype dt) {
+static void sim_gemv(float *y, const float *x, const float *w, int64_t T, int64_t N, int64_t K, int V,
+                     bool vec, int64_t terms, lr_dtype dt) {
     for (int64_t t = 0; t < T; t++)
         for (int64_t n = 0; n < N; n++) {
             const float *xr = x + t * K, *wr = w + n * K;
@@ -343,14 +348,17 @@ static void sim_gemv(float *y, const float *x, const float *w, int64_t T, int64_
                 float s = 0.0f;
                 if (vec)
                     for (int64_t i = l; i < terms / V; i += 32)
-                        for (int j = 0; j < V; j++) s = fmaf(wr[i * V + j], xr[i * V + j], s);
+                        for (int j = 0; j < V; j++)
+                            s = fmaf(wr[i * V + j], xr[i * V + j], s);
                 else
-                    for (int64_t k = l; k < terms; k += 32) s = fmaf(wr[k], xr[k], s);
+                    for (int64_t k = l; k < terms; k += 32)
+                        s = fmaf(wr[k], xr[k], s);
                 acc[l] = s;
             }
             for (int o = 16; o > 0; o >>= 1) {
                 float nx[32];
-                for (int l = 0; l < 32; l++) nx[l] = acc[l] + acc[l ^ o];
+                for (int l = 0; l < 32; l++)
+                    nx[l] = acc[l] + acc[l ^ o];
                 memcpy(acc, nx, sizeof acc);
             }
             y[t * N + n] = acc[0];
@@ -388,8 +396,8 @@ START_TEST(test_verdicts_cpu) {
                               (unsigned long long)g_seed, order ? "vector" : "element", lr_dtype_name(dt),
                               shapes[si].name, (long long)T, v.why);
                 if (getenv("LR_TEST_VERBOSE"))
-                    print_verdict(order ? "simulated gemv (vector)" : "simulated gemv (element)", dt, shapes[si].name,
-                                  T, N, K, &v);
+                    print_verdict(order ? "simulated gemv (vector)" : "simulated gemv (element)", dt,
+                                  shapes[si].name, T, N, K, &v);
                 worst[0] = fmax(worst[0], v.rel_l2 / v.rel_l2_budget);
                 if (lowp(dt)) worst[1] = fmax(worst[1], v.same_rel_l2 / v.same_budget);
             }
@@ -410,8 +418,9 @@ START_TEST(test_verdicts_cpu) {
     }
     printf("test_gpu_linear: %s on the CPU: simulated gemv within at most %.2f of the float64 budget%s%.2f; "
            "the simulated planted gemv failed %d of %d cases of %d outputs or more\n",
-           lr_dtype_name(dt), worst[0], lowp(dt) ? " and the emulated reference's relative L2 " : " (F32: no emulated verdict) ",
-           worst[1], caught, cases, PLANTED_MIN_OUT);
+           lr_dtype_name(dt), worst[0],
+           lowp(dt) ? " and the emulated reference's relative L2 " : " (F32: no emulated verdict) ", worst[1],
+           caught, cases, PLANTED_MIN_OUT);
     ck_assert_int_gt(cases, 0);
     ck_assert_msg(caught == cases, "[seed %llu] the simulated planted gemv passed %d of %d cases at %s",
                   (unsigned long long)g_seed, cases - caught, cases, lr_dtype_name(dt));
@@ -436,10 +445,11 @@ START_TEST(test_registry) {
     }
     ck_assert_msg(n >= 2 && defaults == 1, "linear: %d variants, %d defaults", n, defaults);
     ck_assert_msg(cublas, "linear: cublas is not the default");
-    ck_assert_msg(gemv, "linear: no gemv variant, or its description does not say it hands large T to cublas");
+    ck_assert_msg(gemv,
+                  "linear: no gemv variant, or its description does not say it hands large T to cublas");
     ck_assert_int_eq(lr_gpu_variant_check("linear", "nope"), LR_E_INVAL);
-    ck_assert_msg(strstr(lr_last_error(), "gemv") && strstr(lr_last_error(), "cublas"), "unhelpful message: %s",
-                  lr_last_error());
+    ck_assert_msg(strstr(lr_last_error(), "gemv") && strstr(lr_last_error(), "cublas"),
+                  "unhelpful message: %s", lr_last_error());
 }
 END_TEST
 
@@ -460,8 +470,10 @@ START_TEST(test_bad_arguments) {
     EXPECT_STATUS(lr_gpu_linear(NULL, NULL, NULL, NULL, 1, 8, (int64_t)1 << 31, LR_F32, NULL, s), LR_E_INVAL);
     EXPECT_STATUS(lr_gpu_linear(NULL, NULL, NULL, NULL, 1, 8, 8, LR_F64, NULL, s), LR_E_INVAL);
     EXPECT_STATUS(lr_gpu_linear("gemv", NULL, NULL, NULL, 1, 8, 8, LR_I32, NULL, s), LR_E_INVAL);
-    EXPECT_STATUS(lr_gpu_linear(NULL, NULL, NULL, NULL, 1, 8, 0, LR_F32, NULL, s), LR_E_INVAL);  /* no inputs */
-    EXPECT_STATUS(lr_gpu_linear("gemv", NULL, NULL, NULL, 1, 8, 8, LR_BF16, NULL, s), LR_E_INVAL); /* no handle */
+    EXPECT_STATUS(lr_gpu_linear(NULL, NULL, NULL, NULL, 1, 8, 0, LR_F32, NULL, s),
+                  LR_E_INVAL); /* no inputs */
+    EXPECT_STATUS(lr_gpu_linear("gemv", NULL, NULL, NULL, 1, 8, 8, LR_BF16, NULL, s),
+                  LR_E_INVAL); /* no handle */
     /* empty products do nothing, successfully, without a device */
     EXPECT_STATUS(lr_gpu_linear(NULL, NULL, NULL, NULL, 0, 8, 8, LR_F32, NULL, s), LR_OK);
     EXPECT_STATUS(lr_gpu_linear("gemv", NULL, NULL, NULL, 3, 0, 8, LR_F16, NULL, s), LR_OK);
@@ -474,7 +486,8 @@ static cudaStream_t g_stream;
 static cublasHandle_t g_blas;
 static char g_case[256];
 
-#define CHECK(cond, fmt, ...) ck_assert_msg(cond, "[%s, seed %llu] " fmt, g_case, (unsigned long long)g_seed, __VA_ARGS__)
+#define CHECK(cond, fmt, ...)                                                                                \
+    ck_assert_msg(cond, "[%s, seed %llu] " fmt, g_case, (unsigned long long)g_seed, __VA_ARGS__)
 #define CK_CUDA(call)                                                                                        \
     do {                                                                                                     \
         cudaError_t e_ = (call);                                                                             \
@@ -598,10 +611,12 @@ START_TEST(test_linear) {
             CHECK(v.pass, "linear/%s: %s", vs[vi]->name, v.why);
             /* gemv hands T beyond its kernel to cublas: the same bits */
             if (!strcmp(vs[vi]->name, "gemv") && T > GEMV_T && def)
-                CHECK(memcmp(y, def, (size_t)(T * N) * es) == 0, "linear/gemv at T %lld is not cublas's result",
-                      (long long)T);
-            if (vi == 0) def = y;
-            else free(y);
+                CHECK(memcmp(y, def, (size_t)(T * N) * es) == 0,
+                      "linear/gemv at T %lld is not cublas's result", (long long)T);
+            if (vi == 0)
+                def = y;
+            else
+                free(y);
         }
         free(def);
         if (T <= GEMV_T) {
