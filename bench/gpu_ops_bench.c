@@ -182,6 +182,13 @@ static int op_gemm(void *c, const char *v) {
                : LR_E_DEVICE;
 }
 
+/* The linear family's variants on the model's projections (g_n, g_k) over w_bf, which is
+ * as large as the largest of them (the LM head). */
+static int op_linear(void *c, const char *v) {
+    (void)c;
+    return lr_gpu_linear(v, y_bf, x_bf, w_bf, T_cur, g_n, g_k, LR_BF16, blas, 0);
+}
+
 int main(int argc, char **argv) {
     const char *json = NULL;
     for (int i = 1; i < argc; i++) {
@@ -286,6 +293,23 @@ int main(int argc, char **argv) {
                     free_meta(&meta_cur);
                 }
                 break;
+            case LR_GPU_FAM_LINEAR: {
+                /* As the cuBLAS GEMMs below: weight bytes at T < 2048, FLOPs at 2048. */
+                const struct {
+                    const char *name;
+                    int64_t n, k;
+                } lm[] = {{"qkv_proj", QKVW, H}, {"o_proj", H, NH * HD}, {"gate_up_proj", 2 * NI, H},
+                          {"down_proj", H, NI}, {"lm_head", V, H}};
+                for (size_t i = 0; i < sizeof lm / sizeof lm[0]; i++) {
+                    g_n = lm[i].n, g_k = lm[i].k;
+                    snprintf(shape, sizeof shape, "%s T %lld (%lld x %lld)", lm[i].name, (long long)T_cur,
+                             (long long)g_n, (long long)g_k);
+                    double s = time_op(op_linear, NULL, v->name);
+                    if (T_cur == 2048) report(v->family, v->name, shape, s, 0, 2 * t * (double)(g_n * g_k));
+                    else report(v->family, v->name, shape, s, 2.0 * (double)(g_n * g_k) + t * (double)(g_k + g_n) * 2, 0);
+                }
+                break;
+            }
             case LR_GPU_NUM_FAMILIES: /* no case for a family: -Wswitch says so */
                 break;
             }

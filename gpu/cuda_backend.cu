@@ -1,7 +1,8 @@
 /* cuda_backend.cu: the CUDA backend. The same packed, sharded weights as the CPU
  * reference (lr_plan per rank), converted once to the compute dtype (BF16, F16 or F32)
- * on the device; GEMMs through cuBLAS with float32 accumulation; the other ops from the
- * kernel families of gpu_ops.h; a paged KV cache with block tables as vLLM keeps it.
+ * on the device; every op, the GEMMs included (the linear family: cuBLAS with float32
+ * accumulation by default), from the kernel families of gpu_ops.h; a paged KV cache with
+ * block tables as vLLM keeps it.
  *
  * Tensor parallelism runs in one of two modes:
  *  - NCCL: rank r on GPU r, one communicator over the host's GPUs (ncclCommInitAll),
@@ -183,10 +184,6 @@ static void cuda_set_faults(void *impl, const lr_fault *faults, size_t n) {
     gpu_model *m = (gpu_model *)impl;
     m->faults = faults;
     m->num_faults = n;
-}
-
-static cudaDataType_t cuda_type(lr_dtype dt) {
-    return dt == LR_BF16 ? CUDA_R_16BF : dt == LR_F16 ? CUDA_R_16F : CUDA_R_32F;
 }
 
 /* ---- lifetime ---------------------------------------------------------------------------- */
@@ -633,13 +630,13 @@ static int ensure_buffers(gpu_model *m, int64_t T, int64_t nseq, int64_t max_blo
     return LR_OK;
 }
 
-/* y (T, N) = x (T, K) @ w (N, K)^T + b: column-major Y^T = W X^T. */
+/* y (T, N) = x (T, K) @ w (N, K)^T + b, every tensor dense (the rank's packed weight
+ * and its own activation buffers), through the linear family's selected variant (the
+ * default: cuBLAS) on the rank's handle and stream; the bias is added after. */
 static int linear(gpu_model *m, gpu_rank *rk, void *y, const void *x, const void *w, const void *b, int64_t T,
                   int64_t N, int64_t K) {
-    float one = 1, zero = 0;
-    cudaDataType_t t = cuda_type(m->dt);
-    CUBLAS_CHECK(cublasGemmEx(rk->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)T, (int)K, &one, w, t, (int)K, x, t,
-                              (int)K, &zero, y, t, (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    int rc = lr_gpu_linear(m->variant[LR_GPU_FAM_LINEAR], y, x, w, T, N, K, m->dt, rk->blas, rk->stream);
+    if (rc) return rc;
     return b ? lr_gpu_add_bias(y, b, T, N, m->dt, rk->stream) : LR_OK;
 }
 

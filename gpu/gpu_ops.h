@@ -8,6 +8,7 @@
 #ifndef LLAMAREF_GPU_OPS_H
 #define LLAMAREF_GPU_OPS_H
 
+#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <stdint.h>
 
@@ -75,6 +76,14 @@ int lr_gpu_rms_norm(const char *variant, void *y, const void *x, const void *w, 
 int lr_gpu_fused_add_rms_norm(const char *variant, void *y, float *residual, const void *x,
                               const void *w, int64_t T, int64_t H, float eps, lr_dtype dt,
                               cudaStream_t s);
+
+/* y (T, N) = x (T, K) @ w (N, K)^T: float32 accumulation, rounded once to dt (the bias,
+ * which lr_ref_linear takes, is lr_gpu_add_bias after, as the rounding map has it). Dense
+ * rows (ld = K, K, N). blas: a cuBLAS handle created on the current device, not NULL, the
+ * one argument lr_ref_linear has no twin for: variants that call cuBLAS (the default, and
+ * others for shapes they have no kernel for) run it on s, and leave it bound to s. */
+int lr_gpu_linear(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N,
+                  int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s);
 
 /* neox RoPE in place on nheads heads of hd at the start of each row of x (T, ld); the
  * angle positions[t] * inv_freq[i] is formed and its sine and cosine taken in float64. */

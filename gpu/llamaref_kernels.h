@@ -46,7 +46,8 @@ extern "C" {
     X(ROTARY, "rotary")                                                                    \
     X(ACTIVATION, "activation")                                                            \
     X(CACHE, "cache")                                                                      \
-    X(ATTENTION, "attention")
+    X(ATTENTION, "attention")                                                              \
+    X(LINEAR, "linear")
 
 typedef enum {
 #define LR_GPU_FAMILY_ENUM(id, name) LR_GPU_FAM_##id,
@@ -111,6 +112,22 @@ typedef struct {
     float eps;
     lr_dtype dt;
 } lr_gpu_rmsnorm_args;
+
+/* linear: y (T, N) = x (T, K) w (N, K)^T, dense row-major tensors of dt, float32
+ * accumulation, rounded once (the bias is added after, by the backend). Every size is at
+ * least 1 and at most INT_MAX. blas is the caller's cuBLAS handle (a cublasHandle_t),
+ * created on the current device: a variant that calls cuBLAS (the default, or another's
+ * fallback for shapes it has no kernel for) binds it to the launch stream first; one that
+ * does not may ignore it. Declared as the struct cuBLAS's handle points to, so this
+ * header needs no cuBLAS header. */
+typedef struct {
+    void *y;                    /* (T, N) */
+    const void *x;              /* (T, K) */
+    const void *w;              /* (N, K) */
+    int64_t T, N, K;
+    lr_dtype dt;
+    struct cublasContext *blas; /* cublasHandle_t */
+} lr_gpu_linear_args;
 
 /* rotary: neox (rotate-half) RoPE in place on nheads heads of hd at the start of each row
  * of x; the angle positions[t] * inv_freq[i] and its sine and cosine in float64, each

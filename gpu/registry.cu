@@ -22,6 +22,8 @@ int lr_gpu_embedding_gather(const void *args, cudaStream_t s);
 int lr_gpu_rmsnorm_vec(const void *args, cudaStream_t s);
 int lr_gpu_rmsnorm_block(const void *args, cudaStream_t s);
 int lr_gpu_rmsnorm_warp(const void *args, cudaStream_t s);
+int lr_gpu_linear_cublas(const void *args, cudaStream_t s);
+int lr_gpu_linear_gemv(const void *args, cudaStream_t s);
 int lr_gpu_rotary_heads(const void *args, cudaStream_t s);
 int lr_gpu_rotary_neox(const void *args, cudaStream_t s);
 int lr_gpu_activation_vec(const void *args, cudaStream_t s);
@@ -76,6 +78,17 @@ static const lr_gpu_kernel builtin[] = {
      lr_gpu_rmsnorm_block},
     {{FAM(RMSNORM), "warp", "one warp per row, warp-shuffle sum of squares", false, ALL, 0},
      lr_gpu_rmsnorm_warp},
+    {{FAM(LINEAR), "cublas",
+      "cublasGemmEx on dtype operands, float32 accumulation (CUBLAS_COMPUTE_32F, no TF32), "
+      "the output rounded once",
+      true, ALL, 0},
+     lr_gpu_linear_cublas},
+    {{FAM(LINEAR), "gemv",
+      "T <= 8 (decode): one warp per output feature, 16-byte loads of w each met by every token's "
+      "x (one element at a time where K or a pointer is not 16-byte aligned), float32 FMAs, "
+      "warp-shuffle sum, rounded once; F32, F16, BF16; cublas for T > 8",
+      false, ALL, 0},
+     lr_gpu_linear_gemv},
     {{FAM(ROTARY), "heads",
       "blocks of (token, 8 heads): each thread one frequency's float64 sincos, all 8 heads' "
       "pairs loaded before any store",

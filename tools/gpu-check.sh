@@ -65,7 +65,7 @@ rm -rf "$B" && mkdir -p "$B"
 cp -r . "$B"
 rm -rf "$B/.devdeps" "$B/gpu-out" "$B"/.smol* "$B/.whl" "$B/.gpuwt"
 cd "$B"
-(autoreconf -fi && ./configure --with-cuda --enable-werror && make -j16 && make -j16 tests/test_gpu_ops tests/test_gpu_forward) >"$OUT/build.log" 2>&1
+(autoreconf -fi && ./configure --with-cuda --enable-werror && make -j16 && make -j16 tests/test_gpu_ops tests/test_gpu_forward tests/test_gpu_linear) >"$OUT/build.log" 2>&1
 rc=$?
 tail -30 "$OUT/build.log"
 [ $rc -eq 0 ] || { echo "BUILD FAILED"; exit 1; }
@@ -74,7 +74,7 @@ tail -30 "$OUT/build.log"
 echo "== GPU suites"
 export LR_FIXTURES=$PWD/fixtures LR_TMPDIR=$PWD/tests/tmp CK_FORK=no
 mkdir -p "$LR_TMPDIR"
-for t in tests/test_gpu_ops tests/test_gpu_forward "tests/test_gpu_forward --nccl"; do
+for t in tests/test_gpu_ops tests/test_gpu_linear tests/test_gpu_forward "tests/test_gpu_forward --nccl"; do
     echo "-- $t"
     log="$OUT/$(basename "${t%% *}")$([ "${t#* }" != "$t" ] && echo -nccl).log"
     start=$(date +%s)
@@ -103,6 +103,16 @@ for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16
     done
 done
 ./llama-diff check -b cuda -m fixtures/models/gqa-f32 -f fixtures/golden/gqa-f32-batch.safetensors >"$OUT/diff-default-bf16.txt" 2>&1
+
+echo "== decode through the linear family's gemv (--kernel linear=gemv: every decode step's T <= 8 runs the GEMV)"
+for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16 long-gqa-f32:long-gqa-f32-300; do
+    m=${c%%:*} f=${c##*:}
+    for p in bf16 fp16; do
+        ./llama-diff check -b cuda -p $p -k linear=gemv --decode 4 -m fixtures/models/$m \
+            -f fixtures/golden/$f.safetensors >"$OUT/gemv-decode-$f-$p.txt" 2>&1
+        echo "$f $p --kernel linear=gemv --decode 4: exit $? (expected 0) $(grep -E '^decode' "$OUT/gemv-decode-$f-$p.txt" | tail -1)"
+    done
+done
 echo "== the error model against the records just measured (tests/test_error_model, LR_CUDA_RECORDS)"
 LR_CUDA_RECORDS="$OUT/diff-all.jsonl" ./tests/test_error_model >"$OUT/error-model-live.log" 2>&1
 echo "exit $?"; tail -3 "$OUT/error-model-live.log"
@@ -175,7 +185,8 @@ if [ $SANITIZE -eq 1 ]; then
     echo "== compute-sanitizer (whole model through every op family, prefill and decode; op sweep under memcheck)"
     runs=("check -b cuda -p bf16 --tp 2 --decode 3 -m fixtures/models/gqa-f32 -f fixtures/golden/gqa-f32-batch.safetensors"
           "check -b cuda -p fp16 --tp 4 -m fixtures/models/mqa-hd-f16 -f fixtures/golden/mqa-hd-f16.safetensors"
-          "check -b cuda -p bf16 -k attention=simple -k rmsnorm=warp -m fixtures/models/mha-bias-bf16 -f fixtures/golden/mha-bias-bf16.safetensors")
+          "check -b cuda -p bf16 -k attention=simple -k rmsnorm=warp -m fixtures/models/mha-bias-bf16 -f fixtures/golden/mha-bias-bf16.safetensors"
+          "check -b cuda -p fp16 -k linear=gemv --decode 3 -m fixtures/models/mqa-hd-f16 -f fixtures/golden/mqa-hd-f16.safetensors")
     for tool in memcheck racecheck initcheck synccheck; do
         for i in "${!runs[@]}"; do
             log="$OUT/sanitize-$tool-$i.log"

@@ -15,9 +15,11 @@
  *   weights      converted once at load: the checkpoint to float32 (lr_weights_build),
  *                then to the dtype (lr_gpu_convert); two roundings for a float64 file
  *   embedding    the shard's rows copied (exact); other ranks' rows are zeros
- *   linear       cublasGemmEx, dtype inputs, float32 accumulation (CUBLAS_COMPUTE_32F),
- *                output rounded to the dtype; then the bias (dtype) added in float32 and
- *                the sum rounded again (lr_gpu_add_bias): two roundings with a bias
+ *   linear       lr_gpu_linear, every variant (the default cublasGemmEx with
+ *                CUBLAS_COMPUTE_32F; gemv's float32 FMAs and warp sums): dtype inputs,
+ *                float32 accumulation, output rounded to the dtype; then the bias (dtype)
+ *                added in float32 and the sum rounded again (lr_gpu_add_bias): two
+ *                roundings with a bias
  *   rms_norm     RESIDUAL (float32) += HIDDEN (the first norm: RESIDUAL = 0 + HIDDEN);
  *                inv = 1 / sqrtf(sum x^2 / H + eps), float32;
  *                NORMED = round((x * inv) * w), one rounding

@@ -1,0 +1,197 @@
+/* linear.cu: the matrix product every parallel linear layer does on one rank (qkv_proj,
+ * o_proj, gate_up_proj, down_proj, the LM head), the twin of ref/cpu/ops/linear.c without
+ * its bias (lr_gpu_add_bias adds it after, as the rounding map says). Variants: cuBLAS
+ * (the default, the call the backend has always made) and a hand-written GEMV for the few
+ * tokens of a decode step, which reads each weight row once for every token of the batch. */
+#include "common.cuh"
+
+#include <limits.h>
+
+/* Every linear launcher receives an lr_gpu_linear_args (llamaref_kernels.h). */
+typedef lr_gpu_linear_args linear_args;
+
+/* ---- cublas ---------------------------------------------------------------------------- */
+
+static cudaDataType_t cuda_type(lr_dtype dt) {
+    return dt == LR_BF16 ? CUDA_R_16BF : dt == LR_F16 ? CUDA_R_16F : CUDA_R_32F;
+}
+
+/* The handle runs its work on s from here on; it is left so (a handle serves one stream,
+ * as the backend's one per rank does, so this is a no-op there). */
+static int cublas_bind(cublasHandle_t blas, cudaStream_t s) {
+    cudaStream_t cur = NULL;
+    CUBLAS_CHECK(cublasGetStream(blas, &cur));
+    if (cur != s) CUBLAS_CHECK(cublasSetStream(blas, s));
+    return LR_OK;
+}
+
+/* Row-major y = x w^T is column-major Y^T (N, T) = W (K, N)^T X^T (K, T): dtype operands,
+ * float32 accumulation (CUBLAS_COMPUTE_32F: no TF32), the output rounded once to dt. */
+int lr_gpu_linear_cublas(const void *args, cudaStream_t s) {
+    const linear_args *a = (const linear_args *)args;
+    int rc = cublas_bind(a->blas, s);
+    if (rc) return rc;
+    float one = 1, zero = 0;
+    cudaDataType_t t = cuda_type(a->dt);
+    CUBLAS_CHECK(cublasGemmEx(a->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)a->N, (int)a->T, (int)a->K, &one, a->w,
+                              t, (int)a->K, a->x, t, (int)a->K, &zero, a->y, t, (int)a->N, CUBLAS_COMPUTE_32F,
+                              CUBLAS_GEMM_DEFAULT));
+    return LR_OK;
+}
+
+/* ---- gemv -------------------------------------------------------------------------------
+ * For T <= GEMV_MAX_T tokens (decode), the product is bound by reading w once: one warp
+ * per output feature n (a row of w), lanes striding over K. Each load of w (16 bytes:
+ * 8 bf16/f16 or 4 f32 elements) meets the same 16 bytes of every token's row of x, so w
+ * is read once for all T tokens; x (at most 8 rows) stays in L1/L2. Arithmetic order, per
+ * output (n, t): each lane accumulates its elements k = lane * VEC + j + i * 32 * VEC
+ * (i ascending, then j) with fmaf into one float32, then a xor-butterfly sums the 32
+ * lanes (offsets 16, 8, 4, 2, 1; every lane ends with the same bits, since float32
+ * addition commutes); lane t stores token t's sum, rounded once to the dtype. Without
+ * 16-byte alignment (K not a multiple of VEC, or x or w not 16-byte aligned) the lanes
+ * stride one element at a time (k = lane + 32 i), the same arithmetic otherwise.
+ * tests/test_gpu_linear.c simulates both orders on the CPU. */
+#define GEMV_MAX_T 8
+#define GEMV_WARPS 8 /* output features (warps) per block */
+#define MAX_BLOCKS 65535
+
+/* 16 bytes of E as float32 (exact), element j from the low bytes up, as memory holds them. */
+template <typename E> struct vec16;
+template <> struct vec16<float> {
+    static __device__ __forceinline__ void unpack(uint4 v, float *f) {
+        f[0] = __uint_as_float(v.x), f[1] = __uint_as_float(v.y);
+        f[2] = __uint_as_float(v.z), f[3] = __uint_as_float(v.w);
+    }
+};
+template <> struct vec16<__nv_bfloat16> {
+    static __device__ __forceinline__ void unpack(uint4 v, float *f) {
+        const unsigned int u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+            f[2 * i] = __uint_as_float(u[i] << 16), f[2 * i + 1] = __uint_as_float(u[i] & 0xffff0000u);
+    }
+};
+template <> struct vec16<__half> {
+    static __device__ __forceinline__ void unpack(uint4 v, float *f) {
+        const unsigned int u[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            f[2 * i] = __half2float(__ushort_as_half((unsigned short)(u[i] & 0xffffu)));
+            f[2 * i + 1] = __half2float(__ushort_as_half((unsigned short)(u[i] >> 16)));
+        }
+    }
+};
+
+template <typename E, int MT, bool VEC>
+static __global__ void __launch_bounds__(GEMV_WARPS * 32)
+    linear_gemv_kernel(E *__restrict__ y, const E *__restrict__ x, const E *__restrict__ w, int64_t N,
+                       int64_t K) {
+    constexpr int V = 16 / sizeof(E);
+    const int lane = threadIdx.x & 31;
+    const int64_t step = (int64_t)gridDim.x * GEMV_WARPS;
+    /* n is warp-uniform, so the shuffles below run with every lane of the warp. */
+    for (int64_t n = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5); n < N; n += step) {
+        const E *wr = w + n * K;
+        float acc[MT];
+#pragma unroll
+        for (int t = 0; t < MT; t++)
+            acc[t] = 0.0f;
+        if (VEC) {
+            const int64_t nv = K / V;
+            const uint4 *w4 = (const uint4 *)wr;
+            for (int64_t i = lane; i < nv; i += 32) {
+                float wf[V], xf[V];
+                vec16<E>::unpack(w4[i], wf);
+#pragma unroll
+                for (int t = 0; t < MT; t++) {
+                    vec16<E>::unpack(((const uint4 *)(x + t * K))[i], xf);
+#pragma unroll
+                    for (int j = 0; j < V; j++)
+                        acc[t] = fmaf(wf[j], xf[j], acc[t]);
+                }
+            }
+        } else {
+            for (int64_t k = lane; k < K; k += 32) {
+                float wk = ld(wr + k);
+#pragma unroll
+                for (int t = 0; t < MT; t++)
+                    acc[t] = fmaf(wk, ld(x + t * K + k), acc[t]);
+            }
+        }
+#pragma unroll
+        for (int t = 0; t < MT; t++)
+            for (int o = 16; o > 0; o >>= 1)
+                acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
+#pragma unroll
+        for (int t = 0; t < MT; t++)
+            if (lane == t) st(y + t * N + n, acc[t]);
+    }
+}
+
+template <typename E, int MT> static int linear_gemv_t(const linear_args *a, cudaStream_t s) {
+    constexpr int V = 16 / sizeof(E);
+    bool vec = a->K % V == 0 && ((uintptr_t)a->x & 15) == 0 && ((uintptr_t)a->w & 15) == 0;
+    int64_t blocks = (a->N + GEMV_WARPS - 1) / GEMV_WARPS;
+    unsigned int grid = (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
+    E *y = (E *)a->y;
+    const E *x = (const E *)a->x, *w = (const E *)a->w;
+    if (vec)
+        linear_gemv_kernel<E, MT, true><<<grid, GEMV_WARPS * 32, 0, s>>>(y, x, w, a->N, a->K);
+    else
+        linear_gemv_kernel<E, MT, false><<<grid, GEMV_WARPS * 32, 0, s>>>(y, x, w, a->N, a->K);
+    LAUNCH_CHECK();
+    return LR_OK;
+}
+
+/* The token count as a template argument, so that the accumulators are registers. */
+template <typename E> static int linear_gemv(const linear_args *a, cudaStream_t s) {
+    switch (a->T) {
+    case 1:
+        return linear_gemv_t<E, 1>(a, s);
+    case 2:
+        return linear_gemv_t<E, 2>(a, s);
+    case 3:
+        return linear_gemv_t<E, 3>(a, s);
+    case 4:
+        return linear_gemv_t<E, 4>(a, s);
+    case 5:
+        return linear_gemv_t<E, 5>(a, s);
+    case 6:
+        return linear_gemv_t<E, 6>(a, s);
+    case 7:
+        return linear_gemv_t<E, 7>(a, s);
+    case 8:
+        return linear_gemv_t<E, 8>(a, s);
+    default:
+        return lr_gpu_linear_cublas(a, s);
+    }
+}
+
+int lr_gpu_linear_gemv(const void *args, cudaStream_t s) {
+    const linear_args *a = (const linear_args *)args;
+    if (a->T > GEMV_MAX_T) return lr_gpu_linear_cublas(args, s);
+    return LR_DISPATCH_DTYPE(a->dt, linear_gemv, a, s);
+}
+
+/* ---- Entry point ----------------------------------------------------------------------- */
+
+extern "C" int lr_gpu_linear(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N,
+                             int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s) {
+    const lr_gpu_kernel *k;
+    int rc = lr_gpu_kernel_find("linear", variant, &k);
+    if (rc) return rc;
+    if (T < 0 || N < 0 || K < 0)
+        return lr_fail(LR_E_INVAL, "gpu linear: negative size (T %lld, N %lld, K %lld)", (long long)T,
+                       (long long)N, (long long)K);
+    if (T > INT_MAX || N > INT_MAX || K > INT_MAX)
+        return lr_fail(LR_E_INVAL, "gpu linear: a size over %d, cuBLAS's limit (T %lld, N %lld, K %lld)",
+                       INT_MAX, (long long)T, (long long)N, (long long)K);
+    if (dt != LR_F32 && dt != LR_F16 && dt != LR_BF16)
+        return lr_fail(LR_E_INVAL, "gpu linear: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
+    if (T == 0 || N == 0) return LR_OK;
+    if (K == 0)
+        return lr_fail(LR_E_INVAL, "gpu linear: K 0 (no input features) for %lld outputs", (long long)N);
+    if (!blas) return lr_fail(LR_E_INVAL, "gpu linear: no cuBLAS handle");
+    linear_args a = {y, x, w, T, N, K, dt, blas};
+    return lr_gpu_kernel_run(k, &a, dt, s);
+}
