@@ -37,6 +37,7 @@
 #define LLAMAREF_ROUNDING_H
 
 #include "layer.h"
+#include "llamaref_ops.h" /* the exact conversions, LR_ATTN_P_TILE, lr_attention_rounds_p */
 
 #ifdef __cplusplus
 extern "C" {
@@ -79,26 +80,9 @@ lr_dtype lr_buf_dtype(lr_buf b, lr_dtype compute);
     X("simple", false) /* float32 throughout */
 
 #define LR_ATTN_DEFAULT_VARIANT "fa2"
-#define LR_ATTN_P_TILE 64 /* keys per tile where P is rounded (FA_BK, TC_BK) */
 
-/* Whether attention variant `variant` (NULL: the default) rounds P in a call at compute
- * dtype dt, head_dim hd, with max_new tokens in the batch's longest new sequence. */
-bool lr_attention_rounds_p(const char *variant, lr_dtype dt, int64_t hd, int64_t max_new);
-
-/* ---- Exact conversions to and from the 16-bit dtypes (tensor.c) --------------------------
- * Round to nearest, ties to even, as __float2bfloat16_rn and __float2half_rn do: half
- * subnormals below 2^-14, overflow to infinity (fp16 from 65520, its largest finite
- * 65504 plus half an ulp, up; bf16 past its largest finite), NaN stays NaN (quiet). */
-uint16_t lr_bf16_from_f32(float x);
-uint16_t lr_f16_from_f32(float x);
-float lr_f32_from_bf16(uint16_t h);
-float lr_f32_from_f16(uint16_t h);
-
-/* x rounded to dt and widened back to float32 (exact): BF16 and F16 round; F32 and F64
- * return x. */
-float lr_round_f32(float x, lr_dtype dt);
-/* The same in place over x (n). */
-void lr_round_f32_n(float *x, size_t n, lr_dtype dt);
+/* lr_attention_rounds_p and the exact conversions to and from bf16/fp16 (tensor.c):
+ * llamaref_ops.h. */
 
 #ifdef __cplusplus
 }
