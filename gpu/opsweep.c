@@ -31,10 +31,10 @@ typedef struct {
     lr_opsweep_cb cb;
     void *user;
     lr_opsweep_summary *sum;
-    uint64_t rng;           /* per case: the seed, the case's names and index */
-    cudaStream_t stream;    /* ops run on a stream of their own */
-    lr_gpu_attn_ws *ws;     /* attention's workspace for it */
-    lr_opsweep_case c;      /* the current case */
+    uint64_t rng;        /* per case: the seed, the case's names and index */
+    cudaStream_t stream; /* ops run on a stream of their own */
+    lr_gpu_attn_ws *ws;  /* attention's workspace for it */
+    lr_opsweep_case c;   /* the current case */
     jmp_buf jb;
 } sweep;
 
@@ -88,7 +88,7 @@ static void *need(void *p) {
 #define RUN(call)                                                                                            \
     do {                                                                                                     \
         int rc_ = (call);                                                                                    \
-        HARD(rc_ == LR_OK, "%s returned %s: %s", #call, lr_status_name(rc_), lr_last_error());              \
+        HARD(rc_ == LR_OK, "%s returned %s: %s", #call, lr_status_name(rc_), lr_last_error());               \
         if (!S->o->host) CK_CUDA(cudaStreamSynchronize(S->stream));                                          \
     } while (0)
 
@@ -118,7 +118,9 @@ static void rng_start(const char *a, const char *b, const char *c, int i) {
     S->rng = h;
 }
 
-static double uniform(double lo, double hi) { return lo + (hi - lo) * (double)(splitmix64(&S->rng) >> 11) * 0x1p-53; }
+static double uniform(double lo, double hi) {
+    return lo + (hi - lo) * (double)(splitmix64(&S->rng) >> 11) * 0x1p-53;
+}
 
 static int64_t irand(int64_t lo, int64_t hi) { /* [lo, hi) */
     return lo + (int64_t)(splitmix64(&S->rng) % (uint64_t)(hi - lo));
@@ -378,7 +380,8 @@ static void timer_end(timer *tm, double bytes, double flops) {
             while (timer_more(&tm_)) {                                                                       \
                 timer_before(&tm_);                                                                          \
                 int rc_ = (call);                                                                            \
-                HARD(rc_ == LR_OK, "timing: %s returned %s: %s", #call, lr_status_name(rc_), lr_last_error()); \
+                HARD(rc_ == LR_OK, "timing: %s returned %s: %s", #call, lr_status_name(rc_),                 \
+                     lr_last_error());                                                                       \
                 timer_after(&tm_);                                                                           \
             }                                                                                                \
             timer_end(&tm_, (double)(bytes), (double)(flops));                                               \
@@ -387,7 +390,8 @@ static void timer_end(timer *tm, double bytes, double flops) {
 
 int lr_gpu_copy_bandwidth(size_t bytes, int warmup, int repeats, double *out) {
     if (!out || bytes == 0 || warmup < 0 || repeats < 1 || repeats > 1000)
-        return lr_fail(LR_E_INVAL, "lr_gpu_copy_bandwidth: bytes %zu, warmup %d, repeats %d", bytes, warmup, repeats);
+        return lr_fail(LR_E_INVAL, "lr_gpu_copy_bandwidth: bytes %zu, warmup %d, repeats %d", bytes, warmup,
+                       repeats);
     void *a = NULL, *b = NULL;
     cudaEvent_t e0 = NULL, e1 = NULL;
     double *t = calloc((size_t)repeats, sizeof *t);
@@ -452,8 +456,9 @@ static void judge(const char *what, const void *raw, lr_dtype dt, int64_t T, int
     lr_metrics m;
     if (lr_compare_stage(&a, &b, c, &m) != LR_OK) harness_error(lr_last_error());
     HARD(m.nan_b == 0 && m.inf_b == 0, "%s: the reference has NaN/Inf", what);
-    HARD(m.nan_a == 0 && m.inf_a == 0, "%s: %lld NaN and %lld Inf among %lld outputs, the first at %lld (NaN: never written?)",
-         what, (long long)m.nan_a, (long long)m.inf_a, (long long)(T * W), (long long)first_nonfinite(&a));
+    HARD(m.nan_a == 0 && m.inf_a == 0,
+         "%s: %lld NaN and %lld Inf among %lld outputs, the first at %lld (NaN: never written?)", what,
+         (long long)m.nan_a, (long long)m.inf_a, (long long)(T * W), (long long)first_nonfinite(&a));
     unsigned f = lr_metrics_failures(&m, c->rel_l2);
     double used = m.rel_l2 / c->rel_l2;
     if (m.token_rel_l2 / c->token > used) used = m.token_rel_l2 / c->token;
@@ -461,14 +466,16 @@ static void judge(const char *what, const void *raw, lr_dtype dt, int64_t T, int
     if (used > S->c.f64_used) S->c.f64_used = used;
     int64_t e = m.elem_index >= 0 ? m.elem_index : 0, tw = m.token_rel_l2_row;
     if (f)
-        case_fail(false,
-                  "%s against float64:%s%s%s relative L2 %.3g (budget %.3g); worst token %lld at %.3g (budget %.3g); "
-                  "%lld elements outside %.3g rms + %.3g |ref|, the worst [%lld, %lld] %.9g against %.9g (%.3g of "
-                  "its allowance)",
-                  what, f & LR_FAILS_REL_L2 ? " [relative L2]" : "", f & LR_FAILS_TOKEN ? " [token]" : "",
-                  f & LR_FAILS_ELEMENT ? " [element]" : "", m.rel_l2, c->rel_l2, (long long)tw, m.token_rel_l2,
-                  c->token, (long long)m.elem_fail, c->atol, c->rtol, (long long)(e / W), (long long)(e % W),
-                  lr_tensor_get(&a, e), ref[e], m.elem_ratio);
+        case_fail(
+            false,
+            "%s against float64:%s%s%s relative L2 %.3g (budget %.3g); worst token %lld at %.3g (budget "
+            "%.3g); "
+            "%lld elements outside %.3g rms + %.3g |ref|, the worst [%lld, %lld] %.9g against %.9g (%.3g of "
+            "its allowance)",
+            what, f & LR_FAILS_REL_L2 ? " [relative L2]" : "", f & LR_FAILS_TOKEN ? " [token]" : "",
+            f & LR_FAILS_ELEMENT ? " [element]" : "", m.rel_l2, c->rel_l2, (long long)tw, m.token_rel_l2,
+            c->token, (long long)m.elem_fail, c->atol, c->rtol, (long long)(e / W), (long long)(e % W),
+            lr_tensor_get(&a, e), ref[e], m.elem_ratio);
     if (!oc->has_same || !twin) return;
     lr_tensor r = {.dtype = LR_F32, .ndim = 2, .shape = {T, W}, .data = twin};
     lr_same_metrics sm;
@@ -477,8 +484,10 @@ static void judge(const char *what, const void *raw, lr_dtype dt, int64_t T, int
     int64_t wt = sm.worst_token >= 0 ? sm.worst_token : 0, wf = sm.worst_feature >= 0 ? sm.worst_feature : 0;
     if (!sm.pass)
         case_fail(false,
-                  "%s against the emulated %s reference: relative L2 %.3g (budget %.3g); %lld elements over %g ulps "
-                  "(%lld allowed, none over %g), the worst [%lld, %lld] %.2f ulps: %.9g against %.9g; %lld non-finite",
+                  "%s against the emulated %s reference: relative L2 %.3g (budget %.3g); %lld elements over "
+                  "%g ulps "
+                  "(%lld allowed, none over %g), the worst [%lld, %lld] %.2f ulps: %.9g against %.9g; %lld "
+                  "non-finite",
                   what, lr_dtype_name(dt), sm.rel_l2, sm.budget, (long long)sm.over, oc->same.ulps,
                   (long long)oc->same.spare, oc->same.cap, (long long)wt, (long long)wf, sm.max_ulps,
                   lr_tensor_get(&a, wt * W + wf), (double)twin[wt * W + wf], (long long)sm.nonfinite);
@@ -495,15 +504,16 @@ static void expect_exact(const char *what, const void *raw, lr_dtype dt, const d
         bad++;
     }
     if (bad)
-        case_fail(false, "%s: %lld of %lld elements differ, the first at %lld: %.9g, expected exactly %.9g", what,
-                  (long long)bad, (long long)n, (long long)first, lr_tensor_get(&a, first), ref[first]);
+        case_fail(false, "%s: %lld of %lld elements differ, the first at %lld: %.9g, expected exactly %.9g",
+                  what, (long long)bad, (long long)n, (long long)first, lr_tensor_get(&a, first), ref[first]);
 }
 
 /* Columns [c0, c0 + w) of rows (T, ld) of elements of size es, packed. */
 static void *take_cols(const void *src, size_t es, int64_t T, int64_t ld, int64_t c0, int64_t w) {
     unsigned char *out = need(malloc((size_t)(T * w > 0 ? T * w : 1) * es));
     for (int64_t t = 0; t < T; t++)
-        memcpy(out + (size_t)(t * w) * es, (const unsigned char *)src + (size_t)(t * ld + c0) * es, (size_t)w * es);
+        memcpy(out + (size_t)(t * w) * es, (const unsigned char *)src + (size_t)(t * ld + c0) * es,
+               (size_t)w * es);
     return out;
 }
 
@@ -515,7 +525,8 @@ static void *take_cols(const void *src, size_t es, int64_t T, int64_t ld, int64_
 static void case_embedding(const lr_opsweep_target *v, lr_dtype dt, const lr_opsweep_shape *s, int sub) {
     (void)sub;
     int64_t T = s->T, H = s->H, start = s->start, shard = s->shard;
-    set_shape("T %lld H %lld shard [%lld, +%lld)", (long long)T, (long long)H, (long long)start, (long long)shard);
+    set_shape("T %lld H %lld shard [%lld, +%lld)", (long long)T, (long long)H, (long long)start,
+              (long long)shard);
     htensor w = h_random(dt, shard * H, -1, 1);
     int64_t *ids = NEW(T, int64_t);
     /* About a third of the tokens fall outside the shard, on either side. */
@@ -526,8 +537,8 @@ static void case_embedding(const lr_opsweep_target *v, lr_dtype dt, const lr_ops
     lr_ref_vocab_parallel_embedding_f64(ref, ids, T, w.v, start, shard, H);
     dbuf d_ids = d_new((size_t)T * sizeof *ids, ids), d_w = d_upload(&w);
     dbuf d_out = d_new((size_t)(T * H) * lr_dtype_size(dt), NULL);
-    int (*f)(const char *, void *, const int64_t *, int64_t, const void *, int64_t, int64_t, int64_t, lr_dtype,
-             cudaStream_t) = LAUNCH(v, embedding, lr_gpu_embedding);
+    int (*f)(const char *, void *, const int64_t *, int64_t, const void *, int64_t, int64_t, int64_t,
+             lr_dtype, cudaStream_t) = LAUNCH(v, embedding, lr_gpu_embedding);
     RUN(f(v->name, dp(&d_out), dp(&d_ids), T, dp(&d_w), start, shard, H, dt, S->stream));
     void *out = d_fetch(&d_out, "out");
     expect_exact("out", out, dt, ref, T * H);
@@ -554,7 +565,8 @@ static void case_rmsnorm(const lr_opsweep_target *v, lr_dtype dt, const lr_opswe
     int64_t T = s->T, H = s->H, n = T * H;
     double eps = (T + H) % 2 ? 1e-6 : 1e-5;
     set_shape("T %lld H %lld", (long long)T, (long long)H);
-    htensor x = h_random_signed(dt, n, 0.25, 1.5), w = h_new(dt, H), r = h_random_signed(LR_F32, fused ? n : 0, 2, 3);
+    htensor x = h_random_signed(dt, n, 0.25, 1.5), w = h_new(dt, H),
+            r = h_random_signed(LR_F32, fused ? n : 0, 2, 3);
     for (int64_t i = 0; i < H; i++)
         h_set(&w, i, 1 + (splitmix64(&S->rng) & 1 ? -1 : 1) * uniform(0.1, 0.3));
     double *ref = NEW(n, double), *res = NULL, *res_emul = NULL;
@@ -577,8 +589,8 @@ static void case_rmsnorm(const lr_opsweep_target *v, lr_dtype dt, const lr_opswe
 
     dbuf d_x = d_upload(&x), d_w = d_upload(&w), d_r = {NULL, 0};
     dbuf d_y = d_new((size_t)n * lr_dtype_size(dt), NULL);
-    int (*plain)(const char *, void *, const void *, const void *, int64_t, int64_t, float, lr_dtype, cudaStream_t) =
-        LAUNCH(v, rms_norm, lr_gpu_rms_norm);
+    int (*plain)(const char *, void *, const void *, const void *, int64_t, int64_t, float, lr_dtype,
+                 cudaStream_t) = LAUNCH(v, rms_norm, lr_gpu_rms_norm);
     int (*fadd)(const char *, void *, float *, const void *, const void *, int64_t, int64_t, float, lr_dtype,
                 cudaStream_t) = LAUNCH(v, fused_add_rms_norm, lr_gpu_fused_add_rms_norm);
     if (fused) {
@@ -621,7 +633,8 @@ static void case_rotary(const lr_opsweep_target *v, lr_dtype dt, const lr_opswee
     (void)sub;
     int64_t T = s->T, nheads = s->heads, hd = s->hd, w = nheads * hd, ldx = w + s->extra, half = hd / 2;
     size_t es = lr_dtype_size(dt);
-    set_shape("T %lld heads %lld hd %lld ld %lld", (long long)T, (long long)nheads, (long long)hd, (long long)ldx);
+    set_shape("T %lld heads %lld hd %lld ld %lld", (long long)T, (long long)nheads, (long long)hd,
+              (long long)ldx);
     htensor x = h_random(dt, T * ldx, -2, 2);
     int64_t *pos = NEW(T, int64_t);
     double *inv_freq = NEW(half, double), *cs = NEW(hd, double);
@@ -644,8 +657,8 @@ static void case_rotary(const lr_opsweep_target *v, lr_dtype dt, const lr_opswee
 
     dbuf d_x = d_upload(&x), d_pos = d_new((size_t)T * sizeof *pos, pos);
     dbuf d_f = d_new((size_t)half * sizeof *inv_freq, inv_freq);
-    int (*f)(const char *, void *, int64_t, int64_t, int64_t, int64_t, const int64_t *, const double *, lr_dtype,
-             cudaStream_t) = LAUNCH(v, rotary, lr_gpu_rotary);
+    int (*f)(const char *, void *, int64_t, int64_t, int64_t, int64_t, const int64_t *, const double *,
+             lr_dtype, cudaStream_t) = LAUNCH(v, rotary, lr_gpu_rotary);
     RUN(f(v->name, dp(&d_x), ldx, T, nheads, hd, dp(&d_pos), dp(&d_f), dt, S->stream));
     void *out = d_fetch(&d_x, "x");
     void *rot = take_cols(out, es, T, ldx, 0, w);
@@ -656,7 +669,8 @@ static void case_rotary(const lr_opsweep_target *v, lr_dtype dt, const lr_opswee
     void *rest = take_cols(out, es, T, ldx, w, ldx - w), *rest0 = take_cols(x.raw, es, T, ldx, w, ldx - w);
     if (memcmp(rest, rest0, (size_t)(T * (ldx - w)) * es) != 0)
         case_fail(true, "columns after the rotated heads changed");
-    TIME(2 * T * w * (int64_t)es + T * 8, 0, f(v->name, dp(&d_x), ldx, T, nheads, hd, dp(&d_pos), dp(&d_f), dt, S->stream));
+    TIME(2 * T * w * (int64_t)es + T * 8, 0,
+         f(v->name, dp(&d_x), ldx, T, nheads, hd, dp(&d_pos), dp(&d_f), dt, S->stream));
     free(out), free(rot), free(rest), free(rest0);
     d_free(&d_x, "x", NULL);
     d_free(&d_pos, "positions", pos);
@@ -722,8 +736,8 @@ static void case_cache(const lr_opsweep_target *v, lr_dtype dt, const lr_opsweep
     int64_t nslots = s->blocks * bs, width = nkv * hd;
     int64_t nh = 2 * nkv, ldx = (nh + 2 * nkv) * hd, k_col = nh * hd, v_col = k_col + width;
     size_t es = lr_dtype_size(dt);
-    set_shape("T %lld kv %lld hd %lld bs %lld blocks %lld", (long long)T, (long long)nkv, (long long)hd, (long long)bs,
-              (long long)s->blocks);
+    set_shape("T %lld kv %lld hd %lld bs %lld blocks %lld", (long long)T, (long long)nkv, (long long)hd,
+              (long long)bs, (long long)s->blocks);
     htensor qkv = h_random(dt, T * ldx, -1, 1);
     int64_t *slots = NEW(nslots, int64_t);
     for (int64_t i = 0; i < nslots; i++)
@@ -744,14 +758,17 @@ static void case_cache(const lr_opsweep_target *v, lr_dtype dt, const lr_opsweep
     }
     dbuf d_qkv = d_upload(&qkv), d_slots = d_new((size_t)T * sizeof *slots, slots);
     dbuf d_k = d_new(cache_bytes, NULL), d_v = d_new(cache_bytes, NULL);
-    int (*f)(const char *, void *, void *, const void *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-             const int64_t *, lr_dtype, cudaStream_t) = LAUNCH(v, reshape_and_cache, lr_gpu_reshape_and_cache);
-    RUN(f(v->name, dp(&d_k), dp(&d_v), dp(&d_qkv), ldx, k_col, v_col, T, nkv, hd, bs, dp(&d_slots), dt, S->stream));
+    int (*f)(const char *, void *, void *, const void *, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+             int64_t, const int64_t *, lr_dtype, cudaStream_t) =
+        LAUNCH(v, reshape_and_cache, lr_gpu_reshape_and_cache);
+    RUN(f(v->name, dp(&d_k), dp(&d_v), dp(&d_qkv), ldx, k_col, v_col, T, nkv, hd, bs, dp(&d_slots), dt,
+          S->stream));
     void *k = d_fetch(&d_k, "k_cache"), *vc = d_fetch(&d_v, "v_cache");
     if (memcmp(k, k_want, cache_bytes) != 0) case_fail(false, "k_cache differs from the expected slots");
     if (memcmp(vc, v_want, cache_bytes) != 0) case_fail(false, "v_cache differs from the expected slots");
     TIME(4 * T * width * (int64_t)es + T * 8, 0,
-         f(v->name, dp(&d_k), dp(&d_v), dp(&d_qkv), ldx, k_col, v_col, T, nkv, hd, bs, dp(&d_slots), dt, S->stream));
+         f(v->name, dp(&d_k), dp(&d_v), dp(&d_qkv), ldx, k_col, v_col, T, nkv, hd, bs, dp(&d_slots), dt,
+           S->stream));
     free(k), free(vc), free(k_want), free(v_want);
     d_free(&d_k, "k_cache", NULL);
     d_free(&d_v, "v_cache", NULL);
@@ -795,8 +812,8 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
     int64_t score_rows = max_len > nh / nkv ? max_len : nh / nkv;
     double *scores = NEW(score_rows * max_keys, double);
     for (int s = 0; s < S_; s++)
-        lr_ref_attention_f64(ref + start[s] * qw, qw, q.v + start[s] * ldq, ldq, k[s].v, vv[s].v, kvw, B->len[s],
-                             B->past[s], nh, nkv, hd, scores);
+        lr_ref_attention_f64(ref + start[s] * qw, qw, q.v + start[s] * ldq, ldq, k[s].v, vv[s].v, kvw,
+                             B->len[s], B->past[s], nh, nkv, hd, scores);
     free(scores);
 
     /* The emulated reference (ref/cpu/ops/attention.c): float32 arithmetic, P rounded to
@@ -811,7 +828,8 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
             for (int64_t j = 0; j < B->len[s]; j++)
                 for (int64_t h = 0; h < nh; h++)
                     for (int64_t key = 0; key <= B->past[s] + j; key++) {
-                        const double *qr = q.v + (start[s] + j) * ldq + h * hd, *kr = k[s].v + key * kvw + h / (nh / nkv) * hd;
+                        const double *qr = q.v + (start[s] + j) * ldq + h * hd,
+                                     *kr = k[s].v + key * kvw + h / (nh / nkv) * hd;
                         double dot = 0;
                         for (int64_t d = 0; d < hd; d++)
                             dot += qr[d] * kr[d];
@@ -824,11 +842,11 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
             int64_t keys = B->past[s] + B->len[s];
             float *kf = fcopy(k[s].v, keys * kvw), *vf = fcopy(vv[s].v, keys * kvw);
             if (tiled)
-                lr_ref_attention_tiled_f32(emul + start[s] * qw, qw, qf + start[s] * ldq, ldq, kf, vf, kvw, B->len[s],
-                                           B->past[s], nh, nkv, hd, LR_ATTN_P_TILE, dt, scores_f);
+                lr_ref_attention_tiled_f32(emul + start[s] * qw, qw, qf + start[s] * ldq, ldq, kf, vf, kvw,
+                                           B->len[s], B->past[s], nh, nkv, hd, LR_ATTN_P_TILE, dt, scores_f);
             else
-                lr_ref_attention_f32(emul + start[s] * qw, qw, qf + start[s] * ldq, ldq, kf, vf, kvw, B->len[s],
-                                     B->past[s], nh, nkv, hd, scores_f);
+                lr_ref_attention_f32(emul + start[s] * qw, qw, qf + start[s] * ldq, ldq, kf, vf, kvw,
+                                     B->len[s], B->past[s], nh, nkv, hd, scores_f);
             free(kf), free(vf);
         }
         emulate_store(emul, T * qw, dt);
@@ -857,8 +875,10 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
             tables[s * max_blocks + b] = b < nb[s] ? (int32_t)perm[next++] : -1;
         for (int64_t j = 0; j < B->past[s] + B->len[s]; j++) {
             int64_t slot = (int64_t)tables[s * max_blocks + j / bs] * bs + j % bs;
-            memcpy((char *)kc.raw + (size_t)(slot * kvw) * es, (char *)k[s].raw + (size_t)(j * kvw) * es, (size_t)kvw * es);
-            memcpy((char *)vc.raw + (size_t)(slot * kvw) * es, (char *)vv[s].raw + (size_t)(j * kvw) * es, (size_t)kvw * es);
+            memcpy((char *)kc.raw + (size_t)(slot * kvw) * es, (char *)k[s].raw + (size_t)(j * kvw) * es,
+                   (size_t)kvw * es);
+            memcpy((char *)vc.raw + (size_t)(slot * kvw) * es, (char *)vv[s].raw + (size_t)(j * kvw) * es,
+                   (size_t)kvw * es);
         }
     }
     int32_t *token_seq = NEW(T, int32_t), *token_keys = NEW(T, int32_t);
@@ -872,8 +892,10 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
     }
     dbuf d_q = d_upload(&q), d_kc = d_upload(&kc), d_vc = d_upload(&vc);
     dbuf d_tab = d_new((size_t)(S_ * max_blocks) * sizeof(int32_t), tables);
-    dbuf d_tseq = d_new((size_t)T * sizeof(int32_t), token_seq), d_tkeys = d_new((size_t)T * sizeof(int32_t), token_keys);
-    dbuf d_start = d_new((size_t)S_ * sizeof(int32_t), seq_start), d_len = d_new((size_t)S_ * sizeof(int32_t), seq_len);
+    dbuf d_tseq = d_new((size_t)T * sizeof(int32_t), token_seq),
+         d_tkeys = d_new((size_t)T * sizeof(int32_t), token_keys);
+    dbuf d_start = d_new((size_t)S_ * sizeof(int32_t), seq_start),
+         d_len = d_new((size_t)S_ * sizeof(int32_t), seq_len);
     dbuf d_past = d_new((size_t)S_ * sizeof(int32_t), seq_past);
     dbuf d_ctx = d_new((size_t)(T * ldc) * es, NULL);
     lr_gpu_attn_meta meta = {
@@ -889,12 +911,12 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
         .max_seq_len = max_len,
         .max_keys = max_keys,
     };
-    int (*f)(const char *, void *, int64_t, const void *, int64_t, const void *, const void *, const lr_gpu_attn_meta *,
-             int64_t, int64_t, int64_t, int64_t, float, lr_dtype, lr_gpu_attn_ws *, cudaStream_t) =
-        LAUNCH(tgt, attention, lr_gpu_attention);
+    int (*f)(const char *, void *, int64_t, const void *, int64_t, const void *, const void *,
+             const lr_gpu_attn_meta *, int64_t, int64_t, int64_t, int64_t, float, lr_dtype, lr_gpu_attn_ws *,
+             cudaStream_t) = LAUNCH(tgt, attention, lr_gpu_attention);
     float scale = (float)(1.0 / sqrt((double)hd));
-    RUN(f(variant, dp(&d_ctx), ldc, dp(&d_q), ldq, dp(&d_kc), dp(&d_vc), &meta, T, nh, nkv, hd, scale, dt, S->ws,
-          S->stream));
+    RUN(f(variant, dp(&d_ctx), ldc, dp(&d_q), ldq, dp(&d_kc), dp(&d_vc), &meta, T, nh, nkv, hd, scale, dt,
+          S->ws, S->stream));
     void *ctx = d_fetch(&d_ctx, "ctx");
     void *heads = take_cols(ctx, es, T, ldc, 0, qw), *pad = take_cols(ctx, es, T, ldc, qw, ldc - qw);
     lr_op_criteria c;
@@ -909,8 +931,8 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
     for (int s = 0; s < S_; s++)
         kv_read += 2 * (B->past[s] + B->len[s]) * kvw;
     TIME((T * qw * 2 + kv_read) * (int64_t)es, flops,
-         f(variant, dp(&d_ctx), ldc, dp(&d_q), ldq, dp(&d_kc), dp(&d_vc), &meta, T, nh, nkv, hd, scale, dt, S->ws,
-           S->stream));
+         f(variant, dp(&d_ctx), ldc, dp(&d_q), ldq, dp(&d_kc), dp(&d_vc), &meta, T, nh, nkv, hd, scale, dt,
+           S->ws, S->stream));
     free(ctx), free(heads), free(pad);
     d_free(&d_ctx, "ctx", NULL);
     d_free(&d_q, "q", q.raw);
@@ -962,7 +984,9 @@ static void case_sum(lr_dtype dt, const lr_opsweep_shape *s) {
     void *out = d_fetch(&d_out, "out");
     lr_op_criteria c = budget_of("sum", dt, np);
     judge("out", out, dt, 1, n, ref, &c, emul);
-    if (!inplace) TIME((np + 1) * n * (int64_t)lr_dtype_size(dt), 0, lr_gpu_sum(dp(&d_out), ptrs, np, n, dt, S->stream));
+    if (!inplace)
+        TIME((np + 1) * n * (int64_t)lr_dtype_size(dt), 0,
+             lr_gpu_sum(dp(&d_out), ptrs, np, n, dt, S->stream));
     free(out), free(emul), free(ref);
     if (!inplace) d_free(&d_out, "out", NULL);
     for (int p = 0; p < np; p++) {
@@ -987,7 +1011,8 @@ static void case_add_bias(lr_dtype dt, const lr_opsweep_shape *s) {
     void *out = d_fetch(&d_y, "y");
     lr_op_criteria c = budget_of("add_bias", dt, 1);
     judge("y", out, dt, T, N, ref, &c, emul);
-    TIME((2 * T * N + N) * (int64_t)lr_dtype_size(dt), 0, lr_gpu_add_bias(dp(&d_y), dp(&d_b), T, N, dt, S->stream));
+    TIME((2 * T * N + N) * (int64_t)lr_dtype_size(dt), 0,
+         lr_gpu_add_bias(dp(&d_y), dp(&d_b), T, N, dt, S->stream));
     free(out), free(ref), free(emul);
     d_free(&d_y, "y", NULL);
     d_free(&d_b, "b", b.raw);
@@ -1009,7 +1034,8 @@ static void case_add_residual(lr_dtype dt, const lr_opsweep_shape *s) {
     lr_op_criteria c = budget_of("add_residual", LR_F32, 1);
     judge("out", out, LR_F32, 1, n, ref, &c, NULL);
     expect_exact("out (against the emulated reference)", out, LR_F32, emul, n);
-    TIME(n * ((int64_t)lr_dtype_size(dt) + 8), 0, lr_gpu_add_residual(dp(&d_out), dp(&d_a), dp(&d_r), n, dt, S->stream));
+    TIME(n * ((int64_t)lr_dtype_size(dt) + 8), 0,
+         lr_gpu_add_residual(dp(&d_out), dp(&d_a), dp(&d_r), n, dt, S->stream));
     free(out), free(ref), free(emul);
     d_free(&d_out, "out", NULL);
     d_free(&d_a, "a", a.raw);
@@ -1085,7 +1111,8 @@ typedef struct {
 static const model_dims dims_8b = {4096, 32, 8, 128, 14336, {1, 32, 2048}};
 static const model_dims dims_70b = {8192, 64, 8, 128, 28672, {1, 32, 1024}};
 
-static lr_opsweep_shape attn_batch(const char *label, int64_t bs, int nseqs, const int64_t *past, const int64_t *len) {
+static lr_opsweep_shape attn_batch(const char *label, int64_t bs, int nseqs, const int64_t *past,
+                                   const int64_t *len) {
     lr_opsweep_shape s = {.bs = bs, .nseqs = nseqs};
     snprintf(s.label, sizeof s.label, "%s", label);
     for (int i = 0; i < nseqs; i++)
@@ -1096,19 +1123,22 @@ static lr_opsweep_shape attn_batch(const char *label, int64_t bs, int nseqs, con
 static void fixture_shapes(int fam, shape_list *l) {
     switch (fam) {
     case LR_GPU_FAM_EMBEDDING: {
-        static const int64_t v[][4] = {{1, 48, 0, 100}, {7, 576, 64, 64}, {33, 130, 1000, 50}, {64, 4096, 128, 256}};
+        static const int64_t v[][4] = {
+            {1, 48, 0, 100}, {7, 576, 64, 64}, {33, 130, 1000, 50}, {64, 4096, 128, 256}};
         for (size_t i = 0; i < 4; i++)
             add(l, (lr_opsweep_shape){.T = v[i][0], .H = v[i][1], .start = v[i][2], .shard = v[i][3]});
         break;
     }
     case LR_GPU_FAM_RMSNORM: { /* 70000 rows pass the kernels' grid cap (65535) */
-        static const int64_t v[][2] = {{1, 48}, {5, 576}, {3, 1000}, {64, 4096}, {9, 8192}, {2, 16384}, {70000, 48}};
+        static const int64_t v[][2] = {{1, 48},   {5, 576},   {3, 1000},  {64, 4096},
+                                       {9, 8192}, {2, 16384}, {70000, 48}};
         for (size_t i = 0; i < 7; i++)
             add(l, (lr_opsweep_shape){.T = v[i][0], .H = v[i][1]});
         break;
     }
     case LR_GPU_FAM_ROTARY: {
-        static const int64_t v[][4] = {{1, 4, 8, 16}, {7, 6, 16, 32}, {40, 12, 64, 128}, {3, 5, 128, 128}, {2, 3, 256, 256}};
+        static const int64_t v[][4] = {
+            {1, 4, 8, 16}, {7, 6, 16, 32}, {40, 12, 64, 128}, {3, 5, 128, 128}, {2, 3, 256, 256}};
         for (size_t i = 0; i < 5; i++)
             add(l, (lr_opsweep_shape){.T = v[i][0], .heads = v[i][1], .hd = v[i][2], .extra = v[i][3]});
         break;
@@ -1120,9 +1150,11 @@ static void fixture_shapes(int fam, shape_list *l) {
         break;
     }
     case LR_GPU_FAM_CACHE: {
-        static const int64_t v[][5] = {{1, 1, 8, 16, 4}, {20, 2, 64, 16, 8}, {37, 4, 128, 16, 6}, {12, 8, 16, 5, 3}, {3, 1, 256, 16, 2}};
+        static const int64_t v[][5] = {
+            {1, 1, 8, 16, 4}, {20, 2, 64, 16, 8}, {37, 4, 128, 16, 6}, {12, 8, 16, 5, 3}, {3, 1, 256, 16, 2}};
         for (size_t i = 0; i < 5; i++)
-            add(l, (lr_opsweep_shape){.T = v[i][0], .kv = v[i][1], .hd = v[i][2], .bs = v[i][3], .blocks = v[i][4]});
+            add(l, (lr_opsweep_shape){
+                       .T = v[i][0], .kv = v[i][1], .hd = v[i][2], .bs = v[i][3], .blocks = v[i][4]});
         break;
     }
     case LR_GPU_FAM_ATTENTION: {
@@ -1151,7 +1183,8 @@ static void fixture_shapes(int fam, shape_list *l) {
         for (size_t a = 0; a < 6; a++)
             for (size_t b = 0; b < 3; b++)
                 for (int inplace = 0; inplace <= 1; inplace++)
-                    add(l, (lr_opsweep_shape){.label = "sum", .parts = nparts[a], .n = ns[b], .extra = inplace});
+                    add(l,
+                        (lr_opsweep_shape){.label = "sum", .parts = nparts[a], .n = ns[b], .extra = inplace});
         add(l, (lr_opsweep_shape){.label = "add_bias", .T = 5, .H = 333});
         add(l, (lr_opsweep_shape){.label = "add_residual", .n = 2000});
         static const lr_dtype srcs[] = {LR_F64, LR_F32, LR_F16, LR_BF16};
@@ -1176,13 +1209,15 @@ static void model_shapes(int fam, const model_dims *m, shape_list *l) {
             add(l, (lr_opsweep_shape){.T = T, .H = m->H});
             break;
         case LR_GPU_FAM_ROTARY: /* q and k heads rotated in one call, v after them */
-            add(l, (lr_opsweep_shape){.T = T, .heads = m->heads + m->kv, .hd = m->hd, .extra = m->kv * m->hd});
+            add(l,
+                (lr_opsweep_shape){.T = T, .heads = m->heads + m->kv, .hd = m->hd, .extra = m->kv * m->hd});
             break;
         case LR_GPU_FAM_ACTIVATION:
             add(l, (lr_opsweep_shape){.T = T, .H = m->I});
             break;
         case LR_GPU_FAM_CACHE:
-            add(l, (lr_opsweep_shape){.T = T, .kv = m->kv, .hd = m->hd, .bs = 16, .blocks = (T + 15) / 16 + 4});
+            add(l,
+                (lr_opsweep_shape){.T = T, .kv = m->kv, .hd = m->hd, .bs = 16, .blocks = (T + 15) / 16 + 4});
             break;
         case LR_GPU_FAM_ATTENTION:
             break; /* below */
@@ -1238,23 +1273,53 @@ static const struct {
     case_fn run;
     shape_key keys[MAXK];
 } fams[LR_GPU_NUM_FAMILIES + 1] = {
-    [LR_GPU_FAM_EMBEDDING] = {NULL, 1, {"embedding"}, case_embedding,
-                              {{"T", -1, 1, 1 << 20}, {"H", -1, 1, 1 << 16}, {"start", 0, 0, 1 << 24}, {"shard", 1000, 1, 1 << 20}}},
-    [LR_GPU_FAM_RMSNORM] = {NULL, 2, {"rms_norm", "fused_add_rms_norm"}, case_rmsnorm,
+    [LR_GPU_FAM_EMBEDDING] = {NULL,
+                              1,
+                              {"embedding"},
+                              case_embedding,
+                              {{"T", -1, 1, 1 << 20},
+                               {"H", -1, 1, 1 << 16},
+                               {"start", 0, 0, 1 << 24},
+                               {"shard", 1000, 1, 1 << 20}}},
+    [LR_GPU_FAM_RMSNORM] = {NULL,
+                            2,
+                            {"rms_norm", "fused_add_rms_norm"},
+                            case_rmsnorm,
                             {{"T", -1, 1, 1 << 20}, {"H", -1, 1, 1 << 16}}},
-    [LR_GPU_FAM_ROTARY] = {NULL, 1, {"rotary"}, case_rotary,
-                           {{"T", -1, 1, 1 << 20}, {"heads", -1, 1, 1024}, {"hd", -1, 2, 1024}, {"extra", 0, 0, 1 << 16}}},
-    [LR_GPU_FAM_ACTIVATION] = {NULL, 2, {"silu_and_mul", "silu"}, case_activation,
-                               {{"T", -1, 1, 1 << 20}, {"I", -1, 1, 1 << 17}}},
-    [LR_GPU_FAM_CACHE] = {NULL, 1, {"reshape_and_cache"}, case_cache,
-                          {{"T", -1, 1, 1 << 20}, {"kv", -1, 1, 256}, {"hd", -1, 1, 1024}, {"bs", 16, 1, 1024}, {"blocks", 0, 0, 1 << 20}}},
-    [LR_GPU_FAM_ATTENTION] = {NULL, 1, {"attention"}, case_attention,
-                              {{"heads", -1, 1, 256}, {"kv", -1, 1, 256}, {"hd", -1, 2, 256}, {"past", 0, 0, 1 << 17},
-                               {"len", 1, 1, 1 << 16}, {"seqs", 1, 1, 8}, {"bs", 16, 1, 1024}}},
+    [LR_GPU_FAM_ROTARY] =
+        {NULL,
+         1,
+         {"rotary"},
+         case_rotary,
+         {{"T", -1, 1, 1 << 20}, {"heads", -1, 1, 1024}, {"hd", -1, 2, 1024}, {"extra", 0, 0, 1 << 16}}},
+    [LR_GPU_FAM_ACTIVATION] =
+        {NULL, 2, {"silu_and_mul", "silu"}, case_activation, {{"T", -1, 1, 1 << 20}, {"I", -1, 1, 1 << 17}}},
+    [LR_GPU_FAM_CACHE] = {NULL,
+                          1,
+                          {"reshape_and_cache"},
+                          case_cache,
+                          {{"T", -1, 1, 1 << 20},
+                           {"kv", -1, 1, 256},
+                           {"hd", -1, 1, 1024},
+                           {"bs", 16, 1, 1024},
+                           {"blocks", 0, 0, 1 << 20}}},
+    [LR_GPU_FAM_ATTENTION] = {NULL,
+                              1,
+                              {"attention"},
+                              case_attention,
+                              {{"heads", -1, 1, 256},
+                               {"kv", -1, 1, 256},
+                               {"hd", -1, 2, 256},
+                               {"past", 0, 0, 1 << 17},
+                               {"len", 1, 1, 1 << 16},
+                               {"seqs", 1, 1, 8},
+                               {"bs", 16, 1, 1024}}},
     [LR_OPSWEEP_HELPERS_FAM] = {LR_OPSWEEP_HELPERS, 1, {"helpers"}, case_helpers, {{NULL, 0, 0, 0}}},
 };
 
-static const char *fam_name(int f) { return fams[f].family ? fams[f].family : lr_gpu_family_name((lr_gpu_family)f); }
+static const char *fam_name(int f) {
+    return fams[f].family ? fams[f].family : lr_gpu_family_name((lr_gpu_family)f);
+}
 
 /* The sweep's index of a family name; -1 when it has no sweep (or no such family). */
 static int fam_find(const char *family) {
@@ -1283,23 +1348,29 @@ static int parse_shape(int f, const char *spec, lr_opsweep_shape *s) {
         const char *eq = strchr(p, '='), *end = strchr(p, ',');
         if (!end) end = p + strlen(p);
         if (!eq || eq > end)
-            return lr_fail(LR_E_INVAL, "--shape: \"%.*s\" is not KEY=N (%s keys: %s; ? optional)", (int)(end - p), p, fam, keys);
+            return lr_fail(LR_E_INVAL, "--shape: \"%.*s\" is not KEY=N (%s keys: %s; ? optional)",
+                           (int)(end - p), p, fam, keys);
         int k = 0;
-        while (k < nk && (strlen(fams[f].keys[k].key) != (size_t)(eq - p) || strncmp(fams[f].keys[k].key, p, (size_t)(eq - p)) != 0))
+        while (k < nk && (strlen(fams[f].keys[k].key) != (size_t)(eq - p) ||
+                          strncmp(fams[f].keys[k].key, p, (size_t)(eq - p)) != 0))
             k++;
-        if (k == nk) return lr_fail(LR_E_INVAL, "--shape: %s has no key \"%.*s\" (keys: %s; ? optional)", fam, (int)(eq - p), p, keys);
+        if (k == nk)
+            return lr_fail(LR_E_INVAL, "--shape: %s has no key \"%.*s\" (keys: %s; ? optional)", fam,
+                           (int)(eq - p), p, keys);
         char *e;
         long long v = strtoll(eq + 1, &e, 10);
         if (e != end || eq + 1 == end || v < fams[f].keys[k].lo || v > fams[f].keys[k].hi)
-            return lr_fail(LR_E_INVAL, "--shape: %s=%.*s: not an integer in [%lld, %lld]", fams[f].keys[k].key, (int)(end - eq - 1),
-                           eq + 1, (long long)fams[f].keys[k].lo, (long long)fams[f].keys[k].hi);
+            return lr_fail(LR_E_INVAL, "--shape: %s=%.*s: not an integer in [%lld, %lld]",
+                           fams[f].keys[k].key, (int)(end - eq - 1), eq + 1, (long long)fams[f].keys[k].lo,
+                           (long long)fams[f].keys[k].hi);
         if (set[k]) return lr_fail(LR_E_INVAL, "--shape: %s given twice", fams[f].keys[k].key);
         val[k] = v, set[k] = true;
         p = *end ? end + 1 : end;
     }
     for (int k = 0; k < nk; k++) {
         if (!set[k] && fams[f].keys[k].dflt < 0)
-            return lr_fail(LR_E_INVAL, "--shape: %s needs %s (keys: %s; ? optional)", fam, fams[f].keys[k].key, keys);
+            return lr_fail(LR_E_INVAL, "--shape: %s needs %s (keys: %s; ? optional)", fam,
+                           fams[f].keys[k].key, keys);
         if (!set[k]) val[k] = fams[f].keys[k].dflt;
     }
     memset(s, 0, sizeof *s);
@@ -1330,8 +1401,8 @@ static int parse_shape(int f, const char *spec, lr_opsweep_shape *s) {
         for (int i = 0; i < s->nseqs; i++)
             s->past[i] = val[3], s->len[i] = val[4];
         if (s->heads % s->kv)
-            return lr_fail(LR_E_INVAL, "--shape: attention: heads %lld is not a multiple of kv %lld", (long long)s->heads,
-                           (long long)s->kv);
+            return lr_fail(LR_E_INVAL, "--shape: attention: heads %lld is not a multiple of kv %lld",
+                           (long long)s->heads, (long long)s->kv);
         if (s->hd % 2) return lr_fail(LR_E_INVAL, "--shape: attention: hd %lld is odd", (long long)s->hd);
         break;
     default:
@@ -1339,7 +1410,8 @@ static int parse_shape(int f, const char *spec, lr_opsweep_shape *s) {
     }
     int64_t elems = s->T * (s->H + s->heads * s->hd + s->extra) + s->shard * s->H;
     if (elems > ((int64_t)1 << 31))
-        return lr_fail(LR_E_INVAL, "--shape: %s: %lld elements is more than this sweep holds (2^31)", fam, (long long)elems);
+        return lr_fail(LR_E_INVAL, "--shape: %s: %lld elements is more than this sweep holds (2^31)", fam,
+                       (long long)elems);
     return LR_OK;
 }
 
@@ -1381,7 +1453,8 @@ static int known_family(const char *family) {
     char list[400] = "";
     size_t used = 0;
     for (int f = 0; f < LR_GPU_NUM_FAMILIES; f++)
-        used += (size_t)snprintf(list + used, sizeof list - used, "%s, ", lr_gpu_family_name((lr_gpu_family)f));
+        used +=
+            (size_t)snprintf(list + used, sizeof list - used, "%s, ", lr_gpu_family_name((lr_gpu_family)f));
     return lr_fail(LR_E_INVAL, "--op: no family \"%s\" (families: %s%s)", family, list, LR_OPSWEEP_HELPERS);
 }
 
@@ -1402,38 +1475,45 @@ int lr_opsweep_check(const lr_opsweep_opts *o) {
     if (o->family && (rc = known_family(o->family))) return rc;
     bool extra_named = false;
     for (size_t i = 0; o->variant && i < o->nextra; i++)
-        extra_named |= strcmp(o->extra[i].name, o->variant) == 0 && (!o->family || strcmp(o->extra[i].family, o->family) == 0);
+        extra_named |= strcmp(o->extra[i].name, o->variant) == 0 &&
+                       (!o->family || strcmp(o->extra[i].family, o->family) == 0);
     if (o->variant && !extra_named && !(o->registered && has_variant(o->family, o->variant))) {
         char list[1024] = "";
         size_t used = 0;
         for (size_t i = 0; i < lr_gpu_variant_count() && used < sizeof list; i++) {
             const lr_gpu_variant *v = lr_gpu_variant_at(i);
             if (!o->family || strcmp(v->family, o->family) == 0)
-                used += (size_t)snprintf(list + used, sizeof list - used, "%s%s/%s", used ? ", " : "", v->family, v->name);
+                used += (size_t)snprintf(list + used, sizeof list - used, "%s%s/%s", used ? ", " : "",
+                                         v->family, v->name);
         }
         if ((!o->family || strcmp(o->family, LR_OPSWEEP_HELPERS) == 0) && used < sizeof list)
             snprintf(list + used, sizeof list - used, "%s" LR_OPSWEEP_HELPERS "/builtin", used ? ", " : "");
-        return lr_fail(LR_E_INVAL, "--variant: no variant \"%s\"%s%s (variants: %s)", o->variant, o->family ? " of " : "",
-                       o->family ? o->family : "", list);
+        return lr_fail(LR_E_INVAL, "--variant: no variant \"%s\"%s%s (variants: %s)", o->variant,
+                       o->family ? " of " : "", o->family ? o->family : "", list);
     }
     if (o->dtype != -1 && o->dtype != LR_F32 && o->dtype != LR_F16 && o->dtype != LR_BF16)
-        return lr_fail(LR_E_INVAL, "--dtype: %s is not swept (dtypes: f32, f16, bf16)", lr_dtype_name((lr_dtype)o->dtype));
+        return lr_fail(LR_E_INVAL, "--dtype: %s is not swept (dtypes: f32, f16, bf16)",
+                       lr_dtype_name((lr_dtype)o->dtype));
     if (o->shapes) {
         int s = 0;
         while (s < N_SETS && strcmp(set_names[s], o->shapes) != 0)
             s++;
         if (s == N_SETS)
-            return lr_fail(LR_E_INVAL, "--shapes: no shape set \"%s\" (sets: fixtures, llama3-8b, llama3-70b)", o->shapes);
+            return lr_fail(LR_E_INVAL,
+                           "--shapes: no shape set \"%s\" (sets: fixtures, llama3-8b, llama3-70b)",
+                           o->shapes);
     }
     if (o->shape) {
-        if (!o->family) return lr_fail(LR_E_INVAL, "--shape: needs --op FAMILY (each family has its own keys)");
+        if (!o->family)
+            return lr_fail(LR_E_INVAL, "--shape: needs --op FAMILY (each family has its own keys)");
         int f = fam_find(o->family);
         if (f < 0) return lr_fail(LR_E_INVAL, "--shape: family %s has no sweep", o->family);
         lr_opsweep_shape s;
         if ((rc = parse_shape(f, o->shape, &s))) return rc;
     }
     if (o->host && o->registered)
-        return lr_fail(LR_E_INVAL, "lr_opsweep: host mode sweeps extra targets only (registered must be false)");
+        return lr_fail(LR_E_INVAL,
+                       "lr_opsweep: host mode sweeps extra targets only (registered must be false)");
     if (o->warmup < 0 || o->repeats < 0 || o->repeats > 256)
         return lr_fail(LR_E_INVAL, "lr_opsweep: warmup %d, repeats %d (0 to 256)", o->warmup, o->repeats);
     return LR_OK;
@@ -1517,7 +1597,8 @@ int lr_opsweep_run(const lr_opsweep_opts *o, lr_opsweep_cb cb, void *user, lr_op
         int ndev = 0;
         cudaError_t e = cudaGetDeviceCount(&ndev);
         if (e != cudaSuccess || ndev == 0)
-            return lr_fail(LR_E_DEVICE, "no CUDA device (%s)", e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
+            return lr_fail(LR_E_DEVICE, "no CUDA device (%s)",
+                           e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
         if ((e = cudaStreamCreate(&sw.stream)) != cudaSuccess)
             return lr_fail(LR_E_DEVICE, "cudaStreamCreate: %s", cudaGetErrorString(e));
         if ((rc = lr_gpu_attn_ws_create(&sw.ws))) {

@@ -22,23 +22,24 @@ extern "C" {
  * the registered variants as targets with every launcher NULL. */
 typedef struct {
     const char *family, *name;
-    int (*embedding)(const char *variant, void *out, const int64_t *ids, int64_t T, const void *w, int64_t start,
-                     int64_t shard, int64_t H, lr_dtype dt, cudaStream_t s);
-    int (*rms_norm)(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t H, float eps,
-                    lr_dtype dt, cudaStream_t s);
-    int (*fused_add_rms_norm)(const char *variant, void *y, float *residual, const void *x, const void *w, int64_t T,
-                              int64_t H, float eps, lr_dtype dt, cudaStream_t s);
+    int (*embedding)(const char *variant, void *out, const int64_t *ids, int64_t T, const void *w,
+                     int64_t start, int64_t shard, int64_t H, lr_dtype dt, cudaStream_t s);
+    int (*rms_norm)(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t H,
+                    float eps, lr_dtype dt, cudaStream_t s);
+    int (*fused_add_rms_norm)(const char *variant, void *y, float *residual, const void *x, const void *w,
+                              int64_t T, int64_t H, float eps, lr_dtype dt, cudaStream_t s);
     int (*rotary)(const char *variant, void *x, int64_t ld, int64_t T, int64_t nheads, int64_t hd,
                   const int64_t *positions, const double *inv_freq, lr_dtype dt, cudaStream_t s);
     int (*silu_and_mul)(const char *variant, void *out, const void *gu, int64_t T, int64_t NI, lr_dtype dt,
                         cudaStream_t s);
     int (*silu)(void *out, const void *gu, int64_t T, int64_t NI, lr_dtype dt, cudaStream_t s);
     int (*reshape_and_cache)(const char *variant, void *k_cache, void *v_cache, const void *qkv, int64_t ld,
-                             int64_t k_col, int64_t v_col, int64_t T, int64_t nkv, int64_t hd, int64_t block_size,
-                             const int64_t *slot_mapping, lr_dtype dt, cudaStream_t s);
-    int (*attention)(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq, const void *k_cache,
-                     const void *v_cache, const lr_gpu_attn_meta *meta, int64_t T, int64_t nh, int64_t nkv,
-                     int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws, cudaStream_t s);
+                             int64_t k_col, int64_t v_col, int64_t T, int64_t nkv, int64_t hd,
+                             int64_t block_size, const int64_t *slot_mapping, lr_dtype dt, cudaStream_t s);
+    int (*attention)(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
+                     const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta, int64_t T,
+                     int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
+                     cudaStream_t s);
     /* attention: whose entry of the rounding map (lr_attention_rounds_p) says whether the
      * kernel rounds P; NULL: name */
     const char *rounds_p_like;
@@ -51,21 +52,23 @@ typedef struct {
 /* One case's shape; each family reads its own fields (docs/llama-diff.md, "ops", lists
  * them with the --shape syntax). */
 typedef struct {
-    char label[24];       /* attention: the batch's name */
-    int64_t T, H;         /* tokens; embedding, rmsnorm: hidden; activation: intermediate (NI) */
-    int64_t start, shard; /* embedding: the rank's vocabulary rows */
+    char label[24];           /* attention: the batch's name; helpers: the op (sum, add_bias, ...) */
+    int64_t T, H;             /* tokens; embedding, rmsnorm: hidden; activation: intermediate (NI);
+                               * add_bias: N */
+    int64_t start, shard;     /* embedding: the rank's vocabulary rows */
     int64_t heads, hd, extra; /* rotary: heads rotated, head_dim, unrotated columns after them;
-                               * attention: query heads, head_dim */
-    int64_t kv, bs, blocks;   /* cache, attention: kv heads, block size; cache: blocks */
+                               * attention: query heads, head_dim; sum: extra 1 in place */
+    int64_t kv, bs, blocks;   /* cache, attention: kv heads, block size; cache: blocks;
+                               * convert: kv is the source lr_dtype */
     int nseqs;                /* attention: sequences (at most 8), each past[s] cached + len[s] new */
     int64_t past[8], len[8];
-    int64_t n, parts;         /* helpers: elements, sum's parts (0: the helpers' own cases) */
+    int64_t n, parts; /* helpers: elements, sum's parts */
 } lr_opsweep_shape;
 
 /* Named shape sets. */
-#define LR_OPSWEEP_SHAPE_SETS(X)                                                           \
-    X("fixtures", "the sweep's own: small and odd sizes, GQA/MQA, hd 8-256, the grid cap")  \
-    X("llama3-8b", "Llama-3-8B: H 4096, 32 heads, 8 kv heads, hd 128, I 14336; T 1, 32, 2048") \
+#define LR_OPSWEEP_SHAPE_SETS(X)                                                                             \
+    X("fixtures", "the sweep's own: small and odd sizes, GQA/MQA, hd 8-256, the grid cap")                   \
+    X("llama3-8b", "Llama-3-8B: H 4096, 32 heads, 8 kv heads, hd 128, I 14336; T 1, 32, 2048")               \
     X("llama3-70b", "Llama-3-70B: H 8192, 64 heads, 8 kv heads, hd 128, I 28672; T 1, 32, 1024")
 
 typedef enum { LR_CASE_PASS, LR_CASE_FAIL, LR_CASE_ERROR, LR_CASE_NOT_RUN } lr_case_status;
@@ -75,11 +78,11 @@ const char *lr_case_status_name(lr_case_status s); /* "PASS", "FAIL", "ERROR", "
 typedef struct {
     const char *family, *variant, *op; /* op: rms_norm or fused_add_rms_norm, silu_and_mul or silu, ... */
     lr_dtype dt;
-    char shape[160];     /* "T 32 H 4096" */
+    char shape[160]; /* "T 32 H 4096" */
     lr_case_status status;
-    bool hard;           /* failed other than by a verdict: the op's status, CUDA, guards, inputs changed, NaN */
-    char why[1024];      /* the first failure (or why not run) */
-    int failures;        /* failing verdicts and checks */
+    bool hard;      /* failed other than by a verdict: the op's status, CUDA, guards, inputs changed, NaN */
+    char why[1024]; /* the first failure (or why not run) */
+    int failures;   /* failing verdicts and checks */
     /* the worst of the case's outputs: the share of the float64 criteria used (the largest
      * of relative L2, worst token and worst element over their budgets; 0 for exact ops),
      * and at F16/BF16 the largest difference from the emulated reference in ulps (-1: none) */
@@ -98,12 +101,12 @@ typedef struct {
     const char *shapes;  /* a set of LR_OPSWEEP_SHAPE_SETS (NULL: "fixtures") */
     const char *shape;   /* one custom case instead ("T=32,H=4096"; needs family) */
     uint64_t seed;
-    bool registered;     /* sweep the registry's variants (and the helpers unless family says otherwise) */
+    bool registered; /* sweep the registry's variants (and the helpers unless family says otherwise) */
     const lr_opsweep_target *extra; /* and these */
     size_t nextra;
-    bool host;           /* buffers in host memory, launchers called on the host (extra
-                          * targets only: kernels simulated on the CPU); no device needed */
-    /* skip a case (returns false); NULL keeps all */
+    bool host; /* buffers in host memory, launchers called on the host (extra
+                * targets only: kernels simulated on the CPU); no device needed */
+    /* skip a shape (returns false; user: lr_opsweep_run's); NULL keeps all */
     bool (*keep)(const char *family, const lr_opsweep_shape *s, void *user);
     bool perf;           /* time each case (cudaEvent; warmup, then the median of repeats) */
     int warmup, repeats; /* 0: 3 and 20 */

@@ -81,8 +81,8 @@ static void on_case(const lr_opsweep_case *c, void *user) {
     tally *t = tally_of(ts, c->variant);
     t->cases++;
     char line[1400];
-    snprintf(line, sizeof line, "%s/%s %s %s %s: %s", c->family, c->variant, c->op, lr_dtype_name(c->dt), c->shape,
-             c->why);
+    snprintf(line, sizeof line, "%s/%s %s %s %s: %s", c->family, c->variant, c->op, lr_dtype_name(c->dt),
+             c->shape, c->why);
     if (c->status == LR_CASE_NOT_RUN) t->not_run++;
     if (c->status == LR_CASE_FAIL || c->status == LR_CASE_ERROR) {
         t->failed++;
@@ -100,8 +100,9 @@ static void expect_all_pass(const tallies *ts, const char *what) {
     ck_assert_msg(ts->n > 0 && ts->t[0].cases > 0, "%s: the sweep ran no case", what);
     for (int i = 0; i < ts->n; i++)
         ck_assert_msg(ts->t[i].failed == 0 && ts->t[i].not_run == 0,
-                      "%s: %d of %d cases of %s failed (%d not run), the first: %s (seed %llu)", what, ts->t[i].failed,
-                      ts->t[i].cases, ts->t[i].name, ts->t[i].not_run, ts->t[i].first_fail, (unsigned long long)g_seed);
+                      "%s: %d of %d cases of %s failed (%d not run), the first: %s (seed %llu)", what,
+                      ts->t[i].failed, ts->t[i].cases, ts->t[i].name, ts->t[i].not_run, ts->t[i].first_fail,
+                      (unsigned long long)g_seed);
 }
 
 /* The planted target named failed every case (every) or some case, by a verdict (not an
@@ -112,14 +113,15 @@ static void expect_caught(const tallies *ts, const char *name, bool every, const
         if (strcmp(ts->t[i].name, name) == 0) t = &ts->t[i];
     ck_assert_msg(t && t->cases > 0, "planted %s (%s): the sweep ran no case", name, where);
     printf("test_gpu_ops: planted %s %s: failed in %d of %d cases\n", name, where, t->failed, t->cases);
-    ck_assert_msg(t->hard == 0, "planted %s (%s): %d cases failed other than by a verdict, the first: %s", name, where,
-                  t->hard, t->first_fail);
+    ck_assert_msg(t->hard == 0, "planted %s (%s): %d cases failed other than by a verdict, the first: %s",
+                  name, where, t->hard, t->first_fail);
     if (every)
-        ck_assert_msg(t->failed == t->cases, "planted %s (%s) passed the sweep in %d of %d cases, the first: %s (seed %llu)",
-                      name, where, t->cases - t->failed, t->cases, t->first_pass, (unsigned long long)g_seed);
+        ck_assert_msg(t->failed == t->cases,
+                      "planted %s (%s) passed the sweep in %d of %d cases, the first: %s (seed %llu)", name,
+                      where, t->cases - t->failed, t->cases, t->first_pass, (unsigned long long)g_seed);
     else
-        ck_assert_msg(t->failed > 0, "planted %s (%s) passed the sweep in all %d cases (seed %llu)", name, where, t->cases,
-                      (unsigned long long)g_seed);
+        ck_assert_msg(t->failed > 0, "planted %s (%s) passed the sweep in all %d cases (seed %llu)", name,
+                      where, t->cases, (unsigned long long)g_seed);
 }
 
 static void sweep(lr_opsweep_opts *o, tallies *ts) {
@@ -135,8 +137,8 @@ static void sweep(lr_opsweep_opts *o, tallies *ts) {
 START_TEST(test_variant) {
     const lr_gpu_variant *v = lr_gpu_variant_at((size_t)(_i / N_DTYPES));
     ck_assert_ptr_nonnull(v);
-    ck_assert_msg(lr_opsweep_has_sweep(v->family), "family %s (variant %s) has no sweep in gpu/opsweep.c", v->family,
-                  v->name);
+    ck_assert_msg(lr_opsweep_has_sweep(v->family), "family %s (variant %s) has no sweep in gpu/opsweep.c",
+                  v->family, v->name);
     lr_opsweep_opts o;
     lr_opsweep_opts_init(&o);
     o.family = v->family, o.variant = v->name, o.dtype = dtypes[_i % N_DTYPES];
@@ -166,7 +168,9 @@ END_TEST
  * every case but the one-token one, whose one position is 0, the second token is at
  * 2^20 - 1. */
 static const lr_opsweep_target planted_kernels[] = {
-    {.family = "rmsnorm", .name = "last-unweighted", .rms_norm = lr_test_planted_rms_norm,
+    {.family = "rmsnorm",
+     .name = "last-unweighted",
+     .rms_norm = lr_test_planted_rms_norm,
      .fused_add_rms_norm = lr_test_planted_fused_add_rms_norm},
     {.family = "rotary", .name = "f32-angle", .rotary = lr_test_planted_rotary},
 };
@@ -205,8 +209,8 @@ static float *to_f32(const void *raw, lr_dtype dt, int64_t n) {
  * partial sums of squares by fused multiply-add, a butterfly within each warp of 32, the
  * warps' sums in order, then (v * inv) * w rounded once; planted: the last element's
  * weight left out. residual (or NULL) is updated in place. */
-static void sim_rmsnorm(void *y_raw, float *residual, const void *x_raw, const void *w_raw, int64_t T, int64_t H,
-                        float eps, lr_dtype dt, bool planted) {
+static void sim_rmsnorm(void *y_raw, float *residual, const void *x_raw, const void *w_raw, int64_t T,
+                        int64_t H, float eps, lr_dtype dt, bool planted) {
     enum { THREADS = 256 };
     float *x = to_f32(x_raw, dt, T * H), *w = to_f32(w_raw, dt, H), *y = malloc((size_t)(T * H) * sizeof *y);
     ck_assert_ptr_nonnull(y);
@@ -242,26 +246,26 @@ static void sim_rmsnorm(void *y_raw, float *residual, const void *x_raw, const v
     free(x), free(w), free(y);
 }
 
-static int sim_rms_ok(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t H, float eps,
-                      lr_dtype dt, cudaStream_t s) {
+static int sim_rms_ok(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t H,
+                      float eps, lr_dtype dt, cudaStream_t s) {
     (void)variant, (void)s;
     sim_rmsnorm(y, NULL, x, w, T, H, eps, dt, false);
     return LR_OK;
 }
-static int sim_fused_ok(const char *variant, void *y, float *r, const void *x, const void *w, int64_t T, int64_t H,
-                        float eps, lr_dtype dt, cudaStream_t s) {
+static int sim_fused_ok(const char *variant, void *y, float *r, const void *x, const void *w, int64_t T,
+                        int64_t H, float eps, lr_dtype dt, cudaStream_t s) {
     (void)variant, (void)s;
     sim_rmsnorm(y, r, x, w, T, H, eps, dt, false);
     return LR_OK;
 }
-static int sim_rms_planted(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t H, float eps,
-                           lr_dtype dt, cudaStream_t s) {
+static int sim_rms_planted(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t H,
+                           float eps, lr_dtype dt, cudaStream_t s) {
     (void)variant, (void)s;
     sim_rmsnorm(y, NULL, x, w, T, H, eps, dt, true);
     return LR_OK;
 }
-static int sim_fused_planted(const char *variant, void *y, float *r, const void *x, const void *w, int64_t T, int64_t H,
-                             float eps, lr_dtype dt, cudaStream_t s) {
+static int sim_fused_planted(const char *variant, void *y, float *r, const void *x, const void *w, int64_t T,
+                             int64_t H, float eps, lr_dtype dt, cudaStream_t s) {
     (void)variant, (void)s;
     sim_rmsnorm(y, r, x, w, T, H, eps, dt, true);
     return LR_OK;
@@ -314,8 +318,8 @@ static int sim_rot_planted(const char *variant, void *x, int64_t ld, int64_t T, 
  * from the last dimension down (an order unlike the reference's BLAS), an online softmax
  * in log2 units with exp2f, O rescaled as the maximum grows, O / l rounded once. */
 static void sim_attention(void *ctx_raw, int64_t ldc, const void *q_raw, int64_t ldq, const void *kc_raw,
-                          const void *vc_raw, const lr_gpu_attn_meta *m, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
-                          float scale, lr_dtype dt, const char *like) {
+                          const void *vc_raw, const lr_gpu_attn_meta *m, int64_t T, int64_t nh, int64_t nkv,
+                          int64_t hd, float scale, lr_dtype dt, const char *like) {
     bool tiled = lr_attention_rounds_p(like, dt, hd, m->max_seq_len);
     int64_t group = nh / nkv, tile = tiled ? LR_ATTN_P_TILE : 32, kvw = nkv * hd, bs = m->block_size;
     int64_t nslots = 0;
@@ -365,22 +369,25 @@ static void sim_attention(void *ctx_raw, int64_t ldc, const void *q_raw, int64_t
             }
             for (int64_t d = 0; d < hd; d++)
                 o[d] = lr_round_f32(o[d] / l, dt);
-            lr_convert((char *)ctx_raw + (size_t)(t * ldc + h * hd) * lr_dtype_size(dt), dt, o, LR_F32, (size_t)hd);
+            lr_convert((char *)ctx_raw + (size_t)(t * ldc + h * hd) * lr_dtype_size(dt), dt, o, LR_F32,
+                       (size_t)hd);
         }
     }
     free(q), free(kc), free(vc), free(s), free(o);
 }
 
-static int sim_attn_fa2(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq, const void *kc,
-                        const void *vc, const lr_gpu_attn_meta *m, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
-                        float scale, lr_dtype dt, lr_gpu_attn_ws *ws, cudaStream_t s) {
+static int sim_attn_fa2(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
+                        const void *kc, const void *vc, const lr_gpu_attn_meta *m, int64_t T, int64_t nh,
+                        int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
+                        cudaStream_t s) {
     (void)variant, (void)ws, (void)s;
     sim_attention(ctx, ldc, q, ldq, kc, vc, m, T, nh, nkv, hd, scale, dt, "fa2");
     return LR_OK;
 }
-static int sim_attn_flash(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq, const void *kc,
-                          const void *vc, const lr_gpu_attn_meta *m, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
-                          float scale, lr_dtype dt, lr_gpu_attn_ws *ws, cudaStream_t s) {
+static int sim_attn_flash(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
+                          const void *kc, const void *vc, const lr_gpu_attn_meta *m, int64_t T, int64_t nh,
+                          int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
+                          cudaStream_t s) {
     (void)variant, (void)ws, (void)s;
     sim_attention(ctx, ldc, q, ldq, kc, vc, m, T, nh, nkv, hd, scale, dt, "flash");
     return LR_OK;
@@ -388,7 +395,9 @@ static int sim_attn_flash(const char *variant, void *ctx, int64_t ldc, const voi
 
 static const lr_opsweep_target simulated[] = {
     {.family = "rmsnorm", .name = "sim-block", .rms_norm = sim_rms_ok, .fused_add_rms_norm = sim_fused_ok},
-    {.family = "rmsnorm", .name = "sim-last-unweighted", .rms_norm = sim_rms_planted,
+    {.family = "rmsnorm",
+     .name = "sim-last-unweighted",
+     .rms_norm = sim_rms_planted,
      .fused_add_rms_norm = sim_fused_planted},
     {.family = "rotary", .name = "sim-fma", .rotary = sim_rot_ok},
     {.family = "rotary", .name = "sim-f32-angle", .rotary = sim_rot_planted},
@@ -410,7 +419,8 @@ static bool keep_on_cpu(const char *family, const lr_opsweep_shape *s, void *use
 START_TEST(test_verdicts_cpu) {
     lr_opsweep_opts o;
     lr_opsweep_opts_init(&o);
-    o.registered = false, o.host = true, o.extra = simulated, o.nextra = sizeof simulated / sizeof simulated[0];
+    o.registered = false, o.host = true, o.extra = simulated,
+    o.nextra = sizeof simulated / sizeof simulated[0];
     o.dtype = dtypes[_i], o.keep = keep_on_cpu;
     tallies ts = {.n = 0};
     sweep(&o, &ts);
@@ -419,8 +429,9 @@ START_TEST(test_verdicts_cpu) {
     static const char *const correct[] = {"sim-block", "sim-fma", "sim-fa2", "sim-flash"};
     for (size_t i = 0; i < 4; i++) {
         tally *t = tally_of(&ts, correct[i]);
-        ck_assert_msg(t->cases > 0 && t->failed == 0, "%s %s: %d of %d cases failed, the first: %s (seed %llu)",
-                      correct[i], where, t->failed, t->cases, t->first_fail, (unsigned long long)g_seed);
+        ck_assert_msg(t->cases > 0 && t->failed == 0,
+                      "%s %s: %d of %d cases failed, the first: %s (seed %llu)", correct[i], where, t->failed,
+                      t->cases, t->first_fail, (unsigned long long)g_seed);
     }
     expect_caught(&ts, "sim-last-unweighted", true, where);
     expect_caught(&ts, "sim-f32-angle", false, where);

@@ -39,11 +39,11 @@ static int judge_kernel(lr_dtype dt, int planted) {
     for (int i = 0; i < H; i++)
         w[i] = lr_round_f32(1.0f + 0.2f * (float)((i % 7) - 3) / 3.0f, dt), wd[i] = w[i];
     double eps = 1e-5;
-    lr_ref_rms_norm_f64(ref, xd, wd, T, H, eps);      /* the truth */
-    lr_ref_rms_norm_f32(emul, x, w, T, H, eps);       /* the emulated reference ... */
-    lr_round_f32_n(emul, (size_t)(T * H), dt);        /* ... rounded once, as the output is */
+    lr_ref_rms_norm_f64(ref, xd, wd, T, H, eps); /* the truth */
+    lr_ref_rms_norm_f32(emul, x, w, T, H, eps);  /* the emulated reference ... */
+    lr_round_f32_n(emul, (size_t)(T * H), dt);   /* ... rounded once, as the output is */
     my_rms_norm(y, x, w, (float)eps, planted);
-    lr_round_f32_n(y, (size_t)(T * H), dt);           /* the kernel stores in the dtype */
+    lr_round_f32_n(y, (size_t)(T * H), dt); /* the kernel stores in the dtype */
 
     lr_op_criteria c;
     ck_assert_int_eq(lr_op_budget("rms_norm", dt, H, &c), LR_OK);
@@ -65,10 +65,14 @@ static int judge_kernel(lr_dtype dt, int planted) {
 
 static const lr_dtype dtypes[] = {LR_F32, LR_F16, LR_BF16};
 
-START_TEST(test_correct_passes) { ck_assert_msg(judge_kernel(dtypes[_i], 0), "%s", lr_dtype_name(dtypes[_i])); }
+START_TEST(test_correct_passes) {
+    ck_assert_msg(judge_kernel(dtypes[_i], 0), "%s", lr_dtype_name(dtypes[_i]));
+}
 END_TEST
 
-START_TEST(test_planted_fails) { ck_assert_msg(!judge_kernel(dtypes[_i], 1), "%s", lr_dtype_name(dtypes[_i])); }
+START_TEST(test_planted_fails) {
+    ck_assert_msg(!judge_kernel(dtypes[_i], 1), "%s", lr_dtype_name(dtypes[_i]));
+}
 END_TEST
 
 START_TEST(test_budgets) {

@@ -85,7 +85,8 @@ int lr_op_budget(const char *op, lr_dtype dt, int64_t reduction_len, lr_op_crite
         return lr_fail(LR_E_INVAL, "op budget: unknown op \"%s\" (ops: %s)", op ? op : "(null)", list);
     }
     if (reduction_len < 1)
-        return lr_fail(LR_E_INVAL, "op budget: %s: reduction_len %lld (at least 1)", op, (long long)reduction_len);
+        return lr_fail(LR_E_INVAL, "op budget: %s: reduction_len %lld (at least 1)", op,
+                       (long long)reduction_len);
     int rc = check_dtype(dt);
     if (rc) return rc;
     memset(out, 0, sizeof *out);
@@ -104,8 +105,8 @@ int lr_op_attention_budget(lr_dtype dt, int64_t head_dim, int64_t keys, bool rou
     int rc = lr_op_budget("attention", dt, k < 1 ? 1 : k, out);
     if (rc) return rc;
     if (head_dim < 1 || keys < 1 || !(x_range >= 0))
-        return lr_fail(LR_E_INVAL, "op budget: attention: head_dim %lld, keys %lld, x_range %g", (long long)head_dim,
-                       (long long)keys, x_range);
+        return lr_fail(LR_E_INVAL, "op budget: attention: head_dim %lld, keys %lld, x_range %g",
+                       (long long)head_dim, (long long)keys, x_range);
     if (out->has_same) out->same = lr_same_attention_budget(dt, head_dim, keys, rounds_p, x_range);
     return LR_OK;
 }

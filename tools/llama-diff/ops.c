@@ -55,11 +55,16 @@ typedef struct {
 static int parse_ops(int argc, char **argv, ops_args *a) {
     enum { O_LIST = 300, O_OP, O_VARIANT, O_DTYPE, O_SHAPE, O_SHAPES, O_PERF, O_JSON, O_SEED };
     static const struct option longopts[] = {
-        {"list", no_argument, NULL, O_LIST},         {"op", required_argument, NULL, O_OP},
-        {"variant", required_argument, NULL, O_VARIANT}, {"dtype", required_argument, NULL, O_DTYPE},
-        {"shape", required_argument, NULL, O_SHAPE},   {"shapes", required_argument, NULL, O_SHAPES},
-        {"perf", no_argument, NULL, O_PERF},           {"json", no_argument, NULL, O_JSON},
-        {"seed", required_argument, NULL, O_SEED},     {"help", no_argument, NULL, 'h'},
+        {"list", no_argument, NULL, O_LIST},
+        {"op", required_argument, NULL, O_OP},
+        {"variant", required_argument, NULL, O_VARIANT},
+        {"dtype", required_argument, NULL, O_DTYPE},
+        {"shape", required_argument, NULL, O_SHAPE},
+        {"shapes", required_argument, NULL, O_SHAPES},
+        {"perf", no_argument, NULL, O_PERF},
+        {"json", no_argument, NULL, O_JSON},
+        {"seed", required_argument, NULL, O_SEED},
+        {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     memset(a, 0, sizeof *a);
@@ -104,7 +109,8 @@ static int parse_ops(int argc, char **argv, ops_args *a) {
         case O_SEED: {
             char *end;
             a->seed = strtoull(optarg, &end, 0);
-            if (!*optarg || *end || optarg[0] == '-') return bad("--seed: \"%s\" is not a non-negative integer", optarg);
+            if (!*optarg || *end || optarg[0] == '-')
+                return bad("--seed: \"%s\" is not a non-negative integer", optarg);
             break;
         }
         case 'h':
@@ -116,7 +122,8 @@ static int parse_ops(int argc, char **argv, ops_args *a) {
             return bad("ops: unknown option %s (see llama-diff ops --help)", argv[optind - 1]);
         }
     }
-    if (optind < argc) return bad("ops: unexpected argument \"%s\" (see llama-diff ops --help)", argv[optind]);
+    if (optind < argc)
+        return bad("ops: unexpected argument \"%s\" (see llama-diff ops --help)", argv[optind]);
     if (a->shape && a->shapes) return bad("--shape: not with --shapes (one custom case, or a set)");
     if (a->list && (a->family || a->variant || a->dtype != -1 || a->shape || a->shapes || a->perf))
         return bad("--list: takes no other option but --json");
@@ -129,9 +136,11 @@ int cmd_ops(int argc, char **argv) {
     ops_args a;
     int st = parse_ops(argc, argv, &a);
     if (st) return st;
-    if (!a.list) return bad("ops: this llama-diff was built without CUDA (configure found no nvcc); nothing to sweep");
+    if (!a.list)
+        return bad("ops: this llama-diff was built without CUDA (configure found no nvcc); nothing to sweep");
     if (a.json)
-        puts("{\n  \"command\": \"ops\",\n  \"cuda\": false,\n  \"families\": [],\n  \"dtypes\": [],\n  \"shape_sets\": []\n}");
+        puts("{\n  \"command\": \"ops\",\n  \"cuda\": false,\n  \"families\": [],\n  \"dtypes\": [],\n  "
+             "\"shape_sets\": []\n}");
     else
         puts("llama-diff ops: built without CUDA (configure found no nvcc): no kernel variants to list");
     return EXIT_AGREE;
@@ -152,7 +161,8 @@ static int list(bool json) {
     json_object_set_new(root, "cuda", json_true());
     if (!json) puts("families and variants (* the default):");
     for (int f = 0; f <= LR_GPU_NUM_FAMILIES; f++) {
-        const char *name = f < LR_GPU_NUM_FAMILIES ? lr_gpu_family_name((lr_gpu_family)f) : LR_OPSWEEP_HELPERS;
+        const char *name =
+            f < LR_GPU_NUM_FAMILIES ? lr_gpu_family_name((lr_gpu_family)f) : LR_OPSWEEP_HELPERS;
         bool swept = lr_opsweep_has_sweep(name);
         json_t *jf = json_object(), *vars = json_array();
         json_object_set_new(jf, "name", json_string(name));
@@ -171,10 +181,13 @@ static int list(bool json) {
         if (f == LR_GPU_NUM_FAMILIES) {
             json_t *jv = json_object();
             json_object_set_new(jv, "name", json_string("builtin"));
-            json_object_set_new(jv, "description", json_string("lr_gpu_sum, add_bias, add_residual, convert (no variants)"));
+            json_object_set_new(jv, "description",
+                                json_string("lr_gpu_sum, add_bias, add_residual, convert (no variants)"));
             json_object_set_new(jv, "default", json_true());
             json_array_append_new(vars, jv);
-            if (!json) printf("    * %-14s %s\n", "builtin", "lr_gpu_sum, add_bias, add_residual, convert (no variants)");
+            if (!json)
+                printf("    * %-14s %s\n", "builtin",
+                       "lr_gpu_sum, add_bias, add_residual, convert (no variants)");
         }
         json_object_set_new(jf, "variants", vars);
         json_array_append_new(fams, jf);
@@ -210,7 +223,8 @@ typedef struct {
 
 static void on_case(const lr_opsweep_case *c, void *user) {
     ops_out *o = user;
-    double gbps = c->seconds > 0 ? c->bytes / c->seconds * 1e-9 : 0, tflops = c->seconds > 0 ? c->flops / c->seconds * 1e-12 : 0;
+    double gbps = c->seconds > 0 ? c->bytes / c->seconds * 1e-9 : 0,
+           tflops = c->seconds > 0 ? c->flops / c->seconds * 1e-12 : 0;
     if (o->json) {
         json_t *j = json_object();
         json_object_set_new(j, "family", json_string(c->family));
@@ -218,10 +232,11 @@ static void on_case(const lr_opsweep_case *c, void *user) {
         json_object_set_new(j, "op", json_string(c->op));
         json_object_set_new(j, "dtype", json_string(dtype_short(c->dt)));
         json_object_set_new(j, "shape", json_string(c->shape));
-        json_object_set_new(j, "status", json_string(c->status == LR_CASE_PASS    ? "pass"
-                                                     : c->status == LR_CASE_FAIL  ? "fail"
-                                                     : c->status == LR_CASE_ERROR ? "error"
-                                                                                  : "not_run"));
+        json_object_set_new(j, "status",
+                            json_string(c->status == LR_CASE_PASS    ? "pass"
+                                        : c->status == LR_CASE_FAIL  ? "fail"
+                                        : c->status == LR_CASE_ERROR ? "error"
+                                                                     : "not_run"));
         json_object_set_new(j, "hard", json_boolean(c->hard));
         json_object_set_new(j, "why", c->why[0] ? json_string(c->why) : json_null());
         json_object_set_new(j, "f64_used", json_real(c->f64_used));
@@ -231,7 +246,8 @@ static void on_case(const lr_opsweep_case *c, void *user) {
             json_object_set_new(p, "seconds", json_real(c->seconds));
             json_object_set_new(p, "bytes", json_real(c->bytes));
             json_object_set_new(p, "gbps", json_real(gbps));
-            json_object_set_new(p, "bandwidth_ratio", json_real(c->bytes / c->seconds / o->sum->copy_bandwidth));
+            json_object_set_new(p, "bandwidth_ratio",
+                                json_real(c->bytes / c->seconds / o->sum->copy_bandwidth));
             json_object_set_new(p, "flops", json_real(c->flops));
             json_object_set_new(p, "tflops", c->flops > 0 ? json_real(tflops) : json_null());
             json_object_set_new(j, "perf", p);
@@ -243,11 +259,12 @@ static void on_case(const lr_opsweep_case *c, void *user) {
     }
     char ulps[32] = "";
     if (c->max_ulps >= 0) snprintf(ulps, sizeof ulps, " ulps %.2f", c->max_ulps);
-    printf("%-7s %s/%s %s %s %s", lr_case_status_name(c->status), c->family, c->variant, c->op, dtype_short(c->dt),
-           c->shape);
+    printf("%-7s %s/%s %s %s %s", lr_case_status_name(c->status), c->family, c->variant, c->op,
+           dtype_short(c->dt), c->shape);
     if (c->status == LR_CASE_PASS || c->status == LR_CASE_FAIL) printf("  f64 %.3f%s", c->f64_used, ulps);
     if (c->seconds > 0) {
-        printf("  %.1f us %.0f GB/s %.2f of copy", c->seconds * 1e6, gbps, c->bytes / c->seconds / o->sum->copy_bandwidth);
+        printf("  %.1f us %.0f GB/s %.2f of copy", c->seconds * 1e6, gbps,
+               c->bytes / c->seconds / o->sum->copy_bandwidth);
         if (c->flops > 0) printf(" %.1f TFLOP/s", tflops);
     }
     putchar('\n');
@@ -262,7 +279,8 @@ int cmd_ops(int argc, char **argv) {
     if (a.list) return list(a.json);
     lr_opsweep_opts o;
     lr_opsweep_opts_init(&o);
-    o.family = a.family, o.variant = a.variant, o.dtype = a.dtype, o.shape = a.shape, o.seed = a.seed, o.perf = a.perf;
+    o.family = a.family, o.variant = a.variant, o.dtype = a.dtype, o.shape = a.shape, o.seed = a.seed,
+    o.perf = a.perf;
     if (a.shapes) o.shapes = a.shapes;
     if (lr_opsweep_check(&o) != LR_OK) return bad("ops: %s", lr_last_error()); /* before any device */
     lr_opsweep_summary sum;
@@ -298,10 +316,12 @@ int cmd_ops(int argc, char **argv) {
         json_decref(root);
     } else {
         json_decref(out.cases);
-        if (a.perf) printf("copy bandwidth (read + write, device to device): %.0f GB/s\n", sum.copy_bandwidth * 1e-9);
-        printf("ops: %s: %lld of %lld planned cases run: %lld passed, %lld failed, %lld errors; %lld not run\n",
-               pass ? "PASS" : "FAIL", (long long)sum.run, (long long)sum.planned, (long long)sum.passed,
-               (long long)sum.failed, (long long)sum.errors, (long long)sum.not_run);
+        if (a.perf)
+            printf("copy bandwidth (read + write, device to device): %.0f GB/s\n", sum.copy_bandwidth * 1e-9);
+        printf(
+            "ops: %s: %lld of %lld planned cases run: %lld passed, %lld failed, %lld errors; %lld not run\n",
+            pass ? "PASS" : "FAIL", (long long)sum.run, (long long)sum.planned, (long long)sum.passed,
+            (long long)sum.failed, (long long)sum.errors, (long long)sum.not_run);
     }
     return pass ? EXIT_AGREE : EXIT_DIVERGE;
 }
