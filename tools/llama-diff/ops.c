@@ -43,8 +43,6 @@ static void ops_usage(FILE *fp) {
           fp);
 }
 
-static const char *dtype_short(lr_dtype d) { return d == LR_F32 ? "f32" : d == LR_F16 ? "f16" : "bf16"; }
-
 typedef struct {
     bool list, perf, json;
     const char *family, *variant, *shapes, *shape;
@@ -147,6 +145,8 @@ int cmd_ops(int argc, char **argv) {
 }
 
 #else
+
+static const char *dtype_short(lr_dtype d) { return d == LR_F32 ? "f32" : d == LR_F16 ? "f16" : "bf16"; }
 
 static const char *const shape_sets[][2] = {
 #define SET_ROW(name, what) {name, what},
