@@ -87,9 +87,9 @@ if python3 -c "import json,sys; sys.exit(0 if json.load(open('$TMP/out'))['cuda'
     fi
 else
     expect 0 "ops --list without CUDA" -- "$LD" ops --list
-    grep -q "without CUDA" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: --list does not say CUDA is not built"; }
+    grep -q "without the CUDA backend" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: --list does not say CUDA is not built"; }
     expect 2 "a sweep without CUDA" -- "$LD" ops
-    expect_err "without CUDA"
+    expect_err "without the CUDA backend"
 fi
 
 # Usage errors, CUDA or not.

@@ -135,12 +135,14 @@ int cmd_ops(int argc, char **argv) {
     int st = parse_ops(argc, argv, &a);
     if (st) return st;
     if (!a.list)
-        return bad("ops: this llama-diff was built without CUDA (configure found no nvcc); nothing to sweep");
+        return bad("ops: this llama-diff was built without the CUDA backend (configure: CUDA backend no); "
+                   "nothing to sweep");
     if (a.json)
         puts("{\n  \"command\": \"ops\",\n  \"cuda\": false,\n  \"families\": [],\n  \"dtypes\": [],\n  "
              "\"shape_sets\": []\n}");
     else
-        puts("llama-diff ops: built without CUDA (configure found no nvcc): no kernel variants to list");
+        puts("llama-diff ops: built without the CUDA backend (configure: CUDA backend no): no kernel "
+             "variants to list");
     return EXIT_AGREE;
 }
 
