@@ -107,8 +107,8 @@ static int parse_ops(int argc, char **argv, ops_args *a) {
         case O_SEED: {
             char *end;
             a->seed = strtoull(optarg, &end, 0);
-            if (!*optarg || *end || optarg[0] == '-')
-                return bad("--seed: \"%s\" is not a non-negative integer", optarg);
+            if (!*optarg || *end || optarg[0] == '-' || a->seed > (uint64_t)INT64_MAX)
+                return bad("--seed: \"%s\" is not an integer in 0..2^63-1", optarg);
             break;
         }
         case 'h':
