@@ -577,14 +577,13 @@ static void case_rmsnorm(const lr_opsweep_target *v, lr_dtype dt, const lr_opswe
         res = dcopy(r.v, n);
         float *resf = fcopy(r.v, n);
         lr_ref_fused_add_rms_norm_f64(ref, res, x.v, w.v, T, H, eps);
-        lr_ref_fused_add_rms_norm_f32(emul, resf, xf, wf, T, H, eps);
+        lr_ref_fused_add_rms_norm_emulated(emul, resf, xf, wf, T, H, eps, dt);
         res_emul = dcopy_f(resf, n);
         free(resf);
     } else {
         lr_ref_rms_norm_f64(ref, x.v, w.v, T, H, eps);
-        lr_ref_rms_norm_f32(emul, xf, wf, T, H, eps);
+        lr_ref_rms_norm_emulated(emul, xf, wf, T, H, eps, dt);
     }
-    emulate_store(emul, n, dt);
     free(xf), free(wf);
 
     dbuf d_x = d_upload(&x), d_w = d_upload(&w), d_r = {NULL, 0};
@@ -650,8 +649,7 @@ static void case_rotary(const lr_opsweep_target *v, lr_dtype dt, const lr_opswee
     /* The emulated reference: cos and sin of the float64 angle rounded to float32, the
      * rotation in float32, rounded once (ref/cpu/ops/rotary.c). */
     float *emul_full = fcopy(x.v, T * ldx);
-    lr_ref_rotary_embedding_f32(emul_full, ldx, T, nheads, hd, pos, inv_freq, csf);
-    emulate_store(emul_full, T * ldx, dt);
+    lr_ref_rotary_embedding_emulated(emul_full, ldx, T, nheads, hd, pos, inv_freq, csf, dt);
     float *emul = take_cols(emul_full, sizeof(float), T, ldx, 0, w);
     free(cs), free(csf), free(full), free(emul_full);
 
@@ -697,12 +695,11 @@ static void case_activation(const lr_opsweep_target *v, lr_dtype dt, const lr_op
     float *guf = fcopy(gu.v, T * 2 * NI), *emul = NEW(n, float);
     if (mul) {
         lr_ref_silu_and_mul_f64(ref, gu.v, T, NI);
-        lr_ref_silu_and_mul_f32(emul, guf, T, NI);
+        lr_ref_silu_and_mul_emulated(emul, guf, T, NI, dt);
     } else {
         lr_ref_silu_f64(ref, gu.v, T, NI);
-        lr_ref_silu_f32(emul, guf, T, NI);
+        lr_ref_silu_emulated(emul, guf, T, NI, dt);
     }
-    emulate_store(emul, n, dt);
     dbuf d_gu = d_upload(&gu), d_out = d_new((size_t)n * lr_dtype_size(dt), NULL);
     int (*fm)(const char *, void *, const void *, int64_t, int64_t, lr_dtype, cudaStream_t) =
         LAUNCH(v, silu_and_mul, lr_gpu_silu_and_mul);
@@ -841,15 +838,10 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
         for (int s = 0; s < S_; s++) {
             int64_t keys = B->past[s] + B->len[s];
             float *kf = fcopy(k[s].v, keys * kvw), *vf = fcopy(vv[s].v, keys * kvw);
-            if (tiled)
-                lr_ref_attention_tiled_f32(emul + start[s] * qw, qw, qf + start[s] * ldq, ldq, kf, vf, kvw,
-                                           B->len[s], B->past[s], nh, nkv, hd, LR_ATTN_P_TILE, dt, scores_f);
-            else
-                lr_ref_attention_f32(emul + start[s] * qw, qw, qf + start[s] * ldq, ldq, kf, vf, kvw,
-                                     B->len[s], B->past[s], nh, nkv, hd, scores_f);
+            lr_ref_attention_emulated(emul + start[s] * qw, qw, qf + start[s] * ldq, ldq, kf, vf, kvw,
+                                      B->len[s], B->past[s], nh, nkv, hd, tiled, dt, scores_f);
             free(kf), free(vf);
         }
-        emulate_store(emul, T * qw, dt);
         free(qf), free(scores_f);
     }
 

@@ -3,10 +3,10 @@
  * the reference ops and budgets from your own harness").
  *
  *   - The reference ops (lr_ref_*): one per module of the Llama forward, in float64 (the
- *     truth a kernel is judged against) and float32. The float32 op on inputs already
- *     rounded to bf16/fp16, its output rounded once with lr_round_f32_n, is the emulated
- *     same-precision reference: what the CUDA path computes but for the order of its
- *     float32 operations (the rounding points: ref/core/rounding.h).
+ *     truth a kernel is judged against) and float32, and the emulated bf16/fp16 path
+ *     (lr_ref_*_emulated): the float32 op on inputs already rounded to bf16/fp16, its
+ *     outputs rounded once where the CUDA path rounds them: what the CUDA path computes
+ *     but for the order of its float32 operations (ref/core/rounding.h).
  *   - The exact conversions to and from bf16/fp16 that the emulation rounds with.
  *   - lr_op_budget: what an op's output is held to at a dtype: the criteria against the
  *     float64 reference (lr_compare_stage) and, at bf16/fp16, the budget in ulps against
@@ -86,6 +86,37 @@ void lr_round_f32_n(float *x, size_t n, lr_dtype dt);
  * sequence: then its emulated reference is lr_ref_attention_tiled_f32 with
  * LR_ATTN_P_TILE. A variant not in the map keeps P in float32. */
 bool lr_attention_rounds_p(const char *variant, lr_dtype dt, int64_t hd, int64_t max_new);
+
+/* ---- The emulated bf16/fp16 reference ------------------------------------------------------
+ * The op as `--backend cpu --precision bf16|fp16` computes it: the float32 op on inputs
+ * already holding dt's values (round them with lr_round_f32_n first), each output rounded
+ * once to dt where the CUDA path rounds it (ref/core/rounding.h), as float32 values. What a
+ * correct bf16/fp16 kernel differs from only by the order of its float32 operations: hold
+ * it to this within lr_op_budget's `same` budget (lr_same_compare). At F32 (and F64) these
+ * are the _f32 ops. */
+/* y (T, H) rounded once. */
+void lr_ref_rms_norm_emulated(float *y, const float *x, const float *w, int64_t T, int64_t H, double eps,
+                              lr_dtype dt);
+/* y (T, H) rounded once; residual (T, H) stays float32 (the CUDA path keeps it so). */
+void lr_ref_fused_add_rms_norm_emulated(float *y, float *residual, const float *x, const float *w, int64_t T,
+                                        int64_t H, double eps, lr_dtype dt);
+/* y (T, N) = x @ w^T rounded, then (b not NULL) + b rounded again: two roundings with a
+ * bias, as the GEMM's output and then the bias add are stored. */
+void lr_ref_linear_emulated(float *y, const float *x, const float *w, const float *b, int64_t T, int64_t N,
+                            int64_t K, lr_dtype dt);
+/* The rotated heads (the first nheads * hd columns of each row) rounded once; cos and sin
+ * of the float64 angle rounded to float32. */
+void lr_ref_rotary_embedding_emulated(float *x, int64_t ld, int64_t T, int64_t nheads, int64_t hd,
+                                      const int64_t *positions, const double *inv_freq, float *scratch_hd,
+                                      lr_dtype dt);
+void lr_ref_silu_and_mul_emulated(float *out, const float *gu, int64_t T, int64_t NI, lr_dtype dt);
+void lr_ref_silu_emulated(float *out, const float *gu, int64_t T, int64_t NI, lr_dtype dt);
+/* One sequence as lr_ref_attention_f32, the context's nh * hd columns of each row rounded
+ * once; rounds_p: P rounded to dt per tile of LR_ATTN_P_TILE keys before P V, as a kernel
+ * that rounds P does (lr_attention_rounds_p says which do). */
+void lr_ref_attention_emulated(float *ctx, int64_t ldc, const float *q, int64_t ldq, const float *k,
+                               const float *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh, int64_t nkv,
+                               int64_t hd, bool rounds_p, lr_dtype dt, float *scores);
 
 /* ---- Op budgets -------------------------------------------------------------------------
  * The ops (and kernel families) a budget is kept for: X(name, stage kind its per-token

@@ -39,9 +39,8 @@ static int judge_kernel(lr_dtype dt, int planted) {
     for (int i = 0; i < H; i++)
         w[i] = lr_round_f32(1.0f + 0.2f * (float)((i % 7) - 3) / 3.0f, dt), wd[i] = w[i];
     double eps = 1e-5;
-    lr_ref_rms_norm_f64(ref, xd, wd, T, H, eps); /* the truth */
-    lr_ref_rms_norm_f32(emul, x, w, T, H, eps);  /* the emulated reference ... */
-    lr_round_f32_n(emul, (size_t)(T * H), dt);   /* ... rounded once, as the output is */
+    lr_ref_rms_norm_f64(ref, xd, wd, T, H, eps);         /* the truth */
+    lr_ref_rms_norm_emulated(emul, x, w, T, H, eps, dt); /* the emulated reference */
     my_rms_norm(y, x, w, (float)eps, planted);
     lr_round_f32_n(y, (size_t)(T * H), dt); /* the kernel stores in the dtype */
 
@@ -96,6 +95,14 @@ START_TEST(test_budgets) {
     ck_assert_int_eq(lr_op_budget("rms_norm", LR_F32, 0, &c), LR_E_INVAL);
     ck_assert_int_eq(lr_op_budget("rms_norm", LR_F32, 1, NULL), LR_E_INVAL);
     ck_assert_int_eq(lr_op_budget(NULL, LR_F32, 1, &c), LR_E_INVAL);
+    /* the emulated linear rounds the product, then the sum with the bias (bf16, ulp 2^-7 at
+     * 1): (1 + 2^-7)^2 = 1 + 2^-6 + 2^-14 rounds to 1 + 2^-6; + 2^-8 is a tie, to even:
+     * 1 + 2^-6. One rounding of the exact 1 + 2^-6 + 2^-8 + 2^-14 would give 1 + 3 2^-7. */
+    float xs[1] = {1.0f + 0x1p-7f}, ws[1] = {1.0f + 0x1p-7f}, bs[1] = {0x1p-8f}, ys[1];
+    lr_ref_linear_emulated(ys, xs, ws, bs, 1, 1, 1, LR_BF16);
+    ck_assert_msg(ys[0] == 1.0f + 0x1p-6f, "linear emulated: %.9g", (double)ys[0]);
+    lr_ref_linear_emulated(ys, xs, ws, NULL, 1, 1, 1, LR_F32); /* exact in float32 */
+    ck_assert(ys[0] == 1.0f + 0x1p-6f + 0x1p-14f);
     /* the exact conversions round to nearest even */
     ck_assert(lr_f32_from_bf16(lr_bf16_from_f32(1.0f + 0x1p-8f)) == 1.0f);
     ck_assert(lr_f32_from_f16(lr_f16_from_f32(65520.0f)) == INFINITY);
