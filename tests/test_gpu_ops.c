@@ -438,6 +438,53 @@ START_TEST(test_verdicts_cpu) {
 }
 END_TEST
 
+/* The model shape sets and a custom --shape run too (the fixtures' are above): the
+ * simulated kernels over Llama-3-8B's and 70B's widths at T up to 32 and attention's decode
+ * batches (2048 and 1024 keys; the prefills would take minutes on the CPU), and one custom
+ * shape per family; the correct ones pass, the planted RMSNorm fails every case. */
+static bool keep_small(const char *family, const lr_opsweep_shape *s, void *user) {
+    (void)user;
+    if (strcmp(family, "attention") == 0) return strncmp(s->label, "decode", 6) == 0;
+    return s->T <= 32;
+}
+
+/* Loop index: set (llama3-8b, llama3-70b, then the custom shapes). */
+START_TEST(test_shape_sets_cpu) {
+    static const char *const sets[] = {"llama3-8b", "llama3-70b"};
+    static const struct {
+        const char *family, *shape;
+    } custom[] = {
+        {"rmsnorm", "T=3,H=4100"},
+        {"rotary", "T=5,heads=3,hd=96,extra=7"},
+        {"attention", "heads=12,kv=4,hd=64,past=70,len=9,seqs=2,bs=5"},
+    };
+    lr_opsweep_opts o;
+    lr_opsweep_opts_init(&o);
+    o.registered = false, o.host = true, o.extra = simulated,
+    o.nextra = sizeof simulated / sizeof simulated[0];
+    o.dtype = LR_BF16;
+    tallies ts = {.n = 0};
+    if (_i < 2) {
+        o.shapes = sets[_i], o.keep = keep_small;
+        sweep(&o, &ts);
+    } else {
+        for (size_t i = 0; i < sizeof custom / sizeof custom[0]; i++) {
+            o.family = custom[i].family, o.shape = custom[i].shape;
+            sweep(&o, &ts);
+        }
+    }
+    const char *where = _i == 0 ? "llama3-8b" : _i == 1 ? "llama3-70b" : "custom shapes";
+    static const char *const correct[] = {"sim-block", "sim-fma", "sim-fa2", "sim-flash"};
+    for (size_t i = 0; i < 4; i++) {
+        tally *t = tally_of(&ts, correct[i]);
+        ck_assert_msg(t->cases > 0 && t->failed == 0,
+                      "%s at %s: %d of %d cases failed, the first: %s (seed %llu)", correct[i], where,
+                      t->failed, t->cases, t->first_fail, (unsigned long long)g_seed);
+    }
+    expect_caught(&ts, "sim-last-unweighted", true, where);
+}
+END_TEST
+
 /* ---- Registry and arguments (no device needed) ----------------------------------------- */
 
 START_TEST(test_registry) {
@@ -599,6 +646,7 @@ int main(void) {
     tc = tcase_create("verdicts_cpu");
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_verdicts_cpu, 0, N_DTYPES);
+    tcase_add_loop_test(tc, test_shape_sets_cpu, 0, 3);
     suite_add_tcase(contract, tc);
     if (run(contract)) return 1;
 
