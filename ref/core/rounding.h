@@ -81,8 +81,9 @@ lr_dtype lr_buf_dtype(lr_buf b, lr_dtype compute);
 
 #define LR_ATTN_DEFAULT_VARIANT "fa2"
 
-/* lr_attention_rounds_p and the exact conversions to and from bf16/fp16 (tensor.c):
- * llamaref_ops.h. */
+/* lr_attention_rounds_p, LR_ATTN_P_TILE (the kernels' FA_BK and TC_BK) and the exact
+ * conversions to and from bf16/fp16 (tensor.c): llamaref_ops.h, where a harness outside
+ * the tree finds them. */
 
 #ifdef __cplusplus
 }
