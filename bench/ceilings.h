@@ -1,7 +1,8 @@
 /* ceilings.h: what both GPU benchmarks share (header-only; each is one program): the
  * checked-call macro, the median, and the card's two ceilings measured the same way in
  * both, so their ratios are against one definition: device-to-device copy bandwidth
- * (bytes read plus bytes written per second, 2 GiB buffers) and the cuBLAS bf16 GEMM
+ * (bytes read plus bytes written per second, 2 GiB buffers; the library's, which
+ * llama-diff ops --perf measures too) and the cuBLAS bf16 GEMM
  * rate (an 8192^3 product of random data, float32 compute: the backend's setting).
  * Define BENCH_NAME (the program's name, for messages) before including it. */
 #ifndef LLAMAREF_BENCH_CEILINGS_H
@@ -10,6 +11,8 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <stdint.h>
+
+#include "opsweep.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,21 +64,16 @@ typedef struct {
     cublasHandle_t blas;
 } bench_bufs;
 
-static void bench_copy(void *user) {
-    bench_bufs *x = (bench_bufs *)user;
-    CK(cudaMemcpyAsync(x->b, x->a, x->n, cudaMemcpyDeviceToDevice, 0));
-}
-
-/* Device-to-device copy of 2 GiB: bytes read plus bytes written per second. */
+/* Device-to-device copy of 2 GiB: bytes read plus bytes written per second; the
+ * library's measurement (lr_gpu_copy_bandwidth, gpu/opsweep.c), which `llama-diff ops
+ * --perf` takes its ceiling from too: 3 warm-ups, the median of 20. */
 static double bench_copy_bandwidth(void) {
-    bench_bufs x = {NULL, NULL, NULL, (size_t)2 << 30, NULL};
-    CK(cudaMalloc(&x.a, x.n));
-    CK(cudaMalloc(&x.b, x.n));
-    CK(cudaMemset(x.a, 1, x.n));
-    double s = bench_time_events(bench_copy, &x);
-    cudaFree(x.a);
-    cudaFree(x.b);
-    return 2.0 * (double)x.n / s;
+    double bw;
+    if (lr_gpu_copy_bandwidth((size_t)2 << 30, 3, 20, &bw) != LR_OK) {
+        fprintf(stderr, BENCH_NAME ": %s\n", lr_last_error());
+        exit(1);
+    }
+    return bw;
 }
 
 static uint16_t bench_bf16_of(float f) {

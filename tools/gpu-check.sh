@@ -83,6 +83,14 @@ for t in tests/test_gpu_ops tests/test_gpu_linear tests/test_gpu_forward "tests/
     tail -15 "$log"
 done
 
+echo "== llama-diff ops: every variant, the fixtures' shapes and Llama-3-8B's (bf16, --perf)"
+for run in "ops" "ops --shapes llama3-8b --dtype bf16 --perf"; do
+    log="$OUT/$(echo "$run" | tr ' ' '_' | tr -d -).json"
+    start=$(date +%s)
+    ./llama-diff $run --json >"$log" 2>"$log.err"
+    echo "llama-diff $run: exit $? in $(($(date +%s) - start)) s $(python3 -c "import json;s=json.load(open('$log'))['summary'];print('%(run)d of %(planned)d run, %(passed)d passed, %(failed)d failed, %(errors)d errors, %(not_run)d not run' % s)" 2>/dev/null) $(cat "$log.err")"
+done
+
 echo "== CPU suites (make check, GPU suites included)"
 make -j16 check >"$OUT/make-check.log" 2>&1; echo "make check exit $?"
 grep -E '^(PASS|FAIL|SKIP|ERROR|# )' "$OUT/make-check.log" | tail -20

@@ -69,7 +69,8 @@ int64_t lr_same_reduction(const lr_config *c, int64_t tokens) {
  * ulp more per element, 2 sqrt(f + f_P) ulps of relative L2 where that is larger, and
  * elements over the bound in a share of 2^-16 (the H200 at Llama-3-8B's shapes, bf16,
  * 512 tokens: 34 of 2.1M elements over one ulp, none over three). The op sweep derives and
- * measures the same term against a simulated kernel (tests/test_gpu_ops.c). */
+ * measures the same term against a simulated kernel (tests/test_gpu_ops.c, swept by
+ * gpu/opsweep.c in host mode). */
 lr_same_budget lr_same_attention_budget(lr_dtype p, int64_t head_dim, int64_t keys, bool rounds_p, double x_range) {
     int64_t k = head_dim > keys ? head_dim : keys;
     lr_same_budget b = lr_same_precision_budget(p, k);

@@ -39,6 +39,7 @@
 #define LLAMAREF_ROUNDING_H
 
 #include "layer.h"
+#include "llamaref_ops.h" /* the exact conversions, LR_ATTN_P_TILE, lr_attention_rounds_p */
 
 #ifdef __cplusplus
 extern "C" {
@@ -81,33 +82,16 @@ lr_dtype lr_buf_dtype(lr_buf b, lr_dtype compute);
     X("simple", false) /* float32 throughout */
 
 #define LR_ATTN_DEFAULT_VARIANT "fa2"
-#define LR_ATTN_P_TILE 64 /* keys per tile where P is rounded (FA_BK, TC_BK) */
 
-/* Whether attention variant `variant` (NULL: the default) rounds P in a call at compute
- * dtype dt, head_dim hd, with max_new tokens in the batch's longest new sequence. Reads
- * this map, then the declarations of variants registered at run time. */
-bool lr_attention_rounds_p(const char *variant, lr_dtype dt, int64_t hd, int64_t max_new);
+/* lr_attention_rounds_p, LR_ATTN_P_TILE (the kernels' FA_BK and TC_BK) and the exact
+ * conversions to and from bf16/fp16 (tensor.c): llamaref_ops.h, where a harness outside
+ * the tree finds them. */
 
 /* A variant registered at run time (a kernel plugin's: llamaref_kernels.h,
  * LR_KERNEL_ROUNDS_P) declares whether it rounds P, under the same conditions as the map's
  * (16-bit prefill at head_dim 64 or 128). The name is copied; a name of the map above or
  * one declared before is LR_E_INVAL. Not thread-safe: declare before any run. */
 int lr_attention_rounding_declare(const char *variant, bool rounds_p);
-
-/* ---- Exact conversions to and from the 16-bit dtypes (tensor.c) --------------------------
- * Round to nearest, ties to even, as __float2bfloat16_rn and __float2half_rn do: half
- * subnormals below 2^-14, overflow to infinity (fp16 from 65520, its largest finite
- * 65504 plus half an ulp, up; bf16 past its largest finite), NaN stays NaN (quiet). */
-uint16_t lr_bf16_from_f32(float x);
-uint16_t lr_f16_from_f32(float x);
-float lr_f32_from_bf16(uint16_t h);
-float lr_f32_from_f16(uint16_t h);
-
-/* x rounded to dt and widened back to float32 (exact): BF16 and F16 round; F32 and F64
- * return x. */
-float lr_round_f32(float x, lr_dtype dt);
-/* The same in place over x (n). */
-void lr_round_f32_n(float *x, size_t n, lr_dtype dt);
 
 #ifdef __cplusplus
 }

@@ -41,6 +41,9 @@ typedef struct {
 
 bool is_cmd(const args *a, const char *cmd);
 
+/* ops.c: llama-diff ops, with its own options (argv[0] is "ops"). */
+int cmd_ops(int argc, char **argv);
+
 /* ---- util.c: errors, numbers, precisions, paths ---------------------------------------- */
 
 /* Prints "llama-diff: " and the message as one line on stderr; returns EXIT_BAD. */

@@ -35,6 +35,8 @@ static void usage(FILE *fp) {
           "          write a GGUF model (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q2_K..Q6_K, Q8_K) as a\n"
           "          Hugging Face checkpoint: DIR/config.json and DIR/model.safetensors,\n"
           "          dequantized to F32\n"
+          "  ops     sweep every registered CUDA kernel variant op by op against the reference\n"
+          "          ops (llama-diff ops --help for its options)\n"
           "  (none)  check the bundled default model and fixture\n"
           "\n"
           "Options:\n"
@@ -392,6 +394,8 @@ static int default_job(char **model, char **fixture) {
 }
 
 int main(int argc, char **argv) {
+    /* ops has options of its own (ops.c). */
+    if (argc > 1 && strcmp(argv[1], "ops") == 0) return cmd_ops(argc - 1, argv + 1);
     args a = {0};
     int first = 1;
     if (argc > 1 && argv[1][0] != '-') {
@@ -437,7 +441,7 @@ int main(int argc, char **argv) {
         usage(stdout), status = EXIT_AGREE;
     else
         status = bad(
-            "unknown command \"%s\" (commands: check, dump, compare, backends, info, convert, kernels; see --help)",
+            "unknown command \"%s\" (commands: check, dump, compare, backends, info, convert, kernels, ops; see --help)",
             a.cmd);
     free(model);
     free(fixture);
