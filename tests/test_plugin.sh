@@ -64,7 +64,7 @@ fi
 
 # --kernel checked against the plugins, before any device: family, name, dtype.
 expect 0 "--kernel a plugin variant" -- "$LD" kernels --plugin "$TMP/good.so" -k rmsnorm=tiny-norm -k attention=tiny-attn -p bf16 --json
-json_ok 'sorted((v["family"], v["name"]) for v in d["variants"] if v["selected"]) == [("activation", "vec"), ("attention", "tiny-attn"), ("cache", "scatter"), ("embedding", "gather"), ("rmsnorm", "tiny-norm"), ("rotary", "heads")]'
+json_ok 'sorted((v["family"], v["name"]) for v in d["variants"] if v["selected"]) == [("activation", "vec"), ("attention", "tiny-attn"), ("cache", "scatter"), ("embedding", "gather"), ("linear", "cublas"), ("rmsnorm", "tiny-norm"), ("rotary", "heads")]'
 expect 2 "--kernel a plugin variant without its plugin" -- "$LD" kernels -k rmsnorm=tiny-norm
 expect_err "--kernel" "rmsnorm has no variant \"tiny-norm\"" "vec (default), block, warp"
 expect 2 "--kernel a misspelt variant lists the plugin's" -- "$LD" check -b cuda --plugin "$TMP/good.so" -k rmsnorm=tiny-nrom -m "$M" -f "$F"
