@@ -478,6 +478,11 @@ typedef struct {
     int num_devices;
     /* cuda: kernel variants, "family=name,..." (e.g. "rmsnorm=warp"); NULL: defaults. */
     const char *kernels;
+    /* cpu, f32 and the emulated bf16/fp16: each linear layer's dot products accumulated in
+     * float64 and rounded once to float32, instead of in BLAS's float32 order. Another
+     * correct order, for testing on the CPU that a same-precision verdict tolerates what
+     * a GPU's order does (llama-diff: LR_CPU_F64_PRODUCTS=1 on the side under test). */
+    bool cpu_f64_products;
 } lr_options;
 
 void lr_options_init(lr_options *o);
@@ -631,6 +636,16 @@ lr_same_budget lr_same_attention_budget(lr_dtype p, int64_t head_dim, int64_t ke
  * flips, so its ulps are counted in ulp(ref) + the sum of the terms' ulps there. */
 int lr_same_compare_sum(const lr_tensor *test, const lr_tensor *ref, const lr_tensor *const *terms, int nterms,
                         lr_dtype p, lr_same_budget b, lr_same_metrics *m);
+/* A matrix product's output (a projection): each element may also differ by what float32
+ * order moves it before rounding, acc (the stage's shape, absolute), counted beside its ulp
+ * and in the relative L2 the stage may reach (twice the RMS those moves explain, where
+ * that is more than b's). acc from lr_same_accumulation_bound. */
+int lr_same_compare_acc(const lr_tensor *test, const lr_tensor *ref, const lr_tensor *acc, lr_dtype p,
+                        lr_same_budget b, lr_same_metrics *m);
+/* out (T, N) = sqrt(K) ACC_UNIT sqrt(sum_k (x_tk w_nk)^2): how far two float32 orders of the
+ * product x (T, K) w (N, K)^T may move each output, by the root-sum-square of its terms
+ * (where they cancel, far more than the output's own ulp). */
+int lr_same_accumulation_bound(double *out, const float *x, const float *w, int64_t T, int64_t N, int64_t K);
 
 /* ---- Fault injection (what the suite catches; docs/detection.md) --------------------- */
 

@@ -8,6 +8,7 @@
  * its reassembled run against a single forward and the golden, its callback's stop, and
  * bad plans and batches. */
 #include "llamaref.h"
+#include "llamaref_ops.h"
 
 #include <check.h>
 #include <float.h>
@@ -304,6 +305,61 @@ START_TEST(same_precision_sum_counts_the_terms) {
     lr_tensor short_term = tensor2(m, T - 1, W);
     const lr_tensor *bad[] = {&ta, &short_term};
     ck_assert_int_eq(lr_same_compare_sum(&tt, &tr, bad, 2, LR_BF16, b, &sum), LR_E_SHAPE);
+}
+END_TEST
+
+/* A projection whose terms cancel (one large product met by the rest, as a trained
+ * model's massive activation is): two float32 orders of the sum differ by many ulps of the
+ * result, which lr_same_compare_acc counts through lr_same_accumulation_bound; a scale
+ * fault of 1e-3 (a quarter of a bf16 ulp) still fails it. */
+START_TEST(same_precision_projection_counts_cancelling_terms) {
+    enum { T = 8, N = 64, K = 512 };
+    static float x[T * K], w[N * K];
+    static double ref[T * N], test[T * N], faulty[T * N], acc[T * N];
+    for (int64_t i = 0; i < T * K; i++)
+        x[i] = lr_round_f32((float)value_at(i), LR_BF16);
+    for (int64_t t = 0; t < T; t++)
+        x[t * K] = 256; /* the massive channel */
+    for (int64_t i = 0; i < N * K; i++)
+        w[i] = lr_round_f32((float)(0.05 * value_at(i + 11)), LR_BF16);
+    for (int64_t n = 0; n < N; n++) { /* what the massive term adds, the rest nearly takes away */
+        double rest = 0;
+        for (int64_t k = 1; k < K; k++)
+            rest += (double)x[k] * w[n * K + k];
+        w[n * K] = (float)((-rest + 1e-4 * value_at(n + 3)) / 256);
+    }
+    int64_t flipped = 0;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++) {
+            float up = 0, down = 0; /* float32, in two orders */
+            double exact = 0;
+            for (int64_t k = 0; k < K; k++) {
+                up += x[t * K + k] * w[n * K + k];
+                down += x[t * K + K - 1 - k] * w[n * K + K - 1 - k];
+                exact += (double)x[t * K + k] * w[n * K + k];
+            }
+            ref[t * N + n] = lr_round_f32(up, LR_BF16);
+            test[t * N + n] = lr_round_f32(down, LR_BF16);
+            faulty[t * N + n] = lr_round_f32((float)(exact * 1.001), LR_BF16);
+            flipped += ref[t * N + n] != test[t * N + n];
+        }
+    ck_assert_int_eq(lr_same_accumulation_bound(acc, x, w, T, N, K), LR_OK);
+    lr_tensor tr = tensor2(ref, T, N), tt = tensor2(test, T, N), tf = tensor2(faulty, T, N),
+              ta = tensor2(acc, T, N);
+    lr_same_budget b = lr_same_precision_budget(LR_BF16, K);
+    lr_same_metrics plain, counted;
+    ck_assert_int_eq(lr_same_compare(&tt, &tr, LR_BF16, b, &plain), LR_OK);
+    ck_assert_int_eq(lr_same_compare_acc(&tt, &tr, &ta, LR_BF16, b, &counted), LR_OK);
+    ck_assert_msg(flipped > 0 && !plain.pass, "%lld outputs differ by order; plain verdict %.1f ulps",
+                  (long long)flipped, plain.max_ulps);
+    fprintf(stderr, "projection: %lld of %d outputs moved by order; plain %.1f ulps (pass %d); counted %.2f ulps, %.3g of %.3g\n", (long long)flipped, T * N, plain.max_ulps, plain.pass, counted.max_ulps, counted.clipped, counted.budget);
+    ck_assert_msg(counted.pass, "order counted: %.2f ulps, relative L2 %.3g of %.3g", counted.max_ulps,
+                  counted.clipped, counted.budget);
+    ck_assert_int_eq(lr_same_compare_acc(&tf, &tr, &ta, LR_BF16, b, &counted), LR_OK);
+    ck_assert_msg(!counted.pass, "a 1e-3 scale fault passed: relative L2 %.3g of %.3g", counted.clipped,
+                  counted.budget);
+    lr_tensor short_acc = tensor2(acc, T - 1, N);
+    ck_assert_int_eq(lr_same_compare_acc(&tt, &tr, &short_acc, LR_BF16, b, &counted), LR_E_SHAPE);
 }
 END_TEST
 
@@ -811,6 +867,7 @@ static Suite *check_suite(void) {
     tcase_add_test(metrics, metrics_edges);
     tcase_add_test(metrics, same_precision_judges_shifts_and_elements);
     tcase_add_test(metrics, same_precision_sum_counts_the_terms);
+    tcase_add_test(metrics, same_precision_projection_counts_cancelling_terms);
     tcase_add_test(metrics, same_precision_attention_budget);
     tcase_add_test(metrics, fault_dither_alone_never_flips);
     suite_add_tcase(s, metrics);

@@ -128,4 +128,21 @@ expect 1 "compare --model a dump without compute_dtype, --precision bf16" -- "$L
     "$TMP/bf16-bug-nodtype.safetensors" "$F" --precision bf16 --json
 json_ok "d['same_precision']['first_divergence'] == 'model.layers.1.self_attn.o_proj'"
 
+# Another correct order of products on the side under test (LR_CPU_F64_PRODUCTS=1: each
+# linear layer's dot products in float64, rounded once): its stages differ from BLAS's
+# order (else this tests nothing), and the same-precision verdict, fed every op's own
+# input, must still agree, free, isolated and decoded.
+for p in bf16 fp16; do
+    expect 0 "dump $p, BLAS's order" -- "$LD" dump -m "$M" -f "$F" -p $p -o "$TMP/blas-$p.safetensors" --force
+    expect 0 "dump $p, float64 products" -- env LR_CPU_F64_PRODUCTS=1 "$LD" dump -m "$M" -f "$F" -p $p \
+        -o "$TMP/f64-$p.safetensors" --force
+    expect 1 "the two orders' dumps differ ($p)" -- "$LD" compare "$TMP/blas-$p.safetensors" "$TMP/f64-$p.safetensors" \
+        --precision f64 --json
+    for mode in "" "--isolate op" "--decode 3"; do
+        expect 0 "check $p $mode, float64 products" -- env LR_CPU_F64_PRODUCTS=1 "$LD" check -m "$M" -f "$F" -p $p $mode \
+            --json -q
+        json_ok "d['result'] == 'agree' and d['same_precision']['compared'] == len(d['stages']) and d['same_precision']['failed'] == 0"
+    done
+done
+
 finish

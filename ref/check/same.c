@@ -7,7 +7,9 @@
  * small share of elements; a bug far below bf16's noise does not. */
 #include "internal.h"
 
+#include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 
 /* Accumulation order: two float32 sums of K terms differ by about sqrt(K) u of the terms'
  * scale (u = ACC_UNIT), so a share f = sqrt(K) u / 2^-m of roundings to m-bit storage land
@@ -85,17 +87,22 @@ lr_same_budget lr_same_attention_budget(lr_dtype p, int64_t head_dim, int64_t ke
     return b;
 }
 
+/* acc (NULL: none): per element, what float32 order may move the value before its rounding
+ * (lr_same_accumulation_bound), counted beside the element's ulp. */
 static int same_compare(const lr_tensor *test, const lr_tensor *ref, const lr_tensor *const *terms, int nterms,
-                        lr_dtype p, lr_same_budget b, lr_same_metrics *m) {
+                        const lr_tensor *acc, lr_dtype p, lr_same_budget b, lr_same_metrics *m) {
     for (int k = 0; k < nterms; k++)
         if (lr_tensor_numel(terms[k]) != lr_tensor_numel(ref))
             return lr_fail(LR_E_SHAPE, "same precision: a term of the sum has %lld elements, the sum %lld",
                            (long long)lr_tensor_numel(terms[k]), (long long)lr_tensor_numel(ref));
+    if (acc && lr_tensor_numel(acc) != lr_tensor_numel(ref))
+        return lr_fail(LR_E_SHAPE, "same precision: the accumulation bound has %lld elements, the stage %lld",
+                       (long long)lr_tensor_numel(acc), (long long)lr_tensor_numel(ref));
     if (test->ndim != 2 || ref->ndim != 2 || test->shape[0] != ref->shape[0] ||
         test->shape[1] != ref->shape[1])
         return lr_fail(LR_E_SHAPE, "same precision: shapes differ");
     int64_t T = ref->shape[0], N = ref->shape[1];
-    double dd = 0, rr = 0, worst_d = 0, worst_ulp = 0;
+    double dd = 0, rr = 0, worst_d = 0, worst_ulp = 0, order = 0;
     *m = (lr_same_metrics){.worst_token = -1, .worst_feature = -1};
     for (int64_t t = 0; t < T; t++) {
         double ss = 0;
@@ -113,6 +120,13 @@ static int same_compare(const lr_tensor *test, const lr_tensor *ref, const lr_te
             double ulp = lr_ulp(p, fabs(y) > floor_mag ? y : floor_mag);
             for (int k = 0; k < nterms; k++)
                 ulp += lr_ulp(p, lr_tensor_get(terms[k], t * N + j));
+            if (acc) {
+                /* float32 order moves the value by up to e before it is rounded: a flip
+                 * where e < ulp (in a share e / ulp of such elements), e itself beyond */
+                double e = fabs(lr_tensor_get(acc, t * N + j));
+                order += e * ulp + e * e;
+                ulp += e;
+            }
             double ulps = d / ulp;
             dd += d * d;
             rr += y * y;
@@ -134,16 +148,51 @@ static int same_compare(const lr_tensor *test, const lr_tensor *ref, const lr_te
      * elements of equal size: 4 / sqrt(n) ulps */
     double small = b.small / sqrt((double)(T * N > 0 ? T * N : 1)) * ldexp(lr_ulp(p, 1.0), -1);
     m->budget = b.rel_l2 > small ? b.rel_l2 : small;
+    double by_order = rr > 0 ? 2 * sqrt(order / rr) : 0; /* twice the RMS that order explains */
+    if (by_order > m->budget) m->budget = by_order;
     double spare = (double)b.spare + b.spare_share * (double)(T * N);
     m->pass = m->nonfinite == 0 && (double)m->over <= spare && m->max_ulps <= b.cap && m->clipped <= m->budget;
     return LR_OK;
 }
 
 int lr_same_compare(const lr_tensor *test, const lr_tensor *ref, lr_dtype p, lr_same_budget b, lr_same_metrics *m) {
-    return same_compare(test, ref, NULL, 0, p, b, m);
+    return same_compare(test, ref, NULL, 0, NULL, p, b, m);
 }
 
 int lr_same_compare_sum(const lr_tensor *test, const lr_tensor *ref, const lr_tensor *const *terms, int nterms,
                         lr_dtype p, lr_same_budget b, lr_same_metrics *m) {
-    return same_compare(test, ref, terms, nterms, p, b, m);
+    return same_compare(test, ref, terms, nterms, NULL, p, b, m);
+}
+
+int lr_same_compare_acc(const lr_tensor *test, const lr_tensor *ref, const lr_tensor *acc, lr_dtype p,
+                        lr_same_budget b, lr_same_metrics *m) {
+    return same_compare(test, ref, NULL, 0, acc, p, b, m);
+}
+
+/* Two float32 orders of a dot product of K terms differ by about sqrt(K) u times the
+ * root-sum-square of its terms (a running sum's error is u times the RMS of its partial
+ * sums, sqrt(K) of them, each about that size; Higham and Mary's probabilistic bound),
+ * whatever the sum itself: where the terms cancel, or one term far larger than the rest is
+ * cancelled by them (a trained model's massive activations), that is many ulps of the
+ * result. With u = ACC_UNIT, four times round-to-nearest's 2^-24 (above). */
+int lr_same_accumulation_bound(double *out, const float *x, const float *w, int64_t T, int64_t N, int64_t K) {
+    double unit = sqrt((double)(K > 1 ? K : 1)) * ACC_UNIT;
+    float *x2 = malloc((size_t)(T * K) * sizeof *x2), *w2 = malloc((size_t)(N * K) * sizeof *w2),
+          *s2 = malloc((size_t)(T * N) * sizeof *s2);
+    if (!x2 || !w2 || !s2) {
+        free(x2), free(w2), free(s2);
+        return lr_fail(LR_E_NOMEM, "same precision: out of memory for an accumulation bound of %lld x %lld",
+                       (long long)T, (long long)N);
+    }
+    for (int64_t i = 0; i < T * K; i++)
+        x2[i] = x[i] * x[i];
+    for (int64_t i = 0; i < N * K; i++)
+        w2[i] = w[i] * w[i];
+    /* the squares' sums through BLAS: positive terms, float32 is ample for a bound */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)N, (int)K, 1, x2, (int)K, w2, (int)K, 0, s2,
+                (int)N);
+    for (int64_t i = 0; i < T * N; i++)
+        out[i] = unit * sqrt((double)s2[i]);
+    free(x2), free(w2), free(s2);
+    return LR_OK;
 }

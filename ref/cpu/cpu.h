@@ -28,6 +28,7 @@ typedef struct {
     cpu_rank *ranks;        /* (tp) */
     lr_tp_layout *layouts;  /* (tp): each rank's, for the composer */
     int lm_head;            /* plan index of lm_head.weight (the embedding when tied) */
+    bool f64_products;      /* lr_options.cpu_f64_products */
     double *inv_freq;       /* (head_dim / 2), float64 whatever dt is */
     bool profiling;         /* lr_model_set_profiling */
     uint64_t prof_t;        /* the clock at the last profiling mark */

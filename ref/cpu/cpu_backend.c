@@ -50,6 +50,7 @@ static int cpu_create(const lr_checkpoint *ck, const lr_options *opt, void **imp
     if (!m) return lr_fail(LR_E_NOMEM, "cpu backend: out of memory");
     m->cfg = *lr_checkpoint_config(ck);
     m->dt = dt;
+    m->f64_products = opt->cpu_f64_products;
     m->arith = dt == LR_F64 ? LR_F64 : LR_F32;
     m->tp = opt->tp_size;
     int rc = LR_OK;

@@ -216,6 +216,7 @@ static int parse_args(int argc, char **argv, args *a) {
     };
     bool given[N_OPTION_USE] = {0};
     lr_options_init(&a->opt);
+    a->opt.cpu_f64_products = getenv("LR_CPU_F64_PRODUCTS") && strcmp(getenv("LR_CPU_F64_PRODUCTS"), "1") == 0;
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":m:f:t:o:b:p:k:qhV", longopts, NULL)) != -1) {

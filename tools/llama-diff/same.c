@@ -1,9 +1,11 @@
 /* same.c: the same-precision verdict at bf16 and fp16 (docs/detection.md), for check
  * (against the golden) and backends (against side a's run). Two criteria:
- * - ulps: the backend under test and the emulated CPU reference at the same precision and
- *   tp, both with every op isolated (each op fed the reference's input to it), held
- *   together stage by stage within a budget for float32 accumulation order only
- *   (lr_same_precision_budget); with --decode, every step isolated.
+ * - ulps: the emulated CPU reference at the same precision and tp recomputes every op of
+ *   the run under test from the very input that op received (fed_source: the run's own
+ *   stages, or the reference's where the run was isolated from it), and each stage is held
+ *   to it within a budget for float32 accumulation order only (lr_same_precision_budget;
+ *   a projection's also for what order moves a sum whose terms cancel,
+ *   lr_same_accumulation_bound); with --decode, every step so.
  * - factor: the run under test, as it ran, must be within FACTOR times the emulated
  *   reference's own error against the reference (run the same way: free, isolated, or
  *   decoded), as FlashAttention's tests hold a kernel to twice the error of a naive
@@ -13,7 +15,9 @@
 #include "rounding.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* FlashAttention's criterion: at most twice the error of the same-dtype reference. The
@@ -22,13 +26,14 @@
 #define FACTOR 2.0
 
 /* The emulated CPU reference run as a's run would be: the same precision, tp, isolation
- * and decode, none of a's kernels, devices or faults (faults are the test side's). */
+ * and decode, none of a's kernels, devices, faults or order (those are the test side's). */
 static args emulated_side(const args *a) {
     args ae = *a;
     ae.opt.backend = "cpu";
     ae.opt.kernels = NULL;
     ae.opt.num_devices = 0;
     ae.nfaults = 0;
+    ae.opt.cpu_f64_products = false; /* BLAS's order: the reference's */
     return ae;
 }
 
@@ -59,12 +64,129 @@ static lr_same_budget outside_engine(lr_same_budget b, lr_dtype p) {
     return b;
 }
 
+/* ---- What float32 order may move a projection's outputs -------------------------------
+ * A projection's output is a dot product per element; where its terms cancel (a trained
+ * model's outputs, far smaller than their terms; a massive activation met by the weights)
+ * two float32 orders differ by many of the result's ulps (lr_same_accumulation_bound).
+ * The bound needs the op's input (the emulated run's stage that feeds it) and its weights:
+ * the packed tensor of the whole model (tp 1), read once per layer and tensor. */
+
+typedef struct {
+    lr_plan *plan;
+    char name[160]; /* the packed tensor held in w */
+    float *w;
+    int64_t rows, cols;
+} weight_cache;
+
+static void weight_cache_free(weight_cache *wc) {
+    lr_plan_free(wc->plan);
+    free(wc->w);
+}
+
+/* The packed tensor name (tp 1) as float32 into wc (kept while the next asks the same). */
+static int weight_cache_read(weight_cache *wc, const lr_checkpoint *ck, const char *name) {
+    if (wc->w && strcmp(wc->name, name) == 0) return LR_OK;
+    int rc;
+    if (!wc->plan && (rc = lr_plan_create(lr_checkpoint_config(ck), 1, 0, &wc->plan))) return rc;
+    int i = lr_plan_index(wc->plan, name);
+    if (i < 0) return lr_fail(LR_E_INVAL, "same precision: no packed tensor %s", name);
+    const lr_packed_desc *d = lr_plan_at(wc->plan, (size_t)i);
+    if (d->tied_to >= 0) d = lr_plan_at(wc->plan, (size_t)d->tied_to);
+    int64_t rows = d->shape[0], cols = d->ndim == 2 ? d->shape[1] : 1;
+    free(wc->w);
+    wc->name[0] = '\0';
+    if (!(wc->w = calloc((size_t)(rows * cols), sizeof *wc->w)))
+        return lr_fail(LR_E_NOMEM, "same precision: out of memory for %s", name);
+    lr_chunk c = {0};
+    while (lr_packed_next_chunk(d, INT64_MAX, &c))
+        if ((rc = lr_packed_read_chunk(ck, d, &c, LR_F32, wc->w + c.dst0))) return rc;
+    snprintf(wc->name, sizeof wc->name, "%s", name);
+    wc->rows = rows, wc->cols = cols;
+    return LR_OK;
+}
+
+/* For a projection stage (its block and the logits too), the input stage, the packed
+ * weight and the rows of it that make the stage; false for any other stage. */
+static bool projection_of(const lr_config *c, const char *name, char *in, char *weight, size_t n,
+                          int64_t *row0, int64_t *rows) {
+    int64_t q = c->num_attention_heads * c->head_dim, kv = c->num_key_value_heads * c->head_dim;
+    int64_t I = c->intermediate_size, H = c->hidden_size;
+    static const struct {
+        const char *stage, *input, *weight;
+        int part; /* 0 all, 1 q, 2 k, 3 v, 4 gate, 5 up */
+    } map[] = {
+        {"self_attn.q_proj", "input_layernorm", "self_attn.qkv_proj.weight", 1},
+        {"self_attn.k_proj", "input_layernorm", "self_attn.qkv_proj.weight", 2},
+        {"self_attn.v_proj", "input_layernorm", "self_attn.qkv_proj.weight", 3},
+        {"self_attn.o_proj", "self_attn.o_proj.input", "self_attn.o_proj.weight", 0},
+        {"self_attn", "self_attn.o_proj.input", "self_attn.o_proj.weight", 0},
+        {"mlp.gate_proj", "post_attention_layernorm", "mlp.gate_up_proj.weight", 4},
+        {"mlp.up_proj", "post_attention_layernorm", "mlp.gate_up_proj.weight", 5},
+        {"mlp.down_proj", "mlp.down_proj.input", "mlp.down_proj.weight", 0},
+        {"mlp", "mlp.down_proj.input", "mlp.down_proj.weight", 0},
+    };
+    if (strcmp(name, "lm_head") == 0) {
+        snprintf(in, n, "model.norm");
+        snprintf(weight, n, "lm_head.weight");
+        *row0 = 0, *rows = c->vocab_size;
+        return true;
+    }
+    int64_t l = lr_stage_layer(name);
+    char prefix[48];
+    snprintf(prefix, sizeof prefix, "model.layers.%lld.", (long long)l);
+    if (l < 0 || strncmp(name, prefix, strlen(prefix)) != 0) return false;
+    const char *suffix = name + strlen(prefix);
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+        if (strcmp(suffix, map[i].stage) != 0) continue;
+        snprintf(in, n, "%s%s", prefix, map[i].input);
+        snprintf(weight, n, "%s%s", prefix, map[i].weight);
+        int64_t starts[] = {0, 0, q, q + kv, 0, I}, sizes[] = {H, q, kv, kv, I, I};
+        *row0 = starts[map[i].part], *rows = sizes[map[i].part];
+        return true;
+    }
+    return false;
+}
+
+/* acc (the stage's shape, F64, allocated) for a projection stage of the emulated run emu;
+ * *acc NULL where the stage is no projection or its input was not recorded. */
+static int projection_bound(const lr_checkpoint *ck, const lr_recorder *emu, weight_cache *wc, const char *name,
+                            const lr_tensor *ref, double **acc) {
+    const lr_config *c = lr_checkpoint_config(ck);
+    char in_name[160], w_name[160];
+    int64_t row0, rows;
+    *acc = NULL;
+    if (!projection_of(c, name, in_name, w_name, sizeof in_name, &row0, &rows)) return LR_OK;
+    const lr_tensor *x = lr_recorder_find(emu, in_name);
+    int64_t T = ref->ndim == 2 ? ref->shape[0] : 0;
+    if (!x || T <= 0 || ref->shape[1] != rows) return LR_OK;
+    int rc = weight_cache_read(wc, ck, w_name);
+    if (rc) return rc;
+    int64_t K = wc->cols;
+    if (lr_tensor_numel(x) != T * K || row0 + rows > wc->rows) return LR_OK;
+    float *xf = malloc((size_t)(T * K) * sizeof *xf);
+    double *out = malloc((size_t)(T * rows) * sizeof *out);
+    if (!xf || !out) {
+        free(xf), free(out);
+        return lr_fail(LR_E_NOMEM, "same precision: out of memory for %s's accumulation bound", name);
+    }
+    for (int64_t i = 0; i < T * K; i++)
+        xf[i] = (float)lr_tensor_get(x, i);
+    rc = lr_same_accumulation_bound(out, xf, wc->w + row0 * K, T, rows, K);
+    free(xf);
+    if (rc) {
+        free(out);
+        return rc;
+    }
+    *acc = out;
+    return LR_OK;
+}
+
 /* Each stage held to its budget: attention's counts P's rounding where the variant rounds
  * it; a layer's output (the stream plus two rounded outputs, in float32) counts the terms'
  * flips; an outside engine's (outside) may round once more. */
 static int judge(const args *a, const lr_checkpoint *ck, const lr_batch *b, const lr_recorder *emu,
-                 const char *name, const lr_tensor *test, const lr_tensor *ref, lr_same_budget budget,
-                 bool outside, lr_same_metrics *m) {
+                 weight_cache *wc, const char *name, const lr_tensor *test, const lr_tensor *ref,
+                 lr_same_budget budget, bool outside, lr_same_metrics *m) {
     const lr_config *c = lr_checkpoint_config(ck);
     if (outside) budget = outside_engine(budget, a->opt.precision);
     lr_stage_kind kind = lr_stage_kind_of(name);
@@ -89,32 +211,60 @@ static int judge(const args *a, const lr_checkpoint *ck, const lr_batch *b, cons
         if (terms[0] && terms[1])
             return lr_same_compare_sum(test, ref, terms, 2, a->opt.precision, budget, m);
     }
-    return lr_same_compare(test, ref, a->opt.precision, budget, m);
+    double *acc = NULL;
+    int rc = projection_bound(ck, emu, wc, name, ref, &acc);
+    if (rc) return rc;
+    if (!acc) return lr_same_compare(test, ref, a->opt.precision, budget, m);
+    lr_tensor at = {.dtype = LR_F64, .ndim = 2, .shape = {ref->shape[0], ref->shape[1]}, .data = acc};
+    rc = lr_same_compare_acc(test, ref, &at, a->opt.precision, budget, m);
+    free(acc);
+    return rc;
 }
 
-/* The ulps criterion. given (NULL: run a's backend isolated from ref) is a run already
- * made, such as an outside engine's dump, that ref then holds the inputs of. */
-static int isolated_ulps(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_stage_source ref,
-                         void *ref_user, lr_same_budget budget, const lr_recorder *given, json_t *out) {
-    lr_recorder *test = NULL, *emu = NULL;
-    args at = *a, ae = emulated_side(a);
-    at.isolate = ae.isolate = true;
-    at.isolate_ops = ae.isolate_ops = true;
-    int rc, status;
-    if ((!given && (rc = lr_recorder_create(&test))) || (rc = lr_recorder_create(&emu))) {
+/* What each op of the run under test received, as the emulated side's stage source, so
+ * that both compute every op from the same input and only the op's own arithmetic
+ * differs. Free-running, the run's own stages; isolated by layer, the reference's layer
+ * boundaries (the embedding, each layer's output) and its own stages inside; isolated by
+ * op, the reference's stage where it has one and its own elsewhere (a layer whose
+ * sub-stages the reference lacks runs whole from the reference's input, SmolLM2's 1-28). */
+typedef struct {
+    lr_stage_source ref;
+    void *ref_user;
+    const lr_recorder *own;
+    bool isolate, isolate_ops;
+} fed_source;
+
+static const lr_tensor *fed_find(void *user, const char *stage) {
+    const fed_source *f = user;
+    lr_stage_kind k = lr_stage_kind_of(stage);
+    bool boundary = k == LR_STAGE_EMBEDDING || k == LR_STAGE_LAYER;
+    if (f->isolate && (f->isolate_ops || boundary)) {
+        const lr_tensor *t = f->ref(f->ref_user, stage);
+        if (t) return t;
+    }
+    return lr_recorder_find(f->own, stage);
+}
+
+/* The ulps criterion: every stage of run (made already: this run's backend, or an outside
+ * engine's dump) against the emulated reference run with every op isolated, each fed from
+ * src what run's op received. outside: an outside engine's, whose ops may round once
+ * more. */
+static int isolated_ulps(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_stage_source src,
+                         void *src_user, lr_same_budget budget, const lr_recorder *run, bool outside,
+                         json_t *out) {
+    lr_recorder *emu = NULL;
+    weight_cache wc = {0};
+    args ae = emulated_side(a);
+    ae.isolate = ae.isolate_ops = true;
+    int rc = lr_recorder_create(&emu), status;
+    if (rc) {
         status = lib_fail(rc);
         goto out;
     }
-    if (given)
-        status = 0;
-    else if (a->decode)
-        status = run_decoded(&at, ck, b, test, ref, ref_user);
-    else
-        status = run_model(&at, ck, b, test, ref, ref_user, NULL);
-    const lr_recorder *tested = given ? given : test;
-    if (status || (status = a->decode ? run_decoded(&ae, ck, b, emu, ref, ref_user)
-                                      : run_model(&ae, ck, b, emu, ref, ref_user, NULL)))
+    if ((status = a->decode ? run_decoded(&ae, ck, b, emu, src, src_user)
+                            : run_model(&ae, ck, b, emu, src, src_user, NULL)))
         goto out;
+    const lr_recorder *tested = run;
     json_t *stages = json_array();
     const char *first = NULL;
     size_t compared = 0, failed = 0;
@@ -123,7 +273,7 @@ static int isolated_ulps(const args *a, const lr_checkpoint *ck, const lr_batch 
         const lr_tensor *r = lr_recorder_find(emu, name);
         if (!r) continue;
         lr_same_metrics m;
-        if ((rc = judge(a, ck, b, emu, name, lr_recorder_at(tested, i), r, budget, given != NULL, &m))) {
+        if ((rc = judge(a, ck, b, emu, &wc, name, lr_recorder_at(tested, i), r, budget, outside, &m))) {
             json_decref(stages);
             status = lib_fail(rc);
             goto out;
@@ -142,7 +292,7 @@ static int isolated_ulps(const args *a, const lr_checkpoint *ck, const lr_batch 
     json_object_set_new(out, "stages", stages);
     status = 0;
 out:
-    lr_recorder_free(test);
+    weight_cache_free(&wc);
     lr_recorder_free(emu);
     return status;
 }
@@ -205,7 +355,8 @@ int same_precision(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr
     json_t *s = json_pack("{s:s, s:{s:f, s:f, s:f}}", "reference", label, "budget", "rel_l2", budget.rel_l2,
                           "ulps", budget.ulps, "floor", budget.floor);
     int status;
-    if ((status = isolated_ulps(a, ck, b, ref, ref_user, budget, NULL, s))) {
+    fed_source fed = {ref, ref_user, test_run, a->isolate, a->isolate_ops};
+    if ((status = isolated_ulps(a, ck, b, fed_find, &fed, budget, test_run, false, s))) {
         json_decref(s);
         return status;
     }
@@ -237,7 +388,7 @@ int same_precision_of_dump(const args *a, const lr_checkpoint *ck, const lr_batc
     json_t *s = json_pack("{s:s, s:{s:f, s:f, s:f}}", "reference", label, "budget", "rel_l2", shown.rel_l2,
                           "ulps", shown.ulps, "floor", shown.floor);
     int status;
-    if ((status = isolated_ulps(&ae, ck, b, dump, dump_user, budget, dump_run, s))) {
+    if ((status = isolated_ulps(&ae, ck, b, dump, dump_user, budget, dump_run, true, s))) {
         json_decref(s);
         return status;
     }

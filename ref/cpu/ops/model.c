@@ -131,6 +131,36 @@ static int R(op_rms_norm)(void *be, int weight, bool add, const lr_op_mods *mods
     return LR_OK;
 }
 
+/* x (T, K) w (N, K)^T -> y (T, N) in the model's order: BLAS's, or (f64_products, on the
+ * float32 paths) each dot product in float64, rounded once: another correct order. */
+static int R(product)(const cpu_model *m, real *y, const real *x, const real *w, int64_t T, int64_t N, int64_t K) {
+#if LR_REAL == 32
+    if (m->f64_products) {
+        double *xd = malloc((size_t)(T * K) * sizeof *xd), *wd = malloc((size_t)(N * K) * sizeof *wd),
+               *yd = malloc((size_t)(T * N) * sizeof *yd);
+        if (!xd || !wd || !yd) {
+            free(xd), free(wd), free(yd);
+            return lr_fail(LR_E_NOMEM, "cpu backend: out of memory for float64 products (%lld x %lld)",
+                           (long long)T, (long long)N);
+        }
+        for (int64_t i = 0; i < T * K; i++)
+            xd[i] = x[i];
+        for (int64_t i = 0; i < N * K; i++)
+            wd[i] = w[i];
+        cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)N, (int)K, 1, xd, (int)K, wd, (int)K, 0,
+                    yd, (int)N);
+        for (int64_t i = 0; i < T * N; i++)
+            y[i] = (real)yd[i];
+        free(xd), free(wd), free(yd);
+        return LR_OK;
+    }
+#else
+    (void)m;
+#endif
+    R(lr_ref_linear)(y, x, w, NULL, T, N, K);
+    return LR_OK;
+}
+
 /* The product is stored before the bias is added, and the sum again, as the CUDA path
  * rounds the GEMM's output and then the bias add's (the same arithmetic as
  * lr_ref_linear's with the bias on the f32 and f64 paths). */
@@ -140,7 +170,8 @@ static int R(op_linear)(void *be, int r, lr_buf out, lr_buf in, int weight, int 
     int64_t T = p->T, N = d->shape[0];
     real *y = R(buf)(p, out, r);
     const real *b = R(weight)(p, r, bias); /* (N) or NULL */
-    R(lr_ref_linear)(y, R(buf)(p, in, r), R(weight)(p, r, weight), NULL, T, N, d->shape[1]);
+    int rc = R(product)(p->m, y, R(buf)(p, in, r), R(weight)(p, r, weight), T, N, d->shape[1]);
+    if (rc) return rc;
     R(store)(p, out, r);
     if (!b) return LR_OK;
     for (int64_t t = 0; t < T; t++)
@@ -292,7 +323,8 @@ int R(cpu_logits)(cpu_model *m, const real *hidden, int64_t T, const lr_observer
     cpu_prof_mark(m, LR_PROF_NONE);
     if (m->tp == 1 && shard == V) {
         /* One rank and no padding: its shard is the whole output. */
-        R(lr_ref_linear)(out, hidden, lr_weights_at(m->ranks[0].w, (size_t)m->lm_head)->data, NULL, T, V, H);
+        int rc = R(product)(m, out, hidden, lr_weights_at(m->ranks[0].w, (size_t)m->lm_head)->data, T, V, H);
+        if (rc) return rc;
         R(round_to)(out, (size_t)(T * V), m->dt);
         cpu_prof_mark(m, LR_PROF_LM_HEAD);
         if (obs) obs->on_stage(obs->user, lr_model_stage_name(LR_MS_LM_HEAD), &t);
@@ -302,7 +334,11 @@ int R(cpu_logits)(cpu_model *m, const real *hidden, int64_t T, const lr_observer
     if (!part) return lr_fail(LR_E_NOMEM, "cpu backend: cannot allocate logits for %lld tokens", (long long)T);
     for (int r = 0; r < m->tp; r++) {
         const cpu_rank *rk = &m->ranks[r];
-        R(lr_ref_linear)(part, hidden, lr_weights_at(rk->w, (size_t)m->lm_head)->data, NULL, T, shard, H);
+        int rc = R(product)(m, part, hidden, lr_weights_at(rk->w, (size_t)m->lm_head)->data, T, shard, H);
+        if (rc) {
+            free(part);
+            return rc;
+        }
         int64_t cols = V - rk->L.vocab_start < shard ? V - rk->L.vocab_start : shard;
         for (int64_t k = 0; cols > 0 && k < T; k++)
             memcpy(out + k * V + rk->L.vocab_start, part + k * shard, (size_t)cols * sizeof(real));
