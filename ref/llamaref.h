@@ -606,6 +606,11 @@ typedef struct {
     int64_t spare;  /* elements a stage may have over ulps (and spare_share of its elements) ... */
     double cap;     /* ... as long as none is over cap ulps */
     double spare_share;
+    /* attention: elements count at floor x their feature's RMS over the tokens (4 or more)
+     * instead of their row's: an output is a weighted mean of the values' feature, whose
+     * scale is what order and P's flips move it by, and a feature far smaller than its row
+     * (SmolLM2's last of 576, a tenth of the row's RMS) is then still held to its own ulps */
+    bool floor_by_feature;
 } lr_same_budget;
 
 typedef struct {
