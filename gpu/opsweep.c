@@ -1556,11 +1556,16 @@ void lr_opsweep_opts_init(lr_opsweep_opts *o) {
 }
 
 const char *lr_case_status_name(lr_case_status s) {
-    static const char *const names[] = {"PASS", "FAIL", "ERROR", "NOT RUN"};
-    return (unsigned)s < 4 ? names[s] : "?";
+    static const char *const names[] = {"PASS", "FAIL", "ERROR", "NOT RUN", "SKIP"};
+    return (unsigned)s < 5 ? names[s] : "?";
 }
 
 static const lr_dtype all_dtypes[] = {LR_F32, LR_F16, LR_BF16};
+
+/* The LR_KERNEL_<dtype> bit of dt (0 for a dtype no kernel takes). */
+static uint32_t dtype_bit(lr_dtype dt) {
+    return dt == LR_F32 ? LR_KERNEL_F32 : dt == LR_F16 ? LR_KERNEL_F16 : dt == LR_BF16 ? LR_KERNEL_BF16 : 0;
+}
 
 static int known_family(const char *family) {
     if (strcmp(family, LR_OPSWEEP_HELPERS) == 0 || lr_gpu_family_find(family) >= 0) return LR_OK;
@@ -1608,6 +1613,20 @@ int lr_opsweep_check(const lr_opsweep_opts *o) {
     if (o->dtype != -1 && o->dtype != LR_F32 && o->dtype != LR_F16 && o->dtype != LR_BF16)
         return lr_fail(LR_E_INVAL, "--dtype: %s is not swept (dtypes: f32, f16, bf16)",
                        lr_dtype_name((lr_dtype)o->dtype));
+    /* A variant named at a dtype it does not declare would sweep nothing. */
+    if (o->variant && o->dtype != -1 && !extra_named && o->registered) {
+        bool takes = false;
+        const lr_gpu_variant *named = NULL;
+        for (size_t i = 0; i < lr_gpu_variant_count(); i++) {
+            const lr_gpu_variant *v = lr_gpu_variant_at(i);
+            if ((o->family && strcmp(v->family, o->family) != 0) || strcmp(v->name, o->variant) != 0)
+                continue;
+            named = v;
+            takes |= (v->dtypes & dtype_bit((lr_dtype)o->dtype)) != 0;
+        }
+        if (named && !takes && lr_gpu_variant_check_dtype(named->family, named->name, (lr_dtype)o->dtype))
+            return lr_fail(LR_E_INVAL, "--dtype: %s", lr_last_error());
+    }
     if (o->shapes) {
         int s = 0;
         while (s < N_SETS && strcmp(set_names[s], o->shapes) != 0)
@@ -1637,6 +1656,11 @@ int lr_opsweep_check(const lr_opsweep_opts *o) {
 
 static void emit(void) {
     lr_opsweep_summary *m = S->sum;
+    if (S->c.status == LR_CASE_SKIPPED) {
+        m->skipped++;
+        if (S->cb) S->cb(&S->c, S->user);
+        return;
+    }
     m->planned++;
     switch (S->c.status) {
     case LR_CASE_PASS:
@@ -1673,6 +1697,16 @@ static void sweep_target(const lr_opsweep_target *t) {
     for (int d = 0; d < 3; d++) {
         lr_dtype dt = all_dtypes[d];
         if (o->dtype != -1 && (lr_dtype)o->dtype != dt) continue;
+        if (t->dtypes && !(t->dtypes & dtype_bit(dt))) {
+            char have[32];
+            case_init(t, t->family, dt);
+            S->c.status = LR_CASE_SKIPPED;
+            snprintf(S->c.why, sizeof S->c.why,
+                     "%s/%s does not declare %s (it takes %s): its entry point refuses it", t->family,
+                     t->name, lr_dtype_name(dt), lr_gpu_dtypes_name(t->dtypes, have, sizeof have));
+            emit();
+            continue;
+        }
         if (f < 0) {
             case_init(t, t->family, dt);
             S->c.status = LR_CASE_NOT_RUN;
@@ -1739,7 +1773,7 @@ int lr_opsweep_run(const lr_opsweep_opts *o, lr_opsweep_cb cb, void *user, lr_op
         for (size_t i = 0; i < lr_gpu_variant_count(); i++) {
             const lr_gpu_variant *v = lr_gpu_variant_at(i);
             if (!matches(o, v->family, v->name)) continue;
-            lr_opsweep_target t = {.family = v->family, .name = v->name};
+            lr_opsweep_target t = {.family = v->family, .name = v->name, .dtypes = v->dtypes};
             sweep_target(&t);
         }
         if (matches(o, LR_OPSWEEP_HELPERS, "builtin")) {

@@ -45,6 +45,9 @@ typedef struct {
     /* attention: whose entry of the rounding map (lr_attention_rounds_p) says whether the
      * kernel rounds P; NULL: name */
     const char *rounds_p_like;
+    /* the LR_KERNEL_<dtype> bits it takes (lr_gpu_variant.dtypes); 0: all three. A dtype it
+     * does not declare is not run (its entry point would refuse it): one SKIPPED case. */
+    uint32_t dtypes;
 } lr_opsweep_target;
 
 /* The sweep's own family beside the registry's: the small helpers (lr_gpu_sum, add_bias,
@@ -77,8 +80,10 @@ typedef struct {
     X("llama3-70b", "Llama-3-70B: H 8192, 64 heads, 8 kv heads, hd 128, I 28672; T 1, 32, 1024; "            \
                     "linear: the 5 projections at T 1, 2, 4, 8, 32 (lm_head T <= 8)")
 
-typedef enum { LR_CASE_PASS, LR_CASE_FAIL, LR_CASE_ERROR, LR_CASE_NOT_RUN } lr_case_status;
-const char *lr_case_status_name(lr_case_status s); /* "PASS", "FAIL", "ERROR", "NOT RUN" */
+/* SKIPPED: a dtype the variant does not declare (one case per variant and dtype, its why
+ * says so); not a failure. NOT_RUN: a planned case the sweep cannot run (a failure). */
+typedef enum { LR_CASE_PASS, LR_CASE_FAIL, LR_CASE_ERROR, LR_CASE_NOT_RUN, LR_CASE_SKIPPED } lr_case_status;
+const char *lr_case_status_name(lr_case_status s); /* "PASS", "FAIL", "ERROR", "NOT RUN", "SKIP" */
 
 /* One case's outcome, handed to the callback as it ends. */
 typedef struct {
@@ -122,6 +127,7 @@ void lr_opsweep_opts_init(lr_opsweep_opts *o); /* registered, every family, dtyp
 
 typedef struct {
     int64_t planned, run, passed, failed, errors, not_run;
+    int64_t skipped;       /* dtypes a variant does not declare (not in planned) */
     double copy_bandwidth; /* --perf: bytes read + written per second, device-to-device (the ceiling) */
 } lr_opsweep_summary;
 

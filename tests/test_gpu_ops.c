@@ -497,6 +497,17 @@ static bool keep_on_cpu(const char *family, const lr_opsweep_shape *s, void *use
     return true;
 }
 
+typedef struct {
+    int skipped;
+    char why[1100];
+} skips;
+
+static void on_skip_case(const lr_opsweep_case *c, void *user) {
+    skips *sk = user;
+    if (c->status != LR_CASE_SKIPPED) return;
+    if (!sk->skipped++) snprintf(sk->why, sizeof sk->why, "%s", c->why);
+}
+
 /* Loop index: dtype. */
 START_TEST(test_verdicts_cpu) {
     lr_opsweep_opts o;
@@ -571,6 +582,29 @@ START_TEST(test_shape_sets_cpu) {
     }
     expect_caught(&ts, "sim-last-unweighted", true, where);
     expect_caught(&ts, "sim-gemv-drop-last", true, where);
+}
+END_TEST
+
+/* A variant that declares fewer dtypes (a plugin's, lr_gpu_variant.dtypes) is not run at
+ * the others, whose entry point would refuse them: one SKIPPED case per such dtype, said so,
+ * neither failed nor silent; the dtype it takes is swept as usual. */
+START_TEST(test_skip_undeclared) {
+    lr_opsweep_target t = {
+        .family = "rotary", .name = "sim-fma-bf16", .rotary = sim_rot_ok, .dtypes = LR_KERNEL_BF16};
+    lr_opsweep_opts o;
+    lr_opsweep_opts_init(&o);
+    o.registered = false, o.host = true, o.extra = &t, o.nextra = 1;
+    o.family = "rotary", o.shape = "T=3,heads=2,hd=16";
+    skips sk = {0};
+    lr_opsweep_summary sum;
+    o.seed = g_seed;
+    ck_assert_int_eq(lr_opsweep_run(&o, on_skip_case, &sk, &sum), LR_OK);
+    ck_assert_msg(sum.skipped == 2 && sk.skipped == 2 && sum.planned == 1 && sum.passed == 1,
+                  "skipped %lld (callback %d), planned %lld, passed %lld", (long long)sum.skipped, sk.skipped,
+                  (long long)sum.planned, (long long)sum.passed);
+    ck_assert_msg(strstr(sk.why, "does not declare F32") && strstr(sk.why, "it takes BF16"), "why: %s",
+                  sk.why);
+    ck_assert_str_eq(lr_case_status_name(LR_CASE_SKIPPED), "SKIP");
 }
 END_TEST
 
@@ -736,6 +770,7 @@ int main(void) {
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_verdicts_cpu, 0, N_DTYPES);
     tcase_add_loop_test(tc, test_shape_sets_cpu, 0, 3);
+    tcase_add_test(tc, test_skip_undeclared);
     suite_add_tcase(contract, tc);
     if (run(contract)) return 1;
 

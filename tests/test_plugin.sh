@@ -38,6 +38,7 @@ plugin() {
 }
 ok "the good plugin builds" -- plugin good
 cp "$TMP/good.so" "$TMP/twin.so"
+echo "not a shared object" >"$TMP/text.so"
 
 # Loads; its variants are listed after the in-tree ones, with dtypes, rounding and source.
 expect 0 "kernels --plugin" -- "$LD" kernels --plugin "$TMP/good.so" --json
@@ -86,6 +87,21 @@ expect_err "--plugin" "needs --backend cuda"
 expect 2 "--plugin with no cuda side" -- "$LD" backends --a cpu:f64 --b cpu:f32 --plugin "$TMP/good.so" -m "$M" -t 1
 expect_err "--plugin" "cuda side"
 
+# The op sweep over plugins: --plugin loaded before any name is checked, so --variant
+# names a plugin's variant; a dtype it does not declare, named with --dtype, is refused
+# before any device (a whole sweep skips it and says so: tests/test_gpu_ops).
+expect 0 "ops --plugin --list" -- "$LD" ops --plugin "$TMP/good.so" --list --json
+json_ok '[v["name"] for f in d["families"] for v in f["variants"] if f["name"] == "rmsnorm"][-3:] == ["tiny-bf16", "tiny-mark", "tiny-fail"]'
+expect 2 "ops --variant of a plugin not loaded" -- "$LD" ops --variant tiny-norm
+expect_err "--variant" "no variant \"tiny-norm\""
+expect 2 "ops --variant misspelt lists the plugin's" -- "$LD" ops --plugin "$TMP/good.so" --variant tiny-nrom
+expect_err "--variant" "rmsnorm/tiny-norm"
+expect 2 "ops --variant at a dtype it does not declare" -- "$LD" ops --plugin "$TMP/good.so" --variant tiny-bf16 --dtype f16
+expect_err "--dtype" "tiny-bf16" "does not take F16 (it takes BF16)"
+grep -q "CUDA device" "$TMP/err" && { fail=$((fail + 1)); echo "FAIL: ops reached the device before refusing the dtype"; } || pass=$((pass + 1))
+expect 2 "ops --plugin of a bad plugin" -- "$LD" ops --plugin "$TMP/text.so" --list
+expect_err "--plugin" "text.so"
+
 # Bad plugins: exit 2, one line naming the file and the field; nothing registered.
 bad_plugin() { # bad_plugin NAME "TEXT..." -DMACRO...: builds NAME.so, expects its refusal
     name=$1 texts=$2
@@ -113,7 +129,6 @@ expect 2 "a variant name clashing with another plugin's" -- "$LD" kernels --plug
 expect_err "twin.so: variants[0].name" "registered already by plugin tiny" "good.so"
 expect 2 "the same plugin twice" -- "$LD" kernels --plugin "$TMP/good.so" --plugin "$TMP/good.so"
 expect_err "good.so: loaded already"
-echo "not a shared object" >"$TMP/text.so"
 expect 2 "a file that is no shared object" -- "$LD" kernels --plugin "$TMP/text.so"
 expect_err "text.so: cannot load as a shared object"
 expect 2 "a missing plugin" -- "$LD" check -b cuda --plugin "$TMP/missing.so" -m "$M" -f "$F"

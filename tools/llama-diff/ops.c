@@ -17,15 +17,19 @@
 #endif
 
 static void ops_usage(FILE *fp) {
-    fputs("usage: llama-diff ops [--list] [--op FAMILY] [--variant NAME] [--dtype f32|f16|bf16]\n"
-          "                      [--shape SPEC | --shapes fixtures|llama3-8b|llama3-70b] [--perf]\n"
-          "                      [--json] [--seed N]\n"
+    fputs("usage: llama-diff ops [--plugin LIB.so]... [--list] [--op FAMILY] [--variant NAME]\n"
+          "                      [--dtype f32|f16|bf16] [--shape SPEC | --shapes "
+          "fixtures|llama3-8b|llama3-70b]\n"
+          "                      [--perf] [--json] [--seed N]\n"
           "\n"
           "Sweeps every registered CUDA kernel variant op by op against the reference ops: guard\n"
           "bytes, poisoned outputs, unchanged inputs, NaN/Inf, the float64 criteria (relative L2,\n"
           "worst token, every element) and at f16/bf16 the emulated same-precision reference in\n"
           "ulps. One line per case, then the summary with coverage.\n"
           "\n"
+          "  --plugin LIB.so    load a kernel plugin first (repeatable): its variants are listed,\n"
+          "                     named by --variant and swept like the tree's; a dtype a variant\n"
+          "                     does not declare is skipped and said so (SKIP), not failed\n"
           "  --list             families, variants (* default), dtypes, shape sets; needs no device\n"
           "  --op FAMILY        one family (embedding, rmsnorm, rotary, activation, cache,\n"
           "                     attention, helpers, ...: --list)\n"
@@ -48,10 +52,12 @@ typedef struct {
     const char *family, *variant, *shapes, *shape;
     int dtype;
     uint64_t seed;
+    const char *plugins[16]; /* --plugin, in order */
+    int nplugins;
 } ops_args;
 
 static int parse_ops(int argc, char **argv, ops_args *a) {
-    enum { O_LIST = 300, O_OP, O_VARIANT, O_DTYPE, O_SHAPE, O_SHAPES, O_PERF, O_JSON, O_SEED };
+    enum { O_LIST = 300, O_OP, O_VARIANT, O_DTYPE, O_SHAPE, O_SHAPES, O_PERF, O_JSON, O_SEED, O_PLUGIN };
     static const struct option longopts[] = {
         {"list", no_argument, NULL, O_LIST},
         {"op", required_argument, NULL, O_OP},
@@ -62,6 +68,7 @@ static int parse_ops(int argc, char **argv, ops_args *a) {
         {"perf", no_argument, NULL, O_PERF},
         {"json", no_argument, NULL, O_JSON},
         {"seed", required_argument, NULL, O_SEED},
+        {"plugin", required_argument, NULL, O_PLUGIN},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -111,13 +118,22 @@ static int parse_ops(int argc, char **argv, ops_args *a) {
                 return bad("--seed: \"%s\" is not an integer in 0..2^63-1", optarg);
             break;
         }
+        case O_PLUGIN:
+            if (a->nplugins == (int)(sizeof a->plugins / sizeof a->plugins[0]))
+                return bad("--plugin: at most %d plugins", a->nplugins);
+            a->plugins[a->nplugins++] = optarg;
+            break;
         case 'h':
             ops_usage(stdout);
             exit(EXIT_AGREE);
         case ':':
             return bad("ops: option %s needs a value (see llama-diff ops --help)", argv[optind - 1]);
-        default:
+        default: {
+            /* an option of the other commands: named as main.c's table names it */
+            int st = refuse_option("ops", argv[optind - 1]);
+            if (st) return st;
             return bad("ops: unknown option %s (see llama-diff ops --help)", argv[optind - 1]);
+        }
         }
     }
     if (optind < argc)
@@ -134,6 +150,11 @@ int cmd_ops(int argc, char **argv) {
     ops_args a;
     int st = parse_ops(argc, argv, &a);
     if (st) return st;
+    if (a.nplugins)
+        return bad(
+            "--plugin: %s: this llama-diff is built without the CUDA backend, which kernel plugins run on "
+            "(configure with nvcc on the PATH, or --with-cuda=DIR)",
+            a.plugins[0]);
     if (!a.list)
         return bad("ops: this llama-diff was built without the CUDA backend (configure: CUDA backend no); "
                    "nothing to sweep");
@@ -235,10 +256,11 @@ static void on_case(const lr_opsweep_case *c, void *user) {
         json_object_set_new(j, "dtype", json_string(dtype_short(c->dt)));
         json_object_set_new(j, "shape", json_string(c->shape));
         json_object_set_new(j, "status",
-                            json_string(c->status == LR_CASE_PASS    ? "pass"
-                                        : c->status == LR_CASE_FAIL  ? "fail"
-                                        : c->status == LR_CASE_ERROR ? "error"
-                                                                     : "not_run"));
+                            json_string(c->status == LR_CASE_PASS      ? "pass"
+                                        : c->status == LR_CASE_FAIL    ? "fail"
+                                        : c->status == LR_CASE_ERROR   ? "error"
+                                        : c->status == LR_CASE_SKIPPED ? "skipped"
+                                                                       : "not_run"));
         json_object_set_new(j, "hard", json_boolean(c->hard));
         json_object_set_new(j, "why", c->why[0] ? json_string(c->why) : json_null());
         json_object_set_new(j, "f64_used", json_real(c->f64_used));
@@ -278,6 +300,9 @@ int cmd_ops(int argc, char **argv) {
     ops_args a;
     int st = parse_ops(argc, argv, &a);
     if (st) return st;
+    /* before any name is checked (a plugin's variants are names) and before any device */
+    for (int i = 0; i < a.nplugins; i++)
+        if (lr_gpu_plugin_load(a.plugins[i]) != LR_OK) return bad("--plugin: %s", lr_last_error());
     if (a.list) return list(a.json);
     lr_opsweep_opts o;
     lr_opsweep_opts_init(&o);
@@ -311,6 +336,7 @@ int cmd_ops(int argc, char **argv) {
         json_object_set_new(s, "failed", json_integer(sum.failed));
         json_object_set_new(s, "errors", json_integer(sum.errors));
         json_object_set_new(s, "not_run", json_integer(sum.not_run));
+        json_object_set_new(s, "skipped", json_integer(sum.skipped));
         json_object_set_new(root, "summary", s);
         json_object_set_new(root, "result", json_string(pass ? "pass" : "fail"));
         json_dumpf(root, stdout, JSON_INDENT(2));
@@ -321,9 +347,10 @@ int cmd_ops(int argc, char **argv) {
         if (a.perf)
             printf("copy bandwidth (read + write, device to device): %.0f GB/s\n", sum.copy_bandwidth * 1e-9);
         printf(
-            "ops: %s: %lld of %lld planned cases run: %lld passed, %lld failed, %lld errors; %lld not run\n",
+            "ops: %s: %lld of %lld planned cases run: %lld passed, %lld failed, %lld errors; %lld not run; "
+            "%lld skipped (dtypes a variant does not declare)\n",
             pass ? "PASS" : "FAIL", (long long)sum.run, (long long)sum.planned, (long long)sum.passed,
-            (long long)sum.failed, (long long)sum.errors, (long long)sum.not_run);
+            (long long)sum.failed, (long long)sum.errors, (long long)sum.not_run, (long long)sum.skipped);
     }
     return pass ? EXIT_AGREE : EXIT_DIVERGE;
 }
