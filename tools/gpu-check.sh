@@ -137,7 +137,7 @@ PKG_CONFIG_PATH="$PI$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}" 
     make -C "$PI/kernel-plugin" PKG_CONFIG="pkg-config --define-variable=prefix=$PI$prefix" >>"$OUT/plugin-build.log" 2>&1
 echo "plugin build exit $?"; tail -3 "$OUT/plugin-build.log"
 PL=$PI/kernel-plugin/libexample_kernels.so LDI=$PI$prefix/bin/llama-diff
-"$LDI" kernels --plugin "$PL" | tail -6
+"$LDI" ops --list --plugin "$PL" | grep -A1 "plugin example"
 for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16 long-gqa-f32:long-gqa-f32-300; do
     m=${c%%:*} f=${c##*:}
     for p in bf16 fp16; do

@@ -196,8 +196,6 @@ int cmd_compare(const args *a);
  * after the plugins, the dtype of each side that takes it), before any device is opened.
  * Without the CUDA backend, --plugin is refused. An exit status. */
 int kernels_prepare(const args *a);
-/* llama-diff kernels: every variant, in-tree and plugins'. */
-int cmd_kernels(const args *a);
 
 /* ---- names.c: compare's dump under test under Hugging Face stage names ------------------ */
 

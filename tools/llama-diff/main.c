@@ -28,9 +28,9 @@ static void usage(FILE *fp) {
           "  backends --a BACKEND[:P] --b BACKEND[:P]\n"
           "          run two backends on one input (--fixture or --tokens), B against A\n"
           "  info    print the parsed config and each rank's packed, sharded tensors\n"
-          "  kernels [--plugin LIB.so]... [--kernel FAM=NAME]... [--precision P]\n"
-          "          list the CUDA kernel variants (in-tree and plugins'): dtypes, rounding, source;\n"
-          "          with --kernel, check the choice as a run would\n"
+          "  kernels [--plugin LIB.so]... [--json]\n"
+          "          ops --list: the CUDA kernel families and variants (in-tree and plugins'),\n"
+          "          the dtypes each takes, its rounding, where it comes from\n"
           "  convert --gguf FILE --out DIR\n"
           "          write a GGUF model (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q2_K..Q6_K, Q8_K) as a\n"
           "          Hugging Face checkpoint: DIR/config.json and DIR/model.safetensors,\n"
@@ -111,7 +111,7 @@ enum {
     U_BACKENDS = 8,
     U_INFO = 16,
     U_CONVERT = 32,
-    U_KERNELS = 64,
+    U_KERNELS = 64, /* ops --list by another name: dispatched to ops.c as ops is */
     U_OPS = 128 /* parses its own options (ops.c); this table says which of these it takes */
 };
 static const char *const use_names[] = {"check", "dump",    "compare", "backends",
@@ -145,12 +145,12 @@ static const struct {
     {'t', "--tokens", U_DUMP | U_BACKENDS},
     {'o', "--out", U_DUMP | U_CONVERT},
     {'b', "--backend", U_CHECK | U_DUMP},
-    {'p', "--precision", U_CHECK | U_DUMP | U_COMPARE | U_KERNELS},
+    {'p', "--precision", U_CHECK | U_DUMP | U_COMPARE},
     {OPT_TP, "--tp", U_CHECK | U_DUMP | U_BACKENDS | U_INFO},
     {OPT_THREADS, "--threads", U_CHECK | U_DUMP | U_BACKENDS},
     {OPT_JSON, "--json", U_CHECK | U_DUMP | U_COMPARE | U_BACKENDS | U_INFO | U_CONVERT | U_KERNELS | U_OPS},
     {OPT_FORCE, "--force", U_CHECK | U_DUMP | U_COMPARE | U_BACKENDS | U_CONVERT},
-    {'k', "--kernel", U_CHECK | U_DUMP | U_BACKENDS | U_KERNELS},
+    {'k', "--kernel", U_CHECK | U_DUMP | U_BACKENDS},
     {OPT_PLUGIN, "--plugin", U_CHECK | U_DUMP | U_BACKENDS | U_KERNELS | U_OPS},
     {OPT_DEVICES, "--devices", U_CHECK | U_DUMP | U_BACKENDS},
     {OPT_A, "--a", U_BACKENDS},
@@ -371,8 +371,6 @@ static int parse_args(int argc, char **argv, args *a) {
         return bad("convert: takes --gguf FILE and --out DIR (not %s)", a->model     ? "--model"
                                                                         : a->fixture ? "--fixture"
                                                                                      : "--tokens");
-    /* kernels lists the CUDA backend's variants: its --precision is a CUDA one. */
-    if (is_cmd(a, "kernels")) a->opt.backend = "cuda";
     /* backends' own message says where each side's backend and precision go. */
     if (is_cmd(a, "backends") && (a->backend_given || a->precision_given)) return check_backend(a);
     int status = refuse_unused(a, given);
@@ -426,8 +424,19 @@ static int default_job(char **model, char **fixture) {
 }
 
 int main(int argc, char **argv) {
-    /* ops has options of its own (ops.c). */
+    /* ops has options of its own (ops.c); kernels is ops --list under its older name, the
+     * one listing of kernel variants. */
     if (argc > 1 && strcmp(argv[1], "ops") == 0) return cmd_ops(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "kernels") == 0) {
+        char **av = calloc((size_t)argc + 1, sizeof *av);
+        if (!av) return bad("out of memory");
+        av[0] = argv[1], av[1] = "--list";
+        for (int i = 2; i < argc; i++)
+            av[i] = argv[i];
+        int st = cmd_ops(argc, av);
+        free(av);
+        return st;
+    }
     args a = {0};
     int first = 1;
     if (argc > 1 && argv[1][0] != '-') {
@@ -462,7 +471,6 @@ int main(int argc, char **argv) {
     } commands[] = {
         {"check", cmd_check},     {"dump", cmd_dump},       {"info", cmd_info},
         {"convert", cmd_convert}, {"compare", cmd_compare}, {"backends", cmd_backends},
-        {"kernels", cmd_kernels},
     };
     size_t i = 0;
     while (i < sizeof commands / sizeof commands[0] && !is_cmd(&a, commands[i].name))

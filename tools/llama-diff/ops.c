@@ -14,6 +14,7 @@
 
 #ifdef LR_HAVE_CUDA
 #include "opsweep.h"
+#include "rounding.h"
 #endif
 
 static void ops_usage(FILE *fp) {
@@ -54,6 +55,7 @@ typedef struct {
     uint64_t seed;
     const char *plugins[16]; /* --plugin, in order */
     int nplugins;
+    const char *cmd; /* "ops", or "kernels": ops --list under its other name */
 } ops_args;
 
 static int parse_ops(int argc, char **argv, ops_args *a) {
@@ -73,6 +75,7 @@ static int parse_ops(int argc, char **argv, ops_args *a) {
         {NULL, 0, NULL, 0},
     };
     memset(a, 0, sizeof *a);
+    a->cmd = argv[0];
     a->dtype = -1;
     a->seed = 1;
     int c;
@@ -127,20 +130,20 @@ static int parse_ops(int argc, char **argv, ops_args *a) {
             ops_usage(stdout);
             exit(EXIT_AGREE);
         case ':':
-            return bad("ops: option %s needs a value (see llama-diff ops --help)", argv[optind - 1]);
+            return bad("%s: option %s needs a value (see llama-diff ops --help)", a->cmd, argv[optind - 1]);
         default: {
             /* an option of the other commands: named as main.c's table names it */
-            int st = refuse_option("ops", argv[optind - 1]);
+            int st = refuse_option(a->cmd, argv[optind - 1]);
             if (st) return st;
-            return bad("ops: unknown option %s (see llama-diff ops --help)", argv[optind - 1]);
+            return bad("%s: unknown option %s (see llama-diff ops --help)", a->cmd, argv[optind - 1]);
         }
         }
     }
     if (optind < argc)
-        return bad("ops: unexpected argument \"%s\" (see llama-diff ops --help)", argv[optind]);
+        return bad("%s: unexpected argument \"%s\" (see llama-diff ops --help)", a->cmd, argv[optind]);
     if (a->shape && a->shapes) return bad("--shape: not with --shapes (one custom case, or a set)");
-    if (a->list && (a->family || a->variant || a->dtype != -1 || a->shape || a->shapes || a->perf))
-        return bad("--list: takes no other option but --json");
+    if (a->list && (a->shape || a->shapes || a->perf))
+        return bad("--list: lists variants, sweeps nothing (not with --shape, --shapes or --perf)");
     return 0;
 }
 
@@ -178,41 +181,74 @@ static const char *const shape_sets[][2] = {
 };
 #define N_SETS (sizeof shape_sets / sizeof shape_sets[0])
 
-static int list(bool json) {
-    json_t *root = json_object(), *fams = json_array();
+/* The one listing of kernel families and variants (llama-diff ops --list, and kernels,
+ * its alias): per family whether the sweep has cases for it; per variant the default mark,
+ * the dtypes it takes, its rounding (attention: P rounded before P V, as it declares and as
+ * the rounding map makes the emulated reference follow), where it comes from (in-tree, or
+ * a plugin and its file) and its description. --op, --variant and --dtype filter it, each
+ * checked as a sweep checks it. */
+static int list(const ops_args *a, const lr_opsweep_opts *o) {
+    bool json = a->json;
+    json_t *root = json_object(), *fams = json_array(), *plugins = json_array();
     json_object_set_new(root, "command", json_string("ops"));
     json_object_set_new(root, "cuda", json_true());
-    if (!json) puts("families and variants (* the default):");
+    for (int i = 0; i < a->nplugins; i++)
+        json_array_append_new(plugins, json_string(a->plugins[i]));
+    json_object_set_new(root, "plugins", plugins);
+    if (!json)
+        puts("families and variants (* the default): the dtypes each takes, its rounding, where it comes from");
     for (int f = 0; f <= LR_GPU_NUM_FAMILIES; f++) {
         const char *name =
             f < LR_GPU_NUM_FAMILIES ? lr_gpu_family_name((lr_gpu_family)f) : LR_OPSWEEP_HELPERS;
-        bool swept = lr_opsweep_has_sweep(name);
+        if (o->family && strcmp(o->family, name) != 0) continue;
+        bool swept = lr_opsweep_has_sweep(name), attention = strcmp(name, "attention") == 0;
         json_t *jf = json_object(), *vars = json_array();
         json_object_set_new(jf, "name", json_string(name));
         json_object_set_new(jf, "swept", json_boolean(swept));
-        if (!json) printf("  %s%s\n", name, swept ? "" : " (no sweep: its cases are not run)");
-        for (size_t i = 0; i < lr_gpu_variant_count(); i++) {
+        bool header = false;
+        for (size_t i = 0; i <= lr_gpu_variant_count(); i++) {
             const lr_gpu_variant *v = lr_gpu_variant_at(i);
-            if (strcmp(v->family, name) != 0) continue;
+            lr_gpu_variant helpers = {LR_OPSWEEP_HELPERS, "builtin",
+                                      "lr_gpu_sum, add_bias, add_residual, convert (no variants)",
+                                      true, LR_KERNEL_ALL_DTYPES, 0, NULL, NULL};
+            if (!v && f == LR_GPU_NUM_FAMILIES) v = &helpers;
+            if (!v || strcmp(v->family, name) != 0) continue;
+            if (o->variant && strcmp(o->variant, v->name) != 0) continue;
+            bool rounds = v->rounding & LR_KERNEL_ROUNDS_P;
+            bool emulated = attention && lr_attention_rounds_p(v->name, LR_BF16, 64, 2);
+            const char *rounding = rounds ? "P rounded" : attention ? "P float32" : "default";
+            char dts[32];
+            lr_gpu_dtypes_name(v->dtypes, dts, sizeof dts);
+            json_t *d = json_array();
+            if (v->dtypes & LR_KERNEL_F32) json_array_append_new(d, json_string("F32"));
+            if (v->dtypes & LR_KERNEL_F16) json_array_append_new(d, json_string("F16"));
+            if (v->dtypes & LR_KERNEL_BF16) json_array_append_new(d, json_string("BF16"));
             json_t *jv = json_object();
             json_object_set_new(jv, "name", json_string(v->name));
             json_object_set_new(jv, "description", json_string(v->description));
             json_object_set_new(jv, "default", json_boolean(v->is_default));
+            json_object_set_new(jv, "dtypes", d);
+            json_object_set_new(jv, "rounds_p", json_boolean(rounds));
+            json_object_set_new(jv, "emulated_rounds_p", json_boolean(emulated));
+            json_object_set_new(jv, "plugin", v->plugin ? json_string(v->plugin) : json_null());
+            json_object_set_new(jv, "source", v->source ? json_string(v->source) : json_null());
             json_array_append_new(vars, jv);
-            if (!json) printf("    %c %-14s %s\n", v->is_default ? '*' : ' ', v->name, v->description);
-        }
-        if (f == LR_GPU_NUM_FAMILIES) {
-            json_t *jv = json_object();
-            json_object_set_new(jv, "name", json_string("builtin"));
-            json_object_set_new(jv, "description",
-                                json_string("lr_gpu_sum, add_bias, add_residual, convert (no variants)"));
-            json_object_set_new(jv, "default", json_true());
-            json_array_append_new(vars, jv);
-            if (!json)
-                printf("    * %-14s %s\n", "builtin",
-                       "lr_gpu_sum, add_bias, add_residual, convert (no variants)");
+            if (json) continue;
+            if (!header) printf("  %s%s\n", name, swept ? "" : " (no sweep: its cases are not run)");
+            header = true;
+            char from[600];
+            if (v->plugin)
+                snprintf(from, sizeof from, "plugin %s (%s)", v->plugin, v->source);
+            else
+                snprintf(from, sizeof from, "in-tree");
+            printf("    %c %-16s %-15s %-9s %s\n", v->is_default ? '*' : ' ', v->name, dts, rounding, from);
+            printf("      %s\n", v->description);
         }
         json_object_set_new(jf, "variants", vars);
+        if (o->variant && json_array_size(vars) == 0) {
+            json_decref(jf);
+            continue;
+        }
         json_array_append_new(fams, jf);
     }
     json_object_set_new(root, "families", fams);
@@ -231,7 +267,7 @@ static int list(bool json) {
     }
     json_object_set_new(root, "shape_sets", sets);
     if (json) {
-        json_dumpf(root, stdout, JSON_INDENT(2));
+        json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         putchar('\n');
     }
     json_decref(root);
@@ -303,13 +339,13 @@ int cmd_ops(int argc, char **argv) {
     /* before any name is checked (a plugin's variants are names) and before any device */
     for (int i = 0; i < a.nplugins; i++)
         if (lr_gpu_plugin_load(a.plugins[i]) != LR_OK) return bad("--plugin: %s", lr_last_error());
-    if (a.list) return list(a.json);
     lr_opsweep_opts o;
     lr_opsweep_opts_init(&o);
     o.family = a.family, o.variant = a.variant, o.dtype = a.dtype, o.shape = a.shape, o.seed = a.seed,
     o.perf = a.perf;
     if (a.shapes) o.shapes = a.shapes;
-    if (lr_opsweep_check(&o) != LR_OK) return bad("ops: %s", lr_last_error()); /* before any device */
+    if (lr_opsweep_check(&o) != LR_OK) return bad("%s: %s", a.cmd, lr_last_error()); /* before any device */
+    if (a.list) return list(&a, &o);
     lr_opsweep_summary sum;
     ops_out out = {.json = a.json, .perf = a.perf, .cases = json_array(), .sum = &sum};
     int rc = lr_opsweep_run(&o, on_case, &out, &sum);
