@@ -154,11 +154,15 @@ expect 0 "a plugin named without a slash" -- sh -c "cd '$TMP' && '$LD' ops --lis
 # installed llamaref would give them, loaded, listed, and its F16/BF16-only variant refused
 # at F32.
 if [ -n "${LR_NVCC:-}" ] && [ -x "$LR_NVCC" ]; then
+    # as its Makefile builds it: cuBLAS shared (example-gemv's fallback), nothing of libllamaref
+    cudalib=$(cd "$(dirname "$LR_NVCC")/../lib64" && pwd)
     ok "the example plugin builds" -- "$LR_NVCC" -arch="${LR_CUDA_ARCH:-sm_90}" -std=c++17 -shared -cudart shared \
         -Xcompiler -fPIC,-fvisibility=hidden -I"$SRC/ref" -I"$SRC/gpu" -o "$TMP/example.so" \
-        "$SRC/docs/examples/kernel-plugin/example_kernels.cu"
+        "$SRC/docs/examples/kernel-plugin/example_kernels.cu" -L"$cudalib" -Xlinker -rpath,"$cudalib",--no-undefined -lcublas
     expect 0 "the example plugin loads" -- "$LD" ops --list --plugin "$TMP/example.so" --json
-    json_ok '[(v["family"], v["name"]) for v in '"$V"' if v["plugin"] == "example"] == [("rmsnorm", "example-row"), ("rmsnorm", "example-planted"), ("activation", "example-silu")]'
+    json_ok '[(v["family"], v["name"], v["dtypes"]) for v in '"$V"' if v["plugin"] == "example"] == [("rmsnorm", "example-row", ["F32", "F16", "BF16"]), ("rmsnorm", "example-planted", ["F32", "F16", "BF16"]), ("activation", "example-silu", ["F16", "BF16"]), ("linear", "example-gemv", ["F32", "F16", "BF16"]), ("linear", "example-gemv-planted", ["F32", "F16", "BF16"])]'
+    expect 2 "the example's gemv sweep names its variant, then needs a device" -- "$LD" ops --plugin "$TMP/example.so" --variant example-gemv --op linear --shape T=4,N=64,K=4096 --dtype bf16
+    grep -q -- "--variant" "$TMP/err" && { fail=$((fail + 1)); echo "FAIL: ops refused example-gemv"; } || pass=$((pass + 1))
     expect 2 "the example's silu at F32" -- "$LD" ops --list --plugin "$TMP/example.so" --variant example-silu --dtype f32
     expect_err "does not take F32 (it takes F16, BF16)"
 else

@@ -241,7 +241,7 @@ static int list(const ops_args *a, const lr_opsweep_opts *o) {
                 snprintf(from, sizeof from, "plugin %s (%s)", v->plugin, v->source);
             else
                 snprintf(from, sizeof from, "in-tree");
-            printf("    %c %-16s %-15s %-9s %s\n", v->is_default ? '*' : ' ', v->name, dts, rounding, from);
+            printf("    %c %-20s %-15s %-9s %s\n", v->is_default ? '*' : ' ', v->name, dts, rounding, from);
             printf("      %s\n", v->description);
         }
         json_object_set_new(jf, "variants", vars);
