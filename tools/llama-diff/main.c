@@ -112,7 +112,7 @@ enum {
     U_INFO = 16,
     U_CONVERT = 32,
     U_KERNELS = 64, /* ops --list by another name: dispatched to ops.c as ops is */
-    U_OPS = 128 /* parses its own options (ops.c); this table says which of these it takes */
+    U_OPS = 128     /* parses its own options (ops.c); this table says which of these it takes */
 };
 static const char *const use_names[] = {"check", "dump",    "compare", "backends",
                                         "info",  "convert", "kernels", "ops"};

@@ -201,7 +201,8 @@ static int list(const ops_args *a, const lr_opsweep_opts *o) {
         json_array_append_new(plugins, json_string(a->plugins[i]));
     json_object_set_new(root, "plugins", plugins);
     if (!json)
-        puts("families and variants (* the default): the dtypes each takes, its rounding, where it comes from");
+        puts("families and variants (* the default): the dtypes each takes, its rounding, where it comes "
+             "from");
     for (int f = 0; f <= LR_GPU_NUM_FAMILIES; f++) {
         const char *name =
             f < LR_GPU_NUM_FAMILIES ? lr_gpu_family_name((lr_gpu_family)f) : LR_OPSWEEP_HELPERS;
@@ -213,9 +214,14 @@ static int list(const ops_args *a, const lr_opsweep_opts *o) {
         bool header = false;
         for (size_t i = 0; i <= lr_gpu_variant_count(); i++) {
             const lr_gpu_variant *v = lr_gpu_variant_at(i);
-            lr_gpu_variant helpers = {LR_OPSWEEP_HELPERS, "builtin",
+            lr_gpu_variant helpers = {LR_OPSWEEP_HELPERS,
+                                      "builtin",
                                       "lr_gpu_sum, add_bias, add_residual, convert (no variants)",
-                                      true, LR_KERNEL_ALL_DTYPES, 0, NULL, NULL};
+                                      true,
+                                      LR_KERNEL_ALL_DTYPES,
+                                      0,
+                                      NULL,
+                                      NULL};
             if (!v && f == LR_GPU_NUM_FAMILIES) v = &helpers;
             if (!v || strcmp(v->family, name) != 0) continue;
             if (o->variant && strcmp(o->variant, v->name) != 0) continue;

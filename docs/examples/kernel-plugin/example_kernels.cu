@@ -176,21 +176,29 @@ static __global__ void gemv_kernel(E *y, const E *x, const E *w, int64_t N, int6
 template <typename E, int MT, bool PLANTED> static int gemv_t(const lr_gpu_linear_args *a, cudaStream_t s) {
     int64_t blocks = (a->N + GEMV_WARPS - 1) / GEMV_WARPS;
     unsigned int grid = (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
-    gemv_kernel<E, MT, PLANTED><<<grid, GEMV_WARPS * 32, 0, s>>>((E *)a->y, (const E *)a->x, (const E *)a->w,
-                                                                a->N, a->K);
+    gemv_kernel<E, MT, PLANTED>
+        <<<grid, GEMV_WARPS * 32, 0, s>>>((E *)a->y, (const E *)a->x, (const E *)a->w, a->N, a->K);
     return cudaGetLastError() == cudaSuccess ? LR_OK : LR_E_DEVICE;
 }
 
 template <typename E, bool PLANTED> static int gemv_typed(const lr_gpu_linear_args *a, cudaStream_t s) {
     switch (a->T) {
-    case 1: return gemv_t<E, 1, PLANTED>(a, s);
-    case 2: return gemv_t<E, 2, PLANTED>(a, s);
-    case 3: return gemv_t<E, 3, PLANTED>(a, s);
-    case 4: return gemv_t<E, 4, PLANTED>(a, s);
-    case 5: return gemv_t<E, 5, PLANTED>(a, s);
-    case 6: return gemv_t<E, 6, PLANTED>(a, s);
-    case 7: return gemv_t<E, 7, PLANTED>(a, s);
-    default: return gemv_t<E, 8, PLANTED>(a, s);
+    case 1:
+        return gemv_t<E, 1, PLANTED>(a, s);
+    case 2:
+        return gemv_t<E, 2, PLANTED>(a, s);
+    case 3:
+        return gemv_t<E, 3, PLANTED>(a, s);
+    case 4:
+        return gemv_t<E, 4, PLANTED>(a, s);
+    case 5:
+        return gemv_t<E, 5, PLANTED>(a, s);
+    case 6:
+        return gemv_t<E, 6, PLANTED>(a, s);
+    case 7:
+        return gemv_t<E, 7, PLANTED>(a, s);
+    default:
+        return gemv_t<E, 8, PLANTED>(a, s);
     }
 }
 
@@ -202,9 +210,9 @@ static int linear_cublas(const lr_gpu_linear_args *a, cudaStream_t s) {
     if (cur != s && cublasSetStream(h, s) != CUBLAS_STATUS_SUCCESS) return LR_E_DEVICE;
     cudaDataType_t t = a->dt == LR_BF16 ? CUDA_R_16BF : a->dt == LR_F16 ? CUDA_R_16F : CUDA_R_32F;
     float one = 1, zero = 0;
-    cublasStatus_t st = cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)a->N, (int)a->T, (int)a->K, &one, a->w, t,
-                                     (int)a->K, a->x, t, (int)a->K, &zero, a->y, t, (int)a->N, CUBLAS_COMPUTE_32F,
-                                     CUBLAS_GEMM_DEFAULT);
+    cublasStatus_t st =
+        cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)a->N, (int)a->T, (int)a->K, &one, a->w, t, (int)a->K,
+                     a->x, t, (int)a->K, &zero, a->y, t, (int)a->N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     return st == CUBLAS_STATUS_SUCCESS ? LR_OK : LR_E_DEVICE;
 }
 
