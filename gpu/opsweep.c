@@ -34,7 +34,16 @@ typedef struct {
     uint64_t rng;        /* per case: the seed, the case's names and index */
     cudaStream_t stream; /* ops run on a stream of their own */
     lr_gpu_attn_ws *ws;  /* attention's workspace for it */
-    lr_opsweep_case c;   /* the current case */
+    cublasHandle_t blas; /* linear's cuBLAS handle (NULL in host mode) */
+    struct {             /* linear: the last weight drawn, kept for the next case of its key */
+        bool held;
+        uint64_t key;
+        int64_t n;
+        double *v;
+        void *raw;
+        float *f;
+    } lw;
+    lr_opsweep_case c; /* the current case */
     jmp_buf jb;
 } sweep;
 
@@ -723,6 +732,74 @@ static void case_activation(const lr_opsweep_target *v, lr_dtype dt, const lr_op
     free(ref), free(guf), free(emul);
 }
 
+/* ---- linear ---------------------------------------------------------------------------- */
+
+static uint64_t fnv(uint64_t h, const char *p) {
+    for (; p && *p; p++)
+        h = (h ^ (uint64_t)(unsigned char)*p) * 0x100000001b3ull;
+    return h;
+}
+
+/* The weight (skew + N K values of dt, magnitudes in [0.25, 2) of either sign, so that no
+ * term of a product hides), drawn from the seed, the variant, the dtype and the shape
+ * alone, not the case: the cases of one weight at each T share it, drawn once (a Llama
+ * LM head is 10^9 values). */
+static void linear_weight(const char *variant, lr_dtype dt, int64_t N, int64_t K, int64_t skew) {
+    uint64_t key = fnv(fnv(S->o->seed ^ 0x6c696e656172ull, variant), lr_dtype_name(dt));
+    key = (key ^ (uint64_t)N) * 0x100000001b3ull;
+    key = (key ^ (uint64_t)K) * 0x100000001b3ull;
+    key = (key ^ (uint64_t)skew) * 0x100000001b3ull;
+    if (S->lw.held && S->lw.key == key) return;
+    free(S->lw.v), free(S->lw.raw), free(S->lw.f);
+    S->lw.held = false;
+    uint64_t case_rng = S->rng;
+    S->rng = key;
+    htensor w = h_random_signed(dt, skew + N * K, 0.25, 2);
+    S->rng = case_rng;
+    S->lw.v = w.v, S->lw.raw = w.raw, S->lw.n = w.n, S->lw.f = fcopy(w.v + skew, N * K);
+    S->lw.key = key, S->lw.held = true;
+}
+
+/* y (T, N) = x (T, K) w (N, K)^T; x and w start extra elements past a 16-byte boundary
+ * (the GEMV's element-by-element path). The emulated reference: lr_ref_linear_f32 on the
+ * same values, rounded once (lr_ref_linear_emulated without a bias: the bias is
+ * lr_gpu_add_bias, a helper); the reduction is K terms long. */
+static void case_linear(const lr_opsweep_target *v, lr_dtype dt, const lr_opsweep_shape *s, int sub) {
+    (void)sub;
+    int64_t T = s->T, N = s->N, K = s->K, skew = s->extra;
+    size_t es = lr_dtype_size(dt);
+    set_shape("T %lld N %lld K %lld%s", (long long)T, (long long)N, (long long)K,
+              skew ? " (x, w off 16 bytes)" : "");
+    linear_weight(v->name, dt, N, K, skew);
+    htensor x = h_random_signed(dt, skew + T * K, 0.25, 2);
+    double *ref = NEW(T * N, double);
+    lr_ref_linear_f64(ref, x.v + skew, S->lw.v + skew, NULL, T, N, K);
+    float *emul = NULL;
+    if (dt != LR_F32) {
+        float *xf = fcopy(x.v + skew, T * K);
+        emul = NEW(T * N, float);
+        lr_ref_linear_emulated(emul, xf, S->lw.f, NULL, T, N, K, dt);
+        free(xf);
+    }
+    dbuf d_x = d_upload(&x), d_w = d_new((size_t)S->lw.n * es, S->lw.raw);
+    dbuf d_y = d_new((size_t)(T * N) * es, NULL);
+    char *px = (char *)dp(&d_x) + skew * (int64_t)es, *pw = (char *)dp(&d_w) + skew * (int64_t)es;
+    int (*f)(const char *, void *, const void *, const void *, int64_t, int64_t, int64_t, lr_dtype,
+             cublasHandle_t, cudaStream_t) = LAUNCH(v, linear, lr_gpu_linear);
+    RUN(f(v->name, dp(&d_y), px, pw, T, N, K, dt, S->blas, S->stream));
+    void *y = d_fetch(&d_y, "y");
+    lr_op_criteria c = budget_of("linear", dt, K);
+    judge("y", y, dt, T, N, ref, &c, emul);
+    TIME((T * K + N * K + T * N) * (int64_t)es, 2 * T * N * K,
+         f(v->name, dp(&d_y), px, pw, T, N, K, dt, S->blas, S->stream));
+    free(y);
+    d_free(&d_y, "y", NULL);
+    d_free(&d_x, "x", x.raw);
+    d_free(&d_w, "w", S->lw.raw);
+    h_free(&x);
+    free(ref), free(emul);
+}
+
 /* ---- cache ----------------------------------------------------------------------------- */
 
 /* Random distinct slots; with more than one token, the last is padding (-1); the caches
@@ -1076,7 +1153,7 @@ static void case_helpers(const lr_opsweep_target *v, lr_dtype dt, const lr_opswe
 
 /* ---- Shapes ---------------------------------------------------------------------------- */
 
-#define MAX_SHAPES 128
+#define MAX_SHAPES 256
 #define LR_OPSWEEP_HELPERS_FAM LR_GPU_NUM_FAMILIES /* the helpers, after the registry's families */
 
 typedef struct {
@@ -1169,6 +1246,23 @@ static void fixture_shapes(int fam, shape_list *l) {
                 }
         break;
     }
+    case LR_GPU_FAM_LINEAR: {
+        /* (N, K, skew, largest T): the fixtures' projections (tp 4 where K gets short),
+         * SmolLM2-135M's, then tails: K odd, K not a multiple of the 16-byte vector, three
+         * outputs, x and w one element off 16 bytes; a long reduction with few outputs
+         * (Llama-3-8B down_proj's K) at T <= 2, where one accumulation-order flip weighs
+         * most against the same-precision budget. T: the GEMV range (1 to 8) and beyond. */
+        static const int64_t v[][4] = {
+            {96, 64, 0, 64},    {64, 16, 0, 64},    {256, 48, 0, 64},  {32, 24, 0, 64},
+            {48, 128, 0, 64},   {128, 48, 0, 64},   {960, 576, 0, 64}, {576, 576, 0, 16},
+            {3072, 576, 0, 16}, {576, 1536, 0, 16}, {97, 33, 0, 64},   {37, 4100, 0, 64},
+            {3, 8, 0, 64},      {64, 64, 1, 64},    {40, 4096, 1, 8},  {64, 14336, 0, 2}};
+        static const int64_t Ts[] = {1, 2, 3, 4, 7, 8, 16, 64};
+        for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
+            for (size_t t = 0; t < sizeof Ts / sizeof Ts[0] && Ts[t] <= v[i][3]; t++)
+                add(l, (lr_opsweep_shape){.T = Ts[t], .N = v[i][0], .K = v[i][1], .extra = v[i][2]});
+        break;
+    }
     case LR_OPSWEEP_HELPERS_FAM: {
         static const int nparts[] = {1, 2, 3, 8, 11, 17}; /* > 8: several passes */
         static const int64_t ns[] = {1, 1000, 4099};
@@ -1239,6 +1333,24 @@ static void model_shapes(int fam, const model_dims *m, shape_list *l) {
             add(l, b[i]);
         }
     }
+    if (fam == LR_GPU_FAM_LINEAR) {
+        /* The five projections at tp 1 (qkv, o, gate_up, down, the LM head over a
+         * vocabulary of 128256) at T 1, 2, 4, 8 (the GEMV's range), 32 and the model's
+         * longest prefill where the float64 reference takes seconds (Llama-3-8B's 2048); the
+         * LM head at T <= 8 only (a decode step's logits; 10^9 weights at 70B). Grouped by
+         * weight, so that each is drawn once. */
+        const int64_t proj[5][2] = {{(m->heads + 2 * m->kv) * m->hd, m->H},
+                                    {m->H, m->heads * m->hd},
+                                    {2 * m->I, m->H},
+                                    {m->H, m->I},
+                                    {128256, m->H}};
+        const int64_t Ts[] = {1, 2, 4, 8, 32, m->Ts[2]};
+        for (int p = 0; p < 5; p++)
+            for (int t = 0; t < 6; t++) {
+                if ((p == 4 && Ts[t] > 8) || (t == 5 && m->H > 4096)) continue;
+                add(l, (lr_opsweep_shape){.T = Ts[t], .N = proj[p][0], .K = proj[p][1]});
+            }
+    }
     if (fam == LR_OPSWEEP_HELPERS_FAM) {
         static const lr_dtype srcs[] = {LR_F64, LR_F32, LR_F16, LR_BF16};
         for (size_t i = 0; i < 4; i++) /* a weight matrix converted at load */
@@ -1306,6 +1418,12 @@ static const struct {
                                {"len", 1, 1, 1 << 16},
                                {"seqs", 1, 1, 8},
                                {"bs", 16, 1, 1024}}},
+    [LR_GPU_FAM_LINEAR] =
+        {NULL,
+         1,
+         {"linear"},
+         case_linear,
+         {{"T", -1, 1, 1 << 20}, {"N", -1, 1, 1 << 20}, {"K", -1, 1, 1 << 20}, {"skew", 0, 0, 7}}},
     [LR_OPSWEEP_HELPERS_FAM] = {LR_OPSWEEP_HELPERS, 1, {"helpers"}, case_helpers, {{NULL, 0, 0, 0}}},
 };
 
@@ -1397,10 +1515,14 @@ static int parse_shape(int f, const char *spec, lr_opsweep_shape *s) {
                            (long long)s->heads, (long long)s->kv);
         if (s->hd % 2) return lr_fail(LR_E_INVAL, "--shape: attention: hd %lld is odd", (long long)s->hd);
         break;
+    case LR_GPU_FAM_LINEAR:
+        s->T = val[0], s->N = val[1], s->K = val[2], s->extra = val[3];
+        break;
     default:
         break;
     }
-    int64_t elems = s->T * (s->H + s->heads * s->hd + s->extra) + s->shard * s->H;
+    int64_t elems = f == LR_GPU_FAM_LINEAR ? (s->T + s->N) * s->K + s->T * s->N
+                                           : s->T * (s->H + s->heads * s->hd + s->extra) + s->shard * s->H;
     if (elems > ((int64_t)1 << 31))
         return lr_fail(LR_E_INVAL, "--shape: %s: %lld elements is more than this sweep holds (2^31)", fam,
                        (long long)elems);
@@ -1434,11 +1556,16 @@ void lr_opsweep_opts_init(lr_opsweep_opts *o) {
 }
 
 const char *lr_case_status_name(lr_case_status s) {
-    static const char *const names[] = {"PASS", "FAIL", "ERROR", "NOT RUN"};
-    return (unsigned)s < 4 ? names[s] : "?";
+    static const char *const names[] = {"PASS", "FAIL", "ERROR", "NOT RUN", "SKIP"};
+    return (unsigned)s < 5 ? names[s] : "?";
 }
 
 static const lr_dtype all_dtypes[] = {LR_F32, LR_F16, LR_BF16};
+
+/* The LR_KERNEL_<dtype> bit of dt (0 for a dtype no kernel takes). */
+static uint32_t dtype_bit(lr_dtype dt) {
+    return dt == LR_F32 ? LR_KERNEL_F32 : dt == LR_F16 ? LR_KERNEL_F16 : dt == LR_BF16 ? LR_KERNEL_BF16 : 0;
+}
 
 static int known_family(const char *family) {
     if (strcmp(family, LR_OPSWEEP_HELPERS) == 0 || lr_gpu_family_find(family) >= 0) return LR_OK;
@@ -1486,6 +1613,20 @@ int lr_opsweep_check(const lr_opsweep_opts *o) {
     if (o->dtype != -1 && o->dtype != LR_F32 && o->dtype != LR_F16 && o->dtype != LR_BF16)
         return lr_fail(LR_E_INVAL, "--dtype: %s is not swept (dtypes: f32, f16, bf16)",
                        lr_dtype_name((lr_dtype)o->dtype));
+    /* A variant named at a dtype it does not declare would sweep nothing. */
+    if (o->variant && o->dtype != -1 && !extra_named && o->registered) {
+        bool takes = false;
+        const lr_gpu_variant *named = NULL;
+        for (size_t i = 0; i < lr_gpu_variant_count(); i++) {
+            const lr_gpu_variant *v = lr_gpu_variant_at(i);
+            if ((o->family && strcmp(v->family, o->family) != 0) || strcmp(v->name, o->variant) != 0)
+                continue;
+            named = v;
+            takes |= (v->dtypes & dtype_bit((lr_dtype)o->dtype)) != 0;
+        }
+        if (named && !takes && lr_gpu_variant_check_dtype(named->family, named->name, (lr_dtype)o->dtype))
+            return lr_fail(LR_E_INVAL, "--dtype: %s", lr_last_error());
+    }
     if (o->shapes) {
         int s = 0;
         while (s < N_SETS && strcmp(set_names[s], o->shapes) != 0)
@@ -1515,6 +1656,11 @@ int lr_opsweep_check(const lr_opsweep_opts *o) {
 
 static void emit(void) {
     lr_opsweep_summary *m = S->sum;
+    if (S->c.status == LR_CASE_SKIPPED) {
+        m->skipped++;
+        if (S->cb) S->cb(&S->c, S->user);
+        return;
+    }
     m->planned++;
     switch (S->c.status) {
     case LR_CASE_PASS:
@@ -1551,6 +1697,16 @@ static void sweep_target(const lr_opsweep_target *t) {
     for (int d = 0; d < 3; d++) {
         lr_dtype dt = all_dtypes[d];
         if (o->dtype != -1 && (lr_dtype)o->dtype != dt) continue;
+        if (t->dtypes && !(t->dtypes & dtype_bit(dt))) {
+            char have[32];
+            case_init(t, t->family, dt);
+            S->c.status = LR_CASE_SKIPPED;
+            snprintf(S->c.why, sizeof S->c.why,
+                     "%s/%s does not declare %s (it takes %s): its entry point refuses it", t->family,
+                     t->name, lr_dtype_name(dt), lr_gpu_dtypes_name(t->dtypes, have, sizeof have));
+            emit();
+            continue;
+        }
         if (f < 0) {
             case_init(t, t->family, dt);
             S->c.status = LR_CASE_NOT_RUN;
@@ -1597,7 +1753,15 @@ int lr_opsweep_run(const lr_opsweep_opts *o, lr_opsweep_cb cb, void *user, lr_op
             cudaStreamDestroy(sw.stream);
             return rc;
         }
+        cublasStatus_t bs = cublasCreate(&sw.blas);
+        if (bs != CUBLAS_STATUS_SUCCESS || cublasSetStream(sw.blas, sw.stream) != CUBLAS_STATUS_SUCCESS) {
+            if (bs == CUBLAS_STATUS_SUCCESS) cublasDestroy(sw.blas);
+            lr_gpu_attn_ws_free(sw.ws);
+            cudaStreamDestroy(sw.stream);
+            return lr_fail(LR_E_DEVICE, "cublasCreate: status %d", (int)bs);
+        }
         if (o->perf && (rc = lr_gpu_copy_bandwidth((size_t)2 << 30, 3, 20, &sum->copy_bandwidth))) {
+            cublasDestroy(sw.blas);
             lr_gpu_attn_ws_free(sw.ws);
             cudaStreamDestroy(sw.stream);
             return rc;
@@ -1609,7 +1773,7 @@ int lr_opsweep_run(const lr_opsweep_opts *o, lr_opsweep_cb cb, void *user, lr_op
         for (size_t i = 0; i < lr_gpu_variant_count(); i++) {
             const lr_gpu_variant *v = lr_gpu_variant_at(i);
             if (!matches(o, v->family, v->name)) continue;
-            lr_opsweep_target t = {.family = v->family, .name = v->name};
+            lr_opsweep_target t = {.family = v->family, .name = v->name, .dtypes = v->dtypes};
             sweep_target(&t);
         }
         if (matches(o, LR_OPSWEEP_HELPERS, "builtin")) {
@@ -1620,8 +1784,10 @@ int lr_opsweep_run(const lr_opsweep_opts *o, lr_opsweep_cb cb, void *user, lr_op
     for (size_t i = 0; i < o->nextra; i++)
         if (matches(o, o->extra[i].family, o->extra[i].name)) sweep_target(&o->extra[i]);
     S = outer;
+    free(sw.lw.v), free(sw.lw.raw), free(sw.lw.f);
     if (!o->host) {
         cudaStreamSynchronize(sw.stream);
+        cublasDestroy(sw.blas);
         lr_gpu_attn_ws_free(sw.ws);
         cudaStreamDestroy(sw.stream);
     }

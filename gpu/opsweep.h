@@ -40,9 +40,14 @@ typedef struct {
                      const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta, int64_t T,
                      int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
                      cudaStream_t s);
+    int (*linear)(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N, int64_t K,
+                  lr_dtype dt, cublasHandle_t blas, cudaStream_t s); /* blas: NULL in host mode */
     /* attention: whose entry of the rounding map (lr_attention_rounds_p) says whether the
      * kernel rounds P; NULL: name */
     const char *rounds_p_like;
+    /* the LR_KERNEL_<dtype> bits it takes (lr_gpu_variant.dtypes); 0: all three. A dtype it
+     * does not declare is not run (its entry point would refuse it): one SKIPPED case. */
+    uint32_t dtypes;
 } lr_opsweep_target;
 
 /* The sweep's own family beside the registry's: the small helpers (lr_gpu_sum, add_bias,
@@ -63,16 +68,22 @@ typedef struct {
     int nseqs;                /* attention: sequences (at most 8), each past[s] cached + len[s] new */
     int64_t past[8], len[8];
     int64_t n, parts; /* helpers: elements, sum's parts */
+    int64_t N, K;     /* linear: y (T, N) = x (T, K) w (N, K)^T; extra: x and w that many elements
+                       * past a 16-byte boundary (a kernel's unaligned path) */
 } lr_opsweep_shape;
 
 /* Named shape sets. */
 #define LR_OPSWEEP_SHAPE_SETS(X)                                                                             \
     X("fixtures", "the sweep's own: small and odd sizes, GQA/MQA, hd 8-256, the grid cap")                   \
-    X("llama3-8b", "Llama-3-8B: H 4096, 32 heads, 8 kv heads, hd 128, I 14336; T 1, 32, 2048")               \
-    X("llama3-70b", "Llama-3-70B: H 8192, 64 heads, 8 kv heads, hd 128, I 28672; T 1, 32, 1024")
+    X("llama3-8b", "Llama-3-8B: H 4096, 32 heads, 8 kv heads, hd 128, I 14336; T 1, 32, 2048; "              \
+                   "linear: the 5 projections at T 1, 2, 4, 8, 32, 2048 (lm_head T <= 8)")                   \
+    X("llama3-70b", "Llama-3-70B: H 8192, 64 heads, 8 kv heads, hd 128, I 28672; T 1, 32, 1024; "            \
+                    "linear: the 5 projections at T 1, 2, 4, 8, 32 (lm_head T <= 8)")
 
-typedef enum { LR_CASE_PASS, LR_CASE_FAIL, LR_CASE_ERROR, LR_CASE_NOT_RUN } lr_case_status;
-const char *lr_case_status_name(lr_case_status s); /* "PASS", "FAIL", "ERROR", "NOT RUN" */
+/* SKIPPED: a dtype the variant does not declare (one case per variant and dtype, its why
+ * says so); not a failure. NOT_RUN: a planned case the sweep cannot run (a failure). */
+typedef enum { LR_CASE_PASS, LR_CASE_FAIL, LR_CASE_ERROR, LR_CASE_NOT_RUN, LR_CASE_SKIPPED } lr_case_status;
+const char *lr_case_status_name(lr_case_status s); /* "PASS", "FAIL", "ERROR", "NOT RUN", "SKIP" */
 
 /* One case's outcome, handed to the callback as it ends. */
 typedef struct {
@@ -116,6 +127,7 @@ void lr_opsweep_opts_init(lr_opsweep_opts *o); /* registered, every family, dtyp
 
 typedef struct {
     int64_t planned, run, passed, failed, errors, not_run;
+    int64_t skipped;       /* dtypes a variant does not declare (not in planned) */
     double copy_bandwidth; /* --perf: bytes read + written per second, device-to-device (the ceiling) */
 } lr_opsweep_summary;
 

@@ -135,6 +135,7 @@ void lr_ref_attention_emulated(float *ctx, int64_t ldc, const float *q, int64_t 
     X("cache", LR_STAGE_ATTENTION, true)                                                   \
     X("attention", LR_STAGE_ATTENTION, false)                                              \
     X("sum", LR_STAGE_BLOCK, false) /* the single-GPU all-reduce */                        \
+    X("linear", LR_STAGE_PROJECTION, false) /* reduction: K */                             \
     X("add_bias", LR_STAGE_PROJECTION, false)                                              \
     X("add_residual", LR_STAGE_LAYER, false)                                               \
     X("convert", LR_STAGE_UNKNOWN, true)

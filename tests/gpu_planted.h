@@ -28,6 +28,13 @@ int lr_test_planted_fused_add_rms_norm(const char *variant, void *y, float *resi
 int lr_test_planted_rotary(const char *variant, void *x, int64_t ld, int64_t T, int64_t nheads, int64_t hd,
                            const int64_t *positions, const double *inv_freq, lr_dtype dt, cudaStream_t s);
 
+/* linear "gemv-drop-last": y[t, n] = sum over k < K - 1 of x[t, k] w[n, k]; the last input
+ * feature is left out (a tail loop that stops one short), in float32 with one rounding of
+ * each output. One warp per output feature, lanes striding one element at a time over k, a
+ * warp-shuffle sum: gemv's scalar order but for the missing term. Any T. */
+int lr_test_planted_linear(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N,
+                           int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s);
+
 #ifdef __cplusplus
 }
 #endif

@@ -173,14 +173,27 @@ static const lr_opsweep_target planted_kernels[] = {
      .rms_norm = lr_test_planted_rms_norm,
      .fused_add_rms_norm = lr_test_planted_fused_add_rms_norm},
     {.family = "rotary", .name = "f32-angle", .rotary = lr_test_planted_rotary},
+    {.family = "linear", .name = "gemv-drop-last", .linear = lr_test_planted_linear},
 };
+#define N_PLANTED (sizeof planted_kernels / sizeof planted_kernels[0])
+
+/* The planted GEMV leaves one of K terms out, which moves each output by 1 to 4 bf16 ulps
+ * at K 14336: over 32 outputs or more the emulated verdict's relative L2 (about 0.1 ulps)
+ * sees it; in a case of a few outputs its allowance (4 / sqrt(n) ulps) may not, so the
+ * planted sweeps keep the linear cases of 32 outputs or more. */
+#define PLANTED_MIN_OUT 32
+static bool keep_planted(const char *family, const lr_opsweep_shape *s, void *user) {
+    (void)user;
+    return strcmp(family, "linear") != 0 || s->T * s->N >= PLANTED_MIN_OUT;
+}
 
 /* Loop index: dtype. */
 START_TEST(test_planted) {
     lr_dtype dt = dtypes[_i];
     lr_opsweep_opts o;
     lr_opsweep_opts_init(&o);
-    o.registered = false, o.extra = planted_kernels, o.nextra = 2, o.dtype = dt;
+    o.registered = false, o.extra = planted_kernels, o.nextra = N_PLANTED, o.dtype = dt,
+    o.keep = keep_planted;
     tallies ts = {.verbose = true};
     printf("test_gpu_ops: planted kernels at %s, which the sweep must fail:\n", lr_dtype_name(dt));
     sweep(&o, &ts);
@@ -188,6 +201,7 @@ START_TEST(test_planted) {
     snprintf(where, sizeof where, "at %s", lr_dtype_name(dt));
     expect_caught(&ts, "last-unweighted", true, where);
     expect_caught(&ts, "f32-angle", false, where);
+    expect_caught(&ts, "gemv-drop-last", true, where);
 }
 END_TEST
 
@@ -393,6 +407,68 @@ static int sim_attn_flash(const char *variant, void *ctx, int64_t ldc, const voi
     return LR_OK;
 }
 
+/* gpu/linear.cu's gemv, per output (t, n): lane l of 32 accumulates with fmaf, in the
+ * vector order (16-byte vectors i = l, l + 32, ..., each of V elements in order) where the
+ * kernel takes it (K a multiple of V, x and w 16-byte aligned: the same test as the
+ * kernel's) or one element at a time (k = l, l + 32, ...); then the xor butterfly
+ * (offsets 16 to 1); rounded once. element: always one element at a time. planted: the
+ * last input feature left out, one element at a time, as tests/gpu_planted.cu's
+ * gemv-drop-last. Any T (the kernel's own range is T <= 8). */
+static void sim_gemv(void *y_raw, const void *x_raw, const void *w_raw, int64_t T, int64_t N, int64_t K,
+                     lr_dtype dt, bool element, bool planted) {
+    int V = 16 / (int)lr_dtype_size(dt);
+    bool vec =
+        !element && !planted && K % V == 0 && ((uintptr_t)x_raw & 15) == 0 && ((uintptr_t)w_raw & 15) == 0;
+    int64_t terms = planted ? K - 1 : K;
+    float *x = to_f32(x_raw, dt, T * K), *w = to_f32(w_raw, dt, N * K),
+          *y = malloc((size_t)(T * N) * sizeof *y);
+    ck_assert_ptr_nonnull(y);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++) {
+            const float *xr = x + t * K, *wr = w + n * K;
+            float acc[32], nx[32];
+            for (int l = 0; l < 32; l++) {
+                float a = 0.0f;
+                if (vec)
+                    for (int64_t i = l; i < terms / V; i += 32)
+                        for (int j = 0; j < V; j++)
+                            a = fmaf(wr[i * V + j], xr[i * V + j], a);
+                else
+                    for (int64_t k = l; k < terms; k += 32)
+                        a = fmaf(wr[k], xr[k], a);
+                acc[l] = a;
+            }
+            for (int o = 16; o > 0; o >>= 1) {
+                for (int l = 0; l < 32; l++)
+                    nx[l] = acc[l] + acc[l ^ o];
+                memcpy(acc, nx, sizeof acc);
+            }
+            y[t * N + n] = acc[0];
+        }
+    lr_round_f32_n(y, (size_t)(T * N), dt);
+    lr_convert(y_raw, dt, y, LR_F32, (size_t)(T * N));
+    free(x), free(w), free(y);
+}
+
+static int sim_gemv_ok(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N,
+                       int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s) {
+    (void)variant, (void)blas, (void)s;
+    sim_gemv(y, x, w, T, N, K, dt, false, false);
+    return LR_OK;
+}
+static int sim_gemv_element(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N,
+                            int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s) {
+    (void)variant, (void)blas, (void)s;
+    sim_gemv(y, x, w, T, N, K, dt, true, false);
+    return LR_OK;
+}
+static int sim_gemv_planted(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N,
+                            int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s) {
+    (void)variant, (void)blas, (void)s;
+    sim_gemv(y, x, w, T, N, K, dt, false, true);
+    return LR_OK;
+}
+
 static const lr_opsweep_target simulated[] = {
     {.family = "rmsnorm", .name = "sim-block", .rms_norm = sim_rms_ok, .fused_add_rms_norm = sim_fused_ok},
     {.family = "rmsnorm",
@@ -404,6 +480,11 @@ static const lr_opsweep_target simulated[] = {
     /* P rounded as fa2 rounds it (where it does), and in float32 as flash keeps it */
     {.family = "attention", .name = "sim-fa2", .attention = sim_attn_fa2, .rounds_p_like = "fa2"},
     {.family = "attention", .name = "sim-flash", .attention = sim_attn_flash, .rounds_p_like = "flash"},
+    /* gemv in the kernel's order (vector or element, as it would choose) and one element at
+     * a time everywhere; its planted twin */
+    {.family = "linear", .name = "sim-gemv", .linear = sim_gemv_ok},
+    {.family = "linear", .name = "sim-gemv-element", .linear = sim_gemv_element},
+    {.family = "linear", .name = "sim-gemv-drop-last", .linear = sim_gemv_planted},
 };
 
 /* The 70000-row RMSNorm is there for the kernels' grid cap; attention's head sizes 16
@@ -412,7 +493,19 @@ static bool keep_on_cpu(const char *family, const lr_opsweep_shape *s, void *use
     (void)user;
     if (strcmp(family, "rmsnorm") == 0) return s->T * s->H <= (1 << 20);
     if (strcmp(family, "attention") == 0) return s->hd == 8 || s->hd == 64 || s->hd == 128;
+    if (strcmp(family, "linear") == 0) return s->T <= 8 && keep_planted(family, s, user); /* gemv's range */
     return true;
+}
+
+typedef struct {
+    int skipped;
+    char why[1100];
+} skips;
+
+static void on_skip_case(const lr_opsweep_case *c, void *user) {
+    skips *sk = user;
+    if (c->status != LR_CASE_SKIPPED) return;
+    if (!sk->skipped++) snprintf(sk->why, sizeof sk->why, "%s", c->why);
 }
 
 /* Loop index: dtype. */
@@ -426,14 +519,16 @@ START_TEST(test_verdicts_cpu) {
     sweep(&o, &ts);
     char where[48];
     snprintf(where, sizeof where, "simulated on the CPU at %s", lr_dtype_name(dtypes[_i]));
-    static const char *const correct[] = {"sim-block", "sim-fma", "sim-fa2", "sim-flash"};
-    for (size_t i = 0; i < 4; i++) {
+    static const char *const correct[] = {"sim-block", "sim-fma",  "sim-fa2",
+                                          "sim-flash", "sim-gemv", "sim-gemv-element"};
+    for (size_t i = 0; i < 6; i++) {
         tally *t = tally_of(&ts, correct[i]);
         ck_assert_msg(t->cases > 0 && t->failed == 0,
                       "%s %s: %d of %d cases failed, the first: %s (seed %llu)", correct[i], where, t->failed,
                       t->cases, t->first_fail, (unsigned long long)g_seed);
     }
     expect_caught(&ts, "sim-last-unweighted", true, where);
+    expect_caught(&ts, "sim-gemv-drop-last", true, where);
     expect_caught(&ts, "sim-f32-angle", false, where);
 }
 END_TEST
@@ -445,6 +540,8 @@ END_TEST
 static bool keep_small(const char *family, const lr_opsweep_shape *s, void *user) {
     (void)user;
     if (strcmp(family, "attention") == 0) return strncmp(s->label, "decode", 6) == 0;
+    /* linear: one token through the projections narrower than the LM head (seconds) */
+    if (strcmp(family, "linear") == 0) return s->T == 1 && s->N < 128256 && s->N * s->K <= (int64_t)1 << 26;
     return s->T <= 32;
 }
 
@@ -457,6 +554,7 @@ START_TEST(test_shape_sets_cpu) {
         {"rmsnorm", "T=3,H=4100"},
         {"rotary", "T=5,heads=3,hd=96,extra=7"},
         {"attention", "heads=12,kv=4,hd=64,past=70,len=9,seqs=2,bs=5"},
+        {"linear", "T=3,N=50,K=300,skew=1"},
     };
     lr_opsweep_opts o;
     lr_opsweep_opts_init(&o);
@@ -474,14 +572,39 @@ START_TEST(test_shape_sets_cpu) {
         }
     }
     const char *where = _i == 0 ? "llama3-8b" : _i == 1 ? "llama3-70b" : "custom shapes";
-    static const char *const correct[] = {"sim-block", "sim-fma", "sim-fa2", "sim-flash"};
-    for (size_t i = 0; i < 4; i++) {
+    static const char *const correct[] = {"sim-block", "sim-fma",  "sim-fa2",
+                                          "sim-flash", "sim-gemv", "sim-gemv-element"};
+    for (size_t i = 0; i < 6; i++) {
         tally *t = tally_of(&ts, correct[i]);
         ck_assert_msg(t->cases > 0 && t->failed == 0,
                       "%s at %s: %d of %d cases failed, the first: %s (seed %llu)", correct[i], where,
                       t->failed, t->cases, t->first_fail, (unsigned long long)g_seed);
     }
     expect_caught(&ts, "sim-last-unweighted", true, where);
+    expect_caught(&ts, "sim-gemv-drop-last", true, where);
+}
+END_TEST
+
+/* A variant that declares fewer dtypes (a plugin's, lr_gpu_variant.dtypes) is not run at
+ * the others, whose entry point would refuse them: one SKIPPED case per such dtype, said so,
+ * neither failed nor silent; the dtype it takes is swept as usual. */
+START_TEST(test_skip_undeclared) {
+    lr_opsweep_target t = {
+        .family = "rotary", .name = "sim-fma-bf16", .rotary = sim_rot_ok, .dtypes = LR_KERNEL_BF16};
+    lr_opsweep_opts o;
+    lr_opsweep_opts_init(&o);
+    o.registered = false, o.host = true, o.extra = &t, o.nextra = 1;
+    o.family = "rotary", o.shape = "T=3,heads=2,hd=16";
+    skips sk = {0};
+    lr_opsweep_summary sum;
+    o.seed = g_seed;
+    ck_assert_int_eq(lr_opsweep_run(&o, on_skip_case, &sk, &sum), LR_OK);
+    ck_assert_msg(sum.skipped == 2 && sk.skipped == 2 && sum.planned == 1 && sum.passed == 1,
+                  "skipped %lld (callback %d), planned %lld, passed %lld", (long long)sum.skipped, sk.skipped,
+                  (long long)sum.planned, (long long)sum.passed);
+    ck_assert_msg(strstr(sk.why, "does not declare F32") && strstr(sk.why, "it takes BF16"), "why: %s",
+                  sk.why);
+    ck_assert_str_eq(lr_case_status_name(LR_CASE_SKIPPED), "SKIP");
 }
 END_TEST
 
@@ -647,6 +770,7 @@ int main(void) {
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_verdicts_cpu, 0, N_DTYPES);
     tcase_add_loop_test(tc, test_shape_sets_cpu, 0, 3);
+    tcase_add_test(tc, test_skip_undeclared);
     suite_add_tcase(contract, tc);
     if (run(contract)) return 1;
 

@@ -332,15 +332,15 @@ expect_err "--model"
 # naming the option and the command (this table is the help's, stated apart from main.c's).
 R=$TMP/unused-report.html
 for row in "-m $M|check dump compare backends info" "-f $F|check dump backends" "-t 1|dump backends" \
-           "-o $TMP/unused-out|dump convert" "-b cpu|check dump" "-p f32|check dump compare kernels" \
-           "--tp 2|check dump backends info" "--threads 2|check dump backends" "-k attention=fa2|check dump backends kernels" \
+           "-o $TMP/unused-out|dump convert" "-b cpu|check dump" "-p f32|check dump compare" \
+           "--tp 2|check dump backends info" "--threads 2|check dump backends" "-k attention=fa2|check dump backends" \
            "--devices 1|check dump backends" "--a cpu:f64|backends" "--b cpu:f64|backends" "--isolate|check" \
            "--decode 1|check" "--report $R|check compare backends" "--quiet|check dump backends" \
            "--gguf $M|convert" "--inject model.norm=scale:0.1|check dump backends" "--stages x|compare" \
-           "--names hf|compare" "--force|dump convert check compare backends" "--json|check dump compare backends info convert kernels" \
-           "--plugin $TMP/unused.so|check dump backends kernels"; do
+           "--names hf|compare" "--force|dump convert check compare backends" "--json|check dump compare backends info convert kernels ops" \
+           "--plugin $TMP/unused.so|check dump backends kernels ops"; do
     opt=${row%%|*} users=${row#*|}
-    for cmd in check dump compare backends info convert kernels; do
+    for cmd in check dump compare backends info convert kernels ops; do
         case " $users " in *" $cmd "*) continue ;; esac
         # shellcheck disable=SC2086
         expect 2 "$cmd refuses $opt" -- "$LD" $cmd $opt

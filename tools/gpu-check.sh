@@ -137,7 +137,7 @@ PKG_CONFIG_PATH="$PI$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}" 
     make -C "$PI/kernel-plugin" PKG_CONFIG="pkg-config --define-variable=prefix=$PI$prefix" >>"$OUT/plugin-build.log" 2>&1
 echo "plugin build exit $?"; tail -3 "$OUT/plugin-build.log"
 PL=$PI/kernel-plugin/libexample_kernels.so LDI=$PI$prefix/bin/llama-diff
-"$LDI" kernels --plugin "$PL" | tail -6
+"$LDI" ops --list --plugin "$PL" | grep -A1 "plugin example"
 for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16 long-gqa-f32:long-gqa-f32-300; do
     m=${c%%:*} f=${c##*:}
     for p in bf16 fp16; do
@@ -148,7 +148,22 @@ for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16
             rc=$?
             echo "plugin $f $p $k exit $rc (expected $want): $([ $rc -eq "$want" ] && echo ok || echo UNEXPECTED) $(python3 -c "import json;d=json.load(open('$OUT/plugin-$f-$p-${k#*=}.json'));print(d['result'], 'first divergence', d['first_divergence'])" 2>/dev/null) $(head -c 300 "$OUT/plugin-$f-$p-${k#*=}.err")"
         done
+        # the plugin's GEMV runs every decode step (T <= 8) of every fixture: exit 0
+        "$LDI" check -b cuda -p $p --decode 4 --plugin "$PL" -k linear=example-gemv -m fixtures/models/$m \
+            -f fixtures/golden/$f.safetensors -q >"$OUT/plugin-gemv-decode-$f-$p.txt" 2>&1
+        rc=$?
+        echo "plugin $f $p --decode 4 -k linear=example-gemv exit $rc (expected 0): $([ $rc -eq 0 ] && echo ok || echo UNEXPECTED) $(grep -E '^decode' "$OUT/plugin-gemv-decode-$f-$p.txt" | tail -1)"
     done
+done
+echo "== the op sweep over the plugin's variants (llama-diff ops --plugin): the correct ones pass (0), the planted ones fail (1)"
+for run in example-row:all:0 example-silu:all:0 example-gemv:all:0 example-planted:bf16:1 example-planted:fp16:1 \
+    example-gemv-planted:bf16:1; do
+    v=${run%%:*} d=${run#*:} d=${d%:*} want=${run##*:}
+    dt=""; [ "$d" = all ] || dt="--dtype $d"
+    # shellcheck disable=SC2086
+    "$LDI" ops --plugin "$PL" --variant "$v" $dt >"$OUT/plugin-ops-$v-$d.txt" 2>&1
+    rc=$?
+    echo "ops --plugin --variant $v ($d) exit $rc (expected $want): $([ $rc -eq "$want" ] && echo ok || echo UNEXPECTED) $(tail -1 "$OUT/plugin-ops-$v-$d.txt")"
 done
 
 if [ -n "$SMOL" ]; then

@@ -25,9 +25,9 @@ typedef struct {
     const char *model, *fixture, *tokens, *out, *report, *gguf;
     lr_options opt;
     bool json, force, color, backend_given, precision_given, isolate, quiet, threads_given;
-    int decode;                  /* check --decode K */
-    char kernels[512];           /* --kernel family=name, comma-joined */
-    lr_fault faults[16];         /* --inject STAGE=KIND:EPS (check, dump; backends: side b) */
+    int decode;          /* check --decode K */
+    char kernels[512];   /* --kernel family=name, comma-joined */
+    lr_fault faults[16]; /* --inject STAGE=KIND:EPS (check, dump; backends: side b) */
     int nfaults;
     bool isolate_ops;            /* --isolate op: every op's input from the fixture */
     const char *spec_a, *spec_b; /* backends --a, --b */
@@ -35,7 +35,7 @@ typedef struct {
     const char *stages;          /* compare --stages PATTERN: the golden stages to compare */
     const char *names;           /* compare --names hf|vllm|llama.cpp: how the dump names stages */
     int npos;
-    const char *plugins[16];     /* --plugin LIB.so, in order */
+    const char *plugins[16]; /* --plugin LIB.so, in order */
     int nplugins;
 } args;
 
@@ -43,6 +43,10 @@ bool is_cmd(const args *a, const char *cmd);
 
 /* ops.c: llama-diff ops, with its own options (argv[0] is "ops"). */
 int cmd_ops(int argc, char **argv);
+/* An option of another command given to cmd (ops, which parses its own): exit 2 with
+ * main.c's message ("--tp: ops does not use it (an option of ...)"); 0 when opt is none of
+ * main.c's table. */
+int refuse_option(const char *cmd, const char *opt);
 
 /* ---- util.c: errors, numbers, precisions, paths ---------------------------------------- */
 
@@ -111,8 +115,8 @@ const char *memory_note(const run_stats *st, const char *backend, char *buf, siz
 json_t *memory_json(const run_stats *st);
 /* The batch as a prefill and a->decode single-token steps, quietly, each step isolated as
  * run_model's isolate says; the whole decoded run into rec. */
-int run_decoded(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec, lr_stage_source isolate,
-                void *isolate_user);
+int run_decoded(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,
+                lr_stage_source isolate, void *isolate_user);
 /* check --decode: the fixture's batch as a prefill and a->decode single-token steps (each
  * isolated when a->isolate); a line per step (JSON: *steps_out), and the whole decoded
  * run into rec. */
@@ -136,13 +140,13 @@ typedef struct {
                                          * inputs it holds) */
     lr_stage_result *res;               /* (n) in forward order; names owned */
     size_t n, cap, failed;
-    size_t missing;   /* reference stages the run under test lacks: the run diverges */
+    size_t missing;            /* reference stages the run under test lacks: the run diverges */
     const char *missing_first; /* the first of them (first_divergence when none failed) */
     const json_t *emulated;    /* same_precision's factor stages: each stage's budget is at
                                 * least EMULATED_MARGIN x the emulated reference's own error */
     bool same_failed;          /* the same-precision verdict failed: the run diverges */
     const char *same_first;    /* its first divergence (first_divergence when no other) */
-    bool have_logits; /* the logits as users see them, when lm_head was compared */
+    bool have_logits;          /* the logits as users see them, when lm_head was compared */
     lr_logits_metrics logits;
 } report;
 
@@ -170,16 +174,16 @@ int cmd_check(const args *a);
  * test backend and the emulated CPU reference, ops isolated, within ulps of each other;
  * and the test's error against ref within a factor of the emulated reference's own, run as
  * a's was. *out the JSON section, *pass the verdict; an exit status. */
-int same_precision(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_stage_source ref, void *ref_user,
-                   const lr_recorder *test_run, json_t **out, bool *pass);
+int same_precision(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_stage_source ref,
+                   void *ref_user, const lr_recorder *test_run, json_t **out, bool *pass);
 /* The same for an outside engine's dump at precision p (compare --model): each op of the
  * emulated reference fed the dump's own input to it (dump, dump_user) and held to the
  * dump's output in ulps, as llama.cpp's test-backend-ops holds a backend's op to the CPU
  * op on the same inputs; and the dump's error against ref (the golden) within a factor of
  * the emulated reference's own, free-running. dump_run: the dump's stages, recorded. */
 int same_precision_of_dump(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_dtype p,
-                           lr_stage_source dump, void *dump_user, const lr_recorder *dump_run, lr_stage_source ref,
-                           void *ref_user, json_t **out, bool *pass);
+                           lr_stage_source dump, void *dump_user, const lr_recorder *dump_run,
+                           lr_stage_source ref, void *ref_user, json_t **out, bool *pass);
 void same_precision_print(const json_t *same);
 /* The run diverges when the same-precision verdict failed (report_finish says so). */
 void same_verdict(report *r, const json_t *same, bool pass);
@@ -192,8 +196,6 @@ int cmd_compare(const args *a);
  * after the plugins, the dtype of each side that takes it), before any device is opened.
  * Without the CUDA backend, --plugin is refused. An exit status. */
 int kernels_prepare(const args *a);
-/* llama-diff kernels: every variant, in-tree and plugins'. */
-int cmd_kernels(const args *a);
 
 /* ---- names.c: compare's dump under test under Hugging Face stage names ------------------ */
 
@@ -204,14 +206,14 @@ typedef struct {
 } ld_stage;
 
 typedef struct {
-    const char *names;             /* "hf", "vllm" or "llama.cpp" (--names) */
-    lr_fixture *fx[LD_MAX_POS];    /* the dumps in rank order (one unless tensor-parallel) */
+    const char *names;          /* "hf", "vllm" or "llama.cpp" (--names) */
+    lr_fixture *fx[LD_MAX_POS]; /* the dumps in rank order (one unless tensor-parallel) */
     const char *path[LD_MAX_POS];
     int nfx;
-    ld_stage *s;                   /* in rank 0's file order */
+    ld_stage *s; /* in rank 0's file order */
     size_t n, cap;
-    json_t *skipped;               /* [{name, reason}]: engine names that equal no HF stage */
-    json_t *unmapped;              /* [{name, nearest_in_names}]: in no map, with the map's nearest name */
+    json_t *skipped;  /* [{name, reason}]: engine names that equal no HF stage */
+    json_t *unmapped; /* [{name, nearest_in_names}]: in no map, with the map's nearest name */
 } mapped_dump;
 
 /* Opens the n dumps under test (one per tensor-parallel rank: vllm) and maps their

@@ -1,8 +1,8 @@
-/* kernels.c: llama-diff's kernel variants: --plugin (load kernel plugins, docs/adding-a-
- * kernel.md), --kernel FAMILY=NAME checked against the registry and the run's precision
- * before any device is opened, and the kernels command, which lists every variant (in-tree
- * and plugins') with the dtypes it takes and where it rounds. Without the CUDA backend
- * there is no registry: --plugin and kernels say so. */
+/* kernels.c: llama-diff's kernel variants in a run: --plugin (load kernel plugins,
+ * docs/adding-a-kernel.md) and --kernel FAMILY=NAME checked against the registry and the
+ * run's precision before any device is opened. The listing of every variant is ops --list
+ * (ops.c; the kernels command is its alias). Without the CUDA backend there is no
+ * registry: --plugin says so. */
 #include "diff.h"
 
 #include <stdio.h>
@@ -10,15 +10,10 @@
 
 #ifdef LR_HAVE_CUDA
 #include "gpu_ops.h"
-#include "rounding.h"
 
 /* The precision each side that takes --kernel runs at, into p (at most 2); the number. */
 static int kernel_precisions(const args *a, lr_dtype *p) {
     int n = 0;
-    if (is_cmd(a, "kernels")) {
-        if (a->precision_given) p[n++] = a->opt.precision;
-        return n;
-    }
     if (!is_cmd(a, "backends")) {
         const lr_backend_info *b = lr_backend_find(a->opt.backend);
         if (b && b->kernel_variants) p[n++] = a->opt.precision;
@@ -52,7 +47,7 @@ int kernels_prepare(const args *a) {
     lr_dtype prec[2];
     int np = kernel_precisions(a, prec);
     /* A plugin serves a run on the CUDA backend only (no option is accepted and ignored). */
-    if (a->nplugins && !np && !is_cmd(a, "kernels"))
+    if (a->nplugins && !np)
         return bad(is_cmd(a, "backends") ? "--plugin: needs a cuda side (--a or --b cuda:...)"
                                          : "--plugin: needs --backend cuda");
     for (int i = 0; i < a->nplugins; i++)
@@ -73,72 +68,6 @@ int kernels_prepare(const args *a) {
     return 0;
 }
 
-/* The variant --kernel picked for family (the last one named, as the backend takes it),
- * or NULL. */
-static const char *picked(const args *a, const char *family, char *buf, size_t n) {
-    size_t fl = strlen(family);
-    const char *k = a->kernels, *found = NULL;
-    while (*k) {
-        size_t len = strcspn(k, ",");
-        if (len > fl && strncmp(k, family, fl) == 0 && k[fl] == '=') {
-            snprintf(buf, n, "%.*s", (int)(len - fl - 1), k + fl + 1);
-            found = buf;
-        }
-        k += len + (k[len] == ',');
-    }
-    return found;
-}
-
-int cmd_kernels(const args *a) {
-    size_t n = lr_gpu_variant_count();
-    json_t *root =
-        a->json ? json_pack("{s:s, s:[], s:[]}", "command", "kernels", "plugins", "variants") : NULL;
-    for (int i = 0; root && i < a->nplugins; i++)
-        json_array_append_new(json_object_get(root, "plugins"), json_string(a->plugins[i]));
-    if (!a->json) printf("%-11s %-20s %-15s %-10s %s\n", "family", "variant", "dtypes", "rounding", "from");
-    for (size_t i = 0; i < n; i++) {
-        const lr_gpu_variant *v = lr_gpu_variant_at(i);
-        char dt[32], pick[64], from[600];
-        const char *sel = picked(a, v->family, pick, sizeof pick);
-        bool chosen = sel ? strcmp(sel, v->name) == 0 : v->is_default;
-        bool rounds = v->rounding & LR_KERNEL_ROUNDS_P;
-        /* What the emulated reference does for it (the rounding map, which a plugin's
-         * declaration joins when it loads): the same, or the verdict would misjudge it. */
-        bool emulated = strcmp(v->family, "attention") == 0 && lr_attention_rounds_p(v->name, LR_BF16, 64, 2);
-        lr_gpu_dtypes_name(v->dtypes, dt, sizeof dt);
-        if (root) {
-            json_t *d = json_array();
-            if (v->dtypes & LR_KERNEL_F32) json_array_append_new(d, json_string("F32"));
-            if (v->dtypes & LR_KERNEL_F16) json_array_append_new(d, json_string("F16"));
-            if (v->dtypes & LR_KERNEL_BF16) json_array_append_new(d, json_string("BF16"));
-            json_array_append_new(
-                json_object_get(root, "variants"),
-                json_pack("{s:s, s:s, s:s, s:b, s:o, s:b, s:b, s:o, s:o, s:b}", "family", v->family, "name",
-                          v->name, "description", v->description, "default", v->is_default, "dtypes", d,
-                          "rounds_p", rounds, "emulated_rounds_p", emulated, "plugin",
-                          v->plugin ? json_string(v->plugin) : json_null(), "source",
-                          v->source ? json_string(v->source) : json_null(), "selected", chosen));
-            continue;
-        }
-        if (v->plugin)
-            snprintf(from, sizeof from, "plugin %s (%s)", v->plugin, v->source);
-        else
-            snprintf(from, sizeof from, "in-tree");
-        printf("%-11s %-20s %-15s %-10s %s%s\n", v->family, v->name, dt,
-               rounds                                ? "P rounded"
-               : strcmp(v->family, "attention") == 0 ? "P float32"
-                                                     : "default",
-               from, v->is_default ? ", default" : "");
-        printf("%-11s   %s%s\n", "", v->description, sel && chosen ? "  <- --kernel" : "");
-    }
-    if (root) {
-        json_dumpf(root, stdout, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
-        putchar('\n');
-        json_decref(root);
-    }
-    return EXIT_AGREE;
-}
-
 #else /* no CUDA backend: no registry of kernels */
 
 int kernels_prepare(const args *a) {
@@ -147,12 +76,6 @@ int kernels_prepare(const args *a) {
                    "which kernel plugins run on (configure with nvcc on the PATH, or --with-cuda=DIR)",
                    a->plugins[0]);
     return 0;
-}
-
-int cmd_kernels(const args *a) {
-    (void)a;
-    return bad("kernels: this llama-diff is built without the CUDA backend: no kernel "
-               "variants");
 }
 
 #endif

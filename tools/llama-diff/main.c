@@ -28,9 +28,9 @@ static void usage(FILE *fp) {
           "  backends --a BACKEND[:P] --b BACKEND[:P]\n"
           "          run two backends on one input (--fixture or --tokens), B against A\n"
           "  info    print the parsed config and each rank's packed, sharded tensors\n"
-          "  kernels [--plugin LIB.so]... [--kernel FAM=NAME]... [--precision P]\n"
-          "          list the CUDA kernel variants (in-tree and plugins'): dtypes, rounding, source;\n"
-          "          with --kernel, check the choice as a run would\n"
+          "  kernels [--plugin LIB.so]... [--json]\n"
+          "          ops --list: the CUDA kernel families and variants (in-tree and plugins'),\n"
+          "          the dtypes each takes, its rounding, where it comes from\n"
           "  convert --gguf FILE --out DIR\n"
           "          write a GGUF model (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q2_K..Q6_K, Q8_K) as a\n"
           "          Hugging Face checkpoint: DIR/config.json and DIR/model.safetensors,\n"
@@ -104,8 +104,18 @@ static void usage(FILE *fp) {
 
 /* The commands that use each option. Any other command refuses it, naming the option and
  * the command: nothing given on a command line is silently ignored. */
-enum { U_CHECK = 1, U_DUMP = 2, U_COMPARE = 4, U_BACKENDS = 8, U_INFO = 16, U_CONVERT = 32, U_KERNELS = 64 };
-static const char *const use_names[] = {"check", "dump", "compare", "backends", "info", "convert", "kernels"};
+enum {
+    U_CHECK = 1,
+    U_DUMP = 2,
+    U_COMPARE = 4,
+    U_BACKENDS = 8,
+    U_INFO = 16,
+    U_CONVERT = 32,
+    U_KERNELS = 64, /* ops --list by another name: dispatched to ops.c as ops is */
+    U_OPS = 128     /* parses its own options (ops.c); this table says which of these it takes */
+};
+static const char *const use_names[] = {"check", "dump",    "compare", "backends",
+                                        "info",  "convert", "kernels", "ops"};
 
 enum {
     OPT_TP = 256,
@@ -135,13 +145,13 @@ static const struct {
     {'t', "--tokens", U_DUMP | U_BACKENDS},
     {'o', "--out", U_DUMP | U_CONVERT},
     {'b', "--backend", U_CHECK | U_DUMP},
-    {'p', "--precision", U_CHECK | U_DUMP | U_COMPARE | U_KERNELS},
+    {'p', "--precision", U_CHECK | U_DUMP | U_COMPARE},
     {OPT_TP, "--tp", U_CHECK | U_DUMP | U_BACKENDS | U_INFO},
     {OPT_THREADS, "--threads", U_CHECK | U_DUMP | U_BACKENDS},
-    {OPT_JSON, "--json", U_CHECK | U_DUMP | U_COMPARE | U_BACKENDS | U_INFO | U_CONVERT | U_KERNELS},
+    {OPT_JSON, "--json", U_CHECK | U_DUMP | U_COMPARE | U_BACKENDS | U_INFO | U_CONVERT | U_KERNELS | U_OPS},
     {OPT_FORCE, "--force", U_CHECK | U_DUMP | U_COMPARE | U_BACKENDS | U_CONVERT},
-    {'k', "--kernel", U_CHECK | U_DUMP | U_BACKENDS | U_KERNELS},
-    {OPT_PLUGIN, "--plugin", U_CHECK | U_DUMP | U_BACKENDS | U_KERNELS},
+    {'k', "--kernel", U_CHECK | U_DUMP | U_BACKENDS},
+    {OPT_PLUGIN, "--plugin", U_CHECK | U_DUMP | U_BACKENDS | U_KERNELS | U_OPS},
     {OPT_DEVICES, "--devices", U_CHECK | U_DUMP | U_BACKENDS},
     {OPT_A, "--a", U_BACKENDS},
     {OPT_B, "--b", U_BACKENDS},
@@ -166,21 +176,39 @@ static unsigned command_bit(const args *a) {
 }
 
 /* "--tp: compare does not use it (an option of check, dump, backends and info)". */
+static int refuse(size_t i, const char *cmd) {
+    char list[128] = "";
+    size_t used = 0, k = 0, n = 0;
+    for (size_t j = 0; j < sizeof use_names / sizeof use_names[0]; j++)
+        n += !!(option_use[i].used_by & (1u << j));
+    for (size_t j = 0; j < sizeof use_names / sizeof use_names[0]; j++) {
+        if (!(option_use[i].used_by & (1u << j))) continue;
+        k++;
+        used += (size_t)snprintf(list + used, sizeof list - used, "%s%s",
+                                 k == 1   ? ""
+                                 : k == n ? " and "
+                                          : ", ",
+                                 use_names[j]);
+    }
+    return bad("%s: %s does not use it (an option of %s)", option_use[i].name, cmd, list);
+}
+
 static int refuse_unused(const args *a, const bool *given) {
     unsigned cmd = command_bit(a);
     if (!cmd) return 0;
+    for (size_t i = 0; i < N_OPTION_USE; i++)
+        if (given[i] && !(option_use[i].used_by & cmd)) return refuse(i, a->cmd ? a->cmd : "check");
+    return 0;
+}
+
+int refuse_option(const char *cmd, const char *opt) {
+    size_t len = strcspn(opt, "=");
     for (size_t i = 0; i < N_OPTION_USE; i++) {
-        if (!given[i] || (option_use[i].used_by & cmd)) continue;
-        char list[96] = "";
-        size_t used = 0, k = 0, n = 0;
-        for (size_t j = 0; j < sizeof use_names / sizeof use_names[0]; j++) n += !!(option_use[i].used_by & (1u << j));
-        for (size_t j = 0; j < sizeof use_names / sizeof use_names[0]; j++) {
-            if (!(option_use[i].used_by & (1u << j))) continue;
-            k++;
-            used += (size_t)snprintf(list + used, sizeof list - used, "%s%s", k == 1 ? "" : k == n ? " and " : ", ",
-                                     use_names[j]);
-        }
-        return bad("%s: %s does not use it (an option of %s)", option_use[i].name, a->cmd ? a->cmd : "check", list);
+        const char *name = option_use[i].name;
+        bool is_short =
+            opt[0] == '-' && opt[1] != '-' && option_use[i].code < 256 && opt[1] == option_use[i].code;
+        bool is_long = strlen(name) == len && strncmp(name, opt, len) == 0;
+        if (is_short || is_long) return refuse(i, cmd);
     }
     return 0;
 }
@@ -258,7 +286,8 @@ static int parse_args(int argc, char **argv, args *a) {
         case OPT_ISOLATE: {
             /* --isolate, --isolate=op, or --isolate op / --isolate layer */
             const char *level = optarg;
-            if (!level && optind < argc && (strcmp(argv[optind], "op") == 0 || strcmp(argv[optind], "layer") == 0))
+            if (!level && optind < argc &&
+                (strcmp(argv[optind], "op") == 0 || strcmp(argv[optind], "layer") == 0))
                 level = argv[optind++];
             if (level && strcmp(level, "op") != 0 && strcmp(level, "layer") != 0)
                 return bad("--isolate: \"%s\" is not layer or op", level);
@@ -277,7 +306,8 @@ static int parse_args(int argc, char **argv, args *a) {
         case OPT_INJECT:
             if (a->nfaults == (int)(sizeof a->faults / sizeof a->faults[0]))
                 return bad("--inject: at most %d faults", a->nfaults);
-            if (lr_fault_parse(optarg, &a->faults[a->nfaults]) != LR_OK) return bad("--inject: %s", lr_last_error());
+            if (lr_fault_parse(optarg, &a->faults[a->nfaults]) != LR_OK)
+                return bad("--inject: %s", lr_last_error());
             a->nfaults++;
             break;
         case OPT_REPORT:
@@ -335,20 +365,20 @@ static int parse_args(int argc, char **argv, args *a) {
     if (a->npos && !is_cmd(a, "compare")) return bad("unexpected argument \"%s\" (see --help)", a->pos[0]);
     bool convert = is_cmd(a, "convert");
     if (a->gguf && !convert && command_bit(a))
-        return bad("--gguf: %s does not use it (an option of convert; other commands take a .gguf file as --model)",
-                   a->cmd ? a->cmd : "check");
+        return bad(
+            "--gguf: %s does not use it (an option of convert; other commands take a .gguf file as --model)",
+            a->cmd ? a->cmd : "check");
     if (convert && (a->model || a->fixture || a->tokens))
         return bad("convert: takes --gguf FILE and --out DIR (not %s)", a->model     ? "--model"
                                                                         : a->fixture ? "--fixture"
                                                                                      : "--tokens");
-    /* kernels lists the CUDA backend's variants: its --precision is a CUDA one. */
-    if (is_cmd(a, "kernels")) a->opt.backend = "cuda";
     /* backends' own message says where each side's backend and precision go. */
     if (is_cmd(a, "backends") && (a->backend_given || a->precision_given)) return check_backend(a);
     int status = refuse_unused(a, given);
     if (status) return status;
     if (a->force && !a->report && (command_bit(a) & (U_CHECK | U_COMPARE | U_BACKENDS)))
-        return bad("--force: %s uses it only with --report (to replace the report file)", a->cmd ? a->cmd : "check");
+        return bad("--force: %s uses it only with --report (to replace the report file)",
+                   a->cmd ? a->cmd : "check");
     if ((status = check_backend(a))) return status;
     if ((a->out && (status = check_out_parent("--out", a->out))) ||
         (a->report && (status = check_out_parent("--report", a->report))))
@@ -395,8 +425,19 @@ static int default_job(char **model, char **fixture) {
 }
 
 int main(int argc, char **argv) {
-    /* ops has options of its own (ops.c). */
+    /* ops has options of its own (ops.c); kernels is ops --list under its older name, the
+     * one listing of kernel variants. */
     if (argc > 1 && strcmp(argv[1], "ops") == 0) return cmd_ops(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "kernels") == 0) {
+        char **av = calloc((size_t)argc + 1, sizeof *av);
+        if (!av) return bad("out of memory");
+        av[0] = argv[1], av[1] = "--list";
+        for (int i = 2; i < argc; i++)
+            av[i] = argv[i];
+        int st = cmd_ops(argc, av);
+        free(av);
+        return st;
+    }
     args a = {0};
     int first = 1;
     if (argc > 1 && argv[1][0] != '-') {
@@ -431,7 +472,6 @@ int main(int argc, char **argv) {
     } commands[] = {
         {"check", cmd_check},     {"dump", cmd_dump},       {"info", cmd_info},
         {"convert", cmd_convert}, {"compare", cmd_compare}, {"backends", cmd_backends},
-        {"kernels", cmd_kernels},
     };
     size_t i = 0;
     while (i < sizeof commands / sizeof commands[0] && !is_cmd(&a, commands[i].name))
@@ -441,9 +481,9 @@ int main(int argc, char **argv) {
     else if (is_cmd(&a, "help"))
         usage(stdout), status = EXIT_AGREE;
     else
-        status = bad(
-            "unknown command \"%s\" (commands: check, dump, compare, backends, info, convert, kernels, ops; see --help)",
-            a.cmd);
+        status = bad("unknown command \"%s\" (commands: check, dump, compare, backends, info, convert, "
+                     "kernels, ops; see --help)",
+                     a.cmd);
     free(model);
     free(fixture);
     return status;

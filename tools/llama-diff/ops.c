@@ -14,28 +14,38 @@
 
 #ifdef LR_HAVE_CUDA
 #include "opsweep.h"
+#include "rounding.h"
 #endif
 
 static void ops_usage(FILE *fp) {
-    fputs("usage: llama-diff ops [--list] [--op FAMILY] [--variant NAME] [--dtype f32|f16|bf16]\n"
-          "                      [--shape SPEC | --shapes fixtures|llama3-8b|llama3-70b] [--perf]\n"
-          "                      [--json] [--seed N]\n"
+    fputs("usage: llama-diff ops [--plugin LIB.so]... [--list] [--op FAMILY] [--variant NAME]\n"
+          "                      [--dtype f32|f16|bf16] [--shape SPEC | --shapes "
+          "fixtures|llama3-8b|llama3-70b]\n"
+          "                      [--perf] [--json] [--seed N]\n"
           "\n"
           "Sweeps every registered CUDA kernel variant op by op against the reference ops: guard\n"
           "bytes, poisoned outputs, unchanged inputs, NaN/Inf, the float64 criteria (relative L2,\n"
           "worst token, every element) and at f16/bf16 the emulated same-precision reference in\n"
           "ulps. One line per case, then the summary with coverage.\n"
           "\n"
-          "  --list             families, variants (* default), dtypes, shape sets; needs no device\n"
+          "  --plugin LIB.so    load a kernel plugin first (repeatable): its variants are listed,\n"
+          "                     named by --variant and swept like the tree's; a dtype a variant\n"
+          "                     does not declare is skipped and said so (SKIP), not failed\n"
+          "  --list             the one listing (kernels is its alias): families (swept or not),\n"
+          "                     variants (* default) with their dtypes, rounding and source\n"
+          "                     (in-tree or plugin), dtypes, shape sets; --op, --variant and\n"
+          "                     --dtype filter it (checked as for a sweep); needs no device\n"
           "  --op FAMILY        one family (embedding, rmsnorm, rotary, activation, cache,\n"
-          "                     attention, helpers, ...: --list)\n"
+          "                     attention, linear, helpers, ...: --list)\n"
           "  --variant NAME     one variant (of --op's family, or of any)\n"
           "  --dtype D          f32, f16 or bf16 (default: all three)\n"
           "  --shapes SET       fixtures (default: the test's shapes), llama3-8b, llama3-70b\n"
           "  --shape SPEC       one custom case, KEY=N,... with --op (e.g. --op rmsnorm\n"
-          "                     --shape T=2048,H=4096; keys per family: docs/llama-diff.md)\n"
+          "                     --shape T=2048,H=4096; --op linear --shape T=4,N=4096,K=14336;\n"
+          "                     keys per family: docs/llama-diff.md)\n"
           "  --perf             time each case (3 warm-ups, median of 20, cudaEvent): GB/s (and\n"
-          "                     TFLOP/s for attention) and the share of the copy bandwidth\n"
+          "                     TFLOP/s for attention and linear) and the share of the copy\n"
+          "                     bandwidth\n"
           "  --seed N           the inputs' seed (default 1); the same seed, the same inputs\n"
           "  --json             one JSON document (docs/llama-diff.schema.json)\n"
           "\n"
@@ -48,10 +58,13 @@ typedef struct {
     const char *family, *variant, *shapes, *shape;
     int dtype;
     uint64_t seed;
+    const char *plugins[16]; /* --plugin, in order */
+    int nplugins;
+    const char *cmd; /* "ops", or "kernels": ops --list under its other name */
 } ops_args;
 
 static int parse_ops(int argc, char **argv, ops_args *a) {
-    enum { O_LIST = 300, O_OP, O_VARIANT, O_DTYPE, O_SHAPE, O_SHAPES, O_PERF, O_JSON, O_SEED };
+    enum { O_LIST = 300, O_OP, O_VARIANT, O_DTYPE, O_SHAPE, O_SHAPES, O_PERF, O_JSON, O_SEED, O_PLUGIN };
     static const struct option longopts[] = {
         {"list", no_argument, NULL, O_LIST},
         {"op", required_argument, NULL, O_OP},
@@ -62,10 +75,12 @@ static int parse_ops(int argc, char **argv, ops_args *a) {
         {"perf", no_argument, NULL, O_PERF},
         {"json", no_argument, NULL, O_JSON},
         {"seed", required_argument, NULL, O_SEED},
+        {"plugin", required_argument, NULL, O_PLUGIN},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
     memset(a, 0, sizeof *a);
+    a->cmd = argv[0];
     a->dtype = -1;
     a->seed = 1;
     int c;
@@ -111,20 +126,29 @@ static int parse_ops(int argc, char **argv, ops_args *a) {
                 return bad("--seed: \"%s\" is not an integer in 0..2^63-1", optarg);
             break;
         }
+        case O_PLUGIN:
+            if (a->nplugins == (int)(sizeof a->plugins / sizeof a->plugins[0]))
+                return bad("--plugin: at most %d plugins", a->nplugins);
+            a->plugins[a->nplugins++] = optarg;
+            break;
         case 'h':
             ops_usage(stdout);
             exit(EXIT_AGREE);
         case ':':
-            return bad("ops: option %s needs a value (see llama-diff ops --help)", argv[optind - 1]);
-        default:
-            return bad("ops: unknown option %s (see llama-diff ops --help)", argv[optind - 1]);
+            return bad("%s: option %s needs a value (see llama-diff ops --help)", a->cmd, argv[optind - 1]);
+        default: {
+            /* an option of the other commands: named as main.c's table names it */
+            int st = refuse_option(a->cmd, argv[optind - 1]);
+            if (st) return st;
+            return bad("%s: unknown option %s (see llama-diff ops --help)", a->cmd, argv[optind - 1]);
+        }
         }
     }
     if (optind < argc)
-        return bad("ops: unexpected argument \"%s\" (see llama-diff ops --help)", argv[optind]);
+        return bad("%s: unexpected argument \"%s\" (see llama-diff ops --help)", a->cmd, argv[optind]);
     if (a->shape && a->shapes) return bad("--shape: not with --shapes (one custom case, or a set)");
-    if (a->list && (a->family || a->variant || a->dtype != -1 || a->shape || a->shapes || a->perf))
-        return bad("--list: takes no other option but --json");
+    if (a->list && (a->shape || a->shapes || a->perf))
+        return bad("--list: lists variants, sweeps nothing (not with --shape, --shapes or --perf)");
     return 0;
 }
 
@@ -134,6 +158,11 @@ int cmd_ops(int argc, char **argv) {
     ops_args a;
     int st = parse_ops(argc, argv, &a);
     if (st) return st;
+    if (a.nplugins)
+        return bad(
+            "--plugin: %s: this llama-diff is built without the CUDA backend, which kernel plugins run on "
+            "(configure with nvcc on the PATH, or --with-cuda=DIR)",
+            a.plugins[0]);
     if (!a.list)
         return bad("ops: this llama-diff was built without the CUDA backend (configure: CUDA backend no); "
                    "nothing to sweep");
@@ -157,41 +186,80 @@ static const char *const shape_sets[][2] = {
 };
 #define N_SETS (sizeof shape_sets / sizeof shape_sets[0])
 
-static int list(bool json) {
-    json_t *root = json_object(), *fams = json_array();
+/* The one listing of kernel families and variants (llama-diff ops --list, and kernels,
+ * its alias): per family whether the sweep has cases for it; per variant the default mark,
+ * the dtypes it takes, its rounding (attention: P rounded before P V, as it declares and as
+ * the rounding map makes the emulated reference follow), where it comes from (in-tree, or
+ * a plugin and its file) and its description. --op, --variant and --dtype filter it, each
+ * checked as a sweep checks it. */
+static int list(const ops_args *a, const lr_opsweep_opts *o) {
+    bool json = a->json;
+    json_t *root = json_object(), *fams = json_array(), *plugins = json_array();
     json_object_set_new(root, "command", json_string("ops"));
     json_object_set_new(root, "cuda", json_true());
-    if (!json) puts("families and variants (* the default):");
+    for (int i = 0; i < a->nplugins; i++)
+        json_array_append_new(plugins, json_string(a->plugins[i]));
+    json_object_set_new(root, "plugins", plugins);
+    if (!json)
+        puts("families and variants (* the default): the dtypes each takes, its rounding, where it comes "
+             "from");
     for (int f = 0; f <= LR_GPU_NUM_FAMILIES; f++) {
         const char *name =
             f < LR_GPU_NUM_FAMILIES ? lr_gpu_family_name((lr_gpu_family)f) : LR_OPSWEEP_HELPERS;
-        bool swept = lr_opsweep_has_sweep(name);
+        if (o->family && strcmp(o->family, name) != 0) continue;
+        bool swept = lr_opsweep_has_sweep(name), attention = strcmp(name, "attention") == 0;
         json_t *jf = json_object(), *vars = json_array();
         json_object_set_new(jf, "name", json_string(name));
         json_object_set_new(jf, "swept", json_boolean(swept));
-        if (!json) printf("  %s%s\n", name, swept ? "" : " (no sweep: its cases are not run)");
-        for (size_t i = 0; i < lr_gpu_variant_count(); i++) {
+        bool header = false;
+        for (size_t i = 0; i <= lr_gpu_variant_count(); i++) {
             const lr_gpu_variant *v = lr_gpu_variant_at(i);
-            if (strcmp(v->family, name) != 0) continue;
+            lr_gpu_variant helpers = {LR_OPSWEEP_HELPERS,
+                                      "builtin",
+                                      "lr_gpu_sum, add_bias, add_residual, convert (no variants)",
+                                      true,
+                                      LR_KERNEL_ALL_DTYPES,
+                                      0,
+                                      NULL,
+                                      NULL};
+            if (!v && f == LR_GPU_NUM_FAMILIES) v = &helpers;
+            if (!v || strcmp(v->family, name) != 0) continue;
+            if (o->variant && strcmp(o->variant, v->name) != 0) continue;
+            bool rounds = v->rounding & LR_KERNEL_ROUNDS_P;
+            bool emulated = attention && lr_attention_rounds_p(v->name, LR_BF16, 64, 2);
+            const char *rounding = rounds ? "P rounded" : attention ? "P float32" : "default";
+            char dts[32];
+            lr_gpu_dtypes_name(v->dtypes, dts, sizeof dts);
+            json_t *d = json_array();
+            if (v->dtypes & LR_KERNEL_F32) json_array_append_new(d, json_string("F32"));
+            if (v->dtypes & LR_KERNEL_F16) json_array_append_new(d, json_string("F16"));
+            if (v->dtypes & LR_KERNEL_BF16) json_array_append_new(d, json_string("BF16"));
             json_t *jv = json_object();
             json_object_set_new(jv, "name", json_string(v->name));
             json_object_set_new(jv, "description", json_string(v->description));
             json_object_set_new(jv, "default", json_boolean(v->is_default));
+            json_object_set_new(jv, "dtypes", d);
+            json_object_set_new(jv, "rounds_p", json_boolean(rounds));
+            json_object_set_new(jv, "emulated_rounds_p", json_boolean(emulated));
+            json_object_set_new(jv, "plugin", v->plugin ? json_string(v->plugin) : json_null());
+            json_object_set_new(jv, "source", v->source ? json_string(v->source) : json_null());
             json_array_append_new(vars, jv);
-            if (!json) printf("    %c %-14s %s\n", v->is_default ? '*' : ' ', v->name, v->description);
-        }
-        if (f == LR_GPU_NUM_FAMILIES) {
-            json_t *jv = json_object();
-            json_object_set_new(jv, "name", json_string("builtin"));
-            json_object_set_new(jv, "description",
-                                json_string("lr_gpu_sum, add_bias, add_residual, convert (no variants)"));
-            json_object_set_new(jv, "default", json_true());
-            json_array_append_new(vars, jv);
-            if (!json)
-                printf("    * %-14s %s\n", "builtin",
-                       "lr_gpu_sum, add_bias, add_residual, convert (no variants)");
+            if (json) continue;
+            if (!header) printf("  %s%s\n", name, swept ? "" : " (no sweep: its cases are not run)");
+            header = true;
+            char from[600];
+            if (v->plugin)
+                snprintf(from, sizeof from, "plugin %s (%s)", v->plugin, v->source);
+            else
+                snprintf(from, sizeof from, "in-tree");
+            printf("    %c %-20s %-15s %-9s %s\n", v->is_default ? '*' : ' ', v->name, dts, rounding, from);
+            printf("      %s\n", v->description);
         }
         json_object_set_new(jf, "variants", vars);
+        if (o->variant && json_array_size(vars) == 0) {
+            json_decref(jf);
+            continue;
+        }
         json_array_append_new(fams, jf);
     }
     json_object_set_new(root, "families", fams);
@@ -210,7 +278,7 @@ static int list(bool json) {
     }
     json_object_set_new(root, "shape_sets", sets);
     if (json) {
-        json_dumpf(root, stdout, JSON_INDENT(2));
+        json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         putchar('\n');
     }
     json_decref(root);
@@ -235,10 +303,11 @@ static void on_case(const lr_opsweep_case *c, void *user) {
         json_object_set_new(j, "dtype", json_string(dtype_short(c->dt)));
         json_object_set_new(j, "shape", json_string(c->shape));
         json_object_set_new(j, "status",
-                            json_string(c->status == LR_CASE_PASS    ? "pass"
-                                        : c->status == LR_CASE_FAIL  ? "fail"
-                                        : c->status == LR_CASE_ERROR ? "error"
-                                                                     : "not_run"));
+                            json_string(c->status == LR_CASE_PASS      ? "pass"
+                                        : c->status == LR_CASE_FAIL    ? "fail"
+                                        : c->status == LR_CASE_ERROR   ? "error"
+                                        : c->status == LR_CASE_SKIPPED ? "skipped"
+                                                                       : "not_run"));
         json_object_set_new(j, "hard", json_boolean(c->hard));
         json_object_set_new(j, "why", c->why[0] ? json_string(c->why) : json_null());
         json_object_set_new(j, "f64_used", json_real(c->f64_used));
@@ -278,13 +347,16 @@ int cmd_ops(int argc, char **argv) {
     ops_args a;
     int st = parse_ops(argc, argv, &a);
     if (st) return st;
-    if (a.list) return list(a.json);
+    /* before any name is checked (a plugin's variants are names) and before any device */
+    for (int i = 0; i < a.nplugins; i++)
+        if (lr_gpu_plugin_load(a.plugins[i]) != LR_OK) return bad("--plugin: %s", lr_last_error());
     lr_opsweep_opts o;
     lr_opsweep_opts_init(&o);
     o.family = a.family, o.variant = a.variant, o.dtype = a.dtype, o.shape = a.shape, o.seed = a.seed,
     o.perf = a.perf;
     if (a.shapes) o.shapes = a.shapes;
-    if (lr_opsweep_check(&o) != LR_OK) return bad("ops: %s", lr_last_error()); /* before any device */
+    if (lr_opsweep_check(&o) != LR_OK) return bad("%s: %s", a.cmd, lr_last_error()); /* before any device */
+    if (a.list) return list(&a, &o);
     lr_opsweep_summary sum;
     ops_out out = {.json = a.json, .perf = a.perf, .cases = json_array(), .sum = &sum};
     int rc = lr_opsweep_run(&o, on_case, &out, &sum);
@@ -311,6 +383,7 @@ int cmd_ops(int argc, char **argv) {
         json_object_set_new(s, "failed", json_integer(sum.failed));
         json_object_set_new(s, "errors", json_integer(sum.errors));
         json_object_set_new(s, "not_run", json_integer(sum.not_run));
+        json_object_set_new(s, "skipped", json_integer(sum.skipped));
         json_object_set_new(root, "summary", s);
         json_object_set_new(root, "result", json_string(pass ? "pass" : "fail"));
         json_dumpf(root, stdout, JSON_INDENT(2));
@@ -321,9 +394,10 @@ int cmd_ops(int argc, char **argv) {
         if (a.perf)
             printf("copy bandwidth (read + write, device to device): %.0f GB/s\n", sum.copy_bandwidth * 1e-9);
         printf(
-            "ops: %s: %lld of %lld planned cases run: %lld passed, %lld failed, %lld errors; %lld not run\n",
+            "ops: %s: %lld of %lld planned cases run: %lld passed, %lld failed, %lld errors; %lld not run; "
+            "%lld skipped (dtypes a variant does not declare)\n",
             pass ? "PASS" : "FAIL", (long long)sum.run, (long long)sum.planned, (long long)sum.passed,
-            (long long)sum.failed, (long long)sum.errors, (long long)sum.not_run);
+            (long long)sum.failed, (long long)sum.errors, (long long)sum.not_run, (long long)sum.skipped);
     }
     return pass ? EXIT_AGREE : EXIT_DIVERGE;
 }
