@@ -9,8 +9,8 @@
 # The GPU machine has no Check, no jansson and no package registry: first, on a machine
 # with Debian's registry, run `tools/gpu-check.sh --fetch` to download those packages into
 # .devdeps/ (git-ignored); carry that folder along. Usage on the GPU machine:
-#   tools/gpu-check.sh [--sanitize] [--quick] [--smollm2 FILE.gguf] [--detection] [--build-only]
-# --build-only stops after the build (in /tmp/llamaref-build, where tools/gpu-shape-check.sh
+#   tools/gpu-check.sh [--sanitize] [--quick] [--smollm2 FILE.gguf] [--detection] [--build-only|--plugin-only]
+# --plugin-only runs only the kernel plugin's checks after the build; --build-only stops after the build (in /tmp/llamaref-build, where tools/gpu-shape-check.sh
 # and later steps of a session find it).
 # --smollm2 also runs the real model (its GGUF; tools/fetch-smollm2.sh) through the CUDA
 # path at bf16, fp16 and fp32 and PyTorch's own bf16/fp16 on it, against its golden.
@@ -20,13 +20,14 @@ if [ "${1:-}" = "--fetch" ]; then
     mkdir -p .devdeps && cd .devdeps && apt-get download check libsubunit0 libsubunit-dev libjansson4 libjansson-dev
     exit $?
 fi
-SANITIZE=0 QUICK=0 SMOL= DETECT=0 BUILD_ONLY=0
+SANITIZE=0 QUICK=0 SMOL= DETECT=0 BUILD_ONLY=0 PLUGIN_ONLY=0
 while [ $# -gt 0 ]; do
     case $1 in
     --sanitize) SANITIZE=1 ;;
     --detection) DETECT=1 ;;
     --quick) QUICK=1 ;;
     --build-only) BUILD_ONLY=1 ;;
+    --plugin-only) PLUGIN_ONLY=1 ;;
     --smollm2) SMOL=${2:?--smollm2 needs a GGUF file}; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -70,6 +71,56 @@ rc=$?
 tail -30 "$OUT/build.log"
 [ $rc -eq 0 ] || { echo "BUILD FAILED"; exit 1; }
 [ $BUILD_ONLY -eq 1 ] && exit 0
+
+# The kernel plugin of docs/examples, built out of tree against an install of this build.
+plugin_checks() {
+    echo "== a kernel plugin built out of tree (docs/examples/kernel-plugin) against an install of this build, at model level"
+    # The example's correct RMSNorm (example-row) and its SiluAndMul (example-silu) must agree
+    # on every fixture at bf16 and fp16 (exit 0); its planted RMSNorm (the last element of each
+    # row without its weight) must diverge (exit 1).
+    PI=/tmp/llamaref-plugin-install
+    rm -rf "$PI" && make install DESTDIR="$PI" >"$OUT/plugin-build.log" 2>&1
+    prefix=$(pkg-config --variable=prefix ./llamaref.pc)
+    cp -R docs/examples/kernel-plugin "$PI/kernel-plugin"
+    PKG_CONFIG_PATH="$PI$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}" \
+        make -C "$PI/kernel-plugin" PKG_CONFIG="pkg-config --define-variable=prefix=$PI$prefix" >>"$OUT/plugin-build.log" 2>&1
+    echo "plugin build exit $?"; tail -3 "$OUT/plugin-build.log"
+    PL=$PI/kernel-plugin/libexample_kernels.so LDI=$PI$prefix/bin/llama-diff
+    "$LDI" ops --list --plugin "$PL" | grep -A1 "plugin example"
+    for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16 long-gqa-f32:long-gqa-f32-300; do
+        m=${c%%:*} f=${c##*:}
+        for p in bf16 fp16; do
+            for run in "rmsnorm=example-row:0" "activation=example-silu:0" "rmsnorm=example-planted:1"; do
+                k=${run%:*} want=${run##*:}
+                "$LDI" check -b cuda -p $p --plugin "$PL" -k "$k" -m fixtures/models/$m -f fixtures/golden/$f.safetensors \
+                    --json -q >"$OUT/plugin-$f-$p-${k#*=}.json" 2>"$OUT/plugin-$f-$p-${k#*=}.err"
+                rc=$?
+                echo "plugin $f $p $k exit $rc (expected $want): $([ $rc -eq "$want" ] && echo ok || echo UNEXPECTED) $(python3 -c "import json;d=json.load(open('$OUT/plugin-$f-$p-${k#*=}.json'));print(d['result'], 'first divergence', d['first_divergence'])" 2>/dev/null) $(head -c 300 "$OUT/plugin-$f-$p-${k#*=}.err")"
+            done
+            # the plugin's GEMV runs every decode step (T <= 8) of every fixture: exit 0
+            "$LDI" check -b cuda -p $p --decode 4 --plugin "$PL" -k linear=example-gemv -m fixtures/models/$m \
+                -f fixtures/golden/$f.safetensors -q >"$OUT/plugin-gemv-decode-$f-$p.txt" 2>&1
+            rc=$?
+            echo "plugin $f $p --decode 4 -k linear=example-gemv exit $rc (expected 0): $([ $rc -eq 0 ] && echo ok || echo UNEXPECTED) $(grep -E '^decode' "$OUT/plugin-gemv-decode-$f-$p.txt" | tail -1)"
+        done
+    done
+    echo "== the op sweep over the plugin's variants (llama-diff ops --plugin): the correct ones pass (0), the planted ones fail (1)"
+    for run in example-row:all:0 example-silu:all:0 example-gemv:all:0 example-planted:bf16:1 example-planted:fp16:1 \
+        example-gemv-planted:bf16:1; do
+        v=${run%%:*} d=${run#*:} d=${d%:*} want=${run##*:}
+        dt=""; [ "$d" = all ] || dt="--dtype $d"
+        # shellcheck disable=SC2086
+        "$LDI" ops --plugin "$PL" --variant "$v" $dt >"$OUT/plugin-ops-$v-$d.txt" 2>&1
+        rc=$?
+        echo "ops --plugin --variant $v ($d) exit $rc (expected $want): $([ $rc -eq "$want" ] && echo ok || echo UNEXPECTED) $(tail -1 "$OUT/plugin-ops-$v-$d.txt")"
+    done
+}
+
+if [ $PLUGIN_ONLY -eq 1 ]; then
+    export LR_FIXTURES=$PWD/fixtures
+    plugin_checks
+    exit 0
+fi
 
 echo "== GPU suites"
 export LR_FIXTURES=$PWD/fixtures LR_TMPDIR=$PWD/tests/tmp CK_FORK=no
@@ -125,46 +176,7 @@ echo "== the error model against the records just measured (tests/test_error_mod
 LR_CUDA_RECORDS="$OUT/diff-all.jsonl" ./tests/test_error_model >"$OUT/error-model-live.log" 2>&1
 echo "exit $?"; tail -3 "$OUT/error-model-live.log"
 
-echo "== a kernel plugin built out of tree (docs/examples/kernel-plugin) against an install of this build, at model level"
-# The example's correct RMSNorm (example-row) and its SiluAndMul (example-silu) must agree
-# on every fixture at bf16 and fp16 (exit 0); its planted RMSNorm (the last element of each
-# row without its weight) must diverge (exit 1).
-PI=/tmp/llamaref-plugin-install
-rm -rf "$PI" && make install DESTDIR="$PI" >"$OUT/plugin-build.log" 2>&1
-prefix=$(pkg-config --variable=prefix ./llamaref.pc)
-cp -R docs/examples/kernel-plugin "$PI/kernel-plugin"
-PKG_CONFIG_PATH="$PI$prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}" \
-    make -C "$PI/kernel-plugin" PKG_CONFIG="pkg-config --define-variable=prefix=$PI$prefix" >>"$OUT/plugin-build.log" 2>&1
-echo "plugin build exit $?"; tail -3 "$OUT/plugin-build.log"
-PL=$PI/kernel-plugin/libexample_kernels.so LDI=$PI$prefix/bin/llama-diff
-"$LDI" ops --list --plugin "$PL" | grep -A1 "plugin example"
-for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16 long-gqa-f32:long-gqa-f32-300; do
-    m=${c%%:*} f=${c##*:}
-    for p in bf16 fp16; do
-        for run in "rmsnorm=example-row:0" "activation=example-silu:0" "rmsnorm=example-planted:1"; do
-            k=${run%:*} want=${run##*:}
-            "$LDI" check -b cuda -p $p --plugin "$PL" -k "$k" -m fixtures/models/$m -f fixtures/golden/$f.safetensors \
-                --json -q >"$OUT/plugin-$f-$p-${k#*=}.json" 2>"$OUT/plugin-$f-$p-${k#*=}.err"
-            rc=$?
-            echo "plugin $f $p $k exit $rc (expected $want): $([ $rc -eq "$want" ] && echo ok || echo UNEXPECTED) $(python3 -c "import json;d=json.load(open('$OUT/plugin-$f-$p-${k#*=}.json'));print(d['result'], 'first divergence', d['first_divergence'])" 2>/dev/null) $(head -c 300 "$OUT/plugin-$f-$p-${k#*=}.err")"
-        done
-        # the plugin's GEMV runs every decode step (T <= 8) of every fixture: exit 0
-        "$LDI" check -b cuda -p $p --decode 4 --plugin "$PL" -k linear=example-gemv -m fixtures/models/$m \
-            -f fixtures/golden/$f.safetensors -q >"$OUT/plugin-gemv-decode-$f-$p.txt" 2>&1
-        rc=$?
-        echo "plugin $f $p --decode 4 -k linear=example-gemv exit $rc (expected 0): $([ $rc -eq 0 ] && echo ok || echo UNEXPECTED) $(grep -E '^decode' "$OUT/plugin-gemv-decode-$f-$p.txt" | tail -1)"
-    done
-done
-echo "== the op sweep over the plugin's variants (llama-diff ops --plugin): the correct ones pass (0), the planted ones fail (1)"
-for run in example-row:all:0 example-silu:all:0 example-gemv:all:0 example-planted:bf16:1 example-planted:fp16:1 \
-    example-gemv-planted:bf16:1; do
-    v=${run%%:*} d=${run#*:} d=${d%:*} want=${run##*:}
-    dt=""; [ "$d" = all ] || dt="--dtype $d"
-    # shellcheck disable=SC2086
-    "$LDI" ops --plugin "$PL" --variant "$v" $dt >"$OUT/plugin-ops-$v-$d.txt" 2>&1
-    rc=$?
-    echo "ops --plugin --variant $v ($d) exit $rc (expected $want): $([ $rc -eq "$want" ] && echo ok || echo UNEXPECTED) $(tail -1 "$OUT/plugin-ops-$v-$d.txt")"
-done
+plugin_checks
 
 if [ -n "$SMOL" ]; then
     echo "== the real model, SmolLM2-135M-Instruct ($SMOL)"
