@@ -478,6 +478,13 @@ typedef struct {
     int num_devices;
     /* cuda: kernel variants, "family=name,..." (e.g. "rmsnorm=warp"); NULL: defaults. */
     const char *kernels;
+    /* cpu: bytes of converted weights to hold at once (the weight cache); 0: an eighth
+     * of physical memory. Weights that fit are converted when the model is created;
+     * otherwise each layer's are converted when it runs, the least recently used
+     * released, and the embedding and LM head read by rows: the checkpoint must then
+     * stay open while the model lives (docs/architecture.md, "The CPU backend's
+     * weights"). The numbers are the same whatever the budget. */
+    uint64_t memory_budget;
 } lr_options;
 
 void lr_options_init(lr_options *o);
@@ -516,14 +523,21 @@ lr_dtype lr_model_precision(const lr_model *m);
  * tp when the ranks are spread over tp GPUs through NCCL. */
 int lr_model_num_devices(const lr_model *m);
 
-/* What a model holds on its devices (lr_model_memory); all 0 for the CPU reference,
- * whose weights are host memory. The host's own peak is the process's (lr_host_peak_rss). */
+/* What a model holds on its devices (lr_model_memory), and for the CPU reference its
+ * weight cache (host memory; device fields 0). The host's own peak is the process's
+ * (lr_host_peak_rss). */
 typedef struct {
     uint64_t device_weights; /* bytes allocated for the weights on every GPU, summed */
     uint64_t device_used;    /* the GPUs' memory in use right after loading (cudaMemGetInfo's
                               * total - free, summed over the GPUs the model runs on: the
                               * CUDA context, cuBLAS and other processes count too) */
     uint64_t load_staging;   /* host bytes the loader staged through (pinned, freed after) */
+    /* cpu: the weight cache (lr_options.memory_budget); 0 for cuda */
+    uint64_t host_weights_budget;    /* its budget in bytes */
+    uint64_t host_weights_total;     /* every rank's converted weights, were all held */
+    uint64_t host_weights_peak;      /* the most converted weight bytes held at once so far
+                                      * (row blocks of the embedding and LM head included) */
+    uint64_t host_weights_converted; /* bytes converted so far (more than total: reconverted) */
 } lr_memory;
 int lr_model_memory(const lr_model *m, lr_memory *out);
 /* The process's peak resident set so far, in bytes (getrusage's ru_maxrss), 0 if unknown. */
