@@ -478,7 +478,7 @@ typedef struct {
     int num_devices;
     /* cuda: kernel variants, "family=name,..." (e.g. "rmsnorm=warp"); NULL: defaults. */
     const char *kernels;
-    /* cpu: bytes of converted weights to hold at once (the weight cache); 0: an eighth
+    /* cpu: bytes of converted weights to hold at once (the weight cache); 0: a tenth
      * of physical memory. Weights that fit are converted when the model is created;
      * otherwise each layer's are converted when it runs, the least recently used
      * released, and the embedding and LM head read by rows: the checkpoint must then

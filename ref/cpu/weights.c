@@ -15,7 +15,7 @@
 uint64_t cpu_default_budget(void) {
     long pages = sysconf(_SC_PHYS_PAGES), size = sysconf(_SC_PAGE_SIZE);
     uint64_t phys = pages > 0 && size > 0 ? (uint64_t)pages * (uint64_t)size : (uint64_t)8 << 30;
-    return phys / 8;
+    return phys / 10;
 }
 
 static size_t tensor_bytes(const cpu_model *m, const lr_packed_desc *d) {
@@ -29,8 +29,10 @@ static int owner(const cpu_model *m, int r, int index) {
 }
 
 /* Rows [row0, row0 + rows) of packed tensor d, converted into dst (rows, cols) in the
- * arithmetic's precision; rows no slice fills (vocabulary padding) are zero. */
-static int read_rows(const cpu_model *m, const lr_packed_desc *d, int64_t row0, int64_t rows, void *dst) {
+ * arithmetic's precision; rows no slice fills (vocabulary padding) are zero. release:
+ * each slice's source pages dropped once it is read (a whole tensor is read once). */
+static int read_rows(const cpu_model *m, const lr_packed_desc *d, int64_t row0, int64_t rows, void *dst,
+                     bool release) {
     size_t es = lr_dtype_size(m->arith);
     int64_t cols = d->shape[1];
     unsigned char *out = dst;
@@ -46,6 +48,7 @@ static int read_rows(const cpu_model *m, const lr_packed_desc *d, int64_t row0, 
             int rc = lr_packed_read_chunk(m->ck, d, &c, m->arith, out + (size_t)((i - row0) * cols) * es);
             if (rc) return rc;
         }
+        if (release) lr_checkpoint_release(m->ck, s->src);
     }
     if (m->dt == LR_BF16 || m->dt == LR_F16) lr_round_f32_n(dst, (size_t)(rows * cols), m->dt);
     return LR_OK;
@@ -95,8 +98,7 @@ int cpu_weight(cpu_model *m, int r, int index, const void **out) {
     make_room(m, bytes);
     void *buf = malloc(bytes ? bytes : 1);
     if (!buf) return lr_fail(LR_E_NOMEM, "cpu backend: %s: cannot allocate %zu bytes", d->name, bytes);
-    int rc = read_rows(m, d, 0, d->shape[0], buf);
-    release_sources(m, d);
+    int rc = read_rows(m, d, 0, d->shape[0], buf, true);
     if (rc) {
         free(buf);
         return rc;
@@ -129,7 +131,7 @@ int cpu_weight_rows(cpu_model *m, int r, int index, int64_t row0, int64_t rows, 
     }
     note_held(m, (uint64_t)rows * row_bytes);
     m->converted += (uint64_t)rows * row_bytes;
-    return read_rows(m, d, row0, rows, dst);
+    return read_rows(m, d, row0, rows, dst, false);
 }
 
 void cpu_weights_release_rows(cpu_model *m, int r, int index) {
