@@ -341,10 +341,10 @@ static int R(lm_head_shard)(cpu_model *m, int r, const real *hidden, int64_t T, 
     for (int64_t n0 = 0; rc == LR_OK && n0 < shard; n0 += rows) {
         int64_t nb = shard - n0 < rows ? shard - n0 : rows;
         if ((rc = cpu_weight_rows(m, r, m->lm_head, n0, nb, w))) break;
+        cpu_weights_release_rows(m, r, m->lm_head); /* this block's pages of the file */
         R(lr_ref_linear)(y, hidden, w, NULL, T, nb, H);
         for (int64_t t = 0; t < T; t++) memcpy(part + t * shard + n0, y + t * nb, (size_t)nb * sizeof(real));
     }
-    cpu_weights_release_rows(m, r, m->lm_head);
     free(w);
     free(y);
     return rc;
