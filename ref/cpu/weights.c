@@ -129,6 +129,7 @@ int cpu_weight_rows(cpu_model *m, int r, int index, int64_t row0, int64_t rows, 
         memcpy(dst, held + (size_t)row0 * row_bytes, (size_t)rows * row_bytes);
         return LR_OK;
     }
+    make_room(m, (uint64_t)rows * row_bytes); /* the block counts against the budget too */
     note_held(m, (uint64_t)rows * row_bytes);
     m->converted += (uint64_t)rows * row_bytes;
     return read_rows(m, d, row0, rows, dst, false);
