@@ -254,8 +254,11 @@ int lr_checkpoint_open(const char *path, lr_checkpoint **out);
 void lr_checkpoint_close(lr_checkpoint *ck);
 const lr_config *lr_checkpoint_config(const lr_checkpoint *ck);
 const char *lr_checkpoint_dir(const lr_checkpoint *ck);
-/* The HF tensor by name, or NULL. */
+/* The HF tensor by name, or NULL. A GGUF file's tensor is dequantized when first found. */
 const lr_st_entry *lr_checkpoint_find(const lr_checkpoint *ck, const char *name);
+/* The same without reading the data: its name, dtype and shape (a GGUF file's tensor:
+ * F32, its data NULL until found), or NULL. */
+const lr_st_entry *lr_checkpoint_peek(const lr_checkpoint *ck, const char *name);
 /* The file holding a tensor (for messages). */
 const char *lr_checkpoint_file_of(const lr_checkpoint *ck, const char *name);
 /* Writes the checkpoint as a Hugging Face directory: dir/config.json and

@@ -552,6 +552,8 @@ int lr_checkpoint_tensor(const lr_checkpoint *ck, const char *name, const lr_st_
     return rc;
 }
 
+const lr_st_entry *lr_checkpoint_peek(const lr_checkpoint *ck, const char *name) { return lookup(ck, name); }
+
 const lr_st_entry *lr_checkpoint_find(const lr_checkpoint *ck, const char *name) {
     const lr_st_entry *e;
     return lr_checkpoint_tensor(ck, name, &e) == LR_OK ? e : NULL;
