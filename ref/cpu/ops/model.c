@@ -316,13 +316,14 @@ int R(cpu_forward)(cpu_model *m, const lr_batch *b, const cpu_seq *seqs, cpu_kv 
 /* One rank's LM-head shard: hidden (T, H) -> part (T, shard), in one GEMM on the held
  * shard, or where the shard is streamed (cpu_weight_streamed) in blocks of its rows,
  * each converted, multiplied into its columns of part and dropped. The blocks change no
- * number where each output element's dot product is computed the same way whatever the
- * block: OpenBLAS's dgemm, and its dgemv and sgemv (one token), on row blocks at
- * multiples of 64 (checked element by element against the one call at the fixtures',
- * SmolLM2's and Llama-3-8B's shapes, and by tools/compare-builds.sh). Its sgemm is not:
- * an element's accumulation order there depends on where its row falls in the call
- * (the kernel's blocking of the call's first rows), so at float32 with more than one
- * token the shard is converted whole, beyond the budget if it must be, and released. */
+ * number only where each output element's dot product is computed the same way whatever
+ * the block: OpenBLAS 0.3.21's dgemm, and its dgemv and sgemv (one token), on row blocks
+ * at multiples of 64 (checked element by element against the one call for T 1..100, N
+ * up to 49152, K up to 4096; on whole models by tools/compare-builds.sh, and on every
+ * machine that runs tests/test_cpu_memory.sh). Its sgemm is not: an element's
+ * accumulation order there depends on where its row falls in the call, so at float32
+ * with more than one token the shard is converted whole into the cache, beyond the
+ * budget if it must be (released when room is next needed). */
 static int R(lm_head_shard)(cpu_model *m, int r, const real *hidden, int64_t T, int64_t shard, real *part) {
     int64_t H = m->cfg.hidden_size;
     cpu_weights_pin(m);
