@@ -517,7 +517,9 @@ bool lr_backend_supports(const lr_backend_info *b, lr_dtype p);
 typedef struct lr_model lr_model;
 typedef struct lr_kv_cache lr_kv_cache;
 
-/* Builds the backend over the packed, sharded weights of every rank. */
+/* Builds the backend over the packed, sharded weights of every rank. The CPU backend
+ * reads ck while the model lives when its converted weights exceed
+ * lr_options.memory_budget: close the checkpoint after lr_model_free. */
 int lr_model_create(const lr_checkpoint *ck, const lr_options *opt, lr_model **out);
 void lr_model_free(lr_model *m);
 const lr_config *lr_model_config(const lr_model *m);
