@@ -1,8 +1,8 @@
 /* checkpoint.c: a Hugging Face Llama checkpoint directory (config.json plus
  * model.safetensors or the shards of model.safetensors.index.json) or a GGUF file (its
- * metadata as the config, its tensors renamed, dequantized to F32 and unpermuted one
- * at a time, when first read), checked against the config tensor by tensor; and writing one back out as a Hugging
- * Face directory. */
+ * metadata as the config, its tensors renamed, dequantized to F32 and unpermuted one at
+ * a time, when first read), checked against the config tensor by tensor; and writing
+ * one back out as a Hugging Face directory. */
 #include "internal.h"
 
 #include <errno.h>
@@ -357,7 +357,8 @@ static int open_gguf(lr_checkpoint *ck, const lr_gguf_file *g) {
     ck->by_name = calloc(n ? n : 1, sizeof *ck->by_name);
     ck->gguf_names = calloc(n ? n : 1, sizeof *ck->gguf_names);
     ck->released = calloc(n ? n : 1, sizeof *ck->released);
-    if (!ck->owned || !ck->by_name || !ck->gguf_names || !ck->released) return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
+    if (!ck->owned || !ck->by_name || !ck->gguf_names || !ck->released)
+        return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
     for (size_t i = 0; i < n; i++) {
         const lr_gguf_tensor *t = lr_gguf_tensor_at(g, i);
         char hf[160];

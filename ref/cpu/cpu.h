@@ -14,8 +14,8 @@
 
 /* A packed tensor in the weight cache (weights.c): converted, or not held. */
 typedef struct {
-    void *data;    /* (shape) in the arithmetic's precision (bf16/fp16: float32 holding
-                    * values rounded to the dtype), or NULL */
+    void *data; /* (shape) in the arithmetic's precision (bf16/fp16: float32 holding
+                 * values rounded to the dtype), or NULL */
     size_t bytes;
     uint64_t used; /* the cache's clock at its last use */
 } cpu_wslot;
@@ -40,8 +40,8 @@ typedef struct {
      * not read again once every tensor is resident), its budget in bytes, what it holds. */
     const lr_checkpoint *ck;
     uint64_t budget, held, held_peak, converted, total;
-    uint64_t clock, pin; /* LRU clock; tensors used at or after pin belong to the running op */
-    bool resident;       /* every tensor fitted the budget: converted at create */
+    uint64_t clock, pin;    /* LRU clock; tensors used at or after pin belong to the running op */
+    bool resident;          /* every tensor fitted the budget: converted at create */
     bool profiling;         /* lr_model_set_profiling */
     uint64_t prof_t;        /* the clock at the last profiling mark */
     const lr_fault *faults; /* (num_faults): lr_model_set_faults, owned by the front */

@@ -17,7 +17,8 @@ static void cpu_destroy(void *impl) {
     cpu_model *m = impl;
     if (!m) return;
     cpu_weights_free(m);
-    for (int r = 0; m->ranks && r < m->tp; r++) lr_plan_free(m->ranks[r].plan);
+    for (int r = 0; m->ranks && r < m->tp; r++)
+        lr_plan_free(m->ranks[r].plan);
     free(m->ranks);
     free(m->layouts);
     free(m->inv_freq);

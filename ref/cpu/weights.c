@@ -55,7 +55,8 @@ static int read_rows(const cpu_model *m, const lr_packed_desc *d, int64_t row0, 
 }
 
 static void release_sources(const cpu_model *m, const lr_packed_desc *d) {
-    for (int k = 0; k < d->nslices; k++) lr_checkpoint_release(m->ck, d->slices[k].src);
+    for (int k = 0; k < d->nslices; k++)
+        lr_checkpoint_release(m->ck, d->slices[k].src);
 }
 
 static void evict(cpu_model *m, cpu_wslot *s) {

@@ -86,8 +86,8 @@ int cmd_dump(const args *a) {
     stats.host_peak_after_run = lr_host_peak_rss(); /* the writer's copies included */
     if (a->json) {
         json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:o}", "command", "dump", "out", a->out, "stages",
-                              (json_int_t)lr_recorder_count(rec), "tokens", (json_int_t)b.num_tokens, "memory",
-                              memory_json(&stats));
+                              (json_int_t)lr_recorder_count(rec), "tokens", (json_int_t)b.num_tokens,
+                              "memory", memory_json(&stats));
         char *text = j ? json_dumps(j, JSON_PRESERVE_ORDER) : NULL;
         if (text) printf("%s\n", text);
         free(text);

@@ -185,15 +185,14 @@ const char *memory_note(const run_stats *st, const char *backend, char *buf, siz
 }
 
 json_t *memory_json(const run_stats *st) {
-    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "host_peak_rss",
-                     (json_int_t)st->host_peak_after_run, "host_peak_rss_after_load",
-                     (json_int_t)st->host_peak_after_load, "device_weights", (json_int_t)st->mem.device_weights,
-                     "device_used_after_load", (json_int_t)st->mem.device_used, "load_staging",
-                     (json_int_t)st->mem.load_staging, "host_weights_budget",
-                     (json_int_t)st->mem.host_weights_budget, "host_weights_total",
-                     (json_int_t)st->mem.host_weights_total, "host_weights_peak",
-                     (json_int_t)st->mem.host_weights_peak, "host_weights_converted",
-                     (json_int_t)st->mem.host_weights_converted);
+    return json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "host_peak_rss", (json_int_t)st->host_peak_after_run,
+        "host_peak_rss_after_load", (json_int_t)st->host_peak_after_load, "device_weights",
+        (json_int_t)st->mem.device_weights, "device_used_after_load", (json_int_t)st->mem.device_used,
+        "load_staging", (json_int_t)st->mem.load_staging, "host_weights_budget",
+        (json_int_t)st->mem.host_weights_budget, "host_weights_total", (json_int_t)st->mem.host_weights_total,
+        "host_weights_peak", (json_int_t)st->mem.host_weights_peak, "host_weights_converted",
+        (json_int_t)st->mem.host_weights_converted);
 }
 
 int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,

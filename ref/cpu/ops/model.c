@@ -102,7 +102,7 @@ static void R(store)(R(pass) *p, lr_buf b, int r) {
 
 /* A packed tensor of rank r by plan index from the weight cache (weights.c), or NULL
  * for index -1 (no bias); converted now if it is not held. */
-static int R(weight)(const R(pass) *p, int r, int index, const real **out) {
+static int R(weight)(const R(pass) * p, int r, int index, const real **out) {
     return cpu_weight(p->m, r, index, (const void **)out);
 }
 
@@ -344,7 +344,8 @@ static int R(lm_head_shard)(cpu_model *m, int r, const real *hidden, int64_t T, 
         if ((rc = cpu_weight_rows(m, r, m->lm_head, n0, nb, w))) break;
         cpu_weights_release_rows(m, r, m->lm_head); /* this block's pages of the file */
         R(lr_ref_linear)(y, hidden, w, NULL, T, nb, H);
-        for (int64_t t = 0; t < T; t++) memcpy(part + t * shard + n0, y + t * nb, (size_t)nb * sizeof(real));
+        for (int64_t t = 0; t < T; t++)
+            memcpy(part + t * shard + n0, y + t * nb, (size_t)nb * sizeof(real));
     }
     free(w);
     free(y);
