@@ -254,8 +254,11 @@ int lr_checkpoint_open(const char *path, lr_checkpoint **out);
 void lr_checkpoint_close(lr_checkpoint *ck);
 const lr_config *lr_checkpoint_config(const lr_checkpoint *ck);
 const char *lr_checkpoint_dir(const lr_checkpoint *ck);
-/* The HF tensor by name, or NULL. */
+/* The HF tensor by name, or NULL. A GGUF file's tensor is dequantized when first found. */
 const lr_st_entry *lr_checkpoint_find(const lr_checkpoint *ck, const char *name);
+/* The same without reading the data: its name, dtype and shape (a GGUF file's tensor:
+ * F32, its data NULL until found), or NULL. */
+const lr_st_entry *lr_checkpoint_peek(const lr_checkpoint *ck, const char *name);
 /* The file holding a tensor (for messages). */
 const char *lr_checkpoint_file_of(const lr_checkpoint *ck, const char *name);
 /* Writes the checkpoint as a Hugging Face directory: dir/config.json and
@@ -478,6 +481,13 @@ typedef struct {
     int num_devices;
     /* cuda: kernel variants, "family=name,..." (e.g. "rmsnorm=warp"); NULL: defaults. */
     const char *kernels;
+    /* cpu: bytes of converted weights to hold at once (the weight cache); 0: a tenth
+     * of physical memory. Weights that fit are converted when the model is created;
+     * otherwise each layer's are converted when it runs, the least recently used
+     * released, and the embedding and LM head read by rows: the checkpoint must then
+     * stay open while the model lives (docs/architecture.md, "The CPU backend's
+     * weights"). The numbers are the same whatever the budget. */
+    uint64_t memory_budget;
     /* cpu, f32 and the emulated bf16/fp16: each linear layer's dot products accumulated in
      * float64 and rounded once to float32, instead of in BLAS's float32 order. Another
      * correct order, for testing on the CPU that a same-precision verdict tolerates what
@@ -512,7 +522,9 @@ bool lr_backend_supports(const lr_backend_info *b, lr_dtype p);
 typedef struct lr_model lr_model;
 typedef struct lr_kv_cache lr_kv_cache;
 
-/* Builds the backend over the packed, sharded weights of every rank. */
+/* Builds the backend over the packed, sharded weights of every rank. The CPU backend
+ * reads ck while the model lives when its converted weights exceed
+ * lr_options.memory_budget: close the checkpoint after lr_model_free. */
 int lr_model_create(const lr_checkpoint *ck, const lr_options *opt, lr_model **out);
 void lr_model_free(lr_model *m);
 const lr_config *lr_model_config(const lr_model *m);
@@ -521,14 +533,21 @@ lr_dtype lr_model_precision(const lr_model *m);
  * tp when the ranks are spread over tp GPUs through NCCL. */
 int lr_model_num_devices(const lr_model *m);
 
-/* What a model holds on its devices (lr_model_memory); all 0 for the CPU reference,
- * whose weights are host memory. The host's own peak is the process's (lr_host_peak_rss). */
+/* What a model holds on its devices (lr_model_memory), and for the CPU reference its
+ * weight cache (host memory; device fields 0). The host's own peak is the process's
+ * (lr_host_peak_rss). */
 typedef struct {
     uint64_t device_weights; /* bytes allocated for the weights on every GPU, summed */
     uint64_t device_used;    /* the GPUs' memory in use right after loading (cudaMemGetInfo's
                               * total - free, summed over the GPUs the model runs on: the
                               * CUDA context, cuBLAS and other processes count too) */
     uint64_t load_staging;   /* host bytes the loader staged through (pinned, freed after) */
+    /* cpu: the weight cache (lr_options.memory_budget); 0 for cuda */
+    uint64_t host_weights_budget;    /* its budget in bytes */
+    uint64_t host_weights_total;     /* every rank's converted weights, were all held */
+    uint64_t host_weights_peak;      /* the most converted weight bytes held at once so far
+                                      * (row blocks of the embedding and LM head included) */
+    uint64_t host_weights_converted; /* bytes converted so far (more than total: reconverted) */
 } lr_memory;
 int lr_model_memory(const lr_model *m, lr_memory *out);
 /* The process's peak resident set so far, in bytes (getrusage's ru_maxrss), 0 if unknown. */

@@ -410,8 +410,10 @@ json_ok 'd["devices"] == 0 and d["tp"] == 1'
 # What the run held: the process's peak RSS (after loading, then at the end, never less),
 # no device memory on the host.
 json_ok 'd["memory"]["host_peak_rss"] >= d["memory"]["host_peak_rss_after_load"] > 0 and d["memory"]["device_weights"] == 0 and d["memory"]["device_used_after_load"] == 0 and d["memory"]["load_staging"] == 0'
+json_ok 'd["memory"]["host_weights_budget"] > 0 and 0 < d["memory"]["host_weights_peak"] == d["memory"]["host_weights_total"] <= d["memory"]["host_weights_converted"]'
 expect 0 "check prints the memory it held" -- "$LD" check -m "$M" -f "$F"
-ok "check's header has a memory line" -- grep -qE "^  memory     host peak RSS [0-9.]+ GiB \([0-9.]+ GiB after loading\)$" "$TMP/out"
+# and the CPU reference's weight cache (--memory): its weights, the most held, the budget
+ok "check's header has a memory line" -- grep -qE "^  memory     host peak RSS [0-9.]+ GiB \([0-9.]+ GiB after loading\); cpu weights [0-9.]+ [KMG]iB, at most [0-9.]+ [KMG]iB held of a [0-9.]+ [KMG]iB budget, [0-9.]+ [KMG]iB converted$" "$TMP/out"
 expect 0 "backends reports each side's memory" -- "$LD" backends -m "$M" -f "$F" --a cpu:f64 --b cpu:f32 --json
 json_ok 'all(d["memory"][k]["host_peak_rss"] > 0 and d["memory"][k]["device_weights"] == 0 for k in "ab")'
 

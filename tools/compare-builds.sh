@@ -4,14 +4,17 @@
 # JSON (timings and the memory a run held left out: the host's peak RSS differs run to
 # run, and a build before the memory report has none). Exit 1 on any difference; prints
 # what differed.
-#   tools/compare-builds.sh [--backend cpu|cuda] [--tp "1 2 4"] LLAMA_DIFF_A LLAMA_DIFF_B
+#   tools/compare-builds.sh [--backend cpu|cuda] [--tp "1 2 4"] [--b-args "ARGS"] LLAMA_DIFF_A LLAMA_DIFF_B
+# --b-args: more options for B's runs alone (e.g. "--memory 4K": the CPU reference's
+# weights streamed, against A's held whole).
 # cpu runs f64 and f32; cuda runs bf16, fp16 and fp32.
 set -uo pipefail
-BACKEND=cpu TPS="1 2 4"
+BACKEND=cpu TPS="1 2 4" BARGS=""
 while [ $# -gt 2 ]; do
     case $1 in
     --backend) BACKEND=$2; shift 2 ;;
     --tp) TPS=$2; shift 2 ;;
+    --b-args) BARGS=$2; shift 2 ;;
     *) echo "compare-builds: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -37,7 +40,7 @@ for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16
         for tp in $TPS; do
             run="-b $BACKEND -m $m -f $fx -p $p --tp $tp -q"
             "$A" dump $run -o "$D/a.st" --force >"$D/a.err" 2>&1; ea=$?
-            "$B" dump $run -o "$D/b.st" --force >"$D/b.err" 2>&1; eb=$?
+            "$B" dump $run $BARGS -o "$D/b.st" --force >"$D/b.err" 2>&1; eb=$?
             n=$((n + 1))
             if [ $ea -ne 0 ] || [ $eb -ne 0 ] || ! cmp -s "$D/a.st" "$D/b.st"; then
                 echo "DIFFER: dump ${c#*:} $p tp $tp (exit $ea / $eb) $(head -c 200 "$D/a.err") $(head -c 200 "$D/b.err")"
@@ -45,7 +48,7 @@ for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16
             fi
             for x in --isolate "--decode 2"; do
                 "$A" check $run $x --json 2>/dev/null | strip >"$D/a.json"
-                "$B" check $run $x --json 2>/dev/null | strip >"$D/b.json"
+                "$B" check $run $BARGS $x --json 2>/dev/null | strip >"$D/b.json"
                 n=$((n + 1))
                 if [ ! -s "$D/a.json" ] || ! cmp -s "$D/a.json" "$D/b.json"; then
                     echo "DIFFER: check $x ${c#*:} $p tp $tp"

@@ -1,8 +1,8 @@
 /* checkpoint.c: a Hugging Face Llama checkpoint directory (config.json plus
  * model.safetensors or the shards of model.safetensors.index.json) or a GGUF file (its
- * metadata as the config, its tensors renamed, dequantized to F32 and unpermuted),
- * checked against the config tensor by tensor; and writing one back out as a Hugging
- * Face directory. */
+ * metadata as the config, its tensors renamed, dequantized to F32 and unpermuted one at
+ * a time, when first read), checked against the config tensor by tensor; and writing
+ * one back out as a Hugging Face directory. */
 #include "internal.h"
 
 #include <errno.h>
@@ -22,14 +22,20 @@ struct lr_checkpoint {
     lr_config cfg;
     lr_st_file **files;
     size_t nfiles;
-    /* A GGUF checkpoint holds its tensors itself, as F32 in HF layout. */
+    /* A GGUF checkpoint holds its tensors itself, as F32 in HF layout: each dequantized
+     * when first read (lr_checkpoint_find), freed once released and another is read. */
     bool is_gguf;
+    lr_gguf_file *gguf;     /* kept open (mapped) while the checkpoint lives */
+    bool unpermute;         /* undo the q/k permutation (LLAMAREF_GGUF_NO_UNPERMUTE unset) */
     json_t *gguf_config;    /* the config.json the metadata implies */
-    lr_st_entry *owned;     /* GGUF file order */
+    lr_st_entry *owned;     /* GGUF file order; t.data NULL until read */
+    bool *released;         /* (nowned): read, then released: freed at the next read */
     lr_st_entry **by_name;  /* sorted by HF name */
     char **gguf_names;      /* parallel to owned */
     size_t nowned;
 };
+
+static const lr_st_entry *lookup(const lr_checkpoint *ck, const char *name);
 
 /* Every tensor of the checkpoint, in file order, with the file holding it. */
 static size_t n_entries(const lr_checkpoint *ck) {
@@ -100,7 +106,7 @@ struct check_ctx {
 
 static int check_one(void *user, const char *name, int ndim, int64_t d0, int64_t d1) {
     struct check_ctx *x = user;
-    const lr_st_entry *e = lr_checkpoint_find(x->ck, name);
+    const lr_st_entry *e = lookup(x->ck, name);
     const char *cfgpath = x->ck->is_gguf ? "the llama.* metadata" : "config.json";
     if (!e)
         return lr_fail(LR_E_MISSING, "%s: tensor \"%s\": missing (the config implies it)",
@@ -350,7 +356,9 @@ static int open_gguf(lr_checkpoint *ck, const lr_gguf_file *g) {
     ck->owned = calloc(n ? n : 1, sizeof *ck->owned);
     ck->by_name = calloc(n ? n : 1, sizeof *ck->by_name);
     ck->gguf_names = calloc(n ? n : 1, sizeof *ck->gguf_names);
-    if (!ck->owned || !ck->by_name || !ck->gguf_names) return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
+    ck->released = calloc(n ? n : 1, sizeof *ck->released);
+    if (!ck->owned || !ck->by_name || !ck->gguf_names || !ck->released)
+        return lr_fail(LR_E_NOMEM, "%s: out of memory", path);
     for (size_t i = 0; i < n; i++) {
         const lr_gguf_tensor *t = lr_gguf_tensor_at(g, i);
         char hf[160];
@@ -373,29 +381,57 @@ static int open_gguf(lr_checkpoint *ck, const lr_gguf_file *g) {
     return LR_OK;
 }
 
-/* Dequantizes every tensor to F32 and undoes the q/k permutation. The environment
+/* Dequantizes GGUF tensor i to F32 and undoes the q/k permutation, if not yet held.
+ * Tensors released since the last read are freed first, so that a reader going tensor
+ * by tensor (lr_weights_build, the CPU backend's weight cache, the CUDA loader's chunks)
+ * holds about one dequantized tensor at a time, not the file's worth. The environment
  * variable LLAMAREF_GGUF_NO_UNPERMUTE=1 skips the undo: a test hook that shows the undo
  * is what makes a GGUF model agree with its fixture (tests/test_gguf_cli.sh). */
-static int load_gguf(lr_checkpoint *ck, const lr_gguf_file *g) {
-    const char *skip = getenv("LLAMAREF_GGUF_NO_UNPERMUTE");
-    bool unpermute = !(skip && *skip && strcmp(skip, "0") != 0);
-    for (size_t i = 0; i < ck->nowned; i++) {
-        const lr_gguf_tensor *t = lr_gguf_tensor_at(g, i);
-        lr_st_entry *e = &ck->owned[i];
-        int64_t numel = lr_gguf_numel(t);
-        float *w = malloc(numel ? (size_t)numel * sizeof *w : 1);
-        if (!w)
-            return lr_fail(LR_E_NOMEM, "%s: tensor \"%s\": cannot allocate %lld floats", ck->dir, t->name,
-                           (long long)numel);
-        e->t.data = w;
-        int rc = lr_gguf_dequantize(t, w); /* types were checked by open_gguf */
-        if (rc) return rc;
-        bool q = strstr(e->name, ".self_attn.q_proj.") != NULL, k = strstr(e->name, ".self_attn.k_proj.") != NULL;
-        if (unpermute && (q || k)) {
-            int64_t rows = e->t.shape[0], cols = e->t.ndim == 2 ? e->t.shape[1] : 1;
-            rc = lr_gguf_unpermute(w, rows, cols, q ? ck->cfg.num_attention_heads : ck->cfg.num_key_value_heads);
-            if (rc) return lr_fail(rc, "%s: tensor \"%s\": cannot undo the q/k permutation", ck->dir, t->name);
+static int gguf_materialize(lr_checkpoint *ck, size_t i) {
+    lr_st_entry *e = &ck->owned[i];
+    for (size_t k = 0; k < ck->nowned; k++)
+        if (ck->released[k] && k != i) {
+            free((void *)ck->owned[k].t.data);
+            ck->owned[k].t.data = NULL;
+            ck->released[k] = false;
         }
+    ck->released[i] = false;
+    if (e->t.data) return LR_OK;
+    const lr_gguf_tensor *t = lr_gguf_tensor_at(ck->gguf, i);
+    int64_t numel = lr_gguf_numel(t);
+    float *w = malloc(numel ? (size_t)numel * sizeof *w : 1);
+    if (!w)
+        return lr_fail(LR_E_NOMEM, "%s: tensor \"%s\": cannot allocate %lld floats", ck->dir, t->name,
+                       (long long)numel);
+    int rc = lr_gguf_dequantize(t, w); /* types were checked by open_gguf */
+    bool q = strstr(e->name, ".self_attn.q_proj.") != NULL, k = strstr(e->name, ".self_attn.k_proj.") != NULL;
+    if (rc == LR_OK && ck->unpermute && (q || k)) {
+        int64_t rows = e->t.shape[0], cols = e->t.ndim == 2 ? e->t.shape[1] : 1;
+        rc = lr_gguf_unpermute(w, rows, cols, q ? ck->cfg.num_attention_heads : ck->cfg.num_key_value_heads);
+        if (rc) rc = lr_fail(rc, "%s: tensor \"%s\": cannot undo the q/k permutation", ck->dir, t->name);
+    }
+    if (rc) {
+        free(w);
+        return rc;
+    }
+    e->t.data = w;
+    return LR_OK;
+}
+
+/* The q/k permutation can be undone for every q and k tensor (their shapes alone say),
+ * checked at open so that a later read fails only for want of memory. */
+static int check_gguf_unpermute(lr_checkpoint *ck) {
+    const char *skip = getenv("LLAMAREF_GGUF_NO_UNPERMUTE");
+    ck->unpermute = !(skip && *skip && strcmp(skip, "0") != 0);
+    if (!ck->unpermute) return LR_OK;
+    for (size_t i = 0; i < ck->nowned; i++) {
+        const lr_st_entry *e = &ck->owned[i];
+        bool q = strstr(e->name, ".self_attn.q_proj.") != NULL, k = strstr(e->name, ".self_attn.k_proj.") != NULL;
+        if (!q && !k) continue;
+        int64_t rows = e->t.shape[0], heads = q ? ck->cfg.num_attention_heads : ck->cfg.num_key_value_heads;
+        if (heads < 1 || rows % (2 * heads))
+            return lr_fail(LR_E_SHAPE, "%s: tensor \"%s\": cannot undo the q/k permutation", ck->dir,
+                           ck->gguf_names[i]);
     }
     return LR_OK;
 }
@@ -411,7 +447,7 @@ static int check_tensors(lr_checkpoint *ck) {
         const lr_st_entry *e = entry_at(ck, i, &file);
         if (ignorable(&ck->cfg, e->name)) continue;
         total++;
-        if (lr_checkpoint_find(ck, e->name) != e)
+        if (lookup(ck, e->name) != e)
             return lr_fail(LR_E_UNEXPECTED, "%s: tensor \"%s\": appears in more than one shard", file, e->name);
     }
     if (total == x.found) return LR_OK;
@@ -447,12 +483,10 @@ int lr_checkpoint_open(const char *path, lr_checkpoint **out) {
             rc = lr_fail(LR_E_IO, "%s: a file, but not a GGUF file (expected a checkpoint directory or a .gguf file)",
                          path);
         } else {
-            lr_gguf_file *g = NULL;
             ck->is_gguf = true;
-            if ((rc = lr_gguf_open(path, &g)) == LR_OK && (rc = open_gguf(ck, g)) == LR_OK &&
+            if ((rc = lr_gguf_open(path, &ck->gguf)) == LR_OK && (rc = open_gguf(ck, ck->gguf)) == LR_OK &&
                 (rc = check_tensors(ck)) == LR_OK)
-                rc = load_gguf(ck, g);
-            lr_gguf_close(g);
+                rc = check_gguf_unpermute(ck);
         }
     } else if ((rc = open_dir(ck)) == LR_OK) {
         rc = check_tensors(ck);
@@ -474,6 +508,8 @@ void lr_checkpoint_close(lr_checkpoint *ck) {
         free(ck->gguf_names[i]);
     }
     free(ck->owned);
+    free(ck->released);
+    lr_gguf_close(ck->gguf);
     free(ck->by_name);
     free(ck->gguf_names);
     json_decref(ck->gguf_config);
@@ -485,7 +521,8 @@ void lr_checkpoint_close(lr_checkpoint *ck) {
 const lr_config *lr_checkpoint_config(const lr_checkpoint *ck) { return &ck->cfg; }
 const char *lr_checkpoint_dir(const lr_checkpoint *ck) { return ck->dir; }
 
-const lr_st_entry *lr_checkpoint_find(const lr_checkpoint *ck, const char *name) {
+/* The entry by HF name without reading it (a GGUF tensor's data may still be NULL). */
+static const lr_st_entry *lookup(const lr_checkpoint *ck, const char *name) {
     if (ck->is_gguf) {
         size_t lo = 0, hi = ck->nowned;
         while (lo < hi) {
@@ -506,7 +543,29 @@ const lr_st_entry *lr_checkpoint_find(const lr_checkpoint *ck, const char *name)
     return NULL;
 }
 
+int lr_checkpoint_tensor(const lr_checkpoint *ck, const char *name, const lr_st_entry **out) {
+    const lr_st_entry *e = lookup(ck, name);
+    *out = NULL;
+    if (!e) return lr_fail(LR_E_MISSING, "%s: tensor \"%s\": missing", ck->dir, name);
+    /* The checkpoint is logically const: reading a GGUF tensor fills its cache. */
+    int rc = ck->is_gguf ? gguf_materialize((lr_checkpoint *)(uintptr_t)ck, (size_t)(e - ck->owned)) : LR_OK;
+    if (rc == LR_OK) *out = e;
+    return rc;
+}
+
+const lr_st_entry *lr_checkpoint_peek(const lr_checkpoint *ck, const char *name) { return lookup(ck, name); }
+
+const lr_st_entry *lr_checkpoint_find(const lr_checkpoint *ck, const char *name) {
+    const lr_st_entry *e;
+    return lr_checkpoint_tensor(ck, name, &e) == LR_OK ? e : NULL;
+}
+
 void lr_checkpoint_release(const lr_checkpoint *ck, const char *name) {
+    if (ck->is_gguf) {
+        const lr_st_entry *e = lookup(ck, name);
+        if (e && e->t.data) ck->released[e - ck->owned] = true;
+        return;
+    }
     for (size_t k = 0; k < ck->nfiles; k++) {
         const lr_st_entry *e = lr_st_find(ck->files[k], name);
         if (e) {

@@ -82,8 +82,13 @@ int64_t lr_stage_split(const char *stage, const char **suffix);
  * from a caller's buffer. lr_weights_build calls it once a tensor is converted, so that
  * loading holds the converted weights, not the converted weights and the file too. */
 void lr_st_release(const lr_st_file *f, const lr_st_entry *e);
-/* The same for a checkpoint's tensor by HF name (no-op when absent). */
+/* The same for a checkpoint's tensor by HF name (no-op when absent). A GGUF tensor,
+ * which the checkpoint dequantizes when first read, is freed at the next read of
+ * another tensor. */
 void lr_checkpoint_release(const lr_checkpoint *ck, const char *name);
+/* lr_checkpoint_find with a status: LR_E_MISSING, or LR_E_NOMEM where a GGUF tensor
+ * cannot be dequantized for want of memory. */
+int lr_checkpoint_tensor(const lr_checkpoint *ck, const char *name, const lr_st_entry **out);
 
 /* Largest dimension accepted anywhere: keeps every product of two dims in int64. */
 #define LR_MAX_DIM ((int64_t)1 << 31)

@@ -299,8 +299,9 @@ int lr_packed_read_chunk(const lr_checkpoint *ck, const lr_packed_desc *d, const
         return lr_fail(LR_E_INVAL, "weights: %s: chunk of %lld elements at %lld of slice %d is outside it",
                        d->name, (long long)c->count, (long long)c->elem0, c->slice);
     const lr_slice *s = &d->slices[c->slice];
-    const lr_st_entry *e = lr_checkpoint_find(ck, s->src);
-    if (!e) return lr_fail(LR_E_MISSING, "%s: tensor \"%s\": missing", lr_checkpoint_dir(ck), s->src);
+    const lr_st_entry *e;
+    int rc = lr_checkpoint_tensor(ck, s->src, &e);
+    if (rc) return rc;
     int64_t src_cols = e->t.ndim == 2 ? e->t.shape[1] : 1;
     if (e->t.ndim != d->ndim || s->src_row0 + s->rows > e->t.shape[0] || s->src_col0 + s->cols > src_cols)
         return lr_fail(LR_E_SHAPE, "%s: tensor \"%s\": too small for %s of %s",

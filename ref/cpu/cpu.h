@@ -12,12 +12,19 @@
 
 #include <time.h>
 
+/* A packed tensor in the weight cache (weights.c): converted, or not held. */
+typedef struct {
+    void *data; /* (shape) in the arithmetic's precision (bf16/fp16: float32 holding
+                 * values rounded to the dtype), or NULL */
+    size_t bytes;
+    uint64_t used; /* the cache's clock at its last use */
+} cpu_wslot;
+
 /* Everything one tensor-parallel rank holds. */
 typedef struct {
     lr_tp_layout L;
     lr_plan *plan;
-    lr_weights *w; /* the packed tensors in plan order, in the arithmetic's precision
-                    * (bf16/fp16: float32 holding values rounded to the dtype) */
+    cpu_wslot *slot; /* (plan count): the packed tensors in plan order, held or not */
 } cpu_rank;
 
 typedef struct {
@@ -30,6 +37,12 @@ typedef struct {
     int lm_head;            /* plan index of lm_head.weight (the embedding when tied) */
     bool f64_products;      /* lr_options.cpu_f64_products */
     double *inv_freq;       /* (head_dim / 2), float64 whatever dt is */
+    /* The weight cache (weights.c): the checkpoint it reads (mapped, in its stored dtype;
+     * not read again once every tensor is resident), its budget in bytes, what it holds. */
+    const lr_checkpoint *ck;
+    uint64_t budget, held, held_peak, converted, total;
+    uint64_t clock, pin;    /* LRU clock; tensors used at or after pin belong to the running op */
+    bool resident;          /* every tensor fitted the budget: converted at create */
     bool profiling;         /* lr_model_set_profiling */
     uint64_t prof_t;        /* the clock at the last profiling mark */
     const lr_fault *faults; /* (num_faults): lr_model_set_faults, owned by the front */
@@ -67,6 +80,28 @@ static inline void cpu_prof_mark(cpu_model *m, int prof) {
 }
 
 typedef lr_seq_span cpu_seq;
+
+/* The weight cache (weights.c). budget 0: cpu_default_budget(). */
+uint64_t cpu_default_budget(void);
+int cpu_weights_init(cpu_model *m, const lr_checkpoint *ck, uint64_t budget);
+void cpu_weights_free(cpu_model *m);
+/* An op starts: the tensors it fetches stay until the next op starts. */
+static inline void cpu_weights_pin(cpu_model *m) { m->pin = m->clock + 1; }
+/* Packed tensor index of rank r, converted and held (NULL for index -1). */
+int cpu_weight(cpu_model *m, int r, int index, const void **out);
+/* The tensor if held now, else NULL. */
+const void *cpu_weight_held(const cpu_model *m, int r, int index);
+/* Whether the tensor is better read by rows than held: not held, and larger than a
+ * quarter of the budget (the embedding and LM head of a large model). */
+bool cpu_weight_streamed(const cpu_model *m, int r, int index);
+/* Rows [row0, row0 + rows) of the tensor into dst (rows, cols), converted as cpu_weight
+ * converts (from the held tensor when there is one). */
+int cpu_weight_rows(cpu_model *m, int r, int index, int64_t row0, int64_t rows, void *dst);
+/* Done reading rows of the tensor: its mapped pages may go. */
+void cpu_weights_release_rows(cpu_model *m, int r, int index);
+/* Rows per block when the tensor is read in blocks: a multiple of 64, at most a quarter
+ * of the budget or 64 MiB. */
+int64_t cpu_weight_block_rows(const cpu_model *m, int r, int index);
 
 int cpu_forward_f64(cpu_model *m, const lr_batch *b, const cpu_seq *seqs, cpu_kv *kv,
                     const lr_observer *obs, double *out);

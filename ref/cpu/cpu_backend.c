@@ -1,8 +1,10 @@
-/* cpu_backend.c: the CPU reference backend: builds every rank's packed, sharded weights
- * in the compute precision (F64 or F32), the RoPE frequencies in float64, and the KV
- * cache, then runs the forward pass of cpu_f64.c or cpu_f32.c. BF16 and F16 are emulated
- * by the float32 pass (cpu.h): weights rounded to the dtype once, here, and every buffer
- * the rounding map keeps in the dtype rounded by the op that writes it (ops/model.c). */
+/* cpu_backend.c: the CPU reference backend: every rank's plan, its weight cache over the
+ * mapped checkpoint (weights.c: the packed, sharded weights converted to the compute
+ * precision, F64 or F32, when needed and kept within a memory budget), the RoPE
+ * frequencies in float64, and the KV cache; then the forward pass of cpu_f64.c or
+ * cpu_f32.c. BF16 and F16 are emulated by the float32 pass (cpu.h): weights rounded to
+ * the dtype once as they are converted, and every buffer the rounding map keeps in the
+ * dtype rounded by the op that writes it (ops/model.c). */
 #include "cpu.h"
 
 #include <cblas.h>
@@ -14,10 +16,9 @@
 static void cpu_destroy(void *impl) {
     cpu_model *m = impl;
     if (!m) return;
-    for (int r = 0; m->ranks && r < m->tp; r++) {
-        lr_weights_free(m->ranks[r].w);
+    cpu_weights_free(m);
+    for (int r = 0; m->ranks && r < m->tp; r++)
         lr_plan_free(m->ranks[r].plan);
-    }
     free(m->ranks);
     free(m->layouts);
     free(m->inv_freq);
@@ -26,18 +27,6 @@ static void cpu_destroy(void *impl) {
     free(m->wide_in);
     free(m->wide_out);
     free(m);
-}
-
-/* The emulated bf16/fp16 path's weights: the float32 weights rounded to the dtype once,
- * as the CUDA path converts its float32 upload (a tied tensor shares its target's data). */
-static void round_weights(cpu_rank *rk, lr_dtype dt) {
-    if (dt != LR_BF16 && dt != LR_F16) return;
-    for (size_t i = 0; i < lr_plan_count(rk->plan); i++) {
-        if (lr_plan_at(rk->plan, i)->tied_to >= 0) continue;
-        const lr_tensor *t = lr_weights_at(rk->w, i);
-        /* lr_weights_build's own buffers (never the mapped file): writable. */
-        lr_round_f32_n((float *)(uintptr_t)t->data, (size_t)lr_tensor_numel(t), dt);
-    }
 }
 
 static int cpu_create(const lr_checkpoint *ck, const lr_options *opt, void **impl) {
@@ -67,9 +56,8 @@ static int cpu_create(const lr_checkpoint *ck, const lr_options *opt, void **imp
         cpu_rank *rk = &m->ranks[r];
         if ((rc = lr_plan_create(&m->cfg, m->tp, r, &rk->plan))) break;
         rk->L = m->layouts[r] = *lr_plan_layout(rk->plan);
-        if ((rc = lr_weights_build(ck, rk->plan, m->arith, &rk->w))) break;
-        round_weights(rk, m->dt);
     }
+    if (rc == LR_OK) rc = cpu_weights_init(m, ck, opt->memory_budget);
     if (rc == LR_OK) m->lm_head = lr_plan_model(m->ranks[0].plan, LR_MW_LM_HEAD);
     if (rc) {
         cpu_destroy(m);
@@ -184,6 +172,14 @@ static void cpu_set_faults(void *impl, const lr_fault *faults, size_t n) {
     m->num_faults = n;
 }
 
+static void cpu_memory(const void *impl, lr_memory *out) {
+    const cpu_model *m = impl;
+    out->host_weights_budget = m->budget;
+    out->host_weights_total = m->total;
+    out->host_weights_peak = m->held_peak;
+    out->host_weights_converted = m->converted;
+}
+
 static void cpu_get_profile(const void *impl, lr_profile *out) {
     const cpu_model *m = impl;
     *out = m->prof;
@@ -200,4 +196,5 @@ const lr_backend_ops lr_cpu_backend = {
     .set_profiling = cpu_set_profiling,
     .get_profile = cpu_get_profile,
     .set_faults = cpu_set_faults,
+    .memory = cpu_memory,
 };

@@ -124,6 +124,10 @@ int check_backend_settings(const args *a) {
     const lr_backend_info *cpu = lr_backend_find("cpu");
     if (a->threads_given && !(x && x->blas_threads) && !(y && y->blas_threads) && !(same && cpu && cpu->blas_threads))
         return needs(a, "--threads", takes_threads, "BLAS threads");
+    /* the host's weight cache is the CPU reference's, which takes the threads too */
+    if (a->opt.memory_budget && !(x && x->blas_threads) && !(y && y->blas_threads) &&
+        !(same && cpu && cpu->blas_threads))
+        return needs(a, "--memory", takes_threads, "a host memory budget");
     return 0;
 }
 

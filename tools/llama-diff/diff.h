@@ -55,6 +55,7 @@ int bad(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A library failure: one line naming the file and field. */
 int lib_fail(int rc);
 int parse_int(const char *s, const char *opt, int lo, int hi, int *out);
+int parse_size(const char *s, const char *opt, uint64_t *out);
 
 /* "f64", "f32" or "fp32", "bf16", "fp16" or "f16"; -1 for anything else. */
 int parse_precision(const char *s, lr_dtype *out);

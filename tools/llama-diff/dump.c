@@ -38,7 +38,8 @@ int cmd_dump(const args *a) {
         status = lib_fail(rc);
         goto out;
     }
-    if ((status = run_model(a, ck, &b, rec, NULL, NULL, NULL))) goto out;
+    run_stats stats;
+    if ((status = run_model(a, ck, &b, rec, NULL, NULL, &stats))) goto out;
 
     lr_tensor in_ids = {.dtype = LR_I64, .ndim = 1, .shape = {b.num_tokens}, .data = b.input_ids};
     lr_tensor in_pos = {.dtype = LR_I64, .ndim = 1, .shape = {b.num_tokens}, .data = b.positions};
@@ -82,12 +83,21 @@ int cmd_dump(const args *a) {
         status = lib_fail(rc);
         goto out;
     }
-    if (a->json)
-        printf("{\"command\": \"dump\", \"out\": \"%s\", \"stages\": %zu, \"tokens\": %lld}\n", a->out,
-               lr_recorder_count(rec), (long long)b.num_tokens);
-    else
+    stats.host_peak_after_run = lr_host_peak_rss(); /* the writer's copies included */
+    if (a->json) {
+        json_t *j = json_pack("{s:s, s:s, s:I, s:I, s:o}", "command", "dump", "out", a->out, "stages",
+                              (json_int_t)lr_recorder_count(rec), "tokens", (json_int_t)b.num_tokens,
+                              "memory", memory_json(&stats));
+        char *text = j ? json_dumps(j, JSON_PRESERVE_ORDER) : NULL;
+        if (text) printf("%s\n", text);
+        free(text);
+        json_decref(j);
+    } else {
+        char note[320];
         printf("wrote %zu stages of %lld tokens to %s\n", lr_recorder_count(rec), (long long)b.num_tokens,
                a->out);
+        printf("memory: %s\n", memory_note(&stats, a->opt.backend, note, sizeof note));
+    }
     status = EXIT_AGREE;
 out:
     input_close(&in);

@@ -53,6 +53,10 @@ static void usage(FILE *fp) {
           "                           rounded as cuda rounds); cuda: bf16 (default), fp16 or fp32\n"
           "      --tp N               tensor-parallel size (default 1)\n"
           "      --threads N          BLAS threads of a run on the CPU (default 1: bitwise reproducible)\n"
+          "      --memory SIZE        cpu: converted weights held at once (e.g. 512M, 2G; default a tenth\n"
+          "                           of physical memory); beyond it each layer's weights are\n"
+          "                           converted when it runs, the embedding and LM head by rows. The\n"
+          "                           numbers do not change\n"
           "      --devices N          cuda: GPUs for the tp ranks (default: tp GPUs over NCCL when\n"
           "                           present, else all ranks on one GPU; 1 forces one GPU)\n"
           "  -k, --kernel FAM=NAME    cuda: kernel variant for an op family (repeatable); checked\n"
@@ -132,7 +136,8 @@ enum {
     OPT_INJECT,
     OPT_STAGES,
     OPT_NAMES,
-    OPT_PLUGIN
+    OPT_PLUGIN,
+    OPT_MEMORY
 };
 
 static const struct {
@@ -148,6 +153,7 @@ static const struct {
     {'p', "--precision", U_CHECK | U_DUMP | U_COMPARE},
     {OPT_TP, "--tp", U_CHECK | U_DUMP | U_BACKENDS | U_INFO},
     {OPT_THREADS, "--threads", U_CHECK | U_DUMP | U_BACKENDS},
+    {OPT_MEMORY, "--memory", U_CHECK | U_DUMP | U_BACKENDS},
     {OPT_JSON, "--json", U_CHECK | U_DUMP | U_COMPARE | U_BACKENDS | U_INFO | U_CONVERT | U_KERNELS | U_OPS},
     {OPT_FORCE, "--force", U_CHECK | U_DUMP | U_COMPARE | U_BACKENDS | U_CONVERT},
     {'k', "--kernel", U_CHECK | U_DUMP | U_BACKENDS},
@@ -223,6 +229,7 @@ static int parse_args(int argc, char **argv, args *a) {
         {"precision", required_argument, NULL, 'p'},
         {"tp", required_argument, NULL, OPT_TP},
         {"threads", required_argument, NULL, OPT_THREADS},
+        {"memory", required_argument, NULL, OPT_MEMORY},
         {"json", no_argument, NULL, OPT_JSON},
         {"force", no_argument, NULL, OPT_FORCE},
         {"help", no_argument, NULL, 'h'},
@@ -336,6 +343,9 @@ static int parse_args(int argc, char **argv, args *a) {
         case OPT_THREADS:
             if (parse_int(optarg, "--threads", 1, 1024, &a->opt.num_threads)) return EXIT_BAD;
             a->threads_given = true;
+            break;
+        case OPT_MEMORY:
+            if (parse_size(optarg, "--memory", &a->opt.memory_budget)) return EXIT_BAD;
             break;
         case OPT_JSON:
             a->json = true;

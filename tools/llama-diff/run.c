@@ -153,10 +153,29 @@ static void loaded_stats(const lr_model *m, run_stats *st) {
     st->host_peak_after_load = lr_host_peak_rss();
 }
 
+/* Bytes as GiB, MiB or KiB, whichever reads best. */
+static const char *human(uint64_t b, char *buf, size_t size) {
+    if (b >= (1u << 30))
+        snprintf(buf, size, "%.2f GiB", b / (1024.0 * 1024 * 1024));
+    else if (b >= (1u << 20))
+        snprintf(buf, size, "%.1f MiB", b / (1024.0 * 1024));
+    else
+        snprintf(buf, size, "%.1f KiB", b / 1024.0);
+    return buf;
+}
+
 const char *memory_note(const run_stats *st, const char *backend, char *buf, size_t size) {
+    char h[4][32];
     const double G = 1024.0 * 1024 * 1024;
     int n = snprintf(buf, size, "host peak RSS %.2f GiB (%.2f GiB after loading)",
                      st->host_peak_after_run / G, st->host_peak_after_load / G);
+    if (st->mem.host_weights_budget && n >= 0 && (size_t)n < size)
+        n += snprintf(buf + n, size - (size_t)n,
+                      "; cpu weights %s, at most %s held of a %s budget, %s converted",
+                      human(st->mem.host_weights_total, h[0], sizeof h[0]),
+                      human(st->mem.host_weights_peak, h[1], sizeof h[1]),
+                      human(st->mem.host_weights_budget, h[2], sizeof h[2]),
+                      human(st->mem.host_weights_converted, h[3], sizeof h[3]));
     if (st->devices > 0 && n >= 0 && (size_t)n < size)
         snprintf(buf + n, size - (size_t)n,
                  "; %s weights %.2f GiB on %d GPU%s, %.2f GiB in use there after loading", backend,
@@ -166,10 +185,14 @@ const char *memory_note(const run_stats *st, const char *backend, char *buf, siz
 }
 
 json_t *memory_json(const run_stats *st) {
-    return json_pack("{s:I, s:I, s:I, s:I, s:I}", "host_peak_rss", (json_int_t)st->host_peak_after_run,
-                     "host_peak_rss_after_load", (json_int_t)st->host_peak_after_load, "device_weights",
-                     (json_int_t)st->mem.device_weights, "device_used_after_load",
-                     (json_int_t)st->mem.device_used, "load_staging", (json_int_t)st->mem.load_staging);
+    return json_pack(
+        "{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "host_peak_rss", (json_int_t)st->host_peak_after_run,
+        "host_peak_rss_after_load", (json_int_t)st->host_peak_after_load, "device_weights",
+        (json_int_t)st->mem.device_weights, "device_used_after_load", (json_int_t)st->mem.device_used,
+        "load_staging", (json_int_t)st->mem.load_staging, "host_weights_budget",
+        (json_int_t)st->mem.host_weights_budget, "host_weights_total", (json_int_t)st->mem.host_weights_total,
+        "host_weights_peak", (json_int_t)st->mem.host_weights_peak, "host_weights_converted",
+        (json_int_t)st->mem.host_weights_converted);
 }
 
 int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,
@@ -194,6 +217,7 @@ int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_reco
     if (rc == LR_OK) rc = lr_model_compute_logits(m, &hidden, &obs, &logits);
     if (rc == LR_OK) rc = lr_recorder_status(rec);
     if (ctx.shown) fputs("\r\033[K", stderr);
+    if (stats) lr_model_memory(m, &stats->mem); /* the weight cache's figures after the run */
     lr_model_free(m);
     if (stats) stats->host_peak_after_run = lr_host_peak_rss();
     return rc ? lib_fail(rc) : 0;
@@ -305,6 +329,7 @@ int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, con
     lr_observer whole = whole_observer(&wc, a, rec, a->isolate ? fixture_source : NULL, (void *)fx);
     rc = lr_decode_run(m, lr_fixture_batch(fx), &plan, on_decode_step, &c, &whole);
     if (rc == LR_OK) rc = lr_recorder_status(rec);
+    if (stats) lr_model_memory(m, &stats->mem); /* the weight cache's figures after the run */
     lr_model_free(m);
     if (stats) stats->host_peak_after_run = lr_host_peak_rss();
     if (rc) {

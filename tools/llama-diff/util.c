@@ -2,6 +2,9 @@
  * options, precision names, paths. */
 #include "diff.h"
 
+#include <ctype.h>
+#include <errno.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +31,43 @@ int parse_int(const char *s, const char *opt, int lo, int hi, int *out) {
     if (*s == '\0' || *end != '\0' || v < lo || v > hi)
         return bad("%s: \"%s\" is not an integer in %d..%d", opt, s, lo, hi);
     *out = (int)v;
+    return 0;
+}
+
+/* "SIZE": bytes, or with a binary suffix K, M, G or T (KiB .. TiB); at least 1. */
+int parse_size(const char *s, const char *opt, uint64_t *out) {
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    int shift = 0;
+    switch (*end) {
+    case 'K':
+    case 'k':
+        shift = 10;
+        end++;
+        break;
+    case 'M':
+    case 'm':
+        shift = 20;
+        end++;
+        break;
+    case 'G':
+    case 'g':
+        shift = 30;
+        end++;
+        break;
+    case 'T':
+    case 't':
+        shift = 40;
+        end++;
+        break;
+    default:
+        break;
+    }
+    if (*end == 'i' || *end == 'B') end += *end == 'i' && end[1] == 'B' ? 2 : 1;
+    if (!isdigit((unsigned char)*s) || *end != '\0' || errno || v > (~0ull >> shift) || v == 0)
+        return bad("%s: \"%s\" is not a size (bytes, or with K, M, G or T: 512M, 2G)", opt, s);
+    *out = (uint64_t)v << shift;
     return 0;
 }
 

@@ -100,16 +100,38 @@ static void R(store)(R(pass) *p, lr_buf b, int r) {
     R(round_to)(R(buf)(p, b, r), R(buf_numel)(p, b), lr_buf_dtype(b, p->m->dt));
 }
 
-/* A packed tensor of rank r by plan index, or NULL (no bias). */
-static const real *R(weight)(const R(pass) *p, int r, int index) {
-    return index < 0 ? NULL : lr_weights_at(p->m->ranks[r].w, (size_t)index)->data;
+/* A packed tensor of rank r by plan index from the weight cache (weights.c), or NULL
+ * for index -1 (no bias); converted now if it is not held. */
+static int R(weight)(const R(pass) * p, int r, int index, const real **out) {
+    return cpu_weight(p->m, r, index, (const void **)out);
 }
 
+/* The lookup, from the held shard, or row by row of the checkpoint for the batch's
+ * tokens where the shard is streamed (cpu_weight_streamed): the same rows either way. */
 static int R(op_embedding)(void *be, int r, lr_buf out, int weight) {
     R(pass) *p = be;
-    const lr_tp_layout *L = &p->m->ranks[r].L;
-    R(lr_ref_vocab_parallel_embedding)(R(buf)(p, out, r), p->b->input_ids, p->T, R(weight)(p, r, weight),
-                                       L->vocab_start, L->vocab_shard, p->m->cfg.hidden_size);
+    cpu_model *m = p->m;
+    const lr_tp_layout *L = &m->ranks[r].L;
+    int64_t H = m->cfg.hidden_size;
+    real *y = R(buf)(p, out, r);
+    cpu_weights_pin(m);
+    if (cpu_weight_streamed(m, r, weight)) {
+        for (int64_t t = 0; t < p->T; t++) {
+            int64_t local = p->b->input_ids[t] - L->vocab_start;
+            if (local < 0 || local >= L->vocab_shard) {
+                memset(y + t * H, 0, (size_t)H * sizeof(real));
+                continue;
+            }
+            int rc = cpu_weight_rows(m, r, weight, local, 1, y + t * H);
+            if (rc) return rc;
+        }
+        cpu_weights_release_rows(m, r, weight);
+    } else {
+        const real *w;
+        int rc = R(weight)(p, r, weight, &w);
+        if (rc) return rc;
+        R(lr_ref_vocab_parallel_embedding)(y, p->b->input_ids, p->T, w, L->vocab_start, L->vocab_shard, H);
+    }
     R(store)(p, out, r);
     return LR_OK;
 }
@@ -120,11 +142,15 @@ static int R(op_rms_norm)(void *be, int weight, bool add, const lr_op_mods *mods
     R(work) *w = &p->w;
     int64_t T = p->T, H = p->m->cfg.hidden_size;
     double eps = mods->rms_eps;
+    const real *g;
+    cpu_weights_pin(p->m);
+    int rc = R(weight)(p, 0, weight, &g);
+    if (rc) return rc;
     if (add) {
-        R(lr_ref_fused_add_rms_norm)(w->normed, w->residual, w->hidden, R(weight)(p, 0, weight), T, H, eps);
+        R(lr_ref_fused_add_rms_norm)(w->normed, w->residual, w->hidden, g, T, H, eps);
     } else {
         memcpy(w->residual, w->hidden, (size_t)(T * H) * sizeof(real));
-        R(lr_ref_rms_norm)(w->normed, w->hidden, R(weight)(p, 0, weight), T, H, eps);
+        R(lr_ref_rms_norm)(w->normed, w->hidden, g, T, H, eps);
     }
     R(store)(p, LR_BUF_RESIDUAL, 0);
     R(store)(p, LR_BUF_NORMED, 0);
@@ -169,9 +195,12 @@ static int R(op_linear)(void *be, int r, lr_buf out, lr_buf in, int weight, int 
     const lr_packed_desc *d = lr_plan_at(p->m->ranks[r].plan, (size_t)weight); /* (N, K) */
     int64_t T = p->T, N = d->shape[0];
     real *y = R(buf)(p, out, r);
-    const real *b = R(weight)(p, r, bias); /* (N) or NULL */
-    int rc = R(product)(p->m, y, R(buf)(p, in, r), R(weight)(p, r, weight), T, N, d->shape[1]);
+    const real *w, *b; /* (N, K); (N) or NULL */
+    cpu_weights_pin(p->m);
+    int rc = R(weight)(p, r, weight, &w);
+    if (rc == LR_OK) rc = R(weight)(p, r, bias, &b);
     if (rc) return rc;
+    if ((rc = R(product)(p->m, y, R(buf)(p, in, r), w, T, N, d->shape[1]))) return rc;
     R(store)(p, out, r);
     if (!b) return LR_OK;
     for (int64_t t = 0; t < T; t++)
@@ -314,17 +343,55 @@ int R(cpu_forward)(cpu_model *m, const lr_batch *b, const cpu_seq *seqs, cpu_kv 
     return rc;
 }
 
+/* One rank's LM-head shard: hidden (T, H) -> part (T, shard), in one GEMM on the held
+ * shard, or where the shard is streamed (cpu_weight_streamed) in blocks of its rows,
+ * each converted, multiplied into its columns of part and dropped. The blocks change no
+ * number only where each output element's dot product is computed the same way whatever
+ * the block: OpenBLAS 0.3.21's dgemm, and its dgemv and sgemv (one token), on row blocks
+ * at multiples of 64 (checked element by element against the one call for T 1..100, N
+ * up to 49152, K up to 4096; on whole models by tools/compare-builds.sh, and on every
+ * machine that runs tests/test_cpu_memory.sh). Its sgemm is not: an element's
+ * accumulation order there depends on where its row falls in the call, so at float32
+ * with more than one token the shard is converted whole into the cache, beyond the
+ * budget if it must be (released when room is next needed). */
+static int R(lm_head_shard)(cpu_model *m, int r, const real *hidden, int64_t T, int64_t shard, real *part) {
+    int64_t H = m->cfg.hidden_size;
+    cpu_weights_pin(m);
+    bool blocks = cpu_weight_streamed(m, r, m->lm_head) && (LR_REAL_DTYPE == LR_F64 || T == 1);
+    if (!blocks) {
+        const real *w;
+        int rc = R(weight)(&(R(pass)){.m = m}, r, m->lm_head, &w);
+        if (rc) return rc;
+        return R(product)(m, part, hidden, w, T, shard, H);
+    }
+    int64_t rows = cpu_weight_block_rows(m, r, m->lm_head);
+    rows = rows < shard ? rows : shard;
+    real *w = R(alloc)(rows * H), *y = R(alloc)(T * rows);
+    int rc = w && y ? LR_OK : lr_fail(LR_E_NOMEM, "cpu backend: cannot allocate a block of the LM head");
+    for (int64_t n0 = 0; rc == LR_OK && n0 < shard; n0 += rows) {
+        int64_t nb = shard - n0 < rows ? shard - n0 : rows;
+        if ((rc = cpu_weight_rows(m, r, m->lm_head, n0, nb, w))) break;
+        cpu_weights_release_rows(m, r, m->lm_head); /* this block's pages of the file */
+        if ((rc = R(product)(m, y, hidden, w, T, nb, H))) break;
+        for (int64_t t = 0; t < T; t++)
+            memcpy(part + t * shard + n0, y + t * nb, (size_t)nb * sizeof(real));
+    }
+    free(w);
+    free(y);
+    return rc;
+}
+
 /* ParallelLMHead + all-gather + unpadding: hidden (T, H) -> out (T, vocab), rounded to
  * the model's dtype on the emulated bf16/fp16 path (the CUDA path's logits are in it). */
 int R(cpu_logits)(cpu_model *m, const real *hidden, int64_t T, const lr_observer *obs, real *out) {
     if (obs && !obs->on_stage) obs = NULL;
-    int64_t H = m->cfg.hidden_size, V = m->cfg.vocab_size, shard = m->ranks[0].L.vocab_shard;
+    int64_t V = m->cfg.vocab_size, shard = m->ranks[0].L.vocab_shard;
     lr_tensor t = {.dtype = LR_REAL_DTYPE, .ndim = 2, .shape = {T, V}, .data = out};
     cpu_prof_mark(m, LR_PROF_NONE);
+    int rc;
     if (m->tp == 1 && shard == V) {
         /* One rank and no padding: its shard is the whole output. */
-        int rc = R(product)(m, out, hidden, lr_weights_at(m->ranks[0].w, (size_t)m->lm_head)->data, T, V, H);
-        if (rc) return rc;
+        if ((rc = R(lm_head_shard)(m, 0, hidden, T, V, out))) return rc;
         R(round_to)(out, (size_t)(T * V), m->dt);
         cpu_prof_mark(m, LR_PROF_LM_HEAD);
         if (obs) obs->on_stage(obs->user, lr_model_stage_name(LR_MS_LM_HEAD), &t);
@@ -334,8 +401,7 @@ int R(cpu_logits)(cpu_model *m, const real *hidden, int64_t T, const lr_observer
     if (!part) return lr_fail(LR_E_NOMEM, "cpu backend: cannot allocate logits for %lld tokens", (long long)T);
     for (int r = 0; r < m->tp; r++) {
         const cpu_rank *rk = &m->ranks[r];
-        int rc = R(product)(m, part, hidden, lr_weights_at(rk->w, (size_t)m->lm_head)->data, T, shard, H);
-        if (rc) {
+        if ((rc = R(lm_head_shard)(m, r, hidden, T, shard, part))) {
             free(part);
             return rc;
         }
