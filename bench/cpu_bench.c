@@ -136,19 +136,6 @@ static double median(double *v, int n) {
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-/* A value of /proc/self/status in KiB ("VmHWM", "VmRSS"), or -1. */
-static long proc_status_kib(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long v = -1;
-    size_t n = strlen(key);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, key, n) == 0 && line[n] == ':') v = strtol(line + n + 1, NULL, 10);
-    fclose(f);
-    return v;
-}
-
 static void cpu_model_name(char *out, size_t n) {
     snprintf(out, n, "unknown");
     FILE *f = fopen("/proc/cpuinfo", "r");
@@ -548,7 +535,7 @@ static int run_model(void *arg, void *res) {
     const options *o = job->o;
     model_result *r = res;
     memset(r, 0, sizeof *r);
-    r->rss_start_kib = proc_status_kib("VmRSS");
+    r->rss_start_kib = lr_host_status_kib("VmRSS");
     int64_t T = o->tokens;
     lr_checkpoint *ck = NULL;
     lr_model *m = NULL;
@@ -572,7 +559,7 @@ static int run_model(void *arg, void *res) {
         goto done;
     }
     r->load_s = now_s() - t0;
-    r->rss_after_load_kib = proc_status_kib("VmRSS");
+    r->rss_after_load_kib = lr_host_status_kib("VmRSS");
     const lr_config *c = lr_model_config(m);
     uint64_t seed = 42;
     for (int64_t i = 0; i < T + o->steps; i++) {
@@ -658,7 +645,7 @@ done:
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     r->maxrss_kib = ru.ru_maxrss;
-    r->hwm_kib = proc_status_kib("VmHWM");
+    r->hwm_kib = lr_host_status_kib("VmHWM");
     return rc;
 }
 

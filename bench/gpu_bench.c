@@ -134,28 +134,6 @@ static double used_bytes(void) {
 
 /* ---- host memory ---------------------------------------------------------------------- */
 
-/* A /proc/self/status value in KiB ("VmHWM", "VmRSS"), or -1. */
-static long proc_status_kib(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long v = -1;
-    size_t n = strlen(key);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, key, n) == 0 && line[n] == ':') v = strtol(line + n + 1, NULL, 10);
-    fclose(f);
-    return v;
-}
-
-/* Resets the process's peak RSS (VmHWM) to its current RSS; false where the kernel
- * does not allow it (then the peak is the process's since it started). */
-static bool reset_peak_rss(void) {
-    FILE *f = fopen("/proc/self/clear_refs", "w");
-    if (!f) return false;
-    bool ok = fputs("5", f) >= 0;
-    return fclose(f) == 0 && ok;
-}
-
 /* The streaming loader's host budget (docs/performance.md, "Host memory while loading"):
  * its pinned staging, twice one chunk's mapped source pages (a chunk is staging / 2 of
  * float32, read from the checkpoint's dtype; its pages straddle rows, readahead), and
@@ -380,8 +358,8 @@ int main(int argc, char **argv) {
     for (int k = 0; k < ntp; k++) {
         CK(cudaSetDevice(0));
         base_used = used_bytes();
-        host_reset[k] = reset_peak_rss();
-        host_before[k] = 1024.0 * (double)proc_status_kib("VmRSS");
+        host_reset[k] = lr_host_peak_rss_reset();
+        host_before[k] = 1024.0 * (double)lr_host_status_kib("VmRSS");
         double t0 = now();
         lr_options opt;
         lr_options_init(&opt);
@@ -395,7 +373,7 @@ int main(int argc, char **argv) {
         ndevs[k] = lr_model_num_devices(M);
         load_s[k] = now() - t0;
         wmem[k] = used_bytes() - base_used;
-        host_peak[k] = 1024.0 * (double)proc_status_kib("VmHWM");
+        host_peak[k] = 1024.0 * (double)lr_host_status_kib("VmHWM");
         lr_memory lm;
         LR(lr_model_memory(M, &lm));
         host_budget[k] = host_before[k] + load_host_budget(ck, (double)lm.load_staging);

@@ -552,6 +552,12 @@ typedef struct {
 int lr_model_memory(const lr_model *m, lr_memory *out);
 /* The process's peak resident set so far, in bytes (getrusage's ru_maxrss), 0 if unknown. */
 uint64_t lr_host_peak_rss(void);
+/* A value of /proc/self/status in KiB ("VmRSS": the resident set now; "VmHWM": its peak,
+ * which lr_host_peak_rss_reset lowers to the current one), -1 where unknown. */
+long lr_host_status_kib(const char *key);
+/* Resets VmHWM to the current resident set; false where the kernel does not allow it
+ * (then the peak is the process's since it started). */
+bool lr_host_peak_rss_reset(void);
 
 /* A cache for max_seqs sequences of at most max_len tokens each. */
 int lr_kv_cache_create(lr_model *m, int64_t max_seqs, int64_t max_len, lr_kv_cache **out);

@@ -66,6 +66,17 @@ static void expect_golden(int ci, lr_dtype precision, int tp) {
 }
 
 /* Loop index = case x precision (f64, f32) x tp (1, 2, 4). */
+/* The host memory readings the CLI and the benches report: the resident set now and its
+ * peak are positive and ordered, an unknown key is -1. */
+START_TEST(host_memory_readings) {
+    long rss = lr_host_status_kib("VmRSS"), hwm = lr_host_status_kib("VmHWM");
+    ck_assert_msg(rss > 0 && hwm >= rss, "VmRSS %ld KiB, VmHWM %ld KiB", rss, hwm);
+    ck_assert_int_eq(lr_host_status_kib("NoSuchKey"), -1);
+    ck_assert(lr_host_peak_rss() >= (uint64_t)rss * 1024 / 2);
+    if (lr_host_peak_rss_reset()) ck_assert(lr_host_status_kib("VmHWM") > 0);
+}
+END_TEST
+
 START_TEST(every_stage_matches_golden) {
     expect_golden(_i / 6, precisions[(_i / 3) % 2], tps[_i % 3]);
 }
@@ -564,6 +575,7 @@ static Suite *forward_suite(void) {
     suite_add_tcase(s, sf);
     TCase *bad = tcase_create("bad input");
     tcase_add_test(bad, bad_batches_are_refused);
+    tcase_add_test(bad, host_memory_readings);
     tcase_add_loop_test(bad, bad_fixtures_are_refused, 0, N_BAD);
     suite_add_tcase(s, bad);
     return s;

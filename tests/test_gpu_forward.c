@@ -559,19 +559,6 @@ START_TEST(a_model_larger_than_the_card_is_a_clear_error) {
 }
 END_TEST
 
-/* A /proc/self/status value in KiB ("VmHWM", "VmRSS"), or -1. */
-static long proc_status_kib(const char *key) {
-    FILE *f = fopen("/proc/self/status", "r");
-    if (!f) return -1;
-    char line[256];
-    long v = -1;
-    size_t n = strlen(key);
-    while (fgets(line, sizeof line, f))
-        if (strncmp(line, key, n) == 0 && line[n] == ':') v = strtol(line + n + 1, NULL, 10);
-    fclose(f);
-    return v;
-}
-
 /* The loader streams (issue 18): a bf16 checkpoint of Llama-2-70B's shapes, 8 layers,
  * 13.8 GiB (a sparse file: every weight reads as 0), loads into the card while the host's
  * resident set grows by no more than the loader's budget: its pinned staging, twice one
@@ -602,10 +589,8 @@ START_TEST(loading_streams_in_bounded_host_memory) {
     ck_assert_int_eq(write_sparse_70b_shaped("gpu-stream", L, dir, sizeof dir), bytes);
     lr_checkpoint *ck;
     ck_assert_msg(lr_checkpoint_open(dir, &ck) == LR_OK, "%s", lr_last_error());
-    FILE *cr = fopen("/proc/self/clear_refs", "w");
-    bool reset = cr && fputs("5", cr) >= 0;
-    if (cr && fclose(cr) != 0) reset = false;
-    long rss0 = proc_status_kib("VmRSS"), hwm0 = proc_status_kib("VmHWM");
+    bool reset = lr_host_peak_rss_reset();
+    long rss0 = lr_host_status_kib("VmRSS"), hwm0 = lr_host_status_kib("VmHWM");
     ck_assert_msg(rss0 > 0 && hwm0 > 0, "no VmRSS or VmHWM in /proc/self/status");
     lr_options o = cuda_options(LR_BF16);
     lr_model *m = NULL;
@@ -613,7 +598,7 @@ START_TEST(loading_streams_in_bounded_host_memory) {
     clock_gettime(CLOCK_MONOTONIC, &t0);
     ck_assert_msg(lr_model_create(ck, &o, &m) == LR_OK, "%s", lr_last_error());
     clock_gettime(CLOCK_MONOTONIC, &t1);
-    long hwm1 = proc_status_kib("VmHWM");
+    long hwm1 = lr_host_status_kib("VmHWM");
     lr_memory mem;
     ck_assert_int_eq(lr_model_memory(m, &mem), LR_OK);
     /* the loader's budget (docs/performance.md): staging, a chunk (staging / 2 of float32)
