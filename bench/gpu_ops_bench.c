@@ -203,7 +203,7 @@ int main(int argc, char **argv) {
     /* The ceilings, measured as gpu_bench measures them (bench/ceilings.h). */
     copy_bw = bench_copy_bandwidth();
     gemm_flops = bench_gemm_rate();
-    if (cublasCreate(&blas) != CUBLAS_STATUS_SUCCESS) return 1;
+    if (lr_gpu_blas_create(&blas) != LR_OK) return 1;
     if (lr_gpu_attn_ws_create(&attn_ws) != LR_OK) return 1;
     printf("card: %s; copy %.0f GB/s (read + write), cuBLAS bf16 GEMM %.0f TFLOP/s\n", prop.name, copy_bw * 1e-9,
            gemm_flops * 1e-12);

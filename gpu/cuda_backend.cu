@@ -450,7 +450,7 @@ static int cuda_create(const lr_checkpoint *ck, const lr_options *opt, void **im
             e = cudaStreamCreateWithFlags(&rk->stream, cudaStreamNonBlocking);
         else
             rk->stream = m->ranks[0].stream;
-        if (e != cudaSuccess || cublasCreate(&rk->blas) != CUBLAS_STATUS_SUCCESS ||
+        if (e != cudaSuccess || lr_gpu_blas_create(&rk->blas) != LR_OK ||
             cublasSetStream(rk->blas, rk->stream) != CUBLAS_STATUS_SUCCESS) {
             rc = lr_fail(LR_E_DEVICE, "cuda: GPU %d: cannot create a stream and a cuBLAS handle", rk->device);
             break;

@@ -82,6 +82,10 @@ int lr_gpu_fused_add_rms_norm(const char *variant, void *y, float *residual, con
  * rows (ld = K, K, N). blas: a cuBLAS handle created on the current device, not NULL, the
  * one argument lr_ref_linear has no twin for: variants that call cuBLAS (the default, and
  * others for shapes they have no kernel for) run it on s, and leave it bound to s. */
+/* A cuBLAS handle on the current device with the library's math mode (float32 compute, a
+ * split K summed in float32: the rounding map's one rounding); every handle the library,
+ * its tests and benches create is made so, and the linear family sets it on a caller's. */
+int lr_gpu_blas_create(cublasHandle_t *out);
 int lr_gpu_linear(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N,
                   int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s);
 

@@ -1753,12 +1753,12 @@ int lr_opsweep_run(const lr_opsweep_opts *o, lr_opsweep_cb cb, void *user, lr_op
             cudaStreamDestroy(sw.stream);
             return rc;
         }
-        cublasStatus_t bs = cublasCreate(&sw.blas);
-        if (bs != CUBLAS_STATUS_SUCCESS || cublasSetStream(sw.blas, sw.stream) != CUBLAS_STATUS_SUCCESS) {
-            if (bs == CUBLAS_STATUS_SUCCESS) cublasDestroy(sw.blas);
+        int bs = lr_gpu_blas_create(&sw.blas);
+        if (bs != LR_OK || cublasSetStream(sw.blas, sw.stream) != CUBLAS_STATUS_SUCCESS) {
+            if (bs == LR_OK) cublasDestroy(sw.blas);
             lr_gpu_attn_ws_free(sw.ws);
             cudaStreamDestroy(sw.stream);
-            return lr_fail(LR_E_DEVICE, "cublasCreate: status %d", (int)bs);
+            return bs != LR_OK ? bs : lr_fail(LR_E_DEVICE, "cublasSetStream failed");
         }
         if (o->perf && (rc = lr_gpu_copy_bandwidth((size_t)2 << 30, 3, 20, &sum->copy_bandwidth))) {
             cublasDestroy(sw.blas);

@@ -210,7 +210,7 @@ int main(void) {
                e != cudaSuccess ? cudaGetErrorString(e) : "0 devices");
         return 77;
     }
-    if (cudaStreamCreate(&g_stream) != cudaSuccess || cublasCreate(&g_blas) != CUBLAS_STATUS_SUCCESS) {
+    if (cudaStreamCreate(&g_stream) != cudaSuccess || lr_gpu_blas_create(&g_blas) != LR_OK) {
         printf("test_gpu_linear: cannot create a stream or a cuBLAS handle; skipping\n");
         return 77;
     }

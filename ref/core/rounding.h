@@ -16,7 +16,8 @@
  *                then to the dtype (lr_gpu_convert); two roundings for a float64 file
  *   embedding    the shard's rows copied (exact); other ranks' rows are zeros
  *   linear       lr_gpu_linear, every variant (the default cublasGemmEx with
- *                CUBLAS_COMPUTE_32F; gemv's float32 FMAs and warp sums): dtype inputs,
+ *                CUBLAS_COMPUTE_32F, a split K summed in float32 too:
+ *                lr_gpu_blas_create's math mode; gemv's float32 FMAs and warp sums): dtype inputs,
  *                float32 accumulation, output rounded to the dtype; then the bias (dtype)
  *                added in float32 and the sum rounded again (lr_gpu_add_bias): two
  *                roundings with a bias
