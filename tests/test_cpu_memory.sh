@@ -22,6 +22,14 @@ python3 "$SRC/tools/make-sparse-model.py" "$M" --layers 4 --hidden 512 --heads 8
     --intermediate 2048 --vocab 32000 >/dev/null || { echo "FAIL: make-sparse-model.py"; exit 1; }
 
 MiB=1048576
+# Under AddressSanitizer (.ci/run's first build) the resident set says nothing of the
+# weights: shadow memory and the quarantine of freed blocks hold far more. There only
+# the cache's own accounting is checked; the bounds on RSS are checked in every other build.
+RSS=1
+if grep -q __asan_init "$LD" 2>/dev/null; then
+    RSS=0
+    echo "test_cpu_memory: $LD is built with AddressSanitizer: its resident set is not bounded here (the cache's accounting is)"
+fi
 expect 0 "dump at f64 with --memory 32M" -- "$LD" dump -m "$M" -t "1 2 3 4 5 6 7 8 31999" -p f64 \
     --memory 32M -o "$TMP/streamed.st" --json -q
 json_ok "d['memory']['host_weights_budget'] == 32 * $MiB"
@@ -29,7 +37,7 @@ json_ok "d['memory']['host_weights_budget'] == 32 * $MiB"
 json_ok "d['memory']['host_weights_total'] >= 10 * 32 * $MiB"
 json_ok "d['memory']['host_weights_peak'] <= 32 * $MiB + 32 * $MiB // 4"
 json_ok "d['memory']['host_weights_converted'] >= d['memory']['host_weights_total'] // 2"
-json_ok "d['memory']['host_peak_rss'] - d['memory']['host_peak_rss_after_load'] <= 32 * $MiB + 32 * $MiB"
+[ $RSS = 1 ] && json_ok "d['memory']['host_peak_rss'] - d['memory']['host_peak_rss_after_load'] <= 32 * $MiB + 32 * $MiB"
 python3 -c "import json; m = json.load(open('$TMP/out'))['memory']; print('test_cpu_memory: peak RSS %.0f MiB, %.0f MiB after loading, converted weights held at most %.0f MiB of %.0f MiB in all' % (m['host_peak_rss'] / $MiB, m['host_peak_rss_after_load'] / $MiB, m['host_weights_peak'] / $MiB, m['host_weights_total'] / $MiB))"
 
 # The text output says it too.
@@ -61,7 +69,7 @@ done
 # dequantized to float32 when opened).
 CACHE=${LLAMAREF_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llamaref}
 S=$CACHE/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-if [ -e "$S" ]; then
+if [ -e "$S" ] && [ $RSS = 1 ]; then
     peak() { python3 -c 'import resource, subprocess, sys
 r = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024)' "$@"; }
@@ -73,7 +81,7 @@ print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 102
         fail=$((fail + 1)); echo "FAIL: SmolLM2 f64 check with --memory 64M: exit and peak $run, tiny model $floor"
     fi
     echo "test_cpu_memory: SmolLM2 f64 check --memory 64M: $(((${run#* } - ${floor#* }) / MiB)) MiB over a tiny model's run"
-else
+elif [ $RSS = 1 ]; then
     echo "test_cpu_memory: $S not present (tools/fetch-smollm2.sh fetches it); its bound not checked"
 fi
 
