@@ -640,7 +640,8 @@ typedef struct {
 
 typedef struct {
     double rel_l2;                   /* ||a-b|| / ||b|| */
-    double clipped;                  /* the same, the worst element counted one ulp at most: judged */
+    double clipped;                  /* the same, judged: the worst element one ulp at most, a massive
+                                      * activation (LR_SAME_MASSIVE) left out */
     double budget;                   /* what clipped may reach in this stage (its size counts) */
     double max_ulps;                 /* the largest element difference, in ulps */
     int64_t worst_token, worst_feature;
@@ -648,6 +649,13 @@ typedef struct {
     int64_t nonfinite;               /* NaN or Inf on one side only */
     bool pass;
 } lr_same_metrics;
+
+/* An element holding this share of a stage's squared norm or more (a trained model's
+ * massive activation: SmolLM2's token 0, channel 507, about 2.5e4, 98% of its stream from
+ * layer 11 on) is judged by the per-element bound alone: one rounding of it, on either
+ * side, would be the whole relative L2 (the H200 at fp16: 9.7 times the emulated
+ * reference's error against the golden, from that one element). */
+#define LR_SAME_MASSIVE 0.25
 
 /* The longest float32 reduction a stage of this model sums (hidden, intermediate, q
  * width, tokens of context). */

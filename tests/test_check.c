@@ -363,6 +363,33 @@ START_TEST(same_precision_projection_counts_cancelling_terms) {
 }
 END_TEST
 
+/* A massive activation (one element holding most of a stage's norm, as SmolLM2's token 0,
+ * channel 507 does) flipped by one ulp is the per-element bound's alone; the rest of the
+ * stage is still held to the relative L2 against its own norm, so a fault there fails. */
+START_TEST(same_precision_massive_activation) {
+    enum { T = 4, W = 64, N = T * W };
+    static double ref[N], test[N];
+    for (int64_t i = 0; i < N; i++)
+        ref[i] = lr_round_f32((float)value_at(i), LR_F16);
+    ref[5] = 24576; /* 99.9% of the squared norm; fp16's ulp there is 16 */
+    lr_tensor tr = tensor2(ref, T, W), tt = tensor2(test, T, W);
+    lr_same_budget b = lr_same_precision_budget(LR_F16, 64);
+    lr_same_metrics m;
+    for (int64_t i = 0; i < N; i++)
+        test[i] = ref[i] + (i == 5 ? 16 : 0);
+    ck_assert_int_eq(lr_same_compare(&tt, &tr, LR_F16, b, &m), LR_OK);
+    ck_assert_msg(m.pass && m.rel_l2 > m.budget, "one flip of the massive element: %.3g (judged %.3g of %.3g)",
+                  m.rel_l2, m.clipped, m.budget);
+    /* the rest x (1 + 8e-4): one or two ulps on most of it, which against the whole
+     * stage's norm (the massive element's) would be a thirtieth as large */
+    for (int64_t i = 0; i < N; i++)
+        test[i] = i == 5 ? ref[i] : lr_round_f32((float)(ref[i] * 1.0008), LR_F16);
+    ck_assert_int_eq(lr_same_compare(&tt, &tr, LR_F16, b, &m), LR_OK);
+    ck_assert_msg(!m.pass && m.over == 0 && m.rel_l2 < m.budget, "a fault on the rest: judged %.3g of %.3g, whole %.3g",
+                  m.clipped, m.budget, m.rel_l2);
+}
+END_TEST
+
 /* Attention that rounds P gets a share of elements over the ulp bound (and one ulp more
  * of cap), and P's flips in its relative L2, not one ulp more for every element: a kernel
  * 2 ulps off on one feature of every row (1 of 576, as a 1e-2 error on SmolLM2's last
@@ -887,6 +914,7 @@ static Suite *check_suite(void) {
     tcase_add_test(metrics, same_precision_judges_shifts_and_elements);
     tcase_add_test(metrics, same_precision_sum_counts_the_terms);
     tcase_add_test(metrics, same_precision_projection_counts_cancelling_terms);
+    tcase_add_test(metrics, same_precision_massive_activation);
     tcase_add_test(metrics, same_precision_attention_budget);
     tcase_add_test(metrics, fault_dither_alone_never_flips);
     suite_add_tcase(s, metrics);

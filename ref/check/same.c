@@ -20,7 +20,9 @@
  * element as one ulp at most (lr_same_compare): that element is the per-element bound's
  * to judge, and alone it would swallow the budget it is not part of (the H200's fp16
  * down_proj of long-gqa: one element 4 ulps off, at several times its row's RMS, made
- * 1.06 budgets of relative L2 on its own). A bug moves many elements, not one. Per element: one ulp at bf16,
+ * 1.06 budgets of relative L2 on its own). A massive activation (LR_SAME_MASSIVE) is
+ * left out of it, the rest judged against the rest's norm. A bug moves many elements,
+ * not one. Per element: one ulp at bf16,
  * with one element per stage allowed up to two (an op may round twice: a GEMM's output, then with its bias;
  * silu(gate), then times up); four at fp16, whose ulps are 8 times finer so float32
  * order shows as more of them. Elements under half their row's RMS count at that size
@@ -105,7 +107,8 @@ static int same_compare(const lr_tensor *test, const lr_tensor *ref, const lr_te
         test->shape[1] != ref->shape[1])
         return lr_fail(LR_E_SHAPE, "same precision: shapes differ");
     int64_t T = ref->shape[0], N = ref->shape[1];
-    double dd = 0, rr = 0, worst_d = 0, worst_ulp = 0, order = 0;
+    double dd = 0, rr = 0, worst_d = 0, worst_ulp = 0, order = 0, big_y = 0, big_d = 0;
+    int64_t big_at = -1, worst_at = -1;
     *m = (lr_same_metrics){.worst_token = -1, .worst_feature = -1};
     double *col = NULL; /* each feature's RMS over the tokens, where the floor goes by it */
     if (b.floor_by_feature && T >= 4 && (col = calloc((size_t)N, sizeof *col))) {
@@ -144,11 +147,13 @@ static int same_compare(const lr_tensor *test, const lr_tensor *ref, const lr_te
             double ulps = d / ulp;
             dd += d * d;
             rr += y * y;
+            if (fabs(y) > big_y) big_y = fabs(y), big_d = d, big_at = t * N + j;
             if (ulps > b.ulps) m->over++;
             if (ulps > m->max_ulps) {
                 m->max_ulps = ulps;
                 worst_d = d;
                 worst_ulp = ulp;
+                worst_at = t * N + j;
                 m->worst_token = t;
                 m->worst_feature = j;
             }
@@ -156,9 +161,19 @@ static int same_compare(const lr_tensor *test, const lr_tensor *ref, const lr_te
     }
     free(col);
     m->rel_l2 = rr > 0 ? sqrt(dd / rr) : sqrt(dd);
-    double cut = worst_d > worst_ulp ? worst_d * worst_d - worst_ulp * worst_ulp : 0;
-    double cc = dd - cut > 0 ? dd - cut : 0;
-    m->clipped = rr > 0 ? sqrt(cc / rr) : sqrt(cc);
+    /* A massive activation (one element holding a quarter of the stage's squared norm or
+     * more) is the per-element bound's alone: one flip of it would be the whole relative
+     * L2, so the rest is judged against the rest's norm. */
+    double cc = dd, cr = rr;
+    bool massive = big_y * big_y >= LR_SAME_MASSIVE * rr && rr > big_y * big_y;
+    if (massive) {
+        cc -= big_d * big_d;
+        cr -= big_y * big_y;
+    }
+    bool worst_left = massive && worst_at == big_at;
+    double cut = worst_d > worst_ulp && !worst_left ? worst_d * worst_d - worst_ulp * worst_ulp : 0;
+    cc = cc - cut > 0 ? cc - cut : 0;
+    m->clipped = cr > 0 ? sqrt(cc / cr) : sqrt(cc);
     /* one element two ulps (of up to twice the mid-binade spacing) off, in a stage of n
      * elements of equal size: 4 / sqrt(n) ulps */
     double small = b.small / sqrt((double)(T * N > 0 ? T * N : 1)) * ldexp(lr_ulp(p, 1.0), -1);
