@@ -636,6 +636,7 @@ typedef struct {
      * scale is what order and P's flips move it by, and a feature far smaller than its row
      * (SmolLM2's last of 576, a tenth of the row's RMS) is then still held to its own ulps */
     bool floor_by_feature;
+    double flip_share; /* the share of roundings float32 order alone moves by one ulp */
 } lr_same_budget;
 
 typedef struct {
@@ -648,6 +649,9 @@ typedef struct {
     int64_t over;                    /* elements over the ulp bound */
     int64_t nonfinite;               /* NaN or Inf on one side only */
     bool pass;
+    int64_t flips;                   /* elements half an ulp or more apart (a rounding moved) */
+    double flips_expected;           /* how many float32 order explains: sum of each element's
+                                      * flip_share + accumulation bound / ulp, at most 1 */
 } lr_same_metrics;
 
 /* An element holding this share of a stage's squared norm or more (a trained model's
@@ -656,6 +660,8 @@ typedef struct {
  * side, would be the whole relative L2 (the H200 at fp16: 9.7 times the emulated
  * reference's error against the golden, from that one element). */
 #define LR_SAME_MASSIVE 0.25
+/* The flat index of ref's massive activation, -1 where it has none. */
+int64_t lr_same_massive(const lr_tensor *ref);
 
 /* The longest float32 reduction a stage of this model sums (hidden, intermediate, q
  * width, tokens of context). */

@@ -363,6 +363,43 @@ START_TEST(same_precision_projection_counts_cancelling_terms) {
 }
 END_TEST
 
+/* A few flips of large elements (SmolLM2's q_proj at bf16 on the H200: 13 tokens, one
+ * element of 0.5% of the stage's squared norm one ulp off, 1.06 budgets of relative L2
+ * where order explains 17 flips) pass; a scale fault, or many flips, still fail. */
+START_TEST(same_precision_few_large_flips) {
+    enum { T = 13, W = 576, N = T * W };
+    static double ref[N], test[N];
+    for (int64_t i = 0; i < N; i++)
+        ref[i] = lr_round_f32((float)value_at(i), LR_BF16);
+    ref[7 * W + 118] = lr_round_f32(14.0f, LR_BF16); /* 0.5% of the squared norm */
+    ref[4 * W + 543] = lr_round_f32(-12.0f, LR_BF16);
+    lr_tensor tr = tensor2(ref, T, W), tt = tensor2(test, T, W);
+    lr_same_budget b = lr_same_precision_budget(LR_BF16, W);
+    lr_same_metrics m;
+    memcpy(test, ref, sizeof test);
+    test[7 * W + 118] += lr_ulp(LR_BF16, ref[7 * W + 118]);
+    test[4 * W + 543] -= lr_ulp(LR_BF16, ref[4 * W + 543]);
+    ck_assert_int_eq(lr_same_compare(&tt, &tr, LR_BF16, b, &m), LR_OK);
+    ck_assert_int_eq(m.flips, 2);
+    ck_assert_msg(m.clipped > m.budget, "two flips are %.3g of a %.3g budget: no longer the case this tests",
+                  m.clipped, m.budget);
+    ck_assert_msg(m.pass, "two one-ulp flips of large elements failed (%.3g expected flips)", m.flips_expected);
+    /* a third large one: more than order explains of the largest */
+    test[0] = ref[0] = lr_round_f32(13.0f, LR_BF16);
+    test[0] += lr_ulp(LR_BF16, ref[0]);
+    ck_assert_int_eq(lr_same_compare(&tt, &tr, LR_BF16, b, &m), LR_OK);
+    ck_assert(!m.pass);
+    /* a scale fault of 1e-3 on every element, before its rounding */
+    for (int64_t i = 0; i < N; i++) {
+        double exact = i == 0 || i == 7 * W + 118 || i == 4 * W + 543 ? ref[i] : value_at(i);
+        test[i] = lr_round_f32((float)(exact * 1.001), LR_BF16);
+    }
+    ck_assert_int_eq(lr_same_compare(&tt, &tr, LR_BF16, b, &m), LR_OK);
+    ck_assert_msg(!m.pass && m.flips > 100, "scale fault: %lld flips, %.3g of %.3g", (long long)m.flips,
+                  m.clipped, m.budget);
+}
+END_TEST
+
 /* A massive activation (one element holding most of a stage's norm, as SmolLM2's token 0,
  * channel 507 does) flipped by one ulp is the per-element bound's alone; the rest of the
  * stage is still held to the relative L2 against its own norm, so a fault there fails. */
@@ -914,6 +951,7 @@ static Suite *check_suite(void) {
     tcase_add_test(metrics, same_precision_judges_shifts_and_elements);
     tcase_add_test(metrics, same_precision_sum_counts_the_terms);
     tcase_add_test(metrics, same_precision_projection_counts_cancelling_terms);
+    tcase_add_test(metrics, same_precision_few_large_flips);
     tcase_add_test(metrics, same_precision_massive_activation);
     tcase_add_test(metrics, same_precision_attention_budget);
     tcase_add_test(metrics, fault_dither_alone_never_flips);

@@ -9,7 +9,8 @@
 # The GPU machine has no Check, no jansson and no package registry: first, on a machine
 # with Debian's registry, run `tools/gpu-check.sh --fetch` to download those packages into
 # .devdeps/ (git-ignored); carry that folder along. Usage on the GPU machine:
-#   tools/gpu-check.sh [--sanitize] [--quick] [--smollm2 FILE.gguf] [--detection] [--build-only|--plugin-only]
+#   tools/gpu-check.sh [--sanitize] [--quick] [--smollm2 FILE.gguf] [--detection] [--build-only|--plugin-only] [--reuse]
+# --reuse keeps the build an earlier call left in /tmp/llamaref-build (a warm machine) instead of rebuilding.
 # --plugin-only runs only the kernel plugin's checks after the build; --build-only stops after the build (in /tmp/llamaref-build, where tools/gpu-shape-check.sh
 # and later steps of a session find it).
 # --smollm2 also runs the real model (its GGUF; tools/fetch-smollm2.sh) through the CUDA
@@ -20,7 +21,7 @@ if [ "${1:-}" = "--fetch" ]; then
     mkdir -p .devdeps && cd .devdeps && apt-get download check libsubunit0 libsubunit-dev libjansson4 libjansson-dev
     exit $?
 fi
-SANITIZE=0 QUICK=0 SMOL= DETECT=0 BUILD_ONLY=0 PLUGIN_ONLY=0
+SANITIZE=0 QUICK=0 SMOL= DETECT=0 BUILD_ONLY=0 PLUGIN_ONLY=0 REUSE=0
 while [ $# -gt 0 ]; do
     case $1 in
     --sanitize) SANITIZE=1 ;;
@@ -28,6 +29,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1 ;;
     --build-only) BUILD_ONLY=1 ;;
     --plugin-only) PLUGIN_ONLY=1 ;;
+    --reuse) REUSE=1 ;;
     --smollm2) SMOL=${2:?--smollm2 needs a GGUF file}; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -60,16 +62,21 @@ export CPATH="$DD/usr/include${CPATH:+:$CPATH}"
 export LIBRARY_PATH="$DD/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}"
 export LD_LIBRARY_PATH="$DD/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
-echo "== build"
 B=/tmp/llamaref-build
-rm -rf "$B" && mkdir -p "$B"
-cp -r . "$B"
-rm -rf "$B/.devdeps" "$B/gpu-out" "$B"/.smol* "$B/.whl" "$B/.gpuwt"
-cd "$B"
-(autoreconf -fi && ./configure --with-cuda --enable-werror && make -j16 && make -j16 tests/test_gpu_ops tests/test_gpu_forward tests/test_gpu_linear) >"$OUT/build.log" 2>&1
-rc=$?
-tail -30 "$OUT/build.log"
-[ $rc -eq 0 ] || { echo "BUILD FAILED"; exit 1; }
+if [ $REUSE -eq 1 ] && [ -x "$B/llama-diff" ]; then
+    echo "== build: reusing $B ($(cd "$B" && git log -1 --format=%h 2>/dev/null))"
+    cd "$B"
+else
+    echo "== build"
+    rm -rf "$B" && mkdir -p "$B"
+    cp -r . "$B"
+    rm -rf "$B/.devdeps" "$B/gpu-out" "$B"/.smol* "$B/.whl" "$B/.gpuwt" "$B/gpurun"
+    cd "$B"
+    (autoreconf -fi && ./configure --with-cuda --enable-werror && make -j16 && make -j16 tests/test_gpu_ops tests/test_gpu_forward tests/test_gpu_linear) >"$OUT/build.log" 2>&1
+    rc=$?
+    tail -30 "$OUT/build.log"
+    [ $rc -eq 0 ] || { echo "BUILD FAILED"; exit 1; }
+fi
 [ $BUILD_ONLY -eq 1 ] && exit 0
 
 # The kernel plugin of docs/examples, built out of tree against an install of this build.

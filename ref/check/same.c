@@ -9,6 +9,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 /* Accumulation order: two float32 sums of K terms differ by about sqrt(K) u of the terms'
@@ -51,7 +52,8 @@ lr_same_budget lr_same_precision_budget(lr_dtype p, int64_t reduction) {
                         .floor = 0.5,
                         .small = p == LR_F16 ? 6 : 4,
                         .spare = p == LR_F16 ? 0 : 1,
-                        .cap = p == LR_F16 ? 4 : 2};
+                        .cap = p == LR_F16 ? 4 : 2,
+                        .flip_share = f < 1 ? f : 1};
     return b;
 }
 
@@ -92,6 +94,25 @@ lr_same_budget lr_same_attention_budget(lr_dtype p, int64_t head_dim, int64_t ke
     return b;
 }
 
+int64_t lr_same_massive(const lr_tensor *ref) {
+    double rr = 0, big = 0;
+    int64_t at = -1, n = lr_tensor_numel(ref);
+    for (int64_t i = 0; i < n; i++) {
+        double y = lr_tensor_get(ref, i);
+        if (!isfinite(y)) continue;
+        rr += y * y;
+        if (fabs(y) > big) big = fabs(y), at = i;
+    }
+    return at >= 0 && big * big >= LR_SAME_MASSIVE * rr && rr > big * big ? at : -1;
+}
+
+/* The flips a stage may hold before it counts against the relative L2's budget: an upper
+ * Poisson tail of the expected count lambda (lambda + 4 sqrt(lambda) + 4, under 1e-5 for any
+ * lambda), which is a bound already (each element's flip share from its accumulation bound). */
+static double flips_allowed(double lambda) {
+    return lambda + 4 * sqrt(lambda) + 4;
+}
+
 /* acc (NULL: none): per element, what float32 order may move the value before its rounding
  * (lr_same_accumulation_bound), counted beside the element's ulp. */
 static int same_compare(const lr_tensor *test, const lr_tensor *ref, const lr_tensor *const *terms, int nterms,
@@ -107,9 +128,15 @@ static int same_compare(const lr_tensor *test, const lr_tensor *ref, const lr_te
         test->shape[1] != ref->shape[1])
         return lr_fail(LR_E_SHAPE, "same precision: shapes differ");
     int64_t T = ref->shape[0], N = ref->shape[1];
-    double dd = 0, rr = 0, worst_d = 0, worst_ulp = 0, order = 0, big_y = 0, big_d = 0;
-    int64_t big_at = -1, worst_at = -1;
+    double dd = 0, rr = 0, worst_d = 0, worst_ulp = 0, order = 0, big_y = 0, big_d = 0, forgive[2] = {0, 0};
+    int64_t big_at = lr_same_massive(ref), worst_at = -1, forgive_at[2] = {-1, -1};
     *m = (lr_same_metrics){.worst_token = -1, .worst_feature = -1};
+    bool debug = getenv("LR_SAME_DEBUG") != NULL;
+    enum { TOP = 8 };
+    struct {
+        double d2, ulps, y, e;
+        int64_t at;
+    } top[TOP] = {{0}};
     double *col = NULL; /* each feature's RMS over the tokens, where the floor goes by it */
     if (b.floor_by_feature && T >= 4 && (col = calloc((size_t)N, sizeof *col))) {
         for (int64_t t = 0; t < T; t++)
@@ -134,20 +161,39 @@ static int same_compare(const lr_tensor *test, const lr_tensor *ref, const lr_te
                 continue;
             }
             double at_least = col ? b.floor * col[j] : floor_mag;
-            double ulp = lr_ulp(p, fabs(y) > at_least ? y : at_least);
+            double ulp = lr_ulp(p, fabs(y) > at_least ? y : at_least), own = ulp, e = 0;
             for (int k = 0; k < nterms; k++)
                 ulp += lr_ulp(p, lr_tensor_get(terms[k], t * N + j));
             if (acc) {
                 /* float32 order moves the value by up to e before it is rounded: a flip
                  * where e < ulp (in a share e / ulp of such elements), e itself beyond */
-                double e = fabs(lr_tensor_get(acc, t * N + j));
+                e = fabs(lr_tensor_get(acc, t * N + j));
                 order += e * ulp + e * e;
                 ulp += e;
             }
-            double ulps = d / ulp;
+            double ulps = d / ulp, share = b.flip_share + e / own;
+            m->flips_expected += share < 1 ? share : 1;
+            bool flip = d >= 0.5 * own;
+            if (flip) {
+                m->flips++;
+                double one = d < own ? d * d : own * own; /* one ulp of it */
+                if (t * N + j != big_at && one > forgive[1]) {
+                    forgive[1] = one, forgive_at[1] = t * N + j;
+                    if (forgive[1] > forgive[0]) {
+                        forgive[1] = forgive[0], forgive_at[1] = forgive_at[0];
+                        forgive[0] = one, forgive_at[0] = t * N + j;
+                    }
+                }
+            }
+            if (debug && d * d > top[TOP - 1].d2) {
+                int k = TOP - 1;
+                for (; k > 0 && top[k - 1].d2 < d * d; k--)
+                    top[k] = top[k - 1];
+                top[k].d2 = d * d, top[k].ulps = d / own, top[k].y = y, top[k].e = e / own, top[k].at = t * N + j;
+            }
             dd += d * d;
             rr += y * y;
-            if (fabs(y) > big_y) big_y = fabs(y), big_d = d, big_at = t * N + j;
+            if (t * N + j == big_at) big_y = fabs(y), big_d = d;
             if (ulps > b.ulps) m->over++;
             if (ulps > m->max_ulps) {
                 m->max_ulps = ulps;
@@ -165,7 +211,7 @@ static int same_compare(const lr_tensor *test, const lr_tensor *ref, const lr_te
      * more) is the per-element bound's alone: one flip of it would be the whole relative
      * L2, so the rest is judged against the rest's norm. */
     double cc = dd, cr = rr;
-    bool massive = big_y * big_y >= LR_SAME_MASSIVE * rr && rr > big_y * big_y;
+    bool massive = big_at >= 0;
     if (massive) {
         cc -= big_d * big_d;
         cr -= big_y * big_y;
@@ -180,8 +226,35 @@ static int same_compare(const lr_tensor *test, const lr_tensor *ref, const lr_te
     m->budget = b.rel_l2 > small ? b.rel_l2 : small;
     double by_order = rr > 0 ? 2 * sqrt(order / rr) : 0; /* twice the RMS that order explains */
     if (by_order > m->budget) m->budget = by_order;
+    /* The largest flips: where float32 order explains as many flips as the stage has
+     * (flips_allowed), the relative L2 is also judged without one ulp of each of its two
+     * largest. One flip of an element holding a few per cent of a small stage's squared
+     * norm is more than the budget, which counts flips by their expected RMS (SmolLM2's
+     * q_proj and k_proj at bf16 on the H200: 13 tokens, one element of 0.4-1.2% one ulp
+     * off, 1.06-1.62 budgets, where order explains 5-17 flips; 3 stages of 1812, each with
+     * exactly one flip). A fault moves a share of every element (a scale fault of 1e-3
+     * flips a tenth to a quarter of a bf16 stage) or many by under half an ulp unrounded,
+     * not two. */
+    double by_flips = HUGE_VAL;
+    for (int k = 0; k < 2; k++) /* the worst element's cut keeps one ulp of it: not forgiven too */
+        if (cut > 0 && forgive_at[k] == worst_at) forgive[k] = 0;
+    if ((double)m->flips <= flips_allowed(m->flips_expected)) {
+        double rest = cc - forgive[0] - forgive[1];
+        by_flips = cr > 0 ? sqrt((rest > 0 ? rest : 0) / cr) : 0;
+    }
     double spare = (double)b.spare + b.spare_share * (double)(T * N);
-    m->pass = m->nonfinite == 0 && (double)m->over <= spare && m->max_ulps <= b.cap && m->clipped <= m->budget;
+    m->pass = m->nonfinite == 0 && (double)m->over <= spare && m->max_ulps <= b.cap &&
+              (m->clipped <= m->budget || by_flips <= m->budget);
+    if (debug && !m->pass) {
+        /* LR_SAME_DEBUG: a failing stage's largest differences, for studying the budget */
+        fprintf(stderr, "same-debug: %lld x %lld rel %.3g judged %.3g budget %.3g max %.3g ulps over %lld flips %lld (%.3g expected)\n",
+                (long long)T, (long long)N, m->rel_l2, m->clipped, m->budget, m->max_ulps, (long long)m->over,
+                (long long)m->flips, m->flips_expected);
+        for (int k = 0; k < TOP && top[k].d2 > 0; k++)
+            fprintf(stderr, "same-debug:   [%lld, %lld] %.3g ulps, share of ||y||^2 %.3g, of ||d||^2 %.3g, order/ulp %.3g\n",
+                    (long long)(top[k].at / N), (long long)(top[k].at % N), top[k].ulps,
+                    rr > 0 ? top[k].y * top[k].y / rr : 0, dd > 0 ? top[k].d2 / dd : 0, top[k].e);
+    }
     return LR_OK;
 }
 

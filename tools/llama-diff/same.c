@@ -280,11 +280,13 @@ static int isolated_ulps(const args *a, const lr_checkpoint *ck, const lr_batch 
         }
         compared++;
         if (!m.pass && !failed++) first = name;
-        json_array_append_new(stages, json_pack("{s:s, s:f, s:f, s:f, s:f, s:I, s:[I,I], s:b}", "name", name,
-                                                "rel_l2", m.rel_l2, "rel_l2_judged", m.clipped, "budget",
+        if (!m.pass && getenv("LR_SAME_DEBUG")) fprintf(stderr, "same-debug: ^ %s\n", name);
+        json_array_append_new(stages, json_pack("{s:s, s:f, s:f, s:f, s:f, s:I, s:[I,I], s:I, s:f, s:b}", "name",
+                                                name, "rel_l2", m.rel_l2, "rel_l2_judged", m.clipped, "budget",
                                                 m.budget, "max_ulps", m.max_ulps, "over", (json_int_t)m.over,
                                                 "worst", (json_int_t)m.worst_token,
-                                                (json_int_t)m.worst_feature, "pass", m.pass));
+                                                (json_int_t)m.worst_feature, "flips", (json_int_t)m.flips,
+                                                "flips_expected", m.flips_expected, "pass", m.pass));
     }
     json_object_set_new(out, "compared", json_integer((json_int_t)compared));
     json_object_set_new(out, "failed", json_integer((json_int_t)failed));
@@ -297,20 +299,21 @@ out:
     return status;
 }
 
-/* ||a - b|| / ||b||, a massive activation of b (LR_SAME_MASSIVE) left out, the rest against
- * the rest's norm (NaN where a is not finite). */
-static double judged_rel_l2(const lr_tensor *a, const lr_tensor *b) {
-    double dd = 0, bb = 0, big_y = 0, big_d = 0;
-    int64_t n = lr_tensor_numel(b);
+/* ||a - b|| / ||b||, a massive activation of b (lr_same_massive) left out, the rest against
+ * the rest's norm (NaN where a is not finite). *big_rel_ulp: that activation's ulp at p
+ * relative to it (0 where b has none). */
+static double judged_rel_l2(const lr_tensor *a, const lr_tensor *b, lr_dtype p, double *big_rel_ulp) {
+    double dd = 0, bb = 0;
+    int64_t n = lr_tensor_numel(b), big = lr_same_massive(b);
     for (int64_t i = 0; i < n; i++) {
-        double x = lr_tensor_get(a, i), y = lr_tensor_get(b, i), d = (x - y) * (x - y);
+        double x = lr_tensor_get(a, i), y = lr_tensor_get(b, i);
         if (!isfinite(x)) return NAN;
-        dd += d;
+        if (i == big || !isfinite(y)) continue;
+        dd += (x - y) * (x - y);
         bb += y * y;
-        if (fabs(y) > big_y) big_y = fabs(y), big_d = d;
     }
-    if (big_y * big_y >= LR_SAME_MASSIVE * bb && bb > big_y * big_y) dd -= big_d, bb -= big_y * big_y;
-    dd = dd > 0 ? dd : 0;
+    double y = big >= 0 ? fabs(lr_tensor_get(b, big)) : 0;
+    *big_rel_ulp = y > 0 ? lr_ulp(p, y) / y : 0;
     return bb > 0 ? sqrt(dd / bb) : sqrt(dd);
 }
 
@@ -330,7 +333,7 @@ static int factor_verdict(const args *a, const lr_checkpoint *ck, const lr_batch
     json_t *stages = json_array();
     const char *first = NULL, *worst = NULL;
     size_t compared = 0, failed = 0;
-    double worst_ratio = 0;
+    double worst_ratio = 0, massive_ulp = 0;
     for (size_t i = 0; i < lr_recorder_count(test_run); i++) {
         const char *name = lr_recorder_name(test_run, i);
         const lr_tensor *g = ref(ref_user, name), *e = lr_recorder_find(emu, name);
@@ -345,8 +348,16 @@ static int factor_verdict(const args *a, const lr_checkpoint *ck, const lr_batch
         /* a massive activation left out, as the ulps criterion leaves it (LR_SAME_MASSIVE):
          * SmolLM2's, 2.5e4 where fp16's ulp is 16, makes one rounding of it the whole
          * relative L2, on whichever side it happens to land (the H200, fp16: 9.7x) */
-        double jt = judged_rel_l2(lr_recorder_at(test_run, i), g), je = judged_rel_l2(e, g);
-        double allowed = FACTOR * je + floor;
+        double big_ulp, jt = judged_rel_l2(lr_recorder_at(test_run, i), g, a->opt.precision, &big_ulp),
+                        je = judged_rel_l2(e, g, a->opt.precision, &big_ulp);
+        /* From a massive activation on, one rounding of it (an ulp apart on the two sides)
+         * in the stream (a layer's output) moves everything after it: the RMSNorm of its token divides by it, and every token
+         * attends to that one (SmolLM2's token 0). Up to its relative ulp, coherently: the
+         * factor criterion cannot tell that from a bug, and adds it (the H200 at fp16: the
+         * CUDA run at 2.2-2.7 times the emulated reference's error in layers 11-22, 1.0e-3
+         * against 3.8e-4, where 16 / 2.5e4 = 6.4e-4); the ulps criterion judges each op. */
+        if (lr_stage_kind_of(name) == LR_STAGE_LAYER && big_ulp > massive_ulp) massive_ulp = big_ulp;
+        double allowed = FACTOR * je + floor + massive_ulp;
         bool pass = jt <= allowed && !isnan(mt.rel_l2); /* NaN fails */
         double ratio = je > 0 ? jt / je : jt > 0 ? INFINITY : 1;
         if (!pass && !failed++) first = name;
