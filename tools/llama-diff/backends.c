@@ -118,9 +118,9 @@ int check_backend_settings(const args *a) {
     if (a->opt.num_devices && !(x && x->multi_device) && !(y && y->multi_device))
         return needs(a, "--devices", takes_devices, "a device count");
     /* check at bf16 and fp16 also runs the emulated CPU reference (the same-precision
-     * verdict, not with --decode), which takes the threads whatever --backend is. */
+     * verdict, with --decode too), which takes the threads whatever --backend is. */
     bool lowp = a->opt.precision == LR_BF16 || a->opt.precision == LR_F16;
-    bool same = (!a->cmd || is_cmd(a, "check")) && lowp && !a->decode;
+    bool same = (!a->cmd || is_cmd(a, "check")) && lowp;
     const lr_backend_info *cpu = lr_backend_find("cpu");
     if (a->threads_given && !(x && x->blas_threads) && !(y && y->blas_threads) && !(same && cpu && cpu->blas_threads))
         return needs(a, "--threads", takes_threads, "BLAS threads");
