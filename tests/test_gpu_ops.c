@@ -331,9 +331,15 @@ static int sim_rot_planted(const char *variant, void *x, int64_t ld, int64_t T, 
  * rounds P; else of 32, P in float32), the scores' dot products by fused multiply-adds
  * from the last dimension down (an order unlike the reference's BLAS), an online softmax
  * in log2 units with exp2f, O rescaled as the maximum grows, O / l rounded once. */
+/* Planted structural bugs of attention kernels (issue 15): an off-by-one causal mask
+ * (each query also sees the key after its own, where the sequence has one in the cache), a
+ * stale key (the newest visible key read from the slot before it, as a cache write that
+ * lands one step late leaves it). */
+typedef enum { ATTN_CORRECT, ATTN_MASK_OFF_BY_ONE, ATTN_STALE_KEY } attn_plant;
+
 static void sim_attention(void *ctx_raw, int64_t ldc, const void *q_raw, int64_t ldq, const void *kc_raw,
                           const void *vc_raw, const lr_gpu_attn_meta *m, int64_t T, int64_t nh, int64_t nkv,
-                          int64_t hd, float scale, lr_dtype dt, const char *like) {
+                          int64_t hd, float scale, lr_dtype dt, const char *like, attn_plant plant) {
     bool tiled = lr_attention_rounds_p(like, dt, hd, m->max_seq_len);
     int64_t group = nh / nkv, tile = tiled ? LR_ATTN_P_TILE : 32, kvw = nkv * hd, bs = m->block_size;
     int64_t nslots = 0;
@@ -347,6 +353,7 @@ static void sim_attention(void *ctx_raw, int64_t ldc, const void *q_raw, int64_t
     for (int64_t t = 0; t < T; t++) {
         int64_t seq = m->token_seq[t], vis = m->token_keys[t];
         const int32_t *tab = m->block_tables + seq * m->max_blocks;
+        if (plant == ATTN_MASK_OFF_BY_ONE && vis < m->seq_past[seq] + m->seq_len[seq]) vis++;
         for (int64_t h = 0; h < nh; h++) {
             const float *qd = q + t * ldq + h * hd;
             int64_t g = h / group;
@@ -356,7 +363,9 @@ static void sim_attention(void *ctx_raw, int64_t ldc, const void *q_raw, int64_t
                 int64_t kt = vis - k0 < tile ? vis - k0 : tile;
                 float tmax = -INFINITY;
                 for (int64_t i = 0; i < kt; i++) {
-                    int64_t key = k0 + i, slot = (int64_t)tab[key / bs] * bs + key % bs;
+                    int64_t key = k0 + i;
+                    if (plant == ATTN_STALE_KEY && key == vis - 1 && key > 0) key--;
+                    int64_t slot = (int64_t)tab[key / bs] * bs + key % bs;
                     const float *kr = kc + slot * kvw + g * hd;
                     float a = 0;
                     for (int64_t d = hd - 1; d >= 0; d--)
@@ -395,7 +404,7 @@ static int sim_attn_fa2(const char *variant, void *ctx, int64_t ldc, const void 
                         int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
                         cudaStream_t s) {
     (void)variant, (void)ws, (void)s;
-    sim_attention(ctx, ldc, q, ldq, kc, vc, m, T, nh, nkv, hd, scale, dt, "fa2");
+    sim_attention(ctx, ldc, q, ldq, kc, vc, m, T, nh, nkv, hd, scale, dt, "fa2", ATTN_CORRECT);
     return LR_OK;
 }
 static int sim_attn_flash(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
@@ -403,7 +412,23 @@ static int sim_attn_flash(const char *variant, void *ctx, int64_t ldc, const voi
                           int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
                           cudaStream_t s) {
     (void)variant, (void)ws, (void)s;
-    sim_attention(ctx, ldc, q, ldq, kc, vc, m, T, nh, nkv, hd, scale, dt, "flash");
+    sim_attention(ctx, ldc, q, ldq, kc, vc, m, T, nh, nkv, hd, scale, dt, "flash", ATTN_CORRECT);
+    return LR_OK;
+}
+static int sim_attn_mask(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
+                         const void *kc, const void *vc, const lr_gpu_attn_meta *m, int64_t T, int64_t nh,
+                         int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
+                         cudaStream_t s) {
+    (void)variant, (void)ws, (void)s;
+    sim_attention(ctx, ldc, q, ldq, kc, vc, m, T, nh, nkv, hd, scale, dt, "flash", ATTN_MASK_OFF_BY_ONE);
+    return LR_OK;
+}
+static int sim_attn_stale(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
+                          const void *kc, const void *vc, const lr_gpu_attn_meta *m, int64_t T, int64_t nh,
+                          int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
+                          cudaStream_t s) {
+    (void)variant, (void)ws, (void)s;
+    sim_attention(ctx, ldc, q, ldq, kc, vc, m, T, nh, nkv, hd, scale, dt, "flash", ATTN_STALE_KEY);
     return LR_OK;
 }
 
@@ -480,6 +505,8 @@ static const lr_opsweep_target simulated[] = {
     /* P rounded as fa2 rounds it (where it does), and in float32 as flash keeps it */
     {.family = "attention", .name = "sim-fa2", .attention = sim_attn_fa2, .rounds_p_like = "fa2"},
     {.family = "attention", .name = "sim-flash", .attention = sim_attn_flash, .rounds_p_like = "flash"},
+    {.family = "attention", .name = "sim-mask-off-by-one", .attention = sim_attn_mask, .rounds_p_like = "flash"},
+    {.family = "attention", .name = "sim-stale-key", .attention = sim_attn_stale, .rounds_p_like = "flash"},
     /* gemv in the kernel's order (vector or element, as it would choose) and one element at
      * a time everywhere; its planted twin */
     {.family = "linear", .name = "sim-gemv", .linear = sim_gemv_ok},
@@ -530,6 +557,10 @@ START_TEST(test_verdicts_cpu) {
     expect_caught(&ts, "sim-last-unweighted", true, where);
     expect_caught(&ts, "sim-gemv-drop-last", true, where);
     expect_caught(&ts, "sim-f32-angle", false, where);
+    /* the mask only where a sequence has a key after a query's own (prefill), the stale key
+     * wherever a query sees two keys or more */
+    expect_caught(&ts, "sim-mask-off-by-one", false, where);
+    expect_caught(&ts, "sim-stale-key", false, where);
 }
 END_TEST
 
