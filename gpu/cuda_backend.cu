@@ -91,14 +91,17 @@ struct gpu_prof {
     lr_profile acc;
 };
 
-/* One decode batch shape's graphs: one per stream in use (nrep), captured over one KV
- * cache. An entry that is not captured yet has had its eager warm-up step. */
+/* One decode batch shape's graphs, captured over one KV cache: one per stream in use
+ * (nrep) and segment. One GPU: one segment. Over NCCL the step is cut at its all-reduces,
+ * which run eagerly between the segments (the CUDA graphs section says why). An entry
+ * that is not captured yet has had its eager warm-up step. */
 struct gpu_graph {
     int64_t B;      /* sequences (= tokens) of the step; 0: a free entry */
     uint64_t kv_id; /* gpu_kv.id of the cache the graphs were captured over */
     bool captured;
-    cudaGraph_t g[MAX_TP];
-    cudaGraphExec_t x[MAX_TP];
+    int nseg, maxseg;
+    cudaGraph_t *g;     /* (maxseg, nrep): segment k of stream i at k * nrep + i */
+    cudaGraphExec_t *x; /* (maxseg, nrep) */
 };
 
 struct gpu_model {
@@ -770,7 +773,7 @@ static int upload_batch(gpu_model *m, const lr_batch *b, const lr_seq_span *span
         }
         m->stage_cap = need;
     }
-    /* The previous forward ended synchronised, so nothing reads the staging any more. */
+    /* Each call waits for its copies (below), so no copy still reads the staging. */
     int64_t *ids = (int64_t *)m->stage, *pos = ids + T, *slots = pos + T;
     int32_t *h = (int32_t *)(slots + T);
     memcpy(ids, b->input_ids, (size_t)T * sizeof *ids);
@@ -835,6 +838,8 @@ static lr_gpu_attn_meta rebase(const gpu_model *m, const lr_gpu_attn_meta *meta,
 /* One forward in progress: what the ops see through the composer's void *be. */
 struct gpu_pass {
     gpu_model *m;
+    gpu_graph *cap; /* the graph being captured (NULL: eager); cap_open: its streams capture */
+    bool cap_open;
     gpu_kv *kv;
     const lr_gpu_attn_meta *meta; /* replica 0's; rebase() for the others */
     int64_t T;
@@ -1002,8 +1007,17 @@ static int op_activation(void *be, int r, bool gated) {
     return lr_gpu_silu(rk->a.act, rk->a.gu, p->T, rk->L.intermediate, m->dt, rk->stream);
 }
 
+static int seg_end(gpu_pass *p);
+static int seg_begin(gpu_pass *p);
+
+/* While a step is captured over NCCL, an all-reduce ends a graph segment and begins the
+ * next: the all-reduce itself runs eagerly between them at each replay. */
 static int op_all_reduce(void *be) {
     gpu_pass *p = (gpu_pass *)be;
+    if (p->cap && p->m->nrep > 1) {
+        TRY(seg_end(p));
+        return seg_begin(p);
+    }
     return all_reduce(p->m, p->T);
 }
 
@@ -1150,9 +1164,15 @@ static const lr_layer_ops cuda_layer_ops = {
 /* ---- CUDA graphs --------------------------------------------------------------------------
  *
  * With lr_options.cuda_graphs a decode step (every sequence one new token: T = B) is
- * replayed as CUDA graphs, one per stream in use (one in the single-GPU mode, one per GPU
- * over NCCL, whose all-reduce is captured too: NCCL >= 2.9), so the step's few hundred
- * small launches cost one launch per GPU. A batch shape (B, over one KV cache) runs its
+ * replayed as CUDA graphs, so the step's few hundred small launches cost one graph
+ * launch. In the single-GPU mode (any tp: lr_gpu_sum's all-reduce is captured with the
+ * rest) that is one graph. Over NCCL each GPU's stream is captured into its own graphs,
+ * cut at the all-reduces, which run eagerly (grouped, as without graphs) between the
+ * segments: 2L + 2 graph launches per GPU and step. NCCL can be captured (>= 2.9), but
+ * its documentation warns that with several GPUs driven from one thread, as here
+ * (ncclCommInitAll), cudaGraphLaunch of graphs holding NCCL kernels may block and
+ * deadlock; with one process per GPU the whole step could be one graph. A batch shape
+ * (B, over one KV cache) runs its
  * first step eagerly, which reaches every allocation and one-time setup of that shape
  * (scratch, the attention workspace, kernel loading, cuBLAS's heuristics), is captured
  * at its second step and replayed from then on.
@@ -1175,11 +1195,14 @@ static const lr_layer_ops cuda_layer_ops = {
 
 static void graph_drop(gpu_model *m, gpu_graph *g) {
     if (!g->B) return;
-    for (int i = 0; i < m->nrep; i++) {
-        cudaSetDevice(rank_of_replica(m, i)->device);
-        if (g->x[i]) cudaGraphExecDestroy(g->x[i]);
-        if (g->g[i]) cudaGraphDestroy(g->g[i]);
-    }
+    for (int k = 0; k < g->nseg; k++)
+        for (int i = 0; i < m->nrep; i++) {
+            cudaSetDevice(rank_of_replica(m, i)->device);
+            if (g->x && g->x[k * m->nrep + i]) cudaGraphExecDestroy(g->x[k * m->nrep + i]);
+            if (g->g && g->g[k * m->nrep + i]) cudaGraphDestroy(g->g[k * m->nrep + i]);
+        }
+    free(g->g);
+    free(g->x);
     if (g->captured) m->gstats.invalidations++;
     memset(g, 0, sizeof *g);
 }
@@ -1195,40 +1218,83 @@ static void graphs_drop_kv(gpu_model *m, uint64_t kv_id) {
 
 static void cuda_graph_stats(const void *impl, lr_graph_stats *out) { *out = ((const gpu_model *)impl)->gstats; }
 
-/* Every replica's stream captured into its own graph: the composer's whole forward. On
- * failure no capture is left open and nothing is kept. */
-static int graph_capture(gpu_model *m, const lr_composer *c, gpu_pass *p, gpu_graph *g) {
-    int begun = 0, rc = LR_OK;
-    for (; begun < m->nrep; begun++) {
-        gpu_rank *rk = rank_of_replica(m, begun);
+/* Begins capturing every stream in use; on failure none is left capturing. */
+static int seg_begin(gpu_pass *p) {
+    gpu_model *m = p->m;
+    for (int i = 0; i < m->nrep; i++) {
+        gpu_rank *rk = rank_of_replica(m, i);
         cudaError_t e = cudaSetDevice(rk->device);
         if (e == cudaSuccess) e = cudaStreamBeginCapture(rk->stream, cudaStreamCaptureModeThreadLocal);
         if (e != cudaSuccess) {
-            rc = lr_fail(LR_E_DEVICE, "cuda graphs: beginning the capture on GPU %d: %s", rk->device,
-                         cudaGetErrorString(e));
-            break;
+            for (int j = 0; j < i; j++) { /* the streams begun: ended, their graphs discarded */
+                cudaGraph_t g = NULL;
+                cudaSetDevice(rank_of_replica(m, j)->device);
+                if (cudaStreamEndCapture(rank_of_replica(m, j)->stream, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+            }
+            cudaGetLastError();
+            return lr_fail(LR_E_DEVICE, "cuda graphs: beginning a capture on GPU %d: %s", rk->device,
+                           cudaGetErrorString(e));
         }
     }
-    if (rc == LR_OK) rc = lr_compose_forward(c, p, p->T, NULL);
-    for (int i = 0; i < begun; i++) {
+    p->cap_open = true;
+    return LR_OK;
+}
+
+/* Ends the capture of every stream in use into segment cap->nseg. */
+static int seg_end(gpu_pass *p) {
+    gpu_model *m = p->m;
+    gpu_graph *g = p->cap;
+    int rc = LR_OK;
+    bool room = g->nseg < g->maxseg;
+    for (int i = 0; i < m->nrep; i++) {
         gpu_rank *rk = rank_of_replica(m, i);
+        cudaGraph_t out = NULL;
         cudaSetDevice(rk->device);
-        cudaError_t e = cudaStreamEndCapture(rk->stream, &g->g[i]);
+        cudaError_t e = cudaStreamEndCapture(rk->stream, &out);
         if (e != cudaSuccess && rc == LR_OK)
             rc = lr_fail(LR_E_DEVICE, "cuda graphs: capturing the decode step of %lld sequences on GPU %d: %s",
                          (long long)g->B, rk->device, cudaGetErrorString(e));
+        if (room)
+            g->g[g->nseg * m->nrep + i] = out;
+        else if (out)
+            cudaGraphDestroy(out);
     }
-    for (int i = 0; rc == LR_OK && i < m->nrep; i++) {
-        gpu_rank *rk = rank_of_replica(m, i);
+    p->cap_open = false;
+    if (room) g->nseg++;
+    else if (rc == LR_OK)
+        rc = lr_fail(LR_E_DEVICE, "cuda graphs: the decode step has more than %d segments", g->maxseg);
+    return rc;
+}
+
+/* The composer's whole forward captured: one graph per stream in use and segment (one
+ * segment, but over NCCL one more than its all-reduces: 2L + 2). On failure no capture
+ * is left open and nothing is kept. */
+static int graph_capture(gpu_model *m, const lr_composer *c, gpu_pass *p, gpu_graph *g) {
+    g->maxseg = m->nrep > 1 ? 2 * (int)m->cfg.num_hidden_layers + 2 : 1;
+    size_t n = (size_t)g->maxseg * (size_t)m->nrep;
+    g->g = (cudaGraph_t *)calloc(n, sizeof *g->g);
+    g->x = (cudaGraphExec_t *)calloc(n, sizeof *g->x);
+    g->nseg = 0;
+    int rc = g->g && g->x ? LR_OK : lr_fail(LR_E_NOMEM, "cuda graphs: out of memory");
+    p->cap = g;
+    if (rc == LR_OK) rc = seg_begin(p);
+    if (rc == LR_OK) rc = lr_compose_forward(c, p, p->T, NULL);
+    if (p->cap_open) {
+        int rc2 = seg_end(p);
+        if (rc == LR_OK) rc = rc2;
+    }
+    p->cap = NULL;
+    for (int k = 0; rc == LR_OK && k < g->nseg * m->nrep; k++) {
+        gpu_rank *rk = rank_of_replica(m, k % m->nrep);
         cudaSetDevice(rk->device);
-        cudaError_t e = cudaGraphInstantiate(&g->x[i], g->g[i], 0);
+        cudaError_t e = cudaGraphInstantiate(&g->x[k], g->g[k], 0);
         if (e != cudaSuccess)
             rc = lr_fail(LR_E_DEVICE, "cuda graphs: instantiating the decode step of %lld sequences on GPU %d: %s",
                          (long long)g->B, rk->device, cudaGetErrorString(e));
     }
     if (rc) {
         cudaGetLastError(); /* a failed capture leaves its error behind */
-        graph_drop(m, g); /* not captured: not counted as an invalidation */
+        graph_drop(m, g);   /* not captured: not counted as an invalidation */
         return rc;
     }
     g->captured = true;
@@ -1236,11 +1302,15 @@ static int graph_capture(gpu_model *m, const lr_composer *c, gpu_pass *p, gpu_gr
     return LR_OK;
 }
 
-static int graph_launch(gpu_model *m, const gpu_graph *g) {
-    for (int i = 0; i < m->nrep; i++) {
-        gpu_rank *rk = rank_of_replica(m, i);
-        CUDA_CHECK(cudaSetDevice(rk->device));
-        CUDA_CHECK(cudaGraphLaunch(g->x[i], rk->stream));
+/* The segments in order on every stream in use, the all-reduces (over NCCL) between. */
+static int graph_launch(gpu_model *m, const gpu_graph *g, int64_t T) {
+    for (int k = 0; k < g->nseg; k++) {
+        if (k > 0) TRY(all_reduce(m, T));
+        for (int i = 0; i < m->nrep; i++) {
+            gpu_rank *rk = rank_of_replica(m, i);
+            CUDA_CHECK(cudaSetDevice(rk->device));
+            CUDA_CHECK(cudaGraphLaunch(g->x[k * m->nrep + i], rk->stream));
+        }
     }
     m->gstats.replays++;
     return LR_OK;
@@ -1271,7 +1341,7 @@ static int graph_step(gpu_model *m, const lr_composer *c, gpu_pass *p, const gpu
         else if (!e->B && !free_g) free_g = e;
     }
     if (g && !g->captured) TRY(graph_capture(m, c, p, g));
-    if (g) return graph_launch(m, g);
+    if (g) return graph_launch(m, g, p->T);
     TRY(eager_forward(m, c, p, NULL));
     m->gstats.warmups++;
     if (!free_g) /* eager_forward may have dropped them all */
@@ -1305,7 +1375,7 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
     TRY(upload_batch(m, b, spans, kv, &meta, graph));
     prof_mark(m, &m->ranks[0], LR_PROF_SETUP);
 
-    gpu_pass p = {m, kv, &meta, T, b, spans};
+    gpu_pass p = {m, NULL, false, kv, &meta, T, b, spans};
     lr_composer c = {&cuda_layer_ops, &m->cfg, m->layouts, m->tp, m->ranks[0].plan, m->faults, m->num_faults};
     if (graph)
         TRY(graph_step(m, &c, &p, kv));
