@@ -156,8 +156,8 @@ typedef struct {
     double kv;
     int n;
     lr_profile prof; /* one profiled pass (prefill) or the profiled steps (decode) */
-    bool graphs;        /* decode with lr_options.cuda_graphs */
-    lr_graph_stats gs;  /* what the row's steps did (graphs rows) */
+    bool graphs;       /* decode with lr_options.cuda_graphs */
+    lr_graph_stats gs; /* what the row's steps did (graphs rows) */
 } row;
 
 static lr_model *M;

@@ -66,8 +66,8 @@ static __device__ __forceinline__ int64_t batch_max_keys(const lr_gpu_attn_meta 
 template <typename E, int DPL, int G>
 static __global__ void __launch_bounds__(SP_WARPS * 32)
     attention_split_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
-                           lr_gpu_attn_meta m, int64_t nh, int64_t nkv, int64_t hd, float scale, int grid_split,
-                           int64_t want, float *part_o, float *part_ml, bool vec) {
+                           lr_gpu_attn_meta m, int64_t nh, int64_t nkv, int64_t hd, float scale,
+                           int grid_split, int64_t want, float *part_o, float *part_ml, bool vec) {
     __shared__ float so[SP_WARPS][G][DPL * 32];
     __shared__ float sm[SP_WARPS][G], sl[SP_WARPS][G];
     __shared__ int maxk_s;
@@ -247,8 +247,8 @@ template <typename E, int DPL, int G> static int split_launch(const lr_gpu_atten
     LAUNCH_CHECK();
     if (nsplit > 1) {
         if (B * a->nh > INT32_MAX) return lr_fail(LR_E_INVAL, "gpu attention (tc): grid too large");
-        attention_merge_kernel<E><<<(unsigned int)(B * a->nh), 128, 0, s>>>((E *)a->ctx, a->ldc, *m, a->nh, a->hd,
-                                                                             nsplit, want, po, pml);
+        attention_merge_kernel<E><<<(unsigned int)(B * a->nh), 128, 0, s>>>((E *)a->ctx, a->ldc, *m, a->nh,
+                                                                            a->hd, nsplit, want, po, pml);
         LAUNCH_CHECK();
     }
     return LR_OK;

@@ -46,7 +46,7 @@ struct gpu_rank {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
-    void *blas_ws;   /* cuBLAS's workspace (cublasSetWorkspace): no allocation inside a capture */
+    void *blas_ws;      /* cuBLAS's workspace (cublasSetWorkspace): no allocation inside a capture */
     lr_gpu_attn_ws *ws; /* attention's scratch: one per rank (the single-GPU mode's share a stream) */
     void *weights;   /* one allocation */
     lr_plan *plan;   /* this rank's packing plan: the shapes of its tensors */
@@ -677,8 +677,10 @@ static int ensure_buffers(gpu_model *m, int64_t T, int64_t nseq, int64_t max_blo
     int rc;
     /* Growing frees buffers a captured graph points into: drop the graphs first. */
     bool grows = false;
-    for (int r = 0; r < m->tp; r++) grows |= m->ranks[r].a.cap < T;
-    for (int i = 0; i < m->nrep; i++) grows |= m->reps[i].cap < T || m->reps[i].meta_cap < 2 * T + 3 * nseq + nseq * max_blocks;
+    for (int r = 0; r < m->tp; r++)
+        grows |= m->ranks[r].a.cap < T;
+    for (int i = 0; i < m->nrep; i++)
+        grows |= m->reps[i].cap < T || m->reps[i].meta_cap < 2 * T + 3 * nseq + nseq * max_blocks;
     if (grows) graphs_drop_all(m);
     for (int r = 0; r < m->tp; r++) {
         gpu_rank *rk = &m->ranks[r];
@@ -1172,10 +1174,9 @@ static const lr_layer_ops cuda_layer_ops = {
  * its documentation warns that with several GPUs driven from one thread, as here
  * (ncclCommInitAll), cudaGraphLaunch of graphs holding NCCL kernels may block and
  * deadlock; with one process per GPU the whole step could be one graph. A batch shape
- * (B, over one KV cache) runs its
- * first step eagerly, which reaches every allocation and one-time setup of that shape
- * (scratch, the attention workspace, kernel loading, cuBLAS's heuristics), is captured
- * at its second step and replayed from then on.
+ * (B, over one KV cache) runs its first step eagerly, which reaches every allocation and
+ * one-time setup of that shape (scratch, the attention workspace, kernel loading,
+ * cuBLAS's heuristics), is captured at its second step and replayed from then on.
  *
  * What changes from step to step is in device buffers at fixed addresses, uploaded from
  * pinned memory before the launch (upload_batch): token ids, positions, the slot mapping,

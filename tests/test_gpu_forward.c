@@ -687,7 +687,10 @@ static void gr_prefill(gr_side *e, gr_side *g, const lr_batch *fb, const char *w
             sid[GR_SEQS];
     for (int64_t s = 0; s < GR_SEQS; s++) {
         lens[s] = GR_PREFILL, sid[s] = s;
-        for (int64_t t = 0; t < GR_PREFILL; t++) ids[s * GR_PREFILL + t] = gr_token(fb, s, t), pos[s * GR_PREFILL + t] = t;
+        for (int64_t t = 0; t < GR_PREFILL; t++) {
+            ids[s * GR_PREFILL + t] = gr_token(fb, s, t);
+            pos[s * GR_PREFILL + t] = t;
+        }
     }
     lr_batch b = {.input_ids = ids, .positions = pos, .seq_lens = lens, .seq_ids = sid, .num_tokens = n,
                   .num_seqs = GR_SEQS};
