@@ -18,9 +18,12 @@
  * stream timed between ops), which gives its GEMM, attention and all-reduce shares.
  * Usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N]
  *                  [--steps N] [--kernels SPEC] [--dump-logits FILE] [--only ROWS]
- *                  [--no-profile]
+ *                  [--no-profile] [--graphs]
  * --only takes row numbers (0: prefill 1 x 2048, 1: 8 x 512, 2: decode batch 1, 3: batch
- * 32), e.g. --only 2 for a profiler run. */
+ * 32; with --graphs 4 and 5: the decode rows again with CUDA graphs), e.g. --only 2 for a
+ * profiler run. --graphs (or LR_BENCH_GRAPHS=1) adds rows 4 and 5, run on a second model
+ * built with lr_options.cuda_graphs after the first is freed, and prints how many steps
+ * each replayed; their profiled steps run eagerly (profiling is one of the fallbacks). */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
@@ -153,6 +156,8 @@ typedef struct {
     double kv;
     int n;
     lr_profile prof; /* one profiled pass (prefill) or the profiled steps (decode) */
+    bool graphs;       /* decode with lr_options.cuda_graphs */
+    lr_graph_stats gs; /* what the row's steps did (graphs rows) */
 } row;
 
 static lr_model *M;
@@ -236,6 +241,8 @@ static void run_decode(row *r) {
             *ps = malloc((size_t)B * 8);
     for (int64_t s = 0; s < B; s++) sid[s] = s, one[s] = 1;
     double *t = malloc((size_t)steps * sizeof *t);
+    lr_graph_stats g0 = {0};
+    if (r->graphs) LR(lr_model_graph_stats(M, &g0));
     for (int k = 0; k < warm + steps + pst; k++) {
         for (int64_t s = 0; s < B; s++) tok[s] = step_token(s, k, V), ps[s] = ctx + k;
         lr_batch b = {tok, ps, one, sid, B, B};
@@ -250,6 +257,11 @@ static void run_decode(row *r) {
     if (pst) {
         LR(lr_model_get_profile(M, &r->prof));
         LR(lr_model_set_profiling(M, false));
+    }
+    if (r->graphs) {
+        LR(lr_model_graph_stats(M, &r->gs));
+        r->gs.captures -= g0.captures, r->gs.replays -= g0.replays, r->gs.warmups -= g0.warmups;
+        r->gs.eager_steps -= g0.eager_steps, r->gs.invalidations -= g0.invalidations;
     }
     r->mem = used_bytes() - base_used;
     r->kv = kv_bytes(B, cap);
@@ -281,12 +293,13 @@ static int count_arg(const char *s) {
 
 static void usage(void) {
     fprintf(stderr, "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
-                    "                 [--kernels SPEC] [--dump-logits FILE] [--only ROWS] [--no-profile]\n");
+                    "                 [--kernels SPEC] [--dump-logits FILE] [--only ROWS] [--no-profile] [--graphs]\n");
 }
 
 int main(int argc, char **argv) {
     const char *model = NULL, *json = NULL, *kernels = NULL, *only = NULL, *tplist = "1";
     int devices = 0;
+    bool graphs = getenv("LR_BENCH_GRAPHS") && !strcmp(getenv("LR_BENCH_GRAPHS"), "1");
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
         else if (!strcmp(argv[i], "--json") && i + 1 < argc) json = argv[++i];
@@ -298,6 +311,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--tp") && i + 1 < argc) tplist = argv[++i];
         else if (!strcmp(argv[i], "--devices") && i + 1 < argc) devices = count_arg(argv[++i]);
         else if (!strcmp(argv[i], "--no-profile")) profile = 0;
+        else if (!strcmp(argv[i], "--graphs")) graphs = true;
         else {
             usage();
             return 2;
@@ -345,13 +359,15 @@ int main(int argc, char **argv) {
         {.name = "prefill 8 x 512", .kind = "prefill", .B = 8, .T = 512, .target = 1.5},
         {.name = "decode batch 1, ctx 1024", .kind = "decode", .B = 1, .T = 1024, .target = 1.15},
         {.name = "decode batch 32, ctx 1024", .kind = "decode", .B = 32, .T = 1024},
+        {.name = "decode batch 1, graphs", .kind = "decode", .B = 1, .T = 1024, .target = 1.15, .graphs = true},
+        {.name = "decode batch 32, graphs", .kind = "decode", .B = 32, .T = 1024, .graphs = true},
     };
     int nrows = 0;
-    row rows[8][4];
+    row rows[8][6];
     int ndevs[8];
     double load_s[8], wmem[8], host_before[8], host_peak[8], host_budget[8];
     bool host_reset[8];
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < (graphs ? 6 : 4); i++)
         if (!only || strchr(only, '0' + i)) rows[0][nrows++] = proto[i];
     for (int k = 1; k < ntp; k++) memcpy(rows[k], rows[0], sizeof rows[0]);
 
@@ -392,6 +408,13 @@ int main(int argc, char **argv) {
         if (k > 0) dump_logits = NULL;
         for (int i = 0; i < nrows; i++) {
             row *r = &rows[k][i];
+            if (r->graphs && !opt.cuda_graphs) {
+                /* The graphs rows come last: the same model again, with graphs. */
+                lr_model_free(M);
+                opt.cuda_graphs = true;
+                LR(lr_model_create(ck, &opt, &M));
+                C = lr_model_config(M);
+            }
             /* Floors over the GPUs in use; the issue-8 targets are for one GPU. */
             if (!strcmp(r->kind, "prefill")) {
                 run_prefill(r);
@@ -408,6 +431,10 @@ int main(int argc, char **argv) {
                    r->seconds * 1e3, r->floor_s * 1e3, r->seconds / r->floor_s,
                    r->target > 0 ? (r->seconds / r->floor_s <= r->target ? " (met)" : " (missed)") : "",
                    r->mem / (1 << 30), r->mem_budget / (1 << 30));
+            if (r->graphs)
+                printf("  graphs: %llu captured, %llu steps replayed, %llu warm-up, %llu eager",
+                       (unsigned long long)r->gs.captures, (unsigned long long)r->gs.replays,
+                       (unsigned long long)r->gs.warmups, (unsigned long long)r->gs.eager_steps);
             if (profile)
                 printf("  profiled: GEMM %.0f%%, attention %.0f%%, all-reduce %.1f%%", 100 * prof_share(&r->prof, GEMM_OPS),
                        100 * prof_share(&r->prof, 1u << LR_PROF_ATTENTION),
@@ -470,6 +497,11 @@ int main(int argc, char **argv) {
                         r->name, r->kind, tps[k], ndevs[k], (long long)r->B, (long long)r->T, r->seconds, r->n,
                         r->floor_s, r->seconds / r->floor_s, r->target, rows[0][i].seconds / r->seconds, r->flops,
                         r->bytes, r->kv, r->mem, r->mem_budget, load_s[k]);
+                fprintf(f, ", \"graphs\": %s", r->graphs ? "true" : "false");
+                if (r->graphs)
+                    fprintf(f, ", \"graph_captures\": %llu, \"graph_replays\": %llu, \"graph_eager_steps\": %llu",
+                            (unsigned long long)r->gs.captures, (unsigned long long)r->gs.replays,
+                            (unsigned long long)r->gs.eager_steps);
                 if (profile) {
                     fprintf(f, ", \"profile_ns\": {");
                     for (int op = 0; op < LR_PROF_COUNT; op++)

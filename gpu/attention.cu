@@ -40,6 +40,8 @@ extern "C" void lr_gpu_attn_ws_free(lr_gpu_attn_ws *ws) {
     free(ws);
 }
 
+extern "C" size_t lr_gpu_attn_ws_bytes(const lr_gpu_attn_ws *ws) { return ws ? ws->cap : 0; }
+
 int lr_gpu_attn_ws_reserve(lr_gpu_attn_ws *ws, size_t bytes, cudaStream_t s, void **out) {
     int dev = 0;
     CUDA_CHECK(cudaGetDevice(&dev));

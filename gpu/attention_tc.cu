@@ -28,17 +28,54 @@ template <> struct sp_vec<4> { typedef unsigned int T; };
 template <> struct sp_vec<8> { typedef uint2 T; };
 template <> struct sp_vec<16> { typedef uint4 T; };
 
-/* Grid (num_seqs * nsplit, nkv). Lane l owns dims l*DPL .. l*DPL + DPL - 1 (those < hd).
- * part_o (num_seqs * nh * nsplit, hd), part_ml (num_seqs * nh * nsplit, 2): the chunk's
- * unnormalised output, max and sum; with nsplit 1 the block writes ctx itself. */
+/* How a decode batch's keys are split: at most want chunks (want: enough blocks to fill
+ * the card), none under SP_MIN_CHUNK keys, from the most keys any sequence sees. The host
+ * sizes the grid and the workspace with it from meta.max_keys, an upper bound (the exact
+ * most eagerly; the cache's capacity in a CUDA graph, where the step's lengths are only
+ * in device memory); the kernels plan again from the exact most, read from the device,
+ * so a graph's replay splits exactly as an eager step of the same lengths does. */
+static __host__ __device__ __forceinline__ void split_plan(int64_t want, int64_t maxk, int *nsplit,
+                                                           int64_t *chunk) {
+    int64_t most = (maxk + SP_MIN_CHUNK - 1) / SP_MIN_CHUNK;
+    int n = (int)(want < most ? want : most);
+    if (n < 1) n = 1;
+    *nsplit = n;
+    *chunk = (maxk + n - 1) / n;
+}
+
+/* The most keys any sequence of a decode batch sees (each has one token, its first),
+ * read by every thread of the block, published through *s (shared); never above
+ * meta.max_keys, so the plan never has more chunks than the grid (a mask fault's keys
+ * past it are not seen, as before). */
+static __device__ __forceinline__ int64_t batch_max_keys(const lr_gpu_attn_meta &m, int *s) {
+    if (threadIdx.x == 0) *s = 0;
+    __syncthreads();
+    int km = 0;
+    for (int64_t q = threadIdx.x; q < m.num_seqs; q += blockDim.x)
+        km = max(km, m.token_keys[m.seq_start[q]]);
+    atomicMax(s, km);
+    __syncthreads();
+    return *s < m.max_keys ? *s : m.max_keys;
+}
+
+/* Grid (num_seqs * grid_split, nkv); the blocks of chunks past the step's own split
+ * (split_plan from the device's lengths) return at once. Lane l owns dims l*DPL ..
+ * l*DPL + DPL - 1 (those < hd). part_o (num_seqs * nh * grid_split, hd), part_ml
+ * (num_seqs * nh * grid_split, 2): the chunk's unnormalised output, max and sum; with a
+ * split of 1 the block writes ctx itself. */
 template <typename E, int DPL, int G>
 static __global__ void __launch_bounds__(SP_WARPS * 32)
     attention_split_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
-                           lr_gpu_attn_meta m, int64_t nh, int64_t nkv, int64_t hd, float scale, int nsplit,
-                           int64_t chunk, float *part_o, float *part_ml, bool vec) {
+                           lr_gpu_attn_meta m, int64_t nh, int64_t nkv, int64_t hd, float scale,
+                           int grid_split, int64_t want, float *part_o, float *part_ml, bool vec) {
     __shared__ float so[SP_WARPS][G][DPL * 32];
     __shared__ float sm[SP_WARPS][G], sl[SP_WARPS][G];
-    int64_t seq = blockIdx.x / nsplit, c = blockIdx.x % nsplit, g = blockIdx.y;
+    __shared__ int maxk_s;
+    int nsplit;
+    int64_t chunk;
+    split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk);
+    int64_t seq = blockIdx.x / grid_split, c = blockIdx.x % grid_split, g = blockIdx.y;
+    if (c >= nsplit) return; /* block-uniform, after the last barrier of batch_max_keys */
     int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
     int64_t t = m.seq_start[seq];
     int64_t nk = m.token_keys[t];
@@ -142,20 +179,27 @@ static __global__ void __launch_bounds__(SP_WARPS * 32)
         if (nsplit == 1) {
             st(ctx + t * ldc + h * hd + d, L > 0.0f ? O / L : 0.0f);
         } else {
-            int64_t pi = (seq * nh + h) * nsplit + c;
+            int64_t pi = (seq * nh + h) * grid_split + c;
             part_o[pi * hd + d] = O;
             if (d == 0) part_ml[2 * pi] = M, part_ml[2 * pi + 1] = L;
         }
     }
 }
 
-/* Grid (num_seqs * nh): merges a (sequence, head)'s chunks into ctx. */
+/* Grid (num_seqs * nh): merges a (sequence, head)'s chunks into ctx (nothing when the
+ * step's split is 1: the split kernel wrote ctx). */
 template <typename E>
 static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_meta m, int64_t nh, int64_t hd,
-                                              int nsplit, const float *part_o, const float *part_ml) {
+                                              int grid_split, int64_t want, const float *part_o,
+                                              const float *part_ml) {
+    __shared__ int maxk_s;
+    int nsplit;
+    int64_t chunk;
+    split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk);
+    if (nsplit == 1) return;
     int64_t seq = blockIdx.x / nh, h = blockIdx.x % nh;
     int64_t t = m.seq_start[seq];
-    int64_t base = (seq * nh + h) * nsplit;
+    int64_t base = (seq * nh + h) * grid_split;
     float M = -INFINITY;
     for (int c = 0; c < nsplit; c++)
         M = fmaxf(M, part_ml[2 * (base + c)]);
@@ -175,11 +219,11 @@ template <typename E, int DPL, int G> static int split_launch(const lr_gpu_atten
     const lr_gpu_attn_meta *m = &a->meta;
     int64_t B = m->num_seqs, maxk = m->max_keys;
     if (B == 0 || maxk == 0) return LR_OK;
-    /* About eight blocks per SM (132 SMs on an H100), no chunk under SP_MIN_CHUNK keys. */
-    int64_t want = (1056 + B * a->nkv - 1) / (B * a->nkv), most = (maxk + SP_MIN_CHUNK - 1) / SP_MIN_CHUNK;
-    int nsplit = (int)(want < most ? want : most);
-    if (nsplit < 1) nsplit = 1;
-    int64_t chunk = (maxk + nsplit - 1) / nsplit;
+    /* About eight blocks per SM (132 SMs on an H100), no chunk under SP_MIN_CHUNK keys;
+     * maxk is an upper bound (split_plan), so nsplit is the most chunks the kernels use. */
+    int64_t want = (1056 + B * a->nkv - 1) / (B * a->nkv), chunk;
+    int nsplit;
+    split_plan(want, maxk, &nsplit, &chunk);
     /* Vector loads when each lane's DPL elements are 4, 8 or 16 aligned bytes. */
     int vb = DPL * (int)sizeof(E);
     bool vec = (vb == 4 || vb == 8 || vb == 16) && a->hd == 32 * DPL && ((uintptr_t)a->k_cache % 16) == 0 &&
@@ -199,12 +243,12 @@ template <typename E, int DPL, int G> static int split_launch(const lr_gpu_atten
     dim3 grid((unsigned int)(B * nsplit), (unsigned int)a->nkv);
     attention_split_kernel<E, DPL, G><<<grid, SP_WARPS * 32, 0, s>>>(
         (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh,
-        a->nkv, a->hd, a->scale, nsplit, chunk, po, pml, vec);
+        a->nkv, a->hd, a->scale, nsplit, want, po, pml, vec);
     LAUNCH_CHECK();
     if (nsplit > 1) {
         if (B * a->nh > INT32_MAX) return lr_fail(LR_E_INVAL, "gpu attention (tc): grid too large");
-        attention_merge_kernel<E><<<(unsigned int)(B * a->nh), 128, 0, s>>>((E *)a->ctx, a->ldc, *m, a->nh, a->hd,
-                                                                             nsplit, po, pml);
+        attention_merge_kernel<E><<<(unsigned int)(B * a->nh), 128, 0, s>>>((E *)a->ctx, a->ldc, *m, a->nh,
+                                                                            a->hd, nsplit, want, po, pml);
         LAUNCH_CHECK();
     }
     return LR_OK;

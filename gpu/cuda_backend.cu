@@ -13,7 +13,10 @@
  *    lr_gpu_sum, so the sharded code runs at any tp on one card.
  * tp = 1 makes no NCCL call. The residual stream is kept in float32 (fused into the
  * norms), which is where this path beats a bf16 residual. Stages are copied to the host
- * only when an observer is set. */
+ * only when an observer is set.
+ *
+ * CUDA graphs (lr_options.cuda_graphs, off by default): a decode step (every sequence one
+ * new token) is captured once per batch shape and replayed ("CUDA graphs" below). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +32,7 @@
 /* The loader's staging buffers, two on the host (pinned) and two on each GPU (float32). */
 #define LOAD_STAGE_BYTES ((size_t)64 << 20)
 #define LOAD_STAGE_ELEMS ((int64_t)(LOAD_STAGE_BYTES / sizeof(float)))
+#define MAX_GRAPHS 8 /* decode batch shapes held captured at once, per model */
 
 /* Per-forward scratch of one rank, grown as batches grow. */
 struct gpu_act {
@@ -42,6 +46,7 @@ struct gpu_rank {
     int device;
     cudaStream_t stream;
     cublasHandle_t blas;
+    void *blas_ws;      /* cuBLAS's workspace (cublasSetWorkspace): no allocation inside a capture */
     lr_gpu_attn_ws *ws; /* attention's scratch: one per rank (the single-GPU mode's share a stream) */
     void *weights;   /* one allocation */
     lr_plan *plan;   /* this rank's packing plan: the shapes of its tensors */
@@ -86,6 +91,19 @@ struct gpu_prof {
     lr_profile acc;
 };
 
+/* One decode batch shape's graphs, captured over one KV cache: one per stream in use
+ * (nrep) and segment. One GPU: one segment. Over NCCL the step is cut at its all-reduces,
+ * which run eagerly between the segments (the CUDA graphs section says why). An entry
+ * that is not captured yet has had its eager warm-up step. */
+struct gpu_graph {
+    int64_t B;      /* sequences (= tokens) of the step; 0: a free entry */
+    uint64_t kv_id; /* gpu_kv.id of the cache the graphs were captured over */
+    bool captured;
+    int nseg, maxseg;
+    cudaGraph_t *g;     /* (maxseg, nrep): segment k of stream i at k * nrep + i */
+    cudaGraphExec_t *x; /* (maxseg, nrep) */
+};
+
 struct gpu_model {
     lr_config cfg;
     lr_dtype dt;
@@ -106,9 +124,22 @@ struct gpu_model {
     const lr_fault *faults; /* (num_faults): lr_model_set_faults, owned by the front */
     size_t num_faults;
     gpu_prof prof;
+    /* CUDA graphs */
+    bool graphs_opt; /* lr_options.cuda_graphs */
+    bool graphs;     /* and every variant selected is in-tree (a plugin's launcher may
+                      * allocate or synchronise, which a capture cannot hold) */
+    gpu_graph graph[MAX_GRAPHS];
+    lr_graph_stats gstats;
+    uint64_t kv_serial; /* ids of the model's KV caches, never reused */
+    /* The batch's metadata staged in pinned memory for its asynchronous upload:
+     * ids, positions, slots (T int64 each), then the attention metadata (int32). */
+    void *stage;
+    size_t stage_cap;
 };
 
 struct gpu_kv {
+    gpu_model *m; /* its model, which outlives it (lr_kv_cache_free comes first) */
+    uint64_t id;  /* unique in the model: the graphs captured over it carry it */
     int64_t max_seqs, max_len, max_blocks, layers, tp;
     int32_t *block_table; /* host (max_seqs, max_blocks): physical block of each logical block */
     void **k, **v;        /* (layers * tp) device pools (num_blocks, BLOCK_SIZE, nkv_r, hd) */
@@ -200,9 +231,12 @@ static void free_rep(gpu_replica *r) {
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) cudaFree(p[i]);
 }
 
+static void graphs_drop_all(gpu_model *m);
+
 static void cuda_destroy(void *impl) {
     gpu_model *m = (gpu_model *)impl;
     if (!m) return;
+    if (m->ranks) graphs_drop_all(m);
     /* In reverse: in the single-GPU mode rank 0 owns the stream the others borrow. */
     for (int r = m->ranks ? m->tp - 1 : -1; r >= 0; r--) {
         gpu_rank *rk = &m->ranks[r];
@@ -211,6 +245,7 @@ static void cuda_destroy(void *impl) {
         free_act(&rk->a);
         cudaFree(rk->weights);
         if (rk->blas) cublasDestroy(rk->blas);
+        cudaFree(rk->blas_ws);
         lr_gpu_attn_ws_free(rk->ws);
         if (rk->stream && (m->nrep > 1 || r == 0)) cudaStreamDestroy(rk->stream);
 #ifdef LR_HAVE_NCCL
@@ -235,6 +270,7 @@ static void cuda_destroy(void *impl) {
     free(m->kernels);
     cudaFreeHost(m->hidden_host);
     cudaFreeHost(m->logits_host);
+    cudaFreeHost(m->stage);
     free(m->obs_host);
     free(m);
 }
@@ -395,6 +431,35 @@ static int upload_rank(gpu_model *m, gpu_rank *rk, const lr_checkpoint *ck, int 
     return rc;
 }
 
+/* cuBLAS's workspace, set on the handle (after cublasSetStream, which resets it): a
+ * captured GEMM may not allocate one. Every model sets it, with graphs or without, so
+ * that cuBLAS sees the same workspace either way and picks the same algorithms; the size
+ * is what cuBLAS documents for its own default (32 MiB from Hopper on, 4 MiB before). */
+static int blas_workspace(gpu_rank *rk) {
+    int major = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, rk->device));
+    size_t bytes = major >= 9 ? (size_t)32 << 20 : (size_t)4 << 20;
+    cudaError_t e = cudaMalloc(&rk->blas_ws, bytes);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return lr_fail(LR_E_DEVICE, "cuda: GPU %d: cannot allocate %zu MiB for cuBLAS's workspace: %s", rk->device,
+                       bytes >> 20, cudaGetErrorString(e));
+    }
+    CUBLAS_CHECK(cublasSetWorkspace(rk->blas, rk->blas_ws, bytes));
+    return LR_OK;
+}
+
+/* Whether the variant picked for family f (NULL: the in-tree default) is a plugin's. */
+static bool is_plugin_variant(int f, const char *name) {
+    if (!name) return false;
+    const char *fam = lr_gpu_family_name((lr_gpu_family)f);
+    for (size_t i = 0; fam && i < lr_gpu_variant_count(); i++) {
+        const lr_gpu_variant *v = lr_gpu_variant_at(i);
+        if (strcmp(v->family, fam) == 0 && strcmp(v->name, name) == 0) return v->plugin != NULL;
+    }
+    return false;
+}
+
 static int cuda_create(const lr_checkpoint *ck, const lr_options *opt, void **impl) {
     if (opt->precision != LR_BF16 && opt->precision != LR_F16 && opt->precision != LR_F32)
         return lr_fail(LR_E_INVAL, "cuda backend: precision %s is not supported (bf16, fp16 or fp32)",
@@ -426,6 +491,10 @@ static int cuda_create(const lr_checkpoint *ck, const lr_options *opt, void **im
         );
     }
     int rc = parse_kernels(m, opt->kernels);
+    m->graphs_opt = opt->cuda_graphs;
+    m->graphs = opt->cuda_graphs;
+    for (int f = 0; f < LR_GPU_NUM_FAMILIES; f++)
+        if (is_plugin_variant(f, m->variant[f])) m->graphs = false;
     m->ranks = (gpu_rank *)calloc((size_t)m->tp, sizeof *m->ranks);
     m->reps = (gpu_replica *)calloc((size_t)m->nrep, sizeof *m->reps);
     m->layouts = (lr_tp_layout *)calloc((size_t)m->tp, sizeof *m->layouts);
@@ -455,6 +524,7 @@ static int cuda_create(const lr_checkpoint *ck, const lr_options *opt, void **im
             rc = lr_fail(LR_E_DEVICE, "cuda: GPU %d: cannot create a stream and a cuBLAS handle", rk->device);
             break;
         }
+        if ((rc = blas_workspace(rk)) != LR_OK) break;
         if ((rc = lr_gpu_attn_ws_create(&rk->ws)) != LR_OK) break;
         rc = upload_rank(m, rk, ck, r, host);
     }
@@ -504,9 +574,12 @@ static int cuda_create(const lr_checkpoint *ck, const lr_options *opt, void **im
 
 /* ---- KV cache ------------------------------------------------------------------------------ */
 
+static void graphs_drop_kv(gpu_model *m, uint64_t kv_id);
+
 static void cuda_kv_free(void *p) {
     gpu_kv *c = (gpu_kv *)p;
     if (!c) return;
+    if (c->m) graphs_drop_kv(c->m, c->id);
     for (int64_t i = 0; c->k && i < c->layers * c->tp; i++) {
         cudaFree(c->k[i]);
         cudaFree(c->v[i]);
@@ -562,8 +635,18 @@ static int cuda_kv_create(void *impl, int64_t max_seqs, int64_t max_len, void **
             }
         }
     }
+    c->m = m;
+    c->id = ++m->kv_serial;
     *out = c;
     return LR_OK;
+}
+
+/* lr_kv_cache_reset: nothing a graph holds depends on what the cache holds (every step's
+ * lengths, slots and tables are uploaded before it runs), but a reset starts a new run,
+ * and its graphs are captured afresh rather than trusted across it. */
+static void cuda_kv_reset(void *p) {
+    gpu_kv *c = (gpu_kv *)p;
+    if (c && c->m) graphs_drop_kv(c->m, c->id);
 }
 
 /* ---- helpers ----------------------------------------------------------------------------- */
@@ -592,6 +675,13 @@ static int ensure_buffers(gpu_model *m, int64_t T, int64_t nseq, int64_t max_blo
     const lr_tp_layout *L = &m->ranks[0].L;
     int64_t H = m->cfg.hidden_size, W = widest(m);
     int rc;
+    /* Growing frees buffers a captured graph points into: drop the graphs first. */
+    bool grows = false;
+    for (int r = 0; r < m->tp; r++)
+        grows |= m->ranks[r].a.cap < T;
+    for (int i = 0; i < m->nrep; i++)
+        grows |= m->reps[i].cap < T || m->reps[i].meta_cap < 2 * T + 3 * nseq + nseq * max_blocks;
+    if (grows) graphs_drop_all(m);
     for (int r = 0; r < m->tp; r++) {
         gpu_rank *rk = &m->ranks[r];
         if (rk->a.cap >= T) continue;
@@ -663,18 +753,33 @@ static int all_reduce(gpu_model *m, int64_t T) {
 
 /* ---- forward ------------------------------------------------------------------------------- */
 
-/* Builds and uploads token metadata: ids, positions, slot mapping, attention meta. */
+/* Builds and uploads token metadata: ids, positions, slot mapping, attention meta, from
+ * pinned staging into the replicas' buffers, which stay at their addresses while their
+ * capacity does (a captured graph reads them there). graph: max_keys is the cache's
+ * capacity, not this step's most (lr_gpu_attn_meta), so that the kernel arguments of a
+ * decode step do not change from step to step. */
 static int upload_batch(gpu_model *m, const lr_batch *b, const lr_seq_span *spans, const gpu_kv *kv,
-                        lr_gpu_attn_meta *meta) {
+                        lr_gpu_attn_meta *meta, bool graph) {
     int64_t T = b->num_tokens, B = b->num_seqs, MB = kv->max_blocks;
     int64_t nmeta = 2 * T + 3 * B + B * MB;
-    int64_t *slots = (int64_t *)malloc((size_t)T * sizeof *slots);
-    int32_t *h = (int32_t *)malloc((size_t)nmeta * sizeof *h);
-    if (!slots || !h) {
-        free(slots);
-        free(h);
-        return lr_fail(LR_E_NOMEM, "cuda: out of memory");
+    size_t need = (size_t)(3 * T) * sizeof(int64_t) + (size_t)nmeta * sizeof(int32_t);
+    if (m->stage_cap < need) {
+        cudaFreeHost(m->stage);
+        m->stage = NULL;
+        m->stage_cap = 0;
+        cudaError_t e = cudaMallocHost(&m->stage, need);
+        if (e != cudaSuccess) {
+            cudaGetLastError();
+            return lr_fail(LR_E_NOMEM, "cuda: cannot pin %zu bytes for the batch's metadata: %s", need,
+                           cudaGetErrorString(e));
+        }
+        m->stage_cap = need;
     }
+    /* Each call waits for its copies (below), so no copy still reads the staging. */
+    int64_t *ids = (int64_t *)m->stage, *pos = ids + T, *slots = pos + T;
+    int32_t *h = (int32_t *)(slots + T);
+    memcpy(ids, b->input_ids, (size_t)T * sizeof *ids);
+    memcpy(pos, b->positions, (size_t)T * sizeof *pos);
     int32_t *tseq = h, *tkeys = h + T, *sstart = h + 2 * T, *slen = sstart + B, *spast = slen + B, *bt = spast + B;
     int64_t max_len = 0, max_keys = 0;
     for (int64_t s = 0; s < B; s++) {
@@ -697,20 +802,18 @@ static int upload_batch(gpu_model *m, const lr_batch *b, const lr_seq_span *span
         gpu_replica *p = &m->reps[i];
         cudaStream_t s = m->ranks[m->nrep > 1 ? i : 0].stream;
         cudaSetDevice(m->nrep > 1 ? i : 0);
-        if (cudaMemcpyAsync(p->ids, b->input_ids, (size_t)T * 8, cudaMemcpyHostToDevice, s) != cudaSuccess ||
-            cudaMemcpyAsync(p->pos, b->positions, (size_t)T * 8, cudaMemcpyHostToDevice, s) != cudaSuccess ||
+        if (cudaMemcpyAsync(p->ids, ids, (size_t)T * 8, cudaMemcpyHostToDevice, s) != cudaSuccess ||
+            cudaMemcpyAsync(p->pos, pos, (size_t)T * 8, cudaMemcpyHostToDevice, s) != cudaSuccess ||
             cudaMemcpyAsync(p->slots, slots, (size_t)T * 8, cudaMemcpyHostToDevice, s) != cudaSuccess ||
             cudaMemcpyAsync(p->meta, h, (size_t)nmeta * sizeof *h, cudaMemcpyHostToDevice, s) != cudaSuccess ||
             cudaStreamSynchronize(s) != cudaSuccess)
             rc = lr_fail(LR_E_DEVICE, "cuda: uploading the batch failed");
     }
-    free(slots);
-    free(h);
     /* The meta pointers are the same offsets in every replica; set for replica 0 here and
      * rebased per replica by the caller. */
     int32_t *d = m->reps[0].meta;
     *meta = lr_gpu_attn_meta{d + 2 * T + 3 * B, d, d + T, d + 2 * T, d + 2 * T + B, d + 2 * T + 2 * B,
-                             B, MB, BLOCK_SIZE, max_len, max_keys};
+                             B, MB, BLOCK_SIZE, max_len, graph ? kv->max_len : max_keys};
     return rc;
 }
 
@@ -737,6 +840,8 @@ static lr_gpu_attn_meta rebase(const gpu_model *m, const lr_gpu_attn_meta *meta,
 /* One forward in progress: what the ops see through the composer's void *be. */
 struct gpu_pass {
     gpu_model *m;
+    gpu_graph *cap; /* the graph being captured (NULL: eager); cap_open: its streams capture */
+    bool cap_open;
     gpu_kv *kv;
     const lr_gpu_attn_meta *meta; /* replica 0's; rebase() for the others */
     int64_t T;
@@ -904,8 +1009,17 @@ static int op_activation(void *be, int r, bool gated) {
     return lr_gpu_silu(rk->a.act, rk->a.gu, p->T, rk->L.intermediate, m->dt, rk->stream);
 }
 
+static int seg_end(gpu_pass *p);
+static int seg_begin(gpu_pass *p);
+
+/* While a step is captured over NCCL, an all-reduce ends a graph segment and begins the
+ * next: the all-reduce itself runs eagerly between them at each replay. */
 static int op_all_reduce(void *be) {
     gpu_pass *p = (gpu_pass *)be;
+    if (p->cap && p->m->nrep > 1) {
+        TRY(seg_end(p));
+        return seg_begin(p);
+    }
     return all_reduce(p->m, p->T);
 }
 
@@ -1049,20 +1163,225 @@ static const lr_layer_ops cuda_layer_ops = {
     NULL,
 };
 
+/* ---- CUDA graphs --------------------------------------------------------------------------
+ *
+ * With lr_options.cuda_graphs a decode step (every sequence one new token: T = B) is
+ * replayed as CUDA graphs, so the step's few hundred small launches cost one graph
+ * launch. In the single-GPU mode (any tp: lr_gpu_sum's all-reduce is captured with the
+ * rest) that is one graph. Over NCCL each GPU's stream is captured into its own graphs,
+ * cut at the all-reduces, which run eagerly (grouped, as without graphs) between the
+ * segments: 2L + 2 graph launches per GPU and step. NCCL can be captured (>= 2.9), but
+ * its documentation warns that with several GPUs driven from one thread, as here
+ * (ncclCommInitAll), cudaGraphLaunch of graphs holding NCCL kernels may block and
+ * deadlock; with one process per GPU the whole step could be one graph. A batch shape
+ * (B, over one KV cache) runs its first step eagerly, which reaches every allocation and
+ * one-time setup of that shape (scratch, the attention workspace, kernel loading,
+ * cuBLAS's heuristics), is captured at its second step and replayed from then on.
+ *
+ * What changes from step to step is in device buffers at fixed addresses, uploaded from
+ * pinned memory before the launch (upload_batch): token ids, positions, the slot mapping,
+ * and the attention metadata (each token's sequence and visible keys, each sequence's
+ * start, length, cached length and block table). No kernel takes a per-step host scalar:
+ * the sizes are the shape's (T, B, the cache's block count), and attention's max_keys is
+ * the cache's capacity, an upper bound from which tc's split decode sizes its grid; its
+ * kernels plan their chunks from the keys in device memory (attention_tc.cu).
+ *
+ * Graphs are not used (the step runs eagerly and counts in eager_steps) when a step must
+ * do host work between its ops: an observer (stage copies to the host, synchronous), an
+ * injector (layer isolation), faults (read back and edited on the host), profiling
+ * (events between ops), or a kernel plugin's variant (a launcher that may allocate or
+ * synchronise). Graphs are dropped when their buffers could move (device scratch or the
+ * attention workspace regrown by a larger batch), when their KV cache is reset or freed,
+ * and with the model. Only the forward is captured; compute_logits runs eagerly. */
+
+static void graph_drop(gpu_model *m, gpu_graph *g) {
+    if (!g->B) return;
+    for (int k = 0; k < g->nseg; k++)
+        for (int i = 0; i < m->nrep; i++) {
+            cudaSetDevice(rank_of_replica(m, i)->device);
+            if (g->x && g->x[k * m->nrep + i]) cudaGraphExecDestroy(g->x[k * m->nrep + i]);
+            if (g->g && g->g[k * m->nrep + i]) cudaGraphDestroy(g->g[k * m->nrep + i]);
+        }
+    free(g->g);
+    free(g->x);
+    if (g->captured) m->gstats.invalidations++;
+    memset(g, 0, sizeof *g);
+}
+
+static void graphs_drop_all(gpu_model *m) {
+    for (int k = 0; k < MAX_GRAPHS; k++) graph_drop(m, &m->graph[k]);
+}
+
+static void graphs_drop_kv(gpu_model *m, uint64_t kv_id) {
+    for (int k = 0; k < MAX_GRAPHS; k++)
+        if (m->graph[k].kv_id == kv_id) graph_drop(m, &m->graph[k]);
+}
+
+static void cuda_graph_stats(const void *impl, lr_graph_stats *out) { *out = ((const gpu_model *)impl)->gstats; }
+
+/* Begins capturing every stream in use; on failure none is left capturing. */
+static int seg_begin(gpu_pass *p) {
+    gpu_model *m = p->m;
+    for (int i = 0; i < m->nrep; i++) {
+        gpu_rank *rk = rank_of_replica(m, i);
+        cudaError_t e = cudaSetDevice(rk->device);
+        if (e == cudaSuccess) e = cudaStreamBeginCapture(rk->stream, cudaStreamCaptureModeThreadLocal);
+        if (e != cudaSuccess) {
+            for (int j = 0; j < i; j++) { /* the streams begun: ended, their graphs discarded */
+                cudaGraph_t g = NULL;
+                cudaSetDevice(rank_of_replica(m, j)->device);
+                if (cudaStreamEndCapture(rank_of_replica(m, j)->stream, &g) == cudaSuccess && g) cudaGraphDestroy(g);
+            }
+            cudaGetLastError();
+            return lr_fail(LR_E_DEVICE, "cuda graphs: beginning a capture on GPU %d: %s", rk->device,
+                           cudaGetErrorString(e));
+        }
+    }
+    p->cap_open = true;
+    return LR_OK;
+}
+
+/* Ends the capture of every stream in use into segment cap->nseg. */
+static int seg_end(gpu_pass *p) {
+    gpu_model *m = p->m;
+    gpu_graph *g = p->cap;
+    int rc = LR_OK;
+    bool room = g->nseg < g->maxseg;
+    for (int i = 0; i < m->nrep; i++) {
+        gpu_rank *rk = rank_of_replica(m, i);
+        cudaGraph_t out = NULL;
+        cudaSetDevice(rk->device);
+        cudaError_t e = cudaStreamEndCapture(rk->stream, &out);
+        if (e != cudaSuccess && rc == LR_OK)
+            rc = lr_fail(LR_E_DEVICE, "cuda graphs: capturing the decode step of %lld sequences on GPU %d: %s",
+                         (long long)g->B, rk->device, cudaGetErrorString(e));
+        if (room)
+            g->g[g->nseg * m->nrep + i] = out;
+        else if (out)
+            cudaGraphDestroy(out);
+    }
+    p->cap_open = false;
+    if (room) g->nseg++;
+    else if (rc == LR_OK)
+        rc = lr_fail(LR_E_DEVICE, "cuda graphs: the decode step has more than %d segments", g->maxseg);
+    return rc;
+}
+
+/* The composer's whole forward captured: one graph per stream in use and segment (one
+ * segment, but over NCCL one more than its all-reduces: 2L + 2). On failure no capture
+ * is left open and nothing is kept. */
+static int graph_capture(gpu_model *m, const lr_composer *c, gpu_pass *p, gpu_graph *g) {
+    g->maxseg = m->nrep > 1 ? 2 * (int)m->cfg.num_hidden_layers + 2 : 1;
+    size_t n = (size_t)g->maxseg * (size_t)m->nrep;
+    g->g = (cudaGraph_t *)calloc(n, sizeof *g->g);
+    g->x = (cudaGraphExec_t *)calloc(n, sizeof *g->x);
+    g->nseg = 0;
+    int rc = g->g && g->x ? LR_OK : lr_fail(LR_E_NOMEM, "cuda graphs: out of memory");
+    p->cap = g;
+    if (rc == LR_OK) rc = seg_begin(p);
+    if (rc == LR_OK) rc = lr_compose_forward(c, p, p->T, NULL);
+    if (p->cap_open) {
+        int rc2 = seg_end(p);
+        if (rc == LR_OK) rc = rc2;
+    }
+    p->cap = NULL;
+    for (int k = 0; rc == LR_OK && k < g->nseg * m->nrep; k++) {
+        gpu_rank *rk = rank_of_replica(m, k % m->nrep);
+        cudaSetDevice(rk->device);
+        cudaError_t e = cudaGraphInstantiate(&g->x[k], g->g[k], 0);
+        if (e != cudaSuccess)
+            rc = lr_fail(LR_E_DEVICE, "cuda graphs: instantiating the decode step of %lld sequences on GPU %d: %s",
+                         (long long)g->B, rk->device, cudaGetErrorString(e));
+    }
+    if (rc) {
+        cudaGetLastError(); /* a failed capture leaves its error behind */
+        graph_drop(m, g);   /* not captured: not counted as an invalidation */
+        return rc;
+    }
+    g->captured = true;
+    m->gstats.captures++;
+    return LR_OK;
+}
+
+/* The segments in order on every stream in use, the all-reduces (over NCCL) between. */
+static int graph_launch(gpu_model *m, const gpu_graph *g, int64_t T) {
+    for (int k = 0; k < g->nseg; k++) {
+        if (k > 0) TRY(all_reduce(m, T));
+        for (int i = 0; i < m->nrep; i++) {
+            gpu_rank *rk = rank_of_replica(m, i);
+            CUDA_CHECK(cudaSetDevice(rk->device));
+            CUDA_CHECK(cudaGraphLaunch(g->x[k * m->nrep + i], rk->stream));
+        }
+    }
+    m->gstats.replays++;
+    return LR_OK;
+}
+
+/* An eager forward. The attention workspace may grow in it (a larger decode batch): the
+ * graphs pointing into the old one are dropped. */
+static int eager_forward(gpu_model *m, const lr_composer *c, gpu_pass *p, const lr_observer *obs) {
+    size_t ws[MAX_TP];
+    for (int r = 0; r < m->tp; r++) ws[r] = lr_gpu_attn_ws_bytes(m->ranks[r].ws);
+    int rc = lr_compose_forward(c, p, p->T, obs);
+    for (int r = 0; r < m->tp; r++)
+        if (lr_gpu_attn_ws_bytes(m->ranks[r].ws) != ws[r]) {
+            graphs_drop_all(m);
+            break;
+        }
+    return rc;
+}
+
+/* A decode step of B sequences over kv: replayed, captured then replayed, or (the shape's
+ * first step) run eagerly as its warm-up. */
+static int graph_step(gpu_model *m, const lr_composer *c, gpu_pass *p, const gpu_kv *kv) {
+    int64_t B = p->b->num_seqs;
+    gpu_graph *g = NULL, *free_g = NULL;
+    for (int k = 0; k < MAX_GRAPHS && !g; k++) {
+        gpu_graph *e = &m->graph[k];
+        if (e->B == B && e->kv_id == kv->id) g = e;
+        else if (!e->B && !free_g) free_g = e;
+    }
+    if (g && !g->captured) TRY(graph_capture(m, c, p, g));
+    if (g) return graph_launch(m, g, p->T);
+    TRY(eager_forward(m, c, p, NULL));
+    m->gstats.warmups++;
+    if (!free_g) /* eager_forward may have dropped them all */
+        for (int k = 0; k < MAX_GRAPHS && !free_g; k++)
+            if (!m->graph[k].B) free_g = &m->graph[k];
+    if (!free_g) { /* full: the oldest entry goes (a table of MAX_GRAPHS shapes) */
+        graph_drop(m, &m->graph[0]);
+        memmove(&m->graph[0], &m->graph[1], (MAX_GRAPHS - 1) * sizeof m->graph[0]);
+        memset(&m->graph[MAX_GRAPHS - 1], 0, sizeof m->graph[0]);
+        free_g = &m->graph[MAX_GRAPHS - 1];
+    }
+    free_g->B = B;
+    free_g->kv_id = kv->id;
+    return LR_OK;
+}
+
 static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans, void *kvp,
                         const lr_observer *obs, lr_tensor *hidden) {
     gpu_model *m = (gpu_model *)impl;
     gpu_kv *kv = (gpu_kv *)kvp;
     int64_t T = b->num_tokens, H = m->cfg.hidden_size;
+    bool observe = (obs && (obs->on_stage || obs->inject)) || m->num_faults;
+    /* The rule (above, "CUDA graphs"): a decode step, and nothing that needs the host
+     * between ops. T == num_seqs: every sequence has one token. */
+    bool decode = m->graphs_opt && T == b->num_seqs;
+    bool graph = decode && m->graphs && !observe && !m->prof.on;
+    if (decode && !graph) m->gstats.eager_steps++;
     prof_begin(m);
-    TRY(ensure_buffers(m, T, b->num_seqs, kv->max_blocks, (obs && (obs->on_stage || obs->inject)) || m->num_faults));
+    TRY(ensure_buffers(m, T, b->num_seqs, kv->max_blocks, observe));
     lr_gpu_attn_meta meta;
-    TRY(upload_batch(m, b, spans, kv, &meta));
+    TRY(upload_batch(m, b, spans, kv, &meta, graph));
     prof_mark(m, &m->ranks[0], LR_PROF_SETUP);
 
-    gpu_pass p = {m, kv, &meta, T, b, spans};
+    gpu_pass p = {m, NULL, false, kv, &meta, T, b, spans};
     lr_composer c = {&cuda_layer_ops, &m->cfg, m->layouts, m->tp, m->ranks[0].plan, m->faults, m->num_faults};
-    TRY(lr_compose_forward(&c, &p, T, obs));
+    if (graph)
+        TRY(graph_step(m, &c, &p, kv));
+    else
+        TRY(m->graphs_opt ? eager_forward(m, &c, &p, obs) : lr_compose_forward(&c, &p, T, obs));
 
     size_t bytes = (size_t)(T * H) * lr_dtype_size(m->dt);
     if (m->hidden_cap < T * H) {
@@ -1148,4 +1467,5 @@ static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_obs
 extern "C" const lr_backend_ops lr_cuda_backend = {
     "cuda", cuda_create, cuda_destroy, cuda_kv_create, cuda_kv_free, cuda_forward, cuda_compute_logits,
     cuda_set_profiling, cuda_get_profile, cuda_num_devices, cuda_set_faults, cuda_memory,
+    cuda_kv_reset, cuda_graph_stats,
 };

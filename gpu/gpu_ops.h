@@ -119,6 +119,10 @@ int lr_gpu_reshape_and_cache(const char *variant, void *k_cache, void *v_cache, 
  * used it is done; free accepts NULL. */
 int lr_gpu_attn_ws_create(lr_gpu_attn_ws **out);
 void lr_gpu_attn_ws_free(lr_gpu_attn_ws *ws);
+/* Bytes the workspace holds now (0: none yet). It only grows, and growing frees the old
+ * buffer, which a captured CUDA graph may point into: the backend drops its graphs when
+ * this changes. */
+size_t lr_gpu_attn_ws_bytes(const lr_gpu_attn_ws *ws);
 
 /* Causal attention through the paged cache (which already holds this batch's keys):
  * q (T, ldq) nh heads of hd -> ctx (T, ldc); query head h reads kv head h / (nh / nkv);

@@ -171,7 +171,12 @@ typedef struct {
     const int32_t *seq_past;     /* (num_seqs): tokens cached before this batch */
     int64_t num_seqs, max_blocks, block_size;
     int64_t max_seq_len; /* max of seq_len (host value) */
-    int64_t max_keys;    /* max of token_keys (host value) */
+    int64_t max_keys;    /* at least the max of token_keys (host value): the max itself in an
+                          * eager step; the KV cache's capacity in a step the CUDA backend
+                          * captures as a graph (lr_options.cuda_graphs), whose lengths are
+                          * only in device memory. A variant sizes its grid with it and
+                          * reads the real counts from token_keys (a plugin's variant is
+                          * always called eagerly, with the max itself). */
 } lr_gpu_attn_meta;
 
 /* The caller's attention scratch (opaque; gpu_ops.h creates and frees it). */

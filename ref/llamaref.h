@@ -493,6 +493,13 @@ typedef struct {
      * correct order, for testing on the CPU that a same-precision verdict tolerates what
      * a GPU's order does (llama-diff: LR_CPU_F64_PRODUCTS=1 on the side under test). */
     bool cpu_f64_products;
+    /* cuda: replay each decode step (every sequence one new token) as a CUDA graph,
+     * captured once per batch shape (number of sequences) after one eager warm-up step
+     * of that shape. Steps with an observer (on_stage or inject: stage copies, layer
+     * isolation), faults, profiling, a prefill or a kernel plugin's variant run eagerly
+     * (docs/performance.md, "Decode with CUDA graphs"). Off by default: not yet validated
+     * on a GPU. The numbers are the same either way (bitwise). */
+    bool cuda_graphs;
 } lr_options;
 
 void lr_options_init(lr_options *o);
@@ -508,6 +515,7 @@ typedef struct {
     bool multi_device;        /* spreads tp ranks over devices (lr_options.num_devices) */
     bool profiling;           /* lr_model_set_profiling works */
     bool blas_threads;        /* takes lr_options.num_threads (host BLAS threads) */
+    bool graphs;              /* takes lr_options.cuda_graphs (decode steps as CUDA graphs) */
 } lr_backend_info;
 
 /* The backends this library knows, built in or not, in a fixed order (the CPU reference
@@ -618,6 +626,23 @@ typedef struct {
 int lr_model_set_profiling(lr_model *m, bool on);
 /* The counters accumulated since profiling was last turned on. */
 int lr_model_get_profile(const lr_model *m, lr_profile *out);
+
+/* ---- CUDA graphs (lr_options.cuda_graphs) -------------------------------------------- */
+
+/* What the decode steps of a model did since it was created. A batch shape is captured
+ * after one eager warm-up step of it, and captured again after its graph was dropped. */
+typedef struct {
+    uint64_t captures;      /* graphs captured */
+    uint64_t replays;       /* decode steps run by replaying a graph */
+    uint64_t warmups;       /* decode steps run eagerly to warm a shape up before capture */
+    uint64_t eager_steps;   /* decode steps run eagerly because graphs could not be used
+                             * (an observer, faults, profiling, a plugin variant) */
+    uint64_t invalidations; /* graphs dropped: the KV cache reset or freed, device scratch
+                             * reallocated by a larger batch, or a full table */
+} lr_graph_stats;
+/* All zero for a model without lr_options.cuda_graphs; LR_E_BACKEND for a backend
+ * without graphs (the CPU reference). */
+int lr_model_graph_stats(const lr_model *m, lr_graph_stats *out);
 
 /* ---- The same-precision yardstick (docs/detection.md) -------------------------------- */
 

@@ -495,6 +495,9 @@ START_TEST(backend_table_says_who_takes_threads) {
     ck_assert_ptr_nonnull(cuda);
     ck_assert(cpu->blas_threads);
     ck_assert(!cuda->blas_threads);
+    /* and which take CUDA graphs (llama-diff refuses --cuda-graphs without a cuda side) */
+    ck_assert(!cpu->graphs);
+    ck_assert(cuda->graphs);
 }
 END_TEST
 

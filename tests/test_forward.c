@@ -287,7 +287,12 @@ START_TEST(bad_batches_are_refused) {
     ck_assert_int_eq(lr_kv_cache_create(m, 1, 3, &kv), LR_OK);
     lr_batch four = {.input_ids = ids, .positions = pos, .num_tokens = 4};
     ck_assert_int_eq(lr_model_forward(m, &four, kv, NULL, &h), LR_E_CAPACITY);
+    lr_kv_cache_reset(kv); /* no backend hook on the CPU: only the lengths */
     lr_kv_cache_free(kv);
+    /* CUDA graphs are the cuda backend's */
+    lr_graph_stats gs;
+    ck_assert_int_eq(lr_model_graph_stats(m, &gs), LR_E_BACKEND);
+    ck_assert_msg(strstr(lr_last_error(), "cpu") != NULL, "%s", lr_last_error());
     lr_model_free(m);
     unload(&L);
 }

@@ -4,14 +4,16 @@
  * cache; bitwise repeatability; every kernel variant at model level; the profiler; the
  * error model against every run of the sweep, live (the check tests/test_error_model
  * makes of frozen H100 records); a model larger than the card refused before anything is
- * read, and the streaming loader's host memory. Skips (77) without CUDA or without a GPU.
+ * read, and the streaming loader's host memory; decode steps replayed as CUDA graphs
+ * (lr_options.cuda_graphs) bitwise equal to the eager steps, through batch-shape changes
+ * and a cache reset. Skips (77) without CUDA or without a GPU.
  *
  * With --nccl (tests/test_gpu_nccl.sh) it runs the tensor-parallel ranks on separate GPUs
  * through NCCL instead: every fixture at every precision and every tp in 2, 4, 8 that the
  * host has GPUs for, against the golden at the same budgets as tp 1 and stage by stage
  * against the single-GPU tp mode run of the same shards; decode, repeatability, layer
- * isolation and the profiler over NCCL. Skips (77) with fewer than 2 GPUs or without
- * NCCL. */
+ * isolation, the profiler and CUDA graphs over NCCL. Skips (77) with fewer than 2 GPUs or
+ * without NCCL. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
@@ -634,6 +636,165 @@ START_TEST(loading_streams_in_bounded_host_memory) {
 }
 END_TEST
 
+/* ---- CUDA graphs ---------------------------------------------------------------------- */
+
+#define GR_SEQS 3     /* sequences of the graphs test's batch */
+#define GR_PREFILL 70 /* tokens prefilled per sequence: past 64 keys, so tc's split decode
+                       * runs 2 chunks while the graph's grid (capacity GR_CAP) has 5 */
+#define GR_CAP 300    /* the cache's tokens per sequence */
+
+/* One model's side of the graphs test: its cache and the step's output copied. */
+typedef struct {
+    lr_model *m;
+    lr_kv_cache *kv;
+    void *hidden, *logits; /* host copies of the last step's */
+    size_t hbytes, lbytes;
+} gr_side;
+
+/* One forward through side x: its hidden states and logits copied (the backend's buffers
+ * are reused by the next call). obs: optional. */
+static void gr_step(gr_side *x, const lr_batch *b, const lr_observer *obs, const char *what) {
+    lr_tensor h, lg;
+    ck_assert_msg(lr_model_forward(x->m, b, x->kv, obs, &h) == LR_OK, "%s: %s", what, lr_last_error());
+    ck_assert_msg(lr_model_compute_logits(x->m, &h, NULL, &lg) == LR_OK, "%s: %s", what, lr_last_error());
+    x->hbytes = (size_t)(h.shape[0] * h.shape[1]) * lr_dtype_size(h.dtype);
+    x->lbytes = (size_t)(lg.shape[0] * lg.shape[1]) * lr_dtype_size(lg.dtype);
+    free(x->hidden), free(x->logits);
+    x->hidden = malloc(x->hbytes), x->logits = malloc(x->lbytes);
+    ck_assert(x->hidden && x->logits);
+    memcpy(x->hidden, h.data, x->hbytes);
+    memcpy(x->logits, lg.data, x->lbytes);
+}
+
+/* The same step on both sides; their hidden states and logits must be the same bits. */
+static void gr_both(gr_side *e, gr_side *g, const lr_batch *b, const lr_observer *gobs, const char *what) {
+    gr_step(e, b, NULL, what);
+    gr_step(g, b, gobs, what);
+    ck_assert_msg(e->hbytes == g->hbytes && memcmp(e->hidden, g->hidden, e->hbytes) == 0,
+                  "%s: the hidden states with CUDA graphs differ from the eager ones", what);
+    ck_assert_msg(e->lbytes == g->lbytes && memcmp(e->logits, g->logits, e->lbytes) == 0,
+                  "%s: the logits with CUDA graphs differ from the eager ones", what);
+}
+
+/* Token t of sequence s: the fixture's ids in turn (all in its vocabulary). */
+static int64_t gr_token(const lr_batch *fb, int64_t s, int64_t t) {
+    return fb->input_ids[(s * 5 + t) % fb->num_tokens];
+}
+
+/* Prefills the first GR_PREFILL tokens of every sequence (one batch, eager on both). */
+static void gr_prefill(gr_side *e, gr_side *g, const lr_batch *fb, const char *what) {
+    int64_t n = GR_SEQS * GR_PREFILL, ids[GR_SEQS * GR_PREFILL], pos[GR_SEQS * GR_PREFILL], lens[GR_SEQS],
+            sid[GR_SEQS];
+    for (int64_t s = 0; s < GR_SEQS; s++) {
+        lens[s] = GR_PREFILL, sid[s] = s;
+        for (int64_t t = 0; t < GR_PREFILL; t++) {
+            ids[s * GR_PREFILL + t] = gr_token(fb, s, t);
+            pos[s * GR_PREFILL + t] = t;
+        }
+    }
+    lr_batch b = {.input_ids = ids, .positions = pos, .seq_lens = lens, .seq_ids = sid, .num_tokens = n,
+                  .num_seqs = GR_SEQS};
+    gr_both(e, g, &b, NULL, what);
+}
+
+/* One decode step of the sequences in seqs (a token each, at *len[s], which advances). */
+static void gr_decode(gr_side *e, gr_side *g, const lr_batch *fb, const int64_t *seqs, int64_t nseq, int64_t *len,
+                      const lr_observer *gobs, const char *what) {
+    int64_t ids[GR_SEQS], pos[GR_SEQS], one[GR_SEQS], sid[GR_SEQS];
+    for (int64_t q = 0; q < nseq; q++) {
+        int64_t s = seqs[q];
+        ids[q] = gr_token(fb, s, len[s]), pos[q] = len[s], one[q] = 1, sid[q] = s;
+        len[s]++;
+    }
+    lr_batch b = {.input_ids = ids, .positions = pos, .seq_lens = one, .seq_ids = sid, .num_tokens = nseq,
+                  .num_seqs = nseq};
+    gr_both(e, g, &b, gobs, what);
+}
+
+static void gr_ignore(void *user, const char *stage, const lr_tensor *t) {
+    (void)stage, (void)t;
+    ++*(int *)user;
+}
+
+/* Decode steps replayed as CUDA graphs give the eager steps' bits: every step's hidden
+ * states and logits, which read everything the cache holds (so its keys and values, and
+ * the paged writes into it, are the same too). Three sequences prefilled past 64 keys,
+ * then steps of all three (warm-up, capture, replays), of two (a second shape, captured
+ * in turn), of all three again, one step observed (which must run eagerly), and after a
+ * cache reset a new prefill and decode (the reset drops the graphs: captured again).
+ * loop index = case x {bf16 tp 1, fp16 tp 2, fp32 tp 1}. */
+START_TEST(graphs_replay_decode_bitwise) {
+    static const lr_dtype gprec[] = {LR_BF16, LR_F16, LR_F32};
+    static const int gtp[] = {1, 2, 1};
+    const fixture_case *fc = &cases[_i / 3];
+    lr_dtype precision = gprec[_i % 3];
+    int tp = gtp[_i % 3];
+    loaded L = load_case(fc);
+    const lr_batch *fb = lr_fixture_batch(L.fx);
+    char what[160];
+    gr_side e = {0}, g = {0};
+    e.m = make_model(L.ck, precision, tp, NULL);
+    lr_options o = cuda_options(precision);
+    o.tp_size = tp;
+    o.num_devices = devices_mode;
+    o.cuda_graphs = true;
+    ck_assert_msg(lr_model_create(L.ck, &o, &g.m) == LR_OK, "%s", lr_last_error());
+    ck_assert_int_eq(lr_kv_cache_create(e.m, GR_SEQS, GR_CAP, &e.kv), LR_OK);
+    ck_assert_int_eq(lr_kv_cache_create(g.m, GR_SEQS, GR_CAP, &g.kv), LR_OK);
+    lr_graph_stats st;
+    ck_assert_int_eq(lr_model_graph_stats(e.m, &st), LR_OK);
+    ck_assert_msg(st.captures == 0 && st.replays == 0 && st.warmups == 0 && st.eager_steps == 0,
+                  "a model without cuda_graphs counts graph steps");
+
+    int64_t len[GR_SEQS], all[GR_SEQS] = {0, 1, 2}, two[2] = {0, 2};
+    for (int round = 0; round < 2; round++) {
+        for (int64_t s = 0; s < GR_SEQS; s++) len[s] = GR_PREFILL;
+        snprintf(what, sizeof what, "%s %s tp %d graphs round %d prefill", fc->fixture, pname(precision), tp, round);
+        gr_prefill(&e, &g, fb, what);
+        for (int k = 0; k < (round ? 3 : 10); k++) {
+            /* steps 4..6: sequences 0 and 2 only (another shape) */
+            bool narrow = round == 0 && k >= 4 && k < 7;
+            snprintf(what, sizeof what, "%s %s tp %d graphs round %d step %d (%d sequences)", fc->fixture,
+                     pname(precision), tp, round, k, narrow ? 2 : GR_SEQS);
+            gr_decode(&e, &g, fb, narrow ? two : all, narrow ? 2 : GR_SEQS, len, NULL, what);
+        }
+        if (round == 0) {
+            /* an observed step runs eagerly, with the same bits */
+            int seen = 0;
+            lr_observer obs = {.on_stage = gr_ignore, .user = &seen};
+            snprintf(what, sizeof what, "%s %s tp %d graphs observed step", fc->fixture, pname(precision), tp);
+            gr_decode(&e, &g, fb, all, GR_SEQS, len, &obs, what);
+            ck_assert_int_gt(seen, 0);
+            ck_assert_int_eq(lr_model_graph_stats(g.m, &st), LR_OK);
+            ck_assert_msg(st.eager_steps == 1, "%s: %llu eager steps, not 1", what, (unsigned long long)st.eager_steps);
+            /* steps 0..9: 3 sequences at 0 (warm-up), 1 (captured), 2, 3, 7, 8, 9 (replayed);
+             * 2 sequences at 4 (warm-up), 5 (captured), 6: 8 replays */
+            ck_assert_msg(st.captures == 2 && st.warmups == 2 && st.replays == 8,
+                          "%s: %llu captures, %llu warm-ups, %llu replays (2, 2, 8 expected)", what,
+                          (unsigned long long)st.captures, (unsigned long long)st.warmups,
+                          (unsigned long long)st.replays);
+            lr_kv_cache_reset(e.kv);
+            lr_kv_cache_reset(g.kv);
+        }
+    }
+    ck_assert_int_eq(lr_model_graph_stats(g.m, &st), LR_OK);
+    /* the reset dropped both captured shapes; the second round warmed 3 up and captured it */
+    ck_assert_msg(st.invalidations >= 2 && st.captures == 3 && st.warmups == 3 && st.replays == 10,
+                  "%s %s tp %d: after the reset %llu invalidations, %llu captures, %llu warm-ups, %llu replays "
+                  "(>= 2, 3, 3, 10 expected)",
+                  fc->fixture, pname(precision), tp, (unsigned long long)st.invalidations,
+                  (unsigned long long)st.captures, (unsigned long long)st.warmups, (unsigned long long)st.replays);
+    printf("%s %s tp %d: CUDA graphs bitwise equal to eager over %llu replays (%llu captures)\n", fc->fixture,
+           pname(precision), tp, (unsigned long long)st.replays, (unsigned long long)st.captures);
+    lr_kv_cache_free(e.kv);
+    lr_kv_cache_free(g.kv);
+    lr_model_free(e.m);
+    lr_model_free(g.m);
+    free(e.hidden), free(e.logits), free(g.hidden), free(g.logits);
+    unload(&L);
+}
+END_TEST
+
 /* --nccl: more GPUs than the host has, or a GPU count that is not the tp size, is refused
  * with the counts; the host's GPUs still work afterwards. */
 START_TEST(bad_device_counts_are_refused) {
@@ -686,6 +847,7 @@ static Suite *one_gpu_suite(void) {
     tcase_add_test(tc, a_model_larger_than_the_card_is_a_clear_error);
     tcase_add_test(tc, loading_streams_in_bounded_host_memory);
     tcase_add_loop_test(tc, profiler_times_every_op, 0, 2);
+    tcase_add_loop_test(tc, graphs_replay_decode_bitwise, 0, N_CASES * 3);
     suite_add_tcase(s, tc);
     return s;
 }
@@ -709,6 +871,8 @@ static Suite *nccl_suite(void) {
     tcase_add_loop_test(tc, isolated_layers_match_golden, 0, N_CASES);
     tcase_add_test(tc, bad_device_counts_are_refused);
     tcase_add_loop_test(tc, profiler_times_every_op, 1, 2);
+    for (int i = 0; i < N_CASES * 3; i++) /* the tp 2 configuration of each case, over NCCL */
+        if (i % 3 == 1) tcase_add_loop_test(tc, graphs_replay_decode_bitwise, i, i + 1);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -334,7 +334,7 @@ R=$TMP/unused-report.html
 for row in "-m $M|check dump compare backends info" "-f $F|check dump backends" "-t 1|dump backends" \
            "-o $TMP/unused-out|dump convert" "-b cpu|check dump" "-p f32|check dump compare" \
            "--tp 2|check dump backends info" "--threads 2|check dump backends" "-k attention=fa2|check dump backends" \
-           "--devices 1|check dump backends" "--a cpu:f64|backends" "--b cpu:f64|backends" "--isolate|check" \
+           "--devices 1|check dump backends" "--cuda-graphs|check dump backends" "--a cpu:f64|backends" "--b cpu:f64|backends" "--isolate|check" \
            "--decode 1|check" "--report $R|check compare backends" "--quiet|check dump backends" \
            "--gguf $M|convert" "--inject model.norm=scale:0.1|check dump backends" "--stages x|compare" \
            "--names hf|compare" "--force|dump convert check compare backends" "--json|check dump compare backends info convert kernels ops" \
@@ -351,6 +351,11 @@ for row in "-m $M|check dump compare backends info" "-f $F|check dump backends" 
         esac
     done
 done
+# --cuda-graphs is the cuda backend's: a run with no cuda side refuses it.
+expect 2 "check --cuda-graphs on cpu" -- "$LD" check --cuda-graphs -m "$M" -f "$F"
+expect_err "--cuda-graphs" "--backend cuda"
+expect 2 "backends --cuda-graphs with no cuda side" -- "$LD" backends --a cpu:f64 --b cpu:f32 --cuda-graphs -m "$M" -t 1
+expect_err "--cuda-graphs"
 # --threads sets the host's BLAS threads: a run with nothing on the CPU refuses it (check
 # at bf16/fp16 keeps it: its same-precision verdict runs the emulated CPU reference).
 expect 2 "check --threads on cuda at fp32" -- "$LD" check -b cuda -p fp32 --threads 2 -m "$M" -f "$F"

@@ -7,7 +7,7 @@
 # (transformers, same checkpoint and inputs) one after the other on the same card.
 # Logs and JSON go to $OUT (default ./gpu-out); the tables are printed last.
 #   tools/gpu-bench.sh [--check] [--compile] [--profile] [--model DIR] [--skip-peer] [--baseline DIR]
-#                      [--tp LIST] [--reps N] [--steps N]
+#                      [--tp LIST] [--reps N] [--steps N] [--graphs]
 #     --check      also run the GPU suites (tools/gpu-check.sh --quick) first
 #     --compile    also time the peer with a StaticCache and torch.compile (in what is left
 #                  of 570 s from the start)
@@ -16,10 +16,12 @@
 #     --tp LIST    tp sizes for gpu_bench, e.g. 1,2 (over NCCL where the host has the GPUs;
 #                  speed-up against the first; default 1)
 #     --reps N, --steps N   gpu_bench's prefill repeats and decode steps (default 10, 32)
+#     --graphs     gpu_bench also runs the decode rows with CUDA graphs (lr_options.cuda_graphs),
+#                  reported as rows of their own ("decode batch 1, graphs", ...)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SRC=$PWD
-CHECK=0 COMPILE=0 PROFILE=0 PEER=1 MODEL=/tmp/llama3-8b-random BASE="" TP=1 REPS=10 STEPS=32
+CHECK=0 COMPILE=0 PROFILE=0 PEER=1 MODEL=/tmp/llama3-8b-random BASE="" TP=1 REPS=10 STEPS=32 GRAPHS=
 START=$(date +%s)
 while [ $# -gt 0 ]; do
     case $1 in
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
     --tp) TP=$2; shift ;;
     --reps) REPS=$2; shift ;;
     --steps) STEPS=$2; shift ;;
+    --graphs) GRAPHS=--graphs ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -100,7 +103,7 @@ if [ -n "$BASE" ] && [ -x /tmp/llamaref-base/bench/gpu_bench ]; then
 fi
 echo "== gpu_bench"
 "$B/bench/gpu_bench" --model "$MODEL" --tp "$TP" --reps "$REPS" --steps "$STEPS" --json "$OUT/gpu-bench.json" \
-    --dump-logits /tmp/ours-logits.f32 \
+    --dump-logits /tmp/ours-logits.f32 $GRAPHS \
     >"$OUT/gpu-bench.txt" 2>&1 || echo "gpu_bench failed"
 # ---- memory (issue 18): the host's peak RSS loading and checking the bench model ----------
 # gpu_bench prints its load's host peak against the budget (docs/performance.md, Memory);

@@ -38,6 +38,11 @@ typedef struct lr_backend_ops {
     void (*set_faults)(void *impl, const lr_fault *faults, size_t n);
     /* optional: device memory after loading (lr_model_memory); absent: all 0 */
     void (*memory)(const void *impl, lr_memory *out);
+    /* optional: the cache's tokens are forgotten (lr_kv_cache_reset); a backend drops
+     * what it keeps about them (the CUDA backend's graphs captured over this cache) */
+    void (*kv_reset)(void *kv);
+    /* optional: lr_model_graph_stats; absent: LR_E_BACKEND */
+    void (*graph_stats)(const void *impl, lr_graph_stats *out);
 } lr_backend_ops;
 
 /* The vtable of a backend built in, or NULL with a message (backends.c). */

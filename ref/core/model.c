@@ -96,7 +96,10 @@ void lr_kv_cache_free(lr_kv_cache *c) {
     free(c);
 }
 
-void lr_kv_cache_reset(lr_kv_cache *c) { memset(c->len, 0, (size_t)c->max_seqs * sizeof *c->len); }
+void lr_kv_cache_reset(lr_kv_cache *c) {
+    memset(c->len, 0, (size_t)c->max_seqs * sizeof *c->len);
+    if (c->m->ops->kv_reset) c->m->ops->kv_reset(c->impl);
+}
 
 /* Checks a batch against the model and lays out its sequences (past left 0). */
 static int layout_batch(const lr_model *m, const lr_batch *b, lr_seq_span *spans) {
@@ -241,6 +244,13 @@ int lr_model_get_profile(const lr_model *m, lr_profile *out) {
     if (!m->ops->get_profile)
         return lr_fail(LR_E_BACKEND, "profiling: the %s backend has no profiler", m->ops->name);
     m->ops->get_profile(m->impl, out);
+    return LR_OK;
+}
+
+int lr_model_graph_stats(const lr_model *m, lr_graph_stats *out) {
+    if (!m->ops->graph_stats)
+        return lr_fail(LR_E_BACKEND, "graphs: the %s backend has no CUDA graphs", m->ops->name);
+    m->ops->graph_stats(m->impl, out);
     return LR_OK;
 }
 

@@ -23,6 +23,10 @@ static bool takes_devices(const lr_backend_info *b, lr_dtype p) {
     (void)p;
     return b->multi_device;
 }
+static bool takes_graphs(const lr_backend_info *b, lr_dtype p) {
+    (void)p;
+    return b->graphs;
+}
 static bool takes_threads(const lr_backend_info *b, lr_dtype p) {
     (void)p;
     return b->blas_threads;
@@ -117,6 +121,8 @@ int check_backend_settings(const args *a) {
         return needs(a, "--kernel", takes_kernels, "kernel variants");
     if (a->opt.num_devices && !(x && x->multi_device) && !(y && y->multi_device))
         return needs(a, "--devices", takes_devices, "a device count");
+    if (a->opt.cuda_graphs && !(x && x->graphs) && !(y && y->graphs))
+        return needs(a, "--cuda-graphs", takes_graphs, "CUDA graphs");
     /* check at bf16 and fp16 also runs the emulated CPU reference (the same-precision
      * verdict, with --decode too), which takes the threads whatever --backend is. */
     bool lowp = a->opt.precision == LR_BF16 || a->opt.precision == LR_F16;
@@ -172,6 +178,7 @@ static int parse_backend_spec(const char *spec, const char *opt, const args *a, 
     }
     if (!b->kernel_variants) o->kernels = NULL;
     if (!b->multi_device) o->num_devices = 0;
+    if (!b->graphs) o->cuda_graphs = false;
     /* ,key=value settings after the precision */
     for (const char *q = spec + hlen; *q == ',';) {
         q++;

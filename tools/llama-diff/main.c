@@ -59,6 +59,12 @@ static void usage(FILE *fp) {
           "                           numbers do not change\n"
           "      --devices N          cuda: GPUs for the tp ranks (default: tp GPUs over NCCL when\n"
           "                           present, else all ranks on one GPU; 1 forces one GPU)\n"
+          "      --cuda-graphs        cuda: run decode steps (one token per sequence) as CUDA graphs,\n"
+          "                           captured once per batch shape (off by default). A step whose\n"
+          "                           stages are observed (every stage these commands compare),\n"
+          "                           isolated, faulted or profiled runs eagerly: here it checks\n"
+          "                           that the option and its eager fallback change no number\n"
+          "                           (docs/performance.md, \"Decode with CUDA graphs\")\n"
           "  -k, --kernel FAM=NAME    cuda: kernel variant for an op family (repeatable); checked\n"
           "                           (family, variant, dtype) before any GPU is opened\n"
           "      --plugin LIB.so      cuda: load a kernel plugin, whose variants --kernel can then\n"
@@ -137,7 +143,8 @@ enum {
     OPT_STAGES,
     OPT_NAMES,
     OPT_PLUGIN,
-    OPT_MEMORY
+    OPT_MEMORY,
+    OPT_CUDA_GRAPHS
 };
 
 static const struct {
@@ -159,6 +166,7 @@ static const struct {
     {'k', "--kernel", U_CHECK | U_DUMP | U_BACKENDS},
     {OPT_PLUGIN, "--plugin", U_CHECK | U_DUMP | U_BACKENDS | U_KERNELS | U_OPS},
     {OPT_DEVICES, "--devices", U_CHECK | U_DUMP | U_BACKENDS},
+    {OPT_CUDA_GRAPHS, "--cuda-graphs", U_CHECK | U_DUMP | U_BACKENDS},
     {OPT_A, "--a", U_BACKENDS},
     {OPT_B, "--b", U_BACKENDS},
     {OPT_ISOLATE, "--isolate", U_CHECK},
@@ -236,6 +244,7 @@ static int parse_args(int argc, char **argv, args *a) {
         {"version", no_argument, NULL, 'V'},
         {"kernel", required_argument, NULL, 'k'},
         {"devices", required_argument, NULL, OPT_DEVICES},
+        {"cuda-graphs", no_argument, NULL, OPT_CUDA_GRAPHS},
         {"a", required_argument, NULL, OPT_A},
         {"b", required_argument, NULL, OPT_B},
         {"isolate", optional_argument, NULL, OPT_ISOLATE},
@@ -333,6 +342,9 @@ static int parse_args(int argc, char **argv, args *a) {
             break;
         case OPT_B:
             a->spec_b = optarg;
+            break;
+        case OPT_CUDA_GRAPHS:
+            a->opt.cuda_graphs = true;
             break;
         case OPT_DEVICES:
             if (parse_int(optarg, "--devices", 1, 64, &a->opt.num_devices)) return EXIT_BAD;
