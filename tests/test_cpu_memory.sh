@@ -5,9 +5,14 @@
 # 48M parameters, 385 MB once converted to float64, a sparse file on disk), a float64
 # dump with --memory 32M must hold at most the budget and one block of the LM head in
 # converted weights, and the process must grow by no more than the budget and 32 MiB
-# once the model is created: the reference before streaming held all 385 MB. With
-# SmolLM2-135M cached, its f64 check at --memory 64M must stay within 0.45 GiB. On the
-# committed fixtures, streamed runs (a 4K budget: every layer reconverted, the embedding
+# once the model is created: the reference before streaming held all 385 MB. A float32
+# prefill's LM head goes by blocks too (before its grid of sgemm calls it was converted
+# whole, 62.5 MiB here, twice the budget). With SmolLM2-135M cached, its f64 check at
+# --memory 64M must stay within 0.45 GiB, and its f32 prefill's dump at --memory 64M must
+# hold no more than the budget and be the held run's bytes. On the committed fixtures and
+# on a random model of 16384 words (a 20-token prefill: OpenBLAS's sgemm is not
+# split-exact, nor its dgemm at 2 threads, so the LM head goes by a fixed grid of calls
+# held or streamed), streamed runs (a 4K budget: every layer reconverted, the embedding
 # and LM head by rows) must write the same bytes as runs that hold every weight.
 set -u
 LD=${LLAMA_DIFF:-./llama-diff}
@@ -40,6 +45,13 @@ json_ok "d['memory']['host_weights_converted'] >= d['memory']['host_weights_tota
 [ $RSS = 1 ] && json_ok "d['memory']['host_peak_rss'] - d['memory']['host_peak_rss_after_load'] <= 32 * $MiB + 32 * $MiB"
 python3 -c "import json; m = json.load(open('$TMP/out'))['memory']; print('test_cpu_memory: peak RSS %.0f MiB, %.0f MiB after loading, converted weights held at most %.0f MiB of %.0f MiB in all' % (m['host_peak_rss'] / $MiB, m['host_peak_rss_after_load'] / $MiB, m['host_weights_peak'] / $MiB, m['host_weights_total'] / $MiB))"
 
+# A float32 prefill (more than 8 tokens) holds no more either: its LM head by blocks.
+expect 0 "dump at f32, 9 tokens, with --memory 32M" -- "$LD" dump -m "$M" -t "1 2 3 4 5 6 7 8 31999" -p f32 \
+    --memory 32M -o "$TMP/streamed32.st" --force --json -q
+json_ok "d['memory']['host_weights_peak'] <= 32 * $MiB + 32 * $MiB // 4"
+[ $RSS = 1 ] && json_ok "d['memory']['host_peak_rss'] - d['memory']['host_peak_rss_after_load'] <= 32 * $MiB + 32 * $MiB"
+python3 -c "import json; m = json.load(open('$TMP/out'))['memory']; print('test_cpu_memory: f32 prefill: peak RSS %.0f MiB, %.0f MiB after loading, converted weights held at most %.0f MiB' % (m['host_peak_rss'] / $MiB, m['host_peak_rss_after_load'] / $MiB, m['host_weights_peak'] / $MiB))"
+
 # The text output says it too.
 expect 0 "dump's memory line" -- "$LD" dump -m "$M" -t "1 2 3" -p f32 --memory 32M -o "$TMP/t.st" --force -q
 if grep -q "^memory: host peak RSS .*cpu weights .* held of a 32.0 MiB budget" "$TMP/out"; then pass=$((pass + 1)); else
@@ -63,6 +75,29 @@ for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16; do
     # decode through the KV cache, the weights reconverted at every step
     expect 0 "${c%%:*} --decode 2 streamed" -- "$LD" check -m "$m" -f "$fx" --decode 2 --memory 4K -q
 done
+# A random model whose LM head has many blocks of rows (16384 x 64: 64 blocks at a 4K
+# budget, 16 at 1M in f32), a 20-token prefill: f32 and the emulated bf16 (sgemm), f64
+# (dgemm); tp 1 and 2; 1 and 2 OpenBLAS threads (a build that split the one call failed
+# here: f32 at every budget, f64 at 2 threads and 64-row blocks).
+R=$TMP/random
+python3 "$SRC/tools/make-sparse-model.py" "$R" --layers 1 --hidden 64 --heads 4 --kv-heads 2 \
+    --intermediate 128 --vocab 16384 --random 1 >/dev/null || { echo "FAIL: make-sparse-model.py --random"; exit 1; }
+TOK="1 5 9 77 300 1000 2000 4000 8000 12000 16000 16383 42 43 44 45 46 47 48 49"
+for p in f32 bf16 f64; do
+    for tp in 1 2; do
+        for run in "4K 1" "1M 1" "4K 2" "1M 2"; do
+            mem=${run% *} th=${run#* }
+            expect 0 "random $p tp $tp threads $th held" -- "$LD" dump -m "$R" -t "$TOK" -p $p --tp $tp \
+                --threads $th -o "$TMP/a.st" --force -q
+            expect 0 "random $p tp $tp threads $th --memory $mem" -- "$LD" dump -m "$R" -t "$TOK" -p $p \
+                --tp $tp --threads $th --memory $mem -o "$TMP/b.st" --force -q
+            if cmp -s "$TMP/a.st" "$TMP/b.st"; then pass=$((pass + 1)); else
+                fail=$((fail + 1)); echo "FAIL: random $p tp $tp threads $th: --memory $mem dump differs from held"
+            fi
+        done
+    done
+done
+
 # SmolLM2-135M (a Q4_1 GGUF, when cached): a float64 check with --memory 64M within
 # 0.45 GiB over what llama-diff holds on a tiny model (ru_maxrss of each child); before
 # streaming it took 1.56 GiB over it (the f64 weights, 1.00 GiB, and the whole GGUF file
@@ -81,8 +116,21 @@ print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 102
         fail=$((fail + 1)); echo "FAIL: SmolLM2 f64 check with --memory 64M: exit and peak $run, tiny model $floor"
     fi
     echo "test_cpu_memory: SmolLM2 f64 check --memory 64M: $(((${run#* } - ${floor#* }) / MiB)) MiB over a tiny model's run"
-elif [ $RSS = 1 ]; then
-    echo "test_cpu_memory: $S not present (tools/fetch-smollm2.sh fetches it); its bound not checked"
+fi
+if [ -e "$S" ]; then
+    # its f32 prefill (13 tokens): the tied LM head (49152 x 576, 108 MiB in float32) was
+    # converted whole before the f32 LM head's grid of sgemm calls (108 MiB held of the
+    # 64 MiB budget)
+    sx=$FX/golden/smollm2-135m.safetensors
+    expect 0 "SmolLM2 f32 dump held" -- "$LD" dump -m "$S" -f "$sx" -p f32 -o "$TMP/a.st" --force -q
+    expect 0 "SmolLM2 f32 dump --memory 64M" -- "$LD" dump -m "$S" -f "$sx" -p f32 --memory 64M \
+        -o "$TMP/b.st" --force --json -q
+    json_ok "d['memory']['host_weights_peak'] <= 64 * $MiB"
+    if cmp -s "$TMP/a.st" "$TMP/b.st"; then pass=$((pass + 1)); else
+        fail=$((fail + 1)); echo "FAIL: SmolLM2 f32: --memory 64M dump differs from held"
+    fi
+else
+    echo "test_cpu_memory: $S not present (tools/fetch-smollm2.sh fetches it); its checks not run"
 fi
 
 expect 2 "--memory refuses a bad size" -- "$LD" dump -m "$M" -t "1" --memory 12X -o "$TMP/c.st"

@@ -2,8 +2,10 @@
 # compare-builds.sh: two llama-diff builds (e.g. before and after a refactor) on every
 # committed fixture: each stage dump byte for byte, and the --isolate and --decode checks'
 # JSON (timings and the memory a run held left out: the host's peak RSS differs run to
-# run, and a build before the memory report has none). Exit 1 on any difference; prints
-# what differed.
+# run, and a build before the memory report has none); then the dump of a 20-token prefill
+# of a random model of 16384 words (tools/make-sparse-model.py --random 1: a vocabulary
+# the fixtures lack, so that the LM head runs over many blocks of rows and sgemm calls).
+# Exit 1 on any difference; prints what differed.
 #   tools/compare-builds.sh [--backend cpu|cuda] [--tp "1 2 4"] [--b-args "ARGS"] LLAMA_DIFF_A LLAMA_DIFF_B
 # --b-args: more options for B's runs alone (e.g. "--memory 4K": the CPU reference's
 # weights streamed, against A's held whole).
@@ -56,6 +58,22 @@ for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16
                 fi
             done
         done
+    done
+done
+R=$D/random
+python3 "$(dirname "$0")/make-sparse-model.py" "$R" --layers 1 --hidden 64 --heads 4 --kv-heads 2 \
+    --intermediate 128 --vocab 16384 --random 1 >/dev/null || { echo "compare-builds: make-sparse-model.py failed"; exit 2; }
+TOK="1 5 9 77 300 1000 2000 4000 8000 12000 16000 16383 42 43 44 45 46 47 48 49"
+for p in $PRECS; do
+    for tp in $TPS; do
+        run="-b $BACKEND -m $R -p $p --tp $tp -q"
+        "$A" dump $run -t "$TOK" -o "$D/a.st" --force >"$D/a.err" 2>&1; ea=$?
+        "$B" dump $run $BARGS -t "$TOK" -o "$D/b.st" --force >"$D/b.err" 2>&1; eb=$?
+        n=$((n + 1))
+        if [ $ea -ne 0 ] || [ $eb -ne 0 ] || ! cmp -s "$D/a.st" "$D/b.st"; then
+            echo "DIFFER: dump random-16384 $p tp $tp (exit $ea / $eb) $(head -c 200 "$D/a.err") $(head -c 200 "$D/b.err")"
+            fail=1
+        fi
     done
 done
 echo "compare-builds: $n runs of $BACKEND, $([ $fail -eq 0 ] && echo 'all identical' || echo 'some differ')"

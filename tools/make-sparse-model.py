@@ -5,12 +5,16 @@ hole that reads as 0, so that the disk holds kilobytes whatever the shape. For m
 memory, not numbers: the CPU reference's weight cache (tests/test_cpu_memory.sh,
 docs/performance.md), the loaders. Python's standard library only. Default shape:
 Llama-3-8B's (hidden 4096, 32 layers, 32 heads, 8 KV heads, intermediate 14336,
-vocabulary 128256).
+vocabulary 128256). --random SEED writes every weight but the norms instead, drawn from
+SEED (bf16 of magnitude 2^-7 to 2^-3, either sign; a dense file, so for small shapes):
+a model with numbers in it for bit-for-bit checks on shapes the fixtures lack (a
+vocabulary of thousands: tests/test_cpu_memory.sh).
 Usage: make-sparse-model.py DIR [--layers N] [--hidden H] [--heads N] [--kv-heads N]
-                            [--intermediate I] [--vocab V] [--tied]"""
+                            [--intermediate I] [--vocab V] [--tied] [--random SEED]"""
 import argparse
 import json
 import os
+import random
 import struct
 import sys
 
@@ -25,6 +29,7 @@ def main():
     ap.add_argument("--intermediate", type=int, default=14336)
     ap.add_argument("--vocab", type=int, default=128256)
     ap.add_argument("--tied", action="store_true")
+    ap.add_argument("--random", type=int, default=None, metavar="SEED")
     a = ap.parse_args()
     H, I, V, NH, NKV, L = a.hidden, a.intermediate, a.vocab, a.heads, a.kv_heads, a.layers
     hd = H // NH
@@ -47,7 +52,7 @@ def main():
     shapes.append(("model.norm.weight", (H,)))
     if not a.tied:
         shapes.append(("lm_head.weight", (V, H)))
-    header, off, norms = {"__metadata__": {"format": "pt"}}, 0, []
+    header, off, norms, dense = {"__metadata__": {"format": "pt"}}, 0, [], []
     for name, shape in shapes:
         n = 1
         for d in shape:
@@ -55,6 +60,8 @@ def main():
         header[name] = {"dtype": "BF16", "shape": list(shape), "data_offsets": [off, off + 2 * n]}
         if name.endswith("norm.weight"):
             norms.append((off, n))
+        elif a.random is not None:
+            dense.append((off, n))
         off += 2 * n
     text = json.dumps(header).encode()
     text += b" " * (-len(text) % 8)
@@ -65,10 +72,21 @@ def main():
         for o, n in norms:
             f.seek(base + o)
             f.write(b"\x80\x3f" * n)  # bf16 1.0
+        rng = random.Random(a.random)
+        # a random byte -> a bf16's high byte: its sign, and exponent 0x78..0x7b with the
+        # low byte's top bit (2^-7 <= |w| < 2^-3)
+        high = bytes((b & 0x80) | (0x3C + (b & 1)) for b in range(256))
+        for o, n in dense:
+            w = bytearray(2 * n)
+            w[0::2] = rng.randbytes(n)
+            w[1::2] = rng.randbytes(n).translate(high)
+            f.seek(base + o)
+            f.write(w)
         f.truncate(base + off)
     with open(os.path.join(a.dir, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
-    print(f"{a.dir}: {off / 2**30:.2f} GiB of bf16 weights (sparse)")
+    kind = "sparse" if a.random is None else f"random, seed {a.random}"
+    print(f"{a.dir}: {off / 2**30:.2f} GiB of bf16 weights ({kind})")
 
 
 if __name__ == "__main__":

@@ -99,8 +99,13 @@ bool cpu_weight_streamed(const cpu_model *m, int r, int index);
 int cpu_weight_rows(cpu_model *m, int r, int index, int64_t row0, int64_t rows, void *dst);
 /* Done reading rows of the tensor: its mapped pages may go. */
 void cpu_weights_release_rows(cpu_model *m, int r, int index);
-/* Rows per block when the tensor is read in blocks: a multiple of 64, at most a quarter
- * of the budget or 64 MiB. */
+/* The LM head's rows per BLAS call (ops/model.c, lm_head_rows): one fixed grid over the
+ * vocabulary shard, held or read in blocks, so that both make the same calls (OpenBLAS's
+ * sgemm, and at more than one thread its dgemm, give an element other bits in a call over
+ * more rows). */
+#define CPU_LM_HEAD_GEMM_ROWS 256
+/* Rows per block when the tensor is read in blocks: a multiple of CPU_LM_HEAD_GEMM_ROWS
+ * (so of 64), at most a quarter of the budget or 64 MiB, at least CPU_LM_HEAD_GEMM_ROWS. */
 int64_t cpu_weight_block_rows(const cpu_model *m, int r, int index);
 
 int cpu_forward_f64(cpu_model *m, const lr_batch *b, const cpu_seq *seqs, cpu_kv *kv,

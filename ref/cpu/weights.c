@@ -144,8 +144,8 @@ int64_t cpu_weight_block_rows(const cpu_model *m, int r, int index) {
     const lr_packed_desc *d = lr_plan_at(m->ranks[r].plan, (size_t)index);
     size_t row_bytes = (size_t)d->shape[1] * lr_dtype_size(m->arith);
     uint64_t want = m->budget / 4 < ((uint64_t)64 << 20) ? m->budget / 4 : (uint64_t)64 << 20;
-    int64_t rows = (int64_t)(want / row_bytes) / 64 * 64;
-    return rows < 64 ? 64 : rows;
+    int64_t rows = (int64_t)(want / row_bytes) / CPU_LM_HEAD_GEMM_ROWS * CPU_LM_HEAD_GEMM_ROWS;
+    return rows < CPU_LM_HEAD_GEMM_ROWS ? CPU_LM_HEAD_GEMM_ROWS : rows;
 }
 
 int cpu_weights_init(cpu_model *m, const lr_checkpoint *ck, uint64_t budget) {

@@ -343,38 +343,57 @@ int R(cpu_forward)(cpu_model *m, const lr_batch *b, const cpu_seq *seqs, cpu_kv 
     return rc;
 }
 
-/* One rank's LM-head shard: hidden (T, H) -> part (T, shard), in one GEMM on the held
- * shard, or where the shard is streamed (cpu_weight_streamed) in blocks of its rows,
- * each converted, multiplied into its columns of part and dropped. The blocks change no
- * number only where each output element's dot product is computed the same way whatever
- * the block: OpenBLAS 0.3.21's dgemm, and its dgemv and sgemv (one token), on row blocks
- * at multiples of 64 (checked element by element against the one call for T 1..100, N
- * up to 49152, K up to 4096; on whole models by tools/compare-builds.sh, and on every
- * machine that runs tests/test_cpu_memory.sh). Its sgemm is not: an element's
- * accumulation order there depends on where its row falls in the call, so at float32
- * with more than one token the shard is converted whole into the cache, beyond the
- * budget if it must be (released when room is next needed). */
+/* part[:, 0:n] (T rows of ld) = x (T, H) w (n, H)^T, as the LM head multiplies: one
+ * product per CPU_LM_HEAD_GEMM_ROWS rows of w, counted from the shard's first row (w is
+ * a block starting at a multiple of them), through y (T, CPU_LM_HEAD_GEMM_ROWS). The held
+ * shard and the streamed one thereby make the same BLAS calls on the same rows, and their
+ * logits are the same bits by construction, whatever BLAS and thread count: a split of
+ * the one call is not exact. OpenBLAS 0.3.21's sgemm gives an element other bits
+ * depending on where its row falls in the call: at one thread, from 12 tokens on, 2.1 to
+ * 10.5 % of the elements differ in blocks of 64 to 16384 rows (8 tokens: 1.1 to 91 %), at
+ * K 64, 576 and 4096 over 49152 and 128256 rows; 1 to 7 tokens agree at multiples of 64,
+ * but not at 2 threads (52 % at 7 tokens in blocks of 64). Its dgemm, dgemv and sgemv
+ * agree at one thread; dgemm does not at 2 (2 tokens: 82 % in blocks of 64 to 1024; the
+ * gemvs were not measured there) (docs/measurements/cpu-sgemm-split.c,
+ * -2026-12-02.txt). At one thread the grid gives
+ * float64's and one token's logits the bits of the one call; float32's prefill logits
+ * are the grid's own. 256 rows per call ran within the noise of the one call or faster
+ * (sgemm, T 8 to 512). */
+static int R(lm_head_rows)(const cpu_model *m, real *part, int64_t ld, const real *x, const real *w, int64_t T,
+                           int64_t n, int64_t H, real *y) {
+    for (int64_t j = 0; j < n; j += CPU_LM_HEAD_GEMM_ROWS) {
+        int64_t nb = n - j < CPU_LM_HEAD_GEMM_ROWS ? n - j : CPU_LM_HEAD_GEMM_ROWS;
+        int rc = R(product)(m, y, x, w + j * H, T, nb, H);
+        if (rc) return rc;
+        for (int64_t t = 0; t < T; t++)
+            memcpy(part + t * ld + j, y + t * nb, (size_t)nb * sizeof(real));
+    }
+    return LR_OK;
+}
+
+/* One rank's LM-head shard: hidden (T, H) -> part (T, shard), from the held shard, or
+ * where the shard is streamed (cpu_weight_streamed) in blocks of its rows (a multiple of
+ * CPU_LM_HEAD_GEMM_ROWS), each converted, multiplied into its columns of part by
+ * lm_head_rows and dropped: the same products either way, so the blocks change no number
+ * (tests/test_cpu_memory.sh, tools/compare-builds.sh --b-args "--memory 4K"). */
 static int R(lm_head_shard)(cpu_model *m, int r, const real *hidden, int64_t T, int64_t shard, real *part) {
     int64_t H = m->cfg.hidden_size;
     cpu_weights_pin(m);
-    bool blocks = cpu_weight_streamed(m, r, m->lm_head) && (LR_REAL_DTYPE == LR_F64 || T == 1);
-    if (!blocks) {
-        const real *w;
-        int rc = R(weight)(&(R(pass)){.m = m}, r, m->lm_head, &w);
-        if (rc) return rc;
-        return R(product)(m, part, hidden, w, T, shard, H);
-    }
-    int64_t rows = cpu_weight_block_rows(m, r, m->lm_head);
+    bool blocks = cpu_weight_streamed(m, r, m->lm_head);
+    int64_t rows = blocks ? cpu_weight_block_rows(m, r, m->lm_head) : shard;
     rows = rows < shard ? rows : shard;
-    real *w = R(alloc)(rows * H), *y = R(alloc)(T * rows);
-    int rc = w && y ? LR_OK : lr_fail(LR_E_NOMEM, "cpu backend: cannot allocate a block of the LM head");
+    const real *held = NULL;
+    real *w = NULL, *y = R(alloc)(T * CPU_LM_HEAD_GEMM_ROWS);
+    int rc = blocks ? LR_OK : R(weight)(&(R(pass)){.m = m}, r, m->lm_head, &held);
+    if (rc == LR_OK && (!y || (blocks && !(w = R(alloc)(rows * H)))))
+        rc = lr_fail(LR_E_NOMEM, "cpu backend: cannot allocate a block of the LM head");
     for (int64_t n0 = 0; rc == LR_OK && n0 < shard; n0 += rows) {
         int64_t nb = shard - n0 < rows ? shard - n0 : rows;
-        if ((rc = cpu_weight_rows(m, r, m->lm_head, n0, nb, w))) break;
-        cpu_weights_release_rows(m, r, m->lm_head); /* this block's pages of the file */
-        if ((rc = R(product)(m, y, hidden, w, T, nb, H))) break;
-        for (int64_t t = 0; t < T; t++)
-            memcpy(part + t * shard + n0, y + t * nb, (size_t)nb * sizeof(real));
+        if (blocks) {
+            if ((rc = cpu_weight_rows(m, r, m->lm_head, n0, nb, w))) break;
+            cpu_weights_release_rows(m, r, m->lm_head); /* this block's pages of the file */
+        }
+        rc = R(lm_head_rows)(m, part + n0, shard, hidden, blocks ? w : held + n0 * H, T, nb, H, y);
     }
     free(w);
     free(y);
