@@ -76,12 +76,15 @@ def main():
         # a random byte -> a bf16's high byte: its sign, and exponent 0x78..0x7b with the
         # low byte's top bit (2^-7 <= |w| < 2^-3)
         high = bytes((b & 0x80) | (0x3C + (b & 1)) for b in range(256))
+        step = 1 << 24  # elements per write (randbytes takes at most 2^28 bytes at once)
         for o, n in dense:
-            w = bytearray(2 * n)
-            w[0::2] = rng.randbytes(n)
-            w[1::2] = rng.randbytes(n).translate(high)
             f.seek(base + o)
-            f.write(w)
+            for i in range(0, n, step):
+                m = min(step, n - i)
+                w = bytearray(2 * m)
+                w[0::2] = rng.randbytes(m)
+                w[1::2] = rng.randbytes(m).translate(high)
+                f.write(w)
         f.truncate(base + off)
     with open(os.path.join(a.dir, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
