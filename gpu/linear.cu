@@ -203,7 +203,8 @@ int lr_gpu_linear_gemv(const void *args, cudaStream_t s) {
  * all its threads: each thread keeps a register tile of ROWS x T float32 accumulators, so
  * every 16-byte vector of w meets every token (w read once for all T) and every vector of
  * x meets every row (x through L1 at T / ROWS of w's bytes); the vectors of w for two
- * steps (2 x ROWS 16-byte loads) are issued before any is used. N 4096 gives 1024 blocks
+ * steps (2 x ROWS 16-byte loads) are issued before any is used, and leave no lines in L1
+ * (which x, read by every block, has to itself). N 4096 gives 1024 blocks
  * of 4 warps, enough for 132 SMs; the K split is inside the block, summed in a fixed order
  * through shared memory, so there is no second kernel, no workspace and no atomic.
  *
@@ -219,6 +220,16 @@ int lr_gpu_linear_gemv(const void *args, cudaStream_t s) {
 #define GEMV2_ROWS 4      /* output features per block: each thread's tile is ROWS x T */
 #define GEMV2_THREADS 128 /* per block, all splitting K */
 #define GEMV2_WARPS (GEMV2_THREADS / 32)
+
+/* A 16-byte load of w, which each block reads once: through L1 without a line there
+ * (L1::no_allocate), so that L1 keeps the x that every block reads again. */
+static __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
 
 /* The xor tree over a warp of C values per lane, as a reduce-scatter: where the count is
  * even, a lane keeps half its values (the upper half where its lane bit o is set) and adds
@@ -303,10 +314,10 @@ static __global__ void __launch_bounds__(GEMV2_THREADS)
         uint4 a[R], b[R];
 #pragma unroll
         for (int r = 0; r < R; r++)
-            a[r] = __ldg(wr[r] + i);
+            a[r] = ld_stream(wr[r] + i);
 #pragma unroll
         for (int r = 0; r < R; r++)
-            b[r] = __ldg(wr[r] + i + NT);
+            b[r] = ld_stream(wr[r] + i + NT);
         gemv2_step<E, MT>(acc, a, x4, nv, i);
         gemv2_step<E, MT>(acc, b, x4, nv, i + NT);
     }
@@ -314,7 +325,7 @@ static __global__ void __launch_bounds__(GEMV2_THREADS)
         uint4 a[R];
 #pragma unroll
         for (int r = 0; r < R; r++)
-            a[r] = __ldg(wr[r] + i);
+            a[r] = ld_stream(wr[r] + i);
         gemv2_step<E, MT>(acc, a, x4, nv, i);
     }
     int first = 0;
