@@ -217,9 +217,17 @@ int lr_gpu_linear_gemv(const void *args, cudaStream_t s) {
  * once to the dtype. Where the vector path does not apply (K not a multiple of V, x or w
  * not 16-byte aligned), gemv runs the call; T > 8 goes to cublas. tests/test_gpu_ops.c
  * simulates this order on the CPU (sim-gemv2). */
-#define GEMV2_ROWS 4      /* output features per block: each thread's tile is ROWS x T */
+/* Tuning knobs, overridable for a trial build (make CPPFLAGS=-DGEMV2_ROWS=8). ROWS leaves
+ * each output's arithmetic order as it is; THREADS changes it (sim-gemv2 assumes 128). */
+#ifndef GEMV2_ROWS
+#define GEMV2_ROWS 4 /* output features per block: each thread's tile is ROWS x T */
+#endif
+#ifndef GEMV2_THREADS
 #define GEMV2_THREADS 128 /* per block, all splitting K */
+#endif
 #define GEMV2_WARPS (GEMV2_THREADS / 32)
+static_assert(GEMV2_ROWS >= 1 && GEMV2_THREADS % 32 == 0 && GEMV2_THREADS >= 32 && GEMV2_THREADS <= 1024,
+              "gemv2: ROWS >= 1, THREADS a multiple of 32 up to 1024");
 
 /* A 16-byte load of w, which each block reads once: through L1 without a line there
  * (L1::no_allocate), so that L1 keeps the x that every block reads again. */
@@ -336,13 +344,13 @@ static __global__ void __launch_bounds__(GEMV2_THREADS)
             part[warp][first + q] = acc[q];
     }
     __syncthreads();
-    if (tid < C) {
-        float sum = part[0][tid];
+    for (int c = tid; c < C; c += NT) {
+        float sum = part[0][c];
 #pragma unroll
         for (int p = 1; p < GEMV2_WARPS; p++)
-            sum += part[p][tid];
-        const int64_t n = n0 + tid % R;
-        if (n < N) st(y + (int64_t)(tid / R) * N + n, sum);
+            sum += part[p][c];
+        const int64_t n = n0 + c % R;
+        if (n < N) st(y + (int64_t)(c / R) * N + n, sum);
     }
 }
 
