@@ -1,8 +1,9 @@
 /* linear.cu: the matrix product every parallel linear layer does on one rank (qkv_proj,
  * o_proj, gate_up_proj, down_proj, the LM head), the twin of ref/cpu/ops/linear.c without
  * its bias (lr_gpu_add_bias adds it after, as the rounding map says). Variants: cuBLAS
- * (the default, the call the backend has always made) and a hand-written GEMV for the few
- * tokens of a decode step, which reads each weight row once for every token of the batch. */
+ * (the default, the call the backend has always made) and two hand-written GEMVs for the
+ * few tokens of a decode step, which read each weight row once for every token of the batch:
+ * gemv (one warp per row) and gemv2 (a block per 4 rows, K split over its threads). */
 #include "common.cuh"
 
 #include <limits.h>
@@ -192,6 +193,206 @@ int lr_gpu_linear_gemv(const void *args, cudaStream_t s) {
     const linear_args *a = (const linear_args *)args;
     if (a->T > GEMV_MAX_T) return lr_gpu_linear_cublas(args, s);
     return LR_DISPATCH_DTYPE(a->dt, linear_gemv, a, s);
+}
+
+/* ---- gemv2 ------------------------------------------------------------------------------
+ * gemv's job, shaped for the H200's bandwidth at every T <= 8 and every N. gemv's one row
+ * per warp loads T vectors of x for each vector of w (8 times w's bytes through L1 at T 8,
+ * which is what it runs out of there), and at N 4096 has 512 blocks of a few iterations
+ * each. Here a block of GEMV2_THREADS threads owns GEMV2_ROWS rows of w and splits K among
+ * all its threads: each thread keeps a register tile of ROWS x T float32 accumulators, so
+ * every 16-byte vector of w meets every token (w read once for all T) and every vector of
+ * x meets every row (x through L1 at T / ROWS of w's bytes); the vectors of w for two
+ * steps (2 x ROWS 16-byte loads) are issued before any is used, and leave no lines in L1
+ * (which x, read by every block, has to itself). N 4096 gives 1024 blocks
+ * of 4 warps, enough for 132 SMs; the K split is inside the block, summed in a fixed order
+ * through shared memory, so there is no second kernel, no workspace and no atomic.
+ *
+ * Arithmetic order, per output (n, t): thread p of the block (p = 32 warp + lane)
+ * accumulates with fmaf into one float32 the vectors i = p, p + THREADS, p + 2 THREADS, ...
+ * (ascending; the V elements of each in order); each warp sums its 32 lanes in the xor
+ * tree (offsets 16, 8, 4, 2, 1, as gemv does; the lanes trade halves of their tiles
+ * instead of each keeping all, which is the same tree since float32 addition commutes);
+ * the warps' sums are added in order, ((w0 + w1) + w2) + w3, in float32; the sum is rounded
+ * once to the dtype. Where the vector path does not apply (K not a multiple of V, x or w
+ * not 16-byte aligned), gemv runs the call; T > 8 goes to cublas. tests/test_gpu_ops.c
+ * simulates this order on the CPU (sim-gemv2). */
+/* Tuning knobs, overridable for a trial build (make CPPFLAGS=-DGEMV2_ROWS=8). ROWS leaves
+ * each output's arithmetic order as it is; THREADS changes it (sim-gemv2 assumes 128). */
+#ifndef GEMV2_ROWS
+#define GEMV2_ROWS 4 /* output features per block: each thread's tile is ROWS x T */
+#endif
+#ifndef GEMV2_THREADS
+#define GEMV2_THREADS 128 /* per block, all splitting K */
+#endif
+#define GEMV2_WARPS (GEMV2_THREADS / 32)
+static_assert(GEMV2_ROWS >= 1 && GEMV2_THREADS % 32 == 0 && GEMV2_THREADS >= 32 && GEMV2_THREADS <= 1024,
+              "gemv2: ROWS >= 1, THREADS a multiple of 32 up to 1024");
+
+/* A 16-byte load of w, which each block reads once: through L1 without a line there
+ * (L1::no_allocate), so that L1 keeps the x that every block reads again. */
+static __device__ __forceinline__ uint4 ld_stream(const uint4 *p) {
+    uint4 v;
+    asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "l"(p));
+    return v;
+}
+
+/* The xor tree over a warp of C values per lane, as a reduce-scatter: where the count is
+ * even, a lane keeps half its values (the upper half where its lane bit o is set) and adds
+ * its partner's copy of that half (C/2 shuffles instead of C); an odd count is summed
+ * whole. At the end each lane holds lane_sum_count(C) finished sums, the first being value
+ * number `first`; the lanes that differ only in lane_sum_dup(C)'s bits hold the same ones. */
+static constexpr int lane_sum_count(int c, int o) {
+    return o == 0 ? c : c % 2 == 0 ? lane_sum_count(c / 2, o / 2) : lane_sum_count(c, o / 2);
+}
+static constexpr int lane_sum_dup(int c, int o) {
+    return o == 0 ? 0 : c % 2 == 0 ? lane_sum_dup(c / 2, o / 2) : (o | lane_sum_dup(c, o / 2));
+}
+
+template <int C, int O> struct lane_sum {
+    static __device__ __forceinline__ void run(float *v, int lane, int &first) {
+        if constexpr (O > 0) {
+            if constexpr (C % 2 == 0) {
+                constexpr int H = C / 2;
+                const bool up = (lane & O) != 0;
+#pragma unroll
+                for (int i = 0; i < H; i++) {
+                    const float send = up ? v[i] : v[i + H], keep = up ? v[i + H] : v[i];
+                    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+                }
+                if (up) first += H;
+                lane_sum<H, O / 2>::run(v, lane, first);
+            } else {
+#pragma unroll
+                for (int i = 0; i < C; i++)
+                    v[i] += __shfl_xor_sync(0xffffffffu, v[i], O);
+                lane_sum<C, O / 2>::run(v, lane, first);
+            }
+        }
+    }
+};
+
+/* One step of a thread: vector i of its ROWS rows (already loaded, wv) against vector i of
+ * every token's x. acc[t * ROWS + r] is output (row r, token t). */
+template <typename E, int MT>
+static __device__ __forceinline__ void gemv2_step(float *acc, const uint4 *wv, const uint4 *__restrict__ x4,
+                                                  int64_t nv, int64_t i) {
+    constexpr int V = 16 / sizeof(E), R = GEMV2_ROWS;
+    float wf[R][V];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+        vec16<E>::unpack(wv[r], wf[r]);
+#pragma unroll
+    for (int t = 0; t < MT; t++) {
+        float xf[V];
+        vec16<E>::unpack(__ldg(x4 + t * nv + i), xf);
+#pragma unroll
+        for (int r = 0; r < R; r++)
+#pragma unroll
+            for (int j = 0; j < V; j++)
+                acc[t * R + r] = fmaf(wf[r][j], xf[j], acc[t * R + r]);
+    }
+}
+
+/* y (T, N) = x (T, K) w (N, K)^T for MT = T tokens, rows n0 .. n0 + ROWS - 1 per block;
+ * K a multiple of V, x and w 16-byte aligned (the launcher's test). */
+template <typename E, int MT>
+static __global__ void __launch_bounds__(GEMV2_THREADS)
+    linear_gemv2_kernel(E *__restrict__ y, const E *__restrict__ x, const E *__restrict__ w, int64_t N,
+                        int64_t K) {
+    constexpr int V = 16 / sizeof(E), R = GEMV2_ROWS, C = MT * R, NT = GEMV2_THREADS;
+    constexpr int NF = lane_sum_count(C, 16), DUP = lane_sum_dup(C, 16);
+    __shared__ float part[GEMV2_WARPS][C];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int64_t n0 = (int64_t)blockIdx.x * R, nv = K / V;
+    /* The last block's rows past N read row N - 1 again (in bounds) and store nothing. */
+    const uint4 *wr[R];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+        wr[r] = (const uint4 *)(w + (n0 + r < N ? n0 + r : N - 1) * K);
+    const uint4 *x4 = (const uint4 *)x;
+    float acc[C];
+#pragma unroll
+    for (int c = 0; c < C; c++)
+        acc[c] = 0.0f;
+    int64_t i = tid;
+    for (; i + NT < nv; i += 2 * NT) {
+        uint4 a[R], b[R];
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            a[r] = ld_stream(wr[r] + i);
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            b[r] = ld_stream(wr[r] + i + NT);
+        gemv2_step<E, MT>(acc, a, x4, nv, i);
+        gemv2_step<E, MT>(acc, b, x4, nv, i + NT);
+    }
+    if (i < nv) {
+        uint4 a[R];
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            a[r] = ld_stream(wr[r] + i);
+        gemv2_step<E, MT>(acc, a, x4, nv, i);
+    }
+    int first = 0;
+    lane_sum<C, 16>::run(acc, lane, first);
+    if ((lane & DUP) == 0) {
+#pragma unroll
+        for (int q = 0; q < NF; q++)
+            part[warp][first + q] = acc[q];
+    }
+    __syncthreads();
+    for (int c = tid; c < C; c += NT) {
+        float sum = part[0][c];
+#pragma unroll
+        for (int p = 1; p < GEMV2_WARPS; p++)
+            sum += part[p][c];
+        const int64_t n = n0 + c % R;
+        if (n < N) st(y + (int64_t)(c / R) * N + n, sum);
+    }
+}
+
+template <typename E, int MT> static int linear_gemv2_t(const linear_args *a, cudaStream_t s) {
+    /* N <= INT_MAX (the entry point's limit): at most 2^29 blocks, under the grid's 2^31 - 1 */
+    unsigned int grid = (unsigned int)((a->N + GEMV2_ROWS - 1) / GEMV2_ROWS);
+    linear_gemv2_kernel<E, MT>
+        <<<grid, GEMV2_THREADS, 0, s>>>((E *)a->y, (const E *)a->x, (const E *)a->w, a->N, a->K);
+    LAUNCH_CHECK();
+    return LR_OK;
+}
+
+template <typename E> static int linear_gemv2(const linear_args *a, cudaStream_t s) {
+    constexpr int V = 16 / sizeof(E);
+    if (a->K % V != 0 || ((uintptr_t)a->x & 15) != 0 || ((uintptr_t)a->w & 15) != 0)
+        return lr_gpu_linear_gemv(a, s);
+    switch (a->T) {
+    case 1:
+        return linear_gemv2_t<E, 1>(a, s);
+    case 2:
+        return linear_gemv2_t<E, 2>(a, s);
+    case 3:
+        return linear_gemv2_t<E, 3>(a, s);
+    case 4:
+        return linear_gemv2_t<E, 4>(a, s);
+    case 5:
+        return linear_gemv2_t<E, 5>(a, s);
+    case 6:
+        return linear_gemv2_t<E, 6>(a, s);
+    case 7:
+        return linear_gemv2_t<E, 7>(a, s);
+    case 8:
+        return linear_gemv2_t<E, 8>(a, s);
+    default:
+        return lr_gpu_linear_cublas(a, s);
+    }
+}
+
+int lr_gpu_linear_gemv2(const void *args, cudaStream_t s) {
+    const linear_args *a = (const linear_args *)args;
+    if (a->T > GEMV_MAX_T) return lr_gpu_linear_cublas(args, s);
+    return LR_DISPATCH_DTYPE(a->dt, linear_gemv2, a, s);
 }
 
 /* ---- Entry point ----------------------------------------------------------------------- */

@@ -24,6 +24,7 @@ int lr_gpu_rmsnorm_block(const void *args, cudaStream_t s);
 int lr_gpu_rmsnorm_warp(const void *args, cudaStream_t s);
 int lr_gpu_linear_cublas(const void *args, cudaStream_t s);
 int lr_gpu_linear_gemv(const void *args, cudaStream_t s);
+int lr_gpu_linear_gemv2(const void *args, cudaStream_t s);
 int lr_gpu_rotary_heads(const void *args, cudaStream_t s);
 int lr_gpu_rotary_neox(const void *args, cudaStream_t s);
 int lr_gpu_activation_vec(const void *args, cudaStream_t s);
@@ -89,6 +90,13 @@ static const lr_gpu_kernel builtin[] = {
       "warp-shuffle sum, rounded once; F32, F16, BF16; cublas for T > 8",
       false, ALL, 0},
      lr_gpu_linear_gemv},
+    {{FAM(LINEAR), "gemv2",
+      "T <= 8 (decode): a block of 128 threads per 4 output features, K split over its threads, "
+      "each a 4 x T tile of float32 FMAs on 16-byte loads of w and x; warp-shuffle then "
+      "in-order shared-memory sum (no atomics), rounded once; F32, F16, BF16; gemv where K or a "
+      "pointer is not 16-byte aligned, cublas for T > 8",
+      false, ALL, 0},
+     lr_gpu_linear_gemv2},
     {{FAM(ROTARY), "heads",
       "blocks of (token, 8 heads): each thread one frequency's float64 sincos, all 8 heads' "
       "pairs loaded before any store",

@@ -2,10 +2,11 @@
  * (gpu/opsweep.c, run by tests/test_gpu_ops and llama-diff ops) judges every registered
  * linear variant case by case against the float64 and the emulated reference, with the
  * planted GEMV and gemv's order simulated on the CPU (test_gpu_ops); this test adds:
- *   - the family in the registry (cublas the default, gemv saying it hands large T to
- *     cublas), bad arguments refused (LR_E_INVAL) before any device work;
- *   - on a device, every variant repeating its output bit for bit, and gemv at T > 8
- *     equal to cublas bit for bit (its fallback), at F32, F16 and BF16 over a few shapes.
+ *   - the family in the registry (cublas the default, gemv and gemv2 saying they hand
+ *     large T to cublas), bad arguments refused (LR_E_INVAL) before any device work;
+ *   - on a device, every variant repeating its output bit for bit, and gemv and gemv2 at
+ *     T > 8 equal to cublas bit for bit (their fallback), at F32, F16 and BF16 over a few
+ *     shapes.
  * Skips (77) without CUDA or without a device; the registry and argument checks run first
  * either way. */
 #ifdef HAVE_CONFIG_H
@@ -36,7 +37,7 @@ START_TEST(test_registry) {
     int f = lr_gpu_family_find("linear");
     ck_assert_int_eq(f, LR_GPU_FAM_LINEAR);
     int n = 0, defaults = 0;
-    bool cublas = false, gemv = false;
+    bool cublas = false, gemv = false, gemv2 = false;
     for (size_t i = 0; i < lr_gpu_variant_count(); i++) {
         const lr_gpu_variant *v = lr_gpu_variant_at(i);
         if (strcmp(v->family, "linear") != 0) continue;
@@ -44,12 +45,15 @@ START_TEST(test_registry) {
         defaults += v->is_default;
         if (!strcmp(v->name, "cublas")) cublas = v->is_default;
         if (!strcmp(v->name, "gemv")) gemv = strstr(v->description, "cublas") != NULL;
+        if (!strcmp(v->name, "gemv2")) gemv2 = strstr(v->description, "cublas") != NULL;
         ck_assert_int_eq(lr_gpu_variant_check("linear", v->name), LR_OK);
     }
-    ck_assert_msg(n >= 2 && defaults == 1, "linear: %d variants, %d defaults", n, defaults);
+    ck_assert_msg(n >= 3 && defaults == 1, "linear: %d variants, %d defaults", n, defaults);
     ck_assert_msg(cublas, "linear: cublas is not the default");
     ck_assert_msg(gemv,
                   "linear: no gemv variant, or its description does not say it hands large T to cublas");
+    ck_assert_msg(gemv2,
+                  "linear: no gemv2 variant, or its description does not say it hands large T to cublas");
     ck_assert_int_eq(lr_gpu_variant_check("linear", "nope"), LR_E_INVAL);
     ck_assert_msg(strstr(lr_last_error(), "gemv") && strstr(lr_last_error(), "cublas"),
                   "unhelpful message: %s", lr_last_error());
@@ -87,10 +91,11 @@ END_TEST
 
 static const lr_dtype dtypes[] = {LR_F32, LR_F16, LR_BF16};
 #define N_DTYPES (int)(sizeof dtypes / sizeof dtypes[0])
-#define GEMV_T 8 /* the largest T of gemv's own kernel (gpu/linear.cu); cublas beyond */
+#define GEMV_T 8 /* the largest T of gemv's and gemv2's own kernels (gpu/linear.cu); cublas beyond */
 
-/* (N, K), and T: gemv's range and beyond it. */
-static const int64_t shapes[][2] = {{96, 64}, {97, 33}, {960, 576}, {576, 1536}, {37, 4100}};
+/* (N, K), and T: the GEMVs' range and beyond it. N 1027: gemv2's last block has 3 rows; K 33, and 4100 at
+ * 16 bits: not a multiple of the 16-byte vector (gemv steps by element, gemv2 hands it to gemv). */
+static const int64_t shapes[][2] = {{96, 64}, {97, 33}, {960, 576}, {576, 1536}, {37, 4100}, {1027, 4096}};
 #define N_SHAPES (int)(sizeof shapes / sizeof shapes[0])
 static const int64_t Ts[] = {1, 3, 8, 9, 16, 64};
 
@@ -162,10 +167,10 @@ START_TEST(test_repeat_and_fallback) {
                           "linear/%s %s T %lld (N %lld, K %lld): a second run differs (seed %llu)", v->name,
                           lr_dtype_name(dt), (long long)T, (long long)N, (long long)K,
                           (unsigned long long)g_seed);
-            if (!strcmp(v->name, "gemv") && T > GEMV_T)
+            if ((!strcmp(v->name, "gemv") || !strcmp(v->name, "gemv2")) && T > GEMV_T)
                 ck_assert_msg(memcmp(a, def, (size_t)(T * N) * es) == 0,
-                              "linear/gemv %s T %lld (N %lld, K %lld) is not cublas's result (seed %llu)",
-                              lr_dtype_name(dt), (long long)T, (long long)N, (long long)K,
+                              "linear/%s %s T %lld (N %lld, K %lld) is not cublas's result (seed %llu)",
+                              v->name, lr_dtype_name(dt), (long long)T, (long long)N, (long long)K,
                               (unsigned long long)g_seed);
             free(a), free(b);
         }

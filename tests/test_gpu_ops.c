@@ -494,6 +494,56 @@ static int sim_gemv_planted(const char *variant, void *y, const void *x, const v
     return LR_OK;
 }
 
+/* gpu/linear.cu's gemv2, per output (t, n), where its vector path applies (else it runs
+ * gemv, simulated as above): thread p of 128 accumulates with fmaf the 16-byte vectors
+ * i = p, p + 128, ... (each of V elements in order); each warp of 32 threads sums them in
+ * the xor tree (offsets 16 to 1); the 4 warps' sums are added in order; rounded once. */
+#define SIM_GEMV2_THREADS 128
+static void sim_gemv2(void *y_raw, const void *x_raw, const void *w_raw, int64_t T, int64_t N, int64_t K,
+                      lr_dtype dt) {
+    int V = 16 / (int)lr_dtype_size(dt);
+    if (K % V != 0 || ((uintptr_t)x_raw & 15) != 0 || ((uintptr_t)w_raw & 15) != 0) {
+        sim_gemv(y_raw, x_raw, w_raw, T, N, K, dt, false, false);
+        return;
+    }
+    float *x = to_f32(x_raw, dt, T * K), *w = to_f32(w_raw, dt, N * K),
+          *y = malloc((size_t)(T * N) * sizeof *y);
+    ck_assert_ptr_nonnull(y);
+    int64_t nv = K / V;
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t n = 0; n < N; n++) {
+            const float *xr = x + t * K, *wr = w + n * K;
+            float acc[SIM_GEMV2_THREADS], nx[32], sum = 0.0f;
+            for (int p = 0; p < SIM_GEMV2_THREADS; p++) {
+                float a = 0.0f;
+                for (int64_t i = p; i < nv; i += SIM_GEMV2_THREADS)
+                    for (int j = 0; j < V; j++)
+                        a = fmaf(wr[i * V + j], xr[i * V + j], a);
+                acc[p] = a;
+            }
+            for (int warp = 0; warp < SIM_GEMV2_THREADS / 32; warp++) {
+                float *l = acc + 32 * warp;
+                for (int o = 16; o > 0; o >>= 1) {
+                    for (int q = 0; q < 32; q++)
+                        nx[q] = l[q] + l[q ^ o];
+                    memcpy(l, nx, sizeof nx);
+                }
+                sum = warp == 0 ? l[0] : sum + l[0];
+            }
+            y[t * N + n] = sum;
+        }
+    lr_round_f32_n(y, (size_t)(T * N), dt);
+    lr_convert(y_raw, dt, y, LR_F32, (size_t)(T * N));
+    free(x), free(w), free(y);
+}
+
+static int sim_gemv2_ok(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N,
+                        int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s) {
+    (void)variant, (void)blas, (void)s;
+    sim_gemv2(y, x, w, T, N, K, dt);
+    return LR_OK;
+}
+
 static const lr_opsweep_target simulated[] = {
     {.family = "rmsnorm", .name = "sim-block", .rms_norm = sim_rms_ok, .fused_add_rms_norm = sim_fused_ok},
     {.family = "rmsnorm",
@@ -512,6 +562,8 @@ static const lr_opsweep_target simulated[] = {
     {.family = "linear", .name = "sim-gemv", .linear = sim_gemv_ok},
     {.family = "linear", .name = "sim-gemv-element", .linear = sim_gemv_element},
     {.family = "linear", .name = "sim-gemv-drop-last", .linear = sim_gemv_planted},
+    /* gemv2 in its order (gemv's where it hands the call to gemv) */
+    {.family = "linear", .name = "sim-gemv2", .linear = sim_gemv2_ok},
 };
 
 /* The 70000-row RMSNorm is there for the kernels' grid cap; attention's head sizes 16
@@ -546,9 +598,9 @@ START_TEST(test_verdicts_cpu) {
     sweep(&o, &ts);
     char where[48];
     snprintf(where, sizeof where, "simulated on the CPU at %s", lr_dtype_name(dtypes[_i]));
-    static const char *const correct[] = {"sim-block", "sim-fma",  "sim-fa2",
-                                          "sim-flash", "sim-gemv", "sim-gemv-element"};
-    for (size_t i = 0; i < 6; i++) {
+    static const char *const correct[] = {"sim-block", "sim-fma",          "sim-fa2",  "sim-flash",
+                                          "sim-gemv",  "sim-gemv-element", "sim-gemv2"};
+    for (size_t i = 0; i < sizeof correct / sizeof correct[0]; i++) {
         tally *t = tally_of(&ts, correct[i]);
         ck_assert_msg(t->cases > 0 && t->failed == 0,
                       "%s %s: %d of %d cases failed, the first: %s (seed %llu)", correct[i], where, t->failed,
@@ -609,9 +661,9 @@ START_TEST(test_shape_sets_cpu) {
         }
     }
     const char *where = _i == 0 ? "llama3-8b" : _i == 1 ? "llama3-70b" : "custom shapes";
-    static const char *const correct[] = {"sim-block", "sim-fma",  "sim-fa2",
-                                          "sim-flash", "sim-gemv", "sim-gemv-element"};
-    for (size_t i = 0; i < 6; i++) {
+    static const char *const correct[] = {"sim-block", "sim-fma",          "sim-fa2",  "sim-flash",
+                                          "sim-gemv",  "sim-gemv-element", "sim-gemv2"};
+    for (size_t i = 0; i < sizeof correct / sizeof correct[0]; i++) {
         tally *t = tally_of(&ts, correct[i]);
         ck_assert_msg(t->cases > 0 && t->failed == 0,
                       "%s at %s: %d of %d cases failed, the first: %s (seed %llu)", correct[i], where,

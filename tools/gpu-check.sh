@@ -170,13 +170,15 @@ for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16
 done
 ./llama-diff check -b cuda -m fixtures/models/gqa-f32 -f fixtures/golden/gqa-f32-batch.safetensors >"$OUT/diff-default-bf16.txt" 2>&1
 
-echo "== decode through the linear family's gemv (--kernel linear=gemv: every decode step's T <= 8 runs the GEMV)"
-for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16 long-gqa-f32:long-gqa-f32-300; do
-    m=${c%%:*} f=${c##*:}
-    for p in bf16 fp16; do
-        ./llama-diff check -b cuda -p $p -k linear=gemv --decode 4 -m fixtures/models/$m \
-            -f fixtures/golden/$f.safetensors >"$OUT/gemv-decode-$f-$p.txt" 2>&1
-        echo "$f $p --kernel linear=gemv --decode 4: exit $? (expected 0) $(grep -E '^decode' "$OUT/gemv-decode-$f-$p.txt" | tail -1)"
+echo "== decode through the linear family's GEMVs (--kernel linear=gemv|gemv2: every decode step's T <= 8 runs the GEMV)"
+for g in gemv gemv2; do
+    for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16 long-gqa-f32:long-gqa-f32-300; do
+        m=${c%%:*} f=${c##*:}
+        for p in bf16 fp16; do
+            ./llama-diff check -b cuda -p $p -k linear=$g --decode 4 -m fixtures/models/$m \
+                -f fixtures/golden/$f.safetensors >"$OUT/$g-decode-$f-$p.txt" 2>&1
+            echo "$f $p --kernel linear=$g --decode 4: exit $? (expected 0) $(grep -E '^decode' "$OUT/$g-decode-$f-$p.txt" | tail -1)"
+        done
     done
 done
 echo "== the error model against the records just measured (tests/test_error_model, LR_CUDA_RECORDS)"
