@@ -23,13 +23,12 @@ int main(void) {
 #else
 
 #include "gpu_ops.h"
+#include "gpu_testutil.h"
 
 #include <check.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 /* ---- Registry and arguments (no device needed) ---------------------------------------------- */
 
@@ -184,28 +183,15 @@ END_TEST
 
 /* ---- Main ---------------------------------------------------------------------------------------- */
 
-static int run_suite(Suite *s) {
-    SRunner *sr = srunner_create(s);
-    /* No fork: CUDA does not survive a fork after the parent has initialised it. */
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_ENV);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed;
-}
-
 int main(void) {
-    const char *env = getenv("LR_TEST_SEED");
-    g_seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) * 1000003u ^ (uint64_t)getpid();
-    printf("test_gpu_linear: seed %llu (LR_TEST_SEED=%llu repeats this run)\n", (unsigned long long)g_seed,
-           (unsigned long long)g_seed);
+    g_seed = tu_gpu_seed("test_gpu_linear");
 
     Suite *contract = suite_create("gpu_linear_contract");
     TCase *tc = tcase_create("registry_and_arguments");
     tcase_add_test(tc, test_registry);
     tcase_add_test(tc, test_bad_arguments);
     suite_add_tcase(contract, tc);
-    if (run_suite(contract)) return 1;
+    if (tu_gpu_run_suite(contract)) return 1;
 
     int ndev = 0;
     cudaError_t e = cudaGetDeviceCount(&ndev);
@@ -224,7 +210,7 @@ int main(void) {
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_repeat_and_fallback, 0, N_SHAPES * N_DTYPES);
     suite_add_tcase(dev, tc);
-    int failed = run_suite(dev);
+    int failed = tu_gpu_run_suite(dev);
     cudaStreamSynchronize(g_stream);
     cublasDestroy(g_blas);
     cudaStreamDestroy(g_stream);

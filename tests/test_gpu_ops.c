@@ -30,6 +30,7 @@ int main(void) {
 
 #include "gpu_ops.h"
 #include "gpu_planted.h"
+#include "gpu_testutil.h"
 #include "llamaref_ops.h"
 #include "opsweep.h"
 
@@ -37,8 +38,6 @@ int main(void) {
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 static const lr_dtype dtypes[] = {LR_F32, LR_F16, LR_BF16};
 #define N_DTYPES (int)(sizeof dtypes / sizeof dtypes[0])
@@ -834,21 +833,8 @@ END_TEST
 
 /* ---- Main ------------------------------------------------------------------------------- */
 
-static int run(Suite *s) {
-    SRunner *sr = srunner_create(s);
-    /* No fork: CUDA does not survive a fork after the parent has initialised it. */
-    srunner_set_fork_status(sr, CK_NOFORK);
-    srunner_run_all(sr, CK_ENV);
-    int failed = srunner_ntests_failed(sr);
-    srunner_free(sr);
-    return failed;
-}
-
 int main(void) {
-    const char *env = getenv("LR_TEST_SEED");
-    g_seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) * 1000003u ^ (uint64_t)getpid();
-    printf("test_gpu_ops: seed %llu (LR_TEST_SEED=%llu repeats this run)\n", (unsigned long long)g_seed,
-           (unsigned long long)g_seed);
+    g_seed = tu_gpu_seed("test_gpu_ops");
 
     Suite *contract = suite_create("gpu_ops_contract");
     TCase *tc = tcase_create("registry_and_arguments");
@@ -861,7 +847,7 @@ int main(void) {
     tcase_add_loop_test(tc, test_shape_sets_cpu, 0, 3);
     tcase_add_test(tc, test_skip_undeclared);
     suite_add_tcase(contract, tc);
-    if (run(contract)) return 1;
+    if (tu_gpu_run_suite(contract)) return 1;
 
     int ndev = 0;
     cudaError_t e = cudaGetDeviceCount(&ndev);
@@ -882,7 +868,7 @@ int main(void) {
     tc = tcase_create("helpers");
     tcase_add_loop_test(tc, test_helpers, 0, N_DTYPES);
     suite_add_tcase(ops, tc);
-    int failed = run(ops);
+    int failed = tu_gpu_run_suite(ops);
     if (failed) printf("test_gpu_ops: %d failed; seed %llu\n", failed, (unsigned long long)g_seed);
     return failed ? 1 : 0;
 }

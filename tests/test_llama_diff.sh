@@ -337,10 +337,10 @@ for row in "-m $M|check dump compare backends info" "-f $F|check dump backends" 
            "--devices 1|check dump backends" "--cuda-graphs|check dump backends" "--a cpu:f64|backends" "--b cpu:f64|backends" "--isolate|check" \
            "--decode 1|check" "--report $R|check compare backends" "--quiet|check dump backends" \
            "--gguf $M|convert" "--inject model.norm=scale:0.1|check dump backends" "--stages x|compare" \
-           "--names hf|compare" "--force|dump convert check compare backends" "--json|check dump compare backends info convert kernels ops" \
-           "--plugin $TMP/unused.so|check dump backends kernels ops"; do
+           "--names hf|compare" "--force|dump convert check compare backends" "--json|check dump compare backends info convert ops" \
+           "--plugin $TMP/unused.so|check dump backends ops"; do
     opt=${row%%|*} users=${row#*|}
-    for cmd in check dump compare backends info convert kernels ops; do
+    for cmd in check dump compare backends info convert ops; do
         case " $users " in *" $cmd "*) continue ;; esac
         # shellcheck disable=SC2086
         expect 2 "$cmd refuses $opt" -- "$LD" $cmd $opt

@@ -44,7 +44,9 @@ if python3 -c "import json,sys; sys.exit(0 if json.load(open('$TMP/out'))['cuda'
     # filtered: one family, or one variant, each checked as a sweep checks it
     expect 0 "ops --list --op linear" -- "$LD" ops --list --op linear --json
     json_ok '[(f["name"], [v["name"] for v in f["variants"]]) for f in d["families"]][0][0] == "linear" and len(d["families"]) == 1'
-    expect 0 "kernels is ops --list" -- "$LD" kernels --json
+    expect 2 "kernels is gone" -- "$LD" kernels --json
+    expect_err "there is no kernels command" "llama-diff ops --list"
+    expect 0 "ops --list (json)" -- "$LD" ops --list --json
     json_ok 'd["command"] == "ops" and "linear" in [f["name"] for f in d["families"]]'
     json_ok 'd["dtypes"] == ["f32", "f16", "bf16"] and [s["name"] for s in d["shape_sets"]] == ["fixtures", "llama3-8b", "llama3-70b"]'
     expect 0 "ops --list" -- "$LD" ops --list

@@ -1,6 +1,6 @@
 #!/bin/sh
 # test_plugin.sh: kernel plugins (llamaref_kernels.h, lr_gpu_plugin_load, llama-diff
-# --plugin; ops --list, the one listing, which kernels is an alias of; ops --plugin).
+# --plugin; ops --list, the one listing; ops --plugin).
 # Tiny plugins built here with the C compiler (their launchers
 # launch nothing: what is tested is the loader, the registry and --kernel's checks, none of
 # which needs a GPU): a good one loads and its variants are listed with their dtypes and
@@ -54,12 +54,9 @@ json_ok 'all(v["emulated_rounds_p"] == v["rounds_p"] for v in '"$V"') and [v["na
 expect 0 "ops --list --plugin (text)" -- "$LD" ops --list --plugin "$TMP/good.so"
 grep -q "^ *tiny-norm .*plugin tiny (.*good.so)" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: the listing lacks tiny-norm"; }
 grep -q "^ *tiny-attn .*P rounded" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: tiny-attn not listed as rounding P"; }
-# kernels is the same listing under its older name, byte for byte.
-"$LD" ops --list --plugin "$TMP/good.so" >"$TMP/list.txt" 2>&1
-expect 0 "kernels is ops --list" -- "$LD" kernels --plugin "$TMP/good.so"
-cmp -s "$TMP/out" "$TMP/list.txt" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: kernels differs from ops --list"; }
-expect 2 "kernels takes no --kernel" -- "$LD" kernels -k rmsnorm=warp
-expect_err "--kernel" "kernels does not use it"
+# kernels, the listing's older name, is gone: it says to use ops --list.
+expect 2 "kernels is gone" -- "$LD" kernels --plugin "$TMP/good.so"
+expect_err "there is no kernels command" "llama-diff ops --list"
 
 # Inside the library: enumerated, in the rounding map, reached through the entry points.
 # shellcheck disable=SC2086

@@ -90,8 +90,8 @@ done
 INFO=$TMP/doc$n.json
 run_json 0 "convert a GGUF" -- convert --gguf "$FX/gguf/gqa-mixed.gguf" --out "$TMP/converted" --json
 CONVERT=$TMP/doc$n.json
-# The kernel variants: kernels, ops --list by its other name (cuda false without CUDA).
-run_json 0 "kernels" -- kernels --json
+# The kernel variants: ops --list (cuda false without CUDA).
+run_json 0 "ops --list" -- ops --list --json
 # bf16/fp16: the same-precision section (agreeing, and diverging under a fault).
 run_json 0 "check bf16 (same precision)" -- check -m "$M" -f "$F" -p bf16 --json
 run_json 1 "check bf16 with a fault" -- check -m "$M" -f "$F" -p fp16 --isolate op --json \

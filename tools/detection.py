@@ -118,6 +118,42 @@ def caught_at(rc, rep, stage):
     return rc == 1 and stage in named
 
 
+def run_flags(kw):
+    """The options of a check(**kw) call beyond the case and precision, as messages show them."""
+    decode = kw.get("decode")
+    return (f"{' --isolate op' if kw.get('isolate') else ''}{f' --decode {decode}' if decode else ''}"
+            f"{' (products in float64)' if kw.get('f64_products') else ''}")
+
+
+def fault_on_case(kw):
+    """A fault call as messages name it: the fault, the fixture, the precision and options."""
+    return f"{kw['faults'][0]} on {kw['case'][1]} at {kw['precision']}{run_flags(kw)}"
+
+
+def fault_stage(kw):
+    """The stage a call's (first) injected fault is at: where it must be named."""
+    return kw["faults"][0].split("=")[0]
+
+
+def judge_faults(r, calls, need, label, describe, stage=fault_stage, show_error=True):
+    """Runs calls (--jobs at a time) and judges each: with stage None, the run must pass (exit
+    0: no false positive); otherwise its fault must be caught and named at stage(kw). Each
+    that is not goes to need() as label + describe(kw) + its exit status and first
+    divergence (and llama-diff's error, with show_error). Returns how many were right."""
+    right = 0
+    for kw, (rc, rep) in zip(calls, r.check_all(calls)):
+        ok = rc == 0 if stage is None else caught_at(rc, rep, stage(kw))
+        right += ok
+        if ok:
+            continue
+        fd = rep.get("first_divergence")
+        tail = f" (first divergence {fd})" if stage is None else f", first divergence {fd}"
+        if show_error:
+            tail += f" {rep.get('error', '')}"
+        need(False, f"{label}{describe(kw)}: exit {rc}{tail}", kw["precision"])
+    return right
+
+
 def planted_model(src, dst, edit_config=None, swap_heads=None):
     """A copy of a model dir with its config edited or two q heads of a layer swapped."""
     shutil.rmtree(dst, ignore_errors=True)
@@ -160,9 +196,6 @@ def run_check(r, args):
             return
         (failures if precision in asserted else notes).append(what)
 
-    def flags(iso, decode=0):
-        return f"{' --isolate op' if iso else ''}{f' --decode {decode}' if decode else ''}"
-
     if args.smollm2_only:
         print("detection, SmolLM2 only: " + run_smollm2(r, args, need) + f" ({r.runs} runs)")
         for n in notes:
@@ -179,13 +212,9 @@ def run_check(r, args):
     # a GPU's would be: the same-precision verdict must tolerate that.
     if args.backend == "cpu":
         calls += [dict(kw, f64_products=True) for kw in calls if kw["precision"] in ("bf16", "fp16")]
-    fp = 0
-    for kw, (rc, rep) in zip(calls, r.check_all(calls)):
-        if rc != 0:
-            fp += 1
-            order = " (products in float64)" if kw.get("f64_products") else ""
-            need(False, f"false positive: {kw['case'][1]} {kw['precision']} tp {kw['tp']}{flags(kw['isolate'])}{order}: "
-                 f"exit {rc} (first divergence {rep.get('first_divergence')}) {rep.get('error', '')}", kw["precision"])
+    fp = len(calls) - judge_faults(r, calls, need, "false positive: ",
+                                   lambda kw: f"{kw['case'][1]} {kw['precision']} tp {kw['tp']}{run_flags(kw)}",
+                                   stage=None)
     # 2. Injected faults caught and named, at every op output of layer 1, the embedding
     #    and the final norm (two fixtures: GQA without biases, MHA with them).
     stages = ["model.embed_tokens"] + [f"model.layers.1.{s}" for s in OP_STAGES] + ["model.norm"]
@@ -194,27 +223,14 @@ def run_check(r, args):
     calls = [dict(case=case, precision=p, tp=2 if iso else 1, isolate=iso, faults=[f"{s}={fault}"])
              for case in (CASES[:1] if args.quick else CASES[:2]) for p in precisions
              for fault in ("scale:1e-3", "element:1e-2") for iso in (False, True) for s in stages]
-    caught = 0
-    for kw, (rc, rep) in zip(calls, r.check_all(calls)):
-        s = kw["faults"][0].split("=")[0]
-        ok = caught_at(rc, rep, s)
-        caught += ok
-        need(ok, f"missed: {kw['faults'][0]} on {kw['case'][1]} at {kw['precision']}{flags(kw['isolate'])}: "
-             f"exit {rc}, first divergence {rep.get('first_divergence')}", kw["precision"])
+    caught = judge_faults(r, calls, need, "missed: ", fault_on_case, show_error=False)
     total = len(calls)
     # 3. Structural faults of the backend under test, named at the stage of the op they
     #    change: free-running at tp 1, isolated at tp 2 (as the injected faults above).
     calls = [dict(case=case, precision=p, tp=2 if iso else 1, isolate=iso, faults=[fault], decode=decode)
              for fault, case, decode, isolated in STRUCTURAL for p in precisions
              for iso in ((False, True) if isolated else (False,))]
-    scaught = 0
-    for kw, (rc, rep) in zip(calls, r.check_all(calls)):
-        fault = kw["faults"][0]
-        ok = caught_at(rc, rep, fault.split("=")[0])
-        scaught += ok
-        need(ok, f"structural fault missed: {fault} on {kw['case'][1]} at {kw['precision']}"
-             f"{flags(kw['isolate'], kw['decode'])}: exit {rc}, "
-             f"first divergence {rep.get('first_divergence')} {rep.get('error', '')}", kw["precision"])
+    scaught = judge_faults(r, calls, need, "structural fault missed: ", fault_on_case)
     stotal = len(calls)
     # 4. Structural bugs planted in the checkpoint, named where they first show.
     src = os.path.join(args.fixtures, "models", "gqa-f32")
@@ -269,28 +285,16 @@ def run_smollm2(r, args, need):
              for p in precisions for iso in (False, True) for dec in (0, 2)]
     if args.backend == "cpu":  # another order of products on the side under test, as above
         calls += [dict(kw, f64_products=True) for kw in calls if kw["precision"] in ("bf16", "fp16")]
-    fp = 0
-    for kw, (rc, rep) in zip(calls, r.check_all(calls)):
-        if rc != 0:
-            fp += 1
-            need(False, f"false positive: SmolLM2 {kw['precision']}{' --isolate op' if kw['isolate'] else ''}"
-                 f"{' --decode 2' if kw['decode'] else ''}{' (products in float64)' if kw.get('f64_products') else ''}"
-                 f": exit {rc} (first divergence "
-                 f"{rep.get('first_divergence')}) {rep.get('error', '')}", kw["precision"])
+    fp = len(calls) - judge_faults(r, calls, need, "false positive: SmolLM2 ",
+                                   lambda kw: f"{kw['precision']}{run_flags(kw)}", stage=None)
     stages = [f"model.layers.{n}.{s}" for n in SMOL_LAYERS for s in QUICK_STAGES]
     lowp = [p for p in precisions if p in ("bf16", "fp16")]
     calls = [dict(case=case, precision=p, isolate=iso, faults=[f"{s}={fault}"])
              for p in lowp for fault in ("scale:1e-3", "element:1e-2") for iso in (False, True) for s in stages]
     calls += [dict(case=case, precision=p, isolate=iso, faults=[fault], decode=dec)
               for p in precisions for fault, dec in SMOL_STRUCTURAL for iso in (False, True)]
-    caught = 0
-    for kw, (rc, rep) in zip(calls, r.check_all(calls)):
-        fault = kw["faults"][0]
-        ok = caught_at(rc, rep, fault.split("=")[0])
-        caught += ok
-        need(ok, f"missed on SmolLM2: {fault} at {kw['precision']}{' --isolate op' if kw['isolate'] else ''}"
-             f"{' --decode 2' if kw.get('decode') else ''}: exit {rc}, first divergence "
-             f"{rep.get('first_divergence')} {rep.get('error', '')}", kw["precision"])
+    caught = judge_faults(r, calls, need, "missed on SmolLM2: ",
+                          lambda kw: f"{kw['faults'][0]} at {kw['precision']}{run_flags(kw)}")
     return f"{fp} false positives, {caught}/{len(calls)} faults caught and named"
 
 

@@ -1,8 +1,7 @@
 /* kernels.c: llama-diff's kernel variants in a run: --plugin (load kernel plugins,
  * docs/adding-a-kernel.md) and --kernel FAMILY=NAME checked against the registry and the
  * run's precision before any device is opened. The listing of every variant is ops --list
- * (ops.c; the kernels command is its alias). Without the CUDA backend there is no
- * registry: --plugin says so. */
+ * (ops.c). Without the CUDA backend there is no registry: --plugin says so. */
 #include "diff.h"
 
 #include <stdio.h>

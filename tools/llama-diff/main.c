@@ -28,15 +28,14 @@ static void usage(FILE *fp) {
           "  backends --a BACKEND[:P] --b BACKEND[:P]\n"
           "          run two backends on one input (--fixture or --tokens), B against A\n"
           "  info    print the parsed config and each rank's packed, sharded tensors\n"
-          "  kernels [--plugin LIB.so]... [--json]\n"
-          "          ops --list: the CUDA kernel families and variants (in-tree and plugins'),\n"
-          "          the dtypes each takes, its rounding, where it comes from\n"
           "  convert --gguf FILE --out DIR\n"
           "          write a GGUF model (F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q2_K..Q6_K, Q8_K) as a\n"
           "          Hugging Face checkpoint: DIR/config.json and DIR/model.safetensors,\n"
           "          dequantized to F32\n"
           "  ops     sweep every registered CUDA kernel variant op by op against the reference\n"
-          "          ops (llama-diff ops --help for its options)\n"
+          "          ops (llama-diff ops --help for its options); ops --list: the kernel families\n"
+          "          and variants (in-tree and plugins'), the dtypes each takes, its rounding,\n"
+          "          where it comes from\n"
           "  (none)  check the bundled default model and fixture\n"
           "\n"
           "Options:\n"
@@ -121,11 +120,9 @@ enum {
     U_BACKENDS = 8,
     U_INFO = 16,
     U_CONVERT = 32,
-    U_KERNELS = 64, /* ops --list by another name: dispatched to ops.c as ops is */
-    U_OPS = 128     /* parses its own options (ops.c); this table says which of these it takes */
+    U_OPS = 64 /* parses its own options (ops.c); this table says which of these it takes */
 };
-static const char *const use_names[] = {"check", "dump",    "compare", "backends",
-                                        "info",  "convert", "kernels", "ops"};
+static const char *const use_names[] = {"check", "dump", "compare", "backends", "info", "convert", "ops"};
 
 enum {
     OPT_TP = 256,
@@ -161,10 +158,10 @@ static const struct {
     {OPT_TP, "--tp", U_CHECK | U_DUMP | U_BACKENDS | U_INFO},
     {OPT_THREADS, "--threads", U_CHECK | U_DUMP | U_BACKENDS},
     {OPT_MEMORY, "--memory", U_CHECK | U_DUMP | U_BACKENDS},
-    {OPT_JSON, "--json", U_CHECK | U_DUMP | U_COMPARE | U_BACKENDS | U_INFO | U_CONVERT | U_KERNELS | U_OPS},
+    {OPT_JSON, "--json", U_CHECK | U_DUMP | U_COMPARE | U_BACKENDS | U_INFO | U_CONVERT | U_OPS},
     {OPT_FORCE, "--force", U_CHECK | U_DUMP | U_COMPARE | U_BACKENDS | U_CONVERT},
     {'k', "--kernel", U_CHECK | U_DUMP | U_BACKENDS},
-    {OPT_PLUGIN, "--plugin", U_CHECK | U_DUMP | U_BACKENDS | U_KERNELS | U_OPS},
+    {OPT_PLUGIN, "--plugin", U_CHECK | U_DUMP | U_BACKENDS | U_OPS},
     {OPT_DEVICES, "--devices", U_CHECK | U_DUMP | U_BACKENDS},
     {OPT_CUDA_GRAPHS, "--cuda-graphs", U_CHECK | U_DUMP | U_BACKENDS},
     {OPT_A, "--a", U_BACKENDS},
@@ -447,19 +444,12 @@ static int default_job(char **model, char **fixture) {
 }
 
 int main(int argc, char **argv) {
-    /* ops has options of its own (ops.c); kernels is ops --list under its older name, the
-     * one listing of kernel variants. */
+    /* ops has options of its own (ops.c). kernels was ops --list under an older name: the
+     * one listing of kernel variants is ops --list alone. */
     if (argc > 1 && strcmp(argv[1], "ops") == 0) return cmd_ops(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "kernels") == 0) {
-        char **av = calloc((size_t)argc + 1, sizeof *av);
-        if (!av) return bad("out of memory");
-        av[0] = argv[1], av[1] = "--list";
-        for (int i = 2; i < argc; i++)
-            av[i] = argv[i];
-        int st = cmd_ops(argc, av);
-        free(av);
-        return st;
-    }
+    if (argc > 1 && strcmp(argv[1], "kernels") == 0)
+        return bad("there is no kernels command: use llama-diff ops --list (the kernel families and "
+                   "variants; it takes --plugin, --op, --variant, --dtype and --json)");
     args a = {0};
     int first = 1;
     if (argc > 1 && argv[1][0] != '-') {
@@ -504,7 +494,7 @@ int main(int argc, char **argv) {
         usage(stdout), status = EXIT_AGREE;
     else
         status = bad("unknown command \"%s\" (commands: check, dump, compare, backends, info, convert, "
-                     "kernels, ops; see --help)",
+                     "ops; see --help)",
                      a.cmd);
     free(model);
     free(fixture);

@@ -31,7 +31,7 @@ static void ops_usage(FILE *fp) {
           "  --plugin LIB.so    load a kernel plugin first (repeatable): its variants are listed,\n"
           "                     named by --variant and swept like the tree's; a dtype a variant\n"
           "                     does not declare is skipped and said so (SKIP), not failed\n"
-          "  --list             the one listing (kernels is its alias): families (swept or not),\n"
+          "  --list             the one listing of kernel variants: families (swept or not),\n"
           "                     variants (* default) with their dtypes, rounding and source\n"
           "                     (in-tree or plugin), dtypes, shape sets; --op, --variant and\n"
           "                     --dtype filter it (checked as for a sweep); needs no device\n"
@@ -60,7 +60,7 @@ typedef struct {
     uint64_t seed;
     const char *plugins[16]; /* --plugin, in order */
     int nplugins;
-    const char *cmd; /* "ops", or "kernels": ops --list under its other name */
+    const char *cmd; /* "ops", as messages name the command */
 } ops_args;
 
 static int parse_ops(int argc, char **argv, ops_args *a) {
@@ -186,11 +186,11 @@ static const char *const shape_sets[][2] = {
 };
 #define N_SETS (sizeof shape_sets / sizeof shape_sets[0])
 
-/* The one listing of kernel families and variants (llama-diff ops --list, and kernels,
- * its alias): per family whether the sweep has cases for it; per variant the default mark,
- * the dtypes it takes, its rounding (attention: P rounded before P V, as it declares and as
- * the rounding map makes the emulated reference follow), where it comes from (in-tree, or
- * a plugin and its file) and its description. --op, --variant and --dtype filter it, each
+/* The one listing of kernel families and variants (llama-diff ops --list): per family
+ * whether the sweep has cases for it; per variant the default mark, the dtypes it takes,
+ * its rounding (attention: P rounded before P V, as it declares and as the rounding map
+ * makes the emulated reference follow), where it comes from (in-tree, or a plugin and its
+ * file) and its description. --op, --variant and --dtype filter it, each
  * checked as a sweep checks it. */
 static int list(const ops_args *a, const lr_opsweep_opts *o) {
     bool json = a->json;

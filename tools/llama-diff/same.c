@@ -147,10 +147,29 @@ static bool projection_of(const lr_config *c, const char *name, char *in, char *
     return false;
 }
 
-/* acc (the stage's shape, F64, allocated) for a projection stage of the emulated run emu;
- * *acc NULL where the stage is no projection or its input was not recorded. */
-static int projection_bound(const lr_checkpoint *ck, const lr_recorder *emu, weight_cache *wc, const char *name,
-                            const lr_tensor *ref, double **acc) {
+/* One verdict's projection bounds, over one emulated run: the weights, the last input
+ * stage as float32 (q, k and v share one: input_layernorm) and the last bound (a block,
+ * self_attn or mlp, is the same tensor as o_proj or down_proj just before it). */
+typedef struct {
+    weight_cache wc;
+    char x_name[160];               /* the input stage held in xf */
+    float *xf;                      /* (T, K) */
+    char in_name[160], w_name[160]; /* the bound held in acc: its input, weight and rows */
+    int64_t row0, rows, T;
+    double *acc; /* (T, rows) */
+} bound_cache;
+
+static void bound_cache_free(bound_cache *bc) {
+    weight_cache_free(&bc->wc);
+    free(bc->xf);
+    free(bc->acc);
+}
+
+/* acc (the stage's shape, F64, held in bc until the next bound) for a projection stage of
+ * the emulated run emu; *acc NULL where the stage is no projection or its input was not
+ * recorded. */
+static int projection_bound(const lr_checkpoint *ck, const lr_recorder *emu, bound_cache *bc,
+                            const char *name, const lr_tensor *ref, const double **acc) {
     const lr_config *c = lr_checkpoint_config(ck);
     char in_name[160], w_name[160];
     int64_t row0, rows;
@@ -159,24 +178,36 @@ static int projection_bound(const lr_checkpoint *ck, const lr_recorder *emu, wei
     const lr_tensor *x = lr_recorder_find(emu, in_name);
     int64_t T = ref->ndim == 2 ? ref->shape[0] : 0;
     if (!x || T <= 0 || ref->shape[1] != rows) return LR_OK;
-    int rc = weight_cache_read(wc, ck, w_name);
-    if (rc) return rc;
-    int64_t K = wc->cols;
-    if (lr_tensor_numel(x) != T * K || row0 + rows > wc->rows) return LR_OK;
-    float *xf = malloc((size_t)(T * K) * sizeof *xf);
-    double *out = malloc((size_t)(T * rows) * sizeof *out);
-    if (!xf || !out) {
-        free(xf), free(out);
-        return lr_fail(LR_E_NOMEM, "same precision: out of memory for %s's accumulation bound", name);
+    if (bc->acc && bc->row0 == row0 && bc->rows == rows && bc->T == T && strcmp(bc->in_name, in_name) == 0 &&
+        strcmp(bc->w_name, w_name) == 0) {
+        *acc = bc->acc;
+        return LR_OK;
     }
-    for (int64_t i = 0; i < T * K; i++)
-        xf[i] = (float)lr_tensor_get(x, i);
-    rc = lr_same_accumulation_bound(out, xf, wc->w + row0 * K, T, rows, K);
-    free(xf);
-    if (rc) {
+    int rc = weight_cache_read(&bc->wc, ck, w_name);
+    if (rc) return rc;
+    int64_t K = bc->wc.cols;
+    if (lr_tensor_numel(x) != T * K || row0 + rows > bc->wc.rows) return LR_OK;
+    free(bc->acc);
+    bc->acc = NULL;
+    if (!bc->xf || strcmp(bc->x_name, in_name) != 0) {
+        free(bc->xf);
+        bc->x_name[0] = '\0';
+        if (!(bc->xf = malloc((size_t)(T * K) * sizeof *bc->xf)))
+            return lr_fail(LR_E_NOMEM, "same precision: out of memory for %s's accumulation bound", name);
+        for (int64_t i = 0; i < T * K; i++)
+            bc->xf[i] = (float)lr_tensor_get(x, i);
+        snprintf(bc->x_name, sizeof bc->x_name, "%s", in_name);
+    }
+    double *out = malloc((size_t)(T * rows) * sizeof *out);
+    if (!out) return lr_fail(LR_E_NOMEM, "same precision: out of memory for %s's accumulation bound", name);
+    if ((rc = lr_same_accumulation_bound(out, bc->xf, bc->wc.w + row0 * K, T, rows, K))) {
         free(out);
         return rc;
     }
+    bc->acc = out;
+    snprintf(bc->in_name, sizeof bc->in_name, "%s", in_name);
+    snprintf(bc->w_name, sizeof bc->w_name, "%s", w_name);
+    bc->row0 = row0, bc->rows = rows, bc->T = T;
     *acc = out;
     return LR_OK;
 }
@@ -185,7 +216,7 @@ static int projection_bound(const lr_checkpoint *ck, const lr_recorder *emu, wei
  * it; a layer's output (the stream plus two rounded outputs, in float32) counts the terms'
  * flips; an outside engine's (outside) may round once more. */
 static int judge(const args *a, const lr_checkpoint *ck, const lr_batch *b, const lr_recorder *emu,
-                 weight_cache *wc, const char *name, const lr_tensor *test, const lr_tensor *ref,
+                 bound_cache *bc, const char *name, const lr_tensor *test, const lr_tensor *ref,
                  lr_same_budget budget, bool outside, lr_same_metrics *m) {
     const lr_config *c = lr_checkpoint_config(ck);
     if (outside) budget = outside_engine(budget, a->opt.precision);
@@ -211,14 +242,12 @@ static int judge(const args *a, const lr_checkpoint *ck, const lr_batch *b, cons
         if (terms[0] && terms[1])
             return lr_same_compare_sum(test, ref, terms, 2, a->opt.precision, budget, m);
     }
-    double *acc = NULL;
-    int rc = projection_bound(ck, emu, wc, name, ref, &acc);
+    const double *acc = NULL;
+    int rc = projection_bound(ck, emu, bc, name, ref, &acc);
     if (rc) return rc;
     if (!acc) return lr_same_compare(test, ref, a->opt.precision, budget, m);
     lr_tensor at = {.dtype = LR_F64, .ndim = 2, .shape = {ref->shape[0], ref->shape[1]}, .data = acc};
-    rc = lr_same_compare_acc(test, ref, &at, a->opt.precision, budget, m);
-    free(acc);
-    return rc;
+    return lr_same_compare_acc(test, ref, &at, a->opt.precision, budget, m);
 }
 
 /* What each op of the run under test received, as the emulated side's stage source, so
@@ -253,7 +282,7 @@ static int isolated_ulps(const args *a, const lr_checkpoint *ck, const lr_batch 
                          void *src_user, lr_same_budget budget, const lr_recorder *run, bool outside,
                          json_t *out) {
     lr_recorder *emu = NULL;
-    weight_cache wc = {0};
+    bound_cache bc = {0};
     args ae = emulated_side(a);
     ae.isolate = ae.isolate_ops = true;
     int rc = lr_recorder_create(&emu), status;
@@ -273,7 +302,7 @@ static int isolated_ulps(const args *a, const lr_checkpoint *ck, const lr_batch 
         const lr_tensor *r = lr_recorder_find(emu, name);
         if (!r) continue;
         lr_same_metrics m;
-        if ((rc = judge(a, ck, b, emu, &wc, name, lr_recorder_at(tested, i), r, budget, outside, &m))) {
+        if ((rc = judge(a, ck, b, emu, &bc, name, lr_recorder_at(tested, i), r, budget, outside, &m))) {
             json_decref(stages);
             status = lib_fail(rc);
             goto out;
@@ -294,7 +323,7 @@ static int isolated_ulps(const args *a, const lr_checkpoint *ck, const lr_batch 
     json_object_set_new(out, "stages", stages);
     status = 0;
 out:
-    weight_cache_free(&wc);
+    bound_cache_free(&bc);
     lr_recorder_free(emu);
     return status;
 }
