@@ -398,38 +398,19 @@ static void sim_attention(void *ctx_raw, int64_t ldc, const void *q_raw, int64_t
     free(q), free(kc), free(vc), free(s), free(o);
 }
 
-static int sim_attn_fa2(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
-                        const void *kc, const void *vc, const lr_gpu_attn_meta *m, int64_t T, int64_t nh,
-                        int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
-                        cudaStream_t s) {
-    (void)variant, (void)ws, (void)s;
-    sim_attention(ctx, ldc, q, ldq, kc, vc, m, T, nh, nkv, hd, scale, dt, "fa2", ATTN_CORRECT);
-    return LR_OK;
-}
-static int sim_attn_flash(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
-                          const void *kc, const void *vc, const lr_gpu_attn_meta *m, int64_t T, int64_t nh,
-                          int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
-                          cudaStream_t s) {
-    (void)variant, (void)ws, (void)s;
-    sim_attention(ctx, ldc, q, ldq, kc, vc, m, T, nh, nkv, hd, scale, dt, "flash", ATTN_CORRECT);
-    return LR_OK;
-}
-static int sim_attn_mask(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
-                         const void *kc, const void *vc, const lr_gpu_attn_meta *m, int64_t T, int64_t nh,
-                         int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
-                         cudaStream_t s) {
-    (void)variant, (void)ws, (void)s;
-    sim_attention(ctx, ldc, q, ldq, kc, vc, m, T, nh, nkv, hd, scale, dt, "flash", ATTN_MASK_OFF_BY_ONE);
-    return LR_OK;
-}
-static int sim_attn_stale(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
-                          const void *kc, const void *vc, const lr_gpu_attn_meta *m, int64_t T, int64_t nh,
-                          int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
-                          cudaStream_t s) {
-    (void)variant, (void)ws, (void)s;
-    sim_attention(ctx, ldc, q, ldq, kc, vc, m, T, nh, nkv, hd, scale, dt, "flash", ATTN_STALE_KEY);
-    return LR_OK;
-}
+/* The attention launchers: sim_attention as the variant LIKE rounds, with PLANT. */
+#define SIM_ATTN(fn, like, plant)                                                                             \
+    static int fn(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq, const void *kc,   \
+                  const void *vc, const lr_gpu_attn_meta *m, int64_t T, int64_t nh, int64_t nkv, int64_t hd, \
+                  float scale, lr_dtype dt, lr_gpu_attn_ws *ws, cudaStream_t s) {                           \
+        (void)variant, (void)ws, (void)s;                                                                     \
+        sim_attention(ctx, ldc, q, ldq, kc, vc, m, T, nh, nkv, hd, scale, dt, like, plant);                   \
+        return LR_OK;                                                                                         \
+    }
+SIM_ATTN(sim_attn_fa2, "fa2", ATTN_CORRECT)
+SIM_ATTN(sim_attn_flash, "flash", ATTN_CORRECT)
+SIM_ATTN(sim_attn_mask, "flash", ATTN_MASK_OFF_BY_ONE)
+SIM_ATTN(sim_attn_stale, "flash", ATTN_STALE_KEY)
 
 /* gpu/linear.cu's gemv, per output (t, n): lane l of 32 accumulates with fmaf, in the
  * vector order (16-byte vectors i = l, l + 32, ..., each of V elements in order) where the
