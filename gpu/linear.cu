@@ -165,28 +165,23 @@ template <typename E, int MT> static int linear_gemv_t(const linear_args *a, cud
     return LR_OK;
 }
 
-/* The token count as a template argument, so that the accumulators are registers. */
-template <typename E> static int linear_gemv(const linear_args *a, cudaStream_t s) {
-    switch (a->T) {
-    case 1:
-        return linear_gemv_t<E, 1>(a, s);
-    case 2:
-        return linear_gemv_t<E, 2>(a, s);
-    case 3:
-        return linear_gemv_t<E, 3>(a, s);
-    case 4:
-        return linear_gemv_t<E, 4>(a, s);
-    case 5:
-        return linear_gemv_t<E, 5>(a, s);
-    case 6:
-        return linear_gemv_t<E, 6>(a, s);
-    case 7:
-        return linear_gemv_t<E, 7>(a, s);
-    case 8:
-        return linear_gemv_t<E, 8>(a, s);
-    default:
-        return lr_gpu_linear_cublas(a, s);
+/* The token count T (1 to 8, GEMV_MAX_T) as a template argument of LAUNCH<E, T>, so that
+ * the accumulators are registers; cuBLAS for any other T. */
+#define GEMV_BY_TOKENS(LAUNCH, a, s)                                                                          \
+    switch ((a)->T) {                                                                                         \
+    case 1: return LAUNCH<E, 1>(a, s);                                                                        \
+    case 2: return LAUNCH<E, 2>(a, s);                                                                        \
+    case 3: return LAUNCH<E, 3>(a, s);                                                                        \
+    case 4: return LAUNCH<E, 4>(a, s);                                                                        \
+    case 5: return LAUNCH<E, 5>(a, s);                                                                        \
+    case 6: return LAUNCH<E, 6>(a, s);                                                                        \
+    case 7: return LAUNCH<E, 7>(a, s);                                                                        \
+    case 8: return LAUNCH<E, 8>(a, s);                                                                        \
+    default: return lr_gpu_linear_cublas(a, s);                                                               \
     }
+
+template <typename E> static int linear_gemv(const linear_args *a, cudaStream_t s) {
+    GEMV_BY_TOKENS(linear_gemv_t, a, s)
 }
 
 int lr_gpu_linear_gemv(const void *args, cudaStream_t s) {
@@ -367,26 +362,7 @@ template <typename E> static int linear_gemv2(const linear_args *a, cudaStream_t
     constexpr int V = 16 / sizeof(E);
     if (a->K % V != 0 || ((uintptr_t)a->x & 15) != 0 || ((uintptr_t)a->w & 15) != 0)
         return lr_gpu_linear_gemv(a, s);
-    switch (a->T) {
-    case 1:
-        return linear_gemv2_t<E, 1>(a, s);
-    case 2:
-        return linear_gemv2_t<E, 2>(a, s);
-    case 3:
-        return linear_gemv2_t<E, 3>(a, s);
-    case 4:
-        return linear_gemv2_t<E, 4>(a, s);
-    case 5:
-        return linear_gemv2_t<E, 5>(a, s);
-    case 6:
-        return linear_gemv2_t<E, 6>(a, s);
-    case 7:
-        return linear_gemv2_t<E, 7>(a, s);
-    case 8:
-        return linear_gemv2_t<E, 8>(a, s);
-    default:
-        return lr_gpu_linear_cublas(a, s);
-    }
+    GEMV_BY_TOKENS(linear_gemv2_t, a, s)
 }
 
 int lr_gpu_linear_gemv2(const void *args, cudaStream_t s) {

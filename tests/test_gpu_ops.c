@@ -455,24 +455,6 @@ static void sim_gemv(void *y_raw, const void *x_raw, const void *w_raw, int64_t 
     free(x), free(w), free(y);
 }
 
-static int sim_gemv_ok(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N,
-                       int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s) {
-    (void)variant, (void)blas, (void)s;
-    sim_gemv(y, x, w, T, N, K, dt, false, false);
-    return LR_OK;
-}
-static int sim_gemv_element(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N,
-                            int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s) {
-    (void)variant, (void)blas, (void)s;
-    sim_gemv(y, x, w, T, N, K, dt, true, false);
-    return LR_OK;
-}
-static int sim_gemv_planted(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N,
-                            int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s) {
-    (void)variant, (void)blas, (void)s;
-    sim_gemv(y, x, w, T, N, K, dt, false, true);
-    return LR_OK;
-}
 
 /* gpu/linear.cu's gemv2, per output (t, n), where its vector path applies (else it runs
  * gemv, simulated as above): thread p of 128 accumulates with fmaf the 16-byte vectors
@@ -517,12 +499,19 @@ static void sim_gemv2(void *y_raw, const void *x_raw, const void *w_raw, int64_t
     free(x), free(w), free(y);
 }
 
-static int sim_gemv2_ok(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N,
-                        int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s) {
-    (void)variant, (void)blas, (void)s;
-    sim_gemv2(y, x, w, T, N, K, dt);
-    return LR_OK;
-}
+
+/* The linear launchers: CALL (on y, x, w, T, N, K, dt) on the host. */
+#define SIM_LINEAR(fn, call)                                                                                  \
+    static int fn(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N, int64_t K, \
+                  lr_dtype dt, cublasHandle_t blas, cudaStream_t s) {                                         \
+        (void)variant, (void)blas, (void)s;                                                                   \
+        call;                                                                                                 \
+        return LR_OK;                                                                                         \
+    }
+SIM_LINEAR(sim_gemv_ok, sim_gemv(y, x, w, T, N, K, dt, false, false))
+SIM_LINEAR(sim_gemv_element, sim_gemv(y, x, w, T, N, K, dt, true, false))
+SIM_LINEAR(sim_gemv_planted, sim_gemv(y, x, w, T, N, K, dt, false, true))
+SIM_LINEAR(sim_gemv2_ok, sim_gemv2(y, x, w, T, N, K, dt))
 
 static const lr_opsweep_target simulated[] = {
     {.family = "rmsnorm", .name = "sim-block", .rms_norm = sim_rms_ok, .fused_add_rms_norm = sim_fused_ok},
