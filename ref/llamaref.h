@@ -812,8 +812,12 @@ typedef struct {
     /* Per token: the reference's rows (its first dimension; a 1-D tensor is one row) of
      * width features each. Indices below are flat: token = index / width. */
     int64_t width;
-    double token_rel_l2;      /* the largest ||a_t-b_t|| / ||b_t|| over the rows t */
+    double token_rel_l2;      /* the largest ||a_t-b_t|| / ||b_t|| over the rows t (with row
+                                 scales, lr_compare_stage_rows: of the row using the largest
+                                 share of its own budget) */
     int64_t token_rel_l2_row; /* its row; -1 when no row has an error */
+    double token_budget;      /* that row's budget: crit.token times its scale (0 from
+                                 lr_compare: lr_metrics_token_budget gives crit.token) */
     /* The element criterion of the criteria lr_compare_stage was given (elem_checked;
      * lr_compare gives none: elem_fail 0, elem_ratio 0, elem_index -1). */
     bool elem_checked;
@@ -829,6 +833,13 @@ int lr_compare(const lr_tensor *a, const lr_tensor *b, lr_metrics *m);
 /* The same, and in the same pass the element criterion of c (NULL: none, as lr_compare);
  * m->crit keeps c for lr_metrics_pass. */
 int lr_compare_stage(const lr_tensor *a, const lr_tensor *b, const lr_criteria *c, lr_metrics *m);
+/* The same with each row's token budget c->token x token_scale[row] (NULL: 1 for every
+ * row; lr_error_model_row_scale), so that a row the error model predicts noisier than
+ * its tensor is held to its own budget. */
+int lr_compare_stage_rows(const lr_tensor *a, const lr_tensor *b, const lr_criteria *c, const double *token_scale,
+                          lr_metrics *m);
+/* The token budget of m's worst row (m->token_budget, else m->crit.token). */
+double lr_metrics_token_budget(const lr_metrics *m);
 
 /* Stage kinds of the tolerance table. */
 typedef enum {
@@ -927,12 +938,12 @@ lr_criteria lr_stage_criteria(lr_stage_kind kind, lr_dtype precision, double pre
 typedef enum {
     LR_FAILS_NAN = 1,    /* a NaN or an Inf on either side */
     LR_FAILS_REL_L2 = 2, /* rel_l2 over tolerance */
-    LR_FAILS_TOKEN = 4,  /* token_rel_l2 over m->crit.token */
+    LR_FAILS_TOKEN = 4,  /* token_rel_l2 over its row's budget (lr_metrics_token_budget) */
     LR_FAILS_ELEMENT = 8 /* an element outside the element criterion */
 } lr_fails;
 /* The verdict, decided here alone: with no NaN or Inf, rel_l2 <= tolerance, and when the
  * metrics were measured against criteria (lr_compare_stage: m->elem_checked) also
- * token_rel_l2 <= m->crit.token and no element outside the element criterion. */
+ * token_rel_l2 <= lr_metrics_token_budget(m) and no element outside the element criterion. */
 unsigned lr_metrics_failures(const lr_metrics *m, double tolerance);
 /* lr_metrics_failures(m, tolerance) == 0. */
 bool lr_metrics_pass(const lr_metrics *m, double tolerance);
@@ -962,6 +973,16 @@ double lr_error_model_predict(const lr_error_model *m, const char *stage);
 /* The same for a run isolated as iso says (each layer, or each op, fed the golden's input,
  * rounded to its buffer's storage): only the layer's, or the op's, own error. */
 double lr_error_model_predict_isolated(const lr_error_model *m, const char *stage, lr_isolation iso);
+/* How much noisier than the stage as a whole each of its tokens is predicted to be, run
+ * free (isolated false) or isolated as iso says: scale[t] = max(1, token t's predicted
+ * relative L2 / the stage's), from each token's own shares of the residual stream (a
+ * layer's output: the stream carried in, and the two blocks' updates). 1 for every token
+ * of any other stage, and where rows is not the number of tokens of the source the model
+ * was made from. For the per-token budget (lr_compare_stage_rows): a token whose update
+ * is a large share of its row, beside a token holding most of the stream's norm, carries
+ * many times the stage's relative error. */
+void lr_error_model_row_scale(const lr_error_model *m, const char *stage, bool isolated, lr_isolation iso,
+                              int64_t rows, double *scale);
 /* The band a measurement must fall in for the model to hold: measured <= hi x predicted
  * at every stage, and the median of measured / predicted over a run >= lo. */
 #define LR_ERROR_MODEL_HI 3.0

@@ -123,6 +123,43 @@ START_TEST(metrics_worst_token_is_found) {
 }
 END_TEST
 
+/* Each row held to its own token budget (lr_compare_stage_rows): beside a token a
+ * thousand times larger, a token the error model predicts k times noisier than the stage
+ * (lr_error_model_row_scale) passes with k/2 token budgets of error and fails with 2k;
+ * without scales the first fails too. */
+START_TEST(metrics_row_scales) {
+    lr_dtype p = cpu_precisions[_i];
+    enum { T = 4, W = 64 };
+    const double k = 20;
+    double ref[T * W], test[T * W], scale[T] = {1, k, 1, 1};
+    lr_criteria c = lr_stage_criteria(LR_STAGE_LAYER, p, -1);
+    for (int f = 0; f < 2; f++) {
+        double off = f == 0 ? k / 2 : 2 * k; /* token 1's error, in token budgets */
+        for (int64_t i = 0; i < T * W; i++)
+            test[i] = ref[i] = value_at(i) * (i < W ? 1000 : 1);
+        /* token 1 off by `off` token budgets, spread evenly over its elements */
+        double bb = 0;
+        for (int64_t i = W; i < 2 * W; i++)
+            bb += ref[i] * ref[i];
+        for (int64_t i = W; i < 2 * W; i++)
+            test[i] = ref[i] + off * c.token * sqrt(bb / W) * ((i & 1) ? 1 : -1);
+        lr_tensor a = tensor2(test, T, W), b = tensor2(ref, T, W);
+        lr_metrics m, plain;
+        ck_assert_int_eq(lr_compare_stage_rows(&a, &b, &c, scale, &m), LR_OK);
+        ck_assert_int_eq(lr_compare_stage(&a, &b, &c, &plain), LR_OK);
+        ck_assert_int_eq(m.token_rel_l2_row, 1);
+        ck_assert_double_eq_tol(m.token_rel_l2, off * c.token, off * c.token * 1e-6);
+        ck_assert_double_eq_tol(lr_metrics_token_budget(&m), k * c.token, k * c.token * 1e-12);
+        ck_assert_double_eq(lr_metrics_token_budget(&plain), c.token);
+        ck_assert(lr_metrics_failures(&plain, c.rel_l2) & LR_FAILS_TOKEN);
+        if (f == 0)
+            ck_assert_msg(!(lr_metrics_failures(&m, c.rel_l2) & LR_FAILS_TOKEN), "%g budgets of %g failed", off, k);
+        else
+            ck_assert_msg(lr_metrics_failures(&m, c.rel_l2) & LR_FAILS_TOKEN, "%g budgets of %g passed", off, k);
+    }
+}
+END_TEST
+
 /* Rounding noise passes every criterion at f32: a tensor rounded to float32 element by
  * element, and float32 dot products of 64 terms against float64 ones. */
 START_TEST(metrics_rounding_noise_passes) {
@@ -948,6 +985,7 @@ static Suite *check_suite(void) {
     tcase_add_loop_test(metrics, metrics_one_element_per_row_fails_where_it_is, 0, N_CPU_PRECISIONS);
     tcase_add_loop_test(metrics, metrics_element_criterion_sees_what_the_l2_hides, 0, N_CPU_PRECISIONS);
     tcase_add_loop_test(metrics, metrics_worst_token_is_found, 0, N_CPU_PRECISIONS);
+    tcase_add_loop_test(metrics, metrics_row_scales, 0, N_CPU_PRECISIONS);
     tcase_add_test(metrics, metrics_rounding_noise_passes);
     tcase_add_test(metrics, metrics_criteria_come_from_the_table);
     tcase_add_test(metrics, metrics_edges);

@@ -302,11 +302,62 @@ START_TEST(model_basics) {
 }
 END_TEST
 
+/* A residual stream whose norm one token holds (SmolLM2's token 0: 98% of it): the
+ * stage's prediction is that token's, and the more of its row a token's layer update is,
+ * the noisier the token is predicted against the stage. Synthetic, one layer of width 8:
+ * token 0 a stream of 1e4 with an update of 1, token 1 a stream of 1 with an update of
+ * 0.1, token 2 a stream of 1 with an update of 1. */
+enum { RS_T = 3, RS_W = 8 };
+static double rs_in[RS_T * RS_W], rs_out[RS_T * RS_W];
+static const lr_tensor *rows_source(void *user, const char *stage) {
+    static lr_tensor in, out;
+    (void)user;
+    in = (lr_tensor){.dtype = LR_F64, .ndim = 2, .shape = {RS_T, RS_W}, .data = rs_in};
+    out = (lr_tensor){.dtype = LR_F64, .ndim = 2, .shape = {RS_T, RS_W}, .data = rs_out};
+    if (strcmp(stage, "model.embed_tokens") == 0) return &in;
+    if (strcmp(stage, "model.layers.0") == 0) return &out;
+    return NULL;
+}
+
+START_TEST(model_scales_tokens_beside_a_massive_one) {
+    const double stream[RS_T] = {1e4, 1, 1}, update[RS_T] = {1, 0.1, 1};
+    for (int t = 0; t < RS_T; t++)
+        for (int i = 0; i < RS_W; i++) {
+            rs_in[t * RS_W + i] = i == 3 ? stream[t] : 0;
+            rs_out[t * RS_W + i] = rs_in[t * RS_W + i] + (i == 5 + t % 2 ? update[t] : 0);
+        }
+    lr_config cfg = {.vocab_size = 16, .hidden_size = RS_W, .intermediate_size = 16, .num_hidden_layers = 1,
+                     .num_attention_heads = 2, .num_key_value_heads = 2, .head_dim = 4,
+                     .max_position_embeddings = 16, .rms_norm_eps = 1e-6, .rope_theta = 1e4};
+    const lr_dtype precisions[] = {LR_F32, LR_BF16};
+    for (size_t k = 0; k < sizeof precisions / sizeof precisions[0]; k++) {
+        lr_error_model *em = NULL;
+        ck_assert_int_eq(lr_error_model_create(&cfg, LR_F32, precisions[k], 1, rows_source, NULL, &em), LR_OK);
+        for (int iso = -1; iso <= LR_ISOLATE_OP; iso++) {
+            double scale[RS_T];
+            lr_isolation how = iso >= 0 ? (lr_isolation)iso : LR_ISOLATE_LAYER;
+            lr_error_model_row_scale(em, "model.layers.0", iso >= 0, how, RS_T, scale);
+            ck_assert_msg(scale[0] == 1 && scale[1] >= 1 && scale[2] > scale[1] && scale[2] > 1.25,
+                          "precision %d, mode %d: scales %g %g %g", (int)precisions[k], iso, scale[0], scale[1],
+                          scale[2]);
+            /* other stages, and another number of rows: no scale */
+            lr_error_model_row_scale(em, "model.layers.0.input_layernorm", iso >= 0, how, RS_T, scale);
+            ck_assert(scale[0] == 1 && scale[1] == 1 && scale[2] == 1);
+            double two[2];
+            lr_error_model_row_scale(em, "model.layers.0", iso >= 0, how, 2, two);
+            ck_assert(two[0] == 1 && two[1] == 1);
+        }
+        lr_error_model_free(em);
+    }
+}
+END_TEST
+
 static Suite *suite(void) {
     Suite *s = suite_create("error_model");
     TCase *tc = tcase_create("model");
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, model_basics);
+    tcase_add_test(tc, model_scales_tokens_beside_a_massive_one);
     tcase_add_loop_test(tc, model_holds_for_the_cpu_reference, 0, N_CASES * 4);
     tcase_add_loop_test(tc, isolated_model_holds_for_the_cpu_reference, 0, N_CASES * 4);
     tcase_add_loop_test(tc, budgets_cover_the_model, 0, N_CASES);

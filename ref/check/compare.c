@@ -19,6 +19,11 @@ static int64_t rows_of(const lr_tensor *b, int64_t n) {
 static double over(double d, double limit) { return limit > 0 ? d / limit : (d > 0 ? INFINITY : 0); }
 
 int lr_compare_stage(const lr_tensor *a, const lr_tensor *b, const lr_criteria *c, lr_metrics *m) {
+    return lr_compare_stage_rows(a, b, c, NULL, m);
+}
+
+int lr_compare_stage_rows(const lr_tensor *a, const lr_tensor *b, const lr_criteria *c, const double *token_scale,
+                          lr_metrics *m) {
     int64_t n = lr_tensor_numel(a);
     if (n != lr_tensor_numel(b))
         return lr_fail(LR_E_SHAPE, "compare: %lld elements against %lld", (long long)n,
@@ -33,7 +38,7 @@ int lr_compare_stage(const lr_tensor *a, const lr_tensor *b, const lr_criteria *
         m->elem_checked = true;
         m->crit = *c;
     }
-    double dd = 0, bb = 0, aa = 0, ab = 0;
+    double dd = 0, bb = 0, aa = 0, ab = 0, worst_share = 0;
     for (int64_t t = 0; t < rows; t++) {
         /* The row's sums, then (with criteria) its elements against its RMS. */
         double dd_t = 0, bb_t = 0;
@@ -57,9 +62,12 @@ int lr_compare_stage(const lr_tensor *a, const lr_tensor *b, const lr_criteria *
         dd += dd_t;
         bb += bb_t;
         double rel_t = bb_t > 0 ? sqrt(dd_t / bb_t) : (dd_t > 0 ? INFINITY : 0);
-        if (rel_t > m->token_rel_l2) {
+        double scale_t = token_scale && token_scale[t] > 1 ? token_scale[t] : 1, share_t = rel_t / scale_t;
+        if (share_t > worst_share) {
+            worst_share = share_t;
             m->token_rel_l2 = rel_t;
             m->token_rel_l2_row = t;
+            if (c) m->token_budget = c->token * scale_t;
         }
         if (!c || dd_t == 0) continue; /* no error in this row: nothing over the criterion */
         double atol_t = c->atol * sqrt(bb_t / (double)w);
@@ -88,11 +96,13 @@ unsigned lr_metrics_failures(const lr_metrics *m, double tolerance) {
     if (m->nan_a || m->inf_a || m->nan_b || m->inf_b) return LR_FAILS_NAN;
     unsigned f = m->rel_l2 <= tolerance ? 0 : LR_FAILS_REL_L2;
     if (m->elem_checked) {
-        if (!(m->token_rel_l2 <= m->crit.token)) f |= LR_FAILS_TOKEN;
+        if (!(m->token_rel_l2 <= lr_metrics_token_budget(m))) f |= LR_FAILS_TOKEN;
         if (m->elem_fail) f |= LR_FAILS_ELEMENT;
     }
     return f;
 }
+
+double lr_metrics_token_budget(const lr_metrics *m) { return m->token_budget > 0 ? m->token_budget : m->crit.token; }
 
 bool lr_metrics_pass(const lr_metrics *m, double tolerance) { return lr_metrics_failures(m, tolerance) == 0; }
 

@@ -29,7 +29,7 @@ double lr_drill_growth(const lr_stage_result *x, const lr_stage_result *prev, bo
     double g = x->m.rel_l2 / fmax(before, floor);
     if (!x->m.elem_checked || !(x->tolerance > 0)) return g; /* no per-token figures */
     /* The worst token's error against the same floor, scaled as its budget is. */
-    double tok_floor = floor * x->m.crit.token / x->tolerance;
+    double tok_floor = floor * lr_metrics_token_budget(&x->m) / x->tolerance;
     double tok_before =
         prev && prev->m.elem_checked && isfinite(prev->m.token_rel_l2) ? prev->m.token_rel_l2 : 0;
     double gt = x->m.token_rel_l2 / fmax(tok_before, tok_floor);

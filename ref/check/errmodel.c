@@ -60,6 +60,12 @@ struct lr_error_model {
     int64_t layers;
     double embedding, final_norm[N_MODES], logits[N_MODES];
     double *slot; /* (modes, layers, N_SLOTS) */
+    /* Each token's own prediction for a layer's output (modes, layers, rows), where the
+     * source held the stages' rows (rows > 0): a residual stream whose norm one token holds
+     * (SmolLM2's token 0, 98% of it) has a stage prediction that is that token's, while a
+     * token whose layer update is a large share of its row carries many times more. */
+    int64_t rows;
+    double *row_layer;
 };
 
 static double unit_roundoff(lr_dtype d) {
@@ -95,16 +101,39 @@ static double norm2(const lr_tensor *t, const lr_tensor *u, double su) {
 }
 
 
+/* Per row t of rows: ||x_t + sy y_t + sz z_t|| (y, z may be NULL). */
+static void row_norms(const lr_tensor *x, const lr_tensor *y, double sy, const lr_tensor *z, double sz,
+                      int64_t rows, double *out) {
+    int64_t w = lr_tensor_numel(x) / rows;
+    for (int64_t t = 0; t < rows; t++) {
+        double s = 0;
+        for (int64_t i = t * w; i < (t + 1) * w; i++) {
+            double v = lr_tensor_get(x, i) + (y ? sy * lr_tensor_get(y, i) : 0) + (z ? sz * lr_tensor_get(z, i) : 0);
+            s += v * v;
+        }
+        out[t] = sqrt(s);
+    }
+}
+
+/* Each token's shares of a layer (row norms): its input stream h, the attention's update
+ * a, the stream after it r1 = h + a, the MLP's update m, the output. */
+typedef struct {
+    double *h, *a, *r1, *m, *out;
+} row_shares;
+
 typedef struct {
     const lr_config *cfg;
     double rho, rw, ra, r_in, r_stream, mean_context;
     lr_stage_source src;
     void *user;
+    int64_t rows;   /* the source stages' tokens, 0: no per-row prediction */
+    row_shares rs;  /* scratch, rows each */
+    double *eh_row; /* each token's carried error, rows */
 } model_params;
 
 /* Fills slot (layers, N_SLOTS) and the final norm and logits for one mode. */
 static void predict_mode(const model_params *p, int mode, double embedding, const double *free_slot, double *slot,
-                         double *final_norm, double *logits) {
+                         double *row_layer, double *final_norm, double *logits) {
     const lr_config *cfg = p->cfg;
     const int64_t L = cfg->num_hidden_layers, H = cfg->hidden_size, I = cfg->intermediate_size;
     const int64_t QH = cfg->num_attention_heads * cfg->head_dim;
@@ -117,11 +146,19 @@ static void predict_mode(const model_params *p, int mode, double embedding, cons
     const lr_tensor *h = p->src(p->user, lr_model_stage_name(LR_MS_EMBED_TOKENS));
     double nh = h ? norm2(h, NULL, 0) : 0;
     double eh = embedding;
+    const int64_t R = p->rows;
+    const row_shares *rs = &p->rs;
+    for (int64_t t = 0; t < R; t++)
+        p->eh_row[t] = embedding;
     char name[96];
     for (int64_t l = 0; l < L; l++) {
         double *s = &slot[l * N_SLOTS];
         const double *fs = free_slot ? &free_slot[l * N_SLOTS] : s;
-        if (mode != MODE_FREE) eh = fmin(p->r_stream, l ? free_slot[(l - 1) * N_SLOTS + S_LAYER] : embedding);
+        if (mode != MODE_FREE) {
+            eh = fmin(p->r_stream, l ? free_slot[(l - 1) * N_SLOTS + S_LAYER] : embedding);
+            for (int64_t t = 0; t < R; t++)
+                p->eh_row[t] = eh;
+        }
         /* RMSNorm: the input's error, the weight's and the output's rounding; the sum of
          * squares (length H) moves only the scale, half its relative error. */
         s[S_INPUT_NORM] = sqrt(eh * eh + rw * rw + rho * rho + ACC(H) * ACC(H) / 4);
@@ -138,7 +175,25 @@ static void predict_mode(const model_params *p, int mode, double embedding, cons
         /* nh: carried from the layer before */
         const double nhout = hout ? norm2(hout, NULL, 0) : 0;
         double nout = nhout, na, nr1, nm;
-        if (h && hout && a && lr_tensor_numel(a) == lr_tensor_numel(h)) {
+        const bool with_a = h && hout && a && lr_tensor_numel(a) == lr_tensor_numel(h);
+        const bool rows_here = R > 0 && h && hout && lr_tensor_numel(h) == lr_tensor_numel(hout) &&
+                               lr_tensor_numel(h) % R == 0;
+        if (rows_here) {
+            row_norms(h, NULL, 0, NULL, 0, R, rs->h);
+            row_norms(hout, NULL, 0, NULL, 0, R, rs->out);
+            if (with_a) {
+                row_norms(a, NULL, 0, NULL, 0, R, rs->a);
+                row_norms(h, a, 1, NULL, 0, R, rs->r1);
+                row_norms(hout, h, -1, a, -1, R, rs->m);
+            } else {
+                row_norms(hout, h, -1, NULL, 0, R, rs->m);
+                for (int64_t t = 0; t < R; t++) {
+                    rs->a[t] = rs->m[t] = rs->m[t] / sqrt(2.0);
+                    rs->r1[t] = hypot(rs->h[t], rs->a[t]);
+                }
+            }
+        }
+        if (with_a) {
             na = norm2(a, NULL, 0);
             nr1 = norm2(h, a, 1);
             /* m = out - r1 = out - h - a */
@@ -174,6 +229,18 @@ static void predict_mode(const model_params *p, int mode, double embedding, cons
          * isolation, the MLP's error is all its own). */
         if (op) er1 = hypot3(eh, s[S_ATTN_OUT] * na / nr1, rho);
         double nm_new = op ? s[S_MLP_OUT] * nm / nout : sqrt(fmax(0, s[S_MLP_OUT] * s[S_MLP_OUT] - er1 * er1)) * nm / nout;
+        /* Each token the same way, from its own row's shares: the blocks' own errors are
+         * relative to their rows (a projection's is), the shares are the token's. */
+        const double own_a = op ? s[S_ATTN_OUT] : sqrt(fmax(0, s[S_ATTN_OUT] * s[S_ATTN_OUT] - eh * eh));
+        const double own_m = op ? s[S_MLP_OUT] : sqrt(fmax(0, s[S_MLP_OUT] * s[S_MLP_OUT] - er1 * er1));
+        for (int64_t t = 0; rows_here && t < R; t++) {
+            double r1 = rs->r1[t] > 0 ? rs->r1[t] : 1, o = rs->out[t] > 0 ? rs->out[t] : 1;
+            double e1 = hypot3(p->eh_row[t], own_a * rs->a[t] / r1, rho);
+            p->eh_row[t] = hypot3(e1, own_m * rs->m[t] / o, rho);
+            row_layer[l * R + t] = p->eh_row[t];
+        }
+        for (int64_t t = 0; !rows_here && t < R; t++) /* no rows here: the stage's figure */
+            row_layer[l * R + t] = p->eh_row[t] = hypot3(er1, nm_new, rho);
         eh = hypot3(er1, nm_new, rho);
         s[S_LAYER] = eh;
         h = hout;
@@ -210,17 +277,30 @@ int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype preci
                       .mean_context = mean_context,
                       .src = src,
                       .user = user};
+    /* Per-row predictions where the source's embedding stage has rows (tokens). */
+    const lr_tensor *e = src ? src(user, lr_model_stage_name(LR_MS_EMBED_TOKENS)) : NULL;
+    p.rows = e && e->ndim >= 2 && e->shape[0] > 0 ? e->shape[0] : 0;
     lr_error_model *m = calloc(1, sizeof *m);
-    if (!m || !(m->slot = calloc((size_t)(L > 0 ? L : 1) * N_SLOTS * N_MODES, sizeof *m->slot))) {
-        free(m);
+    double *scratch = p.rows ? calloc((size_t)p.rows * 6, sizeof *scratch) : NULL;
+    if (!m || !(m->slot = calloc((size_t)(L > 0 ? L : 1) * N_SLOTS * N_MODES, sizeof *m->slot)) ||
+        (p.rows && (!scratch || !(m->row_layer = calloc((size_t)(L > 0 ? L : 1) * (size_t)p.rows * N_MODES,
+                                                        sizeof *m->row_layer))))) {
+        free(scratch);
+        lr_error_model_free(m);
         return lr_fail(LR_E_NOMEM, "error model: out of memory");
     }
+    p.rs = (row_shares){scratch, scratch + p.rows, scratch + 2 * p.rows, scratch + 3 * p.rows,
+                        scratch + 4 * p.rows};
+    p.eh_row = scratch ? scratch + 5 * p.rows : NULL;
     m->layers = L;
+    m->rows = p.rows;
     m->embedding = p.rw; /* the embedding is a lookup of (rounded) weights */
-    size_t per_mode = (size_t)(L > 0 ? L : 1) * N_SLOTS;
+    size_t per_mode = (size_t)(L > 0 ? L : 1) * N_SLOTS, rows_per_mode = (size_t)(L > 0 ? L : 1) * (size_t)p.rows;
     for (int mode = 0; mode < N_MODES; mode++) /* the free run first: the isolated inputs use it */
         predict_mode(&p, mode, m->embedding, mode == MODE_FREE ? NULL : m->slot, m->slot + (size_t)mode * per_mode,
-                     &m->final_norm[mode], &m->logits[mode]);
+                     m->row_layer ? m->row_layer + (size_t)mode * rows_per_mode : NULL, &m->final_norm[mode],
+                     &m->logits[mode]);
+    free(scratch);
     *out = m;
     return LR_OK;
 }
@@ -228,6 +308,7 @@ int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype preci
 void lr_error_model_free(lr_error_model *m) {
     if (!m) return;
     free(m->slot);
+    free(m->row_layer);
     free(m);
 }
 
@@ -251,4 +332,19 @@ double lr_error_model_predict(const lr_error_model *m, const char *stage) { retu
 
 double lr_error_model_predict_isolated(const lr_error_model *m, const char *stage, lr_isolation iso) {
     return predict(m, stage, iso == LR_ISOLATE_OP ? MODE_OP : MODE_LAYER);
+}
+
+void lr_error_model_row_scale(const lr_error_model *m, const char *stage, bool isolated, lr_isolation iso,
+                              int64_t rows, double *scale) {
+    for (int64_t t = 0; t < rows; t++)
+        scale[t] = 1;
+    if (!m || !m->row_layer || rows != m->rows || !stage || lr_stage_kind_of(stage) != LR_STAGE_LAYER) return;
+    int64_t l = lr_stage_layer(stage);
+    if (l < 0 || l >= m->layers) return;
+    int mode = !isolated ? MODE_FREE : iso == LR_ISOLATE_OP ? MODE_OP : MODE_LAYER;
+    double whole = predict(m, stage, mode);
+    if (!(whole > 0)) return;
+    const double *row = m->row_layer + ((size_t)mode * (size_t)m->layers + (size_t)l) * (size_t)rows;
+    for (int64_t t = 0; t < rows; t++)
+        if (row[t] > whole) scale[t] = row[t] / whole;
 }
