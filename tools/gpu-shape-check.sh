@@ -14,7 +14,7 @@
 # each row's last feature of a norm, the shape of an RMSNorm that leaves one weight out; a
 # scale fault of 1e-3 at a projection): each must be caught (exit 1) and named. Needs a
 # built tree (BUILD, default /tmp/llamaref-build, as tools/gpu-check.sh leaves it).
-#   tools/gpu-shape-check.sh [--variants fa2,tc] [--precisions bf16] [--tokens N] [--model DIR] [--no-faults]
+#   tools/gpu-shape-check.sh [--variants fa2,tc] [--precisions bf16] [--tokens N] [--model DIR] [--no-faults] [--cpu-memory SIZE]
 #                            [--layers L] [--decode K] [--dump-only | --reference FILE]
 # --layers 32 is the whole depth of Llama-3-8B (issue 18; the CPU reference streams its
 # weights under its memory budget). --decode K also dumps the float64 reference's stages
@@ -25,9 +25,16 @@
 # --dump-only writes the float64 reference's dump ($OUT/shape-ref-f64.safetensors) and
 # stops; --reference FILE skips the backends runs and the dump, and checks the CUDA path
 # against FILE (with --decode K, the prefill and K steps; without, the whole prompt).
+# --cpu-memory SIZE: the CPU runs' converted weights held at once (llama-diff --memory;
+# default half the host's memory). Beyond it each forward converts every layer's weights
+# again, which at 32 layers is most of a run's time: `check --decode K` at bf16 runs the
+# emulated reference twice (the ulps and the factor verdicts), each a prefill and K steps,
+# and under llama-diff's default (a tenth of the host's memory: 12.6 GiB of the 30 GiB of
+# float32 weights) ran past a 570 s call (run 16).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 VARIANTS=fa2,tc PRECS=bf16 N=700 MODEL= FAULTS=1 LAYERS=2 DECODE=0 DUMP_ONLY=0 REF=
+CPUMEM=$(awk '/^MemTotal:/ {printf "%dM", $2 / 2048}' /proc/meminfo)
 while [ $# -gt 0 ]; do
     case $1 in
     --variants) VARIANTS=$2; shift ;;
@@ -38,6 +45,7 @@ while [ $# -gt 0 ]; do
     --layers) LAYERS=$2; shift ;;
     --decode) DECODE=$2; shift ;;
     --dump-only) DUMP_ONLY=1 ;;
+    --cpu-memory) CPUMEM=$2; shift ;;
     --reference) REF=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
@@ -76,8 +84,8 @@ for p in ${PRECS//,/ }; do
     for v in ${VARIANTS//,/ }; do
         [ $DUMP_ONLY -eq 0 ] && [ -z "$REF" ] || continue
         j="$OUT/shape-$v-$p.json"
-        "$B/llama-diff" backends -q --a cpu:f64 --b cuda:$p -k attention=$v --threads "$(nproc)" -m "$MODEL" \
-            --tokens "$TOK" --json >"$j" 2>"$OUT/shape-$v-$p.err"
+        "$B/llama-diff" backends -q --a cpu:f64 --b cuda:$p -k attention=$v --threads "$(nproc)" --memory "$CPUMEM" \
+            -m "$MODEL" --tokens "$TOK" --json >"$j" 2>"$OUT/shape-$v-$p.err"
         rc=$?
         [ $rc -eq 0 ] || rc_all=1
         echo "attention=$v $p, $N tokens, $LAYERS layers of Llama-3-8B: exit $rc $(summary "$j") $(head -c 300 "$OUT/shape-$v-$p.err")"
@@ -88,7 +96,7 @@ if [ "$DECODE" -gt 0 ] || [ $DUMP_ONLY -eq 1 ] || [ -n "$REF" ]; then
     if [ -z "$REF" ]; then
         rm -f "$ref"
         s=$(date +%s)
-        "$B/llama-diff" dump -q -b cpu -p f64 --threads "$(nproc)" -m "$MODEL" --tokens "$TOK" -o "$ref" \
+        "$B/llama-diff" dump -q -b cpu -p f64 --threads "$(nproc)" --memory "$CPUMEM" -m "$MODEL" --tokens "$TOK" -o "$ref" \
             2>"$OUT/shape-ref-f64.err" || { echo "dump of the float64 reference failed: $(head -c 300 "$OUT/shape-ref-f64.err")"; exit 1; }
         echo "the float64 reference of $N tokens, $LAYERS layers: $ref in $(($(date +%s) - s)) s"
         [ $DUMP_ONLY -eq 1 ] && exit 0
@@ -98,7 +106,8 @@ if [ "$DECODE" -gt 0 ] || [ $DUMP_ONLY -eq 1 ] || [ -n "$REF" ]; then
     for p in ${PRECS//,/ }; do
         for v in ${VARIANTS//,/ }; do
             j="$OUT/shape-decode-$v-$p.json"
-            "$B/llama-diff" check -q -b cuda -p $p -k attention=$v "${dec[@]}" --threads "$(nproc)" -m "$MODEL" -f "$ref" --json \
+            "$B/llama-diff" check -q -b cuda -p $p -k attention=$v "${dec[@]}" --threads "$(nproc)" --memory "$CPUMEM" \
+                -m "$MODEL" -f "$ref" --json \
                 >"$j" 2>"$OUT/shape-decode-$v-$p.err"
             rc=$?
             [ $rc -eq 0 ] || rc_all=1
@@ -115,7 +124,7 @@ if [ $FAULTS -eq 1 ] && [ -z "$REF" ]; then
         for f in model.layers.0.post_attention_layernorm=element:1e-2 model.layers.1.self_attn.o_proj=scale:1e-3; do
             stage=${f%%=*}
             j="$OUT/shape-fault-$stage-$p.json"
-            "$B/llama-diff" backends -q --a cpu:f64 --b cuda:$p --threads "$(nproc)" -m "$MODEL" --tokens "$TOK" \
+            "$B/llama-diff" backends -q --a cpu:f64 --b cuda:$p --threads "$(nproc)" --memory "$CPUMEM" -m "$MODEL" --tokens "$TOK" \
                 --inject "$f" --json >"$j" 2>"$OUT/shape-fault-$stage-$p.err"
             rc=$?
             named=$(python3 -c "
