@@ -967,6 +967,13 @@ typedef struct lr_error_model lr_error_model;
 /* mean_context: mean number of positions a token attends to (the PV reduction). */
 int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype precision, double mean_context,
                           lr_stage_source src, void *user, lr_error_model **out);
+/* The same for the batch b the source's stages are of: the mean context from its
+ * positions, and where the source holds a layer's q, k and v, attention's own error from
+ * its scores (their rounding and accumulation through the softmax, which a trained
+ * model's large scores amplify; docs/error-model.md) in place of the head_dim
+ * accumulation alone. */
+int lr_error_model_create_batch(const lr_config *cfg, lr_dtype weights, lr_dtype precision, const lr_batch *b,
+                                lr_stage_source src, void *user, lr_error_model **out);
 void lr_error_model_free(lr_error_model *m);
 /* The predicted relative L2 error of a stage, or -1 when the model has none for it. */
 double lr_error_model_predict(const lr_error_model *m, const char *stage);

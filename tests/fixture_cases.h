@@ -54,14 +54,11 @@ static inline const lr_tensor *case_golden_stage(void *fixture, const char *stag
 /* The error model (docs/error-model.md) of a case's fixture run at a precision: its
  * weights' dtype, its batch's mean context, the golden's norms. */
 static inline lr_error_model *case_error_model(const loaded *L, lr_dtype precision) {
-    const lr_batch *b = lr_fixture_batch(L->fx);
-    double ctx = 0;
-    for (int64_t t = 0; t < b->num_tokens; t++) ctx += (double)b->positions[t] + 1;
     const lr_st_entry *emb = lr_checkpoint_find(L->ck, "model.embed_tokens.weight");
     ck_assert_ptr_nonnull(emb);
     lr_error_model *em;
-    ck_assert_msg(lr_error_model_create(lr_checkpoint_config(L->ck), emb->t.dtype, precision,
-                                        ctx / (double)b->num_tokens, case_golden_stage, L->fx, &em) == LR_OK,
+    ck_assert_msg(lr_error_model_create_batch(lr_checkpoint_config(L->ck), emb->t.dtype, precision,
+                                              lr_fixture_batch(L->fx), case_golden_stage, L->fx, &em) == LR_OK,
                   "%s", lr_last_error());
     return em;
 }

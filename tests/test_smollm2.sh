@@ -80,4 +80,22 @@ expect 0 "check --precision f32 --isolate op --decode 2" -- "$LD" check --model 
     --precision f32 --isolate op --decode 2 --json
 json_ok "d['result'] == 'agree' and all(s['token']['budget_used'] > 0 for s in d['stages'] if s['kind'] == 'layer')"
 
+# Every layer's sub-stages (fixtures/golden/smollm2-135m-all-layers.safetensors, the same
+# generator with --sub-layers all): with them `--isolate op` isolates every op of every
+# layer, and a small error is seen at its own op. Correct code agrees at f32, free and
+# isolated (the isolated attention needs the scores' sensitivity, docs/error-model.md:
+# without it 5 layers' o_proj.input failed at up to 1.46 budgets), and a relative error of
+# 1e-5 in a middle layer's q_proj output (what 1e-5 planted in its weights gives) is
+# caught and named there (against the golden of layers 0 and 29 only, layer 10 runs
+# isolated whole and the fault used 0.84 of that layer's budget).
+FA=$FX/golden/smollm2-135m-all-layers.safetensors
+for iso in "" "--isolate op"; do
+    expect 0 "all layers' sub-stages: check --precision f32 $iso" -- "$LD" check --model "$M" --fixture "$FA" \
+        --precision f32 $iso --json
+    json_ok "d['result'] == 'agree' and len(d['stages']) == 453"
+done
+expect 1 "all layers' sub-stages: 1e-5 at layer 10's q_proj, --isolate op" -- "$LD" check --model "$M" \
+    --fixture "$FA" --precision f32 --isolate op --inject model.layers.10.self_attn.q_proj=scale:1e-5 --json
+json_ok "d['first_divergence'] == 'model.layers.10.self_attn.q_proj'"
+
 finish

@@ -4,6 +4,7 @@
  * implementation in that precision should show, so a measurement far above it is a bug
  * and one near it is rounding. */
 #include "internal.h"
+#include "llamaref_ops.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -126,6 +127,7 @@ typedef struct {
     double rho, rw, ra, r_in, r_stream, mean_context;
     lr_stage_source src;
     void *user;
+    const double *score; /* (layers): attention's score sensitivity (score_sensitivity), -1: none */
     int64_t rows;   /* the source stages' tokens, 0: no per-row prediction */
     row_shares rs;  /* scratch, rows each */
     double *eh_row; /* each token's carried error, rows */
@@ -166,8 +168,13 @@ static void predict_mode(const model_params *p, int mode, double embedding, cons
          * neither grows nor shrinks a random error vector relative to the signal). Under
          * op isolation every op's input is the golden's, rounded to its buffer. */
         s[S_QKV] = hypot3(op ? IN(fs[S_INPUT_NORM]) : s[S_INPUT_NORM], hypot(rw, rho), ACC(H));
-        /* Attention: q.k over head_dim, p.v over the context; the context inherits v's. */
-        s[S_CONTEXT] = hypot3(op ? IN(fs[S_QKV]) : s[S_QKV], rho, hypot(ACC(cfg->head_dim), ACC(p->mean_context)));
+        /* Attention: q.k over head_dim, p.v over the context; the context inherits v's. Where
+         * the source holds the layer's q, k and v, the scores' own error goes through the
+         * softmax instead (score_sensitivity: their rounding and their accumulation over
+         * head_dim, an absolute error of each score, a relative one of each probability). */
+        const double sc = p->score ? p->score[l] : -1;
+        const double own_scores = sc >= 0 ? p->ra * sc : ACC(cfg->head_dim);
+        s[S_CONTEXT] = hypot3(op ? IN(fs[S_QKV]) : s[S_QKV], rho, hypot(own_scores, ACC(p->mean_context)));
         s[S_ATTN_OUT] = hypot3(op ? IN(fs[S_CONTEXT]) : s[S_CONTEXT], hypot(rw, rho), ACC(QH));
 
         const lr_tensor *hout = p->src(p->user, lr_layer_stage_name(name, sizeof name, l, LR_LS_LAYER));
@@ -254,8 +261,89 @@ static void predict_mode(const model_params *p, int mode, double embedding, cons
 #undef ACC
 }
 
-int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype precision, double mean_context,
-                          lr_stage_source src, void *user, lr_error_model **out) {
+/* Attention's scores s = q.k / sqrt(d) carry an absolute error of their own: their rounding
+ * (rho |s|, and the max subtracted from them, rho |m|) and their accumulation over head_dim
+ * (rho^2 d/2 sum_l q_l^2 k_l^2 / d). The softmax turns it into a relative error of each
+ * probability, and the output o = sum_j p_j v_j moves by sum_j p_j ds_j (v_j - o). Per unit
+ * of the scores' rounding: sqrt(sum over queries, heads and keys of p_j^2 E[ds_j^2] |v_j - o|^2
+ * / sum |o|^2), from the source's q, k (RoPE applied) and v of layer l; at most SCORE_QUERIES
+ * queries per sequence, evenly spaced, causal within each sequence. A trained model's
+ * scores reach 10-40 (every query attends to one token, SmolLM2's first): there this is
+ * several times the head_dim accumulation alone (docs/error-model.md). -1 when the
+ * source lacks the layer's q, k or v, or their shapes are not the batch's. */
+enum { SCORE_QUERIES = 32 };
+static double score_sensitivity(const lr_config *cfg, const lr_batch *b, const double *inv_freq,
+                                lr_stage_source src, void *user, int64_t l) {
+    const int64_t T = b->num_tokens, nh = cfg->num_attention_heads, nkv = cfg->num_key_value_heads,
+                  hd = cfg->head_dim;
+    char n[96];
+    const lr_tensor *tq = src(user, lr_layer_stage_name(n, sizeof n, l, LR_LS_Q_PROJ)),
+                    *tk = src(user, lr_layer_stage_name(n, sizeof n, l, LR_LS_K_PROJ)),
+                    *tv = src(user, lr_layer_stage_name(n, sizeof n, l, LR_LS_V_PROJ));
+    if (!tq || !tk || !tv || T < 1 || nkv < 1 || nh % nkv || lr_tensor_numel(tq) != T * nh * hd ||
+        lr_tensor_numel(tk) != T * nkv * hd || lr_tensor_numel(tv) != T * nkv * hd)
+        return -1;
+    double *q = malloc((size_t)(T * nh * hd) * sizeof *q), *k = malloc((size_t)(T * nkv * hd) * sizeof *k),
+           *v = malloc((size_t)(T * nkv * hd) * sizeof *v), *sc = malloc((size_t)(T + 2 * hd) * sizeof *sc);
+    double num = 0, den = 0;
+    if (!q || !k || !v || !sc) goto out;
+    for (int64_t i = 0; i < T * nh * hd; i++)
+        q[i] = lr_tensor_get(tq, i);
+    for (int64_t i = 0; i < T * nkv * hd; i++)
+        k[i] = lr_tensor_get(tk, i), v[i] = lr_tensor_get(tv, i);
+    lr_ref_rotary_embedding_f64(q, nh * hd, T, nh, hd, b->positions, inv_freq, sc);
+    lr_ref_rotary_embedding_f64(k, nkv * hd, T, nkv, hd, b->positions, inv_freq, sc);
+    double *o = sc + T;
+    for (int64_t seq = 0, start = 0; seq < (b->seq_lens ? b->num_seqs : 1); seq++) {
+        const int64_t len = b->seq_lens ? b->seq_lens[seq] : T, nq = len < SCORE_QUERIES ? len : SCORE_QUERIES;
+        for (int64_t a = 0; a < nq; a++) {
+            const int64_t i = start + len - 1 - a * len / nq; /* the last query always */
+            for (int64_t h = 0; h < nh; h++) {
+                const double *qi = q + (i * nh + h) * hd;
+                const int64_t kh = h / (nh / nkv), keys = i - start + 1;
+                double m = -INFINITY, z = 0;
+                for (int64_t j = 0; j < keys; j++) {
+                    const double *kj = k + ((start + j) * nkv + kh) * hd;
+                    double d = 0;
+                    for (int64_t e = 0; e < hd; e++)
+                        d += qi[e] * kj[e];
+                    sc[j] = d / sqrt((double)hd);
+                    m = fmax(m, sc[j]);
+                }
+                for (int64_t e = 0; e < hd; e++)
+                    o[e] = 0;
+                for (int64_t j = 0; j < keys; j++)
+                    z += exp(sc[j] - m);
+                for (int64_t j = 0; j < keys; j++) {
+                    const double pj = exp(sc[j] - m) / z, *vj = v + ((start + j) * nkv + kh) * hd;
+                    for (int64_t e = 0; e < hd; e++)
+                        o[e] += pj * vj[e];
+                }
+                for (int64_t j = 0; j < keys; j++) {
+                    const double pj = exp(sc[j] - m) / z, *kj = k + ((start + j) * nkv + kh) * hd,
+                                 *vj = v + ((start + j) * nkv + kh) * hd;
+                    double qk2 = 0, dv2 = 0;
+                    for (int64_t e = 0; e < hd; e++) {
+                        qk2 += qi[e] * qi[e] * kj[e] * kj[e];
+                        dv2 += (vj[e] - o[e]) * (vj[e] - o[e]);
+                    }
+                    const double var = sc[j] * sc[j] + m * m + 0.5 * qk2; /* (d/2) sum q^2 k^2 / d */
+                    num += pj * pj * var * dv2;
+                }
+                for (int64_t e = 0; e < hd; e++)
+                    den += o[e] * o[e];
+            }
+        }
+        start += len;
+    }
+out:
+    free(q), free(k), free(v), free(sc);
+    return den > 0 ? sqrt(num / den) : -1;
+}
+
+/* b: the tokens the source's stages are of, or NULL (no score sensitivity). */
+static int create(const lr_config *cfg, lr_dtype weights, lr_dtype precision, double mean_context,
+                  const lr_batch *b, lr_stage_source src, void *user, lr_error_model **out) {
     *out = NULL;
     double u = unit_roundoff(precision);
     if (isnan(u)) return lr_fail(LR_E_INVAL, "error model: no unit roundoff for precision %d", (int)precision);
@@ -277,6 +365,16 @@ int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype preci
                       .mean_context = mean_context,
                       .src = src,
                       .user = user};
+    /* Attention's score sensitivity where the source holds a layer's q, k and v. */
+    double *score = NULL, *inv_freq = NULL;
+    if (b && src && L > 0 && cfg->head_dim > 0 && (score = malloc((size_t)L * sizeof *score)) &&
+        (inv_freq = malloc((size_t)(cfg->head_dim / 2 > 0 ? cfg->head_dim / 2 : 1) * sizeof *inv_freq))) {
+        lr_rope_inv_freq(cfg, inv_freq);
+        for (int64_t l = 0; l < L; l++)
+            score[l] = score_sensitivity(cfg, b, inv_freq, src, user, l);
+        p.score = score;
+    }
+    free(inv_freq);
     /* Per-row predictions where the source's embedding stage has rows (tokens). */
     const lr_tensor *e = src ? src(user, lr_model_stage_name(LR_MS_EMBED_TOKENS)) : NULL;
     p.rows = e && e->ndim >= 2 && e->shape[0] > 0 ? e->shape[0] : 0;
@@ -286,6 +384,7 @@ int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype preci
         (p.rows && (!scratch || !(m->row_layer = calloc((size_t)(L > 0 ? L : 1) * (size_t)p.rows * N_MODES,
                                                         sizeof *m->row_layer))))) {
         free(scratch);
+        free(score);
         lr_error_model_free(m);
         return lr_fail(LR_E_NOMEM, "error model: out of memory");
     }
@@ -301,8 +400,23 @@ int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype preci
                      m->row_layer ? m->row_layer + (size_t)mode * rows_per_mode : NULL, &m->final_norm[mode],
                      &m->logits[mode]);
     free(scratch);
+    free(score);
     *out = m;
     return LR_OK;
+}
+
+int lr_error_model_create(const lr_config *cfg, lr_dtype weights, lr_dtype precision, double mean_context,
+                          lr_stage_source src, void *user, lr_error_model **out) {
+    return create(cfg, weights, precision, mean_context, NULL, src, user, out);
+}
+
+int lr_error_model_create_batch(const lr_config *cfg, lr_dtype weights, lr_dtype precision, const lr_batch *b,
+                                lr_stage_source src, void *user, lr_error_model **out) {
+    double ctx = 0; /* the mean number of keys a token attends to */
+    for (int64_t t = 0; b && t < b->num_tokens; t++)
+        ctx += (double)b->positions[t] + 1;
+    ctx = b && b->num_tokens > 0 ? ctx / (double)b->num_tokens : 1;
+    return create(cfg, weights, precision, ctx, b, src, user, out);
 }
 
 void lr_error_model_free(lr_error_model *m) {

@@ -115,12 +115,7 @@ void report_free(report *r) {
 int attach_model(lr_error_model **out, const lr_checkpoint *ck, lr_dtype p, const lr_batch *b,
                  lr_stage_source src, void *user) {
     const lr_st_entry *emb = lr_checkpoint_peek(ck, lr_model_weight_name(LR_MW_EMBED)); /* its dtype only */
-    double ctx = 0;
-    for (int64_t t = 0; t < b->num_tokens; t++)
-        ctx += (double)b->positions[t] + 1;
-    ctx = b->num_tokens > 0 ? ctx / (double)b->num_tokens : 1;
-    int rc =
-        lr_error_model_create(lr_checkpoint_config(ck), emb ? emb->t.dtype : LR_F32, p, ctx, src, user, out);
+    int rc = lr_error_model_create_batch(lr_checkpoint_config(ck), emb ? emb->t.dtype : LR_F32, p, b, src, user, out);
     return rc ? lib_fail(rc) : 0;
 }
 
