@@ -224,7 +224,9 @@ static void predict_mode(const model_params *p, int mode, double embedding, cons
          * own new error (its prediction less what it inherited) in proportion to its
          * share of the stream, plus the sum's rounding. Under op isolation the
          * post-attention norm sums the golden's stream and attention output, stored. */
-        double na_new = op ? p->r_in * na / nr1 : sqrt(fmax(0, s[S_ATTN_OUT] * s[S_ATTN_OUT] - eh * eh)) * na / nr1;
+        /* each block's own error: its prediction less what it inherited (op isolation: all its own) */
+        const double own_a = op ? s[S_ATTN_OUT] : sqrt(fmax(0, s[S_ATTN_OUT] * s[S_ATTN_OUT] - eh * eh));
+        double na_new = (op ? p->r_in : own_a) * na / nr1;
         double er1 = hypot3(eh, na_new, rho);
 
         s[S_POST_NORM] = sqrt(er1 * er1 + rw * rw + rho * rho + ACC(H) * ACC(H) / 4);
@@ -235,11 +237,10 @@ static void predict_mode(const model_params *p, int mode, double embedding, cons
         /* The layer's output: the attention's residual sum plus the MLP's output (under op
          * isolation, the MLP's error is all its own). */
         if (op) er1 = hypot3(eh, s[S_ATTN_OUT] * na / nr1, rho);
-        double nm_new = op ? s[S_MLP_OUT] * nm / nout : sqrt(fmax(0, s[S_MLP_OUT] * s[S_MLP_OUT] - er1 * er1)) * nm / nout;
+        const double own_m = op ? s[S_MLP_OUT] : sqrt(fmax(0, s[S_MLP_OUT] * s[S_MLP_OUT] - er1 * er1));
+        double nm_new = own_m * nm / nout;
         /* Each token the same way, from its own row's shares: the blocks' own errors are
          * relative to their rows (a projection's is), the shares are the token's. */
-        const double own_a = op ? s[S_ATTN_OUT] : sqrt(fmax(0, s[S_ATTN_OUT] * s[S_ATTN_OUT] - eh * eh));
-        const double own_m = op ? s[S_MLP_OUT] : sqrt(fmax(0, s[S_MLP_OUT] * s[S_MLP_OUT] - er1 * er1));
         for (int64_t t = 0; rows_here && t < R; t++) {
             double r1 = rs->r1[t] > 0 ? rs->r1[t] : 1, o = rs->out[t] > 0 ? rs->out[t] : 1;
             double e1 = hypot3(p->eh_row[t], own_a * rs->a[t] / r1, rho);
@@ -284,7 +285,7 @@ static double score_sensitivity(const lr_config *cfg, const lr_batch *b, const d
         lr_tensor_numel(tk) != T * nkv * hd || lr_tensor_numel(tv) != T * nkv * hd)
         return -1;
     double *q = malloc((size_t)(T * nh * hd) * sizeof *q), *k = malloc((size_t)(T * nkv * hd) * sizeof *k),
-           *v = malloc((size_t)(T * nkv * hd) * sizeof *v), *sc = malloc((size_t)(T + 2 * hd) * sizeof *sc);
+           *v = malloc((size_t)(T * nkv * hd) * sizeof *v), *sc = malloc((size_t)(2 * T + 2 * hd) * sizeof *sc);
     double num = 0, den = 0;
     if (!q || !k || !v || !sc) goto out;
     for (int64_t i = 0; i < T * nh * hd; i++)
@@ -293,7 +294,7 @@ static double score_sensitivity(const lr_config *cfg, const lr_batch *b, const d
         k[i] = lr_tensor_get(tk, i), v[i] = lr_tensor_get(tv, i);
     lr_ref_rotary_embedding_f64(q, nh * hd, T, nh, hd, b->positions, inv_freq, sc);
     lr_ref_rotary_embedding_f64(k, nkv * hd, T, nkv, hd, b->positions, inv_freq, sc);
-    double *o = sc + T;
+    double *o = sc + T, *ex = sc + T + hd; /* the output, exp(s_j - m) */
     for (int64_t seq = 0, start = 0; seq < (b->seq_lens ? b->num_seqs : 1); seq++) {
         const int64_t len = b->seq_lens ? b->seq_lens[seq] : T, nq = len < SCORE_QUERIES ? len : SCORE_QUERIES;
         for (int64_t a = 0; a < nq; a++) {
@@ -313,14 +314,14 @@ static double score_sensitivity(const lr_config *cfg, const lr_batch *b, const d
                 for (int64_t e = 0; e < hd; e++)
                     o[e] = 0;
                 for (int64_t j = 0; j < keys; j++)
-                    z += exp(sc[j] - m);
+                    z += ex[j] = exp(sc[j] - m);
                 for (int64_t j = 0; j < keys; j++) {
-                    const double pj = exp(sc[j] - m) / z, *vj = v + ((start + j) * nkv + kh) * hd;
+                    const double pj = ex[j] / z, *vj = v + ((start + j) * nkv + kh) * hd;
                     for (int64_t e = 0; e < hd; e++)
                         o[e] += pj * vj[e];
                 }
                 for (int64_t j = 0; j < keys; j++) {
-                    const double pj = exp(sc[j] - m) / z, *kj = k + ((start + j) * nkv + kh) * hd,
+                    const double pj = ex[j] / z, *kj = k + ((start + j) * nkv + kh) * hd,
                                  *vj = v + ((start + j) * nkv + kh) * hd;
                     double qk2 = 0, dv2 = 0;
                     for (int64_t e = 0; e < hd; e++) {
