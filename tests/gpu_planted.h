@@ -35,6 +35,40 @@ int lr_test_planted_rotary(const char *variant, void *x, int64_t ld, int64_t T, 
 int lr_test_planted_linear(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N,
                            int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s);
 
+/* embedding "shard-edge": the shard's range test stops one row short (local < shard - 1),
+ * so the token start + shard - 1, the shard's last row, gets a zero row; every other row
+ * is the lookup's, copied exactly. */
+int lr_test_planted_embedding(const char *variant, void *out, const int64_t *ids, int64_t T, const void *w,
+                              int64_t start, int64_t shard, int64_t H, lr_dtype dt, cudaStream_t s);
+
+/* activation "last-ungated": out[t, NI-1] = up[t, NI-1], silu(gate) left out of each row's
+ * last element; every other element is silu(gate) * up in float32, rounded once. The
+ * silu op (observed as mlp.act_fn) is left to the library's. */
+int lr_test_planted_silu_and_mul(const char *variant, void *out, const void *gu, int64_t T, int64_t NI,
+                                 lr_dtype dt, cudaStream_t s);
+
+/* cache "block-edge": a token whose slot is the last of its block (slot % block_size ==
+ * block_size - 1) is not written (an off-by-one bound on the offset): the slot keeps what
+ * it held. Every other token's key and value rows are copied exactly. */
+int lr_test_planted_reshape_and_cache(const char *variant, void *k_cache, void *v_cache, const void *qkv,
+                                      int64_t ld, int64_t k_col, int64_t v_col, int64_t T, int64_t nkv,
+                                      int64_t hd, int64_t block_size, const int64_t *slot_mapping,
+                                      lr_dtype dt, cudaStream_t s);
+
+/* attention, written plainly (one block per token and head, two passes over the keys, P in
+ * float32 as flash keeps it, the context rounded once), with one of the two structural
+ * bugs the CPU simulations in test_gpu_ops.c plant: "mask-off-by-one", each query also
+ * sees the key after its own where its sequence has one; "stale-key", the newest visible
+ * key's K read from the slot before it (its V from its own). hd up to 256. ws is unused. */
+int lr_test_planted_attention_mask(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
+                                   const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta,
+                                   int64_t T, int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt,
+                                   lr_gpu_attn_ws *ws, cudaStream_t s);
+int lr_test_planted_attention_stale(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
+                                    const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta,
+                                    int64_t T, int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt,
+                                    lr_gpu_attn_ws *ws, cudaStream_t s);
+
 #ifdef __cplusplus
 }
 #endif

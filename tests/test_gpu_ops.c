@@ -7,8 +7,11 @@
  * BF16 against the emulated reference in ulps; lr_op_budget). This file asserts:
  *   - every registered variant (and the helpers) passes every case;
  *   - the kernels with planted bugs (tests/gpu_planted.cu, compiled into this test only,
- *     swept as extra targets) fail: the RMSNorm that leaves the last weight out on every
- *     case at every dtype, the RoPE with a float32 angle on some case at each;
+ *     swept as extra targets) fail: the RMSNorm that leaves the last weight out, the GEMV
+ *     that drops the last term and the embedding that drops the shard's last row on every
+ *     case at every dtype; the RoPE with a float32 angle, the silu_and_mul that leaves one
+ *     element ungated, the cache write that skips a block's last slot and the attention
+ *     with an off-by-one mask or a stale key on some case at each;
  *   - without a device, first: the registry's shape, unknown variants and bad arguments
  *     (LR_E_INVAL), and the verdicts themselves, on kernels simulated on the CPU in their
  *     own float32 order swept in the library's host mode: correct ones pass every case,
@@ -59,8 +62,9 @@ typedef struct {
     char first_fail[1400], first_pass[300];
 } tally;
 
+#define MAX_TALLIES 24 /* targets in one sweep */
 typedef struct {
-    tally t[16];
+    tally t[MAX_TALLIES];
     int n;
     bool verbose; /* print each failing case as it ends (planted: "caught") */
 } tallies;
@@ -68,7 +72,7 @@ typedef struct {
 static tally *tally_of(tallies *ts, const char *name) {
     for (int i = 0; i < ts->n; i++)
         if (strcmp(ts->t[i].name, name) == 0) return &ts->t[i];
-    ck_assert_int_lt(ts->n, 16);
+    ck_assert_int_lt(ts->n, MAX_TALLIES);
     tally *t = &ts->t[ts->n++];
     memset(t, 0, sizeof *t);
     t->name = name;
@@ -165,7 +169,15 @@ END_TEST
  * more, 1/16384 of the widest row, which the old single relative L2 per case missed at
  * bf16 on every shape (issue 15). The f32-angle RoPE shows only at large positions: in
  * every case but the one-token one, whose one position is 0, the second token is at
- * 2^20 - 1. */
+ * 2^20 - 1.
+ * The embedding's cases each hold the shard's last row (the sweep draws ids[0] =
+ * start + shard - 1), so shard-edge fails them all. last-ungated changes one element of
+ * each silu_and_mul row, by up * (1 - silu(gate)); the silu cases run the library's silu
+ * and pass, and a one-row case can hide it where up is within an ulp or two of 0 or
+ * silu(gate) of 1. block-edge shows only where a token lands on a block's last slot: the
+ * fixtures' slots are random (their one-token case does in 1 of 16 draws), so
+ * CACHE_FULL below fills every slot of a cache. mask-off-by-one changes nothing in a decode
+ * batch (no key after a query's own); stale-key shows where a query sees two keys or more. */
 static const lr_opsweep_target planted_kernels[] = {
     {.family = "rmsnorm",
      .name = "last-unweighted",
@@ -173,6 +185,19 @@ static const lr_opsweep_target planted_kernels[] = {
      .fused_add_rms_norm = lr_test_planted_fused_add_rms_norm},
     {.family = "rotary", .name = "f32-angle", .rotary = lr_test_planted_rotary},
     {.family = "linear", .name = "gemv-drop-last", .linear = lr_test_planted_linear},
+    {.family = "embedding", .name = "shard-edge", .embedding = lr_test_planted_embedding},
+    /* silu (the family's second op) is the library's: its cases pass */
+    {.family = "activation", .name = "last-ungated", .silu_and_mul = lr_test_planted_silu_and_mul},
+    {.family = "cache", .name = "block-edge", .reshape_and_cache = lr_test_planted_reshape_and_cache},
+    /* P in float32, as flash keeps it: the emulated verdict takes flash's rounding */
+    {.family = "attention",
+     .name = "mask-off-by-one",
+     .attention = lr_test_planted_attention_mask,
+     .rounds_p_like = "flash"},
+    {.family = "attention",
+     .name = "stale-key",
+     .attention = lr_test_planted_attention_stale,
+     .rounds_p_like = "flash"},
 };
 #define N_PLANTED (sizeof planted_kernels / sizeof planted_kernels[0])
 
@@ -186,6 +211,10 @@ static bool keep_planted(const char *family, const lr_opsweep_shape *s, void *us
     return strcmp(family, "linear") != 0 || s->T * s->N >= PLANTED_MIN_OUT;
 }
 
+/* A cache case with every slot in use (the sweep makes its last token padding): 63 tokens in
+ * 4 blocks of 16, so at least 3 land on a block's last slot. */
+#define CACHE_FULL "T=64,kv=2,hd=16,bs=16,blocks=4"
+
 /* Loop index: dtype. */
 START_TEST(test_planted) {
     lr_dtype dt = dtypes[_i];
@@ -196,11 +225,18 @@ START_TEST(test_planted) {
     tallies ts = {.verbose = true};
     printf("test_gpu_ops: planted kernels at %s, which the sweep must fail:\n", lr_dtype_name(dt));
     sweep(&o, &ts);
+    o.family = "cache", o.shape = CACHE_FULL;
+    sweep(&o, &ts);
     char where[32];
     snprintf(where, sizeof where, "at %s", lr_dtype_name(dt));
     expect_caught(&ts, "last-unweighted", true, where);
     expect_caught(&ts, "f32-angle", false, where);
     expect_caught(&ts, "gemv-drop-last", true, where);
+    expect_caught(&ts, "shard-edge", true, where);
+    expect_caught(&ts, "last-ungated", false, where);    /* silu's cases pass */
+    expect_caught(&ts, "block-edge", false, where);      /* where a token lands on a block's last slot */
+    expect_caught(&ts, "mask-off-by-one", false, where); /* not in decode batches */
+    expect_caught(&ts, "stale-key", false, where);
 }
 END_TEST
 
@@ -513,6 +549,104 @@ SIM_LINEAR(sim_gemv_element, sim_gemv(y, x, w, T, N, K, dt, true, false))
 SIM_LINEAR(sim_gemv_planted, sim_gemv(y, x, w, T, N, K, dt, false, true))
 SIM_LINEAR(sim_gemv2_ok, sim_gemv2(y, x, w, T, N, K, dt))
 
+/* The embedding lookup as gpu/embedding.cu's gather does it: each row copied byte for
+ * byte, a zero row for a token outside [start, start + shard); planted (shard-edge, as
+ * tests/gpu_planted.cu's): the range test stops one row short. */
+static void sim_embedding(void *out, const int64_t *ids, int64_t T, const void *w, int64_t start,
+                          int64_t shard, int64_t H, lr_dtype dt, bool planted) {
+    size_t row = (size_t)H * lr_dtype_size(dt);
+    for (int64_t t = 0; t < T; t++) {
+        int64_t local = ids[t] - start;
+        char *o = (char *)out + (size_t)t * row;
+        if (local >= 0 && local < shard - (planted ? 1 : 0))
+            memcpy(o, (const char *)w + (size_t)local * row, row);
+        else
+            memset(o, 0, row); /* +0 in all three dtypes */
+    }
+}
+
+#define SIM_EMBEDDING(fn, planted)                                                                           \
+    static int fn(const char *variant, void *out, const int64_t *ids, int64_t T, const void *w,              \
+                  int64_t start, int64_t shard, int64_t H, lr_dtype dt, cudaStream_t s) {                    \
+        (void)variant, (void)s;                                                                              \
+        sim_embedding(out, ids, T, w, start, shard, H, dt, planted);                                         \
+        return LR_OK;                                                                                        \
+    }
+SIM_EMBEDDING(sim_embedding_ok, false)
+SIM_EMBEDDING(sim_embedding_planted, true)
+
+/* silu_and_mul (mul) or silu as gpu/activation.cu computes each element: g / (1 + expf(-g))
+ * in float32, times up, rounded once; planted (last-ungated): each row's last element is
+ * up alone. */
+static void sim_activation(void *out_raw, const void *gu_raw, int64_t T, int64_t NI, lr_dtype dt, bool mul,
+                           bool planted) {
+    float *gu = to_f32(gu_raw, dt, T * 2 * NI),
+          *out = malloc((size_t)(T * NI > 0 ? T * NI : 1) * sizeof *out);
+    ck_assert_ptr_nonnull(out);
+    for (int64_t t = 0; t < T; t++)
+        for (int64_t i = 0; i < NI; i++) {
+            float g = gu[t * 2 * NI + i], up = gu[t * 2 * NI + NI + i], a = g / (1.0f + expf(-g));
+            out[t * NI + i] = !mul ? a : planted && i == NI - 1 ? up : a * up;
+        }
+    lr_round_f32_n(out, (size_t)(T * NI), dt);
+    lr_convert(out_raw, dt, out, LR_F32, (size_t)(T * NI));
+    free(gu), free(out);
+}
+
+static int sim_silu_and_mul_ok(const char *variant, void *out, const void *gu, int64_t T, int64_t NI,
+                               lr_dtype dt, cudaStream_t s) {
+    (void)variant, (void)s;
+    sim_activation(out, gu, T, NI, dt, true, false);
+    return LR_OK;
+}
+static int sim_silu_and_mul_planted(const char *variant, void *out, const void *gu, int64_t T, int64_t NI,
+                                    lr_dtype dt, cudaStream_t s) {
+    (void)variant, (void)s;
+    sim_activation(out, gu, T, NI, dt, true, true);
+    return LR_OK;
+}
+static int sim_silu_ok(void *out, const void *gu, int64_t T, int64_t NI, lr_dtype dt, cudaStream_t s) {
+    (void)s;
+    sim_activation(out, gu, T, NI, dt, false, false);
+    return LR_OK;
+}
+
+/* reshape_and_cache as gpu/cache.cu does it: each token's key and value rows copied byte
+ * for byte to its slot, none for slot -1; planted (block-edge): a token on the last slot of
+ * its block is not written. sim_edge_cases counts the calls of the planted one that had such
+ * a token (the cases that can show it). */
+static int sim_edge_cases;
+
+static void sim_cache(void *kc, void *vc, const void *qkv, int64_t ld, int64_t k_col, int64_t v_col,
+                      int64_t T, int64_t nkv, int64_t hd, int64_t bs, const int64_t *slots, lr_dtype dt,
+                      bool planted) {
+    size_t es = lr_dtype_size(dt), width = (size_t)(nkv * hd) * es;
+    bool edge = false;
+    for (int64_t t = 0; t < T; t++) {
+        int64_t slot = slots[t];
+        if (slot < 0) continue;
+        if (planted && slot % bs == bs - 1) {
+            edge = true;
+            continue;
+        }
+        const char *row = (const char *)qkv + (size_t)(t * ld) * es;
+        memcpy((char *)kc + (size_t)slot * width, row + (size_t)k_col * es, width);
+        memcpy((char *)vc + (size_t)slot * width, row + (size_t)v_col * es, width);
+    }
+    sim_edge_cases += edge;
+}
+
+#define SIM_CACHE(fn, planted)                                                                               \
+    static int fn(const char *variant, void *kc, void *vc, const void *qkv, int64_t ld, int64_t k_col,       \
+                  int64_t v_col, int64_t T, int64_t nkv, int64_t hd, int64_t bs, const int64_t *slots,       \
+                  lr_dtype dt, cudaStream_t s) {                                                             \
+        (void)variant, (void)s;                                                                              \
+        sim_cache(kc, vc, qkv, ld, k_col, v_col, T, nkv, hd, bs, slots, dt, planted);                        \
+        return LR_OK;                                                                                        \
+    }
+SIM_CACHE(sim_cache_ok, false)
+SIM_CACHE(sim_cache_planted, true)
+
 static const lr_opsweep_target simulated[] = {
     {.family = "rmsnorm", .name = "sim-block", .rms_norm = sim_rms_ok, .fused_add_rms_norm = sim_fused_ok},
     {.family = "rmsnorm",
@@ -531,12 +665,30 @@ static const lr_opsweep_target simulated[] = {
     {.family = "linear", .name = "sim-gemv-drop-last", .linear = sim_gemv_planted},
     /* gemv2 in its order (gemv's where it hands the call to gemv) */
     {.family = "linear", .name = "sim-gemv2", .linear = sim_gemv2_ok},
+    /* families the model shape sets leave out (after N_SIM_CORE; the embedding's shard
+     * there is 16032 rows of H, drawn per case): the embedding, the activation and the
+     * cache write, each correct and planted as tests/gpu_planted.cu's (silu correct in both) */
+    {.family = "embedding", .name = "sim-embedding", .embedding = sim_embedding_ok},
+    {.family = "embedding", .name = "sim-shard-edge", .embedding = sim_embedding_planted},
+    {.family = "activation",
+     .name = "sim-silu-and-mul",
+     .silu_and_mul = sim_silu_and_mul_ok,
+     .silu = sim_silu_ok},
+    {.family = "activation",
+     .name = "sim-last-ungated",
+     .silu_and_mul = sim_silu_and_mul_planted,
+     .silu = sim_silu_ok},
+    {.family = "cache", .name = "sim-cache", .reshape_and_cache = sim_cache_ok},
+    {.family = "cache", .name = "sim-block-edge", .reshape_and_cache = sim_cache_planted},
     /* structural attention bugs: last, so that the sweeps that leave them out (the model
-     * shape sets; valgrind, where they add minutes) take the first N_SIM_CORE */
+     * shape sets, which take the first N_SIM_CORE; valgrind, where they add minutes, the
+     * first N_SIM_FAST) take a prefix */
     {.family = "attention", .name = "sim-mask-off-by-one", .attention = sim_attn_mask, .rounds_p_like = "flash"},
     {.family = "attention", .name = "sim-stale-key", .attention = sim_attn_stale, .rounds_p_like = "flash"},
 };
-#define N_SIM_CORE (sizeof simulated / sizeof simulated[0] - 2)
+#define N_SIM (sizeof simulated / sizeof simulated[0])
+#define N_SIM_FAST (N_SIM - 2)      /* all but the structural attention bugs */
+#define N_SIM_CORE (N_SIM_FAST - 6) /* those, less the embedding, activation and cache ones */
 
 /* The 70000-row RMSNorm is there for the kernels' grid cap; attention's head sizes 16
  * and 256 add minutes under valgrind and no case of another kind. */
@@ -564,15 +716,18 @@ START_TEST(test_verdicts_cpu) {
     lr_opsweep_opts o;
     lr_opsweep_opts_init(&o);
     bool valgrind = getenv("LR_VALGRIND") != NULL;
-    o.registered = false, o.host = true, o.extra = simulated,
-    o.nextra = valgrind ? N_SIM_CORE : sizeof simulated / sizeof simulated[0];
+    o.registered = false, o.host = true, o.extra = simulated, o.nextra = valgrind ? N_SIM_FAST : N_SIM;
     o.dtype = dtypes[_i], o.keep = keep_on_cpu;
     tallies ts = {.n = 0};
+    sim_edge_cases = 0;
+    sweep(&o, &ts);
+    o.family = "cache", o.shape = CACHE_FULL;
     sweep(&o, &ts);
     char where[48];
     snprintf(where, sizeof where, "simulated on the CPU at %s", lr_dtype_name(dtypes[_i]));
-    static const char *const correct[] = {"sim-block", "sim-fma",          "sim-fa2",  "sim-flash",
-                                          "sim-gemv",  "sim-gemv-element", "sim-gemv2"};
+    static const char *const correct[] = {
+        "sim-block",        "sim-fma",   "sim-fa2",       "sim-flash",        "sim-gemv",
+        "sim-gemv-element", "sim-gemv2", "sim-embedding", "sim-silu-and-mul", "sim-cache"};
     for (size_t i = 0; i < sizeof correct / sizeof correct[0]; i++) {
         tally *t = tally_of(&ts, correct[i]);
         ck_assert_msg(t->cases > 0 && t->failed == 0,
@@ -582,6 +737,14 @@ START_TEST(test_verdicts_cpu) {
     expect_caught(&ts, "sim-last-unweighted", true, where);
     expect_caught(&ts, "sim-gemv-drop-last", true, where);
     expect_caught(&ts, "sim-f32-angle", false, where);
+    expect_caught(&ts, "sim-shard-edge", true, where);
+    expect_caught(&ts, "sim-last-ungated", false, where); /* its silu cases pass */
+    /* block-edge: exactly the cases in which a token landed on a block's last slot */
+    expect_caught(&ts, "sim-block-edge", false, where);
+    const tally *edge = tally_of(&ts, "sim-block-edge");
+    ck_assert_msg(edge->failed == sim_edge_cases,
+                  "sim-block-edge %s: %d cases failed, %d had a token on a block's last slot (seed %llu)",
+                  where, edge->failed, sim_edge_cases, (unsigned long long)g_seed);
     /* the mask only where a sequence has a key after a query's own (prefill), the stale key
      * wherever a query sees two keys or more (make check; not under valgrind) */
     if (valgrind) return;
@@ -616,7 +779,7 @@ START_TEST(test_shape_sets_cpu) {
     lr_opsweep_opts o;
     lr_opsweep_opts_init(&o);
     o.registered = false, o.host = true, o.extra = simulated,
-    o.nextra = N_SIM_CORE; /* the structural attention bugs are the fixtures' sweep's */
+    o.nextra = N_SIM_CORE; /* the structural attention bugs and the families after them: the fixtures' */
     o.dtype = LR_BF16;
     tallies ts = {.n = 0};
     if (_i < 2 && getenv("LR_VALGRIND")) {
