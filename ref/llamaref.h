@@ -834,8 +834,8 @@ int lr_compare(const lr_tensor *a, const lr_tensor *b, lr_metrics *m);
  * m->crit keeps c for lr_metrics_pass. */
 int lr_compare_stage(const lr_tensor *a, const lr_tensor *b, const lr_criteria *c, lr_metrics *m);
 /* The same with each row's token budget c->token x token_scale[row] (NULL: 1 for every
- * row; lr_error_model_row_scale), so that a row the error model predicts noisier than
- * its tensor is held to its own budget. */
+ * row; lr_error_model_row_scale), and its elements' atol and rtol by the same scale, so
+ * that a row the error model predicts noisier than its tensor is held to its own budget. */
 int lr_compare_stage_rows(const lr_tensor *a, const lr_tensor *b, const lr_criteria *c, const double *token_scale,
                           lr_metrics *m);
 /* The token budget of m's worst row (m->token_budget, else m->crit.token). */
@@ -1022,6 +1022,7 @@ typedef struct {
     int64_t width;      /* features per token: m.max_abs_index / width is the token */
     bool pass;          /* lr_metrics_pass(&m, tolerance) */
     bool from_emulated; /* tolerance came from a measured same-precision run, not the table */
+    bool element_from_emulated; /* the element criterion's atol and rtol too (m.crit) */
 } lr_stage_result;
 
 /* The decoder layer of a stage, i of "model.layers.{i}" or "model.layers.{i}.*"; -1

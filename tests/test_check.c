@@ -152,6 +152,9 @@ START_TEST(metrics_row_scales) {
         ck_assert_double_eq_tol(lr_metrics_token_budget(&m), k * c.token, k * c.token * 1e-12);
         ck_assert_double_eq(lr_metrics_token_budget(&plain), c.token);
         ck_assert(lr_metrics_failures(&plain, c.rel_l2) & LR_FAILS_TOKEN);
+        /* its elements (k/2 token budgets each, over ten stage budgets) by the same scale */
+        if (f == 0) ck_assert(!(lr_metrics_failures(&m, c.rel_l2) & LR_FAILS_ELEMENT));
+        if (f == 0) ck_assert(lr_metrics_failures(&plain, c.rel_l2) & LR_FAILS_ELEMENT);
         if (f == 0)
             ck_assert_msg(!(lr_metrics_failures(&m, c.rel_l2) & LR_FAILS_TOKEN), "%g budgets of %g failed", off, k);
         else

@@ -70,11 +70,12 @@ int lr_compare_stage_rows(const lr_tensor *a, const lr_tensor *b, const lr_crite
             if (c) m->token_budget = c->token * scale_t;
         }
         if (!c || dd_t == 0) continue; /* no error in this row: nothing over the criterion */
-        double atol_t = c->atol * sqrt(bb_t / (double)w);
+        /* a row predicted noisier than its tensor: its elements too, by the same scale */
+        double atol_t = c->atol * scale_t * sqrt(bb_t / (double)w), rtol_t = c->rtol * scale_t;
         for (int64_t i = t * w; i < (t + 1) * w; i++) {
             double x = lr_tensor_get(a, i), y = lr_tensor_get(b, i);
             if (!isfinite(x) || !isfinite(y)) continue;
-            double r = over(fabs(x - y), atol_t + c->rtol * fabs(y));
+            double r = over(fabs(x - y), atol_t + rtol_t * fabs(y));
             m->elem_fail += !(r <= 1);
             if (r > m->elem_ratio) {
                 m->elem_ratio = r;

@@ -72,6 +72,7 @@ int cmd_check(const args *a) {
         json_decref(same);
         goto out;
     }
+    if (decode_steps) decode_steps_judge(decode_steps, &r, !a->json);
     /* the whole command's peak: the emulated reference's run included */
     st.host_peak_after_run = lr_host_peak_rss();
     r.memory_note = memory_note(&st, a->opt.backend, mem_note, sizeof mem_note);

@@ -119,8 +119,8 @@ json_t *memory_json(const run_stats *st);
 int run_decoded(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_recorder *rec,
                 lr_stage_source isolate, void *isolate_user);
 /* check --decode: the fixture's batch as a prefill and a->decode single-token steps (each
- * isolated when a->isolate); a line per step (JSON: *steps_out), and the whole decoded
- * run into rec. */
+ * isolated when a->isolate); a JSON object per step (*steps_out: each stage's relative L2
+ * over the step's rows, for decode_steps_judge), and the whole decoded run into rec. */
 int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, const lr_error_model *em,
                lr_recorder *rec, json_t **steps_out, run_stats *stats);
 
@@ -150,6 +150,11 @@ typedef struct {
     bool have_logits;          /* the logits as users see them, when lm_head was compared */
     lr_logits_metrics logits;
 } report;
+
+/* Each step of run_decode's *steps_out held to the budgets r's verdict gave its stages (a
+ * prefill's rows to the stage's relative-L2 budget, a decode step's tokens to its token
+ * budget): its worst stage and share of that budget, and with text a line per step. */
+void decode_steps_judge(json_t *steps, const report *r, bool text);
 
 int report_add(report *r, const char *name, const lr_tensor *test, const lr_tensor *ref);
 /* Prints the report (text or JSON, with extra's keys added), writes --report; returns the

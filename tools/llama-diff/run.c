@@ -232,14 +232,15 @@ typedef struct {
     json_t *steps;            /* one object per step */
 } decode_ctx;
 
-/* A step's rows of every stage against the fixture's rows, sequence by sequence: its
- * logits error and its worst stage (share of budget), as a line and a JSON object. */
+/* A step's rows of every stage against the fixture's rows, sequence by sequence: each
+ * stage's relative L2 over the step's rows (kept as "rels" until decode_steps_judge holds
+ * them to the verdict's budgets) and the logits error, as a JSON object. */
 static int on_decode_step(void *user, const lr_decode_step *st) {
     decode_ctx *c = user;
     const lr_batch *b = st->batch;
-    double worst = 0, logits_err = 0;
-    const char *worst_name = "";
-    for (size_t i = 0; i < lr_recorder_count(st->stages); i++) {
+    double logits_err = 0;
+    json_t *rels = json_object();
+    for (size_t i = 0; rels && i < lr_recorder_count(st->stages); i++) {
         const char *name = lr_recorder_name(st->stages, i);
         const lr_st_entry *g = lr_fixture_stage(c->fx, name);
         if (!g) continue;
@@ -254,21 +255,49 @@ static int on_decode_step(void *user, const lr_decode_step *st) {
             }
         }
         double rel = bb > 0 ? sqrt(dd / bb) : sqrt(dd);
-        double share = rel / lr_stage_budget(lr_stage_kind_of(name), c->a->opt.precision,
-                                             lr_error_model_predict(c->em, name));
-        if (!(share <= worst)) worst = share, worst_name = g->name;
+        json_object_set_new(rels, g->name, json_real(isfinite(rel) ? rel : -1.0));
         if (strcmp(name, lr_model_stage_name(LR_MS_LM_HEAD)) == 0) logits_err = rel;
     }
-    const char *kind = st->index == 0 ? "prefill" : "decode";
-    json_array_append_new(c->steps, json_pack("{s:i, s:s, s:I, s:f, s:s, s:f}", "step", st->index, "kind",
-                                              kind, "tokens", (json_int_t)b->num_tokens, "lm_head_rel_l2",
-                                              logits_err, "worst_stage", worst_name, "worst_budget_used",
-                                              isfinite(worst) ? worst : -1.0));
-    if (!c->a->json)
-        fprintf(stdout, "%s %3d: %3lld tokens, logits rel_l2 %.2e, worst stage %s at %.1f%% of its budget\n",
-                st->index == 0 ? "prefill" : "decode ", st->index, (long long)b->num_tokens, logits_err,
-                worst_name, 100 * worst);
+    json_t *o = json_pack("{s:i, s:s, s:I, s:f, s:o*}", "step", st->index, "kind",
+                          st->index == 0 ? "prefill" : "decode", "tokens", (json_int_t)b->num_tokens,
+                          "lm_head_rel_l2", logits_err, "rels", rels);
+    if (!o || json_array_append_new(c->steps, o)) return LR_E_NOMEM;
     return 0;
+}
+
+void decode_steps_judge(json_t *steps, const report *r, bool text) {
+    size_t k;
+    json_t *st;
+    json_array_foreach(steps, k, st) {
+        bool prefill = strcmp(json_string_value(json_object_get(st, "kind")), "prefill") == 0;
+        json_t *rels = json_object_get(st, "rels");
+        double worst = 0;
+        const char *worst_name = "";
+        const char *name;
+        json_t *v;
+        json_object_foreach(rels, name, v) {
+            for (size_t i = 0; i < r->n; i++) {
+                const lr_stage_result *x = &r->res[i];
+                if (strcmp(x->name, name) != 0) continue;
+                /* the verdict's budgets: a prefill's rows as the stage's relative L2, a
+                 * decode step's token (one per sequence) as a token */
+                double budget = prefill ? x->tolerance : x->m.crit.token, rel = json_real_value(v);
+                double share = rel < 0 ? INFINITY : rel / budget;
+                if (!(share <= worst)) worst = share, worst_name = x->name;
+                break;
+            }
+        }
+        json_object_set_new(st, "worst_stage", json_string(worst_name));
+        json_object_set_new(st, "worst_budget_used", json_real(isfinite(worst) ? worst : -1.0));
+        if (text)
+            printf("%s %3lld: %3lld tokens, logits rel_l2 %.2e, worst stage %s at %.1f%% of its %s budget\n",
+                   prefill ? "prefill" : "decode ", (long long)json_integer_value(json_object_get(st, "step")),
+                   (long long)json_integer_value(json_object_get(st, "tokens")),
+                   json_real_value(json_object_get(st, "lm_head_rel_l2")), worst_name, 100 * worst,
+                   prefill ? "stage" : "token");
+        json_object_del(st, "rels");
+    }
+    if (text && json_array_size(steps)) fputc('\n', stdout);
 }
 
 /* The whole-run observer of a decoded run: records every stage and, isolated, gives the
@@ -336,7 +365,6 @@ int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, con
         json_decref(c.steps);
         return lib_fail(rc);
     }
-    if (!a->json) fputc('\n', stdout);
     *steps_out = c.steps;
     return 0;
 }

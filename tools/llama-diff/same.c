@@ -368,7 +368,10 @@ static int factor_verdict(const args *a, const lr_checkpoint *ck, const lr_batch
         const lr_tensor *g = ref(ref_user, name), *e = lr_recorder_find(emu, name);
         if (!g || !e) continue;
         lr_metrics mt, me;
-        if ((rc = lr_compare(lr_recorder_at(test_run, i), g, &mt)) || (rc = lr_compare(e, g, &me))) {
+        /* the emulated run's worst element in units of (rms(g_t) + |g|): the element
+         * criterion's own units at atol = rtol = 1 (results.c floors the criterion by it) */
+        const lr_criteria unit = {.rel_l2 = 1, .token = 1, .atol = 1, .rtol = 1};
+        if ((rc = lr_compare(lr_recorder_at(test_run, i), g, &mt)) || (rc = lr_compare_stage(e, g, &unit, &me))) {
             json_decref(stages);
             status = lib_fail(rc);
             goto out;
@@ -392,8 +395,9 @@ static int factor_verdict(const args *a, const lr_checkpoint *ck, const lr_batch
         if (!pass && !failed++) first = name;
         if (!(ratio <= worst_ratio)) worst_ratio = ratio, worst = name;
         json_array_append_new(stages,
-                              json_pack("{s:s, s:f, s:f, s:f, s:f, s:f, s:b}", "name", name, "rel_l2",
+                              json_pack("{s:s, s:f, s:f, s:f, s:f, s:f, s:f, s:b}", "name", name, "rel_l2",
                                         isfinite(mt.rel_l2) ? mt.rel_l2 : -1.0, "emulated_rel_l2", me.rel_l2,
+                                        "emulated_element", isfinite(me.elem_ratio) ? me.elem_ratio : -1.0,
                                         "rel_l2_judged", isfinite(jt) ? jt : -1.0, "emulated_rel_l2_judged", je,
                                         "ratio", isfinite(ratio) ? ratio : -1.0, "pass", pass));
     }
