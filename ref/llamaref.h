@@ -458,9 +458,10 @@ typedef const lr_tensor *(*lr_inject_fn)(void *user, const char *stage);
  * input_layernorm, RoPE gets q_proj/k_proj/v_proj, o_proj gets o_proj.input, the
  * post-attention norm gets the layer's input stream and self_attn, gate_up_proj gets
  * post_attention_layernorm, SiluAndMul gets gate_proj/up_proj, down_proj gets
- * down_proj.input), rounded to the backend's dtype for that buffer, so each op's error is
- * its own. RoPE and attention are isolated together (no stage holds q and k after RoPE);
- * an op whose input stage inject does not have runs on its own input. */
+ * down_proj.input; lr_model_compute_logits' LM head gets model.norm), rounded to the
+ * backend's dtype for that buffer, so each op's error is its own. RoPE and attention are
+ * isolated together (no stage holds q and k after RoPE); an op whose input stage inject
+ * does not have runs on its own input. */
 typedef enum { LR_ISOLATE_LAYER, LR_ISOLATE_OP } lr_isolation;
 typedef struct {
     lr_stage_fn on_stage; /* optional */
@@ -579,7 +580,9 @@ void lr_kv_cache_reset(lr_kv_cache *c);
 int lr_model_forward(lr_model *m, const lr_batch *b, lr_kv_cache *cache,
                      const lr_observer *obs, lr_tensor *hidden);
 /* LlamaForCausalLM.compute_logits: (T, vocab) logits of the unpadded vocabulary, valid
- * until the next call. Reports the lm_head stage. */
+ * until the next call. Reports the lm_head stage. Under op isolation (obs->inject with
+ * LR_ISOLATE_OP) the head multiplies inject's model.norm, where it gives one of hidden's
+ * shape, instead of hidden. */
 int lr_model_compute_logits(lr_model *m, const lr_tensor *hidden, const lr_observer *obs,
                             lr_tensor *logits);
 

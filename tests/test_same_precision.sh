@@ -76,6 +76,17 @@ json_ok "d['result'] == 'diverge' and d['failed'] == 0 and d['first_divergence']
 expect 1 "compare the buggy bf16 dump with --model (text)" -- "$LD" compare --model "$M" "$TMP/bf16-bug.safetensors" "$F"
 grep -q "each op fed the dump's own input to it: 47 of 48 stages .*first divergence at model.layers.1.self_attn.o_proj" \
     "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: the text names no same-precision divergence of the dump"; }
+# The LM head is an op like the others: the verdict feeds it the run's own model.norm, not
+# the final norm the emulated side recomputes from model.layers.2. A 1% fault at model.norm
+# (in a dump, and in a checked run) fails model.norm alone; lm_head, computed correctly
+# from the faulty norm, passes.
+expect 0 "dump bf16 with model.norm=scale:1e-2" -- "$LD" dump -m "$M" -f "$F" -p bf16 --inject model.norm=scale:1e-2 \
+    -o "$TMP/bf16-norm.safetensors" -q
+expect 1 "compare --model the dump with a faulty final norm" -- "$LD" compare --model "$M" "$TMP/bf16-norm.safetensors" "$F" --json
+json_ok "d['same_precision']['failed'] == 1 and d['same_precision']['first_divergence'] == 'model.norm' and [s['pass'] for s in d['same_precision']['stages'] if s['name'] == 'lm_head'] == [True]"
+expect 1 "check bf16 with model.norm=scale:1e-2" -- "$LD" check -m "$M" -f "$F" -p bf16 --inject model.norm=scale:1e-2 --json -q
+json_ok "d['same_precision']['failed'] == 1 and d['same_precision']['first_divergence'] == 'model.norm' and [s['pass'] for s in d['same_precision']['stages'] if s['name'] == 'lm_head'] == [True]"
+
 # A model whose attention is ill-conditioned (q_proj and k_proj x 6: scores 36 times
 # larger): correct bf16 code shows far more error than the error model predicts (0.4 at
 # layer 2), so the table's budget would fail it. The budget is never under 1.5 times the

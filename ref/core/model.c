@@ -187,7 +187,23 @@ int lr_model_compute_logits(lr_model *m, const lr_tensor *hidden, const lr_obser
         hidden->dtype != m->opt.precision || hidden->shape[0] < 1)
         return lr_fail(LR_E_INVAL, "compute_logits: hidden must be (T, %lld) in %s",
                        (long long)m->cfg.hidden_size, lr_dtype_name(m->opt.precision));
-    return m->ops->compute_logits(m->impl, hidden, obs, logits);
+    /* Op isolation: the LM head's input is the source's model.norm where it has one (the
+     * head is an op like the others), rounded to the model's dtype as every isolated input
+     * is, instead of the final norm the forward recomputed. */
+    const lr_tensor *norm = obs && obs->inject && obs->isolation == LR_ISOLATE_OP
+                                ? obs->inject(obs->user, lr_model_stage_name(LR_MS_NORM))
+                                : NULL;
+    if (!norm || norm->ndim != 2 || norm->shape[0] != hidden->shape[0] || norm->shape[1] != hidden->shape[1])
+        return m->ops->compute_logits(m->impl, hidden, obs, logits);
+    size_t n = (size_t)lr_tensor_numel(hidden);
+    void *fed = malloc(n * lr_dtype_size(hidden->dtype));
+    if (!fed) return lr_fail(LR_E_NOMEM, "compute_logits: out of memory for the isolated input");
+    lr_convert(fed, hidden->dtype, norm->data, norm->dtype, n);
+    lr_tensor in = *hidden;
+    in.data = fed;
+    int rc = m->ops->compute_logits(m->impl, &in, obs, logits);
+    free(fed);
+    return rc;
 }
 
 const char *lr_prof_op_name(lr_prof_op op) {
