@@ -494,6 +494,12 @@ typedef struct {
      * correct order, for testing on the CPU that a same-precision verdict tolerates what
      * a GPU's order does (llama-diff: LR_CPU_F64_PRODUCTS=1 on the side under test). */
     bool cpu_f64_products;
+    /* cpu, the emulated bf16/fp16: where the ops round, a rounding profile's name
+     * (ref/core/rounding.h: "cuda", the rounding map, the CUDA path's; "transformers" and
+     * "transformers-eager", Hugging Face transformers on the CPU with sdpa or eager
+     * attention); NULL: the map. An unknown name, a profile other than the map on another
+     * backend or at f32/f64: LR_E_INVAL (docs/architecture.md, "Rounding profiles"). */
+    const char *rounding;
     /* cuda: replay each decode step (every sequence one new token) as a CUDA graph,
      * captured once per batch shape (number of sequences) after one eager warm-up step
      * of that shape. Steps with an observer (on_stage or inject: stage copies, layer
@@ -517,6 +523,7 @@ typedef struct {
     bool profiling;           /* lr_model_set_profiling works */
     bool blas_threads;        /* takes lr_options.num_threads (host BLAS threads) */
     bool graphs;              /* takes lr_options.cuda_graphs (decode steps as CUDA graphs) */
+    bool rounding_profiles;   /* takes lr_options.rounding (its emulated bf16/fp16) */
 } lr_backend_info;
 
 /* The backends this library knows, built in or not, in a fixed order (the CPU reference

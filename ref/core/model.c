@@ -1,6 +1,7 @@
 /* model.c: the backend-independent front of a model: option and batch validation, the
  * KV cache's bookkeeping, and dispatch through the backend vtable. */
 #include "backend.h"
+#include "rounding.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,12 +44,21 @@ int lr_model_create(const lr_checkpoint *ck, const lr_options *opt, lr_model **o
     const lr_backend_ops *ops = find_backend(o.backend);
     if (!ops) return LR_E_BACKEND; /* the message says which are built in */
     if (o.tp_size < 1) return lr_fail(LR_E_TP, "tp_size: %d must be at least 1", o.tp_size);
+    lr_rounding r;
+    int rc = lr_rounding_find(o.rounding, &r);
+    if (rc) return rc;
+    if (r != LR_ROUNDING_CUDA && !lr_backend_find(ops->name)->rounding_profiles)
+        return lr_fail(LR_E_INVAL, "rounding: the %s backend rounds as the rounding map only (profile \"%s\")",
+                       ops->name, o.rounding);
+    if (r != LR_ROUNDING_CUDA && o.precision != LR_BF16 && o.precision != LR_F16)
+        return lr_fail(LR_E_INVAL, "rounding: profile \"%s\" is for the emulated bf16/fp16 path, not %s",
+                       o.rounding, lr_dtype_name(o.precision));
     lr_model *m = calloc(1, sizeof *m);
     if (!m) return lr_fail(LR_E_NOMEM, "model: out of memory");
     m->ops = ops;
     m->cfg = *lr_checkpoint_config(ck);
     m->opt = o;
-    int rc = ops->create(ck, &o, &m->impl);
+    rc = ops->create(ck, &o, &m->impl);
     if (rc) {
         free(m);
         return rc;

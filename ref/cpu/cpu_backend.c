@@ -22,6 +22,7 @@ static void cpu_destroy(void *impl) {
     free(m->ranks);
     free(m->layouts);
     free(m->inv_freq);
+    free(m->inv_freq_torch);
     free(m->hidden);
     free(m->logits);
     free(m->wide_in);
@@ -42,7 +43,6 @@ static int cpu_create(const lr_checkpoint *ck, const lr_options *opt, void **imp
     m->f64_products = opt->cpu_f64_products;
     m->arith = dt == LR_F64 ? LR_F64 : LR_F32;
     m->tp = opt->tp_size;
-    int rc = LR_OK;
     size_t tp = (size_t)m->tp;
     m->ranks = calloc(tp, sizeof *m->ranks);
     m->inv_freq = calloc((size_t)m->cfg.head_dim / 2, sizeof *m->inv_freq);
@@ -52,6 +52,13 @@ static int cpu_create(const lr_checkpoint *ck, const lr_options *opt, void **imp
         return lr_fail(LR_E_NOMEM, "cpu backend: out of memory");
     }
     lr_rope_inv_freq(&m->cfg, m->inv_freq);
+    int rc = lr_rounding_find(opt->rounding, &m->rounding);
+    if (rc == LR_OK && lr_rounding_profile_of(m->rounding)->rotary == LR_RND_ROPE_TORCH) {
+        if ((m->inv_freq_torch = calloc((size_t)m->cfg.head_dim / 2, sizeof *m->inv_freq_torch)))
+            lr_rope_inv_freq_torch(&m->cfg, m->inv_freq_torch);
+        else
+            rc = lr_fail(LR_E_NOMEM, "cpu backend: out of memory");
+    }
     for (int r = 0; r < m->tp && rc == LR_OK; r++) {
         cpu_rank *rk = &m->ranks[r];
         if ((rc = lr_plan_create(&m->cfg, m->tp, r, &rk->plan))) break;
