@@ -1,10 +1,11 @@
 /* cpu_backend.c: the CPU reference backend: every rank's plan, its weight cache over the
  * mapped checkpoint (weights.c: the packed, sharded weights converted to the compute
  * precision, F64 or F32, when needed and kept within a memory budget), the RoPE
- * frequencies in float64, and the KV cache; then the forward pass of cpu_f64.c or
- * cpu_f32.c. BF16 and F16 are emulated by the float32 pass (cpu.h): weights rounded to
- * the dtype once as they are converted, and every buffer the rounding map keeps in the
- * dtype rounded by the op that writes it (ops/model.c). */
+ * frequencies in float64 (and transformers' float32 ones for a profile that rotates as
+ * torch does), and the KV cache; then the forward pass of cpu_f64.c or cpu_f32.c. BF16 and
+ * F16 are emulated by the float32 pass (cpu.h): weights rounded to the dtype once as they
+ * are converted, and every buffer the rounding map (or lr_options.rounding's profile)
+ * keeps in the dtype rounded by the op that writes it (ops/model.c). */
 #include "cpu.h"
 
 #include <cblas.h>
