@@ -314,7 +314,8 @@ static lr_buf stage_buf(const char *name) {
 static void check_grid(void *user, const char *name, const lr_tensor *t) {
     grid_check *c = user;
     ck_assert_int_eq(t->dtype, LR_F32); /* observers get float32, as from the CUDA path */
-    lr_dtype want = strcmp(name, "lm_head") == 0 ? c->dt : lr_buf_dtype_in(c->rounding, stage_buf(name), c->dt);
+    lr_dtype want =
+        strcmp(name, "lm_head") == 0 ? c->dt : lr_buf_dtype_in(c->rounding, stage_buf(name), c->dt);
     const float *x = t->data;
     int64_t n = lr_tensor_numel(t), off = 0;
     for (int64_t i = 0; i < n; i++)
@@ -364,8 +365,9 @@ START_TEST(rounding_profiles_are_one_table) {
     ck_assert_int_eq(lr_rounding_find("transformers-eager", &r), LR_OK);
     ck_assert_int_eq(r, LR_ROUNDING_TRANSFORMERS_EAGER);
     ck_assert_int_eq(lr_rounding_find("vllm", &r), LR_E_INVAL);
-    ck_assert_msg(strstr(lr_last_error(), "\"vllm\" is no rounding profile (cuda, transformers, transformers-eager)"),
-                  "%s", lr_last_error());
+    ck_assert_msg(
+        strstr(lr_last_error(), "\"vllm\" is no rounding profile (cuda, transformers, transformers-eager)"),
+        "%s", lr_last_error());
     for (int k = 0; k < LR_ROUNDING_COUNT; k++) {
         const lr_rounding_profile *p = lr_rounding_profile_of((lr_rounding)k);
         ck_assert_int_eq(lr_rounding_find(p->name, &r), LR_OK);
@@ -373,12 +375,14 @@ START_TEST(rounding_profiles_are_one_table) {
     }
     /* the map is the map */
     const lr_rounding_profile *map = lr_rounding_profile_of(LR_ROUNDING_CUDA);
-    ck_assert(map->stream == LR_RND_STREAM_F32 && map->norm == LR_RND_NORM_ONCE && map->bias == LR_RND_BIAS_TWICE &&
-              map->rotary == LR_RND_ROPE_MAP && map->attention == LR_RND_ATTN_VARIANT && map->act == LR_RND_ACT_ONCE);
+    ck_assert(map->stream == LR_RND_STREAM_F32 && map->norm == LR_RND_NORM_ONCE &&
+              map->bias == LR_RND_BIAS_TWICE && map->rotary == LR_RND_ROPE_MAP &&
+              map->attention == LR_RND_ATTN_VARIANT && map->act == LR_RND_ACT_ONCE);
     ck_assert_str_eq(lr_rounding_profile_of(LR_ROUNDING_COUNT)->name, "cuda");
     /* transformers keeps the stream in the dtype */
     for (int b = 0; b < LR_BUF_COUNT; b++) {
-        ck_assert_int_eq(lr_buf_dtype_in(LR_ROUNDING_CUDA, (lr_buf)b, LR_BF16), lr_buf_dtype((lr_buf)b, LR_BF16));
+        ck_assert_int_eq(lr_buf_dtype_in(LR_ROUNDING_CUDA, (lr_buf)b, LR_BF16),
+                         lr_buf_dtype((lr_buf)b, LR_BF16));
         ck_assert_int_eq(lr_buf_dtype_in(LR_ROUNDING_TRANSFORMERS, (lr_buf)b, LR_F16), LR_F16);
         ck_assert_int_eq(lr_buf_dtype_in(LR_ROUNDING_TRANSFORMERS, (lr_buf)b, LR_F32), LR_F32);
     }
@@ -439,7 +443,8 @@ START_TEST(transformers_rope_rounds_cos_sin_and_each_product) {
     int f32_of_f64 = 0;
     for (int i = 0; i < HALF; i++) {
         float want = 1.0f / (float)pow(10000.0, (double)((float)(2 * i) / (float)HD));
-        ck_assert_msg(inv_torch[i] == (double)want, "inv_freq[%d] %a, want %a", i, inv_torch[i], (double)want);
+        ck_assert_msg(inv_torch[i] == (double)want, "inv_freq[%d] %a, want %a", i, inv_torch[i],
+                      (double)want);
         f32_of_f64 += (float)inv64[i] != want;
     }
     ck_assert_msg(f32_of_f64 > 0, "transformers' float32 frequencies are the float64 ones rounded");
@@ -449,13 +454,15 @@ START_TEST(transformers_rope_rounds_cos_sin_and_each_product) {
     for (int t = 0; t < T; t++)
         for (int i = 0; i < HALF; i++) {
             float a = (float)pos[t] * (float)inv_torch[i];
-            float c = lr_round_f32((float)cos((double)a), LR_BF16), sn = lr_round_f32((float)sin((double)a), LR_BF16);
+            float c = lr_round_f32((float)cos((double)a), LR_BF16),
+                  sn = lr_round_f32((float)sin((double)a), LR_BF16);
             for (int h = 0; h < NH; h++) {
                 const float *v = x + (t * NH + h) * HD;
                 float *o = want + (t * NH + h) * HD;
-                o[i] = lr_round_f32(lr_round_f32(v[i] * c, LR_BF16) - lr_round_f32(v[HALF + i] * sn, LR_BF16), LR_BF16);
-                o[HALF + i] =
-                    lr_round_f32(lr_round_f32(v[HALF + i] * c, LR_BF16) + lr_round_f32(v[i] * sn, LR_BF16), LR_BF16);
+                o[i] = lr_round_f32(lr_round_f32(v[i] * c, LR_BF16) - lr_round_f32(v[HALF + i] * sn, LR_BF16),
+                                    LR_BF16);
+                o[HALF + i] = lr_round_f32(
+                    lr_round_f32(v[HALF + i] * c, LR_BF16) + lr_round_f32(v[i] * sn, LR_BF16), LR_BF16);
             }
         }
     memcpy(got, x, sizeof x);
@@ -493,7 +500,8 @@ END_TEST
 START_TEST(transformers_flash_attention_rounds_p_not_its_sum) {
     enum { NK = 600, HD = NK };
     float *q = malloc(sizeof(float) * HD), *k = calloc((size_t)NK * HD, sizeof(float));
-    float *ctx = malloc(sizeof(float) * HD), *map = malloc(sizeof(float) * HD), *scores = malloc(sizeof(float) * NK);
+    float *ctx = malloc(sizeof(float) * HD), *map = malloc(sizeof(float) * HD),
+          *scores = malloc(sizeof(float) * NK);
     float want[NK], s[NK];
     fill_bf16(q, HD, 0.0031, 0.4, 40.0);
     for (int j = LR_TORCH_FLASH_KV_BLOCK; j < NK; j++)

@@ -48,8 +48,9 @@ int lr_model_create(const lr_checkpoint *ck, const lr_options *opt, lr_model **o
     int rc = lr_rounding_find(o.rounding, &r);
     if (rc) return rc;
     if (r != LR_ROUNDING_CUDA && !lr_backend_find(ops->name)->rounding_profiles)
-        return lr_fail(LR_E_INVAL, "rounding: the %s backend rounds as the rounding map only (profile \"%s\")",
-                       ops->name, o.rounding);
+        return lr_fail(LR_E_INVAL,
+                       "rounding: the %s backend rounds as the rounding map only (profile \"%s\")", ops->name,
+                       o.rounding);
     if (r != LR_ROUNDING_CUDA && o.precision != LR_BF16 && o.precision != LR_F16)
         return lr_fail(LR_E_INVAL, "rounding: profile \"%s\" is for the emulated bf16/fp16 path, not %s",
                        o.rounding, lr_dtype_name(o.precision));

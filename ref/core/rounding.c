@@ -76,9 +76,10 @@ int lr_attention_rounding_declare(const char *variant, bool rounds_p) {
 }
 
 static const lr_rounding_profile profiles[LR_ROUNDING_COUNT] = {
-#define LR_PROFILE_ENTRY(id, name, stream, norm, bias, rotary, attention, act)                                \
-    [LR_ROUNDING_##id] = {name,          LR_RND_##stream,    LR_RND_##norm, LR_RND_##bias,                 \
-                          LR_RND_##rotary, LR_RND_##attention, LR_RND_##act},
+#define LR_PROFILE_ENTRY(id, name, stream, norm, bias, rotary, attention, act)                               \
+    [LR_ROUNDING_##id] = {name,          LR_RND_##stream, LR_RND_##norm,                                     \
+                          LR_RND_##bias, LR_RND_##rotary, LR_RND_##attention,                                \
+                          LR_RND_##act},
     LR_ROUNDING_PROFILE_MAP(LR_PROFILE_ENTRY)
 #undef LR_PROFILE_ENTRY
 };
@@ -105,7 +106,8 @@ int lr_rounding_find(const char *name, lr_rounding *out) {
 }
 
 lr_dtype lr_buf_dtype_in(lr_rounding r, lr_buf b, lr_dtype compute) {
-    if (lr_rounding_profile_of(r)->stream == LR_RND_STREAM_ROUNDED && (b == LR_BUF_RESIDUAL || b == LR_BUF_SUM))
+    if (lr_rounding_profile_of(r)->stream == LR_RND_STREAM_ROUNDED &&
+        (b == LR_BUF_RESIDUAL || b == LR_BUF_SUM))
         return compute;
     return lr_buf_dtype(b, compute);
 }

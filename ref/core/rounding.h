@@ -132,10 +132,11 @@ int lr_attention_rounding_declare(const char *variant, bool rounds_p);
  * bit on gqa-f32 with every op fed the dump's own input (the bias on F.linear alone;
  * docs/outside-engines.md); transformers' default and linear RoPE frequencies. */
 #define LR_ROUNDING_PROFILE_MAP(X)                                                                           \
-    X(CUDA, "cuda", STREAM_F32, NORM_ONCE, BIAS_TWICE, ROPE_MAP, ATTN_VARIANT, ACT_ONCE) /* the map */         \
-    X(TRANSFORMERS, "transformers", STREAM_ROUNDED, NORM_BEFORE_WEIGHT, BIAS_ONCE, ROPE_TORCH, ATTN_TORCH_FLASH, \
-      ACT_SILU_ROUNDED) /* Hugging Face transformers, attn_implementation "sdpa" (its default) */             \
-    X(TRANSFORMERS_EAGER, "transformers-eager", STREAM_ROUNDED, NORM_BEFORE_WEIGHT, BIAS_ONCE, ROPE_TORCH,      \
+    X(CUDA, "cuda", STREAM_F32, NORM_ONCE, BIAS_TWICE, ROPE_MAP, ATTN_VARIANT, ACT_ONCE) /* the map */       \
+    X(TRANSFORMERS, "transformers", STREAM_ROUNDED, NORM_BEFORE_WEIGHT, BIAS_ONCE, ROPE_TORCH,               \
+      ATTN_TORCH_FLASH,                                                                                      \
+      ACT_SILU_ROUNDED) /* Hugging Face transformers, attn_implementation "sdpa" (its default) */            \
+    X(TRANSFORMERS_EAGER, "transformers-eager", STREAM_ROUNDED, NORM_BEFORE_WEIGHT, BIAS_ONCE, ROPE_TORCH,   \
       ATTN_TORCH_EAGER, ACT_SILU_ROUNDED) /* ... attn_implementation "eager" */
 
 /* The default: the rounding map itself. */

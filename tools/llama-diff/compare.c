@@ -171,18 +171,18 @@ static const lr_tensor *dump_source(void *user, const char *stage) {
 
 /* At bf16/fp16 with a model: the same-precision verdict of the dump (same.c), every op of
  * the emulated reference fed the dump's own input to it. */
-static int dump_same_precision(const args *a, const lr_checkpoint *ck, mapped_dump *t, lr_fixture *ref, lr_dtype p,
-                               const char *declared_by, json_t **same, bool *pass) {
+static int dump_same_precision(const args *a, const lr_checkpoint *ck, mapped_dump *t, lr_fixture *ref,
+                               lr_dtype p, const char *declared_by, json_t **same, bool *pass) {
     lr_recorder *rec;
     int rc = lr_recorder_create(&rec);
     if (rc) return lib_fail(rc);
     lr_observer o = lr_recorder_observer(rec);
     for (size_t i = 0; i < t->n; i++)
         o.on_stage(o.user, t->s[i].name, &t->s[i].t);
-    int status = (rc = lr_recorder_status(rec)) ? lib_fail(rc)
-                                                : same_precision_of_dump(a, ck, lr_fixture_batch(ref), p, dump_source,
-                                                                         t, rec, fixture_source, ref, declared_by,
-                                                                         same, pass);
+    int status = (rc = lr_recorder_status(rec))
+                     ? lib_fail(rc)
+                     : same_precision_of_dump(a, ck, lr_fixture_batch(ref), p, dump_source, t, rec,
+                                              fixture_source, ref, declared_by, same, pass);
     lr_recorder_free(rec);
     return status;
 }
@@ -239,7 +239,8 @@ int cmd_compare(const args *a) {
     /* Where the engine rounds: --rounding, else the dump's `rounding` metadata, else nobody
      * said (the rounding map, each op allowed one rounding more). */
     args as = *a;
-    const char *declared_by = a->rounding ? "--rounding" : NULL, *md = lr_fixture_metadata(t.fx[0], "rounding");
+    const char *declared_by = a->rounding ? "--rounding" : NULL,
+               *md = lr_fixture_metadata(t.fx[0], "rounding");
     if (a->rounding && !ck) {
         status = bad("--rounding: compare uses it only with --model (for the same-precision verdict)");
         goto out;
@@ -252,8 +253,9 @@ int cmd_compare(const args *a) {
     if (!a->rounding && md && ck && lowp && computed_in) {
         lr_rounding unused;
         if (lr_rounding_find(md, &unused)) {
-            status = bad("%s: metadata rounding \"%s\" is no rounding profile (%s); --rounding NAME overrides it",
-                         t.path[0], md, lr_rounding_names());
+            status =
+                bad("%s: metadata rounding \"%s\" is no rounding profile (%s); --rounding NAME overrides it",
+                    t.path[0], md, lr_rounding_names());
             goto out;
         }
         as.rounding = md;

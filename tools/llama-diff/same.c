@@ -213,8 +213,8 @@ static int projection_bound(const lr_checkpoint *ck, const lr_recorder *emu, bou
 }
 
 /* Each stage held to its budget: attention's counts P's rounding where the variant (or
- * the rounding profile) rounds it; a layer's output (the stream plus two rounded outputs, in float32) counts the terms'
- * flips; an outside engine's (outside) may round once more. */
+ * the rounding profile) rounds it; a layer's output (the stream plus two rounded outputs, in float32) counts
+ * the terms' flips; an outside engine's (outside) may round once more. */
 static int judge(const args *a, const lr_checkpoint *ck, const lr_batch *b, const lr_recorder *emu,
                  bound_cache *bc, const char *name, const lr_tensor *test, const lr_tensor *ref,
                  lr_same_budget budget, bool outside, lr_same_metrics *m) {
@@ -228,8 +228,8 @@ static int judge(const args *a, const lr_checkpoint *ck, const lr_batch *b, cons
         char v[64];
         lr_rounding r = LR_ROUNDING_CUDA;
         lr_rounding_find(a->opt.rounding, &r); /* checked when the emulated model was made */
-        bool rounds = lr_rounding_rounds_p(r, attention_variant(a, v, sizeof v), a->opt.precision, c->head_dim,
-                                           a->decode ? longest - a->decode : longest);
+        bool rounds = lr_rounding_rounds_p(r, attention_variant(a, v, sizeof v), a->opt.precision,
+                                           c->head_dim, a->decode ? longest - a->decode : longest);
         lr_same_budget ab =
             lr_same_attention_budget(a->opt.precision, c->head_dim, longest, rounds, LR_SAME_P_RANGE);
         return lr_same_compare(test, ref, a->opt.precision,
@@ -423,8 +423,9 @@ int same_precision(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr
     char label[96];
     snprintf(label, sizeof label, "cpu:%s (emulated), tp %d, ops isolated", precision_name(a->opt.precision),
              a->opt.tp_size);
-    json_t *s = json_pack("{s:s, s:{s:f, s:f, s:f}, s:o}", "reference", label, "budget", "rel_l2", budget.rel_l2,
-                          "ulps", budget.ulps, "floor", budget.floor, "rounding", rounding_json(a, NULL, false));
+    json_t *s =
+        json_pack("{s:s, s:{s:f, s:f, s:f}, s:o}", "reference", label, "budget", "rel_l2", budget.rel_l2,
+                  "ulps", budget.ulps, "floor", budget.floor, "rounding", rounding_json(a, NULL, false));
     int status;
     /* Isolated by layer, the run's ops got their boundary inputs rounded as a layer's, not
      * as the emulated side's ops get them: the ulps criterion then judges the backend run
@@ -489,10 +490,13 @@ int same_precision_of_dump(const args *a, const lr_checkpoint *ck, const lr_batc
     else
         snprintf(label, sizeof label,
                  "cpu:%s (emulated, rounding profile %s, from %s), each op fed the dump's own input to it",
-                 precision_name(p), profile, strcmp(declared_by, "metadata") == 0 ? "the dump's metadata" : declared_by);
-    lr_same_budget shown = outside ? outside_engine(budget, p) : budget; /* what judge holds the dump's ops to */
-    json_t *s = json_pack("{s:s, s:{s:f, s:f, s:f}, s:o}", "reference", label, "budget", "rel_l2", shown.rel_l2,
-                          "ulps", shown.ulps, "floor", shown.floor, "rounding", rounding_json(a, declared_by, outside));
+                 precision_name(p), profile,
+                 strcmp(declared_by, "metadata") == 0 ? "the dump's metadata" : declared_by);
+    lr_same_budget shown =
+        outside ? outside_engine(budget, p) : budget; /* what judge holds the dump's ops to */
+    json_t *s = json_pack("{s:s, s:{s:f, s:f, s:f}, s:o}", "reference", label, "budget", "rel_l2",
+                          shown.rel_l2, "ulps", shown.ulps, "floor", shown.floor, "rounding",
+                          rounding_json(a, declared_by, outside));
     int status;
     if ((status = isolated_ulps(&ae, ck, b, dump, dump_user, budget, dump_run, outside, s))) {
         json_decref(s);

@@ -146,7 +146,8 @@ void R(lr_ref_attention_tiled)(real *ctx, int64_t ldc, const real *q, int64_t ld
  * (1 / l), which the caller rounds. scores: scratch of max(n, nh / nkv) * (past + n). */
 static void R(attention_torch_flash_masked)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
                                             const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
-                                            int64_t nkv, int64_t hd, lr_dtype p_dtype, int shift, real *scores) {
+                                            int64_t nkv, int64_t hd, lr_dtype p_dtype, int shift,
+                                            real *scores) {
     int64_t group = nh / nkv;
     real scale = (real)(float)pow((double)hd, -0.5); /* transformers' head_dim ** -0.5, as a float */
     for (int64_t h = 0; h < nh; h++) {
@@ -163,8 +164,8 @@ static void R(attention_torch_flash_masked)(real *ctx, int64_t ldc, const real *
             for (int64_t k0 = 0; k0 < nk; k0 += LR_TORCH_FLASH_KV_BLOCK) {
                 int64_t kt = nk - k0 < LR_TORCH_FLASH_KV_BLOCK ? nk - k0 : LR_TORCH_FLASH_KV_BLOCK;
                 /* S (m, kt) = Q_h[j0 .. j0+m) @ K_g[k0 .. k0+kt)^T, unscaled */
-                GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)kt, (int)hd, 1, q + j0 * ldq + h * hd,
-                     (int)ldq, k + k0 * ldkv + g * hd, (int)ldkv, 0, scores, (int)kt);
+                GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)kt, (int)hd, 1,
+                     q + j0 * ldq + h * hd, (int)ldq, k + k0 * ldkv + g * hd, (int)ldkv, 0, scores, (int)kt);
                 for (int64_t i = 0; i < m; i++) {
                     real *s = scores + i * kt;
                     int64_t vis = lr_causal_keys(past, j0 + i, n, shift) - k0;
@@ -189,7 +190,8 @@ static void R(attention_torch_flash_masked)(real *ctx, int64_t ldc, const real *
                     l[i] = sum + corr * l[i];
                     mx[i] = mnew;
                     if (k0 > 0)
-                        for (int64_t d = 0; d < hd; d++) o[i * ldc + d] *= corr;
+                        for (int64_t d = 0; d < hd; d++)
+                            o[i * ldc + d] *= corr;
                 }
                 /* O (m, hd) += P (m, kt) @ V_g[k0 .. k0+kt) */
                 GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)kt, 1, scores, (int)kt,
@@ -197,7 +199,8 @@ static void R(attention_torch_flash_masked)(real *ctx, int64_t ldc, const real *
             }
             for (int64_t i = 0; i < m; i++) {
                 real inv = l[i] > 0 ? 1 / l[i] : 0;
-                for (int64_t d = 0; d < hd; d++) o[i * ldc + d] *= inv;
+                for (int64_t d = 0; d < hd; d++)
+                    o[i * ldc + d] *= inv;
             }
         }
     }
@@ -210,7 +213,8 @@ static void R(attention_torch_flash_masked)(real *ctx, int64_t ldc, const real *
  * round. scores: as for lr_ref_attention. */
 static void R(attention_torch_eager_masked)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
                                             const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
-                                            int64_t nkv, int64_t hd, lr_dtype p_dtype, int shift, real *scores) {
+                                            int64_t nkv, int64_t hd, lr_dtype p_dtype, int shift,
+                                            real *scores) {
     int64_t group = nh / nkv;
     real scale = (real)(float)pow((double)hd, -0.5);
     for (int64_t h = 0; h < nh; h++) {
@@ -228,9 +232,11 @@ static void R(attention_torch_eager_masked)(real *ctx, int64_t ldc, const real *
                     s[c] = R(round1)(R(round1)(s[c], p_dtype) * scale, p_dtype);
                     mx = s[c] > mx ? s[c] : mx;
                 }
-                for (int64_t c = 0; c < vis; c++) sum += s[c] = REXP(s[c] - mx);
+                for (int64_t c = 0; c < vis; c++)
+                    sum += s[c] = REXP(s[c] - mx);
                 real inv = 1 / sum;
-                for (int64_t c = 0; c < nk; c++) s[c] = c < vis ? R(round1)(s[c] * inv, p_dtype) : 0;
+                for (int64_t c = 0; c < nk; c++)
+                    s[c] = c < vis ? R(round1)(s[c] * inv, p_dtype) : 0;
             }
             GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)nk, 1, scores, (int)nk,
                  v + g * hd, (int)ldkv, 0, ctx + j0 * ldc + h * hd, (int)ldc);
@@ -277,20 +283,20 @@ static void R(attention)(real *ctx, const real *qkv, const cpu_model *m, const c
             memcpy(kc + (sq->past + j) * kvw, kc + from * kvw, (size_t)kvw * sizeof(real));
             memcpy(vc + (sq->past + j) * kvw, vc + from * kvw, (size_t)kvw * sizeof(real));
         }
+        real *c = ctx + sq->start * L->q_size; /* (len, q_r) */
+        const real *x = qkv + sq->start * qw;  /* (len, qw) */
+        int64_t nh = L->num_heads, nkv = L->num_kv_heads;
         if (how == LR_RND_ATTN_TORCH_FLASH)
-            R(attention_torch_flash_masked)(ctx + sq->start * L->q_size, L->q_size, qkv + sq->start * qw, qw, kc,
-                                            vc, kvw, sq->len, sq->past, L->num_heads, L->num_kv_heads, hd, m->dt,
-                                            mods->mask_shift, scores);
+            R(attention_torch_flash_masked)(c, L->q_size, x, qw, kc, vc, kvw, sq->len, sq->past, nh, nkv, hd,
+                                            m->dt, mods->mask_shift, scores);
         else if (how == LR_RND_ATTN_TORCH_EAGER)
-            R(attention_torch_eager_masked)(ctx + sq->start * L->q_size, L->q_size, qkv + sq->start * qw, qw, kc,
-                                            vc, kvw, sq->len, sq->past, L->num_heads, L->num_kv_heads, hd, m->dt,
-                                            mods->mask_shift, scores);
+            R(attention_torch_eager_masked)(c, L->q_size, x, qw, kc, vc, kvw, sq->len, sq->past, nh, nkv, hd,
+                                            m->dt, mods->mask_shift, scores);
         else if (tiled)
-            R(attention_tiled_masked)(ctx + sq->start * L->q_size, L->q_size, qkv + sq->start * qw, qw, kc, vc, kvw,
-                                      sq->len, sq->past, L->num_heads, L->num_kv_heads, hd, LR_ATTN_P_TILE, m->dt,
-                                      mods->mask_shift, scores);
+            R(attention_tiled_masked)(c, L->q_size, x, qw, kc, vc, kvw, sq->len, sq->past, nh, nkv, hd,
+                                      LR_ATTN_P_TILE, m->dt, mods->mask_shift, scores);
         else
-            R(attention_masked)(ctx + sq->start * L->q_size, L->q_size, qkv + sq->start * qw, qw, kc, vc, kvw,
-                                sq->len, sq->past, L->num_heads, L->num_kv_heads, hd, mods->mask_shift, scores);
+            R(attention_masked)(c, L->q_size, x, qw, kc, vc, kvw, sq->len, sq->past, nh, nkv, hd, mods->mask_shift,
+                                scores);
     }
 }

@@ -103,7 +103,9 @@ static void R(store)(R(pass) *p, lr_buf b, int r) {
     R(round_to)(R(buf)(p, b, r), R(buf_numel)(p, b), lr_buf_dtype_in(p->m->rounding, b, p->m->dt));
 }
 
-static const lr_rounding_profile *R(profile)(const R(pass) * p) { return lr_rounding_profile_of(p->m->rounding); }
+static const lr_rounding_profile *R(profile)(const R(pass) * p) {
+    return lr_rounding_profile_of(p->m->rounding);
+}
 
 /* A packed tensor of rank r by plan index from the weight cache (weights.c), or NULL
  * for index -1 (no bias); converted now if it is not held. */
@@ -158,7 +160,8 @@ static int R(op_rms_norm)(void *be, int weight, bool add, const lr_op_mods *mods
     } else {
         /* A profile's stream is rounded before the norm reads it (h = round(x + attn)). */
         if (add)
-            for (int64_t i = 0; i < T * H; i++) w->residual[i] += w->hidden[i];
+            for (int64_t i = 0; i < T * H; i++)
+                w->residual[i] += w->hidden[i];
         else
             memcpy(w->residual, w->hidden, (size_t)(T * H) * sizeof(real));
         R(store)(p, LR_BUF_RESIDUAL, 0);
@@ -232,15 +235,16 @@ static int R(op_rotary)(void *be, int r, const lr_op_mods *mods) {
     const lr_tp_layout *L = &p->m->ranks[r].L;
     int64_t hd = p->m->cfg.head_dim, qw = L->q_size + 2 * L->kv_size;
     real *qkv = p->w.qkv[r];
+    const int64_t *pos = p->b->positions;
     if (R(profile)(p)->rotary == LR_RND_ROPE_TORCH) {
         const double *inv = mods->inv_freq ? mods->inv_freq : p->m->inv_freq_torch;
-        R(lr_ref_rotary_embedding_torch)(qkv, qw, p->T, L->num_heads, hd, p->b->positions, inv, p->w.cs, p->m->dt);
-        R(lr_ref_rotary_embedding_torch)(qkv + L->q_size, qw, p->T, L->num_kv_heads, hd, p->b->positions, inv,
-                                         p->w.cs, p->m->dt);
+        lr_dtype dt = p->m->dt;
+        R(lr_ref_rotary_embedding_torch)(qkv, qw, p->T, L->num_heads, hd, pos, inv, p->w.cs, dt);
+        R(lr_ref_rotary_embedding_torch)(qkv + L->q_size, qw, p->T, L->num_kv_heads, hd, pos, inv, p->w.cs, dt);
     } else {
         const double *inv = mods->inv_freq ? mods->inv_freq : p->m->inv_freq;
-        R(lr_ref_rotary_embedding)(qkv, qw, p->T, L->num_heads, hd, p->b->positions, inv, p->w.cs);
-        R(lr_ref_rotary_embedding)(qkv + L->q_size, qw, p->T, L->num_kv_heads, hd, p->b->positions, inv, p->w.cs);
+        R(lr_ref_rotary_embedding)(qkv, qw, p->T, L->num_heads, hd, pos, inv, p->w.cs);
+        R(lr_ref_rotary_embedding)(qkv + L->q_size, qw, p->T, L->num_kv_heads, hd, pos, inv, p->w.cs);
     }
     R(store)(p, LR_BUF_QKV, r);
     return LR_OK;

@@ -30,8 +30,10 @@ void R(lr_ref_rms_norm_torch)(real *y, const real *x, const real *w, int64_t T, 
         const real *xr = x + t * H;
         real *yr = y + t * H;
         real ss = 0;
-        for (int64_t i = 0; i < H; i++) ss += xr[i] * xr[i];
+        for (int64_t i = 0; i < H; i++)
+            ss += xr[i] * xr[i];
         real inv = 1 / RSQRT(ss / (real)H + (real)eps);
-        for (int64_t i = 0; i < H; i++) yr[i] = w[i] * R(round1)(xr[i] * inv, dt);
+        for (int64_t i = 0; i < H; i++)
+            yr[i] = w[i] * R(round1)(xr[i] * inv, dt);
     }
 }
