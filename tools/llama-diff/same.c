@@ -1,5 +1,6 @@
 /* same.c: the same-precision verdict at bf16 and fp16 (docs/detection.md), for check
- * (against the golden) and backends (against side a's run). Two criteria:
+ * (against the golden), backends (against side a's run) and compare's outside-engine dumps
+ * (the emulated side rounding as the dump's rounding profile says). Two criteria:
  * - ulps: the emulated CPU reference at the same precision and tp recomputes every op of
  *   the run under test from the very input that op received (fed_source: the run's own
  *   stages, or the reference's where the run was isolated from it), and each stage is held
@@ -51,7 +52,9 @@ static const char *attention_variant(const args *a, char *buf, size_t n) {
 
 /* An outside engine's op may round at other points than the rounding map (vLLM's RMSNorm
  * rounds before the weight; an engine computing in float32 and storing bf16 rounds its
- * inputs nowhere), so against it every op is allowed one more rounding: one ulp more per
+ * inputs nowhere), so against one that names no rounding profile (compare --rounding, a
+ * dump's `rounding` metadata: the emulated side then rounds where it does, and its ops are
+ * held to the tight budget) every op is allowed one more rounding: one ulp more per
  * element (in a share of 2^-8 of the elements; any more is a bug), and two roundings' RMS
  * (2 rho, 0.85 ulp at the value's binade) of relative L2. What it still sees: errors of a
  * few ulps in a share of the elements, such as 1% on every 7th element of an output. */
@@ -213,8 +216,8 @@ static int projection_bound(const lr_checkpoint *ck, const lr_recorder *emu, bou
 }
 
 /* Each stage held to its budget: attention's counts P's rounding where the variant (or
- * the rounding profile) rounds it; a layer's output (the stream plus two rounded outputs, in float32) counts
- * the terms' flips; an outside engine's (outside) may round once more. */
+ * the rounding profile) rounds it; a layer's output (the stream plus two rounded outputs,
+ * in float32) counts the terms' flips; an outside engine's (outside) may round once more. */
 static int judge(const args *a, const lr_checkpoint *ck, const lr_batch *b, const lr_recorder *emu,
                  bound_cache *bc, const char *name, const lr_tensor *test, const lr_tensor *ref,
                  lr_same_budget budget, bool outside, lr_same_metrics *m) {
