@@ -458,9 +458,10 @@ typedef const lr_tensor *(*lr_inject_fn)(void *user, const char *stage);
  * input_layernorm, RoPE gets q_proj/k_proj/v_proj, o_proj gets o_proj.input, the
  * post-attention norm gets the layer's input stream and self_attn, gate_up_proj gets
  * post_attention_layernorm, SiluAndMul gets gate_proj/up_proj, down_proj gets
- * down_proj.input), rounded to the backend's dtype for that buffer, so each op's error is
- * its own. RoPE and attention are isolated together (no stage holds q and k after RoPE);
- * an op whose input stage inject does not have runs on its own input. */
+ * down_proj.input; lr_model_compute_logits' LM head gets model.norm), rounded to the
+ * backend's dtype for that buffer, so each op's error is its own. RoPE and attention are
+ * isolated together (no stage holds q and k after RoPE); an op whose input stage inject
+ * does not have runs on its own input. */
 typedef enum { LR_ISOLATE_LAYER, LR_ISOLATE_OP } lr_isolation;
 typedef struct {
     lr_stage_fn on_stage; /* optional */
@@ -493,6 +494,12 @@ typedef struct {
      * correct order, for testing on the CPU that a same-precision verdict tolerates what
      * a GPU's order does (llama-diff: LR_CPU_F64_PRODUCTS=1 on the side under test). */
     bool cpu_f64_products;
+    /* cpu, the emulated bf16/fp16: where the ops round, a rounding profile's name
+     * (ref/core/rounding.h: "cuda", the rounding map, the CUDA path's; "transformers" and
+     * "transformers-eager", Hugging Face transformers on the CPU with sdpa or eager
+     * attention); NULL: the map. An unknown name, a profile other than the map on another
+     * backend or at f32/f64: LR_E_INVAL (docs/architecture.md, "Rounding profiles"). */
+    const char *rounding;
     /* cuda: replay each decode step (every sequence one new token) as a CUDA graph,
      * captured once per batch shape (number of sequences) after one eager warm-up step
      * of that shape. Steps with an observer (on_stage or inject: stage copies, layer
@@ -516,6 +523,7 @@ typedef struct {
     bool profiling;           /* lr_model_set_profiling works */
     bool blas_threads;        /* takes lr_options.num_threads (host BLAS threads) */
     bool graphs;              /* takes lr_options.cuda_graphs (decode steps as CUDA graphs) */
+    bool rounding_profiles;   /* takes lr_options.rounding (its emulated bf16/fp16) */
 } lr_backend_info;
 
 /* The backends this library knows, built in or not, in a fixed order (the CPU reference
@@ -579,7 +587,9 @@ void lr_kv_cache_reset(lr_kv_cache *c);
 int lr_model_forward(lr_model *m, const lr_batch *b, lr_kv_cache *cache,
                      const lr_observer *obs, lr_tensor *hidden);
 /* LlamaForCausalLM.compute_logits: (T, vocab) logits of the unpadded vocabulary, valid
- * until the next call. Reports the lm_head stage. */
+ * until the next call. Reports the lm_head stage. Under op isolation (obs->inject with
+ * LR_ISOLATE_OP) the head multiplies inject's model.norm, where it gives one of hidden's
+ * shape, instead of hidden. */
 int lr_model_compute_logits(lr_model *m, const lr_tensor *hidden, const lr_observer *obs,
                             lr_tensor *logits);
 

@@ -47,7 +47,8 @@ with safe_open(sys.argv[1], "pt") as f:
 sys.exit(0 if ok else 1)
 PY
 
-# bfloat16 run: compute_dtype bfloat16 selects the bf16 budgets; BF16 on disk, as computed.
+# bfloat16 run: compute_dtype bfloat16 selects the bf16 budgets; BF16 on disk, as computed;
+# eager attention on the CPU declares its rounding (metadata rounding: transformers-eager).
 expect 0 "hf-dump bfloat16" -- "$PY" "$HD" --model "$M" --fixture "$F" --dtype bfloat16 --attn-impl eager --out "$TMP/bf16.safetensors"
 expect 0 "hf bfloat16 vs golden at its own (bf16) budgets agrees" -- "$LD" compare "$TMP/bf16.safetensors" "$F" --json
 ok "bf16 budgets were used" -- "$PY" -c "import json,sys; d=json.load(open('$TMP/out')); sys.exit(0 if d['precision'] == 'bf16' else 1)"
@@ -57,8 +58,15 @@ b = open(sys.argv[1], "rb").read()
 h = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
 md = h.pop("__metadata__")
 st = {k: v for k, v in h.items() if k not in ("input_ids", "positions", "seq_lens")}
-sys.exit(0 if len(st) == 48 and {v["dtype"] for v in st.values()} == {"BF16"} and md["compute_dtype"] == "bfloat16" else 1)
+sys.exit(0 if len(st) == 48 and {v["dtype"] for v in st.values()} == {"BF16"} and md["compute_dtype"] == "bfloat16"
+         and md["rounding"] == "transformers-eager" else 1)
 PY
+# With the model, the same-precision verdict: every op recomputed from the dump's own input
+# by the emulated reference rounding as transformers' eager attention does, and held to the
+# tight budget (no rounding more allowed).
+expect 0 "hf bfloat16 (eager) with --model: the same-precision verdict agrees" -- "$LD" compare --model "$M" \
+    "$TMP/bf16.safetensors" "$F" --json
+json_ok "d['result'] == 'agree' and d['same_precision']['compared'] == 48 and d['same_precision']['failed'] == 0 and d['same_precision']['rounding'] == {'profile': 'transformers-eager', 'declared_by': 'metadata', 'one_more_rounding': False} and d['same_precision']['factor']['failed'] == 0"
 
 # --tokens, another model (tied, biases, linear RoPE): a dump compares against llama-diff's own dump.
 expect 0 "hf-dump --tokens float32" -- "$PY" "$HD" --model "$FX/models/mha-bias-bf16" --tokens "3 1 4 1 5 9 2 6" --out "$TMP/t.safetensors"
@@ -370,8 +378,12 @@ def run(out):
 run(tmp + "/api.safetensors")
 d = llamaref.read_dump(tmp + "/api.safetensors")
 assert d.metadata["compute_dtype"] == "bfloat16" and {d.dtype(n) for n in d.stages} == {"BF16"}
+assert d.metadata["rounding"] == "transformers", d.metadata   # sdpa on the CPU
 r = llamaref.compare(tmp + "/api.safetensors", fx, model=mdir)
 assert r["result"] == "agree" and r["precision"] == "bf16" and r["coverage"]["compared"] == 48, r["coverage"]
+sp = r["same_precision"]
+assert sp["compared"] == 48 and sp["failed"] == 0 and sp["factor"]["failed"] == 0, sp["first_divergence"]
+assert sp["rounding"] == {"profile": "transformers", "declared_by": "metadata", "one_more_rounding": False}, sp["rounding"]
 scale = torch.ones(64, dtype=torch.bfloat16)
 scale[::7] = 1.1
 h = model.model.layers[1].self_attn.o_proj.register_forward_hook(lambda _m, _i, o: o * scale, prepend=True)
@@ -383,6 +395,8 @@ try:
 except llamaref.Divergence as e:
     assert e.result["first_divergence"] == "model.layers.1.self_attn.o_proj", e.result["first_divergence"]
     assert "first divergence: model.layers.1.self_attn.o_proj" in str(e), str(e)
+    sp = e.result["same_precision"]
+    assert sp["first_divergence"] == "model.layers.1.self_attn.o_proj" and sp["failed"] >= 1, sp["first_divergence"]
 rec.remove()
 PY
 

@@ -4,7 +4,7 @@
 # it, compares bit-exact at f64 and f32; BF16 and F16 as llama-diff reads them), the reader's and
 # writer's refusals, the name maps resolved on vLLM's and Hugging Face's module paths,
 # llamaref.compare (returns the verdict; raises with a stage table on a perturbed dump and
-# on one missing stages), pip install, and tools/hf-dump.py's argument handling without
+# on one missing stages), the `rounding` metadata and compare's rounding=, pip install, and tools/hf-dump.py's argument handling without
 # torch. The interpreter is $LR_PYTHON (Makefile.am: the venv tools/install-deps.sh
 # makes); skips (77) when it lacks numpy or safetensors. tests/test_hf_dump.sh runs the hooks.
 set -u
@@ -282,6 +282,40 @@ try:
     llamaref.find_llama_diff(); sys.exit(1)
 except llamaref.LlamaDiffError as e:
     sys.exit(0 if 'llama-diff not found' in str(e) else 1)"
+
+# ---- rounding profiles: write_dump's `rounding`, compare's rounding= ----------------------
+# llama-diff's own bf16 dump (the emulated reference: the rounding map, "cuda") re-written
+# declaring its rounding; compare(model=) then holds it to the tight budget under that
+# profile, and under transformers' (declared, or passed as rounding=) it diverges.
+expect 0 "llama-diff dump (bf16)" -- "$LD" dump -m "$M" --fixture "$F" -p bf16 -o "$TMP/ref-bf16.safetensors"
+expect 0 "write_dump's rounding metadata, read by llama-diff compare" -- "$PY" - "$TMP" "$F" "$M" "$LD" <<'PY'
+import subprocess, sys, llamaref
+tmp, golden, model, ld = sys.argv[1:5]
+err = subprocess.run([ld, "compare", golden, golden, "--model", model, "--rounding", "?"], capture_output=True,
+                     text=True).stderr
+assert f"({', '.join(llamaref.ROUNDING_PROFILES)})" in err, ("the package's profiles are llama-diff's", err)
+d = llamaref.read_dump(tmp + "/ref-bf16.safetensors")
+kw = dict(model="gqa-f32", compute_dtype="bfloat16", generator="test_python.sh")
+for r in ("cuda", "transformers"):
+    llamaref.write_dump(f"{tmp}/{r}.safetensors", d.stages, d.input_ids, d.positions, d.seq_lens, rounding=r, **kw)
+    assert llamaref.read_metadata(f"{tmp}/{r}.safetensors")["rounding"] == r
+sp = llamaref.compare(tmp + "/cuda.safetensors", golden, model=model)["same_precision"]
+assert sp["rounding"] == {"profile": "cuda", "declared_by": "metadata", "one_more_rounding": False}, sp["rounding"]
+assert sp["failed"] == 0 and all(s["max_ulps"] == 0 for s in sp["stages"])
+for path, over in ((tmp + "/transformers.safetensors", None), (tmp + "/cuda.safetensors", "transformers")):
+    try:
+        llamaref.compare(path, golden, model=model, rounding=over)
+        raise SystemExit(f"{path} under transformers' rounding passed")
+    except llamaref.Divergence as e:
+        sp = e.result["same_precision"]
+        assert sp["rounding"]["profile"] == "transformers" and sp["failed"] > 0, sp["rounding"]
+        assert sp["rounding"]["declared_by"] == ("metadata" if over is None else "--rounding"), sp["rounding"]
+try:
+    llamaref.write_dump(tmp + "/bad.safetensors", d.stages, d.input_ids, d.positions, rounding="vllm", **kw)
+    raise SystemExit("an unknown rounding was written")
+except llamaref.DumpError as e:
+    assert "rounding 'vllm' is not one of cuda, transformers, transformers-eager" in str(e), str(e)
+PY
 
 # ---- pip install (no C build; offline: the venv's setuptools, no index) -----------------
 mkdir -p "$TMP/src/tools"

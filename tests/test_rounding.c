@@ -2,7 +2,10 @@
  * float32/float64 -> bf16/fp16 conversions (tensor.c) against an independent oracle, the
  * buffer table and the attention rule, the tiled attention that rounds P as the CUDA
  * path's fa2 kernel does, and the CPU's emulated bf16/fp16 path storing every stage in
- * the dtype the map names. The emulated path against the goldens: test_forward. */
+ * the dtype the map names. The rounding profiles: their table, each op of transformers'
+ * profiles against a direct transcription of where torch rounds (and not the map's
+ * result), and the emulated path storing the stream as a profile says. The emulated path
+ * against the goldens: test_forward. */
 #include <check.h>
 #include <math.h>
 #include <stdlib.h>
@@ -286,6 +289,7 @@ END_TEST
 typedef struct {
     const lr_config *cfg;
     lr_dtype dt;
+    lr_rounding rounding;
     int stages, on_grid;
 } grid_check;
 
@@ -310,7 +314,8 @@ static lr_buf stage_buf(const char *name) {
 static void check_grid(void *user, const char *name, const lr_tensor *t) {
     grid_check *c = user;
     ck_assert_int_eq(t->dtype, LR_F32); /* observers get float32, as from the CUDA path */
-    lr_dtype want = strcmp(name, "lm_head") == 0 ? c->dt : lr_buf_dtype(stage_buf(name), c->dt);
+    lr_dtype want =
+        strcmp(name, "lm_head") == 0 ? c->dt : lr_buf_dtype_in(c->rounding, stage_buf(name), c->dt);
     const float *x = t->data;
     int64_t n = lr_tensor_numel(t), off = 0;
     for (int64_t i = 0; i < n; i++)
@@ -350,6 +355,249 @@ START_TEST(emulated_stages_are_stored_as_the_map_says) {
 }
 END_TEST
 
+/* ---- the rounding profiles ------------------------------------------------------------ */
+
+START_TEST(rounding_profiles_are_one_table) {
+    lr_rounding r;
+    ck_assert_str_eq(lr_rounding_names(), "cuda, transformers, transformers-eager");
+    ck_assert_int_eq(lr_rounding_find(NULL, &r), LR_OK);
+    ck_assert_int_eq(r, LR_ROUNDING_CUDA);
+    ck_assert_int_eq(lr_rounding_find("transformers-eager", &r), LR_OK);
+    ck_assert_int_eq(r, LR_ROUNDING_TRANSFORMERS_EAGER);
+    ck_assert_int_eq(lr_rounding_find("vllm", &r), LR_E_INVAL);
+    ck_assert_msg(
+        strstr(lr_last_error(), "\"vllm\" is no rounding profile (cuda, transformers, transformers-eager)"),
+        "%s", lr_last_error());
+    for (int k = 0; k < LR_ROUNDING_COUNT; k++) {
+        const lr_rounding_profile *p = lr_rounding_profile_of((lr_rounding)k);
+        ck_assert_int_eq(lr_rounding_find(p->name, &r), LR_OK);
+        ck_assert_int_eq(r, k);
+    }
+    /* the map is the map */
+    const lr_rounding_profile *map = lr_rounding_profile_of(LR_ROUNDING_CUDA);
+    ck_assert(map->stream == LR_RND_STREAM_F32 && map->norm == LR_RND_NORM_ONCE &&
+              map->bias == LR_RND_BIAS_TWICE && map->rotary == LR_RND_ROPE_MAP &&
+              map->attention == LR_RND_ATTN_VARIANT && map->act == LR_RND_ACT_ONCE);
+    ck_assert_str_eq(lr_rounding_profile_of(LR_ROUNDING_COUNT)->name, "cuda");
+    /* transformers keeps the stream in the dtype */
+    for (int b = 0; b < LR_BUF_COUNT; b++) {
+        ck_assert_int_eq(lr_buf_dtype_in(LR_ROUNDING_CUDA, (lr_buf)b, LR_BF16),
+                         lr_buf_dtype((lr_buf)b, LR_BF16));
+        ck_assert_int_eq(lr_buf_dtype_in(LR_ROUNDING_TRANSFORMERS, (lr_buf)b, LR_F16), LR_F16);
+        ck_assert_int_eq(lr_buf_dtype_in(LR_ROUNDING_TRANSFORMERS, (lr_buf)b, LR_F32), LR_F32);
+    }
+    /* torch's kernels round P at any head size, decode too; the map's only where its variant does */
+    ck_assert(lr_rounding_rounds_p(LR_ROUNDING_TRANSFORMERS, NULL, LR_BF16, 16, 1));
+    ck_assert(lr_rounding_rounds_p(LR_ROUNDING_TRANSFORMERS_EAGER, "flash", LR_F16, 8, 24));
+    ck_assert(!lr_rounding_rounds_p(LR_ROUNDING_TRANSFORMERS, NULL, LR_F32, 64, 24));
+    ck_assert(!lr_rounding_rounds_p(LR_ROUNDING_CUDA, NULL, LR_BF16, 16, 24));
+    ck_assert(lr_rounding_rounds_p(LR_ROUNDING_CUDA, NULL, LR_BF16, 64, 24));
+}
+END_TEST
+
+/* bf16 values of a smooth pseudo-random sequence: x_i = bf16(amp sin(a i^2 + b)). */
+static void fill_bf16(float *x, int64_t n, double a, double b, double amp) {
+    for (int64_t i = 0; i < n; i++)
+        x[i] = lr_round_f32((float)(amp * sin(a * (double)i * (double)i + b)), LR_BF16);
+}
+
+static int64_t count_differing(const float *x, const float *y, int64_t n) {
+    int64_t d = 0;
+    for (int64_t i = 0; i < n; i++)
+        d += x[i] != y[i];
+    return d;
+}
+
+/* LlamaRMSNorm under transformers: y = bf16(x * rsqrt(mean(x^2) + eps)) in float32, then
+ * bf16(w * y); the map rounds once, after the weight. */
+START_TEST(transformers_norm_rounds_before_the_weight) {
+    enum { T = 5, H = 64 };
+    float x[T * H], w[H], got[T * H], want[T * H], map[T * H];
+    fill_bf16(x, T * H, 0.0137, 0.3, 2.5);
+    fill_bf16(w, H, 0.021, 1.1, 1.7);
+    const double eps = 1e-5;
+    for (int t = 0; t < T; t++) {
+        float ss = 0;
+        for (int i = 0; i < H; i++)
+            ss += x[t * H + i] * x[t * H + i];
+        float inv = 1 / sqrtf(ss / (float)H + (float)eps);
+        for (int i = 0; i < H; i++)
+            want[t * H + i] = lr_round_f32(w[i] * lr_round_f32(x[t * H + i] * inv, LR_BF16), LR_BF16);
+    }
+    lr_ref_rms_norm_torch_f32(got, x, w, T, H, eps, LR_BF16);
+    lr_round_f32_n(got, T * H, LR_BF16);
+    lr_ref_rms_norm_emulated(map, x, w, T, H, eps, LR_BF16);
+    ck_assert_int_eq(count_differing(got, want, T * H), 0);
+    ck_assert_msg(count_differing(got, map, T * H) > 0, "the profile's norm rounds as the map's");
+}
+END_TEST
+
+/* RoPE under transformers: float32 frequencies and angles, cos and sin rounded to bf16, each
+ * product rounded, then the sum. */
+START_TEST(transformers_rope_rounds_cos_sin_and_each_product) {
+    enum { T = 4, NH = 2, HD = 16, HALF = HD / 2 };
+    lr_config cfg = {.head_dim = HD, .rope_theta = 10000.0, .rope_type = LR_ROPE_DEFAULT};
+    double inv_torch[HALF], inv64[HALF];
+    lr_rope_inv_freq_torch(&cfg, inv_torch);
+    lr_rope_inv_freq(&cfg, inv64);
+    int f32_of_f64 = 0;
+    for (int i = 0; i < HALF; i++) {
+        float want = 1.0f / (float)pow(10000.0, (double)((float)(2 * i) / (float)HD));
+        ck_assert_msg(inv_torch[i] == (double)want, "inv_freq[%d] %a, want %a", i, inv_torch[i],
+                      (double)want);
+        f32_of_f64 += (float)inv64[i] != want;
+    }
+    ck_assert_msg(f32_of_f64 > 0, "transformers' float32 frequencies are the float64 ones rounded");
+    static const int64_t pos[T] = {0, 3, 17, 250};
+    float x[T * NH * HD], got[T * NH * HD], want[T * NH * HD], map[T * NH * HD], cs[HD];
+    fill_bf16(x, T * NH * HD, 0.0071, 0.2, 3.0);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < HALF; i++) {
+            float a = (float)pos[t] * (float)inv_torch[i];
+            float c = lr_round_f32((float)cos((double)a), LR_BF16),
+                  sn = lr_round_f32((float)sin((double)a), LR_BF16);
+            for (int h = 0; h < NH; h++) {
+                const float *v = x + (t * NH + h) * HD;
+                float *o = want + (t * NH + h) * HD;
+                o[i] = lr_round_f32(lr_round_f32(v[i] * c, LR_BF16) - lr_round_f32(v[HALF + i] * sn, LR_BF16),
+                                    LR_BF16);
+                o[HALF + i] = lr_round_f32(
+                    lr_round_f32(v[HALF + i] * c, LR_BF16) + lr_round_f32(v[i] * sn, LR_BF16), LR_BF16);
+            }
+        }
+    memcpy(got, x, sizeof x);
+    lr_ref_rotary_embedding_torch_f32(got, NH * HD, T, NH, HD, pos, inv_torch, cs, LR_BF16);
+    lr_round_f32_n(got, T * NH * HD, LR_BF16);
+    memcpy(map, x, sizeof x);
+    lr_ref_rotary_embedding_emulated(map, NH * HD, T, NH, HD, pos, inv64, cs, LR_BF16);
+    ck_assert_int_eq(count_differing(got, want, T * NH * HD), 0);
+    ck_assert_msg(count_differing(got, map, T * NH * HD) > 0, "the profile's RoPE rounds as the map's");
+}
+END_TEST
+
+/* act_fn(gate) * up under transformers: silu's output rounded before the product. */
+START_TEST(transformers_silu_rounds_before_the_product) {
+    enum { T = 6, NI = 48 };
+    float gu[T * 2 * NI], got[T * NI], want[T * NI], map[T * NI];
+    fill_bf16(gu, T * 2 * NI, 0.0093, 0.7, 4.0);
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < NI; i++) {
+            float g = gu[t * 2 * NI + i], u = gu[t * 2 * NI + NI + i];
+            want[t * NI + i] = lr_round_f32(lr_round_f32(g / (1 + expf(-g)), LR_BF16) * u, LR_BF16);
+        }
+    lr_ref_silu_and_mul_torch_f32(got, gu, T, NI, LR_BF16);
+    lr_round_f32_n(got, T * NI, LR_BF16);
+    lr_ref_silu_and_mul_emulated(map, gu, T, NI, LR_BF16);
+    ck_assert_int_eq(count_differing(got, want, T * NI), 0);
+    ck_assert_msg(count_differing(got, map, T * NI) > 0, "the profile's SiLU rounds as the map's");
+}
+END_TEST
+
+/* Attention on unit keys and values (k_j = v_j = e_j): the score of key j is q_j and the
+ * output of feature j is key j's weight, exactly, so torch's steps can be followed here
+ * bit for bit. sdpa's flash kernel: 600 keys, two blocks of up to 512, the second raising
+ * the row's max (the first block's accumulator and sum rescaled); P rounded, its sum not. */
+START_TEST(transformers_flash_attention_rounds_p_not_its_sum) {
+    enum { NK = 600, HD = NK };
+    float *q = malloc(sizeof(float) * HD), *k = calloc((size_t)NK * HD, sizeof(float));
+    float *ctx = malloc(sizeof(float) * HD), *map = malloc(sizeof(float) * HD),
+          *scores = malloc(sizeof(float) * NK);
+    float want[NK], s[NK];
+    fill_bf16(q, HD, 0.0031, 0.4, 40.0);
+    for (int j = LR_TORCH_FLASH_KV_BLOCK; j < NK; j++)
+        q[j] = lr_round_f32(q[j] + 30.0f, LR_BF16); /* the second block holds the row's max */
+    for (int j = 0; j < NK; j++)
+        k[(size_t)j * HD + j] = 1.0f;
+    float scale = (float)pow((double)HD, -0.5), mx = -INFINITY, l = 0;
+    for (int k0 = 0; k0 < NK; k0 += LR_TORCH_FLASH_KV_BLOCK) {
+        int kt = NK - k0 < LR_TORCH_FLASH_KV_BLOCK ? NK - k0 : LR_TORCH_FLASH_KV_BLOCK;
+        float tmax = -INFINITY, sum = 0;
+        for (int j = k0; j < k0 + kt; j++)
+            tmax = fmaxf(tmax, s[j] = q[j] * scale);
+        float mnew = fmaxf(tmax, mx), corr = expf(mx - mnew);
+        for (int j = k0; j < k0 + kt; j++) {
+            float e = expf(s[j] - mnew);
+            sum += e;
+            want[j] = lr_round_f32(e, LR_BF16);
+        }
+        l = sum + corr * l;
+        for (int j = 0; k0 > 0 && j < k0; j++)
+            want[j] *= corr;
+        mx = mnew;
+    }
+    float inv = 1 / l;
+    for (int j = 0; j < NK; j++)
+        want[j] *= inv;
+    /* one query, NK - 1 keys before it: it sees all NK */
+    lr_ref_attention_torch_flash_f32(ctx, HD, q, HD, k, k, HD, 1, NK - 1, 1, 1, HD, LR_BF16, scores);
+    for (int d = 0; d < HD; d++)
+        ck_assert_msg(ctx[d] == want[d], "ctx[%d] = %a, want %a", d, (double)ctx[d], (double)want[d]);
+    lr_round_f32_n(ctx, HD, LR_BF16);
+    lr_ref_attention_emulated(map, HD, q, HD, k, k, HD, 1, NK - 1, 1, 1, HD, false, LR_BF16, scores);
+    ck_assert_msg(count_differing(ctx, map, HD) > 0, "sdpa's rounding gives the map's result");
+    free(q), free(k), free(ctx), free(map), free(scores);
+}
+END_TEST
+
+/* Eager attention: the scores rounded (q.k, then times the scale), the softmax in float32
+ * and normalized before P is rounded; P V in float32. */
+START_TEST(transformers_eager_attention_rounds_scores_and_p) {
+    enum { NK = 40, HD = 64 };
+    static float q[HD], k[NK * HD], ctx[HD], map[HD], scores[NK];
+    float want[NK], s[NK], scale = (float)pow((double)HD, -0.5), mx = -INFINITY, sum = 0;
+    fill_bf16(q, HD, 0.037, 0.1, 9.0);
+    memset(k, 0, sizeof k);
+    for (int j = 0; j < NK; j++)
+        k[j * HD + j] = 1.0f;
+    for (int j = 0; j < NK; j++)
+        mx = fmaxf(mx, s[j] = lr_round_f32(lr_round_f32(q[j], LR_BF16) * scale, LR_BF16));
+    for (int j = 0; j < NK; j++)
+        sum += s[j] = expf(s[j] - mx);
+    float inv = 1 / sum;
+    for (int j = 0; j < NK; j++)
+        want[j] = lr_round_f32(s[j] * inv, LR_BF16);
+    lr_ref_attention_torch_eager_f32(ctx, HD, q, HD, k, k, HD, 1, NK - 1, 1, 1, HD, LR_BF16, scores);
+    for (int d = 0; d < HD; d++)
+        ck_assert_msg(ctx[d] == (d < NK ? want[d] : 0), "ctx[%d] = %a, want %a", d, (double)ctx[d],
+                      (double)(d < NK ? want[d] : 0));
+    lr_round_f32_n(ctx, HD, LR_BF16);
+    lr_ref_attention_emulated(map, HD, q, HD, k, k, HD, 1, NK - 1, 1, 1, HD, true, LR_BF16, scores);
+    ck_assert_msg(count_differing(ctx, map, HD) > 0, "eager's rounding gives the map's (P rounded) result");
+}
+END_TEST
+
+/* A model made with a profile: every stage on the dtype's grid, the stream (model.layers.{i})
+ * too; a profile is refused at f32 and an unknown name listing the names. Loop: bf16, fp16 x
+ * the two profiles. */
+START_TEST(profile_stages_are_stored_as_it_says) {
+    static const char *const names[] = {"transformers", "transformers-eager"};
+    loaded L = load_case(&cases[0]);
+    lr_options o;
+    lr_options_init(&o);
+    o.precision = _i / 2 ? LR_F16 : LR_BF16;
+    o.rounding = names[_i % 2];
+    lr_model *m;
+    ck_assert_msg(lr_model_create(L.ck, &o, &m) == LR_OK, "%s", lr_last_error());
+    grid_check c = {.cfg = lr_checkpoint_config(L.ck), .dt = o.precision};
+    ck_assert_int_eq(lr_rounding_find(o.rounding, &c.rounding), LR_OK);
+    lr_observer obs = {.on_stage = check_grid, .user = &c};
+    lr_tensor hidden, logits;
+    ck_assert_int_eq(lr_model_forward(m, lr_fixture_batch(L.fx), NULL, &obs, &hidden), LR_OK);
+    ck_assert_int_eq(lr_model_compute_logits(m, &hidden, &obs, &logits), LR_OK);
+    ck_assert_int_eq(c.stages, 3 + 15 * (int)c.cfg->num_hidden_layers);
+    ck_assert_int_eq(c.on_grid, c.stages);
+    lr_model_free(m);
+    o.precision = LR_F32;
+    ck_assert_int_eq(lr_model_create(L.ck, &o, &m), LR_E_INVAL);
+    ck_assert_msg(strstr(lr_last_error(), "is for the emulated bf16/fp16 path"), "%s", lr_last_error());
+    o.precision = LR_BF16;
+    o.rounding = "vllm";
+    ck_assert_int_eq(lr_model_create(L.ck, &o, &m), LR_E_INVAL);
+    ck_assert_msg(strstr(lr_last_error(), "(cuda, transformers, transformers-eager)"), "%s", lr_last_error());
+    unload(&L);
+}
+END_TEST
+
 static Suite *rounding_suite(void) {
     Suite *s = suite_create("rounding");
     TCase *cv = tcase_create("conversions");
@@ -369,6 +617,16 @@ static Suite *rounding_suite(void) {
     tcase_set_timeout(cpu, 60);
     tcase_add_loop_test(cpu, emulated_stages_are_stored_as_the_map_says, 0, N_CASES * 4);
     suite_add_tcase(s, cpu);
+    TCase *prof = tcase_create("profiles");
+    tcase_set_timeout(prof, 60);
+    tcase_add_test(prof, rounding_profiles_are_one_table);
+    tcase_add_test(prof, transformers_norm_rounds_before_the_weight);
+    tcase_add_test(prof, transformers_rope_rounds_cos_sin_and_each_product);
+    tcase_add_test(prof, transformers_silu_rounds_before_the_product);
+    tcase_add_test(prof, transformers_flash_attention_rounds_p_not_its_sum);
+    tcase_add_test(prof, transformers_eager_attention_rounds_scores_and_p);
+    tcase_add_loop_test(prof, profile_stages_are_stored_as_it_says, 0, 4);
+    suite_add_tcase(s, prof);
     return s;
 }
 

@@ -76,6 +76,55 @@ json_ok "d['result'] == 'diverge' and d['failed'] == 0 and d['first_divergence']
 expect 1 "compare the buggy bf16 dump with --model (text)" -- "$LD" compare --model "$M" "$TMP/bf16-bug.safetensors" "$F"
 grep -q "each op fed the dump's own input to it: 47 of 48 stages .*first divergence at model.layers.1.self_attn.o_proj" \
     "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: the text names no same-precision divergence of the dump"; }
+# Rounding profiles (ref/core/rounding.h): --rounding NAME, or the dump's `rounding`
+# metadata, names where its engine rounds; the verdict then runs the emulated reference so
+# and holds every op to the tight budget (no rounding more). llama-diff's own bf16 dump
+# rounds as the map ("cuda"): exact under it, and the 1% bug still named. Under a profile
+# that rounds elsewhere (transformers: the norm, the stream, RoPE, attention, SiLU), the
+# same dump diverges, from its first norm on. An unknown name is refused, listing the names.
+expect 0 "compare --model --rounding cuda: the map's own dump, held tight" -- "$LD" compare --model "$M" \
+    "$TMP/bf16.safetensors" "$F" --rounding cuda --json
+json_ok "d['result'] == 'agree' and d['same_precision']['failed'] == 0 and d['same_precision']['rounding'] == {'profile': 'cuda', 'declared_by': '--rounding', 'one_more_rounding': False} and all(s['max_ulps'] == 0 for s in d['same_precision']['stages'])"
+expect 1 "compare --model --rounding cuda: the 1% bug" -- "$LD" compare --model "$M" "$TMP/bf16-bug.safetensors" "$F" \
+    --rounding cuda --json
+json_ok "d['same_precision']['first_divergence'] == 'model.layers.1.self_attn.o_proj' and d['same_precision']['failed'] == 1"
+python3 - "$TMP/bf16.safetensors" "$TMP" <<'PY'
+import json, struct, sys  # the same dump, declaring transformers' rounding (and a bogus one)
+d = open(sys.argv[1], "rb").read(); n = struct.unpack("<Q", d[:8])[0]; h = json.loads(d[8:8 + n]); body = d[8 + n:]
+for name in ("transformers", "bogus"):
+    h["__metadata__"]["rounding"] = name
+    hb = json.dumps(h).encode(); hb += b" " * ((8 - len(hb) % 8) % 8)
+    open(f"{sys.argv[2]}/bf16-{name}.safetensors", "wb").write(struct.pack("<Q", len(hb)) + hb + body)
+PY
+expect 1 "compare --model a map dump declaring rounding: transformers" -- "$LD" compare --model "$M" \
+    "$TMP/bf16-transformers.safetensors" "$F" --json
+json_ok "d['same_precision']['rounding'] == {'profile': 'transformers', 'declared_by': 'metadata', 'one_more_rounding': False} and d['same_precision']['first_divergence'] == 'model.layers.0.input_layernorm'"
+expect 1 "the same in text: the profile named" -- "$LD" compare --model "$M" "$TMP/bf16-transformers.safetensors" "$F"
+grep -qF "same precision, against cpu:bf16 (emulated, rounding profile transformers, from the dump's metadata)" \
+    "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: the text names no rounding profile"; }
+expect 0 "--rounding overrides the metadata" -- "$LD" compare --model "$M" "$TMP/bf16-transformers.safetensors" "$F" \
+    --rounding cuda --json
+json_ok "d['result'] == 'agree' and d['same_precision']['rounding']['declared_by'] == '--rounding'"
+expect 2 "an unknown --rounding" -- "$LD" compare --model "$M" "$TMP/bf16.safetensors" "$F" --rounding nope
+expect_err 'llama-diff: --rounding: "nope" is no rounding profile (cuda, transformers, transformers-eager)'
+expect 2 "an unknown rounding in the metadata" -- "$LD" compare --model "$M" "$TMP/bf16-bogus.safetensors" "$F"
+expect_err 'bf16-bogus.safetensors: metadata rounding "bogus" is no rounding profile (cuda, transformers, transformers-eager); --rounding NAME overrides it'
+expect 2 "--rounding without --model" -- "$LD" compare "$TMP/bf16.safetensors" "$F" --rounding transformers
+expect_err "--rounding: compare uses it only with --model"
+expect 2 "--rounding on another command" -- "$LD" check -m "$M" -f "$F" -p bf16 --rounding transformers
+expect_err "--rounding: check does not use it (an option of compare)"
+
+# The LM head is an op like the others: the verdict feeds it the run's own model.norm, not
+# the final norm the emulated side recomputes from model.layers.2. A 1% fault at model.norm
+# (in a dump, and in a checked run) fails model.norm alone; lm_head, computed correctly
+# from the faulty norm, passes.
+expect 0 "dump bf16 with model.norm=scale:1e-2" -- "$LD" dump -m "$M" -f "$F" -p bf16 --inject model.norm=scale:1e-2 \
+    -o "$TMP/bf16-norm.safetensors" -q
+expect 1 "compare --model the dump with a faulty final norm" -- "$LD" compare --model "$M" "$TMP/bf16-norm.safetensors" "$F" --json
+json_ok "d['same_precision']['failed'] == 1 and d['same_precision']['first_divergence'] == 'model.norm' and [s['pass'] for s in d['same_precision']['stages'] if s['name'] == 'lm_head'] == [True]"
+expect 1 "check bf16 with model.norm=scale:1e-2" -- "$LD" check -m "$M" -f "$F" -p bf16 --inject model.norm=scale:1e-2 --json -q
+json_ok "d['same_precision']['failed'] == 1 and d['same_precision']['first_divergence'] == 'model.norm' and [s['pass'] for s in d['same_precision']['stages'] if s['name'] == 'lm_head'] == [True]"
+
 # A model whose attention is ill-conditioned (q_proj and k_proj x 6: scores 36 times
 # larger): correct bf16 code shows far more error than the error model predicts (0.4 at
 # layer 2), so the table's budget would fail it. The budget is never under 1.5 times the

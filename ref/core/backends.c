@@ -23,10 +23,10 @@ static const struct {
 } table[] = {
     /* bf16 and fp16 are emulated: float32 rounded where the CUDA path rounds (rounding.h) */
     {{"cpu", true, "the CPU reference (OpenBLAS), tp ranks in turn; bf16 and fp16 emulated",
-      {LR_F64, LR_F32, LR_BF16, LR_F16}, 4, false, false, true, true, false},
+      {LR_F64, LR_F32, LR_BF16, LR_F16}, 4, false, false, true, true, false, true},
      &lr_cpu_backend},
     {{"cuda", CUDA_BUILT, "the CUDA path (cuBLAS; NCCL or the single-GPU tp mode)", {LR_BF16, LR_F16, LR_F32}, 3,
-      true, true, true, false, true},
+      true, true, true, false, true, false},
      CUDA_OPS},
 };
 #define N_BACKENDS (sizeof table / sizeof table[0])

@@ -257,3 +257,25 @@ void lr_rope_inv_freq(const lr_config *c, double *inv) {
         inv[i] = f;
     }
 }
+
+/* transformers' frequencies, which it makes in float32 (the rounding profiles'
+ * ROPE_TORCH, rounding.h): 1 / theta^(float32(2 i) / head_dim), the power rounded once to
+ * float32 (torch's pow gives the correctly rounded one at these exponents: measured at
+ * head_dim 16 to 128, theta 1e4 to 5e5), then the reciprocal, then divided by the factor
+ * for linear RoPE. Llama 3's bands: the float64 frequencies rounded to float32 (not
+ * measured against transformers). Each a float32 value, held as a double. */
+void lr_rope_inv_freq_torch(const lr_config *c, double *inv) {
+    int64_t half = c->head_dim / 2;
+    if (c->rope_type == LR_ROPE_LLAMA3) {
+        lr_rope_inv_freq(c, inv);
+        for (int64_t i = 0; i < half; i++)
+            inv[i] = (float)inv[i];
+        return;
+    }
+    for (int64_t i = 0; i < half; i++) {
+        float e = (float)(2 * i) / (float)c->head_dim;
+        float f = 1.0f / (float)pow((double)(float)c->rope_theta, (double)e);
+        if (c->rope_type == LR_ROPE_LINEAR) f /= (float)c->rope_factor;
+        inv[i] = f;
+    }
+}

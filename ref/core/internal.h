@@ -38,6 +38,8 @@ int lr_fault_check(const lr_fault *f, const lr_config *cfg);
 
 /* RoPE inverse frequencies (head_dim / 2), float64, with the config's scaling (config.c). */
 void lr_rope_inv_freq(const lr_config *cfg, double *inv_freq);
+/* The same as transformers makes them, in float32 (config.c; rounding.h's ROPE_TORCH). */
+void lr_rope_inv_freq_torch(const lr_config *cfg, double *inv_freq);
 
 /* What structural faults change, defined once for every backend (fault.c). f may be NULL
  * or a fault of another kind: the op as specified. */

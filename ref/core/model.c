@@ -1,6 +1,7 @@
 /* model.c: the backend-independent front of a model: option and batch validation, the
  * KV cache's bookkeeping, and dispatch through the backend vtable. */
 #include "backend.h"
+#include "rounding.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,12 +44,22 @@ int lr_model_create(const lr_checkpoint *ck, const lr_options *opt, lr_model **o
     const lr_backend_ops *ops = find_backend(o.backend);
     if (!ops) return LR_E_BACKEND; /* the message says which are built in */
     if (o.tp_size < 1) return lr_fail(LR_E_TP, "tp_size: %d must be at least 1", o.tp_size);
+    lr_rounding r;
+    int rc = lr_rounding_find(o.rounding, &r);
+    if (rc) return rc;
+    if (r != LR_ROUNDING_CUDA && !lr_backend_find(ops->name)->rounding_profiles)
+        return lr_fail(LR_E_INVAL,
+                       "rounding: the %s backend rounds as the rounding map only (profile \"%s\")", ops->name,
+                       o.rounding);
+    if (r != LR_ROUNDING_CUDA && o.precision != LR_BF16 && o.precision != LR_F16)
+        return lr_fail(LR_E_INVAL, "rounding: profile \"%s\" is for the emulated bf16/fp16 path, not %s",
+                       o.rounding, lr_dtype_name(o.precision));
     lr_model *m = calloc(1, sizeof *m);
     if (!m) return lr_fail(LR_E_NOMEM, "model: out of memory");
     m->ops = ops;
     m->cfg = *lr_checkpoint_config(ck);
     m->opt = o;
-    int rc = ops->create(ck, &o, &m->impl);
+    rc = ops->create(ck, &o, &m->impl);
     if (rc) {
         free(m);
         return rc;
@@ -187,7 +198,23 @@ int lr_model_compute_logits(lr_model *m, const lr_tensor *hidden, const lr_obser
         hidden->dtype != m->opt.precision || hidden->shape[0] < 1)
         return lr_fail(LR_E_INVAL, "compute_logits: hidden must be (T, %lld) in %s",
                        (long long)m->cfg.hidden_size, lr_dtype_name(m->opt.precision));
-    return m->ops->compute_logits(m->impl, hidden, obs, logits);
+    /* Op isolation: the LM head's input is the source's model.norm where it has one (the
+     * head is an op like the others), rounded to the model's dtype as every isolated input
+     * is, instead of the final norm the forward recomputed. */
+    const lr_tensor *norm = obs && obs->inject && obs->isolation == LR_ISOLATE_OP
+                                ? obs->inject(obs->user, lr_model_stage_name(LR_MS_NORM))
+                                : NULL;
+    if (!norm || norm->ndim != 2 || norm->shape[0] != hidden->shape[0] || norm->shape[1] != hidden->shape[1])
+        return m->ops->compute_logits(m->impl, hidden, obs, logits);
+    size_t n = (size_t)lr_tensor_numel(hidden);
+    void *fed = malloc(n * lr_dtype_size(hidden->dtype));
+    if (!fed) return lr_fail(LR_E_NOMEM, "compute_logits: out of memory for the isolated input");
+    lr_convert(fed, hidden->dtype, norm->data, norm->dtype, n);
+    lr_tensor in = *hidden;
+    in.data = fed;
+    int rc = m->ops->compute_logits(m->impl, &in, obs, logits);
+    free(fed);
+    return rc;
 }
 
 const char *lr_prof_op_name(lr_prof_op op) {

@@ -1,6 +1,6 @@
 /* rounding.c: the rounding map's lookups (rounding.h): the dtype each composer buffer is
- * stored in, and which attention variants round their probabilities. The 16-bit
- * conversions themselves are in tensor.c, beside the widening ones. */
+ * stored in, which attention variants round their probabilities, and the rounding
+ * profiles. The 16-bit conversions themselves are in tensor.c, beside the widening ones. */
 #include "rounding.h"
 
 #include <stdlib.h>
@@ -73,4 +73,47 @@ int lr_attention_rounding_declare(const char *variant, bool rounds_p) {
     if (!(declared[n_declared].name = strdup(variant))) return lr_fail(LR_E_NOMEM, "rounding map: out of memory");
     declared[n_declared++].rounds_p = rounds_p;
     return LR_OK;
+}
+
+static const lr_rounding_profile profiles[LR_ROUNDING_COUNT] = {
+#define LR_PROFILE_ENTRY(id, name, stream, norm, bias, rotary, attention, act)                               \
+    [LR_ROUNDING_##id] = {name,          LR_RND_##stream, LR_RND_##norm,                                     \
+                          LR_RND_##bias, LR_RND_##rotary, LR_RND_##attention,                                \
+                          LR_RND_##act},
+    LR_ROUNDING_PROFILE_MAP(LR_PROFILE_ENTRY)
+#undef LR_PROFILE_ENTRY
+};
+
+const lr_rounding_profile *lr_rounding_profile_of(lr_rounding r) {
+    return &profiles[(unsigned)r < LR_ROUNDING_COUNT ? r : LR_ROUNDING_CUDA];
+}
+
+const char *lr_rounding_names(void) {
+#define LR_PROFILE_NAME(id, name, ...) ", " name
+    static const char list[] = LR_ROUNDING_PROFILE_MAP(LR_PROFILE_NAME);
+#undef LR_PROFILE_NAME
+    return list + 2;
+}
+
+int lr_rounding_find(const char *name, lr_rounding *out) {
+    if (!name) name = LR_ROUNDING_DEFAULT;
+    for (int r = 0; r < LR_ROUNDING_COUNT; r++)
+        if (strcmp(profiles[r].name, name) == 0) {
+            *out = (lr_rounding)r;
+            return LR_OK;
+        }
+    return lr_fail(LR_E_INVAL, "rounding: \"%s\" is no rounding profile (%s)", name, lr_rounding_names());
+}
+
+lr_dtype lr_buf_dtype_in(lr_rounding r, lr_buf b, lr_dtype compute) {
+    if (lr_rounding_profile_of(r)->stream == LR_RND_STREAM_ROUNDED &&
+        (b == LR_BUF_RESIDUAL || b == LR_BUF_SUM))
+        return compute;
+    return lr_buf_dtype(b, compute);
+}
+
+bool lr_rounding_rounds_p(lr_rounding r, const char *variant, lr_dtype dt, int64_t hd, int64_t max_new) {
+    if (lr_rounding_profile_of(r)->attention == LR_RND_ATTN_VARIANT)
+        return lr_attention_rounds_p(variant, dt, hd, max_new);
+    return dt == LR_BF16 || dt == LR_F16;
 }

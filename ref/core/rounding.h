@@ -94,6 +94,94 @@ lr_dtype lr_buf_dtype(lr_buf b, lr_dtype compute);
  * one declared before is LR_E_INVAL. Not thread-safe: declare before any run. */
 int lr_attention_rounding_declare(const char *variant, bool rounds_p);
 
+/* ---- Rounding profiles ----------------------------------------------------------------
+ * The map above is the CUDA path's, and the emulated reference's unless told otherwise.
+ * An engine that computes in bf16/fp16 but rounds at other points is modelled by a
+ * profile: the same ops on the same buffers, rounding where that engine rounds, so that
+ * each of its ops can be held to the emulated reference within float32 order alone
+ * (lr_options.rounding; llama-diff compare --rounding, a dump's `rounding` metadata). A
+ * profile names one choice at each point where engines differ:
+ *   stream     STREAM_F32: the residual stream in float32 (RESIDUAL and SUM as the buffer
+ *              map stores them). STREAM_ROUNDED: RESIDUAL and SUM in the dtype, each
+ *              residual add rounded (h = round(x + attn), out = round(h + mlp)) and the
+ *              norm after it reading the rounded sum.
+ *   norm       NORM_ONCE: NORMED = round((x * inv) * w). NORM_BEFORE_WEIGHT: y = round(x *
+ *              inv) (x * inv in float32, inv as the map's), NORMED = round(w * y).
+ *   bias       BIAS_TWICE: the GEMM's output rounded, then again with the bias. BIAS_ONCE:
+ *              the bias added to the float32 product, one rounding (torch's addmm).
+ *   rotary     ROPE_MAP: the map's. ROPE_TORCH: inv_freq (lr_rope_inv_freq_torch) and the
+ *              angle pos * inv_freq in float32, cos and sin in float32 rounded to the
+ *              dtype; out = round(round(x cos) + round(rotate_half(x) sin)).
+ *   attention  ATTN_VARIANT: the map's (the variant's, lr_attention_rounds_p).
+ *              ATTN_TORCH_FLASH (torch's CPU flash-attention kernel, sdpa): scores q.k in
+ *              float32, times the scale in float32; an online softmax over blocks of
+ *              LR_TORCH_FLASH_KV_BLOCK keys from key 0: e = exp(s - running max) in
+ *              float32, the row sum over the unrounded e, P = round(e) before P V, the
+ *              float32 accumulator rescaled as the max grows; out = round(acc * (1 / l)).
+ *              ATTN_TORCH_EAGER (transformers' eager attention): s = round(round(q.k) *
+ *              scale); the softmax in float32, P = round(e * (1 / sum e)), already
+ *              normalized; P V in float32, one rounding.
+ *   act        ACT_ONCE: round(silu(g) * u). ACT_SILU_ROUNDED: a = round(silu(g)), then
+ *              round(a * u).
+ * The embedding, the projections without bias (dtype inputs, float32 accumulation, one
+ * rounding) and the logits are the same in every profile. bf16 and fp16 round at the
+ * same points, each to its own grid.
+ *
+ * X(id, name, stream, norm, bias, rotary, attention, act). The transformers profiles:
+ * transformers 5.24 on torch 2.15's CPU at bf16 (inference, no grad), measured bit for
+ * bit on gqa-f32 with every op fed the dump's own input (the bias on F.linear alone;
+ * docs/outside-engines.md); transformers' default and linear RoPE frequencies. */
+#define LR_ROUNDING_PROFILE_MAP(X)                                                                           \
+    X(CUDA, "cuda", STREAM_F32, NORM_ONCE, BIAS_TWICE, ROPE_MAP, ATTN_VARIANT, ACT_ONCE) /* the map */       \
+    X(TRANSFORMERS, "transformers", STREAM_ROUNDED, NORM_BEFORE_WEIGHT, BIAS_ONCE, ROPE_TORCH,               \
+      ATTN_TORCH_FLASH,                                                                                      \
+      ACT_SILU_ROUNDED) /* Hugging Face transformers, attn_implementation "sdpa" (its default) */            \
+    X(TRANSFORMERS_EAGER, "transformers-eager", STREAM_ROUNDED, NORM_BEFORE_WEIGHT, BIAS_ONCE, ROPE_TORCH,   \
+      ATTN_TORCH_EAGER, ACT_SILU_ROUNDED) /* ... attn_implementation "eager" */
+
+/* The default: the rounding map itself. */
+#define LR_ROUNDING_DEFAULT "cuda"
+
+/* Keys per block of torch's CPU flash-attention kernel (its kvSplitSize). */
+#define LR_TORCH_FLASH_KV_BLOCK 512
+
+typedef enum {
+#define LR_ROUNDING_ID(id, ...) LR_ROUNDING_##id,
+    LR_ROUNDING_PROFILE_MAP(LR_ROUNDING_ID)
+#undef LR_ROUNDING_ID
+        LR_ROUNDING_COUNT
+} lr_rounding;
+
+typedef enum { LR_RND_STREAM_F32, LR_RND_STREAM_ROUNDED } lr_rnd_stream;
+typedef enum { LR_RND_NORM_ONCE, LR_RND_NORM_BEFORE_WEIGHT } lr_rnd_norm;
+typedef enum { LR_RND_BIAS_TWICE, LR_RND_BIAS_ONCE } lr_rnd_bias;
+typedef enum { LR_RND_ROPE_MAP, LR_RND_ROPE_TORCH } lr_rnd_rope;
+typedef enum { LR_RND_ATTN_VARIANT, LR_RND_ATTN_TORCH_FLASH, LR_RND_ATTN_TORCH_EAGER } lr_rnd_attn;
+typedef enum { LR_RND_ACT_ONCE, LR_RND_ACT_SILU_ROUNDED } lr_rnd_act;
+
+typedef struct {
+    const char *name;
+    lr_rnd_stream stream;
+    lr_rnd_norm norm;
+    lr_rnd_bias bias;
+    lr_rnd_rope rotary;
+    lr_rnd_attn attention;
+    lr_rnd_act act;
+} lr_rounding_profile;
+
+/* The profile r (the map's for anything out of range). */
+const lr_rounding_profile *lr_rounding_profile_of(lr_rounding r);
+/* The profile called name (NULL: the default); LR_E_INVAL naming every profile otherwise. */
+int lr_rounding_find(const char *name, lr_rounding *out);
+/* The profiles' names, comma-separated in table order ("cuda, transformers, ..."). */
+const char *lr_rounding_names(void);
+/* lr_buf_dtype under profile r: a stream that r rounds is stored in the compute dtype. */
+lr_dtype lr_buf_dtype_in(lr_rounding r, lr_buf b, lr_dtype compute);
+/* Whether attention under profile r rounds P (at dt, head_dim hd, max_new new tokens in the
+ * longest sequence): the variant's rule under the map's attention (variant NULL: the
+ * default), always at bf16/fp16 under torch's. */
+bool lr_rounding_rounds_p(lr_rounding r, const char *variant, lr_dtype dt, int64_t hd, int64_t max_new);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,7 +1,8 @@
 /* cpu.h: the CPU reference backend's private state, shared by cpu_backend.c and the
  * precision-templated forward pass (the templates in ops/, compiled by cpu_f64.c and
  * cpu_f32.c). bf16 and fp16 are emulated: the float32 pass, rounded to the dtype where
- * the CUDA path rounds (the rounding map, ref/core/rounding.h). */
+ * the CUDA path rounds (the rounding map, ref/core/rounding.h), or where a rounding
+ * profile says. */
 #ifndef LLAMAREF_CPU_H
 #define LLAMAREF_CPU_H
 
@@ -36,7 +37,9 @@ typedef struct {
     lr_tp_layout *layouts;  /* (tp): each rank's, for the composer */
     int lm_head;            /* plan index of lm_head.weight (the embedding when tied) */
     bool f64_products;      /* lr_options.cpu_f64_products */
+    lr_rounding rounding;   /* lr_options.rounding: where the emulated path rounds (rounding.h) */
     double *inv_freq;       /* (head_dim / 2), float64 whatever dt is */
+    double *inv_freq_torch; /* (head_dim / 2): transformers' float32 ones, for ROPE_TORCH; or NULL */
     /* The weight cache (weights.c): the checkpoint it reads (mapped, in its stored dtype;
      * not read again once every tensor is resident), its budget in bytes, what it holds. */
     const lr_checkpoint *ck;

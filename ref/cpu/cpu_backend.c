@@ -1,10 +1,11 @@
 /* cpu_backend.c: the CPU reference backend: every rank's plan, its weight cache over the
  * mapped checkpoint (weights.c: the packed, sharded weights converted to the compute
  * precision, F64 or F32, when needed and kept within a memory budget), the RoPE
- * frequencies in float64, and the KV cache; then the forward pass of cpu_f64.c or
- * cpu_f32.c. BF16 and F16 are emulated by the float32 pass (cpu.h): weights rounded to
- * the dtype once as they are converted, and every buffer the rounding map keeps in the
- * dtype rounded by the op that writes it (ops/model.c). */
+ * frequencies in float64 (and transformers' float32 ones for a profile that rotates as
+ * torch does), and the KV cache; then the forward pass of cpu_f64.c or cpu_f32.c. BF16 and
+ * F16 are emulated by the float32 pass (cpu.h): weights rounded to the dtype once as they
+ * are converted, and every buffer the rounding map (or lr_options.rounding's profile)
+ * keeps in the dtype rounded by the op that writes it (ops/model.c). */
 #include "cpu.h"
 
 #include <cblas.h>
@@ -22,6 +23,7 @@ static void cpu_destroy(void *impl) {
     free(m->ranks);
     free(m->layouts);
     free(m->inv_freq);
+    free(m->inv_freq_torch);
     free(m->hidden);
     free(m->logits);
     free(m->wide_in);
@@ -42,7 +44,6 @@ static int cpu_create(const lr_checkpoint *ck, const lr_options *opt, void **imp
     m->f64_products = opt->cpu_f64_products;
     m->arith = dt == LR_F64 ? LR_F64 : LR_F32;
     m->tp = opt->tp_size;
-    int rc = LR_OK;
     size_t tp = (size_t)m->tp;
     m->ranks = calloc(tp, sizeof *m->ranks);
     m->inv_freq = calloc((size_t)m->cfg.head_dim / 2, sizeof *m->inv_freq);
@@ -52,6 +53,13 @@ static int cpu_create(const lr_checkpoint *ck, const lr_options *opt, void **imp
         return lr_fail(LR_E_NOMEM, "cpu backend: out of memory");
     }
     lr_rope_inv_freq(&m->cfg, m->inv_freq);
+    int rc = lr_rounding_find(opt->rounding, &m->rounding);
+    if (rc == LR_OK && lr_rounding_profile_of(m->rounding)->rotary == LR_RND_ROPE_TORCH) {
+        if ((m->inv_freq_torch = calloc((size_t)m->cfg.head_dim / 2, sizeof *m->inv_freq_torch)))
+            lr_rope_inv_freq_torch(&m->cfg, m->inv_freq_torch);
+        else
+            rc = lr_fail(LR_E_NOMEM, "cpu backend: out of memory");
+    }
     for (int r = 0; r < m->tp && rc == LR_OK; r++) {
         cpu_rank *rk = &m->ranks[r];
         if ((rc = lr_plan_create(&m->cfg, m->tp, r, &rk->plan))) break;

@@ -4,6 +4,7 @@
  * budgets of the dump's compute_dtype unless --precision says otherwise; with --model,
  * budgets scaled by that model's error model as check's are. */
 #include "diff.h"
+#include "rounding.h"
 
 #include <fnmatch.h>
 #include <stdio.h>
@@ -170,17 +171,18 @@ static const lr_tensor *dump_source(void *user, const char *stage) {
 
 /* At bf16/fp16 with a model: the same-precision verdict of the dump (same.c), every op of
  * the emulated reference fed the dump's own input to it. */
-static int dump_same_precision(const args *a, const lr_checkpoint *ck, mapped_dump *t, lr_fixture *ref, lr_dtype p,
-                               json_t **same, bool *pass) {
+static int dump_same_precision(const args *a, const lr_checkpoint *ck, mapped_dump *t, lr_fixture *ref,
+                               lr_dtype p, const char *declared_by, json_t **same, bool *pass) {
     lr_recorder *rec;
     int rc = lr_recorder_create(&rec);
     if (rc) return lib_fail(rc);
     lr_observer o = lr_recorder_observer(rec);
     for (size_t i = 0; i < t->n; i++)
         o.on_stage(o.user, t->s[i].name, &t->s[i].t);
-    int status = (rc = lr_recorder_status(rec)) ? lib_fail(rc)
-                                                : same_precision_of_dump(a, ck, lr_fixture_batch(ref), p, dump_source,
-                                                                         t, rec, fixture_source, ref, same, pass);
+    int status = (rc = lr_recorder_status(rec))
+                     ? lib_fail(rc)
+                     : same_precision_of_dump(a, ck, lr_fixture_batch(ref), p, dump_source, t, rec,
+                                              fixture_source, ref, declared_by, same, pass);
     lr_recorder_free(rec);
     return status;
 }
@@ -234,7 +236,34 @@ int cmd_compare(const args *a) {
     lr_dtype said;
     const char *cd = lr_fixture_metadata(t.fx[0], "compute_dtype");
     bool computed_in = a->precision_given || (cd && !parse_precision_torch(cd, &said) && said == r.precision);
-    if (ck && lowp && computed_in && (status = dump_same_precision(a, ck, &t, ref, r.precision, &same, &same_pass)))
+    /* Where the engine rounds: --rounding, else the dump's `rounding` metadata, else nobody
+     * said (the rounding map, each op allowed one rounding more). */
+    args as = *a;
+    const char *declared_by = a->rounding ? "--rounding" : NULL,
+               *md = lr_fixture_metadata(t.fx[0], "rounding");
+    if (a->rounding && !ck) {
+        status = bad("--rounding: compare uses it only with --model (for the same-precision verdict)");
+        goto out;
+    }
+    if (a->rounding && !lowp) {
+        status = bad("--rounding: the same-precision verdict is for a bf16/fp16 dump; %s is judged at %s",
+                     t.path[0], precision_name(r.precision));
+        goto out;
+    }
+    if (!a->rounding && md && ck && lowp && computed_in) {
+        lr_rounding unused;
+        if (lr_rounding_find(md, &unused)) {
+            status =
+                bad("%s: metadata rounding \"%s\" is no rounding profile (%s); --rounding NAME overrides it",
+                    t.path[0], md, lr_rounding_names());
+            goto out;
+        }
+        as.rounding = md;
+        declared_by = "metadata";
+    }
+    as.opt.rounding = as.rounding;
+    if (ck && lowp && computed_in &&
+        (status = dump_same_precision(&as, ck, &t, ref, r.precision, declared_by, &same, &same_pass)))
         goto out;
     if (same) r.emulated = json_object_get(json_object_get(same, "factor"), "stages");
     size_t n = t.n;

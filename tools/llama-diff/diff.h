@@ -34,6 +34,7 @@ typedef struct {
     const char *pos[LD_MAX_POS]; /* compare DUMP... GOLDEN */
     const char *stages;          /* compare --stages PATTERN: the golden stages to compare */
     const char *names;           /* compare --names hf|vllm|llama.cpp: how the dump names stages */
+    const char *rounding;        /* compare --rounding NAME: the dump's engine's rounding profile */
     int npos;
     const char *plugins[16]; /* --plugin LIB.so, in order */
     int nplugins;
@@ -186,10 +187,14 @@ int same_precision(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr
  * emulated reference fed the dump's own input to it (dump, dump_user) and held to the
  * dump's output in ulps, as llama.cpp's test-backend-ops holds a backend's op to the CPU
  * op on the same inputs; and the dump's error against ref (the golden) within a factor of
- * the emulated reference's own, free-running. dump_run: the dump's stages, recorded. */
+ * the emulated reference's own, free-running. dump_run: the dump's stages, recorded. The
+ * emulated reference rounds as a->opt.rounding says (the engine's rounding profile);
+ * declared_by ("--rounding", "metadata") says who named it, NULL: nobody, the map, and
+ * every op of the dump may round once more. */
 int same_precision_of_dump(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_dtype p,
                            lr_stage_source dump, void *dump_user, const lr_recorder *dump_run,
-                           lr_stage_source ref, void *ref_user, json_t **out, bool *pass);
+                           lr_stage_source ref, void *ref_user, const char *declared_by, json_t **out,
+                           bool *pass);
 void same_precision_print(const json_t *same);
 /* The run diverges when the same-precision verdict failed (report_finish says so). */
 void same_verdict(report *r, const json_t *same, bool pass);

@@ -4,6 +4,7 @@
  * compare.c, backends.c, info.c, convert.c).
  * Exit status: 0 agree (or success), 1 diverge, 2 bad input or usage. */
 #include "diff.h"
+#include "rounding.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -92,6 +93,12 @@ static void usage(FILE *fp) {
           "      --names hf|vllm|llama.cpp\n"
           "                           compare: how the dump under test names its stages (default\n"
           "                           hf); vllm and llama.cpp need --model (docs/llama-diff.md)\n"
+          "      --rounding NAME      compare --model, a bf16/fp16 dump: where its engine rounds, for\n"
+          "                           the same-precision verdict: cuda (the rounding map),\n"
+          "                           transformers (Hugging Face on the CPU, sdpa) or\n"
+          "                           transformers-eager; overrides the dump's rounding metadata.\n"
+          "                           A named profile holds every op to the tight budget (no\n"
+          "                           rounding more allowed)\n"
           "      --json               print one JSON document instead of text\n"
           "      --report FILE        check, compare, backends: also write a self-contained HTML\n"
           "                           report (charts per stage and per layer, table, drill-down)\n"
@@ -141,7 +148,8 @@ enum {
     OPT_NAMES,
     OPT_PLUGIN,
     OPT_MEMORY,
-    OPT_CUDA_GRAPHS
+    OPT_CUDA_GRAPHS,
+    OPT_ROUNDING
 };
 
 static const struct {
@@ -174,6 +182,7 @@ static const struct {
     {OPT_INJECT, "--inject", U_CHECK | U_DUMP | U_BACKENDS},
     {OPT_STAGES, "--stages", U_COMPARE},
     {OPT_NAMES, "--names", U_COMPARE},
+    {OPT_ROUNDING, "--rounding", U_COMPARE},
 };
 #define N_OPTION_USE (sizeof option_use / sizeof option_use[0])
 
@@ -253,6 +262,7 @@ static int parse_args(int argc, char **argv, args *a) {
         {"stages", required_argument, NULL, OPT_STAGES},
         {"names", required_argument, NULL, OPT_NAMES},
         {"plugin", required_argument, NULL, OPT_PLUGIN},
+        {"rounding", required_argument, NULL, OPT_ROUNDING},
         {NULL, 0, NULL, 0},
     };
     bool given[N_OPTION_USE] = {0};
@@ -316,6 +326,13 @@ static int parse_args(int argc, char **argv, args *a) {
                 return bad("--names: \"%s\" is not hf, vllm or llama.cpp", optarg);
             a->names = optarg;
             break;
+        case OPT_ROUNDING: {
+            lr_rounding r;
+            if (lr_rounding_find(optarg, &r))
+                return bad("--rounding: \"%s\" is no rounding profile (%s)", optarg, lr_rounding_names());
+            a->rounding = optarg;
+            break;
+        }
         case OPT_INJECT:
             if (a->nfaults == (int)(sizeof a->faults / sizeof a->faults[0]))
                 return bad("--inject: at most %d faults", a->nfaults);

@@ -1,5 +1,6 @@
 /* same.c: the same-precision verdict at bf16 and fp16 (docs/detection.md), for check
- * (against the golden) and backends (against side a's run). Two criteria:
+ * (against the golden), backends (against side a's run) and compare's outside-engine dumps
+ * (the emulated side rounding as the dump's rounding profile says). Two criteria:
  * - ulps: the emulated CPU reference at the same precision and tp recomputes every op of
  *   the run under test from the very input that op received (fed_source: the run's own
  *   stages, or the reference's where the run was isolated from it), and each stage is held
@@ -51,7 +52,9 @@ static const char *attention_variant(const args *a, char *buf, size_t n) {
 
 /* An outside engine's op may round at other points than the rounding map (vLLM's RMSNorm
  * rounds before the weight; an engine computing in float32 and storing bf16 rounds its
- * inputs nowhere), so against it every op is allowed one more rounding: one ulp more per
+ * inputs nowhere), so against one that names no rounding profile (compare --rounding, a
+ * dump's `rounding` metadata: the emulated side then rounds where it does, and its ops are
+ * held to the tight budget) every op is allowed one more rounding: one ulp more per
  * element (in a share of 2^-8 of the elements; any more is a bug), and two roundings' RMS
  * (2 rho, 0.85 ulp at the value's binade) of relative L2. What it still sees: errors of a
  * few ulps in a share of the elements, such as 1% on every 7th element of an output. */
@@ -212,9 +215,9 @@ static int projection_bound(const lr_checkpoint *ck, const lr_recorder *emu, bou
     return LR_OK;
 }
 
-/* Each stage held to its budget: attention's counts P's rounding where the variant rounds
- * it; a layer's output (the stream plus two rounded outputs, in float32) counts the terms'
- * flips; an outside engine's (outside) may round once more. */
+/* Each stage held to its budget: attention's counts P's rounding where the variant (or
+ * the rounding profile) rounds it; a layer's output (the stream plus two rounded outputs,
+ * in float32) counts the terms' flips; an outside engine's (outside) may round once more. */
 static int judge(const args *a, const lr_checkpoint *ck, const lr_batch *b, const lr_recorder *emu,
                  bound_cache *bc, const char *name, const lr_tensor *test, const lr_tensor *ref,
                  lr_same_budget budget, bool outside, lr_same_metrics *m) {
@@ -226,8 +229,10 @@ static int judge(const args *a, const lr_checkpoint *ck, const lr_batch *b, cons
         for (int64_t q = 0; b->seq_lens && q < b->num_seqs; q++)
             longest = b->seq_lens[q] > longest ? b->seq_lens[q] : longest;
         char v[64];
-        bool rounds = lr_attention_rounds_p(attention_variant(a, v, sizeof v), a->opt.precision, c->head_dim,
-                                            a->decode ? longest - a->decode : longest);
+        lr_rounding r = LR_ROUNDING_CUDA;
+        lr_rounding_find(a->opt.rounding, &r); /* checked when the emulated model was made */
+        bool rounds = lr_rounding_rounds_p(r, attention_variant(a, v, sizeof v), a->opt.precision,
+                                           c->head_dim, a->decode ? longest - a->decode : longest);
         lr_same_budget ab =
             lr_same_attention_budget(a->opt.precision, c->head_dim, longest, rounds, LR_SAME_P_RANGE);
         return lr_same_compare(test, ref, a->opt.precision,
@@ -411,6 +416,13 @@ out:
     return status;
 }
 
+/* Which rounding the emulated reference used: the profile, who named it (NULL: nobody,
+ * the map), and whether the ops under test were allowed one rounding more. */
+static json_t *rounding_json(const args *a, const char *declared_by, bool outside) {
+    return json_pack("{s:s, s:s?, s:b}", "profile", a->opt.rounding ? a->opt.rounding : LR_ROUNDING_DEFAULT,
+                     "declared_by", declared_by, "one_more_rounding", outside);
+}
+
 int same_precision(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_stage_source ref,
                    void *ref_user, const lr_recorder *test_run, json_t **out, bool *pass) {
     lr_same_budget budget = lr_same_precision_budget(
@@ -418,8 +430,9 @@ int same_precision(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr
     char label[96];
     snprintf(label, sizeof label, "cpu:%s (emulated), tp %d, ops isolated", precision_name(a->opt.precision),
              a->opt.tp_size);
-    json_t *s = json_pack("{s:s, s:{s:f, s:f, s:f}}", "reference", label, "budget", "rel_l2", budget.rel_l2,
-                          "ulps", budget.ulps, "floor", budget.floor);
+    json_t *s =
+        json_pack("{s:s, s:{s:f, s:f, s:f}, s:o}", "reference", label, "budget", "rel_l2", budget.rel_l2,
+                  "ulps", budget.ulps, "floor", budget.floor, "rounding", rounding_json(a, NULL, false));
     int status;
     /* Isolated by layer, the run's ops got their boundary inputs rounded as a layer's, not
      * as the emulated side's ops get them: the ulps criterion then judges the backend run
@@ -463,21 +476,36 @@ int same_precision(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr
 
 int same_precision_of_dump(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_dtype p,
                            lr_stage_source dump, void *dump_user, const lr_recorder *dump_run,
-                           lr_stage_source ref, void *ref_user, json_t **out, bool *pass) {
+                           lr_stage_source ref, void *ref_user, const char *declared_by, json_t **out,
+                           bool *pass) {
     args ae = emulated_side(a);
     ae.opt.precision = p;
     ae.decode = 0;
     ae.isolate = ae.isolate_ops = false; /* the engine ran free: the factor's emulated run too */
     lr_same_budget budget =
         lr_same_precision_budget(p, lr_same_reduction(lr_checkpoint_config(ck), b->num_tokens));
-    char label[128];
-    snprintf(label, sizeof label, "cpu:%s (emulated), each op fed the dump's own input to it",
-             precision_name(p));
-    lr_same_budget shown = outside_engine(budget, p); /* what judge holds the dump's ops to */
-    json_t *s = json_pack("{s:s, s:{s:f, s:f, s:f}}", "reference", label, "budget", "rel_l2", shown.rel_l2,
-                          "ulps", shown.ulps, "floor", shown.floor);
+    /* An engine whose rounding profile is named is modelled op for op: its ops are held to
+     * the tight budget; any other may round once more at each op (outside_engine). */
+    bool outside = declared_by == NULL;
+    const char *profile = a->opt.rounding ? a->opt.rounding : LR_ROUNDING_DEFAULT;
+    char label[192];
+    if (outside)
+        snprintf(label, sizeof label,
+                 "cpu:%s (emulated, the rounding map, each op allowed one rounding more), each op fed the "
+                 "dump's own input to it",
+                 precision_name(p));
+    else
+        snprintf(label, sizeof label,
+                 "cpu:%s (emulated, rounding profile %s, from %s), each op fed the dump's own input to it",
+                 precision_name(p), profile,
+                 strcmp(declared_by, "metadata") == 0 ? "the dump's metadata" : declared_by);
+    lr_same_budget shown =
+        outside ? outside_engine(budget, p) : budget; /* what judge holds the dump's ops to */
+    json_t *s = json_pack("{s:s, s:{s:f, s:f, s:f}, s:o}", "reference", label, "budget", "rel_l2",
+                          shown.rel_l2, "ulps", shown.ulps, "floor", shown.floor, "rounding",
+                          rounding_json(a, declared_by, outside));
     int status;
-    if ((status = isolated_ulps(&ae, ck, b, dump, dump_user, budget, dump_run, true, s))) {
+    if ((status = isolated_ulps(&ae, ck, b, dump, dump_user, budget, dump_run, outside, s))) {
         json_decref(s);
         return status;
     }

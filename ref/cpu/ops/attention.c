@@ -3,7 +3,8 @@
  * to its own cached tokens (never another sequence's), with GQA/MQA head sharing.
  * Both products go through BLAS, skipping the blocks of keys the causal mask hides. The
  * emulated bf16/fp16 path rounds the probabilities where the CUDA path's kernel does
- * (lr_ref_attention_tiled, ref/core/rounding.h). */
+ * (lr_ref_attention_tiled, ref/core/rounding.h), or as torch's kernels do under a
+ * rounding profile (lr_ref_attention_torch_flash, _eager). */
 
 /* Queries are taken in blocks of this many rows: block [j0, j1) sees at most past + j1
  * keys, so keys that no row of the block can see are never multiplied. A prefill does
@@ -136,6 +137,125 @@ void R(lr_ref_attention_tiled)(real *ctx, int64_t ldc, const real *q, int64_t ld
     R(attention_tiled_masked)(ctx, ldc, q, ldq, k, v, ldkv, n, past, nh, nkv, hd, tile, p_dtype, 0, scores);
 }
 
+/* One sequence as lr_ref_attention, as torch's CPU flash-attention kernel computes it
+ * (sdpa under transformers; a rounding profile's ATTN_TORCH_FLASH, ref/core/rounding.h):
+ * scores q.k in float32, times the scale in float32; per block of
+ * LR_TORCH_FLASH_KV_BLOCK keys from key 0, e = exp(s - running max) in float32, the row
+ * sum over the unrounded e, P = e rounded to p_dtype before P V, the row's accumulator
+ * (float32) and sum rescaled by exp(old max - new max) as the max grows; ctx = acc *
+ * (1 / l), which the caller rounds. scores: scratch of max(n, nh / nkv) * (past + n). */
+static void R(attention_torch_flash_masked)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
+                                            const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
+                                            int64_t nkv, int64_t hd, lr_dtype p_dtype, int shift,
+                                            real *scores) {
+    int64_t group = nh / nkv;
+    real scale = (real)(float)pow((double)hd, -0.5); /* transformers' head_dim ** -0.5, as a float */
+    for (int64_t h = 0; h < nh; h++) {
+        int64_t g = h / group;
+        for (int64_t j0 = 0; j0 < n; j0 += LR_ATTENTION_BLOCK) {
+            int64_t m = n - j0 < LR_ATTENTION_BLOCK ? n - j0 : LR_ATTENTION_BLOCK;
+            int64_t nk = lr_causal_keys(past, j0 + m - 1, n, shift);
+            real mx[LR_ATTENTION_BLOCK], l[LR_ATTENTION_BLOCK];
+            real *o = ctx + j0 * ldc + h * hd; /* (m, hd), stride ldc */
+            for (int64_t i = 0; i < m; i++) {
+                mx[i] = -INFINITY, l[i] = 0;
+                memset(o + i * ldc, 0, (size_t)hd * sizeof(real));
+            }
+            for (int64_t k0 = 0; k0 < nk; k0 += LR_TORCH_FLASH_KV_BLOCK) {
+                int64_t kt = nk - k0 < LR_TORCH_FLASH_KV_BLOCK ? nk - k0 : LR_TORCH_FLASH_KV_BLOCK;
+                /* S (m, kt) = Q_h[j0 .. j0+m) @ K_g[k0 .. k0+kt)^T, unscaled */
+                GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)kt, (int)hd, 1,
+                     q + j0 * ldq + h * hd, (int)ldq, k + k0 * ldkv + g * hd, (int)ldkv, 0, scores, (int)kt);
+                for (int64_t i = 0; i < m; i++) {
+                    real *s = scores + i * kt;
+                    int64_t vis = lr_causal_keys(past, j0 + i, n, shift) - k0;
+                    vis = vis < 0 ? 0 : vis > kt ? kt : vis;
+                    real tmax = -INFINITY;
+                    for (int64_t c = 0; c < vis; c++) {
+                        s[c] *= scale;
+                        tmax = s[c] > tmax ? s[c] : tmax;
+                    }
+                    real mnew = tmax > mx[i] ? tmax : mx[i];
+                    if (mnew == -INFINITY) { /* nothing seen yet: weights 0, nothing to rescale */
+                        memset(s, 0, (size_t)kt * sizeof(real));
+                        continue;
+                    }
+                    real sum = 0;
+                    for (int64_t c = 0; c < kt; c++) {
+                        real e = c < vis ? REXP(s[c] - mnew) : 0;
+                        sum += e;
+                        s[c] = R(round1)(e, p_dtype);
+                    }
+                    real corr = REXP(mx[i] - mnew); /* 0 for the first block seen */
+                    l[i] = sum + corr * l[i];
+                    mx[i] = mnew;
+                    if (k0 > 0)
+                        for (int64_t d = 0; d < hd; d++)
+                            o[i * ldc + d] *= corr;
+                }
+                /* O (m, hd) += P (m, kt) @ V_g[k0 .. k0+kt) */
+                GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)kt, 1, scores, (int)kt,
+                     v + k0 * ldkv + g * hd, (int)ldkv, 1, o, (int)ldc);
+            }
+            for (int64_t i = 0; i < m; i++) {
+                real inv = l[i] > 0 ? 1 / l[i] : 0;
+                for (int64_t d = 0; d < hd; d++)
+                    o[i * ldc + d] *= inv;
+            }
+        }
+    }
+}
+
+/* One sequence as lr_ref_attention, as transformers' eager attention computes it (a
+ * rounding profile's ATTN_TORCH_EAGER, ref/core/rounding.h): s = round(round(q.k) *
+ * scale) (the product's output and the scaled scores in p_dtype), the softmax in float32,
+ * P = round(e * (1 / sum e)) before P V, P V in float32; ctx left for the caller to
+ * round. scores: as for lr_ref_attention. */
+static void R(attention_torch_eager_masked)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
+                                            const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
+                                            int64_t nkv, int64_t hd, lr_dtype p_dtype, int shift,
+                                            real *scores) {
+    int64_t group = nh / nkv;
+    real scale = (real)(float)pow((double)hd, -0.5);
+    for (int64_t h = 0; h < nh; h++) {
+        int64_t g = h / group;
+        for (int64_t j0 = 0; j0 < n; j0 += LR_ATTENTION_BLOCK) {
+            int64_t m = n - j0 < LR_ATTENTION_BLOCK ? n - j0 : LR_ATTENTION_BLOCK;
+            int64_t nk = lr_causal_keys(past, j0 + m - 1, n, shift);
+            GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)nk, (int)hd, 1, q + j0 * ldq + h * hd,
+                 (int)ldq, k + g * hd, (int)ldkv, 0, scores, (int)nk);
+            for (int64_t i = 0; i < m; i++) {
+                real *s = scores + i * nk;
+                int64_t vis = lr_causal_keys(past, j0 + i, n, shift);
+                real mx = -INFINITY, sum = 0;
+                for (int64_t c = 0; c < vis; c++) {
+                    s[c] = R(round1)(R(round1)(s[c], p_dtype) * scale, p_dtype);
+                    mx = s[c] > mx ? s[c] : mx;
+                }
+                for (int64_t c = 0; c < vis; c++)
+                    sum += s[c] = REXP(s[c] - mx);
+                real inv = 1 / sum;
+                for (int64_t c = 0; c < nk; c++)
+                    s[c] = c < vis ? R(round1)(s[c] * inv, p_dtype) : 0;
+            }
+            GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)nk, 1, scores, (int)nk,
+                 v + g * hd, (int)ldkv, 0, ctx + j0 * ldc + h * hd, (int)ldc);
+        }
+    }
+}
+
+void R(lr_ref_attention_torch_flash)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
+                                     const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
+                                     int64_t nkv, int64_t hd, lr_dtype p_dtype, real *scores) {
+    R(attention_torch_flash_masked)(ctx, ldc, q, ldq, k, v, ldkv, n, past, nh, nkv, hd, p_dtype, 0, scores);
+}
+
+void R(lr_ref_attention_torch_eager)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
+                                     const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
+                                     int64_t nkv, int64_t hd, lr_dtype p_dtype, real *scores) {
+    R(attention_torch_eager_masked)(ctx, ldc, q, ldq, k, v, ldkv, n, past, nh, nkv, hd, p_dtype, 0, scores);
+}
+
 /* qkv (T, q_r + 2 kv_r) after RoPE -> ctx (T, q_r), through the cache. scores: scratch
  * of at least max(max(len), heads / kv heads) * max(past + len) elements. P is rounded
  * where the CUDA path's kernel for this batch rounds it (only ever at bf16 and fp16). */
@@ -145,7 +265,8 @@ static void R(attention)(real *ctx, const real *qkv, const cpu_model *m, const c
     const lr_tp_layout *L = &rk->L;
     int64_t hd = m->cfg.head_dim, qw = L->q_size + 2 * L->kv_size, kvw = L->kv_size, max_new = 0;
     for (int64_t s = 0; s < b->num_seqs; s++) max_new = seqs[s].len > max_new ? seqs[s].len : max_new;
-    bool tiled = lr_attention_rounds_p(NULL, m->dt, hd, max_new);
+    lr_rnd_attn how = lr_rounding_profile_of(m->rounding)->attention;
+    bool tiled = how == LR_RND_ATTN_VARIANT && lr_attention_rounds_p(NULL, m->dt, hd, max_new);
     for (int64_t s = 0; s < b->num_seqs; s++) {
         const cpu_seq *sq = &seqs[s];
         size_t off = cpu_kv_offset(kv, sq->slot, layer, L->tp_rank);
@@ -162,12 +283,20 @@ static void R(attention)(real *ctx, const real *qkv, const cpu_model *m, const c
             memcpy(kc + (sq->past + j) * kvw, kc + from * kvw, (size_t)kvw * sizeof(real));
             memcpy(vc + (sq->past + j) * kvw, vc + from * kvw, (size_t)kvw * sizeof(real));
         }
-        if (tiled)
-            R(attention_tiled_masked)(ctx + sq->start * L->q_size, L->q_size, qkv + sq->start * qw, qw, kc, vc, kvw,
-                                      sq->len, sq->past, L->num_heads, L->num_kv_heads, hd, LR_ATTN_P_TILE, m->dt,
-                                      mods->mask_shift, scores);
+        real *c = ctx + sq->start * L->q_size; /* (len, q_r) */
+        const real *x = qkv + sq->start * qw;  /* (len, qw) */
+        int64_t nh = L->num_heads, nkv = L->num_kv_heads;
+        if (how == LR_RND_ATTN_TORCH_FLASH)
+            R(attention_torch_flash_masked)(c, L->q_size, x, qw, kc, vc, kvw, sq->len, sq->past, nh, nkv, hd,
+                                            m->dt, mods->mask_shift, scores);
+        else if (how == LR_RND_ATTN_TORCH_EAGER)
+            R(attention_torch_eager_masked)(c, L->q_size, x, qw, kc, vc, kvw, sq->len, sq->past, nh, nkv, hd,
+                                            m->dt, mods->mask_shift, scores);
+        else if (tiled)
+            R(attention_tiled_masked)(c, L->q_size, x, qw, kc, vc, kvw, sq->len, sq->past, nh, nkv, hd,
+                                      LR_ATTN_P_TILE, m->dt, mods->mask_shift, scores);
         else
-            R(attention_masked)(ctx + sq->start * L->q_size, L->q_size, qkv + sq->start * qw, qw, kc, vc, kvw,
-                                sq->len, sq->past, L->num_heads, L->num_kv_heads, hd, mods->mask_shift, scores);
+            R(attention_masked)(c, L->q_size, x, qw, kc, vc, kvw, sq->len, sq->past, nh, nkv, hd, mods->mask_shift,
+                                scores);
     }
 }

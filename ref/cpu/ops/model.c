@@ -4,7 +4,9 @@
  * would all-reduce (embedding, o_proj, down_proj) or all-gather (logits), the reference
  * does the same sums and concatenations here. Each op ends by storing what it wrote
  * (R(store)): as it is on the f32 and f64 paths, rounded to the dtype where the rounding
- * map says on the emulated bf16/fp16 path (ref/core/rounding.h). */
+ * map says on the emulated bf16/fp16 path (ref/core/rounding.h), or where the model's
+ * rounding profile says (m->rounding: the ops' own roundings inside, the stream's
+ * storage). */
 
 /* Scratch of one forward. Per-rank buffers are arrays of tp pointers. */
 typedef struct {
@@ -95,9 +97,14 @@ static size_t R(buf_numel)(const R(pass) *p, lr_buf b) {
 }
 
 /* Buffer b of rank r once an op has written it: rounded to the dtype the rounding map
- * stores it in (lr_buf_dtype), which is nothing on the f32 and f64 paths. */
+ * (or the model's profile) stores it in (lr_buf_dtype_in), which is nothing on the f32 and
+ * f64 paths. */
 static void R(store)(R(pass) *p, lr_buf b, int r) {
-    R(round_to)(R(buf)(p, b, r), R(buf_numel)(p, b), lr_buf_dtype(b, p->m->dt));
+    R(round_to)(R(buf)(p, b, r), R(buf_numel)(p, b), lr_buf_dtype_in(p->m->rounding, b, p->m->dt));
+}
+
+static const lr_rounding_profile *R(profile)(const R(pass) * p) {
+    return lr_rounding_profile_of(p->m->rounding);
 }
 
 /* A packed tensor of rank r by plan index from the weight cache (weights.c), or NULL
@@ -146,13 +153,23 @@ static int R(op_rms_norm)(void *be, int weight, bool add, const lr_op_mods *mods
     cpu_weights_pin(p->m);
     int rc = R(weight)(p, 0, weight, &g);
     if (rc) return rc;
-    if (add) {
+    const lr_rounding_profile *rp = R(profile)(p);
+    if (add && rp->stream == LR_RND_STREAM_F32 && rp->norm == LR_RND_NORM_ONCE) {
         R(lr_ref_fused_add_rms_norm)(w->normed, w->residual, w->hidden, g, T, H, eps);
+        R(store)(p, LR_BUF_RESIDUAL, 0);
     } else {
-        memcpy(w->residual, w->hidden, (size_t)(T * H) * sizeof(real));
-        R(lr_ref_rms_norm)(w->normed, w->hidden, g, T, H, eps);
+        /* A profile's stream is rounded before the norm reads it (h = round(x + attn)). */
+        if (add)
+            for (int64_t i = 0; i < T * H; i++)
+                w->residual[i] += w->hidden[i];
+        else
+            memcpy(w->residual, w->hidden, (size_t)(T * H) * sizeof(real));
+        R(store)(p, LR_BUF_RESIDUAL, 0);
+        if (rp->norm == LR_RND_NORM_BEFORE_WEIGHT)
+            R(lr_ref_rms_norm_torch)(w->normed, w->residual, g, T, H, eps, p->m->dt);
+        else
+            R(lr_ref_rms_norm)(w->normed, w->residual, g, T, H, eps);
     }
-    R(store)(p, LR_BUF_RESIDUAL, 0);
     R(store)(p, LR_BUF_NORMED, 0);
     return LR_OK;
 }
@@ -189,7 +206,8 @@ static int R(product)(const cpu_model *m, real *y, const real *x, const real *w,
 
 /* The product is stored before the bias is added, and the sum again, as the CUDA path
  * rounds the GEMM's output and then the bias add's (the same arithmetic as
- * lr_ref_linear's with the bias on the f32 and f64 paths). */
+ * lr_ref_linear's with the bias on the f32 and f64 paths); a profile's BIAS_ONCE stores
+ * the sum alone. */
 static int R(op_linear)(void *be, int r, lr_buf out, lr_buf in, int weight, int bias) {
     R(pass) *p = be;
     const lr_packed_desc *d = lr_plan_at(p->m->ranks[r].plan, (size_t)weight); /* (N, K) */
@@ -201,7 +219,7 @@ static int R(op_linear)(void *be, int r, lr_buf out, lr_buf in, int weight, int 
     if (rc == LR_OK) rc = R(weight)(p, r, bias, &b);
     if (rc) return rc;
     if ((rc = R(product)(p->m, y, R(buf)(p, in, r), w, T, N, d->shape[1]))) return rc;
-    R(store)(p, out, r);
+    if (!b || R(profile)(p)->bias == LR_RND_BIAS_TWICE) R(store)(p, out, r);
     if (!b) return LR_OK;
     for (int64_t t = 0; t < T; t++)
         for (int64_t n = 0; n < N; n++) y[t * N + n] += b[n];
@@ -209,15 +227,25 @@ static int R(op_linear)(void *be, int r, lr_buf out, lr_buf in, int weight, int 
     return LR_OK;
 }
 
-/* neox RoPE on the rank's q heads, then its k heads (at a theta fault's frequencies). */
+/* neox RoPE on the rank's q heads, then its k heads (at a theta fault's frequencies); as
+ * torch rotates under a profile's ROPE_TORCH (its float32 frequencies, or the fault's as
+ * float32). */
 static int R(op_rotary)(void *be, int r, const lr_op_mods *mods) {
     R(pass) *p = be;
     const lr_tp_layout *L = &p->m->ranks[r].L;
     int64_t hd = p->m->cfg.head_dim, qw = L->q_size + 2 * L->kv_size;
     real *qkv = p->w.qkv[r];
-    const double *inv = mods->inv_freq ? mods->inv_freq : p->m->inv_freq;
-    R(lr_ref_rotary_embedding)(qkv, qw, p->T, L->num_heads, hd, p->b->positions, inv, p->w.cs);
-    R(lr_ref_rotary_embedding)(qkv + L->q_size, qw, p->T, L->num_kv_heads, hd, p->b->positions, inv, p->w.cs);
+    const int64_t *pos = p->b->positions;
+    if (R(profile)(p)->rotary == LR_RND_ROPE_TORCH) {
+        const double *inv = mods->inv_freq ? mods->inv_freq : p->m->inv_freq_torch;
+        lr_dtype dt = p->m->dt;
+        R(lr_ref_rotary_embedding_torch)(qkv, qw, p->T, L->num_heads, hd, pos, inv, p->w.cs, dt);
+        R(lr_ref_rotary_embedding_torch)(qkv + L->q_size, qw, p->T, L->num_kv_heads, hd, pos, inv, p->w.cs, dt);
+    } else {
+        const double *inv = mods->inv_freq ? mods->inv_freq : p->m->inv_freq;
+        R(lr_ref_rotary_embedding)(qkv, qw, p->T, L->num_heads, hd, pos, inv, p->w.cs);
+        R(lr_ref_rotary_embedding)(qkv + L->q_size, qw, p->T, L->num_kv_heads, hd, pos, inv, p->w.cs);
+    }
     R(store)(p, LR_BUF_QKV, r);
     return LR_OK;
 }
@@ -232,7 +260,9 @@ static int R(op_attention)(void *be, int r, int64_t layer, const lr_op_mods *mod
 static int R(op_activation)(void *be, int r, bool gated) {
     R(pass) *p = be;
     int64_t Ir = p->m->ranks[r].L.intermediate;
-    if (gated)
+    if (gated && R(profile)(p)->act == LR_RND_ACT_SILU_ROUNDED)
+        R(lr_ref_silu_and_mul_torch)(p->w.act[r], p->w.gate_up[r], p->T, Ir, p->m->dt);
+    else if (gated)
         R(lr_ref_silu_and_mul)(p->w.act[r], p->w.gate_up[r], p->T, Ir);
     else
         R(lr_ref_silu)(p->w.act[r], p->w.gate_up[r], p->T, Ir);
@@ -292,7 +322,7 @@ static int R(op_perturb)(void *be, lr_buf b, int r, int64_t ld, int64_t col, int
                          int64_t width, const lr_fault *f) {
     R(pass) *p = be;
     real *x = R(buf)(p, b, r);
-    lr_dtype storage = lr_buf_dtype(b, p->m->dt);
+    lr_dtype storage = lr_buf_dtype_in(p->m->rounding, b, p->m->dt);
     for (int64_t t = 0; t < p->T; t++)
         for (int64_t c = 0; c < cols; c++) {
             real *v = &x[t * ld + col + c];

@@ -1,7 +1,8 @@
 /* real.h: the precision of one compilation of the CPU reference's op templates.
  * ref/cpu_f64.c and ref/cpu_f32.c each define LR_REAL (64 or 32) and include the
  * templates in ref/ops/, so one readable source serves both precisions. The emulated
- * bf16/fp16 path is the float32 one with the rounding map's roundings (ops/model.c). */
+ * bf16/fp16 path is the float32 one with the rounding map's roundings, or a rounding
+ * profile's (ops/model.c). */
 #include <cblas.h>
 #include <math.h>
 
@@ -44,5 +45,15 @@ static inline void R(round_to)(real *x, size_t n, lr_dtype dt) {
     lr_round_f32_n(x, n, dt);
 #else
     (void)x, (void)n, (void)dt;
+#endif
+}
+
+/* One value so: a rounding profile's rounding inside an op (ref/core/rounding.h). */
+static inline real R(round1)(real x, lr_dtype dt) {
+#if LR_REAL == 32
+    return lr_round_f32(x, dt);
+#else
+    (void)dt;
+    return x;
 #endif
 }

@@ -19,15 +19,15 @@ docs/outside-engines.md.
 from . import stages
 from .compare import (CompareError, CoverageError, Divergence, LlamaDiffError, compare,
                       find_llama_diff, stage_table)
-from .golden import (BF16, COMPUTE_DTYPES, FORMAT, Dump, DumpError, order_stages, read_dump,
-                     read_metadata, read_safetensors, write_dump, write_safetensors)
+from .golden import (BF16, COMPUTE_DTYPES, FORMAT, ROUNDING_PROFILES, Dump, DumpError, order_stages,
+                     read_dump, read_metadata, read_safetensors, write_dump, write_safetensors)
 from .hooks import Recorder, attach
 from .namemaps import HF_NAME_MAP, VLLM_NAME_MAP, VLLM_SPLIT_NAME_MAP, NameMap
 
 __version__ = "0.1.0"
 
 __all__ = ["stages", "CompareError", "CoverageError", "Divergence", "LlamaDiffError", "compare",
-           "find_llama_diff", "stage_table", "BF16", "COMPUTE_DTYPES", "FORMAT", "Dump",
+           "find_llama_diff", "stage_table", "BF16", "COMPUTE_DTYPES", "FORMAT", "ROUNDING_PROFILES", "Dump",
            "DumpError", "order_stages", "read_dump", "read_metadata", "read_safetensors",
            "write_dump", "write_safetensors", "Recorder", "attach", "HF_NAME_MAP",
            "VLLM_NAME_MAP", "VLLM_SPLIT_NAME_MAP", "NameMap"]

@@ -107,8 +107,8 @@ def _message(result, dump, golden):
     return "\n".join(lines)
 
 
-def compare(dump, golden, model=None, *, precision=None, stages=None, names=None, report=None,
-            llama_diff=None, args=(), timeout=None):
+def compare(dump, golden, model=None, *, precision=None, stages=None, names=None, rounding=None,
+            report=None, llama_diff=None, args=(), timeout=None):
     """Runs `llama-diff compare DUMP GOLDEN --json` and returns its parsed JSON.
 
     dump: the file under test; golden: the reference (both llama-golden/1). model: the
@@ -116,7 +116,8 @@ def compare(dump, golden, model=None, *, precision=None, stages=None, names=None
     stages, report: `--precision`, `--stages PATTERN`, `--report FILE`. names: the name
     flavour of the dump (`--names`; "hf", the spec's names, passes none); None takes the
     dump's own `names` metadata, which :func:`llamaref.write_dump` and the hooks write for
-    an engine's own names. args: more
+    an engine's own names. rounding: where the engine rounds (`--rounding`, one of
+    ROUNDING_PROFILES), over the dump's own `rounding` metadata. args: more
     arguments. llama_diff: the executable (else $LLAMA_DIFF, else PATH).
 
     Raises Divergence or CoverageError (AssertionErrors carrying .result and .table) when
@@ -133,7 +134,7 @@ def compare(dump, golden, model=None, *, precision=None, stages=None, names=None
         names = None              # the spec's own names: nothing to translate
     cmd = [exe, "compare", dump, golden, "--json"]
     for opt, val in (("--model", model), ("--precision", precision), ("--stages", stages),
-                     ("--names", names), ("--report", report)):
+                     ("--names", names), ("--rounding", rounding), ("--report", report)):
         if val is not None:
             cmd += [opt, os.fspath(val)]
     cmd += [os.fspath(a) for a in args]

@@ -22,6 +22,10 @@ from . import stages as _stages
 
 FORMAT = "llama-golden/1"
 COMPUTE_DTYPES = ("float64", "float32", "bfloat16", "float16")
+# Where an engine computing in bf16/fp16 rounds: the rounding profiles of llama-diff's
+# emulated reference (ref/core/rounding.h, LR_ROUNDING_PROFILE_MAP), written as metadata
+# `rounding`. "cuda" is the rounding map itself.
+ROUNDING_PROFILES = ("cuda", "transformers", "transformers-eager")
 
 # safetensors dtype name -> numpy dtype of its bytes (BF16: the raw bits).
 _NP = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4"}
@@ -251,7 +255,7 @@ def _ints(name, v):
 
 
 def write_dump(path, stages, input_ids, positions, seq_lens=None, *, model, compute_dtype=None,
-               generator, names="hf", metadata=None, force=False):
+               generator, names="hf", rounding=None, metadata=None, force=False):
     """Writes a llama-golden/1 file.
 
     stages: {name: [T, F] or [1, T, F] array or BF16}, written in the order given
@@ -261,7 +265,10 @@ def write_dump(path, stages, input_ids, positions, seq_lens=None, *, model, comp
     precision whose budgets `llama-diff compare` applies; None leaves it out (compare then
     judges by the stages' dtype). names: "hf" (the spec's stage names, checked here) or
     the name flavour of an engine ("vllm", "llama.cpp"), written as metadata `names` and
-    translated by `llama-diff compare --names`. metadata: more string keys.
+    translated by `llama-diff compare --names`. rounding: where the engine rounds, one of
+    ROUNDING_PROFILES (metadata `rounding`), which `llama-diff compare --model` holds a
+    bf16/fp16 dump's ops to without the one more rounding it allows an engine that names
+    none. metadata: more string keys.
     """
     ids, pos = _ints("input_ids", input_ids), _ints("positions", positions)
     T = ids.size
@@ -279,6 +286,8 @@ def write_dump(path, stages, input_ids, positions, seq_lens=None, *, model, comp
         tensors["seq_lens"] = sl
     if compute_dtype is not None and compute_dtype not in COMPUTE_DTYPES:
         raise DumpError(f"compute_dtype {compute_dtype!r} is not one of {', '.join(COMPUTE_DTYPES)}")
+    if rounding is not None and rounding not in ROUNDING_PROFILES:
+        raise DumpError(f"rounding {rounding!r} is not one of {', '.join(ROUNDING_PROFILES)}")
     if not stages:
         raise DumpError("no stages to write")
     widths = {}
@@ -310,6 +319,8 @@ def write_dump(path, stages, input_ids, positions, seq_lens=None, *, model, comp
         meta["compute_dtype"] = compute_dtype
     if names != "hf":
         meta["names"] = str(names)
+    if rounding is not None:
+        meta["rounding"] = rounding
     for k, v in (metadata or {}).items():
         if k in meta:
             raise DumpError(f"metadata {k!r}: set by write_dump itself")

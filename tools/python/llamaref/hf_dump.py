@@ -145,11 +145,12 @@ def main(argv=None, prog="hf-dump.py"):
                       position_ids=pos_t[start:start + n][None].to(args.device), use_cache=False)
                 start += n
         rec.remove()
+        rounding = rec.rounding(args.dtype)   # where it rounds: transformers' profile on the CPU
         rec.save(args.out, ids, pos, seq_lens, compute_dtype=args.dtype,
                  model_name=os.path.basename(os.path.normpath(args.model)),
-                 generator=f"{_versions()} (tools/hf-dump.py)", force=args.force)
+                 generator=f"{_versions()} (tools/hf-dump.py)", force=args.force, rounding=rounding)
         print(f"wrote {len(rec.parts)} stages of {ids.size} tokens "
-              f"({args.dtype} on {args.device}) to {args.out}")
+              f"({args.dtype} on {args.device}{', rounding ' + rounding if rounding else ''}) to {args.out}")
         return EXIT_OK
     except DumpError as exc:
         print(f"hf-dump: {exc}", file=sys.stderr)

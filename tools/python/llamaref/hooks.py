@@ -171,14 +171,39 @@ class Recorder:
             if d in known:
                 return d
 
+    def rounding(self, compute_dtype=None):
+        """Where the model rounds, as a rounding profile of llama-diff's emulated reference
+        (golden.ROUNDING_PROFILES), or None where no profile models it: a Hugging Face
+        transformers model on the CPU computing in bfloat16/float16 with sdpa
+        ("transformers") or eager ("transformers-eager") attention; anything else (another
+        engine, a GPU, another attention implementation, float32) None."""
+        if (compute_dtype or self.compute_dtype()) not in ("bfloat16", "float16"):
+            return None
+        try:
+            from transformers import PreTrainedModel
+        except ImportError:
+            return None
+        if not isinstance(self.model, PreTrainedModel):
+            return None
+        try:
+            device = next(self.model.parameters()).device.type
+        except StopIteration:
+            return None
+        impl = getattr(self.model.config, "_attn_implementation", None)
+        if device != "cpu":
+            return None
+        return {"sdpa": "transformers", "eager": "transformers-eager"}.get(impl)
+
     def save(self, path, input_ids, positions, seq_lens=None, compute_dtype=None,
-             model_name=None, generator=None, force=False, store_dtype=None):
+             model_name=None, generator=None, force=False, store_dtype=None, rounding="auto"):
         """Write the captured stages as llama-golden/1, each in the dtype the model
         computed it in (store_dtype "float32" or "float64" upcasts every stage).
 
         input_ids, positions: all tokens of all forward calls, concatenated ([T]);
         seq_lens: lengths of the sequences (None: one sequence); compute_dtype: the
         metadata that picks compare's budgets, None: the dtype the model computed in.
+        rounding: the metadata `rounding` (a rounding profile, golden.ROUNDING_PROFILES);
+        "auto": :meth:`rounding`'s, for a transformers model on the CPU; None: none.
         Never replaces an existing file unless force; writes a temporary file in the
         same directory first.
         """
@@ -194,6 +219,8 @@ class Recorder:
             raise DumpError(f"input_ids has {ids.size} tokens but positions {pos.size}")
         if compute_dtype is None:
             compute_dtype = self.compute_dtype()
+        if rounding == "auto":
+            rounding = self.rounding(compute_dtype)
         st = self.stages(up[store_dtype])
         if not st:
             raise DumpError("nothing was captured: run the model after attach()")
@@ -207,7 +234,7 @@ class Recorder:
         return golden.write_dump(path, {n: to_numpy(t) for n, t in st.items()}, ids, pos, sl,
                                  model=model_name, compute_dtype=compute_dtype,
                                  generator=generator or f"{_versions()} (llamaref.hooks)",
-                                 names=self.names, force=force)
+                                 names=self.names, rounding=rounding, force=force)
 
 
 def _versions():
