@@ -257,7 +257,8 @@ static void predict_mode(const model_params *p, int mode, double embedding, cons
     if (mode != MODE_FREE) /* the final norm is fed the golden's last stream too */
         eh = fmin(p->r_stream, L ? free_slot[(L - 1) * N_SLOTS + S_LAYER] : embedding);
     *final_norm = sqrt(eh * eh + rw * rw + rho * rho + ACC(H) * ACC(H) / 4);
-    *logits = hypot3(*final_norm, hypot(rw, rho), ACC(H));
+    /* isolated by op, the LM head is fed the golden's final norm, rounded as stored */
+    *logits = hypot3(op ? IN(*final_norm) : *final_norm, hypot(rw, rho), ACC(H));
 #undef IN
 #undef ACC
 }
