@@ -500,6 +500,13 @@ typedef struct {
      * attention); NULL: the map. An unknown name, a profile other than the map on another
      * backend or at f32/f64: LR_E_INVAL (docs/architecture.md, "Rounding profiles"). */
     const char *rounding;
+    /* cpu, the emulated bf16/fp16 under the map's attention: round the probabilities P
+     * where this attention variant rounds them (a name in the rounding map,
+     * LR_ATTN_ROUNDING_MAP, or one a kernel plugin declared: lr_attention_rounds_p), so
+     * that the emulated reference is the yardstick of a CUDA run of that variant ("flash"
+     * and "simple" keep P in float32, "fa2" rounds it); NULL: the default variant's. An
+     * undeclared name: LR_E_INVAL. */
+    const char *attention_like;
     /* cuda: replay each decode step (every sequence one new token) as a CUDA graph,
      * captured once per batch shape (number of sequences) after one eager warm-up step
      * of that shape. Steps with an observer (on_stage or inject: stage copies, layer

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fixture_cases.h"
+#include "testutil.h"
 #include "ref_ops.h"
 #include "rounding.h"
 
@@ -598,6 +599,88 @@ START_TEST(profile_stages_are_stored_as_it_says) {
 }
 END_TEST
 
+/* ---- the emulated reference as an attention variant ------------------------------------ */
+
+typedef struct {
+    float *ctx; /* layer 0's attention output (self_attn.o_proj.input), copied */
+    int64_t n;
+} attn_capture;
+
+static void capture_attention(void *user, const char *name, const lr_tensor *t) {
+    attn_capture *c = user;
+    if (strcmp(name, "model.layers.0.self_attn.o_proj.input") != 0) return;
+    c->n = lr_tensor_numel(t);
+    c->ctx = malloc((size_t)c->n * sizeof *c->ctx);
+    ck_assert_ptr_nonnull(c->ctx);
+    memcpy(c->ctx, t->data, (size_t)c->n * sizeof *c->ctx);
+}
+
+/* Layer 0's attention output of a bf16 prefill of 40 tokens at head_dim 64 (where fa2
+ * rounds P), the emulated reference told to compute like variant (NULL: the default). */
+static attn_capture emulated_attention(const lr_checkpoint *ck, const char *variant) {
+    int64_t ids[40], pos[40];
+    for (int i = 0; i < 40; i++) ids[i] = (i * 7 + 3) % 70, pos[i] = i;
+    lr_batch b = {.input_ids = ids, .positions = pos, .num_tokens = 40, .num_seqs = 1};
+    lr_options o;
+    lr_options_init(&o);
+    o.precision = LR_BF16;
+    o.attention_like = variant;
+    lr_model *m;
+    ck_assert_msg(lr_model_create(ck, &o, &m) == LR_OK, "%s", lr_last_error());
+    attn_capture c = {0};
+    lr_observer obs = {.on_stage = capture_attention, .user = &c};
+    lr_tensor hidden;
+    ck_assert_int_eq(lr_model_forward(m, &b, NULL, &obs, &hidden), LR_OK);
+    ck_assert_ptr_nonnull(c.ctx);
+    lr_model_free(m);
+    return c;
+}
+
+/* The emulated reference rounds P as the variant under test does (lr_options.attention_like,
+ * which llama-diff's same-precision verdict sets from -k attention=NAME): the default and
+ * fa2 and tc alike round P at head_dim 64, flash and simple keep it in float32, bit for bit
+ * alike, and the two differ (on the H200, SmolLM2 under attention=flash failed the
+ * same-precision verdict at every layer 0 attention while the yardstick rounded P). An
+ * undeclared variant, or the option on a backend that runs its own, is refused. */
+START_TEST(emulated_attention_rounds_p_as_the_variant) {
+    lr_config cfg;
+    tu_config_small(&cfg);
+    cfg.hidden_size = 128;
+    cfg.num_attention_heads = 2;
+    cfg.num_key_value_heads = 1;
+    cfg.head_dim = 64;
+    char *dir = tu_tmpdir("rounding-attn-like");
+    tu_model *tm = tu_write_checkpoint(dir, &cfg, LR_F32, TU_SINGLE, 17);
+    lr_checkpoint *ck;
+    ck_assert_int_eq(lr_checkpoint_open(dir, &ck), LR_OK);
+    attn_capture def = emulated_attention(ck, NULL), fa2 = emulated_attention(ck, "fa2"),
+                 tc = emulated_attention(ck, "tc"), flash = emulated_attention(ck, "flash"),
+                 simple = emulated_attention(ck, "simple");
+    size_t bytes = (size_t)def.n * sizeof(float);
+    ck_assert(memcmp(def.ctx, fa2.ctx, bytes) == 0);
+    ck_assert(memcmp(def.ctx, tc.ctx, bytes) == 0);
+    ck_assert(memcmp(flash.ctx, simple.ctx, bytes) == 0);
+    int64_t moved = count_differing(def.ctx, flash.ctx, def.n);
+    ck_assert_msg(moved > def.n / 100, "rounding P moved %lld of %lld outputs", (long long)moved,
+                  (long long)def.n);
+    lr_options o;
+    lr_options_init(&o);
+    o.precision = LR_BF16;
+    o.attention_like = "flash2";
+    lr_model *m;
+    ck_assert_int_eq(lr_model_create(ck, &o, &m), LR_E_INVAL);
+    ck_assert_msg(strstr(lr_last_error(), "attention_like: \"flash2\""), "%s", lr_last_error());
+    o.attention_like = "flash";
+    o.backend = "cuda";
+    ck_assert_int_ne(lr_model_create(ck, &o, &m), LR_OK); /* built in or not, never accepted */
+    attn_capture *all[] = {&def, &fa2, &tc, &flash, &simple};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]->ctx);
+    lr_checkpoint_close(ck);
+    tu_model_free(tm);
+    tu_tmpdir_free(dir);
+}
+END_TEST
+
 static Suite *rounding_suite(void) {
     Suite *s = suite_create("rounding");
     TCase *cv = tcase_create("conversions");
@@ -616,6 +699,7 @@ static Suite *rounding_suite(void) {
     TCase *cpu = tcase_create("emulated");
     tcase_set_timeout(cpu, 60);
     tcase_add_loop_test(cpu, emulated_stages_are_stored_as_the_map_says, 0, N_CASES * 4);
+    tcase_add_test(cpu, emulated_attention_rounds_p_as_the_variant);
     suite_add_tcase(s, cpu);
     TCase *prof = tcase_create("profiles");
     tcase_set_timeout(prof, 60);

@@ -54,6 +54,13 @@ int lr_model_create(const lr_checkpoint *ck, const lr_options *opt, lr_model **o
     if (r != LR_ROUNDING_CUDA && o.precision != LR_BF16 && o.precision != LR_F16)
         return lr_fail(LR_E_INVAL, "rounding: profile \"%s\" is for the emulated bf16/fp16 path, not %s",
                        o.rounding, lr_dtype_name(o.precision));
+    if (o.attention_like && !lr_backend_find(ops->name)->rounding_profiles)
+        return lr_fail(LR_E_INVAL, "attention_like: the %s backend runs its own attention variants (kernels)",
+                       ops->name);
+    if (o.attention_like && !lr_attention_variant_declared(o.attention_like))
+        return lr_fail(LR_E_INVAL, "attention_like: \"%s\" is no attention variant of the rounding map "
+                                   "(ref/core/rounding.h) nor one a kernel plugin declared",
+                       o.attention_like);
     lr_model *m = calloc(1, sizeof *m);
     if (!m) return lr_fail(LR_E_NOMEM, "model: out of memory");
     m->ops = ops;

@@ -63,6 +63,27 @@ bool lr_attention_rounds_p(const char *variant, lr_dtype dt, int64_t hd, int64_t
     return r && *r;
 }
 
+const char *lr_attention_variant_declared(const char *variant) {
+    for (size_t i = 0; variant && i < N_ATTN_MAP; i++)
+        if (strcmp(attn_variants[i].name, variant) == 0) return attn_variants[i].name;
+    for (size_t i = 0; variant && i < n_declared; i++)
+        if (strcmp(declared[i].name, variant) == 0) return declared[i].name;
+    return NULL;
+}
+
+const char *lr_attention_variant_in(const char *kernels) {
+    for (const char *at = kernels; at && (at = strstr(at, "attention=")); at++) {
+        if (at != kernels && at[-1] != ',') continue;
+        char name[64];
+        size_t len = strcspn(at + strlen("attention="), ",");
+        if (len == 0 || len >= sizeof name) return NULL;
+        memcpy(name, at + strlen("attention="), len);
+        name[len] = '\0';
+        return lr_attention_variant_declared(name);
+    }
+    return NULL;
+}
+
 int lr_attention_rounding_declare(const char *variant, bool rounds_p) {
     if (!variant || !*variant) return lr_fail(LR_E_INVAL, "rounding map: an attention variant without a name");
     if (rounding_of(variant))

@@ -94,6 +94,14 @@ lr_dtype lr_buf_dtype(lr_buf b, lr_dtype compute);
  * one declared before is LR_E_INVAL. Not thread-safe: declare before any run. */
 int lr_attention_rounding_declare(const char *variant, bool rounds_p);
 
+/* variant's name as the map or a plugin's declaration holds it (it lives as long as the
+ * process), or NULL where neither declares it. */
+const char *lr_attention_variant_declared(const char *variant);
+/* The attention variant a kernels string ("family=name,...", lr_options.kernels) selects,
+ * as lr_attention_variant_declared gives it; NULL where it selects none (the default) or
+ * one undeclared (which the CUDA backend refuses). */
+const char *lr_attention_variant_in(const char *kernels);
+
 /* ---- Rounding profiles ----------------------------------------------------------------
  * The map above is the CUDA path's, and the emulated reference's unless told otherwise.
  * An engine that computes in bf16/fp16 but rounds at other points is modelled by a

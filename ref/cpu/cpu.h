@@ -38,6 +38,7 @@ typedef struct {
     int lm_head;            /* plan index of lm_head.weight (the embedding when tied) */
     bool f64_products;      /* lr_options.cpu_f64_products */
     lr_rounding rounding;   /* lr_options.rounding: where the emulated path rounds (rounding.h) */
+    const char *attn_like;  /* lr_options.attention_like, as the map declares it; NULL: the default */
     double *inv_freq;       /* (head_dim / 2), float64 whatever dt is */
     double *inv_freq_torch; /* (head_dim / 2): transformers' float32 ones, for ROPE_TORCH; or NULL */
     /* The weight cache (weights.c): the checkpoint it reads (mapped, in its stored dtype;

@@ -53,6 +53,7 @@ static int cpu_create(const lr_checkpoint *ck, const lr_options *opt, void **imp
         return lr_fail(LR_E_NOMEM, "cpu backend: out of memory");
     }
     lr_rope_inv_freq(&m->cfg, m->inv_freq);
+    m->attn_like = lr_attention_variant_declared(opt->attention_like); /* checked by the front */
     int rc = lr_rounding_find(opt->rounding, &m->rounding);
     if (rc == LR_OK && lr_rounding_profile_of(m->rounding)->rotary == LR_RND_ROPE_TORCH) {
         if ((m->inv_freq_torch = calloc((size_t)m->cfg.head_dim / 2, sizeof *m->inv_freq_torch)))

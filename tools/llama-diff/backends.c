@@ -4,6 +4,7 @@
  * compares them stage by stage, B against A. What each backend takes comes from the
  * table alone. */
 #include "diff.h"
+#include "rounding.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -176,7 +177,11 @@ static int parse_backend_spec(const char *spec, const char *opt, const args *a, 
         }
         return bad("%s: precision \"%s\" is not one %s computes in (%s)", opt, colon + 1, b->name, list);
     }
-    if (!b->kernel_variants) o->kernels = NULL;
+    if (!b->kernel_variants) {
+        /* the emulated side rounds P as the other side's attention variant does */
+        if (b->rounding_profiles) o->attention_like = lr_attention_variant_in(o->kernels);
+        o->kernels = NULL;
+    }
     if (!b->multi_device) o->num_devices = 0;
     if (!b->graphs) o->cuda_graphs = false;
     /* ,key=value settings after the precision */

@@ -35,19 +35,9 @@ static args emulated_side(const args *a) {
     ae.opt.num_devices = 0;
     ae.nfaults = 0;
     ae.opt.cpu_f64_products = false; /* BLAS's order: the reference's */
+    /* P rounded where a's attention variant rounds it: flash and simple keep it in float32 */
+    ae.opt.attention_like = lr_attention_variant_in(a->opt.kernels);
     return ae;
-}
-
-/* The attention variant a run uses ("attention=NAME" in its kernels), NULL: the default. */
-static const char *attention_variant(const args *a, char *buf, size_t n) {
-    const char *k = a->opt.kernels, *at = k ? strstr(k, "attention=") : NULL;
-    if (!at || (at != k && at[-1] != ',')) return NULL;
-    at += strlen("attention=");
-    size_t len = strcspn(at, ",");
-    if (len == 0 || len >= n) return NULL;
-    memcpy(buf, at, len);
-    buf[len] = '\0';
-    return buf;
 }
 
 /* An outside engine's op may round at other points than the rounding map (vLLM's RMSNorm
@@ -228,10 +218,9 @@ static int judge(const args *a, const lr_checkpoint *ck, const lr_batch *b, cons
         int64_t longest = b->seq_lens ? 0 : b->num_tokens; /* the longest sequence's keys */
         for (int64_t q = 0; b->seq_lens && q < b->num_seqs; q++)
             longest = b->seq_lens[q] > longest ? b->seq_lens[q] : longest;
-        char v[64];
         lr_rounding r = LR_ROUNDING_CUDA;
         lr_rounding_find(a->opt.rounding, &r); /* checked when the emulated model was made */
-        bool rounds = lr_rounding_rounds_p(r, attention_variant(a, v, sizeof v), a->opt.precision,
+        bool rounds = lr_rounding_rounds_p(r, lr_attention_variant_in(a->opt.kernels), a->opt.precision,
                                            c->head_dim, a->decode ? longest - a->decode : longest);
         lr_same_budget ab =
             lr_same_attention_budget(a->opt.precision, c->head_dim, longest, rounds, LR_SAME_P_RANGE);
@@ -417,10 +406,13 @@ out:
 }
 
 /* Which rounding the emulated reference used: the profile, who named it (NULL: nobody,
- * the map), and whether the ops under test were allowed one rounding more. */
+ * the map), whether the ops under test were allowed one rounding more, and the attention
+ * variant whose rounding of P it followed (emulated_side). */
 static json_t *rounding_json(const args *a, const char *declared_by, bool outside) {
-    return json_pack("{s:s, s:s?, s:b}", "profile", a->opt.rounding ? a->opt.rounding : LR_ROUNDING_DEFAULT,
-                     "declared_by", declared_by, "one_more_rounding", outside);
+    const char *like = lr_attention_variant_in(a->opt.kernels);
+    return json_pack("{s:s, s:s?, s:b, s:s}", "profile", a->opt.rounding ? a->opt.rounding : LR_ROUNDING_DEFAULT,
+                     "declared_by", declared_by, "one_more_rounding", outside, "attention_like",
+                     like ? like : LR_ATTN_DEFAULT_VARIANT);
 }
 
 int same_precision(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_stage_source ref,
@@ -428,8 +420,9 @@ int same_precision(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr
     lr_same_budget budget = lr_same_precision_budget(
         a->opt.precision, lr_same_reduction(lr_checkpoint_config(ck), b->num_tokens));
     char label[96];
-    snprintf(label, sizeof label, "cpu:%s (emulated), tp %d, ops isolated", precision_name(a->opt.precision),
-             a->opt.tp_size);
+    const char *like = lr_attention_variant_in(a->opt.kernels);
+    snprintf(label, sizeof label, "cpu:%s (emulated%s%s), tp %d, ops isolated", precision_name(a->opt.precision),
+             like ? ", attention like " : "", like ? like : "", a->opt.tp_size);
     json_t *s =
         json_pack("{s:s, s:{s:f, s:f, s:f}, s:o}", "reference", label, "budget", "rel_l2", budget.rel_l2,
                   "ulps", budget.ulps, "floor", budget.floor, "rounding", rounding_json(a, NULL, false));

@@ -258,7 +258,8 @@ void R(lr_ref_attention_torch_eager)(real *ctx, int64_t ldc, const real *q, int6
 
 /* qkv (T, q_r + 2 kv_r) after RoPE -> ctx (T, q_r), through the cache. scores: scratch
  * of at least max(max(len), heads / kv heads) * max(past + len) elements. P is rounded
- * where the CUDA path's kernel for this batch rounds it (only ever at bf16 and fp16). */
+ * where the CUDA path's kernel for this batch rounds it (only ever at bf16 and fp16): the
+ * variant m->attn_like names, or the default. */
 static void R(attention)(real *ctx, const real *qkv, const cpu_model *m, const cpu_rank *rk,
                          cpu_kv *kv, int64_t layer, const lr_batch *b, const cpu_seq *seqs,
                          const lr_op_mods *mods, real *scores) {
@@ -266,7 +267,7 @@ static void R(attention)(real *ctx, const real *qkv, const cpu_model *m, const c
     int64_t hd = m->cfg.head_dim, qw = L->q_size + 2 * L->kv_size, kvw = L->kv_size, max_new = 0;
     for (int64_t s = 0; s < b->num_seqs; s++) max_new = seqs[s].len > max_new ? seqs[s].len : max_new;
     lr_rnd_attn how = lr_rounding_profile_of(m->rounding)->attention;
-    bool tiled = how == LR_RND_ATTN_VARIANT && lr_attention_rounds_p(NULL, m->dt, hd, max_new);
+    bool tiled = how == LR_RND_ATTN_VARIANT && lr_attention_rounds_p(m->attn_like, m->dt, hd, max_new);
     for (int64_t s = 0; s < b->num_seqs; s++) {
         const cpu_seq *sq = &seqs[s];
         size_t off = cpu_kv_offset(kv, sq->slot, layer, L->tp_rank);
