@@ -490,7 +490,8 @@ typedef struct {
      * weights"). The numbers are the same whatever the budget. */
     uint64_t memory_budget;
     /* cpu, f32 and the emulated bf16/fp16: each linear layer's dot products accumulated in
-     * float64 and rounded once to float32, instead of in BLAS's float32 order. Another
+     * float64 and rounded once to float32, instead of in BLAS's float32 order, and so the
+     * attention scores where P is rounded (the tiled kernel's q.k). Another
      * correct order, for testing on the CPU that a same-precision verdict tolerates what
      * a GPU's order does (llama-diff: LR_CPU_F64_PRODUCTS=1 on the side under test). */
     bool cpu_f64_products;
@@ -732,6 +733,21 @@ int lr_same_compare_acc(const lr_tensor *test, const lr_tensor *ref, const lr_te
  * product x (T, K) w (N, K)^T may move each output, by the root-sum-square of its terms
  * (where they cancel, far more than the output's own ulp). */
 int lr_same_accumulation_bound(double *out, const float *x, const float *w, int64_t T, int64_t N, int64_t K);
+/* Attention where the kernel rounds P (lr_attention_rounds_p): each element's cap in ulps
+ * (b.cap) is counted beyond jump (the stage's shape, absolute), the largest move one flip
+ * of one weight's rounding makes there (lr_same_attention_flip_bound); the count over
+ * b.ulps and the relative L2 are lr_same_compare's. */
+int lr_same_compare_flips(const lr_tensor *test, const lr_tensor *ref, const lr_tensor *jump, lr_dtype p,
+                          lr_same_budget b, lr_same_metrics *m);
+/* out (T, heads x head_dim) for attention's stage of batch b (every sequence from position
+ * 0, under the causal mask): per output element max_j ulp_p(P_j) |v_j - o| / sum P, P_j =
+ * exp(s_j - max s) in float64, the most one flip of one rounded weight moves it. q, k, v:
+ * the stages q_proj, k_proj, v_proj (before RoPE, which is applied here as the rounding
+ * map's), o: attention's output, each (T, width). *applies false (out untouched) where a
+ * sequence of b does not start at position 0. */
+int lr_same_attention_flip_bound(double *out, const lr_config *cfg, const lr_batch *b, const lr_tensor *q,
+                                 const lr_tensor *k, const lr_tensor *v, const lr_tensor *o, lr_dtype p,
+                                 bool *applies);
 
 /* ---- Fault injection (what the suite catches; docs/detection.md) --------------------- */
 

@@ -403,6 +403,83 @@ START_TEST(same_precision_projection_counts_cancelling_terms) {
 }
 END_TEST
 
+/* Attention whose kernel rounds P: another order of the scores (here q x (1 + 2^-14), more
+ * than float32 order moves them, for more flips) flips some weights' roundings, and one
+ * flip moves the output by ulp(P_j) (v_j - O) / l, which in a sharp early row at a small
+ * output is several of its ulps (the H200 at Llama-3-8B's shapes: 4 and 6 ulps at tokens 7
+ * and 43 of 512). Every move is explained by lr_same_attention_flip_bound; the verdict
+ * counting it passes, and a fault of 1e-2 on one feature of every row with 1e-3 on the
+ * others still fails it. */
+START_TEST(same_precision_attention_counts_p_flips) {
+    enum { T = 512, NH = 2, NKV = 1, HD = 64, QW = NH * HD, KW = NKV * HD, EARLY = 8 };
+#define SHARP 2.0
+    static float q[T * QW], k[T * KW], v[T * KW], qr[T * QW], kr[T * KW], ctx[T * QW], scores[T * T];
+    static double ref[T * QW], test[T * QW], fault[T * QW], jump[T * QW];
+    lr_config cfg = {.hidden_size = QW, .num_attention_heads = NH, .num_key_value_heads = NKV, .head_dim = HD,
+                     .rope_theta = 10000.0, .rope_factor = 1.0, .rope_type = LR_ROPE_DEFAULT,
+                     .max_position_embeddings = T};
+    int64_t pos[T];
+    for (int64_t t = 0; t < T; t++) pos[t] = t;
+    for (int64_t i = 0; i < T * QW; i++) /* the first rows sharp, the rest nearly uniform */
+        q[i] = lr_round_f32((float)((i / QW < EARLY ? SHARP : 0.5) * value_at(3 * i + 1)), LR_BF16);
+    for (int64_t i = 0; i < T * KW; i++) {
+        k[i] = lr_round_f32((float)value_at(5 * i + 2), LR_BF16);
+        v[i] = lr_round_f32((float)value_at(7 * i + 3), LR_BF16);
+    }
+    double inv[HD / 2];
+    float rs[HD];
+    for (int64_t i = 0; i < HD / 2; i++) inv[i] = pow(10000.0, -2.0 * (double)i / HD);
+    memcpy(qr, q, sizeof q), memcpy(kr, k, sizeof k);
+    lr_ref_rotary_embedding_emulated(qr, QW, T, NH, HD, pos, inv, rs, LR_BF16);
+    lr_ref_rotary_embedding_emulated(kr, KW, T, NKV, HD, pos, inv, rs, LR_BF16);
+    lr_ref_attention_emulated(ctx, QW, qr, QW, kr, v, KW, T, 0, NH, NKV, HD, true, LR_BF16, scores);
+    for (int64_t i = 0; i < T * QW; i++) ref[i] = ctx[i];
+    for (int64_t i = 0; i < T * QW; i++) qr[i] *= 1 + 0x1p-14f;
+    lr_ref_attention_emulated(ctx, QW, qr, QW, kr, v, KW, T, 0, NH, NKV, HD, true, LR_BF16, scores);
+    for (int64_t i = 0; i < T * QW; i++) {
+        test[i] = ctx[i];
+        fault[i] = lr_round_f32((float)(ref[i] * (i % QW == QW - 1 ? 1.01 : 1.001)), LR_BF16);
+    }
+    lr_tensor tq = {.dtype = LR_F32, .ndim = 2, .shape = {T, QW}, .data = q},
+              tk = {.dtype = LR_F32, .ndim = 2, .shape = {T, KW}, .data = k},
+              tv = {.dtype = LR_F32, .ndim = 2, .shape = {T, KW}, .data = v};
+    lr_tensor tr = tensor2(ref, T, QW), tt = tensor2(test, T, QW), tf = tensor2(fault, T, QW),
+              tj = tensor2(jump, T, QW);
+    lr_batch b = {.positions = pos, .num_tokens = T, .num_seqs = 1};
+    bool applies = false;
+    ck_assert_int_eq(lr_same_attention_flip_bound(jump, &cfg, &b, &tq, &tk, &tv, &tr, LR_BF16, &applies), LR_OK);
+    ck_assert(applies);
+    lr_same_budget ab = lr_same_attention_budget(LR_BF16, HD, T, true, LR_SAME_P_RANGE);
+    lr_same_metrics plain, flips, faulty;
+    ck_assert_int_eq(lr_same_compare(&tt, &tr, LR_BF16, ab, &plain), LR_OK);
+    ck_assert_int_eq(lr_same_compare_flips(&tt, &tr, &tj, LR_BF16, ab, &flips), LR_OK);
+    ck_assert_int_eq(lr_same_compare_flips(&tf, &tr, &tj, LR_BF16, ab, &faulty), LR_OK);
+    /* Every move is within three flips, beyond one rounding; some need the flips (more
+     * than three of their own ulps: a small output of a sharp early row). */
+    int64_t moved = 0, beyond = 0;
+    for (int64_t i = 0; i < T * QW; i++) {
+        double d = fabs(test[i] - ref[i]), own = lr_ulp(LR_BF16, ref[i]);
+        moved += d > 0;
+        beyond += d > 3 * own;
+        ck_assert_msg(d <= own + 3 * jump[i], "[%lld, %lld]: %.3g apart, one flip moves it %.3g (ulp %.3g)",
+                      (long long)(i / QW), (long long)(i % QW), d, jump[i], own);
+    }
+    ck_assert_msg(moved > 0 && beyond > 0, "%lld outputs moved, %lld by more than 3 of their ulps", (long long)moved,
+                  (long long)beyond);
+    ck_assert_msg(flips.pass && flips.max_ulps <= plain.max_ulps, "flips: %.2f ulps (plain %.2f), over %lld",
+                  flips.max_ulps, plain.max_ulps, (long long)flips.over);
+    ck_assert_msg(!faulty.pass, "a fault of 1e-2 on one feature and 1e-3 elsewhere passed: %lld over, %.3g of %.3g",
+                  (long long)faulty.over, faulty.clipped, faulty.budget);
+    ck_assert_int_eq(lr_same_compare_flips(&tt, &tr, &tk, LR_BF16, ab, &flips), LR_E_SHAPE);
+    lr_batch later = b;
+    int64_t shifted[T];
+    for (int64_t t = 0; t < T; t++) shifted[t] = t + 1;
+    later.positions = shifted; /* a sequence past position 0: no bound */
+    ck_assert_int_eq(lr_same_attention_flip_bound(jump, &cfg, &later, &tq, &tk, &tv, &tr, LR_BF16, &applies), LR_OK);
+    ck_assert(!applies);
+}
+END_TEST
+
 /* A few flips of large elements (SmolLM2's q_proj at bf16 on the H200: 13 tokens, one
  * element of 0.5% of the stage's squared norm one ulp off, 1.06 budgets of relative L2
  * where order explains 17 flips) pass; a scale fault, or many flips, still fail. */
@@ -995,6 +1072,7 @@ static Suite *check_suite(void) {
     tcase_add_test(metrics, same_precision_judges_shifts_and_elements);
     tcase_add_test(metrics, same_precision_sum_counts_the_terms);
     tcase_add_test(metrics, same_precision_projection_counts_cancelling_terms);
+    tcase_add_test(metrics, same_precision_attention_counts_p_flips);
     tcase_add_test(metrics, same_precision_few_large_flips);
     tcase_add_test(metrics, same_precision_massive_activation);
     tcase_add_test(metrics, same_precision_attention_budget);

@@ -5,6 +5,13 @@
 #define LLAMA_DIFF_DIFF_H
 
 #ifdef HAVE_CONFIG_H
+/* FlashAttention's criterion (issue 15, item 3): a run at bf16/fp16 within twice the
+ * error against the reference of the emulated reference run the same way. The
+ * same-precision verdict's factor criterion holds every stage to it (same.c), and the
+ * verdict against the reference never holds a stage to less (results.c: its budget is at
+ * least this times the emulated reference's error). */
+#define SAME_FACTOR 2.0
+
 #include "config.h"
 #endif
 
@@ -145,7 +152,7 @@ typedef struct {
     size_t missing;            /* reference stages the run under test lacks: the run diverges */
     const char *missing_first; /* the first of them (first_divergence when none failed) */
     const json_t *emulated;    /* same_precision's factor stages: each stage's budget is at
-                                * least EMULATED_MARGIN x the emulated reference's own error */
+                                * least SAME_FACTOR x the emulated reference's own error */
     bool same_failed;          /* the same-precision verdict failed: the run diverges */
     const char *same_first;    /* its first divergence (first_divergence when no other) */
     bool have_logits;          /* the logits as users see them, when lm_head was compared */

@@ -33,10 +33,12 @@ static lr_isolation isolation_at(const report *r, const char *name) {
  * was, is a measurement of what correct code rounding where the CUDA path rounds shows on
  * this model and these inputs. Where the error model under-predicts it (attention and the
  * MLP's product at Llama-3-8B's random shapes, by 2 to 2.6x), the model's budget would fail
- * correct code; so a stage's budget is never under 1.5 times that error, the table's own
- * margin over PyTorch's measured error (docs/tolerances.md). The factor criterion of the
- * same-precision verdict still holds the run to twice it. */
-#define EMULATED_MARGIN 1.5
+ * correct code; so a stage's budget is never under SAME_FACTOR (2) times that error, the
+ * bound the same-precision verdict's factor criterion holds the run to: a free-running
+ * correct run is another path of roundings, and its error is not the emulated
+ * reference's (correct CUDA variants at 0.6x to 1.74x of it on SmolLM2 at fp16, run 18,
+ * where a margin of 1.5 failed attention=simple at layer 10). Isolated, they sit at 1.00x. */
+#define EMULATED_MARGIN SAME_FACTOR
 
 /* The emulated reference's figure `key` at stage name (its factor entry), -1 if none. */
 static double emulated_figure(const report *r, const char *name, const char *key) {
@@ -85,7 +87,7 @@ int report_add(report *r, const char *name, const lr_tensor *test, const lr_tens
         crit.rel_l2 *= f, crit.token *= f, crit.atol *= f, crit.rtol *= f;
         x->from_emulated = true;
     }
-    /* The same for the element criterion: its allowance never under 1.5 times the largest
+    /* The same for the element criterion: its allowance never under twice the largest
      * element error of the emulated reference (in units of rms(b_t) + |b|, the criterion's
      * at atol = rtol = 1). Attention isolated at a trained model's sharp scores puts one
      * element at 15 of its stage's relative L2 (SmolLM2 bf16, layer 9: 1.45 of ten budgets,

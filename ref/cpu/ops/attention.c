@@ -77,10 +77,13 @@ void R(lr_ref_attention)(real *ctx, int64_t ldc, const real *q, int64_t ldq, con
  * p_dtype before P V, the row sum taken over the rounded weights, the row's output and
  * sum rescaled by exp2(old max - new max) as the max grows; ctx = O / l, which the
  * caller rounds. scores: scratch as for lr_ref_attention. */
+/* f64_scores: each score's dot product in float64, rounded once to float32 (another
+ * correct order, lr_options.cpu_f64_products: the scores are where order moves P's
+ * rounding). */
 static void R(attention_tiled_masked)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
                                       const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
                                       int64_t nkv, int64_t hd, int64_t tile, lr_dtype p_dtype, int shift,
-                                      real *scores) {
+                                      bool f64_scores, real *scores) {
     int64_t group = nh / nkv;
     real sl2 = (real)(1.0 / sqrt((double)hd)) * (real)1.4426950408889634;
     for (int64_t h = 0; h < nh; h++) {
@@ -97,8 +100,17 @@ static void R(attention_tiled_masked)(real *ctx, int64_t ldc, const real *q, int
             for (int64_t k0 = 0; k0 < nk; k0 += tile) {
                 int64_t kt = nk - k0 < tile ? nk - k0 : tile;
                 /* S (m, kt) = Q_h[j0 .. j0+m) (m, hd) @ K_g[k0 .. k0+kt) (kt, hd)^T, unscaled */
-                GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)kt, (int)hd, 1, q + j0 * ldq + h * hd,
-                     (int)ldq, k + k0 * ldkv + g * hd, (int)ldkv, 0, scores, (int)kt);
+                if (f64_scores)
+                    for (int64_t i = 0; i < m; i++)
+                        for (int64_t c = 0; c < kt; c++) {
+                            const real *qi = q + (j0 + i) * ldq + h * hd, *kc = k + (k0 + c) * ldkv + g * hd;
+                            double dot = 0;
+                            for (int64_t d = 0; d < hd; d++) dot += (double)qi[d] * (double)kc[d];
+                            scores[i * kt + c] = (real)dot;
+                        }
+                else
+                    GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)kt, (int)hd, 1,
+                         q + j0 * ldq + h * hd, (int)ldq, k + k0 * ldkv + g * hd, (int)ldkv, 0, scores, (int)kt);
                 for (int64_t i = 0; i < m; i++) {
                     real *s = scores + i * kt;
                     int64_t vis = lr_causal_keys(past, j0 + i, n, shift) - k0; /* keys of the tile row i sees */
@@ -134,7 +146,7 @@ static void R(attention_tiled_masked)(real *ctx, int64_t ldc, const real *q, int
 void R(lr_ref_attention_tiled)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
                                const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
                                int64_t nkv, int64_t hd, int64_t tile, lr_dtype p_dtype, real *scores) {
-    R(attention_tiled_masked)(ctx, ldc, q, ldq, k, v, ldkv, n, past, nh, nkv, hd, tile, p_dtype, 0, scores);
+    R(attention_tiled_masked)(ctx, ldc, q, ldq, k, v, ldkv, n, past, nh, nkv, hd, tile, p_dtype, 0, false, scores);
 }
 
 /* One sequence as lr_ref_attention, as torch's CPU flash-attention kernel computes it
@@ -295,7 +307,7 @@ static void R(attention)(real *ctx, const real *qkv, const cpu_model *m, const c
                                             m->dt, mods->mask_shift, scores);
         else if (tiled)
             R(attention_tiled_masked)(c, L->q_size, x, qw, kc, vc, kvw, sq->len, sq->past, nh, nkv, hd,
-                                      LR_ATTN_P_TILE, m->dt, mods->mask_shift, scores);
+                                      LR_ATTN_P_TILE, m->dt, mods->mask_shift, m->f64_products, scores);
         else
             R(attention_masked)(c, L->q_size, x, qw, kc, vc, kvw, sq->len, sq->past, nh, nkv, hd, mods->mask_shift,
                                 scores);
