@@ -43,7 +43,7 @@ int cmd_check(const args *a) {
         (status = attach_model(&r.model[1], ck, LR_F64, lr_fixture_batch(fx), fixture_source, fx)))
         goto out;
     if (a->decode > 0)
-        status = run_decode(a, ck, fx, r.model[0], rec, &decode_steps, &st);
+        status = run_decode(a, ck, fx, rec, &decode_steps, &st);
     else
         status = run_model(a, ck, lr_fixture_batch(fx), rec, a->isolate ? fixture_source : NULL, fx, &st);
     if (status) goto out;

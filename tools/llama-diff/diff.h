@@ -129,8 +129,8 @@ int run_decoded(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_re
 /* check --decode: the fixture's batch as a prefill and a->decode single-token steps (each
  * isolated when a->isolate); a JSON object per step (*steps_out: each stage's relative L2
  * over the step's rows, for decode_steps_judge), and the whole decoded run into rec. */
-int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, const lr_error_model *em,
-               lr_recorder *rec, json_t **steps_out, run_stats *stats);
+int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, lr_recorder *rec, json_t **steps_out,
+               run_stats *stats);
 
 /* ---- the comparison report (results.c) -------------------------------------------------- */
 

@@ -228,8 +228,7 @@ int run_model(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_reco
 typedef struct {
     const args *a;
     const lr_fixture *fx;
-    const lr_error_model *em; /* the budgets scale as the stage table's do */
-    json_t *steps;            /* one object per step */
+    json_t *steps; /* one object per step */
 } decode_ctx;
 
 /* A step's rows of every stage against the fixture's rows, sequence by sequence: each
@@ -273,19 +272,15 @@ void decode_steps_judge(json_t *steps, const report *r, bool text) {
         json_t *rels = json_object_get(st, "rels");
         double worst = 0;
         const char *worst_name = "";
-        const char *name;
-        json_t *v;
-        json_object_foreach(rels, name, v) {
-            for (size_t i = 0; i < r->n; i++) {
-                const lr_stage_result *x = &r->res[i];
-                if (strcmp(x->name, name) != 0) continue;
-                /* the verdict's budgets: a prefill's rows as the stage's relative L2, a
-                 * decode step's token (one per sequence) as a token */
-                double budget = prefill ? x->tolerance : x->m.crit.token, rel = json_real_value(v);
-                double share = rel < 0 ? INFINITY : rel / budget;
-                if (!(share <= worst)) worst = share, worst_name = x->name;
-                break;
-            }
+        for (size_t i = 0; i < r->n; i++) { /* in forward order, each stage's figure found by name */
+            const lr_stage_result *x = &r->res[i];
+            const json_t *v = json_object_get(rels, x->name);
+            if (!v) continue;
+            /* the verdict's budgets: a prefill's rows as the stage's relative L2, a decode
+             * step's token (one per sequence) as a token */
+            double budget = prefill ? x->tolerance : x->m.crit.token, rel = json_real_value(v);
+            double share = rel < 0 ? INFINITY : rel / budget;
+            if (!(share <= worst)) worst = share, worst_name = x->name;
         }
         json_object_set_new(st, "worst_stage", json_string(worst_name));
         json_object_set_new(st, "worst_budget_used", json_real(isfinite(worst) ? worst : -1.0));
@@ -341,9 +336,9 @@ int run_decoded(const args *a, const lr_checkpoint *ck, const lr_batch *b, lr_re
     return rc ? lib_fail(rc) : 0;
 }
 
-int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, const lr_error_model *em,
-               lr_recorder *rec, json_t **steps_out, run_stats *stats) {
-    decode_ctx c = {.a = a, .fx = fx, .em = em, .steps = json_array()};
+int run_decode(const args *a, const lr_checkpoint *ck, const lr_fixture *fx, lr_recorder *rec, json_t **steps_out,
+               run_stats *stats) {
+    decode_ctx c = {.a = a, .fx = fx, .steps = json_array()};
     if (!c.steps) return bad("out of memory");
     lr_model *m;
     int rc = make_model(a, ck, &m);

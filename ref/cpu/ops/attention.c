@@ -70,22 +70,26 @@ void R(lr_ref_attention)(real *ctx, int64_t ldc, const real *q, int64_t ldq, con
     R(attention_masked)(ctx, ldc, q, ldq, k, v, ldkv, n, past, nh, nkv, hd, 0, scores);
 }
 
-/* One sequence as lr_ref_attention, with the probabilities rounded where the CUDA path's
- * 16-bit prefill kernels round them (fa2, tc's wmma; ref/core/rounding.h): FlashAttention's
- * online softmax over tiles of `tile` keys (from key 0), scores in log2 units
- * (scale * log2 e, both float32), each tile's weights exp2(s - running max) rounded to
- * p_dtype before P V, the row sum taken over the rounded weights, the row's output and
- * sum rescaled by exp2(old max - new max) as the max grows; ctx = O / l, which the
- * caller rounds. scores: scratch as for lr_ref_attention. */
-/* f64_scores: each score's dot product in float64, rounded once to float32 (another
- * correct order, lr_options.cpu_f64_products: the scores are where order moves P's
- * rounding). */
-static void R(attention_tiled_masked)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
-                                      const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
-                                      int64_t nkv, int64_t hd, int64_t tile, lr_dtype p_dtype, int shift,
-                                      bool f64_scores, real *scores) {
-    int64_t group = nh / nkv;
-    real sl2 = (real)(1.0 / sqrt((double)hd)) * (real)1.4426950408889634;
+/* How an online softmax over blocks of keys rounds its weights before P V: FlashAttention's
+ * (the CUDA path's 16-bit prefill kernels, fa2 and tc's wmma) or torch's CPU flash kernel. */
+typedef struct {
+    int64_t tile;        /* keys per block, from key 0 */
+    real scale;          /* the float32 scores' factor: scale * log2 e for exp2, scale for exp */
+    bool base2;          /* the weights exp2(s - running max); else exp(s - running max) */
+    bool sum_of_rounded; /* the row sum over the rounded weights; else over the unrounded */
+    bool f64_scores;     /* each score's dot product in float64, rounded once (another order) */
+    lr_dtype p_dtype;    /* the weights' rounding */
+} R(online_softmax);
+
+/* One sequence as lr_ref_attention with P rounded as `how` says, block by block: S = q.k
+ * (float32), s = S * scale, each row's running max, weights w = e(s - max) rounded to
+ * p_dtype before P V, the row's output and sum rescaled by e(old max - new max) as the max
+ * grows; ctx = O / l, which the caller rounds. scores: scratch as for lr_ref_attention. */
+static void R(attention_online_masked)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
+                                       const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
+                                       int64_t nkv, int64_t hd, const R(online_softmax) *how, int shift,
+                                       real *scores) {
+    int64_t group = nh / nkv, tile = how->tile;
     for (int64_t h = 0; h < nh; h++) {
         int64_t g = h / group;
         for (int64_t j0 = 0; j0 < n; j0 += LR_ATTENTION_BLOCK) {
@@ -100,7 +104,7 @@ static void R(attention_tiled_masked)(real *ctx, int64_t ldc, const real *q, int
             for (int64_t k0 = 0; k0 < nk; k0 += tile) {
                 int64_t kt = nk - k0 < tile ? nk - k0 : tile;
                 /* S (m, kt) = Q_h[j0 .. j0+m) (m, hd) @ K_g[k0 .. k0+kt) (kt, hd)^T, unscaled */
-                if (f64_scores)
+                if (how->f64_scores)
                     for (int64_t i = 0; i < m; i++)
                         for (int64_t c = 0; c < kt; c++) {
                             const real *qi = q + (j0 + i) * ldq + h * hd, *kc = k + (k0 + c) * ldkv + g * hd;
@@ -113,20 +117,22 @@ static void R(attention_tiled_masked)(real *ctx, int64_t ldc, const real *q, int
                          q + j0 * ldq + h * hd, (int)ldq, k + k0 * ldkv + g * hd, (int)ldkv, 0, scores, (int)kt);
                 for (int64_t i = 0; i < m; i++) {
                     real *s = scores + i * kt;
-                    int64_t vis = lr_causal_keys(past, j0 + i, n, shift) - k0; /* keys of the tile row i sees */
+                    int64_t vis = lr_causal_keys(past, j0 + i, n, shift) - k0; /* keys of the block row i sees */
                     vis = vis < 0 ? 0 : vis > kt ? kt : vis;
                     real tmax = -INFINITY;
                     for (int64_t c = 0; c < vis; c++) {
-                        s[c] *= sl2;
+                        s[c] *= how->scale;
                         tmax = s[c] > tmax ? s[c] : tmax;
                     }
                     real mnew = tmax > mx[i] ? tmax : mx[i];
                     /* A row that has seen no key yet: weights 0 against base 0, nothing rescaled. */
-                    real corr = mnew == -INFINITY ? 1 : REXP2(mx[i] - mnew), base = mnew == -INFINITY ? 0 : mnew;
-                    for (int64_t c = 0; c < kt; c++) s[c] = c < vis ? REXP2(s[c] - base) : 0;
-                    R(round_to)(s, (size_t)kt, p_dtype);
-                    real sum = 0;
-                    for (int64_t c = 0; c < kt; c++) sum += s[c];
+                    real base = mnew == -INFINITY ? 0 : mnew, sum = 0;
+                    real corr = mnew == -INFINITY ? 1 : how->base2 ? REXP2(mx[i] - mnew) : REXP(mx[i] - mnew);
+                    for (int64_t c = 0; c < kt; c++) {
+                        real e = c >= vis ? 0 : how->base2 ? REXP2(s[c] - base) : REXP(s[c] - base);
+                        s[c] = R(round1)(e, how->p_dtype);
+                        sum += how->sum_of_rounded ? s[c] : e;
+                    }
                     l[i] = l[i] * corr + sum;
                     mx[i] = mnew;
                     for (int64_t d = 0; d < hd; d++) o[i * ldc + d] *= corr;
@@ -143,79 +149,33 @@ static void R(attention_tiled_masked)(real *ctx, int64_t ldc, const real *q, int
     }
 }
 
+/* FlashAttention's rounding of P (ref/core/rounding.h): tiles of `tile` keys, scores in
+ * log2 units (scale * log2 e, both float32), the row sum over the rounded weights. */
+static R(online_softmax) R(flash_rounding)(int64_t hd, int64_t tile, lr_dtype p_dtype, bool f64_scores) {
+    return (R(online_softmax)){.tile = tile,
+                               .scale = (real)(1.0 / sqrt((double)hd)) * (real)1.4426950408889634,
+                               .base2 = true,
+                               .sum_of_rounded = true,
+                               .f64_scores = f64_scores,
+                               .p_dtype = p_dtype};
+}
+
+/* torch's CPU flash-attention kernel (sdpa under transformers; a rounding profile's
+ * ATTN_TORCH_FLASH): blocks of LR_TORCH_FLASH_KV_BLOCK keys, scores times transformers'
+ * head_dim ** -0.5 (a float), e = exp(s - running max), the row sum over the unrounded e. */
+static R(online_softmax) R(torch_flash_rounding)(int64_t hd, lr_dtype p_dtype) {
+    return (R(online_softmax)){.tile = LR_TORCH_FLASH_KV_BLOCK,
+                               .scale = (real)(float)pow((double)hd, -0.5),
+                               .base2 = false,
+                               .sum_of_rounded = false,
+                               .p_dtype = p_dtype};
+}
+
 void R(lr_ref_attention_tiled)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
                                const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
                                int64_t nkv, int64_t hd, int64_t tile, lr_dtype p_dtype, real *scores) {
-    R(attention_tiled_masked)(ctx, ldc, q, ldq, k, v, ldkv, n, past, nh, nkv, hd, tile, p_dtype, 0, false, scores);
-}
-
-/* One sequence as lr_ref_attention, as torch's CPU flash-attention kernel computes it
- * (sdpa under transformers; a rounding profile's ATTN_TORCH_FLASH, ref/core/rounding.h):
- * scores q.k in float32, times the scale in float32; per block of
- * LR_TORCH_FLASH_KV_BLOCK keys from key 0, e = exp(s - running max) in float32, the row
- * sum over the unrounded e, P = e rounded to p_dtype before P V, the row's accumulator
- * (float32) and sum rescaled by exp(old max - new max) as the max grows; ctx = acc *
- * (1 / l), which the caller rounds. scores: scratch of max(n, nh / nkv) * (past + n). */
-static void R(attention_torch_flash_masked)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
-                                            const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
-                                            int64_t nkv, int64_t hd, lr_dtype p_dtype, int shift,
-                                            real *scores) {
-    int64_t group = nh / nkv;
-    real scale = (real)(float)pow((double)hd, -0.5); /* transformers' head_dim ** -0.5, as a float */
-    for (int64_t h = 0; h < nh; h++) {
-        int64_t g = h / group;
-        for (int64_t j0 = 0; j0 < n; j0 += LR_ATTENTION_BLOCK) {
-            int64_t m = n - j0 < LR_ATTENTION_BLOCK ? n - j0 : LR_ATTENTION_BLOCK;
-            int64_t nk = lr_causal_keys(past, j0 + m - 1, n, shift);
-            real mx[LR_ATTENTION_BLOCK], l[LR_ATTENTION_BLOCK];
-            real *o = ctx + j0 * ldc + h * hd; /* (m, hd), stride ldc */
-            for (int64_t i = 0; i < m; i++) {
-                mx[i] = -INFINITY, l[i] = 0;
-                memset(o + i * ldc, 0, (size_t)hd * sizeof(real));
-            }
-            for (int64_t k0 = 0; k0 < nk; k0 += LR_TORCH_FLASH_KV_BLOCK) {
-                int64_t kt = nk - k0 < LR_TORCH_FLASH_KV_BLOCK ? nk - k0 : LR_TORCH_FLASH_KV_BLOCK;
-                /* S (m, kt) = Q_h[j0 .. j0+m) @ K_g[k0 .. k0+kt)^T, unscaled */
-                GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)kt, (int)hd, 1,
-                     q + j0 * ldq + h * hd, (int)ldq, k + k0 * ldkv + g * hd, (int)ldkv, 0, scores, (int)kt);
-                for (int64_t i = 0; i < m; i++) {
-                    real *s = scores + i * kt;
-                    int64_t vis = lr_causal_keys(past, j0 + i, n, shift) - k0;
-                    vis = vis < 0 ? 0 : vis > kt ? kt : vis;
-                    real tmax = -INFINITY;
-                    for (int64_t c = 0; c < vis; c++) {
-                        s[c] *= scale;
-                        tmax = s[c] > tmax ? s[c] : tmax;
-                    }
-                    real mnew = tmax > mx[i] ? tmax : mx[i];
-                    if (mnew == -INFINITY) { /* nothing seen yet: weights 0, nothing to rescale */
-                        memset(s, 0, (size_t)kt * sizeof(real));
-                        continue;
-                    }
-                    real sum = 0;
-                    for (int64_t c = 0; c < kt; c++) {
-                        real e = c < vis ? REXP(s[c] - mnew) : 0;
-                        sum += e;
-                        s[c] = R(round1)(e, p_dtype);
-                    }
-                    real corr = REXP(mx[i] - mnew); /* 0 for the first block seen */
-                    l[i] = sum + corr * l[i];
-                    mx[i] = mnew;
-                    if (k0 > 0)
-                        for (int64_t d = 0; d < hd; d++)
-                            o[i * ldc + d] *= corr;
-                }
-                /* O (m, hd) += P (m, kt) @ V_g[k0 .. k0+kt) */
-                GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)kt, 1, scores, (int)kt,
-                     v + k0 * ldkv + g * hd, (int)ldkv, 1, o, (int)ldc);
-            }
-            for (int64_t i = 0; i < m; i++) {
-                real inv = l[i] > 0 ? 1 / l[i] : 0;
-                for (int64_t d = 0; d < hd; d++)
-                    o[i * ldc + d] *= inv;
-            }
-        }
-    }
+    R(online_softmax) how = R(flash_rounding)(hd, tile, p_dtype, false);
+    R(attention_online_masked)(ctx, ldc, q, ldq, k, v, ldkv, n, past, nh, nkv, hd, &how, 0, scores);
 }
 
 /* One sequence as lr_ref_attention, as transformers' eager attention computes it (a
@@ -259,7 +219,8 @@ static void R(attention_torch_eager_masked)(real *ctx, int64_t ldc, const real *
 void R(lr_ref_attention_torch_flash)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
                                      const real *v, int64_t ldkv, int64_t n, int64_t past, int64_t nh,
                                      int64_t nkv, int64_t hd, lr_dtype p_dtype, real *scores) {
-    R(attention_torch_flash_masked)(ctx, ldc, q, ldq, k, v, ldkv, n, past, nh, nkv, hd, p_dtype, 0, scores);
+    R(online_softmax) how = R(torch_flash_rounding)(hd, p_dtype);
+    R(attention_online_masked)(ctx, ldc, q, ldq, k, v, ldkv, n, past, nh, nkv, hd, &how, 0, scores);
 }
 
 void R(lr_ref_attention_torch_eager)(real *ctx, int64_t ldc, const real *q, int64_t ldq, const real *k,
@@ -299,15 +260,15 @@ static void R(attention)(real *ctx, const real *qkv, const cpu_model *m, const c
         real *c = ctx + sq->start * L->q_size; /* (len, q_r) */
         const real *x = qkv + sq->start * qw;  /* (len, qw) */
         int64_t nh = L->num_heads, nkv = L->num_kv_heads;
-        if (how == LR_RND_ATTN_TORCH_FLASH)
-            R(attention_torch_flash_masked)(c, L->q_size, x, qw, kc, vc, kvw, sq->len, sq->past, nh, nkv, hd,
-                                            m->dt, mods->mask_shift, scores);
-        else if (how == LR_RND_ATTN_TORCH_EAGER)
+        if (how == LR_RND_ATTN_TORCH_FLASH || tiled) {
+            R(online_softmax) o = how == LR_RND_ATTN_TORCH_FLASH
+                                      ? R(torch_flash_rounding)(hd, m->dt)
+                                      : R(flash_rounding)(hd, LR_ATTN_P_TILE, m->dt, m->f64_products);
+            R(attention_online_masked)(c, L->q_size, x, qw, kc, vc, kvw, sq->len, sq->past, nh, nkv, hd, &o,
+                                       mods->mask_shift, scores);
+        } else if (how == LR_RND_ATTN_TORCH_EAGER)
             R(attention_torch_eager_masked)(c, L->q_size, x, qw, kc, vc, kvw, sq->len, sq->past, nh, nkv, hd,
                                             m->dt, mods->mask_shift, scores);
-        else if (tiled)
-            R(attention_tiled_masked)(c, L->q_size, x, qw, kc, vc, kvw, sq->len, sq->past, nh, nkv, hd,
-                                      LR_ATTN_P_TILE, m->dt, mods->mask_shift, m->f64_products, scores);
         else
             R(attention_masked)(c, L->q_size, x, qw, kc, vc, kvw, sq->len, sq->past, nh, nkv, hd, mods->mask_shift,
                                 scores);
