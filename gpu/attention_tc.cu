@@ -18,9 +18,20 @@
 
 #include <mma.h>
 
+/* Decode knobs, overridable for a trial build (make CPPFLAGS=-DSP_UNROLL=8); both change
+ * the order in which a chunk's keys are summed, not what is summed. */
+#ifndef SP_WARPS
 #define SP_WARPS 4
+#endif
+#ifndef SP_UNROLL
 #define SP_UNROLL 4   /* keys in flight per warp */
-#define SP_MIN_CHUNK 64
+#endif
+#ifndef SP_MINBLOCKS
+#define SP_MINBLOCKS 1 /* __launch_bounds__'s resident blocks per SM (1: registers unbounded) */
+#endif
+#ifndef SP_MIN_CHUNK
+#define SP_MIN_CHUNK 32 /* keys: no chunk smaller (64 gave a batch-1 step 17 chunks of 8 blocks) */
+#endif
 #define SPLIT_UNHANDLED 1 /* not a status: the group size has no instance; flash takes it */
 
 template <int N> struct sp_vec;
@@ -64,7 +75,7 @@ static __device__ __forceinline__ int64_t batch_max_keys(const lr_gpu_attn_meta 
  * (num_seqs * nh * grid_split, 2): the chunk's unnormalised output, max and sum; with a
  * split of 1 the block writes ctx itself. */
 template <typename E, int DPL, int G>
-static __global__ void __launch_bounds__(SP_WARPS * 32)
+static __global__ void __launch_bounds__(SP_WARPS * 32, SP_MINBLOCKS)
     attention_split_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
                            lr_gpu_attn_meta m, int64_t nh, int64_t nkv, int64_t hd, float scale,
                            int grid_split, int64_t want, float *part_o, float *part_ml, bool vec) {
@@ -187,12 +198,19 @@ static __global__ void __launch_bounds__(SP_WARPS * 32)
 }
 
 /* Grid (num_seqs * nh): merges a (sequence, head)'s chunks into ctx (nothing when the
- * step's split is 1: the split kernel wrote ctx). */
+ * step's split is 1: the split kernel wrote ctx). The chunks' maxima and sums are staged
+ * in shared memory first (dynamic, 2 * grid_split floats, all loads in flight at once) and
+ * each chunk's factor exp(m_c - M) computed once there; then each output sums its chunks
+ * in order c = 0, 1, ... (the same float32 order as a sequential merge), its loads of
+ * part_o issued MERGE_UNROLL at a time. */
+#define MERGE_UNROLL 8
 template <typename E>
 static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_meta m, int64_t nh, int64_t hd,
                                               int grid_split, int64_t want, const float *part_o,
                                               const float *part_ml) {
+    extern __shared__ float mf[]; /* [grid_split] factors, then [grid_split] sums */
     __shared__ int maxk_s;
+    __shared__ float red[32];
     int nsplit;
     int64_t chunk;
     split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk);
@@ -200,17 +218,47 @@ static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_m
     int64_t seq = blockIdx.x / nh, h = blockIdx.x % nh;
     int64_t t = m.seq_start[seq];
     int64_t base = (seq * nh + h) * grid_split;
+    float *sl = mf + grid_split;
+    float mloc = -INFINITY;
+    for (int c = threadIdx.x; c < nsplit; c += blockDim.x) {
+        float mc = part_ml[2 * (base + c)];
+        mf[c] = mc;
+        sl[c] = part_ml[2 * (base + c) + 1];
+        mloc = fmaxf(mloc, mc);
+    }
+    for (int o = 16; o > 0; o >>= 1)
+        mloc = fmaxf(mloc, __shfl_xor_sync(0xffffffffu, mloc, o));
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = mloc;
+    __syncthreads();
     float M = -INFINITY;
+    for (int w = 0; w < (int)(blockDim.x + 31) / 32; w++)
+        M = fmaxf(M, red[w]);
+    if (M == -INFINITY) { /* no chunk saw a key */
+        for (int64_t d = threadIdx.x; d < hd; d += blockDim.x)
+            st(ctx + t * ldc + h * hd + d, 0.0f);
+        return;
+    }
+    for (int c = threadIdx.x; c < nsplit; c += blockDim.x)
+        mf[c] = expf(mf[c] - M);
+    __syncthreads();
+    float L = 0.0f;
     for (int c = 0; c < nsplit; c++)
-        M = fmaxf(M, part_ml[2 * (base + c)]);
+        L += mf[c] * sl[c];
     for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) {
-        float L = 0.0f, O = 0.0f;
-        if (M != -INFINITY)
-            for (int c = 0; c < nsplit; c++) {
-                float f = expf(part_ml[2 * (base + c)] - M);
-                L += f * part_ml[2 * (base + c) + 1];
-                O += f * part_o[(base + c) * hd + d];
-            }
+        const float *po = part_o + base * hd + d;
+        float O = 0.0f;
+        int c = 0;
+        for (; c + MERGE_UNROLL <= nsplit; c += MERGE_UNROLL) {
+            float v[MERGE_UNROLL];
+#pragma unroll
+            for (int u = 0; u < MERGE_UNROLL; u++)
+                v[u] = po[(int64_t)(c + u) * hd];
+#pragma unroll
+            for (int u = 0; u < MERGE_UNROLL; u++)
+                O += mf[c + u] * v[u];
+        }
+        for (; c < nsplit; c++)
+            O += mf[c] * po[(int64_t)c * hd];
         st(ctx + t * ldc + h * hd + d, L > 0.0f ? O / L : 0.0f);
     }
 }
@@ -247,8 +295,9 @@ template <typename E, int DPL, int G> static int split_launch(const lr_gpu_atten
     LAUNCH_CHECK();
     if (nsplit > 1) {
         if (B * a->nh > INT32_MAX) return lr_fail(LR_E_INVAL, "gpu attention (tc): grid too large");
-        attention_merge_kernel<E><<<(unsigned int)(B * a->nh), 128, 0, s>>>((E *)a->ctx, a->ldc, *m, a->nh,
-                                                                            a->hd, nsplit, want, po, pml);
+        size_t smem = 2 * (size_t)nsplit * sizeof(float); /* nsplit <= want <= 1056 */
+        attention_merge_kernel<E><<<(unsigned int)(B * a->nh), 128, smem, s>>>(
+            (E *)a->ctx, a->ldc, *m, a->nh, a->hd, nsplit, want, po, pml);
         LAUNCH_CHECK();
     }
     return LR_OK;

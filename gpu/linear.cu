@@ -3,7 +3,8 @@
  * its bias (lr_gpu_add_bias adds it after, as the rounding map says). Variants: cuBLAS
  * (the default, the call the backend has always made) and two hand-written GEMVs for the
  * few tokens of a decode step, which read each weight row once for every token of the batch:
- * gemv (one warp per row) and gemv2 (a block per 4 rows, K split over its threads). */
+ * gemv (one warp per row) and gemv2 (a block per 4 rows, K split over its threads); auto
+ * picks gemv or cublas by the token count. */
 #include "common.cuh"
 
 #include <limits.h>
@@ -369,6 +370,15 @@ int lr_gpu_linear_gemv2(const void *args, cudaStream_t s) {
     const linear_args *a = (const linear_args *)args;
     if (a->T > GEMV_MAX_T) return lr_gpu_linear_cublas(args, s);
     return LR_DISPATCH_DTYPE(a->dt, linear_gemv2, a, s);
+}
+
+/* ---- auto ------------------------------------------------------------------------------
+ * gemv where it beat cuBLAS on every Llama-3-8B decode shape on the H200 (T <= 2: run 16's
+ * table in docs/performance.md), cublas otherwise. Its bits are those of whichever ran. */
+#define AUTO_GEMV_MAX_T 2
+int lr_gpu_linear_auto(const void *args, cudaStream_t s) {
+    const linear_args *a = (const linear_args *)args;
+    return a->T <= AUTO_GEMV_MAX_T ? lr_gpu_linear_gemv(args, s) : lr_gpu_linear_cublas(args, s);
 }
 
 /* ---- Entry point ----------------------------------------------------------------------- */

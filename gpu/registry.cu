@@ -25,6 +25,7 @@ int lr_gpu_rmsnorm_warp(const void *args, cudaStream_t s);
 int lr_gpu_linear_cublas(const void *args, cudaStream_t s);
 int lr_gpu_linear_gemv(const void *args, cudaStream_t s);
 int lr_gpu_linear_gemv2(const void *args, cudaStream_t s);
+int lr_gpu_linear_auto(const void *args, cudaStream_t s);
 int lr_gpu_rotary_heads(const void *args, cudaStream_t s);
 int lr_gpu_rotary_neox(const void *args, cudaStream_t s);
 int lr_gpu_activation_vec(const void *args, cudaStream_t s);
@@ -97,6 +98,9 @@ static const lr_gpu_kernel builtin[] = {
       "pointer is not 16-byte aligned, cublas for T > 8",
       false, ALL, 0},
      lr_gpu_linear_gemv2},
+    {{FAM(LINEAR), "auto", "gemv for T <= 2 (decode), where it is faster than cuBLAS; cublas otherwise", false,
+      ALL, 0},
+     lr_gpu_linear_auto},
     {{FAM(ROTARY), "heads",
       "blocks of (token, 8 heads): each thread one frequency's float64 sincos, all 8 heads' "
       "pairs loaded before any store",

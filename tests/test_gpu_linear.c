@@ -36,7 +36,7 @@ START_TEST(test_registry) {
     int f = lr_gpu_family_find("linear");
     ck_assert_int_eq(f, LR_GPU_FAM_LINEAR);
     int n = 0, defaults = 0;
-    bool cublas = false, gemv = false, gemv2 = false;
+    bool cublas = false, gemv = false, gemv2 = false, autov = false;
     for (size_t i = 0; i < lr_gpu_variant_count(); i++) {
         const lr_gpu_variant *v = lr_gpu_variant_at(i);
         if (strcmp(v->family, "linear") != 0) continue;
@@ -45,6 +45,7 @@ START_TEST(test_registry) {
         if (!strcmp(v->name, "cublas")) cublas = v->is_default;
         if (!strcmp(v->name, "gemv")) gemv = strstr(v->description, "cublas") != NULL;
         if (!strcmp(v->name, "gemv2")) gemv2 = strstr(v->description, "cublas") != NULL;
+        if (!strcmp(v->name, "auto")) autov = strstr(v->description, "gemv") && strstr(v->description, "cublas");
         ck_assert_int_eq(lr_gpu_variant_check("linear", v->name), LR_OK);
     }
     ck_assert_msg(n >= 3 && defaults == 1, "linear: %d variants, %d defaults", n, defaults);
@@ -53,6 +54,7 @@ START_TEST(test_registry) {
                   "linear: no gemv variant, or its description does not say it hands large T to cublas");
     ck_assert_msg(gemv2,
                   "linear: no gemv2 variant, or its description does not say it hands large T to cublas");
+    ck_assert_msg(autov, "linear: no auto variant, or its description does not name gemv and cublas");
     ck_assert_int_eq(lr_gpu_variant_check("linear", "nope"), LR_E_INVAL);
     ck_assert_msg(strstr(lr_last_error(), "gemv") && strstr(lr_last_error(), "cublas"),
                   "unhelpful message: %s", lr_last_error());
@@ -91,12 +93,13 @@ END_TEST
 static const lr_dtype dtypes[] = {LR_F32, LR_F16, LR_BF16};
 #define N_DTYPES (int)(sizeof dtypes / sizeof dtypes[0])
 #define GEMV_T 8 /* the largest T of gemv's and gemv2's own kernels (gpu/linear.cu); cublas beyond */
+#define AUTO_T 2 /* the largest T that auto hands to gemv (gpu/linear.cu, AUTO_GEMV_MAX_T) */
 
 /* (N, K), and T: the GEMVs' range and beyond it. N 1027: gemv2's last block has 3 rows; K 33, and 4100 at
  * 16 bits: not a multiple of the 16-byte vector (gemv steps by element, gemv2 hands it to gemv). */
 static const int64_t shapes[][2] = {{96, 64}, {97, 33}, {960, 576}, {576, 1536}, {37, 4100}, {1027, 4096}};
 #define N_SHAPES (int)(sizeof shapes / sizeof shapes[0])
-static const int64_t Ts[] = {1, 3, 8, 9, 16, 64};
+static const int64_t Ts[] = {1, 2, 3, 8, 9, 16, 64};
 
 static cudaStream_t g_stream;
 static cublasHandle_t g_blas;
@@ -171,6 +174,14 @@ START_TEST(test_repeat_and_fallback) {
                               "linear/%s %s T %lld (N %lld, K %lld) is not cublas's result (seed %llu)",
                               v->name, lr_dtype_name(dt), (long long)T, (long long)N, (long long)K,
                               (unsigned long long)g_seed);
+            if (!strcmp(v->name, "auto")) { /* gemv's bits at T <= 2, cublas's above */
+                void *want = T <= AUTO_T ? run("gemv", x, w, T, N, K, dt) : NULL;
+                ck_assert_msg(memcmp(a, want ? want : def, (size_t)(T * N) * es) == 0,
+                              "linear/auto %s T %lld (N %lld, K %lld) is not %s's result (seed %llu)",
+                              lr_dtype_name(dt), (long long)T, (long long)N, (long long)K,
+                              want ? "gemv" : "cublas", (unsigned long long)g_seed);
+                free(want);
+            }
             free(a), free(b);
         }
         free(def), free(xh);
