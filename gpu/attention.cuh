@@ -8,6 +8,7 @@
  *   attention_flash.cu   "flash": 16 query rows per block, K/V tiles in shared memory
  *   attention_tc.cu      "tc": split-key decode, wmma tensor-core prefill, else flash
  *   attention_fa2.cu     "fa2" (default): FlashAttention-2 on mma.sync, else tc
+ *   attention_fd.cu      "fd": fa2's prefill; decode split over keys, a key per thread
  *
  * Threads of a warp split the head dimension: lane l owns dimensions l, l + 32, ... (or
  * l DPL .. l DPL + DPL - 1 in tc's decode); DPL (dimensions per lane, hd <= 32 DPL) is a
@@ -44,6 +45,7 @@ int lr_gpu_attention_simple(const void *args, cudaStream_t s);
 int lr_gpu_attention_flash(const void *args, cudaStream_t s);
 int lr_gpu_attention_tc(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa2(const void *args, cudaStream_t s);
+int lr_gpu_attention_fd(const void *args, cudaStream_t s);
 
 /* *out = at least bytes of ws's device memory on the current device, valid until the
  * next call with ws. Growing it first waits for s, whose earlier kernels may still read
@@ -86,5 +88,168 @@ static __device__ __forceinline__ int tile_kmax(const int32_t *token_keys, int64
 
 /* Two elements stored at once (tc's P rows and fa2's output pairs start 4-byte aligned). */
 template <typename E> struct __align__(4) E2 { E a, b; };
+
+/* ---- Split decode: what tc's and fd's decode kernels share -------------------------- */
+
+#ifndef SP_MIN_CHUNK
+#define SP_MIN_CHUNK 32 /* keys: no chunk smaller (64 gave a batch-1 step 17 chunks of 8 blocks) */
+#endif
+#define SPLIT_UNHANDLED 1 /* not a status: the group size has no instance; flash takes it */
+
+/* How a decode batch's keys are split: at most want chunks (want: enough blocks to fill
+ * the card), none under SP_MIN_CHUNK keys, from the most keys any sequence sees. The host
+ * sizes the grid and the workspace with it from meta.max_keys, an upper bound (the exact
+ * most eagerly; the cache's capacity in a CUDA graph, where the step's lengths are only
+ * in device memory); the kernels plan again from the exact most, read from the device,
+ * so a graph's replay splits exactly as an eager step of the same lengths does. */
+static __host__ __device__ __forceinline__ void split_plan(int64_t want, int64_t maxk, int *nsplit,
+                                                           int64_t *chunk) {
+    int64_t most = (maxk + SP_MIN_CHUNK - 1) / SP_MIN_CHUNK;
+    int n = (int)(want < most ? want : most);
+    if (n < 1) n = 1;
+    *nsplit = n;
+    *chunk = (maxk + n - 1) / n;
+}
+
+/* The most keys any sequence of a decode batch sees (each has one token, its first),
+ * read by every thread of the block, published through *s (shared); never above
+ * meta.max_keys, so the plan never has more chunks than the grid (a mask fault's keys
+ * past it are not seen, as before). */
+static __device__ __forceinline__ int64_t batch_max_keys(const lr_gpu_attn_meta &m, int *s) {
+    if (threadIdx.x == 0) *s = 0;
+    __syncthreads();
+    int km = 0;
+    for (int64_t q = threadIdx.x; q < m.num_seqs; q += blockDim.x)
+        km = max(km, m.token_keys[m.seq_start[q]]);
+    atomicMax(s, km);
+    __syncthreads();
+    return *s < m.max_keys ? *s : m.max_keys;
+}
+
+/* Grid (num_seqs * nh): merges a (sequence, head)'s chunks into ctx (nothing when the
+ * step's split is 1: the split kernel wrote ctx). The chunks' maxima and sums are staged
+ * in shared memory first (dynamic, 2 * grid_split floats, all loads in flight at once) and
+ * each chunk's factor exp(m_c - M) computed once there; then each output sums its chunks
+ * in order c = 0, 1, ... (the same float32 order as a sequential merge), its loads of
+ * part_o issued MERGE_UNROLL at a time. */
+#define MERGE_UNROLL 8
+template <typename E>
+static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_meta m, int64_t nh, int64_t hd,
+                                              int grid_split, int64_t want, const float *part_o,
+                                              const float *part_ml) {
+    extern __shared__ float mf[]; /* [grid_split] factors, then [grid_split] sums */
+    __shared__ int maxk_s;
+    __shared__ float red[32];
+    int nsplit;
+    int64_t chunk;
+    split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk);
+    if (nsplit == 1) return;
+    int64_t seq = blockIdx.x / nh, h = blockIdx.x % nh;
+    int64_t t = m.seq_start[seq];
+    int64_t base = (seq * nh + h) * grid_split;
+    float *sl = mf + grid_split;
+    float mloc = -INFINITY;
+    for (int c = threadIdx.x; c < nsplit; c += blockDim.x) {
+        float mc = part_ml[2 * (base + c)];
+        mf[c] = mc;
+        sl[c] = part_ml[2 * (base + c) + 1];
+        mloc = fmaxf(mloc, mc);
+    }
+    for (int o = 16; o > 0; o >>= 1)
+        mloc = fmaxf(mloc, __shfl_xor_sync(0xffffffffu, mloc, o));
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = mloc;
+    __syncthreads();
+    float M = -INFINITY;
+    for (int w = 0; w < (int)(blockDim.x + 31) / 32; w++)
+        M = fmaxf(M, red[w]);
+    if (M == -INFINITY) { /* no chunk saw a key */
+        for (int64_t d = threadIdx.x; d < hd; d += blockDim.x)
+            st(ctx + t * ldc + h * hd + d, 0.0f);
+        return;
+    }
+    for (int c = threadIdx.x; c < nsplit; c += blockDim.x)
+        mf[c] = expf(mf[c] - M);
+    __syncthreads();
+    float L = 0.0f;
+    for (int c = 0; c < nsplit; c++)
+        L += mf[c] * sl[c];
+    for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) {
+        const float *po = part_o + base * hd + d;
+        float O = 0.0f;
+        int c = 0;
+        for (; c + MERGE_UNROLL <= nsplit; c += MERGE_UNROLL) {
+            float v[MERGE_UNROLL];
+#pragma unroll
+            for (int u = 0; u < MERGE_UNROLL; u++)
+                v[u] = po[(int64_t)(c + u) * hd];
+#pragma unroll
+            for (int u = 0; u < MERGE_UNROLL; u++)
+                O += mf[c + u] * v[u];
+        }
+        for (; c < nsplit; c++)
+            O += mf[c] * po[(int64_t)c * hd];
+        st(ctx + t * ldc + h * hd + d, L > 0.0f ? O / L : 0.0f);
+    }
+}
+
+/* The host side of a split decode (tc's split kernel, fd's): the plan from meta.max_keys
+ * (about eight blocks per SM of 132, no chunk under SP_MIN_CHUNK keys; max_keys is an upper
+ * bound, so nsplit is the most chunks the kernels use), the grid's limits, and the
+ * workspace of the chunks' partial outputs (po, pml: NULL with one chunk). */
+struct split_decode {
+    int64_t want;
+    int nsplit;
+    float *po, *pml;
+};
+
+static inline int split_begin(const lr_gpu_attention_args *a, const char *who, split_decode *sd,
+                              cudaStream_t s) {
+    const lr_gpu_attn_meta *m = &a->meta;
+    int64_t B = m->num_seqs, chunk;
+    sd->want = (1056 + B * a->nkv - 1) / (B * a->nkv);
+    split_plan(sd->want, m->max_keys, &sd->nsplit, &chunk);
+    sd->po = sd->pml = NULL;
+    if (B * sd->nsplit > INT32_MAX || a->nkv > 65535 || B * a->nh > INT32_MAX)
+        return lr_fail(LR_E_INVAL, "gpu attention (%s): %lld sequences or %lld kv heads exceed the grid", who,
+                       (long long)B, (long long)a->nkv);
+    if (sd->nsplit > 1) {
+        size_t n = (size_t)(B * a->nh * sd->nsplit);
+        void *ws;
+        int rc = lr_gpu_attn_ws_reserve(a->ws, n * (size_t)(a->hd + 2) * sizeof(float), s, &ws);
+        if (rc) return rc;
+        sd->po = (float *)ws;
+        sd->pml = sd->po + n * (size_t)a->hd;
+    }
+    return LR_OK;
+}
+
+/* After the split kernel: the merge of the chunks (nothing to do with one). */
+template <typename E> static int split_finish(const lr_gpu_attention_args *a, const split_decode *sd,
+                                              cudaStream_t s) {
+    if (sd->nsplit == 1) return LR_OK;
+    size_t smem = 2 * (size_t)sd->nsplit * sizeof(float); /* nsplit <= want <= 1056 */
+    attention_merge_kernel<E><<<(unsigned int)(a->meta.num_seqs * a->nh), 128, smem, s>>>(
+        (E *)a->ctx, a->ldc, a->meta, a->nh, a->hd, sd->nsplit, sd->want, sd->po, sd->pml);
+    LAUNCH_CHECK();
+    return LR_OK;
+}
+
+/* ---- cp.async (fa2, fd) ---------------------------------------------------------------- */
+
+static __device__ __forceinline__ uint32_t smem_u32(const void *p) {
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+/* 16 bytes global -> shared, asynchronously; src_bytes 0 writes zeros and reads nothing. */
+static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes)
+                 : "memory");
+}
+static __device__ __forceinline__ void cp_async_commit() {
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+template <int N> static __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
 
 #endif

@@ -29,45 +29,10 @@
 #ifndef SP_MINBLOCKS
 #define SP_MINBLOCKS 1 /* __launch_bounds__'s resident blocks per SM (1: registers unbounded) */
 #endif
-#ifndef SP_MIN_CHUNK
-#define SP_MIN_CHUNK 32 /* keys: no chunk smaller (64 gave a batch-1 step 17 chunks of 8 blocks) */
-#endif
-#define SPLIT_UNHANDLED 1 /* not a status: the group size has no instance; flash takes it */
-
 template <int N> struct sp_vec;
 template <> struct sp_vec<4> { typedef unsigned int T; };
 template <> struct sp_vec<8> { typedef uint2 T; };
 template <> struct sp_vec<16> { typedef uint4 T; };
-
-/* How a decode batch's keys are split: at most want chunks (want: enough blocks to fill
- * the card), none under SP_MIN_CHUNK keys, from the most keys any sequence sees. The host
- * sizes the grid and the workspace with it from meta.max_keys, an upper bound (the exact
- * most eagerly; the cache's capacity in a CUDA graph, where the step's lengths are only
- * in device memory); the kernels plan again from the exact most, read from the device,
- * so a graph's replay splits exactly as an eager step of the same lengths does. */
-static __host__ __device__ __forceinline__ void split_plan(int64_t want, int64_t maxk, int *nsplit,
-                                                           int64_t *chunk) {
-    int64_t most = (maxk + SP_MIN_CHUNK - 1) / SP_MIN_CHUNK;
-    int n = (int)(want < most ? want : most);
-    if (n < 1) n = 1;
-    *nsplit = n;
-    *chunk = (maxk + n - 1) / n;
-}
-
-/* The most keys any sequence of a decode batch sees (each has one token, its first),
- * read by every thread of the block, published through *s (shared); never above
- * meta.max_keys, so the plan never has more chunks than the grid (a mask fault's keys
- * past it are not seen, as before). */
-static __device__ __forceinline__ int64_t batch_max_keys(const lr_gpu_attn_meta &m, int *s) {
-    if (threadIdx.x == 0) *s = 0;
-    __syncthreads();
-    int km = 0;
-    for (int64_t q = threadIdx.x; q < m.num_seqs; q += blockDim.x)
-        km = max(km, m.token_keys[m.seq_start[q]]);
-    atomicMax(s, km);
-    __syncthreads();
-    return *s < m.max_keys ? *s : m.max_keys;
-}
 
 /* Grid (num_seqs * grid_split, nkv); the blocks of chunks past the step's own split
  * (split_plan from the device's lengths) return at once. Lane l owns dims l*DPL ..
@@ -197,110 +162,22 @@ static __global__ void __launch_bounds__(SP_WARPS * 32, SP_MINBLOCKS)
     }
 }
 
-/* Grid (num_seqs * nh): merges a (sequence, head)'s chunks into ctx (nothing when the
- * step's split is 1: the split kernel wrote ctx). The chunks' maxima and sums are staged
- * in shared memory first (dynamic, 2 * grid_split floats, all loads in flight at once) and
- * each chunk's factor exp(m_c - M) computed once there; then each output sums its chunks
- * in order c = 0, 1, ... (the same float32 order as a sequential merge), its loads of
- * part_o issued MERGE_UNROLL at a time. */
-#define MERGE_UNROLL 8
-template <typename E>
-static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_meta m, int64_t nh, int64_t hd,
-                                              int grid_split, int64_t want, const float *part_o,
-                                              const float *part_ml) {
-    extern __shared__ float mf[]; /* [grid_split] factors, then [grid_split] sums */
-    __shared__ int maxk_s;
-    __shared__ float red[32];
-    int nsplit;
-    int64_t chunk;
-    split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk);
-    if (nsplit == 1) return;
-    int64_t seq = blockIdx.x / nh, h = blockIdx.x % nh;
-    int64_t t = m.seq_start[seq];
-    int64_t base = (seq * nh + h) * grid_split;
-    float *sl = mf + grid_split;
-    float mloc = -INFINITY;
-    for (int c = threadIdx.x; c < nsplit; c += blockDim.x) {
-        float mc = part_ml[2 * (base + c)];
-        mf[c] = mc;
-        sl[c] = part_ml[2 * (base + c) + 1];
-        mloc = fmaxf(mloc, mc);
-    }
-    for (int o = 16; o > 0; o >>= 1)
-        mloc = fmaxf(mloc, __shfl_xor_sync(0xffffffffu, mloc, o));
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = mloc;
-    __syncthreads();
-    float M = -INFINITY;
-    for (int w = 0; w < (int)(blockDim.x + 31) / 32; w++)
-        M = fmaxf(M, red[w]);
-    if (M == -INFINITY) { /* no chunk saw a key */
-        for (int64_t d = threadIdx.x; d < hd; d += blockDim.x)
-            st(ctx + t * ldc + h * hd + d, 0.0f);
-        return;
-    }
-    for (int c = threadIdx.x; c < nsplit; c += blockDim.x)
-        mf[c] = expf(mf[c] - M);
-    __syncthreads();
-    float L = 0.0f;
-    for (int c = 0; c < nsplit; c++)
-        L += mf[c] * sl[c];
-    for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) {
-        const float *po = part_o + base * hd + d;
-        float O = 0.0f;
-        int c = 0;
-        for (; c + MERGE_UNROLL <= nsplit; c += MERGE_UNROLL) {
-            float v[MERGE_UNROLL];
-#pragma unroll
-            for (int u = 0; u < MERGE_UNROLL; u++)
-                v[u] = po[(int64_t)(c + u) * hd];
-#pragma unroll
-            for (int u = 0; u < MERGE_UNROLL; u++)
-                O += mf[c + u] * v[u];
-        }
-        for (; c < nsplit; c++)
-            O += mf[c] * po[(int64_t)c * hd];
-        st(ctx + t * ldc + h * hd + d, L > 0.0f ? O / L : 0.0f);
-    }
-}
-
 template <typename E, int DPL, int G> static int split_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;
-    int64_t B = m->num_seqs, maxk = m->max_keys;
-    if (B == 0 || maxk == 0) return LR_OK;
-    /* About eight blocks per SM (132 SMs on an H100), no chunk under SP_MIN_CHUNK keys;
-     * maxk is an upper bound (split_plan), so nsplit is the most chunks the kernels use. */
-    int64_t want = (1056 + B * a->nkv - 1) / (B * a->nkv), chunk;
-    int nsplit;
-    split_plan(want, maxk, &nsplit, &chunk);
+    if (m->num_seqs == 0 || m->max_keys == 0) return LR_OK;
+    split_decode sd;
+    int rc = split_begin(a, "tc", &sd, s);
+    if (rc) return rc;
     /* Vector loads when each lane's DPL elements are 4, 8 or 16 aligned bytes. */
     int vb = DPL * (int)sizeof(E);
     bool vec = (vb == 4 || vb == 8 || vb == 16) && a->hd == 32 * DPL && ((uintptr_t)a->k_cache % 16) == 0 &&
                ((uintptr_t)a->v_cache % 16) == 0;
-    if (B * nsplit > INT32_MAX || a->nkv > 65535)
-        return lr_fail(LR_E_INVAL, "gpu attention (tc): %lld sequences or %lld kv heads exceed the grid",
-                       (long long)B, (long long)a->nkv);
-    float *po = NULL, *pml = NULL;
-    if (nsplit > 1) {
-        size_t n = (size_t)(B * a->nh * nsplit);
-        void *ws;
-        int rc = lr_gpu_attn_ws_reserve(a->ws, n * (size_t)(a->hd + 2) * sizeof(float), s, &ws);
-        if (rc) return rc;
-        po = (float *)ws;
-        pml = po + n * (size_t)a->hd;
-    }
-    dim3 grid((unsigned int)(B * nsplit), (unsigned int)a->nkv);
+    dim3 grid((unsigned int)(m->num_seqs * sd.nsplit), (unsigned int)a->nkv);
     attention_split_kernel<E, DPL, G><<<grid, SP_WARPS * 32, 0, s>>>(
         (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh,
-        a->nkv, a->hd, a->scale, nsplit, want, po, pml, vec);
+        a->nkv, a->hd, a->scale, sd.nsplit, sd.want, sd.po, sd.pml, vec);
     LAUNCH_CHECK();
-    if (nsplit > 1) {
-        if (B * a->nh > INT32_MAX) return lr_fail(LR_E_INVAL, "gpu attention (tc): grid too large");
-        size_t smem = 2 * (size_t)nsplit * sizeof(float); /* nsplit <= want <= 1056 */
-        attention_merge_kernel<E><<<(unsigned int)(B * a->nh), 128, smem, s>>>(
-            (E *)a->ctx, a->ldc, *m, a->nh, a->hd, nsplit, want, po, pml);
-        LAUNCH_CHECK();
-    }
-    return LR_OK;
+    return split_finish<E>(a, &sd, s);
 }
 
 template <typename E, int DPL> static int split_group(const lr_gpu_attention_args *a, cudaStream_t s) {

@@ -1244,6 +1244,19 @@ static void fixture_shapes(int fam, shape_list *l) {
                     s.heads = heads[h][0], s.kv = heads[h][1], s.hd = hds[d];
                     add(l, s);
                 }
+        /* Decode whose key chunks span several of a split kernel's tiles (fd's: 128 keys):
+         * one sequence long enough that even 8 x kv (sequence, kv head) pairs leave chunks
+         * of 129 to 516 keys, others short (chunks past their keys empty), one with a
+         * single key; query groups of 1, 3, 4 and 8 heads. */
+        lr_opsweep_shape many = attn_batch("decode-long", 16, 8, (int64_t[]){17000, 5, 4300, 0, 130, 9000, 257, 1},
+                                           (int64_t[]){1, 1, 1, 1, 1, 1, 1, 1});
+        static const int64_t mheads[][2] = {{4, 4}, {8, 2}, {6, 2}, {8, 1}}, mhds[] = {64, 128};
+        for (size_t h = 0; h < 4; h++)
+            for (size_t d = 0; d < 2; d++) {
+                lr_opsweep_shape s = many;
+                s.heads = mheads[h][0], s.kv = mheads[h][1], s.hd = mhds[d];
+                add(l, s);
+            }
         break;
     }
     case LR_GPU_FAM_LINEAR: {

@@ -35,6 +35,7 @@ int lr_gpu_attention_tc(const void *args, cudaStream_t s);
 int lr_gpu_attention_flash(const void *args, cudaStream_t s);
 int lr_gpu_attention_simple(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa2(const void *args, cudaStream_t s);
+int lr_gpu_attention_fd(const void *args, cudaStream_t s);
 
 /* ---- Families ---------------------------------------------------------------------- */
 
@@ -130,6 +131,13 @@ static const lr_gpu_kernel builtin[] = {
       "tiles of 64 queries x 64 keys; else flash",
       false, ALL, ROUNDS_P},
      lr_gpu_attention_tc},
+    {{FAM(ATTENTION), "fd",
+      "decode (bf16/f16, head_dim 64/128): one block per (sequence, kv head, key chunk) in "
+      "tiles of 128 keys, a key per thread for the scores (its K row in 16-byte loads, V by "
+      "cp.async to shared memory), the group's query heads together, float32, chunks merged; "
+      "else fa2",
+      false, ALL, ROUNDS_P},
+     lr_gpu_attention_fd},
     {{FAM(ATTENTION), "flash",
       "16 query rows of one (sequence, head) per block; 32-key K/V "
       "tiles from the paged cache in shared memory; online softmax",

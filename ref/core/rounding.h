@@ -79,6 +79,7 @@ lr_dtype lr_buf_dtype(lr_buf b, lr_dtype compute);
 #define LR_ATTN_ROUNDING_MAP(X)                                                                              \
     X("fa2", true)     /* mma.sync prefill; else tc */                                                       \
     X("tc", true)      /* wmma prefill; split-key decode in float32; else flash */                           \
+    X("fd", true)      /* fa2's prefill; split-key decode in float32 */                                      \
     X("flash", false)  /* float32 throughout */                                                              \
     X("simple", false) /* float32 throughout */
 

@@ -1,0 +1,214 @@
+/* attention_fd.cu: the "fd" attention variant (flash-decoding's shape): fa2 for prefill;
+ * for decode in bf16/f16 at head_dim 64 or 128 (16-byte aligned caches), a split-key kernel
+ * shaped for bandwidth, where tc's gives each key's dot product to the 32 lanes of a warp
+ * (5 shuffles per key and query head) and holds few keys in flight.
+ *
+ * As tc's: one block per (sequence, kv head, key chunk), the chunks planned by split_plan
+ * and merged by attention_merge_kernel (attention.cuh), float32 throughout (P is not
+ * rounded), the G query heads of the kv head together. Here a block of 128 threads takes
+ * its chunk in tiles of 128 keys, each tile in three phases:
+ *  1. scores: thread i takes key i of the tile whole: its row of K in 16-byte loads, all
+ *     in flight at once, against the G query rows (float32, in shared memory, read as
+ *     broadcasts), summed over d in order, times the scale; its row of V goes to shared
+ *     memory by cp.async meanwhile;
+ *  2. softmax: warp w takes query heads w, w + 4, ...: the tile's max (a warp max over the
+ *     tile's scores), the running max and sum rescaled as the max grows, the weights
+ *     p = exp(s - max) in place of the scores;
+ *  3. P V: warp w takes keys w, w + 4, ... of the tile, lane l dims l*DPL .. + DPL - 1,
+ *     o[head][dim] += p * v from shared memory, its running o scaled by the heads'
+ *     correction first.
+ * Then the four warps' o are summed in order (w = 0..3) and written as tc's are: the
+ * chunk's unnormalised output, max and sum, or with one chunk o / sum to ctx. */
+#include "attention.cuh"
+
+#define FD_THREADS 128
+#define FD_WARPS (FD_THREADS / 32)
+#define FD_TILE FD_THREADS /* keys per tile: one per thread when scoring */
+
+/* Grid (num_seqs * grid_split, nkv), as tc's split kernel. */
+template <typename E, int G, int HD>
+static __global__ void __launch_bounds__(FD_THREADS)
+    attention_fd_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
+                        lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int grid_split, int64_t want,
+                        float *part_o, float *part_ml) {
+    constexpr int NV = HD * (int)sizeof(E) / 16; /* 16-byte vectors per row */
+    constexpr int EPV = 16 / (int)sizeof(E);     /* elements per vector */
+    constexpr int DPL = HD / 32;                 /* dims per lane in P V */
+    static_assert(HD % 32 == 0 && DPL * (int)sizeof(E) <= 16, "fd: head_dim 64 or 128 at 16 bits");
+    constexpr size_t VBYTES = (size_t)FD_TILE * HD * sizeof(E), OBYTES = (size_t)FD_WARPS * G * HD * sizeof(float);
+    __shared__ __align__(16) float qs[G][HD];
+    __shared__ __align__(16) unsigned char vraw[VBYTES > OBYTES ? VBYTES : OBYTES]; /* V tile; o at the end */
+    __shared__ float ps[G][FD_TILE];
+    __shared__ float msh[G], lsh[G], csh[G];
+    __shared__ int maxk_s;
+    E *vs = (E *)vraw;
+
+    int nsplit;
+    int64_t chunk;
+    split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk);
+    const int64_t seq = blockIdx.x / grid_split, c = blockIdx.x % grid_split, g = blockIdx.y;
+    if (c >= nsplit) return; /* block-uniform, after the last barrier of batch_max_keys */
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int64_t t = m.seq_start[seq], nk = m.token_keys[t];
+    const int64_t kbeg = c * chunk, kend = kbeg + chunk < nk ? kbeg + chunk : nk;
+    const int32_t *table = m.block_tables + seq * m.max_blocks;
+    const int bsz = (int)m.block_size;
+
+    for (int i = tid; i < G * HD; i += FD_THREADS)
+        qs[i / HD][i % HD] = ld(q + t * ldq + (g * G + i / HD) * HD + i % HD);
+    if (tid < G) msh[tid] = -INFINITY, lsh[tid] = 0.0f;
+    float o[G][DPL];
+#pragma unroll
+    for (int gi = 0; gi < G; gi++)
+#pragma unroll
+        for (int dd = 0; dd < DPL; dd++)
+            o[gi][dd] = 0.0f;
+    __syncthreads();
+
+    for (int64_t k0 = kbeg; k0 < kend; k0 += FD_TILE) {
+        const int n = (int)(kend - k0 < FD_TILE ? kend - k0 : FD_TILE);
+        /* 1. scores, and this key's V row to shared memory */
+        if (tid < n) {
+            const int j = (int)(k0 + tid), b = j / bsz; /* keys < 2^31 (checked at the entry) */
+            const int64_t off = (((int64_t)table[b] * bsz + (j - b * bsz)) * nkv + g) * HD;
+            const uint4 *kr = (const uint4 *)(k_cache + off), *vr = (const uint4 *)(v_cache + off);
+            const uint32_t vdst = smem_u32(vs + (size_t)tid * HD);
+#pragma unroll
+            for (int v = 0; v < NV; v++)
+                cp_async16(vdst + 16 * v, vr + v, 16);
+            cp_async_commit();
+            uint4 kv[NV];
+#pragma unroll
+            for (int v = 0; v < NV; v++)
+                kv[v] = __ldg(kr + v);
+            float sc[G];
+#pragma unroll
+            for (int gi = 0; gi < G; gi++)
+                sc[gi] = 0.0f;
+#pragma unroll
+            for (int v = 0; v < NV; v++) {
+                const E *ke = (const E *)&kv[v];
+#pragma unroll
+                for (int e = 0; e < EPV; e++) {
+                    const float kf = elem<E>::load(ke[e]);
+#pragma unroll
+                    for (int gi = 0; gi < G; gi++)
+                        sc[gi] = fmaf(qs[gi][v * EPV + e], kf, sc[gi]);
+                }
+            }
+#pragma unroll
+            for (int gi = 0; gi < G; gi++)
+                ps[gi][tid] = sc[gi] * scale;
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        /* 2. the tile's softmax, per query head */
+        for (int gi = warp; gi < G; gi += FD_WARPS) {
+            float tmax = -INFINITY;
+            for (int i = lane; i < n; i += 32)
+                tmax = fmaxf(tmax, ps[gi][i]);
+            tmax = warp_max(tmax);
+            /* n >= 1 keys, so mnew is finite; corr is 0 on the first tile (max -inf). */
+            const float mold = msh[gi], mnew = fmaxf(mold, tmax), corr = expf(mold - mnew);
+            float psum = 0.0f;
+            for (int i = lane; i < n; i += 32) {
+                const float p = expf(ps[gi][i] - mnew);
+                ps[gi][i] = p;
+                psum += p;
+            }
+            psum = warp_sum(psum);
+            __syncwarp();
+            if (lane == 0) lsh[gi] = lsh[gi] * corr + psum, msh[gi] = mnew, csh[gi] = corr;
+        }
+        __syncthreads();
+        /* 3. P V from shared memory */
+#pragma unroll
+        for (int gi = 0; gi < G; gi++) {
+            const float corr = csh[gi];
+#pragma unroll
+            for (int dd = 0; dd < DPL; dd++)
+                o[gi][dd] *= corr;
+        }
+        for (int jj = warp; jj < n; jj += FD_WARPS) {
+            const E *vrow = vs + (size_t)jj * HD + lane * DPL;
+            float vf[DPL];
+#pragma unroll
+            for (int dd = 0; dd < DPL; dd++)
+                vf[dd] = elem<E>::load(vrow[dd]);
+#pragma unroll
+            for (int gi = 0; gi < G; gi++) {
+                const float p = ps[gi][jj];
+#pragma unroll
+                for (int dd = 0; dd < DPL; dd++)
+                    o[gi][dd] = fmaf(p, vf[dd], o[gi][dd]);
+            }
+        }
+        __syncthreads(); /* before the next tile's scores and V rows overwrite these */
+    }
+
+    /* The warps' outputs, summed in order; V's room holds them. */
+    float *os = (float *)vraw; /* [FD_WARPS][G][HD] */
+#pragma unroll
+    for (int gi = 0; gi < G; gi++)
+#pragma unroll
+        for (int dd = 0; dd < DPL; dd++)
+            os[((size_t)warp * G + gi) * HD + lane * DPL + dd] = o[gi][dd];
+    __syncthreads();
+    for (int i = tid; i < G * HD; i += FD_THREADS) {
+        const int gi = i / HD, d = i % HD;
+        float O = os[(size_t)gi * HD + d];
+#pragma unroll
+        for (int w = 1; w < FD_WARPS; w++)
+            O += os[((size_t)w * G + gi) * HD + d];
+        const float L = lsh[gi];
+        const int64_t h = g * G + gi;
+        if (nsplit == 1) {
+            st(ctx + t * ldc + h * HD + d, L > 0.0f ? O / L : 0.0f);
+        } else {
+            const int64_t pi = (seq * nh + h) * grid_split + c;
+            part_o[pi * HD + d] = O;
+            if (d == 0) part_ml[2 * pi] = msh[gi], part_ml[2 * pi + 1] = L;
+        }
+    }
+}
+
+template <typename E, int G, int HD> static int fd_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
+    const lr_gpu_attn_meta *m = &a->meta;
+    if (m->num_seqs == 0 || m->max_keys == 0) return LR_OK;
+    split_decode sd;
+    int rc = split_begin(a, "fd", &sd, s);
+    if (rc) return rc;
+    dim3 grid((unsigned int)(m->num_seqs * sd.nsplit), (unsigned int)a->nkv);
+    attention_fd_kernel<E, G, HD><<<grid, FD_THREADS, 0, s>>>(
+        (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh,
+        a->nkv, a->scale, sd.nsplit, sd.want, sd.po, sd.pml);
+    LAUNCH_CHECK();
+    return split_finish<E>(a, &sd, s);
+}
+
+template <typename E, int HD> static int fd_group(const lr_gpu_attention_args *a, cudaStream_t s) {
+    switch (a->nh / a->nkv) {
+    case 1: return fd_launch<E, 1, HD>(a, s);
+    case 2: return fd_launch<E, 2, HD>(a, s);
+    case 3: return fd_launch<E, 3, HD>(a, s);
+    case 4: return fd_launch<E, 4, HD>(a, s);
+    case 8: return fd_launch<E, 8, HD>(a, s);
+    default: return SPLIT_UNHANDLED;
+    }
+}
+
+template <typename E> static int attention_fd(const lr_gpu_attention_args *a, cudaStream_t s) {
+    if (a->meta.max_seq_len == 1 && (a->hd == 64 || a->hd == 128) && ((uintptr_t)a->k_cache & 15) == 0 &&
+        ((uintptr_t)a->v_cache & 15) == 0) {
+        int rc = a->hd == 64 ? fd_group<E, 64>(a, s) : fd_group<E, 128>(a, s);
+        if (rc != SPLIT_UNHANDLED) return rc;
+    }
+    return lr_gpu_attention_fa2(a, s);
+}
+
+/* 16-bit caches only (a float32 row of 128 is 512 bytes: the V tile would not fit). */
+template <> int attention_fd<float>(const lr_gpu_attention_args *a, cudaStream_t s) {
+    return lr_gpu_attention_fa2(a, s);
+}
+
+ATTN_LAUNCHER(lr_gpu_attention_fd, attention_fd)
