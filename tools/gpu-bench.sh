@@ -7,7 +7,7 @@
 # (transformers, same checkpoint and inputs) one after the other on the same card.
 # Logs and JSON go to $OUT (default ./gpu-out); the tables are printed last.
 #   tools/gpu-bench.sh [--check] [--compile] [--profile] [--model DIR] [--skip-peer] [--baseline DIR]
-#                      [--tp LIST] [--reps N] [--steps N] [--graphs]
+#                      [--tp LIST] [--reps N] [--steps N] [--graphs] [--kernels SPEC]
 #     --check      also run the GPU suites (tools/gpu-check.sh --quick) first
 #     --compile    also time the peer with a StaticCache and torch.compile (in what is left
 #                  of 570 s from the start)
@@ -18,10 +18,12 @@
 #     --reps N, --steps N   gpu_bench's prefill repeats and decode steps (default 10, 32)
 #     --graphs     gpu_bench also runs the decode rows with CUDA graphs (lr_options.cuda_graphs),
 #                  reported as rows of their own ("decode batch 1, graphs", ...)
+#     --kernels SPEC   gpu_bench runs these kernel variants, e.g. attention=fd,linear=auto
+#                  (lr_options.kernels; the per-op bench times every variant anyway)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SRC=$PWD
-CHECK=0 COMPILE=0 PROFILE=0 PEER=1 MODEL=/tmp/llama3-8b-random BASE="" TP=1 REPS=10 STEPS=32 GRAPHS=
+CHECK=0 COMPILE=0 PROFILE=0 PEER=1 MODEL=/tmp/llama3-8b-random BASE="" TP=1 REPS=10 STEPS=32 GRAPHS= KERNELS=()
 START=$(date +%s)
 while [ $# -gt 0 ]; do
     case $1 in
@@ -35,6 +37,7 @@ while [ $# -gt 0 ]; do
     --reps) REPS=$2; shift ;;
     --steps) STEPS=$2; shift ;;
     --graphs) GRAPHS=--graphs ;;
+    --kernels) KERNELS=(--kernels "$2"); shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -103,7 +106,7 @@ if [ -n "$BASE" ] && [ -x /tmp/llamaref-base/bench/gpu_bench ]; then
 fi
 echo "== gpu_bench"
 "$B/bench/gpu_bench" --model "$MODEL" --tp "$TP" --reps "$REPS" --steps "$STEPS" --json "$OUT/gpu-bench.json" \
-    --dump-logits /tmp/ours-logits.f32 $GRAPHS \
+    --dump-logits /tmp/ours-logits.f32 $GRAPHS "${KERNELS[@]}" \
     >"$OUT/gpu-bench.txt" 2>&1 || echo "gpu_bench failed"
 # ---- memory (issue 18): the host's peak RSS loading and checking the bench model ----------
 # gpu_bench prints its load's host peak against the budget (docs/performance.md, Memory);
