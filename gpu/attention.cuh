@@ -94,7 +94,7 @@ template <typename E> struct __align__(4) E2 { E a, b; };
 #ifndef SP_MIN_CHUNK
 #define SP_MIN_CHUNK 32 /* keys: no chunk smaller (64 gave a batch-1 step 17 chunks of 8 blocks) */
 #endif
-#define SPLIT_UNHANDLED 1 /* not a status: the group size has no instance; flash takes it */
+#define SPLIT_UNHANDLED 1 /* not a status: no instance for the group size; the caller hands the call on */
 
 /* How a decode batch's keys are split: at most want chunks (want: enough blocks to fill
  * the card), none under SP_MIN_CHUNK keys, from the most keys any sequence sees. The host

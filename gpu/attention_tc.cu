@@ -26,9 +26,6 @@
 #ifndef SP_UNROLL
 #define SP_UNROLL 4   /* keys in flight per warp */
 #endif
-#ifndef SP_MINBLOCKS
-#define SP_MINBLOCKS 1 /* __launch_bounds__'s resident blocks per SM (1: registers unbounded) */
-#endif
 template <int N> struct sp_vec;
 template <> struct sp_vec<4> { typedef unsigned int T; };
 template <> struct sp_vec<8> { typedef uint2 T; };
@@ -40,7 +37,7 @@ template <> struct sp_vec<16> { typedef uint4 T; };
  * (num_seqs * nh * grid_split, 2): the chunk's unnormalised output, max and sum; with a
  * split of 1 the block writes ctx itself. */
 template <typename E, int DPL, int G>
-static __global__ void __launch_bounds__(SP_WARPS * 32, SP_MINBLOCKS)
+static __global__ void __launch_bounds__(SP_WARPS * 32)
     attention_split_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
                            lr_gpu_attn_meta m, int64_t nh, int64_t nkv, int64_t hd, float scale,
                            int grid_split, int64_t want, float *part_o, float *part_ml, bool vec) {
