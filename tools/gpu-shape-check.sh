@@ -15,7 +15,9 @@
 # scale fault of 1e-3 at a projection): each must be caught (exit 1) and named. Needs a
 # built tree (BUILD, default /tmp/llamaref-build, as tools/gpu-check.sh leaves it).
 #   tools/gpu-shape-check.sh [--variants fa2,tc] [--precisions bf16] [--tokens N] [--model DIR] [--no-faults] [--cpu-memory SIZE]
-#                            [--layers L] [--decode K] [--dump-only | --reference FILE]
+#                            [--layers L] [--decode K] [--dump-only | --reference FILE] [--kernels SPEC]
+# --kernels SPEC: more kernel choices for every CUDA run, after attention=V (e.g.
+# linear=auto: llama-diff's -k takes a comma-separated list).
 # --layers 32 is the whole depth of Llama-3-8B (issue 18; the CPU reference streams its
 # weights under its memory budget). --decode K also dumps the float64 reference's stages
 # for the tokens (llama-diff dump: the CPU reference as the CUDA path's yardstick, never
@@ -33,7 +35,7 @@
 # float32 weights) ran past a 570 s call (run 16).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-VARIANTS=fa2,tc PRECS=bf16 N=700 MODEL= FAULTS=1 LAYERS=2 DECODE=0 DUMP_ONLY=0 REF=
+VARIANTS=fa2,tc PRECS=bf16 N=700 MODEL= FAULTS=1 LAYERS=2 DECODE=0 DUMP_ONLY=0 REF= KERNELS=
 CPUMEM=$(awk '/^MemTotal:/ {printf "%dM", $2 / 2048}' /proc/meminfo)
 while [ $# -gt 0 ]; do
     case $1 in
@@ -47,6 +49,7 @@ while [ $# -gt 0 ]; do
     --dump-only) DUMP_ONLY=1 ;;
     --cpu-memory) CPUMEM=$2; shift ;;
     --reference) REF=$2; shift ;;
+    --kernels) KERNELS=$2; shift ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
     esac
     shift
@@ -84,7 +87,7 @@ for p in ${PRECS//,/ }; do
     for v in ${VARIANTS//,/ }; do
         [ $DUMP_ONLY -eq 0 ] && [ -z "$REF" ] || continue
         j="$OUT/shape-$v-$p.json"
-        "$B/llama-diff" backends -q --a cpu:f64 --b cuda:$p -k attention=$v --threads "$(nproc)" --memory "$CPUMEM" \
+        "$B/llama-diff" backends -q --a cpu:f64 --b cuda:$p -k attention=$v${KERNELS:+,$KERNELS} --threads "$(nproc)" --memory "$CPUMEM" \
             -m "$MODEL" --tokens "$TOK" --json >"$j" 2>"$OUT/shape-$v-$p.err"
         rc=$?
         [ $rc -eq 0 ] || rc_all=1
@@ -106,7 +109,7 @@ if [ "$DECODE" -gt 0 ] || [ $DUMP_ONLY -eq 1 ] || [ -n "$REF" ]; then
     for p in ${PRECS//,/ }; do
         for v in ${VARIANTS//,/ }; do
             j="$OUT/shape-decode-$v-$p.json"
-            "$B/llama-diff" check -q -b cuda -p $p -k attention=$v "${dec[@]}" --threads "$(nproc)" --memory "$CPUMEM" \
+            "$B/llama-diff" check -q -b cuda -p $p -k attention=$v${KERNELS:+,$KERNELS} "${dec[@]}" --threads "$(nproc)" --memory "$CPUMEM" \
                 -m "$MODEL" -f "$ref" --json \
                 >"$j" 2>"$OUT/shape-decode-$v-$p.err"
             rc=$?
