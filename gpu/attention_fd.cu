@@ -6,13 +6,11 @@
  * As tc's: one block per (sequence, kv head, key chunk), the chunks planned by split_plan
  * and merged by attention_merge_kernel (attention.cuh), float32 throughout (P is not
  * rounded), the G query heads of the kv head together. Here a block of 128 threads takes
- * its chunk in tiles of 64 keys, through a two-stage pipeline: the tile's K and V rows go
- * to shared memory by cp.async while the block works on the tile before, in three phases:
- *  1. scores: thread i takes key i % 64 of the tile, half i / 64 of its dimensions (K read
- *     from shared memory in 16-byte pieces, swizzled so that 8 keys' pieces fall in 8
- *     banks), against the G query rows (float32, in shared memory, read as broadcasts),
- *     summed over its dimensions in order; a key's score is half 0's sum plus half 1's,
- *     times the scale;
+ * its chunk in tiles of 128 keys, each tile in three phases:
+ *  1. scores: thread i takes key i of the tile whole: its row of K in 16-byte loads, all
+ *     in flight at once, against the G query rows (float32, in shared memory, read as
+ *     broadcasts), summed over d in order, times the scale; its row of V goes to shared
+ *     memory by cp.async meanwhile;
  *  2. softmax: warp w takes query heads w, w + 4, ...: the tile's max (a warp max over the
  *     tile's scores), the running max and sum rescaled as the max grows, the weights
  *     p = exp(s - max) in place of the scores;
@@ -25,14 +23,7 @@
 
 #define FD_THREADS 128
 #define FD_WARPS (FD_THREADS / 32)
-#define FD_TILE 64 /* keys per tile: two threads per key when scoring */
-
-/* The dynamic shared memory: [stage 0, 1][K, V][FD_TILE keys][HD] elements; after the loop
- * the warps' outputs, [FD_WARPS][G][HD] floats, in its room. */
-template <typename E, int HD> struct fd_layout {
-    static constexpr size_t tile = (size_t)FD_TILE * HD; /* elements of one tile of K (or V) */
-    static constexpr size_t bytes = 4 * tile * sizeof(E);
-};
+#define FD_TILE FD_THREADS /* keys per tile: one per thread when scoring */
 
 /* Grid (num_seqs * grid_split, nkv), as tc's split kernel. */
 template <typename E, int G, int HD>
@@ -40,20 +31,17 @@ static __global__ void __launch_bounds__(FD_THREADS)
     attention_fd_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
                         lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int grid_split, int64_t want,
                         float *part_o, float *part_ml) {
-    constexpr int NV = HD * (int)sizeof(E) / 16; /* 16-byte pieces per row */
-    constexpr int EPV = 16 / (int)sizeof(E);     /* elements per piece */
+    constexpr int NV = HD * (int)sizeof(E) / 16; /* 16-byte vectors per row */
+    constexpr int EPV = 16 / (int)sizeof(E);     /* elements per vector */
     constexpr int DPL = HD / 32;                 /* dims per lane in P V */
-    constexpr int RSTEP = FD_THREADS / NV;       /* rows between a thread's copies */
-    constexpr int KPT = FD_TILE / RSTEP;         /* rows of K (and of V) a thread copies per tile */
-    constexpr size_t TILE = fd_layout<E, HD>::tile;
-    static_assert((HD == 64 || HD == 128) && sizeof(E) == 2, "fd: head_dim 64 or 128 at 16 bits");
-    static_assert(FD_WARPS * G * HD * sizeof(float) <= fd_layout<E, HD>::bytes, "fd: the outputs' room");
-    extern __shared__ __align__(16) unsigned char fd_smem[];
+    static_assert(HD % 32 == 0 && DPL * (int)sizeof(E) <= 16, "fd: head_dim 64 or 128 at 16 bits");
+    constexpr size_t VBYTES = (size_t)FD_TILE * HD * sizeof(E), OBYTES = (size_t)FD_WARPS * G * HD * sizeof(float);
     __shared__ __align__(16) float qs[G][HD];
-    __shared__ float sp[2][G][FD_TILE]; /* the halves' partial scores; half 0's row then holds p */
+    __shared__ __align__(16) unsigned char vraw[VBYTES > OBYTES ? VBYTES : OBYTES]; /* V tile; o at the end */
+    __shared__ float ps[G][FD_TILE];
     __shared__ float msh[G], lsh[G], csh[G];
     __shared__ int maxk_s;
-    E *kvs = (E *)fd_smem;
+    E *vs = (E *)vraw;
 
     int nsplit;
     int64_t chunk;
@@ -62,47 +50,10 @@ static __global__ void __launch_bounds__(FD_THREADS)
     if (c >= nsplit) return; /* block-uniform, after the last barrier of batch_max_keys */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int64_t t = m.seq_start[seq], nk = m.token_keys[t];
-    /* keys < 2^31 (checked at the entry) */
-    const int kbeg = (int)(c * chunk), kend = (int)(kbeg + chunk < nk ? kbeg + chunk : nk);
-    const int ntiles = kend > kbeg ? (kend - kbeg + FD_TILE - 1) / FD_TILE : 0;
+    const int64_t kbeg = c * chunk, kend = kbeg + chunk < nk ? kbeg + chunk : nk;
     const int32_t *table = m.block_tables + seq * m.max_blocks;
     const int bsz = (int)m.block_size;
-    const int cv = tid % NV, crow = tid / NV; /* this thread copies piece cv of rows crow + r RSTEP */
 
-    /* The cache blocks of this thread's rows of tile it (read ahead: they are needed only
-     * when the tile's copies are issued). */
-    int32_t blk[KPT];
-    auto rows = [&](int it) {
-#pragma unroll
-        for (int r = 0; r < KPT; r++) {
-            const int j = kbeg + it * FD_TILE + crow + r * RSTEP;
-            blk[r] = j < kend ? table[j / bsz] : 0;
-        }
-    };
-    /* Tile it's K and V rows to stage it & 1 (rows past the chunk as zeros), one commit group. */
-    auto issue = [&](int it) {
-        const uint32_t ks = smem_u32(kvs + (size_t)(it & 1) * 2 * TILE), vs = ks + (uint32_t)(TILE * sizeof(E));
-#pragma unroll
-        for (int r = 0; r < KPT; r++) {
-            const int row = crow + r * RSTEP, j = kbeg + it * FD_TILE + row;
-            const uint32_t soff = (uint32_t)((row * HD + (cv ^ (row & 7)) * EPV) * sizeof(E));
-            const E *kp = k_cache, *vp = v_cache;
-            int bytes = 0;
-            if (j < kend) {
-                const int64_t off = (((int64_t)blk[r] * bsz + j % bsz) * nkv + g) * HD + cv * EPV;
-                kp = k_cache + off, vp = v_cache + off, bytes = 16;
-            }
-            cp_async16(ks + soff, kp, bytes);
-            cp_async16(vs + soff, vp, bytes);
-        }
-        cp_async_commit();
-    };
-
-    if (ntiles > 0) {
-        rows(0);
-        issue(0);
-        if (ntiles > 1) rows(1);
-    }
     for (int i = tid; i < G * HD; i += FD_THREADS)
         qs[i / HD][i % HD] = ld(q + t * ldq + (g * G + i / HD) * HD + i % HD);
     if (tid < G) msh[tid] = -INFINITY, lsh[tid] = 0.0f;
@@ -112,28 +63,31 @@ static __global__ void __launch_bounds__(FD_THREADS)
 #pragma unroll
         for (int dd = 0; dd < DPL; dd++)
             o[gi][dd] = 0.0f;
+    __syncthreads();
 
-    for (int it = 0; it < ntiles; it++) {
-        const int n = kend - (kbeg + it * FD_TILE) < FD_TILE ? kend - (kbeg + it * FD_TILE) : FD_TILE;
-        const E *ks = kvs + (size_t)(it & 1) * 2 * TILE, *vs = ks + TILE;
-        cp_async_wait<0>();
-        __syncthreads(); /* tile it in shared memory; tile it - 1's P V done with the other stage */
-        if (it + 1 < ntiles) {
-            issue(it + 1);
-            if (it + 2 < ntiles) rows(it + 2);
-        }
-        /* 1. scores: key kk, half hf of the dimensions (zeros past the chunk: not used) */
-        {
-            const int kk = tid % FD_TILE, hf = tid / FD_TILE;
+    for (int64_t k0 = kbeg; k0 < kend; k0 += FD_TILE) {
+        const int n = (int)(kend - k0 < FD_TILE ? kend - k0 : FD_TILE);
+        /* 1. scores, and this key's V row to shared memory */
+        if (tid < n) {
+            const int j = (int)(k0 + tid), b = j / bsz; /* keys < 2^31 (checked at the entry) */
+            const int64_t off = (((int64_t)table[b] * bsz + (j - b * bsz)) * nkv + g) * HD;
+            const uint4 *kr = (const uint4 *)(k_cache + off), *vr = (const uint4 *)(v_cache + off);
+            const uint32_t vdst = smem_u32(vs + (size_t)tid * HD);
+#pragma unroll
+            for (int v = 0; v < NV; v++)
+                cp_async16(vdst + 16 * v, vr + v, 16);
+            cp_async_commit();
+            uint4 kv[NV];
+#pragma unroll
+            for (int v = 0; v < NV; v++)
+                kv[v] = __ldg(kr + v);
             float sc[G];
 #pragma unroll
             for (int gi = 0; gi < G; gi++)
                 sc[gi] = 0.0f;
 #pragma unroll
-            for (int i = 0; i < NV / 2; i++) {
-                const int v = hf * (NV / 2) + i;
-                const uint4 kv = *(const uint4 *)(ks + kk * HD + (v ^ (kk & 7)) * EPV);
-                const E *ke = (const E *)&kv;
+            for (int v = 0; v < NV; v++) {
+                const E *ke = (const E *)&kv[v];
 #pragma unroll
                 for (int e = 0; e < EPV; e++) {
                     const float kf = elem<E>::load(ke[e]);
@@ -144,31 +98,30 @@ static __global__ void __launch_bounds__(FD_THREADS)
             }
 #pragma unroll
             for (int gi = 0; gi < G; gi++)
-                sp[hf][gi][kk] = sc[gi];
+                ps[gi][tid] = sc[gi] * scale;
+            cp_async_wait<0>();
         }
         __syncthreads();
-        /* 2. the tile's softmax, per query head (a lane's elements are its own in both passes) */
+        /* 2. the tile's softmax, per query head */
         for (int gi = warp; gi < G; gi += FD_WARPS) {
             float tmax = -INFINITY;
-            for (int i = lane; i < n; i += 32) {
-                const float sv = (sp[0][gi][i] + sp[1][gi][i]) * scale;
-                sp[0][gi][i] = sv;
-                tmax = fmaxf(tmax, sv);
-            }
+            for (int i = lane; i < n; i += 32)
+                tmax = fmaxf(tmax, ps[gi][i]);
             tmax = warp_max(tmax);
             /* n >= 1 keys, so mnew is finite; corr is 0 on the first tile (max -inf). */
             const float mold = msh[gi], mnew = fmaxf(mold, tmax), corr = expf(mold - mnew);
             float psum = 0.0f;
             for (int i = lane; i < n; i += 32) {
-                const float p = expf(sp[0][gi][i] - mnew);
-                sp[0][gi][i] = p;
+                const float p = expf(ps[gi][i] - mnew);
+                ps[gi][i] = p;
                 psum += p;
             }
             psum = warp_sum(psum);
+            __syncwarp();
             if (lane == 0) lsh[gi] = lsh[gi] * corr + psum, msh[gi] = mnew, csh[gi] = corr;
         }
         __syncthreads();
-        /* 3. P V from shared memory: lane l's DPL dims are one piece's part, at its swizzled place */
+        /* 3. P V from shared memory */
 #pragma unroll
         for (int gi = 0; gi < G; gi++) {
             const float corr = csh[gi];
@@ -176,36 +129,25 @@ static __global__ void __launch_bounds__(FD_THREADS)
             for (int dd = 0; dd < DPL; dd++)
                 o[gi][dd] *= corr;
         }
-        const int pv = lane * DPL / EPV, pe = lane * DPL % EPV;
         for (int jj = warp; jj < n; jj += FD_WARPS) {
-            const E *vrow = vs + jj * HD + (pv ^ (jj & 7)) * EPV + pe;
+            const E *vrow = vs + (size_t)jj * HD + lane * DPL;
             float vf[DPL];
-            if constexpr (DPL == 4) {
-                const uint2 u = *(const uint2 *)vrow;
-                const E *ve = (const E *)&u;
 #pragma unroll
-                for (int dd = 0; dd < DPL; dd++)
-                    vf[dd] = elem<E>::load(ve[dd]);
-            } else {
-                const uint32_t u = *(const uint32_t *)vrow;
-                const E *ve = (const E *)&u;
-#pragma unroll
-                for (int dd = 0; dd < DPL; dd++)
-                    vf[dd] = elem<E>::load(ve[dd]);
-            }
+            for (int dd = 0; dd < DPL; dd++)
+                vf[dd] = elem<E>::load(vrow[dd]);
 #pragma unroll
             for (int gi = 0; gi < G; gi++) {
-                const float p = sp[0][gi][jj];
+                const float p = ps[gi][jj];
 #pragma unroll
                 for (int dd = 0; dd < DPL; dd++)
                     o[gi][dd] = fmaf(p, vf[dd], o[gi][dd]);
             }
         }
+        __syncthreads(); /* before the next tile's scores and V rows overwrite these */
     }
-    __syncthreads(); /* the last tile's P V is done with the stages: the outputs go there */
 
-    /* The warps' outputs, summed in order. */
-    float *os = (float *)fd_smem; /* [FD_WARPS][G][HD] */
+    /* The warps' outputs, summed in order; V's room holds them. */
+    float *os = (float *)vraw; /* [FD_WARPS][G][HD] */
 #pragma unroll
     for (int gi = 0; gi < G; gi++)
 #pragma unroll
@@ -236,11 +178,8 @@ template <typename E, int G, int HD> static int fd_launch(const lr_gpu_attention
     split_decode sd;
     int rc = split_begin(a, "fd", &sd, s);
     if (rc) return rc;
-    const size_t smem = fd_layout<E, HD>::bytes;
-    CUDA_CHECK(cudaFuncSetAttribute(attention_fd_kernel<E, G, HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)smem));
     dim3 grid((unsigned int)(m->num_seqs * sd.nsplit), (unsigned int)a->nkv);
-    attention_fd_kernel<E, G, HD><<<grid, FD_THREADS, smem, s>>>(
+    attention_fd_kernel<E, G, HD><<<grid, FD_THREADS, 0, s>>>(
         (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh,
         a->nkv, a->scale, sd.nsplit, sd.want, sd.po, sd.pml);
     LAUNCH_CHECK();
