@@ -84,7 +84,7 @@ static const lr_gpu_kernel builtin[] = {
     {{FAM(LINEAR), "cublas",
       "cublasGemmEx on dtype operands, float32 accumulation (CUBLAS_COMPUTE_32F, no TF32), "
       "the output rounded once",
-      true, ALL, 0},
+      false, ALL, 0},
      lr_gpu_linear_cublas},
     {{FAM(LINEAR), "gemv",
       "T <= 8 (decode): one warp per output feature, 16-byte loads of w each met by every token's "
@@ -99,7 +99,7 @@ static const lr_gpu_kernel builtin[] = {
       "pointer is not 16-byte aligned, cublas for T > 8",
       false, ALL, 0},
      lr_gpu_linear_gemv2},
-    {{FAM(LINEAR), "auto", "gemv for T <= 2 (decode), where it is faster than cuBLAS; cublas otherwise", false,
+    {{FAM(LINEAR), "auto", "gemv for T <= 2 (decode), where it is faster than cuBLAS; cublas otherwise", true,
       ALL, 0},
      lr_gpu_linear_auto},
     {{FAM(ROTARY), "heads",
@@ -123,7 +123,7 @@ static const lr_gpu_kernel builtin[] = {
       "prefill (bf16/f16, head_dim 64/128): FlashAttention-2, 64 queries of one (sequence, "
       "head) per block, mma.sync m16n8k16 with S and P in registers, 64-key K/V tiles "
       "cp.async double-buffered from the paged cache; else tc",
-      true, ALL, ROUNDS_P},
+      false, ALL, ROUNDS_P},
      lr_gpu_attention_fa2},
     {{FAM(ATTENTION), "tc",
       "decode: one block per (sequence, kv head, key chunk), the group's query heads "
@@ -136,7 +136,7 @@ static const lr_gpu_kernel builtin[] = {
       "tiles of 128 keys, a key per thread for the scores (its K row in 16-byte loads, V by "
       "cp.async to shared memory), the group's query heads together, float32, chunks merged; "
       "else fa2",
-      false, ALL, ROUNDS_P},
+      true, ALL, ROUNDS_P},
      lr_gpu_attention_fd},
     {{FAM(ATTENTION), "flash",
       "16 query rows of one (sequence, head) per block; 32-key K/V "

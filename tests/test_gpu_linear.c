@@ -2,7 +2,7 @@
  * (gpu/opsweep.c, run by tests/test_gpu_ops and llama-diff ops) judges every registered
  * linear variant case by case against the float64 and the emulated reference, with the
  * planted GEMV and gemv's order simulated on the CPU (test_gpu_ops); this test adds:
- *   - the family in the registry (cublas the default, gemv and gemv2 saying they hand
+ *   - the family in the registry (auto the default, gemv and gemv2 saying they hand
  *     large T to cublas), bad arguments refused (LR_E_INVAL) before any device work;
  *   - on a device, every variant repeating its output bit for bit, and gemv and gemv2 at
  *     T > 8 equal to cublas bit for bit (their fallback), at F32, F16 and BF16 over a few
@@ -36,20 +36,20 @@ START_TEST(test_registry) {
     int f = lr_gpu_family_find("linear");
     ck_assert_int_eq(f, LR_GPU_FAM_LINEAR);
     int n = 0, defaults = 0;
-    bool cublas = false, gemv = false, gemv2 = false, autov = false;
+    bool is_auto = false, gemv = false, gemv2 = false, autov = false;
     for (size_t i = 0; i < lr_gpu_variant_count(); i++) {
         const lr_gpu_variant *v = lr_gpu_variant_at(i);
         if (strcmp(v->family, "linear") != 0) continue;
         n++;
         defaults += v->is_default;
-        if (!strcmp(v->name, "cublas")) cublas = v->is_default;
         if (!strcmp(v->name, "gemv")) gemv = strstr(v->description, "cublas") != NULL;
         if (!strcmp(v->name, "gemv2")) gemv2 = strstr(v->description, "cublas") != NULL;
-        if (!strcmp(v->name, "auto")) autov = strstr(v->description, "gemv") && strstr(v->description, "cublas");
+        if (!strcmp(v->name, "auto"))
+            autov = strstr(v->description, "gemv") && strstr(v->description, "cublas"), is_auto = v->is_default;
         ck_assert_int_eq(lr_gpu_variant_check("linear", v->name), LR_OK);
     }
     ck_assert_msg(n >= 3 && defaults == 1, "linear: %d variants, %d defaults", n, defaults);
-    ck_assert_msg(cublas, "linear: cublas is not the default");
+    ck_assert_msg(is_auto, "linear: auto (gemv at decode, cublas above) is not the default");
     ck_assert_msg(gemv,
                   "linear: no gemv variant, or its description does not say it hands large T to cublas");
     ck_assert_msg(gemv2,

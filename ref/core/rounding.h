@@ -70,7 +70,7 @@ lr_dtype lr_buf_dtype(lr_buf b, lr_dtype compute);
 
 /* Attention variants (gpu/registry.cu) and whether they round the probabilities P to
  * the dtype before P V. A variant that rounds elsewhere declares it here. Those that do
- * (fa2, and tc's wmma kernel) round them as FlashAttention does: an online softmax over
+ * (fa2, fd through fa2's kernel, and tc's wmma kernel) round them as FlashAttention does: an online softmax over
  * tiles of LR_ATTN_P_TILE keys, scores in log2 units (scale * log2 e), each tile's
  * weights exp2(s - running max) rounded to the dtype, the row sum taken over the rounded
  * weights, the running sums rescaled in float32 as the max grows. Only for bf16/fp16
@@ -83,7 +83,7 @@ lr_dtype lr_buf_dtype(lr_buf b, lr_dtype compute);
     X("flash", false)  /* float32 throughout */                                                              \
     X("simple", false) /* float32 throughout */
 
-#define LR_ATTN_DEFAULT_VARIANT "fa2"
+#define LR_ATTN_DEFAULT_VARIANT "fd"
 
 /* lr_attention_rounds_p, LR_ATTN_P_TILE (the kernels' FA_BK and TC_BK) and the exact
  * conversions to and from bf16/fp16 (tensor.c): llamaref_ops.h, where a harness outside
