@@ -1,6 +1,6 @@
-/* attention_fa2.cu: the "fa2" attention variant (the default), FlashAttention-2 on
- * mma.sync for long prefill; tc (attention_tc.cu) takes the rest. Shared pieces:
- * attention.cuh.
+/* attention_fa2.cu: the "fa2" attention variant, FlashAttention-2 on mma.sync for long
+ * prefill (the default, fd, runs it there too); tc (attention_tc.cu) takes the rest.
+ * Shared pieces: attention.cuh.
  *
  * For prefill in bf16/f16 at head_dim 64 or 128. A block takes FA_BQ = 64 query rows of
  * one (sequence, head), 16 per warp; each warp keeps its Q rows as mma A fragments in

@@ -80,8 +80,8 @@ int lr_gpu_fused_add_rms_norm(const char *variant, void *y, float *residual, con
 /* y (T, N) = x (T, K) @ w (N, K)^T: float32 accumulation, rounded once to dt (the bias,
  * which lr_ref_linear takes, is lr_gpu_add_bias after, as the rounding map has it). Dense
  * rows (ld = K, K, N). blas: a cuBLAS handle created on the current device, not NULL, the
- * one argument lr_ref_linear has no twin for: variants that call cuBLAS (the default, and
- * others for shapes they have no kernel for) run it on s, and leave it bound to s. */
+ * one argument lr_ref_linear has no twin for: variants that call cuBLAS (cublas, auto above
+ * two tokens, and others for shapes they have no kernel for) run it on s, and leave it bound to s. */
 /* A cuBLAS handle on the current device with the library's math mode (float32 compute, a
  * split K summed in float32: the rounding map's one rounding); every handle the library,
  * its tests and benches create is made so, and the linear family sets it on a caller's. */

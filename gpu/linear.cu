@@ -1,10 +1,10 @@
 /* linear.cu: the matrix product every parallel linear layer does on one rank (qkv_proj,
  * o_proj, gate_up_proj, down_proj, the LM head), the twin of ref/cpu/ops/linear.c without
  * its bias (lr_gpu_add_bias adds it after, as the rounding map says). Variants: cuBLAS
- * (the default, the call the backend has always made) and two hand-written GEMVs for the
- * few tokens of a decode step, which read each weight row once for every token of the batch:
- * gemv (one warp per row) and gemv2 (a block per 4 rows, K split over its threads); auto
- * picks gemv or cublas by the token count. */
+ * (the call the backend made until auto became the default) and two hand-written GEMVs for
+ * the few tokens of a decode step, which read each weight row once for every token of the
+ * batch: gemv (one warp per row) and gemv2 (a block per 4 rows, K split over its threads);
+ * auto, the default, picks gemv or cublas by the token count. */
 #include "common.cuh"
 
 #include <limits.h>

@@ -116,8 +116,8 @@ typedef struct {
 /* linear: y (T, N) = x (T, K) w (N, K)^T, dense row-major tensors of dt, float32
  * accumulation, rounded once (the bias is added after, by the backend). Every size is at
  * least 1 and at most INT_MAX. blas is the caller's cuBLAS handle (a cublasHandle_t),
- * created on the current device: a variant that calls cuBLAS (the default, or another's
- * fallback for shapes it has no kernel for) binds it to the launch stream first; one that
+ * created on the current device: a variant that calls cuBLAS (cublas, the default auto
+ * above two tokens, or another's fallback for shapes it has no kernel for) binds it to the launch stream first; one that
  * does not may ignore it. Declared as the struct cuBLAS's handle points to, so this
  * header needs no cuBLAS header. */
 typedef struct {
