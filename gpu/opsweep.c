@@ -466,8 +466,14 @@ static lr_op_criteria budget_of(const char *op, lr_dtype dt, int64_t reduction) 
  * judged again with the worst element's row of seg outputs taken as the reference's; it
  * passes if the rest does. A fault that moves more than one row, or any element past the
  * cap, still fails. 0: no such row (every other op). */
-static bool passes_but_one_row(const lr_tensor *a, const lr_tensor *r, lr_dtype dt, const lr_same_budget *b,
-                               const lr_same_metrics *sm, int64_t seg) {
+static void same_judge(const lr_tensor *a, const lr_tensor *r, const lr_tensor *jump, lr_dtype dt,
+                       const lr_same_budget *b, lr_same_metrics *m) {
+    int rc = jump ? lr_same_compare_flips(a, r, jump, dt, *b, m) : lr_same_compare(a, r, dt, *b, m);
+    if (rc != LR_OK) harness_error(lr_last_error());
+}
+
+static bool passes_but_one_row(const lr_tensor *a, const lr_tensor *r, const lr_tensor *jump, lr_dtype dt,
+                               const lr_same_budget *b, const lr_same_metrics *sm, int64_t seg) {
     if (seg <= 0 || sm->nonfinite || sm->max_ulps > b->cap || sm->worst_token < 0) return false;
     int64_t T = a->shape[0], W = a->shape[1];
     float *x = malloc((size_t)(T * W) * sizeof *x);
@@ -477,13 +483,13 @@ static bool passes_but_one_row(const lr_tensor *a, const lr_tensor *r, lr_dtype 
     for (int64_t i = row; i < row + seg && i < (sm->worst_token + 1) * W; i++) x[i] = (float)lr_tensor_get(r, i);
     lr_tensor c = {.dtype = LR_F32, .ndim = 2, .shape = {T, W}, .data = x};
     lr_same_metrics m2;
-    if (lr_same_compare(&c, r, dt, *b, &m2) != LR_OK) harness_error(lr_last_error());
+    same_judge(&c, r, jump, dt, b, &m2);
     free(x);
     return m2.pass;
 }
 
 static void judge_rows(const char *what, const void *raw, lr_dtype dt, int64_t T, int64_t W, const double *ref,
-                       const lr_op_criteria *oc, const float *twin, int64_t seg) {
+                       const lr_op_criteria *oc, const float *twin, int64_t seg, const double *flips) {
     lr_tensor a = {.dtype = dt, .ndim = 2, .shape = {T, W}, .data = raw};
     lr_tensor b = {.dtype = LR_F64, .ndim = 2, .shape = {T, W}, .data = ref};
     const lr_criteria *c = &oc->f64;
@@ -512,11 +518,13 @@ static void judge_rows(const char *what, const void *raw, lr_dtype dt, int64_t T
             lr_tensor_get(&a, e), ref[e], m.elem_ratio);
     if (!oc->has_same || !twin) return;
     lr_tensor r = {.dtype = LR_F32, .ndim = 2, .shape = {T, W}, .data = twin};
+    lr_tensor jt = {.dtype = LR_F64, .ndim = 2, .shape = {T, W}, .data = flips};
+    const lr_tensor *jump = flips ? &jt : NULL;
     lr_same_metrics sm;
-    if (lr_same_compare(&a, &r, dt, oc->same, &sm) != LR_OK) harness_error(lr_last_error());
+    same_judge(&a, &r, jump, dt, &oc->same, &sm);
     if (sm.max_ulps > S->c.max_ulps) S->c.max_ulps = sm.max_ulps;
     int64_t wt = sm.worst_token >= 0 ? sm.worst_token : 0, wf = sm.worst_feature >= 0 ? sm.worst_feature : 0;
-    if (!sm.pass && !passes_but_one_row(&a, &r, dt, &oc->same, &sm, seg))
+    if (!sm.pass && !passes_but_one_row(&a, &r, jump, dt, &oc->same, &sm, seg))
         case_fail(false,
                   "%s against the emulated %s reference: relative L2 %.3g (budget %.3g); %lld elements over "
                   "%g ulps "
@@ -529,7 +537,7 @@ static void judge_rows(const char *what, const void *raw, lr_dtype dt, int64_t T
 
 static void judge(const char *what, const void *raw, lr_dtype dt, int64_t T, int64_t W, const double *ref,
                   const lr_op_criteria *oc, const float *twin) {
-    judge_rows(what, raw, dt, T, W, ref, oc, twin, 0);
+    judge_rows(what, raw, dt, T, W, ref, oc, twin, 0, NULL);
 }
 
 /* Outputs that must equal the reference exactly (copies, conversions): a verdict. */
@@ -952,6 +960,44 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
         free(qf), free(scores_f);
     }
 
+    /* Where P is rounded: each output's largest move from one flip of one weight's rounding,
+     * max_j ulp(P_j) |v_j - O| / l (P from the float64 scores, O the float64 output; the
+     * row's max is 1 in any order and never flips), counted beyond each element's cap as
+     * the model-level verdict counts it (lr_same_compare_flips, docs/detection.md). */
+    double *flips = NULL;
+    if (tiled) {
+        flips = NEW(T * qw, double);
+        double *w = NEW(max_keys, double);
+        for (int s = 0; s < S_; s++)
+            for (int64_t j = 0; j < B->len[s]; j++)
+                for (int64_t h = 0; h < nh; h++) {
+                    int64_t n = B->past[s] + j + 1, g = h / (nh / nkv), t = start[s] + j;
+                    const double *qr = q.v + t * ldq + h * hd, *o = ref + t * qw + h * hd;
+                    double mx = -HUGE_VAL, l = 0;
+                    for (int64_t key = 0; key < n; key++) {
+                        const double *kr = k[s].v + key * kvw + g * hd;
+                        double dot = 0;
+                        for (int64_t d = 0; d < hd; d++)
+                            dot += qr[d] * kr[d];
+                        w[key] = dot / sqrt((double)hd);
+                        mx = w[key] > mx ? w[key] : mx;
+                    }
+                    for (int64_t key = 0; key < n; key++)
+                        l += w[key] = exp(w[key] - mx);
+                    for (int64_t key = 0; key < n; key++)
+                        w[key] = w[key] < 1 ? lr_ulp(dt, w[key]) / l : 0;
+                    for (int64_t d = 0; d < hd; d++) {
+                        double big = 0;
+                        for (int64_t key = 0; key < n; key++) {
+                            double mv = w[key] * fabs(vv[s].v[key * kvw + g * hd + d] - o[d]);
+                            big = mv > big ? mv : big;
+                        }
+                        flips[t * qw + h * hd + d] = big;
+                    }
+                }
+        free(w);
+    }
+
     int64_t max_blocks = 0, nblocks = 3, nb[8];
     for (int s = 0; s < S_; s++) {
         nb[s] = (B->past[s] + B->len[s] + bs - 1) / bs;
@@ -1020,7 +1066,7 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
     void *heads = take_cols(ctx, es, T, ldc, 0, qw), *pad = take_cols(ctx, es, T, ldc, qw, ldc - qw);
     lr_op_criteria c;
     if (lr_op_attention_budget(dt, hd, max_keys, tiled, X, &c) != LR_OK) harness_error(lr_last_error());
-    judge_rows("ctx", heads, dt, T, qw, ref, &c, emul, tiled ? hd : 0);
+    judge_rows("ctx", heads, dt, T, qw, ref, &c, emul, tiled ? hd : 0, flips);
     size_t pad_bytes = (size_t)(T * (ldc - qw)) * es, pad_ok = 0;
     while (pad_ok < pad_bytes && ((unsigned char *)pad)[pad_ok] == POISON)
         pad_ok++;
@@ -1046,7 +1092,7 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
     h_free(&kc), h_free(&vc), h_free(&q);
     for (int s = 0; s < S_; s++)
         h_free(&k[s]), h_free(&vv[s]);
-    free(ref), free(emul), free(perm), free(tables), free(token_seq), free(token_keys);
+    free(ref), free(emul), free(flips), free(perm), free(tables), free(token_seq), free(token_keys);
 }
 
 /* ---- helpers (no variants) ------------------------------------------------------------- */
