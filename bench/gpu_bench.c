@@ -18,7 +18,9 @@
  * stream timed between ops), which gives its GEMM, attention and all-reduce shares.
  * Usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N]
  *                  [--steps N] [--kernels SPEC] [--dump-logits FILE] [--only ROWS]
- *                  [--no-profile] [--graphs]
+ *                  [--no-profile] [--graphs] [--no-pdl]
+ * --no-pdl (or LLAMAREF_PDL=0) launches without programmatic dependent launch, for a
+ * same-run comparison (the JSON's programmatic_dependent_launch says which ran).
  * --only takes row numbers (0: prefill 1 x 2048, 1: 8 x 512, 2: decode batch 1, 3: batch
  * 32; with --graphs 4 and 5: the decode rows again with CUDA graphs), e.g. --only 2 for a
  * profiler run. --graphs (or LR_BENCH_GRAPHS=1) adds rows 4 and 5, run on a second model
@@ -291,9 +293,18 @@ static int count_arg(const char *s) {
     return *s && !*end && v >= 0 && v <= 1 << 20 ? (int)v : -1;
 }
 
+/* Whether the library may launch with programmatic dependent launch (gpu/common.cuh): on
+ * devices of compute capability 9.0 on, unless LLAMAREF_PDL=0 (--no-pdl). */
+static bool pdl_allowed(void) {
+    const char *e = getenv("LLAMAREF_PDL");
+    return !(e && !strcmp(e, "0"));
+}
+
 static void usage(void) {
-    fprintf(stderr, "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
-                    "                 [--kernels SPEC] [--dump-logits FILE] [--only ROWS] [--no-profile] [--graphs]\n");
+    fprintf(stderr,
+            "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
+            "                 [--kernels SPEC] [--dump-logits FILE] [--only ROWS] [--no-profile] [--graphs]\n"
+            "                 [--no-pdl]\n");
 }
 
 int main(int argc, char **argv) {
@@ -312,6 +323,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--devices") && i + 1 < argc) devices = count_arg(argv[++i]);
         else if (!strcmp(argv[i], "--no-profile")) profile = 0;
         else if (!strcmp(argv[i], "--graphs")) graphs = true;
+        else if (!strcmp(argv[i], "--no-pdl"))
+            setenv("LLAMAREF_PDL", "0", 1); /* read at the first launch */
         else {
             usage();
             return 2;
@@ -393,12 +406,14 @@ int main(int argc, char **argv) {
         lr_memory lm;
         LR(lr_model_memory(M, &lm));
         host_budget[k] = host_before[k] + load_host_budget(ck, (double)lm.load_staging);
-        printf("\nmodel: %s, hidden %lld, %lld layers, %lld/%lld heads, intermediate %lld, vocab %lld; tp %d on %d "
-               "GPU%s%s; load %.1f s; weights %.2f GiB (%.2f GiB on the devices after load)\n",
-               model, (long long)C->hidden_size, (long long)C->num_hidden_layers, (long long)C->num_attention_heads,
-               (long long)C->num_key_value_heads, (long long)C->intermediate_size, (long long)C->vocab_size, tps[k],
-               ndevs[k], ndevs[k] > 1 ? "s (NCCL)" : "", ndevs[k] == 1 && tps[k] > 1 ? " (ranks in turn)" : "",
-               load_s[k], weight_bytes() / (1 << 30), wmem[k] / (1 << 30));
+        printf("\nmodel: %s, hidden %lld, %lld layers, %lld/%lld heads, intermediate %lld, vocab %lld; "
+               "tp %d on %d GPU%s%s; load %.1f s; weights %.2f GiB (%.2f GiB on the devices after load)%s\n",
+               model, (long long)C->hidden_size, (long long)C->num_hidden_layers,
+               (long long)C->num_attention_heads, (long long)C->num_key_value_heads,
+               (long long)C->intermediate_size, (long long)C->vocab_size, tps[k], ndevs[k],
+               ndevs[k] > 1 ? "s (NCCL)" : "", ndevs[k] == 1 && tps[k] > 1 ? " (ranks in turn)" : "",
+               load_s[k], weight_bytes() / (1 << 30), wmem[k] / (1 << 30),
+               pdl_allowed() ? "" : "; no programmatic dependent launch (LLAMAREF_PDL=0)");
         printf("  memory: host peak RSS %.2f GiB while loading (%.2f GiB before; budget %.2f GiB%s)%s; "
                "device weights %.2f GiB, GPUs in use after load %.2f GiB\n",
                host_peak[k] / (1 << 30), host_before[k] / (1 << 30), host_budget[k] / (1 << 30),
@@ -473,6 +488,7 @@ int main(int argc, char **argv) {
                 date, prop.name, prop.multiProcessorCount, ndev);
         fprintf(f, "  \"model\": \"%s\",\n  \"precision\": \"bf16\",\n  \"kernels\": \"%s\",\n", model,
                 kernels ? kernels : "");
+        fprintf(f, "  \"programmatic_dependent_launch\": %s,\n", pdl_allowed() ? "true" : "false");
         fprintf(f, "  \"copy_bandwidth_Bps\": %.6e,\n  \"gemm_rate_flops\": %.6e,\n  \"load_s\": %.3f,\n", bw, rate,
                 load_s[0]);
         fprintf(f, "  \"weight_bytes\": %.6e,\n  \"weights_on_device_bytes\": %.6e,\n", weight_bytes(),

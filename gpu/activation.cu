@@ -44,6 +44,8 @@ template <typename E>
 static __global__ void activation_vec_kernel(E *out, const E *gu, int64_t T, int64_t NI, bool mul) {
     constexpr int VEC = 16 / sizeof(E);
     int64_t nv = NI / VEC;
+    pdl_trigger(); /* launched with programmatic dependent launch (common.cuh) */
+    pdl_wait();
     for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
         const uint4 *g4 = (const uint4 *)(gu + t * 2 * NI), *u4 = (const uint4 *)(gu + t * 2 * NI + NI);
         uint4 *o4 = (uint4 *)(out + t * NI);
@@ -70,8 +72,8 @@ template <typename E> static int activation_vec(const lr_gpu_activation_args *a,
     int64_t per_row = (a->NI / VEC + ACT_THREADS - 1) / ACT_THREADS;
     unsigned int gx = (unsigned int)(per_row < MAX_BLOCKS ? per_row : MAX_BLOCKS);
     unsigned int gy = (unsigned int)(a->T < MAX_BLOCKS ? a->T : MAX_BLOCKS);
-    activation_vec_kernel<E><<<dim3(gx, gy), ACT_THREADS, 0, s>>>((E *)a->out, (const E *)a->gu, a->T, a->NI, a->mul);
-    LAUNCH_CHECK();
+    LR_LAUNCH(activation_vec_kernel<E>, dim3(gx, gy), ACT_THREADS, 0, s, (E *)a->out, (const E *)a->gu, a->T,
+              a->NI, a->mul);
     return LR_OK;
 }
 

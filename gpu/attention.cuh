@@ -140,6 +140,8 @@ static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_m
     extern __shared__ float mf[]; /* [grid_split] factors, then [grid_split] sums */
     __shared__ int maxk_s;
     __shared__ float red[32];
+    pdl_trigger(); /* launched with programmatic dependent launch (common.cuh) */
+    pdl_wait();
     int nsplit;
     int64_t chunk;
     split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk);
@@ -228,9 +230,8 @@ template <typename E> static int split_finish(const lr_gpu_attention_args *a, co
                                               cudaStream_t s) {
     if (sd->nsplit == 1) return LR_OK;
     size_t smem = 2 * (size_t)sd->nsplit * sizeof(float); /* nsplit <= want <= 1056 */
-    attention_merge_kernel<E><<<(unsigned int)(a->meta.num_seqs * a->nh), 128, smem, s>>>(
-        (E *)a->ctx, a->ldc, a->meta, a->nh, a->hd, sd->nsplit, sd->want, sd->po, sd->pml);
-    LAUNCH_CHECK();
+    LR_LAUNCH(attention_merge_kernel<E>, (unsigned int)(a->meta.num_seqs * a->nh), 128, smem, s, (E *)a->ctx,
+              a->ldc, a->meta, a->nh, a->hd, sd->nsplit, sd->want, sd->po, sd->pml);
     return LR_OK;
 }
 

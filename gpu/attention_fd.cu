@@ -42,6 +42,8 @@ static __global__ void __launch_bounds__(FD_THREADS)
     __shared__ float msh[G], lsh[G], csh[G];
     __shared__ int maxk_s;
     E *vs = (E *)vraw;
+    pdl_trigger(); /* launched with programmatic dependent launch (common.cuh) */
+    pdl_wait();
 
     int nsplit;
     int64_t chunk;
@@ -179,10 +181,9 @@ template <typename E, int G, int HD> static int fd_launch(const lr_gpu_attention
     int rc = split_begin(a, "fd", &sd, s);
     if (rc) return rc;
     dim3 grid((unsigned int)(m->num_seqs * sd.nsplit), (unsigned int)a->nkv);
-    attention_fd_kernel<E, G, HD><<<grid, FD_THREADS, 0, s>>>(
-        (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh,
-        a->nkv, a->scale, sd.nsplit, sd.want, sd.po, sd.pml);
-    LAUNCH_CHECK();
+    LR_LAUNCH(attention_fd_kernel<E, G, HD>, grid, FD_THREADS, 0, s, (E *)a->ctx, a->ldc, (const E *)a->q,
+              a->ldq, (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh, a->nkv, a->scale, sd.nsplit,
+              sd.want, sd.po, sd.pml);
     return split_finish<E>(a, &sd, s);
 }
 

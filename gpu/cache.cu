@@ -16,6 +16,8 @@ template <typename E>
 static __global__ void cache_scatter_kernel(E *k_cache, E *v_cache, const E *qkv, int64_t ldqkv,
                                             int64_t k_col, int64_t v_col, int64_t T, int64_t width,
                                             const int64_t *slot_mapping) {
+    pdl_trigger(); /* launched with programmatic dependent launch (common.cuh) */
+    pdl_wait();
     for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
         int64_t slot = slot_mapping[t];
         if (slot < 0) continue;
@@ -30,10 +32,8 @@ static __global__ void cache_scatter_kernel(E *k_cache, E *v_cache, const E *qkv
 
 template <typename E> static int cache_scatter(const lr_gpu_cache_args *a, cudaStream_t s) {
     unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
-    cache_scatter_kernel<E><<<grid, CACHE_THREADS, 0, s>>>((E *)a->k_cache, (E *)a->v_cache,
-                                                           (const E *)a->qkv, a->ld, a->k_col, a->v_col, a->T,
-                                                           a->nkv * a->hd, a->slot_mapping);
-    LAUNCH_CHECK();
+    LR_LAUNCH(cache_scatter_kernel<E>, grid, CACHE_THREADS, 0, s, (E *)a->k_cache, (E *)a->v_cache,
+              (const E *)a->qkv, a->ld, a->k_col, a->v_col, a->T, a->nkv * a->hd, a->slot_mapping);
     return LR_OK;
 }
 

@@ -78,6 +78,53 @@ template <typename T> __device__ __forceinline__ void st(T *p, float v) { *p = e
      : (dt) == LR_BF16 ? F<__nv_bfloat16>(__VA_ARGS__)                                     \
                        : lr_fail(LR_E_INVAL, "gpu: dtype %d is not F32, F16 or BF16", (int)(dt)))
 
+/* ---- Programmatic dependent launch (compute capability 9.0 on) ------------------------
+ * A decode step is about eleven kernels a layer, most of them a few microseconds long: the
+ * gap between one kernel's last block and the next kernel's first, and a kernel's ramp to
+ * full bandwidth, are a real share of it. A kernel launched by LR_LAUNCH (when lr_gpu_pdl()
+ * says so) may be scheduled while the kernel before it in the stream still runs, once every
+ * block of that one has called pdl_trigger() or exited: its blocks are resident, and what
+ * does not depend on the earlier kernels (a GEMV's first loads of its constant weights)
+ * done, by the time the data arrive. What every kernel launched so must do:
+ *  - pdl_wait() in every thread before it reads anything an earlier kernel of the stream
+ *    wrote, and before it writes anything (an earlier kernel may still read it); before
+ *    it, only reads of data no kernel writes (weights);
+ *  - no return before pdl_wait(): the grid then completes only after its predecessor has,
+ *    so a kernel that waits on it waits on every kernel before it too.
+ * A kernel calls pdl_trigger() first thing, so that the next one may be scheduled. Both
+ * are no-ops below sm_90 and in a launch without the attribute; neither changes a bit
+ * of any result (tests/test_gpu_forward.c: pdl_changes_no_bit). */
+static __device__ __forceinline__ void pdl_trigger(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+static __device__ __forceinline__ void pdl_wait(void) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+/* kernel<<<grid, block, smem, s>>>(args...), with the programmatic-serialization attribute
+ * where lr_gpu_pdl() allows it on the current device; the kernel keeps the contract above. */
+template <typename... P, typename... A>
+static inline cudaError_t lr_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+                                    A &&...args) {
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = lr_gpu_pdl() ? 1 : 0;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = s;
+    cfg.attrs = at, cfg.numAttrs = 1;
+    return cudaLaunchKernelEx(&cfg, kernel, static_cast<A &&>(args)...);
+}
+
+/* LR_LAUNCH(kernel, grid, block, smem, stream, args...): lr_launch, checked as
+ * LAUNCH_CHECK checks the others (variadic whole, so a kernel's template arguments may
+ * hold commas). */
+#define LR_LAUNCH(...) CUDA_CHECK(lr_launch(__VA_ARGS__))
+
 static inline unsigned int lr_blocks(int64_t n, int threads) {
     return (unsigned int)((n + threads - 1) / threads);
 }

@@ -148,6 +148,14 @@ int lr_gpu_convert(void *dst, lr_dtype ddt, const void *src, lr_dtype sdt, int64
 int lr_gpu_add_residual(float *out, const void *a, const float *r, int64_t n, lr_dtype dt,
                         cudaStream_t s);
 
+/* Programmatic dependent launch (gpu/common.cuh says what it is and what a kernel launched
+ * with it does): whether this thread's launches on the current device carry it. On where
+ * the device's compute capability is 9.0 or more, unless LLAMAREF_PDL=0 is in the
+ * environment or lr_gpu_pdl_set(0) was called; lr_gpu_pdl_set(-1) goes back to that rule.
+ * It moves when kernels start, never a bit of what they compute. (util.cu) */
+bool lr_gpu_pdl(void);
+void lr_gpu_pdl_set(int on);
+
 #ifdef __cplusplus
 }
 #endif

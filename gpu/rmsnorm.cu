@@ -103,6 +103,8 @@ static __global__ void __launch_bounds__(VEC_THREADS)
     typedef typename vec4_of<E>::T V;
     __shared__ float part[32];
     const int64_t nc = H / 4;
+    pdl_trigger(); /* launched with programmatic dependent launch (common.cuh) */
+    pdl_wait();
     for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
         float v[VEC_CHUNKS][4], wv[VEC_CHUNKS][4];
         float ss = 0.0f;
@@ -156,9 +158,8 @@ template <typename E> static int rmsnorm_vec(const lr_gpu_rmsnorm_args *a, cudaS
         (uintptr_t)a->w % align || (uintptr_t)a->residual % 16)
         return rmsnorm_block<E>(a, s);
     unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
-    rmsnorm_vec_kernel<E><<<grid, VEC_THREADS, 0, s>>>((E *)a->y, a->residual, (const E *)a->x, (const E *)a->w,
-                                                       a->T, a->H, a->eps);
-    LAUNCH_CHECK();
+    LR_LAUNCH(rmsnorm_vec_kernel<E>, grid, VEC_THREADS, 0, s, (E *)a->y, a->residual, (const E *)a->x,
+              (const E *)a->w, a->T, a->H, a->eps);
     return LR_OK;
 }
 

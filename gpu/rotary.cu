@@ -60,6 +60,8 @@ static __global__ void __launch_bounds__(ROT_THREADS)
     rotary_heads_kernel(E *x, int64_t ldx, int64_t T, int64_t nheads, int64_t hd, const int64_t *positions,
                         const double *inv_freq) {
     int64_t half = hd / 2;
+    pdl_trigger(); /* launched with programmatic dependent launch (common.cuh) */
+    pdl_wait();
     for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
         double pos = (double)positions[t];
         for (int64_t h0 = (int64_t)blockIdx.y * ROT_HPB; h0 < nheads; h0 += (int64_t)gridDim.y * ROT_HPB) {
@@ -86,9 +88,8 @@ template <typename E> static int rotary_heads(const lr_gpu_rotary_args *a, cudaS
     int64_t groups = (a->nheads + ROT_HPB - 1) / ROT_HPB;
     dim3 grid((unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS),
               (unsigned int)(groups < MAX_ROW_BLOCKS ? groups : MAX_ROW_BLOCKS));
-    rotary_heads_kernel<E><<<grid, ROT_THREADS, 0, s>>>((E *)a->x, a->ld, a->T, a->nheads, a->hd, a->positions,
-                                                        a->inv_freq);
-    LAUNCH_CHECK();
+    LR_LAUNCH(rotary_heads_kernel<E>, grid, ROT_THREADS, 0, s, (E *)a->x, a->ld, a->T, a->nheads, a->hd,
+              a->positions, a->inv_freq);
     return LR_OK;
 }
 

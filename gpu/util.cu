@@ -3,6 +3,9 @@
  * variants: each has one obvious kernel. All are grid-stride loops over n elements. */
 #include "common.cuh"
 
+#include <stdlib.h>
+#include <string.h>
+
 #define UTIL_THREADS 256
 #define MAX_BLOCKS 65535
 
@@ -188,4 +191,31 @@ extern "C" int lr_gpu_add_residual(float *out, const void *a, const float *r, in
         return lr_fail(LR_E_INVAL, "gpu add_residual: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
     if (n == 0) return LR_OK;
     return LR_DISPATCH_DTYPE(dt, add_residual_launch, out, a, r, n, s);
+}
+
+/* ---- Programmatic dependent launch: the switch (gpu_ops.h) ------------------------------ */
+
+#define PDL_MAX_DEVICES 64
+static int pdl_forced = -1;                  /* lr_gpu_pdl_set: -1 the rule, 0 off, 1 on */
+static signed char pdl_cc9[PDL_MAX_DEVICES]; /* 0 unknown, 1 yes, -1 no */
+
+extern "C" void lr_gpu_pdl_set(int on) { pdl_forced = on < 0 ? -1 : on != 0; }
+
+extern "C" bool lr_gpu_pdl(void) {
+    if (pdl_forced >= 0) return pdl_forced == 1;
+    static int env = -1;
+    if (env < 0) {
+        const char *e = getenv("LLAMAREF_PDL");
+        env = !(e && strcmp(e, "0") == 0);
+    }
+    int dev = 0;
+    if (!env || cudaGetDevice(&dev) != cudaSuccess || dev < 0) return false;
+    if (dev >= PDL_MAX_DEVICES) return false;
+    if (pdl_cc9[dev] == 0) {
+        int major = 0;
+        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+            return false;
+        pdl_cc9[dev] = major >= 9 ? 1 : -1;
+    }
+    return pdl_cc9[dev] == 1;
 }

@@ -795,6 +795,79 @@ START_TEST(graphs_replay_decode_bitwise) {
 }
 END_TEST
 
+/* Programmatic dependent launch (gpu/common.cuh) moves when kernels start, never a bit:
+ * the same prefill and decode steps with it off (side e, eager) and on (side g, with CUDA
+ * graphs, so captured and replayed launches carry it too) give the same hidden states and
+ * logits. On a device of compute capability 9.0 on it must be on by default, or the test
+ * would compare the path with itself. loop index = case x {bf16, fp16}. */
+START_TEST(pdl_changes_no_bit) {
+    const fixture_case *fc = &cases[_i / 2];
+    lr_dtype precision = _i % 2 ? LR_F16 : LR_BF16;
+    int dev = 0, major = 0;
+    ck_assert_int_eq(cudaGetDevice(&dev), cudaSuccess);
+    ck_assert_int_eq(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), cudaSuccess);
+    lr_gpu_pdl_set(-1);
+    if (getenv("LLAMAREF_PDL") == NULL || strcmp(getenv("LLAMAREF_PDL"), "0") != 0)
+        ck_assert_msg(lr_gpu_pdl() == (major >= 9),
+                      "compute capability %d.x: programmatic dependent launch is %s", major,
+                      lr_gpu_pdl() ? "on" : "off");
+    loaded L = load_case(fc);
+    const lr_batch *fb = lr_fixture_batch(L.fx);
+    char what[160];
+    gr_side e = {0}, g = {0};
+    e.m = make_model(L.ck, precision, 1, NULL);
+    lr_options o = cuda_options(precision);
+    o.num_devices = devices_mode;
+    o.cuda_graphs = true;
+    ck_assert_msg(lr_model_create(L.ck, &o, &g.m) == LR_OK, "%s", lr_last_error());
+    ck_assert_int_eq(lr_kv_cache_create(e.m, GR_SEQS, GR_CAP, &e.kv), LR_OK);
+    ck_assert_int_eq(lr_kv_cache_create(g.m, GR_SEQS, GR_CAP, &g.kv), LR_OK);
+    int64_t len[GR_SEQS], all[GR_SEQS] = {0, 1, 2};
+    for (int k = -1; k < 5; k++) {
+        int64_t ids[GR_SEQS * GR_PREFILL], pos[GR_SEQS * GR_PREFILL], lens[GR_SEQS], sid[GR_SEQS];
+        int64_t n = 0;
+        for (int64_t q = 0; q < GR_SEQS; q++) {
+            int64_t s = all[q], m = k < 0 ? GR_PREFILL : 1, p0 = k < 0 ? 0 : len[s];
+            for (int64_t t = 0; t < m; t++, n++)
+                ids[n] = gr_token(fb, s, p0 + t), pos[n] = p0 + t;
+            lens[q] = m, sid[q] = s, len[s] = p0 + m;
+        }
+        lr_batch b = {.input_ids = ids,
+                      .positions = pos,
+                      .seq_lens = lens,
+                      .seq_ids = sid,
+                      .num_tokens = n,
+                      .num_seqs = GR_SEQS};
+        snprintf(what, sizeof what, "%s %s %s", fc->fixture, pname(precision), k < 0 ? "prefill" : "decode");
+        lr_gpu_pdl_set(0);
+        gr_step(&e, &b, NULL, what);
+        lr_gpu_pdl_set(-1);
+        gr_step(&g, &b, NULL, what);
+        ck_assert_msg(
+            e.hbytes == g.hbytes && memcmp(e.hidden, g.hidden, e.hbytes) == 0,
+            "%s step %d: the hidden states with programmatic dependent launch differ from those without",
+            what, k);
+        ck_assert_msg(e.lbytes == g.lbytes && memcmp(e.logits, g.logits, e.lbytes) == 0,
+                      "%s step %d: the logits with programmatic dependent launch differ from those without",
+                      what, k);
+    }
+    lr_graph_stats st;
+    ck_assert_int_eq(lr_model_graph_stats(g.m, &st), LR_OK);
+    ck_assert_msg(st.captures == 1 && st.replays == 4, "%s: %llu captures, %llu replays (1, 4 expected)",
+                  what, (unsigned long long)st.captures, (unsigned long long)st.replays);
+    printf(
+        "%s %s: programmatic dependent launch %s, bitwise equal to launches without it (a prefill, 5 decode "
+        "steps, 4 of them replayed graphs)\n",
+        fc->fixture, pname(precision), lr_gpu_pdl() ? "on" : "off (below compute capability 9.0)");
+    lr_kv_cache_free(e.kv);
+    lr_kv_cache_free(g.kv);
+    lr_model_free(e.m);
+    lr_model_free(g.m);
+    free(e.hidden), free(e.logits), free(g.hidden), free(g.logits);
+    unload(&L);
+}
+END_TEST
+
 /* --nccl: more GPUs than the host has, or a GPU count that is not the tp size, is refused
  * with the counts; the host's GPUs still work afterwards. */
 START_TEST(bad_device_counts_are_refused) {
@@ -848,6 +921,7 @@ static Suite *one_gpu_suite(void) {
     tcase_add_test(tc, loading_streams_in_bounded_host_memory);
     tcase_add_loop_test(tc, profiler_times_every_op, 0, 2);
     tcase_add_loop_test(tc, graphs_replay_decode_bitwise, 0, N_CASES * 3);
+    tcase_add_loop_test(tc, pdl_changes_no_bit, 0, N_CASES * 2);
     suite_add_tcase(s, tc);
     return s;
 }
