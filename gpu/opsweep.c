@@ -931,23 +931,10 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
     /* The emulated reference (ref/cpu/ops/attention.c): float32 arithmetic, P rounded to
      * the dtype before P V where this variant's kernel rounds it for this batch
      * (lr_attention_rounds_p: a variant that rounds elsewhere must say so there), the
-     * context rounded once. X: where P is rounded, the largest |score * scale * log2 e|. */
+     * context rounded once. */
     bool lowp = dt == LR_F16 || dt == LR_BF16, tiled = lowp && lr_attention_rounds_p(like, dt, hd, max_len);
-    double X = 0;
     float *emul = NULL;
     if (lowp) {
-        for (int s = 0; tiled && s < S_; s++)
-            for (int64_t j = 0; j < B->len[s]; j++)
-                for (int64_t h = 0; h < nh; h++)
-                    for (int64_t key = 0; key <= B->past[s] + j; key++) {
-                        const double *qr = q.v + (start[s] + j) * ldq + h * hd,
-                                     *kr = k[s].v + key * kvw + h / (nh / nkv) * hd;
-                        double dot = 0;
-                        for (int64_t d = 0; d < hd; d++)
-                            dot += qr[d] * kr[d];
-                        dot = fabs(dot) / sqrt((double)hd) * 1.4426950408889634;
-                        X = dot > X ? dot : X;
-                    }
         float *qf = fcopy(q.v, T * ldq), *scores_f = NEW(score_rows * max_keys, float);
         emul = NEW(T * qw, float);
         for (int s = 0; s < S_; s++) {
@@ -963,37 +950,23 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
     /* Where P is rounded: each output's largest move from one flip of one weight's rounding,
      * max_j ulp(P_j) |v_j - O| / l (P from the float64 scores, O the float64 output; the
      * row's max is 1 in any order and never flips), counted beyond each element's cap as
-     * the model-level verdict counts it (lr_same_compare_flips, docs/detection.md). */
-    double *flips = NULL;
+     * the model-level verdict counts it (lr_same_compare_flips, docs/detection.md); and X,
+     * the largest |score| in log2 units (the budget's range of P = 2^x), from the same
+     * scores: a row's largest |score| times log2 e is its largest product, as rounding is
+     * monotonic. */
+    double *flips = NULL, X = 0;
     if (tiled) {
         flips = NEW(T * qw, double);
         double *w = NEW(max_keys, double);
         for (int s = 0; s < S_; s++)
             for (int64_t j = 0; j < B->len[s]; j++)
                 for (int64_t h = 0; h < nh; h++) {
-                    int64_t n = B->past[s] + j + 1, g = h / (nh / nkv), t = start[s] + j;
-                    const double *qr = q.v + t * ldq + h * hd, *o = ref + t * qw + h * hd;
-                    double mx = -HUGE_VAL, l = 0;
-                    for (int64_t key = 0; key < n; key++) {
-                        const double *kr = k[s].v + key * kvw + g * hd;
-                        double dot = 0;
-                        for (int64_t d = 0; d < hd; d++)
-                            dot += qr[d] * kr[d];
-                        w[key] = dot / sqrt((double)hd);
-                        mx = w[key] > mx ? w[key] : mx;
-                    }
-                    for (int64_t key = 0; key < n; key++)
-                        l += w[key] = exp(w[key] - mx);
-                    for (int64_t key = 0; key < n; key++)
-                        w[key] = w[key] < 1 ? lr_ulp(dt, w[key]) / l : 0;
-                    for (int64_t d = 0; d < hd; d++) {
-                        double big = 0;
-                        for (int64_t key = 0; key < n; key++) {
-                            double mv = w[key] * fabs(vv[s].v[key * kvw + g * hd + d] - o[d]);
-                            big = mv > big ? mv : big;
-                        }
-                        flips[t * qw + h * hd + d] = big;
-                    }
+                    int64_t t = start[s] + j, row = t * qw + h * hd, g = h / (nh / nkv) * hd;
+                    double far =
+                        lr_same_flip_row(flips + row, q.v + t * ldq + h * hd, k[s].v + g, vv[s].v + g, kvw,
+                                         ref + row, B->past[s] + j + 1, hd, true, dt, w);
+                    far *= 1.4426950408889634; /* log2 e */
+                    X = far > X ? far : X;
                 }
         free(w);
     }

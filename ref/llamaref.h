@@ -739,6 +739,15 @@ int lr_same_accumulation_bound(double *out, const float *x, const float *w, int6
  * b.ulps and the relative L2 are lr_same_compare's. */
 int lr_same_compare_flips(const lr_tensor *test, const lr_tensor *ref, const lr_tensor *jump, lr_dtype p,
                           lr_same_budget b, lr_same_metrics *m);
+/* One query row of that bound, against the n keys it sees (a KV cache's past keys and the
+ * causal ones alike): out (hd) = max_j ulp_p(P_j) |v_j - o| / sum P, P_j = exp(s_j - max s),
+ * s_j = q . k_j / sqrt(hd), all in float64. q, o: the row's (hd); k, v: row j at k + j ld,
+ * its kv head's hd values (the caller offsets them to the head). divide: s_j as the dot
+ * divided by sqrt(hd), else times 1 / sqrt(hd), which rounds apart in the last bit (the op
+ * sweep divides, lr_same_attention_flip_bound multiplies; each keeps its numbers). w:
+ * scratch of n. Returns the row's largest |s_j|. */
+double lr_same_flip_row(double *out, const double *q, const double *k, const double *v, int64_t ld,
+                        const double *o, int64_t n, int64_t hd, bool divide, lr_dtype p, double *w);
 /* out (T, heads x head_dim) for attention's stage of batch b (every sequence from position
  * 0, under the causal mask): per output element max_j ulp_p(P_j) |v_j - o| / sum P, P_j =
  * exp(s_j - max s) in float64, the most one flip of one rounded weight moves it. q, k, v:

@@ -291,38 +291,44 @@ int lr_same_compare_flips(const lr_tensor *test, const lr_tensor *ref, const lr_
  * of O's ulps, as a projection's cancelling sum is (lr_same_accumulation_bound): on the
  * H200 at Llama-3-8B's shapes, 25 and 26 of 2.1 million outputs of two layers 4 and 6 ulps
  * off (run 17). The weights are recomputed here in float64 from q and k, the largest |x|
- * at 0 (the row's max), where their ulps are the kernel's up to the running max's steps. */
-/* One sequence's: q (n, nh hd) and k (n, nkv hd) after RoPE, v, o -> out (n, nh hd). w:
- * scratch of n. */
-static void flip_bound_seq(double *out, const float *q, const float *k, const float *v, const float *o, int64_t n,
-                           int64_t nh, int64_t nkv, int64_t hd, lr_dtype p, double *w) {
-    int64_t qw = nh * hd, kw = nkv * hd, group = nh / nkv;
-    double scale = 1 / sqrt((double)hd);
-    for (int64_t t = 0; t < n; t++)
-        for (int64_t h = 0; h < nh; h++) {
-            const float *qt = q + t * qw + h * hd, *ot = o + t * qw + h * hd;
-            int64_t g = h / group;
-            double mx = -HUGE_VAL, l = 0;
-            for (int64_t j = 0; j <= t; j++) { /* the causal mask: keys 0 .. t */
-                const float *kj = k + j * kw + g * hd;
-                double dot = 0;
-                for (int64_t d = 0; d < hd; d++) dot += (double)qt[d] * kj[d];
-                w[j] = dot * scale;
-                mx = w[j] > mx ? w[j] : mx;
-            }
-            for (int64_t j = 0; j <= t; j++) l += w[j] = exp(w[j] - mx);
-            /* a flip's move per |v - O|; the row's max is 2^0 = 1 exactly in any order: no flip */
-            for (int64_t j = 0; j <= t; j++) w[j] = w[j] < 1 ? lr_ulp(p, w[j]) / l : 0;
-            double *row = out + t * qw + h * hd;
-            for (int64_t d = 0; d < hd; d++) {
-                double big = 0;
-                for (int64_t j = 0; j <= t; j++) {
-                    double mv = w[j] * fabs((double)v[j * kw + g * hd + d] - ot[d]);
-                    big = mv > big ? mv : big;
-                }
-                row[d] = big;
-            }
+ * at 0 (the row's max), where their ulps are the kernel's up to the running max's steps.
+ * One row, so that a row with past keys (the op sweep's decode batches) is the same call
+ * as a causal prefill's. */
+double lr_same_flip_row(double *out, const double *q, const double *k, const double *v, int64_t ld,
+                        const double *o, int64_t n, int64_t hd, bool divide, lr_dtype p, double *w) {
+    double root = sqrt((double)hd), scale = 1 / root, mx = -HUGE_VAL, l = 0, far = 0;
+    for (int64_t j = 0; j < n; j++) {
+        const double *kj = k + j * ld;
+        double dot = 0;
+        for (int64_t d = 0; d < hd; d++)
+            dot += q[d] * kj[d];
+        /* the two differ in the last bit: each caller keeps the rounding it had */
+        w[j] = divide ? dot / root : dot * scale;
+        mx = w[j] > mx ? w[j] : mx;
+        far = fabs(w[j]) > far ? fabs(w[j]) : far;
+    }
+    for (int64_t j = 0; j < n; j++)
+        l += w[j] = exp(w[j] - mx);
+    /* a flip's move per |v - O|; the row's max is 2^0 = 1 exactly in any order: no flip */
+    for (int64_t j = 0; j < n; j++)
+        w[j] = w[j] < 1 ? lr_ulp(p, w[j]) / l : 0;
+    for (int64_t d = 0; d < hd; d++) {
+        double big = 0;
+        for (int64_t j = 0; j < n; j++) {
+            double mv = w[j] * fabs(v[j * ld + d] - o[d]);
+            big = mv > big ? mv : big;
         }
+        out[d] = big;
+    }
+    return far;
+}
+
+/* x (n) as float64 (NULL: out of memory), which lr_same_flip_row reads exactly. */
+static double *widen(const float *x, int64_t n) {
+    double *y = malloc((size_t)(n > 0 ? n : 1) * sizeof *y);
+    for (int64_t i = 0; y && i < n; i++)
+        y[i] = x[i];
+    return y;
 }
 
 /* (T, width) of a stage as float32 values (NULL: out of memory). */
@@ -336,6 +342,7 @@ int lr_same_attention_flip_bound(double *out, const lr_config *cfg, const lr_bat
                                  const lr_tensor *k, const lr_tensor *v, const lr_tensor *o, lr_dtype p,
                                  bool *applies) {
     int64_t T = b->num_tokens, nh = cfg->num_attention_heads, nkv = cfg->num_key_value_heads, hd = cfg->head_dim;
+    int64_t qw = nh * hd, kw = nkv * hd;
     *applies = false;
     if (nkv < 1 || nh % nkv) return LR_OK;
     for (int64_t s = 0, start = 0; s < b->num_seqs; s++) { /* every sequence from position 0 */
@@ -352,6 +359,7 @@ int lr_same_attention_flip_bound(double *out, const lr_config *cfg, const lr_bat
           *of = stage_f32(o, T, nh * hd), *scratch = malloc((size_t)hd * sizeof *scratch);
     double *inv = malloc((size_t)(hd / 2 > 0 ? hd / 2 : 1) * sizeof *inv), *w = malloc((size_t)T * sizeof *w);
     int64_t *pos = malloc((size_t)T * sizeof *pos);
+    double *qd = NULL, *kd = NULL, *vd = NULL, *od = NULL; /* after RoPE, as lr_same_flip_row reads them */
     int rc = LR_OK;
     if (!qf || !kf || !vf || !of || !scratch || !inv || !w || !pos) {
         rc = lr_fail(LR_E_NOMEM, "same precision: out of memory for attention's flip bound");
@@ -365,15 +373,25 @@ int lr_same_attention_flip_bound(double *out, const lr_config *cfg, const lr_bat
     lr_rope_inv_freq(cfg, inv);
     lr_ref_rotary_embedding_emulated(qf, nh * hd, T, nh, hd, pos, inv, scratch, p);
     lr_ref_rotary_embedding_emulated(kf, nkv * hd, T, nkv, hd, pos, inv, scratch, p);
+    qd = widen(qf, T * qw), kd = widen(kf, T * kw), vd = widen(vf, T * kw), od = widen(of, T * qw);
+    if (!qd || !kd || !vd || !od) {
+        rc = lr_fail(LR_E_NOMEM, "same precision: out of memory for attention's flip bound");
+        goto out;
+    }
     for (int64_t s = 0, start = 0; s < b->num_seqs; s++) {
         int64_t len = b->seq_lens ? b->seq_lens[s] : T;
-        flip_bound_seq(out + start * nh * hd, qf + start * nh * hd, kf + start * nkv * hd, vf + start * nkv * hd,
-                       of + start * nh * hd, len, nh, nkv, hd, p, w);
+        for (int64_t t = start; t < start + len; t++) /* the causal mask: keys start .. t */
+            for (int64_t h = 0; h < nh; h++) {
+                int64_t row = t * qw + h * hd, g = start * kw + h / (nh / nkv) * hd;
+                lr_same_flip_row(out + row, qd + row, kd + g, vd + g, kw, od + row, t - start + 1, hd, false,
+                                 p, w);
+            }
         start += len;
     }
     *applies = true;
 out:
     free(qf), free(kf), free(vf), free(of), free(scratch), free(inv), free(w), free(pos);
+    free(qd), free(kd), free(vd), free(od);
     return rc;
 }
 
