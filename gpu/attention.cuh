@@ -17,6 +17,7 @@
 #define LLAMAREF_GPU_ATTENTION_CUH
 
 #include "common.cuh"
+#include "tensorcore.cuh"
 
 /* Every attention launcher receives an lr_gpu_attention_args (llamaref_kernels.h). */
 
@@ -233,24 +234,6 @@ template <typename E> static int split_finish(const lr_gpu_attention_args *a, co
     LR_LAUNCH(attention_merge_kernel<E>, (unsigned int)(a->meta.num_seqs * a->nh), 128, smem, s, (E *)a->ctx,
               a->ldc, a->meta, a->nh, a->hd, sd->nsplit, sd->want, sd->po, sd->pml);
     return LR_OK;
-}
-
-/* ---- cp.async (fa2, fd) ---------------------------------------------------------------- */
-
-static __device__ __forceinline__ uint32_t smem_u32(const void *p) {
-    return (uint32_t)__cvta_generic_to_shared(p);
-}
-
-/* 16 bytes global -> shared, asynchronously; src_bytes 0 writes zeros and reads nothing. */
-static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes)
-                 : "memory");
-}
-static __device__ __forceinline__ void cp_async_commit() {
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
-}
-template <int N> static __device__ __forceinline__ void cp_async_wait() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
 
 #endif

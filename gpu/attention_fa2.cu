@@ -50,51 +50,6 @@ template <int HD> struct fa_layout {
     static_assert(bytes <= 227 * 1024, "within sm_90's shared memory per block");
 };
 
-/* Four 8x8 b16 matrices; lanes 8i..8i+7 give the row addresses of matrix i, r[i] gets
- * element (l / 4, 2 (l % 4)..+1) of it (of its transpose with .trans). */
-static __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-static __device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr));
-}
-
-/* c (16x8, f32) += a (16x16) b (16x8), and the rounding of two floats into an A/B
- * register (lo in the low half) with the rounded values handed back. */
-template <typename E> struct fa_mma;
-template <> struct fa_mma<__nv_bfloat16> {
-    static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                               uint32_t b1) {
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi, float &rlo, float &rhi) {
-        __nv_bfloat16 l = __float2bfloat16_rn(lo), h = __float2bfloat16_rn(hi);
-        rlo = __bfloat162float(l), rhi = __bfloat162float(h);
-        return (uint32_t)__bfloat16_as_ushort(l) | ((uint32_t)__bfloat16_as_ushort(h) << 16);
-    }
-};
-template <> struct fa_mma<__half> {
-    static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
-                                               uint32_t b1) {
-        asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
-    static __device__ __forceinline__ uint32_t pack(float lo, float hi, float &rlo, float &rhi) {
-        __half l = __float2half_rn(lo), h = __float2half_rn(hi);
-        rlo = __half2float(l), rhi = __half2float(h);
-        return (uint32_t)__half_as_ushort(l) | ((uint32_t)__half_as_ushort(h) << 16);
-    }
-};
-
 /* Issue the copies of key tile t (keys t FA_BK ..) into buffer kd (K) / kd + tile (V):
  * thread i takes 16-byte column i % CH of rows i / CH, + RS, ...; keys at or past kmax
  * (whose block-table entries may be -1) are zero-filled without a read, so that P V
@@ -223,8 +178,8 @@ static __global__ void __launch_bounds__(FA_WARPS * 32, 2)
                     for (int kp = 0; kp < HD / 32; kp++) {
                         uint32_t kb[4];
                         ldsm_x4(kb, smem_u32(ks + (8 * j + (lane & 7)) * LD + kp * 32 + (lane >> 3) * 8));
-                        fa_mma<E>::mma(s[j], qa[2 * kp], kb[0], kb[1]);
-                        fa_mma<E>::mma(s[j], qa[2 * kp + 1], kb[2], kb[3]);
+                        mma16816<E>::mma(s[j], qa[2 * kp], kb[0], kb[1]);
+                        mma16816<E>::mma(s[j], qa[2 * kp + 1], kb[2], kb[3]);
                     }
                 }
             }
@@ -265,9 +220,9 @@ static __global__ void __launch_bounds__(FA_WARPS * 32, 2)
 #pragma unroll
             for (int j = 0; j < NS; j++) {
                 float r0, r1, r2, r3;
-                pa[j >> 1][(j & 1) * 2] = fa_mma<E>::pack(exp2f(s[j][0] - ba), exp2f(s[j][1] - ba), r0, r1);
+                pa[j >> 1][(j & 1) * 2] = mma16816<E>::pack(exp2f(s[j][0] - ba), exp2f(s[j][1] - ba), r0, r1);
                 pa[j >> 1][(j & 1) * 2 + 1] =
-                    fa_mma<E>::pack(exp2f(s[j][2] - bb), exp2f(s[j][3] - bb), r2, r3);
+                    mma16816<E>::pack(exp2f(s[j][2] - bb), exp2f(s[j][3] - bb), r2, r3);
                 sa += r0 + r1, sb += r2 + r3;
             }
             la = la * ca + sa, lb = lb * cb + sb;
@@ -288,8 +243,8 @@ static __global__ void __launch_bounds__(FA_WARPS * 32, 2)
                 for (int dp = 0; dp < HD / 16; dp++) {
                     uint32_t vb[4];
                     ldsm_x4_t(vb, smem_u32(vs + (16 * kk + (lane & 15)) * LD + dp * 16 + (lane >> 4) * 8));
-                    fa_mma<E>::mma(o[2 * dp], pa[kk], vb[0], vb[1]);
-                    fa_mma<E>::mma(o[2 * dp + 1], pa[kk], vb[2], vb[3]);
+                    mma16816<E>::mma(o[2 * dp], pa[kk], vb[0], vb[1]);
+                    mma16816<E>::mma(o[2 * dp + 1], pa[kk], vb[2], vb[3]);
                 }
             }
         }

@@ -6,7 +6,9 @@
  * batch: gemv (one warp per row) and gemv2 (a block per 4 rows, K split over its threads);
  * auto, the default, picks gemv or cublas by the token count. */
 #include "common.cuh"
+#include "tensorcore.cuh"
 
+#include <cooperative_groups.h>
 #include <limits.h>
 
 #define LR_GPU_BLAS_MATH ((cublasMath_t)(CUBLAS_DEFAULT_MATH | CUBLAS_MATH_DISALLOW_REDUCED_PRECISION_REDUCTION))
@@ -406,6 +408,194 @@ int lr_gpu_linear_gemv2(const void *args, cudaStream_t s) {
     const linear_args *a = (const linear_args *)args;
     if (a->T > GEMV_MAX_T) return lr_gpu_linear_cublas(args, s);
     return LR_DISPATCH_DTYPE(a->dt, linear_gemv2, a, s);
+}
+
+/* ---- mma -------------------------------------------------------------------------------
+ * For the T of a batch's decode step above what a GEMV serves (3 to 32 tokens), where
+ * cuBLAS reads the narrow projections' weights at 36-43% of the copy bandwidth on the H200
+ * (run 20: qkv_proj 27.8 us and o_proj 22.2 us at T 32, against 12 and 8 us for their
+ * bytes). The product is still bound by reading w once, so the kernel is shaped for that:
+ *  - a block of 4 warps owns 64 output features (16 a warp, one m16 tile) and every token
+ *    (NT tiles of 8, T <= 8 NT), over a slice of K;
+ *  - w's 64 x 64 and x's 8 NT x 64 tiles go to shared memory by cp.async, MM_STAGES deep
+ *    (16-byte chunks swizzled by row, so the 8 rows an ldmatrix reads fall in 8 bank
+ *    quads); A fragments (w) and B fragments (x) by ldmatrix, mma.sync m16n8k16 with
+ *    float32 accumulators;
+ *  - where 64-feature tiles are too few for the card (N 4096 is 64 of them), K is split
+ *    over a cluster of S = 2, 4 or 8 blocks (sm_90): each block's float32 partial tile goes
+ *    to its shared memory, and after the cluster's barrier block r sums rows r 64/S ..
+ *    of every block's tile through distributed shared memory, in rank order 0, 1, ..., S - 1,
+ *    and rounds once. No workspace, no atomic, no second kernel, the same bits every run.
+ * Within an mma the 16 products' order is the tensor core's; per output the k16 steps are
+ * added in ascending k, then the cluster's slices in rank order. F32, T > 32, K not a
+ * multiple of 8 or x or w not 16-byte aligned: cublas.
+ * Not yet run on a GPU (written in session 13, when the session's device time was spent):
+ * the next GPU session sweeps it (llama-diff ops --op linear --variant mma) and times it. */
+#define MM_WARPS 4
+#define MM_BN (16 * MM_WARPS) /* output features per block */
+#define MM_BK 64              /* k per stage: 8 chunks of 16 bytes a row */
+#define MM_STAGES 4
+#define MM_MAX_T 32
+#define MM_MAX_CLUSTER 8
+#define MM_STAGE_BYTES ((MM_BN + MM_MAX_T) * MM_BK * 2)
+#define MM_SMEM (MM_STAGES * MM_STAGE_BYTES) /* 48 KB: no opt-in needed */
+static_assert(MM_SMEM <= 48 * 1024, "mma: within the default dynamic shared memory");
+static_assert(MM_BN * MM_MAX_T * 4 <= MM_SMEM, "mma: the partial tile fits in the stages' room");
+
+/* Row r's 16-byte chunk c of a tile whose rows are MM_BK elements (128 bytes). */
+static __device__ __forceinline__ uint32_t mm_chunk(uint32_t tile, int r, int c) {
+    return tile + (uint32_t)(r * 128 + ((c ^ (r & 7)) << 4));
+}
+
+/* Copies of stage k0 .. k0 + MM_BK - 1 (chunks at or past kend, rows past N or T, zeros). */
+template <typename E, int NT>
+static __device__ __forceinline__ void mm_load(uint32_t wt, uint32_t xt, const E *__restrict__ w,
+                                               const E *__restrict__ x, int64_t n0, int64_t N, int64_t T,
+                                               int64_t K, int64_t k0, int64_t kend) {
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int q = tid; q < MM_BN * 8; q += MM_WARPS * 32) {
+        const int r = q >> 3, c = q & 7;
+        const int64_t k = k0 + c * 8;
+        const bool ok = n0 + r < N && k < kend;
+        cp_async16(mm_chunk(wt, r, c), ok ? (const void *)(w + (n0 + r) * K + k) : (const void *)w,
+                   ok ? 16 : 0);
+    }
+#pragma unroll
+    for (int q = tid; q < 8 * NT * 8; q += MM_WARPS * 32) {
+        const int r = q >> 3, c = q & 7;
+        const int64_t k = k0 + c * 8;
+        const bool ok = r < T && k < kend;
+        cp_async16(mm_chunk(xt, r, c), ok ? (const void *)(x + r * K + k) : (const void *)x, ok ? 16 : 0);
+    }
+}
+
+/* Grid (ceil(N / MM_BN) S) in clusters of S along x: block b is tile b / S, slice b % S. */
+template <typename E, int NT>
+static __global__ void __launch_bounds__(MM_WARPS * 32)
+    linear_mma_kernel(E *__restrict__ y, const E *__restrict__ x, const E *__restrict__ w, int64_t T,
+                      int64_t N, int64_t K, int S, int64_t kslice) {
+    extern __shared__ __align__(128) unsigned char mm_smem[];
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int64_t n0 = (int64_t)(blockIdx.x / S) * MM_BN;
+    const int rank = (int)(blockIdx.x % S);
+    const int64_t kbeg = rank * kslice < K ? rank * kslice : K;
+    const int64_t kend = kbeg + kslice < K ? kbeg + kslice : K;
+    const int niter = (int)((kend - kbeg + MM_BK - 1) / MM_BK);
+    const uint32_t base = smem_u32(mm_smem);
+    float acc[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+        acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+
+#pragma unroll
+    for (int p = 0; p < MM_STAGES - 1; p++) {
+        if (p < niter) {
+            const uint32_t wt = base + p * MM_STAGE_BYTES;
+            mm_load<E, NT>(wt, wt + MM_BN * 128, w, x, n0, N, T, K, kbeg + (int64_t)p * MM_BK, kend);
+        }
+        cp_async_commit();
+    }
+    for (int it = 0; it < niter; it++) {
+        cp_async_wait<MM_STAGES - 2>();
+        __syncthreads(); /* stage it landed for every thread; stage it - 1 read by every warp */
+        const int nx = it + MM_STAGES - 1;
+        if (nx < niter) {
+            const uint32_t wt = base + (nx % MM_STAGES) * MM_STAGE_BYTES;
+            mm_load<E, NT>(wt, wt + MM_BN * 128, w, x, n0, N, T, K, kbeg + (int64_t)nx * MM_BK, kend);
+        }
+        cp_async_commit();
+        const uint32_t wt = base + (it % MM_STAGES) * MM_STAGE_BYTES, xt = wt + MM_BN * 128;
+#pragma unroll
+        for (int kk = 0; kk < MM_BK / 16; kk++) {
+            /* A: matrices (rows 0-7, k lo), (8-15, lo), (0-7, hi), (8-15, hi) of the warp's 16 */
+            const int m = lane >> 3, ar = warp * 16 + (m & 1) * 8 + (lane & 7);
+            uint32_t a[4];
+            ldsm_x4(a, mm_chunk(wt, ar, kk * 2 + (m >> 1)));
+#pragma unroll
+            for (int j = 0; j < NT; j++) {
+                /* B: token rows j 8 .. + 7 at k lo (lanes 0-7) and k hi (lanes 8-15) */
+                const int br = j * 8 + (lane & 7);
+                uint32_t b0, b1;
+                ldsm_x2(b0, b1, mm_chunk(xt, br, kk * 2 + ((lane >> 3) & 1)));
+                mma16816<E>::mma(acc[j], a, b0, b1);
+            }
+        }
+    }
+    cp_async_wait<0>();
+    __syncthreads(); /* every warp is done with the stages: their room takes the partials */
+
+    /* The block's partial tile, part[feature][token], float32. c0, c1: feature g, tokens
+     * 2 (lane % 4) + 0, 1 of tile j; c2, c3: feature g + 8. */
+    float *part = (float *)mm_smem;
+    const int g = warp * 16 + (lane >> 2), tc = 2 * (lane & 3);
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        part[g * MM_MAX_T + j * 8 + tc] = acc[j][0];
+        part[g * MM_MAX_T + j * 8 + tc + 1] = acc[j][1];
+        part[(g + 8) * MM_MAX_T + j * 8 + tc] = acc[j][2];
+        part[(g + 8) * MM_MAX_T + j * 8 + tc + 1] = acc[j][3];
+    }
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync(); /* every block's partials written and visible to the cluster */
+    const int rows = MM_BN / S, r0 = rank * rows;
+    for (int q = tid; q < rows * 8 * NT; q += MM_WARPS * 32) {
+        const int f = r0 + q / (8 * NT), t = q % (8 * NT);
+        float sum = 0.0f;
+        for (int s = 0; s < S; s++)
+            sum += cluster.map_shared_rank(part, s)[f * MM_MAX_T + t];
+        if (t < T && n0 + f < N) st(y + (int64_t)t * N + n0 + f, sum);
+    }
+    cluster.sync(); /* no block leaves while another reads its shared memory */
+}
+
+/* Blocks per SM the kernel is sized for (48 KB of shared memory each). */
+#define MM_BLOCKS_PER_SM 4
+
+template <typename E, int NT> static int linear_mma_t(const linear_args *a, cudaStream_t s) {
+    int dev = 0, sms = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+    /* the most slices (8, 4, 2, 1) that keep the grid within one wave, K slices of whole stages */
+    const int64_t tiles = (a->N + MM_BN - 1) / MM_BN, wave = (int64_t)sms * MM_BLOCKS_PER_SM;
+    int S = MM_MAX_CLUSTER;
+    while (S > 1 && (tiles * S > wave || (a->K + MM_BK - 1) / MM_BK < S))
+        S /= 2;
+    const int64_t stages = (a->K + MM_BK - 1) / MM_BK, kslice = (stages + S - 1) / S * MM_BK;
+    if (tiles * S > INT_MAX) return lr_gpu_linear_cublas(a, s);
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeClusterDimension;
+    at[0].val.clusterDim.x = (unsigned int)S, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned int)(tiles * S)), cfg.blockDim = dim3(MM_WARPS * 32);
+    cfg.dynamicSmemBytes = MM_SMEM, cfg.stream = s, cfg.attrs = at, cfg.numAttrs = 1;
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, linear_mma_kernel<E, NT>, (E *)a->y, (const E *)a->x, (const E *)a->w,
+                                  a->T, a->N, a->K, S, kslice));
+    return LR_OK;
+}
+
+template <typename E> static int linear_mma(const linear_args *a, cudaStream_t s) {
+    if (a->T > MM_MAX_T || a->K % 8 != 0 || ((uintptr_t)a->x & 15) != 0 || ((uintptr_t)a->w & 15) != 0)
+        return lr_gpu_linear_cublas(a, s);
+    switch ((a->T + 7) / 8) {
+    case 1:
+        return linear_mma_t<E, 1>(a, s);
+    case 2:
+        return linear_mma_t<E, 2>(a, s);
+    case 3:
+        return linear_mma_t<E, 3>(a, s);
+    default:
+        return linear_mma_t<E, 4>(a, s);
+    }
+}
+
+/* Tensor cores take 16-bit operands: F32 goes to cublas. */
+template <> int linear_mma<float>(const linear_args *a, cudaStream_t s) { return lr_gpu_linear_cublas(a, s); }
+
+int lr_gpu_linear_mma(const void *args, cudaStream_t s) {
+    const linear_args *a = (const linear_args *)args;
+    return LR_DISPATCH_DTYPE(a->dt, linear_mma, a, s);
 }
 
 /* ---- auto ------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ int lr_gpu_rmsnorm_warp(const void *args, cudaStream_t s);
 int lr_gpu_linear_cublas(const void *args, cudaStream_t s);
 int lr_gpu_linear_gemv(const void *args, cudaStream_t s);
 int lr_gpu_linear_gemv2(const void *args, cudaStream_t s);
+int lr_gpu_linear_mma(const void *args, cudaStream_t s);
 int lr_gpu_linear_auto(const void *args, cudaStream_t s);
 int lr_gpu_rotary_heads(const void *args, cudaStream_t s);
 int lr_gpu_rotary_neox(const void *args, cudaStream_t s);
@@ -99,6 +100,13 @@ static const lr_gpu_kernel builtin[] = {
       "pointer is not 16-byte aligned, cublas for T > 8",
       false, ALL, 0},
      lr_gpu_linear_gemv2},
+    {{FAM(LINEAR), "mma",
+      "T <= 32 (decode batches): 64 output features per block on mma.sync m16n8k16 (float32 "
+      "accumulators), w and x tiles by cp.async 4 stages deep, K split over a cluster of up to 8 "
+      "blocks summed in rank order through distributed shared memory, rounded once; F16, BF16; "
+      "cublas for F32, T > 32, K not a multiple of 8 or unaligned pointers",
+      false, ALL, 0},
+     lr_gpu_linear_mma},
     {{FAM(LINEAR), "auto", "gemv for T <= 2 (decode), where it is faster than cuBLAS; cublas otherwise", true,
       ALL, 0},
      lr_gpu_linear_auto},

@@ -711,6 +711,12 @@ static void gr_decode(gr_side *e, gr_side *g, const lr_batch *fb, const int64_t 
     gr_both(e, g, &b, gobs, what);
 }
 
+static void gr_free(gr_side *x) {
+    lr_kv_cache_free(x->kv);
+    lr_model_free(x->m);
+    free(x->hidden), free(x->logits);
+}
+
 static void gr_ignore(void *user, const char *stage, const lr_tensor *t) {
     (void)stage, (void)t;
     ++*(int *)user;
@@ -786,11 +792,7 @@ START_TEST(graphs_replay_decode_bitwise) {
                   (unsigned long long)st.captures, (unsigned long long)st.warmups, (unsigned long long)st.replays);
     printf("%s %s tp %d: CUDA graphs bitwise equal to eager over %llu replays (%llu captures)\n", fc->fixture,
            pname(precision), tp, (unsigned long long)st.replays, (unsigned long long)st.captures);
-    lr_kv_cache_free(e.kv);
-    lr_kv_cache_free(g.kv);
-    lr_model_free(e.m);
-    lr_model_free(g.m);
-    free(e.hidden), free(e.logits), free(g.hidden), free(g.logits);
+    gr_free(&e), gr_free(&g);
     unload(&L);
 }
 END_TEST
@@ -859,11 +861,7 @@ START_TEST(pdl_changes_no_bit) {
         "%s %s: programmatic dependent launch %s, bitwise equal to launches without it (a prefill, 5 decode "
         "steps, 4 of them replayed graphs)\n",
         fc->fixture, pname(precision), lr_gpu_pdl() ? "on" : "off (below compute capability 9.0)");
-    lr_kv_cache_free(e.kv);
-    lr_kv_cache_free(g.kv);
-    lr_model_free(e.m);
-    lr_model_free(g.m);
-    free(e.hidden), free(e.logits), free(g.hidden), free(g.logits);
+    gr_free(&e), gr_free(&g);
     unload(&L);
 }
 END_TEST

@@ -4,9 +4,10 @@
  * planted GEMV and gemv's order simulated on the CPU (test_gpu_ops); this test adds:
  *   - the family in the registry (auto the default, gemv and gemv2 saying they hand
  *     large T to cublas), bad arguments refused (LR_E_INVAL) before any device work;
- *   - on a device, every variant repeating its output bit for bit, and gemv and gemv2 at
- *     T > 8 equal to cublas bit for bit (their fallback), at F32, F16 and BF16 over a few
- *     shapes.
+ *   - on a device, every variant repeating its output bit for bit, gemv and gemv2 at
+ *     T > 8 equal to cublas bit for bit (their fallback), and mma equal to cublas where it
+ *     hands the call on (T > 32, F32, K not a multiple of 8), at F32, F16 and BF16 over a
+ *     few shapes.
  * Skips (77) without CUDA or without a device; the registry and argument checks run first
  * either way. */
 #ifdef HAVE_CONFIG_H
@@ -94,12 +95,13 @@ static const lr_dtype dtypes[] = {LR_F32, LR_F16, LR_BF16};
 #define N_DTYPES (int)(sizeof dtypes / sizeof dtypes[0])
 #define GEMV_T 8 /* the largest T of gemv's and gemv2's own kernels (gpu/linear.cu); cublas beyond */
 #define AUTO_T 2 /* the largest T that auto hands to gemv (gpu/linear.cu, AUTO_GEMV_MAX_T) */
+#define MMA_T 32 /* the largest T of mma's kernel (gpu/linear.cu, MM_MAX_T); cublas beyond */
 
 /* (N, K), and T: the GEMVs' range and beyond it. N 1027: gemv2's last block has 3 rows; K 33, and 4100 at
  * 16 bits: not a multiple of the 16-byte vector (gemv steps by element, gemv2 hands it to gemv). */
 static const int64_t shapes[][2] = {{96, 64}, {97, 33}, {960, 576}, {576, 1536}, {37, 4100}, {1027, 4096}};
 #define N_SHAPES (int)(sizeof shapes / sizeof shapes[0])
-static const int64_t Ts[] = {1, 2, 3, 8, 9, 16, 64};
+static const int64_t Ts[] = {1, 2, 3, 8, 9, 16, 32, 64};
 
 static cudaStream_t g_stream;
 static cublasHandle_t g_blas;
@@ -173,6 +175,11 @@ START_TEST(test_repeat_and_fallback) {
                 ck_assert_msg(memcmp(a, def, (size_t)(T * N) * es) == 0,
                               "linear/%s %s T %lld (N %lld, K %lld) is not cublas's result (seed %llu)",
                               v->name, lr_dtype_name(dt), (long long)T, (long long)N, (long long)K,
+                              (unsigned long long)g_seed);
+            if (!strcmp(v->name, "mma") && (T > MMA_T || dt == LR_F32 || K % 8 != 0))
+                ck_assert_msg(memcmp(a, def, (size_t)(T * N) * es) == 0,
+                              "linear/mma %s T %lld (N %lld, K %lld) is not cublas's result (seed %llu)",
+                              lr_dtype_name(dt), (long long)T, (long long)N, (long long)K,
                               (unsigned long long)g_seed);
             if (!strcmp(v->name, "auto")) { /* gemv's bits at T <= 2, cublas's above */
                 void *want = T <= AUTO_T ? run("gemv", x, w, T, N, K, dt) : NULL;
