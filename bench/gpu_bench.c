@@ -47,6 +47,7 @@ int main(void) {
 #include <string.h>
 #include <time.h>
 
+#include "gpu_ops.h" /* lr_gpu_pdl */
 #include "llamaref.h"
 
 #define BENCH_NAME "gpu_bench"
@@ -293,13 +294,6 @@ static int count_arg(const char *s) {
     return *s && !*end && v >= 0 && v <= 1 << 20 ? (int)v : -1;
 }
 
-/* Whether the library may launch with programmatic dependent launch (gpu/common.cuh): on
- * devices of compute capability 9.0 on, unless LLAMAREF_PDL=0 (--no-pdl). */
-static bool pdl_allowed(void) {
-    const char *e = getenv("LLAMAREF_PDL");
-    return !(e && !strcmp(e, "0"));
-}
-
 static void usage(void) {
     fprintf(stderr,
             "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
@@ -413,7 +407,7 @@ int main(int argc, char **argv) {
                (long long)C->intermediate_size, (long long)C->vocab_size, tps[k], ndevs[k],
                ndevs[k] > 1 ? "s (NCCL)" : "", ndevs[k] == 1 && tps[k] > 1 ? " (ranks in turn)" : "",
                load_s[k], weight_bytes() / (1 << 30), wmem[k] / (1 << 30),
-               pdl_allowed() ? "" : "; no programmatic dependent launch (LLAMAREF_PDL=0)");
+               lr_gpu_pdl() ? "" : "; no programmatic dependent launch");
         printf("  memory: host peak RSS %.2f GiB while loading (%.2f GiB before; budget %.2f GiB%s)%s; "
                "device weights %.2f GiB, GPUs in use after load %.2f GiB\n",
                host_peak[k] / (1 << 30), host_before[k] / (1 << 30), host_budget[k] / (1 << 30),
@@ -488,7 +482,7 @@ int main(int argc, char **argv) {
                 date, prop.name, prop.multiProcessorCount, ndev);
         fprintf(f, "  \"model\": \"%s\",\n  \"precision\": \"bf16\",\n  \"kernels\": \"%s\",\n", model,
                 kernels ? kernels : "");
-        fprintf(f, "  \"programmatic_dependent_launch\": %s,\n", pdl_allowed() ? "true" : "false");
+        fprintf(f, "  \"programmatic_dependent_launch\": %s,\n", lr_gpu_pdl() ? "true" : "false");
         fprintf(f, "  \"copy_bandwidth_Bps\": %.6e,\n  \"gemm_rate_flops\": %.6e,\n  \"load_s\": %.3f,\n", bw, rate,
                 load_s[0]);
         fprintf(f, "  \"weight_bytes\": %.6e,\n  \"weights_on_device_bytes\": %.6e,\n", weight_bytes(),
