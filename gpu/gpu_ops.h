@@ -156,6 +156,11 @@ int lr_gpu_add_residual(float *out, const void *a, const float *r, int64_t n, lr
 bool lr_gpu_pdl(void);
 void lr_gpu_pdl_set(int on);
 
+/* The current device's compute capability (major) and multiprocessor count, asked once
+ * a device; 0 where the runtime cannot say. (util.cu) */
+int lr_gpu_cc_major(void);
+int lr_gpu_sm_count(void);
+
 #ifdef __cplusplus
 }
 #endif

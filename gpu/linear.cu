@@ -417,7 +417,7 @@ int lr_gpu_linear_gemv2(const void *args, cudaStream_t s) {
  * bytes). The product is still bound by reading w once, so the kernel is shaped for that:
  *  - a block of 4 warps owns 64 output features (16 a warp, one m16 tile) and every token
  *    (NT tiles of 8, T <= 8 NT), over a slice of K;
- *  - w's 64 x 64 and x's 8 NT x 64 tiles go to shared memory by cp.async, MM_STAGES deep
+ *  - w's 64 x MM_BK and x's 8 NT x MM_BK tiles go to shared memory by cp.async, MM_STAGES deep
  *    (16-byte chunks swizzled by row, so the 8 rows an ldmatrix reads fall in 8 bank
  *    quads); A fragments (w) and B fragments (x) by ldmatrix, mma.sync m16n8k16 with
  *    float32 accumulators;
@@ -428,42 +428,59 @@ int lr_gpu_linear_gemv2(const void *args, cudaStream_t s) {
  *    and rounds once. No workspace, no atomic, no second kernel, the same bits every run.
  * Within an mma the 16 products' order is the tensor core's; per output the k16 steps are
  * added in ascending k, then the cluster's slices in rank order. F32, T > 32, K not a
- * multiple of 8 or x or w not 16-byte aligned: cublas.
- * Not yet run on a GPU (written in session 13, when the session's device time was spent):
- * the next GPU session sweeps it (llama-diff ops --op linear --variant mma) and times it. */
+ * multiple of 8 or x or w not 16-byte aligned: cublas. Launched with programmatic
+ * dependent launch (common.cuh): the first stages' weights are asked for before the wait.
+ * Checked on the H200 (run 22): its sweeps (139 cases at bf16 and f16), the model-level
+ * suites, compute-sanitizer. Not a default: it is slower than cublas at T 32 on every
+ * Llama-3-8B projection (qkv_proj 31.1 us against 27.7, o_proj 27.6 against 20.6,
+ * gate_up_proj 89.7 against 69.2, down_proj 60.3 against 44.3), and than gemv at T 1;
+ * stages of 128 or 256 k were slower still (docs/performance.md, run 22). MM_BK and
+ * MM_STAGES may be set at build time for such trials. */
 #define MM_WARPS 4
 #define MM_BN (16 * MM_WARPS) /* output features per block */
-#define MM_BK 64              /* k per stage: 8 chunks of 16 bytes a row */
+#ifndef MM_BK
+#define MM_BK 64 /* k per stage: MM_BK / 8 chunks of 16 bytes a row */
+#endif
+#ifndef MM_STAGES
 #define MM_STAGES 4
+#endif
 #define MM_MAX_T 32
 #define MM_MAX_CLUSTER 8
-#define MM_STAGE_BYTES ((MM_BN + MM_MAX_T) * MM_BK * 2)
-#define MM_SMEM (MM_STAGES * MM_STAGE_BYTES) /* 48 KB: no opt-in needed */
-static_assert(MM_SMEM <= 48 * 1024, "mma: within the default dynamic shared memory");
-static_assert(MM_BN * MM_MAX_T * 4 <= MM_SMEM, "mma: the partial tile fits in the stages' room");
+#define MM_ROW_BYTES (MM_BK * 2)
+static_assert(MM_BK % 64 == 0, "mma: whole swizzle rows of 8 chunks");
 
-/* Row r's 16-byte chunk c of a tile whose rows are MM_BK elements (128 bytes). */
+/* A stage's bytes for NT tiles of 8 tokens: w's MM_BN rows, then x's 8 NT. The partial
+ * tile (MM_BN x 8 NT floats) takes the stages' room at the end. */
+template <int NT> static constexpr int mm_stage_bytes() { return (MM_BN + 8 * NT) * MM_ROW_BYTES; }
+template <int NT> static constexpr int mm_smem() { return MM_STAGES * mm_stage_bytes<NT>(); }
+static_assert(MM_BN * 8 * 4 <= mm_stage_bytes<1>(), "mma: the partial tile fits in a stage");
+
+/* Row r's 16-byte chunk c of a tile whose rows are MM_BK elements: chunks swizzled within
+ * each 8 by the row, so that the 8 rows an ldmatrix reads fall in 8 bank quads. */
 static __device__ __forceinline__ uint32_t mm_chunk(uint32_t tile, int r, int c) {
-    return tile + (uint32_t)(r * 128 + ((c ^ (r & 7)) << 4));
+    return tile + (uint32_t)(r * MM_ROW_BYTES + ((c ^ (r & 7)) << 4));
 }
 
-/* Copies of stage k0 .. k0 + MM_BK - 1 (chunks at or past kend, rows past N or T, zeros). */
-template <typename E, int NT>
-static __device__ __forceinline__ void mm_load(uint32_t wt, uint32_t xt, const E *__restrict__ w,
-                                               const E *__restrict__ x, int64_t n0, int64_t N, int64_t T,
-                                               int64_t K, int64_t k0, int64_t kend) {
-    const int tid = threadIdx.x;
+/* Copies of stage k0 .. k0 + MM_BK - 1 of w's tile (rows n0 .. n0 + 63) and of x's (every
+ * token): chunks at or past kend, rows past N or T, zeros. */
+template <typename E>
+static __device__ __forceinline__ void mm_load_w(uint32_t wt, const E *__restrict__ w, int64_t n0, int64_t N,
+                                                 int64_t K, int64_t k0, int64_t kend) {
 #pragma unroll
-    for (int q = tid; q < MM_BN * 8; q += MM_WARPS * 32) {
-        const int r = q >> 3, c = q & 7;
+    for (int q = threadIdx.x; q < MM_BN * (MM_BK / 8); q += MM_WARPS * 32) {
+        const int r = q / (MM_BK / 8), c = q % (MM_BK / 8);
         const int64_t k = k0 + c * 8;
         const bool ok = n0 + r < N && k < kend;
         cp_async16(mm_chunk(wt, r, c), ok ? (const void *)(w + (n0 + r) * K + k) : (const void *)w,
                    ok ? 16 : 0);
     }
+}
+template <typename E, int NT>
+static __device__ __forceinline__ void mm_load_x(uint32_t xt, const E *__restrict__ x, int64_t T, int64_t K,
+                                                 int64_t k0, int64_t kend) {
 #pragma unroll
-    for (int q = tid; q < 8 * NT * 8; q += MM_WARPS * 32) {
-        const int r = q >> 3, c = q & 7;
+    for (int q = threadIdx.x; q < 8 * NT * (MM_BK / 8); q += MM_WARPS * 32) {
+        const int r = q / (MM_BK / 8), c = q % (MM_BK / 8);
         const int64_t k = k0 + c * 8;
         const bool ok = r < T && k < kend;
         cp_async16(mm_chunk(xt, r, c), ok ? (const void *)(x + r * K + k) : (const void *)x, ok ? 16 : 0);
@@ -482,18 +499,24 @@ static __global__ void __launch_bounds__(MM_WARPS * 32)
     const int64_t kbeg = rank * kslice < K ? rank * kslice : K;
     const int64_t kend = kbeg + kslice < K ? kbeg + kslice : K;
     const int niter = (int)((kend - kbeg + MM_BK - 1) / MM_BK);
+    constexpr int STAGE = mm_stage_bytes<NT>(), XT = MM_BN * MM_ROW_BYTES;
     const uint32_t base = smem_u32(mm_smem);
     float acc[NT][4];
 #pragma unroll
     for (int j = 0; j < NT; j++)
         acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
 
+    /* Launched with programmatic dependent launch (common.cuh): the first stages' weights
+     * (written by no kernel) are asked for before the wait, x's (the kernel before wrote
+     * them) after it. Group 0 holds stage 0's x and the weights of every first stage. */
+    pdl_trigger();
+#pragma unroll
+    for (int p = 0; p < MM_STAGES - 1; p++)
+        if (p < niter) mm_load_w<E>(base + p * STAGE, w, n0, N, K, kbeg + (int64_t)p * MM_BK, kend);
+    pdl_wait();
 #pragma unroll
     for (int p = 0; p < MM_STAGES - 1; p++) {
-        if (p < niter) {
-            const uint32_t wt = base + p * MM_STAGE_BYTES;
-            mm_load<E, NT>(wt, wt + MM_BN * 128, w, x, n0, N, T, K, kbeg + (int64_t)p * MM_BK, kend);
-        }
+        if (p < niter) mm_load_x<E, NT>(base + p * STAGE + XT, x, T, K, kbeg + (int64_t)p * MM_BK, kend);
         cp_async_commit();
     }
     for (int it = 0; it < niter; it++) {
@@ -501,11 +524,13 @@ static __global__ void __launch_bounds__(MM_WARPS * 32)
         __syncthreads(); /* stage it landed for every thread; stage it - 1 read by every warp */
         const int nx = it + MM_STAGES - 1;
         if (nx < niter) {
-            const uint32_t wt = base + (nx % MM_STAGES) * MM_STAGE_BYTES;
-            mm_load<E, NT>(wt, wt + MM_BN * 128, w, x, n0, N, T, K, kbeg + (int64_t)nx * MM_BK, kend);
+            const uint32_t wt = base + (nx % MM_STAGES) * STAGE;
+            const int64_t k0 = kbeg + (int64_t)nx * MM_BK;
+            mm_load_w<E>(wt, w, n0, N, K, k0, kend);
+            mm_load_x<E, NT>(wt + XT, x, T, K, k0, kend);
         }
         cp_async_commit();
-        const uint32_t wt = base + (it % MM_STAGES) * MM_STAGE_BYTES, xt = wt + MM_BN * 128;
+        const uint32_t wt = base + (it % MM_STAGES) * STAGE, xt = wt + XT;
 #pragma unroll
         for (int kk = 0; kk < MM_BK / 16; kk++) {
             /* A: matrices (rows 0-7, k lo), (8-15, lo), (0-7, hi), (8-15, hi) of the warp's 16 */
@@ -531,11 +556,12 @@ static __global__ void __launch_bounds__(MM_WARPS * 32)
     const int g = warp * 16 + (lane >> 2), tc = 2 * (lane & 3);
 #pragma unroll
     for (int j = 0; j < NT; j++) {
-        part[g * MM_MAX_T + j * 8 + tc] = acc[j][0];
-        part[g * MM_MAX_T + j * 8 + tc + 1] = acc[j][1];
-        part[(g + 8) * MM_MAX_T + j * 8 + tc] = acc[j][2];
-        part[(g + 8) * MM_MAX_T + j * 8 + tc + 1] = acc[j][3];
+        part[g * (8 * NT) + j * 8 + tc] = acc[j][0];
+        part[g * (8 * NT) + j * 8 + tc + 1] = acc[j][1];
+        part[(g + 8) * (8 * NT) + j * 8 + tc] = acc[j][2];
+        part[(g + 8) * (8 * NT) + j * 8 + tc + 1] = acc[j][3];
     }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
     namespace cg = cooperative_groups;
     cg::cluster_group cluster = cg::this_cluster();
     cluster.sync(); /* every block's partials written and visible to the cluster */
@@ -544,34 +570,51 @@ static __global__ void __launch_bounds__(MM_WARPS * 32)
         const int f = r0 + q / (8 * NT), t = q % (8 * NT);
         float sum = 0.0f;
         for (int s = 0; s < S; s++)
-            sum += cluster.map_shared_rank(part, s)[f * MM_MAX_T + t];
+            sum += cluster.map_shared_rank(part, s)[f * (8 * NT) + t];
         if (t < T && n0 + f < N) st(y + (int64_t)t * N + n0 + f, sum);
     }
     cluster.sync(); /* no block leaves while another reads its shared memory */
+#else
+    /* no clusters before sm_90: the launcher sets S = 1 */
+    __syncthreads();
+    for (int q = tid; q < MM_BN * 8 * NT; q += MM_WARPS * 32) {
+        const int f = q / (8 * NT), t = q % (8 * NT);
+        if (t < T && n0 + f < N) st(y + (int64_t)t * N + n0 + f, part[f * (8 * NT) + t]);
+    }
+#endif
 }
 
-/* Blocks per SM the kernel is sized for (48 KB of shared memory each). */
-#define MM_BLOCKS_PER_SM 4
-
 template <typename E, int NT> static int linear_mma_t(const linear_args *a, cudaStream_t s) {
-    int dev = 0, sms = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    /* the most slices (8, 4, 2, 1) that keep the grid within one wave, K slices of whole stages */
-    const int64_t tiles = (a->N + MM_BN - 1) / MM_BN, wave = (int64_t)sms * MM_BLOCKS_PER_SM;
-    int S = MM_MAX_CLUSTER;
-    while (S > 1 && (tiles * S > wave || (a->K + MM_BK - 1) / MM_BK < S))
+    constexpr int smem = mm_smem<NT>();
+    auto kernel = linear_mma_kernel<E, NT>;
+    /* blocks an SM holds (asked once an instance: the cards of a process are alike) */
+    static int per_sm = 0;
+    if (smem > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    if (per_sm == 0) {
+        int n = 0;
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, MM_WARPS * 32, smem));
+        per_sm = n > 0 ? n : 1;
+    }
+    /* the most slices (8, 4, 2, 1) that keep the grid within one wave, K slices of whole
+     * stages; clusters from sm_90 on (below it, one slice) */
+    const int64_t tiles = (a->N + MM_BN - 1) / MM_BN, wave = (int64_t)lr_gpu_sm_count() * per_sm;
+    const int64_t stages = (a->K + MM_BK - 1) / MM_BK;
+    int S = lr_gpu_cc_major() >= 9 ? MM_MAX_CLUSTER : 1;
+    while (S > 1 && (tiles * S > wave || stages < S))
         S /= 2;
-    const int64_t stages = (a->K + MM_BK - 1) / MM_BK, kslice = (stages + S - 1) / S * MM_BK;
+    const int64_t kslice = (stages + S - 1) / S * MM_BK;
     if (tiles * S > INT_MAX) return lr_gpu_linear_cublas(a, s);
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeClusterDimension;
-    at[0].val.clusterDim.x = (unsigned int)S, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+    cudaLaunchAttribute at[2];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = lr_gpu_pdl() ? 1 : 0;
+    at[1].id = cudaLaunchAttributeClusterDimension;
+    at[1].val.clusterDim.x = (unsigned int)S, at[1].val.clusterDim.y = 1, at[1].val.clusterDim.z = 1;
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned int)(tiles * S)), cfg.blockDim = dim3(MM_WARPS * 32);
-    cfg.dynamicSmemBytes = MM_SMEM, cfg.stream = s, cfg.attrs = at, cfg.numAttrs = 1;
-    CUDA_CHECK(cudaLaunchKernelEx(&cfg, linear_mma_kernel<E, NT>, (E *)a->y, (const E *)a->x, (const E *)a->w,
-                                  a->T, a->N, a->K, S, kslice));
+    cfg.dynamicSmemBytes = smem, cfg.stream = s, cfg.attrs = at, cfg.numAttrs = S > 1 ? 2 : 1;
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, (E *)a->y, (const E *)a->x, (const E *)a->w, a->T, a->N, a->K,
+                                  S, kslice));
     return LR_OK;
 }
 

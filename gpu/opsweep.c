@@ -1313,13 +1313,14 @@ static void fixture_shapes(int fam, shape_list *l) {
          * SmolLM2-135M's, then tails: K odd, K not a multiple of the 16-byte vector, three
          * outputs, x and w one element off 16 bytes; a long reduction with few outputs
          * (Llama-3-8B down_proj's K) at T <= 2, where one accumulation-order flip weighs
-         * most against the same-precision budget. T: the GEMV range (1 to 8) and beyond. */
+         * most against the same-precision budget. T: the GEMV range (1 to 8), mma's (to 32:
+         * 20 leaves its last tile of 8 tokens part empty) and beyond. */
         static const int64_t v[][4] = {
             {96, 64, 0, 64},    {64, 16, 0, 64},    {256, 48, 0, 64},  {32, 24, 0, 64},
             {48, 128, 0, 64},   {128, 48, 0, 64},   {960, 576, 0, 64}, {576, 576, 0, 16},
             {3072, 576, 0, 16}, {576, 1536, 0, 16}, {97, 33, 0, 64},   {37, 4100, 0, 64},
             {3, 8, 0, 64},      {64, 64, 1, 64},    {40, 4096, 1, 8},  {64, 14336, 0, 2}};
-        static const int64_t Ts[] = {1, 2, 3, 4, 7, 8, 16, 64};
+        static const int64_t Ts[] = {1, 2, 3, 4, 7, 8, 16, 20, 32, 64};
         for (size_t i = 0; i < sizeof v / sizeof v[0]; i++)
             for (size_t t = 0; t < sizeof Ts / sizeof Ts[0] && Ts[t] <= v[i][3]; t++)
                 add(l, (lr_opsweep_shape){.T = Ts[t], .N = v[i][0], .K = v[i][1], .extra = v[i][2]});

@@ -193,11 +193,41 @@ extern "C" int lr_gpu_add_residual(float *out, const void *a, const float *r, in
     return LR_DISPATCH_DTYPE(dt, add_residual_launch, out, a, r, n, s);
 }
 
+/* ---- The current device's compute capability and SM count, asked once a device ---- */
+
+#define INFO_MAX_DEVICES 64
+struct device_info {
+    int known, cc_major, sms;
+};
+static device_info dev_info[INFO_MAX_DEVICES];
+
+static const device_info *current_device_info(void) {
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= INFO_MAX_DEVICES) return NULL;
+    device_info *d = &dev_info[dev];
+    if (!d->known) {
+        int major = 0, sms = 0;
+        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+            return NULL;
+        d->cc_major = major, d->sms = sms, d->known = 1;
+    }
+    return d;
+}
+
+extern "C" int lr_gpu_cc_major(void) {
+    const device_info *d = current_device_info();
+    return d ? d->cc_major : 0;
+}
+
+extern "C" int lr_gpu_sm_count(void) {
+    const device_info *d = current_device_info();
+    return d ? d->sms : 0;
+}
+
 /* ---- Programmatic dependent launch: the switch (gpu_ops.h) ------------------------------ */
 
-#define PDL_MAX_DEVICES 64
-static int pdl_forced = -1;                  /* lr_gpu_pdl_set: -1 the rule, 0 off, 1 on */
-static signed char pdl_cc9[PDL_MAX_DEVICES]; /* 0 unknown, 1 yes, -1 no */
+static int pdl_forced = -1; /* lr_gpu_pdl_set: -1 the rule, 0 off, 1 on */
 
 extern "C" void lr_gpu_pdl_set(int on) { pdl_forced = on < 0 ? -1 : on != 0; }
 
@@ -208,14 +238,5 @@ extern "C" bool lr_gpu_pdl(void) {
         const char *e = getenv("LLAMAREF_PDL");
         env = !(e && strcmp(e, "0") == 0);
     }
-    int dev = 0;
-    if (!env || cudaGetDevice(&dev) != cudaSuccess || dev < 0) return false;
-    if (dev >= PDL_MAX_DEVICES) return false;
-    if (pdl_cc9[dev] == 0) {
-        int major = 0;
-        if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
-            return false;
-        pdl_cc9[dev] = major >= 9 ? 1 : -1;
-    }
-    return pdl_cc9[dev] == 1;
+    return env && lr_gpu_cc_major() >= 9;
 }
