@@ -434,8 +434,10 @@ int lr_gpu_linear_gemv2(const void *args, cudaStream_t s) {
  * suites, compute-sanitizer. Not a default: it is slower than cublas at T 32 on every
  * Llama-3-8B projection (qkv_proj 31.1 us against 27.7, o_proj 27.6 against 20.6,
  * gate_up_proj 89.7 against 69.2, down_proj 60.3 against 44.3), and than gemv at T 1;
- * stages of 128 or 256 k were slower still (docs/performance.md, run 22). MM_BK and
- * MM_STAGES may be set at build time for such trials. */
+ * stages of 128 or 256 k were slower still (docs/performance.md, run 22). Nsight Compute
+ * put it at 31% of DRAM throughput where cuBLAS's split-K kernel reaches 59% with one
+ * block an SM and long K runs: MM_BK, MM_STAGES and MM_MIN_SLICE (the shortest K slice a
+ * block takes, in stages) may be set at build time for such trials. */
 #define MM_WARPS 4
 #define MM_BN (16 * MM_WARPS) /* output features per block */
 #ifndef MM_BK
@@ -446,6 +448,9 @@ int lr_gpu_linear_gemv2(const void *args, cudaStream_t s) {
 #endif
 #define MM_MAX_T 32
 #define MM_MAX_CLUSTER 8
+#ifndef MM_MIN_SLICE
+#define MM_MIN_SLICE 1 /* stages: no K slice shorter (a trial knob, with MM_BK and MM_STAGES) */
+#endif
 #define MM_ROW_BYTES (MM_BK * 2)
 static_assert(MM_BK % 64 == 0, "mma: whole swizzle rows of 8 chunks");
 
@@ -597,11 +602,11 @@ template <typename E, int NT> static int linear_mma_t(const linear_args *a, cuda
         per_sm = n > 0 ? n : 1;
     }
     /* the most slices (8, 4, 2, 1) that keep the grid within one wave, K slices of whole
-     * stages; clusters from sm_90 on (below it, one slice) */
+     * stages, none under MM_MIN_SLICE of them; clusters from sm_90 on (below it, one slice) */
     const int64_t tiles = (a->N + MM_BN - 1) / MM_BN, wave = (int64_t)lr_gpu_sm_count() * per_sm;
     const int64_t stages = (a->K + MM_BK - 1) / MM_BK;
     int S = lr_gpu_cc_major() >= 9 ? MM_MAX_CLUSTER : 1;
-    while (S > 1 && (tiles * S > wave || stages < S))
+    while (S > 1 && (tiles * S > wave || stages < (int64_t)S * MM_MIN_SLICE))
         S /= 2;
     const int64_t kslice = (stages + S - 1) / S * MM_BK;
     if (tiles * S > INT_MAX) return lr_gpu_linear_cublas(a, s);
