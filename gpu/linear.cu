@@ -458,7 +458,6 @@ static_assert(MM_BK % 64 == 0, "mma: whole swizzle rows of 8 chunks");
  * tile (MM_BN x 8 NT floats) takes the stages' room at the end. */
 template <int NT> static constexpr int mm_stage_bytes() { return (MM_BN + 8 * NT) * MM_ROW_BYTES; }
 template <int NT> static constexpr int mm_smem() { return MM_STAGES * mm_stage_bytes<NT>(); }
-static_assert(MM_BN * 8 * 4 <= mm_stage_bytes<1>(), "mma: the partial tile fits in a stage");
 
 /* Row r's 16-byte chunk c of a tile whose rows are MM_BK elements: chunks swizzled within
  * each 8 by the row, so that the 8 rows an ldmatrix reads fall in 8 bank quads. */
@@ -505,6 +504,7 @@ static __global__ void __launch_bounds__(MM_WARPS * 32)
     const int64_t kend = kbeg + kslice < K ? kbeg + kslice : K;
     const int niter = (int)((kend - kbeg + MM_BK - 1) / MM_BK);
     constexpr int STAGE = mm_stage_bytes<NT>(), XT = MM_BN * MM_ROW_BYTES;
+    static_assert(MM_BN * 8 * NT * (int)sizeof(float) <= MM_STAGES * STAGE, "mma: the partial tile fits");
     const uint32_t base = smem_u32(mm_smem);
     float acc[NT][4];
 #pragma unroll
