@@ -436,9 +436,12 @@ int lr_gpu_linear_gemv2(const void *args, cudaStream_t s) {
  * gate_up_proj 89.7 against 69.2, down_proj 60.3 against 44.3), and than gemv at T 1;
  * stages of 128 or 256 k were slower still (docs/performance.md, run 22). Nsight Compute
  * put it at 31% of DRAM throughput where cuBLAS's split-K kernel reaches 59% with one
- * block an SM and long K runs: MM_BK, MM_STAGES and MM_MIN_SLICE (the shortest K slice a
- * block takes, in stages) may be set at build time for such trials. */
-#define MM_WARPS 4
+ * block an SM and long K runs: MM_WARPS, MM_BK, MM_STAGES and MM_MIN_SLICE (the shortest
+ * K slice a block takes, in stages) may be set at build time for such trials
+ * (tools/gpu-trial.sh). */
+#ifndef MM_WARPS
+#define MM_WARPS 4 /* a block's warps, 16 output features each */
+#endif
 #define MM_BN (16 * MM_WARPS) /* output features per block */
 #ifndef MM_BK
 #define MM_BK 64 /* k per stage: MM_BK / 8 chunks of 16 bytes a row */

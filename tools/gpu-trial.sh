@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# gpu-trial.sh: a kernel's build-time knobs tried on a GPU machine, each checked before it
+# is timed. For each CONFIG (preprocessor definitions for the CUDA objects, e.g.
+# "-DMM_STAGES=8 -DMM_MIN_SLICE=32"; "" for the tree's own values) it rebuilds the CUDA
+# objects and llama-diff with them, runs the family's op sweep of the variant (every case
+# must pass: guard bytes, poisoned outputs, the float64 and same-precision criteria), and
+# only then times each --shape (`llama-diff ops --shape S --perf`: 3 warm-ups, the median
+# of 20 launches). A table of microseconds, config by shape, ends it; a config whose build
+# or sweep fails is marked so and not timed. Needs a configured CUDA build (BUILD, default
+# /tmp/llamaref-build, as tools/gpu-check.sh --build-only leaves it); run from the tree.
+#   tools/gpu-trial.sh --op FAMILY --variant NAME [--dtype D] [--shape SPEC]... [--peer VARIANT]...
+#                      [--build DIR] [--out DIR] [--] CONFIG...
+# --shape SPEC   a case of the family (llama-diff ops --shape: e.g. T=32,N=4096,K=4096);
+#                repeatable; none: the sweep alone
+# --peer NAME    also time another variant of the family on the same shapes, once, with the
+#                tree's own values (e.g. cublas), in the same run
+# --dtype D      f32, f16 or bf16 (default bf16)
+# Logs go to OUT (default ./gpu-out/trial); the build is left with the tree's own values.
+set -uo pipefail
+usage() { sed -n '/^#   tools\/gpu-trial.sh/,/^# Logs go/p' "$0" | sed 's/^# \{0,1\}//' >&"${1:-1}"; }
+OP= VARIANT= DT=bf16 BUILD=${BUILD:-/tmp/llamaref-build} OUTD=${OUT:-$PWD/gpu-out}/trial
+SHAPES=() PEERS=() CONFIGS=()
+while [ $# -gt 0 ]; do
+    case $1 in
+    -h | --help) usage; exit 0 ;;
+    --op) OP=${2:?--op needs a family}; shift ;;
+    --variant) VARIANT=${2:?--variant needs a name}; shift ;;
+    --dtype) DT=${2:?--dtype needs f32, f16 or bf16}; shift ;;
+    --shape) SHAPES+=("${2:?--shape needs a SPEC}"); shift ;;
+    --peer) PEERS+=("${2:?--peer needs a variant}"); shift ;;
+    --build) BUILD=${2:?--build needs a folder}; shift ;;
+    --out) OUTD=${2:?--out needs a folder}; shift ;;
+    --) shift; CONFIGS+=("$@"); break ;;
+    -D*) CONFIGS+=("$1") ;;
+    -*) echo "gpu-trial: unknown option $1" >&2; usage 2; exit 2 ;;
+    *) CONFIGS+=("$1") ;;
+    esac
+    shift
+done
+[ -n "$OP" ] && [ -n "$VARIANT" ] || { echo "gpu-trial: --op and --variant are required" >&2; usage 2; exit 2; }
+[ ${#CONFIGS[@]} -gt 0 ] || { echo "gpu-trial: no CONFIG (\"\" is the tree's own values)" >&2; exit 2; }
+case $DT in f32 | f16 | bf16) ;; *) echo "gpu-trial: --dtype $DT: not f32, f16 or bf16" >&2; exit 2 ;; esac
+for c in "${CONFIGS[@]}"; do
+    for w in $c; do
+        case $w in -D[A-Za-z_]*) ;; *) echo "gpu-trial: CONFIG \"$c\": \"$w\" is not a -DNAME[=VALUE]" >&2; exit 2 ;; esac
+    done
+done
+[ -f "$BUILD/Makefile" ] || { echo "gpu-trial: $BUILD: no configured build (tools/gpu-check.sh --build-only makes one)" >&2; exit 2; }
+grep -q '^NVCC = .' "$BUILD/Makefile" || { echo "gpu-trial: $BUILD was configured without CUDA" >&2; exit 2; }
+mkdir -p "$OUTD" || exit 2
+OUTD=$(cd "$OUTD" && pwd)
+# Check and jansson where tools/gpu-check.sh unpacked them (the GPU machine has neither).
+DD=/tmp/llamaref-dd
+if [ -d "$DD/usr/lib/x86_64-linux-gnu" ]; then
+    export CPATH="$DD/usr/include${CPATH:+:$CPATH}"
+    export LIBRARY_PATH="$DD/usr/lib/x86_64-linux-gnu${LIBRARY_PATH:+:$LIBRARY_PATH}"
+    export LD_LIBRARY_PATH="$DD/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
+BASE_CPPFLAGS=$(sed -n 's/^CPPFLAGS = //p' "$BUILD/Makefile")
+
+# The CUDA objects again with the definitions $1 ("" for none) after the configured
+# CPPFLAGS, and llama-diff.
+rebuild() {
+    rm -f "$BUILD"/gpu/*.o
+    make -C "$BUILD" -j"$(nproc)" CPPFLAGS="$BASE_CPPFLAGS $1" llama-diff
+}
+# One timing: the median microseconds of variant $1 at shape $2, or FAIL / ERR.
+time_case() {
+    local line
+    line=$("$BUILD/llama-diff" ops --op "$OP" --variant "$1" --dtype "$DT" --shape "$2" --perf 2>&1 |
+        grep -E '^(PASS|FAIL|ERROR)' | head -1)
+    echo "$1 $2: $line" >>"$OUTD/perf.txt"
+    case $line in
+    PASS*) awk '{for (i = 1; i < NF; i++) if ($(i + 1) == "us") { print $i; exit }}' <<<"$line" ;;
+    FAIL*) echo FAIL ;;
+    *) echo ERR ;;
+    esac
+}
+
+: >"$OUTD/perf.txt"
+ROWS=()
+row() { # name, then one cell per shape
+    local r
+    r=$(printf '| %s |' "$1")
+    shift
+    for v in "$@"; do r+=$(printf ' %s |' "$v"); done
+    ROWS+=("$r")
+}
+n=0 BUILT=unknown # the definitions the build holds now
+for c in "${CONFIGS[@]}"; do
+    n=$((n + 1))
+    name=${c:-tree}
+    label=${c:-(none: the tree as it is)}
+    echo "== config $n: $label"
+    cells=()
+    BUILT=unknown
+    rebuild "$c" >"$OUTD/build-$n.log" 2>&1 && BUILT=$c
+    if [ "$BUILT" != "$c" ]; then
+        echo "   build failed: $OUTD/build-$n.log"; tail -5 "$OUTD/build-$n.log"
+        for s in "${SHAPES[@]}"; do cells+=("build failed"); done
+        row "$name" "${cells[@]}"; continue
+    fi
+    "$BUILD/llama-diff" ops --op "$OP" --variant "$VARIANT" --dtype "$DT" >"$OUTD/sweep-$n.txt" 2>&1
+    rc=$?
+    tail -1 "$OUTD/sweep-$n.txt" | sed 's/^/   /'
+    if [ $rc -ne 0 ]; then
+        echo "   the sweep did not pass (exit $rc): $OUTD/sweep-$n.txt; not timed"
+        for s in "${SHAPES[@]}"; do cells+=("sweep failed"); done
+        row "$name" "${cells[@]}"; continue
+    fi
+    for s in "${SHAPES[@]}"; do cells+=("$(time_case "$VARIANT" "$s")"); done
+    row "$name" "${cells[@]}"
+done
+if [ "$BUILT" != "" ]; then
+    echo "== the tree as it is, rebuilt"
+    rebuild "" >"$OUTD/build-tree.log" 2>&1 || { echo "   build failed: $OUTD/build-tree.log"; exit 1; }
+fi
+for p in "${PEERS[@]}"; do
+    cells=()
+    for s in "${SHAPES[@]}"; do cells+=("$(time_case "$p" "$s")"); done
+    row "$p (peer)" "${cells[@]}"
+done
+card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
+echo "== $OP/$VARIANT, $DT: microseconds a launch (median of 20)${card:+, $card}"
+hdr="| config |" sep="| --- |"
+for s in "${SHAPES[@]}"; do hdr+=" $s |" sep+=" --- |"; done
+{ echo "$hdr"; echo "$sep"; printf '%s\n' "${ROWS[@]}"; } | tee "$OUTD/table.md"
+grep -qE "failed|FAIL|ERR" "$OUTD/table.md" && exit 1
+exit 0
