@@ -95,6 +95,10 @@ template <typename E> struct __align__(4) E2 { E a, b; };
 #ifndef SP_MIN_CHUNK
 #define SP_MIN_CHUNK 32 /* keys: no chunk smaller (64 gave a batch-1 step 17 chunks of 8 blocks) */
 #endif
+#ifndef SP_BLOCKS
+#define SP_BLOCKS 1056 /* a split decode's blocks to aim for: eight an SM of 132 */
+#endif
+static_assert(SP_BLOCKS >= 1 && 2 * SP_BLOCKS * 4 <= 48 * 1024, "the merge's factors and sums in 48 KB");
 #define SPLIT_UNHANDLED 1 /* not a status: no instance for the group size; the caller hands the call on */
 
 /* How a decode batch's keys are split: at most want chunks (want: enough blocks to fill
@@ -209,7 +213,7 @@ static inline int split_begin(const lr_gpu_attention_args *a, const char *who, s
                               cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;
     int64_t B = m->num_seqs, chunk;
-    sd->want = (1056 + B * a->nkv - 1) / (B * a->nkv);
+    sd->want = (SP_BLOCKS + B * a->nkv - 1) / (B * a->nkv);
     split_plan(sd->want, m->max_keys, &sd->nsplit, &chunk);
     sd->po = sd->pml = NULL;
     if (B * sd->nsplit > INT32_MAX || a->nkv > 65535 || B * a->nh > INT32_MAX)
@@ -230,7 +234,7 @@ static inline int split_begin(const lr_gpu_attention_args *a, const char *who, s
 template <typename E> static int split_finish(const lr_gpu_attention_args *a, const split_decode *sd,
                                               cudaStream_t s) {
     if (sd->nsplit == 1) return LR_OK;
-    size_t smem = 2 * (size_t)sd->nsplit * sizeof(float); /* nsplit <= want <= 1056 */
+    size_t smem = 2 * (size_t)sd->nsplit * sizeof(float); /* nsplit <= want <= SP_BLOCKS */
     LR_LAUNCH(attention_merge_kernel<E>, (unsigned int)(a->meta.num_seqs * a->nh), 128, smem, s, (E *)a->ctx,
               a->ldc, a->meta, a->nh, a->hd, sd->nsplit, sd->want, sd->po, sd->pml);
     return LR_OK;

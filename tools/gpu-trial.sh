@@ -9,17 +9,19 @@
 # or sweep fails is marked so and not timed. Needs a configured CUDA build (BUILD, default
 # /tmp/llamaref-build, as tools/gpu-check.sh --build-only leaves it); run from the tree.
 #   tools/gpu-trial.sh --op FAMILY --variant NAME [--dtype D] [--shape SPEC]... [--peer VARIANT]...
-#                      [--build DIR] [--out DIR] [--] CONFIG...
+#                      [--step ARGS] [--build DIR] [--out DIR] [--] CONFIG...
 # --shape SPEC   a case of the family (llama-diff ops --shape: e.g. T=32,N=4096,K=4096);
 #                repeatable; none: the sweep alone
 # --peer NAME    also time another variant of the family on the same shapes, once, with the
 #                tree's own values (e.g. cublas), in the same run
+# --step ARGS    also time the model per configuration: bench/gpu_bench ARGS (e.g. "--model
+#                /tmp/llama3-8b-random --only 24 --graphs"), its decode rows' milliseconds
 # --dtype D      f32, f16 or bf16 (default bf16)
 # Logs go to OUT (default ./gpu-out/trial); the build is left with the tree's own values.
 set -uo pipefail
 usage() { sed -n '/^#   tools\/gpu-trial.sh/,/^# Logs go/p' "$0" | sed 's/^# \{0,1\}//' >&"${1:-1}"; }
 OP= VARIANT= DT=bf16 BUILD=${BUILD:-/tmp/llamaref-build} OUTD=${OUT:-$PWD/gpu-out}/trial
-SHAPES=() PEERS=() CONFIGS=()
+SHAPES=() PEERS=() CONFIGS=() STEP=
 while [ $# -gt 0 ]; do
     case $1 in
     -h | --help) usage; exit 0 ;;
@@ -28,6 +30,7 @@ while [ $# -gt 0 ]; do
     --dtype) DT=${2:?--dtype needs f32, f16 or bf16}; shift ;;
     --shape) SHAPES+=("${2:?--shape needs a SPEC}"); shift ;;
     --peer) PEERS+=("${2:?--peer needs a variant}"); shift ;;
+    --step) STEP=${2:?--step needs gpu_bench arguments}; shift ;;
     --build) BUILD=${2:?--build needs a folder}; shift ;;
     --out) OUTD=${2:?--out needs a folder}; shift ;;
     --) shift; CONFIGS+=("$@"); break ;;
@@ -62,7 +65,15 @@ BASE_CPPFLAGS=$(sed -n 's/^CPPFLAGS = //p' "$BUILD/Makefile")
 # CPPFLAGS, and llama-diff.
 rebuild() {
     rm -f "$BUILD"/gpu/*.o
-    make -C "$BUILD" -j"$(nproc)" CPPFLAGS="$BASE_CPPFLAGS $1" llama-diff
+    make -C "$BUILD" -j"$(nproc)" CPPFLAGS="$BASE_CPPFLAGS $1" llama-diff ${STEP:+bench-gpu}
+}
+# The model's decode rows under configuration $1 (number n): "row: ms" lines into steps.txt.
+time_step() {
+    # shellcheck disable=SC2086 # ARGS are words for gpu_bench
+    "$BUILD/bench/gpu_bench" $STEP >"$OUTD/step-$2.txt" 2>&1
+    echo "   gpu_bench exit $?"
+    grep -E '^  decode' "$OUTD/step-$2.txt" | awk -v c="$1" '{ms = ""; for (i = 1; i < NF; i++) if ($(i + 1) == "ms") { ms = $i; break }
+        sub(/^ +/, ""); split($0, a, "  "); printf "| %s | %s | %s ms |\n", c, a[1], ms}' | tee -a "$OUTD/steps.md"
 }
 # One timing: the median microseconds of variant $1 at shape $2, or FAIL / ERR.
 time_case() {
@@ -78,6 +89,7 @@ time_case() {
 }
 
 : >"$OUTD/perf.txt"
+[ -z "$STEP" ] || printf '| config | row | time |\n| --- | --- | --- |\n' >"$OUTD/steps.md"
 ROWS=()
 row() { # name, then one cell per shape
     local r
@@ -110,6 +122,7 @@ for c in "${CONFIGS[@]}"; do
     fi
     for s in "${SHAPES[@]}"; do cells+=("$(time_case "$VARIANT" "$s")"); done
     row "$name" "${cells[@]}"
+    [ -n "$STEP" ] && time_step "$name" "$n"
 done
 if [ "$BUILT" != "" ]; then
     echo "== the tree as it is, rebuilt"
@@ -125,5 +138,6 @@ echo "== $OP/$VARIANT, $DT: microseconds a launch (median of 20)${card:+, $card}
 hdr="| config |" sep="| --- |"
 for s in "${SHAPES[@]}"; do hdr+=" $s |" sep+=" --- |"; done
 { echo "$hdr"; echo "$sep"; printf '%s\n' "${ROWS[@]}"; } | tee "$OUTD/table.md"
+[ -z "$STEP" ] || { echo "== the model (bench/gpu_bench $STEP)"; cat "$OUTD/steps.md"; }
 grep -qE "failed|FAIL|ERR" "$OUTD/table.md" && exit 1
 exit 0
