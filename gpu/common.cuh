@@ -106,14 +106,21 @@ static __device__ __forceinline__ void pdl_wait(void) {
 #endif
 }
 
-/* kernel<<<grid, block, smem, s>>>(args...), with the programmatic-serialization attribute
- * where lr_gpu_pdl() allows it on the current device; the kernel keeps the contract above. */
+/* The programmatic-serialization attribute of a launch: set where lr_gpu_pdl() allows it on
+ * the current device. A launcher with attributes of its own (a cluster) adds this one. */
+static inline cudaLaunchAttribute lr_pdl_attribute(void) {
+    cudaLaunchAttribute a;
+    a.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    a.val.programmaticStreamSerializationAllowed = lr_gpu_pdl() ? 1 : 0;
+    return a;
+}
+
+/* kernel<<<grid, block, smem, s>>>(args...), with lr_pdl_attribute(); the kernel keeps
+ * the contract above. */
 template <typename... P, typename... A>
 static inline cudaError_t lr_launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
                                     A &&...args) {
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = lr_gpu_pdl() ? 1 : 0;
+    cudaLaunchAttribute at[1] = {lr_pdl_attribute()};
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = grid, cfg.blockDim = block, cfg.dynamicSmemBytes = smem, cfg.stream = s;
     cfg.attrs = at, cfg.numAttrs = 1;

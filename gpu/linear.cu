@@ -613,9 +613,7 @@ template <typename E, int NT> static int linear_mma_t(const linear_args *a, cuda
         S /= 2;
     const int64_t kslice = (stages + S - 1) / S * MM_BK;
     if (tiles * S > INT_MAX) return lr_gpu_linear_cublas(a, s);
-    cudaLaunchAttribute at[2];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = lr_gpu_pdl() ? 1 : 0;
+    cudaLaunchAttribute at[2] = {lr_pdl_attribute()};
     at[1].id = cudaLaunchAttributeClusterDimension;
     at[1].val.clusterDim.x = (unsigned int)S, at[1].val.clusterDim.y = 1, at[1].val.clusterDim.z = 1;
     cudaLaunchConfig_t cfg = {};
