@@ -125,33 +125,67 @@ static __device__ __forceinline__ void gemv_vec_step(float *acc, uint4 wv, const
 }
 
 /* Launched with programmatic dependent launch (common.cuh). Before its wait for the kernel
- * before it (whose output is x), each lane loads its first GEMV_PRELOAD vectors of its warp's
- * first row of w into registers (w is written by no kernel): at decode that kernel is a
- * norm, the attention or the activation, microseconds of little traffic, behind which the
- * weights' first reads now go. The vectors are used in the loop's order, so the sums are
- * the same bits. Two per lane (2 x 16 bytes x 32 lanes, a quarter of a 4096-wide bf16 row)
- * keep 8 blocks per SM; 8 cost occupancy (run 21 on the H200: a batch-1 step 6.0 ms eager,
- * against 4.8-4.9 with 2 or 4). Asking L2 for each row's first 4 KB with prefetch.global.L2
- * instead made the step slower (with graphs 5.15 ms, 5.89 with 8 KB, 4.81 with neither). */
+ * before it (whose output is x), each lane asks for the first vectors of its warp's first
+ * row of w (w is written by no kernel): at decode that kernel is a norm, the attention or
+ * the activation, microseconds of little traffic, behind which the weights' first reads now
+ * go. The vectors are used in the loop's order, so the sums are the same bits.
+ *  - Staged: GEMV_STAGED vectors a lane go to shared memory by cp.async (4 KB a warp at 8,
+ *    half a 4096-wide bf16 row), where the whole grid is resident at once with that memory
+ *    and registers for GEMV_STAGED_BLOCKS blocks an SM (gemv_staged_fits), at T <=
+ *    GEMV_STAGED_MAX_T: o_proj and down_proj at batch 1 on the H200 (512 blocks, one
+ *    wave of 4 an SM); qkv_proj's 768 are not. Each lane reads back only what it copied
+ *    itself, after cp.async.wait_group: no barrier. Run 23 (H200, a batch-1 step with
+ *    graphs, the same calls): 4.870 ms unstaged, 4.663 with 8 vectors and 4 blocks, 4.684
+ *    with 12, 4.923 with 13 (52 KB a block leave L1 little room for x); 6 blocks an SM,
+ *    which stage qkv_proj too but hold a thread to 40 registers, 5.149 (8 vectors) and
+ *    4.969 (9).
+ *  - Otherwise GEMV_PRELOAD vectors a lane go to registers. Two (2 x 16 bytes x 32 lanes, a
+ *    quarter of a 4096-wide bf16 row) cost no blocks per SM; 8 cost occupancy (run 21 on
+ *    the H200: a batch-1 step 6.0 ms eager, against 4.8-4.9 with 2 or 4). A grid of several
+ *    waves (gate_up_proj, the LM head) would gain from staging only in its first wave, and
+ *    lose blocks per SM. Asking L2 for each row's first 4 KB with prefetch.global.L2
+ *    instead made the step slower (with graphs 5.15 ms, 5.89 with 8 KB, 4.81 with neither). */
 #ifndef GEMV_PRELOAD
 #define GEMV_PRELOAD 2
 #endif
+#ifndef GEMV_STAGED
+#define GEMV_STAGED 8
+#endif
+#ifndef GEMV_STAGED_BLOCKS
+#define GEMV_STAGED_BLOCKS 4 /* a staged grid's blocks an SM (registers: 64 a thread) */
+#endif
+#define GEMV_STAGED_MAX_T 2 /* auto's gemv range; more tokens' accumulators would spill */
+static_assert(GEMV_PRELOAD >= 0 && GEMV_STAGED >= 0 && GEMV_STAGED * GEMV_WARPS * 32 * 16 <= 227 * 1024,
+              "gemv: GEMV_PRELOAD, GEMV_STAGED >= 0; the staged vectors within an SM's shared memory");
 
-template <typename E, int MT, bool VEC>
-static __global__ void __launch_bounds__(GEMV_WARPS * 32)
+template <typename E, int MT, bool VEC, int SP>
+static __global__ void __launch_bounds__(GEMV_WARPS * 32, SP > 0 ? GEMV_STAGED_BLOCKS : 1)
     linear_gemv_kernel(E *__restrict__ y, const E *__restrict__ x, const E *__restrict__ w, int64_t N,
                        int64_t K) {
-    constexpr int V = 16 / sizeof(E), PRE = VEC ? GEMV_PRELOAD : 0;
+    constexpr int V = 16 / sizeof(E), PRE = VEC && SP == 0 ? GEMV_PRELOAD : 0;
+    static_assert(VEC || SP == 0, "gemv: only the vector path stages w");
+    extern __shared__ uint4 gemv_stage[]; /* SP x 32 vectors a warp, lane-minor */
     const int lane = threadIdx.x & 31;
     const int64_t step = (int64_t)gridDim.x * GEMV_WARPS,
                   n0 = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     const int64_t nv = K / V;
+    uint4 *stage = gemv_stage + (threadIdx.x >> 5) * SP * 32 + lane;
     pdl_trigger();
     uint4 pre[PRE > 0 ? PRE : 1];
 #pragma unroll
     for (int u = 0; u < PRE; u++) {
         const int64_t i = lane + 32 * u;
         pre[u] = n0 < N && i < nv ? ((const uint4 *)(w + n0 * K))[i] : make_uint4(0, 0, 0, 0);
+    }
+    if (SP > 0) {
+#pragma unroll
+        for (int u = 0; u < SP; u++) {
+            const int64_t i = lane + 32 * (PRE + u);
+            const bool ok = n0 < N && i < nv;
+            cp_async16(smem_u32(stage + 32 * u),
+                       ok ? (const void *)((const uint4 *)(w + n0 * K) + i) : (const void *)w, ok ? 16 : 0);
+        }
+        cp_async_commit();
     }
     pdl_wait();
     /* n is warp-uniform, so the shuffles below run with every lane of the warp. */
@@ -168,6 +202,12 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32)
 #pragma unroll
                 for (int u = 0; u < PRE; u++, i += 32)
                     if (i < nv) gemv_vec_step<E, MT>(acc, pre[u], x, K, i);
+                if (SP > 0) {
+                    cp_async_wait<0>();
+#pragma unroll
+                    for (int u = 0; u < SP; u++, i += 32)
+                        if (i < nv) gemv_vec_step<E, MT>(acc, stage[32 * u], x, K, i);
+                }
             }
             for (; i < nv; i += 32)
                 gemv_vec_step<E, MT>(acc, w4[i], x, K, i);
@@ -187,6 +227,28 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32)
         for (int t = 0; t < MT; t++)
             if (lane == t) st(y + t * N + n, acc[t]);
     }
+    if (SP > 0 && n0 >= N) cp_async_wait<0>(); /* a warp without a row: its empty copies done */
+}
+
+/* Whether every block of a grid of this many fits on the card at once with the staged
+ * vectors' shared memory (asked once an instance: the cards of a process are alike). */
+template <typename E, int MT> static bool gemv_staged_fits(unsigned int grid) {
+    constexpr size_t smem = (size_t)GEMV_STAGED * GEMV_WARPS * 32 * 16;
+    static int per_sm = -1;
+    if (GEMV_STAGED == 0) return false;
+    if (per_sm < 0) {
+        auto kernel = linear_gemv_kernel<E, MT, true, GEMV_STAGED>;
+        int n = 0;
+        cudaError_t e =
+            smem > 48 * 1024
+                ? cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)
+                : cudaSuccess;
+        if (e == cudaSuccess)
+            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, GEMV_WARPS * 32, smem);
+        if (e != cudaSuccess) n = 0, (void)cudaGetLastError(); /* refused: launched without staging */
+        per_sm = n;
+    }
+    return (int64_t)grid <= (int64_t)lr_gpu_sm_count() * per_sm;
 }
 
 template <typename E, int MT> static int linear_gemv_t(const linear_args *a, cudaStream_t s) {
@@ -196,10 +258,17 @@ template <typename E, int MT> static int linear_gemv_t(const linear_args *a, cud
     unsigned int grid = (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
     E *y = (E *)a->y;
     const E *x = (const E *)a->x, *w = (const E *)a->w;
+    if constexpr (MT <= GEMV_STAGED_MAX_T) {
+        if (vec && gemv_staged_fits<E, MT>(grid)) {
+            LR_LAUNCH(linear_gemv_kernel<E, MT, true, GEMV_STAGED>, grid, GEMV_WARPS * 32,
+                      (size_t)GEMV_STAGED * GEMV_WARPS * 32 * 16, s, y, x, w, a->N, a->K);
+            return LR_OK;
+        }
+    }
     if (vec)
-        LR_LAUNCH(linear_gemv_kernel<E, MT, true>, grid, GEMV_WARPS * 32, 0, s, y, x, w, a->N, a->K);
+        LR_LAUNCH(linear_gemv_kernel<E, MT, true, 0>, grid, GEMV_WARPS * 32, 0, s, y, x, w, a->N, a->K);
     else
-        LR_LAUNCH(linear_gemv_kernel<E, MT, false>, grid, GEMV_WARPS * 32, 0, s, y, x, w, a->N, a->K);
+        LR_LAUNCH(linear_gemv_kernel<E, MT, false, 0>, grid, GEMV_WARPS * 32, 0, s, y, x, w, a->N, a->K);
     return LR_OK;
 }
 

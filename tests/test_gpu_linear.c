@@ -5,7 +5,8 @@
  *   - the family in the registry (auto the default, gemv and gemv2 saying they hand
  *     large T to cublas), bad arguments refused (LR_E_INVAL) before any device work;
  *   - on a device, every variant repeating its output bit for bit, gemv and gemv2 at
- *     T > 8 equal to cublas bit for bit (their fallback), and mma equal to cublas where it
+ *     T <= 8 equal bit for bit to their arithmetic order simulated on the CPU (gemv staged
+ *     through shared memory or not), at T > 8 to cublas (their fallback), and mma equal to cublas where it
  *     hands the call on (T > 32, F32, K not a multiple of 8), at F32, F16 and BF16 over a
  *     few shapes.
  * Skips (77) without CUDA or without a device; the registry and argument checks run first
@@ -27,6 +28,7 @@ int main(void) {
 #include "gpu_testutil.h"
 
 #include <check.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,8 +100,11 @@ static const lr_dtype dtypes[] = {LR_F32, LR_F16, LR_BF16};
 #define MMA_T 32 /* the largest T of mma's kernel (gpu/linear.cu, MM_MAX_T); cublas beyond */
 
 /* (N, K), and T: the GEMVs' range and beyond it. N 1027: gemv2's last block has 3 rows; K 33, and 4100 at
- * 16 bits: not a multiple of the 16-byte vector (gemv steps by element, gemv2 hands it to gemv). */
-static const int64_t shapes[][2] = {{96, 64}, {97, 33}, {960, 576}, {576, 1536}, {37, 4100}, {1027, 4096}};
+ * 16 bits: not a multiple of the 16-byte vector (gemv steps by element, gemv2 hands it to gemv). N 40000:
+ * 5000 blocks of gemv, more than any card holds at once, so gemv runs without staging its first vectors
+ * in shared memory (the narrower shapes are staged: one wave); K 136 leaves lanes without a vector. */
+static const int64_t shapes[][2] = {{96, 64},   {97, 33},     {960, 576},  {576, 1536},
+                                    {37, 4100}, {1027, 4096}, {40000, 136}};
 #define N_SHAPES (int)(sizeof shapes / sizeof shapes[0])
 static const int64_t Ts[] = {1, 2, 3, 8, 9, 16, 32, 64};
 
@@ -148,6 +153,13 @@ static void *run(const char *variant, const void *x, const void *w, int64_t T, i
     return h;
 }
 
+/* The first of n elements of es bytes where a and b differ, or -1. */
+static int64_t first_difference(const void *a, const void *b, int64_t n, size_t es) {
+    for (int64_t i = 0; i < n; i++)
+        if (memcmp((const char *)a + (size_t)i * es, (const char *)b + (size_t)i * es, es) != 0) return i;
+    return -1;
+}
+
 /* Loop index: shape * N_DTYPES + dtype. */
 START_TEST(test_repeat_and_fallback) {
     int64_t N = shapes[_i / N_DTYPES][0], K = shapes[_i / N_DTYPES][1];
@@ -171,7 +183,25 @@ START_TEST(test_repeat_and_fallback) {
                           "linear/%s %s T %lld (N %lld, K %lld): a second run differs (seed %llu)", v->name,
                           lr_dtype_name(dt), (long long)T, (long long)N, (long long)K,
                           (unsigned long long)g_seed);
-            if ((!strcmp(v->name, "gemv") || !strcmp(v->name, "gemv2")) && T > GEMV_T)
+            /* at T <= 8, the GEMVs' bits are their documented order's, simulated on the CPU */
+            bool g1 = !strcmp(v->name, "gemv"), g2 = !strcmp(v->name, "gemv2");
+            if ((g1 || g2) && T <= GEMV_T) {
+                void *want = malloc((size_t)(T * N) * es);
+                ck_assert_ptr_nonnull(want);
+                if (g1)
+                    tu_sim_gemv(want, xh, wh, T, N, K, dt, false, false);
+                else
+                    tu_sim_gemv2(want, xh, wh, T, N, K, dt);
+                int64_t at = first_difference(a, want, T * N, es);
+                ck_assert_msg(
+                    at < 0,
+                    "linear/%s %s T %lld (N %lld, K %lld): output %lld is not its simulated order's "
+                    "bits (seed %llu)",
+                    v->name, lr_dtype_name(dt), (long long)T, (long long)N, (long long)K, (long long)at,
+                    (unsigned long long)g_seed);
+                free(want);
+            }
+            if ((g1 || g2) && T > GEMV_T)
                 ck_assert_msg(memcmp(a, def, (size_t)(T * N) * es) == 0,
                               "linear/%s %s T %lld (N %lld, K %lld) is not cublas's result (seed %llu)",
                               v->name, lr_dtype_name(dt), (long long)T, (long long)N, (long long)K,

@@ -247,13 +247,6 @@ END_TEST
  * the GPU run asserts. This checks the criteria themselves where CI runs (the GPU run
  * checks the kernels). */
 
-static float *to_f32(const void *raw, lr_dtype dt, int64_t n) {
-    float *f = malloc((size_t)(n > 0 ? n : 1) * sizeof *f);
-    ck_assert_ptr_nonnull(f);
-    lr_convert(f, LR_F32, raw, dt, (size_t)n);
-    return f;
-}
-
 /* RMSNorm as the "block" kernel (and the planted one) computes it: 256 threads' strided
  * partial sums of squares by fused multiply-add, a butterfly within each warp of 32, the
  * warps' sums in order, then (v * inv) * w rounded once; planted: the last element's
@@ -261,7 +254,8 @@ static float *to_f32(const void *raw, lr_dtype dt, int64_t n) {
 static void sim_rmsnorm(void *y_raw, float *residual, const void *x_raw, const void *w_raw, int64_t T,
                         int64_t H, float eps, lr_dtype dt, bool planted) {
     enum { THREADS = 256 };
-    float *x = to_f32(x_raw, dt, T * H), *w = to_f32(w_raw, dt, H), *y = malloc((size_t)(T * H) * sizeof *y);
+    float *x = tu_to_f32(x_raw, dt, T * H), *w = tu_to_f32(w_raw, dt, H),
+          *y = malloc((size_t)(T * H) * sizeof *y);
     ck_assert_ptr_nonnull(y);
     for (int64_t t = 0; t < T; t++) {
         const float *xr = x + t * H;
@@ -325,7 +319,7 @@ static int sim_fused_planted(const char *variant, void *y, float *r, const void 
  * formed and its cos and sin taken in float32. In place on x (T, ld). */
 static void sim_rotary(void *x_raw, int64_t ld, int64_t T, int64_t nheads, int64_t hd, const int64_t *pos,
                        const double *inv_freq, lr_dtype dt, bool planted) {
-    float *x = to_f32(x_raw, dt, T * ld);
+    float *x = tu_to_f32(x_raw, dt, T * ld);
     int64_t half = hd / 2;
     for (int64_t t = 0; t < T; t++)
         for (int64_t i = 0; i < half; i++) {
@@ -380,8 +374,8 @@ static void sim_attention(void *ctx_raw, int64_t ldc, const void *q_raw, int64_t
     int64_t nslots = 0;
     for (int64_t i = 0; i < m->num_seqs * m->max_blocks; i++)
         nslots = m->block_tables[i] + 1 > nslots ? m->block_tables[i] + 1 : nslots;
-    float *q = to_f32(q_raw, dt, T * ldq), *kc = to_f32(kc_raw, dt, nslots * bs * kvw),
-          *vc = to_f32(vc_raw, dt, nslots * bs * kvw);
+    float *q = tu_to_f32(q_raw, dt, T * ldq), *kc = tu_to_f32(kc_raw, dt, nslots * bs * kvw),
+          *vc = tu_to_f32(vc_raw, dt, nslots * bs * kvw);
     float sl2 = scale * 1.4426950408889634f;
     float *s = malloc((size_t)tile * sizeof *s), *o = malloc((size_t)hd * sizeof *o);
     ck_assert(s && o);
@@ -448,94 +442,6 @@ SIM_ATTN(sim_attn_flash, "flash", ATTN_CORRECT)
 SIM_ATTN(sim_attn_mask, "flash", ATTN_MASK_OFF_BY_ONE)
 SIM_ATTN(sim_attn_stale, "flash", ATTN_STALE_KEY)
 
-/* gpu/linear.cu's gemv, per output (t, n): lane l of 32 accumulates with fmaf, in the
- * vector order (16-byte vectors i = l, l + 32, ..., each of V elements in order) where the
- * kernel takes it (K a multiple of V, x and w 16-byte aligned: the same test as the
- * kernel's) or one element at a time (k = l, l + 32, ...); then the xor butterfly
- * (offsets 16 to 1); rounded once. element: always one element at a time. planted: the
- * last input feature left out, one element at a time, as tests/gpu_planted.cu's
- * gemv-drop-last. Any T (the kernel's own range is T <= 8). */
-static void sim_gemv(void *y_raw, const void *x_raw, const void *w_raw, int64_t T, int64_t N, int64_t K,
-                     lr_dtype dt, bool element, bool planted) {
-    int V = 16 / (int)lr_dtype_size(dt);
-    bool vec =
-        !element && !planted && K % V == 0 && ((uintptr_t)x_raw & 15) == 0 && ((uintptr_t)w_raw & 15) == 0;
-    int64_t terms = planted ? K - 1 : K;
-    float *x = to_f32(x_raw, dt, T * K), *w = to_f32(w_raw, dt, N * K),
-          *y = malloc((size_t)(T * N) * sizeof *y);
-    ck_assert_ptr_nonnull(y);
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t n = 0; n < N; n++) {
-            const float *xr = x + t * K, *wr = w + n * K;
-            float acc[32], nx[32];
-            for (int l = 0; l < 32; l++) {
-                float a = 0.0f;
-                if (vec)
-                    for (int64_t i = l; i < terms / V; i += 32)
-                        for (int j = 0; j < V; j++)
-                            a = fmaf(wr[i * V + j], xr[i * V + j], a);
-                else
-                    for (int64_t k = l; k < terms; k += 32)
-                        a = fmaf(wr[k], xr[k], a);
-                acc[l] = a;
-            }
-            for (int o = 16; o > 0; o >>= 1) {
-                for (int l = 0; l < 32; l++)
-                    nx[l] = acc[l] + acc[l ^ o];
-                memcpy(acc, nx, sizeof acc);
-            }
-            y[t * N + n] = acc[0];
-        }
-    lr_round_f32_n(y, (size_t)(T * N), dt);
-    lr_convert(y_raw, dt, y, LR_F32, (size_t)(T * N));
-    free(x), free(w), free(y);
-}
-
-
-/* gpu/linear.cu's gemv2, per output (t, n), where its vector path applies (else it runs
- * gemv, simulated as above): thread p of 128 accumulates with fmaf the 16-byte vectors
- * i = p, p + 128, ... (each of V elements in order); each warp of 32 threads sums them in
- * the xor tree (offsets 16 to 1); the 4 warps' sums are added in order; rounded once. */
-#define SIM_GEMV2_THREADS 128
-static void sim_gemv2(void *y_raw, const void *x_raw, const void *w_raw, int64_t T, int64_t N, int64_t K,
-                      lr_dtype dt) {
-    int V = 16 / (int)lr_dtype_size(dt);
-    if (K % V != 0 || ((uintptr_t)x_raw & 15) != 0 || ((uintptr_t)w_raw & 15) != 0) {
-        sim_gemv(y_raw, x_raw, w_raw, T, N, K, dt, false, false);
-        return;
-    }
-    float *x = to_f32(x_raw, dt, T * K), *w = to_f32(w_raw, dt, N * K),
-          *y = malloc((size_t)(T * N) * sizeof *y);
-    ck_assert_ptr_nonnull(y);
-    int64_t nv = K / V;
-    for (int64_t t = 0; t < T; t++)
-        for (int64_t n = 0; n < N; n++) {
-            const float *xr = x + t * K, *wr = w + n * K;
-            float acc[SIM_GEMV2_THREADS], nx[32], sum = 0.0f;
-            for (int p = 0; p < SIM_GEMV2_THREADS; p++) {
-                float a = 0.0f;
-                for (int64_t i = p; i < nv; i += SIM_GEMV2_THREADS)
-                    for (int j = 0; j < V; j++)
-                        a = fmaf(wr[i * V + j], xr[i * V + j], a);
-                acc[p] = a;
-            }
-            for (int warp = 0; warp < SIM_GEMV2_THREADS / 32; warp++) {
-                float *l = acc + 32 * warp;
-                for (int o = 16; o > 0; o >>= 1) {
-                    for (int q = 0; q < 32; q++)
-                        nx[q] = l[q] + l[q ^ o];
-                    memcpy(l, nx, sizeof nx);
-                }
-                sum = warp == 0 ? l[0] : sum + l[0];
-            }
-            y[t * N + n] = sum;
-        }
-    lr_round_f32_n(y, (size_t)(T * N), dt);
-    lr_convert(y_raw, dt, y, LR_F32, (size_t)(T * N));
-    free(x), free(w), free(y);
-}
-
-
 /* The linear launchers: CALL (on y, x, w, T, N, K, dt) on the host. */
 #define SIM_LINEAR(fn, call)                                                                                  \
     static int fn(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N, int64_t K, \
@@ -544,10 +450,10 @@ static void sim_gemv2(void *y_raw, const void *x_raw, const void *w_raw, int64_t
         call;                                                                                                 \
         return LR_OK;                                                                                         \
     }
-SIM_LINEAR(sim_gemv_ok, sim_gemv(y, x, w, T, N, K, dt, false, false))
-SIM_LINEAR(sim_gemv_element, sim_gemv(y, x, w, T, N, K, dt, true, false))
-SIM_LINEAR(sim_gemv_planted, sim_gemv(y, x, w, T, N, K, dt, false, true))
-SIM_LINEAR(sim_gemv2_ok, sim_gemv2(y, x, w, T, N, K, dt))
+SIM_LINEAR(sim_gemv_ok, tu_sim_gemv(y, x, w, T, N, K, dt, false, false))
+SIM_LINEAR(sim_gemv_element, tu_sim_gemv(y, x, w, T, N, K, dt, true, false))
+SIM_LINEAR(sim_gemv_planted, tu_sim_gemv(y, x, w, T, N, K, dt, false, true))
+SIM_LINEAR(sim_gemv2_ok, tu_sim_gemv2(y, x, w, T, N, K, dt))
 
 /* The embedding lookup as gpu/embedding.cu's gather does it: each row copied byte for
  * byte, a zero row for a token outside [start, start + shard); planted (shard-edge, as
@@ -580,7 +486,7 @@ SIM_EMBEDDING(sim_embedding_planted, true)
  * up alone. */
 static void sim_activation(void *out_raw, const void *gu_raw, int64_t T, int64_t NI, lr_dtype dt, bool mul,
                            bool planted) {
-    float *gu = to_f32(gu_raw, dt, T * 2 * NI),
+    float *gu = tu_to_f32(gu_raw, dt, T * 2 * NI),
           *out = malloc((size_t)(T * NI > 0 ? T * NI : 1) * sizeof *out);
     ck_assert_ptr_nonnull(out);
     for (int64_t t = 0; t < T; t++)

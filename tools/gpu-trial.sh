@@ -6,7 +6,8 @@
 # must pass: guard bytes, poisoned outputs, the float64 and same-precision criteria), and
 # only then times each --shape (`llama-diff ops --shape S --perf`: 3 warm-ups, the median
 # of 20 launches). A table of microseconds, config by shape, ends it; a config whose build
-# or sweep fails is marked so and not timed. Needs a configured CUDA build (BUILD, default
+# or sweep fails is marked so and not timed, and the exit status is then 1 (as for a failed
+# timing or gpu_bench step). Needs a configured CUDA build (BUILD, default
 # /tmp/llamaref-build, as tools/gpu-check.sh --build-only leaves it); run from the tree.
 #   tools/gpu-trial.sh --op FAMILY --variant NAME [--dtype D] [--shape SPEC]... [--peer VARIANT]...
 #                      [--step ARGS] [--build DIR] [--out DIR] [--] CONFIG...
@@ -71,7 +72,9 @@ rebuild() {
 time_step() {
     # shellcheck disable=SC2086 # ARGS are words for gpu_bench
     "$BUILD/bench/gpu_bench" $STEP >"$OUTD/step-$2.txt" 2>&1
-    echo "   gpu_bench exit $?"
+    local rc=$?
+    echo "   gpu_bench exit $rc"
+    [ $rc -eq 0 ] || FAILED=1
     grep -E '^  decode' "$OUTD/step-$2.txt" | awk -v c="$1" '{ms = ""; for (i = 1; i < NF; i++) if ($(i + 1) == "ms") { ms = $i; break }
         sub(/^ +/, ""); split($0, a, "  "); printf "| %s | %s | %s ms |\n", c, a[1], ms}' | tee -a "$OUTD/steps.md"
 }
@@ -98,7 +101,7 @@ row() { # name, then one cell per shape
     for v in "$@"; do r+=$(printf ' %s |' "$v"); done
     ROWS+=("$r")
 }
-n=0 BUILT=unknown # the definitions the build holds now
+n=0 BUILT=unknown FAILED=0 # BUILT: the definitions the build holds now; FAILED: a config's build or sweep failed
 for c in "${CONFIGS[@]}"; do
     n=$((n + 1))
     name=${c:-tree}
@@ -109,6 +112,7 @@ for c in "${CONFIGS[@]}"; do
     rebuild "$c" >"$OUTD/build-$n.log" 2>&1 && BUILT=$c
     if [ "$BUILT" != "$c" ]; then
         echo "   build failed: $OUTD/build-$n.log"; tail -5 "$OUTD/build-$n.log"
+        FAILED=1
         for s in "${SHAPES[@]}"; do cells+=("build failed"); done
         row "$name" "${cells[@]}"; continue
     fi
@@ -117,6 +121,7 @@ for c in "${CONFIGS[@]}"; do
     tail -1 "$OUTD/sweep-$n.txt" | sed 's/^/   /'
     if [ $rc -ne 0 ]; then
         echo "   the sweep did not pass (exit $rc): $OUTD/sweep-$n.txt; not timed"
+        FAILED=1
         for s in "${SHAPES[@]}"; do cells+=("sweep failed"); done
         row "$name" "${cells[@]}"; continue
     fi
@@ -134,10 +139,12 @@ for p in "${PEERS[@]}"; do
     row "$p (peer)" "${cells[@]}"
 done
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
-echo "== $OP/$VARIANT, $DT: microseconds a launch (median of 20)${card:+, $card}"
-hdr="| config |" sep="| --- |"
-for s in "${SHAPES[@]}"; do hdr+=" $s |" sep+=" --- |"; done
-{ echo "$hdr"; echo "$sep"; printf '%s\n' "${ROWS[@]}"; } | tee "$OUTD/table.md"
-[ -z "$STEP" ] || { echo "== the model (bench/gpu_bench $STEP)"; cat "$OUTD/steps.md"; }
-grep -qE "failed|FAIL|ERR" "$OUTD/table.md" && exit 1
-exit 0
+if [ ${#SHAPES[@]} -gt 0 ]; then
+    echo "== $OP/$VARIANT, $DT: microseconds a launch (median of 20)${card:+, $card}"
+    hdr="| config |" sep="| --- |"
+    for s in "${SHAPES[@]}"; do hdr+=" $s |" sep+=" --- |"; done
+    { echo "$hdr"; echo "$sep"; printf '%s\n' "${ROWS[@]}"; } | tee "$OUTD/table.md"
+    grep -qE "FAIL|ERR" "$OUTD/table.md" && FAILED=1
+fi
+[ -z "$STEP" ] || { echo "== the model (bench/gpu_bench $STEP)${card:+, $card}"; cat "$OUTD/steps.md"; }
+exit $FAILED
