@@ -18,9 +18,11 @@
  * stream timed between ops), which gives its GEMM, attention and all-reduce shares.
  * Usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N]
  *                  [--steps N] [--kernels SPEC] [--dump-logits FILE] [--only ROWS]
- *                  [--no-profile] [--graphs] [--no-pdl]
+ *                  [--no-profile] [--graphs] [--no-pdl] [--rope-cache]
  * --no-pdl (or LLAMAREF_PDL=0) launches without programmatic dependent launch, for a
  * same-run comparison (the JSON's programmatic_dependent_launch says which ran).
+ * --rope-cache (or LLAMAREF_ROPE_CACHE=1) fuses RoPE with the cache write (off by default
+ * until it has run on a GPU: gpu/gpu_ops.h, lr_gpu_rope_cache).
  * --only takes row numbers (0: prefill 1 x 2048, 1: 8 x 512, 2: decode batch 1, 3: batch
  * 32; with --graphs 4 and 5: the decode rows again with CUDA graphs), e.g. --only 2 for a
  * profiler run. --graphs (or LR_BENCH_GRAPHS=1) adds rows 4 and 5, run on a second model
@@ -298,7 +300,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
             "                 [--kernels SPEC] [--dump-logits FILE] [--only ROWS] [--no-profile] [--graphs]\n"
-            "                 [--no-pdl]\n");
+            "                 [--no-pdl] [--rope-cache]\n");
 }
 
 int main(int argc, char **argv) {
@@ -319,6 +321,8 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--graphs")) graphs = true;
         else if (!strcmp(argv[i], "--no-pdl"))
             setenv("LLAMAREF_PDL", "0", 1); /* read at the first launch */
+        else if (!strcmp(argv[i], "--rope-cache"))
+            setenv("LLAMAREF_ROPE_CACHE", "1", 1); /* read at the first layer */
         else {
             usage();
             return 2;
@@ -483,6 +487,7 @@ int main(int argc, char **argv) {
         fprintf(f, "  \"model\": \"%s\",\n  \"precision\": \"bf16\",\n  \"kernels\": \"%s\",\n", model,
                 kernels ? kernels : "");
         fprintf(f, "  \"programmatic_dependent_launch\": %s,\n", lr_gpu_pdl() ? "true" : "false");
+        fprintf(f, "  \"rope_cache_fused\": %s,\n", lr_gpu_rope_cache() ? "true" : "false");
         fprintf(f, "  \"copy_bandwidth_Bps\": %.6e,\n  \"gemm_rate_flops\": %.6e,\n  \"load_s\": %.3f,\n", bw, rate,
                 load_s[0]);
         fprintf(f, "  \"weight_bytes\": %.6e,\n  \"weights_on_device_bytes\": %.6e,\n", weight_bytes(),

@@ -924,20 +924,27 @@ static int fault_upload(gpu_rank *rk, void **dev, int64_t *cap, const void *src,
     return LR_OK;
 }
 
-/* q heads and k heads are contiguous in the packed row: one rotary call (at a theta
- * fault's frequencies, uploaded for it). */
+/* The frequencies RoPE takes on rank r: the model's, or a theta fault's (uploaded for it). */
+static int rope_frequencies(gpu_model *m, gpu_rank *rk, gpu_replica *rep, const lr_op_mods *mods,
+                            const double **inv) {
+    *inv = rep->inv_freq;
+    if (mods->inv_freq) {
+        TRY(fault_upload(rk, (void **)&rep->fault_inv_freq, NULL, mods->inv_freq,
+                         (size_t)(m->cfg.head_dim / 2) * sizeof(double)));
+        *inv = rep->fault_inv_freq;
+    }
+    return LR_OK;
+}
+
+/* q heads and k heads are contiguous in the packed row: one rotary call. */
 static int op_rotary(void *be, int r, const lr_op_mods *mods) {
     gpu_pass *p = (gpu_pass *)be;
     gpu_model *m = p->m;
     gpu_rank *rk = &m->ranks[r];
     gpu_replica *rep = &m->reps[rep_of(m, r)];
     cudaSetDevice(rk->device);
-    const double *inv = rep->inv_freq;
-    if (mods->inv_freq) {
-        TRY(fault_upload(rk, (void **)&rep->fault_inv_freq, NULL, mods->inv_freq,
-                         (size_t)(m->cfg.head_dim / 2) * sizeof(double)));
-        inv = rep->fault_inv_freq;
-    }
+    const double *inv;
+    TRY(rope_frequencies(m, rk, rep, mods, &inv));
     return lr_gpu_rotary(m->variant[LR_GPU_FAM_ROTARY], rk->a.qkv, rk->L.q_size + 2 * rk->L.kv_size, p->T,
                          rk->L.num_heads + rk->L.num_kv_heads, m->cfg.head_dim, rep->pos, inv, m->dt, rk->stream);
 }
@@ -978,24 +985,67 @@ static int shifted_keys(gpu_pass *p, gpu_rank *rk, gpu_replica *rep, int shift, 
     return rc;
 }
 
-/* The batch's keys and values into the paged cache, then attention through it. */
-static int op_attention(void *be, int r, int64_t l, const lr_op_mods *mods) {
-    gpu_pass *p = (gpu_pass *)be;
+/* Attention through layer l's paged cache on rank r, which holds the batch's keys and
+ * values by now (a stale-cache or mask fault applied first). */
+static int attend(gpu_pass *p, int r, int64_t l, const lr_op_mods *mods) {
     gpu_model *m = p->m;
     gpu_rank *rk = &m->ranks[r];
     gpu_replica *rep = &m->reps[rep_of(m, r)];
     lr_gpu_attn_meta mt = rebase(m, p->meta, rep_of(m, r));
     int64_t hd = m->cfg.head_dim, qkvw = rk->L.q_size + 2 * rk->L.kv_size;
     void *kc = p->kv->k[l * m->tp + r], *vc = p->kv->v[l * m->tp + r];
-    cudaSetDevice(rk->device);
-    TRY(lr_gpu_reshape_and_cache(m->variant[LR_GPU_FAM_CACHE], kc, vc, rk->a.qkv, qkvw, rk->L.q_size,
-                                 rk->L.q_size + rk->L.kv_size, p->T, rk->L.num_kv_heads, hd, BLOCK_SIZE, rep->slots,
-                                 m->dt, rk->stream));
     if (mods->stale_back) TRY(stale_entries(p, rk, kc, vc, mods->stale_back));
     if (mods->mask_shift) TRY(shifted_keys(p, rk, rep, mods->mask_shift, &mt));
     return lr_gpu_attention(m->variant[LR_GPU_FAM_ATTENTION], rk->a.ctx, rk->L.q_size, rk->a.qkv, qkvw, kc, vc, &mt, p->T,
                             rk->L.num_heads, rk->L.num_kv_heads, hd, (float)(1.0 / sqrt((double)hd)), m->dt,
                             rk->ws, rk->stream);
+}
+
+/* The batch's keys and values into layer l's paged cache on rank r, as the cache variant does it. */
+static int cache_write(gpu_pass *p, int r, int64_t l) {
+    gpu_model *m = p->m;
+    gpu_rank *rk = &m->ranks[r];
+    return lr_gpu_reshape_and_cache(
+        m->variant[LR_GPU_FAM_CACHE], p->kv->k[l * m->tp + r], p->kv->v[l * m->tp + r], rk->a.qkv,
+        rk->L.q_size + 2 * rk->L.kv_size, rk->L.q_size, rk->L.q_size + rk->L.kv_size, p->T,
+        rk->L.num_kv_heads, m->cfg.head_dim, BLOCK_SIZE, m->reps[rep_of(m, r)].slots, m->dt, rk->stream);
+}
+
+/* The cache write, then attention (the composer's attention op; with the rotary_attention
+ * slot below set, it does not call it). */
+static int op_attention(void *be, int r, int64_t l, const lr_op_mods *mods) {
+    gpu_pass *p = (gpu_pass *)be;
+    cudaSetDevice(p->m->ranks[r].device);
+    TRY(cache_write(p, r, l));
+    return attend(p, r, l, mods);
+}
+
+/* The composer's rotary_attention slot (RoPE and the attention after it are observed
+ * together, at o_proj.input): RoPE and the cache write in one kernel where the rotary and
+ * cache variants are the defaults (heads, scatter) and lr_gpu_rope_cache() says so, the
+ * rotary and cache variants one after the other otherwise; then attention. Rank 0's RoPE
+ * (with the cache write, fused) is charged to the profile's rotary, the rest to attention. */
+static int op_rotary_attention(void *be, int r, int64_t l, const lr_op_mods *mods) {
+    gpu_pass *p = (gpu_pass *)be;
+    gpu_model *m = p->m;
+    gpu_rank *rk = &m->ranks[r];
+    gpu_replica *rep = &m->reps[rep_of(m, r)];
+    const char *rv = m->variant[LR_GPU_FAM_ROTARY], *cv = m->variant[LR_GPU_FAM_CACHE];
+    bool fused =
+        lr_gpu_rope_cache() && (!rv || strcmp(rv, "heads") == 0) && (!cv || strcmp(cv, "scatter") == 0);
+    cudaSetDevice(rk->device);
+    if (fused) {
+        const double *inv;
+        TRY(rope_frequencies(m, rk, rep, mods, &inv));
+        TRY(lr_gpu_rotary_cache(rk->a.qkv, rk->L.q_size + 2 * rk->L.kv_size, p->T, rk->L.num_heads,
+                                rk->L.num_kv_heads, m->cfg.head_dim, rep->pos, inv, p->kv->k[l * m->tp + r],
+                                p->kv->v[l * m->tp + r], rep->slots, m->dt, rk->stream));
+    } else {
+        TRY(op_rotary(be, r, mods));
+    }
+    if (r == 0) prof_mark(m, rk, LR_PROF_ROTARY);
+    if (!fused) TRY(cache_write(p, r, l));
+    return attend(p, r, l, mods);
 }
 
 static int op_activation(void *be, int r, bool gated) {
@@ -1158,9 +1208,9 @@ static void op_prof_mark(void *be, int prof) {
 }
 
 static const lr_layer_ops cuda_layer_ops = {
-    LR_F32,        op_embedding,    op_rms_norm, op_linear,      op_rotary, op_attention, op_activation,
-    op_all_reduce, op_residual_sum, op_read,     op_load_stream, op_write,  op_perturb,   op_prof_mark,
-    NULL,
+    LR_F32,         op_embedding,  op_rms_norm,   op_linear,       op_rotary,
+    op_attention,   op_activation, op_all_reduce, op_residual_sum, op_read,
+    op_load_stream, op_write,      op_perturb,    op_prof_mark,    op_rotary_attention,
 };
 
 /* ---- CUDA graphs --------------------------------------------------------------------------

@@ -109,6 +109,15 @@ int lr_gpu_reshape_and_cache(const char *variant, void *k_cache, void *v_cache, 
                              int64_t hd, int64_t block_size, const int64_t *slot_mapping,
                              lr_dtype dt, cudaStream_t s);
 
+/* RoPE (as the rotary family's heads variant computes it) on the nh + nkv q and k heads at
+ * the start of each row of qkv (T, ld), then token t's k and v heads (the next nkv and the
+ * nkv after them) to slot_mapping[t] of the cache (as the cache family's scatter does), in
+ * one kernel: the same bits as the two. Not a registry family: the CUDA backend runs it
+ * where those two are its variants and lr_gpu_rope_cache() says so. (rotary.cu) */
+int lr_gpu_rotary_cache(void *qkv, int64_t ld, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
+                        const int64_t *positions, const double *inv_freq, void *k_cache, void *v_cache,
+                        const int64_t *slot_mapping, lr_dtype dt, cudaStream_t s);
+
 /* lr_gpu_attn_meta, where each query token's keys are: llamaref_kernels.h. */
 
 /* Scratch of the attention kernels (tc's split-key decode keeps its partial results there),
@@ -155,6 +164,13 @@ int lr_gpu_add_residual(float *out, const void *a, const float *r, int64_t n, lr
  * It moves when kernels start, never a bit of what they compute. (util.cu) */
 bool lr_gpu_pdl(void);
 void lr_gpu_pdl_set(int on);
+
+/* Whether the CUDA backend fuses RoPE with the cache write (lr_gpu_rotary_cache). Off
+ * until it has run on a GPU (docs/performance.md, run 23): on with LLAMAREF_ROPE_CACHE=1
+ * in the environment or after lr_gpu_rope_cache_set(1); lr_gpu_rope_cache_set(-1) goes
+ * back to that rule. It changes no bit. (util.cu) */
+bool lr_gpu_rope_cache(void);
+void lr_gpu_rope_cache_set(int on);
 
 /* The current device's compute capability (major) and multiprocessor count, asked once
  * a device; 0 where the runtime cannot say. (util.cu) */

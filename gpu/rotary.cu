@@ -6,6 +6,16 @@
 
 /* Every rotary launcher receives an lr_gpu_rotary_args (llamaref_kernels.h). */
 
+/* The fused RoPE + cache write's arguments (not a registry family: the backend's). */
+typedef struct {
+    void *qkv;
+    int64_t ld, T, nh, nkv, hd;
+    const int64_t *positions;
+    const double *inv_freq;
+    void *k_cache, *v_cache;
+    const int64_t *slot_mapping;
+} lr_gpu_rotary_cache_args;
+
 #define MAX_ROW_BLOCKS 65535
 #define ROTARY_THREADS 128
 /* The cos/sin table of one token lives in shared memory: hd floats. */
@@ -48,6 +58,14 @@ template <typename E> static int rotary_neox(const lr_gpu_rotary_args *a, cudaSt
     return LR_OK;
 }
 
+/* The rotate-half step of one pair (x1 at i, x2 at i + hd/2) by the angle's float32 cosine
+ * c and sine sn: the one expression of it that the heads kernel and the fused RoPE + cache
+ * kernel below share, so that they round alike. */
+static __device__ __forceinline__ void rot_pair(float x1, float x2, float c, float sn, float &y1, float &y2) {
+    y1 = x1 * c - x2 * sn;
+    y2 = x2 * c + x1 * sn;
+}
+
 /* "heads": grid (tokens, groups of ROT_HPB heads); thread i takes frequency i, forms its
  * float64 sine and cosine once, loads the pair (i, i + hd/2) of all the group's heads
  * before storing any, so a token costs one round trip to memory rather than one per
@@ -76,8 +94,10 @@ static __global__ void __launch_bounds__(ROT_THREADS)
 #pragma unroll
                 for (int k = 0; k < ROT_HPB; k++)
                     if (h0 + k < nheads) {
-                        st(row + k * hd + i, x1[k] * c - x2[k] * sf);
-                        st(row + k * hd + half + i, x2[k] * c + x1[k] * sf);
+                        float y1, y2;
+                        rot_pair(x1[k], x2[k], c, sf, y1, y2);
+                        st(row + k * hd + i, y1);
+                        st(row + k * hd + half + i, y2);
                     }
             }
         }
@@ -90,6 +110,68 @@ template <typename E> static int rotary_heads(const lr_gpu_rotary_args *a, cudaS
               (unsigned int)(groups < MAX_ROW_BLOCKS ? groups : MAX_ROW_BLOCKS));
     LR_LAUNCH(rotary_heads_kernel<E>, grid, ROT_THREADS, 0, s, (E *)a->x, a->ld, a->T, a->nheads, a->hd,
               a->positions, a->inv_freq);
+    return LR_OK;
+}
+
+/* RoPE and the cache write of a batch in one kernel: what rotary_heads_kernel on the nh + nkv
+ * q and k heads of each qkv row, then cache.cu's scatter of the k and v heads to the token's
+ * slot, do, in one launch instead of two. Grid (tokens, groups of ROT_HPB of the nh + 2 nkv
+ * heads); a q or k head is rotated in place as the heads kernel does it (its thread's
+ * float64 sincos, rot_pair, one rounding to E), and a k head's rounded values also go to
+ * k_cache; a v head is copied to v_cache. A negative slot (padding) writes no cache entry.
+ * The same bits as the two kernels (tests/test_gpu_forward: rope_cache_changes_no_bit). */
+template <typename E>
+static __global__ void __launch_bounds__(ROT_THREADS)
+    rotary_cache_kernel(E *qkv, int64_t ldq, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
+                        const int64_t *positions, const double *inv_freq, E *k_cache, E *v_cache,
+                        const int64_t *slot_mapping) {
+    const int64_t half = hd / 2, nrot = nh + nkv, nall = nh + 2 * nkv, width = nkv * hd;
+    pdl_trigger(); /* launched with programmatic dependent launch (common.cuh) */
+    pdl_wait();
+    for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
+        const double pos = (double)positions[t];
+        const int64_t slot = slot_mapping[t];
+        E *kd = slot < 0 ? NULL : k_cache + slot * width, *vd = slot < 0 ? NULL : v_cache + slot * width;
+        for (int64_t h0 = (int64_t)blockIdx.y * ROT_HPB; h0 < nall; h0 += (int64_t)gridDim.y * ROT_HPB) {
+            E *row = qkv + t * ldq + h0 * hd;
+            for (int64_t i = threadIdx.x; i < half; i += ROT_THREADS) {
+                float c = 0.0f, sf = 0.0f, x1[ROT_HPB], x2[ROT_HPB];
+                if (h0 < nrot) {
+                    double sn, cd;
+                    sincos(pos * inv_freq[i], &sn, &cd);
+                    c = (float)cd, sf = (float)sn;
+                }
+#pragma unroll
+                for (int k = 0; k < ROT_HPB; k++)
+                    if (h0 + k < nall) x1[k] = ld(row + k * hd + i), x2[k] = ld(row + k * hd + half + i);
+#pragma unroll
+                for (int k = 0; k < ROT_HPB; k++) {
+                    const int64_t h = h0 + k;
+                    if (h < nrot) {
+                        float y1, y2;
+                        rot_pair(x1[k], x2[k], c, sf, y1, y2);
+                        st(row + k * hd + i, y1);
+                        st(row + k * hd + half + i, y2);
+                        if (h >= nh && kd) {
+                            E *kh = kd + (h - nh) * hd;
+                            kh[i] = row[k * hd + i], kh[half + i] = row[k * hd + half + i];
+                        }
+                    } else if (h < nall && vd) {
+                        E *vh = vd + (h - nrot) * hd;
+                        vh[i] = row[k * hd + i], vh[half + i] = row[k * hd + half + i];
+                    }
+                }
+            }
+        }
+    }
+}
+
+template <typename E> static int rotary_cache(const lr_gpu_rotary_cache_args *a, cudaStream_t s) {
+    int64_t groups = (a->nh + 2 * a->nkv + ROT_HPB - 1) / ROT_HPB;
+    dim3 grid((unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS),
+              (unsigned int)(groups < MAX_ROW_BLOCKS ? groups : MAX_ROW_BLOCKS));
+    LR_LAUNCH(rotary_cache_kernel<E>, grid, ROT_THREADS, 0, s, (E *)a->qkv, a->ld, a->T, a->nh, a->nkv, a->hd,
+              a->positions, a->inv_freq, (E *)a->k_cache, (E *)a->v_cache, a->slot_mapping);
     return LR_OK;
 }
 
@@ -122,4 +204,22 @@ extern "C" int lr_gpu_rotary(const char *variant, void *x, int64_t ld, int64_t T
     if (T == 0 || nheads == 0 || hd == 0) return LR_OK;
     lr_gpu_rotary_args a = {x, ld, T, nheads, hd, positions, inv_freq, dt};
     return lr_gpu_kernel_run(k, &a, dt, s);
+}
+
+extern "C" int lr_gpu_rotary_cache(void *qkv, int64_t ld, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
+                                   const int64_t *positions, const double *inv_freq, void *k_cache,
+                                   void *v_cache, const int64_t *slot_mapping, lr_dtype dt, cudaStream_t s) {
+    if (T < 0 || nh < 0 || nkv < 0 || hd < 0)
+        return lr_fail(LR_E_INVAL, "gpu rotary_cache: negative size (T %lld, nh %lld, nkv %lld, hd %lld)",
+                       (long long)T, (long long)nh, (long long)nkv, (long long)hd);
+    if (hd % 2 != 0) return lr_fail(LR_E_INVAL, "gpu rotary_cache: head_dim %lld is odd", (long long)hd);
+    if (ld < (nh + 2 * nkv) * hd)
+        return lr_fail(LR_E_INVAL, "gpu rotary_cache: row stride %lld is below (nh + 2 nkv) * hd = %lld",
+                       (long long)ld, (long long)((nh + 2 * nkv) * hd));
+    if (dt != LR_F32 && dt != LR_F16 && dt != LR_BF16)
+        return lr_fail(LR_E_INVAL, "gpu rotary_cache: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
+    if (T == 0 || nh + nkv == 0 || hd == 0) return LR_OK;
+    lr_gpu_rotary_cache_args a = {qkv,       ld,       T,       nh,      nkv,         hd,
+                                  positions, inv_freq, k_cache, v_cache, slot_mapping};
+    return LR_DISPATCH_DTYPE(dt, rotary_cache, &a, s);
 }

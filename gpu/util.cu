@@ -225,18 +225,39 @@ extern "C" int lr_gpu_sm_count(void) {
     return d ? d->sms : 0;
 }
 
-/* ---- Programmatic dependent launch: the switch (gpu_ops.h) ------------------------------ */
+/* ---- Switches read from the environment once, which a test may force (gpu_ops.h) --------- */
 
-static int pdl_forced = -1; /* lr_gpu_pdl_set: -1 the rule, 0 off, 1 on */
+typedef struct {
+    const char *env; /* the variable */
+    bool dflt;       /* its value where the variable is unset or neither "0" nor "1" */
+    int forced;      /* set by the test: -1 the rule, 0 off, 1 on */
+    int read;        /* the environment's answer: -1 not read yet */
+} env_switch;
 
-extern "C" void lr_gpu_pdl_set(int on) { pdl_forced = on < 0 ? -1 : on != 0; }
+static void switch_set(env_switch *w, int on) { w->forced = on < 0 ? -1 : on != 0; }
+
+static bool switch_on(env_switch *w) {
+    if (w->forced >= 0) return w->forced == 1;
+    if (w->read < 0) {
+        const char *e = getenv(w->env);
+        w->read = e && strcmp(e, "0") == 0 ? 0 : e && strcmp(e, "1") == 0 ? 1 : w->dflt;
+    }
+    return w->read == 1;
+}
+
+/* Programmatic dependent launch: on from compute capability 9.0 unless LLAMAREF_PDL=0. */
+static env_switch pdl_switch = {"LLAMAREF_PDL", true, -1, -1};
+
+extern "C" void lr_gpu_pdl_set(int on) { switch_set(&pdl_switch, on); }
 
 extern "C" bool lr_gpu_pdl(void) {
-    if (pdl_forced >= 0) return pdl_forced == 1;
-    static int env = -1;
-    if (env < 0) {
-        const char *e = getenv("LLAMAREF_PDL");
-        env = !(e && strcmp(e, "0") == 0);
-    }
-    return env && lr_gpu_cc_major() >= 9;
+    if (pdl_switch.forced >= 0) return pdl_switch.forced == 1;
+    return switch_on(&pdl_switch) && lr_gpu_cc_major() >= 9;
 }
+
+/* RoPE fused with the cache write: off unless LLAMAREF_ROPE_CACHE=1. */
+static env_switch rope_cache_switch = {"LLAMAREF_ROPE_CACHE", false, -1, -1};
+
+extern "C" void lr_gpu_rope_cache_set(int on) { switch_set(&rope_cache_switch, on); }
+
+extern "C" bool lr_gpu_rope_cache(void) { return switch_on(&rope_cache_switch); }

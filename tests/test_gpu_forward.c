@@ -797,22 +797,11 @@ START_TEST(graphs_replay_decode_bitwise) {
 }
 END_TEST
 
-/* Programmatic dependent launch (gpu/common.cuh) moves when kernels start, never a bit:
- * the same prefill and decode steps with it off (side e, eager) and on (side g, with CUDA
- * graphs, so captured and replayed launches carry it too) give the same hidden states and
- * logits. On a device of compute capability 9.0 on it must be on by default, or the test
- * would compare the path with itself. loop index = case x {bf16, fp16}. */
-START_TEST(pdl_changes_no_bit) {
-    const fixture_case *fc = &cases[_i / 2];
-    lr_dtype precision = _i % 2 ? LR_F16 : LR_BF16;
-    int dev = 0, major = 0;
-    ck_assert_int_eq(cudaGetDevice(&dev), cudaSuccess);
-    ck_assert_int_eq(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), cudaSuccess);
-    lr_gpu_pdl_set(-1);
-    if (getenv("LLAMAREF_PDL") == NULL || strcmp(getenv("LLAMAREF_PDL"), "0") != 0)
-        ck_assert_msg(lr_gpu_pdl() == (major >= 9),
-                      "compute capability %d.x: programmatic dependent launch is %s", major,
-                      lr_gpu_pdl() ? "on" : "off");
+/* A switch that must change no bit: the same prefill and 5 decode steps with it off (side
+ * e, eager) and at on (side g, with CUDA graphs, so captured and replayed launches have it
+ * too) give the same hidden states and logits. set(-1) restores the switch's rule. */
+static void switch_changes_no_bit(const fixture_case *fc, lr_dtype precision, void (*set)(int), int on,
+                                  const char *feature) {
     loaded L = load_case(fc);
     const lr_batch *fb = lr_fixture_batch(L.fx);
     char what[160];
@@ -841,28 +830,56 @@ START_TEST(pdl_changes_no_bit) {
                       .num_tokens = n,
                       .num_seqs = GR_SEQS};
         snprintf(what, sizeof what, "%s %s %s", fc->fixture, pname(precision), k < 0 ? "prefill" : "decode");
-        lr_gpu_pdl_set(0);
+        set(0);
         gr_step(&e, &b, NULL, what);
-        lr_gpu_pdl_set(-1);
+        set(on);
         gr_step(&g, &b, NULL, what);
-        ck_assert_msg(
-            e.hbytes == g.hbytes && memcmp(e.hidden, g.hidden, e.hbytes) == 0,
-            "%s step %d: the hidden states with programmatic dependent launch differ from those without",
-            what, k);
+        set(-1);
+        ck_assert_msg(e.hbytes == g.hbytes && memcmp(e.hidden, g.hidden, e.hbytes) == 0,
+                      "%s step %d: the hidden states with %s differ from those without", what, k, feature);
         ck_assert_msg(e.lbytes == g.lbytes && memcmp(e.logits, g.logits, e.lbytes) == 0,
-                      "%s step %d: the logits with programmatic dependent launch differ from those without",
-                      what, k);
+                      "%s step %d: the logits with %s differ from those without", what, k, feature);
     }
     lr_graph_stats st;
     ck_assert_int_eq(lr_model_graph_stats(g.m, &st), LR_OK);
     ck_assert_msg(st.captures == 1 && st.replays == 4, "%s: %llu captures, %llu replays (1, 4 expected)",
                   what, (unsigned long long)st.captures, (unsigned long long)st.replays);
+    gr_free(&e), gr_free(&g);
+    unload(&L);
+}
+
+/* Programmatic dependent launch (gpu/common.cuh) moves when kernels start, never a bit. On
+ * a device of compute capability 9.0 on it must be on by default, or the test would compare
+ * the path with itself. loop index = case x {bf16, fp16}. */
+START_TEST(pdl_changes_no_bit) {
+    const fixture_case *fc = &cases[_i / 2];
+    lr_dtype precision = _i % 2 ? LR_F16 : LR_BF16;
+    int dev = 0, major = 0;
+    ck_assert_int_eq(cudaGetDevice(&dev), cudaSuccess);
+    ck_assert_int_eq(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), cudaSuccess);
+    lr_gpu_pdl_set(-1);
+    if (getenv("LLAMAREF_PDL") == NULL || strcmp(getenv("LLAMAREF_PDL"), "0") != 0)
+        ck_assert_msg(lr_gpu_pdl() == (major >= 9),
+                      "compute capability %d.x: programmatic dependent launch is %s", major,
+                      lr_gpu_pdl() ? "on" : "off");
+    switch_changes_no_bit(fc, precision, lr_gpu_pdl_set, -1, "programmatic dependent launch");
     printf(
         "%s %s: programmatic dependent launch %s, bitwise equal to launches without it (a prefill, 5 decode "
         "steps, 4 of them replayed graphs)\n",
         fc->fixture, pname(precision), lr_gpu_pdl() ? "on" : "off (below compute capability 9.0)");
-    gr_free(&e), gr_free(&g);
-    unload(&L);
+}
+END_TEST
+
+/* RoPE fused with the cache write (lr_gpu_rotary_cache, gpu/rotary.cu) gives the bits of
+ * the heads RoPE and the scatter one after the other, in a prefill and in decode steps,
+ * eager and captured. loop index = case x {bf16, fp16}. */
+START_TEST(rope_cache_changes_no_bit) {
+    const fixture_case *fc = &cases[_i / 2];
+    lr_dtype precision = _i % 2 ? LR_F16 : LR_BF16;
+    switch_changes_no_bit(fc, precision, lr_gpu_rope_cache_set, 1, "RoPE fused with the cache write");
+    printf("%s %s: RoPE fused with the cache write, bitwise equal to the two kernels (a prefill, 5 decode "
+           "steps, 4 of them replayed graphs)\n",
+           fc->fixture, pname(precision));
 }
 END_TEST
 
@@ -920,6 +937,7 @@ static Suite *one_gpu_suite(void) {
     tcase_add_loop_test(tc, profiler_times_every_op, 0, 2);
     tcase_add_loop_test(tc, graphs_replay_decode_bitwise, 0, N_CASES * 3);
     tcase_add_loop_test(tc, pdl_changes_no_bit, 0, N_CASES * 2);
+    tcase_add_loop_test(tc, rope_cache_changes_no_bit, 0, N_CASES * 2);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -145,7 +145,8 @@ typedef struct {
     /* optional: the op just enqueued (or LR_PROF_NONE) ends here; NULL: no profiler */
     void (*prof_mark)(void *be, int prof);
     /* optional fused slot: rotary then attention in one call (NULL: the composer calls
-     * the two ops in turn) */
+     * the two ops in turn); a backend with a profiler marks LR_PROF_ROTARY itself where
+     * its RoPE ends (the composer marks the attention after the call) */
     int (*rotary_attention)(void *be, int rank, int64_t layer, const lr_op_mods *mods);
 } lr_layer_ops;
 
