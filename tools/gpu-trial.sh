@@ -23,25 +23,27 @@ set -uo pipefail
 usage() { sed -n '/^#   tools\/gpu-trial.sh/,/^# Logs go/p' "$0" | sed 's/^# \{0,1\}//' >&"${1:-1}"; }
 OP= VARIANT= DT=bf16 BUILD=${BUILD:-/tmp/llamaref-build} OUTD=${OUT:-$PWD/gpu-out}/trial
 SHAPES=() PEERS=() CONFIGS=() STEP=
+# The value of option $1 ($2, where there is one), or exit 2 saying it needs $3.
+value() { [ -n "${2:-}" ] || { echo "gpu-trial: $1 needs $3" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
     case $1 in
     -h | --help) usage; exit 0 ;;
-    --op) OP=${2:?--op needs a family}; shift ;;
-    --variant) VARIANT=${2:?--variant needs a name}; shift ;;
-    --dtype) DT=${2:?--dtype needs f32, f16 or bf16}; shift ;;
-    --shape) SHAPES+=("${2:?--shape needs a SPEC}"); shift ;;
-    --peer) PEERS+=("${2:?--peer needs a variant}"); shift ;;
-    --step) STEP=${2:?--step needs gpu_bench arguments}; shift ;;
-    --build) BUILD=${2:?--build needs a folder}; shift ;;
-    --out) OUTD=${2:?--out needs a folder}; shift ;;
+    --op) value "$1" "${2:-}" "a family"; OP=$2; shift ;;
+    --variant) value "$1" "${2:-}" "a variant's name"; VARIANT=$2; shift ;;
+    --dtype) value "$1" "${2:-}" "f32, f16 or bf16"; DT=$2; shift ;;
+    --shape) value "$1" "${2:-}" "a SPEC"; SHAPES+=("$2"); shift ;;
+    --peer) value "$1" "${2:-}" "a variant's name"; PEERS+=("$2"); shift ;;
+    --step) value "$1" "${2:-}" "gpu_bench's arguments"; STEP=$2; shift ;;
+    --build) value "$1" "${2:-}" "a folder"; BUILD=$2; shift ;;
+    --out) value "$1" "${2:-}" "a folder"; OUTD=$2; shift ;;
     --) shift; CONFIGS+=("$@"); break ;;
     -D*) CONFIGS+=("$1") ;;
-    -*) echo "gpu-trial: unknown option $1" >&2; usage 2; exit 2 ;;
+    -*) echo "gpu-trial: unknown option $1 (--help: usage)" >&2; exit 2 ;;
     *) CONFIGS+=("$1") ;;
     esac
     shift
 done
-[ -n "$OP" ] && [ -n "$VARIANT" ] || { echo "gpu-trial: --op and --variant are required" >&2; usage 2; exit 2; }
+[ -n "$OP" ] && [ -n "$VARIANT" ] || { echo "gpu-trial: --op and --variant are required (--help: usage)" >&2; exit 2; }
 [ ${#CONFIGS[@]} -gt 0 ] || { echo "gpu-trial: no CONFIG (\"\" is the tree's own values)" >&2; exit 2; }
 case $DT in f32 | f16 | bf16) ;; *) echo "gpu-trial: --dtype $DT: not f32, f16 or bf16" >&2; exit 2 ;; esac
 for c in "${CONFIGS[@]}"; do
