@@ -1277,12 +1277,13 @@ static void fixture_shapes(int fam, shape_list *l) {
     }
     case LR_GPU_FAM_ATTENTION: {
         /* Prefill with and without a past, decode, block boundaries crossed inside a
-         * sequence and at its start, sequences longer than one 16-row query tile, and an
+         * sequence and at its start, sequences longer than one 16-row query tile (and,
+         * 150 rows, than one of fa2's 64- or 128-row blocks, the last part empty), and an
          * odd block size; MHA, GQA, MQA; head sizes 8 to 256. */
         lr_opsweep_shape batches[4] = {
             attn_batch("mixed", 16, 6, (int64_t[]){0, 5, 20, 33, 0, 15}, (int64_t[]){37, 1, 16, 3, 1, 17}),
             attn_batch("decode", 16, 4, (int64_t[]){100, 0, 31, 64}, (int64_t[]){1, 1, 1, 1}),
-            attn_batch("long", 16, 2, (int64_t[]){300, 0}, (int64_t[]){40, 70}),
+            attn_batch("long", 16, 3, (int64_t[]){300, 0, 0}, (int64_t[]){40, 70, 150}),
             attn_batch("odd-blocks", 7, 3, (int64_t[]){6, 0, 13}, (int64_t[]){9, 15, 1}),
         };
         static const int64_t heads[][2] = {{4, 4}, {8, 2}, {4, 1}}, hds[] = {8, 16, 64, 128, 256};
