@@ -6,7 +6,7 @@
  * As tc's: one block per (sequence, kv head, key chunk), the chunks planned by split_plan
  * and merged by attention_merge_kernel (attention.cuh), float32 throughout (P is not
  * rounded), the G query heads of the kv head together. Here a block of 128 threads takes
- * its chunk in tiles of 128 keys, each tile in three phases:
+ * its chunk in tiles of 128 keys (64 with FD_LPK 2, below), each tile in three phases:
  *  1. scores: thread i takes key i of the tile whole: its row of K in 16-byte loads, all
  *     in flight at once, against the G query rows (float32, in shared memory, read as
  *     broadcasts), summed over d in order, times the scale; its row of V goes to shared
@@ -23,7 +23,18 @@
 
 #define FD_THREADS 128
 #define FD_WARPS (FD_THREADS / 32)
-#define FD_TILE FD_THREADS /* keys per tile: one per thread when scoring */
+/* Threads a key when scoring (a build-time trial knob, not yet run on a GPU at 2). 1: thread
+ * i takes key i whole, so one load instruction of a warp touches 32 rows of K 16 bytes
+ * each, half of each 32-byte sector (run 20's ncu: L2 hit rate 48%, DRAM throughput 39% at
+ * batch 32). 2: the two threads of a pair take a key's even and odd 16-byte vectors, so a
+ * warp's load covers 16 whole sectors, and add their partial scores (one shuffle a query
+ * head): tiles of 64 keys, half the V tile's shared memory and the K registers. Its sums
+ * are taken in another order than 1's (each thread's vectors in order, then the pair). */
+#ifndef FD_LPK
+#define FD_LPK 1
+#endif
+static_assert(FD_LPK == 1 || FD_LPK == 2, "fd: 1 or 2 threads a key");
+#define FD_TILE (FD_THREADS / FD_LPK) /* keys per tile */
 
 /* Grid (num_seqs * grid_split, nkv), as tc's split kernel. */
 template <typename E, int G, int HD>
@@ -69,27 +80,31 @@ static __global__ void __launch_bounds__(FD_THREADS)
 
     for (int64_t k0 = kbeg; k0 < kend; k0 += FD_TILE) {
         const int n = (int)(kend - k0 < FD_TILE ? kend - k0 : FD_TILE);
-        /* 1. scores, and this key's V row to shared memory */
-        if (tid < n) {
-            const int j = (int)(k0 + tid), b = j / bsz; /* keys < 2^31 (checked at the entry) */
+        /* 1. scores, and this key's V row to shared memory (FD_LPK threads a key, each
+         * its vectors part, part + FD_LPK, ...) */
+        const int kt = tid / FD_LPK, part = tid % FD_LPK;
+        const bool active = kt < n; /* the same for both threads of a key */
+        float sc[G];
+#pragma unroll
+        for (int gi = 0; gi < G; gi++)
+            sc[gi] = 0.0f;
+        if (active) {
+            const int j = (int)(k0 + kt), b = j / bsz; /* keys < 2^31 (checked at the entry) */
             const int64_t off = (((int64_t)table[b] * bsz + (j - b * bsz)) * nkv + g) * HD;
             const uint4 *kr = (const uint4 *)(k_cache + off), *vr = (const uint4 *)(v_cache + off);
-            const uint32_t vdst = smem_u32(vs + (size_t)tid * HD);
+            const uint32_t vdst = smem_u32(vs + (size_t)kt * HD);
 #pragma unroll
-            for (int v = 0; v < NV; v++)
+            for (int v = part; v < NV; v += FD_LPK)
                 cp_async16(vdst + 16 * v, vr + v, 16);
             cp_async_commit();
-            uint4 kv[NV];
+            uint4 kv[NV / FD_LPK];
 #pragma unroll
-            for (int v = 0; v < NV; v++)
-                kv[v] = __ldg(kr + v);
-            float sc[G];
+            for (int u = 0; u < NV / FD_LPK; u++)
+                kv[u] = __ldg(kr + part + u * FD_LPK);
 #pragma unroll
-            for (int gi = 0; gi < G; gi++)
-                sc[gi] = 0.0f;
-#pragma unroll
-            for (int v = 0; v < NV; v++) {
-                const E *ke = (const E *)&kv[v];
+            for (int u = 0; u < NV / FD_LPK; u++) {
+                const int v = part + u * FD_LPK;
+                const E *ke = (const E *)&kv[u];
 #pragma unroll
                 for (int e = 0; e < EPV; e++) {
                     const float kf = elem<E>::load(ke[e]);
@@ -98,11 +113,16 @@ static __global__ void __launch_bounds__(FD_THREADS)
                         sc[gi] = fmaf(qs[gi][v * EPV + e], kf, sc[gi]);
                 }
             }
+        }
+        if (FD_LPK == 2) /* every lane: a pair is active or idle together */
 #pragma unroll
             for (int gi = 0; gi < G; gi++)
-                ps[gi][tid] = sc[gi] * scale;
-            cp_async_wait<0>();
-        }
+                sc[gi] += __shfl_xor_sync(0xffffffffu, sc[gi], 1);
+        if (active && part == 0)
+#pragma unroll
+            for (int gi = 0; gi < G; gi++)
+                ps[gi][kt] = sc[gi] * scale;
+        cp_async_wait<0>();
         __syncthreads();
         /* 2. the tile's softmax, per query head */
         for (int gi = warp; gi < G; gi += FD_WARPS) {
