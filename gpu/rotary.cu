@@ -150,13 +150,13 @@ static __global__ void __launch_bounds__(ROT_THREADS)
                     if (h < nrot) {
                         float y1, y2;
                         rot_pair(x1[k], x2[k], c, sf, y1, y2);
-                        st(row + k * hd + i, y1);
-                        st(row + k * hd + half + i, y2);
+                        const E e1 = elem<E>::store(y1), e2 = elem<E>::store(y2); /* st's rounding */
+                        row[k * hd + i] = e1, row[k * hd + half + i] = e2;
                         if (h >= nh && kd) {
                             E *kh = kd + (h - nh) * hd;
-                            kh[i] = row[k * hd + i], kh[half + i] = row[k * hd + half + i];
+                            kh[i] = e1, kh[half + i] = e2;
                         }
-                    } else if (h < nall && vd) {
+                    } else if (h < nall && vd) { /* a v head: its bits, as the scatter copies them */
                         E *vh = vd + (h - nrot) * hd;
                         vh[i] = row[k * hd + i], vh[half + i] = row[k * hd + half + i];
                     }
