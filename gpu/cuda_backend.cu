@@ -1011,8 +1011,7 @@ static int cache_write(gpu_pass *p, int r, int64_t l) {
         rk->L.num_kv_heads, m->cfg.head_dim, BLOCK_SIZE, m->reps[rep_of(m, r)].slots, m->dt, rk->stream);
 }
 
-/* The cache write, then attention (the composer's attention op; with the rotary_attention
- * slot below set, it does not call it). */
+/* The batch's keys and values into the paged cache, then attention through it. */
 static int op_attention(void *be, int r, int64_t l, const lr_op_mods *mods) {
     gpu_pass *p = (gpu_pass *)be;
     cudaSetDevice(p->m->ranks[r].device);
@@ -1020,19 +1019,19 @@ static int op_attention(void *be, int r, int64_t l, const lr_op_mods *mods) {
     return attend(p, r, l, mods);
 }
 
-/* The composer's rotary_attention slot (RoPE and the attention after it are observed
- * together, at o_proj.input): RoPE and the cache write in one kernel where the rotary and
- * cache variants are the defaults (heads, scatter) and lr_gpu_rope_cache() says so, the
- * rotary and cache variants one after the other otherwise; then attention. Rank 0's RoPE
- * (with the cache write, fused) is charged to the profile's rotary, the rest to attention. */
+/* The composer's rotary_attention slot, in the table a pass takes with lr_gpu_rope_cache()
+ * on (RoPE and the attention after it are observed together, at o_proj.input): RoPE and
+ * the cache write in one kernel where the rotary and cache variants are the defaults
+ * (heads, scatter), the rotary and cache variants one after the other otherwise; then
+ * attention. Rank 0's RoPE (with the cache write, fused) is charged to the profile's
+ * rotary, the rest to attention. */
 static int op_rotary_attention(void *be, int r, int64_t l, const lr_op_mods *mods) {
     gpu_pass *p = (gpu_pass *)be;
     gpu_model *m = p->m;
     gpu_rank *rk = &m->ranks[r];
     gpu_replica *rep = &m->reps[rep_of(m, r)];
     const char *rv = m->variant[LR_GPU_FAM_ROTARY], *cv = m->variant[LR_GPU_FAM_CACHE];
-    bool fused =
-        lr_gpu_rope_cache() && (!rv || strcmp(rv, "heads") == 0) && (!cv || strcmp(cv, "scatter") == 0);
+    bool fused = (!rv || strcmp(rv, "heads") == 0) && (!cv || strcmp(cv, "scatter") == 0);
     cudaSetDevice(rk->device);
     if (fused) {
         const double *inv;
@@ -1207,7 +1206,15 @@ static void op_prof_mark(void *be, int prof) {
     prof_mark(p->m, &p->m->ranks[0], prof);
 }
 
+/* The layer's ops: the composer calls RoPE, then the cache write and attention; with
+ * lr_gpu_rope_cache() on, a pass takes the second table, whose rotary_attention slot fuses
+ * RoPE with the cache write (chosen per pass, so a captured graph holds the one it ran). */
 static const lr_layer_ops cuda_layer_ops = {
+    LR_F32,         op_embedding,  op_rms_norm,   op_linear,       op_rotary,
+    op_attention,   op_activation, op_all_reduce, op_residual_sum, op_read,
+    op_load_stream, op_write,      op_perturb,    op_prof_mark,    NULL,
+};
+static const lr_layer_ops cuda_layer_ops_rope_cache = {
     LR_F32,         op_embedding,  op_rms_norm,   op_linear,       op_rotary,
     op_attention,   op_activation, op_all_reduce, op_residual_sum, op_read,
     op_load_stream, op_write,      op_perturb,    op_prof_mark,    op_rotary_attention,
@@ -1427,7 +1434,13 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
     prof_mark(m, &m->ranks[0], LR_PROF_SETUP);
 
     gpu_pass p = {m, NULL, false, kv, &meta, T, b, spans};
-    lr_composer c = {&cuda_layer_ops, &m->cfg, m->layouts, m->tp, m->ranks[0].plan, m->faults, m->num_faults};
+    lr_composer c = {lr_gpu_rope_cache() ? &cuda_layer_ops_rope_cache : &cuda_layer_ops,
+                     &m->cfg,
+                     m->layouts,
+                     m->tp,
+                     m->ranks[0].plan,
+                     m->faults,
+                     m->num_faults};
     if (graph)
         TRY(graph_step(m, &c, &p, kv));
     else
