@@ -4,13 +4,15 @@
  *
  * For prefill in bf16/f16 at head_dim 64 or 128. A block takes 64 query rows of one
  * (sequence, head), 16 per warp (FA_MT 1; 2: 128 and 32, below); each warp keeps its Q
- * rows as mma A fragments in registers for the whole key loop. Keys and values come in tiles of FA_BK = 64
- * from the paged cache into shared memory with cp.async, double-buffered (tile t + 1 is fetched while tile t
- * is used). Per tile and warp: S = Q K^T with mma.m16n8k16 (K fragments by ldmatrix), scores kept in the
- * accumulator registers, scaled by scale * log2(e), masked per row (the row's token_keys), online softmax in
- * float32 with exp2f; P is rounded to the dtype in registers and used directly as the A operand of O += P V
- * (V fragments by ldmatrix.trans). As in tc, P is the one rounded intermediate and the row sum is taken over
- * the rounded P. O stays in float32 registers and is rounded once at the end.
+ * rows as mma A fragments in registers for the whole key loop. Keys and values come in
+ * tiles of FA_BK = 64 from the paged cache into shared memory with cp.async,
+ * double-buffered (tile t + 1 is fetched while tile t is used). Per tile and warp: S =
+ * Q K^T with mma.m16n8k16 (K fragments by ldmatrix), scores kept in the accumulator
+ * registers, scaled by scale * log2(e), masked per row (the row's token_keys), online
+ * softmax in float32 with exp2f; P is rounded to the dtype in registers and used directly
+ * as the A operand of O += P V (V fragments by ldmatrix.trans). As in tc, P is the one
+ * rounded intermediate and the row sum is taken over the rounded P. O stays in float32
+ * registers and is rounded once at the end.
  *
  * mma.m16n8k16 fragments (PTX ISA, "Matrix Fragments for mma.m16n8k16"), for lane l with
  * gr = l / 4, tq = l % 4; each .b32 register holds two 16-bit elements, the lower column

@@ -985,6 +985,10 @@ static int shifted_keys(gpu_pass *p, gpu_rank *rk, gpu_replica *rep, int shift, 
     return rc;
 }
 
+/* Layer l's paged key and value caches on rank r. */
+static void *layer_k(const gpu_pass *p, int64_t l, int r) { return p->kv->k[l * p->m->tp + r]; }
+static void *layer_v(const gpu_pass *p, int64_t l, int r) { return p->kv->v[l * p->m->tp + r]; }
+
 /* Attention through layer l's paged cache on rank r, which holds the batch's keys and
  * values by now (a stale-cache or mask fault applied first). */
 static int attend(gpu_pass *p, int r, int64_t l, const lr_op_mods *mods) {
@@ -993,7 +997,7 @@ static int attend(gpu_pass *p, int r, int64_t l, const lr_op_mods *mods) {
     gpu_replica *rep = &m->reps[rep_of(m, r)];
     lr_gpu_attn_meta mt = rebase(m, p->meta, rep_of(m, r));
     int64_t hd = m->cfg.head_dim, qkvw = rk->L.q_size + 2 * rk->L.kv_size;
-    void *kc = p->kv->k[l * m->tp + r], *vc = p->kv->v[l * m->tp + r];
+    void *kc = layer_k(p, l, r), *vc = layer_v(p, l, r);
     if (mods->stale_back) TRY(stale_entries(p, rk, kc, vc, mods->stale_back));
     if (mods->mask_shift) TRY(shifted_keys(p, rk, rep, mods->mask_shift, &mt));
     return lr_gpu_attention(m->variant[LR_GPU_FAM_ATTENTION], rk->a.ctx, rk->L.q_size, rk->a.qkv, qkvw, kc, vc, &mt, p->T,
@@ -1005,10 +1009,10 @@ static int attend(gpu_pass *p, int r, int64_t l, const lr_op_mods *mods) {
 static int cache_write(gpu_pass *p, int r, int64_t l) {
     gpu_model *m = p->m;
     gpu_rank *rk = &m->ranks[r];
-    return lr_gpu_reshape_and_cache(
-        m->variant[LR_GPU_FAM_CACHE], p->kv->k[l * m->tp + r], p->kv->v[l * m->tp + r], rk->a.qkv,
-        rk->L.q_size + 2 * rk->L.kv_size, rk->L.q_size, rk->L.q_size + rk->L.kv_size, p->T,
-        rk->L.num_kv_heads, m->cfg.head_dim, BLOCK_SIZE, m->reps[rep_of(m, r)].slots, m->dt, rk->stream);
+    return lr_gpu_reshape_and_cache(m->variant[LR_GPU_FAM_CACHE], layer_k(p, l, r), layer_v(p, l, r),
+                                    rk->a.qkv, rk->L.q_size + 2 * rk->L.kv_size, rk->L.q_size,
+                                    rk->L.q_size + rk->L.kv_size, p->T, rk->L.num_kv_heads, m->cfg.head_dim,
+                                    BLOCK_SIZE, m->reps[rep_of(m, r)].slots, m->dt, rk->stream);
 }
 
 /* The batch's keys and values into the paged cache, then attention through it. */
@@ -1019,32 +1023,31 @@ static int op_attention(void *be, int r, int64_t l, const lr_op_mods *mods) {
     return attend(p, r, l, mods);
 }
 
-/* The composer's rotary_attention slot, in the table a pass takes with lr_gpu_rope_cache()
- * on (RoPE and the attention after it are observed together, at o_proj.input): RoPE and
- * the cache write in one kernel where the rotary and cache variants are the defaults
- * (heads, scatter), the rotary and cache variants one after the other otherwise; then
- * attention. Rank 0's RoPE (with the cache write, fused) is charged to the profile's
- * rotary, the rest to attention. */
+/* The composer's rotary_attention slot, in the table a pass takes where RoPE fuses with
+ * the cache write (rope_cache_fuses; RoPE and the attention after it are observed
+ * together, at o_proj.input): the two in one kernel, then attention. Rank 0's fused
+ * kernel is charged to the profile's rotary, the rest to attention. */
 static int op_rotary_attention(void *be, int r, int64_t l, const lr_op_mods *mods) {
     gpu_pass *p = (gpu_pass *)be;
     gpu_model *m = p->m;
     gpu_rank *rk = &m->ranks[r];
     gpu_replica *rep = &m->reps[rep_of(m, r)];
-    const char *rv = m->variant[LR_GPU_FAM_ROTARY], *cv = m->variant[LR_GPU_FAM_CACHE];
-    bool fused = (!rv || strcmp(rv, "heads") == 0) && (!cv || strcmp(cv, "scatter") == 0);
     cudaSetDevice(rk->device);
-    if (fused) {
-        const double *inv;
-        TRY(rope_frequencies(m, rk, rep, mods, &inv));
-        TRY(lr_gpu_rotary_cache(rk->a.qkv, rk->L.q_size + 2 * rk->L.kv_size, p->T, rk->L.num_heads,
-                                rk->L.num_kv_heads, m->cfg.head_dim, rep->pos, inv, p->kv->k[l * m->tp + r],
-                                p->kv->v[l * m->tp + r], rep->slots, m->dt, rk->stream));
-    } else {
-        TRY(op_rotary(be, r, mods));
-    }
+    const double *inv;
+    TRY(rope_frequencies(m, rk, rep, mods, &inv));
+    TRY(lr_gpu_rotary_cache(rk->a.qkv, rk->L.q_size + 2 * rk->L.kv_size, p->T, rk->L.num_heads,
+                            rk->L.num_kv_heads, m->cfg.head_dim, rep->pos, inv, layer_k(p, l, r),
+                            layer_v(p, l, r), rep->slots, m->dt, rk->stream));
     if (r == 0) prof_mark(m, rk, LR_PROF_ROTARY);
-    if (!fused) TRY(cache_write(p, r, l));
     return attend(p, r, l, mods);
+}
+
+/* Whether a pass fuses RoPE with the cache write: lr_gpu_rope_cache() on, and the model's
+ * rotary and cache variants the defaults (heads, scatter), whose arithmetic and bits the
+ * fused kernel has. */
+static bool rope_cache_fuses(const gpu_model *m) {
+    const char *rv = m->variant[LR_GPU_FAM_ROTARY], *cv = m->variant[LR_GPU_FAM_CACHE];
+    return lr_gpu_rope_cache() && (!rv || strcmp(rv, "heads") == 0) && (!cv || strcmp(cv, "scatter") == 0);
 }
 
 static int op_activation(void *be, int r, bool gated) {
@@ -1206,9 +1209,9 @@ static void op_prof_mark(void *be, int prof) {
     prof_mark(p->m, &p->m->ranks[0], prof);
 }
 
-/* The layer's ops: the composer calls RoPE, then the cache write and attention; with
- * lr_gpu_rope_cache() on, a pass takes the second table, whose rotary_attention slot fuses
- * RoPE with the cache write (chosen per pass, so a captured graph holds the one it ran). */
+/* The layer's ops: the composer calls RoPE, then the cache write and attention; where
+ * rope_cache_fuses, a pass takes the second table, whose rotary_attention slot fuses RoPE
+ * with the cache write (chosen per pass, so a captured graph holds the one it ran). */
 static const lr_layer_ops cuda_layer_ops = {
     LR_F32,         op_embedding,  op_rms_norm,   op_linear,       op_rotary,
     op_attention,   op_activation, op_all_reduce, op_residual_sum, op_read,
@@ -1434,7 +1437,7 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
     prof_mark(m, &m->ranks[0], LR_PROF_SETUP);
 
     gpu_pass p = {m, NULL, false, kv, &meta, T, b, spans};
-    lr_composer c = {lr_gpu_rope_cache() ? &cuda_layer_ops_rope_cache : &cuda_layer_ops,
+    lr_composer c = {rope_cache_fuses(m) ? &cuda_layer_ops_rope_cache : &cuda_layer_ops,
                      &m->cfg,
                      m->layouts,
                      m->tp,
