@@ -2,9 +2,10 @@
  * prefill (the default, fd, runs it there too); tc (attention_tc.cu) takes the rest.
  * Shared pieces: attention.cuh.
  *
- * For prefill in bf16/f16 at head_dim 64 or 128. A block takes 64 query rows of one
- * (sequence, head), 16 per warp (FA_MT 1; 2: 128 and 32, below); each warp keeps its Q
- * rows as mma A fragments in registers for the whole key loop. Keys and values come in
+ * For prefill in bf16/f16 at head_dim 64 or 128. A block takes 128 query rows of one
+ * (sequence, head), 32 per warp in two blocks of 16 (FA_MT 2; 1: 64 and 16, below); each
+ * warp reads its Q rows back from shared memory as mma A fragments a k-step at a time
+ * (FA_MT 1: held in registers for the whole key loop). Keys and values come in
  * tiles of FA_BK = 64 from the paged cache into shared memory with cp.async,
  * double-buffered (tile t + 1 is fetched while tile t is used). Per tile and warp: S =
  * Q K^T with mma.m16n8k16 (K fragments by ldmatrix), scores kept in the accumulator
@@ -31,15 +32,17 @@
 
 #define FA_BK 64 /* keys per tile */
 #define FA_WARPS 4
-/* Query row blocks of 16 a warp (FA_MT): 1, the kernel as measured (Q in registers for the
- * whole key loop, 64 rows a block); 2, 32 rows a warp and 128 a block, each K and V
- * fragment read from shared memory once for both row blocks (half the shared-memory
- * traffic per FLOP, as FlashAttention-2 lays out hd 128) and Q read back from shared
- * memory a k-step at a time instead of held (its registers go to the second block's
- * accumulators). Every row's arithmetic is the same in both, so are the bits. A build-time
- * knob (tools/gpu-trial.sh); 2 has not run on a GPU yet. */
+/* Query row blocks of 16 a warp (FA_MT, a build-time knob). 2, the default since run 24:
+ * 32 rows a warp and 128 a block, each K and V fragment read from shared memory once for
+ * both row blocks (half the shared-memory traffic per FLOP, as FlashAttention-2 lays out
+ * hd 128) and Q read back from shared memory a k-step at a time instead of held (its
+ * registers go to the second block's accumulators); ptxas: 254 registers at hd 128, no
+ * spills. 1: Q in registers for the whole key loop, 64 rows a block. Every row's
+ * arithmetic is the same in both, so are the bits. On the H200 (docs/performance.md, run
+ * 24) 2 took 217.7 us against 292.2 for 1 x 2048 at 32/8 heads, hd 128, causal, and 151.8
+ * against 187.9 for 8 x 512. */
 #ifndef FA_MT
-#define FA_MT 1
+#define FA_MT 2
 #endif
 static_assert(FA_MT == 1 || FA_MT == 2, "fa2: 1 or 2 row blocks of 16 a warp");
 static_assert(FA_BK % 16 == 0, "a key tile is whole 16-key k-steps of P V");

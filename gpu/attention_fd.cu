@@ -6,11 +6,12 @@
  * As tc's: one block per (sequence, kv head, key chunk), the chunks planned by split_plan
  * and merged by attention_merge_kernel (attention.cuh), float32 throughout (P is not
  * rounded), the G query heads of the kv head together. Here a block of 128 threads takes
- * its chunk in tiles of 128 keys (64 with FD_LPK 2, below), each tile in three phases:
- *  1. scores: thread i takes key i of the tile whole: its row of K in 16-byte loads, all
- *     in flight at once, against the G query rows (float32, in shared memory, read as
- *     broadcasts), summed over d in order, times the scale; its row of V goes to shared
- *     memory by cp.async meanwhile;
+ * its chunk in tiles of 64 keys (FD_LPK, below), each tile in three phases:
+ *  1. scores: the two threads of a pair take key i of the tile, one its even and one its
+ *     odd 16-byte vectors of K, all in flight at once, against the G query rows (float32,
+ *     in shared memory, read as broadcasts), each summing its vectors in order, then the
+ *     pair's two sums added (one shuffle), times the scale; the key's row of V goes to
+ *     shared memory by cp.async meanwhile, half by each thread;
  *  2. softmax: warp w takes query heads w, w + 4, ...: the tile's max (a warp max over the
  *     tile's scores), the running max and sum rescaled as the max grows, the weights
  *     p = exp(s - max) in place of the scores;
@@ -23,15 +24,17 @@
 
 #define FD_THREADS 128
 #define FD_WARPS (FD_THREADS / 32)
-/* Threads a key when scoring (a build-time trial knob, not yet run on a GPU at 2). 1: thread
- * i takes key i whole, so one load instruction of a warp touches 32 rows of K 16 bytes
- * each, half of each 32-byte sector (run 20's ncu: L2 hit rate 48%, DRAM throughput 39% at
- * batch 32). 2: the two threads of a pair take a key's even and odd 16-byte vectors, so a
- * warp's load covers 16 whole sectors, and add their partial scores (one shuffle a query
- * head): tiles of 64 keys, half the V tile's shared memory and the K registers. Its sums
- * are taken in another order than 1's (each thread's vectors in order, then the pair). */
+/* Threads a key when scoring (a build-time knob). 2, the default since run 24: the two
+ * threads of a pair take a key's even and odd 16-byte vectors, so a warp's load covers 16
+ * whole 32-byte sectors, and add their partial scores (one shuffle a query head): tiles of
+ * 64 keys, half the V tile's shared memory and the K registers of 1 (ptxas: 54 registers
+ * and 19.5 KiB a block, against 90 and 36 KiB). A batch-32 decode step with CUDA graphs
+ * took 7.161 ms against 7.473 (docs/performance.md, run 24). 1: thread i takes key i
+ * whole, so one load instruction of a warp touches 32 rows of K 16 bytes each, half of
+ * each sector (run 20's ncu: L2 hit rate 48%, DRAM throughput 39% at batch 32); its sums
+ * are taken in another order (a key's vectors in order, no pair). */
 #ifndef FD_LPK
-#define FD_LPK 1
+#define FD_LPK 2
 #endif
 static_assert(FD_LPK == 1 || FD_LPK == 2, "fd: 1 or 2 threads a key");
 #define FD_TILE (FD_THREADS / FD_LPK) /* keys per tile */

@@ -165,10 +165,10 @@ int lr_gpu_add_residual(float *out, const void *a, const float *r, int64_t n, lr
 bool lr_gpu_pdl(void);
 void lr_gpu_pdl_set(int on);
 
-/* Whether the CUDA backend fuses RoPE with the cache write (lr_gpu_rotary_cache). Off
- * until it has run on a GPU (docs/performance.md, run 23): on with LLAMAREF_ROPE_CACHE=1
- * in the environment or after lr_gpu_rope_cache_set(1); lr_gpu_rope_cache_set(-1) goes
- * back to that rule. It changes no bit. (util.cu) */
+/* Whether the CUDA backend fuses RoPE with the cache write (lr_gpu_rotary_cache). On
+ * (since run 24, docs/performance.md) unless LLAMAREF_ROPE_CACHE=0 is in the environment
+ * or lr_gpu_rope_cache_set(0) was called; lr_gpu_rope_cache_set(-1) goes back to that
+ * rule. It changes no bit. (util.cu) */
 bool lr_gpu_rope_cache(void);
 void lr_gpu_rope_cache_set(int on);
 

@@ -128,8 +128,8 @@ static const lr_gpu_kernel builtin[] = {
     {{FAM(CACHE), "scatter", "one block per token: its key and value rows to their slot", true, ALL, 0},
      lr_gpu_cache_scatter},
     {{FAM(ATTENTION), "fa2",
-      "prefill (bf16/f16, head_dim 64/128): FlashAttention-2, 64 queries of one (sequence, "
-      "head) per block, mma.sync m16n8k16 with S and P in registers, 64-key K/V tiles "
+      "prefill (bf16/f16, head_dim 64/128): FlashAttention-2, 128 queries of one (sequence, "
+      "head) per block, 32 a warp, mma.sync m16n8k16 with S and P in registers, 64-key K/V tiles "
       "cp.async double-buffered from the paged cache; else tc",
       false, ALL, ROUNDS_P},
      lr_gpu_attention_fa2},
@@ -141,8 +141,9 @@ static const lr_gpu_kernel builtin[] = {
      lr_gpu_attention_tc},
     {{FAM(ATTENTION), "fd",
       "decode (bf16/f16, head_dim 64/128): one block per (sequence, kv head, key chunk) in "
-      "tiles of 128 keys, a key per thread for the scores (its K row in 16-byte loads, V by "
-      "cp.async to shared memory), the group's query heads together, float32, chunks merged; "
+      "tiles of 64 keys, a key per pair of threads for the scores (its K row in 16-byte loads, "
+      "even and odd vectors, V by cp.async to shared memory), the group's query heads together, "
+      "float32, chunks merged; "
       "else fa2",
       true, ALL, ROUNDS_P},
      lr_gpu_attention_fd},

@@ -255,8 +255,8 @@ extern "C" bool lr_gpu_pdl(void) {
     return switch_on(&pdl_switch) && lr_gpu_cc_major() >= 9;
 }
 
-/* RoPE fused with the cache write: off unless LLAMAREF_ROPE_CACHE=1. */
-static env_switch rope_cache_switch = {"LLAMAREF_ROPE_CACHE", false, -1, -1};
+/* RoPE fused with the cache write: on unless LLAMAREF_ROPE_CACHE=0. */
+static env_switch rope_cache_switch = {"LLAMAREF_ROPE_CACHE", true, -1, -1};
 
 extern "C" void lr_gpu_rope_cache_set(int on) { switch_set(&rope_cache_switch, on); }
 

@@ -16,7 +16,7 @@
 # --peer NAME    also time another variant of the family on the same shapes, once, with the
 #                tree's own values (e.g. cublas), in the same run
 # --step ARGS    also time the model per configuration: bench/gpu_bench ARGS (e.g. "--model
-#                /tmp/llama3-8b-random --only 24 --graphs"), its decode rows' milliseconds
+#                /tmp/llama3-8b-random --only 24 --graphs"), its rows' milliseconds
 # --dtype D      f32, f16 or bf16 (default bf16)
 # Logs go to OUT (default ./gpu-out/trial); the build is left with the tree's own values.
 set -uo pipefail
@@ -70,14 +70,14 @@ rebuild() {
     rm -f "$BUILD"/gpu/*.o
     make -C "$BUILD" -j"$(nproc)" CPPFLAGS="$BASE_CPPFLAGS $1" llama-diff ${STEP:+bench-gpu}
 }
-# The model's decode rows under configuration $1 (number n): "row: ms" lines into steps.txt.
+# The model's rows (prefill and decode) under configuration $1 (number $2): table lines into steps.md.
 time_step() {
     # shellcheck disable=SC2086 # ARGS are words for gpu_bench
     "$BUILD/bench/gpu_bench" $STEP >"$OUTD/step-$2.txt" 2>&1
     local rc=$?
     echo "   gpu_bench exit $rc"
     [ $rc -eq 0 ] || FAILED=1
-    grep -E '^  decode' "$OUTD/step-$2.txt" | awk -v c="$1" '{ms = ""; for (i = 1; i < NF; i++) if ($(i + 1) == "ms") { ms = $i; break }
+    grep -E '^  (prefill|decode) ' "$OUTD/step-$2.txt" | awk -v c="$1" '{ms = ""; for (i = 1; i < NF; i++) if ($(i + 1) == "ms") { ms = $i; break }
         sub(/^ +/, ""); split($0, a, "  "); printf "| %s | %s | %s ms |\n", c, a[1], ms}' | tee -a "$OUTD/steps.md"
 }
 # One timing: the median microseconds of variant $1 at shape $2, or FAIL / ERR.
