@@ -563,6 +563,48 @@ static __device__ __forceinline__ void mm_load_x(uint32_t xt, const E *__restric
     }
 }
 
+/* The block's float32 tile (MM_BN features x 8 NT tokens, as mma.sync left it in each
+ * warp's acc) to y: summed over the cluster's S blocks in rank order 0, 1, ..., S - 1
+ * through distributed shared memory (sm_90; S is 1 below it), rounded once. part: the
+ * block's shared memory, MM_BN * 8 NT floats, which no thread uses any more. */
+template <typename E, int NT>
+static __device__ __forceinline__ void mm_store_tile(E *__restrict__ y, const float (&acc)[NT][4],
+                                                     float *part, int64_t T, int64_t N, int64_t n0, int rank,
+                                                     int S) {
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    /* The block's partial tile, part[feature][token], float32. c0, c1: feature g, tokens
+     * 2 (lane % 4) + 0, 1 of tile j; c2, c3: feature g + 8. */
+    const int g = warp * 16 + (lane >> 2), tc = 2 * (lane & 3);
+#pragma unroll
+    for (int j = 0; j < NT; j++) {
+        part[g * (8 * NT) + j * 8 + tc] = acc[j][0];
+        part[g * (8 * NT) + j * 8 + tc + 1] = acc[j][1];
+        part[(g + 8) * (8 * NT) + j * 8 + tc] = acc[j][2];
+        part[(g + 8) * (8 * NT) + j * 8 + tc + 1] = acc[j][3];
+    }
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    namespace cg = cooperative_groups;
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync(); /* every block's partials written and visible to the cluster */
+    const int rows = MM_BN / S, r0 = rank * rows;
+    for (int q = tid; q < rows * 8 * NT; q += MM_WARPS * 32) {
+        const int f = r0 + q / (8 * NT), t = q % (8 * NT);
+        float sum = 0.0f;
+        for (int s = 0; s < S; s++)
+            sum += cluster.map_shared_rank(part, s)[f * (8 * NT) + t];
+        if (t < T && n0 + f < N) st(y + (int64_t)t * N + n0 + f, sum);
+    }
+    cluster.sync(); /* no block leaves while another reads its shared memory */
+#else
+    /* no clusters before sm_90: the launcher sets S = 1 */
+    __syncthreads();
+    for (int q = tid; q < MM_BN * 8 * NT; q += MM_WARPS * 32) {
+        const int f = q / (8 * NT), t = q % (8 * NT);
+        if (t < T && n0 + f < N) st(y + (int64_t)t * N + n0 + f, part[f * (8 * NT) + t]);
+    }
+#endif
+}
+
 /* Grid (ceil(N / MM_BN) S) in clusters of S along x: block b is tile b / S, slice b % S. */
 template <typename E, int NT>
 static __global__ void __launch_bounds__(MM_WARPS * 32)
@@ -627,38 +669,7 @@ static __global__ void __launch_bounds__(MM_WARPS * 32)
     cp_async_wait<0>();
     __syncthreads(); /* every warp is done with the stages: their room takes the partials */
 
-    /* The block's partial tile, part[feature][token], float32. c0, c1: feature g, tokens
-     * 2 (lane % 4) + 0, 1 of tile j; c2, c3: feature g + 8. */
-    float *part = (float *)mm_smem;
-    const int g = warp * 16 + (lane >> 2), tc = 2 * (lane & 3);
-#pragma unroll
-    for (int j = 0; j < NT; j++) {
-        part[g * (8 * NT) + j * 8 + tc] = acc[j][0];
-        part[g * (8 * NT) + j * 8 + tc + 1] = acc[j][1];
-        part[(g + 8) * (8 * NT) + j * 8 + tc] = acc[j][2];
-        part[(g + 8) * (8 * NT) + j * 8 + tc + 1] = acc[j][3];
-    }
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    namespace cg = cooperative_groups;
-    cg::cluster_group cluster = cg::this_cluster();
-    cluster.sync(); /* every block's partials written and visible to the cluster */
-    const int rows = MM_BN / S, r0 = rank * rows;
-    for (int q = tid; q < rows * 8 * NT; q += MM_WARPS * 32) {
-        const int f = r0 + q / (8 * NT), t = q % (8 * NT);
-        float sum = 0.0f;
-        for (int s = 0; s < S; s++)
-            sum += cluster.map_shared_rank(part, s)[f * (8 * NT) + t];
-        if (t < T && n0 + f < N) st(y + (int64_t)t * N + n0 + f, sum);
-    }
-    cluster.sync(); /* no block leaves while another reads its shared memory */
-#else
-    /* no clusters before sm_90: the launcher sets S = 1 */
-    __syncthreads();
-    for (int q = tid; q < MM_BN * 8 * NT; q += MM_WARPS * 32) {
-        const int f = q / (8 * NT), t = q % (8 * NT);
-        if (t < T && n0 + f < N) st(y + (int64_t)t * N + n0 + f, part[f * (8 * NT) + t]);
-    }
-#endif
+    mm_store_tile<E, NT>(y, acc, (float *)mm_smem, T, N, n0, rank, S);
 }
 
 template <typename E, int NT> static int linear_mma_t(const linear_args *a, cudaStream_t s) {
@@ -714,6 +725,160 @@ template <> int linear_mma<float>(const linear_args *a, cudaStream_t s) { return
 int lr_gpu_linear_mma(const void *args, cudaStream_t s) {
     const linear_args *a = (const linear_args *)args;
     return LR_DISPATCH_DTYPE(a->dt, linear_mma, a, s);
+}
+
+/* ---- mmr ---------------------------------------------------------------------------------
+ * mma's tiles and cluster split (above), with w read straight from global memory into the
+ * A fragments: no shared-memory stages and no barrier in the K loop (run 22's ncu put
+ * mma's block-wide stages, filling and draining behind a barrier each, at 31% of DRAM
+ * throughput). Lane (g, q) (g = lane / 4, q = lane % 4) takes, for a step of 64 k from
+ * k0, the 16-byte vectors at k0 + 8q and k0 + 32 + 8q of its warp's rows g and g + 8 (w,
+ * 8 rows x 64 contiguous bytes a load instruction: whole sectors), and of token g of each
+ * tile of 8 (x, from L1, which w's loads leave alone). The k16 products of a step take
+ * k in a fixed permutation of memory's order, the same for A and B: k-step s (0..3) of
+ * the step is half h = s / 2 of the lane's vectors, 32-bit words 2 (s % 2) and 2 (s % 2)
+ * + 1, so fragment k 2q, 2q + 1 is memory k0 + 32h + 8q + 4 (s % 2) + 0, 1 and fragment
+ * k 2q + 8, 2q + 9 is + 2, 3: the four k16 products cover the step's 64 k once each.
+ * MR_DEPTH steps of w are in flight ahead of the one in use (registers); the first
+ * MR_DEPTH are asked for before the PDL wait. Per output the step's products are added
+ * in this order, the steps in ascending k, then the cluster's slices in rank order: the
+ * same bits every run, not cublas's or mma's. F32, T > 32, K not a multiple of 8 or
+ * unaligned pointers: as mma. Written in session 16 after run 24, not yet run on a GPU:
+ * a non-default variant until its sweep and timing (docs/performance.md). */
+#ifndef MR_DEPTH
+#define MR_DEPTH 2
+#endif
+#define MR_BK 64 /* k per step: two 16-byte vectors a lane for each of 2 rows */
+static_assert(MR_DEPTH >= 1 && MR_DEPTH <= 8, "mmr: 1 to 8 steps in flight");
+
+static __device__ __forceinline__ uint32_t u4_word(const uint4 &v, int i) {
+    return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+
+/* A step's w vectors of lane q: v[2h] row 0's and v[2h + 1] row 1's at k0 + 32h + 8q
+ * (zeros past kend or for a row past N, ok0/ok1 false: nothing is read there). */
+static __device__ __forceinline__ void mr_load_w(uint4 (&v)[4], const uint4 *w0, const uint4 *w1, bool ok0,
+                                                 bool ok1, int64_t k0, int64_t kend, int q) {
+    const uint4 z = make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int64_t k = k0 + 32 * h + 8 * q;
+        const bool in = k < kend;
+        v[2 * h] = ok0 && in ? ld_stream(w0 + k / 8) : z;
+        v[2 * h + 1] = ok1 && in ? ld_stream(w1 + k / 8) : z;
+    }
+}
+
+/* Grid (ceil(N / MM_BN) S) in clusters of S along x, as mma's. */
+template <typename E, int NT>
+static __global__ void __launch_bounds__(MM_WARPS * 32)
+    linear_mmr_kernel(E *__restrict__ y, const E *__restrict__ x, const E *__restrict__ w, int64_t T,
+                      int64_t N, int64_t K, int S, int64_t kslice) {
+    __shared__ __align__(16) float part[MM_BN * 8 * NT];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, q = lane & 3;
+    const int64_t n0 = (int64_t)(blockIdx.x / S) * MM_BN;
+    const int rank = (int)(blockIdx.x % S);
+    const int64_t kbeg = rank * kslice < K ? rank * kslice : K;
+    const int64_t kend = kbeg + kslice < K ? kbeg + kslice : K;
+    const int64_t r0 = n0 + warp * 16 + g, r1 = r0 + 8;
+    const bool ok0 = r0 < N, ok1 = r1 < N;
+    const uint4 *w0 = (const uint4 *)(w + (ok0 ? r0 : 0) * K), *w1 = (const uint4 *)(w + (ok1 ? r1 : 0) * K);
+    const uint4 z = make_uint4(0, 0, 0, 0);
+    float acc[NT][4];
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+        acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+
+    /* Launched with programmatic dependent launch (common.cuh): w (written by no kernel)
+     * is asked for before the wait, x (the kernel before wrote it) after it. */
+    pdl_trigger();
+    uint4 wv[MR_DEPTH][4];
+#pragma unroll
+    for (int p = 0; p < MR_DEPTH; p++)
+        mr_load_w(wv[p], w0, w1, ok0, ok1, kbeg + (int64_t)p * MR_BK, kend, q);
+    pdl_wait();
+    for (int64_t kb0 = kbeg; kb0 < kend; kb0 += (int64_t)MR_DEPTH * MR_BK) {
+#pragma unroll
+        for (int d = 0; d < MR_DEPTH; d++) {
+            const int64_t kb = kb0 + (int64_t)d * MR_BK;
+            if (kb >= kend) break; /* warp-uniform */
+            uint4 cur[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                cur[i] = wv[d][i];
+            mr_load_w(wv[d], w0, w1, ok0, ok1, kb + (int64_t)MR_DEPTH * MR_BK, kend, q);
+            uint4 xv[NT][2];
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    const int64_t t = j * 8 + g, k = kb + 32 * h + 8 * q;
+                    xv[j][h] = t < T && k < kend ? __ldg((const uint4 *)(x + t * K + k)) : z;
+                }
+#pragma unroll
+            for (int ks = 0; ks < 4; ks++) {
+                const int h = ks >> 1, o = 2 * (ks & 1);
+                const uint32_t a[4] = {u4_word(cur[2 * h], o), u4_word(cur[2 * h + 1], o),
+                                       u4_word(cur[2 * h], o + 1), u4_word(cur[2 * h + 1], o + 1)};
+#pragma unroll
+                for (int j = 0; j < NT; j++)
+                    mma16816<E>::mma(acc[j], a, u4_word(xv[j][h], o), u4_word(xv[j][h], o + 1));
+            }
+        }
+    }
+    mm_store_tile<E, NT>(y, acc, part, T, N, n0, rank, S);
+}
+
+template <typename E, int NT> static int linear_mmr_t(const linear_args *a, cudaStream_t s) {
+    auto kernel = linear_mmr_kernel<E, NT>;
+    /* blocks an SM holds (asked once an instance: the cards of a process are alike) */
+    static int per_sm = 0;
+    if (per_sm == 0) {
+        int n = 0;
+        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, MM_WARPS * 32, 0));
+        per_sm = n > 0 ? n : 1;
+    }
+    /* as mma: the most slices (8, 4, 2, 1) that keep the grid within one wave, K slices of
+     * whole steps, none under MM_MIN_SLICE of them; clusters from sm_90 on */
+    const int64_t tiles = (a->N + MM_BN - 1) / MM_BN, wave = (int64_t)lr_gpu_sm_count() * per_sm;
+    const int64_t steps = (a->K + MR_BK - 1) / MR_BK;
+    int S = lr_gpu_cc_major() >= 9 ? MM_MAX_CLUSTER : 1;
+    while (S > 1 && (tiles * S > wave || steps < (int64_t)S * MM_MIN_SLICE))
+        S /= 2;
+    const int64_t kslice = (steps + S - 1) / S * MR_BK;
+    if (tiles * S > INT_MAX) return lr_gpu_linear_cublas(a, s);
+    cudaLaunchAttribute at[2] = {lr_pdl_attribute()};
+    at[1].id = cudaLaunchAttributeClusterDimension;
+    at[1].val.clusterDim.x = (unsigned int)S, at[1].val.clusterDim.y = 1, at[1].val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned int)(tiles * S)), cfg.blockDim = dim3(MM_WARPS * 32);
+    cfg.stream = s, cfg.attrs = at, cfg.numAttrs = S > 1 ? 2 : 1;
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, (E *)a->y, (const E *)a->x, (const E *)a->w, a->T, a->N, a->K,
+                                  S, kslice));
+    return LR_OK;
+}
+
+template <typename E> static int linear_mmr(const linear_args *a, cudaStream_t s) {
+    if (a->T > MM_MAX_T || a->K % 8 != 0 || ((uintptr_t)a->x & 15) != 0 || ((uintptr_t)a->w & 15) != 0)
+        return lr_gpu_linear_cublas(a, s);
+    switch ((a->T + 7) / 8) {
+    case 1:
+        return linear_mmr_t<E, 1>(a, s);
+    case 2:
+        return linear_mmr_t<E, 2>(a, s);
+    case 3:
+        return linear_mmr_t<E, 3>(a, s);
+    default:
+        return linear_mmr_t<E, 4>(a, s);
+    }
+}
+
+/* Tensor cores take 16-bit operands: F32 goes to cublas. */
+template <> int linear_mmr<float>(const linear_args *a, cudaStream_t s) { return lr_gpu_linear_cublas(a, s); }
+
+int lr_gpu_linear_mmr(const void *args, cudaStream_t s) {
+    const linear_args *a = (const linear_args *)args;
+    return LR_DISPATCH_DTYPE(a->dt, linear_mmr, a, s);
 }
 
 /* ---- auto ------------------------------------------------------------------------------

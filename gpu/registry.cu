@@ -26,6 +26,7 @@ int lr_gpu_linear_cublas(const void *args, cudaStream_t s);
 int lr_gpu_linear_gemv(const void *args, cudaStream_t s);
 int lr_gpu_linear_gemv2(const void *args, cudaStream_t s);
 int lr_gpu_linear_mma(const void *args, cudaStream_t s);
+int lr_gpu_linear_mmr(const void *args, cudaStream_t s);
 int lr_gpu_linear_auto(const void *args, cudaStream_t s);
 int lr_gpu_rotary_heads(const void *args, cudaStream_t s);
 int lr_gpu_rotary_neox(const void *args, cudaStream_t s);
@@ -107,6 +108,13 @@ static const lr_gpu_kernel builtin[] = {
       "cublas for F32, T > 32, K not a multiple of 8 or unaligned pointers",
       false, ALL, 0},
      lr_gpu_linear_mma},
+    {{FAM(LINEAR), "mmr",
+      "T <= 32 (decode batches): mma's tiles and cluster split with w read straight from global "
+      "memory into the A fragments (no shared-memory stages, no barrier in the K loop; k in a "
+      "fixed permutation within each 64), x from L1, rounded once; F16, BF16; cublas for F32, "
+      "T > 32, K not a multiple of 8 or unaligned pointers",
+      false, ALL, 0},
+     lr_gpu_linear_mmr},
     {{FAM(LINEAR), "auto", "gemv for T <= 2 (decode), where it is faster than cuBLAS; cublas otherwise", true,
       ALL, 0},
      lr_gpu_linear_auto},
