@@ -6,11 +6,16 @@
  *     large T to cublas), bad arguments refused (LR_E_INVAL) before any device work;
  *   - on a device, every variant repeating its output bit for bit, gemv and gemv2 at
  *     T <= 8 equal bit for bit to their arithmetic order simulated on the CPU (gemv staged
- *     through shared memory or not), at T > 8 to cublas (their fallback), and mma equal to cublas where it
- *     hands the call on (T > 32, F32, K not a multiple of 8), at F32, F16 and BF16 over a
- *     few shapes.
- * Skips (77) without CUDA or without a device; the registry and argument checks run first
- * either way. */
+ *     through shared memory or not), at T > 8 to cublas (their fallback), and mma and mmr equal
+ *     to cublas where they hand the call on (T > 32, F32, K not a multiple of 8), at F32, F16
+ *     and BF16 over a few shapes;
+ *   - without a device, that the order check above can fail: on its own shapes and data at
+ *     F32, a sum in another order (gemv's terms one element at a time instead of by vector,
+ *     or gemv2's order) gives other bits for some output. At F16 and BF16 the output's
+ *     rounding hides most such differences, so there the check holds the kernels to their
+ *     order only as far as the rounding shows it (the count is printed).
+ * Skips (77) without CUDA or without a device; the registry, argument and order-power
+ * checks run first either way. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
@@ -97,7 +102,7 @@ static const lr_dtype dtypes[] = {LR_F32, LR_F16, LR_BF16};
 #define N_DTYPES (int)(sizeof dtypes / sizeof dtypes[0])
 #define GEMV_T 8 /* the largest T of gemv's and gemv2's own kernels (gpu/linear.cu); cublas beyond */
 #define AUTO_T 2 /* the largest T that auto hands to gemv (gpu/linear.cu, AUTO_GEMV_MAX_T) */
-#define MMA_T 32 /* the largest T of mma's kernel (gpu/linear.cu, MM_MAX_T); cublas beyond */
+#define MMA_T 32 /* the largest T of mma's and mmr's kernels (gpu/linear.cu, MM_MAX_T); cublas beyond */
 
 /* (N, K), and T: the GEMVs' range and beyond it. N 1027: gemv2's last block has 3 rows; K 33, and 4100 at
  * 16 bits: not a multiple of the 16-byte vector (gemv steps by element, gemv2 hands it to gemv). N 40000:
@@ -137,6 +142,54 @@ static void *random_values(lr_dtype dt, int64_t n, uint64_t *rng) {
 static uint32_t dtype_bit(lr_dtype dt) {
     return dt == LR_F32 ? LR_KERNEL_F32 : dt == LR_F16 ? LR_KERNEL_F16 : LR_KERNEL_BF16;
 }
+
+/* Outputs (of n, es bytes each) where a and b differ. */
+static int64_t count_differences(const void *a, const void *b, int64_t n, size_t es) {
+    int64_t c = 0;
+    for (int64_t i = 0; i < n; i++)
+        c += memcmp((const char *)a + (size_t)i * es, (const char *)b + (size_t)i * es, es) != 0;
+    return c;
+}
+
+/* No device: the exact order check of test_repeat_and_fallback can fail. For each shape
+ * (where K is a multiple of F32's 4-element vector, so that gemv sums by vector), at T 2,
+ * gemv's simulated order against two other orders of the same terms, on data drawn from
+ * the device test's distribution. Loop index: shape. */
+START_TEST(test_order_check_power) {
+    int64_t N = shapes[_i][0], K = shapes[_i][1], T = 2;
+    if (K % 4 != 0) return; /* gemv sums element by element there, as the other order would */
+    uint64_t rng = g_seed ^ (uint64_t)_i * 0x9e3779b97f4a7c15ull;
+    int64_t n = T * N;
+    const lr_dtype dts[] = {LR_F32, LR_BF16};
+    for (int d = 0; d < 2; d++) {
+        lr_dtype dt = dts[d];
+        size_t es = lr_dtype_size(dt);
+        void *x = random_values(dt, T * K, &rng), *w = random_values(dt, N * K, &rng);
+        void *ref = malloc((size_t)n * es), *elem = malloc((size_t)n * es), *g2 = malloc((size_t)n * es);
+        ck_assert(ref && elem && g2);
+        tu_sim_gemv(ref, x, w, T, N, K, dt, false, false);
+        tu_sim_gemv(elem, x, w, T, N, K, dt, true, false);
+        tu_sim_gemv2(g2, x, w, T, N, K, dt);
+        int64_t de = count_differences(ref, elem, n, es), d2 = count_differences(ref, g2, n, es);
+        printf("order check power, %s N %lld K %lld T %lld: element order differs at %lld of %lld outputs, "
+               "gemv2's at %lld\n",
+               lr_dtype_name(dt), (long long)N, (long long)K, (long long)T, (long long)de, (long long)n,
+               (long long)d2);
+        if (dt == LR_F32) {
+            ck_assert_msg(de > 0,
+                          "F32 N %lld K %lld: gemv's order and the element order give the same bits on "
+                          "every output, so the order check could not see that change (seed %llu)",
+                          (long long)N, (long long)K, (unsigned long long)g_seed);
+            if (K / 4 > 32) /* with 32 vectors or fewer, gemv2's order is gemv's */
+                ck_assert_msg(d2 > 0,
+                              "F32 N %lld K %lld: gemv's and gemv2's orders give the same bits on every "
+                              "output (seed %llu)",
+                              (long long)N, (long long)K, (unsigned long long)g_seed);
+        }
+        free(x), free(w), free(ref), free(elem), free(g2);
+    }
+}
+END_TEST
 
 /* y (host, dt) of variant on the device buffers. */
 static void *run(const char *variant, const void *x, const void *w, int64_t T, int64_t N, int64_t K,
@@ -206,10 +259,11 @@ START_TEST(test_repeat_and_fallback) {
                               "linear/%s %s T %lld (N %lld, K %lld) is not cublas's result (seed %llu)",
                               v->name, lr_dtype_name(dt), (long long)T, (long long)N, (long long)K,
                               (unsigned long long)g_seed);
-            if (!strcmp(v->name, "mma") && (T > MMA_T || dt == LR_F32 || K % 8 != 0))
+            if ((!strcmp(v->name, "mma") || !strcmp(v->name, "mmr")) &&
+                (T > MMA_T || dt == LR_F32 || K % 8 != 0))
                 ck_assert_msg(memcmp(a, def, (size_t)(T * N) * es) == 0,
-                              "linear/mma %s T %lld (N %lld, K %lld) is not cublas's result (seed %llu)",
-                              lr_dtype_name(dt), (long long)T, (long long)N, (long long)K,
+                              "linear/%s %s T %lld (N %lld, K %lld) is not cublas's result (seed %llu)",
+                              v->name, lr_dtype_name(dt), (long long)T, (long long)N, (long long)K,
                               (unsigned long long)g_seed);
             if (!strcmp(v->name, "auto")) { /* gemv's bits at T <= 2, cublas's above */
                 void *want = T <= AUTO_T ? run("gemv", x, w, T, N, K, dt) : NULL;
@@ -238,6 +292,7 @@ int main(void) {
     TCase *tc = tcase_create("registry_and_arguments");
     tcase_add_test(tc, test_registry);
     tcase_add_test(tc, test_bad_arguments);
+    tcase_add_loop_test(tc, test_order_check_power, 0, N_SHAPES);
     suite_add_tcase(contract, tc);
     if (tu_gpu_run_suite(contract)) return 1;
 
