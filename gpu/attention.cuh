@@ -8,7 +8,8 @@
  *   attention_flash.cu   "flash": 16 query rows per block, K/V tiles in shared memory
  *   attention_tc.cu      "tc": split-key decode, wmma tensor-core prefill, else flash
  *   attention_fa2.cu     "fa2": FlashAttention-2 on mma.sync, else tc
- *   attention_fd.cu      "fd" (default): fa2's prefill; decode split over keys, a key per thread
+ *   attention_fd.cu      "fd" (default): fa2's prefill; decode split over keys, a pair of
+ *                        threads a key
  *
  * Threads of a warp split the head dimension: lane l owns dimensions l, l + 32, ... (or
  * l DPL .. l DPL + DPL - 1 in tc's decode); DPL (dimensions per lane, hd <= 32 DPL) is a
