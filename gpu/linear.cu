@@ -672,26 +672,19 @@ static __global__ void __launch_bounds__(MM_WARPS * 32)
     mm_store_tile<E, NT>(y, acc, (float *)mm_smem, T, N, n0, rank, S);
 }
 
-template <typename E, int NT> static int linear_mma_t(const linear_args *a, cudaStream_t s) {
-    constexpr int smem = mm_smem<NT>();
-    auto kernel = linear_mma_kernel<E, NT>;
-    /* blocks an SM holds (asked once an instance: the cards of a process are alike) */
-    static int per_sm = 0;
-    if (smem > 48 * 1024)
-        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-    if (per_sm == 0) {
-        int n = 0;
-        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, MM_WARPS * 32, smem));
-        per_sm = n > 0 ? n : 1;
-    }
-    /* the most slices (8, 4, 2, 1) that keep the grid within one wave, K slices of whole
-     * stages, none under MM_MIN_SLICE of them; clusters from sm_90 on (below it, one slice) */
+/* The launch of mma's and mmr's kernels (the same arguments): the most slices (8, 4, 2, 1)
+ * that keep the grid within one wave of per_sm blocks an SM, K slices of whole steps of
+ * bk, none under MM_MIN_SLICE steps; clusters of the slices from sm_90 on (below it, one
+ * slice); programmatic dependent launch. */
+template <typename E>
+static int mm_launch(void (*kernel)(E *, const E *, const E *, int64_t, int64_t, int64_t, int, int64_t),
+                     int per_sm, int64_t bk, int smem, const linear_args *a, cudaStream_t s) {
     const int64_t tiles = (a->N + MM_BN - 1) / MM_BN, wave = (int64_t)lr_gpu_sm_count() * per_sm;
-    const int64_t stages = (a->K + MM_BK - 1) / MM_BK;
+    const int64_t steps = (a->K + bk - 1) / bk;
     int S = lr_gpu_cc_major() >= 9 ? MM_MAX_CLUSTER : 1;
-    while (S > 1 && (tiles * S > wave || stages < (int64_t)S * MM_MIN_SLICE))
+    while (S > 1 && (tiles * S > wave || steps < (int64_t)S * MM_MIN_SLICE))
         S /= 2;
-    const int64_t kslice = (stages + S - 1) / S * MM_BK;
+    const int64_t kslice = (steps + S - 1) / S * bk;
     if (tiles * S > INT_MAX) return lr_gpu_linear_cublas(a, s);
     cudaLaunchAttribute at[2] = {lr_pdl_attribute()};
     at[1].id = cudaLaunchAttributeClusterDimension;
@@ -704,19 +697,42 @@ template <typename E, int NT> static int linear_mma_t(const linear_args *a, cuda
     return LR_OK;
 }
 
-template <typename E> static int linear_mma(const linear_args *a, cudaStream_t s) {
-    if (a->T > MM_MAX_T || a->K % 8 != 0 || ((uintptr_t)a->x & 15) != 0 || ((uintptr_t)a->w & 15) != 0)
-        return lr_gpu_linear_cublas(a, s);
-    switch ((a->T + 7) / 8) {
-    case 1:
-        return linear_mma_t<E, 1>(a, s);
-    case 2:
-        return linear_mma_t<E, 2>(a, s);
-    case 3:
-        return linear_mma_t<E, 3>(a, s);
-    default:
-        return linear_mma_t<E, 4>(a, s);
+/* Blocks an SM holds of kernel with smem bytes of dynamic shared memory. */
+template <typename K> static int mm_per_sm(K kernel, int smem) {
+    int n = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, MM_WARPS * 32, smem));
+    return n > 0 ? n : 1;
+}
+
+template <typename E, int NT> static int linear_mma_t(const linear_args *a, cudaStream_t s) {
+    constexpr int smem = mm_smem<NT>();
+    auto kernel = linear_mma_kernel<E, NT>;
+    if (smem > 48 * 1024)
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    static int per_sm = 0; /* asked once an instance: the cards of a process are alike */
+    if (per_sm == 0) per_sm = mm_per_sm(kernel, smem);
+    return mm_launch<E>(kernel, per_sm, MM_BK, smem, a, s);
+}
+
+/* mma's and mmr's calls: cublas where they have no kernel (T > 32, K not a multiple of 8,
+ * x or w not 16-byte aligned), else LAUNCH<E, NT> for NT = ceil(T / 8) tiles of 8 tokens. */
+#define MM_BY_TILES(LAUNCH, a, s)                                                                            \
+    if ((a)->T > MM_MAX_T || (a)->K % 8 != 0 || ((uintptr_t)(a)->x & 15) != 0 ||                             \
+        ((uintptr_t)(a)->w & 15) != 0)                                                                       \
+        return lr_gpu_linear_cublas(a, s);                                                                   \
+    switch (((a)->T + 7) / 8) {                                                                              \
+    case 1:                                                                                                  \
+        return LAUNCH<E, 1>(a, s);                                                                           \
+    case 2:                                                                                                  \
+        return LAUNCH<E, 2>(a, s);                                                                           \
+    case 3:                                                                                                  \
+        return LAUNCH<E, 3>(a, s);                                                                           \
+    default:                                                                                                 \
+        return LAUNCH<E, 4>(a, s);                                                                           \
     }
+
+template <typename E> static int linear_mma(const linear_args *a, cudaStream_t s) {
+    MM_BY_TILES(linear_mma_t, a, s)
 }
 
 /* Tensor cores take 16-bit operands: F32 goes to cublas. */
@@ -831,46 +847,13 @@ static __global__ void __launch_bounds__(MM_WARPS * 32)
 
 template <typename E, int NT> static int linear_mmr_t(const linear_args *a, cudaStream_t s) {
     auto kernel = linear_mmr_kernel<E, NT>;
-    /* blocks an SM holds (asked once an instance: the cards of a process are alike) */
-    static int per_sm = 0;
-    if (per_sm == 0) {
-        int n = 0;
-        CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, MM_WARPS * 32, 0));
-        per_sm = n > 0 ? n : 1;
-    }
-    /* as mma: the most slices (8, 4, 2, 1) that keep the grid within one wave, K slices of
-     * whole steps, none under MM_MIN_SLICE of them; clusters from sm_90 on */
-    const int64_t tiles = (a->N + MM_BN - 1) / MM_BN, wave = (int64_t)lr_gpu_sm_count() * per_sm;
-    const int64_t steps = (a->K + MR_BK - 1) / MR_BK;
-    int S = lr_gpu_cc_major() >= 9 ? MM_MAX_CLUSTER : 1;
-    while (S > 1 && (tiles * S > wave || steps < (int64_t)S * MM_MIN_SLICE))
-        S /= 2;
-    const int64_t kslice = (steps + S - 1) / S * MR_BK;
-    if (tiles * S > INT_MAX) return lr_gpu_linear_cublas(a, s);
-    cudaLaunchAttribute at[2] = {lr_pdl_attribute()};
-    at[1].id = cudaLaunchAttributeClusterDimension;
-    at[1].val.clusterDim.x = (unsigned int)S, at[1].val.clusterDim.y = 1, at[1].val.clusterDim.z = 1;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned int)(tiles * S)), cfg.blockDim = dim3(MM_WARPS * 32);
-    cfg.stream = s, cfg.attrs = at, cfg.numAttrs = S > 1 ? 2 : 1;
-    CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, (E *)a->y, (const E *)a->x, (const E *)a->w, a->T, a->N, a->K,
-                                  S, kslice));
-    return LR_OK;
+    static int per_sm = 0; /* asked once an instance: the cards of a process are alike */
+    if (per_sm == 0) per_sm = mm_per_sm(kernel, 0);
+    return mm_launch<E>(kernel, per_sm, MR_BK, 0, a, s);
 }
 
 template <typename E> static int linear_mmr(const linear_args *a, cudaStream_t s) {
-    if (a->T > MM_MAX_T || a->K % 8 != 0 || ((uintptr_t)a->x & 15) != 0 || ((uintptr_t)a->w & 15) != 0)
-        return lr_gpu_linear_cublas(a, s);
-    switch ((a->T + 7) / 8) {
-    case 1:
-        return linear_mmr_t<E, 1>(a, s);
-    case 2:
-        return linear_mmr_t<E, 2>(a, s);
-    case 3:
-        return linear_mmr_t<E, 3>(a, s);
-    default:
-        return linear_mmr_t<E, 4>(a, s);
-    }
+    MM_BY_TILES(linear_mmr_t, a, s)
 }
 
 /* Tensor cores take 16-bit operands: F32 goes to cublas. */
