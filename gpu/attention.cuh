@@ -8,6 +8,7 @@
  *   attention_flash.cu   "flash": 16 query rows per block, K/V tiles in shared memory
  *   attention_tc.cu      "tc": split-key decode, wmma tensor-core prefill, else flash
  *   attention_fa2.cu     "fa2": FlashAttention-2 on mma.sync, else tc
+ *   attention_fa3.cu     "fa3": prefill on Hopper's warpgroup MMA (sm_90a), else fa2
  *   attention_fd.cu      "fd" (default): fa2's prefill; decode split over keys, a pair of
  *                        threads a key
  *
@@ -47,6 +48,7 @@ int lr_gpu_attention_simple(const void *args, cudaStream_t s);
 int lr_gpu_attention_flash(const void *args, cudaStream_t s);
 int lr_gpu_attention_tc(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa2(const void *args, cudaStream_t s);
+int lr_gpu_attention_fa3(const void *args, cudaStream_t s);
 int lr_gpu_attention_fd(const void *args, cudaStream_t s);
 
 /* *out = at least bytes of ws's device memory on the current device, valid until the

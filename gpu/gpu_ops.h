@@ -141,6 +141,11 @@ int lr_gpu_attention(const char *variant, void *ctx, int64_t ldc, const void *q,
                      const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta,
                      int64_t T, int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt,
                      lr_gpu_attn_ws *ws, cudaStream_t s);
+/* Whether attention variant fa3's own kernel (wgmma, gpu/attention_fa3.cu) runs on the
+ * current device: the build has it (*built: configure's CUDA_ARCH sm_90, the file
+ * compiled for sm_90a) and the device is of compute capability 9.0. Where it does not,
+ * fa3 hands every call to fa2, and a sweep of fa3 checks fa2's kernel. */
+bool lr_gpu_attention_fa3_native(bool *built);
 
 /* ---- Small helpers ---------------------------------------------------------------------- */
 

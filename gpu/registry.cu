@@ -37,6 +37,7 @@ int lr_gpu_attention_tc(const void *args, cudaStream_t s);
 int lr_gpu_attention_flash(const void *args, cudaStream_t s);
 int lr_gpu_attention_simple(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa2(const void *args, cudaStream_t s);
+int lr_gpu_attention_fa3(const void *args, cudaStream_t s);
 int lr_gpu_attention_fd(const void *args, cudaStream_t s);
 
 /* ---- Families ---------------------------------------------------------------------- */
@@ -141,6 +142,14 @@ static const lr_gpu_kernel builtin[] = {
       "cp.async double-buffered from the paged cache; else tc",
       false, ALL, ROUNDS_P},
      lr_gpu_attention_fa2},
+    {{FAM(ATTENTION), "fa3",
+      "prefill (bf16/f16, head_dim 64/128, compute capability 9.0, a build for sm_90): "
+      "FlashAttention-3's warpgroup MMA, 128 queries of one (sequence, head) per block, 64 a "
+      "warpgroup, wgmma for Q K^T (both from shared memory) and P V (P in registers), "
+      "64-key K/V tiles cp.async double-buffered from the paged cache in the 128-byte "
+      "swizzle; else fa2",
+      false, ALL, ROUNDS_P},
+     lr_gpu_attention_fa3},
     {{FAM(ATTENTION), "tc",
       "decode: one block per (sequence, kv head, key chunk), the group's query heads "
       "together, chunks merged; prefill (bf16/f16, head_dim 64/128): wmma tensor-core "

@@ -151,6 +151,27 @@ START_TEST(test_variant) {
 }
 END_TEST
 
+/* fa3's sweep checks its own kernel, not fa2's, wherever that kernel can run: a build for
+ * sm_90 (configure's default) on a card of compute capability 9.0 (H100, H200) must run
+ * it; an sm_90a image cannot run anywhere else, and there fa3 says so. */
+START_TEST(test_fa3_native) {
+    int dev = 0, major = 0, minor = 0;
+    ck_assert_int_eq(cudaGetDevice(&dev), cudaSuccess);
+    ck_assert_int_eq(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), cudaSuccess);
+    ck_assert_int_eq(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev), cudaSuccess);
+    bool built = false, native = lr_gpu_attention_fa3_native(&built);
+    ck_assert_int_eq(cudaGetLastError(), cudaSuccess); /* the probe left no error behind */
+    if (built && major == 9 && minor == 0)
+        ck_assert_msg(native, "fa3: built for sm_90a, but its kernel does not run on this compute capability "
+                              "9.0 device, so its sweep would check fa2");
+    else
+        ck_assert_msg(!native, "fa3: its kernel reported runnable without an sm_90a build on 9.0");
+    printf("fa3: wgmma kernel %s (build %s sm_90a, device compute capability %d.%d)\n",
+           native ? "runs here: its sweep checks it" : "does not run here: fa3's sweep checks fa2",
+           built ? "with" : "without", major, minor);
+}
+END_TEST
+
 /* The helpers without variants (lr_gpu_sum, add_bias, add_residual, convert). */
 START_TEST(test_helpers) {
     lr_opsweep_opts o;
@@ -911,6 +932,7 @@ int main(void) {
     tcase_add_loop_test(tc, test_planted, 0, N_DTYPES);
     suite_add_tcase(ops, tc);
     tc = tcase_create("helpers");
+    tcase_add_test(tc, test_fa3_native);
     tcase_add_loop_test(tc, test_helpers, 0, N_DTYPES);
     suite_add_tcase(ops, tc);
     int failed = tu_gpu_run_suite(ops);

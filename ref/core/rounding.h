@@ -70,14 +70,16 @@ lr_dtype lr_buf_dtype(lr_buf b, lr_dtype compute);
 
 /* Attention variants (gpu/registry.cu) and whether they round the probabilities P to
  * the dtype before P V. A variant that rounds elsewhere declares it here. Those that do
- * (fa2, fd through fa2's kernel, and tc's wmma kernel) round them as FlashAttention does: an online softmax over
- * tiles of LR_ATTN_P_TILE keys, scores in log2 units (scale * log2 e), each tile's
- * weights exp2(s - running max) rounded to the dtype, the row sum taken over the rounded
- * weights, the running sums rescaled in float32 as the max grows. Only for bf16/fp16
- * prefill (a batch in which some sequence has more than one new token) at head_dim 64 or
- * 128; everything else they hand on (fa2 -> tc -> flash) keeps P in float32. */
+ * (fa2, fa3, fd through fa2's kernel, and tc's wmma kernel) round them as FlashAttention
+ * does: an online softmax over tiles of LR_ATTN_P_TILE keys, scores in log2 units (scale
+ * * log2 e), each tile's weights exp2(s - running max) rounded to the dtype, the row sum
+ * taken over the rounded weights, the running sums rescaled in float32 as the max grows.
+ * Only for bf16/fp16 prefill (a batch in which some sequence has more than one new token)
+ * at head_dim 64 or 128; everything else they hand on (fa3 -> fa2 -> tc -> flash) keeps P
+ * in float32. */
 #define LR_ATTN_ROUNDING_MAP(X)                                                                              \
     X("fa2", true)     /* mma.sync prefill; else tc */                                                       \
+    X("fa3", true)     /* wgmma prefill (sm_90a); else fa2 */                                                \
     X("tc", true)      /* wmma prefill; split-key decode in float32; else flash */                           \
     X("fd", true)      /* fa2's prefill; split-key decode in float32 */                                      \
     X("flash", false)  /* float32 throughout */                                                              \

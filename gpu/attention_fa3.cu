@@ -1,0 +1,445 @@
+/* attention_fa3.cu: the "fa3" attention variant, prefill attention on Hopper's
+ * warpgroup MMA (wgmma.mma_async, sm_90a), as FlashAttention-3 computes it; fa2
+ * (attention_fa2.cu) takes everything else: a card other than compute capability 9.0, a
+ * build without sm_90a (configure's CUDA_ARCH other than sm_90), F32, other head sizes,
+ * one token per sequence, unaligned pointers or odd strides, a grid too large.
+ *
+ * For prefill in bf16/f16 at head_dim 64 or 128. A block takes FA3_BQ = 128 query rows of
+ * one (sequence, head) with two warpgroups of 128 threads, 64 rows each (warp w of a
+ * warpgroup: its rows 16w..16w+15, as mma.sync's m16 tiles). Q, and the K and V tiles of
+ * FA3_BN keys (double-buffered, cp.async from the paged cache, as fa2 fetches them), sit
+ * in shared memory in wgmma's 128-byte-swizzle canonical layout (fa3_sw below). Per tile
+ * and warpgroup: S (64 x FA3_BN, float32 registers) = Q K^T by HD/16 wgmma m64nBNk16 with
+ * both operands read from shared memory through matrix descriptors; the online softmax in
+ * registers exactly as fa2 does it (scores scaled by scale * log2(e), masked per row by
+ * the row's token_keys, exp2f, P rounded to the dtype and the row sum taken over the
+ * rounded P); then O (64 x HD, float32 registers) += P V by FA3_BN/16 wgmma m64nHDk16, P
+ * from registers (the accumulator layout of S is the A-fragment layout, as with
+ * mma.sync), V from shared memory as an MN-major (transposed) operand. O is rounded once
+ * at the end. The rounding is fa2's (P the one rounded intermediate); only the order of
+ * the MMAs' float32 sums differs, so the bits may.
+ *
+ * wgmma facts used here (PTX ISA, "Asynchronous Warpgroup Level Matrix Multiply-
+ * Accumulate"): the accumulator fragment of m64nN for thread t of the warpgroup, warp w =
+ * t / 32, gr = (t % 32) / 4, tq = t % 4: d[4j + e] is row 16w + gr + 8 (e / 2), column 8j +
+ * 2tq + e % 2; the A register fragment of a k16 step is mma.m16n8k16's on the warp's 16
+ * rows. A shared-memory operand is described by a 64-bit descriptor (start address,
+ * leading and stride byte offsets, each >> 4; bits 62-63 the swizzle, 1 = 128 bytes). In
+ * the 128-byte swizzle a row of 64 16-bit elements is 128 bytes, 8 rows make a 1024-byte
+ * atom, and 16-byte chunk c of row r sits at chunk c ^ (r % 8) (the hardware applies the
+ * XOR to address bits 4-6 from bits 7-9, so every region is 1024-byte aligned).
+ * K-major (Q and K: the reduction dimension, head_dim, contiguous): atoms of 8 rows at
+ * the stride byte offset (1024), the leading byte offset unused; a k16 step inside the 64
+ * dims of an atom is a start address 32 bytes further, dims 64..127 another region.
+ * MN-major (V, with the transpose bit: head_dim contiguous, keys the reduction): 8 keys an
+ * atom, the next 8 keys at the stride byte offset (1024), the next 64 dims at the leading
+ * byte offset. The accumulators and P's registers are read and written asynchronously
+ * between a wgmma and its wait: wgmma.fence before each batch, and an empty asm on every
+ * accumulator after the wait so the compiler cannot move their use above it. Shared
+ * memory written by cp.async (the generic proxy) is made visible to wgmma (the async
+ * proxy) by fence.proxy.async before the block barrier. */
+#include "attention.cuh"
+#include "llamaref_ops.h" /* LR_ATTN_P_TILE */
+
+#include <limits.h>
+
+/* Keys per tile: the emulated reference's LR_ATTN_P_TILE, since the tile is where P is
+ * rounded (each tile's weights against the running max after it); fa2's FA_BK too. */
+#define FA3_BN LR_ATTN_P_TILE
+#define FA3_WGS 2 /* warpgroups a block */
+/* Blocks an SM that the registers must allow (a build-time knob): 1 leaves ptxas 159
+ * registers a thread at hd 128, no spills; 2 (two blocks of 96 KiB fit in shared memory)
+ * holds it to 128. */
+#ifndef FA3_MINB
+#define FA3_MINB 1
+#endif
+#define FA3_THREADS (FA3_WGS * 128)
+#define FA3_BQ (64 * FA3_WGS) /* query rows a block */
+static_assert(FA3_BN == 64 || FA3_BN == 128, "fa3: tiles of 64 or 128 keys (wgmma n64 or n128)");
+static_assert(FA3_THREADS / 32 <= 32, "kmax_w holds a warp's count each");
+
+/* Shared memory, bytes from a 1024-aligned base: Q (FA3_BQ rows) | K0 | K1 | V0 | V1
+ * (FA3_BN rows each), every region in the swizzled layout, head_dim in blocks of 64 (a
+ * region of R rows holds dims 0-63 of every row, then dims 64-127). The output rows are
+ * staged in K0.. after the last tile, rows of HD + 8 (fa2's padded layout). hd 128: 32 + 4
+ * x 16 KiB = 96 KiB a block. */
+template <int HD> struct fa3_layout {
+    static constexpr uint32_t QB = FA3_BQ * HD * 2, TB = FA3_BN * HD * 2;
+    static constexpr size_t bytes = QB + 4 * (size_t)TB + 1024; /* + the base's alignment */
+    static_assert(HD == 64 || HD == 128, "head_dim in one or two 64-wide swizzle atoms");
+    static_assert(QB % 1024 == 0 && TB % 1024 == 0, "regions 1024-byte aligned");
+    static_assert(FA3_BQ * (HD + 8) * 2 <= 4 * TB, "the output rows are staged in the K and V buffers");
+    static_assert(bytes <= 227 * 1024, "within sm_90's shared memory per block");
+};
+
+/* Byte offset of 16-byte chunk c (elements 8c..8c+7 of head_dim) of row r in a swizzled
+ * region of R rows. */
+template <int R> static __device__ __forceinline__ uint32_t fa3_sw(int r, int c) {
+    return (uint32_t)((c >> 3) * (R * 128) + r * 128 + (((c & 7) ^ (r & 7)) << 4));
+}
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FA3_DEVICE_CODE 1
+#endif
+
+#ifdef FA3_DEVICE_CODE
+/* A shared-memory matrix descriptor with the 128-byte swizzle. */
+static __device__ __forceinline__ uint64_t fa3_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+    return (uint64_t)((addr >> 4) & 0x3FFF) | ((uint64_t)((lbo >> 4) & 0x3FFF) << 16) |
+           ((uint64_t)((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
+}
+
+static __device__ __forceinline__ void wg_fence() {
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+static __device__ __forceinline__ void wg_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+static __device__ __forceinline__ void wg_wait0() {
+    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+}
+static __device__ __forceinline__ void fence_proxy_async() {
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+/* The compiler may not move a use of r across this point (see the file comment). */
+template <int N> static __device__ __forceinline__ void reg_fence(float (&r)[N]) {
+#pragma unroll
+    for (int i = 0; i < N; i++)
+        asm volatile("" : "+f"(r[i])::"memory");
+}
+
+#define FA3_D32                                                                                              \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                                \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}"
+#define FA3_D64                                                                                              \
+    "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "                                \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, "                       \
+    "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, "                       \
+    "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}"
+#define FA3_O8(d, i)                                                                                         \
+    "+f"(d[i]), "+f"(d[i + 1]), "+f"(d[i + 2]), "+f"(d[i + 3]), "+f"(d[i + 4]), "+f"(d[i + 5]),              \
+        "+f"(d[i + 6]), "+f"(d[i + 7])
+#define FA3_O32(d) FA3_O8(d, 0), FA3_O8(d, 8), FA3_O8(d, 16), FA3_O8(d, 24)
+#define FA3_O64(d) FA3_O32(d), FA3_O8(d, 32), FA3_O8(d, 40), FA3_O8(d, 48), FA3_O8(d, 56)
+
+/* wg_mma<E, N>::ss: d (64 x N) = (acc ? d : 0) + A B, A (64 x 16) and B (16 x N) both
+ * K-major in shared memory (descriptors a, b). ::rs: d += A B, A from registers (the
+ * mma.m16n8k16 fragment of each warp's 16 rows), B MN-major in shared memory. */
+template <typename E, int N> struct wg_mma;
+#define FA3_WG_MMA(ET, TY)                                                                                   \
+    template <> struct wg_mma<ET, 64> {                                                                      \
+        static __device__ __forceinline__ void ss(float (&d)[32], uint64_t a, uint64_t b, int acc) {         \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"                                        \
+                         "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " FA3_D32                 \
+                         ", %32, %33, p, 1, 1, 0, 0;\n}\n"                                                   \
+                         : FA3_O32(d)                                                                        \
+                         : "l"(a), "l"(b), "r"(acc));                                                        \
+        }                                                                                                    \
+        static __device__ __forceinline__ void rs(float (&d)[32], const uint32_t (&a)[4], uint64_t b) {      \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"                                        \
+                         "wgmma.mma_async.sync.aligned.m64n64k16.f32." TY "." TY " " FA3_D32                 \
+                         ", {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"                                     \
+                         : FA3_O32(d)                                                                        \
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));                      \
+        }                                                                                                    \
+    };                                                                                                       \
+    template <> struct wg_mma<ET, 128> {                                                                     \
+        static __device__ __forceinline__ void ss(float (&d)[64], uint64_t a, uint64_t b, int acc) {         \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                        \
+                         "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " FA3_D64                \
+                         ", %64, %65, p, 1, 1, 0, 0;\n}\n"                                                   \
+                         : FA3_O64(d)                                                                        \
+                         : "l"(a), "l"(b), "r"(acc));                                                        \
+        }                                                                                                    \
+        static __device__ __forceinline__ void rs(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {      \
+            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                        \
+                         "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " FA3_D64                \
+                         ", {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"                                     \
+                         : FA3_O64(d)                                                                        \
+                         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(b), "r"(1));                      \
+        }                                                                                                    \
+    };
+FA3_WG_MMA(__nv_bfloat16, "bf16")
+FA3_WG_MMA(__half, "f16")
+#endif /* FA3_DEVICE_CODE */
+
+/* Issue the copies of key tile t (keys t FA3_BN ..) into the K and V buffers at shared
+ * addresses kd and vd: consecutive threads take consecutive 16-byte chunks of a key row;
+ * keys at or past kmax (whose block-table entries may be -1) are zero-filled without a
+ * read, so that P V never meets stale shared memory (0 * NaN). */
+template <typename E, int HD>
+static __device__ __forceinline__ void fa3_fetch(uint32_t kd, uint32_t vd, const E *k_cache, const E *v_cache,
+                                                 const int32_t *table, int bsz, int64_t nkv, int64_t g, int t,
+                                                 int kmax) {
+    constexpr int CH = HD / 8;
+    static_assert((FA3_BN * CH) % FA3_THREADS == 0, "the threads cover the tile exactly");
+#pragma unroll
+    for (int i = threadIdx.x; i < FA3_BN * CH; i += FA3_THREADS) {
+        const int j = i / CH, c = i % CH, key = t * FA3_BN + j;
+        int n = 0;
+        int64_t off = 0;
+        if (key < kmax) {
+            int b = key / bsz;
+            off = (((int64_t)table[b] * bsz + (key - b * bsz)) * nkv + g) * HD + c * 8;
+            n = 16;
+        }
+        const uint32_t o = fa3_sw<FA3_BN>(j, c);
+        cp_async16(kd + o, k_cache + off, n);
+        cp_async16(vd + o, v_cache + off, n);
+    }
+}
+
+/* Grid: fa2's (heads fastest, the heaviest causal query tiles first). Warpgroup wg owns
+ * rows 64 wg .. + 63 of the block's; lane l of warp w (4 wg + wq) rows 64 wg + 16 wq + gr
+ * and + 8. */
+template <typename E, int HD>
+static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
+    attention_fa3_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
+                         lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int64_t qtiles) {
+#ifdef FA3_DEVICE_CODE
+    typedef fa3_layout<HD> Ly;
+    constexpr int CH = HD / 8, NS = FA3_BN / 8 /* S tiles of 8 keys */, LD = HD + 8;
+    extern __shared__ __align__(1024) unsigned char fa3_smem[];
+    __shared__ int kmax_w[FA3_THREADS / 32];
+
+    const int64_t bid = blockIdx.x, h = bid % nh, rest = bid / nh;
+    const int64_t seq = rest % m.num_seqs, tile = rest / m.num_seqs;
+    const int64_t row0 = (qtiles - 1 - tile) * FA3_BQ, len = m.seq_len[seq];
+    if (row0 >= len) return; /* block-uniform, before any barrier */
+    const int64_t g = h / (nh / nkv), tok0 = m.seq_start[seq] + row0;
+    const int nrows = (int)(len - row0 < FA3_BQ ? len - row0 : FA3_BQ);
+    const int warp = threadIdx.x >> 5, wg = warp >> 2, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
+    const int32_t *table = m.block_tables + seq * m.max_blocks;
+    const int bsz = (int)m.block_size; /* <= INT32_MAX (checked by the launcher) */
+
+    /* The base, rounded up to 1024 bytes (the swizzle is taken from address bits). */
+    const uint32_t raw = smem_u32(fa3_smem), base = (raw + 1023u) & ~1023u;
+    const uint32_t qs = base, kbuf = base + Ly::QB, vbuf = kbuf + 2 * Ly::TB;
+
+    /* This lane's rows and the keys each sees (0 past the sequence: every score masked);
+     * wmax, wmin over the warp's rows, wgmax over the warpgroup's (the wgmma's are
+     * warpgroup-wide, so its tile skip is too), kmax over the block's. */
+    const int ra = warp * 16 + gr, rb = ra + 8;
+    const int nka = ra < nrows ? m.token_keys[tok0 + ra] : 0, nkb = rb < nrows ? m.token_keys[tok0 + rb] : 0;
+    int wmax = max(nka, nkb), wmin = min(nka, nkb);
+#pragma unroll
+    for (int o_ = 16; o_ > 0; o_ >>= 1) {
+        wmax = max(wmax, __shfl_xor_sync(0xffffffffu, wmax, o_));
+        wmin = min(wmin, __shfl_xor_sync(0xffffffffu, wmin, o_));
+    }
+    if (lane == 0) kmax_w[warp] = wmax;
+
+    /* Q (rows past the sequence zero-filled) and tile 0: one group. */
+    for (int i = threadIdx.x; i < FA3_BQ * CH; i += FA3_THREADS) {
+        const int r = i / CH, c = i % CH;
+        const E *src = r < nrows ? q + (tok0 + r) * ldq + h * HD + c * 8 : q;
+        cp_async16(qs + fa3_sw<FA3_BQ>(r, c), src, r < nrows ? 16 : 0);
+    }
+    __syncthreads(); /* kmax_w */
+    int kmax = 0, wgmax = 0;
+#pragma unroll
+    for (int w = 0; w < FA3_THREADS / 32; w++) {
+        kmax = max(kmax, kmax_w[w]);
+        if (w / 4 == wg) wgmax = max(wgmax, kmax_w[w]);
+    }
+    const int ntiles = kmax / FA3_BN + (kmax % FA3_BN != 0);
+    if (ntiles > 0) fa3_fetch<E, HD>(kbuf, vbuf, k_cache, v_cache, table, bsz, nkv, g, 0, kmax);
+    cp_async_commit();
+
+    float o[HD / 2]; /* O (64 x HD) of the warpgroup: o[4d + e] row ra / rb, dims 8d + 2tq + e % 2 */
+#pragma unroll
+    for (int i = 0; i < HD / 2; i++)
+        o[i] = 0.0f;
+    float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f; /* as fa2's */
+    const float sl2 = scale * 1.4426950408889634f;
+    /* Descriptors at the warpgroup's Q rows, and at the start of each K and V buffer. */
+    const uint64_t dq = fa3_desc(qs + wg * 64 * 128, 16, 1024);
+
+    for (int t = 0; t < ntiles; t++) {
+        if (t + 1 < ntiles) {
+            const uint32_t nb = ((t + 1) & 1) * Ly::TB;
+            fa3_fetch<E, HD>(kbuf + nb, vbuf + nb, k_cache, v_cache, table, bsz, nkv, g, t + 1, kmax);
+            cp_async_commit();
+            cp_async_wait<1>(); /* tile t (and Q) have landed, t + 1 may be in flight */
+        } else {
+            cp_async_wait<0>();
+        }
+        fence_proxy_async();
+        __syncthreads();
+        const int k0 = t * FA3_BN;
+        if (k0 < wgmax) { /* warpgroup-uniform: some row of the warpgroup sees a key of the tile */
+            const uint32_t cur = (t & 1) * Ly::TB;
+            const uint64_t dk = fa3_desc(kbuf + cur, 16, 1024), dv = fa3_desc(vbuf + cur, FA3_BN * 128, 1024);
+
+            /* S = Q K^T: k-step ks is dims 16ks..; within a 64-dim block a start 32 bytes
+             * further, the next block a region further (FA3_BQ or FA3_BN rows). */
+            float s[FA3_BN / 2];
+#pragma unroll
+            for (int i = 0; i < FA3_BN / 2; i++)
+                s[i] = 0.0f;
+            wg_fence();
+#pragma unroll
+            for (int ks = 0; ks < HD / 16; ks++) {
+                const uint64_t da = dq + (uint64_t)((((ks >> 2) * FA3_BQ * 128) + (ks & 3) * 32) >> 4),
+                               db = dk + (uint64_t)((((ks >> 2) * FA3_BN * 128) + (ks & 3) * 32) >> 4);
+                wg_mma<E, FA3_BN>::ss(s, da, db, ks > 0);
+            }
+            wg_commit();
+            wg_wait0();
+            reg_fence(s);
+
+            /* fa2's softmax on S tile j (keys k0 + 8j ..): s[4j + 0..1] row ra, s[4j + 2..3]
+             * row rb; P, rounded, straight into A fragments: tile j is keys 16 (j/2) +
+             * 8 (j%2) .. of k-step j / 2, i.e. registers a0, a1 (j even) or a2, a3 (j odd). */
+            const bool full = wmin - k0 >= FA3_BN; /* warp-uniform: every row sees the whole tile */
+            float mxa = -INFINITY, mxb = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < NS; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int key = k0 + 8 * j + 2 * tq + e;
+                    float va = s[4 * j + e] * sl2, vb = s[4 * j + 2 + e] * sl2;
+                    if (!full) {
+                        va = key < nka ? va : -INFINITY;
+                        vb = key < nkb ? vb : -INFINITY;
+                    }
+                    s[4 * j + e] = va, s[4 * j + 2 + e] = vb;
+                    mxa = fmaxf(mxa, va), mxb = fmaxf(mxb, vb);
+                }
+            mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 1));
+            mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
+            mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
+            mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
+            const float mna = fmaxf(ma, mxa), mnb = fmaxf(mb, mxb);
+            const float ca = mna == -INFINITY ? 1.0f : exp2f(ma - mna),
+                        cb = mnb == -INFINITY ? 1.0f : exp2f(mb - mnb);
+            const float ba = mna == -INFINITY ? 0.0f : mna, bb = mnb == -INFINITY ? 0.0f : mnb;
+            ma = mna, mb = mnb;
+            uint32_t pa[FA3_BN / 16][4];
+            float sa = 0.0f, sb = 0.0f;
+#pragma unroll
+            for (int j = 0; j < NS; j++) {
+                float r0, r1, r2, r3;
+                pa[j >> 1][(j & 1) * 2] =
+                    mma16816<E>::pack(exp2f(s[4 * j] - ba), exp2f(s[4 * j + 1] - ba), r0, r1);
+                pa[j >> 1][(j & 1) * 2 + 1] =
+                    mma16816<E>::pack(exp2f(s[4 * j + 2] - bb), exp2f(s[4 * j + 3] - bb), r2, r3);
+                sa += r0 + r1, sb += r2 + r3;
+            }
+            la = la * ca + sa, lb = lb * cb + sb;
+#pragma unroll
+            for (int d = 0; d < HD / 8; d++) {
+                o[4 * d] *= ca, o[4 * d + 1] *= ca;
+                o[4 * d + 2] *= cb, o[4 * d + 3] *= cb;
+            }
+
+            /* O += P V: k-step kk is keys 16kk.., two 8-key atoms, 2048 bytes further. */
+            wg_fence();
+#pragma unroll
+            for (int kk = 0; kk < FA3_BN / 16; kk++)
+                wg_mma<E, HD>::rs(o, pa[kk], dv + (uint64_t)((kk * 2048) >> 4));
+            wg_commit();
+            wg_wait0();
+            reg_fence(o);
+        }
+        __syncthreads(); /* the buffer is refetched next iteration (or takes the output) */
+    }
+    cp_async_wait<0>(); /* nothing in flight past here (there is always a tile: a row sees its own key) */
+
+    /* Normalise, round once, stage the warp's rows in the K and V buffers (its own rows:
+     * the loop's last barrier has passed), then write whole rows out in pairs (the
+     * launcher checked ctx and ldc for 4-byte alignment). */
+    E *const os = (E *)(fa3_smem + (kbuf - raw));
+    la += __shfl_xor_sync(0xffffffffu, la, 1);
+    la += __shfl_xor_sync(0xffffffffu, la, 2);
+    lb += __shfl_xor_sync(0xffffffffu, lb, 1);
+    lb += __shfl_xor_sync(0xffffffffu, lb, 2);
+    const float ia = la > 0.0f ? 1.0f / la : 0.0f, ib = lb > 0.0f ? 1.0f / lb : 0.0f;
+#pragma unroll
+    for (int d = 0; d < HD / 8; d++) {
+        E2<E> pa2, pb2;
+        pa2.a = elem<E>::store(o[4 * d] * ia), pa2.b = elem<E>::store(o[4 * d + 1] * ia);
+        pb2.a = elem<E>::store(o[4 * d + 2] * ib), pb2.b = elem<E>::store(o[4 * d + 3] * ib);
+        *(E2<E> *)(os + ra * LD + 8 * d + 2 * tq) = pa2;
+        *(E2<E> *)(os + rb * LD + 8 * d + 2 * tq) = pb2;
+    }
+    __syncwarp();
+    for (int i = lane; i < 16 * (HD / 2); i += 32) {
+        const int r = warp * 16 + i / (HD / 2), c = 2 * (i % (HD / 2));
+        if (r < nrows) *(E2<E> *)(ctx + (tok0 + r) * ldc + h * HD + c) = *(const E2<E> *)(os + r * LD + c);
+    }
+#else
+    __trap(); /* never launched: the host runs it only where fa3_runs_here says so */
+#endif
+}
+
+/* Whether this build has fa3's sm_90a kernel (LR_FA3_WGMMA, set by the makefile when it
+ * compiles this file for sm_90a) and the current device can run it (an sm_90a image runs
+ * on compute capability 9.0 alone); asked once per device. */
+static bool fa3_runs_here(const void *kernel) {
+#ifdef LR_FA3_WGMMA
+    static signed char known[64]; /* 0 not asked, 1 yes, -1 no */
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    if (known[dev] == 0) {
+        int major = 0, minor = 0;
+        cudaFuncAttributes fa;
+        bool ok = cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) == cudaSuccess &&
+                  cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev) == cudaSuccess &&
+                  major == 9 && minor == 0 && cudaFuncGetAttributes(&fa, kernel) == cudaSuccess;
+        if (!ok) (void)cudaGetLastError();
+        known[dev] = ok ? 1 : -1;
+    }
+    return known[dev] > 0;
+#else
+    (void)kernel;
+    return false;
+#endif
+}
+
+extern "C" bool lr_gpu_attention_fa3_native(bool *built) {
+#ifdef LR_FA3_WGMMA
+    *built = true;
+#else
+    *built = false;
+#endif
+    return fa3_runs_here((const void *)attention_fa3_kernel<__nv_bfloat16, 128>);
+}
+
+template <typename E, int HD> static int fa3_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
+    const lr_gpu_attn_meta *m = &a->meta;
+    int64_t qtiles = (m->max_seq_len + FA3_BQ - 1) / FA3_BQ;
+    if (qtiles == 0 || m->num_seqs == 0) return LR_OK;
+    if (m->num_seqs * qtiles > INT32_MAX / a->nh || !fa3_runs_here((const void *)attention_fa3_kernel<E, HD>))
+        return lr_gpu_attention_fa2(a, s);
+    size_t smem = fa3_layout<HD>::bytes;
+    CUDA_CHECK(cudaFuncSetAttribute(attention_fa3_kernel<E, HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    (int)smem));
+    unsigned int grid = (unsigned int)(a->nh * m->num_seqs * qtiles);
+    attention_fa3_kernel<E, HD><<<grid, FA3_THREADS, smem, s>>>((E *)a->ctx, a->ldc, (const E *)a->q, a->ldq,
+                                                                (const E *)a->k_cache, (const E *)a->v_cache,
+                                                                *m, a->nh, a->nkv, a->scale, qtiles);
+    LAUNCH_CHECK();
+    return LR_OK;
+}
+
+template <typename E> static int attention_fa3(const lr_gpu_attention_args *a, cudaStream_t s) {
+    const lr_gpu_attn_meta *m = &a->meta;
+    /* 16-byte copies of K, V and Q rows, 4-byte stores of ctx pairs (fa2's conditions). */
+    bool aligned = ((uintptr_t)a->k_cache & 15) == 0 && ((uintptr_t)a->v_cache & 15) == 0 &&
+                   ((uintptr_t)a->q & 15) == 0 && a->ldq % 8 == 0 && ((uintptr_t)a->ctx & 3) == 0 &&
+                   a->ldc % 2 == 0;
+    if (m->max_seq_len > 1 && (a->hd == 64 || a->hd == 128) && aligned && m->block_size <= INT32_MAX)
+        return a->hd == 64 ? fa3_launch<E, 64>(a, s) : fa3_launch<E, 128>(a, s);
+    return lr_gpu_attention_fa2(a, s);
+}
+
+/* wgmma has no float32 operands: F32 takes fa2's (that is, tc's) paths. */
+template <> int attention_fa3<float>(const lr_gpu_attention_args *a, cudaStream_t s) {
+    return lr_gpu_attention_fa2(a, s);
+}
+
+ATTN_LAUNCHER(lr_gpu_attention_fa3, attention_fa3)
