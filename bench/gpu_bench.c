@@ -5,7 +5,8 @@
  * plus written; the cuBLAS bf16 GEMM rate on a large square product), then times four
  * workloads through lr_model_forward and lr_model_compute_logits:
  *   prefill of one 2048-token prompt, prefill of 8 prompts of 512 (forward into an empty
- *   cache, then the logits of each sequence's last token);
+ *   cache, the final hidden states of each sequence's last token alone to the host by
+ *   lr_model_forward_rows, as the peer keeps one token's logits, then their logits);
  *   decode at batch 1 and batch 32 over 1024 tokens of context (one step: forward of one
  *   token per sequence, then its logits on the host).
  * Each row: median time, its floor (prefill: FLOPs / GEMM rate; decode: (weight bytes +
@@ -172,14 +173,8 @@ static int profile = 1; /* a profiled pass after the timed ones: all-reduce, GEM
 static int reps = 10, steps = 32, warm = 4;
 static const char *dump_logits;
 
-/* Gathers rows (host, model precision) into a contiguous (n, H) buffer for the logits. */
-static void gather_rows(void *dst, const lr_tensor *h, const int64_t *rows, int64_t n) {
-    size_t es = lr_dtype_size(h->dtype), w = (size_t)h->shape[1] * es;
-    for (int64_t i = 0; i < n; i++) memcpy((char *)dst + (size_t)i * w, (const char *)h->data + (size_t)rows[i] * w, w);
-}
-
 static void run_prefill(row *r) {
-    int64_t B = r->B, T = r->T, N = B * T, V = C->vocab_size, H = C->hidden_size;
+    int64_t B = r->B, T = r->T, N = B * T, V = C->vocab_size;
     int64_t *ids = malloc((size_t)N * 8), *pos = malloc((size_t)N * 8), *lens = malloc((size_t)B * 8),
             *last = malloc((size_t)B * 8);
     for (int64_t s = 0; s < B; s++) {
@@ -193,7 +188,6 @@ static void run_prefill(row *r) {
     lr_batch b = {ids, pos, B > 1 ? lens : NULL, NULL, N, B};
     lr_kv_cache *kv;
     LR(lr_kv_cache_create(M, B, T, &kv));
-    void *rowsbuf = malloc((size_t)(B * H) * 2);
     double *t = malloc((size_t)(reps + 2) * sizeof *t);
     /* 2 warm-ups, reps timed, then one profiled pass */
     for (int i = 0; i < reps + 2 + profile; i++) {
@@ -201,10 +195,8 @@ static void run_prefill(row *r) {
         if (i == reps + 2) LR(lr_model_set_profiling(M, true));
         double t0 = now();
         lr_tensor hid, lg;
-        LR(lr_model_forward(M, &b, kv, NULL, &hid));
-        gather_rows(rowsbuf, &hid, last, B);
-        lr_tensor sel = {hid.dtype, 2, {B, H}, rowsbuf};
-        LR(lr_model_compute_logits(M, &sel, NULL, &lg));
+        LR(lr_model_forward_rows(M, &b, kv, NULL, last, B, &hid)); /* each sequence's last token */
+        LR(lr_model_compute_logits(M, &hid, NULL, &lg));
         double dt = now() - t0;
         if (i >= 2 && i < reps + 2) t[i - 2] = dt;
         if (i == 0 && dump_logits && B == 1) {
@@ -224,7 +216,7 @@ static void run_prefill(row *r) {
     r->seconds = bench_median(t, reps);
     r->n = reps;
     lr_kv_cache_free(kv);
-    free(ids), free(pos), free(lens), free(last), free(rowsbuf), free(t);
+    free(ids), free(pos), free(lens), free(last), free(t);
 }
 
 static void run_decode(row *r) {

@@ -1420,7 +1420,7 @@ static int graph_step(gpu_model *m, const lr_composer *c, gpu_pass *p, const gpu
 }
 
 static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans, void *kvp,
-                        const lr_observer *obs, lr_tensor *hidden) {
+                        const lr_observer *obs, const int64_t *rows, int64_t n, lr_tensor *hidden) {
     gpu_model *m = (gpu_model *)impl;
     gpu_kv *kv = (gpu_kv *)kvp;
     int64_t T = b->num_tokens, H = m->cfg.hidden_size;
@@ -1449,19 +1449,42 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
     else
         TRY(m->graphs_opt ? eager_forward(m, &c, &p, obs) : lr_compose_forward(&c, &p, T, obs));
 
-    size_t bytes = (size_t)(T * H) * lr_dtype_size(m->dt);
-    if (m->hidden_cap < T * H) {
+    /* The hidden states to the host: all T rows, or (lr_model_forward_rows) the n asked
+     * for alone, one copy per run of equally spaced rows (each sequence's last token of a
+     * prefill of equal lengths is one). */
+    const int64_t R = rows ? n : T;
+    const size_t w = (size_t)H * lr_dtype_size(m->dt);
+    if (m->hidden_cap < R * H) {
         cudaFreeHost(m->hidden_host);
         m->hidden_host = NULL;
-        CUDA_CHECK(cudaMallocHost(&m->hidden_host, bytes));
-        m->hidden_cap = T * H;
+        m->hidden_cap = 0;
+        CUDA_CHECK(cudaMallocHost(&m->hidden_host, (size_t)R * w));
+        m->hidden_cap = R * H;
     }
     cudaSetDevice(m->ranks[0].device);
-    CUDA_CHECK(cudaMemcpyAsync(m->hidden_host, m->reps[0].normed, bytes, cudaMemcpyDeviceToHost, m->ranks[0].stream));
-    CUDA_CHECK(cudaStreamSynchronize(m->ranks[0].stream));
+    cudaStream_t s0 = m->ranks[0].stream;
+    const char *normed = (const char *)m->reps[0].normed;
+    if (!rows) {
+        CUDA_CHECK(cudaMemcpyAsync(m->hidden_host, normed, (size_t)T * w, cudaMemcpyDeviceToHost, s0));
+    } else {
+        for (int64_t i = 0, c; i < n; i += c) {
+            int64_t d = i + 1 < n ? rows[i + 1] - rows[i] : 1;
+            c = 1;
+            if (d >= 1)
+                while (i + c < n && rows[i + c] - rows[i + c - 1] == d)
+                    c++;
+            else
+                d = 1; /* a repeat or a step back: a run of one */
+            CUDA_CHECK(cudaMemcpy2DAsync((char *)m->hidden_host + (size_t)i * w, w,
+                                         normed + (size_t)rows[i] * w, (size_t)d * w, w, (size_t)c,
+                                         cudaMemcpyDeviceToHost, s0));
+        }
+    }
+    CUDA_CHECK(cudaStreamSynchronize(s0));
     prof_flush(m);
-    m->last_T = T;
-    *hidden = lr_tensor{m->dt, 2, {T, H}, m->hidden_host};
+    /* compute_logits takes the device's copy only when hidden is all of it */
+    m->last_T = rows ? -1 : T;
+    *hidden = lr_tensor{m->dt, 2, {R, H}, m->hidden_host};
     return LR_OK;
 }
 

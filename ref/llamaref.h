@@ -594,6 +594,15 @@ void lr_kv_cache_reset(lr_kv_cache *c);
  * in the model's precision, valid until the next call. */
 int lr_model_forward(lr_model *m, const lr_batch *b, lr_kv_cache *cache,
                      const lr_observer *obs, lr_tensor *hidden);
+/* lr_model_forward, returning the final hidden states of the batch's rows rows[0..n) alone:
+ * (n, hidden), row i that of token rows[i] (repeats allowed), bit for bit what
+ * lr_model_forward returns for it. For a caller that wants the logits of a few tokens,
+ * each sequence's last in a prefill, as vLLM keeps its logits indices alone: the CUDA
+ * backend then copies those rows off the device and no others. Observers still see every
+ * stage whole. rows[i] in 0..num_tokens-1, n in 1..num_tokens; else LR_E_INVAL naming
+ * the row, before any work. */
+int lr_model_forward_rows(lr_model *m, const lr_batch *b, lr_kv_cache *cache, const lr_observer *obs,
+                          const int64_t *rows, int64_t n, lr_tensor *hidden);
 /* LlamaForCausalLM.compute_logits: (T, vocab) logits of the unpadded vocabulary, valid
  * until the next call. Reports the lm_head stage. Under op isolation (obs->inject with
  * LR_ISOLATE_OP) the head multiplies inject's model.norm, where it gives one of hidden's

@@ -271,6 +271,51 @@ START_TEST(emulated_decode_matches_full_prompt) {
 }
 END_TEST
 
+/* lr_model_forward_rows: each row it returns is forward's row of that token, bit for bit
+ * (rows unordered, repeated, a run of equally spaced ones), and the logits of its rows are
+ * those of the same rows gathered from forward's. Loop index: f64, f32, bf16, fp16 (the
+ * emulated precisions hold their results in the dtype). Every case's batch. */
+START_TEST(forward_rows_are_forwards_rows) {
+    static const lr_dtype precs[] = {LR_F64, LR_F32, LR_BF16, LR_F16};
+    for (int ci = 0; ci < N_CASES; ci++) {
+        loaded L = load_case(&cases[ci]);
+        const lr_batch *b = lr_fixture_batch(L.fx);
+        const lr_config *c = lr_checkpoint_config(L.ck);
+        lr_model *m = make_model(L.ck, precs[_i], 1);
+        int64_t T = b->num_tokens, H = c->hidden_size, V = c->vocab_size;
+        size_t es = lr_dtype_size(precs[_i]), w = (size_t)H * es;
+        int64_t rows[] = {T - 1, 0, T - 1, T / 2, 0, T > 1 ? 1 : 0, T > 2 ? 2 : 0}, n = 7;
+        unsigned char *full = malloc((size_t)T * w), *picked = malloc((size_t)n * w),
+                      *want_lg = malloc((size_t)(n * V) * es);
+        lr_tensor h, lg;
+        ck_assert_msg(lr_model_forward(m, b, NULL, NULL, &h) == LR_OK, "%s", lr_last_error());
+        memcpy(full, h.data, (size_t)T * w);
+        for (int64_t i = 0; i < n; i++)
+            memcpy(picked + (size_t)i * w, full + (size_t)rows[i] * w, w);
+        lr_tensor sel = {precs[_i], 2, {n, H}, picked};
+        ck_assert_int_eq(lr_model_compute_logits(m, &sel, NULL, &lg), LR_OK);
+        memcpy(want_lg, lg.data, (size_t)(n * V) * es);
+        ck_assert_msg(lr_model_forward_rows(m, b, NULL, NULL, rows, n, &h) == LR_OK, "%s", lr_last_error());
+        ck_assert_int_eq(h.dtype, precs[_i]);
+        ck_assert_int_eq(h.ndim, 2);
+        ck_assert_int_eq(h.shape[0], n);
+        ck_assert_int_eq(h.shape[1], H);
+        for (int64_t i = 0; i < n; i++)
+            ck_assert_msg(
+                memcmp((const unsigned char *)h.data + (size_t)i * w, full + (size_t)rows[i] * w, w) == 0,
+                "%s %s: forward_rows' row %lld is not forward's row %lld", cases[ci].fixture,
+                lr_dtype_name(precs[_i]), (long long)i, (long long)rows[i]);
+        ck_assert_int_eq(lr_model_compute_logits(m, &h, NULL, &lg), LR_OK);
+        ck_assert_msg(memcmp(lg.data, want_lg, (size_t)(n * V) * es) == 0,
+                      "%s %s: the logits of forward_rows' rows differ from those of forward's",
+                      cases[ci].fixture, lr_dtype_name(precs[_i]));
+        free(full), free(picked), free(want_lg);
+        lr_model_free(m);
+        unload(&L);
+    }
+}
+END_TEST
+
 /* Bad batches are refused with a status, before any work. */
 START_TEST(bad_batches_are_refused) {
     loaded L = load_case(&cases[0]);
@@ -287,6 +332,18 @@ START_TEST(bad_batches_are_refused) {
     ck_assert_int_eq(lr_kv_cache_create(m, 1, 3, &kv), LR_OK);
     lr_batch four = {.input_ids = ids, .positions = pos, .num_tokens = 4};
     ck_assert_int_eq(lr_model_forward(m, &four, kv, NULL, &h), LR_E_CAPACITY);
+    /* forward_rows: the rows outside the batch, too many or none, or no array; named */
+    int64_t rows[5] = {0, 3, 4, -1, 1};
+    ck_assert_int_eq(lr_model_forward_rows(m, &four, NULL, NULL, rows, 3, &h), LR_E_INVAL);
+    ck_assert_msg(strstr(lr_last_error(), "rows[2] = 4") != NULL, "%s", lr_last_error());
+    ck_assert_int_eq(lr_model_forward_rows(m, &four, NULL, NULL, rows + 3, 1, &h), LR_E_INVAL);
+    ck_assert_msg(strstr(lr_last_error(), "rows[0] = -1") != NULL, "%s", lr_last_error());
+    ck_assert_int_eq(lr_model_forward_rows(m, &four, NULL, NULL, rows, 5, &h), LR_E_INVAL);
+    ck_assert_msg(strstr(lr_last_error(), "n 5") != NULL, "%s", lr_last_error());
+    ck_assert_int_eq(lr_model_forward_rows(m, &four, NULL, NULL, rows, 0, &h), LR_E_INVAL);
+    ck_assert_msg(strstr(lr_last_error(), "n 0") != NULL, "%s", lr_last_error());
+    ck_assert_int_eq(lr_model_forward_rows(m, &four, NULL, NULL, NULL, 1, &h), LR_E_INVAL);
+    ck_assert_msg(strstr(lr_last_error(), "rows is NULL") != NULL, "%s", lr_last_error());
     lr_kv_cache_reset(kv); /* no backend hook on the CPU: only the lengths */
     lr_kv_cache_free(kv);
     /* CUDA graphs are the cuda backend's */
@@ -564,6 +621,7 @@ static Suite *forward_suite(void) {
     tcase_add_loop_test(tc, every_stage_matches_golden, 0, N_CASES * 6);
     tcase_add_loop_test(tc, observer_sees_every_stage_once, 0, N_CASES);
     tcase_add_test(tc, observer_changes_nothing_and_runs_repeat);
+    tcase_add_loop_test(tc, forward_rows_are_forwards_rows, 0, 4);
     tcase_add_loop_test(tc, decode_after_prefill_matches_full_prompt, 0, N_CASES * 2);
     suite_add_tcase(s, tc);
     TCase *em = tcase_create("emulated bf16 and fp16");

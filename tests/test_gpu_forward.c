@@ -353,6 +353,64 @@ START_TEST(runs_repeat_bitwise) {
 }
 END_TEST
 
+/* lr_model_forward_rows on the GPU: each row bit for bit forward's row of that token, the
+ * logits of its rows bit for bit those of the same rows gathered from forward's (the same
+ * LM head call), for rows unordered and repeated, an equally spaced run (one strided copy)
+ * and every row reversed (n = T: compute_logits must not take the device's unpermuted
+ * rows for them). Loop index: case x precision, tp 2 (the ranks of the single-GPU mode). */
+START_TEST(forward_rows_are_forwards_rows) {
+    const fixture_case *fc = &cases[_i / N_PREC];
+    lr_dtype prec = precisions[_i % N_PREC];
+    loaded L = load_case(fc);
+    const lr_batch *b = lr_fixture_batch(L.fx);
+    const lr_config *c = lr_checkpoint_config(L.ck);
+    lr_model *m = make_model(L.ck, prec, 2, NULL);
+    int64_t T = b->num_tokens, H = c->hidden_size, V = c->vocab_size;
+    size_t es = lr_dtype_size(prec), w = (size_t)H * es;
+    int64_t *rows = malloc((size_t)(T + 8) * sizeof *rows);
+    unsigned char *full = malloc((size_t)T * w), *picked = malloc((size_t)(T + 8) * w),
+                  *want = malloc((size_t)((T + 8) * V) * es);
+    lr_tensor h, lg;
+    ck_assert_msg(lr_model_forward(m, b, NULL, NULL, &h) == LR_OK, "%s", lr_last_error());
+    memcpy(full, h.data, (size_t)T * w);
+    for (int set = 0; set < 3; set++) {
+        int64_t n = 0;
+        if (set == 0) {
+            const int64_t mixed[] = {T - 1, 0, T - 1, T / 2, 0, 1 % T, 2 % T};
+            for (n = 0; n < 7; n++)
+                rows[n] = mixed[n];
+        } else if (set == 1) {
+            for (int64_t r = 1; r < T; r += 3)
+                rows[n++] = r;
+        } else {
+            for (n = 0; n < T; n++)
+                rows[n] = T - 1 - n;
+        }
+        for (int64_t i = 0; i < n; i++)
+            memcpy(picked + (size_t)i * w, full + (size_t)rows[i] * w, w);
+        lr_tensor sel = {prec, 2, {n, H}, picked};
+        ck_assert_msg(lr_model_compute_logits(m, &sel, NULL, &lg) == LR_OK, "%s", lr_last_error());
+        memcpy(want, lg.data, (size_t)(n * V) * es);
+        ck_assert_msg(lr_model_forward_rows(m, b, NULL, NULL, rows, n, &h) == LR_OK, "%s", lr_last_error());
+        ck_assert_int_eq(h.shape[0], n);
+        for (int64_t i = 0; i < n; i++)
+            ck_assert_msg(
+                memcmp((const unsigned char *)h.data + (size_t)i * w, full + (size_t)rows[i] * w, w) == 0,
+                "%s %s, set %d: forward_rows' row %lld is not forward's row %lld", fc->fixture,
+                lr_dtype_name(prec), set, (long long)i, (long long)rows[i]);
+        ck_assert_msg(lr_model_compute_logits(m, &h, NULL, &lg) == LR_OK, "%s", lr_last_error());
+        ck_assert_msg(memcmp(lg.data, want, (size_t)(n * V) * es) == 0,
+                      "%s %s, set %d: the logits of forward_rows' %lld rows differ from those of forward's",
+                      fc->fixture, lr_dtype_name(prec), set, (long long)n);
+    }
+    printf("%s %s: forward_rows bitwise forward's rows, and their logits (3 row sets)\n", fc->fixture,
+           lr_dtype_name(prec));
+    free(rows), free(full), free(picked), free(want);
+    lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
 /* Layer isolation on the GPU: every layer fed the golden residual stream still passes
  * every stage (its own error only). */
 static const lr_tensor *inject_golden(void *user, const char *stage) {
@@ -929,6 +987,7 @@ static Suite *one_gpu_suite(void) {
     tcase_add_loop_test(tc, decode_after_prefill_matches_golden, 0, N_CASES * N_PREC);
     tcase_add_loop_test(tc, every_kernel_variant_at_model_level, 0, (int)lr_gpu_variant_count());
     tcase_add_test(tc, runs_repeat_bitwise);
+    tcase_add_loop_test(tc, forward_rows_are_forwards_rows, 0, N_CASES * N_PREC);
     tcase_add_loop_test(tc, isolated_layers_match_golden, 0, N_CASES);
     tcase_add_test(tc, bad_options_are_refused);
     tcase_add_test(tc, out_of_gpu_memory_is_a_clear_error);

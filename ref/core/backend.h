@@ -22,9 +22,10 @@ typedef struct lr_backend_ops {
     int (*kv_create)(void *impl, int64_t max_seqs, int64_t max_len, void **kv);
     void (*kv_free)(void *kv);
     /* spans: num_seqs entries; the cache holds span.past tokens of each slot and gets
-     * span.len more. hidden: (T, H) in the backend's precision, backend-owned. */
-    int (*forward)(void *impl, const lr_batch *b, const lr_seq_span *spans, void *kv,
-                   const lr_observer *obs, lr_tensor *hidden);
+     * span.len more. hidden: (T, H) in the backend's precision, backend-owned; with rows
+     * (checked: n in 1..T, each in 0..T-1), (n, H), row i that of token rows[i]. */
+    int (*forward)(void *impl, const lr_batch *b, const lr_seq_span *spans, void *kv, const lr_observer *obs,
+                   const int64_t *rows, int64_t n, lr_tensor *hidden);
     /* logits: (T, vocab), backend-owned. */
     int (*compute_logits)(void *impl, const lr_tensor *hidden, const lr_observer *obs,
                           lr_tensor *logits);

@@ -168,10 +168,19 @@ static int place_in_cache(const lr_kv_cache *c, lr_seq_span *spans, int64_t nseq
     return LR_OK;
 }
 
-int lr_model_forward(lr_model *m, const lr_batch *b, lr_kv_cache *cache, const lr_observer *obs,
-                     lr_tensor *hidden) {
+static int forward(lr_model *m, const lr_batch *b, lr_kv_cache *cache, const lr_observer *obs,
+                   const int64_t *rows, int64_t n, lr_tensor *hidden) {
     if (!b || b->num_tokens < 1 || b->num_tokens > LR_MAX_DIM)
         return lr_fail(LR_E_INVAL, "batch: num_tokens must be in 1..%lld", (long long)LR_MAX_DIM);
+    if (rows) {
+        if (n < 1 || n > b->num_tokens)
+            return lr_fail(LR_E_INVAL, "forward_rows: n %lld is outside 1..num_tokens (%lld)", (long long)n,
+                           (long long)b->num_tokens);
+        for (int64_t i = 0; i < n; i++)
+            if (rows[i] < 0 || rows[i] >= b->num_tokens)
+                return lr_fail(LR_E_INVAL, "forward_rows: rows[%lld] = %lld is outside 0..%lld", (long long)i,
+                               (long long)rows[i], (long long)(b->num_tokens - 1));
+    }
     if (b->seq_lens && (b->num_seqs < 1 || b->num_seqs > b->num_tokens))
         return lr_fail(LR_E_INVAL, "batch: num_seqs %lld is outside 1..num_tokens", (long long)b->num_seqs);
     if (cache && cache->m != m) return lr_fail(LR_E_INVAL, "forward: the KV cache belongs to another model");
@@ -191,12 +200,23 @@ int lr_model_forward(lr_model *m, const lr_batch *b, lr_kv_cache *cache, const l
         if ((rc = lr_kv_cache_create(m, slots, longest, &tmp)) == LR_OK) cache = tmp;
     }
     if (rc == LR_OK) rc = place_in_cache(cache, spans, one.num_seqs);
-    if (rc == LR_OK) rc = m->ops->forward(m->impl, &one, spans, cache->impl, obs, hidden);
+    if (rc == LR_OK) rc = m->ops->forward(m->impl, &one, spans, cache->impl, obs, rows, n, hidden);
     if (rc == LR_OK)
         for (int64_t s = 0; s < one.num_seqs; s++) cache->len[spans[s].slot] += spans[s].len;
     free(spans);
     lr_kv_cache_free(tmp);
     return rc;
+}
+
+int lr_model_forward(lr_model *m, const lr_batch *b, lr_kv_cache *cache, const lr_observer *obs,
+                     lr_tensor *hidden) {
+    return forward(m, b, cache, obs, NULL, 0, hidden);
+}
+
+int lr_model_forward_rows(lr_model *m, const lr_batch *b, lr_kv_cache *cache, const lr_observer *obs,
+                          const int64_t *rows, int64_t n, lr_tensor *hidden) {
+    if (!rows) return lr_fail(LR_E_INVAL, "forward_rows: rows is NULL");
+    return forward(m, b, cache, obs, rows, n, hidden);
 }
 
 int lr_model_compute_logits(lr_model *m, const lr_tensor *hidden, const lr_observer *obs,

@@ -53,9 +53,10 @@ typedef struct {
     size_t num_faults;
     lr_profile prof;
     void *hidden;     /* (cap_tokens, H): forward's result, in dt */
+    void *rows;       /* (n, H): lr_model_forward_rows' rows of hidden, in dt */
     void *logits;     /* (cap_tokens, V): compute_logits' result, in dt */
     void *wide_in, *wide_out; /* BF16/F16: float32 staging of compute_logits' input, of results */
-    int64_t cap_hidden, cap_logits, cap_wide_in, cap_wide_out;
+    int64_t cap_hidden, cap_rows, cap_logits, cap_wide_in, cap_wide_out;
 } cpu_model;
 
 /* Keys and values after RoPE, per (sequence slot, layer, rank): (max_len, kv_r). */

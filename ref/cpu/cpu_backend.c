@@ -25,6 +25,7 @@ static void cpu_destroy(void *impl) {
     free(m->inv_freq);
     free(m->inv_freq_torch);
     free(m->hidden);
+    free(m->rows);
     free(m->logits);
     free(m->wide_in);
     free(m->wide_out);
@@ -124,7 +125,7 @@ static int ensure(void **buf, int64_t *cap, int64_t n, size_t es) {
 }
 
 static int cpu_forward(void *impl, const lr_batch *b, const lr_seq_span *spans, void *kv,
-                       const lr_observer *obs, lr_tensor *hidden) {
+                       const lr_observer *obs, const int64_t *rows, int64_t n, lr_tensor *hidden) {
     cpu_model *m = impl;
     int64_t T = b->num_tokens, H = m->cfg.hidden_size;
     int rc = ensure(&m->hidden, &m->cap_hidden, T * H, lr_dtype_size(m->dt));
@@ -141,6 +142,12 @@ static int cpu_forward(void *impl, const lr_batch *b, const lr_seq_span *spans, 
     }
     if (rc) return rc;
     *hidden = (lr_tensor){.dtype = m->dt, .ndim = 2, .shape = {T, H}, .data = m->hidden};
+    if (!rows) return LR_OK;
+    size_t es = lr_dtype_size(m->dt), w = (size_t)H * es;
+    if ((rc = ensure(&m->rows, &m->cap_rows, n * H, es))) return rc;
+    for (int64_t i = 0; i < n; i++)
+        memcpy((char *)m->rows + (size_t)i * w, (const char *)m->hidden + (size_t)rows[i] * w, w);
+    *hidden = (lr_tensor){.dtype = m->dt, .ndim = 2, .shape = {n, H}, .data = m->rows};
     return LR_OK;
 }
 
