@@ -4,6 +4,8 @@
 # at 32/8 heads, hd 128; the prefill rows with attention=fa3) over the tree and
 # -DFA3_MINB=2 (two blocks an SM, 128 registers), and the defaults' prefill rows in the
 # same call; the model-level shape check with fa3 last (its dump is slow on a fresh machine).
+# test_gpu_forward also runs forward_rows_are_forwards_rows (lr_model_forward_rows, which
+# gpu_bench's prefill rows now use) for the first time on a GPU.
 source gpurun/env.sh
 export LR_FIXTURES=$PWD/fixtures LR_TMPDIR=/tmp/lr-tmp CK_FORK=no; mkdir -p $LR_TMPDIR
 SRC=$PWD; T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }; left() { echo $(( 585 - ($(date +%s) - T0) )); }
@@ -18,6 +20,7 @@ el "fa3 native; sweeps"
 CK_RUN_SUITE=gpu_ops CK_RUN_CASE=helpers timeout 120 ./tests/test_gpu_ops > $L/test_gpu_ops-helpers.log 2>&1; echo "test_gpu_ops helpers exit $?"; grep -E "^fa3:|^[0-9]+%|:[EF]:" $L/test_gpu_ops-helpers.log | head -6
 for d in bf16 f16; do timeout 90 ./llama-diff ops --op attention --variant fa3 --dtype $d > $L/ops-fa3-$d.txt 2>&1; echo "sweep fa3 $d exit $?"; grep -h "planned" $L/ops-fa3-$d.txt; grep -m5 "^FAIL" $L/ops-fa3-$d.txt | cut -c1-240; done
 timeout 90 ./llama-diff ops --op attention --variant fa3 --dtype bf16 --shapes llama3-8b > $L/ops-fa3-8b.txt 2>&1; echo "sweep fa3 llama3-8b exit $?"; grep -h "planned" $L/ops-fa3-8b.txt; pack
+timeout 120 ./tests/test_gpu_forward > $L/test_gpu_forward.log 2>&1; echo "test_gpu_forward exit $?"; grep -E "forward_rows|^[0-9]+%|:[EF]:" $L/test_gpu_forward.log | head -8; pack
 for tool in memcheck racecheck synccheck; do timeout 120 /usr/local/cuda/bin/compute-sanitizer --tool $tool --error-exitcode 9 ./llama-diff ops --op attention --variant fa3 --dtype bf16 > $L/san-$tool.txt 2>&1; echo "$tool exit $?"; grep -m2 -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard" $L/san-$tool.txt; done; pack
 el "trial fa3"; cd $SRC
 timeout 300 bash tools/gpu-trial.sh --build $B --out $L/trial-fa3 --op attention --variant fa3 \
