@@ -9,11 +9,13 @@
  *     through shared memory or not), at T > 8 to cublas (their fallback), and mma and mmr equal
  *     to cublas where they hand the call on (T > 32, F32, K not a multiple of 8), at F32, F16
  *     and BF16 over a few shapes;
- *   - without a device, that the order check above can fail: on its own shapes and data at
- *     F32, a sum in another order (gemv's terms one element at a time instead of by vector,
- *     or gemv2's order) gives other bits for some output. At F16 and BF16 the output's
- *     rounding hides most such differences, so there the check holds the kernels to their
- *     order only as far as the rounding shows it (the count is printed).
+ *   - without a device, that the order check above can fail: on its own shapes and data, a
+ *     sum in another order (gemv's terms one element at a time instead of by vector, or
+ *     gemv2's order) gives other bits for at least half the outputs, at F32 and at BF16.
+ *     On random data alone a 16-bit output's rounding hid almost every such difference
+ *     (0 to 4 outputs of hundreds differed at BF16); the data now carries a pair of large
+ *     terms that cancel (plant_cancelling_pair), which makes the low bits of every sum
+ *     depend on its order.
  * Skips (77) without CUDA or without a device; the registry, argument and order-power
  * checks run first either way. */
 #ifdef HAVE_CONFIG_H
@@ -139,6 +141,34 @@ static void *random_values(lr_dtype dt, int64_t n, uint64_t *rng) {
     return raw;
 }
 
+/* A pair of terms that cancel in every output, planted in random_values' data so that the
+ * exact order check sees a change of order at F16 and BF16 too: x[t][0] = x[t][K-1] = 2^11
+ * for every token, w[n][0] = 2^10 and w[n][K-1] = -2^10 (signs alternating over n). Their
+ * products, +-2^21, are exact and cancel in any order, but the accumulator that holds one
+ * of them keeps only the bits of the other terms above its ulp (2^-2), so which terms
+ * share it with the big one (the order) decides the low bits of a result whose own size
+ * is that of the random terms, and the 16-bit rounding no longer hides them. Exact in all
+ * three dtypes. x_raw (T, K) or w_raw (N, K) may be NULL: the other's half alone. */
+static void plant_cancelling_pair(void *x_raw, void *w_raw, int64_t T, int64_t N, int64_t K, lr_dtype dt) {
+    if (K < 2) return;
+    if (x_raw) {
+        float *x = tu_to_f32(x_raw, dt, T * K);
+        for (int64_t t = 0; t < T; t++)
+            x[t * K] = x[t * K + K - 1] = 0x1p11f;
+        lr_convert(x_raw, dt, x, LR_F32, (size_t)(T * K));
+        free(x);
+    }
+    if (w_raw) {
+        float *w = tu_to_f32(w_raw, dt, N * K);
+        for (int64_t n = 0; n < N; n++) {
+            w[n * K] = n % 2 ? -0x1p10f : 0x1p10f;
+            w[n * K + K - 1] = -w[n * K];
+        }
+        lr_convert(w_raw, dt, w, LR_F32, (size_t)(N * K));
+        free(w);
+    }
+}
+
 static uint32_t dtype_bit(lr_dtype dt) {
     return dt == LR_F32 ? LR_KERNEL_F32 : dt == LR_F16 ? LR_KERNEL_F16 : LR_KERNEL_BF16;
 }
@@ -152,19 +182,21 @@ static int64_t count_differences(const void *a, const void *b, int64_t n, size_t
 }
 
 /* No device: the exact order check of test_repeat_and_fallback can fail. For each shape
- * (where K is a multiple of F32's 4-element vector, so that gemv sums by vector), at T 2,
- * gemv's simulated order against two other orders of the same terms, on data drawn from
- * the device test's distribution. Loop index: shape. */
+ * (where K is a multiple of the dtype's 16-byte vector, so that gemv sums by vector), at
+ * T 2, gemv's simulated order against two other orders of the same terms, on the device
+ * test's data (random_values with the cancelling pair), at F32 and BF16. Loop index: shape. */
 START_TEST(test_order_check_power) {
     int64_t N = shapes[_i][0], K = shapes[_i][1], T = 2;
-    if (K % 4 != 0) return; /* gemv sums element by element there, as the other order would */
     uint64_t rng = g_seed ^ (uint64_t)_i * 0x9e3779b97f4a7c15ull;
     int64_t n = T * N;
     const lr_dtype dts[] = {LR_F32, LR_BF16};
     for (int d = 0; d < 2; d++) {
         lr_dtype dt = dts[d];
         size_t es = lr_dtype_size(dt);
+        int64_t V = 16 / (int64_t)es;
+        if (K % V != 0) continue; /* gemv sums element by element there, as the other order would */
         void *x = random_values(dt, T * K, &rng), *w = random_values(dt, N * K, &rng);
+        plant_cancelling_pair(x, w, T, N, K, dt);
         void *ref = malloc((size_t)n * es), *elem = malloc((size_t)n * es), *g2 = malloc((size_t)n * es);
         ck_assert(ref && elem && g2);
         tu_sim_gemv(ref, x, w, T, N, K, dt, false, false);
@@ -175,17 +207,19 @@ START_TEST(test_order_check_power) {
                "gemv2's at %lld\n",
                lr_dtype_name(dt), (long long)N, (long long)K, (long long)T, (long long)de, (long long)n,
                (long long)d2);
-        if (dt == LR_F32) {
-            ck_assert_msg(de > 0,
-                          "F32 N %lld K %lld: gemv's order and the element order give the same bits on "
-                          "every output, so the order check could not see that change (seed %llu)",
-                          (long long)N, (long long)K, (unsigned long long)g_seed);
-            if (K / 4 > 32) /* with 32 vectors or fewer, gemv2's order is gemv's */
-                ck_assert_msg(d2 > 0,
-                              "F32 N %lld K %lld: gemv's and gemv2's orders give the same bits on every "
-                              "output (seed %llu)",
-                              (long long)N, (long long)K, (unsigned long long)g_seed);
-        }
+        /* Most outputs, not just some: with the pair, a change of order shows in the bits of
+         * at least half of them at either dtype. */
+        ck_assert_msg(2 * de >= n,
+                      "%s N %lld K %lld: gemv's order and the element order differ at only %lld of %lld "
+                      "outputs, so the order check could miss that change (seed %llu)",
+                      lr_dtype_name(dt), (long long)N, (long long)K, (long long)de, (long long)n,
+                      (unsigned long long)g_seed);
+        if (K / V > 32) /* with 32 vectors or fewer, gemv2's order is gemv's */
+            ck_assert_msg(2 * d2 >= n,
+                          "%s N %lld K %lld: gemv's and gemv2's orders differ at only %lld of %lld outputs "
+                          "(seed %llu)",
+                          lr_dtype_name(dt), (long long)N, (long long)K, (long long)d2, (long long)n,
+                          (unsigned long long)g_seed);
         free(x), free(w), free(ref), free(elem), free(g2);
     }
 }
@@ -220,11 +254,13 @@ START_TEST(test_repeat_and_fallback) {
     size_t es = lr_dtype_size(dt);
     uint64_t rng = g_seed ^ (uint64_t)_i * 0x2545f4914f6cdd1dull;
     void *wh = random_values(dt, N * K, &rng), *w;
+    plant_cancelling_pair(NULL, wh, 0, N, K, dt); /* each x gets its half below */
     CK_CUDA(cudaMalloc(&w, (size_t)(N * K) * es));
     CK_CUDA(cudaMemcpy(w, wh, (size_t)(N * K) * es, cudaMemcpyHostToDevice));
     for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
         int64_t T = Ts[ti];
         void *xh = random_values(dt, T * K, &rng), *x;
+        plant_cancelling_pair(xh, NULL, T, 0, K, dt);
         CK_CUDA(cudaMalloc(&x, (size_t)(T * K) * es));
         CK_CUDA(cudaMemcpy(x, xh, (size_t)(T * K) * es, cudaMemcpyHostToDevice));
         void *def = run("cublas", x, w, T, N, K, dt);
