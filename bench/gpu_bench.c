@@ -8,7 +8,9 @@
  *   cache, the final hidden states of each sequence's last token alone to the host by
  *   lr_model_forward_rows, as the peer keeps one token's logits, then their logits);
  *   decode at batch 1 and batch 32 over 1024 tokens of context (one step: forward of one
- *   token per sequence, then its logits on the host).
+ *   token per sequence, then each sequence's greedy token on the host, lr_model_greedy:
+ *   the logits stay on the GPU, as the peer's do; with --host-logits, the whole (B, vocab)
+ *   logits on the host, lr_model_compute_logits, as up to session 16).
  * Each row: median time, its floor (prefill: FLOPs / GEMM rate; decode: (weight bytes +
  * KV bytes read) / copy bandwidth), the ratio, the target, and the GPU memory in use
  * (allocations, CUDA context excluded) against weights + KV cache + 10%. Token ids come
@@ -19,12 +21,15 @@
  * stream timed between ops), which gives its GEMM, attention and all-reduce shares.
  * Usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N]
  *                  [--steps N] [--kernels SPEC] [--dump-logits FILE] [--only ROWS]
- *                  [--no-profile] [--graphs] [--no-pdl] [--no-rope-cache]
+ *                  [--no-profile] [--graphs] [--no-pdl] [--no-rope-cache] [--host-logits]
  * --no-pdl (or LLAMAREF_PDL=0) launches without programmatic dependent launch, for a
  * same-run comparison (the JSON's programmatic_dependent_launch says which ran).
  * --no-rope-cache (or LLAMAREF_ROPE_CACHE=0) runs RoPE and the cache write as two kernels
  * instead of one (gpu/gpu_ops.h, lr_gpu_rope_cache), for a same-run comparison (the JSON's
  * rope_cache_fused says which ran).
+ * --host-logits ends each decode step with its (B, vocab) logits on the host
+ * (lr_model_compute_logits) instead of its greedy tokens (lr_model_greedy), the rows'
+ * definition up to session 16, for a same-run comparison (the JSON's decode_output).
  * --only takes row numbers (0: prefill 1 x 2048, 1: 8 x 512, 2: decode batch 1, 3: batch
  * 32; with --graphs 4 and 5: the decode rows again with CUDA graphs), e.g. --only 2 for a
  * profiler run. --graphs (or LR_BENCH_GRAPHS=1) adds rows 4 and 5, run on a second model
@@ -171,6 +176,7 @@ static lr_model *M;
 static double base_used;
 static int profile = 1; /* a profiled pass after the timed ones: all-reduce, GEMM, attention shares */
 static int reps = 10, steps = 32, warm = 4;
+static bool host_logits; /* --host-logits: decode steps end with the logits on the host */
 static const char *dump_logits;
 
 static void run_prefill(row *r) {
@@ -236,7 +242,7 @@ static void run_decode(row *r) {
     }
     free(ids), free(pos);
     int64_t *sid = malloc((size_t)B * 8), *one = malloc((size_t)B * 8), *tok = malloc((size_t)B * 8),
-            *ps = malloc((size_t)B * 8);
+            *ps = malloc((size_t)B * 8), *next = malloc((size_t)B * 8);
     for (int64_t s = 0; s < B; s++) sid[s] = s, one[s] = 1;
     double *t = malloc((size_t)steps * sizeof *t);
     lr_graph_stats g0 = {0};
@@ -248,7 +254,10 @@ static void run_decode(row *r) {
         double t0 = now();
         lr_tensor hid, lg;
         LR(lr_model_forward(M, &b, kv, NULL, &hid));
-        LR(lr_model_compute_logits(M, &hid, NULL, &lg));
+        if (host_logits)
+            LR(lr_model_compute_logits(M, &hid, NULL, &lg));
+        else
+            LR(lr_model_greedy(M, &hid, NULL, next)); /* chosen, not fed back: the peer's inputs */
         double dt = now() - t0;
         if (k >= warm && k < warm + steps) t[k - warm] = dt;
     }
@@ -266,7 +275,7 @@ static void run_decode(row *r) {
     r->seconds = bench_median(t, steps);
     r->n = steps;
     lr_kv_cache_free(kv);
-    free(sid), free(one), free(tok), free(ps), free(t);
+    free(sid), free(one), free(tok), free(ps), free(next), free(t);
 }
 
 /* Share of the profiled time spent in the op kinds of mask (bits of lr_prof_op). */
@@ -293,7 +302,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
             "                 [--kernels SPEC] [--dump-logits FILE] [--only ROWS] [--no-profile] [--graphs]\n"
-            "                 [--no-pdl] [--no-rope-cache]\n");
+            "                 [--no-pdl] [--no-rope-cache] [--host-logits]\n");
 }
 
 int main(int argc, char **argv) {
@@ -316,6 +325,8 @@ int main(int argc, char **argv) {
             setenv("LLAMAREF_PDL", "0", 1); /* read at the first launch */
         else if (!strcmp(argv[i], "--no-rope-cache"))
             setenv("LLAMAREF_ROPE_CACHE", "0", 1); /* read at the first layer */
+        else if (!strcmp(argv[i], "--host-logits"))
+            host_logits = true;
         else {
             usage();
             return 2;
@@ -492,6 +503,7 @@ int main(int argc, char **argv) {
                 kernels ? kernels : "");
         fprintf(f, "  \"programmatic_dependent_launch\": %s,\n", lr_gpu_pdl() ? "true" : "false");
         fprintf(f, "  \"rope_cache_fused\": %s,\n", lr_gpu_rope_cache() ? "true" : "false");
+        fprintf(f, "  \"decode_output\": \"%s\",\n", host_logits ? "logits on the host" : "greedy tokens");
         fprintf(f, "  \"copy_bandwidth_Bps\": %.6e,\n  \"gemm_rate_flops\": %.6e,\n  \"load_s\": %.3f,\n", bw, rate,
                 load_s[0]);
         fprintf(f, "  \"weight_bytes\": %.6e,\n  \"weights_on_device_bytes\": %.6e,\n", weight_bytes(),

@@ -38,7 +38,9 @@
 struct gpu_act {
     int64_t cap;        /* tokens */
     int64_t logits_cap; /* rows of logits (sized by compute_logits, not by the forward) */
+    int64_t amax_cap;   /* entries (row, chunk) of amax */
     void *qkv, *ctx, *part, *gu, *act, *logits;
+    void *amax; /* greedy: each (row, chunk)'s largest logit of the shard (float32), then its column */
 };
 
 struct gpu_rank {
@@ -116,6 +118,8 @@ struct gpu_model {
     /* host results */
     void *hidden_host, *logits_host;
     int64_t hidden_cap, logits_cap;
+    void *amax_host;  /* greedy: each rank's amax, rank after rank */
+    int64_t amax_cap; /* entries (rank, row, chunk) */
     float *obs_host; /* (T, vocab): the logits in float32 for an observer */
     int64_t obs_cap;
     int64_t last_T; /* tokens of the last forward, whose final hidden is in reps[*].normed */
@@ -220,7 +224,7 @@ static void cuda_set_faults(void *impl, const lr_fault *faults, size_t n) {
 /* ---- lifetime ---------------------------------------------------------------------------- */
 
 static void free_act(gpu_act *a) {
-    void *p[] = {a->qkv, a->ctx, a->part, a->gu, a->act, a->logits};
+    void *p[] = {a->qkv, a->ctx, a->part, a->gu, a->act, a->logits, a->amax};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) cudaFree(p[i]);
     memset(a, 0, sizeof *a);
 }
@@ -270,6 +274,7 @@ static void cuda_destroy(void *impl) {
     free(m->kernels);
     cudaFreeHost(m->hidden_host);
     cudaFreeHost(m->logits_host);
+    cudaFreeHost(m->amax_host);
     cudaFreeHost(m->stage);
     free(m->obs_host);
     free(m);
@@ -1419,6 +1424,24 @@ static int graph_step(gpu_model *m, const lr_composer *c, gpu_pass *p, const gpu
     return LR_OK;
 }
 
+/* Columns of rank rk's vocabulary shard below the vocabulary's end (the rest is padding;
+ * none on a rank of padding alone). */
+static int64_t shard_cols(const gpu_model *m, const gpu_rank *rk) {
+    int64_t left = m->cfg.vocab_size - rk->L.vocab_start, shard = rk->L.vocab_shard;
+    return left < shard ? left : shard;
+}
+
+/* Grows pinned host buffer *p to hold need entries of es bytes (*cap: entries it holds). */
+static int grow_host(void **p, int64_t *cap, int64_t need, size_t es) {
+    if (*cap >= need) return LR_OK;
+    cudaFreeHost(*p);
+    *p = NULL;
+    *cap = 0;
+    CUDA_CHECK(cudaMallocHost(p, (size_t)need * es));
+    *cap = need;
+    return LR_OK;
+}
+
 static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans, void *kvp,
                         const lr_observer *obs, const int64_t *rows, int64_t n, lr_tensor *hidden) {
     gpu_model *m = (gpu_model *)impl;
@@ -1454,13 +1477,7 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
      * prefill of equal lengths is one). */
     const int64_t R = rows ? n : T;
     const size_t w = (size_t)H * lr_dtype_size(m->dt);
-    if (m->hidden_cap < R * H) {
-        cudaFreeHost(m->hidden_host);
-        m->hidden_host = NULL;
-        m->hidden_cap = 0;
-        CUDA_CHECK(cudaMallocHost(&m->hidden_host, (size_t)R * w));
-        m->hidden_cap = R * H;
-    }
+    TRY(grow_host(&m->hidden_host, &m->hidden_cap, R * H, lr_dtype_size(m->dt)));
     cudaSetDevice(m->ranks[0].device);
     cudaStream_t s0 = m->ranks[0].stream;
     const char *normed = (const char *)m->reps[0].normed;
@@ -1488,14 +1505,12 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
     return LR_OK;
 }
 
-/* ParallelLMHead on every rank, the all-gather, the padding cut: (T, vocab) in dt. */
-static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_observer *obs, lr_tensor *logits) {
-    gpu_model *m = (gpu_model *)impl;
-    if (obs && !obs->on_stage) obs = NULL;
-    int64_t T = hidden->shape[0], H = m->cfg.hidden_size, V = m->cfg.vocab_size, shard = m->ranks[0].L.vocab_shard;
+/* ParallelLMHead on every rank: each rank's (T, shard) logits into its a.logits, from the
+ * last forward's final hidden states where hidden is them (still on the devices), else
+ * from hidden uploaded. Profiled as setup, then lm_head. */
+static int lm_head(gpu_model *m, const lr_tensor *hidden) {
+    int64_t T = hidden->shape[0], H = m->cfg.hidden_size, shard = m->ranks[0].L.vocab_shard;
     size_t es = lr_dtype_size(m->dt);
-    prof_begin(m);
-    /* The hidden states of the last forward are still on the devices; others go up. */
     if (!(hidden->data == m->hidden_host && T == m->last_T)) {
         TRY(ensure_buffers(m, T, 1, 1, false));
         for (int i = 0; i < m->nrep; i++) {
@@ -1504,12 +1519,6 @@ static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_obs
         }
     }
     prof_mark(m, &m->ranks[0], LR_PROF_SETUP);
-    if (m->logits_cap < T * V) {
-        cudaFreeHost(m->logits_host);
-        m->logits_host = NULL;
-        CUDA_CHECK(cudaMallocHost(&m->logits_host, (size_t)(T * V) * es));
-        m->logits_cap = T * V;
-    }
     for (int r = 0; r < m->tp; r++) {
         gpu_rank *rk = &m->ranks[r];
         cudaSetDevice(rk->device);
@@ -1521,11 +1530,24 @@ static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_obs
                    NULL, T, shard, H));
         prof_mark(m, rk, LR_PROF_LM_HEAD);
     }
+    return LR_OK;
+}
+
+/* ParallelLMHead on every rank, the all-gather, the padding cut: (T, vocab) in dt. */
+static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_observer *obs,
+                               lr_tensor *logits) {
+    gpu_model *m = (gpu_model *)impl;
+    if (obs && !obs->on_stage) obs = NULL;
+    int64_t T = hidden->shape[0], V = m->cfg.vocab_size, shard = m->ranks[0].L.vocab_shard;
+    size_t es = lr_dtype_size(m->dt);
+    prof_begin(m);
+    TRY(grow_host(&m->logits_host, &m->logits_cap, T * V, es));
+    TRY(lm_head(m, hidden));
     /* The gather: each rank's columns land at its vocabulary offset; padding is cut. In
      * the NCCL mode the shards come straight from each GPU (a gather to the host). */
     for (int r = 0; r < m->tp; r++) {
         gpu_rank *rk = &m->ranks[r];
-        int64_t cols = V - rk->L.vocab_start < shard ? V - rk->L.vocab_start : shard;
+        int64_t cols = shard_cols(m, rk);
         if (cols <= 0) continue;
         cudaSetDevice(rk->device);
         CUDA_CHECK(cudaMemcpy2DAsync((char *)m->logits_host + (size_t)rk->L.vocab_start * es, (size_t)V * es,
@@ -1553,8 +1575,72 @@ static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_obs
     return LR_OK;
 }
 
+/* lr_model_greedy without an observer: the LM head as compute_logits runs it, then on each
+ * rank the argmax of each GREEDY_CHUNK columns of its shard below the vocabulary's end
+ * (lr_gpu_argmax: a block per chunk and row, so that a decode step's few rows still fill
+ * the card), whose (value, column) pairs alone come to the host (32 a row of Llama-3's
+ * vocabulary at tp 1); they are compared there by the same rule (a NaN first, then the
+ * larger value, then the lower index; the vocabulary's order is the ranks' order). */
+#define GREEDY_CHUNK 4096
+static bool greedy_beats(float va, int64_t ia, float vb, int64_t ib) {
+    bool na = std::isnan(va), nb = std::isnan(vb);
+    if (na != nb) return nb;
+    if (!na && vb != va) return vb > va;
+    return ib < ia;
+}
+
+static int cuda_greedy(void *impl, const lr_tensor *hidden, int64_t *tokens) {
+    gpu_model *m = (gpu_model *)impl;
+    int64_t T = hidden->shape[0], shard = m->ranks[0].L.vocab_shard;
+    /* A rank's amax: values (T, nmax) then columns (T, nmax), its rows nch chunks apart. */
+    const int64_t nmax = (shard + GREEDY_CHUNK - 1) / GREEDY_CHUNK, per = T * nmax;
+    const size_t bytes = (size_t)per * (sizeof(float) + sizeof(int32_t));
+    prof_begin(m);
+    TRY(grow_host(&m->amax_host, &m->amax_cap, m->tp * per, sizeof(float) + sizeof(int32_t)));
+    TRY(lm_head(m, hidden));
+    for (int r = 0; r < m->tp; r++) {
+        gpu_rank *rk = &m->ranks[r];
+        int64_t cols = shard_cols(m, rk);
+        if (cols <= 0) continue;
+        cudaSetDevice(rk->device);
+        if (rk->a.amax_cap < per) {
+            TRY(grow(&rk->a.amax, bytes));
+            rk->a.amax_cap = per;
+        }
+        float *val = (float *)rk->a.amax;
+        TRY(lr_gpu_argmax(val, (int32_t *)(val + per), rk->a.logits, shard, T, cols, GREEDY_CHUNK, m->dt,
+                          rk->stream));
+        CUDA_CHECK(cudaMemcpyAsync((char *)m->amax_host + (size_t)r * bytes, rk->a.amax, bytes,
+                                   cudaMemcpyDeviceToHost, rk->stream));
+        prof_mark(m, rk, LR_PROF_LM_HEAD);
+    }
+    for (int r = 0; r < m->tp; r++) {
+        cudaSetDevice(m->ranks[r].device);
+        CUDA_CHECK(cudaStreamSynchronize(m->ranks[r].stream));
+    }
+    prof_flush(m);
+    for (int64_t t = 0; t < T; t++) {
+        float best = 0.0f;
+        int64_t at = -1;
+        for (int r = 0; r < m->tp; r++) {
+            const gpu_rank *rk = &m->ranks[r];
+            int64_t cols = shard_cols(m, rk);
+            if (cols <= 0) continue;
+            const int64_t nch = (cols + GREEDY_CHUNK - 1) / GREEDY_CHUNK;
+            const float *val = (const float *)((const char *)m->amax_host + (size_t)r * bytes);
+            const int32_t *col = (const int32_t *)(val + per);
+            for (int64_t c = 0; c < nch; c++) {
+                int64_t i = rk->L.vocab_start + col[t * nch + c];
+                if (at < 0 || greedy_beats(best, at, val[t * nch + c], i)) best = val[t * nch + c], at = i;
+            }
+        }
+        tokens[t] = at;
+    }
+    return LR_OK;
+}
+
 extern "C" const lr_backend_ops lr_cuda_backend = {
-    "cuda", cuda_create, cuda_destroy, cuda_kv_create, cuda_kv_free, cuda_forward, cuda_compute_logits,
-    cuda_set_profiling, cuda_get_profile, cuda_num_devices, cuda_set_faults, cuda_memory,
-    cuda_kv_reset, cuda_graph_stats,
+    "cuda",          cuda_create,         cuda_destroy,       cuda_kv_create,   cuda_kv_free,
+    cuda_forward,    cuda_compute_logits, cuda_set_profiling, cuda_get_profile, cuda_num_devices,
+    cuda_set_faults, cuda_memory,         cuda_kv_reset,      cuda_graph_stats, cuda_greedy,
 };

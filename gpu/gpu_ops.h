@@ -161,6 +161,14 @@ int lr_gpu_convert(void *dst, lr_dtype ddt, const void *src, lr_dtype sdt, int64
 /* out (n, float32) = a (n, dt) + r (n, float32): the model.layers.{i} stage. */
 int lr_gpu_add_residual(float *out, const void *a, const float *r, int64_t n, lr_dtype dt,
                         cudaStream_t s);
+/* For each row t of x (T rows of stride ld, the first n elements of each) and each chunk c
+ * of its columns (chunk columns a chunk, nchunks = ceil(n / chunk)): val[t * nchunks + c]
+ * the chunk's largest element (as float32) and idx[t * nchunks + c] the lowest column of
+ * the row holding it, a NaN counting as larger than any number (torch.argmax's rule). The
+ * row's argmax is the best of its chunks' by the same rule (among equal values, the lower
+ * column). T >= 0, 1 <= n <= ld, n < 2^31, chunk >= 1. (Greedy decoding: lr_model_greedy.) */
+int lr_gpu_argmax(float *val, int32_t *idx, const void *x, int64_t ld, int64_t T, int64_t n, int64_t chunk,
+                  lr_dtype dt, cudaStream_t s);
 
 /* Programmatic dependent launch (gpu/common.cuh says what it is and what a kernel launched
  * with it does): whether this thread's launches on the current device carry it. On where

@@ -1,6 +1,7 @@
-/* util.cu: the small elementwise helpers of the CUDA backend: the ordered sum that stands
- * in for the all-reduce on one GPU, bias and residual adds, and dtype conversion. No
- * variants: each has one obvious kernel. All are grid-stride loops over n elements. */
+/* util.cu: the small helpers of the CUDA backend: the ordered sum that stands in for the
+ * all-reduce on one GPU, bias and residual adds, dtype conversion (grid-stride loops over
+ * n elements), and the argmax of each row of the logits (greedy decoding). No variants:
+ * each has one obvious kernel. */
 #include "common.cuh"
 
 #include <stdlib.h>
@@ -191,6 +192,84 @@ extern "C" int lr_gpu_add_residual(float *out, const void *a, const float *r, in
         return lr_fail(LR_E_INVAL, "gpu add_residual: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
     if (n == 0) return LR_OK;
     return LR_DISPATCH_DTYPE(dt, add_residual_launch, out, a, r, n, s);
+}
+
+/* ---- lr_gpu_argmax ---------------------------------------------------------------------
+ * A block per (chunk, row) (rows grid-strided): its threads scan the chunk's columns,
+ * ARGMAX_UNROLL loads in flight each (a decode step's few rows of 128256 logits would
+ * otherwise be a few blocks each waiting on one load at a time), then reduce their
+ * candidates pairwise. Every comparison is argmax_beats, whose order (a NaN above any
+ * number, then the larger value, then the lower index) is total on (value, index) pairs,
+ * so neither the pairing nor the chunking changes the answer. */
+#define ARGMAX_THREADS 256
+#define ARGMAX_UNROLL 8
+
+/* Whether (vb, ib) beats (va, ia). */
+static __device__ __forceinline__ bool argmax_beats(float va, int32_t ia, float vb, int32_t ib) {
+    bool na = isnan(va), nb = isnan(vb);
+    if (na != nb) return nb;
+    if (!na && vb != va) return vb > va;
+    return ib < ia;
+}
+
+template <typename E>
+static __global__ void __launch_bounds__(ARGMAX_THREADS)
+    argmax_kernel(float *val, int32_t *idx, const E *x, int64_t stride, int64_t T, int64_t n, int64_t chunk,
+                  int64_t nchunks) {
+    __shared__ float sv[ARGMAX_THREADS];
+    __shared__ int32_t si[ARGMAX_THREADS];
+    const int64_t c = blockIdx.x, j0 = c * chunk, j1 = j0 + chunk < n ? j0 + chunk : n;
+    for (int64_t t = blockIdx.y; t < T; t += gridDim.y) {
+        const E *r = x + t * stride;
+        float bv = -INFINITY;
+        int32_t bi = INT32_MAX;
+        for (int64_t jb = j0 + threadIdx.x; jb < j1; jb += ARGMAX_THREADS * ARGMAX_UNROLL) {
+            float v[ARGMAX_UNROLL];
+#pragma unroll
+            for (int u = 0; u < ARGMAX_UNROLL; u++) {
+                const int64_t j = jb + u * ARGMAX_THREADS;
+                v[u] = j < j1 ? ld(r + j) : -INFINITY;
+            }
+#pragma unroll
+            for (int u = 0; u < ARGMAX_UNROLL; u++) {
+                const int64_t j = jb + u * ARGMAX_THREADS;
+                if (j < j1 && argmax_beats(bv, bi, v[u], (int32_t)j)) bv = v[u], bi = (int32_t)j;
+            }
+        }
+        sv[threadIdx.x] = bv, si[threadIdx.x] = bi;
+        __syncthreads();
+        for (int o = ARGMAX_THREADS / 2; o > 0; o >>= 1) {
+            if (threadIdx.x < o &&
+                argmax_beats(sv[threadIdx.x], si[threadIdx.x], sv[threadIdx.x + o], si[threadIdx.x + o]))
+                sv[threadIdx.x] = sv[threadIdx.x + o], si[threadIdx.x] = si[threadIdx.x + o];
+            __syncthreads();
+        }
+        if (threadIdx.x == 0) val[t * nchunks + c] = sv[0], idx[t * nchunks + c] = si[0];
+        __syncthreads(); /* sv, si are rewritten for the next row */
+    }
+}
+
+template <typename E>
+static int argmax_launch(float *val, int32_t *idx, const void *x, int64_t ld, int64_t T, int64_t n,
+                         int64_t chunk, cudaStream_t s) {
+    int64_t nchunks = (n + chunk - 1) / chunk;
+    dim3 grid((unsigned int)nchunks, (unsigned int)(T < MAX_BLOCKS ? T : MAX_BLOCKS));
+    argmax_kernel<E><<<grid, ARGMAX_THREADS, 0, s>>>(val, idx, (const E *)x, ld, T, n, chunk, nchunks);
+    LAUNCH_CHECK();
+    return LR_OK;
+}
+
+extern "C" int lr_gpu_argmax(float *val, int32_t *idx, const void *x, int64_t ld, int64_t T, int64_t n,
+                             int64_t chunk, lr_dtype dt, cudaStream_t s) {
+    if (T < 0 || n < 1 || n > INT32_MAX || ld < n || chunk < 1 || (n + chunk - 1) / chunk > INT32_MAX)
+        return lr_fail(
+            LR_E_INVAL,
+            "gpu argmax: T %lld, n %lld, ld %lld, chunk %lld (n in 1..2^31-1, ld >= n, chunk >= 1)",
+            (long long)T, (long long)n, (long long)ld, (long long)chunk);
+    if (!is_activation_dtype(dt))
+        return lr_fail(LR_E_INVAL, "gpu argmax: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
+    if (T == 0) return LR_OK;
+    return LR_DISPATCH_DTYPE(dt, argmax_launch, val, idx, x, ld, T, n, chunk, s);
 }
 
 /* ---- The current device's compute capability and SM count, asked once a device ---- */

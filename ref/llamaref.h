@@ -609,6 +609,14 @@ int lr_model_forward_rows(lr_model *m, const lr_batch *b, lr_kv_cache *cache, co
  * shape, instead of hidden. */
 int lr_model_compute_logits(lr_model *m, const lr_tensor *hidden, const lr_observer *obs,
                             lr_tensor *logits);
+/* Greedy decoding's choice after a forward: tokens[t] (T of them) the index of the
+ * largest of row t's logits, the lowest index among equals, a NaN counting as larger than
+ * any number (torch.argmax's rule); exactly the argmax of lr_model_compute_logits'
+ * logits of the same hidden. The CUDA backend keeps the logits on the device and copies
+ * the T indices alone (its share of them from each rank); with an observer it runs
+ * lr_model_compute_logits (which reports the lm_head stage) and takes the argmax of its
+ * logits on the host. */
+int lr_model_greedy(lr_model *m, const lr_tensor *hidden, const lr_observer *obs, int64_t *tokens);
 
 /* ---- Profiling ---------------------------------------------------------------------- */
 

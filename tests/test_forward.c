@@ -316,6 +316,67 @@ START_TEST(forward_rows_are_forwards_rows) {
 }
 END_TEST
 
+/* The greedy rule, written here apart from the library's: the first NaN if any, else the
+ * first index of the largest value. */
+static int64_t oracle_argmax(const void *row, lr_dtype dt, int64_t n) {
+    double *v = malloc((size_t)n * sizeof *v);
+    ck_assert_ptr_nonnull(v);
+    lr_convert(v, LR_F64, row, dt, (size_t)n);
+    int64_t at = -1;
+    for (int64_t j = 0; j < n && at < 0; j++)
+        if (isnan(v[j])) at = j;
+    if (at < 0) {
+        at = 0;
+        for (int64_t j = 1; j < n; j++)
+            if (v[j] > v[at]) at = j;
+    }
+    free(v);
+    return at;
+}
+
+/* lr_model_greedy: each token the argmax of compute_logits' row, with and without an
+ * observer (the recorder sees the lm_head stage once, as compute_logits reports it); bad
+ * arguments refused. Loop index: f64, f32, bf16, fp16; every case's batch. */
+START_TEST(greedy_is_the_argmax_of_the_logits) {
+    static const lr_dtype precs[] = {LR_F64, LR_F32, LR_BF16, LR_F16};
+    for (int ci = 0; ci < N_CASES; ci++) {
+        loaded L = load_case(&cases[ci]);
+        const lr_batch *b = lr_fixture_batch(L.fx);
+        lr_model *m = make_model(L.ck, precs[_i], 2);
+        int64_t T = b->num_tokens, V = lr_checkpoint_config(L.ck)->vocab_size;
+        size_t es = lr_dtype_size(precs[_i]);
+        int64_t *want = malloc((size_t)T * sizeof *want), *got = malloc((size_t)T * sizeof *got);
+        lr_tensor h, lg;
+        ck_assert_msg(lr_model_forward(m, b, NULL, NULL, &h) == LR_OK, "%s", lr_last_error());
+        ck_assert_int_eq(lr_model_compute_logits(m, &h, NULL, &lg), LR_OK);
+        for (int64_t t = 0; t < T; t++)
+            want[t] = oracle_argmax((const char *)lg.data + (size_t)(t * V) * es, lg.dtype, V);
+        for (int observed = 0; observed < 2; observed++) {
+            lr_recorder *rec;
+            ck_assert_int_eq(lr_recorder_create(&rec), LR_OK);
+            lr_observer obs = lr_recorder_observer(rec);
+            ck_assert_msg(lr_model_greedy(m, &h, observed ? &obs : NULL, got) == LR_OK, "%s",
+                          lr_last_error());
+            for (int64_t t = 0; t < T; t++)
+                ck_assert_msg(got[t] == want[t], "%s %s%s: token %lld is %lld, the logits' argmax %lld",
+                              cases[ci].fixture, lr_dtype_name(precs[_i]), observed ? " (observed)" : "",
+                              (long long)t, (long long)got[t], (long long)want[t]);
+            ck_assert_int_eq(lr_recorder_find(rec, "lm_head") != NULL, observed);
+            lr_recorder_free(rec);
+        }
+        ck_assert_int_eq(lr_model_greedy(m, &h, NULL, NULL), LR_E_INVAL);
+        ck_assert_msg(strstr(lr_last_error(), "tokens") != NULL, "%s", lr_last_error());
+        lr_tensor narrow = h;
+        narrow.shape[1] = h.shape[1] - 1;
+        ck_assert_int_eq(lr_model_greedy(m, &narrow, NULL, got), LR_E_INVAL);
+        ck_assert_msg(strstr(lr_last_error(), "greedy: hidden") != NULL, "%s", lr_last_error());
+        free(want), free(got);
+        lr_model_free(m);
+        unload(&L);
+    }
+}
+END_TEST
+
 /* Bad batches are refused with a status, before any work. */
 START_TEST(bad_batches_are_refused) {
     loaded L = load_case(&cases[0]);
@@ -622,6 +683,7 @@ static Suite *forward_suite(void) {
     tcase_add_loop_test(tc, observer_sees_every_stage_once, 0, N_CASES);
     tcase_add_test(tc, observer_changes_nothing_and_runs_repeat);
     tcase_add_loop_test(tc, forward_rows_are_forwards_rows, 0, 4);
+    tcase_add_loop_test(tc, greedy_is_the_argmax_of_the_logits, 0, 4);
     tcase_add_loop_test(tc, decode_after_prefill_matches_full_prompt, 0, N_CASES * 2);
     suite_add_tcase(s, tc);
     TCase *em = tcase_create("emulated bf16 and fp16");

@@ -34,6 +34,7 @@ int main(void) {
 #include <check.h>
 #include <cuda_runtime_api.h>
 #include <jansson.h>
+#include <math.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -407,6 +408,57 @@ START_TEST(forward_rows_are_forwards_rows) {
            lr_dtype_name(prec));
     free(rows), free(full), free(picked), free(want);
     lr_model_free(m);
+    unload(&L);
+}
+END_TEST
+
+/* lr_model_greedy on the GPU (the logits left on the device, each rank's argmax, the ranks
+ * compared on the host): each token the argmax of compute_logits' row, at tp 1 and 2 (two
+ * vocabulary shards), for forward's hidden states (still on the device) and for hidden
+ * rows handed back from the host. Loop index: case x precision. */
+START_TEST(greedy_is_the_argmax_of_the_logits) {
+    const fixture_case *fc = &cases[_i / N_PREC];
+    lr_dtype prec = precisions[_i % N_PREC];
+    loaded L = load_case(fc);
+    const lr_batch *b = lr_fixture_batch(L.fx);
+    int64_t T = b->num_tokens, V = lr_checkpoint_config(L.ck)->vocab_size;
+    size_t es = lr_dtype_size(prec);
+    int64_t *want = malloc((size_t)T * sizeof *want), *got = malloc((size_t)T * sizeof *got);
+    double *row = malloc((size_t)V * sizeof *row);
+    for (int tp = 1; tp <= 2; tp++) {
+        lr_model *m = make_model(L.ck, prec, tp, NULL);
+        lr_tensor h, lg;
+        ck_assert_msg(lr_model_forward(m, b, NULL, NULL, &h) == LR_OK, "%s", lr_last_error());
+        size_t hb = (size_t)lr_tensor_numel(&h) * es;
+        void *copy = malloc(hb);
+        memcpy(copy, h.data, hb);
+        ck_assert_msg(lr_model_greedy(m, &h, NULL, got) == LR_OK, "%s", lr_last_error());
+        ck_assert_msg(lr_model_compute_logits(m, &h, NULL, &lg) == LR_OK, "%s", lr_last_error());
+        for (int64_t t = 0; t < T; t++) { /* the rule: the first NaN, else the first largest */
+            lr_convert(row, LR_F64, (const char *)lg.data + (size_t)(t * V) * es, prec, (size_t)V);
+            int64_t at = -1;
+            for (int64_t j = 0; j < V && at < 0; j++)
+                if (isnan(row[j])) at = j;
+            if (at < 0) {
+                at = 0;
+                for (int64_t j = 1; j < V; j++)
+                    if (row[j] > row[at]) at = j;
+            }
+            want[t] = at;
+            ck_assert_msg(got[t] == at, "%s %s tp %d: greedy token %lld is %lld, the logits' argmax %lld",
+                          fc->fixture, lr_dtype_name(prec), tp, (long long)t, (long long)got[t],
+                          (long long)at);
+        }
+        lr_tensor back = {prec, 2, {T, h.shape[1]}, copy}; /* from the host: uploaded */
+        ck_assert_msg(lr_model_greedy(m, &back, NULL, got) == LR_OK, "%s", lr_last_error());
+        ck_assert_msg(memcmp(got, want, (size_t)T * sizeof *got) == 0,
+                      "%s %s tp %d: greedy of hidden from the host differs", fc->fixture, lr_dtype_name(prec),
+                      tp);
+        free(copy);
+        lr_model_free(m);
+    }
+    printf("%s %s: greedy tokens the logits' argmax at tp 1 and 2\n", fc->fixture, lr_dtype_name(prec));
+    free(want), free(got), free(row);
     unload(&L);
 }
 END_TEST
@@ -988,6 +1040,7 @@ static Suite *one_gpu_suite(void) {
     tcase_add_loop_test(tc, every_kernel_variant_at_model_level, 0, (int)lr_gpu_variant_count());
     tcase_add_test(tc, runs_repeat_bitwise);
     tcase_add_loop_test(tc, forward_rows_are_forwards_rows, 0, N_CASES * N_PREC);
+    tcase_add_loop_test(tc, greedy_is_the_argmax_of_the_logits, 0, N_CASES * N_PREC);
     tcase_add_loop_test(tc, isolated_layers_match_golden, 0, N_CASES);
     tcase_add_test(tc, bad_options_are_refused);
     tcase_add_test(tc, out_of_gpu_memory_is_a_clear_error);

@@ -151,6 +151,85 @@ START_TEST(test_variant) {
 }
 END_TEST
 
+/* lr_gpu_argmax (greedy decoding) on rows built to hold its rule: a tie (the lower index
+ * wins; the two in different chunks where the row has several), a NaN (it wins, the first
+ * of two), all -inf (index 0), +inf against 1e30, the largest in the last column, a larger
+ * value past n in the row's padding (not seen), one column, widths and chunks that are not
+ * multiples of the block; random rows besides. Each chunk's pair against the rule on the
+ * host over the chunk, and the best of the chunks (by the rule) against the rule over the
+ * row. Loop index: dtype. */
+START_TEST(test_argmax) {
+    lr_dtype dt = dtypes[_i];
+    size_t es = lr_dtype_size(dt);
+    const int64_t widths[] = {1, 7, 256, 1000, 128256 / 2 + 3};
+    uint64_t rng = g_seed ^ 0xa5a5a5a5ull * (uint64_t)(_i + 1);
+    for (size_t wi = 0; wi < sizeof widths / sizeof widths[0]; wi++) {
+        int64_t n = widths[wi], ld = n + 5, T = 9, chunk = wi % 2 ? 4096 : 300, nch = (n + chunk - 1) / chunk;
+        float *x = malloc((size_t)(T * ld) * sizeof *x);
+        ck_assert_ptr_nonnull(x);
+        for (int64_t i = 0; i < T * ld; i++) {
+            rng = rng * 6364136223846793005ull + 1442695040888963407ull;
+            x[i] = (float)((double)(rng >> 11) * 0x1p-53 * 8 - 4);
+        }
+        for (int64_t t = 0; t < T; t++)
+            x[t * ld + n] = 1e4f; /* padding past n: never the answer */
+        if (n > 3) {
+            x[1 * ld + 1] = x[1 * ld + n - 1] = 100.0f; /* a tie: 1 */
+            x[2 * ld + 2] = NAN, x[2 * ld + 3] = NAN;   /* NaNs: 2 */
+            for (int64_t j = 0; j < n; j++)
+                x[3 * ld + j] = -INFINITY;                       /* all -inf: 0 */
+            x[4 * ld + n - 1] = 50.0f;                           /* the last column */
+            x[5 * ld + 0] = 1e30f, x[5 * ld + n / 2] = INFINITY; /* inf beats 1e30 (f16: a tie) */
+        }
+        void *raw = malloc((size_t)(T * ld) * es), *d;
+        lr_convert(raw, dt, x, LR_F32, (size_t)(T * ld)); /* the specials exact; the rest rounded */
+        lr_convert(x, LR_F32, raw, dt, (size_t)(T * ld));
+        float *val, *hv = malloc((size_t)(T * nch) * sizeof *hv);
+        int32_t *idx, *hi = malloc((size_t)(T * nch) * sizeof *hi);
+        ck_assert_int_eq(cudaMalloc(&d, (size_t)(T * ld) * es), cudaSuccess);
+        ck_assert_int_eq(cudaMalloc((void **)&val, (size_t)(T * nch) * 8), cudaSuccess);
+        idx = (int32_t *)(val + T * nch);
+        ck_assert_int_eq(cudaMemcpy(d, raw, (size_t)(T * ld) * es, cudaMemcpyHostToDevice), cudaSuccess);
+        ck_assert_msg(lr_gpu_argmax(val, idx, d, ld, T, n, chunk, dt, 0) == LR_OK, "%s", lr_last_error());
+        ck_assert_int_eq(cudaMemcpy(hv, val, (size_t)(T * nch) * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+        ck_assert_int_eq(cudaMemcpy(hi, idx, (size_t)(T * nch) * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+        for (int64_t t = 0; t < T; t++) {
+            const float *r = x + t * ld;
+            int64_t best = -1;
+            for (int64_t c = 0; c <= nch; c++) { /* c < nch: chunk c; c == nch: the row, from the chunks */
+                int64_t j0 = c < nch ? c * chunk : 0, j1 = c < nch && j0 + chunk < n ? j0 + chunk : n,
+                        at = -1;
+                for (int64_t j = j0; j < j1 && at < 0; j++)
+                    if (isnan(r[j])) at = j;
+                if (at < 0) {
+                    at = j0;
+                    for (int64_t j = j0 + 1; j < j1; j++)
+                        if (r[j] > r[at]) at = j;
+                }
+                int64_t got = c < nch ? hi[t * nch + c] : best;
+                float gv = c < nch ? hv[t * nch + c] : r[best];
+                ck_assert_msg(got == at &&
+                                  (memcmp(&gv, &r[at], sizeof gv) == 0 || (isnan(gv) && isnan(r[at]))),
+                              "argmax %s, n %lld, row %lld, %s %lld: column %lld (%g), the rule's %lld (%g)",
+                              lr_dtype_name(dt), (long long)n, (long long)t, c < nch ? "chunk" : "all chunks",
+                              (long long)c, (long long)got, (double)gv, (long long)at, (double)r[at]);
+                if (c <
+                    nch) { /* the rule between chunks: a NaN first, then the larger, then the lower column */
+                    bool nb = best >= 0 && isnan(r[best]), nc = isnan(r[at]);
+                    if (best < 0 || (nc && !nb) || (!nc && !nb && r[at] > r[best])) best = at;
+                }
+            }
+        }
+        cudaFree(d), cudaFree(val);
+        free(x), free(raw), free(hv), free(hi);
+    }
+    EXPECT_STATUS(lr_gpu_argmax(NULL, NULL, NULL, 4, 1, 0, 256, dt, 0), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_argmax(NULL, NULL, NULL, 4, 1, 5, 256, dt, 0), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_argmax(NULL, NULL, NULL, 4, 1, 4, 0, dt, 0), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_argmax(NULL, NULL, NULL, 4, 1, 4, 256, LR_F64, 0), LR_E_INVAL);
+}
+END_TEST
+
 /* fa3's sweep checks its own kernel, not fa2's, wherever that kernel can run: a build for
  * sm_90 (configure's default) on a card of compute capability 9.0 (H100, H200) must run
  * it; an sm_90a image cannot run anywhere else, and there fa3 says so. */
@@ -933,6 +1012,7 @@ int main(void) {
     suite_add_tcase(ops, tc);
     tc = tcase_create("helpers");
     tcase_add_test(tc, test_fa3_native);
+    tcase_add_loop_test(tc, test_argmax, 0, N_DTYPES);
     tcase_add_loop_test(tc, test_helpers, 0, N_DTYPES);
     suite_add_tcase(ops, tc);
     int failed = tu_gpu_run_suite(ops);

@@ -44,6 +44,9 @@ typedef struct lr_backend_ops {
     void (*kv_reset)(void *kv);
     /* optional: lr_model_graph_stats; absent: LR_E_BACKEND */
     void (*graph_stats)(const void *impl, lr_graph_stats *out);
+    /* optional: lr_model_greedy without an observer (hidden checked as for
+     * compute_logits); absent: the argmax of compute_logits' logits on the host */
+    int (*greedy)(void *impl, const lr_tensor *hidden, int64_t *tokens);
 } lr_backend_ops;
 
 /* The vtable of a backend built in, or NULL with a message (backends.c). */

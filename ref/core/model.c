@@ -3,6 +3,7 @@
 #include "backend.h"
 #include "rounding.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -219,12 +220,18 @@ int lr_model_forward_rows(lr_model *m, const lr_batch *b, lr_kv_cache *cache, co
     return forward(m, b, cache, obs, rows, n, hidden);
 }
 
-int lr_model_compute_logits(lr_model *m, const lr_tensor *hidden, const lr_observer *obs,
-                            lr_tensor *logits) {
+/* hidden's shape and dtype, as compute_logits and greedy (what) take it. */
+static int check_hidden(const lr_model *m, const lr_tensor *hidden, const char *what) {
     if (!hidden || hidden->ndim != 2 || hidden->shape[1] != m->cfg.hidden_size ||
         hidden->dtype != m->opt.precision || hidden->shape[0] < 1)
-        return lr_fail(LR_E_INVAL, "compute_logits: hidden must be (T, %lld) in %s",
-                       (long long)m->cfg.hidden_size, lr_dtype_name(m->opt.precision));
+        return lr_fail(LR_E_INVAL, "%s: hidden must be (T, %lld) in %s", what, (long long)m->cfg.hidden_size,
+                       lr_dtype_name(m->opt.precision));
+    return LR_OK;
+}
+
+int lr_model_compute_logits(lr_model *m, const lr_tensor *hidden, const lr_observer *obs, lr_tensor *logits) {
+    int rc = check_hidden(m, hidden, "compute_logits");
+    if (rc) return rc;
     /* Op isolation: the LM head's input is the source's model.norm where it has one (the
      * head is an op like the others), rounded to the model's dtype as every isolated input
      * is, instead of the final norm the forward recomputed. */
@@ -239,9 +246,38 @@ int lr_model_compute_logits(lr_model *m, const lr_tensor *hidden, const lr_obser
     lr_convert(fed, hidden->dtype, norm->data, norm->dtype, n);
     lr_tensor in = *hidden;
     in.data = fed;
-    int rc = m->ops->compute_logits(m->impl, &in, obs, logits);
+    rc = m->ops->compute_logits(m->impl, &in, obs, logits);
     free(fed);
     return rc;
+}
+
+/* The greedy rule over a row of n logits held as float64 (exact for every dtype): the
+ * first NaN if there is one, else the first of the largest. */
+static int64_t argmax_row(const double *v, int64_t n) {
+    int64_t best = 0;
+    for (int64_t j = 1; j < n && !isnan(v[best]); j++)
+        if (isnan(v[j]) || v[j] > v[best]) best = j;
+    return best;
+}
+
+int lr_model_greedy(lr_model *m, const lr_tensor *hidden, const lr_observer *obs, int64_t *tokens) {
+    int rc = check_hidden(m, hidden, "greedy");
+    if (rc) return rc;
+    if (!tokens) return lr_fail(LR_E_INVAL, "greedy: tokens is NULL");
+    if (m->ops->greedy && !(obs && (obs->on_stage || obs->inject)))
+        return m->ops->greedy(m->impl, hidden, tokens);
+    lr_tensor lg;
+    if ((rc = lr_model_compute_logits(m, hidden, obs, &lg))) return rc;
+    int64_t T = lg.shape[0], V = lg.shape[1];
+    size_t es = lr_dtype_size(lg.dtype);
+    double *row = malloc((size_t)V * sizeof *row);
+    if (!row) return lr_fail(LR_E_NOMEM, "greedy: out of memory for a row of %lld logits", (long long)V);
+    for (int64_t t = 0; t < T; t++) {
+        lr_convert(row, LR_F64, (const char *)lg.data + (size_t)(t * V) * es, lg.dtype, (size_t)V);
+        tokens[t] = argmax_row(row, V);
+    }
+    free(row);
+    return LR_OK;
 }
 
 const char *lr_prof_op_name(lr_prof_op op) {

@@ -1,11 +1,9 @@
 # run 25, call B (prepared in session 17, which was lent no GPU): attention fa3's first run
-# on a GPU. Its wgmma kernel must run on the H200 (test_fa3_native), pass its sweeps at
-# bf16 and f16 and the three sanitizers, then the trial against fa2 (1 x 2048 and 8 x 512
-# at 32/8 heads, hd 128; the prefill rows with attention=fa3) over the tree and
-# -DFA3_MINB=2 (two blocks an SM, 128 registers), and the defaults' prefill rows in the
-# same call; the model-level shape check with fa3 last (its dump is slow on a fresh machine).
-# test_gpu_forward also runs forward_rows_are_forwards_rows (lr_model_forward_rows, which
-# gpu_bench's prefill rows now use) for the first time on a GPU.
+# on a GPU. Its wgmma kernel must run on the H200 (test_fa3_native, with test_argmax in the
+# same test case), pass its sweeps at bf16 and f16 and the three sanitizers, then the trial
+# against fa2 (1 x 2048 and 8 x 512 at 32/8 heads, hd 128; the prefill rows with
+# attention=fa3) over the tree and -DFA3_MINB=2 (two blocks an SM, 128 registers), and the
+# defaults' prefill rows in the same call. Call C (next-r25c.sh) has the model-level checks.
 source gpurun/env.sh
 export LR_FIXTURES=$PWD/fixtures LR_TMPDIR=/tmp/lr-tmp CK_FORK=no; mkdir -p $LR_TMPDIR
 SRC=$PWD; T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }; left() { echo $(( 585 - ($(date +%s) - T0) )); }
@@ -20,13 +18,10 @@ el "fa3 native; sweeps"
 CK_RUN_SUITE=gpu_ops CK_RUN_CASE=helpers timeout 120 ./tests/test_gpu_ops > $L/test_gpu_ops-helpers.log 2>&1; echo "test_gpu_ops helpers exit $?"; grep -E "^fa3:|^[0-9]+%|:[EF]:" $L/test_gpu_ops-helpers.log | head -6
 for d in bf16 f16; do timeout 90 ./llama-diff ops --op attention --variant fa3 --dtype $d > $L/ops-fa3-$d.txt 2>&1; echo "sweep fa3 $d exit $?"; grep -h "planned" $L/ops-fa3-$d.txt; grep -m5 "^FAIL" $L/ops-fa3-$d.txt | cut -c1-240; done
 timeout 90 ./llama-diff ops --op attention --variant fa3 --dtype bf16 --shapes llama3-8b > $L/ops-fa3-8b.txt 2>&1; echo "sweep fa3 llama3-8b exit $?"; grep -h "planned" $L/ops-fa3-8b.txt; pack
-timeout 120 ./tests/test_gpu_forward > $L/test_gpu_forward.log 2>&1; echo "test_gpu_forward exit $?"; grep -E "forward_rows|^[0-9]+%|:[EF]:" $L/test_gpu_forward.log | head -8; pack
 for tool in memcheck racecheck synccheck; do timeout 120 /usr/local/cuda/bin/compute-sanitizer --tool $tool --error-exitcode 9 ./llama-diff ops --op attention --variant fa3 --dtype bf16 > $L/san-$tool.txt 2>&1; echo "$tool exit $?"; grep -m2 -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard" $L/san-$tool.txt; done; pack
 el "trial fa3"; cd $SRC
 timeout 300 bash tools/gpu-trial.sh --build $B --out $L/trial-fa3 --op attention --variant fa3 \
   --shape heads=32,kv=8,hd=128,len=2048 --shape heads=32,kv=8,hd=128,len=512,seqs=8 --peer fa2 \
   --step "--model /tmp/llama3-8b-random --only 01 --kernels attention=fa3" -- "" -DFA3_MINB=2 2>&1 | tee $L/trial-fa3-console.txt | tail -12; pack
-el "defaults' prefill rows"; timeout 90 $B/bench/gpu_bench --model /tmp/llama3-8b-random --only 01 > $L/bench-defaults.txt 2>&1; grep -E "^  prefill" $L/bench-defaults.txt; pack
-el "shape check fa3"; ( OUT=$L/shape timeout $(( $(left) - 10 )) bash tools/gpu-shape-check.sh --variants fa3 --kernels linear=auto --precisions bf16,fp16 --tokens 516 --no-faults > $L/shape-fa3.txt 2>&1; echo "exit $?" >> $L/shape-fa3.txt; rm -f $L/shape/*.safetensors )
-grep -E "^attention=|^exit" $L/shape-fa3.txt | cut -c1-300; pack
+el "defaults' prefill rows"; timeout $(( $(left) - 5 )) $B/bench/gpu_bench --model /tmp/llama3-8b-random --only 01 > $L/bench-defaults.txt 2>&1; grep -E "^  prefill" $L/bench-defaults.txt; pack
 el done
