@@ -75,6 +75,25 @@ static __device__ __forceinline__ int64_t key_offset(const int32_t *table, int64
     return (slot * nkv + g) * hd;
 }
 
+/* key_offset with 32-bit division, for the tiled kernels' inner loops (fa2, fa3, fd),
+ * whose launchers check that keys and the block size fit in an int. */
+static __device__ __forceinline__ int64_t key_offset32(const int32_t *table, int bsz, int j, int64_t nkv,
+                                                       int64_t hd, int64_t g) {
+    int b = j / bsz;
+    return (((int64_t)table[b] * bsz + (j - b * bsz)) * nkv + g) * hd;
+}
+
+/* Whether a call is one that fa2's and fa3's 16-bit prefill kernels take: a sequence of
+ * more than one new token, head_dim 64 or 128, 16-byte copies of K, V and Q rows, 4-byte
+ * stores of ctx pairs, a block size that fits in an int (the dtype is the caller's). */
+static inline bool fa_prefill_takes(const lr_gpu_attention_args *a) {
+    const lr_gpu_attn_meta *m = &a->meta;
+    bool aligned = ((uintptr_t)a->k_cache & 15) == 0 && ((uintptr_t)a->v_cache & 15) == 0 &&
+                   ((uintptr_t)a->q & 15) == 0 && a->ldq % 8 == 0 && ((uintptr_t)a->ctx & 3) == 0 &&
+                   a->ldc % 2 == 0;
+    return m->max_seq_len > 1 && (a->hd == 64 || a->hd == 128) && aligned && m->block_size <= INT32_MAX;
+}
+
 /* The most keys any of a tile's nrows query rows (tokens tok0 ..) sees: the end of its key
  * loop. Every thread of the block calls it: thread 0 counts into *kmax_s (shared memory)
  * and the barrier publishes it, with whatever the block staged in shared memory before. */

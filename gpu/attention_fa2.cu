@@ -86,8 +86,7 @@ static __device__ __forceinline__ void fa_fetch(E *kd, const E *k_cache, const E
         int key = t * FA_BK + j, n = 0;
         int64_t off = 0;
         if (key < kmax) {
-            int b = key / bsz;
-            off = (((int64_t)table[b] * bsz + (key - b * bsz)) * nkv + g) * HD + c * 8;
+            off = key_offset32(table, bsz, key, nkv, HD, g) + c * 8;
             n = 16;
         }
         cp_async16(smem_u32(kd + j * LD + c * 8), k_cache + off, n);
@@ -358,13 +357,7 @@ template <typename E, int HD> static int fa2_launch(const lr_gpu_attention_args 
 }
 
 template <typename E> static int attention_fa2(const lr_gpu_attention_args *a, cudaStream_t s) {
-    const lr_gpu_attn_meta *m = &a->meta;
-    /* 16-byte copies of K, V and Q rows, 4-byte stores of ctx pairs. */
-    bool aligned = ((uintptr_t)a->k_cache & 15) == 0 && ((uintptr_t)a->v_cache & 15) == 0 &&
-                   ((uintptr_t)a->q & 15) == 0 && a->ldq % 8 == 0 && ((uintptr_t)a->ctx & 3) == 0 &&
-                   a->ldc % 2 == 0;
-    if (m->max_seq_len > 1 && (a->hd == 64 || a->hd == 128) && aligned && m->block_size <= INT32_MAX)
-        return a->hd == 64 ? fa2_launch<E, 64>(a, s) : fa2_launch<E, 128>(a, s);
+    if (fa_prefill_takes(a)) return a->hd == 64 ? fa2_launch<E, 64>(a, s) : fa2_launch<E, 128>(a, s);
     return lr_gpu_attention_tc(a, s);
 }
 

@@ -55,7 +55,7 @@
 #endif
 #define FA3_THREADS (FA3_WGS * 128)
 #define FA3_BQ (64 * FA3_WGS) /* query rows a block */
-static_assert(FA3_BN == 64 || FA3_BN == 128, "fa3: tiles of 64 or 128 keys (wgmma n64 or n128)");
+static_assert(FA3_BN == 64, "fa3: S is one wgmma n64 a k-step (P V's n is head_dim: 64 or 128)");
 static_assert(FA3_THREADS / 32 <= 32, "kmax_w holds a warp's count each");
 
 /* Shared memory, bytes from a 1024-aligned base: Q (FA3_BQ rows) | K0 | K1 | V0 | V1
@@ -122,9 +122,10 @@ template <int N> static __device__ __forceinline__ void reg_fence(float (&r)[N])
 #define FA3_O32(d) FA3_O8(d, 0), FA3_O8(d, 8), FA3_O8(d, 16), FA3_O8(d, 24)
 #define FA3_O64(d) FA3_O32(d), FA3_O8(d, 32), FA3_O8(d, 40), FA3_O8(d, 48), FA3_O8(d, 56)
 
-/* wg_mma<E, N>::ss: d (64 x N) = (acc ? d : 0) + A B, A (64 x 16) and B (16 x N) both
- * K-major in shared memory (descriptors a, b). ::rs: d += A B, A from registers (the
- * mma.m16n8k16 fragment of each warp's 16 rows), B MN-major in shared memory. */
+/* wg_mma<E, N>::ss (N 64: S): d (64 x N) = (acc ? d : 0) + A B, A (64 x 16) and B (16 x N)
+ * both K-major in shared memory (descriptors a, b). ::rs (N head_dim, 64 or 128: P V):
+ * d += A B, A from registers (the mma.m16n8k16 fragment of each warp's 16 rows), B
+ * MN-major in shared memory. */
 template <typename E, int N> struct wg_mma;
 #define FA3_WG_MMA(ET, TY)                                                                                   \
     template <> struct wg_mma<ET, 64> {                                                                      \
@@ -144,13 +145,6 @@ template <typename E, int N> struct wg_mma;
         }                                                                                                    \
     };                                                                                                       \
     template <> struct wg_mma<ET, 128> {                                                                     \
-        static __device__ __forceinline__ void ss(float (&d)[64], uint64_t a, uint64_t b, int acc) {         \
-            asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                        \
-                         "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " FA3_D64                \
-                         ", %64, %65, p, 1, 1, 0, 0;\n}\n"                                                   \
-                         : FA3_O64(d)                                                                        \
-                         : "l"(a), "l"(b), "r"(acc));                                                        \
-        }                                                                                                    \
         static __device__ __forceinline__ void rs(float (&d)[64], const uint32_t (&a)[4], uint64_t b) {      \
             asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"                                        \
                          "wgmma.mma_async.sync.aligned.m64n128k16.f32." TY "." TY " " FA3_D64                \
@@ -179,8 +173,7 @@ static __device__ __forceinline__ void fa3_fetch(uint32_t kd, uint32_t vd, const
         int n = 0;
         int64_t off = 0;
         if (key < kmax) {
-            int b = key / bsz;
-            off = (((int64_t)table[b] * bsz + (key - b * bsz)) * nkv + g) * HD + c * 8;
+            off = key_offset32(table, bsz, key, nkv, HD, g) + c * 8;
             n = 16;
         }
         const uint32_t o = fa3_sw<FA3_BN>(j, c);
@@ -427,13 +420,7 @@ template <typename E, int HD> static int fa3_launch(const lr_gpu_attention_args 
 }
 
 template <typename E> static int attention_fa3(const lr_gpu_attention_args *a, cudaStream_t s) {
-    const lr_gpu_attn_meta *m = &a->meta;
-    /* 16-byte copies of K, V and Q rows, 4-byte stores of ctx pairs (fa2's conditions). */
-    bool aligned = ((uintptr_t)a->k_cache & 15) == 0 && ((uintptr_t)a->v_cache & 15) == 0 &&
-                   ((uintptr_t)a->q & 15) == 0 && a->ldq % 8 == 0 && ((uintptr_t)a->ctx & 3) == 0 &&
-                   a->ldc % 2 == 0;
-    if (m->max_seq_len > 1 && (a->hd == 64 || a->hd == 128) && aligned && m->block_size <= INT32_MAX)
-        return a->hd == 64 ? fa3_launch<E, 64>(a, s) : fa3_launch<E, 128>(a, s);
+    if (fa_prefill_takes(a)) return a->hd == 64 ? fa3_launch<E, 64>(a, s) : fa3_launch<E, 128>(a, s);
     return lr_gpu_attention_fa2(a, s);
 }
 

@@ -92,8 +92,8 @@ static __global__ void __launch_bounds__(FD_THREADS)
         for (int gi = 0; gi < G; gi++)
             sc[gi] = 0.0f;
         if (active) {
-            const int j = (int)(k0 + kt), b = j / bsz; /* keys < 2^31 (checked at the entry) */
-            const int64_t off = (((int64_t)table[b] * bsz + (j - b * bsz)) * nkv + g) * HD;
+            const int j = (int)(k0 + kt); /* keys < 2^31 (checked at the entry) */
+            const int64_t off = key_offset32(table, bsz, j, nkv, HD, g);
             const uint4 *kr = (const uint4 *)(k_cache + off), *vr = (const uint4 *)(v_cache + off);
             const uint32_t vdst = smem_u32(vs + (size_t)kt * HD);
 #pragma unroll

@@ -78,6 +78,17 @@ template <typename T> __device__ __forceinline__ void st(T *p, float v) { *p = e
      : (dt) == LR_BF16 ? F<__nv_bfloat16>(__VA_ARGS__)                                     \
                        : lr_fail(LR_E_INVAL, "gpu: dtype %d is not F32, F16 or BF16", (int)(dt)))
 
+/* Greedy decoding's order on (value, index) pairs (lr_gpu_argmax on the device, the CUDA
+ * backend comparing its pairs on the host): whether (vb, ib) beats (va, ia). A NaN beats
+ * any number, then the larger value, then the lower index: a total order, so neither the
+ * grouping nor the order of comparisons changes the winner (torch.argmax's rule). */
+static __host__ __device__ __forceinline__ bool lr_argmax_beats(float va, int64_t ia, float vb, int64_t ib) {
+    bool na = isnan(va), nb = isnan(vb);
+    if (na != nb) return nb;
+    if (!na && vb != va) return vb > va;
+    return ib < ia;
+}
+
 /* ---- Programmatic dependent launch (compute capability 9.0 on) ------------------------
  * A decode step is about eleven kernels a layer, most of them a few microseconds long: the
  * gap between one kernel's last block and the next kernel's first, and a kernel's ramp to

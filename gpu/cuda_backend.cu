@@ -1579,15 +1579,9 @@ static int cuda_compute_logits(void *impl, const lr_tensor *hidden, const lr_obs
  * rank the argmax of each GREEDY_CHUNK columns of its shard below the vocabulary's end
  * (lr_gpu_argmax: a block per chunk and row, so that a decode step's few rows still fill
  * the card), whose (value, column) pairs alone come to the host (32 a row of Llama-3's
- * vocabulary at tp 1); they are compared there by the same rule (a NaN first, then the
- * larger value, then the lower index; the vocabulary's order is the ranks' order). */
+ * vocabulary at tp 1); they are compared there by the same rule, lr_argmax_beats (the
+ * vocabulary's order is the ranks' order). */
 #define GREEDY_CHUNK 4096
-static bool greedy_beats(float va, int64_t ia, float vb, int64_t ib) {
-    bool na = std::isnan(va), nb = std::isnan(vb);
-    if (na != nb) return nb;
-    if (!na && vb != va) return vb > va;
-    return ib < ia;
-}
 
 static int cuda_greedy(void *impl, const lr_tensor *hidden, int64_t *tokens) {
     gpu_model *m = (gpu_model *)impl;
@@ -1631,7 +1625,7 @@ static int cuda_greedy(void *impl, const lr_tensor *hidden, int64_t *tokens) {
             const int32_t *col = (const int32_t *)(val + per);
             for (int64_t c = 0; c < nch; c++) {
                 int64_t i = rk->L.vocab_start + col[t * nch + c];
-                if (at < 0 || greedy_beats(best, at, val[t * nch + c], i)) best = val[t * nch + c], at = i;
+                if (at < 0 || lr_argmax_beats(best, at, val[t * nch + c], i)) best = val[t * nch + c], at = i;
             }
         }
         tokens[t] = at;

@@ -198,19 +198,10 @@ extern "C" int lr_gpu_add_residual(float *out, const void *a, const float *r, in
  * A block per (chunk, row) (rows grid-strided): its threads scan the chunk's columns,
  * ARGMAX_UNROLL loads in flight each (a decode step's few rows of 128256 logits would
  * otherwise be a few blocks each waiting on one load at a time), then reduce their
- * candidates pairwise. Every comparison is argmax_beats, whose order (a NaN above any
- * number, then the larger value, then the lower index) is total on (value, index) pairs,
- * so neither the pairing nor the chunking changes the answer. */
+ * candidates pairwise. Every comparison is lr_argmax_beats (common.cuh), a total order on
+ * (value, index) pairs, so neither the pairing nor the chunking changes the answer. */
 #define ARGMAX_THREADS 256
 #define ARGMAX_UNROLL 8
-
-/* Whether (vb, ib) beats (va, ia). */
-static __device__ __forceinline__ bool argmax_beats(float va, int32_t ia, float vb, int32_t ib) {
-    bool na = isnan(va), nb = isnan(vb);
-    if (na != nb) return nb;
-    if (!na && vb != va) return vb > va;
-    return ib < ia;
-}
 
 template <typename E>
 static __global__ void __launch_bounds__(ARGMAX_THREADS)
@@ -233,14 +224,14 @@ static __global__ void __launch_bounds__(ARGMAX_THREADS)
 #pragma unroll
             for (int u = 0; u < ARGMAX_UNROLL; u++) {
                 const int64_t j = jb + u * ARGMAX_THREADS;
-                if (j < j1 && argmax_beats(bv, bi, v[u], (int32_t)j)) bv = v[u], bi = (int32_t)j;
+                if (j < j1 && lr_argmax_beats(bv, bi, v[u], (int32_t)j)) bv = v[u], bi = (int32_t)j;
             }
         }
         sv[threadIdx.x] = bv, si[threadIdx.x] = bi;
         __syncthreads();
         for (int o = ARGMAX_THREADS / 2; o > 0; o >>= 1) {
             if (threadIdx.x < o &&
-                argmax_beats(sv[threadIdx.x], si[threadIdx.x], sv[threadIdx.x + o], si[threadIdx.x + o]))
+                lr_argmax_beats(sv[threadIdx.x], si[threadIdx.x], sv[threadIdx.x + o], si[threadIdx.x + o]))
                 sv[threadIdx.x] = sv[threadIdx.x + o], si[threadIdx.x] = si[threadIdx.x + o];
             __syncthreads();
         }
