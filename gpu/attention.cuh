@@ -121,6 +121,14 @@ template <typename E> struct __align__(4) E2 { E a, b; };
 #define SP_BLOCKS 1056 /* a split decode's blocks to aim for: eight an SM of 132 */
 #endif
 static_assert(SP_BLOCKS >= 1 && 2 * SP_BLOCKS * 4 <= 48 * 1024, "the merge's factors and sums in 48 KB");
+/* SP_FIT (a build-time knob for run 25's trial): 1 aims a split kernel that says how many of
+ * its blocks the card holds at once (fd) at that many, rounded down to whole chunks of the
+ * batch, so that its grid is one wave (at most SP_BLOCKS chunks, for the merge's shared
+ * memory); 0 aims every split kernel at SP_BLOCKS rounded up, which for fd at batch 32
+ * (256 blocks a chunk, 9 resident an SM of 132) is 1280 blocks: a wave and 92 more. */
+#ifndef SP_FIT
+#define SP_FIT 0
+#endif
 #define SPLIT_UNHANDLED 1 /* not a status: no instance for the group size; the caller hands the call on */
 
 /* How a decode batch's keys are split: at most want chunks (want: enough blocks to fill
@@ -222,20 +230,26 @@ static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_m
 }
 
 /* The host side of a split decode (tc's split kernel, fd's): the plan from meta.max_keys
- * (about eight blocks per SM of 132, no chunk under SP_MIN_CHUNK keys; max_keys is an upper
- * bound, so nsplit is the most chunks the kernels use), the grid's limits, and the
- * workspace of the chunks' partial outputs (po, pml: NULL with one chunk). */
+ * (about eight blocks per SM of 132, or with SP_FIT the resident blocks the caller gives,
+ * when it knows them (> 0); no chunk under SP_MIN_CHUNK keys; max_keys is an upper bound, so
+ * nsplit is the most chunks the kernels use), the grid's limits, and the workspace of the
+ * chunks' partial outputs (po, pml: NULL with one chunk). */
 struct split_decode {
     int64_t want;
     int nsplit;
     float *po, *pml;
 };
 
-static inline int split_begin(const lr_gpu_attention_args *a, const char *who, split_decode *sd,
-                              cudaStream_t s) {
+static inline int split_begin(const lr_gpu_attention_args *a, const char *who, int64_t resident,
+                              split_decode *sd, cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;
     int64_t B = m->num_seqs, chunk;
-    sd->want = (SP_BLOCKS + B * a->nkv - 1) / (B * a->nkv);
+    if (SP_FIT && resident > 0) {
+        int64_t w = resident / (B * a->nkv);
+        sd->want = w < 1 ? 1 : w < SP_BLOCKS ? w : SP_BLOCKS;
+    } else {
+        sd->want = (SP_BLOCKS + B * a->nkv - 1) / (B * a->nkv);
+    }
     split_plan(sd->want, m->max_keys, &sd->nsplit, &chunk);
     sd->po = sd->pml = NULL;
     if (B * sd->nsplit > INT32_MAX || a->nkv > 65535 || B * a->nh > INT32_MAX)

@@ -38,20 +38,64 @@
 #endif
 static_assert(FD_LPK == 1 || FD_LPK == 2, "fd: 1 or 2 threads a key");
 #define FD_TILE (FD_THREADS / FD_LPK) /* keys per tile */
+/* Two build-time knobs for run 25's trial, neither of which changes a bit of the output:
+ * FD_HEAD_MINOR 1 numbers the blocks with the kv head fastest, so that the nkv blocks of a
+ * (sequence, chunk) are dispatched together and read the nkv rows of hd elements that
+ * make up each key's cache slot (2 KB at Llama-3-8B) at about the same time; 0, the tree's
+ * order, dispatches every block of kv head 0 first (the first wave of a batch-32 step reads
+ * 256 bytes of every 2 KB). FD_PIPE 1 issues the next tile's K loads and V copies (into a
+ * second V buffer) as soon as this tile's scores are taken, so that a block has loads in
+ * flight through its softmax and P V phases; 0 issues them at the top of each tile. */
+#ifndef FD_HEAD_MINOR
+#define FD_HEAD_MINOR 0
+#endif
+#ifndef FD_PIPE
+#define FD_PIPE 0
+#endif
+static_assert((FD_HEAD_MINOR == 0 || FD_HEAD_MINOR == 1) && (FD_PIPE == 0 || FD_PIPE == 1),
+              "fd: knobs are 0 or 1");
+static_assert(!(FD_PIPE && FD_LPK == 1), "fd: FD_PIPE's two V tiles of 128 keys would pass 48 KB");
+#define FD_VBUFS (FD_PIPE + 1) /* V tiles in shared memory */
+/* Blocks an SM that ptxas is asked to leave room for (a knob: 1 lets it take the registers
+ * it likes: 54 at bf16, 4 query heads, head_dim 128; 86 with FD_PIPE, 5 blocks an SM). */
+#ifndef FD_MINB
+#define FD_MINB 1
+#endif
+
+/* Issue the loads of key j (keys < 2^31: checked at the entry) for this thread, the part-th
+ * of its FD_LPK: its vectors of the key's K row into kv, its share of the key's V row to
+ * row kt of the V tile vt by cp.async (uncommitted). */
+template <typename E, int HD, int NK>
+static __device__ __forceinline__ void fd_load(uint4 (&kv)[NK], E *vt, const E *k_cache, const E *v_cache,
+                                               const int32_t *table, int bsz, int64_t nkv, int64_t g, int j,
+                                               int kt, int part) {
+    constexpr int NV = HD * (int)sizeof(E) / 16;
+    const int64_t off = key_offset32(table, bsz, j, nkv, HD, g);
+    const uint4 *kr = (const uint4 *)(k_cache + off), *vr = (const uint4 *)(v_cache + off);
+    const uint32_t vdst = smem_u32(vt + (size_t)kt * HD);
+#pragma unroll
+    for (int v = part; v < NV; v += FD_LPK)
+        cp_async16(vdst + 16 * v, vr + v, 16);
+#pragma unroll
+    for (int u = 0; u < NK; u++)
+        kv[u] = __ldg(kr + part + u * FD_LPK);
+}
 
 /* Grid (num_seqs * grid_split, nkv), as tc's split kernel. */
 template <typename E, int G, int HD>
-static __global__ void __launch_bounds__(FD_THREADS)
+static __global__ void __launch_bounds__(FD_THREADS, FD_MINB)
     attention_fd_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
-                        lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int grid_split, int64_t want,
-                        float *part_o, float *part_ml) {
+                        lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int grid_split,
+                        int64_t want, float *part_o, float *part_ml) {
     constexpr int NV = HD * (int)sizeof(E) / 16; /* 16-byte vectors per row */
     constexpr int EPV = 16 / (int)sizeof(E);     /* elements per vector */
     constexpr int DPL = HD / 32;                 /* dims per lane in P V */
     static_assert(HD % 32 == 0 && DPL * (int)sizeof(E) <= 16, "fd: head_dim 64 or 128 at 16 bits");
-    constexpr size_t VBYTES = (size_t)FD_TILE * HD * sizeof(E), OBYTES = (size_t)FD_WARPS * G * HD * sizeof(float);
+    constexpr size_t VBYTES = (size_t)FD_VBUFS * FD_TILE * HD * sizeof(E),
+                     OBYTES = (size_t)FD_WARPS * G * HD * sizeof(float);
     __shared__ __align__(16) float qs[G][HD];
-    __shared__ __align__(16) unsigned char vraw[VBYTES > OBYTES ? VBYTES : OBYTES]; /* V tile; o at the end */
+    __shared__ __align__(
+        16) unsigned char vraw[VBYTES > OBYTES ? VBYTES : OBYTES]; /* V tiles; o at the end */
     __shared__ float ps[G][FD_TILE];
     __shared__ float msh[G], lsh[G], csh[G];
     __shared__ int maxk_s;
@@ -62,13 +106,27 @@ static __global__ void __launch_bounds__(FD_THREADS)
     int nsplit;
     int64_t chunk;
     split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk);
-    const int64_t seq = blockIdx.x / grid_split, c = blockIdx.x % grid_split, g = blockIdx.y;
+#if FD_HEAD_MINOR /* grid (nkv, up to 65535, more): the (sequence, chunk) in y and z */
+    const unsigned int bx = blockIdx.z * gridDim.y + blockIdx.y, g = blockIdx.x;
+    if (bx >= (unsigned int)(m.num_seqs * grid_split)) return; /* block-uniform, after the barriers */
+#else
+    const unsigned int bx = blockIdx.x, g = blockIdx.y;
+#endif
+    const int64_t seq = bx / (unsigned int)grid_split, c = bx % (unsigned int)grid_split;
     if (c >= nsplit) return; /* block-uniform, after the last barrier of batch_max_keys */
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int64_t t = m.seq_start[seq], nk = m.token_keys[t];
     const int64_t kbeg = c * chunk, kend = kbeg + chunk < nk ? kbeg + chunk : nk;
     const int32_t *table = m.block_tables + seq * m.max_blocks;
     const int bsz = (int)m.block_size;
+    /* A key's FD_LPK threads: kt, and this thread's vectors part, part + FD_LPK, ... */
+    const int kt = tid / FD_LPK, part = tid % FD_LPK;
+#if FD_PIPE
+    uint4 kv[NV / FD_LPK]; /* K vectors of the tile being scored, then of the next */
+    if (kt < kend - kbeg)  /* the first tile's loads, before q is staged */
+        fd_load<E, HD>(kv, vs, k_cache, v_cache, table, bsz, nkv, g, (int)(kbeg + kt), kt, part);
+    cp_async_commit();
+#endif
 
     for (int i = tid; i < G * HD; i += FD_THREADS)
         qs[i / HD][i % HD] = ld(q + t * ldq + (g * G + i / HD) * HD + i % HD);
@@ -81,29 +139,24 @@ static __global__ void __launch_bounds__(FD_THREADS)
             o[gi][dd] = 0.0f;
     __syncthreads();
 
-    for (int64_t k0 = kbeg; k0 < kend; k0 += FD_TILE) {
+    int buf = 0; /* the V tile of this tile's keys */
+    for (int64_t k0 = kbeg; k0 < kend; k0 += FD_TILE, buf ^= FD_PIPE) {
         const int n = (int)(kend - k0 < FD_TILE ? kend - k0 : FD_TILE);
-        /* 1. scores, and this key's V row to shared memory (FD_LPK threads a key, each
-         * its vectors part, part + FD_LPK, ...) */
-        const int kt = tid / FD_LPK, part = tid % FD_LPK;
+        const E *vt = vs + (size_t)buf * FD_TILE * HD;
+        /* 1. scores, and this key's V row to shared memory */
+#if !FD_PIPE
+        uint4 kv[NV / FD_LPK];
+#endif
         const bool active = kt < n; /* the same for both threads of a key */
         float sc[G];
 #pragma unroll
         for (int gi = 0; gi < G; gi++)
             sc[gi] = 0.0f;
         if (active) {
-            const int j = (int)(k0 + kt); /* keys < 2^31 (checked at the entry) */
-            const int64_t off = key_offset32(table, bsz, j, nkv, HD, g);
-            const uint4 *kr = (const uint4 *)(k_cache + off), *vr = (const uint4 *)(v_cache + off);
-            const uint32_t vdst = smem_u32(vs + (size_t)kt * HD);
-#pragma unroll
-            for (int v = part; v < NV; v += FD_LPK)
-                cp_async16(vdst + 16 * v, vr + v, 16);
+#if !FD_PIPE
+            fd_load<E, HD>(kv, vs, k_cache, v_cache, table, bsz, nkv, g, (int)(k0 + kt), kt, part);
             cp_async_commit();
-            uint4 kv[NV / FD_LPK];
-#pragma unroll
-            for (int u = 0; u < NV / FD_LPK; u++)
-                kv[u] = __ldg(kr + part + u * FD_LPK);
+#endif
 #pragma unroll
             for (int u = 0; u < NV / FD_LPK; u++) {
                 const int v = part + u * FD_LPK;
@@ -117,6 +170,15 @@ static __global__ void __launch_bounds__(FD_THREADS)
                 }
             }
         }
+#if FD_PIPE
+        /* kv is free: the next tile's loads, its V into the other buffer (last read by the
+         * P V before this tile's final barrier); a group committed even when empty, so that
+         * the wait below leaves exactly the next tile's in flight */
+        if (kt < kend - (k0 + FD_TILE))
+            fd_load<E, HD>(kv, vs + (size_t)(buf ^ 1) * FD_TILE * HD, k_cache, v_cache, table, bsz, nkv, g,
+                           (int)(k0 + FD_TILE + kt), kt, part);
+        cp_async_commit();
+#endif
         if (FD_LPK == 2) /* every lane: a pair is active or idle together */
 #pragma unroll
             for (int gi = 0; gi < G; gi++)
@@ -125,7 +187,7 @@ static __global__ void __launch_bounds__(FD_THREADS)
 #pragma unroll
             for (int gi = 0; gi < G; gi++)
                 ps[gi][kt] = sc[gi] * scale;
-        cp_async_wait<0>();
+        cp_async_wait<FD_PIPE>(); /* this tile's V (with FD_PIPE the next tile's group may still run) */
         __syncthreads();
         /* 2. the tile's softmax, per query head */
         for (int gi = warp; gi < G; gi += FD_WARPS) {
@@ -155,7 +217,7 @@ static __global__ void __launch_bounds__(FD_THREADS)
                 o[gi][dd] *= corr;
         }
         for (int jj = warp; jj < n; jj += FD_WARPS) {
-            const E *vrow = vs + (size_t)jj * HD + lane * DPL;
+            const E *vrow = vt + (size_t)jj * HD + lane * DPL;
             float vf[DPL];
 #pragma unroll
             for (int dd = 0; dd < DPL; dd++)
@@ -170,6 +232,7 @@ static __global__ void __launch_bounds__(FD_THREADS)
         }
         __syncthreads(); /* before the next tile's scores and V rows overwrite these */
     }
+    if (FD_PIPE) cp_async_wait<0>(); /* the last (empty) group, before V's room is reused */
 
     /* The warps' outputs, summed in order; V's room holds them. */
     float *os = (float *)vraw; /* [FD_WARPS][G][HD] */
@@ -200,13 +263,27 @@ static __global__ void __launch_bounds__(FD_THREADS)
 template <typename E, int G, int HD> static int fd_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;
     if (m->num_seqs == 0 || m->max_keys == 0) return LR_OK;
+    auto kernel = attention_fd_kernel<E, G, HD>;
+    static int per_sm = -1; /* asked once an instance: the cards of a process are alike */
+    if (SP_FIT && per_sm < 0) {
+        int n = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, FD_THREADS, 0) != cudaSuccess)
+            n = 0, (void)cudaGetLastError(); /* unknown: the SP_BLOCKS plan */
+        per_sm = n;
+    }
     split_decode sd;
-    int rc = split_begin(a, "fd", &sd, s);
+    int rc = split_begin(a, "fd", SP_FIT ? (int64_t)per_sm * lr_gpu_sm_count() : 0, &sd, s);
     if (rc) return rc;
-    dim3 grid((unsigned int)(m->num_seqs * sd.nsplit), (unsigned int)a->nkv);
-    LR_LAUNCH(attention_fd_kernel<E, G, HD>, grid, FD_THREADS, 0, s, (E *)a->ctx, a->ldc, (const E *)a->q,
-              a->ldq, (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh, a->nkv, a->scale, sd.nsplit,
-              sd.want, sd.po, sd.pml);
+    const int64_t blocks = m->num_seqs * sd.nsplit;
+#if FD_HEAD_MINOR /* the kv heads of a (sequence, chunk) numbered together: x fastest */
+    const int64_t ny = blocks < 65535 ? blocks : 65535;
+    dim3 grid((unsigned int)a->nkv, (unsigned int)ny, (unsigned int)((blocks + ny - 1) / ny));
+#else
+    dim3 grid((unsigned int)blocks, (unsigned int)a->nkv);
+#endif
+    LR_LAUNCH(kernel, grid, FD_THREADS, 0, s, (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq,
+              (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh, a->nkv, a->scale, sd.nsplit, sd.want,
+              sd.po, sd.pml);
     return split_finish<E>(a, &sd, s);
 }
 

@@ -163,7 +163,7 @@ template <typename E, int DPL, int G> static int split_launch(const lr_gpu_atten
     const lr_gpu_attn_meta *m = &a->meta;
     if (m->num_seqs == 0 || m->max_keys == 0) return LR_OK;
     split_decode sd;
-    int rc = split_begin(a, "tc", &sd, s);
+    int rc = split_begin(a, "tc", 0, &sd, s);
     if (rc) return rc;
     /* Vector loads when each lane's DPL elements are 4, 8 or 16 aligned bytes. */
     int vb = DPL * (int)sizeof(E);
