@@ -61,6 +61,11 @@ static_assert(!(FD_PIPE && FD_LPK == 1), "fd: FD_PIPE's two V tiles of 128 keys 
 #ifndef FD_MINB
 #define FD_MINB 1
 #endif
+#if FD_MINB > 1
+#define FD_BOUNDS __launch_bounds__(FD_THREADS, FD_MINB)
+#else /* no minimum at all (ptxas allocates otherwise with one) */
+#define FD_BOUNDS __launch_bounds__(FD_THREADS)
+#endif
 
 /* Issue the loads of key j (keys < 2^31: checked at the entry) for this thread, the part-th
  * of its FD_LPK: its vectors of the key's K row into kv, its share of the key's V row to
@@ -81,12 +86,13 @@ static __device__ __forceinline__ void fd_load(uint4 (&kv)[NK], E *vt, const E *
         kv[u] = __ldg(kr + part + u * FD_LPK);
 }
 
-/* Grid (num_seqs * grid_split, nkv), as tc's split kernel. */
+/* Grid (num_seqs * grid_split, nkv), as tc's split kernel; with FD_HEAD_MINOR (nkv,
+ * num_seqs * grid_split) (that in y and z where it passes 65535). */
 template <typename E, int G, int HD>
-static __global__ void __launch_bounds__(FD_THREADS, FD_MINB)
-    attention_fd_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
-                        lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int grid_split,
-                        int64_t want, float *part_o, float *part_ml) {
+static __global__ void FD_BOUNDS attention_fd_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq,
+                                                     const E *k_cache, const E *v_cache, lr_gpu_attn_meta m,
+                                                     int64_t nh, int64_t nkv, float scale, int grid_split,
+                                                     int64_t want, float *part_o, float *part_ml) {
     constexpr int NV = HD * (int)sizeof(E) / 16; /* 16-byte vectors per row */
     constexpr int EPV = 16 / (int)sizeof(E);     /* elements per vector */
     constexpr int DPL = HD / 32;                 /* dims per lane in P V */
@@ -94,8 +100,8 @@ static __global__ void __launch_bounds__(FD_THREADS, FD_MINB)
     constexpr size_t VBYTES = (size_t)FD_VBUFS * FD_TILE * HD * sizeof(E),
                      OBYTES = (size_t)FD_WARPS * G * HD * sizeof(float);
     __shared__ __align__(16) float qs[G][HD];
-    __shared__ __align__(
-        16) unsigned char vraw[VBYTES > OBYTES ? VBYTES : OBYTES]; /* V tiles; o at the end */
+    /* the V tiles; at the end the warps' o */
+    __shared__ __align__(16) unsigned char vraw[VBYTES > OBYTES ? VBYTES : OBYTES];
     __shared__ float ps[G][FD_TILE];
     __shared__ float msh[G], lsh[G], csh[G];
     __shared__ int maxk_s;
@@ -107,10 +113,12 @@ static __global__ void __launch_bounds__(FD_THREADS, FD_MINB)
     int64_t chunk;
     split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk);
 #if FD_HEAD_MINOR /* grid (nkv, up to 65535, more): the (sequence, chunk) in y and z */
-    const unsigned int bx = blockIdx.z * gridDim.y + blockIdx.y, g = blockIdx.x;
+    const unsigned int bx = blockIdx.z * gridDim.y + blockIdx.y;
+    const int64_t g = blockIdx.x;
     if (bx >= (unsigned int)(m.num_seqs * grid_split)) return; /* block-uniform, after the barriers */
 #else
-    const unsigned int bx = blockIdx.x, g = blockIdx.y;
+    const unsigned int bx = blockIdx.x;
+    const int64_t g = blockIdx.y;
 #endif
     const int64_t seq = bx / (unsigned int)grid_split, c = bx % (unsigned int)grid_split;
     if (c >= nsplit) return; /* block-uniform, after the last barrier of batch_max_keys */

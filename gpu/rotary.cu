@@ -72,6 +72,20 @@ static __device__ __forceinline__ void rot_pair(float x1, float x2, float c, flo
  * pair (the decode case); no shared memory, no barrier. */
 #define ROT_HPB 8
 #define ROT_THREADS 64
+/* Blocks an SM that ptxas is asked to leave room for in the fused RoPE + cache kernel (a
+ * build-time knob for run 25's trial; the bits are the same). 1, the tree's: it takes 138
+ * registers (the float64 sincos and 16 values a thread), 7 blocks of 64 threads an SM,
+ * enough at decode, but only about 14 KB of loads in flight an SM at prefill: the profile
+ * charged it 55 us a layer at 2048 tokens (run 24, call D), where its 54 MB take 13 at
+ * copy bandwidth. 16 caps a thread at 64 registers (ptxas: no spills; 1024 threads an SM). */
+#ifndef ROT_CACHE_MINB
+#define ROT_CACHE_MINB 1
+#endif
+#if ROT_CACHE_MINB > 1
+#define ROT_CACHE_BOUNDS __launch_bounds__(ROT_THREADS, ROT_CACHE_MINB)
+#else /* no minimum at all (a minimum of 1 makes ptxas take 156) */
+#define ROT_CACHE_BOUNDS __launch_bounds__(ROT_THREADS)
+#endif
 
 template <typename E>
 static __global__ void __launch_bounds__(ROT_THREADS)
@@ -121,10 +135,10 @@ template <typename E> static int rotary_heads(const lr_gpu_rotary_args *a, cudaS
  * k_cache; a v head is copied to v_cache. A negative slot (padding) writes no cache entry.
  * The same bits as the two kernels (tests/test_gpu_forward: rope_cache_changes_no_bit). */
 template <typename E>
-static __global__ void __launch_bounds__(ROT_THREADS)
-    rotary_cache_kernel(E *qkv, int64_t ldq, int64_t T, int64_t nh, int64_t nkv, int64_t hd,
-                        const int64_t *positions, const double *inv_freq, E *k_cache, E *v_cache,
-                        const int64_t *slot_mapping) {
+static __global__ void ROT_CACHE_BOUNDS rotary_cache_kernel(E *qkv, int64_t ldq, int64_t T, int64_t nh,
+                                                            int64_t nkv, int64_t hd, const int64_t *positions,
+                                                            const double *inv_freq, E *k_cache, E *v_cache,
+                                                            const int64_t *slot_mapping) {
     const int64_t half = hd / 2, nrot = nh + nkv, nall = nh + 2 * nkv, width = nkv * hd;
     pdl_trigger(); /* launched with programmatic dependent launch (common.cuh) */
     pdl_wait();
