@@ -23,5 +23,24 @@ el "trial fa3"; cd $SRC
 timeout 300 bash tools/gpu-trial.sh --build $B --out $L/trial-fa3 --op attention --variant fa3 \
   --shape heads=32,kv=8,hd=128,len=2048 --shape heads=32,kv=8,hd=128,len=512,seqs=8 --peer fa2 \
   --step "--model /tmp/llama3-8b-random --only 01 --kernels attention=fa3" -- "" -DFA3_MINB=2 2>&1 | tee $L/trial-fa3-console.txt | tail -12; pack
-el "defaults' prefill rows"; timeout $(( $(left) - 5 )) $B/bench/gpu_bench --model /tmp/llama3-8b-random --only 01 > $L/bench-defaults.txt 2>&1; grep -E "^  prefill" $L/bench-defaults.txt; pack
+# Session 18: the SM clock and power sampled every 20 ms through these rows (the GEMMs of the
+# prefill rows run at 1.09-1.25 of the ceiling's rate: is the clock lower under a sustained
+# load than in the ceiling's short 8192^3 GEMMs?). clocks.csv: every sample (the ceilings'
+# GEMMs come first, then the load, then the rows); clocks-summary.txt: the busy samples'
+# medians; reasons.csv: the clock event (throttle) reasons, sampled apart in case the field
+# is unknown to the driver.
+el "defaults' prefill rows, clocks sampled"
+nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,power.draw,utilization.gpu,temperature.gpu --format=csv,noheader,nounits -lms 20 > $L/clocks.csv 2>&1 & SMI=$!
+nvidia-smi --query-gpu=timestamp,utilization.gpu,clocks_event_reasons.active --format=csv,noheader -lms 100 > $L/reasons.csv 2>&1 & SMI2=$!
+timeout $(( $(left) - 5 )) $B/bench/gpu_bench --model /tmp/llama3-8b-random --only 01 > $L/bench-defaults.txt 2>&1; grep -E "^  prefill|^ceilings" $L/bench-defaults.txt | cut -c1-120
+kill $SMI $SMI2 2>/dev/null; wait $SMI $SMI2 2>/dev/null
+python3 -c '
+import sys, statistics as st
+rows = [r.split(", ") for r in open(sys.argv[1]) if r.count(",") >= 5]
+busy = [r for r in rows if r[4].strip().isdigit() and int(r[4]) > 50]
+if not busy: sys.exit(print("no busy samples of", len(rows)))
+c = [float(r[1]) for r in busy]; p = [float(r[3]) for r in busy]
+print("busy samples %d of %d: SM clock median %.0f MHz (min %.0f, max %.0f); power median %.0f W (max %.0f)" % (len(busy), len(rows), st.median(c), min(c), max(c), st.median(p), max(p)))
+' $L/clocks.csv | tee $L/clocks-summary.txt
+cut -d, -f3 $L/reasons.csv | sort | uniq -c | sort -rn | head -4; pack
 el done
