@@ -58,6 +58,13 @@ static_assert(!(FD_PIPE && FD_LPK == 1), "fd: FD_PIPE's two V tiles of 128 keys 
 #define FD_VBUFS (FD_PIPE + 1) /* V tiles in shared memory */
 /* Blocks an SM that ptxas is asked to leave room for (a knob: 1 lets it take the registers
  * it likes: 54 at bf16, 4 query heads, head_dim 128; 86 with FD_PIPE, 5 blocks an SM). */
+/* FD_FUSE_MERGE 1 (a knob for run 25's trial, the bits are the same): the last block of
+ * each (sequence, kv head) to finish merges the chunks of its heads (merge_head, as
+ * attention_merge_kernel does), counted through the workspace's counters, instead of a
+ * second kernel: a launch and its drain less a layer. */
+#ifndef FD_FUSE_MERGE
+#define FD_FUSE_MERGE 0
+#endif
 #ifndef FD_MINB
 #define FD_MINB 1
 #endif
@@ -66,6 +73,15 @@ static_assert(!(FD_PIPE && FD_LPK == 1), "fd: FD_PIPE's two V tiles of 128 keys 
 #else /* no minimum at all (ptxas allocates otherwise with one) */
 #define FD_BOUNDS __launch_bounds__(FD_THREADS)
 #endif
+
+/* The bytes of fd's V tiles and of its warps' o; the larger is V's room (the tiles, then
+ * the warps' o, then the fused merge's factors). */
+template <typename E, int HD> static constexpr size_t fd_vbytes() {
+    return (size_t)FD_VBUFS * FD_TILE * HD * sizeof(E);
+}
+template <int G, int HD> static constexpr size_t fd_obytes() {
+    return (size_t)FD_WARPS * G * HD * sizeof(float);
+}
 
 /* Issue the loads of key j (keys < 2^31: checked at the entry) for this thread, the part-th
  * of its FD_LPK: its vectors of the key's K row into kv, its share of the key's V row to
@@ -86,19 +102,35 @@ static __device__ __forceinline__ void fd_load(uint4 (&kv)[NK], E *vt, const E *
         kv[u] = __ldg(kr + part + u * FD_LPK);
 }
 
+/* The fused merge of a (sequence, kv head)'s G heads, from the block that finished last:
+ * head gi's chunks at base + gi * grid_split, its output at out + gi * HD; room: V's room,
+ * for merge_head's factors. Not inlined, so that the split kernel's loop keeps its own
+ * register allocation (inlined, ptxas gave the kernel 72 registers, not 54). */
+template <typename E, int G, int HD>
+static __device__ __noinline__ void fd_merge_group(E *out, int nsplit, const float *part_o,
+                                                   const float *part_ml, int64_t base, int grid_split,
+                                                   float *room) {
+    __threadfence(); /* the other blocks' partial results, counted before this block was last */
+    float *mf = room, *sl = mf + nsplit, *red = sl + nsplit;
+    for (int gi = 0; gi < G; gi++) {
+        const int64_t b = base + (int64_t)gi * grid_split;
+        merge_head(out + gi * HD, (int64_t)HD, nsplit, part_o + b * HD, part_ml + 2 * b, mf, sl, red);
+    }
+}
+
 /* Grid (num_seqs * grid_split, nkv), as tc's split kernel; with FD_HEAD_MINOR (nkv,
  * num_seqs * grid_split) (that in y and z where it passes 65535). */
 template <typename E, int G, int HD>
 static __global__ void FD_BOUNDS attention_fd_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq,
                                                      const E *k_cache, const E *v_cache, lr_gpu_attn_meta m,
                                                      int64_t nh, int64_t nkv, float scale, int grid_split,
-                                                     int64_t want, float *part_o, float *part_ml) {
+                                                     int64_t want, float *part_o, float *part_ml,
+                                                     unsigned int *counters) {
     constexpr int NV = HD * (int)sizeof(E) / 16; /* 16-byte vectors per row */
     constexpr int EPV = 16 / (int)sizeof(E);     /* elements per vector */
     constexpr int DPL = HD / 32;                 /* dims per lane in P V */
     static_assert(HD % 32 == 0 && DPL * (int)sizeof(E) <= 16, "fd: head_dim 64 or 128 at 16 bits");
-    constexpr size_t VBYTES = (size_t)FD_VBUFS * FD_TILE * HD * sizeof(E),
-                     OBYTES = (size_t)FD_WARPS * G * HD * sizeof(float);
+    constexpr size_t VBYTES = fd_vbytes<E, HD>(), OBYTES = fd_obytes<G, HD>();
     __shared__ __align__(16) float qs[G][HD];
     /* the V tiles; at the end the warps' o */
     __shared__ __align__(16) unsigned char vraw[VBYTES > OBYTES ? VBYTES : OBYTES];
@@ -266,6 +298,26 @@ static __global__ void FD_BOUNDS attention_fd_kernel(E *ctx, int64_t ldc, const 
             if (d == 0) part_ml[2 * pi] = msh[gi], part_ml[2 * pi + 1] = L;
         }
     }
+#if FD_FUSE_MERGE
+    /* The last block of the (sequence, kv head) to finish merges its G heads (the launcher
+     * gives counters only where mf, sl and red fit in V's room): each block's partial
+     * results made visible, then counted; the block that counts nsplit resets the counter
+     * for the next call and reads what the others wrote through L2. */
+    if (nsplit > 1 && counters) {
+        __shared__ bool last_s;
+        __threadfence();
+        __syncthreads();
+        if (tid == 0) {
+            unsigned int *cnt = counters + seq * nkv + g;
+            last_s = atomicAdd(cnt, 1u) == (unsigned int)nsplit - 1;
+            if (last_s) atomicExch(cnt, 0u);
+        }
+        __syncthreads();
+        if (last_s)
+            fd_merge_group<E, G, HD>(ctx + t * ldc + g * G * HD, nsplit, part_o, part_ml,
+                                     (seq * nh + g * G) * grid_split, grid_split, (float *)vraw);
+    }
+#endif
 }
 
 template <typename E, int G, int HD> static int fd_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
@@ -289,10 +341,15 @@ template <typename E, int G, int HD> static int fd_launch(const lr_gpu_attention
 #else
     dim3 grid((unsigned int)blocks, (unsigned int)a->nkv);
 #endif
+    unsigned int *counters = NULL; /* the fused merge: where its factors fit in V's room */
+    constexpr size_t room = fd_vbytes<E, HD>() > fd_obytes<G, HD>() ? fd_vbytes<E, HD>() : fd_obytes<G, HD>();
+    if (FD_FUSE_MERGE && sd.nsplit > 1 && (2 * (size_t)sd.nsplit + 32) * sizeof(float) <= room &&
+        (rc = lr_gpu_attn_ws_counters(a->ws, (size_t)(m->num_seqs * a->nkv), s, &counters)) != LR_OK)
+        return rc;
     LR_LAUNCH(kernel, grid, FD_THREADS, 0, s, (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq,
               (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh, a->nkv, a->scale, sd.nsplit, sd.want,
-              sd.po, sd.pml);
-    return split_finish<E>(a, &sd, s);
+              sd.po, sd.pml, counters);
+    return counters ? LR_OK : split_finish<E>(a, &sd, s);
 }
 
 template <typename E, int HD> static int fd_group(const lr_gpu_attention_args *a, cudaStream_t s) {
