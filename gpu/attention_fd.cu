@@ -59,8 +59,8 @@ static_assert(!(FD_PIPE && FD_LPK == 1), "fd: FD_PIPE's two V tiles of 128 keys 
 /* Blocks an SM that ptxas is asked to leave room for (a knob: 1 lets it take the registers
  * it likes: 54 at bf16, 4 query heads, head_dim 128; 86 with FD_PIPE, 5 blocks an SM). */
 /* FD_FUSE_MERGE 1 (a knob for run 25's trial, the bits are the same): the last block of
- * each (sequence, kv head) to finish merges the chunks of its heads (merge_head, as
- * attention_merge_kernel does), counted through the workspace's counters, instead of a
+ * each (sequence, kv head) to finish merges the chunks of its heads (fd_merge_group, the
+ * merge kernel's arithmetic), counted through the workspace's counters, instead of a
  * second kernel: a launch and its drain less a layer. */
 #ifndef FD_FUSE_MERGE
 #define FD_FUSE_MERGE 0
@@ -104,17 +104,74 @@ static __device__ __forceinline__ void fd_load(uint4 (&kv)[NK], E *vt, const E *
 
 /* The fused merge of a (sequence, kv head)'s G heads, from the block that finished last:
  * head gi's chunks at base + gi * grid_split, its output at out + gi * HD; room: V's room,
- * for merge_head's factors. Not inlined, so that the split kernel's loop keeps its own
- * register allocation (inlined, ptxas gave the kernel 72 registers, not 54). */
+ * for the factors (2 G nsplit + 2 G floats, which the launcher checked). The same float32
+ * operations in the same order as merge_head for each output (the chunks' maximum M, the
+ * factors exp(m_c - M), L and O summed over c = 0, 1, ..., O / L), so the same bits as the
+ * merge kernel; but the G heads at once: a thread takes dimension d of every head, its
+ * loads MERGE_UNROLL chunks of all G heads at a time, where merge_head would take the
+ * heads one after another. Not inlined, so that the split kernel's loop keeps its register
+ * allocation (inlined, ptxas gave the kernel 72 registers, not 54). */
 template <typename E, int G, int HD>
 static __device__ __noinline__ void fd_merge_group(E *out, int nsplit, const float *part_o,
                                                    const float *part_ml, int64_t base, int grid_split,
                                                    float *room) {
+    float *mf = room, *sl = mf + G * nsplit, *Ms = sl + G * nsplit, *Ls = Ms + G;
     __threadfence(); /* the other blocks' partial results, counted before this block was last */
-    float *mf = room, *sl = mf + nsplit, *red = sl + nsplit;
-    for (int gi = 0; gi < G; gi++) {
-        const int64_t b = base + (int64_t)gi * grid_split;
-        merge_head(out + gi * HD, (int64_t)HD, nsplit, part_o + b * HD, part_ml + 2 * b, mf, sl, red);
+    __syncthreads(); /* room held the warps' o */
+    for (int i = threadIdx.x; i < G * nsplit; i += blockDim.x) {
+        const int gi = i / nsplit, c = i - gi * nsplit;
+        const float *pml = part_ml + 2 * (base + (int64_t)gi * grid_split + c);
+        mf[i] = __ldcg(pml), sl[i] = __ldcg(pml + 1);
+    }
+    __syncthreads();
+    if (threadIdx.x < G) {
+        float M = -INFINITY;
+        for (int c = 0; c < nsplit; c++)
+            M = fmaxf(M, mf[threadIdx.x * nsplit + c]);
+        Ms[threadIdx.x] = M;
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < G * nsplit; i += blockDim.x) {
+        const float M = Ms[i / nsplit];
+        if (M != -INFINITY) mf[i] = expf(mf[i] - M);
+    }
+    __syncthreads();
+    if (threadIdx.x < G) {
+        float L = 0.0f;
+        for (int c = 0; c < nsplit; c++)
+            L += mf[threadIdx.x * nsplit + c] * sl[threadIdx.x * nsplit + c];
+        Ls[threadIdx.x] = L;
+    }
+    __syncthreads();
+    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
+        float O[G];
+#pragma unroll
+        for (int gi = 0; gi < G; gi++)
+            O[gi] = 0.0f;
+        int c = 0;
+        for (; c + MERGE_UNROLL <= nsplit; c += MERGE_UNROLL) {
+            float v[G][MERGE_UNROLL];
+#pragma unroll
+            for (int gi = 0; gi < G; gi++)
+#pragma unroll
+                for (int u = 0; u < MERGE_UNROLL; u++)
+                    v[gi][u] = __ldcg(part_o + (base + (int64_t)gi * grid_split + c + u) * HD + d);
+#pragma unroll
+            for (int gi = 0; gi < G; gi++)
+#pragma unroll
+                for (int u = 0; u < MERGE_UNROLL; u++)
+                    O[gi] += mf[gi * nsplit + c + u] * v[gi][u];
+        }
+        for (; c < nsplit; c++)
+#pragma unroll
+            for (int gi = 0; gi < G; gi++)
+                O[gi] +=
+                    mf[gi * nsplit + c] * __ldcg(part_o + (base + (int64_t)gi * grid_split + c) * HD + d);
+#pragma unroll
+        for (int gi = 0; gi < G; gi++) {
+            const float L = Ls[gi];
+            st(out + gi * HD + d, Ms[gi] == -INFINITY ? 0.0f : L > 0.0f ? O[gi] / L : 0.0f);
+        }
     }
 }
 
@@ -300,7 +357,7 @@ static __global__ void FD_BOUNDS attention_fd_kernel(E *ctx, int64_t ldc, const 
     }
 #if FD_FUSE_MERGE
     /* The last block of the (sequence, kv head) to finish merges its G heads (the launcher
-     * gives counters only where mf, sl and red fit in V's room): each block's partial
+     * gives counters only where the merge's factors fit in V's room): each block's partial
      * results made visible, then counted; the block that counts nsplit resets the counter
      * for the next call and reads what the others wrote through L2. */
     if (nsplit > 1 && counters) {
@@ -343,7 +400,7 @@ template <typename E, int G, int HD> static int fd_launch(const lr_gpu_attention
 #endif
     unsigned int *counters = NULL; /* the fused merge: where its factors fit in V's room */
     constexpr size_t room = fd_vbytes<E, HD>() > fd_obytes<G, HD>() ? fd_vbytes<E, HD>() : fd_obytes<G, HD>();
-    if (FD_FUSE_MERGE && sd.nsplit > 1 && (2 * (size_t)sd.nsplit + 32) * sizeof(float) <= room &&
+    if (FD_FUSE_MERGE && sd.nsplit > 1 && (2 * (size_t)G * sd.nsplit + 2 * G) * sizeof(float) <= room &&
         (rc = lr_gpu_attn_ws_counters(a->ws, (size_t)(m->num_seqs * a->nkv), s, &counters)) != LR_OK)
         return rc;
     LR_LAUNCH(kernel, grid, FD_THREADS, 0, s, (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq,
