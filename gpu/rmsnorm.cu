@@ -91,13 +91,23 @@ static __global__ void rmsnorm_warp_kernel(E *y, float *residual, const E *x, co
  * take the block kernel. */
 #define VEC_THREADS 512
 #define VEC_CHUNKS 4
+/* RMS_VEC_FIT (a build-time knob for run 25's trial; the bits are the same): 1 launches an
+ * instance of VEC_CHUNKS / 2 chunks where they cover the row (H <= 4096), whose thread
+ * takes 32 registers where the full one takes 56 (ptxas, bf16): 4 blocks of 512 threads
+ * an SM, not 2, which the decode sizes do not need but the prefill rows' T rows may (65
+ * calls of about 100 MB at 2048 tokens ran at 72% of copy bandwidth in run 24, call D's
+ * profile). A thread sums its chunks in order, and the chunks past the row are skipped in
+ * both, so each sum is the same. */
+#ifndef RMS_VEC_FIT
+#define RMS_VEC_FIT 0
+#endif
 
 template <typename E> struct vec4_of;
 template <> struct vec4_of<float> { typedef float4 T; };
 template <> struct vec4_of<__half> { typedef uint2 T; };
 template <> struct vec4_of<__nv_bfloat16> { typedef uint2 T; };
 
-template <typename E>
+template <typename E, int CH>
 static __global__ void __launch_bounds__(VEC_THREADS)
     rmsnorm_vec_kernel(E *y, float *residual, const E *x, const E *w, int64_t T, int64_t H, float eps) {
     typedef typename vec4_of<E>::T V;
@@ -106,10 +116,10 @@ static __global__ void __launch_bounds__(VEC_THREADS)
     pdl_trigger(); /* launched with programmatic dependent launch (common.cuh) */
     pdl_wait();
     for (int64_t t = blockIdx.x; t < T; t += gridDim.x) {
-        float v[VEC_CHUNKS][4], wv[VEC_CHUNKS][4];
+        float v[CH][4], wv[CH][4];
         float ss = 0.0f;
 #pragma unroll
-        for (int c = 0; c < VEC_CHUNKS; c++) {
+        for (int c = 0; c < CH; c++) {
             int64_t k = threadIdx.x + (int64_t)c * VEC_THREADS;
             if (k < nc) {
                 V xv = ((const V *)(x + t * H))[k], ww = ((const V *)w)[k];
@@ -124,7 +134,7 @@ static __global__ void __launch_bounds__(VEC_THREADS)
             }
         }
 #pragma unroll
-        for (int c = 0; c < VEC_CHUNKS; c++) {
+        for (int c = 0; c < CH; c++) {
             int64_t k = threadIdx.x + (int64_t)c * VEC_THREADS;
             if (k < nc) {
                 if (residual) ((float4 *)(residual + t * H))[k] = make_float4(v[c][0], v[c][1], v[c][2], v[c][3]);
@@ -136,7 +146,7 @@ static __global__ void __launch_bounds__(VEC_THREADS)
         ss = block_sum(ss, part);
         float inv = 1.0f / sqrtf(ss / (float)H + eps);
 #pragma unroll
-        for (int c = 0; c < VEC_CHUNKS; c++) {
+        for (int c = 0; c < CH; c++) {
             int64_t k = threadIdx.x + (int64_t)c * VEC_THREADS;
             if (k < nc) {
                 V out;
@@ -158,8 +168,11 @@ template <typename E> static int rmsnorm_vec(const lr_gpu_rmsnorm_args *a, cudaS
         (uintptr_t)a->w % align || (uintptr_t)a->residual % 16)
         return rmsnorm_block<E>(a, s);
     unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
-    LR_LAUNCH(rmsnorm_vec_kernel<E>, grid, VEC_THREADS, 0, s, (E *)a->y, a->residual, (const E *)a->x,
-              (const E *)a->w, a->T, a->H, a->eps);
+    constexpr int HALF = VEC_CHUNKS / 2 > 0 ? VEC_CHUNKS / 2 : 1;
+    auto kernel = RMS_VEC_FIT && a->H <= 4 * VEC_THREADS * HALF ? rmsnorm_vec_kernel<E, HALF>
+                                                                : rmsnorm_vec_kernel<E, VEC_CHUNKS>;
+    LR_LAUNCH(kernel, grid, VEC_THREADS, 0, s, (E *)a->y, a->residual, (const E *)a->x, (const E *)a->w, a->T,
+              a->H, a->eps);
     return LR_OK;
 }
 
