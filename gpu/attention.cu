@@ -43,7 +43,9 @@ extern "C" void lr_gpu_attn_ws_free(lr_gpu_attn_ws *ws) {
     free(ws);
 }
 
-extern "C" size_t lr_gpu_attn_ws_bytes(const lr_gpu_attn_ws *ws) { return ws ? ws->cap : 0; }
+extern "C" size_t lr_gpu_attn_ws_bytes(const lr_gpu_attn_ws *ws) {
+    return ws ? ws->cap + ws->ncnt * sizeof *ws->cnt : 0; /* both only grow: any growth changes the sum */
+}
 
 int lr_gpu_attn_ws_reserve(lr_gpu_attn_ws *ws, size_t bytes, cudaStream_t s, void **out) {
     int dev = 0;
