@@ -35,7 +35,8 @@ extern "C" int lr_gpu_attn_ws_create(lr_gpu_attn_ws **out) {
 extern "C" void lr_gpu_attn_ws_free(lr_gpu_attn_ws *ws) {
     if (!ws) return;
     int prev;
-    if (ws->buf && cudaGetDevice(&prev) == cudaSuccess && cudaSetDevice(ws->device) == cudaSuccess) {
+    if ((ws->buf || ws->cnt) && cudaGetDevice(&prev) == cudaSuccess &&
+        cudaSetDevice(ws->device) == cudaSuccess) {
         cudaFree(ws->buf);
         cudaFree(ws->cnt);
         cudaSetDevice(prev);
@@ -50,7 +51,7 @@ extern "C" size_t lr_gpu_attn_ws_bytes(const lr_gpu_attn_ws *ws) {
 int lr_gpu_attn_ws_reserve(lr_gpu_attn_ws *ws, size_t bytes, cudaStream_t s, void **out) {
     int dev = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
-    if (ws->cap > 0 && ws->device != dev)
+    if ((ws->cap > 0 || ws->ncnt > 0) && ws->device != dev)
         return lr_fail(LR_E_INVAL, "gpu attention: workspace on GPU %d, call on GPU %d (one per stream)",
                        ws->device, dev);
     if (ws->cap < bytes) {
