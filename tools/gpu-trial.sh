@@ -16,7 +16,8 @@
 # --peer NAME    also time another variant of the family on the same shapes, once, with the
 #                tree's own values (e.g. cublas), in the same run
 # --step ARGS    also time the model per configuration: bench/gpu_bench ARGS (e.g. "--model
-#                /tmp/llama3-8b-random --only 24 --graphs"), its rows' milliseconds
+#                /tmp/llama3-8b-random --only 24 --graphs"), its rows' milliseconds, and
+#                each row's profiled pass by op (gpu_bench --json, unless ARGS has one)
 # --dtype D      f32, f16 or bf16 (default bf16)
 # Logs go to OUT (default ./gpu-out/trial); the build is left with the tree's own values.
 set -uo pipefail
@@ -72,8 +73,11 @@ rebuild() {
 }
 # The model's rows (prefill and decode) under configuration $1 (number $2): table lines into steps.md.
 time_step() {
+    local json=()
+    [[ " $STEP " == *" --json "* ]] || json=(--json "$OUTD/step-$2.json")
+    rm -f "$OUTD/step-$2.json"
     # shellcheck disable=SC2086 # ARGS are words for gpu_bench
-    "$BUILD/bench/gpu_bench" $STEP >"$OUTD/step-$2.txt" 2>&1
+    "$BUILD/bench/gpu_bench" $STEP "${json[@]}" >"$OUTD/step-$2.txt" 2>&1
     local rc=$?
     echo "   gpu_bench exit $rc"
     [ $rc -eq 0 ] || FAILED=1
@@ -149,4 +153,25 @@ if [ ${#SHAPES[@]} -gt 0 ]; then
     grep -qE "FAIL|ERR" "$OUTD/table.md" && FAILED=1
 fi
 [ -z "$STEP" ] || { echo "== the model (bench/gpu_bench $STEP)${card:+, $card}"; cat "$OUTD/steps.md"; }
+# Each row's profiled pass by op (ms), config by config, where the steps wrote their JSON.
+if [ -n "$STEP" ] && ls "$OUTD"/step-*.json >/dev/null 2>&1; then
+    echo "== the rows' profiled passes by op (ms; gpu_bench's profile, one pass)"
+    python3 - "$OUTD" "${CONFIGS[@]}" <<'PY' | tee "$OUTD/profile.md"
+import json, os, sys
+out, configs = sys.argv[1], sys.argv[2:]
+ops, table = [], []
+for n, c in enumerate(configs, 1):
+    path = os.path.join(out, "step-%d.json" % n)
+    if not os.path.exists(path):
+        continue
+    for r in json.load(open(path))["rows"]:
+        prof = r.get("profile_ns") or {}
+        ops += [k for k in prof if k not in ops]
+        table.append((c or "tree", r["name"], prof))
+print("| config | row | " + " | ".join(ops) + " |")
+print("| --- | --- | " + " | ".join("---" for _ in ops) + " |")
+for c, name, prof in table:
+    print("| %s | %s | " % (c, name) + " | ".join("%.3f" % (prof[k] / 1e6) if k in prof else "-" for k in ops) + " |")
+PY
+fi
 exit $FAILED
