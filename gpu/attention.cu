@@ -48,12 +48,18 @@ extern "C" size_t lr_gpu_attn_ws_bytes(const lr_gpu_attn_ws *ws) {
     return ws ? ws->cap + ws->ncnt * sizeof *ws->cnt : 0; /* both only grow: any growth changes the sum */
 }
 
-int lr_gpu_attn_ws_reserve(lr_gpu_attn_ws *ws, size_t bytes, cudaStream_t s, void **out) {
-    int dev = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    if ((ws->cap > 0 || ws->ncnt > 0) && ws->device != dev)
+/* The current device into *dev, refused when the workspace already holds memory on another. */
+static int ws_device(const lr_gpu_attn_ws *ws, int *dev) {
+    CUDA_CHECK(cudaGetDevice(dev));
+    if ((ws->cap > 0 || ws->ncnt > 0) && ws->device != *dev)
         return lr_fail(LR_E_INVAL, "gpu attention: workspace on GPU %d, call on GPU %d (one per stream)",
-                       ws->device, dev);
+                       ws->device, *dev);
+    return LR_OK;
+}
+
+int lr_gpu_attn_ws_reserve(lr_gpu_attn_ws *ws, size_t bytes, cudaStream_t s, void **out) {
+    int dev = 0, rc = ws_device(ws, &dev);
+    if (rc) return rc;
     if (ws->cap < bytes) {
         if (ws->cap > 0) {
             CUDA_CHECK(cudaStreamSynchronize(s));
@@ -72,11 +78,8 @@ int lr_gpu_attn_ws_reserve(lr_gpu_attn_ws *ws, size_t bytes, cudaStream_t s, voi
 }
 
 int lr_gpu_attn_ws_counters(lr_gpu_attn_ws *ws, size_t n, cudaStream_t s, unsigned int **out) {
-    int dev = 0;
-    CUDA_CHECK(cudaGetDevice(&dev));
-    if ((ws->cap > 0 || ws->ncnt > 0) && ws->device != dev)
-        return lr_fail(LR_E_INVAL, "gpu attention: workspace on GPU %d, call on GPU %d (one per stream)",
-                       ws->device, dev);
+    int dev = 0, rc = ws_device(ws, &dev);
+    if (rc) return rc;
     if (ws->ncnt < n) {
         if (ws->ncnt > 0) {
             CUDA_CHECK(cudaStreamSynchronize(s));

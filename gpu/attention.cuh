@@ -164,66 +164,13 @@ static __device__ __forceinline__ int64_t batch_max_keys(const lr_gpu_attn_meta 
     return *s < m.max_keys ? *s : m.max_keys;
 }
 
-/* One (sequence, head)'s nsplit chunks merged into its output row out (hd elements) by the
- * whole block (every thread calls it: barriers): the chunks' maxima and sums are staged in
- * shared memory first (mf, sl: nsplit floats each; red: 32), all loads in flight at once,
- * and each chunk's factor exp(m_c - M) computed once there; then each output sums its
- * chunks in order c = 0, 1, ... (the same float32 order as a sequential merge), its loads
- * of po issued MERGE_UNROLL at a time. po: the head's part_o (chunk c at c * hd); pml: its
- * part_ml (m, l pairs). The loads go through L2 (__ldcg), so that a block may merge what
- * other blocks of the same grid wrote (fd's fused merge). */
+/* Grid (num_seqs * nh): merges a (sequence, head)'s chunks into ctx (nothing when the
+ * step's split is 1: the split kernel wrote ctx). The chunks' maxima and sums are staged
+ * in shared memory first (dynamic, 2 * grid_split floats, all loads in flight at once) and
+ * each chunk's factor exp(m_c - M) computed once there; then each output sums its chunks
+ * in order c = 0, 1, ... (the same float32 order as a sequential merge), its loads of
+ * part_o issued MERGE_UNROLL at a time. */
 #define MERGE_UNROLL 8
-template <typename E>
-static __device__ void merge_head(E *out, int64_t hd, int nsplit, const float *po, const float *pml,
-                                  float *mf, float *sl, float *red) {
-    __syncthreads(); /* mf, sl and red may still be read by a previous call */
-    float mloc = -INFINITY;
-    for (int c = threadIdx.x; c < nsplit; c += blockDim.x) {
-        const float mc = __ldcg(pml + 2 * c);
-        mf[c] = mc;
-        sl[c] = __ldcg(pml + 2 * c + 1);
-        mloc = fmaxf(mloc, mc);
-    }
-    for (int o = 16; o > 0; o >>= 1)
-        mloc = fmaxf(mloc, __shfl_xor_sync(0xffffffffu, mloc, o));
-    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = mloc;
-    __syncthreads();
-    float M = -INFINITY;
-    for (int w = 0; w < (int)(blockDim.x + 31) / 32; w++)
-        M = fmaxf(M, red[w]);
-    if (M == -INFINITY) { /* no chunk saw a key */
-        for (int64_t d = threadIdx.x; d < hd; d += blockDim.x)
-            st(out + d, 0.0f);
-        return;
-    }
-    for (int c = threadIdx.x; c < nsplit; c += blockDim.x)
-        mf[c] = expf(mf[c] - M);
-    __syncthreads();
-    float L = 0.0f;
-    for (int c = 0; c < nsplit; c++)
-        L += mf[c] * sl[c];
-    for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) {
-        const float *pd = po + d;
-        float O = 0.0f;
-        int c = 0;
-        for (; c + MERGE_UNROLL <= nsplit; c += MERGE_UNROLL) {
-            float v[MERGE_UNROLL];
-#pragma unroll
-            for (int u = 0; u < MERGE_UNROLL; u++)
-                v[u] = __ldcg(pd + (int64_t)(c + u) * hd);
-#pragma unroll
-            for (int u = 0; u < MERGE_UNROLL; u++)
-                O += mf[c + u] * v[u];
-        }
-        for (; c < nsplit; c++)
-            O += mf[c] * __ldcg(pd + (int64_t)c * hd);
-        st(out + d, L > 0.0f ? O / L : 0.0f);
-    }
-}
-
-/* Grid (num_seqs * nh): merges each (sequence, head)'s chunks into ctx (nothing when the
- * step's split is 1: the split kernel wrote ctx). Dynamic shared memory: 2 * grid_split
- * floats. */
 template <typename E>
 static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_meta m, int64_t nh, int64_t hd,
                                               int grid_split, int64_t want, const float *part_o,
@@ -237,9 +184,52 @@ static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_m
     int64_t chunk;
     split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk);
     if (nsplit == 1) return;
-    const int64_t seq = blockIdx.x / nh, h = blockIdx.x % nh, base = (seq * nh + h) * grid_split;
-    merge_head(ctx + m.seq_start[seq] * ldc + h * hd, hd, nsplit, part_o + base * hd, part_ml + 2 * base, mf,
-               mf + grid_split, red);
+    int64_t seq = blockIdx.x / nh, h = blockIdx.x % nh;
+    int64_t t = m.seq_start[seq];
+    int64_t base = (seq * nh + h) * grid_split;
+    float *sl = mf + grid_split;
+    float mloc = -INFINITY;
+    for (int c = threadIdx.x; c < nsplit; c += blockDim.x) {
+        float mc = part_ml[2 * (base + c)];
+        mf[c] = mc;
+        sl[c] = part_ml[2 * (base + c) + 1];
+        mloc = fmaxf(mloc, mc);
+    }
+    for (int o = 16; o > 0; o >>= 1)
+        mloc = fmaxf(mloc, __shfl_xor_sync(0xffffffffu, mloc, o));
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = mloc;
+    __syncthreads();
+    float M = -INFINITY;
+    for (int w = 0; w < (int)(blockDim.x + 31) / 32; w++)
+        M = fmaxf(M, red[w]);
+    if (M == -INFINITY) { /* no chunk saw a key */
+        for (int64_t d = threadIdx.x; d < hd; d += blockDim.x)
+            st(ctx + t * ldc + h * hd + d, 0.0f);
+        return;
+    }
+    for (int c = threadIdx.x; c < nsplit; c += blockDim.x)
+        mf[c] = expf(mf[c] - M);
+    __syncthreads();
+    float L = 0.0f;
+    for (int c = 0; c < nsplit; c++)
+        L += mf[c] * sl[c];
+    for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) {
+        const float *po = part_o + base * hd + d;
+        float O = 0.0f;
+        int c = 0;
+        for (; c + MERGE_UNROLL <= nsplit; c += MERGE_UNROLL) {
+            float v[MERGE_UNROLL];
+#pragma unroll
+            for (int u = 0; u < MERGE_UNROLL; u++)
+                v[u] = po[(int64_t)(c + u) * hd];
+#pragma unroll
+            for (int u = 0; u < MERGE_UNROLL; u++)
+                O += mf[c + u] * v[u];
+        }
+        for (; c < nsplit; c++)
+            O += mf[c] * po[(int64_t)c * hd];
+        st(ctx + t * ldc + h * hd + d, L > 0.0f ? O / L : 0.0f);
+    }
 }
 
 /* The host side of a split decode (tc's split kernel, fd's): the plan from meta.max_keys

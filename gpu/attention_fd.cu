@@ -105,12 +105,13 @@ static __device__ __forceinline__ void fd_load(uint4 (&kv)[NK], E *vt, const E *
 /* The fused merge of a (sequence, kv head)'s G heads, from the block that finished last:
  * head gi's chunks at base + gi * grid_split, its output at out + gi * HD; room: V's room,
  * for the factors (2 G nsplit + 2 G floats, which the launcher checked). The same float32
- * operations in the same order as merge_head for each output (the chunks' maximum M, the
- * factors exp(m_c - M), L and O summed over c = 0, 1, ..., O / L), so the same bits as the
- * merge kernel; but the G heads at once: a thread takes dimension d of every head, its
- * loads MERGE_UNROLL chunks of all G heads at a time, where merge_head would take the
- * heads one after another. Not inlined, so that the split kernel's loop keeps its register
- * allocation (inlined, ptxas gave the kernel 72 registers, not 54). */
+ * operations in the same order as attention_merge_kernel for each output (the chunks'
+ * maximum M, the factors exp(m_c - M), L and O summed over c = 0, 1, ..., O / L), so the same
+ * bits; but the G heads of the group at once in one block (a thread takes dimension d of
+ * every head, its loads MERGE_UNROLL chunks of all G heads at a time), and through L2
+ * (__ldcg: other blocks of this grid wrote them). If FD_FUSE_MERGE becomes the default,
+ * the merge kernel (a head a block) should become this with G = 1. Not inlined, so that the split kernel's
+ * loop keeps its register allocation (inlined, ptxas gave the kernel 72 registers, not 54). */
 template <typename E, int G, int HD>
 static __device__ __noinline__ void fd_merge_group(E *out, int nsplit, const float *part_o,
                                                    const float *part_ml, int64_t base, int grid_split,

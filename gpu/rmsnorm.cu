@@ -168,9 +168,11 @@ template <typename E> static int rmsnorm_vec(const lr_gpu_rmsnorm_args *a, cudaS
         (uintptr_t)a->w % align || (uintptr_t)a->residual % 16)
         return rmsnorm_block<E>(a, s);
     unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
+    auto kernel = rmsnorm_vec_kernel<E, VEC_CHUNKS>;
+#if RMS_VEC_FIT /* the half instance exists only in a build that asks for it */
     constexpr int HALF = VEC_CHUNKS / 2 > 0 ? VEC_CHUNKS / 2 : 1;
-    auto kernel = RMS_VEC_FIT && a->H <= 4 * VEC_THREADS * HALF ? rmsnorm_vec_kernel<E, HALF>
-                                                                : rmsnorm_vec_kernel<E, VEC_CHUNKS>;
+    if (a->H <= 4 * VEC_THREADS * HALF) kernel = rmsnorm_vec_kernel<E, HALF>;
+#endif
     LR_LAUNCH(kernel, grid, VEC_THREADS, 0, s, (E *)a->y, a->residual, (const E *)a->x, (const E *)a->w, a->T,
               a->H, a->eps);
     return LR_OK;
