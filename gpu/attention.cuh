@@ -9,7 +9,7 @@
  *   attention_tc.cu      "tc": split-key decode, wmma tensor-core prefill, else flash
  *   attention_fa2.cu     "fa2": FlashAttention-2 on mma.sync, else tc
  *   attention_fa3.cu     "fa3": prefill on Hopper's warpgroup MMA (sm_90a), else fa2
- *   attention_fd.cu      "fd" (default): fa2's prefill; decode split over keys, a pair of
+ *   attention_fd.cu      "fd" (default): fa3's prefill; decode split over keys, a pair of
  *                        threads a key
  *
  * Threads of a warp split the head dimension: lane l owns dimensions l, l + 32, ... (or

@@ -47,11 +47,13 @@
  * rounded (each tile's weights against the running max after it); fa2's FA_BK too. */
 #define FA3_BN LR_ATTN_P_TILE
 #define FA3_WGS 2 /* warpgroups a block */
-/* Blocks an SM that the registers must allow (a build-time knob): 1 leaves ptxas 159
- * registers a thread at hd 128, no spills; 2 (two blocks of 96 KiB fit in shared memory)
- * holds it to 128. */
+/* Blocks an SM that the registers must allow (a build-time knob). 2, the default since run
+ * 25 (two blocks of 96 KiB fit in shared memory): ptxas holds a thread to 127 registers at
+ * hd 128 (16 bytes spilled at f16), and a block's softmax is covered by the other's MMAs:
+ * 166.6 us (206 TFLOP/s) at 1 x 2048, 32/8 heads, hd 128, causal, against 197.2 with 1
+ * (159 registers, no spills) and fa2's 217.9, on the H200 (docs/performance.md, run 25). */
 #ifndef FA3_MINB
-#define FA3_MINB 1
+#define FA3_MINB 2
 #endif
 #define FA3_THREADS (FA3_WGS * 128)
 #define FA3_BQ (64 * FA3_WGS) /* query rows a block */

@@ -1,4 +1,5 @@
-/* attention_fd.cu: the "fd" attention variant (flash-decoding's shape): fa2 for prefill;
+/* attention_fd.cu: the "fd" attention variant (flash-decoding's shape): fa3 for prefill
+ * (fa2 where fa3 has no kernel: a card other than compute capability 9.0, F32, ...);
  * for decode in bf16/f16 at head_dim 64 or 128 (16-byte aligned caches), a split-key kernel
  * shaped for bandwidth, where tc's gives each key's dot product to the 32 lanes of a warp
  * (5 shuffles per key and query head) and holds few keys in flight.
@@ -427,7 +428,7 @@ template <typename E> static int attention_fd(const lr_gpu_attention_args *a, cu
         int rc = a->hd == 64 ? fd_group<E, 64>(a, s) : fd_group<E, 128>(a, s);
         if (rc != SPLIT_UNHANDLED) return rc;
     }
-    return lr_gpu_attention_fa2(a, s);
+    return lr_gpu_attention_fa3(a, s); /* prefill; fa3 hands what it has no kernel for to fa2 */
 }
 
 /* 16-bit caches only (a float32 row of 128 is 512 bytes: the V tile would not fit). */

@@ -161,7 +161,7 @@ static const lr_gpu_kernel builtin[] = {
       "tiles of 64 keys, a key per pair of threads for the scores (its K row in 16-byte loads, "
       "even and odd vectors, V by cp.async to shared memory), the group's query heads together, "
       "float32, chunks merged; "
-      "else fa2",
+      "else fa3 (its wgmma prefill on compute capability 9.0, else fa2)",
       true, ALL, ROUNDS_P},
      lr_gpu_attention_fd},
     {{FAM(ATTENTION), "flash",

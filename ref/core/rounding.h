@@ -81,7 +81,7 @@ lr_dtype lr_buf_dtype(lr_buf b, lr_dtype compute);
     X("fa2", true)     /* mma.sync prefill; else tc */                                                       \
     X("fa3", true)     /* wgmma prefill (sm_90a); else fa2 */                                                \
     X("tc", true)      /* wmma prefill; split-key decode in float32; else flash */                           \
-    X("fd", true)      /* fa2's prefill; split-key decode in float32 */                                      \
+    X("fd", true)      /* fa3's prefill (or fa2's); split-key decode in float32 */                           \
     X("flash", false)  /* float32 throughout */                                                              \
     X("simple", false) /* float32 throughout */
 
