@@ -22,6 +22,7 @@
  * Usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N]
  *                  [--steps N] [--kernels SPEC] [--dump-logits FILE] [--only ROWS]
  *                  [--no-profile] [--graphs] [--no-pdl] [--no-rope-cache] [--host-logits]
+ *                  [--sustain SECONDS]
  * --no-pdl (or LLAMAREF_PDL=0) launches without programmatic dependent launch, for a
  * same-run comparison (the JSON's programmatic_dependent_launch says which ran).
  * --no-rope-cache (or LLAMAREF_ROPE_CACHE=0) runs RoPE and the cache write as two kernels
@@ -34,7 +35,12 @@
  * 32; with --graphs 4 and 5: the decode rows again with CUDA graphs), e.g. --only 2 for a
  * profiler run. --graphs (or LR_BENCH_GRAPHS=1) adds rows 4 and 5, run on a second model
  * built with lr_options.cuda_graphs after the first is freed, and prints how many steps
- * each replayed; their profiled steps run eagerly (profiling is one of the fallbacks). */
+ * each replayed; their profiled steps run eagerly (profiling is one of the fallbacks).
+ * The GEMM ceiling is measured twice (bench/ceilings.h): in short bursts, the floor the
+ * prefill rows' ratios and targets use, and again after --sustain seconds (default 2; 0
+ * skips it) of back-to-back products, when the card's power limit has lowered its clock
+ * as it does through the prefill rows' repeats (run 25); each prefill row also prints its
+ * ratio against that sustained floor, which says how much of its gap is the clock. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
@@ -165,6 +171,7 @@ typedef struct {
     const char *name, *kind; /* kind: "prefill" or "decode" */
     int64_t B, T;            /* sequences; prompt tokens (prefill) or context (decode) */
     double seconds, floor_s, target, flops, bytes, mem, mem_budget;
+    double floor_sustained_s; /* prefill: FLOPs at the sustained GEMM rate (--sustain) */
     double kv;
     int n;
     lr_profile prof; /* one profiled pass (prefill) or the profiled steps (decode) */
@@ -177,6 +184,7 @@ static double base_used;
 static int profile = 1; /* a profiled pass after the timed ones: all-reduce, GEMM, attention shares */
 static int reps = 10, steps = 32, warm = 4;
 static bool host_logits; /* --host-logits: decode steps end with the logits on the host */
+static double sustain_s = 2; /* --sustain: seconds of GEMMs before the sustained rate; 0: none */
 static const char *dump_logits;
 
 static void run_prefill(row *r) {
@@ -302,7 +310,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
             "                 [--kernels SPEC] [--dump-logits FILE] [--only ROWS] [--no-profile] [--graphs]\n"
-            "                 [--no-pdl] [--no-rope-cache] [--host-logits]\n");
+            "                 [--no-pdl] [--no-rope-cache] [--host-logits] [--sustain SECONDS]\n");
 }
 
 int main(int argc, char **argv) {
@@ -327,7 +335,15 @@ int main(int argc, char **argv) {
             setenv("LLAMAREF_ROPE_CACHE", "0", 1); /* read at the first layer */
         else if (!strcmp(argv[i], "--host-logits"))
             host_logits = true;
-        else {
+        else if (!strcmp(argv[i], "--sustain") && i + 1 < argc) {
+            char *end;
+            sustain_s = strtod(argv[++i], &end);
+            if (end == argv[i] || *end || !(sustain_s >= 0 && sustain_s <= 600)) {
+                fprintf(stderr, "gpu_bench: --sustain: \"%s\" is not a number of seconds from 0 to 600\n",
+                        argv[i]);
+                return 2;
+            }
+        } else {
             usage();
             return 2;
         }
@@ -363,9 +379,12 @@ int main(int argc, char **argv) {
     printf("card: %s (%d SMs, %.1f GiB) x %d, %s\n", prop.name, prop.multiProcessorCount,
            (double)prop.totalGlobalMem / (1 << 30), ndev, date);
 
-    double bw = bench_copy_bandwidth(), rate = bench_gemm_rate();
-    printf("ceilings (GPU 0): copy %.0f GB/s (read + write), cuBLAS bf16 GEMM 8192^3 %.0f TFLOP/s\n", bw * 1e-9,
+    double bw = bench_copy_bandwidth(), rate, rate_sustained = 0;
+    bench_gemm_rates(sustain_s, &rate, sustain_s > 0 ? &rate_sustained : NULL);
+    printf("ceilings (GPU 0): copy %.0f GB/s (read + write), cuBLAS bf16 GEMM 8192^3 %.0f TFLOP/s", bw * 1e-9,
            rate * 1e-12);
+    if (sustain_s > 0) printf(" (%.0f after %g s of them)", rate_sustained * 1e-12, sustain_s);
+    printf("\n");
 
     lr_checkpoint *ck;
     LR(lr_checkpoint_open(model, &ck));
@@ -448,6 +467,7 @@ int main(int argc, char **argv) {
                 run_prefill(r);
                 r->flops = prefill_flops(r->B, r->T);
                 r->floor_s = r->flops / (rate * ndevs[k]);
+                if (sustain_s > 0) r->floor_sustained_s = r->flops / (rate_sustained * ndevs[k]);
             } else {
                 run_decode(r);
                 r->bytes = decode_bytes(r->B, (double)r->T + warm + 0.5 * steps);
@@ -459,6 +479,9 @@ int main(int argc, char **argv) {
                    r->seconds * 1e3, r->floor_s * 1e3, r->seconds / r->floor_s,
                    r->target > 0 ? (r->seconds / r->floor_s <= r->target ? " (met)" : " (missed)") : "",
                    r->mem / (1 << 30), r->mem_budget / (1 << 30));
+            if (r->floor_sustained_s > 0)
+                printf("  sustained floor %.3f ms, ratio %.2f", r->floor_sustained_s * 1e3,
+                       r->seconds / r->floor_sustained_s);
             if (r->graphs)
                 printf("  graphs: %llu captured, %llu steps replayed, %llu warm-up, %llu eager",
                        (unsigned long long)r->gs.captures, (unsigned long long)r->gs.replays,
@@ -506,6 +529,9 @@ int main(int argc, char **argv) {
         fprintf(f, "  \"decode_output\": \"%s\",\n", host_logits ? "logits on the host" : "greedy tokens");
         fprintf(f, "  \"copy_bandwidth_Bps\": %.6e,\n  \"gemm_rate_flops\": %.6e,\n  \"load_s\": %.3f,\n", bw, rate,
                 load_s[0]);
+        if (sustain_s > 0)
+            fprintf(f, "  \"gemm_rate_sustained_flops\": %.6e,\n  \"sustain_s\": %g,\n", rate_sustained,
+                    sustain_s);
         fprintf(f, "  \"weight_bytes\": %.6e,\n  \"weights_on_device_bytes\": %.6e,\n", weight_bytes(),
                 wmem[0]);
         fprintf(f, "  \"memory\": [");
@@ -529,6 +555,9 @@ int main(int argc, char **argv) {
                         r->floor_s, r->seconds / r->floor_s, r->target, rows[0][i].seconds / r->seconds, r->flops,
                         r->bytes, r->kv, r->mem, r->mem_budget, load_s[k]);
                 fprintf(f, ", \"graphs\": %s", r->graphs ? "true" : "false");
+                if (r->floor_sustained_s > 0)
+                    fprintf(f, ", \"floor_sustained_s\": %.6e, \"ratio_sustained\": %.4f",
+                            r->floor_sustained_s, r->seconds / r->floor_sustained_s);
                 if (r->graphs)
                     fprintf(f, ", \"graph_captures\": %llu, \"graph_replays\": %llu, \"graph_eager_steps\": %llu",
                             (unsigned long long)r->gs.captures, (unsigned long long)r->gs.replays,
