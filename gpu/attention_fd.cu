@@ -46,7 +46,10 @@ static_assert(FD_LPK == 1 || FD_LPK == 2, "fd: 1 or 2 threads a key");
  * order, dispatches every block of kv head 0 first (the first wave of a batch-32 step reads
  * 256 bytes of every 2 KB). FD_PIPE 1 issues the next tile's K loads and V copies (into a
  * second V buffer) as soon as this tile's scores are taken, so that a block has loads in
- * flight through its softmax and P V phases; 0 issues them at the top of each tile. */
+ * flight through its softmax and P V phases; 0 issues them at the top of each tile.
+ * Run 25's call D (H200, decode with graphs, batch 1 / 32): the tree 4.647 / 6.949 ms,
+ * FD_HEAD_MINOR 4.665 / 7.053, with FD_PIPE (FD_MINB 5) 4.552 / 6.842, with FD_FUSE_MERGE
+ * 4.735 / 7.149, with SP_FIT 4.665 / 6.916 (docs/performance.md). */
 #ifndef FD_HEAD_MINOR
 #define FD_HEAD_MINOR 0
 #endif
