@@ -38,9 +38,9 @@
  * each replayed; their profiled steps run eagerly (profiling is one of the fallbacks).
  * The GEMM ceiling is measured twice (bench/ceilings.h): in short bursts, the floor the
  * prefill rows' ratios and targets use, and again after --sustain seconds (default 2; 0
- * skips it) of back-to-back products, when the card's power limit has lowered its clock
- * as it does through the prefill rows' repeats (run 25); each prefill row also prints its
- * ratio against that sustained floor, which says how much of its gap is the clock. */
+ * skips it; so does an --only without a prefill row) of back-to-back products, when the card's power limit
+ * has lowered its clock as it does through the prefill rows' repeats (run 25); each prefill row also prints
+ * its ratio against that sustained floor, which says how much of its gap is the clock. */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
@@ -379,6 +379,7 @@ int main(int argc, char **argv) {
     printf("card: %s (%d SMs, %.1f GiB) x %d, %s\n", prop.name, prop.multiProcessorCount,
            (double)prop.totalGlobalMem / (1 << 30), ndev, date);
 
+    if (only && !strchr(only, '0') && !strchr(only, '1')) sustain_s = 0; /* no prefill row to use it */
     double bw = bench_copy_bandwidth(), rate, rate_sustained = 0;
     bench_gemm_rates(sustain_s, &rate, sustain_s > 0 ? &rate_sustained : NULL);
     printf("ceilings (GPU 0): copy %.0f GB/s (read + write), cuBLAS bf16 GEMM 8192^3 %.0f TFLOP/s", bw * 1e-9,
