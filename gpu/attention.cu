@@ -17,11 +17,9 @@
  * sizes of a forward are reached in its warm-up, so a captured or timed forward never
  * allocates). */
 struct lr_gpu_attn_ws {
-    int device; /* where buf (and cnt) live */
+    int device; /* where buf lives */
     void *buf;
-    size_t cap;        /* bytes; 0: nothing allocated yet */
-    unsigned int *cnt; /* fd's fused merge: counters, zero between calls (attention.cuh) */
-    size_t ncnt;
+    size_t cap; /* bytes; 0: nothing allocated yet */
 };
 
 extern "C" int lr_gpu_attn_ws_create(lr_gpu_attn_ws **out) {
@@ -35,23 +33,19 @@ extern "C" int lr_gpu_attn_ws_create(lr_gpu_attn_ws **out) {
 extern "C" void lr_gpu_attn_ws_free(lr_gpu_attn_ws *ws) {
     if (!ws) return;
     int prev;
-    if ((ws->buf || ws->cnt) && cudaGetDevice(&prev) == cudaSuccess &&
-        cudaSetDevice(ws->device) == cudaSuccess) {
+    if (ws->buf && cudaGetDevice(&prev) == cudaSuccess && cudaSetDevice(ws->device) == cudaSuccess) {
         cudaFree(ws->buf);
-        cudaFree(ws->cnt);
         cudaSetDevice(prev);
     }
     free(ws);
 }
 
-extern "C" size_t lr_gpu_attn_ws_bytes(const lr_gpu_attn_ws *ws) {
-    return ws ? ws->cap + ws->ncnt * sizeof *ws->cnt : 0; /* both only grow: any growth changes the sum */
-}
+extern "C" size_t lr_gpu_attn_ws_bytes(const lr_gpu_attn_ws *ws) { return ws ? ws->cap : 0; }
 
 /* The current device into *dev, refused when the workspace already holds memory on another. */
 static int ws_device(const lr_gpu_attn_ws *ws, int *dev) {
     CUDA_CHECK(cudaGetDevice(dev));
-    if ((ws->cap > 0 || ws->ncnt > 0) && ws->device != *dev)
+    if (ws->cap > 0 && ws->device != *dev)
         return lr_fail(LR_E_INVAL, "gpu attention: workspace on GPU %d, call on GPU %d (one per stream)",
                        ws->device, *dev);
     return LR_OK;
@@ -74,31 +68,6 @@ int lr_gpu_attn_ws_reserve(lr_gpu_attn_ws *ws, size_t bytes, cudaStream_t s, voi
         ws->device = dev;
     }
     *out = ws->buf;
-    return LR_OK;
-}
-
-int lr_gpu_attn_ws_counters(lr_gpu_attn_ws *ws, size_t n, cudaStream_t s, unsigned int **out) {
-    int dev = 0, rc = ws_device(ws, &dev);
-    if (rc) return rc;
-    if (ws->ncnt < n) {
-        if (ws->ncnt > 0) {
-            CUDA_CHECK(cudaStreamSynchronize(s));
-            CUDA_CHECK(cudaFree(ws->cnt));
-            ws->cnt = NULL;
-            ws->ncnt = 0;
-        }
-        unsigned int *p = NULL;
-        CUDA_CHECK(cudaMalloc(&p, n * sizeof *p));
-        cudaError_t e = cudaMemsetAsync(p, 0, n * sizeof *p, s); /* before any kernel of s counts */
-        if (e != cudaSuccess) {
-            cudaFree(p);
-            CUDA_CHECK(e);
-        }
-        ws->cnt = p;
-        ws->ncnt = n;
-        ws->device = dev;
-    }
-    *out = ws->cnt;
     return LR_OK;
 }
 

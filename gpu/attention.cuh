@@ -55,9 +55,6 @@ int lr_gpu_attention_fd(const void *args, cudaStream_t s);
  * next call with ws. Growing it first waits for s, whose earlier kernels may still read
  * the old buffer (a workspace serves one stream). (attention.cu) */
 int lr_gpu_attn_ws_reserve(lr_gpu_attn_ws *ws, size_t bytes, cudaStream_t s, void **out);
-/* At least n counters on the current device, zero when first handed out; a kernel that
- * counts with them leaves them zero (fd's fused merge). */
-int lr_gpu_attn_ws_counters(lr_gpu_attn_ws *ws, size_t n, cudaStream_t s, unsigned int **out);
 
 static __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1)

@@ -39,7 +39,7 @@
 #endif
 static_assert(FD_LPK == 1 || FD_LPK == 2, "fd: 1 or 2 threads a key");
 #define FD_TILE (FD_THREADS / FD_LPK) /* keys per tile */
-/* Two build-time knobs for run 25's trial, neither of which changes a bit of the output:
+/* Two build-time knobs from run 25's trial, neither of which changes a bit of the output:
  * FD_HEAD_MINOR 1 numbers the blocks with the kv head fastest, so that the nkv blocks of a
  * (sequence, chunk) are dispatched together and read the nkv rows of hd elements that
  * make up each key's cache slot (2 KB at Llama-3-8B) at about the same time; 0, the tree's
@@ -48,8 +48,9 @@ static_assert(FD_LPK == 1 || FD_LPK == 2, "fd: 1 or 2 threads a key");
  * second V buffer) as soon as this tile's scores are taken, so that a block has loads in
  * flight through its softmax and P V phases; 0 issues them at the top of each tile.
  * Run 25's call D (H200, decode with graphs, batch 1 / 32): the tree 4.647 / 6.949 ms,
- * FD_HEAD_MINOR 4.665 / 7.053, with FD_PIPE (FD_MINB 5) 4.552 / 6.842, with FD_FUSE_MERGE
- * 4.735 / 7.149, with SP_FIT 4.665 / 6.916 (docs/performance.md). */
+ * FD_HEAD_MINOR 4.665 / 7.053, with FD_PIPE (FD_MINB 5) 4.552 / 6.842, with SP_FIT 4.665 /
+ * 6.916 (docs/performance.md). A third, the last block of a (sequence, kv head) merging
+ * the chunks in place of the merge kernel, lost (4.735 / 7.149) and was removed. */
 #ifndef FD_HEAD_MINOR
 #define FD_HEAD_MINOR 0
 #endif
@@ -62,13 +63,6 @@ static_assert(!(FD_PIPE && FD_LPK == 1), "fd: FD_PIPE's two V tiles of 128 keys 
 #define FD_VBUFS (FD_PIPE + 1) /* V tiles in shared memory */
 /* Blocks an SM that ptxas is asked to leave room for (a knob: 1 lets it take the registers
  * it likes: 54 at bf16, 4 query heads, head_dim 128; 86 with FD_PIPE, 5 blocks an SM). */
-/* FD_FUSE_MERGE 1 (a knob for run 25's trial, the bits are the same): the last block of
- * each (sequence, kv head) to finish merges the chunks of its heads (fd_merge_group, the
- * merge kernel's arithmetic), counted through the workspace's counters, instead of a
- * second kernel: a launch and its drain less a layer. */
-#ifndef FD_FUSE_MERGE
-#define FD_FUSE_MERGE 0
-#endif
 #ifndef FD_MINB
 #define FD_MINB 1
 #endif
@@ -79,7 +73,7 @@ static_assert(!(FD_PIPE && FD_LPK == 1), "fd: FD_PIPE's two V tiles of 128 keys 
 #endif
 
 /* The bytes of fd's V tiles and of its warps' o; the larger is V's room (the tiles, then
- * the warps' o, then the fused merge's factors). */
+ * the warps' o). */
 template <typename E, int HD> static constexpr size_t fd_vbytes() {
     return (size_t)FD_VBUFS * FD_TILE * HD * sizeof(E);
 }
@@ -106,88 +100,13 @@ static __device__ __forceinline__ void fd_load(uint4 (&kv)[NK], E *vt, const E *
         kv[u] = __ldg(kr + part + u * FD_LPK);
 }
 
-/* The fused merge of a (sequence, kv head)'s G heads, from the block that finished last:
- * head gi's chunks at base + gi * grid_split, its output at out + gi * HD; room: V's room,
- * for the factors (2 G nsplit + 2 G floats, which the launcher checked). The same float32
- * operations in the same order as attention_merge_kernel for each output (the chunks'
- * maximum M, the factors exp(m_c - M), L and O summed over c = 0, 1, ..., O / L), so the same
- * bits; but the G heads of the group at once in one block (a thread takes dimension d of
- * every head, its loads MERGE_UNROLL chunks of all G heads at a time), and through L2
- * (__ldcg: other blocks of this grid wrote them). If FD_FUSE_MERGE becomes the default,
- * the merge kernel (a head a block) should become this with G = 1. Not inlined, so that the split kernel's
- * loop keeps its register allocation (inlined, ptxas gave the kernel 72 registers, not 54). */
-template <typename E, int G, int HD>
-static __device__ __noinline__ void fd_merge_group(E *out, int nsplit, const float *part_o,
-                                                   const float *part_ml, int64_t base, int grid_split,
-                                                   float *room) {
-    float *mf = room, *sl = mf + G * nsplit, *Ms = sl + G * nsplit, *Ls = Ms + G;
-    __threadfence(); /* the other blocks' partial results, counted before this block was last */
-    __syncthreads(); /* room held the warps' o */
-    for (int i = threadIdx.x; i < G * nsplit; i += blockDim.x) {
-        const int gi = i / nsplit, c = i - gi * nsplit;
-        const float *pml = part_ml + 2 * (base + (int64_t)gi * grid_split + c);
-        mf[i] = __ldcg(pml), sl[i] = __ldcg(pml + 1);
-    }
-    __syncthreads();
-    if (threadIdx.x < G) {
-        float M = -INFINITY;
-        for (int c = 0; c < nsplit; c++)
-            M = fmaxf(M, mf[threadIdx.x * nsplit + c]);
-        Ms[threadIdx.x] = M;
-    }
-    __syncthreads();
-    for (int i = threadIdx.x; i < G * nsplit; i += blockDim.x) {
-        const float M = Ms[i / nsplit];
-        if (M != -INFINITY) mf[i] = expf(mf[i] - M);
-    }
-    __syncthreads();
-    if (threadIdx.x < G) {
-        float L = 0.0f;
-        for (int c = 0; c < nsplit; c++)
-            L += mf[threadIdx.x * nsplit + c] * sl[threadIdx.x * nsplit + c];
-        Ls[threadIdx.x] = L;
-    }
-    __syncthreads();
-    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
-        float O[G];
-#pragma unroll
-        for (int gi = 0; gi < G; gi++)
-            O[gi] = 0.0f;
-        int c = 0;
-        for (; c + MERGE_UNROLL <= nsplit; c += MERGE_UNROLL) {
-            float v[G][MERGE_UNROLL];
-#pragma unroll
-            for (int gi = 0; gi < G; gi++)
-#pragma unroll
-                for (int u = 0; u < MERGE_UNROLL; u++)
-                    v[gi][u] = __ldcg(part_o + (base + (int64_t)gi * grid_split + c + u) * HD + d);
-#pragma unroll
-            for (int gi = 0; gi < G; gi++)
-#pragma unroll
-                for (int u = 0; u < MERGE_UNROLL; u++)
-                    O[gi] += mf[gi * nsplit + c + u] * v[gi][u];
-        }
-        for (; c < nsplit; c++)
-#pragma unroll
-            for (int gi = 0; gi < G; gi++)
-                O[gi] +=
-                    mf[gi * nsplit + c] * __ldcg(part_o + (base + (int64_t)gi * grid_split + c) * HD + d);
-#pragma unroll
-        for (int gi = 0; gi < G; gi++) {
-            const float L = Ls[gi];
-            st(out + gi * HD + d, Ms[gi] == -INFINITY ? 0.0f : L > 0.0f ? O[gi] / L : 0.0f);
-        }
-    }
-}
-
 /* Grid (num_seqs * grid_split, nkv), as tc's split kernel; with FD_HEAD_MINOR (nkv,
  * num_seqs * grid_split) (that in y and z where it passes 65535). */
 template <typename E, int G, int HD>
 static __global__ void FD_BOUNDS attention_fd_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq,
                                                      const E *k_cache, const E *v_cache, lr_gpu_attn_meta m,
                                                      int64_t nh, int64_t nkv, float scale, int grid_split,
-                                                     int64_t want, float *part_o, float *part_ml,
-                                                     unsigned int *counters) {
+                                                     int64_t want, float *part_o, float *part_ml) {
     constexpr int NV = HD * (int)sizeof(E) / 16; /* 16-byte vectors per row */
     constexpr int EPV = 16 / (int)sizeof(E);     /* elements per vector */
     constexpr int DPL = HD / 32;                 /* dims per lane in P V */
@@ -360,26 +279,6 @@ static __global__ void FD_BOUNDS attention_fd_kernel(E *ctx, int64_t ldc, const 
             if (d == 0) part_ml[2 * pi] = msh[gi], part_ml[2 * pi + 1] = L;
         }
     }
-#if FD_FUSE_MERGE
-    /* The last block of the (sequence, kv head) to finish merges its G heads (the launcher
-     * gives counters only where the merge's factors fit in V's room): each block's partial
-     * results made visible, then counted; the block that counts nsplit resets the counter
-     * for the next call and reads what the others wrote through L2. */
-    if (nsplit > 1 && counters) {
-        __shared__ bool last_s;
-        __threadfence();
-        __syncthreads();
-        if (tid == 0) {
-            unsigned int *cnt = counters + seq * nkv + g;
-            last_s = atomicAdd(cnt, 1u) == (unsigned int)nsplit - 1;
-            if (last_s) atomicExch(cnt, 0u);
-        }
-        __syncthreads();
-        if (last_s)
-            fd_merge_group<E, G, HD>(ctx + t * ldc + g * G * HD, nsplit, part_o, part_ml,
-                                     (seq * nh + g * G) * grid_split, grid_split, (float *)vraw);
-    }
-#endif
 }
 
 template <typename E, int G, int HD> static int fd_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
@@ -403,15 +302,10 @@ template <typename E, int G, int HD> static int fd_launch(const lr_gpu_attention
 #else
     dim3 grid((unsigned int)blocks, (unsigned int)a->nkv);
 #endif
-    unsigned int *counters = NULL; /* the fused merge: where its factors fit in V's room */
-    constexpr size_t room = fd_vbytes<E, HD>() > fd_obytes<G, HD>() ? fd_vbytes<E, HD>() : fd_obytes<G, HD>();
-    if (FD_FUSE_MERGE && sd.nsplit > 1 && (2 * (size_t)G * sd.nsplit + 2 * G) * sizeof(float) <= room &&
-        (rc = lr_gpu_attn_ws_counters(a->ws, (size_t)(m->num_seqs * a->nkv), s, &counters)) != LR_OK)
-        return rc;
     LR_LAUNCH(kernel, grid, FD_THREADS, 0, s, (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq,
               (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh, a->nkv, a->scale, sd.nsplit, sd.want,
-              sd.po, sd.pml, counters);
-    return counters ? LR_OK : split_finish<E>(a, &sd, s);
+              sd.po, sd.pml);
+    return split_finish<E>(a, &sd, s);
 }
 
 template <typename E, int HD> static int fd_group(const lr_gpu_attention_args *a, cudaStream_t s) {

@@ -128,9 +128,9 @@ int lr_gpu_rotary_cache(void *qkv, int64_t ld, int64_t T, int64_t nh, int64_t nk
  * used it is done; free accepts NULL. */
 int lr_gpu_attn_ws_create(lr_gpu_attn_ws **out);
 void lr_gpu_attn_ws_free(lr_gpu_attn_ws *ws);
-/* Bytes the workspace holds now (0: none yet), its buffer and its counters (fd's fused
- * merge) together. Each only grows, and growing frees the old allocation, which a captured
- * CUDA graph may point into: the backend drops its graphs when this changes. */
+/* Bytes the workspace holds now (0: none yet). It only grows, and growing frees the old
+ * allocation, which a captured CUDA graph may point into: the backend drops its graphs
+ * when this changes. */
 size_t lr_gpu_attn_ws_bytes(const lr_gpu_attn_ws *ws);
 
 /* Causal attention through the paged cache (which already holds this batch's keys):

@@ -4,7 +4,8 @@
 # sweep first); then, on the FD_PIPE build alone, the three sanitizers on fd's bf16 sweep
 # and the Llama-3-8B-shape check with decode steps (fd's split kernel at head_dim 128) at
 # bf16 and fp16. All pass and faster: FD_PIPE (FD_MINB 5) becomes fd's default, and
-# FD_HEAD_MINOR, FD_FUSE_MERGE and SP_FIT (no gain in run 25) are removed.
+# FD_HEAD_MINOR and SP_FIT (no gain in run 25) are removed (FD_FUSE_MERGE, which lost, was
+# removed in session 20).
 source gpurun/env.sh
 export LR_FIXTURES=$PWD/fixtures LR_TMPDIR=/tmp/lr-tmp CK_FORK=no; mkdir -p $LR_TMPDIR
 SRC=$PWD; T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }; left() { echo $(( ${LIMIT:-585} - ($(date +%s) - T0) )); }
