@@ -21,13 +21,16 @@
  * stream timed between ops), which gives its GEMM, attention and all-reduce shares.
  * Usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N]
  *                  [--steps N] [--kernels SPEC] [--dump-logits FILE] [--only ROWS]
- *                  [--no-profile] [--graphs] [--no-pdl] [--no-rope-cache] [--host-logits]
- *                  [--sustain SECONDS]
+ *                  [--no-profile] [--graphs] [--no-pdl] [--no-rope-cache] [--silu-fuse]
+ *                  [--host-logits] [--sustain SECONDS]
  * --no-pdl (or LLAMAREF_PDL=0) launches without programmatic dependent launch, for a
  * same-run comparison (the JSON's programmatic_dependent_launch says which ran).
  * --no-rope-cache (or LLAMAREF_ROPE_CACHE=0) runs RoPE and the cache write as two kernels
  * instead of one (gpu/gpu_ops.h, lr_gpu_rope_cache), for a same-run comparison (the JSON's
  * rope_cache_fused says which ran).
+ * --silu-fuse (or LLAMAREF_SILU_FUSE=1) runs a decode step's gate_up_proj and activation as
+ * one kernel (gpu/gpu_ops.h, lr_gpu_silu_fuse; off by default until it has run on a GPU),
+ * for a same-run comparison (the JSON's silu_fused says which ran).
  * --host-logits ends each decode step with its (B, vocab) logits on the host
  * (lr_model_compute_logits) instead of its greedy tokens (lr_model_greedy), the rows'
  * definition up to session 16, for a same-run comparison (the JSON's decode_output).
@@ -307,10 +310,11 @@ static int count_arg(const char *s) {
 }
 
 static void usage(void) {
-    fprintf(stderr,
-            "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
-            "                 [--kernels SPEC] [--dump-logits FILE] [--only ROWS] [--no-profile] [--graphs]\n"
-            "                 [--no-pdl] [--no-rope-cache] [--host-logits] [--sustain SECONDS]\n");
+    fprintf(
+        stderr,
+        "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
+        "                 [--kernels SPEC] [--dump-logits FILE] [--only ROWS] [--no-profile] [--graphs]\n"
+        "                 [--no-pdl] [--no-rope-cache] [--silu-fuse] [--host-logits] [--sustain SECONDS]\n");
 }
 
 int main(int argc, char **argv) {
@@ -333,6 +337,8 @@ int main(int argc, char **argv) {
             setenv("LLAMAREF_PDL", "0", 1); /* read at the first launch */
         else if (!strcmp(argv[i], "--no-rope-cache"))
             setenv("LLAMAREF_ROPE_CACHE", "0", 1); /* read at the first layer */
+        else if (!strcmp(argv[i], "--silu-fuse"))
+            setenv("LLAMAREF_SILU_FUSE", "1", 1); /* read at the first forward */
         else if (!strcmp(argv[i], "--host-logits"))
             host_logits = true;
         else if (!strcmp(argv[i], "--sustain") && i + 1 < argc) {
@@ -447,6 +453,8 @@ int main(int argc, char **argv) {
                ndevs[k] > 1 ? "s (NCCL)" : "", ndevs[k] == 1 && tps[k] > 1 ? " (ranks in turn)" : "",
                load_s[k], weight_bytes() / (1 << 30), wmem[k] / (1 << 30),
                lr_gpu_pdl() ? "" : "; no programmatic dependent launch");
+        if (lr_gpu_silu_fuse())
+            printf("  decode at 1 or 2 tokens: gate_up_proj and the activation in one kernel\n");
         printf("  memory: host peak RSS %.2f GiB while loading (%.2f GiB before; budget %.2f GiB%s)%s; "
                "device weights %.2f GiB, GPUs in use after load %.2f GiB\n",
                host_peak[k] / (1 << 30), host_before[k] / (1 << 30), host_budget[k] / (1 << 30),
@@ -527,6 +535,7 @@ int main(int argc, char **argv) {
                 kernels ? kernels : "");
         fprintf(f, "  \"programmatic_dependent_launch\": %s,\n", lr_gpu_pdl() ? "true" : "false");
         fprintf(f, "  \"rope_cache_fused\": %s,\n", lr_gpu_rope_cache() ? "true" : "false");
+        fprintf(f, "  \"silu_fused\": %s,\n", lr_gpu_silu_fuse() ? "true" : "false");
         fprintf(f, "  \"decode_output\": \"%s\",\n", host_logits ? "logits on the host" : "greedy tokens");
         fprintf(f, "  \"copy_bandwidth_Bps\": %.6e,\n  \"gemm_rate_flops\": %.6e,\n  \"load_s\": %.3f,\n", bw, rate,
                 load_s[0]);

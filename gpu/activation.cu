@@ -1,7 +1,7 @@
 /* activation.cu: SiluAndMul, the MLP's activation on the packed gate_up_proj output, and
  * silu alone (observed as mlp.act_fn), the twin of ref/ops/activation.c. silu(g) is
- * g / (1 + exp(-g)) in float32 with expf, as the reference writes it, rather than a
- * fast-math form. */
+ * common.cuh's silu1: g / (1 + exp(-g)) in float32 with expf, as the reference writes it,
+ * rather than a fast-math form. */
 #include "common.cuh"
 
 /* Every activation launcher receives an lr_gpu_activation_args (llamaref_kernels.h). */
@@ -16,8 +16,7 @@ static __global__ void activation_elementwise_kernel(E *out, const E *gu, int64_
     for (int64_t k = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; k < n; k += stride) {
         int64_t t = k / NI, i = k - t * NI;
         const E *row = gu + t * 2 * NI;
-        float g = ld(row + i);
-        float a = g / (1.0f + expf(-g));
+        float a = silu1(ld(row + i));
         if (mul) a *= ld(row + NI + i);
         st(out + k, a);
     }
@@ -55,8 +54,7 @@ static __global__ void activation_vec_kernel(E *out, const E *gu, int64_t T, int
             E *oe = (E *)&ov;
 #pragma unroll
             for (int j = 0; j < VEC; j++) {
-                float g = elem<E>::load(ge[j]);
-                float a = g / (1.0f + expf(-g));
+                float a = silu1(elem<E>::load(ge[j]));
                 if (mul) a *= elem<E>::load(ue[j]);
                 oe[j] = elem<E>::store(a);
             }

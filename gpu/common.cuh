@@ -71,6 +71,11 @@ template <> struct elem<__nv_bfloat16> {
 template <typename T> __device__ __forceinline__ float ld(const T *p) { return elem<T>::load(*p); }
 template <typename T> __device__ __forceinline__ void st(T *p, float v) { *p = elem<T>::store(v); }
 
+/* silu(g) = g / (1 + exp(-g)) in float32 with expf, as the reference writes it (not a
+ * fast-math form). The activation family's kernels and gate_up_proj's GEMV with the
+ * activation fused (linear.cu) both call it, so that the two agree bit for bit. */
+static __device__ __forceinline__ float silu1(float g) { return g / (1.0f + expf(-g)); }
+
 /* Calls F<T>(args...) for the element type of dt; LR_E_INVAL for other dtypes. */
 #define LR_DISPATCH_DTYPE(dt, F, ...)                                                      \
     ((dt) == LR_F32    ? F<float>(__VA_ARGS__)                                             \

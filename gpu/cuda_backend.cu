@@ -1028,7 +1028,7 @@ static int op_attention(void *be, int r, int64_t l, const lr_op_mods *mods) {
     return attend(p, r, l, mods);
 }
 
-/* The composer's rotary_attention slot, in the table a pass takes where RoPE fuses with
+/* The composer's rotary_attention slot, in the ops of a pass where RoPE fuses with
  * the cache write (rope_cache_fuses; RoPE and the attention after it are observed
  * together, at o_proj.input): the two in one kernel, then attention. Rank 0's fused
  * kernel is charged to the profile's rotary, the rest to attention. */
@@ -1064,6 +1064,33 @@ static int op_activation(void *be, int r, bool gated) {
         return lr_gpu_silu_and_mul(m->variant[LR_GPU_FAM_ACTIVATION], rk->a.act, rk->a.gu, p->T, rk->L.intermediate, m->dt,
                                    rk->stream);
     return lr_gpu_silu(rk->a.act, rk->a.gu, p->T, rk->L.intermediate, m->dt, rk->stream);
+}
+
+/* The composer's linear_activation slot, in the ops of a pass where silu_fuses: gate_up_proj
+ * and the activation as lr_gpu_linear_silu's one kernel (its two where it has none for the
+ * shape; with a bias, which silu_fuses leaves out, the two ops). */
+static int op_linear_activation(void *be, int r, lr_buf in, int w, int b) {
+    gpu_pass *p = (gpu_pass *)be;
+    gpu_model *m = p->m;
+    gpu_rank *rk = &m->ranks[r];
+    if (b != LR_NO_WEIGHT) {
+        TRY(op_linear(be, r, LR_BUF_GATE_UP, in, w, b));
+        return op_activation(be, r, true);
+    }
+    const lr_packed_desc *d = lr_plan_at(rk->plan, (size_t)w); /* (2 I_r, K) */
+    cudaSetDevice(rk->device);
+    return lr_gpu_linear_silu(rk->a.act, rk->a.gu, buf(p, in, r), weight(rk, w), p->T, d->shape[0] / 2,
+                              d->shape[1], m->dt, rk->blas, rk->stream);
+}
+
+/* Whether a pass of T tokens runs gate_up_proj and the activation as one kernel:
+ * lr_gpu_silu_fuse() on, T within the fused kernel's tokens, no MLP bias (it is added
+ * between the two), and the model's linear and activation variants the defaults (auto,
+ * vec), whose bits it has. */
+static bool silu_fuses(const gpu_model *m, int64_t T) {
+    const char *lv = m->variant[LR_GPU_FAM_LINEAR], *av = m->variant[LR_GPU_FAM_ACTIVATION];
+    return lr_gpu_silu_fuse() && T <= 2 && !m->cfg.mlp_bias && (!lv || strcmp(lv, "auto") == 0) &&
+           (!av || strcmp(av, "vec") == 0);
 }
 
 static int seg_end(gpu_pass *p);
@@ -1214,18 +1241,16 @@ static void op_prof_mark(void *be, int prof) {
     prof_mark(p->m, &p->m->ranks[0], prof);
 }
 
-/* The layer's ops: the composer calls RoPE, then the cache write and attention; where
- * rope_cache_fuses, a pass takes the second table, whose rotary_attention slot fuses RoPE
- * with the cache write (chosen per pass, so a captured graph holds the one it ran). */
+/* The layer's ops: the composer calls RoPE, then the cache write and attention, and
+ * gate_up_proj, then the activation. A pass fills the fused slots in its own copy
+ * (cuda_forward): rotary_attention where rope_cache_fuses (RoPE with the cache write),
+ * linear_activation where silu_fuses; chosen per pass, so a captured graph holds the
+ * kernels it ran. */
 static const lr_layer_ops cuda_layer_ops = {
-    LR_F32,         op_embedding,  op_rms_norm,   op_linear,       op_rotary,
-    op_attention,   op_activation, op_all_reduce, op_residual_sum, op_read,
-    op_load_stream, op_write,      op_perturb,    op_prof_mark,    NULL,
-};
-static const lr_layer_ops cuda_layer_ops_rope_cache = {
-    LR_F32,         op_embedding,  op_rms_norm,   op_linear,       op_rotary,
-    op_attention,   op_activation, op_all_reduce, op_residual_sum, op_read,
-    op_load_stream, op_write,      op_perturb,    op_prof_mark,    op_rotary_attention,
+    LR_F32,          op_embedding, op_rms_norm,    op_linear,
+    op_rotary,       op_attention, op_activation,  op_all_reduce,
+    op_residual_sum, op_read,      op_load_stream, op_write,
+    op_perturb,      op_prof_mark, NULL,           NULL,
 };
 
 /* ---- CUDA graphs --------------------------------------------------------------------------
@@ -1460,13 +1485,10 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
     prof_mark(m, &m->ranks[0], LR_PROF_SETUP);
 
     gpu_pass p = {m, NULL, false, kv, &meta, T, b, spans};
-    lr_composer c = {rope_cache_fuses(m) ? &cuda_layer_ops_rope_cache : &cuda_layer_ops,
-                     &m->cfg,
-                     m->layouts,
-                     m->tp,
-                     m->ranks[0].plan,
-                     m->faults,
-                     m->num_faults};
+    lr_layer_ops ops = cuda_layer_ops;
+    if (rope_cache_fuses(m)) ops.rotary_attention = op_rotary_attention;
+    if (silu_fuses(m, T)) ops.linear_activation = op_linear_activation;
+    lr_composer c = {&ops, &m->cfg, m->layouts, m->tp, m->ranks[0].plan, m->faults, m->num_faults};
     if (graph)
         TRY(graph_step(m, &c, &p, kv));
     else

@@ -89,6 +89,18 @@ int lr_gpu_blas_create(cublasHandle_t *out);
 int lr_gpu_linear(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N,
                   int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s);
 
+/* gate_up_proj and SiluAndMul in one kernel where it can: act (T, NI) = silu(x wg^T) *
+ * (x wu^T) for the packed w (2 NI, K) = [wg; wu], each product rounded to dt before the
+ * activation, so the bits of linear "auto" (gemv at these T) then activation "vec". The
+ * fused kernel runs where lr_gpu_linear_silu_fuses says (T <= 2, K a multiple of 16 bytes'
+ * elements, x and w 16-byte aligned); otherwise the two kernels do, through gu (T, 2 NI),
+ * which may be NULL only where the kernel fuses. Not a registry family: the CUDA backend
+ * runs it where linear and activation are their defaults and lr_gpu_silu_fuse() says so.
+ * (linear.cu) */
+int lr_gpu_linear_silu(void *act, void *gu, const void *x, const void *w, int64_t T, int64_t NI, int64_t K,
+                       lr_dtype dt, cublasHandle_t blas, cudaStream_t s);
+bool lr_gpu_linear_silu_fuses(int64_t T, int64_t K, const void *x, const void *w, lr_dtype dt);
+
 /* neox RoPE in place on nheads heads of hd at the start of each row of x (T, ld); the
  * angle positions[t] * inv_freq[i] is formed and its sine and cosine taken in float64. */
 int lr_gpu_rotary(const char *variant, void *x, int64_t ld, int64_t T, int64_t nheads,
@@ -184,6 +196,13 @@ void lr_gpu_pdl_set(int on);
  * rule. It changes no bit. (util.cu) */
 bool lr_gpu_rope_cache(void);
 void lr_gpu_rope_cache_set(int on);
+
+/* Whether the CUDA backend runs gate_up_proj and the activation as one kernel
+ * (lr_gpu_linear_silu) in a decode step of at most 2 tokens. Off (not yet run on a GPU)
+ * unless LLAMAREF_SILU_FUSE=1 is in the environment or lr_gpu_silu_fuse_set(1) was
+ * called; lr_gpu_silu_fuse_set(-1) goes back to that rule. It changes no bit. (util.cu) */
+bool lr_gpu_silu_fuse(void);
+void lr_gpu_silu_fuse_set(int on);
 
 /* The current device's compute capability (major) and multiprocessor count, asked once
  * a device; 0 where the runtime cannot say. (util.cu) */

@@ -77,6 +77,7 @@ int lr_gpu_linear_cublas(const void *args, cudaStream_t s) {
  * stride one element at a time (k = lane + 32 i), the same arithmetic otherwise.
  * tests/test_gpu_linear.c simulates both orders on the CPU. */
 #define GEMV_MAX_T 8
+#define AUTO_GEMV_MAX_T 2 /* the tokens auto gives gemv (auto, below) */
 #define GEMV_WARPS 8 /* output features (warps) per block */
 #define MAX_BLOCKS 65535
 
@@ -295,6 +296,117 @@ int lr_gpu_linear_gemv(const void *args, cudaStream_t s) {
     const linear_args *a = (const linear_args *)args;
     if (a->T > GEMV_MAX_T) return lr_gpu_linear_cublas(args, s);
     return LR_DISPATCH_DTYPE(a->dt, linear_gemv, a, s);
+}
+
+/* ---- gemv with SiluAndMul -----------------------------------------------------------------
+ * gate_up_proj and the activation in one kernel (lr_gpu_linear_silu): warp n takes gate row
+ * n and up row NI + n of the packed weight (2 NI, K), each with gemv's arithmetic (the same
+ * lanes, vector order, butterfly and rounding to E), and lane t rounds both of token t's
+ * sums to E, as gemv stores them, and writes silu1(gate) * up rounded to E, as the
+ * activation's kernels compute it from them: the bits of gemv then the activation, without
+ * the (T, 2 NI) product going through memory and without the activation's launch. The
+ * two rows' loads are issued together, so a warp has twice gemv's bytes in flight; before
+ * the PDL wait each lane loads GEMV_PRELOAD vectors of each row. For T <= GEMV_SILU_MAX_T
+ * (auto's gemv range, the tokens the backend fuses at) with 16-byte aligned rows; the
+ * entry point runs the two kernels otherwise. */
+#define GEMV_SILU_MAX_T 2
+static_assert(GEMV_SILU_MAX_T <= AUTO_GEMV_MAX_T && GEMV_SILU_MAX_T <= GEMV_MAX_T,
+              "gemv_silu: its tokens are gemv's under auto");
+
+template <typename E, int MT>
+static __global__ void __launch_bounds__(GEMV_WARPS * 32)
+    linear_gemv_silu_kernel(E *__restrict__ act, const E *__restrict__ x, const E *__restrict__ w, int64_t NI,
+                            int64_t K) {
+    constexpr int PRE = GEMV_PRELOAD;
+    const int lane = threadIdx.x & 31;
+    const int64_t step = (int64_t)gridDim.x * GEMV_WARPS,
+                  n0 = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+    const int64_t nv = K / (16 / (int)sizeof(E));
+    pdl_trigger();
+    uint4 pg[PRE > 0 ? PRE : 1], pu[PRE > 0 ? PRE : 1];
+#pragma unroll
+    for (int u = 0; u < PRE; u++) {
+        const int64_t i = lane + 32 * u;
+        const bool ok = n0 < NI && i < nv;
+        pg[u] = ok ? ((const uint4 *)(w + n0 * K))[i] : make_uint4(0, 0, 0, 0);
+        pu[u] = ok ? ((const uint4 *)(w + (NI + n0) * K))[i] : make_uint4(0, 0, 0, 0);
+    }
+    pdl_wait();
+    /* n is warp-uniform, so the shuffles below run with every lane of the warp. */
+    for (int64_t n = n0; n < NI; n += step) {
+        const uint4 *g4 = (const uint4 *)(w + n * K), *u4 = (const uint4 *)(w + (NI + n) * K);
+        float ag[MT], au[MT];
+#pragma unroll
+        for (int t = 0; t < MT; t++)
+            ag[t] = 0.0f, au[t] = 0.0f;
+        int64_t i = lane;
+        if (n == n0) {
+#pragma unroll
+            for (int u = 0; u < PRE; u++, i += 32)
+                if (i < nv) {
+                    gemv_vec_step<E, MT>(ag, pg[u], x, K, i);
+                    gemv_vec_step<E, MT>(au, pu[u], x, K, i);
+                }
+        }
+        for (; i < nv; i += 32) {
+            const uint4 gv = g4[i], uv = u4[i];
+            gemv_vec_step<E, MT>(ag, gv, x, K, i);
+            gemv_vec_step<E, MT>(au, uv, x, K, i);
+        }
+#pragma unroll
+        for (int t = 0; t < MT; t++)
+            for (int o = 16; o > 0; o >>= 1) {
+                ag[t] += __shfl_xor_sync(0xffffffffu, ag[t], o);
+                au[t] += __shfl_xor_sync(0xffffffffu, au[t], o);
+            }
+#pragma unroll
+        for (int t = 0; t < MT; t++)
+            if (lane == t) {
+                const float g = elem<E>::load(elem<E>::store(ag[t])),
+                            up = elem<E>::load(elem<E>::store(au[t]));
+                st(act + t * NI + n, silu1(g) * up);
+            }
+    }
+}
+
+template <typename E>
+static int linear_gemv_silu(void *act, const void *x, const void *w, int64_t T, int64_t NI, int64_t K,
+                            cudaStream_t s) {
+    int64_t blocks = (NI + GEMV_WARPS - 1) / GEMV_WARPS;
+    unsigned int grid = (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
+    if (T == 1)
+        LR_LAUNCH(linear_gemv_silu_kernel<E, 1>, grid, GEMV_WARPS * 32, 0, s, (E *)act, (const E *)x,
+                  (const E *)w, NI, K);
+    else
+        LR_LAUNCH(linear_gemv_silu_kernel<E, 2>, grid, GEMV_WARPS * 32, 0, s, (E *)act, (const E *)x,
+                  (const E *)w, NI, K);
+    return LR_OK;
+}
+
+extern "C" bool lr_gpu_linear_silu_fuses(int64_t T, int64_t K, const void *x, const void *w, lr_dtype dt) {
+    const int64_t V = dt == LR_F32 ? 4 : 8;
+    return T >= 1 && T <= GEMV_SILU_MAX_T && K > 0 && K % V == 0 && ((uintptr_t)x & 15) == 0 &&
+           ((uintptr_t)w & 15) == 0 && (dt == LR_F32 || dt == LR_F16 || dt == LR_BF16);
+}
+
+extern "C" int lr_gpu_linear_silu(void *act, void *gu, const void *x, const void *w, int64_t T, int64_t NI,
+                                  int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s) {
+    if (T < 0 || NI < 0 || K < 0)
+        return lr_fail(LR_E_INVAL, "gpu linear_silu: negative size (T %lld, NI %lld, K %lld)", (long long)T,
+                       (long long)NI, (long long)K);
+    if (NI > INT_MAX / 2)
+        return lr_fail(LR_E_INVAL, "gpu linear_silu: NI %lld: 2 NI over %d", (long long)NI, INT_MAX);
+    if (dt != LR_F32 && dt != LR_F16 && dt != LR_BF16)
+        return lr_fail(LR_E_INVAL, "gpu linear_silu: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
+    if (T == 0 || NI == 0) return LR_OK;
+    if (!lr_gpu_linear_silu_fuses(T, K, x, w, dt)) {
+        if (!gu)
+            return lr_fail(LR_E_INVAL, "gpu linear_silu: T %lld, K %lld or alignment needs gu, which is NULL",
+                           (long long)T, (long long)K);
+        int rc = lr_gpu_linear(NULL, gu, x, w, T, 2 * NI, K, dt, blas, s);
+        return rc ? rc : lr_gpu_silu_and_mul(NULL, act, gu, T, NI, dt, s);
+    }
+    return LR_DISPATCH_DTYPE(dt, linear_gemv_silu, act, x, w, T, NI, K, s);
 }
 
 /* ---- gemv2 ------------------------------------------------------------------------------
@@ -871,7 +983,6 @@ int lr_gpu_linear_mmr(const void *args, cudaStream_t s) {
  * to MM_MAX_T instead of cublas: for timing mmr at model level under the default kernels
  * (tools/gpu-trial.sh CONFIG "-DAUTO_MMR_MIN_T=3"). tests/test_gpu_linear holds auto to
  * gemv and cublas, and would change with it. */
-#define AUTO_GEMV_MAX_T 2
 #ifndef AUTO_MMR_MIN_T
 #define AUTO_MMR_MIN_T 0
 #endif

@@ -907,11 +907,12 @@ START_TEST(graphs_replay_decode_bitwise) {
 }
 END_TEST
 
-/* A switch that must change no bit: the same prefill and 5 decode steps with it off (side
- * e, eager) and at on (side g, with CUDA graphs, so captured and replayed launches have it
- * too) give the same hidden states and logits. set(-1) restores the switch's rule. */
+/* A switch that must change no bit: the same prefill and 5 decode steps of the first seqs
+ * sequences (at most GR_SEQS) with it off (side e, eager) and at on (side g, with CUDA
+ * graphs, so captured and replayed launches have it too) give the same hidden states and
+ * logits. set(-1) restores the switch's rule. */
 static void switch_changes_no_bit(const fixture_case *fc, lr_dtype precision, void (*set)(int), int on,
-                                  const char *feature) {
+                                  const char *feature, int64_t seqs) {
     loaded L = load_case(fc);
     const lr_batch *fb = lr_fixture_batch(L.fx);
     char what[160];
@@ -927,7 +928,7 @@ static void switch_changes_no_bit(const fixture_case *fc, lr_dtype precision, vo
     for (int k = -1; k < 5; k++) {
         int64_t ids[GR_SEQS * GR_PREFILL], pos[GR_SEQS * GR_PREFILL], lens[GR_SEQS], sid[GR_SEQS];
         int64_t n = 0;
-        for (int64_t q = 0; q < GR_SEQS; q++) {
+        for (int64_t q = 0; q < seqs; q++) {
             int64_t s = all[q], m = k < 0 ? GR_PREFILL : 1, p0 = k < 0 ? 0 : len[s];
             for (int64_t t = 0; t < m; t++, n++)
                 ids[n] = gr_token(fb, s, p0 + t), pos[n] = p0 + t;
@@ -938,8 +939,9 @@ static void switch_changes_no_bit(const fixture_case *fc, lr_dtype precision, vo
                       .seq_lens = lens,
                       .seq_ids = sid,
                       .num_tokens = n,
-                      .num_seqs = GR_SEQS};
-        snprintf(what, sizeof what, "%s %s %s", fc->fixture, pname(precision), k < 0 ? "prefill" : "decode");
+                      .num_seqs = seqs};
+        snprintf(what, sizeof what, "%s %s %s of %lld", fc->fixture, pname(precision),
+                 k < 0 ? "prefill" : "decode", (long long)seqs);
         set(0);
         gr_step(&e, &b, NULL, what);
         set(on);
@@ -972,7 +974,7 @@ START_TEST(pdl_changes_no_bit) {
         ck_assert_msg(lr_gpu_pdl() == (major >= 9),
                       "compute capability %d.x: programmatic dependent launch is %s", major,
                       lr_gpu_pdl() ? "on" : "off");
-    switch_changes_no_bit(fc, precision, lr_gpu_pdl_set, -1, "programmatic dependent launch");
+    switch_changes_no_bit(fc, precision, lr_gpu_pdl_set, -1, "programmatic dependent launch", GR_SEQS);
     printf(
         "%s %s: programmatic dependent launch %s, bitwise equal to launches without it (a prefill, 5 decode "
         "steps, 4 of them replayed graphs)\n",
@@ -986,10 +988,82 @@ END_TEST
 START_TEST(rope_cache_changes_no_bit) {
     const fixture_case *fc = &cases[_i / 2];
     lr_dtype precision = _i % 2 ? LR_F16 : LR_BF16;
-    switch_changes_no_bit(fc, precision, lr_gpu_rope_cache_set, 1, "RoPE fused with the cache write");
+    switch_changes_no_bit(fc, precision, lr_gpu_rope_cache_set, 1, "RoPE fused with the cache write",
+                          GR_SEQS);
     printf("%s %s: RoPE fused with the cache write, bitwise equal to the two kernels (a prefill, 5 decode "
            "steps, 4 of them replayed graphs)\n",
            fc->fixture, pname(precision));
+}
+END_TEST
+
+/* The activation's profiled calls in one decode step of seqs sequences (after their
+ * prefill) on a fresh model: 0 where gate_up_proj computed it (the composer charges the
+ * fused call to the projection). */
+static uint64_t activation_calls(const loaded *L, lr_dtype precision, int64_t seqs, int64_t *layers) {
+    const lr_batch *fb = lr_fixture_batch(L->fx);
+    lr_model *m = make_model(L->ck, precision, 1, NULL);
+    lr_kv_cache *kv;
+    ck_assert_int_eq(lr_kv_cache_create(m, GR_SEQS, GR_CAP, &kv), LR_OK);
+    int64_t ids[GR_SEQS * 4], pos[GR_SEQS * 4], lens[GR_SEQS], sid[GR_SEQS], n = 0;
+    for (int step = 0; step < 2; step++) {
+        n = 0;
+        for (int64_t q = 0; q < seqs; q++) {
+            int64_t m0 = step == 0 ? 3 : 1, p0 = step == 0 ? 0 : 3;
+            for (int64_t t = 0; t < m0; t++, n++)
+                ids[n] = gr_token(fb, q, p0 + t), pos[n] = p0 + t;
+            lens[q] = m0, sid[q] = q;
+        }
+        lr_batch b = {.input_ids = ids,
+                      .positions = pos,
+                      .seq_lens = lens,
+                      .seq_ids = sid,
+                      .num_tokens = n,
+                      .num_seqs = seqs};
+        if (step == 1) ck_assert_int_eq(lr_model_set_profiling(m, true), LR_OK);
+        lr_tensor h;
+        ck_assert_msg(lr_model_forward(m, &b, kv, NULL, &h) == LR_OK, "%s", lr_last_error());
+    }
+    lr_profile p;
+    ck_assert_int_eq(lr_model_get_profile(m, &p), LR_OK);
+    *layers = lr_model_config(m)->num_hidden_layers;
+    ck_assert_uint_eq(p.calls[LR_PROF_GATE_UP_PROJ], (uint64_t)*layers);
+    lr_kv_cache_free(kv);
+    lr_model_free(m);
+    return p.calls[LR_PROF_SILU_AND_MUL];
+}
+
+/* gate_up_proj with the activation in one kernel (lr_gpu_linear_silu, gpu/linear.cu) gives
+ * the bits of gemv then the activation in decode steps of 1 and 2 tokens (the fused
+ * kernel's), eager and captured; a profiled decode step shows the activation's kernel gone
+ * with the switch on and there with it off, so the comparison saw the fused kernel (every
+ * fixture's hidden size is a multiple of 8, the fused kernel's rows). A model with an MLP
+ * bias is not fused (the bias goes between): there both run it apart. loop index = case x
+ * {bf16, fp16} x {1, 2 sequences}. */
+START_TEST(silu_fuse_changes_no_bit) {
+    const fixture_case *fc = &cases[_i / 4];
+    lr_dtype precision = _i % 2 ? LR_F16 : LR_BF16;
+    int64_t seqs = 1 + (_i / 2) % 2;
+    switch_changes_no_bit(fc, precision, lr_gpu_silu_fuse_set, 1, "gate_up_proj fused with the activation",
+                          seqs);
+    loaded L = load_case(fc);
+    int64_t layers = 0;
+    lr_gpu_silu_fuse_set(1);
+    uint64_t fused = activation_calls(&L, precision, seqs, &layers);
+    lr_gpu_silu_fuse_set(0);
+    uint64_t apart = activation_calls(&L, precision, seqs, &layers);
+    lr_gpu_silu_fuse_set(-1);
+    bool bias = lr_checkpoint_config(L.ck)->mlp_bias;
+    ck_assert_msg(
+        fused == (bias ? (uint64_t)layers : 0) && apart == (uint64_t)layers,
+        "%s %s, %lld sequences: the activation ran %llu times with the switch and %llu without (%lld "
+        "and %lld expected)",
+        fc->fixture, pname(precision), (long long)seqs, (unsigned long long)fused, (unsigned long long)apart,
+        bias ? (long long)layers : 0LL, (long long)layers);
+    unload(&L);
+    printf(
+        "%s %s: gate_up_proj %s the activation at %lld token(s) a step, bitwise equal to the two kernels (a "
+        "prefill, 5 decode steps, 4 of them replayed graphs)\n",
+        fc->fixture, pname(precision), bias ? "not fused (an MLP bias) with" : "fused with", (long long)seqs);
 }
 END_TEST
 
@@ -1050,6 +1124,7 @@ static Suite *one_gpu_suite(void) {
     tcase_add_loop_test(tc, graphs_replay_decode_bitwise, 0, N_CASES * 3);
     tcase_add_loop_test(tc, pdl_changes_no_bit, 0, N_CASES * 2);
     tcase_add_loop_test(tc, rope_cache_changes_no_bit, 0, N_CASES * 2);
+    tcase_add_loop_test(tc, silu_fuse_changes_no_bit, 0, N_CASES * 4);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -9,6 +9,8 @@
  *     through shared memory or not), at T > 8 to cublas (their fallback), and mma and mmr equal
  *     to cublas where they hand the call on (T > 32, F32, K not a multiple of 8), at F32, F16
  *     and BF16 over a few shapes;
+ *   - gate_up_proj with the activation in one call (lr_gpu_linear_silu) equal bit for bit
+ *     to auto's product then the activation, fused (T <= 2) and not;
  *   - without a device, that the order check above can fail: on its own shapes and data, a
  *     sum in another order (gemv's terms one element at a time instead of by vector, or
  *     gemv2's order) gives other bits for at least half the outputs, at F32 and at BF16.
@@ -95,6 +97,19 @@ START_TEST(test_bad_arguments) {
     /* empty products do nothing, successfully, without a device */
     EXPECT_STATUS(lr_gpu_linear(NULL, NULL, NULL, NULL, 0, 8, 8, LR_F32, NULL, s), LR_OK);
     EXPECT_STATUS(lr_gpu_linear("gemv", NULL, NULL, NULL, 3, 0, 8, LR_F16, NULL, s), LR_OK);
+    /* gate_up_proj with the activation: sizes, dtype, and gu where the two kernels must run */
+    EXPECT_STATUS(lr_gpu_linear_silu(NULL, NULL, NULL, NULL, -1, 8, 8, LR_BF16, NULL, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_linear_silu(NULL, NULL, NULL, NULL, 1, -8, 8, LR_BF16, NULL, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_linear_silu(NULL, NULL, NULL, NULL, 1, (int64_t)1 << 30, 8, LR_BF16, NULL, s),
+                  LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_linear_silu(NULL, NULL, NULL, NULL, 1, 8, 8, LR_F64, NULL, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_linear_silu(NULL, NULL, NULL, NULL, 3, 8, 8, LR_BF16, NULL, s),
+                  LR_E_INVAL); /* T 3: gu */
+    EXPECT_STATUS(lr_gpu_linear_silu(NULL, NULL, NULL, NULL, 0, 8, 8, LR_BF16, NULL, s), LR_OK);
+    ck_assert(!lr_gpu_linear_silu_fuses(3, 64, NULL, NULL, LR_BF16));
+    ck_assert(!lr_gpu_linear_silu_fuses(1, 60, NULL, NULL, LR_BF16)); /* K not whole vectors */
+    ck_assert(lr_gpu_linear_silu_fuses(1, 60, NULL, NULL, LR_F32));
+    ck_assert(lr_gpu_linear_silu_fuses(2, 64, NULL, NULL, LR_F16));
 }
 END_TEST
 
@@ -319,6 +334,59 @@ START_TEST(test_repeat_and_fallback) {
 }
 END_TEST
 
+/* gate_up_proj with the activation in one call (lr_gpu_linear_silu) against auto's product
+ * then the activation's default, bit for bit: the fused kernel at T 1 and 2 where the rows
+ * are whole vectors, the two kernels otherwise (T 3, K 33 or 4100 at 16 bits). The packed
+ * weight is (2 NI, K) with NI half of the shape's N (odd NI: the last block's warps idle
+ * in part). Loop index: shape * N_DTYPES + dtype. */
+START_TEST(test_linear_silu) {
+    int64_t NI = shapes[_i / N_DTYPES][0] / 2, K = shapes[_i / N_DTYPES][1], N = 2 * NI;
+    lr_dtype dt = dtypes[_i % N_DTYPES];
+    size_t es = lr_dtype_size(dt);
+    int64_t V = 16 / (int64_t)es;
+    uint64_t rng = g_seed ^ (uint64_t)_i * 0x94d049bb133111ebull;
+    void *wh = random_values(dt, N * K, &rng), *w, *gu, *act, *want_d;
+    plant_cancelling_pair(NULL, wh, 0, N, K, dt);
+    CK_CUDA(cudaMalloc(&w, (size_t)(N * K) * es));
+    CK_CUDA(cudaMemcpy(w, wh, (size_t)(N * K) * es, cudaMemcpyHostToDevice));
+    for (int64_t T = 1; T <= 3; T++) {
+        void *xh = random_values(dt, T * K, &rng), *x;
+        plant_cancelling_pair(xh, NULL, T, 0, K, dt);
+        size_t ab = (size_t)(T * NI) * es;
+        CK_CUDA(cudaMalloc(&x, (size_t)(T * K) * es));
+        CK_CUDA(cudaMemcpy(x, xh, (size_t)(T * K) * es, cudaMemcpyHostToDevice));
+        CK_CUDA(cudaMalloc(&gu, 2 * ab));
+        CK_CUDA(cudaMalloc(&act, ab));
+        CK_CUDA(cudaMalloc(&want_d, ab));
+        ck_assert_int_eq(lr_gpu_linear(NULL, gu, x, w, T, N, K, dt, g_blas, g_stream), LR_OK);
+        ck_assert_int_eq(lr_gpu_silu_and_mul(NULL, want_d, gu, T, NI, dt, g_stream), LR_OK);
+        CK_CUDA(cudaMemset(gu, 0xff, 2 * ab)); /* the fused kernel must not need it */
+        bool fuses = lr_gpu_linear_silu_fuses(T, K, x, w, dt);
+        ck_assert_int_eq(fuses, T <= 2 && K % V == 0);
+        int rc = lr_gpu_linear_silu(act, fuses ? NULL : gu, x, w, T, NI, K, dt, g_blas, g_stream);
+        ck_assert_msg(rc == LR_OK, "linear_silu: %s", lr_last_error());
+        CK_CUDA(cudaStreamSynchronize(g_stream));
+        void *got = malloc(ab), *want = malloc(ab);
+        ck_assert(got && want);
+        CK_CUDA(cudaMemcpy(got, act, ab, cudaMemcpyDeviceToHost));
+        CK_CUDA(cudaMemcpy(want, want_d, ab, cudaMemcpyDeviceToHost));
+        int64_t at = first_difference(got, want, T * NI, es);
+        ck_assert_msg(at < 0,
+                      "linear_silu %s T %lld (NI %lld, K %lld, %s): output %lld is not auto then the "
+                      "activation's bits (seed %llu)",
+                      lr_dtype_name(dt), (long long)T, (long long)NI, (long long)K,
+                      fuses ? "fused" : "two kernels", (long long)at, (unsigned long long)g_seed);
+        free(got), free(want), free(xh);
+        CK_CUDA(cudaFree(x));
+        CK_CUDA(cudaFree(gu));
+        CK_CUDA(cudaFree(act));
+        CK_CUDA(cudaFree(want_d));
+    }
+    free(wh);
+    CK_CUDA(cudaFree(w));
+}
+END_TEST
+
 /* ---- Main ---------------------------------------------------------------------------------------- */
 
 int main(void) {
@@ -348,6 +416,7 @@ int main(void) {
     tc = tcase_create("repeat_and_fallback");
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_repeat_and_fallback, 0, N_SHAPES * N_DTYPES);
+    tcase_add_loop_test(tc, test_linear_silu, 0, N_SHAPES * N_DTYPES);
     suite_add_tcase(dev, tc);
     int failed = tu_gpu_run_suite(dev);
     cudaStreamSynchronize(g_stream);

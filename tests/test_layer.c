@@ -67,6 +67,9 @@ static int f_fused(void *be, int r, int64_t l, const lr_op_mods *m) {
     rec->mods[rec->n] = *m;
     return (void)be, record("rotary_attn", r, 0, 0, (int)l, -1, 0);
 }
+static int f_linear_act(void *be, int r, lr_buf in, int w, int b) {
+    return (void)be, record("linear_act", r, LR_BUF_ACT, in, w, b, 0);
+}
 static int f_read(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, void *dst, int64_t dst_ld) {
     (void)be, (void)ld;
     /* Each element says where it came from: buffer, rank, source column. */
@@ -367,6 +370,67 @@ START_TEST(fused_slot_replaces_two_ops) {
 }
 END_TEST
 
+/* A backend with the gate_up_proj + activation slot gets it in place of the two, with the
+ * projection's input, weight and bias, charged to the projection; not where anything
+ * looks at GATE_UP: an observer, a fault (any: the composer does not sort them), op-level
+ * isolation. */
+static void count_mlp(setup *s, const lr_observer *obs, int *fused, int *act) {
+    rec->n = 0;
+    memset(rec->prof_calls, 0, sizeof rec->prof_calls);
+    ck_assert_int_eq(lr_compose_forward(&s->c, NULL, 3, obs), LR_OK);
+    *fused = count("linear_act"), *act = count("activation");
+}
+
+START_TEST(fused_mlp_slot_replaces_gate_up_and_activation) {
+    setup s;
+    int tp = 2, fused, act;
+    make(&s, tp, false);
+    s.ops.linear_activation = f_linear_act;
+    int L = (int)s.cfg.num_hidden_layers;
+    count_mlp(&s, NULL, &fused, &act);
+    ck_assert_int_eq(fused, tp * L);
+    ck_assert_int_eq(act, 0);
+    ck_assert_int_eq(count("linear"), 3 * tp * L);
+    ck_assert_int_eq(rec->prof_calls[LR_PROF_GATE_UP_PROJ], L);
+    ck_assert_int_eq(rec->prof_calls[LR_PROF_SILU_AND_MUL], 0);
+    for (int i = 0; i < rec->n; i++) {
+        const call *c = &rec->calls[i];
+        if (strcmp(c->op, "linear_act") != 0) continue;
+        const lr_packed_desc *w = lr_plan_at(s.plan, (size_t)c->weight);
+        ck_assert_msg(strstr(w->name, "gate_up_proj") != NULL, "linear_act with %s", w->name);
+        ck_assert_int_eq(c->in, LR_BUF_NORMED);
+        ck_assert_int_ge(c->bias, 0); /* the config has biases: the slot is given gate_up's */
+        ck_assert_int_eq(lr_plan_at(s.plan, (size_t)c->bias)->shape[0], w->shape[0]);
+        /* rank 0, rank 1, then down_proj */
+        ck_assert_str_eq(rec->calls[i + 1].op, c->rank == tp - 1 ? "linear" : "linear_act");
+    }
+    /* An observer sees gate_proj and up_proj: the two ops run. */
+    lr_observer obs = {.on_stage = on_stage};
+    count_mlp(&s, &obs, &fused, &act);
+    ck_assert_int_eq(fused, 0);
+    ck_assert_int_eq(act, 2 * tp * L); /* act_fn and silu_and_mul */
+    /* Op-level isolation writes GATE_UP before the activation. */
+    lr_observer iso = {NULL, &s.cfg, every_stage, LR_ISOLATE_OP};
+    count_mlp(&s, &iso, &fused, &act);
+    ck_assert_int_eq(fused, 0);
+    ck_assert_int_eq(act, tp * L);
+    /* Layer-level isolation loads only streams: fused. */
+    lr_observer layer_iso = {NULL, &s.cfg, every_stage, LR_ISOLATE_LAYER};
+    count_mlp(&s, &layer_iso, &fused, &act);
+    ck_assert_int_eq(fused, tp * L);
+    ck_assert_int_eq(act, 0);
+    /* A fault anywhere. */
+    lr_fault f;
+    ck_assert_int_eq(lr_fault_parse("model.norm=scale:1e-3", &f), LR_OK);
+    ck_assert_int_eq(lr_fault_check(&f, &s.cfg), LR_OK);
+    s.c.faults = &f, s.c.num_faults = 1;
+    count_mlp(&s, NULL, &fused, &act);
+    ck_assert_int_eq(fused, 0);
+    ck_assert_int_eq(act, tp * L);
+    unmake(&s);
+}
+END_TEST
+
 /* A fault perturbs its stage's buffer right after the op that computes it, on every
  * rank's block of a column-parallel stage, before anything reads it. */
 START_TEST(faults_perturb_the_right_buffer_after_their_op) {
@@ -601,6 +665,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, gathers_put_each_rank_at_its_columns);
     tcase_add_test(tc, isolation_replaces_the_residual_stream);
     tcase_add_test(tc, fused_slot_replaces_two_ops);
+    tcase_add_test(tc, fused_mlp_slot_replaces_gate_up_and_activation);
     tcase_add_test(tc, faults_perturb_the_right_buffer_after_their_op);
     tcase_add_test(tc, fault_factors);
     tcase_add_test(tc, structural_faults_parse_and_are_refused_where_no_op_has_them);

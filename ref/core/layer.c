@@ -72,6 +72,7 @@ typedef struct {
     char *host;         /* (T, widest) in obs_dtype, observers only */
     int64_t *fault_at;  /* (num_faults): lr_stage_order of each fault's stage */
     double *inv_freq;   /* (head_dim / 2): a theta fault's RoPE frequencies, with one */
+    bool act_done;      /* the layer's activation ran with gate_up_proj (linear_activation) */
 } pass;
 
 static void mark(const pass *p, int prof) {
@@ -297,6 +298,15 @@ static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_i
         p->residual_live = true;
         break;
     case LR_OP_LINEAR: {
+        /* gate_up_proj and the activation in one call, where the backend has the slot and
+         * nothing looks at GATE_UP in between. */
+        if (s->out == LR_BUF_GATE_UP && ops->linear_activation && !p->obs && !p->isolate_ops &&
+            !p->fault_at) {
+            for (int r = 0; r < c->tp; r++)
+                TRY(ops->linear_activation(p->be, r, s->in, w, b));
+            p->act_done = true;
+            break;
+        }
         /* A row-parallel output at tp 1 is the result itself: no all-reduce to wait for. */
         lr_buf out = s->out == LR_BUF_PART && c->tp == 1 ? LR_BUF_HIDDEN : s->out;
         for (int r = 0; r < c->tp; r++)
@@ -315,6 +325,11 @@ static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_i
         break;
     case LR_OP_ACTIVATION:
     case LR_OP_ACT_FN:
+        if (s->op == LR_OP_ACTIVATION && p->act_done) { /* computed with gate_up_proj */
+            p->act_done = false;
+            prof = LR_PROF_NONE;
+            break;
+        }
         for (int r = 0; r < c->tp; r++) TRY(ops->activation(p->be, r, s->op == LR_OP_ACTIVATION));
         break;
     case LR_OP_ALL_REDUCE:

@@ -148,6 +148,12 @@ typedef struct {
      * the two ops in turn); a backend with a profiler marks LR_PROF_ROTARY itself where
      * its RoPE ends (the composer marks the attention after the call) */
     int (*rotary_attention)(void *be, int rank, int64_t layer, const lr_op_mods *mods);
+    /* optional fused slot: the gated MLP's gate_up_proj (out (T, 2 I_r) = in @ weight^T
+     * (+ bias)) then its activation (ACT = silu(gate) * up) in one call, GATE_UP left
+     * unwritten; the composer calls it in place of the two only where nothing sees
+     * GATE_UP (no observer, no fault, no op-level isolation) and charges the call to the
+     * projection; NULL: the two ops in turn */
+    int (*linear_activation)(void *be, int rank, lr_buf in, int weight, int bias);
 } lr_layer_ops;
 
 /* What the composer needs of a model: its shape and sharding, and the plan's indices. */
