@@ -907,6 +907,24 @@ START_TEST(graphs_replay_decode_bitwise) {
 }
 END_TEST
 
+/* A batch of the first seqs sequences, m new tokens each from its length len[s] (then
+ * advanced), in the caller's arrays: ids and pos (seqs * m), lens and sid (seqs). */
+static lr_batch gr_batch(const lr_batch *fb, int64_t seqs, int64_t m, int64_t *len, int64_t *ids,
+                         int64_t *pos, int64_t *lens, int64_t *sid) {
+    int64_t n = 0;
+    for (int64_t s = 0; s < seqs; s++) {
+        for (int64_t t = 0; t < m; t++, n++)
+            ids[n] = gr_token(fb, s, len[s] + t), pos[n] = len[s] + t;
+        lens[s] = m, sid[s] = s, len[s] += m;
+    }
+    return (lr_batch){.input_ids = ids,
+                      .positions = pos,
+                      .seq_lens = lens,
+                      .seq_ids = sid,
+                      .num_tokens = n,
+                      .num_seqs = seqs};
+}
+
 /* A switch that must change no bit: the same prefill and 5 decode steps of the first seqs
  * sequences (at most GR_SEQS) with it off (side e, eager) and at on (side g, with CUDA
  * graphs, so captured and replayed launches have it too) give the same hidden states and
@@ -924,22 +942,10 @@ static void switch_changes_no_bit(const fixture_case *fc, lr_dtype precision, vo
     ck_assert_msg(lr_model_create(L.ck, &o, &g.m) == LR_OK, "%s", lr_last_error());
     ck_assert_int_eq(lr_kv_cache_create(e.m, GR_SEQS, GR_CAP, &e.kv), LR_OK);
     ck_assert_int_eq(lr_kv_cache_create(g.m, GR_SEQS, GR_CAP, &g.kv), LR_OK);
-    int64_t len[GR_SEQS], all[GR_SEQS] = {0, 1, 2};
+    int64_t len[GR_SEQS] = {0};
     for (int k = -1; k < 5; k++) {
         int64_t ids[GR_SEQS * GR_PREFILL], pos[GR_SEQS * GR_PREFILL], lens[GR_SEQS], sid[GR_SEQS];
-        int64_t n = 0;
-        for (int64_t q = 0; q < seqs; q++) {
-            int64_t s = all[q], m = k < 0 ? GR_PREFILL : 1, p0 = k < 0 ? 0 : len[s];
-            for (int64_t t = 0; t < m; t++, n++)
-                ids[n] = gr_token(fb, s, p0 + t), pos[n] = p0 + t;
-            lens[q] = m, sid[q] = s, len[s] = p0 + m;
-        }
-        lr_batch b = {.input_ids = ids,
-                      .positions = pos,
-                      .seq_lens = lens,
-                      .seq_ids = sid,
-                      .num_tokens = n,
-                      .num_seqs = seqs};
+        lr_batch b = gr_batch(fb, seqs, k < 0 ? GR_PREFILL : 1, len, ids, pos, lens, sid);
         snprintf(what, sizeof what, "%s %s %s of %lld", fc->fixture, pname(precision),
                  k < 0 ? "prefill" : "decode", (long long)seqs);
         set(0);
@@ -1004,21 +1010,9 @@ static uint64_t activation_calls(const loaded *L, lr_dtype precision, int64_t se
     lr_model *m = make_model(L->ck, precision, 1, NULL);
     lr_kv_cache *kv;
     ck_assert_int_eq(lr_kv_cache_create(m, GR_SEQS, GR_CAP, &kv), LR_OK);
-    int64_t ids[GR_SEQS * 4], pos[GR_SEQS * 4], lens[GR_SEQS], sid[GR_SEQS], n = 0;
-    for (int step = 0; step < 2; step++) {
-        n = 0;
-        for (int64_t q = 0; q < seqs; q++) {
-            int64_t m0 = step == 0 ? 3 : 1, p0 = step == 0 ? 0 : 3;
-            for (int64_t t = 0; t < m0; t++, n++)
-                ids[n] = gr_token(fb, q, p0 + t), pos[n] = p0 + t;
-            lens[q] = m0, sid[q] = q;
-        }
-        lr_batch b = {.input_ids = ids,
-                      .positions = pos,
-                      .seq_lens = lens,
-                      .seq_ids = sid,
-                      .num_tokens = n,
-                      .num_seqs = seqs};
+    int64_t ids[GR_SEQS * 3], pos[GR_SEQS * 3], lens[GR_SEQS], sid[GR_SEQS], len[GR_SEQS] = {0};
+    for (int step = 0; step < 2; step++) { /* a prefill of 3 tokens each, then a decode step */
+        lr_batch b = gr_batch(fb, seqs, step == 0 ? 3 : 1, len, ids, pos, lens, sid);
         if (step == 1) ck_assert_int_eq(lr_model_set_profiling(m, true), LR_OK);
         lr_tensor h;
         ck_assert_msg(lr_model_forward(m, &b, kv, NULL, &h) == LR_OK, "%s", lr_last_error());
