@@ -416,6 +416,9 @@ int main(void) {
     tc = tcase_create("repeat_and_fallback");
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_repeat_and_fallback, 0, N_SHAPES * N_DTYPES);
+    suite_add_tcase(dev, tc);
+    tc = tcase_create("linear_silu"); /* apart, for a sanitizer: CK_RUN_CASE=linear_silu */
+    tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_linear_silu, 0, N_SHAPES * N_DTYPES);
     suite_add_tcase(dev, tc);
     int failed = tu_gpu_run_suite(dev);
