@@ -22,15 +22,16 @@
  * Usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N]
  *                  [--steps N] [--kernels SPEC] [--dump-logits FILE] [--only ROWS]
  *                  [--no-profile] [--graphs] [--no-pdl] [--no-rope-cache] [--silu-fuse]
- *                  [--host-logits] [--sustain SECONDS]
+ *                  [--qkv-fuse] [--host-logits] [--sustain SECONDS]
  * --no-pdl (or LLAMAREF_PDL=0) launches without programmatic dependent launch, for a
  * same-run comparison (the JSON's programmatic_dependent_launch says which ran).
  * --no-rope-cache (or LLAMAREF_ROPE_CACHE=0) runs RoPE and the cache write as two kernels
  * instead of one (gpu/gpu_ops.h, lr_gpu_rope_cache), for a same-run comparison (the JSON's
  * rope_cache_fused says which ran).
  * --silu-fuse (or LLAMAREF_SILU_FUSE=1) runs a decode step's gate_up_proj and activation as
- * one kernel (gpu/gpu_ops.h, lr_gpu_silu_fuse; off by default until it has run on a GPU),
- * for a same-run comparison (the JSON's silu_fused says which ran).
+ * one kernel, --qkv-fuse (or LLAMAREF_QKV_FUSE=1) its qkv_proj, RoPE and cache write
+ * (gpu/gpu_ops.h, lr_gpu_silu_fuse, lr_gpu_qkv_fuse; off by default until they have run on
+ * a GPU), for a same-run comparison (the JSON's silu_fused and qkv_fused say which ran).
  * --host-logits ends each decode step with its (B, vocab) logits on the host
  * (lr_model_compute_logits) instead of its greedy tokens (lr_model_greedy), the rows'
  * definition up to session 16, for a same-run comparison (the JSON's decode_output).
@@ -310,11 +311,11 @@ static int count_arg(const char *s) {
 }
 
 static void usage(void) {
-    fprintf(
-        stderr,
-        "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
-        "                 [--kernels SPEC] [--dump-logits FILE] [--only ROWS] [--no-profile] [--graphs]\n"
-        "                 [--no-pdl] [--no-rope-cache] [--silu-fuse] [--host-logits] [--sustain SECONDS]\n");
+    fprintf(stderr,
+            "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
+            "                 [--kernels SPEC] [--dump-logits FILE] [--only ROWS] [--no-profile] [--graphs]\n"
+            "                 [--no-pdl] [--no-rope-cache] [--silu-fuse] [--qkv-fuse]\n"
+            "                 [--host-logits] [--sustain SECONDS]\n");
 }
 
 int main(int argc, char **argv) {
@@ -339,6 +340,8 @@ int main(int argc, char **argv) {
             setenv("LLAMAREF_ROPE_CACHE", "0", 1); /* read at the first layer */
         else if (!strcmp(argv[i], "--silu-fuse"))
             setenv("LLAMAREF_SILU_FUSE", "1", 1); /* read at the first forward */
+        else if (!strcmp(argv[i], "--qkv-fuse"))
+            setenv("LLAMAREF_QKV_FUSE", "1", 1);
         else if (!strcmp(argv[i], "--host-logits"))
             host_logits = true;
         else if (!strcmp(argv[i], "--sustain") && i + 1 < argc) {
@@ -536,6 +539,7 @@ int main(int argc, char **argv) {
         fprintf(f, "  \"programmatic_dependent_launch\": %s,\n", lr_gpu_pdl() ? "true" : "false");
         fprintf(f, "  \"rope_cache_fused\": %s,\n", lr_gpu_rope_cache() ? "true" : "false");
         fprintf(f, "  \"silu_fused\": %s,\n", lr_gpu_silu_fuse() ? "true" : "false");
+        fprintf(f, "  \"qkv_fused\": %s,\n", lr_gpu_qkv_fuse() ? "true" : "false");
         fprintf(f, "  \"decode_output\": \"%s\",\n", host_logits ? "logits on the host" : "greedy tokens");
         fprintf(f, "  \"copy_bandwidth_Bps\": %.6e,\n  \"gemm_rate_flops\": %.6e,\n  \"load_s\": %.3f,\n", bw, rate,
                 load_s[0]);

@@ -76,6 +76,15 @@ template <typename T> __device__ __forceinline__ void st(T *p, float v) { *p = e
  * activation fused (linear.cu) both call it, so that the two agree bit for bit. */
 static __device__ __forceinline__ float silu1(float g) { return g / (1.0f + expf(-g)); }
 
+/* The rotate-half step of one RoPE pair (x1 at i, x2 at i + hd/2) by the angle's float32
+ * cosine c and sine sn: the one expression of it that rotary.cu's heads and fused RoPE +
+ * cache kernels and qkv_proj's GEMV with RoPE fused (linear.cu) share, so that they round
+ * alike. */
+static __device__ __forceinline__ void rot_pair(float x1, float x2, float c, float sn, float &y1, float &y2) {
+    y1 = x1 * c - x2 * sn;
+    y2 = x2 * c + x1 * sn;
+}
+
 /* Calls F<T>(args...) for the element type of dt; LR_E_INVAL for other dtypes. */
 #define LR_DISPATCH_DTYPE(dt, F, ...)                                                      \
     ((dt) == LR_F32    ? F<float>(__VA_ARGS__)                                             \

@@ -1047,12 +1047,58 @@ static int op_rotary_attention(void *be, int r, int64_t l, const lr_op_mods *mod
     return attend(p, r, l, mods);
 }
 
-/* Whether a pass fuses RoPE with the cache write: lr_gpu_rope_cache() on, and the model's
- * rotary and cache variants the defaults (heads, scatter), whose arithmetic and bits the
- * fused kernel has. */
-static bool rope_cache_fuses(const gpu_model *m) {
+/* Whether the model's rotary and cache variants are the defaults (heads, scatter), whose
+ * arithmetic and bits the fused RoPE + cache kernels have. */
+static bool default_rope_and_cache(const gpu_model *m) {
     const char *rv = m->variant[LR_GPU_FAM_ROTARY], *cv = m->variant[LR_GPU_FAM_CACHE];
-    return lr_gpu_rope_cache() && (!rv || strcmp(rv, "heads") == 0) && (!cv || strcmp(cv, "scatter") == 0);
+    return (!rv || strcmp(rv, "heads") == 0) && (!cv || strcmp(cv, "scatter") == 0);
+}
+
+/* Whether a pass fuses RoPE with the cache write: lr_gpu_rope_cache() on, the default
+ * variants. */
+static bool rope_cache_fuses(const gpu_model *m) { return lr_gpu_rope_cache() && default_rope_and_cache(m); }
+
+/* Whether the model's linear variant is the default (auto), whose bits (gemv's at the fused
+ * GEMVs' T) lr_gpu_linear_silu and lr_gpu_linear_rope_cache have. */
+static bool default_linear(const gpu_model *m) {
+    const char *lv = m->variant[LR_GPU_FAM_LINEAR];
+    return !lv || strcmp(lv, "auto") == 0;
+}
+
+/* The composer's linear_rotary_attention slot, in the ops of a pass where qkv_fuses:
+ * qkv_proj, RoPE and the cache write as lr_gpu_linear_rope_cache's one kernel (its two
+ * where it has none for the shape), charged to the profile's qkv_proj on rank 0, then
+ * attention. With a bias, which qkv_fuses leaves out, the projection and its bias, then
+ * the rotary_attention slot's work. */
+static int op_linear_rotary_attention(void *be, int r, int64_t l, lr_buf in, int w, int b,
+                                      const lr_op_mods *mods) {
+    gpu_pass *p = (gpu_pass *)be;
+    gpu_model *m = p->m;
+    gpu_rank *rk = &m->ranks[r];
+    if (b != LR_NO_WEIGHT) {
+        TRY(op_linear(be, r, LR_BUF_QKV, in, w, b));
+        if (r == 0) prof_mark(m, rk, LR_PROF_QKV_PROJ);
+        return op_rotary_attention(be, r, l, mods);
+    }
+    gpu_replica *rep = &m->reps[rep_of(m, r)];
+    const lr_packed_desc *d = lr_plan_at(rk->plan, (size_t)w); /* (q_r + 2 kv_r, K) */
+    cudaSetDevice(rk->device);
+    const double *inv;
+    TRY(rope_frequencies(m, rk, rep, mods, &inv));
+    TRY(lr_gpu_linear_rope_cache(rk->a.qkv, buf(p, in, r), weight(rk, w), p->T, rk->L.num_heads,
+                                 rk->L.num_kv_heads, m->cfg.head_dim, d->shape[1], rep->pos, inv,
+                                 layer_k(p, l, r), layer_v(p, l, r), rep->slots, m->dt, rk->blas,
+                                 rk->stream));
+    if (r == 0) prof_mark(m, rk, LR_PROF_QKV_PROJ);
+    return attend(p, r, l, mods);
+}
+
+/* Whether a pass of T tokens runs qkv_proj, RoPE and the cache write as one kernel:
+ * lr_gpu_qkv_fuse() on, T within the fused kernel's tokens, no attention bias, the default
+ * linear, rotary and cache variants. */
+static bool qkv_fuses(const gpu_model *m, int64_t T) {
+    return lr_gpu_qkv_fuse() && T <= 2 && !m->cfg.attention_bias && default_linear(m) &&
+           default_rope_and_cache(m);
 }
 
 static int op_activation(void *be, int r, bool gated) {
@@ -1088,8 +1134,8 @@ static int op_linear_activation(void *be, int r, lr_buf in, int w, int b) {
  * between the two), and the model's linear and activation variants the defaults (auto,
  * vec), whose bits it has. */
 static bool silu_fuses(const gpu_model *m, int64_t T) {
-    const char *lv = m->variant[LR_GPU_FAM_LINEAR], *av = m->variant[LR_GPU_FAM_ACTIVATION];
-    return lr_gpu_silu_fuse() && T <= 2 && !m->cfg.mlp_bias && (!lv || strcmp(lv, "auto") == 0) &&
+    const char *av = m->variant[LR_GPU_FAM_ACTIVATION];
+    return lr_gpu_silu_fuse() && T <= 2 && !m->cfg.mlp_bias && default_linear(m) &&
            (!av || strcmp(av, "vec") == 0);
 }
 
@@ -1241,16 +1287,16 @@ static void op_prof_mark(void *be, int prof) {
     prof_mark(p->m, &p->m->ranks[0], prof);
 }
 
-/* The layer's ops: the composer calls RoPE, then the cache write and attention, and
- * gate_up_proj, then the activation. A pass fills the fused slots in its own copy
+/* The layer's ops: the composer calls qkv_proj, RoPE, then the cache write and attention,
+ * and gate_up_proj, then the activation. A pass fills the fused slots in its own copy
  * (cuda_forward): rotary_attention where rope_cache_fuses (RoPE with the cache write),
- * linear_activation where silu_fuses; chosen per pass, so a captured graph holds the
- * kernels it ran. */
+ * linear_rotary_attention where qkv_fuses (qkv_proj with those), linear_activation where
+ * silu_fuses; chosen per pass, so a captured graph holds the kernels it ran. */
 static const lr_layer_ops cuda_layer_ops = {
-    LR_F32,          op_embedding, op_rms_norm,    op_linear,
-    op_rotary,       op_attention, op_activation,  op_all_reduce,
-    op_residual_sum, op_read,      op_load_stream, op_write,
-    op_perturb,      op_prof_mark, NULL,           NULL,
+    LR_F32,         op_embedding,  op_rms_norm,   op_linear,       op_rotary,
+    op_attention,   op_activation, op_all_reduce, op_residual_sum, op_read,
+    op_load_stream, op_write,      op_perturb,    op_prof_mark,    NULL,
+    NULL,           NULL,
 };
 
 /* ---- CUDA graphs --------------------------------------------------------------------------
@@ -1488,6 +1534,7 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
     lr_layer_ops ops = cuda_layer_ops;
     if (rope_cache_fuses(m)) ops.rotary_attention = op_rotary_attention;
     if (silu_fuses(m, T)) ops.linear_activation = op_linear_activation;
+    if (qkv_fuses(m, T)) ops.linear_rotary_attention = op_linear_rotary_attention;
     lr_composer c = {&ops, &m->cfg, m->layouts, m->tp, m->ranks[0].plan, m->faults, m->num_faults};
     if (graph)
         TRY(graph_step(m, &c, &p, kv));

@@ -89,17 +89,24 @@ int lr_gpu_blas_create(cublasHandle_t *out);
 int lr_gpu_linear(const char *variant, void *y, const void *x, const void *w, int64_t T, int64_t N,
                   int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s);
 
-/* gate_up_proj and SiluAndMul in one kernel where it can: act (T, NI) = silu(x wg^T) *
- * (x wu^T) for the packed w (2 NI, K) = [wg; wu], each product rounded to dt before the
- * activation, so the bits of linear "auto" (gemv at these T) then activation "vec". The
- * fused kernel runs where lr_gpu_linear_silu_fuses says (T <= 2, K a multiple of 16 bytes'
- * elements, x and w 16-byte aligned); otherwise the two kernels do, through gu (T, 2 NI),
- * which may be NULL only where the kernel fuses. Not a registry family: the CUDA backend
- * runs it where linear and activation are their defaults and lr_gpu_silu_fuse() says so.
- * (linear.cu) */
+/* GEMVs that end with the op after them (linear.cu), not registry families: the CUDA
+ * backend runs them where the variants of the ops they replace are the defaults and
+ * lr_gpu_silu_fuse() / lr_gpu_qkv_fuse() say so. Each gives the bits of linear "auto" (gemv
+ * at these T) then that op. Their one kernel runs where lr_gpu_linear_fuses says (T <= 2, K
+ * a multiple of 16 bytes' elements, x and w 16-byte aligned); the two kernels otherwise.
+ *
+ * gate_up_proj and SiluAndMul: act (T, NI) = silu(x wg^T) * (x wu^T) for the packed w
+ * (2 NI, K) = [wg; wu], each product rounded to dt first; gu (T, 2 NI) is the two
+ * kernels' product, and may be NULL only where the one kernel runs. */
 int lr_gpu_linear_silu(void *act, void *gu, const void *x, const void *w, int64_t T, int64_t NI, int64_t K,
                        lr_dtype dt, cublasHandle_t blas, cudaStream_t s);
-bool lr_gpu_linear_silu_fuses(int64_t T, int64_t K, const void *x, const void *w, lr_dtype dt);
+/* qkv_proj, RoPE and the cache write: qkv (T, (nh + 2 nkv) hd) = x w^T, then what
+ * lr_gpu_rotary_cache does to it (its q and k heads rotated, k and v to slot_mapping[t]). */
+int lr_gpu_linear_rope_cache(void *qkv, const void *x, const void *w, int64_t T, int64_t nh, int64_t nkv,
+                             int64_t hd, int64_t K, const int64_t *positions, const double *inv_freq,
+                             void *k_cache, void *v_cache, const int64_t *slot_mapping, lr_dtype dt,
+                             cublasHandle_t blas, cudaStream_t s);
+bool lr_gpu_linear_fuses(int64_t T, int64_t K, const void *x, const void *w, lr_dtype dt);
 
 /* neox RoPE in place on nheads heads of hd at the start of each row of x (T, ld); the
  * angle positions[t] * inv_freq[i] is formed and its sine and cosine taken in float64. */
@@ -198,11 +205,15 @@ bool lr_gpu_rope_cache(void);
 void lr_gpu_rope_cache_set(int on);
 
 /* Whether the CUDA backend runs gate_up_proj and the activation as one kernel
- * (lr_gpu_linear_silu) in a decode step of at most 2 tokens. Off (not yet run on a GPU)
- * unless LLAMAREF_SILU_FUSE=1 is in the environment or lr_gpu_silu_fuse_set(1) was
- * called; lr_gpu_silu_fuse_set(-1) goes back to that rule. It changes no bit. (util.cu) */
+ * (lr_gpu_linear_silu), and qkv_proj with RoPE and the cache write
+ * (lr_gpu_linear_rope_cache), in a decode step of at most 2 tokens. Off (not yet run on a
+ * GPU) unless LLAMAREF_SILU_FUSE=1 / LLAMAREF_QKV_FUSE=1 is in the environment or
+ * lr_gpu_silu_fuse_set(1) / lr_gpu_qkv_fuse_set(1) was called; set(-1) goes back to that
+ * rule. They change no bit. (util.cu) */
 bool lr_gpu_silu_fuse(void);
 void lr_gpu_silu_fuse_set(int on);
+bool lr_gpu_qkv_fuse(void);
+void lr_gpu_qkv_fuse_set(int on);
 
 /* The current device's compute capability (major) and multiprocessor count, asked once
  * a device; 0 where the runtime cannot say. (util.cu) */

@@ -298,95 +298,179 @@ int lr_gpu_linear_gemv(const void *args, cudaStream_t s) {
     return LR_DISPATCH_DTYPE(a->dt, linear_gemv, a, s);
 }
 
-/* ---- gemv with SiluAndMul -----------------------------------------------------------------
- * gate_up_proj and the activation in one kernel (lr_gpu_linear_silu): warp n takes gate row
- * n and up row NI + n of the packed weight (2 NI, K), each with gemv's arithmetic (the same
- * lanes, vector order, butterfly and rounding to E), and lane t rounds both of token t's
- * sums to E, as gemv stores them, and writes silu1(gate) * up rounded to E, as the
- * activation's kernels compute it from them: the bits of gemv then the activation, without
- * the (T, 2 NI) product going through memory and without the activation's launch. The
- * two rows' loads are issued together, so a warp has twice gemv's bytes in flight; before
- * the PDL wait each lane loads GEMV_PRELOAD vectors of each row. For T <= GEMV_SILU_MAX_T
- * (auto's gemv range, the tokens the backend fuses at) with 16-byte aligned rows; the
- * entry point runs the two kernels otherwise. */
-#define GEMV_SILU_MAX_T 2
-static_assert(GEMV_SILU_MAX_T <= AUTO_GEMV_MAX_T && GEMV_SILU_MAX_T <= GEMV_MAX_T,
-              "gemv_silu: its tokens are gemv's under auto");
+/* ---- gemv over row pairs, with an epilogue ----------------------------------------------
+ * gemv's arithmetic on two rows of w at a time, then an epilogue given both results: a GEMV
+ * that ends with the small op after it. lr_gpu_linear_silu: gate_up_proj's gate and up rows
+ * of one feature, then SiluAndMul; lr_gpu_linear_rope_cache: qkv_proj's rows i and i + hd/2
+ * of one head, then RoPE and the cache write. Warp p of the grid takes pair p (grid-stride):
+ * rows Epi::row(p, 0) and Epi::row(p, 1), each summed as gemv sums a row (the same lanes,
+ * vector order, butterfly), the loads of both issued together; lane t rounds token t's two
+ * sums to E, as gemv stores them, and hands those values to Epi::finish, so the epilogue
+ * starts from gemv's stored bits. Before the PDL wait each lane asks for the first vectors of
+ * both rows, as gemv does for one: PAIR_PRELOAD of each to registers, or, where the whole
+ * grid is resident at once with the memory (pair_staged_fits), PAIR_STAGED of each to
+ * shared memory by cp.async (8 in all, gemv's 4 KB a warp): qkv_proj at batch 1 on the H200
+ * is 384 blocks of pairs, one wave at 4 blocks an SM, where gemv's 768 of single rows were
+ * not. For T <= PAIR_MAX_T (auto's gemv range) with 16-byte aligned rows
+ * (lr_gpu_linear_fuses); the entry points run the two kernels otherwise. */
+#define PAIR_MAX_T 2
+static_assert(PAIR_MAX_T <= AUTO_GEMV_MAX_T && PAIR_MAX_T <= GEMV_MAX_T,
+              "gemv pairs: their tokens are gemv's under auto");
+#ifndef PAIR_PRELOAD
+#define PAIR_PRELOAD 2
+#endif
+#ifndef PAIR_STAGED
+#define PAIR_STAGED 4
+#endif
+#ifndef PAIR_STAGED_BLOCKS
+#define PAIR_STAGED_BLOCKS 4
+#endif
+static_assert(PAIR_PRELOAD >= 0 && PAIR_STAGED >= 0 && 2 * PAIR_STAGED * GEMV_WARPS * 32 * 16 <= 227 * 1024,
+              "gemv pairs: PAIR_PRELOAD, PAIR_STAGED >= 0; the staged vectors within an SM's shared memory");
 
-template <typename E, int MT>
-static __global__ void __launch_bounds__(GEMV_WARPS * 32)
-    linear_gemv_silu_kernel(E *__restrict__ act, const E *__restrict__ x, const E *__restrict__ w, int64_t NI,
+template <typename E, int MT, int SP, class Epi>
+static __global__ void __launch_bounds__(GEMV_WARPS * 32, SP > 0 ? PAIR_STAGED_BLOCKS : 1)
+    linear_gemv_pair_kernel(Epi epi, const E *__restrict__ x, const E *__restrict__ w, int64_t npairs,
                             int64_t K) {
-    constexpr int PRE = GEMV_PRELOAD;
+    constexpr int PRE = SP == 0 ? PAIR_PRELOAD : 0;
+    extern __shared__ uint4 pair_stage[]; /* 2 SP x 32 vectors a warp, lane-minor: row 0's, then row 1's */
     const int lane = threadIdx.x & 31;
     const int64_t step = (int64_t)gridDim.x * GEMV_WARPS,
-                  n0 = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
+                  p0 = (int64_t)blockIdx.x * GEMV_WARPS + (threadIdx.x >> 5);
     const int64_t nv = K / (16 / (int)sizeof(E));
+    uint4 *stage = pair_stage + (threadIdx.x >> 5) * 2 * SP * 32 + lane;
     pdl_trigger();
-    uint4 pg[PRE > 0 ? PRE : 1], pu[PRE > 0 ? PRE : 1];
+    /* w is written by no kernel: the pair's first vectors are asked for before the wait */
+    const uint4 *f0 = (const uint4 *)(w + (p0 < npairs ? epi.row(p0, 0) : 0) * K),
+                *f1 = (const uint4 *)(w + (p0 < npairs ? epi.row(p0, 1) : 0) * K);
+    uint4 pre[2][PRE > 0 ? PRE : 1];
 #pragma unroll
     for (int u = 0; u < PRE; u++) {
         const int64_t i = lane + 32 * u;
-        const bool ok = n0 < NI && i < nv;
-        pg[u] = ok ? ((const uint4 *)(w + n0 * K))[i] : make_uint4(0, 0, 0, 0);
-        pu[u] = ok ? ((const uint4 *)(w + (NI + n0) * K))[i] : make_uint4(0, 0, 0, 0);
+        const bool ok = p0 < npairs && i < nv;
+        pre[0][u] = ok ? f0[i] : make_uint4(0, 0, 0, 0);
+        pre[1][u] = ok ? f1[i] : make_uint4(0, 0, 0, 0);
+    }
+    if (SP > 0) {
+#pragma unroll
+        for (int h = 0; h < 2; h++)
+#pragma unroll
+            for (int u = 0; u < SP; u++) {
+                const int64_t i = lane + 32 * u;
+                const bool ok = p0 < npairs && i < nv;
+                cp_async16(smem_u32(stage + 32 * (h * SP + u)),
+                           ok ? (const void *)((h ? f1 : f0) + i) : (const void *)w, ok ? 16 : 0);
+            }
+        cp_async_commit();
     }
     pdl_wait();
-    /* n is warp-uniform, so the shuffles below run with every lane of the warp. */
-    for (int64_t n = n0; n < NI; n += step) {
-        const uint4 *g4 = (const uint4 *)(w + n * K), *u4 = (const uint4 *)(w + (NI + n) * K);
-        float ag[MT], au[MT];
+    /* p is warp-uniform, so the shuffles below run with every lane of the warp. */
+    for (int64_t p = p0; p < npairs; p += step) {
+        const uint4 *a4 = (const uint4 *)(w + epi.row(p, 0) * K),
+                    *b4 = (const uint4 *)(w + epi.row(p, 1) * K);
+        float a[MT], b[MT];
 #pragma unroll
         for (int t = 0; t < MT; t++)
-            ag[t] = 0.0f, au[t] = 0.0f;
+            a[t] = 0.0f, b[t] = 0.0f;
         int64_t i = lane;
-        if (n == n0) {
+        if (p == p0) {
 #pragma unroll
             for (int u = 0; u < PRE; u++, i += 32)
                 if (i < nv) {
-                    gemv_vec_step<E, MT>(ag, pg[u], x, K, i);
-                    gemv_vec_step<E, MT>(au, pu[u], x, K, i);
+                    gemv_vec_step<E, MT>(a, pre[0][u], x, K, i);
+                    gemv_vec_step<E, MT>(b, pre[1][u], x, K, i);
                 }
+            if (SP > 0) {
+                cp_async_wait<0>();
+#pragma unroll
+                for (int u = 0; u < SP; u++, i += 32)
+                    if (i < nv) {
+                        gemv_vec_step<E, MT>(a, stage[32 * u], x, K, i);
+                        gemv_vec_step<E, MT>(b, stage[32 * (SP + u)], x, K, i);
+                    }
+            }
         }
         for (; i < nv; i += 32) {
-            const uint4 gv = g4[i], uv = u4[i];
-            gemv_vec_step<E, MT>(ag, gv, x, K, i);
-            gemv_vec_step<E, MT>(au, uv, x, K, i);
+            const uint4 av = a4[i], bv = b4[i];
+            gemv_vec_step<E, MT>(a, av, x, K, i);
+            gemv_vec_step<E, MT>(b, bv, x, K, i);
         }
 #pragma unroll
         for (int t = 0; t < MT; t++)
             for (int o = 16; o > 0; o >>= 1) {
-                ag[t] += __shfl_xor_sync(0xffffffffu, ag[t], o);
-                au[t] += __shfl_xor_sync(0xffffffffu, au[t], o);
+                a[t] += __shfl_xor_sync(0xffffffffu, a[t], o);
+                b[t] += __shfl_xor_sync(0xffffffffu, b[t], o);
             }
 #pragma unroll
         for (int t = 0; t < MT; t++)
-            if (lane == t) {
-                const float g = elem<E>::load(elem<E>::store(ag[t])),
-                            up = elem<E>::load(elem<E>::store(au[t]));
-                st(act + t * NI + n, silu1(g) * up);
-            }
+            if (lane == t) epi.finish(p, t, elem<E>::store(a[t]), elem<E>::store(b[t]));
     }
+    if (SP > 0 && p0 >= npairs) cp_async_wait<0>(); /* a warp without a pair: its empty copies done */
 }
 
-template <typename E>
-static int linear_gemv_silu(void *act, const void *x, const void *w, int64_t T, int64_t NI, int64_t K,
-                            cudaStream_t s) {
-    int64_t blocks = (NI + GEMV_WARPS - 1) / GEMV_WARPS;
-    unsigned int grid = (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
-    if (T == 1)
-        LR_LAUNCH(linear_gemv_silu_kernel<E, 1>, grid, GEMV_WARPS * 32, 0, s, (E *)act, (const E *)x,
-                  (const E *)w, NI, K);
+/* Whether every block of a grid of this many fits on the card at once with the staged
+ * vectors' shared memory (asked once an instance). */
+template <typename E, int MT, class Epi> static bool pair_staged_fits(unsigned int grid) {
+    constexpr size_t smem = (size_t)2 * PAIR_STAGED * GEMV_WARPS * 32 * 16;
+    static int per_sm = -1;
+    if (PAIR_STAGED == 0) return false;
+    if (per_sm < 0) {
+        auto kernel = linear_gemv_pair_kernel<E, MT, PAIR_STAGED, Epi>;
+        int n = 0;
+        cudaError_t e =
+            smem > 48 * 1024
+                ? cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)
+                : cudaSuccess;
+        if (e == cudaSuccess)
+            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, GEMV_WARPS * 32, smem);
+        if (e != cudaSuccess) n = 0, (void)cudaGetLastError(); /* refused: launched without staging */
+        per_sm = n;
+    }
+    return (int64_t)grid <= (int64_t)lr_gpu_sm_count() * per_sm;
+}
+
+template <typename E, int MT, class Epi>
+static int gemv_pairs_t(const Epi &epi, const void *x, const void *w, int64_t npairs, int64_t K,
+                        cudaStream_t s) {
+    const int64_t blocks = (npairs + GEMV_WARPS - 1) / GEMV_WARPS;
+    const unsigned int grid = (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
+    const E *xe = (const E *)x, *we = (const E *)w;
+    if (pair_staged_fits<E, MT, Epi>(grid))
+        LR_LAUNCH(linear_gemv_pair_kernel<E, MT, PAIR_STAGED, Epi>, grid, GEMV_WARPS * 32,
+                  (size_t)2 * PAIR_STAGED * GEMV_WARPS * 32 * 16, s, epi, xe, we, npairs, K);
     else
-        LR_LAUNCH(linear_gemv_silu_kernel<E, 2>, grid, GEMV_WARPS * 32, 0, s, (E *)act, (const E *)x,
-                  (const E *)w, NI, K);
+        LR_LAUNCH(linear_gemv_pair_kernel<E, MT, 0, Epi>, grid, GEMV_WARPS * 32, 0, s, epi, xe, we, npairs,
+                  K);
     return LR_OK;
 }
 
-extern "C" bool lr_gpu_linear_silu_fuses(int64_t T, int64_t K, const void *x, const void *w, lr_dtype dt) {
+template <typename E, class Epi>
+static int gemv_pairs(const Epi &epi, const void *x, const void *w, int64_t T, int64_t npairs, int64_t K,
+                      cudaStream_t s) {
+    static_assert(PAIR_MAX_T == 2, "gemv pairs: one instance a token count");
+    return T == 1 ? gemv_pairs_t<E, 1>(epi, x, w, npairs, K, s) : gemv_pairs_t<E, 2>(epi, x, w, npairs, K, s);
+}
+
+extern "C" bool lr_gpu_linear_fuses(int64_t T, int64_t K, const void *x, const void *w, lr_dtype dt) {
     const int64_t V = dt == LR_F32 ? 4 : 8;
-    return T >= 1 && T <= GEMV_SILU_MAX_T && K > 0 && K % V == 0 && ((uintptr_t)x & 15) == 0 &&
+    return T >= 1 && T <= PAIR_MAX_T && K > 0 && K % V == 0 && ((uintptr_t)x & 15) == 0 &&
            ((uintptr_t)w & 15) == 0 && (dt == LR_F32 || dt == LR_F16 || dt == LR_BF16);
+}
+
+/* SiluAndMul after gate_up_proj: pair p is feature p's gate row p and up row NI + p. */
+template <typename E> struct silu_epi {
+    E *act;
+    int64_t NI;
+    __device__ __forceinline__ int64_t row(int64_t p, int h) const { return h ? NI + p : p; }
+    __device__ __forceinline__ void finish(int64_t p, int t, E g, E u) const {
+        st(act + t * NI + p, silu1(elem<E>::load(g)) * elem<E>::load(u));
+    }
+};
+
+template <typename E>
+static int linear_silu_fused(void *act, const void *x, const void *w, int64_t T, int64_t NI, int64_t K,
+                             cudaStream_t s) {
+    return gemv_pairs<E>(silu_epi<E>{(E *)act, NI}, x, w, T, NI, K, s);
 }
 
 extern "C" int lr_gpu_linear_silu(void *act, void *gu, const void *x, const void *w, int64_t T, int64_t NI,
@@ -399,14 +483,88 @@ extern "C" int lr_gpu_linear_silu(void *act, void *gu, const void *x, const void
     if (dt != LR_F32 && dt != LR_F16 && dt != LR_BF16)
         return lr_fail(LR_E_INVAL, "gpu linear_silu: dtype %s is not F32, F16 or BF16", lr_dtype_name(dt));
     if (T == 0 || NI == 0) return LR_OK;
-    if (!lr_gpu_linear_silu_fuses(T, K, x, w, dt)) {
+    if (!lr_gpu_linear_fuses(T, K, x, w, dt)) {
         if (!gu)
             return lr_fail(LR_E_INVAL, "gpu linear_silu: T %lld, K %lld or alignment needs gu, which is NULL",
                            (long long)T, (long long)K);
         int rc = lr_gpu_linear(NULL, gu, x, w, T, 2 * NI, K, dt, blas, s);
         return rc ? rc : lr_gpu_silu_and_mul(NULL, act, gu, T, NI, dt, s);
     }
-    return LR_DISPATCH_DTYPE(dt, linear_gemv_silu, act, x, w, T, NI, K, s);
+    return LR_DISPATCH_DTYPE(dt, linear_silu_fused, act, x, w, T, NI, K, s);
+}
+
+/* RoPE and the cache write after qkv_proj: pair p is (head h, i) with p = h * hd/2 + i, rows
+ * h hd + i and h hd + hd/2 + i. What rotary.cu's fused RoPE + cache kernel does with the
+ * two values gemv stored: a q or k head's pair rotated by the float64 sincos of pos * inv_freq[i]
+ * (rot_pair, one rounding) back to qkv, a k head's also to its cache slot; a v head's
+ * values to qkv and the cache as they are. A negative slot writes no cache entry. */
+template <typename E> struct rope_cache_epi {
+    E *qkv;
+    int64_t ld, nh, nkv, hd;
+    const int64_t *positions, *slots;
+    const double *inv_freq;
+    E *k_cache, *v_cache;
+    __device__ __forceinline__ int64_t row(int64_t p, int h) const {
+        const int64_t half = hd / 2, head = p / half;
+        return head * hd + (p - head * half) + (h ? half : 0);
+    }
+    __device__ __forceinline__ void finish(int64_t p, int t, E x1, E x2) const {
+        const int64_t half = hd / 2, head = p / half, i = p - head * half, slot = slots[t];
+        E *r = qkv + t * ld + head * hd, e1 = x1, e2 = x2;
+        if (head < nh + nkv) {
+            double sn, cd;
+            sincos((double)positions[t] * inv_freq[i], &sn, &cd);
+            float y1, y2;
+            rot_pair(elem<E>::load(x1), elem<E>::load(x2), (float)cd, (float)sn, y1, y2);
+            e1 = elem<E>::store(y1), e2 = elem<E>::store(y2);
+        }
+        r[i] = e1, r[half + i] = e2;
+        if (head >= nh && slot >= 0) {
+            E *c = (head < nh + nkv ? k_cache + (head - nh) * hd : v_cache + (head - nh - nkv) * hd) +
+                   slot * nkv * hd;
+            c[i] = e1, c[half + i] = e2;
+        }
+    }
+};
+
+template <typename E>
+static int linear_rope_cache_fused(const rope_cache_epi<E> &epi, const void *x, const void *w, int64_t T,
+                                   int64_t K, cudaStream_t s) {
+    return gemv_pairs<E>(epi, x, w, T, (epi.nh + 2 * epi.nkv) * (epi.hd / 2), K, s);
+}
+
+extern "C" int lr_gpu_linear_rope_cache(void *qkv, const void *x, const void *w, int64_t T, int64_t nh,
+                                        int64_t nkv, int64_t hd, int64_t K, const int64_t *positions,
+                                        const double *inv_freq, void *k_cache, void *v_cache,
+                                        const int64_t *slot_mapping, lr_dtype dt, cublasHandle_t blas,
+                                        cudaStream_t s) {
+    if (T < 0 || nh < 0 || nkv < 0 || hd < 0 || K < 0)
+        return lr_fail(LR_E_INVAL,
+                       "gpu linear_rope_cache: negative size (T %lld, nh %lld, nkv %lld, hd %lld, K %lld)",
+                       (long long)T, (long long)nh, (long long)nkv, (long long)hd, (long long)K);
+    if (hd % 2 != 0) return lr_fail(LR_E_INVAL, "gpu linear_rope_cache: head_dim %lld is odd", (long long)hd);
+    const int64_t N = (nh + 2 * nkv) * hd;
+    if (N > INT_MAX)
+        return lr_fail(LR_E_INVAL, "gpu linear_rope_cache: (nh + 2 nkv) hd = %lld over %d", (long long)N,
+                       INT_MAX);
+    if (dt != LR_F32 && dt != LR_F16 && dt != LR_BF16)
+        return lr_fail(LR_E_INVAL, "gpu linear_rope_cache: dtype %s is not F32, F16 or BF16",
+                       lr_dtype_name(dt));
+    if (T == 0 || N == 0) return LR_OK;
+    if (!lr_gpu_linear_fuses(T, K, x, w, dt)) {
+        int rc = lr_gpu_linear(NULL, qkv, x, w, T, N, K, dt, blas, s);
+        return rc ? rc
+                  : lr_gpu_rotary_cache(qkv, N, T, nh, nkv, hd, positions, inv_freq, k_cache, v_cache,
+                                        slot_mapping, dt, s);
+    }
+#define ROPE_CACHE_FUSED(E_)                                                                                 \
+    linear_rope_cache_fused<E_>(rope_cache_epi<E_>{(E_ *)qkv, N, nh, nkv, hd, positions, slot_mapping,       \
+                                                   inv_freq, (E_ *)k_cache, (E_ *)v_cache},                  \
+                                x, w, T, K, s)
+    return dt == LR_F32   ? ROPE_CACHE_FUSED(float)
+           : dt == LR_F16 ? ROPE_CACHE_FUSED(__half)
+                          : ROPE_CACHE_FUSED(__nv_bfloat16);
+#undef ROPE_CACHE_FUSED
 }
 
 /* ---- gemv2 ------------------------------------------------------------------------------

@@ -58,14 +58,6 @@ template <typename E> static int rotary_neox(const lr_gpu_rotary_args *a, cudaSt
     return LR_OK;
 }
 
-/* The rotate-half step of one pair (x1 at i, x2 at i + hd/2) by the angle's float32 cosine
- * c and sine sn: the one expression of it that the heads kernel and the fused RoPE + cache
- * kernel below share, so that they round alike. */
-static __device__ __forceinline__ void rot_pair(float x1, float x2, float c, float sn, float &y1, float &y2) {
-    y1 = x1 * c - x2 * sn;
-    y2 = x2 * c + x1 * sn;
-}
-
 /* "heads": grid (tokens, groups of ROT_HPB heads); thread i takes frequency i, forms its
  * float64 sine and cosine once, loads the pair (i, i + hd/2) of all the group's heads
  * before storing any, so a token costs one round trip to memory rather than one per

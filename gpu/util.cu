@@ -338,3 +338,10 @@ static env_switch silu_fuse_switch = {"LLAMAREF_SILU_FUSE", false, -1, -1};
 extern "C" void lr_gpu_silu_fuse_set(int on) { switch_set(&silu_fuse_switch, on); }
 
 extern "C" bool lr_gpu_silu_fuse(void) { return switch_on(&silu_fuse_switch); }
+
+/* qkv_proj with RoPE and the cache write as one kernel: off unless LLAMAREF_QKV_FUSE=1. */
+static env_switch qkv_fuse_switch = {"LLAMAREF_QKV_FUSE", false, -1, -1};
+
+extern "C" void lr_gpu_qkv_fuse_set(int on) { switch_set(&qkv_fuse_switch, on); }
+
+extern "C" bool lr_gpu_qkv_fuse(void) { return switch_on(&qkv_fuse_switch); }

@@ -1002,10 +1002,9 @@ START_TEST(rope_cache_changes_no_bit) {
 }
 END_TEST
 
-/* The activation's profiled calls in one decode step of seqs sequences (after their
- * prefill) on a fresh model: 0 where gate_up_proj computed it (the composer charges the
- * fused call to the projection). */
-static uint64_t activation_calls(const loaded *L, lr_dtype precision, int64_t seqs, int64_t *layers) {
+/* The profiled calls of op kind prof in one decode step of seqs sequences (after their
+ * prefill) on a fresh model; qkv_proj and gate_up_proj run once a layer either way. */
+static uint64_t profiled_calls(const loaded *L, lr_dtype precision, int64_t seqs, int prof, int64_t *layers) {
     const lr_batch *fb = lr_fixture_batch(L->fx);
     lr_model *m = make_model(L->ck, precision, 1, NULL);
     lr_kv_cache *kv;
@@ -1020,44 +1019,62 @@ static uint64_t activation_calls(const loaded *L, lr_dtype precision, int64_t se
     lr_profile p;
     ck_assert_int_eq(lr_model_get_profile(m, &p), LR_OK);
     *layers = lr_model_config(m)->num_hidden_layers;
+    ck_assert_uint_eq(p.calls[LR_PROF_QKV_PROJ], (uint64_t)*layers);
     ck_assert_uint_eq(p.calls[LR_PROF_GATE_UP_PROJ], (uint64_t)*layers);
     lr_kv_cache_free(kv);
     lr_model_free(m);
-    return p.calls[LR_PROF_SILU_AND_MUL];
+    return p.calls[prof];
 }
 
-/* gate_up_proj with the activation in one kernel (lr_gpu_linear_silu, gpu/linear.cu) gives
- * the bits of gemv then the activation in decode steps of 1 and 2 tokens (the fused
- * kernel's), eager and captured; a profiled decode step shows the activation's kernel gone
- * with the switch on and there with it off, so the comparison saw the fused kernel (every
- * fixture's hidden size is a multiple of 8, the fused kernel's rows). A model with an MLP
- * bias is not fused (the bias goes between): there both run it apart. loop index = case x
- * {bf16, fp16} x {1, 2 sequences}. */
-START_TEST(silu_fuse_changes_no_bit) {
-    const fixture_case *fc = &cases[_i / 4];
-    lr_dtype precision = _i % 2 ? LR_F16 : LR_BF16;
-    int64_t seqs = 1 + (_i / 2) % 2;
-    switch_changes_no_bit(fc, precision, lr_gpu_silu_fuse_set, 1, "gate_up_proj fused with the activation",
-                          seqs);
+/* A fusion switch (set) that must change no bit (switch_changes_no_bit) in decode steps of
+ * seqs sequences, and whose profiled decode step shows the fused-away op kind (prof) gone
+ * with it on and there with it off, so that the comparison saw the fused kernel (every
+ * fixture's hidden size is a multiple of 8, the fused kernels' rows). A model with the bias
+ * the fusion leaves out runs the op apart either way. */
+static void fusion_changes_no_bit(int i, void (*set)(int), const char *feature, int prof,
+                                  bool (*biased)(const lr_config *)) {
+    const fixture_case *fc = &cases[i / 4];
+    lr_dtype precision = i % 2 ? LR_F16 : LR_BF16;
+    int64_t seqs = 1 + (i / 2) % 2;
+    switch_changes_no_bit(fc, precision, set, 1, feature, seqs);
     loaded L = load_case(fc);
     int64_t layers = 0;
-    lr_gpu_silu_fuse_set(1);
-    uint64_t fused = activation_calls(&L, precision, seqs, &layers);
-    lr_gpu_silu_fuse_set(0);
-    uint64_t apart = activation_calls(&L, precision, seqs, &layers);
-    lr_gpu_silu_fuse_set(-1);
-    bool bias = lr_checkpoint_config(L.ck)->mlp_bias;
+    set(1);
+    uint64_t on = profiled_calls(&L, precision, seqs, prof, &layers);
+    set(0);
+    uint64_t off = profiled_calls(&L, precision, seqs, prof, &layers);
+    set(-1);
+    bool bias = biased(lr_checkpoint_config(L.ck));
     ck_assert_msg(
-        fused == (bias ? (uint64_t)layers : 0) && apart == (uint64_t)layers,
-        "%s %s, %lld sequences: the activation ran %llu times with the switch and %llu without (%lld "
-        "and %lld expected)",
-        fc->fixture, pname(precision), (long long)seqs, (unsigned long long)fused, (unsigned long long)apart,
-        bias ? (long long)layers : 0LL, (long long)layers);
+        on == (bias ? (uint64_t)layers : 0) && off == (uint64_t)layers,
+        "%s %s, %lld sequences, %s: %s ran %llu times with it and %llu without (%lld and %lld expected)",
+        fc->fixture, pname(precision), (long long)seqs, feature, lr_prof_op_name((lr_prof_op)prof),
+        (unsigned long long)on, (unsigned long long)off, bias ? (long long)layers : 0LL, (long long)layers);
     unload(&L);
-    printf(
-        "%s %s: gate_up_proj %s the activation at %lld token(s) a step, bitwise equal to the two kernels (a "
-        "prefill, 5 decode steps, 4 of them replayed graphs)\n",
-        fc->fixture, pname(precision), bias ? "not fused (an MLP bias) with" : "fused with", (long long)seqs);
+    printf("%s %s: %s %s at %lld token(s) a step, bitwise equal to the kernels apart (a prefill, 5 decode "
+           "steps, 4 "
+           "of them replayed graphs)\n",
+           fc->fixture, pname(precision), feature, bias ? "not fused (a bias)" : "fused", (long long)seqs);
+}
+
+static bool mlp_biased(const lr_config *c) { return c->mlp_bias; }
+static bool attention_biased(const lr_config *c) { return c->attention_bias; }
+
+/* gate_up_proj with the activation in one kernel (lr_gpu_linear_silu, gpu/linear.cu): the
+ * bits of gemv then the activation, and the activation's kernel gone. loop index = case x
+ * {bf16, fp16} x {1, 2 sequences}. */
+START_TEST(silu_fuse_changes_no_bit) {
+    fusion_changes_no_bit(_i, lr_gpu_silu_fuse_set, "gate_up_proj with the activation", LR_PROF_SILU_AND_MUL,
+                          mlp_biased);
+}
+END_TEST
+
+/* qkv_proj with RoPE and the cache write in one kernel (lr_gpu_linear_rope_cache): the bits of
+ * gemv then the fused RoPE + cache kernel, and the RoPE's kernel gone. loop index = case x
+ * {bf16, fp16} x {1, 2 sequences}. */
+START_TEST(qkv_fuse_changes_no_bit) {
+    fusion_changes_no_bit(_i, lr_gpu_qkv_fuse_set, "qkv_proj with RoPE and the cache write", LR_PROF_ROTARY,
+                          attention_biased);
 }
 END_TEST
 
@@ -1119,6 +1136,7 @@ static Suite *one_gpu_suite(void) {
     tcase_add_loop_test(tc, pdl_changes_no_bit, 0, N_CASES * 2);
     tcase_add_loop_test(tc, rope_cache_changes_no_bit, 0, N_CASES * 2);
     tcase_add_loop_test(tc, silu_fuse_changes_no_bit, 0, N_CASES * 4);
+    tcase_add_loop_test(tc, qkv_fuse_changes_no_bit, 0, N_CASES * 4);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -10,7 +10,8 @@
  *     to cublas where they hand the call on (T > 32, F32, K not a multiple of 8), at F32, F16
  *     and BF16 over a few shapes;
  *   - gate_up_proj with the activation in one call (lr_gpu_linear_silu) equal bit for bit
- *     to auto's product then the activation, fused (T <= 2) and not;
+ *     to auto's product then the activation, and qkv_proj with RoPE and the cache write
+ *     (lr_gpu_linear_rope_cache) to auto's then lr_gpu_rotary_cache, fused (T <= 2) and not;
  *   - without a device, that the order check above can fail: on its own shapes and data, a
  *     sum in another order (gemv's terms one element at a time instead of by vector, or
  *     gemv2's order) gives other bits for at least half the outputs, at F32 and at BF16.
@@ -24,6 +25,7 @@
 #include "config.h"
 #endif
 
+#include <math.h>
 #include <stdio.h>
 
 #ifndef LR_HAVE_CUDA
@@ -106,10 +108,25 @@ START_TEST(test_bad_arguments) {
     EXPECT_STATUS(lr_gpu_linear_silu(NULL, NULL, NULL, NULL, 3, 8, 8, LR_BF16, NULL, s),
                   LR_E_INVAL); /* T 3: gu */
     EXPECT_STATUS(lr_gpu_linear_silu(NULL, NULL, NULL, NULL, 0, 8, 8, LR_BF16, NULL, s), LR_OK);
-    ck_assert(!lr_gpu_linear_silu_fuses(3, 64, NULL, NULL, LR_BF16));
-    ck_assert(!lr_gpu_linear_silu_fuses(1, 60, NULL, NULL, LR_BF16)); /* K not whole vectors */
-    ck_assert(lr_gpu_linear_silu_fuses(1, 60, NULL, NULL, LR_F32));
-    ck_assert(lr_gpu_linear_silu_fuses(2, 64, NULL, NULL, LR_F16));
+    EXPECT_STATUS(lr_gpu_linear_rope_cache(NULL, NULL, NULL, 1, -1, 1, 8, 8, NULL, NULL, NULL, NULL, NULL,
+                                           LR_BF16, NULL, s),
+                  LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_linear_rope_cache(NULL, NULL, NULL, 1, 1, 1, 7, 8, NULL, NULL, NULL, NULL, NULL,
+                                           LR_BF16, NULL, s),
+                  LR_E_INVAL); /* odd head_dim */
+    EXPECT_STATUS(lr_gpu_linear_rope_cache(NULL, NULL, NULL, 1, 1, 1, 8, 8, NULL, NULL, NULL, NULL, NULL,
+                                           LR_I32, NULL, s),
+                  LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_linear_rope_cache(NULL, NULL, NULL, 1, (int64_t)1 << 28, 0, 16, 8, NULL, NULL, NULL,
+                                           NULL, NULL, LR_BF16, NULL, s),
+                  LR_E_INVAL); /* (nh + 2 nkv) hd over INT_MAX */
+    EXPECT_STATUS(lr_gpu_linear_rope_cache(NULL, NULL, NULL, 0, 1, 1, 8, 8, NULL, NULL, NULL, NULL, NULL,
+                                           LR_BF16, NULL, s),
+                  LR_OK);
+    ck_assert(!lr_gpu_linear_fuses(3, 64, NULL, NULL, LR_BF16));
+    ck_assert(!lr_gpu_linear_fuses(1, 60, NULL, NULL, LR_BF16)); /* K not whole vectors */
+    ck_assert(lr_gpu_linear_fuses(1, 60, NULL, NULL, LR_F32));
+    ck_assert(lr_gpu_linear_fuses(2, 64, NULL, NULL, LR_F16));
 }
 END_TEST
 
@@ -361,7 +378,7 @@ START_TEST(test_linear_silu) {
         ck_assert_int_eq(lr_gpu_linear(NULL, gu, x, w, T, N, K, dt, g_blas, g_stream), LR_OK);
         ck_assert_int_eq(lr_gpu_silu_and_mul(NULL, want_d, gu, T, NI, dt, g_stream), LR_OK);
         CK_CUDA(cudaMemset(gu, 0xff, 2 * ab)); /* the fused kernel must not need it */
-        bool fuses = lr_gpu_linear_silu_fuses(T, K, x, w, dt);
+        bool fuses = lr_gpu_linear_fuses(T, K, x, w, dt);
         ck_assert_int_eq(fuses, T <= 2 && K % V == 0);
         int rc = lr_gpu_linear_silu(act, fuses ? NULL : gu, x, w, T, NI, K, dt, g_blas, g_stream);
         ck_assert_msg(rc == LR_OK, "linear_silu: %s", lr_last_error());
@@ -384,6 +401,95 @@ START_TEST(test_linear_silu) {
     }
     free(wh);
     CK_CUDA(cudaFree(w));
+}
+END_TEST
+
+/* A device copy of n bytes of host data. */
+static void *to_device(const void *h, size_t n) {
+    void *d;
+    CK_CUDA(cudaMalloc(&d, n));
+    CK_CUDA(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
+    return d;
+}
+
+/* Where the two host copies of n elements of es bytes first differ (-1: nowhere). */
+static int64_t device_difference(const void *a_d, const void *b_d, int64_t n, size_t es) {
+    void *a = malloc((size_t)n * es), *b = malloc((size_t)n * es);
+    ck_assert(a && b);
+    CK_CUDA(cudaMemcpy(a, a_d, (size_t)n * es, cudaMemcpyDeviceToHost));
+    CK_CUDA(cudaMemcpy(b, b_d, (size_t)n * es, cudaMemcpyDeviceToHost));
+    int64_t at = first_difference(a, b, n, es);
+    free(a), free(b);
+    return at;
+}
+
+/* (nh, nkv, hd, K): small heads; K 33, unaligned at every dtype (the two kernels); Llama-3-8B's
+ * 32/8 heads of 128 on 4096 (one wave of staged blocks on an H200); kv heads as many as q. */
+static const int64_t rope_shapes[][4] = {{4, 2, 16, 64}, {3, 1, 8, 33}, {32, 8, 128, 4096}, {8, 8, 64, 136}};
+#define N_ROPE_SHAPES (int)(sizeof rope_shapes / sizeof rope_shapes[0])
+
+/* qkv_proj with RoPE and the cache write in one call (lr_gpu_linear_rope_cache) against auto's
+ * product then lr_gpu_rotary_cache, bit for bit in qkv and in both caches (filled alike
+ * beforehand, so a stray or missing write shows): fused at T 1 and 2 where the rows are whole
+ * vectors, the two kernels otherwise; token 1's slot is -1 (padding: no cache entry).
+ * Loop index: shape * N_DTYPES + dtype. */
+START_TEST(test_linear_rope_cache) {
+    const int64_t *sh = rope_shapes[_i / N_DTYPES];
+    int64_t nh = sh[0], nkv = sh[1], hd = sh[2], K = sh[3], N = (nh + 2 * nkv) * hd, nslots = 8;
+    lr_dtype dt = dtypes[_i % N_DTYPES];
+    size_t es = lr_dtype_size(dt);
+    uint64_t rng = g_seed ^ (uint64_t)_i * 0xd6e8feb86659fd93ull;
+    void *wh = random_values(dt, N * K, &rng), *ch = random_values(dt, nslots * nkv * hd, &rng);
+    void *w = to_device(wh, (size_t)(N * K) * es);
+    const int64_t pos_h[3] = {17, 1000, 3}, slots_h[3] = {5, -1, 2};
+    double *inv_h = malloc((size_t)(hd / 2) * sizeof *inv_h);
+    ck_assert_ptr_nonnull(inv_h);
+    for (int64_t i = 0; i < hd / 2; i++)
+        inv_h[i] = pow(10000.0, -2.0 * (double)i / (double)hd);
+    void *pos = to_device(pos_h, sizeof pos_h), *slots = to_device(slots_h, sizeof slots_h),
+         *inv = to_device(inv_h, (size_t)(hd / 2) * sizeof *inv_h);
+    size_t cb = (size_t)(nslots * nkv * hd) * es;
+    for (int64_t T = 1; T <= 3; T++) {
+        void *xh = random_values(dt, T * K, &rng);
+        void *x = to_device(xh, (size_t)(T * K) * es);
+        void *want = NULL, *got = NULL, *kw = to_device(ch, cb), *vw = to_device(ch, cb),
+             *kg = to_device(ch, cb), *vg = to_device(ch, cb);
+        CK_CUDA(cudaMalloc(&want, (size_t)(T * N) * es));
+        CK_CUDA(cudaMalloc(&got, (size_t)(T * N) * es));
+        ck_assert_int_eq(lr_gpu_linear(NULL, want, x, w, T, N, K, dt, g_blas, g_stream), LR_OK);
+        ck_assert_int_eq(lr_gpu_rotary_cache(want, N, T, nh, nkv, hd, pos, inv, kw, vw, slots, dt, g_stream),
+                         LR_OK);
+        bool fuses = lr_gpu_linear_fuses(T, K, x, w, dt);
+        ck_assert_int_eq(fuses, T <= 2 && K % (16 / (int64_t)es) == 0);
+        int rc = lr_gpu_linear_rope_cache(got, x, w, T, nh, nkv, hd, K, pos, inv, kg, vg, slots, dt, g_blas,
+                                          g_stream);
+        ck_assert_msg(rc == LR_OK, "linear_rope_cache: %s", lr_last_error());
+        CK_CUDA(cudaStreamSynchronize(g_stream));
+        const char *part[3] = {"qkv", "k cache", "v cache"};
+        int64_t at[3] = {device_difference(got, want, T * N, es),
+                         device_difference(kg, kw, nslots * nkv * hd, es),
+                         device_difference(vg, vw, nslots * nkv * hd, es)};
+        for (int k = 0; k < 3; k++)
+            ck_assert_msg(
+                at[k] < 0,
+                "linear_rope_cache %s T %lld (%lld/%lld heads of %lld, K %lld, %s): %s element %lld is not "
+                "auto then rotary_cache's bits (seed %llu)",
+                lr_dtype_name(dt), (long long)T, (long long)nh, (long long)nkv, (long long)hd, (long long)K,
+                fuses ? "fused" : "two kernels", part[k], (long long)at[k], (unsigned long long)g_seed);
+        free(xh);
+        CK_CUDA(cudaFree(x));
+        CK_CUDA(cudaFree(want));
+        CK_CUDA(cudaFree(got));
+        CK_CUDA(cudaFree(kw));
+        CK_CUDA(cudaFree(vw));
+        CK_CUDA(cudaFree(kg));
+        CK_CUDA(cudaFree(vg));
+    }
+    free(wh), free(ch), free(inv_h);
+    CK_CUDA(cudaFree(w));
+    CK_CUDA(cudaFree(pos));
+    CK_CUDA(cudaFree(slots));
+    CK_CUDA(cudaFree(inv));
 }
 END_TEST
 
@@ -417,9 +523,10 @@ int main(void) {
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_repeat_and_fallback, 0, N_SHAPES * N_DTYPES);
     suite_add_tcase(dev, tc);
-    tc = tcase_create("linear_silu"); /* apart, for a sanitizer: CK_RUN_CASE=linear_silu */
+    tc = tcase_create("fused"); /* the fused GEMVs apart, for a sanitizer: CK_RUN_CASE=fused */
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_linear_silu, 0, N_SHAPES * N_DTYPES);
+    tcase_add_loop_test(tc, test_linear_rope_cache, 0, N_ROPE_SHAPES * N_DTYPES);
     suite_add_tcase(dev, tc);
     int failed = tu_gpu_run_suite(dev);
     cudaStreamSynchronize(g_stream);

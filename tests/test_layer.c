@@ -70,6 +70,11 @@ static int f_fused(void *be, int r, int64_t l, const lr_op_mods *m) {
 static int f_linear_act(void *be, int r, lr_buf in, int w, int b) {
     return (void)be, record("linear_act", r, LR_BUF_ACT, in, w, b, 0);
 }
+static int f_linear_rope_attn(void *be, int r, int64_t l, lr_buf in, int w, int b, const lr_op_mods *m) {
+    rec->mods[rec->n] = *m;
+    (void)l;
+    return (void)be, record("qkv_rope_attn", r, LR_BUF_CTX, in, w, b, 0);
+}
 static int f_read(void *be, lr_buf b, int r, int64_t ld, int64_t col, int64_t cols, void *dst, int64_t dst_ld) {
     (void)be, (void)ld;
     /* Each element says where it came from: buffer, rank, source column. */
@@ -431,6 +436,46 @@ START_TEST(fused_mlp_slot_replaces_gate_up_and_activation) {
 }
 END_TEST
 
+/* A backend with the qkv_proj + RoPE + attention slot gets it at the attention step in
+ * place of the three, with the projection's input, weight and bias, with or without the
+ * rotary_attention slot; the profile's attention marked by the composer, qkv_proj and
+ * rotary left to the backend. Not with an observer. */
+START_TEST(fused_qkv_slot_replaces_projection_rope_and_attention) {
+    for (int with_rope_slot = 0; with_rope_slot < 2; with_rope_slot++) {
+        setup s;
+        int tp = 2;
+        make(&s, tp, with_rope_slot);
+        s.ops.linear_rotary_attention = f_linear_rope_attn;
+        int L = (int)s.cfg.num_hidden_layers;
+        ck_assert_int_eq(lr_compose_forward(&s.c, NULL, 3, NULL), LR_OK);
+        ck_assert_int_eq(count("qkv_rope_attn"), tp * L);
+        ck_assert_int_eq(count("rotary") + count("attention") + count("rotary_attn"), 0);
+        ck_assert_int_eq(count("linear"), 3 * tp * L);
+        ck_assert_int_eq(rec->prof_calls[LR_PROF_QKV_PROJ], 0);
+        ck_assert_int_eq(rec->prof_calls[LR_PROF_ROTARY], 0);
+        ck_assert_int_eq(rec->prof_calls[LR_PROF_ATTENTION], L);
+        int seen = 0;
+        for (int i = 0; i < rec->n; i++) {
+            const call *c = &rec->calls[i];
+            if (strcmp(c->op, "qkv_rope_attn") != 0) continue;
+            const lr_packed_desc *w = lr_plan_at(s.plan, (size_t)c->weight);
+            ck_assert_msg(strstr(w->name, "qkv_proj") != NULL, "qkv_rope_attn with %s", w->name);
+            ck_assert_int_eq(c->in, LR_BUF_NORMED);
+            ck_assert_int_eq(c->rank, seen++ % tp);
+            ck_assert_int_eq(lr_plan_at(s.plan, (size_t)c->bias)->shape[0], w->shape[0]);
+            /* the layer's input norm before it; o_proj after its ranks */
+            if (c->rank == tp - 1) ck_assert_str_eq(rec->calls[i + 1].op, "linear");
+        }
+        rec->n = 0;
+        lr_observer obs = {.on_stage = on_stage};
+        ck_assert_int_eq(lr_compose_forward(&s.c, NULL, 3, &obs), LR_OK);
+        ck_assert_int_eq(count("qkv_rope_attn"), 0);
+        ck_assert_int_eq(count(with_rope_slot ? "rotary_attn" : "attention"), tp * L);
+        unmake(&s);
+    }
+}
+END_TEST
+
 /* A fault perturbs its stage's buffer right after the op that computes it, on every
  * rank's block of a column-parallel stage, before anything reads it. */
 START_TEST(faults_perturb_the_right_buffer_after_their_op) {
@@ -666,6 +711,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, isolation_replaces_the_residual_stream);
     tcase_add_test(tc, fused_slot_replaces_two_ops);
     tcase_add_test(tc, fused_mlp_slot_replaces_gate_up_and_activation);
+    tcase_add_test(tc, fused_qkv_slot_replaces_projection_rope_and_attention);
     tcase_add_test(tc, faults_perturb_the_right_buffer_after_their_op);
     tcase_add_test(tc, fault_factors);
     tcase_add_test(tc, structural_faults_parse_and_are_refused_where_no_op_has_them);

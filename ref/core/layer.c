@@ -73,7 +73,15 @@ typedef struct {
     int64_t *fault_at;  /* (num_faults): lr_stage_order of each fault's stage */
     double *inv_freq;   /* (head_dim / 2): a theta fault's RoPE frequencies, with one */
     bool act_done;      /* the layer's activation ran with gate_up_proj (linear_activation) */
+    bool qkv_held;      /* qkv_proj waits for the attention step (linear_rotary_attention) */
+    lr_buf qkv_in;      /* ... its input, weight and bias */
+    int qkv_w, qkv_b;
 } pass;
+
+/* Whether a fused slot may take ops whose intermediate buffer nothing else sees: no
+ * observer, no fault (any: the composer does not sort them by stage), no op-level
+ * isolation (which writes every op's input). */
+static bool may_fuse(const pass *p) { return !p->obs && !p->isolate_ops && !p->fault_at; }
 
 static void mark(const pass *p, int prof) {
     if (p->ops->prof_mark) p->ops->prof_mark(p->be, prof);
@@ -300,11 +308,16 @@ static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_i
     case LR_OP_LINEAR: {
         /* gate_up_proj and the activation in one call, where the backend has the slot and
          * nothing looks at GATE_UP in between. */
-        if (s->out == LR_BUF_GATE_UP && ops->linear_activation && !p->obs && !p->isolate_ops &&
-            !p->fault_at) {
+        if (s->out == LR_BUF_GATE_UP && ops->linear_activation && may_fuse(p)) {
             for (int r = 0; r < c->tp; r++)
                 TRY(ops->linear_activation(p->be, r, s->in, w, b));
             p->act_done = true;
+            break;
+        }
+        /* qkv_proj held for the attention step, where RoPE and attention join it. */
+        if (s->out == LR_BUF_QKV && ops->linear_rotary_attention && may_fuse(p)) {
+            p->qkv_held = true, p->qkv_in = s->in, p->qkv_w = w, p->qkv_b = b;
+            prof = LR_PROF_NONE;
             break;
         }
         /* A row-parallel output at tp 1 is the result itself: no all-reduce to wait for. */
@@ -315,12 +328,15 @@ static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_i
     }
     case LR_OP_ROTARY:
         /* Fused with the attention that follows when the backend has the slot. */
-        if (ops->rotary_attention) return LR_OK;
+        if (ops->rotary_attention || p->qkv_held) return LR_OK;
         for (int r = 0; r < c->tp; r++) TRY(ops->rotary(p->be, r, &mods));
         break;
     case LR_OP_ATTENTION:
         for (int r = 0; r < c->tp; r++)
-            TRY(ops->rotary_attention ? ops->rotary_attention(p->be, r, l, &mods) : ops->attention(p->be, r, l, &mods));
+            TRY(p->qkv_held ? ops->linear_rotary_attention(p->be, r, l, p->qkv_in, p->qkv_w, p->qkv_b, &mods)
+                : ops->rotary_attention ? ops->rotary_attention(p->be, r, l, &mods)
+                                        : ops->attention(p->be, r, l, &mods));
+        p->qkv_held = false;
         if (p->fault_at) TRY(swap_heads(p, at));
         break;
     case LR_OP_ACTIVATION:

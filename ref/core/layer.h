@@ -154,6 +154,14 @@ typedef struct {
      * GATE_UP (no observer, no fault, no op-level isolation) and charges the call to the
      * projection; NULL: the two ops in turn */
     int (*linear_activation)(void *be, int rank, lr_buf in, int weight, int bias);
+    /* optional fused slot: qkv_proj (QKV = in @ weight^T (+ bias)), RoPE and attention in
+     * one call, as linear then rotary and attention (or rotary_attention) do them; the
+     * composer calls it at the attention step in place of the three where nothing sees QKV
+     * between them (as linear_activation); a backend with a profiler marks
+     * LR_PROF_QKV_PROJ itself where its projection ends (and LR_PROF_ROTARY where a RoPE of
+     * its own ends), the composer marks the attention after the call; NULL: the ops in turn */
+    int (*linear_rotary_attention)(void *be, int rank, int64_t layer, lr_buf in, int weight, int bias,
+                                   const lr_op_mods *mods);
 } lr_layer_ops;
 
 /* What the composer needs of a model: its shape and sharding, and the plan's indices. */
