@@ -459,7 +459,7 @@ extern "C" bool lr_gpu_linear_fuses(int64_t T, int64_t K, const void *x, const v
 
 /* SiluAndMul after gate_up_proj: pair p is feature p's gate row p and up row NI + p. */
 template <typename E> struct silu_epi {
-    E *act;
+    E *act; /* (T, NI) */
     int64_t NI;
     __device__ __forceinline__ int64_t row(int64_t p, int h) const { return h ? NI + p : p; }
     __device__ __forceinline__ void finish(int64_t p, int t, E g, E u) const {
@@ -499,11 +499,11 @@ extern "C" int lr_gpu_linear_silu(void *act, void *gu, const void *x, const void
  * (rot_pair, one rounding) back to qkv, a k head's also to its cache slot; a v head's
  * values to qkv and the cache as they are. A negative slot writes no cache entry. */
 template <typename E> struct rope_cache_epi {
-    E *qkv;
+    E *qkv; /* (T, ld): q heads, k heads, v heads */
     int64_t ld, nh, nkv, hd;
-    const int64_t *positions, *slots;
-    const double *inv_freq;
-    E *k_cache, *v_cache;
+    const int64_t *positions, *slots; /* (T) */
+    const double *inv_freq;           /* (hd / 2) */
+    E *k_cache, *v_cache;             /* (slots, nkv, hd) */
     __device__ __forceinline__ int64_t row(int64_t p, int h) const {
         const int64_t half = hd / 2, head = p / half;
         return head * hd + (p - head * half) + (h ? half : 0);

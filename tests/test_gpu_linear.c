@@ -351,6 +351,17 @@ START_TEST(test_repeat_and_fallback) {
 }
 END_TEST
 
+/* Bytes past an output that a kernel must not touch (filled with 0x5a). */
+#define GUARD 256
+
+static void guard_intact(const void *tail_d, const char *what, lr_dtype dt, int64_t T) {
+    unsigned char tail[GUARD];
+    CK_CUDA(cudaMemcpy(tail, tail_d, GUARD, cudaMemcpyDeviceToHost));
+    for (int i = 0; i < GUARD; i++)
+        ck_assert_msg(tail[i] == 0x5a, "%s %s T %lld: byte %d past the output was written (seed %llu)", what,
+                      lr_dtype_name(dt), (long long)T, i, (unsigned long long)g_seed);
+}
+
 /* gate_up_proj with the activation in one call (lr_gpu_linear_silu) against auto's product
  * then the activation's default, bit for bit: the fused kernel at T 1 and 2 where the rows
  * are whole vectors, the two kernels otherwise (T 3, K 33 or 4100 at 16 bits). The packed
@@ -373,7 +384,8 @@ START_TEST(test_linear_silu) {
         CK_CUDA(cudaMalloc(&x, (size_t)(T * K) * es));
         CK_CUDA(cudaMemcpy(x, xh, (size_t)(T * K) * es, cudaMemcpyHostToDevice));
         CK_CUDA(cudaMalloc(&gu, 2 * ab));
-        CK_CUDA(cudaMalloc(&act, ab));
+        CK_CUDA(cudaMalloc(&act, ab + GUARD));
+        CK_CUDA(cudaMemset(act, 0x5a, ab + GUARD)); /* the tail must stay so */
         CK_CUDA(cudaMalloc(&want_d, ab));
         ck_assert_int_eq(lr_gpu_linear(NULL, gu, x, w, T, N, K, dt, g_blas, g_stream), LR_OK);
         ck_assert_int_eq(lr_gpu_silu_and_mul(NULL, want_d, gu, T, NI, dt, g_stream), LR_OK);
@@ -387,6 +399,7 @@ START_TEST(test_linear_silu) {
         ck_assert(got && want);
         CK_CUDA(cudaMemcpy(got, act, ab, cudaMemcpyDeviceToHost));
         CK_CUDA(cudaMemcpy(want, want_d, ab, cudaMemcpyDeviceToHost));
+        guard_intact((char *)act + ab, "linear_silu", dt, T);
         int64_t at = first_difference(got, want, T * NI, es);
         ck_assert_msg(at < 0,
                       "linear_silu %s T %lld (NI %lld, K %lld, %s): output %lld is not auto then the "
@@ -455,7 +468,8 @@ START_TEST(test_linear_rope_cache) {
         void *want = NULL, *got = NULL, *kw = to_device(ch, cb), *vw = to_device(ch, cb),
              *kg = to_device(ch, cb), *vg = to_device(ch, cb);
         CK_CUDA(cudaMalloc(&want, (size_t)(T * N) * es));
-        CK_CUDA(cudaMalloc(&got, (size_t)(T * N) * es));
+        CK_CUDA(cudaMalloc(&got, (size_t)(T * N) * es + GUARD));
+        CK_CUDA(cudaMemset(got, 0x5a, (size_t)(T * N) * es + GUARD));
         ck_assert_int_eq(lr_gpu_linear(NULL, want, x, w, T, N, K, dt, g_blas, g_stream), LR_OK);
         ck_assert_int_eq(lr_gpu_rotary_cache(want, N, T, nh, nkv, hd, pos, inv, kw, vw, slots, dt, g_stream),
                          LR_OK);
@@ -465,6 +479,7 @@ START_TEST(test_linear_rope_cache) {
                                           g_stream);
         ck_assert_msg(rc == LR_OK, "linear_rope_cache: %s", lr_last_error());
         CK_CUDA(cudaStreamSynchronize(g_stream));
+        guard_intact((char *)got + (size_t)(T * N) * es, "linear_rope_cache", dt, T);
         const char *part[3] = {"qkv", "k cache", "v cache"};
         int64_t at[3] = {device_difference(got, want, T * N, es),
                          device_difference(kg, kw, nslots * nkv * hd, es),
