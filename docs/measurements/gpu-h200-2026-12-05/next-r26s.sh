@@ -3,7 +3,9 @@
 # LLAMAREF_SILU_FUSE=1, gpu_bench --silu-fuse) and qkv_proj with RoPE and the cache write
 # (lr_gpu_linear_rope_cache, LLAMAREF_QKV_FUSE=1, --qkv-fuse; its 384 blocks of row pairs
 # are one wave at batch 1, so it stages its first 4 KB a warp, which gemv's 768 could not).
-# First their checks: test_gpu_linear (the "fused" case: bits against auto then vec / then
+# First their checks (which also run run24/next-r25c.sh's suites: test_gpu_forward's
+# forward_rows_are_forwards_rows and greedy_is_the_argmax_of_the_logits, never yet run on a
+# GPU, and test_gpu_linear's order check with the cancelling pair): test_gpu_linear (the "fused" case: bits against auto then vec / then
 # rotary_cache, qkv and both caches, at every dtype, fused at T 1 and 2, the two kernels at
 # T 3 and unaligned K), test_gpu_forward (silu_fuse_changes_no_bit, qkv_fuse_changes_no_bit:
 # every fixture at bf16 and fp16, decode steps of 1 and 2 sequences, eager and in graphs,
@@ -27,7 +29,7 @@ cd $B && make -j16 bench-gpu tests/test_gpu_linear tests/test_gpu_forward > $L/b
 if [ -z "${BENCH_ONLY:-}" ]; then
 el "test_gpu_linear, test_gpu_forward"
 timeout 100 ./tests/test_gpu_linear > $L/test_gpu_linear.log 2>&1; echo "test_gpu_linear exit $?"; grep -E "^[0-9]+%|:[EF]:" $L/test_gpu_linear.log | head -5
-timeout 180 ./tests/test_gpu_forward > $L/test_gpu_forward.log 2>&1; echo "test_gpu_forward exit $?"; grep -E "^[0-9]+%|:[EF]:" $L/test_gpu_forward.log | head -6; grep -cE "(activation|cache write) fused at" $L/test_gpu_forward.log; pack
+timeout 180 ./tests/test_gpu_forward > $L/test_gpu_forward.log 2>&1; echo "test_gpu_forward exit $?"; grep -E "forward_rows|greedy|^[0-9]+%|:[EF]:" $L/test_gpu_forward.log | head -10; grep -cE "(activation|cache write) fused at" $L/test_gpu_forward.log; pack
 el sanitizers
 for tool in memcheck racecheck; do CK_RUN_CASE=fused timeout 90 /usr/local/cuda/bin/compute-sanitizer --tool $tool --error-exitcode 9 ./tests/test_gpu_linear > $L/san-$tool.txt 2>&1; echo "$tool exit $?"; grep -m1 -E "ERROR SUMMARY|RACECHECK SUMMARY" $L/san-$tool.txt; done; pack
 fi
