@@ -130,6 +130,16 @@ static_assert(SP_BLOCKS >= 1 && 2 * SP_BLOCKS * 4 <= 48 * 1024, "the merge's fac
 #define SP_FIT 0
 #endif
 #define SPLIT_UNHANDLED 1 /* not a status: no instance for the group size; the caller hands the call on */
+/* META_EARLY (a build-time knob for a trial; the bits are the same): 1 has fd's split kernel
+ * and the merge kernel read the step's metadata (the keys each sequence sees, its first
+ * token, its block table's place) and plan their chunks before their PDL wait, not after:
+ * the host uploads the metadata before the step and no kernel writes it, which common.cuh's
+ * contract allows before the wait; a mask fault's keys are uploaded synchronously. At batch
+ * 1 each of the two kernels is a chain of dependent loads a few microseconds long, and this
+ * takes one or two of its links off the path after the kernel before. 0: after the wait. */
+#ifndef META_EARLY
+#define META_EARLY 0
+#endif
 
 /* How a decode batch's keys are split: at most want chunks (want: enough blocks to fill
  * the card), none under SP_MIN_CHUNK keys, from the most keys any sequence sees. The host
@@ -176,10 +186,11 @@ static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_m
     __shared__ int maxk_s;
     __shared__ float red[32];
     pdl_trigger(); /* launched with programmatic dependent launch (common.cuh) */
-    pdl_wait();
+    if (!META_EARLY) pdl_wait();
     int nsplit;
     int64_t chunk;
     split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk);
+    if (META_EARLY) pdl_wait(); /* part_o and part_ml: the split kernel's */
     if (nsplit == 1) return;
     int64_t seq = blockIdx.x / nh, h = blockIdx.x % nh;
     int64_t t = m.seq_start[seq];

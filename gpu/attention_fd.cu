@@ -120,7 +120,7 @@ static __global__ void FD_BOUNDS attention_fd_kernel(E *ctx, int64_t ldc, const 
     __shared__ int maxk_s;
     E *vs = (E *)vraw;
     pdl_trigger(); /* launched with programmatic dependent launch (common.cuh) */
-    pdl_wait();
+    if (!META_EARLY) pdl_wait();
 
     int nsplit;
     int64_t chunk;
@@ -128,15 +128,18 @@ static __global__ void FD_BOUNDS attention_fd_kernel(E *ctx, int64_t ldc, const 
 #if FD_HEAD_MINOR /* grid (nkv, up to 65535, more): the (sequence, chunk) in y and z */
     const unsigned int bx = blockIdx.z * gridDim.y + blockIdx.y;
     const int64_t g = blockIdx.x;
-    if (bx >= (unsigned int)(m.num_seqs * grid_split)) return; /* block-uniform, after the barriers */
+    const bool in_grid = bx < (unsigned int)(m.num_seqs * grid_split);
 #else
     const unsigned int bx = blockIdx.x;
     const int64_t g = blockIdx.y;
+    const bool in_grid = true;
 #endif
     const int64_t seq = bx / (unsigned int)grid_split, c = bx % (unsigned int)grid_split;
-    if (c >= nsplit) return; /* block-uniform, after the last barrier of batch_max_keys */
+    const bool runs = in_grid && c < nsplit; /* block-uniform, after the last barrier of batch_max_keys */
+    const int64_t t = runs ? m.seq_start[seq] : 0, nk = runs ? m.token_keys[t] : 0;
+    if (META_EARLY) pdl_wait(); /* q, the cache, part_o: kernels' */
+    if (!runs) return;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
-    const int64_t t = m.seq_start[seq], nk = m.token_keys[t];
     const int64_t kbeg = c * chunk, kend = kbeg + chunk < nk ? kbeg + chunk : nk;
     const int32_t *table = m.block_tables + seq * m.max_blocks;
     const int bsz = (int)m.block_size;
