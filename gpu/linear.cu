@@ -231,24 +231,27 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32, SP > 0 ? GEMV_STAGED_B
     if (SP > 0 && n0 >= N) cp_async_wait<0>(); /* a warp without a row: its empty copies done */
 }
 
+/* Blocks of a staged GEMV kernel (GEMV_WARPS warps, smem bytes of dynamic shared memory) an
+ * SM holds at once; 0 where the runtime refuses the memory (it then runs unstaged). */
+template <typename Kernel> static int staged_blocks_per_sm(Kernel kernel, size_t smem) {
+    int n = 0;
+    cudaError_t e = smem > 48 * 1024
+                        ? cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)
+                        : cudaSuccess;
+    if (e == cudaSuccess)
+        e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, GEMV_WARPS * 32, smem);
+    if (e != cudaSuccess) n = 0, (void)cudaGetLastError();
+    return n;
+}
+
 /* Whether every block of a grid of this many fits on the card at once with the staged
  * vectors' shared memory (asked once an instance: the cards of a process are alike). */
 template <typename E, int MT> static bool gemv_staged_fits(unsigned int grid) {
-    constexpr size_t smem = (size_t)GEMV_STAGED * GEMV_WARPS * 32 * 16;
     static int per_sm = -1;
     if (GEMV_STAGED == 0) return false;
-    if (per_sm < 0) {
-        auto kernel = linear_gemv_kernel<E, MT, true, GEMV_STAGED>;
-        int n = 0;
-        cudaError_t e =
-            smem > 48 * 1024
-                ? cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)
-                : cudaSuccess;
-        if (e == cudaSuccess)
-            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, GEMV_WARPS * 32, smem);
-        if (e != cudaSuccess) n = 0, (void)cudaGetLastError(); /* refused: launched without staging */
-        per_sm = n;
-    }
+    if (per_sm < 0)
+        per_sm = staged_blocks_per_sm(linear_gemv_kernel<E, MT, true, GEMV_STAGED>,
+                                      (size_t)GEMV_STAGED * GEMV_WARPS * 32 * 16);
     return (int64_t)grid <= (int64_t)lr_gpu_sm_count() * per_sm;
 }
 
@@ -411,21 +414,11 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32, SP > 0 ? PAIR_STAGED_B
 /* Whether every block of a grid of this many fits on the card at once with the staged
  * vectors' shared memory (asked once an instance). */
 template <typename E, int MT, class Epi> static bool pair_staged_fits(unsigned int grid) {
-    constexpr size_t smem = (size_t)2 * PAIR_STAGED * GEMV_WARPS * 32 * 16;
     static int per_sm = -1;
     if (PAIR_STAGED == 0) return false;
-    if (per_sm < 0) {
-        auto kernel = linear_gemv_pair_kernel<E, MT, PAIR_STAGED, Epi>;
-        int n = 0;
-        cudaError_t e =
-            smem > 48 * 1024
-                ? cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)
-                : cudaSuccess;
-        if (e == cudaSuccess)
-            e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, GEMV_WARPS * 32, smem);
-        if (e != cudaSuccess) n = 0, (void)cudaGetLastError(); /* refused: launched without staging */
-        per_sm = n;
-    }
+    if (per_sm < 0)
+        per_sm = staged_blocks_per_sm(linear_gemv_pair_kernel<E, MT, PAIR_STAGED, Epi>,
+                                      (size_t)2 * PAIR_STAGED * GEMV_WARPS * 32 * 16);
     return (int64_t)grid <= (int64_t)lr_gpu_sm_count() * per_sm;
 }
 
