@@ -1097,8 +1097,8 @@ static int op_linear_rotary_attention(void *be, int r, int64_t l, lr_buf in, int
  * lr_gpu_qkv_fuse() on, T within the fused kernel's tokens, no attention bias, the default
  * linear, rotary and cache variants. */
 static bool qkv_fuses(const gpu_model *m, int64_t T) {
-    return lr_gpu_qkv_fuse() && T <= 2 && !m->cfg.attention_bias && default_linear(m) &&
-           default_rope_and_cache(m);
+    return lr_gpu_qkv_fuse() && T <= LR_GPU_LINEAR_FUSED_MAX_T && !m->cfg.attention_bias &&
+           default_linear(m) && default_rope_and_cache(m);
 }
 
 static int op_activation(void *be, int r, bool gated) {
@@ -1135,7 +1135,7 @@ static int op_linear_activation(void *be, int r, lr_buf in, int w, int b) {
  * vec), whose bits it has. */
 static bool silu_fuses(const gpu_model *m, int64_t T) {
     const char *av = m->variant[LR_GPU_FAM_ACTIVATION];
-    return lr_gpu_silu_fuse() && T <= 2 && !m->cfg.mlp_bias && default_linear(m) &&
+    return lr_gpu_silu_fuse() && T <= LR_GPU_LINEAR_FUSED_MAX_T && !m->cfg.mlp_bias && default_linear(m) &&
            (!av || strcmp(av, "vec") == 0);
 }
 

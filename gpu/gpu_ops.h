@@ -98,6 +98,7 @@ int lr_gpu_linear(const char *variant, void *y, const void *x, const void *w, in
  * gate_up_proj and SiluAndMul: act (T, NI) = silu(x wg^T) * (x wu^T) for the packed w
  * (2 NI, K) = [wg; wu], each product rounded to dt first; gu (T, 2 NI) is the two
  * kernels' product, and may be NULL only where the one kernel runs. */
+#define LR_GPU_LINEAR_FUSED_MAX_T 2 /* the most tokens of their one kernel: auto's gemv range */
 int lr_gpu_linear_silu(void *act, void *gu, const void *x, const void *w, int64_t T, int64_t NI, int64_t K,
                        lr_dtype dt, cublasHandle_t blas, cudaStream_t s);
 /* qkv_proj, RoPE and the cache write: qkv (T, (nh + 2 nkv) hd) = x w^T, then what

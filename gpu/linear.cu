@@ -316,7 +316,7 @@ int lr_gpu_linear_gemv(const void *args, cudaStream_t s) {
  * is 384 blocks of pairs, one wave at 4 blocks an SM, where gemv's 768 of single rows were
  * not. For T <= PAIR_MAX_T (auto's gemv range) with 16-byte aligned rows
  * (lr_gpu_linear_fuses); the entry points run the two kernels otherwise. */
-#define PAIR_MAX_T 2
+#define PAIR_MAX_T LR_GPU_LINEAR_FUSED_MAX_T
 static_assert(PAIR_MAX_T <= AUTO_GEMV_MAX_T && PAIR_MAX_T <= GEMV_MAX_T,
               "gemv pairs: their tokens are gemv's under auto");
 #ifndef PAIR_PRELOAD
@@ -521,9 +521,13 @@ template <typename E> struct rope_cache_epi {
 };
 
 template <typename E>
-static int linear_rope_cache_fused(const rope_cache_epi<E> &epi, const void *x, const void *w, int64_t T,
-                                   int64_t K, cudaStream_t s) {
-    return gemv_pairs<E>(epi, x, w, T, (epi.nh + 2 * epi.nkv) * (epi.hd / 2), K, s);
+static int linear_rope_cache_fused(void *qkv, const void *x, const void *w, int64_t T, int64_t nh,
+                                   int64_t nkv, int64_t hd, int64_t K, const int64_t *positions,
+                                   const double *inv_freq, void *k_cache, void *v_cache,
+                                   const int64_t *slot_mapping, cudaStream_t s) {
+    const rope_cache_epi<E> epi{(E *)qkv,  (nh + 2 * nkv) * hd, nh,       nkv,          hd,
+                                positions, slot_mapping,        inv_freq, (E *)k_cache, (E *)v_cache};
+    return gemv_pairs<E>(epi, x, w, T, (nh + 2 * nkv) * (hd / 2), K, s);
 }
 
 extern "C" int lr_gpu_linear_rope_cache(void *qkv, const void *x, const void *w, int64_t T, int64_t nh,
@@ -550,14 +554,8 @@ extern "C" int lr_gpu_linear_rope_cache(void *qkv, const void *x, const void *w,
                   : lr_gpu_rotary_cache(qkv, N, T, nh, nkv, hd, positions, inv_freq, k_cache, v_cache,
                                         slot_mapping, dt, s);
     }
-#define ROPE_CACHE_FUSED(E_)                                                                                 \
-    linear_rope_cache_fused<E_>(rope_cache_epi<E_>{(E_ *)qkv, N, nh, nkv, hd, positions, slot_mapping,       \
-                                                   inv_freq, (E_ *)k_cache, (E_ *)v_cache},                  \
-                                x, w, T, K, s)
-    return dt == LR_F32   ? ROPE_CACHE_FUSED(float)
-           : dt == LR_F16 ? ROPE_CACHE_FUSED(__half)
-                          : ROPE_CACHE_FUSED(__nv_bfloat16);
-#undef ROPE_CACHE_FUSED
+    return LR_DISPATCH_DTYPE(dt, linear_rope_cache_fused, qkv, x, w, T, nh, nkv, hd, K, positions, inv_freq,
+                             k_cache, v_cache, slot_mapping, s);
 }
 
 /* ---- gemv2 ------------------------------------------------------------------------------

@@ -351,6 +351,25 @@ START_TEST(test_repeat_and_fallback) {
 }
 END_TEST
 
+/* A device copy of n bytes of host data. */
+static void *to_device(const void *h, size_t n) {
+    void *d;
+    CK_CUDA(cudaMalloc(&d, n));
+    CK_CUDA(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
+    return d;
+}
+
+/* Where the two host copies of n elements of es bytes first differ (-1: nowhere). */
+static int64_t device_difference(const void *a_d, const void *b_d, int64_t n, size_t es) {
+    void *a = malloc((size_t)n * es), *b = malloc((size_t)n * es);
+    ck_assert(a && b);
+    CK_CUDA(cudaMemcpy(a, a_d, (size_t)n * es, cudaMemcpyDeviceToHost));
+    CK_CUDA(cudaMemcpy(b, b_d, (size_t)n * es, cudaMemcpyDeviceToHost));
+    int64_t at = first_difference(a, b, n, es);
+    free(a), free(b);
+    return at;
+}
+
 /* Bytes past an output that a kernel must not touch (filled with 0x5a). */
 #define GUARD 256
 
@@ -373,68 +392,43 @@ START_TEST(test_linear_silu) {
     size_t es = lr_dtype_size(dt);
     int64_t V = 16 / (int64_t)es;
     uint64_t rng = g_seed ^ (uint64_t)_i * 0x94d049bb133111ebull;
-    void *wh = random_values(dt, N * K, &rng), *w, *gu, *act, *want_d;
+    void *wh = random_values(dt, N * K, &rng), *gu, *act, *want;
     plant_cancelling_pair(NULL, wh, 0, N, K, dt);
-    CK_CUDA(cudaMalloc(&w, (size_t)(N * K) * es));
-    CK_CUDA(cudaMemcpy(w, wh, (size_t)(N * K) * es, cudaMemcpyHostToDevice));
+    void *w = to_device(wh, (size_t)(N * K) * es);
     for (int64_t T = 1; T <= 3; T++) {
-        void *xh = random_values(dt, T * K, &rng), *x;
+        void *xh = random_values(dt, T * K, &rng);
         plant_cancelling_pair(xh, NULL, T, 0, K, dt);
         size_t ab = (size_t)(T * NI) * es;
-        CK_CUDA(cudaMalloc(&x, (size_t)(T * K) * es));
-        CK_CUDA(cudaMemcpy(x, xh, (size_t)(T * K) * es, cudaMemcpyHostToDevice));
+        void *x = to_device(xh, (size_t)(T * K) * es);
         CK_CUDA(cudaMalloc(&gu, 2 * ab));
         CK_CUDA(cudaMalloc(&act, ab + GUARD));
         CK_CUDA(cudaMemset(act, 0x5a, ab + GUARD)); /* the tail must stay so */
-        CK_CUDA(cudaMalloc(&want_d, ab));
+        CK_CUDA(cudaMalloc(&want, ab));
         ck_assert_int_eq(lr_gpu_linear(NULL, gu, x, w, T, N, K, dt, g_blas, g_stream), LR_OK);
-        ck_assert_int_eq(lr_gpu_silu_and_mul(NULL, want_d, gu, T, NI, dt, g_stream), LR_OK);
+        ck_assert_int_eq(lr_gpu_silu_and_mul(NULL, want, gu, T, NI, dt, g_stream), LR_OK);
         CK_CUDA(cudaMemset(gu, 0xff, 2 * ab)); /* the fused kernel must not need it */
         bool fuses = lr_gpu_linear_fuses(T, K, x, w, dt);
-        ck_assert_int_eq(fuses, T <= 2 && K % V == 0);
+        ck_assert_int_eq(fuses, T <= LR_GPU_LINEAR_FUSED_MAX_T && K % V == 0);
         int rc = lr_gpu_linear_silu(act, fuses ? NULL : gu, x, w, T, NI, K, dt, g_blas, g_stream);
         ck_assert_msg(rc == LR_OK, "linear_silu: %s", lr_last_error());
         CK_CUDA(cudaStreamSynchronize(g_stream));
-        void *got = malloc(ab), *want = malloc(ab);
-        ck_assert(got && want);
-        CK_CUDA(cudaMemcpy(got, act, ab, cudaMemcpyDeviceToHost));
-        CK_CUDA(cudaMemcpy(want, want_d, ab, cudaMemcpyDeviceToHost));
         guard_intact((char *)act + ab, "linear_silu", dt, T);
-        int64_t at = first_difference(got, want, T * NI, es);
+        int64_t at = device_difference(act, want, T * NI, es);
         ck_assert_msg(at < 0,
                       "linear_silu %s T %lld (NI %lld, K %lld, %s): output %lld is not auto then the "
                       "activation's bits (seed %llu)",
                       lr_dtype_name(dt), (long long)T, (long long)NI, (long long)K,
                       fuses ? "fused" : "two kernels", (long long)at, (unsigned long long)g_seed);
-        free(got), free(want), free(xh);
+        free(xh);
         CK_CUDA(cudaFree(x));
         CK_CUDA(cudaFree(gu));
         CK_CUDA(cudaFree(act));
-        CK_CUDA(cudaFree(want_d));
+        CK_CUDA(cudaFree(want));
     }
     free(wh);
     CK_CUDA(cudaFree(w));
 }
 END_TEST
-
-/* A device copy of n bytes of host data. */
-static void *to_device(const void *h, size_t n) {
-    void *d;
-    CK_CUDA(cudaMalloc(&d, n));
-    CK_CUDA(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
-    return d;
-}
-
-/* Where the two host copies of n elements of es bytes first differ (-1: nowhere). */
-static int64_t device_difference(const void *a_d, const void *b_d, int64_t n, size_t es) {
-    void *a = malloc((size_t)n * es), *b = malloc((size_t)n * es);
-    ck_assert(a && b);
-    CK_CUDA(cudaMemcpy(a, a_d, (size_t)n * es, cudaMemcpyDeviceToHost));
-    CK_CUDA(cudaMemcpy(b, b_d, (size_t)n * es, cudaMemcpyDeviceToHost));
-    int64_t at = first_difference(a, b, n, es);
-    free(a), free(b);
-    return at;
-}
 
 /* (nh, nkv, hd, K): small heads; K 33, unaligned at every dtype (the two kernels); Llama-3-8B's
  * 32/8 heads of 128 on 4096 (one wave of staged blocks on an H200); kv heads as many as q. */
@@ -474,7 +468,7 @@ START_TEST(test_linear_rope_cache) {
         ck_assert_int_eq(lr_gpu_rotary_cache(want, N, T, nh, nkv, hd, pos, inv, kw, vw, slots, dt, g_stream),
                          LR_OK);
         bool fuses = lr_gpu_linear_fuses(T, K, x, w, dt);
-        ck_assert_int_eq(fuses, T <= 2 && K % (16 / (int64_t)es) == 0);
+        ck_assert_int_eq(fuses, T <= LR_GPU_LINEAR_FUSED_MAX_T && K % (16 / (int64_t)es) == 0);
         int rc = lr_gpu_linear_rope_cache(got, x, w, T, nh, nkv, hd, K, pos, inv, kg, vg, slots, dt, g_blas,
                                           g_stream);
         ck_assert_msg(rc == LR_OK, "linear_rope_cache: %s", lr_last_error());
