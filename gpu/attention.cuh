@@ -11,6 +11,8 @@
  *   attention_fa3.cu     "fa3": prefill on Hopper's warpgroup MMA (sm_90a), else fa2
  *   attention_fd.cu      "fd" (default): fa3's prefill; decode split over keys, a pair of
  *                        threads a key
+ *   attention_fdt.cu     "fdt": fa3's prefill; decode split over keys on mma.sync, a warp
+ *                        16 keys at a time through a cp.async ring of its own
  *
  * Threads of a warp split the head dimension: lane l owns dimensions l, l + 32, ... (or
  * l DPL .. l DPL + DPL - 1 in tc's decode); DPL (dimensions per lane, hd <= 32 DPL) is a
@@ -50,6 +52,7 @@ int lr_gpu_attention_tc(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa2(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3(const void *args, cudaStream_t s);
 int lr_gpu_attention_fd(const void *args, cudaStream_t s);
+int lr_gpu_attention_fdt(const void *args, cudaStream_t s);
 
 /* *out = at least bytes of ws's device memory on the current device, valid until the
  * next call with ws. Growing it first waits for s, whose earlier kernels may still read
@@ -142,14 +145,15 @@ static_assert(SP_BLOCKS >= 1 && 2 * SP_BLOCKS * 4 <= 48 * 1024, "the merge's fac
 #endif
 
 /* How a decode batch's keys are split: at most want chunks (want: enough blocks to fill
- * the card), none under SP_MIN_CHUNK keys, from the most keys any sequence sees. The host
+ * the card), none under min_chunk keys (SP_MIN_CHUNK, or a kernel's own: fdt's 64, a key
+ * group for each of its warps), from the most keys any sequence sees. The host
  * sizes the grid and the workspace with it from meta.max_keys, an upper bound (the exact
  * most eagerly; the cache's capacity in a CUDA graph, where the step's lengths are only
  * in device memory); the kernels plan again from the exact most, read from the device,
  * so a graph's replay splits exactly as an eager step of the same lengths does. */
 static __host__ __device__ __forceinline__ void split_plan(int64_t want, int64_t maxk, int *nsplit,
-                                                           int64_t *chunk) {
-    int64_t most = (maxk + SP_MIN_CHUNK - 1) / SP_MIN_CHUNK;
+                                                           int64_t *chunk, int64_t min_chunk = SP_MIN_CHUNK) {
+    int64_t most = (maxk + min_chunk - 1) / min_chunk;
     int n = (int)(want < most ? want : most);
     if (n < 1) n = 1;
     *nsplit = n;
@@ -240,9 +244,10 @@ static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_m
     }
 }
 
-/* The host side of a split decode (tc's split kernel, fd's): the plan from meta.max_keys
- * (about eight blocks per SM of 132, or with SP_FIT the resident blocks the caller gives,
- * when it knows them (> 0); no chunk under SP_MIN_CHUNK keys; max_keys is an upper bound, so
+/* The host side of a split decode (tc's split kernel, fd's, fdt's): the plan from
+ * meta.max_keys (about eight blocks per SM of 132, or the resident blocks the caller gives,
+ * when it knows them (> 0: fdt's, fd's with SP_FIT); no chunk under min_chunk keys (as the
+ * kernel's split_plan); max_keys is an upper bound, so
  * nsplit is the most chunks the kernels use), the grid's limits, and the workspace of the
  * chunks' partial outputs (po, pml: NULL with one chunk). */
 struct split_decode {
@@ -252,16 +257,16 @@ struct split_decode {
 };
 
 static inline int split_begin(const lr_gpu_attention_args *a, const char *who, int64_t resident,
-                              split_decode *sd, cudaStream_t s) {
+                              split_decode *sd, cudaStream_t s, int64_t min_chunk = SP_MIN_CHUNK) {
     const lr_gpu_attn_meta *m = &a->meta;
     int64_t B = m->num_seqs, chunk;
-    if (SP_FIT && resident > 0) {
+    if (resident > 0) {
         int64_t w = resident / (B * a->nkv);
         sd->want = w < 1 ? 1 : w < SP_BLOCKS ? w : SP_BLOCKS;
     } else {
         sd->want = (SP_BLOCKS + B * a->nkv - 1) / (B * a->nkv);
     }
-    split_plan(sd->want, m->max_keys, &sd->nsplit, &chunk);
+    split_plan(sd->want, m->max_keys, &sd->nsplit, &chunk, min_chunk);
     sd->po = sd->pml = NULL;
     if (B * sd->nsplit > INT32_MAX || a->nkv > 65535 || B * a->nh > INT32_MAX)
         return lr_fail(LR_E_INVAL, "gpu attention (%s): %lld sequences or %lld kv heads exceed the grid", who,

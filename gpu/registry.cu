@@ -39,6 +39,7 @@ int lr_gpu_attention_simple(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa2(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3(const void *args, cudaStream_t s);
 int lr_gpu_attention_fd(const void *args, cudaStream_t s);
+int lr_gpu_attention_fdt(const void *args, cudaStream_t s);
 
 /* ---- Families ---------------------------------------------------------------------- */
 
@@ -164,6 +165,14 @@ static const lr_gpu_kernel builtin[] = {
       "else fa3 (its wgmma prefill on compute capability 9.0, else fa2)",
       true, ALL, ROUNDS_P},
      lr_gpu_attention_fd},
+    {{FAM(ATTENTION), "fdt",
+      "decode (bf16/f16, head_dim 64/128): fd's split over key chunks (planned for the blocks "
+      "the card holds at once) on mma.sync m16n8k16, each warp 16 keys at a time through its "
+      "own cp.async ring, S = Q K^T and O^T = V^T P^T with P as two 16-bit terms (float32 "
+      "softmax and sums), the warps merged in order, chunks merged; "
+      "else fa3 (its wgmma prefill on compute capability 9.0, else fa2)",
+      false, ALL, ROUNDS_P},
+     lr_gpu_attention_fdt},
     {{FAM(ATTENTION), "flash",
       "16 query rows of one (sequence, head) per block; 32-key K/V "
       "tiles from the paged cache in shared memory; online softmax",

@@ -1,0 +1,324 @@
+/* attention_fdt.cu: the "fdt" attention variant: fd's decode on tensor cores. fa3 for
+ * prefill, as fd (fa2 where fa3 has no kernel); for decode in bf16/f16 at head_dim 64 or 128
+ * (16-byte aligned caches), a split-key kernel whose products run on mma.sync.
+ *
+ * Why: fd takes its products as float32 FMAs, 2 per key, dimension and query head (1024
+ * FMA instructions of a warp for a 64-key tile at Llama-3-8B's 4 heads of 128), with three
+ * barriers a tile; run 20's Nsight Compute put it at 39% of DRAM and 28% of compute with
+ * the loads issued only between those phases. Here the same products are 32 mma.sync a
+ * warp for 16 keys, and each warp runs alone: no barrier in the key loop.
+ *
+ * As fd: one block per (sequence, kv head, key chunk), the chunks merged by
+ * attention_merge_kernel (attention.cuh); the chunks are planned for the blocks the card
+ * holds at once (one wave where the batch allows), none under 64 keys. Each of the 4 warps
+ * of a block takes 16 keys at a time (keys kbeg + 16 w, + 64, ...), its own online softmax
+ * over them, with its own ring of FDT_STAGES stages in shared memory (each the 16 keys' K
+ * and V rows, cp.async, 16-byte chunks swizzled by row so ldmatrix reads without bank
+ * conflicts), so a warp's loads run FDT_STAGES - 1 groups ahead of its arithmetic:
+ *  - S = Q K^T: A the group's query heads (rows 0 .. G-1 of 16, the rest zero; Q's own
+ *    16-bit values, loaded once), B K^T by ldmatrix, 2 n-tiles of 8 keys, HD/16 k-steps;
+ *    scores times the scale, keys past the chunk -inf;
+ *  - the softmax of each head over the 16 keys in the 4 lanes that hold its row (a quad's
+ *    shuffles): the running max, the factor exp(old - new), p = exp(s - max), float32;
+ *  - O^T += V^T P^T: A V^T by ldmatrix.trans (16 dims), B the group's P^T straight from S's
+ *    accumulators (rows of S are the heads, so a lane's S values are its B operand), in two
+ *    terms: p's 16-bit rounding and the rounding of what it left (hi + lo carries 16 (bf16)
+ *    or 22 (f16) significant bits of p, against float32's 24), each an mma with float32
+ *    accumulators. P is not rounded to the dtype, as the rounding map (fd's decode,
+ *    float32) says; the sum of the weights is taken over the float32 p.
+ * At the end the warps' maxima, sums and O are merged in order (w = 0..3, each scaled by
+ * exp(m_w - M)) and written as fd's: the chunk's unnormalised output, max and sum, or with
+ * one chunk O / L to ctx. */
+#include "attention.cuh"
+
+#define FDT_WARPS 4
+#define FDT_THREADS (32 * FDT_WARPS)
+#define FDT_KEYS 16                          /* keys a warp takes at a time */
+#define FDT_MIN_CHUNK (FDT_WARPS * FDT_KEYS) /* a key group for each warp */
+/* Stages of a warp's ring (a build-time knob): 3, two groups of loads in flight while one
+ * is used: 8 KB a stage at head_dim 128, 96 KB a block, 2 blocks an SM. */
+#ifndef FDT_STAGES
+#define FDT_STAGES 3
+#endif
+static_assert(FDT_STAGES >= 2 && FDT_STAGES <= 8, "fdt: 2 to 8 stages");
+
+/* A warp's stage: the group's K rows, then its V rows. */
+template <typename E, int HD> static constexpr int fdt_stage_bytes() {
+    return 2 * FDT_KEYS * HD * (int)sizeof(E);
+}
+/* The ring; after the key loop it holds the warps' O (FDT_WARPS x G x HD floats). */
+template <typename E, int G, int HD> static constexpr size_t fdt_smem_bytes() {
+    return (size_t)FDT_WARPS * FDT_STAGES * fdt_stage_bytes<E, HD>() >
+                   (size_t)FDT_WARPS * G * HD * sizeof(float)
+               ? (size_t)FDT_WARPS * FDT_STAGES * fdt_stage_bytes<E, HD>()
+               : (size_t)FDT_WARPS * G * HD * sizeof(float);
+}
+
+/* Issue (uncommitted) the cp.async of keys j0 .. j0 + 15 of this warp's group into the
+ * stage at st: each key's K row at row r, its V row at row r of the V half; a key at or past
+ * kend is zeros (nothing read). Chunk c of row r lands at c ^ (r & 7). */
+template <typename E, int HD>
+static __device__ __forceinline__ void fdt_load(uint32_t st, const E *k_cache, const E *v_cache,
+                                                const int32_t *table, int bsz, int64_t nkv, int64_t g, int j0,
+                                                int64_t kend, int lane) {
+    constexpr int CPR = HD * (int)sizeof(E) / 16; /* 16-byte chunks a row */
+    constexpr int EPC = 16 / (int)sizeof(E);      /* elements a chunk */
+#pragma unroll
+    for (int u = lane; u < FDT_KEYS * CPR; u += 32) {
+        const int r = u / CPR, c = u % CPR, j = j0 + r;
+        const bool ok = j < kend;
+        const int64_t off = ok ? key_offset32(table, bsz, j, nkv, HD, g) + c * EPC : 0;
+        const uint32_t d = st + (uint32_t)(r * CPR + (c ^ (r & 7))) * 16;
+        cp_async16(d, k_cache + off, ok ? 16 : 0);
+        cp_async16(d + FDT_KEYS * CPR * 16, v_cache + off, ok ? 16 : 0);
+    }
+}
+
+/* A 16-bit element's bits. */
+template <typename E> static __device__ __forceinline__ uint32_t e_bits(E v);
+template <> __device__ __forceinline__ uint32_t e_bits<__nv_bfloat16>(__nv_bfloat16 v) {
+    return __bfloat16_as_ushort(v);
+}
+template <> __device__ __forceinline__ uint32_t e_bits<__half>(__half v) { return __half_as_ushort(v); }
+
+/* Grid (num_seqs * grid_split, nkv), as fd's split kernel. */
+template <typename E, int G, int HD>
+static __global__ void __launch_bounds__(FDT_THREADS)
+    attention_fdt_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
+                         lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int grid_split,
+                         int64_t want, float *part_o, float *part_ml) {
+    static_assert(G >= 1 && G <= 8, "fdt: up to 8 query heads a kv head (the n of an mma)");
+    static_assert(HD == 64 || HD == 128, "fdt: head_dim 64 or 128");
+    constexpr int KS = HD / 16;                   /* k-steps of Q K^T; 16-dim tiles of P V */
+    constexpr int CPR = HD * (int)sizeof(E) / 16; /* 16-byte chunks a row */
+    constexpr int STAGE = fdt_stage_bytes<E, HD>();
+    typedef mma16816<E> MMA;
+    extern __shared__ __align__(128) unsigned char fdt_smem[];
+    __shared__ float ms[FDT_WARPS][G], ls[FDT_WARPS][G];
+    __shared__ int maxk_s;
+    pdl_trigger(); /* launched with programmatic dependent launch (common.cuh) */
+    if (!META_EARLY) pdl_wait();
+
+    int nsplit;
+    int64_t chunk;
+    split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk, FDT_MIN_CHUNK);
+    const unsigned int bx = blockIdx.x;
+    const int64_t g = blockIdx.y;
+    const int64_t seq = bx / (unsigned int)grid_split, c = bx % (unsigned int)grid_split;
+    const bool runs = c < nsplit; /* block-uniform, after the last barrier of batch_max_keys */
+    const int64_t t = runs ? m.seq_start[seq] : 0, nk = runs ? m.token_keys[t] : 0;
+    if (META_EARLY) pdl_wait(); /* q, the cache, part_o: kernels' */
+    if (!runs) return;
+    const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
+    const int64_t kbeg = c * chunk, kend = kbeg + chunk < nk ? kbeg + chunk : nk;
+    const int32_t *table = m.block_tables + seq * m.max_blocks;
+    const int bsz = (int)m.block_size;
+
+    /* This warp's groups: keys kbeg + 16 warp + 64 i, i < ngroups; the first stages' loads
+     * go out before Q is read. A group is committed even when empty, so that the wait in
+     * the loop leaves exactly the later groups in flight. */
+    const int64_t first = kbeg + FDT_KEYS * warp;
+    const int ngroups = first < kend ? (int)((kend - first + FDT_MIN_CHUNK - 1) / FDT_MIN_CHUNK) : 0;
+    const uint32_t ring = smem_u32(fdt_smem) + (uint32_t)(warp * FDT_STAGES * STAGE);
+#pragma unroll
+    for (int s = 0; s < FDT_STAGES - 1; s++) {
+        if (s < ngroups)
+            fdt_load<E, HD>(ring + s * STAGE, k_cache, v_cache, table, bsz, nkv, g,
+                            (int)(first + (int64_t)s * FDT_MIN_CHUNK), kend, lane);
+        cp_async_commit();
+    }
+
+    /* Q as the A operand of S = Q K^T: lane l holds head l / 4's dims 2 (l % 4), + 1 and
+     * + 8, + 9 of each k-step (rows 8..15, a[1] and a[3], are zero). */
+    const int hq = lane >> 2, tq = lane & 3;
+    uint32_t qa[KS][4];
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        qa[kk][0] = qa[kk][1] = qa[kk][2] = qa[kk][3] = 0u;
+        if (hq < G) {
+            const E *qr = q + t * ldq + (g * G + hq) * HD + 16 * kk + 2 * tq;
+            qa[kk][0] = e_bits<E>(qr[0]) | e_bits<E>(qr[1]) << 16;
+            qa[kk][2] = e_bits<E>(qr[8]) | e_bits<E>(qr[9]) << 16;
+        }
+    }
+
+    /* O^T, 16 dims by 8 heads a tile: o[mt][0] (dim 16 mt + l / 4, head 2 (l % 4)), [1] the
+     * next head, [2] and [3] dim + 8. The running max and sum of head l / 4 (the sum this
+     * lane's share of it, the quad's added at the end). */
+    float o[KS][4];
+#pragma unroll
+    for (int mt = 0; mt < KS; mt++)
+        o[mt][0] = o[mt][1] = o[mt][2] = o[mt][3] = 0.0f;
+    float mrun = -INFINITY, lrun = 0.0f;
+    /* ldmatrix's row of this lane: matrices 0..3 are (keys 0-7, chunk 2k), (0-7, 2k+1),
+     * (8-15, 2k), (8-15, 2k+1). */
+    const int lr = ((lane >> 4) << 3) + (lane & 7), lc = (lane >> 3) & 1;
+
+    for (int i = 0; i < ngroups; i++) {
+        const int nx = i + FDT_STAGES - 1;
+        if (nx < ngroups)
+            fdt_load<E, HD>(ring + (nx % FDT_STAGES) * STAGE, k_cache, v_cache, table, bsz, nkv, g,
+                            (int)(first + (int64_t)nx * FDT_MIN_CHUNK), kend, lane);
+        cp_async_commit();
+        cp_async_wait<FDT_STAGES - 1>(); /* group i's own copies */
+        __syncwarp();                    /* and the other lanes' */
+        const uint32_t kb = ring + (i % FDT_STAGES) * STAGE, vb = kb + FDT_KEYS * CPR * 16;
+        const int64_t j0 = first + (int64_t)i * FDT_MIN_CHUNK;
+
+        /* S = Q K^T: s[nt] (head l / 4, keys 8 nt + 2 (l % 4), + 1) in [0], [1] */
+        float s[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+            uint32_t b[4];
+            ldsm_x4(b, kb + (uint32_t)(lr * CPR + ((2 * kk + lc) ^ (lr & 7))) * 16);
+            MMA::mma(s[0], qa[kk], b[0], b[1]);
+            MMA::mma(s[1], qa[kk], b[2], b[3]);
+        }
+        float tmax = -INFINITY;
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const float v = j0 + 8 * nt + 2 * tq + e < kend ? s[nt][e] * scale : -INFINITY;
+                s[nt][e] = v;
+                tmax = fmaxf(tmax, v);
+            }
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 1));
+        tmax = fmaxf(tmax, __shfl_xor_sync(0xffffffffu, tmax, 2));
+        /* key j0 < kend is in every quad's row, so mnew is finite; corr is 0 on the first
+         * group (max -inf) */
+        const float mnew = fmaxf(mrun, tmax), corr = expf(mrun - mnew);
+        mrun = mnew;
+        lrun *= corr;
+        uint32_t ph[2], pl[2]; /* P^T's B operand: p's 16-bit rounding, then its remainder */
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+            const float p0 = expf(s[nt][0] - mnew), p1 = expf(s[nt][1] - mnew);
+            lrun += p0 + p1;
+            float r0, r1, d0, d1;
+            ph[nt] = MMA::pack(p0, p1, r0, r1);
+            pl[nt] = MMA::pack(p0 - r0, p1 - r1, d0, d1);
+        }
+        /* O^T's columns are heads 2 (l % 4) and + 1: their factors from the quads that
+         * hold those rows */
+        const float ca = __shfl_sync(0xffffffffu, corr, 8 * tq),
+                    cb = __shfl_sync(0xffffffffu, corr, 8 * tq + 4);
+#pragma unroll
+        for (int mt = 0; mt < KS; mt++) {
+            o[mt][0] *= ca, o[mt][1] *= cb, o[mt][2] *= ca, o[mt][3] *= cb;
+            uint32_t a[4];
+            ldsm_x4_t(a, vb + (uint32_t)(lr * CPR + ((2 * mt + lc) ^ (lr & 7))) * 16);
+            MMA::mma(o[mt], a, pl[0], pl[1]);
+            MMA::mma(o[mt], a, ph[0], ph[1]);
+        }
+        __syncwarp(); /* every lane's reads of this stage before the next group's copies refill it */
+    }
+    lrun += __shfl_xor_sync(0xffffffffu, lrun, 1);
+    lrun += __shfl_xor_sync(0xffffffffu, lrun, 2);
+
+    /* The warps' results, merged in order; the ring holds their O. */
+    cp_async_wait<0>(); /* the empty groups, before the ring is reused */
+    __syncthreads();
+    float *os = (float *)fdt_smem; /* [FDT_WARPS][G][HD] */
+    if (tq == 0 && hq < G) ms[warp][hq] = mrun, ls[warp][hq] = lrun;
+#pragma unroll
+    for (int mt = 0; mt < KS; mt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int h = 2 * tq + (e & 1), d = 16 * mt + hq + (e >> 1) * 8;
+            if (h < G) os[((size_t)warp * G + h) * HD + d] = o[mt][e];
+        }
+    __syncthreads();
+    for (int i = tid; i < G * HD; i += FDT_THREADS) {
+        const int gi = i / HD, d = i % HD;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < FDT_WARPS; w++)
+            M = fmaxf(M, ms[w][gi]);
+        float O = 0.0f, L = 0.0f;
+        if (M > -INFINITY) /* some key in the chunk */
+#pragma unroll
+            for (int w = 0; w < FDT_WARPS; w++) {
+                const float f = expf(ms[w][gi] - M); /* 0 for a warp without keys */
+                O += f * os[((size_t)w * G + gi) * HD + d];
+                L += f * ls[w][gi];
+            }
+        const int64_t h = g * G + gi;
+        if (nsplit == 1) {
+            st(ctx + t * ldc + h * HD + d, L > 0.0f ? O / L : 0.0f);
+        } else {
+            const int64_t pi = (seq * nh + h) * grid_split + c;
+            part_o[pi * HD + d] = O;
+            if (d == 0) part_ml[2 * pi] = M, part_ml[2 * pi + 1] = L;
+        }
+    }
+}
+
+template <typename E, int G, int HD> static int fdt_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
+    const lr_gpu_attn_meta *m = &a->meta;
+    if (m->num_seqs == 0 || m->max_keys == 0) return LR_OK;
+    auto kernel = attention_fdt_kernel<E, G, HD>;
+    constexpr size_t smem = fdt_smem_bytes<E, G, HD>();
+    /* The kernel's shared memory limit, set once a device (devices 0..63; others each call)
+     * and the blocks an SM it then has (the cards of a process are alike). The first call
+     * may come inside a CUDA graph's capture (a decode step's): the thread's capture mode is
+     * relaxed around the two calls, which are not stream work. */
+    static unsigned long long ready; /* a bit a device */
+    static int per_sm;
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    if (dev < 0 || dev >= 64 || !(ready >> dev & 1ull)) {
+        cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+        CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
+        cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        int n = 0;
+        if (e == cudaSuccess &&
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, FDT_THREADS, smem) != cudaSuccess)
+            n = 0, (void)cudaGetLastError();                    /* unknown: the SP_BLOCKS plan */
+        CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode)); /* back to the caller's */
+        CUDA_CHECK(e);
+        per_sm = n;
+        if (dev >= 0 && dev < 64) ready |= 1ull << dev;
+    }
+    split_decode sd;
+    int rc = split_begin(a, "fdt", (int64_t)per_sm * lr_gpu_sm_count(), &sd, s, FDT_MIN_CHUNK);
+    if (rc) return rc;
+    dim3 grid((unsigned int)(m->num_seqs * sd.nsplit), (unsigned int)a->nkv);
+    LR_LAUNCH(kernel, grid, FDT_THREADS, smem, s, (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq,
+              (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh, a->nkv, a->scale, sd.nsplit, sd.want,
+              sd.po, sd.pml);
+    return split_finish<E>(a, &sd, s);
+}
+
+template <typename E, int HD> static int fdt_group(const lr_gpu_attention_args *a, cudaStream_t s) {
+    switch (a->nh / a->nkv) {
+    case 1:
+        return fdt_launch<E, 1, HD>(a, s);
+    case 2:
+        return fdt_launch<E, 2, HD>(a, s);
+    case 3:
+        return fdt_launch<E, 3, HD>(a, s);
+    case 4:
+        return fdt_launch<E, 4, HD>(a, s);
+    case 8:
+        return fdt_launch<E, 8, HD>(a, s);
+    default:
+        return SPLIT_UNHANDLED;
+    }
+}
+
+template <typename E> static int attention_fdt(const lr_gpu_attention_args *a, cudaStream_t s) {
+    if (a->meta.max_seq_len == 1 && (a->hd == 64 || a->hd == 128) && ((uintptr_t)a->k_cache & 15) == 0 &&
+        ((uintptr_t)a->v_cache & 15) == 0 && a->meta.block_size <= INT32_MAX) {
+        int rc = a->hd == 64 ? fdt_group<E, 64>(a, s) : fdt_group<E, 128>(a, s);
+        if (rc != SPLIT_UNHANDLED) return rc;
+    }
+    return lr_gpu_attention_fa3(a, s); /* prefill; fa3 hands what it has no kernel for to fa2 */
+}
+
+/* mma has no float32 operands. */
+template <> int attention_fdt<float>(const lr_gpu_attention_args *a, cudaStream_t s) {
+    return lr_gpu_attention_fa2(a, s);
+}
+
+ATTN_LAUNCHER(lr_gpu_attention_fdt, attention_fdt)
