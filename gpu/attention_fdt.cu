@@ -56,21 +56,29 @@ template <typename E, int G, int HD> static constexpr size_t fdt_smem_bytes() {
 
 /* Issue (uncommitted) the cp.async of keys j0 .. j0 + 15 of this warp's group into the
  * stage at st: each key's K row at row r, its V row at row r of the V half; a key at or past
- * kend is zeros (nothing read). Chunk c of row r lands at c ^ (r & 7). */
+ * kend is zeros (nothing read). Chunk c of row r lands at c ^ (r & 7). Lane l copies chunk
+ * l % CPR of rows l / CPR, + 32 / CPR, ...: one division for the first row's place in the
+ * block table, then steps. */
 template <typename E, int HD>
 static __device__ __forceinline__ void fdt_load(uint32_t st, const E *k_cache, const E *v_cache,
                                                 const int32_t *table, int bsz, int64_t nkv, int64_t g, int j0,
                                                 int64_t kend, int lane) {
     constexpr int CPR = HD * (int)sizeof(E) / 16; /* 16-byte chunks a row */
     constexpr int EPC = 16 / (int)sizeof(E);      /* elements a chunk */
+    constexpr int RSTEP = 32 / CPR;               /* rows a warp's copy instruction covers */
+    static_assert(32 % CPR == 0 && FDT_KEYS % RSTEP == 0, "fdt: a row in whole warps' chunks");
+    const int c = lane % CPR, r0 = lane / CPR;
+    int j = j0 + r0, b = j / bsz, rem = j - b * bsz;
 #pragma unroll
-    for (int u = lane; u < FDT_KEYS * CPR; u += 32) {
-        const int r = u / CPR, c = u % CPR, j = j0 + r;
+    for (int r = r0; r < FDT_KEYS; r += RSTEP) {
         const bool ok = j < kend;
-        const int64_t off = ok ? key_offset32(table, bsz, j, nkv, HD, g) + c * EPC : 0;
+        const int64_t off = ok ? (((int64_t)table[b] * bsz + rem) * nkv + g) * HD + c * EPC : 0;
         const uint32_t d = st + (uint32_t)(r * CPR + (c ^ (r & 7))) * 16;
         cp_async16(d, k_cache + off, ok ? 16 : 0);
         cp_async16(d + FDT_KEYS * CPR * 16, v_cache + off, ok ? 16 : 0);
+        j += RSTEP, rem += RSTEP;
+        while (rem >= bsz) /* into the next block of the table (more than one if bsz < RSTEP) */
+            rem -= bsz, b++;
     }
 }
 
