@@ -133,6 +133,32 @@ static_assert(SP_BLOCKS >= 1 && 2 * SP_BLOCKS * 4 <= 48 * 1024, "the merge's fac
 #define SP_FIT 0
 #endif
 #define SPLIT_UNHANDLED 1 /* not a status: no instance for the group size; the caller hands the call on */
+
+/* Whether a call is one that fd's and fdt's 16-bit decode kernels take: one new token a
+ * sequence, head_dim 64 or 128, 16-byte aligned caches, a block size that fits in an int
+ * (the dtype is the caller's). */
+static inline bool split16_decode_takes(const lr_gpu_attention_args *a) {
+    return a->meta.max_seq_len == 1 && (a->hd == 64 || a->hd == 128) && ((uintptr_t)a->k_cache & 15) == 0 &&
+           ((uintptr_t)a->v_cache & 15) == 0 && a->meta.block_size <= INT32_MAX;
+}
+
+/* The body of a split decode's dispatch on the group size G = nh / nkv: return F<E, G,
+ * HD>(a, s) for G 1, 2, 3, 4 or 8, else SPLIT_UNHANDLED. */
+#define SPLIT_GROUP_DISPATCH(F, E, HD, a, s)                                                                 \
+    switch ((a)->nh / (a)->nkv) {                                                                            \
+    case 1:                                                                                                  \
+        return F<E, 1, HD>(a, s);                                                                            \
+    case 2:                                                                                                  \
+        return F<E, 2, HD>(a, s);                                                                            \
+    case 3:                                                                                                  \
+        return F<E, 3, HD>(a, s);                                                                            \
+    case 4:                                                                                                  \
+        return F<E, 4, HD>(a, s);                                                                            \
+    case 8:                                                                                                  \
+        return F<E, 8, HD>(a, s);                                                                            \
+    default:                                                                                                 \
+        return SPLIT_UNHANDLED;                                                                              \
+    }
 /* META_EARLY (a build-time knob for a trial; the bits are the same): 1 has fd's split kernel
  * and the merge kernel read the step's metadata (the keys each sequence sees, its first
  * token, its block table's place) and plan their chunks before their PDL wait, not after:

@@ -312,19 +312,11 @@ template <typename E, int G, int HD> static int fd_launch(const lr_gpu_attention
 }
 
 template <typename E, int HD> static int fd_group(const lr_gpu_attention_args *a, cudaStream_t s) {
-    switch (a->nh / a->nkv) {
-    case 1: return fd_launch<E, 1, HD>(a, s);
-    case 2: return fd_launch<E, 2, HD>(a, s);
-    case 3: return fd_launch<E, 3, HD>(a, s);
-    case 4: return fd_launch<E, 4, HD>(a, s);
-    case 8: return fd_launch<E, 8, HD>(a, s);
-    default: return SPLIT_UNHANDLED;
-    }
+    SPLIT_GROUP_DISPATCH(fd_launch, E, HD, a, s)
 }
 
 template <typename E> static int attention_fd(const lr_gpu_attention_args *a, cudaStream_t s) {
-    if (a->meta.max_seq_len == 1 && (a->hd == 64 || a->hd == 128) && ((uintptr_t)a->k_cache & 15) == 0 &&
-        ((uintptr_t)a->v_cache & 15) == 0) {
+    if (split16_decode_takes(a)) {
         int rc = a->hd == 64 ? fd_group<E, 64>(a, s) : fd_group<E, 128>(a, s);
         if (rc != SPLIT_UNHANDLED) return rc;
     }

@@ -299,25 +299,11 @@ template <typename E, int G, int HD> static int fdt_launch(const lr_gpu_attentio
 }
 
 template <typename E, int HD> static int fdt_group(const lr_gpu_attention_args *a, cudaStream_t s) {
-    switch (a->nh / a->nkv) {
-    case 1:
-        return fdt_launch<E, 1, HD>(a, s);
-    case 2:
-        return fdt_launch<E, 2, HD>(a, s);
-    case 3:
-        return fdt_launch<E, 3, HD>(a, s);
-    case 4:
-        return fdt_launch<E, 4, HD>(a, s);
-    case 8:
-        return fdt_launch<E, 8, HD>(a, s);
-    default:
-        return SPLIT_UNHANDLED;
-    }
+    SPLIT_GROUP_DISPATCH(fdt_launch, E, HD, a, s)
 }
 
 template <typename E> static int attention_fdt(const lr_gpu_attention_args *a, cudaStream_t s) {
-    if (a->meta.max_seq_len == 1 && (a->hd == 64 || a->hd == 128) && ((uintptr_t)a->k_cache & 15) == 0 &&
-        ((uintptr_t)a->v_cache & 15) == 0 && a->meta.block_size <= INT32_MAX) {
+    if (split16_decode_takes(a)) {
         int rc = a->hd == 64 ? fdt_group<E, 64>(a, s) : fdt_group<E, 128>(a, s);
         if (rc != SPLIT_UNHANDLED) return rc;
     }
