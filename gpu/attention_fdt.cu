@@ -31,6 +31,8 @@
  * one chunk O / L to ctx. */
 #include "attention.cuh"
 
+#include <atomic>
+
 #define FDT_WARPS 4
 #define FDT_THREADS (32 * FDT_WARPS)
 #define FDT_KEYS 16                          /* keys a warp takes at a time */
@@ -271,11 +273,11 @@ template <typename E, int G, int HD> static int fdt_launch(const lr_gpu_attentio
      * and the blocks an SM it then has (the cards of a process are alike). The first call
      * may come inside a CUDA graph's capture (a decode step's): the thread's capture mode is
      * relaxed around the two calls, which are not stream work. */
-    static unsigned long long ready; /* a bit a device */
-    static int per_sm;
+    static std::atomic<unsigned long long> ready{0}; /* a bit a device; threads may race to set it */
+    static std::atomic<int> per_sm{0};
     int dev = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
-    if (dev < 0 || dev >= 64 || !(ready >> dev & 1ull)) {
+    if (dev < 0 || dev >= 64 || !(ready.load() >> dev & 1ull)) {
         cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
         CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
         cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -285,11 +287,11 @@ template <typename E, int G, int HD> static int fdt_launch(const lr_gpu_attentio
             n = 0, (void)cudaGetLastError();                    /* unknown: the SP_BLOCKS plan */
         CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode)); /* back to the caller's */
         CUDA_CHECK(e);
-        per_sm = n;
-        if (dev >= 0 && dev < 64) ready |= 1ull << dev;
+        per_sm.store(n);
+        if (dev >= 0 && dev < 64) ready.fetch_or(1ull << dev);
     }
     split_decode sd;
-    int rc = split_begin(a, "fdt", (int64_t)per_sm * lr_gpu_sm_count(), &sd, s, FDT_MIN_CHUNK);
+    int rc = split_begin(a, "fdt", (int64_t)per_sm.load() * lr_gpu_sm_count(), &sd, s, FDT_MIN_CHUNK);
     if (rc) return rc;
     dim3 grid((unsigned int)(m->num_seqs * sd.nsplit), (unsigned int)a->nkv);
     LR_LAUNCH(kernel, grid, FDT_THREADS, smem, s, (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq,
