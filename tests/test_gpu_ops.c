@@ -455,6 +455,89 @@ static int sim_rot_planted(const char *variant, void *x, int64_t ld, int64_t T, 
     return LR_OK;
 }
 
+/* One (token, head) of a decode as fdt's split kernel computes it (gpu/attention_fdt.cu),
+ * into o (hd floats, divided by the sum, not rounded): the keys split into chunks of at
+ * least 64 (at most 16 of them, as a batch of one plans on a large card), each chunk's 4
+ * warps taking 16 keys at a time (keys w 16, + 64, ...), each with its own online softmax
+ * in natural units (scores times the scale, expf), P V with p as two terms, its rounding to
+ * the dtype and the rounding of what is left (the second added first), the warps merged in
+ * order, then the chunks as attention_merge_kernel merges them. The tensor cores' order of
+ * a dot product's sums is not the CPU's; a plain ascending sum stands for it. */
+static void sim_fdt_head(float *o, const float *qd, const float *kc, const float *vc, const int32_t *tab,
+                         int64_t bs, int64_t kvw, int64_t g, int64_t hd, int64_t vis, float scale,
+                         lr_dtype dt) {
+    enum { WARPS = 4, KEYS = 16, MAX_SPLIT = 16 };
+    int64_t nsplit = (vis + 63) / 64 < MAX_SPLIT ? (vis + 63) / 64 : MAX_SPLIT;
+    if (nsplit < 1) nsplit = 1;
+    int64_t chunk = (vis + nsplit - 1) / nsplit;
+    float cm[MAX_SPLIT], cl[MAX_SPLIT], *co = calloc((size_t)(MAX_SPLIT * hd), sizeof *co),
+                                        *wo = calloc((size_t)(WARPS * hd), sizeof *wo);
+    ck_assert(co && wo);
+    for (int64_t c = 0; c < nsplit; c++) {
+        int64_t kbeg = c * chunk, kend = kbeg + chunk < vis ? kbeg + chunk : vis;
+        float wm[WARPS], wl[WARPS];
+        memset(wo, 0, (size_t)(WARPS * hd) * sizeof *wo);
+        for (int w = 0; w < WARPS; w++) {
+            float m = -INFINITY, l = 0, sc[KEYS], hi[KEYS], lo[KEYS];
+            float *ow = wo + w * hd;
+            for (int64_t j0 = kbeg + KEYS * w; j0 < kend; j0 += WARPS * KEYS) {
+                int64_t n = kend - j0 < KEYS ? kend - j0 : KEYS;
+                float tmax = -INFINITY;
+                for (int64_t i = 0; i < n; i++) {
+                    int64_t key = j0 + i, slot = (int64_t)tab[key / bs] * bs + key % bs;
+                    float a = 0;
+                    for (int64_t d = 0; d < hd; d++)
+                        a += qd[d] * kc[slot * kvw + g * hd + d];
+                    sc[i] = a * scale;
+                    tmax = sc[i] > tmax ? sc[i] : tmax;
+                }
+                float mn = tmax > m ? tmax : m, corr = expf(m - mn);
+                m = mn;
+                l *= corr;
+                for (int64_t i = 0; i < n; i++) {
+                    float p = expf(sc[i] - mn);
+                    l += p;
+                    hi[i] = lr_round_f32(p, dt), lo[i] = lr_round_f32(p - hi[i], dt);
+                }
+                for (int64_t d = 0; d < hd; d++) {
+                    float a = ow[d] * corr, b = 0, e = 0;
+                    for (int64_t i = 0; i < n; i++) {
+                        int64_t key = j0 + i, slot = (int64_t)tab[key / bs] * bs + key % bs;
+                        float v = vc[slot * kvw + g * hd + d];
+                        b = fmaf(lo[i], v, b), e = fmaf(hi[i], v, e);
+                    }
+                    ow[d] = (a + b) + e;
+                }
+            }
+            wm[w] = m, wl[w] = l;
+        }
+        float M = -INFINITY, L = 0;
+        for (int w = 0; w < WARPS; w++)
+            M = wm[w] > M ? wm[w] : M;
+        for (int64_t d = 0; d < hd; d++)
+            co[c * hd + d] = 0;
+        for (int w = 0; w < WARPS && M > -INFINITY; w++) {
+            float f = expf(wm[w] - M);
+            L += f * wl[w];
+            for (int64_t d = 0; d < hd; d++)
+                co[c * hd + d] += f * wo[w * hd + d];
+        }
+        cm[c] = M, cl[c] = L;
+    }
+    float M = -INFINITY, L = 0, f[MAX_SPLIT];
+    for (int64_t c = 0; c < nsplit; c++)
+        M = cm[c] > M ? cm[c] : M;
+    for (int64_t c = 0; c < nsplit; c++)
+        f[c] = expf(cm[c] - M), L += f[c] * cl[c];
+    for (int64_t d = 0; d < hd; d++) {
+        float a = 0;
+        for (int64_t c = 0; c < nsplit; c++)
+            a += f[c] * co[c * hd + d];
+        o[d] = L > 0 ? a / L : 0;
+    }
+    free(co), free(wo);
+}
+
 /* Attention as a flash kernel computes it, per query token and head, through the paged
  * cache: keys in tiles (of 64, P rounded to the dtype, where the kernel it stands for
  * rounds P; else of 32, P in float32), the scores' dot products by fused multiply-adds
@@ -470,6 +553,9 @@ static void sim_attention(void *ctx_raw, int64_t ldc, const void *q_raw, int64_t
                           const void *vc_raw, const lr_gpu_attn_meta *m, int64_t T, int64_t nh, int64_t nkv,
                           int64_t hd, float scale, lr_dtype dt, const char *like, attn_plant plant) {
     bool tiled = lr_attention_rounds_p(like, dt, hd, m->max_seq_len);
+    /* fdt's own decode kernel: 16-bit, head_dim 64 or 128, one new token a sequence */
+    bool fdt = strcmp(like, "fdt") == 0 && m->max_seq_len == 1 && (dt == LR_BF16 || dt == LR_F16) &&
+               (hd == 64 || hd == 128) && plant == ATTN_CORRECT;
     int64_t group = nh / nkv, tile = tiled ? LR_ATTN_P_TILE : 32, kvw = nkv * hd, bs = m->block_size;
     int64_t nslots = 0;
     for (int64_t i = 0; i < m->num_seqs * m->max_blocks; i++)
@@ -488,6 +574,14 @@ static void sim_attention(void *ctx_raw, int64_t ldc, const void *q_raw, int64_t
             int64_t g = h / group;
             float mx = -INFINITY, l = 0;
             memset(o, 0, (size_t)hd * sizeof *o);
+            if (fdt) {
+                sim_fdt_head(o, qd, kc, vc, tab, bs, kvw, g, hd, vis, scale, dt);
+                for (int64_t d = 0; d < hd; d++)
+                    o[d] = lr_round_f32(o[d], dt);
+                lr_convert((char *)ctx_raw + (size_t)(t * ldc + h * hd) * lr_dtype_size(dt), dt, o, LR_F32,
+                           (size_t)hd);
+                continue;
+            }
             for (int64_t k0 = 0; k0 < vis; k0 += tile) {
                 int64_t kt = vis - k0 < tile ? vis - k0 : tile;
                 float tmax = -INFINITY;
@@ -539,6 +633,7 @@ static void sim_attention(void *ctx_raw, int64_t ldc, const void *q_raw, int64_t
     }
 SIM_ATTN(sim_attn_fa2, "fa2", ATTN_CORRECT)
 SIM_ATTN(sim_attn_flash, "flash", ATTN_CORRECT)
+SIM_ATTN(sim_attn_fdt, "fdt", ATTN_CORRECT)
 SIM_ATTN(sim_attn_mask, "flash", ATTN_MASK_OFF_BY_ONE)
 SIM_ATTN(sim_attn_stale, "flash", ATTN_STALE_KEY)
 
@@ -664,6 +759,8 @@ static const lr_opsweep_target simulated[] = {
     /* P rounded as fa2 rounds it (where it does), and in float32 as flash keeps it */
     {.family = "attention", .name = "sim-fa2", .attention = sim_attn_fa2, .rounds_p_like = "fa2"},
     {.family = "attention", .name = "sim-flash", .attention = sim_attn_flash, .rounds_p_like = "flash"},
+    /* fdt's decode: P V with p as two 16-bit terms, against the float32 P the map declares */
+    {.family = "attention", .name = "sim-fdt", .attention = sim_attn_fdt, .rounds_p_like = "fdt"},
     /* gemv in the kernel's order (vector or element, as it would choose) and one element at
      * a time everywhere; its planted twin */
     {.family = "linear", .name = "sim-gemv", .linear = sim_gemv_ok},
@@ -689,7 +786,10 @@ static const lr_opsweep_target simulated[] = {
     /* structural attention bugs: last, so that the sweeps that leave them out (the model
      * shape sets, which take the first N_SIM_CORE; valgrind, where they add minutes, the
      * first N_SIM_FAST) take a prefix */
-    {.family = "attention", .name = "sim-mask-off-by-one", .attention = sim_attn_mask, .rounds_p_like = "flash"},
+    {.family = "attention",
+     .name = "sim-mask-off-by-one",
+     .attention = sim_attn_mask,
+     .rounds_p_like = "flash"},
     {.family = "attention", .name = "sim-stale-key", .attention = sim_attn_stale, .rounds_p_like = "flash"},
 };
 #define N_SIM (sizeof simulated / sizeof simulated[0])
@@ -733,7 +833,7 @@ START_TEST(test_verdicts_cpu) {
     char where[48];
     snprintf(where, sizeof where, "simulated on the CPU at %s", lr_dtype_name(dtypes[_i]));
     static const char *const correct[] = {
-        "sim-block",        "sim-fma",   "sim-fa2",       "sim-flash",        "sim-gemv",
+        "sim-block",        "sim-fma",   "sim-fa2",       "sim-flash",        "sim-fdt",  "sim-gemv",
         "sim-gemv-element", "sim-gemv2", "sim-embedding", "sim-silu-and-mul", "sim-cache"};
     for (size_t i = 0; i < sizeof correct / sizeof correct[0]; i++) {
         tally *t = tally_of(&ts, correct[i]);
@@ -805,8 +905,8 @@ START_TEST(test_shape_sets_cpu) {
         }
     }
     const char *where = _i == 0 ? "llama3-8b" : _i == 1 ? "llama3-70b" : "custom shapes";
-    static const char *const correct[] = {"sim-block", "sim-fma",          "sim-fa2",  "sim-flash",
-                                          "sim-gemv",  "sim-gemv-element", "sim-gemv2"};
+    static const char *const correct[] = {"sim-block", "sim-fma",  "sim-fa2",          "sim-flash",
+                                          "sim-fdt",   "sim-gemv", "sim-gemv-element", "sim-gemv2"};
     for (size_t i = 0; i < sizeof correct / sizeof correct[0]; i++) {
         tally *t = tally_of(&ts, correct[i]);
         ck_assert_msg(t->cases > 0 && t->failed == 0,
