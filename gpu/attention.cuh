@@ -210,8 +210,8 @@ static __device__ __forceinline__ int64_t batch_max_keys(const lr_gpu_attn_meta 
 #define MERGE_UNROLL 8
 template <typename E>
 static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_meta m, int64_t nh, int64_t hd,
-                                              int grid_split, int64_t want, const float *part_o,
-                                              const float *part_ml) {
+                                              int grid_split, int64_t want, int64_t min_chunk,
+                                              const float *part_o, const float *part_ml) {
     extern __shared__ float mf[]; /* [grid_split] factors, then [grid_split] sums */
     __shared__ int maxk_s;
     __shared__ float red[32];
@@ -219,7 +219,7 @@ static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_m
     if (!META_EARLY) pdl_wait();
     int nsplit;
     int64_t chunk;
-    split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk);
+    split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk, min_chunk); /* the split kernel's plan */
     if (META_EARLY) pdl_wait(); /* part_o and part_ml: the split kernel's */
     if (nsplit == 1) return;
     int64_t seq = blockIdx.x / nh, h = blockIdx.x % nh;
@@ -277,7 +277,7 @@ static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_m
  * nsplit is the most chunks the kernels use), the grid's limits, and the workspace of the
  * chunks' partial outputs (po, pml: NULL with one chunk). */
 struct split_decode {
-    int64_t want;
+    int64_t want, min_chunk; /* the plan's inputs, which the merge plans with again */
     int nsplit;
     float *po, *pml;
 };
@@ -292,6 +292,7 @@ static inline int split_begin(const lr_gpu_attention_args *a, const char *who, i
     } else {
         sd->want = (SP_BLOCKS + B * a->nkv - 1) / (B * a->nkv);
     }
+    sd->min_chunk = min_chunk;
     split_plan(sd->want, m->max_keys, &sd->nsplit, &chunk, min_chunk);
     sd->po = sd->pml = NULL;
     if (B * sd->nsplit > INT32_MAX || a->nkv > 65535 || B * a->nh > INT32_MAX)
@@ -314,7 +315,7 @@ template <typename E> static int split_finish(const lr_gpu_attention_args *a, co
     if (sd->nsplit == 1) return LR_OK;
     size_t smem = 2 * (size_t)sd->nsplit * sizeof(float); /* nsplit <= want <= SP_BLOCKS */
     LR_LAUNCH(attention_merge_kernel<E>, (unsigned int)(a->meta.num_seqs * a->nh), 128, smem, s, (E *)a->ctx,
-              a->ldc, a->meta, a->nh, a->hd, sd->nsplit, sd->want, sd->po, sd->pml);
+              a->ldc, a->meta, a->nh, a->hd, sd->nsplit, sd->want, sd->min_chunk, sd->po, sd->pml);
     return LR_OK;
 }
 
