@@ -270,14 +270,17 @@ template <typename E, int G, int HD> static int fdt_launch(const lr_gpu_attentio
     auto kernel = attention_fdt_kernel<E, G, HD>;
     constexpr size_t smem = fdt_smem_bytes<E, G, HD>();
     /* The kernel's shared memory limit, set once a device (devices 0..63; others each call)
-     * and the blocks an SM it then has (the cards of a process are alike). The first call
-     * may come inside a CUDA graph's capture (a decode step's): the thread's capture mode is
-     * relaxed around the two calls, which are not stream work. */
-    static std::atomic<unsigned long long> ready{0}; /* a bit a device; threads may race to set it */
+     * and the blocks an SM it then has (the cards of a process are alike); a card that
+     * cannot give a block that much shared memory hands the call on (SPLIT_UNHANDLED). The
+     * first call may come inside a CUDA graph's capture (a decode step's): the thread's
+     * capture mode is relaxed around the calls, which are not stream work. */
+    static std::atomic<unsigned long long> ready{0}, refused{0}; /* a bit a device; threads may race */
     static std::atomic<int> per_sm{0};
     int dev = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
-    if (dev < 0 || dev >= 64 || !(ready.load() >> dev & 1ull)) {
+    const unsigned long long bit = dev >= 0 && dev < 64 ? 1ull << dev : 0;
+    if (refused.load() & bit) return SPLIT_UNHANDLED;
+    if (!(ready.load() & bit)) {
         cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
         CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
         cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
@@ -286,9 +289,13 @@ template <typename E, int G, int HD> static int fdt_launch(const lr_gpu_attentio
             cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, FDT_THREADS, smem) != cudaSuccess)
             n = 0, (void)cudaGetLastError();                    /* unknown: the SP_BLOCKS plan */
         CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode)); /* back to the caller's */
-        CUDA_CHECK(e);
+        if (e != cudaSuccess) {
+            (void)cudaGetLastError();
+            refused.fetch_or(bit);
+            return SPLIT_UNHANDLED;
+        }
         per_sm.store(n);
-        if (dev >= 0 && dev < 64) ready.fetch_or(1ull << dev);
+        ready.fetch_or(bit);
     }
     split_decode sd;
     int rc = split_begin(a, "fdt", (int64_t)per_sm.load() * lr_gpu_sm_count(), &sd, s, FDT_MIN_CHUNK);
