@@ -124,11 +124,11 @@ template <typename E> struct __align__(4) E2 { E a, b; };
 #define SP_BLOCKS 1056 /* a split decode's blocks to aim for: eight an SM of 132 */
 #endif
 static_assert(SP_BLOCKS >= 1 && 2 * SP_BLOCKS * 4 <= 48 * 1024, "the merge's factors and sums in 48 KB");
-/* SP_FIT (a build-time knob for run 25's trial): 1 aims a split kernel that says how many of
- * its blocks the card holds at once (fd) at that many, rounded down to whole chunks of the
- * batch, so that its grid is one wave (at most SP_BLOCKS chunks, for the merge's shared
- * memory); 0 aims every split kernel at SP_BLOCKS rounded up, which for fd at batch 32
- * (256 blocks a chunk, 9 resident an SM of 132) is 1280 blocks: a wave and 92 more. */
+/* SP_FIT (a build-time knob for run 25's trial): 1 aims fd's split kernel at the blocks the
+ * card holds at once, rounded down to whole chunks of the batch, so that its grid is one
+ * wave (at most SP_BLOCKS chunks, for the merge's shared memory), as fdt's always is; 0
+ * aims fd's and tc's at SP_BLOCKS rounded up, which for fd at batch 32 (256 blocks a
+ * chunk, 9 resident an SM of 132) is 1280 blocks: a wave and 92 more. */
 #ifndef SP_FIT
 #define SP_FIT 0
 #endif
