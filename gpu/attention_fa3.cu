@@ -1,5 +1,6 @@
 /* attention_fa3.cu: the "fa3" attention variant, prefill attention on Hopper's
- * warpgroup MMA (wgmma.mma_async, sm_90a), as FlashAttention-3 computes it; fa2
+ * warpgroup MMA (wgmma.mma_async, sm_90a), as FlashAttention-3 computes it, and "fa3p",
+ * the same arithmetic pipelined inside a warpgroup (its kernel's comment, below); fa2
  * (attention_fa2.cu) takes everything else: a card other than compute capability 9.0, a
  * build without sm_90a (configure's CUDA_ARCH other than sm_90), F32, other head sizes,
  * one token per sequence, unaligned pointers or odd strides, a grid too large.
@@ -42,6 +43,7 @@
 #include "llamaref_ops.h" /* LR_ATTN_P_TILE */
 
 #include <limits.h>
+#include <type_traits>
 
 /* Keys per tile: the emulated reference's LR_ATTN_P_TILE, since the tile is where P is
  * rounded (each tile's weights against the running max after it); fa2's FA_BK too. */
@@ -97,8 +99,9 @@ static __device__ __forceinline__ void wg_fence() {
 static __device__ __forceinline__ void wg_commit() {
     asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
 }
-static __device__ __forceinline__ void wg_wait0() {
-    asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory");
+/* Until at most N of this thread's committed groups are pending (the older done). */
+template <int N> static __device__ __forceinline__ void wg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
 static __device__ __forceinline__ void fence_proxy_async() {
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
@@ -108,6 +111,15 @@ template <int N> static __device__ __forceinline__ void reg_fence(float (&r)[N])
 #pragma unroll
     for (int i = 0; i < N; i++)
         asm volatile("" : "+f"(r[i])::"memory");
+}
+/* The same for an A operand in registers: a wgmma reads it until its wait, so it stays
+ * live (its registers not reused for other values) up to here. */
+template <int N> static __device__ __forceinline__ void reg_fence(uint32_t (&r)[N][4]) {
+#pragma unroll
+    for (int i = 0; i < N; i++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            asm volatile("" : "+r"(r[i][e])::"memory");
 }
 
 #define FA3_D32                                                                                              \
@@ -159,192 +171,196 @@ FA3_WG_MMA(__nv_bfloat16, "bf16")
 FA3_WG_MMA(__half, "f16")
 #endif /* FA3_DEVICE_CODE */
 
-/* Issue the copies of key tile t (keys t FA3_BN ..) into the K and V buffers at shared
- * addresses kd and vd: consecutive threads take consecutive 16-byte chunks of a key row;
- * keys at or past kmax (whose block-table entries may be -1) are zero-filled without a
- * read, so that P V never meets stale shared memory (0 * NaN). */
+/* Chunk i of key tile t (keys t FA3_BN ..): consecutive i are consecutive 16-byte chunks of
+ * a key row. Its place in a swizzled tile buffer (*o), its offset in either cache (*off)
+ * and the bytes to copy (the return): keys at or past kmax (whose block-table entries may
+ * be -1) are zero-filled without a read, so that P V never meets stale shared memory
+ * (0 * NaN). */
+template <int HD>
+static __device__ __forceinline__ int fa3_chunk(int i, int t, int kmax, const int32_t *table, int bsz,
+                                                int64_t nkv, int64_t g, uint32_t *o, int64_t *off) {
+    constexpr int CH = HD / 8;
+    const int j = i / CH, c = i % CH, key = t * FA3_BN + j;
+    *o = fa3_sw<FA3_BN>(j, c);
+    *off = key < kmax ? key_offset32(table, bsz, key, nkv, HD, g) + c * 8 : 0;
+    return key < kmax ? 16 : 0;
+}
+
+/* Issue the copies of key tile t into the K and V buffers at shared addresses kd and vd;
+ * FA3_NO_BUF for either skips that buffer (fa3p fetches a tile's K one iteration before
+ * its V). */
+#define FA3_NO_BUF 0xFFFFFFFFu
 template <typename E, int HD>
 static __device__ __forceinline__ void fa3_fetch(uint32_t kd, uint32_t vd, const E *k_cache, const E *v_cache,
                                                  const int32_t *table, int bsz, int64_t nkv, int64_t g, int t,
                                                  int kmax) {
-    constexpr int CH = HD / 8;
-    static_assert((FA3_BN * CH) % FA3_THREADS == 0, "the threads cover the tile exactly");
+    static_assert((FA3_BN * (HD / 8)) % FA3_THREADS == 0, "the threads cover the tile exactly");
 #pragma unroll
-    for (int i = threadIdx.x; i < FA3_BN * CH; i += FA3_THREADS) {
-        const int j = i / CH, c = i % CH, key = t * FA3_BN + j;
-        int n = 0;
-        int64_t off = 0;
-        if (key < kmax) {
-            off = key_offset32(table, bsz, key, nkv, HD, g) + c * 8;
-            n = 16;
-        }
-        const uint32_t o = fa3_sw<FA3_BN>(j, c);
-        cp_async16(kd + o, k_cache + off, n);
-        cp_async16(vd + o, v_cache + off, n);
+    for (int i = threadIdx.x; i < FA3_BN * (HD / 8); i += FA3_THREADS) {
+        uint32_t o;
+        int64_t off;
+        const int n = fa3_chunk<HD>(i, t, kmax, table, bsz, nkv, g, &o, &off);
+        if (kd != FA3_NO_BUF) cp_async16(kd + o, k_cache + off, n);
+        if (vd != FA3_NO_BUF) cp_async16(vd + o, v_cache + off, n);
     }
 }
 
-/* Grid: fa2's (heads fastest, the heaviest causal query tiles first). Warpgroup wg owns
- * rows 64 wg .. + 63 of the block's; lane l of warp w (4 wg + wq) rows 64 wg + 16 wq + gr
- * and + 8. */
-template <typename E, int HD>
-static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
-    attention_fa3_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
-                         lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int64_t qtiles) {
-#ifdef FA3_DEVICE_CODE
-    typedef fa3_layout<HD> Ly;
-    constexpr int CH = HD / 8, NS = FA3_BN / 8 /* S tiles of 8 keys */, LD = HD + 8;
-    extern __shared__ __align__(1024) unsigned char fa3_smem[];
-    __shared__ int kmax_w[FA3_THREADS / 32];
+/* A block of either kernel: 128 query rows of one (sequence, head) (fa2's grid: heads
+ * fastest, the heaviest causal query tiles first); warpgroup wg owns rows 64 wg .. + 63,
+ * lane l of warp w (4 wg + wq) rows ra = 64 wg + 16 wq + gr and rb = ra + 8. */
+struct fa3_block {
+    int64_t h, g, tok0;
+    const int32_t *table;
+    int bsz, nrows, warp, wg, lane, tq, ra, rb;
+    int nka, nkb; /* the keys row ra, rb sees (0 past the sequence: every score masked) */
+    int wmin;     /* the fewest over the warp's rows */
+    int wgmax; /* the most over the warpgroup's (the wgmma's are warpgroup-wide, so its tile skip is too) */
+    int kmax;  /* the most over the block's: the end of its key loop */
+    uint32_t raw, qs, kbuf,
+        vbuf; /* shared memory: as allocated, then Q, K0 K1, V0 V1 from a 1024-byte base */
+};
 
+/* The block's rows, and its Q (rows past the sequence zero-filled) issued (uncommitted) to
+ * shared memory; false for a block past its sequence (block-uniform, before any barrier).
+ * Every thread calls it: kmax_w (shared) gathers the warps' maxima through a barrier. */
+template <typename E, int HD>
+static __device__ __forceinline__ bool fa3_begin(fa3_block &b, const E *q, int64_t ldq,
+                                                 const lr_gpu_attn_meta &m, int64_t nh, int64_t nkv,
+                                                 int64_t qtiles, unsigned char *smem, int *kmax_w) {
+    typedef fa3_layout<HD> Ly;
+    constexpr int CH = HD / 8;
     const int64_t bid = blockIdx.x, h = bid % nh, rest = bid / nh;
     const int64_t seq = rest % m.num_seqs, tile = rest / m.num_seqs;
     const int64_t row0 = (qtiles - 1 - tile) * FA3_BQ, len = m.seq_len[seq];
-    if (row0 >= len) return; /* block-uniform, before any barrier */
-    const int64_t g = h / (nh / nkv), tok0 = m.seq_start[seq] + row0;
-    const int nrows = (int)(len - row0 < FA3_BQ ? len - row0 : FA3_BQ);
-    const int warp = threadIdx.x >> 5, wg = warp >> 2, lane = threadIdx.x & 31, gr = lane >> 2, tq = lane & 3;
-    const int32_t *table = m.block_tables + seq * m.max_blocks;
-    const int bsz = (int)m.block_size; /* <= INT32_MAX (checked by the launcher) */
+    if (row0 >= len) return false;
+    b.h = h, b.g = h / (nh / nkv), b.tok0 = m.seq_start[seq] + row0;
+    b.nrows = (int)(len - row0 < FA3_BQ ? len - row0 : FA3_BQ);
+    b.warp = threadIdx.x >> 5, b.wg = b.warp >> 2, b.lane = threadIdx.x & 31, b.tq = b.lane & 3;
+    b.table = m.block_tables + seq * m.max_blocks;
+    b.bsz = (int)m.block_size; /* <= INT32_MAX (checked by the launcher) */
 
     /* The base, rounded up to 1024 bytes (the swizzle is taken from address bits). */
-    const uint32_t raw = smem_u32(fa3_smem), base = (raw + 1023u) & ~1023u;
-    const uint32_t qs = base, kbuf = base + Ly::QB, vbuf = kbuf + 2 * Ly::TB;
+    b.raw = smem_u32(smem);
+    const uint32_t base = (b.raw + 1023u) & ~1023u;
+    b.qs = base, b.kbuf = base + Ly::QB, b.vbuf = b.kbuf + 2 * Ly::TB;
 
-    /* This lane's rows and the keys each sees (0 past the sequence: every score masked);
-     * wmax, wmin over the warp's rows, wgmax over the warpgroup's (the wgmma's are
-     * warpgroup-wide, so its tile skip is too), kmax over the block's. */
-    const int ra = warp * 16 + gr, rb = ra + 8;
-    const int nka = ra < nrows ? m.token_keys[tok0 + ra] : 0, nkb = rb < nrows ? m.token_keys[tok0 + rb] : 0;
-    int wmax = max(nka, nkb), wmin = min(nka, nkb);
+    b.ra = b.warp * 16 + (b.lane >> 2), b.rb = b.ra + 8;
+    b.nka = b.ra < b.nrows ? m.token_keys[b.tok0 + b.ra] : 0;
+    b.nkb = b.rb < b.nrows ? m.token_keys[b.tok0 + b.rb] : 0;
+    int wmax = max(b.nka, b.nkb), wmin = min(b.nka, b.nkb);
 #pragma unroll
     for (int o_ = 16; o_ > 0; o_ >>= 1) {
         wmax = max(wmax, __shfl_xor_sync(0xffffffffu, wmax, o_));
         wmin = min(wmin, __shfl_xor_sync(0xffffffffu, wmin, o_));
     }
-    if (lane == 0) kmax_w[warp] = wmax;
+    b.wmin = wmin;
+    if (b.lane == 0) kmax_w[b.warp] = wmax;
 
-    /* Q (rows past the sequence zero-filled) and tile 0: one group. */
     for (int i = threadIdx.x; i < FA3_BQ * CH; i += FA3_THREADS) {
         const int r = i / CH, c = i % CH;
-        const E *src = r < nrows ? q + (tok0 + r) * ldq + h * HD + c * 8 : q;
-        cp_async16(qs + fa3_sw<FA3_BQ>(r, c), src, r < nrows ? 16 : 0);
+        const E *src = r < b.nrows ? q + (b.tok0 + r) * ldq + b.h * HD + c * 8 : q;
+        cp_async16(b.qs + fa3_sw<FA3_BQ>(r, c), src, r < b.nrows ? 16 : 0);
     }
     __syncthreads(); /* kmax_w */
-    int kmax = 0, wgmax = 0;
+    b.kmax = 0, b.wgmax = 0;
 #pragma unroll
     for (int w = 0; w < FA3_THREADS / 32; w++) {
-        kmax = max(kmax, kmax_w[w]);
-        if (w / 4 == wg) wgmax = max(wgmax, kmax_w[w]);
+        b.kmax = max(b.kmax, kmax_w[w]);
+        if (w / 4 == b.wg) b.wgmax = max(b.wgmax, kmax_w[w]);
     }
-    const int ntiles = kmax / FA3_BN + (kmax % FA3_BN != 0);
-    if (ntiles > 0) fa3_fetch<E, HD>(kbuf, vbuf, k_cache, v_cache, table, bsz, nkv, g, 0, kmax);
-    cp_async_commit();
+    return true;
+}
 
-    float o[HD / 2]; /* O (64 x HD) of the warpgroup: o[4d + e] row ra / rb, dims 8d + 2tq + e % 2 */
+#ifdef FA3_DEVICE_CODE
+/* S (64 x FA3_BN) = Q K^T of the warpgroup's rows, issued (uncommitted): k-step ks is dims
+ * 16ks..; within a 64-dim block a start 32 bytes further, the next block a region further
+ * (FA3_BQ or FA3_BN rows). dq, dk: descriptors of the warpgroup's Q rows and the K buffer. */
+template <typename E, int HD>
+static __device__ __forceinline__ void fa3_qk(float (&s)[FA3_BN / 2], uint64_t dq, uint64_t dk) {
 #pragma unroll
-    for (int i = 0; i < HD / 2; i++)
-        o[i] = 0.0f;
-    float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f; /* as fa2's */
-    const float sl2 = scale * 1.4426950408889634f;
-    /* Descriptors at the warpgroup's Q rows, and at the start of each K and V buffer. */
-    const uint64_t dq = fa3_desc(qs + wg * 64 * 128, 16, 1024);
-
-    for (int t = 0; t < ntiles; t++) {
-        if (t + 1 < ntiles) {
-            const uint32_t nb = ((t + 1) & 1) * Ly::TB;
-            fa3_fetch<E, HD>(kbuf + nb, vbuf + nb, k_cache, v_cache, table, bsz, nkv, g, t + 1, kmax);
-            cp_async_commit();
-            cp_async_wait<1>(); /* tile t (and Q) have landed, t + 1 may be in flight */
-        } else {
-            cp_async_wait<0>();
-        }
-        fence_proxy_async();
-        __syncthreads();
-        const int k0 = t * FA3_BN;
-        if (k0 < wgmax) { /* warpgroup-uniform: some row of the warpgroup sees a key of the tile */
-            const uint32_t cur = (t & 1) * Ly::TB;
-            const uint64_t dk = fa3_desc(kbuf + cur, 16, 1024), dv = fa3_desc(vbuf + cur, FA3_BN * 128, 1024);
-
-            /* S = Q K^T: k-step ks is dims 16ks..; within a 64-dim block a start 32 bytes
-             * further, the next block a region further (FA3_BQ or FA3_BN rows). */
-            float s[FA3_BN / 2];
-#pragma unroll
-            for (int i = 0; i < FA3_BN / 2; i++)
-                s[i] = 0.0f;
-            wg_fence();
-#pragma unroll
-            for (int ks = 0; ks < HD / 16; ks++) {
-                const uint64_t da = dq + (uint64_t)((((ks >> 2) * FA3_BQ * 128) + (ks & 3) * 32) >> 4),
-                               db = dk + (uint64_t)((((ks >> 2) * FA3_BN * 128) + (ks & 3) * 32) >> 4);
-                wg_mma<E, FA3_BN>::ss(s, da, db, ks > 0);
-            }
-            wg_commit();
-            wg_wait0();
-            reg_fence(s);
-
-            /* fa2's softmax on S tile j (keys k0 + 8j ..): s[4j + 0..1] row ra, s[4j + 2..3]
-             * row rb; P, rounded, straight into A fragments: tile j is keys 16 (j/2) +
-             * 8 (j%2) .. of k-step j / 2, i.e. registers a0, a1 (j even) or a2, a3 (j odd). */
-            const bool full = wmin - k0 >= FA3_BN; /* warp-uniform: every row sees the whole tile */
-            float mxa = -INFINITY, mxb = -INFINITY;
-#pragma unroll
-            for (int j = 0; j < NS; j++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const int key = k0 + 8 * j + 2 * tq + e;
-                    float va = s[4 * j + e] * sl2, vb = s[4 * j + 2 + e] * sl2;
-                    if (!full) {
-                        va = key < nka ? va : -INFINITY;
-                        vb = key < nkb ? vb : -INFINITY;
-                    }
-                    s[4 * j + e] = va, s[4 * j + 2 + e] = vb;
-                    mxa = fmaxf(mxa, va), mxb = fmaxf(mxb, vb);
-                }
-            mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 1));
-            mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
-            mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
-            mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
-            const float mna = fmaxf(ma, mxa), mnb = fmaxf(mb, mxb);
-            const float ca = mna == -INFINITY ? 1.0f : exp2f(ma - mna),
-                        cb = mnb == -INFINITY ? 1.0f : exp2f(mb - mnb);
-            const float ba = mna == -INFINITY ? 0.0f : mna, bb = mnb == -INFINITY ? 0.0f : mnb;
-            ma = mna, mb = mnb;
-            uint32_t pa[FA3_BN / 16][4];
-            float sa = 0.0f, sb = 0.0f;
-#pragma unroll
-            for (int j = 0; j < NS; j++) {
-                float r0, r1, r2, r3;
-                pa[j >> 1][(j & 1) * 2] =
-                    mma16816<E>::pack(exp2f(s[4 * j] - ba), exp2f(s[4 * j + 1] - ba), r0, r1);
-                pa[j >> 1][(j & 1) * 2 + 1] =
-                    mma16816<E>::pack(exp2f(s[4 * j + 2] - bb), exp2f(s[4 * j + 3] - bb), r2, r3);
-                sa += r0 + r1, sb += r2 + r3;
-            }
-            la = la * ca + sa, lb = lb * cb + sb;
-#pragma unroll
-            for (int d = 0; d < HD / 8; d++) {
-                o[4 * d] *= ca, o[4 * d + 1] *= ca;
-                o[4 * d + 2] *= cb, o[4 * d + 3] *= cb;
-            }
-
-            /* O += P V: k-step kk is keys 16kk.., two 8-key atoms, 2048 bytes further. */
-            wg_fence();
-#pragma unroll
-            for (int kk = 0; kk < FA3_BN / 16; kk++)
-                wg_mma<E, HD>::rs(o, pa[kk], dv + (uint64_t)((kk * 2048) >> 4));
-            wg_commit();
-            wg_wait0();
-            reg_fence(o);
-        }
-        __syncthreads(); /* the buffer is refetched next iteration (or takes the output) */
+    for (int ks = 0; ks < HD / 16; ks++) {
+        const uint64_t da = dq + (uint64_t)((((ks >> 2) * FA3_BQ * 128) + (ks & 3) * 32) >> 4),
+                       db = dk + (uint64_t)((((ks >> 2) * FA3_BN * 128) + (ks & 3) * 32) >> 4);
+        wg_mma<E, FA3_BN>::ss(s, da, db, ks > 0);
     }
-    cp_async_wait<0>(); /* nothing in flight past here (there is always a tile: a row sees its own key) */
+}
 
-    /* Normalise, round once, stage the warp's rows in the K and V buffers (its own rows:
-     * the loop's last barrier has passed), then write whole rows out in pairs (the
-     * launcher checked ctx and ldc for 4-byte alignment). */
-    E *const os = (E *)(fa3_smem + (kbuf - raw));
+/* O += P V, issued (uncommitted): k-step kk is keys 16kk.., two 8-key atoms, 2048 bytes
+ * further. dv: the V buffer's descriptor. */
+template <typename E, int HD>
+static __device__ __forceinline__ void fa3_pv(float (&o)[HD / 2], const uint32_t (&pa)[FA3_BN / 16][4],
+                                              uint64_t dv) {
+#pragma unroll
+    for (int kk = 0; kk < FA3_BN / 16; kk++)
+        wg_mma<E, HD>::rs(o, pa[kk], dv + (uint64_t)((kk * 2048) >> 4));
+}
+#endif
+
+/* fa2's softmax on the S tile of keys k0 .. (s[4j + 0..1] row ra, s[4j + 2..3] row rb:
+ * keys k0 + 8j + 2tq, + 1): scores scaled by sl2 = scale log2(e) and masked per row (none
+ * where full: every row of the warp sees the whole tile), the running maxima m and sums l
+ * updated, and P rounded straight into the A fragments of P V (tile j is keys 16 (j/2) +
+ * 8 (j%2) .. of k-step j / 2: registers a0, a1 (j even) or a2, a3 (j odd)); the row sums
+ * are taken over the rounded P. ca, cb: the factors of O's rows. */
+template <typename E>
+static __device__ __forceinline__ void fa3_softmax(float (&s)[FA3_BN / 2], uint32_t (&pa)[FA3_BN / 16][4],
+                                                   const fa3_block &b, int k0, float sl2, float &ma,
+                                                   float &mb, float &la, float &lb, float &ca, float &cb) {
+    constexpr int NS = FA3_BN / 8;           /* S tiles of 8 keys */
+    const bool full = b.wmin - k0 >= FA3_BN; /* warp-uniform */
+    float mxa = -INFINITY, mxb = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < NS; j++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+            const int key = k0 + 8 * j + 2 * b.tq + e;
+            float va = s[4 * j + e] * sl2, vb = s[4 * j + 2 + e] * sl2;
+            if (!full) {
+                va = key < b.nka ? va : -INFINITY;
+                vb = key < b.nkb ? vb : -INFINITY;
+            }
+            s[4 * j + e] = va, s[4 * j + 2 + e] = vb;
+            mxa = fmaxf(mxa, va), mxb = fmaxf(mxb, vb);
+        }
+    mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 1));
+    mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
+    mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
+    mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
+    const float mna = fmaxf(ma, mxa), mnb = fmaxf(mb, mxb);
+    ca = mna == -INFINITY ? 1.0f : exp2f(ma - mna), cb = mnb == -INFINITY ? 1.0f : exp2f(mb - mnb);
+    const float ba = mna == -INFINITY ? 0.0f : mna, bb = mnb == -INFINITY ? 0.0f : mnb;
+    ma = mna, mb = mnb;
+    float sa = 0.0f, sb = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NS; j++) {
+        float r0, r1, r2, r3;
+        pa[j >> 1][(j & 1) * 2] = mma16816<E>::pack(exp2f(s[4 * j] - ba), exp2f(s[4 * j + 1] - ba), r0, r1);
+        pa[j >> 1][(j & 1) * 2 + 1] =
+            mma16816<E>::pack(exp2f(s[4 * j + 2] - bb), exp2f(s[4 * j + 3] - bb), r2, r3);
+        sa += r0 + r1, sb += r2 + r3;
+    }
+    la = la * ca + sa, lb = lb * cb + sb;
+}
+
+/* O's rows times their factors (o[4d + e]: row ra for e < 2, rb else). */
+template <int HD> static __device__ __forceinline__ void fa3_rescale(float (&o)[HD / 2], float ca, float cb) {
+#pragma unroll
+    for (int d = 0; d < HD / 8; d++) {
+        o[4 * d] *= ca, o[4 * d + 1] *= ca;
+        o[4 * d + 2] *= cb, o[4 * d + 3] *= cb;
+    }
+}
+
+/* The end of either kernel: O's rows over their sums, rounded once, staged in the K and V
+ * buffers (rows of HD + 8, fa2's padded layout; the caller has freed them) by the warp
+ * for its own rows, then written out whole in pairs (the launcher checked ctx and ldc for
+ * 4-byte alignment). o[4d + e]: dims 8d + 2tq + e % 2 of row ra (e < 2) or rb. */
+template <typename E, int HD>
+static __device__ __forceinline__ void fa3_store(E *ctx, int64_t ldc, const fa3_block &b,
+                                                 const float (&o)[HD / 2], float la, float lb,
+                                                 unsigned char *smem) {
+    constexpr int LD = HD + 8;
+    E *const os = (E *)(smem + (b.kbuf - b.raw));
     la += __shfl_xor_sync(0xffffffffu, la, 1);
     la += __shfl_xor_sync(0xffffffffu, la, 2);
     lb += __shfl_xor_sync(0xffffffffu, lb, 1);
@@ -355,16 +371,199 @@ static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
         E2<E> pa2, pb2;
         pa2.a = elem<E>::store(o[4 * d] * ia), pa2.b = elem<E>::store(o[4 * d + 1] * ia);
         pb2.a = elem<E>::store(o[4 * d + 2] * ib), pb2.b = elem<E>::store(o[4 * d + 3] * ib);
-        *(E2<E> *)(os + ra * LD + 8 * d + 2 * tq) = pa2;
-        *(E2<E> *)(os + rb * LD + 8 * d + 2 * tq) = pb2;
+        *(E2<E> *)(os + b.ra * LD + 8 * d + 2 * b.tq) = pa2;
+        *(E2<E> *)(os + b.rb * LD + 8 * d + 2 * b.tq) = pb2;
     }
     __syncwarp();
-    for (int i = lane; i < 16 * (HD / 2); i += 32) {
-        const int r = warp * 16 + i / (HD / 2), c = 2 * (i % (HD / 2));
-        if (r < nrows) *(E2<E> *)(ctx + (tok0 + r) * ldc + h * HD + c) = *(const E2<E> *)(os + r * LD + c);
+    for (int i = b.lane; i < 16 * (HD / 2); i += 32) {
+        const int r = b.warp * 16 + i / (HD / 2), c = 2 * (i % (HD / 2));
+        if (r < b.nrows)
+            *(E2<E> *)(ctx + (b.tok0 + r) * ldc + b.h * HD + c) = *(const E2<E> *)(os + r * LD + c);
     }
+}
+
+/* fa3: per key tile, the block's copies of the next tile out, then per warpgroup S = Q K^T,
+ * its wait, the softmax, O += P V and its wait, between two block barriers; two blocks an
+ * SM (FA3_MINB) cover one's softmax with the other's MMAs. */
+template <typename E, int HD>
+static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
+    attention_fa3_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
+                         lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int64_t qtiles) {
+#ifdef FA3_DEVICE_CODE
+    typedef fa3_layout<HD> Ly;
+    extern __shared__ __align__(1024) unsigned char fa3_smem[];
+    __shared__ int kmax_w[FA3_THREADS / 32];
+    fa3_block b;
+    if (!fa3_begin<E, HD>(b, q, ldq, m, nh, nkv, qtiles, fa3_smem, kmax_w)) return;
+    const int ntiles = b.kmax / FA3_BN + (b.kmax % FA3_BN != 0);
+    /* Q and tile 0: one group */
+    if (ntiles > 0) fa3_fetch<E, HD>(b.kbuf, b.vbuf, k_cache, v_cache, b.table, b.bsz, nkv, b.g, 0, b.kmax);
+    cp_async_commit();
+
+    float o[HD / 2]; /* O (64 x HD) of the warpgroup: o[4d + e] row ra / rb, dims 8d + 2tq + e % 2 */
+#pragma unroll
+    for (int i = 0; i < HD / 2; i++)
+        o[i] = 0.0f;
+    float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f; /* as fa2's */
+    const float sl2 = scale * 1.4426950408889634f;
+    const uint64_t dq = fa3_desc(b.qs + b.wg * 64 * 128, 16, 1024);
+
+    for (int t = 0; t < ntiles; t++) {
+        if (t + 1 < ntiles) {
+            const uint32_t nb = ((t + 1) & 1) * Ly::TB;
+            fa3_fetch<E, HD>(b.kbuf + nb, b.vbuf + nb, k_cache, v_cache, b.table, b.bsz, nkv, b.g, t + 1,
+                             b.kmax);
+            cp_async_commit();
+            cp_async_wait<1>(); /* tile t (and Q) have landed, t + 1 may be in flight */
+        } else {
+            cp_async_wait<0>();
+        }
+        fence_proxy_async();
+        __syncthreads();
+        const int k0 = t * FA3_BN;
+        if (k0 < b.wgmax) { /* warpgroup-uniform: some row of the warpgroup sees a key of the tile */
+            const uint32_t cur = (t & 1) * Ly::TB;
+            float s[FA3_BN / 2];
+#pragma unroll
+            for (int i = 0; i < FA3_BN / 2; i++)
+                s[i] = 0.0f;
+            wg_fence();
+            fa3_qk<E, HD>(s, dq, fa3_desc(b.kbuf + cur, 16, 1024));
+            wg_commit();
+            wg_wait<0>();
+            reg_fence(s);
+            uint32_t pa[FA3_BN / 16][4];
+            float ca, cb;
+            fa3_softmax<E>(s, pa, b, k0, sl2, ma, mb, la, lb, ca, cb);
+            fa3_rescale<HD>(o, ca, cb);
+            wg_fence();
+            fa3_pv<E, HD>(o, pa, fa3_desc(b.vbuf + cur, FA3_BN * 128, 1024));
+            wg_commit();
+            wg_wait<0>();
+            reg_fence(o);
+        }
+        __syncthreads(); /* the buffer is refetched next iteration (or takes the output) */
+    }
+    cp_async_wait<0>(); /* nothing in flight past here (there is always a tile: a row sees its own key) */
+    fa3_store<E, HD>(ctx, ldc, b, o, la, lb, fa3_smem); /* the loop's last barrier has freed the buffers */
 #else
     __trap(); /* never launched: the host runs it only where fa3_runs_here says so */
+#endif
+}
+
+/* fa3p: fa3's arithmetic with FlashAttention-3's overlap inside a warpgroup. Iteration t
+ * issues S_t = Q K_t^T and then O += P_{t-1} V_{t-1}, sends the copies of K_{t+1} and V_t
+ * behind them, waits for S_t alone and takes its softmax while the tensor cores run
+ * P_{t-1} V_{t-1}, then waits for that and scales O by tile t's factors. Each O sees the
+ * same operations in the same order as in fa3 (O scaled by tile t-1's factors, plus
+ * P_{t-1} V_{t-1}, then by tile t's), so the bits are fa3's. The price: P of two tiles
+ * live at once (the one P V reads until its wait, the one the softmax writes), and K and V
+ * of different tiles in use together (K and V each a ring of two; Q, K0 K1, V0 V1 as
+ * fa3's 96 KiB), one barrier a tile; at about 160 to 200 registers, one block an SM.
+ *
+ * Both warpgroups run every tile of the block, the first tile and the last P V peeled,
+ * so that no wgmma sits in a branch: ptxas serialises the wgmmas of a function where one
+ * does (its warning C7520). A warpgroup whose rows see no key of a tile (the first one's,
+ * on the causal diagonal) takes it masked, which changes no bit: its scores are all -inf,
+ * so the maxima stay, O and the sums are scaled by exp2(0) = 1 and P is 0. fa3 skips such
+ * a tile, but the other warpgroup holds both at the tile's barrier anyway. */
+template <typename E, int HD>
+static __global__ void __launch_bounds__(FA3_THREADS, 1)
+    attention_fa3p_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
+                          lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int64_t qtiles) {
+#ifdef FA3_DEVICE_CODE
+    typedef fa3_layout<HD> Ly;
+    extern __shared__ __align__(1024) unsigned char fa3_smem[];
+    __shared__ int kmax_w[FA3_THREADS / 32];
+    fa3_block b;
+    if (!fa3_begin<E, HD>(b, q, ldq, m, nh, nkv, qtiles, fa3_smem, kmax_w)) return;
+    /* at least one (a row sees its own key; with none, every tile is zero-filled) */
+    const int ntiles = b.kmax > FA3_BN ? b.kmax / FA3_BN + (b.kmax % FA3_BN != 0) : 1;
+    const float sl2 = scale * 1.4426950408889634f;
+    const uint64_t dq = fa3_desc(b.qs + b.wg * 64 * 128, 16, 1024);
+#define FA3P_KBUF(t) (b.kbuf + ((t)&1) * Ly::TB)
+#define FA3P_VBUF(t) (b.vbuf + ((t)&1) * Ly::TB)
+#define FA3P_FETCH(kd, vd, t) fa3_fetch<E, HD>(kd, vd, k_cache, v_cache, b.table, b.bsz, nkv, b.g, t, b.kmax)
+    /* every thread's copies of the last group have landed (K_t and V_{t-1}); both
+     * warpgroups are past iteration t - 1, whose waits ended the last reads of K slot t + 1
+     * (S_{t-1}) and V slot t (P_{t-2} V) */
+#define FA3P_LANDED()                                                                                        \
+    do {                                                                                                     \
+        cp_async_wait<0>();                                                                                  \
+        fence_proxy_async();                                                                                 \
+        __syncthreads();                                                                                     \
+    } while (0)
+
+    FA3P_FETCH(FA3P_KBUF(0), FA3_NO_BUF, 0); /* with Q: one group */
+    cp_async_commit();
+    float o[HD / 2]; /* as fa3's */
+#pragma unroll
+    for (int i = 0; i < HD / 2; i++)
+        o[i] = 0.0f;
+    float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f, ca, cb;
+    float s[FA3_BN / 2];
+    uint32_t pa[FA3_BN / 16][4]; /* P_{t-1}, P V's A operand */
+
+    /* t = 0: S_0 alone */
+    FA3P_LANDED();
+#pragma unroll
+    for (int i = 0; i < FA3_BN / 2; i++)
+        s[i] = 0.0f;
+    wg_fence();
+    fa3_qk<E, HD>(s, dq, fa3_desc(FA3P_KBUF(0), 16, 1024));
+    wg_commit();
+    if (ntiles > 1) FA3P_FETCH(FA3P_KBUF(1), FA3_NO_BUF, 1);
+    FA3P_FETCH(FA3_NO_BUF, FA3P_VBUF(0), 0);
+    cp_async_commit();
+    wg_wait<0>();
+    reg_fence(s);
+    fa3_softmax<E>(s, pa, b, 0, sl2, ma, mb, la, lb, ca, cb);
+    fa3_rescale<HD>(o, ca, cb);
+
+    for (int t = 1; t < ntiles; t++) {
+        FA3P_LANDED();
+#pragma unroll
+        for (int i = 0; i < FA3_BN / 2; i++)
+            s[i] = 0.0f;
+        wg_fence();
+        fa3_qk<E, HD>(s, dq, fa3_desc(FA3P_KBUF(t), 16, 1024));
+        wg_commit();
+        fa3_pv<E, HD>(o, pa, fa3_desc(FA3P_VBUF(t - 1), FA3_BN * 128, 1024));
+        wg_commit();
+        /* the next copies go out behind the MMAs */
+        if (t + 1 < ntiles) FA3P_FETCH(FA3P_KBUF(t + 1), FA3_NO_BUF, t + 1);
+        FA3P_FETCH(FA3_NO_BUF, FA3P_VBUF(t), t);
+        cp_async_commit();
+        wg_wait<1>(); /* S_t; P_{t-1} V_{t-1} may still run */
+        reg_fence(s);
+        uint32_t pn[FA3_BN / 16][4];
+        fa3_softmax<E>(s, pn, b, t * FA3_BN, sl2, ma, mb, la, lb, ca, cb);
+        wg_wait<0>();
+        reg_fence(o);
+        reg_fence(pa); /* read by P V up to its wait: its registers are not pn's */
+        fa3_rescale<HD>(o, ca, cb);
+#pragma unroll
+        for (int kk = 0; kk < FA3_BN / 16; kk++)
+#pragma unroll
+            for (int e = 0; e < 4; e++)
+                pa[kk][e] = pn[kk][e];
+    }
+
+    /* the last P V */
+    FA3P_LANDED();
+    wg_fence();
+    fa3_pv<E, HD>(o, pa, fa3_desc(FA3P_VBUF(ntiles - 1), FA3_BN * 128, 1024));
+    wg_commit();
+    wg_wait<0>();
+    reg_fence(o);
+    __syncthreads(); /* both warpgroups' last P V done: the buffers take the output */
+    fa3_store<E, HD>(ctx, ldc, b, o, la, lb, fa3_smem);
+#undef FA3P_KBUF
+#undef FA3P_VBUF
+#undef FA3P_FETCH
+#undef FA3P_LANDED
+#else
+    __trap();
 #endif
 }
 
@@ -404,31 +603,37 @@ extern "C" bool lr_gpu_attention_fa3_native(bool *built) {
     return fa3_runs_here((const void *)attention_fa3_kernel<__nv_bfloat16, 128>);
 }
 
-template <typename E, int HD> static int fa3_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
+/* fa3's kernel, or fa3p's where P (its variant) is true. */
+template <typename E, int HD, bool P> static int fa3_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;
+    auto kernel = P ? attention_fa3p_kernel<E, HD> : attention_fa3_kernel<E, HD>;
     int64_t qtiles = (m->max_seq_len + FA3_BQ - 1) / FA3_BQ;
     if (qtiles == 0 || m->num_seqs == 0) return LR_OK;
-    if (m->num_seqs * qtiles > INT32_MAX / a->nh || !fa3_runs_here((const void *)attention_fa3_kernel<E, HD>))
+    if (m->num_seqs * qtiles > INT32_MAX / a->nh || !fa3_runs_here((const void *)kernel))
         return lr_gpu_attention_fa2(a, s);
     size_t smem = fa3_layout<HD>::bytes;
-    CUDA_CHECK(cudaFuncSetAttribute(attention_fa3_kernel<E, HD>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    (int)smem));
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     unsigned int grid = (unsigned int)(a->nh * m->num_seqs * qtiles);
-    attention_fa3_kernel<E, HD><<<grid, FA3_THREADS, smem, s>>>((E *)a->ctx, a->ldc, (const E *)a->q, a->ldq,
-                                                                (const E *)a->k_cache, (const E *)a->v_cache,
-                                                                *m, a->nh, a->nkv, a->scale, qtiles);
+    kernel<<<grid, FA3_THREADS, smem, s>>>((E *)a->ctx, a->ldc, (const E *)a->q, a->ldq,
+                                           (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh, a->nkv,
+                                           a->scale, qtiles);
     LAUNCH_CHECK();
     return LR_OK;
 }
 
-template <typename E> static int attention_fa3(const lr_gpu_attention_args *a, cudaStream_t s) {
-    if (fa_prefill_takes(a)) return a->hd == 64 ? fa3_launch<E, 64>(a, s) : fa3_launch<E, 128>(a, s);
+template <typename E, bool P> static int attention_fa3_t(const lr_gpu_attention_args *a, cudaStream_t s) {
+    if constexpr (std::is_same<E, float>::value) /* wgmma has no float32 operands: fa2's (tc's) paths */
+        return lr_gpu_attention_fa2(a, s);
+    else if (fa_prefill_takes(a))
+        return a->hd == 64 ? fa3_launch<E, 64, P>(a, s) : fa3_launch<E, 128, P>(a, s);
     return lr_gpu_attention_fa2(a, s);
 }
-
-/* wgmma has no float32 operands: F32 takes fa2's (that is, tc's) paths. */
-template <> int attention_fa3<float>(const lr_gpu_attention_args *a, cudaStream_t s) {
-    return lr_gpu_attention_fa2(a, s);
+template <typename E> static int attention_fa3(const lr_gpu_attention_args *a, cudaStream_t s) {
+    return attention_fa3_t<E, false>(a, s);
+}
+template <typename E> static int attention_fa3p(const lr_gpu_attention_args *a, cudaStream_t s) {
+    return attention_fa3_t<E, true>(a, s);
 }
 
 ATTN_LAUNCHER(lr_gpu_attention_fa3, attention_fa3)
+ATTN_LAUNCHER(lr_gpu_attention_fa3p, attention_fa3p)

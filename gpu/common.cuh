@@ -73,16 +73,20 @@ template <typename T> __device__ __forceinline__ void st(T *p, float v) { *p = e
 
 /* silu(g) = g / (1 + exp(-g)) in float32 with expf, as the reference writes it (not a
  * fast-math form). The activation family's kernels and gate_up_proj's GEMV with the
- * activation fused (linear.cu) both call it, so that the two agree bit for bit. */
-static __device__ __forceinline__ float silu1(float g) { return g / (1.0f + expf(-g)); }
+ * activation fused (linear.cu) both call it, so that the two agree bit for bit; the add is
+ * __fadd_rn so that no kernel's compilation can fuse it with expf's last multiply (ptxas
+ * did, in every kernel alike, but only by making the same choice in each context). */
+static __device__ __forceinline__ float silu1(float g) { return g / __fadd_rn(1.0f, expf(-g)); }
 
 /* The rotate-half step of one RoPE pair (x1 at i, x2 at i + hd/2) by the angle's float32
  * cosine c and sine sn: the one expression of it that rotary.cu's heads and fused RoPE +
  * cache kernels and qkv_proj's GEMV with RoPE fused (linear.cu) share, so that they round
- * alike. */
+ * alike. The contractions are written out (x2 sn, x2 c rounded, each then in one fma with
+ * x1), the forms ptxas chose in every one of those kernels, so that no kernel's context can
+ * choose another. */
 static __device__ __forceinline__ void rot_pair(float x1, float x2, float c, float sn, float &y1, float &y2) {
-    y1 = x1 * c - x2 * sn;
-    y2 = x2 * c + x1 * sn;
+    y1 = __fmaf_rn(x1, c, -__fmul_rn(x2, sn));
+    y2 = __fmaf_rn(x1, sn, __fmul_rn(x2, c));
 }
 
 /* Calls F<T>(args...) for the element type of dt; LR_E_INVAL for other dtypes. */

@@ -38,6 +38,7 @@ int lr_gpu_attention_flash(const void *args, cudaStream_t s);
 int lr_gpu_attention_simple(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa2(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3(const void *args, cudaStream_t s);
+int lr_gpu_attention_fa3p(const void *args, cudaStream_t s);
 int lr_gpu_attention_fd(const void *args, cudaStream_t s);
 int lr_gpu_attention_fdt(const void *args, cudaStream_t s);
 
@@ -151,6 +152,12 @@ static const lr_gpu_kernel builtin[] = {
       "swizzle; else fa2",
       false, ALL, ROUNDS_P},
      lr_gpu_attention_fa3},
+    {{FAM(ATTENTION), "fa3p",
+      "prefill as fa3 (the same bits), with FlashAttention-3's overlap inside a warpgroup: "
+      "tile t's Q K^T and tile t-1's P V issued together, t's softmax while P V runs, K and V "
+      "rings of two, one block an SM; else fa2",
+      false, ALL, ROUNDS_P},
+     lr_gpu_attention_fa3p},
     {{FAM(ATTENTION), "tc",
       "decode: one block per (sequence, kv head, key chunk), the group's query heads "
       "together, chunks merged; prefill (bf16/f16, head_dim 64/128): wmma tensor-core "

@@ -34,6 +34,7 @@ int main(void) {
 #include "gpu_ops.h"
 #include "gpu_planted.h"
 #include "gpu_testutil.h"
+#include "internal.h" /* lr_fail */
 #include "llamaref_ops.h"
 #include "opsweep.h"
 
@@ -248,6 +249,66 @@ START_TEST(test_fa3_native) {
     printf("fa3: wgmma kernel %s (build %s sm_90a, device compute capability %d.%d)\n",
            native ? "runs here: its sweep checks it" : "does not run here: fa3's sweep checks fa2",
            built ? "with" : "without", major, minor);
+}
+END_TEST
+
+/* ---- Variants that must give another's bits --------------------------------------------
+ * fa3p is fa3's arithmetic pipelined inside a warpgroup (gpu/attention_fa3.cu): each value
+ * sees the same operations in the same order, so the bits are fa3's. This target runs
+ * fa3p into the case's output, then fa3 into a copy of it (the padding alike), and fails
+ * the case, naming the first element that differs, unless the two are bitwise equal; the
+ * sweep judges fa3p's output as any variant's besides. */
+static int fa3p_is_fa3(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
+                       const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta, int64_t T,
+                       int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
+                       cudaStream_t s) {
+    (void)variant;
+    const size_t es = lr_dtype_size(dt), bytes = (size_t)(T * ldc) * es, row = (size_t)(nh * hd) * es;
+    int rc =
+        lr_gpu_attention("fa3p", ctx, ldc, q, ldq, k_cache, v_cache, meta, T, nh, nkv, hd, scale, dt, ws, s);
+    if (rc != LR_OK || T == 0) return rc;
+    void *other = NULL;
+    unsigned char *a = malloc(bytes), *b = malloc(bytes);
+    if (!a || !b || cudaMalloc(&other, bytes) != cudaSuccess) {
+        free(a), free(b);
+        return lr_fail(LR_E_NOMEM, "fa3p against fa3: %zu bytes", bytes);
+    }
+    rc = cudaMemcpyAsync(other, ctx, bytes, cudaMemcpyDeviceToDevice, s) == cudaSuccess
+             ? lr_gpu_attention("fa3", other, ldc, q, ldq, k_cache, v_cache, meta, T, nh, nkv, hd, scale, dt,
+                                ws, s)
+             : lr_fail(LR_E_DEVICE, "fa3p against fa3: a copy failed");
+    if (rc == LR_OK && (cudaStreamSynchronize(s) != cudaSuccess ||
+                        cudaMemcpy(a, ctx, bytes, cudaMemcpyDeviceToHost) != cudaSuccess ||
+                        cudaMemcpy(b, other, bytes, cudaMemcpyDeviceToHost) != cudaSuccess))
+        rc = lr_fail(LR_E_DEVICE, "fa3p against fa3: %s", cudaGetErrorString(cudaGetLastError()));
+    for (int64_t t = 0; rc == LR_OK && t < T; t++) {
+        const size_t at = (size_t)(t * ldc) * es;
+        if (memcmp(a + at, b + at, row) != 0) {
+            size_t e = 0;
+            while (memcmp(a + at + e * es, b + at + e * es, es) == 0)
+                e++;
+            rc = lr_fail(LR_E_DEVICE, "fa3p differs from fa3 at token %lld, head %lld, dim %lld",
+                         (long long)t, (long long)(e / (size_t)hd), (long long)(e % (size_t)hd));
+        }
+    }
+    cudaFree(other), free(a), free(b);
+    return rc;
+}
+
+/* fa3p's bits are fa3's over the attention sweep's cases: the sweep's own shapes (head_dim
+ * 64 and 128 among them) and Llama-3-8B's (1 x 2048 causal). Loop index: shape set x
+ * {f16, bf16} (float32 is fa2's in both). */
+START_TEST(test_fa3p_is_fa3) {
+    static const char *sets[] = {"fixtures", "llama3-8b"};
+    const lr_opsweep_target t = {
+        .family = "attention", .name = "fa3p-is-fa3", .attention = fa3p_is_fa3, .rounds_p_like = "fa3"};
+    lr_opsweep_opts o;
+    lr_opsweep_opts_init(&o);
+    o.registered = false, o.extra = &t, o.nextra = 1, o.family = "attention";
+    o.shapes = sets[_i / 2], o.dtype = _i % 2 ? LR_BF16 : LR_F16;
+    tallies ts = {.n = 0};
+    sweep(&o, &ts);
+    expect_all_pass(&ts, "attention fa3p against fa3");
 }
 END_TEST
 
@@ -1112,6 +1173,7 @@ int main(void) {
     suite_add_tcase(ops, tc);
     tc = tcase_create("helpers");
     tcase_add_test(tc, test_fa3_native);
+    tcase_add_loop_test(tc, test_fa3p_is_fa3, 0, 4);
     tcase_add_loop_test(tc, test_argmax, 0, N_DTYPES);
     tcase_add_loop_test(tc, test_helpers, 0, N_DTYPES);
     suite_add_tcase(ops, tc);

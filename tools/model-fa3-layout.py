@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""model-fa3-layout.py: a CPU model of the data movement of attention variant fa3
-(gpu/attention_fa3.cu), for checking its index arithmetic without a GPU.
+"""model-fa3-layout.py: a CPU model of the data movement of attention variants fa3 and fa3p
+(gpu/attention_fa3.cu), for checking their index arithmetic and fa3p's schedule without a
+GPU.
 
 It repeats, in float64 and thread by thread, what the kernel's code does with addresses
 and registers: the cp.async copies of Q and of each K/V tile from a paged cache into
@@ -27,7 +28,11 @@ another and with that description, not the hardware: a misreading of the ISA in 
 would pass here. The kernel itself is judged on a GPU by its op sweep (tests/test_gpu_ops)
 and the model-level checks. It prints the largest difference from a direct float64
 softmax(Q K^T) V over a few shapes (paged caches with block sizes 16 and 7, a past,
-sequences shorter than a block's 128 rows) and exits 1 above 1e-12.
+sequences shorter than a block's 128 rows) and exits 1 above 1e-12. fa3p is run by its own
+schedule (K and V rings of two; iteration t issues S_t and P_{t-1} V_{t-1}, then the copies
+of K_{t+1} and V_t; every warpgroup takes every tile), which must read only tiles that have
+landed, never a buffer a copy in flight writes, and give fa3's output exactly (in float64:
+the same operations in the same order, masked tiles changing nothing).
 Usage: tools/model-fa3-layout.py [--seed N]
 """
 import argparse
@@ -116,8 +121,78 @@ def afrag_to_matrix(a):
     return M
 
 
-def run_block(q, kc, vc, table, bsz, nkv, g, h, HD, tok0, nrows, token_keys, scale, raw):
-    """One block of the kernel: returns its nrows output rows (HD each) of head h."""
+def s_tile(sm, dq, dk, HD):
+    """S = Q K^T of a warpgroup's 64 rows, read through descriptors, as accumulator fragments."""
+    Smat = np.zeros((64, BN))
+    for ks in range(HD // 16):
+        da = dq + ((((ks >> 2) * BQ * 128) + (ks & 3) * 32) >> 4)
+        db = dk + ((((ks >> 2) * BN * 128) + (ks & 3) * 32) >> 4)
+        Smat += read_kmajor(sm, da, 64) @ read_kmajor(sm, db, BN).T
+    return matrix_to_frag(Smat)
+
+
+def softmax_tile(s, wg, k0, nk, sl2, m, lsum):
+    """fa3_softmax on S tile (keys k0 ..) of warpgroup wg: masks, updates the running maxima
+    m and sums lsum (per thread, rows ra / rb), returns P's A fragments and O's factors."""
+    pa = np.zeros((BN // 16, 128, 4, 2))
+    corr = np.ones((128, 2))
+    for t_ in range(128):
+        w, gr, tq = t_ // 32, (t_ % 32) // 4, t_ % 4
+        ra, rb = 64 * wg + 16 * w + gr, 64 * wg + 16 * w + gr + 8
+        for j in range(BN // 8):
+            for e in range(2):
+                key = k0 + 8 * j + 2 * tq + e
+                s[t_][4 * j + e] = s[t_][4 * j + e] * sl2 if key < nk[ra] else -np.inf
+                s[t_][4 * j + 2 + e] = s[t_][4 * j + 2 + e] * sl2 if key < nk[rb] else -np.inf
+    for t_ in range(128):  # the row max over the 4 lanes of a row (the shuffles)
+        grp = (t_ // 4) * 4
+        for half in range(2):
+            mx = max(s[u][4 * j + 2 * half + e] for u in range(grp, grp + 4) for j in range(BN // 8) for e in range(2))
+            mn = max(m[t_][half], mx)
+            corr[t_][half] = 1.0 if mn == -np.inf else 2.0 ** (m[t_][half] - mn)
+            bias = 0.0 if mn == -np.inf else mn
+            m[t_][half] = mn
+            tot = 0.0
+            for j in range(BN // 8):
+                p = [2.0 ** (s[t_][4 * j + 2 * half + e] - bias) for e in range(2)]
+                pa[j >> 1, t_, (j & 1) * 2 + half] = p
+                tot += p[0] + p[1]
+            lsum[t_][half] = lsum[t_][half] * corr[t_][half] + tot
+    return pa, corr
+
+
+def rescale(o, corr, HD):
+    for t_ in range(128):
+        for half in range(2):
+            for d in range(HD // 8):
+                o[t_][4 * d + 2 * half] *= corr[t_][half]
+                o[t_][4 * d + 2 * half + 1] *= corr[t_][half]
+
+
+def pv_tile(sm, o, pa, dv, HD):
+    """O += P V, P from A fragments, V through its descriptor."""
+    Omat = frag_to_matrix(o, HD)
+    for kk in range(BN // 16):
+        Omat += afrag_to_matrix(pa[kk]) @ read_mnmajor(sm, dv + ((kk * 2048) >> 4), HD)
+    return matrix_to_frag(Omat)
+
+
+def normalise(o, lsum, wg, HD, out):
+    """Each lane's rows ra, rb over the quad's sum, into out (the staged rows, read back)."""
+    for t_ in range(128):
+        w, gr, tq = t_ // 32, (t_ % 32) // 4, t_ % 4
+        grp = (t_ // 4) * 4
+        for half, row in ((0, 64 * wg + 16 * w + gr), (1, 64 * wg + 16 * w + gr + 8)):
+            tot = sum(lsum[u][half] for u in range(grp, grp + 4))
+            inv = 1.0 / tot if tot > 0 else 0.0
+            for d in range(HD // 8):
+                for e in range(2):
+                    out[row, 8 * d + 2 * tq + e] = o[t_][4 * d + 2 * half + e] * inv
+
+
+def run_block(q, kc, vc, table, bsz, nkv, g, h, HD, tok0, nrows, token_keys, scale, raw, pipelined=False):
+    """One block of the kernel (fa3, or fa3p where pipelined): its nrows output rows (HD
+    each) of head h."""
     CH = HD // 8
     QB, TB = BQ * HD * 2, BN * HD * 2
     base = (raw + 1023) & ~1023
@@ -131,7 +206,7 @@ def run_block(q, kc, vc, table, bsz, nkv, g, h, HD, tok0, nrows, token_keys, sca
     kmax = max(nk)
     ntiles = -(-kmax // BN)
 
-    def fetch(t, buf):
+    def fetch(t, kd, vd):  # fa3_fetch: tile t's K rows to kd, V rows to vd (either None: skipped)
         for i in range(BN * CH):
             j, c = divmod(i, CH)
             key = t * BN + j
@@ -141,72 +216,62 @@ def run_block(q, kc, vc, table, bsz, nkv, g, h, HD, tok0, nrows, token_keys, sca
                 slot = table[b] * bsz + key - b * bsz
                 src = (kc[slot, g, 8 * c: 8 * c + 8], vc[slot, g, 8 * c: 8 * c + 8])
             o = fa3_sw(BN, j, c)
-            sm.cp16(kbuf + buf * TB + o, None if src is None else src[0])
-            sm.cp16(vbuf + buf * TB + o, None if src is None else src[1])
+            if kd is not None:
+                sm.cp16(kd + o, None if src is None else src[0])
+            if vd is not None:
+                sm.cp16(vd + o, None if src is None else src[1])
 
     out = np.full((BQ, HD), np.nan)
     sl2 = scale * 1.4426950408889634
-    for wg in range(WGS):
-        rows = [64 * wg + r for r in range(64)]
-        wgmax = max(nk[r] for r in rows)
-        o = np.zeros((128, HD // 2))
-        m = np.full((128, 2), -np.inf)
-        lsum = np.zeros((128, 2))
-        dq = fa3_desc(qs + wg * 64 * 128, 16, 1024)
+    o = [np.zeros((128, HD // 2)) for _ in range(WGS)]
+    m = [np.full((128, 2), -np.inf) for _ in range(WGS)]
+    lsum = [np.zeros((128, 2)) for _ in range(WGS)]
+    dq = [fa3_desc(qs + wg * 64 * 128, 16, 1024) for wg in range(WGS)]
+    if not pipelined:
         for t in range(ntiles):
-            fetch(t, t & 1)  # the kernel fetches tile t one iteration ahead; the same bytes
-            k0 = t * BN
-            if k0 >= wgmax:
-                continue
-            cur = (t & 1) * TB
-            dk, dv = fa3_desc(kbuf + cur, 16, 1024), fa3_desc(vbuf + cur, BN * 128, 1024)
-            Smat = np.zeros((64, BN))
-            for ks in range(HD // 16):
-                da = dq + ((((ks >> 2) * BQ * 128) + (ks & 3) * 32) >> 4)
-                db = dk + ((((ks >> 2) * BN * 128) + (ks & 3) * 32) >> 4)
-                Smat += read_kmajor(sm, da, 64) @ read_kmajor(sm, db, BN).T
-            s = matrix_to_frag(Smat)
-            pa = np.zeros((BN // 16, 128, 4, 2))
-            for t_ in range(128):
-                w, gr, tq = t_ // 32, (t_ % 32) // 4, t_ % 4
-                ra, rb = 64 * wg + 16 * w + gr, 64 * wg + 16 * w + gr + 8
-                for j in range(BN // 8):
-                    for e in range(2):
-                        key = k0 + 8 * j + 2 * tq + e
-                        s[t_][4 * j + e] = s[t_][4 * j + e] * sl2 if key < nk[ra] else -np.inf
-                        s[t_][4 * j + 2 + e] = s[t_][4 * j + 2 + e] * sl2 if key < nk[rb] else -np.inf
-            for t_ in range(128):  # the row max over the 4 lanes of a row (the shuffles)
-                grp = (t_ // 4) * 4
-                for half in range(2):
-                    mx = max(s[u][4 * j + 2 * half + e] for u in range(grp, grp + 4) for j in range(BN // 8)
-                             for e in range(2))
-                    mn = max(m[t_][half], mx)
-                    corr = 1.0 if mn == -np.inf else 2.0 ** (m[t_][half] - mn)
-                    bias = 0.0 if mn == -np.inf else mn
-                    m[t_][half] = mn
-                    tot = 0.0
-                    for j in range(BN // 8):
-                        p = [2.0 ** (s[t_][4 * j + 2 * half + e] - bias) for e in range(2)]
-                        pa[j >> 1, t_, (j & 1) * 2 + half] = p
-                        tot += p[0] + p[1]
-                    lsum[t_][half] = lsum[t_][half] * corr + tot
-                    for d in range(HD // 8):
-                        o[t_][4 * d + 2 * half] *= corr
-                        o[t_][4 * d + 2 * half + 1] *= corr
-            Omat = frag_to_matrix(o, HD)
-            for kk in range(BN // 16):
-                Omat += afrag_to_matrix(pa[kk]) @ read_mnmajor(sm, dv + ((kk * 2048) >> 4), HD)
-            o = matrix_to_frag(Omat)
-        # normalise and stage rows ra, rb (each lane's 2 columns of every 8), then read back
-        for t_ in range(128):
-            w, gr, tq = t_ // 32, (t_ % 32) // 4, t_ % 4
-            grp = (t_ // 4) * 4
-            for half, row in ((0, 64 * wg + 16 * w + gr), (1, 64 * wg + 16 * w + gr + 8)):
-                tot = sum(lsum[u][half] for u in range(grp, grp + 4))
-                inv = 1.0 / tot if tot > 0 else 0.0
-                for d in range(HD // 8):
-                    for e in range(2):
-                        out[row, 8 * d + 2 * tq + e] = o[t_][4 * d + 2 * half + e] * inv
+            fetch(t, kbuf + (t & 1) * TB, vbuf + (t & 1) * TB)  # one iteration ahead in the kernel; the same bytes
+            for wg in range(WGS):
+                if t * BN >= max(nk[64 * wg: 64 * wg + 64]):
+                    continue  # the warpgroup's rows see no key of the tile
+                cur = (t & 1) * TB
+                s = s_tile(sm, dq[wg], fa3_desc(kbuf + cur, 16, 1024), HD)
+                pa, corr = softmax_tile(s, wg, t * BN, nk, sl2, m[wg], lsum[wg])
+                rescale(o[wg], corr, HD)
+                o[wg] = pv_tile(sm, o[wg], pa, fa3_desc(vbuf + cur, BN * 128, 1024), HD)
+    else:
+        # fa3p's schedule, iteration by iteration: the copies issued in an iteration land at
+        # the next one's barrier (applied then); a wgmma reads shared memory any time between
+        # its issue and its wait. Checked: each read finds the tile the kernel means, and no
+        # copy in flight in an iteration writes a buffer a wgmma of that iteration reads.
+        ntiles = max(ntiles, 1)
+        kslot, vslot = [None, None], [None, None]  # the tile each ring slot holds
+        pend = [("K", 0)]  # with Q
+        pa = [None] * WGS
+        for t in range(ntiles + 1):
+            for buf, tile in pend:  # FA3P_LANDED: the copies have landed
+                (kslot if buf == "K" else vslot)[tile & 1] = tile
+                fetch(tile, kbuf + (tile & 1) * TB if buf == "K" else None,
+                      vbuf + (tile & 1) * TB if buf == "V" else None)
+            reads = set()
+            if t < ntiles:
+                assert kslot[t & 1] == t, f"S_{t} reads K slot {t & 1} holding tile {kslot[t & 1]}"
+                reads.add(("K", t & 1))
+            if t >= 1:
+                assert vslot[(t - 1) & 1] == t - 1, f"P V_{t - 1} reads V slot {(t - 1) & 1}"
+                reads.add(("V", (t - 1) & 1))
+            pend = ([("K", t + 1)] if t + 1 < ntiles else []) + ([("V", t)] if t < ntiles else [])
+            clash = reads & {(b, tile & 1) for b, tile in pend}
+            assert not clash, f"iteration {t}: copies in flight into {clash}, which its wgmmas read"
+            for wg in range(WGS):  # every warpgroup takes every tile (masked where it sees no key)
+                s = s_tile(sm, dq[wg], fa3_desc(kbuf + (t & 1) * TB, 16, 1024), HD) if t < ntiles else None
+                if t >= 1:
+                    o[wg] = pv_tile(sm, o[wg], pa[wg], fa3_desc(vbuf + ((t - 1) & 1) * TB, BN * 128, 1024), HD)
+                if t < ntiles:
+                    pa[wg], corr = softmax_tile(s, wg, t * BN, nk, sl2, m[wg], lsum[wg])
+                    rescale(o[wg], corr, HD)
+        assert not pend, "copies left in flight"
+    for wg in range(WGS):
+        normalise(o[wg], lsum[wg], wg, HD, out)
     return out[:nrows]
 
 
@@ -229,7 +294,11 @@ def main():
     rng = np.random.default_rng(args.seed)
     worst = 0.0
     # (head_dim, block size, past, new tokens, query tile, nh, nkv, h, raw smem offset)
-    cases = [(128, 16, 0, 200, 0, 4, 2, 3, 16), (128, 7, 90, 150, 1, 2, 1, 1, 0), (64, 16, 37, 70, 0, 8, 2, 5, 528)]
+    # the first: the causal diagonal, where the first warpgroup's rows see one tile less;
+    # the last two: a block of one key tile, and one of seven tiles and two rows
+    cases = [(128, 16, 0, 200, 0, 4, 2, 3, 16), (128, 7, 90, 150, 1, 2, 1, 1, 0), (64, 16, 37, 70, 0, 8, 2, 5, 528),
+             (64, 16, 0, 40, 0, 2, 2, 1, 0), (128, 32, 300, 130, 1, 4, 1, 2, 0)]
+    same = True
     for HD, bsz, past, new, qtile, nh, nkv, h, raw in cases:
         total = past + new
         nblocks = -(-total // bsz)
@@ -242,14 +311,21 @@ def main():
         row0 = qtile * BQ
         nrows = min(new - row0, BQ)
         scale = HD ** -0.5
-        got = run_block(q, kc, vc, table, bsz, nkv, g, h, HD, row0, nrows, token_keys, scale, raw)
         want = reference(q, kc, vc, table, bsz, g, h, HD, row0, nrows, token_keys, scale)
-        err = float(np.max(np.abs(got - want)))
-        worst = max(worst, err)
-        print(f"hd {HD}, block size {bsz}, past {past}, {new} new tokens, query tile {qtile} ({nrows} rows), "
-              f"head {h} of {nh} (kv {g} of {nkv}): max |fa3 model - softmax(QK^T)V| = {err:.2e}")
-    print(f"worst {worst:.2e}: {'agree' if worst <= 1e-12 else 'DISAGREE'}")
-    return 0 if worst <= 1e-12 else 1
+        got = {}
+        for name, pipelined in (("fa3", False), ("fa3p", True)):
+            got[name] = run_block(q, kc, vc, table, bsz, nkv, g, h, HD, row0, nrows, token_keys, scale, raw,
+                                  pipelined)
+            err = float(np.max(np.abs(got[name] - want)))
+            worst = max(worst, err)
+            print(f"hd {HD}, block size {bsz}, past {past}, {new} new tokens, query tile {qtile} ({nrows} rows), "
+                  f"head {h} of {nh} (kv {g} of {nkv}): max |{name} model - softmax(QK^T)V| = {err:.2e}")
+        if not np.array_equal(got["fa3"], got["fa3p"]):  # the same operations in the same order
+            print("fa3p's model differs from fa3's")
+            same = False
+    ok = worst <= 1e-12 and same
+    print(f"worst {worst:.2e}, fa3p {'equal to' if same else 'NOT equal to'} fa3: {'agree' if ok else 'DISAGREE'}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
