@@ -21,7 +21,7 @@ CK_RUN_SUITE=gpu_ops CK_RUN_CASE=helpers timeout 150 ./tests/test_gpu_ops > $L/t
 el "fa3p sweeps"
 for d in bf16 f16; do timeout 90 ./llama-diff ops --op attention --variant fa3p --dtype $d > $L/ops-fa3p-$d.txt 2>&1; echo "sweep fa3p $d exit $?"; grep -h "planned" $L/ops-fa3p-$d.txt; grep -m4 "^FAIL" $L/ops-fa3p-$d.txt | cut -c1-220; done; pack
 el "op timing, fa3 then fa3p"
-for sh in len=2048 len=512,seqs=8; do for v in fa3 fa3p; do timeout 30 ./llama-diff ops --op attention --variant $v --dtype bf16 --shape heads=32,kv=8,hd=128,$sh --perf > $L/perf-$v-$sh.txt 2>&1; echo "$v $sh: $(grep -hE '^(PASS|FAIL)' $L/perf-$v-$sh.txt | grep -oE '(PASS|FAIL)|[0-9.]+ us|[0-9.]+ TFLOP/s' | tr '\n' ' ')"; done; done; pack
+for sh in len=2048 len=512,seqs=8; do for v in fa3 fa3p; do timeout 150 ./llama-diff ops --op attention --variant $v --dtype bf16 --shape heads=32,kv=8,hd=128,$sh --perf > $L/perf-$v-$sh.txt 2>&1; echo "$v $sh: $(grep -hE '^(PASS|FAIL)' $L/perf-$v-$sh.txt | grep -oE '(PASS|FAIL)|[0-9.]+ us|[0-9.]+ TFLOP/s' | tr '\n' ' ')"; done; done; pack
 el "prefill rows: defaults, fa3p, twice in turn"; wait
 for k in 1 2; do for n in tree fa3p; do
   [ $(left) -gt ${ROW_RESERVE:-230} ] || break 2
