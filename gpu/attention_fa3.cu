@@ -171,37 +171,51 @@ FA3_WG_MMA(__nv_bfloat16, "bf16")
 FA3_WG_MMA(__half, "f16")
 #endif /* FA3_DEVICE_CODE */
 
-/* Chunk i of key tile t (keys t FA3_BN ..): consecutive i are consecutive 16-byte chunks of
- * a key row. Its place in a swizzled tile buffer (*o), its offset in either cache (*off)
- * and the bytes to copy (the return): keys at or past kmax (whose block-table entries may
- * be -1) are zero-filled without a read, so that P V never meets stale shared memory
- * (0 * NaN). */
-template <int HD>
-static __device__ __forceinline__ int fa3_chunk(int i, int t, int kmax, const int32_t *table, int bsz,
-                                                int64_t nkv, int64_t g, uint32_t *o, int64_t *off) {
-    constexpr int CH = HD / 8;
-    const int j = i / CH, c = i % CH, key = t * FA3_BN + j;
-    *o = fa3_sw<FA3_BN>(j, c);
-    *off = key < kmax ? key_offset32(table, bsz, key, nkv, HD, g) + c * 8 : 0;
-    return key < kmax ? 16 : 0;
-}
-
-/* Issue the copies of key tile t into the K and V buffers at shared addresses kd and vd;
- * FA3_NO_BUF for either skips that buffer (fa3p fetches a tile's K one iteration before
- * its V). */
+/* Issue the copies of key tile t (keys t FA3_BN ..) into the K and V buffers at shared
+ * addresses kd and vd; FA3_NO_BUF for either skips that buffer (fa3p fetches a tile's K one
+ * iteration before its V). Consecutive threads take consecutive 16-byte chunks of a key
+ * row; a thread's chunks are one column c of keys STEP apart, so it finds the first key's
+ * block-table entry with one division and steps to the next ones (the fetch runs every
+ * tile, by every thread: a division and a branchy loop a chunk were most of its
+ * instructions). Keys at or past kmax (whose block-table entries may be -1) are
+ * zero-filled without a read, so that P V never meets stale shared memory (0 * NaN). */
 #define FA3_NO_BUF 0xFFFFFFFFu
+/* FA3_FETCH_STEP (a build-time knob for one trial, the same bits): 0 builds the fetch as it
+ * was before session 22 (a loop over the thread's chunks, each key taken apart with its own
+ * division), to time the steps against in the same run. */
+#ifndef FA3_FETCH_STEP
+#define FA3_FETCH_STEP 1
+#endif
 template <typename E, int HD>
 static __device__ __forceinline__ void fa3_fetch(uint32_t kd, uint32_t vd, const E *k_cache, const E *v_cache,
                                                  const int32_t *table, int bsz, int64_t nkv, int64_t g, int t,
                                                  int kmax) {
-    static_assert((FA3_BN * (HD / 8)) % FA3_THREADS == 0, "the threads cover the tile exactly");
+    constexpr int CH = HD / 8, STEP = FA3_THREADS / CH, PER = FA3_BN / STEP;
+    static_assert(FA3_THREADS % CH == 0 && FA3_BN % STEP == 0, "the threads cover the tile exactly");
+#if !FA3_FETCH_STEP
 #pragma unroll
-    for (int i = threadIdx.x; i < FA3_BN * (HD / 8); i += FA3_THREADS) {
-        uint32_t o;
-        int64_t off;
-        const int n = fa3_chunk<HD>(i, t, kmax, table, bsz, nkv, g, &o, &off);
-        if (kd != FA3_NO_BUF) cp_async16(kd + o, k_cache + off, n);
-        if (vd != FA3_NO_BUF) cp_async16(vd + o, v_cache + off, n);
+    for (int i = threadIdx.x; i < FA3_BN * CH; i += FA3_THREADS) {
+        const int j = i / CH, c = i % CH, key = t * FA3_BN + j, n = key < kmax ? 16 : 0;
+        const int64_t off = key < kmax ? key_offset32(table, bsz, key, nkv, HD, g) + c * 8 : 0;
+        if (kd != FA3_NO_BUF) cp_async16(kd + fa3_sw<FA3_BN>(j, c), k_cache + off, n);
+        if (vd != FA3_NO_BUF) cp_async16(vd + fa3_sw<FA3_BN>(j, c), v_cache + off, n);
+    }
+    return;
+#endif
+    const int c = threadIdx.x % CH, j0 = threadIdx.x / CH;
+    int key = t * FA3_BN + j0, b = key / bsz, rem = key - b * bsz;
+#pragma unroll
+    for (int k = 0; k < PER; k++) {
+        const bool ok = key < kmax;
+        const int64_t off = ok ? (((int64_t)table[b] * bsz + rem) * nkv + g) * HD + c * 8 : 0;
+        const uint32_t o = fa3_sw<FA3_BN>(j0 + k * STEP, c);
+        if (kd != FA3_NO_BUF) cp_async16(kd + o, k_cache + off, ok ? 16 : 0);
+        if (vd != FA3_NO_BUF) cp_async16(vd + o, v_cache + off, ok ? 16 : 0);
+        if (k + 1 < PER) {
+            key += STEP, rem += STEP;
+            while (rem >= bsz) /* into the next block of the table (more than one if bsz < STEP) */
+                rem -= bsz, b++;
+        }
     }
 }
 

@@ -41,6 +41,7 @@ import sys
 import numpy as np
 
 BQ, BN, WGS = 128, 64, 2  # FA3_BQ, FA3_BN (LR_ATTN_P_TILE), FA3_WGS
+THREADS = 128 * WGS  # FA3_THREADS
 
 
 def fa3_sw(R, r, c):
@@ -207,19 +208,26 @@ def run_block(q, kc, vc, table, bsz, nkv, g, h, HD, tok0, nrows, token_keys, sca
     ntiles = -(-kmax // BN)
 
     def fetch(t, kd, vd):  # fa3_fetch: tile t's K rows to kd, V rows to vd (either None: skipped)
-        for i in range(BN * CH):
-            j, c = divmod(i, CH)
-            key = t * BN + j
-            src = None
-            if key < kmax:
-                b = key // bsz
-                slot = table[b] * bsz + key - b * bsz
-                src = (kc[slot, g, 8 * c: 8 * c + 8], vc[slot, g, 8 * c: 8 * c + 8])
-            o = fa3_sw(BN, j, c)
-            if kd is not None:
-                sm.cp16(kd + o, None if src is None else src[0])
-            if vd is not None:
-                sm.cp16(vd + o, None if src is None else src[1])
+        step = THREADS // CH  # a thread's chunks: column c of keys j0, j0 + step, ...
+        for tid in range(THREADS):
+            c, j0 = tid % CH, tid // CH
+            key = t * BN + j0
+            b, rem = key // bsz, key % bsz  # the one division; then the kernel's steps
+            for k in range(BN // step):
+                j = j0 + k * step
+                assert key == t * BN + j and (b, rem) == divmod(key, bsz), "fa3_fetch's stepping lost its key"
+                src = None
+                if key < kmax:
+                    slot = table[b] * bsz + rem
+                    src = (kc[slot, g, 8 * c: 8 * c + 8], vc[slot, g, 8 * c: 8 * c + 8])
+                o = fa3_sw(BN, j, c)
+                if kd is not None:
+                    sm.cp16(kd + o, None if src is None else src[0])
+                if vd is not None:
+                    sm.cp16(vd + o, None if src is None else src[1])
+                key, rem = key + step, rem + step
+                while rem >= bsz:
+                    rem, b = rem - bsz, b + 1
 
     out = np.full((BQ, HD), np.nan)
     sl2 = scale * 1.4426950408889634
@@ -295,9 +303,10 @@ def main():
     worst = 0.0
     # (head_dim, block size, past, new tokens, query tile, nh, nkv, h, raw smem offset)
     # the first: the causal diagonal, where the first warpgroup's rows see one tile less;
-    # the last two: a block of one key tile, and one of seven tiles and two rows
+    # then a block of one key tile, one of seven tiles and two rows, and block size 3
+    # (fa3_fetch's steps cross several blocks of the table)
     cases = [(128, 16, 0, 200, 0, 4, 2, 3, 16), (128, 7, 90, 150, 1, 2, 1, 1, 0), (64, 16, 37, 70, 0, 8, 2, 5, 528),
-             (64, 16, 0, 40, 0, 2, 2, 1, 0), (128, 32, 300, 130, 1, 4, 1, 2, 0)]
+             (64, 16, 0, 40, 0, 2, 2, 1, 0), (128, 32, 300, 130, 1, 4, 1, 2, 0), (64, 3, 20, 100, 0, 2, 1, 0, 0)]
     same = True
     for HD, bsz, past, new, qtile, nh, nkv, h, raw in cases:
         total = past + new
