@@ -310,6 +310,26 @@ static __device__ __forceinline__ void fa3_pv(float (&o)[HD / 2], const uint32_t
 }
 #endif
 
+/* 2^x on the special-function unit alone (ex2.approx.ftz): what exp2f gives wherever 2^x is
+ * a normal float (x >= -126), and 0 below, where exp2f spends a test and two multiplies on
+ * every element to make a subnormal. A weight under 2^-126, beside the running max's weight
+ * of 1, is under the rounding of the row's sum and of every O element but one that is
+ * itself about as small. FA3_EXP2_FTZ 0 (a build-time knob for one trial) keeps exp2f. */
+#ifndef FA3_EXP2_FTZ
+#define FA3_EXP2_FTZ 1
+#endif
+template <typename F>
+static __device__ __forceinline__ F fa3_exp2(F x) { /* a template: unused, not a warning */
+    static_assert(std::is_same<F, float>::value, "fa3_exp2: float32");
+#if FA3_EXP2_FTZ
+    F y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+#else
+    return exp2f(x);
+#endif
+}
+
 /* fa2's softmax on the S tile of keys k0 .. (s[4j + 0..1] row ra, s[4j + 2..3] row rb:
  * keys k0 + 8j + 2tq, + 1): scores scaled by sl2 = scale log2(e) and masked per row (none
  * where full: every row of the warp sees the whole tile), the running maxima m and sums l
@@ -341,16 +361,17 @@ static __device__ __forceinline__ void fa3_softmax(float (&s)[FA3_BN / 2], uint3
     mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
     mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
     const float mna = fmaxf(ma, mxa), mnb = fmaxf(mb, mxb);
-    ca = mna == -INFINITY ? 1.0f : exp2f(ma - mna), cb = mnb == -INFINITY ? 1.0f : exp2f(mb - mnb);
+    ca = mna == -INFINITY ? 1.0f : fa3_exp2(ma - mna), cb = mnb == -INFINITY ? 1.0f : fa3_exp2(mb - mnb);
     const float ba = mna == -INFINITY ? 0.0f : mna, bb = mnb == -INFINITY ? 0.0f : mnb;
     ma = mna, mb = mnb;
     float sa = 0.0f, sb = 0.0f;
 #pragma unroll
     for (int j = 0; j < NS; j++) {
         float r0, r1, r2, r3;
-        pa[j >> 1][(j & 1) * 2] = mma16816<E>::pack(exp2f(s[4 * j] - ba), exp2f(s[4 * j + 1] - ba), r0, r1);
+        pa[j >> 1][(j & 1) * 2] =
+            mma16816<E>::pack(fa3_exp2(s[4 * j] - ba), fa3_exp2(s[4 * j + 1] - ba), r0, r1);
         pa[j >> 1][(j & 1) * 2 + 1] =
-            mma16816<E>::pack(exp2f(s[4 * j + 2] - bb), exp2f(s[4 * j + 3] - bb), r2, r3);
+            mma16816<E>::pack(fa3_exp2(s[4 * j + 2] - bb), fa3_exp2(s[4 * j + 3] - bb), r2, r3);
         sa += r0 + r1, sb += r2 + r3;
     }
     la = la * ca + sa, lb = lb * cb + sb;

@@ -46,7 +46,8 @@ static __device__ __forceinline__ void ldsm_x4_t(uint32_t (&r)[4], uint32_t addr
 }
 
 /* c (16x8, f32) += a (16x16) b (16x8), and the rounding of two floats into an A/B
- * register (lo in the low half) with the rounded values handed back. */
+ * register (lo in the low half) with the rounded values handed back (each rounded to
+ * nearest even on its own, by one paired conversion). */
 template <typename E> struct mma16816;
 template <> struct mma16816<__nv_bfloat16> {
     static __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
@@ -57,9 +58,9 @@ template <> struct mma16816<__nv_bfloat16> {
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
     }
     static __device__ __forceinline__ uint32_t pack(float lo, float hi, float &rlo, float &rhi) {
-        __nv_bfloat16 l = __float2bfloat16_rn(lo), h = __float2bfloat16_rn(hi);
-        rlo = __bfloat162float(l), rhi = __bfloat162float(h);
-        return (uint32_t)__bfloat16_as_ushort(l) | ((uint32_t)__bfloat16_as_ushort(h) << 16);
+        const __nv_bfloat162 p = __floats2bfloat162_rn(lo, hi); /* one conversion instruction for both */
+        rlo = __low2float(p), rhi = __high2float(p);
+        return (uint32_t)__bfloat16_as_ushort(p.x) | ((uint32_t)__bfloat16_as_ushort(p.y) << 16);
     }
 };
 template <> struct mma16816<__half> {
@@ -71,9 +72,9 @@ template <> struct mma16816<__half> {
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
     }
     static __device__ __forceinline__ uint32_t pack(float lo, float hi, float &rlo, float &rhi) {
-        __half l = __float2half_rn(lo), h = __float2half_rn(hi);
-        rlo = __half2float(l), rhi = __half2float(h);
-        return (uint32_t)__half_as_ushort(l) | ((uint32_t)__half_as_ushort(h) << 16);
+        const __half2 p = __floats2half2_rn(lo, hi);
+        rlo = __low2float(p), rhi = __high2float(p);
+        return (uint32_t)__half_as_ushort(p.x) | ((uint32_t)__half_as_ushort(p.y) << 16);
     }
 };
 
