@@ -903,7 +903,7 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
     int S_ = B->nseqs;
     int64_t nh = B->heads, nkv = B->kv, hd = B->hd, bs = B->bs;
     set_shape("batch %s heads %lld kv %lld hd %lld", B->label, (long long)nh, (long long)nkv, (long long)hd);
-    int64_t T = 0, max_len = 0, max_keys = 0, start[8], flops = 0;
+    int64_t T = 0, max_len = 0, max_keys = 0, start[LR_OPSWEEP_MAX_SEQS], flops = 0;
     for (int s = 0; s < S_; s++) {
         start[s] = T;
         T += B->len[s];
@@ -915,7 +915,7 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
     }
     int64_t kvw = nkv * hd, ldq = (nh + 2 * nkv) * hd, qw = nh * hd, ldc = qw + 4;
     size_t es = lr_dtype_size(dt);
-    htensor q = h_random(dt, T * ldq, -2, 2), k[8], vv[8];
+    htensor q = h_random(dt, T * ldq, -2, 2), k[LR_OPSWEEP_MAX_SEQS], vv[LR_OPSWEEP_MAX_SEQS];
     for (int s = 0; s < S_; s++) {
         k[s] = h_random(dt, (B->past[s] + B->len[s]) * kvw, -2, 2);
         vv[s] = h_random(dt, (B->past[s] + B->len[s]) * kvw, -1, 1);
@@ -971,7 +971,7 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
         free(w);
     }
 
-    int64_t max_blocks = 0, nblocks = 3, nb[8];
+    int64_t max_blocks = 0, nblocks = 3, nb[LR_OPSWEEP_MAX_SEQS];
     for (int s = 0; s < S_; s++) {
         nb[s] = (B->past[s] + B->len[s] + bs - 1) / bs;
         nblocks += nb[s];
@@ -1000,7 +1000,7 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
         }
     }
     int32_t *token_seq = NEW(T, int32_t), *token_keys = NEW(T, int32_t);
-    int32_t seq_start[8], seq_len[8], seq_past[8];
+    int32_t seq_start[LR_OPSWEEP_MAX_SEQS], seq_len[LR_OPSWEEP_MAX_SEQS], seq_past[LR_OPSWEEP_MAX_SEQS];
     for (int s = 0; s < S_; s++) {
         seq_start[s] = (int32_t)start[s], seq_len[s] = (int32_t)B->len[s], seq_past[s] = (int32_t)B->past[s];
         for (int64_t j = 0; j < B->len[s]; j++) {
@@ -1383,16 +1383,18 @@ static void model_shapes(int fam, const model_dims *m, shape_list *l) {
     }
     if (fam == LR_GPU_FAM_ATTENTION) {
         /* prefill of the longest T; a chunk of a quarter after the rest cached; decode of
-         * one and of eight sequences after T - 1 cached */
-        int64_t T = m->Ts[2], q = T / 4;
-        lr_opsweep_shape b[4] = {
+         * one, eight and 32 sequences (the decode rows' batches) after T - 1 cached */
+        int64_t T = m->Ts[2], q = T / 4, past[LR_OPSWEEP_MAX_SEQS], one[LR_OPSWEEP_MAX_SEQS];
+        for (int i = 0; i < LR_OPSWEEP_MAX_SEQS; i++)
+            past[i] = T - 1, one[i] = 1;
+        lr_opsweep_shape b[5] = {
             attn_batch("prefill", 16, 1, (int64_t[]){0}, (int64_t[]){T}),
             attn_batch("chunk", 16, 1, (int64_t[]){T - q}, (int64_t[]){q}),
-            attn_batch("decode-1", 16, 1, (int64_t[]){T - 1}, (int64_t[]){1}),
-            attn_batch("decode-8", 16, 8, (int64_t[]){T - 1, T - 1, T - 1, T - 1, T - 1, T - 1, T - 1, T - 1},
-                       (int64_t[]){1, 1, 1, 1, 1, 1, 1, 1}),
+            attn_batch("decode-1", 16, 1, past, one),
+            attn_batch("decode-8", 16, 8, past, one),
+            attn_batch("decode-32", 16, 32, past, one),
         };
-        for (int i = 0; i < 4; i++) {
+        for (int i = 0; i < 5; i++) {
             b[i].heads = m->heads, b[i].kv = m->kv, b[i].hd = m->hd;
             add(l, b[i]);
         }
@@ -1480,7 +1482,7 @@ static const struct {
                                {"hd", -1, 2, 256},
                                {"past", 0, 0, 1 << 17},
                                {"len", 1, 1, 1 << 16},
-                               {"seqs", 1, 1, 8},
+                               {"seqs", 1, 1, LR_OPSWEEP_MAX_SEQS},
                                {"bs", 16, 1, 1024}}},
     [LR_GPU_FAM_LINEAR] =
         {NULL,

@@ -54,6 +54,8 @@ typedef struct {
  * add_residual, convert), which have no variants; swept as "helpers/builtin". */
 #define LR_OPSWEEP_HELPERS "helpers"
 
+/* The most sequences of an attention case: the issue-19 decode batch of 32. */
+#define LR_OPSWEEP_MAX_SEQS 32
 /* One case's shape; each family reads its own fields (docs/llama-diff.md, "ops", lists
  * them with the --shape syntax). */
 typedef struct {
@@ -65,8 +67,8 @@ typedef struct {
                                * attention: query heads, head_dim; sum: extra 1 in place */
     int64_t kv, bs, blocks;   /* cache, attention: kv heads, block size; cache: blocks;
                                * convert: kv is the source lr_dtype */
-    int nseqs;                /* attention: sequences (at most 8), each past[s] cached + len[s] new */
-    int64_t past[8], len[8];
+    int nseqs; /* attention: sequences (at most LR_OPSWEEP_MAX_SEQS), each past[s] cached + len[s] new */
+    int64_t past[LR_OPSWEEP_MAX_SEQS], len[LR_OPSWEEP_MAX_SEQS];
     int64_t n, parts; /* helpers: elements, sum's parts */
     int64_t N, K;     /* linear: y (T, N) = x (T, K) w (N, K)^T; extra: x and w that many elements
                        * past a 16-byte boundary (a kernel's unaligned path) */
@@ -76,8 +78,10 @@ typedef struct {
 #define LR_OPSWEEP_SHAPE_SETS(X)                                                                             \
     X("fixtures", "the sweep's own: small and odd sizes, GQA/MQA, hd 8-256, the grid cap")                   \
     X("llama3-8b", "Llama-3-8B: H 4096, 32 heads, 8 kv heads, hd 128, I 14336; T 1, 32, 2048; "              \
+                   "attention: decode of 1, 8 and 32 sequences; "                                            \
                    "linear: the 5 projections at T 1, 2, 4, 8, 32, 2048 (lm_head T <= 8)")                   \
     X("llama3-70b", "Llama-3-70B: H 8192, 64 heads, 8 kv heads, hd 128, I 28672; T 1, 32, 1024; "            \
+                    "attention: decode of 1, 8 and 32 sequences; "                                           \
                     "linear: the 5 projections at T 1, 2, 4, 8, 32 (lm_head T <= 8)")
 
 /* SKIPPED: a dtype the variant does not declare (one case per variant and dtype, its why

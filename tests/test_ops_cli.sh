@@ -82,6 +82,7 @@ if python3 -c "import json,sys; sys.exit(0 if json.load(open('$TMP/out'))['cuda'
     bad_name "--shape cache slots" 'fewer slots' -- --op cache --shape T=40,kv=1,hd=8,blocks=1
     bad_name "--shape linear missing K" '--shape' 'needs K' 'T,N,K,skew?' -- --op linear --shape T=3,N=4
     bad_name "--shape linear skew" '--shape' 'skew=8' -- --op linear --shape T=3,N=4,K=8,skew=8
+    bad_name "--shape attention seqs" '--shape' 'seqs=33' '[1, 32]' -- --op attention --shape heads=8,kv=8,hd=8,seqs=33
     bad_name "helpers take no --shape" 'helpers' -- --op helpers --shape n=4
     bad_name "--shape and --shapes" '--shape' -- --op rmsnorm --shape T=2,H=8 --shapes fixtures
 

@@ -10,7 +10,9 @@
 #  - test_gpu_forward whole: silu_fuse_changes_no_bit and qkv_fuse_changes_no_bit (the
 #    fusions bitwise equal to the unfused kernels at model level, eager and in graphs), and
 #    the public API of session 17, never yet run on a GPU;
-#  - then fa3p against fa3 at 1 x 2048 (run 27's call B timed 8 x 512 only).
+#  - then fd and fdt at op level at 32 sequences (the issue's batch; the sweep took at most
+#    8 before session 22), and fa3p against fa3 at 1 x 2048 (run 27's call B timed 8 x 512
+#    only).
 source gpurun/env.sh
 export LR_FIXTURES=$PWD/fixtures LR_TMPDIR=/tmp/lr-tmp CK_FORK=no; mkdir -p $LR_TMPDIR
 SRC=$PWD; T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }; left() { echo $(( ${LIMIT:-585} - ($(date +%s) - T0) )); }
@@ -26,6 +28,8 @@ OUT=$L/shape timeout $(( $(left) - 250 )) bash tools/gpu-shape-check.sh --varian
 grep -E "^attention=|^exit" $L/shape.txt | cut -c1-300; rm -f $L/shape/*.safetensors; pack
 el "test_gpu_forward"; cd $B
 timeout $(( $(left) - 40 )) ./tests/test_gpu_forward > $L/test_gpu_forward.log 2>&1; echo "test_gpu_forward exit $?"; grep -E "^[0-9]+%|:[EF]:" $L/test_gpu_forward.log | cut -c1-240 | head -8; grep -E "fused at|bitwise equal to the" $L/test_gpu_forward.log | cut -c1-160 | head -6; pack
+el "fd and fdt at 32 sequences (the sweep's shapes take 32 since session 22)"
+for v in fd fdt; do [ $(left) -gt 60 ] || break; timeout 40 ./llama-diff ops --op attention --variant $v --dtype bf16 --shape heads=32,kv=8,hd=128,past=1024,seqs=32 --perf > $L/perf-$v-32.txt 2>&1; echo "$v seqs 32: $(grep -hE '^(PASS|FAIL)' $L/perf-$v-32.txt | grep -oE '(PASS|FAIL)|[0-9.]+ us [0-9]+ GB/s [0-9.]+ of copy' | tr '\n' ' ')"; done; pack
 el "fa3 and fa3p at 1 x 2048"
 for v in fa3 fa3p; do [ $(left) -gt 10 ] || break; timeout $(( $(left) / 2 )) ./llama-diff ops --op attention --variant $v --dtype bf16 --shape heads=32,kv=8,hd=128,len=2048 --perf > $L/perf-$v-2048.txt 2>&1; echo "$v 1 x 2048: $(grep -hE '^(PASS|FAIL)' $L/perf-$v-2048.txt | grep -oE '(PASS|FAIL)|[0-9.]+ us|[0-9.]+ TFLOP/s' | tr '\n' ' ')"; done; pack
 el done
