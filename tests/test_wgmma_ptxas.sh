@@ -1,0 +1,42 @@
+#!/bin/sh
+# test_wgmma_ptxas.sh: ptxas keeps the warpgroup MMAs of attention fa3 and fa3p
+# (gpu/attention_fa3.cu) asynchronous. Where it cannot prove a wgmma's registers safe (one
+# issued or waited on in a branch, registers it reads or writes touched between its issue
+# and its wait) it serialises the kernel's wgmmas or injects fences of its own, and says so
+# only in its -v notes (C7510-C7520: "wgmma.mma_async instructions are serialized",
+# "warpgroup.arrive is injected"); the kernel still passes every check, only slower. Session
+# 22 met both while writing fa3p. This compiles the file for sm_90a as the makefile does and
+# fails on any such note. Needs nvcc (skips, 77, without CUDA or for another CUDA_ARCH).
+set -u
+if [ -z "${LR_NVCC:-}" ] || [ ! -x "$LR_NVCC" ]; then
+    echo "test_wgmma_ptxas: no nvcc (a build without CUDA); skipping"
+    exit 77
+fi
+if [ "${LR_CUDA_ARCH:-sm_90}" != sm_90 ]; then
+    echo "test_wgmma_ptxas: CUDA_ARCH ${LR_CUDA_ARCH}: fa3's kernels are not built; skipping"
+    exit 77
+fi
+src=$(cd "$(dirname "$0")/.." && pwd)
+TMP=${LR_TMPDIR:?}/wgmma-ptxas
+rm -rf "$TMP" && mkdir -p "$TMP"
+"$LR_NVCC" -arch=sm_90a -O3 -std=c++17 --expt-relaxed-constexpr -DLR_FA3_WGMMA -I"$src/ref" -I"$src/ref/core" \
+    -I"$src/ref/check" -I"$src/ref/cpu" -I"$src/gpu" -I"${LR_BUILDDIR:-.}" -Xptxas -v \
+    -c "$src/gpu/attention_fa3.cu" -o "$TMP/fa3.o" >"$TMP/ptxas.txt" 2>&1
+rc=$?
+if [ $rc -ne 0 ]; then
+    echo "FAIL: nvcc exit $rc compiling gpu/attention_fa3.cu for sm_90a:"
+    tail -20 "$TMP/ptxas.txt"
+    exit 1
+fi
+kernels=$(grep -c "Compiling entry function '_Z[0-9]*attention_fa3p\?_kernel" "$TMP/ptxas.txt")
+if [ "$kernels" -ne 8 ]; then
+    echo "FAIL: ptxas compiled $kernels of fa3's and fa3p's 8 kernels (2 dtypes x 2 head sizes each)"
+    exit 1
+fi
+if grep -E 'C75[0-9][0-9]|wgmma.mma_async instructions are serialized|warpgroup.arrive is injected' \
+    "$TMP/ptxas.txt"; then
+    echo "FAIL: ptxas serialises or fences fa3's or fa3p's wgmmas (notes above)"
+    exit 1
+fi
+echo "test_wgmma_ptxas: $kernels kernels, no wgmma serialised or fenced by ptxas; registers:" \
+    $(grep -o "Used [0-9]* registers" "$TMP/ptxas.txt" | cut -d' ' -f2)
