@@ -1082,6 +1082,10 @@ static int op_linear_rotary_attention(void *be, int r, int64_t l, lr_buf in, int
     }
     gpu_replica *rep = &m->reps[rep_of(m, r)];
     const lr_packed_desc *d = lr_plan_at(rk->plan, (size_t)w); /* (q_r + 2 kv_r, K) */
+    if (d->shape[0] != (rk->L.num_heads + 2 * rk->L.num_kv_heads) * m->cfg.head_dim)
+        return lr_fail(LR_E_SHAPE, "%s: %lld rows, the rank's heads (%lld + 2 x %lld of %lld) another",
+                       d->name, (long long)d->shape[0], (long long)rk->L.num_heads,
+                       (long long)rk->L.num_kv_heads, (long long)m->cfg.head_dim);
     cudaSetDevice(rk->device);
     const double *inv;
     TRY(rope_frequencies(m, rk, rep, mods, &inv));
@@ -1124,8 +1128,11 @@ static int op_linear_activation(void *be, int r, lr_buf in, int w, int b) {
         return op_activation(be, r, true);
     }
     const lr_packed_desc *d = lr_plan_at(rk->plan, (size_t)w); /* (2 I_r, K) */
+    if (d->shape[0] != 2 * rk->L.intermediate)
+        return lr_fail(LR_E_SHAPE, "%s: %lld rows, the rank's intermediate 2 x %lld", d->name,
+                       (long long)d->shape[0], (long long)rk->L.intermediate);
     cudaSetDevice(rk->device);
-    return lr_gpu_linear_silu(rk->a.act, rk->a.gu, buf(p, in, r), weight(rk, w), p->T, d->shape[0] / 2,
+    return lr_gpu_linear_silu(rk->a.act, rk->a.gu, buf(p, in, r), weight(rk, w), p->T, rk->L.intermediate,
                               d->shape[1], m->dt, rk->blas, rk->stream);
 }
 
