@@ -37,6 +37,14 @@
 #define FDT_THREADS (32 * FDT_WARPS)
 #define FDT_KEYS 16                          /* keys a warp takes at a time */
 #define FDT_MIN_CHUNK (FDT_WARPS * FDT_KEYS) /* a key group for each warp */
+/* No chunk under FDT_SPLIT_MIN keys (a build-time knob for a trial). FDT_MIN_CHUNK, the
+ * least, spreads a batch-1 decode of 1024 keys over 16 chunks of each kv head (a key group
+ * for each warp of 128 blocks), which a second kernel merges; larger trades blocks for
+ * longer chunks, and from 1024 up that decode has one chunk a head and no merge. */
+#ifndef FDT_SPLIT_MIN
+#define FDT_SPLIT_MIN FDT_MIN_CHUNK
+#endif
+static_assert(FDT_SPLIT_MIN >= FDT_MIN_CHUNK, "fdt: a chunk of at least a key group for each warp");
 /* Stages of a warp's ring (a build-time knob): 3, two groups of loads in flight while one
  * is used: 8 KB a stage at head_dim 128, 96 KB a block, 2 blocks an SM. */
 #ifndef FDT_STAGES
@@ -111,7 +119,7 @@ static __global__ void __launch_bounds__(FDT_THREADS)
 
     int nsplit;
     int64_t chunk;
-    split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk, FDT_MIN_CHUNK);
+    split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk, FDT_SPLIT_MIN);
     const unsigned int bx = blockIdx.x;
     const int64_t g = blockIdx.y;
     const int64_t seq = bx / (unsigned int)grid_split, c = bx % (unsigned int)grid_split;
@@ -298,7 +306,7 @@ template <typename E, int G, int HD> static int fdt_launch(const lr_gpu_attentio
         ready.fetch_or(bit);
     }
     split_decode sd;
-    int rc = split_begin(a, "fdt", (int64_t)per_sm.load() * lr_gpu_sm_count(), &sd, s, FDT_MIN_CHUNK);
+    int rc = split_begin(a, "fdt", (int64_t)per_sm.load() * lr_gpu_sm_count(), &sd, s, FDT_SPLIT_MIN);
     if (rc) return rc;
     dim3 grid((unsigned int)(m->num_seqs * sd.nsplit), (unsigned int)a->nkv);
     LR_LAUNCH(kernel, grid, FDT_THREADS, smem, s, (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq,
