@@ -171,51 +171,74 @@ FA3_WG_MMA(__nv_bfloat16, "bf16")
 FA3_WG_MMA(__half, "f16")
 #endif /* FA3_DEVICE_CODE */
 
-/* Issue the copies of key tile t (keys t FA3_BN ..) into the K and V buffers at shared
- * addresses kd and vd; FA3_NO_BUF for either skips that buffer (fa3p fetches a tile's K one
- * iteration before its V). Consecutive threads take consecutive 16-byte chunks of a key
- * row; a thread's chunks are one column c of keys STEP apart, so it finds the first key's
- * block-table entry with one division and steps to the next ones (the fetch runs every
- * tile, by every thread: a division and a branchy loop a chunk were most of its
- * instructions). Keys at or past kmax (whose block-table entries may be -1) are
- * zero-filled without a read, so that P V never meets stale shared memory (0 * NaN). */
+/* A thread's walk through the paged cache, tile after tile, for fa3_fetch. Consecutive
+ * threads take consecutive 16-byte chunks of a key row, so a thread's chunks are one column
+ * c of keys STEP apart (STEP = FA3_THREADS / (HD / 8): 16 at head_dim 128, 32 at 64),
+ * FA3_BN / STEP of them a tile, and its keys run j0, j0 + STEP, ... through the tiles in
+ * order. (blk, rem) is the next key's block-table index and slot in its block, advanced by
+ * STEP = qs bsz + rs with one conditional subtraction: the block's divisions are made once,
+ * in fa3_walk_begin, where a division a chunk and 64-bit offsets built from scratch were
+ * most of the fetch's instructions, which every thread issues every tile. */
+struct fa3_walk {
+    int key, blk, rem, bsz, qs, rs;
+    const int32_t *table;
+    int64_t rows;   /* elements between consecutive slots of the cache: nkv x head_dim */
+    int64_t col;    /* the thread's chunk in a slot: kv head g's row, column c */
+    uint32_t place; /* its first chunk's byte offset in a swizzled tile buffer */
+};
+
+template <int HD>
+static __device__ __forceinline__ fa3_walk fa3_walk_begin(const int32_t *table, int bsz, int64_t nkv,
+                                                          int64_t g) {
+    constexpr int CH = HD / 8, STEP = FA3_THREADS / CH;
+    fa3_walk w;
+    const int c = threadIdx.x % CH, j0 = threadIdx.x / CH;
+    w.key = j0, w.blk = j0 / bsz, w.rem = j0 - w.blk * bsz;
+    w.bsz = bsz, w.qs = STEP / bsz, w.rs = STEP - w.qs * bsz;
+    w.table = table, w.rows = nkv * HD, w.col = g * HD + c * 8;
+    w.place = fa3_sw<FA3_BN>(j0, c);
+    return w;
+}
+
+/* Issue the copies of the walk's next key tile (keys t FA3_BN .., tiles taken in order) into
+ * the K and V buffers at shared addresses kd and vd, and step the walk past it; FA3_NO_BUF
+ * for either skips that buffer (fa3p walks K one tile ahead of V, each with its own walk).
+ * Keys at or past kmax (whose block-table entries may be -1) are zero-filled without a
+ * read, so that P V never meets stale shared memory (0 * NaN). */
 #define FA3_NO_BUF 0xFFFFFFFFu
 /* FA3_FETCH_STEP (a build-time knob for one trial, the same bits): 0 builds the fetch as it
  * was before session 22 (a loop over the thread's chunks, each key taken apart with its own
- * division), to time the steps against in the same run. */
+ * division), to time the walk against in the same run. */
 #ifndef FA3_FETCH_STEP
 #define FA3_FETCH_STEP 1
 #endif
 template <typename E, int HD>
 static __device__ __forceinline__ void fa3_fetch(uint32_t kd, uint32_t vd, const E *k_cache, const E *v_cache,
-                                                 const int32_t *table, int bsz, int64_t nkv, int64_t g, int t,
-                                                 int kmax) {
+                                                 fa3_walk &w, int kmax) {
     constexpr int CH = HD / 8, STEP = FA3_THREADS / CH, PER = FA3_BN / STEP;
     static_assert(FA3_THREADS % CH == 0 && FA3_BN % STEP == 0, "the threads cover the tile exactly");
 #if !FA3_FETCH_STEP
+    const int t = w.key / FA3_BN, g = (int)((w.col - (int)(threadIdx.x % CH) * 8) / HD);
 #pragma unroll
     for (int i = threadIdx.x; i < FA3_BN * CH; i += FA3_THREADS) {
         const int j = i / CH, c = i % CH, key = t * FA3_BN + j, n = key < kmax ? 16 : 0;
-        const int64_t off = key < kmax ? key_offset32(table, bsz, key, nkv, HD, g) + c * 8 : 0;
+        const int64_t off = key < kmax ? key_offset32(w.table, w.bsz, key, w.rows / HD, HD, g) + c * 8 : 0;
         if (kd != FA3_NO_BUF) cp_async16(kd + fa3_sw<FA3_BN>(j, c), k_cache + off, n);
         if (vd != FA3_NO_BUF) cp_async16(vd + fa3_sw<FA3_BN>(j, c), v_cache + off, n);
     }
+    w.key += FA3_BN;
     return;
 #endif
-    const int c = threadIdx.x % CH, j0 = threadIdx.x / CH;
-    int key = t * FA3_BN + j0, b = key / bsz, rem = key - b * bsz;
 #pragma unroll
     for (int k = 0; k < PER; k++) {
-        const bool ok = key < kmax;
-        const int64_t off = ok ? (((int64_t)table[b] * bsz + rem) * nkv + g) * HD + c * 8 : 0;
-        const uint32_t o = fa3_sw<FA3_BN>(j0 + k * STEP, c);
+        const bool ok = w.key < kmax;
+        const int64_t off = ok ? ((int64_t)w.table[w.blk] * w.bsz + w.rem) * w.rows + w.col : 0;
+        const uint32_t o =
+            w.place + (uint32_t)(k * STEP * 128); /* STEP rows on: a multiple of 8 keeps the swizzle */
         if (kd != FA3_NO_BUF) cp_async16(kd + o, k_cache + off, ok ? 16 : 0);
         if (vd != FA3_NO_BUF) cp_async16(vd + o, v_cache + off, ok ? 16 : 0);
-        if (k + 1 < PER) {
-            key += STEP, rem += STEP;
-            while (rem >= bsz) /* into the next block of the table (more than one if bsz < STEP) */
-                rem -= bsz, b++;
-        }
+        w.key += STEP, w.blk += w.qs, w.rem += w.rs;
+        if (w.rem >= w.bsz) w.rem -= w.bsz, w.blk++;
     }
 }
 
@@ -432,7 +455,8 @@ static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
     if (!fa3_begin<E, HD>(b, q, ldq, m, nh, nkv, qtiles, fa3_smem, kmax_w)) return;
     const int ntiles = b.kmax / FA3_BN + (b.kmax % FA3_BN != 0);
     /* Q and tile 0: one group */
-    if (ntiles > 0) fa3_fetch<E, HD>(b.kbuf, b.vbuf, k_cache, v_cache, b.table, b.bsz, nkv, b.g, 0, b.kmax);
+    fa3_walk walk = fa3_walk_begin<HD>(b.table, b.bsz, nkv, b.g);
+    if (ntiles > 0) fa3_fetch<E, HD>(b.kbuf, b.vbuf, k_cache, v_cache, walk, b.kmax);
     cp_async_commit();
 
     float o[HD / 2]; /* O (64 x HD) of the warpgroup: o[4d + e] row ra / rb, dims 8d + 2tq + e % 2 */
@@ -446,8 +470,7 @@ static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
     for (int t = 0; t < ntiles; t++) {
         if (t + 1 < ntiles) {
             const uint32_t nb = ((t + 1) & 1) * Ly::TB;
-            fa3_fetch<E, HD>(b.kbuf + nb, b.vbuf + nb, k_cache, v_cache, b.table, b.bsz, nkv, b.g, t + 1,
-                             b.kmax);
+            fa3_fetch<E, HD>(b.kbuf + nb, b.vbuf + nb, k_cache, v_cache, walk, b.kmax); /* tile t + 1 */
             cp_async_commit();
             cp_async_wait<1>(); /* tile t (and Q) have landed, t + 1 may be in flight */
         } else {
@@ -518,7 +541,10 @@ static __global__ void __launch_bounds__(FA3_THREADS, 1)
     const uint64_t dq = fa3_desc(b.qs + b.wg * 64 * 128, 16, 1024);
 #define FA3P_KBUF(t) (b.kbuf + ((t)&1) * Ly::TB)
 #define FA3P_VBUF(t) (b.vbuf + ((t)&1) * Ly::TB)
-#define FA3P_FETCH(kd, vd, t) fa3_fetch<E, HD>(kd, vd, k_cache, v_cache, b.table, b.bsz, nkv, b.g, t, b.kmax)
+    /* K's walk runs a tile ahead of V's */
+    fa3_walk kwalk = fa3_walk_begin<HD>(b.table, b.bsz, nkv, b.g), vwalk = kwalk;
+#define FA3P_FETCH_K(t) fa3_fetch<E, HD>(FA3P_KBUF(t), FA3_NO_BUF, k_cache, v_cache, kwalk, b.kmax)
+#define FA3P_FETCH_V(t) fa3_fetch<E, HD>(FA3_NO_BUF, FA3P_VBUF(t), k_cache, v_cache, vwalk, b.kmax)
     /* every thread's copies of the last group have landed (K_t and V_{t-1}); both
      * warpgroups are past iteration t - 1, whose waits ended the last reads of K slot t + 1
      * (S_{t-1}) and V slot t (P_{t-2} V) */
@@ -529,7 +555,7 @@ static __global__ void __launch_bounds__(FA3_THREADS, 1)
         __syncthreads();                                                                                     \
     } while (0)
 
-    FA3P_FETCH(FA3P_KBUF(0), FA3_NO_BUF, 0); /* with Q: one group */
+    FA3P_FETCH_K(0); /* with Q: one group */
     cp_async_commit();
     float o[HD / 2]; /* as fa3's */
 #pragma unroll
@@ -547,8 +573,8 @@ static __global__ void __launch_bounds__(FA3_THREADS, 1)
     wg_fence();
     fa3_qk<E, HD>(s, dq, fa3_desc(FA3P_KBUF(0), 16, 1024));
     wg_commit();
-    if (ntiles > 1) FA3P_FETCH(FA3P_KBUF(1), FA3_NO_BUF, 1);
-    FA3P_FETCH(FA3_NO_BUF, FA3P_VBUF(0), 0);
+    if (ntiles > 1) FA3P_FETCH_K(1);
+    FA3P_FETCH_V(0);
     cp_async_commit();
     wg_wait<0>();
     reg_fence(s);
@@ -566,8 +592,8 @@ static __global__ void __launch_bounds__(FA3_THREADS, 1)
         fa3_pv<E, HD>(o, pa, fa3_desc(FA3P_VBUF(t - 1), FA3_BN * 128, 1024));
         wg_commit();
         /* the next copies go out behind the MMAs */
-        if (t + 1 < ntiles) FA3P_FETCH(FA3P_KBUF(t + 1), FA3_NO_BUF, t + 1);
-        FA3P_FETCH(FA3_NO_BUF, FA3P_VBUF(t), t);
+        if (t + 1 < ntiles) FA3P_FETCH_K(t + 1);
+        FA3P_FETCH_V(t);
         cp_async_commit();
         wg_wait<1>(); /* S_t; P_{t-1} V_{t-1} may still run */
         reg_fence(s);
@@ -595,7 +621,8 @@ static __global__ void __launch_bounds__(FA3_THREADS, 1)
     fa3_store<E, HD>(ctx, ldc, b, o, la, lb, fa3_smem);
 #undef FA3P_KBUF
 #undef FA3P_VBUF
-#undef FA3P_FETCH
+#undef FA3P_FETCH_K
+#undef FA3P_FETCH_V
 #undef FA3P_LANDED
 #else
     __trap();

@@ -1,8 +1,9 @@
 # run 28, call B (session 22): fa3's main loop in fewer instructions (SASS, bf16, hd 128:
-# the kernel 2204 instructions where it was 2900). The fetch with one division a tile (each
-# thread's chunks are one column of keys 16 or 32 apart, stepped through the block table;
-# the loop fully unrolled): about 300 instructions where it was about 660, the same bits;
-# -DFA3_FETCH_STEP=0 builds it as it was. The softmax's exp2 as ex2.approx.ftz (exp2f's test
+# the kernel 2128 instructions where it was 2900). The fetch as a walk through the block
+# table (each thread's chunks are one column of keys 16 or 32 apart through every tile; the
+# table index and slot stepped, the divisions once a block; the loop fully unrolled): about
+# 270 instructions where it was about 660, the same bits; -DFA3_FETCH_STEP=0 builds it as
+# it was. The softmax's exp2 as ex2.approx.ftz (exp2f's test
 # and two multiplies an element for subnormal results gone; a weight under 2^-126 becomes
 # 0): about 400 instructions where it was about 510 (with P's paired conversion, which
 # changes no bit and has no knob); -DFA3_EXP2_FTZ=0 keeps exp2f. gpu-trial.sh over the tree,
