@@ -522,9 +522,10 @@ static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
  * Both warpgroups run every tile of the block, the first tile and the last P V peeled,
  * so that no wgmma sits in a branch: ptxas serialises the wgmmas of a function where one
  * does (its warning C7520). A warpgroup whose rows see no key of a tile (the first one's,
- * on the causal diagonal) takes it masked, which changes no bit: its scores are all -inf,
- * so the maxima stay, O and the sums are scaled by exp2(0) = 1 and P is 0. fa3 skips such
- * a tile, but the other warpgroup holds both at the tile's barrier anyway. */
+ * on the causal diagonal) takes it masked, which changes no value (at most the sign of an
+ * O element that is exactly 0): its scores are all -inf, so the maxima stay, O and the sums
+ * are scaled by exp2(0) = 1 and P is 0. fa3 skips such a tile, but the other warpgroup
+ * holds both at the tile's barrier anyway. */
 template <typename E, int HD>
 static __global__ void __launch_bounds__(FA3_THREADS, 1)
     attention_fa3p_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
