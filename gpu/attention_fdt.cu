@@ -64,31 +64,63 @@ template <typename E, int G, int HD> static constexpr size_t fdt_smem_bytes() {
                : (size_t)FDT_WARPS * G * HD * sizeof(float);
 }
 
-/* Issue (uncommitted) the cp.async of keys j0 .. j0 + 15 of this warp's group into the
- * stage at st: each key's K row at row r, its V row at row r of the V half; a key at or past
- * kend is zeros (nothing read). Chunk c of row r lands at c ^ (r & 7). Lane l copies chunk
- * l % CPR of rows l / CPR, + 32 / CPR, ...: one division for the first row's place in the
- * block table, then steps. */
+/* A lane's walk through the paged cache for fdt_load, group after group of its warp. Lane l
+ * copies 16-byte chunk c = l % CPR of rows r0 = l / CPR, + RSTEP, ... of each 16-key group
+ * (RSTEP = 32 / CPR rows a warp's copy instruction covers), and a warp's groups are 64 keys
+ * apart, so a lane's keys step by RSTEP inside a group and by 64 - 16 + RSTEP to the next.
+ * (blk, rem) is the next key's block-table index and slot in its block, advanced by a step
+ * = q bsz + r with one conditional subtraction: the divisions are made once a kernel, in
+ * fdt_walk_begin, where a division and a loop a chunk, and 64-bit offsets built from
+ * scratch, were most of the loader's instructions. */
+struct fdt_walk {
+    int key, blk, rem, bsz, q_in, r_in, q_next, r_next;
+    const int32_t *table;
+    int rows, col; /* elements between consecutive slots (nkv x head_dim); the lane's chunk in a slot */
+};
+
 template <typename E, int HD>
-static __device__ __forceinline__ void fdt_load(uint32_t st, const E *k_cache, const E *v_cache,
-                                                const int32_t *table, int bsz, int64_t nkv, int64_t g, int j0,
+static __device__ __forceinline__ fdt_walk fdt_walk_begin(const int32_t *table, int bsz, int64_t nkv,
+                                                          int64_t g, int64_t first, int lane) {
+    constexpr int CPR = HD * (int)sizeof(E) / 16, EPC = 16 / (int)sizeof(E), RSTEP = 32 / CPR;
+    constexpr int NEXT =
+        FDT_MIN_CHUNK - FDT_KEYS + RSTEP; /* the last row of a group to the next group's first */
+    fdt_walk w;
+    w.key = (int)first + lane / CPR, w.blk = w.key / bsz, w.rem = w.key - w.blk * bsz, w.bsz = bsz;
+    w.q_in = RSTEP / bsz, w.r_in = RSTEP - w.q_in * bsz, w.q_next = NEXT / bsz,
+    w.r_next = NEXT - w.q_next * bsz;
+    w.table = table, w.rows = (int)nkv * HD,
+    w.col = (int)g * HD + (lane % CPR) * EPC; /* nkv <= 65535 (the grid's y) */
+    return w;
+}
+
+static __device__ __forceinline__ void fdt_step(fdt_walk &w, int n, int q, int r) {
+    w.key += n, w.blk += q, w.rem += r;
+    if (w.rem >= w.bsz) w.rem -= w.bsz, w.blk++;
+}
+
+/* Issue (uncommitted) the cp.async of the walk's next group of 16 keys into the stage at st,
+ * and step the walk to the group after it: each key's K row at row r, its V row at row r of
+ * the V half; a key at or past kend is zeros (nothing read). Chunk c of row r lands at
+ * c ^ (r & 7). */
+template <typename E, int HD>
+static __device__ __forceinline__ void fdt_load(uint32_t st, const E *k_cache, const E *v_cache, fdt_walk &w,
                                                 int64_t kend, int lane) {
     constexpr int CPR = HD * (int)sizeof(E) / 16; /* 16-byte chunks a row */
-    constexpr int EPC = 16 / (int)sizeof(E);      /* elements a chunk */
-    constexpr int RSTEP = 32 / CPR;               /* rows a warp's copy instruction covers */
+    constexpr int RSTEP = 32 / CPR, PER = FDT_KEYS / RSTEP, NEXT = FDT_MIN_CHUNK - FDT_KEYS + RSTEP;
     static_assert(32 % CPR == 0 && FDT_KEYS % RSTEP == 0, "fdt: a row in whole warps' chunks");
     const int c = lane % CPR, r0 = lane / CPR;
-    int j = j0 + r0, b = j / bsz, rem = j - b * bsz;
 #pragma unroll
-    for (int r = r0; r < FDT_KEYS; r += RSTEP) {
-        const bool ok = j < kend;
-        const int64_t off = ok ? (((int64_t)table[b] * bsz + rem) * nkv + g) * HD + c * EPC : 0;
+    for (int k = 0; k < PER; k++) {
+        const int r = r0 + k * RSTEP;
+        const bool ok = w.key < kend;
+        const int64_t off = ok ? ((int64_t)w.table[w.blk] * w.bsz + w.rem) * w.rows + w.col : 0;
         const uint32_t d = st + (uint32_t)(r * CPR + (c ^ (r & 7))) * 16;
         cp_async16(d, k_cache + off, ok ? 16 : 0);
         cp_async16(d + FDT_KEYS * CPR * 16, v_cache + off, ok ? 16 : 0);
-        j += RSTEP, rem += RSTEP;
-        while (rem >= bsz) /* into the next block of the table (more than one if bsz < RSTEP) */
-            rem -= bsz, b++;
+        if (k + 1 < PER)
+            fdt_step(w, RSTEP, w.q_in, w.r_in);
+        else
+            fdt_step(w, NEXT, w.q_next, w.r_next);
     }
 }
 
@@ -101,7 +133,7 @@ template <> __device__ __forceinline__ uint32_t e_bits<__half>(__half v) { retur
 
 /* Grid (num_seqs * grid_split, nkv), as fd's split kernel. */
 template <typename E, int G, int HD>
-static __global__ void __launch_bounds__(FDT_THREADS)
+static __global__ void __launch_bounds__(FDT_THREADS, 2)
     attention_fdt_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
                          lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int grid_split,
                          int64_t want, float *part_o, float *part_ml) {
@@ -138,11 +170,10 @@ static __global__ void __launch_bounds__(FDT_THREADS)
     const int64_t first = kbeg + FDT_KEYS * warp;
     const int ngroups = first < kend ? (int)((kend - first + FDT_MIN_CHUNK - 1) / FDT_MIN_CHUNK) : 0;
     const uint32_t ring = smem_u32(fdt_smem) + (uint32_t)(warp * FDT_STAGES * STAGE);
+    fdt_walk walk = fdt_walk_begin<E, HD>(table, bsz, nkv, g, first, lane); /* groups loaded in order */
 #pragma unroll
     for (int s = 0; s < FDT_STAGES - 1; s++) {
-        if (s < ngroups)
-            fdt_load<E, HD>(ring + s * STAGE, k_cache, v_cache, table, bsz, nkv, g,
-                            (int)(first + (int64_t)s * FDT_MIN_CHUNK), kend, lane);
+        if (s < ngroups) fdt_load<E, HD>(ring + s * STAGE, k_cache, v_cache, walk, kend, lane);
         cp_async_commit();
     }
 
@@ -175,8 +206,7 @@ static __global__ void __launch_bounds__(FDT_THREADS)
     for (int i = 0; i < ngroups; i++) {
         const int nx = i + FDT_STAGES - 1;
         if (nx < ngroups)
-            fdt_load<E, HD>(ring + (nx % FDT_STAGES) * STAGE, k_cache, v_cache, table, bsz, nkv, g,
-                            (int)(first + (int64_t)nx * FDT_MIN_CHUNK), kend, lane);
+            fdt_load<E, HD>(ring + (nx % FDT_STAGES) * STAGE, k_cache, v_cache, walk, kend, lane);
         cp_async_commit();
         cp_async_wait<FDT_STAGES - 1>(); /* group i's own copies */
         __syncwarp();                    /* and the other lanes' */

@@ -10,6 +10,8 @@
 #  - test_gpu_forward whole: silu_fuse_changes_no_bit and qkv_fuse_changes_no_bit (the
 #    fusions bitwise equal to the unfused kernels at model level, eager and in graphs), and
 #    the public API of session 17, never yet run on a GPU;
+#  - first fdt's sweeps and memcheck again: session 22 rewrote its loader (a walk through the
+#    block table, the same bits);
 #  - then fd and fdt at op level at 32 sequences (the issue's batch; the sweep took at most
 #    8 before session 22), and fa3p against fa3 at 1 x 2048 (run 27's call B timed 8 x 512
 #    only).
@@ -22,6 +24,9 @@ nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 el build; bash tools/gpu-check.sh --build-only ${REUSE:+--reuse} > $L/build.log 2>&1 || { tail -30 $L/build.log; pack; exit 1; }
 export LIBRARY_PATH=/tmp/llamaref-dd/usr/lib/x86_64-linux-gnu CPATH=/tmp/llamaref-dd/usr/include LD_LIBRARY_PATH=/tmp/llamaref-dd/usr/lib/x86_64-linux-gnu
 ( cd $B && make -j16 tests/test_gpu_forward > $L/build-tests.log 2>&1 ) || { tail -20 $L/build-tests.log; pack; exit 1; }
+el "fdt's sweeps and memcheck (its loader walks the block table since session 22: the same bits, new addresses)"
+for d in bf16 f16; do timeout 60 $B/llama-diff ops --op attention --variant fdt --dtype $d > $L/ops-fdt-$d.txt 2>&1; echo "sweep fdt $d exit $?"; grep -h "planned" $L/ops-fdt-$d.txt; grep -m3 "^FAIL" $L/ops-fdt-$d.txt | cut -c1-200; done
+( cd $B && timeout 50 /usr/local/cuda/bin/compute-sanitizer --tool memcheck --error-exitcode 9 ./llama-diff ops --op attention --variant fdt --dtype bf16 > $L/san-fdt-memcheck.txt 2>&1; echo "fdt memcheck exit $?"; grep -m1 "ERROR SUMMARY" $L/san-fdt-memcheck.txt ); pack
 el "fdt's decode at model level: the float64 reference's dump, then check --decode 4"
 OUT=$L/shape timeout 150 bash tools/gpu-shape-check.sh --variants fdt --precisions bf16,fp16 --tokens 516 --decode 4 --no-faults --dump-only > $L/shape-dump.txt 2>&1; echo "dump exit $?"; tail -2 $L/shape-dump.txt | cut -c1-200
 OUT=$L/shape timeout $(( $(left) - 250 )) bash tools/gpu-shape-check.sh --variants fdt --precisions bf16,fp16 --tokens 516 --decode 4 --no-faults --reference $L/shape/shape-ref-f64.safetensors > $L/shape.txt 2>&1; echo "exit $?" >> $L/shape.txt
