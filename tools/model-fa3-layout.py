@@ -32,7 +32,8 @@ sequences shorter than a block's 128 rows) and exits 1 above 1e-12. fa3p is run 
 schedule (K and V rings of two; iteration t issues S_t and P_{t-1} V_{t-1}, then the copies
 of K_{t+1} and V_t; every warpgroup takes every tile), which must read only tiles that have
 landed, never a buffer a copy in flight writes, and give fa3's output exactly (in float64:
-the same operations in the same order, masked tiles changing nothing).
+the same operations in the same order, masked tiles changing nothing). It also checks fdt's
+loader's walk through the block table (gpu/attention_fdt.cu) against a direct division.
 Usage: tools/model-fa3-layout.py [--seed N]
 """
 import argparse
@@ -303,6 +304,35 @@ def reference(q, kc, vc, table, bsz, g, h, HD, tok0, nrows, token_keys, scale):
     return out
 
 
+def check_fdt_walk():
+    """fdt's loader (gpu/attention_fdt.cu, fdt_walk): lane l copies chunk l % CPR of rows
+    l / CPR, + RSTEP, ... of each 16-key group, a warp's groups 64 keys apart; its walk steps
+    (key, block-table index, slot) by RSTEP inside a group and by 64 - 16 + RSTEP to the next,
+    each step split once into whole blocks and slots. Against a direct division: block sizes
+    1 to 100, chunks of 16 (hd 128) and 8 (hd 64) a row. Returns the steps checked."""
+    n = 0
+    for cpr in (16, 8):
+        rstep = 32 // cpr
+        per, nxt = 16 // rstep, 64 - 16 + rstep
+        for bsz in (1, 2, 3, 5, 7, 16, 32, 100):
+            qi, ri = divmod(rstep, bsz)
+            qn, rn = divmod(nxt, bsz)
+            for first in (0, 5, 16, 48, 1000):
+                for lane in range(32):
+                    key = first + lane // cpr
+                    blk, rem = divmod(key, bsz)
+                    for grp in range(5):
+                        for k in range(per):
+                            assert key == first + 64 * grp + lane // cpr + k * rstep and (blk, rem) == divmod(key, bsz), \
+                                f"fdt_walk lost its key (chunks {cpr} a row, block size {bsz}, lane {lane})"
+                            n += 1
+                            step, q, r = (rstep, qi, ri) if k + 1 < per else (nxt, qn, rn)
+                            key, blk, rem = key + step, blk + q, rem + r
+                            if rem >= bsz:
+                                rem, blk = rem - bsz, blk + 1
+    return n
+
+
 def main():
     ap = argparse.ArgumentParser(description="CPU model of fa3's index arithmetic (see the file's comment)")
     ap.add_argument("--seed", type=int, default=1)
@@ -342,6 +372,7 @@ def main():
         if not np.array_equal(got["fa3"], got["fa3p"]):  # the same operations in the same order
             print("fa3p's model differs from fa3's")
             same = False
+    print(f"fdt's walk through the block table: {check_fdt_walk()} steps against a direct division")
     ok = worst <= 1e-12 and same
     print(f"worst {worst:.2e}, fa3p {'equal to' if same else 'NOT equal to'} fa3: {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1
