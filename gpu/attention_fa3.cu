@@ -215,7 +215,7 @@ static __device__ __forceinline__ fa3_walk fa3_walk_begin(const int32_t *table, 
 template <typename E, int HD>
 static __device__ __forceinline__ void fa3_fetch(uint32_t kd, uint32_t vd, const E *k_cache, const E *v_cache,
                                                  fa3_walk &w, int kmax) {
-    constexpr int CH = HD / 8, STEP = FA3_THREADS / CH, PER = FA3_BN / STEP;
+    constexpr int CH = HD / 8, STEP = FA3_THREADS / CH;
     static_assert(FA3_THREADS % CH == 0 && FA3_BN % STEP == 0, "the threads cover the tile exactly");
 #if !FA3_FETCH_STEP
     const int t = w.key / FA3_BN, g = (int)((w.col - (int)(threadIdx.x % CH) * 8) / HD);
@@ -227,10 +227,9 @@ static __device__ __forceinline__ void fa3_fetch(uint32_t kd, uint32_t vd, const
         if (vd != FA3_NO_BUF) cp_async16(vd + fa3_sw<FA3_BN>(j, c), v_cache + off, n);
     }
     w.key += FA3_BN;
-    return;
-#endif
+#else
 #pragma unroll
-    for (int k = 0; k < PER; k++) {
+    for (int k = 0; k < FA3_BN / STEP; k++) {
         const bool ok = w.key < kmax;
         const int64_t off = ok ? ((int64_t)w.table[w.blk] * w.bsz + w.rem) * w.rows + w.col : 0;
         const uint32_t o =
@@ -240,6 +239,7 @@ static __device__ __forceinline__ void fa3_fetch(uint32_t kd, uint32_t vd, const
         w.key += STEP, w.blk += w.qs, w.rem += w.rs;
         if (w.rem >= w.bsz) w.rem -= w.bsz, w.blk++;
     }
+#endif
 }
 
 /* A block of either kernel: 128 query rows of one (sequence, head) (fa2's grid: heads
