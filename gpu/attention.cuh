@@ -88,6 +88,39 @@ static __device__ __forceinline__ int64_t key_offset32(const int32_t *table, int
     return (((int64_t)table[b] * bsz + (j - b * bsz)) * nkv + g) * hd;
 }
 
+/* A thread's walk through the paged cache, key after key in order, without a division: the
+ * next key, its block-table index and slot in its block, and the thread's chunk's offset in
+ * a slot (kv head g's row, a column); a kv_stride is a step of n keys split once into whole
+ * blocks and slots, taken with one conditional subtraction. fa3's fetch and fdt's loader
+ * walk their keys this way: a division a chunk, and 64-bit offsets built from scratch, had
+ * been most of their instructions, which every thread issues every tile. Keys and the block
+ * size fit in an int (the launchers check it, as for key_offset32). */
+struct kv_stride {
+    int n, q, r; /* n keys = q blocks + r slots */
+};
+static __device__ __forceinline__ kv_stride kv_stride_of(int n, int bsz) { return {n, n / bsz, n % bsz}; }
+struct kv_walk {
+    const int32_t *table; /* the sequence's block table */
+    int key, blk, rem, bsz;
+    int64_t rows, col; /* elements between consecutive slots (nkv x head_dim); the chunk's in a slot */
+};
+static __device__ __forceinline__ kv_walk kv_walk_at(const int32_t *table, int bsz, int key, int64_t nkv,
+                                                     int64_t hd, int64_t g, int column) {
+    kv_walk w;
+    w.table = table, w.key = key, w.blk = key / bsz, w.rem = key - w.blk * bsz, w.bsz = bsz;
+    w.rows = nkv * hd, w.col = g * hd + column;
+    return w;
+}
+/* The walk's key's element offset in either cache; its block-table entry read (only where
+ * the key is one of the sequence's: past it the entry may be -1 or past the table). */
+static __device__ __forceinline__ int64_t kv_walk_offset(const kv_walk &w) {
+    return ((int64_t)w.table[w.blk] * w.bsz + w.rem) * w.rows + w.col;
+}
+static __device__ __forceinline__ void kv_walk_step(kv_walk &w, const kv_stride &s) {
+    w.key += s.n, w.blk += s.q, w.rem += s.r;
+    if (w.rem >= w.bsz) w.rem -= w.bsz, w.blk++;
+}
+
 /* Whether a call is one that fa2's and fa3's 16-bit prefill kernels take: a sequence of
  * more than one new token, head_dim 64 or 128, 16-byte copies of K, V and Q rows, 4-byte
  * stores of ctx pairs, a block size that fits in an int (the dtype is the caller's). */

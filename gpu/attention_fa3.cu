@@ -171,33 +171,23 @@ FA3_WG_MMA(__nv_bfloat16, "bf16")
 FA3_WG_MMA(__half, "f16")
 #endif /* FA3_DEVICE_CODE */
 
-/* A thread's walk through the paged cache, tile after tile, for fa3_fetch. Consecutive
- * threads take consecutive 16-byte chunks of a key row, so a thread's chunks are one column
- * c of keys STEP apart (STEP = FA3_THREADS / (HD / 8): 16 at head_dim 128, 32 at 64),
- * FA3_BN / STEP of them a tile, and its keys run j0, j0 + STEP, ... through the tiles in
- * order. (blk, rem) is the next key's block-table index and slot in its block, advanced by
- * STEP = qs bsz + rs with one conditional subtraction: the block's divisions are made once,
- * in fa3_walk_begin, where a division a chunk and 64-bit offsets built from scratch were
- * most of the fetch's instructions, which every thread issues every tile. */
+/* A thread's walk through the paged cache for fa3_fetch (kv_walk, attention.cuh), tile after
+ * tile. Consecutive threads take consecutive 16-byte chunks of a key row, so a thread's
+ * chunks are one column c of keys STEP apart (STEP = FA3_THREADS / (HD / 8): 16 at head_dim
+ * 128, 32 at 64), FA3_BN / STEP of them a tile, and its keys run j0, j0 + STEP, ... through
+ * the tiles in order. */
 struct fa3_walk {
-    int key, blk, rem, bsz, qs, rs;
-    const int32_t *table;
-    int64_t rows;   /* elements between consecutive slots of the cache: nkv x head_dim */
-    int64_t col;    /* the thread's chunk in a slot: kv head g's row, column c */
-    uint32_t place; /* its first chunk's byte offset in a swizzled tile buffer */
+    kv_walk kv;
+    kv_stride step;
+    uint32_t place; /* the first chunk's byte offset in a swizzled tile buffer */
 };
 
 template <int HD>
 static __device__ __forceinline__ fa3_walk fa3_walk_begin(const int32_t *table, int bsz, int64_t nkv,
                                                           int64_t g) {
     constexpr int CH = HD / 8, STEP = FA3_THREADS / CH;
-    fa3_walk w;
     const int c = threadIdx.x % CH, j0 = threadIdx.x / CH;
-    w.key = j0, w.blk = j0 / bsz, w.rem = j0 - w.blk * bsz;
-    w.bsz = bsz, w.qs = STEP / bsz, w.rs = STEP - w.qs * bsz;
-    w.table = table, w.rows = nkv * HD, w.col = g * HD + c * 8;
-    w.place = fa3_sw<FA3_BN>(j0, c);
-    return w;
+    return {kv_walk_at(table, bsz, j0, nkv, HD, g, c * 8), kv_stride_of(STEP, bsz), fa3_sw<FA3_BN>(j0, c)};
 }
 
 /* Issue the copies of the walk's next key tile (keys t FA3_BN .., tiles taken in order) into
@@ -218,26 +208,26 @@ static __device__ __forceinline__ void fa3_fetch(uint32_t kd, uint32_t vd, const
     constexpr int CH = HD / 8, STEP = FA3_THREADS / CH;
     static_assert(FA3_THREADS % CH == 0 && FA3_BN % STEP == 0, "the threads cover the tile exactly");
 #if !FA3_FETCH_STEP
-    const int t = w.key / FA3_BN, g = (int)((w.col - (int)(threadIdx.x % CH) * 8) / HD);
+    const int t = w.kv.key / FA3_BN, g = (int)((w.kv.col - (int)(threadIdx.x % CH) * 8) / HD);
 #pragma unroll
     for (int i = threadIdx.x; i < FA3_BN * CH; i += FA3_THREADS) {
         const int j = i / CH, c = i % CH, key = t * FA3_BN + j, n = key < kmax ? 16 : 0;
-        const int64_t off = key < kmax ? key_offset32(w.table, w.bsz, key, w.rows / HD, HD, g) + c * 8 : 0;
+        const int64_t off =
+            key < kmax ? key_offset32(w.kv.table, w.kv.bsz, key, w.kv.rows / HD, HD, g) + c * 8 : 0;
         if (kd != FA3_NO_BUF) cp_async16(kd + fa3_sw<FA3_BN>(j, c), k_cache + off, n);
         if (vd != FA3_NO_BUF) cp_async16(vd + fa3_sw<FA3_BN>(j, c), v_cache + off, n);
     }
-    w.key += FA3_BN;
+    w.kv.key += FA3_BN;
 #else
 #pragma unroll
     for (int k = 0; k < FA3_BN / STEP; k++) {
-        const bool ok = w.key < kmax;
-        const int64_t off = ok ? ((int64_t)w.table[w.blk] * w.bsz + w.rem) * w.rows + w.col : 0;
+        const bool ok = w.kv.key < kmax;
+        const int64_t off = ok ? kv_walk_offset(w.kv) : 0;
         const uint32_t o =
             w.place + (uint32_t)(k * STEP * 128); /* STEP rows on: a multiple of 8 keeps the swizzle */
         if (kd != FA3_NO_BUF) cp_async16(kd + o, k_cache + off, ok ? 16 : 0);
         if (vd != FA3_NO_BUF) cp_async16(vd + o, v_cache + off, ok ? 16 : 0);
-        w.key += STEP, w.blk += w.qs, w.rem += w.rs;
-        if (w.rem >= w.bsz) w.rem -= w.bsz, w.blk++;
+        kv_walk_step(w.kv, w.step);
     }
 #endif
 }

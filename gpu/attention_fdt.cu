@@ -64,38 +64,22 @@ template <typename E, int G, int HD> static constexpr size_t fdt_smem_bytes() {
                : (size_t)FDT_WARPS * G * HD * sizeof(float);
 }
 
-/* A lane's walk through the paged cache for fdt_load, group after group of its warp. Lane l
- * copies 16-byte chunk c = l % CPR of rows r0 = l / CPR, + RSTEP, ... of each 16-key group
- * (RSTEP = 32 / CPR rows a warp's copy instruction covers), and a warp's groups are 64 keys
- * apart, so a lane's keys step by RSTEP inside a group and by 64 - 16 + RSTEP to the next.
- * (blk, rem) is the next key's block-table index and slot in its block, advanced by a step
- * = q bsz + r with one conditional subtraction: the divisions are made once a kernel, in
- * fdt_walk_begin, where a division and a loop a chunk, and 64-bit offsets built from
- * scratch, were most of the loader's instructions. */
+/* A lane's walk through the paged cache for fdt_load (kv_walk, attention.cuh), group after
+ * group of its warp. Lane l copies 16-byte chunk c = l % CPR of rows r0 = l / CPR, + RSTEP,
+ * ... of each 16-key group (RSTEP = 32 / CPR rows a warp's copy instruction covers), and a
+ * warp's groups are 64 keys apart, so a lane's keys step by RSTEP inside a group and by
+ * 64 - 16 + RSTEP to the next. */
 struct fdt_walk {
-    int key, blk, rem, bsz, q_in, r_in, q_next, r_next;
-    const int32_t *table;
-    int rows, col; /* elements between consecutive slots (nkv x head_dim); the lane's chunk in a slot */
+    kv_walk kv;
+    kv_stride in, next;
 };
 
 template <typename E, int HD>
 static __device__ __forceinline__ fdt_walk fdt_walk_begin(const int32_t *table, int bsz, int64_t nkv,
                                                           int64_t g, int64_t first, int lane) {
     constexpr int CPR = HD * (int)sizeof(E) / 16, EPC = 16 / (int)sizeof(E), RSTEP = 32 / CPR;
-    constexpr int NEXT =
-        FDT_MIN_CHUNK - FDT_KEYS + RSTEP; /* the last row of a group to the next group's first */
-    fdt_walk w;
-    w.key = (int)first + lane / CPR, w.blk = w.key / bsz, w.rem = w.key - w.blk * bsz, w.bsz = bsz;
-    w.q_in = RSTEP / bsz, w.r_in = RSTEP - w.q_in * bsz, w.q_next = NEXT / bsz,
-    w.r_next = NEXT - w.q_next * bsz;
-    w.table = table, w.rows = (int)nkv * HD,
-    w.col = (int)g * HD + (lane % CPR) * EPC; /* nkv <= 65535 (the grid's y) */
-    return w;
-}
-
-static __device__ __forceinline__ void fdt_step(fdt_walk &w, int n, int q, int r) {
-    w.key += n, w.blk += q, w.rem += r;
-    if (w.rem >= w.bsz) w.rem -= w.bsz, w.blk++;
+    return {kv_walk_at(table, bsz, (int)first + lane / CPR, nkv, HD, g, (lane % CPR) * EPC),
+            kv_stride_of(RSTEP, bsz), kv_stride_of(FDT_MIN_CHUNK - FDT_KEYS + RSTEP, bsz)};
 }
 
 /* Issue (uncommitted) the cp.async of the walk's next group of 16 keys into the stage at st,
@@ -106,21 +90,18 @@ template <typename E, int HD>
 static __device__ __forceinline__ void fdt_load(uint32_t st, const E *k_cache, const E *v_cache, fdt_walk &w,
                                                 int64_t kend, int lane) {
     constexpr int CPR = HD * (int)sizeof(E) / 16; /* 16-byte chunks a row */
-    constexpr int RSTEP = 32 / CPR, PER = FDT_KEYS / RSTEP, NEXT = FDT_MIN_CHUNK - FDT_KEYS + RSTEP;
+    constexpr int RSTEP = 32 / CPR, PER = FDT_KEYS / RSTEP;
     static_assert(32 % CPR == 0 && FDT_KEYS % RSTEP == 0, "fdt: a row in whole warps' chunks");
     const int c = lane % CPR, r0 = lane / CPR;
 #pragma unroll
     for (int k = 0; k < PER; k++) {
         const int r = r0 + k * RSTEP;
-        const bool ok = w.key < kend;
-        const int64_t off = ok ? ((int64_t)w.table[w.blk] * w.bsz + w.rem) * w.rows + w.col : 0;
+        const bool ok = w.kv.key < kend;
+        const int64_t off = ok ? kv_walk_offset(w.kv) : 0;
         const uint32_t d = st + (uint32_t)(r * CPR + (c ^ (r & 7))) * 16;
         cp_async16(d, k_cache + off, ok ? 16 : 0);
         cp_async16(d + FDT_KEYS * CPR * 16, v_cache + off, ok ? 16 : 0);
-        if (k + 1 < PER)
-            fdt_step(w, RSTEP, w.q_in, w.r_in);
-        else
-            fdt_step(w, NEXT, w.q_next, w.r_next);
+        kv_walk_step(w.kv, k + 1 < PER ? w.in : w.next);
     }
 }
 

@@ -123,6 +123,19 @@ def afrag_to_matrix(a):
     return M
 
 
+def kv_stride_of(n, bsz):
+    """attention.cuh's kv_stride: a step of n keys split once into whole blocks and slots."""
+    return n, n // bsz, n % bsz
+
+
+def kv_walk_step(w, stride, bsz):
+    """attention.cuh's kv_walk_step on (key, block-table index, slot): one conditional
+    subtraction, no division."""
+    (key, blk, rem), (n, q, r) = w, stride
+    key, blk, rem = key + n, blk + q, rem + r
+    return (key, blk + 1, rem - bsz) if rem >= bsz else (key, blk, rem)
+
+
 def s_tile(sm, dq, dk, HD):
     """S = Q K^T of a warpgroup's 64 rows, read through descriptors, as accumulator fragments."""
     Smat = np.zeros((64, BN))
@@ -210,21 +223,21 @@ def run_block(q, kc, vc, table, bsz, nkv, g, h, HD, tok0, nrows, token_keys, sca
 
     step = THREADS // CH  # a thread's chunks: column c of keys j0, j0 + step, ... through the tiles
 
-    def walk_begin():  # fa3_walk_begin: each thread's first key, its table index and slot, the step's parts
-        return [dict(key=tid // CH, blk=(tid // CH) // bsz, rem=(tid // CH) % bsz) for tid in range(THREADS)]
+    def walk_begin():  # fa3_walk_begin: each thread's first key, its table index and slot
+        return [(tid // CH, (tid // CH) // bsz, (tid // CH) % bsz) for tid in range(THREADS)]
 
-    wq, wr = step // bsz, step % bsz  # the step in whole blocks and slots
+    stride = kv_stride_of(step, bsz)
 
     def fetch(t, kd, vd, walk):  # fa3_fetch: tile t's K rows to kd, V rows to vd (either None), the walk on
         for tid in range(THREADS):
-            c, j0, w = tid % CH, tid // CH, walk[tid]
+            c, j0 = tid % CH, tid // CH
             for k in range(BN // step):
                 j = j0 + k * step
-                assert w["key"] == t * BN + j and (w["blk"], w["rem"]) == divmod(w["key"], bsz), \
-                    "fa3_fetch's walk lost its key"
+                key, blk, rem = walk[tid]
+                assert key == t * BN + j and (blk, rem) == divmod(key, bsz), "fa3_fetch's walk lost its key"
                 src = None
-                if w["key"] < kmax:
-                    slot = table[w["blk"]] * bsz + w["rem"]
+                if key < kmax:
+                    slot = table[blk] * bsz + rem
                     src = (kc[slot, g, 8 * c: 8 * c + 8], vc[slot, g, 8 * c: 8 * c + 8])
                 o = fa3_sw(BN, j0, c) + k * step * 128  # the kernel's place + k STEP rows
                 assert o == fa3_sw(BN, j, c), "a chunk's place in the swizzle"
@@ -232,9 +245,7 @@ def run_block(q, kc, vc, table, bsz, nkv, g, h, HD, tok0, nrows, token_keys, sca
                     sm.cp16(kd + o, None if src is None else src[0])
                 if vd is not None:
                     sm.cp16(vd + o, None if src is None else src[1])
-                w["key"], w["blk"], w["rem"] = w["key"] + step, w["blk"] + wq, w["rem"] + wr
-                if w["rem"] >= bsz:
-                    w["rem"], w["blk"] = w["rem"] - bsz, w["blk"] + 1
+                walk[tid] = kv_walk_step(walk[tid], stride, bsz)
 
     out = np.full((BQ, HD), np.nan)
     sl2 = scale * 1.4426950408889634
@@ -315,21 +326,18 @@ def check_fdt_walk():
         rstep = 32 // cpr
         per, nxt = 16 // rstep, 64 - 16 + rstep
         for bsz in (1, 2, 3, 5, 7, 16, 32, 100):
-            qi, ri = divmod(rstep, bsz)
-            qn, rn = divmod(nxt, bsz)
+            inside, to_next = kv_stride_of(rstep, bsz), kv_stride_of(nxt, bsz)
             for first in (0, 5, 16, 48, 1000):
                 for lane in range(32):
-                    key = first + lane // cpr
-                    blk, rem = divmod(key, bsz)
+                    key0 = first + lane // cpr
+                    w = (key0, key0 // bsz, key0 % bsz)
                     for grp in range(5):
                         for k in range(per):
-                            assert key == first + 64 * grp + lane // cpr + k * rstep and (blk, rem) == divmod(key, bsz), \
+                            key, blk, rem = w
+                            assert key == key0 + 64 * grp + k * rstep and (blk, rem) == divmod(key, bsz), \
                                 f"fdt_walk lost its key (chunks {cpr} a row, block size {bsz}, lane {lane})"
                             n += 1
-                            step, q, r = (rstep, qi, ri) if k + 1 < per else (nxt, qn, rn)
-                            key, blk, rem = key + step, blk + q, rem + r
-                            if rem >= bsz:
-                                rem, blk = rem - bsz, blk + 1
+                            w = kv_walk_step(w, inside if k + 1 < per else to_next, bsz)
     return n
 
 
