@@ -1,5 +1,5 @@
 # run 28, call B (session 22): fa3's main loop in fewer instructions (SASS, bf16, hd 128:
-# the kernel 2128 instructions where it was 2900). The fetch as a walk through the block
+# the kernel 2048 instructions where it was 2840). The fetch as a walk through the block
 # table (each thread's chunks are one column of keys 16 or 32 apart through every tile; the
 # table index and slot stepped, the divisions once a block; the loop fully unrolled): about
 # 270 instructions where it was about 660, the same bits; -DFA3_FETCH_STEP=0 builds it as
