@@ -22,7 +22,7 @@
  * Usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N]
  *                  [--steps N] [--kernels SPEC] [--dump-logits FILE] [--only ROWS]
  *                  [--no-profile] [--graphs] [--no-pdl] [--no-rope-cache] [--silu-fuse]
- *                  [--qkv-fuse] [--host-logits] [--sustain SECONDS]
+ *                  [--qkv-fuse] [--norm-fuse] [--host-logits] [--sustain SECONDS]
  * --no-pdl (or LLAMAREF_PDL=0) launches without programmatic dependent launch, for a
  * same-run comparison (the JSON's programmatic_dependent_launch says which ran).
  * --no-rope-cache (or LLAMAREF_ROPE_CACHE=0) runs RoPE and the cache write as two kernels
@@ -32,6 +32,8 @@
  * one kernel, --qkv-fuse (or LLAMAREF_QKV_FUSE=1) its qkv_proj, RoPE and cache write
  * (gpu/gpu_ops.h, lr_gpu_silu_fuse, lr_gpu_qkv_fuse; off by default until they have run on
  * a GPU), for a same-run comparison (the JSON's silu_fused and qkv_fused say which ran).
+ * --norm-fuse (or LLAMAREF_NORM_FUSE=1) also runs the layers' norms inside those two
+ * (lr_gpu_norm_fuse; off by default until it has run on a GPU; the JSON's norm_fused).
  * --host-logits ends each decode step with its (B, vocab) logits on the host
  * (lr_model_compute_logits) instead of its greedy tokens (lr_model_greedy), the rows'
  * definition up to session 16, for a same-run comparison (the JSON's decode_output).
@@ -314,7 +316,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
             "                 [--kernels SPEC] [--dump-logits FILE] [--only ROWS] [--no-profile] [--graphs]\n"
-            "                 [--no-pdl] [--no-rope-cache] [--silu-fuse] [--qkv-fuse]\n"
+            "                 [--no-pdl] [--no-rope-cache] [--silu-fuse] [--qkv-fuse] [--norm-fuse]\n"
             "                 [--host-logits] [--sustain SECONDS]\n");
 }
 
@@ -342,6 +344,8 @@ int main(int argc, char **argv) {
             setenv("LLAMAREF_SILU_FUSE", "1", 1); /* read at the first forward */
         else if (!strcmp(argv[i], "--qkv-fuse"))
             setenv("LLAMAREF_QKV_FUSE", "1", 1);
+        else if (!strcmp(argv[i], "--norm-fuse") || !strcmp(argv[i], "--no-norm-fuse"))
+            setenv("LLAMAREF_NORM_FUSE", argv[i][2] == 'n' ? "0" : "1", 1);
         else if (!strcmp(argv[i], "--host-logits"))
             host_logits = true;
         else if (!strcmp(argv[i], "--sustain") && i + 1 < argc) {
@@ -540,6 +544,7 @@ int main(int argc, char **argv) {
         fprintf(f, "  \"rope_cache_fused\": %s,\n", lr_gpu_rope_cache() ? "true" : "false");
         fprintf(f, "  \"silu_fused\": %s,\n", lr_gpu_silu_fuse() ? "true" : "false");
         fprintf(f, "  \"qkv_fused\": %s,\n", lr_gpu_qkv_fuse() ? "true" : "false");
+        fprintf(f, "  \"norm_fused\": %s,\n", lr_gpu_norm_fuse() ? "true" : "false");
         fprintf(f, "  \"decode_output\": \"%s\",\n", host_logits ? "logits on the host" : "greedy tokens");
         fprintf(f, "  \"copy_bandwidth_Bps\": %.6e,\n  \"gemm_rate_flops\": %.6e,\n  \"load_s\": %.3f,\n", bw, rate,
                 load_s[0]);

@@ -64,6 +64,9 @@ struct gpu_replica {
     int64_t cap;
     void *hidden, *normed; /* (T, H) dt */
     float *residual;       /* (T, H) */
+    float *residual_alt;   /* (LR_GPU_LINEAR_FUSED_MAX_T, H): the stream's other buffer, where a
+                            * held norm's one kernel writes it (gpu_pass.res_alt); allocated
+                            * once, with the norm fusion on */
     float *scratch;        /* (T, max width) float32, for observers; allocated only for them */
     float *sum;            /* (T, H) float32, hidden + residual for observers; with scratch */
     int64_t scratch_cap;
@@ -230,8 +233,8 @@ static void free_act(gpu_act *a) {
 }
 
 static void free_rep(gpu_replica *r) {
-    void *p[] = {r->hidden,   r->normed, r->residual, r->scratch,  r->sum,           r->ids,
-                 r->pos,      r->slots,  r->meta,     r->inv_freq, r->fault_inv_freq, r->fault_keys};
+    void *p[] = {r->hidden, r->normed, r->residual, r->residual_alt, r->scratch,        r->sum,       r->ids,
+                 r->pos,    r->slots,  r->meta,     r->inv_freq,     r->fault_inv_freq, r->fault_keys};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) cudaFree(p[i]);
 }
 
@@ -711,6 +714,9 @@ static int ensure_buffers(gpu_model *m, int64_t T, int64_t nseq, int64_t max_blo
                 return rc;
             p->cap = T;
         }
+        if (!p->residual_alt && lr_gpu_norm_fuse() &&
+            (rc = grow((void **)&p->residual_alt, (size_t)(LR_GPU_LINEAR_FUSED_MAX_T * H) * sizeof(float))))
+            return rc;
         if (observe && p->scratch_cap < T) {
             if ((rc = grow((void **)&p->scratch, (size_t)(T * W) * sizeof(float))) ||
                 (rc = grow((void **)&p->sum, (size_t)(T * H) * sizeof(float))))
@@ -852,7 +858,15 @@ struct gpu_pass {
     int64_t T;
     const lr_batch *b;
     const lr_seq_span *spans; /* (b->num_seqs) */
+    bool res_alt;             /* the stream is in residual_alt (a held norm's one kernel moved it there) */
 };
+
+/* The buffer the residual stream is in now. Each held norm's kernel reads it from one of
+ * the two and writes it to the other (every block reads it while block 0 writes it); a pass
+ * starts in residual, and a captured graph replays the buffers its capture chose. */
+static float *stream_now(const gpu_pass *p, const gpu_replica *rep) {
+    return p->res_alt ? rep->residual_alt : rep->residual;
+}
 
 /* The device that holds replica i, and the rank whose stream and weights serve it. */
 static gpu_rank *rank_of_replica(gpu_model *m, int i) { return &m->ranks[m->nrep > 1 ? i : 0]; }
@@ -864,7 +878,8 @@ static void *buf(gpu_pass *p, lr_buf b, int r) {
     gpu_act *a = &m->ranks[r].a;
     switch (b) {
     case LR_BUF_HIDDEN: return rep->hidden;
-    case LR_BUF_RESIDUAL: return rep->residual;
+    case LR_BUF_RESIDUAL:
+        return stream_now(p, rep);
     case LR_BUF_NORMED: return rep->normed;
     case LR_BUF_SUM: return rep->sum;
     case LR_BUF_QKV: return a->qkv;
@@ -900,9 +915,10 @@ static int op_rms_norm(void *be, int w, bool add, const lr_op_mods *mods) {
         gpu_replica *rep = &m->reps[i];
         gpu_rank *rk = rank_of_replica(m, i);
         cudaSetDevice(rk->device);
-        if (!add) CUDA_CHECK(cudaMemsetAsync(rep->residual, 0, (size_t)(T * H) * sizeof(float), rk->stream));
-        TRY(lr_gpu_fused_add_rms_norm(m->variant[LR_GPU_FAM_RMSNORM], rep->normed, rep->residual, rep->hidden, weight(rk, w),
-                                      T, H, (float)mods->rms_eps, m->dt, rk->stream));
+        float *stream = stream_now(p, rep);
+        if (!add) CUDA_CHECK(cudaMemsetAsync(stream, 0, (size_t)(T * H) * sizeof(float), rk->stream));
+        TRY(lr_gpu_fused_add_rms_norm(m->variant[LR_GPU_FAM_RMSNORM], rep->normed, stream, rep->hidden,
+                                      weight(rk, w), T, H, (float)mods->rms_eps, m->dt, rk->stream));
     }
     return LR_OK;
 }
@@ -1065,16 +1081,36 @@ static bool default_linear(const gpu_model *m) {
     return !lv || strcmp(lv, "auto") == 0;
 }
 
+/* A held norm (lr_layer_ops.hold_norm, where norm_fuses: one replica) as the fused GEMVs
+ * take it: the stream from the buffer it is in to the other, the norm's weight and eps,
+ * NORMED where it runs apart. The caller then flips gpu_pass.res_alt. */
+static lr_gpu_norm_in held_norm_in(gpu_pass *p, int r, const lr_held_norm *n) {
+    gpu_model *m = p->m;
+    gpu_replica *rep = &m->reps[rep_of(m, r)];
+    float *now = stream_now(p, rep);
+    lr_gpu_norm_in in = {rep->hidden,
+                         n->add ? now : NULL,
+                         now == rep->residual ? rep->residual_alt : rep->residual,
+                         weight(&m->ranks[r], n->weight),
+                         (float)n->mods.rms_eps,
+                         rep->normed};
+    return in;
+}
+
 /* The composer's linear_rotary_attention slot, in the ops of a pass where qkv_fuses:
  * qkv_proj, RoPE and the cache write as lr_gpu_linear_rope_cache's one kernel (its two
  * where it has none for the shape), charged to the profile's qkv_proj on rank 0, then
  * attention. With a bias, which qkv_fuses leaves out, the projection and its bias, then
  * the rotary_attention slot's work. */
 static int op_linear_rotary_attention(void *be, int r, int64_t l, lr_buf in, int w, int b,
-                                      const lr_op_mods *mods) {
+                                      const lr_op_mods *mods, const lr_held_norm *norm) {
     gpu_pass *p = (gpu_pass *)be;
     gpu_model *m = p->m;
     gpu_rank *rk = &m->ranks[r];
+    if (norm && b != LR_NO_WEIGHT) { /* not held where norm_fuses: the norm, then as without one */
+        TRY(op_rms_norm(be, norm->weight, norm->add, &norm->mods));
+        norm = NULL;
+    }
     if (b != LR_NO_WEIGHT) {
         TRY(op_linear(be, r, LR_BUF_QKV, in, w, b));
         if (r == 0) prof_mark(m, rk, LR_PROF_QKV_PROJ);
@@ -1089,10 +1125,19 @@ static int op_linear_rotary_attention(void *be, int r, int64_t l, lr_buf in, int
     cudaSetDevice(rk->device);
     const double *inv;
     TRY(rope_frequencies(m, rk, rep, mods, &inv));
-    TRY(lr_gpu_linear_rope_cache(rk->a.qkv, buf(p, in, r), weight(rk, w), p->T, rk->L.num_heads,
-                                 rk->L.num_kv_heads, m->cfg.head_dim, d->shape[1], rep->pos, inv,
-                                 layer_k(p, l, r), layer_v(p, l, r), rep->slots, m->dt, rk->blas,
-                                 rk->stream));
+    if (norm) {
+        const lr_gpu_norm_in n = held_norm_in(p, r, norm);
+        TRY(lr_gpu_norm_linear_rope_cache(rk->a.qkv, &n, weight(rk, w), p->T, rk->L.num_heads,
+                                          rk->L.num_kv_heads, m->cfg.head_dim, d->shape[1], rep->pos, inv,
+                                          layer_k(p, l, r), layer_v(p, l, r), rep->slots, m->dt, rk->blas,
+                                          rk->stream));
+        p->res_alt = !p->res_alt;
+    } else {
+        TRY(lr_gpu_linear_rope_cache(rk->a.qkv, buf(p, in, r), weight(rk, w), p->T, rk->L.num_heads,
+                                     rk->L.num_kv_heads, m->cfg.head_dim, d->shape[1], rep->pos, inv,
+                                     layer_k(p, l, r), layer_v(p, l, r), rep->slots, m->dt, rk->blas,
+                                     rk->stream));
+    }
     if (r == 0) prof_mark(m, rk, LR_PROF_QKV_PROJ);
     return attend(p, r, l, mods);
 }
@@ -1119,10 +1164,14 @@ static int op_activation(void *be, int r, bool gated) {
 /* The composer's linear_activation slot, in the ops of a pass where silu_fuses: gate_up_proj
  * and the activation as lr_gpu_linear_silu's one kernel (its two where it has none for the
  * shape; with a bias, which silu_fuses leaves out, the two ops). */
-static int op_linear_activation(void *be, int r, lr_buf in, int w, int b) {
+static int op_linear_activation(void *be, int r, lr_buf in, int w, int b, const lr_held_norm *norm) {
     gpu_pass *p = (gpu_pass *)be;
     gpu_model *m = p->m;
     gpu_rank *rk = &m->ranks[r];
+    if (norm && b != LR_NO_WEIGHT) { /* not held where norm_fuses: the norm, then as without one */
+        TRY(op_rms_norm(be, norm->weight, norm->add, &norm->mods));
+        norm = NULL;
+    }
     if (b != LR_NO_WEIGHT) {
         TRY(op_linear(be, r, LR_BUF_GATE_UP, in, w, b));
         return op_activation(be, r, true);
@@ -1132,8 +1181,25 @@ static int op_linear_activation(void *be, int r, lr_buf in, int w, int b) {
         return lr_fail(LR_E_SHAPE, "%s: %lld rows, the rank's intermediate 2 x %lld", d->name,
                        (long long)d->shape[0], (long long)rk->L.intermediate);
     cudaSetDevice(rk->device);
+    if (norm) {
+        const lr_gpu_norm_in n = held_norm_in(p, r, norm);
+        TRY(lr_gpu_norm_linear_silu(rk->a.act, rk->a.gu, &n, weight(rk, w), p->T, rk->L.intermediate,
+                                    d->shape[1], m->dt, rk->blas, rk->stream));
+        p->res_alt = !p->res_alt;
+        return LR_OK;
+    }
     return lr_gpu_linear_silu(rk->a.act, rk->a.gu, buf(p, in, r), weight(rk, w), p->T, rk->L.intermediate,
                               d->shape[1], m->dt, rk->blas, rk->stream);
+}
+
+/* Whether a pass of T tokens holds the layers' norms for the fused GEMVs (lr_layer_ops.
+ * hold_norm): lr_gpu_norm_fuse() on, one replica (the stream's two buffers are one GPU's),
+ * T within the fused kernels' tokens and the default rmsnorm variant (vec), whose bits
+ * their norm has; the slots then get the norm before them where they are filled. */
+static bool norm_fuses(const gpu_model *m, int64_t T) {
+    const char *nv = m->variant[LR_GPU_FAM_RMSNORM];
+    return lr_gpu_norm_fuse() && m->nrep == 1 && m->tp == 1 && T <= LR_GPU_LINEAR_FUSED_MAX_T &&
+           (!nv || strcmp(nv, "vec") == 0) && m->reps[0].residual_alt;
 }
 
 /* Whether a pass of T tokens runs gate_up_proj and the activation as one kernel:
@@ -1164,8 +1230,8 @@ static int op_residual_sum(void *be) {
     gpu_pass *p = (gpu_pass *)be;
     gpu_replica *rep = &p->m->reps[0];
     cudaSetDevice(p->m->ranks[0].device);
-    return lr_gpu_add_residual(rep->sum, rep->hidden, rep->residual, p->T * p->m->cfg.hidden_size, p->m->dt,
-                               p->m->ranks[0].stream);
+    return lr_gpu_add_residual(rep->sum, rep->hidden, stream_now(p, rep), p->T * p->m->cfg.hidden_size,
+                               p->m->dt, p->m->ranks[0].stream);
 }
 
 /* Observers: the buffer goes to float32 on its device, and its block of columns to the
@@ -1198,7 +1264,7 @@ static int op_load_stream(void *be, bool embedding, const lr_tensor *t) {
         gpu_replica *rep = &m->reps[i];
         gpu_rank *rk = rank_of_replica(m, i);
         cudaSetDevice(rk->device);
-        float *dst = embedding ? rep->scratch : rep->residual;
+        float *dst = embedding ? rep->scratch : stream_now(p, rep);
         if (cudaMemcpyAsync(dst, host, (size_t)n * sizeof(float), cudaMemcpyHostToDevice, rk->stream) != cudaSuccess)
             rc = lr_fail(LR_E_DEVICE, "cuda: uploading the injected residual stream failed");
         else if (embedding)
@@ -1542,6 +1608,7 @@ static int cuda_forward(void *impl, const lr_batch *b, const lr_seq_span *spans,
     if (rope_cache_fuses(m)) ops.rotary_attention = op_rotary_attention;
     if (silu_fuses(m, T)) ops.linear_activation = op_linear_activation;
     if (qkv_fuses(m, T)) ops.linear_rotary_attention = op_linear_rotary_attention;
+    ops.hold_norm = norm_fuses(m, T);
     lr_composer c = {&ops, &m->cfg, m->layouts, m->tp, m->ranks[0].plan, m->faults, m->num_faults};
     if (graph)
         TRY(graph_step(m, &c, &p, kv));

@@ -76,6 +76,10 @@ int lr_gpu_rms_norm(const char *variant, void *y, const void *x, const void *w, 
 int lr_gpu_fused_add_rms_norm(const char *variant, void *y, float *residual, const void *x,
                               const void *w, int64_t T, int64_t H, float eps, lr_dtype dt,
                               cudaStream_t s);
+/* Whether rmsnorm "vec" (the default) runs its own kernel on rows of H (else "block"'s): the
+ * norm that lr_gpu_norm_linear_* fuse runs only where it does. (rmsnorm.cu) */
+bool lr_gpu_rmsnorm_vec_takes(int64_t H, const void *y, const void *x, const void *w, const float *residual,
+                              lr_dtype dt);
 
 /* y (T, N) = x (T, K) @ w (N, K)^T: float32 accumulation, rounded once to dt (the bias,
  * which lr_ref_linear takes, is lr_gpu_add_bias after, as the rounding map has it). Dense
@@ -108,6 +112,36 @@ int lr_gpu_linear_rope_cache(void *qkv, const void *x, const void *w, int64_t T,
                              void *k_cache, void *v_cache, const int64_t *slot_mapping, lr_dtype dt,
                              cublasHandle_t blas, cudaStream_t s);
 bool lr_gpu_linear_fuses(int64_t T, int64_t K, const void *x, const void *w, lr_dtype dt);
+
+/* The same two with the layer's norm before them (the input or post-attention layernorm):
+ * residual_out = hidden + residual_in (hidden + 0 without one: the stream starts), and the
+ * projection's input rms_norm(residual_out) * weight, each with the bits of
+ * lr_gpu_fused_add_rms_norm's default variant ("vec") on a residual that held residual_in.
+ * Their one kernel (where lr_gpu_norm_linear_fuses says) keeps the normed rows in each
+ * block's shared memory, every block forming them from hidden and residual_in, and block 0
+ * writing residual_out; normed is then not written. Otherwise the norm runs first
+ * (residual_in copied to residual_out, or residual_out zeroed; the vec kernel into normed),
+ * then the entry point above. residual_out may not be residual_in (the one kernel's blocks
+ * all read residual_in while block 0 writes residual_out). */
+typedef struct {
+    const void *hidden;       /* (T, K) dt: the stream's new part (the op before's output) */
+    const float *residual_in; /* (T, K) float32, or NULL */
+    float *residual_out;      /* (T, K) float32 */
+    const void *weight;       /* (K) dt: the norm's */
+    float eps;
+    void *normed; /* (T, K) dt: the norm's output where it runs apart */
+} lr_gpu_norm_in;
+int lr_gpu_norm_linear_silu(void *act, void *gu, const lr_gpu_norm_in *norm, const void *w, int64_t T,
+                            int64_t NI, int64_t K, lr_dtype dt, cublasHandle_t blas, cudaStream_t s);
+int lr_gpu_norm_linear_rope_cache(void *qkv, const lr_gpu_norm_in *norm, const void *w, int64_t T, int64_t nh,
+                                  int64_t nkv, int64_t hd, int64_t K, const int64_t *positions,
+                                  const double *inv_freq, void *k_cache, void *v_cache,
+                                  const int64_t *slot_mapping, lr_dtype dt, cublasHandle_t blas,
+                                  cudaStream_t s);
+/* Where the one kernel runs: lr_gpu_linear_fuses, the vec norm's conditions
+ * (lr_gpu_rmsnorm_vec_takes, on normed), residual_out 16-byte aligned and not residual_in,
+ * and the T normed rows within 32 KB of shared memory. */
+bool lr_gpu_norm_linear_fuses(int64_t T, int64_t K, const lr_gpu_norm_in *norm, const void *w, lr_dtype dt);
 
 /* neox RoPE in place on nheads heads of hd at the start of each row of x (T, ld); the
  * angle positions[t] * inv_freq[i] is formed and its sine and cosine taken in float64. */
@@ -215,6 +249,14 @@ bool lr_gpu_silu_fuse(void);
 void lr_gpu_silu_fuse_set(int on);
 bool lr_gpu_qkv_fuse(void);
 void lr_gpu_qkv_fuse_set(int on);
+/* Whether the CUDA backend also runs the layers' norms (input and post-attention) inside
+ * those two fused GEMVs (lr_gpu_norm_linear_rope_cache, lr_gpu_norm_linear_silu) where they
+ * run, on one GPU with the default rmsnorm variant: two kernels fewer a layer at decode.
+ * Off (not yet run on a GPU) unless LLAMAREF_NORM_FUSE=1 is in the environment or
+ * lr_gpu_norm_fuse_set(1) was called; set(-1) goes back to that rule. It changes no bit.
+ * (util.cu) */
+bool lr_gpu_norm_fuse(void);
+void lr_gpu_norm_fuse_set(int on);
 
 /* The current device's compute capability (major) and multiprocessor count, asked once
  * a device; 0 where the runtime cannot say. (util.cu) */

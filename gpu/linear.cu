@@ -6,6 +6,7 @@
  * batch: gemv (one warp per row) and gemv2 (a block per 4 rows, K split over its threads);
  * auto, the default, picks gemv or cublas by the token count. */
 #include "common.cuh"
+#include "rmsnorm.cuh"
 #include "tensorcore.cuh"
 
 #include <cooperative_groups.h>
@@ -331,10 +332,99 @@ static_assert(PAIR_MAX_T <= AUTO_GEMV_MAX_T && PAIR_MAX_T <= GEMV_MAX_T,
 static_assert(PAIR_PRELOAD >= 0 && PAIR_STAGED >= 0 && 2 * PAIR_STAGED * GEMV_WARPS * 32 * 16 <= 227 * 1024,
               "gemv pairs: PAIR_PRELOAD, PAIR_STAGED >= 0; the staged vectors within an SM's shared memory");
 
-template <typename E, int MT, int SP, class Epi>
+/* The layer's norm before a GEMV over row pairs (lr_gpu_norm_linear_*): what rmsnorm's vec
+ * kernel computes for the T rows of the stream (rmsnorm.cuh), formed by every block into its
+ * own shared memory as the GEMV's x, and the stream stored by block 0. */
+template <typename E> struct pair_norm {
+    const E *hidden;     /* (T, K) */
+    const float *res_in; /* (T, K), or NULL: the stream starts (hidden + 0) */
+    float *res_out;      /* (T, K): hidden + res_in */
+    const E *w;          /* (K) */
+    float eps;
+};
+
+/* Chunk k (4 elements) of row t of the stream, rows of K: hidden + residual, as vec forms
+ * them. */
+template <typename E>
+static __device__ __forceinline__ void pair_norm_chunk(const pair_norm<E> &nm, int t, int64_t K, int64_t k,
+                                                       float *v) {
+    typedef typename vec4_of<E>::T V4;
+    const V4 xv = ((const V4 *)(nm.hidden + t * K))[k];
+    const E *xe = (const E *)&xv;
+    const float4 r = nm.res_in ? ((const float4 *)(nm.res_in + t * K))[k] : make_float4(0, 0, 0, 0);
+    const float rr[4] = {r.x, r.y, r.z, r.w};
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+        v[j] = rms_stream(elem<E>::load(xe[j]), nm.res_in ? rr[j] : 0.0f);
+}
+
+/* xs (MT, K) = rms_norm(stream) * w, and (block 0) res_out = the stream, with vec's bits: the
+ * block's GEMV_WARPS * 32 threads play vec's RMS_VEC_THREADS, thread p the parts of vec's
+ * threads p + u GEMV_WARPS * 32 (u = 0 .. PAIR_NORM_U - 1), so warp w of the block is vec's
+ * warp w + u GEMV_WARPS with the same lanes: each of vec's threads sums its own chunks in
+ * order, each of its warps in the same xor tree, and the warp sums are added in vec's warp
+ * order. Every thread of the block calls it (two barriers). */
+#define PAIR_NORM_U (RMS_VEC_THREADS / (GEMV_WARPS * 32))
+static_assert(RMS_VEC_THREADS % (GEMV_WARPS * 32) == 0,
+              "gemv pairs' norm: vec's threads a whole number of blocks");
+template <typename E, int MT>
+static __device__ void pair_norm_rows(E *xs, const pair_norm<E> &nm, int64_t K) {
+    typedef typename vec4_of<E>::T V4;
+    __shared__ float part[MT][RMS_VEC_WARPS];
+    const int64_t nc = K / 4;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+    for (int t = 0; t < MT; t++)
+#pragma unroll
+        for (int u = 0; u < PAIR_NORM_U; u++) {
+            const int p = threadIdx.x + u * GEMV_WARPS * 32;
+            float ss = 0.0f;
+#pragma unroll
+            for (int c = 0; c < RMS_VEC_CHUNKS; c++) {
+                const int64_t k = p + (int64_t)c * RMS_VEC_THREADS;
+                if (k < nc) {
+                    float v[4];
+                    pair_norm_chunk(nm, t, K, k, v);
+                    if (blockIdx.x == 0)
+                        ((float4 *)(nm.res_out + t * K))[k] = make_float4(v[0], v[1], v[2], v[3]);
+#pragma unroll
+                    for (int j = 0; j < 4; j++)
+                        ss = rms_sumsq(ss, v[j]);
+                }
+            }
+            ss = rms_warp_sum(ss);
+            if (lane == 0) part[t][warp + u * GEMV_WARPS] = ss;
+        }
+    __syncthreads();
+#pragma unroll
+    for (int t = 0; t < MT; t++) {
+        const float inv = rms_inv(rms_row_sum(part[t]), K, nm.eps);
+#pragma unroll
+        for (int u = 0; u < PAIR_NORM_U; u++)
+#pragma unroll
+            for (int c = 0; c < RMS_VEC_CHUNKS; c++) {
+                const int64_t k = threadIdx.x + u * GEMV_WARPS * 32 + (int64_t)c * RMS_VEC_THREADS;
+                if (k < nc) {
+                    float v[4];
+                    pair_norm_chunk(nm, t, K, k, v);
+                    const V4 wv = ((const V4 *)nm.w)[k];
+                    const E *we = (const E *)&wv;
+                    V4 out;
+                    E *oe = (E *)&out;
+#pragma unroll
+                    for (int j = 0; j < 4; j++)
+                        oe[j] = elem<E>::store(rms_scale(v[j], inv, elem<E>::load(we[j])));
+                    ((V4 *)(xs + t * K))[k] = out;
+                }
+            }
+    }
+    __syncthreads();
+}
+
+template <typename E, int MT, int SP, class Epi, bool NORM>
 static __global__ void __launch_bounds__(GEMV_WARPS * 32, SP > 0 ? PAIR_STAGED_BLOCKS : 1)
     linear_gemv_pair_kernel(Epi epi, const E *__restrict__ x, const E *__restrict__ w, int64_t npairs,
-                            int64_t K) {
+                            int64_t K, pair_norm<E> nm) {
     constexpr int PRE = SP == 0 ? PAIR_PRELOAD : 0;
     extern __shared__ uint4 pair_stage[]; /* 2 SP x 32 vectors a warp, lane-minor: row 0's, then row 1's */
     const int lane = threadIdx.x & 31;
@@ -367,6 +457,12 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32, SP > 0 ? PAIR_STAGED_B
         cp_async_commit();
     }
     pdl_wait();
+    const E *xin = x; /* the input rows: x, or the normed rows after the staged vectors */
+    if constexpr (NORM) {
+        E *xs = (E *)(pair_stage + 2 * SP * 32 * GEMV_WARPS);
+        pair_norm_rows<E, MT>(xs, nm, K);
+        xin = xs;
+    }
     /* p is warp-uniform, so the shuffles below run with every lane of the warp. */
     for (int64_t p = p0; p < npairs; p += step) {
         const uint4 *a4 = (const uint4 *)(w + epi.row(p, 0) * K),
@@ -380,23 +476,23 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32, SP > 0 ? PAIR_STAGED_B
 #pragma unroll
             for (int u = 0; u < PRE; u++, i += 32)
                 if (i < nv) {
-                    gemv_vec_step<E, MT>(a, pre[0][u], x, K, i);
-                    gemv_vec_step<E, MT>(b, pre[1][u], x, K, i);
+                    gemv_vec_step<E, MT>(a, pre[0][u], xin, K, i);
+                    gemv_vec_step<E, MT>(b, pre[1][u], xin, K, i);
                 }
             if (SP > 0) {
                 cp_async_wait<0>();
 #pragma unroll
                 for (int u = 0; u < SP; u++, i += 32)
                     if (i < nv) {
-                        gemv_vec_step<E, MT>(a, stage[32 * u], x, K, i);
-                        gemv_vec_step<E, MT>(b, stage[32 * (SP + u)], x, K, i);
+                        gemv_vec_step<E, MT>(a, stage[32 * u], xin, K, i);
+                        gemv_vec_step<E, MT>(b, stage[32 * (SP + u)], xin, K, i);
                     }
             }
         }
         for (; i < nv; i += 32) {
             const uint4 av = a4[i], bv = b4[i];
-            gemv_vec_step<E, MT>(a, av, x, K, i);
-            gemv_vec_step<E, MT>(b, bv, x, K, i);
+            gemv_vec_step<E, MT>(a, av, xin, K, i);
+            gemv_vec_step<E, MT>(b, bv, xin, K, i);
         }
 #pragma unroll
         for (int t = 0; t < MT; t++)
@@ -412,36 +508,47 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32, SP > 0 ? PAIR_STAGED_B
 }
 
 /* Whether every block of a grid of this many fits on the card at once with the staged
- * vectors' shared memory (asked once an instance). */
-template <typename E, int MT, class Epi> static bool pair_staged_fits(unsigned int grid) {
+ * vectors' shared memory and the normed rows' (smem bytes in all; asked once an instance
+ * and size). */
+template <typename E, int MT, class Epi, bool NORM>
+static bool pair_staged_fits(unsigned int grid, size_t smem) {
     static int per_sm = -1;
+    static size_t asked = 0;
     if (PAIR_STAGED == 0) return false;
-    if (per_sm < 0)
-        per_sm = staged_blocks_per_sm(linear_gemv_pair_kernel<E, MT, PAIR_STAGED, Epi>,
-                                      (size_t)2 * PAIR_STAGED * GEMV_WARPS * 32 * 16);
+    if (per_sm < 0 || asked != smem)
+        per_sm = staged_blocks_per_sm(linear_gemv_pair_kernel<E, MT, PAIR_STAGED, Epi, NORM>, smem),
+        asked = smem;
     return (int64_t)grid <= (int64_t)lr_gpu_sm_count() * per_sm;
 }
 
-template <typename E, int MT, class Epi>
+template <typename E, int MT, class Epi, bool NORM>
 static int gemv_pairs_t(const Epi &epi, const void *x, const void *w, int64_t npairs, int64_t K,
-                        cudaStream_t s) {
+                        const pair_norm<E> &nm, cudaStream_t s) {
     const int64_t blocks = (npairs + GEMV_WARPS - 1) / GEMV_WARPS;
     const unsigned int grid = (unsigned int)(blocks < MAX_BLOCKS ? blocks : MAX_BLOCKS);
     const E *xe = (const E *)x, *we = (const E *)w;
-    if (pair_staged_fits<E, MT, Epi>(grid))
-        LR_LAUNCH(linear_gemv_pair_kernel<E, MT, PAIR_STAGED, Epi>, grid, GEMV_WARPS * 32,
-                  (size_t)2 * PAIR_STAGED * GEMV_WARPS * 32 * 16, s, epi, xe, we, npairs, K);
-    else
-        LR_LAUNCH(linear_gemv_pair_kernel<E, MT, 0, Epi>, grid, GEMV_WARPS * 32, 0, s, epi, xe, we, npairs,
-                  K);
+    const size_t rows = NORM ? (size_t)MT * (size_t)K * sizeof(E) : 0,
+                 staged = (size_t)2 * PAIR_STAGED * GEMV_WARPS * 32 * 16 + rows;
+    if (pair_staged_fits<E, MT, Epi, NORM>(grid, staged))
+        LR_LAUNCH(linear_gemv_pair_kernel<E, MT, PAIR_STAGED, Epi, NORM>, grid, GEMV_WARPS * 32, staged, s,
+                  epi, xe, we, npairs, K, nm);
+    else /* rows: at most PAIR_NORM_MAX_BYTES, under the 48 KB a launch may take unasked */
+        LR_LAUNCH(linear_gemv_pair_kernel<E, MT, 0, Epi, NORM>, grid, GEMV_WARPS * 32, rows, s, epi, xe, we,
+                  npairs, K, nm);
     return LR_OK;
 }
 
+/* nm NULL: x is the input; else the norm's rows are (x is not read). */
 template <typename E, class Epi>
 static int gemv_pairs(const Epi &epi, const void *x, const void *w, int64_t T, int64_t npairs, int64_t K,
-                      cudaStream_t s) {
+                      const pair_norm<E> *nm, cudaStream_t s) {
     static_assert(PAIR_MAX_T == 2, "gemv pairs: one instance a token count");
-    return T == 1 ? gemv_pairs_t<E, 1>(epi, x, w, npairs, K, s) : gemv_pairs_t<E, 2>(epi, x, w, npairs, K, s);
+    if (nm)
+        return T == 1 ? gemv_pairs_t<E, 1, Epi, true>(epi, x, w, npairs, K, *nm, s)
+                      : gemv_pairs_t<E, 2, Epi, true>(epi, x, w, npairs, K, *nm, s);
+    const pair_norm<E> none = {};
+    return T == 1 ? gemv_pairs_t<E, 1, Epi, false>(epi, x, w, npairs, K, none, s)
+                  : gemv_pairs_t<E, 2, Epi, false>(epi, x, w, npairs, K, none, s);
 }
 
 extern "C" bool lr_gpu_linear_fuses(int64_t T, int64_t K, const void *x, const void *w, lr_dtype dt) {
@@ -460,10 +567,18 @@ template <typename E> struct silu_epi {
     }
 };
 
+/* The norm's arguments as the kernel takes them; NULL without one. */
+template <typename E> static const pair_norm<E> *pair_norm_of(const lr_gpu_norm_in *n, pair_norm<E> *out) {
+    if (!n) return NULL;
+    *out = {(const E *)n->hidden, n->residual_in, n->residual_out, (const E *)n->weight, n->eps};
+    return out;
+}
+
 template <typename E>
 static int linear_silu_fused(void *act, const void *x, const void *w, int64_t T, int64_t NI, int64_t K,
-                             cudaStream_t s) {
-    return gemv_pairs<E>(silu_epi<E>{(E *)act, NI}, x, w, T, NI, K, s);
+                             const lr_gpu_norm_in *norm, cudaStream_t s) {
+    pair_norm<E> nm;
+    return gemv_pairs<E>(silu_epi<E>{(E *)act, NI}, x, w, T, NI, K, pair_norm_of(norm, &nm), s);
 }
 
 extern "C" int lr_gpu_linear_silu(void *act, void *gu, const void *x, const void *w, int64_t T, int64_t NI,
@@ -483,7 +598,7 @@ extern "C" int lr_gpu_linear_silu(void *act, void *gu, const void *x, const void
         int rc = lr_gpu_linear(NULL, gu, x, w, T, 2 * NI, K, dt, blas, s);
         return rc ? rc : lr_gpu_silu_and_mul(NULL, act, gu, T, NI, dt, s);
     }
-    return LR_DISPATCH_DTYPE(dt, linear_silu_fused, act, x, w, T, NI, K, s);
+    return LR_DISPATCH_DTYPE(dt, linear_silu_fused, act, x, w, T, NI, K, (const lr_gpu_norm_in *)NULL, s);
 }
 
 /* RoPE and the cache write after qkv_proj: pair p is (head h, i) with p = h * hd/2 + i, rows
@@ -524,10 +639,11 @@ template <typename E>
 static int linear_rope_cache_fused(void *qkv, const void *x, const void *w, int64_t T, int64_t nh,
                                    int64_t nkv, int64_t hd, int64_t K, const int64_t *positions,
                                    const double *inv_freq, void *k_cache, void *v_cache,
-                                   const int64_t *slot_mapping, cudaStream_t s) {
+                                   const int64_t *slot_mapping, const lr_gpu_norm_in *norm, cudaStream_t s) {
     const rope_cache_epi<E> epi{(E *)qkv,  (nh + 2 * nkv) * hd, nh,       nkv,          hd,
                                 positions, slot_mapping,        inv_freq, (E *)k_cache, (E *)v_cache};
-    return gemv_pairs<E>(epi, x, w, T, (nh + 2 * nkv) * (hd / 2), K, s);
+    pair_norm<E> nm;
+    return gemv_pairs<E>(epi, x, w, T, (nh + 2 * nkv) * (hd / 2), K, pair_norm_of(norm, &nm), s);
 }
 
 extern "C" int lr_gpu_linear_rope_cache(void *qkv, const void *x, const void *w, int64_t T, int64_t nh,
@@ -555,7 +671,71 @@ extern "C" int lr_gpu_linear_rope_cache(void *qkv, const void *x, const void *w,
                                         slot_mapping, dt, s);
     }
     return LR_DISPATCH_DTYPE(dt, linear_rope_cache_fused, qkv, x, w, T, nh, nkv, hd, K, positions, inv_freq,
-                             k_cache, v_cache, slot_mapping, s);
+                             k_cache, v_cache, slot_mapping, (const lr_gpu_norm_in *)NULL, s);
+}
+
+/* ---- the same with the layer's norm before them ---------------------------------------- */
+
+/* The most bytes of normed rows a block of the one kernel keeps: within the 48 KB a launch
+ * takes without asking, beside the norm's own few hundred bytes. */
+#define PAIR_NORM_MAX_BYTES (32 * 1024)
+
+extern "C" bool lr_gpu_norm_linear_fuses(int64_t T, int64_t K, const lr_gpu_norm_in *norm, const void *w,
+                                         lr_dtype dt) {
+    const size_t es = lr_dtype_size(dt);
+    return norm && lr_gpu_linear_fuses(T, K, norm->hidden, w, dt) &&
+           lr_gpu_rmsnorm_vec_takes(K, norm->normed, norm->hidden, norm->weight, norm->residual_in, dt) &&
+           norm->residual_out && ((uintptr_t)norm->residual_out & 15) == 0 &&
+           norm->residual_out != norm->residual_in && (size_t)T * (size_t)K * es <= PAIR_NORM_MAX_BYTES;
+}
+
+/* The norm alone, as the backend's rms_norm op runs it: residual_out = residual_in (or 0),
+ * then the vec kernel's fused add and norm into normed. */
+static int norm_apart(const lr_gpu_norm_in *n, int64_t T, int64_t K, lr_dtype dt, cudaStream_t s) {
+    const size_t bytes = (size_t)T * (size_t)K * sizeof(float);
+    if (n->residual_in && n->residual_in != n->residual_out)
+        CUDA_CHECK(cudaMemcpyAsync(n->residual_out, n->residual_in, bytes, cudaMemcpyDeviceToDevice, s));
+    else if (!n->residual_in)
+        CUDA_CHECK(cudaMemsetAsync(n->residual_out, 0, bytes, s));
+    return lr_gpu_fused_add_rms_norm("vec", n->normed, n->residual_out, n->hidden, n->weight, T, K, n->eps,
+                                     dt, s);
+}
+
+static int norm_in_check(const char *who, const lr_gpu_norm_in *n) {
+    if (!n || !n->hidden || !n->residual_out || !n->weight || !n->normed)
+        return lr_fail(LR_E_INVAL, "gpu %s: the norm's hidden, residual_out, weight and normed are required",
+                       who);
+    return LR_OK;
+}
+
+extern "C" int lr_gpu_norm_linear_silu(void *act, void *gu, const lr_gpu_norm_in *norm, const void *w,
+                                       int64_t T, int64_t NI, int64_t K, lr_dtype dt, cublasHandle_t blas,
+                                       cudaStream_t s) {
+    int rc = norm_in_check("norm_linear_silu", norm);
+    if (rc) return rc;
+    if (!lr_gpu_norm_linear_fuses(T, K, norm, w, dt) || NI > INT_MAX / 2 || NI <= 0) {
+        if ((rc = norm_apart(norm, T, K, dt, s))) return rc;
+        return lr_gpu_linear_silu(act, gu, norm->normed, w, T, NI, K, dt, blas, s);
+    }
+    return LR_DISPATCH_DTYPE(dt, linear_silu_fused, act, (const void *)NULL, w, T, NI, K, norm, s);
+}
+
+extern "C" int lr_gpu_norm_linear_rope_cache(void *qkv, const lr_gpu_norm_in *norm, const void *w, int64_t T,
+                                             int64_t nh, int64_t nkv, int64_t hd, int64_t K,
+                                             const int64_t *positions, const double *inv_freq, void *k_cache,
+                                             void *v_cache, const int64_t *slot_mapping, lr_dtype dt,
+                                             cublasHandle_t blas, cudaStream_t s) {
+    int rc = norm_in_check("norm_linear_rope_cache", norm);
+    if (rc) return rc;
+    const int64_t N = (nh + 2 * nkv) * hd;
+    if (!lr_gpu_norm_linear_fuses(T, K, norm, w, dt) || nh < 0 || nkv < 0 || hd <= 0 || hd % 2 != 0 ||
+        N <= 0 || N > INT_MAX) {
+        if ((rc = norm_apart(norm, T, K, dt, s))) return rc;
+        return lr_gpu_linear_rope_cache(qkv, norm->normed, w, T, nh, nkv, hd, K, positions, inv_freq, k_cache,
+                                        v_cache, slot_mapping, dt, blas, s);
+    }
+    return LR_DISPATCH_DTYPE(dt, linear_rope_cache_fused, qkv, (const void *)NULL, w, T, nh, nkv, hd, K,
+                             positions, inv_freq, k_cache, v_cache, slot_mapping, norm, s);
 }
 
 /* ---- gemv2 ------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
  * with a float32 residual stream), the twin of ref/ops/rmsnorm.c. Variants that differ
  * in how a row is read and its sum of squares reduced, so the registry has a real choice
  * and each checks the others. */
-#include "common.cuh"
+#include "rmsnorm.cuh"
 
 /* Every rmsnorm launcher receives an lr_gpu_rmsnorm_args (llamaref_kernels.h). */
 
@@ -89,8 +89,8 @@ static __global__ void rmsnorm_warp_kernel(E *y, float *residual, const E *x, co
  * decode case (T of 1 to 32), where the block variant waits on every load in turn. Rows
  * wider than 4 * VEC_THREADS * VEC_CHUNKS, H not a multiple of 4 or unaligned pointers
  * take the block kernel. */
-#define VEC_THREADS 512
-#define VEC_CHUNKS 4
+#define VEC_THREADS RMS_VEC_THREADS /* rmsnorm.cuh: the row's layout and arithmetic */
+#define VEC_CHUNKS RMS_VEC_CHUNKS
 /* RMS_VEC_FIT (a build-time knob for run 25's trial; the bits are the same): 1 launches an
  * instance of VEC_CHUNKS / 2 chunks where they cover the row (H <= 4096), whose thread
  * takes 32 registers where the full one takes 56 (ptxas, bf16): 4 blocks of 512 threads
@@ -101,11 +101,6 @@ static __global__ void rmsnorm_warp_kernel(E *y, float *residual, const E *x, co
 #ifndef RMS_VEC_FIT
 #define RMS_VEC_FIT 0
 #endif
-
-template <typename E> struct vec4_of;
-template <> struct vec4_of<float> { typedef float4 T; };
-template <> struct vec4_of<__half> { typedef uint2 T; };
-template <> struct vec4_of<__nv_bfloat16> { typedef uint2 T; };
 
 template <typename E, int CH>
 static __global__ void __launch_bounds__(VEC_THREADS)
@@ -128,7 +123,7 @@ static __global__ void __launch_bounds__(VEC_THREADS)
                 const float rr[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
-                    v[c][j] = elem<E>::load(xe[j]) + (residual ? rr[j] : 0.0f);
+                    v[c][j] = rms_stream(elem<E>::load(xe[j]), residual ? rr[j] : 0.0f);
                     wv[c][j] = elem<E>::load(we[j]);
                 }
             }
@@ -140,11 +135,14 @@ static __global__ void __launch_bounds__(VEC_THREADS)
                 if (residual) ((float4 *)(residual + t * H))[k] = make_float4(v[c][0], v[c][1], v[c][2], v[c][3]);
 #pragma unroll
                 for (int j = 0; j < 4; j++)
-                    ss += v[c][j] * v[c][j];
+                    ss = rms_sumsq(ss, v[c][j]);
             }
         }
-        ss = block_sum(ss, part);
-        float inv = 1.0f / sqrtf(ss / (float)H + eps);
+        ss = rms_warp_sum(ss);
+        __syncthreads(); /* part may still be read from the previous row */
+        if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = ss;
+        __syncthreads();
+        const float inv = rms_inv(rms_row_sum(part), H, eps);
 #pragma unroll
         for (int c = 0; c < CH; c++) {
             int64_t k = threadIdx.x + (int64_t)c * VEC_THREADS;
@@ -153,7 +151,7 @@ static __global__ void __launch_bounds__(VEC_THREADS)
                 E *oe = (E *)&out;
 #pragma unroll
                 for (int j = 0; j < 4; j++)
-                    oe[j] = elem<E>::store(v[c][j] * inv * wv[c][j]);
+                    oe[j] = elem<E>::store(rms_scale(v[c][j], inv, wv[c][j]));
                 ((V *)(y + t * H))[k] = out;
             }
         }
@@ -162,11 +160,19 @@ static __global__ void __launch_bounds__(VEC_THREADS)
 
 template <typename E> static int rmsnorm_block(const lr_gpu_rmsnorm_args *a, cudaStream_t s);
 
+/* Whether "vec" runs its own kernel on these rows (else "block"'s): H a multiple of 4 and
+ * within its chunks, y, x and w aligned to its loads, the residual (or NULL) to 16 bytes. */
+extern "C" bool lr_gpu_rmsnorm_vec_takes(int64_t H, const void *y, const void *x, const void *w,
+                                         const float *residual, lr_dtype dt) {
+    const uintptr_t align = dt == LR_F32 ? 16 : 8; /* sizeof(vec4_of<E>::T) */
+    return H > 0 && H % 4 == 0 && H <= 4 * VEC_THREADS * VEC_CHUNKS && (uintptr_t)y % align == 0 &&
+           (uintptr_t)x % align == 0 && (uintptr_t)w % align == 0 && (uintptr_t)residual % 16 == 0;
+}
+
 template <typename E> static int rmsnorm_vec(const lr_gpu_rmsnorm_args *a, cudaStream_t s) {
-    size_t align = sizeof(typename vec4_of<E>::T);
-    if (a->H % 4 != 0 || a->H > 4 * VEC_THREADS * VEC_CHUNKS || (uintptr_t)a->y % align || (uintptr_t)a->x % align ||
-        (uintptr_t)a->w % align || (uintptr_t)a->residual % 16)
-        return rmsnorm_block<E>(a, s);
+    static_assert(sizeof(typename vec4_of<E>::T) == (sizeof(E) == 4 ? 16 : 8),
+                  "lr_gpu_rmsnorm_vec_takes' alignment");
+    if (!lr_gpu_rmsnorm_vec_takes(a->H, a->y, a->x, a->w, a->residual, a->dt)) return rmsnorm_block<E>(a, s);
     unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
     auto kernel = rmsnorm_vec_kernel<E, VEC_CHUNKS>;
 #if RMS_VEC_FIT /* the half instance exists only in a build that asks for it */

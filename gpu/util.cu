@@ -345,3 +345,10 @@ static env_switch qkv_fuse_switch = {"LLAMAREF_QKV_FUSE", false, -1, -1};
 extern "C" void lr_gpu_qkv_fuse_set(int on) { switch_set(&qkv_fuse_switch, on); }
 
 extern "C" bool lr_gpu_qkv_fuse(void) { return switch_on(&qkv_fuse_switch); }
+
+/* The layers' norms held for the fused GEMVs after them: off unless LLAMAREF_NORM_FUSE=1. */
+static env_switch norm_fuse_switch = {"LLAMAREF_NORM_FUSE", false, -1, -1};
+
+extern "C" void lr_gpu_norm_fuse_set(int on) { switch_set(&norm_fuse_switch, on); }
+
+extern "C" bool lr_gpu_norm_fuse(void) { return switch_on(&norm_fuse_switch); }

@@ -1078,6 +1078,39 @@ START_TEST(qkv_fuse_changes_no_bit) {
 }
 END_TEST
 
+/* The layers' norms inside those two fused GEMVs (lr_gpu_norm_linear_*; both fusions on
+ * in both runs): the bits of rmsnorm's vec kernel then the GEMVs, and the profiled decode
+ * step's norms gone but the final one's (and those before a projection left apart by a
+ * bias). loop index = case x {bf16, fp16} x {1, 2 sequences}. */
+START_TEST(norm_fuse_changes_no_bit) {
+    const fixture_case *fc = &cases[_i / 4];
+    lr_dtype precision = _i % 2 ? LR_F16 : LR_BF16;
+    int64_t seqs = 1 + (_i / 2) % 2;
+    lr_gpu_silu_fuse_set(1), lr_gpu_qkv_fuse_set(1);
+    switch_changes_no_bit(fc, precision, lr_gpu_norm_fuse_set, 1, "the norms in the fused GEMVs", seqs);
+    loaded L = load_case(fc);
+    int64_t layers = 0;
+    lr_gpu_norm_fuse_set(1);
+    uint64_t on = profiled_calls(&L, precision, seqs, LR_PROF_RMS_NORM, &layers);
+    lr_gpu_norm_fuse_set(0);
+    uint64_t off = profiled_calls(&L, precision, seqs, LR_PROF_RMS_NORM, &layers);
+    lr_gpu_norm_fuse_set(-1), lr_gpu_silu_fuse_set(-1), lr_gpu_qkv_fuse_set(-1);
+    const lr_config *c = lr_checkpoint_config(L.ck);
+    uint64_t apart = (uint64_t)layers * ((c->attention_bias ? 1u : 0u) + (c->mlp_bias ? 1u : 0u));
+    ck_assert_msg(
+        on == 1 + apart && off == 1 + 2 * (uint64_t)layers,
+        "%s %s, %lld sequences: rms_norm ran %llu times with the norms fused and %llu without (%llu "
+        "and %llu expected)",
+        fc->fixture, pname(precision), (long long)seqs, (unsigned long long)on, (unsigned long long)off,
+        (unsigned long long)(1 + apart), (unsigned long long)(1 + 2 * layers));
+    unload(&L);
+    printf(
+        "%s %s: the layers' norms in the fused GEMVs (%llu of %lld apart) at %lld token(s) a step, bitwise "
+        "equal to the kernels apart (a prefill, 5 decode steps, 4 of them replayed graphs)\n",
+        fc->fixture, pname(precision), (unsigned long long)apart, (long long)(2 * layers), (long long)seqs);
+}
+END_TEST
+
 /* --nccl: more GPUs than the host has, or a GPU count that is not the tp size, is refused
  * with the counts; the host's GPUs still work afterwards. */
 START_TEST(bad_device_counts_are_refused) {
@@ -1137,6 +1170,7 @@ static Suite *one_gpu_suite(void) {
     tcase_add_loop_test(tc, rope_cache_changes_no_bit, 0, N_CASES * 2);
     tcase_add_loop_test(tc, silu_fuse_changes_no_bit, 0, N_CASES * 4);
     tcase_add_loop_test(tc, qkv_fuse_changes_no_bit, 0, N_CASES * 4);
+    tcase_add_loop_test(tc, norm_fuse_changes_no_bit, 0, N_CASES * 4);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -33,6 +33,8 @@ typedef struct {
     lr_op_mods mods[MAX_CALLS];              /* what each norm, rotary and attention call got */
     bool faulted_freq[MAX_CALLS];            /* a rotary call given frequencies of its own */
     double ctx_row0[64];                     /* row 0 of what write() put into CTX, by stage column */
+    bool has_held[MAX_CALLS];                /* a fused slot's call given a held norm */
+    lr_held_norm held[MAX_CALLS];            /* which */
 } recorder;
 
 static recorder *rec;
@@ -67,11 +69,18 @@ static int f_fused(void *be, int r, int64_t l, const lr_op_mods *m) {
     rec->mods[rec->n] = *m;
     return (void)be, record("rotary_attn", r, 0, 0, (int)l, -1, 0);
 }
-static int f_linear_act(void *be, int r, lr_buf in, int w, int b) {
+static void held_norm(const lr_held_norm *n) {
+    rec->has_held[rec->n] = n != NULL;
+    if (n) rec->held[rec->n] = *n;
+}
+static int f_linear_act(void *be, int r, lr_buf in, int w, int b, const lr_held_norm *n) {
+    held_norm(n);
     return (void)be, record("linear_act", r, LR_BUF_ACT, in, w, b, 0);
 }
-static int f_linear_rope_attn(void *be, int r, int64_t l, lr_buf in, int w, int b, const lr_op_mods *m) {
+static int f_linear_rope_attn(void *be, int r, int64_t l, lr_buf in, int w, int b, const lr_op_mods *m,
+                              const lr_held_norm *n) {
     rec->mods[rec->n] = *m;
+    held_norm(n);
     (void)l;
     return (void)be, record("qkv_rope_attn", r, LR_BUF_CTX, in, w, b, 0);
 }
@@ -476,6 +485,68 @@ START_TEST(fused_qkv_slot_replaces_projection_rope_and_attention) {
 }
 END_TEST
 
+/* A backend whose fused slots take the norm before them (hold_norm) gets each layer's input
+ * norm with qkv_proj's slot and its post-attention norm with gate_up_proj's, on every
+ * rank's call, in place of rms_norm (the final norm still runs), the norm's profile interval
+ * left to the projection; the first layer's input norm starts the stream (add false). A
+ * norm whose projection is not fused (no slot, an observer) runs as rms_norm; without
+ * hold_norm the slots get no norm. */
+static void count_norms(setup *s, const lr_observer *obs, int *norms, int *held) {
+    rec->n = 0;
+    memset(rec->has_held, 0, sizeof rec->has_held);
+    memset(rec->prof_calls, 0, sizeof rec->prof_calls);
+    ck_assert_int_eq(lr_compose_forward(&s->c, NULL, 3, obs), LR_OK);
+    *norms = count("rms_norm"), *held = 0;
+    for (int i = 0; i < rec->n; i++)
+        *held += rec->has_held[i];
+}
+
+START_TEST(held_norms_go_to_the_fused_slots) {
+    setup s;
+    int tp = 2, norms, held;
+    make(&s, tp, false);
+    int L = (int)s.cfg.num_hidden_layers;
+    s.ops.linear_activation = f_linear_act;
+    s.ops.linear_rotary_attention = f_linear_rope_attn;
+    count_norms(&s, NULL, &norms, &held);
+    ck_assert_int_eq(norms, 2 * L + 1); /* hold_norm off */
+    ck_assert_int_eq(held, 0);
+    s.ops.hold_norm = true;
+    count_norms(&s, NULL, &norms, &held);
+    ck_assert_int_eq(norms, 1);
+    ck_assert_int_eq(held, 2 * tp * L);
+    ck_assert_int_eq(rec->prof_calls[LR_PROF_RMS_NORM], 1);
+    int qkv_seen = 0;
+    for (int i = 0; i < rec->n; i++) {
+        if (!rec->has_held[i]) continue;
+        const call *c = &rec->calls[i];
+        const lr_held_norm *n = &rec->held[i];
+        const char *norm = lr_plan_at(s.plan, (size_t)n->weight)->name;
+        bool qkv = strcmp(c->op, "qkv_rope_attn") == 0;
+        ck_assert_msg(strstr(norm, qkv ? "input_layernorm" : "post_attention_layernorm") != NULL,
+                      "%s given %s", c->op, norm);
+        ck_assert_int_eq(c->in, LR_BUF_NORMED);
+        ck_assert_int_eq(n->add, !(qkv && qkv_seen++ < tp)); /* layer 0's input norm: every rank's call */
+        ck_assert(n->mods.rms_eps == s.cfg.rms_norm_eps);
+        ck_assert_int_eq(n->mods.stale_back, 0);
+    }
+    ck_assert_str_eq(rec->calls[rec->n - 1].op, "rms_norm"); /* the final norm */
+    /* Only gate_up_proj fused: the input norms run. */
+    s.ops.linear_rotary_attention = NULL;
+    count_norms(&s, NULL, &norms, &held);
+    ck_assert_int_eq(norms, L + 1);
+    ck_assert_int_eq(held, tp * L);
+    ck_assert_int_eq(rec->prof_calls[LR_PROF_RMS_NORM], L + 1);
+    /* An observer: nothing fused, every norm runs. */
+    s.ops.linear_rotary_attention = f_linear_rope_attn;
+    lr_observer obs = {.on_stage = on_stage};
+    count_norms(&s, &obs, &norms, &held);
+    ck_assert_int_eq(norms, 2 * L + 1);
+    ck_assert_int_eq(held, 0);
+    unmake(&s);
+}
+END_TEST
+
 /* A fault perturbs its stage's buffer right after the op that computes it, on every
  * rank's block of a column-parallel stage, before anything reads it. */
 START_TEST(faults_perturb_the_right_buffer_after_their_op) {
@@ -712,6 +783,7 @@ static Suite *suite(void) {
     tcase_add_test(tc, fused_slot_replaces_two_ops);
     tcase_add_test(tc, fused_mlp_slot_replaces_gate_up_and_activation);
     tcase_add_test(tc, fused_qkv_slot_replaces_projection_rope_and_attention);
+    tcase_add_test(tc, held_norms_go_to_the_fused_slots);
     tcase_add_test(tc, faults_perturb_the_right_buffer_after_their_op);
     tcase_add_test(tc, fault_factors);
     tcase_add_test(tc, structural_faults_parse_and_are_refused_where_no_op_has_them);

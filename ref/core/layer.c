@@ -74,6 +74,8 @@ typedef struct {
     double *inv_freq;   /* (head_dim / 2): a theta fault's RoPE frequencies, with one */
     bool act_done;      /* the layer's activation ran with gate_up_proj (linear_activation) */
     bool qkv_held;      /* qkv_proj waits for the attention step (linear_rotary_attention) */
+    bool norm_held;     /* the norm waits for the fused slot after it (hold_norm): held */
+    lr_held_norm held;
     lr_buf qkv_in;      /* ... its input, weight and bias */
     int qkv_w, qkv_b;
 } pass;
@@ -285,6 +287,17 @@ static int isolate_step(pass *p, const lr_layer_step *s, int64_t l) {
         if (rc_) return rc_;                                                               \
     } while (0)
 
+/* Whether the norm step s feeds a fused slot that takes it (hold_norm): the next step is
+ * qkv_proj or gate_up_proj, run through its slot. */
+static bool norm_holds(const pass *p, const lr_layer_step *s) {
+    const lr_layer_ops *ops = p->ops;
+    if (!ops->hold_norm || !may_fuse(p) || s + 1 >= lr_layer_steps + lr_num_layer_steps) return false;
+    const lr_layer_step *n = s + 1;
+    return n->op == LR_OP_LINEAR && n->in == LR_BUF_NORMED &&
+           ((n->out == LR_BUF_QKV && ops->linear_rotary_attention) ||
+            (n->out == LR_BUF_GATE_UP && ops->linear_activation));
+}
+
 static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_index *ix) {
     const lr_composer *c = p->c;
     const lr_layer_ops *ops = p->ops;
@@ -302,7 +315,12 @@ static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_i
     mods_at(p, at, &mods);
     switch (s->op) {
     case LR_OP_NORM:
-        TRY(ops->rms_norm(p->be, w, p->residual_live, &mods));
+        if (norm_holds(p, s)) { /* run by the slot after it */
+            p->norm_held = true, p->held = (lr_held_norm){w, p->residual_live, mods};
+            prof = LR_PROF_NONE;
+        } else {
+            TRY(ops->rms_norm(p->be, w, p->residual_live, &mods));
+        }
         p->residual_live = true;
         break;
     case LR_OP_LINEAR: {
@@ -310,8 +328,8 @@ static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_i
          * nothing looks at GATE_UP in between. */
         if (s->out == LR_BUF_GATE_UP && ops->linear_activation && may_fuse(p)) {
             for (int r = 0; r < c->tp; r++)
-                TRY(ops->linear_activation(p->be, r, s->in, w, b));
-            p->act_done = true;
+                TRY(ops->linear_activation(p->be, r, s->in, w, b, p->norm_held ? &p->held : NULL));
+            p->act_done = true, p->norm_held = false;
             break;
         }
         /* qkv_proj held for the attention step, where RoPE and attention join it. */
@@ -333,10 +351,11 @@ static int run_step(pass *p, const lr_layer_step *s, int64_t l, const lr_layer_i
         break;
     case LR_OP_ATTENTION:
         for (int r = 0; r < c->tp; r++)
-            TRY(p->qkv_held ? ops->linear_rotary_attention(p->be, r, l, p->qkv_in, p->qkv_w, p->qkv_b, &mods)
+            TRY(p->qkv_held ? ops->linear_rotary_attention(p->be, r, l, p->qkv_in, p->qkv_w, p->qkv_b, &mods,
+                                                           p->norm_held ? &p->held : NULL)
                 : ops->rotary_attention ? ops->rotary_attention(p->be, r, l, &mods)
                                         : ops->attention(p->be, r, l, &mods));
-        p->qkv_held = false;
+        p->qkv_held = false, p->norm_held = false;
         if (p->fault_at) TRY(swap_heads(p, at));
         break;
     case LR_OP_ACTIVATION:

@@ -104,6 +104,14 @@ typedef struct {
                              * lr_stale_kv_source(past, j, stale_back) where that is >= 0 */
 } lr_op_mods;
 
+/* A layer's norm held by the composer for the fused slot after it (lr_layer_ops.hold_norm):
+ * what rms_norm(weight, add, &mods) would have done, the slot's to do first. */
+typedef struct {
+    int weight;
+    bool add;
+    lr_op_mods mods;
+} lr_held_norm;
+
 /* The ops a backend supplies. be is the backend's state for the forward in progress
  * (it knows T, the batch, its buffers). Weights are plan indices (lr_plan_layer,
  * lr_plan_model), identical on every rank. Every op returns LR_OK or a status set with
@@ -152,16 +160,24 @@ typedef struct {
      * (+ bias)) then its activation (ACT = silu(gate) * up) in one call, GATE_UP left
      * unwritten; the composer calls it in place of the two only where nothing sees
      * GATE_UP (no observer, no fault, no op-level isolation) and charges the call to the
-     * projection; NULL: the two ops in turn */
-    int (*linear_activation)(void *be, int rank, lr_buf in, int weight, int bias);
+     * projection; NULL: the two ops in turn. norm: NULL, or the post-attention norm, held
+     * (hold_norm) */
+    int (*linear_activation)(void *be, int rank, lr_buf in, int weight, int bias, const lr_held_norm *norm);
     /* optional fused slot: qkv_proj (QKV = in @ weight^T (+ bias)), RoPE and attention in
      * one call, as linear then rotary and attention (or rotary_attention) do them; the
      * composer calls it at the attention step in place of the three where nothing sees QKV
      * between them (as linear_activation); a backend with a profiler marks
      * LR_PROF_QKV_PROJ itself where its projection ends (and LR_PROF_ROTARY where a RoPE of
-     * its own ends), the composer marks the attention after the call; NULL: the ops in turn */
+     * its own ends), the composer marks the attention after the call; NULL: the ops in turn.
+     * norm: NULL, or the input norm, held (hold_norm) */
     int (*linear_rotary_attention)(void *be, int rank, int64_t layer, lr_buf in, int weight, int bias,
-                                   const lr_op_mods *mods);
+                                   const lr_op_mods *mods, const lr_held_norm *norm);
+    /* optional: the two fused slots above take the norm before them too. Where the composer
+     * calls one of them in place of the ops (nothing sees NORMED either), it holds the norm
+     * that feeds it, on every rank's call (in: NORMED), instead of calling rms_norm; the
+     * backend does the norm first, as rms_norm would, and may leave NORMED unwritten. The
+     * profile charges the norm to the projection. */
+    bool hold_norm;
 } lr_layer_ops;
 
 /* What the composer needs of a model: its shape and sharding, and the plan's indices. */
