@@ -12,6 +12,8 @@
  *   - gate_up_proj with the activation in one call (lr_gpu_linear_silu) equal bit for bit
  *     to auto's product then the activation, and qkv_proj with RoPE and the cache write
  *     (lr_gpu_linear_rope_cache) to auto's then lr_gpu_rotary_cache, fused (T <= 2) and not;
+ *     the same two with the layer's norm before them (lr_gpu_norm_linear_silu, _rope_cache)
+ *     to rmsnorm vec then those, in the outputs and the stream, with a residual and without;
  *   - without a device, that the order check above can fail: on its own shapes and data, a
  *     sum in another order (gemv's terms one element at a time instead of by vector, or
  *     gemv2's order) gives other bits for at least half the outputs, at F32 and at BF16.
@@ -502,6 +504,162 @@ START_TEST(test_linear_rope_cache) {
 }
 END_TEST
 
+/* The norm before the fused GEMVs (lr_gpu_norm_in) on T rows of K, with a residual (add) or
+ * starting the stream, its weight not all ones; and what the two kernels give: the
+ * residual_out and normed of rmsnorm vec on a residual that held residual_in (or zeros). */
+typedef struct {
+    lr_gpu_norm_in in;
+    void *res_in, *res_out, *hidden, *weight, *normed; /* device; res_out with GUARD bytes after it */
+    void *want_res, *want_normed, *orig_res;
+    size_t rb; /* T K float32 bytes */
+} norm_case;
+
+static void norm_case_make(norm_case *c, int64_t T, int64_t K, bool add, lr_dtype dt, uint64_t *rng) {
+    size_t es = lr_dtype_size(dt);
+    c->rb = (size_t)(T * K) * sizeof(float);
+    void *hh = random_values(dt, T * K, rng), *rh = random_values(LR_F32, T * K, rng),
+         *wh = random_values(dt, K, rng);
+    c->hidden = to_device(hh, (size_t)(T * K) * es), c->weight = to_device(wh, (size_t)K * es);
+    c->res_in = to_device(rh, c->rb), c->want_res = to_device(rh, c->rb), c->orig_res = to_device(rh, c->rb);
+    if (!add) CK_CUDA(cudaMemset(c->want_res, 0, c->rb));
+    CK_CUDA(cudaMalloc(&c->res_out, c->rb + GUARD));
+    CK_CUDA(cudaMemset(c->res_out, 0x5a, c->rb + GUARD));
+    CK_CUDA(cudaMalloc(&c->normed, (size_t)(T * K) * es));
+    CK_CUDA(cudaMalloc(&c->want_normed, (size_t)(T * K) * es));
+    ck_assert_int_eq(lr_gpu_fused_add_rms_norm("vec", c->want_normed, c->want_res, c->hidden, c->weight, T, K,
+                                               1e-5f, dt, g_stream),
+                     LR_OK);
+    c->in = (lr_gpu_norm_in){c->hidden, add ? c->res_in : NULL, c->res_out, c->weight, 1e-5f, c->normed};
+    free(hh), free(rh), free(wh);
+}
+
+/* The stream written as the two kernels write it, residual_in untouched, nothing past it. */
+static void norm_case_check(norm_case *c, const char *what, lr_dtype dt, int64_t T, bool fused) {
+    CK_CUDA(cudaStreamSynchronize(g_stream));
+    int64_t at = device_difference(c->res_out, c->want_res, (int64_t)(c->rb / 4), 4);
+    ck_assert_msg(at < 0,
+                  "%s %s T %lld (%s): residual_out element %lld is not the vec norm's stream (seed %llu)",
+                  what, lr_dtype_name(dt), (long long)T, fused ? "fused" : "apart", (long long)at,
+                  (unsigned long long)g_seed);
+    guard_intact((char *)c->res_out + c->rb, what, dt, T);
+    at = device_difference(c->res_in, c->orig_res, (int64_t)(c->rb / 4), 4);
+    ck_assert_msg(at < 0, "%s %s T %lld: residual_in element %lld was written (seed %llu)", what,
+                  lr_dtype_name(dt), (long long)T, (long long)at, (unsigned long long)g_seed);
+    void *p[] = {c->res_in, c->res_out,  c->hidden,      c->weight,
+                 c->normed, c->want_res, c->want_normed, c->orig_res};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+        CK_CUDA(cudaFree(p[i]));
+}
+
+/* gate_up_proj with the activation and the norm before them (lr_gpu_norm_linear_silu) against
+ * the vec norm, then lr_gpu_linear_silu on its output, bit for bit (act and the stream): the
+ * one kernel where lr_gpu_norm_linear_fuses (T <= 2, whole vectors, the rows within its
+ * shared memory), the kernels apart otherwise; with a residual and starting the stream.
+ * Loop index: shape * N_DTYPES + dtype. */
+START_TEST(test_norm_linear_silu) {
+    int64_t NI = shapes[_i / N_DTYPES][0] / 2, K = shapes[_i / N_DTYPES][1], N = 2 * NI;
+    lr_dtype dt = dtypes[_i % N_DTYPES];
+    size_t es = lr_dtype_size(dt);
+    uint64_t rng = g_seed ^ (uint64_t)_i * 0xbf58476d1ce4e5b9ull;
+    void *wh = random_values(dt, N * K, &rng);
+    void *w = to_device(wh, (size_t)(N * K) * es);
+    for (int64_t T = 1; T <= 3; T++)
+        for (int add = 0; add < 2; add++) {
+            norm_case c;
+            norm_case_make(&c, T, K, add, dt, &rng);
+            size_t ab = (size_t)(T * NI) * es;
+            void *gu, *act, *want;
+            CK_CUDA(cudaMalloc(&gu, 2 * ab));
+            CK_CUDA(cudaMalloc(&act, ab + GUARD));
+            CK_CUDA(cudaMemset(act, 0x5a, ab + GUARD));
+            CK_CUDA(cudaMalloc(&want, ab));
+            ck_assert_int_eq(lr_gpu_linear_silu(want, gu, c.want_normed, w, T, NI, K, dt, g_blas, g_stream),
+                             LR_OK);
+            bool fuses = lr_gpu_norm_linear_fuses(T, K, &c.in, w, dt);
+            ck_assert_int_eq(fuses, T <= LR_GPU_LINEAR_FUSED_MAX_T && K % (16 / (int64_t)es) == 0 &&
+                                        K <= 8192 && (size_t)(T * K) * es <= 32 * 1024);
+            int rc = lr_gpu_norm_linear_silu(act, gu, &c.in, w, T, NI, K, dt, g_blas, g_stream);
+            ck_assert_msg(rc == LR_OK, "norm_linear_silu: %s", lr_last_error());
+            CK_CUDA(cudaStreamSynchronize(g_stream));
+            guard_intact((char *)act + ab, "norm_linear_silu", dt, T);
+            int64_t at = device_difference(act, want, T * NI, es);
+            ck_assert_msg(
+                at < 0,
+                "norm_linear_silu %s T %lld (NI %lld, K %lld, %s, %s): output %lld is not the vec norm "
+                "then linear_silu's bits (seed %llu)",
+                lr_dtype_name(dt), (long long)T, (long long)NI, (long long)K, fuses ? "fused" : "apart",
+                add ? "a residual" : "the stream starting", (long long)at, (unsigned long long)g_seed);
+            norm_case_check(&c, "norm_linear_silu", dt, T, fuses);
+            CK_CUDA(cudaFree(gu));
+            CK_CUDA(cudaFree(act));
+            CK_CUDA(cudaFree(want));
+        }
+    free(wh);
+    CK_CUDA(cudaFree(w));
+}
+END_TEST
+
+/* qkv_proj, RoPE and the cache write with the norm before them (lr_gpu_norm_linear_rope_cache)
+ * against the vec norm then lr_gpu_linear_rope_cache on its output, bit for bit in qkv, both
+ * caches and the stream. Loop index: shape * N_DTYPES + dtype. */
+START_TEST(test_norm_linear_rope_cache) {
+    const int64_t *sh = rope_shapes[_i / N_DTYPES];
+    int64_t nh = sh[0], nkv = sh[1], hd = sh[2], K = sh[3], N = (nh + 2 * nkv) * hd, nslots = 8;
+    lr_dtype dt = dtypes[_i % N_DTYPES];
+    size_t es = lr_dtype_size(dt);
+    uint64_t rng = g_seed ^ (uint64_t)_i * 0x9e3779b97f4a7c15ull;
+    void *wh = random_values(dt, N * K, &rng), *ch = random_values(dt, nslots * nkv * hd, &rng);
+    void *w = to_device(wh, (size_t)(N * K) * es);
+    const int64_t pos_h[3] = {17, 1000, 3}, slots_h[3] = {5, -1, 2};
+    double inv_h[64];
+    ck_assert_int_le(hd / 2, 64);
+    for (int64_t i = 0; i < hd / 2; i++)
+        inv_h[i] = pow(500000.0, -2.0 * (double)i / (double)hd);
+    void *pos = to_device(pos_h, sizeof pos_h), *slots = to_device(slots_h, sizeof slots_h),
+         *inv = to_device(inv_h, (size_t)(hd / 2) * sizeof *inv_h);
+    size_t cb = (size_t)(nslots * nkv * hd) * es;
+    for (int64_t T = 1; T <= 3; T++)
+        for (int add = 0; add < 2; add++) {
+            norm_case c;
+            norm_case_make(&c, T, K, add, dt, &rng);
+            void *want = NULL, *got = NULL, *kw = to_device(ch, cb), *vw = to_device(ch, cb),
+                 *kg = to_device(ch, cb), *vg = to_device(ch, cb);
+            CK_CUDA(cudaMalloc(&want, (size_t)(T * N) * es));
+            CK_CUDA(cudaMalloc(&got, (size_t)(T * N) * es + GUARD));
+            CK_CUDA(cudaMemset(got, 0x5a, (size_t)(T * N) * es + GUARD));
+            ck_assert_int_eq(lr_gpu_linear_rope_cache(want, c.want_normed, w, T, nh, nkv, hd, K, pos, inv, kw,
+                                                      vw, slots, dt, g_blas, g_stream),
+                             LR_OK);
+            bool fuses = lr_gpu_norm_linear_fuses(T, K, &c.in, w, dt);
+            int rc = lr_gpu_norm_linear_rope_cache(got, &c.in, w, T, nh, nkv, hd, K, pos, inv, kg, vg, slots,
+                                                   dt, g_blas, g_stream);
+            ck_assert_msg(rc == LR_OK, "norm_linear_rope_cache: %s", lr_last_error());
+            CK_CUDA(cudaStreamSynchronize(g_stream));
+            guard_intact((char *)got + (size_t)(T * N) * es, "norm_linear_rope_cache", dt, T);
+            const char *part[3] = {"qkv", "k cache", "v cache"};
+            int64_t at[3] = {device_difference(got, want, T * N, es),
+                             device_difference(kg, kw, nslots * nkv * hd, es),
+                             device_difference(vg, vw, nslots * nkv * hd, es)};
+            for (int k = 0; k < 3; k++)
+                ck_assert_msg(
+                    at[k] < 0,
+                    "norm_linear_rope_cache %s T %lld (%lld/%lld heads of %lld, K %lld, %s, %s): %s "
+                    "element %lld is not the vec norm then linear_rope_cache's bits (seed %llu)",
+                    lr_dtype_name(dt), (long long)T, (long long)nh, (long long)nkv, (long long)hd,
+                    (long long)K, fuses ? "fused" : "apart", add ? "a residual" : "the stream starting",
+                    part[k], (long long)at[k], (unsigned long long)g_seed);
+            norm_case_check(&c, "norm_linear_rope_cache", dt, T, fuses);
+            void *p[] = {want, got, kw, vw, kg, vg};
+            for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+                CK_CUDA(cudaFree(p[i]));
+        }
+    free(wh), free(ch);
+    void *p[] = {w, pos, slots, inv};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+        CK_CUDA(cudaFree(p[i]));
+}
+END_TEST
+
 /* ---- Main ---------------------------------------------------------------------------------------- */
 
 int main(void) {
@@ -536,6 +694,8 @@ int main(void) {
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_linear_silu, 0, N_SHAPES * N_DTYPES);
     tcase_add_loop_test(tc, test_linear_rope_cache, 0, N_ROPE_SHAPES * N_DTYPES);
+    tcase_add_loop_test(tc, test_norm_linear_silu, 0, N_SHAPES * N_DTYPES);
+    tcase_add_loop_test(tc, test_norm_linear_rope_cache, 0, N_ROPE_SHAPES * N_DTYPES);
     suite_add_tcase(dev, tc);
     int failed = tu_gpu_run_suite(dev);
     cudaStreamSynchronize(g_stream);
