@@ -1029,10 +1029,12 @@ static uint64_t profiled_calls(const loaded *L, lr_dtype precision, int64_t seqs
 /* A fusion switch (set) that must change no bit (switch_changes_no_bit) in decode steps of
  * seqs sequences, and whose profiled decode step shows the fused-away op kind (prof) gone
  * with it on and there with it off, so that the comparison saw the fused kernel (every
- * fixture's hidden size is a multiple of 8, the fused kernels' rows). A model with the bias
- * the fusion leaves out runs the op apart either way. */
+ * fixture's hidden size is a multiple of 8, the fused kernels' rows): prof runs left(cfg,
+ * layers) times with it on (the calls it leaves: those before a bias the fusion leaves out,
+ * a final norm) and off(layers) without. */
 static void fusion_changes_no_bit(int i, void (*set)(int), const char *feature, int prof,
-                                  bool (*biased)(const lr_config *)) {
+                                  uint64_t (*left)(const lr_config *, uint64_t),
+                                  uint64_t (*off_calls)(uint64_t)) {
     const fixture_case *fc = &cases[i / 4];
     lr_dtype precision = i % 2 ? LR_F16 : LR_BF16;
     int64_t seqs = 1 + (i / 2) % 2;
@@ -1044,28 +1046,37 @@ static void fusion_changes_no_bit(int i, void (*set)(int), const char *feature, 
     set(0);
     uint64_t off = profiled_calls(&L, precision, seqs, prof, &layers);
     set(-1);
-    bool bias = biased(lr_checkpoint_config(L.ck));
+    uint64_t want_on = left(lr_checkpoint_config(L.ck), (uint64_t)layers),
+             want_off = off_calls((uint64_t)layers);
     ck_assert_msg(
-        on == (bias ? (uint64_t)layers : 0) && off == (uint64_t)layers,
-        "%s %s, %lld sequences, %s: %s ran %llu times with it and %llu without (%lld and %lld expected)",
+        on == want_on && off == want_off,
+        "%s %s, %lld sequences, %s: %s ran %llu times with it and %llu without (%llu and %llu expected)",
         fc->fixture, pname(precision), (long long)seqs, feature, lr_prof_op_name((lr_prof_op)prof),
-        (unsigned long long)on, (unsigned long long)off, bias ? (long long)layers : 0LL, (long long)layers);
+        (unsigned long long)on, (unsigned long long)off, (unsigned long long)want_on,
+        (unsigned long long)want_off);
     unload(&L);
-    printf("%s %s: %s %s at %lld token(s) a step, bitwise equal to the kernels apart (a prefill, 5 decode "
-           "steps, 4 "
-           "of them replayed graphs)\n",
-           fc->fixture, pname(precision), feature, bias ? "not fused (a bias)" : "fused", (long long)seqs);
+    printf("%s %s: %s (%s left %llu of %llu times) at %lld token(s) a step, bitwise equal to the kernels "
+           "apart (a "
+           "prefill, 5 decode steps, 4 of them replayed graphs)\n",
+           fc->fixture, pname(precision), feature, lr_prof_op_name((lr_prof_op)prof),
+           (unsigned long long)want_on, (unsigned long long)want_off, (long long)seqs);
 }
 
-static bool mlp_biased(const lr_config *c) { return c->mlp_bias; }
-static bool attention_biased(const lr_config *c) { return c->attention_bias; }
+/* The calls each fusion leaves, and those there are without it. */
+static uint64_t per_layer(uint64_t layers) { return layers; }
+static uint64_t mlp_left(const lr_config *c, uint64_t layers) { return c->mlp_bias ? layers : 0; }
+static uint64_t attention_left(const lr_config *c, uint64_t layers) { return c->attention_bias ? layers : 0; }
+static uint64_t norms(uint64_t layers) { return 2 * layers + 1; }
+static uint64_t norms_left(const lr_config *c, uint64_t layers) {
+    return 1 + mlp_left(c, layers) + attention_left(c, layers);
+}
 
 /* gate_up_proj with the activation in one kernel (lr_gpu_linear_silu, gpu/linear.cu): the
  * bits of gemv then the activation, and the activation's kernel gone. loop index = case x
  * {bf16, fp16} x {1, 2 sequences}. */
 START_TEST(silu_fuse_changes_no_bit) {
     fusion_changes_no_bit(_i, lr_gpu_silu_fuse_set, "gate_up_proj with the activation", LR_PROF_SILU_AND_MUL,
-                          mlp_biased);
+                          mlp_left, per_layer);
 }
 END_TEST
 
@@ -1074,40 +1085,19 @@ END_TEST
  * {bf16, fp16} x {1, 2 sequences}. */
 START_TEST(qkv_fuse_changes_no_bit) {
     fusion_changes_no_bit(_i, lr_gpu_qkv_fuse_set, "qkv_proj with RoPE and the cache write", LR_PROF_ROTARY,
-                          attention_biased);
+                          attention_left, per_layer);
 }
 END_TEST
 
-/* The layers' norms inside those two fused GEMVs (lr_gpu_norm_linear_*; both fusions on
- * in both runs): the bits of rmsnorm's vec kernel then the GEMVs, and the profiled decode
- * step's norms gone but the final one's (and those before a projection left apart by a
- * bias). loop index = case x {bf16, fp16} x {1, 2 sequences}. */
+/* The layers' norms inside those two fused GEMVs (lr_gpu_norm_linear_*; both fusions on in
+ * both runs): the bits of rmsnorm's vec kernel then the GEMVs, and the profiled decode step's
+ * norms gone but the final one's (and those before a projection a bias leaves apart). loop
+ * index = case x {bf16, fp16} x {1, 2 sequences}. */
 START_TEST(norm_fuse_changes_no_bit) {
-    const fixture_case *fc = &cases[_i / 4];
-    lr_dtype precision = _i % 2 ? LR_F16 : LR_BF16;
-    int64_t seqs = 1 + (_i / 2) % 2;
     lr_gpu_silu_fuse_set(1), lr_gpu_qkv_fuse_set(1);
-    switch_changes_no_bit(fc, precision, lr_gpu_norm_fuse_set, 1, "the norms in the fused GEMVs", seqs);
-    loaded L = load_case(fc);
-    int64_t layers = 0;
-    lr_gpu_norm_fuse_set(1);
-    uint64_t on = profiled_calls(&L, precision, seqs, LR_PROF_RMS_NORM, &layers);
-    lr_gpu_norm_fuse_set(0);
-    uint64_t off = profiled_calls(&L, precision, seqs, LR_PROF_RMS_NORM, &layers);
-    lr_gpu_norm_fuse_set(-1), lr_gpu_silu_fuse_set(-1), lr_gpu_qkv_fuse_set(-1);
-    const lr_config *c = lr_checkpoint_config(L.ck);
-    uint64_t apart = (uint64_t)layers * ((c->attention_bias ? 1u : 0u) + (c->mlp_bias ? 1u : 0u));
-    ck_assert_msg(
-        on == 1 + apart && off == 1 + 2 * (uint64_t)layers,
-        "%s %s, %lld sequences: rms_norm ran %llu times with the norms fused and %llu without (%llu "
-        "and %llu expected)",
-        fc->fixture, pname(precision), (long long)seqs, (unsigned long long)on, (unsigned long long)off,
-        (unsigned long long)(1 + apart), (unsigned long long)(1 + 2 * layers));
-    unload(&L);
-    printf(
-        "%s %s: the layers' norms in the fused GEMVs (%llu of %lld apart) at %lld token(s) a step, bitwise "
-        "equal to the kernels apart (a prefill, 5 decode steps, 4 of them replayed graphs)\n",
-        fc->fixture, pname(precision), (unsigned long long)apart, (long long)(2 * layers), (long long)seqs);
+    fusion_changes_no_bit(_i, lr_gpu_norm_fuse_set, "the layers' norms in the fused GEMVs", LR_PROF_RMS_NORM,
+                          norms_left, norms);
+    lr_gpu_silu_fuse_set(-1), lr_gpu_qkv_fuse_set(-1);
 }
 END_TEST
 

@@ -435,72 +435,92 @@ END_TEST
 /* (nh, nkv, hd, K): small heads; K 33, unaligned at every dtype (the two kernels); Llama-3-8B's
  * 32/8 heads of 128 on 4096 (one wave of staged blocks on an H200); kv heads as many as q. */
 static const int64_t rope_shapes[][4] = {{4, 2, 16, 64}, {3, 1, 8, 33}, {32, 8, 128, 4096}, {8, 8, 64, 136}};
+#define ROPE_SLOTS 8 /* slots of the rope cases' caches */
 #define N_ROPE_SHAPES (int)(sizeof rope_shapes / sizeof rope_shapes[0])
 
+/* A rope case on the device: the positions and slots of up to 3 tokens (token 1's slot -1:
+ * padding, no cache entry) and the frequencies of hd; for T tokens the expected qkv and caches
+ * (want, kw, vw) and the call's (got, with GUARD bytes after it, kg, vg), both caches filled
+ * alike from cache_h beforehand, so that a stray or missing write shows. */
+typedef struct {
+    int64_t nh, nkv, hd, K, N, T, ncache; /* ncache: elements of a cache */
+    size_t es;
+    void *pos, *slots, *inv;
+    void *want, *got, *kw, *vw, *kg, *vg;
+} rope_case;
+
+static void rope_case_make(rope_case *c, const int64_t *sh, int64_t T, lr_dtype dt, const void *cache_h) {
+    const int64_t pos_h[3] = {17, 1000, 3}, slots_h[3] = {5, -1, 2};
+    double inv_h[64];
+    *c = (rope_case){.nh = sh[0], .nkv = sh[1], .hd = sh[2], .K = sh[3], .T = T, .es = lr_dtype_size(dt)};
+    c->N = (c->nh + 2 * c->nkv) * c->hd, c->ncache = ROPE_SLOTS * c->nkv * c->hd;
+    ck_assert_int_le(c->hd / 2, 64);
+    for (int64_t i = 0; i < c->hd / 2; i++)
+        inv_h[i] = pow(10000.0, -2.0 * (double)i / (double)c->hd);
+    c->pos = to_device(pos_h, sizeof pos_h), c->slots = to_device(slots_h, sizeof slots_h);
+    c->inv = to_device(inv_h, (size_t)(c->hd / 2) * sizeof *inv_h);
+    size_t cb = (size_t)c->ncache * c->es, qb = (size_t)(T * c->N) * c->es;
+    c->kw = to_device(cache_h, cb), c->vw = to_device(cache_h, cb);
+    c->kg = to_device(cache_h, cb), c->vg = to_device(cache_h, cb);
+    CK_CUDA(cudaMalloc(&c->want, qb));
+    CK_CUDA(cudaMalloc(&c->got, qb + GUARD));
+    CK_CUDA(cudaMemset(c->got, 0x5a, qb + GUARD));
+}
+
+/* The call's qkv and caches equal the expected ones bit for bit; then the case is freed. how:
+ * the call and its case, for the message. */
+static void rope_case_check(rope_case *c, const char *how, lr_dtype dt) {
+    CK_CUDA(cudaStreamSynchronize(g_stream));
+    guard_intact((char *)c->got + (size_t)(c->T * c->N) * c->es, how, dt, c->T);
+    const char *part[3] = {"qkv", "k cache", "v cache"};
+    int64_t at[3] = {device_difference(c->got, c->want, c->T * c->N, c->es),
+                     device_difference(c->kg, c->kw, c->ncache, c->es),
+                     device_difference(c->vg, c->vw, c->ncache, c->es)};
+    for (int k = 0; k < 3; k++)
+        ck_assert_msg(
+            at[k] < 0, "%s %s T %lld (%lld/%lld heads of %lld, K %lld): %s element %lld differs (seed %llu)",
+            how, lr_dtype_name(dt), (long long)c->T, (long long)c->nh, (long long)c->nkv, (long long)c->hd,
+            (long long)c->K, part[k], (long long)at[k], (unsigned long long)g_seed);
+    void *p[] = {c->pos, c->slots, c->inv, c->want, c->got, c->kw, c->vw, c->kg, c->vg};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+        CK_CUDA(cudaFree(p[i]));
+}
+
 /* qkv_proj with RoPE and the cache write in one call (lr_gpu_linear_rope_cache) against auto's
- * product then lr_gpu_rotary_cache, bit for bit in qkv and in both caches (filled alike
- * beforehand, so a stray or missing write shows): fused at T 1 and 2 where the rows are whole
- * vectors, the two kernels otherwise; token 1's slot is -1 (padding: no cache entry).
- * Loop index: shape * N_DTYPES + dtype. */
+ * product then lr_gpu_rotary_cache, bit for bit in qkv and in both caches: fused at T 1 and 2
+ * where the rows are whole vectors, the two kernels otherwise. Loop index: shape * N_DTYPES +
+ * dtype. */
 START_TEST(test_linear_rope_cache) {
     const int64_t *sh = rope_shapes[_i / N_DTYPES];
-    int64_t nh = sh[0], nkv = sh[1], hd = sh[2], K = sh[3], N = (nh + 2 * nkv) * hd, nslots = 8;
+    int64_t N = (sh[0] + 2 * sh[1]) * sh[2], K = sh[3];
     lr_dtype dt = dtypes[_i % N_DTYPES];
     size_t es = lr_dtype_size(dt);
     uint64_t rng = g_seed ^ (uint64_t)_i * 0xd6e8feb86659fd93ull;
-    void *wh = random_values(dt, N * K, &rng), *ch = random_values(dt, nslots * nkv * hd, &rng);
+    void *wh = random_values(dt, N * K, &rng), *ch = random_values(dt, ROPE_SLOTS * sh[1] * sh[2], &rng);
     void *w = to_device(wh, (size_t)(N * K) * es);
-    const int64_t pos_h[3] = {17, 1000, 3}, slots_h[3] = {5, -1, 2};
-    double *inv_h = malloc((size_t)(hd / 2) * sizeof *inv_h);
-    ck_assert_ptr_nonnull(inv_h);
-    for (int64_t i = 0; i < hd / 2; i++)
-        inv_h[i] = pow(10000.0, -2.0 * (double)i / (double)hd);
-    void *pos = to_device(pos_h, sizeof pos_h), *slots = to_device(slots_h, sizeof slots_h),
-         *inv = to_device(inv_h, (size_t)(hd / 2) * sizeof *inv_h);
-    size_t cb = (size_t)(nslots * nkv * hd) * es;
     for (int64_t T = 1; T <= 3; T++) {
+        rope_case c;
+        rope_case_make(&c, sh, T, dt, ch);
         void *xh = random_values(dt, T * K, &rng);
         void *x = to_device(xh, (size_t)(T * K) * es);
-        void *want = NULL, *got = NULL, *kw = to_device(ch, cb), *vw = to_device(ch, cb),
-             *kg = to_device(ch, cb), *vg = to_device(ch, cb);
-        CK_CUDA(cudaMalloc(&want, (size_t)(T * N) * es));
-        CK_CUDA(cudaMalloc(&got, (size_t)(T * N) * es + GUARD));
-        CK_CUDA(cudaMemset(got, 0x5a, (size_t)(T * N) * es + GUARD));
-        ck_assert_int_eq(lr_gpu_linear(NULL, want, x, w, T, N, K, dt, g_blas, g_stream), LR_OK);
-        ck_assert_int_eq(lr_gpu_rotary_cache(want, N, T, nh, nkv, hd, pos, inv, kw, vw, slots, dt, g_stream),
+        ck_assert_int_eq(lr_gpu_linear(NULL, c.want, x, w, T, N, K, dt, g_blas, g_stream), LR_OK);
+        ck_assert_int_eq(lr_gpu_rotary_cache(c.want, N, T, c.nh, c.nkv, c.hd, c.pos, c.inv, c.kw, c.vw,
+                                             c.slots, dt, g_stream),
                          LR_OK);
         bool fuses = lr_gpu_linear_fuses(T, K, x, w, dt);
         ck_assert_int_eq(fuses, T <= LR_GPU_LINEAR_FUSED_MAX_T && K % (16 / (int64_t)es) == 0);
-        int rc = lr_gpu_linear_rope_cache(got, x, w, T, nh, nkv, hd, K, pos, inv, kg, vg, slots, dt, g_blas,
-                                          g_stream);
+        int rc = lr_gpu_linear_rope_cache(c.got, x, w, T, c.nh, c.nkv, c.hd, K, c.pos, c.inv, c.kg, c.vg,
+                                          c.slots, dt, g_blas, g_stream);
         ck_assert_msg(rc == LR_OK, "linear_rope_cache: %s", lr_last_error());
-        CK_CUDA(cudaStreamSynchronize(g_stream));
-        guard_intact((char *)got + (size_t)(T * N) * es, "linear_rope_cache", dt, T);
-        const char *part[3] = {"qkv", "k cache", "v cache"};
-        int64_t at[3] = {device_difference(got, want, T * N, es),
-                         device_difference(kg, kw, nslots * nkv * hd, es),
-                         device_difference(vg, vw, nslots * nkv * hd, es)};
-        for (int k = 0; k < 3; k++)
-            ck_assert_msg(
-                at[k] < 0,
-                "linear_rope_cache %s T %lld (%lld/%lld heads of %lld, K %lld, %s): %s element %lld is not "
-                "auto then rotary_cache's bits (seed %llu)",
-                lr_dtype_name(dt), (long long)T, (long long)nh, (long long)nkv, (long long)hd, (long long)K,
-                fuses ? "fused" : "two kernels", part[k], (long long)at[k], (unsigned long long)g_seed);
+        rope_case_check(&c,
+                        fuses ? "linear_rope_cache (fused) against auto then rotary_cache"
+                              : "linear_rope_cache (two kernels) against auto then rotary_cache",
+                        dt);
         free(xh);
         CK_CUDA(cudaFree(x));
-        CK_CUDA(cudaFree(want));
-        CK_CUDA(cudaFree(got));
-        CK_CUDA(cudaFree(kw));
-        CK_CUDA(cudaFree(vw));
-        CK_CUDA(cudaFree(kg));
-        CK_CUDA(cudaFree(vg));
     }
-    free(wh), free(ch), free(inv_h);
+    free(wh), free(ch);
     CK_CUDA(cudaFree(w));
-    CK_CUDA(cudaFree(pos));
-    CK_CUDA(cudaFree(slots));
-    CK_CUDA(cudaFree(inv));
 }
 END_TEST
 
@@ -604,59 +624,34 @@ END_TEST
  * caches and the stream. Loop index: shape * N_DTYPES + dtype. */
 START_TEST(test_norm_linear_rope_cache) {
     const int64_t *sh = rope_shapes[_i / N_DTYPES];
-    int64_t nh = sh[0], nkv = sh[1], hd = sh[2], K = sh[3], N = (nh + 2 * nkv) * hd, nslots = 8;
+    int64_t N = (sh[0] + 2 * sh[1]) * sh[2], K = sh[3];
     lr_dtype dt = dtypes[_i % N_DTYPES];
     size_t es = lr_dtype_size(dt);
     uint64_t rng = g_seed ^ (uint64_t)_i * 0x9e3779b97f4a7c15ull;
-    void *wh = random_values(dt, N * K, &rng), *ch = random_values(dt, nslots * nkv * hd, &rng);
+    void *wh = random_values(dt, N * K, &rng), *ch = random_values(dt, ROPE_SLOTS * sh[1] * sh[2], &rng);
     void *w = to_device(wh, (size_t)(N * K) * es);
-    const int64_t pos_h[3] = {17, 1000, 3}, slots_h[3] = {5, -1, 2};
-    double inv_h[64];
-    ck_assert_int_le(hd / 2, 64);
-    for (int64_t i = 0; i < hd / 2; i++)
-        inv_h[i] = pow(500000.0, -2.0 * (double)i / (double)hd);
-    void *pos = to_device(pos_h, sizeof pos_h), *slots = to_device(slots_h, sizeof slots_h),
-         *inv = to_device(inv_h, (size_t)(hd / 2) * sizeof *inv_h);
-    size_t cb = (size_t)(nslots * nkv * hd) * es;
     for (int64_t T = 1; T <= 3; T++)
         for (int add = 0; add < 2; add++) {
-            norm_case c;
-            norm_case_make(&c, T, K, add, dt, &rng);
-            void *want = NULL, *got = NULL, *kw = to_device(ch, cb), *vw = to_device(ch, cb),
-                 *kg = to_device(ch, cb), *vg = to_device(ch, cb);
-            CK_CUDA(cudaMalloc(&want, (size_t)(T * N) * es));
-            CK_CUDA(cudaMalloc(&got, (size_t)(T * N) * es + GUARD));
-            CK_CUDA(cudaMemset(got, 0x5a, (size_t)(T * N) * es + GUARD));
-            ck_assert_int_eq(lr_gpu_linear_rope_cache(want, c.want_normed, w, T, nh, nkv, hd, K, pos, inv, kw,
-                                                      vw, slots, dt, g_blas, g_stream),
+            norm_case n;
+            rope_case c;
+            norm_case_make(&n, T, K, add, dt, &rng);
+            rope_case_make(&c, sh, T, dt, ch);
+            ck_assert_int_eq(lr_gpu_linear_rope_cache(c.want, n.want_normed, w, T, c.nh, c.nkv, c.hd, K,
+                                                      c.pos, c.inv, c.kw, c.vw, c.slots, dt, g_blas,
+                                                      g_stream),
                              LR_OK);
-            bool fuses = lr_gpu_norm_linear_fuses(T, K, &c.in, w, dt);
-            int rc = lr_gpu_norm_linear_rope_cache(got, &c.in, w, T, nh, nkv, hd, K, pos, inv, kg, vg, slots,
-                                                   dt, g_blas, g_stream);
+            bool fuses = lr_gpu_norm_linear_fuses(T, K, &n.in, w, dt);
+            int rc = lr_gpu_norm_linear_rope_cache(c.got, &n.in, w, T, c.nh, c.nkv, c.hd, K, c.pos, c.inv,
+                                                   c.kg, c.vg, c.slots, dt, g_blas, g_stream);
             ck_assert_msg(rc == LR_OK, "norm_linear_rope_cache: %s", lr_last_error());
-            CK_CUDA(cudaStreamSynchronize(g_stream));
-            guard_intact((char *)got + (size_t)(T * N) * es, "norm_linear_rope_cache", dt, T);
-            const char *part[3] = {"qkv", "k cache", "v cache"};
-            int64_t at[3] = {device_difference(got, want, T * N, es),
-                             device_difference(kg, kw, nslots * nkv * hd, es),
-                             device_difference(vg, vw, nslots * nkv * hd, es)};
-            for (int k = 0; k < 3; k++)
-                ck_assert_msg(
-                    at[k] < 0,
-                    "norm_linear_rope_cache %s T %lld (%lld/%lld heads of %lld, K %lld, %s, %s): %s "
-                    "element %lld is not the vec norm then linear_rope_cache's bits (seed %llu)",
-                    lr_dtype_name(dt), (long long)T, (long long)nh, (long long)nkv, (long long)hd,
-                    (long long)K, fuses ? "fused" : "apart", add ? "a residual" : "the stream starting",
-                    part[k], (long long)at[k], (unsigned long long)g_seed);
-            norm_case_check(&c, "norm_linear_rope_cache", dt, T, fuses);
-            void *p[] = {want, got, kw, vw, kg, vg};
-            for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
-                CK_CUDA(cudaFree(p[i]));
+            char how[160];
+            snprintf(how, sizeof how, "norm_linear_rope_cache (%s, %s) against vec then linear_rope_cache",
+                     fuses ? "fused" : "apart", add ? "a residual" : "the stream starting");
+            rope_case_check(&c, how, dt);
+            norm_case_check(&n, "norm_linear_rope_cache", dt, T, fuses);
         }
     free(wh), free(ch);
-    void *p[] = {w, pos, slots, inv};
-    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
-        CK_CUDA(cudaFree(p[i]));
+    CK_CUDA(cudaFree(w));
 }
 END_TEST
 

@@ -1,4 +1,4 @@
-# run 28, call A (session 22): what making attention fdt and the two fused decode GEMVs the
+# run 28, call A (session 22; session 23 added test_gpu_linear, whose norm cases are new): what making attention fdt and the two fused decode GEMVs the
 # default still needs, after run 27's call A (an H100) found them faster (batch 32 with
 # graphs 8.670 -> 7.759 ms with fdt; batch 1 5.811 -> 5.540 with fdt and both fusions) and
 # passing every op-level check (fdt's sweeps 68/68 at bf16 and f16, sanitizers clean; the
@@ -32,7 +32,9 @@ OUT=$L/shape timeout 150 bash tools/gpu-shape-check.sh --variants fdt --precisio
 OUT=$L/shape timeout $(( $(left) - 250 )) bash tools/gpu-shape-check.sh --variants fdt --precisions bf16,fp16 --tokens 516 --decode 4 --no-faults --reference $L/shape/shape-ref-f64.safetensors > $L/shape.txt 2>&1; echo "exit $?" >> $L/shape.txt
 grep -E "^attention=|^exit" $L/shape.txt | cut -c1-300; rm -f $L/shape/*.safetensors; pack
 el "test_gpu_forward"; cd $B
-timeout $(( $(left) - 40 )) ./tests/test_gpu_forward > $L/test_gpu_forward.log 2>&1; echo "test_gpu_forward exit $?"; grep -E "^[0-9]+%|:[EF]:" $L/test_gpu_forward.log | cut -c1-240 | head -8; grep -E "fused at|bitwise equal to the" $L/test_gpu_forward.log | cut -c1-160 | head -6; pack
+timeout $(( $(left) - 40 )) ./tests/test_gpu_forward > $L/test_gpu_forward.log 2>&1; echo "test_gpu_forward exit $?"; grep -E "^[0-9]+%|:[EF]:" $L/test_gpu_forward.log | cut -c1-240 | head -8; grep -E "fused at|bitwise equal to the" $L/test_gpu_forward.log | cut -c1-200 | sort | uniq | head -12; pack
+el "test_gpu_linear (the norm-fused GEMVs' op-level bits, session 23)"
+( cd $B && make -j16 tests/test_gpu_linear > $L/build-linear.log 2>&1 ) && { timeout 90 ./tests/test_gpu_linear > $L/test_gpu_linear.log 2>&1; echo "test_gpu_linear exit $?"; grep -E "^[0-9]+%|:[EF]:" $L/test_gpu_linear.log | cut -c1-240 | head -6; }; pack
 el "fd and fdt at 32 sequences (the sweep's shapes take 32 since session 22)"
 for v in fd fdt; do [ $(left) -gt 60 ] || break; timeout 40 ./llama-diff ops --op attention --variant $v --dtype bf16 --shape heads=32,kv=8,hd=128,past=1024,seqs=32 --perf > $L/perf-$v-32.txt 2>&1; echo "$v seqs 32: $(grep -hE '^(PASS|FAIL)' $L/perf-$v-32.txt | grep -oE '(PASS|FAIL)|[0-9.]+ us [0-9]+ GB/s [0-9.]+ of copy' | tr '\n' ' ')"; done; pack
 el "fa3 and fa3p at 1 x 2048"
