@@ -21,17 +21,18 @@
  * stream timed between ops), which gives its GEMM, attention and all-reduce shares.
  * Usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N]
  *                  [--steps N] [--kernels SPEC] [--dump-logits FILE] [--only ROWS]
- *                  [--no-profile] [--graphs] [--no-pdl] [--no-rope-cache] [--silu-fuse]
- *                  [--qkv-fuse] [--norm-fuse] [--host-logits] [--sustain SECONDS]
+ *                  [--no-profile] [--graphs] [--no-pdl] [--no-rope-cache] [--no-silu-fuse]
+ *                  [--no-qkv-fuse] [--norm-fuse] [--host-logits] [--sustain SECONDS]
  * --no-pdl (or LLAMAREF_PDL=0) launches without programmatic dependent launch, for a
  * same-run comparison (the JSON's programmatic_dependent_launch says which ran).
  * --no-rope-cache (or LLAMAREF_ROPE_CACHE=0) runs RoPE and the cache write as two kernels
  * instead of one (gpu/gpu_ops.h, lr_gpu_rope_cache), for a same-run comparison (the JSON's
  * rope_cache_fused says which ran).
- * --silu-fuse (or LLAMAREF_SILU_FUSE=1) runs a decode step's gate_up_proj and activation as
- * one kernel, --qkv-fuse (or LLAMAREF_QKV_FUSE=1) its qkv_proj, RoPE and cache write
- * (gpu/gpu_ops.h, lr_gpu_silu_fuse, lr_gpu_qkv_fuse; off by default until they have run on
- * a GPU), for a same-run comparison (the JSON's silu_fused and qkv_fused say which ran).
+ * --no-silu-fuse (or LLAMAREF_SILU_FUSE=0) runs a decode step's gate_up_proj and activation
+ * as two kernels instead of one, --no-qkv-fuse (or LLAMAREF_QKV_FUSE=0) its qkv_proj apart
+ * from RoPE and the cache write (gpu/gpu_ops.h, lr_gpu_silu_fuse, lr_gpu_qkv_fuse: both on
+ * by default), for a same-run comparison (the JSON's silu_fused and qkv_fused say which
+ * ran); --silu-fuse and --qkv-fuse, the defaults, are still accepted.
  * --norm-fuse (or LLAMAREF_NORM_FUSE=1) also runs the layers' norms inside those two
  * (lr_gpu_norm_fuse; off by default until it has run on a GPU; the JSON's norm_fused).
  * --host-logits ends each decode step with its (B, vocab) logits on the host
@@ -316,7 +317,7 @@ static void usage(void) {
     fprintf(stderr,
             "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
             "                 [--kernels SPEC] [--dump-logits FILE] [--only ROWS] [--no-profile] [--graphs]\n"
-            "                 [--no-pdl] [--no-rope-cache] [--silu-fuse] [--qkv-fuse] [--norm-fuse]\n"
+            "                 [--no-pdl] [--no-rope-cache] [--no-silu-fuse] [--no-qkv-fuse] [--norm-fuse]\n"
             "                 [--host-logits] [--sustain SECONDS]\n");
 }
 
@@ -340,10 +341,10 @@ int main(int argc, char **argv) {
             setenv("LLAMAREF_PDL", "0", 1); /* read at the first launch */
         else if (!strcmp(argv[i], "--no-rope-cache"))
             setenv("LLAMAREF_ROPE_CACHE", "0", 1); /* read at the first layer */
-        else if (!strcmp(argv[i], "--silu-fuse"))
-            setenv("LLAMAREF_SILU_FUSE", "1", 1); /* read at the first forward */
-        else if (!strcmp(argv[i], "--qkv-fuse"))
-            setenv("LLAMAREF_QKV_FUSE", "1", 1);
+        else if (!strcmp(argv[i], "--silu-fuse") || !strcmp(argv[i], "--no-silu-fuse"))
+            setenv("LLAMAREF_SILU_FUSE", argv[i][2] == 'n' ? "0" : "1", 1); /* read at the first forward */
+        else if (!strcmp(argv[i], "--qkv-fuse") || !strcmp(argv[i], "--no-qkv-fuse"))
+            setenv("LLAMAREF_QKV_FUSE", argv[i][2] == 'n' ? "0" : "1", 1);
         else if (!strcmp(argv[i], "--norm-fuse") || !strcmp(argv[i], "--no-norm-fuse"))
             setenv("LLAMAREF_NORM_FUSE", argv[i][2] == 'n' ? "0" : "1", 1);
         else if (!strcmp(argv[i], "--host-logits"))

@@ -241,10 +241,10 @@ void lr_gpu_rope_cache_set(int on);
 
 /* Whether the CUDA backend runs gate_up_proj and the activation as one kernel
  * (lr_gpu_linear_silu), and qkv_proj with RoPE and the cache write
- * (lr_gpu_linear_rope_cache), in a decode step of at most 2 tokens. Off (not yet run on a
- * GPU) unless LLAMAREF_SILU_FUSE=1 / LLAMAREF_QKV_FUSE=1 is in the environment or
- * lr_gpu_silu_fuse_set(1) / lr_gpu_qkv_fuse_set(1) was called; set(-1) goes back to that
- * rule. They change no bit. (util.cu) */
+ * (lr_gpu_linear_rope_cache), in a decode step of at most 2 tokens. On unless
+ * LLAMAREF_SILU_FUSE=0 / LLAMAREF_QKV_FUSE=0 is in the environment or
+ * lr_gpu_silu_fuse_set(0) / lr_gpu_qkv_fuse_set(0) was called; set(-1) goes back to that
+ * rule. They change no bit (test_gpu_forward's *_fuse_changes_no_bit). (util.cu) */
 bool lr_gpu_silu_fuse(void);
 void lr_gpu_silu_fuse_set(int on);
 bool lr_gpu_qkv_fuse(void);

@@ -170,7 +170,7 @@ static const lr_gpu_kernel builtin[] = {
       "even and odd vectors, V by cp.async to shared memory), the group's query heads together, "
       "float32, chunks merged; "
       "else fa3 (its wgmma prefill on compute capability 9.0, else fa2)",
-      true, ALL, ROUNDS_P},
+      false, ALL, ROUNDS_P},
      lr_gpu_attention_fd},
     {{FAM(ATTENTION), "fdt",
       "decode (bf16/f16, head_dim 64/128): fd's split over key chunks (planned for the blocks "
@@ -178,7 +178,7 @@ static const lr_gpu_kernel builtin[] = {
       "own cp.async ring, S = Q K^T and O^T = V^T P^T with P as two 16-bit terms (float32 "
       "softmax and sums), the warps merged in order, chunks merged; "
       "else fa3 (its wgmma prefill on compute capability 9.0, else fa2)",
-      false, ALL, ROUNDS_P},
+      true, ALL, ROUNDS_P},
      lr_gpu_attention_fdt},
     {{FAM(ATTENTION), "flash",
       "16 query rows of one (sequence, head) per block; 32-key K/V "

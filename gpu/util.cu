@@ -332,15 +332,15 @@ extern "C" void lr_gpu_rope_cache_set(int on) { switch_set(&rope_cache_switch, o
 
 extern "C" bool lr_gpu_rope_cache(void) { return switch_on(&rope_cache_switch); }
 
-/* gate_up_proj and the activation as one kernel: off unless LLAMAREF_SILU_FUSE=1. */
-static env_switch silu_fuse_switch = {"LLAMAREF_SILU_FUSE", false, -1, -1};
+/* gate_up_proj and the activation as one kernel: on unless LLAMAREF_SILU_FUSE=0. */
+static env_switch silu_fuse_switch = {"LLAMAREF_SILU_FUSE", true, -1, -1};
 
 extern "C" void lr_gpu_silu_fuse_set(int on) { switch_set(&silu_fuse_switch, on); }
 
 extern "C" bool lr_gpu_silu_fuse(void) { return switch_on(&silu_fuse_switch); }
 
-/* qkv_proj with RoPE and the cache write as one kernel: off unless LLAMAREF_QKV_FUSE=1. */
-static env_switch qkv_fuse_switch = {"LLAMAREF_QKV_FUSE", false, -1, -1};
+/* qkv_proj with RoPE and the cache write as one kernel: on unless LLAMAREF_QKV_FUSE=0. */
+static env_switch qkv_fuse_switch = {"LLAMAREF_QKV_FUSE", true, -1, -1};
 
 extern "C" void lr_gpu_qkv_fuse_set(int on) { switch_set(&qkv_fuse_switch, on); }
 

@@ -66,7 +66,7 @@ PY
 # tight budget (no rounding more allowed).
 expect 0 "hf bfloat16 (eager) with --model: the same-precision verdict agrees" -- "$LD" compare --model "$M" \
     "$TMP/bf16.safetensors" "$F" --json
-json_ok "d['result'] == 'agree' and d['same_precision']['compared'] == 48 and d['same_precision']['failed'] == 0 and d['same_precision']['rounding'] == {'profile': 'transformers-eager', 'declared_by': 'metadata', 'one_more_rounding': False, 'attention_like': 'fd'} and d['same_precision']['factor']['failed'] == 0"
+json_ok "d['result'] == 'agree' and d['same_precision']['compared'] == 48 and d['same_precision']['failed'] == 0 and d['same_precision']['rounding'] == {'profile': 'transformers-eager', 'declared_by': 'metadata', 'one_more_rounding': False, 'attention_like': 'fdt'} and d['same_precision']['factor']['failed'] == 0"
 
 # --tokens, another model (tied, biases, linear RoPE): a dump compares against llama-diff's own dump.
 expect 0 "hf-dump --tokens float32" -- "$PY" "$HD" --model "$FX/models/mha-bias-bf16" --tokens "3 1 4 1 5 9 2 6" --out "$TMP/t.safetensors"
@@ -383,7 +383,7 @@ r = llamaref.compare(tmp + "/api.safetensors", fx, model=mdir)
 assert r["result"] == "agree" and r["precision"] == "bf16" and r["coverage"]["compared"] == 48, r["coverage"]
 sp = r["same_precision"]
 assert sp["compared"] == 48 and sp["failed"] == 0 and sp["factor"]["failed"] == 0, sp["first_divergence"]
-assert sp["rounding"] == {"profile": "transformers", "declared_by": "metadata", "one_more_rounding": False, "attention_like": "fd"}, sp["rounding"]
+assert sp["rounding"] == {"profile": "transformers", "declared_by": "metadata", "one_more_rounding": False, "attention_like": "fdt"}, sp["rounding"]
 scale = torch.ones(64, dtype=torch.bfloat16)
 scale[::7] = 1.1
 h = model.model.layers[1].self_attn.o_proj.register_forward_hook(lambda _m, _i, o: o * scale, prepend=True)

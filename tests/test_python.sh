@@ -300,7 +300,7 @@ for r in ("cuda", "transformers"):
     llamaref.write_dump(f"{tmp}/{r}.safetensors", d.stages, d.input_ids, d.positions, d.seq_lens, rounding=r, **kw)
     assert llamaref.read_metadata(f"{tmp}/{r}.safetensors")["rounding"] == r
 sp = llamaref.compare(tmp + "/cuda.safetensors", golden, model=model)["same_precision"]
-assert sp["rounding"] == {"profile": "cuda", "declared_by": "metadata", "one_more_rounding": False, "attention_like": "fd"}, sp["rounding"]
+assert sp["rounding"] == {"profile": "cuda", "declared_by": "metadata", "one_more_rounding": False, "attention_like": "fdt"}, sp["rounding"]
 assert sp["failed"] == 0 and all(s["max_ulps"] == 0 for s in sp["stages"])
 for path, over in ((tmp + "/transformers.safetensors", None), (tmp + "/cuda.safetensors", "transformers")):
     try:

@@ -84,7 +84,7 @@ grep -q "each op fed the dump's own input to it: 47 of 48 stages .*first diverge
 # same dump diverges, from its first norm on. An unknown name is refused, listing the names.
 expect 0 "compare --model --rounding cuda: the map's own dump, held tight" -- "$LD" compare --model "$M" \
     "$TMP/bf16.safetensors" "$F" --rounding cuda --json
-json_ok "d['result'] == 'agree' and d['same_precision']['failed'] == 0 and d['same_precision']['rounding'] == {'profile': 'cuda', 'declared_by': '--rounding', 'one_more_rounding': False, 'attention_like': 'fd'} and all(s['max_ulps'] == 0 for s in d['same_precision']['stages'])"
+json_ok "d['result'] == 'agree' and d['same_precision']['failed'] == 0 and d['same_precision']['rounding'] == {'profile': 'cuda', 'declared_by': '--rounding', 'one_more_rounding': False, 'attention_like': 'fdt'} and all(s['max_ulps'] == 0 for s in d['same_precision']['stages'])"
 expect 1 "compare --model --rounding cuda: the 1% bug" -- "$LD" compare --model "$M" "$TMP/bf16-bug.safetensors" "$F" \
     --rounding cuda --json
 json_ok "d['same_precision']['first_divergence'] == 'model.layers.1.self_attn.o_proj' and d['same_precision']['failed'] == 1"
@@ -98,7 +98,7 @@ for name in ("transformers", "bogus"):
 PY
 expect 1 "compare --model a map dump declaring rounding: transformers" -- "$LD" compare --model "$M" \
     "$TMP/bf16-transformers.safetensors" "$F" --json
-json_ok "d['same_precision']['rounding'] == {'profile': 'transformers', 'declared_by': 'metadata', 'one_more_rounding': False, 'attention_like': 'fd'} and d['same_precision']['first_divergence'] == 'model.layers.0.input_layernorm'"
+json_ok "d['same_precision']['rounding'] == {'profile': 'transformers', 'declared_by': 'metadata', 'one_more_rounding': False, 'attention_like': 'fdt'} and d['same_precision']['first_divergence'] == 'model.layers.0.input_layernorm'"
 expect 1 "the same in text: the profile named" -- "$LD" compare --model "$M" "$TMP/bf16-transformers.safetensors" "$F"
 grep -qF "same precision, against cpu:bf16 (emulated, rounding profile transformers, from the dump's metadata)" \
     "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: the text names no rounding profile"; }

@@ -87,7 +87,7 @@ lr_dtype lr_buf_dtype(lr_buf b, lr_dtype compute);
     X("flash", false)  /* float32 throughout */                                                              \
     X("simple", false) /* float32 throughout */
 
-#define LR_ATTN_DEFAULT_VARIANT "fd"
+#define LR_ATTN_DEFAULT_VARIANT "fdt"
 
 /* lr_attention_rounds_p, LR_ATTN_P_TILE (the kernels' FA_BK and TC_BK) and the exact
  * conversions to and from bf16/fp16 (tensor.c): llamaref_ops.h, where a harness outside
