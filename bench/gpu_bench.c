@@ -313,6 +313,15 @@ static int count_arg(const char *s) {
     return *s && !*end && v >= 0 && v <= 1 << 20 ? (int)v : -1;
 }
 
+/* --NAME or --no-NAME: the switch's environment variable set to "1" or "0" (each switch reads
+ * it at its first use, after this). */
+static bool switch_arg(const char *arg, const char *name, const char *env) {
+    const bool off = strncmp(arg, "--no-", 5) == 0;
+    if (strncmp(arg, "--", 2) != 0 || strcmp(arg + (off ? 5 : 2), name) != 0) return false;
+    setenv(env, off ? "0" : "1", 1);
+    return true;
+}
+
 static void usage(void) {
     fprintf(stderr,
             "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
@@ -341,12 +350,10 @@ int main(int argc, char **argv) {
             setenv("LLAMAREF_PDL", "0", 1); /* read at the first launch */
         else if (!strcmp(argv[i], "--no-rope-cache"))
             setenv("LLAMAREF_ROPE_CACHE", "0", 1); /* read at the first layer */
-        else if (!strcmp(argv[i], "--silu-fuse") || !strcmp(argv[i], "--no-silu-fuse"))
-            setenv("LLAMAREF_SILU_FUSE", argv[i][2] == 'n' ? "0" : "1", 1); /* read at the first forward */
-        else if (!strcmp(argv[i], "--qkv-fuse") || !strcmp(argv[i], "--no-qkv-fuse"))
-            setenv("LLAMAREF_QKV_FUSE", argv[i][2] == 'n' ? "0" : "1", 1);
-        else if (!strcmp(argv[i], "--norm-fuse") || !strcmp(argv[i], "--no-norm-fuse"))
-            setenv("LLAMAREF_NORM_FUSE", argv[i][2] == 'n' ? "0" : "1", 1);
+        else if (switch_arg(argv[i], "silu-fuse", "LLAMAREF_SILU_FUSE") ||
+                 switch_arg(argv[i], "qkv-fuse", "LLAMAREF_QKV_FUSE") ||
+                 switch_arg(argv[i], "norm-fuse", "LLAMAREF_NORM_FUSE"))
+            continue;
         else if (!strcmp(argv[i], "--host-logits"))
             host_logits = true;
         else if (!strcmp(argv[i], "--sustain") && i + 1 < argc) {
