@@ -34,7 +34,7 @@
  * by default), for a same-run comparison (the JSON's silu_fused and qkv_fused say which
  * ran); --silu-fuse and --qkv-fuse, the defaults, are still accepted.
  * --norm-fuse (or LLAMAREF_NORM_FUSE=1) also runs the layers' norms inside those two
- * (lr_gpu_norm_fuse; off by default until it has run on a GPU; the JSON's norm_fused).
+ * (lr_gpu_norm_fuse; off by default until it is timed; the JSON's norm_fused).
  * --host-logits ends each decode step with its (B, vocab) logits on the host
  * (lr_model_compute_logits) instead of its greedy tokens (lr_model_greedy), the rows'
  * definition up to session 16, for a same-run comparison (the JSON's decode_output).

@@ -252,7 +252,7 @@ void lr_gpu_qkv_fuse_set(int on);
 /* Whether the CUDA backend also runs the layers' norms (input and post-attention) inside
  * those two fused GEMVs (lr_gpu_norm_linear_rope_cache, lr_gpu_norm_linear_silu) where they
  * run, on one GPU with the default rmsnorm variant: two kernels fewer a layer at decode.
- * Off (not yet run on a GPU) unless LLAMAREF_NORM_FUSE=1 is in the environment or
+ * Off (its bits held on a GPU, run 28; not yet timed) unless LLAMAREF_NORM_FUSE=1 is in the environment or
  * lr_gpu_norm_fuse_set(1) was called; set(-1) goes back to that rule. It changes no bit.
  * (util.cu) */
 bool lr_gpu_norm_fuse(void);
