@@ -468,8 +468,12 @@ int main(int argc, char **argv) {
                ndevs[k] > 1 ? "s (NCCL)" : "", ndevs[k] == 1 && tps[k] > 1 ? " (ranks in turn)" : "",
                load_s[k], weight_bytes() / (1 << 30), wmem[k] / (1 << 30),
                lr_gpu_pdl() ? "" : "; no programmatic dependent launch");
-        if (lr_gpu_silu_fuse())
-            printf("  decode at 1 or 2 tokens: gate_up_proj and the activation in one kernel\n");
+        /* The decode fusions in force (each switch read here first, so the text says what ran). */
+        printf(
+            "  fusions at a decode step of 1 or 2 tokens: %s, %s, %s\n",
+            lr_gpu_qkv_fuse() ? "qkv_proj with RoPE and the cache write" : "qkv_proj apart (--no-qkv-fuse)",
+            lr_gpu_silu_fuse() ? "gate_up_proj with the activation" : "gate_up_proj apart (--no-silu-fuse)",
+            lr_gpu_norm_fuse() ? "the layers' norms inside those two (--norm-fuse)" : "the norms apart");
         printf("  memory: host peak RSS %.2f GiB while loading (%.2f GiB before; budget %.2f GiB%s)%s; "
                "device weights %.2f GiB, GPUs in use after load %.2f GiB\n",
                host_peak[k] / (1 << 30), host_before[k] / (1 << 30), host_budget[k] / (1 << 30),
