@@ -355,7 +355,7 @@ static __device__ __forceinline__ void pair_norm_chunk(const pair_norm<E> &nm, i
     const float rr[4] = {r.x, r.y, r.z, r.w};
 #pragma unroll
     for (int j = 0; j < 4; j++)
-        v[j] = rms_stream(elem<E>::load(xe[j]), nm.res_in ? rr[j] : 0.0f);
+        v[j] = rms_stream(elem<E>::load(xe[j]), rr[j]);
 }
 
 /* xs (MT, K) = rms_norm(stream) * w, and (block 0) res_out = the stream, with vec's bits: the
@@ -363,7 +363,8 @@ static __device__ __forceinline__ void pair_norm_chunk(const pair_norm<E> &nm, i
  * threads p + u GEMV_WARPS * 32 (u = 0 .. PAIR_NORM_U - 1), so warp w of the block is vec's
  * warp w + u GEMV_WARPS with the same lanes: each of vec's threads sums its own chunks in
  * order, each of its warps in the same xor tree, and the warp sums are added in vec's warp
- * order. Every thread of the block calls it (two barriers). */
+ * order. Every thread of the block calls it (two barriers). The second pass forms the stream
+ * again from memory (L1) rather than keeping it: its registers would be the GEMV's. */
 #define PAIR_NORM_U (RMS_VEC_THREADS / (GEMV_WARPS * 32))
 static_assert(RMS_VEC_THREADS % (GEMV_WARPS * 32) == 0,
               "gemv pairs' norm: vec's threads a whole number of blocks");
@@ -708,12 +709,18 @@ static int norm_in_check(const char *who, const lr_gpu_norm_in *n) {
     return LR_OK;
 }
 
+static bool gemv_dtype(lr_dtype dt) { return dt == LR_F32 || dt == LR_F16 || dt == LR_BF16; }
+
+/* Arguments the entry point without the norm refuses (it says which) go to it before the
+ * norm runs, so that a refused call leaves the stream alone. */
 extern "C" int lr_gpu_norm_linear_silu(void *act, void *gu, const lr_gpu_norm_in *norm, const void *w,
                                        int64_t T, int64_t NI, int64_t K, lr_dtype dt, cublasHandle_t blas,
                                        cudaStream_t s) {
     int rc = norm_in_check("norm_linear_silu", norm);
     if (rc) return rc;
-    if (!lr_gpu_norm_linear_fuses(T, K, norm, w, dt) || NI > INT_MAX / 2 || NI <= 0) {
+    if (T < 0 || NI < 0 || K < 0 || NI > INT_MAX / 2 || !gemv_dtype(dt))
+        return lr_gpu_linear_silu(act, gu, norm->normed, w, T, NI, K, dt, blas, s);
+    if (NI == 0 || !lr_gpu_norm_linear_fuses(T, K, norm, w, dt)) {
         if ((rc = norm_apart(norm, T, K, dt, s))) return rc;
         return lr_gpu_linear_silu(act, gu, norm->normed, w, T, NI, K, dt, blas, s);
     }
@@ -727,9 +734,11 @@ extern "C" int lr_gpu_norm_linear_rope_cache(void *qkv, const lr_gpu_norm_in *no
                                              cublasHandle_t blas, cudaStream_t s) {
     int rc = norm_in_check("norm_linear_rope_cache", norm);
     if (rc) return rc;
-    const int64_t N = (nh + 2 * nkv) * hd;
-    if (!lr_gpu_norm_linear_fuses(T, K, norm, w, dt) || nh < 0 || nkv < 0 || hd <= 0 || hd % 2 != 0 ||
-        N <= 0 || N > INT_MAX) {
+    if (T < 0 || nh < 0 || nkv < 0 || hd < 0 || K < 0 || hd % 2 != 0 || (nh + 2 * nkv) * hd > INT_MAX ||
+        !gemv_dtype(dt))
+        return lr_gpu_linear_rope_cache(qkv, norm->normed, w, T, nh, nkv, hd, K, positions, inv_freq, k_cache,
+                                        v_cache, slot_mapping, dt, blas, s);
+    if ((nh + 2 * nkv) * hd == 0 || !lr_gpu_norm_linear_fuses(T, K, norm, w, dt)) {
         if ((rc = norm_apart(norm, T, K, dt, s))) return rc;
         return lr_gpu_linear_rope_cache(qkv, norm->normed, w, T, nh, nkv, hd, K, positions, inv_freq, k_cache,
                                         v_cache, slot_mapping, dt, blas, s);

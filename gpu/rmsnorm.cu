@@ -10,16 +10,10 @@
 #define BLOCK_THREADS 256
 #define WARP_ROWS 8 /* rows (warps) per block of the warp variant */
 
-static __device__ __forceinline__ float warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1)
-        v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
-
 /* Sum over the block; every thread gets the same value (all add the warp sums in the
  * same order). part: 32 floats of shared memory. */
 static __device__ float block_sum(float v, float *part) {
-    v = warp_sum(v);
+    v = rms_warp_sum(v);
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = (blockDim.x + 31) >> 5;
     __syncthreads(); /* part may still be read from the previous row */
     if (lane == 0) part[warp] = v;
@@ -78,7 +72,7 @@ static __global__ void rmsnorm_warp_kernel(E *y, float *residual, const E *x, co
     int64_t stride = (int64_t)gridDim.x * WARP_ROWS;
     for (int64_t t = (int64_t)blockIdx.x * WARP_ROWS + (threadIdx.x >> 5); t < T; t += stride) {
         float *rr = residual ? residual + t * H : NULL;
-        float ss = warp_sum(row_sumsq(rr, x + t * H, H, lane, 32));
+        float ss = rms_warp_sum(row_sumsq(rr, x + t * H, H, lane, 32));
         row_scale(y + t * H, rr, x + t * H, w, H, ss, eps, lane, 32);
     }
 }

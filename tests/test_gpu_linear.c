@@ -125,6 +125,28 @@ START_TEST(test_bad_arguments) {
     EXPECT_STATUS(lr_gpu_linear_rope_cache(NULL, NULL, NULL, 0, 1, 1, 8, 8, NULL, NULL, NULL, NULL, NULL,
                                            LR_BF16, NULL, s),
                   LR_OK);
+    /* with the norm before them: the norm's buffers required; sizes and dtype refused before
+     * the norm runs (the pointers here are not device memory: any work would fail) */
+    EXPECT_STATUS(lr_gpu_norm_linear_silu(NULL, NULL, NULL, NULL, 1, 8, 8, LR_BF16, NULL, s), LR_E_INVAL);
+    static char fake[64] __attribute__((aligned(16)));
+    lr_gpu_norm_in n = {fake, (const float *)fake, (float *)(fake + 32), fake, 1e-5f, fake};
+    EXPECT_STATUS(lr_gpu_norm_linear_silu(NULL, NULL, &n, NULL, 1, -8, 8, LR_BF16, NULL, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_norm_linear_silu(NULL, NULL, &n, NULL, 1, 8, 8, LR_F64, NULL, s), LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_norm_linear_rope_cache(NULL, NULL, NULL, 1, 1, 1, 8, 8, NULL, NULL, NULL, NULL, NULL,
+                                                LR_BF16, NULL, s),
+                  LR_E_INVAL);
+    EXPECT_STATUS(lr_gpu_norm_linear_rope_cache(NULL, &n, NULL, 1, 1, 1, 7, 8, NULL, NULL, NULL, NULL, NULL,
+                                                LR_BF16, NULL, s),
+                  LR_E_INVAL); /* odd head_dim */
+    EXPECT_STATUS(lr_gpu_norm_linear_rope_cache(NULL, &n, NULL, -1, 1, 1, 8, 8, NULL, NULL, NULL, NULL, NULL,
+                                                LR_BF16, NULL, s),
+                  LR_E_INVAL);
+    ck_assert(!lr_gpu_norm_linear_fuses(1, 64, NULL, NULL, LR_BF16));
+    lr_gpu_norm_in same = n;
+    same.residual_out = (float *)same.residual_in; /* every block reads it while block 0 writes it */
+    ck_assert(!lr_gpu_norm_linear_fuses(1, 8, &same, fake, LR_BF16));
+    ck_assert(lr_gpu_norm_linear_fuses(1, 8, &n, fake, LR_BF16));
+    ck_assert(!lr_gpu_norm_linear_fuses(3, 8, &n, fake, LR_BF16)); /* T 3 */
     ck_assert(!lr_gpu_linear_fuses(3, 64, NULL, NULL, LR_BF16));
     ck_assert(!lr_gpu_linear_fuses(1, 60, NULL, NULL, LR_BF16)); /* K not whole vectors */
     ck_assert(lr_gpu_linear_fuses(1, 60, NULL, NULL, LR_F32));
