@@ -105,6 +105,10 @@ typedef struct {
     /* --perf: median seconds, bytes moved (inputs read once, outputs written once), FLOPs
      * (attention; else 0); 0 when not timed */
     double seconds, bytes, flops;
+    /* --perf: the median seconds of a device-to-device copy of the same bytes (bytes / 2
+     * read, bytes / 2 written), timed launch by launch as the case is: the ceiling at the
+     * case's size, launch and ramp included; 0 when not timed or not measured */
+    double copy_seconds;
 } lr_opsweep_case;
 
 typedef void (*lr_opsweep_cb)(const lr_opsweep_case *c, void *user);

@@ -126,7 +126,8 @@ cat >"$TMP/out" <<'JSON'
  "cases": [
   {"family": "rmsnorm", "variant": "vec", "op": "rms_norm", "dtype": "bf16", "shape": "T 64 H 4096",
    "status": "pass", "hard": false, "why": null, "f64_used": 0.061, "max_ulps": 0.5,
-   "perf": {"seconds": 4.1e-6, "bytes": 1056768, "gbps": 257.7, "bandwidth_ratio": 0.033, "flops": 0, "tflops": null}},
+   "perf": {"seconds": 4.1e-6, "bytes": 1056768, "gbps": 257.7, "bandwidth_ratio": 0.033,
+            "copy_same_size_seconds": 2.9e-6, "same_size_ratio": 0.71, "flops": 0, "tflops": null}},
   {"family": "linear", "variant": "example-gemv", "op": "linear", "dtype": "f32", "shape": "",
    "status": "skipped", "hard": false,
    "why": "linear/example-gemv does not declare F32 (it takes F16, BF16): its entry point refuses it",

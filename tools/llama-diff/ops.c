@@ -319,6 +319,10 @@ static void on_case(const lr_opsweep_case *c, void *user) {
             json_object_set_new(p, "gbps", json_real(gbps));
             json_object_set_new(p, "bandwidth_ratio",
                                 json_real(c->bytes / c->seconds / o->sum->copy_bandwidth));
+            json_object_set_new(p, "copy_same_size_seconds",
+                                c->copy_seconds > 0 ? json_real(c->copy_seconds) : json_null());
+            json_object_set_new(p, "same_size_ratio",
+                                c->copy_seconds > 0 ? json_real(c->copy_seconds / c->seconds) : json_null());
             json_object_set_new(p, "flops", json_real(c->flops));
             json_object_set_new(p, "tflops", c->flops > 0 ? json_real(tflops) : json_null());
             json_object_set_new(j, "perf", p);
@@ -336,6 +340,7 @@ static void on_case(const lr_opsweep_case *c, void *user) {
     if (c->seconds > 0) {
         printf("  %.1f us %.0f GB/s %.2f of copy", c->seconds * 1e6, gbps,
                c->bytes / c->seconds / o->sum->copy_bandwidth);
+        if (c->copy_seconds > 0) printf(" (%.2f of a copy of its bytes)", c->copy_seconds / c->seconds);
         if (c->flops > 0) printf(" %.1f TFLOP/s", tflops);
     }
     putchar('\n');
