@@ -241,7 +241,10 @@ static __device__ __forceinline__ int64_t batch_max_keys(const lr_gpu_attn_meta 
  * in shared memory first (dynamic, 2 * grid_split floats, all loads in flight at once) and
  * each chunk's factor exp(m_c - M) computed once there; then each output sums its chunks
  * in order c = 0, 1, ... (the same float32 order as a sequential merge), its loads of
- * part_o issued MERGE_UNROLL at a time. */
+ * part_o issued MERGE_UNROLL at a time. The sums are written as fused multiply-adds, the
+ * form nvcc contracted them to anyway, so that fdtc's merge inside a cluster
+ * (attention_fdt.cu), which must give these bits, is held to the same operations rather
+ * than to the compiler making the same choice in two kernels. */
 #define MERGE_UNROLL 8
 template <typename E>
 static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_meta m, int64_t nh, int64_t hd,
@@ -285,7 +288,7 @@ static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_m
     __syncthreads();
     float L = 0.0f;
     for (int c = 0; c < nsplit; c++)
-        L += mf[c] * sl[c];
+        L = __fmaf_rn(mf[c], sl[c], L);
     for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) {
         const float *po = part_o + base * hd + d;
         float O = 0.0f;
@@ -297,10 +300,10 @@ static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_m
                 v[u] = po[(int64_t)(c + u) * hd];
 #pragma unroll
             for (int u = 0; u < MERGE_UNROLL; u++)
-                O += mf[c + u] * v[u];
+                O = __fmaf_rn(mf[c + u], v[u], O);
         }
         for (; c < nsplit; c++)
-            O += mf[c] * po[(int64_t)c * hd];
+            O = __fmaf_rn(mf[c], po[(int64_t)c * hd], O);
         st(ctx + t * ldc + h * hd + d, L > 0.0f ? O / L : 0.0f);
     }
 }
