@@ -13,7 +13,9 @@
  *   attention_fd.cu      "fd" (default): fa3's prefill; decode split over keys, a pair of
  *                        threads a key
  *   attention_fdt.cu     "fdt": fa3's prefill; decode split over keys on mma.sync, a warp
- *                        16 keys at a time through a cp.async ring of its own
+ *                        16 keys at a time through a cp.async ring of its own;
+ *                        "fdtc": fdt's bits, its chunks merged inside a thread-block
+ *                        cluster through distributed shared memory (no merge kernel)
  *
  * Threads of a warp split the head dimension: lane l owns dimensions l, l + 32, ... (or
  * l DPL .. l DPL + DPL - 1 in tc's decode); DPL (dimensions per lane, hd <= 32 DPL) is a
@@ -55,6 +57,7 @@ int lr_gpu_attention_fa3(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3p(const void *args, cudaStream_t s);
 int lr_gpu_attention_fd(const void *args, cudaStream_t s);
 int lr_gpu_attention_fdt(const void *args, cudaStream_t s);
+int lr_gpu_attention_fdtc(const void *args, cudaStream_t s);
 
 /* *out = at least bytes of ws's device memory on the current device, valid until the
  * next call with ws. Growing it first waits for s, whose earlier kernels may still read
@@ -241,7 +244,10 @@ static __device__ __forceinline__ int64_t batch_max_keys(const lr_gpu_attn_meta 
  * in shared memory first (dynamic, 2 * grid_split floats, all loads in flight at once) and
  * each chunk's factor exp(m_c - M) computed once there; then each output sums its chunks
  * in order c = 0, 1, ... (the same float32 order as a sequential merge), its loads of
- * part_o issued MERGE_UNROLL at a time. */
+ * part_o issued MERGE_UNROLL at a time. The sums are written as fused multiply-adds, the
+ * form nvcc contracted them to anyway, so that fdtc's merge inside a cluster
+ * (attention_fdt.cu), which must give these bits, is held to the same operations rather
+ * than to the compiler making the same choice in two kernels. */
 #define MERGE_UNROLL 8
 template <typename E>
 static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_meta m, int64_t nh, int64_t hd,
@@ -285,7 +291,7 @@ static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_m
     __syncthreads();
     float L = 0.0f;
     for (int c = 0; c < nsplit; c++)
-        L += mf[c] * sl[c];
+        L = __fmaf_rn(mf[c], sl[c], L);
     for (int64_t d = threadIdx.x; d < hd; d += blockDim.x) {
         const float *po = part_o + base * hd + d;
         float O = 0.0f;
@@ -297,10 +303,10 @@ static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_m
                 v[u] = po[(int64_t)(c + u) * hd];
 #pragma unroll
             for (int u = 0; u < MERGE_UNROLL; u++)
-                O += mf[c + u] * v[u];
+                O = __fmaf_rn(mf[c + u], v[u], O);
         }
         for (; c < nsplit; c++)
-            O += mf[c] * po[(int64_t)c * hd];
+            O = __fmaf_rn(mf[c], po[(int64_t)c * hd], O);
         st(ctx + t * ldc + h * hd + d, L > 0.0f ? O / L : 0.0f);
     }
 }
@@ -310,15 +316,17 @@ static __global__ void attention_merge_kernel(E *ctx, int64_t ldc, lr_gpu_attn_m
  * when it knows them (> 0: fdt's, fd's with SP_FIT); no chunk under min_chunk keys (as the
  * kernel's split_plan); max_keys is an upper bound, so
  * nsplit is the most chunks the kernels use), the grid's limits, and the workspace of the
- * chunks' partial outputs (po, pml: NULL with one chunk). */
+ * chunks' partial outputs (po, pml: NULL with one chunk). split_plan_host is the plan and
+ * the limits alone, split_reserve the workspace: fdtc plans as fdt does and needs no
+ * workspace where its chunks merge inside a cluster. */
 struct split_decode {
     int64_t want, min_chunk; /* the plan's inputs, which the merge plans with again */
     int nsplit;
     float *po, *pml;
 };
 
-static inline int split_begin(const lr_gpu_attention_args *a, const char *who, int64_t resident,
-                              split_decode *sd, cudaStream_t s, int64_t min_chunk = SP_MIN_CHUNK) {
+static inline int split_plan_host(const lr_gpu_attention_args *a, const char *who, int64_t resident,
+                                  split_decode *sd, int64_t min_chunk = SP_MIN_CHUNK) {
     const lr_gpu_attn_meta *m = &a->meta;
     int64_t B = m->num_seqs, chunk;
     if (resident > 0) {
@@ -333,8 +341,12 @@ static inline int split_begin(const lr_gpu_attention_args *a, const char *who, i
     if (B * sd->nsplit > INT32_MAX || a->nkv > 65535 || B * a->nh > INT32_MAX)
         return lr_fail(LR_E_INVAL, "gpu attention (%s): %lld sequences or %lld kv heads exceed the grid", who,
                        (long long)B, (long long)a->nkv);
+    return LR_OK;
+}
+
+static inline int split_reserve(const lr_gpu_attention_args *a, split_decode *sd, cudaStream_t s) {
     if (sd->nsplit > 1) {
-        size_t n = (size_t)(B * a->nh * sd->nsplit);
+        size_t n = (size_t)(a->meta.num_seqs * a->nh * sd->nsplit);
         void *ws;
         int rc = lr_gpu_attn_ws_reserve(a->ws, n * (size_t)(a->hd + 2) * sizeof(float), s, &ws);
         if (rc) return rc;
@@ -342,6 +354,12 @@ static inline int split_begin(const lr_gpu_attention_args *a, const char *who, i
         sd->pml = sd->po + n * (size_t)a->hd;
     }
     return LR_OK;
+}
+
+static inline int split_begin(const lr_gpu_attention_args *a, const char *who, int64_t resident,
+                              split_decode *sd, cudaStream_t s, int64_t min_chunk = SP_MIN_CHUNK) {
+    int rc = split_plan_host(a, who, resident, sd, min_chunk);
+    return rc ? rc : split_reserve(a, sd, s);
 }
 
 /* After the split kernel: the merge of the chunks (nothing to do with one). */

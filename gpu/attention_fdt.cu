@@ -28,10 +28,22 @@
  *    float32) says; the sum of the weights is taken over the float32 p.
  * At the end the warps' maxima, sums and O are merged in order (w = 0..3, each scaled by
  * exp(m_w - M)) and written as fd's: the chunk's unnormalised output, max and sum, or with
- * one chunk O / L to ctx. */
+ * one chunk O / L to ctx.
+ *
+ * "fdtc": fdt's plan and kernel, its bits, without the merge kernel. At batch 1 (Llama-3-8B:
+ * 1024 keys, 8 kv heads) fdt's plan is 16 chunks a kv head, and the merge a second launch
+ * of about 6 us on the H100 whose inputs make a round trip through global memory. Here the
+ * blocks of a (sequence, kv head)'s chunks are one thread-block cluster (sm_90) of cs = min(
+ * the host's most chunks, 16) blocks, block r taking chunks r, r + cs, ... (up to FDTC_SETS)
+ * and keeping each one's O, max and sum in its shared memory; after the cluster's barrier
+ * each block merges a share of the G x HD outputs, reading every chunk's partials through
+ * distributed shared memory, with attention_merge_kernel's operations in its order (both
+ * written as __fmaf_rn): the same bits as fdt. Where the plan has one chunk or more than the
+ * sets hold, or the card cannot hold such a cluster, fdtc runs fdt's kernel and merge. */
 #include "attention.cuh"
 
 #include <atomic>
+#include <cooperative_groups.h>
 
 #define FDT_WARPS 4
 #define FDT_THREADS (32 * FDT_WARPS)
@@ -51,6 +63,12 @@ static_assert(FDT_SPLIT_MIN >= FDT_MIN_CHUNK, "fdt: a chunk of at least a key gr
 #define FDT_STAGES 3
 #endif
 static_assert(FDT_STAGES >= 2 && FDT_STAGES <= 8, "fdt: 2 to 8 stages");
+/* fdtc: at most FDTC_SETS chunks a block, each kept in its shared memory (a set: the
+ * chunk's O, G x HD floats, after the ring) until the cluster's merge; a plan with more
+ * chunks per block of a cluster runs as fdt. Clusters of at most 16 blocks, Hopper's most
+ * (above 8 a non-portable size, which a card may refuse). */
+#define FDTC_SETS 4
+#define FDTC_MAX_CLUSTER 16
 
 /* A warp's stage: the group's K rows, then its V rows. */
 template <typename E, int HD> static constexpr int fdt_stage_bytes() {
@@ -112,34 +130,23 @@ template <> __device__ __forceinline__ uint32_t e_bits<__nv_bfloat16>(__nv_bfloa
 }
 template <> __device__ __forceinline__ uint32_t e_bits<__half>(__half v) { return __half_as_ushort(v); }
 
-/* Grid (num_seqs * grid_split, nkv), as fd's split kernel. */
-template <typename E, int G, int HD>
-static __global__ void __launch_bounds__(FDT_THREADS, 2)
-    attention_fdt_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
-                         lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int grid_split,
-                         int64_t want, float *part_o, float *part_ml) {
-    static_assert(G >= 1 && G <= 8, "fdt: up to 8 query heads a kv head (the n of an mma)");
-    static_assert(HD == 64 || HD == 128, "fdt: head_dim 64 or 128");
+/* Chunk c (keys c chunk .. c chunk + chunk - 1, those under nk) of sequence seq, whose
+ * token t sees nk keys, at kv head g, as a block of fdt computes it: each warp's groups
+ * through its ring, then the warps merged in order. out(gi, d, O, M, L) takes each of the
+ * chunk's G x HD outputs (query head g G + gi, dimension d): the unnormalised O, the
+ * chunk's max M and sum L (a thread's calls have ascending gi HD + d, those with d == 0
+ * among them). smem: the block's dynamic shared memory (the ring, then the warps' O); ms,
+ * ls: the warps' maxima and sums. Both are read until out's last call: a block that takes
+ * another chunk passes a barrier first. */
+template <typename E, int G, int HD, typename Out>
+static __device__ __forceinline__ void
+fdt_chunk(const E *q, int64_t ldq, const E *k_cache, const E *v_cache, const lr_gpu_attn_meta &m, int64_t nkv,
+          float scale, int64_t seq, int64_t t, int64_t nk, int64_t g, int64_t c, int64_t chunk,
+          unsigned char *smem, float (&ms)[FDT_WARPS][G], float (&ls)[FDT_WARPS][G], Out out) {
     constexpr int KS = HD / 16;                   /* k-steps of Q K^T; 16-dim tiles of P V */
     constexpr int CPR = HD * (int)sizeof(E) / 16; /* 16-byte chunks a row */
     constexpr int STAGE = fdt_stage_bytes<E, HD>();
     typedef mma16816<E> MMA;
-    extern __shared__ __align__(128) unsigned char fdt_smem[];
-    __shared__ float ms[FDT_WARPS][G], ls[FDT_WARPS][G];
-    __shared__ int maxk_s;
-    pdl_trigger(); /* launched with programmatic dependent launch (common.cuh) */
-    if (!META_EARLY) pdl_wait();
-
-    int nsplit;
-    int64_t chunk;
-    split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk, FDT_SPLIT_MIN);
-    const unsigned int bx = blockIdx.x;
-    const int64_t g = blockIdx.y;
-    const int64_t seq = bx / (unsigned int)grid_split, c = bx % (unsigned int)grid_split;
-    const bool runs = c < nsplit; /* block-uniform, after the last barrier of batch_max_keys */
-    const int64_t t = runs ? m.seq_start[seq] : 0, nk = runs ? m.token_keys[t] : 0;
-    if (META_EARLY) pdl_wait(); /* q, the cache, part_o: kernels' */
-    if (!runs) return;
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int64_t kbeg = c * chunk, kend = kbeg + chunk < nk ? kbeg + chunk : nk;
     const int32_t *table = m.block_tables + seq * m.max_blocks;
@@ -150,7 +157,7 @@ static __global__ void __launch_bounds__(FDT_THREADS, 2)
      * the loop leaves exactly the later groups in flight. */
     const int64_t first = kbeg + FDT_KEYS * warp;
     const int ngroups = first < kend ? (int)((kend - first + FDT_MIN_CHUNK - 1) / FDT_MIN_CHUNK) : 0;
-    const uint32_t ring = smem_u32(fdt_smem) + (uint32_t)(warp * FDT_STAGES * STAGE);
+    const uint32_t ring = smem_u32(smem) + (uint32_t)(warp * FDT_STAGES * STAGE);
     fdt_walk walk = fdt_walk_begin<E, HD>(table, bsz, nkv, g, first, lane); /* groups loaded in order */
 #pragma unroll
     for (int s = 0; s < FDT_STAGES - 1; s++) {
@@ -248,7 +255,7 @@ static __global__ void __launch_bounds__(FDT_THREADS, 2)
     /* The warps' results, merged in order; the ring holds their O. */
     cp_async_wait<0>(); /* the empty groups, before the ring is reused */
     __syncthreads();
-    float *os = (float *)fdt_smem; /* [FDT_WARPS][G][HD] */
+    float *os = (float *)smem; /* [FDT_WARPS][G][HD] */
     if (tq == 0 && hq < G) ms[warp][hq] = mrun, ls[warp][hq] = lrun;
 #pragma unroll
     for (int mt = 0; mt < KS; mt++)
@@ -272,21 +279,218 @@ static __global__ void __launch_bounds__(FDT_THREADS, 2)
                 O += f * os[((size_t)w * G + gi) * HD + d];
                 L += f * ls[w][gi];
             }
-        const int64_t h = g * G + gi;
-        if (nsplit == 1) {
-            st(ctx + t * ldc + h * HD + d, L > 0.0f ? O / L : 0.0f);
-        } else {
-            const int64_t pi = (seq * nh + h) * grid_split + c;
-            part_o[pi * HD + d] = O;
-            if (d == 0) part_ml[2 * pi] = M, part_ml[2 * pi + 1] = L;
-        }
+        out(gi, d, O, M, L);
     }
 }
 
-template <typename E, int G, int HD> static int fdt_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
+/* fdtc's block (attention_fdt_kernel, CL): the one of rank `rank` in the cluster of cs
+ * blocks that holds sequence seq's chunks at kv head g (nsplit of chunk keys, the step's
+ * plan). Its chunks rank, rank + cs, ... go to sets 0, 1, ... of its shared memory, each
+ * set the chunk's O (so, after the ring) with its max and sum (sml). A block without a
+ * chunk still takes its share of the merge and both of the cluster's barriers. */
+template <typename E, int G, int HD>
+static __device__ __forceinline__ void
+fdtc_cluster_body(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
+                  const lr_gpu_attn_meta &m, int64_t nkv, float scale, int cs, int rank, int64_t seq,
+                  int64_t g, int nsplit, int64_t chunk, unsigned char *smem, float (&ms)[FDT_WARPS][G],
+                  float (&ls)[FDT_WARPS][G]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    namespace cg = cooperative_groups;
+    static_assert((size_t)FDTC_SETS * FDTC_MAX_CLUSTER * G * 2 * sizeof(float) <= fdt_smem_bytes<E, G, HD>(),
+                  "fdtc: the merge's copy of every chunk's max and sum fits in the ring");
+    __shared__ float sml[FDTC_SETS][G][2];
+    float *so = (float *)(smem + fdt_smem_bytes<E, G, HD>()); /* [set][G][HD] */
+    const int64_t t = m.seq_start[seq], nk = m.token_keys[t];
+    if (META_EARLY) pdl_wait(); /* q, the cache, ctx: kernels' */
+
+    E *out = ctx + t * ldc + g * G * HD; /* (G, HD): the kv head's query heads */
+    for (int cc = rank; cc < nsplit; cc += cs) {
+        if (cc != rank) __syncthreads(); /* the last chunk's reads of the ring, ms and ls done */
+        const int j = cc / cs;
+        fdt_chunk<E, G, HD>(q, ldq, k_cache, v_cache, m, nkv, scale, seq, t, nk, g, cc, chunk, smem, ms, ls,
+                            [&](int gi, int d, float O, float M, float L) {
+                                if (nsplit == 1) {
+                                    st(out + gi * HD + d, L > 0.0f ? O / L : 0.0f); /* as fdt's block */
+                                } else {
+                                    so[(j * G + gi) * HD + d] = O;
+                                    if (d == 0) sml[j][gi][0] = M, sml[j][gi][1] = L;
+                                }
+                            });
+    }
+    /* One chunk: block 0 wrote ctx. Every block planned alike, so none waits at a barrier. */
+    if (nsplit == 1) return;
+    cg::cluster_group cluster = cg::this_cluster();
+    cluster.sync(); /* every chunk's partials written, and visible to the cluster */
+
+    /* The merge, attention_merge_kernel's operations in its order: block rank takes outputs
+     * i = gi HD + d in [lo, hi). The maxima and sums of every chunk of its heads g0 ..
+     * g0 + ng - 1 are copied first to its ring (free now: its chunks are done), fm[c][gi -
+     * g0], so that each output reads only its chunks' O across the cluster. */
+    constexpr int N = G * HD;
+    const int per = (N + cs - 1) / cs, lo = min(rank * per, N), hi = min(lo + per, N);
+    const int g0 = lo / HD, ng = lo < hi ? (hi - 1) / HD + 1 - g0 : 0;
+    float *fm = (float *)smem; /* [nsplit][ng][2] */
+    for (int i = threadIdx.x; i < nsplit * ng; i += FDT_THREADS) {
+        const int cc = i / ng, gi = g0 + i % ng;
+        const float *r = cluster.map_shared_rank(&sml[0][0][0], cc % cs) + ((cc / cs) * G + gi) * 2;
+        fm[2 * i] = r[0], fm[2 * i + 1] = r[1];
+    }
+    __syncthreads();
+    for (int i = lo + (int)threadIdx.x; i < hi; i += FDT_THREADS) {
+        const int gi = i / HD, d = i % HD;
+        const float *ml = fm + 2 * (gi - g0); /* chunk cc's max at ml[2 cc ng], its sum after it */
+        float M = -INFINITY;
+        for (int cc = 0; cc < nsplit; cc++)
+            M = fmaxf(M, ml[2 * cc * ng]);
+        float v = 0.0f; /* no chunk saw a key */
+        if (M != -INFINITY) {
+            float O = 0.0f, L = 0.0f;
+#pragma unroll 4
+            for (int cc = 0; cc < nsplit; cc++) {
+                const float f = expf(ml[2 * cc * ng] - M);
+                L = __fmaf_rn(f, ml[2 * cc * ng + 1], L);
+                O = __fmaf_rn(f, cluster.map_shared_rank(so, cc % cs)[((cc / cs) * G + gi) * HD + d], O);
+            }
+            v = L > 0.0f ? O / L : 0.0f;
+        }
+        st(out + i, v);
+    }
+    cluster.sync(); /* no block leaves while another reads its shared memory */
+#else
+    /* no clusters before sm_90: fdtc's launcher runs fdt's kernel and merge (fdtc_cluster) */
+    (void)ctx, (void)ldc, (void)q, (void)ldq, (void)k_cache, (void)v_cache, (void)m, (void)nkv, (void)scale;
+    (void)cs, (void)rank, (void)seq, (void)g, (void)nsplit, (void)chunk, (void)smem;
+    (void)ms, (void)ls;
+#endif
+}
+
+/* Grid (num_seqs * grid_split, nkv). CL false (fdt), as fd's split kernel: block (seq
+ * grid_split + c, g) takes chunk c of the step's plan (none past it), and writes ctx where
+ * the plan has one chunk, else the chunk's partials for attention_merge_kernel. CL (fdtc):
+ * grid_split is the size of a cluster along x, which holds (seq, g)'s chunks: the block of
+ * rank r takes chunks r, r + grid_split, ... (at most FDTC_SETS), each as fdt does, and
+ * leaves their partials in its shared memory; then the cluster merges them as
+ * attention_merge_kernel does, reading them through distributed shared memory (part_o
+ * and part_ml are not used). */
+template <typename E, int G, int HD, bool CL>
+static __global__ void __launch_bounds__(FDT_THREADS, 2)
+    attention_fdt_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
+                         lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int grid_split,
+                         int64_t want, float *part_o, float *part_ml) {
+    static_assert(G >= 1 && G <= 8, "fdt: up to 8 query heads a kv head (the n of an mma)");
+    static_assert(HD == 64 || HD == 128, "fdt: head_dim 64 or 128");
+    extern __shared__ __align__(128) unsigned char fdt_smem[];
+    __shared__ float ms[FDT_WARPS][G], ls[FDT_WARPS][G];
+    __shared__ int maxk_s;
+    pdl_trigger(); /* launched with programmatic dependent launch (common.cuh) */
+    if (!META_EARLY) pdl_wait();
+
+    int nsplit;
+    int64_t chunk;
+    split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk, FDT_SPLIT_MIN);
+    const unsigned int bx = blockIdx.x;
+    const int64_t g = blockIdx.y;
+    const int64_t seq = bx / (unsigned int)grid_split, c = bx % (unsigned int)grid_split;
+    if constexpr (!CL) {
+        const bool runs = c < nsplit; /* block-uniform, after the last barrier of batch_max_keys */
+        const int64_t t = runs ? m.seq_start[seq] : 0, nk = runs ? m.token_keys[t] : 0;
+        if (META_EARLY) pdl_wait(); /* q, the cache, part_o: kernels' */
+        if (!runs) return;
+        fdt_chunk<E, G, HD>(q, ldq, k_cache, v_cache, m, nkv, scale, seq, t, nk, g, c, chunk, fdt_smem, ms,
+                            ls, [&](int gi, int d, float O, float M, float L) {
+                                const int64_t h = g * G + gi;
+                                if (nsplit == 1) {
+                                    st(ctx + t * ldc + h * HD + d, L > 0.0f ? O / L : 0.0f);
+                                } else {
+                                    const int64_t pi = (seq * nh + h) * grid_split + c;
+                                    part_o[pi * HD + d] = O;
+                                    if (d == 0) part_ml[2 * pi] = M, part_ml[2 * pi + 1] = L;
+                                }
+                            });
+    } else {
+        (void)nh, (void)part_o, (void)part_ml;
+        fdtc_cluster_body<E, G, HD>(ctx, ldc, q, ldq, k_cache, v_cache, m, nkv, scale, grid_split, (int)c,
+                                    seq, g, nsplit, chunk, fdt_smem, ms, ls);
+    }
+}
+
+/* Whether a cluster of cs blocks of fdtc's kernel, each with smem bytes of dynamic shared
+ * memory, can be resident on the current device: the kernel compiled for sm_90 or later
+ * (its cluster code; below, its body is empty), its shared memory limit set (and, above 8
+ * blocks, the non-portable cluster sizes allowed), then at least one such cluster active
+ * at once. SPLIT_UNHANDLED where not. */
+template <typename K> static int fdtc_schedulable(K kernel, int cs, size_t smem) {
+    cudaFuncAttributes fa;
+    cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed; /* not stream work: see fdt_run */
+    CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode));
+    bool ok =
+        cudaFuncGetAttributes(&fa, kernel) == cudaSuccess && fa.ptxVersion >= 90 &&
+        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) == cudaSuccess &&
+        (cs <= 8 ||
+         cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess);
+    int n = 0;
+    if (ok) {
+        cudaLaunchAttribute at[1];
+        at[0].id = cudaLaunchAttributeClusterDimension;
+        at[0].val.clusterDim.x = (unsigned int)cs, at[0].val.clusterDim.y = 1, at[0].val.clusterDim.z = 1;
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3((unsigned int)cs), cfg.blockDim = dim3(FDT_THREADS), cfg.dynamicSmemBytes = smem;
+        cfg.attrs = at, cfg.numAttrs = 1;
+        ok = cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) == cudaSuccess && n >= 1;
+    }
+    if (!ok) (void)cudaGetLastError();
+    CUDA_CHECK(cudaThreadExchangeStreamCaptureMode(&mode)); /* back to the caller's */
+    return ok ? LR_OK : SPLIT_UNHANDLED;
+}
+
+/* fdtc's launch of fdt's plan sd: the chunks of each (sequence, kv head) in one cluster of
+ * cs = min(nsplit, FDTC_MAX_CLUSTER) blocks, at most FDTC_SETS chunks a block (sd->nsplit is
+ * the most chunks the kernel's own plan may have: a graph plans from the cache's capacity,
+ * and its kernel from the step's keys, so a block may have fewer chunks, or none). No
+ * workspace and no merge kernel. SPLIT_UNHANDLED where the plan has one chunk, or more than
+ * the sets hold, or the card cannot hold such a cluster (checked once a device and size):
+ * the caller then runs fdt's kernel and merge, which give the same bits. */
+template <typename E, int G, int HD>
+static int fdtc_cluster(const lr_gpu_attention_args *a, const split_decode *sd, cudaStream_t s) {
+    const lr_gpu_attn_meta *m = &a->meta;
+    const int cs = sd->nsplit < FDTC_MAX_CLUSTER ? sd->nsplit : FDTC_MAX_CLUSTER;
+    const int nsets = (sd->nsplit + cs - 1) / cs;
+    if (sd->nsplit < 2 || nsets > FDTC_SETS) return SPLIT_UNHANDLED;
+    auto kernel = attention_fdt_kernel<E, G, HD, true>;
+    constexpr size_t ring = fdt_smem_bytes<E, G, HD>(), set = (size_t)G * HD * sizeof(float);
+    static_assert(ring % 16 == 0, "fdtc: the sets start 16-byte aligned");
+    /* a bit a device (0..63; others each call) for each cluster size, as fdt_run's */
+    static std::atomic<unsigned long long> ready[FDTC_MAX_CLUSTER + 1], refused[FDTC_MAX_CLUSTER + 1];
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    const unsigned long long bit = dev >= 0 && dev < 64 ? 1ull << dev : 0;
+    if (refused[cs].load() & bit) return SPLIT_UNHANDLED;
+    if (!(ready[cs].load() & bit)) {
+        int rc = fdtc_schedulable(kernel, cs, ring + FDTC_SETS * set);
+        if (rc == SPLIT_UNHANDLED) refused[cs].fetch_or(bit);
+        if (rc) return rc;
+        ready[cs].fetch_or(bit);
+    }
+    cudaLaunchAttribute at[2] = {lr_pdl_attribute()};
+    at[1].id = cudaLaunchAttributeClusterDimension;
+    at[1].val.clusterDim.x = (unsigned int)cs, at[1].val.clusterDim.y = 1, at[1].val.clusterDim.z = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned int)(m->num_seqs * cs), (unsigned int)a->nkv);
+    cfg.blockDim = dim3(FDT_THREADS), cfg.dynamicSmemBytes = ring + (size_t)nsets * set;
+    cfg.stream = s, cfg.attrs = at, cfg.numAttrs = 2;
+    CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq,
+                                  (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh, a->nkv, a->scale,
+                                  cs, sd->want, (float *)NULL, (float *)NULL));
+    return LR_OK;
+}
+
+/* fdt's host side (CL: fdtc's, which plans exactly as fdt does, then merges in a cluster
+ * where fdtc_cluster can). */
+template <typename E, int G, int HD, bool CL>
+static int fdt_run(const lr_gpu_attention_args *a, cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;
     if (m->num_seqs == 0 || m->max_keys == 0) return LR_OK;
-    auto kernel = attention_fdt_kernel<E, G, HD>;
+    auto kernel = attention_fdt_kernel<E, G, HD, false>;
     constexpr size_t smem = fdt_smem_bytes<E, G, HD>();
     /* The kernel's shared memory limit, set once a device (devices 0..63; others each call)
      * and the blocks an SM it then has (the cards of a process are alike); a card that
@@ -317,7 +521,14 @@ template <typename E, int G, int HD> static int fdt_launch(const lr_gpu_attentio
         ready.fetch_or(bit);
     }
     split_decode sd;
-    int rc = split_begin(a, "fdt", (int64_t)per_sm.load() * lr_gpu_sm_count(), &sd, s, FDT_SPLIT_MIN);
+    int rc = split_plan_host(a, CL ? "fdtc" : "fdt", (int64_t)per_sm.load() * lr_gpu_sm_count(), &sd,
+                             FDT_SPLIT_MIN);
+    if (rc) return rc;
+    if constexpr (CL) {
+        rc = fdtc_cluster<E, G, HD>(a, &sd, s);
+        if (rc != SPLIT_UNHANDLED) return rc;
+    }
+    rc = split_reserve(a, &sd, s);
     if (rc) return rc;
     dim3 grid((unsigned int)(m->num_seqs * sd.nsplit), (unsigned int)a->nkv);
     LR_LAUNCH(kernel, grid, FDT_THREADS, smem, s, (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq,
@@ -326,8 +537,18 @@ template <typename E, int G, int HD> static int fdt_launch(const lr_gpu_attentio
     return split_finish<E>(a, &sd, s);
 }
 
+template <typename E, int G, int HD> static int fdt_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
+    return fdt_run<E, G, HD, false>(a, s);
+}
+template <typename E, int G, int HD> static int fdtc_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
+    return fdt_run<E, G, HD, true>(a, s);
+}
+
 template <typename E, int HD> static int fdt_group(const lr_gpu_attention_args *a, cudaStream_t s) {
     SPLIT_GROUP_DISPATCH(fdt_launch, E, HD, a, s)
+}
+template <typename E, int HD> static int fdtc_group(const lr_gpu_attention_args *a, cudaStream_t s) {
+    SPLIT_GROUP_DISPATCH(fdtc_launch, E, HD, a, s)
 }
 
 template <typename E> static int attention_fdt(const lr_gpu_attention_args *a, cudaStream_t s) {
@@ -337,10 +558,21 @@ template <typename E> static int attention_fdt(const lr_gpu_attention_args *a, c
     }
     return lr_gpu_attention_fa3(a, s); /* prefill; fa3 hands what it has no kernel for to fa2 */
 }
+template <typename E> static int attention_fdtc(const lr_gpu_attention_args *a, cudaStream_t s) {
+    if (split16_decode_takes(a)) {
+        int rc = a->hd == 64 ? fdtc_group<E, 64>(a, s) : fdtc_group<E, 128>(a, s);
+        if (rc != SPLIT_UNHANDLED) return rc;
+    }
+    return lr_gpu_attention_fa3(a, s);
+}
 
 /* mma has no float32 operands. */
 template <> int attention_fdt<float>(const lr_gpu_attention_args *a, cudaStream_t s) {
     return lr_gpu_attention_fa2(a, s);
 }
+template <> int attention_fdtc<float>(const lr_gpu_attention_args *a, cudaStream_t s) {
+    return lr_gpu_attention_fa2(a, s);
+}
 
 ATTN_LAUNCHER(lr_gpu_attention_fdt, attention_fdt)
+ATTN_LAUNCHER(lr_gpu_attention_fdtc, attention_fdtc)

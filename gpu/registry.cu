@@ -41,6 +41,7 @@ int lr_gpu_attention_fa3(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3p(const void *args, cudaStream_t s);
 int lr_gpu_attention_fd(const void *args, cudaStream_t s);
 int lr_gpu_attention_fdt(const void *args, cudaStream_t s);
+int lr_gpu_attention_fdtc(const void *args, cudaStream_t s);
 
 /* ---- Families ---------------------------------------------------------------------- */
 
@@ -180,6 +181,14 @@ static const lr_gpu_kernel builtin[] = {
       "else fa3 (its wgmma prefill on compute capability 9.0, else fa2)",
       true, ALL, ROUNDS_P},
      lr_gpu_attention_fdt},
+    {{FAM(ATTENTION), "fdtc",
+      "decode (bf16/f16, head_dim 64/128): fdt's plan, kernel and bits, with the chunks of each "
+      "(sequence, kv head) in one thread-block cluster (up to 16 blocks, up to 4 chunks a "
+      "block) merged through distributed shared memory as fdt's merge kernel merges them: no "
+      "second kernel, no workspace; fdt's kernel and merge where the plan or the card allows "
+      "no such cluster; else fa3 (its wgmma prefill on compute capability 9.0, else fa2)",
+      false, ALL, ROUNDS_P},
+     lr_gpu_attention_fdtc},
     {{FAM(ATTENTION), "flash",
       "16 query rows of one (sequence, head) per block; 32-key K/V "
       "tiles from the paged cache in shared memory; online softmax",

@@ -253,62 +253,150 @@ START_TEST(test_fa3_native) {
 END_TEST
 
 /* ---- Variants that must give another's bits --------------------------------------------
- * fa3p is fa3's arithmetic pipelined inside a warpgroup (gpu/attention_fa3.cu): each value
- * sees the same operations in the same order, so the bits are fa3's. This target runs
- * fa3p into the case's output, then fa3 into a copy of it (the padding alike), and fails
- * the case, naming the first element that differs, unless the two are bitwise equal; the
- * sweep judges fa3p's output as any variant's besides. */
-static int fa3p_is_fa3(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
-                       const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta, int64_t T,
-                       int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
-                       cudaStream_t s) {
-    (void)variant;
-    const size_t es = lr_dtype_size(dt), bytes = (size_t)(T * ldc) * es, row = (size_t)(nh * hd) * es;
-    int rc =
-        lr_gpu_attention("fa3p", ctx, ldc, q, ldq, k_cache, v_cache, meta, T, nh, nkv, hd, scale, dt, ws, s);
+ * fa3p is fa3's arithmetic pipelined inside a warpgroup (gpu/attention_fa3.cu); fdtc is
+ * fdt's plan and kernel with each (sequence, kv head)'s chunks merged inside a thread-block
+ * cluster, in the order and with the operations of fdt's merge kernel (gpu/attention_fdt.cu).
+ * Each value sees the same operations in the same order, so the bits are the other's.
+ * same_bits runs variant va into the case's output, then vb into a copy of it (the padding
+ * alike), and fails the case, naming the first element that differs, unless the two are
+ * bitwise equal; the sweep judges va's output as any variant's besides. With graph, a
+ * decode runs va once more as a decode step's CUDA graph plans it: meta.max_keys is then
+ * the cache's capacity, not the most keys a sequence sees, here GRAPH_KEYS (Llama-3's
+ * context) or the tables' capacity if more. The host plans for that many (the grid, the
+ * clusters) and the kernels from the keys they find, so for fdtc a cluster's blocks have
+ * fewer chunks than it was sized for, or none, or the plan has one chunk. That run goes to
+ * a buffer of 0xff bytes (NaN in F16 and BF16: an element it leaves unwritten differs) and
+ * must give vb's bits too. */
+#define GRAPH_KEYS 8192
+
+/* LR_OK if rows 0 .. T - 1 of x and y (row elements of es bytes at a stride of ldc) are
+ * bitwise equal, else LR_E_DEVICE naming the first element that differs. */
+static int first_difference(const unsigned char *x, const unsigned char *y, int64_t T, int64_t ldc,
+                            int64_t nh, int64_t hd, size_t es, const char *what, const char *vb) {
+    const size_t row = (size_t)(nh * hd) * es;
+    for (int64_t t = 0; t < T; t++) {
+        const size_t at = (size_t)(t * ldc) * es;
+        if (memcmp(x + at, y + at, row) != 0) {
+            size_t e = 0;
+            while (memcmp(x + at + e * es, y + at + e * es, es) == 0)
+                e++;
+            return lr_fail(LR_E_DEVICE, "%s differs from %s at token %lld, head %lld, dim %lld", what, vb,
+                           (long long)t, (long long)(e / (size_t)hd), (long long)(e % (size_t)hd));
+        }
+    }
+    return LR_OK;
+}
+
+static int same_bits(const char *va, const char *vb, bool graph, void *ctx, int64_t ldc, const void *q,
+                     int64_t ldq, const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta,
+                     int64_t T, int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt,
+                     lr_gpu_attn_ws *ws, cudaStream_t s) {
+    const size_t es = lr_dtype_size(dt), bytes = (size_t)(T * ldc) * es;
+    int rc = lr_gpu_attention(va, ctx, ldc, q, ldq, k_cache, v_cache, meta, T, nh, nkv, hd, scale, dt, ws, s);
     if (rc != LR_OK || T == 0) return rc;
     void *other = NULL;
     unsigned char *a = malloc(bytes), *b = malloc(bytes);
     if (!a || !b || cudaMalloc(&other, bytes) != cudaSuccess) {
         free(a), free(b);
-        return lr_fail(LR_E_NOMEM, "fa3p against fa3: %zu bytes", bytes);
+        return lr_fail(LR_E_NOMEM, "%s against %s: %zu bytes", va, vb, bytes);
     }
     rc = cudaMemcpyAsync(other, ctx, bytes, cudaMemcpyDeviceToDevice, s) == cudaSuccess
-             ? lr_gpu_attention("fa3", other, ldc, q, ldq, k_cache, v_cache, meta, T, nh, nkv, hd, scale, dt,
-                                ws, s)
-             : lr_fail(LR_E_DEVICE, "fa3p against fa3: a copy failed");
+             ? lr_gpu_attention(vb, other, ldc, q, ldq, k_cache, v_cache, meta, T, nh, nkv, hd, scale, dt, ws,
+                                s)
+             : lr_fail(LR_E_DEVICE, "%s against %s: a copy failed", va, vb);
     if (rc == LR_OK && (cudaStreamSynchronize(s) != cudaSuccess ||
                         cudaMemcpy(a, ctx, bytes, cudaMemcpyDeviceToHost) != cudaSuccess ||
                         cudaMemcpy(b, other, bytes, cudaMemcpyDeviceToHost) != cudaSuccess))
-        rc = lr_fail(LR_E_DEVICE, "fa3p against fa3: %s", cudaGetErrorString(cudaGetLastError()));
-    for (int64_t t = 0; rc == LR_OK && t < T; t++) {
-        const size_t at = (size_t)(t * ldc) * es;
-        if (memcmp(a + at, b + at, row) != 0) {
-            size_t e = 0;
-            while (memcmp(a + at + e * es, b + at + e * es, es) == 0)
-                e++;
-            rc = lr_fail(LR_E_DEVICE, "fa3p differs from fa3 at token %lld, head %lld, dim %lld",
-                         (long long)t, (long long)(e / (size_t)hd), (long long)(e % (size_t)hd));
-        }
+        rc = lr_fail(LR_E_DEVICE, "%s against %s: %s", va, vb, cudaGetErrorString(cudaGetLastError()));
+    if (rc == LR_OK) rc = first_difference(a, b, T, ldc, nh, hd, es, va, vb);
+    if (rc == LR_OK && graph && meta->max_seq_len == 1) {
+        lr_gpu_attn_meta g = *meta;
+        g.max_keys = meta->max_blocks * meta->block_size > GRAPH_KEYS ? meta->max_blocks * meta->block_size
+                                                                      : GRAPH_KEYS;
+        char what[64];
+        snprintf(what, sizeof what, "%s planned for %lld keys", va, (long long)g.max_keys);
+        rc = cudaMemsetAsync(other, 0xff, bytes, s) == cudaSuccess
+                 ? lr_gpu_attention(va, other, ldc, q, ldq, k_cache, v_cache, &g, T, nh, nkv, hd, scale, dt,
+                                    ws, s)
+                 : lr_fail(LR_E_DEVICE, "%s: a memset failed", what);
+        if (rc == LR_OK && (cudaStreamSynchronize(s) != cudaSuccess ||
+                            cudaMemcpy(a, other, bytes, cudaMemcpyDeviceToHost) != cudaSuccess))
+            rc = lr_fail(LR_E_DEVICE, "%s: %s", what, cudaGetErrorString(cudaGetLastError()));
+        if (rc == LR_OK) rc = first_difference(a, b, T, ldc, nh, hd, es, what, vb);
     }
     cudaFree(other), free(a), free(b);
     return rc;
 }
 
-/* fa3p's bits are fa3's over the attention sweep's cases: the sweep's own shapes (head_dim
- * 64 and 128 among them) and Llama-3-8B's (1 x 2048 causal). Loop index: shape set x
- * {f16, bf16} (float32 is fa2's in both). */
-START_TEST(test_fa3p_is_fa3) {
+static int fa3p_is_fa3(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
+                       const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta, int64_t T,
+                       int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
+                       cudaStream_t s) {
+    (void)variant;
+    return same_bits("fa3p", "fa3", false, ctx, ldc, q, ldq, k_cache, v_cache, meta, T, nh, nkv, hd, scale,
+                     dt, ws, s);
+}
+
+static int fdtc_is_fdt(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
+                       const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta, int64_t T,
+                       int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
+                       cudaStream_t s) {
+    (void)variant;
+    return same_bits("fdtc", "fdt", true, ctx, ldc, q, ldq, k_cache, v_cache, meta, T, nh, nkv, hd, scale, dt,
+                     ws, s);
+}
+
+/* The attention sweep of target t (its bits against another variant's) over the sweep's
+ * own shapes (head_dim 64 and 128 among them), Llama-3-8B's, or the custom shapes given
+ * (NULL-terminated), those keep keeps (NULL: all). Loop index i: {fixtures, llama3-8b,
+ * custom} x {f16, bf16} (float32 goes to fa2 in all four variants). */
+static void sweep_same_bits(const lr_opsweep_target *t, int i, const char *const *custom,
+                            bool (*keep)(const char *, const lr_opsweep_shape *, void *), const char *what) {
     static const char *sets[] = {"fixtures", "llama3-8b"};
-    const lr_opsweep_target t = {
-        .family = "attention", .name = "fa3p-is-fa3", .attention = fa3p_is_fa3, .rounds_p_like = "fa3"};
     lr_opsweep_opts o;
     lr_opsweep_opts_init(&o);
-    o.registered = false, o.extra = &t, o.nextra = 1, o.family = "attention";
-    o.shapes = sets[_i / 2], o.dtype = _i % 2 ? LR_BF16 : LR_F16;
+    o.registered = false, o.extra = t, o.nextra = 1, o.family = "attention", o.keep = keep;
+    o.dtype = i % 2 ? LR_BF16 : LR_F16;
     tallies ts = {.n = 0};
-    sweep(&o, &ts);
-    expect_all_pass(&ts, "attention fa3p against fa3");
+    if (i < 4) {
+        o.shapes = sets[i / 2];
+        sweep(&o, &ts);
+    }
+    for (; i >= 4 && *custom; custom++) {
+        o.shape = *custom;
+        sweep(&o, &ts);
+    }
+    expect_all_pass(&ts, what);
+}
+
+/* fa3p's bits are fa3's: Llama-3-8B's shapes are its prefill (1 x 2048 causal). */
+START_TEST(test_fa3p_is_fa3) {
+    const lr_opsweep_target t = {
+        .family = "attention", .name = "fa3p-is-fa3", .attention = fa3p_is_fa3, .rounds_p_like = "fa3"};
+    sweep_same_bits(&t, _i, NULL, NULL, "attention fa3p against fa3");
+}
+END_TEST
+
+/* The decodes of a shape set (one new token a sequence): the calls fdtc's own kernel may
+ * take. fdtc hands the others to fa3 as fdt does, the same code. */
+static bool keep_decode(const char *family, const lr_opsweep_shape *s, void *user) {
+    (void)family, (void)user;
+    for (int i = 0; i < s->nseqs; i++)
+        if (s->len[i] != 1) return false;
+    return true;
+}
+
+/* fdtc's bits are fdt's, eager and as a graph plans: the fixtures' decodes (decode-long's
+ * one sequence of 17000 keys among short ones), Llama-3-8B's decodes of 1, 8 and 32
+ * sequences at 2047 cached keys (at batch 1 a block of a cluster takes two chunks, three
+ * planned in the graph), and decodes of no more than 64 keys (one chunk: eager, fdt's
+ * kernel alone; in the graph, the cluster's first block). Loop index as sweep_same_bits'. */
+START_TEST(test_fdtc_is_fdt) {
+    static const char *const few_keys[] = {"heads=32,kv=8,hd=128,past=40",
+                                           "heads=8,kv=2,hd=64,past=63,seqs=3", NULL};
+    const lr_opsweep_target t = {
+        .family = "attention", .name = "fdtc-is-fdt", .attention = fdtc_is_fdt, .rounds_p_like = "fdt"};
+    sweep_same_bits(&t, _i, few_keys, keep_decode, "attention fdtc against fdt");
 }
 END_TEST
 
@@ -614,9 +702,10 @@ static void sim_attention(void *ctx_raw, int64_t ldc, const void *q_raw, int64_t
                           const void *vc_raw, const lr_gpu_attn_meta *m, int64_t T, int64_t nh, int64_t nkv,
                           int64_t hd, float scale, lr_dtype dt, const char *like, attn_plant plant) {
     bool tiled = lr_attention_rounds_p(like, dt, hd, m->max_seq_len);
-    /* fdt's own decode kernel: 16-bit, head_dim 64 or 128, one new token a sequence */
-    bool fdt = strcmp(like, "fdt") == 0 && m->max_seq_len == 1 && (dt == LR_BF16 || dt == LR_F16) &&
-               (hd == 64 || hd == 128) && plant == ATTN_CORRECT;
+    /* fdt's own decode kernel (fdtc's too: its bits): 16-bit, head_dim 64 or 128, one new
+     * token a sequence */
+    bool fdt = (strcmp(like, "fdt") == 0 || strcmp(like, "fdtc") == 0) && m->max_seq_len == 1 &&
+               (dt == LR_BF16 || dt == LR_F16) && (hd == 64 || hd == 128) && plant == ATTN_CORRECT;
     int64_t group = nh / nkv, tile = tiled ? LR_ATTN_P_TILE : 32, kvw = nkv * hd, bs = m->block_size;
     int64_t nslots = 0;
     for (int64_t i = 0; i < m->num_seqs * m->max_blocks; i++)
@@ -1176,6 +1265,7 @@ int main(void) {
     tc = tcase_create("helpers");
     tcase_add_test(tc, test_fa3_native);
     tcase_add_loop_test(tc, test_fa3p_is_fa3, 0, 4);
+    tcase_add_loop_test(tc, test_fdtc_is_fdt, 0, 6);
     tcase_add_loop_test(tc, test_argmax, 0, N_DTYPES);
     tcase_add_loop_test(tc, test_helpers, 0, N_DTYPES);
     suite_add_tcase(ops, tc);

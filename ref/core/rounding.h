@@ -70,7 +70,7 @@ lr_dtype lr_buf_dtype(lr_buf b, lr_dtype compute);
 
 /* Attention variants (gpu/registry.cu) and whether they round the probabilities P to
  * the dtype before P V. A variant that rounds elsewhere declares it here. Those that do
- * (fa2, fa3, fd and fdt through fa3's or fa2's kernel, and tc's wmma kernel) round them as
+ * (fa2, fa3, fd, fdt and fdtc through fa3's or fa2's kernel, and tc's wmma kernel) round them as
  * FlashAttention does: an online softmax over tiles of LR_ATTN_P_TILE keys, scores in log2 units (scale
  * * log2 e), each tile's weights exp2(s - running max) rounded to the dtype, the row sum
  * taken over the rounded weights, the running sums rescaled in float32 as the max grows.
@@ -84,6 +84,7 @@ lr_dtype lr_buf_dtype(lr_buf b, lr_dtype compute);
     X("tc", true)      /* wmma prefill; split-key decode in float32; else flash */                           \
     X("fd", true)      /* fa3's prefill (or fa2's); split-key decode in float32 */                           \
     X("fdt", true)     /* fa3's prefill (or fa2's); split-key decode, P as two 16-bit terms */               \
+    X("fdtc", true)    /* fdt's bits, its chunks merged inside a thread-block cluster */                     \
     X("flash", false)  /* float32 throughout */                                                              \
     X("simple", false) /* float32 throughout */
 
