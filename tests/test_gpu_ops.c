@@ -1265,9 +1265,14 @@ int main(void) {
     tc = tcase_create("helpers");
     tcase_add_test(tc, test_fa3_native);
     tcase_add_loop_test(tc, test_fa3p_is_fa3, 0, 4);
-    tcase_add_loop_test(tc, test_fdtc_is_fdt, 0, 6);
     tcase_add_loop_test(tc, test_argmax, 0, N_DTYPES);
     tcase_add_loop_test(tc, test_helpers, 0, N_DTYPES);
+    suite_add_tcase(ops, tc);
+    /* a case of its own, so that a run can take it alone (CK_RUN_CASE=fdtc): the helpers
+     * case's fa3p loops take minutes of the CPU's float64 reference */
+    tc = tcase_create("fdtc");
+    tcase_set_timeout(tc, 600);
+    tcase_add_loop_test(tc, test_fdtc_is_fdt, 0, 6);
     suite_add_tcase(ops, tc);
     int failed = tu_gpu_run_suite(ops);
     if (failed) printf("test_gpu_ops: %d failed; seed %llu\n", failed, (unsigned long long)g_seed);
