@@ -18,11 +18,13 @@
 #include "llamaref_ops.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* ---- The running sweep ----------------------------------------------------------------- */
 
@@ -928,6 +930,74 @@ static void case_cache(const lr_opsweep_target *v, lr_dtype dt, const lr_opsweep
 
 /* ---- attention ------------------------------------------------------------------------- */
 
+/* A case's emulated reference with P rounded, and the flip bounds (case_attention), one job
+ * per (sequence, kv head) on the host's cores: each job's heads, rows and scratch are its
+ * own, every output element is computed by the same operations as in one pass over the
+ * batch (a head's arithmetic does not depend on the others'), and X is a maximum, so the
+ * results do not depend on the threads. */
+typedef struct {
+    float *qf, *kf[LR_OPSWEEP_MAX_SEQS], *vf[LR_OPSWEEP_MAX_SEQS]; /* copies, freed by the case */
+    const double *q, *k[LR_OPSWEEP_MAX_SEQS], *v[LR_OPSWEEP_MAX_SEQS], *ref;
+    float *emul;
+    double *flips;
+    int nseqs;
+    int64_t start[LR_OPSWEEP_MAX_SEQS], len[LR_OPSWEEP_MAX_SEQS], past[LR_OPSWEEP_MAX_SEQS];
+    int64_t nh, nkv, hd, ldq, kvw, max_keys, score_rows;
+    lr_dtype dt;
+    int next;    /* the next job (atomic) */
+    double X;    /* under lock */
+    bool failed; /* a thread's scratch could not be had (under lock) */
+    pthread_mutex_t lock;
+} attn_refs;
+
+static void *attn_refs_worker(void *p) {
+    attn_refs *r = p;
+    const int64_t G = r->nh / r->nkv, qw = r->nh * r->hd;
+    float *scores = malloc((size_t)(r->score_rows * r->max_keys) * sizeof *scores);
+    double *w = malloc((size_t)r->max_keys * sizeof *w), X = 0;
+    bool ok = scores && w;
+    for (int job; ok && (job = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED)) < r->nseqs * r->nkv;) {
+        const int s = job / (int)r->nkv;
+        const int64_t g = job % r->nkv, col = g * G * r->hd, kcol = g * r->hd;
+        lr_ref_attention_emulated(r->emul + r->start[s] * qw + col, qw, r->qf + r->start[s] * r->ldq + col,
+                                  r->ldq, r->kf[s] + kcol, r->vf[s] + kcol, r->kvw, r->len[s], r->past[s], G,
+                                  1, r->hd, true, r->dt, scores);
+        for (int64_t j = 0; j < r->len[s]; j++)
+            for (int64_t h = g * G; h < (g + 1) * G; h++) {
+                const int64_t t = r->start[s] + j, row = t * qw + h * r->hd;
+                const double far = lr_same_flip_row(r->flips + row, r->q + t * r->ldq + h * r->hd,
+                                                    r->k[s] + kcol, r->v[s] + kcol, r->kvw, r->ref + row,
+                                                    r->past[s] + j + 1, r->hd, true, r->dt, w) *
+                                   1.4426950408889634; /* log2 e */
+                X = far > X ? far : X;
+            }
+    }
+    free(scores), free(w);
+    pthread_mutex_lock(&r->lock);
+    r->X = X > r->X ? X : r->X;
+    r->failed |= !ok;
+    pthread_mutex_unlock(&r->lock);
+    return NULL;
+}
+
+/* Runs every job of r on up to 16 threads (the host's cores; this thread among them). */
+static void attn_refs_run(attn_refs *r) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int jobs = r->nseqs * (int)r->nkv, n = cores < 1 ? 1 : cores < 16 ? (int)cores : 16;
+    n = n < jobs ? n : jobs;
+    pthread_t tid[16];
+    int started = 0;
+    r->next = 0, r->X = 0, r->failed = false;
+    pthread_mutex_init(&r->lock, NULL);
+    for (int i = 1; i < n; i++)
+        if (pthread_create(&tid[started], NULL, attn_refs_worker, r) == 0) started++;
+    attn_refs_worker(r); /* with no thread started, this one takes every job */
+    for (int i = 0; i < started; i++)
+        pthread_join(tid[i], NULL);
+    pthread_mutex_destroy(&r->lock);
+    HARD(!r->failed, "attention references: out of host memory for a thread's scratch");
+}
+
 /* One case: the batch's sequences (past[s] cached, len[s] new), queries in packed qkv
  * rows, each sequence's keys and values (contiguous) for the references, the paged cache
  * built from them on the host: physical blocks in a random order, stale random values in
@@ -967,44 +1037,55 @@ static void case_attention(const lr_opsweep_target *tgt, lr_dtype dt, const lr_o
     /* The emulated reference (ref/cpu/ops/attention.c): float32 arithmetic, P rounded to
      * the dtype before P V where this variant's kernel rounds it for this batch
      * (lr_attention_rounds_p: a variant that rounds elsewhere must say so there), the
-     * context rounded once. */
+     * context rounded once. Where P is rounded: each output's largest move from one flip of
+     * one weight's rounding, max_j ulp(P_j) |v_j - O| / l (P from the float64 scores, O the
+     * float64 output; the row's max is 1 in any order and never flips), counted beyond each
+     * element's cap as the model-level verdict counts it (lr_same_compare_flips,
+     * docs/detection.md); and X, the largest |score| in log2 units (the budget's range of
+     * P = 2^x), from the same scores: a row's largest |score| times log2 e is its largest
+     * product, as rounding is monotonic. Where P is rounded both are loops of float32 and
+     * float64 arithmetic, for Llama-3-8B's 1 x 2048 prefill tens of seconds on one core, so
+     * they run per (sequence, kv head) on the host's cores (attn_refs_run); elsewhere the
+     * emulated reference is OpenBLAS's GEMMs (threaded already) and runs here. */
     bool lowp = dt == LR_F16 || dt == LR_BF16, tiled = lowp && lr_attention_rounds_p(like, dt, hd, max_len);
     float *emul = NULL;
+    double *flips = NULL, X = 0;
     if (lowp) {
-        float *qf = fcopy(q.v, T * ldq), *scores_f = NEW(score_rows * max_keys, float);
         emul = NEW(T * qw, float);
+        attn_refs r = {.qf = fcopy(q.v, T * ldq),
+                       .q = q.v,
+                       .ref = ref,
+                       .emul = emul,
+                       .nseqs = S_,
+                       .nh = nh,
+                       .nkv = nkv,
+                       .hd = hd,
+                       .ldq = ldq,
+                       .kvw = kvw,
+                       .max_keys = max_keys,
+                       .score_rows = score_rows,
+                       .dt = dt};
         for (int s = 0; s < S_; s++) {
             int64_t keys = B->past[s] + B->len[s];
-            float *kf = fcopy(k[s].v, keys * kvw), *vf = fcopy(vv[s].v, keys * kvw);
-            lr_ref_attention_emulated(emul + start[s] * qw, qw, qf + start[s] * ldq, ldq, kf, vf, kvw,
-                                      B->len[s], B->past[s], nh, nkv, hd, tiled, dt, scores_f);
-            free(kf), free(vf);
+            r.kf[s] = fcopy(k[s].v, keys * kvw), r.vf[s] = fcopy(vv[s].v, keys * kvw);
+            r.k[s] = k[s].v, r.v[s] = vv[s].v, r.start[s] = start[s], r.len[s] = B->len[s];
+            r.past[s] = B->past[s];
         }
-        free(qf), free(scores_f);
-    }
-
-    /* Where P is rounded: each output's largest move from one flip of one weight's rounding,
-     * max_j ulp(P_j) |v_j - O| / l (P from the float64 scores, O the float64 output; the
-     * row's max is 1 in any order and never flips), counted beyond each element's cap as
-     * the model-level verdict counts it (lr_same_compare_flips, docs/detection.md); and X,
-     * the largest |score| in log2 units (the budget's range of P = 2^x), from the same
-     * scores: a row's largest |score| times log2 e is its largest product, as rounding is
-     * monotonic. */
-    double *flips = NULL, X = 0;
-    if (tiled) {
-        flips = NEW(T * qw, double);
-        double *w = NEW(max_keys, double);
+        if (tiled) {
+            r.flips = flips = NEW(T * qw, double);
+            attn_refs_run(&r);
+            X = r.X;
+        } else {
+            float *scores_f = NEW(score_rows * max_keys, float);
+            for (int s = 0; s < S_; s++)
+                lr_ref_attention_emulated(emul + start[s] * qw, qw, r.qf + start[s] * ldq, ldq, r.kf[s],
+                                          r.vf[s], kvw, B->len[s], B->past[s], nh, nkv, hd, false, dt,
+                                          scores_f);
+            free(scores_f);
+        }
         for (int s = 0; s < S_; s++)
-            for (int64_t j = 0; j < B->len[s]; j++)
-                for (int64_t h = 0; h < nh; h++) {
-                    int64_t t = start[s] + j, row = t * qw + h * hd, g = h / (nh / nkv) * hd;
-                    double far =
-                        lr_same_flip_row(flips + row, q.v + t * ldq + h * hd, k[s].v + g, vv[s].v + g, kvw,
-                                         ref + row, B->past[s] + j + 1, hd, true, dt, w);
-                    far *= 1.4426950408889634; /* log2 e */
-                    X = far > X ? far : X;
-                }
-        free(w);
+            free(r.kf[s]), free(r.vf[s]);
+        free(r.qf);
     }
 
     int64_t max_blocks = 0, nblocks = 3, nb[LR_OPSWEEP_MAX_SEQS];
