@@ -375,46 +375,31 @@ static void timer_after(timer *tm) {
     tm->i++;
 }
 
-static double timer_median(timer *tm) {
-    qsort(tm->t, (size_t)tm->n, sizeof tm->t[0], cmp_double);
-    return tm->n % 2 ? tm->t[tm->n / 2] : 0.5 * (tm->t[tm->n / 2 - 1] + tm->t[tm->n / 2]);
-}
-
-/* The ceiling at the case's own size: a device-to-device copy of bytes / 2 (so bytes read
- * plus written, as the case's bytes count), timed launch by launch with the case's timer,
- * so that it pays what one of the case's launches pays (the launch, the ramp to full
- * bandwidth, the drain) and the two are the same measurement of the same amount of
- * traffic; the 2 GiB copy of the summary has none of those costs. Kept for the next case
- * of the same bytes (a shape's variants); 0 where the buffers cannot be had. */
-static double copy_at_size(timer *tm, double bytes) {
+/* The ceiling at the case's own size: lr_gpu_copy_bandwidth's device-to-device copy of
+ * bytes / 2 (so bytes read plus written, as the case's bytes count), timed launch by launch
+ * with the case's warm-ups and repeats, so that it pays what one of the case's launches
+ * pays (the launch, the ramp to full bandwidth, the drain); the 2 GiB copy of the summary
+ * has none of those costs. Its median seconds, kept for the next case of the same bytes (a
+ * shape's variants); 0 where it could not be measured. */
+static double copy_at_size(const timer *tm, double bytes) {
     if (S->cs.bytes == bytes) return S->cs.seconds;
     const size_t half = ((size_t)(bytes / 2) + 15) & ~(size_t)15;
-    void *a = NULL, *b = NULL;
-    double sec = 0;
-    if (half > 0 && cudaMalloc(&a, half) == cudaSuccess && cudaMalloc(&b, half) == cudaSuccess &&
-        cudaMemsetAsync(a, 1, half, S->stream) == cudaSuccess) {
-        bool ok = true;
-        for (tm->i = 0; ok && timer_more(tm);) {
-            timer_before(tm);
-            ok = cudaMemcpyAsync(b, a, half, cudaMemcpyDeviceToDevice, S->stream) == cudaSuccess;
-            timer_after(tm);
-        }
-        sec = ok ? timer_median(tm) : 0;
-    } else {
-        (void)cudaGetLastError();
-    }
-    cudaFree(a), cudaFree(b);
-    S->cs.bytes = bytes, S->cs.seconds = sec;
-    return sec;
+    double bw = 0;
+    S->cs.bytes = bytes;
+    S->cs.seconds = half > 0 && lr_gpu_copy_bandwidth(half, tm->warm, tm->n, &bw) == LR_OK && bw > 0
+                        ? 2.0 * (double)half / bw
+                        : 0;
+    return S->cs.seconds;
 }
 
 static void timer_end(timer *tm, double bytes, double flops) {
-    S->c.seconds = timer_median(tm);
+    cudaEventDestroy(tm->e0);
+    cudaEventDestroy(tm->e1);
+    qsort(tm->t, (size_t)tm->n, sizeof tm->t[0], cmp_double);
+    S->c.seconds = tm->n % 2 ? tm->t[tm->n / 2] : 0.5 * (tm->t[tm->n / 2 - 1] + tm->t[tm->n / 2]);
     S->c.bytes = bytes;
     S->c.flops = flops;
     S->c.copy_seconds = bytes > 0 ? copy_at_size(tm, bytes) : 0;
-    cudaEventDestroy(tm->e0);
-    cudaEventDestroy(tm->e1);
 }
 
 /* Times call (an op's launch, status checked) as --perf asks, after the case's checks:
