@@ -69,19 +69,6 @@ static_assert(FDT_STAGES >= 2 && FDT_STAGES <= 8, "fdt: 2 to 8 stages");
  * (above 8 a non-portable size, which a card may refuse). */
 #define FDTC_SETS 4
 #define FDTC_MAX_CLUSTER 16
-/* fdtc's plan (a build-time knob for a trial). 0: fdt's, so fdt's bits (test_gpu_ops'
- * test_fdtc_is_fdt). Run 29 (H100) found that plan slow in a cluster at batch 1: 1025 keys
- * are 17 chunks of 61, so a cluster of 16 has a block that takes two chunks one after the
- * other (the second of one key), and the batch-1 step took 5.931 ms against fdt's 5.541.
- * N > 0: at most N chunks (sequence, kv head), so that with N <= FDTC_MAX_CLUSTER each
- * block of the cluster has one chunk (at 1025 keys, 16 of 65: a warp's second group of
- * one key rides in its ring behind the first); the chunks, and so the bits, are then not
- * fdt's, and test_fdtc_is_fdt fails by design (the sweeps judge such a build). */
-#ifndef FDTC_MAX_SPLIT
-#define FDTC_MAX_SPLIT 0
-#endif
-static_assert(FDTC_MAX_SPLIT >= 0, "fdtc: FDTC_MAX_SPLIT 0 (fdt's plan) or the most chunks");
-
 /* A warp's stage: the group's K rows, then its V rows. */
 template <typename E, int HD> static constexpr int fdt_stage_bytes() {
     return 2 * FDT_KEYS * HD * (int)sizeof(E);
@@ -537,11 +524,6 @@ static int fdt_run(const lr_gpu_attention_args *a, cudaStream_t s) {
                              FDT_SPLIT_MIN);
     if (rc) return rc;
     if constexpr (CL) {
-        if (FDTC_MAX_SPLIT > 0 && sd.want > FDTC_MAX_SPLIT) { /* the kernels plan from sd.want too */
-            int64_t chunk;
-            sd.want = FDTC_MAX_SPLIT;
-            split_plan(sd.want, m->max_keys, &sd.nsplit, &chunk, FDT_SPLIT_MIN);
-        }
         rc = fdtc_cluster<E, G, HD>(a, &sd, s);
         if (rc != SPLIT_UNHANDLED) return rc;
     }

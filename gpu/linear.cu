@@ -157,15 +157,6 @@ static __device__ __forceinline__ void gemv_vec_step(float *acc, uint4 wv, const
 #define GEMV_STAGED_BLOCKS 4 /* a staged grid's blocks an SM (registers: 64 a thread) */
 #endif
 #define GEMV_STAGED_MAX_T 2 /* auto's gemv range; more tokens' accumulators would spill */
-/* GEMV_UNROLL (a build-time knob for a trial; unset, nvcc's choice, 4 at T 1): the main
- * loop's steps unrolled, so the loads of w a lane has in flight before it uses the first
- * (the same sums in the same order). Run 28's profile put o_proj at 63% and down_proj at
- * 85% of copy bandwidth at batch 1 on the H100, qkv_proj's and gate_up_proj's pair kernels
- * (their own loops) at 71% and 95%; 8 would double what a warp asks of memory at once. */
-#ifdef GEMV_UNROLL
-static constexpr int gemv_unroll = GEMV_UNROLL; /* #pragma unroll takes a constant, not a macro */
-static_assert(gemv_unroll >= 1, "gemv: GEMV_UNROLL >= 1");
-#endif
 static_assert(GEMV_PRELOAD >= 0 && GEMV_STAGED >= 0 && GEMV_STAGED * GEMV_WARPS * 32 * 16 <= 227 * 1024,
               "gemv: GEMV_PRELOAD, GEMV_STAGED >= 0; the staged vectors within an SM's shared memory");
 
@@ -220,9 +211,6 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32, SP > 0 ? GEMV_STAGED_B
                         if (i < nv) gemv_vec_step<E, MT>(acc, stage[32 * u], x, K, i);
                 }
             }
-#ifdef GEMV_UNROLL
-#pragma unroll gemv_unroll
-#endif
             for (; i < nv; i += 32)
                 gemv_vec_step<E, MT>(acc, w4[i], x, K, i);
         } else {
