@@ -14,6 +14,8 @@
  *     (lr_gpu_linear_rope_cache) to auto's then lr_gpu_rotary_cache, fused (T <= 2) and not;
  *     the same two with the layer's norm before them (lr_gpu_norm_linear_silu, _rope_cache)
  *     to rmsnorm vec then those, in the outputs and the stream, with a residual and without;
+ *   - lr_gpu_rotary_cache's kernel for many tokens (lr_gpu_rope_wide) equal bit for bit to
+ *     its kernel for few, with padding slots and large positions;
  *   - without a device, that the order check above can fail: on its own shapes and data, a
  *     sum in another order (gemv's terms one element at a time instead of by vector, or
  *     gemv2's order) gives other bits for at least half the outputs, at F32 and at BF16.
@@ -546,6 +548,87 @@ START_TEST(test_linear_rope_cache) {
 }
 END_TEST
 
+/* lr_gpu_rotary_cache's kernel for many tokens (lr_gpu_rope_wide) against its kernel for few,
+ * bit for bit in qkv (with GUARD bytes after it) and in both caches: positions up to 8191
+ * (the float64 angles' large arguments), every seventh token padding (slot -1), the slots
+ * otherwise a shuffle of the cache's; at T 64 (ROT_WIDE_MIN_T, one round of a block's
+ * tasks at 16 bits), 131 and 300; at F32 Llama-3-8B's row takes two rounds. The shapes'
+ * hd / 2 are multiples of every dtype's vector, so the wide kernel takes each call, which
+ * its launch count confirms. Loop index: shape * N_DTYPES + dtype. */
+static const int64_t wide_shapes[][3] = {{32, 8, 128}, {4, 2, 16}, {5, 3, 64}};
+#define N_WIDE_SHAPES (int)(sizeof wide_shapes / sizeof wide_shapes[0])
+
+START_TEST(test_rotary_cache_wide) {
+    const int64_t nh = wide_shapes[_i / N_DTYPES][0], nkv = wide_shapes[_i / N_DTYPES][1],
+                  hd = wide_shapes[_i / N_DTYPES][2], N = (nh + 2 * nkv) * hd;
+    lr_dtype dt = dtypes[_i % N_DTYPES];
+    size_t es = lr_dtype_size(dt);
+    uint64_t rng = g_seed ^ (uint64_t)_i * 0x2545f4914f6cdd1dull;
+    double inv_h[64];
+    ck_assert_int_le(hd / 2, 64);
+    for (int64_t i = 0; i < hd / 2; i++)
+        inv_h[i] = pow(500000.0, -2.0 * (double)i / (double)hd);
+    void *inv = to_device(inv_h, (size_t)(hd / 2) * sizeof *inv_h);
+    const int64_t tokens[] = {64, 131, 300};
+    for (size_t k = 0; k < sizeof tokens / sizeof tokens[0]; k++) {
+        const int64_t T = tokens[k], nslots = T + 5, ncache = nslots * nkv * hd;
+        int64_t *pos_h = malloc((size_t)T * sizeof *pos_h), *slot_h = malloc((size_t)T * sizeof *slot_h),
+                *perm = malloc((size_t)nslots * sizeof *perm);
+        ck_assert(pos_h && slot_h && perm);
+        for (int64_t i = 0; i < nslots; i++)
+            perm[i] = i;
+        for (int64_t i = nslots - 1; i > 0; i--) { /* Fisher-Yates on the test's generator */
+            uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+            z = (z ^ (z >> 31)) * 0xbf58476d1ce4e5b9ull;
+            int64_t j = (int64_t)((z ^ (z >> 29)) % (uint64_t)(i + 1)), tmp = perm[i];
+            perm[i] = perm[j], perm[j] = tmp;
+        }
+        for (int64_t t = 0; t < T; t++) {
+            uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
+            pos_h[t] = (int64_t)(((z ^ (z >> 33)) * 0xff51afd7ed558ccdull >> 40) % 8192);
+            slot_h[t] = t % 7 == 3 ? -1 : perm[t];
+        }
+        void *pos = to_device(pos_h, (size_t)T * sizeof *pos_h),
+             *slots = to_device(slot_h, (size_t)T * sizeof *slot_h);
+        void *qh = random_values(dt, T * N, &rng), *ch = random_values(dt, ncache, &rng);
+        size_t qb = (size_t)(T * N) * es, cb = (size_t)ncache * es;
+        void *want = to_device(qh, qb), *kw = to_device(ch, cb), *vw = to_device(ch, cb);
+        void *got, *kg = to_device(ch, cb), *vg = to_device(ch, cb);
+        CK_CUDA(cudaMalloc(&got, qb + GUARD));
+        CK_CUDA(cudaMemset(got, 0x5a, qb + GUARD));
+        CK_CUDA(cudaMemcpy(got, qh, qb, cudaMemcpyHostToDevice));
+        lr_gpu_rope_wide_set(0);
+        ck_assert_int_eq(lr_gpu_rotary_cache(want, N, T, nh, nkv, hd, pos, inv, kw, vw, slots, dt, g_stream),
+                         LR_OK);
+        uint64_t before = lr_gpu_rope_wide_launches();
+        lr_gpu_rope_wide_set(1);
+        int rc = lr_gpu_rotary_cache(got, N, T, nh, nkv, hd, pos, inv, kg, vg, slots, dt, g_stream);
+        lr_gpu_rope_wide_set(-1);
+        ck_assert_msg(rc == LR_OK, "rotary_cache (wide): %s", lr_last_error());
+        ck_assert_msg(lr_gpu_rope_wide_launches() == before + 1,
+                      "rotary_cache %s T %lld (%lld/%lld heads of %lld): the wide kernel did not run",
+                      lr_dtype_name(dt), (long long)T, (long long)nh, (long long)nkv, (long long)hd);
+        CK_CUDA(cudaStreamSynchronize(g_stream));
+        guard_intact((char *)got + qb, "rotary_cache (wide)", dt, T);
+        const char *part[3] = {"qkv", "k cache", "v cache"};
+        int64_t at[3] = {device_difference(got, want, T * N, es), device_difference(kg, kw, ncache, es),
+                         device_difference(vg, vw, ncache, es)};
+        for (int p = 0; p < 3; p++)
+            ck_assert_msg(
+                at[p] < 0,
+                "rotary_cache (wide) against its kernel for few tokens, %s T %lld (%lld/%lld heads of "
+                "%lld): %s element %lld differs (seed %llu)",
+                lr_dtype_name(dt), (long long)T, (long long)nh, (long long)nkv, (long long)hd, part[p],
+                (long long)at[p], (unsigned long long)g_seed);
+        void *d[] = {pos, slots, want, kw, vw, got, kg, vg};
+        for (size_t i = 0; i < sizeof d / sizeof d[0]; i++)
+            CK_CUDA(cudaFree(d[i]));
+        free(pos_h), free(slot_h), free(perm), free(qh), free(ch);
+    }
+    CK_CUDA(cudaFree(inv));
+}
+END_TEST
+
 /* The norm before the fused GEMVs (lr_gpu_norm_in) on T rows of K, with a residual (add) or
  * starting the stream, its weight not all ones; and what the two kernels give: the
  * residual_out and normed of rmsnorm vec on a residual that held residual_in (or zeros). */
@@ -713,6 +796,10 @@ int main(void) {
     tcase_add_loop_test(tc, test_linear_rope_cache, 0, N_ROPE_SHAPES * N_DTYPES);
     tcase_add_loop_test(tc, test_norm_linear_silu, 0, N_SHAPES * N_DTYPES);
     tcase_add_loop_test(tc, test_norm_linear_rope_cache, 0, N_ROPE_SHAPES * N_DTYPES);
+    suite_add_tcase(dev, tc);
+    tc = tcase_create("rotary_cache_wide"); /* CK_RUN_CASE=rotary_cache_wide */
+    tcase_set_timeout(tc, 600);
+    tcase_add_loop_test(tc, test_rotary_cache_wide, 0, N_WIDE_SHAPES * N_DTYPES);
     suite_add_tcase(dev, tc);
     int failed = tu_gpu_run_suite(dev);
     cudaStreamSynchronize(g_stream);
