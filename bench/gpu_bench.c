@@ -478,7 +478,7 @@ int main(int argc, char **argv) {
             lr_gpu_qkv_fuse() ? "qkv_proj with RoPE and the cache write" : "qkv_proj apart (--no-qkv-fuse)",
             lr_gpu_silu_fuse() ? "gate_up_proj with the activation" : "gate_up_proj apart (--no-silu-fuse)",
             lr_gpu_norm_fuse() ? "the layers' norms inside those two (--norm-fuse)" : "the norms apart");
-        printf("  RoPE and the cache write from 64 tokens: %s\n",
+        printf("  RoPE and the cache write of a prefill: %s\n",
                lr_gpu_rope_wide() ? "the kernel for many tokens (--rope-wide)" : "the kernel for few");
         printf("  memory: host peak RSS %.2f GiB while loading (%.2f GiB before; budget %.2f GiB%s)%s; "
                "device weights %.2f GiB, GPUs in use after load %.2f GiB\n",
