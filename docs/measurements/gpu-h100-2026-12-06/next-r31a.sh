@@ -5,7 +5,7 @@
 # memory into mma.sync's A fragments, no shared-memory stage, K split over a cluster) has
 # never run. Here, through gpu-trial.sh over the tree and -DAUTO_MMR_MIN_T=3 (auto runs mmr
 # from T 3 to 32 instead of cublas): each build's mmr sweep (bf16), mmr at T 4, 8 and 32 on
-# both narrow shapes and gate_up_proj's with cublas and gemv as peers, and the batch-32 row
+# both narrow shapes, gate_up_proj's and down_proj's, with cublas and gemv as peers, the batch-32 row
 # with graphs (T 32, so cublas in the tree and mmr under the knob) per build; then mmr's f16
 # sweep, test_gpu_linear (mmr's bits run to run and its fallbacks), and memcheck on the bf16
 # sweep, as time allows. Fits a fresh machine or a warm one (REUSE=1).
@@ -20,7 +20,7 @@ el build; bash tools/gpu-check.sh --build-only ${REUSE:+--reuse} > $L/build.log 
 export LIBRARY_PATH=/tmp/llamaref-dd/usr/lib/x86_64-linux-gnu CPATH=/tmp/llamaref-dd/usr/include LD_LIBRARY_PATH=/tmp/llamaref-dd/usr/lib/x86_64-linux-gnu
 ( cd $B && make -j16 bench-gpu tests/test_gpu_linear > $L/build-more.log 2>&1 ) || { tail -20 $L/build-more.log; pack; exit 1; }
 wait
-SH=""; for t in 4 8 32; do for nk in N=6144,K=4096 N=4096,K=4096 N=28672,K=4096; do SH="$SH --shape T=$t,$nk"; done; done
+SH=""; for t in 4 8 32; do for nk in N=6144,K=4096 N=4096,K=4096 N=28672,K=4096 N=4096,K=14336; do SH="$SH --shape T=$t,$nk"; done; done
 el "trial mmr: the tree, auto with mmr from T 3"
 timeout $(( $(left) - 150 )) bash tools/gpu-trial.sh --build $B --out $L/trial-mmr --op linear --variant mmr $SH \
   --peer cublas --peer gemv --step "--model /tmp/llama3-8b-random --only 5 --graphs --sustain 0" \
