@@ -183,17 +183,21 @@ static uint64_t g_seed;
         ck_assert_msg(e_ == cudaSuccess, "%s: %s", #call, cudaGetErrorString(e_));                           \
     } while (0)
 
+/* The test's generator: splitmix64's next value of *rng. */
+static uint64_t next_random(uint64_t *rng) {
+    uint64_t z = (*rng += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
 /* n random 16-bit or 32-bit patterns of finite values of dt in [-2, 2). */
 static void *random_values(lr_dtype dt, int64_t n, uint64_t *rng) {
     float *f = malloc((size_t)n * sizeof *f);
     void *raw = malloc((size_t)n * lr_dtype_size(dt));
     ck_assert(f && raw);
-    for (int64_t i = 0; i < n; i++) {
-        uint64_t z = (*rng += 0x9e3779b97f4a7c15ull);
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        f[i] = (float)((double)((z ^ (z >> 31)) >> 11) * 0x1p-53 * 4 - 2);
-    }
+    for (int64_t i = 0; i < n; i++)
+        f[i] = (float)((double)(next_random(rng) >> 11) * 0x1p-53 * 4 - 2);
     lr_convert(raw, dt, f, LR_F32, (size_t)n);
     free(f);
     return raw;
@@ -577,15 +581,12 @@ START_TEST(test_rotary_cache_wide) {
         ck_assert(pos_h && slot_h && perm);
         for (int64_t i = 0; i < nslots; i++)
             perm[i] = i;
-        for (int64_t i = nslots - 1; i > 0; i--) { /* Fisher-Yates on the test's generator */
-            uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-            z = (z ^ (z >> 31)) * 0xbf58476d1ce4e5b9ull;
-            int64_t j = (int64_t)((z ^ (z >> 29)) % (uint64_t)(i + 1)), tmp = perm[i];
+        for (int64_t i = nslots - 1; i > 0; i--) { /* Fisher-Yates */
+            int64_t j = (int64_t)(next_random(&rng) % (uint64_t)(i + 1)), tmp = perm[i];
             perm[i] = perm[j], perm[j] = tmp;
         }
         for (int64_t t = 0; t < T; t++) {
-            uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-            pos_h[t] = (int64_t)(((z ^ (z >> 33)) * 0xff51afd7ed558ccdull >> 40) % 8192);
+            pos_h[t] = (int64_t)(next_random(&rng) % 8192);
             slot_h[t] = t % 7 == 3 ? -1 : perm[t];
         }
         void *pos = to_device(pos_h, (size_t)T * sizeof *pos_h),
