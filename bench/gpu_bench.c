@@ -22,7 +22,7 @@
  * Usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N]
  *                  [--steps N] [--kernels SPEC] [--dump-logits FILE] [--only ROWS]
  *                  [--no-profile] [--graphs] [--no-pdl] [--no-rope-cache] [--no-silu-fuse]
- *                  [--no-qkv-fuse] [--norm-fuse] [--rope-wide] [--host-logits] [--sustain SECONDS]
+ *                  [--no-qkv-fuse] [--norm-fuse] [--no-rope-wide] [--host-logits] [--sustain SECONDS]
  * --no-pdl (or LLAMAREF_PDL=0) launches without programmatic dependent launch, for a
  * same-run comparison (the JSON's programmatic_dependent_launch says which ran).
  * --no-rope-cache (or LLAMAREF_ROPE_CACHE=0) runs RoPE and the cache write as two kernels
@@ -35,9 +35,10 @@
  * ran); --silu-fuse and --qkv-fuse, the defaults, are still accepted.
  * --norm-fuse (or LLAMAREF_NORM_FUSE=1) also runs the layers' norms inside those two
  * (lr_gpu_norm_fuse; off by default until it is timed; the JSON's norm_fused).
- * --rope-wide (or LLAMAREF_ROPE_WIDE=1) runs the fused RoPE + cache write of 64 tokens or
- * more (the prefill rows) in its kernel for many tokens (lr_gpu_rope_wide; off by default
- * until it is timed; the JSON's rope_wide).
+ * --no-rope-wide (or LLAMAREF_ROPE_WIDE=0) runs the fused RoPE + cache write of 64 tokens or
+ * more (the prefill rows) in its kernel for few tokens instead of its kernel for many
+ * (lr_gpu_rope_wide, on by default since run 31; the JSON's rope_wide); --rope-wide, the
+ * default, is still accepted.
  * --host-logits ends each decode step with its (B, vocab) logits on the host
  * (lr_model_compute_logits) instead of its greedy tokens (lr_model_greedy), the rows'
  * definition up to session 16, for a same-run comparison (the JSON's decode_output).
@@ -330,7 +331,7 @@ static void usage(void) {
             "usage: gpu_bench --model DIR [--tp LIST] [--devices N] [--json FILE] [--reps N] [--steps N]\n"
             "                 [--kernels SPEC] [--dump-logits FILE] [--only ROWS] [--no-profile] [--graphs]\n"
             "                 [--no-pdl] [--no-rope-cache] [--no-silu-fuse] [--no-qkv-fuse] [--norm-fuse]\n"
-            "                 [--rope-wide] [--host-logits] [--sustain SECONDS]\n");
+            "                 [--no-rope-wide] [--host-logits] [--sustain SECONDS]\n");
 }
 
 int main(int argc, char **argv) {
@@ -479,7 +480,7 @@ int main(int argc, char **argv) {
             lr_gpu_silu_fuse() ? "gate_up_proj with the activation" : "gate_up_proj apart (--no-silu-fuse)",
             lr_gpu_norm_fuse() ? "the layers' norms inside those two (--norm-fuse)" : "the norms apart");
         printf("  RoPE and the cache write of a prefill: %s\n",
-               lr_gpu_rope_wide() ? "the kernel for many tokens (--rope-wide)" : "the kernel for few");
+               lr_gpu_rope_wide() ? "the kernel for many tokens" : "the kernel for few (--no-rope-wide)");
         printf("  memory: host peak RSS %.2f GiB while loading (%.2f GiB before; budget %.2f GiB%s)%s; "
                "device weights %.2f GiB, GPUs in use after load %.2f GiB\n",
                host_peak[k] / (1 << 30), host_before[k] / (1 << 30), host_budget[k] / (1 << 30),

@@ -432,17 +432,8 @@ static __device__ __forceinline__ void fa3_store(E *ctx, int64_t ldc, const fa3_
 
 /* fa3: per key tile, the block's copies of the next tile out, then per warpgroup S = Q K^T,
  * its wait, the softmax, O += P V and its wait, between two block barriers; two blocks an
- * SM (FA3_MINB) cover one's softmax with the other's MMAs.
- * FA3_ONE_BARRIER 1 (a build-time knob for a trial; the same arithmetic, so the same bits)
- * keeps one barrier a tile: tile t's wait for its copies, then the barrier, and only after
- * it the copies of tile t + 1 into the other buffer. That barrier is also where every
- * warpgroup has finished tile t - 1 (its P V waited on), whose buffer tile t + 1 takes, so
- * the barrier at the end of each tile goes; one after the loop frees the buffers for the
- * output's staging. Tile t + 1's copies then have tile t's MMAs and softmax to land in, as
- * before. */
-#ifndef FA3_ONE_BARRIER
-#define FA3_ONE_BARRIER 0
-#endif
+ * SM (FA3_MINB) cover one's softmax with the other's MMAs. (One barrier a tile, the next
+ * tile's copies sent after it, was 3% slower: run 31.) */
 template <typename E, int HD>
 static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
     attention_fa3_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
@@ -468,27 +459,16 @@ static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
     const uint64_t dq = fa3_desc(b.qs + b.wg * 64 * 128, 16, 1024);
 
     for (int t = 0; t < ntiles; t++) {
-        if (FA3_ONE_BARRIER) {
-            cp_async_wait<0>(); /* tile t (and Q): the only copies in flight */
-            fence_proxy_async();
-            __syncthreads(); /* tile t visible; tile t - 1 done by every warpgroup */
-            if (t + 1 < ntiles) {
-                const uint32_t nb = ((t + 1) & 1) * Ly::TB;
-                fa3_fetch<E, HD>(b.kbuf + nb, b.vbuf + nb, k_cache, v_cache, walk, b.kmax); /* tile t + 1 */
-                cp_async_commit();
-            }
+        if (t + 1 < ntiles) {
+            const uint32_t nb = ((t + 1) & 1) * Ly::TB;
+            fa3_fetch<E, HD>(b.kbuf + nb, b.vbuf + nb, k_cache, v_cache, walk, b.kmax); /* tile t + 1 */
+            cp_async_commit();
+            cp_async_wait<1>(); /* tile t (and Q) have landed, t + 1 may be in flight */
         } else {
-            if (t + 1 < ntiles) {
-                const uint32_t nb = ((t + 1) & 1) * Ly::TB;
-                fa3_fetch<E, HD>(b.kbuf + nb, b.vbuf + nb, k_cache, v_cache, walk, b.kmax); /* tile t + 1 */
-                cp_async_commit();
-                cp_async_wait<1>(); /* tile t (and Q) have landed, t + 1 may be in flight */
-            } else {
-                cp_async_wait<0>();
-            }
-            fence_proxy_async();
-            __syncthreads();
+            cp_async_wait<0>();
         }
+        fence_proxy_async();
+        __syncthreads();
         const int k0 = t * FA3_BN;
         if (k0 < b.wgmax) { /* warpgroup-uniform: some row of the warpgroup sees a key of the tile */
             const uint32_t cur = (t & 1) * Ly::TB;
@@ -511,11 +491,9 @@ static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
             wg_wait<0>();
             reg_fence(o);
         }
-        if (!FA3_ONE_BARRIER)
-            __syncthreads(); /* the buffer is refetched next iteration (or takes the output) */
+        __syncthreads(); /* the buffer is refetched next iteration (or takes the output) */
     }
     cp_async_wait<0>(); /* nothing in flight past here (there is always a tile: a row sees its own key) */
-    if (FA3_ONE_BARRIER) __syncthreads(); /* every warpgroup done with the last tile's buffers */
     fa3_store<E, HD>(ctx, ldc, b, o, la, lb, fa3_smem); /* the loop's last barrier has freed the buffers */
 #else
     __trap(); /* never launched: the host runs it only where fa3_runs_here says so */

@@ -49,16 +49,13 @@
 #define FDT_THREADS (32 * FDT_WARPS)
 #define FDT_KEYS 16                          /* keys a warp takes at a time */
 #define FDT_MIN_CHUNK (FDT_WARPS * FDT_KEYS) /* a key group for each warp */
-/* No chunk under FDT_SPLIT_MIN keys (a build-time knob for a trial). FDT_MIN_CHUNK, the
- * least, spreads a batch-1 decode of 1024 keys over 16 chunks of each kv head (a key group
- * for each warp of 128 blocks), which a second kernel merges; larger trades blocks for
- * longer chunks, and from 1024 up that decode has one chunk a head and no merge. */
-#ifndef FDT_SPLIT_MIN
-#define FDT_SPLIT_MIN FDT_MIN_CHUNK
-#endif
-static_assert(FDT_SPLIT_MIN >= FDT_MIN_CHUNK, "fdt: a chunk of at least a key group for each warp");
+/* The split's least chunk is FDT_MIN_CHUNK: a batch-1 decode of 1024 keys takes 16 chunks of
+ * each kv head (a key group for each warp of 128 blocks), which a second kernel merges.
+ * Longer chunks (256 keys, or 1024: one a head and no merge) were slower at 1 and 8
+ * sequences (run 31, H100). */
 /* Stages of a warp's ring (a build-time knob): 3, two groups of loads in flight while one
- * is used: 8 KB a stage at head_dim 128, 96 KB a block, 2 blocks an SM. */
+ * is used: 8 KB a stage at head_dim 128, 96 KB a block, 2 blocks an SM. 4 was slower at 8
+ * and 32 sequences (run 31, H100). */
 #ifndef FDT_STAGES
 #define FDT_STAGES 3
 #endif
@@ -386,7 +383,7 @@ static __global__ void __launch_bounds__(FDT_THREADS, 2)
 
     int nsplit;
     int64_t chunk;
-    split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk, FDT_SPLIT_MIN);
+    split_plan(want, batch_max_keys(m, &maxk_s), &nsplit, &chunk, FDT_MIN_CHUNK);
     const unsigned int bx = blockIdx.x;
     const int64_t g = blockIdx.y;
     const int64_t seq = bx / (unsigned int)grid_split, c = bx % (unsigned int)grid_split;
@@ -521,7 +518,7 @@ static int fdt_run(const lr_gpu_attention_args *a, cudaStream_t s) {
     }
     split_decode sd;
     int rc = split_plan_host(a, CL ? "fdtc" : "fdt", (int64_t)per_sm.load() * lr_gpu_sm_count(), &sd,
-                             FDT_SPLIT_MIN);
+                             FDT_MIN_CHUNK);
     if (rc) return rc;
     if constexpr (CL) {
         rc = fdtc_cluster<E, G, HD>(a, &sd, s);

@@ -1317,17 +1317,11 @@ int lr_gpu_linear_mmr(const void *args, cudaStream_t s) {
 /* ---- auto ------------------------------------------------------------------------------
  * gemv where it beat cuBLAS on every Llama-3-8B decode shape on the H200 (T <= 2: run 16's
  * table in docs/performance.md), cublas otherwise. Its bits are those of whichever ran.
- * AUTO_MMR_MIN_T (a build-time knob; 0, the default, leaves it out) runs mmr from that T
- * to MM_MAX_T instead of cublas: for timing mmr at model level under the default kernels
- * (tools/gpu-trial.sh CONFIG "-DAUTO_MMR_MIN_T=3"). tests/test_gpu_linear holds auto to
- * gemv and cublas, and would change with it. */
-#ifndef AUTO_MMR_MIN_T
-#define AUTO_MMR_MIN_T 0
-#endif
+ * mmr instead of cublas from T 3 was slower on every shape timed and took batch 32 with
+ * graphs from 8.0 to 11.3 ms (run 31, H100). */
 int lr_gpu_linear_auto(const void *args, cudaStream_t s) {
     const linear_args *a = (const linear_args *)args;
     if (a->T <= AUTO_GEMV_MAX_T) return lr_gpu_linear_gemv(args, s);
-    if (AUTO_MMR_MIN_T > 0 && a->T >= AUTO_MMR_MIN_T && a->T <= MM_MAX_T) return lr_gpu_linear_mmr(args, s);
     return lr_gpu_linear_cublas(args, s);
 }
 

@@ -85,17 +85,12 @@ static __global__ void rmsnorm_warp_kernel(E *y, float *residual, const E *x, co
  * take the block kernel. */
 #define VEC_THREADS RMS_VEC_THREADS /* rmsnorm.cuh: the row's layout and arithmetic */
 #define VEC_CHUNKS RMS_VEC_CHUNKS
-/* RMS_VEC_FIT (a build-time knob for run 25's trial; the bits are the same): 1 launches an
- * instance of VEC_CHUNKS / 2 chunks where they cover the row (H <= 4096), whose thread
- * takes 32 registers where the full one takes 56 (ptxas, bf16): 4 blocks of 512 threads
- * an SM, not 2, which the decode sizes do not need but the prefill rows' T rows may (65
- * calls of about 100 MB at 2048 tokens ran at 72% of copy bandwidth in run 24, call D's
- * profile). A thread sums its chunks in order, and the chunks past the row are skipped in
- * both, so each sum is the same. */
-#ifndef RMS_VEC_FIT
-#define RMS_VEC_FIT 0
-#endif
-
+/* Rows that VEC_CHUNKS / 2 chunks cover (H <= 4096 at bf16) run an instance of that many,
+ * whose thread takes 32 registers where the full one takes 56 (ptxas, bf16): 4 blocks of
+ * 512 threads an SM, not 2, which the prefill rows' T rows use (run 31, H100: rms_norm's
+ * share of prefill 1 x 2048 from 2.48 to 2.30 ms, of 8 x 512 from 4.92 to 4.54). A thread
+ * sums its chunks in order, and the chunks past the row are skipped in both, so each sum,
+ * and so each bit, is the same. */
 template <typename E, int CH>
 static __global__ void __launch_bounds__(VEC_THREADS)
     rmsnorm_vec_kernel(E *y, float *residual, const E *x, const E *w, int64_t T, int64_t H, float eps) {
@@ -169,10 +164,8 @@ template <typename E> static int rmsnorm_vec(const lr_gpu_rmsnorm_args *a, cudaS
     if (!lr_gpu_rmsnorm_vec_takes(a->H, a->y, a->x, a->w, a->residual, a->dt)) return rmsnorm_block<E>(a, s);
     unsigned int grid = (unsigned int)(a->T < MAX_ROW_BLOCKS ? a->T : MAX_ROW_BLOCKS);
     auto kernel = rmsnorm_vec_kernel<E, VEC_CHUNKS>;
-#if RMS_VEC_FIT /* the half instance exists only in a build that asks for it */
     constexpr int HALF = VEC_CHUNKS / 2 > 0 ? VEC_CHUNKS / 2 : 1;
     if (a->H <= 4 * VEC_THREADS * HALF) kernel = rmsnorm_vec_kernel<E, HALF>;
-#endif
     LR_LAUNCH(kernel, grid, VEC_THREADS, 0, s, (E *)a->y, a->residual, (const E *)a->x, (const E *)a->w, a->T,
               a->H, a->eps);
     return LR_OK;

@@ -332,8 +332,8 @@ extern "C" void lr_gpu_rope_cache_set(int on) { switch_set(&rope_cache_switch, o
 
 extern "C" bool lr_gpu_rope_cache(void) { return switch_on(&rope_cache_switch); }
 
-/* The fused RoPE + cache write's kernel for many tokens: off unless LLAMAREF_ROPE_WIDE=1. */
-static env_switch rope_wide_switch = {"LLAMAREF_ROPE_WIDE", false, -1, -1};
+/* The fused RoPE + cache write's kernel for many tokens: on unless LLAMAREF_ROPE_WIDE=0. */
+static env_switch rope_wide_switch = {"LLAMAREF_ROPE_WIDE", true, -1, -1};
 
 extern "C" void lr_gpu_rope_wide_set(int on) { switch_set(&rope_wide_switch, on); }
 
