@@ -434,6 +434,16 @@ static __device__ __forceinline__ void fa3_store(E *ctx, int64_t ldc, const fa3_
  * its wait, the softmax, O += P V and its wait, between two block barriers; two blocks an
  * SM (FA3_MINB) cover one's softmax with the other's MMAs. (One barrier a tile, the next
  * tile's copies sent after it, was 3% slower: run 31.) */
+/* FA3_TABLE_SMEM (a build-time knob for a trial; 0, the default, leaves it out; the same
+ * addresses, so the same bits): a block whose keys' block-table entries number at most
+ * that many copies them to shared memory first, and its fetches read them there. Run 31's
+ * profile of 1 x 2048 put a tenth of the stall samples on the fetch's waits for those
+ * entries from global memory (a load a key, then the address arithmetic that needs it, in
+ * front of each tile's copies). 256 entries (1 KB a block, two blocks still an SM) cover
+ * 4096 keys at block size 16. */
+#ifndef FA3_TABLE_SMEM
+#define FA3_TABLE_SMEM 0
+#endif
 template <typename E, int HD>
 static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
     attention_fa3_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
@@ -445,8 +455,19 @@ static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
     fa3_block b;
     if (!fa3_begin<E, HD>(b, q, ldq, m, nh, nkv, qtiles, fa3_smem, kmax_w)) return;
     const int ntiles = b.kmax / FA3_BN + (b.kmax % FA3_BN != 0);
+    const int32_t *table = b.table;
+#if FA3_TABLE_SMEM > 0
+    __shared__ int32_t table_s[FA3_TABLE_SMEM];
+    const int nblk = b.kmax > 0 ? (b.kmax - 1) / b.bsz + 1 : 0; /* the entries of keys below kmax */
+    if (nblk <= FA3_TABLE_SMEM) {                               /* block-uniform */
+        for (int i = threadIdx.x; i < nblk; i += FA3_THREADS)
+            table_s[i] = b.table[i];
+        __syncthreads();
+        table = table_s; /* a generic pointer: the walk's loads go to shared memory */
+    }
+#endif
     /* Q and tile 0: one group */
-    fa3_walk walk = fa3_walk_begin<HD>(b.table, b.bsz, nkv, b.g);
+    fa3_walk walk = fa3_walk_begin<HD>(table, b.bsz, nkv, b.g);
     if (ntiles > 0) fa3_fetch<E, HD>(b.kbuf, b.vbuf, k_cache, v_cache, walk, b.kmax);
     cp_async_commit();
 
