@@ -1,10 +1,10 @@
 #!/bin/sh
 # test_gpu_trial.sh: tools/gpu-trial.sh's refusals, which need no GPU and come before any
 # rebuild (make check): --help (exit 0, the usage); a missing option value, an unknown
-# option, no --op or --variant, no CONFIG, a bad --dtype, a CONFIG word that is not
-# -DNAME[=VALUE], a build folder without a Makefile, a build configured without CUDA: each
-# exit 2 with one line naming what is wrong. Nothing is built and no folder is written
-# outside the scratch one.
+# option, no --op or --variant, --logits without --step, no CONFIG, a bad --dtype, a
+# CONFIG word that is not -DNAME[=VALUE], a build folder without a Makefile, a build
+# configured without CUDA: each exit 2 with one line naming what is wrong. Nothing is
+# built and no folder is written outside the scratch one.
 set -u
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 TRIAL=$SRC/tools/gpu-trial.sh
@@ -23,6 +23,8 @@ expect 2 "an unknown option" -- bash "$TRIAL" --op linear --variant gemv --frobn
 expect_err "unknown option --frobnicate"
 expect 2 "no --variant" -- bash "$TRIAL" --op linear ""
 expect_err "--op and --variant are required"
+expect 2 "--logits without --step" -- bash "$TRIAL" --op linear --variant gemv --logits ""
+expect_err "--logits needs --step"
 expect 2 "no CONFIG" -- bash "$TRIAL" --op linear --variant gemv
 expect_err "no CONFIG"
 expect 2 "a bad --dtype" -- bash "$TRIAL" --op linear --variant gemv --dtype f64 ""

@@ -10,7 +10,7 @@
 # timing or gpu_bench step). Needs a configured CUDA build (BUILD, default
 # /tmp/llamaref-build, as tools/gpu-check.sh --build-only leaves it); run from the tree.
 #   tools/gpu-trial.sh --op FAMILY --variant NAME [--dtype D] [--shape SPEC]... [--peer VARIANT]...
-#                      [--step ARGS] [--build DIR] [--out DIR] [--] CONFIG...
+#                      [--step ARGS [--logits]] [--build DIR] [--out DIR] [--] CONFIG...
 # --shape SPEC   a case of the family (llama-diff ops --shape: e.g. T=32,N=4096,K=4096);
 #                repeatable; none: the sweep alone
 # --peer NAME    also time another variant of the family on the same shapes, once, with the
@@ -18,12 +18,16 @@
 # --step ARGS    also time the model per configuration: bench/gpu_bench ARGS (e.g. "--model
 #                /tmp/llama3-8b-random --only 24 --graphs"), its rows' milliseconds, and
 #                each row's profiled pass by op (gpu_bench --json, unless ARGS has one)
+# --logits       with --step: keep each config's logits of its first row (gpu_bench
+#                --dump-logits; a row of one sequence, e.g. --only 0) and say, config by
+#                config, whether their bits are the first config's (for a knob meant to
+#                change no bit: the bits through the whole model, not only the op's sweep)
 # --dtype D      f32, f16 or bf16 (default bf16)
 # Logs go to OUT (default ./gpu-out/trial); the build is left with the tree's own values.
 set -uo pipefail
 usage() { sed -n '/^#   tools\/gpu-trial.sh/,/^# Logs go/p' "$0" | sed 's/^# \{0,1\}//' >&"${1:-1}"; }
 OP= VARIANT= DT=bf16 BUILD=${BUILD:-/tmp/llamaref-build} OUTD=${OUT:-$PWD/gpu-out}/trial
-SHAPES=() PEERS=() CONFIGS=() STEP=
+SHAPES=() PEERS=() CONFIGS=() STEP= LOGITS=
 # The value of option $1 ($2, where there is one), or exit 2 saying it needs $3.
 value() { [ -n "${2:-}" ] || { echo "gpu-trial: $1 needs $3" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
@@ -35,6 +39,7 @@ while [ $# -gt 0 ]; do
     --shape) value "$1" "${2:-}" "a SPEC"; SHAPES+=("$2"); shift ;;
     --peer) value "$1" "${2:-}" "a variant's name"; PEERS+=("$2"); shift ;;
     --step) value "$1" "${2:-}" "gpu_bench's arguments"; STEP=$2; shift ;;
+    --logits) LOGITS=1 ;;
     --build) value "$1" "${2:-}" "a folder"; BUILD=$2; shift ;;
     --out) value "$1" "${2:-}" "a folder"; OUTD=$2; shift ;;
     --) shift; CONFIGS+=("$@"); break ;;
@@ -45,6 +50,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 [ -n "$OP" ] && [ -n "$VARIANT" ] || { echo "gpu-trial: --op and --variant are required (--help: usage)" >&2; exit 2; }
+[ -z "$LOGITS" ] || [ -n "$STEP" ] || { echo "gpu-trial: --logits needs --step" >&2; exit 2; }
 [ ${#CONFIGS[@]} -gt 0 ] || { echo "gpu-trial: no CONFIG (\"\" is the tree's own values)" >&2; exit 2; }
 case $DT in f32 | f16 | bf16) ;; *) echo "gpu-trial: --dtype $DT: not f32, f16 or bf16" >&2; exit 2 ;; esac
 for c in "${CONFIGS[@]}"; do
@@ -75,7 +81,8 @@ rebuild() {
 time_step() {
     local json=()
     [[ " $STEP " == *" --json "* ]] || json=(--json "$OUTD/step-$2.json")
-    rm -f "$OUTD/step-$2.json"
+    [ -z "$LOGITS" ] || json+=(--dump-logits "$OUTD/logits-$2.bin")
+    rm -f "$OUTD/step-$2.json" "$OUTD/logits-$2.bin"
     # shellcheck disable=SC2086 # ARGS are words for gpu_bench
     "$BUILD/bench/gpu_bench" $STEP "${json[@]}" >"$OUTD/step-$2.txt" 2>&1
     local rc=$?
@@ -173,5 +180,20 @@ print("| --- | --- | " + " | ".join("---" for _ in ops) + " |")
 for c, name, prof in table:
     print("| %s | %s | " % (c, name) + " | ".join("%.3f" % (prof[k] / 1e6) if k in prof else "-" for k in ops) + " |")
 PY
+fi
+# Each config's logits against the first config's, bit for bit.
+if [ -n "$LOGITS" ]; then
+    echo "== the first row's logits, bit for bit against config 1 (${CONFIGS[0]:-tree})"
+    for n in $(seq 2 ${#CONFIGS[@]}); do
+        c=${CONFIGS[$((n - 1))]}
+        if [ ! -s "$OUTD/logits-1.bin" ] || [ ! -s "$OUTD/logits-$n.bin" ]; then
+            verdict="not compared: a config wrote no logits"
+        elif cmp -s "$OUTD/logits-1.bin" "$OUTD/logits-$n.bin"; then
+            verdict="the same bits ($(($(stat -c %s "$OUTD/logits-$n.bin") / 4)) logits)"
+        else
+            verdict="DIFFERENT: $(cmp "$OUTD/logits-1.bin" "$OUTD/logits-$n.bin" 2>&1 | head -1)"
+        fi
+        echo "| ${c:-tree} | $verdict |"
+    done | tee "$OUTD/logits.md"
 fi
 exit $FAILED
