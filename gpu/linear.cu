@@ -1214,6 +1214,16 @@ int lr_gpu_linear_mma(const void *args, cudaStream_t s) {
 #ifndef MR_DEPTH
 #define MR_DEPTH 2
 #endif
+/* MR_X_AHEAD (a build-time knob for a trial; 0, the default, leaves it out; the same values
+ * in the same order, so the same bits): at T <= 8 (one tile of tokens) x's vectors of a
+ * step are asked for with w's, MR_DEPTH steps ahead (the first MR_DEPTH just after the PDL
+ * wait), where the loop asked for them only at their step, so every step waited a trip to
+ * L2 before its products. Run 31 timed mmr at 22.3 us at T 4 on o_proj against cublas's
+ * 17.1. ptxas (sm_90, bf16, T <= 8): 106 registers a thread against 75. Larger tiles keep
+ * the loads at their step (x ahead for 2 to 4 tiles took 143 to 222 registers). */
+#ifndef MR_X_AHEAD
+#define MR_X_AHEAD 0
+#endif
 #define MR_BK 64 /* k per step: two 16-byte vectors a lane for each of 2 rows */
 static_assert(MR_DEPTH >= 1 && MR_DEPTH <= 8, "mmr: 1 to 8 steps in flight");
 
@@ -1235,6 +1245,21 @@ static __device__ __forceinline__ void mr_load_w(uint4 (&v)[4], const uint4 *w0,
     }
 }
 
+/* A step's x vectors of lane (g, q): v[j][h] token 8 j + g's at k0 + 32h + 8q (zeros past T
+ * or kend). */
+template <typename E, int NT>
+static __device__ __forceinline__ void mr_load_x(uint4 (&v)[NT][2], const E *x, int64_t T, int64_t K,
+                                                 int64_t k0, int64_t kend, int g, int q) {
+    const uint4 z = make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int j = 0; j < NT; j++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int64_t t = j * 8 + g, k = k0 + 32 * h + 8 * q;
+            v[j][h] = t < T && k < kend ? __ldg((const uint4 *)(x + t * K + k)) : z;
+        }
+}
+
 /* Grid (ceil(N / MM_BN) S) in clusters of S along x, as mma's. */
 template <typename E, int NT>
 static __global__ void __launch_bounds__(MM_WARPS * 32)
@@ -1249,7 +1274,6 @@ static __global__ void __launch_bounds__(MM_WARPS * 32)
     const int64_t r0 = n0 + warp * 16 + g, r1 = r0 + 8;
     const bool ok0 = r0 < N, ok1 = r1 < N;
     const uint4 *w0 = (const uint4 *)(w + (ok0 ? r0 : 0) * K), *w1 = (const uint4 *)(w + (ok1 ? r1 : 0) * K);
-    const uint4 z = make_uint4(0, 0, 0, 0);
     float acc[NT][4];
 #pragma unroll
     for (int j = 0; j < NT; j++)
@@ -1263,6 +1287,13 @@ static __global__ void __launch_bounds__(MM_WARPS * 32)
     for (int p = 0; p < MR_DEPTH; p++)
         mr_load_w(wv[p], w0, w1, ok0, ok1, kbeg + (int64_t)p * MR_BK, kend, q);
     pdl_wait();
+    constexpr bool XA = MR_X_AHEAD && NT == 1;
+    uint4 xa[XA ? MR_DEPTH : 1][NT][2];
+    if constexpr (XA) {
+#pragma unroll
+        for (int p = 0; p < MR_DEPTH; p++)
+            mr_load_x<E, NT>(xa[p], x, T, K, kbeg + (int64_t)p * MR_BK, kend, g, q);
+    }
     for (int64_t kb0 = kbeg; kb0 < kend; kb0 += (int64_t)MR_DEPTH * MR_BK) {
 #pragma unroll
         for (int d = 0; d < MR_DEPTH; d++) {
@@ -1274,13 +1305,14 @@ static __global__ void __launch_bounds__(MM_WARPS * 32)
                 cur[i] = wv[d][i];
             mr_load_w(wv[d], w0, w1, ok0, ok1, kb + (int64_t)MR_DEPTH * MR_BK, kend, q);
             uint4 xv[NT][2];
+            if constexpr (XA) {
 #pragma unroll
-            for (int j = 0; j < NT; j++)
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    const int64_t t = j * 8 + g, k = kb + 32 * h + 8 * q;
-                    xv[j][h] = t < T && k < kend ? __ldg((const uint4 *)(x + t * K + k)) : z;
-                }
+                for (int j = 0; j < NT; j++)
+                    xv[j][0] = xa[d][j][0], xv[j][1] = xa[d][j][1];
+                mr_load_x<E, NT>(xa[d], x, T, K, kb + (int64_t)MR_DEPTH * MR_BK, kend, g, q);
+            } else {
+                mr_load_x<E, NT>(xv, x, T, K, kb, kend, g, q);
+            }
 #pragma unroll
             for (int ks = 0; ks < 4; ks++) {
                 const int h = ks >> 1, o = 2 * (ks & 1);
