@@ -5,11 +5,14 @@
 # T 3-8 on qkv_proj and o_proj is the issue's one GEMV gap left (cuBLAS at 0.66-0.72 of a
 # same-size copy). Its loop asks for w two steps ahead but for x only at the step, so each
 # step waits a trip to L2 before its products; with the knob, at T <= 8, x goes with w.
-# Through gpu-trial.sh over the tree, the knob, and the knob with a third step in flight
-# (-DMR_DEPTH=3): each build's mmr sweep (bf16), mmr at T 4 and 8 on qkv_proj and o_proj,
-# cublas and gemv the peers; then Nsight Compute on the tree's mmr at T 4 on o_proj (stall
-# reasons and SASS stall sites), and on the knob's if time is left. Fits a fresh machine or
-# a warm one (REUSE=1).
+# Run 32's short call (run32/callS) tried it once: qkv_proj at T 4 34.5 -> 30.7 us (cuBLAS
+# 33.9 in that call), but o_proj at T 4 and 8 22.5 -> 28.9 and 22.6 -> 28.4 (cuBLAS 18.8,
+# 21.0): the knob takes 106 registers a thread where the tree takes 75, so fewer blocks an
+# SM. Here, through gpu-trial.sh over the tree, the knob, and the knob with one step in
+# flight instead of two (-DMR_DEPTH=1: 56 registers): each build's mmr sweep (bf16), mmr at
+# T 4 and 8 on qkv_proj and o_proj, cublas and gemv the peers; then Nsight Compute on the
+# tree's mmr at T 4 on o_proj (stall reasons and SASS stall sites), and on the knob's if
+# time is left. Fits a fresh machine or a warm one (REUSE=1).
 source gpurun/env.sh
 export LR_FIXTURES=$PWD/fixtures LR_TMPDIR=/tmp/lr-tmp CK_FORK=no; mkdir -p $LR_TMPDIR
 SRC=$PWD; T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }; left() { echo $(( ${LIMIT:-585} - ($(date +%s) - T0) )); }
@@ -19,9 +22,9 @@ nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader
 el build; bash tools/gpu-check.sh --build-only ${REUSE:+--reuse} > $L/build.log 2>&1 || { tail -30 $L/build.log; pack; exit 1; }
 export LIBRARY_PATH=/tmp/llamaref-dd/usr/lib/x86_64-linux-gnu CPATH=/tmp/llamaref-dd/usr/include LD_LIBRARY_PATH=/tmp/llamaref-dd/usr/lib/x86_64-linux-gnu
 SH=""; for t in 4 8; do for nk in N=6144,K=4096 N=4096,K=4096; do SH="$SH --shape T=$t,$nk"; done; done
-el "trial mmr: the tree, MR_X_AHEAD=1, with MR_DEPTH=3"
+el "trial mmr: the tree, MR_X_AHEAD=1, with MR_DEPTH=1"
 timeout $(( $(left) - 120 )) bash tools/gpu-trial.sh --build $B --out $L/trial-mmr --op linear --variant mmr $SH \
-  --peer cublas --peer gemv -- "" -DMR_X_AHEAD=1 "-DMR_X_AHEAD=1 -DMR_DEPTH=3" 2>&1 | tee $L/trial-console.txt | tail -10; pack
+  --peer cublas --peer gemv -- "" -DMR_X_AHEAD=1 "-DMR_X_AHEAD=1 -DMR_DEPTH=1" 2>&1 | tee $L/trial-console.txt | tail -10; pack
 cd $B
 SECT="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis --section SourceCounters"
 prof() { # name
