@@ -343,20 +343,27 @@ static __device__ __forceinline__ F fa3_exp2(F x) { /* a template: unused, not a
 #endif
 }
 
+/* FA3_FMA_SCALE (a build-time knob for a trial; 0, the default, keeps fa3_softmax's
+ * arithmetic below): the maxima taken over the raw scores (a positive scale keeps their
+ * order, and the rounding of a product is monotone, so m is the same), and each weight as
+ * exp2(fma(s, sl2, -m)): one rounding where s sl2 - m had two, so the bits of P change
+ * (within its rounding), and one instruction an element fewer (run 31's profile: FMUL
+ * 11.7% of fa3's instructions). */
+#ifndef FA3_FMA_SCALE
+#define FA3_FMA_SCALE 0
+#endif
+/* A weight of P: 2^(v - m), v the score as the softmax left it (scaled, or raw under
+ * FA3_FMA_SCALE, where the scale goes into one FMA). */
+template <typename F> static __device__ __forceinline__ F fa3_weight(F v, F sl2, F m) { /* as fa3_exp2 */
+    return fa3_exp2(FA3_FMA_SCALE ? fmaf(v, sl2, -m) : v - m);
+}
+
 /* fa2's softmax on the S tile of keys k0 .. (s[4j + 0..1] row ra, s[4j + 2..3] row rb:
  * keys k0 + 8j + 2tq, + 1): scores scaled by sl2 = scale log2(e) and masked per row (none
  * where full: every row of the warp sees the whole tile), the running maxima m and sums l
  * updated, and P rounded straight into the A fragments of P V (tile j is keys 16 (j/2) +
  * 8 (j%2) .. of k-step j / 2: registers a0, a1 (j even) or a2, a3 (j odd)); the row sums
  * are taken over the rounded P. ca, cb: the factors of O's rows. */
-/* FA3_FMA_SCALE (a build-time knob for a trial; 0, the default, keeps the above): the
- * maxima taken over the raw scores (a positive scale keeps their order, and the rounding of
- * a product is monotone, so m is the same), and each weight as exp2(fma(s, sl2, -m)): one
- * rounding where s sl2 - m had two, so the bits of P change (within its rounding), and one
- * instruction an element fewer (run 31's profile: FMUL 11.7% of fa3's instructions). */
-#ifndef FA3_FMA_SCALE
-#define FA3_FMA_SCALE 0
-#endif
 template <typename E>
 static __device__ __forceinline__ void fa3_softmax(float (&s)[FA3_BN / 2], uint32_t (&pa)[FA3_BN / 16][4],
                                                    const fa3_block &b, int k0, float sl2, float &ma,
@@ -391,17 +398,10 @@ static __device__ __forceinline__ void fa3_softmax(float (&s)[FA3_BN / 2], uint3
 #pragma unroll
     for (int j = 0; j < NS; j++) {
         float r0, r1, r2, r3;
-#if FA3_FMA_SCALE
-        pa[j >> 1][(j & 1) * 2] = mma16816<E>::pack(fa3_exp2(fmaf(s[4 * j], sl2, -ba)),
-                                                    fa3_exp2(fmaf(s[4 * j + 1], sl2, -ba)), r0, r1);
-        pa[j >> 1][(j & 1) * 2 + 1] = mma16816<E>::pack(fa3_exp2(fmaf(s[4 * j + 2], sl2, -bb)),
-                                                        fa3_exp2(fmaf(s[4 * j + 3], sl2, -bb)), r2, r3);
-#else
         pa[j >> 1][(j & 1) * 2] =
-            mma16816<E>::pack(fa3_exp2(s[4 * j] - ba), fa3_exp2(s[4 * j + 1] - ba), r0, r1);
+            mma16816<E>::pack(fa3_weight(s[4 * j], sl2, ba), fa3_weight(s[4 * j + 1], sl2, ba), r0, r1);
         pa[j >> 1][(j & 1) * 2 + 1] =
-            mma16816<E>::pack(fa3_exp2(s[4 * j + 2] - bb), fa3_exp2(s[4 * j + 3] - bb), r2, r3);
-#endif
+            mma16816<E>::pack(fa3_weight(s[4 * j + 2], sl2, bb), fa3_weight(s[4 * j + 3], sl2, bb), r2, r3);
         sa += r0 + r1, sb += r2 + r3;
     }
     la = la * ca + sa, lb = lb * cb + sb;

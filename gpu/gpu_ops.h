@@ -242,8 +242,8 @@ void lr_gpu_rope_cache_set(int on);
  * 16-byte vectors, the angles in shared memory) from ROT_WIDE_MIN_T (64) tokens on, where
  * head_dim / 2 is a multiple of a vector's elements and the rows and caches are 16-byte
  * aligned. On (since run 31, docs/performance.md) unless LLAMAREF_ROPE_WIDE=0 is in the
- * environment or lr_gpu_rope_wide_set(0) was called; set(-1) goes back to that rule. It changes no bit
- * (test_gpu_linear's rotary_cache_wide). (util.cu) */
+ * environment or lr_gpu_rope_wide_set(0) was called; set(-1) goes back to that rule. It
+ * changes no bit (test_gpu_linear's rotary_cache_wide). (util.cu) */
 bool lr_gpu_rope_wide(void);
 void lr_gpu_rope_wide_set(int on);
 /* How many times this process has launched that kernel (for tests: that a call took it). */
