@@ -343,21 +343,6 @@ static __device__ __forceinline__ F fa3_exp2(F x) { /* a template: unused, not a
 #endif
 }
 
-/* FA3_FMA_SCALE (a build-time knob for a trial; 0, the default, keeps fa3_softmax's
- * arithmetic below): the maxima taken over the raw scores (a positive scale keeps their
- * order, and the rounding of a product is monotone, so m is the same), and each weight as
- * exp2(fma(s, sl2, -m)): one rounding where s sl2 - m had two, so the bits of P change
- * (within its rounding), and one instruction an element fewer (run 31's profile: FMUL
- * 11.7% of fa3's instructions). */
-#ifndef FA3_FMA_SCALE
-#define FA3_FMA_SCALE 0
-#endif
-/* A weight of P: 2^(v - m), v the score as the softmax left it (scaled, or raw under
- * FA3_FMA_SCALE, where the scale goes into one FMA). */
-template <typename F> static __device__ __forceinline__ F fa3_weight(F v, F sl2, F m) { /* as fa3_exp2 */
-    return fa3_exp2(FA3_FMA_SCALE ? fmaf(v, sl2, -m) : v - m);
-}
-
 /* fa2's softmax on the S tile of keys k0 .. (s[4j + 0..1] row ra, s[4j + 2..3] row rb:
  * keys k0 + 8j + 2tq, + 1): scores scaled by sl2 = scale log2(e) and masked per row (none
  * where full: every row of the warp sees the whole tile), the running maxima m and sums l
@@ -376,8 +361,7 @@ static __device__ __forceinline__ void fa3_softmax(float (&s)[FA3_BN / 2], uint3
 #pragma unroll
         for (int e = 0; e < 2; e++) {
             const int key = k0 + 8 * j + 2 * b.tq + e;
-            float va = FA3_FMA_SCALE ? s[4 * j + e] : s[4 * j + e] * sl2,
-                  vb = FA3_FMA_SCALE ? s[4 * j + 2 + e] : s[4 * j + 2 + e] * sl2;
+            float va = s[4 * j + e] * sl2, vb = s[4 * j + 2 + e] * sl2;
             if (!full) {
                 va = key < b.nka ? va : -INFINITY;
                 vb = key < b.nkb ? vb : -INFINITY;
@@ -389,7 +373,6 @@ static __device__ __forceinline__ void fa3_softmax(float (&s)[FA3_BN / 2], uint3
     mxa = fmaxf(mxa, __shfl_xor_sync(0xffffffffu, mxa, 2));
     mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 1));
     mxb = fmaxf(mxb, __shfl_xor_sync(0xffffffffu, mxb, 2));
-    if (FA3_FMA_SCALE) mxa *= sl2, mxb *= sl2; /* the scaled maxima, as the products' */
     const float mna = fmaxf(ma, mxa), mnb = fmaxf(mb, mxb);
     ca = mna == -INFINITY ? 1.0f : fa3_exp2(ma - mna), cb = mnb == -INFINITY ? 1.0f : fa3_exp2(mb - mnb);
     const float ba = mna == -INFINITY ? 0.0f : mna, bb = mnb == -INFINITY ? 0.0f : mnb;
@@ -399,9 +382,9 @@ static __device__ __forceinline__ void fa3_softmax(float (&s)[FA3_BN / 2], uint3
     for (int j = 0; j < NS; j++) {
         float r0, r1, r2, r3;
         pa[j >> 1][(j & 1) * 2] =
-            mma16816<E>::pack(fa3_weight(s[4 * j], sl2, ba), fa3_weight(s[4 * j + 1], sl2, ba), r0, r1);
+            mma16816<E>::pack(fa3_exp2(s[4 * j] - ba), fa3_exp2(s[4 * j + 1] - ba), r0, r1);
         pa[j >> 1][(j & 1) * 2 + 1] =
-            mma16816<E>::pack(fa3_weight(s[4 * j + 2], sl2, bb), fa3_weight(s[4 * j + 3], sl2, bb), r2, r3);
+            mma16816<E>::pack(fa3_exp2(s[4 * j + 2] - bb), fa3_exp2(s[4 * j + 3] - bb), r2, r3);
         sa += r0 + r1, sb += r2 + r3;
     }
     la = la * ca + sa, lb = lb * cb + sb;
@@ -451,23 +434,17 @@ static __device__ __forceinline__ void fa3_store(E *ctx, int64_t ldc, const fa3_
  * its wait, the softmax, O += P V and its wait, between two block barriers; two blocks an
  * SM (FA3_MINB) cover one's softmax with the other's MMAs. (One barrier a tile, the next
  * tile's copies sent after it, was 3% slower: run 31.) */
-/* FA3_TABLE_SMEM (a build-time knob for a trial; 0, the default, leaves it out; the same
- * addresses, so the same bits): a block whose keys' block-table entries number at most
- * that many copies them to shared memory first, and its fetches read them there. Run 31's
- * profile of 1 x 2048 put a tenth of the stall samples on the fetch's waits for those
- * entries from global memory (a load a key, then the address arithmetic that needs it, in
- * front of each tile's copies). 256 entries (1 KB a block, two blocks still an SM) cover
- * 4096 keys at block size 16. */
+/* FA3_TABLE_SMEM (256 by default; 0 leaves it out; the same addresses, so the same bits):
+ * a block whose keys' block-table entries number at most that many copies them to shared
+ * memory first, and its fetches read them there; a longer one reads them from global
+ * memory as before (the op sweep's "many-blocks" shape takes that path). Run 31's profile
+ * of 1 x 2048 put a tenth of the stall samples on the fetch's waits for those entries (a
+ * load a key, then the address arithmetic that needs it, in front of each tile's copies).
+ * 256 entries (1 KB a block, two blocks still an SM) cover 4096 keys at block size 16.
+ * Run 33 (H100): fa3 at 1 x 2048 124.5 -> 119.1 us, 8 x 512 88.7 -> 83.6, the row's
+ * logits bit for bit the same. */
 #ifndef FA3_TABLE_SMEM
-#define FA3_TABLE_SMEM 0
-#endif
-/* FA3_RESCALE_SKIP (a build-time knob for a trial; 0, the default, leaves it out; the same
- * bits): a warp whose rows' factors are all exactly 1 (no row's maximum moved in the tile)
- * skips O's rescale, a multiply by 1. The rescale is 64 FMULs a thread a tile (run 31's
- * profile: FMUL 11.7% of the instructions); how often a warp skips it depends on the data
- * (on random scores a row's maximum moves in tile t with odds 1 / (t + 1)). */
-#ifndef FA3_RESCALE_SKIP
-#define FA3_RESCALE_SKIP 0
+#define FA3_TABLE_SMEM 256
 #endif
 template <typename E, int HD>
 static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
@@ -530,8 +507,7 @@ static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
             uint32_t pa[FA3_BN / 16][4];
             float ca, cb;
             fa3_softmax<E>(s, pa, b, k0, sl2, ma, mb, la, lb, ca, cb);
-            if (!FA3_RESCALE_SKIP || !__all_sync(0xffffffffu, ca == 1.0f && cb == 1.0f))
-                fa3_rescale<HD>(o, ca, cb);
+            fa3_rescale<HD>(o, ca, cb);
             wg_fence();
             fa3_pv<E, HD>(o, pa, fa3_desc(b.vbuf + cur, FA3_BN * 128, 1024));
             wg_commit();

@@ -1205,27 +1205,33 @@ int lr_gpu_linear_mma(const void *args, cudaStream_t s) {
  * the step is half h = s / 2 of the lane's vectors, 32-bit words 2 (s % 2) and 2 (s % 2)
  * + 1, so fragment k 2q, 2q + 1 is memory k0 + 32h + 8q + 4 (s % 2) + 0, 1 and fragment
  * k 2q + 8, 2q + 9 is + 2, 3: the four k16 products cover the step's 64 k once each.
- * MR_DEPTH steps of w are in flight ahead of the one in use (registers); the first
- * MR_DEPTH are asked for before the PDL wait. Per output the step's products are added
- * in this order, the steps in ascending k, then the cluster's slices in rank order: the
- * same bits every run, not cublas's or mma's. F32, T > 32, K not a multiple of 8 or
- * unaligned pointers: as mma. Written in session 16 after run 24, not yet run on a GPU:
- * a non-default variant until its sweep and timing (docs/performance.md). */
+ * MR_DEPTH steps of w are in flight ahead of the one in use (registers; MR_XA_DEPTH at
+ * T <= 8, below); the first are asked for before the PDL wait. Per output the step's
+ * products are added in this order, the steps in ascending k, then the cluster's slices in
+ * rank order: the same bits every run, not cublas's or mma's. F32, T > 32, K not a
+ * multiple of 8 or unaligned pointers: as mma. A registry variant, not auto's choice:
+ * slower than cublas on o_proj at T 3 to 8 (runs 31 and 33, docs/performance.md). */
 #ifndef MR_DEPTH
 #define MR_DEPTH 2
 #endif
-/* MR_X_AHEAD (a build-time knob for a trial; 0, the default, leaves it out; the same values
- * in the same order, so the same bits): at T <= 8 (one tile of tokens) x's vectors of a
- * step are asked for with w's, MR_DEPTH steps ahead (the first MR_DEPTH just after the PDL
- * wait), where the loop asked for them only at their step, so every step waited a trip to
- * L2 before its products. Run 31 timed mmr at 22.3 us at T 4 on o_proj against cublas's
- * 17.1. ptxas (sm_90, bf16, T <= 8): 106 registers a thread against 75. Larger tiles keep
- * the loads at their step (x ahead for 2 to 4 tiles took 143 to 222 registers). */
+/* MR_X_AHEAD (1 by default; 0 leaves it out; the same values in the same order, so the
+ * same bits): at T <= 8 (one tile of tokens) x's vectors of a step are asked for with w's,
+ * MR_XA_DEPTH steps ahead (the first just after the PDL wait), where the loop had asked
+ * for them only at their step, so every step waited a trip to L2 before its products.
+ * Larger tiles keep the loads at their step (x ahead for 2 to 4 tiles took 143 to 222
+ * registers) and MR_DEPTH steps of w in flight. Run 33 (H100, us at T 4 and 8, qkv_proj /
+ * o_proj): the tree 32.9 / 20.9 and 32.8 / 20.6; x ahead at depth 2 (106 registers, which
+ * halved qkv_proj's K split) 28.7 / 27.5 and 28.5 / 27.2; x ahead at depth 1 27.4 / 21.0
+ * and 28.6 / 21.1 (cublas 29.3 / 17.4 and 28.9 / 16.8). */
 #ifndef MR_X_AHEAD
-#define MR_X_AHEAD 0
+#define MR_X_AHEAD 1
+#endif
+#ifndef MR_XA_DEPTH
+#define MR_XA_DEPTH 1
 #endif
 #define MR_BK 64 /* k per step: two 16-byte vectors a lane for each of 2 rows */
-static_assert(MR_DEPTH >= 1 && MR_DEPTH <= 8, "mmr: 1 to 8 steps in flight");
+static_assert(MR_DEPTH >= 1 && MR_DEPTH <= 8 && MR_XA_DEPTH >= 1 && MR_XA_DEPTH <= 8,
+              "mmr: 1 to 8 steps in flight");
 
 static __device__ __forceinline__ uint32_t u4_word(const uint4 &v, int i) {
     return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
@@ -1282,34 +1288,35 @@ static __global__ void __launch_bounds__(MM_WARPS * 32)
     /* Launched with programmatic dependent launch (common.cuh): w (written by no kernel)
      * is asked for before the wait, x (the kernel before wrote it) after it. */
     pdl_trigger();
-    uint4 wv[MR_DEPTH][4];
+    constexpr bool XA = MR_X_AHEAD && NT == 1;
+    constexpr int D = XA ? MR_XA_DEPTH : MR_DEPTH; /* steps of w in flight */
+    uint4 wv[D][4];
 #pragma unroll
-    for (int p = 0; p < MR_DEPTH; p++)
+    for (int p = 0; p < D; p++)
         mr_load_w(wv[p], w0, w1, ok0, ok1, kbeg + (int64_t)p * MR_BK, kend, q);
     pdl_wait();
-    constexpr bool XA = MR_X_AHEAD && NT == 1;
-    uint4 xa[XA ? MR_DEPTH : 1][NT][2];
+    uint4 xa[XA ? D : 1][NT][2];
     if constexpr (XA) {
 #pragma unroll
-        for (int p = 0; p < MR_DEPTH; p++)
+        for (int p = 0; p < D; p++)
             mr_load_x<E, NT>(xa[p], x, T, K, kbeg + (int64_t)p * MR_BK, kend, g, q);
     }
-    for (int64_t kb0 = kbeg; kb0 < kend; kb0 += (int64_t)MR_DEPTH * MR_BK) {
+    for (int64_t kb0 = kbeg; kb0 < kend; kb0 += (int64_t)D * MR_BK) {
 #pragma unroll
-        for (int d = 0; d < MR_DEPTH; d++) {
+        for (int d = 0; d < D; d++) {
             const int64_t kb = kb0 + (int64_t)d * MR_BK;
             if (kb >= kend) break; /* warp-uniform */
             uint4 cur[4];
 #pragma unroll
             for (int i = 0; i < 4; i++)
                 cur[i] = wv[d][i];
-            mr_load_w(wv[d], w0, w1, ok0, ok1, kb + (int64_t)MR_DEPTH * MR_BK, kend, q);
+            mr_load_w(wv[d], w0, w1, ok0, ok1, kb + (int64_t)D * MR_BK, kend, q);
             uint4 xv[NT][2];
             if constexpr (XA) {
 #pragma unroll
                 for (int j = 0; j < NT; j++)
                     xv[j][0] = xa[d][j][0], xv[j][1] = xa[d][j][1];
-                mr_load_x<E, NT>(xa[d], x, T, K, kb + (int64_t)MR_DEPTH * MR_BK, kend, g, q);
+                mr_load_x<E, NT>(xa[d], x, T, K, kb + (int64_t)D * MR_BK, kend, g, q);
             } else {
                 mr_load_x<E, NT>(xv, x, T, K, kb, kend, g, q);
             }

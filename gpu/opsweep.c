@@ -1409,6 +1409,15 @@ static void fixture_shapes(int fam, shape_list *l) {
                 s.heads = mheads[h][0], s.kv = mheads[h][1], s.hd = mhds[d];
                 add(l, s);
             }
+        /* Block size 1: a sequence of 300 keys has 300 block-table entries, past what fa3
+         * copies to shared memory (FA3_TABLE_SMEM, 256), so its fetch reads them from
+         * global memory; a prefill (fa3's), GQA, the head sizes fa3 takes. */
+        lr_opsweep_shape one = attn_batch("many-blocks", 1, 2, (int64_t[]){290, 0}, (int64_t[]){10, 3});
+        one.heads = 8, one.kv = 2;
+        for (int64_t hd = 64; hd <= 128; hd *= 2) {
+            one.hd = hd;
+            add(l, one);
+        }
         break;
     }
     case LR_GPU_FAM_LINEAR: {
