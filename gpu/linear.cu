@@ -1358,9 +1358,18 @@ int lr_gpu_linear_mmr(const void *args, cudaStream_t s) {
  * table in docs/performance.md), cublas otherwise. Its bits are those of whichever ran.
  * mmr instead of cublas from T 3 was slower on every shape timed and took batch 32 with
  * graphs from 8.0 to 11.3 ms (run 31, H100). */
+/* AUTO_GEMV_MID_N (a build-time knob for a trial; 0, the default, leaves it out): gemv also
+ * at T 3 and 4 where N is at most this. Run 30 (H100) timed gemv at T 4 ahead of cublas
+ * on the three projections of up to 6144 outputs (0.73 / 0.82 / 0.89 of a same-size copy
+ * against 0.70 / 0.66 / 0.85 on qkv_proj, o_proj, down_proj) and behind it on the two
+ * wide ones (0.90 / 0.93 against 0.96 / 0.94 on gate_up_proj, lm_head); run 33: o_proj at
+ * T 4 15.6 us against 17.4. */
+#ifndef AUTO_GEMV_MID_N
+#define AUTO_GEMV_MID_N 0
+#endif
 int lr_gpu_linear_auto(const void *args, cudaStream_t s) {
     const linear_args *a = (const linear_args *)args;
-    if (a->T <= AUTO_GEMV_MAX_T) return lr_gpu_linear_gemv(args, s);
+    if (a->T <= AUTO_GEMV_MAX_T || (a->T <= 4 && a->N <= AUTO_GEMV_MID_N)) return lr_gpu_linear_gemv(args, s);
     return lr_gpu_linear_cublas(args, s);
 }
 
