@@ -33,7 +33,10 @@ schedule (K and V rings of two; iteration t issues S_t and P_{t-1} V_{t-1}, then
 of K_{t+1} and V_t; every warpgroup takes every tile), which must read only tiles that have
 landed, never a buffer a copy in flight writes, and give fa3's output exactly (in float64:
 the same operations in the same order, masked tiles changing nothing). It also checks fdt's
-loader's walk through the block table (gpu/attention_fdt.cu) against a direct division.
+loader's walk through the block table (gpu/attention_fdt.cu) against a direct division,
+and, ahead of its kernel, the hand-over planned for a warp-specialised fa3 (ws_schedule:
+a producer warpgroup, three consumers, a ring of three stages, named barriers) in random
+interleavings, with three planted protocols it must catch.
 Usage: tools/model-fa3-layout.py [--seed N]
 """
 import argparse
@@ -341,6 +344,153 @@ def check_fdt_walk():
     return n
 
 
+def ws_schedule(ntiles, tiles_seen, rng, planted=None):
+    """The hand-over of the warp-specialised fa3 planned in docs/performance.md (run 33): a
+    producer warpgroup P fills a ring of NS stages by cp.async, three consumer warpgroups
+    read them, through named barriers full[s] and empty[s] of all four warpgroups (512
+    threads). One run in a random interleaving, at warpgroup granularity:
+
+      P: for t: (t >= NS) bar.sync empty[t % NS]; issue tile t's copies, commit;
+               (t >= 1) wait_group 1, fence, bar.arrive full[(t - 1) % NS]
+         then wait_group 0, fence, bar.arrive full[(ntiles - 1) % NS]
+      C: for t: bar.sync full[t % NS]; read stage t % NS where t < tiles_seen[c] (its rows
+               see a key of the tile); (t + NS < ntiles) bar.arrive empty[t % NS]
+      all: the block barrier, then the output staged in the stages' memory.
+
+    A copy group lands at any moment between its commit and the wait that needs it.
+    Returns None, or what went wrong: a read of a stage not holding its tile's landed
+    copies, copies issued into a stage a consumer has not released, a barrier generation
+    that sees a warpgroup twice, arrivals left at exit, a deadlock, copies in flight at the
+    staging. planted: "arrive-skip" (a consumer past its keys bar.arrives on full[s]
+    without waiting), "empty-always" (empty[s] arrived on for every tile), "no-wait" (the
+    producer arrives on full[s] without waiting for the copies): each must fail."""
+    NS = 3
+    agents = ["P", "C0", "C1", "C2"]
+    stage = [None] * NS  # (tile, landed) the stage holds
+    released = [set(agents[1:]) for _ in range(NS)]  # consumers done with the stage's tile
+    pending = []  # committed copy groups not yet landed (their tiles, in order)
+    bars = {}  # id: [generation, warpgroups arrived in it]; 0 the block barrier
+
+    def bar(i):
+        return bars.setdefault(i, [0, set()])
+
+    def arrive(a, i):  # bar.arrive; a generator step: True, progress
+        b = bar(i)
+        if a in b[1]:
+            raise AssertionError(f"barrier {i} generation {b[0]}: {a} arrives twice")
+        b[1].add(a)
+        gen = b[0]
+        if len(b[1]) == len(agents):
+            b[0], b[1] = b[0] + 1, set()
+        yield True
+        return gen
+
+    def sync(a, i):  # bar.sync: arrive, then park (False) until the generation completes
+        gen = yield from arrive(a, i)
+        while bar(i)[0] <= gen:
+            yield False
+
+    def land_until(n):  # wait_group n: all but the newest n groups have landed
+        while len(pending) > n:
+            t = pending.pop(0)
+            stage[t % NS] = (t, True)
+
+    def producer():
+        for t in range(ntiles):
+            if t >= NS:
+                yield from sync("P", 1 + NS + t % NS)
+            if released[t % NS] != set(agents[1:]):
+                raise AssertionError(f"tile {t}'s copies into stage {t % NS} before every consumer "
+                                     f"released tile {t - NS}")
+            released[t % NS] = set()
+            stage[t % NS] = (t, False)
+            pending.append(t)
+            yield True
+            if t >= 1:
+                if planted != "no-wait":
+                    land_until(1)
+                yield from arrive("P", 1 + (t - 1) % NS)
+        if planted != "no-wait":
+            land_until(0)
+        yield from arrive("P", 1 + (ntiles - 1) % NS)
+        yield from sync("P", 0)
+
+    def consumer(c):
+        a = agents[1 + c]
+        for t in range(ntiles):
+            seen = t < tiles_seen[c]
+            if seen or planted != "arrive-skip":
+                yield from sync(a, 1 + t % NS)
+            else:
+                yield from arrive(a, 1 + t % NS)
+            if seen:
+                if stage[t % NS] != (t, True):
+                    raise AssertionError(f"{a} reads stage {t % NS} for tile {t}: it holds {stage[t % NS]}")
+                yield True  # the wgmmas read it between their issue and their wait
+                if stage[t % NS] != (t, True):
+                    raise AssertionError(f"stage {t % NS} overwritten while {a} reads tile {t}")
+            released[t % NS].add(a)
+            if t + NS < ntiles or planted == "empty-always":
+                yield from arrive(a, 1 + NS + t % NS)
+        yield from sync(a, 0)
+        if pending:
+            raise AssertionError(f"copies of tiles {pending} in flight at the output's staging")
+
+    progs = {"P": producer(), **{agents[1 + c]: consumer(c) for c in range(3)}}
+    live, idle = list(agents), 0
+    try:
+        while live:
+            moved = False
+            if pending and rng.random() < 0.2:  # a group may land early
+                t = pending.pop(0)
+                stage[t % NS] = (t, True)
+                moved = True
+            a = live[rng.integers(len(live))]
+            try:
+                moved = next(progs[a]) or moved
+            except StopIteration:
+                live.remove(a)
+                moved = True
+            idle = 0 if moved else idle + 1
+            if idle > 50 * len(agents):
+                parked = {i: sorted(b[1]) for i, b in bars.items() if b[1]}
+                raise AssertionError(f"deadlock: {live} parked; arrivals {parked}")
+        left = {i: sorted(b[1]) for i, b in bars.items() if b[1]}
+        if left:
+            raise AssertionError(f"arrivals left at exit: {left}")
+    except AssertionError as e:
+        return str(e)
+    return None
+
+
+def check_ws_schedule(rng, runs=300):
+    """ws_schedule over ntiles 1 to 9 and the consumers' last tiles: the causal diagonal
+    (192 rows: the first warpgroup's see up to two tiles fewer than the last's) and a
+    block's last rows past its sequence (a warpgroup of them sees no key at all), each in
+    `runs` random interleavings; and the three planted protocols, each of which must fail
+    somewhere. Returns (interleavings checked, the first failure or None)."""
+    n = 0
+    planted_caught = {"arrive-skip": False, "empty-always": False, "no-wait": False}
+    for ntiles in range(1, 10):
+        # tiles fewer than ntiles a warpgroup's rows see; None: none (rows past the sequence)
+        for lag in ((0, 0, 0), (1, 0, 0), (2, 1, 0), (1, 1, 0), (1, 0, None), (0, None, None)):
+            seen = tuple(0 if lg is None else max(ntiles - lg, 1) for lg in lag)
+            nt = max(seen)
+            for _ in range(runs):
+                err = ws_schedule(nt, seen, rng)
+                n += 1
+                if err:
+                    return n, f"ntiles {nt}, tiles seen {seen}: {err}"
+            for pl in planted_caught:
+                if not planted_caught[pl]:
+                    for _ in range(runs):
+                        if ws_schedule(nt, seen, rng, planted=pl):
+                            planted_caught[pl] = True
+                            break
+    missed = [pl for pl, c in planted_caught.items() if not c]
+    return n, (f"planted protocol(s) {missed} passed: the check cannot see them" if missed else None)
+
+
 def main():
     ap = argparse.ArgumentParser(description="CPU model of fa3's index arithmetic (see the file's comment)")
     ap.add_argument("--seed", type=int, default=1)
@@ -381,7 +531,11 @@ def main():
             print("fa3p's model differs from fa3's")
             same = False
     print(f"fdt's walk through the block table: {check_fdt_walk()} steps against a direct division")
-    ok = worst <= 1e-12 and same
+    nws, ws_err = check_ws_schedule(rng)
+    held = ("every stage read after its copies landed and refilled after its readers released it; "
+            "the three planted protocols caught")
+    print(f"the warp-specialised hand-over (planned): {nws} interleavings, {ws_err or held}")
+    ok = worst <= 1e-12 and same and ws_err is None
     print(f"worst {worst:.2e}, fa3p {'equal to' if same else 'NOT equal to'} fa3: {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1
 
