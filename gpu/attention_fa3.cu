@@ -1,6 +1,7 @@
 /* attention_fa3.cu: the "fa3" attention variant, prefill attention on Hopper's
- * warpgroup MMA (wgmma.mma_async, sm_90a), as FlashAttention-3 computes it, and "fa3p",
- * the same arithmetic pipelined inside a warpgroup (its kernel's comment, below); fa2
+ * warpgroup MMA (wgmma.mma_async, sm_90a), as FlashAttention-3 computes it; "fa3p", the
+ * same arithmetic pipelined inside a warpgroup, and "fa3w", the same arithmetic in a
+ * warp-specialised block (their kernels' comments, below); fa2
  * (attention_fa2.cu) takes everything else: a card other than compute capability 9.0, a
  * build without sm_90a (configure's CUDA_ARCH other than sm_90), F32, other head sizes,
  * one token per sequence, unaligned pointers or odd strides, a grid too large.
@@ -62,17 +63,17 @@
 static_assert(FA3_BN == 64, "fa3: S is one wgmma n64 a k-step (P V's n is head_dim: 64 or 128)");
 static_assert(FA3_THREADS / 32 <= 32, "kmax_w holds a warp's count each");
 
-/* Shared memory, bytes from a 1024-aligned base: Q (FA3_BQ rows) | K0 | K1 | V0 | V1
- * (FA3_BN rows each), every region in the swizzled layout, head_dim in blocks of 64 (a
- * region of R rows holds dims 0-63 of every row, then dims 64-127). The output rows are
- * staged in K0.. after the last tile, rows of HD + 8 (fa2's padded layout). hd 128: 32 + 4
- * x 16 KiB = 96 KiB a block. */
-template <int HD> struct fa3_layout {
-    static constexpr uint32_t QB = FA3_BQ * HD * 2, TB = FA3_BN * HD * 2;
-    static constexpr size_t bytes = QB + 4 * (size_t)TB + 1024; /* + the base's alignment */
+/* Shared memory, bytes from a 1024-aligned base: Q (BQ rows) | K0 .. K(NS-1) | V0 ..
+ * V(NS-1) (FA3_BN rows each; fa3 and fa3p: BQ = FA3_BQ, NS = 2 stages), every region in the
+ * swizzled layout, head_dim in blocks of 64 (a region of R rows holds dims 0-63 of every
+ * row, then dims 64-127). The output rows are staged in K0.. after the last tile, rows of
+ * HD + 8 (fa2's padded layout). hd 128: 32 + 4 x 16 KiB = 96 KiB a block. */
+template <int HD, int BQ = FA3_BQ, int NS = 2> struct fa3_layout {
+    static constexpr uint32_t QB = BQ * HD * 2, TB = FA3_BN * HD * 2;
+    static constexpr size_t bytes = QB + 2 * NS * (size_t)TB + 1024; /* + the base's alignment */
     static_assert(HD == 64 || HD == 128, "head_dim in one or two 64-wide swizzle atoms");
     static_assert(QB % 1024 == 0 && TB % 1024 == 0, "regions 1024-byte aligned");
-    static_assert(FA3_BQ * (HD + 8) * 2 <= 4 * TB, "the output rows are staged in the K and V buffers");
+    static_assert(BQ * (HD + 8) * 2 <= 2 * NS * TB, "the output rows are staged in the K and V buffers");
     static_assert(bytes <= 227 * 1024, "within sm_90's shared memory per block");
 };
 
@@ -182,11 +183,11 @@ struct fa3_walk {
     uint32_t place; /* the first chunk's byte offset in a swizzled tile buffer */
 };
 
-template <int HD>
+template <int HD, int NT = FA3_THREADS> /* NT threads fetch; this one is tid of them */
 static __device__ __forceinline__ fa3_walk fa3_walk_begin(const int32_t *table, int bsz, int64_t nkv,
-                                                          int64_t g) {
-    constexpr int CH = HD / 8, STEP = FA3_THREADS / CH;
-    const int c = threadIdx.x % CH, j0 = threadIdx.x / CH;
+                                                          int64_t g, unsigned tid) {
+    constexpr int CH = HD / 8, STEP = NT / CH;
+    const int c = tid % CH, j0 = tid / CH;
     return {kv_walk_at(table, bsz, j0, nkv, HD, g, c * 8), kv_stride_of(STEP, bsz), fa3_sw<FA3_BN>(j0, c)};
 }
 
@@ -202,12 +203,13 @@ static __device__ __forceinline__ fa3_walk fa3_walk_begin(const int32_t *table, 
 #ifndef FA3_FETCH_STEP
 #define FA3_FETCH_STEP 1
 #endif
-template <typename E, int HD>
+template <typename E, int HD, int NT = FA3_THREADS>
 static __device__ __forceinline__ void fa3_fetch(uint32_t kd, uint32_t vd, const E *k_cache, const E *v_cache,
                                                  fa3_walk &w, int kmax) {
-    constexpr int CH = HD / 8, STEP = FA3_THREADS / CH;
-    static_assert(FA3_THREADS % CH == 0 && FA3_BN % STEP == 0, "the threads cover the tile exactly");
+    constexpr int CH = HD / 8, STEP = NT / CH;
+    static_assert(NT % CH == 0 && FA3_BN % STEP == 0, "the threads cover the tile exactly");
 #if !FA3_FETCH_STEP
+    static_assert(NT == FA3_THREADS, "the old fetch: fa3's and fa3p's threads");
     const int t = w.kv.key / FA3_BN, g = (int)((w.kv.col - (int)(threadIdx.x % CH) * 8) / HD);
 #pragma unroll
     for (int i = threadIdx.x; i < FA3_BN * CH; i += FA3_THREADS) {
@@ -249,19 +251,21 @@ struct fa3_block {
 
 /* The block's rows, and its Q (rows past the sequence zero-filled) issued (uncommitted) to
  * shared memory; false for a block past its sequence (block-uniform, before any barrier).
- * Every thread calls it: kmax_w (shared) gathers the warps' maxima through a barrier. */
-template <typename E, int HD>
+ * Every thread calls it: kmax_w (shared, NT / 32 entries) gathers the warps' maxima
+ * through a barrier. BQ query rows a block, NT threads (a warp past BQ / 16 has no rows),
+ * NS stages (fa3_layout). */
+template <typename E, int HD, int BQ = FA3_BQ, int NT = FA3_THREADS, int NS = 2>
 static __device__ __forceinline__ bool fa3_begin(fa3_block &b, const E *q, int64_t ldq,
                                                  const lr_gpu_attn_meta &m, int64_t nh, int64_t nkv,
                                                  int64_t qtiles, unsigned char *smem, int *kmax_w) {
-    typedef fa3_layout<HD> Ly;
+    typedef fa3_layout<HD, BQ, NS> Ly;
     constexpr int CH = HD / 8;
     const int64_t bid = blockIdx.x, h = bid % nh, rest = bid / nh;
     const int64_t seq = rest % m.num_seqs, tile = rest / m.num_seqs;
-    const int64_t row0 = (qtiles - 1 - tile) * FA3_BQ, len = m.seq_len[seq];
+    const int64_t row0 = (qtiles - 1 - tile) * BQ, len = m.seq_len[seq];
     if (row0 >= len) return false;
     b.h = h, b.g = h / (nh / nkv), b.tok0 = m.seq_start[seq] + row0;
-    b.nrows = (int)(len - row0 < FA3_BQ ? len - row0 : FA3_BQ);
+    b.nrows = (int)(len - row0 < BQ ? len - row0 : BQ);
     b.warp = threadIdx.x >> 5, b.wg = b.warp >> 2, b.lane = threadIdx.x & 31, b.tq = b.lane & 3;
     b.table = m.block_tables + seq * m.max_blocks;
     b.bsz = (int)m.block_size; /* <= INT32_MAX (checked by the launcher) */
@@ -269,7 +273,7 @@ static __device__ __forceinline__ bool fa3_begin(fa3_block &b, const E *q, int64
     /* The base, rounded up to 1024 bytes (the swizzle is taken from address bits). */
     b.raw = smem_u32(smem);
     const uint32_t base = (b.raw + 1023u) & ~1023u;
-    b.qs = base, b.kbuf = base + Ly::QB, b.vbuf = b.kbuf + 2 * Ly::TB;
+    b.qs = base, b.kbuf = base + Ly::QB, b.vbuf = b.kbuf + NS * Ly::TB;
 
     b.ra = b.warp * 16 + (b.lane >> 2), b.rb = b.ra + 8;
     b.nka = b.ra < b.nrows ? m.token_keys[b.tok0 + b.ra] : 0;
@@ -283,15 +287,15 @@ static __device__ __forceinline__ bool fa3_begin(fa3_block &b, const E *q, int64
     b.wmin = wmin;
     if (b.lane == 0) kmax_w[b.warp] = wmax;
 
-    for (int i = threadIdx.x; i < FA3_BQ * CH; i += FA3_THREADS) {
+    for (int i = threadIdx.x; i < BQ * CH; i += NT) {
         const int r = i / CH, c = i % CH;
         const E *src = r < b.nrows ? q + (b.tok0 + r) * ldq + b.h * HD + c * 8 : q;
-        cp_async16(b.qs + fa3_sw<FA3_BQ>(r, c), src, r < b.nrows ? 16 : 0);
+        cp_async16(b.qs + fa3_sw<BQ>(r, c), src, r < b.nrows ? 16 : 0);
     }
     __syncthreads(); /* kmax_w */
     b.kmax = 0, b.wgmax = 0;
 #pragma unroll
-    for (int w = 0; w < FA3_THREADS / 32; w++) {
+    for (int w = 0; w < NT / 32; w++) {
         b.kmax = max(b.kmax, kmax_w[w]);
         if (w / 4 == b.wg) b.wgmax = max(b.wgmax, kmax_w[w]);
     }
@@ -301,12 +305,12 @@ static __device__ __forceinline__ bool fa3_begin(fa3_block &b, const E *q, int64
 #ifdef FA3_DEVICE_CODE
 /* S (64 x FA3_BN) = Q K^T of the warpgroup's rows, issued (uncommitted): k-step ks is dims
  * 16ks..; within a 64-dim block a start 32 bytes further, the next block a region further
- * (FA3_BQ or FA3_BN rows). dq, dk: descriptors of the warpgroup's Q rows and the K buffer. */
-template <typename E, int HD>
+ * (BQ or FA3_BN rows). dq, dk: descriptors of the warpgroup's Q rows and the K buffer. */
+template <typename E, int HD, int BQ = FA3_BQ>
 static __device__ __forceinline__ void fa3_qk(float (&s)[FA3_BN / 2], uint64_t dq, uint64_t dk) {
 #pragma unroll
     for (int ks = 0; ks < HD / 16; ks++) {
-        const uint64_t da = dq + (uint64_t)((((ks >> 2) * FA3_BQ * 128) + (ks & 3) * 32) >> 4),
+        const uint64_t da = dq + (uint64_t)((((ks >> 2) * BQ * 128) + (ks & 3) * 32) >> 4),
                        db = dk + (uint64_t)((((ks >> 2) * FA3_BN * 128) + (ks & 3) * 32) >> 4);
         wg_mma<E, FA3_BN>::ss(s, da, db, ks > 0);
     }
@@ -430,10 +434,7 @@ static __device__ __forceinline__ void fa3_store(E *ctx, int64_t ldc, const fa3_
     }
 }
 
-/* fa3: per key tile, the block's copies of the next tile out, then per warpgroup S = Q K^T,
- * its wait, the softmax, O += P V and its wait, between two block barriers; two blocks an
- * SM (FA3_MINB) cover one's softmax with the other's MMAs. (One barrier a tile, the next
- * tile's copies sent after it, was 3% slower: run 31.) */
+#ifdef FA3_DEVICE_CODE
 /* FA3_TABLE_SMEM (256 by default; 0 leaves it out; the same addresses, so the same bits):
  * a block whose keys' block-table entries number at most that many copies them to shared
  * memory first, and its fetches read them there; a longer one reads them from global
@@ -446,6 +447,55 @@ static __device__ __forceinline__ void fa3_store(E *ctx, int64_t ldc, const fa3_
 #ifndef FA3_TABLE_SMEM
 #define FA3_TABLE_SMEM 256
 #endif
+/* The block table the block's fetches read: table_s (FA3_TABLE_SMEM entries of shared
+ * memory), filled by the block's NT threads behind a barrier, where the entries of its keys
+ * fit; else the table in global memory. Every thread calls it. */
+template <int NT>
+static __device__ __forceinline__ const int32_t *fa3_table(const fa3_block &b, int32_t *table_s) {
+#if FA3_TABLE_SMEM > 0
+    const int nblk = b.kmax > 0 ? (b.kmax - 1) / b.bsz + 1 : 0; /* the entries of keys below kmax */
+    if (nblk <= FA3_TABLE_SMEM) {                               /* block-uniform */
+        for (int i = threadIdx.x; i < nblk; i += NT)
+            table_s[i] = b.table[i];
+        __syncthreads();
+        return table_s; /* a generic pointer: the walk's loads go to shared memory */
+    }
+#endif
+    (void)table_s;
+    return b.table;
+}
+
+/* A warpgroup's key tile k0.. (K and V at shared addresses kt, vt, landed and fenced): S =
+ * Q K^T, its wait, the softmax, O's rescale, O += P V and its wait. fa3's and fa3w's. */
+template <typename E, int HD, int BQ>
+static __device__ __forceinline__ void fa3_tile(float (&o)[HD / 2], float &ma, float &mb, float &la,
+                                                float &lb, const fa3_block &b, int k0, float sl2, uint64_t dq,
+                                                uint32_t kt, uint32_t vt) {
+    float s[FA3_BN / 2];
+#pragma unroll
+    for (int i = 0; i < FA3_BN / 2; i++)
+        s[i] = 0.0f;
+    wg_fence();
+    fa3_qk<E, HD, BQ>(s, dq, fa3_desc(kt, 16, 1024));
+    wg_commit();
+    wg_wait<0>();
+    reg_fence(s);
+    uint32_t pa[FA3_BN / 16][4];
+    float ca, cb;
+    fa3_softmax<E>(s, pa, b, k0, sl2, ma, mb, la, lb, ca, cb);
+    fa3_rescale<HD>(o, ca, cb);
+    wg_fence();
+    fa3_pv<E, HD>(o, pa, fa3_desc(vt, FA3_BN * 128, 1024));
+    wg_commit();
+    wg_wait<0>();
+    reg_fence(o);
+}
+#endif
+
+/* fa3: per key tile, the block's copies of the next tile out, then per warpgroup S = Q K^T,
+ * its wait, the softmax, O += P V and its wait, between two block barriers; two blocks an
+ * SM (FA3_MINB) cover one's softmax with the other's MMAs. (One barrier a tile, the next
+ * tile's copies sent after it, was 3% slower: run 31.) */
 template <typename E, int HD>
 static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
     attention_fa3_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
@@ -457,19 +507,10 @@ static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
     fa3_block b;
     if (!fa3_begin<E, HD>(b, q, ldq, m, nh, nkv, qtiles, fa3_smem, kmax_w)) return;
     const int ntiles = b.kmax / FA3_BN + (b.kmax % FA3_BN != 0);
-    const int32_t *table = b.table;
-#if FA3_TABLE_SMEM > 0
-    __shared__ int32_t table_s[FA3_TABLE_SMEM];
-    const int nblk = b.kmax > 0 ? (b.kmax - 1) / b.bsz + 1 : 0; /* the entries of keys below kmax */
-    if (nblk <= FA3_TABLE_SMEM) {                               /* block-uniform */
-        for (int i = threadIdx.x; i < nblk; i += FA3_THREADS)
-            table_s[i] = b.table[i];
-        __syncthreads();
-        table = table_s; /* a generic pointer: the walk's loads go to shared memory */
-    }
-#endif
+    __shared__ int32_t table_s[FA3_TABLE_SMEM > 0 ? FA3_TABLE_SMEM : 1];
+    const int32_t *table = fa3_table<FA3_THREADS>(b, table_s);
     /* Q and tile 0: one group */
-    fa3_walk walk = fa3_walk_begin<HD>(table, b.bsz, nkv, b.g);
+    fa3_walk walk = fa3_walk_begin<HD>(table, b.bsz, nkv, b.g, threadIdx.x);
     if (ntiles > 0) fa3_fetch<E, HD>(b.kbuf, b.vbuf, k_cache, v_cache, walk, b.kmax);
     cp_async_commit();
 
@@ -495,24 +536,7 @@ static __global__ void __launch_bounds__(FA3_THREADS, FA3_MINB)
         const int k0 = t * FA3_BN;
         if (k0 < b.wgmax) { /* warpgroup-uniform: some row of the warpgroup sees a key of the tile */
             const uint32_t cur = (t & 1) * Ly::TB;
-            float s[FA3_BN / 2];
-#pragma unroll
-            for (int i = 0; i < FA3_BN / 2; i++)
-                s[i] = 0.0f;
-            wg_fence();
-            fa3_qk<E, HD>(s, dq, fa3_desc(b.kbuf + cur, 16, 1024));
-            wg_commit();
-            wg_wait<0>();
-            reg_fence(s);
-            uint32_t pa[FA3_BN / 16][4];
-            float ca, cb;
-            fa3_softmax<E>(s, pa, b, k0, sl2, ma, mb, la, lb, ca, cb);
-            fa3_rescale<HD>(o, ca, cb);
-            wg_fence();
-            fa3_pv<E, HD>(o, pa, fa3_desc(b.vbuf + cur, FA3_BN * 128, 1024));
-            wg_commit();
-            wg_wait<0>();
-            reg_fence(o);
+            fa3_tile<E, HD, FA3_BQ>(o, ma, mb, la, lb, b, k0, sl2, dq, b.kbuf + cur, b.vbuf + cur);
         }
         __syncthreads(); /* the buffer is refetched next iteration (or takes the output) */
     }
@@ -557,7 +581,7 @@ static __global__ void __launch_bounds__(FA3_THREADS, 1)
 #define FA3P_KBUF(t) (b.kbuf + ((t)&1) * Ly::TB)
 #define FA3P_VBUF(t) (b.vbuf + ((t)&1) * Ly::TB)
     /* K's walk runs a tile ahead of V's */
-    fa3_walk kwalk = fa3_walk_begin<HD>(b.table, b.bsz, nkv, b.g), vwalk = kwalk;
+    fa3_walk kwalk = fa3_walk_begin<HD>(b.table, b.bsz, nkv, b.g, threadIdx.x), vwalk = kwalk;
 #define FA3P_FETCH_K(t) fa3_fetch<E, HD>(FA3P_KBUF(t), FA3_NO_BUF, k_cache, v_cache, kwalk, b.kmax)
 #define FA3P_FETCH_V(t) fa3_fetch<E, HD>(FA3_NO_BUF, FA3P_VBUF(t), k_cache, v_cache, vwalk, b.kmax)
     /* every thread's copies of the last group have landed (K_t and V_{t-1}); both
@@ -644,6 +668,120 @@ static __global__ void __launch_bounds__(FA3_THREADS, 1)
 #endif
 }
 
+/* fa3w: fa3 warp-specialised, as FlashAttention-3 splits its blocks (docs/performance.md,
+ * run 33). A block of 512 threads takes FA3W_BQ = 192 query rows: warpgroups 0 to 2 are
+ * consumers, each with fa3's 64 rows and fa3's arithmetic tile by tile (fa3_tile), so
+ * fa3's bits; warpgroup 3 is the producer, which walks the block table and copies the K/V
+ * tiles into a ring of FA3W_NS stages (stage t % FA3W_NS for tile t) and does nothing
+ * else, so the consumers issue no fetch instructions. Registers: launched at 128 a thread
+ * (the most 512 threads may hold), the producer gives its warpgroup's down to
+ * FA3W_REG_PRODUCER and the consumers take theirs up to FA3W_REG_CONSUMER (setmaxnreg);
+ * fa3's consumer loop takes 141 registers left free. Shared memory: Q (192 rows) and three
+ * stages of K and V, 144 KB at head_dim 128: one block an SM. The hand-over, by named
+ * barriers of all 512 threads, two a stage (the protocol tools/model-fa3-layout.py checks
+ * in random interleavings, ws_schedule):
+ *   producer, tile t: (t >= NS) bar.sync empty[t % NS]; the copies, committed; (t >= 1)
+ *     wait for tile t - 1's, fence the async proxy, bar.arrive full[(t - 1) % NS]; after
+ *     the last tile, the same for it;
+ *   consumer, tile t: bar.sync full[t % NS]; the tile where its rows see a key of it (a
+ *     consumer past its keys still waits: arriving alone would let it run a ring ahead and
+ *     arrive twice in one generation); bar.arrive empty[t % NS] where t + NS < ntiles.
+ * Then the consumers alone (a barrier of 384) before the output is staged in the stages:
+ * every wgmma has read its stage, and the producer's last copies landed before the last
+ * full. Written in session 27 without a GPU; not a default. */
+#define FA3W_CWGS 3                          /* consumer warpgroups */
+#define FA3W_BQ (64 * FA3W_CWGS)             /* query rows a block */
+#define FA3W_THREADS (128 * (FA3W_CWGS + 1)) /* and the producer's */
+#define FA3W_NS 3                            /* K/V stages */
+#define FA3W_REG_PRODUCER 56
+#define FA3W_REG_CONSUMER 152
+static_assert((FA3W_CWGS * FA3W_REG_CONSUMER + FA3W_REG_PRODUCER) * 128 <= 65536 &&
+                  FA3W_REG_PRODUCER % 8 == 0 && FA3W_REG_CONSUMER % 8 == 0,
+              "fa3w: the warpgroups' registers within the SM's 64K, in steps of 8");
+#define FA3W_FULL(st) (1 + (st)) /* named barriers; 0 is __syncthreads' */
+#define FA3W_EMPTY(st) (1 + FA3W_NS + (st))
+#define FA3W_STORE (1 + 2 * FA3W_NS)
+static_assert(FA3W_STORE < 16, "sixteen named barriers a block");
+
+#ifdef FA3_DEVICE_CODE
+/* bar.sync / bar.arrive on named barrier id for n threads (a multiple of 32). */
+static __device__ __forceinline__ void bar_sync_n(int id, int n) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+static __device__ __forceinline__ void bar_arrive_n(int id, int n) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(n) : "memory");
+}
+/* A warpgroup's registers a thread down to, or up to, R (every thread of it executes it). */
+template <int R> static __device__ __forceinline__ void setmaxnreg_dec() {
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(R));
+}
+template <int R> static __device__ __forceinline__ void setmaxnreg_inc() {
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R));
+}
+#endif
+
+template <typename E, int HD>
+static __global__ void __launch_bounds__(FA3W_THREADS, 1)
+    attention_fa3w_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
+                          lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int64_t qtiles) {
+#ifdef FA3_DEVICE_CODE
+    typedef fa3_layout<HD, FA3W_BQ, FA3W_NS> Ly;
+    extern __shared__ __align__(1024) unsigned char fa3_smem[];
+    __shared__ int kmax_w[FA3W_THREADS / 32];
+    __shared__ int32_t table_s[FA3_TABLE_SMEM > 0 ? FA3_TABLE_SMEM : 1];
+    fa3_block b;
+    if (!fa3_begin<E, HD, FA3W_BQ, FA3W_THREADS, FA3W_NS>(b, q, ldq, m, nh, nkv, qtiles, fa3_smem, kmax_w))
+        return;
+    const int ntiles = b.kmax / FA3_BN + (b.kmax % FA3_BN != 0);
+    const int32_t *table = fa3_table<FA3W_THREADS>(b, table_s);
+    cp_async_commit(); /* Q, every thread's part: landed and fenced before the roles split */
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+
+    if (b.wg == FA3W_CWGS) { /* the producer */
+        setmaxnreg_dec<FA3W_REG_PRODUCER>();
+        fa3_walk walk = fa3_walk_begin<HD, 128>(table, b.bsz, nkv, b.g, threadIdx.x - 128 * FA3W_CWGS);
+        for (int t = 0; t < ntiles; t++) {
+            const int st = t % FA3W_NS;
+            if (t >= FA3W_NS) bar_sync_n(FA3W_EMPTY(st), FA3W_THREADS); /* tile t - NS read by all */
+            fa3_fetch<E, HD, 128>(b.kbuf + st * Ly::TB, b.vbuf + st * Ly::TB, k_cache, v_cache, walk, b.kmax);
+            cp_async_commit();
+            if (t >= 1) {
+                cp_async_wait<1>(); /* tile t - 1's copies (this thread's) have landed */
+                fence_proxy_async();
+                bar_arrive_n(FA3W_FULL((t - 1) % FA3W_NS), FA3W_THREADS);
+            }
+        }
+        cp_async_wait<0>();
+        fence_proxy_async();
+        if (ntiles > 0) bar_arrive_n(FA3W_FULL((ntiles - 1) % FA3W_NS), FA3W_THREADS);
+        return;
+    }
+
+    setmaxnreg_inc<FA3W_REG_CONSUMER>();
+    float o[HD / 2]; /* as fa3's */
+#pragma unroll
+    for (int i = 0; i < HD / 2; i++)
+        o[i] = 0.0f;
+    float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
+    const float sl2 = scale * 1.4426950408889634f;
+    const uint64_t dq = fa3_desc(b.qs + b.wg * 64 * 128, 16, 1024);
+    for (int t = 0; t < ntiles; t++) {
+        const int st = t % FA3W_NS, k0 = t * FA3_BN;
+        bar_sync_n(FA3W_FULL(st), FA3W_THREADS);
+        if (k0 < b.wgmax) /* warpgroup-uniform, as fa3's */
+            fa3_tile<E, HD, FA3W_BQ>(o, ma, mb, la, lb, b, k0, sl2, dq, b.kbuf + st * Ly::TB,
+                                     b.vbuf + st * Ly::TB);
+        if (t + FA3W_NS < ntiles) bar_arrive_n(FA3W_EMPTY(st), FA3W_THREADS);
+    }
+    bar_sync_n(FA3W_STORE, 128 * FA3W_CWGS); /* every consumer's wgmmas are done with the stages */
+    fa3_store<E, HD>(ctx, ldc, b, o, la, lb, fa3_smem);
+#else
+    __trap();
+#endif
+}
+
 /* Whether this build has fa3's sm_90a kernel (LR_FA3_WGMMA, set by the makefile when it
  * compiles this file for sm_90a) and the current device can run it (an sm_90a image runs
  * on compute capability 9.0 alone); asked once per device. */
@@ -680,37 +818,47 @@ extern "C" bool lr_gpu_attention_fa3_native(bool *built) {
     return fa3_runs_here((const void *)attention_fa3_kernel<__nv_bfloat16, 128>);
 }
 
-/* fa3's kernel, or fa3p's where P (its variant) is true. */
-template <typename E, int HD, bool P> static int fa3_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
+/* The kernels of this file: fa3's, fa3p's, fa3w's. */
+enum fa3_kind { FA3_PLAIN, FA3_PIPELINED, FA3_WS };
+
+/* The kernel of kind K, its grid of BQ-row blocks, its threads and shared memory. */
+template <typename E, int HD, fa3_kind K>
+static int fa3_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;
-    auto kernel = P ? attention_fa3p_kernel<E, HD> : attention_fa3_kernel<E, HD>;
-    int64_t qtiles = (m->max_seq_len + FA3_BQ - 1) / FA3_BQ;
+    auto kernel = K == FA3_WS          ? attention_fa3w_kernel<E, HD>
+                  : K == FA3_PIPELINED ? attention_fa3p_kernel<E, HD>
+                                       : attention_fa3_kernel<E, HD>;
+    constexpr int bq = K == FA3_WS ? FA3W_BQ : FA3_BQ, threads = K == FA3_WS ? FA3W_THREADS : FA3_THREADS;
+    int64_t qtiles = (m->max_seq_len + bq - 1) / bq;
     if (qtiles == 0 || m->num_seqs == 0) return LR_OK;
     if (m->num_seqs * qtiles > INT32_MAX / a->nh || !fa3_runs_here((const void *)kernel))
         return lr_gpu_attention_fa2(a, s);
-    size_t smem = fa3_layout<HD>::bytes;
+    size_t smem = K == FA3_WS ? fa3_layout<HD, FA3W_BQ, FA3W_NS>::bytes : fa3_layout<HD>::bytes;
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     unsigned int grid = (unsigned int)(a->nh * m->num_seqs * qtiles);
-    kernel<<<grid, FA3_THREADS, smem, s>>>((E *)a->ctx, a->ldc, (const E *)a->q, a->ldq,
-                                           (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh, a->nkv,
-                                           a->scale, qtiles);
+    kernel<<<grid, threads, smem, s>>>((E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache,
+                                       (const E *)a->v_cache, *m, a->nh, a->nkv, a->scale, qtiles);
     LAUNCH_CHECK();
     return LR_OK;
 }
 
-template <typename E, bool P> static int attention_fa3_t(const lr_gpu_attention_args *a, cudaStream_t s) {
+template <typename E, fa3_kind K> static int attention_fa3_t(const lr_gpu_attention_args *a, cudaStream_t s) {
     if constexpr (std::is_same<E, float>::value) /* wgmma has no float32 operands: fa2's (tc's) paths */
         return lr_gpu_attention_fa2(a, s);
     else if (fa_prefill_takes(a))
-        return a->hd == 64 ? fa3_launch<E, 64, P>(a, s) : fa3_launch<E, 128, P>(a, s);
+        return a->hd == 64 ? fa3_launch<E, 64, K>(a, s) : fa3_launch<E, 128, K>(a, s);
     return lr_gpu_attention_fa2(a, s);
 }
 template <typename E> static int attention_fa3(const lr_gpu_attention_args *a, cudaStream_t s) {
-    return attention_fa3_t<E, false>(a, s);
+    return attention_fa3_t<E, FA3_PLAIN>(a, s);
 }
 template <typename E> static int attention_fa3p(const lr_gpu_attention_args *a, cudaStream_t s) {
-    return attention_fa3_t<E, true>(a, s);
+    return attention_fa3_t<E, FA3_PIPELINED>(a, s);
+}
+template <typename E> static int attention_fa3w(const lr_gpu_attention_args *a, cudaStream_t s) {
+    return attention_fa3_t<E, FA3_WS>(a, s);
 }
 
 ATTN_LAUNCHER(lr_gpu_attention_fa3, attention_fa3)
 ATTN_LAUNCHER(lr_gpu_attention_fa3p, attention_fa3p)
+ATTN_LAUNCHER(lr_gpu_attention_fa3w, attention_fa3w)

@@ -39,6 +39,7 @@ int lr_gpu_attention_simple(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa2(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3p(const void *args, cudaStream_t s);
+int lr_gpu_attention_fa3w(const void *args, cudaStream_t s);
 int lr_gpu_attention_fd(const void *args, cudaStream_t s);
 int lr_gpu_attention_fdt(const void *args, cudaStream_t s);
 int lr_gpu_attention_fdtc(const void *args, cudaStream_t s);
@@ -159,6 +160,13 @@ static const lr_gpu_kernel builtin[] = {
       "rings of two, one block an SM; else fa2",
       false, ALL, ROUNDS_P},
      lr_gpu_attention_fa3p},
+    {{FAM(ATTENTION), "fa3w",
+      "prefill as fa3 (the same bits), warp-specialised as FlashAttention-3: 192 queries a "
+      "block in three consumer warpgroups, a producer warpgroup that walks the block table and "
+      "fills a ring of three K/V stages, named barriers between them, setmaxnreg, one block an "
+      "SM; else fa2",
+      false, ALL, ROUNDS_P},
+     lr_gpu_attention_fa3w},
     {{FAM(ATTENTION), "tc",
       "decode: one block per (sequence, kv head, key chunk), the group's query heads "
       "together, chunks merged; prefill (bf16/f16, head_dim 64/128): wmma tensor-core "

@@ -253,7 +253,8 @@ START_TEST(test_fa3_native) {
 END_TEST
 
 /* ---- Variants that must give another's bits --------------------------------------------
- * fa3p is fa3's arithmetic pipelined inside a warpgroup (gpu/attention_fa3.cu); fdtc is
+ * fa3p is fa3's arithmetic pipelined inside a warpgroup, fa3w the same arithmetic a
+ * warpgroup in a warp-specialised block (gpu/attention_fa3.cu); fdtc is
  * fdt's plan and kernel with each (sequence, kv head)'s chunks merged inside a thread-block
  * cluster, in the order and with the operations of fdt's merge kernel (gpu/attention_fdt.cu).
  * Each value sees the same operations in the same order, so the bits are the other's.
@@ -337,6 +338,15 @@ static int fa3p_is_fa3(const char *variant, void *ctx, int64_t ldc, const void *
                      dt, ws, s);
 }
 
+static int fa3w_is_fa3(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
+                       const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta, int64_t T,
+                       int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
+                       cudaStream_t s) {
+    (void)variant;
+    return same_bits("fa3w", "fa3", false, ctx, ldc, q, ldq, k_cache, v_cache, meta, T, nh, nkv, hd, scale,
+                     dt, ws, s);
+}
+
 static int fdtc_is_fdt(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
                        const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta, int64_t T,
                        int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
@@ -374,6 +384,14 @@ START_TEST(test_fa3p_is_fa3) {
     const lr_opsweep_target t = {
         .family = "attention", .name = "fa3p-is-fa3", .attention = fa3p_is_fa3, .rounds_p_like = "fa3"};
     sweep_same_bits(&t, _i, NULL, NULL, "attention fa3p against fa3");
+}
+END_TEST
+
+/* fa3w's bits are fa3's, over the same shapes. */
+START_TEST(test_fa3w_is_fa3) {
+    const lr_opsweep_target t = {
+        .family = "attention", .name = "fa3w-is-fa3", .attention = fa3w_is_fa3, .rounds_p_like = "fa3"};
+    sweep_same_bits(&t, _i, NULL, NULL, "attention fa3w against fa3");
 }
 END_TEST
 
@@ -1273,6 +1291,10 @@ int main(void) {
     tc = tcase_create("fdtc");
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_fdtc_is_fdt, 0, 6);
+    suite_add_tcase(ops, tc);
+    tc = tcase_create("fa3w"); /* a case of its own too (CK_RUN_CASE=fa3w) */
+    tcase_set_timeout(tc, 600);
+    tcase_add_loop_test(tc, test_fa3w_is_fa3, 0, 4);
     suite_add_tcase(ops, tc);
     int failed = tu_gpu_run_suite(ops);
     if (failed) printf("test_gpu_ops: %d failed; seed %llu\n", failed, (unsigned long long)g_seed);

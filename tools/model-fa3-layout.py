@@ -34,8 +34,8 @@ of K_{t+1} and V_t; every warpgroup takes every tile), which must read only tile
 landed, never a buffer a copy in flight writes, and give fa3's output exactly (in float64:
 the same operations in the same order, masked tiles changing nothing). It also checks fdt's
 loader's walk through the block table (gpu/attention_fdt.cu) against a direct division,
-and, ahead of its kernel, the hand-over planned for a warp-specialised fa3 (ws_schedule:
-a producer warpgroup, three consumers, a ring of three stages, named barriers) in random
+and fa3w's hand-over (ws_schedule: a producer warpgroup, three consumers, a ring of three
+stages, named barriers; written before the kernel, which follows it) in random
 interleavings, with three planted protocols it must catch.
 Usage: tools/model-fa3-layout.py [--seed N]
 """
@@ -345,7 +345,7 @@ def check_fdt_walk():
 
 
 def ws_schedule(ntiles, tiles_seen, rng, planted=None):
-    """The hand-over of the warp-specialised fa3 planned in docs/performance.md (run 33): a
+    """fa3w's hand-over (gpu/attention_fa3.cu, attention_fa3w_kernel): a
     producer warpgroup P fills a ring of NS stages by cp.async, three consumer warpgroups
     read them, through named barriers full[s] and empty[s] of all four warpgroups (512
     threads). One run in a random interleaving, at warpgroup granularity:
@@ -534,7 +534,7 @@ def main():
     nws, ws_err = check_ws_schedule(rng)
     held = ("every stage read after its copies landed and refilled after its readers released it; "
             "the three planted protocols caught")
-    print(f"the warp-specialised hand-over (planned): {nws} interleavings, {ws_err or held}")
+    print(f"fa3w's hand-over: {nws} interleavings, {ws_err or held}")
     ok = worst <= 1e-12 and same and ws_err is None
     print(f"worst {worst:.2e}, fa3p {'equal to' if same else 'NOT equal to'} fa3: {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1
