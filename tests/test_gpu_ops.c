@@ -329,22 +329,15 @@ static int same_bits(const char *va, const char *vb, bool graph, void *ctx, int6
     return rc;
 }
 
-static int fa3p_is_fa3(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
-                       const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta, int64_t T,
-                       int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
-                       cudaStream_t s) {
-    (void)variant;
-    return same_bits("fa3p", "fa3", false, ctx, ldc, q, ldq, k_cache, v_cache, meta, T, nh, nkv, hd, scale,
-                     dt, ws, s);
-}
-
-static int fa3w_is_fa3(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
-                       const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta, int64_t T,
-                       int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
-                       cudaStream_t s) {
-    (void)variant;
-    return same_bits("fa3w", "fa3", false, ctx, ldc, q, ldq, k_cache, v_cache, meta, T, nh, nkv, hd, scale,
-                     dt, ws, s);
+/* fa3p's and fa3w's: variant is the target's name, "<variant>-is-fa3". */
+static int is_fa3(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
+                  const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta, int64_t T,
+                  int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
+                  cudaStream_t s) {
+    char va[32];
+    snprintf(va, sizeof va, "%.*s", (int)strcspn(variant, "-"), variant);
+    return same_bits(va, "fa3", false, ctx, ldc, q, ldq, k_cache, v_cache, meta, T, nh, nkv, hd, scale, dt,
+                     ws, s);
 }
 
 static int fdtc_is_fdt(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
@@ -382,7 +375,7 @@ static void sweep_same_bits(const lr_opsweep_target *t, int i, const char *const
 /* fa3p's bits are fa3's: Llama-3-8B's shapes are its prefill (1 x 2048 causal). */
 START_TEST(test_fa3p_is_fa3) {
     const lr_opsweep_target t = {
-        .family = "attention", .name = "fa3p-is-fa3", .attention = fa3p_is_fa3, .rounds_p_like = "fa3"};
+        .family = "attention", .name = "fa3p-is-fa3", .attention = is_fa3, .rounds_p_like = "fa3"};
     sweep_same_bits(&t, _i, NULL, NULL, "attention fa3p against fa3");
 }
 END_TEST
@@ -390,7 +383,7 @@ END_TEST
 /* fa3w's bits are fa3's, over the same shapes. */
 START_TEST(test_fa3w_is_fa3) {
     const lr_opsweep_target t = {
-        .family = "attention", .name = "fa3w-is-fa3", .attention = fa3w_is_fa3, .rounds_p_like = "fa3"};
+        .family = "attention", .name = "fa3w-is-fa3", .attention = is_fa3, .rounds_p_like = "fa3"};
     sweep_same_bits(&t, _i, NULL, NULL, "attention fa3w against fa3");
 }
 END_TEST

@@ -390,10 +390,13 @@ def ws_schedule(ntiles, tiles_seen, rng, planted=None):
         while bar(i)[0] <= gen:
             yield False
 
+    def land():  # the oldest committed group lands
+        t = pending.pop(0)
+        stage[t % NS] = (t, True)
+
     def land_until(n):  # wait_group n: all but the newest n groups have landed
         while len(pending) > n:
-            t = pending.pop(0)
-            stage[t % NS] = (t, True)
+            land()
 
     def producer():
         for t in range(ntiles):
@@ -442,8 +445,7 @@ def ws_schedule(ntiles, tiles_seen, rng, planted=None):
         while live:
             moved = False
             if pending and rng.random() < 0.2:  # a group may land early
-                t = pending.pop(0)
-                stage[t % NS] = (t, True)
+                land()
                 moved = True
             a = live[rng.integers(len(live))]
             try:
@@ -474,17 +476,16 @@ def check_ws_schedule(rng, runs=300):
     for ntiles in range(1, 10):
         # tiles fewer than ntiles a warpgroup's rows see; None: none (rows past the sequence)
         for lag in ((0, 0, 0), (1, 0, 0), (2, 1, 0), (1, 1, 0), (1, 0, None), (0, None, None)):
-            seen = tuple(0 if lg is None else max(ntiles - lg, 1) for lg in lag)
-            nt = max(seen)
+            seen = tuple(0 if lg is None else max(ntiles - lg, 1) for lg in lag)  # some warpgroup sees all
             for _ in range(runs):
-                err = ws_schedule(nt, seen, rng)
+                err = ws_schedule(ntiles, seen, rng)
                 n += 1
                 if err:
-                    return n, f"ntiles {nt}, tiles seen {seen}: {err}"
+                    return n, f"ntiles {ntiles}, tiles seen {seen}: {err}"
             for pl in planted_caught:
                 if not planted_caught[pl]:
                     for _ in range(runs):
-                        if ws_schedule(nt, seen, rng, planted=pl):
+                        if ws_schedule(ntiles, seen, rng, planted=pl):
                             planted_caught[pl] = True
                             break
     missed = [pl for pl, c in planted_caught.items() if not c]
