@@ -9,7 +9,11 @@
 # The GPU machine has no Check, no jansson and no package registry: first, on a machine
 # with Debian's registry, run `tools/gpu-check.sh --fetch` to download those packages into
 # .devdeps/ (git-ignored); carry that folder along. Usage on the GPU machine:
-#   tools/gpu-check.sh [--sanitize] [--quick] [--smollm2 FILE.gguf] [--detection] [--build-only|--plugin-only] [--reuse]
+#   tools/gpu-check.sh [--sanitize] [--quick] [--smollm2 FILE.gguf] [--detection] [--build-only|--plugin-only] [--reuse] [--skip STEPS]
+# --skip leaves out steps, a comma-separated list of: test_gpu_ops, test_gpu_linear,
+# test_gpu_forward, nccl (test_gpu_forward --nccl), ops-sweep, make-check, diff, decode,
+# plugin. The whole check needs more than one device call (test_gpu_ops alone takes about
+# 400 s on an H100): split it across calls with --skip; every skipped step is named in the log.
 # --reuse keeps the build an earlier call left in /tmp/llamaref-build (a warm machine) instead of rebuilding.
 # --plugin-only runs only the kernel plugin's checks after the build; --build-only stops after the build (in /tmp/llamaref-build, where tools/gpu-shape-check.sh
 # and later steps of a session find it).
@@ -21,25 +25,45 @@ if [ "${1:-}" = "--fetch" ]; then
     mkdir -p .devdeps && cd .devdeps && apt-get download check libsubunit0 libsubunit-dev libjansson4 libjansson-dev
     exit $?
 fi
-SANITIZE=0 QUICK=0 SMOL= DETECT=0 BUILD_ONLY=0 PLUGIN_ONLY=0 REUSE=0
+SANITIZE=0 QUICK=0 SMOL= DETECT=0 BUILD_ONLY=0 PLUGIN_ONLY=0 REUSE=0 SKIP=,
+STEPS=",test_gpu_ops,test_gpu_linear,test_gpu_forward,nccl,ops-sweep,make-check,diff,decode,plugin,"
+usage() {
+    echo "usage: tools/gpu-check.sh [--sanitize] [--quick] [--smollm2 FILE.gguf] [--detection] [--build-only|--plugin-only] [--reuse] [--skip STEPS]"
+    echo "       tools/gpu-check.sh --fetch    (on a machine with Debian's registry: Check and jansson into .devdeps/)"
+    echo "steps --skip takes, comma-separated: ${STEPS:1:-1}"
+}
+# value OPTION VALUE: exit 2, naming OPTION, where VALUE is empty
+value() { [ -n "${2:-}" ] || { echo "gpu-check.sh: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
     case $1 in
+    -h | --help) usage; exit 0 ;;
     --sanitize) SANITIZE=1 ;;
     --detection) DETECT=1 ;;
     --quick) QUICK=1 ;;
     --build-only) BUILD_ONLY=1 ;;
     --plugin-only) PLUGIN_ONLY=1 ;;
     --reuse) REUSE=1 ;;
-    --smollm2) SMOL=${2:?--smollm2 needs a GGUF file}; shift ;;
-    *) echo "unknown option $1" >&2; exit 2 ;;
+    --smollm2) value "$1" "${2:-}"; SMOL=$2; shift ;;
+    --skip)
+        value "$1" "${2:-}"
+        for st in $(echo "$2" | tr ',' ' '); do
+            case $STEPS in
+            *",$st,"*) SKIP="$SKIP$st," ;;
+            *) echo "gpu-check.sh: --skip: unknown step '$st' (steps: ${STEPS:1:-1})" >&2; exit 2 ;;
+            esac
+        done
+        shift ;;
+    *) echo "gpu-check.sh: unknown option $1 (--help lists them)" >&2; exit 2 ;;
     esac
     shift
 done
 if [ -n "$SMOL" ]; then
-    [ -f "$SMOL" ] || { echo "--smollm2: $SMOL: not a file" >&2; exit 2; }
+    [ -f "$SMOL" ] || { echo "gpu-check.sh: --smollm2: $SMOL: not a file" >&2; exit 2; }
     SMOL=$(cd "$(dirname "$SMOL")" && pwd)/$(basename "$SMOL")
 fi
 OUT=${OUT:-$PWD/gpu-out}
+# skipped STEP: true (and says so) when --skip named STEP
+skipped() { case $SKIP in *",$1,"*) echo "-- $1: skipped (--skip)"; return 0 ;; esac; return 1; }
 mkdir -p "$OUT"
 # NVLink multicast stays off (the lent multi-GPU machines require it).
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -133,6 +157,8 @@ echo "== GPU suites"
 export LR_FIXTURES=$PWD/fixtures LR_TMPDIR=$PWD/tests/tmp CK_FORK=no
 mkdir -p "$LR_TMPDIR"
 for t in tests/test_gpu_ops tests/test_gpu_linear tests/test_gpu_forward "tests/test_gpu_forward --nccl"; do
+    st=$(basename "${t%% *}"); [ "${t#* }" != "$t" ] && st=nccl
+    skipped "$st" && continue
     echo "-- $t"
     log="$OUT/$(basename "${t%% *}")$([ "${t#* }" != "$t" ] && echo -nccl).log"
     start=$(date +%s)
@@ -142,6 +168,7 @@ for t in tests/test_gpu_ops tests/test_gpu_linear tests/test_gpu_forward "tests/
 done
 
 echo "== llama-diff ops: every variant, the fixtures' shapes and Llama-3-8B's (bf16, --perf)"
+skipped ops-sweep ||
 for run in "ops" "ops --shapes llama3-8b --dtype bf16 --perf"; do
     log="$OUT/$(echo "$run" | tr ' ' '_' | tr -d -).json"
     start=$(date +%s)
@@ -150,10 +177,13 @@ for run in "ops" "ops --shapes llama3-8b --dtype bf16 --perf"; do
 done
 
 echo "== CPU suites (make check, GPU suites included)"
+skipped make-check || {
 make -j16 check >"$OUT/make-check.log" 2>&1; echo "make check exit $?"
 grep -E '^(PASS|FAIL|SKIP|ERROR|# )' "$OUT/make-check.log" | tail -20
+}
 
 echo "== llama-diff --backend cuda on every fixture"
+skipped diff || {
 rm -f "$OUT/diff-all.jsonl"
 for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16 long-gqa-f32:long-gqa-f32-300; do
     m=${c%%:*} f=${c##*:}
@@ -170,7 +200,9 @@ for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16
 done
 ./llama-diff check -b cuda -m fixtures/models/gqa-f32 -f fixtures/golden/gqa-f32-batch.safetensors >"$OUT/diff-default-bf16.txt" 2>&1
 
+}
 echo "== decode through the linear family's GEMVs (--kernel linear=gemv|gemv2: every decode step's T <= 8 runs the GEMV)"
+skipped decode || {
 for g in gemv gemv2; do
     for c in gqa-f32:gqa-f32-batch mha-bias-bf16:mha-bias-bf16 mqa-hd-f16:mqa-hd-f16 long-gqa-f32:long-gqa-f32-300; do
         m=${c%%:*} f=${c##*:}
@@ -181,11 +213,16 @@ for g in gemv gemv2; do
         done
     done
 done
+}
 echo "== the error model against the records just measured (tests/test_error_model, LR_CUDA_RECORDS)"
+skipped diff || {
+# (make check builds it; with --skip make-check it is built here)
+make -j16 tests/test_error_model >>"$OUT/build.log" 2>&1 || echo "building tests/test_error_model failed: $OUT/build.log"
 LR_CUDA_RECORDS="$OUT/diff-all.jsonl" ./tests/test_error_model >"$OUT/error-model-live.log" 2>&1
 echo "exit $?"; tail -3 "$OUT/error-model-live.log"
+}
 
-plugin_checks
+skipped plugin || plugin_checks
 
 if [ -n "$SMOL" ]; then
     echo "== the real model, SmolLM2-135M-Instruct ($SMOL)"
@@ -247,8 +284,9 @@ fi
 # sparse checkpoint (host peak RSS against the loader's budget, device bytes), from the
 # suite's log above; then llama-diff's memory line for a fixture at tp 2.
 echo "== memory: the streaming loader (test_gpu_forward; docs/performance.md, Host memory while loading)"
-grep -E "oversize model|streamed .* of bf16 weights|SKIPPED|loading_streams|larger_than_the_card" \
-    "$OUT/test_gpu_forward.log" | head -8
+skipped test_gpu_forward ||
+    grep -E "oversize model|streamed .* of bf16 weights|SKIPPED|loading_streams|larger_than_the_card" \
+        "$OUT/test_gpu_forward.log" | head -8
 ./llama-diff check -b cuda -p bf16 --tp 2 -m fixtures/models/gqa-f32 -f fixtures/golden/gqa-f32-batch.safetensors -q \
     2>&1 | grep -E "^  memory" || echo "llama-diff check printed no memory line"
 # ---- end memory ------------------------------------------------------------------------------
