@@ -10,7 +10,8 @@
  *   attention_fa2.cu     "fa2": FlashAttention-2 on mma.sync, else tc
  *   attention_fa3.cu     "fa3": prefill on Hopper's warpgroup MMA (sm_90a), else fa2;
  *                        "fa3p": fa3's prefill with the softmax under the next P V;
- *                        "fa3w": fa3's prefill warp-specialised (a producer warpgroup)
+ *                        "fa3w": fa3's prefill warp-specialised (a producer warpgroup);
+ *                        "fa3wp": fa3p's warpgroups fed by fa3w's producer
  *   attention_fd.cu      "fd" (default): fa3's prefill; decode split over keys, a pair of
  *                        threads a key
  *   attention_fdt.cu     "fdt": fa3's prefill; decode split over keys on mma.sync, a warp
@@ -57,6 +58,7 @@ int lr_gpu_attention_fa2(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3p(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3w(const void *args, cudaStream_t s);
+int lr_gpu_attention_fa3wp(const void *args, cudaStream_t s);
 int lr_gpu_attention_fd(const void *args, cudaStream_t s);
 int lr_gpu_attention_fdt(const void *args, cudaStream_t s);
 int lr_gpu_attention_fdtc(const void *args, cudaStream_t s);

@@ -1,7 +1,8 @@
 /* attention_fa3.cu: the "fa3" attention variant, prefill attention on Hopper's
  * warpgroup MMA (wgmma.mma_async, sm_90a), as FlashAttention-3 computes it; "fa3p", the
- * same arithmetic pipelined inside a warpgroup, and "fa3w", the same arithmetic in a
- * warp-specialised block (their kernels' comments, below); fa2
+ * same arithmetic pipelined inside a warpgroup, "fa3w", the same arithmetic in a
+ * warp-specialised block, and "fa3wp", fa3p's pipelined warpgroups in a warp-specialised
+ * block (their kernels' comments, below); fa2
  * (attention_fa2.cu) takes everything else: a card other than compute capability 9.0, a
  * build without sm_90a (configure's CUDA_ARCH other than sm_90), F32, other head sizes,
  * one token per sequence, unaligned pointers or odd strides, a grid too large.
@@ -465,6 +466,17 @@ static __device__ __forceinline__ const int32_t *fa3_table(const fa3_block &b, i
     return b.table;
 }
 
+/* S = Q K^T of a warpgroup's rows and the key tile at kt, from zero, issued and committed. */
+template <typename E, int HD, int BQ>
+static __device__ __forceinline__ void fa3_s_issue(float (&s)[FA3_BN / 2], uint64_t dq, uint32_t kt) {
+#pragma unroll
+    for (int i = 0; i < FA3_BN / 2; i++)
+        s[i] = 0.0f;
+    wg_fence();
+    fa3_qk<E, HD, BQ>(s, dq, fa3_desc(kt, 16, 1024));
+    wg_commit();
+}
+
 /* A warpgroup's key tile k0.. (K and V at shared addresses kt, vt, landed and fenced): S =
  * Q K^T, its wait, the softmax, O's rescale, O += P V and its wait. fa3's and fa3w's. */
 template <typename E, int HD, int BQ>
@@ -472,12 +484,7 @@ static __device__ __forceinline__ void fa3_tile(float (&o)[HD / 2], float &ma, f
                                                 float &lb, const fa3_block &b, int k0, float sl2, uint64_t dq,
                                                 uint32_t kt, uint32_t vt) {
     float s[FA3_BN / 2];
-#pragma unroll
-    for (int i = 0; i < FA3_BN / 2; i++)
-        s[i] = 0.0f;
-    wg_fence();
-    fa3_qk<E, HD, BQ>(s, dq, fa3_desc(kt, 16, 1024));
-    wg_commit();
+    fa3_s_issue<E, HD, BQ>(s, dq, kt);
     wg_wait<0>();
     reg_fence(s);
     uint32_t pa[FA3_BN / 16][4];
@@ -489,6 +496,44 @@ static __device__ __forceinline__ void fa3_tile(float (&o)[HD / 2], float &ma, f
     wg_commit();
     wg_wait<0>();
     reg_fence(o);
+}
+
+/* Iteration t of fa3p's loop, a warpgroup's (fa3p's and fa3wp's): S_t = Q K_t^T (K at kt;
+ * its keys from k0) and O += P_{t-1} V_{t-1} (V at vt, P_{t-1} in pa) issued together, then
+ * issue() (the caller's copies, behind the MMAs); S_t's wait and softmax while P V runs; P
+ * V's wait, then released() (the caller's hand-over of what P V read), O's rescale by tile
+ * t's factors, and pa = P_t. FIRST (t = 0): S_0 alone, its softmax into pa, O's rescale. */
+template <typename E, int HD, int BQ, bool FIRST, typename I, typename R>
+static __device__ __forceinline__ void
+fa3p_step(float (&o)[HD / 2], uint32_t (&pa)[FA3_BN / 16][4], float &ma, float &mb, float &la, float &lb,
+          const fa3_block &b, int k0, float sl2, uint64_t dq, uint32_t kt, uint32_t vt, I issue, R released) {
+    float s[FA3_BN / 2], ca, cb;
+    fa3_s_issue<E, HD, BQ>(s, dq, kt);
+    if constexpr (FIRST) {
+        issue();
+        wg_wait<0>();
+        reg_fence(s);
+        fa3_softmax<E>(s, pa, b, k0, sl2, ma, mb, la, lb, ca, cb);
+        fa3_rescale<HD>(o, ca, cb);
+        return;
+    }
+    fa3_pv<E, HD>(o, pa, fa3_desc(vt, FA3_BN * 128, 1024));
+    wg_commit();
+    issue();
+    wg_wait<1>(); /* S_t; P_{t-1} V_{t-1} may still run */
+    reg_fence(s);
+    uint32_t pn[FA3_BN / 16][4];
+    fa3_softmax<E>(s, pn, b, k0, sl2, ma, mb, la, lb, ca, cb);
+    wg_wait<0>();
+    reg_fence(o);
+    reg_fence(pa); /* read by P V up to its wait: its registers are not pn's */
+    released();
+    fa3_rescale<HD>(o, ca, cb);
+#pragma unroll
+    for (int kk = 0; kk < FA3_BN / 16; kk++)
+#pragma unroll
+        for (int e = 0; e < 4; e++)
+            pa[kk][e] = pn[kk][e];
 }
 #endif
 
@@ -600,53 +645,30 @@ static __global__ void __launch_bounds__(FA3_THREADS, 1)
 #pragma unroll
     for (int i = 0; i < HD / 2; i++)
         o[i] = 0.0f;
-    float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f, ca, cb;
-    float s[FA3_BN / 2];
+    float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
     uint32_t pa[FA3_BN / 16][4]; /* P_{t-1}, P V's A operand */
 
     /* t = 0: S_0 alone */
     FA3P_LANDED();
-#pragma unroll
-    for (int i = 0; i < FA3_BN / 2; i++)
-        s[i] = 0.0f;
-    wg_fence();
-    fa3_qk<E, HD>(s, dq, fa3_desc(FA3P_KBUF(0), 16, 1024));
-    wg_commit();
-    if (ntiles > 1) FA3P_FETCH_K(1);
-    FA3P_FETCH_V(0);
-    cp_async_commit();
-    wg_wait<0>();
-    reg_fence(s);
-    fa3_softmax<E>(s, pa, b, 0, sl2, ma, mb, la, lb, ca, cb);
-    fa3_rescale<HD>(o, ca, cb);
+    fa3p_step<E, HD, FA3_BQ, true>(
+        o, pa, ma, mb, la, lb, b, 0, sl2, dq, FA3P_KBUF(0), 0,
+        [&] {
+            if (ntiles > 1) FA3P_FETCH_K(1);
+            FA3P_FETCH_V(0);
+            cp_async_commit();
+        },
+        [] {});
 
     for (int t = 1; t < ntiles; t++) {
         FA3P_LANDED();
-#pragma unroll
-        for (int i = 0; i < FA3_BN / 2; i++)
-            s[i] = 0.0f;
-        wg_fence();
-        fa3_qk<E, HD>(s, dq, fa3_desc(FA3P_KBUF(t), 16, 1024));
-        wg_commit();
-        fa3_pv<E, HD>(o, pa, fa3_desc(FA3P_VBUF(t - 1), FA3_BN * 128, 1024));
-        wg_commit();
-        /* the next copies go out behind the MMAs */
-        if (t + 1 < ntiles) FA3P_FETCH_K(t + 1);
-        FA3P_FETCH_V(t);
-        cp_async_commit();
-        wg_wait<1>(); /* S_t; P_{t-1} V_{t-1} may still run */
-        reg_fence(s);
-        uint32_t pn[FA3_BN / 16][4];
-        fa3_softmax<E>(s, pn, b, t * FA3_BN, sl2, ma, mb, la, lb, ca, cb);
-        wg_wait<0>();
-        reg_fence(o);
-        reg_fence(pa); /* read by P V up to its wait: its registers are not pn's */
-        fa3_rescale<HD>(o, ca, cb);
-#pragma unroll
-        for (int kk = 0; kk < FA3_BN / 16; kk++)
-#pragma unroll
-            for (int e = 0; e < 4; e++)
-                pa[kk][e] = pn[kk][e];
+        fa3p_step<E, HD, FA3_BQ, false>(
+            o, pa, ma, mb, la, lb, b, t * FA3_BN, sl2, dq, FA3P_KBUF(t), FA3P_VBUF(t - 1),
+            [&] { /* the next copies go out behind the MMAs */
+                  if (t + 1 < ntiles) FA3P_FETCH_K(t + 1);
+                  FA3P_FETCH_V(t);
+                  cp_async_commit();
+            },
+            [] {});
     }
 
     /* the last P V */
@@ -698,10 +720,6 @@ static __global__ void __launch_bounds__(FA3_THREADS, 1)
 static_assert((FA3W_CWGS * FA3W_REG_CONSUMER + FA3W_REG_PRODUCER) * 128 <= 65536 &&
                   FA3W_REG_PRODUCER % 8 == 0 && FA3W_REG_CONSUMER % 8 == 0,
               "fa3w: the warpgroups' registers within the SM's 64K, in steps of 8");
-#define FA3W_FULL(st) (1 + (st)) /* named barriers; 0 is __syncthreads' */
-#define FA3W_EMPTY(st) (1 + FA3W_NS + (st))
-#define FA3W_STORE (1 + 2 * FA3W_NS)
-static_assert(FA3W_STORE < 16, "sixteen named barriers a block");
 
 #ifdef FA3_DEVICE_CODE
 /* bar.sync / bar.arrive on named barrier id for n threads (a multiple of 32). */
@@ -717,6 +735,46 @@ template <int R> static __device__ __forceinline__ void setmaxnreg_dec() {
 }
 template <int R> static __device__ __forceinline__ void setmaxnreg_inc() {
     asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(R));
+}
+
+/* A warp-specialised block's producer warpgroup (the last of BQ / 64 + 1): walks the block
+ * table and copies tile t's K and V into stage t % NS, after bar.sync on the stage's
+ * "empty" from t = NS on; once tile t - 1's copies have landed (its own; every producer
+ * thread arrives), fences the async proxy and bar.arrives on that stage's "full"; then the
+ * same for the last tile. DRAIN: then bar.sync on "empty" for the tiles it did not refill
+ * (the last NS), so that the consumers may arrive on every tile's: fa3wp's, whose arrival
+ * sits in its loop of wgmmas, where a condition on it has ptxas serialise them (C7513).
+ * fa3w's (no DRAIN) and fa3wp's (tools/model-fa3-layout.py, ws_schedule). */
+/* The named barriers (0 is __syncthreads'): full and empty a stage, then the store's. */
+static __device__ __forceinline__ int ws_full(int st) { return 1 + st; }
+template <int NS> static __device__ __forceinline__ int ws_empty(int st) { return 1 + NS + st; }
+template <int NS> static __device__ __forceinline__ int ws_store() { return 1 + 2 * NS; }
+template <typename E, int HD, int BQ, int NS, bool DRAIN>
+static __device__ __forceinline__ void fa3_ws_produce(const fa3_block &b, const int32_t *table,
+                                                      const E *k_cache, const E *v_cache, int64_t nkv,
+                                                      int ntiles) {
+    typedef fa3_layout<HD, BQ, NS> Ly;
+    constexpr int NT = 2 * BQ + 128; /* the block's threads: two a consumer row, and the producer's */
+    static_assert(1 + 2 * NS < 16, "sixteen named barriers a block: full and empty a stage, and the store's");
+    setmaxnreg_dec<FA3W_REG_PRODUCER>();
+    fa3_walk walk = fa3_walk_begin<HD, 128>(table, b.bsz, nkv, b.g, threadIdx.x - 2 * BQ);
+    for (int t = 0; t < ntiles; t++) {
+        const int st = t % NS;
+        if (t >= NS) bar_sync_n(ws_empty<NS>(st), NT); /* tile t - NS read by all */
+        fa3_fetch<E, HD, 128>(b.kbuf + st * Ly::TB, b.vbuf + st * Ly::TB, k_cache, v_cache, walk, b.kmax);
+        cp_async_commit();
+        if (t >= 1) {
+            cp_async_wait<1>(); /* tile t - 1's copies (this thread's) have landed */
+            fence_proxy_async();
+            bar_arrive_n(ws_full((t - 1) % NS), NT);
+        }
+    }
+    cp_async_wait<0>();
+    fence_proxy_async();
+    if (ntiles > 0) bar_arrive_n(ws_full((ntiles - 1) % NS), NT);
+    if (DRAIN)
+        for (int t = max(ntiles - NS, 0); t < ntiles; t++)
+            bar_sync_n(ws_empty<NS>(t % NS), NT);
 }
 #endif
 
@@ -740,22 +798,7 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
     __syncthreads();
 
     if (b.wg == FA3W_CWGS) { /* the producer */
-        setmaxnreg_dec<FA3W_REG_PRODUCER>();
-        fa3_walk walk = fa3_walk_begin<HD, 128>(table, b.bsz, nkv, b.g, threadIdx.x - 128 * FA3W_CWGS);
-        for (int t = 0; t < ntiles; t++) {
-            const int st = t % FA3W_NS;
-            if (t >= FA3W_NS) bar_sync_n(FA3W_EMPTY(st), FA3W_THREADS); /* tile t - NS read by all */
-            fa3_fetch<E, HD, 128>(b.kbuf + st * Ly::TB, b.vbuf + st * Ly::TB, k_cache, v_cache, walk, b.kmax);
-            cp_async_commit();
-            if (t >= 1) {
-                cp_async_wait<1>(); /* tile t - 1's copies (this thread's) have landed */
-                fence_proxy_async();
-                bar_arrive_n(FA3W_FULL((t - 1) % FA3W_NS), FA3W_THREADS);
-            }
-        }
-        cp_async_wait<0>();
-        fence_proxy_async();
-        if (ntiles > 0) bar_arrive_n(FA3W_FULL((ntiles - 1) % FA3W_NS), FA3W_THREADS);
+        fa3_ws_produce<E, HD, FA3W_BQ, FA3W_NS, false>(b, table, k_cache, v_cache, nkv, ntiles);
         return;
     }
 
@@ -769,13 +812,105 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
     const uint64_t dq = fa3_desc(b.qs + b.wg * 64 * 128, 16, 1024);
     for (int t = 0; t < ntiles; t++) {
         const int st = t % FA3W_NS, k0 = t * FA3_BN;
-        bar_sync_n(FA3W_FULL(st), FA3W_THREADS);
+        bar_sync_n(ws_full(st), FA3W_THREADS);
         if (k0 < b.wgmax) /* warpgroup-uniform, as fa3's */
             fa3_tile<E, HD, FA3W_BQ>(o, ma, mb, la, lb, b, k0, sl2, dq, b.kbuf + st * Ly::TB,
                                      b.vbuf + st * Ly::TB);
-        if (t + FA3W_NS < ntiles) bar_arrive_n(FA3W_EMPTY(st), FA3W_THREADS);
+        if (t + FA3W_NS < ntiles) bar_arrive_n(ws_empty<FA3W_NS>(st), FA3W_THREADS);
     }
-    bar_sync_n(FA3W_STORE, 128 * FA3W_CWGS); /* every consumer's wgmmas are done with the stages */
+    bar_sync_n(ws_store<FA3W_NS>(), 128 * FA3W_CWGS); /* every consumer's wgmmas are done with the stages */
+    fa3_store<E, HD>(ctx, ldc, b, o, la, lb, fa3_smem);
+#else
+    __trap();
+#endif
+}
+
+/* fa3wp: FlashAttention-3's block, fa3p's consumers fed by fa3w's producer. A block of 384
+ * threads takes fa3's 128 query rows: warpgroups 0 and 1 are consumers, each with fa3p's
+ * loop (iteration t issues S_t = Q K_t^T and then O += P_{t-1} V_{t-1}, takes S_t's softmax
+ * while the tensor cores run P_{t-1} V_{t-1}; every tile taken, masked where its rows see
+ * no key of it, so fa3p's bits, which are fa3's); warpgroup 2 is fa3w's producer
+ * (fa3_ws_produce) over a ring of FA3WP_NS stages. A consumer holds a stage over two
+ * iterations (K at t, V at t + 1), so it releases tile t - 1 in iteration t, after P_{t-1}
+ * V_{t-1}'s wait; with two stages that would deadlock (the producer's tile t + 1 waits for
+ * tile t - 1's release, which waits for tile t + 1's arrival), with three the producer
+ * runs one tile ahead, with four two. Registers: launched at 168 (384 threads), the
+ * producer down to FA3W_REG_PRODUCER, the consumers up to FA3WP_REG_CONSUMER, where fa3p
+ * took 160 to 200 in a block that also fetched. Shared memory: Q and four stages, 160 KB
+ * at head_dim 128, one block an SM. The hand-over (ws_schedule with lag=1 in
+ * tools/model-fa3-layout.py, which also shows the two-stage deadlock):
+ *   consumer, iteration t: bar.sync full[t % NS]; S_t and P_{t-1} V_{t-1}; their waits;
+ *     bar.arrive empty[(t - 1) % NS]; after the loop the last P V and bar.arrive on its
+ *     stage's empty: every tile's, unconditionally (a condition there serialises the
+ *     wgmmas: ptxas' C7513), the producer draining the last NS (fa3_ws_produce's DRAIN).
+ * Written in session 28 without a GPU; not a default. */
+#define FA3WP_CWGS 2
+#define FA3WP_BQ (64 * FA3WP_CWGS)             /* fa3's */
+#define FA3WP_THREADS (128 * (FA3WP_CWGS + 1)) /* and the producer's */
+#define FA3WP_NS 4
+#define FA3WP_REG_CONSUMER 224
+static_assert(FA3WP_BQ == FA3_BQ, "fa3wp: fa3's rows a block (its grid is fa3's)");
+static_assert((FA3WP_CWGS * FA3WP_REG_CONSUMER + FA3W_REG_PRODUCER) * 128 <= 65536 &&
+                  FA3WP_REG_CONSUMER % 8 == 0,
+              "fa3wp: the warpgroups' registers within the SM's 64K, in steps of 8");
+static_assert(FA3WP_NS >= 3, "fa3wp: a consumer holds two stages at once");
+
+template <typename E, int HD>
+static __global__ void __launch_bounds__(FA3WP_THREADS, 1)
+    attention_fa3wp_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
+                           lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int64_t qtiles) {
+#ifdef FA3_DEVICE_CODE
+    typedef fa3_layout<HD, FA3WP_BQ, FA3WP_NS> Ly;
+    constexpr int NS = FA3WP_NS, NT = FA3WP_THREADS;
+    extern __shared__ __align__(1024) unsigned char fa3_smem[];
+    __shared__ int kmax_w[NT / 32];
+    __shared__ int32_t table_s[FA3_TABLE_SMEM > 0 ? FA3_TABLE_SMEM : 1];
+    fa3_block b;
+    if (!fa3_begin<E, HD, FA3WP_BQ, NT, NS>(b, q, ldq, m, nh, nkv, qtiles, fa3_smem, kmax_w)) return;
+    /* at least one, as fa3p's */
+    const int ntiles = b.kmax > FA3_BN ? b.kmax / FA3_BN + (b.kmax % FA3_BN != 0) : 1;
+    const int32_t *table = fa3_table<NT>(b, table_s);
+    cp_async_commit(); /* Q, every thread's part: landed and fenced before the roles split */
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+
+    if (b.wg == FA3WP_CWGS) {
+        fa3_ws_produce<E, HD, FA3WP_BQ, NS, true>(b, table, k_cache, v_cache, nkv, ntiles);
+        return;
+    }
+
+    setmaxnreg_inc<FA3WP_REG_CONSUMER>();
+    const float sl2 = scale * 1.4426950408889634f;
+    const uint64_t dq = fa3_desc(b.qs + b.wg * 64 * 128, 16, 1024);
+    float o[HD / 2]; /* as fa3's */
+#pragma unroll
+    for (int i = 0; i < HD / 2; i++)
+        o[i] = 0.0f;
+    float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
+    uint32_t pa[FA3_BN / 16][4]; /* P_{t-1}, P V's A operand */
+
+    /* t = 0: S_0 alone */
+    bar_sync_n(ws_full(0), NT);
+    fa3p_step<E, HD, FA3WP_BQ, true>(
+        o, pa, ma, mb, la, lb, b, 0, sl2, dq, b.kbuf, 0, [] {}, [] {});
+
+    for (int t = 1; t < ntiles; t++) {
+        const int st = t % NS, sp = (t - 1) % NS;
+        bar_sync_n(ws_full(st), NT);
+        fa3p_step<E, HD, FA3WP_BQ, false>(
+            o, pa, ma, mb, la, lb, b, t * FA3_BN, sl2, dq, b.kbuf + st * Ly::TB, b.vbuf + sp * Ly::TB, [] {},
+            [&] { bar_arrive_n(ws_empty<NS>(sp), NT); }); /* K_{t-1} and V_{t-1} read */
+    }
+
+    /* the last P V */
+    wg_fence();
+    fa3_pv<E, HD>(o, pa, fa3_desc(b.vbuf + ((ntiles - 1) % NS) * Ly::TB, FA3_BN * 128, 1024));
+    wg_commit();
+    wg_wait<0>();
+    reg_fence(o);
+    bar_arrive_n(ws_empty<NS>((ntiles - 1) % NS), NT);
+    bar_sync_n(ws_store<NS>(), 128 * FA3WP_CWGS); /* both consumers' wgmmas are done with the stages */
     fa3_store<E, HD>(ctx, ldc, b, o, la, lb, fa3_smem);
 #else
     __trap();
@@ -818,22 +953,26 @@ extern "C" bool lr_gpu_attention_fa3_native(bool *built) {
     return fa3_runs_here((const void *)attention_fa3_kernel<__nv_bfloat16, 128>);
 }
 
-/* The kernels of this file: fa3's, fa3p's, fa3w's. */
-enum fa3_kind { FA3_PLAIN, FA3_PIPELINED, FA3_WS };
+/* The kernels of this file: fa3's, fa3p's, fa3w's, fa3wp's. */
+enum fa3_kind { FA3_PLAIN, FA3_PIPELINED, FA3_WS, FA3_WSP };
 
 /* The kernel of kind K, its grid of BQ-row blocks, its threads and shared memory. */
 template <typename E, int HD, fa3_kind K>
 static int fa3_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;
-    auto kernel = K == FA3_WS          ? attention_fa3w_kernel<E, HD>
+    auto kernel = K == FA3_WSP         ? attention_fa3wp_kernel<E, HD>
+                  : K == FA3_WS        ? attention_fa3w_kernel<E, HD>
                   : K == FA3_PIPELINED ? attention_fa3p_kernel<E, HD>
                                        : attention_fa3_kernel<E, HD>;
-    constexpr int bq = K == FA3_WS ? FA3W_BQ : FA3_BQ, threads = K == FA3_WS ? FA3W_THREADS : FA3_THREADS;
+    constexpr int bq = K == FA3_WS ? FA3W_BQ : FA3_BQ; /* fa3wp's is fa3's */
+    constexpr int threads = K == FA3_WSP ? FA3WP_THREADS : K == FA3_WS ? FA3W_THREADS : FA3_THREADS;
     int64_t qtiles = (m->max_seq_len + bq - 1) / bq;
     if (qtiles == 0 || m->num_seqs == 0) return LR_OK;
     if (m->num_seqs * qtiles > INT32_MAX / a->nh || !fa3_runs_here((const void *)kernel))
         return lr_gpu_attention_fa2(a, s);
-    size_t smem = K == FA3_WS ? fa3_layout<HD, FA3W_BQ, FA3W_NS>::bytes : fa3_layout<HD>::bytes;
+    size_t smem = K == FA3_WSP  ? fa3_layout<HD, FA3WP_BQ, FA3WP_NS>::bytes
+                  : K == FA3_WS ? fa3_layout<HD, FA3W_BQ, FA3W_NS>::bytes
+                                : fa3_layout<HD>::bytes;
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     unsigned int grid = (unsigned int)(a->nh * m->num_seqs * qtiles);
     kernel<<<grid, threads, smem, s>>>((E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache,
@@ -858,7 +997,11 @@ template <typename E> static int attention_fa3p(const lr_gpu_attention_args *a, 
 template <typename E> static int attention_fa3w(const lr_gpu_attention_args *a, cudaStream_t s) {
     return attention_fa3_t<E, FA3_WS>(a, s);
 }
+template <typename E> static int attention_fa3wp(const lr_gpu_attention_args *a, cudaStream_t s) {
+    return attention_fa3_t<E, FA3_WSP>(a, s);
+}
 
 ATTN_LAUNCHER(lr_gpu_attention_fa3, attention_fa3)
 ATTN_LAUNCHER(lr_gpu_attention_fa3p, attention_fa3p)
 ATTN_LAUNCHER(lr_gpu_attention_fa3w, attention_fa3w)
+ATTN_LAUNCHER(lr_gpu_attention_fa3wp, attention_fa3wp)

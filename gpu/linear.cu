@@ -1363,13 +1363,21 @@ int lr_gpu_linear_mmr(const void *args, cudaStream_t s) {
  * on the three projections of up to 6144 outputs (0.73 / 0.82 / 0.89 of a same-size copy
  * against 0.70 / 0.66 / 0.85 on qkv_proj, o_proj, down_proj) and behind it on the two
  * wide ones (0.90 / 0.93 against 0.96 / 0.94 on gate_up_proj, lm_head); run 33: o_proj at
- * T 4 15.6 us against 17.4. */
+ * T 4 15.6 us against 17.4. Run 34 (H100) with N <= 8192: gemv's gain at T 3 and 4 on
+ * qkv_proj and o_proj (K 4096; 25.7 / 16.6 us at T 3 against cublas's 29.7 / 21.6), its
+ * loss on down_proj (K 14336; 55.3 against 50.5 at T 3). AUTO_GEMV_MID_K bounds K as well
+ * (0: no bound). */
 #ifndef AUTO_GEMV_MID_N
 #define AUTO_GEMV_MID_N 0
 #endif
+#ifndef AUTO_GEMV_MID_K
+#define AUTO_GEMV_MID_K 0
+#endif
 int lr_gpu_linear_auto(const void *args, cudaStream_t s) {
     const linear_args *a = (const linear_args *)args;
-    if (a->T <= AUTO_GEMV_MAX_T || (a->T <= 4 && a->N <= AUTO_GEMV_MID_N)) return lr_gpu_linear_gemv(args, s);
+    const bool mid =
+        a->T <= 4 && a->N <= AUTO_GEMV_MID_N && (AUTO_GEMV_MID_K == 0 || a->K <= AUTO_GEMV_MID_K);
+    if (a->T <= AUTO_GEMV_MAX_T || mid) return lr_gpu_linear_gemv(args, s);
     return lr_gpu_linear_cublas(args, s);
 }
 

@@ -40,6 +40,7 @@ int lr_gpu_attention_fa2(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3p(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3w(const void *args, cudaStream_t s);
+int lr_gpu_attention_fa3wp(const void *args, cudaStream_t s);
 int lr_gpu_attention_fd(const void *args, cudaStream_t s);
 int lr_gpu_attention_fdt(const void *args, cudaStream_t s);
 int lr_gpu_attention_fdtc(const void *args, cudaStream_t s);
@@ -167,6 +168,12 @@ static const lr_gpu_kernel builtin[] = {
       "SM; else fa2",
       false, ALL, ROUNDS_P},
      lr_gpu_attention_fa3w},
+    {{FAM(ATTENTION), "fa3wp",
+      "prefill as fa3 (the same bits), FlashAttention-3's block: fa3p's two pipelined consumer "
+      "warpgroups (128 queries) fed by fa3w's producer warpgroup through a ring of four K/V "
+      "stages, setmaxnreg, one block an SM; else fa2",
+      false, ALL, ROUNDS_P},
+     lr_gpu_attention_fa3wp},
     {{FAM(ATTENTION), "tc",
       "decode: one block per (sequence, kv head, key chunk), the group's query heads "
       "together, chunks merged; prefill (bf16/f16, head_dim 64/128): wmma tensor-core "

@@ -254,7 +254,7 @@ END_TEST
 
 /* ---- Variants that must give another's bits --------------------------------------------
  * fa3p is fa3's arithmetic pipelined inside a warpgroup, fa3w the same arithmetic a
- * warpgroup in a warp-specialised block (gpu/attention_fa3.cu); fdtc is
+ * warpgroup in a warp-specialised block, fa3wp fa3p's warpgroups in one (gpu/attention_fa3.cu); fdtc is
  * fdt's plan and kernel with each (sequence, kv head)'s chunks merged inside a thread-block
  * cluster, in the order and with the operations of fdt's merge kernel (gpu/attention_fdt.cu).
  * Each value sees the same operations in the same order, so the bits are the other's.
@@ -329,7 +329,7 @@ static int same_bits(const char *va, const char *vb, bool graph, void *ctx, int6
     return rc;
 }
 
-/* fa3p's and fa3w's: variant is the target's name, "<variant>-is-fa3". */
+/* fa3p's, fa3w's and fa3wp's: variant is the target's name, "<variant>-is-fa3". */
 static int is_fa3(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
                   const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta, int64_t T,
                   int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
@@ -380,11 +380,16 @@ START_TEST(test_fa3p_is_fa3) {
 }
 END_TEST
 
-/* fa3w's bits are fa3's, over the same shapes. */
+/* The warp-specialised ones' bits are fa3's, over the same shapes: fa3w's (loop index 0-3)
+ * and fa3wp's (4-7). */
 START_TEST(test_fa3w_is_fa3) {
-    const lr_opsweep_target t = {
-        .family = "attention", .name = "fa3w-is-fa3", .attention = is_fa3, .rounds_p_like = "fa3"};
-    sweep_same_bits(&t, _i, NULL, NULL, "attention fa3w against fa3");
+    const bool wp = _i >= 4;
+    const lr_opsweep_target t = {.family = "attention",
+                                 .name = wp ? "fa3wp-is-fa3" : "fa3w-is-fa3",
+                                 .attention = is_fa3,
+                                 .rounds_p_like = "fa3"};
+    sweep_same_bits(&t, _i % 4, NULL, NULL,
+                    wp ? "attention fa3wp against fa3" : "attention fa3w against fa3");
 }
 END_TEST
 
@@ -1285,9 +1290,9 @@ int main(void) {
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_fdtc_is_fdt, 0, 6);
     suite_add_tcase(ops, tc);
-    tc = tcase_create("fa3w"); /* a case of its own too (CK_RUN_CASE=fa3w) */
+    tc = tcase_create("fa3w"); /* a case of its own too (CK_RUN_CASE=fa3w): fa3w and fa3wp */
     tcase_set_timeout(tc, 600);
-    tcase_add_loop_test(tc, test_fa3w_is_fa3, 0, 4);
+    tcase_add_loop_test(tc, test_fa3w_is_fa3, 0, 8);
     suite_add_tcase(ops, tc);
     int failed = tu_gpu_run_suite(ops);
     if (failed) printf("test_gpu_ops: %d failed; seed %llu\n", failed, (unsigned long long)g_seed);

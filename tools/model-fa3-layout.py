@@ -35,8 +35,10 @@ landed, never a buffer a copy in flight writes, and give fa3's output exactly (i
 the same operations in the same order, masked tiles changing nothing). It also checks fdt's
 loader's walk through the block table (gpu/attention_fdt.cu) against a direct division,
 and fa3w's hand-over (ws_schedule: a producer warpgroup, three consumers, a ring of three
-stages, named barriers; written before the kernel, which follows it) in random
-interleavings, with three planted protocols it must catch.
+stages, named barriers; written before the kernel, which follows it) and fa3wp's (two
+consumers that hold a stage over two iterations, K at t and V at t + 1, a ring of four, the
+producer draining the last releases; with two stages it deadlocks) in random
+interleavings, with three planted protocols each that it must catch.
 Usage: tools/model-fa3-layout.py [--seed N]
 """
 import argparse
@@ -344,7 +346,7 @@ def check_fdt_walk():
     return n
 
 
-def ws_schedule(ntiles, tiles_seen, rng, planted=None):
+def ws_schedule(ntiles, tiles_seen, rng, planted=None, NS=3, lag=0):
     """fa3w's hand-over (gpu/attention_fa3.cu, attention_fa3w_kernel): a
     producer warpgroup P fills a ring of NS stages by cp.async, three consumer warpgroups
     read them, through named barriers full[s] and empty[s] of all four warpgroups (512
@@ -363,9 +365,17 @@ def ws_schedule(ntiles, tiles_seen, rng, planted=None):
     that sees a warpgroup twice, arrivals left at exit, a deadlock, copies in flight at the
     staging. planted: "arrive-skip" (a consumer past its keys bar.arrives on full[s]
     without waiting), "empty-always" (empty[s] arrived on for every tile), "no-wait" (the
-    producer arrives on full[s] without waiting for the copies): each must fail."""
-    NS = 3
-    agents = ["P", "C0", "C1", "C2"]
+    producer arrives on full[s] without waiting for the copies): each must fail.
+
+    lag=1 is fa3wp's hand-over (attention_fa3wp_kernel): len(tiles_seen) consumers, each
+    taking every tile, whose iteration t reads K of tile t (S_t) and V of tile t - 1
+    (P_{t-1} V_{t-1}) after bar.sync full[t % NS], and only then releases tile t - 1
+    (bar.arrive empty[(t - 1) % NS], for every tile); the last tile's V is read, and the
+    tile released, after the loop; the producer, after its last arrival, bar.syncs on the
+    empty of the last NS tiles (its drain). Planted there: "release-early" (tile t released
+    in its own iteration, before its V is read), "no-drain" (the producer leaves without
+    its drain)."""
+    agents = ["P"] + [f"C{c}" for c in range(len(tiles_seen))]
     stage = [None] * NS  # (tile, landed) the stage holds
     released = [set(agents[1:]) for _ in range(NS)]  # consumers done with the stage's tile
     pending = []  # committed copy groups not yet landed (their tiles, in order)
@@ -416,7 +426,22 @@ def ws_schedule(ntiles, tiles_seen, rng, planted=None):
         if planted != "no-wait":
             land_until(0)
         yield from arrive("P", 1 + (ntiles - 1) % NS)
+        if lag and planted != "no-drain":
+            for t in range(max(ntiles - NS, 0), ntiles):
+                yield from sync("P", 1 + NS + t % NS)
         yield from sync("P", 0)
+
+    def read(a, t, what):  # a consumer's wgmmas read stage t % NS between their issue and their wait
+        if stage[t % NS] != (t, True):
+            raise AssertionError(f"{a} reads {what} of tile {t} in stage {t % NS}: it holds {stage[t % NS]}")
+        yield True
+        if stage[t % NS] != (t, True):
+            raise AssertionError(f"stage {t % NS} overwritten while {a} reads {what} of tile {t}")
+
+    def release(a, t):  # done with tile t: bar.arrive empty[t % NS] where the producer waits on it
+        released[t % NS].add(a)
+        if t + NS < ntiles or lag or planted == "empty-always":
+            yield from arrive(a, 1 + NS + t % NS)
 
     def consumer(c):
         a = agents[1 + c]
@@ -426,20 +451,27 @@ def ws_schedule(ntiles, tiles_seen, rng, planted=None):
                 yield from sync(a, 1 + t % NS)
             else:
                 yield from arrive(a, 1 + t % NS)
-            if seen:
-                if stage[t % NS] != (t, True):
-                    raise AssertionError(f"{a} reads stage {t % NS} for tile {t}: it holds {stage[t % NS]}")
-                yield True  # the wgmmas read it between their issue and their wait
-                if stage[t % NS] != (t, True):
-                    raise AssertionError(f"stage {t % NS} overwritten while {a} reads tile {t}")
-            released[t % NS].add(a)
-            if t + NS < ntiles or planted == "empty-always":
-                yield from arrive(a, 1 + NS + t % NS)
+            if lag == 0:
+                if seen:
+                    yield from read(a, t, "K and V")
+                yield from release(a, t)
+            else:  # S_t and P_{t-1} V_{t-1} in flight together
+                yield from read(a, t, "K")
+                if planted == "release-early":
+                    yield from release(a, t)
+                if t >= 1:
+                    yield from read(a, t - 1, "V")
+                    if planted != "release-early":
+                        yield from release(a, t - 1)
+        if lag:
+            yield from read(a, ntiles - 1, "V")  # the last P V
+            if planted != "release-early":
+                yield from release(a, ntiles - 1)
         yield from sync(a, 0)
         if pending:
             raise AssertionError(f"copies of tiles {pending} in flight at the output's staging")
 
-    progs = {"P": producer(), **{agents[1 + c]: consumer(c) for c in range(3)}}
+    progs = {"P": producer(), **{agents[1 + c]: consumer(c) for c in range(len(tiles_seen))}}
     live, idle = list(agents), 0
     try:
         while live:
@@ -466,29 +498,38 @@ def ws_schedule(ntiles, tiles_seen, rng, planted=None):
 
 
 def check_ws_schedule(rng, runs=300):
-    """ws_schedule over ntiles 1 to 9 and the consumers' last tiles: the causal diagonal
-    (192 rows: the first warpgroup's see up to two tiles fewer than the last's) and a
-    block's last rows past its sequence (a warpgroup of them sees no key at all), each in
-    `runs` random interleavings; and the three planted protocols, each of which must fail
-    somewhere. Returns (interleavings checked, the first failure or None)."""
+    """ws_schedule over ntiles 1 to 9. fa3w's (three consumers, three stages): the
+    consumers' last tiles on the causal diagonal (192 rows: the first warpgroup's see up to
+    two tiles fewer than the last's) and a block's last rows past its sequence (a warpgroup
+    of them sees no key at all). fa3wp's (two consumers, four stages, the release a tile
+    behind): every consumer takes every tile. Each in `runs` random interleavings; and the
+    planted protocols of each, every one of which must fail somewhere. Returns
+    (interleavings checked, the first failure or None)."""
     n = 0
-    planted_caught = {"arrive-skip": False, "empty-always": False, "no-wait": False}
-    for ntiles in range(1, 10):
-        # tiles fewer than ntiles a warpgroup's rows see; None: none (rows past the sequence)
-        for lag in ((0, 0, 0), (1, 0, 0), (2, 1, 0), (1, 1, 0), (1, 0, None), (0, None, None)):
-            seen = tuple(0 if lg is None else max(ntiles - lg, 1) for lg in lag)  # some warpgroup sees all
-            for _ in range(runs):
-                err = ws_schedule(ntiles, seen, rng)
-                n += 1
-                if err:
-                    return n, f"ntiles {ntiles}, tiles seen {seen}: {err}"
-            for pl in planted_caught:
-                if not planted_caught[pl]:
-                    for _ in range(runs):
-                        if ws_schedule(ntiles, seen, rng, planted=pl):
-                            planted_caught[pl] = True
-                            break
-    missed = [pl for pl, c in planted_caught.items() if not c]
+    kinds = (  # name, stages, lag, planted protocols, the consumers' spreads of tiles seen
+        ("fa3w", 3, 0, ("arrive-skip", "empty-always", "no-wait"),
+         ((0, 0, 0), (1, 0, 0), (2, 1, 0), (1, 1, 0), (1, 0, None), (0, None, None))),
+        ("fa3wp", 4, 1, ("release-early", "no-drain", "no-wait"), ((0, 0),)),
+    )
+    missed = []
+    for name, NS, lag, planted, spreads in kinds:
+        caught = dict.fromkeys(planted, False)
+        for ntiles in range(1, 10):
+            # tiles fewer than ntiles a warpgroup's rows see; None: none (rows past the sequence)
+            for spread in spreads:
+                seen = tuple(0 if lg is None else max(ntiles - lg, 1) for lg in spread)  # some warpgroup sees all
+                for _ in range(runs):
+                    err = ws_schedule(ntiles, seen, rng, NS=NS, lag=lag)
+                    n += 1
+                    if err:
+                        return n, f"{name}: ntiles {ntiles}, tiles seen {seen}: {err}"
+                for pl in caught:
+                    if not caught[pl]:
+                        for _ in range(runs):
+                            if ws_schedule(ntiles, seen, rng, planted=pl, NS=NS, lag=lag):
+                                caught[pl] = True
+                                break
+        missed += [f"{name} {pl}" for pl, c in caught.items() if not c]
     return n, (f"planted protocol(s) {missed} passed: the check cannot see them" if missed else None)
 
 
@@ -534,8 +575,8 @@ def main():
     print(f"fdt's walk through the block table: {check_fdt_walk()} steps against a direct division")
     nws, ws_err = check_ws_schedule(rng)
     held = ("every stage read after its copies landed and refilled after its readers released it; "
-            "the three planted protocols caught")
-    print(f"fa3w's hand-over: {nws} interleavings, {ws_err or held}")
+            "the planted protocols caught (three each)")
+    print(f"fa3w's and fa3wp's hand-overs: {nws} interleavings, {ws_err or held}")
     ok = worst <= 1e-12 and same and ws_err is None
     print(f"worst {worst:.2e}, fa3p {'equal to' if same else 'NOT equal to'} fa3: {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1
