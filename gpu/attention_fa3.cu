@@ -746,9 +746,9 @@ template <int R> static __device__ __forceinline__ void setmaxnreg_inc() {
  * sits in its loop of wgmmas, where a condition on it has ptxas serialise them (C7513).
  * fa3w's (no DRAIN) and fa3wp's (tools/model-fa3-layout.py, ws_schedule). */
 /* The named barriers (0 is __syncthreads'): full and empty a stage, then the store's. */
-static __device__ __forceinline__ int ws_full(int st) { return 1 + st; }
-template <int NS> static __device__ __forceinline__ int ws_empty(int st) { return 1 + NS + st; }
-template <int NS> static __device__ __forceinline__ int ws_store() { return 1 + 2 * NS; }
+static constexpr __device__ int ws_full(int st) { return 1 + st; }
+template <int NS> static constexpr __device__ int ws_empty(int st) { return 1 + NS + st; }
+template <int NS> static constexpr __device__ int ws_store() { return 1 + 2 * NS; }
 template <typename E, int HD, int BQ, int NS, bool DRAIN>
 static __device__ __forceinline__ void fa3_ws_produce(const fa3_block &b, const int32_t *table,
                                                       const E *k_cache, const E *v_cache, int64_t nkv,
@@ -854,6 +854,16 @@ static_assert((FA3WP_CWGS * FA3WP_REG_CONSUMER + FA3W_REG_PRODUCER) * 128 <= 655
                   FA3WP_REG_CONSUMER % 8 == 0,
               "fa3wp: the warpgroups' registers within the SM's 64K, in steps of 8");
 static_assert(FA3WP_NS >= 3, "fa3wp: a consumer holds two stages at once");
+static_assert(1 + 2 * FA3WP_NS + 2 < 16, "fa3wp: full and empty a stage, the store's and two turns'");
+/* FA3WP_PINGPONG (a build-time knob, 0 by default): the two consumers take turns to issue
+ * their MMAs, as FlashAttention-3's warpgroups do (its "ping-pong"), through two named
+ * barriers of their own: warpgroup w bar.syncs on sched[w] before issuing (warpgroup 0 not
+ * at tile 0) and bar.arrives on sched[1 - w] after; warpgroup 0 takes warpgroup 1's last
+ * arrival after its loop. Checked on the CPU (ws_schedule, pingpong): the MMAs issued in
+ * turn, no deadlock with the stages' barriers, no arrival left. */
+#ifndef FA3WP_PINGPONG
+#define FA3WP_PINGPONG 0
+#endif
 
 template <typename E, int HD>
 static __global__ void __launch_bounds__(FA3WP_THREADS, 1)
@@ -890,18 +900,27 @@ static __global__ void __launch_bounds__(FA3WP_THREADS, 1)
     float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
     uint32_t pa[FA3_BN / 16][4]; /* P_{t-1}, P V's A operand */
 
-    /* t = 0: S_0 alone */
+    /* FA3WP_PINGPONG: the two consumers issue their MMAs in turn (sched[w]: warpgroup w's
+     * turn), so that one's softmax runs under the other's MMAs */
+    constexpr int SCHED = ws_store<NS>() + 1;
+    auto pass = [&] { /* after issuing: the other's turn */
+                      if (FA3WP_PINGPONG) bar_arrive_n(SCHED + 1 - b.wg, 128 * FA3WP_CWGS);
+    };
+    /* t = 0: S_0 alone (warpgroup 0 first) */
     bar_sync_n(ws_full(0), NT);
-    fa3p_step<E, HD, FA3WP_BQ, true>(
-        o, pa, ma, mb, la, lb, b, 0, sl2, dq, b.kbuf, 0, [] {}, [] {});
+    if (FA3WP_PINGPONG && b.wg == 1) bar_sync_n(SCHED + 1, 128 * FA3WP_CWGS);
+    fa3p_step<E, HD, FA3WP_BQ, true>(o, pa, ma, mb, la, lb, b, 0, sl2, dq, b.kbuf, 0, pass, [] {});
 
     for (int t = 1; t < ntiles; t++) {
         const int st = t % NS, sp = (t - 1) % NS;
         bar_sync_n(ws_full(st), NT);
+        if (FA3WP_PINGPONG) bar_sync_n(SCHED + b.wg, 128 * FA3WP_CWGS); /* this warpgroup's turn */
         fa3p_step<E, HD, FA3WP_BQ, false>(
-            o, pa, ma, mb, la, lb, b, t * FA3_BN, sl2, dq, b.kbuf + st * Ly::TB, b.vbuf + sp * Ly::TB, [] {},
+            o, pa, ma, mb, la, lb, b, t * FA3_BN, sl2, dq, b.kbuf + st * Ly::TB, b.vbuf + sp * Ly::TB, pass,
             [&] { bar_arrive_n(ws_empty<NS>(sp), NT); }); /* K_{t-1} and V_{t-1} read */
     }
+    /* warpgroup 0 takes warpgroup 1's last pass */
+    if (FA3WP_PINGPONG && b.wg == 0) bar_sync_n(SCHED, 128 * FA3WP_CWGS);
 
     /* the last P V */
     wg_fence();

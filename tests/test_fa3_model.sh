@@ -3,8 +3,9 @@
 # data movement (gpu/attention_fa3.cu), agrees with a direct softmax(Q K^T) V; fa3p's
 # schedule reads only tiles that have landed and no buffer a copy in flight writes, and its
 # output is fa3's exactly; fa3w's and fa3wp's hand-overs (a producer warpgroup and three or
-# two consumers, named barriers; fa3wp's releasing a tile an iteration late) hold in random
-# interleavings and catch three planted protocols each. Needs no GPU: the tests' Python (LR_PYTHON) or the system's with
+# two consumers, named barriers; fa3wp's releasing a tile an iteration late, with and
+# without its consumers' turns) hold in random interleavings and catch three planted
+# protocols each. Needs no GPU: the tests' Python (LR_PYTHON) or the system's with
 # numpy (tools/install-deps.sh installs it); skips (77) where neither has it.
 for PY in "${LR_PYTHON:-python3}" /usr/bin/python3; do
     if "$PY" -c 'import numpy' 2>/dev/null; then

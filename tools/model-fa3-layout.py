@@ -37,8 +37,9 @@ loader's walk through the block table (gpu/attention_fdt.cu) against a direct di
 and fa3w's hand-over (ws_schedule: a producer warpgroup, three consumers, a ring of three
 stages, named barriers; written before the kernel, which follows it) and fa3wp's (two
 consumers that hold a stage over two iterations, K at t and V at t + 1, a ring of four, the
-producer draining the last releases; with two stages it deadlocks) in random
-interleavings, with three planted protocols each that it must catch.
+producer draining the last releases; with two stages it deadlocks; and with its consumers
+taking turns to issue their MMAs, FA3WP_PINGPONG) in random interleavings, with three
+planted protocols each that it must catch.
 Usage: tools/model-fa3-layout.py [--seed N]
 """
 import argparse
@@ -346,7 +347,7 @@ def check_fdt_walk():
     return n
 
 
-def ws_schedule(ntiles, tiles_seen, rng, planted=None, NS=3, lag=0):
+def ws_schedule(ntiles, tiles_seen, rng, planted=None, NS=3, lag=0, pingpong=False):
     """fa3w's hand-over (gpu/attention_fa3.cu, attention_fa3w_kernel): a
     producer warpgroup P fills a ring of NS stages by cp.async, three consumer warpgroups
     read them, through named barriers full[s] and empty[s] of all four warpgroups (512
@@ -374,12 +375,21 @@ def ws_schedule(ntiles, tiles_seen, rng, planted=None, NS=3, lag=0):
     tile released, after the loop; the producer, after its last arrival, bar.syncs on the
     empty of the last NS tiles (its drain). Planted there: "release-early" (tile t released
     in its own iteration, before its V is read), "no-drain" (the producer leaves without
-    its drain)."""
+    its drain).
+
+    pingpong (with lag=1 and two consumers: fa3wp's FA3WP_PINGPONG): the consumers take
+    turns to issue their MMAs, through two named barriers of theirs alone, sched[w]: C_w
+    bar.syncs on sched[w] before issuing (C0 not at tile 0) and bar.arrives on
+    sched[1 - w] after; C0 bar.syncs on sched[0] once more after its loop (its drain of
+    C1's last arrival). The MMAs must then be issued in turn, C0, C1, C0, ... Planted:
+    "pp-unordered" (C1 not waiting at tile 0), "pp-no-drain" (C0 without its drain)."""
     agents = ["P"] + [f"C{c}" for c in range(len(tiles_seen))]
     stage = [None] * NS  # (tile, landed) the stage holds
     released = [set(agents[1:]) for _ in range(NS)]  # consumers done with the stage's tile
     pending = []  # committed copy groups not yet landed (their tiles, in order)
     bars = {}  # id: [generation, warpgroups arrived in it]; 0 the block barrier
+    SCHED = 100  # sched[w] is SCHED + w: the consumers' own (two warpgroups)
+    issued = []  # the consumers' MMA issues, in order
 
     def bar(i):
         return bars.setdefault(i, [0, set()])
@@ -390,7 +400,7 @@ def ws_schedule(ntiles, tiles_seen, rng, planted=None, NS=3, lag=0):
             raise AssertionError(f"barrier {i} generation {b[0]}: {a} arrives twice")
         b[1].add(a)
         gen = b[0]
-        if len(b[1]) == len(agents):
+        if len(b[1]) == (2 if i >= SCHED else len(agents)):
             b[0], b[1] = b[0] + 1, set()
         yield True
         return gen
@@ -456,6 +466,11 @@ def ws_schedule(ntiles, tiles_seen, rng, planted=None, NS=3, lag=0):
                     yield from read(a, t, "K and V")
                 yield from release(a, t)
             else:  # S_t and P_{t-1} V_{t-1} in flight together
+                if pingpong and (c, t) != (0, 0) and (planted != "pp-unordered" or c == 0):
+                    yield from sync(a, SCHED + c)
+                issued.append(c)
+                if pingpong:
+                    yield from arrive(a, SCHED + 1 - c)
                 yield from read(a, t, "K")
                 if planted == "release-early":
                     yield from release(a, t)
@@ -467,6 +482,8 @@ def ws_schedule(ntiles, tiles_seen, rng, planted=None, NS=3, lag=0):
             yield from read(a, ntiles - 1, "V")  # the last P V
             if planted != "release-early":
                 yield from release(a, ntiles - 1)
+            if pingpong and c == 0 and planted != "pp-no-drain":
+                yield from sync(a, SCHED)
         yield from sync(a, 0)
         if pending:
             raise AssertionError(f"copies of tiles {pending} in flight at the output's staging")
@@ -492,6 +509,8 @@ def ws_schedule(ntiles, tiles_seen, rng, planted=None, NS=3, lag=0):
         left = {i: sorted(b[1]) for i, b in bars.items() if b[1]}
         if left:
             raise AssertionError(f"arrivals left at exit: {left}")
+        if pingpong and issued != [k % 2 for k in range(len(issued))]:
+            raise AssertionError(f"the consumers' MMAs issued out of turn: {issued}")
     except AssertionError as e:
         return str(e)
     return None
@@ -510,23 +529,25 @@ def check_ws_schedule(rng, runs=300):
         ("fa3w", 3, 0, ("arrive-skip", "empty-always", "no-wait"),
          ((0, 0, 0), (1, 0, 0), (2, 1, 0), (1, 1, 0), (1, 0, None), (0, None, None))),
         ("fa3wp", 4, 1, ("release-early", "no-drain", "no-wait"), ((0, 0),)),
+        ("fa3wp ping-pong", 4, 1, ("pp-unordered", "pp-no-drain", "release-early"), ((0, 0),)),
     )
     missed = []
     for name, NS, lag, planted, spreads in kinds:
+        pp = name.endswith("ping-pong")
         caught = dict.fromkeys(planted, False)
         for ntiles in range(1, 10):
             # tiles fewer than ntiles a warpgroup's rows see; None: none (rows past the sequence)
             for spread in spreads:
                 seen = tuple(0 if lg is None else max(ntiles - lg, 1) for lg in spread)  # some warpgroup sees all
                 for _ in range(runs):
-                    err = ws_schedule(ntiles, seen, rng, NS=NS, lag=lag)
+                    err = ws_schedule(ntiles, seen, rng, NS=NS, lag=lag, pingpong=pp)
                     n += 1
                     if err:
                         return n, f"{name}: ntiles {ntiles}, tiles seen {seen}: {err}"
                 for pl in caught:
                     if not caught[pl]:
                         for _ in range(runs):
-                            if ws_schedule(ntiles, seen, rng, planted=pl, NS=NS, lag=lag):
+                            if ws_schedule(ntiles, seen, rng, planted=pl, NS=NS, lag=lag, pingpong=pp):
                                 caught[pl] = True
                                 break
         missed += [f"{name} {pl}" for pl, c in caught.items() if not c]
