@@ -153,6 +153,21 @@ if [ $PLUGIN_ONLY -eq 1 ]; then
     exit 0
 fi
 
+# slowest XML: the five slowest tests of a Check XML log (path, iteration, seconds)
+slowest() {
+    [ -s "$1" ] && python3 - "$1" <<'PY'
+import sys, xml.etree.ElementTree as ET
+ns = {"c": "http://check.sourceforge.net/ns"}
+tests = []
+for t in ET.parse(sys.argv[1]).getroot().iter("{http://check.sourceforge.net/ns}test"):
+    tests.append((float(t.findtext("c:duration", "0", ns)), t.findtext("c:id", "", ns), t.findtext("c:iteration", "", ns),
+                  t.findtext("c:description", "", ns)))
+tests.sort(reverse=True)
+print("  slowest: " + "; ".join(f"{d:.1f} s {tc} {i} ({c})" for d, tc, i, c in tests[:5]) +
+      f"; {sum(t[0] for t in tests):.1f} s in {len(tests)} tests")
+PY
+}
+
 echo "== GPU suites"
 export LR_FIXTURES=$PWD/fixtures LR_TMPDIR=$PWD/tests/tmp CK_FORK=no
 mkdir -p "$LR_TMPDIR"
@@ -162,9 +177,11 @@ for t in tests/test_gpu_ops tests/test_gpu_linear tests/test_gpu_forward "tests/
     echo "-- $t"
     log="$OUT/$(basename "${t%% *}")$([ "${t#* }" != "$t" ] && echo -nccl).log"
     start=$(date +%s)
-    ./$t >"$log" 2>&1
+    # Check's XML log: each test's duration, where a suite's time goes
+    CK_XML_LOG_FILE_NAME="${log%.log}.xml" ./$t >"$log" 2>&1
     echo "exit $? in $(($(date +%s) - start)) s (77: skipped)"
     tail -15 "$log"
+    slowest "${log%.log}.xml"
 done
 
 echo "== llama-diff ops: every variant, the fixtures' shapes and Llama-3-8B's (bf16, --perf)"
