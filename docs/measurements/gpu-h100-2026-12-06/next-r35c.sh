@@ -21,7 +21,8 @@ el build; bash tools/gpu-check.sh --build-only ${REUSE:+--reuse} > $L/build.log 
 export LIBRARY_PATH=/tmp/llamaref-dd/usr/lib/x86_64-linux-gnu CPATH=/tmp/llamaref-dd/usr/include LD_LIBRARY_PATH=/tmp/llamaref-dd/usr/lib/x86_64-linux-gnu
 cd $B && make -j16 bench-gpu tests/test_gpu_ops > $L/build-bench.log 2>&1 || { tail -20 $L/build-bench.log; pack; exit 1; }
 el "fa3wp: one case first (a hang shows here), then its sweeps"
-timeout 30 ./llama-diff ops --op attention --variant fa3wp --dtype bf16 --shape heads=8,kv=2,hd=128,len=300 > $L/ops-fa3wp-one.txt 2>&1; echo "one case exit $?: $(grep -h planned $L/ops-fa3wp-one.txt)"
+timeout 30 ./llama-diff ops --op attention --variant fa3wp --dtype bf16 --shape heads=8,kv=2,hd=128,len=300 > $L/ops-fa3wp-one.txt 2>&1; rc=$?; echo "one case exit $rc: $(grep -h planned $L/ops-fa3wp-one.txt)"
+[ $rc -eq 0 ] || { tail -5 $L/ops-fa3wp-one.txt; echo "fa3wp's first case failed or hung (124): the rest would spend the call on it; stopping"; pack; exit 1; }
 for d in bf16 f16; do timeout 90 ./llama-diff ops --op attention --variant fa3wp --dtype $d > $L/ops-fa3wp-$d.txt 2>&1; echo "sweep fa3wp $d exit $?"; grep -h "planned" $L/ops-fa3wp-$d.txt; grep -m4 "^FAIL" $L/ops-fa3wp-$d.txt | cut -c1-220; done; pack
 el "fa3wp's bits against fa3's"
 CK_RUN_SUITE=gpu_ops CK_RUN_CASE=fa3w timeout 200 ./tests/test_gpu_ops > $L/test_gpu_ops-fa3wp.log 2>&1; echo "test_gpu_ops fa3w (fa3w, fa3wp) exit $?"; grep -E "^[0-9]+%|:[EF]:" $L/test_gpu_ops-fa3wp.log | cut -c1-240 | head -6; pack
