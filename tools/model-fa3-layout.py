@@ -479,11 +479,11 @@ def ws_schedule(ntiles, tiles_seen, rng, planted=None, NS=3, lag=0, pingpong=Fal
                     if planted != "release-early":
                         yield from release(a, t - 1)
         if lag:
+            if pingpong and c == 0 and planted != "pp-no-drain":
+                yield from sync(a, SCHED)  # C1's last pass, before the last P V as in the kernel
             yield from read(a, ntiles - 1, "V")  # the last P V
             if planted != "release-early":
                 yield from release(a, ntiles - 1)
-            if pingpong and c == 0 and planted != "pp-no-drain":
-                yield from sync(a, SCHED)
         yield from sync(a, 0)
         if pending:
             raise AssertionError(f"copies of tiles {pending} in flight at the output's staging")
