@@ -466,6 +466,17 @@ static __device__ __forceinline__ const int32_t *fa3_table(const fa3_block &b, i
     return b.table;
 }
 
+/* O += P V of a warpgroup's rows and the value tile at vt, issued, committed and waited for. */
+template <typename E, int HD>
+static __device__ __forceinline__ void fa3_pv_wait(float (&o)[HD / 2], const uint32_t (&pa)[FA3_BN / 16][4],
+                                                   uint32_t vt) {
+    wg_fence();
+    fa3_pv<E, HD>(o, pa, fa3_desc(vt, FA3_BN * 128, 1024));
+    wg_commit();
+    wg_wait<0>();
+    reg_fence(o);
+}
+
 /* S = Q K^T of a warpgroup's rows and the key tile at kt, from zero, issued and committed. */
 template <typename E, int HD, int BQ>
 static __device__ __forceinline__ void fa3_s_issue(float (&s)[FA3_BN / 2], uint64_t dq, uint32_t kt) {
@@ -491,11 +502,7 @@ static __device__ __forceinline__ void fa3_tile(float (&o)[HD / 2], float &ma, f
     float ca, cb;
     fa3_softmax<E>(s, pa, b, k0, sl2, ma, mb, la, lb, ca, cb);
     fa3_rescale<HD>(o, ca, cb);
-    wg_fence();
-    fa3_pv<E, HD>(o, pa, fa3_desc(vt, FA3_BN * 128, 1024));
-    wg_commit();
-    wg_wait<0>();
-    reg_fence(o);
+    fa3_pv_wait<E, HD>(o, pa, vt);
 }
 
 /* Iteration t of fa3p's loop, a warpgroup's (fa3p's and fa3wp's): S_t = Q K_t^T (K at kt;
@@ -673,11 +680,7 @@ static __global__ void __launch_bounds__(FA3_THREADS, 1)
 
     /* the last P V */
     FA3P_LANDED();
-    wg_fence();
-    fa3_pv<E, HD>(o, pa, fa3_desc(FA3P_VBUF(ntiles - 1), FA3_BN * 128, 1024));
-    wg_commit();
-    wg_wait<0>();
-    reg_fence(o);
+    fa3_pv_wait<E, HD>(o, pa, FA3P_VBUF(ntiles - 1));
     __syncthreads(); /* both warpgroups' last P V done: the buffers take the output */
     fa3_store<E, HD>(ctx, ldc, b, o, la, lb, fa3_smem);
 #undef FA3P_KBUF
@@ -745,6 +748,18 @@ template <int R> static __device__ __forceinline__ void setmaxnreg_inc() {
  * (the last NS), so that the consumers may arrive on every tile's: fa3wp's, whose arrival
  * sits in its loop of wgmmas, where a condition on it has ptxas serialise them (C7513).
  * fa3w's (no DRAIN) and fa3wp's (tools/model-fa3-layout.py, ws_schedule). */
+/* A warp-specialised block's start, after fa3_begin, every thread: its block table
+ * (fa3_table), and Q, every thread's part, landed and fenced before the roles split. */
+template <int NT>
+static __device__ __forceinline__ const int32_t *fa3_ws_table(const fa3_block &b, int32_t *table_s) {
+    const int32_t *table = fa3_table<NT>(b, table_s);
+    cp_async_commit();
+    cp_async_wait<0>();
+    fence_proxy_async();
+    __syncthreads();
+    return table;
+}
+
 /* The named barriers (0 is __syncthreads'): full and empty a stage, then the store's. */
 static constexpr __device__ int ws_full(int st) { return 1 + st; }
 template <int NS> static constexpr __device__ int ws_empty(int st) { return 1 + NS + st; }
@@ -791,11 +806,7 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
     if (!fa3_begin<E, HD, FA3W_BQ, FA3W_THREADS, FA3W_NS>(b, q, ldq, m, nh, nkv, qtiles, fa3_smem, kmax_w))
         return;
     const int ntiles = b.kmax / FA3_BN + (b.kmax % FA3_BN != 0);
-    const int32_t *table = fa3_table<FA3W_THREADS>(b, table_s);
-    cp_async_commit(); /* Q, every thread's part: landed and fenced before the roles split */
-    cp_async_wait<0>();
-    fence_proxy_async();
-    __syncthreads();
+    const int32_t *table = fa3_ws_table<FA3W_THREADS>(b, table_s);
 
     if (b.wg == FA3W_CWGS) { /* the producer */
         fa3_ws_produce<E, HD, FA3W_BQ, FA3W_NS, false>(b, table, k_cache, v_cache, nkv, ntiles);
@@ -879,11 +890,7 @@ static __global__ void __launch_bounds__(FA3WP_THREADS, 1)
     if (!fa3_begin<E, HD, FA3WP_BQ, NT, NS>(b, q, ldq, m, nh, nkv, qtiles, fa3_smem, kmax_w)) return;
     /* at least one, as fa3p's */
     const int ntiles = b.kmax > FA3_BN ? b.kmax / FA3_BN + (b.kmax % FA3_BN != 0) : 1;
-    const int32_t *table = fa3_table<NT>(b, table_s);
-    cp_async_commit(); /* Q, every thread's part: landed and fenced before the roles split */
-    cp_async_wait<0>();
-    fence_proxy_async();
-    __syncthreads();
+    const int32_t *table = fa3_ws_table<NT>(b, table_s);
 
     if (b.wg == FA3WP_CWGS) {
         fa3_ws_produce<E, HD, FA3WP_BQ, NS, true>(b, table, k_cache, v_cache, nkv, ntiles);
@@ -923,11 +930,7 @@ static __global__ void __launch_bounds__(FA3WP_THREADS, 1)
     if (FA3WP_PINGPONG && b.wg == 0) bar_sync_n(SCHED, 128 * FA3WP_CWGS);
 
     /* the last P V */
-    wg_fence();
-    fa3_pv<E, HD>(o, pa, fa3_desc(b.vbuf + ((ntiles - 1) % NS) * Ly::TB, FA3_BN * 128, 1024));
-    wg_commit();
-    wg_wait<0>();
-    reg_fence(o);
+    fa3_pv_wait<E, HD>(o, pa, b.vbuf + ((ntiles - 1) % NS) * Ly::TB);
     bar_arrive_n(ws_empty<NS>((ntiles - 1) % NS), NT);
     bar_sync_n(ws_store<NS>(), 128 * FA3WP_CWGS); /* both consumers' wgmmas are done with the stages */
     fa3_store<E, HD>(ctx, ldc, b, o, la, lb, fa3_smem);
@@ -975,23 +978,32 @@ extern "C" bool lr_gpu_attention_fa3_native(bool *built) {
 /* The kernels of this file: fa3's, fa3p's, fa3w's, fa3wp's. */
 enum fa3_kind { FA3_PLAIN, FA3_PIPELINED, FA3_WS, FA3_WSP };
 
+/* Each kind's query rows a block, threads and K/V stages. */
+template <fa3_kind K> struct fa3_shape {
+    static constexpr int BQ = FA3_BQ, THREADS = FA3_THREADS, NS = 2; /* fa3's and fa3p's */
+};
+template <> struct fa3_shape<FA3_WS> {
+    static constexpr int BQ = FA3W_BQ, THREADS = FA3W_THREADS, NS = FA3W_NS;
+};
+template <> struct fa3_shape<FA3_WSP> {
+    static constexpr int BQ = FA3WP_BQ, THREADS = FA3WP_THREADS, NS = FA3WP_NS;
+};
+
 /* The kernel of kind K, its grid of BQ-row blocks, its threads and shared memory. */
 template <typename E, int HD, fa3_kind K>
 static int fa3_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
+    typedef fa3_shape<K> Sh;
     const lr_gpu_attn_meta *m = &a->meta;
     auto kernel = K == FA3_WSP         ? attention_fa3wp_kernel<E, HD>
                   : K == FA3_WS        ? attention_fa3w_kernel<E, HD>
                   : K == FA3_PIPELINED ? attention_fa3p_kernel<E, HD>
                                        : attention_fa3_kernel<E, HD>;
-    constexpr int bq = K == FA3_WS ? FA3W_BQ : FA3_BQ; /* fa3wp's is fa3's */
-    constexpr int threads = K == FA3_WSP ? FA3WP_THREADS : K == FA3_WS ? FA3W_THREADS : FA3_THREADS;
+    constexpr int bq = Sh::BQ, threads = Sh::THREADS;
     int64_t qtiles = (m->max_seq_len + bq - 1) / bq;
     if (qtiles == 0 || m->num_seqs == 0) return LR_OK;
     if (m->num_seqs * qtiles > INT32_MAX / a->nh || !fa3_runs_here((const void *)kernel))
         return lr_gpu_attention_fa2(a, s);
-    size_t smem = K == FA3_WSP  ? fa3_layout<HD, FA3WP_BQ, FA3WP_NS>::bytes
-                  : K == FA3_WS ? fa3_layout<HD, FA3W_BQ, FA3W_NS>::bytes
-                                : fa3_layout<HD>::bytes;
+    size_t smem = fa3_layout<HD, Sh::BQ, Sh::NS>::bytes;
     CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     unsigned int grid = (unsigned int)(a->nh * m->num_seqs * qtiles);
     kernel<<<grid, threads, smem, s>>>((E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache,
