@@ -1366,17 +1366,25 @@ int lr_gpu_linear_mmr(const void *args, cudaStream_t s) {
  * T 4 15.6 us against 17.4. Run 34 (H100) with N <= 8192: gemv's gain at T 3 and 4 on
  * qkv_proj and o_proj (K 4096; 25.7 / 16.6 us at T 3 against cublas's 29.7 / 21.6), its
  * loss on down_proj (K 14336; 55.3 against 50.5 at T 3). AUTO_GEMV_MID_K bounds K as well
- * (0: no bound). */
+ * (0: no bound). Run 35 (H200) with both knobs: gemv's gain at T 3 on qkv_proj and o_proj
+ * again (21.2 / 17.0 us against the tree's 23.5 and 22.7 / 19.6 and 19.7), no clear one at
+ * T 4 (27.8 / 16.2 against 26.5 and 22.8 / 17.4 and 17.5, the tree's two builds 15% apart):
+ * AUTO_GEMV_MID_T, the most tokens the mid range takes (4), bounds T for the next trial. */
 #ifndef AUTO_GEMV_MID_N
 #define AUTO_GEMV_MID_N 0
 #endif
 #ifndef AUTO_GEMV_MID_K
 #define AUTO_GEMV_MID_K 0
 #endif
+#ifndef AUTO_GEMV_MID_T
+#define AUTO_GEMV_MID_T 4
+#endif
+static_assert(AUTO_GEMV_MID_T >= 0 && AUTO_GEMV_MID_T <= GEMV_MAX_T,
+              "AUTO_GEMV_MID_T: 0 to GEMV_MAX_T tokens");
 int lr_gpu_linear_auto(const void *args, cudaStream_t s) {
     const linear_args *a = (const linear_args *)args;
-    const bool mid =
-        a->T <= 4 && a->N <= AUTO_GEMV_MID_N && (AUTO_GEMV_MID_K == 0 || a->K <= AUTO_GEMV_MID_K);
+    const bool mid = a->T <= AUTO_GEMV_MID_T && a->N <= AUTO_GEMV_MID_N &&
+                     (AUTO_GEMV_MID_K == 0 || a->K <= AUTO_GEMV_MID_K);
     if (a->T <= AUTO_GEMV_MAX_T || mid) return lr_gpu_linear_gemv(args, s);
     return lr_gpu_linear_cublas(args, s);
 }

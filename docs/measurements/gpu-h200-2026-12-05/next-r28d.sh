@@ -8,6 +8,7 @@
 #     its LM head skipped): duration, DRAM throughput, occupancy of each;
 #  3. ncu: batch 32's fdt and merge;
 #  4. ncu: cuBLAS at the four projections' T = 2048 shapes (op level, one launch each);
+#     (--dtype bf16 since run 35: without it, call 1's one profiled launch was an F32 one)
 #  5. ncu: fa3 and the small kernels of the first prefill layer at 1 x 2048.
 source gpurun/env.sh
 export LR_FIXTURES=$PWD/fixtures LR_TMPDIR=/tmp/lr-tmp CK_FORK=no; mkdir -p $LR_TMPDIR
@@ -31,7 +32,7 @@ timeout 120 $NCU -k regex:"attention_fdt|attention_merge" --launch-count 2 ./ben
 el "ncu: cuBLAS at the projections' T = 2048 shapes"
 for sh in T=2048,N=6144,K=4096 T=2048,N=4096,K=4096 T=2048,N=28672,K=4096 T=2048,N=4096,K=14336; do
   [ $(left) -gt 60 ] || break
-  timeout 45 $NCU -k regex:"nvjet|xmma|gemm|cutlass|sm90" --launch-count 1 ./llama-diff ops --op linear --variant cublas --shape $sh --perf > $L/ncu-gemm-$sh.txt 2>&1; echo "$sh exit $?"; grep -E "$KEEP" $L/ncu-gemm-$sh.txt | cut -c1-150 | head -9
+  timeout 45 $NCU -k regex:"nvjet|xmma|gemm|cutlass|sm90" --launch-count 1 ./llama-diff ops --op linear --variant cublas --dtype bf16 --shape $sh --perf > $L/ncu-gemm-$sh.txt 2>&1; echo "$sh exit $?"; grep -E "$KEEP" $L/ncu-gemm-$sh.txt | cut -c1-150 | head -9
 done; pack
 el "ncu: prefill 1 x 2048, the first layer's kernels other than cuBLAS"
 [ $(left) -gt 40 ] && { timeout $(( $(left) - 10 )) $NCU -k regex:"rmsnorm_vec|rotary_cache|attention_fa3|activation_vec" --launch-count 5 ./bench/gpu_bench --model /tmp/llama3-8b-random --only 0 --reps 1 --no-profile --sustain 0 > $L/ncu-prefill.txt 2>&1; echo "exit $?"; grep -E "$KEEP" $L/ncu-prefill.txt | cut -c1-150 | head -45; }; pack

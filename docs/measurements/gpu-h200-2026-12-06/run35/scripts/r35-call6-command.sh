@@ -1,0 +1,5 @@
+# run 35, call 6 (session 29), typed at the console with the session's last 278 s: a third
+# sample of the four rows, then Nsight Compute (SpeedOfLight, WarpStateStats, Occupancy) on
+# the first attention launch of fa3 and fa3wp at 1 x 2048 (32/8 heads, hd 128; the clocks
+# locked by ncu's default, so durations are not comparable with the bench's).
+source gpurun/env.sh; export LD_LIBRARY_PATH=/tmp/llamaref-dd/usr/lib/x86_64-linux-gnu; cd $B && timeout 60 ./bench/gpu_bench --model /tmp/llama3-8b-random --json $OUT/bench-defaults-2.json > $OUT/bench-defaults-2.txt 2>&1; echo exit $?; grep -E "^  (prefill|decode)|ceiling" $OUT/bench-defaults-2.txt | cut -c1-150; for v in fa3 fa3wp; do timeout 80 /usr/local/cuda/bin/ncu --section SpeedOfLight --section WarpStateStats --section Occupancy -k regex:attention_fa3 -c 1 ./llama-diff ops --op attention --variant $v --dtype bf16 --shape heads=32,kv=8,hd=128,len=2048 > $OUT/ncu-$v.txt 2>&1; echo "$v exit $?"; grep -E "Duration|Throughput|Stall|Warp Cycles|Registers|Achieved Occ" $OUT/ncu-$v.txt | head -14; done
