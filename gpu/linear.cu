@@ -4,7 +4,7 @@
  * (the call the backend made until auto became the default) and two hand-written GEMVs for
  * the few tokens of a decode step, which read each weight row once for every token of the
  * batch: gemv (one warp per row) and gemv2 (a block per 4 rows, K split over its threads);
- * auto, the default, picks gemv or cublas by the token count. */
+ * auto, the default, picks gemv or cublas by the token count and the shape. */
 #include "common.cuh"
 #include "rmsnorm.cuh"
 #include "tensorcore.cuh"
@@ -1354,30 +1354,31 @@ int lr_gpu_linear_mmr(const void *args, cudaStream_t s) {
 }
 
 /* ---- auto ------------------------------------------------------------------------------
- * gemv where it beat cuBLAS on every Llama-3-8B decode shape on the H200 (T <= 2: run 16's
- * table in docs/performance.md), cublas otherwise. Its bits are those of whichever ran.
+ * gemv where it beat cuBLAS on the Llama-3-8B decode shapes, cublas otherwise; its bits
+ * are those of whichever ran. Two ranges:
+ *  - T <= AUTO_GEMV_MAX_T (2), every shape: gemv ahead on every one on the H200 (run 16's
+ *    table in docs/performance.md).
+ *  - T <= AUTO_GEMV_MID_T (3) where N <= AUTO_GEMV_MID_N (8192) and K <= AUTO_GEMV_MID_K
+ *    (4096; 0 bounds nothing): qkv_proj and o_proj, not down_proj (K 14336), gate_up_proj
+ *    or lm_head (wide N). gemv ahead at T 3 in three runs on two cards, microseconds
+ *    qkv_proj / o_proj against cublas: run 34 (H100) 25.7 / 16.6 against 29.7 / 21.6; run
+ *    35 (H200) 21.2 / 17.0 against 23.5 and 22.7 / 19.6 and 19.7; run 36 (H100) 26.5 / 18.8
+ *    against 34.4 and 35.8 / 23.5 and 18.6. On down_proj it lost (55.3 against 50.5, run
+ *    34). At T 4 no clear gain (run 35: 27.8 / 16.2 against 26.5 and 22.8 / 17.4 and 17.5,
+ *    the tree's two builds 15% apart; run 36: 35.5 / 19.7 against 30.2 and 31.7 / 21.4 and
+ *    26.8), so T 4 stays cublas's. The default since run 36, whose build with it passed
+ *    test_gpu_linear, test_gpu_forward and llama-diff check -b cuda on every fixture at bf16
+ *    and fp16, plain and --decode 4. All three are build-time knobs (-D) for the next trial.
  * mmr instead of cublas from T 3 was slower on every shape timed and took batch 32 with
  * graphs from 8.0 to 11.3 ms (run 31, H100). */
-/* AUTO_GEMV_MID_N (a build-time knob for a trial; 0, the default, leaves it out): gemv also
- * at T 3 and 4 where N is at most this. Run 30 (H100) timed gemv at T 4 ahead of cublas
- * on the three projections of up to 6144 outputs (0.73 / 0.82 / 0.89 of a same-size copy
- * against 0.70 / 0.66 / 0.85 on qkv_proj, o_proj, down_proj) and behind it on the two
- * wide ones (0.90 / 0.93 against 0.96 / 0.94 on gate_up_proj, lm_head); run 33: o_proj at
- * T 4 15.6 us against 17.4. Run 34 (H100) with N <= 8192: gemv's gain at T 3 and 4 on
- * qkv_proj and o_proj (K 4096; 25.7 / 16.6 us at T 3 against cublas's 29.7 / 21.6), its
- * loss on down_proj (K 14336; 55.3 against 50.5 at T 3). AUTO_GEMV_MID_K bounds K as well
- * (0: no bound). Run 35 (H200) with both knobs: gemv's gain at T 3 on qkv_proj and o_proj
- * again (21.2 / 17.0 us against the tree's 23.5 and 22.7 / 19.6 and 19.7), no clear one at
- * T 4 (27.8 / 16.2 against 26.5 and 22.8 / 17.4 and 17.5, the tree's two builds 15% apart):
- * AUTO_GEMV_MID_T, the most tokens the mid range takes (4), bounds T for the next trial. */
 #ifndef AUTO_GEMV_MID_N
-#define AUTO_GEMV_MID_N 0
+#define AUTO_GEMV_MID_N 8192
 #endif
 #ifndef AUTO_GEMV_MID_K
-#define AUTO_GEMV_MID_K 0
+#define AUTO_GEMV_MID_K 4096
 #endif
 #ifndef AUTO_GEMV_MID_T
-#define AUTO_GEMV_MID_T 4
+#define AUTO_GEMV_MID_T 3
 #endif
 static_assert(AUTO_GEMV_MID_T >= 0 && AUTO_GEMV_MID_T <= GEMV_MAX_T,
               "AUTO_GEMV_MID_T: 0 to GEMV_MAX_T tokens");

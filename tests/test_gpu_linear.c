@@ -162,14 +162,15 @@ static const lr_dtype dtypes[] = {LR_F32, LR_F16, LR_BF16};
 #define N_DTYPES (int)(sizeof dtypes / sizeof dtypes[0])
 #define GEMV_T 8 /* the largest T of gemv's and gemv2's own kernels (gpu/linear.cu); cublas beyond */
 #define AUTO_T 2 /* the largest T that auto hands to gemv (gpu/linear.cu, AUTO_GEMV_MAX_T) */
-#ifndef AUTO_GEMV_MID_N   /* gpu/linear.cu's trial knobs, set for both by the build's CPPFLAGS */
-#define AUTO_GEMV_MID_N 0 /* also gemv from T 3 where N is at most this */
+/* gpu/linear.cu's bounds of auto's mid range (a trial sets them for both by CPPFLAGS) */
+#ifndef AUTO_GEMV_MID_N
+#define AUTO_GEMV_MID_N 8192 /* also gemv from T 3 where N is at most this */
 #endif
 #ifndef AUTO_GEMV_MID_K
-#define AUTO_GEMV_MID_K 0 /* and K at most this (0: any K) */
+#define AUTO_GEMV_MID_K 4096 /* and K at most this (0: any K) */
 #endif
 #ifndef AUTO_GEMV_MID_T
-#define AUTO_GEMV_MID_T 4 /* and T at most this */
+#define AUTO_GEMV_MID_T 3 /* and T at most this */
 #endif
 #define MMA_T 32 /* the largest T of mma's and mmr's kernels (gpu/linear.cu, MM_MAX_T); cublas beyond */
 
@@ -372,7 +373,7 @@ START_TEST(test_repeat_and_fallback) {
                               "linear/%s %s T %lld (N %lld, K %lld) is not cublas's result (seed %llu)",
                               v->name, lr_dtype_name(dt), (long long)T, (long long)N, (long long)K,
                               (unsigned long long)g_seed);
-            if (!strcmp(v->name, "auto")) { /* gemv's bits at T <= 2, cublas's above */
+            if (!strcmp(v->name, "auto")) { /* gemv's bits at T <= 2 and in the mid range */
                 bool by_gemv = T <= AUTO_T || (T <= AUTO_GEMV_MID_T && N <= AUTO_GEMV_MID_N &&
                                                (AUTO_GEMV_MID_K == 0 || K <= AUTO_GEMV_MID_K));
                 void *want = by_gemv ? run("gemv", x, w, T, N, K, dt) : NULL;
