@@ -10,6 +10,9 @@
 # with Debian's registry, run `tools/gpu-check.sh --fetch` to download those packages into
 # .devdeps/ (git-ignored); carry that folder along. Usage on the GPU machine:
 #   tools/gpu-check.sh [--sanitize] [--quick] [--smollm2 FILE.gguf] [--detection] [--build-only|--plugin-only] [--reuse] [--skip STEPS]
+# On the lent device machine, whose $OUT comes back with a cap on the number of files (run 36
+# lost most of a call's logs so), send the logs elsewhere and archive them there:
+#   D=$OUT; OUT=/tmp/gpu-out tools/gpu-check.sh ...; tar czf $D/gpu-check.tgz -C /tmp/gpu-out .
 # --skip leaves out steps, a comma-separated list of: test_gpu_ops, test_gpu_linear,
 # test_gpu_forward, nccl (test_gpu_forward --nccl), ops-sweep, make-check, diff, decode,
 # plugin. The whole check needs more than one device call (test_gpu_ops alone takes about
