@@ -1,7 +1,8 @@
 /* cpu_bench.c: the CPU reference's benchmark (issue 8). A SmolLM2-135M-shaped model with
  * random weights, in f32 and f64; in one run it measures the ceilings (OpenBLAS
  * sgemm/dgemm at the model's GEMM shapes, memory copy bandwidth) and the model (prefill,
- * decode step, peak resident memory, where the time goes), and reports every figure as
+ * decode step, peak resident memory, where the time goes) and the checkpoint's read into
+ * float32 (the loaders' first step), and reports every figure as
  * a ratio against a ceiling of the same run. Each precision runs in its own child
  * process, so that its peak RSS is its own. Run by `make bench-cpu`; see
  * docs/performance.md. */
@@ -40,8 +41,8 @@ typedef struct {
 static void usage(FILE *f) {
     fprintf(f, "usage: cpu_bench [options]\n"
                "The CPU reference's benchmark: ceilings (OpenBLAS GEMM at the model's shapes, memory\n"
-               "copy bandwidth) and the model (prefill, decode, peak memory, time split), each figure\n"
-               "as a ratio against a ceiling measured in the same run.\n\n"
+               "copy bandwidth) and the model (prefill, decode, peak memory, time split, the checkpoint's\n"
+               "read into float32), each figure as a ratio against a ceiling measured in the same run.\n\n"
                "  --model DIR        benchmark this checkpoint (default: generate SmolLM2-135M shapes\n"
                "                     with random BF16 weights in a temporary directory, removed after)\n"
                "  --keep-model DIR   generate the checkpoint into DIR (created) and keep it\n"
@@ -517,6 +518,63 @@ static int fail_job(model_result *r, const char *what) {
     return 1;
 }
 
+/* ---- Reading the checkpoint (in a child) ----------------------------------------------
+ * What every loader does first: each packed tensor of tp 1's plan read from the mapped
+ * checkpoint and converted to float32 in chunks of READ_CHUNK elements
+ * (lr_packed_read_chunk, the CUDA backend's host half of its load), a warm-up and then
+ * the median of 3 reads of the whole checkpoint. Its rate counts the bytes read plus
+ * those written, as the memcpy ceiling does; one thread, as the loader reads. */
+#define READ_CHUNK ((int64_t)16 << 20) /* the CUDA loader's chunk: 64 MiB of float32 */
+typedef struct {
+    char err[512];
+    double s;     /* median */
+    double bytes; /* read + written, one pass */
+} read_result;
+
+static int read_checkpoint(void *arg, void *res) {
+    const char *dir = arg;
+    read_result *r = res;
+    memset(r, 0, sizeof *r);
+    lr_checkpoint *ck = NULL;
+    lr_plan *plan = NULL;
+    float *buf = malloc((size_t)READ_CHUNK * sizeof *buf);
+    int rc = 1;
+    double t[3];
+    if (!buf) {
+        snprintf(r->err, sizeof r->err, "out of memory");
+        goto done;
+    }
+    if (lr_checkpoint_open(dir, &ck) || lr_plan_create(lr_checkpoint_config(ck), 1, 0, &plan)) {
+        snprintf(r->err, sizeof r->err, "reading the checkpoint: %s", lr_last_error());
+        goto done;
+    }
+    for (int run = -1; run < 3; run++) {
+        double bytes = 0, t0 = now_s();
+        for (size_t i = 0; i < lr_plan_count(plan); i++) {
+            const lr_packed_desc *d = lr_plan_at(plan, i);
+            if (d->tied_to >= 0) continue;
+            lr_chunk c = {0};
+            while (lr_packed_next_chunk(d, READ_CHUNK, &c)) {
+                const lr_st_entry *e = lr_checkpoint_peek(ck, d->slices[c.slice].src);
+                if (lr_packed_read_chunk(ck, d, &c, LR_F32, buf)) {
+                    snprintf(r->err, sizeof r->err, "reading the checkpoint: %s", lr_last_error());
+                    goto done;
+                }
+                bytes += (double)c.count * (double)(lr_dtype_size(e ? e->t.dtype : LR_F32) + sizeof *buf);
+            }
+        }
+        if (run >= 0) t[run] = now_s() - t0;
+        r->bytes = bytes;
+    }
+    r->s = median(t, 3);
+    rc = 0;
+done:
+    lr_plan_free(plan);
+    lr_checkpoint_close(ck);
+    free(buf);
+    return rc;
+}
+
 /* forward(batch) then compute_logits of rows [row0, T). */
 static int step(lr_model *m, const lr_batch *b, lr_kv_cache *kv, int64_t row0) {
     lr_tensor hidden, logits;
@@ -863,6 +921,13 @@ int main(int argc, char **argv) {
             return 1;
         }
     }
+    read_result rd;
+    printf("reading the checkpoint to f32 ...\n");
+    if (in_child(read_checkpoint, (void *)dir, &rd, sizeof rd)) {
+        fprintf(stderr, "cpu_bench: %s\n", rd.err[0] ? rd.err : "reading the checkpoint failed");
+        if (tmp[0]) remove_checkpoint(tmp);
+        return 1;
+    }
     printf("\n");
 
     printf("measuring the ceilings again ...\n");
@@ -946,6 +1011,9 @@ int main(int argc, char **argv) {
                 profile_json(&r->prof_prefill, r->prof_prefill_wall, 1), "profile_decode_step",
                 profile_json(&r->prof_decode, r->prof_decode_wall, r->prof_decode_steps)));
     }
+    double read_gbs = rd.bytes / rd.s * 1e-9;
+    add_figure("checkpoint read to f32 (GB/s)", read_gbs, "GB/s", ce.copy_gbs_1, "memcpy 1 thr",
+               read_gbs / ce.copy_gbs_1, ">= 0.25", read_gbs / ce.copy_gbs_1 >= 0.25);
     loadavg(load1, sizeof load1);
 
     /* The table. */

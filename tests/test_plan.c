@@ -1108,16 +1108,23 @@ START_TEST(nonfinite_weight_refused) {
     TU_ASSERT_ERROR_HAS("model.safetensors", "model.layers.1.mlp.down_proj.weight", "[3, 5]",
                         _i == 1 ? "infinite" : "NaN");
     ck_assert_ptr_null(w);
-    /* Read in chunks of 7 (one starts mid-row), the same refusal with the same element. */
+    /* Read in chunks of 7 (one starts mid-row) and of the whole tensor (one run of its rows:
+     * the check's blocks of 64 and its tail), to F32 and F64: the same refusal, the same
+     * element. */
     const lr_packed_desc *d = lr_plan_at(p, (size_t)lr_plan_index(p, "model.layers.1.mlp.down_proj.weight"));
-    float stage[7];
-    lr_chunk c = {0};
-    int rc = LR_OK;
-    while (rc == LR_OK && lr_packed_next_chunk(d, 7, &c))
-        rc = lr_packed_read_chunk(ck, d, &c, LR_F32, stage);
-    ck_assert_int_eq(rc, LR_E_NONFINITE);
-    TU_ASSERT_ERROR_HAS("model.safetensors", "model.layers.1.mlp.down_proj.weight", "[3, 5]",
-                        _i == 1 ? "infinite" : "NaN");
+    double *stage = malloc((size_t)(d->shape[0] * d->shape[1]) * sizeof *stage);
+    ck_assert_ptr_nonnull(stage);
+    ck_assert_int_gt(d->shape[0] * d->shape[1], 3 * 64); /* the element in a whole block */
+    for (int k = 0; k < 4; k++) {
+        lr_chunk c = {0};
+        int rc = LR_OK;
+        while (rc == LR_OK && lr_packed_next_chunk(d, k < 2 ? 7 : d->shape[0] * d->shape[1], &c))
+            rc = lr_packed_read_chunk(ck, d, &c, k % 2 ? LR_F64 : LR_F32, stage);
+        ck_assert_int_eq(rc, LR_E_NONFINITE);
+        TU_ASSERT_ERROR_HAS("model.safetensors", "model.layers.1.mlp.down_proj.weight", "[3, 5]",
+                            _i == 1 ? "infinite" : "NaN");
+    }
+    free(stage);
     lr_plan_free(p);
     lr_checkpoint_close(ck);
     tu_model_free(m);

@@ -137,6 +137,28 @@ START_TEST(sixteen_bit_values_round_trip) {
 }
 END_TEST
 
+/* lr_convert from BF16 to F32 and F64, its fast path for a checkpoint's weights: every one
+ * of the 65536 values in one call, each exactly the float32 whose top half it is (NaNs'
+ * bits included at F32), and F64 that float32's value. */
+START_TEST(convert_widens_bf16_exactly) {
+    static uint16_t h[0x10000];
+    static float f[0x10000];
+    static double d[0x10000];
+    for (uint32_t i = 0; i < 0x10000u; i++)
+        h[i] = (uint16_t)i;
+    lr_convert(f, LR_F32, h, LR_BF16, 0x10000);
+    lr_convert(d, LR_F64, h, LR_BF16, 0x10000);
+    long bad = 0;
+    for (uint32_t i = 0; i < 0x10000u; i++) {
+        uint32_t u;
+        memcpy(&u, &f[i], 4);
+        bad += u != i << 16;
+        bad += isnan(f[i]) ? !isnan(d[i]) : d[i] != (double)f[i] || d[i] != (double)lr_f32_from_bf16(h[i]);
+    }
+    ck_assert_msg(bad == 0, "%ld BF16 values widened wrongly", bad);
+}
+END_TEST
+
 /* lr_convert to 16 bits: from float32 as lr_*_from_f32, from float64 (and the other
  * 16-bit type) with one rounding. 1 + 2^-8 + 2^-30 through float32 would be the tie
  * 1 + 2^-8 and round to 1; rounded once it is above the tie: 1 + 2^-7. */
@@ -688,6 +710,7 @@ static Suite *rounding_suite(void) {
     tcase_add_test(cv, bf16_rounds_to_nearest_even);
     tcase_add_test(cv, f16_rounds_to_nearest_even);
     tcase_add_test(cv, sixteen_bit_values_round_trip);
+    tcase_add_test(cv, convert_widens_bf16_exactly);
     tcase_add_test(cv, convert_narrows_with_one_rounding);
     suite_add_tcase(s, cv);
     TCase *map = tcase_create("map");

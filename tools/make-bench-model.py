@@ -4,7 +4,7 @@ weights (hidden 4096, 32 layers, 32 heads, 8 KV heads, intermediate 14336, vocab
 128256, RoPE theta 500000, as Meta-Llama-3-8B's config.json) for the GPU bench
 (bench/gpu_bench.c, tools/bench-peer.py): sharded
 safetensors with an index, drawn on the GPU (normal, std 0.02; norms 1) so that 16 GB
-take seconds. Reuses DIR when its config.json is there. --norm-spread S draws the norm
+take seconds (on the CPU where there is none). Reuses DIR when its config.json is there. --norm-spread S draws the norm
 weights uniformly in 1 +- S instead (a checkpoint whose norms can show a norm-weight bug;
 tools/gpu-shape-check.sh).
 Usage: make-bench-model.py DIR [--layers N] [--seed S] [--norm-spread S]"""
@@ -39,8 +39,10 @@ def main():
         "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": False,
         "torch_dtype": "bfloat16", "bos_token_id": 128000, "eos_token_id": 128001,
     }
-    g = torch.Generator(device="cuda").manual_seed(a.seed)
+    # On the GPU where there is one; on the CPU otherwise (slower, and other values for
+    # the same seed: no row of the bench depends on them).
     dev = "cuda" if torch.cuda.is_available() else "cpu"
+    g = torch.Generator(device=dev).manual_seed(a.seed)
 
     def rnd(*shape):
         return (torch.randn(*shape, generator=g, device=dev, dtype=torch.float32) * 0.02).to(torch.bfloat16).cpu()

@@ -290,6 +290,55 @@ bool lr_packed_next_chunk(const lr_packed_desc *d, int64_t capacity, lr_chunk *c
     return true;
 }
 
+/* Whether any of n floats (dt F32) or doubles (F64) at p is a NaN or an infinity: the
+ * exponent field all ones, which carries into the sign bit when its lowest bit is added.
+ * Blocks of a fixed 64 elements, so that the compiler vectorises them at -O2 (the
+ * weights of a checkpoint pass through here: 15 GiB for Llama-3-8B). */
+#define FINITE_BLOCK 64
+static bool any_nonfinite(const void *p, lr_dtype dt, int64_t n) {
+    const unsigned char *b = p;
+    int64_t j = 0;
+    if (dt == LR_F32) {
+        uint32_t acc = 0;
+        for (; j + FINITE_BLOCK <= n; j += FINITE_BLOCK)
+            for (int k = 0; k < FINITE_BLOCK; k++) {
+                uint32_t u;
+                memcpy(&u, b + 4 * (j + k), 4);
+                acc |= (u & 0x7f800000u) + 0x00800000u;
+            }
+        for (; j < n; j++) {
+            uint32_t u;
+            memcpy(&u, b + 4 * j, 4);
+            acc |= (u & 0x7f800000u) + 0x00800000u;
+        }
+        return acc >> 31;
+    }
+    uint64_t acc = 0;
+    for (; j + FINITE_BLOCK <= n; j += FINITE_BLOCK)
+        for (int k = 0; k < FINITE_BLOCK; k++) {
+            uint64_t u;
+            memcpy(&u, b + 8 * (j + k), 8);
+            acc |= (u & 0x7ff0000000000000u) + 0x0010000000000000u;
+        }
+    for (; j < n; j++) {
+        uint64_t u;
+        memcpy(&u, b + 8 * j, 8);
+        acc |= (u & 0x7ff0000000000000u) + 0x0010000000000000u;
+    }
+    return acc >> 63;
+}
+
+/* The index of the first NaN or infinity among n floats (dt F32) or doubles (F64), -1 if
+ * none. */
+static int64_t first_nonfinite(const void *p, lr_dtype dt, int64_t n) {
+    if (!any_nonfinite(p, dt, n)) return -1;
+    for (int64_t j = 0; j < n; j++)
+        if (!isfinite(dt == LR_F64 ? ((const double *)p)[j] : ((const float *)p)[j])) return j;
+    return -1;
+}
+
+#define READ_RUN 8192 /* elements: 32 KiB of float32, 64 KiB of float64 */
+
 int lr_packed_read_chunk(const lr_checkpoint *ck, const lr_packed_desc *d, const lr_chunk *c, lr_dtype dt,
                          void *dst) {
     if (dt != LR_F64 && dt != LR_F32)
@@ -308,22 +357,28 @@ int lr_packed_read_chunk(const lr_checkpoint *ck, const lr_packed_desc *d, const
                        lr_checkpoint_file_of(ck, s->src), s->src, "a slice", d->name);
     size_t sz = lr_dtype_size(e->t.dtype), es = lr_dtype_size(dt);
     unsigned char *to = dst;
-    /* row by row of the slice: the source rows are src_cols apart */
+    /* Row by row of the slice, where the source rows are src_cols apart; where the slice
+     * spans them whole (they follow one another), in runs of READ_RUN elements across
+     * rows, each converted and checked while it is in the cache. */
+    const bool whole_rows = s->src_col0 == 0 && s->cols == src_cols;
     for (int64_t pos = c->elem0, end = c->elem0 + c->count; pos < end;) {
         int64_t r = pos / s->cols, c0 = pos % s->cols,
-                n = s->cols - c0 < end - pos ? s->cols - c0 : end - pos;
+                n = whole_rows ? (end - pos < READ_RUN ? end - pos : READ_RUN)
+                               : (s->cols - c0 < end - pos ? s->cols - c0 : end - pos);
         const unsigned char *from =
             (const unsigned char *)e->t.data +
             ((size_t)(s->src_row0 + r) * (size_t)src_cols + (size_t)(s->src_col0 + c0)) * sz;
         lr_convert(to, dt, from, e->t.dtype, (size_t)n);
         /* A NaN or Inf weight poisons every stage after it: refuse it here, where the file
          * and the element can still be named. */
-        for (int64_t j = 0; j < n; j++) {
+        int64_t j = first_nonfinite(to, dt, n);
+        if (j >= 0) {
             double v = dt == LR_F64 ? ((const double *)to)[j] : ((const float *)to)[j];
-            if (!isfinite(v))
-                return lr_fail(LR_E_NONFINITE, "%s: tensor \"%s\": element [%lld, %lld] is %s",
-                               lr_checkpoint_file_of(ck, s->src), s->src, (long long)(s->src_row0 + r),
-                               (long long)(s->src_col0 + c0 + j), isnan(v) ? "NaN" : "infinite");
+            int64_t at = c0 + j; /* the element's column in the slice, counted from row r */
+            return lr_fail(LR_E_NONFINITE, "%s: tensor \"%s\": element [%lld, %lld] is %s",
+                           lr_checkpoint_file_of(ck, s->src), s->src,
+                           (long long)(s->src_row0 + r + at / s->cols),
+                           (long long)(s->src_col0 + at % s->cols), isnan(v) ? "NaN" : "infinite");
         }
         to += (size_t)n * es;
         pos += n;

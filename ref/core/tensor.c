@@ -145,9 +145,53 @@ void lr_round_f32_n(float *x, size_t n, lr_dtype dt) {
         for (size_t i = 0; i < n; i++) x[i] = lr_f32_from_f16(lr_f16_from_f32(x[i]));
 }
 
+/* BF16 widened: the bits shifted into a float32's top half, without lr_tensor_get's
+ * per-element dispatch (a checkpoint's weights go through here: 15 GiB for Llama-3-8B). The
+ * same values as bf16_to_float, NaNs' bits included. Blocks of a fixed 64 elements and
+ * restrict, so that the compiler vectorises them at -O2 (0.55 to 5.4 GiB/s of bf16 read by
+ * lr_packed_read_chunk on the development machine, with plan.c's any_nonfinite). */
+#define WIDEN_BLOCK 64
+static void widen_bf16_f32(float *restrict d, const unsigned char *restrict s, size_t n) {
+    size_t i = 0;
+    for (; i + WIDEN_BLOCK <= n; i += WIDEN_BLOCK)
+        for (int k = 0; k < WIDEN_BLOCK; k++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * (i + k), 2);
+            d[i + k] = bf16_to_float(h);
+        }
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, s + 2 * i, 2);
+        d[i] = bf16_to_float(h);
+    }
+}
+
+static void widen_bf16_f64(double *restrict d, const unsigned char *restrict s, size_t n) {
+    size_t i = 0;
+    for (; i + WIDEN_BLOCK <= n; i += WIDEN_BLOCK)
+        for (int k = 0; k < WIDEN_BLOCK; k++) {
+            uint16_t h;
+            memcpy(&h, s + 2 * (i + k), 2);
+            d[i + k] = bf16_to_float(h);
+        }
+    for (; i < n; i++) {
+        uint16_t h;
+        memcpy(&h, s + 2 * i, 2);
+        d[i] = bf16_to_float(h);
+    }
+}
+
 /* To F64 and F32 as before; to BF16 and F16 with one rounding from any source. */
 void lr_convert(void *dst, lr_dtype ddt, const void *src, lr_dtype sdt, size_t n) {
     lr_tensor view = {.dtype = sdt, .ndim = 1, .shape = {(int64_t)n}, .data = src};
+    if (sdt == LR_BF16 && ddt == LR_F32) {
+        widen_bf16_f32(dst, src, n);
+        return;
+    }
+    if (sdt == LR_BF16 && ddt == LR_F64) {
+        widen_bf16_f64(dst, src, n);
+        return;
+    }
     if (ddt == LR_F64) {
         double *d = dst;
         if (sdt == LR_F64) {
