@@ -4,9 +4,9 @@ weights (hidden 4096, 32 layers, 32 heads, 8 KV heads, intermediate 14336, vocab
 128256, RoPE theta 500000, as Meta-Llama-3-8B's config.json) for the GPU bench
 (bench/gpu_bench.c, tools/bench-peer.py): sharded
 safetensors with an index, drawn on the GPU (normal, std 0.02; norms 1) so that 16 GB
-take seconds (on the CPU where there is none). Reuses DIR when its config.json is there. --norm-spread S draws the norm
-weights uniformly in 1 +- S instead (a checkpoint whose norms can show a norm-weight bug;
-tools/gpu-shape-check.sh).
+take seconds (on the CPU where there is none). Reuses DIR when its config.json is there.
+--norm-spread S draws the norm weights uniformly in 1 +- S instead (a checkpoint whose
+norms can show a norm-weight bug; tools/gpu-shape-check.sh).
 Usage: make-bench-model.py DIR [--layers N] [--seed S] [--norm-spread S]"""
 import argparse
 import json
