@@ -1,0 +1,192 @@
+#!/usr/bin/env python3
+"""ktrace-summary.py: what each kernel of a replayed CUDA graph takes, from a trace written
+by the kernel tracer (bench/ktrace.c, through tools/ktrace.sh), with the overlaps that
+programmatic dependent launch gives a graph's kernels counted once.
+
+One launch of a graph is one step (its kernels share the graph's id and the launch's
+correlation id). In a step the kernels are taken in the order they started; each gets
+the time from where everything before it had ended (or its own start, if later) to its
+end: its "own" time. A kernel that starts early, as a PDL launch does, and waits for the one
+before it, so gets only what it adds past that one's end; the time no kernel runs is "idle".
+Own times and idle add up to the step's wall time (first start to last end). "dur" is a
+kernel's start to its end, waiting included.
+
+By default the graph with the most launches is summarised (a decode step with graphs); the
+first --skip launches (default 2) are left out as warm-up. A trace with no graph launches
+(an eager program) is summarised over all its kernels as one span.
+
+Usage: tools/ktrace-summary.py [--graph ID] [--skip N] [--per N] [--full-names] [--json] TRACE
+  --per N   also give each row's own time divided by N (the layers of a step: 32 for
+            Llama-3-8B), where a kernel runs once a layer
+Exit status: 0; 1 where the trace cannot be read, a line is not JSON or lacks a field (the
+file, the line and the field are named), or the graph asked for is not in it; 2 for bad
+options."""
+import argparse
+import collections
+import gzip
+import json
+import re
+import sys
+
+FIELDS = ("name", "start", "end", "graph", "corr")
+
+
+class BadInput(Exception):
+    pass
+
+
+def read(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    kernels, closing = [], None
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            for no, line in enumerate(f, 1):
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise BadInput(f"{path}:{no}: not JSON ({e.msg})")
+                if not isinstance(rec, dict):
+                    raise BadInput(f"{path}:{no}: not a JSON object")
+                if "ktrace" in rec:
+                    continue
+                if "dropped" in rec:
+                    closing = rec
+                    continue
+                for k in FIELDS:
+                    if k not in rec:
+                        raise BadInput(f"{path}:{no}: field '{k}' missing")
+                for k in FIELDS[1:]:
+                    if not isinstance(rec[k], int):
+                        raise BadInput(f"{path}:{no}: field '{k}' is not an integer")
+                if rec["end"] < rec["start"]:
+                    raise BadInput(f"{path}:{no}: field 'end' is before 'start'")
+                kernels.append(rec)
+    except OSError as e:
+        raise BadInput(f"{path}: {e.strerror or e}")
+    except (EOFError, gzip.BadGzipFile) as e:
+        raise BadInput(f"{path}: {e}")
+    if not kernels:
+        raise BadInput(f"{path}: no kernels in the trace")
+    return kernels, closing
+
+
+def short(name):
+    """The kernel's name without 'void ' and its parameter list (its template arguments kept)."""
+    name = re.sub(r"^void ", "", name)
+    depth = 0
+    for i, c in enumerate(name):
+        if c == "<":
+            depth += 1
+        elif c == ">":
+            depth -= 1
+        elif c == "(" and depth == 0:
+            return name[:i]
+    return name
+
+
+def step_split(ks):
+    """(own times in start order, idle, wall) of one step's kernels."""
+    ks = sorted(ks, key=lambda k: (k["start"], k["end"]))
+    t = ks[0]["start"]
+    idle = 0
+    own = []
+    for k in ks:
+        if k["start"] > t:
+            idle += k["start"] - t
+        own.append((k, max(0, k["end"] - max(k["start"], t))))
+        t = max(t, k["end"])
+    return own, idle, t - ks[0]["start"]
+
+
+def summarise(kernels, graph=None, skip=2, full=False):
+    launches = collections.OrderedDict()
+    for k in sorted(kernels, key=lambda k: k["start"]):
+        if k["graph"]:
+            launches.setdefault((k["graph"], k["corr"]), []).append(k)
+    counts = collections.Counter(g for g, _ in launches)
+    if graph is None and counts:
+        graph = max(counts, key=lambda g: (counts[g], g))
+    if graph is not None:
+        if graph not in counts:
+            raise BadInput(f"graph {graph} is not in the trace (graphs: {sorted(counts) or 'none'})")
+        steps = [ks for (g, _), ks in launches.items() if g == graph][skip:]
+        if not steps:
+            raise BadInput(f"graph {graph} has {counts[graph]} launches, none left after --skip {skip}")
+    else:
+        steps = [kernels]
+    rows = collections.OrderedDict()
+    walls, idles = [], []
+    for ks in steps:
+        own, idle, wall = step_split(ks)
+        walls.append(wall)
+        idles.append(idle)
+        for k, o in own:
+            name = k["name"] if full else short(k["name"])
+            r = rows.setdefault(name, {"name": name, "count": 0, "own_ns": 0, "dur_ns": 0})
+            r["count"] += 1
+            r["own_ns"] += o
+            r["dur_ns"] += k["end"] - k["start"]
+    n = len(steps)
+    for r in rows.values():
+        r["per_step"] = r["count"] / n
+        r["own_us"] = r["own_ns"] / n / 1e3
+        r["dur_us_each"] = r["dur_ns"] / r["count"] / 1e3
+    return {
+        "graph": graph,
+        "steps": n,
+        "wall_us": sum(walls) / n / 1e3,
+        "wall_us_min": min(walls) / 1e3,
+        "wall_us_max": max(walls) / 1e3,
+        "idle_us": sum(idles) / n / 1e3,
+        "kernels": sorted(rows.values(), key=lambda r: -r["own_ns"]),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("trace")
+    ap.add_argument("--graph", type=int, help="the graph id to summarise (default: the most launched)")
+    ap.add_argument("--skip", type=int, default=2, help="launches left out at the start (default 2)")
+    ap.add_argument("--per", type=int, help="also divide each row's own time by N (layers a step)")
+    ap.add_argument("--full-names", action="store_true", help="the kernels' whole demangled names")
+    ap.add_argument("--json", action="store_true", help="the summary as JSON")
+    a = ap.parse_args()
+    if a.skip < 0:
+        ap.error("--skip must be 0 or more")
+    if a.per is not None and a.per < 1:
+        ap.error("--per must be 1 or more")
+    try:
+        kernels, closing = read(a.trace)
+        s = summarise(kernels, a.graph, a.skip, a.full_names)
+    except BadInput as e:
+        print(f"ktrace-summary.py: {e}", file=sys.stderr)
+        return 1
+    s["dropped"] = closing.get("dropped") if closing else None
+    if a.json:
+        json.dump(s, sys.stdout, indent=1)
+        print()
+        return 0
+    what = f"graph {s['graph']}, {s['steps']} launches" if s["graph"] is not None else "all kernels, one span"
+    print(f"{a.trace}: {what}; wall {s['wall_us']:.1f} us a step (min {s['wall_us_min']:.1f}, "
+          f"max {s['wall_us_max']:.1f}), idle {s['idle_us']:.1f} us")
+    if closing is None:
+        print("the trace has no closing line: the program did not exit normally, kernels may be missing")
+    elif closing.get("dropped"):
+        print(f"CUPTI dropped {closing['dropped']} records: the trace is incomplete")
+    per = f" | own / {a.per} (us)" if a.per else ""
+    print(f"\n| kernel | a step | own (us) | share{per} | dur each (us) |")
+    print("| --- | --- | --- | ---" + (" | ---" if a.per else "") + " | --- |")
+    for r in s["kernels"]:
+        share = r["own_us"] / s["wall_us"] if s["wall_us"] else 0.0
+        p = f" | {r['own_us'] / a.per:.2f}" if a.per else ""
+        print(f"| {r['name']} | {r['per_step']:g} | {r['own_us']:.1f} | {share:.3f}{p} | {r['dur_us_each']:.2f} |")
+    print(f"| (idle) | | {s['idle_us']:.1f} | {s['idle_us'] / s['wall_us'] if s['wall_us'] else 0:.3f}"
+          + (" |" if a.per else "") + " | |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
