@@ -21,8 +21,9 @@ command -v python3 >/dev/null 2>&1 || { echo "test_ktrace: no python3; skipped";
 # Graph 3, two launches (corr 7 and 9); a graph 5 launched once; an eager kernel. Times in ns.
 # Launch 7: a [1000,1010], b [1008,1020] (starts 2 early: own 10), idle 5, a [1025,1030]:
 #   wall 30, a 15, b 10, idle 5. Launch 9: a [2000,2010], b [2010,2030], idle 10, a
-#   [2040,2050]: wall 50, a 20, b 20, idle 10. The lines out of start order, as CUPTI's
-#   buffers may hold them.
+#   [2040,2050]: wall 50, a 20, b 20, idle 10. Between them (1030 to 2000, a period of
+#   1000): lm_head [1040,1500] and argmax [1600,1700] eagerly, 410 idle. The lines out of
+#   start order, as CUPTI's buffers may hold them.
 cat >"$TMP/t.jsonl" <<'T'
 {"ktrace": 1, "cupti_api": 130001}
 {"name": "void a<float, 2>(int, float const*)", "start": 1025, "end": 1030, "graph": 3, "corr": 7}
@@ -31,6 +32,8 @@ cat >"$TMP/t.jsonl" <<'T'
 {"name": "void a<float, 2>(int, float const*)", "start": 2000, "end": 2010, "graph": 3, "corr": 9}
 {"name": "b", "start": 2010, "end": 2030, "graph": 3, "corr": 9}
 {"name": "void a<float, 2>(int, float const*)", "start": 2040, "end": 2050, "graph": 3, "corr": 9}
+{"name": "lm_head", "start": 1040, "end": 1500, "graph": 0, "corr": 8}
+{"name": "argmax", "start": 1600, "end": 1700, "graph": 0, "corr": 8}
 {"name": "c", "start": 3000, "end": 3100, "graph": 5, "corr": 11}
 {"name": "eager", "start": 0, "end": 500, "graph": 0, "corr": 1}
 {"dropped": 0, "kernels": 8}
@@ -41,8 +44,10 @@ json_ok "abs(d['wall_us_min'] - 0.030) < 1e-12 and abs(d['wall_us_max'] - 0.050)
 json_ok "[(k['name'], k['count'], k['own_ns']) for k in d['kernels']] == [('a<float, 2>', 4, 35), ('b', 2, 30)]"
 json_ok "abs(sum(k['own_us'] for k in d['kernels']) + d['idle_us'] - d['wall_us']) < 1e-12"
 json_ok "d['kernels'][1]['per_step'] == 1 and abs(d['kernels'][1]['dur_us_each'] - 0.016) < 1e-12"
+json_ok "abs(d['period_us'] - 1.0) < 1e-12 and d['between']['gaps'] == 1 and abs(d['between']['idle_us'] - 0.41) < 1e-12"
+json_ok "[(k['name'], k['own_ns']) for k in d['between']['kernels']] == [('lm_head', 460), ('argmax', 100)]"
 expect 0 "--skip 1" -- python3 "$SUM" --json --skip 1 "$TMP/t.jsonl"
-json_ok "d['steps'] == 1 and abs(d['wall_us'] - 0.050) < 1e-12 and d['kernels'][0]['own_ns'] == 20"
+json_ok "d['steps'] == 1 and abs(d['wall_us'] - 0.050) < 1e-12 and d['kernels'][0]['own_ns'] == 20 and 'between' not in d"
 expect 0 "--graph 5" -- python3 "$SUM" --json --skip 0 --graph 5 "$TMP/t.jsonl"
 json_ok "d['steps'] == 1 and [k['name'] for k in d['kernels']] == ['c'] and d['idle_us'] == 0"
 expect 0 "--full-names" -- python3 "$SUM" --json --skip 0 --full-names "$TMP/t.jsonl"
@@ -51,6 +56,8 @@ expect 0 "the table, --per 2" -- python3 "$SUM" --skip 0 --per 2 "$TMP/t.jsonl"
 ok "the header line" -- grep -qF "graph 3, 2 launches; wall 0.0 us a step" "$TMP/out"
 ok "a row with its share and its time a layer" -- grep -qF "| a<float, 2> | 2 | 0.0 | 0.438 | 0.01 | 0.01 |" "$TMP/out"
 ok "the idle row" -- grep -qF "| (idle) | | 0.0 | 0.188 | |" "$TMP/out"
+ok "between launches" -- grep -qF "between launches (1 gaps): a step's period 1.0 us = the graph's wall 0.0 + kernels outside it 0.6 + idle 0.4" "$TMP/out"
+ok "a kernel outside the graph" -- grep -qF "| lm_head | 1 | 0.5 | 0.46 |" "$TMP/out"
 gzip -c "$TMP/t.jsonl" >"$TMP/t.jsonl.gz"
 expect 0 "gzip input" -- python3 "$SUM" --json --skip 0 "$TMP/t.jsonl.gz"
 json_ok "d['steps'] == 2"

@@ -11,6 +11,12 @@ before it, so gets only what it adds past that one's end; the time no kernel run
 Own times and idle add up to the step's wall time (first start to last end). "dur" is a
 kernel's start to its end, waiting included.
 
+Between one launch's end and the next one's start, the kernels run outside the graph (a
+decode step's LM head and sampling, where they are launched eagerly) and the time no kernel
+runs (the host's share of a step: its syncs, copies and launches; the tracer's own cost on
+the host falls there too) are given as "between launches"; the step's period (launch start
+to launch start) is the wall time plus those.
+
 By default the graph with the most launches is summarised (a decode step with graphs); the
 first --skip launches (default 2) are left out as warm-up. A trace with no graph launches
 (an eager program) is summarised over all its kernels as one span.
@@ -101,6 +107,35 @@ def step_split(ks):
     return own, idle, t - ks[0]["start"]
 
 
+def window_split(ks, t0, t1):
+    """(own times, idle) of the kernels run between t0 and t1 (outside the graph), each
+    clipped to the window, in the order they started."""
+    t, idle, own = t0, 0, []
+    for k in sorted(ks, key=lambda k: (k["start"], k["end"])):
+        a, b = max(k["start"], t0), min(k["end"], t1)
+        if a > t:
+            idle += a - t
+        own.append((k, max(0, b - max(a, t))))
+        t = max(t, b)
+    return own, idle + max(0, t1 - t)
+
+
+def add_row(rows, k, own, full):
+    name = k["name"] if full else short(k["name"])
+    r = rows.setdefault(name, {"name": name, "count": 0, "own_ns": 0, "dur_ns": 0})
+    r["count"] += 1
+    r["own_ns"] += own
+    r["dur_ns"] += k["end"] - k["start"]
+
+
+def finish_rows(rows, n):
+    for r in rows.values():
+        r["per_step"] = r["count"] / n
+        r["own_us"] = r["own_ns"] / n / 1e3
+        r["dur_us_each"] = r["dur_ns"] / r["count"] / 1e3
+    return sorted(rows.values(), key=lambda r: -r["own_ns"])
+
+
 def summarise(kernels, graph=None, skip=2, full=False):
     launches = collections.OrderedDict()
     for k in sorted(kernels, key=lambda k: k["start"]):
@@ -124,25 +159,35 @@ def summarise(kernels, graph=None, skip=2, full=False):
         walls.append(wall)
         idles.append(idle)
         for k, o in own:
-            name = k["name"] if full else short(k["name"])
-            r = rows.setdefault(name, {"name": name, "count": 0, "own_ns": 0, "dur_ns": 0})
-            r["count"] += 1
-            r["own_ns"] += o
-            r["dur_ns"] += k["end"] - k["start"]
+            add_row(rows, k, o, full)
     n = len(steps)
-    for r in rows.values():
-        r["per_step"] = r["count"] / n
-        r["own_us"] = r["own_ns"] / n / 1e3
-        r["dur_us_each"] = r["dur_ns"] / r["count"] / 1e3
-    return {
+    out = {
         "graph": graph,
         "steps": n,
         "wall_us": sum(walls) / n / 1e3,
         "wall_us_min": min(walls) / 1e3,
         "wall_us_max": max(walls) / 1e3,
         "idle_us": sum(idles) / n / 1e3,
-        "kernels": sorted(rows.values(), key=lambda r: -r["own_ns"]),
+        "kernels": finish_rows(rows, n),
     }
+    # Between one launch's end and the next one's start: the kernels run outside the graph
+    # (a decode step's LM head and sampling, launched eagerly) and the time none runs (the
+    # host's part of a step: its syncs and launches).
+    if graph is not None and len(steps) > 1:
+        inside = {id(k) for ks in steps for k in ks}
+        bounds = [(min(k["start"] for k in ks), max(k["end"] for k in ks)) for ks in steps]
+        brows, bidle, periods = collections.OrderedDict(), 0, []
+        for (s0, e0), (s1, _) in zip(bounds, bounds[1:]):
+            periods.append(s1 - s0)
+            ks = [k for k in kernels if id(k) not in inside and k["end"] > e0 and k["start"] < s1]
+            own, idle = window_split(ks, e0, s1)
+            bidle += idle
+            for k, o in own:
+                add_row(brows, k, o, full)
+        m = len(periods)
+        out["period_us"] = sum(periods) / m / 1e3
+        out["between"] = {"gaps": m, "idle_us": bidle / m / 1e3, "kernels": finish_rows(brows, m)}
+    return out
 
 
 def main():
@@ -185,6 +230,16 @@ def main():
         print(f"| {r['name']} | {r['per_step']:g} | {r['own_us']:.1f} | {share:.3f}{p} | {r['dur_us_each']:.2f} |")
     print(f"| (idle) | | {s['idle_us']:.1f} | {s['idle_us'] / s['wall_us'] if s['wall_us'] else 0:.3f}"
           + (" |" if a.per else "") + " | |")
+    if "between" in s:
+        b = s["between"]
+        print(f"\nbetween launches ({b['gaps']} gaps): a step's period {s['period_us']:.1f} us = the graph's wall "
+              f"{s['wall_us']:.1f} + kernels outside it {sum(r['own_us'] for r in b['kernels']):.1f} + idle "
+              f"{b['idle_us']:.1f} (the host's part, with the tracer's cost)")
+        if b["kernels"]:
+            print("\n| kernel outside the graph | a gap | own (us) | dur each (us) |")
+            print("| --- | --- | --- | --- |")
+            for r in b["kernels"]:
+                print(f"| {r['name']} | {r['per_step']:g} | {r['own_us']:.1f} | {r['dur_us_each']:.2f} |")
     return 0
 
 

@@ -1,0 +1,4 @@
+# run 37, call 3 (session 31), typed at the console on the warm H100 after call 2: the batch-1
+# row with graphs under attention fdtc, the norms fused, the defaults and both, each untraced
+# then traced (tools/ktrace.sh), with tools/ktrace-summary.py's table.
+source gpurun/env.sh; L=/tmp/r37d; mkdir -p $L; KL=$B/bench/libllamaref_ktrace.so; i=0; for f in "--kernels attention=fdtc" "--norm-fuse" "" "--kernels attention=fdtc --norm-fuse"; do i=$((i+1)); for tr in 0 1; do n=c$i-t$tr; KT=; [ $tr = 1 ] && KT="bash tools/ktrace.sh --lib $KL -o $L/$n.jsonl --"; timeout 90 $KT $B/bench/gpu_bench --model /tmp/llama3-8b-random --only 4 --graphs --no-profile $f --json $L/$n.json > $L/$n.txt 2>&1; echo "[$f] trace $tr exit $?: $(grep -E '^  decode' $L/$n.txt | sed -E 's/ +/ /g' | cut -c1-80)"; [ $tr = 1 ] && python3 tools/ktrace-summary.py --per 32 $L/$n.jsonl | tee $L/$n-summary.txt | sed -n '1p;5,14p' && gzip $L/$n.jsonl; done; done; tar czf $OUT/r37d.tgz -C $L .
