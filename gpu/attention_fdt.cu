@@ -60,6 +60,19 @@
 #define FDT_STAGES 3
 #endif
 static_assert(FDT_STAGES >= 2 && FDT_STAGES <= 8, "fdt: 2 to 8 stages");
+/* FDT_KV_EARLY (a build-time knob for a trial; the bits are the same): 1 has fdt issue the
+ * first stages' copies of the keys and values cached before this batch (below seq_past:
+ * written by earlier forwards, each of which ended with the stream synchronised, and
+ * behind the step's metadata upload in the stream) before its PDL wait, with the metadata
+ * that locates them (META_EARLY), so that at batch 1 the chunk's DRAM reads overlap the
+ * kernels before it; the rows of keys written in this batch (the step's own token, which
+ * qkv_proj's epilogue writes) are copied after the wait, by plain loads into the same
+ * slots (fdt_fill_new). Off (0): every copy after the wait. Run 37's trace (H100): fdt's
+ * own 7.5 us a layer at batch 1, a chain of dependent loads behind qkv_proj. */
+#ifndef FDT_KV_EARLY
+#define FDT_KV_EARLY 0
+#endif
+static_assert(!FDT_KV_EARLY || META_EARLY, "fdt: FDT_KV_EARLY reads the step's metadata before the wait (META_EARLY)");
 /* fdtc: at most FDTC_SETS chunks a block, each kept in its shared memory (a set: the
  * chunk's O, G x HD floats, after the ring) until the cluster's merge; a plan with more
  * chunks per block of a cluster runs as fdt. Clusters of at most 16 blocks, Hopper's most
@@ -99,10 +112,12 @@ static __device__ __forceinline__ fdt_walk fdt_walk_begin(const int32_t *table, 
 /* Issue (uncommitted) the cp.async of the walk's next group of 16 keys into the stage at st,
  * and step the walk to the group after it: each key's K row at row r, its V row at row r of
  * the V half; a key at or past kend is zeros (nothing read). Chunk c of row r lands at
- * c ^ (r & 7). */
+ * c ^ (r & 7). A key from kold to kend is not copied (its slot left for fdt_fill_new):
+ * kold is the first key written in this batch where the copies go out before the PDL wait
+ * (FDT_KV_EARLY), else INT64_MAX. */
 template <typename E, int HD>
 static __device__ __forceinline__ void fdt_load(uint32_t st, const E *k_cache, const E *v_cache, fdt_walk &w,
-                                                int64_t kend, int lane) {
+                                                int64_t kend, int lane, int64_t kold = INT64_MAX) {
     constexpr int CPR = HD * (int)sizeof(E) / 16; /* 16-byte chunks a row */
     constexpr int RSTEP = 32 / CPR, PER = FDT_KEYS / RSTEP;
     static_assert(32 % CPR == 0 && FDT_KEYS % RSTEP == 0, "fdt: a row in whole warps' chunks");
@@ -113,8 +128,33 @@ static __device__ __forceinline__ void fdt_load(uint32_t st, const E *k_cache, c
         const bool ok = w.kv.key < kend;
         const int64_t off = ok ? kv_walk_offset(w.kv) : 0;
         const uint32_t d = st + (uint32_t)(r * CPR + (c ^ (r & 7))) * 16;
-        cp_async16(d, k_cache + off, ok ? 16 : 0);
-        cp_async16(d + FDT_KEYS * CPR * 16, v_cache + off, ok ? 16 : 0);
+        if (!ok || w.kv.key < kold) {
+            cp_async16(d, k_cache + off, ok ? 16 : 0);
+            cp_async16(d + FDT_KEYS * CPR * 16, v_cache + off, ok ? 16 : 0);
+        }
+        kv_walk_step(w.kv, k + 1 < PER ? w.in : w.next);
+    }
+}
+
+/* After the PDL wait: the rows fdt_load left (keys kold to kend of the walk's next group,
+ * written in this batch) into their slots of the stage at smem + st_off, by plain 16-byte
+ * loads and shared-memory stores (the warp's __syncwarp before the group is read makes them
+ * visible to its lanes); the walk steps as fdt_load's does. */
+template <typename E, int HD>
+static __device__ __forceinline__ void fdt_fill_new(unsigned char *st, const E *k_cache, const E *v_cache,
+                                                    fdt_walk &w, int64_t kend, int64_t kold, int lane) {
+    constexpr int CPR = HD * (int)sizeof(E) / 16;
+    constexpr int RSTEP = 32 / CPR, PER = FDT_KEYS / RSTEP;
+    const int c = lane % CPR, r0 = lane / CPR;
+#pragma unroll
+    for (int k = 0; k < PER; k++) {
+        const int r = r0 + k * RSTEP;
+        if (w.kv.key >= kold && w.kv.key < kend) {
+            const int64_t off = kv_walk_offset(w.kv);
+            uint4 *d = (uint4 *)(st + (size_t)(r * CPR + (c ^ (r & 7))) * 16);
+            d[0] = *(const uint4 *)(k_cache + off);
+            d[FDT_KEYS * CPR] = *(const uint4 *)(v_cache + off);
+        }
         kv_walk_step(w.kv, k + 1 < PER ? w.in : w.next);
     }
 }
@@ -138,7 +178,8 @@ template <typename E, int G, int HD, typename Out>
 static __device__ __forceinline__ void
 fdt_chunk(const E *q, int64_t ldq, const E *k_cache, const E *v_cache, const lr_gpu_attn_meta &m, int64_t nkv,
           float scale, int64_t seq, int64_t t, int64_t nk, int64_t g, int64_t c, int64_t chunk,
-          unsigned char *smem, float (&ms)[FDT_WARPS][G], float (&ls)[FDT_WARPS][G], Out out) {
+          unsigned char *smem, float (&ms)[FDT_WARPS][G], float (&ls)[FDT_WARPS][G], Out out,
+          int64_t kold = INT64_MAX) {
     constexpr int KS = HD / 16;                   /* k-steps of Q K^T; 16-dim tiles of P V */
     constexpr int CPR = HD * (int)sizeof(E) / 16; /* 16-byte chunks a row */
     constexpr int STAGE = fdt_stage_bytes<E, HD>();
@@ -150,15 +191,27 @@ fdt_chunk(const E *q, int64_t ldq, const E *k_cache, const E *v_cache, const lr_
 
     /* This warp's groups: keys kbeg + 16 warp + 64 i, i < ngroups; the first stages' loads
      * go out before Q is read. A group is committed even when empty, so that the wait in
-     * the loop leaves exactly the later groups in flight. */
+     * the loop leaves exactly the later groups in flight. With kold (FDT_KV_EARLY: the
+     * caller has not waited yet), the first stages' keys below kold go out before the PDL
+     * wait, and those from kold on after it (fdt_fill_new). */
     const int64_t first = kbeg + FDT_KEYS * warp;
     const int ngroups = first < kend ? (int)((kend - first + FDT_MIN_CHUNK - 1) / FDT_MIN_CHUNK) : 0;
     const uint32_t ring = smem_u32(smem) + (uint32_t)(warp * FDT_STAGES * STAGE);
     fdt_walk walk = fdt_walk_begin<E, HD>(table, bsz, nkv, g, first, lane); /* groups loaded in order */
 #pragma unroll
     for (int s = 0; s < FDT_STAGES - 1; s++) {
-        if (s < ngroups) fdt_load<E, HD>(ring + s * STAGE, k_cache, v_cache, walk, kend, lane);
+        if (s < ngroups) fdt_load<E, HD>(ring + s * STAGE, k_cache, v_cache, walk, kend, lane, kold);
         cp_async_commit();
+    }
+    if (kold != INT64_MAX) {
+        pdl_wait(); /* q, the rows written in this batch, ctx, part_o: kernels' */
+        if (kold < kend) {
+            fdt_walk w2 = fdt_walk_begin<E, HD>(table, bsz, nkv, g, first, lane);
+            unsigned char *r2 = smem + (size_t)warp * FDT_STAGES * STAGE;
+#pragma unroll
+            for (int s = 0; s < FDT_STAGES - 1; s++)
+                if (s < ngroups) fdt_fill_new<E, HD>(r2 + s * STAGE, k_cache, v_cache, w2, kend, kold, lane);
+        }
     }
 
     /* Q as the A operand of S = Q K^T: lane l holds head l / 4's dims 2 (l % 4), + 1 and
@@ -390,7 +443,10 @@ static __global__ void __launch_bounds__(FDT_THREADS, 2)
     if constexpr (!CL) {
         const bool runs = c < nsplit; /* block-uniform, after the last barrier of batch_max_keys */
         const int64_t t = runs ? m.seq_start[seq] : 0, nk = runs ? m.token_keys[t] : 0;
-        if (META_EARLY) pdl_wait(); /* q, the cache, part_o: kernels' */
+        /* FDT_KV_EARLY: fdt_chunk waits, after its first copies of the keys cached before
+         * this batch (those below seq_past) */
+        const bool early = FDT_KV_EARLY && runs;
+        if (META_EARLY && !early) pdl_wait(); /* q, the cache, part_o: kernels' */
         if (!runs) return;
         fdt_chunk<E, G, HD>(q, ldq, k_cache, v_cache, m, nkv, scale, seq, t, nk, g, c, chunk, fdt_smem, ms,
                             ls, [&](int gi, int d, float O, float M, float L) {
@@ -402,7 +458,8 @@ static __global__ void __launch_bounds__(FDT_THREADS, 2)
                                     part_o[pi * HD + d] = O;
                                     if (d == 0) part_ml[2 * pi] = M, part_ml[2 * pi + 1] = L;
                                 }
-                            });
+                            },
+                            early ? (int64_t)m.seq_past[seq] : INT64_MAX);
     } else {
         (void)nh, (void)part_o, (void)part_ml;
         fdtc_cluster_body<E, G, HD>(ctx, ldc, q, ldq, k_cache, v_cache, m, nkv, scale, grid_split, (int)c,
