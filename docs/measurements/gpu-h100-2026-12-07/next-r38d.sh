@@ -7,7 +7,8 @@
 # build's fdt sweep must pass; 1, 8, 32 sequences of 1024 keys; both decode rows with
 # graphs); then the knobs' build of test_gpu_forward (graphs and PDL change no bit) and
 # llama-diff check -b cuda with --decode 4 on the fixtures, and compute-sanitizer racecheck
-# and synccheck on fdt's sweep. TRIAL="CONFIGS" replaces the trial's four configurations.
+# and synccheck on fdt's sweep. TRIAL='"" "$KNOBS"' (words as the shell reads them) replaces
+# the trial's four configurations; TRIAL_ONLY=1 stops after the trial.
 source gpurun/env.sh
 export LR_FIXTURES=$PWD/fixtures LR_TMPDIR=/tmp/lr-tmp CK_FORK=no; mkdir -p $LR_TMPDIR
 SRC=$PWD; T0=$(date +%s); el() { echo "[$(( $(date +%s) - T0 )) s] $*"; }; left() { echo $(( ${LIMIT:-585} - ($(date +%s) - T0) )); }
@@ -19,12 +20,15 @@ el build; bash tools/gpu-check.sh --build-only ${REUSE:+--reuse} > $L/build.log 
 export LIBRARY_PATH=/tmp/llamaref-dd/usr/lib/x86_64-linux-gnu CPATH=/tmp/llamaref-dd/usr/include LD_LIBRARY_PATH=/tmp/llamaref-dd/usr/lib/x86_64-linux-gnu
 ( cd $B && make -j16 bench-gpu > $L/build-bench.log 2>&1 ) || { tail -20 $L/build-bench.log; pack; exit 1; }
 wait
-el "trial fdt: the tree, META_EARLY, both, the tree"
-timeout $(( $(left) - 200 )) bash tools/gpu-trial.sh --build $B --out $L/trial-fdt --op attention --variant fdt \
+if [ -n "${TRIAL:-}" ]; then eval "CFG=($TRIAL)"; else CFG=("" -DMETA_EARLY=1 "$KNOBS" ""); fi
+el "trial fdt: ${#CFG[@]} configurations"
+R=200; [ -n "${TRIAL_ONLY:-}" ] && R=10
+timeout $(( $(left) - R )) bash tools/gpu-trial.sh --build $B --out $L/trial-fdt --op attention --variant fdt \
   --shape heads=32,kv=8,hd=128,past=1024 --shape heads=32,kv=8,hd=128,past=1024,seqs=8 \
   --shape heads=32,kv=8,hd=128,past=1024,seqs=32 \
   --step "--model /tmp/llama3-8b-random --only 45 --graphs --no-profile" \
-  -- ${TRIAL:-"" -DMETA_EARLY=1 "$KNOBS" ""} 2>&1 | tee $L/trial-console.txt | tail -16; pack
+  -- "${CFG[@]}" 2>&1 | tee $L/trial-console.txt | tail -16; pack
+[ -n "${TRIAL_ONLY:-}" ] && { el done; exit 0; }
 el "the knobs' build: test_gpu_forward, llama-diff check -b cuda --decode 4, the sanitizers"
 cd $B && BASE=$(sed -n 's/^CPPFLAGS = //p' Makefile)
 rm -f gpu/*.o tests/test_gpu_forward*.o; make -j16 CPPFLAGS="$BASE $KNOBS" llama-diff tests/test_gpu_forward > $L/build-knob.log 2>&1 || { tail -5 $L/build-knob.log; pack; exit 1; }
