@@ -5,7 +5,8 @@
 # output is fa3's exactly; fa3w's and fa3wp's hand-overs (a producer warpgroup and three or
 # two consumers, named barriers; fa3wp's releasing a tile an iteration late, with and
 # without its consumers' turns) hold in random interleavings and catch three planted
-# protocols each. Needs no GPU: the tests' Python (LR_PYTHON) or the system's with
+# protocols each; fdt's first stages split at the batch's first new key (FDT_KV_EARLY) write
+# every slot once, nothing new before the wait, and catch three planted faults. Needs no GPU: the tests' Python (LR_PYTHON) or the system's with
 # numpy (tools/install-deps.sh installs it); skips (77) where neither has it.
 for PY in "${LR_PYTHON:-python3}" /usr/bin/python3; do
     if "$PY" -c 'import numpy' 2>/dev/null; then

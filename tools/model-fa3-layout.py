@@ -33,7 +33,9 @@ schedule (K and V rings of two; iteration t issues S_t and P_{t-1} V_{t-1}, then
 of K_{t+1} and V_t; every warpgroup takes every tile), which must read only tiles that have
 landed, never a buffer a copy in flight writes, and give fa3's output exactly (in float64:
 the same operations in the same order, masked tiles changing nothing). It also checks fdt's
-loader's walk through the block table (gpu/attention_fdt.cu) against a direct division,
+loader's walk through the block table (gpu/attention_fdt.cu) against a direct division, its
+first stages split at the batch's first new key (FDT_KV_EARLY: every slot written once, with
+its key, nothing new before the wait; three planted faults caught),
 and fa3w's hand-over (ws_schedule: a producer warpgroup, three consumers, a ring of three
 stages, named barriers; written before the kernel, which follows it) and fa3wp's (two
 consumers that hold a stage over two iterations, K at t and V at t + 1, a ring of four, the
@@ -347,6 +349,88 @@ def check_fdt_walk():
     return n
 
 
+def fdt_early_split(kbeg, kend, kold, cpr, stages=3, planted=None):
+    """fdt's first stages under FDT_KV_EARLY (gpu/attention_fdt.cu): fdt_load's copies before
+    the PDL wait (keys under kold; keys at or past kend zero-filled) and fdt_fill_new's after
+    it (keys kold to kend, the same walk begun again), as (stage, row, chunk) slots of each
+    warp's ring. Returns {slot: ("early"|"late"|"zero", key)}; raises AssertionError where a
+    slot is written twice. planted: "late>" (the fill takes keys past kold, not from it),
+    "early<=" (the copies take kold too), "rewalk" (the fill's walk begun at the chunk's
+    first key, not the warp's)."""
+    rstep = 32 // cpr
+    per = 16 // rstep
+    slots = {}
+
+    def walk(first, lane):
+        key = first + lane // cpr
+        for grp in range(stages - 1):
+            for k in range(per):
+                yield grp, lane // cpr + k * rstep, key + 64 * grp + k * rstep
+
+    def put(warp, stage, r, c, what, key):
+        slot = (warp, stage, r, c ^ (r & 7))
+        assert slot not in slots, f"slot {slot} written twice ({slots[slot]}, then {what} key {key})"
+        slots[slot] = (what, key)
+
+    for warp in range(4):
+        first = kbeg + 16 * warp
+        ngroups = -(-(kend - first) // 64) if first < kend else 0
+        for lane in range(32):
+            c = lane % cpr
+            for grp, r, key in walk(first, lane):  # before the wait
+                if grp >= ngroups:
+                    continue
+                ok = key < kend
+                early = key <= kold if planted == "early<=" else key < kold
+                if not ok:
+                    put(warp, grp, r, c, "zero", key)
+                elif early:
+                    put(warp, grp, r, c, "early", key)
+            start = kbeg if planted == "rewalk" else first
+            for grp, r, key in walk(start, lane):  # after the wait
+                if grp >= ngroups:
+                    continue
+                new = key > kold if planted == "late>" else key >= kold
+                if new and key < kend:
+                    put(warp, grp, r, c, "late", key)
+    return slots
+
+
+def check_fdt_early():
+    """FDT_KV_EARLY's split of fdt's first stages, against fdt_load without it: every slot the
+    loads without the split write is written exactly once, with the same key; no key at or
+    past kold (written in this batch) is copied before the wait. Chunks of 64 keys and
+    shorter, kold before, inside and after each, both row widths; then the three planted
+    faults, each of which must be caught. Returns (cases, planted faults caught)."""
+    n = 0
+    for cpr in (16, 8):
+        for kbeg, kend in ((0, 64), (64, 128), (960, 1025), (1024, 1025), (0, 40), (128, 150)):
+            for kold in sorted({kbeg, kbeg + 1, kend - 1, kend, kend + 5, (kbeg + kend) // 2, 1 << 40}):
+                want = fdt_early_split(kbeg, kend, 1 << 62, cpr)  # no split: every copy before
+                got = fdt_early_split(kbeg, kend, kold, cpr)
+                assert set(got) == set(want), f"slots differ (chunk {kbeg}-{kend}, kold {kold}, cpr {cpr})"
+                for slot, (what, key) in got.items():
+                    assert key == want[slot][1], f"slot {slot} holds key {key}, not {want[slot][1]}"
+                    assert what != "early" or key < kold, f"key {key} >= kold {kold} copied before the wait"
+                    assert what != "late" or kold <= key < kend, f"key {key} filled after the wait"
+                n += 1
+    caught = 0
+    for planted in ("late>", "early<=", "rewalk"):
+        try:
+            for cpr in (16, 8):
+                for kold in (960, 1000, 1024):
+                    want = fdt_early_split(960, 1025, 1 << 62, cpr)
+                    got = fdt_early_split(960, 1025, kold, cpr, planted=planted)
+                    assert set(got) == set(want), "slots differ"
+                    for slot, (what, key) in got.items():
+                        assert key == want[slot][1] and (what != "early" or key < kold), "wrong key"
+        except AssertionError:
+            caught += 1
+        else:
+            print(f"fdt's early split: the planted fault '{planted}' was not caught")
+    return n, caught
+
+
 def ws_schedule(ntiles, tiles_seen, rng, planted=None, NS=3, lag=0, pingpong=False):
     """fa3w's hand-over (gpu/attention_fa3.cu, attention_fa3w_kernel): a
     producer warpgroup P fills a ring of NS stages by cp.async, three consumer warpgroups
@@ -594,11 +678,14 @@ def main():
             print("fa3p's model differs from fa3's")
             same = False
     print(f"fdt's walk through the block table: {check_fdt_walk()} steps against a direct division")
+    ne, ncaught = check_fdt_early()
+    print(f"fdt's first stages split at the batch's first new key (FDT_KV_EARLY): {ne} cases, every slot "
+          f"written once with its key, none new before the wait; planted faults caught: {ncaught} of 3")
     nws, ws_err = check_ws_schedule(rng)
     held = ("every stage read after its copies landed and refilled after its readers released it; "
             "the planted protocols caught (three each)")
     print(f"fa3w's and fa3wp's hand-overs: {nws} interleavings, {ws_err or held}")
-    ok = worst <= 1e-12 and same and ws_err is None
+    ok = worst <= 1e-12 and same and ws_err is None and ncaught == 3
     print(f"worst {worst:.2e}, fa3p {'equal to' if same else 'NOT equal to'} fa3: {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1
 
