@@ -3,7 +3,7 @@
 #  - tools/ktrace-summary.py on a made trace of two launches of one graph (overlapping
 #    kernels, idle gaps, an eager kernel and a second graph beside them): each kernel's own
 #    time, the idle time and the wall time, by hand; --skip, --graph, --per, gzip input, a
-#    trace with no graphs; its refusals (a missing file, a line not JSON, a missing field,
+#    trace with no graphs; --against (each kernel's own time against another trace); its refusals (a missing file, a line not JSON, a missing field,
 #    an end before its start, an unknown graph, bad options), each naming the file and line.
 #  - tools/ktrace.sh's refusals (no -o, no program, no library, an existing trace).
 #  - The tracer library (bench/libllamaref_ktrace.so, where configure found CUPTI), its
@@ -61,6 +61,24 @@ ok "a kernel outside the graph" -- grep -qF "| lm_head | 1 | 0.5 | 0.46 |" "$TMP
 gzip -c "$TMP/t.jsonl" >"$TMP/t.jsonl.gz"
 expect 0 "gzip input" -- python3 "$SUM" --json --skip 0 "$TMP/t.jsonl.gz"
 json_ok "d['steps'] == 2"
+
+# --against: the same trace, then one where launch 9's b ends 10 ns later (its a after it too)
+# and a kernel "d" is new
+expect 0 "--against itself" -- python3 "$SUM" --json --skip 0 --against "$TMP/t.jsonl" "$TMP/t.jsonl"
+json_ok "all(k['delta_us'] == 0 for k in d['compare']['kernels']) and d['compare']['wall_us']['delta'] == 0"
+sed -e 's/"start": 2010, "end": 2030/"start": 2010, "end": 2040/' \
+    -e 's/"start": 2040, "end": 2050, "graph": 3/"start": 2045, "end": 2055, "graph": 3/' "$TMP/t.jsonl" >"$TMP/t2.jsonl"
+echo '{"name": "d", "start": 1030, "end": 1032, "graph": 3, "corr": 7}' >>"$TMP/t2.jsonl"
+expect 0 "--against a slower b" -- python3 "$SUM" --json --skip 0 --against "$TMP/t.jsonl" "$TMP/t2.jsonl"
+# a step's averages: b 15 -> 20 ns, d 0 -> 1 (launch 7 only), the wall 40 -> 43.5
+json_ok "{k['name']: round(k['delta_us'] * 1e3, 6) for k in d['compare']['kernels']} == {'a<float, 2>': 0, 'b': 5, 'd': 1}"
+json_ok "[k['base_own_us'] for k in d['compare']['kernels'] if k['name'] == 'd'] == [None] and abs(d['compare']['wall_us']['delta'] - 0.0035) < 1e-12"
+expect 0 "--against, the table" -- python3 "$SUM" --skip 0 --per 2 --against "$TMP/t.jsonl" "$TMP/t2.jsonl"
+ok "the header" -- grep -qF "| kernel | base | this | delta | delta / 2 |" "$TMP/out"
+ok "the wall" -- grep -qF "the graph's wall: 0.0 -> 0.0 (+0.0)" "$TMP/out"
+ok "a kernel new in this trace" -- grep -qF "| d | – | 0.0 | +0.0 | +0.00 |" "$TMP/out"
+expect 1 "--against a missing file" -- python3 "$SUM" --skip 0 --against "$TMP/none.jsonl" "$TMP/t.jsonl"
+expect_err "ktrace-summary.py: $TMP/none.jsonl: No such file"
 
 # no graphs: every kernel, one span (the eager one and a later one: 100 ns idle)
 printf '%s\n' '{"name": "x", "start": 0, "end": 100, "graph": 0, "corr": 1}' \

@@ -21,9 +21,14 @@ By default the graph with the most launches is summarised (a decode step with gr
 first --skip launches (default 2) are left out as warm-up. A trace with no graph launches
 (an eager program) is summarised over all its kernels as one span.
 
-Usage: tools/ktrace-summary.py [--graph ID] [--skip N] [--per N] [--full-names] [--json] TRACE
+Usage: tools/ktrace-summary.py [--graph ID] [--skip N] [--per N] [--full-names] [--json]
+                               [--against BASE] TRACE
   --per N   also give each row's own time divided by N (the layers of a step: 32 for
             Llama-3-8B), where a kernel runs once a layer
+  --against BASE  each kernel's own time a step in TRACE against BASE, a trace of another
+            configuration summarised alike (its most launched graph; --graph applies to
+            TRACE alone), and the step's wall, idle and period: which kernels a change made
+            faster or slower, with the overlaps counted as in each
 Exit status: 0; 1 where the trace cannot be read, a line is not JSON or lacks a field (the
 file, the line and the field are named), or the graph asked for is not in it; 2 for bad
 options."""
@@ -190,6 +195,24 @@ def summarise(kernels, graph=None, skip=2, full=False):
     return out
 
 
+def compare(base, s):
+    """Each kernel's own time a step in s against base (the same kernel name), the rows in
+    either; the step's wall, idle and period (where both have them) likewise."""
+    b = {r["name"]: r for r in base["kernels"]}
+    t = {r["name"]: r for r in s["kernels"]}
+    names = [r["name"] for r in s["kernels"]] + [n for n in b if n not in t]
+    rows = []
+    for n in names:
+        bo = b[n]["own_us"] if n in b else None
+        so = t[n]["own_us"] if n in t else None
+        rows.append({"name": n, "base_own_us": bo, "own_us": so, "delta_us": (so or 0.0) - (bo or 0.0)})
+    out = {"kernels": rows}
+    for k in ("wall_us", "idle_us", "period_us"):
+        if k in base and k in s:
+            out[k] = {"base": base[k], "trace": s[k], "delta": s[k] - base[k]}
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("trace")
@@ -198,6 +221,8 @@ def main():
     ap.add_argument("--per", type=int, help="also divide each row's own time by N (layers a step)")
     ap.add_argument("--full-names", action="store_true", help="the kernels' whole demangled names")
     ap.add_argument("--json", action="store_true", help="the summary as JSON")
+    ap.add_argument("--against", metavar="BASE", help="a second trace, summarised alike: each kernel's own "
+                    "time against it (a configuration against the defaults)")
     a = ap.parse_args()
     if a.skip < 0:
         ap.error("--skip must be 0 or more")
@@ -210,6 +235,33 @@ def main():
         print(f"ktrace-summary.py: {e}", file=sys.stderr)
         return 1
     s["dropped"] = closing.get("dropped") if closing else None
+    if a.against:
+        try:
+            bk, bclosing = read(a.against)
+            base = summarise(bk, None, a.skip, a.full_names)
+        except BadInput as e:
+            print(f"ktrace-summary.py: {e}", file=sys.stderr)
+            return 1
+        base["dropped"] = bclosing.get("dropped") if bclosing else None
+        d = compare(base, s)
+        if a.json:
+            json.dump({"base": base, "trace": s, "compare": d}, sys.stdout, indent=1)
+            print()
+            return 0
+        print(f"{a.trace} against {a.against} (own us a step; each the graph launched most, "
+              f"{a.skip} launches skipped):")
+        for k, what in (("wall_us", "the graph's wall"), ("idle_us", "idle"), ("period_us", "a step's period")):
+            if k in d:
+                print(f"  {what}: {d[k]['base']:.1f} -> {d[k]['trace']:.1f} ({d[k]['delta']:+.1f})")
+        per = f" | delta / {a.per}" if a.per else ""
+        print(f"\n| kernel | base | this | delta{per} |")
+        print("| --- | --- | --- | ---" + (" | ---" if a.per else "") + " |")
+        for r in d["kernels"]:
+            bo = f"{r['base_own_us']:.1f}" if r["base_own_us"] is not None else "–"
+            so = f"{r['own_us']:.1f}" if r["own_us"] is not None else "–"
+            p = f" | {r['delta_us'] / a.per:+.2f}" if a.per else ""
+            print(f"| {r['name']} | {bo} | {so} | {r['delta_us']:+.1f}{p} |")
+        return 0
     if a.json:
         json.dump(s, sys.stdout, indent=1)
         print()
