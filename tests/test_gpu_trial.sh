@@ -1,10 +1,11 @@
 #!/bin/sh
 # test_gpu_trial.sh: tools/gpu-trial.sh's refusals, which need no GPU and come before any
 # rebuild (make check): --help (exit 0, the usage); a missing option value, an unknown
-# option, no --op or --variant, --logits without --step, no CONFIG, a bad --dtype, a
-# CONFIG word that is not -DNAME[=VALUE], a build folder without a Makefile, a build
-# configured without CUDA: each exit 2 with one line naming what is wrong. Nothing is
-# built and no folder is written outside the scratch one.
+# option, no --op or --variant, --logits or --trace without --step, no CONFIG, a bad
+# --dtype, a CONFIG word that is not -DNAME[=VALUE], a build folder without a Makefile, a
+# build configured without CUDA, --trace with a build configured without CUPTI: each exit 2
+# with one line naming what is wrong. Nothing is built and no folder is written outside
+# the scratch one.
 set -u
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 TRIAL=$SRC/tools/gpu-trial.sh
@@ -25,6 +26,8 @@ expect 2 "no --variant" -- bash "$TRIAL" --op linear ""
 expect_err "--op and --variant are required"
 expect 2 "--logits without --step" -- bash "$TRIAL" --op linear --variant gemv --logits ""
 expect_err "--logits needs --step"
+expect 2 "--trace without --step" -- bash "$TRIAL" --op linear --variant gemv --trace ""
+expect_err "--trace needs --step"
 expect 2 "no CONFIG" -- bash "$TRIAL" --op linear --variant gemv
 expect_err "no CONFIG"
 expect 2 "a bad --dtype" -- bash "$TRIAL" --op linear --variant gemv --dtype f64 ""
@@ -37,5 +40,9 @@ mkdir -p "$TMP/cpu-build"
 printf 'CPPFLAGS = -I.\nNVCC = \n' >"$TMP/cpu-build/Makefile"
 expect 2 "a build configured without CUDA" -- bash "$TRIAL" --build "$TMP/cpu-build" --out "$OUT" --op linear --variant gemv ""
 expect_err "configured without CUDA"
+printf 'CPPFLAGS = -I.\nNVCC = /usr/local/cuda/bin/nvcc\nCUPTI_LIBS = \n' >"$TMP/cpu-build/Makefile"
+expect 2 "--trace with a build configured without CUPTI" -- bash "$TRIAL" --build "$TMP/cpu-build" --out "$OUT" \
+    --op linear --variant gemv --step "--model m" --trace ""
+expect_err "--trace: $TMP/cpu-build was configured without CUPTI"
 ok "no output folder written by a refused trial" -- test ! -e "$OUT"
 finish

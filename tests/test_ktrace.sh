@@ -80,6 +80,12 @@ ok "a kernel new in this trace" -- grep -qF "| d | – | 0.0 | +0.0 | +0.00 |" "
 expect 1 "--against a missing file" -- python3 "$SUM" --skip 0 --against "$TMP/none.jsonl" "$TMP/t.jsonl"
 expect_err "ktrace-summary.py: $TMP/none.jsonl: No such file"
 
+# two graphs launched equally often: the first captured (the lower id)
+printf '%s\n' '{"name": "x", "start": 0, "end": 10, "graph": 7, "corr": 1}' '{"name": "y", "start": 20, "end": 30, "graph": 9, "corr": 2}' \
+    '{"name": "x", "start": 40, "end": 50, "graph": 7, "corr": 3}' '{"name": "y", "start": 60, "end": 70, "graph": 9, "corr": 4}' >"$TMP/tie.jsonl"
+expect 0 "a tie between graphs" -- python3 "$SUM" --json --skip 0 "$TMP/tie.jsonl"
+json_ok "d['graph'] == 7 and d['kernels'][0]['name'] == 'x'"
+
 # no graphs: every kernel, one span (the eager one and a later one: 100 ns idle)
 printf '%s\n' '{"name": "x", "start": 0, "end": 100, "graph": 0, "corr": 1}' \
     '{"name": "y", "start": 200, "end": 250, "graph": 0, "corr": 2}' >"$TMP/eager.jsonl"

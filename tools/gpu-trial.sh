@@ -10,7 +10,7 @@
 # timing or gpu_bench step). Needs a configured CUDA build (BUILD, default
 # /tmp/llamaref-build, as tools/gpu-check.sh --build-only leaves it); run from the tree.
 #   tools/gpu-trial.sh --op FAMILY --variant NAME [--dtype D] [--shape SPEC]... [--peer VARIANT]...
-#                      [--step ARGS [--logits]] [--build DIR] [--out DIR] [--] CONFIG...
+#                      [--step ARGS [--logits] [--trace]] [--build DIR] [--out DIR] [--] CONFIG...
 # --shape SPEC   a case of the family (llama-diff ops --shape: e.g. T=32,N=4096,K=4096);
 #                repeatable; none: the sweep alone
 # --peer NAME    also time another variant of the family on the same shapes, once, with the
@@ -22,12 +22,17 @@
 #                --dump-logits; a row of one sequence, e.g. --only 0) and say, config by
 #                config, whether their bits are the first config's (for a knob meant to
 #                change no bit: the bits through the whole model, not only the op's sweep)
+# --trace        with --step: run each config's gpu_bench once more under the kernel tracer
+#                (tools/ktrace.sh; a build configured with CUPTI): trace-N.jsonl.gz, its
+#                kernels' own times inside the graph (trace-N.md, tools/ktrace-summary.py)
+#                and, from the second config on, against the first's (trace-N-vs-1.md); the
+#                rows' times come from the untraced run (the tracer costs the host time)
 # --dtype D      f32, f16 or bf16 (default bf16)
 # Logs go to OUT (default ./gpu-out/trial); the build is left with the tree's own values.
 set -uo pipefail
 usage() { sed -n '/^#   tools\/gpu-trial.sh/,/^# Logs go/p' "$0" | sed 's/^# \{0,1\}//' >&"${1:-1}"; }
 OP= VARIANT= DT=bf16 BUILD=${BUILD:-/tmp/llamaref-build} OUTD=${OUT:-$PWD/gpu-out}/trial
-SHAPES=() PEERS=() CONFIGS=() STEP= LOGITS=
+SHAPES=() PEERS=() CONFIGS=() STEP= LOGITS= TRACE=
 # The value of option $1 ($2, where there is one), or exit 2 saying it needs $3.
 value() { [ -n "${2:-}" ] || { echo "gpu-trial: $1 needs $3" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
@@ -40,6 +45,7 @@ while [ $# -gt 0 ]; do
     --peer) value "$1" "${2:-}" "a variant's name"; PEERS+=("$2"); shift ;;
     --step) value "$1" "${2:-}" "gpu_bench's arguments"; STEP=$2; shift ;;
     --logits) LOGITS=1 ;;
+    --trace) TRACE=1 ;;
     --build) value "$1" "${2:-}" "a folder"; BUILD=$2; shift ;;
     --out) value "$1" "${2:-}" "a folder"; OUTD=$2; shift ;;
     --) shift; CONFIGS+=("$@"); break ;;
@@ -51,6 +57,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$OP" ] && [ -n "$VARIANT" ] || { echo "gpu-trial: --op and --variant are required (--help: usage)" >&2; exit 2; }
 [ -z "$LOGITS" ] || [ -n "$STEP" ] || { echo "gpu-trial: --logits needs --step" >&2; exit 2; }
+[ -z "$TRACE" ] || [ -n "$STEP" ] || { echo "gpu-trial: --trace needs --step" >&2; exit 2; }
 [ ${#CONFIGS[@]} -gt 0 ] || { echo "gpu-trial: no CONFIG (\"\" is the tree's own values)" >&2; exit 2; }
 case $DT in f32 | f16 | bf16) ;; *) echo "gpu-trial: --dtype $DT: not f32, f16 or bf16" >&2; exit 2 ;; esac
 for c in "${CONFIGS[@]}"; do
@@ -60,6 +67,8 @@ for c in "${CONFIGS[@]}"; do
 done
 [ -f "$BUILD/Makefile" ] || { echo "gpu-trial: $BUILD: no configured build (tools/gpu-check.sh --build-only makes one)" >&2; exit 2; }
 grep -q '^NVCC = .' "$BUILD/Makefile" || { echo "gpu-trial: $BUILD was configured without CUDA" >&2; exit 2; }
+[ -z "$TRACE" ] || grep -q '^CUPTI_LIBS = .' "$BUILD/Makefile" ||
+    { echo "gpu-trial: --trace: $BUILD was configured without CUPTI (no kernel tracer)" >&2; exit 2; }
 mkdir -p "$OUTD" || exit 2
 OUTD=$(cd "$OUTD" && pwd)
 # Check and jansson where tools/gpu-check.sh unpacked them (the GPU machine has neither).
@@ -88,6 +97,21 @@ time_step() {
     local rc=$?
     echo "   gpu_bench exit $rc"
     [ $rc -eq 0 ] || FAILED=1
+    if [ -n "$TRACE" ]; then # once more under the tracer, for the kernels alone
+        local tr=$OUTD/trace-$2.jsonl here
+        here=$(cd "$(dirname "$0")" && pwd)
+        rm -f "$tr" "$tr.gz"
+        # shellcheck disable=SC2086
+        bash "$here/ktrace.sh" --lib "$BUILD/bench/libllamaref_ktrace.so" -o "$tr" -- \
+            "$BUILD/bench/gpu_bench" $STEP >"$OUTD/trace-$2.txt" 2>&1 || { echo "   traced gpu_bench failed"; FAILED=1; }
+        if [ -s "$tr" ]; then
+            python3 "$here/ktrace-summary.py" "$tr" >"$OUTD/trace-$2.md" 2>&1 || FAILED=1
+            [ "$2" = 1 ] || python3 "$here/ktrace-summary.py" --against "$OUTD/trace-1.jsonl.gz" "$tr" \
+                >"$OUTD/trace-$2-vs-1.md" 2>&1 || FAILED=1
+            gzip -f "$tr"
+            sed -n '1p' "$OUTD/trace-$2.md"
+        fi
+    fi
     grep -E '^  (prefill|decode) ' "$OUTD/step-$2.txt" | awk -v c="$1" '{ms = ""; for (i = 1; i < NF; i++) if ($(i + 1) == "ms") { ms = $i; break }
         sub(/^ +/, ""); split($0, a, "  "); printf "| %s | %s | %s ms |\n", c, a[1], ms}' | tee -a "$OUTD/steps.md"
 }

@@ -17,7 +17,9 @@ runs (the host's share of a step: its syncs, copies and launches; the tracer's o
 the host falls there too) are given as "between launches"; the step's period (launch start
 to launch start) is the wall time plus those.
 
-By default the graph with the most launches is summarised (a decode step with graphs); the
+By default the graph with the most launches is summarised (a decode step with graphs; among
+graphs launched equally often, the first captured: gpu_bench --only 45 --graphs gives batch
+1's); the
 first --skip launches (default 2) are left out as warm-up. A trace with no graph launches
 (an eager program) is summarised over all its kernels as one span.
 
@@ -148,7 +150,7 @@ def summarise(kernels, graph=None, skip=2, full=False):
             launches.setdefault((k["graph"], k["corr"]), []).append(k)
     counts = collections.Counter(g for g, _ in launches)
     if graph is None and counts:
-        graph = max(counts, key=lambda g: (counts[g], g))
+        graph = max(counts, key=lambda g: (counts[g], -g))  # among equals the first captured
     if graph is not None:
         if graph not in counts:
             raise BadInput(f"graph {graph} is not in the trace (graphs: {sorted(counts) or 'none'})")

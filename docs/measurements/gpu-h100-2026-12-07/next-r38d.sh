@@ -5,7 +5,7 @@
 # before the step is copied while qkv_proj still runs, and only the step's own key after the
 # wait. Here: gpu-trial.sh over the tree, META_EARLY alone, both, and the tree again (each
 # build's fdt sweep must pass; 1, 8, 32 sequences of 1024 keys; both decode rows with
-# graphs); then the knobs' build of test_gpu_forward (graphs and PDL change no bit) and
+# graphs, and each config's step traced: trace-N-vs-1.md, fdt's own time against the tree's); then the knobs' build of test_gpu_forward (graphs and PDL change no bit) and
 # llama-diff check -b cuda with --decode 4 on the fixtures, and compute-sanitizer racecheck
 # and synccheck on fdt's sweep. TRIAL='"" "$KNOBS"' (words as the shell reads them) replaces
 # the trial's four configurations; TRIAL_ONLY=1 stops after the trial.
@@ -26,7 +26,7 @@ R=200; [ -n "${TRIAL_ONLY:-}" ] && R=10
 timeout $(( $(left) - R )) bash tools/gpu-trial.sh --build $B --out $L/trial-fdt --op attention --variant fdt \
   --shape heads=32,kv=8,hd=128,past=1024 --shape heads=32,kv=8,hd=128,past=1024,seqs=8 \
   --shape heads=32,kv=8,hd=128,past=1024,seqs=32 \
-  --step "--model /tmp/llama3-8b-random --only 45 --graphs --no-profile" \
+  --step "--model /tmp/llama3-8b-random --only 45 --graphs --no-profile" --trace \
   -- "${CFG[@]}" 2>&1 | tee $L/trial-console.txt | tail -16; pack
 [ -n "${TRIAL_ONLY:-}" ] && { el done; exit 0; }
 el "the knobs' build: test_gpu_forward, llama-diff check -b cuda --decode 4, the sanitizers"
