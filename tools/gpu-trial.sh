@@ -33,6 +33,7 @@ set -uo pipefail
 usage() { sed -n '/^#   tools\/gpu-trial.sh/,/^# Logs go/p' "$0" | sed 's/^# \{0,1\}//' >&"${1:-1}"; }
 OP= VARIANT= DT=bf16 BUILD=${BUILD:-/tmp/llamaref-build} OUTD=${OUT:-$PWD/gpu-out}/trial
 SHAPES=() PEERS=() CONFIGS=() STEP= LOGITS= TRACE=
+TOOLS=$(cd "$(dirname "$0")" && pwd) # ktrace.sh and ktrace-summary.py beside this script
 # The value of option $1 ($2, where there is one), or exit 2 saying it needs $3.
 value() { [ -n "${2:-}" ] || { echo "gpu-trial: $1 needs $3" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
@@ -98,15 +99,14 @@ time_step() {
     echo "   gpu_bench exit $rc"
     [ $rc -eq 0 ] || FAILED=1
     if [ -n "$TRACE" ]; then # once more under the tracer, for the kernels alone
-        local tr=$OUTD/trace-$2.jsonl here
-        here=$(cd "$(dirname "$0")" && pwd)
+        local tr=$OUTD/trace-$2.jsonl
         rm -f "$tr" "$tr.gz"
         # shellcheck disable=SC2086
-        bash "$here/ktrace.sh" --lib "$BUILD/bench/libllamaref_ktrace.so" -o "$tr" -- \
+        bash "$TOOLS/ktrace.sh" --lib "$BUILD/bench/libllamaref_ktrace.so" -o "$tr" -- \
             "$BUILD/bench/gpu_bench" $STEP >"$OUTD/trace-$2.txt" 2>&1 || { echo "   traced gpu_bench failed"; FAILED=1; }
         if [ -s "$tr" ]; then
-            python3 "$here/ktrace-summary.py" "$tr" >"$OUTD/trace-$2.md" 2>&1 || FAILED=1
-            [ "$2" = 1 ] || python3 "$here/ktrace-summary.py" --against "$OUTD/trace-1.jsonl.gz" "$tr" \
+            python3 "$TOOLS/ktrace-summary.py" "$tr" >"$OUTD/trace-$2.md" 2>&1 || FAILED=1
+            [ "$2" = 1 ] || python3 "$TOOLS/ktrace-summary.py" --against "$OUTD/trace-1.jsonl.gz" "$tr" \
                 >"$OUTD/trace-$2-vs-1.md" 2>&1 || FAILED=1
             gzip -f "$tr"
             sed -n '1p' "$OUTD/trace-$2.md"

@@ -101,22 +101,17 @@ def short(name):
 
 
 def step_split(ks):
-    """(own times in start order, idle, wall) of one step's kernels."""
-    ks = sorted(ks, key=lambda k: (k["start"], k["end"]))
-    t = ks[0]["start"]
-    idle = 0
-    own = []
-    for k in ks:
-        if k["start"] > t:
-            idle += k["start"] - t
-        own.append((k, max(0, k["end"] - max(k["start"], t))))
-        t = max(t, k["end"])
-    return own, idle, t - ks[0]["start"]
+    """(own times in start order, idle, wall) of one step's kernels: window_split over the
+    step's own span."""
+    t0, t1 = min(k["start"] for k in ks), max(k["end"] for k in ks)
+    own, idle = window_split(ks, t0, t1)
+    return own, idle, t1 - t0
 
 
 def window_split(ks, t0, t1):
-    """(own times, idle) of the kernels run between t0 and t1 (outside the graph), each
-    clipped to the window, in the order they started."""
+    """(own times, idle) of the kernels run between t0 and t1, each clipped to the window, in
+    the order they started: each its time from where those before it ended (or its own
+    start) to its end, and the time none runs."""
     t, idle, own = t0, 0, []
     for k in sorted(ks, key=lambda k: (k["start"], k["end"])):
         a, b = max(k["start"], t0), min(k["end"], t1)
