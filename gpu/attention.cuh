@@ -11,7 +11,8 @@
  *   attention_fa3.cu     "fa3": prefill on Hopper's warpgroup MMA (sm_90a), else fa2;
  *                        "fa3p": fa3's prefill with the softmax under the next P V;
  *                        "fa3w": fa3's prefill warp-specialised (a producer warpgroup);
- *                        "fa3wp": fa3p's warpgroups fed by fa3w's producer
+ *                        "fa3wp": fa3p's warpgroups fed by fa3w's producer;
+ *                        "fa3wt": fa3w with its producer's K/V tiles copied by TMA
  *   attention_fd.cu      "fd" (default): fa3's prefill; decode split over keys, a pair of
  *                        threads a key
  *   attention_fdt.cu     "fdt": fa3's prefill; decode split over keys on mma.sync, a warp
@@ -59,6 +60,7 @@ int lr_gpu_attention_fa3(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3p(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3w(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3wp(const void *args, cudaStream_t s);
+int lr_gpu_attention_fa3wt(const void *args, cudaStream_t s);
 int lr_gpu_attention_fd(const void *args, cudaStream_t s);
 int lr_gpu_attention_fdt(const void *args, cudaStream_t s);
 int lr_gpu_attention_fdtc(const void *args, cudaStream_t s);

@@ -44,6 +44,9 @@
 #include "attention.cuh"
 #include "llamaref_ops.h" /* LR_ATTN_P_TILE */
 
+#include <cuda.h>         /* CUtensorMap */
+#include <cudaTypedefs.h> /* PFN_cuTensorMapEncodeTiled */
+
 #include <limits.h>
 #include <type_traits>
 
@@ -939,6 +942,151 @@ static __global__ void __launch_bounds__(FA3WP_THREADS, 1)
 #endif
 }
 
+/* fa3wt: fa3w's block (its consumers, its ring of FA3W_NS stages, its empty barriers) whose
+ * producer copies K and V by the tensor memory accelerator (TMA), as FlashAttention-3 does:
+ * run 37's Nsight Compute put fa3w's first stall on its consumers' wait for the producer's
+ * hand-over and the next on the producer's own loads, 128 threads issuing 16-byte copies
+ * and stepping through the block table key by key. Here one thread of the producer issues,
+ * for each page (block_size keys, one physical block) of a tile and each 64 dims of
+ * head_dim, one 3-D tensor copy of K and one of V: the box {64 dims, 1 kv head, block_size
+ * rows} of the cache viewed as (rows, nkv, head_dim), written by the copy engine in the
+ * 128-byte swizzle, which is fa3_sw's layout where a page starts on a multiple of 8 rows
+ * (the swizzle is taken from address bits 7-9; tools/model-fa3-layout.py,
+ * check_tma_placement). Each stage's "full" is an mbarrier: the thread arms it with the
+ * tile's bytes (expect_tx) and the copies complete it; the consumers wait on its phase.
+ * The tile that holds the block's last key, where keys past it must read as zeros, is
+ * copied as fa3w copies (cp.async, zero-filled, every producer thread), and the producer's
+ * thread arrives on the mbarrier once every thread's copies have landed. So the consumers,
+ * and the bits, are fa3w's, which are fa3's. The launcher takes block sizes 8, 16, 32 and
+ * 64 (whole pages a tile, each 8-row aligned); others, and a driver without
+ * cuTensorMapEncodeTiled, go to fa3w. Written in session 32 without a GPU; not a default. */
+#ifdef FA3_DEVICE_CODE
+static __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+/* This thread's arrival, with bytes more to come from copies that complete on the barrier. */
+static __device__ __forceinline__ void mbar_arrive_tx(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+                 : "memory");
+}
+static __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+/* Until the barrier's phase of this parity has completed. */
+static __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    asm volatile("{\n"
+                 ".reg .pred done;\n"
+                 "WAIT:\n"
+                 "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+                 "@!done bra WAIT;\n"
+                 "}\n" ::"r"(bar),
+                 "r"(parity)
+                 : "memory");
+}
+/* The box at (c0, c1, c2) of the tensor map into shared memory at dst, completing on bar. */
+static __device__ __forceinline__ void tma_load3(uint32_t dst, const CUtensorMap *map, int c0, int c1, int c2,
+                                                 uint32_t bar) {
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
+                 "l"((uint64_t)map), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+                 : "memory");
+}
+
+/* fa3wt's producer warpgroup: fa3_ws_produce's schedule (bar.sync on a stage's "empty" from
+ * tile NS on), each tile by TMA from its thread 0 but the one past the block's last whole
+ * tile (cp.async from every thread, then thread 0's plain arrival); full: the stages'
+ * mbarriers (8 bytes apart). */
+template <typename E, int HD, int BQ, int NS>
+static __device__ __forceinline__ void
+fa3_tma_produce(const fa3_block &b, const int32_t *table, const CUtensorMap *km, const CUtensorMap *vm,
+                const E *k_cache, const E *v_cache, int64_t nkv, int ntiles, uint32_t full) {
+    typedef fa3_layout<HD, BQ, NS> Ly;
+    constexpr int NT = 2 * BQ + 128, CH = HD / 8;
+    setmaxnreg_dec<FA3W_REG_PRODUCER>();
+    const int tid = threadIdx.x - 2 * BQ, pages = FA3_BN / b.bsz, whole = b.kmax / FA3_BN;
+    for (int t = 0; t < ntiles; t++) {
+        const int st = t % NS;
+        const uint32_t kd = b.kbuf + st * Ly::TB, vd = b.vbuf + st * Ly::TB, bar = full + 8 * st;
+        if (t >= NS) bar_sync_n(ws_empty<NS>(st), NT); /* tile t - NS read by all */
+        if (t < whole) {
+            if (tid == 0) {
+                mbar_arrive_tx(bar, 2 * Ly::TB);
+                for (int p = 0; p < pages; p++) {
+                    const int row = table[t * pages + p] * b.bsz;
+#pragma unroll
+                    for (int h = 0; h < HD / 64; h++) {
+                        const uint32_t o = (uint32_t)(h * FA3_BN * 128 + p * b.bsz * 128);
+                        tma_load3(kd + o, km, h * 64, (int)b.g, row, bar);
+                        tma_load3(vd + o, vm, h * 64, (int)b.g, row, bar);
+                    }
+                }
+            }
+        } else { /* the last tile, keys past kmax among its rows: fa3w's copies */
+            const int c = tid % CH, j0 = tid / CH;
+            fa3_walk w = {kv_walk_at(table, b.bsz, t * FA3_BN + j0, nkv, HD, b.g, c * 8),
+                          kv_stride_of(128 / CH, b.bsz), fa3_sw<FA3_BN>(j0, c)};
+            fa3_fetch<E, HD, 128>(kd, vd, k_cache, v_cache, w, b.kmax);
+            cp_async_commit();
+            cp_async_wait<0>();
+            fence_proxy_async();
+            bar_sync_n(ws_store<NS>() + 1, 128); /* every producer thread's copies landed */
+            if (tid == 0) mbar_arrive(bar);
+        }
+    }
+}
+#endif
+
+template <typename E, int HD>
+static __global__ void __launch_bounds__(FA3W_THREADS, 1)
+    attention_fa3wt_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
+                           lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int64_t qtiles,
+                           const __grid_constant__ CUtensorMap km, const __grid_constant__ CUtensorMap vm) {
+#ifdef FA3_DEVICE_CODE
+    typedef fa3_layout<HD, FA3W_BQ, FA3W_NS> Ly;
+    extern __shared__ __align__(1024) unsigned char fa3_smem[];
+    __shared__ int kmax_w[FA3W_THREADS / 32];
+    __shared__ int32_t table_s[FA3_TABLE_SMEM > 0 ? FA3_TABLE_SMEM : 1];
+    __shared__ __align__(8) uint64_t full_s[FA3W_NS];
+    fa3_block b;
+    if (!fa3_begin<E, HD, FA3W_BQ, FA3W_THREADS, FA3W_NS>(b, q, ldq, m, nh, nkv, qtiles, fa3_smem, kmax_w))
+        return;
+    const int ntiles = b.kmax / FA3_BN + (b.kmax % FA3_BN != 0);
+    const uint32_t full = smem_u32(full_s);
+    if (threadIdx.x == 0) {
+        for (int st = 0; st < FA3W_NS; st++)
+            mbar_init(full + 8 * st, 1); /* the producer's thread's one arrival a phase */
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    const int32_t *table = fa3_ws_table<FA3W_THREADS>(b, table_s); /* its barrier publishes the init */
+
+    if (b.wg == FA3W_CWGS) {
+        fa3_tma_produce<E, HD, FA3W_BQ, FA3W_NS>(b, table, &km, &vm, k_cache, v_cache, nkv, ntiles, full);
+        return;
+    }
+
+    setmaxnreg_inc<FA3W_REG_CONSUMER>();
+    float o[HD / 2]; /* as fa3w's */
+#pragma unroll
+    for (int i = 0; i < HD / 2; i++)
+        o[i] = 0.0f;
+    float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
+    const float sl2 = scale * 1.4426950408889634f;
+    const uint64_t dq = fa3_desc(b.qs + b.wg * 64 * 128, 16, 1024);
+    for (int t = 0; t < ntiles; t++) {
+        const int st = t % FA3W_NS, k0 = t * FA3_BN;
+        mbar_wait(full + 8 * st, (uint32_t)(t / FA3W_NS) & 1u); /* the stage's (t / NS)-th fill */
+        if (k0 < b.wgmax)
+            fa3_tile<E, HD, FA3W_BQ>(o, ma, mb, la, lb, b, k0, sl2, dq, b.kbuf + st * Ly::TB,
+                                     b.vbuf + st * Ly::TB);
+        if (t + FA3W_NS < ntiles) bar_arrive_n(ws_empty<FA3W_NS>(st), FA3W_THREADS);
+    }
+    bar_sync_n(ws_store<FA3W_NS>(), 128 * FA3W_CWGS); /* every consumer's wgmmas are done with the stages */
+    fa3_store<E, HD>(ctx, ldc, b, o, la, lb, fa3_smem);
+#else
+    __trap();
+#endif
+}
+
 /* Whether this build has fa3's sm_90a kernel (LR_FA3_WGMMA, set by the makefile when it
  * compiles this file for sm_90a) and the current device can run it (an sm_90a image runs
  * on compute capability 9.0 alone); asked once per device. */
@@ -975,8 +1123,8 @@ extern "C" bool lr_gpu_attention_fa3_native(bool *built) {
     return fa3_runs_here((const void *)attention_fa3_kernel<__nv_bfloat16, 128>);
 }
 
-/* The kernels of this file: fa3's, fa3p's, fa3w's, fa3wp's. */
-enum fa3_kind { FA3_PLAIN, FA3_PIPELINED, FA3_WS, FA3_WSP };
+/* The kernels of this file: fa3's, fa3p's, fa3w's, fa3wp's, fa3wt's. */
+enum fa3_kind { FA3_PLAIN, FA3_PIPELINED, FA3_WS, FA3_WSP, FA3_WST };
 
 /* Each kind's query rows a block, threads and K/V stages. */
 template <fa3_kind K> struct fa3_shape {
@@ -985,17 +1133,74 @@ template <fa3_kind K> struct fa3_shape {
 template <> struct fa3_shape<FA3_WS> {
     static constexpr int BQ = FA3W_BQ, THREADS = FA3W_THREADS, NS = FA3W_NS;
 };
+template <> struct fa3_shape<FA3_WST> { /* fa3w's block */
+    static constexpr int BQ = FA3W_BQ, THREADS = FA3W_THREADS, NS = FA3W_NS;
+};
 template <> struct fa3_shape<FA3_WSP> {
     static constexpr int BQ = FA3WP_BQ, THREADS = FA3WP_THREADS, NS = FA3WP_NS;
 };
+
+/* cuTensorMapEncodeTiled, the driver's, through the runtime's entry point (no link to
+ * libcuda); looked up once, NULL where the driver has none. */
+static PFN_cuTensorMapEncodeTiled_v12000 fa3_map_encoder(void) {
+    static PFN_cuTensorMapEncodeTiled_v12000 fn;
+    static bool asked;
+    if (!asked) {
+        void *p = nullptr;
+        cudaDriverEntryPointQueryResult q;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) ==
+                cudaSuccess &&
+            q == cudaDriverEntryPointSuccess)
+            fn = (PFN_cuTensorMapEncodeTiled_v12000)p;
+        else
+            (void)cudaGetLastError();
+        asked = true;
+    }
+    return fn;
+}
+
+/* fa3wt's view of a cache (num_blocks, bsz, nkv, hd) of 16-bit E: a tensor of (rows, nkv,
+ * hd), hd contiguous, copied in boxes of {64 dims, 1 kv head, bsz rows} (a page of one kv
+ * head, half its head_dim at hd 128) in the 128-byte swizzle. The call does not say how
+ * many blocks the cache has; the rows are bounded by the device's memory (what a cache on
+ * it can hold, and within the copy's 32-bit coordinates), and the producer only asks for
+ * pages of its sequence's keys. False where the encoder is missing or refuses. */
+template <typename E>
+static bool fa3_tensor_map(CUtensorMap *map, const void *cache, int64_t nkv, int64_t hd, int64_t bsz) {
+    static size_t total[64]; /* each device's memory, asked once */
+    int dev = 0;
+    PFN_cuTensorMapEncodeTiled_v12000 encode = fa3_map_encoder();
+    if (!encode || cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    if (total[dev] == 0) {
+        cudaDeviceProp prop;
+        if (cudaGetDeviceProperties(&prop, dev) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return false;
+        }
+        total[dev] = prop.totalGlobalMem;
+    }
+    const uint64_t row = (uint64_t)(nkv * hd) * sizeof(E), rows = total[dev] / row;
+    const cuuint64_t dims[3] = {(cuuint64_t)hd, (cuuint64_t)nkv, rows < INT32_MAX ? rows : INT32_MAX};
+    const cuuint64_t strides[2] = {(cuuint64_t)hd * sizeof(E), row};
+    const cuuint32_t box[3] = {64, 1, (cuuint32_t)bsz}, step[3] = {1, 1, 1};
+    const CUtensorMapDataType type = std::is_same<E, __nv_bfloat16>::value ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                                                           : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+    return encode(map, type, 3, const_cast<void *>(cache), dims, strides, box, step,
+                  CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                  CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
 
 /* The kernel of kind K, its grid of BQ-row blocks, its threads and shared memory. */
 template <typename E, int HD, fa3_kind K>
 static int fa3_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
     typedef fa3_shape<K> Sh;
     const lr_gpu_attn_meta *m = &a->meta;
-    auto kernel = K == FA3_WSP         ? attention_fa3wp_kernel<E, HD>
-                  : K == FA3_WS        ? attention_fa3w_kernel<E, HD>
+    auto kernel = K == FA3_WSP ? attention_fa3wp_kernel<E, HD>
+                  : K == FA3_WS || K == FA3_WST
+                      ? attention_fa3w_kernel<E, HD> /* fa3wt's: fa3w's where it cannot */
                   : K == FA3_PIPELINED ? attention_fa3p_kernel<E, HD>
                                        : attention_fa3_kernel<E, HD>;
     constexpr int bq = Sh::BQ, threads = Sh::THREADS;
@@ -1004,10 +1209,24 @@ static int fa3_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
     if (m->num_seqs * qtiles > INT32_MAX / a->nh || !fa3_runs_here((const void *)kernel))
         return lr_gpu_attention_fa2(a, s);
     size_t smem = fa3_layout<HD, Sh::BQ, Sh::NS>::bytes;
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
     unsigned int grid = (unsigned int)(a->nh * m->num_seqs * qtiles);
-    kernel<<<grid, threads, smem, s>>>((E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache,
-                                       (const E *)a->v_cache, *m, a->nh, a->nkv, a->scale, qtiles);
+    if constexpr (K == FA3_WST) { /* whole pages a tile, each on a multiple of 8 rows; else fa3w */
+        CUtensorMap km, vm;
+        if (m->block_size % 8 != 0 || FA3_BN % m->block_size != 0 ||
+            !fa3_tensor_map<E>(&km, a->k_cache, a->nkv, HD, m->block_size) ||
+            !fa3_tensor_map<E>(&vm, a->v_cache, a->nkv, HD, m->block_size))
+            return fa3_launch<E, HD, FA3_WS>(a, s);
+        auto tma = attention_fa3wt_kernel<E, HD>;
+        if (!fa3_runs_here((const void *)tma)) return lr_gpu_attention_fa2(a, s);
+        CUDA_CHECK(cudaFuncSetAttribute(tma, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        tma<<<grid, threads, smem, s>>>((E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache,
+                                        (const E *)a->v_cache, *m, a->nh, a->nkv, a->scale, qtiles, km, vm);
+    } else {
+        CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        kernel<<<grid, threads, smem, s>>>((E *)a->ctx, a->ldc, (const E *)a->q, a->ldq,
+                                           (const E *)a->k_cache, (const E *)a->v_cache, *m, a->nh, a->nkv,
+                                           a->scale, qtiles);
+    }
     LAUNCH_CHECK();
     return LR_OK;
 }
@@ -1031,8 +1250,12 @@ template <typename E> static int attention_fa3w(const lr_gpu_attention_args *a, 
 template <typename E> static int attention_fa3wp(const lr_gpu_attention_args *a, cudaStream_t s) {
     return attention_fa3_t<E, FA3_WSP>(a, s);
 }
+template <typename E> static int attention_fa3wt(const lr_gpu_attention_args *a, cudaStream_t s) {
+    return attention_fa3_t<E, FA3_WST>(a, s);
+}
 
 ATTN_LAUNCHER(lr_gpu_attention_fa3, attention_fa3)
 ATTN_LAUNCHER(lr_gpu_attention_fa3p, attention_fa3p)
 ATTN_LAUNCHER(lr_gpu_attention_fa3w, attention_fa3w)
 ATTN_LAUNCHER(lr_gpu_attention_fa3wp, attention_fa3wp)
+ATTN_LAUNCHER(lr_gpu_attention_fa3wt, attention_fa3wt)

@@ -41,6 +41,7 @@ int lr_gpu_attention_fa3(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3p(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3w(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3wp(const void *args, cudaStream_t s);
+int lr_gpu_attention_fa3wt(const void *args, cudaStream_t s);
 int lr_gpu_attention_fd(const void *args, cudaStream_t s);
 int lr_gpu_attention_fdt(const void *args, cudaStream_t s);
 int lr_gpu_attention_fdtc(const void *args, cudaStream_t s);
@@ -174,6 +175,12 @@ static const lr_gpu_kernel builtin[] = {
       "stages, setmaxnreg, one block an SM; else fa2",
       false, ALL, ROUNDS_P},
      lr_gpu_attention_fa3wp},
+    {{FAM(ATTENTION), "fa3wt",
+      "prefill as fa3 (the same bits), fa3w's block with its producer's K/V tiles copied by the "
+      "tensor memory accelerator (one thread, 128-byte swizzle, an mbarrier a stage; the tile "
+      "past the block's keys by cp.async); block sizes 8, 16, 32, 64; else fa3w's, else fa2",
+      false, ALL, ROUNDS_P},
+     lr_gpu_attention_fa3wt},
     {{FAM(ATTENTION), "tc",
       "decode: one block per (sequence, kv head, key chunk), the group's query heads "
       "together, chunks merged; prefill (bf16/f16, head_dim 64/128): wmma tensor-core "

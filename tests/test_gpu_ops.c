@@ -254,7 +254,8 @@ END_TEST
 
 /* ---- Variants that must give another's bits --------------------------------------------
  * fa3p is fa3's arithmetic pipelined inside a warpgroup, fa3w the same arithmetic a
- * warpgroup in a warp-specialised block, fa3wp fa3p's warpgroups in one (gpu/attention_fa3.cu); fdtc is
+ * warpgroup in a warp-specialised block, fa3wp fa3p's warpgroups in one, fa3wt fa3w's block
+ * with its K/V tiles copied by TMA (gpu/attention_fa3.cu); fdtc is
  * fdt's plan and kernel with each (sequence, kv head)'s chunks merged inside a thread-block
  * cluster, in the order and with the operations of fdt's merge kernel (gpu/attention_fdt.cu).
  * Each value sees the same operations in the same order, so the bits are the other's.
@@ -329,7 +330,7 @@ static int same_bits(const char *va, const char *vb, bool graph, void *ctx, int6
     return rc;
 }
 
-/* fa3p's, fa3w's and fa3wp's: variant is the target's name, "<variant>-is-fa3". */
+/* fa3p's, fa3w's, fa3wp's and fa3wt's: variant is the target's name, "<variant>-is-fa3". */
 static int is_fa3(const char *variant, void *ctx, int64_t ldc, const void *q, int64_t ldq,
                   const void *k_cache, const void *v_cache, const lr_gpu_attn_meta *meta, int64_t T,
                   int64_t nh, int64_t nkv, int64_t hd, float scale, lr_dtype dt, lr_gpu_attn_ws *ws,
@@ -352,7 +353,7 @@ static int fdtc_is_fdt(const char *variant, void *ctx, int64_t ldc, const void *
 /* The attention sweep of target t (its bits against another variant's) over the sweep's
  * own shapes (head_dim 64 and 128 among them), Llama-3-8B's, or the custom shapes given
  * (NULL-terminated), those keep keeps (NULL: all). Loop index i: {fixtures, llama3-8b,
- * custom} x {f16, bf16} (float32 goes to fa2 in all four variants). */
+ * custom} x {f16, bf16} (float32 goes to fa2 in every variant here). */
 static void sweep_same_bits(const lr_opsweep_target *t, int i, const char *const *custom,
                             bool (*keep)(const char *, const lr_opsweep_shape *, void *), const char *what) {
     static const char *sets[] = {"fixtures", "llama3-8b"};
@@ -380,16 +381,28 @@ START_TEST(test_fa3p_is_fa3) {
 }
 END_TEST
 
-/* The warp-specialised ones' bits are fa3's, over the same shapes: fa3w's (loop index 0-3)
- * and fa3wp's (4-7). */
+/* The warp-specialised ones' bits are fa3's, over the same shapes: fa3w's (loop index 0-3),
+ * fa3wp's (4-7) and fa3wt's (8-13). fa3wt copies K/V by TMA only where the block size is
+ * 8, 16, 32 or 64, else it runs fa3w's kernel, so its loops cover both paths: the
+ * fixtures' prefills at head_dim 64 and 128 and block size 16 ("mixed", "long") and
+ * Llama-3-8B's (16) take the TMA, "odd-blocks" (7) and "many-blocks" (1) fa3w's kernel;
+ * its custom shapes (12-13) add the TMA's other block sizes (8, 32, 64: eight, two and one
+ * pages a tile) and two that it refuses (12, not a multiple of 8; 24, one that does not
+ * divide a tile of 64). */
 START_TEST(test_fa3w_is_fa3) {
-    const bool wp = _i >= 4;
-    const lr_opsweep_target t = {.family = "attention",
-                                 .name = wp ? "fa3wp-is-fa3" : "fa3w-is-fa3",
-                                 .attention = is_fa3,
-                                 .rounds_p_like = "fa3"};
-    sweep_same_bits(&t, _i % 4, NULL, NULL,
-                    wp ? "attention fa3wp against fa3" : "attention fa3w against fa3");
+    static const char *const block_sizes[] = {"heads=8,kv=2,hd=128,len=300,bs=8",
+                                              "heads=8,kv=1,hd=64,past=37,len=200,seqs=2,bs=32",
+                                              "heads=4,kv=4,hd=128,past=100,len=170,seqs=2,bs=64",
+                                              "heads=8,kv=2,hd=64,len=300,bs=12",
+                                              "heads=8,kv=2,hd=128,past=20,len=250,bs=24",
+                                              NULL};
+    static const char *const names[] = {"fa3w-is-fa3", "fa3wp-is-fa3", "fa3wt-is-fa3"};
+    static const char *const whats[] = {"attention fa3w against fa3", "attention fa3wp against fa3",
+                                        "attention fa3wt against fa3"};
+    const int v = _i < 8 ? _i / 4 : 2;
+    const lr_opsweep_target t = {
+        .family = "attention", .name = names[v], .attention = is_fa3, .rounds_p_like = "fa3"};
+    sweep_same_bits(&t, v < 2 ? _i % 4 : _i - 8, v == 2 ? block_sizes : NULL, NULL, whats[v]);
 }
 END_TEST
 
@@ -1290,9 +1303,9 @@ int main(void) {
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_fdtc_is_fdt, 0, 6);
     suite_add_tcase(ops, tc);
-    tc = tcase_create("fa3w"); /* a case of its own too (CK_RUN_CASE=fa3w): fa3w and fa3wp */
+    tc = tcase_create("fa3w"); /* a case of its own too (CK_RUN_CASE=fa3w): fa3w, fa3wp and fa3wt */
     tcase_set_timeout(tc, 600);
-    tcase_add_loop_test(tc, test_fa3w_is_fa3, 0, 8);
+    tcase_add_loop_test(tc, test_fa3w_is_fa3, 0, 14);
     suite_add_tcase(ops, tc);
     int failed = tu_gpu_run_suite(ops);
     if (failed) printf("test_gpu_ops: %d failed; seed %llu\n", failed, (unsigned long long)g_seed);

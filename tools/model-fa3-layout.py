@@ -41,7 +41,12 @@ stages, named barriers; written before the kernel, which follows it) and fa3wp's
 consumers that hold a stage over two iterations, K at t and V at t + 1, a ring of four, the
 producer draining the last releases; with two stages it deadlocks; and with its consumers
 taking turns to issue their MMAs, FA3WP_PINGPONG) in random interleavings, with three
-planted protocols each that it must catch.
+planted protocols each that it must catch; and fa3wt's TMA copies (check_tma_placement: a
+box of K and of V a page and 64 dims, in the 128-byte swizzle taken from the shared
+address, lands each key where fa3_sw puts it and the consumers' descriptors read it, for
+block sizes 8 to 64 and head_dim 64 and 128, the mbarrier armed with the bytes the copies
+write; the same with the swizzle taken from the row within the box; block sizes 12 and 24
+misplace keys; five planted faults caught).
 Usage: tools/model-fa3-layout.py [--seed N]
 """
 import argparse
@@ -638,6 +643,183 @@ def check_ws_schedule(rng, runs=300):
     return n, (f"planted protocol(s) {missed} passed: the check cannot see them" if missed else None)
 
 
+FA3W_BQ, FA3W_NS = 192, 3  # fa3w's (and fa3wt's) query rows a block and K/V stages
+TMA_FAULTS = ("page-not-advanced", "half-at-column", "base-unaligned", "row-unscaled", "expect-tx-one")
+
+
+def tma_box(sm, dst, tensor, dims, coords, box, swizzle="address"):
+    """cp.async.bulk.tensor.3d with CU_TENSOR_MAP_SWIZZLE_128B, written here independently of
+    the kernel: the box {box[0] elements, box[1], box[2] rows} at coords of the tensor of
+    dims {d0, d1, d2} (dim 0 innermost, 2-byte elements) lands in shared memory from dst a
+    128-byte row per (i1, i2), its 16-byte chunk index XORed with bits 7-9 of that row's
+    shared address (the pattern taken from the address, repeating every 1024 bytes: the
+    wgmma descriptors' swizzle, swz); elements past the tensor's dims read as zero and
+    count. tensor(i2, i1, i0) is the element's value (here an id). swizzle "box-row": the
+    XOR taken from the row's index within the box instead, the other way to read the
+    hardware. Returns the bytes written."""
+    assert box[0] * 2 <= 128, "the box's inner dimension within the 128-byte swizzle span"
+    assert dst % 128 == 0, "a swizzled box's destination on a 128-byte boundary"
+    n = 0
+    for i2 in range(box[2]):
+        for i1 in range(box[1]):
+            i = i2 * box[1] + i1
+            row = dst + i * 128
+            sw = ((row >> 7) & 7) if swizzle == "address" else (i & 7)
+            for e in range(box[0]):
+                b = 2 * e
+                c = (coords[0] + e, coords[1] + i1, coords[2] + i2)
+                inside = all(0 <= c[k] < dims[k] for k in range(3))
+                sm.e[(row + ((((b >> 4) ^ sw) << 4) | (b & 15))) // 2] = tensor(c[2], c[1], c[0]) if inside else 0
+                n += 2
+    return n
+
+
+def tma_produce(sm, kd, vd, table, t, bsz, g, nkv, nrows, HD, planted=None, swizzle="address", follow=False):
+    """fa3wt's producer (gpu/attention_fa3.cu, fa3_tma_produce) on whole tile t: for page p
+    of the tile (pages = FA3_BN / block size, block table entry t pages + p) and each 64-dim
+    half h, a box {64, 1, bsz} of K and of V at {64 h, g, table[..] bsz} into the stage at
+    + h FA3_BN 128 + p bsz 128. follow (for block sizes that do not divide a tile): the
+    pages as the keys fall instead, a box per block the tile's keys touch, at the row of its
+    first key in the tile. Returns (bytes the copies write, bytes the mbarrier is armed with:
+    2 TB, expect_tx, the boxes' destinations)."""
+    TB = BN * HD * 2
+    dims = (HD, nkv, nrows)
+
+    def kid(row, gg, d):  # an element's id: 1 + its place in the cache (V's negated)
+        return 1 + (row * nkv + gg) * HD + d
+
+    def vid(row, gg, d):
+        return -kid(row, gg, d)
+
+    pages = BN // bsz
+    boxes = []
+    if not follow:
+        for p in range(pages):
+            row = table[t * pages + p] * (1 if planted == "row-unscaled" else bsz)
+            boxes.append((p * bsz, row))
+    else:
+        for blk in range(t * BN // bsz, -(-(t + 1) * BN // bsz)):
+            boxes.append((blk * bsz - t * BN, table[blk] * bsz))
+    n, dsts = 0, []
+    for r0, row in boxes:
+        for h in range(HD // 64):
+            o = h * (64 * 2 if planted == "half-at-column" else BN * 128) + \
+                (0 if planted == "page-not-advanced" else r0 * 128)
+            if not 0 <= o < TB:
+                raise AssertionError(f"a box at byte {o} of a stage of {TB}")
+            n += tma_box(sm, kd + o, kid, dims, (64 * h, g, row), (64, 1, bsz), swizzle)
+            n += tma_box(sm, vd + o, vid, dims, (64 * h, g, row), (64, 1, bsz), swizzle)
+            dsts += [kd + o, vd + o]
+    return n, (TB if planted == "expect-tx-one" else 2 * TB), dsts
+
+
+def tma_block(rng, HD, bsz, ntiles, planted=None, swizzle="address", follow=False, descriptors=False):
+    """One fa3wt block's whole tiles 0 .. ntiles - 1 (the ring of FA3W_NS stages taken round
+    more than once) from a paged cache in a random block table and kv head. After each
+    tile's copies: every (key, dim) of K and V where fa3_sw puts it (the layout of fa3w's
+    cp.async copies, which the last tile keeps, and of Q), its value the cache's element of
+    that key, nothing written outside the tile's K and V buffers, the bytes the copies write
+    the bytes the mbarrier was armed with, every box's destination 1024-byte aligned (so
+    the placement holds whether the hardware wants the swizzle's period aligned or only 128
+    bytes); with descriptors, K and V read back through the
+    consumers' descriptors (s_tile's and pv_tile's offsets, the ISA's layouts) equal to the
+    tile's keys. Raises AssertionError at the first difference."""
+    TB, QB = BN * HD * 2, FA3W_BQ * HD * 2
+    nkv = int(rng.choice((1, 2, 8)))
+    g = int(rng.integers(nkv))
+    nblocks = ntiles * -(-BN // bsz) + 4
+    table = rng.permutation(nblocks + 3)[:nblocks]
+    nrows = (nblocks + 3) * bsz
+    raw = 16 * int(rng.integers(64))
+    base = ((raw + 1023) & ~1023) + (512 if planted == "base-unaligned" else 0)
+    kbuf = base + QB
+    vbuf = kbuf + FA3W_NS * TB
+    sm = Smem(vbuf + FA3W_NS * TB + 1024)
+    for t in range(ntiles):
+        st = t % FA3W_NS
+        kd, vd = kbuf + st * TB, vbuf + st * TB
+        sm.e[kd // 2: (kd + TB) // 2] = np.nan  # what a tile leaves unwritten shows
+        sm.e[vd // 2: (vd + TB) // 2] = np.nan
+        before = sm.e.copy()
+        wrote, armed, dsts = tma_produce(sm, kd, vd, table, t, bsz, g, nkv, nrows, HD, planted, swizzle, follow)
+        outside = np.ones(len(sm.e), bool)
+        outside[kd // 2: (kd + TB) // 2] = outside[vd // 2: (vd + TB) // 2] = False
+        same = (sm.e[outside] == before[outside]) | (np.isnan(sm.e[outside]) & np.isnan(before[outside]))
+        assert same.all(), f"tile {t}: a copy wrote outside stage {st}'s K and V"
+        want = np.zeros((BN, HD))
+        for j in range(BN):
+            key = t * BN + j
+            row = table[key // bsz] * bsz + key % bsz
+            want[j] = 1 + (row * nkv + g) * HD + np.arange(HD)
+        for buf, sign, what in ((kd, 1, "K"), (vd, -1, "V")):
+            got = np.array([[sm.at(buf + fa3_sw(BN, j, d // 8) + 2 * (d % 8)) for d in range(HD)] for j in range(BN)])
+            bad = ~(got == sign * want)
+            if bad.any():
+                j, d = np.argwhere(bad)[0]
+                raise AssertionError(f"tile {t}: {what} of key {t * BN + j}, dim {d} not where fa3_sw puts it "
+                                     f"({int(bad.sum())} of {BN * HD} elements misplaced)")
+        assert wrote == armed, f"tile {t}: the copies write {wrote} bytes, the mbarrier expects {armed}"
+        off = [d for d in dsts if d % 1024]
+        assert not off, f"tile {t}: a box's destination {off[0]} off the swizzle's 1024-byte period"
+        if descriptors:
+            dk, dv = fa3_desc(kd, 16, 1024), fa3_desc(vd, BN * 128, 1024)
+            for ks in range(HD // 16):
+                got = read_kmajor(sm, dk + ((((ks >> 2) * BN * 128) + (ks & 3) * 32) >> 4), BN)
+                assert np.array_equal(got, want[:, 16 * ks: 16 * ks + 16]), f"tile {t}: K's descriptor, step {ks}"
+            for kk in range(BN // 16):
+                got = read_mnmajor(sm, dv + ((kk * 2048) >> 4), HD)
+                assert np.array_equal(got, -want[16 * kk: 16 * kk + 16]), f"tile {t}: V's descriptor, step {kk}"
+
+
+def check_tma_placement(rng):
+    """fa3wt's TMA copies (gpu/attention_fa3.cu, fa3_tma_produce) against the layout the
+    consumers read: tma_block for head_dim 64 and 128, block sizes 8, 16, 32 and 64 (eight
+    to one pages a tile), a few random block tables and kv heads, five tiles (the ring of
+    three stages taken round again), the first run of each read back through the
+    descriptors too. Then: the same placement where the hardware took the swizzle from the
+    row's index within the box, not its address (every page starts on a multiple of 8 rows
+    from a 1024-byte aligned stage, where the two agree: the kernel does not hinge on
+    which); block sizes 12 and 24, which the launcher refuses, misplace keys both as the
+    kernel's code would copy them (FA3_BN / block size pages) and as the keys fall (a
+    page's box crossing the tile's end); and the planted faults (TMA_FAULTS: the page's
+    destination not advanced by p bsz 128, the half placed as a row-major tile's column,
+    the stage 512 bytes off its 1024-byte alignment, the block's row not scaled by the
+    block size, the mbarrier armed with one tensor's bytes), each of which must be caught.
+    Returns (tiles checked, the first failure or None, refused block sizes that misplaced,
+    planted faults caught)."""
+    n, NT = 0, 5
+    try:
+        for HD in (64, 128):
+            for bsz in (8, 16, 32, 64):
+                for rep in range(3):
+                    tma_block(rng, HD, bsz, NT, descriptors=rep == 0)
+                    tma_block(rng, HD, bsz, NT, swizzle="box-row")
+                    n += 2 * NT
+    except AssertionError as e:
+        return n, f"hd {HD}, block size {bsz}: {e}", 0, 0
+    refused = 0
+    for bsz in (12, 24):
+        broke = True
+        for follow in (False, True):
+            try:
+                tma_block(rng, 128, bsz, NT, follow=follow)
+                broke = False
+            except AssertionError:
+                pass
+        refused += broke
+    caught = 0
+    for planted in TMA_FAULTS:
+        try:
+            for HD in (64, 128):
+                for bsz in (8, 16, 64):
+                    tma_block(rng, HD, bsz, 3, planted=planted)
+        except AssertionError:
+            caught += 1
+        else:
+            print(f"fa3wt's TMA placement: the planted fault '{planted}' was not caught")
+    return n, None, refused, caught
+
+
 def main():
     ap = argparse.ArgumentParser(description="CPU model of fa3's index arithmetic (see the file's comment)")
     ap.add_argument("--seed", type=int, default=1)
@@ -685,7 +867,14 @@ def main():
     held = ("every stage read after its copies landed and refilled after its readers released it; "
             "the planted protocols caught (three each)")
     print(f"fa3w's and fa3wp's hand-overs: {nws} interleavings, {ws_err or held}")
-    ok = worst <= 1e-12 and same and ws_err is None and ncaught == 3
+    nt, tma_err, refused, tcaught = check_tma_placement(rng)
+    placed = ("every key and dim of K and V where fa3_sw puts it and the descriptors read it, every box "
+              "1024-byte aligned, the mbarrier armed with the bytes the copies write; the same with the "
+              "swizzle from the box's row")
+    print(f"fa3wt's TMA placement (hd 64 and 128, block sizes 8 to 64): {nt} tiles, {tma_err or placed}; "
+          f"block sizes 12 and 24 misplace: {refused} of 2; planted faults caught: {tcaught} of {len(TMA_FAULTS)}")
+    ok = (worst <= 1e-12 and same and ws_err is None and ncaught == 3 and tma_err is None and refused == 2
+          and tcaught == len(TMA_FAULTS))
     print(f"worst {worst:.2e}, fa3p {'equal to' if same else 'NOT equal to'} fa3: {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1
 
