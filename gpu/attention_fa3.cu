@@ -1003,6 +1003,7 @@ fa3_tma_produce(const fa3_block &b, const int32_t *table, const CUtensorMap *km,
     typedef fa3_layout<HD, BQ, NS> Ly;
     constexpr int NT = 2 * BQ + 128, CH = HD / 8;
     setmaxnreg_dec<FA3W_REG_PRODUCER>();
+    static_assert(ws_store<NS>() + 1 < 16, "the producer's own named barrier after the store's");
     const int tid = threadIdx.x - 2 * BQ, pages = FA3_BN / b.bsz, whole = b.kmax / FA3_BN;
     for (int t = 0; t < ntiles; t++) {
         const int st = t % NS;

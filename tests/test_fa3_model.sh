@@ -9,7 +9,9 @@
 # every slot once, nothing new before the wait, and catch three planted faults; fa3wt's TMA
 # copies (a box a page, the 128-byte swizzle) put every key where fa3_sw and the consumers'
 # descriptors have it at block sizes 8 to 64, misplace keys at 12 and 24 (which its launcher
-# refuses), and catch five planted faults. Needs no GPU: the tests' Python (LR_PYTHON) or the
+# refuses), and catch five planted faults; fa3wt's hand-over (an mbarrier a stage, the
+# copies' bytes, the cp.async last tile) holds in random interleavings and catches five
+# planted faults. Needs no GPU: the tests' Python (LR_PYTHON) or the
 # system's with numpy (tools/install-deps.sh installs it); skips (77) where neither has it.
 for PY in "${LR_PYTHON:-python3}" /usr/bin/python3; do
     if "$PY" -c 'import numpy' 2>/dev/null; then

@@ -46,7 +46,11 @@ box of K and of V a page and 64 dims, in the 128-byte swizzle taken from the sha
 address, lands each key where fa3_sw puts it and the consumers' descriptors read it, for
 block sizes 8 to 64 and head_dim 64 and 128, the mbarrier armed with the bytes the copies
 write; the same with the swizzle taken from the row within the box; block sizes 12 and 24
-misplace keys; five planted faults caught).
+misplace keys; five planted faults caught); and fa3wt's hand-over (ws_schedule_tma: each
+stage's "full" an mbarrier, armed with the tile's bytes and completed by its TMA copies, or,
+for a last partial tile, arrived on once every producer thread's cp.async copies landed; the
+consumers waiting on its phase's parity) in random interleavings, copies landing in any
+order at any time, with five planted faults it must catch.
 Usage: tools/model-fa3-layout.py [--seed N]
 """
 import argparse
@@ -643,6 +647,232 @@ def check_ws_schedule(rng, runs=300):
     return n, (f"planted protocol(s) {missed} passed: the check cannot see them" if missed else None)
 
 
+WST_FAULTS = ("parity-t", "expect-k", "no-empty", "no-pbar", "empty-always")
+
+
+def ws_schedule_tma(ntiles, partial, tiles_seen, rng, planted=None, NS=3, NP=2, boxes=2):
+    """fa3wt's hand-over (gpu/attention_fa3.cu, attention_fa3wt_kernel and fa3_tma_produce):
+    fa3w's consumers and "empty" named barriers, each stage's "full" an mbarrier of arrival
+    count 1. One run in a random interleaving; the producer warpgroup as NP threads (P0 its
+    thread 0, the others standing for the rest), the consumers as warpgroups:
+
+      P: for t: (t >= NS) bar.sync empty[t % NS]; a whole tile (t < ntiles - partial): P0
+           mbarrier.arrive.expect_tx(full[t % NS], the tile's bytes), then the tile's TMA
+           copies, boxes of K and boxes of V, each completing on full[t % NS] with its
+           bytes; the tile past the last whole one (partial): every thread cp.async's its
+           share of K and V, wait_group 0, fence, bar.sync among the producer's threads,
+           then P0 mbarrier.arrive
+      C: for t: mbarrier.try_wait.parity(full[t % NS], (t / NS) & 1); read the stage where
+           t < tiles_seen[c]; (t + NS < ntiles) bar.arrive empty[t % NS]
+         then bar.sync among the consumers (the store's), the output staged in the stages.
+
+    The mbarrier as the PTX ISA has it: a phase number (from 0), a pending arrival count
+    (the expected count, 1, at each phase's start) and a tx-count (0 there); arrive.expect_tx
+    adds its bytes, then arrives; a copy's completion subtracts its bytes; the phase
+    completes when both are 0; try_wait.parity(p) succeeds once the phase of parity p has
+    completed ((phase & 1) != p). A stage is 2 boxes NP cells (K's, then V's; boxes: a
+    tile's TMA boxes of K), a TMA box NP of them, a producer thread's cp.async copy one (its
+    rows); each copy lands (and a TMA box then completes its bytes) at a random moment after
+    its issue, a tile's in any order.
+
+    Returns None, or what went wrong: a read of a stage where a cell of the tile has not
+    landed or holds another tile's; a phase completing before every cell of its tile (phase
+    k of full[st] is tile st + NS k's) has landed, or a copy or an arrival of one tile made
+    in another tile's phase (an early completion's remainder); an arrival past the expected
+    count; copies into a stage before every consumer released the tile it held; a named
+    barrier's generation that sees a thread twice, arrivals left at exit; an mbarrier left
+    mid-phase or short of its fills; a deadlock; copies in flight at the staging.
+    planted (WST_FAULTS): "parity-t" (the consumers wait parity t & 1), "expect-k" (the
+    mbarrier armed with K's bytes alone), "no-empty" (the producer skips the empty wait),
+    "no-pbar" (thread 0 arrives after its own cp.async copies, not the other threads'),
+    "empty-always" (the consumers arrive on empty for every tile): each must fail."""
+    cons = [f"C{c}" for c in range(len(tiles_seen))]
+    prods = [f"P{i}" for i in range(NP)]
+    U = boxes * NP  # cells of K (and of V) a stage
+    whole = ntiles - partial
+    stage = [[None] * (2 * U) for _ in range(NS)]  # the tile whose copy landed in each cell
+    filled = [None] * NS  # the tile last issued into the stage
+    released = [set(cons) for _ in range(NS)]  # consumers done with that tile
+    inflight = []  # copies issued, not landed: (tile, cells, on the mbarrier, issuing thread)
+    mbar = [[0, 1, 0] for _ in range(NS)]  # full[st]: phase, pending arrivals, tx-count
+    bars = {}  # named barrier id: [generation, threads arrived in it]
+    EMPTY, STORE, PBAR = 1 + NS, 1 + 2 * NS, 2 + 2 * NS  # fa3wt's ids: ws_empty, ws_store, + 1
+    count = {STORE: len(cons), PBAR: NP}  # empty's: every thread of the block
+
+    def bar(i):
+        return bars.setdefault(i, [0, set()])
+
+    def arrive(a, i):  # bar.arrive; a generator step: True, progress
+        b = bar(i)
+        if a in b[1]:
+            raise AssertionError(f"barrier {i} generation {b[0]}: {a} arrives twice")
+        b[1].add(a)
+        gen = b[0]
+        if len(b[1]) == count.get(i, NP + len(cons)):
+            b[0], b[1] = b[0] + 1, set()
+        yield True
+        return gen
+
+    def sync(a, i):  # bar.sync: arrive, then park (False) until the generation completes
+        gen = yield from arrive(a, i)
+        while bar(i)[0] <= gen:
+            yield False
+
+    def phase_tile(st):  # the tile whose fill the current phase of full[st] is
+        return st + NS * mbar[st][0]
+
+    def complete(st):
+        m = mbar[st]
+        if m[1] == 0 and m[2] == 0:
+            t = phase_tile(st)
+            if any(c != t for c in stage[st]):
+                raise AssertionError(f"full[{st}]'s phase of tile {t} completes with its stage holding {stage[st]}")
+            m[:] = [m[0] + 1, 1, 0]
+
+    def mbar_arrive(st, t, tx):  # arrive.expect_tx(tx); a plain arrive where tx is 0
+        m = mbar[st]
+        if phase_tile(st) != t:
+            raise AssertionError(f"tile {t}'s arrival on full[{st}] in tile {phase_tile(st)}'s phase")
+        if m[1] == 0:
+            raise AssertionError(f"tile {t}'s arrival on full[{st}] past its expected count")
+        m[1], m[2] = m[1] - 1, m[2] + tx
+        complete(st)
+        yield True
+
+    def issue(a, t, cells, tma):
+        st = t % NS
+        if filled[st] != t:
+            if released[st] != set(cons):
+                raise AssertionError(f"tile {t}'s copies into stage {st} before every consumer released "
+                                     f"tile {filled[st]}")
+            filled[st], released[st] = t, set()
+        inflight.append((t, cells, tma, a))
+
+    def land(copy):
+        t, cells, tma, _ = copy
+        st = t % NS
+        for c in cells:
+            stage[st][c] = t
+        if tma:  # complete_tx: the bytes, a cell a unit
+            if phase_tile(st) != t:
+                raise AssertionError(f"a copy of tile {t} completes on full[{st}] in tile {phase_tile(st)}'s phase")
+            mbar[st][2] -= len(cells)
+            complete(st)
+
+    def producer(i):
+        a = prods[i]
+        for t in range(ntiles):
+            st = t % NS
+            if t >= NS and planted != "no-empty":
+                yield from sync(a, EMPTY + st)
+            if t < whole:
+                if i == 0:
+                    yield from mbar_arrive(st, t, U if planted == "expect-k" else 2 * U)
+                    for b in range(2 * boxes):  # K's boxes, then V's
+                        issue(a, t, list(range(b * NP, b * NP + NP)), True)
+                        yield True
+            else:
+                for c in range(i, 2 * U, NP):
+                    issue(a, t, [c], False)
+                yield True
+                mine = [cp for cp in inflight if cp[3] == a]  # wait_group 0
+                for k in rng.permutation(len(mine)):
+                    inflight.remove(mine[k])
+                    land(mine[k])
+                yield True
+                if planted != "no-pbar":
+                    yield from sync(a, PBAR)
+                if i == 0:
+                    yield from mbar_arrive(st, t, 0)
+
+    def read(a, t):  # a consumer's wgmmas read stage t % NS between their issue and their wait
+        st = t % NS
+        if any(c != t for c in stage[st]):
+            raise AssertionError(f"{a} reads tile {t} in stage {st}: it holds {stage[st]}")
+        yield True
+        if any(c != t for c in stage[st]):
+            raise AssertionError(f"stage {st} overwritten while {a} reads tile {t}: {stage[st]}")
+
+    def consumer(c):
+        a = cons[c]
+        for t in range(ntiles):
+            st = t % NS
+            parity = t & 1 if planted == "parity-t" else (t // NS) & 1
+            while mbar[st][0] & 1 == parity:  # try_wait.parity
+                yield False
+            if t < tiles_seen[c]:
+                yield from read(a, t)
+            released[st].add(a)
+            if t + NS < ntiles or planted == "empty-always":
+                yield from arrive(a, EMPTY + st)
+        yield from sync(a, STORE)
+        if inflight:
+            raise AssertionError(f"copies of tiles {sorted({cp[0] for cp in inflight})} in flight at the "
+                                 f"output's staging")
+
+    progs = {**{prods[i]: producer(i) for i in range(NP)}, **{cons[c]: consumer(c) for c in range(len(cons))}}
+    live, idle = list(progs), 0
+    try:
+        while live:
+            moved = False
+            if inflight and rng.random() < 0.3:  # any copy in flight may land now
+                land(inflight.pop(rng.integers(len(inflight))))
+                moved = True
+            a = live[rng.integers(len(live))]
+            try:
+                moved = next(progs[a]) or moved
+            except StopIteration:
+                live.remove(a)
+                moved = True
+            idle = 0 if moved else idle + 1
+            if idle > 50 * len(progs):
+                parked = {i: sorted(b[1]) for i, b in bars.items() if b[1]}
+                raise AssertionError(f"deadlock: {live} parked; arrivals {parked}; full's {mbar}")
+        left = {i: sorted(b[1]) for i, b in bars.items() if b[1]}
+        if left:
+            raise AssertionError(f"arrivals left at exit: {left}")
+        for st in range(NS):
+            if mbar[st] != [len(range(st, ntiles, NS)), 1, 0]:
+                raise AssertionError(f"full[{st}] at exit (phase, pending, tx) {mbar[st]}: "
+                                     f"{len(range(st, ntiles, NS))} fills")
+    except AssertionError as e:
+        return str(e)
+    return None
+
+
+def check_ws_schedule_tma(rng, runs=60):
+    """ws_schedule_tma over ntiles 1 to 8 (fewer than the three stages, as many, more than
+    twice as many), the last tile whole (every tile by TMA) and partial (the last by
+    cp.async), one to four boxes of K a tile (pages times 64-dim halves), the consumers' tiles
+    seen as fa3w's (all; the causal diagonal's spread; one warpgroup's rows past the
+    sequence). Each in `runs` random interleavings; and the planted faults, each of which
+    must fail somewhere. Returns (interleavings checked, the first failure or None, planted
+    faults caught)."""
+    n = 0
+    caught = dict.fromkeys(WST_FAULTS, False)
+    for ntiles in range(1, 9):
+        for partial in (False, True):
+            boxes = 1 << ((ntiles + partial) % 3)
+            for spread in ((0, 0, 0), (2, 1, 0), (0, 0, None)):
+                seen = tuple(0 if lg is None else max(ntiles - lg, 1) for lg in spread)
+                for _ in range(runs):
+                    err = ws_schedule_tma(ntiles, partial, seen, rng, boxes=boxes)
+                    n += 1
+                    if err:
+                        return n, (f"ntiles {ntiles}{', the last partial' if partial else ''}, {boxes} boxes, "
+                                   f"tiles seen {seen}: {err}"), 0
+                for pl in caught:
+                    if not caught[pl]:
+                        for _ in range(runs):
+                            if ws_schedule_tma(ntiles, partial, seen, rng, planted=pl, boxes=boxes):
+                                caught[pl] = True
+                                break
+    for pl, c in caught.items():
+        if not c:
+            print(f"fa3wt's hand-over: the planted fault '{pl}' was not caught")
+    return n, None, sum(caught.values())
+
+
 FA3W_BQ, FA3W_NS = 192, 3  # fa3w's (and fa3wt's) query rows a block and K/V stages
 TMA_FAULTS = ("page-not-advanced", "half-at-column", "base-unaligned", "row-unscaled", "expect-tx-one")
 
@@ -867,6 +1097,11 @@ def main():
     held = ("every stage read after its copies landed and refilled after its readers released it; "
             "the planted protocols caught (three each)")
     print(f"fa3w's and fa3wp's hand-overs: {nws} interleavings, {ws_err or held}")
+    nwt, wt_err, wcaught = check_ws_schedule_tma(rng)
+    handed = ("every stage read after every byte of its tile landed, no phase completed early, none refilled "
+              "before its readers released it, no deadlock, no arrival left")
+    print(f"fa3wt's hand-over (mbarriers a stage, TMA and the cp.async last tile): {nwt} interleavings, "
+          f"{wt_err or handed}; planted faults caught: {wcaught} of {len(WST_FAULTS)}")
     nt, tma_err, refused, tcaught = check_tma_placement(rng)
     placed = ("every key and dim of K and V where fa3_sw puts it and the descriptors read it, every box "
               "1024-byte aligned, the mbarrier armed with the bytes the copies write; the same with the "
@@ -874,7 +1109,7 @@ def main():
     print(f"fa3wt's TMA placement (hd 64 and 128, block sizes 8 to 64): {nt} tiles, {tma_err or placed}; "
           f"block sizes 12 and 24 misplace: {refused} of 2; planted faults caught: {tcaught} of {len(TMA_FAULTS)}")
     ok = (worst <= 1e-12 and same and ws_err is None and ncaught == 3 and tma_err is None and refused == 2
-          and tcaught == len(TMA_FAULTS))
+          and tcaught == len(TMA_FAULTS) and wt_err is None and wcaught == len(WST_FAULTS))
     print(f"worst {worst:.2e}, fa3p {'equal to' if same else 'NOT equal to'} fa3: {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1
 
