@@ -959,7 +959,9 @@ static __global__ void __launch_bounds__(FA3WP_THREADS, 1)
  * thread arrives on the mbarrier once every thread's copies have landed. So the consumers,
  * and the bits, are fa3w's, which are fa3's. The launcher takes block sizes 8, 16, 32 and
  * 64 (whole pages a tile, each 8-row aligned); others, and a driver without
- * cuTensorMapEncodeTiled, go to fa3w. Written in session 32 without a GPU; not a default. */
+ * cuTensorMapEncodeTiled, go to fa3w. The consumers' loop is fa3w's written out again: one
+ * function for both changed fa3w's machine code (its .text section in nvcc -cubin's
+ * output), which GPUs have validated. Written in session 32 without a GPU; not a default. */
 #ifdef FA3_DEVICE_CODE
 static __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
