@@ -961,7 +961,9 @@ static __global__ void __launch_bounds__(FA3WP_THREADS, 1)
  * 64 (whole pages a tile, each 8-row aligned); others, and a driver without
  * cuTensorMapEncodeTiled, go to fa3w. The consumers' loop is fa3w's written out again: one
  * function for both changed fa3w's machine code (its .text section in nvcc -cubin's
- * output), which GPUs have validated. Written in session 32 without a GPU; not a default. */
+ * output), which GPUs have validated. Written in session 32 without a GPU; run 38 (H100):
+ * fa3's bits, 107 us at 1 x 2048 against fa3's 121, 97 at 8 x 512 against 84
+ * (docs/performance.md); not a default. */
 #ifdef FA3_DEVICE_CODE
 static __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
