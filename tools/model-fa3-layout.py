@@ -440,6 +440,56 @@ def check_fdt_early():
     return n, caught
 
 
+class NamedBarriers:
+    """Named barriers (bar.arrive / bar.sync) of a modelled block: bars[id] = [generation,
+    threads arrived in it]; a generation completes when count(id) threads have arrived."""
+
+    def __init__(self, count):
+        self.bars, self.count = {}, count
+
+    def bar(self, i):
+        return self.bars.setdefault(i, [0, set()])
+
+    def arrive(self, a, i):  # bar.arrive; a generator step: True, progress
+        b = self.bar(i)
+        if a in b[1]:
+            raise AssertionError(f"barrier {i} generation {b[0]}: {a} arrives twice")
+        b[1].add(a)
+        gen = b[0]
+        if len(b[1]) == self.count(i):
+            b[0], b[1] = b[0] + 1, set()
+        yield True
+        return gen
+
+    def sync(self, a, i):  # bar.sync: arrive, then park (False) until the generation completes
+        gen = yield from self.arrive(a, i)
+        while self.bar(i)[0] <= gen:
+            yield False
+
+    def waiting(self):  # the arrivals of generations not completed
+        return {i: sorted(b[1]) for i, b in self.bars.items() if b[1]}
+
+
+def interleave(progs, rng, land, nb, state=""):
+    """Runs the agents' generators (progs: name -> generator; a step yields True where it made
+    progress) in a random interleaving, land() first at each step (True where a copy landed),
+    until all end; raises on a deadlock (state: more to say of it) or arrivals left at exit."""
+    live, idle = list(progs), 0
+    while live:
+        moved = land()
+        a = live[rng.integers(len(live))]
+        try:
+            moved = next(progs[a]) or moved
+        except StopIteration:
+            live.remove(a)
+            moved = True
+        idle = 0 if moved else idle + 1
+        if idle > 50 * len(progs):
+            raise AssertionError(f"deadlock: {live} parked; arrivals {nb.waiting()}{state}")
+    if nb.waiting():
+        raise AssertionError(f"arrivals left at exit: {nb.waiting()}")
+
+
 def ws_schedule(ntiles, tiles_seen, rng, planted=None, NS=3, lag=0, pingpong=False):
     """fa3w's hand-over (gpu/attention_fa3.cu, attention_fa3w_kernel): a
     producer warpgroup P fills a ring of NS stages by cp.async, three consumer warpgroups
@@ -480,28 +530,10 @@ def ws_schedule(ntiles, tiles_seen, rng, planted=None, NS=3, lag=0, pingpong=Fal
     stage = [None] * NS  # (tile, landed) the stage holds
     released = [set(agents[1:]) for _ in range(NS)]  # consumers done with the stage's tile
     pending = []  # committed copy groups not yet landed (their tiles, in order)
-    bars = {}  # id: [generation, warpgroups arrived in it]; 0 the block barrier
     SCHED = 100  # sched[w] is SCHED + w: the consumers' own (two warpgroups)
+    nb = NamedBarriers(lambda i: 2 if i >= SCHED else len(agents))  # 0 the block barrier
+    arrive, sync = nb.arrive, nb.sync
     issued = []  # the consumers' MMA issues, in order
-
-    def bar(i):
-        return bars.setdefault(i, [0, set()])
-
-    def arrive(a, i):  # bar.arrive; a generator step: True, progress
-        b = bar(i)
-        if a in b[1]:
-            raise AssertionError(f"barrier {i} generation {b[0]}: {a} arrives twice")
-        b[1].add(a)
-        gen = b[0]
-        if len(b[1]) == (2 if i >= SCHED else len(agents)):
-            b[0], b[1] = b[0] + 1, set()
-        yield True
-        return gen
-
-    def sync(a, i):  # bar.sync: arrive, then park (False) until the generation completes
-        gen = yield from arrive(a, i)
-        while bar(i)[0] <= gen:
-            yield False
 
     def land():  # the oldest committed group lands
         t = pending.pop(0)
@@ -582,26 +614,14 @@ def ws_schedule(ntiles, tiles_seen, rng, planted=None, NS=3, lag=0, pingpong=Fal
             raise AssertionError(f"copies of tiles {pending} in flight at the output's staging")
 
     progs = {"P": producer(), **{agents[1 + c]: consumer(c) for c in range(len(tiles_seen))}}
-    live, idle = list(agents), 0
+    def land_early():  # a group may land early
+        if pending and rng.random() < 0.2:
+            land()
+            return True
+        return False
+
     try:
-        while live:
-            moved = False
-            if pending and rng.random() < 0.2:  # a group may land early
-                land()
-                moved = True
-            a = live[rng.integers(len(live))]
-            try:
-                moved = next(progs[a]) or moved
-            except StopIteration:
-                live.remove(a)
-                moved = True
-            idle = 0 if moved else idle + 1
-            if idle > 50 * len(agents):
-                parked = {i: sorted(b[1]) for i, b in bars.items() if b[1]}
-                raise AssertionError(f"deadlock: {live} parked; arrivals {parked}")
-        left = {i: sorted(b[1]) for i, b in bars.items() if b[1]}
-        if left:
-            raise AssertionError(f"arrivals left at exit: {left}")
+        interleave(progs, rng, land_early, nb)
         if pingpong and issued != [k % 2 for k in range(len(issued))]:
             raise AssertionError(f"the consumers' MMAs issued out of turn: {issued}")
     except AssertionError as e:
@@ -695,28 +715,10 @@ def ws_schedule_tma(ntiles, partial, tiles_seen, rng, planted=None, NS=3, NP=2, 
     released = [set(cons) for _ in range(NS)]  # consumers done with that tile
     inflight = []  # copies issued, not landed: (tile, cells, on the mbarrier, issuing thread)
     mbar = [[0, 1, 0] for _ in range(NS)]  # full[st]: phase, pending arrivals, tx-count
-    bars = {}  # named barrier id: [generation, threads arrived in it]
     EMPTY, STORE, PBAR = 1 + NS, 1 + 2 * NS, 2 + 2 * NS  # fa3wt's ids: ws_empty, ws_store, + 1
     count = {STORE: len(cons), PBAR: NP}  # empty's: every thread of the block
-
-    def bar(i):
-        return bars.setdefault(i, [0, set()])
-
-    def arrive(a, i):  # bar.arrive; a generator step: True, progress
-        b = bar(i)
-        if a in b[1]:
-            raise AssertionError(f"barrier {i} generation {b[0]}: {a} arrives twice")
-        b[1].add(a)
-        gen = b[0]
-        if len(b[1]) == count.get(i, NP + len(cons)):
-            b[0], b[1] = b[0] + 1, set()
-        yield True
-        return gen
-
-    def sync(a, i):  # bar.sync: arrive, then park (False) until the generation completes
-        gen = yield from arrive(a, i)
-        while bar(i)[0] <= gen:
-            yield False
+    nb = NamedBarriers(lambda i: count.get(i, NP + len(cons)))
+    arrive, sync = nb.arrive, nb.sync
 
     def phase_tile(st):  # the tile whose fill the current phase of full[st] is
         return st + NS * mbar[st][0]
@@ -811,26 +813,14 @@ def ws_schedule_tma(ntiles, partial, tiles_seen, rng, planted=None, NS=3, NP=2, 
                                  f"output's staging")
 
     progs = {**{prods[i]: producer(i) for i in range(NP)}, **{cons[c]: consumer(c) for c in range(len(cons))}}
-    live, idle = list(progs), 0
+    def land_any():  # any copy in flight may land now
+        if inflight and rng.random() < 0.3:
+            land(inflight.pop(rng.integers(len(inflight))))
+            return True
+        return False
+
     try:
-        while live:
-            moved = False
-            if inflight and rng.random() < 0.3:  # any copy in flight may land now
-                land(inflight.pop(rng.integers(len(inflight))))
-                moved = True
-            a = live[rng.integers(len(live))]
-            try:
-                moved = next(progs[a]) or moved
-            except StopIteration:
-                live.remove(a)
-                moved = True
-            idle = 0 if moved else idle + 1
-            if idle > 50 * len(progs):
-                parked = {i: sorted(b[1]) for i, b in bars.items() if b[1]}
-                raise AssertionError(f"deadlock: {live} parked; arrivals {parked}; full's {mbar}")
-        left = {i: sorted(b[1]) for i, b in bars.items() if b[1]}
-        if left:
-            raise AssertionError(f"arrivals left at exit: {left}")
+        interleave(progs, rng, land_any, nb, f"; full's {mbar}")
         for st in range(NS):
             if mbar[st] != [len(range(st, ntiles, NS)), 1, 0]:
                 raise AssertionError(f"full[{st}] at exit (phase, pending, tx) {mbar[st]}: "
