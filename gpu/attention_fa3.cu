@@ -1259,7 +1259,25 @@ template <typename E> static int attention_fa3wt(const lr_gpu_attention_args *a,
     return attention_fa3_t<E, FA3_WST>(a, s);
 }
 
+/* The default's prefill (fdt's and fdtc's hand-off): fa3wt where its grid, one 192-row
+ * block an SM, is at most FA3WT_MAX_WAVES times the card's SMs and the block size is one its
+ * TMA copies (8, 16, 32, 64); fa3 otherwise, whose 128-row blocks fit two an SM. Both give
+ * fa3's bits, so the choice moves only time. Run 39 (an H100, bf16, 32/8 heads, head_dim
+ * 128, causal; docs/performance.md): fa3wt 6-15% faster for one sequence of 768 to 2048
+ * tokens (2.67 waves at 2048), level at 2 x 1024 (2.9 waves) and at one of 512, and 7-19%
+ * slower at 4 x 1024 (5.8 waves), 8 x 512 (5.8) and 16 x 512 (11.6), where fa3's second
+ * block an SM hides more of each block's start and finish. */
+#define FA3WT_MAX_WAVES 3
+template <typename E> static int attention_fa3_prefill(const lr_gpu_attention_args *a, cudaStream_t s) {
+    const lr_gpu_attn_meta *m = &a->meta;
+    const int64_t blocks = a->nh * m->num_seqs * ((m->max_seq_len + FA3W_BQ - 1) / FA3W_BQ);
+    const bool tma_pages = m->block_size > 0 && m->block_size % 8 == 0 && FA3_BN % m->block_size == 0;
+    if (tma_pages && blocks <= (int64_t)FA3WT_MAX_WAVES * lr_gpu_sm_count()) return attention_fa3wt<E>(a, s);
+    return attention_fa3<E>(a, s);
+}
+
 ATTN_LAUNCHER(lr_gpu_attention_fa3, attention_fa3)
+ATTN_LAUNCHER(lr_gpu_attention_fa3_prefill, attention_fa3_prefill)
 ATTN_LAUNCHER(lr_gpu_attention_fa3p, attention_fa3p)
 ATTN_LAUNCHER(lr_gpu_attention_fa3w, attention_fa3w)
 ATTN_LAUNCHER(lr_gpu_attention_fa3wp, attention_fa3wp)

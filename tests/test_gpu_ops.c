@@ -388,7 +388,11 @@ END_TEST
  * Llama-3-8B's (16) take the TMA, "odd-blocks" (7) and "many-blocks" (1) fa3w's kernel;
  * its custom shapes (12-13) add the TMA's other block sizes (8, 32, 64: eight, two and one
  * pages a tile) and two that it refuses (12, not a multiple of 8; 24, one that does not
- * divide a tile of 64). */
+ * divide a tile of 64). The default's prefill (fdt's hand-off to fa3wt or fa3, by the call's
+ * blocks against the card's SMs) gives fa3's bits too (14-15), over shapes that take each
+ * side on any card of fewer than 512 SMs: fa3wt one sequence of 300 tokens (16 blocks) and
+ * Llama-3-8B's 1 x 2048 where the card has at least 118 SMs (352 blocks), fa3 24 sequences
+ * of 64 tokens at 64 heads (1536 blocks) and block size 12 (not one fa3wt copies). */
 START_TEST(test_fa3w_is_fa3) {
     static const char *const block_sizes[] = {"heads=8,kv=2,hd=128,len=300,bs=8",
                                               "heads=8,kv=1,hd=64,past=37,len=200,seqs=2,bs=32",
@@ -396,13 +400,17 @@ START_TEST(test_fa3w_is_fa3) {
                                               "heads=8,kv=2,hd=64,len=300,bs=12",
                                               "heads=8,kv=2,hd=128,past=20,len=250,bs=24",
                                               NULL};
-    static const char *const names[] = {"fa3w-is-fa3", "fa3wp-is-fa3", "fa3wt-is-fa3"};
+    static const char *const by_blocks[] = {"heads=8,kv=2,hd=128,len=300", "heads=32,kv=8,hd=128,len=2048",
+                                            "heads=64,kv=8,hd=64,len=64,seqs=24",
+                                            "heads=8,kv=2,hd=64,past=30,len=100,bs=12", NULL};
+    static const char *const names[] = {"fa3w-is-fa3", "fa3wp-is-fa3", "fa3wt-is-fa3", "fdt-is-fa3"};
     static const char *const whats[] = {"attention fa3w against fa3", "attention fa3wp against fa3",
-                                        "attention fa3wt against fa3"};
-    const int v = _i < 8 ? _i / 4 : 2;
+                                        "attention fa3wt against fa3", "the default's prefill against fa3"};
+    /* fa3w, fa3wp: the fixtures' and Llama-3-8B's shapes; fa3wt: those and block_sizes; fdt: by_blocks */
+    const int v = _i < 8 ? _i / 4 : _i < 14 ? 2 : 3, set = v < 2 ? _i % 4 : v == 2 ? _i - 8 : _i - 10;
     const lr_opsweep_target t = {
         .family = "attention", .name = names[v], .attention = is_fa3, .rounds_p_like = "fa3"};
-    sweep_same_bits(&t, v < 2 ? _i % 4 : _i - 8, v == 2 ? block_sizes : NULL, NULL, whats[v]);
+    sweep_same_bits(&t, set, v == 2 ? block_sizes : by_blocks, NULL, whats[v]);
 }
 END_TEST
 
@@ -1303,9 +1311,10 @@ int main(void) {
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_fdtc_is_fdt, 0, 6);
     suite_add_tcase(ops, tc);
-    tc = tcase_create("fa3w"); /* a case of its own too (CK_RUN_CASE=fa3w): fa3w, fa3wp and fa3wt */
+    /* a case of its own too (CK_RUN_CASE=fa3w): fa3w, fa3wp, fa3wt and the default's prefill */
+    tc = tcase_create("fa3w");
     tcase_set_timeout(tc, 600);
-    tcase_add_loop_test(tc, test_fa3w_is_fa3, 0, 14);
+    tcase_add_loop_test(tc, test_fa3w_is_fa3, 0, 16);
     suite_add_tcase(ops, tc);
     int failed = tu_gpu_run_suite(ops);
     if (failed) printf("test_gpu_ops: %d failed; seed %llu\n", failed, (unsigned long long)g_seed);
