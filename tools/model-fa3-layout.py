@@ -470,10 +470,11 @@ class NamedBarriers:
         return {i: sorted(b[1]) for i, b in self.bars.items() if b[1]}
 
 
-def interleave(progs, rng, land, nb, state=""):
+def interleave(progs, rng, land, nb, state=lambda: ""):
     """Runs the agents' generators (progs: name -> generator; a step yields True where it made
     progress) in a random interleaving, land() first at each step (True where a copy landed),
-    until all end; raises on a deadlock (state: more to say of it) or arrivals left at exit."""
+    until all end; raises on a deadlock (state(): more to say of it, then) or arrivals left at
+    exit."""
     live, idle = list(progs), 0
     while live:
         moved = land()
@@ -485,7 +486,7 @@ def interleave(progs, rng, land, nb, state=""):
             moved = True
         idle = 0 if moved else idle + 1
         if idle > 50 * len(progs):
-            raise AssertionError(f"deadlock: {live} parked; arrivals {nb.waiting()}{state}")
+            raise AssertionError(f"deadlock: {live} parked; arrivals {nb.waiting()}{state()}")
     if nb.waiting():
         raise AssertionError(f"arrivals left at exit: {nb.waiting()}")
 
@@ -670,11 +671,12 @@ def check_ws_schedule(rng, runs=300):
 WST_FAULTS = ("parity-t", "expect-k", "no-empty", "no-pbar", "empty-always")
 
 
-def ws_schedule_tma(ntiles, partial, tiles_seen, rng, planted=None, NS=3, NP=2, boxes=2):
+def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False):
     """fa3wt's hand-over (gpu/attention_fa3.cu, attention_fa3wt_kernel and fa3_tma_produce):
     fa3w's consumers and "empty" named barriers, each stage's "full" an mbarrier of arrival
     count 1. One run in a random interleaving; the producer warpgroup as NP threads (P0 its
-    thread 0, the others standing for the rest), the consumers as warpgroups:
+    thread 0, the others standing for the rest), the consumers as warpgroups. work: the
+    block's work tiles, each (ntiles, partial, tiles_seen); fa3wt has one:
 
       P: for t: (t >= NS) bar.sync empty[t % NS]; a whole tile (t < ntiles - partial): P0
            mbarrier.arrive.expect_tx(full[t % NS], the tile's bytes), then the tile's TMA
@@ -685,6 +687,24 @@ def ws_schedule_tma(ntiles, partial, tiles_seen, rng, planted=None, NS=3, NP=2, 
       C: for t: mbarrier.try_wait.parity(full[t % NS], (t / NS) & 1); read the stage where
            t < tiles_seen[c]; (t + NS < ntiles) bar.arrive empty[t % NS]
          then bar.sync among the consumers (the store's), the output staged in the stages.
+
+    persist: the persistent kernel's hand-over (a block an SM taking several work tiles, the
+    next one's Q and first K/V tiles loaded under the current one's last tiles and store;
+    written here before its kernel). The stages are one ring over all the block's key tiles
+    (g counts them across work tiles: stage g % NS, parity (g / NS) & 1), Q has two buffers,
+    each with a "full" and an "empty" named barrier of the whole block, and the output is
+    staged in its work tile's Q buffer, not in the stages (which may hold the next work
+    tile's copies):
+
+      P: for work tile j: (j >= 2) bar.sync qempty[j % 2]; every thread cp.async's its share
+           of Q into buffer j % 2, wait_group 0, fence, bar.arrive qfull[j % 2]; then its key
+           tiles as above, g for t; after the last work tile, bar.sync on the empty of the
+           last NS key tiles (the drain: the consumers arrive on every tile's empty)
+      C: for work tile j: bar.sync qfull[j % 2]; its key tiles as above (reading Q and the
+           stage), bar.arrive empty[g % NS] for every tile; bar.sync store (the consumers: all
+           their wgmmas done with Q); the output staged in Q buffer j % 2; bar.sync store;
+           the copy-out (every consumer reads every consumer's rows); (j + 2 < len(work))
+           bar.arrive qempty[j % 2]
 
     The mbarrier as the PTX ISA has it: a phase number (from 0), a pending arrival count
     (the expected count, 1, at each phase's start) and a tx-count (0 there); arrive.expect_tx
@@ -697,120 +717,199 @@ def ws_schedule_tma(ntiles, partial, tiles_seen, rng, planted=None, NS=3, NP=2, 
 
     Returns None, or what went wrong: a read of a stage where a cell of the tile has not
     landed or holds another tile's; a phase completing before every cell of its tile (phase
-    k of full[st] is tile st + NS k's) has landed, or a copy or an arrival of one tile made
-    in another tile's phase (an early completion's remainder); an arrival past the expected
-    count; copies into a stage before every consumer released the tile it held; a named
-    barrier's generation that sees a thread twice, arrivals left at exit; an mbarrier left
-    mid-phase or short of its fills; a deadlock; copies in flight at the staging.
+    k of full[st] is key tile st + NS k's) has landed, or a copy or an arrival of one tile
+    made in another tile's phase (an early completion's remainder); an arrival past the
+    expected count; copies into a stage before every consumer released the tile it held; a
+    named barrier's generation that sees a thread twice, arrivals left at exit; an mbarrier
+    left mid-phase or short of its fills; a deadlock; copies in flight at the staging.
+    persist, besides: Q read where a cell of it is not its work tile's landed Q, or
+    overwritten while read; the output staged while another consumer's wgmmas still read
+    that Q, or copied out where not every consumer staged its rows or while a copy lands
+    there; Q copies into a buffer before every consumer copied out what it held.
     planted (WST_FAULTS): "parity-t" (the consumers wait parity t & 1), "expect-k" (the
     mbarrier armed with K's bytes alone), "no-empty" (the producer skips the empty wait),
     "no-pbar" (thread 0 arrives after its own cp.async copies, not the other threads'),
-    "empty-always" (the consumers arrive on empty for every tile): each must fail."""
-    cons = [f"C{c}" for c in range(len(tiles_seen))]
+    "empty-always" (the consumers arrive on empty for every tile): each must fail.
+    persist's (WSTP_FAULTS): "parity-local" (the parity of the work tile's own t, not g),
+    "no-qempty" (Q loaded without waiting for qempty), "qempty-early" (qempty arrived before
+    the copy-out), "one-store" (the output staged after no store barrier), "no-drain" (the
+    producer leaves without its drain)."""
+    cons = [f"C{c}" for c in range(len(work[0][2]))]
     prods = [f"P{i}" for i in range(NP)]
     U = boxes * NP  # cells of K (and of V) a stage
-    whole = ntiles - partial
-    stage = [[None] * (2 * U) for _ in range(NS)]  # the tile whose copy landed in each cell
-    filled = [None] * NS  # the tile last issued into the stage
+    first = [sum(w[0] for w in work[:j]) for j in range(len(work))]  # each work tile's first g
+    total = sum(w[0] for w in work)
+    stage = [[None] * (2 * U) for _ in range(NS)]  # the key tile (g) whose copy landed in each cell
+    filled = [None] * NS  # the key tile last issued into the stage
     released = [set(cons) for _ in range(NS)]  # consumers done with that tile
-    inflight = []  # copies issued, not landed: (tile, cells, on the mbarrier, issuing thread)
+    qbuf = [[None] * NP for _ in range(2)]  # the work tile whose Q landed in each cell
+    qheld = [None, None]  # the work tile last issued into each Q buffer
+    qdone = [set(cons), set(cons)]  # consumers done with it (copied out)
+    staged = [set(), set()]  # consumers whose output of qheld sits in the buffer
+    qreading = [set(), set()]  # consumers whose wgmmas read the buffer now
+    inflight = []  # copies issued, not landed: (g, cells, on the mbarrier, issuing thread; "q" for Q's)
     mbar = [[0, 1, 0] for _ in range(NS)]  # full[st]: phase, pending arrivals, tx-count
-    EMPTY, STORE, PBAR = 1 + NS, 1 + 2 * NS, 2 + 2 * NS  # fa3wt's ids: ws_empty, ws_store, + 1
-    count = {STORE: len(cons), PBAR: NP}  # empty's: every thread of the block
+    # fa3wt's ids: ws_empty, ws_store, + 1; then the persistent kernel's Q barriers
+    EMPTY, STORE, PBAR, QFULL, QEMPTY = 1 + NS, 1 + 2 * NS, 2 + 2 * NS, 3 + 2 * NS, 5 + 2 * NS
+    count = {STORE: len(cons), PBAR: NP}  # the others': every thread of the block
     nb = NamedBarriers(lambda i: count.get(i, NP + len(cons)))
     arrive, sync = nb.arrive, nb.sync
 
-    def phase_tile(st):  # the tile whose fill the current phase of full[st] is
+    def phase_tile(st):  # the key tile whose fill the current phase of full[st] is
         return st + NS * mbar[st][0]
 
     def complete(st):
         m = mbar[st]
         if m[1] == 0 and m[2] == 0:
-            t = phase_tile(st)
-            if any(c != t for c in stage[st]):
-                raise AssertionError(f"full[{st}]'s phase of tile {t} completes with its stage holding {stage[st]}")
+            g = phase_tile(st)
+            if any(c != g for c in stage[st]):
+                raise AssertionError(f"full[{st}]'s phase of tile {g} completes with its stage holding {stage[st]}")
             m[:] = [m[0] + 1, 1, 0]
 
-    def mbar_arrive(st, t, tx):  # arrive.expect_tx(tx); a plain arrive where tx is 0
+    def mbar_arrive(st, g, tx):  # arrive.expect_tx(tx); a plain arrive where tx is 0
         m = mbar[st]
-        if phase_tile(st) != t:
-            raise AssertionError(f"tile {t}'s arrival on full[{st}] in tile {phase_tile(st)}'s phase")
+        if phase_tile(st) != g:
+            raise AssertionError(f"tile {g}'s arrival on full[{st}] in tile {phase_tile(st)}'s phase")
         if m[1] == 0:
-            raise AssertionError(f"tile {t}'s arrival on full[{st}] past its expected count")
+            raise AssertionError(f"tile {g}'s arrival on full[{st}] past its expected count")
         m[1], m[2] = m[1] - 1, m[2] + tx
         complete(st)
         yield True
 
-    def issue(a, t, cells, tma):
-        st = t % NS
-        if filled[st] != t:
+    def issue(a, g, cells, tma):
+        st = g % NS
+        if filled[st] != g:
             if released[st] != set(cons):
-                raise AssertionError(f"tile {t}'s copies into stage {st} before every consumer released "
+                raise AssertionError(f"tile {g}'s copies into stage {st} before every consumer released "
                                      f"tile {filled[st]}")
-            filled[st], released[st] = t, set()
-        inflight.append((t, cells, tma, a))
+            filled[st], released[st] = g, set()
+        inflight.append((g, cells, tma, a))
 
     def land(copy):
-        t, cells, tma, _ = copy
-        st = t % NS
+        g, cells, tma, _ = copy
+        if tma == "q":  # Q's cp.async: g is the work tile, cells its buffer's
+            b = g % 2
+            if qreading[b] or staged[b]:
+                raise AssertionError(f"Q of work tile {g} lands in buffer {b} while it is read: "
+                                     f"{sorted(qreading[b])} reading, {sorted(staged[b])} staged")
+            for c in cells:
+                qbuf[b][c] = g
+            return
+        st = g % NS
         for c in cells:
-            stage[st][c] = t
+            stage[st][c] = g
         if tma:  # complete_tx: the bytes, a cell a unit
-            if phase_tile(st) != t:
-                raise AssertionError(f"a copy of tile {t} completes on full[{st}] in tile {phase_tile(st)}'s phase")
+            if phase_tile(st) != g:
+                raise AssertionError(f"a copy of tile {g} completes on full[{st}] in tile {phase_tile(st)}'s phase")
             mbar[st][2] -= len(cells)
             complete(st)
 
+    def wait_own(a):  # wait_group 0: this thread's cp.async copies land, in any order (not its TMA's)
+        mine = [cp for cp in inflight if cp[3] == a and cp[2] is not True]
+        for k in rng.permutation(len(mine)):
+            inflight.remove(mine[k])
+            land(mine[k])
+        yield True
+
     def producer(i):
         a = prods[i]
-        for t in range(ntiles):
-            st = t % NS
-            if t >= NS and planted != "no-empty":
-                yield from sync(a, EMPTY + st)
-            if t < whole:
-                if i == 0:
-                    yield from mbar_arrive(st, t, U if planted == "expect-k" else 2 * U)
-                    for b in range(2 * boxes):  # K's boxes, then V's
-                        issue(a, t, list(range(b * NP, b * NP + NP)), True)
-                        yield True
-            else:
-                for c in range(i, 2 * U, NP):
-                    issue(a, t, [c], False)
+        for j, (ntiles, partial, _) in enumerate(work):
+            if persist:
+                b = j % 2
+                if j >= 2 and planted != "no-qempty":
+                    yield from sync(a, QEMPTY + b)
+                if qheld[b] != j:
+                    if qdone[b] != set(cons):
+                        raise AssertionError(f"Q of work tile {j} issued into buffer {b} before every consumer "
+                                             f"copied out work tile {qheld[b]}")
+                    qheld[b], qdone[b], staged[b] = j, set(), set()
+                inflight.append((j, [i], "q", a))
                 yield True
-                mine = [cp for cp in inflight if cp[3] == a]  # wait_group 0
-                for k in rng.permutation(len(mine)):
-                    inflight.remove(mine[k])
-                    land(mine[k])
-                yield True
-                if planted != "no-pbar":
-                    yield from sync(a, PBAR)
-                if i == 0:
-                    yield from mbar_arrive(st, t, 0)
+                yield from wait_own(a)
+                yield from arrive(a, QFULL + b)
+            for t in range(ntiles):
+                g = first[j] + t
+                st = g % NS
+                if g >= NS and planted != "no-empty":
+                    yield from sync(a, EMPTY + st)
+                if t < ntiles - partial:
+                    if i == 0:
+                        yield from mbar_arrive(st, g, U if planted == "expect-k" else 2 * U)
+                        for bx in range(2 * boxes):  # K's boxes, then V's
+                            issue(a, g, list(range(bx * NP, bx * NP + NP)), True)
+                            yield True
+                else:
+                    for c in range(i, 2 * U, NP):
+                        issue(a, g, [c], False)
+                    yield True
+                    yield from wait_own(a)
+                    if planted != "no-pbar":
+                        yield from sync(a, PBAR)
+                    if i == 0:
+                        yield from mbar_arrive(st, g, 0)
+        if persist and planted != "no-drain":
+            for g in range(max(total - NS, 0), total):
+                yield from sync(a, EMPTY + g % NS)
 
-    def read(a, t):  # a consumer's wgmmas read stage t % NS between their issue and their wait
-        st = t % NS
-        if any(c != t for c in stage[st]):
-            raise AssertionError(f"{a} reads tile {t} in stage {st}: it holds {stage[st]}")
+    def read(a, g, j):  # a consumer's wgmmas read stage g % NS (and Q) between their issue and their wait
+        st, b = g % NS, j % 2
+        if any(c != g for c in stage[st]):
+            raise AssertionError(f"{a} reads tile {g} in stage {st}: it holds {stage[st]}")
+        if persist:
+            if any(c != j for c in qbuf[b]):
+                raise AssertionError(f"{a} reads Q of work tile {j} in buffer {b}: it holds {qbuf[b]}")
+            qreading[b].add(a)
         yield True
-        if any(c != t for c in stage[st]):
-            raise AssertionError(f"stage {st} overwritten while {a} reads tile {t}: {stage[st]}")
+        if any(c != g for c in stage[st]):
+            raise AssertionError(f"stage {st} overwritten while {a} reads tile {g}: {stage[st]}")
+        if persist:
+            qreading[b].discard(a)
+            if any(c != j for c in qbuf[b]) or staged[b]:
+                raise AssertionError(f"Q buffer {b} overwritten while {a} reads work tile {j}: {qbuf[b]}, "
+                                     f"{sorted(staged[b])} staged")
 
     def consumer(c):
         a = cons[c]
-        for t in range(ntiles):
-            st = t % NS
-            parity = t & 1 if planted == "parity-t" else (t // NS) & 1
-            while mbar[st][0] & 1 == parity:  # try_wait.parity
-                yield False
-            if t < tiles_seen[c]:
-                yield from read(a, t)
-            released[st].add(a)
-            if t + NS < ntiles or planted == "empty-always":
-                yield from arrive(a, EMPTY + st)
-        yield from sync(a, STORE)
-        if inflight:
-            raise AssertionError(f"copies of tiles {sorted({cp[0] for cp in inflight})} in flight at the "
-                                 f"output's staging")
+        for j, (ntiles, _, seen) in enumerate(work):
+            b = j % 2
+            if persist:
+                yield from sync(a, QFULL + b)
+            for t in range(ntiles):
+                g = first[j] + t
+                st = g % NS
+                parity = (t & 1 if planted == "parity-t" else
+                          (t // NS) & 1 if planted == "parity-local" else (g // NS) & 1)
+                while mbar[st][0] & 1 == parity:  # try_wait.parity
+                    yield False
+                if t < seen[c]:
+                    yield from read(a, g, j)
+                released[st].add(a)
+                if (persist or g + NS < total or planted == "empty-always"):
+                    yield from arrive(a, EMPTY + st)
+            if planted != "one-store":
+                yield from sync(a, STORE)
+            if not persist:
+                if inflight:
+                    raise AssertionError(f"copies of tiles {sorted({cp[0] for cp in inflight})} in flight at "
+                                         f"the output's staging")
+                continue
+            if qreading[b]:
+                raise AssertionError(f"{a} stages work tile {j}'s output in Q buffer {b} while "
+                                     f"{sorted(qreading[b])} read it")
+            staged[b].add(a)
+            yield True
+            yield from sync(a, STORE)
+            if staged[b] != set(cons) or any(cell != j for cell in qbuf[b]):
+                raise AssertionError(f"{a} copies out work tile {j} from buffer {b}: staged by {sorted(staged[b])}, "
+                                     f"Q cells {qbuf[b]}")
+            if planted == "qempty-early" and j + 2 < len(work):
+                yield from arrive(a, QEMPTY + b)
+            yield True  # the copy-out's reads
+            if staged[b] != set(cons) or qheld[b] != j:
+                raise AssertionError(f"buffer {b} refilled while {a} copies out work tile {j}")
+            qdone[b].add(a)
+            if planted != "qempty-early" and j + 2 < len(work):
+                yield from arrive(a, QEMPTY + b)
 
     progs = {**{prods[i]: producer(i) for i in range(NP)}, **{cons[c]: consumer(c) for c in range(len(cons))}}
     def land_any():  # any copy in flight may land now
@@ -820,11 +919,11 @@ def ws_schedule_tma(ntiles, partial, tiles_seen, rng, planted=None, NS=3, NP=2, 
         return False
 
     try:
-        interleave(progs, rng, land_any, nb, f"; full's {mbar}")
+        interleave(progs, rng, land_any, nb, lambda: f"; full's (phase, pending, tx) {mbar}")
         for st in range(NS):
-            if mbar[st] != [len(range(st, ntiles, NS)), 1, 0]:
+            if mbar[st] != [len(range(st, total, NS)), 1, 0]:
                 raise AssertionError(f"full[{st}] at exit (phase, pending, tx) {mbar[st]}: "
-                                     f"{len(range(st, ntiles, NS))} fills")
+                                     f"{len(range(st, total, NS))} fills")
     except AssertionError as e:
         return str(e)
     return None
@@ -846,7 +945,7 @@ def check_ws_schedule_tma(rng, runs=60):
             for spread in ((0, 0, 0), (2, 1, 0), (0, 0, None)):
                 seen = tuple(0 if lg is None else max(ntiles - lg, 1) for lg in spread)
                 for _ in range(runs):
-                    err = ws_schedule_tma(ntiles, partial, seen, rng, boxes=boxes)
+                    err = ws_schedule_tma([(ntiles, partial, seen)], rng, boxes=boxes)
                     n += 1
                     if err:
                         return n, (f"ntiles {ntiles}{', the last partial' if partial else ''}, {boxes} boxes, "
@@ -854,12 +953,51 @@ def check_ws_schedule_tma(rng, runs=60):
                 for pl in caught:
                     if not caught[pl]:
                         for _ in range(runs):
-                            if ws_schedule_tma(ntiles, partial, seen, rng, planted=pl, boxes=boxes):
+                            if ws_schedule_tma([(ntiles, partial, seen)], rng, planted=pl, boxes=boxes):
                                 caught[pl] = True
                                 break
     for pl, c in caught.items():
         if not c:
             print(f"fa3wt's hand-over: the planted fault '{pl}' was not caught")
+    return n, None, sum(caught.values())
+
+
+WSTP_FAULTS = ("parity-local", "no-qempty", "qempty-early", "one-store", "no-drain")
+WSTP_ALSO = tuple(f for f in WST_FAULTS if f != "empty-always")  # persist arrives on every empty anyway
+
+
+def check_ws_schedule_persist(rng, runs=40):
+    """ws_schedule_tma with persist: a block taking one to five work tiles of 1 to 5 key
+    tiles each (fewer than the three stages and more), the last whole or partial, the
+    consumers' tiles seen as fa3w's (all; the causal diagonal's spread; one warpgroup's rows
+    past the sequence), drawn at random, each in `runs` random interleavings; and the
+    planted faults (WSTP_FAULTS and fa3wt's that apply, WSTP_ALSO), each of which must fail somewhere. Returns
+    (interleavings checked, the first failure or None, planted faults caught)."""
+    n = 0
+    caught = dict.fromkeys(WSTP_FAULTS + WSTP_ALSO, False)
+    for nwork in range(1, 6):
+        for _ in range(12):
+            work = []
+            for _ in range(nwork):
+                ntiles = int(rng.integers(1, 6))
+                spread = ((0, 0, 0), (2, 1, 0), (0, 0, None))[rng.integers(3)]
+                seen = tuple(0 if lg is None else max(ntiles - lg, 1) for lg in spread)
+                work.append((ntiles, bool(rng.integers(2)), seen))
+            boxes = 1 << int(rng.integers(3))
+            for _ in range(runs):
+                err = ws_schedule_tma(work, rng, boxes=boxes, persist=True)
+                n += 1
+                if err:
+                    return n, f"work tiles {work}, {boxes} boxes: {err}", 0
+            for pl in caught:
+                if not caught[pl]:
+                    for _ in range(runs):
+                        if ws_schedule_tma(work, rng, planted=pl, boxes=boxes, persist=True):
+                            caught[pl] = True
+                            break
+    for pl, c in caught.items():
+        if not c:
+            print(f"the persistent hand-over: the planted fault '{pl}' was not caught")
     return n, None, sum(caught.values())
 
 
@@ -1092,6 +1230,13 @@ def main():
               "before its readers released it, no deadlock, no arrival left")
     print(f"fa3wt's hand-over (mbarriers a stage, TMA and the cp.async last tile): {nwt} interleavings, "
           f"{wt_err or handed}; planted faults caught: {wcaught} of {len(WST_FAULTS)}")
+    npw, pw_err, pcaught = check_ws_schedule_persist(rng)
+    held_p = ("the stages one ring over the work tiles, Q in two buffers read only as landed, the output "
+              "staged in Q after every consumer's reads and copied out before Q's refill, no deadlock, "
+              "no arrival left")
+    nfaults = len(WSTP_FAULTS) + len(WSTP_ALSO)
+    print(f"a persistent fa3wt's hand-over (several work tiles a block; no kernel yet): {npw} interleavings, "
+          f"{pw_err or held_p}; planted faults caught: {pcaught} of {nfaults}")
     nt, tma_err, refused, tcaught = check_tma_placement(rng)
     placed = ("every key and dim of K and V where fa3_sw puts it and the descriptors read it, every box "
               "1024-byte aligned, the mbarrier armed with the bytes the copies write; the same with the "
@@ -1099,7 +1244,8 @@ def main():
     print(f"fa3wt's TMA placement (hd 64 and 128, block sizes 8 to 64): {nt} tiles, {tma_err or placed}; "
           f"block sizes 12 and 24 misplace: {refused} of 2; planted faults caught: {tcaught} of {len(TMA_FAULTS)}")
     ok = (worst <= 1e-12 and same and ws_err is None and ncaught == 3 and tma_err is None and refused == 2
-          and tcaught == len(TMA_FAULTS) and wt_err is None and wcaught == len(WST_FAULTS))
+          and tcaught == len(TMA_FAULTS) and wt_err is None and wcaught == len(WST_FAULTS)
+          and pw_err is None and pcaught == nfaults)
     print(f"worst {worst:.2e}, fa3p {'equal to' if same else 'NOT equal to'} fa3: {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1
 
