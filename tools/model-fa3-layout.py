@@ -929,37 +929,47 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
     return None
 
 
+def check_schedules(cases, faults, rng, runs, what, persist=False):
+    """ws_schedule_tma over cases ((work, boxes) each), each in `runs` random interleavings,
+    and each planted fault of faults on the cases until it fails somewhere. Returns
+    (interleavings checked, the first failure or None, planted faults caught); prints the
+    faults not caught (what: whose hand-over)."""
+    n = 0
+    caught = dict.fromkeys(faults, False)
+    for work, boxes in cases:
+        for _ in range(runs):
+            err = ws_schedule_tma(work, rng, boxes=boxes, persist=persist)
+            n += 1
+            if err:
+                return n, f"work tiles (key tiles, partial, seen) {work}, {boxes} boxes: {err}", 0
+        for pl in caught:
+            caught[pl] = caught[pl] or any(
+                ws_schedule_tma(work, rng, planted=pl, boxes=boxes, persist=persist) for _ in range(runs))
+    for pl, c in caught.items():
+        if not c:
+            print(f"{what}: the planted fault '{pl}' was not caught")
+    return n, None, sum(caught.values())
+
+
+def seen_of(ntiles, spread):
+    """The consumers' key tiles seen: all (0), the causal diagonal's spread (2, 1, 0 fewer),
+    or one warpgroup's rows past the sequence (None: none)."""
+    return tuple(0 if lg is None else max(ntiles - lg, 1) for lg in spread)
+
+
+SPREADS = ((0, 0, 0), (2, 1, 0), (0, 0, None))
+
+
 def check_ws_schedule_tma(rng, runs=60):
     """ws_schedule_tma over ntiles 1 to 8 (fewer than the three stages, as many, more than
     twice as many), the last tile whole (every tile by TMA) and partial (the last by
     cp.async), one to four boxes of K a tile (pages times 64-dim halves), the consumers' tiles
-    seen as fa3w's (all; the causal diagonal's spread; one warpgroup's rows past the
-    sequence). Each in `runs` random interleavings; and the planted faults, each of which
-    must fail somewhere. Returns (interleavings checked, the first failure or None, planted
-    faults caught)."""
-    n = 0
-    caught = dict.fromkeys(WST_FAULTS, False)
-    for ntiles in range(1, 9):
-        for partial in (False, True):
-            boxes = 1 << ((ntiles + partial) % 3)
-            for spread in ((0, 0, 0), (2, 1, 0), (0, 0, None)):
-                seen = tuple(0 if lg is None else max(ntiles - lg, 1) for lg in spread)
-                for _ in range(runs):
-                    err = ws_schedule_tma([(ntiles, partial, seen)], rng, boxes=boxes)
-                    n += 1
-                    if err:
-                        return n, (f"ntiles {ntiles}{', the last partial' if partial else ''}, {boxes} boxes, "
-                                   f"tiles seen {seen}: {err}"), 0
-                for pl in caught:
-                    if not caught[pl]:
-                        for _ in range(runs):
-                            if ws_schedule_tma([(ntiles, partial, seen)], rng, planted=pl, boxes=boxes):
-                                caught[pl] = True
-                                break
-    for pl, c in caught.items():
-        if not c:
-            print(f"fa3wt's hand-over: the planted fault '{pl}' was not caught")
-    return n, None, sum(caught.values())
+    seen as fa3w's (SPREADS). Each in `runs` random interleavings; and the planted faults,
+    each of which must fail somewhere. Returns (interleavings checked, the first failure or
+    None, planted faults caught)."""
+    cases = [([(ntiles, partial, seen_of(ntiles, spread))], 1 << ((ntiles + partial) % 3))
+             for ntiles in range(1, 9) for partial in (False, True) for spread in SPREADS]
+    return check_schedules(cases, WST_FAULTS, rng, runs, "fa3wt's hand-over")
 
 
 WSTP_FAULTS = ("parity-local", "no-qempty", "qempty-early", "one-store", "no-drain")
@@ -969,36 +979,19 @@ WSTP_ALSO = tuple(f for f in WST_FAULTS if f != "empty-always")  # persist arriv
 def check_ws_schedule_persist(rng, runs=40):
     """ws_schedule_tma with persist: a block taking one to five work tiles of 1 to 5 key
     tiles each (fewer than the three stages and more), the last whole or partial, the
-    consumers' tiles seen as fa3w's (all; the causal diagonal's spread; one warpgroup's rows
-    past the sequence), drawn at random, each in `runs` random interleavings; and the
-    planted faults (WSTP_FAULTS and fa3wt's that apply, WSTP_ALSO), each of which must fail somewhere. Returns
-    (interleavings checked, the first failure or None, planted faults caught)."""
-    n = 0
-    caught = dict.fromkeys(WSTP_FAULTS + WSTP_ALSO, False)
+    consumers' tiles seen as fa3w's (SPREADS), drawn at random, 12 blocks of each number of
+    work tiles, each in `runs` random interleavings; and the planted faults (WSTP_FAULTS and
+    fa3wt's that apply, WSTP_ALSO), each of which must fail somewhere. Returns (interleavings
+    checked, the first failure or None, planted faults caught)."""
+    cases = []
     for nwork in range(1, 6):
         for _ in range(12):
             work = []
             for _ in range(nwork):
                 ntiles = int(rng.integers(1, 6))
-                spread = ((0, 0, 0), (2, 1, 0), (0, 0, None))[rng.integers(3)]
-                seen = tuple(0 if lg is None else max(ntiles - lg, 1) for lg in spread)
-                work.append((ntiles, bool(rng.integers(2)), seen))
-            boxes = 1 << int(rng.integers(3))
-            for _ in range(runs):
-                err = ws_schedule_tma(work, rng, boxes=boxes, persist=True)
-                n += 1
-                if err:
-                    return n, f"work tiles {work}, {boxes} boxes: {err}", 0
-            for pl in caught:
-                if not caught[pl]:
-                    for _ in range(runs):
-                        if ws_schedule_tma(work, rng, planted=pl, boxes=boxes, persist=True):
-                            caught[pl] = True
-                            break
-    for pl, c in caught.items():
-        if not c:
-            print(f"the persistent hand-over: the planted fault '{pl}' was not caught")
-    return n, None, sum(caught.values())
+                work.append((ntiles, bool(rng.integers(2)), seen_of(ntiles, SPREADS[rng.integers(3)])))
+            cases.append((work, 1 << int(rng.integers(3))))
+    return check_schedules(cases, WSTP_FAULTS + WSTP_ALSO, rng, runs, "the persistent hand-over", persist=True)
 
 
 FA3W_BQ, FA3W_NS = 192, 3  # fa3w's (and fa3wt's) query rows a block and K/V stages
