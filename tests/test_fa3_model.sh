@@ -13,8 +13,9 @@
 # copies' bytes, the cp.async last tile) holds in random interleavings and catches five
 # planted faults; and the hand-over of a persistent fa3wt, not yet written (a block taking
 # several work tiles: the stages one ring over them, Q in two buffers, the output staged in
-# Q), holds in random interleavings and catches nine planted faults. Needs no GPU: the tests' Python (LR_PYTHON) or the
-# system's with numpy (tools/install-deps.sh installs it); skips (77) where neither has it.
+# Q), holds in random interleavings and catches ten planted faults. Needs no GPU: the
+# tests' Python (LR_PYTHON) or the system's with numpy (tools/install-deps.sh installs it);
+# skips (77) where neither has it.
 for PY in "${LR_PYTHON:-python3}" /usr/bin/python3; do
     if "$PY" -c 'import numpy' 2>/dev/null; then
         exec "$PY" "$(dirname "$0")/../tools/model-fa3-layout.py"

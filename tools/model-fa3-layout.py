@@ -699,12 +699,13 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
       P: for work tile j: (j >= 2) bar.sync qempty[j % 2]; every thread cp.async's its share
            of Q into buffer j % 2, wait_group 0, fence, bar.arrive qfull[j % 2]; then its key
            tiles as above, g for t; after the last work tile, bar.sync on the empty of the
-           last NS key tiles (the drain: the consumers arrive on every tile's empty)
+           last NS key tiles and on the qempty of the last two work tiles (the drains: the
+           consumers arrive on every tile's empty and every work tile's qempty, so that
+           neither side needs to know how many work tiles the block has)
       C: for work tile j: bar.sync qfull[j % 2]; its key tiles as above (reading Q and the
            stage), bar.arrive empty[g % NS] for every tile; bar.sync store (the consumers: all
-           their wgmmas done with Q); the output staged in Q buffer j % 2; bar.sync store;
-           the copy-out (every consumer reads every consumer's rows); (j + 2 < len(work))
-           bar.arrive qempty[j % 2]
+           their wgmmas done with Q); its rows of the output staged in Q buffer j % 2 and
+           copied out by the same warp (fa3_store); bar.arrive qempty[j % 2]
 
     The mbarrier as the PTX ISA has it: a phase number (from 0), a pending arrival count
     (the expected count, 1, at each phase's start) and a tx-count (0 there); arrive.expect_tx
@@ -733,7 +734,7 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
     persist's (WSTP_FAULTS): "parity-local" (the parity of the work tile's own t, not g),
     "no-qempty" (Q loaded without waiting for qempty), "qempty-early" (qempty arrived before
     the copy-out), "one-store" (the output staged after no store barrier), "no-drain" (the
-    producer leaves without its drain)."""
+    producer leaves without the stages' drain), "no-qdrain" (nor Q's)."""
     cons = [f"C{c}" for c in range(len(work[0][2]))]
     prods = [f"P{i}" for i in range(NP)]
     U = boxes * NP  # cells of K (and of V) a stage
@@ -850,6 +851,9 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
         if persist and planted != "no-drain":
             for g in range(max(total - NS, 0), total):
                 yield from sync(a, EMPTY + g % NS)
+        if persist and planted != "no-qdrain":
+            for j in range(max(len(work) - 2, 0), len(work)):
+                yield from sync(a, QEMPTY + j % 2)
 
     def read(a, g, j):  # a consumer's wgmmas read stage g % NS (and Q) between their issue and their wait
         st, b = g % NS, j % 2
@@ -896,19 +900,14 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
             if qreading[b]:
                 raise AssertionError(f"{a} stages work tile {j}'s output in Q buffer {b} while "
                                      f"{sorted(qreading[b])} read it")
-            staged[b].add(a)
-            yield True
-            yield from sync(a, STORE)
-            if staged[b] != set(cons) or any(cell != j for cell in qbuf[b]):
-                raise AssertionError(f"{a} copies out work tile {j} from buffer {b}: staged by {sorted(staged[b])}, "
-                                     f"Q cells {qbuf[b]}")
-            if planted == "qempty-early" and j + 2 < len(work):
+            staged[b].add(a)  # its warps' rows, each copied out by the warp that staged it
+            if planted == "qempty-early":
                 yield from arrive(a, QEMPTY + b)
             yield True  # the copy-out's reads
-            if staged[b] != set(cons) or qheld[b] != j:
+            if a not in staged[b] or qheld[b] != j:
                 raise AssertionError(f"buffer {b} refilled while {a} copies out work tile {j}")
             qdone[b].add(a)
-            if planted != "qempty-early" and j + 2 < len(work):
+            if planted != "qempty-early":
                 yield from arrive(a, QEMPTY + b)
 
     progs = {**{prods[i]: producer(i) for i in range(NP)}, **{cons[c]: consumer(c) for c in range(len(cons))}}
@@ -972,7 +971,7 @@ def check_ws_schedule_tma(rng, runs=60):
     return check_schedules(cases, WST_FAULTS, rng, runs, "fa3wt's hand-over")
 
 
-WSTP_FAULTS = ("parity-local", "no-qempty", "qempty-early", "one-store", "no-drain")
+WSTP_FAULTS = ("parity-local", "no-qempty", "qempty-early", "one-store", "no-drain", "no-qdrain")
 WSTP_ALSO = tuple(f for f in WST_FAULTS if f != "empty-always")  # persist arrives on every empty anyway
 
 
