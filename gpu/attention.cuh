@@ -61,6 +61,7 @@ int lr_gpu_attention_fa3p(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3w(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3wp(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3wt(const void *args, cudaStream_t s);
+int lr_gpu_attention_fa3wts(const void *args, cudaStream_t s);
 /* The default's prefill: fa3wt or fa3 (the same bits) by how many blocks the call makes
  * against the card's SMs (gpu/attention_fa3.cu). */
 int lr_gpu_attention_fa3_prefill(const void *args, cudaStream_t s);

@@ -1000,12 +1000,50 @@ static __device__ __forceinline__ void tma_load3(uint32_t dst, const CUtensorMap
  * tile NS on), each tile by TMA from its thread 0 but the one past the block's last whole
  * tile (cp.async from every thread, then thread 0's plain arrival); full: the stages'
  * mbarriers (8 bytes apart). */
+/* Key tile t of a block (b's kv head, block size and kmax; its block table) into the stage
+ * at kd, vd whose full mbarrier is bar: a whole tile (t < whole) by TMA from producer
+ * thread 0 (tid), a page and 64 dims a box; the last, keys past kmax among its rows, by
+ * fa3w's copies from every producer thread, then thread 0's plain arrival once every
+ * producer thread's copies landed (named barrier PBAR of the producer's 128). fa3wt's and
+ * fa3wts'. */
+template <typename E, int HD, int PBAR>
+static __device__ __forceinline__ void
+fa3_tma_tile(const fa3_block &b, const int32_t *table, const CUtensorMap *km, const CUtensorMap *vm,
+             const E *k_cache, const E *v_cache, int64_t nkv, int t, int tid, int pages, int whole,
+             uint32_t kd, uint32_t vd, uint32_t bar) {
+    constexpr int CH = HD / 8, TB = FA3_BN * HD * 2;
+    if (t < whole) {
+        if (tid == 0) {
+            mbar_arrive_tx(bar, 2 * TB);
+            for (int p = 0; p < pages; p++) {
+                const int row = table[t * pages + p] * b.bsz;
+#pragma unroll
+                for (int h = 0; h < HD / 64; h++) {
+                    const uint32_t o = (uint32_t)(h * FA3_BN * 128 + p * b.bsz * 128);
+                    tma_load3(kd + o, km, h * 64, (int)b.g, row, bar);
+                    tma_load3(vd + o, vm, h * 64, (int)b.g, row, bar);
+                }
+            }
+        }
+    } else { /* the last tile, keys past kmax among its rows: fa3w's copies */
+        const int c = tid % CH, j0 = tid / CH;
+        fa3_walk w = {kv_walk_at(table, b.bsz, t * FA3_BN + j0, nkv, HD, b.g, c * 8),
+                      kv_stride_of(128 / CH, b.bsz), fa3_sw<FA3_BN>(j0, c)};
+        fa3_fetch<E, HD, 128>(kd, vd, k_cache, v_cache, w, b.kmax);
+        cp_async_commit();
+        cp_async_wait<0>();
+        fence_proxy_async();
+        bar_sync_n(PBAR, 128); /* every producer thread's copies landed */
+        if (tid == 0) mbar_arrive(bar);
+    }
+}
+
 template <typename E, int HD, int BQ, int NS>
 static __device__ __forceinline__ void
 fa3_tma_produce(const fa3_block &b, const int32_t *table, const CUtensorMap *km, const CUtensorMap *vm,
                 const E *k_cache, const E *v_cache, int64_t nkv, int ntiles, uint32_t full) {
     typedef fa3_layout<HD, BQ, NS> Ly;
-    constexpr int NT = 2 * BQ + 128, CH = HD / 8;
+    constexpr int NT = 2 * BQ + 128;
     setmaxnreg_dec<FA3W_REG_PRODUCER>();
     static_assert(ws_store<NS>() + 1 < 16, "the producer's own named barrier after the store's");
     const int tid = threadIdx.x - 2 * BQ, pages = FA3_BN / b.bsz, whole = b.kmax / FA3_BN;
@@ -1013,30 +1051,8 @@ fa3_tma_produce(const fa3_block &b, const int32_t *table, const CUtensorMap *km,
         const int st = t % NS;
         const uint32_t kd = b.kbuf + st * Ly::TB, vd = b.vbuf + st * Ly::TB, bar = full + 8 * st;
         if (t >= NS) bar_sync_n(ws_empty<NS>(st), NT); /* tile t - NS read by all */
-        if (t < whole) {
-            if (tid == 0) {
-                mbar_arrive_tx(bar, 2 * Ly::TB);
-                for (int p = 0; p < pages; p++) {
-                    const int row = table[t * pages + p] * b.bsz;
-#pragma unroll
-                    for (int h = 0; h < HD / 64; h++) {
-                        const uint32_t o = (uint32_t)(h * FA3_BN * 128 + p * b.bsz * 128);
-                        tma_load3(kd + o, km, h * 64, (int)b.g, row, bar);
-                        tma_load3(vd + o, vm, h * 64, (int)b.g, row, bar);
-                    }
-                }
-            }
-        } else { /* the last tile, keys past kmax among its rows: fa3w's copies */
-            const int c = tid % CH, j0 = tid / CH;
-            fa3_walk w = {kv_walk_at(table, b.bsz, t * FA3_BN + j0, nkv, HD, b.g, c * 8),
-                          kv_stride_of(128 / CH, b.bsz), fa3_sw<FA3_BN>(j0, c)};
-            fa3_fetch<E, HD, 128>(kd, vd, k_cache, v_cache, w, b.kmax);
-            cp_async_commit();
-            cp_async_wait<0>();
-            fence_proxy_async();
-            bar_sync_n(ws_store<NS>() + 1, 128); /* every producer thread's copies landed */
-            if (tid == 0) mbar_arrive(bar);
-        }
+        fa3_tma_tile<E, HD, ws_store<NS>() + 1>(b, table, km, vm, k_cache, v_cache, nkv, t, tid, pages, whole,
+                                                kd, vd, bar);
     }
 }
 #endif
@@ -1092,6 +1108,193 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
 #endif
 }
 
+/* fa3wts: fa3wt made persistent, as FlashAttention-3's scheduler is. Run 39's wave model
+ * (docs/performance.md) put about 5.5 us of fixed cost on each fa3wt block, its launch, Q and
+ * first tiles' latency and its store, time its SM does no tile work, which the short
+ * prefills (8 x 512: 5.8 waves of blocks) pay most. Here the grid is one block an SM (at most
+ * the work tiles) and each block takes work tiles blockIdx.x, + gridDim.x, ... in fa3's
+ * order (heads fastest, the heaviest causal query tiles first); a work tile is what an
+ * fa3wt block takes, 192 query rows of one (sequence, head), and is computed with fa3wt's
+ * operations in fa3wt's order, so fa3's bits. The producer loads the next work tile's Q
+ * and first K/V tiles while the consumers finish the current one's last tiles and store:
+ *   - the K/V stages are one ring over all the block's key tiles (g counts them across its
+ *     work tiles: stage g % NS, mbarrier parity (g / NS) & 1);
+ *   - Q has two buffers (work tile j in buffer j % 2), each with a "full" and an "empty"
+ *     named barrier of the whole block; the producer's cp.async fill Q and its warps write
+ *     their rows' key counts (pm) before it arrives on qfull; the consumers take their
+ *     warpgroup's and the block's most keys from pm;
+ *   - the output is staged in its work tile's Q buffer (sized for fa3_store's padded rows),
+ *     since the stages may already hold the next work tile's copies: after the store
+ *     barrier of the consumers (every wgmma done with that Q), each warp stages and copies
+ *     out its rows, then every consumer arrives on the buffer's qempty;
+ *   - the consumers arrive on every key tile's empty and every work tile's qempty, and the
+ *     producer drains the last NS empties and the last two qempties, so that neither side
+ *     needs the block's count of work tiles.
+ * tools/model-fa3-layout.py's ws_schedule_tma with persist is this hand-over, in random
+ * interleavings, with ten planted faults it must catch. The block table's entries for the
+ * TMA's pages are copied to shared memory per Q buffer where they fit (FA3_TABLE_SMEM), by the
+ * producer after the buffer's qempty (when thread 0 has issued every copy of the work tile
+ * two before). Shared memory at head_dim 128: two Q buffers of 52 KB and three stages, 201
+ * KB. Written in session 33 without a GPU; not a default. */
+template <int HD> struct fa3wts_layout {
+    static constexpr uint32_t QS = (FA3W_BQ * (HD + 8) * 2 + 1023) / 1024 * 1024, TB = FA3_BN * HD * 2;
+    static constexpr size_t bytes = 2 * (size_t)QS + 2 * FA3W_NS * (size_t)TB + 1024;
+    static_assert(FA3W_BQ * HD * 2 <= QS, "Q in its buffer");
+    static_assert(bytes <= 220 * 1024, "within sm_90's shared memory per block, with the static arrays");
+};
+#ifdef FA3_DEVICE_CODE
+static_assert(2 * 4 * FA3_TABLE_SMEM <= 6 * 1024, "fa3wts: the tables' copies within the static room");
+/* The named barriers past fa3wt's (its empties, the store's, the producer's own): Q's. */
+template <int NS> static constexpr __device__ int ws_qfull(int b) { return ws_store<NS>() + 2 + b; }
+template <int NS> static constexpr __device__ int ws_qempty(int b) { return ws_store<NS>() + 4 + b; }
+static_assert(FA3W_NS * 2 + 7 < 16, "fa3wts: sixteen named barriers a block");
+
+/* Work tile i of the grid's (fa3_begin's order): false where its rows are past its sequence
+ * (every role skips it alike); else b's head, kv head, rows, table (every thread's). */
+static __device__ __forceinline__ bool fa3wts_item(fa3_block &b, int64_t i, const lr_gpu_attn_meta &m,
+                                                   int64_t nh, int64_t nkv, int64_t qtiles) {
+    const int64_t h = i % nh, rest = i / nh, seq = rest % m.num_seqs, tile = rest / m.num_seqs;
+    const int64_t row0 = (qtiles - 1 - tile) * FA3W_BQ, len = m.seq_len[seq];
+    if (row0 >= len) return false;
+    b.h = h, b.g = h / (nh / nkv), b.tok0 = m.seq_start[seq] + row0;
+    b.nrows = (int)(len - row0 < FA3W_BQ ? len - row0 : FA3W_BQ);
+    b.table = m.block_tables + seq * m.max_blocks;
+    return true;
+}
+#endif
+
+template <typename E, int HD>
+static __global__ void __launch_bounds__(FA3W_THREADS, 1)
+    attention_fa3wts_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
+                            lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int64_t qtiles,
+                            const __grid_constant__ CUtensorMap km, const __grid_constant__ CUtensorMap vm) {
+#ifdef FA3_DEVICE_CODE
+    typedef fa3wts_layout<HD> Ly;
+    constexpr int NS = FA3W_NS, BQ = FA3W_BQ, NT = FA3W_THREADS, CH = HD / 8, PBAR = ws_store<NS>() + 1;
+    extern __shared__ __align__(1024) unsigned char fa3_smem[];
+    __shared__ __align__(8) uint64_t full_s[NS];
+    __shared__ int
+        pm[2][4][2]; /* a Q buffer's work tile: the producer warps' most keys, rows 32w.. and 128 + 32w.. */
+    __shared__ int32_t table_s[2][FA3_TABLE_SMEM > 0 ? FA3_TABLE_SMEM : 1];
+    const int64_t items = nh * m.num_seqs * qtiles;
+    fa3_block b;
+    b.warp = threadIdx.x >> 5, b.wg = b.warp >> 2, b.lane = threadIdx.x & 31, b.tq = b.lane & 3;
+    b.bsz = (int)m.block_size;
+    b.raw = smem_u32(fa3_smem);
+    const uint32_t base = (b.raw + 1023u) & ~1023u, kst = base + 2 * Ly::QS, vst = kst + NS * Ly::TB;
+    const uint32_t full = smem_u32(full_s);
+    if (threadIdx.x == 0) {
+        for (int st = 0; st < NS; st++)
+            mbar_init(full + 8 * st, 1);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (b.wg == FA3W_CWGS) { /* the producer */
+        setmaxnreg_dec<FA3W_REG_PRODUCER>();
+        const int tid = threadIdx.x - 2 * BQ, w = tid >> 5, pages = FA3_BN / b.bsz;
+        int j = 0, g0 = 0;
+        for (int64_t i = blockIdx.x; i < items; i += gridDim.x) {
+            if (!fa3wts_item(b, i, m, nh, nkv, qtiles)) continue;
+            const int qb = j & 1;
+            const uint32_t qs = base + qb * Ly::QS;
+            if (j >= 2) bar_sync_n(ws_qempty<NS>(qb), NT); /* work tile j - 2 copied out, its copies issued */
+            for (int x = tid; x < BQ * CH; x += 128) {
+                const int r = x / CH, c = x % CH;
+                const E *src = r < b.nrows ? q + (b.tok0 + r) * ldq + b.h * HD + c * 8 : q;
+                cp_async16(qs + fa3_sw<BQ>(r, c), src, r < b.nrows ? 16 : 0);
+            }
+            cp_async_commit();
+            int ka = tid < b.nrows ? m.token_keys[b.tok0 + tid] : 0;
+            int kb = tid + 128 < b.nrows ? m.token_keys[b.tok0 + tid + 128] : 0;
+#pragma unroll
+            for (int o_ = 16; o_ > 0; o_ >>= 1) {
+                ka = max(ka, __shfl_xor_sync(0xffffffffu, ka, o_));
+                kb = max(kb, __shfl_xor_sync(0xffffffffu, kb, o_));
+            }
+            if (b.lane == 0) pm[qb][w][0] = ka, pm[qb][w][1] = kb;
+            bar_sync_n(PBAR, 128); /* pm */
+            b.kmax = 0;
+#pragma unroll
+            for (int v = 0; v < 8; v++)
+                b.kmax = max(b.kmax, pm[qb][v >> 1][v & 1]);
+            const int32_t *table = b.table;
+#if FA3_TABLE_SMEM > 0
+            const int nblk = b.kmax > 0 ? (b.kmax - 1) / b.bsz + 1 : 0;
+            if (nblk <= FA3_TABLE_SMEM) {
+                for (int e = tid; e < nblk; e += 128)
+                    table_s[qb][e] = b.table[e];
+                table = table_s[qb];
+            }
+#endif
+            cp_async_wait<0>();
+            fence_proxy_async();
+            bar_sync_n(PBAR, 128);              /* the table's copy, every thread's Q landed */
+            bar_arrive_n(ws_qfull<NS>(qb), NT); /* Q and pm to the consumers */
+            const int ntiles = b.kmax / FA3_BN + (b.kmax % FA3_BN != 0), whole = b.kmax / FA3_BN;
+            for (int t = 0; t < ntiles; t++) {
+                const int gt = g0 + t, st = gt % NS;
+                if (gt >= NS) bar_sync_n(ws_empty<NS>(st), NT); /* key tile gt - NS read by all */
+                fa3_tma_tile<E, HD, PBAR>(b, table, &km, &vm, k_cache, v_cache, nkv, t, tid, pages, whole,
+                                          kst + st * Ly::TB, vst + st * Ly::TB, full + 8 * st);
+            }
+            g0 += ntiles, j++;
+        }
+        for (int gt = max(g0 - NS, 0); gt < g0; gt++) /* the drains: the consumers arrive on every one */
+            bar_sync_n(ws_empty<NS>(gt % NS), NT);
+        for (int x = max(j - 2, 0); x < j; x++)
+            bar_sync_n(ws_qempty<NS>(x & 1), NT);
+        return;
+    }
+
+    setmaxnreg_inc<FA3W_REG_CONSUMER>();
+    const float sl2 = scale * 1.4426950408889634f;
+    b.ra = b.warp * 16 + (b.lane >> 2), b.rb = b.ra + 8;
+    int j = 0, g0 = 0;
+    for (int64_t i = blockIdx.x; i < items; i += gridDim.x) {
+        if (!fa3wts_item(b, i, m, nh, nkv, qtiles)) continue;
+        const int qb = j & 1;
+        const uint32_t qs = base + qb * Ly::QS;
+        b.nka = b.ra < b.nrows ? m.token_keys[b.tok0 + b.ra] : 0;
+        b.nkb = b.rb < b.nrows ? m.token_keys[b.tok0 + b.rb] : 0;
+        int wmin = min(b.nka, b.nkb);
+#pragma unroll
+        for (int o_ = 16; o_ > 0; o_ >>= 1)
+            wmin = min(wmin, __shfl_xor_sync(0xffffffffu, wmin, o_));
+        b.wmin = wmin;
+        bar_sync_n(ws_qfull<NS>(qb), NT);
+        /* the warpgroup's rows: producer warps 0-1's first (WG 0), 2-3's first (WG 1), 0-1's second (WG 2) */
+        const int pw = b.wg == 1 ? 2 : 0, pr = b.wg == 2 ? 1 : 0;
+        b.wgmax = max(pm[qb][pw][pr], pm[qb][pw + 1][pr]);
+        b.kmax = 0;
+#pragma unroll
+        for (int v = 0; v < 8; v++)
+            b.kmax = max(b.kmax, pm[qb][v >> 1][v & 1]);
+        const int ntiles = b.kmax / FA3_BN + (b.kmax % FA3_BN != 0);
+        float o[HD / 2]; /* as fa3wt's */
+#pragma unroll
+        for (int x = 0; x < HD / 2; x++)
+            o[x] = 0.0f;
+        float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
+        const uint64_t dq = fa3_desc(qs + b.wg * 64 * 128, 16, 1024);
+        for (int t = 0; t < ntiles; t++) {
+            const int gt = g0 + t, st = gt % NS, k0 = t * FA3_BN;
+            mbar_wait(full + 8 * st, (uint32_t)(gt / NS) & 1u); /* the stage's (gt / NS)-th fill */
+            if (k0 < b.wgmax)
+                fa3_tile<E, HD, BQ>(o, ma, mb, la, lb, b, k0, sl2, dq, kst + st * Ly::TB, vst + st * Ly::TB);
+            bar_arrive_n(ws_empty<NS>(st), NT);
+        }
+        bar_sync_n(ws_store<NS>(), 128 * FA3W_CWGS); /* every consumer's wgmmas are done with this Q */
+        b.kbuf = qs;                                 /* fa3_store stages its rows at b.kbuf: in Q's buffer */
+        fa3_store<E, HD>(ctx, ldc, b, o, la, lb, fa3_smem);
+        bar_arrive_n(ws_qempty<NS>(qb), NT);
+        g0 += ntiles, j++;
+    }
+#else
+    __trap();
+#endif
+}
+
 /* Whether this build has fa3's sm_90a kernel (LR_FA3_WGMMA, set by the makefile when it
  * compiles this file for sm_90a) and the current device can run it (an sm_90a image runs
  * on compute capability 9.0 alone); asked once per device. */
@@ -1128,8 +1331,12 @@ extern "C" bool lr_gpu_attention_fa3_native(bool *built) {
     return fa3_runs_here((const void *)attention_fa3_kernel<__nv_bfloat16, 128>);
 }
 
-/* The kernels of this file: fa3's, fa3p's, fa3w's, fa3wp's, fa3wt's. */
-enum fa3_kind { FA3_PLAIN, FA3_PIPELINED, FA3_WS, FA3_WSP, FA3_WST };
+/* The kernels of this file: fa3's, fa3p's, fa3w's, fa3wp's, fa3wt's, fa3wts'. */
+enum fa3_kind { FA3_PLAIN, FA3_PIPELINED, FA3_WS, FA3_WSP, FA3_WST, FA3_WSTS };
+
+/* fa3wts' grid at most this many blocks where > 0 (lr_gpu_attention_fa3wts_grid_set). */
+static int fa3wts_grid;
+extern "C" void lr_gpu_attention_fa3wts_grid_set(int blocks) { fa3wts_grid = blocks > 0 ? blocks : 0; }
 
 /* Each kind's query rows a block, threads and K/V stages. */
 template <fa3_kind K> struct fa3_shape {
@@ -1139,6 +1346,9 @@ template <> struct fa3_shape<FA3_WS> {
     static constexpr int BQ = FA3W_BQ, THREADS = FA3W_THREADS, NS = FA3W_NS;
 };
 template <> struct fa3_shape<FA3_WST> { /* fa3w's block */
+    static constexpr int BQ = FA3W_BQ, THREADS = FA3W_THREADS, NS = FA3W_NS;
+};
+template <> struct fa3_shape<FA3_WSTS> { /* fa3w's block, persistent */
     static constexpr int BQ = FA3W_BQ, THREADS = FA3W_THREADS, NS = FA3W_NS;
 };
 template <> struct fa3_shape<FA3_WSP> {
@@ -1204,8 +1414,8 @@ static int fa3_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
     typedef fa3_shape<K> Sh;
     const lr_gpu_attn_meta *m = &a->meta;
     auto kernel = K == FA3_WSP ? attention_fa3wp_kernel<E, HD>
-                  : K == FA3_WS || K == FA3_WST
-                      ? attention_fa3w_kernel<E, HD> /* fa3wt's: fa3w's where it cannot */
+                  : K == FA3_WS || K == FA3_WST || K == FA3_WSTS
+                      ? attention_fa3w_kernel<E, HD> /* fa3wt's and fa3wts': fa3w's where they cannot */
                   : K == FA3_PIPELINED ? attention_fa3p_kernel<E, HD>
                                        : attention_fa3_kernel<E, HD>;
     constexpr int bq = Sh::BQ, threads = Sh::THREADS;
@@ -1215,14 +1425,20 @@ static int fa3_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
         return lr_gpu_attention_fa2(a, s);
     size_t smem = fa3_layout<HD, Sh::BQ, Sh::NS>::bytes;
     unsigned int grid = (unsigned int)(a->nh * m->num_seqs * qtiles);
-    if constexpr (K == FA3_WST) { /* whole pages a tile, each on a multiple of 8 rows; else fa3w */
+    if constexpr (K == FA3_WST ||
+                  K == FA3_WSTS) { /* whole pages a tile, each on a multiple of 8 rows; else fa3w */
         CUtensorMap km, vm;
         if (m->block_size % 8 != 0 || FA3_BN % m->block_size != 0 ||
             !fa3_tensor_map<E>(&km, a->k_cache, a->nkv, HD, m->block_size) ||
             !fa3_tensor_map<E>(&vm, a->v_cache, a->nkv, HD, m->block_size))
             return fa3_launch<E, HD, FA3_WS>(a, s);
-        auto tma = attention_fa3wt_kernel<E, HD>;
+        auto tma = K == FA3_WST ? attention_fa3wt_kernel<E, HD> : attention_fa3wts_kernel<E, HD>;
         if (!fa3_runs_here((const void *)tma)) return lr_gpu_attention_fa2(a, s);
+        if constexpr (K == FA3_WSTS) { /* a block an SM, each taking the work tiles a grid apart */
+            const int most = fa3wts_grid > 0 ? fa3wts_grid : lr_gpu_sm_count();
+            smem = fa3wts_layout<HD>::bytes;
+            if (most > 0 && grid > (unsigned int)most) grid = (unsigned int)most;
+        }
         CUDA_CHECK(cudaFuncSetAttribute(tma, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         tma<<<grid, threads, smem, s>>>((E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache,
                                         (const E *)a->v_cache, *m, a->nh, a->nkv, a->scale, qtiles, km, vm);
@@ -1258,6 +1474,9 @@ template <typename E> static int attention_fa3wp(const lr_gpu_attention_args *a,
 template <typename E> static int attention_fa3wt(const lr_gpu_attention_args *a, cudaStream_t s) {
     return attention_fa3_t<E, FA3_WST>(a, s);
 }
+template <typename E> static int attention_fa3wts(const lr_gpu_attention_args *a, cudaStream_t s) {
+    return attention_fa3_t<E, FA3_WSTS>(a, s);
+}
 
 /* The default's prefill (fdt's and fdtc's hand-off): fa3wt where its grid, one 192-row
  * block an SM, is at most FA3WT_MAX_WAVES times the card's SMs and the block size is one its
@@ -1282,3 +1501,4 @@ ATTN_LAUNCHER(lr_gpu_attention_fa3p, attention_fa3p)
 ATTN_LAUNCHER(lr_gpu_attention_fa3w, attention_fa3w)
 ATTN_LAUNCHER(lr_gpu_attention_fa3wp, attention_fa3wp)
 ATTN_LAUNCHER(lr_gpu_attention_fa3wt, attention_fa3wt)
+ATTN_LAUNCHER(lr_gpu_attention_fa3wts, attention_fa3wts)

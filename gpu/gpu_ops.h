@@ -268,6 +268,12 @@ void lr_gpu_qkv_fuse_set(int on);
 bool lr_gpu_norm_fuse(void);
 void lr_gpu_norm_fuse_set(int on);
 
+/* Attention fa3wts' grid (gpu/attention_fa3.cu): at most `blocks` blocks, each taking the work
+ * tiles that many apart, where blocks > 0 (a test's lever: every block then takes many work
+ * tiles of a batch of any size, the skipped ones of shorter sequences among them); 0 (the
+ * default): one block an SM. It changes no bit. */
+void lr_gpu_attention_fa3wts_grid_set(int blocks);
+
 /* The current device's compute capability (major) and multiprocessor count, asked once
  * a device; 0 where the runtime cannot say. (util.cu) */
 int lr_gpu_cc_major(void);

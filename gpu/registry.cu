@@ -42,6 +42,7 @@ int lr_gpu_attention_fa3p(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3w(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3wp(const void *args, cudaStream_t s);
 int lr_gpu_attention_fa3wt(const void *args, cudaStream_t s);
+int lr_gpu_attention_fa3wts(const void *args, cudaStream_t s);
 int lr_gpu_attention_fd(const void *args, cudaStream_t s);
 int lr_gpu_attention_fdt(const void *args, cudaStream_t s);
 int lr_gpu_attention_fdtc(const void *args, cudaStream_t s);
@@ -181,6 +182,13 @@ static const lr_gpu_kernel builtin[] = {
       "past the block's keys by cp.async); block sizes 8, 16, 32, 64; else fa3w's, else fa2",
       false, ALL, ROUNDS_P},
      lr_gpu_attention_fa3wt},
+    {{FAM(ATTENTION), "fa3wts",
+      "prefill as fa3 (the same bits), fa3wt made persistent: a block an SM taking fa3wt's work "
+      "tiles a grid apart, the next one's Q (two buffers) and first K/V tiles (one ring over the "
+      "block's key tiles) loaded under the current one's last tiles and store; block sizes 8, 16, "
+      "32, 64; else fa3w's, else fa2",
+      false, ALL, ROUNDS_P},
+     lr_gpu_attention_fa3wts},
     {{FAM(ATTENTION), "tc",
       "decode: one block per (sequence, kv head, key chunk), the group's query heads "
       "together, chunks merged; prefill (bf16/f16, head_dim 64/128): wmma tensor-core "

@@ -11,9 +11,8 @@
 # descriptors have it at block sizes 8 to 64, misplace keys at 12 and 24 (which its launcher
 # refuses), and catch five planted faults; fa3wt's hand-over (an mbarrier a stage, the
 # copies' bytes, the cp.async last tile) holds in random interleavings and catches five
-# planted faults; and the hand-over of a persistent fa3wt, not yet written (a block taking
-# several work tiles: the stages one ring over them, Q in two buffers, the output staged in
-# Q), holds in random interleavings and catches ten planted faults. Needs no GPU: the
+# planted faults; and fa3wts' hand-over (fa3wt persistent: a block taking several work
+# tiles, the stages one ring over them, Q in two buffers, the output staged in Q) holds in random interleavings and catches ten planted faults. Needs no GPU: the
 # tests' Python (LR_PYTHON) or the system's with numpy (tools/install-deps.sh installs it);
 # skips (77) where neither has it.
 for PY in "${LR_PYTHON:-python3}" /usr/bin/python3; do

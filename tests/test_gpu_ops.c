@@ -393,13 +393,13 @@ END_TEST
  * side on any card of fewer than 512 SMs: fa3wt one sequence of 300 tokens (16 blocks) and
  * Llama-3-8B's 1 x 2048 where the card has at least 118 SMs (352 blocks), fa3 24 sequences
  * of 64 tokens at 64 heads (1536 blocks) and block size 12 (not one fa3wt copies). */
+static const char *const block_sizes[] = {"heads=8,kv=2,hd=128,len=300,bs=8",
+                                          "heads=8,kv=1,hd=64,past=37,len=200,seqs=2,bs=32",
+                                          "heads=4,kv=4,hd=128,past=100,len=170,seqs=2,bs=64",
+                                          "heads=8,kv=2,hd=64,len=300,bs=12",
+                                          "heads=8,kv=2,hd=128,past=20,len=250,bs=24",
+                                          NULL};
 START_TEST(test_fa3w_is_fa3) {
-    static const char *const block_sizes[] = {"heads=8,kv=2,hd=128,len=300,bs=8",
-                                              "heads=8,kv=1,hd=64,past=37,len=200,seqs=2,bs=32",
-                                              "heads=4,kv=4,hd=128,past=100,len=170,seqs=2,bs=64",
-                                              "heads=8,kv=2,hd=64,len=300,bs=12",
-                                              "heads=8,kv=2,hd=128,past=20,len=250,bs=24",
-                                              NULL};
     static const char *const by_blocks[] = {"heads=8,kv=2,hd=128,len=300", "heads=32,kv=8,hd=128,len=2048",
                                             "heads=64,kv=8,hd=64,len=64,seqs=24",
                                             "heads=8,kv=2,hd=64,past=30,len=100,bs=12", NULL};
@@ -411,6 +411,22 @@ START_TEST(test_fa3w_is_fa3) {
     const lr_opsweep_target t = {
         .family = "attention", .name = names[v], .attention = is_fa3, .rounds_p_like = "fa3"};
     sweep_same_bits(&t, set, v == 2 ? block_sizes : by_blocks, NULL, whats[v]);
+}
+END_TEST
+
+/* fa3wts' bits are fa3's (its work tiles are fa3wt's, computed alike): loops 0-3 the
+ * fixtures' and Llama-3-8B's shapes at its own grid (a block an SM: one or two work tiles a
+ * block on the fixtures' shapes, up to three at Llama-3-8B's 1 x 2048 on 132 SMs), 4-5 block_sizes (fa3wt's:
+ * the TMA's block sizes and two it refuses), 6-9 the fixtures' and Llama-3-8B's shapes with the grid capped
+ * at 3 blocks, so that every block takes many work tiles: the Q buffers and the ring of stages wrap many
+ * times, and the mixed batches' shorter sequences leave work tiles that every role skips alike. */
+START_TEST(test_fa3wts_is_fa3) {
+    const lr_opsweep_target t = {
+        .family = "attention", .name = "fa3wts-is-fa3", .attention = is_fa3, .rounds_p_like = "fa3"};
+    lr_gpu_attention_fa3wts_grid_set(_i >= 6 ? 3 : 0);
+    sweep_same_bits(&t, _i < 6 ? _i : _i - 6, block_sizes, NULL,
+                    _i >= 6 ? "attention fa3wts (3 blocks) against fa3" : "attention fa3wts against fa3");
+    lr_gpu_attention_fa3wts_grid_set(0);
 }
 END_TEST
 
@@ -1315,6 +1331,10 @@ int main(void) {
     tc = tcase_create("fa3w");
     tcase_set_timeout(tc, 600);
     tcase_add_loop_test(tc, test_fa3w_is_fa3, 0, 16);
+    suite_add_tcase(ops, tc);
+    tc = tcase_create("fa3wts"); /* a case of its own (CK_RUN_CASE=fa3wts) */
+    tcase_set_timeout(tc, 600);
+    tcase_add_loop_test(tc, test_fa3wts_is_fa3, 0, 10);
     suite_add_tcase(ops, tc);
     int failed = tu_gpu_run_suite(ops);
     if (failed) printf("test_gpu_ops: %d failed; seed %llu\n", failed, (unsigned long long)g_seed);

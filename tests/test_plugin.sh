@@ -47,10 +47,10 @@ V='[dict(v, family=f["name"]) for f in d["families"] for v in f["variants"]]'
 expect 0 "ops --list --plugin" -- "$LD" ops --list --plugin "$TMP/good.so" --json
 json_ok '[(v["family"], v["name"], v["plugin"], v["dtypes"], v["rounds_p"]) for v in '"$V"' if v["plugin"]] == [("rmsnorm", "tiny-norm", "tiny", ["F32", "F16", "BF16"], False), ("rmsnorm", "tiny-bf16", "tiny", ["BF16"], False), ("rmsnorm", "tiny-mark", "tiny", ["F32"], False), ("rmsnorm", "tiny-fail", "tiny", ["F32"], False), ("attention", "tiny-attn", "tiny", ["F32", "F16", "BF16"], True)]'
 json_ok 'all(v["source"].endswith("good.so") for v in '"$V"' if v["plugin"]) and d["plugins"][0].endswith("good.so")'
-json_ok '[v["name"] for v in '"$V"' if v["rounds_p"] and not v["plugin"]] == ["fa2", "fa3", "fa3p", "fa3w", "fa3wp", "fa3wt", "tc", "fd", "fdt", "fdtc"]'
+json_ok '[v["name"] for v in '"$V"' if v["rounds_p"] and not v["plugin"]] == ["fa2", "fa3", "fa3p", "fa3w", "fa3wp", "fa3wt", "fa3wts", "tc", "fd", "fdt", "fdtc"]'
 # The rounding map follows each declaration (in-tree: LR_ATTN_ROUNDING_MAP; the plugin's:
 # entered when it loads), so the emulated reference rounds P where the kernel does.
-json_ok 'all(v["emulated_rounds_p"] == v["rounds_p"] for v in '"$V"') and [v["name"] for v in '"$V"' if v["emulated_rounds_p"]] == ["fa2", "fa3", "fa3p", "fa3w", "fa3wp", "fa3wt", "tc", "fd", "fdt", "fdtc", "tiny-attn"]'
+json_ok 'all(v["emulated_rounds_p"] == v["rounds_p"] for v in '"$V"') and [v["name"] for v in '"$V"' if v["emulated_rounds_p"]] == ["fa2", "fa3", "fa3p", "fa3w", "fa3wp", "fa3wt", "fa3wts", "tc", "fd", "fdt", "fdtc", "tiny-attn"]'
 expect 0 "ops --list --plugin (text)" -- "$LD" ops --list --plugin "$TMP/good.so"
 grep -q "^ *tiny-norm .*plugin tiny (.*good.so)" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: the listing lacks tiny-norm"; }
 grep -q "^ *tiny-attn .*P rounded" "$TMP/out" && pass=$((pass + 1)) || { fail=$((fail + 1)); echo "FAIL: tiny-attn not listed as rounding P"; }

@@ -688,9 +688,9 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
            t < tiles_seen[c]; (t + NS < ntiles) bar.arrive empty[t % NS]
          then bar.sync among the consumers (the store's), the output staged in the stages.
 
-    persist: the persistent kernel's hand-over (a block an SM taking several work tiles, the
-    next one's Q and first K/V tiles loaded under the current one's last tiles and store;
-    written here before its kernel). The stages are one ring over all the block's key tiles
+    persist: fa3wts' hand-over (attention_fa3wts_kernel: fa3wt made persistent, a block an SM
+    taking several work tiles, the next one's Q and first K/V tiles loaded under the current
+    one's last tiles and store; modelled here before the kernel was written). The stages are one ring over all the block's key tiles
     (g counts them across work tiles: stage g % NS, parity (g / NS) & 1), Q has two buffers,
     each with a "full" and an "empty" named barrier of the whole block, and the output is
     staged in its work tile's Q buffer, not in the stages (which may hold the next work
@@ -1227,7 +1227,7 @@ def main():
               "staged in Q after every consumer's reads and copied out before Q's refill, no deadlock, "
               "no arrival left")
     nfaults = len(WSTP_FAULTS) + len(WSTP_ALSO)
-    print(f"a persistent fa3wt's hand-over (several work tiles a block; no kernel yet): {npw} interleavings, "
+    print(f"fa3wts' hand-over (fa3wt persistent: several work tiles a block): {npw} interleavings, "
           f"{pw_err or held_p}; planted faults caught: {pcaught} of {nfaults}")
     nt, tma_err, refused, tcaught = check_tma_placement(rng)
     placed = ("every key and dim of K and V where fa3_sw puts it and the descriptors read it, every box "

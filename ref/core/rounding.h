@@ -84,6 +84,7 @@ lr_dtype lr_buf_dtype(lr_buf b, lr_dtype compute);
     X("fa3w", true)    /* fa3's prefill, warp-specialised (the same bits); else fa2 */                       \
     X("fa3wp", true)   /* fa3p's warpgroups fed by fa3w's producer (the same bits); else fa2 */              \
     X("fa3wt", true)   /* fa3w, its producer's K/V tiles copied by TMA (the same bits); else fa3w, fa2 */    \
+    X("fa3wts", true)  /* fa3wt, persistent: a block an SM over its work tiles (the same bits) */            \
     X("tc", true)      /* wmma prefill; split-key decode in float32; else flash */                           \
     X("fd", true)      /* fa3's prefill (or fa2's); split-key decode in float32 */                           \
     X("fdt", true)     /* fa3's prefill (or fa2's); split-key decode, P as two 16-bit terms */               \
