@@ -996,10 +996,6 @@ static __device__ __forceinline__ void tma_load3(uint32_t dst, const CUtensorMap
                  : "memory");
 }
 
-/* fa3wt's producer warpgroup: fa3_ws_produce's schedule (bar.sync on a stage's "empty" from
- * tile NS on), each tile by TMA from its thread 0 but the one past the block's last whole
- * tile (cp.async from every thread, then thread 0's plain arrival); full: the stages'
- * mbarriers (8 bytes apart). */
 /* Key tile t of a block (b's kv head, block size and kmax; its block table) into the stage
  * at kd, vd whose full mbarrier is bar: a whole tile (t < whole) by TMA from producer
  * thread 0 (tid), a page and 64 dims a box; the last, keys past kmax among its rows, by
@@ -1038,6 +1034,10 @@ fa3_tma_tile(const fa3_block &b, const int32_t *table, const CUtensorMap *km, co
     }
 }
 
+/* fa3wt's producer warpgroup: fa3_ws_produce's schedule (bar.sync on a stage's "empty" from
+ * tile NS on), each tile by TMA from its thread 0 but the one past the block's last whole
+ * tile (cp.async from every thread, then thread 0's plain arrival); full: the stages'
+ * mbarriers (8 bytes apart). */
 template <typename E, int HD, int BQ, int NS>
 static __device__ __forceinline__ void
 fa3_tma_produce(const fa3_block &b, const int32_t *table, const CUtensorMap *km, const CUtensorMap *vm,
@@ -1161,6 +1161,16 @@ static __device__ __forceinline__ bool fa3wts_item(fa3_block &b, int64_t i, cons
     b.table = m.block_tables + seq * m.max_blocks;
     return true;
 }
+
+/* The most keys any row of the work tile sees, from its Q buffer's pm (every producer warp's
+ * two row ranges). */
+static __device__ __forceinline__ int fa3wts_kmax(const int (&pm)[4][2]) {
+    int k = 0;
+#pragma unroll
+    for (int v = 0; v < 8; v++)
+        k = max(k, pm[v >> 1][v & 1]);
+    return k;
+}
 #endif
 
 template <typename E, int HD>
@@ -1214,10 +1224,7 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
             }
             if (b.lane == 0) pm[qb][w][0] = ka, pm[qb][w][1] = kb;
             bar_sync_n(PBAR, 128); /* pm */
-            b.kmax = 0;
-#pragma unroll
-            for (int v = 0; v < 8; v++)
-                b.kmax = max(b.kmax, pm[qb][v >> 1][v & 1]);
+            b.kmax = fa3wts_kmax(pm[qb]);
             const int32_t *table = b.table;
 #if FA3_TABLE_SMEM > 0
             const int nblk = b.kmax > 0 ? (b.kmax - 1) / b.bsz + 1 : 0;
@@ -1266,10 +1273,7 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
         /* the warpgroup's rows: producer warps 0-1's first (WG 0), 2-3's first (WG 1), 0-1's second (WG 2) */
         const int pw = b.wg == 1 ? 2 : 0, pr = b.wg == 2 ? 1 : 0;
         b.wgmax = max(pm[qb][pw][pr], pm[qb][pw + 1][pr]);
-        b.kmax = 0;
-#pragma unroll
-        for (int v = 0; v < 8; v++)
-            b.kmax = max(b.kmax, pm[qb][v >> 1][v & 1]);
+        b.kmax = fa3wts_kmax(pm[qb]);
         const int ntiles = b.kmax / FA3_BN + (b.kmax % FA3_BN != 0);
         float o[HD / 2]; /* as fa3wt's */
 #pragma unroll
@@ -1333,6 +1337,11 @@ extern "C" bool lr_gpu_attention_fa3_native(bool *built) {
 
 /* The kernels of this file: fa3's, fa3p's, fa3w's, fa3wp's, fa3wt's, fa3wts'. */
 enum fa3_kind { FA3_PLAIN, FA3_PIPELINED, FA3_WS, FA3_WSP, FA3_WST, FA3_WSTS };
+
+/* Whether fa3wt's (and fa3wts') TMA copies pages of this block size: whole pages a tile of
+ * FA3_BN keys, each starting on a multiple of 8 rows (tools/model-fa3-layout.py's
+ * check_tma_placement). */
+static bool fa3_tma_pages(int64_t bsz) { return bsz > 0 && bsz % 8 == 0 && FA3_BN % bsz == 0; }
 
 /* fa3wts' grid at most this many blocks where > 0 (lr_gpu_attention_fa3wts_grid_set). */
 static int fa3wts_grid;
@@ -1428,8 +1437,7 @@ static int fa3_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
     if constexpr (K == FA3_WST ||
                   K == FA3_WSTS) { /* whole pages a tile, each on a multiple of 8 rows; else fa3w */
         CUtensorMap km, vm;
-        if (m->block_size % 8 != 0 || FA3_BN % m->block_size != 0 ||
-            !fa3_tensor_map<E>(&km, a->k_cache, a->nkv, HD, m->block_size) ||
+        if (!fa3_tma_pages(m->block_size) || !fa3_tensor_map<E>(&km, a->k_cache, a->nkv, HD, m->block_size) ||
             !fa3_tensor_map<E>(&vm, a->v_cache, a->nkv, HD, m->block_size))
             return fa3_launch<E, HD, FA3_WS>(a, s);
         auto tma = K == FA3_WST ? attention_fa3wt_kernel<E, HD> : attention_fa3wts_kernel<E, HD>;
@@ -1490,8 +1498,8 @@ template <typename E> static int attention_fa3wts(const lr_gpu_attention_args *a
 template <typename E> static int attention_fa3_prefill(const lr_gpu_attention_args *a, cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;
     const int64_t blocks = a->nh * m->num_seqs * ((m->max_seq_len + FA3W_BQ - 1) / FA3W_BQ);
-    const bool tma_pages = m->block_size > 0 && m->block_size % 8 == 0 && FA3_BN % m->block_size == 0;
-    if (tma_pages && blocks <= (int64_t)FA3WT_MAX_WAVES * lr_gpu_sm_count()) return attention_fa3wt<E>(a, s);
+    if (fa3_tma_pages(m->block_size) && blocks <= (int64_t)FA3WT_MAX_WAVES * lr_gpu_sm_count())
+        return attention_fa3wt<E>(a, s);
     return attention_fa3<E>(a, s);
 }
 

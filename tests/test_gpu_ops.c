@@ -416,10 +416,11 @@ END_TEST
 
 /* fa3wts' bits are fa3's (its work tiles are fa3wt's, computed alike): loops 0-3 the
  * fixtures' and Llama-3-8B's shapes at its own grid (a block an SM: one or two work tiles a
- * block on the fixtures' shapes, up to three at Llama-3-8B's 1 x 2048 on 132 SMs), 4-5 block_sizes (fa3wt's:
- * the TMA's block sizes and two it refuses), 6-9 the fixtures' and Llama-3-8B's shapes with the grid capped
- * at 3 blocks, so that every block takes many work tiles: the Q buffers and the ring of stages wrap many
- * times, and the mixed batches' shorter sequences leave work tiles that every role skips alike. */
+ * block on the fixtures' shapes, up to three at Llama-3-8B's 1 x 2048 on 132 SMs), 4-5
+ * block_sizes (fa3wt's: the TMA's block sizes and two it refuses), 6-9 the fixtures' and
+ * Llama-3-8B's shapes with the grid capped at 3 blocks, so that every block takes many work
+ * tiles: the Q buffers and the ring of stages wrap many times, and the mixed batches'
+ * shorter sequences leave work tiles that every role skips alike. */
 START_TEST(test_fa3wts_is_fa3) {
     const lr_opsweep_target t = {
         .family = "attention", .name = "fa3wts-is-fa3", .attention = is_fa3, .rounds_p_like = "fa3"};
