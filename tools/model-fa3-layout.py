@@ -690,8 +690,9 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
 
     persist: fa3wts' hand-over (attention_fa3wts_kernel: fa3wt made persistent, a block an SM
     taking several work tiles, the next one's Q and first K/V tiles loaded under the current
-    one's last tiles and store; modelled here before the kernel was written). The stages are one ring over all the block's key tiles
-    (g counts them across work tiles: stage g % NS, parity (g / NS) & 1), Q has two buffers,
+    one's last tiles and store; modelled here before the kernel was written). The stages
+    are one ring over all the block's key tiles (g counts them across work tiles: stage
+    g % NS, parity (g / NS) & 1), Q has two buffers,
     each with a "full" and an "empty" named barrier of the whole block, and the output is
     staged in its work tile's Q buffer, not in the stages (which may hold the next work
     tile's copies):
@@ -725,8 +726,8 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
     left mid-phase or short of its fills; a deadlock; copies in flight at the staging.
     persist, besides: Q read where a cell of it is not its work tile's landed Q, or
     overwritten while read; the output staged while another consumer's wgmmas still read
-    that Q, or copied out where not every consumer staged its rows or while a copy lands
-    there; Q copies into a buffer before every consumer copied out what it held.
+    that Q, or copied out (each consumer its own rows) while the buffer is refilled; Q
+    copies into a buffer before every consumer copied out what it held.
     planted (WST_FAULTS): "parity-t" (the consumers wait parity t & 1), "expect-k" (the
     mbarrier armed with K's bytes alone), "no-empty" (the producer skips the empty wait),
     "no-pbar" (thread 0 arrives after its own cp.async copies, not the other threads'),
