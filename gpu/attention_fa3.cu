@@ -1112,8 +1112,9 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
  * (docs/performance.md) put about 5.5 us of fixed cost on each fa3wt block, its launch, Q and
  * first tiles' latency and its store, time its SM does no tile work, which the short
  * prefills (8 x 512: 5.8 waves of blocks) pay most. Here the grid is one block an SM (at most
- * the work tiles) and each block takes work tiles blockIdx.x, + gridDim.x, ... in fa3's
- * order (heads fastest, the heaviest causal query tiles first); a work tile is what an
+ * the work tiles) and each block takes one work tile of each row of gridDim.x in fa3's
+ * order (heads fastest, the heaviest causal query tiles first), every other row backwards
+ * (fa3wts_index); a work tile is what an
  * fa3wt block takes, 192 query rows of one (sequence, head), and is computed with fa3wt's
  * operations in fa3wt's order, so fa3's bits. The producer loads the next work tile's Q
  * and first K/V tiles while the consumers finish the current one's last tiles and store:
@@ -1148,6 +1149,17 @@ static_assert(2 * 4 * FA3_TABLE_SMEM <= 6 * 1024, "fa3wts: the tables' copies wi
 template <int NS> static constexpr __device__ int ws_qfull(int b) { return ws_store<NS>() + 2 + b; }
 template <int NS> static constexpr __device__ int ws_qempty(int b) { return ws_store<NS>() + 4 + b; }
 static_assert(FA3W_NS * 2 + 7 < 16, "fa3wts: sixteen named barriers a block");
+
+/* The work tile a block takes r-th: rows of the grid's blocks in turn, every other one
+ * backwards (r = 0: blockIdx.x; r = 1: 2 gridDim.x - 1 - blockIdx.x; ...), so that a block
+ * whose first was among the heaviest takes among the lightest next. Counting key tiles
+ * (tools/fa3wts-balance.py: run 39's shapes, 132 SMs), the busiest block takes 53 at
+ * 1 x 2048 against 62 a grid apart (the mean 47.8; a dynamic scheduler's 51), 16 against 22
+ * at 1 x 1024, and the same (within 3% of the mean) at 4 x 1024 and 8 x 512. */
+static __device__ __forceinline__ int64_t fa3wts_index(int64_t r) {
+    const int64_t row = r * gridDim.x;
+    return r % 2 == 0 ? row + blockIdx.x : row + gridDim.x - 1 - blockIdx.x;
+}
 
 /* Work tile i of the grid's (fa3_begin's order): false where its rows are past its sequence
  * (every role skips it alike); else b's head, kv head, rows, table (every thread's). */
@@ -1204,8 +1216,9 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
         setmaxnreg_dec<FA3W_REG_PRODUCER>();
         const int tid = threadIdx.x - 2 * BQ, w = tid >> 5, pages = FA3_BN / b.bsz;
         int j = 0, g0 = 0;
-        for (int64_t i = blockIdx.x; i < items; i += gridDim.x) {
-            if (!fa3wts_item(b, i, m, nh, nkv, qtiles)) continue;
+        for (int64_t r = 0; r * gridDim.x < items; r++) {
+            const int64_t i = fa3wts_index(r);
+            if (i >= items || !fa3wts_item(b, i, m, nh, nkv, qtiles)) continue;
             const int qb = j & 1;
             const uint32_t qs = base + qb * Ly::QS;
             if (j >= 2) bar_sync_n(ws_qempty<NS>(qb), NT); /* work tile j - 2 copied out, its copies issued */
@@ -1258,8 +1271,9 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
     const float sl2 = scale * 1.4426950408889634f;
     b.ra = b.warp * 16 + (b.lane >> 2), b.rb = b.ra + 8;
     int j = 0, g0 = 0;
-    for (int64_t i = blockIdx.x; i < items; i += gridDim.x) {
-        if (!fa3wts_item(b, i, m, nh, nkv, qtiles)) continue;
+    for (int64_t r = 0; r * gridDim.x < items; r++) {
+        const int64_t i = fa3wts_index(r);
+        if (i >= items || !fa3wts_item(b, i, m, nh, nkv, qtiles)) continue;
         const int qb = j & 1;
         const uint32_t qs = base + qb * Ly::QS;
         b.nka = b.ra < b.nrows ? m.token_keys[b.tok0 + b.ra] : 0;
@@ -1442,7 +1456,7 @@ static int fa3_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
             return fa3_launch<E, HD, FA3_WS>(a, s);
         auto tma = K == FA3_WST ? attention_fa3wt_kernel<E, HD> : attention_fa3wts_kernel<E, HD>;
         if (!fa3_runs_here((const void *)tma)) return lr_gpu_attention_fa2(a, s);
-        if constexpr (K == FA3_WSTS) { /* a block an SM, each taking the work tiles a grid apart */
+        if constexpr (K == FA3_WSTS) { /* a block an SM, each taking a work tile a row of the grid */
             const int most = fa3wts_grid > 0 ? fa3wts_grid : lr_gpu_sm_count();
             smem = fa3wts_layout<HD>::bytes;
             if (most > 0 && grid > (unsigned int)most) grid = (unsigned int)most;

@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""fa3wts' work balance, counted in key tiles (64 keys each).
+
+A persistent grid of one block an SM (132, an H100's) takes the work tiles of causal
+attention at 32 heads: 192 query rows of one (sequence, head), heaviest first, heads fastest
+(fa3's order). For each of run 39's shapes this prints the mean key tiles a block and the
+busiest block's, with what share of it the mean is, when each block takes
+  - rr:      work tiles a grid apart (blockIdx.x, + gridDim.x, ...);
+  - snake:   one from each row of the grid, every other row backwards (fa3wts_index in
+             gpu/attention_fa3.cu);
+  - dynamic: the next work tile to whichever block has the least so far.
+Usage: python3 tools/fa3wts-balance.py
+"""
+import heapq
+import math
+
+SMS, HEADS, BQ, BN = 132, 32, 192, 64
+SHAPES = [(1, 512), (1, 768), (1, 1024), (1, 1536), (1, 2048), (2, 1024), (4, 1024), (8, 512), (16, 512)]
+
+
+def work_tiles(seqs, length):
+    """Key tiles of each work tile, in the grid's order."""
+    out = []
+    for t in range(math.ceil(length / BQ) - 1, -1, -1):
+        keys = min(length, (t + 1) * BQ)
+        out += [math.ceil(keys / BN)] * (seqs * HEADS)
+    return out
+
+
+def static(tiles, snake):
+    grid = min(SMS, len(tiles))
+    load = [0] * grid
+    for blk in range(grid):
+        r = 0
+        while r * grid < len(tiles):
+            i = r * grid + (grid - 1 - blk if snake and r % 2 else blk)
+            if i < len(tiles):
+                load[blk] += tiles[i]
+            r += 1
+    return max(load), sum(tiles) / grid
+
+
+def dynamic(tiles):
+    heap = [0] * min(SMS, len(tiles))
+    for w in tiles:
+        heapq.heappush(heap, heapq.heappop(heap) + w)
+    return max(heap)
+
+
+for seqs, length in SHAPES:
+    tiles = work_tiles(seqs, length)
+    rr, mean = static(tiles, False)
+    sn, _ = static(tiles, True)
+    dy = dynamic(tiles)
+    print(f"{seqs} x {length}: {len(tiles)} work tiles, mean {mean:.1f} key tiles a block; busiest: "
+          f"rr {rr} ({mean / rr:.2f}), snake {sn} ({mean / sn:.2f}), dynamic {dy} ({mean / dy:.2f})")
