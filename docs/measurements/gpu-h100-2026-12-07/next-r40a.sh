@@ -1,6 +1,8 @@
 # run 40, call A (session 34 or later; any sm_90 card, fresh or warm with REUSE=1): attention
 # fa3wts' first run: fa3wt made persistent (gpu/attention_fa3.cu, written in session 33
-# without a GPU; its hand-over is tools/model-fa3-layout.py's ws_schedule_tma with persist).
+# without a GPU; its hand-over is tools/model-fa3-layout.py's ws_schedule_tma with persist;
+# since session 34 each block takes a work tile from each row of the grid, every other row
+# backwards).
 # A hang (a barrier count or an mbarrier parity wrong) is stopped by each command's timeout.
 # Here: its sweeps at bf16 and f16; the kernel tracer on one 8 x 512 call (which kernel ran:
 # attention_fa3wts_kernel, one block an SM); fa3, fa3wt and fa3wts timed at run 39's shapes;
