@@ -27,7 +27,8 @@ for dt in bf16 f16; do timeout 60 ./llama-diff ops --op attention --variant fa3w
 [ -f $KL ] && { timeout 60 bash $SRC/tools/ktrace.sh --lib $KL -o $L/fa3wts-8x512.jsonl -- ./llama-diff ops --op attention --variant fa3wts --dtype bf16 --shape heads=32,kv=8,hd=128,len=512,seqs=8 > $L/ktrace-fa3wts.txt 2>&1
   echo "traced fa3wts 8 x 512 exit $?: kernels $(grep -o '"name":"[^"]*attention[^"]*"' $L/fa3wts-8x512.jsonl | sort | uniq -c | sed -E 's/"name":"//; s/"$//' | tr '\n' ';' | cut -c1-300)"; gzip -f $L/fa3wts-8x512.jsonl; }
 el timing
-for sh in len=512,seqs=8 len=2048 len=512,seqs=16 len=1024,seqs=4 len=1024; do for v in fa3 fa3wt fa3wts fa3wts; do [ $(left) -gt 330 ] || break 2
+for sh in len=512,seqs=8 len=2048 len=512,seqs=16 len=1024,seqs=4 len=1024; do for v in fa3 fa3wt fa3wts fa3wts; do
+  case $sh in len=512,seqs=8|len=2048) [ $(left) -gt 120 ] || break 2 ;; *) [ $(left) -gt 330 ] || break 2 ;; esac
   n=$((n+1)); timeout 30 ./llama-diff ops --op attention --variant $v --dtype bf16 --shape heads=32,kv=8,hd=128,$sh --perf > $L/perf-$n-$v.txt 2>&1; echo "$v $sh: $(grep -hE '^(PASS|FAIL)' $L/perf-$n-$v.txt | grep -oE '(PASS|FAIL)|[0-9.]+ us|[0-9.]+ TFLOP/s' | tr '\n' ' ')"; done; done; pack
 el "test_gpu_ops, case fa3wts"
 CK_RUN_CASE=fa3wts timeout $(( $(left) - 150 < 240 ? $(left) - 150 : 240 )) ./tests/test_gpu_ops > $L/test_gpu_ops-fa3wts.log 2>&1; echo "test_gpu_ops fa3wts exit $?: $(grep -E '^[0-9]+%' $L/test_gpu_ops-fa3wts.log)"; grep -E ':[EF]:' $L/test_gpu_ops-fa3wts.log | cut -c1-240 | head -4; pack
