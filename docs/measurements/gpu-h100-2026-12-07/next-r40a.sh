@@ -31,7 +31,7 @@ for sh in len=512,seqs=8 len=2048 len=512,seqs=16 len=1024,seqs=4 len=1024; do f
   case $sh in len=512,seqs=8|len=2048) [ $(left) -gt 120 ] || break 2 ;; *) [ $(left) -gt 330 ] || break 2 ;; esac
   n=$((n+1)); timeout 30 ./llama-diff ops --op attention --variant $v --dtype bf16 --shape heads=32,kv=8,hd=128,$sh --perf > $L/perf-$n-$v.txt 2>&1; echo "$v $sh: $(grep -hE '^(PASS|FAIL)' $L/perf-$n-$v.txt | grep -oE '(PASS|FAIL)|[0-9.]+ us|[0-9.]+ TFLOP/s' | tr '\n' ' ')"; done; done; pack
 el "test_gpu_ops, case fa3wts"
-CK_RUN_CASE=fa3wts timeout $(( $(left) - 150 < 240 ? $(left) - 150 : 240 )) ./tests/test_gpu_ops > $L/test_gpu_ops-fa3wts.log 2>&1; echo "test_gpu_ops fa3wts exit $?: $(grep -E '^[0-9]+%' $L/test_gpu_ops-fa3wts.log)"; grep -E ':[EF]:' $L/test_gpu_ops-fa3wts.log | cut -c1-240 | head -4; pack
+[ $(left) -gt 190 ] && CK_RUN_CASE=fa3wts timeout $(( $(left) - 150 < 240 ? $(left) - 150 : 240 )) ./tests/test_gpu_ops > $L/test_gpu_ops-fa3wts.log 2>&1; echo "test_gpu_ops fa3wts exit $?: $(grep -E '^[0-9]+%' $L/test_gpu_ops-fa3wts.log)"; grep -E ':[EF]:' $L/test_gpu_ops-fa3wts.log | cut -c1-240 | head -4; pack
 el sanitizers
 for tool in memcheck racecheck synccheck; do [ $(left) -gt 100 ] || break
   timeout $(( $(left) - 80 < 120 ? $(left) - 80 : 120 )) /usr/local/cuda/bin/compute-sanitizer --tool $tool --error-exitcode 9 ./llama-diff ops --op attention --variant fa3wts --dtype bf16 > $L/san-fa3wts-$tool.txt 2>&1
