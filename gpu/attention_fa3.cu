@@ -1136,7 +1136,9 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
  * TMA's pages are copied to shared memory per Q buffer where they fit (FA3_TABLE_SMEM), by the
  * producer after the buffer's qempty (when thread 0 has issued every copy of the work tile
  * two before). Shared memory at head_dim 128: two Q buffers of 52 KB and three stages, 201
- * KB. Written in session 33 without a GPU; not a default. */
+ * KB. Written in session 33 without a GPU; run 40 (H100): fa3's bits, 106 us at 1 x 2048
+ * against fa3wt's 111 and fa3's 123, 87 at 8 x 512 against fa3's 85 (docs/performance.md);
+ * not a default. */
 template <int HD> struct fa3wts_layout {
     static constexpr uint32_t QS = (FA3W_BQ * (HD + 8) * 2 + 1023) / 1024 * 1024, TB = FA3_BN * HD * 2;
     static constexpr size_t bytes = 2 * (size_t)QS + 2 * FA3W_NS * (size_t)TB + 1024;
