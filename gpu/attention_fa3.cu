@@ -1138,7 +1138,8 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
  * two before). Shared memory at head_dim 128: two Q buffers of 52 KB and three stages, 201
  * KB. Written in session 33 without a GPU; run 40 (H100): fa3's bits, 106 us at 1 x 2048
  * against fa3wt's 111 and fa3's 123, 87 at 8 x 512 against fa3's 85 (docs/performance.md);
- * not a default. */
+ * run 41: its sanitizers and model-level checks pass, and since then the default's prefill
+ * (attention_fa3_prefill, below) takes it where it took fa3wt. */
 template <int HD> struct fa3wts_layout {
     static constexpr uint32_t QS = (FA3W_BQ * (HD + 8) * 2 + 1023) / 1024 * 1024, TB = FA3_BN * HD * 2;
     static constexpr size_t bytes = 2 * (size_t)QS + 2 * FA3W_NS * (size_t)TB + 1024;
@@ -1502,20 +1503,23 @@ template <typename E> static int attention_fa3wts(const lr_gpu_attention_args *a
     return attention_fa3_t<E, FA3_WSTS>(a, s);
 }
 
-/* The default's prefill (fdt's and fdtc's hand-off): fa3wt where its grid, one 192-row
- * block an SM, is at most FA3WT_MAX_WAVES times the card's SMs and the block size is one its
- * TMA copies (8, 16, 32, 64); fa3 otherwise, whose 128-row blocks fit two an SM. Both give
- * fa3's bits, so the choice moves only time. Run 39 (an H100, bf16, 32/8 heads, head_dim
- * 128, causal; docs/performance.md): fa3wt 6-15% faster for one sequence of 768 to 2048
- * tokens (2.67 waves at 2048), level at 2 x 1024 (2.9 waves) and at one of 512, and 7-19%
- * slower at 4 x 1024 (5.8 waves), 8 x 512 (5.8) and 16 x 512 (11.6), where fa3's second
- * block an SM hides more of each block's start and finish. */
+/* The default's prefill (fdt's and fdtc's hand-off): fa3wts where fa3wt's grid, one 192-row
+ * block a work tile, is at most FA3WT_MAX_WAVES times the card's SMs and the block size is
+ * one its TMA copies (8, 16, 32, 64); fa3 otherwise, whose 128-row blocks fit two an SM. Both
+ * give fa3's bits, so the choice moves only time. Run 39 (an H100, bf16, 32/8 heads,
+ * head_dim 128, causal; docs/performance.md): fa3wt 6-15% faster for one sequence of 768 to
+ * 2048 tokens (2.67 waves at 2048), level at 2 x 1024 (2.9 waves) and at one of 512, and
+ * 7-19% slower at 4 x 1024 (5.8 waves), 8 x 512 (5.8) and 16 x 512 (11.6), where fa3's
+ * second block an SM hides more of each block's start and finish. Run 41 (an H100): fa3wts,
+ * persistent, at most fa3wt's time at every one of those shapes (1 x 2048 105.4 us against
+ * fa3wt's 109.1 and fa3's 122.6; 2 x 1024 70.0 against 72.0 and 72.2) and within 1% of fa3's
+ * at 8 x 512 and 16 x 512; 2.5% below fa3's at 4 x 1024, one sample, so the bound stays. */
 #define FA3WT_MAX_WAVES 3
 template <typename E> static int attention_fa3_prefill(const lr_gpu_attention_args *a, cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;
     const int64_t blocks = a->nh * m->num_seqs * ((m->max_seq_len + FA3W_BQ - 1) / FA3W_BQ);
     if (fa3_tma_pages(m->block_size) && blocks <= (int64_t)FA3WT_MAX_WAVES * lr_gpu_sm_count())
-        return attention_fa3wt<E>(a, s);
+        return attention_fa3wts<E>(a, s);
     return attention_fa3<E>(a, s);
 }
 

@@ -609,7 +609,7 @@ template <typename E> static int attention_fdt(const lr_gpu_attention_args *a, c
         int rc = a->hd == 64 ? fdt_group<E, 64>(a, s) : fdt_group<E, 128>(a, s);
         if (rc != SPLIT_UNHANDLED) return rc;
     }
-    /* prefill: fa3wt or fa3, each giving fa2 what it has no kernel for */
+    /* prefill: fa3wts or fa3, each giving fa2 what it has no kernel for */
     return lr_gpu_attention_fa3_prefill(a, s);
 }
 template <typename E> static int attention_fdtc(const lr_gpu_attention_args *a, cudaStream_t s) {

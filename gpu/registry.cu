@@ -208,7 +208,7 @@ static const lr_gpu_kernel builtin[] = {
       "the card holds at once) on mma.sync m16n8k16, each warp 16 keys at a time through its "
       "own cp.async ring, S = Q K^T and O^T = V^T P^T with P as two 16-bit terms (float32 "
       "softmax and sums), the warps merged in order, chunks merged; "
-      "else fa3wt where its grid is at most three blocks an SM and the block size one it copies, "
+      "else fa3wts where fa3wt's grid is at most three blocks an SM and the block size one it copies, "
       "otherwise fa3 (the same bits; wgmma prefill on compute capability 9.0, else fa2)",
       true, ALL, ROUNDS_P},
      lr_gpu_attention_fdt},
@@ -217,7 +217,7 @@ static const lr_gpu_kernel builtin[] = {
       "(sequence, kv head) in one thread-block cluster (up to 16 blocks, up to 4 chunks a "
       "block) merged through distributed shared memory as fdt's merge kernel merges them: no "
       "second kernel, no workspace; fdt's kernel and merge where the plan or the card allows "
-      "no such cluster; else fdt's prefill (fa3wt or fa3)",
+      "no such cluster; else fdt's prefill (fa3wts or fa3)",
       false, ALL, ROUNDS_P},
      lr_gpu_attention_fdtc},
     {{FAM(ATTENTION), "flash",

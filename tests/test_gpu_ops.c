@@ -388,11 +388,11 @@ END_TEST
  * Llama-3-8B's (16) take the TMA, "odd-blocks" (7) and "many-blocks" (1) fa3w's kernel;
  * its custom shapes (12-13) add the TMA's other block sizes (8, 32, 64: eight, two and one
  * pages a tile) and two that it refuses (12, not a multiple of 8; 24, one that does not
- * divide a tile of 64). The default's prefill (fdt's hand-off to fa3wt or fa3, by the call's
+ * divide a tile of 64). The default's prefill (fdt's hand-off to fa3wts or fa3, by fa3wt's
  * blocks against the card's SMs) gives fa3's bits too (14-15), over shapes that take each
- * side on any card of fewer than 512 SMs: fa3wt one sequence of 300 tokens (16 blocks) and
+ * side on any card of fewer than 512 SMs: fa3wts one sequence of 300 tokens (16 blocks) and
  * Llama-3-8B's 1 x 2048 where the card has at least 118 SMs (352 blocks), fa3 24 sequences
- * of 64 tokens at 64 heads (1536 blocks) and block size 12 (not one fa3wt copies). */
+ * of 64 tokens at 64 heads (1536 blocks) and block size 12 (not one fa3wts copies). */
 static const char *const block_sizes[] = {"heads=8,kv=2,hd=128,len=300,bs=8",
                                           "heads=8,kv=1,hd=64,past=37,len=200,seqs=2,bs=32",
                                           "heads=4,kv=4,hd=128,past=100,len=170,seqs=2,bs=64",
