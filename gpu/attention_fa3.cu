@@ -407,11 +407,14 @@ template <int HD> static __device__ __forceinline__ void fa3_rescale(float (&o)[
     }
 }
 
-/* The end of either kernel: O's rows over their sums, rounded once, staged in the K and V
- * buffers (rows of HD + 8, fa2's padded layout; the caller has freed them) by the warp
- * for its own rows, then written out whole in pairs (the launcher checked ctx and ldc for
- * 4-byte alignment). o[4d + e]: dims 8d + 2tq + e % 2 of row ra (e < 2) or rb. */
-template <typename E, int HD>
+/* The end of either kernel: O's rows over their sums, rounded once, staged at b.kbuf by the
+ * warp for its own rows, then written out whole in pairs (the launcher checked ctx and ldc
+ * for 4-byte alignment). The staging: in the K and V buffers, rows of HD + 8, fa2's padded
+ * layout, the caller having freed them (QL 0); or, QL the rows of a Q buffer at b.kbuf, in
+ * Q's own layout (fa3_sw<QL>), where each warp's output rows take the bytes of its own rows
+ * of Q, the caller's warpgroup done with them. o[4d + e]: dims 8d + 2tq + e % 2 of row ra
+ * (e < 2) or rb. */
+template <typename E, int HD, int QL = 0>
 static __device__ __forceinline__ void fa3_store(E *ctx, int64_t ldc, const fa3_block &b,
                                                  const float (&o)[HD / 2], float la, float lb,
                                                  unsigned char *smem) {
@@ -427,14 +430,23 @@ static __device__ __forceinline__ void fa3_store(E *ctx, int64_t ldc, const fa3_
         E2<E> pa2, pb2;
         pa2.a = elem<E>::store(o[4 * d] * ia), pa2.b = elem<E>::store(o[4 * d + 1] * ia);
         pb2.a = elem<E>::store(o[4 * d + 2] * ib), pb2.b = elem<E>::store(o[4 * d + 3] * ib);
-        *(E2<E> *)(os + b.ra * LD + 8 * d + 2 * b.tq) = pa2;
-        *(E2<E> *)(os + b.rb * LD + 8 * d + 2 * b.tq) = pb2;
+        if constexpr (QL == 0) {
+            *(E2<E> *)(os + b.ra * LD + 8 * d + 2 * b.tq) = pa2;
+            *(E2<E> *)(os + b.rb * LD + 8 * d + 2 * b.tq) = pb2;
+        } else {
+            *(E2<E> *)((unsigned char *)os + fa3_sw<QL>(b.ra, d) + 4 * b.tq) = pa2;
+            *(E2<E> *)((unsigned char *)os + fa3_sw<QL>(b.rb, d) + 4 * b.tq) = pb2;
+        }
     }
     __syncwarp();
     for (int i = b.lane; i < 16 * (HD / 2); i += 32) {
         const int r = b.warp * 16 + i / (HD / 2), c = 2 * (i % (HD / 2));
-        if (r < b.nrows)
+        if (r >= b.nrows) continue;
+        if constexpr (QL == 0)
             *(E2<E> *)(ctx + (b.tok0 + r) * ldc + b.h * HD + c) = *(const E2<E> *)(os + r * LD + c);
+        else
+            *(E2<E> *)(ctx + (b.tok0 + r) * ldc + b.h * HD + c) =
+                *(const E2<E> *)((const unsigned char *)os + fa3_sw<QL>(r, c / 8) + 2 * (c % 8));
     }
 }
 
@@ -1152,6 +1164,28 @@ static_assert(2 * 4 * FA3_TABLE_SMEM <= 6 * 1024, "fa3wts: the tables' copies wi
 template <int NS> static constexpr __device__ int ws_qfull(int b) { return ws_store<NS>() + 2 + b; }
 template <int NS> static constexpr __device__ int ws_qempty(int b) { return ws_store<NS>() + 4 + b; }
 static_assert(FA3W_NS * 2 + 7 < 16, "fa3wts: sixteen named barriers a block");
+/* FA3WTS_WG_STORE (0 by default; 1 gives the same bits): each consumer warpgroup stages its
+ * output in its own rows of its work tile's Q buffer, in Q's layout (fa3_store's QL), after a
+ * barrier of its own 128 threads (its wgmmas done with those rows), and goes on to its next
+ * work tile without the consumers' store barrier; Q's full barriers are mbarriers (the
+ * producer's thread 0 arrives, as on a stage's cp.async tile), so that no consumer waits for
+ * another's arrival there either (a named barrier's bar.sync would hold warpgroup 0 at the
+ * next work tile's Q until warpgroup 2 got there). Run 40 left about 3.7 us a work tile at
+ * 8 x 512 in series: on the causal diagonal warpgroup 0 (two key tiles fewer than warpgroup
+ * 2) waits for it at the store barrier, and the store runs with no MMA beside it. With the
+ * knob, warpgroup 0 stores and starts the next work tile's first key tiles (as far as the
+ * ring's stages, which the producer refills only after every consumer released them) while
+ * warpgroup 2 finishes. Padded staging (fa3_store's QL 0) would not fit: a warpgroup's 64
+ * rows of HD + 8 (17 KB) would cover other warpgroups' Q rows, still being read (in Q's
+ * layout a warpgroup's rows are 8 KB of each 64-dim half).
+ * tools/model-fa3-layout.py's ws_schedule_tma with wgstore is this hand-over. Written in
+ * session 35 without a GPU; not yet run. */
+#ifndef FA3WTS_WG_STORE
+#define FA3WTS_WG_STORE 0
+#endif
+/* The consumer warpgroups' own barriers (FA3WTS_WG_STORE), past Q's. */
+template <int NS> static constexpr __device__ int ws_wgq(int wg) { return ws_qempty<NS>(1) + 1 + wg; }
+static_assert(FA3W_NS * 2 + 7 + FA3W_CWGS <= 16, "fa3wts: ids 0 to 15 with the warpgroups' own");
 
 /* The work tile a block takes r-th: rows of the grid's blocks in turn, every other one
  * backwards (r = 0: blockIdx.x; r = 1: 2 gridDim.x - 1 - blockIdx.x; ...), so that a block
@@ -1198,6 +1232,9 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
     constexpr int NS = FA3W_NS, BQ = FA3W_BQ, NT = FA3W_THREADS, CH = HD / 8, PBAR = ws_store<NS>() + 1;
     extern __shared__ __align__(1024) unsigned char fa3_smem[];
     __shared__ __align__(8) uint64_t full_s[NS];
+#if FA3WTS_WG_STORE
+    __shared__ __align__(8) uint64_t qfull_s[2]; /* Q's full barriers as mbarriers: no consumer arrives */
+#endif
     __shared__ int
         pm[2][4][2]; /* a Q buffer's work tile: the producer warps' most keys, rows 32w.. and 128 + 32w.. */
     __shared__ int32_t table_s[2][FA3_TABLE_SMEM > 0 ? FA3_TABLE_SMEM : 1];
@@ -1208,9 +1245,15 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
     b.raw = smem_u32(fa3_smem);
     const uint32_t base = (b.raw + 1023u) & ~1023u, kst = base + 2 * Ly::QS, vst = kst + NS * Ly::TB;
     const uint32_t full = smem_u32(full_s);
+#if FA3WTS_WG_STORE
+    const uint32_t qfull = smem_u32(qfull_s);
+#endif
     if (threadIdx.x == 0) {
         for (int st = 0; st < NS; st++)
             mbar_init(full + 8 * st, 1);
+#if FA3WTS_WG_STORE
+        mbar_init(qfull, 1), mbar_init(qfull + 8, 1);
+#endif
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
@@ -1252,8 +1295,12 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
 #endif
             cp_async_wait<0>();
             fence_proxy_async();
-            bar_sync_n(PBAR, 128);              /* the table's copy, every thread's Q landed */
+            bar_sync_n(PBAR, 128); /* the table's copy, every thread's Q landed */
+#if FA3WTS_WG_STORE
+            if (tid == 0) mbar_arrive(qfull + 8 * qb); /* Q and pm to the consumers */
+#else
             bar_arrive_n(ws_qfull<NS>(qb), NT); /* Q and pm to the consumers */
+#endif
             const int ntiles = b.kmax / FA3_BN + (b.kmax % FA3_BN != 0), whole = b.kmax / FA3_BN;
             for (int t = 0; t < ntiles; t++) {
                 const int gt = g0 + t, st = gt % NS;
@@ -1286,7 +1333,11 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
         for (int o_ = 16; o_ > 0; o_ >>= 1)
             wmin = min(wmin, __shfl_xor_sync(0xffffffffu, wmin, o_));
         b.wmin = wmin;
+#if FA3WTS_WG_STORE
+        mbar_wait(qfull + 8 * qb, (uint32_t)(j >> 1) & 1u); /* the buffer's (j / 2)-th fill */
+#else
         bar_sync_n(ws_qfull<NS>(qb), NT);
+#endif
         /* the warpgroup's rows: producer warps 0-1's first (WG 0), 2-3's first (WG 1), 0-1's second (WG 2) */
         const int pw = b.wg == 1 ? 2 : 0, pr = b.wg == 2 ? 1 : 0;
         b.wgmax = max(pm[qb][pw][pr], pm[qb][pw + 1][pr]);
@@ -1305,9 +1356,14 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
                 fa3_tile<E, HD, BQ>(o, ma, mb, la, lb, b, k0, sl2, dq, kst + st * Ly::TB, vst + st * Ly::TB);
             bar_arrive_n(ws_empty<NS>(st), NT);
         }
+        b.kbuf = qs; /* fa3_store stages its rows at b.kbuf: in Q's buffer */
+#if FA3WTS_WG_STORE
+        bar_sync_n(ws_wgq<NS>(b.wg), 128); /* the warpgroup's wgmmas are done with its rows of Q */
+        fa3_store<E, HD, BQ>(ctx, ldc, b, o, la, lb, fa3_smem);
+#else
         bar_sync_n(ws_store<NS>(), 128 * FA3W_CWGS); /* every consumer's wgmmas are done with this Q */
-        b.kbuf = qs;                                 /* fa3_store stages its rows at b.kbuf: in Q's buffer */
         fa3_store<E, HD>(ctx, ldc, b, o, la, lb, fa3_smem);
+#endif
         bar_arrive_n(ws_qempty<NS>(qb), NT);
         g0 += ntiles, j++;
     }

@@ -12,7 +12,11 @@
 # refuses), and catch five planted faults; fa3wt's hand-over (an mbarrier a stage, the
 # copies' bytes, the cp.async last tile) holds in random interleavings and catches five
 # planted faults; and fa3wts' hand-over (fa3wt persistent: a block taking several work
-# tiles, the stages one ring over them, Q in two buffers, the output staged in Q) holds in random interleavings and catches ten planted faults. Needs no GPU: the
+# tiles, the stages one ring over them, Q in two buffers, the output staged in Q) holds in
+# random interleavings and catches ten planted faults, and with FA3WTS_WG_STORE (each
+# consumer warpgroup staging in its own rows of Q, no store barrier, Q's full barriers
+# mbarriers) twelve, a consumer running a work tile ahead of another in some interleavings
+# (never with the store barrier). Needs no GPU: the
 # tests' Python (LR_PYTHON) or the system's with numpy (tools/install-deps.sh installs it);
 # skips (77) where neither has it.
 for PY in "${LR_PYTHON:-python3}" /usr/bin/python3; do

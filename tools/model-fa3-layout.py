@@ -671,7 +671,7 @@ def check_ws_schedule(rng, runs=300):
 WST_FAULTS = ("parity-t", "expect-k", "no-empty", "no-pbar", "empty-always")
 
 
-def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False):
+def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False, wgstore=False):
     """fa3wt's hand-over (gpu/attention_fa3.cu, attention_fa3wt_kernel and fa3_tma_produce):
     fa3w's consumers and "empty" named barriers, each stage's "full" an mbarrier of arrival
     count 1. One run in a random interleaving; the producer warpgroup as NP threads (P0 its
@@ -708,6 +708,13 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
            their wgmmas done with Q); its rows of the output staged in Q buffer j % 2 and
            copied out by the same warp (fa3_store); bar.arrive qempty[j % 2]
 
+    wgstore (with persist): fa3wts built with FA3WTS_WG_STORE: no store barrier; each consumer
+    stages its output in its own rows of Q buffer j % 2 (in Q's layout, after a barrier of
+    its own warpgroup) and goes on to its next work tile while the others still read theirs;
+    Q's full barriers are mbarriers of one arrival (P0's, after a bar.sync among the
+    producer's threads once each one's Q copies landed), the consumers waiting on the
+    parity of the buffer's fill (j / 2) & 1.
+
     The mbarrier as the PTX ISA has it: a phase number (from 0), a pending arrival count
     (the expected count, 1, at each phase's start) and a tx-count (0 there); arrive.expect_tx
     adds its bytes, then arrives; a copy's completion subtracts its bytes; the phase
@@ -735,7 +742,10 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
     persist's (WSTP_FAULTS): "parity-local" (the parity of the work tile's own t, not g),
     "no-qempty" (Q loaded without waiting for qempty), "qempty-early" (qempty arrived before
     the copy-out), "one-store" (the output staged after no store barrier), "no-drain" (the
-    producer leaves without the stages' drain), "no-qdrain" (nor Q's)."""
+    producer leaves without the stages' drain), "no-qdrain" (nor Q's). wgstore's
+    (WSTW_FAULTS): "wg-padded" (a consumer's staging reaches the next one's rows of Q, as
+    fa3_store's padded rows would), "wg-shared" (every consumer stages in the same rows),
+    "qfull-early" (P0 arrives on Q's mbarrier without the producer's bar.sync)."""
     cons = [f"C{c}" for c in range(len(work[0][2]))]
     prods = [f"P{i}" for i in range(NP)]
     U = boxes * NP  # cells of K (and of V) a stage
@@ -749,8 +759,22 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
     qdone = [set(cons), set(cons)]  # consumers done with it (copied out)
     staged = [set(), set()]  # consumers whose output of qheld sits in the buffer
     qreading = [set(), set()]  # consumers whose wgmmas read the buffer now
+
+    def rows(a):  # the consumers' rows of Q that a's staging writes
+        if not wgstore:
+            return set(cons)  # fa3_store's padded rows: the buffer, after the store barrier
+        c = cons.index(a)
+        if planted == "wg-shared":
+            return {cons[0]}
+        return {a, cons[(c + 1) % len(cons)]} if planted == "wg-padded" else {a}
+
+    def staged_over(b):  # the consumers whose rows of buffer b hold staged output
+        return set().union(*(rows(x) for x in staged[b]))
     inflight = []  # copies issued, not landed: (g, cells, on the mbarrier, issuing thread; "q" for Q's)
     mbar = [[0, 1, 0] for _ in range(NS)]  # full[st]: phase, pending arrivals, tx-count
+    qphase = [0, 0]  # wgstore: Q's full mbarriers, the phases completed (one arrival each)
+    ahead = [False]  # whether a consumer read a work tile while another still read the one before
+    loopdone = dict.fromkeys(cons, -1)  # each consumer's last work tile whose key tiles it finished
     # fa3wt's ids: ws_empty, ws_store, + 1; then the persistent kernel's Q barriers
     EMPTY, STORE, PBAR, QFULL, QEMPTY = 1 + NS, 1 + 2 * NS, 2 + 2 * NS, 3 + 2 * NS, 5 + 2 * NS
     count = {STORE: len(cons), PBAR: NP}  # the others': every thread of the block
@@ -828,7 +852,16 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
                 inflight.append((j, [i], "q", a))
                 yield True
                 yield from wait_own(a)
-                yield from arrive(a, QFULL + b)
+                if not wgstore:
+                    yield from arrive(a, QFULL + b)
+                else:
+                    if planted != "qfull-early":
+                        yield from sync(a, PBAR)
+                    if i == 0:
+                        if qphase[b] != j // 2:
+                            raise AssertionError(f"Q's mbarrier {b}: work tile {j}'s arrival in phase {qphase[b]}")
+                        qphase[b] += 1
+                        yield True
             for t in range(ntiles):
                 g = first[j] + t
                 st = g % NS
@@ -858,6 +891,8 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
 
     def read(a, g, j):  # a consumer's wgmmas read stage g % NS (and Q) between their issue and their wait
         st, b = g % NS, j % 2
+        if any(loopdone[x] < j - 1 for x in cons):
+            ahead[0] = True  # a consumer reads work tile j while another still reads j - 1
         if any(c != g for c in stage[st]):
             raise AssertionError(f"{a} reads tile {g} in stage {st}: it holds {stage[st]}")
         if persist:
@@ -869,7 +904,7 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
             raise AssertionError(f"stage {st} overwritten while {a} reads tile {g}: {stage[st]}")
         if persist:
             qreading[b].discard(a)
-            if any(c != j for c in qbuf[b]) or staged[b]:
+            if any(c != j for c in qbuf[b]) or a in staged_over(b):
                 raise AssertionError(f"Q buffer {b} overwritten while {a} reads work tile {j}: {qbuf[b]}, "
                                      f"{sorted(staged[b])} staged")
 
@@ -877,7 +912,10 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
         a = cons[c]
         for j, (ntiles, _, seen) in enumerate(work):
             b = j % 2
-            if persist:
+            if wgstore:
+                while qphase[b] <= j // 2:  # try_wait.parity((j / 2) & 1)
+                    yield False
+            elif persist:
                 yield from sync(a, QFULL + b)
             for t in range(ntiles):
                 g = first[j] + t
@@ -891,16 +929,17 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
                 released[st].add(a)
                 if (persist or g + NS < total or planted == "empty-always"):
                     yield from arrive(a, EMPTY + st)
-            if planted != "one-store":
+            loopdone[a] = j
+            if planted != "one-store" and not wgstore:
                 yield from sync(a, STORE)
             if not persist:
                 if inflight:
                     raise AssertionError(f"copies of tiles {sorted({cp[0] for cp in inflight})} in flight at "
                                          f"the output's staging")
                 continue
-            if qreading[b]:
+            if qreading[b] & rows(a) or (wgstore and rows(a) & staged_over(b)):
                 raise AssertionError(f"{a} stages work tile {j}'s output in Q buffer {b} while "
-                                     f"{sorted(qreading[b])} read it")
+                                     f"{sorted(qreading[b])} read it, {sorted(staged[b])} staged")
             staged[b].add(a)  # its warps' rows, each copied out by the warp that staged it
             if planted == "qempty-early":
                 yield from arrive(a, QEMPTY + b)
@@ -926,10 +965,15 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False)
                                      f"{len(range(st, total, NS))} fills")
     except AssertionError as e:
         return str(e)
+    if ahead[0] and planted is None:
+        SCHED_STATS["ahead" if wgstore else "ahead-store"] += 1
     return None
 
 
-def check_schedules(cases, faults, rng, runs, what, persist=False):
+SCHED_STATS = {"ahead": 0, "ahead-store": 0}  # runs (no fault planted) where a consumer ran a work tile ahead
+
+
+def check_schedules(cases, faults, rng, runs, what, persist=False, wgstore=False):
     """ws_schedule_tma over cases ((work, boxes) each), each in `runs` random interleavings,
     and each planted fault of faults on the cases until it fails somewhere. Returns
     (interleavings checked, the first failure or None, planted faults caught); prints the
@@ -938,13 +982,14 @@ def check_schedules(cases, faults, rng, runs, what, persist=False):
     caught = dict.fromkeys(faults, False)
     for work, boxes in cases:
         for _ in range(runs):
-            err = ws_schedule_tma(work, rng, boxes=boxes, persist=persist)
+            err = ws_schedule_tma(work, rng, boxes=boxes, persist=persist, wgstore=wgstore)
             n += 1
             if err:
                 return n, f"work tiles (key tiles, partial, seen) {work}, {boxes} boxes: {err}", 0
         for pl in caught:
             caught[pl] = caught[pl] or any(
-                ws_schedule_tma(work, rng, planted=pl, boxes=boxes, persist=persist) for _ in range(runs))
+                ws_schedule_tma(work, rng, planted=pl, boxes=boxes, persist=persist, wgstore=wgstore)
+                for _ in range(runs))
     for pl, c in caught.items():
         if not c:
             print(f"{what}: the planted fault '{pl}' was not caught")
@@ -974,15 +1019,18 @@ def check_ws_schedule_tma(rng, runs=60):
 
 WSTP_FAULTS = ("parity-local", "no-qempty", "qempty-early", "one-store", "no-drain", "no-qdrain")
 WSTP_ALSO = tuple(f for f in WST_FAULTS if f != "empty-always")  # persist arrives on every empty anyway
+WSTW_FAULTS = ("wg-padded", "wg-shared", "qfull-early")
+WSTW_ALSO = tuple(f for f in WSTP_FAULTS + WSTP_ALSO if f != "one-store")  # it has no store barrier
 
 
-def check_ws_schedule_persist(rng, runs=40):
+def check_ws_schedule_persist(rng, runs=40, wgstore=False):
     """ws_schedule_tma with persist: a block taking one to five work tiles of 1 to 5 key
     tiles each (fewer than the three stages and more), the last whole or partial, the
     consumers' tiles seen as fa3w's (SPREADS), drawn at random, 12 blocks of each number of
     work tiles, each in `runs` random interleavings; and the planted faults (WSTP_FAULTS and
-    fa3wt's that apply, WSTP_ALSO), each of which must fail somewhere. Returns (interleavings
-    checked, the first failure or None, planted faults caught)."""
+    fa3wt's that apply, WSTP_ALSO), each of which must fail somewhere; with wgstore
+    (FA3WTS_WG_STORE) the same but for "one-store" (no store barrier), and WSTW_FAULTS.
+    Returns (interleavings checked, the first failure or None, planted faults caught)."""
     cases = []
     for nwork in range(1, 6):
         for _ in range(12):
@@ -991,6 +1039,9 @@ def check_ws_schedule_persist(rng, runs=40):
                 ntiles = int(rng.integers(1, 6))
                 work.append((ntiles, bool(rng.integers(2)), seen_of(ntiles, SPREADS[rng.integers(3)])))
             cases.append((work, 1 << int(rng.integers(3))))
+    if wgstore:
+        return check_schedules(cases, WSTW_ALSO + WSTW_FAULTS, rng, runs, "FA3WTS_WG_STORE's hand-over",
+                               persist=True, wgstore=True)
     return check_schedules(cases, WSTP_FAULTS + WSTP_ALSO, rng, runs, "the persistent hand-over", persist=True)
 
 
@@ -1230,6 +1281,14 @@ def main():
     nfaults = len(WSTP_FAULTS) + len(WSTP_ALSO)
     print(f"fa3wts' hand-over (fa3wt persistent: several work tiles a block): {npw} interleavings, "
           f"{pw_err or held_p}; planted faults caught: {pcaught} of {nfaults}")
+    nww, ww_err, wwcaught = check_ws_schedule_persist(rng, wgstore=True)
+    held_w = ("each consumer's output staged in its own rows of Q after its own reads, none over another's "
+              "rows still read, copied out before Q's refill, no deadlock, no arrival left")
+    nwfaults = len(WSTW_ALSO) + len(WSTW_FAULTS)
+    print(f"fa3wts' hand-over with FA3WTS_WG_STORE (no store barrier): {nww} interleavings, "
+          f"{ww_err or held_w}; planted faults caught: {wwcaught} of {nwfaults}; a consumer read a work tile "
+          f"while another still read the one before in {SCHED_STATS['ahead']} of them (with the store barrier: "
+          f"{SCHED_STATS['ahead-store']} of {npw})")
     nt, tma_err, refused, tcaught = check_tma_placement(rng)
     placed = ("every key and dim of K and V where fa3_sw puts it and the descriptors read it, every box "
               "1024-byte aligned, the mbarrier armed with the bytes the copies write; the same with the "
@@ -1238,7 +1297,8 @@ def main():
           f"block sizes 12 and 24 misplace: {refused} of 2; planted faults caught: {tcaught} of {len(TMA_FAULTS)}")
     ok = (worst <= 1e-12 and same and ws_err is None and ncaught == 3 and tma_err is None and refused == 2
           and tcaught == len(TMA_FAULTS) and wt_err is None and wcaught == len(WST_FAULTS)
-          and pw_err is None and pcaught == nfaults)
+          and pw_err is None and pcaught == nfaults and ww_err is None and wwcaught == nwfaults
+          and SCHED_STATS["ahead"] > 0 and SCHED_STATS["ahead-store"] == 0)
     print(f"worst {worst:.2e}, fa3p {'equal to' if same else 'NOT equal to'} fa3: {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1
 
