@@ -1049,6 +1049,54 @@ FA3W_BQ, FA3W_NS = 192, 3  # fa3w's (and fa3wt's) query rows a block and K/V sta
 TMA_FAULTS = ("page-not-advanced", "half-at-column", "base-unaligned", "row-unscaled", "expect-tx-one")
 
 
+def store_ql_at(R, HD, r, d, e, planted=None):
+    """Byte offset where fa3_store stages the output pair (r, 8 d + e) (e even) with QL
+    (fa3wts' FA3WTS_WG_STORE): fa3_sw<R> of chunk d, 2 bytes an element. planted: "padded"
+    (fa3_store's rows of HD + 8, its QL 0), "no-xor" (the chunk unswizzled)."""
+    if planted == "padded":
+        return (r * (HD + 8) + 8 * d + e) * 2
+    if planted == "no-xor":
+        return (d >> 3) * (R * 128) + r * 128 + ((d & 7) << 4) + 2 * e
+    return fa3_sw(R, r, d) + 2 * e
+
+
+def check_store_ql(planted=None):
+    """fa3_store's staging in Q's layout (QL = 192, FA3WTS_WG_STORE), at head_dim 64 and 128,
+    for the 12 consumer warps of fa3wts' 192-row work tile: the bytes each warp writes (the
+    kernel's store: a lane's rows ra = 16 warp + lane / 4 and rb = ra + 8, chunk d, 4 tq bytes
+    in) are exactly the bytes of its own 16 rows of Q (as the producer's cp.async put Q:
+    fa3_sw<192> of each 16-byte chunk); the copy-out's address for (r, c) (chunk c / 8,
+    2 (c % 8) bytes in) is where that pair was written; each store instruction's 32 lanes hit
+    32 distinct banks. planted: "padded" (fa3_store's padded rows, which cover other
+    warpgroups' rows), "no-xor" (the chunk unswizzled: bank conflicts). Returns None or what
+    went wrong."""
+    R = 192
+    for HD in (64, 128):
+        for warp in range(12):
+            own = {fa3_sw(R, r, c) + k for r in range(16 * warp, 16 * warp + 16) for c in range(HD // 8)
+                   for k in range(16)}
+            wrote = {}
+            for d in range(HD // 8):
+                for half in (0, 8):
+                    banks = set()
+                    for lane in range(32):
+                        r, tq = 16 * warp + lane // 4 + half, lane % 4
+                        at = store_ql_at(R, HD, r, d, 2 * tq, planted)  # the store: fa3_sw(ra, d) + 4 tq
+                        wrote.update({at + k: (r, 8 * d + 2 * tq) for k in range(4)})
+                        banks.add(at // 4 % 32)
+                    if len(banks) != 32:
+                        return f"hd {HD}, warp {warp}, dims {8 * d}.., rows +{half}: {32 - len(banks)} bank conflicts"
+            for r in range(16 * warp, 16 * warp + 16):  # the copy-out: fa3_sw(r, c / 8) + 2 (c % 8)
+                for c in range(0, HD, 2):
+                    at = store_ql_at(R, HD, r, c // 8, c % 8, planted)
+                    if wrote.get(at) != (r, c):
+                        return f"hd {HD}, warp {warp}: the copy-out reads ({r}, {c}) at {at}, which holds {wrote.get(at)}"
+            if set(wrote) != own:
+                return (f"hd {HD}, warp {warp}: {len(set(wrote) - own)} bytes staged outside its own rows of Q, "
+                        f"{len(own - set(wrote))} of them not staged")
+    return None
+
+
 def tma_box(sm, dst, tensor, dims, coords, box, swizzle="address"):
     """cp.async.bulk.tensor.3d with CU_TENSOR_MAP_SWIZZLE_128B, written here independently of
     the kernel: the box {box[0] elements, box[1], box[2] rows} at coords of the tensor of
@@ -1289,6 +1337,11 @@ def main():
           f"{ww_err or held_w}; planted faults caught: {wwcaught} of {nwfaults}; a consumer read a work tile "
           f"while another still read the one before in {SCHED_STATS['ahead']} of them (with the store barrier: "
           f"{SCHED_STATS['ahead-store']} of {npw})")
+    ql_err = check_store_ql()
+    ql_caught = sum(check_store_ql(pl) is not None for pl in ("padded", "no-xor"))
+    print(f"fa3_store in Q's layout (FA3WTS_WG_STORE; hd 64 and 128, 12 warps): "
+          f"{ql_err or 'each warp stages in exactly the bytes of its own 16 rows of Q, reads each pair back where it wrote it, 32 banks a store'}"
+          f"; planted faults caught: {ql_caught} of 2")
     nt, tma_err, refused, tcaught = check_tma_placement(rng)
     placed = ("every key and dim of K and V where fa3_sw puts it and the descriptors read it, every box "
               "1024-byte aligned, the mbarrier armed with the bytes the copies write; the same with the "
@@ -1298,7 +1351,7 @@ def main():
     ok = (worst <= 1e-12 and same and ws_err is None and ncaught == 3 and tma_err is None and refused == 2
           and tcaught == len(TMA_FAULTS) and wt_err is None and wcaught == len(WST_FAULTS)
           and pw_err is None and pcaught == nfaults and ww_err is None and wwcaught == nwfaults
-          and SCHED_STATS["ahead"] > 0 and SCHED_STATS["ahead-store"] == 0)
+          and SCHED_STATS["ahead"] > 0 and SCHED_STATS["ahead-store"] == 0 and ql_err is None and ql_caught == 2)
     print(f"worst {worst:.2e}, fa3p {'equal to' if same else 'NOT equal to'} fa3: {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1
 
