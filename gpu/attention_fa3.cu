@@ -1198,15 +1198,37 @@ static __device__ __forceinline__ int64_t fa3wts_index(int64_t r) {
     return r % 2 == 0 ? row + blockIdx.x : row + gridDim.x - 1 - blockIdx.x;
 }
 
+/* FA3WTS_ALIGN_END (0 by default; 1 gives the same bits, each row's output depending on its
+ * own keys alone, as fa3's 128-row blocks and fa3wt's 192-row ones agree): a sequence's work
+ * tiles end at its last row and every 192 rows before it, so that the one short tile, where
+ * the length is not a multiple of 192, is its first rows (the fewest keys) instead of its
+ * last (the most). The tile on the causal diagonal's far end then has all three warpgroups'
+ * rows: at 512 tokens the tiles' longest rows see 512, 320 and 128 keys (15 key tiles)
+ * instead of 512, 384 and 192 (17), at 1024 51 key tiles instead of 61, at 2048 187 instead
+ * of 197; tools/fa3wts-balance.py counts the busiest block's at 30 instead of 34 at 8 x 512,
+ * 51 instead of 61 at 4 x 1024, 51 instead of 53 at 1 x 2048. Written in session 35
+ * without a GPU; not yet run. */
+#ifndef FA3WTS_ALIGN_END
+#define FA3WTS_ALIGN_END 0
+#endif
+
 /* Work tile i of the grid's (fa3_begin's order): false where its rows are past its sequence
  * (every role skips it alike); else b's head, kv head, rows, table (every thread's). */
 static __device__ __forceinline__ bool fa3wts_item(fa3_block &b, int64_t i, const lr_gpu_attn_meta &m,
                                                    int64_t nh, int64_t nkv, int64_t qtiles) {
     const int64_t h = i % nh, rest = i / nh, seq = rest % m.num_seqs, tile = rest / m.num_seqs;
+#if FA3WTS_ALIGN_END
+    const int64_t end = m.seq_len[seq] - tile * FA3W_BQ, row0 = end > FA3W_BQ ? end - FA3W_BQ : 0;
+    (void)qtiles;
+    if (end <= 0) return false;
+    b.h = h, b.g = h / (nh / nkv), b.tok0 = m.seq_start[seq] + row0;
+    b.nrows = (int)(end - row0);
+#else
     const int64_t row0 = (qtiles - 1 - tile) * FA3W_BQ, len = m.seq_len[seq];
     if (row0 >= len) return false;
     b.h = h, b.g = h / (nh / nkv), b.tok0 = m.seq_start[seq] + row0;
     b.nrows = (int)(len - row0 < FA3W_BQ ? len - row0 : FA3W_BQ);
+#endif
     b.table = m.block_tables + seq * m.max_blocks;
     return true;
 }

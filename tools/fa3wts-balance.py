@@ -8,7 +8,9 @@ busiest block's, with what share of it the mean is, when each block takes
   - rr:      work tiles a grid apart (blockIdx.x, + gridDim.x, ...);
   - snake:   one from each row of the grid, every other row backwards (fa3wts_index in
              gpu/attention_fa3.cu);
-  - dynamic: the next work tile to whichever block has the least so far.
+  - dynamic: the next work tile to whichever block has the least so far;
+and, with FA3WTS_ALIGN_END (each sequence's work tiles ending at its last row, the short one
+its first rows), the key tiles of all work tiles and the busiest block's, snake and dynamic.
 Usage: python3 tools/fa3wts-balance.py
 """
 import heapq
@@ -18,11 +20,12 @@ SMS, HEADS, BQ, BN = 132, 32, 192, 64
 SHAPES = [(1, 512), (1, 768), (1, 1024), (1, 1536), (1, 2048), (2, 1024), (4, 1024), (8, 512), (16, 512)]
 
 
-def work_tiles(seqs, length):
-    """Key tiles of each work tile, in the grid's order."""
+def work_tiles(seqs, length, end=False):
+    """Key tiles of each work tile (its last row's keys), in the grid's order: tiles from a
+    sequence's first row (the short one its last rows), or with end from its last row."""
     out = []
-    for t in range(math.ceil(length / BQ) - 1, -1, -1):
-        keys = min(length, (t + 1) * BQ)
+    for t in range(math.ceil(length / BQ)):
+        keys = length - t * BQ if end else min(length, (math.ceil(length / BQ) - t) * BQ)
         out += [math.ceil(keys / BN)] * (seqs * HEADS)
     return out
 
@@ -52,5 +55,9 @@ for seqs, length in SHAPES:
     rr, mean = static(tiles, False)
     sn, _ = static(tiles, True)
     dy = dynamic(tiles)
+    ends = work_tiles(seqs, length, end=True)
+    esn, emean = static(ends, True)
     print(f"{seqs} x {length}: {len(tiles)} work tiles, mean {mean:.1f} key tiles a block; busiest: "
-          f"rr {rr} ({mean / rr:.2f}), snake {sn} ({mean / sn:.2f}), dynamic {dy} ({mean / dy:.2f})")
+          f"rr {rr} ({mean / rr:.2f}), snake {sn} ({mean / sn:.2f}), dynamic {dy} ({mean / dy:.2f}); "
+          f"end-aligned: {sum(ends)} key tiles against {sum(tiles)} ({sum(ends) / sum(tiles):.3f}), "
+          f"busiest snake {esn}, dynamic {dynamic(ends)}")
