@@ -24,8 +24,9 @@ TMP=${LR_TMPDIR:?}/wgmma-ptxas
 rm -rf "$TMP" && mkdir -p "$TMP"
 # The file as the makefile builds it, then with the knobs whose kernels differ (a build-time
 # knob a trial turns on must keep its wgmmas asynchronous too).
+KNOBS="-DFA3WTS_WG_STORE=1 -DFA3WTS_ALIGN_END=1"
 n=0
-for defs in "" "-DFA3WTS_WG_STORE=1 -DFA3WTS_ALIGN_END=1"; do
+for defs in "" "$KNOBS"; do
     n=$((n + 1)) out="$TMP/ptxas-$n.txt"
     "$LR_NVCC" -arch=sm_90a -O3 -std=c++17 --expt-relaxed-constexpr -DLR_FA3_WGMMA $defs -I"$src/ref" -I"$src/ref/core" \
         -I"$src/ref/check" -I"$src/ref/cpu" -I"$src/gpu" -I"${LR_BUILDDIR:-.}" -Xptxas -v \
@@ -48,5 +49,5 @@ for defs in "" "-DFA3WTS_WG_STORE=1 -DFA3WTS_ALIGN_END=1"; do
         exit 1
     fi
 done
-echo "test_wgmma_ptxas: $kernels kernels, with the tree's values and with FA3WTS_WG_STORE=1 FA3WTS_ALIGN_END=1, no wgmma serialised or fenced by ptxas; registers (the tree's):" \
+echo "test_wgmma_ptxas: $kernels kernels, with the tree's values and with $KNOBS, no wgmma serialised or fenced by ptxas; registers (the tree's):" \
     $(grep -o "Used [0-9]* registers" "$TMP/ptxas-1.txt" | cut -d' ' -f2)

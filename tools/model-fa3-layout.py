@@ -671,7 +671,7 @@ def check_ws_schedule(rng, runs=300):
 WST_FAULTS = ("parity-t", "expect-k", "no-empty", "no-pbar", "empty-always")
 
 
-def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False, wgstore=False):
+def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False, wgstore=False, stats=None):
     """fa3wt's hand-over (gpu/attention_fa3.cu, attention_fa3wt_kernel and fa3_tma_produce):
     fa3w's consumers and "empty" named barriers, each stage's "full" an mbarrier of arrival
     count 1. One run in a random interleaving; the producer warpgroup as NP threads (P0 its
@@ -723,6 +723,9 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False,
     tile's TMA boxes of K), a TMA box NP of them, a producer thread's cp.async copy one (its
     rows); each copy lands (and a TMA box then completes its bytes) at a random moment after
     its issue, a tile's in any order.
+
+    stats: a dict whose "ahead" counts the runs without a planted fault in which a consumer read
+    a work tile while another still read the one before.
 
     Returns None, or what went wrong: a read of a stage where a cell of the tile has not
     landed or holds another tile's; a phase completing before every cell of its tile (phase
@@ -965,15 +968,12 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False,
                                      f"{len(range(st, total, NS))} fills")
     except AssertionError as e:
         return str(e)
-    if ahead[0] and planted is None:
-        SCHED_STATS["ahead" if wgstore else "ahead-store"] += 1
+    if ahead[0] and planted is None and stats is not None:
+        stats["ahead"] += 1
     return None
 
 
-SCHED_STATS = {"ahead": 0, "ahead-store": 0}  # runs (no fault planted) where a consumer ran a work tile ahead
-
-
-def check_schedules(cases, faults, rng, runs, what, persist=False, wgstore=False):
+def check_schedules(cases, faults, rng, runs, what, persist=False, wgstore=False, stats=None):
     """ws_schedule_tma over cases ((work, boxes) each), each in `runs` random interleavings,
     and each planted fault of faults on the cases until it fails somewhere. Returns
     (interleavings checked, the first failure or None, planted faults caught); prints the
@@ -982,7 +982,7 @@ def check_schedules(cases, faults, rng, runs, what, persist=False, wgstore=False
     caught = dict.fromkeys(faults, False)
     for work, boxes in cases:
         for _ in range(runs):
-            err = ws_schedule_tma(work, rng, boxes=boxes, persist=persist, wgstore=wgstore)
+            err = ws_schedule_tma(work, rng, boxes=boxes, persist=persist, wgstore=wgstore, stats=stats)
             n += 1
             if err:
                 return n, f"work tiles (key tiles, partial, seen) {work}, {boxes} boxes: {err}", 0
@@ -1023,13 +1023,14 @@ WSTW_FAULTS = ("wg-padded", "wg-shared", "qfull-early")
 WSTW_ALSO = tuple(f for f in WSTP_FAULTS + WSTP_ALSO if f != "one-store")  # it has no store barrier
 
 
-def check_ws_schedule_persist(rng, runs=40, wgstore=False):
+def check_ws_schedule_persist(rng, runs=40, wgstore=False, stats=None):
     """ws_schedule_tma with persist: a block taking one to five work tiles of 1 to 5 key
     tiles each (fewer than the three stages and more), the last whole or partial, the
     consumers' tiles seen as fa3w's (SPREADS), drawn at random, 12 blocks of each number of
     work tiles, each in `runs` random interleavings; and the planted faults (WSTP_FAULTS and
     fa3wt's that apply, WSTP_ALSO), each of which must fail somewhere; with wgstore
     (FA3WTS_WG_STORE) the same but for "one-store" (no store barrier), and WSTW_FAULTS.
+    stats: as ws_schedule_tma's, over the runs without a planted fault.
     Returns (interleavings checked, the first failure or None, planted faults caught)."""
     cases = []
     for nwork in range(1, 6):
@@ -1041,8 +1042,9 @@ def check_ws_schedule_persist(rng, runs=40, wgstore=False):
             cases.append((work, 1 << int(rng.integers(3))))
     if wgstore:
         return check_schedules(cases, WSTW_ALSO + WSTW_FAULTS, rng, runs, "FA3WTS_WG_STORE's hand-over",
-                               persist=True, wgstore=True)
-    return check_schedules(cases, WSTP_FAULTS + WSTP_ALSO, rng, runs, "the persistent hand-over", persist=True)
+                               persist=True, wgstore=True, stats=stats)
+    return check_schedules(cases, WSTP_FAULTS + WSTP_ALSO, rng, runs, "the persistent hand-over", persist=True,
+                           stats=stats)
 
 
 FA3W_BQ, FA3W_NS = 192, 3  # fa3w's (and fa3wt's) query rows a block and K/V stages
@@ -1322,21 +1324,22 @@ def main():
               "before its readers released it, no deadlock, no arrival left")
     print(f"fa3wt's hand-over (mbarriers a stage, TMA and the cp.async last tile): {nwt} interleavings, "
           f"{wt_err or handed}; planted faults caught: {wcaught} of {len(WST_FAULTS)}")
-    npw, pw_err, pcaught = check_ws_schedule_persist(rng)
+    ahead_store, ahead_wg = {"ahead": 0}, {"ahead": 0}
+    npw, pw_err, pcaught = check_ws_schedule_persist(rng, stats=ahead_store)
     held_p = ("the stages one ring over the work tiles, Q in two buffers read only as landed, the output "
               "staged in Q after every consumer's reads and copied out before Q's refill, no deadlock, "
               "no arrival left")
     nfaults = len(WSTP_FAULTS) + len(WSTP_ALSO)
     print(f"fa3wts' hand-over (fa3wt persistent: several work tiles a block): {npw} interleavings, "
           f"{pw_err or held_p}; planted faults caught: {pcaught} of {nfaults}")
-    nww, ww_err, wwcaught = check_ws_schedule_persist(rng, wgstore=True)
+    nww, ww_err, wwcaught = check_ws_schedule_persist(rng, wgstore=True, stats=ahead_wg)
     held_w = ("each consumer's output staged in its own rows of Q after its own reads, none over another's "
               "rows still read, copied out before Q's refill, no deadlock, no arrival left")
     nwfaults = len(WSTW_ALSO) + len(WSTW_FAULTS)
     print(f"fa3wts' hand-over with FA3WTS_WG_STORE (no store barrier): {nww} interleavings, "
           f"{ww_err or held_w}; planted faults caught: {wwcaught} of {nwfaults}; a consumer read a work tile "
-          f"while another still read the one before in {SCHED_STATS['ahead']} of them (with the store barrier: "
-          f"{SCHED_STATS['ahead-store']} of {npw})")
+          f"while another still read the one before in {ahead_wg['ahead']} of them (with the store barrier: "
+          f"{ahead_store['ahead']} of {npw})")
     ql_err = check_store_ql()
     ql_caught = sum(check_store_ql(pl) is not None for pl in ("padded", "no-xor"))
     print(f"fa3_store in Q's layout (FA3WTS_WG_STORE; hd 64 and 128, 12 warps): "
@@ -1351,7 +1354,7 @@ def main():
     ok = (worst <= 1e-12 and same and ws_err is None and ncaught == 3 and tma_err is None and refused == 2
           and tcaught == len(TMA_FAULTS) and wt_err is None and wcaught == len(WST_FAULTS)
           and pw_err is None and pcaught == nfaults and ww_err is None and wwcaught == nwfaults
-          and SCHED_STATS["ahead"] > 0 and SCHED_STATS["ahead-store"] == 0 and ql_err is None and ql_caught == 2)
+          and ahead_wg["ahead"] > 0 and ahead_store["ahead"] == 0 and ql_err is None and ql_caught == 2)
     print(f"worst {worst:.2e}, fa3p {'equal to' if same else 'NOT equal to'} fa3: {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1
 
