@@ -20,7 +20,7 @@ cd $B && BASE=$(sed -n 's/^CPPFLAGS = //p' Makefile)
 rm -f gpu/attention_fa3.o; make -j16 CPPFLAGS="$BASE $KNOB" llama-diff > $L/build-knob.log 2>&1 || { tail -5 $L/build-knob.log; pack; exit 1; }
 cp llama-diff $L/llama-diff-knob
 el "shape check, fp16, $KNOB"; cd $SRC
-OUT=$L/shape timeout 260 bash tools/gpu-shape-check.sh --variants fa3wts --precisions fp16 --no-faults > $L/shape-check.txt 2>&1; echo "shape check exit $?"; tail -3 $L/shape-check.txt | cut -c1-300
+OUT=$L/shape timeout $(( $(left) - 170 < 300 ? $(left) - 170 : 300 )) bash tools/gpu-shape-check.sh --variants fa3wts --precisions fp16 --no-faults > $L/shape-check.txt 2>&1; echo "shape check exit $?"; tail -3 $L/shape-check.txt | cut -c1-300
 rm -f $L/shape/*.safetensors; pack
 cd $B && rm -f gpu/attention_fa3.o && make -j16 llama-diff > $L/build-tree.log 2>&1 || { tail -5 $L/build-tree.log; pack; exit 1; }
 el "timing: fa3, fa3wts, fa3wts with $KNOB, alternating"
