@@ -1595,8 +1595,13 @@ template <typename E> static int attention_fa3wts(const lr_gpu_attention_args *a
  * second block an SM hides more of each block's start and finish. Run 41 (an H100): fa3wts,
  * persistent, at most fa3wt's time at every one of those shapes (1 x 2048 105.4 us against
  * fa3wt's 109.1 and fa3's 122.6; 2 x 1024 70.0 against 72.0 and 72.2) and within 1% of fa3's
- * at 8 x 512 and 16 x 512; 2.5% below fa3's at 4 x 1024, one sample, so the bound stays. */
+ * at 8 x 512 and 16 x 512; 2.5% below fa3's at 4 x 1024, one sample, so the bound stays.
+ * A build may set it (-DFA3WT_MAX_WAVES=N, as gpu-trial.sh passes knobs) to time the rows
+ * with the bound elsewhere: run 42 timed fa3wts with FA3WTS_ALIGN_END 78.8 us at 8 x 512
+ * (5.8 waves), under fa3's 84-86 us of runs 39-41. */
+#ifndef FA3WT_MAX_WAVES
 #define FA3WT_MAX_WAVES 3
+#endif
 template <typename E> static int attention_fa3_prefill(const lr_gpu_attention_args *a, cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;
     const int64_t blocks = a->nh * m->num_seqs * ((m->max_seq_len + FA3W_BQ - 1) / FA3W_BQ);
