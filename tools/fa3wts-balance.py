@@ -10,7 +10,9 @@ busiest block's, with what share of it the mean is, when each block takes
              gpu/attention_fa3.cu);
   - dynamic: the next work tile to whichever block has the least so far;
 and, with FA3WTS_ALIGN_END (each sequence's work tiles ending at its last row, the short one
-its first rows), the key tiles of all work tiles and the busiest block's, snake and dynamic.
+its first rows), the key tiles of all work tiles and the busiest block's, snake (with its
+work tiles: run 42's timings read as about 1.89 us a key tile and 3.2 us a work tile of the
+busiest block, docs/performance.md) and dynamic.
 Usage: python3 tools/fa3wts-balance.py
 """
 import heapq
@@ -30,16 +32,21 @@ def work_tiles(seqs, length, end=False):
     return out
 
 
-def static(tiles, snake):
+def static(tiles, snake, count=False):
+    """The busiest block's key tiles and the mean a block; with count, also the busiest
+    block's work tiles (the most of any block among those with the busiest's key tiles)."""
     grid = min(SMS, len(tiles))
-    load = [0] * grid
+    load, n = [0] * grid, [0] * grid
     for blk in range(grid):
         r = 0
         while r * grid < len(tiles):
             i = r * grid + (grid - 1 - blk if snake and r % 2 else blk)
             if i < len(tiles):
                 load[blk] += tiles[i]
+                n[blk] += 1
             r += 1
+    if count:
+        return max(load), sum(tiles) / grid, max(n[k] for k in range(grid) if load[k] == max(load))
     return max(load), sum(tiles) / grid
 
 
@@ -56,8 +63,8 @@ for seqs, length in SHAPES:
     sn, _ = static(tiles, True)
     dy = dynamic(tiles)
     ends = work_tiles(seqs, length, end=True)
-    esn, emean = static(ends, True)
+    esn, emean, ework = static(ends, True, count=True)
     print(f"{seqs} x {length}: {len(tiles)} work tiles, mean {mean:.1f} key tiles a block; busiest: "
           f"rr {rr} ({mean / rr:.2f}), snake {sn} ({mean / sn:.2f}), dynamic {dy} ({mean / dy:.2f}); "
           f"end-aligned: {sum(ends)} key tiles against {sum(tiles)} ({sum(ends) / sum(tiles):.3f}), "
-          f"busiest snake {esn}, dynamic {dynamic(ends)}")
+          f"busiest snake {esn} ({ework} work tiles), dynamic {dynamic(ends)}")
