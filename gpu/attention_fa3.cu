@@ -1215,6 +1215,22 @@ static __device__ __forceinline__ int64_t fa3wts_index(int64_t r) {
 #ifndef FA3WTS_ALIGN_END
 #define FA3WTS_ALIGN_END 0
 #endif
+/* FA3WTS_PIPE (0 by default; 1 gives the same bits, fa3p's step being fa3's arithmetic in
+ * another order of issue): each consumer warpgroup runs its key tiles in fa3p's step (fa3wp's
+ * loop): S_t = Q K_t^T issued together with P_{t-1} V_{t-1}, S_t's softmax under that P V.
+ * Run 42's timings read as 1.89 us a key tile of the busiest block (0.44 of the SM's dense
+ * bf16 peak in MMAs), which is what 1 x 2048 must cut to reach 350 TFLOP/s; fa3_tile leaves a
+ * warpgroup's MMAs idle through its own softmax, and whether the other two warpgroups fill
+ * that time is what Nsight Compute on fa3wts (queued) is to show. A consumer holds two stages (K_t,
+ * V_{t-1}) and releases tile t - 1 after step t's P V, so the three stages leave the producer
+ * one key tile ahead instead of two. ptxas: 128 registers at launch (the consumers' 152 after
+ * setmaxnreg), no spills, no wgmma serialised (the first step peeled out of the loop, as
+ * fa3wp's; a step inside a branch of the loop had ptxas serialise them). tools/
+ * model-fa3-layout.py's ws_schedule_tma with pipe is this hand-over. Written in session 36
+ * without a GPU; not yet run (the queue's next-r42c.sh). */
+#ifndef FA3WTS_PIPE
+#define FA3WTS_PIPE 0
+#endif
 
 /* Work tile i of the grid's (fa3_begin's order): false where its rows are past its sequence
  * (every role skips it alike); else b's head, kv head, rows, table (every thread's). */
@@ -1375,6 +1391,35 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
             o[x] = 0.0f;
         float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
         const uint64_t dq = fa3_desc(qs + b.wg * 64 * 128, 16, 1024);
+#if FA3WTS_PIPE
+        /* fa3p's step (fa3wp's loop): S_t issued with P_{t-1} V_{t-1}, S_t's softmax under that
+         * P V; a stage released once its V is read, so that a consumer holds two (K_t, V_{t-1}):
+         * the ring's three stages let the producer one key tile ahead. The tiles past this
+         * warpgroup's rows are waited for and released, unread. */
+        const int nw = min(ntiles, b.wgmax / FA3_BN + (b.wgmax % FA3_BN != 0)); /* its key tiles */
+        int t = 0;
+        if (nw > 0) {
+            uint32_t pa[FA3_BN / 16][4]; /* P_{t-1} */
+            mbar_wait(full + 8 * (g0 % NS), (uint32_t)(g0 / NS) & 1u);
+            fa3p_step<E, HD, BQ, true>(
+                o, pa, ma, mb, la, lb, b, 0, sl2, dq, kst + (g0 % NS) * Ly::TB, 0, [] {}, [] {});
+            for (t = 1; t < nw; t++) {
+                const int gt = g0 + t, st = gt % NS, sp = (gt - 1) % NS;
+                mbar_wait(full + 8 * st, (uint32_t)(gt / NS) & 1u);
+                fa3p_step<E, HD, BQ, false>(
+                    o, pa, ma, mb, la, lb, b, t * FA3_BN, sl2, dq, kst + st * Ly::TB, vst + sp * Ly::TB,
+                    [] {}, [&] { bar_arrive_n(ws_empty<NS>(sp), NT); }); /* K_{t-1}, V_{t-1} read */
+            }
+            const int sl = (g0 + nw - 1) % NS; /* the last P V */
+            fa3_pv_wait<E, HD>(o, pa, vst + sl * Ly::TB);
+            bar_arrive_n(ws_empty<NS>(sl), NT);
+        }
+        for (; t < ntiles; t++) {
+            const int gt = g0 + t, st = gt % NS;
+            mbar_wait(full + 8 * st, (uint32_t)(gt / NS) & 1u);
+            bar_arrive_n(ws_empty<NS>(st), NT);
+        }
+#else
         for (int t = 0; t < ntiles; t++) {
             const int gt = g0 + t, st = gt % NS, k0 = t * FA3_BN;
             mbar_wait(full + 8 * st, (uint32_t)(gt / NS) & 1u); /* the stage's (gt / NS)-th fill */
@@ -1382,6 +1427,7 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
                 fa3_tile<E, HD, BQ>(o, ma, mb, la, lb, b, k0, sl2, dq, kst + st * Ly::TB, vst + st * Ly::TB);
             bar_arrive_n(ws_empty<NS>(st), NT);
         }
+#endif
         b.kbuf = qs; /* fa3_store stages its rows at b.kbuf: in Q's buffer */
 #if FA3WTS_WG_STORE
         bar_sync_n(ws_wgq<NS>(b.wg), 128); /* the warpgroup's wgmmas are done with its rows of Q */

@@ -671,7 +671,8 @@ def check_ws_schedule(rng, runs=300):
 WST_FAULTS = ("parity-t", "expect-k", "no-empty", "no-pbar", "empty-always")
 
 
-def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False, wgstore=False, stats=None):
+def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False, wgstore=False, pipe=False,
+                    stats=None):
     """fa3wt's hand-over (gpu/attention_fa3.cu, attention_fa3wt_kernel and fa3_tma_produce):
     fa3w's consumers and "empty" named barriers, each stage's "full" an mbarrier of arrival
     count 1. One run in a random interleaving; the producer warpgroup as NP threads (P0 its
@@ -715,6 +716,16 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False,
     producer's threads once each one's Q copies landed), the consumers waiting on the
     parity of the buffer's fill (j / 2) & 1.
 
+    pipe (with persist): fa3wts built with FA3WTS_PIPE: each consumer's key tiles in fa3p's
+    step, S_t = Q K_t^T issued with P_{t-1} V_{t-1}, so that step t reads stage t's K and
+    stage t - 1's V at once and releases stage t - 1 after; its last P V reads its last
+    tile's V and releases it, before the tiles past its rows, each waited for and released
+    unread:
+
+      C: for work tile j, n = min(key tiles, its tiles seen): for t < n: wait full[g % NS];
+           read stages g and g - 1 (t > 0); bar.arrive empty[(g - 1) % NS] (t > 0); then read
+           stage g_last, bar.arrive empty[g_last % NS]; for t >= n: wait, bar.arrive empty
+
     The mbarrier as the PTX ISA has it: a phase number (from 0), a pending arrival count
     (the expected count, 1, at each phase's start) and a tx-count (0 there); arrive.expect_tx
     adds its bytes, then arrives; a copy's completion subtracts its bytes; the phase
@@ -748,7 +759,9 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False,
     producer leaves without the stages' drain), "no-qdrain" (nor Q's). wgstore's
     (WSTW_FAULTS): "wg-padded" (a consumer's staging reaches the next one's rows of Q, as
     fa3_store's padded rows would), "wg-shared" (every consumer stages in the same rows),
-    "qfull-early" (P0 arrives on Q's mbarrier without the producer's bar.sync)."""
+    "qfull-early" (P0 arrives on Q's mbarrier without the producer's bar.sync). pipe's
+    (WSTQ_FAULTS): "pipe-early" (stage t - 1 released before step t's reads, its V still to
+    be read), "pipe-no-last" (the last P V's stage never released)."""
     cons = [f"C{c}" for c in range(len(work[0][2]))]
     prods = [f"P{i}" for i in range(NP)]
     U = boxes * NP  # cells of K (and of V) a stage
@@ -892,24 +905,31 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False,
             for j in range(max(len(work) - 2, 0), len(work)):
                 yield from sync(a, QEMPTY + j % 2)
 
-    def read(a, g, j):  # a consumer's wgmmas read stage g % NS (and Q) between their issue and their wait
-        st, b = g % NS, j % 2
+    def read(a, g, j, also=None):  # a consumer's wgmmas read stage g % NS (and Q; pipe: also stage
+        st, b = g % NS, j % 2          # also % NS, the tile before) between their issue and their wait
+        gs = [g] if also is None else [g, also]
         if any(loopdone[x] < j - 1 for x in cons):
             ahead[0] = True  # a consumer reads work tile j while another still reads j - 1
-        if any(c != g for c in stage[st]):
-            raise AssertionError(f"{a} reads tile {g} in stage {st}: it holds {stage[st]}")
+        for x in gs:
+            if any(c != x for c in stage[x % NS]):
+                raise AssertionError(f"{a} reads tile {x} in stage {x % NS}: it holds {stage[x % NS]}")
         if persist:
             if any(c != j for c in qbuf[b]):
                 raise AssertionError(f"{a} reads Q of work tile {j} in buffer {b}: it holds {qbuf[b]}")
             qreading[b].add(a)
         yield True
-        if any(c != g for c in stage[st]):
-            raise AssertionError(f"stage {st} overwritten while {a} reads tile {g}: {stage[st]}")
+        for x in gs:
+            if any(c != x for c in stage[x % NS]):
+                raise AssertionError(f"stage {x % NS} overwritten while {a} reads tile {x}: {stage[x % NS]}")
         if persist:
             qreading[b].discard(a)
             if any(c != j for c in qbuf[b]) or a in staged_over(b):
                 raise AssertionError(f"Q buffer {b} overwritten while {a} reads work tile {j}: {qbuf[b]}, "
                                      f"{sorted(staged[b])} staged")
+
+    def release(a, g):  # pipe: the consumer done with tile g's stage
+        released[g % NS].add(a)
+        yield from arrive(a, EMPTY + g % NS)
 
     def consumer(c):
         a = cons[c]
@@ -927,6 +947,21 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False,
                           (t // NS) & 1 if planted == "parity-local" else (g // NS) & 1)
                 while mbar[st][0] & 1 == parity:  # try_wait.parity
                     yield False
+                if pipe:
+                    n = min(ntiles, seen[c])
+                    if t < n:
+                        if t > 0 and planted == "pipe-early":
+                            yield from release(a, g - 1)
+                        yield from read(a, g, j, g - 1 if t > 0 else None)  # S_t with P_{t-1} V_{t-1}
+                        if t > 0 and planted != "pipe-early":
+                            yield from release(a, g - 1)
+                        if t == n - 1:  # the last P V
+                            yield from read(a, g, j)
+                            if planted != "pipe-no-last":
+                                yield from release(a, g)
+                    else:
+                        yield from release(a, g)
+                    continue
                 if t < seen[c]:
                     yield from read(a, g, j)
                 released[st].add(a)
@@ -973,7 +1008,7 @@ def ws_schedule_tma(work, rng, planted=None, NS=3, NP=2, boxes=2, persist=False,
     return None
 
 
-def check_schedules(cases, faults, rng, runs, what, persist=False, wgstore=False, stats=None):
+def check_schedules(cases, faults, rng, runs, what, persist=False, wgstore=False, pipe=False, stats=None):
     """ws_schedule_tma over cases ((work, boxes) each), each in `runs` random interleavings,
     and each planted fault of faults on the cases until it fails somewhere. Returns
     (interleavings checked, the first failure or None, planted faults caught); prints the
@@ -982,13 +1017,13 @@ def check_schedules(cases, faults, rng, runs, what, persist=False, wgstore=False
     caught = dict.fromkeys(faults, False)
     for work, boxes in cases:
         for _ in range(runs):
-            err = ws_schedule_tma(work, rng, boxes=boxes, persist=persist, wgstore=wgstore, stats=stats)
+            err = ws_schedule_tma(work, rng, boxes=boxes, persist=persist, wgstore=wgstore, pipe=pipe, stats=stats)
             n += 1
             if err:
                 return n, f"work tiles (key tiles, partial, seen) {work}, {boxes} boxes: {err}", 0
         for pl in caught:
             caught[pl] = caught[pl] or any(
-                ws_schedule_tma(work, rng, planted=pl, boxes=boxes, persist=persist, wgstore=wgstore)
+                ws_schedule_tma(work, rng, planted=pl, boxes=boxes, persist=persist, wgstore=wgstore, pipe=pipe)
                 for _ in range(runs))
     for pl, c in caught.items():
         if not c:
@@ -1021,15 +1056,17 @@ WSTP_FAULTS = ("parity-local", "no-qempty", "qempty-early", "one-store", "no-dra
 WSTP_ALSO = tuple(f for f in WST_FAULTS if f != "empty-always")  # persist arrives on every empty anyway
 WSTW_FAULTS = ("wg-padded", "wg-shared", "qfull-early")
 WSTW_ALSO = tuple(f for f in WSTP_FAULTS + WSTP_ALSO if f != "one-store")  # it has no store barrier
+WSTQ_FAULTS = ("pipe-early", "pipe-no-last")
 
 
-def check_ws_schedule_persist(rng, runs=40, wgstore=False, stats=None):
+def check_ws_schedule_persist(rng, runs=40, wgstore=False, pipe=False, stats=None):
     """ws_schedule_tma with persist: a block taking one to five work tiles of 1 to 5 key
     tiles each (fewer than the three stages and more), the last whole or partial, the
     consumers' tiles seen as fa3w's (SPREADS), drawn at random, 12 blocks of each number of
     work tiles, each in `runs` random interleavings; and the planted faults (WSTP_FAULTS and
     fa3wt's that apply, WSTP_ALSO), each of which must fail somewhere; with wgstore
-    (FA3WTS_WG_STORE) the same but for "one-store" (no store barrier), and WSTW_FAULTS.
+    (FA3WTS_WG_STORE) the same but for "one-store" (no store barrier), and WSTW_FAULTS; with
+    pipe (FA3WTS_PIPE) WSTP_FAULTS, WSTP_ALSO and WSTQ_FAULTS.
     stats: as ws_schedule_tma's, over the runs without a planted fault.
     Returns (interleavings checked, the first failure or None, planted faults caught)."""
     cases = []
@@ -1043,6 +1080,9 @@ def check_ws_schedule_persist(rng, runs=40, wgstore=False, stats=None):
     if wgstore:
         return check_schedules(cases, WSTW_ALSO + WSTW_FAULTS, rng, runs, "FA3WTS_WG_STORE's hand-over",
                                persist=True, wgstore=True, stats=stats)
+    if pipe:
+        return check_schedules(cases, WSTP_FAULTS + WSTP_ALSO + WSTQ_FAULTS, rng, runs, "FA3WTS_PIPE's hand-over",
+                               persist=True, pipe=True, stats=stats)
     return check_schedules(cases, WSTP_FAULTS + WSTP_ALSO, rng, runs, "the persistent hand-over", persist=True,
                            stats=stats)
 
@@ -1340,6 +1380,12 @@ def main():
           f"{ww_err or held_w}; planted faults caught: {wwcaught} of {nwfaults}; a consumer read a work tile "
           f"while another still read the one before in {ahead_wg['ahead']} of them (with the store barrier: "
           f"{ahead_store['ahead']} of {npw})")
+    npp, pp_err, ppcaught = check_ws_schedule_persist(rng, pipe=True)
+    held_pp = ("each step's K and the tile before's V read where landed and not refilled until released, "
+               "no deadlock, no arrival left")
+    nqfaults = len(WSTP_FAULTS) + len(WSTP_ALSO) + len(WSTQ_FAULTS)
+    print(f"fa3wts' hand-over with FA3WTS_PIPE (fa3p's step: a consumer holds two stages): {npp} interleavings, "
+          f"{pp_err or held_pp}; planted faults caught: {ppcaught} of {nqfaults}")
     ql_err = check_store_ql()
     ql_caught = sum(check_store_ql(pl) is not None for pl in ("padded", "no-xor"))
     print(f"fa3_store in Q's layout (FA3WTS_WG_STORE; hd 64 and 128, 12 warps): "
@@ -1354,7 +1400,8 @@ def main():
     ok = (worst <= 1e-12 and same and ws_err is None and ncaught == 3 and tma_err is None and refused == 2
           and tcaught == len(TMA_FAULTS) and wt_err is None and wcaught == len(WST_FAULTS)
           and pw_err is None and pcaught == nfaults and ww_err is None and wwcaught == nwfaults
-          and ahead_wg["ahead"] > 0 and ahead_store["ahead"] == 0 and ql_err is None and ql_caught == 2)
+          and ahead_wg["ahead"] > 0 and ahead_store["ahead"] == 0 and ql_err is None and ql_caught == 2
+          and pp_err is None and ppcaught == nqfaults)
     print(f"worst {worst:.2e}, fa3p {'equal to' if same else 'NOT equal to'} fa3: {'agree' if ok else 'DISAGREE'}")
     return 0 if ok else 1
 
