@@ -1394,7 +1394,7 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
 #if FA3WTS_PIPE
         /* fa3p's step (fa3wp's loop): S_t issued with P_{t-1} V_{t-1}, S_t's softmax under that
          * P V; a stage released once its V is read, so that a consumer holds two (K_t, V_{t-1}):
-         * the ring's three stages let the producer one key tile ahead. The tiles past this
+         * the ring's three stages let the producer run one key tile ahead. The tiles past this
          * warpgroup's rows are waited for and released, unread. */
         const int nw = min(ntiles, b.wgmax / FA3_BN + (b.wgmax % FA3_BN != 0)); /* its key tiles */
         int t = 0;
