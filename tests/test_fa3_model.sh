@@ -17,7 +17,8 @@
 # consumer warpgroup staging in its own rows of Q, no store barrier, Q's full barriers
 # mbarriers) twelve, a consumer running a work tile ahead of another in some interleavings
 # (never with the store barrier), its staging in Q's layout within each warp's own rows of Q
-# and free of bank conflicts (two planted faults caught). Needs no GPU: the
+# and free of bank conflicts (two planted faults caught); and with FA3WTS_PIPE (fa3p's step
+# in each consumer, which holds two stages) twelve. Needs no GPU: the
 # tests' Python (LR_PYTHON) or the system's with numpy (tools/install-deps.sh installs it);
 # skips (77) where neither has it.
 for PY in "${LR_PYTHON:-python3}" /usr/bin/python3; do

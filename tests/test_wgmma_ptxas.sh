@@ -2,10 +2,9 @@
 # test_wgmma_ptxas.sh: ptxas keeps the warpgroup MMAs of attention fa3, fa3p, fa3w, fa3wp,
 # fa3wt and fa3wts (gpu/attention_fa3.cu) asynchronous, with the tree's values and with
 # fa3wts' knobs on (FA3WTS_WG_STORE=1 FA3WTS_ALIGN_END=1 FA3WTS_PIPE=1, which a trial turns
-# on). Where it
-# cannot prove a wgmma's registers safe (one issued or waited on in a branch, registers it
-# reads or writes touched between its issue and its wait) it serialises the kernel's wgmmas
-# or injects fences of its own, and says so only in its -v notes (C7510-C7520:
+# on). Where it cannot prove a wgmma's registers safe (one issued or waited on in a branch,
+# registers it reads or writes touched between its issue and its wait) it serialises the
+# kernel's wgmmas or injects fences of its own, and says so only in its -v notes (C7510-C7520:
 # "wgmma.mma_async instructions are serialized", "warpgroup.arrive is injected"); the kernel
 # still passes every check, only slower. Session 22 met both while writing fa3p, session 28
 # the first while writing fa3wp (a condition on a barrier's arrival inside its loop of

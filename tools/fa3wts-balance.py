@@ -32,9 +32,9 @@ def work_tiles(seqs, length, end=False):
     return out
 
 
-def static(tiles, snake, count=False):
-    """The busiest block's key tiles and the mean a block; with count, also the busiest
-    block's work tiles (the most of any block among those with the busiest's key tiles)."""
+def static(tiles, snake):
+    """The busiest block's key tiles, the mean a block, and the busiest block's work tiles
+    (the most of any block among those with the busiest's key tiles)."""
     grid = min(SMS, len(tiles))
     load, n = [0] * grid, [0] * grid
     for blk in range(grid):
@@ -45,9 +45,7 @@ def static(tiles, snake, count=False):
                 load[blk] += tiles[i]
                 n[blk] += 1
             r += 1
-    if count:
-        return max(load), sum(tiles) / grid, max(n[k] for k in range(grid) if load[k] == max(load))
-    return max(load), sum(tiles) / grid
+    return max(load), sum(tiles) / grid, max(n[k] for k in range(grid) if load[k] == max(load))
 
 
 def dynamic(tiles):
@@ -59,11 +57,11 @@ def dynamic(tiles):
 
 for seqs, length in SHAPES:
     tiles = work_tiles(seqs, length)
-    rr, mean = static(tiles, False)
-    sn, _ = static(tiles, True)
+    rr, mean, _ = static(tiles, False)
+    sn, _, _ = static(tiles, True)
     dy = dynamic(tiles)
     ends = work_tiles(seqs, length, end=True)
-    esn, emean, ework = static(ends, True, count=True)
+    esn, _, ework = static(ends, True)
     print(f"{seqs} x {length}: {len(tiles)} work tiles, mean {mean:.1f} key tiles a block; busiest: "
           f"rr {rr} ({mean / rr:.2f}), snake {sn} ({mean / sn:.2f}), dynamic {dy} ({mean / dy:.2f}); "
           f"end-aligned: {sum(ends)} key tiles against {sum(tiles)} ({sum(ends) / sum(tiles):.3f}), "
