@@ -1200,20 +1200,23 @@ static __device__ __forceinline__ int64_t fa3wts_index(int64_t r) {
     return r % 2 == 0 ? row + blockIdx.x : row + gridDim.x - 1 - blockIdx.x;
 }
 
-/* FA3WTS_ALIGN_END (0 by default; 1 gives the same bits, each row's output depending on its
- * own keys alone, as fa3's 128-row blocks and fa3wt's 192-row ones agree): a sequence's work
- * tiles end at its last row and every 192 rows before it, so that the one short tile, where
- * the length is not a multiple of 192, is its first rows (the fewest keys) instead of its
- * last (the most). The tile on the causal diagonal's far end then has all three warpgroups'
- * rows: at 512 tokens the tiles' longest rows see 512, 320 and 128 keys (15 key tiles)
- * instead of 512, 384 and 192 (17), at 1024 51 key tiles instead of 61, at 2048 187 instead
- * of 197; tools/fa3wts-balance.py counts the busiest block's at 30 instead of 34 at 8 x 512,
- * 51 instead of 61 at 4 x 1024, 51 instead of 53 at 1 x 2048. Written in session 35
- * without a GPU; run 42 (H200, one sample each): 2.8-11% faster at 8 x 512, 16 x 512,
- * 4 x 1024 and 2 x 1024, 2.9% slower at 1 x 2048; every check passed but the fp16 shape
- * check, which the queue's next-r42a.sh owes with repeated timings before it may be 1. */
+/* FA3WTS_ALIGN_END (1 by default since run 43; either value gives the same bits, each row's
+ * output depending on its own keys alone, as fa3's 128-row blocks and fa3wt's 192-row ones
+ * agree): a sequence's work tiles end at its last row and every 192 rows before it, so that
+ * the one short tile, where the length is not a multiple of 192, is its first rows (the
+ * fewest keys) instead of its last (the most). The tile on the causal diagonal's far end
+ * then has all three warpgroups' rows: at 512 tokens the tiles' longest rows see 512, 320
+ * and 128 keys (15 key tiles) instead of 512, 384 and 192 (17), at 1024 51 key tiles
+ * instead of 61, at 2048 187 instead of 197; tools/fa3wts-balance.py counts the busiest
+ * block's at 30 instead of 34 at 8 x 512, 51 instead of 61 at 4 x 1024, 51 instead of 53 at
+ * 1 x 2048. Written in session 35 without a GPU. Run 43 (an H100, bf16, three alternating
+ * samples each, medians): 0.99 of value 0's time at 1 x 2048 (102.9 us against 103.5),
+ * 0.94 at 2 x 1024, 0.93 at 3 x 1024, 0.96 at 4 x 1024, 0.97 at 8 x 512 and 0.98 at
+ * 16 x 512; with it fa3wts passed every check of runs 42 (an H200) and 43 (sweeps at bf16
+ * and f16, test_gpu_ops' fa3wts case, racecheck, synccheck, the shape checks at bf16 and
+ * fp16). */
 #ifndef FA3WTS_ALIGN_END
-#define FA3WTS_ALIGN_END 0
+#define FA3WTS_ALIGN_END 1
 #endif
 /* FA3WTS_PIPE (0 by default; 1 gives the same bits, fa3p's step being fa3's arithmetic in
  * another order of issue): each consumer warpgroup runs its key tiles in fa3p's step (fa3wp's
@@ -1227,7 +1230,11 @@ static __device__ __forceinline__ int64_t fa3wts_index(int64_t r) {
  * setmaxnreg), no spills, no wgmma serialised (the first step peeled out of the loop, as
  * fa3wp's; a step inside a branch of the loop had ptxas serialise them). tools/
  * model-fa3-layout.py's ws_schedule_tma with pipe is this hand-over. Written in session 36
- * without a GPU; not yet run (the queue's next-r42c.sh). */
+ * without a GPU. Run 43 (an H100): correct (its sweeps 70 of 70, with and without
+ * FA3WTS_ALIGN_END; racecheck 0 hazards, synccheck 0 errors, test_gpu_ops' fa3wts case 10 of
+ * 10) and 4-7% slower than the tree at every shape timed (1 x 2048 108.7 us against 101.7,
+ * 8 x 512 87.2 against 82.0): the producer's one tile ahead costs more than the overlap
+ * inside a warpgroup gains. It stays 0. */
 #ifndef FA3WTS_PIPE
 #define FA3WTS_PIPE 0
 #endif
@@ -1641,12 +1648,15 @@ template <typename E> static int attention_fa3wts(const lr_gpu_attention_args *a
  * second block an SM hides more of each block's start and finish. Run 41 (an H100): fa3wts,
  * persistent, at most fa3wt's time at every one of those shapes (1 x 2048 105.4 us against
  * fa3wt's 109.1 and fa3's 122.6; 2 x 1024 70.0 against 72.0 and 72.2) and within 1% of fa3's
- * at 8 x 512 and 16 x 512; 2.5% below fa3's at 4 x 1024, one sample, so the bound stays.
- * A build may set it (-DFA3WT_MAX_WAVES=N, as gpu-trial.sh passes knobs) to time the rows
- * with the bound elsewhere: run 42 timed fa3wts with FA3WTS_ALIGN_END 78.8 us at 8 x 512
- * (5.8 waves), under fa3's 84-86 us of runs 39-41. */
+ * at 8 x 512 and 16 x 512; 2.5% below fa3's at 4 x 1024, one sample, so the bound stayed 3.
+ * Run 43 (an H100, three alternating samples each, medians), fa3wts with FA3WTS_ALIGN_END
+ * against fa3: 0.92 of fa3's time at 4 x 1024 (115.4 us against 125.2; 5.8 waves), 0.96 at
+ * 8 x 512 (80.7 against 83.9; 5.8) and 0.98 at 16 x 512 (152.0 against 155.5; 11.6), the
+ * gain shrinking as the grid grows; so the bound is 12 waves, the largest grid timed, and
+ * fa3 keeps the grids past it, untimed. A build may set it (-DFA3WT_MAX_WAVES=N, as
+ * gpu-trial.sh passes knobs) to time the rows with the bound elsewhere. */
 #ifndef FA3WT_MAX_WAVES
-#define FA3WT_MAX_WAVES 3
+#define FA3WT_MAX_WAVES 12
 #endif
 template <typename E> static int attention_fa3_prefill(const lr_gpu_attention_args *a, cudaStream_t s) {
     const lr_gpu_attn_meta *m = &a->meta;

@@ -208,7 +208,7 @@ static const lr_gpu_kernel builtin[] = {
       "the card holds at once) on mma.sync m16n8k16, each warp 16 keys at a time through its "
       "own cp.async ring, S = Q K^T and O^T = V^T P^T with P as two 16-bit terms (float32 "
       "softmax and sums), the warps merged in order, chunks merged; "
-      "else fa3wts where fa3wt's grid is at most three blocks an SM and the block size one it copies, "
+      "else fa3wts where fa3wt's grid is at most twelve blocks an SM and the block size one it copies, "
       "otherwise fa3 (the same bits; wgmma prefill on compute capability 9.0, else fa2)",
       true, ALL, ROUNDS_P},
      lr_gpu_attention_fdt},

@@ -390,9 +390,10 @@ END_TEST
  * pages a tile) and two that it refuses (12, not a multiple of 8; 24, one that does not
  * divide a tile of 64). The default's prefill (fdt's hand-off to fa3wts or fa3, by fa3wt's
  * blocks against the card's SMs) gives fa3's bits too (14-15), over shapes that take each
- * side on any card of fewer than 512 SMs: fa3wts one sequence of 300 tokens (16 blocks) and
- * Llama-3-8B's 1 x 2048 where the card has at least 118 SMs (352 blocks), fa3 24 sequences
- * of 64 tokens at 64 heads (1536 blocks) and block size 12 (not one fa3wts copies). */
+ * side on any card of fewer than 512 SMs (FA3WT_MAX_WAVES, 12 waves): fa3wts one sequence of
+ * 300 tokens (16 blocks) and Llama-3-8B's 1 x 2048 where the card has at least 30 SMs (352
+ * blocks), fa3 32 sequences of 200 tokens at 128 heads (8192 blocks) and block size 12 (not
+ * one fa3wts copies). */
 static const char *const block_sizes[] = {"heads=8,kv=2,hd=128,len=300,bs=8",
                                           "heads=8,kv=1,hd=64,past=37,len=200,seqs=2,bs=32",
                                           "heads=4,kv=4,hd=128,past=100,len=170,seqs=2,bs=64",
@@ -401,7 +402,7 @@ static const char *const block_sizes[] = {"heads=8,kv=2,hd=128,len=300,bs=8",
                                           NULL};
 START_TEST(test_fa3w_is_fa3) {
     static const char *const by_blocks[] = {"heads=8,kv=2,hd=128,len=300", "heads=32,kv=8,hd=128,len=2048",
-                                            "heads=64,kv=8,hd=64,len=64,seqs=24",
+                                            "heads=128,kv=8,hd=64,len=200,seqs=32",
                                             "heads=8,kv=2,hd=64,past=30,len=100,bs=12", NULL};
     static const char *const names[] = {"fa3w-is-fa3", "fa3wp-is-fa3", "fa3wt-is-fa3", "fdt-is-fa3"};
     static const char *const whats[] = {"attention fa3w against fa3", "attention fa3wp against fa3",
