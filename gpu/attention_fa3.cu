@@ -409,12 +409,10 @@ template <int HD> static __device__ __forceinline__ void fa3_rescale(float (&o)[
 
 /* The end of either kernel: O's rows over their sums, rounded once, staged at b.kbuf by the
  * warp for its own rows, then written out whole in pairs (the launcher checked ctx and ldc
- * for 4-byte alignment). The staging: in the K and V buffers, rows of HD + 8, fa2's padded
- * layout, the caller having freed them (QL 0); or, QL the rows of a Q buffer at b.kbuf, in
- * Q's own layout (fa3_sw<QL>), where each warp's output rows take the bytes of its own rows
- * of Q, the caller's warpgroup done with them. o[4d + e]: dims 8d + 2tq + e % 2 of row ra
- * (e < 2) or rb. */
-template <typename E, int HD, int QL = 0>
+ * for 4-byte alignment). The staging: rows of HD + 8, fa2's padded layout, in buffers the
+ * caller has freed (the K and V buffers, or fa3wts' Q buffer). o[4d + e]: dims 8d + 2tq +
+ * e % 2 of row ra (e < 2) or rb. */
+template <typename E, int HD>
 static __device__ __forceinline__ void fa3_store(E *ctx, int64_t ldc, const fa3_block &b,
                                                  const float (&o)[HD / 2], float la, float lb,
                                                  unsigned char *smem) {
@@ -430,23 +428,14 @@ static __device__ __forceinline__ void fa3_store(E *ctx, int64_t ldc, const fa3_
         E2<E> pa2, pb2;
         pa2.a = elem<E>::store(o[4 * d] * ia), pa2.b = elem<E>::store(o[4 * d + 1] * ia);
         pb2.a = elem<E>::store(o[4 * d + 2] * ib), pb2.b = elem<E>::store(o[4 * d + 3] * ib);
-        if constexpr (QL == 0) {
-            *(E2<E> *)(os + b.ra * LD + 8 * d + 2 * b.tq) = pa2;
-            *(E2<E> *)(os + b.rb * LD + 8 * d + 2 * b.tq) = pb2;
-        } else {
-            *(E2<E> *)((unsigned char *)os + fa3_sw<QL>(b.ra, d) + 4 * b.tq) = pa2;
-            *(E2<E> *)((unsigned char *)os + fa3_sw<QL>(b.rb, d) + 4 * b.tq) = pb2;
-        }
+        *(E2<E> *)(os + b.ra * LD + 8 * d + 2 * b.tq) = pa2;
+        *(E2<E> *)(os + b.rb * LD + 8 * d + 2 * b.tq) = pb2;
     }
     __syncwarp();
     for (int i = b.lane; i < 16 * (HD / 2); i += 32) {
         const int r = b.warp * 16 + i / (HD / 2), c = 2 * (i % (HD / 2));
         if (r >= b.nrows) continue;
-        if constexpr (QL == 0)
-            *(E2<E> *)(ctx + (b.tok0 + r) * ldc + b.h * HD + c) = *(const E2<E> *)(os + r * LD + c);
-        else
-            *(E2<E> *)(ctx + (b.tok0 + r) * ldc + b.h * HD + c) =
-                *(const E2<E> *)((const unsigned char *)os + fa3_sw<QL>(r, c / 8) + 2 * (c % 8));
+        *(E2<E> *)(ctx + (b.tok0 + r) * ldc + b.h * HD + c) = *(const E2<E> *)(os + r * LD + c);
     }
 }
 
@@ -1164,30 +1153,6 @@ static_assert(2 * 4 * FA3_TABLE_SMEM <= 6 * 1024, "fa3wts: the tables' copies wi
 template <int NS> static constexpr __device__ int ws_qfull(int b) { return ws_store<NS>() + 2 + b; }
 template <int NS> static constexpr __device__ int ws_qempty(int b) { return ws_store<NS>() + 4 + b; }
 static_assert(FA3W_NS * 2 + 7 < 16, "fa3wts: sixteen named barriers a block");
-/* FA3WTS_WG_STORE (0 by default; 1 gives the same bits): each consumer warpgroup stages its
- * output in its own rows of its work tile's Q buffer, in Q's layout (fa3_store's QL), after a
- * barrier of its own 128 threads (its wgmmas done with those rows), and goes on to its next
- * work tile without the consumers' store barrier; Q's full barriers are mbarriers (the
- * producer's thread 0 arrives, as on a stage's cp.async tile), so that no consumer waits for
- * another's arrival there either (a named barrier's bar.sync would hold warpgroup 0 at the
- * next work tile's Q until warpgroup 2 got there). Run 40 left about 3.7 us a work tile at
- * 8 x 512 in series: on the causal diagonal warpgroup 0 (two key tiles fewer than warpgroup
- * 2) waits for it at the store barrier, and the store runs with no MMA beside it. With the
- * knob, warpgroup 0 stores and starts the next work tile's first key tiles (as far as the
- * ring's stages, which the producer refills only after every consumer released them) while
- * warpgroup 2 finishes. Padded staging (fa3_store's QL 0) would not fit: a warpgroup's 64
- * rows of HD + 8 (17 KB) would cover other warpgroups' Q rows, still being read (in Q's
- * layout a warpgroup's rows are 8 KB of each 64-dim half).
- * tools/model-fa3-layout.py's ws_schedule_tma with wgstore is this hand-over. Written in
- * session 35 without a GPU; run 42 (H200): correct (sweeps, racecheck, synccheck) and no
- * faster at any shape timed (8 x 512 84.1 us against the tree's 82.6, 1 x 2048 106.0 against
- * 102.0), so it stays 0. */
-#ifndef FA3WTS_WG_STORE
-#define FA3WTS_WG_STORE 0
-#endif
-/* The consumer warpgroups' own barriers (FA3WTS_WG_STORE), past Q's. */
-template <int NS> static constexpr __device__ int ws_wgq(int wg) { return ws_qempty<NS>(1) + 1 + wg; }
-static_assert(FA3W_NS * 2 + 7 + FA3W_CWGS <= 16, "fa3wts: ids 0 to 15 with the warpgroups' own");
 
 /* The work tile a block takes r-th: rows of the grid's blocks in turn, every other one
  * backwards (r = 0: blockIdx.x; r = 1: 2 gridDim.x - 1 - blockIdx.x; ...), so that a block
@@ -1200,62 +1165,30 @@ static __device__ __forceinline__ int64_t fa3wts_index(int64_t r) {
     return r % 2 == 0 ? row + blockIdx.x : row + gridDim.x - 1 - blockIdx.x;
 }
 
-/* FA3WTS_ALIGN_END (1 by default since run 43; either value gives the same bits, each row's
- * output depending on its own keys alone, as fa3's 128-row blocks and fa3wt's 192-row ones
- * agree): a sequence's work tiles end at its last row and every 192 rows before it, so that
- * the one short tile, where the length is not a multiple of 192, is its first rows (the
- * fewest keys) instead of its last (the most). The tile on the causal diagonal's far end
- * then has all three warpgroups' rows: at 512 tokens the tiles' longest rows see 512, 320
- * and 128 keys (15 key tiles) instead of 512, 384 and 192 (17), at 1024 51 key tiles
- * instead of 61, at 2048 187 instead of 197; tools/fa3wts-balance.py counts the busiest
- * block's at 30 instead of 34 at 8 x 512, 51 instead of 61 at 4 x 1024, 51 instead of 53 at
- * 1 x 2048. Written in session 35 without a GPU. Run 43 (an H100, bf16, three alternating
- * samples each, medians): 0.99 of value 0's time at 1 x 2048 (102.9 us against 103.5),
- * 0.94 at 2 x 1024, 0.93 at 3 x 1024, 0.96 at 4 x 1024, 0.97 at 8 x 512 and 0.98 at
- * 16 x 512; with it fa3wts passed every check of runs 42 (an H200) and 43 (sweeps at bf16
- * and f16, test_gpu_ops' fa3wts case, racecheck, synccheck, the shape checks at bf16 and
- * fp16). */
-#ifndef FA3WTS_ALIGN_END
-#define FA3WTS_ALIGN_END 1
-#endif
-/* FA3WTS_PIPE (0 by default; 1 gives the same bits, fa3p's step being fa3's arithmetic in
- * another order of issue): each consumer warpgroup runs its key tiles in fa3p's step (fa3wp's
- * loop): S_t = Q K_t^T issued together with P_{t-1} V_{t-1}, S_t's softmax under that P V.
- * Run 42's timings read as 1.89 us a key tile of the busiest block (0.44 of the SM's dense
- * bf16 peak in MMAs), which is what 1 x 2048 must cut to reach 350 TFLOP/s; fa3_tile leaves a
- * warpgroup's MMAs idle through its own softmax, and whether the other two warpgroups fill
- * that time is what Nsight Compute on fa3wts (queued) is to show. A consumer holds two stages (K_t,
- * V_{t-1}) and releases tile t - 1 after step t's P V, so the three stages leave the producer
- * one key tile ahead instead of two. ptxas: 128 registers at launch (the consumers' 152 after
- * setmaxnreg), no spills, no wgmma serialised (the first step peeled out of the loop, as
- * fa3wp's; a step inside a branch of the loop had ptxas serialise them). tools/
- * model-fa3-layout.py's ws_schedule_tma with pipe is this hand-over. Written in session 36
- * without a GPU. Run 43 (an H100): correct (its sweeps 70 of 70, with and without
- * FA3WTS_ALIGN_END; racecheck 0 hazards, synccheck 0 errors, test_gpu_ops' fa3wts case 10 of
- * 10) and 4-7% slower than the tree at every shape timed (1 x 2048 108.7 us against 101.7,
- * 8 x 512 87.2 against 82.0): the producer's one tile ahead costs more than the overlap
- * inside a warpgroup gains. It stays 0. */
-#ifndef FA3WTS_PIPE
-#define FA3WTS_PIPE 0
-#endif
-
 /* Work tile i of the grid's (fa3_begin's order): false where its rows are past its sequence
- * (every role skips it alike); else b's head, kv head, rows, table (every thread's). */
+ * (every role skips it alike); else b's head, kv head, rows, table (every thread's). A
+ * sequence's work tiles end at its last row and every 192 rows before it, so that the one
+ * short tile, where the length is not a multiple of 192, is its first rows (the fewest
+ * keys), and the tile at the causal diagonal's far end has all three warpgroups' rows: at
+ * 512 tokens the tiles' longest rows see 512, 320 and 128 keys (15 key tiles) where tiles
+ * from the first row would see 512, 384 and 192 (17); tools/fa3wts-balance.py counts the
+ * busiest block's key tiles at 30 instead of 34 at 8 x 512, 51 instead of 61 at 4 x 1024, 51
+ * instead of 53 at 1 x 2048. Either layout gives the same bits (a row's output depends on
+ * its own keys alone). Session 35's knob FA3WTS_ALIGN_END, the default since run 43 (an
+ * H100: 0.93-0.99 of the tiles from the first row's time at six shapes, three alternating
+ * samples each) and no longer a knob. Two other knobs of fa3wts were timed and removed:
+ * FA3WTS_WG_STORE (session 35: each consumer warpgroup staging its output in its own rows
+ * of Q, in Q's layout, and going on to its next work tile without the store barrier; run
+ * 42, an H200: correct, no faster) and FA3WTS_PIPE (session 36: fa3p's step in each
+ * consumer, which then holds two of the three stages; run 43: correct, 4-7% slower);
+ * docs/performance.md has both. */
 static __device__ __forceinline__ bool fa3wts_item(fa3_block &b, int64_t i, const lr_gpu_attn_meta &m,
-                                                   int64_t nh, int64_t nkv, int64_t qtiles) {
+                                                   int64_t nh, int64_t nkv) {
     const int64_t h = i % nh, rest = i / nh, seq = rest % m.num_seqs, tile = rest / m.num_seqs;
-#if FA3WTS_ALIGN_END
     const int64_t end = m.seq_len[seq] - tile * FA3W_BQ, row0 = end > FA3W_BQ ? end - FA3W_BQ : 0;
-    (void)qtiles;
     if (end <= 0) return false;
     b.h = h, b.g = h / (nh / nkv), b.tok0 = m.seq_start[seq] + row0;
     b.nrows = (int)(end - row0);
-#else
-    const int64_t row0 = (qtiles - 1 - tile) * FA3W_BQ, len = m.seq_len[seq];
-    if (row0 >= len) return false;
-    b.h = h, b.g = h / (nh / nkv), b.tok0 = m.seq_start[seq] + row0;
-    b.nrows = (int)(len - row0 < FA3W_BQ ? len - row0 : FA3W_BQ);
-#endif
     b.table = m.block_tables + seq * m.max_blocks;
     return true;
 }
@@ -1281,9 +1214,6 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
     constexpr int NS = FA3W_NS, BQ = FA3W_BQ, NT = FA3W_THREADS, CH = HD / 8, PBAR = ws_store<NS>() + 1;
     extern __shared__ __align__(1024) unsigned char fa3_smem[];
     __shared__ __align__(8) uint64_t full_s[NS];
-#if FA3WTS_WG_STORE
-    __shared__ __align__(8) uint64_t qfull_s[2]; /* Q's full barriers as mbarriers: no consumer arrives */
-#endif
     __shared__ int
         pm[2][4][2]; /* a Q buffer's work tile: the producer warps' most keys, rows 32w.. and 128 + 32w.. */
     __shared__ int32_t table_s[2][FA3_TABLE_SMEM > 0 ? FA3_TABLE_SMEM : 1];
@@ -1294,15 +1224,9 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
     b.raw = smem_u32(fa3_smem);
     const uint32_t base = (b.raw + 1023u) & ~1023u, kst = base + 2 * Ly::QS, vst = kst + NS * Ly::TB;
     const uint32_t full = smem_u32(full_s);
-#if FA3WTS_WG_STORE
-    const uint32_t qfull = smem_u32(qfull_s);
-#endif
     if (threadIdx.x == 0) {
         for (int st = 0; st < NS; st++)
             mbar_init(full + 8 * st, 1);
-#if FA3WTS_WG_STORE
-        mbar_init(qfull, 1), mbar_init(qfull + 8, 1);
-#endif
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
@@ -1313,7 +1237,7 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
         int j = 0, g0 = 0;
         for (int64_t r = 0; r * gridDim.x < items; r++) {
             const int64_t i = fa3wts_index(r);
-            if (i >= items || !fa3wts_item(b, i, m, nh, nkv, qtiles)) continue;
+            if (i >= items || !fa3wts_item(b, i, m, nh, nkv)) continue;
             const int qb = j & 1;
             const uint32_t qs = base + qb * Ly::QS;
             if (j >= 2) bar_sync_n(ws_qempty<NS>(qb), NT); /* work tile j - 2 copied out, its copies issued */
@@ -1344,12 +1268,8 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
 #endif
             cp_async_wait<0>();
             fence_proxy_async();
-            bar_sync_n(PBAR, 128); /* the table's copy, every thread's Q landed */
-#if FA3WTS_WG_STORE
-            if (tid == 0) mbar_arrive(qfull + 8 * qb); /* Q and pm to the consumers */
-#else
+            bar_sync_n(PBAR, 128);              /* the table's copy, every thread's Q landed */
             bar_arrive_n(ws_qfull<NS>(qb), NT); /* Q and pm to the consumers */
-#endif
             const int ntiles = b.kmax / FA3_BN + (b.kmax % FA3_BN != 0), whole = b.kmax / FA3_BN;
             for (int t = 0; t < ntiles; t++) {
                 const int gt = g0 + t, st = gt % NS;
@@ -1372,7 +1292,7 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
     int j = 0, g0 = 0;
     for (int64_t r = 0; r * gridDim.x < items; r++) {
         const int64_t i = fa3wts_index(r);
-        if (i >= items || !fa3wts_item(b, i, m, nh, nkv, qtiles)) continue;
+        if (i >= items || !fa3wts_item(b, i, m, nh, nkv)) continue;
         const int qb = j & 1;
         const uint32_t qs = base + qb * Ly::QS;
         b.nka = b.ra < b.nrows ? m.token_keys[b.tok0 + b.ra] : 0;
@@ -1382,11 +1302,7 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
         for (int o_ = 16; o_ > 0; o_ >>= 1)
             wmin = min(wmin, __shfl_xor_sync(0xffffffffu, wmin, o_));
         b.wmin = wmin;
-#if FA3WTS_WG_STORE
-        mbar_wait(qfull + 8 * qb, (uint32_t)(j >> 1) & 1u); /* the buffer's (j / 2)-th fill */
-#else
         bar_sync_n(ws_qfull<NS>(qb), NT);
-#endif
         /* the warpgroup's rows: producer warps 0-1's first (WG 0), 2-3's first (WG 1), 0-1's second (WG 2) */
         const int pw = b.wg == 1 ? 2 : 0, pr = b.wg == 2 ? 1 : 0;
         b.wgmax = max(pm[qb][pw][pr], pm[qb][pw + 1][pr]);
@@ -1398,35 +1314,6 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
             o[x] = 0.0f;
         float ma = -INFINITY, mb = -INFINITY, la = 0.0f, lb = 0.0f;
         const uint64_t dq = fa3_desc(qs + b.wg * 64 * 128, 16, 1024);
-#if FA3WTS_PIPE
-        /* fa3p's step (fa3wp's loop): S_t issued with P_{t-1} V_{t-1}, S_t's softmax under that
-         * P V; a stage released once its V is read, so that a consumer holds two (K_t, V_{t-1}):
-         * the ring's three stages let the producer run one key tile ahead. The tiles past this
-         * warpgroup's rows are waited for and released, unread. */
-        const int nw = min(ntiles, b.wgmax / FA3_BN + (b.wgmax % FA3_BN != 0)); /* its key tiles */
-        int t = 0;
-        if (nw > 0) {
-            uint32_t pa[FA3_BN / 16][4]; /* P_{t-1} */
-            mbar_wait(full + 8 * (g0 % NS), (uint32_t)(g0 / NS) & 1u);
-            fa3p_step<E, HD, BQ, true>(
-                o, pa, ma, mb, la, lb, b, 0, sl2, dq, kst + (g0 % NS) * Ly::TB, 0, [] {}, [] {});
-            for (t = 1; t < nw; t++) {
-                const int gt = g0 + t, st = gt % NS, sp = (gt - 1) % NS;
-                mbar_wait(full + 8 * st, (uint32_t)(gt / NS) & 1u);
-                fa3p_step<E, HD, BQ, false>(
-                    o, pa, ma, mb, la, lb, b, t * FA3_BN, sl2, dq, kst + st * Ly::TB, vst + sp * Ly::TB,
-                    [] {}, [&] { bar_arrive_n(ws_empty<NS>(sp), NT); }); /* K_{t-1}, V_{t-1} read */
-            }
-            const int sl = (g0 + nw - 1) % NS; /* the last P V */
-            fa3_pv_wait<E, HD>(o, pa, vst + sl * Ly::TB);
-            bar_arrive_n(ws_empty<NS>(sl), NT);
-        }
-        for (; t < ntiles; t++) {
-            const int gt = g0 + t, st = gt % NS;
-            mbar_wait(full + 8 * st, (uint32_t)(gt / NS) & 1u);
-            bar_arrive_n(ws_empty<NS>(st), NT);
-        }
-#else
         for (int t = 0; t < ntiles; t++) {
             const int gt = g0 + t, st = gt % NS, k0 = t * FA3_BN;
             mbar_wait(full + 8 * st, (uint32_t)(gt / NS) & 1u); /* the stage's (gt / NS)-th fill */
@@ -1434,15 +1321,9 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
                 fa3_tile<E, HD, BQ>(o, ma, mb, la, lb, b, k0, sl2, dq, kst + st * Ly::TB, vst + st * Ly::TB);
             bar_arrive_n(ws_empty<NS>(st), NT);
         }
-#endif
-        b.kbuf = qs; /* fa3_store stages its rows at b.kbuf: in Q's buffer */
-#if FA3WTS_WG_STORE
-        bar_sync_n(ws_wgq<NS>(b.wg), 128); /* the warpgroup's wgmmas are done with its rows of Q */
-        fa3_store<E, HD, BQ>(ctx, ldc, b, o, la, lb, fa3_smem);
-#else
+        b.kbuf = qs;                                 /* fa3_store stages its rows at b.kbuf: in Q's buffer */
         bar_sync_n(ws_store<NS>(), 128 * FA3W_CWGS); /* every consumer's wgmmas are done with this Q */
         fa3_store<E, HD>(ctx, ldc, b, o, la, lb, fa3_smem);
-#endif
         bar_arrive_n(ws_qempty<NS>(qb), NT);
         g0 += ntiles, j++;
     }

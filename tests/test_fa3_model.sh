@@ -13,14 +13,9 @@
 # copies' bytes, the cp.async last tile) holds in random interleavings and catches five
 # planted faults; and fa3wts' hand-over (fa3wt persistent: a block taking several work
 # tiles, the stages one ring over them, Q in two buffers, the output staged in Q) holds in
-# random interleavings and catches ten planted faults, and with FA3WTS_WG_STORE (each
-# consumer warpgroup staging in its own rows of Q, no store barrier, Q's full barriers
-# mbarriers) twelve, a consumer running a work tile ahead of another in some interleavings
-# (never with the store barrier), its staging in Q's layout within each warp's own rows of Q
-# and free of bank conflicts (two planted faults caught); and with FA3WTS_PIPE (fa3p's step
-# in each consumer, which holds two stages) twelve. Needs no GPU: the
-# tests' Python (LR_PYTHON) or the system's with numpy (tools/install-deps.sh installs it);
-# skips (77) where neither has it.
+# random interleavings and catches ten planted faults. Needs no GPU: the tests' Python
+# (LR_PYTHON) or the system's with numpy (tools/install-deps.sh installs it); skips (77)
+# where neither has it.
 for PY in "${LR_PYTHON:-python3}" /usr/bin/python3; do
     if "$PY" -c 'import numpy' 2>/dev/null; then
         exec "$PY" "$(dirname "$0")/../tools/model-fa3-layout.py"

@@ -9,8 +9,8 @@ busiest block's, with what share of it the mean is, when each block takes
   - snake:   one from each row of the grid, every other row backwards (fa3wts_index in
              gpu/attention_fa3.cu);
   - dynamic: the next work tile to whichever block has the least so far;
-and, with FA3WTS_ALIGN_END (each sequence's work tiles ending at its last row, the short one
-its first rows), the key tiles of all work tiles and the busiest block's, snake (with its
+and, with each sequence's work tiles ending at its last row, the short one its first rows
+(fa3wts' layout since run 43; session 35's FA3WTS_ALIGN_END), the key tiles of all work tiles and the busiest block's, snake (with its
 work tiles: run 42's timings read as about 1.89 us a key tile and 3.2 us a work tile of the
 busiest block, docs/performance.md) and dynamic.
 Usage: python3 tools/fa3wts-balance.py

@@ -1,5 +1,5 @@
 # run 43, call A (session 38 or later; any sm_90 card, an H200 first; fresh or warm with
-# REUSE=1): the default's prefill with session 37's values (FA3WTS_ALIGN_END 1, and fa3wts
+# REUSE=1): the default's prefill with session 37's values (end-aligned work tiles, and fa3wts
 # where fa3wt's grid is at most FA3WT_MAX_WAVES = 12 waves, was 3), the chooser's checks run
 # 41 call 3 ran for the last change: the kernel tracer on the default (fdt) at 1 x 2048,
 # 8 x 512 and 16 x 512 (fa3wts expected; 11.6 waves at most) and 32 x 512 (23 waves: fa3);
