@@ -10,9 +10,13 @@ busiest block's, with what share of it the mean is, when each block takes
              gpu/attention_fa3.cu);
   - dynamic: the next work tile to whichever block has the least so far;
 and, with each sequence's work tiles ending at its last row, the short one its first rows
-(fa3wts' layout since run 43; session 35's FA3WTS_ALIGN_END), the key tiles of all work tiles and the busiest block's, snake (with its
-work tiles: run 42's timings read as about 1.89 us a key tile and 3.2 us a work tile of the
-busiest block, docs/performance.md) and dynamic.
+(fa3wts' layout since run 43; session 35's FA3WTS_ALIGN_END), the key tiles of all work
+tiles and the busiest block's, snake (with its work tiles) and dynamic. Then, in time (run
+42's fit, docs/performance.md: about 1.89 us a key tile and 3.2 us a work tile of a block),
+the end-aligned tiles' longest block under snake, under dynamic (a block claims its next
+work tile when it finishes one: the longest-first list schedule) and under dynamic one
+ahead (a block claims its next work tile when it starts one, as a producer that loads the
+next work tile's Q under the current one's must).
 Usage: python3 tools/fa3wts-balance.py
 """
 import heapq
@@ -55,6 +59,52 @@ def dynamic(tiles):
     return max(heap)
 
 
+
+KEY_US, WORK_US = 1.89, 3.2  # run 42's fit: a key tile, a work tile of a block
+
+
+def cost(keys):
+    return KEY_US * keys + WORK_US
+
+
+def snake_us(tiles):
+    """The longest block's time under snake (fa3wts_index)."""
+    grid = min(SMS, len(tiles))
+    busy = [0.0] * grid
+    for r in range(math.ceil(len(tiles) / grid)):
+        for blk in range(grid):
+            i = r * grid + (grid - 1 - blk if r % 2 else blk)
+            if i < len(tiles):
+                busy[blk] += cost(tiles[i])
+    return max(busy)
+
+
+def dynamic_us(tiles, ahead):
+    """The longest block's time when blocks claim work tiles in the grid's order from a shared
+    counter: each its first at the start, then the next when it finishes one (ahead False)
+    or, holding one claimed beyond the one it runs, when it starts one (ahead True)."""
+    grid = min(SMS, len(tiles))
+    nxt = grid
+    held = [None] * grid
+    if ahead:
+        for blk in range(grid):
+            held[blk], nxt = (tiles[nxt], nxt + 1) if nxt < len(tiles) else (None, nxt)
+    running = [(cost(tiles[blk]), blk) for blk in range(grid)]
+    heapq.heapify(running)
+    last = 0.0
+    while running:
+        t, blk = heapq.heappop(running)
+        if ahead:
+            w = held[blk]
+            held[blk], nxt = (tiles[nxt], nxt + 1) if nxt < len(tiles) and w is not None else (None, nxt)
+        else:
+            w, nxt = (tiles[nxt], nxt + 1) if nxt < len(tiles) else (None, nxt)
+        if w is None:
+            last = max(last, t)
+        else:
+            heapq.heappush(running, (t + cost(w), blk))
+    return last
+
 for seqs, length in SHAPES:
     tiles = work_tiles(seqs, length)
     rr, mean, _ = static(tiles, False)
@@ -66,3 +116,9 @@ for seqs, length in SHAPES:
           f"rr {rr} ({mean / rr:.2f}), snake {sn} ({mean / sn:.2f}), dynamic {dy} ({mean / dy:.2f}); "
           f"end-aligned: {sum(ends)} key tiles against {sum(tiles)} ({sum(ends) / sum(tiles):.3f}), "
           f"busiest snake {esn} ({ework} work tiles), dynamic {dynamic(ends)}")
+print(f"the end-aligned tiles' longest block at {KEY_US} us a key tile and {WORK_US} a work tile:")
+for seqs, length in SHAPES:
+    ends = work_tiles(seqs, length, end=True)
+    s_us, d_us, a_us = snake_us(ends), dynamic_us(ends, False), dynamic_us(ends, True)
+    print(f"{seqs} x {length}: snake {s_us:.1f} us, dynamic {d_us:.1f} ({d_us / s_us:.3f}), "
+          f"dynamic one ahead {a_us:.1f} ({a_us / s_us:.3f})")
