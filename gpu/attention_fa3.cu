@@ -49,6 +49,11 @@
 
 #include <limits.h>
 #include <type_traits>
+#if FA3WTS_LPT
+#include <algorithm>
+#include <queue>
+#include <vector>
+#endif
 
 /* Keys per tile: the emulated reference's LR_ATTN_P_TILE, since the tile is where P is
  * rounded (each tile's weights against the running max after it); fa2's FA_BK too. */
@@ -1164,6 +1169,46 @@ static __device__ __forceinline__ int64_t fa3wts_index(int64_t r) {
     const int64_t row = r * gridDim.x;
     return r % 2 == 0 ? row + blockIdx.x : row + gridDim.x - 1 - blockIdx.x;
 }
+#endif
+
+/* FA3WTS_LPT (0 by default; 1 gives the same bits, every work tile computed once by one
+ * block whatever block takes it): the work tiles handed out by a longest-first list
+ * schedule computed on the host at launch instead of the snake order (fa3wts_index): each
+ * work tile in the grid's order (heaviest first) to the block with the least work so far,
+ * the work a tile's key tiles at run 42's fit (1.89 us a key tile, 3.2 us a work tile:
+ * weights 100 and 169), counted as if every sequence had max_seq_len new tokens and no
+ * past (what the host knows: the lengths are in device memory), so the order is the best
+ * list for equal lengths and a correct one for any (a tile past its sequence is skipped by
+ * every role, as in the snake order). tools/fa3wts-balance.py's "dynamic" is this schedule:
+ * 0.947 of the snake order's time at 1 x 2048 (100.3 us against 106.0 at the fit), level
+ * elsewhere; a block claiming its next tile from a counter would have to claim a tile ahead
+ * (its producer loads the next tile's Q under the current one) and gain only 0.988. The
+ * schedule goes in the kernel's parameters (__grid_constant__, read where the block takes
+ * its next tile), for grids of at most FA3WTS_SCHED_G blocks and FA3WTS_SCHED_N work tiles
+ * (12 waves of 132 SMs: 1584), else the snake order. Written in session 37 without a GPU;
+ * not yet run (the queue's next-r43b.sh). */
+#ifndef FA3WTS_LPT
+#define FA3WTS_LPT 0
+#endif
+#if FA3WTS_LPT
+#define FA3WTS_SCHED_G 160
+#define FA3WTS_SCHED_N 2048
+struct fa3wts_sched {
+    int on;                             /* 0: the snake order */
+    uint16_t first[FA3WTS_SCHED_G + 1]; /* block b's work tiles: item[first[b] .. first[b + 1]) */
+    uint16_t item[FA3WTS_SCHED_N];      /* the work tiles' indices, each block's heaviest first */
+};
+#ifdef FA3_DEVICE_CODE
+/* How many work tiles this block takes, and its r-th. */
+static __device__ __forceinline__ int64_t fa3wts_rounds(const fa3wts_sched &sc, int64_t items) {
+    return sc.on ? sc.first[blockIdx.x + 1] - sc.first[blockIdx.x] : (items + gridDim.x - 1) / gridDim.x;
+}
+static __device__ __forceinline__ int64_t fa3wts_at(const fa3wts_sched &sc, int64_t r) {
+    return sc.on ? (int64_t)sc.item[sc.first[blockIdx.x] + r] : fa3wts_index(r);
+}
+#endif
+#endif
+#ifdef FA3_DEVICE_CODE
 
 /* Work tile i of the grid's (fa3_begin's order): false where its rows are past its sequence
  * (every role skips it alike); else b's head, kv head, rows, table (every thread's). A
@@ -1208,7 +1253,12 @@ template <typename E, int HD>
 static __global__ void __launch_bounds__(FA3W_THREADS, 1)
     attention_fa3wts_kernel(E *ctx, int64_t ldc, const E *q, int64_t ldq, const E *k_cache, const E *v_cache,
                             lr_gpu_attn_meta m, int64_t nh, int64_t nkv, float scale, int64_t qtiles,
-                            const __grid_constant__ CUtensorMap km, const __grid_constant__ CUtensorMap vm) {
+                            const __grid_constant__ CUtensorMap km, const __grid_constant__ CUtensorMap vm
+#if FA3WTS_LPT
+                            ,
+                            const __grid_constant__ fa3wts_sched sc
+#endif
+    ) {
 #ifdef FA3_DEVICE_CODE
     typedef fa3wts_layout<HD> Ly;
     constexpr int NS = FA3W_NS, BQ = FA3W_BQ, NT = FA3W_THREADS, CH = HD / 8, PBAR = ws_store<NS>() + 1;
@@ -1235,8 +1285,13 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
         setmaxnreg_dec<FA3W_REG_PRODUCER>();
         const int tid = threadIdx.x - 2 * BQ, w = tid >> 5, pages = FA3_BN / b.bsz;
         int j = 0, g0 = 0;
+#if FA3WTS_LPT
+        for (int64_t r = 0; r < fa3wts_rounds(sc, items); r++) {
+            const int64_t i = fa3wts_at(sc, r);
+#else
         for (int64_t r = 0; r * gridDim.x < items; r++) {
             const int64_t i = fa3wts_index(r);
+#endif
             if (i >= items || !fa3wts_item(b, i, m, nh, nkv)) continue;
             const int qb = j & 1;
             const uint32_t qs = base + qb * Ly::QS;
@@ -1290,8 +1345,13 @@ static __global__ void __launch_bounds__(FA3W_THREADS, 1)
     const float sl2 = scale * 1.4426950408889634f;
     b.ra = b.warp * 16 + (b.lane >> 2), b.rb = b.ra + 8;
     int j = 0, g0 = 0;
+#if FA3WTS_LPT
+    for (int64_t r = 0; r < fa3wts_rounds(sc, items); r++) {
+        const int64_t i = fa3wts_at(sc, r);
+#else
     for (int64_t r = 0; r * gridDim.x < items; r++) {
         const int64_t i = fa3wts_index(r);
+#endif
         if (i >= items || !fa3wts_item(b, i, m, nh, nkv)) continue;
         const int qb = j & 1;
         const uint32_t qs = base + qb * Ly::QS;
@@ -1450,6 +1510,48 @@ static bool fa3_tensor_map(CUtensorMap *map, const void *cache, int64_t nkv, int
                   CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
+#if FA3WTS_LPT
+/* FA3WTS_LPT's schedule for a grid of `grid` blocks over fa3wts' work tiles (nh heads, nseq
+ * sequences, qtiles end-aligned tiles of 192 rows each, every sequence counted at len new
+ * tokens); sc->on 0 (the snake order) where it does not fit the parameters. Computed again
+ * only when the shape changes (the last one kept, a host thread's). */
+static void fa3wts_lpt(fa3wts_sched *sc, int64_t grid, int64_t nh, int64_t nseq, int64_t qtiles,
+                       int64_t len) {
+    static thread_local int64_t key[5] = {-1, -1, -1, -1, -1};
+    static thread_local fa3wts_sched last;
+    const int64_t items = nh * nseq * qtiles, k[5] = {grid, nh, nseq, qtiles, len};
+    if (std::equal(k, k + 5, key)) {
+        *sc = last;
+        return;
+    }
+    sc->on = grid <= FA3WTS_SCHED_G && items <= FA3WTS_SCHED_N;
+    if (sc->on) {
+        std::vector<int> owner((size_t)items), count((size_t)grid, 0);
+        std::priority_queue<std::pair<int64_t, int>, std::vector<std::pair<int64_t, int>>,
+                            std::greater<std::pair<int64_t, int>>>
+            least; /* (work so far, block): the least, then the lowest block */
+        for (int b = 0; b < grid; b++)
+            least.push({0, b});
+        for (int64_t i = 0; i < items; i++) { /* the grid's order: heads, sequences, then tiles */
+            const int64_t end = len - i / (nh * nseq) * FA3W_BQ;
+            const int64_t work = end > 0 ? 100 * ((end + FA3_BN - 1) / FA3_BN) + 169 : 0;
+            const std::pair<int64_t, int> at = least.top();
+            least.pop();
+            owner[(size_t)i] = at.second, count[(size_t)at.second]++;
+            least.push({at.first + work, at.second});
+        }
+        sc->first[0] = 0;
+        for (int b = 0; b < grid; b++)
+            sc->first[b + 1] = (uint16_t)(sc->first[b] + count[(size_t)b]);
+        std::vector<int> next(sc->first, sc->first + grid);
+        for (int64_t i = 0; i < items; i++)
+            sc->item[next[(size_t)owner[(size_t)i]]++] = (uint16_t)i;
+    }
+    last = *sc;
+    std::copy(k, k + 5, key);
+}
+#endif
+
 /* The kernel of kind K, its grid of BQ-row blocks, its threads and shared memory. */
 template <typename E, int HD, fa3_kind K>
 static int fa3_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
@@ -1473,16 +1575,33 @@ static int fa3_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
         if (!fa3_tma_pages(m->block_size) || !fa3_tensor_map<E>(&km, a->k_cache, a->nkv, HD, m->block_size) ||
             !fa3_tensor_map<E>(&vm, a->v_cache, a->nkv, HD, m->block_size))
             return fa3_launch<E, HD, FA3_WS>(a, s);
-        auto tma = K == FA3_WST ? attention_fa3wt_kernel<E, HD> : attention_fa3wts_kernel<E, HD>;
-        if (!fa3_runs_here((const void *)tma)) return lr_gpu_attention_fa2(a, s);
+        const void *tma = K == FA3_WST ? (const void *)attention_fa3wt_kernel<E, HD>
+                                       : (const void *)attention_fa3wts_kernel<E, HD>;
+        if (!fa3_runs_here(tma)) return lr_gpu_attention_fa2(a, s);
         if constexpr (K == FA3_WSTS) { /* a block an SM, each taking a work tile a row of the grid */
             const int most = fa3wts_grid > 0 ? fa3wts_grid : lr_gpu_sm_count();
             smem = fa3wts_layout<HD>::bytes;
             if (most > 0 && grid > (unsigned int)most) grid = (unsigned int)most;
         }
         CUDA_CHECK(cudaFuncSetAttribute(tma, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        tma<<<grid, threads, smem, s>>>((E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache,
-                                        (const E *)a->v_cache, *m, a->nh, a->nkv, a->scale, qtiles, km, vm);
+        if constexpr (K == FA3_WST) {
+            attention_fa3wt_kernel<E, HD><<<grid, threads, smem, s>>>(
+                (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache, (const E *)a->v_cache,
+                *m, a->nh, a->nkv, a->scale, qtiles, km, vm);
+        } else {
+#if FA3WTS_LPT
+            static thread_local fa3wts_sched sc;
+            fa3wts_lpt(&sc, grid, a->nh, m->num_seqs, qtiles, m->max_seq_len);
+#endif
+            attention_fa3wts_kernel<E, HD><<<grid, threads, smem, s>>>(
+                (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache, (const E *)a->v_cache,
+                *m, a->nh, a->nkv, a->scale, qtiles, km, vm
+#if FA3WTS_LPT
+                ,
+                sc
+#endif
+            );
+        }
     } else {
         CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         kernel<<<grid, threads, smem, s>>>((E *)a->ctx, a->ldc, (const E *)a->q, a->ldq,

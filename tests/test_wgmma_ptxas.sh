@@ -1,14 +1,14 @@
 #!/bin/sh
 # test_wgmma_ptxas.sh: ptxas keeps the warpgroup MMAs of attention fa3, fa3p, fa3w, fa3wp,
-# fa3wt and fa3wts (gpu/attention_fa3.cu) asynchronous, with the tree's values and with
-# fa3wp's knob at its other value (FA3WP_PINGPONG=1, which a trial may set). Where it cannot
-# prove a wgmma's registers safe (one issued or waited on in a branch, registers it reads or
-# writes touched between its issue and its wait) it serialises the kernel's wgmmas or
-# injects fences of its own, and says so only in its -v notes (C7510-C7520:
+# fa3wt and fa3wts (gpu/attention_fa3.cu) asynchronous, with the tree's values and with the
+# knobs at their other values (FA3WP_PINGPONG=1 FA3WTS_LPT=1, which a trial may set). Where
+# it cannot prove a wgmma's registers safe (one issued or waited on in a branch, registers
+# it reads or writes touched between its issue and its wait) it serialises the kernel's
+# wgmmas or injects fences of its own, and says so only in its -v notes (C7510-C7520:
 # "wgmma.mma_async instructions are serialized", "warpgroup.arrive is injected"); the kernel
 # still passes every check, only slower. Session 22 met both while writing fa3p, session 28
 # the first while writing fa3wp (a condition on a barrier's arrival inside its loop of
-# wgmmas). This compiles the file for sm_90a as the makefile does, and again with the knob,
+# wgmmas). This compiles the file for sm_90a as the makefile does, and again with the knobs,
 # and fails on any such note. Needs nvcc (skips, 77, without CUDA or for another CUDA_ARCH).
 set -u
 if [ -z "${LR_NVCC:-}" ] || [ ! -x "$LR_NVCC" ]; then
@@ -22,9 +22,9 @@ fi
 src=$(cd "$(dirname "$0")/.." && pwd)
 TMP=${LR_TMPDIR:?}/wgmma-ptxas
 rm -rf "$TMP" && mkdir -p "$TMP"
-# The file as the makefile builds it, then with the knob whose kernels differ (a build-time
+# The file as the makefile builds it, then with the knobs whose kernels differ (a build-time
 # knob a trial turns on must keep its wgmmas asynchronous too).
-KNOBS="-DFA3WP_PINGPONG=1"
+KNOBS="-DFA3WP_PINGPONG=1 -DFA3WTS_LPT=1"
 n=0
 for defs in "" "$KNOBS"; do
     n=$((n + 1)) out="$TMP/ptxas-$n.txt"

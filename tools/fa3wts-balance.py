@@ -14,9 +14,9 @@ and, with each sequence's work tiles ending at its last row, the short one its f
 tiles and the busiest block's, snake (with its work tiles) and dynamic. Then, in time (run
 42's fit, docs/performance.md: about 1.89 us a key tile and 3.2 us a work tile of a block),
 the end-aligned tiles' longest block under snake, under dynamic (a block claims its next
-work tile when it finishes one: the longest-first list schedule) and under dynamic one
-ahead (a block claims its next work tile when it starts one, as a producer that loads the
-next work tile's Q under the current one's must).
+work tile when it finishes one: the longest-first list schedule, which FA3WTS_LPT computes
+before the launch) and under dynamic one ahead (a block claims its next work tile when it
+starts one, as a producer that loads the next work tile's Q under the current one's must).
 Usage: python3 tools/fa3wts-balance.py
 """
 import heapq
