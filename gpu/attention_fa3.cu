@@ -48,12 +48,10 @@
 #include <cudaTypedefs.h> /* PFN_cuTensorMapEncodeTiled */
 
 #include <limits.h>
+#include <string.h>
 #include <type_traits>
-#if FA3WTS_LPT
-#include <algorithm>
-#include <queue>
-#include <vector>
-#endif
+
+#include "fa3wts_sched.h" /* FA3WTS_LPT's schedule */
 
 /* Keys per tile: the emulated reference's LR_ATTN_P_TILE, since the tile is where P is
  * rounded (each tile's weights against the running max after it); fa2's FA_BK too. */
@@ -1185,19 +1183,13 @@ static __device__ __forceinline__ int64_t fa3wts_index(int64_t r) {
  * (its producer loads the next tile's Q under the current one) and gain only 0.988. The
  * schedule goes in the kernel's parameters (__grid_constant__, read where the block takes
  * its next tile), for grids of at most FA3WTS_SCHED_G blocks and FA3WTS_SCHED_N work tiles
- * (12 waves of 132 SMs: 1584), else the snake order. Written in session 37 without a GPU;
- * not yet run (the queue's next-r43b.sh). */
+ * (12 waves of 132 SMs: 1584), else the snake order. The schedule is gpu/fa3wts_sched.h's
+ * (host C, tests/test_fa3wts_sched.c holds it to its properties without a GPU). Written in
+ * session 37 without a GPU; not yet run (the queue's next-r43b.sh). */
 #ifndef FA3WTS_LPT
 #define FA3WTS_LPT 0
 #endif
 #if FA3WTS_LPT
-#define FA3WTS_SCHED_G 160
-#define FA3WTS_SCHED_N 2048
-struct fa3wts_sched {
-    int on;                             /* 0: the snake order */
-    uint16_t first[FA3WTS_SCHED_G + 1]; /* block b's work tiles: item[first[b] .. first[b + 1]) */
-    uint16_t item[FA3WTS_SCHED_N];      /* the work tiles' indices, each block's heaviest first */
-};
 #ifdef FA3_DEVICE_CODE
 /* How many work tiles this block takes, and its r-th. */
 static __device__ __forceinline__ int64_t fa3wts_rounds(const fa3wts_sched &sc, int64_t items) {
@@ -1511,44 +1503,17 @@ static bool fa3_tensor_map(CUtensorMap *map, const void *cache, int64_t nkv, int
 }
 
 #if FA3WTS_LPT
-/* FA3WTS_LPT's schedule for a grid of `grid` blocks over fa3wts' work tiles (nh heads, nseq
- * sequences, qtiles end-aligned tiles of 192 rows each, every sequence counted at len new
- * tokens); sc->on 0 (the snake order) where it does not fit the parameters. Computed again
- * only when the shape changes (the last one kept, a host thread's). */
-static void fa3wts_lpt(fa3wts_sched *sc, int64_t grid, int64_t nh, int64_t nseq, int64_t qtiles,
-                       int64_t len) {
+/* FA3WTS_LPT's schedule (fa3wts_sched.h) for the launch's shape, built again only when the
+ * shape changes (the last one kept, a host thread's). */
+static const fa3wts_sched *fa3wts_lpt(int64_t grid, int64_t nh, int64_t nseq, int64_t qtiles, int64_t len) {
     static thread_local int64_t key[5] = {-1, -1, -1, -1, -1};
-    static thread_local fa3wts_sched last;
-    const int64_t items = nh * nseq * qtiles, k[5] = {grid, nh, nseq, qtiles, len};
-    if (std::equal(k, k + 5, key)) {
-        *sc = last;
-        return;
+    static thread_local fa3wts_sched sc;
+    const int64_t k[5] = {grid, nh, nseq, qtiles, len};
+    if (memcmp(k, key, sizeof k) != 0) {
+        fa3wts_sched_build(&sc, grid, nh, nseq, qtiles, len);
+        memcpy(key, k, sizeof k);
     }
-    sc->on = grid <= FA3WTS_SCHED_G && items <= FA3WTS_SCHED_N;
-    if (sc->on) {
-        std::vector<int> owner((size_t)items), count((size_t)grid, 0);
-        std::priority_queue<std::pair<int64_t, int>, std::vector<std::pair<int64_t, int>>,
-                            std::greater<std::pair<int64_t, int>>>
-            least; /* (work so far, block): the least, then the lowest block */
-        for (int b = 0; b < grid; b++)
-            least.push({0, b});
-        for (int64_t i = 0; i < items; i++) { /* the grid's order: heads, sequences, then tiles */
-            const int64_t end = len - i / (nh * nseq) * FA3W_BQ;
-            const int64_t work = end > 0 ? 100 * ((end + FA3_BN - 1) / FA3_BN) + 169 : 0;
-            const std::pair<int64_t, int> at = least.top();
-            least.pop();
-            owner[(size_t)i] = at.second, count[(size_t)at.second]++;
-            least.push({at.first + work, at.second});
-        }
-        sc->first[0] = 0;
-        for (int b = 0; b < grid; b++)
-            sc->first[b + 1] = (uint16_t)(sc->first[b] + count[(size_t)b]);
-        std::vector<int> next(sc->first, sc->first + grid);
-        for (int64_t i = 0; i < items; i++)
-            sc->item[next[(size_t)owner[(size_t)i]]++] = (uint16_t)i;
-    }
-    last = *sc;
-    std::copy(k, k + 5, key);
+    return &sc;
 }
 #endif
 
@@ -1590,15 +1555,14 @@ static int fa3_launch(const lr_gpu_attention_args *a, cudaStream_t s) {
                 *m, a->nh, a->nkv, a->scale, qtiles, km, vm);
         } else {
 #if FA3WTS_LPT
-            static thread_local fa3wts_sched sc;
-            fa3wts_lpt(&sc, grid, a->nh, m->num_seqs, qtiles, m->max_seq_len);
+            const fa3wts_sched *sc = fa3wts_lpt(grid, a->nh, m->num_seqs, qtiles, m->max_seq_len);
 #endif
             attention_fa3wts_kernel<E, HD><<<grid, threads, smem, s>>>(
                 (E *)a->ctx, a->ldc, (const E *)a->q, a->ldq, (const E *)a->k_cache, (const E *)a->v_cache,
                 *m, a->nh, a->nkv, a->scale, qtiles, km, vm
 #if FA3WTS_LPT
                 ,
-                sc
+                *sc
 #endif
             );
         }
