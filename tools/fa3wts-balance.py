@@ -36,53 +36,37 @@ def work_tiles(seqs, length, end=False):
     return out
 
 
-def static(tiles, snake):
-    """The busiest block's key tiles, the mean a block, and the busiest block's work tiles
-    (the most of any block among those with the busiest's key tiles)."""
-    grid = min(SMS, len(tiles))
-    load, n = [0] * grid, [0] * grid
-    for blk in range(grid):
-        r = 0
-        while r * grid < len(tiles):
-            i = r * grid + (grid - 1 - blk if snake and r % 2 else blk)
-            if i < len(tiles):
-                load[blk] += tiles[i]
-                n[blk] += 1
-            r += 1
-    return max(load), sum(tiles) / grid, max(n[k] for k in range(grid) if load[k] == max(load))
-
-
-def dynamic(tiles):
-    heap = [0] * min(SMS, len(tiles))
-    for w in tiles:
-        heapq.heappush(heap, heapq.heappop(heap) + w)
-    return max(heap)
-
-
-
 KEY_US, WORK_US = 1.89, 3.2  # run 42's fit: a key tile, a work tile of a block
 
 
-def cost(keys):
-    return KEY_US * keys + WORK_US
+def keys(k):
+    return k
 
 
-def snake_us(tiles):
-    """The longest block's time under snake (fa3wts_index)."""
+def us(k):
+    return KEY_US * k + WORK_US
+
+
+def static(tiles, snake, cost=keys):
+    """The busiest block's work (cost of each work tile's key tiles: the key tiles, or us),
+    the mean a block, and the busiest block's work tiles (the most of any block among those
+    with the busiest's work)."""
     grid = min(SMS, len(tiles))
-    busy = [0.0] * grid
-    for r in range(math.ceil(len(tiles) / grid)):
-        for blk in range(grid):
-            i = r * grid + (grid - 1 - blk if r % 2 else blk)
+    load, n = [0] * grid, [0] * grid
+    for blk in range(grid):
+        for r in range(math.ceil(len(tiles) / grid)):
+            i = r * grid + (grid - 1 - blk if snake and r % 2 else blk)
             if i < len(tiles):
-                busy[blk] += cost(tiles[i])
-    return max(busy)
+                load[blk] += cost(tiles[i])
+                n[blk] += 1
+    return max(load), sum(map(cost, tiles)) / grid, max(n[k] for k in range(grid) if load[k] == max(load))
 
 
-def dynamic_us(tiles, ahead):
-    """The longest block's time when blocks claim work tiles in the grid's order from a shared
-    counter: each its first at the start, then the next when it finishes one (ahead False)
-    or, holding one claimed beyond the one it runs, when it starts one (ahead True)."""
+def dynamic(tiles, cost=keys, ahead=False):
+    """The busiest block's work when blocks claim work tiles in the grid's order from a shared
+    counter: each its first at the start, then the next when it finishes one (the
+    longest-first list schedule) or, with ahead, holding one claimed beyond the one it runs,
+    when it starts one."""
     grid = min(SMS, len(tiles))
     nxt = grid
     held = [None] * grid
@@ -91,7 +75,7 @@ def dynamic_us(tiles, ahead):
             held[blk], nxt = (tiles[nxt], nxt + 1) if nxt < len(tiles) else (None, nxt)
     running = [(cost(tiles[blk]), blk) for blk in range(grid)]
     heapq.heapify(running)
-    last = 0.0
+    last = 0
     while running:
         t, blk = heapq.heappop(running)
         if ahead:
@@ -104,6 +88,7 @@ def dynamic_us(tiles, ahead):
         else:
             heapq.heappush(running, (t + cost(w), blk))
     return last
+
 
 for seqs, length in SHAPES:
     tiles = work_tiles(seqs, length)
@@ -119,6 +104,6 @@ for seqs, length in SHAPES:
 print(f"the end-aligned tiles' longest block at {KEY_US} us a key tile and {WORK_US} a work tile:")
 for seqs, length in SHAPES:
     ends = work_tiles(seqs, length, end=True)
-    s_us, d_us, a_us = snake_us(ends), dynamic_us(ends, False), dynamic_us(ends, True)
+    s_us, d_us, a_us = static(ends, True, us)[0], dynamic(ends, us), dynamic(ends, us, ahead=True)
     print(f"{seqs} x {length}: snake {s_us:.1f} us, dynamic {d_us:.1f} ({d_us / s_us:.3f}), "
           f"dynamic one ahead {a_us:.1f} ({a_us / s_us:.3f})")
