@@ -1189,6 +1189,8 @@ static __device__ __forceinline__ int64_t fa3wts_index(int64_t r) {
 #ifndef FA3WTS_LPT
 #define FA3WTS_LPT 0
 #endif
+static_assert(FA3WTS_SCHED_ROWS == FA3W_BQ && FA3WTS_SCHED_KEYS == FA3_BN,
+              "fa3wts_sched.h weighs fa3wts' work tiles and key tiles");
 #if FA3WTS_LPT
 #ifdef FA3_DEVICE_CODE
 /* How many work tiles this block takes, and its r-th. */
