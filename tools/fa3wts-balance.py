@@ -16,7 +16,10 @@ tiles and the busiest block's, snake (with its work tiles) and dynamic. Then, in
 the end-aligned tiles' longest block under snake, under dynamic (a block claims its next
 work tile when it finishes one: the longest-first list schedule, which FA3WTS_LPT computes
 before the launch) and under dynamic one ahead (a block claims its next work tile when it
-starts one, as a producer that loads the next work tile's Q under the current one's must).
+starts one, as a producer that loads the next work tile's Q under the current one's must),
+each with its TFLOP/s at 128 dims (4 x len^2 / 2 x 128 x 32 heads a sequence), and the bound
+no schedule of these work tiles passes: the whole work spread evenly over the blocks, or the
+heaviest work tile where that is longer.
 Usage: python3 tools/fa3wts-balance.py
 """
 import heapq
@@ -105,5 +108,9 @@ print(f"the end-aligned tiles' longest block at {KEY_US} us a key tile and {WORK
 for seqs, length in SHAPES:
     ends = work_tiles(seqs, length, end=True)
     s_us, d_us, a_us = static(ends, True, us)[0], dynamic(ends, us), dynamic(ends, us, ahead=True)
-    print(f"{seqs} x {length}: snake {s_us:.1f} us, dynamic {d_us:.1f} ({d_us / s_us:.3f}), "
-          f"dynamic one ahead {a_us:.1f} ({a_us / s_us:.3f})")
+    bound = max(sum(map(us, ends)) / SMS, us(max(ends)))
+    flop = seqs * 4 * length * length / 2 * 128 * HEADS
+    tf = lambda t: flop / (t * 1e-6) / 1e12
+    print(f"{seqs} x {length}: snake {s_us:.1f} us ({tf(s_us):.0f} TFLOP/s), dynamic {d_us:.1f} "
+          f"({d_us / s_us:.3f}; {tf(d_us):.0f}), dynamic one ahead {a_us:.1f} ({a_us / s_us:.3f}), "
+          f"balanced bound {bound:.1f} ({bound / s_us:.3f}; {tf(bound):.0f})")
